@@ -1,0 +1,560 @@
+"""Parse an inbound interchange from bytes into typed envelope values, with receiver checks.
+
+Entry points: :func:`parse_interchange` (strict: a complete :class:`Interchange` or an
+:class:`~mako_actors.edifact.errors.EdifactError`), :func:`try_parse_interchange` (returns the
+error instead of raising) and :func:`parse_file`. Checks: charset, UNA, release characters,
+UNB/UNZ/UNH/UNT present and well placed, UNT segment count and reference, UNZ message count and
+reference, unique 0062. Business content (AHB rules, check digits) is not checked here; values
+that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Message.problems``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Segment, tokenize
+from mako_actors.edifact.errors import (
+    ControlCountMismatch,
+    DuplicateReference,
+    EdifactError,
+    EdifactSyntaxError,
+    InvalidCharacter,
+    InvalidValue,
+    MissingSegment,
+    ReferenceMismatch,
+    UnexpectedSegment,
+    UnsupportedCharset,
+)
+
+__all__ = [
+    "CHARSETS",
+    "Decoded",
+    "Interchange",
+    "Message",
+    "Party",
+    "Transaction",
+    "decode",
+    "parse_dtm",
+    "parse_file",
+    "parse_interchange",
+    "try_parse_interchange",
+]
+
+#: UNB S001 syntax identifier -> Python codec. UNOA/UNOB are subsets of ASCII; we accept any
+#: ASCII there because public traffic uses lower case under UNOA.
+CHARSETS: dict[str, str] = {
+    "UNOA": "ascii",
+    "UNOB": "ascii",
+    "UNOC": "iso-8859-1",
+    "UNOD": "iso-8859-2",
+    "UNOE": "iso-8859-5",
+    "UNOF": "iso-8859-7",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A market partner: ``id`` (MP-ID) and its code list / qualifier (UNB 500 or NAD 293)."""
+
+    id: str
+    qualifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One ``IDE+24`` group (SG4) of a message; fields are ``None`` when the segment is absent.
+
+    ``pid`` is the transaction's own ``RFF+Z13``, else one standing before the first IDE.
+    """
+
+    ide_ref: str
+    pid: str | None
+    malo: str | None
+    start: datetime | None
+    end: datetime | None
+    request_ref: str | None
+    transaction_reason: str | None
+    answer_code: str | None
+    answer_ebd: str | None
+    first_segment_number: int
+    segments: tuple[Segment, ...] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One UNH..UNT message with its header values; ``segments`` include UNH and UNT.
+
+    ``segment_count`` equals the checked UNT count. ``document_date`` is ``DTM+137`` as an aware
+    UTC datetime (``None`` if absent or malformed, then named in ``problems``).
+    """
+
+    reference: str
+    message_type: str
+    version: str
+    release: str
+    agency: str
+    association_code: str
+    pid: str | None
+    document_code: str | None
+    document_number: str | None
+    document_date: datetime | None
+    sender: Party | None
+    recipient: Party | None
+    transactions: tuple[Transaction, ...]
+    segment_count: int
+    first_segment_number: int
+    problems: tuple[str, ...]
+    segments: tuple[Segment, ...] = field(repr=False)
+
+    @property
+    def mig_version(self) -> str:
+        """The EDI@Energy MIG version (UNH S009 0057, e.g. ``S2.1``)."""
+        return self.association_code
+
+
+@dataclass(frozen=True, slots=True)
+class Interchange:
+    """A received interchange that passed every receiver check.
+
+    ``prepared_at`` is UNB S004 read as UTC. ``charset`` is the Python codec used to decode.
+    ``segment_count`` counts UNB..UNZ (UNA excluded).
+    """
+
+    syntax_id: str
+    syntax_version: str
+    sender: Party
+    recipient: Party
+    prepared_at: datetime
+    control_ref: str
+    application_ref: str | None
+    test: bool
+    delimiters: Delimiters
+    una_present: bool
+    charset: str
+    sha256: str
+    source: str | None
+    segment_count: int
+    messages: tuple[Message, ...] = field(repr=False)
+
+    @property
+    def dedup_key(self) -> tuple[str, str, str]:
+        """The inbox idempotency key: (recipient MP-ID, sender MP-ID, 0020)."""
+        return (self.recipient.id, self.sender.id, self.control_ref)
+
+    @property
+    def correlation_ref(self) -> str:
+        """``"<sender MP-ID>:<0020>"``, the input of the CorrelationId (UUID v5)."""
+        return f"{self.sender.id}:{self.control_ref}"
+
+
+def parse_file(path: str | Path) -> Interchange:
+    """Read ``path`` and parse it strictly; errors name the file. ``OSError`` passes through."""
+    p = Path(path)
+    return parse_interchange(p.read_bytes(), source=str(p))
+
+
+def try_parse_interchange(raw: bytes, *, source: str | None = None) -> Interchange | EdifactError:
+    """Like :func:`parse_interchange`, but return the error instead of raising it."""
+    try:
+        return parse_interchange(raw, source=source)
+    except EdifactError as err:
+        return err
+
+
+def parse_interchange(raw: bytes, *, source: str | None = None) -> Interchange:
+    """Parse and check one interchange; all-or-nothing.
+
+    Raises an :class:`EdifactError` subclass naming ``source``, the segment number and what was
+    expected vs found. Cost: one decode and one tokenizer pass, linear in the input.
+    """
+    try:
+        return _parse(raw, source)
+    except EdifactError as err:
+        raise err.with_source(source) from None
+    except (ValueError, IndexError, TypeError) as exc:  # pragma: no cover - defence in depth
+        raise EdifactError(f"unparseable input: {exc}", source=source) from None
+
+
+def _prefix(raw: bytes) -> tuple[Delimiters, bool, int]:
+    if raw.startswith(b"UNA"):
+        try:
+            chars = raw[3:9].decode("ascii")
+        except UnicodeDecodeError:
+            raise EdifactSyntaxError(
+                "UNA service characters must be ASCII",
+                segment_tag="UNA",
+                expected="6 ASCII characters",
+                found=repr(raw[3:9]),
+                syntax_error_code="22",
+            ) from None
+        return Delimiters.from_una(chars), True, 9
+    return DEFAULT_DELIMITERS, False, 0
+
+
+def _charset(raw: bytes, start: int, d: Delimiters) -> tuple[str, str]:
+    head = raw[start : start + 64].lstrip(b"\r\n")
+    el = d.element.encode("ascii")
+    if not head.startswith(b"UNB" + el):
+        raise MissingSegment(
+            "interchange does not start with UNB",
+            segment_number=1,
+            expected="UNB",
+            found=head[:3].decode("latin-1"),
+        )
+    s001 = head[4:].split(el, 1)[0].split(d.component.encode("ascii"), 1)[0]
+    syntax_id = s001.decode("latin-1")
+    codec = CHARSETS.get(syntax_id)
+    if codec is None:
+        raise UnsupportedCharset(
+            "unsupported syntax identifier (charset) in UNB S001",
+            segment_number=1,
+            segment_tag="UNB",
+            expected="one of " + "/".join(CHARSETS),
+            found=syntax_id,
+        )
+    return syntax_id, codec
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The decoded text after the UNA (if any), with the delimiters and charset it declared."""
+
+    text: str
+    delimiters: Delimiters
+    una_present: bool
+    syntax_id: str
+    charset: str
+
+
+def decode(raw: bytes, *, source: str | None = None) -> Decoded:
+    """Read UNA and UNB S001 from the leading ASCII bytes and decode the rest by that charset.
+
+    Raises ``EdifactSyntaxError`` (bad UNA), ``MissingSegment`` (no UNB),
+    ``UnsupportedCharset`` or ``InvalidCharacter`` (a byte outside the charset).
+    """
+    try:
+        d, una, start = _prefix(raw)
+        syntax_id, codec = _charset(raw, start, d)
+        return Decoded(_decode_text(raw, start, d, syntax_id, codec), d, una, syntax_id, codec)
+    except EdifactError as err:
+        raise err.with_source(source) from None
+
+
+def _decode_text(raw: bytes, start: int, d: Delimiters, syntax_id: str, codec: str) -> str:
+    try:
+        return raw[start:].decode(codec)
+    except UnicodeDecodeError as exc:
+        pos = start + exc.start
+        number = raw[start:pos].count(d.terminator.encode("latin-1")) + 1
+        raise InvalidCharacter(
+            f"byte 0x{raw[pos]:02X} at offset {pos} is not valid in {syntax_id} ({codec})",
+            segment_number=number,
+            expected=f"{syntax_id} characters",
+            found=f"0x{raw[pos]:02X}",
+        ) from None
+
+
+def _parse(raw: bytes, source: str | None) -> Interchange:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise TypeError("parse_interchange takes bytes")
+    raw = bytes(raw)
+    d, una, start = _prefix(raw)
+    syntax_id, codec = _charset(raw, start, d)
+    text = _decode_text(raw, start, d, syntax_id, codec)
+    segments = tokenize(text, d, source=source)
+    return _build(segments, d, una, syntax_id, codec, raw, source)
+
+
+def _require(seg: Segment, number: int, element: int, what: str, component: int = 0) -> str:
+    value = seg.value(element, component)
+    if not value:
+        raise MissingSegment(
+            f"{seg.tag} lacks {what}", segment_number=number, segment_tag=seg.tag,
+            expected=what, found="",
+        )
+    return value
+
+
+def _count(seg: Segment, number: int) -> int:
+    text = _require(seg, number, 0, "the control count")
+    if not text.isdigit():
+        raise InvalidValue(
+            f"{seg.tag} control count is not a number", segment_number=number,
+            segment_tag=seg.tag, expected="digits", found=text,
+        )
+    return int(text)
+
+
+def _unb_time(seg: Segment) -> datetime:
+    date = seg.value(3, 0)
+    time = seg.value(3, 1)
+    try:
+        if len(date) == 6 and date.isdigit():
+            day = datetime.strptime("20" + date, "%Y%m%d")
+        elif len(date) == 8 and date.isdigit():
+            day = datetime.strptime(date, "%Y%m%d")
+        else:
+            raise ValueError(date)
+        if len(time) != 4 or not time.isdigit():
+            raise ValueError(time)
+        return day.replace(hour=int(time[:2]), minute=int(time[2:]), tzinfo=UTC)
+    except ValueError:
+        raise InvalidValue(
+            "UNB S004 preparation date/time is invalid", segment_number=1, segment_tag="UNB",
+            expected="YYMMDD:HHMM", found=f"{date}:{time}",
+        ) from None
+
+
+def _build(
+    segs: list[Segment], d: Delimiters, una: bool, syntax_id: str, codec: str, raw: bytes,
+    source: str | None,
+) -> Interchange:
+    if not segs or segs[0].tag != "UNB":
+        raise MissingSegment(
+            "interchange does not start with UNB", segment_number=1, expected="UNB",
+            found=segs[0].tag if segs else "nothing",
+        )
+    unb = segs[0]
+    syntax_version = _require(unb, 1, 0, "the syntax version (S001 0002)", 1)
+    sender = Party(_require(unb, 1, 1, "the sender (S002)"), unb.value(1, 1))
+    recipient = Party(_require(unb, 1, 2, "the recipient (S003)"), unb.value(2, 1))
+    prepared_at = _unb_time(unb)
+    control_ref = _require(unb, 1, 4, "the interchange control reference (0020)")
+    messages: list[Message] = []
+    seen: dict[str, int] = {}
+    i = 1
+    n = len(segs)
+    unz_index = -1
+    while i < n:
+        seg = segs[i]
+        tag = seg.tag
+        if tag == "UNH":
+            j = i + 1
+            while j < n and segs[j].tag not in ("UNT", "UNH", "UNZ"):
+                j += 1
+            if j >= n or segs[j].tag != "UNT":
+                raise MissingSegment(
+                    f"message {seg.value(0)!r} (opened at segment {i + 1}) has no UNT",
+                    segment_number=j + 1, segment_tag=segs[j].tag if j < n else None,
+                    expected="UNT", found=segs[j].tag if j < n else "end of interchange",
+                )
+            msg = _message(segs[i : j + 1], i + 1)
+            if msg.reference in seen:
+                raise DuplicateReference(
+                    f"message reference repeats the one at segment {seen[msg.reference]}",
+                    segment_number=i + 1, segment_tag="UNH",
+                    expected="a 0062 unique within the interchange", found=msg.reference,
+                )
+            seen[msg.reference] = i + 1
+            messages.append(msg)
+            i = j + 1
+        elif tag == "UNZ":
+            unz_index = i
+            break
+        else:
+            raise UnexpectedSegment(
+                "segment outside a message" if tag != "UNB" else "second UNB",
+                segment_number=i + 1, segment_tag=tag, expected="UNH or UNZ", found=tag,
+            )
+    if unz_index < 0:
+        raise MissingSegment(
+            "interchange has no UNZ", segment_number=n + 1, expected="UNZ",
+            found="end of interchange",
+        )
+    if unz_index != n - 1:
+        raise UnexpectedSegment(
+            "segment after UNZ", segment_number=unz_index + 2, segment_tag=segs[unz_index + 1].tag,
+            expected="end of interchange", found=segs[unz_index + 1].tag,
+        )
+    unz = segs[unz_index]
+    declared = _count(unz, n)
+    if declared != len(messages):
+        raise ControlCountMismatch(
+            "UNZ message count does not match", segment_number=n, segment_tag="UNZ",
+            expected=str(len(messages)), found=str(declared),
+        )
+    unz_ref = unz.value(1)
+    if unz_ref != control_ref:
+        raise ReferenceMismatch(
+            "UNZ reference differs from UNB 0020", segment_number=n, segment_tag="UNZ",
+            expected=control_ref, found=unz_ref,
+        )
+    return Interchange(
+        syntax_id=syntax_id,
+        syntax_version=syntax_version,
+        sender=sender,
+        recipient=recipient,
+        prepared_at=prepared_at,
+        control_ref=control_ref,
+        application_ref=unb.value(6) or None,
+        test=unb.value(10) == "1",
+        delimiters=d,
+        una_present=una,
+        charset=codec,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        source=source,
+        segment_count=n,
+        messages=tuple(messages),
+    )
+
+
+def _message(segs: Sequence[Segment], first: int) -> Message:
+    unh = segs[0]
+    unt = segs[-1]
+    last = first + len(segs) - 1
+    reference = _require(unh, first, 0, "the message reference (0062)")
+    message_type = _require(unh, first, 1, "the message type (S009 0065)")
+    declared = _count(unt, last)
+    if declared != len(segs):
+        raise ControlCountMismatch(
+            f"UNT segment count of message {reference!r} does not match (UNH..UNT inclusive)",
+            segment_number=last, segment_tag="UNT", expected=str(len(segs)), found=str(declared),
+        )
+    unt_ref = unt.value(1)
+    if unt_ref != reference:
+        raise ReferenceMismatch(
+            "UNT reference differs from UNH 0062", segment_number=last, segment_tag="UNT",
+            expected=reference, found=unt_ref,
+        )
+    problems: list[str] = []
+    pid: str | None = None
+    header_pid: str | None = None
+    document_code = document_number = None
+    document_date: datetime | None = None
+    sender = recipient = None
+    tx_starts: list[int] = []
+    for k, seg in enumerate(segs):
+        tag = seg.tag
+        if tag == "IDE":
+            tx_starts.append(k)
+        elif tag == "RFF" and seg.value(0) == "Z13" and pid is None:
+            pid = seg.value(0, 1) or None
+            if not tx_starts:
+                header_pid = pid
+        elif tx_starts:
+            continue
+        elif tag == "BGM" and document_code is None:
+            document_code = seg.value(0) or None
+            document_number = seg.value(1) or None
+        elif tag == "DTM" and seg.value(0) == "137" and document_date is None:
+            document_date = _dtm(seg, first + k, problems)
+        elif tag == "NAD" and seg.value(0) in ("MS", "MR"):
+            party = Party(seg.value(1, 0), seg.value(1, 2))
+            if seg.value(0) == "MS":
+                sender = party
+            else:
+                recipient = party
+    tx_starts.append(len(segs) - 1)
+    transactions = tuple(
+        _transaction(segs[a:b], first + a, header_pid, problems)
+        for a, b in pairwise(tx_starts)
+    )
+    return Message(
+        reference=reference,
+        message_type=message_type,
+        version=unh.value(1, 1),
+        release=unh.value(1, 2),
+        agency=unh.value(1, 3),
+        association_code=unh.value(1, 4),
+        pid=pid,
+        document_code=document_code,
+        document_number=document_number,
+        document_date=document_date,
+        sender=sender,
+        recipient=recipient,
+        transactions=transactions,
+        segment_count=len(segs),
+        first_segment_number=first,
+        problems=tuple(problems),
+        segments=tuple(segs),
+    )
+
+
+def _transaction(
+    segs: Sequence[Segment], first: int, header_pid: str | None, problems: list[str]
+) -> Transaction:
+    pid = malo = request_ref = reason = code = ebd = None
+    start = end = None
+    for k, seg in enumerate(segs):
+        tag = seg.tag
+        q = seg.value(0)
+        if tag == "RFF":
+            if q == "Z13" and pid is None:
+                pid = seg.value(0, 1) or None
+            elif q == "TN" and request_ref is None:
+                request_ref = seg.value(0, 1) or None
+        elif tag == "LOC" and q == "Z16" and malo is None:
+            malo = seg.value(1) or None
+        elif tag == "DTM":
+            if q == "92" and start is None:
+                start = _dtm(seg, first + k, problems)
+            elif q == "93" and end is None:
+                end = _dtm(seg, first + k, problems)
+        elif tag == "STS":
+            if q == "7" and reason is None:
+                reason = seg.value(2) or None
+            elif q == "E01" and code is None:
+                code = seg.value(2, 0) or None
+                ebd = seg.value(2, 1) or None
+    return Transaction(
+        ide_ref=segs[0].value(1),
+        pid=pid or header_pid,
+        malo=malo,
+        start=start,
+        end=end,
+        request_ref=request_ref,
+        transaction_reason=reason,
+        answer_code=code,
+        answer_ebd=ebd,
+        first_segment_number=first,
+        segments=tuple(segs),
+    )
+
+
+def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
+    try:
+        return parse_dtm(seg.value(0, 1), seg.value(0, 2))
+    except InvalidValue as err:
+        problems.append(f"segment {number} DTM+{seg.value(0)}: {err.detail}")
+        return None
+
+
+_FORMATS = {"102": 8, "203": 12, "303": 15, "304": 17}
+
+
+def parse_dtm(value: str, fmt: str) -> datetime:
+    """A DTM value as an aware UTC datetime; formats 102 (00:00 UTC), 203 (read as UTC), 303, 304.
+
+    Raises ``InvalidValue`` (0085 12) when the value does not fit the format or the format is
+    not one of these.
+    """
+    width = _FORMATS.get(fmt)
+    ok = width is not None and len(value) == width
+    digits = value[:12] if fmt in ("303", "203") else value[:14] if fmt == "304" else value[:8]
+    if ok and digits.isdigit():
+        try:
+            base = datetime(
+                int(digits[:4]), int(digits[4:6]), int(digits[6:8]),
+                int(digits[8:10] or 0), int(digits[10:12] or 0), int(digits[12:14] or 0),
+                tzinfo=UTC,
+            )
+            zone = value[len(digits):]
+            if zone:
+                if zone[0] not in "+-" or not zone[1:].isdigit() or len(zone) != 3:
+                    raise ValueError(zone)
+                hours = int(zone[1:]) * (1 if zone[0] == "+" else -1)
+                base -= timedelta(hours=hours)
+            return base
+        except ValueError:
+            pass
+    raise InvalidValue(
+        f"value {value!r} does not fit DTM format {fmt!r}",
+        expected={"102": "CCYYMMDD", "203": "CCYYMMDDHHMM", "303": "CCYYMMDDHHMM+ZZ",
+                  "304": "CCYYMMDDHHMMSS+ZZ"}.get(fmt, "format 102/203/303/304"),
+        found=value,
+    )

@@ -1,0 +1,183 @@
+"""Generic EDIFACT writer: segments -> escaped text with UNA, UNB..UNZ and correct counts.
+
+The caller supplies message bodies (the segments between UNH and UNT); the writer adds UNH, UNT
+(counting UNH through UNT), UNB and UNZ (counting messages), escapes every value with the
+release character, omits trailing empty components/elements (ISO 9735 7.1) and encodes in the
+charset the syntax identifier names (UNOC -> ISO-8859-1). Output is deterministic: the same
+input gives the same bytes, so a retried send is the identical interchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Element, Segment, escape
+from mako_actors.edifact.interchange import CHARSETS
+from mako_actors.errors import InvalidArgument
+
+__all__ = [
+    "OutboundEnvelope",
+    "OutboundMessage",
+    "format_dtm",
+    "render_interchange",
+    "render_segment",
+    "seg",
+]
+
+SegmentLike = Segment | tuple[str, Sequence[Element]]
+
+
+def seg(tag: str, *elements: Element | None) -> Segment:
+    """Build a segment; ``None`` elements become empty (handy for optional values)."""
+    return Segment(
+        tag, [e if isinstance(e, str) else ("" if e is None else list(e)) for e in elements]
+    )
+
+
+def render_segment(segment: SegmentLike, d: Delimiters = DEFAULT_DELIMITERS) -> str:
+    """One segment as text including its terminator; trailing empty parts are omitted."""
+    tag, elements = segment
+    parts = [tag]
+    for el in elements:
+        if isinstance(el, str):
+            parts.append(escape(el, d))
+        else:
+            comps = [escape(c, d) for c in el]
+            while comps and not comps[-1]:
+                comps.pop()
+            parts.append(d.component.join(comps))
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return d.element.join(parts) + d.terminator
+
+
+def format_dtm(instant: datetime, fmt: str = "303") -> str:
+    """``instant`` as a DTM value in UTC: 102 date, 203, 303 (``...+00``) or 304 (seconds).
+
+    Raises ``InvalidArgument`` for a naive datetime (its instant is ambiguous) or another format.
+    """
+    if instant.tzinfo is None:
+        raise InvalidArgument("DTM values need an aware datetime")
+    t = instant.astimezone(UTC)
+    if fmt == "102":
+        return t.strftime("%Y%m%d")
+    if fmt == "203":
+        return t.strftime("%Y%m%d%H%M")
+    if fmt == "303":
+        return t.strftime("%Y%m%d%H%M") + "+00"
+    if fmt == "304":
+        return t.strftime("%Y%m%d%H%M%S") + "+00"
+    raise InvalidArgument(f"unsupported DTM format {fmt!r}; use 102, 203, 303 or 304")
+
+
+class OutboundEnvelope(BaseModel):
+    """UNB/UNZ values of an outbound interchange (plain-dict compatible).
+
+    ``prepared_at`` must be aware; it is written as UTC ``YYMMDD:HHMM``. ``control_ref`` is
+    0020 (at most 14 characters, unique per sender).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sender_id: str = Field(min_length=1, max_length=35)
+    sender_qualifier: str = "500"
+    recipient_id: str = Field(min_length=1, max_length=35)
+    recipient_qualifier: str = "500"
+    prepared_at: datetime
+    control_ref: str = Field(min_length=1, max_length=14)
+    syntax_id: str = "UNOC"
+    syntax_version: str = "3"
+    application_ref: str | None = None
+    test: bool = False
+    una: str = Field(default=DEFAULT_DELIMITERS.una, min_length=9, max_length=9)
+    line_break: str = ""
+
+    @field_validator("prepared_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("prepared_at must be timezone-aware")
+        return v
+
+    @field_validator("syntax_id")
+    @classmethod
+    def _known_charset(cls, v: str) -> str:
+        if v not in CHARSETS:
+            raise ValueError(f"unsupported syntax identifier {v!r}")
+        return v
+
+    @field_validator("line_break")
+    @classmethod
+    def _line_break(cls, v: str) -> str:
+        if v not in ("", "\n", "\r\n"):
+            raise ValueError("line_break must be '', '\\n' or '\\r\\n'")
+        return v
+
+    @property
+    def delimiters(self) -> Delimiters:
+        """The delimiters declared by ``una``."""
+        return Delimiters.from_una(self.una[3:])
+
+
+class OutboundMessage(BaseModel):
+    """One message to write: UNH values plus its body (segments between UNH and UNT)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    reference: str = Field(min_length=1, max_length=14)
+    message_type: str
+    version: str = "D"
+    release: str
+    agency: str = "UN"
+    association_code: str
+    body: tuple[Segment, ...]
+
+
+def render_interchange(
+    envelope: OutboundEnvelope, messages: Iterable[OutboundMessage], *, with_una: bool = True
+) -> bytes:
+    """The complete interchange as bytes in the envelope's charset.
+
+    Raises ``InvalidArgument`` when a value cannot be encoded in that charset (e.g. a ``€``
+    under UNOC) or when two messages share a reference.
+    """
+    d = envelope.delimiters
+    out: list[str] = [d.una] if with_una else []
+    unb = seg(
+        "UNB",
+        [envelope.syntax_id, envelope.syntax_version],
+        [envelope.sender_id, envelope.sender_qualifier],
+        [envelope.recipient_id, envelope.recipient_qualifier],
+        list(envelope.prepared_at.astimezone(UTC).strftime("%y%m%d:%H%M").split(":")),
+        envelope.control_ref,
+        "",
+        envelope.application_ref or "",
+        "",
+        "",
+        "",
+        "1" if envelope.test else "",
+    )
+    out.append(render_segment(unb, d))
+    count = 0
+    seen: set[str] = set()
+    for m in messages:
+        if m.reference in seen:
+            raise InvalidArgument(f"duplicate message reference {m.reference!r}")
+        seen.add(m.reference)
+        count += 1
+        head = [m.message_type, m.version, m.release, m.agency, m.association_code]
+        out.append(render_segment(seg("UNH", m.reference, head), d))
+        out.extend(render_segment(s, d) for s in m.body)
+        out.append(render_segment(seg("UNT", str(len(m.body) + 2), m.reference), d))
+    out.append(render_segment(seg("UNZ", str(count), envelope.control_ref), d))
+    text = envelope.line_break.join(out) + envelope.line_break
+    codec = CHARSETS[envelope.syntax_id]
+    try:
+        return text.encode(codec)
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"character {exc.object[exc.start]!r} cannot be written in {envelope.syntax_id}"
+        ) from None

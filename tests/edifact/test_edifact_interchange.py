@@ -1,0 +1,180 @@
+"""Envelope extraction and receiver checks of ``parse_interchange``."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from datetime import UTC, datetime
+
+import pytest
+
+from mako_actors.edifact import (
+    ControlCountMismatch,
+    DanglingRelease,
+    DuplicateReference,
+    EdifactError,
+    EdifactSyntaxError,
+    InvalidCharacter,
+    MissingSegment,
+    ReferenceMismatch,
+    UnexpectedSegment,
+    UnsupportedCharset,
+    parse_dtm,
+    parse_interchange,
+    try_parse_interchange,
+)
+from mako_actors.errors import EngineError
+
+# Our own synthetic 55001 in the shape of DOMAIN.md §4 (different IDs and values).
+ANMELDUNG = (
+    "UNA:+.? '\r\n"
+    "UNB+UNOC:3+9900000001001:500+9900000002009:500+250704:0915+LFW0704091501++++++1'\r\n"
+    "UNH+MSG7+UTILMD:D:11A:UN:S2.1'\r\n"
+    "BGM+E01+ANM-2025-0001'\r\n"
+    "DTM+137:202507040915?+00:303'\r\n"
+    "NAD+MS+9900000001001::293'\r\n"
+    "NAD+MR+9900000002009::293'\r\n"
+    "IDE+24+VG-0001'\r\n"
+    "DTM+92:202507312200?+00:303'\r\n"
+    "STS+7++E03'\r\n"
+    "LOC+Z16+51900000012'\r\n"
+    "RFF+Z13:55001'\r\n"
+    "NAD+Z09+++Grün?+Söhne:Jörg::::Z01'\r\n"
+    "IDE+24+VG-0002'\r\n"
+    "DTM+92:20250831220000?+00:304'\r\n"
+    "LOC+Z16+41234567890'\r\n"
+    "RFF+Z13:55001'\r\n"
+    "RFF+TN:ALT-9'\r\n"
+    "UNT+17+MSG7'\r\n"
+    "UNZ+1+LFW0704091501'\r\n"
+)
+
+
+def good() -> bytes:
+    return ANMELDUNG.encode("latin-1")
+
+
+def test_envelope_values_of_a_55001() -> None:
+    ic = parse_interchange(good(), source="anmeldung.edi")
+    assert (ic.syntax_id, ic.syntax_version, ic.charset) == ("UNOC", "3", "iso-8859-1")
+    assert (ic.sender.id, ic.sender.qualifier) == ("9900000001001", "500")
+    assert (ic.recipient.id, ic.recipient.qualifier) == ("9900000002009", "500")
+    assert ic.prepared_at == datetime(2025, 7, 4, 9, 15, tzinfo=UTC)
+    assert ic.control_ref == "LFW0704091501"
+    assert ic.test is True
+    assert ic.una_present and ic.delimiters.una == "UNA:+.? '"
+    assert ic.dedup_key == ("9900000002009", "9900000001001", "LFW0704091501")
+    assert ic.correlation_ref == "9900000001001:LFW0704091501"
+    assert ic.sha256 == hashlib.sha256(good()).hexdigest()
+    assert ic.segment_count == 19
+    (msg,) = ic.messages
+    assert (msg.reference, msg.message_type, msg.version, msg.release) == ("MSG7", "UTILMD", "D",
+                                                                           "11A")
+    assert msg.mig_version == "S2.1"
+    assert msg.pid == "55001"
+    assert (msg.document_code, msg.document_number) == ("E01", "ANM-2025-0001")
+    assert msg.document_date == datetime(2025, 7, 4, 9, 15, tzinfo=UTC)
+    assert msg.sender is not None and msg.sender.id == "9900000001001"
+    assert msg.sender.qualifier == "293"
+    assert msg.recipient is not None and msg.recipient.id == "9900000002009"
+    assert msg.segment_count == 17 and msg.first_segment_number == 2
+    assert msg.problems == ()
+    first, second = msg.transactions
+    assert (first.ide_ref, first.pid, first.malo, first.transaction_reason) == (
+        "VG-0001", "55001", "51900000012", "E03")
+    assert first.start == datetime(2025, 7, 31, 22, 0, tzinfo=UTC)
+    assert (second.ide_ref, second.request_ref) == ("VG-0002", "ALT-9")
+    assert second.start == datetime(2025, 8, 31, 22, 0, tzinfo=UTC)
+    nad = first.segments[-1]
+    assert nad.tag == "NAD" and nad.elements[3] == ["Grün+Söhne", "Jörg", "", "", "", "Z01"]
+
+
+def test_dtm_formats_and_zone() -> None:
+    assert parse_dtm("20250605", "102") == datetime(2025, 6, 5, tzinfo=UTC)
+    assert parse_dtm("202506051230", "203") == datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+    assert parse_dtm("202506051430+02", "303") == datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+    assert parse_dtm("20250605123059+00", "304") == datetime(2025, 6, 5, 12, 30, 59, tzinfo=UTC)
+    with pytest.raises(EdifactError, match="does not fit"):
+        parse_dtm("20250605123059+00", "303")
+
+
+def test_malformed_dtm_is_a_problem_not_a_rejection() -> None:
+    raw = good().replace(b"DTM+137:202507040915?+00:303", b"DTM+137:20250704091500?+00:303")
+    msg = parse_interchange(raw).messages[0]
+    assert msg.document_date is None
+    assert msg.problems and "segment 4 DTM+137" in msg.problems[0]
+
+
+def _mutate(old: str, new: str) -> bytes:
+    assert old in ANMELDUNG
+    return ANMELDUNG.replace(old, new).encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "number", "expected", "found", "code"),
+    [
+        (_mutate("UNT+17+MSG7", "UNT+12+MSG7"), ControlCountMismatch, 18, "17", "12", "29"),
+        (_mutate("UNT+17+MSG7", "UNT+17+MSG8"), ReferenceMismatch, 18, "MSG7", "MSG8", "28"),
+        (_mutate("UNZ+1+", "UNZ+2+"), ControlCountMismatch, 19, "1", "2", "29"),
+        (_mutate("UNZ+1+LFW0704091501", "UNZ+1+OTHER"), ReferenceMismatch, 19,
+         "LFW0704091501", "OTHER", "28"),
+        (_mutate("UNZ+1+LFW0704091501'\r\n", ""), MissingSegment, 19, "UNZ",
+         "end of interchange", "13"),
+        (_mutate("UNT+17+MSG7'\r\n", ""), MissingSegment, 18, "UNT", "UNZ", "13"),
+        (_mutate("UNH+MSG7+UTILMD:D:11A:UN:S2.1'\r\n", ""), UnexpectedSegment, 2,
+         "UNH or UNZ", "BGM", "15"),
+        (_mutate("UNOC:3", "UNOX:3"), UnsupportedCharset, 1, None, "UNOX", "2"),
+        (_mutate("UNOC:3", "UNOA:3"), InvalidCharacter, 12, "UNOA characters", "0xFC", "21"),
+        (_mutate("UNZ+1+LFW0704091501'\r\n", "UNZ+1+LFW0704091501?"), DanglingRelease, 19,
+         None, "end of input", "22"),
+        (_mutate("Jörg:", "Jörg?\r\n:"), DanglingRelease, 12, None, "'\\r'", "22"),
+        (_mutate("UNZ+1+LFW0704091501'\r\n", "UNZ+1+LFW0704091501"), EdifactSyntaxError, 19,
+         "'", None, "18"),
+        (_mutate("BGM+E01", "bgm+E01"), EdifactSyntaxError, 3, None, "bgm", "18"),
+        (_mutate("UNB+UNOC", "XYZ+UNOC"), MissingSegment, 1, "UNB", "XYZ", "13"),
+    ],
+    ids=[
+        "unt-count", "unt-ref", "unz-count", "unz-ref", "missing-unz", "missing-unt",
+        "outside-message", "unknown-charset", "non-ascii-in-unoa", "dangling-release-eof",
+        "release-before-linebreak", "unterminated", "bad-tag", "missing-unb",
+    ],
+)
+def test_every_defect_is_a_typed_error_naming_file_segment_and_expectation(
+    raw: bytes, kind: type[EdifactError], number: int, expected: str | None, found: str | None,
+    code: str,
+) -> None:
+    with pytest.raises(kind) as info:
+        parse_interchange(raw, source="in/anmeldung.edi")
+    err = info.value
+    assert err.source == "in/anmeldung.edi" and "in/anmeldung.edi" in str(err)
+    assert err.segment_number == number and f"segment {number}" in str(err)
+    if expected is not None:
+        assert err.expected == expected
+    if found is not None:
+        assert found in (err.found or "")
+    assert err.syntax_error_code == code
+
+
+def test_duplicate_message_reference_is_rejected() -> None:
+    msg = ANMELDUNG[ANMELDUNG.index("UNH") : ANMELDUNG.index("UNZ")]
+    raw = ANMELDUNG.replace(msg, msg + msg).replace("UNZ+1+", "UNZ+2+").encode("latin-1")
+    with pytest.raises(DuplicateReference) as info:
+        parse_interchange(raw)
+    assert info.value.segment_number == 19 and info.value.found == "MSG7"
+
+
+def test_garbage_is_rejected_with_a_typed_error() -> None:
+    for raw in (b"", b"hello world", b"UNA:+", b"\xff\xfe\x00", b"UNB+UNOC:3+a+b+c+d'"):
+        result = try_parse_interchange(raw, source="junk")
+        assert isinstance(result, EdifactError), raw
+        assert "junk" in str(result)
+
+
+def test_errors_survive_plain_data_and_pickle() -> None:
+    err = try_parse_interchange(_mutate("UNT+17+MSG7", "UNT+12+MSG7"), source="f.edi")
+    assert isinstance(err, ControlCountMismatch)
+    again = EngineError.from_plain(err.to_plain())
+    assert type(again) is ControlCountMismatch and str(again) == str(err)
+    assert isinstance(again, ControlCountMismatch) and again.segment_number == 18
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is ControlCountMismatch and clone.expected == "17"
