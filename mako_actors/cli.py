@@ -1,0 +1,136 @@
+"""The ``mako-actors`` console script.
+
+Subcommands register themselves in :func:`build_parser` via ``add_parser`` on the returned
+subparsers object and set ``handler`` (``Callable[[argparse.Namespace], int]``) as default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="mako-actors", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    inspect = sub.add_parser(
+        "inspect",
+        help="parse an EDIFACT interchange and show its envelope and messages",
+        description="Parse FILE strictly; exit 1 with the typed error if it is rejected.",
+    )
+    inspect.add_argument("file", type=Path, help="EDIFACT interchange (bytes as received)")
+    inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    inspect.set_defaults(handler=_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 1 rejected input, 2 usage/IO)."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+def interchange_to_plain(ic: Interchange) -> dict[str, Any]:
+    """The envelope and per-message summary as JSON-compatible data."""
+    return {
+        "source": ic.source,
+        "syntax_id": ic.syntax_id,
+        "syntax_version": ic.syntax_version,
+        "charset": ic.charset,
+        "una": ic.delimiters.una if ic.una_present else None,
+        "sender": {"id": ic.sender.id, "qualifier": ic.sender.qualifier},
+        "recipient": {"id": ic.recipient.id, "qualifier": ic.recipient.qualifier},
+        "prepared_at": ic.prepared_at.isoformat(),
+        "control_ref": ic.control_ref,
+        "application_ref": ic.application_ref,
+        "test": ic.test,
+        "sha256": ic.sha256,
+        "segment_count": ic.segment_count,
+        "correlation_ref": ic.correlation_ref,
+        "messages": [
+            {
+                "reference": m.reference,
+                "type": m.message_type,
+                "version": f"{m.version}:{m.release}:{m.agency}",
+                "mig_version": m.association_code,
+                "pid": m.pid,
+                "document_code": m.document_code,
+                "document_number": m.document_number,
+                "document_date": m.document_date.isoformat() if m.document_date else None,
+                "segment_count": m.segment_count,
+                "transactions": [
+                    {"ide": t.ide_ref, "pid": t.pid, "malo": t.malo, "request_ref": t.request_ref}
+                    for t in m.transactions
+                ],
+                "problems": list(m.problems),
+            }
+            for m in ic.messages
+        ],
+    }
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        print(f"mako-actors inspect: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    result = try_parse_interchange(raw, source=str(path))
+    if isinstance(result, EdifactError):
+        if args.json:
+            print(json.dumps({"ok": False, **result.to_plain()}, indent=2, ensure_ascii=False))
+        else:
+            print(f"REJECTED {type(result).__name__}: {result}")
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **interchange_to_plain(result)}, indent=2,
+                         ensure_ascii=False))
+    else:
+        _print_table(result)
+    return 0
+
+
+def _print_table(ic: Interchange) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # Rich drops colour and wraps to 80 columns when piped; force a wide, plain layout then.
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    test = "  TEST" if ic.test else ""
+    console.print(
+        f"{ic.source}: {ic.syntax_id}:{ic.syntax_version} ({ic.charset}){test}\n"
+        f"  from {ic.sender.id}:{ic.sender.qualifier} to {ic.recipient.id}:"
+        f"{ic.recipient.qualifier}, prepared {ic.prepared_at:%Y-%m-%d %H:%M}Z\n"
+        f"  0020 {ic.control_ref}, {len(ic.messages)} message(s), "
+        f"{ic.segment_count} segments, sha256 {ic.sha256[:16]}...",
+        highlight=False,
+        markup=False,
+    )
+    table = Table("ref", "type", "version", "PID", "document", "segments", "transactions")
+    for m in ic.messages:
+        table.add_row(
+            m.reference, m.message_type, f"{m.version}:{m.release}:{m.association_code}",
+            m.pid or "-", f"{m.document_code or '-'} {m.document_number or ''}",
+            str(m.segment_count), ", ".join(t.ide_ref for t in m.transactions) or "-",
+        )
+    console.print(table)
+    for m in ic.messages:
+        for p in m.problems:
+            console.print(f"  warning ({m.reference}): {p}", highlight=False, markup=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

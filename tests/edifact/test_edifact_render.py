@@ -1,0 +1,161 @@
+"""Writer and builders: rendered interchanges parse back to the same values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mako_actors.edifact import (
+    Delimiters,
+    OutboundEnvelope,
+    OutboundMessage,
+    Segment,
+    parse_interchange,
+    render_interchange,
+    render_outbound,
+    render_segment,
+    seg,
+)
+from mako_actors.errors import InvalidArgument
+
+T0 = datetime(2025, 6, 5, 12, 31, tzinfo=UTC)
+
+
+def envelope(**over: Any) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "sender_id": "9900000002009",
+        "recipient_id": "9900000001001",
+        "prepared_at": T0.isoformat(),
+        "control_ref": "NB0605123101",
+    }
+    env.update(over)
+    return env
+
+
+def header(**over: Any) -> dict[str, Any]:
+    h: dict[str, Any] = {
+        "reference": "A1",
+        "document_number": "NBDOC0001",
+        "document_date": T0,
+        "sender_id": "9900000002009",
+        "recipient_id": "9900000001001",
+    }
+    h.update(over)
+    return h
+
+
+def test_segment_writer_escapes_and_omits_trailing_empties() -> None:
+    d = Delimiters()
+    s = seg("FTX", "Z02", "", None, ["a+b", "c:d", "e'f", "g?h", "", ""], "")
+    assert render_segment(s, d) == "FTX+Z02+++a?+b:c?:d:e?'f:g??h'"
+    custom = Delimiters.from_una("|*.# ~")
+    assert render_segment(Segment("RFF", [["Z13", "55001"], "x*y"]), custom) == "RFF*Z13|55001*x#*y~"
+
+
+def test_utilmd_answer_round_trip() -> None:
+    tx = {
+        "ide_ref": "NBTX0001", "pid": "55002", "malo": "51900000012",
+        "start": "2025-06-30T22:00:00Z", "answer_code": "A01", "answer_ebd": "E_0401",
+        "lfa_answer_code": "A02", "lfa_answer_ebd": "E_0400", "request_ref": "LFNTX000001",
+        "other_party_id": "9900000003007",
+    }
+    raw = render_outbound(
+        "UTILMD", {"envelope": envelope(), **header(), "transactions": [tx]}
+    )
+    assert raw.startswith(b"UNA:+.? 'UNB+UNOC:3+9900000002009:500+9900000001001:500+250605:1231")
+    ic = parse_interchange(raw)
+    assert ic.control_ref == "NB0605123101" and ic.prepared_at == T0
+    (m,) = ic.messages
+    assert (m.message_type, m.association_code, m.reference, m.pid) == ("UTILMD", "S2.1", "A1",
+                                                                        "55002")
+    assert m.document_date == T0 and m.document_number == "NBDOC0001"
+    assert m.sender is not None and m.sender.id == "9900000002009"
+    (t,) = m.transactions
+    assert (t.ide_ref, t.malo, t.request_ref, t.answer_code, t.answer_ebd) == (
+        "NBTX0001", "51900000012", "LFNTX000001", "A01", "E_0401")
+    assert t.start == datetime(2025, 6, 30, 22, tzinfo=UTC)
+    tags = [s.tag + "+" + s.value(0) for s in t.segments]
+    assert tags == ["IDE+24", "DTM+92", "STS+E01", "STS+Z35", "LOC+Z16", "RFF+Z13", "RFF+TN",
+                    "NAD+VY"]
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_aperak_round_trip(positive: bool) -> None:
+    payload = {
+        **header(reference="AP1"), "positive": positive,
+        "referenced_interchange_ref": "LFN0605143001",
+        "referenced_date": "2025-06-05T12:30:00+00:00",
+        "referenced_document_number": "LFNDOC000001", "referenced_transaction_ref": "LFNTX1",
+        "errors": [] if positive else [{"code": "Z29", "text": "Angabe fehlt: Zähler+Nummer"}],
+    }
+    ic = parse_interchange(render_outbound("APERAK", payload, envelope=envelope()))
+    (m,) = ic.messages
+    assert (m.message_type, m.document_code, m.association_code) == (
+        "APERAK", "312" if positive else "313", "2.1i")
+    by_tag = {(s.tag, s.value(0)): s for s in m.segments}
+    assert by_tag["RFF", "ACE"].value(0, 1) == "LFN0605143001"
+    assert by_tag["DTM", "171"].value(0, 1) == "202506051230+00"
+    assert by_tag["RFF", "AGO"].value(0, 1) == "LFNDOC000001"
+    assert by_tag["RFF", "TN"].value(0, 1) == "LFNTX1"
+    if not positive:
+        assert by_tag["ERC", "Z29"].tag == "ERC"
+        assert by_tag["FTX", "Z02"].value(3) == "Angabe fehlt: Zähler+Nummer"
+
+
+def test_contrl_matches_the_domain_shape() -> None:
+    payload = {
+        "reference": "C1", "interchange_ref": "LFN0605143001",
+        "interchange_sender_id": "9900000001001", "interchange_recipient_id": "9900000002009",
+        "action": "7",
+    }
+    raw = render_outbound("CONTRL", payload, envelope=envelope())
+    assert b"UCI+LFN0605143001+9900000001001:500+9900000002009:500+7'UNT+3+C1'" in raw
+    rejected = render_outbound("CONTRL", {
+        **payload, "action": "4", "error_code": "29", "messages": [{
+            "reference": "M1", "message_type": "UTILMD", "release": "11A",
+            "association_code": "S2.1", "action": "4", "error_code": "29"}],
+    }, envelope=envelope())
+    m = parse_interchange(rejected).messages[0]
+    assert [s.tag for s in m.segments] == ["UNH", "UCI", "UCM", "UNT"]
+    assert m.segments[1].elements[3:] == ["4", "29"]
+    assert m.segments[2].elements == ["M1", ["UTILMD", "D", "11A", "UN", "S2.1"], "4", "29"]
+
+
+def test_unoc_writes_umlauts_as_single_bytes_and_rejects_unencodable() -> None:
+    body = (seg("FTX", "Z02", "", "", "Grüße"),)
+    msg = OutboundMessage(reference="1", message_type="APERAK", release="07B",
+                          association_code="2.1i", body=body)
+    env = OutboundEnvelope.model_validate(envelope())
+    raw = render_interchange(env, [msg])
+    assert "Grüße".encode("latin-1") in raw
+    euro = msg.model_copy(update={"body": (seg("FTX", "Z02", "", "", "5 €"),)})
+    with pytest.raises(InvalidArgument, match="UNOC"):
+        render_interchange(env, [euro])
+
+
+def test_custom_una_crlf_multi_message_counts() -> None:
+    env = OutboundEnvelope.model_validate(envelope(una="UNA:+,? '", line_break="\r\n"))
+    msgs = [OutboundMessage(reference=str(i), message_type="UTILMD", release="11A",
+                            association_code="S2.1", body=(seg("BGM", "E01", f"D{i}"),))
+            for i in range(3)]
+    raw = render_interchange(env, msgs)
+    assert raw.startswith(b"UNA:+,? '\r\n") and raw.endswith(b"UNZ+3+NB0605123101'\r\n")
+    ic = parse_interchange(raw)
+    assert [m.segment_count for m in ic.messages] == [3, 3, 3]
+    assert ic.delimiters.decimal == ","
+
+
+def test_invalid_payload_is_invalid_argument_naming_the_field() -> None:
+    with pytest.raises(InvalidArgument, match="answer_code"):
+        render_outbound("UTILMD", {**header(), "transactions": [
+            {"ide_ref": "X", "pid": "55002", "answer_code": "A01"}]}, envelope=envelope())
+    with pytest.raises(InvalidArgument, match="positive"):
+        render_outbound("APERAK", {**header(), "positive": True, "referenced_interchange_ref": "R",
+                                   "referenced_date": T0, "errors": [{"code": "Z29"}]},
+                        envelope=envelope())
+    with pytest.raises(InvalidArgument, match="unknown outbound message type"):
+        render_outbound("MSCONS", header(), envelope=envelope())
+    with pytest.raises(InvalidArgument, match="envelope"):
+        render_outbound("UTILMD", header())
