@@ -1,0 +1,104 @@
+"""mako_actors: event-sourced, actor-based processes for German energy-market communication.
+
+Layers, importing only downward:
+
+=====================  ==========================================================
+module                 what it holds
+=====================  ==========================================================
+``errors``             the ``EngineError`` hierarchy
+``ids``, ``version``   typed ids, format versions, workflow ids, expected versions
+``envelope``           ``ProcessIdentity``, ``CommandContext``, ``EventEnvelope``
+``workflow``           ``Workflow``, ``Event``, ``WorkflowOutput`` (pure domain logic)
+``outbox``             ``PendingOutbox``, ``OutboxMessage``
+``deadlines``          ``PendingDeadline``, ``Deadline``
+``snapshot``           ``Snapshot``
+``dead_letters``       ``DeadLetter``
+``store``              store protocols, ``Commit``, ``CommitResult``
+``process``            ``Process``: the reference API over one command path
+``testing``            the store contract suite, for any backend
+=====================  ==========================================================
+
+Write path of one command: ``Process.execute_*`` → load state (replay or snapshot + tail) →
+``Workflow.handle`` (pure) → stamp envelopes, outbox rows, deadlines → one ``Commit`` → the
+store writes it in one transaction (LMDB: on its writer thread, group-committed).
+"""
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline, PendingDeadline
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.errors import (
+    DeserializationError,
+    EngineError,
+    InboxConflict,
+    InvalidArgument,
+    NotFound,
+    OutboxError,
+    RegistryConflict,
+    SerializationError,
+    StoreError,
+    VersionConflict,
+    WorkflowError,
+    WorkflowErrorKind,
+)
+from mako_actors.ids import (
+    CausationId,
+    ConversationId,
+    CorrelationId,
+    DeadlineId,
+    EventId,
+    OutboxMessageId,
+    ProcessId,
+    StreamId,
+    TenantId,
+)
+from mako_actors.outbox import OutboxMessage, PendingOutbox
+from mako_actors.process import Process, load_state
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit, CommitResult, Store, StoreStats
+from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
+from mako_actors.workflow import Event, Workflow, WorkflowOutput
+
+__all__ = [
+    "CausationId",
+    "CommandContext",
+    "Commit",
+    "CommitResult",
+    "ConversationId",
+    "CorrelationId",
+    "DeadLetter",
+    "Deadline",
+    "DeadlineId",
+    "DeserializationError",
+    "EngineError",
+    "Event",
+    "EventEnvelope",
+    "EventId",
+    "ExpectedVersion",
+    "FormatVersion",
+    "InboxConflict",
+    "InvalidArgument",
+    "NotFound",
+    "OutboxError",
+    "OutboxMessage",
+    "OutboxMessageId",
+    "PendingDeadline",
+    "PendingOutbox",
+    "Process",
+    "ProcessId",
+    "ProcessIdentity",
+    "RegistryConflict",
+    "SerializationError",
+    "Snapshot",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "StreamId",
+    "TenantId",
+    "VersionConflict",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowErrorKind",
+    "WorkflowId",
+    "WorkflowOutput",
+    "load_state",
+]

@@ -1,0 +1,180 @@
+"""The one command path: decide (pure) → stamp → a ``Commit`` ready for the store.
+
+``Process`` and the actor runtime both turn a command into a commit here, so every API variant
+(plain, with context, with snapshot, with outbox, with retry, on actors) shares one body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.errors import WorkflowError
+from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit
+from mako_actors.version import ExpectedVersion
+from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
+
+C = TypeVar("C", bound=BaseModel)
+S = TypeVar("S", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOptions:
+    """What a command path persists and how it loads.
+
+    ``enqueue``: persist outbox messages and deadlines (set and cancelled) with the events.
+    ``use_snapshot``: start state reconstruction from the latest snapshot.
+    ``snapshot_interval``: write a snapshot in the same transaction whenever the stream's
+    version crosses a multiple of it (0: never). ``max_attempts``: retries on
+    ``VersionConflict``, reloading state each time. ``deadline``: a deadline this command
+    discharges (removed in the same transaction).
+    """
+
+    enqueue: bool = False
+    use_snapshot: bool = False
+    snapshot_interval: int = 0
+    max_attempts: int = 1
+    deadline: Deadline | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[S]):
+    """A decided command: the commit to write and what follows once it is written."""
+
+    commit: Commit | None
+    events: tuple[EventEnvelope, ...]
+    outbox: tuple[OutboxMessage, ...]
+    state: S
+    snapshot: Snapshot | None
+
+
+def decide(workflow: Workflow[Any, S], state: S, command: BaseModel) -> WorkflowOutput:
+    """Run the pure handler; pydantic validation failures become ``WorkflowError``."""
+    try:
+        return WorkflowOutput.coerce(workflow.handle(state, command))
+    except ValidationError as exc:
+        raise WorkflowError.validation_failed(f"{type(command).__name__}: {exc}") from None
+
+
+def prepare(
+    workflow: Workflow[Any, S],
+    identity: ProcessIdentity,
+    state: S,
+    version: int,
+    output: WorkflowOutput,
+    ctx: CommandContext,
+    now: datetime,
+    options: CommandOptions,
+) -> Prepared[S]:
+    """Stamp a workflow's output into envelopes and rows, and the ``Commit`` that stores them.
+
+    Pure apart from fresh event ids: the outbox and deadline ids derive from the first event's
+    id, so they are stable once the commit is written. Raises ``WorkflowError`` when the output
+    asks to send or schedule something without an event to cause it.
+    """
+    if not output.events:
+        if output.outbox or output.deadlines:
+            raise WorkflowError.invalid_state(
+                f"{workflow.name}: handle returned outbox messages or deadlines but no event"
+            )
+        return Prepared(None, (), (), state, None)
+    envelopes: list[EventEnvelope] = []
+    new_state = state
+    for offset, event in enumerate(output.events, start=1):
+        new_state = workflow.apply(new_state, event)
+        envelopes.append(
+            EventEnvelope(
+                event_id=EventId.new(),
+                stream_id=identity.stream_id,
+                process_id=identity.process_id,
+                tenant_id=identity.tenant_id,
+                workflow_id=identity.workflow_id,
+                sequence=version + offset,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                recorded_at=now,
+                correlation_id=ctx.correlation_id,
+                conversation_id=ctx.conversation_id,
+                causation_id=ctx.causation_id,
+                payload=event_payload(event),
+            )
+        )
+    cause = envelopes[0].event_id
+    outbox = tuple(
+        _stamp_outbox(identity, ctx, cause, index, pending, now)
+        for index, pending in enumerate(output.outbox)
+    )
+    new_version = version + len(envelopes)
+    snapshot = None
+    interval = options.snapshot_interval
+    if interval > 0 and version // interval != new_version // interval:
+        snapshot = Snapshot(
+            stream_id=identity.stream_id,
+            sequence=new_version,
+            state_schema_version=workflow.state_schema_version,
+            workflow_name=workflow.name,
+            state=new_state.model_dump(mode="json"),
+            taken_at=now,
+        )
+    deadlines: tuple[Deadline, ...] = ()
+    if options.enqueue:
+        deadlines = tuple(
+            Deadline(
+                deadline_id=DeadlineId.for_event(cause, index),
+                stream_id=identity.stream_id,
+                process_id=identity.process_id,
+                tenant_id=identity.tenant_id,
+                workflow_id=identity.workflow_id,
+                label=pending.label,
+                due_at=pending.due_at,
+                payload=pending.payload,
+                causation_event_id=cause,
+            )
+            for index, pending in enumerate(output.deadlines)
+        )
+    commit = Commit(
+        stream_id=identity.stream_id,
+        expected=ExpectedVersion.exact(version),
+        events=envelopes,
+        outbox=outbox if options.enqueue else (),
+        deadlines=deadlines,
+        cancel_deadline_labels=output.cancel_deadlines if options.enqueue else (),
+        cancel_deadline_ids=(options.deadline.deadline_id,) if options.deadline else (),
+        snapshot=snapshot,
+        registry=tuple((key, identity) for key in output.register_keys),
+    )
+    return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
+
+
+def _stamp_outbox(
+    identity: ProcessIdentity,
+    ctx: CommandContext,
+    cause: EventId,
+    index: int,
+    pending: Any,
+    now: datetime,
+) -> OutboxMessage:
+    message_id = OutboxMessageId.for_event(cause, index)
+    return OutboxMessage(
+        message_id=message_id,
+        idempotency_key=str(message_id),
+        stream_id=identity.stream_id,
+        process_id=identity.process_id,
+        tenant_id=identity.tenant_id,
+        causation_event_id=cause,
+        correlation_id=ctx.correlation_id,
+        conversation_id=ctx.conversation_id,
+        message_type=pending.message_type,
+        recipient=pending.recipient,
+        payload=pending.payload,
+        created_at=now,
+        next_attempt_at=pending.not_before or now,
+    )

@@ -1,0 +1,63 @@
+"""Deadlines (Fristen): timers persisted with the events that set them.
+
+A workflow returns ``PendingDeadline`` entries (a label and an aware due time computed from
+event data, never from a clock); the engine stores them as ``Deadline`` rows atomically with
+the events. When one is due, ``Process.execute_timeout`` asks ``Workflow.on_deadline`` for a
+compensation command. Deadlines are cancelled by label when the workflow says the awaited
+answer arrived (``WorkflowOutput.cancel_deadlines``), and survive restarts because they are
+stored, not scheduled in memory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mako_actors.envelope import utc
+from mako_actors.ids import DeadlineId, EventId, ProcessId, StreamId, TenantId
+from mako_actors.version import WorkflowId
+
+
+class PendingDeadline(BaseModel):
+    """A timer the workflow wants set: ``label`` is due at ``due_at`` (aware datetime)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    due_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("due_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return utc(value)
+
+
+class Deadline(BaseModel):
+    """A persisted timer of one process."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deadline_id: DeadlineId
+    stream_id: StreamId
+    process_id: ProcessId
+    tenant_id: TenantId
+    workflow_id: WorkflowId
+    label: str
+    due_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+    causation_event_id: EventId | None = None
+
+    @field_validator("due_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return utc(value)
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Deadline:
+        return cls.model_validate(data)

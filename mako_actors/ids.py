@@ -1,0 +1,210 @@
+"""Typed identifiers: UUID-backed ids and the stream id.
+
+Each id is its own type so a ``TenantId`` cannot be passed where a ``ProcessId`` is expected
+(mypy catches it). All ids validate on construction and raise ``InvalidArgument`` naming the
+id type and the bad value. They serialize as their canonical string (pydantic, msgpack).
+
+``TenantId.from_party_id`` and ``CorrelationId.from_interchange_ref`` are UUID v5 under fixed
+namespaces, so the same market-partner id or interchange reference always gives the same id,
+across processes, machines and replays. The namespaces must never change.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Self
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from mako_actors.errors import InvalidArgument
+
+# Fixed once; changing either re-keys every tenant or correlation root ever derived.
+_TENANT_NAMESPACE = uuid.UUID("6b8f2f0e-8a3c-5d61-9a4e-1f0c6a2d7e01")
+_CORRELATION_NAMESPACE = uuid.UUID("0f3c1d2e-4b5a-5c6d-8e7f-9a0b1c2d3e4f")
+_OUTBOX_NAMESPACE = uuid.UUID("3a9d7c51-2e64-5b80-9f13-6c4e8a0b2d75")
+_DEADLINE_NAMESPACE = uuid.UUID("8d2e4f60-1a3b-5c7d-9e0f-2b4c6d8e0a13")
+
+_MP_ID = re.compile(r"^\d{13}$")
+
+
+class _UuidId(uuid.UUID):
+    """A UUID with its own type; ``new()`` makes a random (v4) one."""
+
+    __slots__ = ()
+
+    def __init__(self, value: str | uuid.UUID | bytes) -> None:
+        try:
+            if isinstance(value, uuid.UUID):
+                super().__init__(int=value.int)
+            elif isinstance(value, bytes):
+                super().__init__(bytes=value)
+            else:
+                super().__init__(str(value))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidArgument(
+                f"{type(self).__name__}: {value!r} is not a UUID ({exc})"
+            ) from None
+
+    @classmethod
+    def new(cls) -> Self:
+        """A fresh random id."""
+        return cls(uuid.uuid4())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self}')"
+
+    # UUID's own __reduce__ would rebuild a plain UUID; keep the subtype across pickling (Ray).
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),))
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._coerce,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, when_used="always"
+            ),
+            json_schema_input_schema=core_schema.str_schema(),
+        )
+
+    @classmethod
+    def _coerce(cls, value: Any) -> Self:
+        if type(value) is cls:
+            return value
+        if isinstance(value, str | uuid.UUID | bytes):
+            return cls(value)
+        raise InvalidArgument(f"{cls.__name__}: expected a UUID string, got {value!r}")
+
+
+class TenantId(_UuidId):
+    """The company (market partner) a process belongs to; every key is tenant-scoped."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_party_id(cls, party_id: str) -> TenantId:
+        """UUID v5 of a 13-digit market-partner id (MP-ID); raises ``InvalidArgument`` otherwise."""
+        if not isinstance(party_id, str) or not _MP_ID.match(party_id):
+            raise InvalidArgument(
+                f"TenantId.from_party_id: {party_id!r} is not a 13-digit market-partner id"
+            )
+        return cls(uuid.uuid5(_TENANT_NAMESPACE, party_id))
+
+
+class ProcessId(_UuidId):
+    """One process instance (one supplier change, one Abmeldung, ...)."""
+
+    __slots__ = ()
+
+
+class EventId(_UuidId):
+    """One persisted event."""
+
+    __slots__ = ()
+
+
+class CorrelationId(_UuidId):
+    """The root of a chain of commands and events; shared by retransmissions of one interchange."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_interchange_ref(cls, interchange_ref: str) -> CorrelationId:
+        """UUID v5 of an interchange reference (pass it sender-qualified, ``"<MP-ID>:<0020>"``)."""
+        if not isinstance(interchange_ref, str) or not interchange_ref.strip():
+            raise InvalidArgument(
+                f"CorrelationId.from_interchange_ref: empty interchange reference {interchange_ref!r}"
+            )
+        return cls(uuid.uuid5(_CORRELATION_NAMESPACE, interchange_ref))
+
+
+class CausationId(_UuidId):
+    """The event (or message) that caused a command; ``CausationId(event_id)`` converts."""
+
+    __slots__ = ()
+
+
+class ConversationId(_UuidId):
+    """A business conversation spanning several exchanges (a UTILMD and its APERAK)."""
+
+    __slots__ = ()
+
+
+class DeadlineId(_UuidId):
+    """One persisted deadline (Frist); derived from the event that set it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def for_event(cls, event_id: EventId, index: int) -> DeadlineId:
+        """The deterministic id of the ``index``-th deadline set with ``event_id``."""
+        return cls(uuid.uuid5(_DEADLINE_NAMESPACE, f"{event_id}:{index}"))
+
+
+class OutboxMessageId(_UuidId):
+    """One persisted outbound message; derived from its causing event, so retries reuse it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def for_event(cls, event_id: EventId, index: int) -> OutboxMessageId:
+        """The deterministic id of the ``index``-th message caused by ``event_id``."""
+        return cls(uuid.uuid5(_OUTBOX_NAMESPACE, f"{event_id}:{index}"))
+
+
+class StreamId(str):
+    """The event stream of one process: ``process/{tenant}/{process}``.
+
+    Keys built from it sort by tenant, then process; the fixed-width UUIDs keep one stream's
+    key range from overlapping another's.
+    """
+
+    __slots__ = ()
+    _PATTERN = re.compile(
+        r"^process/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+        r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )
+
+    def __new__(cls, value: str) -> Self:
+        if not isinstance(value, str) or not cls._PATTERN.match(value):
+            raise InvalidArgument(
+                f"StreamId: {value!r} is not of the form process/<tenant uuid>/<process uuid>"
+            )
+        return super().__new__(cls, value)
+
+    @classmethod
+    def for_process(cls, tenant_id: TenantId, process_id: ProcessId) -> StreamId:
+        """The stream of ``process_id`` under ``tenant_id``."""
+        return cls(f"process/{tenant_id}/{process_id}")
+
+    @property
+    def tenant_id(self) -> TenantId:
+        return TenantId(self.split("/")[1])
+
+    @property
+    def process_id(self) -> ProcessId:
+        return ProcessId(self.split("/")[2])
+
+    @classmethod
+    def tenant_prefix(cls, tenant_id: TenantId) -> str:
+        """The prefix shared by every stream of one tenant (for ``list_streams``)."""
+        return f"process/{tenant_id}/"
+
+    def __repr__(self) -> str:
+        return f"StreamId('{self}')"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            lambda v: v if type(v) is cls else cls(v),
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, when_used="always"
+            ),
+        )

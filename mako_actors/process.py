@@ -1,0 +1,439 @@
+"""``Process``: a typed handle on one process instance, with the reference API of ``mako-engine``.
+
+Every method of the reference page is here, async, with its meaning and error contract. Each
+one is a short composition over one internal path, ``_run``: load state (full replay or
+snapshot + tail) → ``Workflow.handle`` → stamp → one atomic ``Commit``, with options for the
+context, the outbox, snapshots and retries. No variant copies another's body.
+
+A ``Process`` holds no state between calls: each command replays from the store and appends
+under optimistic concurrency (``VersionConflict`` when another writer won). To keep state in
+memory and serialize commands instead, use an actor system (``LocalActorSystem``), whose
+handles offer the same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from mako_actors._command import CommandOptions, Prepared, decide, prepare
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.errors import InvalidArgument, VersionConflict
+from mako_actors.ids import CorrelationId, ProcessId, StreamId, TenantId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import SnapshotStore, Store
+from mako_actors.version import WorkflowId
+from mako_actors.workflow import Workflow
+
+C = TypeVar("C", bound=BaseModel)
+S = TypeVar("S", bound=BaseModel)
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+async def load_state(
+    workflow: Workflow[Any, S],
+    store: Store,
+    stream_id: StreamId,
+    *,
+    snapshots: SnapshotStore | None = None,
+    upto: int | None = None,
+) -> tuple[S, int]:
+    """Rebuild a process's state: from ``snapshots`` plus the tail if given, else full replay.
+
+    A snapshot of another workflow or state schema version, or past ``upto``, is ignored.
+    Returns the state and the sequence number of the last event applied.
+    """
+    state, version = workflow.initial_state(), 0
+    if snapshots is not None:
+        snap = await snapshots.load_snapshot(stream_id)
+        if _usable(workflow, snap, upto):
+            assert snap is not None
+            state, version = workflow.decode_state(snap.state), snap.sequence
+    tail = await store.load_from(stream_id, version, upto=upto)
+    state = workflow.fold(state, tail)
+    return state, tail[-1].sequence if tail else version
+
+
+def _usable(workflow: Workflow[Any, Any], snap: Snapshot | None, upto: int | None) -> bool:
+    return (
+        snap is not None
+        and snap.workflow_name == workflow.name
+        and snap.state_schema_version == workflow.state_schema_version
+        and (upto is None or snap.sequence <= upto)
+    )
+
+
+class Process(Generic[C, S]):
+    """A handle binding a workflow, a store and one process's ids.
+
+    ``Process(workflow, store, tenant_id, workflow_id)`` starts a new process (random process
+    id); ``from_stream``/``from_identity`` attach to an existing one. Handles are cheap; all
+    handles on one stream share its storage.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow[C, S],
+        store: Store,
+        tenant_id: TenantId,
+        workflow_id: WorkflowId,
+        *,
+        process_id: ProcessId | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        process_id = process_id or ProcessId.new()
+        self._init(
+            workflow,
+            store,
+            ProcessIdentity(
+                stream_id=StreamId.for_process(tenant_id, process_id),
+                process_id=process_id,
+                tenant_id=tenant_id,
+                workflow_id=workflow_id,
+            ),
+            clock,
+        )
+
+    def _init(
+        self, workflow: Workflow[C, S], store: Store, identity: ProcessIdentity, clock: Clock
+    ) -> None:
+        if identity.workflow_id.name != workflow.name:
+            raise InvalidArgument(
+                f"workflow id {identity.workflow_id} does not name workflow {workflow.name!r}"
+            )
+        self._workflow = workflow
+        self._store = store
+        self._identity = identity
+        self._clock = clock
+
+    @classmethod
+    def from_stream(
+        cls,
+        workflow: Workflow[C, S],
+        store: Store,
+        stream_id: StreamId,
+        process_id: ProcessId,
+        tenant_id: TenantId,
+        workflow_id: WorkflowId,
+        *,
+        clock: Clock = system_clock,
+    ) -> Process[C, S]:
+        """Attach to an existing process stream (after a restart, or to route a message)."""
+        if StreamId.for_process(tenant_id, process_id) != stream_id:
+            raise InvalidArgument(
+                f"stream {stream_id} is not the stream of process {process_id} of tenant {tenant_id}"
+            )
+        return cls.from_identity(
+            workflow,
+            store,
+            ProcessIdentity(
+                stream_id=stream_id, process_id=process_id, tenant_id=tenant_id, workflow_id=workflow_id
+            ),
+            clock=clock,
+        )
+
+    @classmethod
+    def from_identity(
+        cls,
+        workflow: Workflow[C, S],
+        store: Store,
+        identity: ProcessIdentity,
+        *,
+        clock: Clock = system_clock,
+    ) -> Process[C, S]:
+        """Attach to the process a stored ``ProcessIdentity`` names."""
+        process = cls.__new__(cls)
+        process._init(workflow, store, identity, clock)
+        return process
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def process_id(self) -> ProcessId:
+        """The stable process id."""
+        return self._identity.process_id
+
+    @property
+    def workflow_id(self) -> WorkflowId:
+        """The workflow and format version this process was created under."""
+        return self._identity.workflow_id
+
+    @property
+    def stream_id(self) -> StreamId:
+        return self._identity.stream_id
+
+    @property
+    def tenant_id(self) -> TenantId:
+        return self._identity.tenant_id
+
+    @property
+    def workflow(self) -> Workflow[C, S]:
+        return self._workflow
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def identity(self) -> ProcessIdentity:
+        """The four ids as one serializable value; persist it to route later messages here."""
+        return self._identity
+
+    def new_context(self) -> CommandContext:
+        """A context with fresh correlation and conversation ids for this process."""
+        return CommandContext.new(self.tenant_id, self.process_id, self.workflow_id)
+
+    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
+        """A context whose correlation id is UUID v5 of ``interchange_ref``.
+
+        Retransmissions of one interchange share the correlation root. Pass the reference
+        sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
+        """
+        return self.new_context().with_correlation(
+            CorrelationId.from_interchange_ref(interchange_ref)
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def event_count(self) -> int:
+        """How many events the stream holds (O(1))."""
+        return await self._store.stream_version(self.stream_id)
+
+    async def state(self) -> S:
+        """The current state by full replay; read-only."""
+        state, _ = await load_state(self._workflow, self._store, self.stream_id)
+        return state
+
+    async def state_with_snapshot(self, snap_store: SnapshotStore | None = None) -> S:
+        """The current state from the latest usable snapshot plus the tail (O(tail))."""
+        state, _ = await load_state(
+            self._workflow, self._store, self.stream_id, snapshots=snap_store or self._store
+        )
+        return state
+
+    async def state_at(self, sequence: int) -> S:
+        """The state as it was right after event ``sequence`` (0: the initial state).
+
+        Raises ``InvalidArgument`` when the stream has fewer events.
+        """
+        count = await self.event_count()
+        if sequence < 0 or sequence > count:
+            raise InvalidArgument(
+                f"state_at({sequence}): stream {self.stream_id} has {count} events"
+            )
+        state, _ = await load_state(self._workflow, self._store, self.stream_id, upto=sequence)
+        return state
+
+    async def take_snapshot(self, snap_store: SnapshotStore | None = None, interval: int = 100) -> bool:
+        """Save a snapshot if ``interval`` events accumulated since the last one.
+
+        Returns whether one was taken; ``interval == 0`` never takes one.
+        """
+        if interval <= 0:
+            return False
+        snapshots = snap_store or self._store
+        last = await snapshots.load_snapshot(self.stream_id)
+        since = last.sequence if _usable(self._workflow, last, None) and last else 0
+        if await self.event_count() - since < interval:
+            return False
+        state, version = await load_state(self._workflow, self._store, self.stream_id)
+        await snapshots.save_snapshot(
+            Snapshot(
+                stream_id=self.stream_id,
+                sequence=version,
+                state_schema_version=self._workflow.state_schema_version,
+                workflow_name=self._workflow.name,
+                state=state.model_dump(mode="json"),
+                taken_at=self._clock(),
+            )
+        )
+        return True
+
+    # -- the one command path --------------------------------------------------------------
+
+    async def _run(
+        self,
+        command_for: Callable[[S], C | None],
+        ctx: CommandContext | None,
+        options: CommandOptions,
+        snap_store: SnapshotStore | None = None,
+    ) -> Prepared[S] | None:
+        """Load → decide → commit, retrying on ``VersionConflict`` up to ``max_attempts``.
+
+        Every attempt reloads state from the store. Returns ``None`` when ``command_for``
+        yields no command (a deadline that needs no compensation).
+        """
+        if options.max_attempts < 1:
+            raise InvalidArgument(f"max_attempts must be at least 1, got {options.max_attempts}")
+        ctx = ctx or self.new_context()
+        separate_snapshots = snap_store is not None and snap_store is not self._store
+        snapshots = (snap_store or self._store) if options.use_snapshot else None
+        for attempt in range(1, options.max_attempts + 1):
+            state, version = await load_state(
+                self._workflow, self._store, self.stream_id, snapshots=snapshots
+            )
+            command = command_for(state)
+            if command is None:
+                return None
+            output = decide(self._workflow, state, command)
+            prepared = prepare(
+                self._workflow, self._identity, state, version, output, ctx, self._clock(), options
+            )
+            if prepared.commit is None:
+                return prepared
+            commit = prepared.commit
+            if separate_snapshots and commit.snapshot is not None:
+                commit = replace(commit, snapshot=None)
+            try:
+                result = await self._store.commit(commit)
+            except VersionConflict:
+                if attempt == options.max_attempts:
+                    raise
+                continue
+            if separate_snapshots and prepared.snapshot is not None:
+                assert snap_store is not None
+                await snap_store.save_snapshot(prepared.snapshot)
+            return Prepared(commit, result.events, prepared.outbox, prepared.state, prepared.snapshot)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _events(
+        self,
+        command: C,
+        ctx: CommandContext | None = None,
+        snap_store: SnapshotStore | None = None,
+        **options: Any,
+    ) -> list[EventEnvelope]:
+        prepared = await self._run(lambda _: command, ctx, CommandOptions(**options), snap_store)
+        return list(prepared.events) if prepared else []
+
+    # -- the reference API -----------------------------------------------------------------
+
+    async def execute(self, command: C) -> list[EventEnvelope]:
+        """Handle ``command`` with a fresh context and append its events.
+
+        Persists events and registry keys only: outbox messages and deadlines the workflow
+        returns are dropped (use ``execute_and_enqueue``). Raises ``VersionConflict`` when a
+        concurrent writer won, ``WorkflowError`` when the workflow refuses; nothing is written.
+        """
+        return await self._events(command)
+
+    async def execute_with(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
+        """``execute`` with a caller-supplied context (correlation, conversation, causation)."""
+        return await self._events(command, ctx)
+
+    async def execute_and_collect(
+        self, command: C
+    ) -> tuple[list[EventEnvelope], list[OutboxMessage]]:
+        """``execute``, and also return the outbox messages, stamped as ``execute_and_enqueue`` would.
+
+        The messages are not persisted; their ``causation_event_id`` is the first event's id.
+        """
+        prepared = await self._run(lambda _: command, None, CommandOptions())
+        if prepared is None:
+            return [], []
+        return list(prepared.events), list(prepared.outbox)
+
+    async def execute_snapshot(
+        self, command: C, snap_store: SnapshotStore | None = None
+    ) -> list[EventEnvelope]:
+        """``execute``, rebuilding state from the latest snapshot plus the tail."""
+        return await self._events(command, snap_store=snap_store, use_snapshot=True)
+
+    async def execute_with_retry(self, command: C, max_attempts: int) -> list[EventEnvelope]:
+        """``execute``, retrying on ``VersionConflict``; one context pinned for all attempts.
+
+        ``max_attempts == 0`` raises ``InvalidArgument``; other errors are raised at once.
+        """
+        return await self._events(command, self.new_context(), max_attempts=max_attempts)
+
+    async def execute_with_retry_ctx(
+        self, command: C, ctx: CommandContext, max_attempts: int
+    ) -> list[EventEnvelope]:
+        """``execute_with_retry`` with a caller-supplied context."""
+        return await self._events(command, ctx, max_attempts=max_attempts)
+
+    async def execute_and_enqueue(self, command: C) -> list[EventEnvelope]:
+        """Handle ``command`` and persist events, outbox messages and deadlines atomically.
+
+        Outbox messages are stamped with the first event's id as ``causation_event_id``.
+        """
+        return await self._events(command, enqueue=True)
+
+    async def execute_and_enqueue_snapshot(
+        self, command: C, snap_store: SnapshotStore | None = None
+    ) -> list[EventEnvelope]:
+        """``execute_and_enqueue``, rebuilding state from the latest snapshot plus the tail."""
+        return await self._events(command, snap_store=snap_store, enqueue=True, use_snapshot=True)
+
+    async def execute_and_enqueue_with_retry(
+        self, command: C, max_attempts: int
+    ) -> list[EventEnvelope]:
+        """``execute_and_enqueue``, retrying on ``VersionConflict``."""
+        return await self._events(command, enqueue=True, max_attempts=max_attempts)
+
+    async def execute_and_enqueue_with_snapshot(
+        self, command: C, snap_store: SnapshotStore | None = None, snapshot_interval: int = 100
+    ) -> tuple[list[EventEnvelope], bool]:
+        """``execute_and_enqueue``, snapshotting when the version crosses a multiple of the interval.
+
+        The snapshot is written in the same transaction when ``snap_store`` is this store.
+        Returns the events and whether a snapshot was taken; interval 0 never snapshots.
+        """
+        return await self.execute_and_enqueue_with_snapshot_and_retry(
+            command, 1, snap_store, snapshot_interval
+        )
+
+    async def execute_and_enqueue_with_snapshot_and_retry(
+        self,
+        command: C,
+        max_attempts: int,
+        snap_store: SnapshotStore | None = None,
+        snapshot_interval: int = 100,
+    ) -> tuple[list[EventEnvelope], bool]:
+        """``execute_and_enqueue_with_snapshot``, retrying on ``VersionConflict``."""
+        options = CommandOptions(
+            enqueue=True,
+            use_snapshot=True,
+            snapshot_interval=snapshot_interval,
+            max_attempts=max_attempts,
+        )
+        prepared = await self._run(lambda _: command, None, options, snap_store)
+        if prepared is None:
+            return [], False
+        return list(prepared.events), prepared.snapshot is not None
+
+    async def execute_timeout(self, deadline: Deadline) -> list[EventEnvelope] | None:
+        """Fire a due deadline: run ``Workflow.on_deadline``'s compensation command, if any.
+
+        The compensation is executed like ``execute_and_enqueue`` and the deadline is removed
+        in the same transaction. Returns its events, or ``None`` when ``on_deadline`` returned
+        ``None`` (the deadline is then removed on its own).
+        """
+        return await self.execute_timeout_with_retry(deadline, 1)
+
+    async def execute_timeout_with_retry(
+        self, deadline: Deadline, max_attempts: int
+    ) -> list[EventEnvelope] | None:
+        """``execute_timeout``, retrying on ``VersionConflict`` (``on_deadline`` sees fresh state)."""
+        if deadline.stream_id != self.stream_id:
+            raise InvalidArgument(f"deadline {deadline.deadline_id} belongs to {deadline.stream_id}")
+        options = CommandOptions(enqueue=True, max_attempts=max_attempts, deadline=deadline)
+        prepared = await self._run(
+            lambda state: self._workflow.on_deadline(deadline, state), None, options
+        )
+        if prepared is None or prepared.commit is None:
+            # No compensation, or one without events: nothing else removes the deadline.
+            await self._store.cancel_deadline(deadline.deadline_id)
+            return None if prepared is None else []
+        return list(prepared.events)

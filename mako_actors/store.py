@@ -1,0 +1,182 @@
+"""Store protocols: what every backend (``stores.memory``, ``stores.lmdb``) must guarantee.
+
+One store object implements all of them. Every method is async; a backend never blocks the
+event loop on a write (LMDB writes run on a writer thread).
+
+Guarantees every implementation keeps (the contract suite in ``mako_actors.testing`` checks
+them against each backend):
+
+- ``commit`` is atomic: the events, outbox messages, deadlines, deadline cancellations, the
+  snapshot and registry entries of one ``Commit`` are stored together or not at all.
+- Optimistic concurrency: a commit whose ``expected`` version does not match the stream raises
+  ``VersionConflict`` and writes nothing, not even its outbox rows.
+- Sequence numbers start at 1 and have no gaps; global positions increase in commit order.
+- ``stream_version`` is O(1); keys scan in stream-then-sequence and due-time order.
+- Registry keys are tenant-scoped; a key bound to another stream raises ``RegistryConflict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.errors import EngineError
+from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
+from mako_actors.version import ExpectedVersion
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """Everything one command writes, in one transaction.
+
+    ``events`` carry placeholder sequence numbers; the store assigns the real ones (version+1,
+    ...) and the global positions. A ``snapshot`` must be at the stream's version after this
+    commit. ``cancel_deadline_labels`` cancels this stream's deadlines with those labels before
+    ``deadlines`` are registered, so one command can re-arm a label.
+    """
+
+    stream_id: StreamId
+    expected: ExpectedVersion
+    events: Sequence[EventEnvelope] = ()
+    outbox: Sequence[OutboxMessage] = ()
+    deadlines: Sequence[Deadline] = ()
+    cancel_deadline_labels: Sequence[str] = ()
+    cancel_deadline_ids: Sequence[DeadlineId] = ()
+    snapshot: Snapshot | None = None
+    registry: Sequence[tuple[str, ProcessIdentity]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The stored events (with sequence numbers and global positions) and the new version."""
+
+    events: tuple[EventEnvelope, ...]
+    version: int
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters a store keeps for tests, benchmarks and metrics."""
+
+    transactions: int = 0
+    commits: int = 0
+    conflicts: int = 0
+    largest_batch: int = 0
+    events_read: int = 0
+    map_resizes: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Append-only event streams with optimistic concurrency and a global order."""
+
+    async def append(
+        self, stream_id: StreamId, expected: ExpectedVersion, events: Sequence[EventEnvelope]
+    ) -> list[EventEnvelope]: ...
+    async def load(self, stream_id: StreamId) -> list[EventEnvelope]: ...
+    async def load_from(
+        self, stream_id: StreamId, after_seq: int, *, upto: int | None = None
+    ) -> list[EventEnvelope]: ...
+    async def stream_version(self, stream_id: StreamId) -> int: ...
+    async def list_streams(self, prefix: str = "") -> list[StreamId]: ...
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventEnvelope]: ...
+
+
+@runtime_checkable
+class AtomicAppend(Protocol):
+    """Events plus outbox, deadlines, snapshot and registry entries in one transaction."""
+
+    async def commit(self, commit: Commit) -> CommitResult: ...
+    async def commit_many(
+        self, commits: Sequence[Commit]
+    ) -> list[CommitResult | EngineError]: ...
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """Durable outbound messages, due by ``next_attempt_at``."""
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None: ...
+    async def pending(self, limit: int, now: datetime) -> list[OutboxMessage]: ...
+    async def acknowledge(self, message_id: OutboxMessageId) -> bool: ...
+    async def reschedule(
+        self, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None = None
+    ) -> OutboxMessage: ...
+    async def outbox_count(self) -> int: ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """The latest snapshot per stream."""
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None: ...
+    async def load_snapshot(self, stream_id: StreamId) -> Snapshot | None: ...
+
+
+@runtime_checkable
+class DeadlineStore(Protocol):
+    """Persisted timers, due by ``due_at``."""
+
+    async def register_deadline(self, deadline: Deadline) -> None: ...
+    async def cancel_deadline(self, deadline_id: DeadlineId) -> bool: ...
+    async def due_deadlines(self, now: datetime, limit: int) -> list[Deadline]: ...
+    async def deadlines_for_stream(self, stream_id: StreamId) -> list[Deadline]: ...
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Tenant-scoped map from business keys to process identities."""
+
+    async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None: ...
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None: ...
+
+
+@runtime_checkable
+class Inbox(Protocol):
+    """Inbound dedup: ``accept`` is true the first time a key is seen, false after."""
+
+    async def accept(self, key: str, digest: str = "") -> bool: ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Messages given up on, in the order they were given up."""
+
+    async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter: ...
+    async def dead_letters(self, limit: int = 100, after_position: int = 0) -> list[DeadLetter]: ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Projection checkpoints: the last global position a projection has processed."""
+
+    async def save_checkpoint(self, name: str, position: int) -> None: ...
+    async def load_checkpoint(self, name: str) -> int: ...
+
+
+@runtime_checkable
+class Store(
+    EventStore,
+    AtomicAppend,
+    OutboxStore,
+    SnapshotStore,
+    DeadlineStore,
+    Registry,
+    Inbox,
+    DeadLetterStore,
+    CheckpointStore,
+    Protocol,
+):
+    """Everything the engine needs from one backend."""
+
+    @property
+    def stats(self) -> StoreStats: ...
+    async def aclose(self) -> None: ...

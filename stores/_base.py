@@ -1,0 +1,213 @@
+"""The async store API, once: every method is a read or a write of a ``_schema`` function.
+
+A backend supplies three things: ``_read(fn)`` (run ``fn`` in a read transaction),
+``_write_batch(fns)`` (run each ``fn`` in its own nested transaction inside one write
+transaction, and return each one's result or ``EngineError``) and ``aclose()``. Everything
+else, the whole public store API, lives here, so backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit, CommitResult, StoreStats
+from mako_actors.version import ExpectedVersion
+from stores import _schema as schema
+from stores._kv import KvTxn
+
+T = TypeVar("T")
+WriteFn = Callable[[KvTxn], Any]
+
+
+class StoreBase(abc.ABC):
+    """The full ``mako_actors.store.Store`` API over a backend's read and write primitives."""
+
+    def __init__(self) -> None:
+        self._stats = StoreStats()
+
+    @property
+    def stats(self) -> StoreStats:
+        """Counters: write transactions, commits, conflicts, largest batch, events read."""
+        return self._stats
+
+    @abc.abstractmethod
+    async def _read(self, fn: Callable[[KvTxn], T]) -> T: ...
+
+    @abc.abstractmethod
+    def _write_batch(self, fns: Sequence[WriteFn]) -> Awaitable[list[Any]]:
+        """Results in order; an ``EngineError`` in the list means that write alone failed."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def _write(self, fn: Callable[[KvTxn], T]) -> T:
+        (result,) = await self._write_batch([fn])
+        if isinstance(result, EngineError):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def _count_result(self, result: Any) -> None:
+        if isinstance(result, CommitResult):
+            self._stats.commits += 1
+        elif isinstance(result, EngineError) and result.transient:
+            self._stats.conflicts += 1
+
+    async def __aenter__(self) -> StoreBase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- events and atomic commits ---------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        """Write ``commit`` atomically; ``VersionConflict`` (nothing written) on a stale version."""
+        (result,) = await self.commit_many([commit])
+        if isinstance(result, EngineError):
+            raise result
+        return result
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+        """Write several commits in one transaction; each succeeds or fails on its own.
+
+        A conflict or error in one commit leaves the others untouched; the list holds each
+        one's ``CommitResult`` or its ``EngineError``, in order.
+        """
+        fns: list[WriteFn] = [partial(schema.apply_commit, commit=c) for c in commits]
+        results = await self._write_batch(fns)
+        for result in results:
+            self._count_result(result)
+        return results
+
+    async def append(
+        self, stream_id: StreamId, expected: ExpectedVersion, events: Sequence[EventEnvelope]
+    ) -> list[EventEnvelope]:
+        """Append events atomically under optimistic concurrency; returns them as stored."""
+        result = await self.commit(Commit(stream_id=stream_id, expected=expected, events=events))
+        return list(result.events)
+
+    async def load(self, stream_id: StreamId) -> list[EventEnvelope]:
+        """Every event of the stream, in sequence order (empty if the stream does not exist)."""
+        return await self.load_from(stream_id, 0)
+
+    async def load_from(
+        self, stream_id: StreamId, after_seq: int, *, upto: int | None = None
+    ) -> list[EventEnvelope]:
+        """Events with ``after_seq < sequence <= upto`` (``upto`` None: to the end)."""
+        if after_seq < 0:
+            raise InvalidArgument(f"load_from: after_seq must be >= 0, got {after_seq}")
+        events = await self._read(lambda txn: schema.load_events(txn, stream_id, after_seq, upto))
+        self._stats.events_read += len(events)
+        return events
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        """The sequence number of the stream's last event (0: no events); O(1)."""
+        return await self._read(lambda txn: schema.stream_version(txn, stream_id))
+
+    async def list_streams(self, prefix: str = "") -> list[StreamId]:
+        """Ids of the streams starting with ``prefix``, in byte order."""
+        return await self._read(lambda txn: schema.list_streams(txn, prefix))
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventEnvelope]:
+        """Up to ``limit`` events of all streams after ``after_position``, in global order."""
+        return await self._read(lambda txn: schema.read_all(txn, after_position, limit))
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Store outbound messages (idempotent per message id)."""
+        def write(txn: KvTxn) -> None:
+            for message in messages:
+                schema.enqueue(txn, message)
+
+        await self._write(write)
+
+    async def pending(self, limit: int, now: datetime) -> list[OutboxMessage]:
+        """Messages due at ``now``, earliest ``next_attempt_at`` first."""
+        return await self._read(lambda txn: schema.pending(txn, limit, now))
+
+    async def acknowledge(self, message_id: OutboxMessageId) -> bool:
+        """Remove a delivered message; false if it was not there."""
+        return await self._write(lambda txn: schema.acknowledge(txn, message_id))
+
+    async def reschedule(
+        self, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None = None
+    ) -> OutboxMessage:
+        """Count a failed attempt and move the message to ``next_attempt_at``; ``NotFound`` if gone."""
+        return await self._write(lambda txn: schema.reschedule(txn, message_id, next_attempt_at, error))
+
+    async def outbox_count(self) -> int:
+        """How many messages wait in the outbox."""
+        return await self._read(lambda txn: txn.count("outbox"))
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the stream's snapshot."""
+        await self._write(lambda txn: schema.save_snapshot(txn, snapshot))
+
+    async def load_snapshot(self, stream_id: StreamId) -> Snapshot | None:
+        """The stream's latest snapshot, if any."""
+        return await self._read(lambda txn: schema.load_snapshot(txn, stream_id))
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    async def register_deadline(self, deadline: Deadline) -> None:
+        """Store a deadline (replacing one with the same id)."""
+        await self._write(lambda txn: schema.register_deadline(txn, deadline))
+
+    async def cancel_deadline(self, deadline_id: DeadlineId) -> bool:
+        """Remove a deadline; false if it was not there."""
+        return await self._write(lambda txn: schema.cancel_deadline(txn, deadline_id))
+
+    async def due_deadlines(self, now: datetime, limit: int) -> list[Deadline]:
+        """Deadlines due at ``now``, earliest first."""
+        return await self._read(lambda txn: schema.due_deadlines(txn, now, limit))
+
+    async def deadlines_for_stream(self, stream_id: StreamId) -> list[Deadline]:
+        """The stream's open deadlines, earliest first."""
+        return await self._read(lambda txn: schema.deadlines_for_stream(txn, stream_id))
+
+    # -- registry, inbox, dead letters, checkpoints ----------------------------------------
+
+    async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
+        """Bind a business key to a process; ``RegistryConflict`` if bound to another one."""
+        await self._write(lambda txn: schema.register(txn, tenant_id, key, identity))
+
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        """The process bound to ``key`` in ``tenant_id``, if any."""
+        return await self._read(lambda txn: schema.lookup(txn, tenant_id, key))
+
+    async def accept(self, key: str, digest: str = "") -> bool:
+        """True the first time ``key`` is seen; false for a repeat with the same ``digest``.
+
+        A repeat with a different digest raises ``InboxConflict`` (same reference, other bytes).
+        """
+        return await self._write(lambda txn: schema.accept(txn, key, digest))
+
+    async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
+        """Store a dead letter; returns it with its position."""
+        return await self._write(lambda txn: schema.add_dead_letter(txn, letter))
+
+    async def dead_letters(self, limit: int = 100, after_position: int = 0) -> list[DeadLetter]:
+        """Dead letters after ``after_position``, oldest first."""
+        return await self._read(lambda txn: schema.dead_letters(txn, limit, after_position))
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Record that projection ``name`` has processed up to global ``position``."""
+        await self._write(lambda txn: schema.save_checkpoint(txn, name, position))
+
+    async def load_checkpoint(self, name: str) -> int:
+        """The last saved position of projection ``name`` (0 if none)."""
+        return await self._read(lambda txn: schema.load_checkpoint(txn, name))

@@ -1,0 +1,371 @@
+"""The store's semantics, written once over ``KvTxn``: key layout, encoding and every operation.
+
+Keys are built so byte order is the order we scan in: big-endian integers for sequence numbers,
+positions and due times (microseconds since the epoch), fixed-width UUID bytes for ids, and a
+``\\x00`` after a stream id so one stream's range never runs into another's. Values are msgpack
+of plain data, never pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgpack
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.errors import (
+    DeserializationError,
+    InboxConflict,
+    InvalidArgument,
+    NotFound,
+    RegistryConflict,
+    SerializationError,
+    VersionConflict,
+)
+from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit, CommitResult
+from mako_actors.version import ExpectedVersion
+from stores._kv import KvTxn
+
+_GLOBAL = b"global_position"
+_DEAD = b"dead_letter_position"
+_MAX_KEY = b"\xff" * 8
+
+T = TypeVar("T")
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+def u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def from_u64(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def micros(instant: datetime) -> int:
+    return max(0, int(instant.timestamp() * 1_000_000))
+
+
+def pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from None
+
+
+def unpack(raw: bytes) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise DeserializationError(f"stored value is not valid msgpack: {exc}") from None
+
+
+def _decode(raw: bytes, build: Callable[[dict[str, Any]], T], what: str) -> T:
+    try:
+        return build(unpack(raw))
+    except DeserializationError:
+        raise
+    except Exception as exc:  # pydantic ValidationError and friends: stored data is bad
+        raise DeserializationError(f"stored {what} does not decode: {exc}") from None
+
+
+def stream_key(stream_id: str) -> bytes:
+    return stream_id.encode() + b"\x00"
+
+
+def event_key(stream_id: str, seq: int) -> bytes:
+    return stream_key(stream_id) + u64(seq)
+
+
+# -- events --------------------------------------------------------------------------------
+
+def stream_version(txn: KvTxn, stream_id: str) -> int:
+    raw = txn.get("streams", stream_id.encode())
+    return 0 if raw is None else from_u64(raw)
+
+
+def load_events(
+    txn: KvTxn, stream_id: str, after_seq: int = 0, upto: int | None = None
+) -> list[EventEnvelope]:
+    start = event_key(stream_id, after_seq + 1)
+    stop = event_key(stream_id, upto + 1) if upto is not None else stream_key(stream_id) + _MAX_KEY
+    return [
+        _decode(raw, EventEnvelope.from_plain, "event") for _, raw in txn.scan("events", start, stop)
+    ]
+
+
+def list_streams(txn: KvTxn, prefix: str) -> list[StreamId]:
+    start = prefix.encode()
+    stop = _prefix_end(start)
+    return [StreamId(key.decode()) for key, _ in txn.scan("streams", start, stop)]
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key starting with ``prefix`` (None: no upper bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def read_all(txn: KvTxn, after_position: int, limit: int) -> list[EventEnvelope]:
+    out: list[EventEnvelope] = []
+    for _, ref in txn.scan("global", u64(after_position + 1)):
+        if len(out) >= limit:
+            break
+        raw = txn.get("events", ref)
+        if raw is None:
+            raise DeserializationError(f"global index points at a missing event {ref!r}")
+        out.append(_decode(raw, EventEnvelope.from_plain, "event"))
+    return out
+
+
+def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
+    """Write one ``Commit``; raises before writing anything it cannot write whole.
+
+    Callers run it inside a transaction they abort on any exception, so a failure late in the
+    function (a registry conflict, say) still leaves nothing behind.
+    """
+    stream_id = commit.stream_id
+    current = stream_version(txn, stream_id)
+    if not commit.expected.matches(current):
+        raise VersionConflict(stream_id, commit.expected, current)
+    version = current + len(commit.events)
+    if commit.snapshot is not None and commit.snapshot.sequence != version:
+        raise InvalidArgument(
+            f"snapshot at sequence {commit.snapshot.sequence} does not match the stream's "
+            f"version {version} after this commit"
+        )
+    position = from_u64(txn.get("meta", _GLOBAL) or u64(0))
+    stored: list[EventEnvelope] = []
+    for offset, envelope in enumerate(commit.events, start=1):
+        if envelope.stream_id != stream_id:
+            raise InvalidArgument(
+                f"event {envelope.event_id} belongs to {envelope.stream_id}, not {stream_id}"
+            )
+        seq = current + offset
+        position += 1
+        envelope = envelope.model_copy(update={"sequence": seq, "global_position": position})
+        key = event_key(stream_id, seq)
+        txn.put("events", key, pack(envelope.to_plain()))
+        txn.put("global", u64(position), key)
+        stored.append(envelope)
+    if stored:
+        txn.put("meta", _GLOBAL, u64(position))
+        txn.put("streams", stream_id.encode(), u64(version))
+    for message in commit.outbox:
+        enqueue(txn, message)
+    if commit.cancel_deadline_labels:
+        labels = set(commit.cancel_deadline_labels)
+        for deadline in deadlines_for_stream(txn, stream_id):
+            if deadline.label in labels:
+                cancel_deadline(txn, deadline.deadline_id)
+    for deadline_id in commit.cancel_deadline_ids:
+        cancel_deadline(txn, deadline_id)
+    for deadline in commit.deadlines:
+        register_deadline(txn, deadline)
+    if commit.snapshot is not None:
+        save_snapshot(txn, commit.snapshot)
+    for business_key, identity in commit.registry:
+        register(txn, identity.tenant_id, business_key, identity)
+    return CommitResult(tuple(stored), version)
+
+
+def append(
+    txn: KvTxn, stream_id: StreamId, expected: ExpectedVersion, events: Sequence[EventEnvelope]
+) -> CommitResult:
+    return apply_commit(txn, Commit(stream_id=stream_id, expected=expected, events=events))
+
+
+# -- outbox --------------------------------------------------------------------------------
+
+def _due_key(at: datetime, ident: bytes) -> bytes:
+    return u64(micros(at)) + ident
+
+
+def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
+    ident = message.message_id.bytes
+    old = txn.get("outbox", ident)
+    if old is not None:
+        # Same deterministic id enqueued again: keep one row, re-index its due time.
+        previous = _decode(old, OutboxMessage.from_plain, "outbox message")
+        txn.delete("outbox_due", _due_key(previous.next_attempt_at, ident))
+    txn.put("outbox", ident, pack(message.to_plain()))
+    txn.put("outbox_due", _due_key(message.next_attempt_at, ident), b"")
+
+
+def pending(txn: KvTxn, limit: int, now: datetime) -> list[OutboxMessage]:
+    out: list[OutboxMessage] = []
+    for key, _ in txn.scan("outbox_due", b"", u64(micros(now) + 1)):
+        if len(out) >= limit:
+            break
+        raw = txn.get("outbox", key[8:])
+        if raw is not None:
+            out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
+    return out
+
+
+def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
+    raw = txn.get("outbox", message_id.bytes)
+    if raw is None:
+        return False
+    message = _decode(raw, OutboxMessage.from_plain, "outbox message")
+    txn.delete("outbox_due", _due_key(message.next_attempt_at, message_id.bytes))
+    txn.delete("outbox", message_id.bytes)
+    return True
+
+
+def reschedule(
+    txn: KvTxn, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None
+) -> OutboxMessage:
+    raw = txn.get("outbox", message_id.bytes)
+    if raw is None:
+        raise NotFound(f"outbox message {message_id} does not exist (acknowledged already?)")
+    message = _decode(raw, OutboxMessage.from_plain, "outbox message")
+    updated = message.model_copy(
+        update={
+            "next_attempt_at": next_attempt_at.astimezone(UTC),
+            "attempts": message.attempts + 1,
+            "last_error": error,
+        }
+    )
+    enqueue(txn, updated)
+    return updated
+
+
+# -- deadlines -----------------------------------------------------------------------------
+
+def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
+    ident = deadline.deadline_id.bytes
+    if txn.get("deadlines", ident) is not None:
+        cancel_deadline(txn, deadline.deadline_id)
+    txn.put("deadlines", ident, pack(deadline.to_plain()))
+    txn.put("deadlines_due", _due_key(deadline.due_at, ident), b"")
+    txn.put("deadlines_stream", stream_key(deadline.stream_id) + ident, b"")
+
+
+def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId) -> bool:
+    ident = deadline_id.bytes
+    raw = txn.get("deadlines", ident)
+    if raw is None:
+        return False
+    deadline = _decode(raw, Deadline.from_plain, "deadline")
+    txn.delete("deadlines_due", _due_key(deadline.due_at, ident))
+    txn.delete("deadlines_stream", stream_key(deadline.stream_id) + ident)
+    txn.delete("deadlines", ident)
+    return True
+
+
+def due_deadlines(txn: KvTxn, now: datetime, limit: int) -> list[Deadline]:
+    out: list[Deadline] = []
+    for key, _ in txn.scan("deadlines_due", b"", u64(micros(now) + 1)):
+        if len(out) >= limit:
+            break
+        raw = txn.get("deadlines", key[8:])
+        if raw is not None:
+            out.append(_decode(raw, Deadline.from_plain, "deadline"))
+    return out
+
+
+def deadlines_for_stream(txn: KvTxn, stream_id: str) -> list[Deadline]:
+    prefix = stream_key(stream_id)
+    out: list[Deadline] = []
+    for key, _ in txn.scan("deadlines_stream", prefix, _prefix_end(prefix)):
+        raw = txn.get("deadlines", key[len(prefix):])
+        if raw is not None:
+            out.append(_decode(raw, Deadline.from_plain, "deadline"))
+    out.sort(key=lambda d: d.due_at)
+    return out
+
+
+# -- snapshots, registry, inbox, dead letters, checkpoints ----------------------------------
+
+def save_snapshot(txn: KvTxn, snapshot: Snapshot) -> None:
+    txn.put("snapshots", snapshot.stream_id.encode(), pack(snapshot.to_plain()))
+
+
+def load_snapshot(txn: KvTxn, stream_id: str) -> Snapshot | None:
+    raw = txn.get("snapshots", stream_id.encode())
+    return None if raw is None else _decode(raw, Snapshot.from_plain, "snapshot")
+
+
+def _registry_key(tenant_id: TenantId, key: str) -> bytes:
+    if not key:
+        raise InvalidArgument("registry key must not be empty")
+    return tenant_id.bytes + key.encode()
+
+
+def register(txn: KvTxn, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
+    if identity.tenant_id != tenant_id:
+        raise InvalidArgument(
+            f"registry key {key!r}: identity belongs to tenant {identity.tenant_id}, "
+            f"not {tenant_id}"
+        )
+    raw_key = _registry_key(tenant_id, key)
+    existing = txn.get("registry", raw_key)
+    if existing is not None:
+        bound = _decode(existing, ProcessIdentity.model_validate, "registry entry")
+        if bound.stream_id != identity.stream_id:
+            raise RegistryConflict(
+                f"registry key {key!r} of tenant {tenant_id} is bound to {bound.stream_id}, "
+                f"not {identity.stream_id}"
+            )
+        return
+    txn.put("registry", raw_key, pack(identity.to_plain()))
+
+
+def lookup(txn: KvTxn, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+    raw = txn.get("registry", _registry_key(tenant_id, key))
+    return None if raw is None else _decode(raw, ProcessIdentity.model_validate, "registry entry")
+
+
+def accept(txn: KvTxn, key: str, digest: str) -> bool:
+    if not key:
+        raise InvalidArgument("inbox key must not be empty")
+    raw_key = key.encode()
+    existing = txn.get("inbox", raw_key)
+    if existing is None:
+        txn.put("inbox", raw_key, digest.encode())
+        return True
+    if existing.decode() != digest:
+        raise InboxConflict(
+            f"inbox key {key!r} was accepted before with different content "
+            f"(stored digest {existing.decode()!r}, now {digest!r}); not processed"
+        )
+    return False
+
+
+def add_dead_letter(txn: KvTxn, letter: DeadLetter) -> DeadLetter:
+    position = from_u64(txn.get("meta", _DEAD) or u64(0)) + 1
+    txn.put("meta", _DEAD, u64(position))
+    stored = letter.model_copy(update={"position": position})
+    txn.put("dead_letters", u64(position), pack(stored.to_plain()))
+    return stored
+
+
+def dead_letters(txn: KvTxn, limit: int, after_position: int) -> list[DeadLetter]:
+    out: list[DeadLetter] = []
+    for _, raw in txn.scan("dead_letters", u64(after_position + 1)):
+        if len(out) >= limit:
+            break
+        out.append(_decode(raw, DeadLetter.from_plain, "dead letter"))
+    return out
+
+
+def save_checkpoint(txn: KvTxn, name: str, position: int) -> None:
+    if not name:
+        raise InvalidArgument("checkpoint name must not be empty")
+    txn.put("checkpoints", name.encode(), u64(position))
+
+
+def load_checkpoint(txn: KvTxn, name: str) -> int:
+    raw = txn.get("checkpoints", name.encode())
+    return 0 if raw is None else from_u64(raw)

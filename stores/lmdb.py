@@ -1,0 +1,295 @@
+"""The embedded, durable store: one LMDB environment per directory, with group commit.
+
+Write path: every write (a command's ``Commit``, an outbox acknowledgement, ...) is queued to
+one writer thread per store. The thread takes everything queued, opens **one** write
+transaction, runs each write in a nested transaction of its own (a conflict or error aborts
+that write alone), commits once (one fsync), and only then answers each caller. Concurrent
+commands from many actors therefore share an fsync, and the asyncio loop never waits on disk.
+
+Reads run on the caller's thread in a read-only transaction: LMDB reads are memory-mapped and
+take microseconds, and never wait for the writer (MVCC).
+
+Several OS processes may open the same directory at once (Ray host actors on one node): LMDB's
+lock file serializes their writers, and optimistic concurrency catches the rest. The map grows
+by doubling on ``MapFullError`` and the batch is retried; a map grown by another process is
+adopted on ``MapResizedError``. Never carry an open store across ``fork``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from mako_actors.errors import EngineError, StoreError
+from stores._base import StoreBase, WriteFn
+from stores._kv import DATABASES
+
+T = TypeVar("T")
+
+_STOP = object()
+_RESIZE_RETRIES = 16
+
+
+class Durability(StrEnum):
+    """How hard a commit is pushed to disk before it is acknowledged.
+
+    - ``FSYNC`` (default): data and meta page are flushed; survives power loss.
+    - ``NO_META_SYNC``: data flushed, meta page not: a power loss may roll back the last
+      transactions, never corrupt the database.
+    - ``NO_SYNC``: the OS flushes when it likes: survives a process crash, not a power loss.
+    """
+
+    FSYNC = "fsync"
+    NO_META_SYNC = "no_meta_sync"
+    NO_SYNC = "no_sync"
+
+
+class _LmdbTxn:
+    """``KvTxn`` over one py-lmdb transaction."""
+
+    __slots__ = ("_dbs", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._dbs[db])
+        return None if value is None else bytes(value)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._dbs[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return bool(self._txn.delete(key, db=self._dbs[db]))
+
+    def scan(
+        self, db: str, start: bytes, stop: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._txn.cursor(db=self._dbs[db])
+        if not cursor.set_range(start):
+            return
+        for raw_key, value in cursor.iternext():
+            key = bytes(raw_key)
+            if stop is not None and key >= stop:
+                return
+            yield key, bytes(value)
+
+    def count(self, db: str) -> int:
+        return int(self._txn.stat(self._dbs[db])["entries"])
+
+
+class _WriteRequest:
+    __slots__ = ("fns", "future")
+
+    def __init__(self, fns: Sequence[WriteFn], future: Future[list[Any]]) -> None:
+        self.fns = fns
+        self.future = future
+
+
+class LmdbStore(StoreBase):
+    """Every store protocol on one LMDB environment in ``path`` (created if missing).
+
+    Use as ``async with LmdbStore(path) as store:`` or call ``aclose()``; closing drains queued
+    writes, stops the writer thread and releases the environment. ``max_batch`` caps how many
+    writes share one transaction. Opening the same path twice in one OS process is refused
+    (LMDB forbids it); share the store object instead.
+    """
+
+    _open_paths: set[str] = set()
+    _open_lock = threading.Lock()
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability | str = Durability.FSYNC,
+        map_size: int = 256 * 1024 * 1024,
+        max_batch: int = 1024,
+        max_readers: int = 256,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.durability = Durability(durability)
+        self.max_batch = max_batch
+        real = str(self.path.resolve())
+        with LmdbStore._open_lock:
+            if real in LmdbStore._open_paths:
+                raise StoreError(f"LMDB environment {real} is already open in this process")
+            LmdbStore._open_paths.add(real)
+        self._real = real
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                real,
+                map_size=map_size,
+                max_dbs=len(DATABASES) + 1,
+                max_readers=max_readers,
+                sync=self.durability is not Durability.NO_SYNC,
+                metasync=self.durability is Durability.FSYNC,
+                # A process-wide reader table slot per thread would leak with thread pools.
+                lock=True,
+            )
+            self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
+        except lmdb.Error as exc:
+            with LmdbStore._open_lock:
+                LmdbStore._open_paths.discard(real)
+            raise StoreError(f"cannot open LMDB environment at {real}: {exc}") from None
+        # Readers take it shared in spirit (one at a time is fine: reads are microseconds);
+        # the writer takes it only to change the map size, which needs no live transactions.
+        self._env_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"lmdb-writer:{real}", daemon=True
+        )
+        self._writer.start()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        return self.read_sync(fn)
+
+    def read_sync(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(KvTxn)`` in a read-only transaction on this thread (internal, for tools)."""
+        self._check_open()
+        for _ in range(_RESIZE_RETRIES):
+            try:
+                with self._env_lock, self._env.begin(buffers=False) as txn:
+                    return fn(_LmdbTxn(txn, self._dbs))
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise StoreError(f"LMDB read failed in {self._real}: {exc}") from None
+        raise StoreError(f"LMDB map kept changing size under {self._real}", transient=True)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _write_batch(self, fns: Sequence[WriteFn]) -> asyncio.Future[list[Any]]:
+        self._check_open()
+        future: Future[list[Any]] = Future()
+        self._queue.put(_WriteRequest(fns, future))
+        return asyncio.wrap_future(future)
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch: list[_WriteRequest] = [item]
+            stop = False
+            size = len(item.fns)
+            while size < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+                size += len(nxt.fns)
+            self._run_batch(batch, size)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_WriteRequest], size: int) -> None:
+        outcome: list[list[Any]] | BaseException
+        for _ in range(_RESIZE_RETRIES):
+            try:
+                outcome = self._transact(batch)
+                break
+            except lmdb.MapFullError:
+                self._grow_map()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                outcome = StoreError(f"LMDB write failed in {self._real}: {exc}", transient=True)
+                break
+            except BaseException as exc:  # never leave a caller waiting forever
+                outcome = StoreError(f"LMDB write failed in {self._real}: {exc!r}")
+                break
+        else:
+            outcome = StoreError(f"LMDB map could not grow enough in {self._real}")
+        self._stats.transactions += 1
+        self._stats.largest_batch = max(self._stats.largest_batch, size)
+        for index, request in enumerate(batch):
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome[index])
+
+    def _transact(self, batch: list[_WriteRequest]) -> list[list[Any]]:
+        """One write transaction for the whole batch; each write in a nested transaction."""
+        results: list[list[Any]] = []
+        with self._env.begin(write=True) as parent:
+            for request in batch:
+                out: list[Any] = []
+                for fn in request.fns:
+                    child = self._env.begin(write=True, parent=parent)
+                    try:
+                        out.append(fn(_LmdbTxn(child, self._dbs)))
+                        child.commit()
+                    except (lmdb.MapFullError, lmdb.MapResizedError):
+                        child.abort()
+                        raise
+                    except EngineError as exc:
+                        child.abort()
+                        out.append(exc)
+                    except lmdb.Error as exc:
+                        child.abort()
+                        out.append(StoreError(f"LMDB write failed in {self._real}: {exc}"))
+                    except Exception as exc:  # a bug in one write must not fail its neighbours
+                        child.abort()
+                        out.append(StoreError(f"write failed: {exc!r}"))
+                results.append(out)
+        return results
+
+    def _grow_map(self) -> None:
+        with self._env_lock:
+            self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        self._stats.map_resizes += 1
+
+    def _adopt_map_size(self) -> None:
+        with self._env_lock:
+            self._env.set_mapsize(0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"LmdbStore at {self._real} is closed")
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer thread and release the environment."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        with contextlib.suppress(lmdb.Error):
+            if self.durability is not Durability.FSYNC:
+                self._env.sync(True)
+        self._env.close()
+        with LmdbStore._open_lock:
+            LmdbStore._open_paths.discard(self._real)
+
+    async def aclose(self) -> None:
+        """``close()`` without blocking the event loop while queued writes finish."""
+        if self._closed:
+            return
+        await asyncio.to_thread(self.close)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,53 @@
+"""An in-memory store for unit tests: the same semantics as LMDB, nothing on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from mako_actors.errors import EngineError, StoreError
+from stores._base import StoreBase, WriteFn
+from stores._kv import KvTxn, MemoryTables
+
+T = TypeVar("T")
+
+
+class InMemoryStore(StoreBase):
+    """Every store protocol in process memory; for tests only (nothing survives the process).
+
+    Writes run synchronously on the calling thread; a batch counts as one transaction.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tables = MemoryTables()
+        self._closed = False
+
+    async def _read(self, fn: Callable[[KvTxn], T]) -> T:
+        self._check_open()
+        return fn(self._tables.txn())
+
+    async def _write_batch(self, fns: Sequence[WriteFn]) -> list[Any]:
+        self._check_open()
+        results: list[Any] = []
+        for fn in fns:
+            txn = self._tables.txn()
+            try:
+                results.append(fn(txn))
+            except EngineError as exc:
+                txn.rollback()
+                results.append(exc)
+            except Exception as exc:  # a bug in one write must not take its batch down
+                txn.rollback()
+                results.append(StoreError(f"write failed: {exc!r}"))
+        self._stats.transactions += 1
+        self._stats.largest_batch = max(self._stats.largest_batch, len(fns))
+        return results
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("InMemoryStore is closed")
+
+    async def aclose(self) -> None:
+        """Refuse further use; the data is gone with the object."""
+        self._closed = True
