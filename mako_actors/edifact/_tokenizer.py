@@ -8,7 +8,9 @@ written). Release characters are removed; the values are the literal data.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from mako_actors.edifact.errors import DanglingRelease, EdifactSyntaxError
@@ -117,55 +119,118 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
     linear; segments without the release character take a pure ``str.split`` path.
     """
     rel = delimiters.release
-    if rel in text:
-        pieces = _split_escaped(text, delimiters.terminator, rel)
-    else:
-        pieces = text.split(delimiters.terminator)
+    protected = rel in text
+    if protected:
+        guarded = _protect(text, delimiters)
+        if rel in guarded:
+            # A release before an ordinary character, a line break or the end: rare, exact path.
+            return _tokenize_exact(text, delimiters, source)
+        text = guarded
+    pieces = text.split(delimiters.terminator)
     last = pieces.pop()
+    if "\n" in text or "\r" in text:
+        pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
-    out: list[Segment] = []
-    append = out.append
-    valid = _valid_tags
-    for piece in pieces:
-        if not piece or piece[0] in _CRLF:
-            piece = piece.lstrip(_CRLF)
-            if not piece:
-                raise EdifactSyntaxError(
-                    "empty segment",
-                    source=source,
-                    segment_number=len(out) + 1,
-                    expected="a segment tag",
-                    found=delimiters.terminator,
-                )
-        if rel in piece:
-            append(_escaped_segment(piece, delimiters, len(out) + 1, source))
-            continue
-        parts = piece.split(el)
-        tag = parts[0]
-        if tag not in valid:
-            _check_tag(tag, len(out) + 1, source)
-        append(
-            _new_segment(Segment, (tag, [p.split(co) if co in p else p for p in parts[1:]]))
-        )
-    rest = last.lstrip(_CRLF)
-    if rest:
-        if _odd_release_suffix(rest, rel):
-            raise DanglingRelease(
-                "release character at end of input",
-                source=source,
-                segment_number=len(out) + 1,
-                expected="a character after the release character",
-                found="end of input",
-            )
-        raise EdifactSyntaxError(
-            "last segment is not terminated",
-            source=source,
-            segment_number=len(out) + 1,
-            expected=delimiters.terminator,
-            found=f"end of input after {rest[-20:]!r}",
-        )
+    new = _new_segment
+    # Most segments have no component separator at all; only those pay for the inner loop.
+    out: list[Segment] = [
+        new(Segment, (ps[0], [x.split(co) if co in x else x for x in ps[1:]]))
+        if co in p
+        else new(Segment, (ps[0], ps[1:]))
+        for p, ps in zip(pieces, [p.split(el) for p in pieces], strict=True)
+    ]
+    if not {seg[0] for seg in out} <= _valid_tags:
+        for i, seg in enumerate(out):
+            _check_piece(seg[0], i + 1, delimiters, source)
+    if protected:
+        sentinel = _SENTINEL.search
+        for i, p in enumerate(pieces):
+            if not p.isascii() and sentinel(p):
+                parts = p.split(el)
+                out[i] = new(Segment, (parts[0], _restore(parts[1:], co, delimiters)))
+    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(out) + 1, source)
     return out
+
+
+def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> None:
+    if not tag:
+        raise EdifactSyntaxError(
+            "empty segment", source=source, segment_number=number, expected="a segment tag",
+            found=d.terminator,
+        )
+    if tag not in _valid_tags:
+        _check_tag(tag.translate(_restore_table(d)), number, source)
+
+
+def _check_rest(last: str, d: Delimiters, rel: str, number: int, source: str | None) -> None:
+    rest = last.lstrip(_CRLF)
+    if not rest:
+        return
+    if _odd_release_suffix(rest, rel):
+        raise DanglingRelease(
+            "release character at end of input",
+            source=source,
+            segment_number=number,
+            expected="a character after the release character",
+            found="end of input",
+        )
+    raise EdifactSyntaxError(
+        "last segment is not terminated",
+        source=source,
+        segment_number=number,
+        expected=d.terminator,
+        found=f"end of input after {rest[-20:]!r}",
+    )
+
+
+def _tokenize_exact(text: str, d: Delimiters, source: str | None) -> list[Segment]:
+    """Character-exact tokenizer for text whose release characters precede ordinary data."""
+    rel = d.release
+    pieces = _split_escaped(text, d.terminator, rel)
+    last = pieces.pop()
+    out: list[Segment] = []
+    for piece in pieces:
+        if piece and piece[0] in _CRLF:
+            piece = piece.lstrip(_CRLF)
+        if rel in piece:
+            out.append(_escaped_segment(piece, d, len(out) + 1, source))
+            continue
+        parts = piece.split(d.element)
+        _check_piece(parts[0], len(out) + 1, d, source)
+        comps = [p.split(d.component) if d.component in p else p for p in parts[1:]]
+        out.append(_new_segment(Segment, (parts[0], comps)))
+    _check_rest(last, d, rel, len(out) + 1, source)
+    return out
+
+
+# Our charsets are all single-byte, so decoded text never contains these private-use code
+# points: an escaped service character can stand in for itself while we split with str.split.
+_NO_RELEASE = "\ue0ff"
+_SENTINEL = re.compile("[\ue000-\ue003]")
+
+
+def _protect(text: str, d: Delimiters) -> str:
+    rel = d.release
+    text = text.replace(rel + rel, "\ue000")
+    text = text.replace(rel + d.component, "\ue001")
+    text = text.replace(rel + d.element, "\ue002")
+    return text.replace(rel + d.terminator, "\ue003")
+
+
+@lru_cache(maxsize=16)
+def _restore_table(d: Delimiters) -> dict[int, str]:
+    return str.maketrans(
+        {"\ue000": d.release, "\ue001": d.component, "\ue002": d.element, "\ue003": d.terminator}
+    )
+
+
+def _restore(parts: list[str], co: str, d: Delimiters) -> list[Element]:
+    table = _restore_table(d)
+    return [
+        [c.translate(table) for c in p.split(co)] if co in p else p.translate(table)
+        for p in parts
+    ]
 
 
 def _odd_release_suffix(s: str, rel: str) -> bool:

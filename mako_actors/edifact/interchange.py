@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -294,15 +294,13 @@ def _unb_time(seg: Segment) -> datetime:
     date = seg.value(3, 0)
     time = seg.value(3, 1)
     try:
-        if len(date) == 6 and date.isdigit():
-            day = datetime.strptime("20" + date, "%Y%m%d")
-        elif len(date) == 8 and date.isdigit():
-            day = datetime.strptime(date, "%Y%m%d")
-        else:
+        if len(date) == 6:
+            date = "20" + date
+        if len(date) != 8 or not date.isdigit() or len(time) != 4 or not time.isdigit():
             raise ValueError(date)
-        if len(time) != 4 or not time.isdigit():
-            raise ValueError(time)
-        return day.replace(hour=int(time[:2]), minute=int(time[2:]), tzinfo=UTC)
+        return datetime(
+            int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]), int(time[2:]), tzinfo=UTC
+        )
     except ValueError:
         raise InvalidValue(
             "UNB S004 preparation date/time is invalid", segment_number=1, segment_tag="UNB",
@@ -475,6 +473,9 @@ def _message(segs: Sequence[Segment], first: int) -> Message:
     )
 
 
+_TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
+
+
 def _transaction(
     segs: Sequence[Segment], first: int, header_pid: str | None, problems: list[str]
 ) -> Transaction:
@@ -482,6 +483,8 @@ def _transaction(
     start = end = None
     for k, seg in enumerate(segs):
         tag = seg.tag
+        if tag not in _TX_TAGS:
+            continue
         q = seg.value(0)
         if tag == "RFF":
             if q == "Z13" and pid is None:
@@ -524,7 +527,21 @@ def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
         return None
 
 
-_FORMATS = {"102": 8, "203": 12, "303": 15, "304": 17}
+def _iso_dtm(value: str, fmt: str) -> str | None:
+    n = len(value)
+    if fmt == "303" and n == 15 and value[:12].isdigit():
+        head, zone = value[:12], value[12:]
+    elif fmt == "304" and n == 17 and value[:14].isdigit():
+        head, zone = value[:14], value[14:]
+    elif fmt == "203" and n == 12 and value.isdigit():
+        head, zone = value, "+00"
+    elif fmt == "102" and n == 8 and value.isdigit():
+        head, zone = value + "0000", "+00"
+    else:
+        return None
+    if zone[0] not in "+-" or not zone[1:].isdigit():
+        return None
+    return f"{head[:8]}T{head[8:]}{zone}"
 
 
 def parse_dtm(value: str, fmt: str) -> datetime:
@@ -533,23 +550,10 @@ def parse_dtm(value: str, fmt: str) -> datetime:
     Raises ``InvalidValue`` (0085 12) when the value does not fit the format or the format is
     not one of these.
     """
-    width = _FORMATS.get(fmt)
-    ok = width is not None and len(value) == width
-    digits = value[:12] if fmt in ("303", "203") else value[:14] if fmt == "304" else value[:8]
-    if ok and digits.isdigit():
+    iso = _iso_dtm(value, fmt)
+    if iso is not None:
         try:
-            base = datetime(
-                int(digits[:4]), int(digits[4:6]), int(digits[6:8]),
-                int(digits[8:10] or 0), int(digits[10:12] or 0), int(digits[12:14] or 0),
-                tzinfo=UTC,
-            )
-            zone = value[len(digits):]
-            if zone:
-                if zone[0] not in "+-" or not zone[1:].isdigit() or len(zone) != 3:
-                    raise ValueError(zone)
-                hours = int(zone[1:]) * (1 if zone[0] == "+" else -1)
-                base -= timedelta(hours=hours)
-            return base
+            return datetime.fromisoformat(iso).astimezone(UTC)
         except ValueError:
             pass
     raise InvalidValue(

@@ -49,6 +49,8 @@ def test_random_bytes_after_a_valid_prefix(raw: bytes) -> None:
 def test_mutations_of_a_valid_interchange(edits: list[tuple[int, int, int]]) -> None:
     raw = bytearray(VALID)
     for pos, op, byte in edits:
+        if not raw:
+            break
         pos = min(pos, len(raw) - 1)
         if op == 0:
             raw[pos] = byte
@@ -58,6 +60,4 @@ def test_mutations_of_a_valid_interchange(edits: list[tuple[int, int, int]]) -> 
             raw.insert(pos, byte)
         else:
             del raw[pos:]
-            if not raw:
-                break
     _parse_or_typed_error(bytes(raw))
