@@ -1,0 +1,1 @@
+"""GPKE supplier change (LFW24), grid operator (NB) side. See ``workflow`` for the process."""

@@ -1,0 +1,113 @@
+"""Werktag arithmetic on the BDEW calendar (via ``bdew-datetimes``), Europe/Berlin.
+
+Every function is pure and takes aware datetimes; none reads a clock. The ÜT (day of
+transmission) is the Berlin date of the *receipt instant* recorded at the transport boundary.
+Holiday rules are not written here: they come from ``bdew-datetimes`` on top of ``holidays``,
+whose versions ``calendar_version()`` reports so each computed Frist can record them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from datetime import date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo
+
+from bdew_datetimes import get_next_working_day, get_previous_working_day, is_bdew_working_day
+
+from mako_actors.errors import InvalidArgument
+
+__all__ = [
+    "BERLIN",
+    "calendar_version",
+    "end_of_werktag",
+    "is_midnight_berlin",
+    "is_werktag",
+    "last_werktag_before",
+    "latest_uet_for",
+    "next_werktag",
+    "next_werktag_at",
+    "uet",
+    "vorlauffrist_met",
+]
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(f"{name} must be timezone-aware, got {value!r}")
+    return value
+
+
+@cache
+def calendar_version() -> str:
+    """The calendar's data version, e.g. ``bdew-datetimes==0.12.0;holidays==0.109``.
+
+    Stored with every computed Frist so a replay can tell which calendar produced it.
+    """
+    parts = []
+    for dist in ("bdew-datetimes", "holidays"):
+        try:
+            parts.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{dist}==unknown")
+    return ";".join(parts)
+
+
+def is_werktag(day: date) -> bool:
+    """Whether ``day`` is a Werktag on the BDEW calendar (DOMAIN §3.1)."""
+    return bool(is_bdew_working_day(day))
+
+
+def uet(received_at: datetime) -> date:
+    """The Übertragungstag: the Berlin calendar date of the receipt instant."""
+    return _aware(received_at, "received_at").astimezone(BERLIN).date()
+
+
+def next_werktag(day: date, n: int = 1) -> date:
+    """The n-th Werktag strictly after ``day`` (``day`` itself never counts)."""
+    if n < 1:
+        raise InvalidArgument(f"next_werktag: n must be >= 1, got {n}")
+    for _ in range(n):
+        day = get_next_working_day(day)
+    return day
+
+
+def next_werktag_at(received_at: datetime, at: time, n: int = 1) -> datetime:
+    """``at`` (Berlin wall clock) on the n-th Werktag after the ÜT of ``received_at``.
+
+    "By 11:00 on the first Werktag after the day of transmission"; the ÜT never counts, also
+    when it is itself no Werktag. Returns an aware Berlin datetime (CET/CEST resolved).
+    """
+    return datetime.combine(next_werktag(uet(received_at), n), at, tzinfo=BERLIN)
+
+
+def end_of_werktag(received_at: datetime, n: int = 1) -> datetime:
+    """00:00 Berlin of the day after the n-th Werktag after the ÜT (an exclusive bound)."""
+    day = next_werktag(uet(received_at), n) + timedelta(days=1)
+    return datetime.combine(day, time(0), tzinfo=BERLIN)
+
+
+def last_werktag_before(day: date) -> date:
+    """The last Werktag strictly before ``day``."""
+    result: date = get_previous_working_day(day)
+    return result
+
+
+def is_midnight_berlin(value: datetime) -> bool:
+    """Whether an aware instant is 00:00 Europe/Berlin (an electricity day boundary)."""
+    local = _aware(value, "value").astimezone(BERLIN)
+    return local.timetz().replace(tzinfo=None) == time(0)
+
+
+def latest_uet_for(zuordnungsbeginn: datetime) -> date:
+    """The latest ÜT for an Anmeldung: the day before the last WT before Zuordnungsbeginn."""
+    start = _aware(zuordnungsbeginn, "zuordnungsbeginn").astimezone(BERLIN).date()
+    return last_werktag_before(start) - timedelta(days=1)
+
+
+def vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) -> bool:
+    """Whether ``ÜT < last WT before Zuordnungsbeginn`` holds (DOMAIN §3.3; no back-dating)."""
+    start = _aware(zuordnungsbeginn, "zuordnungsbeginn").astimezone(BERLIN).date()
+    return uet(received_at) < last_werktag_before(start)

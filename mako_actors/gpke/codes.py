@@ -1,0 +1,134 @@
+"""Answer codes: EBD codes keyed by (FV, EBD, code) and APERAK ERC codes per FV.
+
+A code means something only within its EBD (A02 in E_0622 ≠ A02 in E_0594), so lookups always
+name the EBD. The workflow asks by *reason* (a stable internal name such as
+``vorlauffrist_missed``) and gets the code of the process's format version. Entries marked
+``unconfirmed`` (†) are not yet checked against the official EBD/code list of that FV; the E_0607
+codes are placeholders until then. Pass another ``CodeTable`` to the workflow to correct them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mako_actors.gpke.errors import UnknownAnswerCode, UnsupportedFormatVersion
+from mako_actors.version import FormatVersion
+
+__all__ = ["DEFAULT_CODES", "CodeInfo", "CodeTable", "Ebd", "Reason"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class Ebd:
+    """EBD names used by the NB side of LFW24."""
+
+    REJECT_AT_ONCE = "E_0622"
+    DECIDE_ANMELDUNG = "E_0623"
+    LFA_ANSWER = "E_0624"
+    ABMELDUNG = "E_0607"
+    APERAK = "APERAK"  # pseudo-EBD: the ERC code list of the APERAK
+
+
+class Reason:
+    """Stable internal reasons the workflow asks codes for."""
+
+    VORLAUFFRIST_MISSED = "vorlauffrist_missed"
+    COMPETING_PROCESS = "competing_process"
+    APPROVED_CONSUMING = "approved_consuming"
+    APPROVED_GENERATING = "approved_generating"
+    LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
+    LFA_OBJECTED_GENERATING = "lfa_objected_generating"
+    ABMELDUNG_APPROVED = "abmeldung_approved"
+    ABMELDUNG_NOT_SUPPLIER = "abmeldung_not_supplier"
+    ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
+    # APERAK (ERC)
+    MISSING_DATA = "missing_data"
+    ID_UNKNOWN = "id_unknown"
+    MALO_INVALID = "malo_invalid"
+    SENDER_NOT_ASSIGNED = "sender_not_assigned"
+    RECIPIENT_NOT_ASSIGNED = "recipient_not_assigned"
+    FORMAT_NOT_KEPT = "format_not_kept"
+    CODE_NOT_ALLOWED = "code_not_allowed"
+
+
+class CodeInfo(BaseModel):
+    """One code: its reason, meaning and whether it is confirmed."""
+
+    model_config = _FROZEN
+
+    reason: str
+    meaning: str
+    unconfirmed: bool = True
+
+
+class CodeTable(BaseModel):
+    """Codes per FV short name → EBD → code; ``aliases`` maps a newer FV to an older one."""
+
+    model_config = _FROZEN
+
+    version: str
+    source: str
+    codes: dict[str, dict[str, dict[str, CodeInfo]]]
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+    def _ebd(self, format_version: FormatVersion | str, ebd: str) -> dict[str, CodeInfo]:
+        short = FormatVersion.parse(format_version).short
+        table = self.codes.get(self.aliases.get(short, short))
+        if table is None:
+            raise UnsupportedFormatVersion(f"code table {self.version}: no codes for {short}")
+        return table.get(ebd, {})
+
+    def supports(self, format_version: FormatVersion | str) -> bool:
+        short = FormatVersion.parse(format_version).short
+        return self.aliases.get(short, short) in self.codes
+
+    def code_for(self, format_version: FormatVersion | str, ebd: str, reason: str) -> str:
+        """The code for ``reason`` in ``ebd`` under ``format_version``; ``UnknownAnswerCode`` if none."""
+        for code, info in self._ebd(format_version, ebd).items():
+            if info.reason == reason:
+                return code
+        raise UnknownAnswerCode(f"code table {self.version}: no {ebd} code for {reason!r}")
+
+    def meaning(self, format_version: FormatVersion | str, ebd: str, code: str) -> CodeInfo | None:
+        """What ``code`` means in ``ebd`` under ``format_version`` (``None`` if unknown)."""
+        return self._ebd(format_version, ebd).get(code)
+
+
+def _c(reason: str, meaning: str, unconfirmed: bool = True) -> CodeInfo:
+    return CodeInfo(reason=reason, meaning=meaning, unconfirmed=unconfirmed)
+
+
+_LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
+    Ebd.REJECT_AT_ONCE: {
+        "A06": _c(Reason.COMPETING_PROCESS, "andere Anmeldung in Bearbeitung †"),
+        "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten †"),
+    },
+    Ebd.DECIDE_ANMELDUNG: {
+        "A50": _c(Reason.LFA_OBJECTED_CONSUMING, "LFA hat widersprochen (verbrauchende MaLo) †"),
+        "A51": _c(Reason.APPROVED_CONSUMING, "Zustimmung (verbrauchende MaLo) †"),
+        "A57": _c(Reason.LFA_OBJECTED_GENERATING, "LFA hat widersprochen (erzeugende MaLo) †"),
+        "A58": _c(Reason.APPROVED_GENERATING, "Zustimmung (erzeugende MaLo) †"),
+    },
+    # Placeholders †: take the real codes from E_0607 of each FV before production use.
+    Ebd.ABMELDUNG: {
+        "A01": _c(Reason.ABMELDUNG_APPROVED, "Abmeldung bestätigt † (placeholder)"),
+        "A02": _c(Reason.ABMELDUNG_NOT_SUPPLIER, "Absender ist nicht zugeordneter LF † (placeholder)"),
+        "A03": _c(Reason.ABMELDUNG_NOT_FORWARD, "Zuordnungsende nicht in der Zukunft † (placeholder)"),
+    },
+    Ebd.APERAK: {
+        "Z29": _c(Reason.MISSING_DATA, "erforderliche Angabe für diesen Anwendungsfall fehlt †"),
+        "Z10": _c(Reason.ID_UNKNOWN, "ID unbekannt †"),
+        "Z14": _c(Reason.MALO_INVALID, "Marktlokation nicht gefunden / nicht identifizierbar †"),
+        "Z17": _c(Reason.SENDER_NOT_ASSIGNED, "Absender im Zeitraum nicht zugeordnet †"),
+        "Z18": _c(Reason.RECIPIENT_NOT_ASSIGNED, "Empfänger im Zeitraum nicht zugeordnet †"),
+        "Z35": _c(Reason.FORMAT_NOT_KEPT, "Format nicht eingehalten †"),
+        "Z39": _c(Reason.CODE_NOT_ALLOWED, "Code nicht zulässig †"),
+    },
+}
+
+DEFAULT_CODES = CodeTable(
+    version="gpke-codes-2025.1†",
+    source="DOMAIN.md §1 (EBD examples) and §4 (APERAK ERC codes); unconfirmed",
+    codes={"FV2504": _LFW24_CODES, "FV2510": _LFW24_CODES},
+    aliases={"FV2604": "FV2510"},
+)

@@ -1,0 +1,166 @@
+"""Werktag arithmetic, the Fristen table and the ack windows (DOMAIN §2, §3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+import pytest
+
+from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.gpke.calendar import (
+    BERLIN,
+    calendar_version,
+    end_of_werktag,
+    is_werktag,
+    last_werktag_before,
+    latest_uet_for,
+    next_werktag,
+    next_werktag_at,
+    uet,
+    vorlauffrist_met,
+)
+from mako_actors.gpke.errors import UnsupportedFormatVersion
+from mako_actors.gpke.fristen import DEFAULT_ACK_WINDOWS, DEFAULT_FRISTEN, AckWindows, FristenTable
+
+
+def berlin(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("day", "werktag"),
+    [
+        ("2025-06-05", True),
+        ("2025-06-06", False),  # BDEW special day: LFW24 / FV2504 go-live
+        ("2025-06-09", False),  # Pfingstmontag
+        ("2025-06-19", False),  # Fronleichnam (some states)
+        ("2025-08-15", False),  # Mariä Himmelfahrt (some states)
+        ("2025-08-08", True),  # Augsburger Friedensfest is city-only
+        ("2025-10-31", False),  # Reformationstag
+        ("2025-11-19", False),  # Buß- und Bettag
+        ("2024-03-08", False),  # Frauentag (BE, MV)
+        ("2024-09-20", False),  # Weltkindertag (TH)
+        ("2025-05-08", False),  # one-off Berlin holiday
+        ("2025-12-24", False),
+        ("2025-12-31", False),
+        ("2026-01-06", False),  # Heilige Drei Könige
+    ],
+)
+def test_werktag_table_of_domain_3_2(day: str, werktag: bool) -> None:
+    assert is_werktag(date.fromisoformat(day)) is werktag
+
+
+def test_next_werktag_after_thursday_before_pentecost_is_tuesday() -> None:
+    assert next_werktag(date(2025, 6, 5)) == date(2025, 6, 10)
+
+
+def test_uet_is_the_berlin_date_of_the_receipt_instant() -> None:
+    assert uet(datetime(2025, 6, 5, 23, 30, tzinfo=UTC)) == date(2025, 6, 6)
+    assert uet(datetime(2025, 12, 5, 22, 59, tzinfo=UTC)) == date(2025, 12, 5)
+    assert uet(datetime(2025, 12, 5, 23, 0, tzinfo=UTC)) == date(2025, 12, 6)
+
+
+def test_naive_receipt_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        uet(datetime(2025, 6, 5, 12, 0))
+
+
+@pytest.mark.parametrize(
+    ("label", "hour"),
+    [("info_existing_assignment", 7), ("lfa_answer", 9), ("decision", 11), ("termination", 12),
+     ("future_cancellation", 12)],
+)
+def test_worked_example_thursday_afternoon(label: str, hour: int) -> None:
+    record = DEFAULT_FRISTEN.compute("FV2504", "55001", berlin(2025, 6, 5, 14, 30))
+    assert record.due[label] == berlin(2025, 6, 10, hour, 0)
+    assert record.uet == date(2025, 6, 5)
+
+
+def test_decision_at_11_berlin_is_09_utc_in_summer() -> None:
+    due = next_werktag_at(berlin(2025, 6, 5, 14, 30), time(11))
+    assert due.astimezone(UTC) == datetime(2025, 6, 10, 9, 0, tzinfo=UTC)
+
+
+def test_receipt_after_midnight_berlin_on_a_non_werktag_still_gives_tuesday() -> None:
+    received = datetime(2025, 6, 5, 23, 30, tzinfo=UTC)  # 01:30 CEST on Fri 06.06
+    record = DEFAULT_FRISTEN.compute("FV2510", "55001", received)
+    assert record.uet == date(2025, 6, 6)
+    assert record.due["decision"] == berlin(2025, 6, 10, 11, 0)
+
+
+def test_friday_before_pentecost_monday_answers_on_tuesday() -> None:
+    assert next_werktag_at(berlin(2026, 5, 22, 16, 0), time(11)) == berlin(2026, 5, 26, 11, 0)
+
+
+def test_ordinary_friday_answers_on_monday() -> None:
+    assert next_werktag_at(berlin(2025, 12, 19, 15, 0), time(11)) == berlin(2025, 12, 22, 11, 0)
+
+
+def test_christmas_receipt_on_23rd_answers_on_the_29th() -> None:
+    # 24.12 is no WT, 25./26.12 are holidays, 27./28.12 a weekend.
+    assert next_werktag_at(berlin(2025, 12, 23, 10, 0), time(11)) == berlin(2025, 12, 29, 11, 0)
+    assert next_werktag_at(berlin(2025, 12, 30, 10, 0), time(6)) == berlin(2026, 1, 2, 6, 0)
+
+
+def test_end_of_werktag_is_midnight_after_wt_n() -> None:
+    assert end_of_werktag(berlin(2025, 6, 5, 14, 30)) == berlin(2025, 6, 11, 0, 0)
+    assert end_of_werktag(berlin(2025, 6, 5, 14, 30), 2) == berlin(2025, 6, 12, 0, 0)
+
+
+def test_vorlauffrist_worked_example() -> None:
+    start = berlin(2025, 6, 18, 0, 0)
+    assert last_werktag_before(date(2025, 6, 18)) == date(2025, 6, 17)
+    assert latest_uet_for(start) == date(2025, 6, 16)
+    assert vorlauffrist_met(berlin(2025, 6, 16, 23, 59), start)
+    assert not vorlauffrist_met(berlin(2025, 6, 17, 0, 1), start)
+    assert not vorlauffrist_met(berlin(2025, 6, 20, 9, 0), start)  # back-dating
+
+
+def test_abmeldung_answer_due_at_six() -> None:
+    record = DEFAULT_FRISTEN.compute("FV2510", "55004", berlin(2025, 6, 5, 14, 30))
+    assert record.due == {"decision": berlin(2025, 6, 10, 6, 0)}
+
+
+def test_record_names_table_and_calendar_versions() -> None:
+    record = DEFAULT_FRISTEN.compute("FV2504", "55001", berlin(2025, 6, 5, 14, 30))
+    assert record.table_version == DEFAULT_FRISTEN.version
+    assert record.calendar_version == calendar_version()
+    assert "bdew-datetimes==" in record.calendar_version and "holidays==" in record.calendar_version
+
+
+def test_fv2604_reuses_fv2510_and_unknown_fv_is_a_typed_error() -> None:
+    assert DEFAULT_FRISTEN.rules_for("FV2604", "55001") == DEFAULT_FRISTEN.rules_for("FV2510", "55001")
+    with pytest.raises(UnsupportedFormatVersion) as info:
+        DEFAULT_FRISTEN.rules_for("FV2310", "55001")
+    assert isinstance(info.value, EngineError)
+
+
+def test_table_is_configuration_loadable_from_plain_data() -> None:
+    table = FristenTable.model_validate(
+        {
+            "version": "test-1",
+            "source": "unit test",
+            "rules": {"FV2510": {"55001": [{"label": "decision", "kind": "next_werktag_at",
+                                             "at": "10:30"}]}},
+        }
+    )
+    assert table.compute("FV2510", "55001", berlin(2025, 6, 5, 14, 30)).due == {
+        "decision": berlin(2025, 6, 10, 10, 30)
+    }
+
+
+def test_contrl_window_from_configuration() -> None:
+    received = datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+    assert DEFAULT_ACK_WINDOWS.contrl_due(received) == datetime(2025, 6, 5, 18, 30, tzinfo=UTC)
+    custom = AckWindows(version="x", source="y", contrl_minutes=120)
+    assert custom.contrl_due(received) == datetime(2025, 6, 5, 14, 30, tzinfo=UTC)
+
+
+def test_aperak_window_on_werktag_saturday_and_other_messages() -> None:
+    assert DEFAULT_ACK_WINDOWS.aperak_due(berlin(2025, 6, 5, 14, 30)) == berlin(2025, 6, 5, 15, 15)
+    assert DEFAULT_ACK_WINDOWS.aperak_due(berlin(2025, 6, 7, 9, 0)) == berlin(2025, 6, 8, 12, 0)
+    assert DEFAULT_ACK_WINDOWS.aperak_due(
+        berlin(2025, 6, 5, 14, 30), utilmd_or_orders=False
+    ) == berlin(2025, 6, 10, 12, 0)
+    custom = AckWindows(version="x", source="y", aperak_minutes=30)
+    assert custom.aperak_due(berlin(2025, 6, 5, 14, 30)) == berlin(2025, 6, 5, 15, 0)
