@@ -34,6 +34,7 @@ class Delimiters:
     terminator: str = "'"
 
     @classmethod
+    @lru_cache(maxsize=64)
     def from_una(cls, chars: str) -> Delimiters:
         """Build from the 6 characters after ``UNA``; raises ``EdifactSyntaxError`` (code 22)
         when they are not 6, or separators/release/terminator are not pairwise distinct."""
@@ -77,13 +78,13 @@ class Segment(NamedTuple):
 
     def value(self, element: int, component: int = 0) -> str:
         """Component ``component`` of element ``element`` (0-based, after the tag), or ``""``."""
-        els = self.elements
-        if element >= len(els):
+        try:
+            el = self[1][element]
+            if el.__class__ is str:
+                return el if component == 0 else ""
+            return el[component]
+        except IndexError:
             return ""
-        el = els[element]
-        if isinstance(el, str):
-            return el if component == 0 else ""
-        return el[component] if component < len(el) else ""
 
     def components(self, element: int) -> list[str]:
         """All components of element ``element`` as a list (``[]`` when the element is absent)."""
@@ -126,7 +127,11 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
             # A release before an ordinary character, a line break or the end: rare, exact path.
             return _tokenize_exact(text, delimiters, source)
         text = guarded
-    pieces = text.split(delimiters.terminator)
+    term = delimiters.terminator
+    if "\n" in text:
+        # Escaped terminators are sentinels by now, so every terminator here is a real one.
+        text = text.replace(term + "\r\n", term).replace(term + "\n", term)
+    pieces = text.split(term)
     last = pieces.pop()
     if "\n" in text or "\r" in text:
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
@@ -228,7 +233,11 @@ def _restore_table(d: Delimiters) -> dict[int, str]:
 def _restore(parts: list[str], co: str, d: Delimiters) -> list[Element]:
     table = _restore_table(d)
     return [
-        [c.translate(table) for c in p.split(co)] if co in p else p.translate(table)
+        (
+            [c if c.isascii() else c.translate(table) for c in p.split(co)]
+            if co in p
+            else (p if p.isascii() else p.translate(table))
+        )
         for p in parts
     ]
 

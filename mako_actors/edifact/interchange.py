@@ -11,7 +11,6 @@ that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Messa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -308,6 +307,18 @@ def _unb_time(seg: Segment) -> datetime:
         ) from None
 
 
+def _close(tags: list[str], i: int) -> int:
+    """Index of the UNT closing the UNH at ``i``, else of the UNH/UNZ that cuts it, else len."""
+    try:
+        j = tags.index("UNT", i + 1)
+    except ValueError:
+        j = len(tags)
+    inner = tags[i + 1 : j]
+    if "UNH" in inner or "UNZ" in inner:
+        return i + 1 + min(k for k, t in enumerate(inner) if t in ("UNH", "UNZ"))
+    return j
+
+
 def _build(
     segs: list[Segment], d: Delimiters, una: bool, syntax_id: str, codec: str, raw: bytes,
     source: str | None,
@@ -328,20 +339,19 @@ def _build(
     i = 1
     n = len(segs)
     unz_index = -1
+    tags = [s[0] for s in segs]
     while i < n:
         seg = segs[i]
         tag = seg.tag
         if tag == "UNH":
-            j = i + 1
-            while j < n and segs[j].tag not in ("UNT", "UNH", "UNZ"):
-                j += 1
+            j = _close(tags, i)
             if j >= n or segs[j].tag != "UNT":
                 raise MissingSegment(
                     f"message {seg.value(0)!r} (opened at segment {i + 1}) has no UNT",
                     segment_number=j + 1, segment_tag=segs[j].tag if j < n else None,
                     expected="UNT", found=segs[j].tag if j < n else "end of interchange",
                 )
-            msg = _message(segs[i : j + 1], i + 1)
+            msg = _message(tuple(segs[i : j + 1]), i + 1)
             if msg.reference in seen:
                 raise DuplicateReference(
                     f"message reference repeats the one at segment {seen[msg.reference]}",
@@ -401,7 +411,7 @@ def _build(
     )
 
 
-def _message(segs: Sequence[Segment], first: int) -> Message:
+def _message(segs: tuple[Segment, ...], first: int) -> Message:
     unh = segs[0]
     unt = segs[-1]
     last = first + len(segs) - 1
@@ -427,38 +437,44 @@ def _message(segs: Sequence[Segment], first: int) -> Message:
     sender = recipient = None
     tx_starts: list[int] = []
     for k, seg in enumerate(segs):
-        tag = seg.tag
+        tag = seg[0]
+        if tag not in _HEADER_TAGS:
+            continue
         if tag == "IDE":
             tx_starts.append(k)
-        elif tag == "RFF" and seg.value(0) == "Z13" and pid is None:
-            pid = seg.value(0, 1) or None
-            if not tx_starts:
-                header_pid = pid
+        elif tag == "RFF":
+            if pid is None and seg.value(0) == "Z13":
+                pid = seg.value(0, 1) or None
+                if not tx_starts:
+                    header_pid = pid
         elif tx_starts:
             continue
-        elif tag == "BGM" and document_code is None:
-            document_code = seg.value(0) or None
-            document_number = seg.value(1) or None
-        elif tag == "DTM" and seg.value(0) == "137" and document_date is None:
-            document_date = _dtm(seg, first + k, problems)
-        elif tag == "NAD" and seg.value(0) in ("MS", "MR"):
-            party = Party(seg.value(1, 0), seg.value(1, 2))
-            if seg.value(0) == "MS":
-                sender = party
-            else:
-                recipient = party
+        elif tag == "BGM":
+            if document_code is None:
+                document_code = seg.value(0) or None
+                document_number = seg.value(1) or None
+        elif tag == "DTM":
+            if document_date is None and seg.value(0) == "137":
+                document_date = _dtm(seg, first + k, problems)
+        else:
+            role = seg.value(0)
+            if role == "MS":
+                sender = Party(seg.value(1, 0), seg.value(1, 2))
+            elif role == "MR":
+                recipient = Party(seg.value(1, 0), seg.value(1, 2))
     tx_starts.append(len(segs) - 1)
     transactions = tuple(
         _transaction(segs[a:b], first + a, header_pid, problems)
         for a, b in pairwise(tx_starts)
     )
+    s009 = [*unh.components(1), "", "", "", "", ""]
     return Message(
         reference=reference,
         message_type=message_type,
-        version=unh.value(1, 1),
-        release=unh.value(1, 2),
-        agency=unh.value(1, 3),
-        association_code=unh.value(1, 4),
+        version=s009[1],
+        release=s009[2],
+        agency=s009[3],
+        association_code=s009[4],
         pid=pid,
         document_code=document_code,
         document_number=document_number,
@@ -469,15 +485,16 @@ def _message(segs: Sequence[Segment], first: int) -> Message:
         segment_count=len(segs),
         first_segment_number=first,
         problems=tuple(problems),
-        segments=tuple(segs),
+        segments=segs,
     )
 
 
 _TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
+_HEADER_TAGS = frozenset(("IDE", "RFF", "BGM", "DTM", "NAD"))
 
 
 def _transaction(
-    segs: Sequence[Segment], first: int, header_pid: str | None, problems: list[str]
+    segs: tuple[Segment, ...], first: int, header_pid: str | None, problems: list[str]
 ) -> Transaction:
     pid = malo = request_ref = reason = code = ebd = None
     start = end = None
@@ -515,7 +532,7 @@ def _transaction(
         answer_code=code,
         answer_ebd=ebd,
         first_segment_number=first,
-        segments=tuple(segs),
+        segments=segs,
     )
 
 
