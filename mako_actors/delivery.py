@@ -1,0 +1,127 @@
+"""Delivering the outbox: at least once, with backoff, jitter and dead letters.
+
+The worker asks the store for due messages, hands each to a ``Sender`` and acknowledges it only
+after the sender returned. A failed attempt is rescheduled with exponential backoff and jitter;
+after ``max_attempts`` attempts, or when the message is older than ``max_age``, or at once for a
+``PermanentDeliveryError``, the message becomes a dead letter. Receivers deduplicate on the
+message's stable ``idempotency_key``: a crash between sending and acknowledging sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.errors import InvalidArgument, OutboxError
+from mako_actors.outbox import OutboxMessage
+from mako_actors.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class PermanentDeliveryError(OutboxError):
+    """The message can never be delivered (rejected by the receiver, unrenderable): dead-letter it."""
+
+
+class Sender(Protocol):
+    """Sends one message; raises to report failure (``PermanentDeliveryError``: do not retry)."""
+
+    async def send(self, message: OutboxMessage) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped, plus limits on attempts and age."""
+
+    max_attempts: int = 8
+    base_delay: timedelta = timedelta(seconds=2)
+    max_delay: timedelta = timedelta(minutes=10)
+    max_age: timedelta = timedelta(hours=6)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidArgument(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+
+    def delay(self, attempts: int, rng: random.Random) -> timedelta:
+        """The wait before the next attempt after ``attempts`` failed ones."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
+        return timedelta(seconds=rng.uniform(0.5, 1.0) * ceiling.total_seconds())
+
+
+@dataclass
+class DeliveryReport:
+    """The outcome of one ``run_once``."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+class OutboxWorker:
+    """Delivers due outbox messages of one store through a ``Sender``."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        clock: Callable[[], datetime],
+        policy: RetryPolicy | None = None,
+        *,
+        batch: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._clock = clock
+        self._policy = policy or RetryPolicy()
+        self._batch = batch
+        self._rng = rng or random.Random()
+
+    async def run_once(self) -> DeliveryReport:
+        """Attempt every message due now, once each."""
+        report = DeliveryReport()
+        for message in await self._store.pending(self._batch, self._clock()):
+            await self._attempt(message, report)
+        return report
+
+    async def _attempt(self, message: OutboxMessage, report: DeliveryReport) -> None:
+        try:
+            await self._sender.send(message)
+        except PermanentDeliveryError as exc:
+            await self._dead_letter(message, f"permanent: {exc}", report)
+            return
+        except Exception as exc:  # any sender failure is retried; the sender is not ours
+            now = self._clock()
+            attempts = message.attempts + 1
+            too_old = now - message.created_at >= self._policy.max_age
+            if attempts >= self._policy.max_attempts or too_old:
+                why = "too old" if too_old else f"{attempts} attempts"
+                await self._dead_letter(message, f"{why}; last error: {exc!r}", report)
+                return
+            await self._store.reschedule(
+                message.message_id, now + self._policy.delay(attempts, self._rng), repr(exc)
+            )
+            report.retried += 1
+            return
+        await self._store.acknowledge(message.message_id)
+        report.delivered += 1
+
+    async def _dead_letter(self, message: OutboxMessage, reason: str, report: DeliveryReport) -> None:
+        log.error("outbox message %s to %s dead-lettered: %s", message.message_id, message.recipient, reason)
+        await self._store.add_dead_letter(
+            DeadLetter(kind="outbox", reason=reason, payload=message.to_plain(), recorded_at=self._clock())
+        )
+        await self._store.acknowledge(message.message_id)
+        report.dead_lettered += 1
+
+    async def run_forever(self, interval: float = 1.0) -> None:
+        """Deliver every ``interval`` seconds until cancelled."""
+        while True:
+            await self.run_once()
+            await asyncio.sleep(interval)

@@ -1,0 +1,175 @@
+"""Firing due deadlines (Fristen) into their processes, on a real or a virtual clock.
+
+Deadlines are rows in the store, so they survive restarts; the scheduler only asks the store
+what is due and hands each deadline to ``fire`` (usually ``Process.execute_timeout`` or the
+same method on an actor-backed handle), which runs ``Workflow.on_deadline``'s compensation and
+removes the deadline in the same transaction. Firing is idempotent: a deadline fired (and
+removed) by someone else is simply no longer due.
+
+A ``VirtualClock`` drives tests and replays of historic traffic: deadlines fire at their
+historic times when the clock is advanced past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.process import Process, system_clock
+from mako_actors.store import Store
+from mako_actors.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+Fire = Callable[[Deadline], Awaitable[object]]
+
+
+class VirtualClock:
+    """A clock that moves only when told to; call it to read the time."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise InvalidArgument("VirtualClock needs an aware start time")
+        self._now = start.astimezone(UTC)
+
+    def __call__(self) -> datetime:
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        """Move to ``instant``; moving backwards is refused (deadlines already fired)."""
+        instant = instant.astimezone(UTC)
+        if instant < self._now:
+            raise InvalidArgument(f"VirtualClock cannot go back from {self._now} to {instant}")
+        self._now = instant
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move forward by ``delta``; returns the new time."""
+        self.set(self._now + delta)
+        return self._now
+
+
+def identity_of(deadline: Deadline) -> ProcessIdentity:
+    """The identity of the process that owns ``deadline``."""
+    return ProcessIdentity(
+        stream_id=deadline.stream_id,
+        process_id=deadline.process_id,
+        tenant_id=deadline.tenant_id,
+        workflow_id=deadline.workflow_id,
+    )
+
+
+def process_firer(
+    store: Store,
+    workflows: Mapping[str, Workflow[Any, Any]],
+    clock: Callable[[], datetime] = system_clock,
+    max_attempts: int = 5,
+) -> Fire:
+    """A ``fire`` function that runs ``Process.execute_timeout_with_retry`` on the owning process.
+
+    Pass the scheduler's clock, so compensation events are stamped with the firing time.
+    """
+
+    async def fire(deadline: Deadline) -> object:
+        workflow = workflows.get(deadline.workflow_id.name)
+        if workflow is None:
+            raise InvalidArgument(f"no workflow named {deadline.workflow_id.name!r} for {deadline.label}")
+        process = Process.from_identity(workflow, store, identity_of(deadline), clock=clock)
+        return await process.execute_timeout_with_retry(deadline, max_attempts)
+
+    return fire
+
+
+@dataclass
+class SchedulerStats:
+    """What the scheduler did: fired, failed (dead-lettered), transient errors left for later."""
+
+    fired: int = 0
+    failed: int = 0
+    retried_later: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+class DeadlineScheduler:
+    """Fires every due deadline of a store through ``fire``, earliest first.
+
+    A permanent error (a non-transient ``EngineError``, e.g. the workflow refused the
+    compensation) dead-letters the deadline and removes it so it cannot block the queue; a
+    transient one leaves it due for the next run.
+    """
+
+    def __init__(self, store: Store, fire: Fire, clock: Callable[[], datetime], batch: int = 100) -> None:
+        self._store = store
+        self._fire = fire
+        self._clock = clock
+        self._batch = batch
+        self.stats = SchedulerStats()
+
+    async def run_due(self) -> int:
+        """Fire everything due at the clock's current time; returns how many fired."""
+        fired = 0
+        skipped: set[Any] = set()
+        while True:
+            due = await self._store.due_deadlines(self._clock(), self._batch + len(skipped))
+            due = [d for d in due if d.deadline_id not in skipped]
+            if not due:
+                return fired
+            for deadline in due:
+                if await self._fire_one(deadline):
+                    fired += 1
+                else:
+                    skipped.add(deadline.deadline_id)
+
+    async def advance_to(self, clock: VirtualClock, instant: datetime) -> int:
+        """Move a virtual clock to ``instant``, firing each deadline at its own due time.
+
+        Deadlines set by a compensation and due before ``instant`` fire in the same call.
+        """
+        fired = 0
+        while upcoming := await self._store.due_deadlines(instant, 1):
+            clock.set(max(clock(), upcoming[0].due_at))
+            count = await self.run_due()
+            fired += count
+            if count == 0:  # only transient failures left: try again on the next call
+                break
+        clock.set(max(instant, clock()))
+        return fired
+
+    async def _fire_one(self, deadline: Deadline) -> bool:
+        try:
+            await self._fire(deadline)
+        except EngineError as exc:
+            if exc.transient:
+                self.stats.retried_later += 1
+                log.warning(
+                    "deadline %s of %s: transient, left due: %s", deadline.label, deadline.stream_id, exc
+                )
+                return False
+            self.stats.failed += 1
+            log.error("deadline %s of %s failed, dead-lettered: %s", deadline.label, deadline.stream_id, exc)
+            await self._store.add_dead_letter(
+                DeadLetter(
+                    kind="deadline",
+                    reason=str(exc),
+                    payload=deadline.to_plain(),
+                    recorded_at=self._clock(),
+                )
+            )
+            await self._store.cancel_deadline(deadline.deadline_id)
+            return True
+        self.stats.fired += 1
+        self.stats.labels[deadline.label] = self.stats.labels.get(deadline.label, 0) + 1
+        return True
+
+    async def run_forever(self, interval: float = 1.0) -> None:
+        """Poll every ``interval`` seconds until cancelled."""
+        while True:
+            await self.run_due()
+            await asyncio.sleep(interval)

@@ -1,0 +1,121 @@
+"""Deadline scheduler (virtual clock, restarts, failures) and the outbox worker (backoff, dead letters)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors import Deadline, OutboxMessage, Process, TenantId, WorkflowError, WorkflowId
+from mako_actors.delivery import OutboxWorker, PermanentDeliveryError, RetryPolicy
+from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
+from stores.lmdb import LmdbStore
+from tests.workflows import Ledger, Record
+
+T0 = datetime(2025, 6, 5, 12, 0, tzinfo=UTC)
+TENANT = TenantId.from_party_id("9900000002009")
+WF = WorkflowId.new("ledger", "FV2510")
+
+
+async def test_deadlines_fire_at_their_time_on_a_virtual_clock_and_survive_restart(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)
+    async with LmdbStore(tmp_path) as store:
+        p = Process(Ledger(), store, TENANT, WF, clock=clock)
+        await p.execute_and_enqueue(Record(amount=1, remind_at=T0 + timedelta(hours=2)))
+        other = Process(Ledger(), store, TENANT, WF, clock=clock)
+        await other.execute_and_enqueue(Record(amount=1, remind_at=T0 + timedelta(hours=5)))
+    async with LmdbStore(tmp_path) as store:  # a restart: deadlines are rows, not timers
+        scheduler = DeadlineScheduler(store, process_firer(store, {"ledger": Ledger()}, clock), clock)
+        assert await scheduler.run_due() == 0
+        assert await scheduler.advance_to(clock, T0 + timedelta(hours=3)) == 1
+        assert (await Process.from_identity(Ledger(), store, p.identity()).state()).closed
+        assert not (await Process.from_identity(Ledger(), store, other.identity()).state()).closed
+        assert await scheduler.advance_to(clock, T0 + timedelta(hours=6)) == 1
+        assert clock() == T0 + timedelta(hours=6)
+        events = await store.load(other.stream_id)
+        assert events[-1].recorded_at == T0 + timedelta(hours=5)  # fired at its historic time
+        assert await scheduler.run_due() == 0
+        assert scheduler.stats.labels == {"reminder": 2}
+
+
+async def test_a_refused_compensation_is_dead_lettered_not_retried_forever(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)
+
+    async def refuse(deadline: Deadline) -> object:
+        raise WorkflowError.rejected("cannot compensate")
+
+    async with LmdbStore(tmp_path) as store:
+        p = Process(Ledger(), store, TENANT, WF, clock=clock)
+        await p.execute_and_enqueue(Record(amount=1, remind_at=T0))
+        scheduler = DeadlineScheduler(store, refuse, clock)
+        assert await scheduler.run_due() == 1
+        assert scheduler.stats.failed == 1
+        [letter] = await store.dead_letters()
+        assert letter.kind == "deadline" and "cannot compensate" in letter.reason
+        assert await store.due_deadlines(T0, 10) == []
+
+
+def test_virtual_clock_refuses_to_go_back() -> None:
+    clock = VirtualClock(T0)
+    clock.advance(timedelta(minutes=1))
+    with pytest.raises(ValueError):
+        clock.set(T0)
+
+
+class FlakySender:
+    def __init__(self, failures: int, permanent: bool = False) -> None:
+        self.failures = failures
+        self.permanent = permanent
+        self.sent: list[OutboxMessage] = []
+
+    async def send(self, message: OutboxMessage) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            if self.permanent:
+                raise PermanentDeliveryError("receiver rejects it")
+            raise ConnectionError("AS4 endpoint down")
+        self.sent.append(message)
+
+
+async def _one_message(store: LmdbStore, clock: VirtualClock) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=clock)
+    await p.execute_and_enqueue(Record(amount=1, notify="9900000001001"))
+
+
+async def test_outbox_worker_retries_with_backoff_then_delivers(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)
+    sender = FlakySender(failures=2)
+    async with LmdbStore(tmp_path) as store:
+        await _one_message(store, clock)
+        worker = OutboxWorker(store, sender, clock, RetryPolicy(max_attempts=5), rng=random.Random(1))
+        first = await worker.run_once()
+        assert (first.delivered, first.retried) == (0, 1)
+        assert (await worker.run_once()).retried == 0  # not due yet: backoff holds it
+        [waiting] = await store.pending(10, T0 + timedelta(days=1))
+        assert waiting.attempts == 1 and "AS4 endpoint down" in (waiting.last_error or "")
+        assert T0 + timedelta(seconds=1) <= waiting.next_attempt_at <= T0 + timedelta(seconds=2)
+        clock.advance(timedelta(seconds=2))
+        assert (await worker.run_once()).retried == 1
+        clock.advance(timedelta(seconds=4))
+        assert (await worker.run_once()).delivered == 1
+        assert await store.outbox_count() == 0
+        assert len(sender.sent) == 1
+
+
+async def test_outbox_worker_dead_letters_permanent_errors_and_exhausted_attempts(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)
+    async with LmdbStore(tmp_path) as store:
+        await _one_message(store, clock)
+        worker = OutboxWorker(store, FlakySender(failures=1, permanent=True), clock)
+        assert (await worker.run_once()).dead_lettered == 1
+        await _one_message(store, clock)
+        stubborn = OutboxWorker(store, FlakySender(failures=99), clock, RetryPolicy(max_attempts=2))
+        assert (await stubborn.run_once()).retried == 1
+        clock.advance(timedelta(minutes=1))
+        assert (await stubborn.run_once()).dead_lettered == 1
+        letters = await store.dead_letters()
+        assert [d.kind for d in letters] == ["outbox", "outbox"]
+        assert letters[0].reason.startswith("permanent") and "2 attempts" in letters[1].reason
+        assert await store.outbox_count() == 0
