@@ -9,7 +9,8 @@ ISO 9735 data element 0085 value to put into the CONTRL answer (``UCI``/``UCM``/
     │   └── DanglingRelease      release character at end of input or before a line break (22)
     ├── UnsupportedCharset       UNB S001 names a syntax identifier we cannot decode (2)
     ├── InvalidCharacter         bytes that are not valid in the declared charset (21)
-    ├── MissingSegment           UNB, UNZ, UNH or UNT (or a mandatory element) is absent (13)
+    ├── MissingSegment           UNB, UNZ, UNH or UNT (or a mandatory element) is absent (13;
+    │                            32 when the interchange holds no message at all)
     ├── UnexpectedSegment        a segment where none of that kind may stand (15)
     ├── InvalidValue             a service element has an invalid value, e.g. a date (12)
     ├── ControlCountMismatch     UNT segment count or UNZ message count is wrong (29)

@@ -380,6 +380,11 @@ def _build(
             expected="end of interchange", found=segs[unz_index + 1].tag,
         )
     unz = segs[unz_index]
+    if not messages:
+        raise MissingSegment(
+            "interchange contains no message", segment_number=n, segment_tag="UNZ",
+            expected="at least one UNH..UNT", found="UNZ", syntax_error_code="32",
+        )
     declared = _count(unz, n)
     if declared != len(messages):
         raise ControlCountMismatch(

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
-from edifact_support import SAMPLES, oracle, ours, sample_files
+from datetime import UTC, datetime
 
-from mako_actors.edifact import synthetic_utilmd
+import pytest
+from edifact_support import SAMPLES, as_plain, normalise, oracle, ours, sample_files
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mako_actors.edifact import (
+    OutboundEnvelope,
+    OutboundMessage,
+    Segment,
+    render_interchange,
+    seg,
+    synthetic_utilmd,
+)
 
 pytest.importorskip("pydifact")
 
@@ -41,3 +52,44 @@ def test_unoc_umlauts_are_single_bytes_and_tokenize_like_pydifact() -> None:
 def test_sample_files_tokenize_like_pydifact(path) -> None:  # type: ignore[no-untyped-def]
     raw = path.read_bytes()
     assert ours(raw) == oracle(raw)
+
+
+def test_release_before_ordinary_characters_like_pydifact() -> None:
+    raw = synthetic_utilmd(tricky=True).replace(b"E03", b"E?0?3")
+    assert ours(raw) == oracle(raw)
+
+
+_TEXT = st.text(alphabet="AZaz09 :+'?.,|*#~äöüßÄ\r\n", max_size=12)
+_UNAS = st.sampled_from(["UNA:+.? '", "UNA:+,? '", "UNA|*.# ~", "UNA;=.! \""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    una=_UNAS,
+    line_break=st.sampled_from(["", "\n", "\r\n"]),
+    values=st.lists(st.lists(st.lists(_TEXT, min_size=1, max_size=4), min_size=1, max_size=5),
+                    min_size=1, max_size=6),
+)
+def test_random_values_render_and_tokenize_like_pydifact(
+    una: str, line_break: str, values: list[list[list[str]]]
+) -> None:
+    env = OutboundEnvelope(sender_id="S", recipient_id="R", control_ref="C1", una=una,
+                           prepared_at=datetime(2025, 1, 1, tzinfo=UTC), line_break=line_break)
+    body = tuple(seg("FTX", *[comps if len(comps) > 1 else comps[0] for comps in els])
+                 for els in values)
+    msg = OutboundMessage(reference="1", message_type="UTILMD", release="11A",
+                          association_code="S2.1", body=body)
+    raw = render_interchange(env, [msg])
+    mine = ours(raw)
+    assert mine == oracle(raw)
+    # And the values come back: the writer only drops trailing empty parts.
+    got = mine[2 : 2 + len(body)]
+    want = [as_plain([render_trimmed(s)]) [0] for s in body]
+    assert got == want
+
+
+def render_trimmed(s: Segment) -> Segment:
+    elements = [normalise(e) for e in s.elements]
+    while elements and elements[-1] == "":
+        elements.pop()
+    return Segment(s.tag, elements)

@@ -178,3 +178,16 @@ def test_errors_survive_plain_data_and_pickle() -> None:
     assert isinstance(again, ControlCountMismatch) and again.segment_number == 18
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is ControlCountMismatch and clone.expected == "17"
+
+
+def test_interchange_without_messages_is_rejected() -> None:
+    raw = b"UNB+UNOC:3+9900000001001:500+9900000002009:500+250704:0915+E1'UNZ+0+E1'"
+    with pytest.raises(MissingSegment) as info:
+        parse_interchange(raw, source="empty.edi")
+    assert info.value.syntax_error_code == "32" and info.value.segment_number == 2
+
+
+def test_release_before_an_ordinary_character_keeps_that_character() -> None:
+    raw = ANMELDUNG.replace("Jörg", "J?örg?a").encode("latin-1")
+    nad = parse_interchange(raw).messages[0].transactions[0].segments[-1]
+    assert nad.value(3, 1) == "Jörga"
