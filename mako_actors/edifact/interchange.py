@@ -89,7 +89,9 @@ class Message:
     """One UNH..UNT message with its header values; ``segments`` include UNH and UNT.
 
     ``segment_count`` equals the checked UNT count. ``document_date`` is ``DTM+137`` as an aware
-    UTC datetime (``None`` if absent or malformed, then named in ``problems``).
+    UTC datetime (``None`` if absent or malformed, then named in ``problems``). ``problems``
+    lists application-level findings that do not reject the interchange (APERAK material):
+    malformed DTM values, NAD+MS/MR differing from UNB or with the wrong code list.
     """
 
     reference: str
@@ -351,7 +353,7 @@ def _build(
                     segment_number=j + 1, segment_tag=segs[j].tag if j < n else None,
                     expected="UNT", found=segs[j].tag if j < n else "end of interchange",
                 )
-            msg = _message(tuple(segs[i : j + 1]), i + 1)
+            msg = _message(tuple(segs[i : j + 1]), i + 1, sender, recipient)
             if msg.reference in seen:
                 raise DuplicateReference(
                     f"message reference repeats the one at segment {seen[msg.reference]}",
@@ -416,7 +418,26 @@ def _build(
     )
 
 
-def _message(segs: tuple[Segment, ...], first: int) -> Message:
+#: UNB S002/S003 qualifier -> the NAD 3055 code list that must go with it (DOMAIN §4).
+_NAD_CODE_LIST = {"500": "293", "502": "332", "14": "9"}
+
+
+def _party_problems(
+    role: str, nad: Party, unb: Party, number: int, problems: list[str]
+) -> None:
+    if nad.id != unb.id:
+        problems.append(f"segment {number} NAD+{role}: {nad.id!r} differs from UNB {unb.id!r}")
+    want = _NAD_CODE_LIST.get(unb.qualifier)
+    if want is not None and nad.qualifier != want:
+        problems.append(
+            f"segment {number} NAD+{role}: code list {nad.qualifier!r} does not match UNB "
+            f"qualifier {unb.qualifier!r} (expected {want!r} in the third component)"
+        )
+
+
+def _message(
+    segs: tuple[Segment, ...], first: int, unb_sender: Party, unb_recipient: Party
+) -> Message:
     unh = segs[0]
     unt = segs[-1]
     last = first + len(segs) - 1
@@ -465,8 +486,10 @@ def _message(segs: tuple[Segment, ...], first: int) -> Message:
             role = seg.value(0)
             if role == "MS":
                 sender = Party(seg.value(1, 0), seg.value(1, 2))
+                _party_problems("MS", sender, unb_sender, first + k, problems)
             elif role == "MR":
                 recipient = Party(seg.value(1, 0), seg.value(1, 2))
+                _party_problems("MR", recipient, unb_recipient, first + k, problems)
     tx_starts.append(len(segs) - 1)
     transactions = tuple(
         _transaction(segs[a:b], first + a, header_pid, problems)

@@ -191,3 +191,10 @@ def test_release_before_an_ordinary_character_keeps_that_character() -> None:
     raw = ANMELDUNG.replace("Jörg", "J?örg?a").encode("latin-1")
     nad = parse_interchange(raw).messages[0].transactions[0].segments[-1]
     assert nad.value(3, 1) == "Jörga"
+
+
+def test_nad_parties_inconsistent_with_unb_are_named_as_problems() -> None:
+    raw = _mutate("NAD+MR+9900000002009::293", "NAD+MR+9900000003007::9")
+    problems = parse_interchange(raw).messages[0].problems
+    assert any("segment 6 NAD+MR" in p and "differs from UNB" in p for p in problems)
+    assert any("code list '9'" in p and "'293'" in p for p in problems)
