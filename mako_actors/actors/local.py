@@ -1,0 +1,293 @@
+"""``LocalActorSystem``: process actors on one asyncio loop, over one store.
+
+One actor per live process, created on its first message (activation from the latest snapshot
+plus the tail), dropped after ``idle_timeout`` seconds without messages or when more than
+``max_live`` actors would be live (least recently used idle actor first). There is no global
+lock: every actor commits on its own, so with ``stores.lmdb`` the writes of all actors that are
+busy at the same moment share one write transaction and one fsync (group commit).
+
+Use one system per store and loop, as ``async with LocalActorSystem(store, workflows=[...])``.
+Two systems (in two OS processes) on one LMDB directory stay correct through optimistic
+concurrency, but the point of actors is that one process has one live actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from mako_actors.actors._actor import (
+    EVENT_COUNT,
+    STATE_AT,
+    ActorConfig,
+    ActorStats,
+    Op,
+    ProcessActor,
+)
+from mako_actors.actors.ref import ProcessRef
+from mako_actors.envelope import ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument, NotFound, register_error
+from mako_actors.ids import ProcessId, StreamId, TenantId
+from mako_actors.process import load_state, system_clock
+from mako_actors.store import Store
+from mako_actors.version import WorkflowId
+from mako_actors.workflow import Workflow
+
+
+@register_error
+class ActorSystemClosed(EngineError):
+    """The actor system was closed; no new operations are accepted."""
+
+
+WorkflowLike = Workflow[Any, Any] | type[Workflow[Any, Any]]
+WorkflowsArg = Iterable[WorkflowLike] | Mapping[str, WorkflowLike]
+
+
+def workflow_registry(workflows: WorkflowsArg) -> dict[str, Workflow[Any, Any]]:
+    """Name → workflow instance from a list or mapping of workflow instances or classes.
+
+    Raises ``InvalidArgument`` when two different workflows share a name or a mapping key is
+    not the workflow's name.
+    """
+    items: Iterable[tuple[str | None, Any]] = (
+        workflows.items() if isinstance(workflows, Mapping) else ((None, w) for w in workflows)
+    )
+    registry: dict[str, Workflow[Any, Any]] = {}
+    for key, value in items:
+        workflow = value() if isinstance(value, type) else value
+        if not isinstance(workflow, Workflow):
+            raise InvalidArgument(f"{value!r} is not a Workflow")
+        if key is not None and key != workflow.name:
+            raise InvalidArgument(f"workflow registered as {key!r} is named {workflow.name!r}")
+        if workflow.name in registry and type(registry[workflow.name]) is not type(workflow):
+            raise InvalidArgument(f"two workflows are named {workflow.name!r}")
+        registry[workflow.name] = workflow
+    return registry
+
+
+async def read_op(workflow: Workflow[Any, Any], store: Store, identity: ProcessIdentity, op: Op) -> Any:
+    """Answer a read that needs no live actor (``event_count``, ``state_at``) from the store."""
+    if op.kind == EVENT_COUNT:
+        return await store.stream_version(identity.stream_id)
+    count = await store.stream_version(identity.stream_id)
+    if op.sequence < 0 or op.sequence > count:
+        raise InvalidArgument(f"state_at({op.sequence}): stream {identity.stream_id} has {count} events")
+    state, _ = await load_state(workflow, store, identity.stream_id, upto=op.sequence)
+    return state
+
+
+class LocalActorSystem:
+    """Process actors in this OS process and asyncio loop, over ``store``.
+
+    ``workflows``: workflow instances or classes (a list, or a mapping name → workflow).
+    ``snapshot_interval``: a snapshot is written with the commit whenever a stream's version
+    crosses a multiple of it (0: never). ``idle_timeout`` (seconds, None: never) and
+    ``max_live`` (None: unbounded) bound the live actors. ``max_attempts``: how often an actor
+    retries a command on ``VersionConflict`` with another writer. ``close_store``: ``aclose``
+    also closes the store.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        workflows: WorkflowsArg,
+        *,
+        snapshot_interval: int = 100,
+        idle_timeout: float | None = 300.0,
+        max_live: int | None = 100_000,
+        max_attempts: int = 8,
+        max_batch: int = 512,
+        clock: Callable[[], datetime] = system_clock,
+        close_store: bool = False,
+    ) -> None:
+        if max_live is not None and max_live < 1:
+            raise InvalidArgument(f"max_live must be at least 1, got {max_live}")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise InvalidArgument(f"idle_timeout must be positive, got {idle_timeout}")
+        if max_attempts < 1:
+            raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
+        self.store = store
+        self.workflows = workflow_registry(workflows)
+        self.idle_timeout = idle_timeout
+        self.max_live = max_live
+        self._config = ActorConfig(
+            snapshot_interval=snapshot_interval,
+            max_attempts=max_attempts,
+            max_batch=max_batch,
+            clock=clock,
+        )
+        self._stats = ActorStats()
+        self._live: OrderedDict[StreamId, ProcessActor] = OrderedDict()
+        self._slot_freed: asyncio.Event | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._close_store = close_store
+        self._closed = False
+
+    async def __aenter__(self) -> LocalActorSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def stats(self) -> ActorStats:
+        """A copy of the counters: activations, reloads, passivations, live actors, commands, ..."""
+        stats = self._stats.copy()
+        stats.live = len(self._live)
+        return stats
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    def is_live(self, stream_id: StreamId) -> bool:
+        """Whether the process of ``stream_id`` has a live actor right now."""
+        return stream_id in self._live
+
+    # -- handles ---------------------------------------------------------------------------
+
+    def workflow(self, workflow_or_name: WorkflowLike | str) -> Workflow[Any, Any]:
+        """The registered workflow for a name, class or instance; ``NotFound`` if unregistered."""
+        name = workflow_or_name if isinstance(workflow_or_name, str) else workflow_or_name.name
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise NotFound(f"no workflow {name!r} registered with this actor system") from None
+
+    def spawn(
+        self,
+        workflow_or_name: WorkflowLike | str,
+        tenant_id: TenantId,
+        workflow_id: WorkflowId,
+        *,
+        process_id: ProcessId | None = None,
+    ) -> ProcessRef[Any, Any]:
+        """A handle on a new process (random id unless given); nothing is stored before its first command.
+
+        Raises ``NotFound`` for an unregistered workflow, ``InvalidArgument`` when
+        ``workflow_id`` names another workflow.
+        """
+        workflow = self.workflow(workflow_or_name)
+        process_id = process_id or ProcessId.new()
+        identity = ProcessIdentity(
+            stream_id=StreamId.for_process(tenant_id, process_id),
+            process_id=process_id,
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+        )
+        return ProcessRef(workflow, identity, self, self.store)
+
+    def resume(self, identity: ProcessIdentity) -> ProcessRef[Any, Any]:
+        """A handle on an existing process; its actor activates on the first message."""
+        return ProcessRef(self.workflow(identity.workflow_id.name), identity, self, self.store)
+
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessRef[Any, Any] | None:
+        """The process a business key is registered to in ``tenant_id``, or ``None``."""
+        identity = await self.store.lookup(tenant_id, key)
+        return None if identity is None else self.resume(identity)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
+        """Run ``op`` on the process's actor (activating it, if needed, under the live cap)."""
+        if self._closed:
+            raise ActorSystemClosed("actor system is closed")
+        if op.kind in (EVENT_COUNT, STATE_AT):
+            return await read_op(self.workflow(identity.workflow_id.name), self.store, identity, op)
+        actor = self._live.get(identity.stream_id)
+        if actor is None:
+            actor = await self._activate(identity)
+        else:
+            self._live.move_to_end(identity.stream_id)
+        return await actor.submit(op)
+
+    async def _activate(self, identity: ProcessIdentity) -> ProcessActor:
+        """A new actor for ``identity``, after making room under ``max_live``.
+
+        Only idle actors are passivated; when every live actor is busy, this waits until one
+        finishes its mailbox, so the cap holds even under load and a stream never gets a
+        second actor while its first is still draining.
+        """
+        if self._reaper is None and self.idle_timeout is not None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        while self.max_live is not None and len(self._live) >= self.max_live:
+            victim = next((a for a in self._live.values() if a.idle), None)
+            if victim is not None:
+                self._passivate(victim)
+                continue
+            if self._slot_freed is None:
+                self._slot_freed = asyncio.Event()
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+            existing = self._live.get(identity.stream_id)
+            if existing is not None:  # another caller activated it while we waited
+                self._live.move_to_end(identity.stream_id)
+                return existing
+        if self._closed:
+            raise ActorSystemClosed("actor system is closed")
+        workflow = self.workflow(identity.workflow_id.name)
+        actor = ProcessActor(workflow, self.store, identity, self._config, self._stats, self._on_idle)
+        self._live[identity.stream_id] = actor
+        self._stats.max_live_seen = max(self._stats.max_live_seen, len(self._live))
+        return actor
+
+    def _on_idle(self, actor: ProcessActor) -> None:
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
+    def _passivate(self, actor: ProcessActor) -> None:
+        # Only idle actors get here: nothing queued, nothing running, state already durable.
+        if self._live.get(actor.identity.stream_id) is actor:
+            del self._live[actor.identity.stream_id]
+            actor.closed = True
+            self._stats.passivations += 1
+
+    async def passivate_idle(self, older_than: float = 0.0) -> int:
+        """Passivate every idle actor unused for ``older_than`` seconds; returns how many."""
+        now = time.monotonic()
+        victims = [a for a in self._live.values() if a.idle and now - a.last_used >= older_than]
+        for actor in victims:
+            self._passivate(actor)
+        return len(victims)
+
+    async def _reap_idle(self) -> None:
+        assert self.idle_timeout is not None
+        period = min(max(self.idle_timeout / 2, 0.01), 30.0)
+        while not self._closed:
+            await asyncio.sleep(period)
+            await self.passivate_idle(self.idle_timeout)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until every actor's mailbox is empty (new messages may still arrive meanwhile)."""
+        while True:
+            busy = [a for a in self._live.values() if not a.idle]
+            if not busy:
+                return
+            await asyncio.gather(*(a.drain() for a in busy), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Refuse new operations, finish every queued one, passivate all actors.
+
+        Every operation accepted before ``aclose`` completes (and, for commands, is durable)
+        before this returns; with ``close_store=True`` the store is closed too (its writer
+        flushed).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        await self.drain()
+        for actor in list(self._live.values()):
+            self._passivate(actor)
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+        if self._close_store:
+            await self.store.aclose()

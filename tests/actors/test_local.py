@@ -1,0 +1,230 @@
+"""``LocalActorSystem`` on a real LMDB store: ordering, activation, passivation, group commit, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors import Process, StoreError, VersionConflict, WorkflowError
+from mako_actors.actors import ActorSystemClosed, LocalActorSystem, ProcessRef
+from stores.lmdb import LmdbStore
+from tests.actors.conftest import LEDGER_ID, TENANT
+from tests.workflows import Close, Ledger, LedgerState, Record
+
+
+def replay(store: LmdbStore, ref: ProcessRef[Any, Any]) -> Process[Any, Any]:
+    return Process.from_identity(Ledger(), store, ref.identity())
+
+
+async def test_thousand_concurrent_commands_to_one_process(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+
+        async def caller(start: int) -> None:
+            for amount in range(start, 1000, 50):
+                events = await ref.execute(Record(amount=amount))
+                assert len(events) == 1
+
+        await asyncio.gather(*(caller(i) for i in range(50)))
+        stats = system.stats
+        assert stats.commands == 1000 and stats.conflicts == 0 and stats.failed_commands == 0
+        state = await ref.state()
+    events = await store.load(ref.stream_id)
+    assert [e.sequence for e in events] == list(range(1, 1001))
+    assert sorted(e.payload["amount"] for e in events) == list(range(1000))
+    assert state == await replay(store, ref).state()
+    assert state.total == sum(range(1000)) and state.entries == 1000
+
+
+async def test_commands_run_in_arrival_order(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn(Ledger, TENANT, LEDGER_ID)
+        futures = [asyncio.ensure_future(ref.execute(Record(amount=i))) for i in range(100)]
+        await asyncio.gather(*futures)
+    assert [e.payload["amount"] for e in await store.load(ref.stream_id)] == list(range(100))
+
+
+async def test_activation_reads_snapshot_plus_tail(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=100) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await asyncio.gather(*(ref.execute(Record(amount=i)) for i in range(1037)))
+        snapshot = await store.load_snapshot(ref.stream_id)
+        assert snapshot is not None and snapshot.sequence == 1000
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        again = system.resume(ref.identity())
+        before = store.stats.events_read
+        state = await again.state()
+        assert store.stats.events_read - before == 37  # the tail after the snapshot, not 1037
+        assert system.stats.activations == 1
+    before = store.stats.events_read
+    assert state == await replay(store, ref).state()
+    assert store.stats.events_read - before == 1037
+
+
+async def test_commands_arriving_during_activation_wait_in_order(store: LmdbStore) -> None:
+    process = Process(Ledger(), store, TENANT, LEDGER_ID)
+    for i in range(300):
+        await process.execute(Record(amount=i))
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.resume(process.identity())
+        results = await asyncio.gather(*(ref.execute(Record(amount=1000 + i)) for i in range(20)))
+        assert [r[0].sequence for r in results] == list(range(301, 321))
+        assert system.stats.activations == 1
+
+
+async def test_passivation_after_idle_timeout_and_reactivation(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger], idle_timeout=0.05) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=5))
+        assert system.is_live(ref.stream_id)
+        for _ in range(200):
+            if not system.is_live(ref.stream_id):
+                break
+            await asyncio.sleep(0.01)
+        assert not system.is_live(ref.stream_id)
+        assert system.stats.passivations == 1
+        await ref.execute(Record(amount=7))
+        assert (await ref.state()).total == 12
+        assert system.stats.activations == 2
+
+
+async def test_live_actor_cap_holds_under_load(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger], max_live=8, idle_timeout=None) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(40)]
+
+        async def hammer(ref: ProcessRef[Any, Any]) -> None:
+            for i in range(5):
+                await ref.execute(Record(amount=i))
+
+        await asyncio.gather(*(hammer(r) for r in refs))
+        stats = system.stats
+        assert stats.max_live_seen <= 8 and stats.live <= 8
+        assert stats.passivations >= 32
+        states = [await r.state() for r in refs]
+    assert all(s.total == 10 and s.entries == 5 for s in states)
+
+
+async def test_group_commit_across_processes(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path / "db")
+    async with LocalActorSystem(store, workflows=[Ledger], close_store=True) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(200)]
+        before = store.stats.transactions
+        await asyncio.gather(*(r.execute(Record(amount=3)) for r in refs))
+        transactions = store.stats.transactions - before
+    assert transactions < 200 / 5, transactions
+    async with LmdbStore(tmp_path / "db") as reopened:
+        for ref in refs:
+            assert [e.payload["amount"] for e in await reopened.load(ref.stream_id)] == [3]
+
+
+async def test_workflow_error_fails_alone(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        results = await asyncio.gather(
+            ref.execute(Record(amount=1)),
+            ref.execute(Record(amount=-1)),
+            ref.execute(Record(amount=2)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], WorkflowError)
+        assert [len(r) for r in (results[0], results[2])] == [1, 1]  # type: ignore[arg-type]
+        assert (await ref.state()).total == 3
+        await ref.execute(Close(reason="done"))
+        with pytest.raises(WorkflowError):
+            await ref.execute(Record(amount=1))
+        state = await ref.state()
+    assert state == await replay(store, ref).state()
+    assert state.closed and state.total == 3
+
+
+async def test_commit_failure_makes_the_actor_reload(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        real = store.commit_many
+
+        async def failing(commits: Any) -> Any:
+            monkeypatch.setattr(store, "commit_many", real)
+            raise StoreError("disk on fire")
+
+        monkeypatch.setattr(store, "commit_many", failing)
+        with pytest.raises(StoreError):
+            await ref.execute(Record(amount=10))
+        reloads = system.stats.reloads
+        assert (await ref.state()).total == 1  # the failed command left no trace in memory
+        assert system.stats.reloads == reloads + 1
+        await ref.execute(Record(amount=2))
+        assert (await ref.state()).total == 3
+    assert [e.payload["amount"] for e in await store.load(ref.stream_id)] == [1, 2]
+
+
+async def test_conflict_with_another_writer_reloads_and_retries(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        # A second writer behind the actor's back (a failover, another node).
+        await replay(store, ref).execute(Record(amount=100))
+        events = await ref.execute(Record(amount=2))
+        assert events[0].sequence == 3
+        assert system.stats.conflicts == 1
+        assert (await ref.state()).total == 103
+        with pytest.raises(Exception) as info:
+            await ref.execute_with_retry(Record(amount=1), 0)
+        assert not isinstance(info.value, VersionConflict)
+
+
+async def test_process_api_parity(store: LmdbStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    async with LocalActorSystem(store, workflows={"ledger": Ledger()}) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        ctx = ref.context_for_inbound("9900000000003:REF1")
+        events = await ref.execute_with(Record(amount=1, notify="9900000000010"), ctx)
+        assert events[0].correlation_id == ctx.correlation_id
+        assert await store.outbox_count() == 0  # execute drops the outbox
+        events, outbox = await ref.execute_and_collect(Record(amount=1, notify="x"))
+        assert len(outbox) == 1 and outbox[0].causation_event_id == events[0].event_id
+        due = datetime.now(UTC) + timedelta(minutes=5)
+        await ref.execute_and_enqueue(Record(amount=1, notify="x", remind_at=due, register_key="malo-1"))
+        assert await store.outbox_count() == 1
+        (deadline,) = await store.deadlines_for_stream(ref.stream_id)
+        found = await system.lookup(TENANT, "malo-1")
+        assert found is not None and found.identity() == ref.identity()
+        assert await system.lookup(TENANT, "nope") is None
+        timeout_events = await found.execute_timeout(deadline)
+        assert timeout_events is not None and timeout_events[0].event_type == "ledger.closed"
+        assert await store.deadlines_for_stream(ref.stream_id) == []
+        assert await ref.event_count() == 4
+        assert (await ref.state_at(1)).total == 1
+        assert isinstance(await ref.state_with_snapshot(), LedgerState)
+        assert ref.process_id == ref.identity().process_id and ref.workflow_id == LEDGER_ID
+        with pytest.raises(ValueError):
+            await ref.state_at(9)
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        taken = [
+            (await ref.execute_and_enqueue_with_snapshot(Record(amount=1), snapshot_interval=3))[1]
+            for _ in range(6)
+        ]
+        assert taken == [False, False, True, False, False, True]
+        assert await ref.execute_with_retry(Record(amount=1), 3)
+        assert await ref.take_snapshot(interval=1)
+    with pytest.raises(ActorSystemClosed):
+        await ref.execute(Record(amount=1))
+
+
+async def test_aclose_drains_mailboxes(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path / "db")
+    system = LocalActorSystem(store, workflows=[Ledger], close_store=True)
+    ref = system.spawn("ledger", TENANT, LEDGER_ID)
+    pending = [asyncio.ensure_future(ref.execute(Record(amount=i))) for i in range(50)]
+    await asyncio.sleep(0)
+    await system.aclose()
+    assert all(f.done() and not f.exception() for f in pending)
+    async with LmdbStore(tmp_path / "db") as reopened:
+        assert len(await reopened.load(ref.stream_id)) == 50
