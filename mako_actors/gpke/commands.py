@@ -1,0 +1,138 @@
+"""Commands of the GPKE NB workflow: inbound UTILMD business data and deadline expiries.
+
+Commands carry what the message *claims* (validated by the workflow, so a bad MaLo becomes a
+negative APERAK, not an exception) plus the NB's own master data as supplied by ingestion
+(``current_supplier``, ``future_supplier``, ``competing_process``): the workflow looks nothing
+up. Only structural problems (a missing required field, a naive datetime, a PID that does not
+belong to the command) fail pydantic validation; ``build_command`` turns those into
+``InvalidArgument`` for the dead-letter path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.version import FormatVersion
+
+__all__ = [
+    "AwareDatetime",
+    "GpkeCommand",
+    "InboundUtilmd",
+    "LfaAnswerDeadlinePassed",
+    "ReceiveAbmeldung",
+    "ReceiveAnmeldung",
+    "ReceiveLfaAnswer",
+    "parse_command",
+]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class InboundUtilmd(BaseModel):
+    """Fields every inbound UTILMD transaction carries.
+
+    ``sender``/``recipient``: NAD+MS / NAD+MR MP-IDs; ``ide_ref``: IDE+24; ``document_number``:
+    BGM 1004; ``document_date``: DTM+137; ``interchange_ref``: UNB 0020; ``message_ref``: UNH
+    0062; ``format_version``: the FV in force for the message; ``received_at``: the receipt
+    instant at the transport boundary (the ÜT derives from it). ``malo`` may be missing or
+    malformed: the workflow answers that with a negative APERAK.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pid: str
+    sender: str
+    recipient: str
+    malo: str | None = None
+    ide_ref: str = Field(min_length=1, max_length=35)
+    document_number: str = Field(min_length=1, max_length=35)
+    document_date: AwareDatetime | None = None
+    interchange_ref: str = Field(min_length=1, max_length=14)
+    message_ref: str = Field(min_length=1, max_length=14)
+    format_version: FormatVersion
+    received_at: AwareDatetime
+
+
+class ReceiveAnmeldung(InboundUtilmd):
+    """UTILMD 55001 (consuming MaLo) or 55077 (generating MaLo) from the LFN.
+
+    NB master data: ``current_supplier`` holds the MaLo at Zuordnungsbeginn (the LFA; ``None``
+    or the sender itself means none); ``future_supplier`` is an LFZ confirmed for a later date,
+    whose assignment starting ``future_supplier_start`` the Anmeldung supersedes;
+    ``competing_process`` says another live process holds the MaLo key, and
+    ``competing_start``/``competing_next_date`` become DTM+Z07/Z08 of the 55003.
+    ``malo_key_generation`` is the first unbound generation of ``malo_key`` (see ``keys``).
+    """
+
+    kind: Literal["anmeldung"] = "anmeldung"
+    pid: Literal["55001", "55077"]
+    zuordnungsbeginn: AwareDatetime
+    transaction_reason: str | None = None
+    current_supplier: str | None = None
+    future_supplier: str | None = None
+    future_supplier_start: AwareDatetime | None = None
+    competing_process: bool = False
+    competing_start: AwareDatetime | None = None
+    competing_next_date: AwareDatetime | None = None
+    malo_key_generation: int = Field(default=0, ge=0)
+
+
+class ReceiveAbmeldung(InboundUtilmd):
+    """UTILMD 55004 (Abmeldung, Lieferende) from a supplier; ``current_supplier`` is NB data."""
+
+    kind: Literal["abmeldung"] = "abmeldung"
+    pid: Literal["55004"] = "55004"
+    zuordnungsende: AwareDatetime
+    transaction_reason: str | None = None
+    current_supplier: str | None = None
+
+
+class ReceiveLfaAnswer(InboundUtilmd):
+    """UTILMD 55011 (Bestätigung) / 55012 (Ablehnung) from the LFA to our 55010.
+
+    ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code`` its STS+E01 code of E_0624
+    (required for 55012: it is repeated as STS+Z35 in the 55003).
+    """
+
+    kind: Literal["lfa_answer"] = "lfa_answer"
+    pid: Literal["55011", "55012"]
+    request_ref: str
+    answer_code: str | None = None
+    zuordnungsende: AwareDatetime | None = None
+
+
+class LfaAnswerDeadlinePassed(BaseModel):
+    """Compensation when 09:00 WT1 passed without an LFA answer: the LFA is deemed to agree."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["lfa_deadline"] = "lfa_deadline"
+    due_at: AwareDatetime
+
+
+GpkeCommand = Annotated[
+    ReceiveAnmeldung | ReceiveAbmeldung | ReceiveLfaAnswer | LfaAnswerDeadlinePassed,
+    Field(discriminator="kind"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(GpkeCommand)
+
+
+def parse_command(data: Mapping[str, Any]) -> BaseModel:
+    """A command from plain data with a ``kind`` key; raises ``InvalidArgument`` naming the fields."""
+    try:
+        result: BaseModel = _ADAPTER.validate_python(dict(data))
+    except ValidationError as exc:
+        raise InvalidArgument(f"invalid GPKE command: {exc}") from None
+    return result

@@ -1,0 +1,198 @@
+"""Events of the GPKE NB workflow (stable type names ``gpke.*``, schema version 1).
+
+Every event that enqueues a message stores that message's ``OutboundRef`` (our 0020, 0062,
+BGM 1004, IDE), so the references are part of the history and replay identically.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from mako_actors.gpke.commands import InboundUtilmd
+from mako_actors.gpke.fristen import FristenRecord
+from mako_actors.gpke.payloads import OutboundRef
+from mako_actors.workflow import Event
+
+__all__ = [
+    "ALL_EVENTS",
+    "AbmeldungDecided",
+    "AbmeldungReceived",
+    "AnmeldungDecided",
+    "AnmeldungReceived",
+    "AnmeldungRejectedAtOnce",
+    "ErrorItem",
+    "InboundInfo",
+    "InboundRejected",
+    "LateLfaAnswerIgnored",
+    "LfaAnswered",
+    "LfaConsulted",
+    "LfaDeemedToAgree",
+]
+
+
+class InboundInfo(BaseModel):
+    """The identifying data of one inbound UTILMD transaction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pid: str
+    sender: str
+    recipient: str
+    malo: str | None
+    ide_ref: str
+    document_number: str
+    document_date: datetime | None
+    interchange_ref: str
+    message_ref: str
+    format_version: str
+    received_at: datetime
+
+    @classmethod
+    def of(cls, command: InboundUtilmd) -> InboundInfo:
+        return cls(
+            pid=command.pid,
+            sender=command.sender,
+            recipient=command.recipient,
+            malo=command.malo,
+            ide_ref=command.ide_ref,
+            document_number=command.document_number,
+            document_date=command.document_date,
+            interchange_ref=command.interchange_ref,
+            message_ref=command.message_ref,
+            format_version=command.format_version.short,
+            received_at=command.received_at,
+        )
+
+
+class ErrorItem(BaseModel):
+    """One finding: the APERAK ERC code, our internal reason and a readable text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    reason: str
+    text: str
+
+
+class InboundRejected(Event, type="gpke.inbound_rejected"):
+    """A UTILMD rightly rejected by APERAK 313: it counts as not received (no step, no Frist)."""
+
+    inbound: InboundInfo
+    errors: tuple[ErrorItem, ...]
+    aperak: OutboundRef
+    aperak_due: datetime
+    ack_windows_version: str
+
+
+class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
+    """A 55001/55077 passed APERAK checks (positive APERAK sent); its Fristen are computed."""
+
+    inbound: InboundInfo
+    generating: bool
+    zuordnungsbeginn: datetime
+    transaction_reason: str | None
+    lfa: str | None
+    lfz: str | None
+    lfz_start: datetime | None
+    warnings: tuple[str, ...]
+    aperak: OutboundRef
+    aperak_due: datetime
+    ack_windows_version: str
+    fristen: FristenRecord
+
+
+class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
+    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent."""
+
+    ebd: str
+    code: str
+    reason: str
+    answer: OutboundRef
+    processing_start: datetime | None = None
+    next_processing_date: datetime | None = None
+
+
+class LfaConsulted(Event, type="gpke.lfa_consulted"):
+    """55036 went to the LFN and 55010 to the LFA; the LFA's answer is due at ``answer_due``."""
+
+    lfa: str
+    info: OutboundRef
+    request: OutboundRef
+    answer_due: datetime
+
+
+class LfaAnswered(Event, type="gpke.lfa_answered"):
+    """The LFA answered in time: 55011 (``confirmed``) or 55012 with its E_0624 ``code``."""
+
+    inbound: InboundInfo
+    confirmed: bool
+    code: str | None
+    aperak: OutboundRef
+
+
+class LfaDeemedToAgree(Event, type="gpke.lfa_deemed_to_agree"):
+    """09:00 WT1 passed without an LFA answer: silence counts as 55011 (not a failure)."""
+
+    due_at: datetime
+
+
+class LateLfaAnswerIgnored(Event, type="gpke.lfa_answer_ignored"):
+    """An LFA answer after the decision (or a repeat): acknowledged, without effect."""
+
+    inbound: InboundInfo
+    aperak: OutboundRef
+
+
+class AnmeldungDecided(Event, type="gpke.anmeldung_decided"):
+    """E_0623 decided: 55002/55078 (``confirmed``) or 55003/55080; plus 55037 / 55038.
+
+    ``lfa_code`` is the LFA's E_0624 code repeated as STS+Z35 when it objected.
+    """
+
+    confirmed: bool
+    ebd: str
+    code: str
+    reason: str
+    lfa_code: str | None
+    answer: OutboundRef
+    termination: OutboundRef | None
+    future_cancellation: OutboundRef | None
+
+
+class AbmeldungReceived(Event, type="gpke.abmeldung_received"):
+    """A 55004 passed APERAK checks (positive APERAK sent); its Fristen are computed."""
+
+    inbound: InboundInfo
+    zuordnungsende: datetime
+    current_supplier: str | None
+    warnings: tuple[str, ...]
+    aperak: OutboundRef
+    aperak_due: datetime
+    ack_windows_version: str
+    fristen: FristenRecord
+
+
+class AbmeldungDecided(Event, type="gpke.abmeldung_decided"):
+    """E_0607 decided: 55005 (``confirmed``) or 55006 with ``code``."""
+
+    confirmed: bool
+    ebd: str
+    code: str
+    reason: str
+    answer: OutboundRef
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    InboundRejected,
+    AnmeldungReceived,
+    AnmeldungRejectedAtOnce,
+    LfaConsulted,
+    LfaAnswered,
+    LfaDeemedToAgree,
+    LateLfaAnswerIgnored,
+    AnmeldungDecided,
+    AbmeldungReceived,
+    AbmeldungDecided,
+)

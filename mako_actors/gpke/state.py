@@ -1,0 +1,59 @@
+"""State of one GPKE NB process, folded from its events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from mako_actors.gpke.fristen import FristenRecord
+from mako_actors.gpke.payloads import OutboundRef
+
+__all__ = ["GpkeState", "Status"]
+
+
+class Status(StrEnum):
+    """Where the process is. ``NOT_RECEIVED``: its trigger was rejected by APERAK."""
+
+    NEW = "new"
+    NOT_RECEIVED = "not_received"
+    AWAITING_LFA = "awaiting_lfa"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.NOT_RECEIVED, Status.CONFIRMED, Status.REJECTED)
+
+
+class GpkeState(BaseModel):
+    """Everything the handlers decide on; ``sent`` counts our outbound messages (ref index)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Status = Status.NEW
+    kind: str | None = None  # "anmeldung" | "abmeldung"
+    pid: str | None = None
+    format_version: str | None = None
+    seed: str = ""
+    sent: int = 0
+    own_id: str | None = None
+    lfn: str | None = None
+    malo: str | None = None
+    request_ide: str | None = None
+    received_at: datetime | None = None
+    zuordnungsbeginn: datetime | None = None
+    zuordnungsende: datetime | None = None
+    generating: bool = False
+    lfa: str | None = None
+    lfz: str | None = None
+    lfz_start: datetime | None = None
+    lfa_request_ide: str | None = None
+    lfa_confirmed: bool | None = None
+    lfa_code: str | None = None
+    lfa_deemed: bool = False
+    fristen: FristenRecord | None = None
+    outbound: tuple[OutboundRef, ...] = ()
+    rejected_inbound: int = 0
+    answer_code: str | None = None

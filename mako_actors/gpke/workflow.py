@@ -1,0 +1,433 @@
+"""The GPKE supplier change (LFW24) on the grid operator's (NB) side, as a pure workflow.
+
+Triggers: 55001/55077 (Anmeldung) and 55004 (Abmeldung), each starting its own process;
+answers: 55011/55012 from the LFA (routed by ``ide:<RFF+TN>``); the 09:00 WT1 expiry of the
+LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
+
+1. APERAK checks (MaLo check digit, MP-IDs, day-boundary dates, references). A failure sends
+   APERAK 313 and records ``InboundRejected``: the message counts as not received, starts no
+   step, sets no Frist and registers no business key. Otherwise APERAK 312 goes out.
+2. E_0622 (Anmeldung): a competing process (A06†) or a missed Vorlauffrist (A07†) is answered
+   at once with 55003/55080; the process ends.
+3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
+   Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
+   the LFA and 55038 to an LFZ; or, on objection, 55003/55080 with STS+Z35. Without an LFA the
+   decision follows at once.
+4. 55004: E_0607 at once: 55005, or 55006 when the sender does not supply the MaLo or the end
+   is not after the ÜT.
+
+CONTRL is per interchange, not per process, so ingestion sends it (``build_contrl_payload``).
+Answers go out in the command that decides them, well before their Frist; every Frist is still
+computed and stored in the triggering event (with table and calendar versions) for audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from mako_actors.deadlines import Deadline, PendingDeadline
+from mako_actors.errors import WorkflowError
+from mako_actors.gpke.calendar import is_midnight_berlin, uet, vorlauffrist_met
+from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
+from mako_actors.gpke.commands import (
+    InboundUtilmd,
+    LfaAnswerDeadlinePassed,
+    ReceiveAbmeldung,
+    ReceiveAnmeldung,
+    ReceiveLfaAnswer,
+)
+from mako_actors.gpke.errors import UnsupportedFormatVersion
+from mako_actors.gpke.events import (
+    ALL_EVENTS,
+    AbmeldungDecided,
+    AbmeldungReceived,
+    AnmeldungDecided,
+    AnmeldungReceived,
+    AnmeldungRejectedAtOnce,
+    ErrorItem,
+    InboundInfo,
+    InboundRejected,
+    LateLfaAnswerIgnored,
+    LfaAnswered,
+    LfaConsulted,
+    LfaDeemedToAgree,
+)
+from mako_actors.gpke.fristen import DEFAULT_ACK_WINDOWS, DEFAULT_FRISTEN, AckWindows, FristenTable
+from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
+from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
+from mako_actors.gpke.state import GpkeState, Status
+from mako_actors.gpke.validation import MpIdCheck, check_mp_id, is_valid_malo_id
+from mako_actors.outbox import PendingOutbox
+from mako_actors.workflow import Event, Workflow, WorkflowOutput
+
+__all__ = ["LFA_ANSWER_DEADLINE", "WORKFLOW_NAME", "GpkeConfig", "GpkeNbWorkflow"]
+
+WORKFLOW_NAME = "gpke-nb"
+LFA_ANSWER_DEADLINE = "lfa_answer"
+
+
+@dataclass(frozen=True)
+class GpkeConfig:
+    """Tables and settings of the workflow: all configuration, none of it read from a clock."""
+
+    fristen: FristenTable = DEFAULT_FRISTEN
+    codes: CodeTable = DEFAULT_CODES
+    ack_windows: AckWindows = DEFAULT_ACK_WINDOWS
+    mp_id_check: MpIdCheck = MpIdCheck.WARN
+
+
+def _seed(cmd: InboundUtilmd) -> str:
+    return f"{cmd.sender}:{cmd.interchange_ref}:{cmd.message_ref}:{cmd.ide_ref}"
+
+
+def _refs(event: Event) -> list[OutboundRef]:
+    """The outbound references an event stores, in field order."""
+    return [v for v in (getattr(event, name) for name in type(event).model_fields)
+            if isinstance(v, OutboundRef)]
+
+
+@dataclass
+class _Out:
+    """One command's output under construction; events are applied as they are emitted."""
+
+    workflow: GpkeNbWorkflow
+    state: GpkeState
+    seed: str
+    own_id: str
+    at: datetime
+    pending: int = 0
+    events: list[Event] = field(default_factory=list)
+    outbox: list[PendingOutbox] = field(default_factory=list)
+    deadlines: list[PendingDeadline] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def ref(self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
+            ) -> OutboundRef:
+        ref = OutboundRef.derive(self.seed, self.state.sent + self.pending, message_type, recipient, pid)
+        self.pending += 1
+        self.keys.append(interchange_key(ref.interchange_ref))
+        if ref.ide_ref is not None:
+            self.keys.append(ide_key(ref.ide_ref))
+        return ref
+
+    def send(self, ref: OutboundRef, payload: UtilmdPayload | AperakPayload) -> None:
+        self.outbox.append(
+            PendingOutbox(message_type=ref.message_type, recipient=ref.recipient,
+                          payload=payload.to_payload())
+        )
+
+    def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
+        ref = self.ref("UTILMD", recipient, pid)
+        self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, **transaction))
+        return ref
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        self.state = self.workflow.apply(self.state, event)
+        self.pending = 0
+
+    def output(self) -> WorkflowOutput:
+        return WorkflowOutput(
+            events=tuple(self.events), outbox=tuple(self.outbox), deadlines=tuple(self.deadlines),
+            cancel_deadlines=tuple(self.cancel), register_keys=tuple(dict.fromkeys(self.keys)),
+        )
+
+
+class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
+    """The NB side of LFW24 (55001/55077, 55004 and the LFA consultation); see the module doc."""
+
+    name = WORKFLOW_NAME
+    state_schema_version = 1
+    events = ALL_EVENTS
+
+    def __init__(self, config: GpkeConfig | None = None) -> None:
+        self.config = config or GpkeConfig()
+
+    def initial_state(self) -> GpkeState:
+        return GpkeState()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def handle(self, state: GpkeState, command: BaseModel) -> WorkflowOutput:
+        if isinstance(command, ReceiveAnmeldung):
+            return self._anmeldung(state, command)
+        if isinstance(command, ReceiveAbmeldung):
+            return self._abmeldung(state, command)
+        if isinstance(command, ReceiveLfaAnswer):
+            return self._lfa_answer(state, command)
+        if isinstance(command, LfaAnswerDeadlinePassed):
+            return self._lfa_silent(state, command)
+        raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
+
+    def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
+        """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; anything else passes."""
+        if deadline.label == LFA_ANSWER_DEADLINE and state.status is Status.AWAITING_LFA:
+            return LfaAnswerDeadlinePassed(due_at=deadline.due_at)
+        return None
+
+    def _start(self, state: GpkeState, cmd: InboundUtilmd) -> _Out:
+        if state.status is not Status.NEW:
+            raise WorkflowError.invalid_state(
+                f"{self.name}: PID {cmd.pid} starts a process, but this one is {state.status.value}; "
+                "route triggers to a new process"
+            )
+        fv = cmd.format_version
+        if not (self.config.fristen.supports(fv) and self.config.codes.supports(fv)):
+            raise UnsupportedFormatVersion(f"{self.name}: no Fristen/code tables for {fv.short}")
+        return _Out(self, state, _seed(cmd), cmd.recipient, cmd.received_at)
+
+    def _anmeldung(self, state: GpkeState, cmd: ReceiveAnmeldung) -> WorkflowOutput:
+        out = self._start(state, cmd)
+        errors, warnings = self._check_message(cmd, cmd.format_version.short)
+        if not is_midnight_berlin(cmd.zuordnungsbeginn):
+            errors.append(self._error(cmd.format_version.short, Reason.FORMAT_NOT_KEPT,
+                                      "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"))
+        if errors:
+            return self._reject_inbound(out, cmd, errors)
+        fv = cmd.format_version.short
+        lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
+        lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
+        aperak = self._aperak(out, cmd, ())
+        fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
+        out.emit(AnmeldungReceived(
+            inbound=InboundInfo.of(cmd), generating=cmd.pid == "55077",
+            zuordnungsbeginn=cmd.zuordnungsbeginn, transaction_reason=cmd.transaction_reason,
+            lfa=lfa, lfz=lfz, lfz_start=cmd.future_supplier_start if lfz else None,
+            warnings=tuple(warnings), aperak=aperak,
+            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+            ack_windows_version=self.config.ack_windows.version, fristen=fristen,
+        ))
+        out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
+        reason = None
+        if cmd.competing_process:
+            reason = Reason.COMPETING_PROCESS
+        elif not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
+            reason = Reason.VORLAUFFRIST_MISSED
+        if reason is not None:
+            code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
+            z07 = cmd.competing_start if reason == Reason.COMPETING_PROCESS else None
+            z08 = cmd.competing_next_date if reason == Reason.COMPETING_PROCESS else None
+            answer = out.utilmd(
+                cmd.sender, _answer_pid(cmd.pid, False), malo=cmd.malo, start=cmd.zuordnungsbeginn,
+                answer_code=code, answer_ebd=Ebd.REJECT_AT_ONCE, request_ref=cmd.ide_ref,
+                processing_start=z07, next_processing_date=z08,
+            )
+            out.emit(AnmeldungRejectedAtOnce(
+                ebd=Ebd.REJECT_AT_ONCE, code=code, reason=reason, answer=answer,
+                processing_start=z07, next_processing_date=z08,
+            ))
+            return out.output()
+        assert cmd.malo is not None
+        out.keys.append(malo_key(cmd.malo, cmd.zuordnungsbeginn, cmd.malo_key_generation))
+        if lfa is None:
+            self._decide_anmeldung(out, confirmed=True)
+            return out.output()
+        info = out.utilmd(cmd.sender, "55036", malo=cmd.malo, start=cmd.zuordnungsbeginn,
+                          request_ref=cmd.ide_ref, other_party_id=lfa)
+        request = out.utilmd(lfa, "55010", malo=cmd.malo, end=cmd.zuordnungsbeginn)
+        due = fristen.due[LFA_ANSWER_DEADLINE]
+        out.emit(LfaConsulted(lfa=lfa, info=info, request=request, answer_due=due))
+        out.deadlines.append(PendingDeadline(
+            label=LFA_ANSWER_DEADLINE, due_at=due,
+            payload={"pid": "55010", "request_ide": request.ide_ref, "lfa": lfa},
+        ))
+        return out.output()
+
+    def _decide_anmeldung(self, out: _Out, *, confirmed: bool) -> None:
+        s = out.state
+        assert s.format_version and s.pid and s.lfn and s.request_ide
+        if confirmed:
+            reason = Reason.APPROVED_GENERATING if s.generating else Reason.APPROVED_CONSUMING
+        else:
+            reason = Reason.LFA_OBJECTED_GENERATING if s.generating else Reason.LFA_OBJECTED_CONSUMING
+        code = self.config.codes.code_for(s.format_version, Ebd.DECIDE_ANMELDUNG, reason)
+        lfa_code = None if confirmed else s.lfa_code
+        answer = out.utilmd(
+            s.lfn, _answer_pid(s.pid, confirmed), malo=s.malo, start=s.zuordnungsbeginn,
+            answer_code=code, answer_ebd=Ebd.DECIDE_ANMELDUNG, request_ref=s.request_ide,
+            lfa_answer_code=lfa_code, lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
+        )
+        termination = cancellation = None
+        if confirmed and s.lfa is not None:
+            termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
+        if confirmed and s.lfz is not None:
+            cancellation = out.utilmd(s.lfz, "55038", malo=s.malo, start=s.lfz_start)
+        out.emit(AnmeldungDecided(
+            confirmed=confirmed, ebd=Ebd.DECIDE_ANMELDUNG, code=code, reason=reason,
+            lfa_code=lfa_code, answer=answer, termination=termination,
+            future_cancellation=cancellation,
+        ))
+
+    def _lfa_answer(self, state: GpkeState, cmd: ReceiveLfaAnswer) -> WorkflowOutput:
+        if state.kind != "anmeldung" or state.lfa_request_ide is None or state.own_id is None:
+            raise WorkflowError.invalid_state(
+                f"{self.name}: LFA answer {cmd.ide_ref} reached a process that sent no 55010"
+            )
+        fv = state.format_version or cmd.format_version.short
+        out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
+        errors, _ = self._check_message(cmd, fv)
+        if cmd.sender != state.lfa:
+            errors.append(self._error(fv, Reason.SENDER_NOT_ASSIGNED,
+                                      f"{cmd.sender} is not the supplier asked by 55010"))
+        if cmd.request_ref != state.lfa_request_ide:
+            errors.append(self._error(fv, Reason.ID_UNKNOWN,
+                                      f"RFF+TN {cmd.request_ref} names no 55010 of ours"))
+        if cmd.malo is not None and cmd.malo != state.malo:
+            errors.append(self._error(fv, Reason.MALO_INVALID, f"MaLo {cmd.malo} is not {state.malo}"))
+        if cmd.pid == "55012" and not cmd.answer_code:
+            errors.append(self._error(fv, Reason.MISSING_DATA, "55012 without an E_0624 answer code"))
+        if errors:
+            return self._reject_inbound(out, cmd, errors, fv)
+        aperak = self._aperak(out, cmd, ())
+        if state.status is not Status.AWAITING_LFA:
+            # After 09:00 (or a repeat): the process moved on; later answers are ignored.
+            out.emit(LateLfaAnswerIgnored(inbound=InboundInfo.of(cmd), aperak=aperak))
+            return out.output()
+        confirmed = cmd.pid == "55011"
+        out.emit(LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed,
+                             code=cmd.answer_code, aperak=aperak))
+        out.cancel.append(LFA_ANSWER_DEADLINE)
+        self._decide_anmeldung(out, confirmed=confirmed)
+        return out.output()
+
+    def _lfa_silent(self, state: GpkeState, cmd: LfaAnswerDeadlinePassed) -> WorkflowOutput:
+        if state.status is not Status.AWAITING_LFA or state.own_id is None:
+            return WorkflowOutput()  # answered meanwhile: nothing to compensate
+        out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
+        out.emit(LfaDeemedToAgree(due_at=cmd.due_at))
+        self._decide_anmeldung(out, confirmed=True)
+        return out.output()
+
+    def _abmeldung(self, state: GpkeState, cmd: ReceiveAbmeldung) -> WorkflowOutput:
+        out = self._start(state, cmd)
+        fv = cmd.format_version.short
+        errors, warnings = self._check_message(cmd, fv)
+        if not is_midnight_berlin(cmd.zuordnungsende):
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT,
+                                      "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin"))
+        if errors:
+            return self._reject_inbound(out, cmd, errors)
+        aperak = self._aperak(out, cmd, ())
+        out.emit(AbmeldungReceived(
+            inbound=InboundInfo.of(cmd), zuordnungsende=cmd.zuordnungsende,
+            current_supplier=cmd.current_supplier, warnings=tuple(warnings), aperak=aperak,
+            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+            ack_windows_version=self.config.ack_windows.version,
+            fristen=self.config.fristen.compute(fv, cmd.pid, cmd.received_at),
+        ))
+        out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
+        if cmd.current_supplier != cmd.sender:
+            reason = Reason.ABMELDUNG_NOT_SUPPLIER
+        elif not uet(cmd.received_at) < uet(cmd.zuordnungsende):
+            reason = Reason.ABMELDUNG_NOT_FORWARD
+        else:
+            reason = Reason.ABMELDUNG_APPROVED
+        confirmed = reason == Reason.ABMELDUNG_APPROVED
+        code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
+        answer = out.utilmd(
+            cmd.sender, "55005" if confirmed else "55006", malo=cmd.malo, end=cmd.zuordnungsende,
+            answer_code=code, answer_ebd=Ebd.ABMELDUNG, request_ref=cmd.ide_ref,
+        )
+        out.emit(AbmeldungDecided(confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason,
+                                  answer=answer))
+        return out.output()
+
+    # -- APERAK ------------------------------------------------------------------------------
+
+    def _error(self, fv: str, reason: str, text: str) -> ErrorItem:
+        return ErrorItem(code=self.config.codes.code_for(fv, Ebd.APERAK, reason), reason=reason, text=text)
+
+    def _check_message(self, cmd: InboundUtilmd, fv: str) -> tuple[list[ErrorItem], list[str]]:
+        """APERAK-level findings (errors reject the message) and warnings (recorded only)."""
+        errors: list[ErrorItem] = []
+        warnings: list[str] = []
+        for role, value in (("sender", cmd.sender), ("recipient", cmd.recipient)):
+            ok, finding = check_mp_id(value, self.config.mp_id_check)
+            if finding and ok:
+                warnings.append(f"{role}: {finding}")
+            elif finding:
+                errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, f"{role}: {finding}"))
+        if not cmd.malo:
+            errors.append(self._error(fv, Reason.MISSING_DATA, "MaLo-ID (LOC+Z16) missing"))
+        elif not is_valid_malo_id(cmd.malo):
+            errors.append(self._error(fv, Reason.MALO_INVALID,
+                                      f"MaLo-ID {cmd.malo} fails its check digit or format"))
+        return errors, warnings
+
+    def _aperak(self, out: _Out, cmd: InboundUtilmd, errors: tuple[ErrorItem, ...]) -> OutboundRef:
+        ref = out.ref("APERAK", cmd.sender)
+        out.send(ref, AperakPayload.build(
+            ref, out.own_id, out.at, interchange_ref=cmd.interchange_ref,
+            referenced_date=cmd.document_date or cmd.received_at,
+            document_number=cmd.document_number, ide_ref=cmd.ide_ref,
+            errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
+        ))
+        return ref
+
+    def _reject_inbound(
+        self, out: _Out, cmd: InboundUtilmd, errors: list[ErrorItem], fv: str | None = None
+    ) -> WorkflowOutput:
+        aperak = self._aperak(out, cmd, tuple(errors))
+        out.emit(InboundRejected(
+            inbound=InboundInfo.of(cmd), errors=tuple(errors), aperak=aperak,
+            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+            ack_windows_version=self.config.ack_windows.version,
+        ))
+        return out.output()
+
+    # -- events ------------------------------------------------------------------------------
+
+    def apply(self, state: GpkeState, event: Event) -> GpkeState:
+        refs = _refs(event)
+        update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
+        if isinstance(event, InboundRejected | AnmeldungReceived | AbmeldungReceived) and not state.seed:
+            info = event.inbound
+            update |= {"seed": f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}",
+                       "own_id": info.recipient}
+        if isinstance(event, InboundRejected):
+            if state.status is Status.NEW:
+                update |= {"status": Status.NOT_RECEIVED, "pid": event.inbound.pid,
+                           "format_version": event.inbound.format_version}
+            update["rejected_inbound"] = state.rejected_inbound + 1
+        elif isinstance(event, AnmeldungReceived):
+            update |= _received(event.inbound) | {
+                "kind": "anmeldung", "zuordnungsbeginn": event.zuordnungsbeginn,
+                "generating": event.generating, "lfa": event.lfa, "lfz": event.lfz,
+                "lfz_start": event.lfz_start, "fristen": event.fristen,
+            }
+        elif isinstance(event, AbmeldungReceived):
+            update |= _received(event.inbound) | {
+                "kind": "abmeldung", "zuordnungsende": event.zuordnungsende, "fristen": event.fristen,
+            }
+        elif isinstance(event, AnmeldungRejectedAtOnce):
+            update |= {"status": Status.REJECTED, "answer_code": event.code}
+        elif isinstance(event, LfaConsulted):
+            update |= {"status": Status.AWAITING_LFA, "lfa_request_ide": event.request.ide_ref}
+        elif isinstance(event, LfaAnswered):
+            update |= {"lfa_confirmed": event.confirmed, "lfa_code": event.code}
+        elif isinstance(event, LfaDeemedToAgree):
+            update |= {"lfa_confirmed": True, "lfa_deemed": True}
+        elif isinstance(event, AnmeldungDecided | AbmeldungDecided):
+            update |= {"status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
+                       "answer_code": event.code}
+        return state.model_copy(update=update)
+
+
+def _received(info: InboundInfo) -> dict[str, Any]:
+    return {
+        "pid": info.pid, "format_version": info.format_version, "lfn": info.sender,
+        "malo": info.malo, "request_ide": info.ide_ref, "received_at": info.received_at,
+        "status": Status.NEW,
+    }
+
+
+def _answer_pid(pid: str, confirmed: bool) -> str:
+    """55001 → 55002/55003; 55077 → 55078/55080 (55079 is unused)."""
+    if pid == "55077":
+        return "55078" if confirmed else "55080"
+    return "55002" if confirmed else "55003"

@@ -1,0 +1,349 @@
+"""The NB workflow, by pure ``handle``/``apply`` calls: every PID path of DOMAIN §2."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from gpke_support import (
+    LFA,
+    LFN,
+    LFZ,
+    MALO,
+    NB,
+    START,
+    abmeldung,
+    anmeldung,
+    berlin,
+    lfa_answer,
+    run,
+    sent,
+    utilmd,
+)
+
+from mako_actors.deadlines import Deadline
+from mako_actors.errors import WorkflowError
+from mako_actors.gpke import (
+    GpkeConfig,
+    GpkeNbWorkflow,
+    GpkeState,
+    LfaAnswerDeadlinePassed,
+    MpIdCheck,
+    Status,
+    UnsupportedFormatVersion,
+    ide_key,
+    malo_key,
+    transaction_key,
+)
+from mako_actors.gpke import events as ev
+from mako_actors.ids import DeadlineId, ProcessId, StreamId, TenantId
+from mako_actors.version import WorkflowId
+
+WF = GpkeNbWorkflow()
+
+
+def start(command: Any, wf: GpkeNbWorkflow = WF) -> tuple[GpkeState, Any]:
+    return run(wf, wf.initial_state(), command)
+
+
+def with_lfa(**overrides: Any) -> tuple[GpkeState, Any]:
+    return start(anmeldung(current_supplier=LFA, **overrides))
+
+
+def deadline_of(state: GpkeState, label: str, due_at: datetime) -> Deadline:
+    tenant, process = TenantId.from_party_id(NB), ProcessId.new()
+    return Deadline(
+        deadline_id=DeadlineId.new(), stream_id=StreamId.for_process(tenant, process),
+        process_id=process, tenant_id=tenant, workflow_id=WorkflowId.new("gpke-nb", "FV2504"),
+        label=label, due_at=due_at,
+    )
+
+
+# -- 55001 -----------------------------------------------------------------------------------
+
+
+def test_anmeldung_without_lfa_is_confirmed_at_once() -> None:
+    state, out = start(anmeldung())
+    assert [type(e) for e in out.events] == [ev.AnmeldungReceived, ev.AnmeldungDecided]
+    assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55002", LFN)]
+    tx = utilmd(out, "55002")
+    assert (tx["answer_code"], tx["answer_ebd"]) == ("A51", "E_0623")
+    assert tx["request_ref"] == "LFNTX000001" and tx["malo"] == MALO
+    assert datetime.fromisoformat(tx["start"]) == datetime.fromisoformat(START)
+    assert not out.deadlines
+    assert state.status is Status.CONFIRMED
+    assert transaction_key(LFN, "LFNTX000001") in out.register_keys
+    assert malo_key(MALO, datetime.fromisoformat(START)) in out.register_keys
+
+
+def test_positive_aperak_references_the_request() -> None:
+    _, out = start(anmeldung())
+    aperak = out.outbox[0].payload
+    assert aperak["positive"] is True and aperak.get("errors", []) == []
+    assert aperak["referenced_interchange_ref"] == "LFN0605143001"
+    assert aperak["referenced_document_number"] == "LFNDOC000001"
+    assert aperak["referenced_transaction_ref"] == "LFNTX000001"
+    assert aperak["sender_id"] == NB and aperak["recipient_id"] == LFN
+    received = out.events[0]
+    assert isinstance(received, ev.AnmeldungReceived)
+    assert received.aperak_due == berlin(2025, 6, 5, 15, 15)  # 45 min † from configuration
+
+
+def test_anmeldung_with_lfa_informs_lfn_and_asks_lfa() -> None:
+    state, out = with_lfa()
+    assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55036", LFN), ("UTILMD", "55010", LFA)]
+    info = utilmd(out, "55036")
+    assert info["other_party_id"] == LFA and info["other_party_code_list"] == "293"
+    request = utilmd(out, "55010")
+    assert datetime.fromisoformat(request["end"]) == datetime.fromisoformat(START)
+    (deadline,) = out.deadlines
+    assert deadline.label == "lfa_answer"
+    assert deadline.due_at == berlin(2025, 6, 10, 9, 0)
+    assert state.status is Status.AWAITING_LFA
+    assert ide_key(request["ide_ref"]) in out.register_keys
+    received = out.events[0]
+    assert isinstance(received, ev.AnmeldungReceived)
+    assert received.fristen.due["info_existing_assignment"] == berlin(2025, 6, 10, 7, 0)
+    assert received.fristen.due["decision"] == berlin(2025, 6, 10, 11, 0)
+    assert received.fristen.calendar_version.startswith("bdew-datetimes==")
+
+
+def test_lfa_confirms_then_nb_confirms_and_ends_lfa_assignment() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    state, out = run(WF, state, lfa_answer(request_ide))
+    assert [type(e) for e in out.events] == [ev.LfaAnswered, ev.AnmeldungDecided]
+    assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA)]
+    assert out.cancel_deadlines == ("lfa_answer",)
+    termination = utilmd(out, "55037")
+    assert datetime.fromisoformat(termination["end"]) == datetime.fromisoformat(START)
+    assert state.status is Status.CONFIRMED and state.lfa_confirmed is True
+
+
+def test_lfa_objects_then_55003_repeats_its_code_in_z35() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    state, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A03"))
+    assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55003", LFN)]
+    tx = utilmd(out, "55003")
+    assert (tx["answer_code"], tx["answer_ebd"]) == ("A50", "E_0623")
+    assert (tx["lfa_answer_code"], tx["lfa_answer_ebd"]) == ("A03", "E_0624")
+    assert state.status is Status.REJECTED
+
+
+def test_lfa_silence_until_nine_counts_as_agreement() -> None:
+    state, out = with_lfa(future_supplier=LFZ, future_supplier_start="2025-08-01T00:00:00+02:00")
+    due = out.deadlines[0].due_at
+    command = WF.on_deadline(deadline_of(state, "lfa_answer", due), state)
+    assert command == LfaAnswerDeadlinePassed(due_at=due)
+    state, out = run(WF, state, command)
+    assert [type(e) for e in out.events] == [ev.LfaDeemedToAgree, ev.AnmeldungDecided]
+    assert sent(out) == [("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA), ("UTILMD", "55038", LFZ)]
+    cancellation = utilmd(out, "55038")
+    assert datetime.fromisoformat(cancellation["start"]) == berlin(2025, 8, 1, 0, 0)
+    assert state.lfa_deemed and state.status is Status.CONFIRMED
+    # The answer went out at the deadline instant, which is the decision's document date.
+    assert datetime.fromisoformat(out.outbox[0].payload["document_date"]) == berlin(2025, 6, 10, 9, 0)
+
+
+def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    state, _ = run(WF, state, LfaAnswerDeadlinePassed(due_at=berlin(2025, 6, 10, 9, 0)))
+    late = lfa_answer(request_ide, pid="55012", answer_code="A03",
+                      received_at="2025-06-10T09:05:00+02:00")
+    after, out = run(WF, state, late)
+    assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored]
+    assert sent(out) == [("APERAK", "312", LFA)]
+    assert after.status is Status.CONFIRMED
+
+
+def test_deadline_after_answer_needs_no_compensation() -> None:
+    state, out = with_lfa()
+    state, _ = run(WF, state, lfa_answer(utilmd(out, "55010")["ide_ref"]))
+    assert WF.on_deadline(deadline_of(state, "lfa_answer", berlin(2025, 6, 10, 9, 0)), state) is None
+    assert not WF.handle(state, LfaAnswerDeadlinePassed(due_at=berlin(2025, 6, 10, 9, 0))).events
+
+
+def test_lfa_answer_from_another_party_is_rejected_by_aperak_and_changes_nothing() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    after, out = run(WF, state, lfa_answer(request_ide, sender=LFZ))
+    assert [type(e) for e in out.events] == [ev.InboundRejected]
+    assert sent(out) == [("APERAK", "313", LFZ)]
+    assert [e["code"] for e in out.outbox[0].payload["errors"]] == ["Z17"]
+    assert not out.cancel_deadlines
+    assert after.status is Status.AWAITING_LFA
+
+
+def test_lfa_answer_to_unknown_request_and_55012_without_code() -> None:
+    state, out = with_lfa()
+    _, out = run(WF, state, lfa_answer("NOTOURS", pid="55012"))
+    codes = [e["code"] for e in out.outbox[0].payload["errors"]]
+    assert codes == ["Z10", "Z29"]
+
+
+# -- E_0622 ------------------------------------------------------------------------------------
+
+
+def test_vorlauffrist_missed_rejects_with_55003_e0622_a07() -> None:
+    late = anmeldung(received_at="2025-06-17T08:00:00+02:00", zuordnungsbeginn="2025-06-18T00:00:00+02:00",
+                     current_supplier=LFA)
+    state, out = start(late)
+    assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55003", LFN)]
+    tx = utilmd(out, "55003")
+    assert (tx["answer_code"], tx["answer_ebd"]) == ("A07", "E_0622")
+    assert not out.deadlines
+    assert state.status is Status.REJECTED
+    assert not any(k.startswith("malo:") for k in out.register_keys)
+
+
+def test_vorlauffrist_met_on_the_last_possible_day() -> None:
+    _, out = start(anmeldung(received_at="2025-06-16T23:59:00+02:00",
+                             zuordnungsbeginn="2025-06-18T00:00:00+02:00"))
+    assert sent(out)[-1] == ("UTILMD", "55002", LFN)
+
+
+def test_back_dated_anmeldung_is_rejected() -> None:
+    _, out = start(anmeldung(zuordnungsbeginn="2025-06-01T00:00:00+02:00"))
+    assert utilmd(out, "55003")["answer_code"] == "A07"
+
+
+def test_competing_process_rejects_with_a06_and_retry_dates() -> None:
+    state, out = start(anmeldung(
+        competing_process=True, competing_start=START, competing_next_date="2025-06-20T00:00:00+02:00"
+    ))
+    tx = utilmd(out, "55003")
+    assert (tx["answer_code"], tx["answer_ebd"]) == ("A06", "E_0622")
+    assert datetime.fromisoformat(tx["next_processing_date"]) == berlin(2025, 6, 20, 0, 0)
+    assert state.status is Status.REJECTED
+    assert not any(k.startswith("malo:") for k in out.register_keys)
+
+
+# -- 55077 ------------------------------------------------------------------------------------
+
+
+def test_generating_malo_confirmed_with_55078_a58() -> None:
+    _, out = start(anmeldung(pid="55077"))
+    assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55078", LFN)]
+    assert utilmd(out, "55078")["answer_code"] == "A58"
+
+
+def test_generating_malo_objection_gives_55080_a57() -> None:
+    state, out = start(anmeldung(pid="55077", current_supplier=LFA))
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A02"))
+    tx = utilmd(out, "55080")
+    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A02")
+
+
+def test_generating_malo_vorlauffrist_gives_55080() -> None:
+    _, out = start(anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00"))
+    assert utilmd(out, "55080")["answer_ebd"] == "E_0622"
+
+
+# -- 55004 ------------------------------------------------------------------------------------
+
+
+def test_abmeldung_confirmed_with_55005() -> None:
+    state, out = start(abmeldung())
+    assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55005", LFA)]
+    tx = utilmd(out, "55005")
+    assert tx["answer_ebd"] == "E_0607" and tx["request_ref"] == "LFATX000009"
+    assert datetime.fromisoformat(tx["end"]) == datetime.fromisoformat(START)
+    received = out.events[0]
+    assert isinstance(received, ev.AbmeldungReceived)
+    assert received.fristen.due["decision"] == berlin(2025, 6, 10, 6, 0)
+    assert state.status is Status.CONFIRMED
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [({"current_supplier": LFN}, "A02"), ({"zuordnungsende": "2025-06-05T00:00:00+02:00"}, "A03")],
+)
+def test_abmeldung_rejected_with_55006(overrides: dict[str, Any], code: str) -> None:
+    state, out = start(abmeldung(**overrides))
+    assert utilmd(out, "55006")["answer_code"] == code
+    assert state.status is Status.REJECTED
+
+
+# -- APERAK 313: counts as not received -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"malo": "51900000013"}, "Z14"),  # bad check digit
+        ({"malo": None}, "Z29"),
+        ({"sender": "990000000100"}, "Z35"),  # 12 digits
+        ({"zuordnungsbeginn": "2025-07-01T06:00:00+02:00"}, "Z35"),  # not a day boundary
+    ],
+)
+def test_bad_message_gets_negative_aperak_and_starts_nothing(overrides: dict[str, Any], code: str) -> None:
+    state, out = start(anmeldung(current_supplier=LFA, **overrides))
+    assert [type(e) for e in out.events] == [ev.InboundRejected]
+    assert [(m, k) for m, k, _ in sent(out)] == [("APERAK", "313")]
+    payload = out.outbox[0].payload
+    assert [e["code"] for e in payload["errors"]] == [code]
+    assert payload["errors"][0]["text"]
+    assert not out.deadlines
+    assert all(k.startswith("ic:") for k in out.register_keys)
+    assert state.status is Status.NOT_RECEIVED
+
+
+def test_abmeldung_with_bad_malo_gets_negative_aperak() -> None:
+    _, out = start(abmeldung(malo="12345678901"))
+    assert sent(out) == [("APERAK", "313", LFA)]
+
+
+def test_mp_id_check_digit_is_a_setting() -> None:
+    bad_check = "9900000001002"
+    _, out = start(anmeldung(sender=bad_check))
+    assert sent(out)[-1][1] == "55002"  # default: warn
+    received = out.events[0]
+    assert isinstance(received, ev.AnmeldungReceived) and received.warnings
+    strict = GpkeNbWorkflow(GpkeConfig(mp_id_check=MpIdCheck.STRICT))
+    _, out = start(anmeldung(sender=bad_check), strict)
+    assert sent(out) == [("APERAK", "313", bad_check)]
+
+
+# -- references, versions, misuse -------------------------------------------------------------
+
+
+def test_outbound_references_are_deterministic_and_fit_edifact_limits() -> None:
+    _, first = with_lfa()
+    _, again = with_lfa()
+    assert [m.payload for m in first.outbox] == [m.payload for m in again.outbox]
+    refs = {m.payload["envelope"]["control_ref"] for m in first.outbox}
+    assert len(refs) == 3 and all(len(r) <= 14 for r in refs)
+    consulted = first.events[1]
+    assert isinstance(consulted, ev.LfaConsulted)
+    assert consulted.request.interchange_ref == first.outbox[2].payload["envelope"]["control_ref"]
+    assert consulted.request.ide_ref == utilmd(first, "55010")["ide_ref"]
+
+
+def test_fv2510_and_fv2604_are_accepted_unknown_fv_is_a_typed_error() -> None:
+    for fv in ("FV2510", "FV2604"):
+        _, out = start(anmeldung(format_version=fv))
+        assert sent(out)[-1][1] == "55002"
+    with pytest.raises(UnsupportedFormatVersion):
+        start(anmeldung(format_version="FV2310"))
+
+
+def test_second_trigger_to_a_running_process_is_refused() -> None:
+    state, _ = with_lfa()
+    with pytest.raises(WorkflowError):
+        WF.handle(state, anmeldung())
+
+
+def test_events_round_trip_through_plain_data() -> None:
+    _, out = with_lfa()
+    for event in out.events:
+        model = WF.event_model(event.event_type)
+        assert model.model_validate(event.model_dump(mode="json")) == event
+
+
+def test_receipt_instant_in_utc_gives_the_berlin_uet() -> None:
+    _, out = with_lfa(received_at=datetime(2025, 6, 5, 23, 30, tzinfo=UTC))
+    assert out.deadlines[0].due_at == berlin(2025, 6, 10, 9, 0)
