@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,26 @@ async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
         yield s
     finally:
         await s.aclose()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster for the whole session (startup costs seconds), shut down at the end.
+
+    Workers import workflow and command classes by module path, so the repository root goes on
+    their ``PYTHONPATH`` (they inherit the environment of the raylet started here).
+    """
+    import ray
+
+    root = str(Path(__file__).resolve().parents[2])
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mako-actors-tests")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old

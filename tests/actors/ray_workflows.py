@@ -1,0 +1,41 @@
+"""A workflow for the Ray suites whose handler raises engine errors on demand (importable by workers)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mako_actors import Event, VersionConflict, Workflow, WorkflowError, WorkflowOutput
+
+
+class Fail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["conflict", "workflow", "ok"]
+
+
+class Passed(Event, type="faulty.passed"):
+    pass
+
+
+class FaultyState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    passed: int = 0
+
+
+class Faulty(Workflow[Fail, FaultyState]):
+    name = "faulty"
+    events = (Passed,)
+
+    def initial_state(self) -> FaultyState:
+        return FaultyState()
+
+    def handle(self, state: FaultyState, command: Fail) -> WorkflowOutput:
+        if command.kind == "conflict":
+            raise VersionConflict("process/x/y", 3, 7)
+        if command.kind == "workflow":
+            raise WorkflowError.rejected("asked to fail")
+        return WorkflowOutput.of(Passed())
+
+    def apply(self, state: FaultyState, event: Any) -> FaultyState:
+        return state.model_copy(update={"passed": state.passed + 1})
