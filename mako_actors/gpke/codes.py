@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.gpke.errors import UnknownAnswerCode, UnsupportedFormatVersion
+from mako_actors.gpke.fristen import canonical_fv
 from mako_actors.version import FormatVersion
 
 __all__ = ["DEFAULT_CODES", "CodeInfo", "CodeTable", "Ebd", "Reason"]
@@ -72,14 +73,14 @@ class CodeTable(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
 
     def _ebd(self, format_version: FormatVersion | str, ebd: str) -> dict[str, CodeInfo]:
-        short = FormatVersion.parse(format_version).short
+        short = canonical_fv(format_version)
         table = self.codes.get(self.aliases.get(short, short))
         if table is None:
             raise UnsupportedFormatVersion(f"code table {self.version}: no codes for {short}")
         return table.get(ebd, {})
 
     def supports(self, format_version: FormatVersion | str) -> bool:
-        short = FormatVersion.parse(format_version).short
+        short = canonical_fv(format_version)
         return self.aliases.get(short, short) in self.codes
 
     def code_for(self, format_version: FormatVersion | str, ebd: str, reason: str) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from mako_actors.gpke.commands import InboundUtilmd
-from mako_actors.gpke.fristen import FristenRecord
+from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
 from mako_actors.workflow import Event
 
@@ -61,7 +61,7 @@ class InboundInfo(BaseModel):
             document_date=command.document_date,
             interchange_ref=command.interchange_ref,
             message_ref=command.message_ref,
-            format_version=command.format_version.short,
+            format_version=canonical_fv(command.format_version),
             received_at=command.received_at,
         )
 

@@ -29,13 +29,37 @@ from mako_actors.version import FormatVersion
 __all__ = [
     "DEFAULT_ACK_WINDOWS",
     "DEFAULT_FRISTEN",
+    "FORMAT_VERSIONS",
     "AckWindows",
     "FristRule",
     "FristenRecord",
     "FristenTable",
+    "canonical_fv",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+# EDI@Energy names a release by its planned month; FV2504 came into force on 2025-06-06.
+FORMAT_VERSIONS: dict[str, date] = {
+    "FV2504": date(2025, 6, 6),
+    "FV2510": date(2025, 10, 1),
+    "FV2604": date(2026, 4, 1),
+}
+
+
+def canonical_fv(format_version: FormatVersion | str) -> str:
+    """The release name (``FV2504``) for either its short form or its in-force date.
+
+    ``FormatVersion.parse("FV2504")`` means 2025-04-01 while FV2504 is in force from 2025-06-06
+    (``FV2025-06-06``); both name the same release here. Unknown versions keep their short form.
+    """
+    fv = FormatVersion.parse(format_version)
+    if fv.short in FORMAT_VERSIONS:
+        return fv.short
+    for name, valid_from in FORMAT_VERSIONS.items():
+        if valid_from == fv.valid_from:
+            return name
+    return fv.short
 
 
 class FristRule(BaseModel):
@@ -100,7 +124,7 @@ class FristenTable(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
 
     def _fv_key(self, format_version: FormatVersion | str) -> str:
-        short = FormatVersion.parse(format_version).short
+        short = canonical_fv(format_version)
         key = self.aliases.get(short, short)
         if key not in self.rules:
             raise UnsupportedFormatVersion(
@@ -134,7 +158,7 @@ class FristenTable(BaseModel):
     ) -> FristenRecord:
         """All deadlines of ``pid`` for a trigger received at ``received_at``."""
         return FristenRecord(
-            format_version=FormatVersion.parse(format_version).short,
+            format_version=canonical_fv(format_version),
             pid=pid,
             received_at=received_at,
             uet=uet(received_at),

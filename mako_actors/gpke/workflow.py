@@ -56,7 +56,13 @@ from mako_actors.gpke.events import (
     LfaConsulted,
     LfaDeemedToAgree,
 )
-from mako_actors.gpke.fristen import DEFAULT_ACK_WINDOWS, DEFAULT_FRISTEN, AckWindows, FristenTable
+from mako_actors.gpke.fristen import (
+    DEFAULT_ACK_WINDOWS,
+    DEFAULT_FRISTEN,
+    AckWindows,
+    FristenTable,
+    canonical_fv,
+)
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
 from mako_actors.gpke.state import GpkeState, Status
@@ -183,13 +189,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _anmeldung(self, state: GpkeState, cmd: ReceiveAnmeldung) -> WorkflowOutput:
         out = self._start(state, cmd)
-        errors, warnings = self._check_message(cmd, cmd.format_version.short)
+        errors, warnings = self._check_message(cmd, canonical_fv(cmd.format_version))
         if not is_midnight_berlin(cmd.zuordnungsbeginn):
-            errors.append(self._error(cmd.format_version.short, Reason.FORMAT_NOT_KEPT,
+            errors.append(self._error(canonical_fv(cmd.format_version), Reason.FORMAT_NOT_KEPT,
                                       "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"))
         if errors:
             return self._reject_inbound(out, cmd, errors)
-        fv = cmd.format_version.short
+        fv = canonical_fv(cmd.format_version)
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
@@ -268,7 +274,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             raise WorkflowError.invalid_state(
                 f"{self.name}: LFA answer {cmd.ide_ref} reached a process that sent no 55010"
             )
-        fv = state.format_version or cmd.format_version.short
+        fv = state.format_version or canonical_fv(cmd.format_version)
         out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
         errors, _ = self._check_message(cmd, fv)
         if cmd.sender != state.lfa:
@@ -305,7 +311,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _abmeldung(self, state: GpkeState, cmd: ReceiveAbmeldung) -> WorkflowOutput:
         out = self._start(state, cmd)
-        fv = cmd.format_version.short
+        fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
         if not is_midnight_berlin(cmd.zuordnungsende):
             errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT,

@@ -324,7 +324,7 @@ def test_outbound_references_are_deterministic_and_fit_edifact_limits() -> None:
 
 
 def test_fv2510_and_fv2604_are_accepted_unknown_fv_is_a_typed_error() -> None:
-    for fv in ("FV2510", "FV2604"):
+    for fv in ("FV2510", "FV2604", "FV2025-06-06", "FV2025-10-01"):
         _, out = start(anmeldung(format_version=fv))
         assert sent(out)[-1][1] == "55002"
     with pytest.raises(UnsupportedFormatVersion):
