@@ -50,6 +50,7 @@ class GpkeState(BaseModel):
     lfz: str | None = None
     lfz_start: datetime | None = None
     lfa_request_ide: str | None = None
+    lfa_answer_due: datetime | None = None
     lfa_confirmed: bool | None = None
     lfa_code: str | None = None
     lfa_deemed: bool = False

@@ -294,6 +294,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # After 09:00 (or a repeat): the process moved on; later answers are ignored.
             out.emit(LateLfaAnswerIgnored(inbound=InboundInfo.of(cmd), aperak=aperak))
             return out.output()
+        due = state.lfa_answer_due
+        if due is not None and cmd.received_at > due:
+            # Received after 09:00 but handled before the timer fired: the receipt instant
+            # decides, so this is silence, not an answer.
+            out.emit(LateLfaAnswerIgnored(inbound=InboundInfo.of(cmd), aperak=aperak))
+            out.emit(LfaDeemedToAgree(due_at=due))
+            out.cancel.append(LFA_ANSWER_DEADLINE)
+            self._decide_anmeldung(out, confirmed=True)
+            return out.output()
         confirmed = cmd.pid == "55011"
         out.emit(LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed,
                              code=cmd.answer_code, aperak=aperak))
@@ -413,7 +422,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         elif isinstance(event, AnmeldungRejectedAtOnce):
             update |= {"status": Status.REJECTED, "answer_code": event.code}
         elif isinstance(event, LfaConsulted):
-            update |= {"status": Status.AWAITING_LFA, "lfa_request_ide": event.request.ide_ref}
+            update |= {"status": Status.AWAITING_LFA, "lfa_request_ide": event.request.ide_ref,
+                       "lfa_answer_due": event.answer_due}
         elif isinstance(event, LfaAnswered):
             update |= {"lfa_confirmed": event.confirmed, "lfa_code": event.code}
         elif isinstance(event, LfaDeemedToAgree):

@@ -19,8 +19,8 @@ THU_1430 = "2025-06-05T14:30:00+02:00"  # DOMAIN §3.3 worked example
 START = "2025-07-01T00:00:00+02:00"
 
 
-def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+def berlin(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 def anmeldung(**overrides: Any) -> Any:

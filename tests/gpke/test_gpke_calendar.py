@@ -23,8 +23,8 @@ from mako_actors.gpke.errors import UnsupportedFormatVersion
 from mako_actors.gpke.fristen import DEFAULT_ACK_WINDOWS, DEFAULT_FRISTEN, AckWindows, FristenTable
 
 
-def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+def berlin(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,11 @@ WF = GpkeNbWorkflow()
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
-    async with LmdbStore(tmp_path / "db", durability="no_sync") as opened:
-        yield opened
+    store = LmdbStore(tmp_path / "db", durability="no_sync")
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 def kinds(messages: list[OutboxMessage]) -> list[tuple[str, str | None, str]]:

@@ -159,6 +159,27 @@ def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
     assert after.status is Status.CONFIRMED
 
 
+def test_answer_received_after_nine_counts_as_silence_even_before_the_timer_fired() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    late = lfa_answer(request_ide, pid="55012", answer_code="A03",
+                      received_at="2025-06-10T09:00:01+02:00")
+    after, out = run(WF, state, late)
+    assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaDeemedToAgree,
+                                             ev.AnmeldungDecided]
+    assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA)]
+    assert out.cancel_deadlines == ("lfa_answer",)
+    assert after.status is Status.CONFIRMED and after.lfa_deemed
+
+
+def test_answer_at_exactly_nine_is_in_time() -> None:
+    state, out = with_lfa()
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A03",
+                                       received_at="2025-06-10T09:00:00+02:00"))
+    assert sent(out)[-1] == ("UTILMD", "55003", LFN)
+
+
 def test_deadline_after_answer_needs_no_compensation() -> None:
     state, out = with_lfa()
     state, _ = run(WF, state, lfa_answer(utilmd(out, "55010")["ide_ref"]))
