@@ -1,0 +1,220 @@
+"""Durable command throughput: Process vs. LocalActorSystem vs. Ray hosted vs. ``eventsourcing``.
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_actors.py [--quick]``.
+
+Workload: a tiny ledger (one command → one event), every commit fsynced, snapshots every 100
+events where the system supports them. Commands go round-robin over N processes (N = 1, 100,
+10,000) from many concurrent callers where the system can use them:
+
+(a) ``Process`` on LMDB: one command = load (snapshot + tail) + decide + one write transaction;
+    one caller, so each command is its own transaction (concurrent callers on one stream would
+    only conflict).
+(b) ``LocalActorSystem`` on LMDB: 500 concurrent callers; actors keep state in memory, the
+    store group-commits whatever is queued into one transaction.
+(c) ``RayActorSystem`` hosted, 2 host actors on the shared LMDB directory, 500 concurrent
+    callers in the driver.
+(d) the ``eventsourcing`` library on SQLite (file, WAL, synchronous=FULL: fsync per commit):
+    one command = repository.get + trigger + save, snapshots every 100.
+
+(a) and (d) run fewer commands (they are 10-100x slower) over min(N, commands) processes;
+rates are per second, so the ratios compare. Also: activation of a 10,000-event stream from
+its snapshot + tail vs. full replay, and memory per live hosted process (host RSS delta / N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mako_actors import Process, TenantId, WorkflowId  # noqa: E402
+from mako_actors.actors import LocalActorSystem, ProcessRef  # noqa: E402
+from mako_actors.process import load_state  # noqa: E402
+from stores.lmdb import LmdbStore  # noqa: E402
+from tests.workflows import Ledger, Record  # noqa: E402
+
+TENANT = TenantId.from_party_id("9900000000003")
+LEDGER_ID = WorkflowId.new("ledger", "FV2025-10-01")
+CALLERS = 500
+
+
+async def drive(refs: list[ProcessRef[Any, Any]], total: int, callers: int = CALLERS) -> float:
+    """Send ``total`` commands round-robin over ``refs`` from ``callers`` tasks; returns seconds."""
+    n = len(refs)
+
+    async def caller(k: int) -> None:
+        for i in range(k, total, callers):
+            await refs[i % n].execute_and_enqueue(Record(amount=1))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(min(callers, total))))
+    return time.perf_counter() - start
+
+
+async def bench_process(path: Path, n: int, total: int) -> float:
+    async with LmdbStore(path) as store:
+        workflow = Ledger()
+        procs = [Process(workflow, store, TENANT, LEDGER_ID) for _ in range(min(n, total))]
+        start = time.perf_counter()
+        for i in range(total):
+            await procs[i % len(procs)].execute_and_enqueue_with_snapshot(
+                Record(amount=1), snapshot_interval=100
+            )
+        return total / (time.perf_counter() - start)
+
+
+async def bench_local(path: Path, n: int, total: int) -> tuple[float, float]:
+    store = LmdbStore(path)
+    async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=100, close_store=True) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
+        before = store.stats.transactions
+        seconds = await drive(refs, total)
+        per_txn = total / max(1, store.stats.transactions - before)
+    return total / seconds, per_txn
+
+
+async def bench_ray(path: Path, n: int, total: int) -> tuple[float, float]:
+    from mako_actors.actors import RayActorSystem
+
+    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=f"bench{n}") as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
+        await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+                               for _ in range(20)))  # start the hosts, warm up
+        rss_before = sum(await system.rss_bytes())
+        seconds = await drive(refs, total)
+        rss_after = sum(await system.rss_bytes())
+        live = (await system.get_stats()).live
+    return total / seconds, (rss_after - rss_before) / max(1, live)
+
+
+@functools.cache
+def eventsourcing_model() -> tuple[Any, Any]:
+    """The ``eventsourcing`` counterpart of the ledger (defined once: the library registers topics)."""
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Meter(Aggregate):
+        def __init__(self) -> None:
+            self.total = 0
+            self.entries = 0
+
+        @event("Recorded")
+        def record(self, amount: int) -> None:
+            self.total += amount
+            self.entries += 1
+
+    class Meters(Application[Any]):
+        snapshotting_intervals = {Meter: 100}
+
+    return Meter, Meters
+
+
+def bench_eventsourcing(path: Path, n: int, total: int) -> float:
+    meter_cls, app_cls = eventsourcing_model()
+    app = app_cls(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+    ids = []
+    for _ in range(min(n, total)):
+        meter = meter_cls()
+        app.save(meter)
+        ids.append(meter.id)
+    start = time.perf_counter()
+    for i in range(total):
+        meter = app.repository.get(ids[i % len(ids)])
+        meter.record(1)
+        app.save(meter)
+    rate = total / (time.perf_counter() - start)
+    app.close()
+    return rate
+
+
+async def bench_activation(path: Path, events: int) -> tuple[float, float, int, int]:
+    """Seconds to activate a process with ``events`` events from snapshot + tail, and by replay."""
+    store = LmdbStore(path)
+    try:
+        async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=100) as system:
+            ref = system.spawn("ledger", TENANT, LEDGER_ID)
+            # 10,037: the last snapshot is at 10,000, so activation replays a 37-event tail.
+            await asyncio.gather(*(ref.execute(Record(amount=1)) for _ in range(events + 37)))
+        workflow = Ledger()
+
+        async def timed(fn: Callable[[], Awaitable[Any]], reps: int) -> tuple[float, int]:
+            read = store.stats.events_read
+            start = time.perf_counter()
+            for _ in range(reps):
+                await fn()
+            return (time.perf_counter() - start) / reps, (store.stats.events_read - read) // reps
+
+        async def activate() -> None:
+            async with LocalActorSystem(store, workflows=[Ledger]) as fresh:
+                await fresh.resume(ref.identity()).state()
+
+        snap, snap_read = await timed(activate, 50)
+        full, full_read = await timed(lambda: load_state(workflow, store, ref.stream_id), 5)
+        return snap, full, snap_read, full_read
+    finally:
+        await store.aclose()
+
+
+def row(cells: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer commands (a smoke run)")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    slow_total, fast_total, ray_total = int(2000 * scale), int(20000 * scale), int(10000 * scale)
+
+    import ray
+
+    os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
+    results: list[dict[str, Any]] = []
+    memory: float = 0.0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            for n in (1, 100, 10_000):
+                a = await bench_process(base / f"a{n}", n, slow_total)
+                b, per_txn = await bench_local(base / f"b{n}", n, max(fast_total, n))
+                c, mem = await bench_ray(base / f"c{n}", n, max(ray_total, n))
+                d = bench_eventsourcing(base / f"d{n}.sqlite", n, slow_total)
+                if n == 10_000:
+                    memory = mem
+                results.append({"n": n, "a": a, "b": b, "c": c, "d": d, "per_txn": per_txn})
+                print(f"N={n}: a={a:.0f} b={b:.0f} c={c:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f}",
+                      file=sys.stderr, flush=True)
+            snap, full, snap_read, full_read = await bench_activation(base / "act", 10_000)
+    finally:
+        ray.shutdown()
+
+    widths = [7, 12, 12, 12, 12, 9, 9, 9, 10]
+    print(f"\nDurable (fsync) commands/s, {os.cpu_count()} cores; commands: a,d={slow_total}, "
+          f"b={fast_total}, c={ray_total} (at least N)\n")
+    print(row(["N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d", "c/a", "cmds/txn"],
+              widths))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in results:
+        print(row([
+            f"{r['n']:,}", f"{r['a']:,.0f}", f"{r['b']:,.0f}", f"{r['c']:,.0f}", f"{r['d']:,.0f}",
+            f"{r['b'] / r['a']:.1f}x", f"{r['b'] / r['d']:.1f}x", f"{r['c'] / r['a']:.1f}x",
+            f"{r['per_txn']:.1f}",
+        ], widths))
+    print(f"\nActivation of a 10,037-event stream: snapshot+tail {snap * 1000:.2f} ms ({snap_read} events "
+          f"read) vs. full replay {full * 1000:.1f} ms ({full_read} events read): {full / snap:.0f}x")
+    print(f"Memory per live hosted process (host RSS delta / live actors, N=10,000): {memory / 1024:.1f} KiB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
