@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpke_support import LFA, LFN, MALO, NB, START, anmeldung, berlin, lfa_answer
+from gpke_support import LFA, LFN, MALO, NB, START, abmeldung, anmeldung, berlin, lfa_answer
 
 from mako_actors.errors import RegistryConflict
 from mako_actors.gpke import GpkeNbWorkflow, PidRouter, Status, ide_key, malo_key, transaction_key
@@ -141,3 +141,26 @@ async def test_outbox_routes_our_own_ide_for_answers(store: LmdbStore) -> None:
             ide = message.payload["transactions"][0]["ide_ref"]
             identity = await store.lookup(TENANT, ide_key(ide))
             assert identity is not None and identity.process_id == process.process_id
+
+
+async def test_lfa_objection_end_to_end(store: LmdbStore) -> None:
+    process = await new_process(store, anmeldung(pid="55077", current_supplier=LFA))
+    request = next(m for m in await outbox(store) if m.message_type == "UTILMD"
+                   and m.payload["transactions"][0]["pid"] == "55010")
+    answer = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", answer_code="A02")
+    await (await route_answer(store, answer)).execute_and_enqueue(answer)
+    assert await store.deadlines_for_stream(process.stream_id) == []
+    decided = [m for m in await outbox(store) if m.message_type == "UTILMD"
+               and m.payload["transactions"][0]["pid"] == "55080"]
+    assert [m.payload["transactions"][0]["answer_code"] for m in decided] == ["A57"]
+    assert (await process.state()).status is Status.REJECTED
+
+
+async def test_abmeldung_before_christmas_end_to_end(store: LmdbStore) -> None:
+    command = abmeldung(received_at="2025-12-23T10:00:00+01:00", zuordnungsende="2026-01-01T00:00:00+01:00")
+    process = await new_process(store, command)
+    envelopes = await store.load(process.stream_id)
+    assert [e.event_type for e in envelopes] == ["gpke.abmeldung_received", "gpke.abmeldung_decided"]
+    due = datetime.fromisoformat(envelopes[0].payload["fristen"]["due"]["decision"])
+    assert due == berlin(2025, 12, 29, 6, 0)  # 24.12 no WT, 25./26.12 holidays, then a weekend
+    assert kinds(await outbox(store)) == [("APERAK", "312", LFA), ("UTILMD", "55005", LFA)]
