@@ -189,13 +189,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _anmeldung(self, state: GpkeState, cmd: ReceiveAnmeldung) -> WorkflowOutput:
         out = self._start(state, cmd)
-        errors, warnings = self._check_message(cmd, canonical_fv(cmd.format_version))
+        fv = canonical_fv(cmd.format_version)
+        errors, warnings = self._check_message(cmd, fv)
         if not is_midnight_berlin(cmd.zuordnungsbeginn):
-            errors.append(self._error(canonical_fv(cmd.format_version), Reason.FORMAT_NOT_KEPT,
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT,
                                       "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"))
         if errors:
             return self._reject_inbound(out, cmd, errors)
-        fv = canonical_fv(cmd.format_version)
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
@@ -288,7 +288,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if cmd.pid == "55012" and not cmd.answer_code:
             errors.append(self._error(fv, Reason.MISSING_DATA, "55012 without an E_0624 answer code"))
         if errors:
-            return self._reject_inbound(out, cmd, errors, fv)
+            return self._reject_inbound(out, cmd, errors)
         aperak = self._aperak(out, cmd, ())
         if state.status is not Status.AWAITING_LFA:
             # After 09:00 (or a repeat): the process moved on; later answers are ignored.
@@ -384,9 +384,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         ))
         return ref
 
-    def _reject_inbound(
-        self, out: _Out, cmd: InboundUtilmd, errors: list[ErrorItem], fv: str | None = None
-    ) -> WorkflowOutput:
+    def _reject_inbound(self, out: _Out, cmd: InboundUtilmd, errors: list[ErrorItem]) -> WorkflowOutput:
+        """APERAK 313 and ``InboundRejected``: no step, no Frist, no business key."""
         aperak = self._aperak(out, cmd, tuple(errors))
         out.emit(InboundRejected(
             inbound=InboundInfo.of(cmd), errors=tuple(errors), aperak=aperak,
