@@ -370,6 +370,14 @@ class Process(Generic[C, S]):
         """
         return await self._events(command, enqueue=True)
 
+    async def execute_and_enqueue_with(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
+        """``execute_and_enqueue`` with a caller-supplied context (not on the reference page).
+
+        The combination inbound EDIFACT needs: the interchange's correlation root on the events
+        and the answers (APERAK, UTILMD) in the outbox, in one transaction.
+        """
+        return await self._events(command, ctx, enqueue=True)
+
     async def execute_and_enqueue_snapshot(
         self, command: C, snap_store: SnapshotStore | None = None
     ) -> list[EventEnvelope]:

@@ -33,12 +33,41 @@ def _str_schema(cls: type[Any]) -> core_schema.CoreSchema:
     )
 
 
+# Releases whose go-live moved away from the first of their month (DOMAIN §1: FV2504 went live
+# with LFW24 on 2025-06-06). Short names resolve through this table; others mean the 1st.
+KNOWN_FORMAT_VERSIONS: dict[str, date] = {
+    "FV2504": date(2025, 6, 6),
+    "FV2510": date(2025, 10, 1),
+    "FV2604": date(2026, 4, 1),
+}
+_LABELS = {valid: label for label, valid in KNOWN_FORMAT_VERSIONS.items()}
+
+
 @total_ordering
 @dataclass(frozen=True, slots=True)
 class FormatVersion:
-    """An EDI@Energy format version, valid from ``valid_from`` (00:00 Europe/Berlin)."""
+    """An EDI@Energy format version, in force from ``valid_from`` (00:00 Europe/Berlin).
+
+    ``FV2504`` and ``FV2025-06-06`` are the same release: short names of known releases
+    resolve to their real go-live date (``KNOWN_FORMAT_VERSIONS``), others to the 1st of the
+    month.
+    """
 
     valid_from: date
+
+    @classmethod
+    def in_force(cls, day: date) -> FormatVersion:
+        """The newest known format version in force on ``day`` (a Berlin calendar date).
+
+        Raises ``InvalidArgument`` for a day before the oldest known release.
+        """
+        valid = [v for v in KNOWN_FORMAT_VERSIONS.values() if v <= day]
+        if not valid:
+            raise InvalidArgument(
+                f"no known format version is in force on {day.isoformat()}; known: "
+                + ", ".join(sorted(KNOWN_FORMAT_VERSIONS))
+            )
+        return cls(max(valid))
 
     @classmethod
     def parse(cls, text: object) -> FormatVersion:
@@ -52,7 +81,8 @@ class FormatVersion:
             if long:
                 return cls(date(int(long[1]), int(long[2]), int(long[3])))
             if short:
-                return cls(date(2000 + int(short[1]), int(short[2]), 1))
+                known = KNOWN_FORMAT_VERSIONS.get(text)
+                return cls(known or date(2000 + int(short[1]), int(short[2]), 1))
         except ValueError as exc:
             raise InvalidArgument(f"FormatVersion: {text!r} is not a real date ({exc})") from None
         raise InvalidArgument(
@@ -61,8 +91,9 @@ class FormatVersion:
 
     @property
     def short(self) -> str:
-        """The short name, ``FV2510``."""
-        return f"FV{self.valid_from.year % 100:02d}{self.valid_from.month:02d}"
+        """The short name, ``FV2510`` (``FV2504`` for the release that went live 2025-06-06)."""
+        known = _LABELS.get(self.valid_from)
+        return known or f"FV{self.valid_from.year % 100:02d}{self.valid_from.month:02d}"
 
     def __str__(self) -> str:
         return f"FV{self.valid_from.isoformat()}"

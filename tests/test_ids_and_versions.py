@@ -73,9 +73,21 @@ def test_ids_in_pydantic_models_round_trip_as_strings() -> None:
     tenant, process = TenantId.from_party_id("9900000002009"), ProcessId.new()
     m = M(p=process, s=StreamId.for_process(tenant, process), w=WorkflowId.new("gpke", "FV2510"), f="FV2504")
     plain = m.model_dump(mode="json")
-    assert plain["p"] == str(process) and plain["w"] == "gpke@FV2025-10-01" and plain["f"] == "FV2025-04-01"
+    assert plain["p"] == str(process) and plain["w"] == "gpke@FV2025-10-01" and plain["f"] == "FV2025-06-06"
     again = M.model_validate(plain)
     assert again == m and type(again.p) is ProcessId
+
+
+def test_known_releases_resolve_to_their_go_live_date() -> None:
+    from datetime import date
+
+    assert FormatVersion.parse("FV2504") == FormatVersion.parse("FV2025-06-06")
+    assert FormatVersion.parse("FV2025-06-06").short == "FV2504"
+    assert FormatVersion.in_force(date(2025, 6, 6)).short == "FV2504"
+    assert FormatVersion.in_force(date(2025, 9, 30)).short == "FV2504"
+    assert FormatVersion.in_force(date(2025, 10, 1)).short == "FV2510"
+    with pytest.raises(InvalidArgument, match="no known format version"):
+        FormatVersion.in_force(date(2024, 1, 1))
 
 
 def test_format_versions_parse_and_order() -> None:
