@@ -31,7 +31,7 @@ from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
 from mako_actors.process import load_state, system_clock
 from mako_actors.snapshot import Snapshot
-from mako_actors.store import CommitResult, Store
+from mako_actors.store import Commit, CommitResult, Store
 from mako_actors.workflow import Workflow
 
 # Operation kinds. Commands and timeouts go through the batching write path; the rest are reads.
@@ -115,6 +115,51 @@ class ActorStats:
 _Slot = tuple[Op, "asyncio.Future[Any]"]
 
 
+class CommitCoalescer:
+    """Merges the ``commit_many`` calls of all actors in one loop iteration into one store call.
+
+    The store group-commits whatever is queued anyway; coalescing here also saves a queue
+    entry, a thread-safe future and a loop wake-up per actor, which were a tenth of the CPU
+    time with many busy actors. Each caller gets back exactly its own results, in order; its
+    commits stay adjacent, so the store runs them one after the other.
+    """
+
+    __slots__ = ("_pending", "_store")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[list[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
+
+    def commit_many(self, commits: list[Commit]) -> asyncio.Future[list[CommitResult | EngineError]]:
+        """Queue ``commits`` for this iteration's store call; the future holds their results."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((commits, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        asyncio.get_running_loop().create_task(self._send(batch))
+
+    async def _send(
+        self, batch: list[tuple[list[Commit], asyncio.Future[list[CommitResult | EngineError]]]]
+    ) -> None:
+        try:
+            results = await self._store.commit_many([c for commits, _ in batch for c in commits])
+        except BaseException as exc:
+            for _, future in batch:
+                _fail(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        at = 0
+        for commits, future in batch:
+            _resolve(future, results[at : at + len(commits)])
+            at += len(commits)
+
+
 class ProcessActor:
     """The live actor of one process; created and passivated by its actor system only.
 
@@ -124,6 +169,7 @@ class ProcessActor:
     """
 
     __slots__ = (
+        "_committer",
         "_config",
         "_loaded",
         "_mailbox",
@@ -147,8 +193,10 @@ class ProcessActor:
         config: ActorConfig,
         stats: ActorStats,
         on_idle: Callable[[ProcessActor], None],
+        committer: CommitCoalescer | None = None,
     ) -> None:
         self._workflow = workflow
+        self._committer = committer or CommitCoalescer(store)
         self._store = store
         self.identity = identity
         self._config = config
@@ -286,7 +334,7 @@ class ProcessActor:
             if not decided:
                 return
             try:
-                results = await self._store.commit_many([p.commit for _, p in decided])  # type: ignore[misc]
+                results = await self._committer.commit_many([p.commit for _, p in decided])  # type: ignore[misc]
             except Exception as exc:
                 # The whole transaction failed: nothing of it is known to be stored.
                 self._loaded = False

@@ -25,6 +25,7 @@ from mako_actors.actors._actor import (
     STATE_AT,
     ActorConfig,
     ActorStats,
+    CommitCoalescer,
     Op,
     ProcessActor,
 )
@@ -122,6 +123,7 @@ class LocalActorSystem:
         )
         self._stats = ActorStats()
         self._live: OrderedDict[StreamId, ProcessActor] = OrderedDict()
+        self._committer = CommitCoalescer(store)
         self._slot_freed: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._close_store = close_store
@@ -230,7 +232,9 @@ class LocalActorSystem:
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
         workflow = self.workflow(identity.workflow_id.name)
-        actor = ProcessActor(workflow, self.store, identity, self._config, self._stats, self._on_idle)
+        actor = ProcessActor(
+            workflow, self.store, identity, self._config, self._stats, self._on_idle, self._committer
+        )
         self._live[identity.stream_id] = actor
         self._stats.max_live_seen = max(self._stats.max_live_seen, len(self._live))
         return actor
