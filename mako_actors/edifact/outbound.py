@@ -70,6 +70,8 @@ class UtilmdTransaction(BaseModel):
     malo: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    processing_start: datetime | None = None  # DTM+Z07: Lieferbeginndatum in Bearbeitung
+    next_processing_date: datetime | None = None  # DTM+Z08: Datum für nächste Bearbeitung
     transaction_reason: str | None = None
     answer_code: str | None = None
     answer_ebd: str | None = None
@@ -173,6 +175,10 @@ def build_utilmd(m: UtilmdMessage) -> OutboundMessage:
             body.append(seg("DTM", ["92", format_dtm(t.start), "303"]))
         if t.end is not None:
             body.append(seg("DTM", ["93", format_dtm(t.end), "303"]))
+        if t.processing_start is not None:
+            body.append(seg("DTM", ["Z07", format_dtm(t.processing_start), "303"]))
+        if t.next_processing_date is not None:
+            body.append(seg("DTM", ["Z08", format_dtm(t.next_processing_date), "303"]))
         if t.transaction_reason is not None:
             body.append(seg("STS", "7", "", t.transaction_reason))
         if t.answer_code is not None:

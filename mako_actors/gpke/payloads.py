@@ -3,9 +3,7 @@
 Each model dumps (``to_payload``) to exactly the fields of the renderer models in
 ``mako_actors.edifact.outbound`` (``UtilmdMessage``, ``Aperak``, ``Contrl``) plus an
 ``envelope`` key with ``OutboundEnvelope`` fields, so ``render_outbound(message_type, payload)``
-turns an outbox entry into bytes. ``None`` fields are left out. The only key the renderer does
-not know yet is the pair ``processing_start``/``next_processing_date`` (DTM+Z07/Z08) on a
-competing-process rejection; it appears only when the caller supplied those dates.
+turns an outbox entry into bytes. ``None`` fields are left out.
 
 Our references (0020, 0062, BGM 1004, IDE) derive from the process's seed (the first inbound
 message's sender, 0020, 0062 and IDE) and a running message index: a retried send or a replay
@@ -155,8 +153,8 @@ class UtilmdTransactionPayload(BaseModel):
     request_ref: str | None = None
     other_party_id: str | None = None
     other_party_code_list: str | None = None
-    processing_start: datetime | None = None  # DTM+Z07 (not yet in the renderer)
-    next_processing_date: datetime | None = None  # DTM+Z08 (not yet in the renderer)
+    processing_start: datetime | None = None  # DTM+Z07
+    next_processing_date: datetime | None = None  # DTM+Z08
 
 
 class UtilmdPayload(_Header):

@@ -52,3 +52,12 @@ def test_qualifiers_by_issuer() -> None:
     assert mp_id_qualifiers("9900000001001") == ("500", "293")
     assert mp_id_qualifiers("9800000001001") == ("502", "332")
     assert mp_id_qualifiers("4012345000009") == ("14", "9")
+
+
+def test_synthetic_malo_ids_pass_the_strict_check() -> None:
+    import random
+
+    from mako_actors.gpke.synthetic import synthetic_malo
+
+    rng = random.Random(7)
+    assert all(is_valid_malo_id(synthetic_malo(rng)) for _ in range(500))

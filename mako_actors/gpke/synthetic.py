@@ -1,0 +1,104 @@
+"""Synthetic inbound LFW24 traffic as EDIFACT bytes: what LFN and LFA send the NB.
+
+For tests, the demo and notebooks: every builder returns a complete, valid interchange (UNT/UNZ
+counts right) that ``InboundPipeline.ingest`` reads like real traffic. All ids are synthetic;
+``synthetic_malo`` makes MaLo-IDs with a correct check digit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
+from mako_actors.edifact.render import OutboundEnvelope, render_interchange
+from mako_actors.edifact.synthetic import synthetic_malo
+
+__all__ = ["abmeldung", "anmeldung", "lfa_answer", "synthetic_malo"]
+
+
+def _utilmd(
+    sender: str,
+    recipient: str,
+    sent_at: datetime,
+    control_ref: str,
+    transaction: UtilmdTransaction,
+    *,
+    test: bool = False,
+) -> bytes:
+    envelope = OutboundEnvelope(
+        sender_id=sender, recipient_id=recipient, prepared_at=sent_at, control_ref=control_ref, test=test
+    )
+    message = UtilmdMessage(
+        reference="M1",
+        document_number=f"D{control_ref}",
+        document_date=sent_at,
+        sender_id=sender,
+        recipient_id=recipient,
+        transactions=(transaction,),
+    )
+    return render_interchange(envelope, [build_utilmd(message)])
+
+
+def anmeldung(
+    *,
+    lfn: str,
+    nb: str,
+    malo: str,
+    zuordnungsbeginn: datetime,
+    ide_ref: str,
+    control_ref: str,
+    sent_at: datetime,
+    pid: str = "55001",
+    test: bool = False,
+) -> bytes:
+    """UTILMD 55001 (or 55077) Anmeldung from the new supplier ``lfn`` to the grid operator ``nb``."""
+    transaction = UtilmdTransaction(
+        ide_ref=ide_ref,
+        pid=pid,
+        malo=malo,
+        start=zuordnungsbeginn,
+        transaction_reason="E03",
+        customer_name=("Beispiel", "Paula"),
+    )
+    return _utilmd(lfn, nb, sent_at, control_ref, transaction, test=test)
+
+
+def lfa_answer(
+    *,
+    lfa: str,
+    nb: str,
+    malo: str,
+    request_ref: str,
+    ide_ref: str,
+    control_ref: str,
+    sent_at: datetime,
+    confirm: bool = True,
+    answer_code: str = "A01",
+) -> bytes:
+    """UTILMD 55011 (confirm) or 55012 (object, with an E_0624 ``answer_code``) to our 55010."""
+    transaction = UtilmdTransaction(
+        ide_ref=ide_ref,
+        pid="55011" if confirm else "55012",
+        malo=malo,
+        request_ref=request_ref,
+        answer_code=answer_code,
+        answer_ebd="E_0624",
+    )
+    return _utilmd(lfa, nb, sent_at, control_ref, transaction)
+
+
+def abmeldung(
+    *,
+    lf: str,
+    nb: str,
+    malo: str,
+    zuordnungsende: datetime,
+    ide_ref: str,
+    control_ref: str,
+    sent_at: datetime,
+) -> bytes:
+    """UTILMD 55004 Abmeldung (Lieferende) from supplier ``lf`` to the grid operator ``nb``."""
+    transaction = UtilmdTransaction(
+        ide_ref=ide_ref, pid="55004", malo=malo, end=zuordnungsende, transaction_reason="Z33"
+    )
+    return _utilmd(lf, nb, sent_at, control_ref, transaction)

@@ -1,0 +1,237 @@
+"""Inbound pipeline: EDIFACT bytes → receipt + CONTRL → GPKE processes, on LMDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors import OutboxMessage, StreamId, TenantId
+from mako_actors.edifact import parse_interchange, render_outbound
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.synthetic import abmeldung, anmeldung, lfa_answer
+from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
+from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
+from stores.lmdb import LmdbStore
+
+NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
+MALO = "51900000012"
+THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)  # Thu 2025-11-13 14:30 CET (FV2510)
+START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # Zuordnungsbeginn 2025-12-01 00:00 CET
+TENANT = TenantId.from_party_id(NB)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
+    async with LmdbStore(tmp_path / "db") as s:
+        yield s
+
+
+def pipeline(store: LmdbStore, clock: VirtualClock, **suppliers: Suppliers) -> InboundPipeline:
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    return InboundPipeline(store, host, tenants=[NB], master_data=StaticMasterData(suppliers), clock=clock)
+
+
+def anmeldung_55001(ref: str = "LFN0605143001", ide: str = "LFNTX000001", malo: str = MALO) -> bytes:
+    return anmeldung(
+        lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=ide, control_ref=ref, sent_at=THU_1430
+    )
+
+
+async def outbox(store: LmdbStore) -> list[OutboxMessage]:
+    return await store.pending(1000, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def kinds(messages: list[OutboxMessage]) -> list[str]:
+    out = []
+    for m in messages:
+        if m.message_type == "UTILMD":
+            out.append(m.payload["transactions"][0]["pid"])
+        elif m.message_type == "APERAK":
+            out.append("APERAK+" if m.payload["positive"] else "APERAK-")
+        else:
+            out.append(f"CONTRL{m.payload['action']}")
+    return out
+
+
+def roundtrip(message: OutboxMessage) -> Any:
+    """Every outbox payload renders to EDIFACT that our parser reads back."""
+    return parse_interchange(render_outbound(message.message_type, message.payload))
+
+
+async def test_anmeldung_with_silent_lfa_confirms_after_nine(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    result = await p.ingest(anmeldung_55001(), THU_1430, source="lfn-1.edi")
+    assert result.status == "accepted"
+    [started] = result.messages
+    assert started.outcome == "started" and started.pid == "55001"
+    sent = await outbox(store)
+    assert sorted(kinds(sent)) == sorted(["CONTRL7", "APERAK+", "55036", "55010"])
+    for message in sent:
+        parsed = roundtrip(message)
+        assert parsed.sender.id == NB
+    contrl = next(m for m in sent if m.message_type == "CONTRL")
+    assert contrl.recipient == LFN and contrl.payload["interchange_ref"] == "LFN0605143001"
+    # Nobody answers: at 09:00 CET on Fri 2025-11-14 (WT1) the LFA is deemed to agree.
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, datetime(2025, 11, 14, 7, 59, tzinfo=UTC)) == 0
+    assert await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC)) == 1
+    decided = [m for m in await outbox(store) if m not in sent]
+    assert sorted(kinds(decided)) == ["55002", "55037"]
+    confirmation = next(m for m in decided if m.payload["transactions"][0]["pid"] == "55002")
+    assert confirmation.recipient == LFN
+    assert confirmation.payload["transactions"][0]["request_ref"] == "LFNTX000001"
+    [tx] = roundtrip(confirmation).messages[0].transactions
+    assert (tx.pid, tx.malo, tx.request_ref) == ("55002", MALO, "LFNTX000001")
+
+
+async def test_lfa_answer_is_routed_by_rff_tn(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung_55001(), THU_1430)
+    request = next(m for m in await outbox(store) if kinds([m]) == ["55010"])
+    request_ide = request.payload["transactions"][0]["ide_ref"]
+    answer_at = THU_1430 + timedelta(hours=2)
+    answer = lfa_answer(
+        lfa=LFA,
+        nb=NB,
+        malo=MALO,
+        request_ref=request_ide,
+        ide_ref="LFATX1",
+        control_ref="LFA0001",
+        sent_at=answer_at,
+        confirm=False,
+        answer_code="A03",
+    )
+    result = await p.ingest(answer, answer_at)
+    [routed] = result.messages
+    assert routed.outcome == "routed" and routed.process_id is not None
+    last = [m for m in await outbox(store) if m.stream_id == StreamId.for_process(TENANT, routed.process_id)]
+    rejection = [m for m in last if kinds([m]) == ["55003"]]
+    assert len(rejection) == 1
+    tx = rejection[0].payload["transactions"][0]
+    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A50", "A03")
+
+
+async def test_retransmission_is_a_duplicate_and_other_bytes_raise_an_alarm(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    raw = anmeldung_55001()
+    assert (await p.ingest(raw, THU_1430)).status == "accepted"
+    before = (await store.read_all(0, 10_000), await store.outbox_count())
+    again = await p.ingest(raw, THU_1430 + timedelta(minutes=5))
+    assert again.status == "duplicate" and again.messages == []
+    assert (await store.read_all(0, 10_000), await store.outbox_count()) == before
+    changed = anmeldung_55001(ide="LFNTX000099")
+    alarm = await p.ingest(changed, THU_1430 + timedelta(minutes=6))
+    assert alarm.status == "conflict" and "other content" in (alarm.error or "")
+    assert [d.kind for d in await store.dead_letters()] == ["inbound-conflict"]
+    assert len(await store.read_all(0, 10_000)) == len(before[0])
+
+
+async def test_broken_interchange_is_rejected_with_contrl_and_starts_nothing(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    raw = anmeldung_55001().replace(b"UNT+", b"UNT+9")  # wrong UNT segment count
+    result = await p.ingest(raw, THU_1430, source="broken.edi")
+    assert result.status == "rejected" and "UNT" in (result.error or "")
+    [contrl] = await outbox(store)
+    assert contrl.payload["action"] == "4" and contrl.payload["error_code"] == "29"
+    events = await store.read_all(0, 100)
+    assert {e.workflow_id.name for e in events} == {"mako-inbox"}  # no process started
+    assert roundtrip(contrl).messages[0].message_type == "CONTRL"
+    # The corrected resend under the same 0020 is a new receipt, accepted.
+    fixed = await p.ingest(anmeldung_55001(), THU_1430 + timedelta(minutes=30))
+    assert fixed.status == "accepted" and fixed.messages[0].outcome == "started"
+
+
+async def test_foreign_recipient_and_test_interchanges_are_refused(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    foreign = anmeldung(
+        lfn=LFN,
+        nb="9900000009999",
+        malo=MALO,
+        zuordnungsbeginn=START,
+        ide_ref="X1",
+        control_ref="R1",
+        sent_at=THU_1430,
+    )
+    result = await p.ingest(foreign, THU_1430)
+    assert result.status == "rejected" and "not one of our MP-IDs" in (result.error or "")
+    test = anmeldung(
+        lfn=LFN,
+        nb=NB,
+        malo=MALO,
+        zuordnungsbeginn=START,
+        ide_ref="X2",
+        control_ref="R2",
+        sent_at=THU_1430,
+        test=True,
+    )
+    assert (await p.ingest(test, THU_1430)).status == "rejected"
+    contrls = await outbox(store)
+    assert [(m.payload["action"], m.payload.get("error_code")) for m in contrls] == [("4", "7"), ("4", None)]
+
+
+async def test_unknown_and_gas_pids_become_dead_letters(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    for pid, ref in (("55555", "U1"), ("44001", "G1")):
+        raw = anmeldung(
+            lfn=LFN,
+            nb=NB,
+            malo=MALO,
+            zuordnungsbeginn=START,
+            ide_ref=ref,
+            control_ref=ref,
+            sent_at=THU_1430,
+            pid=pid,
+        )
+        result = await p.ingest(raw, THU_1430)
+        assert result.status == "accepted"
+        assert [m.outcome for m in result.messages] == ["dead_letter"]
+    letters = await store.dead_letters()
+    assert [d.reason.split(":")[0] for d in letters] == ["UnknownPid", "GasNotSupported"]
+    assert letters[0].payload["pid"] == "55555" and letters[0].payload["interchange_ref"] == "U1"
+
+
+async def test_competing_anmeldung_is_rejected_at_once(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung_55001(), THU_1430)
+    rival = anmeldung(
+        lfn="9900000004001",
+        nb=NB,
+        malo=MALO,
+        zuordnungsbeginn=START,
+        ide_ref="RIVAL1",
+        control_ref="RIV001",
+        sent_at=THU_1430 + timedelta(minutes=10),
+    )
+    result = await p.ingest(rival, THU_1430 + timedelta(minutes=10))
+    [outcome] = result.messages
+    assert outcome.outcome == "started"
+    answers = [
+        m for m in await outbox(store) if m.recipient == "9900000004001" and m.message_type == "UTILMD"
+    ]
+    assert [m.payload["transactions"][0]["answer_code"] for m in answers] == ["A06"]
+
+
+async def test_answer_without_process_and_abmeldung(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFN)})
+    orphan = lfa_answer(
+        lfa=LFA, nb=NB, malo=MALO, request_ref="NOSUCHIDE", ide_ref="O1", control_ref="O1", sent_at=THU_1430
+    )
+    assert [m.outcome for m in (await p.ingest(orphan, THU_1430)).messages] == ["dead_letter"]
+    end = abmeldung(
+        lf=LFN, nb=NB, malo=MALO, zuordnungsende=START, ide_ref="AB1", control_ref="AB1", sent_at=THU_1430
+    )
+    result = await p.ingest(end, THU_1430)
+    assert [m.outcome for m in result.messages] == ["started"]
+    assert "55005" in kinds(await outbox(store))
