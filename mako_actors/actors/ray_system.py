@@ -343,23 +343,17 @@ class RayActorSystem:
 
             raise ActorSystemClosed("actor system is closed")
         write = op.kind in (COMMAND, TIMEOUT)
-        retries = 3 if write and getattr(op.command, "idempotency_key", None) else 0
         stream_id = identity.stream_id
         self._calls += 1
         try:
             if self.placement == "hosted":
-                handle = self.host_for(stream_id)
-                return await self._reply(
-                    handle.call.options(max_task_retries=retries).remote(identity, op), write
-                )
+                return await self._call(self.host_for(stream_id), identity, op, write)
             if self._reaper is None and self.idle_timeout is not None:
                 self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
             handle = await self._dedicated_actor(stream_id)
             self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
             try:
-                return await self._reply(
-                    handle.call.options(max_task_retries=retries).remote(identity, op), write
-                )
+                return await self._call(handle, identity, op, write)
             finally:
                 self._inflight[stream_id] -= 1
                 self._last_used[stream_id] = time.monotonic()
@@ -371,6 +365,21 @@ class RayActorSystem:
             self._calls -= 1
             if not self._calls and self._idle_calls is not None:
                 self._idle_calls.set()
+
+    async def _call(self, handle: Any, identity: ProcessIdentity, op: Op, write: bool) -> Any:
+        """One call to an actor. Reads are retried while the actor restarts (they change nothing);
+        writes never are, unless the command carries an ``idempotency_key`` (then Ray retries)."""
+        retries = 3 if write and getattr(op.command, "idempotency_key", None) else 0
+        for attempt in range(_READ_RETRIES):
+            try:
+                return await self._reply(
+                    handle.call.options(max_task_retries=retries).remote(identity, op), write
+                )
+            except CommandOutcomeUnknown:
+                if write or attempt == _READ_RETRIES - 1:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _reply(self, ref: Any, write: bool) -> Any:
         """Await a Ray reply: ``_Failure`` → the ``EngineError`` subclass; Ray errors translated."""
