@@ -334,7 +334,8 @@ class ProcessActor:
             if not decided:
                 return
             try:
-                results = await self._committer.commit_many([p.commit for _, p in decided])  # type: ignore[misc]
+                commits = [p.commit for _, p in decided if p.commit is not None]  # all are: see _decide_all
+                results = await self._committer.commit_many(commits)
             except Exception as exc:
                 # The whole transaction failed: nothing of it is known to be stored.
                 self._loaded = False
