@@ -264,6 +264,10 @@ class ProcessRef(Generic[C, S]):
         """Handle ``command`` and persist events, outbox messages and deadlines in one transaction."""
         return await self._events(command, enqueue=True)
 
+    async def execute_and_enqueue_with(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
+        """``execute_and_enqueue`` with a caller-supplied context, like ``Process``."""
+        return await self._events(command, ctx, enqueue=True)
+
     async def execute_and_enqueue_snapshot(
         self, command: C, snap_store: SnapshotStore | None = None
     ) -> list[EventEnvelope]:

@@ -228,3 +228,20 @@ async def test_aclose_drains_mailboxes(tmp_path: Path) -> None:
     assert all(f.done() and not f.exception() for f in pending)
     async with LmdbStore(tmp_path / "db") as reopened:
         assert len(await reopened.load(ref.stream_id)) == 50
+
+
+def test_process_ref_has_every_process_method_with_the_same_parameters() -> None:
+    import inspect
+
+    from mako_actors import Process
+    from mako_actors.actors import ProcessRef
+
+    skip = {"store", "from_stream", "from_identity"}  # a ref is made by its actor system
+    names = [n for n in dir(Process) if not n.startswith("_") and n not in skip]
+    for name in names:
+        assert hasattr(ProcessRef, name), f"ProcessRef lacks {name}"
+        ours, theirs = getattr(Process, name), getattr(ProcessRef, name)
+        if callable(ours):
+            assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters), (
+                name
+            )
