@@ -15,6 +15,15 @@ module                 what it holds
 ``dead_letters``       ``DeadLetter``
 ``store``              store protocols, ``Commit``, ``CommitResult``
 ``process``            ``Process``: the reference API over one command path
+``actors``             ``LocalActorSystem``, ``RayActorSystem``, ``ProcessRef``
+``scheduler``          ``DeadlineScheduler``, ``VirtualClock``: Fristen fire
+``delivery``           ``OutboxWorker``, ``Sender``: at-least-once delivery
+``projection``         ``ProjectionRunner``: read models with checkpoints
+``metrics``            ``prometheus_text``
+``edifact``            tokenizer, parser, receiver checks, renderers
+``gpke``               the LFW24 supplier change, NB side; PID router; Fristen
+``inbound``            ``InboundPipeline``: EDIFACT bytes → processes
+``cli``                ``mako-actors inspect FILE``
 ``testing``            the store contract suite, for any backend
 =====================  ==========================================================
 
@@ -23,8 +32,10 @@ Write path of one command: ``Process.execute_*`` → load state (replay or snaps
 store writes it in one transaction (LMDB: on its writer thread, group-committed).
 """
 
+from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline, PendingDeadline
+from mako_actors.delivery import OutboxWorker, PermanentDeliveryError, RetryPolicy, Sender
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import (
     DeserializationError,
@@ -51,14 +62,20 @@ from mako_actors.ids import (
     StreamId,
     TenantId,
 )
+from mako_actors.inbound import DirectHost, InboundPipeline, IngestResult, StaticMasterData, Suppliers
+from mako_actors.metrics import prometheus_text
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.process import Process, load_state
+from mako_actors.projection import ProjectionRunner
+from mako_actors.scheduler import DeadlineScheduler, VirtualClock
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, Store, StoreStats
 from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 __all__ = [
+    "ActorStats",
+    "ActorSystemClosed",
     "CausationId",
     "CommandContext",
     "Commit",
@@ -68,37 +85,52 @@ __all__ = [
     "DeadLetter",
     "Deadline",
     "DeadlineId",
+    "DeadlineScheduler",
     "DeserializationError",
+    "DirectHost",
     "EngineError",
     "Event",
     "EventEnvelope",
     "EventId",
     "ExpectedVersion",
     "FormatVersion",
+    "InboundPipeline",
     "InboxConflict",
+    "IngestResult",
     "InvalidArgument",
+    "LocalActorSystem",
     "NotFound",
     "OutboxError",
     "OutboxMessage",
     "OutboxMessageId",
+    "OutboxWorker",
     "PendingDeadline",
     "PendingOutbox",
+    "PermanentDeliveryError",
     "Process",
     "ProcessId",
     "ProcessIdentity",
+    "ProcessRef",
+    "ProjectionRunner",
     "RegistryConflict",
+    "RetryPolicy",
+    "Sender",
     "SerializationError",
     "Snapshot",
+    "StaticMasterData",
     "Store",
     "StoreError",
     "StoreStats",
     "StreamId",
+    "Suppliers",
     "TenantId",
     "VersionConflict",
+    "VirtualClock",
     "Workflow",
     "WorkflowError",
     "WorkflowErrorKind",
     "WorkflowId",
     "WorkflowOutput",
     "load_state",
+    "prometheus_text",
 ]

@@ -1,0 +1,32 @@
+"""The public surface: what `mako_actors` exports, and that importing it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mako_actors
+
+REQUIRED = {
+    # issue 2: the core types
+    "Workflow", "WorkflowOutput", "PendingOutbox", "PendingDeadline", "CommandContext", "EventEnvelope",
+    "OutboxMessage", "Deadline", "Snapshot", "ProcessIdentity", "Process", "TenantId", "ProcessId",
+    "StreamId", "EventId", "CorrelationId", "CausationId", "ConversationId", "DeadlineId", "OutboxMessageId",
+    "WorkflowId", "FormatVersion", "ExpectedVersion", "EngineError", "VersionConflict", "WorkflowError",
+    # issue 3 and 4: the runtimes and the inbound path
+    "LocalActorSystem", "ProcessRef", "InboundPipeline", "DeadlineScheduler", "VirtualClock",
+}  # fmt: skip
+
+
+def test_all_holds_the_public_names_and_each_resolves() -> None:
+    assert set(mako_actors.__all__) >= REQUIRED
+    assert len(mako_actors.__all__) == len(set(mako_actors.__all__))
+    for name in mako_actors.__all__:
+        assert not name.startswith("_")
+        assert getattr(mako_actors, name) is not None
+
+
+def test_importing_the_package_does_not_import_ray() -> None:
+    code = "import sys, mako_actors, mako_actors.actors; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
