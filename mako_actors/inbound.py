@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
@@ -50,6 +50,7 @@ from mako_actors.errors import (
     WorkflowError,
 )
 from mako_actors.gpke.calendar import uet
+from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import malo_key, transaction_key
 from mako_actors.gpke.payloads import build_contrl_payload
 from mako_actors.gpke.router import PidRouter
@@ -82,7 +83,7 @@ class RecordReceipt(BaseModel):
     accepted: bool
     messages: int
     error: str | None = None
-    contrl: dict[str, Any]
+    contrl: dict[str, Any] | None  # None: an interchange of CONTRLs, which get no CONTRL back
 
 
 class RecordProcessed(BaseModel):
@@ -135,9 +136,12 @@ class ReceiptWorkflow(Workflow[RecordReceipt | RecordProcessed, ReceiptState]):
         # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
         if state.received and (state.accepted or state.sha256 == command.sha256):
             raise WorkflowError.invalid_state(f"interchange {command.interchange_ref} was received already")
-        event = InterchangeReceived(**command.model_dump(exclude={"kind", "contrl"}))
-        contrl = PendingOutbox(message_type="CONTRL", recipient=command.sender, payload=command.contrl)
-        return WorkflowOutput.of(event).with_outbox(contrl)
+        output = WorkflowOutput.of(InterchangeReceived(**command.model_dump(exclude={"kind", "contrl"})))
+        if command.contrl is None:
+            return output
+        return output.with_outbox(
+            PendingOutbox(message_type="CONTRL", recipient=command.sender, payload=command.contrl)
+        )
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
@@ -318,12 +322,17 @@ class InboundPipeline:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
             await self._receipt_only(result, digest, received_at, None)
             return result
-        if not await self._record_receipt(result, digest, received_at, len(parsed.messages), None):
+        only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
+        if not await self._record_receipt(
+            result, digest, received_at, len(parsed.messages), None, acknowledge=not only_contrl
+        ):
             return result
         result.status = "accepted"
         tenant = TenantId.from_party_id(parsed.recipient.id)
         for message in parsed.messages:
-            if not message.transactions:
+            if message.message_type in ("CONTRL", "APERAK"):
+                result.messages.append(await self._acknowledgement(tenant, parsed, message, received_at))
+            elif not message.transactions:
                 result.messages.append(await self._unhandled(parsed, message))
             for transaction in message.transactions:
                 result.messages.append(await self._route(tenant, parsed, message, transaction, received_at))
@@ -364,6 +373,8 @@ class InboundPipeline:
         received_at: datetime,
         messages: int,
         error_code: str | None,
+        *,
+        acknowledge: bool = True,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
@@ -390,7 +401,7 @@ class InboundPipeline:
             accepted=accepted,
             messages=messages,
             error=result.error,
-            contrl=contrl.to_payload(),
+            contrl=contrl.to_payload() if acknowledge else None,
         )
         handle = self._receipt_handle(result)
         try:
@@ -461,21 +472,35 @@ class InboundPipeline:
             )
             return outcome("dead_letter", detail=f"{type(exc).__name__}: {exc}")
 
+    async def _acknowledgement(
+        self, tenant: TenantId, interchange: Interchange, message: Message, received_at: datetime
+    ) -> MessageOutcome:
+        """A CONTRL/APERAK on one of our interchanges: routed by our 0020 to the process that sent it."""
+        values = _ack_values(interchange, message, received_at)
+        if values is None:
+            return await self._unhandled(interchange, message)
+        try:
+            command = ReceiveAcknowledgement.model_validate(values)
+            identity = await self._store.lookup(tenant, self._router.routing_key(command))
+            if identity is None:
+                ref = values["referenced_interchange_ref"]
+                raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
+            handle = self._host.resume(identity)
+            await handle.execute_and_enqueue_with(
+                command, handle.context_for_inbound(interchange.correlation_ref)
+            )
+            return MessageOutcome(
+                message.reference, None, None, "routed", identity.process_id, message.message_type
+            )
+        except (EngineError, ValidationError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            await self._dead_letter("inbound", reason, _audit_of(interchange, message))
+            return MessageOutcome(message.reference, None, None, "dead_letter", None, reason)
+
     async def _unhandled(self, interchange: Interchange, message: Message) -> MessageOutcome:
-        """A message no workflow consumes (e.g. an APERAK or CONTRL on our own messages)."""
-        reason = f"{message.message_type} {message.reference} has no transaction a workflow handles"
-        await self._dead_letter(
-            "inbound-unhandled",
-            reason,
-            {
-                "source": interchange.source,
-                "interchange_ref": interchange.control_ref,
-                "sender": interchange.sender.id,
-                "message_ref": message.reference,
-                "message_type": message.message_type,
-                "pid": message.pid,
-            },
-        )
+        """A message no workflow consumes (no transaction, or an acknowledgement without reference)."""
+        reason = f"{message.message_type} {message.reference} has nothing a workflow handles"
+        await self._dead_letter("inbound-unhandled", reason, _audit_of(interchange, message))
         return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason)
 
     async def _trigger_command(self, tenant: TenantId, values: dict[str, Any]) -> BaseModel:
@@ -542,8 +567,43 @@ def _values(
     return values
 
 
-def _audit_of(interchange: Interchange, message: Message, transaction: Transaction) -> dict[str, Any]:
-    return {
+def _ack_values(interchange: Interchange, message: Message, received_at: datetime) -> dict[str, Any] | None:
+    """The ``ReceiveAcknowledgement`` values of a CONTRL (UCI) or APERAK (BGM, RFF+ACE, ERC)."""
+    base = {
+        "message_type": message.message_type,
+        "sender": interchange.sender.id,
+        "interchange_ref": interchange.control_ref,
+        "message_ref": message.reference,
+        "received_at": received_at,
+    }
+    by_tag: dict[str, list[Any]] = {}
+    for segment in message.segments:
+        by_tag.setdefault(segment.tag, []).append(segment)
+    if message.message_type == "CONTRL":
+        uci = by_tag.get("UCI")
+        if not uci:
+            return None
+        code = uci[0].value(4)
+        return base | {
+            "referenced_interchange_ref": uci[0].value(0),
+            "positive": uci[0].value(3) == "7",
+            "codes": (code,) if code else (),
+        }
+    ace = [s.value(0, 1) for s in by_tag.get("RFF", []) if s.value(0, 0) == "ACE"]
+    if not ace:
+        return None
+    return base | {
+        "referenced_interchange_ref": ace[0],
+        "positive": message.document_code == "312",
+        "codes": tuple(s.value(0) for s in by_tag.get("ERC", [])),
+    }
+
+
+def _audit_of(
+    interchange: Interchange, message: Message, transaction: Transaction | None = None
+) -> dict[str, Any]:
+    """Where a dead-lettered message came from: enough to find and replay it."""
+    audit = {
         "source": interchange.source,
         "interchange_ref": interchange.control_ref,
         "sender": interchange.sender.id,
@@ -551,10 +611,16 @@ def _audit_of(interchange: Interchange, message: Message, transaction: Transacti
         "sha256": interchange.sha256,
         "message_ref": message.reference,
         "message_type": message.message_type,
-        "pid": transaction.pid or message.pid,
-        "ide_ref": transaction.ide_ref,
-        "first_segment": transaction.first_segment_number,
+        "pid": message.pid,
+        "first_segment": message.first_segment_number,
     }
+    if transaction is not None:
+        audit |= {
+            "pid": transaction.pid or message.pid,
+            "ide_ref": transaction.ide_ref,
+            "first_segment": transaction.first_segment_number,
+        }
+    return audit
 
 
 def _audit(result: IngestResult) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable
 from mako_actors.gpke.commands import (
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
+    ReceiveAcknowledgement,
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
     parse_command,
@@ -51,6 +52,7 @@ __all__ = [
     "OutboundRef",
     "PidRouter",
     "ReceiveAbmeldung",
+    "ReceiveAcknowledgement",
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
     "Route",

@@ -25,6 +25,7 @@ __all__ = [
     "InboundUtilmd",
     "LfaAnswerDeadlinePassed",
     "ReceiveAbmeldung",
+    "ReceiveAcknowledgement",
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
     "parse_command",
@@ -113,6 +114,27 @@ class ReceiveLfaAnswer(InboundUtilmd):
     zuordnungsende: AwareDatetime | None = None
 
 
+class ReceiveAcknowledgement(BaseModel):
+    """A CONTRL or APERAK from a market partner on one of our outbound interchanges.
+
+    ``referenced_interchange_ref`` is our 0020 (CONTRL UCI, APERAK RFF+ACE), by which ingestion
+    found the process; ``positive`` is CONTRL 0083 = 7 / APERAK BGM 312; ``codes`` the 0085 or
+    ERC codes of a rejection.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["ack"] = "ack"
+    message_type: Literal["CONTRL", "APERAK"]
+    sender: str
+    referenced_interchange_ref: str = Field(min_length=1, max_length=14)
+    positive: bool
+    codes: tuple[str, ...] = ()
+    interchange_ref: str = Field(min_length=1, max_length=14)
+    message_ref: str = Field(min_length=1, max_length=14)
+    received_at: AwareDatetime
+
+
 class LfaAnswerDeadlinePassed(BaseModel):
     """Compensation when 09:00 WT1 passed without an LFA answer: the LFA is deemed to agree."""
 
@@ -123,7 +145,7 @@ class LfaAnswerDeadlinePassed(BaseModel):
 
 
 GpkeCommand = Annotated[
-    ReceiveAnmeldung | ReceiveAbmeldung | ReceiveLfaAnswer | LfaAnswerDeadlinePassed,
+    ReceiveAnmeldung | ReceiveAbmeldung | ReceiveLfaAnswer | ReceiveAcknowledgement | LfaAnswerDeadlinePassed,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(GpkeCommand)

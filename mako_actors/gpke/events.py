@@ -19,6 +19,7 @@ __all__ = [
     "ALL_EVENTS",
     "AbmeldungDecided",
     "AbmeldungReceived",
+    "AcknowledgementReceived",
     "AnmeldungDecided",
     "AnmeldungReceived",
     "AnmeldungRejectedAtOnce",
@@ -184,7 +185,24 @@ class AbmeldungDecided(Event, type="gpke.abmeldung_decided"):
     answer: OutboundRef
 
 
+class AcknowledgementReceived(Event, type="gpke.acknowledgement_received"):
+    """A CONTRL or APERAK on one of our outbound interchanges (``positive`` or with ``codes``).
+
+    A negative one means the partner counts our message as not received: it is recorded for
+    the operator; correcting and resending is a decision outside this workflow.
+    """
+
+    message_type: str
+    sender: str
+    referenced_interchange_ref: str
+    positive: bool
+    codes: tuple[str, ...] = ()
+    interchange_ref: str
+    received_at: datetime
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
+    AcknowledgementReceived,
     InboundRejected,
     AnmeldungReceived,
     AnmeldungRejectedAtOnce,

@@ -16,9 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke.commands import ReceiveAbmeldung, ReceiveAnmeldung, ReceiveLfaAnswer
+from mako_actors.gpke.commands import (
+    ReceiveAbmeldung,
+    ReceiveAcknowledgement,
+    ReceiveAnmeldung,
+    ReceiveLfaAnswer,
+)
 from mako_actors.gpke.errors import GasNotSupported, UnknownPid
-from mako_actors.gpke.keys import ide_key, transaction_key
+from mako_actors.gpke.keys import ide_key, interchange_key, transaction_key
 from mako_actors.gpke.workflow import WORKFLOW_NAME
 from mako_actors.version import FormatVersion, WorkflowId
 
@@ -92,6 +97,8 @@ class PidRouter:
         """The registry key of the process an ``answer`` belongs to, or a trigger's transaction key."""
         if isinstance(command, ReceiveLfaAnswer):
             return ide_key(command.request_ref)
+        if isinstance(command, ReceiveAcknowledgement):
+            return interchange_key(command.referenced_interchange_ref)
         if isinstance(command, ReceiveAnmeldung | ReceiveAbmeldung):
             return transaction_key(command.sender, command.ide_ref)
         raise InvalidArgument(f"no routing key for {type(command).__name__}")

@@ -58,3 +58,4 @@ class GpkeState(BaseModel):
     outbound: tuple[OutboundRef, ...] = ()
     rejected_inbound: int = 0
     answer_code: str | None = None
+    negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313

@@ -37,6 +37,7 @@ from mako_actors.gpke.commands import (
     InboundUtilmd,
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
+    ReceiveAcknowledgement,
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
 )
@@ -45,6 +46,7 @@ from mako_actors.gpke.events import (
     ALL_EVENTS,
     AbmeldungDecided,
     AbmeldungReceived,
+    AcknowledgementReceived,
     AnmeldungDecided,
     AnmeldungReceived,
     AnmeldungRejectedAtOnce,
@@ -168,7 +170,20 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return self._lfa_answer(state, command)
         if isinstance(command, LfaAnswerDeadlinePassed):
             return self._lfa_silent(state, command)
+        if isinstance(command, ReceiveAcknowledgement):
+            return self._acknowledgement(state, command)
         raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
+
+    def _acknowledgement(self, state: GpkeState, cmd: ReceiveAcknowledgement) -> WorkflowOutput:
+        """Record a CONTRL/APERAK on one of our interchanges; it may arrive after the decision."""
+        if cmd.referenced_interchange_ref not in {ref.interchange_ref for ref in state.outbound}:
+            raise WorkflowError.rejected(
+                f"{self.name}: {cmd.message_type} refers to interchange {cmd.referenced_interchange_ref}, "
+                "which this process did not send"
+            )
+        return WorkflowOutput.of(
+            AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"}))
+        )
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; anything else passes."""
@@ -430,6 +445,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         elif isinstance(event, AnmeldungDecided | AbmeldungDecided):
             update |= {"status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
                        "answer_code": event.code}
+        elif isinstance(event, AcknowledgementReceived) and not event.positive:
+            update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
         return state.model_copy(update=update)
 
 

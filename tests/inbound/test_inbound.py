@@ -235,3 +235,58 @@ async def test_answer_without_process_and_abmeldung(store: LmdbStore) -> None:
     result = await p.ingest(end, THU_1430)
     assert [m.outcome for m in result.messages] == ["started"]
     assert "55005" in kinds(await outbox(store))
+
+
+async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung_55001(), THU_1430)).messages
+    sent = await outbox(store)
+    to_lfa = next(m for m in sent if kinds([m]) == ["55010"])
+    to_lfn = next(m for m in sent if kinds([m]) == ["55036"])
+    later = THU_1430 + timedelta(minutes=20)
+    contrl = render_outbound(
+        "CONTRL",
+        {
+            "reference": "C1",
+            "interchange_ref": to_lfa.payload["envelope"]["control_ref"],
+            "interchange_sender_id": NB,
+            "interchange_recipient_id": LFA,
+            "action": "4",
+            "error_code": "29",
+        },
+        envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": later, "control_ref": "LFACTRL1"},
+    )
+    aperak = render_outbound(
+        "APERAK",
+        {
+            "reference": "A1",
+            "document_number": "AP1",
+            "document_date": later,
+            "sender_id": LFN,
+            "recipient_id": NB,
+            "positive": False,
+            "referenced_interchange_ref": to_lfn.payload["envelope"]["control_ref"],
+            "referenced_date": later,
+            "errors": [{"code": "Z35", "text": "Format nicht eingehalten"}],
+        },
+        envelope={"sender_id": LFN, "recipient_id": NB, "prepared_at": later, "control_ref": "LFNAPK1"},
+    )
+    before = await store.outbox_count()
+    contrl_result = await p.ingest(contrl, later)
+    aperak_result = await p.ingest(aperak, later)
+    for result in (contrl_result, aperak_result):
+        [ack] = result.messages
+        assert (ack.outcome, ack.process_id) == ("routed", started.process_id)
+    # A CONTRL gets no CONTRL back; the APERAK's interchange gets its CONTRL 7.
+    assert await store.outbox_count() == before + 1
+    process_events = await store.load(StreamId.for_process(TENANT, started.process_id))
+    acks = [e.payload for e in process_events if e.event_type == "gpke.acknowledgement_received"]
+    assert [(a["message_type"], a["positive"], a["codes"]) for a in acks] == [
+        ("CONTRL", False, ["29"]),
+        ("APERAK", False, ["Z35"]),
+    ]
+    unknown = contrl.replace(to_lfa.payload["envelope"]["control_ref"].encode(), b"NOSUCHREF00000")
+    unknown = unknown.replace(b"LFACTRL1", b"LFACTRL2")
+    [orphan] = (await p.ingest(unknown, later)).messages
+    assert orphan.outcome == "dead_letter" and "unknown interchange" in orphan.detail
