@@ -1,0 +1,36 @@
+"""The examples run: the notebook's cells in order on one event loop, as Jupyter would."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import types
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_notebook_cells_run_in_order() -> None:
+    notebook = json.loads((EXAMPLES / "notebook.ipynb").read_text())
+    namespace: dict[str, object] = {"__name__": "notebook"}
+    loop = asyncio.new_event_loop()
+    try:
+        for cell in notebook["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            code = compile("".join(cell["source"]), "notebook", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            result = types.FunctionType(code, namespace)()
+            if asyncio.iscoroutine(result):
+                loop.run_until_complete(result)
+    finally:
+        loop.close()
+    assert namespace["fired"] == 1
+    assert str(namespace["state"].status) == "awaiting_lfa"  # type: ignore[attr-defined]
+    assert [t for _, t in namespace["timeline"]][-1] == "gpke.anmeldung_decided"  # type: ignore[attr-defined]
+
+
+def test_quickstart_script_runs() -> None:
+    import runpy
+
+    runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
