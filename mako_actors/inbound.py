@@ -69,32 +69,9 @@ _RECEIPT_WORKFLOW_ID = WorkflowId.new(RECEIPT_WORKFLOW, "FV2504")
 # -- the receipt log -------------------------------------------------------------------------
 
 
-class RecordReceipt(BaseModel):
-    """Record one received interchange and acknowledge it with a CONTRL."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["receipt"] = "receipt"
-    sender: str
-    recipient: str
-    interchange_ref: str
-    sha256: str
-    source: str | None
-    received_at: datetime
-    accepted: bool
-    messages: int
-    error: str | None = None
-    contrl: dict[str, Any] | None  # None: an interchange of CONTRLs, which get no CONTRL back
-
-
-class RecordProcessed(BaseModel):
-    """Record that every message of the interchange was routed (or dead-lettered)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["processed"] = "processed"
-    outcomes: dict[str, int]
-
-
 class InterchangeReceived(Event, type="inbox.interchange_received"):
+    """An interchange arrived: from whom, under which reference, its digest, and the verdict."""
+
     sender: str
     recipient: str
     interchange_ref: str
@@ -107,6 +84,25 @@ class InterchangeReceived(Event, type="inbox.interchange_received"):
 
 
 class InterchangeProcessed(Event, type="inbox.interchange_processed"):
+    """Every message of the interchange was routed or dead-lettered (counts per outcome)."""
+
+    outcomes: dict[str, int]
+
+
+class RecordReceipt(BaseModel):
+    """Record one received interchange and acknowledge it with a CONTRL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["receipt"] = "receipt"
+    receipt: InterchangeReceived
+    contrl: dict[str, Any] | None  # None: an interchange of CONTRLs, which get no CONTRL back
+
+
+class RecordProcessed(BaseModel):
+    """Record that every message of the interchange was routed (or dead-lettered)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["processed"] = "processed"
     outcomes: dict[str, int]
 
 
@@ -134,13 +130,14 @@ class ReceiptWorkflow(Workflow[RecordReceipt | RecordProcessed, ReceiptState]):
             return WorkflowOutput.of(InterchangeProcessed(outcomes=command.outcomes))
         # A rejected interchange counts as not received: its corrected resend (other bytes, same
         # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
-        if state.received and (state.accepted or state.sha256 == command.sha256):
-            raise WorkflowError.invalid_state(f"interchange {command.interchange_ref} was received already")
-        output = WorkflowOutput.of(InterchangeReceived(**command.model_dump(exclude={"kind", "contrl"})))
+        receipt = command.receipt
+        if state.received and (state.accepted or state.sha256 == receipt.sha256):
+            raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
+        output = WorkflowOutput.of(receipt)
         if command.contrl is None:
             return output
         return output.with_outbox(
-            PendingOutbox(message_type="CONTRL", recipient=command.sender, payload=command.contrl)
+            PendingOutbox(message_type="CONTRL", recipient=receipt.sender, payload=command.contrl)
         )
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
@@ -391,7 +388,7 @@ class InboundPipeline:
             prepared_at=received_at,
             error_code=None if accepted else error_code,
         )
-        command = RecordReceipt(
+        receipt = InterchangeReceived(
             sender=result.sender,
             recipient=result.recipient,
             interchange_ref=result.interchange_ref,
@@ -401,8 +398,8 @@ class InboundPipeline:
             accepted=accepted,
             messages=messages,
             error=result.error,
-            contrl=contrl.to_payload() if acknowledge else None,
         )
+        command = RecordReceipt(receipt=receipt, contrl=contrl.to_payload() if acknowledge else None)
         handle = self._receipt_handle(result)
         try:
             await handle.execute_and_enqueue_with(command, self._receipt_ctx(result))
