@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, utc
 from mako_actors.errors import WorkflowError
 from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
 from mako_actors.outbox import OutboxMessage
@@ -24,6 +24,9 @@ from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
+
+# The fields ``prepare`` sets explicitly (what ``EventEnvelope(...)`` with them would record).
+_ENVELOPE_FIELDS_SET = frozenset(EventEnvelope.model_fields) - {"global_position"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,23 +91,30 @@ def prepare(
         return Prepared(None, (), (), state, None)
     envelopes: list[EventEnvelope] = []
     new_state = state
+    # Every value below already has its field's type (identity and context are validated
+    # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
+    recorded_at = utc(now)
     for offset, event in enumerate(output.events, start=1):
         new_state = workflow.apply(new_state, event)
         envelopes.append(
-            EventEnvelope(
-                event_id=EventId.new(),
-                stream_id=identity.stream_id,
-                process_id=identity.process_id,
-                tenant_id=identity.tenant_id,
-                workflow_id=identity.workflow_id,
-                sequence=version + offset,
-                event_type=event.event_type,
-                schema_version=event.schema_version,
-                recorded_at=now,
-                correlation_id=ctx.correlation_id,
-                conversation_id=ctx.conversation_id,
-                causation_id=ctx.causation_id,
-                payload=event_payload(event),
+            EventEnvelope._trusted(
+                {
+                    "event_id": EventId.new(),
+                    "stream_id": identity.stream_id,
+                    "process_id": identity.process_id,
+                    "tenant_id": identity.tenant_id,
+                    "workflow_id": identity.workflow_id,
+                    "sequence": version + offset,
+                    "global_position": 0,
+                    "event_type": event.event_type,
+                    "schema_version": event.schema_version,
+                    "recorded_at": recorded_at,
+                    "correlation_id": ctx.correlation_id,
+                    "conversation_id": ctx.conversation_id,
+                    "causation_id": ctx.causation_id,
+                    "payload": event_payload(event),
+                },
+                set(_ENVELOPE_FIELDS_SET),
             )
         )
     cause = envelopes[0].event_id

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import to_jsonable_python
 
 from mako_actors.ids import (
     CausationId,
@@ -130,9 +131,61 @@ class EventEnvelope(_Frozen):
     def _aware_utc(cls, value: datetime) -> datetime:
         return utc(value)
 
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any], fields_set: set[str]) -> EventEnvelope:
+        """An envelope of already-typed, already-checked ``fields`` (every field, in order).
+
+        For the engine's command path only (``_command.prepare``, the store's sequence
+        stamping), where each value already has its field's type: ``recorded_at`` aware UTC,
+        ids of their id types. It skips validation, which costs more than the rest of building
+        an event; it does what ``model_construct`` does, without its per-field Python loop.
+        """
+        envelope = cls.__new__(cls)
+        object.__setattr__(envelope, "__dict__", fields)
+        object.__setattr__(envelope, "__pydantic_fields_set__", fields_set)
+        object.__setattr__(envelope, "__pydantic_extra__", None)
+        object.__setattr__(envelope, "__pydantic_private__", None)
+        return envelope
+
+    def stamped(self, sequence: int, global_position: int) -> EventEnvelope:
+        """A copy with the store-assigned ``sequence`` and ``global_position`` (no re-validation)."""
+        fields = dict(self.__dict__)
+        fields["sequence"] = sequence
+        fields["global_position"] = global_position
+        return EventEnvelope._trusted(fields, self.__pydantic_fields_set__ | _STAMPED)
+
     def to_plain(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """``model_dump(mode="json")``, written out: same keys, order and values, ~3x cheaper.
+
+        (Every id serializes through a Python function in pydantic; here it is one ``str``.)
+        """
+        causation = self.causation_id
+        return {
+            "event_id": str(self.event_id),
+            "stream_id": str(self.stream_id),
+            "process_id": str(self.process_id),
+            "tenant_id": str(self.tenant_id),
+            "workflow_id": str(self.workflow_id),
+            "sequence": self.sequence,
+            "global_position": self.global_position,
+            "event_type": self.event_type,
+            "schema_version": self.schema_version,
+            "recorded_at": iso_utc(self.recorded_at),
+            "correlation_id": str(self.correlation_id),
+            "conversation_id": str(self.conversation_id),
+            "causation_id": None if causation is None else str(causation),
+            "payload": to_jsonable_python(self.payload),
+        }
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> EventEnvelope:
         return cls.model_validate(data)
+
+
+_STAMPED = frozenset({"sequence", "global_position"})
+
+
+def iso_utc(value: datetime) -> str:
+    """An aware UTC datetime as pydantic's JSON mode writes it (``...T12:00:00.5Z``)."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

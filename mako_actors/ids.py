@@ -11,6 +11,7 @@ across processes, machines and replays. The namespaces must never change.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from typing import Any, Self
@@ -27,6 +28,31 @@ _OUTBOX_NAMESPACE = uuid.UUID("3a9d7c51-2e64-5b80-9f13-6c4e8a0b2d75")
 _DEADLINE_NAMESPACE = uuid.UUID("8d2e4f60-1a3b-5c7d-9e0f-2b4c6d8e0a13")
 
 _MP_ID = re.compile(r"^\d{13}$")
+
+# Random ids come from a pooled ``os.urandom`` buffer: one syscall per 256 ids instead of one
+# per id (``uuid4()`` plus re-parsing its result was ~2.5 µs, a tenth of the command path).
+# The pool is dropped in a forked child, so parent and child never hand out the same ids.
+_pool = b""
+_pool_at = 0
+_VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant (as uuid.uuid4)
+
+
+def _random_v4_int() -> int:
+    global _pool, _pool_at
+    if _pool_at + 16 > len(_pool):
+        _pool, _pool_at = os.urandom(4096), 0
+    value = int.from_bytes(_pool[_pool_at : _pool_at + 16], "big")
+    _pool_at += 16
+    return (value & _VERSION_MASK) | _VERSION_4
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _UuidId(uuid.UUID):
@@ -49,8 +75,20 @@ class _UuidId(uuid.UUID):
 
     @classmethod
     def new(cls) -> Self:
-        """A fresh random id."""
-        return cls(uuid.uuid4())
+        """A fresh random (version 4) id."""
+        return cls._from_int(_random_v4_int())
+
+    @classmethod
+    def _from_int(cls, value: int) -> Self:
+        """An id of a known-valid 128-bit value, skipping ``UUID.__init__``'s argument parsing.
+
+        Sets exactly the two slots ``UUID.__init__`` sets (it is immutable, hence
+        ``object.__setattr__``); ~4x cheaper than ``cls(int=...)`` on the hot command path.
+        """
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "int", value)
+        object.__setattr__(obj, "is_safe", uuid.SafeUUID.unknown)
+        return obj
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self}')"

@@ -153,7 +153,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
             )
         seq = current + offset
         position += 1
-        envelope = envelope.model_copy(update={"sequence": seq, "global_position": position})
+        envelope = envelope.stamped(seq, position)
         key = event_key(stream_id, seq)
         txn.put("events", key, pack(envelope.to_plain()))
         txn.put("global", u64(position), key)
