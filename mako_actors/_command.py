@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -93,7 +93,7 @@ def prepare(
     new_state = state
     # Every value below already has its field's type (identity and context are validated
     # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
-    recorded_at = utc(now)
+    recorded_at = now if now.tzinfo is UTC else utc(now)
     for offset, event in enumerate(output.events, start=1):
         new_state = workflow.apply(new_state, event)
         envelopes.append(
@@ -118,9 +118,15 @@ def prepare(
             )
         )
     cause = envelopes[0].event_id
-    outbox = tuple(
-        _stamp_outbox(identity, ctx, cause, index, pending, now)
-        for index, pending in enumerate(output.outbox)
+    # (The ``if`` guards skip building empty generators: most commands have no outbox,
+    # deadlines or registry keys, and this runs once per command.)
+    outbox = (
+        tuple(
+            _stamp_outbox(identity, ctx, cause, index, pending, now)
+            for index, pending in enumerate(output.outbox)
+        )
+        if output.outbox
+        else ()
     )
     new_version = version + len(envelopes)
     snapshot = None
@@ -135,7 +141,7 @@ def prepare(
             taken_at=now,
         )
     deadlines: tuple[Deadline, ...] = ()
-    if options.enqueue:
+    if options.enqueue and output.deadlines:
         deadlines = tuple(
             Deadline(
                 deadline_id=DeadlineId.for_event(cause, index),
@@ -159,7 +165,7 @@ def prepare(
         cancel_deadline_labels=output.cancel_deadlines if options.enqueue else (),
         cancel_deadline_ids=(options.deadline.deadline_id,) if options.deadline else (),
         snapshot=snapshot,
-        registry=tuple((key, identity) for key in output.register_keys),
+        registry=tuple((key, identity) for key in output.register_keys) if output.register_keys else (),
     )
     return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
 

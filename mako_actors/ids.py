@@ -56,13 +56,22 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _UuidId(uuid.UUID):
-    """A UUID with its own type; ``new()`` makes a random (v4) one."""
+    """A UUID with its own type; ``new()`` makes a random (v4) one.
 
-    __slots__ = ()
+    The canonical string is computed once and kept (``_text``): every stored record holds
+    several ids as strings, and a process's own ids are written with each of its events.
+    """
+
+    __slots__ = ("_text",)
+    _text: str
 
     def __init__(self, value: str | uuid.UUID | bytes) -> None:
         try:
-            if isinstance(value, uuid.UUID):
+            if type(value) is bytes and len(value) == 16:
+                # The hot case (pooled random bytes): no need for UUID.__init__'s parsing.
+                object.__setattr__(self, "int", int.from_bytes(value, "big"))
+                object.__setattr__(self, "is_safe", uuid.SafeUUID.unknown)
+            elif isinstance(value, uuid.UUID):
                 super().__init__(int=value.int)
             elif isinstance(value, bytes):
                 super().__init__(bytes=value)
@@ -89,6 +98,17 @@ class _UuidId(uuid.UUID):
         object.__setattr__(obj, "int", value)
         object.__setattr__(obj, "is_safe", uuid.SafeUUID.unknown)
         return obj
+
+    def __str__(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            pass
+        # As UUID.__str__, with one f-string instead of five %-formats (~1.5x faster).
+        h = "%032x" % self.int  # noqa: UP031 (twice as fast as f"{self.int:032x}" on 3.11)
+        text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        object.__setattr__(self, "_text", text)
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self}')"
