@@ -1,0 +1,94 @@
+"""Batch re-processing: archive order, historic Fristen, idempotent re-runs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors import InvalidArgument
+from mako_actors.cli import main
+from mako_actors.gpke.synthetic import anmeldung
+from mako_actors.replay import archive, replay_directory
+from stores.lmdb import LmdbStore
+
+NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
+THU = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)  # Thu 14:30 CET
+START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+
+
+def write_archive(directory: Path) -> None:
+    """Two Anmeldungen, a broken interchange and a retransmission, listed out of receipt order."""
+    directory.mkdir()
+
+    def first(malo: str, ref: str) -> bytes:
+        return anmeldung(
+            lfn=LFN,
+            nb=NB,
+            malo=malo,
+            zuordnungsbeginn=START,
+            ide_ref=ref,
+            control_ref=f"LFN{ref}",
+            sent_at=THU,
+        )
+
+    a = first("51900000012", "A")
+    broken = f"UNB+UNOC:3+{LFN}:500+{NB}:500+251113:1500+X1'UNZ+1+X1'".encode()
+    files = {
+        "broken.edi": (broken, THU + timedelta(hours=2)),
+        "a-again.edi": (a, THU + timedelta(days=2)),
+        "b.edi": (first("41234567896", "B"), THU + timedelta(hours=1)),
+        "a.edi": (a, THU),
+    }
+    rows = ["file,received_at"]
+    for name, (raw, when) in files.items():
+        (directory / name).write_bytes(raw)
+        rows.append(f"{name},{when.isoformat()}")
+    (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (directory / "master.json").write_text(json.dumps({"51900000012": {"current": LFA}}))
+
+
+def test_archive_orders_by_receipt_instant(tmp_path: Path) -> None:
+    write_archive(tmp_path / "in")
+    assert [item.path.name for item in archive(tmp_path / "in")] == [
+        "a.edi",
+        "b.edi",
+        "broken.edi",
+        "a-again.edi",
+    ]
+    (tmp_path / "in" / "manifest.csv").write_text("file,received_at\na.edi,2025-11-13T14:30:00\n")
+    with pytest.raises(InvalidArgument, match="no time zone"):
+        archive(tmp_path / "in")
+
+
+async def test_replay_fires_fristen_at_historic_times_and_reruns_are_idempotent(tmp_path: Path) -> None:
+    from mako_actors.replay import load_master_data
+
+    write_archive(tmp_path / "in")
+    master = load_master_data(tmp_path / "in" / "master.json")
+    report = await replay_directory(tmp_path / "in", tmp_path / "store", tenants=[NB], master_data=master)
+    assert report.interchanges == 4
+    assert dict(report.statuses) == {"accepted": 2, "rejected": 1, "duplicate": 1}
+    assert dict(report.outcomes) == {"started": 2}
+    assert report.deadlines_fired == 1  # a.edi's LFA stayed silent: 09:00 Fri, before a-again arrived
+    async with LmdbStore(tmp_path / "store") as store:
+        events = await store.read_all(0, 10_000)
+        silence = [e for e in events if e.event_type == "gpke.lfa_deemed_to_agree"]
+        assert [e.recorded_at for e in silence] == [datetime(2025, 11, 14, 8, 0, tzinfo=UTC)]
+        count = len(events)
+    again = await replay_directory(tmp_path / "in", tmp_path / "store", tenants=[NB], master_data=master)
+    assert dict(again.statuses) == {"duplicate": 4}
+    async with LmdbStore(tmp_path / "store") as store:
+        assert len(await store.read_all(0, 10_000)) == count
+
+
+def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_archive(tmp_path / "in")
+    argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]
+    code = main([*argv, "--master-data", str(tmp_path / "in" / "master.json")])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1  # the broken interchange was rejected
+    assert report["statuses"]["rejected"] == 1 and report["deadlines_fired"] == 1
+    assert main(["replay", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--tenant", NB]) == 2
