@@ -4,8 +4,8 @@ Valid Anmeldungen (the old supplier confirming, objecting, or staying silent unt
 one without an old supplier, a bad MaLo-ID, a missed Vorlauffrist, a competing Anmeldung, an
 Abmeldung, a retransmission, a broken interchange and an unknown PID arrive as EDIFACT bytes.
 They run through the inbound pipeline onto process actors (``LocalActorSystem``); the Fristen
-fire on a virtual clock; every outbound message is rendered to EDIFACT under
-``data/demo/outbox``. Then the store is closed and reopened, and every process is still there.
+fire on a virtual clock; the outbox worker renders every outbound message to EDIFACT and
+delivers it to ``data/demo/outbox``. Then the store is closed and reopened, and every process is still there.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rich.table import Table
 
 from mako_actors import EventEnvelope, OutboxMessage, Process, ProcessIdentity
 from mako_actors.actors import LocalActorSystem
-from mako_actors.edifact import render_outbound
+from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.synthetic import abmeldung, anmeldung, lfa_answer
 from mako_actors.inbound import InboundPipeline, StaticMasterData, Suppliers
@@ -141,7 +141,6 @@ def describe(message: OutboxMessage) -> str:
 
 async def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
-    (DATA / "outbox").mkdir(parents=True)
     clock = VirtualClock(at(0))
     suppliers = {MALO[k]: Suppliers(current=LFA) for k in "ABC"} | {MALO["G"]: Suppliers(current=LFN1)}
     console.print(f"[bold]mako_actors demo[/] - one day at grid operator {NB}, LMDB store in {DATA}")
@@ -219,13 +218,10 @@ async def _lfa_answer(store: LmdbStore, arrival: Arrival) -> bytes:
 
 
 async def report(store: LmdbStore) -> None:
-    """Per process: where it ended, and every message it sent (rendered to data/demo/outbox)."""
+    """Per process: where it ended and what it sent; then deliver the outbox to data/demo/outbox."""
     by_stream: dict[str, list[OutboxMessage]] = defaultdict(list)
     for message in await store.pending(10_000, datetime(2100, 1, 1, tzinfo=UTC)):
         by_stream[message.stream_id].append(message)
-        raw = render_outbound(message.message_type, message.payload)
-        name = f"{message.created_at:%d-%H%M}-{message.message_type}-{str(message.message_id)[:8]}.edi"
-        (DATA / "outbox" / name).write_bytes(raw)
     table = Table(title="supplier-change processes: how each ended and what it sent (to ...)")
     for column in ("process", "PID", "status", "outbound messages"):
         table.add_column(column)
@@ -243,9 +239,11 @@ async def report(store: LmdbStore) -> None:
         table.add_row(stream.split("/")[-1][:8], state.pid or "", state.status.value, sent)
     console.print(table)
     console.print("receipts: " + ", ".join(f"{n} x {kind}" for kind, n in sorted(receipts.items())))
-    console.print(
-        f"rendered {sum(len(v) for v in by_stream.values())} outbound interchanges to {DATA / 'outbox'}"
+    worker = OutboxWorker(
+        store, DirectorySender(DATA / "outbox"), clock=lambda: datetime(2100, 1, 1, tzinfo=UTC)
     )
+    delivered = (await worker.run_once()).delivered
+    console.print(f"the outbox worker rendered {delivered} outbound interchanges into {DATA / 'outbox'}")
     for letter in await store.dead_letters():
         console.print(f"dead letter ({letter.kind}): {letter.reason[:100]}")
 

@@ -35,7 +35,7 @@ store writes it in one transaction (LMDB: on its writer thread, group-committed)
 from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline, PendingDeadline
-from mako_actors.delivery import OutboxWorker, PermanentDeliveryError, RetryPolicy, Sender
+from mako_actors.delivery import DirectorySender, OutboxWorker, PermanentDeliveryError, RetryPolicy, Sender
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import (
     DeserializationError,
@@ -88,6 +88,7 @@ __all__ = [
     "DeadlineScheduler",
     "DeserializationError",
     "DirectHost",
+    "DirectorySender",
     "EngineError",
     "Event",
     "EventEnvelope",

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from mako_actors.dead_letters import DeadLetter
@@ -125,3 +127,35 @@ class OutboxWorker:
         while True:
             await self.run_once()
             await asyncio.sleep(interval)
+
+
+class DirectorySender:
+    """Renders each message to EDIFACT and drops it into a directory (a gateway's pickup folder).
+
+    The file is named by the message's idempotency key and written atomically (temporary file,
+    then rename), so a redelivery after a crash rewrites the same file with the same bytes. A
+    payload that cannot be rendered is a ``PermanentDeliveryError``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, message: OutboxMessage) -> None:
+        from mako_actors.edifact import render_outbound
+
+        try:
+            raw = render_outbound(message.message_type, message.payload)
+        except InvalidArgument as exc:
+            raise PermanentDeliveryError(f"cannot render {message.message_type}: {exc}") from None
+        target = self.directory / f"{message.message_type}-{message.idempotency_key}.edi"
+        temporary = target.with_suffix(".tmp")
+        await asyncio.to_thread(_write_atomically, temporary, target, raw)
+
+
+def _write_atomically(temporary: Path, target: Path, raw: bytes) -> None:
+    with temporary.open("wb") as handle:
+        handle.write(raw)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)

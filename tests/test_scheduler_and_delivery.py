@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mako_actors import Deadline, OutboxMessage, Process, TenantId, WorkflowError, WorkflowId
+from mako_actors import Deadline, OutboxMessage, OutboxMessageId, Process, TenantId, WorkflowError, WorkflowId
 from mako_actors.delivery import OutboxWorker, PermanentDeliveryError, RetryPolicy
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
@@ -119,3 +119,30 @@ async def test_outbox_worker_dead_letters_permanent_errors_and_exhausted_attempt
         assert [d.kind for d in letters] == ["outbox", "outbox"]
         assert letters[0].reason.startswith("permanent") and "2 attempts" in letters[1].reason
         assert await store.outbox_count() == 0
+
+
+async def test_directory_sender_renders_edifact_and_dead_letters_unrenderable_payloads(
+    tmp_path: Path,
+) -> None:
+    from mako_actors.delivery import DirectorySender
+    from mako_actors.edifact import parse_interchange
+
+    clock = VirtualClock(T0)
+    async with LmdbStore(tmp_path / "db") as store:
+        await _one_message(store, clock)  # a NOTICE payload: not EDIFACT, cannot be rendered
+        contrl = {
+            "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
+                         "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
+            "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
+            "interchange_recipient_id": "9900000002009", "action": "7",
+        }  # fmt: skip
+        [row] = await store.pending(10, T0)
+        changes = {"message_id": OutboxMessageId.new(), "idempotency_key": "k2", "message_type": "CONTRL"}
+        await store.enqueue([row.model_copy(update={**changes, "payload": contrl})])
+        report = await OutboxWorker(store, DirectorySender(tmp_path / "out"), clock).run_once()
+        assert (report.delivered, report.dead_lettered) == (1, 1)
+        [written] = list((tmp_path / "out").iterdir())
+        assert written.name == "CONTRL-k2.edi"
+        assert parse_interchange(written.read_bytes()).messages[0].message_type == "CONTRL"
+        [letter] = await store.dead_letters()
+        assert "cannot render NOTICE" in letter.reason
