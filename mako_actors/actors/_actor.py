@@ -15,6 +15,7 @@ failover): the actor reloads and decides the command again, up to ``max_attempts
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -320,7 +321,7 @@ class ProcessActor:
 
     async def _write(self, batch: list[_Slot]) -> None:
         """Decide ``batch`` in order on chained state, commit all at once, retry conflicts."""
-        attempts = {id(slot): 0 for slot in batch}
+        attempts: dict[int, int] = {}  # conflicts per op so far (id of its slot), filled lazily
         pending = batch
         while pending:
             if not self._loaded:
@@ -362,14 +363,12 @@ class ProcessActor:
                 if command is None:
                     await self._discharge(op, future)
                     continue
-                options = CommandOptions(
-                    enqueue=op.enqueue or op.kind == TIMEOUT,
-                    snapshot_interval=(
-                        self._config.snapshot_interval
-                        if op.snapshot_interval is None
-                        else op.snapshot_interval
-                    ),
-                    deadline=op.deadline,
+                options = _options(
+                    op.enqueue or op.kind == TIMEOUT,
+                    self._config.snapshot_interval
+                    if op.snapshot_interval is None
+                    else op.snapshot_interval,
+                    op.deadline,
                 )
                 ctx = op.ctx or CommandContext.new(
                     self.identity.tenant_id, self.identity.process_id, self.identity.workflow_id
@@ -434,9 +433,9 @@ class ProcessActor:
             if isinstance(result, VersionConflict):
                 if not broken:
                     self._stats.conflicts += 1
-                    attempts[id(slot)] += 1
+                    attempts[id(slot)] = attempts.get(id(slot), 0) + 1
                 limit = max(op.max_attempts, self._config.max_attempts)
-                if attempts[id(slot)] < limit:
+                if attempts.get(id(slot), 0) < limit:
                     retry.append(slot)
                     broken = True
                     continue
@@ -444,6 +443,18 @@ class ProcessActor:
             _fail(future, result)
             broken = True
         return retry
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_options(enqueue: bool, snapshot_interval: int) -> CommandOptions:
+    return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval)
+
+
+def _options(enqueue: bool, snapshot_interval: int, deadline: Deadline | None) -> CommandOptions:
+    """The options of one op; the few deadline-free combinations are shared (immutable)."""
+    if deadline is None:
+        return _cached_options(enqueue, snapshot_interval)
+    return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval, deadline=deadline)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
