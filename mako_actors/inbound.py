@@ -541,7 +541,10 @@ def _values(
     values: dict[str, Any] = {
         "pid": transaction.pid or message.pid,
         "sender": message.sender.id if message.sender else interchange.sender.id,
-        "recipient": message.recipient.id if message.recipient else interchange.recipient.id,
+        # We are the UNB recipient (the tenant); a NAD+MR naming someone else is the sender's
+        # error, answered by the workflow's APERAK, never a reason to answer in another's name.
+        "recipient": interchange.recipient.id,
+        "addressed_to": message.recipient.id if message.recipient else None,
         "malo": transaction.malo,
         "ide_ref": transaction.ide_ref,
         "document_number": message.document_number or message.reference,

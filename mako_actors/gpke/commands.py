@@ -48,7 +48,9 @@ class InboundUtilmd(BaseModel):
     BGM 1004; ``document_date``: DTM+137; ``interchange_ref``: UNB 0020; ``message_ref``: UNH
     0062; ``format_version``: the FV in force for the message; ``received_at``: the receipt
     instant at the transport boundary (the ÜT derives from it). ``malo`` may be missing or
-    malformed: the workflow answers that with a negative APERAK.
+    malformed: the workflow answers that with a negative APERAK. ``recipient`` is us (the UNB
+    recipient); ``addressed_to`` is set when the message's NAD+MR names someone else, which the
+    workflow answers with a negative APERAK too.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,6 +66,7 @@ class InboundUtilmd(BaseModel):
     message_ref: str = Field(min_length=1, max_length=14)
     format_version: FormatVersion
     received_at: AwareDatetime
+    addressed_to: str | None = None  # NAD+MR as sent, when it differs from ``recipient`` (UNB)
 
 
 class ReceiveAnmeldung(InboundUtilmd):

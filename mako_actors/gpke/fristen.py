@@ -153,9 +153,7 @@ class FristenTable(BaseModel):
             f"Fristen table {self.version}: no rule {label!r} for PID {pid} in {format_version}"
         )
 
-    def compute(
-        self, format_version: FormatVersion | str, pid: str, received_at: datetime
-    ) -> FristenRecord:
+    def compute(self, format_version: FormatVersion | str, pid: str, received_at: datetime) -> FristenRecord:
         """All deadlines of ``pid`` for a trigger received at ``received_at``."""
         return FristenRecord(
             format_version=canonical_fv(format_version),

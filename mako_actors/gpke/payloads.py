@@ -65,7 +65,11 @@ class OutboundRef(BaseModel):
 
     @classmethod
     def derive(
-        cls, seed: str, index: int, message_type: Literal["UTILMD", "APERAK"], recipient: str,
+        cls,
+        seed: str,
+        index: int,
+        message_type: Literal["UTILMD", "APERAK"],
+        recipient: str,
         pid: str | None = None,
     ) -> OutboundRef:
         """The references of outbound message ``index`` (UTILMD gets an IDE, APERAK none)."""
@@ -163,9 +167,7 @@ class UtilmdPayload(_Header):
     transactions: tuple[UtilmdTransactionPayload, ...] = Field(min_length=1)
 
     @classmethod
-    def build(
-        cls, ref: OutboundRef, sender: str, at: datetime, **transaction: Any
-    ) -> UtilmdPayload:
+    def build(cls, ref: OutboundRef, sender: str, at: datetime, **transaction: Any) -> UtilmdPayload:
         """The UTILMD for ``ref`` sent by ``sender`` at ``at``; ``transaction`` fills the IDE group."""
         assert ref.ide_ref is not None and ref.pid is not None
         other = transaction.get("other_party_id")
@@ -201,8 +203,15 @@ class AperakPayload(_Header):
 
     @classmethod
     def build(
-        cls, ref: OutboundRef, sender: str, at: datetime, *, interchange_ref: str,
-        referenced_date: datetime, document_number: str, ide_ref: str,
+        cls,
+        ref: OutboundRef,
+        sender: str,
+        at: datetime,
+        *,
+        interchange_ref: str,
+        referenced_date: datetime,
+        document_number: str,
+        ide_ref: str,
         errors: tuple[AperakError, ...] = (),
     ) -> AperakPayload:
         return cls(

@@ -94,8 +94,9 @@ def _seed(cmd: InboundUtilmd) -> str:
 
 def _refs(event: Event) -> list[OutboundRef]:
     """The outbound references an event stores, in field order."""
-    return [v for v in (getattr(event, name) for name in type(event).model_fields)
-            if isinstance(v, OutboundRef)]
+    return [
+        v for v in (getattr(event, name) for name in type(event).model_fields) if isinstance(v, OutboundRef)
+    ]
 
 
 @dataclass
@@ -114,8 +115,9 @@ class _Out:
     cancel: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
-    def ref(self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
-            ) -> OutboundRef:
+    def ref(
+        self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
+    ) -> OutboundRef:
         ref = OutboundRef.derive(self.seed, self.state.sent + self.pending, message_type, recipient, pid)
         self.pending += 1
         self.keys.append(interchange_key(ref.interchange_ref))
@@ -125,8 +127,9 @@ class _Out:
 
     def send(self, ref: OutboundRef, payload: UtilmdPayload | AperakPayload) -> None:
         self.outbox.append(
-            PendingOutbox(message_type=ref.message_type, recipient=ref.recipient,
-                          payload=payload.to_payload())
+            PendingOutbox(
+                message_type=ref.message_type, recipient=ref.recipient, payload=payload.to_payload()
+            )
         )
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
@@ -141,8 +144,11 @@ class _Out:
 
     def output(self) -> WorkflowOutput:
         return WorkflowOutput(
-            events=tuple(self.events), outbox=tuple(self.outbox), deadlines=tuple(self.deadlines),
-            cancel_deadlines=tuple(self.cancel), register_keys=tuple(dict.fromkeys(self.keys)),
+            events=tuple(self.events),
+            outbox=tuple(self.outbox),
+            deadlines=tuple(self.deadlines),
+            cancel_deadlines=tuple(self.cancel),
+            register_keys=tuple(dict.fromkeys(self.keys)),
         )
 
 
@@ -181,9 +187,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 f"{self.name}: {cmd.message_type} refers to interchange {cmd.referenced_interchange_ref}, "
                 "which this process did not send"
             )
-        return WorkflowOutput.of(
-            AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"}))
-        )
+        return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"})))
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; anything else passes."""
@@ -207,22 +211,33 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
         if not is_midnight_berlin(cmd.zuordnungsbeginn):
-            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT,
-                                      "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"))
+            errors.append(
+                self._error(
+                    fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"
+                )
+            )
         if errors:
             return self._reject_inbound(out, cmd, errors)
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
         fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
-        out.emit(AnmeldungReceived(
-            inbound=InboundInfo.of(cmd), generating=cmd.pid == "55077",
-            zuordnungsbeginn=cmd.zuordnungsbeginn, transaction_reason=cmd.transaction_reason,
-            lfa=lfa, lfz=lfz, lfz_start=cmd.future_supplier_start if lfz else None,
-            warnings=tuple(warnings), aperak=aperak,
-            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
-            ack_windows_version=self.config.ack_windows.version, fristen=fristen,
-        ))
+        out.emit(
+            AnmeldungReceived(
+                inbound=InboundInfo.of(cmd),
+                generating=cmd.pid == "55077",
+                zuordnungsbeginn=cmd.zuordnungsbeginn,
+                transaction_reason=cmd.transaction_reason,
+                lfa=lfa,
+                lfz=lfz,
+                lfz_start=cmd.future_supplier_start if lfz else None,
+                warnings=tuple(warnings),
+                aperak=aperak,
+                aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+                ack_windows_version=self.config.ack_windows.version,
+                fristen=fristen,
+            )
+        )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         reason = None
         if cmd.competing_process:
@@ -234,29 +249,50 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             z07 = cmd.competing_start if reason == Reason.COMPETING_PROCESS else None
             z08 = cmd.competing_next_date if reason == Reason.COMPETING_PROCESS else None
             answer = out.utilmd(
-                cmd.sender, _answer_pid(cmd.pid, False), malo=cmd.malo, start=cmd.zuordnungsbeginn,
-                answer_code=code, answer_ebd=Ebd.REJECT_AT_ONCE, request_ref=cmd.ide_ref,
-                processing_start=z07, next_processing_date=z08,
+                cmd.sender,
+                _answer_pid(cmd.pid, False),
+                malo=cmd.malo,
+                start=cmd.zuordnungsbeginn,
+                answer_code=code,
+                answer_ebd=Ebd.REJECT_AT_ONCE,
+                request_ref=cmd.ide_ref,
+                processing_start=z07,
+                next_processing_date=z08,
             )
-            out.emit(AnmeldungRejectedAtOnce(
-                ebd=Ebd.REJECT_AT_ONCE, code=code, reason=reason, answer=answer,
-                processing_start=z07, next_processing_date=z08,
-            ))
+            out.emit(
+                AnmeldungRejectedAtOnce(
+                    ebd=Ebd.REJECT_AT_ONCE,
+                    code=code,
+                    reason=reason,
+                    answer=answer,
+                    processing_start=z07,
+                    next_processing_date=z08,
+                )
+            )
             return out.output()
         assert cmd.malo is not None
         out.keys.append(malo_key(cmd.malo, cmd.zuordnungsbeginn, cmd.malo_key_generation))
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
-        info = out.utilmd(cmd.sender, "55036", malo=cmd.malo, start=cmd.zuordnungsbeginn,
-                          request_ref=cmd.ide_ref, other_party_id=lfa)
+        info = out.utilmd(
+            cmd.sender,
+            "55036",
+            malo=cmd.malo,
+            start=cmd.zuordnungsbeginn,
+            request_ref=cmd.ide_ref,
+            other_party_id=lfa,
+        )
         request = out.utilmd(lfa, "55010", malo=cmd.malo, end=cmd.zuordnungsbeginn)
         due = fristen.due[LFA_ANSWER_DEADLINE]
         out.emit(LfaConsulted(lfa=lfa, info=info, request=request, answer_due=due))
-        out.deadlines.append(PendingDeadline(
-            label=LFA_ANSWER_DEADLINE, due_at=due,
-            payload={"pid": "55010", "request_ide": request.ide_ref, "lfa": lfa},
-        ))
+        out.deadlines.append(
+            PendingDeadline(
+                label=LFA_ANSWER_DEADLINE,
+                due_at=due,
+                payload={"pid": "55010", "request_ide": request.ide_ref, "lfa": lfa},
+            )
+        )
         return out.output()
 
     def _decide_anmeldung(self, out: _Out, *, confirmed: bool) -> None:
@@ -269,20 +305,33 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         code = self.config.codes.code_for(s.format_version, Ebd.DECIDE_ANMELDUNG, reason)
         lfa_code = None if confirmed else s.lfa_code
         answer = out.utilmd(
-            s.lfn, _answer_pid(s.pid, confirmed), malo=s.malo, start=s.zuordnungsbeginn,
-            answer_code=code, answer_ebd=Ebd.DECIDE_ANMELDUNG, request_ref=s.request_ide,
-            lfa_answer_code=lfa_code, lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
+            s.lfn,
+            _answer_pid(s.pid, confirmed),
+            malo=s.malo,
+            start=s.zuordnungsbeginn,
+            answer_code=code,
+            answer_ebd=Ebd.DECIDE_ANMELDUNG,
+            request_ref=s.request_ide,
+            lfa_answer_code=lfa_code,
+            lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
         )
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
         if confirmed and s.lfz is not None:
             cancellation = out.utilmd(s.lfz, "55038", malo=s.malo, start=s.lfz_start)
-        out.emit(AnmeldungDecided(
-            confirmed=confirmed, ebd=Ebd.DECIDE_ANMELDUNG, code=code, reason=reason,
-            lfa_code=lfa_code, answer=answer, termination=termination,
-            future_cancellation=cancellation,
-        ))
+        out.emit(
+            AnmeldungDecided(
+                confirmed=confirmed,
+                ebd=Ebd.DECIDE_ANMELDUNG,
+                code=code,
+                reason=reason,
+                lfa_code=lfa_code,
+                answer=answer,
+                termination=termination,
+                future_cancellation=cancellation,
+            )
+        )
 
     def _lfa_answer(self, state: GpkeState, cmd: ReceiveLfaAnswer) -> WorkflowOutput:
         if state.kind != "anmeldung" or state.lfa_request_ide is None or state.own_id is None:
@@ -293,11 +342,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
         errors, _ = self._check_message(cmd, fv)
         if cmd.sender != state.lfa:
-            errors.append(self._error(fv, Reason.SENDER_NOT_ASSIGNED,
-                                      f"{cmd.sender} is not the supplier asked by 55010"))
+            errors.append(
+                self._error(
+                    fv, Reason.SENDER_NOT_ASSIGNED, f"{cmd.sender} is not the supplier asked by 55010"
+                )
+            )
         if cmd.request_ref != state.lfa_request_ide:
-            errors.append(self._error(fv, Reason.ID_UNKNOWN,
-                                      f"RFF+TN {cmd.request_ref} names no 55010 of ours"))
+            errors.append(
+                self._error(fv, Reason.ID_UNKNOWN, f"RFF+TN {cmd.request_ref} names no 55010 of ours")
+            )
         if cmd.malo is not None and cmd.malo != state.malo:
             errors.append(self._error(fv, Reason.MALO_INVALID, f"MaLo {cmd.malo} is not {state.malo}"))
         if cmd.pid == "55012" and not cmd.answer_code:
@@ -319,8 +372,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
         confirmed = cmd.pid == "55011"
-        out.emit(LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed,
-                             code=cmd.answer_code, aperak=aperak))
+        out.emit(
+            LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed, code=cmd.answer_code, aperak=aperak)
+        )
         out.cancel.append(LFA_ANSWER_DEADLINE)
         self._decide_anmeldung(out, confirmed=confirmed)
         return out.output()
@@ -338,18 +392,24 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
         if not is_midnight_berlin(cmd.zuordnungsende):
-            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT,
-                                      "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin"))
+            errors.append(
+                self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
+            )
         if errors:
             return self._reject_inbound(out, cmd, errors)
         aperak = self._aperak(out, cmd, ())
-        out.emit(AbmeldungReceived(
-            inbound=InboundInfo.of(cmd), zuordnungsende=cmd.zuordnungsende,
-            current_supplier=cmd.current_supplier, warnings=tuple(warnings), aperak=aperak,
-            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
-            ack_windows_version=self.config.ack_windows.version,
-            fristen=self.config.fristen.compute(fv, cmd.pid, cmd.received_at),
-        ))
+        out.emit(
+            AbmeldungReceived(
+                inbound=InboundInfo.of(cmd),
+                zuordnungsende=cmd.zuordnungsende,
+                current_supplier=cmd.current_supplier,
+                warnings=tuple(warnings),
+                aperak=aperak,
+                aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+                ack_windows_version=self.config.ack_windows.version,
+                fristen=self.config.fristen.compute(fv, cmd.pid, cmd.received_at),
+            )
+        )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         if cmd.current_supplier != cmd.sender:
             reason = Reason.ABMELDUNG_NOT_SUPPLIER
@@ -360,11 +420,17 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = reason == Reason.ABMELDUNG_APPROVED
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
-            cmd.sender, "55005" if confirmed else "55006", malo=cmd.malo, end=cmd.zuordnungsende,
-            answer_code=code, answer_ebd=Ebd.ABMELDUNG, request_ref=cmd.ide_ref,
+            cmd.sender,
+            "55005" if confirmed else "55006",
+            malo=cmd.malo,
+            end=cmd.zuordnungsende,
+            answer_code=code,
+            answer_ebd=Ebd.ABMELDUNG,
+            request_ref=cmd.ide_ref,
         )
-        out.emit(AbmeldungDecided(confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason,
-                                  answer=answer))
+        out.emit(
+            AbmeldungDecided(confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason, answer=answer)
+        )
         return out.output()
 
     # -- APERAK ------------------------------------------------------------------------------
@@ -382,31 +448,51 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 warnings.append(f"{role}: {finding}")
             elif finding:
                 errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, f"{role}: {finding}"))
+        if cmd.addressed_to is not None and cmd.addressed_to != cmd.recipient:
+            errors.append(
+                self._error(
+                    fv,
+                    Reason.RECIPIENT_NOT_ASSIGNED,
+                    f"NAD+MR {cmd.addressed_to} is not the interchange's recipient {cmd.recipient}",
+                )
+            )
         if not cmd.malo:
             errors.append(self._error(fv, Reason.MISSING_DATA, "MaLo-ID (LOC+Z16) missing"))
         elif not is_valid_malo_id(cmd.malo):
-            errors.append(self._error(fv, Reason.MALO_INVALID,
-                                      f"MaLo-ID {cmd.malo} fails its check digit or format"))
+            errors.append(
+                self._error(fv, Reason.MALO_INVALID, f"MaLo-ID {cmd.malo} fails its check digit or format")
+            )
         return errors, warnings
 
     def _aperak(self, out: _Out, cmd: InboundUtilmd, errors: tuple[ErrorItem, ...]) -> OutboundRef:
         ref = out.ref("APERAK", cmd.sender)
-        out.send(ref, AperakPayload.build(
-            ref, out.own_id, out.at, interchange_ref=cmd.interchange_ref,
-            referenced_date=cmd.document_date or cmd.received_at,
-            document_number=cmd.document_number, ide_ref=cmd.ide_ref,
-            errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
-        ))
+        out.send(
+            ref,
+            AperakPayload.build(
+                ref,
+                out.own_id,
+                out.at,
+                interchange_ref=cmd.interchange_ref,
+                referenced_date=cmd.document_date or cmd.received_at,
+                document_number=cmd.document_number,
+                ide_ref=cmd.ide_ref,
+                errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
+            ),
+        )
         return ref
 
     def _reject_inbound(self, out: _Out, cmd: InboundUtilmd, errors: list[ErrorItem]) -> WorkflowOutput:
         """APERAK 313 and ``InboundRejected``: no step, no Frist, no business key."""
         aperak = self._aperak(out, cmd, tuple(errors))
-        out.emit(InboundRejected(
-            inbound=InboundInfo.of(cmd), errors=tuple(errors), aperak=aperak,
-            aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
-            ack_windows_version=self.config.ack_windows.version,
-        ))
+        out.emit(
+            InboundRejected(
+                inbound=InboundInfo.of(cmd),
+                errors=tuple(errors),
+                aperak=aperak,
+                aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
+                ack_windows_version=self.config.ack_windows.version,
+            )
+        )
         return out.output()
 
     # -- events ------------------------------------------------------------------------------
@@ -416,35 +502,51 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
         if isinstance(event, InboundRejected | AnmeldungReceived | AbmeldungReceived) and not state.seed:
             info = event.inbound
-            update |= {"seed": f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}",
-                       "own_id": info.recipient}
+            update |= {
+                "seed": f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}",
+                "own_id": info.recipient,
+            }
         if isinstance(event, InboundRejected):
             if state.status is Status.NEW:
-                update |= {"status": Status.NOT_RECEIVED, "pid": event.inbound.pid,
-                           "format_version": event.inbound.format_version}
+                update |= {
+                    "status": Status.NOT_RECEIVED,
+                    "pid": event.inbound.pid,
+                    "format_version": event.inbound.format_version,
+                }
             update["rejected_inbound"] = state.rejected_inbound + 1
         elif isinstance(event, AnmeldungReceived):
             update |= _received(event.inbound) | {
-                "kind": "anmeldung", "zuordnungsbeginn": event.zuordnungsbeginn,
-                "generating": event.generating, "lfa": event.lfa, "lfz": event.lfz,
-                "lfz_start": event.lfz_start, "fristen": event.fristen,
+                "kind": "anmeldung",
+                "zuordnungsbeginn": event.zuordnungsbeginn,
+                "generating": event.generating,
+                "lfa": event.lfa,
+                "lfz": event.lfz,
+                "lfz_start": event.lfz_start,
+                "fristen": event.fristen,
             }
         elif isinstance(event, AbmeldungReceived):
             update |= _received(event.inbound) | {
-                "kind": "abmeldung", "zuordnungsende": event.zuordnungsende, "fristen": event.fristen,
+                "kind": "abmeldung",
+                "zuordnungsende": event.zuordnungsende,
+                "fristen": event.fristen,
             }
         elif isinstance(event, AnmeldungRejectedAtOnce):
             update |= {"status": Status.REJECTED, "answer_code": event.code}
         elif isinstance(event, LfaConsulted):
-            update |= {"status": Status.AWAITING_LFA, "lfa_request_ide": event.request.ide_ref,
-                       "lfa_answer_due": event.answer_due}
+            update |= {
+                "status": Status.AWAITING_LFA,
+                "lfa_request_ide": event.request.ide_ref,
+                "lfa_answer_due": event.answer_due,
+            }
         elif isinstance(event, LfaAnswered):
             update |= {"lfa_confirmed": event.confirmed, "lfa_code": event.code}
         elif isinstance(event, LfaDeemedToAgree):
             update |= {"lfa_confirmed": True, "lfa_deemed": True}
         elif isinstance(event, AnmeldungDecided | AbmeldungDecided):
-            update |= {"status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
-                       "answer_code": event.code}
+            update |= {
+                "status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
+                "answer_code": event.code,
+            }
         elif isinstance(event, AcknowledgementReceived) and not event.positive:
             update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
         return state.model_copy(update=update)
@@ -452,8 +554,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
 def _received(info: InboundInfo) -> dict[str, Any]:
     return {
-        "pid": info.pid, "format_version": info.format_version, "lfn": info.sender,
-        "malo": info.malo, "request_ide": info.ide_ref, "received_at": info.received_at,
+        "pid": info.pid,
+        "format_version": info.format_version,
+        "lfn": info.sender,
+        "malo": info.malo,
+        "request_ide": info.ide_ref,
+        "received_at": info.received_at,
         "status": Status.NEW,
     }
 

@@ -293,3 +293,15 @@ async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them
     unknown = unknown.replace(b"LFACTRL1", b"LFACTRL2")
     [orphan] = (await p.ingest(unknown, later)).messages
     assert orphan.outcome == "dead_letter" and "unknown interchange" in orphan.detail
+
+
+async def test_a_message_addressed_to_someone_else_gets_a_negative_aperak_from_us(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    raw = anmeldung_55001().replace(f"NAD+MR+{NB}".encode(), b"NAD+MR+9900000009999")
+    [outcome] = (await p.ingest(raw, THU_1430)).messages
+    assert outcome.outcome == "started"
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert aperak.payload["positive"] is False
+    assert [e["code"] for e in aperak.payload["errors"]] == ["Z18"]
+    assert aperak.payload["envelope"]["sender_id"] == NB  # answered as the UNB recipient, never as 9999
