@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Segment, tokenize
 from mako_actors.edifact.errors import (
@@ -572,6 +573,9 @@ def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
         return None
 
 
+_BERLIN = ZoneInfo("Europe/Berlin")
+
+
 def _iso_dtm(value: str, fmt: str) -> str | None:
     n = len(value)
     if fmt == "303" and n == 15 and value[:12].isdigit():
@@ -579,26 +583,28 @@ def _iso_dtm(value: str, fmt: str) -> str | None:
     elif fmt == "304" and n == 17 and value[:14].isdigit():
         head, zone = value[:14], value[14:]
     elif fmt == "203" and n == 12 and value.isdigit():
-        head, zone = value, "+00"
+        head, zone = value, ""
     elif fmt == "102" and n == 8 and value.isdigit():
-        head, zone = value + "0000", "+00"
+        head, zone = value + "0000", ""
     else:
         return None
-    if zone[0] not in "+-" or not zone[1:].isdigit():
+    if zone and (zone[0] not in "+-" or not zone[1:].isdigit()):
         return None
     return f"{head[:8]}T{head[8:]}{zone}"
 
 
 def parse_dtm(value: str, fmt: str) -> datetime:
-    """A DTM value as an aware UTC datetime; formats 102 (00:00 UTC), 203 (read as UTC), 303, 304.
+    """A DTM value as an aware UTC datetime; formats 102, 203, 303 and 304.
 
-    Raises ``InvalidValue`` (0085 12) when the value does not fit the format or the format is
-    not one of these.
+    102 and 203 carry no zone: they are German wall time (Europe/Berlin), so a 102 date is the
+    00:00 Berlin at which a MaKo day begins, not 00:00 UTC. Raises ``InvalidValue`` (0085 12)
+    when the value does not fit the format or the format is not one of these.
     """
     iso = _iso_dtm(value, fmt)
     if iso is not None:
         try:
-            return datetime.fromisoformat(iso).astimezone(UTC)
+            parsed = datetime.fromisoformat(iso)
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=_BERLIN)).astimezone(UTC)
         except ValueError:
             pass
     raise InvalidValue(

@@ -90,8 +90,9 @@ def test_envelope_values_of_a_55001() -> None:
 
 
 def test_dtm_formats_and_zone() -> None:
-    assert parse_dtm("20250605", "102") == datetime(2025, 6, 5, tzinfo=UTC)
-    assert parse_dtm("202506051230", "203") == datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+    assert parse_dtm("20250605", "102") == datetime(2025, 6, 4, 22, 0, tzinfo=UTC)  # 00:00 CEST
+    assert parse_dtm("202512010000", "203") == datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # 00:00 CET
+    assert parse_dtm("202506051430", "203") == datetime(2025, 6, 5, 12, 30, tzinfo=UTC)  # 14:30 CEST
     assert parse_dtm("202506051430+02", "303") == datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
     assert parse_dtm("20250605123059+00", "304") == datetime(2025, 6, 5, 12, 30, 59, tzinfo=UTC)
     with pytest.raises(EdifactError, match="does not fit"):
