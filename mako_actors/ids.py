@@ -237,7 +237,11 @@ class StreamId(str):
     @classmethod
     def for_process(cls, tenant_id: TenantId, process_id: ProcessId) -> StreamId:
         """The stream of ``process_id`` under ``tenant_id``."""
-        return cls(f"process/{tenant_id}/{process_id}")
+        text = f"process/{tenant_id}/{process_id}"
+        if isinstance(tenant_id, _UuidId) and isinstance(process_id, _UuidId):
+            # Typed ids print as canonical lower-case UUIDs: the pattern holds, skip the regex.
+            return str.__new__(cls, text)
+        return cls(text)
 
     @property
     def tenant_id(self) -> TenantId:
