@@ -182,6 +182,82 @@ class EventEnvelope(_Frozen):
         return cls.model_validate(data)
 
 
+class PlainEnvelopeDecoder:
+    """``EventEnvelope.from_plain`` for many stored envelopes, typically one stream's.
+
+    The stream, process, tenant and workflow ids (and often the correlation ids) repeat in
+    every event of a stream; parsing a UUID or workflow id string dominates decoding, so each
+    distinct string is parsed once per decoder. Records in the canonical stored form take a
+    checked fast path; anything else goes through ``model_validate``, which accepts or
+    rejects exactly as ``from_plain`` does.
+    """
+
+    __slots__ = ("_parsed",)
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[Any, str], Any] = {}
+
+    def _typed(self, kind: Any, text: Any) -> Any:
+        if type(text) is not str:
+            raise TypeError("not a string")
+        key = (kind, text)
+        value = self._parsed.get(key)
+        if value is None:
+            value = kind(text)
+            self._parsed[key] = value
+        return value
+
+    def __call__(self, data: dict[str, Any]) -> EventEnvelope:
+        try:
+            return self._fast(data)
+        except Exception:  # not in the canonical form: let pydantic decide (and explain)
+            return EventEnvelope.model_validate(data)
+
+    def _fast(self, data: dict[str, Any]) -> EventEnvelope:
+        if type(data) is not dict or data.keys() != _FIELDS:
+            raise TypeError("not a canonical envelope")
+        sequence, position, version = data["sequence"], data["global_position"], data["schema_version"]
+        event_type, recorded, payload = data["event_type"], data["recorded_at"], data["payload"]
+        if not (
+            type(sequence) is int
+            and type(position) is int
+            and type(version) is int
+            and type(event_type) is str
+            and type(payload) is dict
+            and all(type(key) is str for key in payload)
+            # What ``iso_utc`` writes: YYYY-MM-DDTHH:MM:SS[.ffffff]Z
+            and type(recorded) is str
+            and len(recorded) in (20, 27)
+            and recorded[10] == "T"
+            and recorded[-1] == "Z"
+        ):
+            raise TypeError("not a canonical envelope")
+        causation = data["causation_id"]
+        typed = self._typed
+        return EventEnvelope._trusted(
+            {
+                "event_id": EventId(data["event_id"]),
+                "stream_id": typed(StreamId, data["stream_id"]),
+                "process_id": typed(ProcessId, data["process_id"]),
+                "tenant_id": typed(TenantId, data["tenant_id"]),
+                "workflow_id": typed(WorkflowId.parse, data["workflow_id"]),
+                "sequence": sequence,
+                "global_position": position,
+                "event_type": event_type,
+                "schema_version": version,
+                "recorded_at": datetime.fromisoformat(recorded),
+                "correlation_id": typed(CorrelationId, data["correlation_id"]),
+                "conversation_id": typed(ConversationId, data["conversation_id"]),
+                "causation_id": None if causation is None else typed(CausationId, causation),
+                "payload": payload,
+            },
+            set(_FIELDS),
+        )
+
+
+_FIELDS = frozenset(EventEnvelope.model_fields)
+
+
 _STAMPED = frozenset({"sequence", "global_position"})
 
 

@@ -16,7 +16,7 @@ import msgpack
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.envelope import EventEnvelope, PlainEnvelopeDecoder, ProcessIdentity
 from mako_actors.errors import (
     DeserializationError,
     InboxConflict,
@@ -97,9 +97,8 @@ def load_events(
 ) -> list[EventEnvelope]:
     start = event_key(stream_id, after_seq + 1)
     stop = event_key(stream_id, upto + 1) if upto is not None else stream_key(stream_id) + _MAX_KEY
-    return [
-        _decode(raw, EventEnvelope.from_plain, "event") for _, raw in txn.scan("events", start, stop)
-    ]
+    decode = PlainEnvelopeDecoder()  # parses the stream's repeated ids once
+    return [_decode(raw, decode, "event") for _, raw in txn.scan("events", start, stop)]
 
 
 def list_streams(txn: KvTxn, prefix: str) -> list[StreamId]:
@@ -118,13 +117,14 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 
 def read_all(txn: KvTxn, after_position: int, limit: int) -> list[EventEnvelope]:
     out: list[EventEnvelope] = []
+    decode = PlainEnvelopeDecoder()
     for _, ref in txn.scan("global", u64(after_position + 1)):
         if len(out) >= limit:
             break
         raw = txn.get("events", ref)
         if raw is None:
             raise DeserializationError(f"global index points at a missing event {ref!r}")
-        out.append(_decode(raw, EventEnvelope.from_plain, "event"))
+        out.append(_decode(raw, decode, "event"))
     return out
 
 
