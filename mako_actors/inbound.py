@@ -297,9 +297,14 @@ class InboundPipeline:
             result = IngestResult(source, "rejected", error=str(parsed))
             if header is not None:
                 result.sender, result.recipient, result.interchange_ref = header
-                await self._receipt_only(result, digest, received_at, parsed.syntax_error_code)
-            else:
-                await self._dead_letter("inbound", f"unreadable interchange: {parsed}", {"source": source})
+                try:
+                    await self._receipt_only(result, digest, received_at, parsed.syntax_error_code)
+                    return result
+                except (InvalidArgument, ValidationError):
+                    pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
+            await self._dead_letter(
+                "inbound", f"unreadable interchange: {parsed}", {"source": source, "sha256": digest}
+            )
             return result
         result = IngestResult(
             source,

@@ -305,3 +305,27 @@ async def test_a_message_addressed_to_someone_else_gets_a_negative_aperak_from_u
     assert aperak.payload["positive"] is False
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z18"]
     assert aperak.payload["envelope"]["sender_id"] == NB  # answered as the UNB recipient, never as 9999
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x00\xff garbage",
+        b"UNB+UNOC:3+"
+        + LFN.encode()
+        + b":500+"
+        + NB.encode()
+        + b":500+251113:1430+"
+        + b"R" * 40
+        + b"'UNZ+1+R'",
+        b"UNA:+.? 'UNB+UNOC:3+x+y+z+REF1'UNH+1+UTILMD:D:11A:UN:S2.1'",
+    ],
+)
+async def test_garbage_never_raises_and_is_kept_as_receipt_or_dead_letter(
+    store: LmdbStore, raw: bytes
+) -> None:
+    p = pipeline(store, VirtualClock(THU_1430))
+    result = await p.ingest(raw, THU_1430, source="garbage.edi")
+    assert result.status == "rejected" and result.error
+    assert await store.outbox_count() + len(await store.dead_letters()) == 1
