@@ -17,7 +17,9 @@ events where the system supports them. Commands go round-robin over N processes 
     one command = repository.get + trigger + save, snapshots every 100.
 
 (a) and (d) run fewer commands (they are 10-100x slower) over min(N, commands) processes;
-rates are per second, so the ratios compare. Also: activation of a 10,000-event stream from
+rates are per second, so the ratios compare. (a), (b) and (d) report the best of ``--repeat``
+fresh runs (default 3) and run before Ray is started (its idle daemons take CPU time); (c) runs
+once, afterwards. Also: activation of a 10,000-event stream from
 its snapshot + tail vs. full replay, and memory per live hosted process (host RSS delta / N).
 """
 
@@ -172,36 +174,47 @@ def row(cells: list[str], widths: list[int]) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer commands (a smoke run)")
+    parser.add_argument("--repeat", type=int, default=3, metavar="K",
+                        help="runs of (a), (b) and (d) per N; the best rate is reported (default 3)")
     args = parser.parse_args()
+    repeat = max(1, args.repeat)
     scale = 0.2 if args.quick else 1.0
     slow_total, fast_total, ray_total = int(2000 * scale), int(20000 * scale), int(10000 * scale)
 
-    import ray
-
-    os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
     results: list[dict[str, Any]] = []
     memory: float = 0.0
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            base = Path(tmp)
-            for n in (1, 100, 10_000):
-                a = await bench_process(base / f"a{n}", n, slow_total)
-                b, per_txn = await bench_local(base / f"b{n}", n, max(fast_total, n))
-                c, mem = await bench_ray(base / f"c{n}", n, max(ray_total, n))
-                d = bench_eventsourcing(base / f"d{n}.sqlite", n, slow_total)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        # (a), (b) and (d) first, before Ray starts: an idle Ray cluster's daemons take CPU
+        # time on this 2-core machine, and these three are measured on one core each.
+        for n in (1, 100, 10_000):
+            # Best of ``repeat`` fresh runs each: this 2-core VM's run-to-run noise is ±15 %.
+            a = max([await bench_process(base / f"a{n}-{k}", n, slow_total) for k in range(repeat)])
+            b, per_txn = max([await bench_local(base / f"b{n}-{k}", n, max(fast_total, n))
+                              for k in range(repeat)])
+            d = max(bench_eventsourcing(base / f"d{n}-{k}.sqlite", n, slow_total) for k in range(repeat))
+            results.append({"n": n, "a": a, "b": b, "d": d, "per_txn": per_txn})
+            print(f"N={n}: a={a:.0f} b={b:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f}",
+                  file=sys.stderr, flush=True)
+        snap, full, snap_read, full_read = await bench_activation(base / "act", 10_000)
+
+        import ray
+
+        os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
+        try:
+            for r in results:
+                n = r["n"]
+                r["c"], mem = await bench_ray(base / f"c{n}", n, max(ray_total, n))
                 if n == 10_000:
                     memory = mem
-                results.append({"n": n, "a": a, "b": b, "c": c, "d": d, "per_txn": per_txn})
-                print(f"N={n}: a={a:.0f} b={b:.0f} c={c:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f}",
-                      file=sys.stderr, flush=True)
-            snap, full, snap_read, full_read = await bench_activation(base / "act", 10_000)
-    finally:
-        ray.shutdown()
+                print(f"N={n}: c={r['c']:.0f}", file=sys.stderr, flush=True)
+        finally:
+            ray.shutdown()
 
     widths = [7, 12, 12, 12, 12, 9, 9, 9, 10]
     print(f"\nDurable (fsync) commands/s, {os.cpu_count()} cores; commands: a,d={slow_total}, "
-          f"b={fast_total}, c={ray_total} (at least N)\n")
+          f"b={fast_total}, c={ray_total} (at least N); a, b, d: best of {repeat} runs, before Ray\n")
     print(row(["N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d", "c/a", "cmds/txn"],
               widths))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
