@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mako_actors import EventEnvelope, OutboxMessage, Process, ProcessIdentity
+from mako_actors import OutboxMessage, Process, ProcessIdentity
 from mako_actors.actors import LocalActorSystem
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.gpke import GpkeNbWorkflow
@@ -185,7 +185,7 @@ async def main() -> None:
             f"{len(await store.dead_letters())} dead letters"
         )
         first = next(e for e in events if e.process_id == silent)
-        process = Process.from_identity(GpkeNbWorkflow(), store, _identity(first))
+        process = Process.from_identity(GpkeNbWorkflow(), store, ProcessIdentity.of(first))
         console.print(f"timeline of {str(silent)[:8]} (old supplier silent), resumed from its identity:")
         for event in await store.load(process.stream_id):
             state = await process.state_at(event.sequence)
@@ -232,7 +232,7 @@ async def report(store: LmdbStore) -> None:
             for m in messages:
                 receipts[describe(m)] += 1
             continue
-        state = await Process.from_identity(GpkeNbWorkflow(), store, _identity(events[0])).state()
+        state = await Process.from_identity(GpkeNbWorkflow(), store, ProcessIdentity.of(events[0])).state()
         sent = "; ".join(
             f"{describe(m)} ({m.recipient[-4:]})" for m in sorted(messages, key=lambda m: m.created_at)
         )
@@ -246,15 +246,6 @@ async def report(store: LmdbStore) -> None:
     console.print(f"the outbox worker rendered {delivered} outbound interchanges into {DATA / 'outbox'}")
     for letter in await store.dead_letters():
         console.print(f"dead letter ({letter.kind}): {letter.reason[:100]}")
-
-
-def _identity(event: EventEnvelope) -> ProcessIdentity:
-    return ProcessIdentity(
-        stream_id=event.stream_id,
-        process_id=event.process_id,
-        tenant_id=event.tenant_id,
-        workflow_id=event.workflow_id,
-    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ frozen, keyword-only pydantic models that serialize to plain values.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import to_jsonable_python
@@ -36,6 +36,19 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+class _OfProcess(Protocol):
+    """Anything stored for one process: an ``EventEnvelope``, a ``Deadline``."""
+
+    @property
+    def stream_id(self) -> StreamId: ...
+    @property
+    def process_id(self) -> ProcessId: ...
+    @property
+    def tenant_id(self) -> TenantId: ...
+    @property
+    def workflow_id(self) -> WorkflowId: ...
+
+
 class ProcessIdentity(_Frozen):
     """The stream, process, tenant and workflow ids of one process, as one serializable value.
 
@@ -50,12 +63,28 @@ class ProcessIdentity(_Frozen):
     @classmethod
     def new(cls, tenant_id: TenantId, workflow_id: WorkflowId) -> ProcessIdentity:
         """The identity of a brand-new process (random process id)."""
-        process_id = ProcessId.new()
+        return cls.of_process(tenant_id, ProcessId.new(), workflow_id)
+
+    @classmethod
+    def of_process(
+        cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId
+    ) -> ProcessIdentity:
+        """The identity of ``process_id`` of ``tenant_id`` (its stream id follows from both)."""
         return cls(
             stream_id=StreamId.for_process(tenant_id, process_id),
             process_id=process_id,
             tenant_id=tenant_id,
             workflow_id=workflow_id,
+        )
+
+    @classmethod
+    def of(cls, record: _OfProcess) -> ProcessIdentity:
+        """The identity of the process a stored event or deadline belongs to."""
+        return cls(
+            stream_id=record.stream_id,
+            process_id=record.process_id,
+            tenant_id=record.tenant_id,
+            workflow_id=record.workflow_id,
         )
 
     def to_plain(self) -> dict[str, Any]:
@@ -78,9 +107,7 @@ class CommandContext(_Frozen):
     causation_id: CausationId | None = None
 
     @classmethod
-    def new(
-        cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId
-    ) -> CommandContext:
+    def new(cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId) -> CommandContext:
         """A context with fresh random correlation and conversation ids."""
         return cls(
             tenant_id=tenant_id,

@@ -54,7 +54,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import malo_key, transaction_key
 from mako_actors.gpke.payloads import build_contrl_payload
 from mako_actors.gpke.router import PidRouter
-from mako_actors.ids import ProcessId, StreamId, TenantId
+from mako_actors.ids import ProcessId, TenantId
 from mako_actors.outbox import PendingOutbox
 from mako_actors.process import Clock, Process, system_clock
 from mako_actors.store import Store
@@ -350,12 +350,7 @@ class InboundPipeline:
         tenant = _tenant_or_placeholder(result.recipient)
         key = f"{result.recipient}:{result.sender}:{result.interchange_ref}"
         process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, key))
-        return ProcessIdentity(
-            stream_id=StreamId.for_process(tenant, process_id),
-            process_id=process_id,
-            tenant_id=tenant,
-            workflow_id=_RECEIPT_WORKFLOW_ID,
-        )
+        return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))

@@ -93,22 +93,10 @@ class Process(Generic[C, S]):
         process_id: ProcessId | None = None,
         clock: Clock = system_clock,
     ) -> None:
-        process_id = process_id or ProcessId.new()
-        self._init(
-            workflow,
-            store,
-            ProcessIdentity(
-                stream_id=StreamId.for_process(tenant_id, process_id),
-                process_id=process_id,
-                tenant_id=tenant_id,
-                workflow_id=workflow_id,
-            ),
-            clock,
-        )
+        identity = ProcessIdentity.of_process(tenant_id, process_id or ProcessId.new(), workflow_id)
+        self._init(workflow, store, identity, clock)
 
-    def _init(
-        self, workflow: Workflow[C, S], store: Store, identity: ProcessIdentity, clock: Clock
-    ) -> None:
+    def _init(self, workflow: Workflow[C, S], store: Store, identity: ProcessIdentity, clock: Clock) -> None:
         if identity.workflow_id.name != workflow.name:
             raise InvalidArgument(
                 f"workflow id {identity.workflow_id} does not name workflow {workflow.name!r}"
@@ -135,14 +123,8 @@ class Process(Generic[C, S]):
             raise InvalidArgument(
                 f"stream {stream_id} is not the stream of process {process_id} of tenant {tenant_id}"
             )
-        return cls.from_identity(
-            workflow,
-            store,
-            ProcessIdentity(
-                stream_id=stream_id, process_id=process_id, tenant_id=tenant_id, workflow_id=workflow_id
-            ),
-            clock=clock,
-        )
+        identity = ProcessIdentity.of_process(tenant_id, process_id, workflow_id)
+        return cls.from_identity(workflow, store, identity, clock=clock)
 
     @classmethod
     def from_identity(
@@ -200,9 +182,7 @@ class Process(Generic[C, S]):
         Retransmissions of one interchange share the correlation root. Pass the reference
         sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
         """
-        return self.new_context().with_correlation(
-            CorrelationId.from_interchange_ref(interchange_ref)
-        )
+        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -229,9 +209,7 @@ class Process(Generic[C, S]):
         """
         count = await self.event_count()
         if sequence < 0 or sequence > count:
-            raise InvalidArgument(
-                f"state_at({sequence}): stream {self.stream_id} has {count} events"
-            )
+            raise InvalidArgument(f"state_at({sequence}): stream {self.stream_id} has {count} events")
         state, _ = await load_state(self._workflow, self._store, self.stream_id, upto=sequence)
         return state
 
@@ -332,9 +310,7 @@ class Process(Generic[C, S]):
         """``execute`` with a caller-supplied context (correlation, conversation, causation)."""
         return await self._events(command, ctx)
 
-    async def execute_and_collect(
-        self, command: C
-    ) -> tuple[list[EventEnvelope], list[OutboxMessage]]:
+    async def execute_and_collect(self, command: C) -> tuple[list[EventEnvelope], list[OutboxMessage]]:
         """``execute``, and also return the outbox messages, stamped as ``execute_and_enqueue`` would.
 
         The messages are not persisted; their ``causation_event_id`` is the first event's id.
@@ -384,9 +360,7 @@ class Process(Generic[C, S]):
         """``execute_and_enqueue``, rebuilding state from the latest snapshot plus the tail."""
         return await self._events(command, snap_store=snap_store, enqueue=True, use_snapshot=True)
 
-    async def execute_and_enqueue_with_retry(
-        self, command: C, max_attempts: int
-    ) -> list[EventEnvelope]:
+    async def execute_and_enqueue_with_retry(self, command: C, max_attempts: int) -> list[EventEnvelope]:
         """``execute_and_enqueue``, retrying on ``VersionConflict``."""
         return await self._events(command, enqueue=True, max_attempts=max_attempts)
 
@@ -437,9 +411,7 @@ class Process(Generic[C, S]):
         if deadline.stream_id != self.stream_id:
             raise InvalidArgument(f"deadline {deadline.deadline_id} belongs to {deadline.stream_id}")
         options = CommandOptions(enqueue=True, max_attempts=max_attempts, deadline=deadline)
-        prepared = await self._run(
-            lambda state: self._workflow.on_deadline(deadline, state), None, options
-        )
+        prepared = await self._run(lambda state: self._workflow.on_deadline(deadline, state), None, options)
         if prepared is None or prepared.commit is None:
             # No compensation, or one without events: nothing else removes the deadline.
             await self._store.cancel_deadline(deadline.deadline_id)

@@ -58,12 +58,7 @@ class VirtualClock:
 
 def identity_of(deadline: Deadline) -> ProcessIdentity:
     """The identity of the process that owns ``deadline``."""
-    return ProcessIdentity(
-        stream_id=deadline.stream_id,
-        process_id=deadline.process_id,
-        tenant_id=deadline.tenant_id,
-        workflow_id=deadline.workflow_id,
-    )
+    return ProcessIdentity.of(deadline)
 
 
 def process_firer(

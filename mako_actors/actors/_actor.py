@@ -365,9 +365,7 @@ class ProcessActor:
                     continue
                 options = _options(
                     op.enqueue or op.kind == TIMEOUT,
-                    self._config.snapshot_interval
-                    if op.snapshot_interval is None
-                    else op.snapshot_interval,
+                    self._config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
                     op.deadline,
                 )
                 ctx = op.ctx or CommandContext.new(
@@ -375,8 +373,14 @@ class ProcessActor:
                 )
                 output = decide(self._workflow, state, command)
                 prepared = prepare(
-                    self._workflow, self.identity, state, version, output, ctx,
-                    self._config.clock(), options,
+                    self._workflow,
+                    self.identity,
+                    state,
+                    version,
+                    output,
+                    ctx,
+                    self._config.clock(),
+                    options,
                 )
             except Exception as exc:
                 # A refused or broken command fails alone; the state it saw is untouched.
@@ -425,9 +429,7 @@ class ProcessActor:
                 self._stats.commands += 1
                 if not broken:
                     self._state, self._version = prepared.state, result.version
-                _resolve(
-                    future, Outcome(result.events, prepared.outbox, prepared.snapshot is not None)
-                )
+                _resolve(future, Outcome(result.events, prepared.outbox, prepared.snapshot is not None))
                 continue
             self._loaded = False  # never keep a state the store lacks: reload before the next op
             if isinstance(result, VersionConflict):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,45 +29,19 @@ from mako_actors.actors._actor import (
     Op,
     ProcessActor,
 )
+from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument, NotFound, register_error
-from mako_actors.ids import ProcessId, StreamId, TenantId
+from mako_actors.errors import EngineError, InvalidArgument, register_error
+from mako_actors.ids import StreamId, TenantId
 from mako_actors.process import load_state, system_clock
 from mako_actors.store import Store
-from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
 
 
 @register_error
 class ActorSystemClosed(EngineError):
     """The actor system was closed; no new operations are accepted."""
-
-
-WorkflowLike = Workflow[Any, Any] | type[Workflow[Any, Any]]
-WorkflowsArg = Iterable[WorkflowLike] | Mapping[str, WorkflowLike]
-
-
-def workflow_registry(workflows: WorkflowsArg) -> dict[str, Workflow[Any, Any]]:
-    """Name → workflow instance from a list or mapping of workflow instances or classes.
-
-    Raises ``InvalidArgument`` when two different workflows share a name or a mapping key is
-    not the workflow's name.
-    """
-    items: Iterable[tuple[str | None, Any]] = (
-        workflows.items() if isinstance(workflows, Mapping) else ((None, w) for w in workflows)
-    )
-    registry: dict[str, Workflow[Any, Any]] = {}
-    for key, value in items:
-        workflow = value() if isinstance(value, type) else value
-        if not isinstance(workflow, Workflow):
-            raise InvalidArgument(f"{value!r} is not a Workflow")
-        if key is not None and key != workflow.name:
-            raise InvalidArgument(f"workflow registered as {key!r} is named {workflow.name!r}")
-        if workflow.name in registry and type(registry[workflow.name]) is not type(workflow):
-            raise InvalidArgument(f"two workflows are named {workflow.name!r}")
-        registry[workflow.name] = workflow
-    return registry
 
 
 async def read_op(workflow: Workflow[Any, Any], store: Store, identity: ProcessIdentity, op: Op) -> Any:
@@ -81,7 +55,7 @@ async def read_op(workflow: Workflow[Any, Any], store: Store, identity: ProcessI
     return state
 
 
-class LocalActorSystem:
+class LocalActorSystem(HandleFactory):
     """Process actors in this OS process and asyncio loop, over ``store``.
 
     ``workflows``: workflow instances or classes (a list, or a mapping name → workflow).
@@ -152,45 +126,11 @@ class LocalActorSystem:
 
     # -- handles ---------------------------------------------------------------------------
 
-    def workflow(self, workflow_or_name: WorkflowLike | str) -> Workflow[Any, Any]:
-        """The registered workflow for a name, class or instance; ``NotFound`` if unregistered."""
-        name = workflow_or_name if isinstance(workflow_or_name, str) else workflow_or_name.name
-        try:
-            return self.workflows[name]
-        except KeyError:
-            raise NotFound(f"no workflow {name!r} registered with this actor system") from None
-
-    def spawn(
-        self,
-        workflow_or_name: WorkflowLike | str,
-        tenant_id: TenantId,
-        workflow_id: WorkflowId,
-        *,
-        process_id: ProcessId | None = None,
-    ) -> ProcessRef[Any, Any]:
-        """A handle on a new process (random id unless given); nothing is stored before its first command.
-
-        Raises ``NotFound`` for an unregistered workflow, ``InvalidArgument`` when
-        ``workflow_id`` names another workflow.
-        """
-        workflow = self.workflow(workflow_or_name)
-        process_id = process_id or ProcessId.new()
-        identity = ProcessIdentity(
-            stream_id=StreamId.for_process(tenant_id, process_id),
-            process_id=process_id,
-            tenant_id=tenant_id,
-            workflow_id=workflow_id,
-        )
+    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
         return ProcessRef(workflow, identity, self, self.store)
 
-    def resume(self, identity: ProcessIdentity) -> ProcessRef[Any, Any]:
-        """A handle on an existing process; its actor activates on the first message."""
-        return ProcessRef(self.workflow(identity.workflow_id.name), identity, self, self.store)
-
-    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessRef[Any, Any] | None:
-        """The process a business key is registered to in ``tenant_id``, or ``None``."""
-        identity = await self.store.lookup(tenant_id, key)
-        return None if identity is None else self.resume(identity)
+    async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        return await self.store.lookup(tenant_id, key)
 
     # -- dispatch --------------------------------------------------------------------------
 

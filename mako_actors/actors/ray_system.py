@@ -35,13 +35,13 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from mako_actors.actors._actor import COMMAND, TIMEOUT, ActorStats, Op
+from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index
-from mako_actors.actors.local import LocalActorSystem, WorkflowLike, WorkflowsArg, workflow_registry
+from mako_actors.actors.local import LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument, NotFound, register_error
-from mako_actors.ids import ProcessId, StreamId, TenantId
-from mako_actors.version import WorkflowId
+from mako_actors.errors import EngineError, InvalidArgument, register_error
+from mako_actors.ids import StreamId, TenantId
 from mako_actors.workflow import Workflow
 
 Placement = Literal["hosted", "dedicated"]
@@ -73,9 +73,7 @@ class _Host:
     re-activates from the store on its next message.
     """
 
-    def __init__(
-        self, path: str, workflows: list[type[Workflow[Any, Any]]], options: dict[str, Any]
-    ) -> None:
+    def __init__(self, path: str, workflows: list[type[Workflow[Any, Any]]], options: dict[str, Any]) -> None:
         from stores.lmdb import LmdbStore  # the worker opens its own environment
 
         store_options = dict(options.pop("store_options", None) or {})
@@ -116,7 +114,7 @@ def _host_class() -> Any:
     return _remote_host
 
 
-class RayActorSystem:
+class RayActorSystem(HandleFactory):
     """Process actors on Ray over the LMDB directory ``path``; same API as ``LocalActorSystem``.
 
     ``placement``: ``"hosted"`` (``hosts`` host actors, default ``os.cpu_count()``) or
@@ -205,8 +203,10 @@ class RayActorSystem:
     # -- actors ----------------------------------------------------------------------------
 
     def _new_actor(self, name: str) -> Any:
-        return _host_class().options(name=name, **self._actor_options).remote(
-            self.path, self._classes, dict(self._host_options)
+        return (
+            _host_class()
+            .options(name=name, **self._actor_options)
+            .remote(self.path, self._classes, dict(self._host_options))
         )
 
     def host_handles(self) -> list[Any]:
@@ -214,9 +214,7 @@ class RayActorSystem:
         if self.placement != "hosted":
             raise InvalidArgument("host_handles: only the hosted placement has hosts")
         if not self._host_handles:
-            self._host_handles = [
-                self._new_actor(f"{self.name_prefix}-host-{i}") for i in range(self.hosts)
-            ]
+            self._host_handles = [self._new_actor(f"{self.name_prefix}-host-{i}") for i in range(self.hosts)]
         return self._host_handles
 
     def host_for(self, stream_id: StreamId) -> Any:
@@ -298,41 +296,14 @@ class RayActorSystem:
 
     # -- handles ---------------------------------------------------------------------------
 
-    def workflow(self, workflow_or_name: WorkflowLike | str) -> Workflow[Any, Any]:
-        """The registered workflow for a name, class or instance; ``NotFound`` if unregistered."""
-        name = workflow_or_name if isinstance(workflow_or_name, str) else workflow_or_name.name
-        try:
-            return self.workflows[name]
-        except KeyError:
-            raise NotFound(f"no workflow {name!r} registered with this actor system") from None
-
-    def spawn(
-        self,
-        workflow_or_name: WorkflowLike | str,
-        tenant_id: TenantId,
-        workflow_id: WorkflowId,
-        *,
-        process_id: ProcessId | None = None,
-    ) -> ProcessRef[Any, Any]:
-        """A handle on a new process (random id unless given); nothing is stored before its first command."""
-        workflow = self.workflow(workflow_or_name)
-        process_id = process_id or ProcessId.new()
-        identity = ProcessIdentity(
-            stream_id=StreamId.for_process(tenant_id, process_id),
-            process_id=process_id,
-            tenant_id=tenant_id,
-            workflow_id=workflow_id,
-        )
+    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
         return ProcessRef(workflow, identity, self)
 
-    def resume(self, identity: ProcessIdentity) -> ProcessRef[Any, Any]:
-        """A handle on an existing process; its actor activates on the first message."""
-        return ProcessRef(self.workflow(identity.workflow_id.name), identity, self)
-
-    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessRef[Any, Any] | None:
-        """The process a business key is registered to in ``tenant_id``, or ``None``."""
-        identity = await self._reply(self._registry_actor().lookup.remote(tenant_id, key), write=False)
-        return None if identity is None else self.resume(identity)
+    async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        identity: ProcessIdentity | None = await self._reply(
+            self._registry_actor().lookup.remote(tenant_id, key), write=False
+        )
+        return identity
 
     # -- dispatch --------------------------------------------------------------------------
 

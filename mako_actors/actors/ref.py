@@ -146,9 +146,7 @@ class ProcessRef(Generic[C, S]):
 
     def context_for_inbound(self, interchange_ref: str) -> CommandContext:
         """A context whose correlation id is UUID v5 of ``interchange_ref`` (sender-qualified)."""
-        return self.new_context().with_correlation(
-            CorrelationId.from_interchange_ref(interchange_ref)
-        )
+        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -230,9 +228,7 @@ class ProcessRef(Generic[C, S]):
         """``execute`` with a caller-supplied context (correlation, conversation, causation)."""
         return await self._events(command, ctx)
 
-    async def execute_and_collect(
-        self, command: C
-    ) -> tuple[list[EventEnvelope], list[OutboxMessage]]:
+    async def execute_and_collect(self, command: C) -> tuple[list[EventEnvelope], list[OutboxMessage]]:
         """``execute``, and also return the outbox messages as ``execute_and_enqueue`` would stamp them.
 
         The messages are not persisted.
@@ -275,9 +271,7 @@ class ProcessRef(Generic[C, S]):
         self._check_snap_store(snap_store)
         return await self._events(command, enqueue=True)
 
-    async def execute_and_enqueue_with_retry(
-        self, command: C, max_attempts: int
-    ) -> list[EventEnvelope]:
+    async def execute_and_enqueue_with_retry(self, command: C, max_attempts: int) -> list[EventEnvelope]:
         """``execute_and_enqueue`` with at least ``max_attempts`` internal attempts."""
         return await self._events(command, enqueue=True, max_attempts=_attempts(max_attempts))
 
