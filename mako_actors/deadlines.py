@@ -10,35 +10,25 @@ stored, not scheduled in memory.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from mako_actors.envelope import utc
+from mako_actors.envelope import AwareUtc, PlainModel
 from mako_actors.ids import DeadlineId, EventId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 
 
-class PendingDeadline(BaseModel):
+class PendingDeadline(PlainModel):
     """A timer the workflow wants set: ``label`` is due at ``due_at`` (aware datetime)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     label: str
-    due_at: datetime
+    due_at: AwareUtc
     payload: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("due_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return utc(value)
 
-
-class Deadline(BaseModel):
+class Deadline(PlainModel):
     """A persisted timer of one process."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     deadline_id: DeadlineId
     stream_id: StreamId
@@ -46,18 +36,6 @@ class Deadline(BaseModel):
     tenant_id: TenantId
     workflow_id: WorkflowId
     label: str
-    due_at: datetime
+    due_at: AwareUtc
     payload: dict[str, Any] = Field(default_factory=dict)
     causation_event_id: EventId | None = None
-
-    @field_validator("due_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return utc(value)
-
-    def to_plain(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_plain(cls, data: dict[str, Any]) -> Deadline:
-        return cls.model_validate(data)

@@ -8,9 +8,9 @@ frozen, keyword-only pydantic models that serialize to plain values.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 from pydantic_core import to_jsonable_python
 
 from mako_actors.ids import (
@@ -34,6 +34,23 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value.isoformat()} has no time zone; pass an aware one")
     return value.astimezone(UTC)
+
+
+AwareUtc = Annotated[datetime, AfterValidator(utc)]
+"""A datetime field that must be aware and is stored as UTC."""
+
+
+class PlainModel(BaseModel):
+    """A frozen, strict model that round-trips through plain data (msgpack-ready dicts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Self:
+        return cls.model_validate(data)
 
 
 class _OfProcess(Protocol):

@@ -8,12 +8,11 @@ later, at least once, with a stable ``idempotency_key`` the receiver can dedupli
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from mako_actors.envelope import utc
+from mako_actors.envelope import AwareUtc, PlainModel
 from mako_actors.ids import (
     ConversationId,
     CorrelationId,
@@ -25,39 +24,30 @@ from mako_actors.ids import (
 )
 
 
-class PendingOutbox(BaseModel):
+class PendingOutbox(PlainModel):
     """A message the workflow wants sent, once the command's events are stored.
 
     ``payload`` is plain data (dicts, lists, str, int, float, bool, None) or a pydantic model,
     which is dumped to plain data. ``not_before`` delays the first delivery attempt.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     message_type: str
     recipient: str
     payload: dict[str, Any] = Field(default_factory=dict)
-    not_before: datetime | None = None
+    not_before: AwareUtc | None = None
 
     @field_validator("payload", mode="before")
     @classmethod
     def _plain_payload(cls, value: Any) -> Any:
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
-    @field_validator("not_before")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
 
-
-class OutboxMessage(BaseModel):
+class OutboxMessage(PlainModel):
     """A persisted outbound message, stamped with the event that caused it.
 
     ``message_id`` and ``idempotency_key`` derive from ``causation_event_id`` and the message's
     index in the command's output, so they never change across delivery retries.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     message_id: OutboxMessageId
     idempotency_key: str
@@ -70,19 +60,7 @@ class OutboxMessage(BaseModel):
     message_type: str
     recipient: str
     payload: dict[str, Any]
-    created_at: datetime
-    next_attempt_at: datetime
+    created_at: AwareUtc
+    next_attempt_at: AwareUtc
     attempts: int = 0
     last_error: str | None = None
-
-    @field_validator("created_at", "next_attempt_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return utc(value)
-
-    def to_plain(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_plain(cls, data: dict[str, Any]) -> OutboxMessage:
-        return cls.model_validate(data)
