@@ -126,12 +126,15 @@ class CommandContext(_Frozen):
     @classmethod
     def new(cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId) -> CommandContext:
         """A context with fresh random correlation and conversation ids."""
-        return cls(
+        # Built without re-validation: the arguments are typed ids (mypy checks callers) and
+        # this runs once per command, where validating it cost a tenth of the actor path.
+        return cls.model_construct(
             tenant_id=tenant_id,
             process_id=process_id,
             workflow_id=workflow_id,
             correlation_id=CorrelationId.new(),
             conversation_id=ConversationId.new(),
+            causation_id=None,
         )
 
     def with_causation(self, causation: CausationId | EventId) -> CommandContext:

@@ -16,15 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from mako_actors._command import CommandOptions, Prepared, decide, prepare
+from mako_actors._handle import ProcessHandle
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, VersionConflict
-from mako_actors.ids import CorrelationId, ProcessId, StreamId, TenantId
+from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import SnapshotStore, Store
@@ -75,7 +76,7 @@ def _usable(workflow: Workflow[Any, Any], snap: Snapshot | None, upto: int | Non
     )
 
 
-class Process(Generic[C, S]):
+class Process(ProcessHandle[C, S]):
     """A handle binding a workflow, a store and one process's ids.
 
     ``Process(workflow, store, tenant_id, workflow_id)`` starts a new process (random process
@@ -140,51 +141,11 @@ class Process(Generic[C, S]):
         process._init(workflow, store, identity, clock)
         return process
 
-    # -- identity --------------------------------------------------------------------------
-
-    @property
-    def process_id(self) -> ProcessId:
-        """The stable process id."""
-        return self._identity.process_id
-
-    @property
-    def workflow_id(self) -> WorkflowId:
-        """The workflow and format version this process was created under."""
-        return self._identity.workflow_id
-
-    @property
-    def stream_id(self) -> StreamId:
-        return self._identity.stream_id
-
-    @property
-    def tenant_id(self) -> TenantId:
-        return self._identity.tenant_id
-
-    @property
-    def workflow(self) -> Workflow[C, S]:
-        return self._workflow
+    # -- reads -----------------------------------------------------------------------------
 
     @property
     def store(self) -> Store:
         return self._store
-
-    def identity(self) -> ProcessIdentity:
-        """The four ids as one serializable value; persist it to route later messages here."""
-        return self._identity
-
-    def new_context(self) -> CommandContext:
-        """A context with fresh correlation and conversation ids for this process."""
-        return CommandContext.new(self.tenant_id, self.process_id, self.workflow_id)
-
-    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
-        """A context whose correlation id is UUID v5 of ``interchange_ref``.
-
-        Retransmissions of one interchange share the correlation root. Pass the reference
-        sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
-        """
-        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
-
-    # -- reads -----------------------------------------------------------------------------
 
     async def event_count(self) -> int:
         """How many events the stream holds (O(1))."""

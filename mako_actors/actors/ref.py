@@ -10,11 +10,11 @@ actor's internal attempts from below, and snapshots are always taken by the syst
 
 from __future__ import annotations
 
-import os
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from mako_actors._handle import ProcessHandle
 from mako_actors.actors._actor import (
     COMMAND,
     EVENT_COUNT,
@@ -28,42 +28,12 @@ from mako_actors.actors._actor import (
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument
-from mako_actors.ids import ConversationId, CorrelationId, ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.store import SnapshotStore
-from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
-
-
-_pool = b""
-_pool_at = 0
-
-
-def random_bytes16() -> bytes:
-    """16 random bytes shaped as a version-4 UUID, from a pooled ``os.urandom`` buffer.
-
-    One syscall per 256 ids instead of one per id (``uuid4`` was a tenth of the command path).
-    The pool is dropped in a forked child, so parent and child never hand out the same ids.
-    """
-    global _pool, _pool_at
-    if _pool_at + 16 > len(_pool):
-        _pool, _pool_at = os.urandom(4096), 0
-    raw = bytearray(_pool[_pool_at : _pool_at + 16])
-    _pool_at += 16
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return bytes(raw)
-
-
-def _forget_pool() -> None:
-    global _pool, _pool_at
-    _pool, _pool_at = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_pool)
 
 
 class Dispatcher(Protocol):
@@ -72,7 +42,7 @@ class Dispatcher(Protocol):
     async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any: ...
 
 
-class ProcessRef(Generic[C, S]):
+class ProcessRef(ProcessHandle[C, S]):
     """A handle on one process's actor; cheap, and any number may exist for one process.
 
     Obtain it from an actor system (``spawn``, ``resume``, ``lookup``), never construct it.
@@ -100,53 +70,6 @@ class ProcessRef(Generic[C, S]):
 
     def __repr__(self) -> str:
         return f"ProcessRef({self._identity.stream_id}, {self._identity.workflow_id})"
-
-    # -- identity --------------------------------------------------------------------------
-
-    @property
-    def process_id(self) -> ProcessId:
-        """The stable process id."""
-        return self._identity.process_id
-
-    @property
-    def workflow_id(self) -> WorkflowId:
-        """The workflow and format version this process was created under."""
-        return self._identity.workflow_id
-
-    @property
-    def stream_id(self) -> StreamId:
-        return self._identity.stream_id
-
-    @property
-    def tenant_id(self) -> TenantId:
-        return self._identity.tenant_id
-
-    @property
-    def workflow(self) -> Workflow[C, S]:
-        return self._workflow
-
-    def identity(self) -> ProcessIdentity:
-        """The four ids as one serializable value; ``resume(identity)`` gets this handle back."""
-        return self._identity
-
-    def new_context(self) -> CommandContext:
-        """A context with fresh correlation and conversation ids for this process."""
-        # Built without re-validation from ids that are already typed: this runs once per
-        # command, and CommandContext.new's two uuid4() syscalls and validation were a tenth
-        # of the local command path's CPU time.
-        identity = self._identity
-        return CommandContext.model_construct(
-            tenant_id=identity.tenant_id,
-            process_id=identity.process_id,
-            workflow_id=identity.workflow_id,
-            correlation_id=CorrelationId(random_bytes16()),
-            conversation_id=ConversationId(random_bytes16()),
-            causation_id=None,
-        )
-
-    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
-        """A context whose correlation id is UUID v5 of ``interchange_ref`` (sender-qualified)."""
-        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""What every process handle shares: its ids, and fresh command contexts for them."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from mako_actors.envelope import CommandContext, ProcessIdentity
+from mako_actors.ids import CorrelationId, ProcessId, StreamId, TenantId
+from mako_actors.version import WorkflowId
+from mako_actors.workflow import Workflow
+
+C = TypeVar("C", bound=BaseModel)
+S = TypeVar("S", bound=BaseModel)
+
+
+class ProcessHandle(Generic[C, S]):
+    """The identity side of ``Process`` and ``ProcessRef``: ids, ``identity()``, contexts."""
+
+    _identity: ProcessIdentity
+    _workflow: Workflow[C, S]
+
+    @property
+    def process_id(self) -> ProcessId:
+        """The stable process id."""
+        return self._identity.process_id
+
+    @property
+    def workflow_id(self) -> WorkflowId:
+        """The workflow and format version this process was created under."""
+        return self._identity.workflow_id
+
+    @property
+    def stream_id(self) -> StreamId:
+        return self._identity.stream_id
+
+    @property
+    def tenant_id(self) -> TenantId:
+        return self._identity.tenant_id
+
+    @property
+    def workflow(self) -> Workflow[C, S]:
+        return self._workflow
+
+    def identity(self) -> ProcessIdentity:
+        """The four ids as one serializable value; persist it to route later messages here."""
+        return self._identity
+
+    def new_context(self) -> CommandContext:
+        """A context with fresh correlation and conversation ids for this process."""
+        return CommandContext.new(self.tenant_id, self.process_id, self.workflow_id)
+
+    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
+        """A context whose correlation id is UUID v5 of ``interchange_ref``.
+
+        Retransmissions of one interchange share the correlation root. Pass the reference
+        sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
+        """
+        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
