@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 # -- encoding ------------------------------------------------------------------------------
 
+
 def u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
@@ -86,6 +87,7 @@ def event_key(stream_id: str, seq: int) -> bytes:
 
 
 # -- events --------------------------------------------------------------------------------
+
 
 def stream_version(txn: KvTxn, stream_id: str) -> int:
     raw = txn.get("streams", stream_id.encode())
@@ -187,6 +189,7 @@ def append(
 
 # -- outbox --------------------------------------------------------------------------------
 
+
 def _due_key(at: datetime, ident: bytes) -> bytes:
     return u64(micros(at)) + ident
 
@@ -202,15 +205,28 @@ def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
     txn.put("outbox_due", _due_key(message.next_attempt_at, ident), b"")
 
 
-def pending(txn: KvTxn, limit: int, now: datetime) -> list[OutboxMessage]:
-    out: list[OutboxMessage] = []
-    for key, _ in txn.scan("outbox_due", b"", u64(micros(now) + 1)):
+def _due(
+    txn: KvTxn,
+    index: str,
+    rows: str,
+    now: datetime,
+    limit: int,
+    build: Callable[[dict[str, Any]], T],
+    what: str,
+) -> list[T]:
+    """Up to ``limit`` rows of ``rows`` whose due-time key in ``index`` is at or before ``now``."""
+    out: list[T] = []
+    for key, _ in txn.scan(index, b"", u64(micros(now) + 1)):
         if len(out) >= limit:
             break
-        raw = txn.get("outbox", key[8:])
+        raw = txn.get(rows, key[8:])
         if raw is not None:
-            out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
+            out.append(_decode(raw, build, what))
     return out
+
+
+def pending(txn: KvTxn, limit: int, now: datetime) -> list[OutboxMessage]:
+    return _due(txn, "outbox_due", "outbox", now, limit, OutboxMessage.from_plain, "outbox message")
 
 
 def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
@@ -243,6 +259,7 @@ def reschedule(
 
 # -- deadlines -----------------------------------------------------------------------------
 
+
 def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
     ident = deadline.deadline_id.bytes
     if txn.get("deadlines", ident) is not None:
@@ -265,21 +282,14 @@ def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId) -> bool:
 
 
 def due_deadlines(txn: KvTxn, now: datetime, limit: int) -> list[Deadline]:
-    out: list[Deadline] = []
-    for key, _ in txn.scan("deadlines_due", b"", u64(micros(now) + 1)):
-        if len(out) >= limit:
-            break
-        raw = txn.get("deadlines", key[8:])
-        if raw is not None:
-            out.append(_decode(raw, Deadline.from_plain, "deadline"))
-    return out
+    return _due(txn, "deadlines_due", "deadlines", now, limit, Deadline.from_plain, "deadline")
 
 
 def deadlines_for_stream(txn: KvTxn, stream_id: str) -> list[Deadline]:
     prefix = stream_key(stream_id)
     out: list[Deadline] = []
     for key, _ in txn.scan("deadlines_stream", prefix, _prefix_end(prefix)):
-        raw = txn.get("deadlines", key[len(prefix):])
+        raw = txn.get("deadlines", key[len(prefix) :])
         if raw is not None:
             out.append(_decode(raw, Deadline.from_plain, "deadline"))
     out.sort(key=lambda d: d.due_at)
@@ -287,6 +297,7 @@ def deadlines_for_stream(txn: KvTxn, stream_id: str) -> list[Deadline]:
 
 
 # -- snapshots, registry, inbox, dead letters, checkpoints ----------------------------------
+
 
 def save_snapshot(txn: KvTxn, snapshot: Snapshot) -> None:
     txn.put("snapshots", snapshot.stream_id.encode(), pack(snapshot.to_plain()))
@@ -306,8 +317,7 @@ def _registry_key(tenant_id: TenantId, key: str) -> bytes:
 def register(txn: KvTxn, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
     if identity.tenant_id != tenant_id:
         raise InvalidArgument(
-            f"registry key {key!r}: identity belongs to tenant {identity.tenant_id}, "
-            f"not {tenant_id}"
+            f"registry key {key!r}: identity belongs to tenant {identity.tenant_id}, not {tenant_id}"
         )
     raw_key = _registry_key(tenant_id, key)
     existing = txn.get("registry", raw_key)
