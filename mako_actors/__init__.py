@@ -20,6 +20,7 @@ module                 what it holds
 ``delivery``           ``OutboxWorker``, ``Sender``: at-least-once delivery
 ``projection``         ``ProjectionRunner``: read models with checkpoints
 ``metrics``            ``prometheus_text``
+``logs``               ``log_context``, ``configure_logging``: correlation ids on every line
 ``edifact``            tokenizer, parser, receiver checks, renderers
 ``gpke``               the LFW24 supplier change, NB side; PID router; Fristen
 ``inbound``            ``InboundPipeline``: EDIFACT bytes → processes
@@ -63,6 +64,7 @@ from mako_actors.ids import (
     TenantId,
 )
 from mako_actors.inbound import DirectHost, InboundPipeline, IngestResult, StaticMasterData, Suppliers
+from mako_actors.logs import configure_logging, log_context
 from mako_actors.metrics import prometheus_text
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.process import Process, load_state
@@ -132,6 +134,8 @@ __all__ = [
     "WorkflowErrorKind",
     "WorkflowId",
     "WorkflowOutput",
+    "configure_logging",
     "load_state",
+    "log_context",
     "prometheus_text",
 ]

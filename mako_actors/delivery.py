@@ -21,6 +21,7 @@ from typing import Protocol
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.errors import InvalidArgument, OutboxError
+from mako_actors.logs import log_context
 from mako_actors.outbox import OutboxMessage
 from mako_actors.store import Store
 
@@ -93,6 +94,14 @@ class OutboxWorker:
         return report
 
     async def _attempt(self, message: OutboxMessage, report: DeliveryReport) -> None:
+        with log_context(
+            correlation_id=message.correlation_id,
+            process_id=message.process_id,
+            message_id=message.message_id,
+        ):
+            await self._attempt_logged(message, report)
+
+    async def _attempt_logged(self, message: OutboxMessage, report: DeliveryReport) -> None:
         try:
             await self._sender.send(message)
         except PermanentDeliveryError as exc:

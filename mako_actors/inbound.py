@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,13 +55,15 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import malo_key, transaction_key
 from mako_actors.gpke.payloads import build_contrl_payload
 from mako_actors.gpke.router import PidRouter
-from mako_actors.ids import ProcessId, TenantId
+from mako_actors.ids import CorrelationId, ProcessId, TenantId
+from mako_actors.logs import log_context
 from mako_actors.outbox import PendingOutbox
 from mako_actors.process import Clock, Process, system_clock
 from mako_actors.store import Store
 from mako_actors.version import FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
+log = logging.getLogger(__name__)
 _RECEIPT_NAMESPACE = uuid.UUID("5c1e7a92-4d3b-5f08-a6e1-93b2c4d5e6f7")
 RECEIPT_WORKFLOW = "mako-inbox"
 _RECEIPT_WORKFLOW_ID = WorkflowId.new(RECEIPT_WORKFLOW, "FV2504")
@@ -292,8 +295,26 @@ class InboundPipeline:
             raise InvalidArgument("ingest: received_at must be timezone-aware")
         parsed = try_parse_interchange(raw, source=source)
         digest = hashlib.sha256(raw).hexdigest()
+        header = (
+            (parsed.sender.id, parsed.recipient.id, parsed.control_ref)
+            if isinstance(parsed, Interchange)
+            else _lenient_header(raw)
+        )
+        correlation = CorrelationId.from_interchange_ref(f"{header[0]}:{header[2]}") if header else None
+        with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
+            result = await self._ingest(parsed, header, digest, received_at, source)
+            _log_result(result)
+        return result
+
+    async def _ingest(
+        self,
+        parsed: Interchange | EdifactError,
+        header: tuple[str, str, str] | None,
+        digest: str,
+        received_at: datetime,
+        source: str | None,
+    ) -> IngestResult:
         if isinstance(parsed, EdifactError):
-            header = _lenient_header(raw)
             result = IngestResult(source, "rejected", error=str(parsed))
             if header is not None:
                 result.sender, result.recipient, result.interchange_ref = header
@@ -565,6 +586,19 @@ def _values(
         values["answer_code"] = transaction.answer_code
         values["zuordnungsende"] = transaction.end
     return values
+
+
+def _log_result(result: IngestResult) -> None:
+    """One line per interchange, and one per transaction that did not reach a process."""
+    level = logging.INFO if result.status in ("accepted", "duplicate") else logging.WARNING
+    log.log(
+        level, "interchange %s: %s %s", result.interchange_ref, result.status, result.error or result.counts()
+    )
+    for outcome in result.messages:
+        if outcome.outcome == "dead_letter":
+            log.warning(
+                "message %s (PID %s) dead-lettered: %s", outcome.message_ref, outcome.pid, outcome.detail
+            )
 
 
 def _ack_values(interchange: Interchange, message: Message, received_at: datetime) -> dict[str, Any] | None:

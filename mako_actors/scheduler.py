@@ -23,6 +23,7 @@ from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.logs import log_context
 from mako_actors.process import Process, system_clock
 from mako_actors.store import Store
 from mako_actors.workflow import Workflow
@@ -138,6 +139,10 @@ class DeadlineScheduler:
         return fired
 
     async def _fire_one(self, deadline: Deadline) -> bool:
+        with log_context(process_id=deadline.process_id, deadline=deadline.label):
+            return await self._fire_logged(deadline)
+
+    async def _fire_logged(self, deadline: Deadline) -> bool:
         try:
             await self._fire(deadline)
         except EngineError as exc:
