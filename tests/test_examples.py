@@ -8,6 +8,8 @@ import json
 import types
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -30,7 +32,8 @@ def test_notebook_cells_run_in_order() -> None:
     assert [t for _, t in namespace["timeline"]][-1] == "gpke.anmeldung_decided"  # type: ignore[attr-defined]
 
 
-def test_quickstart_script_runs() -> None:
+def test_quickstart_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
     import runpy
 
     runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    assert capsys.readouterr().out.strip() == "total=50 2"  # state and event count after a restart
