@@ -132,14 +132,7 @@ def prepare(
     snapshot = None
     interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
-        snapshot = Snapshot(
-            stream_id=identity.stream_id,
-            sequence=new_version,
-            state_schema_version=workflow.state_schema_version,
-            workflow_name=workflow.name,
-            state=new_state.model_dump(mode="json"),
-            taken_at=now,
-        )
+        snapshot = workflow.snapshot_of(identity.stream_id, new_version, new_state, now)
     deadlines: tuple[Deadline, ...] = ()
     if options.enqueue and output.deadlines:
         deadlines = tuple(

@@ -27,7 +27,6 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
-from mako_actors.snapshot import Snapshot
 from mako_actors.store import SnapshotStore, Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
@@ -59,21 +58,11 @@ async def load_state(
     state, version = workflow.initial_state(), 0
     if snapshots is not None:
         snap = await snapshots.load_snapshot(stream_id)
-        if _usable(workflow, snap, upto):
-            assert snap is not None
+        if snap is not None and workflow.accepts_snapshot(snap) and (upto is None or snap.sequence <= upto):
             state, version = workflow.decode_state(snap.state), snap.sequence
     tail = await store.load_from(stream_id, version, upto=upto)
     state = workflow.fold(state, tail)
     return state, tail[-1].sequence if tail else version
-
-
-def _usable(workflow: Workflow[Any, Any], snap: Snapshot | None, upto: int | None) -> bool:
-    return (
-        snap is not None
-        and snap.workflow_name == workflow.name
-        and snap.state_schema_version == workflow.state_schema_version
-        and (upto is None or snap.sequence <= upto)
-    )
 
 
 class Process(ProcessHandle[C, S]):
@@ -183,19 +172,12 @@ class Process(ProcessHandle[C, S]):
             return False
         snapshots = snap_store or self._store
         last = await snapshots.load_snapshot(self.stream_id)
-        since = last.sequence if _usable(self._workflow, last, None) and last else 0
+        since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
         if await self.event_count() - since < interval:
             return False
         state, version = await load_state(self._workflow, self._store, self.stream_id)
         await snapshots.save_snapshot(
-            Snapshot(
-                stream_id=self.stream_id,
-                sequence=version,
-                state_schema_version=self._workflow.state_schema_version,
-                workflow_name=self._workflow.name,
-                state=state.model_dump(mode="json"),
-                taken_at=self._clock(),
-            )
+            self._workflow.snapshot_of(self.stream_id, version, state, self._clock())
         )
         return True
 

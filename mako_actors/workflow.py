@@ -23,6 +23,7 @@ events as shorthand for ``WorkflowOutput(events=...)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import EventEnvelope
 from mako_actors.errors import DeserializationError, InvalidArgument
+from mako_actors.ids import StreamId
 from mako_actors.outbox import PendingOutbox
+from mako_actors.snapshot import Snapshot
 
 
 class Event(BaseModel):
@@ -118,9 +121,7 @@ class Workflow(Generic[C, S]):
         types: dict[str, type[Event]] = {}
         for model in cls.events:
             if model.event_type in types and types[model.event_type] is not model:
-                raise InvalidArgument(
-                    f"{cls.__name__}: event type {model.event_type!r} is declared twice"
-                )
+                raise InvalidArgument(f"{cls.__name__}: event type {model.event_type!r} is declared twice")
             types[model.event_type] = model
         cls._event_types = types
 
@@ -193,6 +194,25 @@ class Workflow(Generic[C, S]):
         except ValidationError as exc:
             raise DeserializationError(f"{self.name}: snapshot state does not fit: {exc}") from None
 
+    def snapshot_of(self, stream_id: StreamId, sequence: int, state: S, taken_at: datetime) -> Snapshot:
+        """A snapshot of ``state`` after event ``sequence``, stamped with this workflow's versions."""
+        return Snapshot(
+            stream_id=stream_id,
+            sequence=sequence,
+            state_schema_version=self.state_schema_version,
+            workflow_name=self.name,
+            state=state.model_dump(mode="json"),
+            taken_at=taken_at,
+        )
+
+    def accepts_snapshot(self, snapshot: Snapshot | None) -> bool:
+        """Whether ``snapshot`` was taken by this workflow at its current state schema version."""
+        return (
+            snapshot is not None
+            and snapshot.workflow_name == self.name
+            and snapshot.state_schema_version == self.state_schema_version
+        )
+
     def fold(self, state: S, envelopes: Sequence[EventEnvelope]) -> S:
         """Apply stored events in order to ``state``."""
         for envelope in envelopes:
@@ -203,4 +223,3 @@ class Workflow(Generic[C, S]):
 def event_payload(event: Event) -> dict[str, Any]:
     """An event as plain data for storage."""
     return event.model_dump(mode="json")
-

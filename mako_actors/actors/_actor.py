@@ -31,7 +31,6 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
 from mako_actors.process import load_state, system_clock
-from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, Store
 from mako_actors.workflow import Workflow
 
@@ -302,17 +301,13 @@ class ProcessActor:
         if interval <= 0:
             return False
         last = await self._store.load_snapshot(self.identity.stream_id)
-        since = last.sequence if last is not None and last.workflow_name == self._workflow.name else 0
+        # Same rule as Process.take_snapshot: a snapshot of another state schema version does not count.
+        since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
         if self._version - since < interval:
             return False
         await self._store.save_snapshot(
-            Snapshot(
-                stream_id=self.identity.stream_id,
-                sequence=self._version,
-                state_schema_version=self._workflow.state_schema_version,
-                workflow_name=self._workflow.name,
-                state=self._state.model_dump(mode="json"),
-                taken_at=self._config.clock(),
+            self._workflow.snapshot_of(
+                self.identity.stream_id, self._version, self._state, self._config.clock()
             )
         )
         return True
