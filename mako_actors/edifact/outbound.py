@@ -131,7 +131,12 @@ class Aperak(_Header):
 
 
 class ContrlMessage(BaseModel):
-    """One UCM line: a received message (0062 + S009) and our action on it."""
+    """One UCM line: a received message (0062 + S009 as received) and our action on it.
+
+    A message-level syntax error is ``action`` 4 with ``error_code`` (0085) and
+    ``error_segment`` (0013, ``UNH`` or ``UNT``), e.g. a wrong UNT count ``+4+29+UNT``
+    (AHB-FACTS §6).
+    """
 
     model_config = _FROZEN
 
@@ -143,10 +148,21 @@ class ContrlMessage(BaseModel):
     association_code: str
     action: Literal["7", "4"]
     error_code: str | None = None
+    error_segment: Literal["UNH", "UNT"] | None = None
+
+    @model_validator(mode="after")
+    def _segment_needs_code(self) -> ContrlMessage:
+        if self.error_segment is not None and self.error_code is None:
+            raise ValueError("error_segment (0013) needs an error_code (0085)")
+        return self
 
 
 class Contrl(BaseModel):
-    """CONTRL for one received interchange; ``action`` 7 = acknowledged, 4 = rejected."""
+    """CONTRL for one received interchange; ``action`` 7 = acknowledged, 4 = rejected.
+
+    ``error_code``/``error_segment`` (0085/0013 on UCI) are for interchange-level errors only;
+    message-level errors go in ``messages`` (UCM) (AHB-FACTS §6).
+    """
 
     model_config = _FROZEN
 
@@ -158,8 +174,18 @@ class Contrl(BaseModel):
     interchange_recipient_qualifier: str = "500"
     action: Literal["7", "4"]
     error_code: str | None = None
+    error_segment: Literal["UNA", "UNB", "UNZ"] | None = None
     messages: tuple[ContrlMessage, ...] = ()
     association_code: str = "2.0b"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Contrl:
+        if self.error_segment is not None and self.error_code is None:
+            raise ValueError("error_segment (0013) needs an error_code (0085)")
+        if self.action == "7" and any(m.action == "4" for m in self.messages):
+            # AHB-FACTS §6: a Syntaxfehlermeldung has UCI 0083 = 4 (7 = "keine Syntaxfehler").
+            raise ValueError("a CONTRL with a rejected message (UCM 4) needs UCI action 4")
+        return self
 
 
 def build_utilmd(m: UtilmdMessage) -> OutboundMessage:
@@ -231,12 +257,12 @@ def build_contrl(c: Contrl) -> OutboundMessage:
         seg(
             "UCI", c.interchange_ref, [c.interchange_sender_id, c.interchange_sender_qualifier],
             [c.interchange_recipient_id, c.interchange_recipient_qualifier], c.action,
-            c.error_code,
+            c.error_code, c.error_segment,
         )
     ]
     for m in c.messages:
         s009 = [m.message_type, m.version, m.release, m.agency, m.association_code]
-        body.append(seg("UCM", m.reference, s009, m.action, m.error_code))
+        body.append(seg("UCM", m.reference, s009, m.action, m.error_code, m.error_segment))
     return OutboundMessage(
         reference=c.reference, message_type="CONTRL", release="3",
         association_code=c.association_code, body=tuple(body),

@@ -13,6 +13,7 @@ yields the identical interchange.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from mako_actors.gpke.validation import mp_id_qualifiers
 __all__ = [
     "AperakError",
     "AperakPayload",
+    "ContrlMessageError",
     "ContrlMessageLine",
     "ContrlPayload",
     "EnvelopePayload",
@@ -226,20 +228,63 @@ class AperakPayload(_Header):
 
 
 class ContrlMessageLine(BaseModel):
-    """One UCM line: a received message (0062, S009) and our action on it."""
+    """One UCM line: a received message (0062, S009) and our action on it.
+
+    ``error_segment`` is 0013 (``UNH``/``UNT``) of a message-level syntax error (AHB-FACTS §6).
+    """
 
     model_config = _FROZEN
 
     reference: str
     message_type: str
+    version: str = "D"
     release: str
+    agency: str = "UN"
     association_code: str
     action: Literal["7", "4"]
     error_code: str | None = None
+    error_segment: str | None = None
+
+
+class ContrlMessageError(BaseModel):
+    """A message-level syntax error to report in a CONTRL ``UCM`` (AHB-FACTS §6).
+
+    ``message_ref`` is the faulty message's UNH 0062, ``message_type`` its full S009 as received
+    (``UTILMD:D:11A:UN:S2.1``), ``code`` the 0085 (e.g. ``29`` for a wrong UNT count) and
+    ``segment`` the 0013 where the error sits (``UNH`` or ``UNT``).
+    """
+
+    model_config = _FROZEN
+
+    message_ref: str = Field(min_length=1, max_length=14)
+    message_type: str = Field(min_length=1)
+    code: str = Field(min_length=1, max_length=3)
+    segment: Literal["UNH", "UNT"]
+
+    def line(self) -> ContrlMessageLine:
+        """The ``UCM+<0062>+<S009>+4+<0085>+<0013>`` line of this error (S009 copied as received)."""
+        parts = self.message_type.split(":")
+        parts += [""] * (5 - len(parts))
+        kind, version, release, agency, association = parts[:5]
+        return ContrlMessageLine(
+            reference=self.message_ref,
+            message_type=kind,
+            version=version,
+            release=release,
+            agency=agency,
+            association_code=association,
+            action="4",
+            error_code=self.code,
+            error_segment=self.segment,
+        )
 
 
 class ContrlPayload(BaseModel):
-    """CONTRL for one received interchange: UCI ``action`` 7 accepted / 4 rejected."""
+    """CONTRL for one received interchange: UCI ``action`` 7 accepted / 4 rejected.
+
+    ``error_code``/``error_segment`` (0085/0013 on UCI) are for interchange-level errors only;
+    message-level errors are ``messages`` lines (UCM) with UCI 0083 = 4 (AHB-FACTS §6, M).
+    """
 
     model_config = _FROZEN
 
@@ -252,6 +297,7 @@ class ContrlPayload(BaseModel):
     interchange_recipient_qualifier: str
     action: Literal["7", "4"]
     error_code: str | None = None
+    error_segment: str | None = None
     messages: tuple[ContrlMessageLine, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
@@ -266,16 +312,25 @@ def build_contrl_payload(
     accepted: bool,
     prepared_at: datetime,
     error_code: str | None = None,
+    error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     messages: tuple[ContrlMessageLine, ...] = (),
+    message_errors: Sequence[ContrlMessageError] = (),
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
     CONTRL is per interchange, not per process: ingestion builds it before or beside routing the
     interchange's messages to workflows, and sends it within ``AckWindows.contrl_due``. Our 0020
     and 0062 derive from the received interchange's sender and 0020, so a retry is identical.
+
+    ``error_code`` (+ ``error_segment``, 0013) is an interchange-level error and goes on UCI.
+    Each of ``message_errors`` becomes one ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT`` after the
+    ``messages`` lines, and any of them makes UCI 0083 = 4 (AHB-FACTS §6: "Syntaxfehlermeldung
+    (UCI DE0083 = 4)"; M).
     """
     seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
     control_ref = derive_ref(seed, 0, "0020")
+    lines = (*messages, *(e.line() for e in message_errors))
+    rejected = not accepted or any(line.action == "4" for line in lines)
     return ContrlPayload(
         envelope=EnvelopePayload.between(interchange_recipient, interchange_sender, prepared_at, control_ref),
         reference=derive_ref(seed, 0, "0062"),
@@ -284,7 +339,8 @@ def build_contrl_payload(
         interchange_sender_qualifier=mp_id_qualifiers(interchange_sender)[0],
         interchange_recipient_id=interchange_recipient,
         interchange_recipient_qualifier=mp_id_qualifiers(interchange_recipient)[0],
-        action="7" if accepted else "4",
+        action="4" if rejected else "7",
         error_code=error_code,
-        messages=messages,
+        error_segment=error_segment if error_code is not None else None,
+        messages=lines,
     )

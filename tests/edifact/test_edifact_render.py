@@ -159,3 +159,52 @@ def test_invalid_payload_is_invalid_argument_naming_the_field() -> None:
         render_outbound("MSCONS", header(), envelope=envelope())
     with pytest.raises(InvalidArgument, match="envelope"):
         render_outbound("UTILMD", header())
+
+
+def test_contrl_message_level_error_goes_in_ucm_with_uci_4() -> None:
+    """AHB-FACTS §6: a wrong UNT count is ``UCM+<0062>+<S009>+4+29+UNT``, UCI 0083 = 4."""
+    from mako_actors.gpke.payloads import ContrlMessageError, build_contrl_payload
+
+    payload = build_contrl_payload(
+        interchange_ref="LFN0605143001", interchange_sender="9900000001001",
+        interchange_recipient="9900000002009", accepted=True, prepared_at=T0,
+        message_errors=[ContrlMessageError(message_ref="M7", message_type="UTILMD:D:11A:UN:S2.1",
+                                           code="29", segment="UNT")],
+    ).to_payload()
+    raw = render_outbound("CONTRL", payload)
+    assert b"UCI+LFN0605143001+9900000001001:500+9900000002009:500+4'" in raw
+    assert b"UCM+M7+UTILMD:D:11A:UN:S2.1+4+29+UNT'" in raw
+    m = parse_interchange(raw).messages[0]
+    assert [s.tag for s in m.segments] == ["UNH", "UCI", "UCM", "UNT"]
+    assert m.association_code == "2.0b" and m.release == "3"
+    # the S009 is copied as received, even when it is not ours (e.g. an old S1.1 message)
+    two = build_contrl_payload(
+        interchange_ref="X1", interchange_sender="9900000001001",
+        interchange_recipient="9900000002009", accepted=True, prepared_at=T0,
+        message_errors=[
+            ContrlMessageError(message_ref="A", message_type="UTILMD:D:11A:UN:S1.1",
+                               code="28", segment="UNH"),
+            ContrlMessageError(message_ref="B", message_type="APERAK:D:07B:UN:2.1i",
+                               code="29", segment="UNT"),
+        ],
+    ).to_payload()
+    raw2 = render_outbound("CONTRL", two)
+    assert b"UCM+A+UTILMD:D:11A:UN:S1.1+4+28+UNH'UCM+B+APERAK:D:07B:UN:2.1i+4+29+UNT'" in raw2
+
+
+def test_contrl_interchange_level_error_stays_on_uci() -> None:
+    from mako_actors.gpke.payloads import build_contrl_payload
+
+    payload = build_contrl_payload(
+        interchange_ref="LFN0605143001", interchange_sender="9900000001001",
+        interchange_recipient="9900000002009", accepted=False, prepared_at=T0,
+        error_code="29", error_segment="UNZ",
+    ).to_payload()
+    raw = render_outbound("CONTRL", payload)
+    assert b"UCI+LFN0605143001+9900000001001:500+9900000002009:500+4+29+UNZ'UNT+3+" in raw
+    assert b"UCM" not in raw
+    with pytest.raises(InvalidArgument, match="UCI action 4"):
+        render_outbound("CONTRL", {
+            **payload, "action": "7", "error_code": None, "error_segment": None, "messages": [{
+            "reference": "M1", "message_type": "UTILMD", "release": "11A",
+            "association_code": "S2.1", "action": "4", "error_code": "29"}]})
