@@ -33,12 +33,14 @@ def _str_schema(cls: type[Any]) -> core_schema.CoreSchema:
     )
 
 
-# Releases whose go-live moved away from the first of their month (DOMAIN §1: FV2504 went live
-# with LFW24 on 2025-06-06). Short names resolve through this table; others mean the 1st.
+# The releases we know, with their go-live (DOMAIN §1: FV2504 went live with LFW24 on
+# 2025-06-06, not on the 1st). Short names resolve through this table; others mean the 1st.
+# FV2610 is in force since 2026-10-01 (AHB-FACTS §7: UTILMD S2.2, APERAK 2.2 from 20261001).
 KNOWN_FORMAT_VERSIONS: dict[str, date] = {
     "FV2504": date(2025, 6, 6),
     "FV2510": date(2025, 10, 1),
     "FV2604": date(2026, 4, 1),
+    "FV2610": date(2026, 10, 1),
 }
 _LABELS = {valid: label for label, valid in KNOWN_FORMAT_VERSIONS.items()}
 

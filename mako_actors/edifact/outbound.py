@@ -8,8 +8,9 @@ default MIG versions (0057) are those of FV2504 †; pass ``association_code`` p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +23,8 @@ from mako_actors.edifact.render import (
     render_interchange,
     seg,
 )
+from mako_actors.edifact.structure import BGM_DOCUMENT_CODE, allowed_segments, segment_key
+from mako_actors.edifact.versions import sending_format_version, unh_version
 from mako_actors.errors import InvalidArgument
 
 __all__ = [
@@ -59,9 +62,14 @@ class _Header(BaseModel):
 
 
 class UtilmdTransaction(BaseModel):
-    """One ``IDE+24`` group. Requests set ``transaction_reason`` (STS+7); answers set
-    ``answer_code``+``answer_ebd`` (STS+E01), ``request_ref`` (RFF+TN) and optionally the LFA's
-    answer (STS+Z35) and another party (NAD+VY)."""
+    """One ``IDE+24`` group.
+
+    ``transaction_reason``/``transaction_reason_detail`` are STS+7 C556 #1/#2 (AHB-FACTS §3);
+    answers set ``answer_code``+``answer_ebd`` (STS+E01), ``request_ref`` (RFF+TN) and optionally
+    the LFA's answer (STS+Z35) and another party (NAD+VY). ``anmeldung_uet`` is DTM+154 (the ÜT
+    of the LFN's Lieferanmeldung, format 102, 55010). Segments a PID does not carry per the
+    structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2) are left out when rendering.
+    """
 
     model_config = _FROZEN
 
@@ -72,7 +80,9 @@ class UtilmdTransaction(BaseModel):
     end: datetime | None = None
     processing_start: datetime | None = None  # DTM+Z07: Lieferbeginndatum in Bearbeitung
     next_processing_date: datetime | None = None  # DTM+Z08: Datum für nächste Bearbeitung
+    anmeldung_uet: date | None = None  # DTM+154 (format 102)
     transaction_reason: str | None = None
+    transaction_reason_detail: str | None = None
     answer_code: str | None = None
     answer_ebd: str | None = None
     lfa_answer_code: str | None = None
@@ -90,28 +100,61 @@ class UtilmdTransaction(BaseModel):
 
 
 class UtilmdMessage(_Header):
-    """A UTILMD message (request or answer); ``document_code`` is BGM 1001 per AHB †."""
+    """A UTILMD message (request or answer).
 
-    document_code: str = "E01"
+    ``document_code`` is BGM 1001; left out, it comes from the PID (AHB-FACTS §1).
+    ``format_version`` selects the UNH version (AHB-FACTS §7); see ``_unh``.
+    """
+
+    document_code: str | None = None
     release: str = "11A"
     association_code: str = "S2.1"
+    format_version: str | None = None
     transactions: tuple[UtilmdTransaction, ...] = Field(min_length=1)
 
 
 class AperakError(BaseModel):
-    """One ERC code with its explanatory FTX text."""
+    """One SG4 error of an APERAK 313 (AHB-FACTS §5, shape M).
+
+    ``code`` is ERC 9321; ``text`` what deviates (``FTX+ABO``, right after ERC);
+    ``description`` the error description (``FTX+AAO``, defaults to the ERC code's name from
+    the MIG 2.1i code list); ``location`` the AHB location of the error (``FTX+Z02``). Z02 is
+    required with Z29 (§5 [5]): a Z29 without ``location`` (e.g. an older stored payload) gets
+    the first segment named in ``text`` (``LOC+Z16``), else ``IDE+24`` (the transaction).
+    """
 
     model_config = _FROZEN
 
     code: str = Field(min_length=1)
     text: str = ""
+    description: str = ""
+    location: str = ""
+
+
+# ERC 9321 names, APERAK MIG 2.1i code list (AHB-FACTS §5; H for FV2504/2510/2604).
+ERC_NAMES: dict[str, str] = {
+    "Z10": "ID unbekannt",
+    "Z14": "Objekt im IT-System nicht gefunden",
+    "Z15": "ID nicht eindeutig",
+    "Z16": "Objekt nicht mehr im Netzgebiet",
+    "Z17": "Absender ist zum angegebenen Zeitintervall/Zeitpunkt dem Objekt nicht zugeordnet",
+    "Z18": "Empfänger ist zum angegebenen Zeitintervall/Zeitpunkt dem Objekt nicht zugeordnet",
+    "Z29": "Erforderliche Angabe für diesen Anwendungsfall fehlt",
+    "Z31": "Geschäftsvorfall wird vom Empfänger zurückgewiesen",
+    "Z35": "Format nicht eingehalten",
+    "Z37": "Geschäftsvorfall darf vom Sender nicht gesendet werden",
+    "Z39": "Code nicht aus erlaubtem Wertebereich",
+    "Z40": "Wiederholbarkeit überschritten",
+    "Z41": "Zeitangabe unplausibel",
+}
 
 
 class Aperak(_Header):
     """APERAK: positive (BGM 312) without ``errors``, negative (313) with at least one.
 
-    References †: ``RFF+ACE`` the answered interchange's 0020 with ``DTM+171`` its date, ``RFF+AGO``
-    its BGM 1004, ``RFF+TN`` its IDE.
+    References (AHB-FACTS §5): ``RFF+ACE`` the answered interchange's 0020 with ``DTM+171`` its
+    UNB date, ``RFF+AGO`` its BGM 1004, ``RFF+TN`` its IDE (Vorgangsnummer), ``RFF+ACW``
+    (313 only) its UNH 0062 (``referenced_message_ref``).
     """
 
     positive: bool
@@ -119,9 +162,11 @@ class Aperak(_Header):
     referenced_date: datetime
     referenced_document_number: str | None = None
     referenced_transaction_ref: str | None = None
+    referenced_message_ref: str | None = None
     errors: tuple[AperakError, ...] = ()
     release: str = "07B"
     association_code: str = "2.1i"
+    format_version: str | None = None
 
     @model_validator(mode="after")
     def _errors_match(self) -> Aperak:
@@ -176,7 +221,9 @@ class Contrl(BaseModel):
     error_code: str | None = None
     error_segment: Literal["UNA", "UNB", "UNZ"] | None = None
     messages: tuple[ContrlMessage, ...] = ()
+    release: str = "3"
     association_code: str = "2.0b"
+    format_version: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Contrl:
@@ -188,66 +235,145 @@ class Contrl(BaseModel):
         return self
 
 
+def _unh(m: UtilmdMessage | Aperak | Contrl, message_type: str) -> tuple[str, str]:
+    """UNH release (0052) and association code (0057) of ``m`` (AHB-FACTS §7).
+
+    With ``format_version``: from the table (``UnsupportedMessageVersion`` if unknown), and an
+    explicitly given ``release``/``association_code`` must agree. Without: explicit values as
+    given, else the release in force at ``document_date`` (``sending_format_version``).
+    """
+    explicit = {"release", "association_code"} & m.model_fields_set
+    fv = m.format_version
+    if fv is None and explicit:
+        return m.release, m.association_code
+    if fv is None:
+        if isinstance(m, Contrl):
+            return m.release, m.association_code
+        fv = str(sending_format_version(m.document_date))
+    v = unh_version(message_type, fv)
+    if explicit and (m.release, m.association_code) != (v.release, v.association_code):
+        raise InvalidArgument(
+            f"{message_type} {m.release}:{m.association_code} contradicts {fv} ({v})"
+        )
+    return v.release, v.association_code
+
+
+def _transaction(t: UtilmdTransaction) -> list[Segment]:
+    """The SG4 group of ``t`` in MIG order, without what its PID does not carry (§2, §3)."""
+    out: list[Segment] = [seg("IDE", "24", t.ide_ref)]
+    if t.start is not None:
+        out.append(seg("DTM", ["92", format_dtm(t.start), "303"]))
+    if t.end is not None:
+        out.append(seg("DTM", ["93", format_dtm(t.end), "303"]))
+    if t.anmeldung_uet is not None:
+        out.append(seg("DTM", ["154", t.anmeldung_uet.strftime("%Y%m%d"), "102"]))
+    if t.processing_start is not None:
+        out.append(seg("DTM", ["Z07", format_dtm(t.processing_start), "303"]))
+    if t.next_processing_date is not None:
+        out.append(seg("DTM", ["Z08", format_dtm(t.next_processing_date), "303"]))
+    if t.transaction_reason is not None:
+        out.append(seg("STS", "7", "", t.transaction_reason, t.transaction_reason_detail))
+    if t.answer_code is not None:
+        out.append(seg("STS", "E01", "", [t.answer_code, t.answer_ebd or ""]))
+    if t.lfa_answer_code is not None:
+        # §3: in 55080 the MaLo travels in STS+Z35 C556#2 DE9012 (ZW3 = MaLo), not in LOC+Z16.
+        where = ["ZW3", "", "", t.malo] if t.pid == "55080" and t.malo else None
+        out.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""], where))
+    if t.malo is not None:
+        out.append(seg("LOC", "Z16", t.malo))
+    out.append(seg("RFF", ["Z13", t.pid]))
+    if t.request_ref is not None:
+        out.append(seg("RFF", ["TN", t.request_ref]))
+    if t.customer_name is not None:
+        last, first = t.customer_name
+        out.append(seg("NAD", "Z09", "", "", [last, first, "", "", "", "Z01"]))
+    if t.other_party_id is not None:
+        out.append(seg("NAD", "VY", [t.other_party_id, "", t.other_party_code_list]))
+    allowed = allowed_segments(t.pid)
+    return out if allowed is None else [s for s in out if segment_key(s) in allowed]
+
+
 def build_utilmd(m: UtilmdMessage) -> OutboundMessage:
-    """The UTILMD message for ``m`` (body order: BGM, DTM+137, NAD+MS/MR, then per IDE)."""
+    """The UTILMD message for ``m`` (body order: BGM, DTM+137, NAD+MS/MR, then per IDE).
+
+    BGM 1001 is ``document_code`` or else the PID's (AHB-FACTS §1; E01 for a PID outside the
+    table, e.g. a test's unknown PID); raises ``InvalidArgument`` for PIDs of both families.
+    """
+    code = m.document_code
+    if code is None:
+        codes = {BGM_DOCUMENT_CODE.get(t.pid, "E01") for t in m.transactions}
+        if len(codes) != 1:
+            raise InvalidArgument(
+                "UTILMD: PIDs " + ", ".join(sorted({t.pid for t in m.transactions}))
+                + " have different BGM document codes; pass document_code"
+            )
+        (code,) = codes
     body: list[Segment] = [
-        seg("BGM", m.document_code, m.document_number),
+        seg("BGM", code, m.document_number),
         seg("DTM", ["137", format_dtm(m.document_date), "303"]),
         *m._parties(),
     ]
     for t in m.transactions:
-        body.append(seg("IDE", "24", t.ide_ref))
-        if t.start is not None:
-            body.append(seg("DTM", ["92", format_dtm(t.start), "303"]))
-        if t.end is not None:
-            body.append(seg("DTM", ["93", format_dtm(t.end), "303"]))
-        if t.processing_start is not None:
-            body.append(seg("DTM", ["Z07", format_dtm(t.processing_start), "303"]))
-        if t.next_processing_date is not None:
-            body.append(seg("DTM", ["Z08", format_dtm(t.next_processing_date), "303"]))
-        if t.transaction_reason is not None:
-            body.append(seg("STS", "7", "", t.transaction_reason))
-        if t.answer_code is not None:
-            body.append(seg("STS", "E01", "", [t.answer_code, t.answer_ebd or ""]))
-        if t.lfa_answer_code is not None:
-            body.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""]))
-        if t.malo is not None:
-            body.append(seg("LOC", "Z16", t.malo))
-        body.append(seg("RFF", ["Z13", t.pid]))
-        if t.request_ref is not None:
-            body.append(seg("RFF", ["TN", t.request_ref]))
-        if t.customer_name is not None:
-            last, first = t.customer_name
-            body.append(seg("NAD", "Z09", "", "", [last, first, "", "", "", "Z01"]))
-        if t.other_party_id is not None:
-            body.append(seg("NAD", "VY", [t.other_party_id, "", t.other_party_code_list]))
+        body.extend(_transaction(t))
+    release, association = _unh(m, "UTILMD")
     return OutboundMessage(
-        reference=m.reference, message_type="UTILMD", release=m.release,
-        association_code=m.association_code, body=tuple(body),
+        reference=m.reference, message_type="UTILMD", release=release,
+        association_code=association, body=tuple(body),
     )
 
 
+_SEGMENT_REF = re.compile(r"\b[A-Z]{3}\+[A-Z0-9]{1,3}\b")
+
+
+def _location(e: AperakError) -> str:
+    """FTX+Z02 text: the given location; for Z29 (where it is required) a derived one."""
+    if e.location or e.code != "Z29":
+        return e.location
+    found = _SEGMENT_REF.search(e.text)
+    return found.group(0) if found else "IDE+24"
+
+
+def _ftx(qualifier: str, text: str) -> Segment:
+    """``FTX+<4451>+++<text>``: C108 holds up to five 512-character parts."""
+    return seg("FTX", qualifier, "", "", [text[i : i + 512] for i in range(0, 2560, 512)
+                                         if text[i : i + 512]])
+
+
 def build_aperak(a: Aperak) -> OutboundMessage:
-    """The APERAK message for ``a`` (BGM 312/313, RFF+ACE/DTM+171, NAD, ERC/FTX, RFF+AGO/TN)."""
+    """The APERAK message for ``a`` in the shape of its BGM (AHB-FACTS §5).
+
+    312: ``RFF+ACE``, ``DTM+171``, ``RFF+AGO``, ``RFF+TN`` (SG2) before the NAD groups.
+    313: only ``RFF+ACE``/``DTM+171`` there; after NAD, per error ``ERC``, ``FTX+ABO``, then SG5
+    ``RFF+ACW`` (UNH 0062), ``RFF+AGO``, ``RFF+TN``, ``FTX+AAO``, ``FTX+Z02``.
+    """
     body: list[Segment] = [
         seg("BGM", "312" if a.positive else "313", a.document_number),
         seg("DTM", ["137", format_dtm(a.document_date), "303"]),
         seg("RFF", ["ACE", a.referenced_interchange_ref]),
         seg("DTM", ["171", format_dtm(a.referenced_date), "303"]),
-        *a._parties(),
     ]
+    refs: list[Segment] = []
+    if a.referenced_document_number is not None:
+        refs.append(seg("RFF", ["AGO", a.referenced_document_number]))
+    if a.referenced_transaction_ref is not None:
+        refs.append(seg("RFF", ["TN", a.referenced_transaction_ref]))
+    if a.positive:
+        body.extend(refs)
+    body.extend(a._parties())
     for e in a.errors:
         body.append(seg("ERC", e.code))
-        if e.text:
-            body.append(seg("FTX", "Z02", "", "", [e.text[i : i + 512] for i in range(0, 2560, 512)
-                                                    if e.text[i : i + 512]]))
-    if a.referenced_document_number is not None:
-        body.append(seg("RFF", ["AGO", a.referenced_document_number]))
-    if a.referenced_transaction_ref is not None:
-        body.append(seg("RFF", ["TN", a.referenced_transaction_ref]))
+        body.append(_ftx("ABO", e.text or ERC_NAMES.get(e.code, e.code)))
+        if a.referenced_message_ref is not None:
+            body.append(seg("RFF", ["ACW", a.referenced_message_ref]))
+        body.extend(refs)
+        body.append(_ftx("AAO", e.description or ERC_NAMES.get(e.code, e.text or e.code)))
+        location = _location(e)
+        if location:
+            body.append(_ftx("Z02", location))
+    release, association = _unh(a, "APERAK")
     return OutboundMessage(
-        reference=a.reference, message_type="APERAK", release=a.release,
-        association_code=a.association_code, body=tuple(body),
+        reference=a.reference, message_type="APERAK", release=release,
+        association_code=association, body=tuple(body),
     )
 
 
@@ -263,9 +389,10 @@ def build_contrl(c: Contrl) -> OutboundMessage:
     for m in c.messages:
         s009 = [m.message_type, m.version, m.release, m.agency, m.association_code]
         body.append(seg("UCM", m.reference, s009, m.action, m.error_code, m.error_segment))
+    release, association = _unh(c, "CONTRL")
     return OutboundMessage(
-        reference=c.reference, message_type="CONTRL", release="3",
-        association_code=c.association_code, body=tuple(body),
+        reference=c.reference, message_type="CONTRL", release=release,
+        association_code=association, body=tuple(body),
     )
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
+from mako_actors.edifact.versions import sending_format_version
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "UtilmdTransactionPayload",
     "build_contrl_payload",
     "derive_ref",
+    "transaktionsgrund",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -121,6 +124,7 @@ class _Header(BaseModel):
     sender_code_list: str
     recipient_id: str
     recipient_code_list: str
+    format_version: str | None = None  # selects the UNH version (AHB-FACTS §7)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain JSON-ready data for ``PendingOutbox.payload`` (``None`` fields left out)."""
@@ -129,6 +133,8 @@ class _Header(BaseModel):
 
 def _header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
     return {
+        # The release in force when the message is sent decides its MIG version (§7).
+        "format_version": sending_format_version(at).short,
         "envelope": EnvelopePayload.between(sender, ref.recipient, at, ref.interchange_ref),
         "reference": ref.message_ref,
         "document_number": ref.document_number,
@@ -161,31 +167,88 @@ class UtilmdTransactionPayload(BaseModel):
     other_party_code_list: str | None = None
     processing_start: datetime | None = None  # DTM+Z07
     next_processing_date: datetime | None = None  # DTM+Z08
+    anmeldung_uet: date | None = None  # DTM+154 (55010)
+    transaction_reason_detail: str | None = None  # STS+7 C556 #2
+
+
+def transaktionsgrund(
+    pid: str, trigger_pid: str | None, trigger_reason: str | None = None
+) -> tuple[str, str | None] | None:
+    """STS+7 #1 and #2 of a message ``pid`` we send in a process started by ``trigger_pid``
+    (55001/55077/55004) whose STS+7 #1 was ``trigger_reason``; ``None`` when not derivable.
+
+    AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZW4 for a
+    consuming MaLo (55001), ZW3 for a generating one (55077); 55036 Z26; 55037 ZC8 (Beendigung
+    der Zuordnung) + ZW3|ZW4; 55038 ZH0 (Aufhebung wegen Anmeldung eines anderen LF zu früherem
+    Termin) + ZW3|ZW4; answers: 55003 #1 as the Anmeldung + ZW4, 55080 E03 + ZW3, 55005/55006
+    #1 as the Abmeldung. The Anmeldung's own #2 (ZAP, ruhende MaLo) is not carried by the
+    command, so 55010 never says ZAP. 55002/55078 (#2 ZW6|ZW7|ZAP / ZW0|ZW1|ZW2) need master
+    data we do not have: ``None``.
+    """
+    malo_kind = "ZW3" if trigger_pid == "55077" else "ZW4"
+    if pid == "55010":
+        return ("E01" if trigger_reason == "E01" and malo_kind == "ZW4" else "E03"), malo_kind
+    if pid == "55036":
+        return "Z26", None
+    if pid == "55037":
+        return "ZC8", malo_kind
+    if pid == "55038":
+        return "ZH0", malo_kind
+    if pid == "55080":
+        return "E03", "ZW3"
+    if pid == "55003" and trigger_reason in ("E01", "E03"):
+        return trigger_reason, "ZW4"
+    if pid in ("55005", "55006") and trigger_reason:
+        return trigger_reason, None
+    return None
 
 
 class UtilmdPayload(_Header):
-    """A UTILMD message with one transaction."""
+    """A UTILMD message with one transaction; ``document_code`` is BGM 1001 (AHB-FACTS §1)."""
 
+    document_code: str | None = None
     transactions: tuple[UtilmdTransactionPayload, ...] = Field(min_length=1)
 
     @classmethod
-    def build(cls, ref: OutboundRef, sender: str, at: datetime, **transaction: Any) -> UtilmdPayload:
-        """The UTILMD for ``ref`` sent by ``sender`` at ``at``; ``transaction`` fills the IDE group."""
+    def build(
+        cls,
+        ref: OutboundRef,
+        sender: str,
+        at: datetime,
+        *,
+        trigger_pid: str | None = None,
+        trigger_reason: str | None = None,
+        **transaction: Any,
+    ) -> UtilmdPayload:
+        """The UTILMD for ``ref`` sent by ``sender`` at ``at``; ``transaction`` fills the IDE group.
+
+        Without an explicit ``transaction_reason``, STS+7 comes from ``transaktionsgrund`` for
+        the process's ``trigger_pid``/``trigger_reason``.
+        """
         assert ref.ide_ref is not None and ref.pid is not None
         other = transaction.get("other_party_id")
         if other is not None:
             transaction["other_party_code_list"] = mp_id_qualifiers(other)[1]
+        if transaction.get("transaction_reason") is None:
+            reason = transaktionsgrund(ref.pid, trigger_pid, trigger_reason)
+            if reason is not None:
+                transaction["transaction_reason"], transaction["transaction_reason_detail"] = reason
         tx = UtilmdTransactionPayload(ide_ref=ref.ide_ref, pid=ref.pid, **transaction)
-        return cls(**_header(ref, sender, at), transactions=(tx,))
+        return cls(
+            **_header(ref, sender, at), document_code=BGM_DOCUMENT_CODE.get(ref.pid), transactions=(tx,)
+        )
 
 
 class AperakError(BaseModel):
-    """One ERC code with its FTX text."""
+    """One ERC code: ``text`` (FTX+ABO), ``description`` (FTX+AAO, default: the code's name),
+    ``location`` (FTX+Z02, the AHB location; required with Z29, AHB-FACTS §5)."""
 
     model_config = _FROZEN
 
     code: str
     text: str = ""
+    description: str = ""
+    location: str = ""
 
 
 class AperakPayload(_Header):
@@ -193,7 +256,8 @@ class AperakPayload(_Header):
 
     ``referenced_interchange_ref`` (RFF+ACE) and ``referenced_date`` (DTM+171) name the
     answered interchange, ``referenced_document_number`` (RFF+AGO) its BGM 1004,
-    ``referenced_transaction_ref`` (RFF+TN) its IDE.
+    ``referenced_transaction_ref`` (RFF+TN) its IDE, ``referenced_message_ref`` (RFF+ACW, 313
+    only) its UNH 0062 (AHB-FACTS §5).
     """
 
     positive: bool
@@ -201,6 +265,7 @@ class AperakPayload(_Header):
     referenced_date: datetime
     referenced_document_number: str | None = None
     referenced_transaction_ref: str | None = None
+    referenced_message_ref: str | None = None
     errors: tuple[AperakError, ...] = ()
 
     @classmethod
@@ -215,7 +280,9 @@ class AperakPayload(_Header):
         document_number: str,
         ide_ref: str,
         errors: tuple[AperakError, ...] = (),
+        message_ref: str | None = None,
     ) -> AperakPayload:
+        """APERAK 312 (no ``errors``) or 313 on the message ``message_ref`` (UNH 0062)."""
         return cls(
             **_header(ref, sender, at),
             positive=not errors,
@@ -223,6 +290,7 @@ class AperakPayload(_Header):
             referenced_date=referenced_date,
             referenced_document_number=document_number,
             referenced_transaction_ref=ide_ref,
+            referenced_message_ref=message_ref,
             errors=errors,
         )
 
@@ -299,6 +367,7 @@ class ContrlPayload(BaseModel):
     error_code: str | None = None
     error_segment: str | None = None
     messages: tuple[ContrlMessageLine, ...] = ()
+    format_version: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -343,4 +412,5 @@ def build_contrl_payload(
         error_code=error_code,
         error_segment=error_segment if error_code is not None else None,
         messages=lines,
+        format_version=sending_format_version(prepared_at).short,
     )

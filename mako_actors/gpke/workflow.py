@@ -134,6 +134,7 @@ class _Out:
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
+        transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, **transaction))
         return ref
 
@@ -258,6 +259,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 request_ref=cmd.ide_ref,
                 processing_start=z07,
                 next_processing_date=z08,
+                trigger_reason=cmd.transaction_reason,
             )
             out.emit(
                 AnmeldungRejectedAtOnce(
@@ -283,7 +285,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             request_ref=cmd.ide_ref,
             other_party_id=lfa,
         )
-        request = out.utilmd(lfa, "55010", malo=cmd.malo, end=cmd.zuordnungsbeginn)
+        request = out.utilmd(
+            lfa,
+            "55010",
+            malo=cmd.malo,
+            end=cmd.zuordnungsbeginn,
+            anmeldung_uet=uet(cmd.received_at),
+            trigger_reason=cmd.transaction_reason,
+        )
         due = fristen.due[LFA_ANSWER_DEADLINE]
         out.emit(LfaConsulted(lfa=lfa, info=info, request=request, answer_due=due))
         out.deadlines.append(
@@ -427,6 +436,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             answer_code=code,
             answer_ebd=Ebd.ABMELDUNG,
             request_ref=cmd.ide_ref,
+            trigger_reason=cmd.transaction_reason,
         )
         out.emit(
             AbmeldungDecided(confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason, answer=answer)
@@ -477,6 +487,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 document_number=cmd.document_number,
                 ide_ref=cmd.ide_ref,
                 errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
+                message_ref=cmd.message_ref,
             ),
         )
         return ref

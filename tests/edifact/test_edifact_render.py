@@ -77,31 +77,63 @@ def test_utilmd_answer_round_trip() -> None:
         "NBTX0001", "51900000012", "LFNTX000001", "A01", "E_0401")
     assert t.start == datetime(2025, 6, 30, 22, tzinfo=UTC)
     tags = [s.tag + "+" + s.value(0) for s in t.segments]
-    assert tags == ["IDE+24", "DTM+92", "STS+E01", "STS+Z35", "LOC+Z16", "RFF+Z13", "RFF+TN",
-                    "NAD+VY"]
+    # 55002 carries no STS+Z35 and no NAD+VY (structure table): they are left out
+    assert tags == ["IDE+24", "DTM+92", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN"]
+    assert m.document_code == "E01"
 
 
-@pytest.mark.parametrize("positive", [True, False])
-def test_aperak_round_trip(positive: bool) -> None:
+def _aperak_payload(positive: bool, **over: Any) -> dict[str, Any]:
     payload = {
         **header(reference="AP1"), "positive": positive,
         "referenced_interchange_ref": "LFN0605143001",
         "referenced_date": "2025-06-05T12:30:00+00:00",
         "referenced_document_number": "LFNDOC000001", "referenced_transaction_ref": "LFNTX1",
-        "errors": [] if positive else [{"code": "Z29", "text": "Angabe fehlt: Zähler+Nummer"}],
+        "referenced_message_ref": "M1",
+        "errors": [] if positive else [
+            {"code": "Z29", "text": "Angabe fehlt: Zähler+Nummer", "location": "SG5 LOC+Z16"}],
     }
-    ic = parse_interchange(render_outbound("APERAK", payload, envelope=envelope()))
+    payload.update(over)
+    return payload
+
+
+def test_aperak_312_has_its_references_before_the_nad_groups() -> None:
+    """AHB-FACTS §5: 312 = RFF+ACE, DTM+171, RFF+AGO, RFF+TN, then NAD+MS/MR; no SG4."""
+    ic = parse_interchange(render_outbound("APERAK", _aperak_payload(True), envelope=envelope()))
     (m,) = ic.messages
-    assert (m.message_type, m.document_code, m.association_code) == (
-        "APERAK", "312" if positive else "313", "2.1i")
+    assert (m.message_type, m.document_code, m.association_code) == ("APERAK", "312", "2.1i")
+    assert [s.tag + "+" + s.value(0) for s in m.segments[1:-1]] == [
+        "BGM+312", "DTM+137", "RFF+ACE", "DTM+171", "RFF+AGO", "RFF+TN", "NAD+MS", "NAD+MR"]
     by_tag = {(s.tag, s.value(0)): s for s in m.segments}
     assert by_tag["RFF", "ACE"].value(0, 1) == "LFN0605143001"
     assert by_tag["DTM", "171"].value(0, 1) == "202506051230+00"
     assert by_tag["RFF", "AGO"].value(0, 1) == "LFNDOC000001"
     assert by_tag["RFF", "TN"].value(0, 1) == "LFNTX1"
-    if not positive:
-        assert by_tag["ERC", "Z29"].tag == "ERC"
-        assert by_tag["FTX", "Z02"].value(3) == "Angabe fehlt: Zähler+Nummer"
+
+
+def test_aperak_313_moves_the_references_under_each_error() -> None:
+    """AHB-FACTS §5: 313 = RFF+ACE/DTM+171 only before NAD; per error ERC, FTX+ABO, RFF+ACW,
+    RFF+AGO, RFF+TN, FTX+AAO, FTX+Z02."""
+    payload = _aperak_payload(False, errors=[
+        {"code": "Z29", "text": "Angabe fehlt: Zähler+Nummer", "location": "SG5 LOC+Z16"},
+        {"code": "Z17", "text": "9900000003007 nicht zugeordnet"},
+    ])
+    raw = render_outbound("APERAK", payload, envelope=envelope())
+    (m,) = parse_interchange(raw).messages
+    assert [s.tag + "+" + s.value(0) for s in m.segments[1:-1]] == [
+        "BGM+313", "DTM+137", "RFF+ACE", "DTM+171", "NAD+MS", "NAD+MR",
+        "ERC+Z29", "FTX+ABO", "RFF+ACW", "RFF+AGO", "RFF+TN", "FTX+AAO", "FTX+Z02",
+        "ERC+Z17", "FTX+ABO", "RFF+ACW", "RFF+AGO", "RFF+TN", "FTX+AAO"]
+    assert "ERC+Z29'FTX+ABO+++Angabe fehlt?: Zähler?+Nummer'RFF+ACW:M1'RFF+AGO:LFNDOC000001'" \
+        "RFF+TN:LFNTX1'FTX+AAO+++Erforderliche Angabe für diesen Anwendungsfall fehlt'" \
+        "FTX+Z02+++SG5 LOC?+Z16'".encode("latin-1") in raw
+
+
+def test_aperak_z29_without_location_still_renders_with_a_derived_one() -> None:
+    """Payloads stored before the location existed render; FTX+Z02 is required with Z29."""
+    old = _aperak_payload(False, errors=[{"code": "Z29", "text": "MaLo-ID (LOC+Z16) missing"}])
+    del old["referenced_message_ref"]
+    raw = render_outbound("APERAK", old, envelope=envelope())
+    assert b"FTX+Z02+++LOC?+Z16'" in raw and b"RFF+ACW" not in raw
 
 
 def test_contrl_matches_the_domain_shape() -> None:

@@ -1,0 +1,260 @@
+"""Segment order and presence of the messages we send, per message type and PID, as a table.
+
+``check_structure(raw)`` parses a rendered interchange and returns what deviates from the table
+(empty list = conformant): a required segment missing, a segment the PID does not carry, or one
+out of order. The renderer uses the same table (``allowed_segments``, ``BGM_DOCUMENT_CODE``) to
+leave out what a PID does not carry, so old stored payloads render conformant too. A key is the
+segment tag plus its first qualifier (``DTM+92``, ``LOC+Z16``, ``STS+7``). Sources: AHB-FACTS
+§1 (BGM), §2 (SG5/SG6), §3 (STS, SG4 dates), §5 (APERAK), §6 (CONTRL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mako_actors.edifact._tokenizer import Segment
+from mako_actors.edifact.interchange import Interchange, Message, parse_interchange
+
+__all__ = [
+    "BGM_DOCUMENT_CODE",
+    "UTILMD_SG4",
+    "SegmentRule",
+    "allowed_segments",
+    "check_message",
+    "check_structure",
+    "segment_key",
+]
+
+# AHB-FACTS §1 (S1 FV2504, H; FV2510/FV2604 same AHB 2.1 line, M/H): E01 Anmeldungen for the
+# Anmeldung family and 55036, E02 Abmeldungen for the Abmeldung/Beendigung family.
+BGM_DOCUMENT_CODE: dict[str, str] = {
+    **dict.fromkeys(("55001", "55002", "55003", "55077", "55078", "55080", "55036"), "E01"),
+    **dict.fromkeys(
+        ("55004", "55005", "55006", "55010", "55011", "55012", "55037", "55038"), "E02"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRule:
+    """One segment of a group: ``M`` must be there, ``C`` may (its condition is in ``note``)."""
+
+    key: str
+    presence: Literal["M", "C"]
+    note: str = ""
+
+
+def _r(key: str, presence: Literal["M", "C"] = "M", note: str = "") -> SegmentRule:
+    return SegmentRule(key, presence, note)
+
+
+_STS7_ANSWER = "Muss per S1 (FV2504 55003); sent when the trigger's STS+7 is known"
+
+# SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
+# Only the segments our builders write; anything else is "not carried" for the check.
+UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
+    "55002": (
+        _r("IDE+24"), _r("DTM+92"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+    ),
+    "55003": (
+        _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [358] if A06"),
+        _r("DTM+Z08", "C", "§3 Muss [358] if A06"), _r("STS+7", "C", _STS7_ANSWER),
+        _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [356] if A50"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
+    ),  # §2: no SG5
+    "55005": (
+        _r("IDE+24"), _r("DTM+93", "C"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+    ),  # §2: no SG5
+    "55006": (
+        _r("IDE+24"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"), _r("RFF+Z13"),
+        _r("RFF+TN", note="§2"),
+    ),  # §2: no SG5; §3: no SG4 date
+    "55010": (
+        _r("IDE+24"), _r("DTM+93", note="§3 Ende zum"),
+        _r("DTM+154", note="§3 ÜT der Lieferanmeldung, format 102"),
+        _r("STS+7", note="§3 E01|E03 + ZW3|ZW4|ZW5|ZAP"), _r("LOC+Z16", note="§2 for ZW3/ZW4"),
+        _r("RFF+Z13"), _r("NAD+Z09", "C"), _r("NAD+VY", "C"),
+    ),
+    "55036": (
+        _r("IDE+24"), _r("STS+7", note="§3 Z26"), _r("LOC+Z16", note="§2 [348]"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2 Muss in 55036"), _r("NAD+VY", "C"),
+    ),  # §3: no SG4 date
+    "55037": (
+        _r("IDE+24"), _r("DTM+93", note="§3 [474] with ZC8"),
+        _r("STS+7", note="§3 ZC8|ZD9|ZG6 + ZW3|ZW4"), _r("LOC+Z16", note="§2 [348]"),
+        _r("RFF+Z13"),
+    ),  # §2: no RFF+TN
+    "55038": (
+        _r("IDE+24"), _r("DTM+92", note="§3 Muss [507]"),
+        _r("STS+7", note="§3 ZG5|ZG9|ZH0|ZH1 + ZW3|ZW4"), _r("LOC+Z16", note="§2 [348]"),
+        _r("RFF+Z13"), _r("NAD+VY", "C"),
+    ),  # §2: no RFF+TN
+    "55078": (
+        _r("IDE+24"), _r("DTM+92"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+    ),
+    "55080": (
+        _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [355] if A45"),
+        _r("DTM+Z08", "C", "§3 Muss [355] if A45"), _r("STS+7", "C", _STS7_ANSWER),
+        _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [84] if A57"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
+    ),  # §2: no SG5 (the MaLo travels in STS+Z35 DE9012)
+}
+
+# Conditional requirements (§3): answer code in STS+E01 → segments that become Muss.
+_REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
+    ("55003", "A06"): ("DTM+Z07", "DTM+Z08"),
+    ("55003", "A50"): ("STS+Z35",),
+    ("55080", "A45"): ("DTM+Z07", "DTM+Z08"),
+    ("55080", "A57"): ("STS+Z35",),
+}
+
+_UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
+_APERAK_312 = (
+    _r("BGM+312"), _r("DTM+137"), _r("RFF+ACE"), _r("DTM+171"), _r("RFF+AGO"),
+    _r("RFF+TN", "C", "§5 Soll [16] for UTILMD"), _r("NAD+MS"), _r("NAD+MR"),
+)
+_APERAK_313 = (_r("BGM+313"), _r("DTM+137"), _r("RFF+ACE"), _r("DTM+171"), _r("NAD+MS"), _r("NAD+MR"))
+_APERAK_ERROR = (
+    _r("ERC"), _r("FTX+ABO"), _r("RFF+ACW"), _r("RFF+AGO"), _r("RFF+TN", "C"),
+    _r("FTX+AAO"), _r("FTX+Z02", "C", "§5 [5] Muss with ERC+Z29"),
+)
+
+
+def segment_key(segment: Segment) -> str:
+    """``TAG+qualifier`` (first component of the first element), or the bare tag."""
+    q = segment.value(0) if segment.elements else ""
+    if segment.tag in ("BGM", "DTM", "RFF", "LOC", "NAD", "STS", "FTX", "IDE") and q:
+        return f"{segment.tag}+{q}"
+    return segment.tag
+
+
+def allowed_segments(pid: str) -> frozenset[str] | None:
+    """The SG4 segment keys ``pid`` carries in our messages; ``None`` for a PID not in the table."""
+    rules = UTILMD_SG4.get(pid)
+    return None if rules is None else frozenset(r.key for r in rules)
+
+
+def _match(keys: Sequence[str], rules: Sequence[SegmentRule], where: str) -> list[str]:
+    """Deviations of ``keys`` from ``rules`` (each rule at most once, in rule order)."""
+    problems: list[str] = []
+    position = {r.key: i for i, r in enumerate(rules)}
+    seen: set[str] = set()
+    last = -1
+    for key in keys:
+        i = position.get(key)
+        if i is None:
+            problems.append(f"{where}: {key} is not carried here")
+            continue
+        if key in seen:
+            problems.append(f"{where}: {key} repeats")
+        elif i < last:
+            problems.append(f"{where}: {key} out of order (after {rules[last].key})")
+        seen.add(key)
+        last = max(last, i)
+    problems.extend(
+        f"{where}: required {r.key} missing" for r in rules if r.presence == "M" and r.key not in seen
+    )
+    return problems
+
+
+def _utilmd(message: Message) -> list[str]:
+    body = message.segments[1:-1]
+    first_ide = next((i for i, s in enumerate(body) if s.tag == "IDE"), len(body))
+    header = [segment_key(s) for s in body[:first_ide]]
+    where = f"UTILMD {message.reference}"
+    problems = _match([k if not k.startswith("BGM") else "BGM" for k in header], _UTILMD_HEADER, where)
+    if not message.transactions:
+        problems.append(f"{where}: no IDE+24 transaction")
+    pids = {t.pid for t in message.transactions}
+    for t in message.transactions:
+        tx_where = f"{where} IDE {t.ide_ref} (PID {t.pid})"
+        rules = UTILMD_SG4.get(t.pid or "")
+        if rules is None:
+            problems.append(f"{tx_where}: PID not in the structure table")
+            continue
+        keys = [segment_key(s) for s in t.segments]
+        problems.extend(_match(keys, rules, tx_where))
+        for (pid, code), needed in _REQUIRED_IF_ANSWER.items():
+            if t.pid == pid and t.answer_code == code:
+                problems.extend(
+                    f"{tx_where}: {k} required with answer {code} (AHB-FACTS §3)"
+                    for k in needed if k not in keys
+                )
+    if len(pids) == 1:
+        (only,) = pids
+        expected = BGM_DOCUMENT_CODE.get(only or "")
+        if expected is not None and message.document_code != expected:
+            problems.append(f"{where}: BGM {message.document_code} for PID {only}, expected {expected} (§1)")
+    return problems
+
+
+def _aperak(message: Message) -> list[str]:
+    body = message.segments[1:-1]
+    where = f"APERAK {message.reference}"
+    first_erc = next((i for i, s in enumerate(body) if s.tag == "ERC"), len(body))
+    head = [segment_key(s) for s in body[:first_erc]]
+    negative = message.document_code == "313"
+    problems = _match(head, _APERAK_313 if negative else _APERAK_312, where)
+    groups: list[list[Segment]] = []
+    for s in body[first_erc:]:
+        if s.tag == "ERC":
+            groups.append([])
+        groups[-1].append(s)
+    if negative and not groups:
+        problems.append(f"{where}: a 313 needs at least one ERC")
+    if not negative and groups:
+        problems.append(f"{where}: a 312 carries no ERC")
+    for n, group in enumerate(groups, 1):
+        keys = [segment_key(s) for s in group]
+        problems.extend(_match(keys, _APERAK_ERROR, f"{where} error {n}"))
+        if group[0].value(0) == "Z29" and "FTX+Z02" not in keys:
+            problems.append(f"{where} error {n}: FTX+Z02 required with ERC+Z29 (§5 [5])")
+    return problems
+
+
+def _contrl(message: Message) -> list[str]:
+    body = message.segments[1:-1]
+    where = f"CONTRL {message.reference}"
+    tags = [s.tag for s in body]
+    problems: list[str] = []
+    if not tags or tags[0] != "UCI" or any(t != "UCM" for t in tags[1:]):
+        problems.append(f"{where}: expected UCI then UCM lines, got {'/'.join(tags)}")
+        return problems
+    uci = body[0]
+    if uci.value(3) not in ("4", "7"):
+        problems.append(f"{where}: UCI 0083 {uci.value(3)!r} is neither 4 nor 7 (§6)")
+    rejected = [s for s in body[1:] if s.value(2) == "4"]
+    if rejected and uci.value(3) != "4":
+        problems.append(f"{where}: a rejected message (UCM 4) needs UCI 0083 = 4 (§6)")
+    for s in body[1:]:
+        if s.value(2) == "4" and s.value(3) and s.value(4) not in ("UNH", "UNT", ""):
+            problems.append(f"{where}: UCM 0013 {s.value(4)!r} is neither UNH nor UNT (§6)")
+    return problems
+
+
+def check_message(message: Message) -> list[str]:
+    """Deviations of one parsed message from the table (empty = conformant)."""
+    if message.message_type == "UTILMD":
+        return _utilmd(message)
+    if message.message_type == "APERAK":
+        return _aperak(message)
+    if message.message_type == "CONTRL":
+        return _contrl(message)
+    return [f"{message.message_type} {message.reference}: no structure table for this type"]
+
+
+def check_structure(raw: bytes | Interchange) -> list[str]:
+    """Deviations of a rendered interchange from the table, one line each (empty = conformant).
+
+    Raises ``EdifactError`` when ``raw`` does not even parse.
+    """
+    interchange = raw if isinstance(raw, Interchange) else parse_interchange(raw)
+    problems: list[str] = []
+    for message in interchange.messages:
+        problems.extend(check_message(message))
+    return problems
