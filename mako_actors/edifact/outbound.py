@@ -9,7 +9,7 @@ default MIG versions (0057) are those of FV2504 †; pass ``association_code`` p
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ __all__ = [
     "build_contrl",
     "build_utilmd",
     "render_outbound",
+    "set_render_check",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -396,6 +397,21 @@ def build_contrl(c: Contrl) -> OutboundMessage:
     )
 
 
+RenderCheck = Callable[[str, Mapping[str, Any], bytes], None]
+_render_check: RenderCheck | None = None
+
+
+def set_render_check(check: RenderCheck | None) -> None:
+    """Call ``check(message_type, payload, raw)`` on every interchange ``render_outbound``
+    returns (``None``: no check).
+
+    For test suites: e.g. ``structure.check_structure`` raising on a deviation, so everything
+    a suite renders is checked. Process-wide; not for production use.
+    """
+    global _render_check
+    _render_check = check
+
+
 def render_outbound(
     message_type: str,
     payload: Mapping[str, Any],
@@ -432,4 +448,7 @@ def render_outbound(
             )
     except ValidationError as exc:
         raise InvalidArgument(f"invalid {message_type} payload: {exc}") from None
-    return render_interchange(env, [message])
+    raw = render_interchange(env, [message])
+    if _render_check is not None:
+        _render_check(message_type, payload, raw)
+    return raw

@@ -131,5 +131,7 @@ DEFAULT_CODES = CodeTable(
     version="gpke-codes-2025.1†",
     source="DOMAIN.md §1 (EBD examples) and §4 (APERAK ERC codes); unconfirmed",
     codes={"FV2504": _LFW24_CODES, "FV2510": _LFW24_CODES},
-    aliases={"FV2604": "FV2510"},
+    # FV2610 (in force since 2026-10-01, EBD 4.3): same E_0622/E_0623/E_0624 code sets as
+    # FV2510 (AHB-FACTS §4, S3).
+    aliases={"FV2604": "FV2510", "FV2610": "FV2510"},
 )

@@ -186,7 +186,7 @@ DEFAULT_FRISTEN = FristenTable(
     version="gpke-lfw24-2025.1",
     source="DOMAIN.md §2 (GPKE Teil 2, BK6-22-024 Anlage 1b, consolidated reading version)",
     rules={"FV2504": _LFW24, "FV2510": _LFW24},
-    aliases={"FV2604": "FV2510"},
+    aliases={"FV2604": "FV2510", "FV2610": "FV2510"},  # FV2610: LFW24 Fristen unchanged †
 )
 
 

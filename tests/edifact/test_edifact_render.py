@@ -128,8 +128,13 @@ def test_aperak_313_moves_the_references_under_each_error() -> None:
         "FTX+Z02+++SG5 LOC?+Z16'".encode("latin-1") in raw
 
 
-def test_aperak_z29_without_location_still_renders_with_a_derived_one() -> None:
+def test_aperak_z29_without_location_still_renders_with_a_derived_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Payloads stored before the location existed render; FTX+Z02 is required with Z29."""
+    from mako_actors.edifact import outbound
+
+    monkeypatch.setattr(outbound, "_render_check", None)  # legacy data: no RFF+ACW to give
     old = _aperak_payload(False, errors=[{"code": "Z29", "text": "MaLo-ID (LOC+Z16) missing"}])
     del old["referenced_message_ref"]
     raw = render_outbound("APERAK", old, envelope=envelope())
