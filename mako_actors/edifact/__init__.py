@@ -4,6 +4,8 @@ Parse: ``parse_interchange(raw, source=...) -> Interchange`` (raises ``EdifactEr
 ``try_parse_interchange`` (returns the error), ``parse_file(path)``.
 Render: ``render_interchange(envelope, messages) -> bytes`` (generic writer) and
 ``render_outbound(message_type, payload) -> bytes`` (UTILMD answers, APERAK, CONTRL).
+Check: ``check_structure(raw)`` (segment order/presence per message type and PID) and
+``expected_unh_version(message_type, format_version)`` (UNH S009 per release, AHB-FACTS §7).
 """
 
 from mako_actors.edifact._tokenizer import (
@@ -59,7 +61,9 @@ from mako_actors.edifact.render import (
     render_segment,
     seg,
 )
+from mako_actors.edifact.structure import check_structure
 from mako_actors.edifact.synthetic import synthetic_utilmd
+from mako_actors.edifact.versions import UnsupportedMessageVersion, expected_unh_version, unh_version
 
 __all__ = [
     "CHARSETS",
@@ -89,12 +93,15 @@ __all__ = [
     "Transaction",
     "UnexpectedSegment",
     "UnsupportedCharset",
+    "UnsupportedMessageVersion",
     "UtilmdMessage",
     "UtilmdTransaction",
     "build_aperak",
     "build_contrl",
     "build_utilmd",
+    "check_structure",
     "decode",
+    "expected_unh_version",
     "format_dtm",
     "parse_dtm",
     "parse_file",
@@ -106,4 +113,5 @@ __all__ = [
     "synthetic_utilmd",
     "tokenize",
     "try_parse_interchange",
+    "unh_version",
 ]

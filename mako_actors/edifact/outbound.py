@@ -2,8 +2,11 @@
 
 Each builder takes a small frozen pydantic model that validates from a plain dict (the outbox
 payload) and returns an :class:`OutboundMessage`; :func:`render_outbound` does dict -> bytes in
-one call. Segment order follows the MIG group order (header, SG4 IDE/DTM/STS/LOC/RFF/NAD). The
-default MIG versions (0057) are those of FV2504 †; pass ``association_code`` per format version.
+one call. Segment order follows the MIG group order (header, SG4 IDE/DTM/STS/LOC/RFF/NAD);
+what a PID carries and its BGM code come from ``structure`` (AHB-FACTS §1-§3), the APERAK shapes
+from AHB-FACTS §5, CONTRL from §6. The UNH version (S009) comes from ``versions`` by the payload's
+``format_version`` (else the release in force at its document date; AHB-FACTS §7): an unknown
+release raises ``UnsupportedMessageVersion`` instead of sending another release's strings.
 """
 
 from __future__ import annotations
