@@ -49,11 +49,13 @@ def pipeline(store: LmdbStore, clock: VirtualClock, suppliers: Suppliers | None)
 
 def anmeldung(
     *, malo: str | None = MALO, reason: str = "E03", start: datetime = START,
-    sent_at: datetime = THU_1430, ref: str = "LFN0001",
+    sent_at: datetime = THU_1430, ref: str = "LFN0001", pid: str = "55001",
 ) -> bytes:
-    """A 55001 from the LFN with UNH 0062 ``LFNMSG1``, BGM 1004 ``LFNDOC1``, IDE ``LFNTX1``."""
-    tx = UtilmdTransaction(ide_ref="LFNTX1", pid="55001", malo=malo, start=start,
-                           transaction_reason=reason, transaction_reason_detail="ZW4")
+    """A 55001 (or 55077) from the LFN with UNH 0062 ``LFNMSG1``, BGM 1004 ``LFNDOC1``, IDE
+    ``LFNTX1``."""
+    detail = "ZW4" if pid == "55001" else "ZW0"
+    tx = UtilmdTransaction(ide_ref="LFNTX1", pid=pid, malo=malo, start=start,
+                           transaction_reason=reason, transaction_reason_detail=detail)
     message = UtilmdMessage(reference="LFNMSG1", document_number="LFNDOC1", document_date=sent_at,
                             sender_id=LFN, recipient_id=NB, transactions=(tx,))
     env = OutboundEnvelope(sender_id=LFN, recipient_id=NB, prepared_at=sent_at, control_ref=ref)
@@ -182,6 +184,31 @@ async def test_lfa_objection_gives_55003_without_sg5_and_with_sts_z35(store: Lmd
     z35 = next(s for s in rejection.segments if s.tag == "STS" and s.value(0) == "Z35")
     assert z35.elements[2] == ["A35", "E_0624"]
     assert rejection.transactions[0].answer_code == "A50"
+
+
+async def test_generating_malo_55010_says_zw3_and_55080_carries_the_malo_in_sts_z35(
+    store: LmdbStore,
+) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, Suppliers(current=LFA))
+    await p.ingest(anmeldung(pid="55077"), THU_1430)
+    seen: set[str] = set()
+    request = (await rendered(store, seen))["55010"]
+    sts7 = next(s for s in request.segments if s.tag == "STS")
+    assert sts7.elements[2:] == ["E03", "ZW3"]  # §3: E01 only with ZW4/ZAP; ZW3 = erzeugende MaLo
+    answer_at = datetime(2025, 11, 13, 16, 0, tzinfo=UTC)
+    objection = lfa_answer(lfa=LFA, nb=NB, malo=MALO, request_ref=request.transactions[0].ide_ref,
+                           ide_ref="LFATX1", control_ref="LFA0001", sent_at=answer_at, confirm=False,
+                           answer_code="A39")
+    await p.ingest(objection, answer_at)
+    rejection = (await rendered(store, seen))["55080"]
+    assert rejection.document_code == "E01"
+    # §2: no SG5 in 55080; §3: STS+7 E03 + ZW3, STS+Z35 Muss with A57, the MaLo in its DE9012
+    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN"]
+    sts = {s.value(0): s for s in rejection.segments if s.tag == "STS"}
+    assert sts["7"].elements[2:] == ["E03", "ZW3"]
+    assert sts["E01"].elements[2] == ["A57", "E_0623"]
+    assert sts["Z35"].elements[2:] == [["A39", "E_0624"], ["ZW3", "", "", MALO]]
 
 
 async def test_missed_vorlauffrist_gives_55003_at_once_with_the_anmeldungs_reason(store: LmdbStore) -> None:
