@@ -26,6 +26,10 @@ KNOWN_GAPS: dict[str, str] = {
         "competing-process probe, which sets no competing_next_date (and tests often give no "
         "competing_start); issue 7, Decisions part"
     ),
+    "NAD+Z09 required with STS+7 ZW4": (
+        "55010 for a consuming MaLo: the customer name (NAD+Z09 of the 55001, S1 [279] [572]) "
+        "is not carried by ReceiveAnmeldung, so the workflow cannot pass customer_name"
+    ),
 }
 
 

@@ -77,11 +77,14 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+93", note="§3 Ende zum"),
         _r("DTM+154", note="§3 ÜT der Lieferanmeldung, format 102"),
         _r("STS+7", note="§3 E01|E03 + ZW3|ZW4|ZW5|ZAP"), _r("LOC+Z16", note="§2 for ZW3/ZW4"),
-        _r("RFF+Z13"), _r("NAD+Z09", "C"), _r("NAD+VY", "C"),
+        _r("RFF+Z13"),
+        _r("NAD+Z09", "C", "S1 FV2504: Muss [279] with ZW4/ZAP, the customer name of the 55001"),
+        _r("NAD+VY", note="S1 FV2504: Muss [567], the LFN"),
     ),
     "55036": (
         _r("IDE+24"), _r("STS+7", note="§3 Z26"), _r("LOC+Z16", note="§2 [348]"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2 Muss in 55036"), _r("NAD+VY", "C"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2 Muss in 55036"),
+        _r("NAD+VY", note="S1 FV2504: Muss [518] [566], the LFA"),
     ),  # §3: no SG4 date
     "55037": (
         _r("IDE+24"), _r("DTM+93", note="§3 [474] with ZC8"),
@@ -91,7 +94,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55038": (
         _r("IDE+24"), _r("DTM+92", note="§3 Muss [507]"),
         _r("STS+7", note="§3 ZG5|ZG9|ZH0|ZH1 + ZW3|ZW4"), _r("LOC+Z16", note="§2 [348]"),
-        _r("RFF+Z13"), _r("NAD+VY", "C"),
+        _r("RFF+Z13"), _r("NAD+VY", "C", "S1 FV2504: Muss [206] ∧ [579] unless ZG5: LFN for ZH0"),
     ),  # §2: no RFF+TN
     "55078": (
         _r("IDE+24"), _r("DTM+92"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
@@ -111,6 +114,14 @@ _REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
     ("55003", "A50"): ("STS+Z35",),
     ("55080", "A45"): ("DTM+Z07", "DTM+Z08"),
     ("55080", "A57"): ("STS+Z35",),
+}
+# Conditional requirements on STS+7 C556 #1 / #2 (S1 FV2504 55010 [279], 55038 [206]).
+_REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
+    ("55010", "ZW4"): ("NAD+Z09",),
+    ("55010", "ZAP"): ("NAD+Z09",),
+    ("55038", "ZH0"): ("NAD+VY",),
+    ("55038", "ZG9"): ("NAD+VY",),
+    ("55038", "ZH1"): ("NAD+VY",),
 }
 
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
@@ -183,6 +194,14 @@ def _utilmd(message: Message) -> list[str]:
             if t.pid == pid and t.answer_code == code:
                 problems.extend(
                     f"{tx_where}: {k} required with answer {code} (AHB-FACTS §3)"
+                    for k in needed if k not in keys
+                )
+        sts7 = next((s for s in t.segments if s.tag == "STS" and s.value(0) == "7"), None)
+        reasons = {sts7.value(2), sts7.value(3)} if sts7 is not None else set()
+        for (pid, reason), needed in _REQUIRED_IF_REASON.items():
+            if t.pid == pid and reason in reasons:
+                problems.extend(
+                    f"{tx_where}: {k} required with STS+7 {reason} (S1 AHB)"
                     for k in needed if k not in keys
                 )
     if len(pids) == 1:

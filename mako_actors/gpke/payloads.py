@@ -169,6 +169,7 @@ class UtilmdTransactionPayload(BaseModel):
     next_processing_date: datetime | None = None  # DTM+Z08
     anmeldung_uet: date | None = None  # DTM+154 (55010)
     transaction_reason_detail: str | None = None  # STS+7 C556 #2
+    customer_name: tuple[str, str] | None = None  # NAD+Z09 (last, first), 55010
 
 
 def transaktionsgrund(

@@ -292,6 +292,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             end=cmd.zuordnungsbeginn,
             anmeldung_uet=uet(cmd.received_at),
             trigger_reason=cmd.transaction_reason,
+            other_party_id=cmd.sender,  # NAD+VY: the LFN (S1 55010 [567])
         )
         due = fristen.due[LFA_ANSWER_DEADLINE]
         out.emit(LfaConsulted(lfa=lfa, info=info, request=request, answer_due=due))
@@ -328,7 +329,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if confirmed and s.lfa is not None:
             termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
         if confirmed and s.lfz is not None:
-            cancellation = out.utilmd(s.lfz, "55038", malo=s.malo, start=s.lfz_start)
+            cancellation = out.utilmd(s.lfz, "55038", malo=s.malo, start=s.lfz_start, other_party_id=s.lfn)
         out.emit(
             AnmeldungDecided(
                 confirmed=confirmed,

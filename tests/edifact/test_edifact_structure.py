@@ -71,6 +71,14 @@ def test_a_conformant_55003_passes() -> None:
         (_utilmd("E02", seg("STS", "7", "", "ZC8", "ZW4"), seg("DTM", ["93", "202511302300+00", "303"]),
                  seg("LOC", "Z16", "51900000012"), seg("RFF", ["Z13", "55037"])),
          "DTM+93 out of order"),
+        # S1 55010 [279]: the customer name with ZW4; 55038 [579]: the LFN with ZH0
+        (_utilmd("E02", seg("DTM", ["93", "202511302300+00", "303"]), seg("DTM", ["154", "20251113", "102"]),
+                 seg("STS", "7", "", "E03", "ZW4"), seg("LOC", "Z16", "51900000012"),
+                 seg("RFF", ["Z13", "55010"]), seg("NAD", "VY", ["9900000001001", "", "293"])),
+         "NAD+Z09 required with STS+7 ZW4"),
+        (_utilmd("E02", seg("DTM", ["92", "202601312300+00", "303"]), seg("STS", "7", "", "ZH0", "ZW4"),
+                 seg("LOC", "Z16", "51900000012"), seg("RFF", ["Z13", "55038"])),
+         "NAD+VY required with STS+7 ZH0"),
         # §3: 55003 with A50 needs STS+Z35
         (_utilmd("E01", seg("STS", "E01", "", ["A50", "E_0623"]), seg("RFF", ["Z13", "55003"]), TN),
          "STS+Z35 required with answer A50"),

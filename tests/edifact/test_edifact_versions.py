@@ -96,7 +96,7 @@ def test_payloads_render_the_version_of_their_sending_day(
 def test_a_payload_of_an_unknown_release_is_not_rendered_with_old_strings() -> None:
     payload = UtilmdPayload.build(
         _refs("UTILMD", "55036"), NB, datetime(2026, 12, 2, 9, tzinfo=UTC), malo="51900000012",
-        request_ref="LFNTX1",
+        request_ref="LFNTX1", other_party_id="9900000003005",
     ).to_payload()
     with pytest.raises(UnsupportedMessageVersion, match="FV2704"):
         render_outbound("UTILMD", {**payload, "format_version": "FV2704"})

@@ -122,9 +122,10 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
     assert info.transactions[0].transaction_reason == "Z26"
     assert info.transactions[0].request_ref == "LFNTX1"
 
-    request = first["55010"]  # §1 E02, §3 DTM+93 + DTM+154 (102), E03 + ZW4, no RFF+TN
+    request = first["55010"]  # §1 E02, §3 DTM+93 + DTM+154 (102), E03 + ZW4, no RFF+TN, NAD+VY LFN
     assert request.document_code == "E02"
-    assert sg4(request) == ["IDE+24", "DTM+93", "DTM+154", "STS+7", "LOC+Z16", "RFF+Z13"]
+    assert sg4(request) == ["IDE+24", "DTM+93", "DTM+154", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+VY"]
+    assert value(request, "NAD", "VY", 1, 0) == LFN
     assert value(request, "DTM", "93") == "202511302300+00"
     dtm154 = next(s for s in request.segments if s.tag == "DTM" and s.value(0) == "154")
     assert dtm154.elements[0] == ["154", "20251113", "102"]
@@ -159,7 +160,8 @@ async def test_einzug_gives_55010_e01_and_an_lfz_gets_55038(store: LmdbStore) ->
     await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
     cancellation = (await rendered(store, seen))["55038"]  # §1 E02, §3 DTM+92 + ZH0/ZW4
     assert cancellation.document_code == "E02"
-    assert sg4(cancellation) == ["IDE+24", "DTM+92", "STS+7", "LOC+Z16", "RFF+Z13"]
+    assert sg4(cancellation) == ["IDE+24", "DTM+92", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+VY"]
+    assert value(cancellation, "NAD", "VY", 1, 0) == LFN  # S1 [579]: the LFN with ZH0
     assert value(cancellation, "DTM", "92") == "202601312300+00"
     sts7 = next(s for s in cancellation.segments if s.tag == "STS")
     assert sts7.elements[2:] == ["ZH0", "ZW4"]
