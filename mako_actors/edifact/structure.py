@@ -50,27 +50,29 @@ def _r(key: str, presence: Literal["M", "C"] = "M", note: str = "") -> SegmentRu
     return SegmentRule(key, presence, note)
 
 
-_STS7_ANSWER = "Muss per S1 (FV2504 55003); sent when the trigger's STS+7 is known"
+_STS7_ANSWER = "Muss (S1 FV2504, e.g. 55002/55003 rows 75-76); #1 is the trigger's"
 
 # SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
-# Only the segments our builders write; anything else is "not carried" for the check.
+# Only the segments our builders write; anything else is "not carried" for the check. Not
+# modelled (master data the runtime does not hold): the SG8/SG10 blocks and RFF+Z60 that S1
+# marks Muss in 55002/55078 (Produktpaket, Daten der MaLo/NeLo with the MSB).
 UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
-        _r("IDE+24"), _r("DTM+92"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),
     "55003": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [358] if A06"),
-        _r("DTM+Z08", "C", "§3 Muss [358] if A06"), _r("STS+7", "C", _STS7_ANSWER),
+        _r("DTM+Z08", "C", "§3 Muss [358] if A06"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [356] if A50"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
     ),  # §2: no SG5
     "55005": (
-        _r("IDE+24"), _r("DTM+93", "C"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("IDE+24"), _r("DTM+93", "C"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),  # §2: no SG5
     "55006": (
-        _r("IDE+24"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"), _r("RFF+Z13"),
+        _r("IDE+24"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"), _r("RFF+Z13"),
         _r("RFF+TN", note="§2"),
     ),  # §2: no SG5; §3: no SG4 date
     "55010": (
@@ -97,12 +99,12 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("RFF+Z13"), _r("NAD+VY", "C", "S1 FV2504: Muss [206] ∧ [579] unless ZG5: LFN for ZH0"),
     ),  # §2: no RFF+TN
     "55078": (
-        _r("IDE+24"), _r("DTM+92"), _r("STS+7", "C", _STS7_ANSWER), _r("STS+E01"),
+        _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),
     "55080": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [355] if A45"),
-        _r("DTM+Z08", "C", "§3 Muss [355] if A45"), _r("STS+7", "C", _STS7_ANSWER),
+        _r("DTM+Z08", "C", "§3 Muss [355] if A45"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [84] if A57"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
     ),  # §2: no SG5 (the MaLo travels in STS+Z35 DE9012)

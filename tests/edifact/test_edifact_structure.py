@@ -44,19 +44,20 @@ def _utilmd(bgm: str, *tx: Segment) -> bytes:
     return _raw("UTILMD", [seg("BGM", bgm, "D1"), *HEAD, seg("IDE", "24", "T1"), *tx])
 
 
+STS_7 = seg("STS", "7", "", "E03", "ZW4")
 STS_E01 = seg("STS", "E01", "", ["A07", "E_0622"])
 TN = seg("RFF", ["TN", "LFNTX1"])
 
 
 def test_a_conformant_55003_passes() -> None:
-    assert check_structure(_utilmd("E01", STS_E01, seg("RFF", ["Z13", "55003"]), TN)) == []
+    assert check_structure(_utilmd("E01", STS_7, STS_E01, seg("RFF", ["Z13", "55003"]), TN)) == []
 
 
 @pytest.mark.parametrize(
     ("raw", "finding"),
     [
         # §2: 55003 has no SG5
-        (_utilmd("E01", STS_E01, seg("LOC", "Z16", "51900000012"), seg("RFF", ["Z13", "55003"]), TN),
+        (_utilmd("E01", STS_7, STS_E01, seg("LOC", "Z16", "51900000012"), seg("RFF", ["Z13", "55003"]), TN),
          "LOC+Z16 is not carried here"),
         # §1: 55010 is E02
         (_utilmd("E01", seg("DTM", ["93", "202511302300+00", "303"]), seg("DTM", ["154", "20251113", "102"]),
