@@ -3,7 +3,10 @@
 Each model dumps (``to_payload``) to exactly the fields of the renderer models in
 ``mako_actors.edifact.outbound`` (``UtilmdMessage``, ``Aperak``, ``Contrl``) plus an
 ``envelope`` key with ``OutboundEnvelope`` fields, so ``render_outbound(message_type, payload)``
-turns an outbox entry into bytes. ``None`` fields are left out.
+turns an outbox entry into bytes. ``None`` fields are left out. Each payload carries the
+``format_version`` in force when it is sent (``sending_format_version``), which selects its UNH
+version (AHB-FACTS §7); UTILMD payloads carry the PID's BGM code (§1) and STS+7 (§3,
+``transaktionsgrund``).
 
 Our references (0020, 0062, BGM 1004, IDE) derive from the process's seed (the first inbound
 message's sender, 0020, 0062 and IDE) and a running message index: a retried send or a replay
