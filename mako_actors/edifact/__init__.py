@@ -63,7 +63,12 @@ from mako_actors.edifact.render import (
 )
 from mako_actors.edifact.structure import check_structure
 from mako_actors.edifact.synthetic import synthetic_utilmd
-from mako_actors.edifact.versions import UnsupportedMessageVersion, expected_unh_version, unh_version
+from mako_actors.edifact.versions import (
+    UnsupportedMessageVersion,
+    expected_unh_version,
+    unh_mismatch,
+    unh_version,
+)
 
 __all__ = [
     "CHARSETS",
@@ -113,5 +118,6 @@ __all__ = [
     "synthetic_utilmd",
     "tokenize",
     "try_parse_interchange",
+    "unh_mismatch",
     "unh_version",
 ]

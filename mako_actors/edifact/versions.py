@@ -23,6 +23,7 @@ __all__ = [
     "UnsupportedMessageVersion",
     "expected_unh_version",
     "sending_format_version",
+    "unh_mismatch",
     "unh_version",
 ]
 
@@ -102,6 +103,24 @@ def expected_unh_version(message_type: str, format_version: FormatVersion | str)
     Raises ``UnsupportedMessageVersion`` like ``unh_version``.
     """
     return str(unh_version(message_type, format_version))
+
+
+def unh_mismatch(s009: str, format_version: FormatVersion | str) -> str | None:
+    """Why a received UNH S009 (``UTILMD:D:11A:UN:S1.1``) is wrong under ``format_version``, or
+    ``None`` when it is the expected one.
+
+    For inbound checks on the FV in force on the transmission day; a message type or release
+    outside the table is a mismatch too (its reason says so). Never raises for the S009 text.
+    """
+    message_type = s009.split(":", 1)[0]
+    try:
+        expected = expected_unh_version(message_type, format_version)
+    except UnsupportedMessageVersion as exc:
+        return str(exc)
+    if s009 != expected:
+        short = FormatVersion.parse(format_version).short
+        return f"UNH {s009} is not {expected}, the version of {message_type} under {short}"
+    return None
 
 
 def sending_format_version(instant: datetime) -> FormatVersion:

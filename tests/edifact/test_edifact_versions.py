@@ -13,6 +13,7 @@ from mako_actors.edifact.versions import (
     UnsupportedMessageVersion,
     expected_unh_version,
     sending_format_version,
+    unh_mismatch,
     unh_version,
 )
 from mako_actors.errors import EngineError, InvalidArgument
@@ -106,3 +107,13 @@ def test_a_payload_of_an_unknown_release_is_not_rendered_with_old_strings() -> N
     legacy = {k: v for k, v in payload.items() if k != "format_version"}
     (m,) = parse_interchange(render_outbound("UTILMD", legacy)).messages
     assert m.association_code == "S2.2"
+
+
+def test_unh_mismatch_names_what_an_inbound_message_should_carry() -> None:
+    assert unh_mismatch("UTILMD:D:11A:UN:S2.1", "FV2510") is None
+    assert unh_mismatch("UTILMD:D:11A:UN:S2.2", "FV2610") is None
+    reason = unh_mismatch("UTILMD:D:11A:UN:S1.1", "FV2510")
+    assert reason is not None and "UTILMD:D:11A:UN:S2.1" in reason and "FV2510" in reason
+    assert unh_mismatch("UTILMD:D:11A:UN:S2.1", "FV2610") is not None  # old strings after 2026-10-01
+    unknown = unh_mismatch("UTILMD:D:11A:UN:S2.1", "FV2704")
+    assert unknown is not None and "FV2704" in unknown
