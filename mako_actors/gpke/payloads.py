@@ -328,9 +328,9 @@ class ContrlMessageError(BaseModel):
 
     model_config = _FROZEN
 
-    message_ref: str = Field(min_length=1, max_length=14)
+    message_ref: str = Field(min_length=1)  # as received, even when over-long (it is the defect)
     message_type: str = Field(min_length=1)
-    code: str = Field(min_length=1, max_length=3)
+    code: str = Field(min_length=1)
     segment: Literal["UNH", "UNT"]
 
     def line(self) -> ContrlMessageLine:
