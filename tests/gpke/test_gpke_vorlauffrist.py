@@ -52,9 +52,10 @@ def test_friday_anmeldung_for_monday_is_rejected_a07_by_the_workflow() -> None:
 def test_anmeldung_before_a_holiday_weekend_needs_the_wednesday() -> None:
     # Start Monday 6.10.2025; Friday 3.10. is a holiday, so Thursday 2.10. is the last WT.
     wf = GpkeNbWorkflow()
-    thursday = anmeldung(received_at="2025-10-02T09:00:00+02:00", zuordnungsbeginn="2025-10-06T00:00:00+02:00")
+    start = "2025-10-06T00:00:00+02:00"
+    thursday = anmeldung(received_at="2025-10-02T09:00:00+02:00", zuordnungsbeginn=start)
     _, out = run(wf, wf.initial_state(), thursday)
     assert utilmd(out, "55003")["answer_code"] == "A07"
-    wednesday = anmeldung(received_at="2025-10-01T18:00:00+02:00", zuordnungsbeginn="2025-10-06T00:00:00+02:00")
+    wednesday = anmeldung(received_at="2025-10-01T18:00:00+02:00", zuordnungsbeginn=start)
     _, out = run(wf, wf.initial_state(), wednesday)
     assert sent(out)[-1] == ("UTILMD", "55002", LFN)
