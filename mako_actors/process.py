@@ -197,7 +197,10 @@ class Process(ProcessHandle[C, S]):
         """
         if options.max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {options.max_attempts}")
-        ctx = ctx or self.new_context()
+        if ctx is None:
+            ctx = self.new_context()
+        else:
+            ctx.require_process(self._identity)
         separate_snapshots = snap_store is not None and snap_store is not self._store
         snapshots = (snap_store or self._store) if options.use_snapshot else None
         for attempt in range(1, options.max_attempts + 1):

@@ -233,6 +233,73 @@ class StoreContract:
         assert await store.stream_version(good.stream_id) == 2
         assert await store.stream_version(bad.stream_id) == 1
 
+    async def test_commit_refuses_rows_of_another_stream_or_tenant(self, store: Store) -> None:
+        mine, theirs = identity(), identity(OTHER_TENANT)
+        their_deadline = deadline(theirs, "frist", T0)
+        await store.register_deadline(their_deadline)
+        forged = envelope(mine).model_copy(update={"tenant_id": OTHER_TENANT})
+        foreign_process = envelope(mine).model_copy(update={"process_id": theirs.process_id})
+        event = envelope(mine)
+        snap = Snapshot(
+            stream_id=theirs.stream_id, sequence=1, state_schema_version=1,
+            workflow_name="contract", state={}, taken_at=T0,
+        )
+        bad_commits = {
+            "event of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[forged]
+            ),
+            "event of another process": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event, foreign_process]
+            ),
+            "outbox row of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                outbox=[outbox_row(theirs, event.event_id, T0)],
+            ),
+            "deadline of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                deadlines=[deadline(theirs, "frist", T0)],
+            ),
+            "cancelling another stream's deadline": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                cancel_deadline_ids=[their_deadline.deadline_id],
+            ),
+            "snapshot of another stream": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event], snapshot=snap,
+            ),
+            "registry entry for another stream": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                registry=[("malo:51900000012", theirs)],
+            ),
+            "another tenant's stream with no events": Commit(
+                stream_id=theirs.stream_id, expected=ExpectedVersion.ANY,
+                deadlines=[deadline(mine, "frist", T0)],
+            ),
+        }
+        for what, commit in bad_commits.items():
+            with pytest.raises(InvalidArgument):
+                await store.commit(commit)
+            assert await store.stream_version(mine.stream_id) == 0, what
+        assert await store.stream_version(theirs.stream_id) == 0
+        assert await store.outbox_count() == 0
+        assert await store.deadlines_for_stream(mine.stream_id) == []
+        assert [d.deadline_id for d in await store.deadlines_for_stream(theirs.stream_id)] == [
+            their_deadline.deadline_id
+        ]
+        assert await store.load_snapshot(theirs.stream_id) is None
+        assert await store.lookup(TENANT, "malo:51900000012") is None
+        assert await store.lookup(OTHER_TENANT, "malo:51900000012") is None
+
+    async def test_a_forged_identity_cannot_be_built(self, store: Store) -> None:
+        mine, theirs = identity(), identity(OTHER_TENANT)
+        with pytest.raises(InvalidArgument, match="is not the stream of process"):
+            ProcessIdentity(
+                stream_id=mine.stream_id, process_id=mine.process_id,
+                tenant_id=OTHER_TENANT, workflow_id=WORKFLOW,
+            )
+        with pytest.raises(ValueError):  # pydantic's ValidationError, as for any bad field
+            ProcessIdentity.model_validate({**theirs.to_plain(), "stream_id": str(mine.stream_id)})
+        assert await store.lookup(OTHER_TENANT, "x") is None
+
     async def test_load_from_is_exclusive_and_upto_inclusive(self, store: Store) -> None:
         ident = identity()
         await store.append(

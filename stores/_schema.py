@@ -26,7 +26,7 @@ from mako_actors.errors import (
     SerializationError,
     VersionConflict,
 )
-from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
+from mako_actors.ids import DeadlineId, OutboxMessageId, ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult
@@ -137,6 +137,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     function (a registry conflict, say) still leaves nothing behind.
     """
     stream_id = commit.stream_id
+    _check_commit_belongs(commit)
     current = stream_version(txn, stream_id)
     if not commit.expected.matches(current):
         raise VersionConflict(stream_id, commit.expected, current)
@@ -171,7 +172,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
             if deadline.label in labels:
                 cancel_deadline(txn, deadline.deadline_id)
     for deadline_id in commit.cancel_deadline_ids:
-        cancel_deadline(txn, deadline_id)
+        cancel_deadline(txn, deadline_id, of_stream=stream_id)
     for deadline in commit.deadlines:
         register_deadline(txn, deadline)
     if commit.snapshot is not None:
@@ -179,6 +180,54 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     for business_key, identity in commit.registry:
         register(txn, identity.tenant_id, business_key, identity)
     return CommitResult(tuple(stored), version)
+
+
+def _check_commit_belongs(commit: Commit) -> None:
+    """Refuse (``InvalidArgument``) a commit holding a row of another stream, process or tenant.
+
+    Every event, outbox row, deadline, the snapshot and every registry entry must belong to
+    the commit's stream: a forged or mixed-up row would put one tenant's data into another's
+    stream or bind its keys there. A few comparisons per row, no reads.
+    """
+    stream_id = commit.stream_id
+    events = commit.events
+    if events:
+        tenant, process, workflow = events[0].tenant_id, events[0].process_id, events[0].workflow_id
+        owner = f"process/{tenant}/{process}"
+    else:
+        owner, workflow = stream_id, None
+        _, tenant_text, process_text = stream_id.split("/", 2)
+        tenant, process = TenantId(tenant_text), ProcessId(process_text)
+    if owner != stream_id:
+        raise InvalidArgument(
+            f"commit to {stream_id}: its events belong to process {process} of tenant {tenant}"
+        )
+    for envelope in events:
+        if (
+            envelope.tenant_id != tenant
+            or envelope.process_id != process
+            or envelope.workflow_id != workflow
+        ):
+            raise InvalidArgument(
+                f"commit to {stream_id}: event {envelope.event_id} belongs to process "
+                f"{envelope.process_id} of tenant {envelope.tenant_id} ({envelope.workflow_id})"
+            )
+    rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
+    for row in rows:
+        if row.stream_id != stream_id or row.tenant_id != tenant or row.process_id != process:
+            raise InvalidArgument(
+                f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
+                f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
+            )
+    if commit.snapshot is not None and commit.snapshot.stream_id != stream_id:
+        raise InvalidArgument(
+            f"commit to {stream_id}: snapshot of {commit.snapshot.stream_id} does not belong to it"
+        )
+    for key, identity in commit.registry:
+        if identity.stream_id != stream_id:
+            raise InvalidArgument(
+                f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
+            )
 
 
 def append(
@@ -269,12 +318,17 @@ def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
     txn.put("deadlines_stream", stream_key(deadline.stream_id) + ident, b"")
 
 
-def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId) -> bool:
+def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
+    """Remove a deadline; with ``of_stream``, refuse one of another stream (``InvalidArgument``)."""
     ident = deadline_id.bytes
     raw = txn.get("deadlines", ident)
     if raw is None:
         return False
     deadline = _decode(raw, Deadline.from_plain, "deadline")
+    if of_stream is not None and deadline.stream_id != of_stream:
+        raise InvalidArgument(
+            f"deadline {deadline_id} belongs to {deadline.stream_id}, not {of_stream}"
+        )
     txn.delete("deadlines_due", _due_key(deadline.due_at, ident))
     txn.delete("deadlines_stream", stream_key(deadline.stream_id) + ident)
     txn.delete("deadlines", ident)

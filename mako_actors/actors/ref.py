@@ -85,6 +85,8 @@ class ProcessRef(ProcessHandle[C, S]):
         max_attempts: int = 0,
         snapshot_interval: int | None = None,
     ) -> Outcome:
+        if ctx is not None:
+            ctx.require_process(self._identity)
         outcome: Outcome = await self._send(
             Op(
                 COMMAND,
