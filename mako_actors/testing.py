@@ -376,6 +376,51 @@ class StoreContract:
         assert await store.outbox_count() == 1
         assert len(await store.pending(10, T0)) == 1
 
+    async def test_equal_due_times_come_back_in_enqueue_order(self, store: Store) -> None:
+        ident = identity()
+        event = envelope(ident)
+        rows = [outbox_row(ident, event.event_id, T0, index) for index in range(12)]
+        await store.commit(
+            Commit(stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM, events=[event], outbox=rows)
+        )
+        later = [outbox_row(ident, EventId.new(), T0, index) for index in range(5)]
+        await store.enqueue(later)
+        due = await store.pending(100, T0)
+        assert [m.payload["i"] for m in due] == list(range(12)) + list(range(5))
+        assert [m.message_id for m in due] == [m.message_id for m in rows + later]
+        assert [m.message_id for m in await store.pending(3, T0)] == [m.message_id for m in rows[:3]]
+        # A rescheduled message keeps its place among those due at its new time.
+        await store.reschedule(rows[0].message_id, T0 + timedelta(minutes=1))
+        await store.reschedule(rows[5].message_id, T0 + timedelta(minutes=1))
+        due = await store.pending(100, T0 + timedelta(minutes=1))
+        assert [m.message_id for m in due[-2:]] == [rows[0].message_id, rows[5].message_id]
+
+    async def test_re_enqueueing_a_message_keeps_its_attempts_and_schedule(self, store: Store) -> None:
+        row = outbox_row(identity(), EventId.new(), T0)
+        await store.enqueue([row])
+        moved = await store.reschedule(row.message_id, T0 + timedelta(hours=1), "timeout")
+        await store.enqueue([row])  # the same message again, as first stamped (attempts 0, due T0)
+        assert await store.outbox_count() == 1
+        assert await store.pending(10, T0) == []
+        [again] = await store.pending(10, T0 + timedelta(hours=1))
+        assert (again.attempts, again.last_error) == (1, "timeout")
+        assert again.next_attempt_at == moved.next_attempt_at
+        assert await store.acknowledge(row.message_id)
+        assert await store.pending(10, T0 + timedelta(days=1)) == []
+
+    async def test_naive_datetimes_are_refused(self, store: Store) -> None:
+        row = outbox_row(identity(), EventId.new(), T0)
+        await store.enqueue([row])
+        naive = datetime(2025, 6, 5, 14, 30)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.pending(10, naive)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.reschedule(row.message_id, naive)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.due_deadlines(naive, 10)
+        [unchanged] = await store.pending(10, T0)
+        assert unchanged.attempts == 0 and unchanged.next_attempt_at == T0
+
     # -- deadlines -------------------------------------------------------------------------
 
     async def test_deadlines_due_in_time_order_and_cancel(self, store: Store) -> None:

@@ -35,6 +35,7 @@ from stores._kv import KvTxn
 
 _GLOBAL = b"global_position"
 _DEAD = b"dead_letter_position"
+_OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
 
 T = TypeVar("T")
@@ -243,15 +244,41 @@ def _due_key(at: datetime, ident: bytes) -> bytes:
     return u64(micros(at)) + ident
 
 
-def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
+def _outbox_due_key(message: OutboxMessage) -> bytes:
+    """due micros(8) + position(8) + id(16): equal due times scan in enqueue order.
+
+    Rows written before positions existed (position 0) keep their 24-byte key.
+    """
     ident = message.message_id.bytes
-    old = txn.get("outbox", ident)
-    if old is not None:
-        # Same deterministic id enqueued again: keep one row, re-index its due time.
-        previous = _decode(old, OutboxMessage.from_plain, "outbox message")
-        txn.delete("outbox_due", _due_key(previous.next_attempt_at, ident))
-    txn.put("outbox", ident, pack(message.to_plain()))
-    txn.put("outbox_due", _due_key(message.next_attempt_at, ident), b"")
+    if message.position:
+        return u64(micros(message.next_attempt_at)) + u64(message.position) + ident
+    return _due_key(message.next_attempt_at, ident)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    """``value`` if it is time-zone aware; ``InvalidArgument`` for a naive one (local time?)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(
+            f"{what}: naive datetime {value.isoformat()} has no time zone; pass an aware one"
+        )
+    return value
+
+
+def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
+    """Store a new message with the next outbox position (its place among equal due times).
+
+    A message id stored already is left as it is: re-enqueueing (a retried command, a
+    redelivered batch) must not reset its attempts, error or schedule.
+    """
+    ident = message.message_id.bytes
+    if txn.get("outbox", ident) is not None:
+        return
+    position = from_u64(txn.get("meta", _OUTBOX) or u64(0)) + 1
+    txn.put("meta", _OUTBOX, u64(position))
+    plain = message.to_plain()
+    plain["position"] = position
+    txn.put("outbox", ident, pack(plain))
+    txn.put("outbox_due", u64(micros(message.next_attempt_at)) + u64(position) + ident, b"")
 
 
 def _due(
@@ -265,16 +292,17 @@ def _due(
 ) -> list[T]:
     """Up to ``limit`` rows of ``rows`` whose due-time key in ``index`` is at or before ``now``."""
     out: list[T] = []
-    for key, _ in txn.scan(index, b"", u64(micros(now) + 1)):
+    for key, _ in txn.scan(index, b"", u64(micros(_aware(now, what + "s due")) + 1)):
         if len(out) >= limit:
             break
-        raw = txn.get(rows, key[8:])
+        raw = txn.get(rows, key[-16:])  # the id ends every due key
         if raw is not None:
             out.append(_decode(raw, build, what))
     return out
 
 
 def pending(txn: KvTxn, limit: int, now: datetime) -> list[OutboxMessage]:
+    """Due messages, by due time, then in enqueue order (a command's in the order returned)."""
     return _due(txn, "outbox_due", "outbox", now, limit, OutboxMessage.from_plain, "outbox message")
 
 
@@ -283,7 +311,7 @@ def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
     if raw is None:
         return False
     message = _decode(raw, OutboxMessage.from_plain, "outbox message")
-    txn.delete("outbox_due", _due_key(message.next_attempt_at, message_id.bytes))
+    txn.delete("outbox_due", _outbox_due_key(message))
     txn.delete("outbox", message_id.bytes)
     return True
 
@@ -291,6 +319,7 @@ def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
 def reschedule(
     txn: KvTxn, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None
 ) -> OutboxMessage:
+    _aware(next_attempt_at, "reschedule")
     raw = txn.get("outbox", message_id.bytes)
     if raw is None:
         raise NotFound(f"outbox message {message_id} does not exist (acknowledged already?)")
@@ -302,7 +331,9 @@ def reschedule(
             "last_error": error,
         }
     )
-    enqueue(txn, updated)
+    txn.delete("outbox_due", _outbox_due_key(message))
+    txn.put("outbox", message_id.bytes, pack(updated.to_plain()))
+    txn.put("outbox_due", _outbox_due_key(updated), b"")
     return updated
 
 
