@@ -19,6 +19,8 @@ from mako_actors.edifact.errors import (
     DuplicateReference,
     EdifactError,
     EdifactSyntaxError,
+    ElementTooLong,
+    InterchangeTooLarge,
     InvalidCharacter,
     InvalidValue,
     MissingSegment,
@@ -28,6 +30,7 @@ from mako_actors.edifact.errors import (
 )
 from mako_actors.edifact.interchange import (
     CHARSETS,
+    MAX_INTERCHANGE_BYTES,
     Decoded,
     Interchange,
     Message,
@@ -37,6 +40,7 @@ from mako_actors.edifact.interchange import (
     parse_dtm,
     parse_file,
     parse_interchange,
+    read_interchange,
     try_parse_interchange,
 )
 from mako_actors.edifact.outbound import (
@@ -64,6 +68,7 @@ from mako_actors.edifact.synthetic import synthetic_utilmd
 __all__ = [
     "CHARSETS",
     "DEFAULT_DELIMITERS",
+    "MAX_INTERCHANGE_BYTES",
     "Aperak",
     "AperakError",
     "Contrl",
@@ -76,7 +81,9 @@ __all__ = [
     "EdifactError",
     "EdifactSyntaxError",
     "Element",
+    "ElementTooLong",
     "Interchange",
+    "InterchangeTooLarge",
     "InvalidCharacter",
     "InvalidValue",
     "Message",
@@ -99,6 +106,7 @@ __all__ = [
     "parse_dtm",
     "parse_file",
     "parse_interchange",
+    "read_interchange",
     "render_interchange",
     "render_outbound",
     "render_segment",
