@@ -40,20 +40,10 @@ def interchange(nb: str = NB, control_ref: str = "LFN0605143001") -> bytes:
     )
 
 
-_CONTRL_TO_A_LONG_SENDER = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the receipt's CONTRL to an over-long 0004 is still decided (inbound.py / "
-    "gpke.payloads, wt7dec) and dead-lettered at delivery; remove this marker with the render check.",
-)
-
-
 @pytest.mark.parametrize(
     "replacements",
     [
-        pytest.param(  # 0004 of 36 characters
-            [(b"+9900000001001:500+", b"+990000000100112345678901234567890123:500+")],
-            marks=_CONTRL_TO_A_LONG_SENDER,
-        ),
+        [(b"+9900000001001:500+", b"+990000000100112345678901234567890123:500+")],  # 0004: 36
         [(b"UNH+M1+", b"UNH+M1234567890ABCDE+"), (b"UNT+12+M1'", b"UNT+12+M1234567890ABCDE'")],  # 0062
         [(b"IDE+24+LFNTX000001", b"IDE+24+" + b"T" * 40)],  # 7402 longer than 35
         [(b"BGM+E01+DLFN0605143001", b"BGM+E01+" + b"D" * 40)],  # 1004 longer than 35

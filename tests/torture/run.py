@@ -15,7 +15,8 @@ Not part of ``make test`` (minutes, not seconds). Every scenario is bounded by i
   acknowledged is lost.
 - **fuzzed interchanges**: ``--fuzz`` mutated interchanges (real samples when present, else
   synthetic) through the inbound pipeline; ``ingest`` must never raise, and after every batch
-  the store is checked (positions contiguous, every new event decodes, every answer renders).
+  the store is checked (positions contiguous, every new event decodes, every answer renders:
+  an answer that cannot be rendered would be dead-lettered at delivery, never sent).
 - **Ray host killed mid-command**: ``--ray-kills`` times a host actor is killed while commands
   are in flight; acknowledged commands survive, and a command is acknowledged after each kill.
 
@@ -486,7 +487,7 @@ async def _fuzz(count: int, batch: int, rng: random.Random, row: Row) -> None:
                 + f"; {len(seen)} answers, {unrenderable} unrenderable; {len(seeds)} seeds"
             )
             for why, times in sorted(reasons.items(), key=lambda item: -item[1])[:3]:
-                print(f"  unrenderable answer ({times}x): {why}", file=sys.stderr)
+                row.failures.append(f"{times} answers decided that cannot be rendered: {why}")
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
