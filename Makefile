@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench torture clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_edifact.py
 	$(BIN)/python benchmarks/bench_actors.py
+
+# Crash, fuzz and exhaustion runs with checked invariants (minutes; not part of `make test`).
+torture: $(STAMP)
+	$(BIN)/python -m tests.torture.run
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -62,7 +62,7 @@ class Prepared(Generic[S]):
 def decide(workflow: Workflow[Any, S], state: S, command: BaseModel) -> WorkflowOutput:
     """Run the pure handler; pydantic validation failures become ``WorkflowError``."""
     try:
-        return WorkflowOutput.coerce(workflow.handle(state, command))
+        return workflow.checked(WorkflowOutput.coerce(workflow.handle(state, command)))
     except ValidationError as exc:
         raise WorkflowError.validation_failed(f"{type(command).__name__}: {exc}") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -13,6 +15,53 @@ from mako_actors.workflow import Workflow
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
+
+log = logging.getLogger("mako_actors.process")
+
+
+@dataclass(slots=True)
+class DroppedOutputStats:
+    """What ``execute`` (not ``execute_and_enqueue``) dropped, as the reference API says it does.
+
+    ``commands``: commands whose outbox messages or deadlines were dropped; ``messages`` and
+    ``deadlines``: how many; ``by_command``: commands per ``"<workflow>:<command type>"``.
+    Render it with ``prometheus_text({"dropped": DROPPED_OUTPUT})``. Deadlines dropped on
+    actors are not seen by the caller and not counted.
+    """
+
+    commands: int = 0
+    messages: int = 0
+    deadlines: int = 0
+    by_command: dict[str, int] = field(default_factory=dict)
+
+
+DROPPED_OUTPUT = DroppedOutputStats()
+"""Process-wide counts of outbox messages and deadlines dropped by ``execute``."""
+
+
+def note_dropped(workflow: str, command: object, messages: int, deadlines: int) -> None:
+    """Count a command whose outbox messages or deadlines ``execute`` dropped; warn once per kind.
+
+    One warning per workflow and command type for the life of the process: the drop is the
+    documented behaviour of ``execute``, but nearly always a mistake for ``execute_and_enqueue``.
+    """
+    if not messages and not deadlines:
+        return
+    kind = f"{workflow}:{type(command).__name__}"
+    stats = DROPPED_OUTPUT
+    stats.commands += 1
+    stats.messages += messages
+    stats.deadlines += deadlines
+    seen = stats.by_command.get(kind, 0)
+    stats.by_command[kind] = seen + 1
+    if not seen:
+        log.warning(
+            "execute dropped %d outbox message(s) and %d deadline(s) of %s; use "
+            "execute_and_enqueue to store them with the events (warned once per command type)",
+            messages,
+            deadlines,
+            kind,
+        )
 
 
 class ProcessHandle(Generic[C, S]):

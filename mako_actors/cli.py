@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
+from mako_actors.edifact import (
+    EdifactError,
+    Interchange,
+    InterchangeTooLarge,
+    read_interchange,
+    try_parse_interchange,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -101,7 +107,10 @@ def interchange_to_plain(ic: Interchange) -> dict[str, Any]:
 def _inspect(args: argparse.Namespace) -> int:
     path: Path = args.file
     try:
-        raw = path.read_bytes()
+        raw = read_interchange(path)
+    except InterchangeTooLarge as exc:
+        print(f"mako-actors inspect: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"mako-actors inspect: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2

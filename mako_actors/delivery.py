@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mako_actors.dead_letters import DeadLetter
-from mako_actors.errors import InvalidArgument, OutboxError
+from mako_actors.errors import EngineError, InvalidArgument, OutboxError
+from mako_actors.ids import OutboxMessageId
 from mako_actors.logs import log_context
 from mako_actors.outbox import OutboxMessage
 from mako_actors.store import Store
@@ -59,11 +60,16 @@ class RetryPolicy:
 
 @dataclass
 class DeliveryReport:
-    """The outcome of one ``run_once``."""
+    """The outcome of one ``run_once``.
+
+    ``failed``: messages whose attempt hit a store error (e.g. ``NotFound`` because another
+    worker acknowledged it meanwhile); they stay in the outbox as the store has them.
+    """
 
     delivered: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    failed: int = 0
 
 
 class OutboxWorker:
@@ -87,11 +93,30 @@ class OutboxWorker:
         self._rng = rng or random.Random()
 
     async def run_once(self) -> DeliveryReport:
-        """Attempt every message due now, once each."""
+        """Attempt every message due at the clock's current time, once each, ``batch`` at a time.
+
+        Reads the due messages in pages of ``batch`` until none is left that this run has not
+        attempted (a retried message moves into the future and is not attempted twice). A
+        store error on one message (``NotFound`` when another worker acknowledged it, a
+        ``StoreError``) is logged and counted in ``failed``; the run goes on with the next.
+        """
+        now = self._clock()
         report = DeliveryReport()
-        for message in await self._store.pending(self._batch, self._clock()):
-            await self._attempt(message, report)
-        return report
+        attempted: set[OutboxMessageId] = set()
+        limit = self._batch
+        while True:
+            due = await self._store.pending(limit, now)
+            fresh = [message for message in due if message.message_id not in attempted]
+            if not fresh:
+                if len(due) < limit:
+                    return report
+                # Every slot is held by a message attempted already that is still due (its
+                # reschedule failed): look further instead of stopping short.
+                limit += self._batch
+                continue
+            for message in fresh:
+                attempted.add(message.message_id)
+                await self._attempt(message, report)
 
     async def _attempt(self, message: OutboxMessage, report: DeliveryReport) -> None:
         with log_context(
@@ -99,7 +124,13 @@ class OutboxWorker:
             process_id=message.process_id,
             message_id=message.message_id,
         ):
-            await self._attempt_logged(message, report)
+            try:
+                await self._attempt_logged(message, report)
+            except EngineError as exc:
+                # Another worker may have acknowledged or moved it; never let one message
+                # stop the worker.
+                log.warning("outbox message %s: store error, left as stored: %r", message.message_id, exc)
+                report.failed += 1
 
     async def _attempt_logged(self, message: OutboxMessage, report: DeliveryReport) -> None:
         try:
@@ -132,9 +163,12 @@ class OutboxWorker:
         report.dead_lettered += 1
 
     async def run_forever(self, interval: float = 1.0) -> None:
-        """Deliver every ``interval`` seconds until cancelled."""
+        """Deliver every ``interval`` seconds until cancelled; a failed run is logged, not fatal."""
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except EngineError as exc:  # e.g. the store briefly unavailable: try again later
+                log.error("outbox delivery run failed: %r", exc)
             await asyncio.sleep(interval)
 
 
@@ -143,12 +177,13 @@ class DirectorySender:
 
     The file is named by the message's idempotency key and written atomically (temporary file,
     then rename), so a redelivery after a crash rewrites the same file with the same bytes. A
-    payload that cannot be rendered is a ``PermanentDeliveryError``.
+    payload that cannot be rendered is a ``PermanentDeliveryError``. Messages hold personal
+    data: a directory created here is 0700 and every file 0600.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def send(self, message: OutboxMessage) -> None:
         from mako_actors.edifact import render_outbound
@@ -163,7 +198,9 @@ class DirectorySender:
 
 
 def _write_atomically(temporary: Path, target: Path, raw: bytes) -> None:
-    with temporary.open("wb") as handle:
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, 0o600)  # also when a stale temporary file of another mode was left
         handle.write(raw)
         handle.flush()
         os.fsync(handle.fileno())

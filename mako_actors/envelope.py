@@ -10,9 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 
+from mako_actors.errors import InvalidArgument
 from mako_actors.ids import (
     CausationId,
     ConversationId,
@@ -69,13 +77,30 @@ class _OfProcess(Protocol):
 class ProcessIdentity(_Frozen):
     """The stream, process, tenant and workflow ids of one process, as one serializable value.
 
-    Persist it in a routing table and pass it to ``Process.from_identity`` to re-attach.
+    Persist it in a routing table and pass it to ``Process.from_identity`` to re-attach. The
+    stream id must be the stream of the process under the tenant (``InvalidArgument``
+    otherwise): a forged identity would write one tenant's events into another's stream.
     """
 
     stream_id: StreamId
     process_id: ProcessId
     tenant_id: TenantId
     workflow_id: WorkflowId
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid ProcessIdentity: {exc}") from None
+
+    @model_validator(mode="after")
+    def _stream_of_process(self) -> Self:
+        if self.stream_id != StreamId.for_process(self.tenant_id, self.process_id):
+            raise InvalidArgument(
+                f"ProcessIdentity: stream {self.stream_id} is not the stream of process "
+                f"{self.process_id} of tenant {self.tenant_id}"
+            )
+        return self
 
     @classmethod
     def new(cls, tenant_id: TenantId, workflow_id: WorkflowId) -> ProcessIdentity:
@@ -136,6 +161,23 @@ class CommandContext(_Frozen):
             conversation_id=ConversationId.new(),
             causation_id=None,
         )
+
+    def require_process(self, identity: ProcessIdentity) -> None:
+        """Raise ``InvalidArgument`` unless this context was made for ``identity``'s process.
+
+        A context carries its tenant, process and workflow into the events; one made for
+        another process must not be used to write into this one.
+        """
+        if (
+            self.process_id != identity.process_id
+            or self.tenant_id != identity.tenant_id
+            or self.workflow_id != identity.workflow_id
+        ):
+            raise InvalidArgument(
+                f"command context of process {self.process_id} (tenant {self.tenant_id}, "
+                f"workflow {self.workflow_id}) used for process {identity.process_id} "
+                f"(tenant {identity.tenant_id}, workflow {identity.workflow_id})"
+            )
 
     def with_causation(self, causation: CausationId | EventId) -> CommandContext:
         """A copy caused by ``causation`` (an event id converts)."""

@@ -681,7 +681,9 @@ def _lenient_header(raw: bytes) -> tuple[str, str, str] | None:
         for segment in tokenize(decoded.text, decoded.delimiters):
             if segment.tag == "UNB":
                 sender, recipient, ref = segment.value(1), segment.value(2), segment.value(4)
-                return (sender, recipient, ref) if sender and recipient and ref else None
+                # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14) get none: a dead letter.
+                fits = 0 < len(sender) <= 35 and 0 < len(recipient) <= 35 and 0 < len(ref) <= 14
+                return (sender, recipient, ref) if fits else None
             if segment.tag != "UNA":
                 return None
     except (EdifactError, ValueError, IndexError):

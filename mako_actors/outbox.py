@@ -47,6 +47,9 @@ class OutboxMessage(PlainModel):
 
     ``message_id`` and ``idempotency_key`` derive from ``causation_event_id`` and the message's
     index in the command's output, so they never change across delivery retries.
+    ``position`` is assigned by the store when the message is first enqueued (0 before): due
+    messages come back by ``next_attempt_at``, then in enqueue order, so the messages of one
+    command leave in the order ``handle`` returned them.
     """
 
     message_id: OutboxMessageId
@@ -64,3 +67,4 @@ class OutboxMessage(PlainModel):
     next_attempt_at: AwareUtc
     attempts: int = 0
     last_error: str | None = None
+    position: int = 0

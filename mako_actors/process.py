@@ -13,6 +13,7 @@ handles offer the same methods.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from mako_actors._command import CommandOptions, Prepared, decide, prepare
-from mako_actors._handle import ProcessHandle
+from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, VersionConflict
@@ -30,6 +31,8 @@ from mako_actors.outbox import OutboxMessage
 from mako_actors.store import SnapshotStore, Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
@@ -52,17 +55,34 @@ async def load_state(
 ) -> tuple[S, int]:
     """Rebuild a process's state: from ``snapshots`` plus the tail if given, else full replay.
 
-    A snapshot of another workflow or state schema version, or past ``upto``, is ignored.
+    A snapshot of another workflow or state schema version, or past ``upto``, is ignored; so
+    is one whose sequence the stream does not hold (past its end: a snapshot restored from
+    elsewhere, a stream truncated by hand), which is logged and counted in
+    ``store.stats.extra["snapshots_ignored"]``. (Sequences have no gaps, so a non-empty tail
+    proves the snapshot's event exists; only an empty tail costs an O(1) version read.)
     Returns the state and the sequence number of the last event applied.
     """
-    state, version = workflow.initial_state(), 0
     if snapshots is not None:
         snap = await snapshots.load_snapshot(stream_id)
         if snap is not None and workflow.accepts_snapshot(snap) and (upto is None or snap.sequence <= upto):
-            state, version = workflow.decode_state(snap.state), snap.sequence
-    tail = await store.load_from(stream_id, version, upto=upto)
-    state = workflow.fold(state, tail)
-    return state, tail[-1].sequence if tail else version
+            version = snap.sequence
+            tail = await store.load_from(stream_id, version, upto=upto)
+            if tail or await store.stream_version(stream_id) >= version:
+                state = workflow.fold(workflow.decode_state(snap.state), tail)
+                return state, tail[-1].sequence if tail else version
+            _snapshot_ignored(store, stream_id, version)
+    tail = await store.load_from(stream_id, 0, upto=upto)
+    return workflow.fold(workflow.initial_state(), tail), tail[-1].sequence if tail else 0
+
+
+def _snapshot_ignored(store: Store, stream_id: StreamId, sequence: int) -> None:
+    log.warning(
+        "snapshot of %s at sequence %d lies past the stream's end; ignored (full replay)",
+        stream_id,
+        sequence,
+    )
+    extra = store.stats.extra
+    extra["snapshots_ignored"] = extra.get("snapshots_ignored", 0) + 1
 
 
 class Process(ProcessHandle[C, S]):
@@ -173,7 +193,10 @@ class Process(ProcessHandle[C, S]):
         snapshots = snap_store or self._store
         last = await snapshots.load_snapshot(self.stream_id)
         since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
-        if await self.event_count() - since < interval:
+        count = await self.event_count()
+        if since > count:  # a snapshot past the stream's end is no snapshot: replace it
+            since = 0
+        if count - since < interval:
             return False
         state, version = await load_state(self._workflow, self._store, self.stream_id)
         await snapshots.save_snapshot(
@@ -189,15 +212,21 @@ class Process(ProcessHandle[C, S]):
         ctx: CommandContext | None,
         options: CommandOptions,
         snap_store: SnapshotStore | None = None,
+        *,
+        collect: bool = False,
     ) -> Prepared[S] | None:
         """Load → decide → commit, retrying on ``VersionConflict`` up to ``max_attempts``.
 
         Every attempt reloads state from the store. Returns ``None`` when ``command_for``
-        yields no command (a deadline that needs no compensation).
+        yields no command (a deadline that needs no compensation). Without ``enqueue`` the
+        outbox and deadlines are dropped and counted (``note_dropped``) unless ``collect``.
         """
         if options.max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {options.max_attempts}")
-        ctx = ctx or self.new_context()
+        if ctx is None:
+            ctx = self.new_context()
+        else:
+            ctx.require_process(self._identity)
         separate_snapshots = snap_store is not None and snap_store is not self._store
         snapshots = (snap_store or self._store) if options.use_snapshot else None
         for attempt in range(1, options.max_attempts + 1):
@@ -208,6 +237,8 @@ class Process(ProcessHandle[C, S]):
             if command is None:
                 return None
             output = decide(self._workflow, state, command)
+            if not options.enqueue and not collect:
+                note_dropped(self._workflow.name, command, len(output.outbox), len(output.deadlines))
             prepared = prepare(
                 self._workflow, self._identity, state, version, output, ctx, self._clock(), options
             )
@@ -244,8 +275,10 @@ class Process(ProcessHandle[C, S]):
         """Handle ``command`` with a fresh context and append its events.
 
         Persists events and registry keys only: outbox messages and deadlines the workflow
-        returns are dropped (use ``execute_and_enqueue``). Raises ``VersionConflict`` when a
-        concurrent writer won, ``WorkflowError`` when the workflow refuses; nothing is written.
+        returns are dropped (use ``execute_and_enqueue``); each drop is counted in
+        ``DROPPED_OUTPUT`` and warned about once per workflow and command type. Raises
+        ``VersionConflict`` when a concurrent writer won, ``WorkflowError`` when the workflow
+        refuses; nothing is written.
         """
         return await self._events(command)
 
@@ -258,7 +291,7 @@ class Process(ProcessHandle[C, S]):
 
         The messages are not persisted; their ``causation_event_id`` is the first event's id.
         """
-        prepared = await self._run(lambda _: command, None, CommandOptions())
+        prepared = await self._run(lambda _: command, None, CommandOptions(), collect=True)
         if prepared is None:
             return [], []
         return list(prepared.events), list(prepared.outbox)

@@ -233,6 +233,73 @@ class StoreContract:
         assert await store.stream_version(good.stream_id) == 2
         assert await store.stream_version(bad.stream_id) == 1
 
+    async def test_commit_refuses_rows_of_another_stream_or_tenant(self, store: Store) -> None:
+        mine, theirs = identity(), identity(OTHER_TENANT)
+        their_deadline = deadline(theirs, "frist", T0)
+        await store.register_deadline(their_deadline)
+        forged = envelope(mine).model_copy(update={"tenant_id": OTHER_TENANT})
+        foreign_process = envelope(mine).model_copy(update={"process_id": theirs.process_id})
+        event = envelope(mine)
+        snap = Snapshot(
+            stream_id=theirs.stream_id, sequence=1, state_schema_version=1,
+            workflow_name="contract", state={}, taken_at=T0,
+        )
+        bad_commits = {
+            "event of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[forged]
+            ),
+            "event of another process": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event, foreign_process]
+            ),
+            "outbox row of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                outbox=[outbox_row(theirs, event.event_id, T0)],
+            ),
+            "deadline of another tenant": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                deadlines=[deadline(theirs, "frist", T0)],
+            ),
+            "cancelling another stream's deadline": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                cancel_deadline_ids=[their_deadline.deadline_id],
+            ),
+            "snapshot of another stream": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event], snapshot=snap,
+            ),
+            "registry entry for another stream": Commit(
+                stream_id=mine.stream_id, expected=ExpectedVersion.ANY, events=[event],
+                registry=[("malo:51900000012", theirs)],
+            ),
+            "another tenant's stream with no events": Commit(
+                stream_id=theirs.stream_id, expected=ExpectedVersion.ANY,
+                deadlines=[deadline(mine, "frist", T0)],
+            ),
+        }
+        for what, commit in bad_commits.items():
+            with pytest.raises(InvalidArgument):
+                await store.commit(commit)
+            assert await store.stream_version(mine.stream_id) == 0, what
+        assert await store.stream_version(theirs.stream_id) == 0
+        assert await store.outbox_count() == 0
+        assert await store.deadlines_for_stream(mine.stream_id) == []
+        assert [d.deadline_id for d in await store.deadlines_for_stream(theirs.stream_id)] == [
+            their_deadline.deadline_id
+        ]
+        assert await store.load_snapshot(theirs.stream_id) is None
+        assert await store.lookup(TENANT, "malo:51900000012") is None
+        assert await store.lookup(OTHER_TENANT, "malo:51900000012") is None
+
+    async def test_a_forged_identity_cannot_be_built(self, store: Store) -> None:
+        mine, theirs = identity(), identity(OTHER_TENANT)
+        with pytest.raises(InvalidArgument, match="is not the stream of process"):
+            ProcessIdentity(
+                stream_id=mine.stream_id, process_id=mine.process_id,
+                tenant_id=OTHER_TENANT, workflow_id=WORKFLOW,
+            )
+        with pytest.raises(ValueError):  # pydantic's ValidationError, as for any bad field
+            ProcessIdentity.model_validate({**theirs.to_plain(), "stream_id": str(mine.stream_id)})
+        assert await store.lookup(OTHER_TENANT, "x") is None
+
     async def test_load_from_is_exclusive_and_upto_inclusive(self, store: Store) -> None:
         ident = identity()
         await store.append(
@@ -308,6 +375,51 @@ class StoreContract:
         await store.enqueue([row])
         assert await store.outbox_count() == 1
         assert len(await store.pending(10, T0)) == 1
+
+    async def test_equal_due_times_come_back_in_enqueue_order(self, store: Store) -> None:
+        ident = identity()
+        event = envelope(ident)
+        rows = [outbox_row(ident, event.event_id, T0, index) for index in range(12)]
+        await store.commit(
+            Commit(stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM, events=[event], outbox=rows)
+        )
+        later = [outbox_row(ident, EventId.new(), T0, index) for index in range(5)]
+        await store.enqueue(later)
+        due = await store.pending(100, T0)
+        assert [m.payload["i"] for m in due] == list(range(12)) + list(range(5))
+        assert [m.message_id for m in due] == [m.message_id for m in rows + later]
+        assert [m.message_id for m in await store.pending(3, T0)] == [m.message_id for m in rows[:3]]
+        # A rescheduled message keeps its place among those due at its new time.
+        await store.reschedule(rows[0].message_id, T0 + timedelta(minutes=1))
+        await store.reschedule(rows[5].message_id, T0 + timedelta(minutes=1))
+        due = await store.pending(100, T0 + timedelta(minutes=1))
+        assert [m.message_id for m in due[-2:]] == [rows[0].message_id, rows[5].message_id]
+
+    async def test_re_enqueueing_a_message_keeps_its_attempts_and_schedule(self, store: Store) -> None:
+        row = outbox_row(identity(), EventId.new(), T0)
+        await store.enqueue([row])
+        moved = await store.reschedule(row.message_id, T0 + timedelta(hours=1), "timeout")
+        await store.enqueue([row])  # the same message again, as first stamped (attempts 0, due T0)
+        assert await store.outbox_count() == 1
+        assert await store.pending(10, T0) == []
+        [again] = await store.pending(10, T0 + timedelta(hours=1))
+        assert (again.attempts, again.last_error) == (1, "timeout")
+        assert again.next_attempt_at == moved.next_attempt_at
+        assert await store.acknowledge(row.message_id)
+        assert await store.pending(10, T0 + timedelta(days=1)) == []
+
+    async def test_naive_datetimes_are_refused(self, store: Store) -> None:
+        row = outbox_row(identity(), EventId.new(), T0)
+        await store.enqueue([row])
+        naive = datetime(2025, 6, 5, 14, 30)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.pending(10, naive)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.reschedule(row.message_id, naive)
+        with pytest.raises(InvalidArgument, match="naive"):
+            await store.due_deadlines(naive, 10)
+        [unchanged] = await store.pending(10, T0)
+        assert unchanged.attempts == 0 and unchanged.next_attempt_at == T0
 
     # -- deadlines -------------------------------------------------------------------------
 

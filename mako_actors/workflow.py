@@ -213,6 +213,23 @@ class Workflow(Generic[C, S]):
             and snapshot.state_schema_version == self.state_schema_version
         )
 
+    def checked(self, output: WorkflowOutput) -> WorkflowOutput:
+        """``output``, after checking that every event's model is declared in ``events``.
+
+        Raises ``InvalidArgument`` otherwise: an undeclared event would be stored and then no
+        command could load the stream again (``DeserializationError`` on every replay).
+        One dict lookup per event.
+        """
+        types = self._event_types
+        for event in output.events:
+            if types.get(event.event_type) is not type(event):
+                raise InvalidArgument(
+                    f"{self.name}: handle returned {type(event).__name__} (type "
+                    f"{event.event_type!r}), which is not in {type(self).__name__}.events; "
+                    "nothing was written"
+                )
+        return output
+
     def fold(self, state: S, envelopes: Sequence[EventEnvelope]) -> S:
         """Apply stored events in order to ``state``."""
         for envelope in envelopes:

@@ -18,7 +18,7 @@ DATABASES = (
     "global",  # position(8)               -> events key
     "meta",  # name                       -> counter(8)
     "outbox",  # message id(16)            -> message
-    "outbox_due",  # due micros(8) id(16)  -> b""
+    "outbox_due",  # due micros(8) position(8) id(16) -> b"" (24 bytes, no position: older rows)
     "deadlines",  # deadline id(16)        -> deadline
     "deadlines_due",  # due micros(8) id(16) -> b""
     "deadlines_stream",  # stream \0 id(16) -> b""

@@ -26,7 +26,7 @@ from mako_actors.errors import (
     SerializationError,
     VersionConflict,
 )
-from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
+from mako_actors.ids import DeadlineId, OutboxMessageId, ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult
@@ -35,6 +35,7 @@ from stores._kv import KvTxn
 
 _GLOBAL = b"global_position"
 _DEAD = b"dead_letter_position"
+_OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
 
 T = TypeVar("T")
@@ -137,6 +138,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     function (a registry conflict, say) still leaves nothing behind.
     """
     stream_id = commit.stream_id
+    _check_commit_belongs(commit)
     current = stream_version(txn, stream_id)
     if not commit.expected.matches(current):
         raise VersionConflict(stream_id, commit.expected, current)
@@ -171,7 +173,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
             if deadline.label in labels:
                 cancel_deadline(txn, deadline.deadline_id)
     for deadline_id in commit.cancel_deadline_ids:
-        cancel_deadline(txn, deadline_id)
+        cancel_deadline(txn, deadline_id, of_stream=stream_id)
     for deadline in commit.deadlines:
         register_deadline(txn, deadline)
     if commit.snapshot is not None:
@@ -179,6 +181,54 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     for business_key, identity in commit.registry:
         register(txn, identity.tenant_id, business_key, identity)
     return CommitResult(tuple(stored), version)
+
+
+def _check_commit_belongs(commit: Commit) -> None:
+    """Refuse (``InvalidArgument``) a commit holding a row of another stream, process or tenant.
+
+    Every event, outbox row, deadline, the snapshot and every registry entry must belong to
+    the commit's stream: a forged or mixed-up row would put one tenant's data into another's
+    stream or bind its keys there. A few comparisons per row, no reads.
+    """
+    stream_id = commit.stream_id
+    events = commit.events
+    if events:
+        tenant, process, workflow = events[0].tenant_id, events[0].process_id, events[0].workflow_id
+        owner = f"process/{tenant}/{process}"
+    else:
+        owner, workflow = stream_id, None
+        _, tenant_text, process_text = stream_id.split("/", 2)
+        tenant, process = TenantId(tenant_text), ProcessId(process_text)
+    if owner != stream_id:
+        raise InvalidArgument(
+            f"commit to {stream_id}: its events belong to process {process} of tenant {tenant}"
+        )
+    for envelope in events:
+        if (
+            envelope.tenant_id != tenant
+            or envelope.process_id != process
+            or envelope.workflow_id != workflow
+        ):
+            raise InvalidArgument(
+                f"commit to {stream_id}: event {envelope.event_id} belongs to process "
+                f"{envelope.process_id} of tenant {envelope.tenant_id} ({envelope.workflow_id})"
+            )
+    rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
+    for row in rows:
+        if row.stream_id != stream_id or row.tenant_id != tenant or row.process_id != process:
+            raise InvalidArgument(
+                f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
+                f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
+            )
+    if commit.snapshot is not None and commit.snapshot.stream_id != stream_id:
+        raise InvalidArgument(
+            f"commit to {stream_id}: snapshot of {commit.snapshot.stream_id} does not belong to it"
+        )
+    for key, identity in commit.registry:
+        if identity.stream_id != stream_id:
+            raise InvalidArgument(
+                f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
+            )
 
 
 def append(
@@ -194,15 +244,41 @@ def _due_key(at: datetime, ident: bytes) -> bytes:
     return u64(micros(at)) + ident
 
 
-def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
+def _outbox_due_key(message: OutboxMessage) -> bytes:
+    """due micros(8) + position(8) + id(16): equal due times scan in enqueue order.
+
+    Rows written before positions existed (position 0) keep their 24-byte key.
+    """
     ident = message.message_id.bytes
-    old = txn.get("outbox", ident)
-    if old is not None:
-        # Same deterministic id enqueued again: keep one row, re-index its due time.
-        previous = _decode(old, OutboxMessage.from_plain, "outbox message")
-        txn.delete("outbox_due", _due_key(previous.next_attempt_at, ident))
-    txn.put("outbox", ident, pack(message.to_plain()))
-    txn.put("outbox_due", _due_key(message.next_attempt_at, ident), b"")
+    if message.position:
+        return u64(micros(message.next_attempt_at)) + u64(message.position) + ident
+    return _due_key(message.next_attempt_at, ident)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    """``value`` if it is time-zone aware; ``InvalidArgument`` for a naive one (local time?)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(
+            f"{what}: naive datetime {value.isoformat()} has no time zone; pass an aware one"
+        )
+    return value
+
+
+def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
+    """Store a new message with the next outbox position (its place among equal due times).
+
+    A message id stored already is left as it is: re-enqueueing (a retried command, a
+    redelivered batch) must not reset its attempts, error or schedule.
+    """
+    ident = message.message_id.bytes
+    if txn.get("outbox", ident) is not None:
+        return
+    position = from_u64(txn.get("meta", _OUTBOX) or u64(0)) + 1
+    txn.put("meta", _OUTBOX, u64(position))
+    plain = message.to_plain()
+    plain["position"] = position
+    txn.put("outbox", ident, pack(plain))
+    txn.put("outbox_due", u64(micros(message.next_attempt_at)) + u64(position) + ident, b"")
 
 
 def _due(
@@ -216,16 +292,17 @@ def _due(
 ) -> list[T]:
     """Up to ``limit`` rows of ``rows`` whose due-time key in ``index`` is at or before ``now``."""
     out: list[T] = []
-    for key, _ in txn.scan(index, b"", u64(micros(now) + 1)):
+    for key, _ in txn.scan(index, b"", u64(micros(_aware(now, what + "s due")) + 1)):
         if len(out) >= limit:
             break
-        raw = txn.get(rows, key[8:])
+        raw = txn.get(rows, key[-16:])  # the id ends every due key
         if raw is not None:
             out.append(_decode(raw, build, what))
     return out
 
 
 def pending(txn: KvTxn, limit: int, now: datetime) -> list[OutboxMessage]:
+    """Due messages, by due time, then in enqueue order (a command's in the order returned)."""
     return _due(txn, "outbox_due", "outbox", now, limit, OutboxMessage.from_plain, "outbox message")
 
 
@@ -234,7 +311,7 @@ def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
     if raw is None:
         return False
     message = _decode(raw, OutboxMessage.from_plain, "outbox message")
-    txn.delete("outbox_due", _due_key(message.next_attempt_at, message_id.bytes))
+    txn.delete("outbox_due", _outbox_due_key(message))
     txn.delete("outbox", message_id.bytes)
     return True
 
@@ -242,6 +319,7 @@ def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
 def reschedule(
     txn: KvTxn, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None
 ) -> OutboxMessage:
+    _aware(next_attempt_at, "reschedule")
     raw = txn.get("outbox", message_id.bytes)
     if raw is None:
         raise NotFound(f"outbox message {message_id} does not exist (acknowledged already?)")
@@ -253,7 +331,9 @@ def reschedule(
             "last_error": error,
         }
     )
-    enqueue(txn, updated)
+    txn.delete("outbox_due", _outbox_due_key(message))
+    txn.put("outbox", message_id.bytes, pack(updated.to_plain()))
+    txn.put("outbox_due", _outbox_due_key(updated), b"")
     return updated
 
 
@@ -269,12 +349,17 @@ def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
     txn.put("deadlines_stream", stream_key(deadline.stream_id) + ident, b"")
 
 
-def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId) -> bool:
+def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
+    """Remove a deadline; with ``of_stream``, refuse one of another stream (``InvalidArgument``)."""
     ident = deadline_id.bytes
     raw = txn.get("deadlines", ident)
     if raw is None:
         return False
     deadline = _decode(raw, Deadline.from_plain, "deadline")
+    if of_stream is not None and deadline.stream_id != of_stream:
+        raise InvalidArgument(
+            f"deadline {deadline_id} belongs to {deadline.stream_id}, not {of_stream}"
+        )
     txn.delete("deadlines_due", _due_key(deadline.due_at, ident))
     txn.delete("deadlines_stream", stream_key(deadline.stream_id) + ident)
     txn.delete("deadlines", ident)

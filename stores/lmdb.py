@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import queue
 import threading
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from mako_actors.errors import EngineError, StoreError
+from mako_actors.errors import EngineError, StoreError, register_error
 from stores._base import StoreBase, WriteFn
 from stores._kv import DATABASES
 
@@ -52,6 +53,84 @@ class Durability(StrEnum):
     FSYNC = "fsync"
     NO_META_SYNC = "no_meta_sync"
     NO_SYNC = "no_sync"
+
+
+@register_error
+class StoreOpenError(StoreError):
+    """The store directory cannot be opened; the message names the path and the real cause
+    (not a directory, read-only file system, permission denied, ...)."""
+
+
+@register_error
+class StoreDiskFull(StoreError):
+    """A write failed because the file system holding the store is full; nothing of the
+    failed batch was written, and writes succeed again once space is freed (transient)."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message, transient=transient)
+
+
+# Free space below which an I/O error during a write is reported as a full disk: LMDB turns a
+# short write (what a full disk gives) into EIO.
+_LOW_SPACE = 8 * 1024 * 1024
+
+
+def _open_env(
+    path: Path, real: str, *, map_size: int, max_readers: int, sync: bool, metasync: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Create (0700) and open the environment (files 0600); ``StoreOpenError`` names the cause.
+
+    Store files hold personal data (names, MaLo, addresses): nobody but the owner reads them.
+    """
+    try:
+        if path.exists() and not path.is_dir():
+            raise StoreOpenError(f"cannot open LMDB store at {real}: it exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = lmdb.open(
+            real,
+            map_size=map_size,
+            max_dbs=len(DATABASES) + 1,
+            max_readers=max_readers,
+            sync=sync,
+            metasync=metasync,
+            mode=0o600,
+            # A process-wide reader table slot per thread would leak with thread pools.
+            lock=True,
+        )
+    except OSError as exc:
+        cause = errno.errorcode.get(exc.errno or 0, "OSError")
+        raise StoreOpenError(f"cannot open LMDB store at {real}: {exc.strerror} ({cause})") from None
+    except lmdb.Error as exc:
+        raise StoreOpenError(f"cannot open LMDB store at {real}: {_lmdb_cause(exc)}") from None
+    try:
+        return env, {name: env.open_db(name.encode()) for name in DATABASES}
+    except lmdb.Error as exc:
+        env.close()
+        raise StoreOpenError(f"cannot open LMDB store at {real}: {_lmdb_cause(exc)}") from None
+
+
+def _lmdb_cause(exc: lmdb.Error) -> str:
+    """py-lmdb's message without the repeated path prefix (``"<path>: Read-only file system"``)."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text and text.startswith("/") else text
+
+
+def _write_error(real: str, exc: lmdb.Error) -> StoreError:
+    """A failed write transaction as a typed error: a full disk is named as such."""
+    try:
+        stats = os.statvfs(real)
+        free = stats.f_bavail * stats.f_frsize
+    except OSError:
+        free = None
+    text = str(exc)
+    if "No space left" in text or "Disk quota" in text or (
+        free is not None and free < _LOW_SPACE and ("Input/output" in text or "too large" in text)
+    ):
+        return StoreDiskFull(
+            f"LMDB write failed in {real}: the file system is full ({free} bytes free; {text}); "
+            "nothing of this batch was written"
+        )
+    return StoreError(f"LMDB write failed in {real}: {text}", transient=True)
 
 
 class _LmdbTxn:
@@ -129,22 +208,19 @@ class LmdbStore(StoreBase):
             LmdbStore._open_paths.add(real)
         self._real = real
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(
+            self._env, self._dbs = _open_env(
+                self.path,
                 real,
                 map_size=map_size,
-                max_dbs=len(DATABASES) + 1,
                 max_readers=max_readers,
                 sync=self.durability is not Durability.NO_SYNC,
                 metasync=self.durability is Durability.FSYNC,
-                # A process-wide reader table slot per thread would leak with thread pools.
-                lock=True,
             )
-            self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
-        except lmdb.Error as exc:
+        except BaseException:
+            # Whatever failed, this path is not open: a later attempt must not be refused.
             with LmdbStore._open_lock:
                 LmdbStore._open_paths.discard(real)
-            raise StoreError(f"cannot open LMDB environment at {real}: {exc}") from None
+            raise
         # Readers take it shared in spirit (one at a time is fine: reads are microseconds);
         # the writer takes it only to change the map size, which needs no live transactions.
         self._env_lock = threading.Lock()
@@ -214,7 +290,7 @@ class LmdbStore(StoreBase):
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.Error as exc:
-                outcome = StoreError(f"LMDB write failed in {self._real}: {exc}", transient=True)
+                outcome = _write_error(self._real, exc)
                 break
             except BaseException as exc:  # never leave a caller waiting forever
                 outcome = StoreError(f"LMDB write failed in {self._real}: {exc!r}")

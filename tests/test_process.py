@@ -24,6 +24,7 @@ from mako_actors import (
     WorkflowError,
     WorkflowErrorKind,
     WorkflowId,
+    WorkflowOutput,
 )
 from stores.lmdb import LmdbStore
 from tests.workflows import Close, Ledger, LedgerState, Record
@@ -133,15 +134,39 @@ async def test_execute_and_collect_stamps_without_persisting(store: LmdbStore) -
     assert await p.event_count() == 1
 
 
-async def test_conflict_between_two_handles(store: LmdbStore) -> None:
-    p = new(store)
-    await p.execute(Record(amount=1))
-    other = Process.from_identity(Ledger(), store, p.identity())
-    # Both load version 1; whoever commits second loses.
-    stale = await store.load(p.stream_id)
-    await other.execute(Record(amount=1))
-    with pytest.raises(VersionConflict):
-        await store.append(p.stream_id, ExpectedVersion.exact(len(stale)), [])
+class _CommitHook(LmdbStore):
+    """An LMDB store that runs ``before_commit`` (once) when a commit arrives."""
+
+    before_commit = None
+
+    async def commit(self, commit):  # type: ignore[no-untyped-def]
+        hook, self.before_commit = self.before_commit, None
+        if hook is not None:
+            await hook()
+        return await super().commit(commit)
+
+
+async def test_conflict_between_two_handles(tmp_path: Path) -> None:
+    async with _CommitHook(tmp_path / "db") as hooked:
+        p = Process(Ledger(), hooked, TENANT, WF, clock=lambda: NOW)
+        await p.execute(Record(amount=1))
+        other = Process.from_identity(Ledger(), hooked, p.identity())
+
+        async def other_commits_first() -> None:
+            await other.execute(Record(amount=10))
+
+        # p has loaded version 1 and decided; the other handle commits version 2 in between.
+        hooked.before_commit = other_commits_first
+        with pytest.raises(VersionConflict) as info:
+            await p.execute_and_enqueue(Record(amount=5, notify="9900000001001"))
+        assert (info.value.expected, info.value.actual) == (ExpectedVersion.exact(1), 2)
+        assert [e.payload["amount"] for e in await hooked.load(p.stream_id)] == [1, 10]
+        assert await hooked.outbox_count() == 0  # the loser wrote nothing, not even its outbox
+        # With a retry the loser reloads (sees the other's event) and wins the second time.
+        hooked.before_commit = other_commits_first
+        events = await p.execute_with_retry(Record(amount=5), 2)
+        assert events[0].sequence == 4
+        assert (await p.state()).total == 1 + 10 + 10 + 5
 
 
 class _ConflictOnce(LmdbStore):
@@ -195,10 +220,25 @@ async def test_max_attempts_zero_fails(store: LmdbStore) -> None:
     assert await p.event_count() == 0
 
 
+class _CountingLedger(Ledger):
+    handled = 0
+
+    def handle(self, state: LedgerState, command: Record | Close) -> WorkflowOutput:
+        self.handled += 1
+        return super().handle(state, command)
+
+
 async def test_retry_does_not_retry_workflow_errors(store: LmdbStore) -> None:
-    p = new(store)
-    with pytest.raises(WorkflowError):
+    workflow = _CountingLedger()
+    p = Process(workflow, store, TENANT, WF, clock=lambda: NOW)
+    await p.execute(Record(amount=1))
+    handled, transactions = workflow.handled, store.stats.transactions
+    with pytest.raises(WorkflowError) as info:
         await p.execute_with_retry(Record(amount=-5), 5)
+    assert info.value.kind is WorkflowErrorKind.REJECTED
+    assert workflow.handled - handled == 1  # decided once: a refusal is final, not retried
+    assert store.stats.transactions == transactions
+    assert await p.event_count() == 1
 
 
 async def test_snapshots_take_use_and_ignore_other_schema_versions(store: LmdbStore) -> None:

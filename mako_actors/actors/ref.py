@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from mako_actors._handle import ProcessHandle
+from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.actors._actor import (
     COMMAND,
     EVENT_COUNT,
@@ -85,6 +85,8 @@ class ProcessRef(ProcessHandle[C, S]):
         max_attempts: int = 0,
         snapshot_interval: int | None = None,
     ) -> Outcome:
+        if ctx is not None:
+            ctx.require_process(self._identity)
         outcome: Outcome = await self._send(
             Op(
                 COMMAND,
@@ -98,7 +100,10 @@ class ProcessRef(ProcessHandle[C, S]):
         return outcome
 
     async def _events(self, command: C, ctx: CommandContext | None = None, **kw: Any) -> list[EventEnvelope]:
-        return list((await self._outcome(command, ctx, **kw)).events)
+        outcome = await self._outcome(command, ctx, **kw)
+        if outcome.outbox and not kw.get("enqueue"):
+            note_dropped(self._workflow.name, command, len(outcome.outbox), 0)
+        return list(outcome.events)
 
     def _check_snap_store(self, snap_store: SnapshotStore | None) -> None:
         if snap_store is not None and snap_store is not self._store:

@@ -21,6 +21,8 @@ from mako_actors.edifact.errors import (
     DuplicateReference,
     EdifactError,
     EdifactSyntaxError,
+    ElementTooLong,
+    InterchangeTooLarge,
     InvalidCharacter,
     InvalidValue,
     MissingSegment,
@@ -30,6 +32,7 @@ from mako_actors.edifact.errors import (
 )
 from mako_actors.edifact.interchange import (
     CHARSETS,
+    MAX_INTERCHANGE_BYTES,
     Decoded,
     Interchange,
     Message,
@@ -39,6 +42,7 @@ from mako_actors.edifact.interchange import (
     parse_dtm,
     parse_file,
     parse_interchange,
+    read_interchange,
     try_parse_interchange,
 )
 from mako_actors.edifact.outbound import (
@@ -73,6 +77,7 @@ from mako_actors.edifact.versions import (
 __all__ = [
     "CHARSETS",
     "DEFAULT_DELIMITERS",
+    "MAX_INTERCHANGE_BYTES",
     "Aperak",
     "AperakError",
     "Contrl",
@@ -85,7 +90,9 @@ __all__ = [
     "EdifactError",
     "EdifactSyntaxError",
     "Element",
+    "ElementTooLong",
     "Interchange",
+    "InterchangeTooLarge",
     "InvalidCharacter",
     "InvalidValue",
     "Message",
@@ -111,6 +118,7 @@ __all__ = [
     "parse_dtm",
     "parse_file",
     "parse_interchange",
+    "read_interchange",
     "render_interchange",
     "render_outbound",
     "render_segment",

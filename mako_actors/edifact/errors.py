@@ -13,6 +13,8 @@ ISO 9735 data element 0085 value to put into the CONTRL answer (``UCI``/``UCM``/
     │                            32 when the interchange holds no message at all)
     ├── UnexpectedSegment        a segment where none of that kind may stand (15)
     ├── InvalidValue             a service element has an invalid value, e.g. a date (12)
+    │   └── ElementTooLong       an element longer than its syntax allows, e.g. 0020 an..14 (39)
+    ├── InterchangeTooLarge      the input exceeds the configured maximum size (18)
     ├── ControlCountMismatch     UNT segment count or UNZ message count is wrong (29)
     ├── ReferenceMismatch        UNT 0062 != UNH 0062, or UNZ 0020 != UNB 0020 (28)
     └── DuplicateReference       a 0062 message reference repeats within the interchange (26)
@@ -30,6 +32,8 @@ __all__ = [
     "DuplicateReference",
     "EdifactError",
     "EdifactSyntaxError",
+    "ElementTooLong",
+    "InterchangeTooLarge",
     "InvalidCharacter",
     "InvalidValue",
     "MissingSegment",
@@ -158,6 +162,20 @@ class InvalidValue(EdifactError):
     default_code = "12"
 
 
+class ElementTooLong(InvalidValue):
+    """A data element is longer than its syntax allows (UNB 0004 an..35, 0020 an..14, ...).
+
+    Refused on receipt: answers echo these values, and an answer that cannot be rendered
+    would be dead-lettered at delivery instead of sent.
+    """
+
+    default_code = "39"
+
+
+class InterchangeTooLarge(EdifactError):
+    """The input is larger than the receiver's configured maximum interchange size."""
+
+
 class ControlCountMismatch(EdifactError):
     """The UNT segment count or the UNZ message count does not match what was received."""
 
@@ -185,6 +203,8 @@ for _cls in (
     MissingSegment,
     UnexpectedSegment,
     InvalidValue,
+    ElementTooLong,
+    InterchangeTooLarge,
     ControlCountMismatch,
     ReferenceMismatch,
     DuplicateReference,

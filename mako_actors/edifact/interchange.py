@@ -23,6 +23,8 @@ from mako_actors.edifact.errors import (
     DuplicateReference,
     EdifactError,
     EdifactSyntaxError,
+    ElementTooLong,
+    InterchangeTooLarge,
     InvalidCharacter,
     InvalidValue,
     MissingSegment,
@@ -33,6 +35,7 @@ from mako_actors.edifact.errors import (
 
 __all__ = [
     "CHARSETS",
+    "MAX_INTERCHANGE_BYTES",
     "Decoded",
     "Interchange",
     "Message",
@@ -42,8 +45,14 @@ __all__ = [
     "parse_dtm",
     "parse_file",
     "parse_interchange",
+    "read_interchange",
     "try_parse_interchange",
 ]
+
+#: The default largest interchange accepted (bytes). Real UTILMD/APERAK interchanges are
+#: kilobytes; parsing takes 16-50x the input in memory, so an unbounded input (``/dev/zero``,
+#: a runaway upload) must be refused before it is read whole.
+MAX_INTERCHANGE_BYTES = 64 * 1024 * 1024
 
 #: UNB S001 syntax identifier -> Python codec. UNOA/UNOB are subsets of ASCII; we accept any
 #: ASCII there because public traffic uses lower case under UNOA.
@@ -154,27 +163,57 @@ class Interchange:
         return f"{self.sender.id}:{self.control_ref}"
 
 
-def parse_file(path: str | Path) -> Interchange:
-    """Read ``path`` and parse it strictly; errors name the file. ``OSError`` passes through."""
+def read_interchange(path: str | Path, *, max_bytes: int = MAX_INTERCHANGE_BYTES) -> bytes:
+    """The bytes of ``path``, reading at most ``max_bytes + 1`` of them.
+
+    Raises ``InterchangeTooLarge`` when there are more (also for endless inputs such as
+    ``/dev/zero`` or a pipe, whose size no ``stat`` tells). ``OSError`` passes through.
+    """
     p = Path(path)
-    return parse_interchange(p.read_bytes(), source=str(p))
+    with p.open("rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    _check_size(raw, max_bytes, str(p))
+    return raw
 
 
-def try_parse_interchange(raw: bytes, *, source: str | None = None) -> Interchange | EdifactError:
+def _check_size(raw: bytes, max_bytes: int, source: str | None) -> None:
+    if len(raw) > max_bytes:
+        raise InterchangeTooLarge(
+            f"input is larger than the maximum interchange size of {max_bytes} bytes",
+            source=source, expected=f"at most {max_bytes} bytes", found=f"more than {max_bytes}",
+        )
+
+
+def parse_file(path: str | Path, *, max_bytes: int = MAX_INTERCHANGE_BYTES) -> Interchange:
+    """Read ``path`` and parse it strictly; errors name the file. ``OSError`` passes through.
+
+    Larger inputs than ``max_bytes`` are refused (``InterchangeTooLarge``) without reading them.
+    """
+    p = Path(path)
+    return parse_interchange(read_interchange(p, max_bytes=max_bytes), source=str(p), max_bytes=max_bytes)
+
+
+def try_parse_interchange(
+    raw: bytes, *, source: str | None = None, max_bytes: int = MAX_INTERCHANGE_BYTES
+) -> Interchange | EdifactError:
     """Like :func:`parse_interchange`, but return the error instead of raising it."""
     try:
-        return parse_interchange(raw, source=source)
+        return parse_interchange(raw, source=source, max_bytes=max_bytes)
     except EdifactError as err:
         return err
 
 
-def parse_interchange(raw: bytes, *, source: str | None = None) -> Interchange:
+def parse_interchange(
+    raw: bytes, *, source: str | None = None, max_bytes: int = MAX_INTERCHANGE_BYTES
+) -> Interchange:
     """Parse and check one interchange; all-or-nothing.
 
     Raises an :class:`EdifactError` subclass naming ``source``, the segment number and what was
-    expected vs found. Cost: one decode and one tokenizer pass, linear in the input.
+    expected vs found; ``InterchangeTooLarge`` for input over ``max_bytes`` (default 64 MiB),
+    before any work. Cost: one decode and one tokenizer pass, linear in the input.
     """
     try:
+        _check_size(raw, max_bytes, source)
         return _parse(raw, source)
     except EdifactError as err:
         raise err.with_source(source) from None
@@ -284,12 +323,46 @@ def _require(seg: Segment, number: int, element: int, what: str, component: int 
 
 def _count(seg: Segment, number: int) -> int:
     text = _require(seg, number, 0, "the control count")
-    if not text.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int) and within n..10 / n..6.
+    if not (text.isascii() and text.isdigit()):
         raise InvalidValue(
             f"{seg.tag} control count is not a number", segment_number=number,
-            segment_tag=seg.tag, expected="digits", found=text,
+            segment_tag=seg.tag, expected="digits", found=text[:40],
         )
     return int(text)
+
+
+# (tag) -> ((element, component, data element, max length), ...): ISO 9735 v3 service
+# segments, and the MIG limits of the header values our answers echo (BGM 1004, IDE 7402).
+_MAX_LENGTHS: dict[str, tuple[tuple[int, int, str, int], ...]] = {
+    "UNB": (
+        (0, 0, "0001", 4), (0, 1, "0002", 1), (1, 0, "0004", 35), (1, 1, "0007", 4),
+        (1, 2, "0008", 35), (2, 0, "0010", 35), (2, 1, "0007", 4), (2, 2, "0014", 35),
+        (3, 0, "0017", 8), (3, 1, "0019", 4), (4, 0, "0020", 14), (5, 0, "0022", 14),
+        (6, 0, "0026", 14), (7, 0, "0029", 1), (8, 0, "0031", 1), (9, 0, "0032", 35),
+        (10, 0, "0035", 1),
+    ),
+    "UNH": (
+        (0, 0, "0062", 14), (1, 0, "0065", 6), (1, 1, "0052", 3), (1, 2, "0054", 3),
+        (1, 3, "0051", 3), (1, 4, "0057", 6), (2, 0, "0068", 35),
+    ),
+    "UNT": ((0, 0, "0074", 10), (1, 0, "0062", 14)),
+    "UNZ": ((0, 0, "0036", 6), (1, 0, "0020", 14)),
+    "BGM": ((1, 0, "1004", 35),),
+    "IDE": ((1, 0, "7402", 35),),
+}
+
+
+def _check_lengths(seg: Segment, number: int) -> None:
+    """Raise ``ElementTooLong`` (0085 39) for a value longer than its data element allows."""
+    for element, component, name, limit in _MAX_LENGTHS.get(seg.tag, ()):
+        value = seg.value(element, component)
+        if len(value) > limit:
+            raise ElementTooLong(
+                f"{seg.tag} data element {name} is longer than its {limit} characters",
+                segment_number=number, segment_tag=seg.tag,
+                expected=f"at most {limit} characters", found=value[:40],
+            )
 
 
 def _unb_time(seg: Segment) -> datetime:
@@ -332,6 +405,7 @@ def _build(
             found=segs[0].tag if segs else "nothing",
         )
     unb = segs[0]
+    _check_lengths(unb, 1)
     syntax_version = _require(unb, 1, 0, "the syntax version (S001 0002)", 1)
     sender = Party(_require(unb, 1, 1, "the sender (S002)"), unb.value(1, 1))
     recipient = Party(_require(unb, 1, 2, "the recipient (S003)"), unb.value(2, 1))
@@ -388,6 +462,7 @@ def _build(
             "interchange contains no message", segment_number=n, segment_tag="UNZ",
             expected="at least one UNH..UNT", found="UNZ", syntax_error_code="32",
         )
+    _check_lengths(unz, n)
     declared = _count(unz, n)
     if declared != len(messages):
         raise ControlCountMismatch(
@@ -442,6 +517,8 @@ def _message(
     unh = segs[0]
     unt = segs[-1]
     last = first + len(segs) - 1
+    _check_lengths(unh, first)
+    _check_lengths(unt, last)
     reference = _require(unh, first, 0, "the message reference (0062)")
     message_type = _require(unh, first, 1, "the message type (S009 0065)")
     declared = _count(unt, last)
@@ -468,6 +545,7 @@ def _message(
         if tag not in _HEADER_TAGS:
             continue
         if tag == "IDE":
+            _check_lengths(seg, first + k)
             tx_starts.append(k)
         elif tag == "RFF":
             if pid is None and seg.value(0) == "Z13":
@@ -477,6 +555,7 @@ def _message(
         elif tx_starts:
             continue
         elif tag == "BGM":
+            _check_lengths(seg, first + k)
             if document_code is None:
                 document_code = seg.value(0) or None
                 document_number = seg.value(1) or None

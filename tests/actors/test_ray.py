@@ -96,6 +96,7 @@ async def test_killed_host_loses_no_acknowledged_command(tmp_path: Path) -> None
                 break
             except CommandOutcomeUnknown:
                 await asyncio.sleep(0.1)
+        assert acknowledged == 21, "no command was acknowledged after the host was killed"
         count = await ref.event_count()
         assert count >= acknowledged  # an unknown outcome may have been stored; acknowledged ones are
         state = await ref.state()

@@ -1,0 +1,89 @@
+"""Inbound edges: over-long elements get no unsendable answer; misaddressed interchanges."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mako_actors import TenantId
+from mako_actors.delivery import DirectorySender, OutboxWorker
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.synthetic import anmeldung
+from mako_actors.inbound import DirectHost, InboundPipeline
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+
+NB, LFN = "9900000002009", "9900000001001"
+FOREIGN = "9900000009999"
+MALO = "51900000012"
+THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
+    async with LmdbStore(tmp_path / "db") as s:
+        yield s
+
+
+def pipeline(store: LmdbStore, clock: VirtualClock) -> InboundPipeline:
+    return InboundPipeline(store, DirectHost(store, [GpkeNbWorkflow()], clock), tenants=[NB], clock=clock)
+
+
+def interchange(nb: str = NB, control_ref: str = "LFN0605143001") -> bytes:
+    return anmeldung(
+        lfn=LFN, nb=nb, malo=MALO, zuordnungsbeginn=START, ide_ref="LFNTX000001",
+        control_ref=control_ref, sent_at=THU_1430,
+    )
+
+
+@pytest.mark.parametrize(
+    "replacements",
+    [
+        [(b"+9900000001001:500+", b"+990000000100112345678901234567890123:500+")],  # 0004: 36
+        [(b"UNH+M1+", b"UNH+M1234567890ABCDE+"), (b"UNT+12+M1'", b"UNT+12+M1234567890ABCDE'")],  # 0062
+        [(b"IDE+24+LFNTX000001", b"IDE+24+" + b"T" * 40)],  # 7402 longer than 35
+        [(b"BGM+E01+DLFN0605143001", b"BGM+E01+" + b"D" * 40)],  # 1004 longer than 35
+    ],
+)
+async def test_over_long_elements_are_refused_on_receipt_and_every_answer_is_sendable(
+    store: LmdbStore, tmp_path: Path, replacements: list[tuple[bytes, bytes]]
+) -> None:
+    raw = interchange()
+    for old, new in replacements:
+        assert old in raw
+        raw = raw.replace(old, new, 1)
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(raw, THU_1430, source="long.edi")
+    assert result.status == "rejected" and "longer than" in (result.error or "")
+    report = await OutboxWorker(store, DirectorySender(tmp_path / "out"), clock).run_once()
+    assert report.dead_lettered == 0  # nothing decided that cannot be sent
+    assert await store.outbox_count() == 0
+
+
+async def test_a_well_formed_interchange_is_still_answered(store: LmdbStore, tmp_path: Path) -> None:
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(interchange(), THU_1430, source="ok.edi")
+    assert result.status == "accepted"
+    report = await OutboxWorker(store, DirectorySender(tmp_path / "out"), clock).run_once()
+    assert report.delivered >= 2 and report.dead_lettered == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: inbound.py (wt7dec) still answers a misaddressed interchange in the addressee's "
+    "name; ISO 9735 0085 code 7 says the actual recipient (us) rejects it. Remove this marker with the fix.",
+)
+async def test_a_misaddressed_interchange_gets_no_answer_in_a_foreign_name(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(interchange(nb=FOREIGN, control_ref="R1"), THU_1430)
+    assert result.status == "rejected"
+    foreign_tenant = TenantId.from_party_id(FOREIGN)
+    assert await store.list_streams(f"process/{foreign_tenant}/") == []  # nothing under their tenant
+    for message in await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC)):
+        assert message.payload.get("envelope", {}).get("sender_id") != FOREIGN
+        assert message.tenant_id != foreign_tenant
+    assert any("not one of our" in letter.reason for letter in await store.dead_letters())

@@ -1,0 +1,139 @@
+"""The outbox worker: several workers on one store, draining, order, file permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors import (
+    OutboxMessage,
+    PendingOutbox,
+    Process,
+    TenantId,
+    WorkflowId,
+)
+from mako_actors.delivery import DirectorySender, OutboxWorker, RetryPolicy
+from mako_actors.scheduler import VirtualClock
+from mako_actors.testing import envelope, identity, outbox_row
+from stores.lmdb import LmdbStore
+from tests.test_commit_atomicity import Burst, BurstWorkflow
+
+T0 = datetime(2025, 6, 5, 12, 0, tzinfo=UTC)
+TENANT = TenantId.from_party_id("9900000002009")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
+    async with LmdbStore(tmp_path / "db") as s:
+        yield s
+
+
+class Recorder:
+    """A sender that records what it sent; fails for ids in ``failing``."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutboxMessage] = []
+        self.failing: set[object] = set()
+
+    async def send(self, message: OutboxMessage) -> None:
+        if message.message_id in self.failing:
+            raise ConnectionError("gateway down")
+        self.sent.append(message)
+
+
+async def enqueue_many(store: LmdbStore, count: int, due: datetime = T0) -> list[OutboxMessage]:
+    ident = identity()
+    cause = envelope(ident).event_id
+    rows = [outbox_row(ident, cause, due, index) for index in range(count)]
+    await store.enqueue(rows)
+    return rows
+
+
+async def test_a_worker_survives_a_message_another_worker_acknowledged(store: LmdbStore) -> None:
+    rows = await enqueue_many(store, 3)
+
+    class Racing:
+        """Fails the first message after another worker delivered and acknowledged it."""
+
+        def __init__(self) -> None:
+            self.sent: list[OutboxMessage] = []
+
+        async def send(self, message: OutboxMessage) -> None:
+            if message.message_id == rows[0].message_id:
+                await store.acknowledge(message.message_id)  # the other worker won
+                raise ConnectionError("timeout")
+            self.sent.append(message)
+
+    sender = Racing()
+    report = await OutboxWorker(store, sender, lambda: T0).run_once()
+    assert (report.delivered, report.failed) == (2, 1)  # reschedule raised NotFound: counted, not fatal
+    assert [m.message_id for m in sender.sent] == [r.message_id for r in rows[1:]]
+    assert await store.outbox_count() == 0
+
+
+async def test_run_once_delivers_everything_due_beyond_one_batch(store: LmdbStore) -> None:
+    rows = await enqueue_many(store, 25)
+    await enqueue_many(store, 3, due=T0 + timedelta(hours=1))  # not due yet
+    sender = Recorder()
+    sender.failing = {rows[0].message_id, rows[7].message_id}
+    report = await OutboxWorker(store, sender, lambda: T0, batch=4).run_once()
+    assert (report.delivered, report.retried) == (23, 2)  # each attempted once, none twice
+    delivered = [r.message_id for r in rows if r.message_id not in sender.failing]
+    assert [m.message_id for m in sender.sent] == delivered
+    assert await store.outbox_count() == 5
+
+
+async def test_run_once_stops_when_failed_messages_stay_due(store: LmdbStore) -> None:
+    rows = await enqueue_many(store, 6)
+    sender = Recorder()
+    sender.failing = {r.message_id for r in rows}
+    policy = RetryPolicy(base_delay=timedelta(0), max_delay=timedelta(0))  # retried "now" again
+    report = await OutboxWorker(store, sender, lambda: T0, policy, batch=2).run_once()
+    assert report.retried == 6
+    assert all(m.attempts == 1 for m in await store.pending(10, T0))
+
+
+async def test_one_commands_messages_are_delivered_in_the_order_handle_returned(store: LmdbStore) -> None:
+    clock = VirtualClock(T0)
+
+    class Many(BurstWorkflow):
+        def handle(self, state, command):  # type: ignore[no-untyped-def]
+            out = super().handle(state, command)
+            return out.model_copy(update={"outbox": tuple(
+                PendingOutbox(message_type="NOTICE", recipient="9900000001001", payload={"n": n})
+                for n in range(command.messages)
+            )})
+
+    p = Process(Many(), store, TENANT, WorkflowId.new("burst", "FV2510"), clock=clock)
+    for _ in range(3):
+        await p.execute_and_enqueue(Burst(messages=16))
+    sender = Recorder()
+    await OutboxWorker(store, sender, clock).run_once()
+    assert [m.payload["n"] for m in sender.sent] == list(range(16)) * 3
+
+
+async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, store: LmdbStore) -> None:
+    old = os.umask(0o022)
+    try:
+        contrl = {
+            "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
+                         "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
+            "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
+            "interchange_recipient_id": "9900000002009", "action": "7",
+        }  # fmt: skip
+        [row] = await enqueue_many(store, 1)
+        await store.acknowledge(row.message_id)
+        await store.enqueue([row.model_copy(update={"message_type": "CONTRL", "payload": contrl})])
+        target = tmp_path / "gateway" / "out"
+        report = await OutboxWorker(store, DirectorySender(target), lambda: T0).run_once()
+        assert report.delivered == 1
+        assert stat.S_IMODE(target.stat().st_mode) == 0o700
+        [written] = list(target.iterdir())
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

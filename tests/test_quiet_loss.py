@@ -1,0 +1,160 @@
+"""Nothing lost or poisoned quietly: undeclared events, snapshots past the end, dropped outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors import (
+    Event,
+    InvalidArgument,
+    LocalActorSystem,
+    Process,
+    TenantId,
+    WorkflowId,
+    WorkflowOutput,
+)
+from mako_actors._handle import DROPPED_OUTPUT
+from mako_actors.metrics import prometheus_text
+from stores.lmdb import LmdbStore
+from tests.workflows import Ledger, LedgerState, Record
+
+TENANT = TenantId.from_party_id("9900000002009")
+WF = WorkflowId.new("ledger", "FV2510")
+NOW = datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+
+
+class Undeclared(Event, type="ledger.undeclared"):
+    note: str
+
+
+class Impostor(Event, type="ledger.recorded", version=2):
+    """Same type name as the declared ``Recorded``, another model: decoding would not fit it."""
+
+    note: str
+
+
+class SloppyLedger(Ledger):
+    """A ledger whose handler emits events it never declared, for negative amounts of -1/-2."""
+
+    def handle(self, state: LedgerState, command: Any) -> WorkflowOutput:
+        if isinstance(command, Record) and command.amount == -1:
+            return WorkflowOutput.of(Undeclared(note="x"))
+        if isinstance(command, Record) and command.amount == -2:
+            declared = super().handle(state, Record(amount=1)).events
+            return WorkflowOutput(events=(*declared, Impostor(note="x")))
+        return super().handle(state, command)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
+    async with LmdbStore(tmp_path / "db") as s:
+        yield s
+
+
+# -- an event type missing from Workflow.events -------------------------------------------------
+
+
+async def test_an_undeclared_event_is_refused_before_the_commit(store: LmdbStore) -> None:
+    p = Process(SloppyLedger(), store, TENANT, WF)
+    await p.execute(Record(amount=1))
+    for amount in (-1, -2):
+        with pytest.raises(InvalidArgument, match=r"not in SloppyLedger\.events"):
+            await p.execute(Record(amount=amount))
+    assert await p.event_count() == 1
+    await p.execute(Record(amount=2))  # the stream still loads and takes commands
+    assert (await p.state()).total == 3
+
+
+async def test_an_undeclared_event_is_refused_on_actors(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, [SloppyLedger]) as system:
+        ref = system.spawn("ledger", TENANT, WF)
+        await ref.execute(Record(amount=1))
+        with pytest.raises(InvalidArgument):
+            await ref.execute(Record(amount=-1))
+        await ref.execute(Record(amount=2))
+        assert (await ref.state()).total == 3
+    assert (await Process.from_identity(Ledger(), store, ref.identity()).state()).total == 3
+
+
+# -- a snapshot past the stream's end ----------------------------------------------------------
+
+
+async def test_a_snapshot_past_the_end_is_ignored_and_counted(store: LmdbStore) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    for amount in (1, 2):
+        await p.execute(Record(amount=amount))
+    bogus = Ledger().snapshot_of(p.stream_id, 10, LedgerState(total=999, entries=10), NOW)
+    await store.save_snapshot(bogus)
+    assert (await p.state_with_snapshot()).total == 3
+    assert store.stats.extra["snapshots_ignored"] == 1
+    events = await p.execute_snapshot(Record(amount=4))  # no VersionConflict, now or ever
+    assert events[0].sequence == 3
+    await p.execute_and_enqueue_snapshot(Record(amount=1))
+    assert (await p.state()).total == 8
+    assert await p.take_snapshot(store, 2)  # replaces the bogus one
+    snap = await store.load_snapshot(p.stream_id)
+    assert snap is not None and snap.sequence == 4 and snap.state["total"] == 8
+    assert (await p.state_with_snapshot()).total == 8
+
+
+async def test_a_snapshot_at_the_end_is_still_used(store: LmdbStore) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    for amount in (1, 2):
+        await p.execute(Record(amount=amount))
+    await store.save_snapshot(Ledger().snapshot_of(p.stream_id, 2, LedgerState(total=3, entries=2), NOW))
+    read = store.stats.events_read
+    assert (await p.state_with_snapshot()).total == 3
+    assert store.stats.events_read == read  # the snapshot is the whole state
+    assert "snapshots_ignored" not in store.stats.extra
+
+
+async def test_an_actor_activates_past_a_bogus_snapshot(store: LmdbStore) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    await p.execute(Record(amount=5))
+    await store.save_snapshot(Ledger().snapshot_of(p.stream_id, 7, LedgerState(total=-1), NOW))
+    async with LocalActorSystem(store, [Ledger]) as system:
+        ref = system.resume(p.identity())
+        assert (await ref.state()).total == 5
+        events = await ref.execute(Record(amount=1))
+        assert events[0].sequence == 2
+
+
+# -- execute drops the outbox: warned once per command type, counted ---------------------------
+
+
+async def test_execute_warns_once_per_command_type_and_counts_the_drop(
+    store: LmdbStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    before = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.messages, DROPPED_OUTPUT.deadlines)
+    kind = "ledger:Record"
+    seen = DROPPED_OUTPUT.by_command.get(kind, 0)
+    with caplog.at_level(logging.WARNING, logger="mako_actors.process"):
+        await p.execute(Record(amount=1, notify="9900000001001", remind_at=NOW))
+        await p.execute(Record(amount=1, notify="9900000001001"))
+        await p.execute(Record(amount=1))  # nothing to drop
+        await p.execute_and_enqueue(Record(amount=1, notify="9900000001001"))
+        await p.execute_and_collect(Record(amount=1, notify="9900000001001"))
+    after = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.messages, DROPPED_OUTPUT.deadlines)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2, 1]
+    assert DROPPED_OUTPUT.by_command[kind] == seen + 2
+    warnings = [r for r in caplog.records if "execute dropped" in r.getMessage()]
+    assert len(warnings) == (0 if seen else 1)
+    assert "mako_dropped_messages" in prometheus_text({"dropped": DROPPED_OUTPUT})
+    assert await store.outbox_count() == 1
+
+
+async def test_actor_execute_counts_the_dropped_outbox(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, [Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, WF)
+        before = DROPPED_OUTPUT.messages
+        await ref.execute(Record(amount=1, notify="9900000001001"))
+        await ref.execute_and_enqueue(Record(amount=1, notify="9900000001001"))
+        assert DROPPED_OUTPUT.messages - before == 1
+        assert await store.outbox_count() == 1
