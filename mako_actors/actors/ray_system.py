@@ -249,9 +249,12 @@ class RayActorSystem(HandleFactory):
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                 continue
-            handle = self._new_actor(f"{self.name_prefix}-proc-{stream_id}")
+            handle = self._new_actor(self._proc_name(stream_id))
             self._dedicated[stream_id] = handle
             return handle
+
+    def _proc_name(self, stream_id: StreamId) -> str:
+        return f"{self.name_prefix}-proc-{stream_id}"
 
     async def _passivate(self, stream_id: StreamId) -> None:
         handle = self._dedicated.pop(stream_id, None)
@@ -259,17 +262,38 @@ class RayActorSystem(HandleFactory):
             return
 
         async def end() -> None:
-            with contextlib.suppress(RayActorError):  # already gone: nothing to drain
-                await handle.aclose.remote()
-            ray.kill(handle, no_restart=True)
-            self._passivations += 1
+            try:
+                with contextlib.suppress(RayActorError):  # already gone: nothing to drain
+                    await handle.aclose.remote()
+                ray.kill(handle, no_restart=True)
+                # ``ray.kill`` only *sends* the kill to the GCS: until the GCS has processed it,
+                # the name still resolves to the dying actor, and ``get_if_exists`` would hand
+                # the next call that dead handle ("actor died before replying").
+                await self._name_released(self._proc_name(stream_id), handle)
+                self._passivations += 1
+            finally:
+                # Popped here, before any waiter wakes: a waiter must find the stream free.
+                self._passivating.pop(stream_id, None)
 
         task = asyncio.get_running_loop().create_task(end())
         self._passivating[stream_id] = task
-        try:
-            await asyncio.shield(task)
-        finally:
-            self._passivating.pop(stream_id, None)
+        await asyncio.shield(task)
+
+    async def _name_released(self, name: str, killed: Any) -> None:
+        """Wait until the Ray name ``name`` no longer resolves to the killed actor ``killed``."""
+        delay = 0.005
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                current = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:  # no actor of that name: released
+                return
+            if current._actor_id != killed._actor_id:  # another system already made a new one
+                return
+            if time.monotonic() > deadline:
+                raise CommandOutcomeUnknown(f"Ray actor {name!r} was killed but its name is still taken")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     async def passivate_idle(self, older_than: float = 0.0) -> int:
         """Passivate idle actors unused for ``older_than`` seconds; returns how many (dedicated:
