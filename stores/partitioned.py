@@ -88,6 +88,7 @@ def import_partition(data_dir: str | os.PathLike[str], partition: int, count: in
     directory = partition_dir(data_dir, partition)
     if (directory / MARKER).exists():
         raise InvalidArgument(f"{directory} already holds partition {partition}; retire it first")
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".p{partition:04d}-", dir=Path(data_dir)))
     try:
         with open(staging / "data.mdb", "wb") as out:
