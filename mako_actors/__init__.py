@@ -16,6 +16,7 @@ module                 what it holds
 ``store``              store protocols, ``Commit``, ``CommitResult``
 ``process``            ``Process``: the reference API over one command path
 ``actors``             ``LocalActorSystem``, ``RayActorSystem``, ``ProcessRef``
+``partitions``         ``PartitionMap``, ``PartitionUnavailable``: partitioned stores
 ``scheduler``          ``DeadlineScheduler``, ``VirtualClock``: Fristen fire
 ``delivery``           ``OutboxWorker``, ``Sender``: at-least-once delivery
 ``projection``         ``ProjectionRunner``: read models with checkpoints
@@ -32,6 +33,8 @@ Write path of one command: ``Process.execute_*`` → load state (replay or snaps
 ``Workflow.handle`` (pure) → stamp envelopes, outbox rows, deadlines → one ``Commit`` → the
 store writes it in one transaction (LMDB: on its writer thread, group-committed).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
 from mako_actors.dead_letters import DeadLetter
@@ -75,11 +78,16 @@ from mako_actors.store import Commit, CommitResult, Store, StoreStats
 from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
+if TYPE_CHECKING:
+    from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem
+    from mako_actors.partitions import PartitionMap, PartitionUnavailable
+
 __all__ = [
     "ActorStats",
     "ActorSystemClosed",
     "CausationId",
     "CommandContext",
+    "CommandOutcomeUnknown",
     "Commit",
     "CommitResult",
     "ConversationId",
@@ -107,6 +115,8 @@ __all__ = [
     "OutboxMessage",
     "OutboxMessageId",
     "OutboxWorker",
+    "PartitionMap",
+    "PartitionUnavailable",
     "PendingDeadline",
     "PendingOutbox",
     "PermanentDeliveryError",
@@ -115,6 +125,7 @@ __all__ = [
     "ProcessIdentity",
     "ProcessRef",
     "ProjectionRunner",
+    "RayActorSystem",
     "RegistryConflict",
     "RetryPolicy",
     "Sender",
@@ -139,3 +150,21 @@ __all__ = [
     "log_context",
     "prometheus_text",
 ]
+
+
+_LAZY = {
+    # Importing ``mako_actors`` must not import Ray (seconds, and a heavy dependency tree).
+    "RayActorSystem": "mako_actors.actors.ray_system",
+    "CommandOutcomeUnknown": "mako_actors.actors.ray_system",
+    "PartitionMap": "mako_actors.partitions",
+    "PartitionUnavailable": "mako_actors.partitions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

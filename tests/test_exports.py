@@ -15,6 +15,8 @@ REQUIRED = {
     "WorkflowId", "FormatVersion", "ExpectedVersion", "EngineError", "VersionConflict", "WorkflowError",
     # issue 3 and 4: the runtimes and the inbound path
     "LocalActorSystem", "ProcessRef", "InboundPipeline", "DeadlineScheduler", "VirtualClock",
+    # issue 8: the cluster runtime, resolved lazily
+    "RayActorSystem", "CommandOutcomeUnknown", "PartitionMap", "PartitionUnavailable",
 }  # fmt: skip
 
 
@@ -30,3 +32,13 @@ def test_importing_the_package_does_not_import_ray() -> None:
     code = "import sys, mako_actors, mako_actors.actors; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ray_actor_system_is_exported_lazily() -> None:
+    code = (
+        "import sys, mako_actors; before = 'ray' in sys.modules; "
+        "from mako_actors import RayActorSystem; "
+        "print(before, 'ray' in sys.modules, RayActorSystem.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "mako_actors.actors.ray_system"]

@@ -67,13 +67,22 @@ class HandleFactory(abc.ABC):
         workflow_id: WorkflowId,
         *,
         process_id: ProcessId | None = None,
+        routing_key: str | None = None,
     ) -> ProcessRef[Any, Any]:
         """A handle on a new process (random id unless given); nothing is stored before its first command.
 
-        Raises ``NotFound`` for an unregistered workflow, ``InvalidArgument`` when
-        ``workflow_id`` names another workflow.
+        ``routing_key`` (e.g. the MaLo) places the process in that key's partition of a
+        partitioned store (``mako_actors.partitions``): processes with one routing key live
+        together. Raises ``NotFound`` for an unregistered workflow, ``InvalidArgument`` when
+        ``workflow_id`` names another workflow or both ``process_id`` and ``routing_key`` are given.
         """
         workflow = self.workflow(workflow_or_name)
+        if routing_key is not None:
+            if process_id is not None:
+                raise InvalidArgument("spawn: give process_id or routing_key, not both")
+            from mako_actors.partitions import routed_process_id
+
+            process_id = routed_process_id(tenant_id, routing_key)
         return self._ref(
             workflow, ProcessIdentity.of_process(tenant_id, process_id or ProcessId.new(), workflow_id)
         )

@@ -1,22 +1,31 @@
-"""``RayActorSystem``: the actor API on a Ray cluster, with every actor on the shared LMDB store.
+"""``RayActorSystem``: the actor API on a Ray cluster, over one shared or many partitioned LMDB stores.
 
-Two placements, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles are
+Three layouts, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles are
 ``ProcessRef``):
 
 - ``hosted`` (default): ``hosts`` named async Ray actors, each running a ``LocalActorSystem``
   over its own ``LmdbStore`` on the shared directory (LMDB serializes writers across OS
-  processes). A process is routed to host ``blake2b(stream id) % hosts``, so it has exactly one
-  live actor in the cluster, and a host group-commits the writes of all its processes.
+  processes, so all hosts must be on one machine). A process is routed to host
+  ``blake2b(stream id) % hosts``, so it has exactly one live actor in the cluster, and a host
+  group-commits the writes of all its processes.
+- ``partitions=PartitionMap(...)``: the store is a fixed set of partitions, each its own LMDB
+  environment in its own directory on the node that owns it (``mako_actors.partitions``). One
+  host per node, pinned there with ``NodeAffinitySchedulingStrategy``, runs one
+  ``LocalActorSystem`` per partition it owns. A partition whose node is gone raises
+  ``PartitionUnavailable``; ``rebalance`` moves a partition explicitly (pause, consistent copy,
+  switch, resume).
 - ``dedicated``: each live process is its own named Ray actor (found again with
   ``get_if_exists``); idle ones are passivated by ending the Ray actor. A Ray actor is a whole
   OS process (~80 MB, ~0.3 s to start): for hundreds of hot processes, not for 100k.
 
-Commands cross Ray pickled (pydantic models pickle; workflow and command classes must be
-importable on the workers). Errors come back as plain data and are re-raised as the same
-``EngineError`` subclass. Command calls are never retried by Ray (``max_task_retries=0``)
-unless the command carries an ``idempotency_key``: a lost reply must not run a command twice,
-so a host dying mid-call raises ``CommandOutcomeUnknown``. Hosts restart (``max_restarts``)
-and re-activate their processes from the store on the next message.
+Calls are batched: every operation for one host that is ready in the same loop turn travels in
+one Ray call (``call_batch``) and comes back as one list of per-operation results; the host
+hands them to the actors' mailboxes in list order, and batches in arrival order, so calls to
+one process are ordered as they arrive at the host, from any caller. Commands cross Ray pickled
+(workflow and command classes must be importable on the workers). Errors come back as plain
+data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
+host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
+a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent.
 
 ``ray`` is imported by this module only; ``ray.init`` must have run before a system is made.
 """
@@ -25,27 +34,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, cast
 
 import ray
+from ray import cloudpickle
 from ray.exceptions import RayActorError, RayTaskError
 
 from mako_actors.actors._actor import COMMAND, TIMEOUT, ActorStats, Op
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index
-from mako_actors.actors.local import LocalActorSystem
+from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, register_error
 from mako_actors.ids import StreamId, TenantId
+from mako_actors.partitions import PartitionMap, PartitionUnavailable, key_home, partition_of
+from mako_actors.store import Commit
 from mako_actors.workflow import Workflow
 
 Placement = Literal["hosted", "dedicated"]
 _READ_RETRIES = 20
+_IDEMPOTENT_RETRIES = 3
+_NODE_RESOURCE = "mako-node:"
+_log = logging.getLogger(__name__)
 
 
 @register_error
@@ -66,37 +84,252 @@ class _Failure:
     plain: dict[str, Any]
 
 
-class _Host:
-    """The body of a host (or dedicated) Ray actor: a ``LocalActorSystem`` on its own store.
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """Any other exception of one operation in a batch (the others are unaffected)."""
 
-    Constructed by Ray in the actor's process; a restart constructs it again, so every process
-    re-activates from the store on its next message.
+    exc: BaseException
+
+
+class PushedClock:
+    """A host's clock when the driver's is a ``VirtualClock``: the latest time the driver sent.
+
+    Every batch carries the driver's clock reading; the host keeps the latest (it never goes
+    back), so commands are stamped with the virtual time at which they were sent (a command
+    queued behind a later batch gets that batch's time).
     """
 
-    def __init__(self, path: str, workflows: list[type[Workflow[Any, Any]]], options: dict[str, Any]) -> None:
-        from stores.lmdb import LmdbStore  # the worker opens its own environment
+    def __init__(self, start: datetime) -> None:
+        self._now = start
 
-        store_options = dict(options.pop("store_options", None) or {})
-        store = LmdbStore(path, **store_options)
-        self._system = LocalActorSystem(store, workflows, close_store=True, **options)
+    def __call__(self) -> datetime:
+        return self._now
+
+    def push(self, now: datetime) -> None:
+        if now > self._now:
+            self._now = now
+
+
+class _ForwardingStore:
+    """A partition's store that also writes registry keys homed elsewhere after each commit.
+
+    A commit's registry entries go into the process's own partition in its transaction (the
+    competing-process check of one MaLo stays atomic); an entry whose ``key_home`` is another
+    partition is also written there, before the command is acknowledged, so a lookup asks
+    exactly one partition.
+    """
+
+    def __init__(self, store: Any, host: _Host, partition: int) -> None:
+        self._store = store
+        self._host = host
+        self._partition = partition
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, commit: Commit) -> Any:
+        result = await self._store.commit(commit)
+        await self._host.forward_keys(self._partition, [commit])
+        return result
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[Any]:
+        results: list[Any] = await self._store.commit_many(commits)
+        done = [
+            c for c, r in zip(commits, results, strict=True) if c.registry and not isinstance(r, EngineError)
+        ]
+        if done:
+            await self._host.forward_keys(self._partition, done)
+        return results
+
+
+class _Host:
+    """The body of a host (or dedicated) Ray actor: ``LocalActorSystem``\\ s on local stores.
+
+    Constructed by Ray in the actor's process; a restart constructs it again, so every process
+    re-activates from the store on its next message. ``spec`` is plain data (see
+    ``RayActorSystem._spec``); a partitioned host opens only partitions whose data is here.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from mako_actors.process import system_clock
+
+        self._spec = spec
+        pushed = spec.get("pushed_clock")
+        self._pushed = PushedClock(pushed) if pushed is not None else None
+        self._clock: Callable[[], datetime] = self._pushed or spec.get("clock") or system_clock
+        self._systems: dict[int, LocalActorSystem] = {}
+        self._stores: dict[int, Any] = {}
+        self._peers: dict[str, Any] = {}
+        self.forward_failures = 0
+        if spec["mode"] == "shared":
+            from stores.lmdb import LmdbStore  # the worker opens its own environment
+
+            store = LmdbStore(spec["path"], **(spec.get("store_options") or {}))
+            self._stores[0] = store
+            self._systems[0] = self._system(store)
+            self._count = 1
+        else:
+            self._count = len(spec["assignment"])
+            for p in spec["partitions"]:
+                with contextlib.suppress(PartitionUnavailable):  # reported per call, not at start
+                    self._open(p)
+
+    def _system(self, store: Any) -> LocalActorSystem:
+        return LocalActorSystem(
+            store, self._spec["workflows"], close_store=True, clock=self._clock, **self._spec["options"]
+        )
+
+    def _open(self, partition: int) -> None:
+        from stores.partitioned import open_partition
+
+        store = open_partition(
+            self._spec["data_dir"], partition, self._count, **(self._spec.get("store_options") or {})
+        )
+        self._stores[partition] = store
+        self._systems[partition] = self._system(_ForwardingStore(store, self, partition))
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call_batch(
+        self, now: datetime | None, items: list[tuple[int, ProcessIdentity, Op]]
+    ) -> list[Any]:
+        """Run a batch; each operation reaches its actor's mailbox in list order."""
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        results = await asyncio.gather(
+            *(self._dispatch(p, identity, op) for p, identity, op in items), return_exceptions=True
+        )
+        return [
+            _Failure(r.to_plain())
+            if isinstance(r, EngineError)
+            else _Raised(r)
+            if isinstance(r, BaseException)
+            else r
+            for r in results
+        ]
+
+    async def _dispatch(self, partition: int, identity: ProcessIdentity, op: Op) -> Any:
+        system = self._systems.get(partition)
+        if system is None:
+            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+        return await system.dispatch(identity, op)
+
+    def _where(self) -> str:
+        return str(self._spec.get("node") or self._spec.get("path"))
 
     async def call(self, identity: ProcessIdentity, op: Op) -> Any:
-        try:
-            return await self._system.dispatch(identity, op)
-        except EngineError as exc:
-            return _Failure(exc.to_plain())
+        """One operation (kept for callers that hold a host handle)."""
+        [result] = await self.call_batch(None, [(0, identity, op)])
+        return result
 
-    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
-        return await self._system.store.lookup(tenant_id, key)
+    async def lookup(self, partition: int, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        if partition not in self._stores:
+            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+        return cast(ProcessIdentity | None, await self._stores[partition].lookup(tenant_id, key))
+
+    # -- registry keys homed in other partitions -------------------------------------------
+
+    async def register_keys(self, partition: int, entries: list[tuple[str, ProcessIdentity]]) -> None:
+        store = self._stores.get(partition)
+        if store is None:
+            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+        for key, identity in entries:
+            await store.register(identity.tenant_id, key, identity)
+
+    async def forward_keys(self, partition: int, commits: Sequence[Commit]) -> None:
+        by_home: dict[int, list[tuple[str, ProcessIdentity]]] = {}
+        for commit in commits:
+            for key, identity in commit.registry:
+                home = key_home(identity.tenant_id, key, self._count)
+                if home != partition:
+                    by_home.setdefault(home, []).append((key, identity))
+        for home, entries in by_home.items():
+            try:
+                if home in self._stores:
+                    await self.register_keys(home, entries)
+                else:
+                    node = self._spec["assignment"][home]
+                    peer = self._peers.get(node) or ray.get_actor(
+                        f"{self._spec['prefix']}-node-{node}", namespace=self._spec["namespace"]
+                    )
+                    self._peers[node] = peer
+                    await peer.register_keys.remote(home, entries)
+            except Exception as exc:  # the commit is durable; a lookup of these keys will miss
+                self._peers.pop(self._spec["assignment"][home], None)
+                self.forward_failures += 1
+                _log.error(
+                    "registry keys %s not written to their home partition %d: %s",
+                    [k for k, _ in entries],
+                    home,
+                    exc,
+                )
+
+    # -- partitions: creation and moves ----------------------------------------------------
+
+    async def create_partitions(self, partitions: list[int]) -> None:
+        """Create (only when the map is first made) and open the given partitions."""
+        from stores.partitioned import create_partition
+
+        for p in partitions:
+            create_partition(self._spec["data_dir"], p, self._count)
+            if p not in self._systems:
+                self._open(p)
+
+    async def hand_over(self, partition: int) -> bytes:
+        """Close the partition here (its actors drain first) and return a consistent copy of it."""
+        from stores.partitioned import export_partition, open_partition
+
+        system = self._systems.pop(partition, None)
+        store = self._stores.pop(partition, None)
+        if system is not None:
+            await system.aclose()  # drains every mailbox, then closes the store
+        store = open_partition(self._spec["data_dir"], partition, self._count)
+        try:
+            return export_partition(store)
+        finally:
+            await store.aclose()
+
+    async def reopen(self, partition: int) -> None:
+        if partition not in self._systems:
+            self._open(partition)
+
+    async def adopt(self, partition: int, data: bytes) -> None:
+        from stores.partitioned import import_partition
+
+        import_partition(self._spec["data_dir"], partition, self._count, data)
+        self._open(partition)
+
+    async def retire(self, partition: int, epoch: int) -> None:
+        from stores.partitioned import retire_partition
+
+        retire_partition(self._spec["data_dir"], partition, epoch)
+
+    async def set_assignment(self, assignment: list[str]) -> None:
+        self._spec["assignment"] = assignment
+        self._peers.clear()
+
+    async def open_partitions(self) -> list[int]:
+        return sorted(self._systems)
+
+    # -- stats and lifecycle ---------------------------------------------------------------
 
     async def stats(self) -> ActorStats:
-        return self._system.stats
+        total = ActorStats()
+        for system in self._systems.values():
+            stats = system.stats
+            for f in fields(ActorStats):
+                setattr(total, f.name, getattr(total, f.name) + getattr(stats, f.name))
+        return total
 
     async def passivate_idle(self, older_than: float) -> int:
-        return await self._system.passivate_idle(older_than)
+        return sum([await s.passivate_idle(older_than) for s in self._systems.values()])
 
     async def aclose(self) -> None:
-        await self._system.aclose()
+        for system in self._systems.values():
+            await system.aclose()
+
+    def node_id(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
 
     def rss_bytes(self) -> int:
         """Resident memory of this actor's OS process (Linux ``/proc``), for measurements."""
@@ -114,17 +347,41 @@ def _host_class() -> Any:
     return _remote_host
 
 
-class RayActorSystem(HandleFactory):
-    """Process actors on Ray over the LMDB directory ``path``; same API as ``LocalActorSystem``.
+@dataclass(slots=True)
+class _Item:
+    partition: int
+    identity: ProcessIdentity
+    op: Op
+    write: bool
+    future: asyncio.Future[Any]
+    attempt: int = 0
 
-    ``placement``: ``"hosted"`` (``hosts`` host actors, default ``os.cpu_count()``) or
-    ``"dedicated"`` (one Ray actor per live process, at most ``max_live``, passivated after
-    ``idle_timeout`` seconds). ``namespace`` and ``name_prefix`` name the Ray actors; two systems
-    with the same names share actors. ``num_cpus``: CPUs each Ray actor reserves (0: actors do
-    not take scheduling slots, they mostly wait on I/O). ``max_restarts``: how often Ray
-    restarts a dead host (-1: always). Other keywords (``snapshot_interval``, ``max_attempts``,
-    ``max_batch``, and for hosts ``idle_timeout``/``max_live``) configure each host's
-    ``LocalActorSystem``; ``store_options`` go to each ``LmdbStore``.
+
+@dataclass(slots=True)
+class _Batcher:
+    """The operations for one host that are waiting for the end of this loop turn."""
+
+    items: list[_Item] = field(default_factory=list)
+    scheduled: bool = False
+
+
+class RayActorSystem(HandleFactory):
+    """Process actors on Ray; same API as ``LocalActorSystem``.
+
+    ``path``: the shared LMDB directory (hosted, dedicated), or with ``partitions`` the file
+    that durably records the partition map (created from ``partitions`` on first use, then
+    loaded; a different ``partitions`` for an existing file is refused). ``placement``:
+    ``"hosted"`` (``hosts`` host actors, default ``os.cpu_count()``) or ``"dedicated"`` (one
+    Ray actor per live process, at most ``max_live``, passivated after ``idle_timeout``
+    seconds). ``clock``: what hosts stamp events with; a ``VirtualClock`` is read here and its
+    time pushed with every batch, any other callable must pickle (it runs on the hosts).
+    ``namespace`` and ``name_prefix`` name the Ray actors; two systems with the same names
+    share actors. ``num_cpus``: CPUs each Ray actor reserves. ``max_restarts``: how often Ray
+    restarts a dead host (-1: always; partitioned hosts are re-created on their node instead).
+    ``max_call_batch`` caps the operations in one Ray call. Other keywords
+    (``snapshot_interval``, ``max_attempts``, ``max_batch``, and for hosts
+    ``idle_timeout``/``max_live``) configure each host's ``LocalActorSystem``s;
+    ``store_options`` go to each ``LmdbStore``.
     """
 
     def __init__(
@@ -134,6 +391,8 @@ class RayActorSystem(HandleFactory):
         *,
         placement: Placement = "hosted",
         hosts: int | None = None,
+        partitions: PartitionMap | None = None,
+        clock: Callable[[], datetime] | None = None,
         namespace: str = "mako_actors",
         name_prefix: str = "mako",
         snapshot_interval: int = 100,
@@ -141,16 +400,21 @@ class RayActorSystem(HandleFactory):
         max_live: int | None = None,
         max_attempts: int = 8,
         max_batch: int = 512,
+        max_call_batch: int = 4096,
         num_cpus: float = 0,
         max_restarts: int = -1,
         max_concurrency: int = 10_000,
         store_options: dict[str, Any] | None = None,
         kill_on_close: bool = True,
     ) -> None:
+        from mako_actors.scheduler import VirtualClock
+
         if not ray.is_initialized():
             raise InvalidArgument("RayActorSystem needs ray.init() to have run in this process")
         if placement not in ("hosted", "dedicated"):
             raise InvalidArgument(f"placement must be 'hosted' or 'dedicated', got {placement!r}")
+        if max_call_batch < 1:
+            raise InvalidArgument(f"max_call_batch must be at least 1, got {max_call_batch}")
         self.path = str(os.fspath(path))
         self.workflows = workflow_registry(workflows)
         self.placement: Placement = placement
@@ -159,28 +423,59 @@ class RayActorSystem(HandleFactory):
         self.name_prefix = name_prefix
         self.idle_timeout = idle_timeout
         self.max_live = max_live
-        self._classes = [type(w) for w in self.workflows.values()]
-        self._host_options: dict[str, Any] = {
+        self.max_call_batch = max_call_batch
+        self._virtual = clock if isinstance(clock, VirtualClock) else None
+        host_clock = None if self._virtual is not None else clock
+        if host_clock is not None:
+            try:
+                cloudpickle.dumps(host_clock)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                raise InvalidArgument(
+                    f"clock {host_clock!r} must pickle (it runs on the hosts): {exc}"
+                ) from None
+        self.partition_map: PartitionMap | None = None
+        self._new_map = False
+        if partitions is not None:
+            if placement != "hosted":
+                raise InvalidArgument("partitions need placement='hosted' (one host per node)")
+            self.partition_map, self._new_map = self._load_or_create_map(partitions)
+        options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
             "max_attempts": max_attempts,
             "max_batch": max_batch,
-            "store_options": store_options,
         }
         if placement == "hosted":
-            self._host_options.update(idle_timeout=idle_timeout, max_live=max_live)
+            options.update(idle_timeout=idle_timeout, max_live=max_live)
         else:
             # One process per actor: the Ray actor itself is what gets passivated.
-            self._host_options.update(idle_timeout=None, max_live=None)
+            options.update(idle_timeout=None, max_live=None)
+        self._base_spec: dict[str, Any] = {
+            "workflows": [type(w) for w in self.workflows.values()],
+            "options": options,
+            "store_options": store_options,
+            "clock": host_clock,
+            "pushed_clock": self._virtual() if self._virtual is not None else None,
+            "prefix": name_prefix,
+            "namespace": namespace,
+        }
         self._actor_options: dict[str, Any] = {
             "namespace": namespace,
             "get_if_exists": True,
-            "max_restarts": max_restarts,
+            "max_restarts": max_restarts if partitions is None else 0,
             "max_task_retries": 0,
             "max_concurrency": max_concurrency,
             "num_cpus": num_cpus,
         }
         self._host_handles: list[Any] = []
+        self._node_hosts: dict[str, Any] = {}
         self._registry: Any = None
+        self._batchers: dict[Any, _Batcher] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        # partitioned: partitions paused for a rebalance, operations in flight per partition
+        self._paused: dict[int, asyncio.Event] = {}
+        self._partition_calls: dict[int, int] = {}
+        self._partition_idle: dict[int, asyncio.Event] = {}
+        self.unavailable_errors = 0
         # dedicated placement: stream → handle in LRU order, in-flight calls, last use
         self._dedicated: OrderedDict[StreamId, Any] = OrderedDict()
         self._inflight: dict[StreamId, int] = {}
@@ -200,33 +495,108 @@ class RayActorSystem(HandleFactory):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # -- the partition map -----------------------------------------------------------------
+
+    def _load_or_create_map(self, given: PartitionMap) -> tuple[PartitionMap, bool]:
+        if os.path.exists(self.path):
+            stored = PartitionMap.load(self.path)
+            if (stored.count, stored.data_dirs) != (given.count, given.data_dirs):
+                raise InvalidArgument(
+                    f"{self.path} records {stored.count} partitions on {sorted(stored.data_dirs)}; "
+                    f"got {given.count} on {sorted(given.data_dirs)} (change it by rebalance only)"
+                )
+            return stored, False
+        given.save(self.path)
+        return given, True
+
     # -- actors ----------------------------------------------------------------------------
 
-    def _new_actor(self, name: str) -> Any:
-        return (
-            _host_class()
-            .options(name=name, **self._actor_options)
-            .remote(self.path, self._classes, dict(self._host_options))
-        )
+    def _new_actor(self, name: str, spec: dict[str, Any], **extra: Any) -> Any:
+        return _host_class().options(name=name, **self._actor_options, **extra).remote(spec)
+
+    def _shared_spec(self) -> dict[str, Any]:
+        return {**self._base_spec, "mode": "shared", "path": self.path}
 
     def host_handles(self) -> list[Any]:
-        """The hosted placement's host actors (created on first use), index = routing slot."""
+        """The hosted placement's host actors (created on first use), index = routing slot.
+
+        With partitions: the live node hosts (one per node that owns partitions and is up).
+        """
         if self.placement != "hosted":
             raise InvalidArgument("host_handles: only the hosted placement has hosts")
+        if self.partition_map is not None:
+            handles = []
+            for node in self.partition_map.nodes:
+                with contextlib.suppress(PartitionUnavailable):
+                    handles.append(self._node_host(node))
+            return handles
         if not self._host_handles:
-            self._host_handles = [self._new_actor(f"{self.name_prefix}-host-{i}") for i in range(self.hosts)]
+            self._host_handles = [
+                self._new_actor(f"{self.name_prefix}-host-{i}", self._shared_spec())
+                for i in range(self.hosts)
+            ]
         return self._host_handles
 
     def host_for(self, stream_id: StreamId) -> Any:
         """The host actor that owns ``stream_id`` (hosted placement)."""
+        if self.partition_map is not None:
+            return self._node_host(
+                self.partition_map.node_of(partition_of(stream_id, self.partition_map.count))
+            )
         handles = self.host_handles()
         return handles[host_index(str(stream_id), len(handles))]
+
+    def _ray_node_id(self, node: str) -> str | None:
+        """The Ray node id of the live node carrying resource ``mako-node:<node>``."""
+        for info in ray.nodes():  # type: ignore[no-untyped-call]
+            if info.get("Alive") and f"{_NODE_RESOURCE}{node}" in info.get("Resources", {}):
+                return str(info["NodeID"])
+        return None
+
+    def _node_host(self, node: str) -> Any:
+        """The host of ``node``, pinned there; ``PartitionUnavailable`` when the node is down."""
+        handle = self._node_hosts.get(node)
+        if handle is not None:
+            return handle
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        assert self.partition_map is not None
+        node_id = self._ray_node_id(node)
+        if node_id is None:
+            self.unavailable_errors += 1
+            raise PartitionUnavailable(f"node {node!r} is not part of the Ray cluster")
+        spec = {
+            **self._base_spec,
+            "mode": "partitioned",
+            "node": node,
+            "data_dir": self.partition_map.data_dirs[node],
+            "partitions": self.partition_map.partitions_of(node),
+            "assignment": list(self.partition_map.assignment),
+        }
+        handle = self._new_actor(
+            f"{self.name_prefix}-node-{node}", spec,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        )  # fmt: skip
+        self._node_hosts[node] = handle
+        return handle
+
+    async def start(self) -> None:
+        """Start every host now (otherwise on first use); a new partition map creates its partitions."""
+        handles = self.host_handles()
+        if self.partition_map is not None and self._new_map:
+            await asyncio.gather(*(
+                self._node_host(n).create_partitions.remote(self.partition_map.partitions_of(n))
+                for n in self.partition_map.nodes
+            ))  # fmt: skip
+            self._new_map = False
+        else:
+            await asyncio.gather(*(h.stats.remote() for h in handles))
 
     def _registry_actor(self) -> Any:
         if self.placement == "hosted":
             return self.host_handles()[0]
         if self._registry is None:
-            self._registry = self._new_actor(f"{self.name_prefix}-registry")
+            self._registry = self._new_actor(f"{self.name_prefix}-registry", self._shared_spec())
         return self._registry
 
     async def _dedicated_actor(self, stream_id: StreamId) -> Any:
@@ -249,9 +619,12 @@ class RayActorSystem(HandleFactory):
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                 continue
-            handle = self._new_actor(f"{self.name_prefix}-proc-{stream_id}")
+            handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
             self._dedicated[stream_id] = handle
             return handle
+
+    def _proc_name(self, stream_id: StreamId) -> str:
+        return f"{self.name_prefix}-proc-{stream_id}"
 
     async def _passivate(self, stream_id: StreamId) -> None:
         handle = self._dedicated.pop(stream_id, None)
@@ -259,17 +632,38 @@ class RayActorSystem(HandleFactory):
             return
 
         async def end() -> None:
-            with contextlib.suppress(RayActorError):  # already gone: nothing to drain
-                await handle.aclose.remote()
-            ray.kill(handle, no_restart=True)
-            self._passivations += 1
+            try:
+                with contextlib.suppress(RayActorError):  # already gone: nothing to drain
+                    await handle.aclose.remote()
+                ray.kill(handle, no_restart=True)
+                # ``ray.kill`` only *sends* the kill to the GCS: until the GCS has processed it,
+                # the name still resolves to the dying actor, and ``get_if_exists`` would hand
+                # the next call that dead handle ("actor died before replying").
+                await self._name_released(self._proc_name(stream_id), handle)
+                self._passivations += 1
+            finally:
+                # Popped here, before any waiter wakes: a waiter must find the stream free.
+                self._passivating.pop(stream_id, None)
 
         task = asyncio.get_running_loop().create_task(end())
         self._passivating[stream_id] = task
-        try:
-            await asyncio.shield(task)
-        finally:
-            self._passivating.pop(stream_id, None)
+        await asyncio.shield(task)
+
+    async def _name_released(self, name: str, killed: Any) -> None:
+        """Wait until the Ray name ``name`` no longer resolves to the killed actor ``killed``."""
+        delay = 0.005
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                current = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:  # no actor of that name: released
+                return
+            if current._actor_id != killed._actor_id:  # another system already made a new one
+                return
+            if time.monotonic() > deadline:
+                raise CommandOutcomeUnknown(f"Ray actor {name!r} was killed but its name is still taken")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     async def passivate_idle(self, older_than: float = 0.0) -> int:
         """Passivate idle actors unused for ``older_than`` seconds; returns how many (dedicated:
@@ -300,31 +694,62 @@ class RayActorSystem(HandleFactory):
         return ProcessRef(workflow, identity, self)
 
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
-        identity: ProcessIdentity | None = await self._reply(
-            self._registry_actor().lookup.remote(tenant_id, key), write=False
-        )
-        return identity
+        if self.partition_map is None:
+            return cast(
+                ProcessIdentity | None,
+                await self._reply(self._registry_actor().lookup.remote(0, tenant_id, key)),
+            )
+        home = key_home(tenant_id, key, self.partition_map.count)
+        await self._await_resumed(home)
+        try:
+            host = self._node_host(self.partition_map.node_of(home))
+            return cast(ProcessIdentity | None, await self._reply(host.lookup.remote(home, tenant_id, key)))
+        except CommandOutcomeUnknown:
+            raise self._unavailable(home) from None
 
     # -- dispatch --------------------------------------------------------------------------
 
     async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
         """Send ``op`` to the process's actor and return its result (errors re-raised as sent)."""
         if self._closed:
-            from mako_actors.actors.local import ActorSystemClosed
-
             raise ActorSystemClosed("actor system is closed")
         write = op.kind in (COMMAND, TIMEOUT)
         stream_id = identity.stream_id
         self._calls += 1
         try:
             if self.placement == "hosted":
-                return await self._call(self.host_for(stream_id), identity, op, write)
+                if self.partition_map is None:
+                    return await self._submit(self._host_key(stream_id), 0, identity, op, write)
+                partition = partition_of(stream_id, self.partition_map.count)
+                await self._await_resumed(partition)
+                self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
+                try:
+                    return await self._submit(None, partition, identity, op, write)
+                finally:
+                    self._partition_calls[partition] -= 1
+                    if not self._partition_calls[partition] and partition in self._partition_idle:
+                        self._partition_idle[partition].set()
             if self._reaper is None and self.idle_timeout is not None:
                 self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
-            handle = await self._dedicated_actor(stream_id)
             self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
             try:
-                return await self._call(handle, identity, op, write)
+                attempt = 0
+                while True:
+                    handle = await self._dedicated_actor(stream_id)
+                    try:
+                        return await self._submit(("proc", stream_id), 0, identity, op, write)
+                    except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
+                        # ActorSystemClosed: another system passivated this actor and nothing
+                        # ran. A dead actor: reads (and idempotent writes) go to a new one.
+                        if isinstance(exc, CommandOutcomeUnknown):
+                            idempotent = getattr(op.command, "idempotency_key", None)
+                            limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
+                            if attempt >= limit:
+                                raise
+                            attempt += 1
+                            await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                        if self._dedicated.get(stream_id) is handle:
+                            del self._dedicated[stream_id]
             finally:
                 self._inflight[stream_id] -= 1
                 self._last_used[stream_id] = time.monotonic()
@@ -337,38 +762,184 @@ class RayActorSystem(HandleFactory):
             if not self._calls and self._idle_calls is not None:
                 self._idle_calls.set()
 
-    async def _call(self, handle: Any, identity: ProcessIdentity, op: Op, write: bool) -> Any:
-        """One call to an actor. Reads are retried while the actor restarts (they change nothing);
-        writes never are, unless the command carries an ``idempotency_key`` (then Ray retries)."""
-        retries = 3 if write and getattr(op.command, "idempotency_key", None) else 0
-        for attempt in range(_READ_RETRIES):
-            try:
-                return await self._reply(
-                    handle.call.options(max_task_retries=retries).remote(identity, op), write
-                )
-            except CommandOutcomeUnknown:
-                if write or attempt == _READ_RETRIES - 1:
-                    raise
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
-        raise AssertionError("unreachable: the loop returns or raises")
+    def _host_key(self, stream_id: StreamId) -> Any:
+        return ("host", host_index(str(stream_id), len(self.host_handles())))
 
-    async def _reply(self, ref: Any, write: bool) -> Any:
-        """Await a Ray reply: ``_Failure`` → the ``EngineError`` subclass; Ray errors translated."""
+    def _handle_of(self, key: Any, partition: int) -> Any:
+        if key is None:
+            assert self.partition_map is not None
+            return self._node_host(self.partition_map.node_of(partition))
+        if key[0] == "host":
+            return self.host_handles()[key[1]]
+        return self._dedicated[key[1]]
+
+    def _submit(
+        self, key: Any, partition: int, identity: ProcessIdentity, op: Op, write: bool
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(key, _Item(partition, identity, op, write, future))
+        return future
+
+    def _enqueue(self, key: Any, item: _Item) -> None:
+        if key is None:  # partitioned: one batch per node host
+            assert self.partition_map is not None
+            key = ("node", self.partition_map.node_of(item.partition))
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = _Batcher()
+        batcher.items.append(item)
+        if not batcher.scheduled:
+            batcher.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, key, batcher)
+
+    def _flush(self, key: Any, batcher: _Batcher) -> None:
+        items, batcher.items, batcher.scheduled = batcher.items, [], False
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(items), self.max_call_batch):
+            task = loop.create_task(self._send(key, items[start : start + self.max_call_batch]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, key: Any, items: list[_Item]) -> None:
+        """One Ray call for ``items``; per-item results, per-item retry or error on a dead host."""
+        partition = items[0].partition
+        try:
+            handle = self._handle_of(None if key[0] == "node" else key, partition)
+            now = self._virtual() if self._virtual is not None else None
+            results = await handle.call_batch.remote(now, [(i.partition, i.identity, i.op) for i in items])
+        except PartitionUnavailable as exc:
+            for item in items:
+                _fail(item.future, exc)
+            return
+        except RayActorError as exc:
+            self._host_died(key)
+            for item in items:
+                self._retry_or_fail(key, item, exc)
+            return
+        except BaseException as exc:  # e.g. a command that does not pickle: every item fails alike
+            for item in items:
+                _fail(item.future, _unwrap(exc))
+            return
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, _Failure):
+                _fail(item.future, EngineError.from_plain(result.plain))
+            elif isinstance(result, _Raised):
+                _fail(item.future, result.exc)
+            elif not item.future.done():
+                item.future.set_result(result)
+
+    def _host_died(self, key: Any) -> None:
+        if key[0] == "node":  # re-created on its node (if the node is up) by the next call
+            self._node_hosts.pop(key[1], None)
+
+    def _retry_or_fail(self, key: Any, item: _Item, exc: RayActorError) -> None:
+        """Reads are resent while the host restarts; writes only with an ``idempotency_key``."""
+        idempotent = item.write and getattr(item.op.command, "idempotency_key", None)
+        limit = _IDEMPOTENT_RETRIES if idempotent else 0 if item.write else _READ_RETRIES - 1
+        if key[0] == "proc":  # a dedicated actor: ``dispatch`` resends to the actor found anew
+            limit = 0
+        if key[0] == "node" and self._ray_node_id(key[1]) is None:
+            exc_out: EngineError = self._unavailable(item.partition)
+            if item.write:
+                exc_out = CommandOutcomeUnknown(
+                    f"node {key[1]!r} died before replying; the command may or may not have been stored"
+                )
+            _fail(item.future, exc_out)
+            return
+        if item.attempt >= limit:
+            _fail(item.future, CommandOutcomeUnknown(
+                f"the actor died before replying ({type(exc).__name__}); "
+                + ("the command may or may not have been stored" if item.write else "retry the read")
+            ))  # fmt: skip
+            return
+        item.attempt += 1
+        delay = min(0.05 * 2 ** (item.attempt - 1), 1.0)
+        asyncio.get_running_loop().call_later(delay, self._enqueue, None if key[0] == "node" else key, item)
+
+    def _unavailable(self, partition: int) -> PartitionUnavailable:
+        self.unavailable_errors += 1
+        node = self.partition_map.node_of(partition) if self.partition_map is not None else "?"
+        return PartitionUnavailable(
+            f"partition {partition}: its node {node!r} is gone; retry when it is back"
+        )
+
+    async def _reply(self, ref: Any) -> Any:
+        """Await a single Ray reply: ``_Failure`` → the ``EngineError`` subclass; Ray errors translated."""
         try:
             result = await ref
-        except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, EngineError):
-                raise cause from None
-            raise
         except RayActorError as exc:
-            raise CommandOutcomeUnknown(
-                f"the actor died before replying ({type(exc).__name__}); "
-                + ("the command may or may not have been stored" if write else "retry the read")
-            ) from None
+            raise CommandOutcomeUnknown(f"the actor died before replying ({type(exc).__name__})") from None
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
         if isinstance(result, _Failure):
             raise EngineError.from_plain(result.plain)
         return result
+
+    # -- rebalance -------------------------------------------------------------------------
+
+    async def _await_resumed(self, partition: int) -> None:
+        gate = self._paused.get(partition)
+        while gate is not None:
+            await gate.wait()
+            gate = self._paused.get(partition)
+
+    async def rebalance(self, partition: int, node: str) -> None:
+        """Move ``partition`` to ``node``: pause it, drain it, copy it consistently, switch, resume.
+
+        Operations for the partition wait meanwhile (nothing is refused or lost); its old host
+        closes it (draining every mailbox) before the new one opens the copy, so no process is
+        live on two nodes. The new assignment is saved to the map file before the partition
+        resumes; the old directory is renamed ``p0007.moved-<epoch>``. Covers this driver's
+        calls: other drivers must not send to the partition during a rebalance.
+        """
+        if self.partition_map is None:
+            raise InvalidArgument("rebalance needs a partitioned system")
+        current = self.partition_map
+        if not 0 <= partition < current.count:
+            raise InvalidArgument(f"no partition {partition} (there are {current.count})")
+        old = current.node_of(partition)
+        if old == node:
+            return
+        if node not in current.data_dirs:
+            raise InvalidArgument(f"unknown node {node!r}")
+        gate = asyncio.Event()
+        self._paused[partition] = gate
+        try:
+            while self._partition_calls.get(partition):
+                idle = self._partition_idle.setdefault(partition, asyncio.Event())
+                idle.clear()
+                await idle.wait()
+            source, target = self._node_host(old), self._node_host(node)
+            data = await self._reply(source.hand_over.remote(partition))
+            try:
+                await self._reply(target.adopt.remote(partition, data))
+            except BaseException:
+                await self._reply(source.reopen.remote(partition))
+                raise
+            moved = current.moved(partition, node)
+            moved.save(self.path)
+            self.partition_map = moved
+            await self._reply(source.retire.remote(partition, moved.epoch))
+            for host in self.host_handles():
+                await self._reply(host.set_assignment.remote(list(moved.assignment)))
+        finally:
+            del self._paused[partition]
+            gate.set()
+
+    async def partition_status(self) -> dict[int, str]:
+        """Partition → ``"up"`` or ``"unavailable"`` (its node is not in the cluster or its host is down)."""
+        if self.partition_map is None:
+            raise InvalidArgument("partition_status needs a partitioned system")
+        status: dict[int, str] = {}
+        for node in self.partition_map.nodes:
+            try:
+                open_parts = set(await self._reply(self._node_host(node).open_partitions.remote()))
+            except (PartitionUnavailable, CommandOutcomeUnknown):
+                self._node_hosts.pop(node, None)
+                open_parts = set()
+            for p in self.partition_map.partitions_of(node):
+                status[p] = "up" if p in open_parts else "unavailable"
+        return dict(sorted(status.items()))
 
     # -- stats and lifecycle ---------------------------------------------------------------
 
@@ -406,11 +977,26 @@ class RayActorSystem(HandleFactory):
             await self._idle_calls.wait()
         for stream_id in list(self._dedicated):
             await self._passivate(stream_id)
-        others = list(self._host_handles) + ([self._registry] if self._registry is not None else [])
+        others = list(self._host_handles) + list(self._node_hosts.values())
+        others += [self._registry] if self._registry is not None else []
         for handle in others:
             with contextlib.suppress(RayActorError):
                 await handle.aclose.remote()
             if self._kill_on_close:
                 ray.kill(handle, no_restart=True)
         self._host_handles = []
+        self._node_hosts = {}
         self._registry = None
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The ``EngineError`` inside a ``RayTaskError``, else the exception itself."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, RayTaskError) and isinstance(cause, EngineError):
+        return cause
+    return exc
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -39,3 +40,13 @@ class Faulty(Workflow[Fail, FaultyState]):
 
     def apply(self, state: FaultyState, event: Any) -> FaultyState:
         return state.model_copy(update={"passed": state.passed + 1})
+
+
+class FixedClock:
+    """A picklable clock that always reads one instant (it runs on the Ray hosts)."""
+
+    def __init__(self, instant: datetime) -> None:
+        self.instant = instant
+
+    def __call__(self) -> datetime:
+        return self.instant

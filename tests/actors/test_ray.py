@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 
-from mako_actors import Process, VersionConflict, WorkflowError
+from mako_actors import Process, VersionConflict, VirtualClock, WorkflowError
 from mako_actors.actors import CommandOutcomeUnknown, ProcessRef, RayActorSystem
 from mako_actors.actors._routing import host_index
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
-from tests.actors.ray_workflows import Fail, Faulty
+from tests.actors.ray_workflows import Fail, Faulty, FixedClock
 from tests.workflows import Ledger, Record
 
 FAULTY_ID = LEDGER_ID.__class__.new("faulty", "FV2025-10-01")
@@ -124,3 +125,67 @@ async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_hosts_stamp_the_drivers_virtual_clock(tmp_path: Path) -> None:
+    start = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    clock = VirtualClock(start)
+    async with system(tmp_path / "db", "hosted", clock=clock) as actors:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        [first] = await ref.execute(Record(amount=1))
+        clock.advance(timedelta(days=3))
+        [second] = await ref.execute(Record(amount=2))
+    assert (first.recorded_at, second.recorded_at) == (start, start + timedelta(days=3))
+
+
+async def test_a_picklable_clock_runs_on_the_hosts(tmp_path: Path) -> None:
+    instant = datetime(2030, 1, 1, tzinfo=UTC)
+    async with system(tmp_path / "db", "hosted", clock=FixedClock(instant)) as actors:
+        [event] = await actors.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+    assert event.recorded_at == instant
+
+
+async def test_concurrent_commands_of_two_drivers_apply_in_arrival_order(tmp_path: Path) -> None:
+    # Two systems on the same host actors stand for two drivers; each sends its 50 commands
+    # without waiting, so both interleave at the host. Each driver's own order must survive.
+    path = tmp_path / "db"
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    first = RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix, kill_on_close=False)
+    second = RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix)
+    try:
+        ref = first.spawn("ledger", TENANT, LEDGER_ID)
+        again = second.resume(ref.identity())
+        results = await asyncio.gather(
+            *(ref.execute(Record(amount=i)) for i in range(1, 51)),
+            *(again.execute(Record(amount=1000 + i)) for i in range(1, 51)),
+        )
+        stats = await first.get_stats()
+    finally:
+        await first.aclose()
+        await second.aclose()
+    by_amount = {r[0].payload["amount"]: r[0].sequence for r in results}
+    for base in (0, 1000):
+        sequences = [by_amount[base + i] for i in range(1, 51)]
+        assert sequences == sorted(sequences)  # per driver: in the order sent
+    assert sorted(by_amount.values()) == list(range(1, 101)) and stats.conflicts == 0
+
+
+async def test_one_loop_turn_travels_in_one_call_with_errors_per_command(tmp_path: Path) -> None:
+    async with system(tmp_path / "db", "hosted") as actors:
+        ref = actors.spawn("faulty", TENANT, FAULTY_ID)
+        calls = 0
+        send = actors._send
+
+        async def counting(key: Any, items: Any) -> None:
+            nonlocal calls
+            calls += 1
+            await send(key, items)
+
+        actors._send = counting  # type: ignore[method-assign]
+        outcomes = await asyncio.gather(
+            *(ref.execute(Fail(kind="workflow" if i % 3 == 0 else "ok")) for i in range(30)),
+            return_exceptions=True,
+        )
+        assert calls == 1
+        assert [isinstance(o, WorkflowError) for o in outcomes] == [i % 3 == 0 for i in range(30)]
+        assert (await ref.state()).passed == 20

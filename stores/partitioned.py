@@ -1,0 +1,112 @@
+"""Partition directories on one node: create once, open only what exists, copy consistently.
+
+Partition ``p`` of a node lives in ``<data_dir>/p0007`` as its own LMDB environment, with a
+``PARTITION`` marker (msgpack: partition number, count) written when the partition is created.
+``open_partition`` refuses a directory without the marker: a node that lost its disk, or a
+partition that was moved away, reports ``PartitionUnavailable`` instead of starting over on
+a fresh, empty environment (which would silently "lose" every process in it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.partitions import PartitionUnavailable
+from stores.lmdb import LmdbStore
+
+MARKER = "PARTITION"
+
+
+def partition_dir(data_dir: str | os.PathLike[str], partition: int) -> Path:
+    """The directory of ``partition`` under a node's ``data_dir``."""
+    return Path(data_dir) / f"p{partition:04d}"
+
+
+def _write_marker(directory: Path, partition: int, count: int) -> None:
+    tmp = directory / (MARKER + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(msgpack.packb({"partition": partition, "count": count}))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, directory / MARKER)
+
+
+def create_partition(data_dir: str | os.PathLike[str], partition: int, count: int) -> None:
+    """Make an empty partition (idempotent for an existing one of the same number and count)."""
+    directory = partition_dir(data_dir, partition)
+    marker = directory / MARKER
+    if marker.exists():
+        _check_marker(marker, partition, count)
+        return
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidArgument(f"{directory} holds data but no {MARKER} marker; refusing to claim it")
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_marker(directory, partition, count)
+
+
+def _check_marker(marker: Path, partition: int, count: int) -> None:
+    plain = msgpack.unpackb(marker.read_bytes())
+    if (plain.get("partition"), plain.get("count")) != (partition, count):
+        raise InvalidArgument(
+            f"{marker} is partition {plain.get('partition')} of {plain.get('count')}, "
+            f"not {partition} of {count}"
+        )
+
+
+def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int, **options: Any) -> LmdbStore:
+    """The store of an existing partition; ``PartitionUnavailable`` if its data is not here."""
+    directory = partition_dir(data_dir, partition)
+    marker = directory / MARKER
+    if not marker.exists():
+        raise PartitionUnavailable(
+            f"partition {partition}: no data at {directory} (never created here, or moved)"
+        )
+    _check_marker(marker, partition, count)
+    return LmdbStore(directory, **options)
+
+
+def export_partition(store: LmdbStore) -> bytes:
+    """A consistent, compacted copy of the partition's LMDB data file (``env.copy(compact=True)``).
+
+    Taken in one read transaction, so it is consistent even with writers running; the caller
+    pauses the partition first so that no acknowledged command is missing from the copy.
+    """
+    with tempfile.TemporaryDirectory(prefix="mako-copy-") as tmp:
+        store._env.copy(tmp, compact=True)
+        return (Path(tmp) / "data.mdb").read_bytes()
+
+
+def import_partition(data_dir: str | os.PathLike[str], partition: int, count: int, data: bytes) -> None:
+    """Install a copy made by ``export_partition`` as ``partition`` here; refuses to overwrite one."""
+    directory = partition_dir(data_dir, partition)
+    if (directory / MARKER).exists():
+        raise InvalidArgument(f"{directory} already holds partition {partition}; retire it first")
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".p{partition:04d}-", dir=Path(data_dir)))
+    try:
+        with open(staging / "data.mdb", "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        _write_marker(staging, partition, count)
+        if directory.exists():
+            shutil.rmtree(directory)  # no marker: leftovers of an interrupted copy
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def retire_partition(data_dir: str | os.PathLike[str], partition: int, epoch: int) -> Path:
+    """Rename a moved-away partition to ``p0007.moved-<epoch>`` so it can never be opened again."""
+    directory = partition_dir(data_dir, partition)
+    target = directory.with_name(f"{directory.name}.moved-{epoch}")
+    os.replace(directory, target)
+    return target

@@ -1,0 +1,99 @@
+"""Partitions without Ray: stable placement, the durable map, partition directories and copies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mako_actors import InvalidArgument, PartitionMap, PartitionUnavailable, ProcessId, StreamId, TenantId
+from mako_actors.partitions import key_home, partition_of, routed_process_id, routing_slot
+from stores.partitioned import (
+    create_partition,
+    export_partition,
+    import_partition,
+    open_partition,
+    partition_dir,
+    retire_partition,
+)
+
+TENANT = TenantId.from_party_id("9900000000003")
+MALO = "51238696781"
+
+
+def test_a_routing_key_puts_every_process_of_one_malo_in_one_partition_for_any_count() -> None:
+    streams = [StreamId.for_process(TENANT, routed_process_id(TENANT, MALO)) for _ in range(20)]
+    assert len(set(streams)) == 20  # still random ids
+    for count in (1, 2, 16, 64, 4096):
+        assert {partition_of(s, count) for s in streams} == {routing_slot(TENANT, MALO) % count}
+        # the competing-process key of that MaLo is looked up in that same partition
+        assert key_home(TENANT, f"malo:{MALO}:2025-12-01#0", count) == partition_of(streams[0], count)
+
+
+def test_placement_is_the_same_in_another_interpreter() -> None:
+    # Python's hash() is salted per process; the partition must not be.
+    code = (
+        "from mako_actors import TenantId; from mako_actors.partitions import routing_slot, key_home; "
+        "t = TenantId.from_party_id('9900000000003'); "
+        f"print(routing_slot(t, '{MALO}'), key_home(t, 'tx:A:1', 64))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(routing_slot(TENANT, MALO)), str(key_home(TENANT, "tx:A:1", 64))]
+
+
+def test_random_process_ids_spread_over_partitions() -> None:
+    counts = [0] * 16
+    for _ in range(3200):
+        counts[partition_of(StreamId.for_process(TENANT, ProcessId.new()), 16)] += 1
+    assert min(counts) > 100  # ~200 each
+
+
+@pytest.mark.parametrize("count", [0, 3, 12, 8192])
+def test_partition_counts_are_powers_of_two_up_to_4096(count: int) -> None:
+    with pytest.raises(InvalidArgument):
+        PartitionMap.spread(count, {"n1": "/d"})
+
+
+def test_the_map_is_saved_durably_and_changes_only_by_moves(tmp_path: Path) -> None:
+    layout = PartitionMap.spread(8, {"n1": tmp_path / "a", "n2": tmp_path / "b"})
+    assert layout.assignment == ("n1", "n2") * 4 and layout.partitions_of("n2") == [1, 3, 5, 7]
+    layout.save(tmp_path / "map")
+    assert PartitionMap.load(tmp_path / "map") == layout
+    moved = layout.moved(1, "n1")
+    assert (moved.epoch, moved.node_of(1), layout.node_of(1)) == (1, "n1", "n2")
+    with pytest.raises(InvalidArgument):
+        layout.moved(1, "n9")
+    with pytest.raises(InvalidArgument):
+        PartitionMap(("n1", "n2"), {"n1": "/a"})  # a node without a data directory
+    with pytest.raises(InvalidArgument):
+        PartitionMap.load(tmp_path / "missing")
+
+
+async def test_a_partition_opens_only_where_it_was_created_or_copied(tmp_path: Path) -> None:
+    node_a, node_b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(PartitionUnavailable):
+        open_partition(node_a, 3, 8)  # never created: no fresh empty environment
+    assert not partition_dir(node_a, 3).exists()
+    create_partition(node_a, 3, 8)
+    create_partition(node_a, 3, 8)  # idempotent
+    with pytest.raises(InvalidArgument):
+        open_partition(node_a, 3, 16)  # the marker names another layout
+    store = open_partition(node_a, 3, 8)
+    process = ProcessId.new()
+    from mako_actors import ProcessIdentity, WorkflowId
+
+    identity = ProcessIdentity.of_process(TENANT, process, WorkflowId.new("ledger", "FV2025-10-01"))
+    await store.register(TENANT, "malo:1", identity)
+    copy = export_partition(store)
+    await store.aclose()
+    import_partition(node_b, 3, 8, copy)
+    with pytest.raises(InvalidArgument):
+        import_partition(node_b, 3, 8, copy)  # never overwrite a partition
+    retired = retire_partition(node_a, 3, 1)
+    assert retired.name == "p0003.moved-1"
+    with pytest.raises(PartitionUnavailable):
+        open_partition(node_a, 3, 8)
+    async with open_partition(node_b, 3, 8) as moved:
+        assert await moved.lookup(TENANT, "malo:1") == identity
