@@ -584,6 +584,7 @@ def _values(
     elif values["pid"] in ("55011", "55012"):
         values["request_ref"] = transaction.request_ref
         values["answer_code"] = transaction.answer_code
+        values["answer_ebd"] = transaction.answer_ebd
         values["zuordnungsende"] = transaction.end
     return values
 

@@ -82,7 +82,7 @@ class ReceiveAnmeldung(InboundUtilmd):
 
     kind: Literal["anmeldung"] = "anmeldung"
     pid: Literal["55001", "55077"]
-    zuordnungsbeginn: AwareDatetime
+    zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     current_supplier: str | None = None
     future_supplier: str | None = None
@@ -98,7 +98,7 @@ class ReceiveAbmeldung(InboundUtilmd):
 
     kind: Literal["abmeldung"] = "abmeldung"
     pid: Literal["55004"] = "55004"
-    zuordnungsende: AwareDatetime
+    zuordnungsende: AwareDatetime | None = None  # DTM+93; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     current_supplier: str | None = None
 
@@ -106,14 +106,16 @@ class ReceiveAbmeldung(InboundUtilmd):
 class ReceiveLfaAnswer(InboundUtilmd):
     """UTILMD 55011 (Bestätigung) / 55012 (Ablehnung) from the LFA to our 55010.
 
-    ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code`` its STS+E01 code of E_0624
-    (required for 55012: it is repeated as STS+Z35 in the 55003).
+    ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code``/``answer_ebd`` its STS+E01
+    code of E_0624 (required; a 55012's is repeated as STS+Z35 in the 55003). Since FV2504 the
+    answer has no SG5, so ``malo`` is normally ``None`` (AHB-FACTS §2).
     """
 
     kind: Literal["lfa_answer"] = "lfa_answer"
     pid: Literal["55011", "55012"]
     request_ref: str
     answer_code: str | None = None
+    answer_ebd: str | None = None
     zuordnungsende: AwareDatetime | None = None
 
 

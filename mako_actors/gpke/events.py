@@ -125,12 +125,17 @@ class LfaConsulted(Event, type="gpke.lfa_consulted"):
 
 
 class LfaAnswered(Event, type="gpke.lfa_answered"):
-    """The LFA answered in time: 55011 (``confirmed``) or 55012 with its E_0624 ``code``."""
+    """The LFA answered in time with its E_0624 ``code``.
+
+    ``confirmed``: the answer counts as agreement for E_0623: a 55011, or a 55012 with A30/A41
+    (supply already ended; AHB-FACTS §4). ``warnings``: AHB findings that reject nothing.
+    """
 
     inbound: InboundInfo
     confirmed: bool
     code: str | None
     aperak: OutboundRef
+    warnings: tuple[str, ...] = ()
 
 
 class LfaDeemedToAgree(Event, type="gpke.lfa_deemed_to_agree"):

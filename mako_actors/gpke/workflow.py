@@ -68,7 +68,15 @@ from mako_actors.gpke.fristen import (
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
 from mako_actors.gpke.state import GpkeState, Status
-from mako_actors.gpke.validation import MpIdCheck, check_mp_id, is_valid_malo_id
+from mako_actors.gpke.validation import (
+    AHB_RULES,
+    AhbFinding,
+    MpIdCheck,
+    check_mp_id,
+    check_transaction,
+    is_valid_malo_id,
+    lfa_objects,
+)
 from mako_actors.outbox import PendingOutbox
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
@@ -210,7 +218,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = self._start(state, cmd)
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
-        if not is_midnight_berlin(cmd.zuordnungsbeginn):
+        if cmd.zuordnungsbeginn is not None and not is_midnight_berlin(cmd.zuordnungsbeginn):
             errors.append(
                 self._error(
                     fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"
@@ -218,6 +226,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         if errors:
             return self._reject_inbound(out, cmd, errors)
+        assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
@@ -251,7 +260,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             answer = out.utilmd(
                 cmd.sender,
                 _answer_pid(cmd.pid, False),
-                malo=cmd.malo,
                 start=cmd.zuordnungsbeginn,
                 answer_code=code,
                 answer_ebd=Ebd.REJECT_AT_ONCE,
@@ -307,7 +315,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
-            malo=s.malo,
+            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2)
+            malo=s.malo if confirmed else None,
             start=s.zuordnungsbeginn,
             answer_code=code,
             answer_ebd=Ebd.DECIDE_ANMELDUNG,
@@ -340,7 +349,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         fv = state.format_version or canonical_fv(cmd.format_version)
         out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
-        errors, _ = self._check_message(cmd, fv)
+        # Checked by the rules of its own PID (55011/55012: no SG5, RFF+TN and an E_0624 code),
+        # never by the trigger's (AHB-FACTS §2).
+        errors, warnings = self._check_message(cmd, fv)
         if cmd.sender != state.lfa:
             errors.append(
                 self._error(
@@ -351,10 +362,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             errors.append(
                 self._error(fv, Reason.ID_UNKNOWN, f"RFF+TN {cmd.request_ref} names no 55010 of ours")
             )
-        if cmd.malo is not None and cmd.malo != state.malo:
-            errors.append(self._error(fv, Reason.MALO_INVALID, f"MaLo {cmd.malo} is not {state.malo}"))
-        if cmd.pid == "55012" and not cmd.answer_code:
-            errors.append(self._error(fv, Reason.MISSING_DATA, "55012 without an E_0624 answer code"))
         if errors:
             return self._reject_inbound(out, cmd, errors)
         aperak = self._aperak(out, cmd, ())
@@ -371,9 +378,16 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.cancel.append(LFA_ANSWER_DEADLINE)
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
-        confirmed = cmd.pid == "55011"
+        # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
+        confirmed = cmd.pid == "55011" or not lfa_objects(cmd.answer_code, generating=state.generating)
         out.emit(
-            LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed, code=cmd.answer_code, aperak=aperak)
+            LfaAnswered(
+                inbound=InboundInfo.of(cmd),
+                confirmed=confirmed,
+                code=cmd.answer_code,
+                aperak=aperak,
+                warnings=tuple(warnings),
+            )
         )
         out.cancel.append(LFA_ANSWER_DEADLINE)
         self._decide_anmeldung(out, confirmed=confirmed)
@@ -391,12 +405,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = self._start(state, cmd)
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
-        if not is_midnight_berlin(cmd.zuordnungsende):
+        if cmd.zuordnungsende is not None and not is_midnight_berlin(cmd.zuordnungsende):
             errors.append(
                 self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
             )
         if errors:
             return self._reject_inbound(out, cmd, errors)
+        assert cmd.zuordnungsende is not None  # AHB rule of 55004
         aperak = self._aperak(out, cmd, ())
         out.emit(
             AbmeldungReceived(
@@ -421,8 +436,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
             cmd.sender,
-            "55005" if confirmed else "55006",
-            malo=cmd.malo,
+            "55005" if confirmed else "55006",  # neither has an SG5 (AHB-FACTS §2)
             end=cmd.zuordnungsende,
             answer_code=code,
             answer_ebd=Ebd.ABMELDUNG,
@@ -456,9 +470,21 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     f"NAD+MR {cmd.addressed_to} is not the interchange's recipient {cmd.recipient}",
                 )
             )
-        if not cmd.malo:
-            errors.append(self._error(fv, Reason.MISSING_DATA, "MaLo-ID (LOC+Z16) missing"))
-        elif not is_valid_malo_id(cmd.malo):
+        findings, ahb_warnings = check_transaction(
+            cmd.pid,
+            malo=cmd.malo,
+            request_ref=getattr(cmd, "request_ref", None),
+            dates=_dates(cmd),
+            transaction_reason=getattr(cmd, "transaction_reason", None),
+            answer_code=getattr(cmd, "answer_code", None),
+            answer_ebd=getattr(cmd, "answer_ebd", None),
+        )
+        for finding, text in findings:
+            reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED
+            errors.append(self._error(fv, reason, text))
+        warnings.extend(ahb_warnings)
+        rule = AHB_RULES.get(cmd.pid)
+        if rule is not None and rule.malo == "required" and cmd.malo and not is_valid_malo_id(cmd.malo):
             errors.append(
                 self._error(fv, Reason.MALO_INVALID, f"MaLo-ID {cmd.malo} fails its check digit or format")
             )
@@ -561,6 +587,14 @@ def _received(info: InboundInfo) -> dict[str, Any]:
         "request_ide": info.ide_ref,
         "received_at": info.received_at,
         "status": Status.NEW,
+    }
+
+
+def _dates(cmd: InboundUtilmd) -> dict[str, datetime | None]:
+    """The SG4 DTM values of a command by qualifier (92 Beginn, 93 Ende)."""
+    return {
+        "92": getattr(cmd, "zuordnungsbeginn", None),
+        "93": getattr(cmd, "zuordnungsende", None),
     }
 
 

@@ -147,7 +147,7 @@ async def test_lfa_objection_end_to_end(store: LmdbStore) -> None:
     process = await new_process(store, anmeldung(pid="55077", current_supplier=LFA))
     request = next(m for m in await outbox(store) if m.message_type == "UTILMD"
                    and m.payload["transactions"][0]["pid"] == "55010")
-    answer = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", answer_code="A02")
+    answer = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", answer_code="A35")
     await (await route_answer(store, answer)).execute_and_enqueue(answer)
     assert await store.deadlines_for_stream(process.stream_id) == []
     decided = [m for m in await outbox(store) if m.message_type == "UTILMD"

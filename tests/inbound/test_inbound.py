@@ -105,7 +105,7 @@ async def test_lfa_answer_is_routed_by_rff_tn(store: LmdbStore) -> None:
         control_ref="LFA0001",
         sent_at=answer_at,
         confirm=False,
-        answer_code="A03",
+        answer_code="A35",
     )
     result = await p.ingest(answer, answer_at)
     [routed] = result.messages
@@ -114,7 +114,7 @@ async def test_lfa_answer_is_routed_by_rff_tn(store: LmdbStore) -> None:
     rejection = [m for m in last if kinds([m]) == ["55003"]]
     assert len(rejection) == 1
     tx = rejection[0].payload["transactions"][0]
-    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A50", "A03")
+    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A50", "A35")
 
 
 async def test_retransmission_is_a_duplicate_and_other_bytes_raise_an_alarm(store: LmdbStore) -> None:
