@@ -26,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -52,9 +52,11 @@ from mako_actors.errors import (
 )
 from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.commands import ReceiveAcknowledgement
-from mako_actors.gpke.keys import malo_key, transaction_key
+from mako_actors.gpke.keys import transaction_key
 from mako_actors.gpke.payloads import build_contrl_payload
 from mako_actors.gpke.router import PidRouter
+from mako_actors.gpke.supply import Suppliers as Suppliers
+from mako_actors.gpke.supply import SupplyView, supply_key
 from mako_actors.ids import CorrelationId, ProcessId, TenantId
 from mako_actors.logs import log_context
 from mako_actors.outbox import PendingOutbox
@@ -64,6 +66,7 @@ from mako_actors.version import FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 log = logging.getLogger(__name__)
+_LAST_INSTANT = timedelta(microseconds=1)
 _RECEIPT_NAMESPACE = uuid.UUID("5c1e7a92-4d3b-5f08-a6e1-93b2c4d5e6f7")
 RECEIPT_WORKFLOW = "mako-inbox"
 _RECEIPT_WORKFLOW_ID = WorkflowId.new(RECEIPT_WORKFLOW, "FV2504")
@@ -195,23 +198,18 @@ class DirectHost:
 # -- master data -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Suppliers:
-    """The NB's assignment data for one MaLo at a date: who supplies it now and later."""
-
-    current: str | None = None
-    future: str | None = None
-    future_start: datetime | None = None
-
-
 class MasterData(Protocol):
-    """The NB's own data the workflow must not look up itself."""
+    """Initial assignments not (yet) imported into the store (``mako-actors masterdata import``).
+
+    Used only for a MaLo whose supply journal holds no imported assignment; confirmed
+    Anmeldungen and Abmeldungen in the journal change it from there on.
+    """
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
 
 
 class StaticMasterData:
-    """Master data from a mapping MaLo → ``Suppliers`` (tests, demos, replays of a snapshot)."""
+    """Initial assignments from a mapping MaLo → ``Suppliers`` (tests, demos, replays)."""
 
     def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
         self.by_malo = dict(by_malo or {})
@@ -280,7 +278,7 @@ class InboundPipeline:
         if not self._tenants:
             raise InvalidArgument("InboundPipeline needs at least one tenant MP-ID")
         self._router = router or PidRouter()
-        self._master = master_data or StaticMasterData()
+        self._master = master_data
         self._accept_test = accept_test
         self._clock = clock
         self._receipts = DirectHost(store, [ReceiptWorkflow()], clock)
@@ -522,27 +520,35 @@ class InboundPipeline:
         return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason)
 
     async def _trigger_command(self, tenant: TenantId, values: dict[str, Any]) -> BaseModel:
-        """Add the NB's master data and the competing-process probe to a trigger's values."""
+        """Add the MaLo's supply assignments and open claims to a trigger's values.
+
+        One journal read per trigger (``supply:<MaLo>``, see ``gpke.supply``): who supplies
+        the MaLo at the date, who is confirmed for later, whether another Anmeldung of the MaLo
+        is being worked on, and which generation of the MaLo key this one binds.
+        """
         values = dict(values)
-        malo, start = values.get("malo"), values.get("zuordnungsbeginn") or values.get("zuordnungsende")
+        malo = values.get("malo")
+        start = values.get("zuordnungsbeginn") or values.get("zuordnungsende")
         if malo and isinstance(start, datetime):
-            suppliers = self._master.suppliers(str(values["recipient"]), malo, start)
-            values["current_supplier"] = suppliers.current
+            baseline = self._master.suppliers(str(values["recipient"]), malo, start) if self._master else None
+            view = SupplyView.fold(await self._store.journal(tenant, supply_key(malo)), baseline)
             if values["pid"] in ("55001", "55077"):
+                suppliers = view.suppliers(start)
+                values["current_supplier"] = suppliers.current
                 values["future_supplier"] = suppliers.future
                 values["future_supplier_start"] = suppliers.future_start
-                generation, last = 0, None
-                while (
-                    bound := await self._store.lookup(tenant, malo_key(malo, start, generation))
-                ) is not None:
-                    last, generation = bound, generation + 1
-                values["malo_key_generation"] = generation
-                if last is not None:
-                    state = await self._host.resume(last).state()
-                    values["competing_process"] = not state.status.finished
-                    values["competing_start"] = (
-                        state.zuordnungsbeginn if values["competing_process"] else None
-                    )
+                values["malo_key_generation"] = view.claim_count
+                claim = view.open_claim()
+                if claim is not None:
+                    values["competing_process"] = True
+                    values["competing_start"] = claim.at
+                    values["competing_next_date"] = claim.due
+                confirmed = view.confirmed_start(start)
+                if confirmed is not None:
+                    values["assigned_at_start"] = confirmed.supplier
+            else:
+                # The supplier on the last day before the end (the one ending its supply).
+                values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
         return self._router.build_command(values)
 
     async def _dead_letter(self, kind: str, reason: str, payload: dict[str, Any]) -> None:

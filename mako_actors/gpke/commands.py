@@ -72,12 +72,14 @@ class InboundUtilmd(BaseModel):
 class ReceiveAnmeldung(InboundUtilmd):
     """UTILMD 55001 (consuming MaLo) or 55077 (generating MaLo) from the LFN.
 
-    NB master data: ``current_supplier`` holds the MaLo at Zuordnungsbeginn (the LFA; ``None``
-    or the sender itself means none); ``future_supplier`` is an LFZ confirmed for a later date,
-    whose assignment starting ``future_supplier_start`` the Anmeldung supersedes;
-    ``competing_process`` says another live process holds the MaLo key, and
-    ``competing_start``/``competing_next_date`` become DTM+Z07/Z08 of the 55003.
-    ``malo_key_generation`` is the first unbound generation of ``malo_key`` (see ``keys``).
+    NB data from the MaLo's supply journal (``gpke.supply``): ``current_supplier`` holds the
+    MaLo at Zuordnungsbeginn (the LFA; ``None`` or the sender itself means none);
+    ``future_supplier`` is an LFZ confirmed for a later date, whose assignment starting
+    ``future_supplier_start`` the Anmeldung supersedes; ``competing_process`` says another
+    Anmeldung of the MaLo is being worked on, and ``competing_start``/``competing_next_date``
+    become DTM+Z07/Z08 of the 55003; ``assigned_at_start`` is the supplier whose confirmed
+    Anmeldung starts exactly at ``zuordnungsbeginn``. ``malo_key_generation`` is the number of
+    claims in the journal, the generation of ``malo_key`` this Anmeldung binds (see ``keys``).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -90,6 +92,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     competing_process: bool = False
     competing_start: AwareDatetime | None = None
     competing_next_date: AwareDatetime | None = None
+    assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
 
 

@@ -105,7 +105,11 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
-    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent."""
+    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent.
+
+    ``assigned_supplier``: the competitor is not a running Anmeldung but a confirmed
+    assignment of that supplier starting at the same date.
+    """
 
     ebd: str
     code: str
@@ -113,6 +117,7 @@ class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
     answer: OutboundRef
     processing_start: datetime | None = None
     next_processing_date: datetime | None = None
+    assigned_supplier: str | None = None
 
 
 class LfaConsulted(Event, type="gpke.lfa_consulted"):

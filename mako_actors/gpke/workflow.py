@@ -68,6 +68,7 @@ from mako_actors.gpke.fristen import (
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
 from mako_actors.gpke.state import GpkeState, Status
+from mako_actors.gpke.supply import SupplyFact, supply_key
 from mako_actors.gpke.validation import (
     AHB_RULES,
     AhbFinding,
@@ -94,6 +95,11 @@ class GpkeConfig:
     codes: CodeTable = DEFAULT_CODES
     ack_windows: AckWindows = DEFAULT_ACK_WINDOWS
     mp_id_check: MpIdCheck = MpIdCheck.WARN
+    #: An Anmeldung for a date at which another Anmeldung of the MaLo was already confirmed is
+    #: rejected by E_0622 with the competing code (A06/A45), so no MaLo gets two suppliers for
+    #: one start date. False: E_0622 step 70 read literally (only an *unanswered* Anmeldung
+    #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
+    confirmed_assignment_blocks: bool = True
 
 
 def _seed(cmd: InboundUtilmd) -> str:
@@ -122,6 +128,7 @@ class _Out:
     deadlines: list[PendingDeadline] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    journal: list[SupplyFact] = field(default_factory=list)
 
     def ref(
         self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
@@ -157,7 +164,13 @@ class _Out:
             deadlines=tuple(self.deadlines),
             cancel_deadlines=tuple(self.cancel),
             register_keys=tuple(dict.fromkeys(self.keys)),
+            journal=tuple((supply_key(self.malo), f.to_entry()) for f in self.journal),
         )
+
+    @property
+    def malo(self) -> str:
+        assert self.state.malo is not None, "supply facts need the process's MaLo"
+        return self.state.malo
 
 
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
@@ -248,15 +261,24 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
+        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
+        # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
         reason = None
-        if cmd.competing_process:
-            reason = Reason.COMPETING_PROCESS
-        elif not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
+        competing = (
+            Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
+        )
+        assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
+        z07 = z08 = None
+        if not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
             reason = Reason.VORLAUFFRIST_MISSED
+        elif cmd.competing_process:
+            reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
+        elif assigned is not None:
+            # Confirmed for this very date already: that start is "in Bearbeitung" until it
+            # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
+            reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
-            z07 = cmd.competing_start if reason == Reason.COMPETING_PROCESS else None
-            z08 = cmd.competing_next_date if reason == Reason.COMPETING_PROCESS else None
             answer = out.utilmd(
                 cmd.sender,
                 _answer_pid(cmd.pid, False),
@@ -275,11 +297,20 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     answer=answer,
                     processing_start=z07,
                     next_processing_date=z08,
+                    assigned_supplier=assigned if reason == competing and not cmd.competing_process else None,
                 )
             )
             return out.output()
-        assert cmd.malo is not None
-        out.keys.append(malo_key(cmd.malo, cmd.zuordnungsbeginn, cmd.malo_key_generation))
+        out.keys.append(malo_key(cmd.malo, cmd.malo_key_generation))
+        out.journal.append(
+            SupplyFact(
+                kind="claimed",
+                supplier=cmd.sender,
+                at=cmd.zuordnungsbeginn,
+                process=out.seed,
+                due=fristen.due.get("decision"),
+            )
+        )
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
@@ -324,6 +355,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             lfa_answer_code=lfa_code,
             lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
         )
+        assert s.zuordnungsbeginn is not None
+        if confirmed:
+            out.journal.append(
+                SupplyFact(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+            )
+        else:
+            out.journal.append(SupplyFact(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
@@ -409,6 +447,16 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             errors.append(
                 self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
             )
+        if not errors and cmd.current_supplier != cmd.sender:
+            # Not a case of E_0607: the sender is not assigned to the MaLo at that date (APERAK
+            # ERC Z17, AHB-FACTS §5); the Abmeldung counts as not received.
+            errors.append(
+                self._error(
+                    fv,
+                    Reason.SENDER_NOT_ASSIGNED,
+                    f"{cmd.sender} does not supply MaLo {cmd.malo} up to {cmd.zuordnungsende}",
+                )
+            )
         if errors:
             return self._reject_inbound(out, cmd, errors)
         assert cmd.zuordnungsende is not None  # AHB rule of 55004
@@ -426,13 +474,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
-        if cmd.current_supplier != cmd.sender:
-            reason = Reason.ABMELDUNG_NOT_SUPPLIER
-        elif not uet(cmd.received_at) < uet(cmd.zuordnungsende):
+        if not uet(cmd.received_at) < uet(cmd.zuordnungsende):
             reason = Reason.ABMELDUNG_NOT_FORWARD
         else:
             reason = Reason.ABMELDUNG_APPROVED
         confirmed = reason == Reason.ABMELDUNG_APPROVED
+        if confirmed:
+            out.journal.append(
+                SupplyFact(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
+            )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
             cmd.sender,

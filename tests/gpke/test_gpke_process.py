@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpke_support import LFA, LFN, MALO, NB, START, abmeldung, anmeldung, berlin, lfa_answer
+from gpke_support import LFA, LFN, MALO, NB, abmeldung, anmeldung, berlin, lfa_answer
 
 from mako_actors.errors import RegistryConflict
 from mako_actors.gpke import GpkeNbWorkflow, PidRouter, Status, ide_key, malo_key, transaction_key
@@ -110,8 +110,7 @@ async def test_outbox_messages_are_caused_by_the_events_that_store_their_refs(st
 
 async def test_business_keys_are_registered_in_the_same_write(store: LmdbStore) -> None:
     process = await new_process(store, anmeldung(current_supplier=LFA))
-    start = datetime.fromisoformat(START)
-    for key in (transaction_key(LFN, "LFNTX000001"), malo_key(MALO, start)):
+    for key in (transaction_key(LFN, "LFNTX000001"), malo_key(MALO, 0)):
         identity = await store.lookup(TENANT, key)
         assert identity is not None and identity.process_id == process.process_id
     # A second live process cannot take the same MaLo key: the registry guards the race.

@@ -74,7 +74,7 @@ def test_anmeldung_without_lfa_is_confirmed_at_once() -> None:
     assert not out.deadlines
     assert state.status is Status.CONFIRMED
     assert transaction_key(LFN, "LFNTX000001") in out.register_keys
-    assert malo_key(MALO, datetime.fromisoformat(START)) in out.register_keys
+    assert malo_key(MALO, 0) in out.register_keys
 
 
 def test_positive_aperak_references_the_request() -> None:
@@ -279,14 +279,18 @@ def test_abmeldung_confirmed_with_55005() -> None:
     assert state.status is Status.CONFIRMED
 
 
-@pytest.mark.parametrize(
-    ("overrides", "code"),
-    [({"current_supplier": LFN}, "A02"), ({"zuordnungsende": "2025-06-05T00:00:00+02:00"}, "A03")],
-)
-def test_abmeldung_rejected_with_55006(overrides: dict[str, Any], code: str) -> None:
-    state, out = start(abmeldung(**overrides))
-    assert utilmd(out, "55006")["answer_code"] == code
+def test_abmeldung_not_after_the_uet_is_rejected_with_55006_a02() -> None:
+    state, out = start(abmeldung(zuordnungsende="2025-06-05T00:00:00+02:00"))
+    assert utilmd(out, "55006")["answer_code"] == "A02"  # E_0607: Vorlauffrist nicht eingehalten
     assert state.status is Status.REJECTED
+
+
+def test_abmeldung_by_a_supplier_not_assigned_gets_aperak_z17() -> None:
+    # Not an E_0607 case (it has no such code): the sender is not assigned at that date.
+    state, out = start(abmeldung(current_supplier=LFN))
+    assert sent(out) == [("APERAK", "313", LFA)]
+    assert [e["code"] for e in out.outbox[0].payload["errors"]] == ["Z17"]
+    assert state.status is Status.NOT_RECEIVED
 
 
 # -- APERAK 313: counts as not received -------------------------------------------------------
