@@ -13,6 +13,7 @@ yields the identical interchange.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from mako_actors.gpke.validation import mp_id_qualifiers
 __all__ = [
     "AperakError",
     "AperakPayload",
+    "ContrlMessageError",
     "ContrlMessageLine",
     "ContrlPayload",
     "EnvelopePayload",
@@ -258,6 +260,33 @@ class ContrlPayload(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class ContrlMessageError(BaseModel):
+    """A message-level syntax error: ``UCM+<message_ref>+<S009>+4+<code>+<segment>`` (AHB-FACTS §6).
+
+    ``message_type`` is the full S009 as received (e.g. ``UTILMD:D:11A:UN:S2.1``), ``code`` the
+    0085 value, ``segment`` the 0013 service segment (``UNH`` or ``UNT``).
+    """
+
+    model_config = _FROZEN
+
+    message_ref: str
+    message_type: str
+    code: str
+    segment: Literal["UNH", "UNT"]
+
+    def line(self) -> ContrlMessageLine:
+        # Minimal: 0013 (``segment``) is not rendered until the renderer knows it.
+        parts = [*self.message_type.split(":"), "", "", "", "", ""]
+        return ContrlMessageLine(
+            reference=self.message_ref,
+            message_type=parts[0],
+            release=parts[2],
+            association_code=parts[4],
+            action="4",
+            error_code=self.code,
+        )
+
+
 def build_contrl_payload(
     *,
     interchange_ref: str,
@@ -267,6 +296,7 @@ def build_contrl_payload(
     prepared_at: datetime,
     error_code: str | None = None,
     messages: tuple[ContrlMessageLine, ...] = (),
+    message_errors: Sequence[ContrlMessageError] = (),
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
@@ -286,5 +316,5 @@ def build_contrl_payload(
         interchange_recipient_qualifier=mp_id_qualifiers(interchange_recipient)[0],
         action="7" if accepted else "4",
         error_code=error_code,
-        messages=messages,
+        messages=messages + tuple(e.line() for e in message_errors),
     )

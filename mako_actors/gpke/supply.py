@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,6 +39,26 @@ class Suppliers:
     current: str | None = None
     future: str | None = None
     future_start: datetime | None = None
+
+
+class MasterData(Protocol):
+    """Initial assignments not (yet) imported into the store (``mako-actors masterdata import``).
+
+    Used only for a MaLo whose supply journal holds no imported assignment; confirmed
+    Anmeldungen and Abmeldungen in the journal change it from there on.
+    """
+
+    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
+
+
+class StaticMasterData:
+    """Initial assignments from a mapping MaLo → ``Suppliers`` (tests, demos, replays)."""
+
+    def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
+        self.by_malo = dict(by_malo or {})
+
+    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
+        return self.by_malo.get(malo, Suppliers())
 
 
 class SupplyFact(BaseModel):
