@@ -137,5 +137,6 @@ DEFAULT_CODES = CodeTable(
     version="gpke-codes-2025.1†",
     source="DOMAIN.md §1 (EBD examples) and §4 (APERAK ERC codes); unconfirmed",
     codes={"FV2504": _LFW24_CODES, "FV2510": _LFW24_CODES},
-    aliases={"FV2604": "FV2510"},
+    # AHB-FACTS §4: FV2604 (EBD 4.2) and FV2610 (EBD 4.3) keep the code sets of FV2510.
+    aliases={"FV2604": "FV2510", "FV2610": "FV2510"},
 )

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from mako_actors.edifact import render_outbound
 from mako_actors.scheduler import VirtualClock
@@ -75,3 +77,34 @@ async def test_refusals_are_written_once_even_when_the_interchange_is_ingested_a
     again = await p.ingest(raw, THU_1430 + timedelta(minutes=1))
     assert again.status == "duplicate"
     assert sorted(kind(m) for m in await outbox(store)) == ["APERAK-", "CONTRL7"]
+
+
+# -- the UNH version must be the one in force on the transmission day (AHB-FACTS §7) -----------
+
+
+@pytest.mark.parametrize(
+    ("version", "received_at"),
+    [
+        ("UTILMD:D:11A:UN:S1.1", THU_1430),  # pre-FV2504 MIG under FV2510
+        ("UTILMD:D:11A:UN:S2.2", THU_1430),  # FV2610's MIG a year early
+        ("UTILMD:D:11A:UN:S2.1", datetime(2026, 10, 1, 8, 0, tzinfo=UTC)),  # FV2610 needs S2.2
+    ],
+)
+async def test_a_unh_version_not_in_force_is_rejected_by_contrl_ucm_12(
+    store: LmdbStore, version: str, received_at: datetime
+) -> None:
+    p = pipeline(store, VirtualClock(received_at))
+    result = await p.ingest(anmeldung(version=version, sent_at=received_at), received_at)
+    assert result.status == "rejected" and result.messages == []
+    [contrl] = await outbox(store)
+    assert contrl.payload["action"] == "4"
+    [ucm] = contrl.payload["messages"]
+    assert (ucm["reference"], ucm["action"], ucm["error_code"]) == ("M1", "4", "12")
+    assert f"UCM+M1+{version}+4+12".encode() in render_outbound("CONTRL", contrl.payload)
+    assert {e.workflow_id.name for e in await store.read_all(0, 100)} == {"mako-inbox"}  # nothing started
+
+
+async def test_the_version_in_force_is_accepted(store: LmdbStore) -> None:
+    p = pipeline(store, VirtualClock(THU_1430))
+    result = await p.ingest(anmeldung(version="UTILMD:D:11A:UN:S2.1"), THU_1430)
+    assert result.status == "accepted" and [m.outcome for m in result.messages] == ["started"]

@@ -133,7 +133,9 @@ async def test_retransmission_is_a_duplicate_and_other_bytes_raise_an_alarm(stor
     # The sender learns of it: CONTRL 4 with 0085 = 26 (duplicate detected), under its own 0020.
     after = await store.read_all(0, 10_000)
     assert [e.event_type for e in after[len(before[0]) :]] == ["inbox.interchange_conflicted"]
-    [first, answer] = [m for m in await outbox(store) if m.message_type == "CONTRL"]
+    contrls = [m for m in await outbox(store) if m.message_type == "CONTRL"]
+    [first] = [m for m in contrls if m.payload["action"] == "7"]
+    [answer] = [m for m in contrls if m.payload["action"] == "4"]
     assert (answer.payload["action"], answer.payload["error_code"]) == ("4", "26")
     assert answer.payload["interchange_ref"] == "LFN0605143001"
     assert answer.payload["envelope"]["control_ref"] != first.payload["envelope"]["control_ref"]
