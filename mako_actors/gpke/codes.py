@@ -43,6 +43,7 @@ class Reason:
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_SUPPLIER = "abmeldung_not_supplier"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
+    ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     # APERAK (ERC)
     MISSING_DATA = "missing_data"
     ID_UNKNOWN = "id_unknown"
@@ -121,6 +122,7 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     Ebd.ABMELDUNG: {
         "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
         "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
+        "A09": _c(Reason.ABMELDUNG_ALREADY_ENDED, "Lieferende zum Abmeldedatum wurde bereits bestätigt"),
     },
     Ebd.APERAK: {
         "Z29": _c(Reason.MISSING_DATA, "erforderliche Angabe für diesen Anwendungsfall fehlt †"),

@@ -97,13 +97,19 @@ class ReceiveAnmeldung(InboundUtilmd):
 
 
 class ReceiveAbmeldung(InboundUtilmd):
-    """UTILMD 55004 (Abmeldung, Lieferende) from a supplier; ``current_supplier`` is NB data."""
+    """UTILMD 55004 (Abmeldung, Lieferende) from a supplier.
+
+    From the MaLo's supply journal: ``current_supplier`` is the sender when it holds an
+    assignment the Abmeldung can end, else who supplies on the day before the end;
+    ``already_ended``: the sender's supply already ends at exactly that date (confirmed before).
+    """
 
     kind: Literal["abmeldung"] = "abmeldung"
     pid: Literal["55004"] = "55004"
     zuordnungsende: AwareDatetime | None = None  # DTM+93; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     current_supplier: str | None = None
+    already_ended: bool = False
 
 
 class ReceiveLfaAnswer(InboundUtilmd):

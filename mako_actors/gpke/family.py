@@ -95,8 +95,13 @@ class GpkeFamily:
                 if confirmed is not None:
                     values["assigned_at_start"] = confirmed.supplier
             else:
-                # The supplier on the last day before the end (the one ending its supply).
-                values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
+                sender = str(values["sender"])
+                if view.can_end(sender, start):
+                    values["current_supplier"] = sender
+                else:
+                    # Not the sender's to end: name who supplies on the last day before the end.
+                    values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
+                    values["already_ended"] = view.ended_at(sender, start)
         return self._router.build_command(values)
 
 

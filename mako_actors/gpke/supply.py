@@ -164,6 +164,18 @@ class SupplyView:
             future_start=nxt.start if nxt else None,
         )
 
+    def can_end(self, supplier: str, end: datetime) -> bool:
+        """Whether ``supplier`` holds an assignment an Abmeldung ending at ``end`` can end: one
+        running at ``end`` or starting exactly then (a future assignment cancelled, E_0607 step 90)."""
+        return any(
+            a.supplier == supplier and (a.start is None or a.start <= end) and (a.end is None or a.end > end)
+            for a in self.assignments
+        )
+
+    def ended_at(self, supplier: str, end: datetime) -> bool:
+        """Whether ``supplier``'s supply already ends exactly at ``end`` (E_0607 step 100)."""
+        return any(a.supplier == supplier and a.end == end for a in self.assignments)
+
     def confirmed_start(self, at: datetime) -> Assignment | None:
         """An assignment confirmed by an Anmeldung that starts exactly at ``at``, if any."""
         for a in self.assignments:

@@ -447,7 +447,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             errors.append(
                 self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
             )
-        if not errors and cmd.current_supplier != cmd.sender:
+        if not errors and cmd.current_supplier != cmd.sender and not cmd.already_ended:
             # Not a case of E_0607: the sender is not assigned to the MaLo at that date (APERAK
             # ERC Z17, AHB-FACTS §5); the Abmeldung counts as not received.
             errors.append(
@@ -476,6 +476,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         if not uet(cmd.received_at) < uet(cmd.zuordnungsende):
             reason = Reason.ABMELDUNG_NOT_FORWARD
+        elif cmd.already_ended:
+            reason = Reason.ABMELDUNG_ALREADY_ENDED  # E_0607 step 100 → 120 (A09)
         else:
             reason = Reason.ABMELDUNG_APPROVED
         confirmed = reason == Reason.ABMELDUNG_APPROVED

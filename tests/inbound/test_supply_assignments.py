@@ -51,8 +51,9 @@ async def fire(store: LmdbStore, clock: VirtualClock, until: datetime) -> int:
     return await scheduler.advance_to(clock, until)
 
 
-async def view(store: LmdbStore) -> SupplyView:
-    return SupplyView.fold(await store.journal(TENANT, supply_key(MALO)))
+async def view(store: LmdbStore, baseline: Suppliers | None = None) -> SupplyView:
+    """The MaLo's assignments as the pipeline sees them (``baseline``: its static master data)."""
+    return SupplyView.fold(await store.journal(TENANT, supply_key(MALO)), baseline)
 
 
 # -- no MaLo gets two suppliers for one start date ----------------------------------------------
@@ -159,7 +160,7 @@ async def test_an_earlier_anmeldung_cancels_the_future_supplier(store: LmdbStore
     await p.ingest(anmeldung(LFN), THU_1430)
     await fire(store, clock, FRI_1000)
     assert [kind(m) for m in await outbox(store) if m.recipient == LFN2] == ["55038"]
-    after = await view(store)
+    after = await view(store, Suppliers(current=LFA, future=LFN2, future_start=JAN_1))
     assert after.suppliers(START) == Suppliers(current=LFN)  # LFN2's assignment from Jan 1 is gone
     assert after.supplier_at(JAN_1) == LFN
 
@@ -202,3 +203,24 @@ async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: 
         assert SupplyView.fold(await s.journal(TENANT, supply_key(MALO))).suppliers(START) == Suppliers(
             current=LFA, future=LFN2, future_start=JAN_1
         )
+
+
+async def test_abmeldung_again_for_the_same_date_gets_55006_a09(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430), THU_1430)
+    later = THU_1430 + timedelta(minutes=5)
+    await p.ingest(abmeldung(LFA, ref="ABM2", ide="ABMTX2", end=START, sent_at=later), later)
+    answers = [(kind(m), tx(m)["answer_code"]) for m in await outbox(store) if kind(m) in ("55005", "55006")]
+    assert sorted(answers) == [("55005", "A11"), ("55006", "A09")]
+
+
+async def test_the_future_supplier_may_end_its_assignment_at_its_start(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    master = Suppliers(current=LFA, future=LFN2, future_start=JAN_1)
+    p = pipeline(store, clock, **{MALO: master})
+    await p.ingest(abmeldung(LFN2, ref="ABM1", ide="ABMTX", end=JAN_1, sent_at=THU_1430), THU_1430)
+    assert [(kind(m), tx(m)["answer_code"]) for m in await outbox(store) if kind(m) == "55005"] == [
+        ("55005", "A11")
+    ]
+    assert (await view(store, master)).suppliers(START) == Suppliers(current=LFA)  # LFN2's start is gone
