@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mako_actors import TenantId
+from mako_actors import StreamId, TenantId
 from mako_actors.cli import main
 from mako_actors.edifact import render_outbound
 from mako_actors.errors import InvalidArgument
@@ -224,3 +224,22 @@ async def test_the_future_supplier_may_end_its_assignment_at_its_start(store: Lm
         ("55005", "A11")
     ]
     assert (await view(store, master)).suppliers(START) == Suppliers(current=LFA)  # LFN2's start is gone
+
+
+# -- the journal is written with its commit or not at all ----------------------------------------
+
+
+async def test_journal_entries_share_the_fate_of_their_commit(store: LmdbStore) -> None:
+    from mako_actors.errors import VersionConflict
+    from mako_actors.ids import ProcessId
+    from mako_actors.store import Commit, JournalEntry
+    from mako_actors.version import ExpectedVersion
+
+    stream = StreamId.for_process(TENANT, ProcessId.new())
+    entry = JournalEntry(TENANT, supply_key(MALO), {"kind": "ended", "supplier": LFA, "at": "2025-12-01"})
+    stale = Commit(stream_id=stream, expected=ExpectedVersion.exact(7), journal=[entry])
+    fresh = Commit(stream_id=stream, expected=ExpectedVersion.exact(0), journal=[entry, entry])
+    results = await store.commit_many([stale, fresh])
+    assert isinstance(results[0], VersionConflict)
+    assert await store.journal(TENANT, supply_key(MALO)) == [dict(entry.data), dict(entry.data)]
+    assert await store.journal(TenantId.from_party_id(LFA), supply_key(MALO)) == []  # tenant-scoped
