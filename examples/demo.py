@@ -213,7 +213,6 @@ async def _lfa_answer(store: LmdbStore, arrival: Arrival) -> bytes:
         control_ref=f"LFA{arrival.malo[-6:]}",
         sent_at=arrival.when,
         confirm=arrival.confirm,
-        answer_code="A03",
     )
 
 

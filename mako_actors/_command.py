@@ -18,7 +18,7 @@ from mako_actors.errors import WorkflowError
 from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
-from mako_actors.store import Commit
+from mako_actors.store import Commit, JournalEntry
 from mako_actors.version import ExpectedVersion
 from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 
@@ -159,6 +159,9 @@ def prepare(
         cancel_deadline_ids=(options.deadline.deadline_id,) if options.deadline else (),
         snapshot=snapshot,
         registry=tuple((key, identity) for key in output.register_keys) if output.register_keys else (),
+        journal=tuple(JournalEntry(identity.tenant_id, key, data) for key, data in output.journal)
+        if output.journal
+        else (),
     )
     return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
 

@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(handler=_replay)
+    masterdata = sub.add_parser("masterdata", help="supply assignments in the store")
+    masterdata_sub = masterdata.add_subparsers(dest="masterdata_command", required=True)
+    imports = masterdata_sub.add_parser(
+        "import",
+        help="import initial supply assignments (JSON or CSV) into the store",
+        description="Append FILE's assignments (malo, supplier, from, until) to the supply journals.",
+    )
+    imports.add_argument("file", type=Path, help="assignments as .json or .csv (malo,supplier,from,until)")
+    imports.add_argument("--store", type=Path, required=True, help="LMDB store directory")
+    imports.add_argument("--tenant", required=True, help="our MP-ID (the grid operator)")
+    imports.set_defaults(handler=_masterdata_import)
     return parser
 
 
@@ -176,6 +187,27 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"  rejected {error}")
     failed = report.statuses.get("rejected", 0) + report.statuses.get("conflict", 0)
     return 1 if failed or report.outcomes.get("dead_letter", 0) else 0
+
+
+def _masterdata_import(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mako_actors.errors import EngineError
+    from mako_actors.gpke.masterdata import ImportReport, import_assignments
+    from stores.lmdb import LmdbStore
+
+    async def run() -> ImportReport:
+        async with LmdbStore(args.store) as store:
+            return await import_assignments(store, args.tenant, args.file)
+
+    try:
+        report = asyncio.run(run())
+    except EngineError as exc:
+        print(f"mako-actors masterdata import: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report.rows} assignment(s) for {report.malos} MaLo(s): {report.appended} imported, "
+          f"{report.skipped} already present")
+    return 0
 
 
 def _print_table(ic: Interchange) -> None:

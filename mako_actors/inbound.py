@@ -4,29 +4,33 @@
 
 1. Parse the interchange (our tokenizer; UNT/UNZ counts and references checked). A syntax
    error, a recipient that is not one of our tenants, or a test interchange in production
-   rejects the whole interchange: no process starts and no business event is written.
+   rejects the whole interchange: no process starts and no business event is written. Whoever
+   can be identified (an intact UNB, even of a truncated file) gets CONTRL 4 with the 0085
+   code; a message-level defect (UNT count, UNH/UNT reference) is named in a UCM line.
 2. Record the receipt in the interchange's own receipt stream (``mako-inbox`` workflow, one
    stream per recipient + sender + 0020, so a retransmission is recognised: the same bytes
-   are a duplicate, other bytes under the same reference an ``InboxConflict`` alarm) and
-   enqueue the CONTRL (``7`` accepted / ``4`` rejected) in the same transaction.
-3. For every transaction of every message: the PID router picks the workflow and builds the
-   command (the receipt instant, the format version in force and the NB's master data are
-   added here: workflows look nothing up). Triggers (55001/55077/55004) start a process after
-   the competing-process probe of the MaLo key; answers (55011/55012) find their process by
-   ``RFF+TN`` in the registry. Each command runs through ``execute_and_enqueue_with`` with the
-   interchange's correlation id, so the APERAK and UTILMD answers leave through the outbox.
-4. Whatever cannot be routed (unknown PID, gas, no process for an answer, invalid data) becomes
-   a dead letter with its audit context; nothing is dropped and no exception escapes.
+   are a duplicate, other bytes under the same reference an ``InboxConflict`` alarm, a dead
+   letter and a CONTRL 4 with 0085 = 26) and enqueue the CONTRL (``7`` accepted / ``4``
+   rejected) in the same transaction.
+3. For every transaction of every message: the market process family that handles its PID
+   (``family.ProcessFamily``; GPKE by default) decides to start a process, resume one, skip
+   the transaction or refuse it. Commands run through ``execute_and_enqueue_with`` with the
+   interchange's correlation id, so the answers leave through the outbox.
+4. A transaction that is readable but not processable (a PID no family handles, an answer to
+   no request of ours, values that do not fit) gets a negative APERAK (313) from us, written
+   with the receipt's ``InterchangeProcessed``, and a dead letter with its audit context;
+   nothing is dropped and no exception escapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -36,6 +40,7 @@ from mako_actors.edifact import (
     EdifactError,
     Interchange,
     Message,
+    Segment,
     Transaction,
     decode,
     tokenize,
@@ -50,11 +55,24 @@ from mako_actors.errors import (
     VersionConflict,
     WorkflowError,
 )
+from mako_actors.family import InboundTransaction, ProcessFamily, Refuse, Resume, Skip, UnhandledPid
+
+# Market-wide pieces (not GPKE routing): the ÜT, and the CONTRL/APERAK every EDI@Energy
+# message type is answered with.
 from mako_actors.gpke.calendar import uet
-from mako_actors.gpke.commands import ReceiveAcknowledgement
-from mako_actors.gpke.keys import malo_key, transaction_key
-from mako_actors.gpke.payloads import build_contrl_payload
-from mako_actors.gpke.router import PidRouter
+from mako_actors.gpke.payloads import (
+    AperakError,
+    AperakPayload,
+    ContrlMessageError,
+    OutboundRef,
+    build_contrl_payload,
+    derive_ref,
+)
+
+# Re-exported for existing callers; they belong to the GPKE family (``gpke.supply``).
+from mako_actors.gpke.supply import MasterData as MasterData
+from mako_actors.gpke.supply import StaticMasterData as StaticMasterData
+from mako_actors.gpke.supply import Suppliers as Suppliers
 from mako_actors.ids import CorrelationId, ProcessId, TenantId
 from mako_actors.logs import log_context
 from mako_actors.outbox import PendingOutbox
@@ -87,9 +105,21 @@ class InterchangeReceived(Event, type="inbox.interchange_received"):
 
 
 class InterchangeProcessed(Event, type="inbox.interchange_processed"):
-    """Every message of the interchange was routed or dead-lettered (counts per outcome)."""
+    """Every message of the interchange was routed or dead-lettered (counts per outcome).
+
+    ``refused``: how many transactions got a negative APERAK from the pipeline with it.
+    """
 
     outcomes: dict[str, int]
+    refused: int = 0
+
+
+class InterchangeConflicted(Event, type="inbox.interchange_conflicted"):
+    """Other bytes arrived under an accepted interchange's reference: alarm, not processed."""
+
+    sha256: str
+    received_at: datetime
+    source: str | None
 
 
 class RecordReceipt(BaseModel):
@@ -102,11 +132,23 @@ class RecordReceipt(BaseModel):
 
 
 class RecordProcessed(BaseModel):
-    """Record that every message of the interchange was routed (or dead-lettered)."""
+    """Record that every message of the interchange was routed (or dead-lettered), and send
+    the negative APERAKs of the transactions refused (``refusals``: APERAK payloads)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["processed"] = "processed"
     outcomes: dict[str, int]
+    refusals: tuple[dict[str, Any], ...] = ()
+
+
+class RecordConflict(BaseModel):
+    """Record other bytes under a received reference, and answer them with ``contrl`` (4, 26)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["conflict"] = "conflict"
+    conflict: InterchangeConflicted
+    sender: str
+    contrl: dict[str, Any]
 
 
 class ReceiptState(BaseModel):
@@ -115,22 +157,41 @@ class ReceiptState(BaseModel):
     sha256: str = ""
     accepted: bool = False
     processed: bool = False
+    conflicts: tuple[str, ...] = ()  # digests of other bytes seen under this reference
 
 
-class ReceiptWorkflow(Workflow[RecordReceipt | RecordProcessed, ReceiptState]):
+ReceiptCommand = RecordReceipt | RecordProcessed | RecordConflict
+
+
+class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
     """The receipt log of one interchange: received (with its CONTRL), then processed."""
 
     name = RECEIPT_WORKFLOW
-    events = (InterchangeReceived, InterchangeProcessed)
+    events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted)
 
     def initial_state(self) -> ReceiptState:
         return ReceiptState()
 
-    def handle(self, state: ReceiptState, command: RecordReceipt | RecordProcessed) -> WorkflowOutput:
+    def handle(self, state: ReceiptState, command: ReceiptCommand) -> WorkflowOutput:
         if isinstance(command, RecordProcessed):
             if not state.received or state.processed:
                 raise WorkflowError.invalid_state("interchange not received, or processed already")
-            return WorkflowOutput.of(InterchangeProcessed(outcomes=command.outcomes))
+            output = WorkflowOutput.of(
+                InterchangeProcessed(outcomes=command.outcomes, refused=len(command.refusals))
+            )
+            return output.with_outbox(
+                *(
+                    PendingOutbox(message_type="APERAK", recipient=p["envelope"]["recipient_id"], payload=p)
+                    for p in command.refusals
+                )
+            )
+        if isinstance(command, RecordConflict):
+            digest = command.conflict.sha256
+            if digest == state.sha256 or digest in state.conflicts:
+                raise WorkflowError.invalid_state("these bytes were answered already")
+            return WorkflowOutput.of(command.conflict).with_outbox(
+                PendingOutbox(message_type="CONTRL", recipient=command.sender, payload=command.contrl)
+            )
         # A rejected interchange counts as not received: its corrected resend (other bytes, same
         # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
         receipt = command.receipt
@@ -145,7 +206,11 @@ class ReceiptWorkflow(Workflow[RecordReceipt | RecordProcessed, ReceiptState]):
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
-            return ReceiptState(received=True, sha256=event.sha256, accepted=event.accepted)
+            return ReceiptState(
+                received=True, sha256=event.sha256, accepted=event.accepted, conflicts=state.conflicts
+            )
+        if isinstance(event, InterchangeConflicted):
+            return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
         # InterchangeProcessed
         return state.model_copy(update={"processed": True})
 
@@ -192,34 +257,6 @@ class DirectHost:
         )
 
 
-# -- master data -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Suppliers:
-    """The NB's assignment data for one MaLo at a date: who supplies it now and later."""
-
-    current: str | None = None
-    future: str | None = None
-    future_start: datetime | None = None
-
-
-class MasterData(Protocol):
-    """The NB's own data the workflow must not look up itself."""
-
-    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
-
-
-class StaticMasterData:
-    """Master data from a mapping MaLo → ``Suppliers`` (tests, demos, replays of a snapshot)."""
-
-    def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
-        self.by_malo = dict(by_malo or {})
-
-    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
-        return self.by_malo.get(malo, Suppliers())
-
-
 # -- results ---------------------------------------------------------------------------------
 
 Outcome = Literal["started", "routed", "duplicate", "dead_letter"]
@@ -236,6 +273,7 @@ class MessageOutcome:
     outcome: Outcome
     process_id: ProcessId | None = None
     detail: str = ""
+    refused: str | None = None  # the ERC code of the negative APERAK we sent for it
 
 
 @dataclass(slots=True)
@@ -261,7 +299,11 @@ class IngestResult:
 
 
 class InboundPipeline:
-    """Ingests EDIFACT interchanges for the tenants (our MP-IDs) given; see the module docs."""
+    """Ingests EDIFACT interchanges for the tenants (our MP-IDs) given; see the module docs.
+
+    ``families``: the market process families routing transactions by PID (default: GPKE,
+    built from ``router`` and ``master_data``, which are only accepted without ``families``).
+    """
 
     def __init__(
         self,
@@ -269,8 +311,9 @@ class InboundPipeline:
         host: ProcessHost,
         *,
         tenants: Iterable[str],
-        router: PidRouter | None = None,
-        master_data: MasterData | None = None,
+        families: Sequence[ProcessFamily] | None = None,
+        router: Any = None,
+        master_data: Any = None,
         accept_test: bool = False,
         clock: Clock = system_clock,
     ) -> None:
@@ -279,8 +322,13 @@ class InboundPipeline:
         self._tenants = set(tenants)
         if not self._tenants:
             raise InvalidArgument("InboundPipeline needs at least one tenant MP-ID")
-        self._router = router or PidRouter()
-        self._master = master_data or StaticMasterData()
+        if families is None:
+            from mako_actors.gpke.family import GpkeFamily  # the default family, for convenience
+
+            families = [GpkeFamily(router, master_data)]
+        elif router is not None or master_data is not None:
+            raise InvalidArgument("InboundPipeline: give router/master_data to the family, not beside it")
+        self._families = tuple(families)
         self._accept_test = accept_test
         self._clock = clock
         self._receipts = DirectHost(store, [ReceiptWorkflow()], clock)
@@ -302,12 +350,13 @@ class InboundPipeline:
         )
         correlation = CorrelationId.from_interchange_ref(f"{header[0]}:{header[2]}") if header else None
         with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
-            result = await self._ingest(parsed, header, digest, received_at, source)
+            result = await self._ingest(raw, parsed, header, digest, received_at, source)
             _log_result(result)
         return result
 
     async def _ingest(
         self,
+        raw: bytes,
         parsed: Interchange | EdifactError,
         header: tuple[str, str, str] | None,
         digest: str,
@@ -319,7 +368,11 @@ class InboundPipeline:
             if header is not None:
                 result.sender, result.recipient, result.interchange_ref = header
                 try:
-                    await self._receipt_only(result, digest, received_at, parsed.syntax_error_code)
+                    message_errors = _message_error(raw, parsed)
+                    code = None if message_errors else parsed.syntax_error_code
+                    await self._record_receipt(
+                        result, digest, received_at, 0, code, message_errors=message_errors
+                    )
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
@@ -345,6 +398,20 @@ class InboundPipeline:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
             await self._receipt_only(result, digest, received_at, None)
             return result
+        try:
+            fv = FormatVersion.in_force(uet(received_at))
+        except InvalidArgument as exc:
+            result.status, result.error = "rejected", f"no format version in force: {exc}"
+            await self._receipt_only(result, digest, received_at, None)
+            return result
+        wrong_versions = _version_errors(parsed, uet(received_at))
+        if wrong_versions:
+            result.status = "rejected"
+            result.error = "UNH version not in force: " + ", ".join(e.message_type for e in wrong_versions)
+            await self._record_receipt(
+                result, digest, received_at, len(parsed.messages), None, message_errors=wrong_versions
+            )
+            return result
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
         if not await self._record_receipt(
             result, digest, received_at, len(parsed.messages), None, acknowledge=not only_contrl
@@ -352,15 +419,17 @@ class InboundPipeline:
             return result
         result.status = "accepted"
         tenant = TenantId.from_party_id(parsed.recipient.id)
+        refusals: list[dict[str, Any]] = []
         for message in parsed.messages:
             if message.message_type in ("CONTRL", "APERAK"):
                 result.messages.append(await self._acknowledgement(tenant, parsed, message, received_at))
             elif not message.transactions:
-                result.messages.append(await self._unhandled(parsed, message))
+                result.messages.append(await self._unhandled(parsed, message, received_at, refusals))
             for transaction in message.transactions:
-                result.messages.append(await self._route(tenant, parsed, message, transaction, received_at))
+                tx = InboundTransaction(parsed, message, transaction, tenant, received_at, fv)
+                result.messages.append(await self._route(tx, refusals))
         await self._receipt_handle(result).execute_and_enqueue_with(
-            RecordProcessed(outcomes=result.counts()), self._receipt_ctx(result)
+            RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals)), self._receipt_ctx(result)
         )
         return result
 
@@ -393,6 +462,7 @@ class InboundPipeline:
         error_code: str | None,
         *,
         acknowledge: bool = True,
+        message_errors: Sequence[ContrlMessageError] = (),
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
@@ -408,6 +478,7 @@ class InboundPipeline:
             accepted=accepted,
             prepared_at=received_at,
             error_code=None if accepted else error_code,
+            message_errors=message_errors,
         )
         receipt = InterchangeReceived(
             sender=result.sender,
@@ -433,62 +504,97 @@ class InboundPipeline:
                 f"other content (sha256 {state.sha256[:12]}…, now {digest[:12]}…); not processed"
             )
             result.status, result.error = "conflict", str(alarm)
+            if acknowledge:
+                await self._answer_conflict(result, digest, received_at)
             await self._dead_letter("inbound-conflict", str(alarm), _audit(result))
             return False
         result.status = "duplicate"
         return accepted and not state.processed
 
+    async def _answer_conflict(self, result: IngestResult, digest: str, received_at: datetime) -> None:
+        """CONTRL 4 with 0085 = 26 (duplicate detected) for other bytes under a known 0020.
+
+        Our CONTRL gets its own 0020/0062 (derived from the digest), so it never repeats the
+        references of the CONTRL that answered the first bytes. Once per distinct content.
+        """
+        assert result.sender and result.recipient and result.interchange_ref
+        payload = build_contrl_payload(
+            interchange_ref=result.interchange_ref,
+            interchange_sender=result.sender,
+            interchange_recipient=result.recipient,
+            accepted=False,
+            prepared_at=received_at,
+            error_code="26",
+        ).to_payload()
+        seed = f"CONTRL:{result.sender}:{result.interchange_ref}:{digest}"
+        payload["envelope"]["control_ref"] = derive_ref(seed, 0, "0020")
+        payload["reference"] = derive_ref(seed, 0, "0062")
+        conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
+        # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.
+        with contextlib.suppress(WorkflowError, VersionConflict):
+            await self._receipt_handle(result).execute_and_enqueue_with(
+                RecordConflict(conflict=conflict, sender=result.sender, contrl=payload),
+                self._receipt_ctx(result),
+            )
+
     # -- one transaction -------------------------------------------------------------------
 
-    async def _route(
-        self,
-        tenant: TenantId,
-        interchange: Interchange,
-        message: Message,
-        transaction: Transaction,
-        received_at: datetime,
-    ) -> MessageOutcome:
-        pid = transaction.pid or message.pid
+    def _family(self, pid: str | None) -> ProcessFamily | None:
+        if pid:
+            for family in self._families:
+                if family.handles(pid):
+                    return family
+        return None
+
+    async def _route(self, tx: InboundTransaction, refusals: list[dict[str, Any]]) -> MessageOutcome:
+        interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+        pid = tx.pid
 
         def outcome(kind: Outcome, process_id: ProcessId | None = None, detail: str = "") -> MessageOutcome:
             return MessageOutcome(message.reference, pid, transaction.ide_ref, kind, process_id, detail)
 
+        async def refuse(code: str, text: str, error: EngineError) -> MessageOutcome:
+            refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
+            reason = f"{type(error).__name__}: {error}"
+            audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
+            await self._dead_letter("inbound", reason, audit)
+            return replace(outcome("dead_letter", detail=reason), refused=code)
+
+        family = self._family(pid)
+        if family is None:
+            if not pid:
+                return await refuse("Z29", "PID (RFF+Z13) missing", InvalidArgument("no PID (RFF+Z13)"))
+            text = f"PID {pid} is not a process this market partner handles"
+            return await refuse("Z31", text, UnhandledPid(f"no market process family handles PID {pid!r}"))
         try:
-            route = self._router.route(str(pid))
-            values = _values(interchange, message, transaction, received_at)
-            if route.mode == "answer":
-                command = self._router.build_command(values)
-                identity = await self._store.lookup(tenant, self._router.routing_key(command))
-                if identity is None:
-                    raise InvalidArgument(f"no process for RFF+TN {transaction.request_ref!r}")
-                handle = self._host.resume(identity)
-                await handle.execute_and_enqueue_with(
-                    command, handle.context_for_inbound(interchange.correlation_ref)
-                )
-                return outcome("routed", identity.process_id)
-            sender = str(values["sender"])
-            if await self._store.lookup(tenant, transaction_key(sender, transaction.ide_ref)) is not None:
-                return outcome("duplicate", detail=f"transaction {transaction.ide_ref} seen before")
-            for _ in range(3):  # a concurrent trigger may take the same MaLo key generation
-                command = await self._trigger_command(tenant, values)
-                handle = self._host.spawn(
-                    route.workflow_name, tenant, self._router.workflow_id(route.pid, values["format_version"])
-                )
+            for _ in range(3):  # a concurrent trigger may take the same registry key
+                decision = await family.route(tx, self._store)
+                if isinstance(decision, Skip):
+                    return outcome("duplicate", detail=decision.detail)
+                if isinstance(decision, Refuse):
+                    return await refuse(decision.code, decision.text, InvalidArgument(decision.text))
+                if isinstance(decision, Resume):
+                    identity = await self._store.lookup(tx.tenant, decision.key)
+                    if identity is None:
+                        return await refuse("Z10", decision.unknown, InvalidArgument(decision.unknown))
+                    handle = self._host.resume(identity)
+                    await handle.execute_and_enqueue_with(
+                        decision.command, handle.context_for_inbound(interchange.correlation_ref)
+                    )
+                    return outcome("routed", identity.process_id)
+                handle = self._host.spawn(decision.workflow, tx.tenant, decision.workflow_id)
                 try:
                     await handle.execute_and_enqueue_with(
-                        command, handle.context_for_inbound(interchange.correlation_ref)
+                        decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
                     return outcome("started", handle.identity().process_id)
                 except RegistryConflict:
                     continue
-            raise RegistryConflict(f"MaLo {transaction.malo}: competing triggers kept racing")
+            raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
-            await self._dead_letter(
-                "inbound",
-                f"{type(exc).__name__}: {exc}",
-                {**_audit_of(interchange, message, transaction), "error": exc.to_plain()},
-            )
-            return outcome("dead_letter", detail=f"{type(exc).__name__}: {exc}")
+            if exc.transient:
+                raise
+            return await refuse("Z35", f"not processable: {exc}", exc)
 
     async def _acknowledgement(
         self, tenant: TenantId, interchange: Interchange, message: Message, received_at: datetime
@@ -496,54 +602,47 @@ class InboundPipeline:
         """A CONTRL/APERAK on one of our interchanges: routed by our 0020 to the process that sent it."""
         values = _ack_values(interchange, message, received_at)
         if values is None:
-            return await self._unhandled(interchange, message)
+            return await self._unhandled(interchange, message, received_at, None)
         try:
-            command = ReceiveAcknowledgement.model_validate(values)
-            identity = await self._store.lookup(tenant, self._router.routing_key(command))
-            if identity is None:
-                ref = values["referenced_interchange_ref"]
-                raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
-            handle = self._host.resume(identity)
-            await handle.execute_and_enqueue_with(
-                command, handle.context_for_inbound(interchange.correlation_ref)
-            )
-            return MessageOutcome(
-                message.reference, None, None, "routed", identity.process_id, message.message_type
-            )
+            for family in self._families:
+                routed = family.acknowledgement(values)
+                if routed is None:
+                    continue
+                key, command = routed
+                identity = await self._store.lookup(tenant, key)
+                if identity is None:
+                    continue
+                handle = self._host.resume(identity)
+                await handle.execute_and_enqueue_with(
+                    command, handle.context_for_inbound(interchange.correlation_ref)
+                )
+                return MessageOutcome(
+                    message.reference, None, None, "routed", identity.process_id, message.message_type
+                )
+            ref = values["referenced_interchange_ref"]
+            raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
         except (EngineError, ValidationError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             await self._dead_letter("inbound", reason, _audit_of(interchange, message))
             return MessageOutcome(message.reference, None, None, "dead_letter", None, reason)
 
-    async def _unhandled(self, interchange: Interchange, message: Message) -> MessageOutcome:
-        """A message no workflow consumes (no transaction, or an acknowledgement without reference)."""
+    async def _unhandled(
+        self,
+        interchange: Interchange,
+        message: Message,
+        received_at: datetime,
+        refusals: list[dict[str, Any]] | None,
+    ) -> MessageOutcome:
+        """A message no workflow consumes: no transaction (a UTILMD without IDE gets APERAK Z29),
+        or an acknowledgement without reference (dead letter only: no APERAK on an APERAK)."""
         reason = f"{message.message_type} {message.reference} has nothing a workflow handles"
         await self._dead_letter("inbound-unhandled", reason, _audit_of(interchange, message))
-        return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason)
-
-    async def _trigger_command(self, tenant: TenantId, values: dict[str, Any]) -> BaseModel:
-        """Add the NB's master data and the competing-process probe to a trigger's values."""
-        values = dict(values)
-        malo, start = values.get("malo"), values.get("zuordnungsbeginn") or values.get("zuordnungsende")
-        if malo and isinstance(start, datetime):
-            suppliers = self._master.suppliers(str(values["recipient"]), malo, start)
-            values["current_supplier"] = suppliers.current
-            if values["pid"] in ("55001", "55077"):
-                values["future_supplier"] = suppliers.future
-                values["future_supplier_start"] = suppliers.future_start
-                generation, last = 0, None
-                while (
-                    bound := await self._store.lookup(tenant, malo_key(malo, start, generation))
-                ) is not None:
-                    last, generation = bound, generation + 1
-                values["malo_key_generation"] = generation
-                if last is not None:
-                    state = await self._host.resume(last).state()
-                    values["competing_process"] = not state.status.finished
-                    values["competing_start"] = (
-                        state.zuordnungsbeginn if values["competing_process"] else None
-                    )
-        return self._router.build_command(values)
+        refused = None
+        if refusals is not None:
+            refused = "Z29"
+            text = f"{message.message_type} {message.reference}: no transaction (IDE+24)"
+            refusals.append(_refusal(interchange, message, None, received_at, refused, text))
+        return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason, refused)
 
     async def _dead_letter(self, kind: str, reason: str, payload: dict[str, Any]) -> None:
         await self._store.add_dead_letter(
@@ -554,38 +653,98 @@ class InboundPipeline:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _values(
-    interchange: Interchange, message: Message, transaction: Transaction, received_at: datetime
+def _refusal(
+    interchange: Interchange,
+    message: Message,
+    transaction: Transaction | None,
+    at: datetime,
+    code: str,
+    text: str,
 ) -> dict[str, Any]:
-    """The router's plain values for one transaction (command field names)."""
-    fv = FormatVersion.in_force(uet(received_at))
-    values: dict[str, Any] = {
-        "pid": transaction.pid or message.pid,
-        "sender": message.sender.id if message.sender else interchange.sender.id,
-        # We are the UNB recipient (the tenant); a NAD+MR naming someone else is the sender's
-        # error, answered by the workflow's APERAK, never a reason to answer in another's name.
-        "recipient": interchange.recipient.id,
-        "addressed_to": message.recipient.id if message.recipient else None,
-        "malo": transaction.malo,
-        "ide_ref": transaction.ide_ref,
-        "document_number": message.document_number or message.reference,
-        "document_date": message.document_date,
-        "interchange_ref": interchange.control_ref,
-        "message_ref": message.reference,
-        "format_version": str(fv),
-        "received_at": received_at,
-    }
-    if values["pid"] in ("55001", "55077"):
-        values["zuordnungsbeginn"] = transaction.start
-        values["transaction_reason"] = transaction.transaction_reason
-    elif values["pid"] == "55004":
-        values["zuordnungsende"] = transaction.end
-        values["transaction_reason"] = transaction.transaction_reason
-    elif values["pid"] in ("55011", "55012"):
-        values["request_ref"] = transaction.request_ref
-        values["answer_code"] = transaction.answer_code
-        values["zuordnungsende"] = transaction.end
-    return values
+    """The APERAK 313 payload refusing one transaction (or message) we could not process.
+
+    Its references derive from what it answers, so a re-run of the same interchange produces
+    the identical APERAK.
+    """
+    ide = transaction.ide_ref if transaction is not None else ""
+    seed = f"APERAK:{interchange.sender.id}:{interchange.control_ref}:{message.reference}:{ide}"
+    ref = OutboundRef.derive(seed, 0, "APERAK", interchange.sender.id)
+    payload = AperakPayload.build(
+        ref,
+        interchange.recipient.id,
+        at,
+        interchange_ref=interchange.control_ref,
+        referenced_date=interchange.prepared_at,
+        document_number=message.document_number or message.reference,
+        ide_ref=ide,
+        errors=(AperakError(code=code, text=text[:500]),),
+    )
+    if transaction is None:
+        payload = payload.model_copy(update={"referenced_transaction_ref": None})
+    return payload.to_payload()
+
+
+#: UNH S009 (0065:0052:0054:0051:0057) per message type, from the day a format version takes
+#: effect (AHB-FACTS §7). A minimal lookup for the inbound check; wt7out is putting the
+#: rendering table into ``version.py`` (FV2610: UTILMD S2.2, APERAK 2.2, medium confidence).
+_UNH_IN_FORCE: tuple[tuple[date, Mapping[str, str]], ...] = (
+    (date(2025, 6, 6), {"UTILMD": "D:11A:UN:S2.1", "APERAK": "D:07B:UN:2.1i", "CONTRL": "D:3:UN:2.0b"}),
+    (date(2026, 10, 1), {"UTILMD": "D:11A:UN:S2.2", "APERAK": "D:07B:UN:2.2", "CONTRL": "D:3:UN:2.0b"}),
+)
+
+
+def _version_errors(interchange: Interchange, day: date) -> tuple[ContrlMessageError, ...]:
+    """UCM lines for messages whose UNH version is not the one in force on the ÜT ``day``.
+
+    A message in a MIG version not in force cannot be checked against the MIG that applies, so
+    it is a syntax-level rejection: CONTRL with ``UCM+<0062>+<S009 as received>+4+12+UNH``
+    (0085 12: invalid value, in UNH), and the interchange counts as not received. Message
+    types without a table entry (or days before it) are not checked.
+    """
+    table = next((versions for since, versions in reversed(_UNH_IN_FORCE) if since <= day), None)
+    if table is None:
+        return ()
+    errors: list[ContrlMessageError] = []
+    for m in interchange.messages:
+        want = table.get(m.message_type)
+        got = f"{m.version}:{m.release}:{m.agency}:{m.association_code}"
+        if want is not None and got != want:
+            errors.append(
+                ContrlMessageError(
+                    message_ref=m.reference, message_type=f"{m.message_type}:{got}", code="12", segment="UNH"
+                )
+            )
+    return tuple(errors)
+
+
+def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError, ...]:
+    """The UCM line of a message-level defect (UNT count or reference, UNH reference), if any.
+
+    AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received.
+    """
+    if error.segment_tag not in ("UNT", "UNH") or error.segment_number is None:
+        return ()
+    try:
+        decoded = decode(raw)
+        segments = tokenize(decoded.text, decoded.delimiters)
+    except (EdifactError, ValueError, IndexError):
+        return ()
+    unh: Segment | None = None
+    for segment in reversed(segments[: min(error.segment_number, len(segments))]):
+        if segment.tag == "UNH":
+            unh = segment
+            break
+    if unh is None or not unh.value(0):
+        return ()
+    where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" else "UNH"
+    return (
+        ContrlMessageError(
+            message_ref=unh.value(0),
+            message_type=":".join(unh.components(1)),
+            code=error.syntax_error_code,
+            segment=where,
+        ),
+    )
 
 
 def _log_result(result: IngestResult) -> None:
@@ -675,17 +834,38 @@ def _tenant_or_placeholder(mp_id: str) -> TenantId:
 
 
 def _lenient_header(raw: bytes) -> tuple[str, str, str] | None:
-    """Sender, recipient and 0020 from a UNB that parses even if the rest does not."""
+    """Sender, recipient and 0020 from a UNB that parses even if the rest does not.
+
+    Only the UNB segment is tokenized, so a truncated or garbled tail still leaves the sender
+    identifiable (and answerable by CONTRL).
+    """
     try:
         decoded = decode(raw)
-        for segment in tokenize(decoded.text, decoded.delimiters):
+        text = decoded.text.lstrip("\r\n")
+        end = _segment_end(text, decoded.delimiters.terminator, decoded.delimiters.release)
+        if end < 0:
+            return None
+        for segment in tokenize(text[: end + 1], decoded.delimiters):
             if segment.tag == "UNB":
                 sender, recipient, ref = segment.value(1), segment.value(2), segment.value(4)
                 # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14) get none: a dead letter.
                 fits = 0 < len(sender) <= 35 and 0 < len(recipient) <= 35 and 0 < len(ref) <= 14
                 return (sender, recipient, ref) if fits else None
-            if segment.tag != "UNA":
-                return None
+            return None
     except (EdifactError, ValueError, IndexError):
         return None
     return None
+
+
+def _segment_end(text: str, terminator: str, release: str | None) -> int:
+    """Index of the first segment terminator not escaped by the release character (-1: none)."""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if release and c == release:
+            i += 2
+            continue
+        if c == terminator:
+            return i
+        i += 1
+    return -1

@@ -13,14 +13,15 @@ them against each backend):
 - Sequence numbers start at 1 and have no gaps; global positions increase in commit order.
 - ``stream_version`` is O(1); keys scan in stream-then-sequence and due-time order.
 - Registry keys are tenant-scoped; a key bound to another stream raises ``RegistryConflict``.
+- Journal entries of a ``Commit`` are appended with it or not at all, in commit order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -30,6 +31,19 @@ from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.version import ExpectedVersion
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One plain-data entry appended to the tenant-scoped journal ``key`` (a read model).
+
+    Journals are append-only lists per business key (e.g. ``supply:<MaLo>``), written in the
+    same transaction as the events that decided them, so a read model never lags its cause.
+    """
+
+    tenant_id: TenantId
+    key: str
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +65,7 @@ class Commit:
     cancel_deadline_ids: Sequence[DeadlineId] = ()
     snapshot: Snapshot | None = None
     registry: Sequence[tuple[str, ProcessIdentity]] = ()
+    journal: Sequence[JournalEntry] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,16 @@ class Registry(Protocol):
 
 
 @runtime_checkable
+class Journal(Protocol):
+    """Tenant-scoped, append-only lists of plain entries per key (read models of a commit)."""
+
+    async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]: ...
+    async def append_journal(
+        self, tenant_id: TenantId, key: str, entries: Sequence[Mapping[str, Any]]
+    ) -> None: ...
+
+
+@runtime_checkable
 class Inbox(Protocol):
     """Inbound dedup: ``accept`` is true the first time a key is seen, false after."""
 
@@ -170,6 +195,7 @@ class Store(
     SnapshotStore,
     DeadlineStore,
     Registry,
+    Journal,
     Inbox,
     DeadLetterStore,
     CheckpointStore,

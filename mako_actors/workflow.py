@@ -61,7 +61,9 @@ class WorkflowOutput(BaseModel):
 
     ``register_keys`` are business keys (e.g. MaLo + transaction reference) to map to this
     process in the registry, in the same write; ``cancel_deadlines`` names labels of this
-    process's deadlines that the command discharges.
+    process's deadlines that the command discharges; ``journal`` appends ``(key, plain data)``
+    to the tenant's journal ``key`` (a read model, e.g. a MaLo's supply assignments) in the
+    same write.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -71,6 +73,7 @@ class WorkflowOutput(BaseModel):
     deadlines: tuple[PendingDeadline, ...] = ()
     cancel_deadlines: tuple[str, ...] = ()
     register_keys: tuple[str, ...] = ()
+    journal: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @classmethod
     def of(cls, *events: Event) -> WorkflowOutput:

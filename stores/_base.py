@@ -9,7 +9,7 @@ else, the whole public store API, lives here, so backends cannot drift apart.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -188,6 +188,21 @@ class StoreBase(abc.ABC):
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         """The process bound to ``key`` in ``tenant_id``, if any."""
         return await self._read(lambda txn: schema.lookup(txn, tenant_id, key))
+
+    async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
+        """The entries of journal ``key`` in ``tenant_id``, in append order (empty if none)."""
+        return await self._read(lambda txn: schema.journal(txn, tenant_id, key))
+
+    async def append_journal(
+        self, tenant_id: TenantId, key: str, entries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Append ``entries`` to journal ``key`` in one transaction (imports; commits carry their own)."""
+
+        def write(txn: KvTxn) -> None:
+            for entry in entries:
+                schema.append_journal(txn, tenant_id, key, entry)
+
+        await self._write(write)
 
     async def accept(self, key: str, digest: str = "") -> bool:
         """True the first time ``key`` is seen; false for a repeat with the same ``digest``.

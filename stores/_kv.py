@@ -27,6 +27,7 @@ DATABASES = (
     "inbox",  # key                         -> digest
     "dead_letters",  # position(8)          -> dead letter
     "checkpoints",  # name                  -> position(8)
+    "journal",  # tenant(16) key \0 seq(8)  -> entry (read models written in a commit)
 )
 
 

@@ -8,7 +8,7 @@ of plain data, never pickle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -180,6 +180,8 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         save_snapshot(txn, commit.snapshot)
     for business_key, identity in commit.registry:
         register(txn, identity.tenant_id, business_key, identity)
+    for entry in commit.journal:
+        append_journal(txn, entry.tenant_id, entry.key, entry.data)
     return CommitResult(tuple(stored), version)
 
 
@@ -464,3 +466,21 @@ def save_checkpoint(txn: KvTxn, name: str, position: int) -> None:
 def load_checkpoint(txn: KvTxn, name: str) -> int:
     raw = txn.get("checkpoints", name.encode())
     return 0 if raw is None else from_u64(raw)
+
+
+def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
+    if not key or "\x00" in key:
+        raise InvalidArgument(f"journal key must be non-empty and without NUL: {key!r}")
+    return tenant_id.bytes + key.encode() + b"\x00"
+
+
+def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
+    """Append one entry; its sequence number is the journal's length (journals stay short)."""
+    prefix = _journal_prefix(tenant_id, key)
+    seq = sum(1 for _ in txn.scan("journal", prefix, _prefix_end(prefix)))
+    txn.put("journal", prefix + u64(seq), pack(dict(data)))
+
+
+def journal(txn: KvTxn, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
+    prefix = _journal_prefix(tenant_id, key)
+    return [unpack(raw) for _, raw in txn.scan("journal", prefix, _prefix_end(prefix))]

@@ -35,6 +35,7 @@ class Reason:
 
     VORLAUFFRIST_MISSED = "vorlauffrist_missed"
     COMPETING_PROCESS = "competing_process"
+    COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
     APPROVED_GENERATING = "approved_generating"
     LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
@@ -42,6 +43,7 @@ class Reason:
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_SUPPLIER = "abmeldung_not_supplier"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
+    ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     # APERAK (ERC)
     MISSING_DATA = "missing_data"
     ID_UNKNOWN = "id_unknown"
@@ -101,20 +103,26 @@ def _c(reason: str, meaning: str, unconfirmed: bool = True) -> CodeInfo:
 
 _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     Ebd.REJECT_AT_ONCE: {
-        "A06": _c(Reason.COMPETING_PROCESS, "andere Anmeldung in Bearbeitung †"),
-        "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten †"),
+        # AHB-FACTS §4 (EBD 4.1, S3): A06 verbr. / A45 erz. "andere Anmeldung in Bearbeitung"
+        "A06": _c(Reason.COMPETING_PROCESS, "andere Anmeldung in Bearbeitung", unconfirmed=False),
+        "A45": _c(
+            Reason.COMPETING_PROCESS_GENERATING, "erz.: andere Anmeldung in Bearbeitung", unconfirmed=False
+        ),
+        "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten", unconfirmed=False),
     },
     Ebd.DECIDE_ANMELDUNG: {
-        "A50": _c(Reason.LFA_OBJECTED_CONSUMING, "LFA hat widersprochen (verbrauchende MaLo) †"),
-        "A51": _c(Reason.APPROVED_CONSUMING, "Zustimmung (verbrauchende MaLo) †"),
-        "A57": _c(Reason.LFA_OBJECTED_GENERATING, "LFA hat widersprochen (erzeugende MaLo) †"),
-        "A58": _c(Reason.APPROVED_GENERATING, "Zustimmung (erzeugende MaLo) †"),
+        # AHB-FACTS §4 (EBD 4.1, S3)
+        "A50": _c(Reason.LFA_OBJECTED_CONSUMING, "LFA hat widersprochen (verbr. MaLo)", unconfirmed=False),
+        "A51": _c(Reason.APPROVED_CONSUMING, "Zustimmung (verbr. MaLo)", unconfirmed=False),
+        "A57": _c(Reason.LFA_OBJECTED_GENERATING, "LFA hat widersprochen (erz. MaLo)", unconfirmed=False),
+        "A58": _c(Reason.APPROVED_GENERATING, "Zustimmung (erz. MaLo)", unconfirmed=False),
     },
-    # Placeholders †: take the real codes from E_0607 of each FV before production use.
+    # E_0607 (EBD 4.1, S3): A11 Zustimmung (verbr.), A02 Vorlauffrist nicht eingehalten. An
+    # Abmeldung by a supplier not assigned to the MaLo is not an E_0607 case: APERAK Z17.
     Ebd.ABMELDUNG: {
-        "A01": _c(Reason.ABMELDUNG_APPROVED, "Abmeldung bestätigt † (placeholder)"),
-        "A02": _c(Reason.ABMELDUNG_NOT_SUPPLIER, "Absender ist nicht zugeordneter LF † (placeholder)"),
-        "A03": _c(Reason.ABMELDUNG_NOT_FORWARD, "Zuordnungsende nicht in der Zukunft † (placeholder)"),
+        "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
+        "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
+        "A09": _c(Reason.ABMELDUNG_ALREADY_ENDED, "Lieferende zum Abmeldedatum wurde bereits bestätigt"),
     },
     Ebd.APERAK: {
         "Z29": _c(Reason.MISSING_DATA, "erforderliche Angabe für diesen Anwendungsfall fehlt †"),

@@ -72,17 +72,19 @@ class InboundUtilmd(BaseModel):
 class ReceiveAnmeldung(InboundUtilmd):
     """UTILMD 55001 (consuming MaLo) or 55077 (generating MaLo) from the LFN.
 
-    NB master data: ``current_supplier`` holds the MaLo at Zuordnungsbeginn (the LFA; ``None``
-    or the sender itself means none); ``future_supplier`` is an LFZ confirmed for a later date,
-    whose assignment starting ``future_supplier_start`` the Anmeldung supersedes;
-    ``competing_process`` says another live process holds the MaLo key, and
-    ``competing_start``/``competing_next_date`` become DTM+Z07/Z08 of the 55003.
-    ``malo_key_generation`` is the first unbound generation of ``malo_key`` (see ``keys``).
+    NB data from the MaLo's supply journal (``gpke.supply``): ``current_supplier`` holds the
+    MaLo at Zuordnungsbeginn (the LFA; ``None`` or the sender itself means none);
+    ``future_supplier`` is an LFZ confirmed for a later date, whose assignment starting
+    ``future_supplier_start`` the Anmeldung supersedes; ``competing_process`` says another
+    Anmeldung of the MaLo is being worked on, and ``competing_start``/``competing_next_date``
+    become DTM+Z07/Z08 of the 55003; ``assigned_at_start`` is the supplier whose confirmed
+    Anmeldung starts exactly at ``zuordnungsbeginn``. ``malo_key_generation`` is the number of
+    claims in the journal, the generation of ``malo_key`` this Anmeldung binds (see ``keys``).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
     pid: Literal["55001", "55077"]
-    zuordnungsbeginn: AwareDatetime
+    zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     current_supplier: str | None = None
     future_supplier: str | None = None
@@ -90,30 +92,39 @@ class ReceiveAnmeldung(InboundUtilmd):
     competing_process: bool = False
     competing_start: AwareDatetime | None = None
     competing_next_date: AwareDatetime | None = None
+    assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
 
 
 class ReceiveAbmeldung(InboundUtilmd):
-    """UTILMD 55004 (Abmeldung, Lieferende) from a supplier; ``current_supplier`` is NB data."""
+    """UTILMD 55004 (Abmeldung, Lieferende) from a supplier.
+
+    From the MaLo's supply journal: ``current_supplier`` is the sender when it holds an
+    assignment the Abmeldung can end, else who supplies on the day before the end;
+    ``already_ended``: the sender's supply already ends at exactly that date (confirmed before).
+    """
 
     kind: Literal["abmeldung"] = "abmeldung"
     pid: Literal["55004"] = "55004"
-    zuordnungsende: AwareDatetime
+    zuordnungsende: AwareDatetime | None = None  # DTM+93; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     current_supplier: str | None = None
+    already_ended: bool = False
 
 
 class ReceiveLfaAnswer(InboundUtilmd):
     """UTILMD 55011 (Bestätigung) / 55012 (Ablehnung) from the LFA to our 55010.
 
-    ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code`` its STS+E01 code of E_0624
-    (required for 55012: it is repeated as STS+Z35 in the 55003).
+    ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code``/``answer_ebd`` its STS+E01
+    code of E_0624 (required; a 55012's is repeated as STS+Z35 in the 55003). Since FV2504 the
+    answer has no SG5, so ``malo`` is normally ``None`` (AHB-FACTS §2).
     """
 
     kind: Literal["lfa_answer"] = "lfa_answer"
     pid: Literal["55011", "55012"]
     request_ref: str
     answer_code: str | None = None
+    answer_ebd: str | None = None
     zuordnungsende: AwareDatetime | None = None
 
 

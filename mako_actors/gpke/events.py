@@ -105,7 +105,11 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
-    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent."""
+    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent.
+
+    ``assigned_supplier``: the competitor is not a running Anmeldung but a confirmed
+    assignment of that supplier starting at the same date.
+    """
 
     ebd: str
     code: str
@@ -113,6 +117,7 @@ class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
     answer: OutboundRef
     processing_start: datetime | None = None
     next_processing_date: datetime | None = None
+    assigned_supplier: str | None = None
 
 
 class LfaConsulted(Event, type="gpke.lfa_consulted"):
@@ -125,12 +130,17 @@ class LfaConsulted(Event, type="gpke.lfa_consulted"):
 
 
 class LfaAnswered(Event, type="gpke.lfa_answered"):
-    """The LFA answered in time: 55011 (``confirmed``) or 55012 with its E_0624 ``code``."""
+    """The LFA answered in time with its E_0624 ``code``.
+
+    ``confirmed``: the answer counts as agreement for E_0623: a 55011, or a 55012 with A30/A41
+    (supply already ended; AHB-FACTS §4). ``warnings``: AHB findings that reject nothing.
+    """
 
     inbound: InboundInfo
     confirmed: bool
     code: str | None
     aperak: OutboundRef
+    warnings: tuple[str, ...] = ()
 
 
 class LfaDeemedToAgree(Event, type="gpke.lfa_deemed_to_agree"):

@@ -1,23 +1,22 @@
 """Routing keys the GPKE workflow registers, and the caller looks up (DOMAIN §5).
 
 All keys are tenant-scoped by the registry. A key is bound to one process forever, so the
-MaLo key carries a *generation*: the caller probes ``malo_key(…, 0)``, ``…1`` … up to the first
-unbound one; if the last bound one belongs to a live process, the new Anmeldung competes with
-it (``competing_process=True``), otherwise the new process takes the first unbound generation.
+MaLo key carries a *generation*: the n-th Anmeldung of a MaLo that passes E_0622 binds
+``malo_key(MaLo, n)``, n being the number of claims in the MaLo's supply journal
+(``gpke.supply``). Two concurrent Anmeldungen for one MaLo compute the same generation; the
+store lets only one bind it (``RegistryConflict``), and the other one is decided again and
+then sees the first one's claim (E_0622 A06). The key is per MaLo, not per date: E_0622 asks
+for any unanswered Anmeldung of the MaLo (AHB-FACTS §4, step 70).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from mako_actors.gpke.calendar import BERLIN
-
 __all__ = ["ide_key", "interchange_key", "malo_key", "transaction_key"]
 
 
-def malo_key(malo: str, zuordnungsbeginn: datetime, generation: int = 0) -> str:
-    """``malo:<MaLo>:<Berlin date of Zuordnungsbeginn>#<generation>``: the competing-process key."""
-    return f"malo:{malo}:{zuordnungsbeginn.astimezone(BERLIN).date().isoformat()}#{generation}"
+def malo_key(malo: str, generation: int = 0) -> str:
+    """``malo:<MaLo>#<generation>``: the claim of the ``generation``-th Anmeldung of a MaLo."""
+    return f"malo:{malo}#{generation}"
 
 
 def transaction_key(sender: str, ide_ref: str) -> str:

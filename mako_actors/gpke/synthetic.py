@@ -73,15 +73,22 @@ def lfa_answer(
     control_ref: str,
     sent_at: datetime,
     confirm: bool = True,
-    answer_code: str = "A01",
+    answer_code: str | None = None,
+    end: datetime | None = None,
 ) -> bytes:
-    """UTILMD 55011 (confirm) or 55012 (object, with an E_0624 ``answer_code``) to our 55010."""
+    """UTILMD 55011 (confirm) or 55012 (object) to our 55010, shaped as since FV2504.
+
+    No SG5 (``malo`` is not sent: AHB-FACTS §2); the E_0624 ``answer_code`` defaults to A36
+    (agrees, contract ended) or A35 (Vertragsbindung); a 55011 carries ``DTM+93`` ``end``.
+    """
+    del malo  # kept in the signature for callers; an answer names its request by RFF+TN only
     transaction = UtilmdTransaction(
         ide_ref=ide_ref,
         pid="55011" if confirm else "55012",
-        malo=malo,
+        end=end if confirm and end is not None else (sent_at if confirm else None),
+        transaction_reason="E01",
         request_ref=request_ref,
-        answer_code=answer_code,
+        answer_code=answer_code or ("A36" if confirm else "A35"),
         answer_ebd="E_0624",
     )
     return _utilmd(lfa, nb, sent_at, control_ref, transaction)

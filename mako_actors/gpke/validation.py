@@ -1,21 +1,35 @@
-"""Identifier checks: MaLo-ID check digit, market partner ids (MP-ID), GS1 GLN.
+"""Identifier checks (MaLo-ID, MP-ID, GLN) and the per-PID AHB rules of UTILMD Strom.
 
 Pure functions returning booleans or a list of findings, never raising on bad input: a bad id
 in an inbound message becomes a negative APERAK or a rejecting answer, not an exception.
+
+``AHB_RULES`` holds, per Prüfidentifikator, what the UTILMD AHB Strom 2.1 (FV2504/FV2510/FV2604)
+requires of one transaction; ``check_transaction`` checks a message against the rules of *its
+own* PID, never against a trigger's (an answer such as 55011 has no SG5 since FV2504).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 __all__ = [
+    "AHB_RULES",
+    "E_0624_CLUSTERS",
+    "AhbFinding",
+    "AhbRule",
     "MpIdCheck",
     "MpIdIssue",
     "check_mp_id",
+    "check_transaction",
     "gs1_check_digit",
     "is_valid_gln",
     "is_valid_malo_id",
+    "lfa_objects",
     "malo_check_digit",
     "mp_id_issue",
     "mp_id_qualifiers",
@@ -116,3 +130,148 @@ def mp_id_qualifiers(value: str) -> tuple[str, str]:
     if value.startswith("98"):
         return "502", "332"
     return "14", "9"
+
+
+# -- per-PID AHB rules (../shared/spec/AHB-FACTS.md §2–§4) ---------------------------------------
+
+Cluster = Literal["Zustimmung", "Ablehnung"]
+
+
+@dataclass(frozen=True, slots=True)
+class AhbRule:
+    """What the AHB requires of one PID's transaction (SG4 and its SG5/SG6).
+
+    ``malo``: SG5 ``LOC+Z16`` is Muss (``"required"``) or the PID has no SG5 at all
+    (``"absent"``; AHB-FACTS §2). ``request_ref``: SG6 ``RFF+TN`` is Muss (§2, last paragraph).
+    ``dates``: SG4 ``DTM`` qualifiers that are Muss (§3). ``reasons``: allowed ``STS+7``
+    Transaktionsgrund codes (C556#1; empty: no STS+7 check). ``answer_ebd``/``answer_cluster``:
+    the ``STS+E01`` answer is Muss with a code of that EBD from that cluster (§3, §4).
+    """
+
+    pid: str
+    malo: Literal["required", "absent"]
+    request_ref: bool = False
+    dates: tuple[str, ...] = ()
+    reasons: frozenset[str] = frozenset()
+    answer_ebd: str | None = None
+    answer_cluster: Cluster | None = None
+
+
+#: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
+#: EBD 4.1; same code sets in FV2604/FV2610).
+E_0624_CLUSTERS: Mapping[str, Cluster] = {
+    "A43": "Ablehnung",  # Fristüberschreitung (step 5, checked first by the LFA)
+    "A30": "Ablehnung",  # supply already ended, Abmeldung confirmed (verbr.): no objection for the NB
+    "A41": "Ablehnung",  # the same for a generating MaLo
+    "A32": "Ablehnung",
+    "A33": "Ablehnung",
+    "A35": "Ablehnung",
+    "A39": "Ablehnung",
+    "A31": "Zustimmung",
+    "A42": "Zustimmung",
+    "A34": "Zustimmung",
+    "A38": "Zustimmung",
+    "A36": "Zustimmung",
+    "A40": "Zustimmung",
+}
+
+_ANMELDUNG_REASONS = frozenset({"E01", "E03"})
+# 55004 STS+7 #1 (§3); ZZD is allowed from FV2510 (valid from 01.04.2026) and accepted throughout.
+_ABMELDUNG_REASONS = frozenset({"E01", "Z33", "Z41", "ZG9", "ZH1", "ZH2", "ZT4", "ZT5", "ZZD"})
+
+#: The rules per PID: what we receive (55001, 55077, 55004, 55011, 55012) and what we send.
+AHB_RULES: Mapping[str, AhbRule] = {
+    rule.pid: rule
+    for rule in (
+        AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS),
+        AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"})),
+        AhbRule("55004", "required", dates=("93",), reasons=_ABMELDUNG_REASONS),
+        AhbRule("55011", "absent", request_ref=True, dates=("93",), answer_ebd="E_0624",
+                answer_cluster="Zustimmung"),
+        AhbRule("55012", "absent", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
+        AhbRule("55002", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
+        AhbRule("55078", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
+        AhbRule("55003", "absent", request_ref=True),
+        AhbRule("55080", "absent", request_ref=True),
+        AhbRule("55005", "absent", request_ref=True, answer_ebd="E_0607", answer_cluster="Zustimmung"),
+        AhbRule("55006", "absent", request_ref=True, answer_ebd="E_0607", answer_cluster="Ablehnung"),
+        AhbRule("55010", "required", dates=("93",)),
+        AhbRule("55036", "required", request_ref=True),
+        AhbRule("55037", "required", dates=("93",)),
+        AhbRule("55038", "required", dates=("92",)),
+    )
+}
+
+
+class AhbFinding(StrEnum):
+    """What kind of AHB violation a finding is (the workflow maps it to an APERAK ERC code)."""
+
+    MISSING = "missing"  # a Muss field is absent (ERC Z29)
+    CODE_NOT_ALLOWED = "code_not_allowed"  # a code outside the allowed set (ERC Z39)
+
+
+def check_transaction(
+    pid: str,
+    *,
+    malo: str | None,
+    request_ref: str | None,
+    dates: Mapping[str, datetime | None],
+    transaction_reason: str | None = None,
+    answer_code: str | None = None,
+    answer_ebd: str | None = None,
+) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
+    """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
+
+    A segment the PID does not have (``LOC+Z16`` in a 55011 since FV2504) is a warning and
+    is to be ignored by the caller, not an error: it changes nothing the answer means. An
+    unknown PID has no rule and yields nothing (the router decides about it).
+    """
+    rule = AHB_RULES.get(pid)
+    errors: list[tuple[AhbFinding, str]] = []
+    warnings: list[str] = []
+    if rule is None:
+        return errors, warnings
+    if rule.malo == "required" and not malo:
+        errors.append((AhbFinding.MISSING, f"PID {pid}: MaLo-ID (SG5 LOC+Z16) missing"))
+    elif rule.malo == "absent" and malo:
+        warnings.append(f"PID {pid} has no SG5 since FV2504 (AHB-FACTS §2); LOC+Z16 {malo} ignored")
+    if rule.request_ref and not request_ref:
+        errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
+    for qualifier in rule.dates:
+        if dates.get(qualifier) is None:
+            errors.append((AhbFinding.MISSING, f"PID {pid}: DTM+{qualifier} missing or malformed"))
+    if rule.reasons:
+        if not transaction_reason:
+            errors.append((AhbFinding.MISSING, f"PID {pid}: STS+7 Transaktionsgrund missing"))
+        elif transaction_reason not in rule.reasons:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: Transaktionsgrund {transaction_reason} not in {sorted(rule.reasons)}",
+            ))
+    if rule.answer_ebd is not None:
+        if not answer_code:
+            text = f"PID {pid}: STS+E01 answer code of {rule.answer_ebd} missing"
+            errors.append((AhbFinding.MISSING, text))
+        elif answer_ebd and answer_ebd != rule.answer_ebd:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: answer code {answer_code} names EBD {answer_ebd}, expected {rule.answer_ebd}",
+            ))
+        elif rule.answer_ebd == "E_0624" and E_0624_CLUSTERS.get(answer_code) != rule.answer_cluster:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: {answer_code} is not an E_0624 code of the cluster {rule.answer_cluster}",
+            ))
+    return errors, warnings
+
+
+def lfa_objects(answer_code: str | None, *, generating: bool) -> bool:
+    """Whether an LFA's E_0624 ``Ablehnung`` code counts as an objection for E_0623 (§4).
+
+    A43 (Fristüberschreitung) is looked at first and always stands. A30 (consuming) and A41
+    (generating): the supply already ended by a confirmed Abmeldung, so E_0623 treats it as
+    no objection (steps 50 / 440). Every other Ablehnung code is an objection.
+    """
+    if answer_code == "A43":
+        return True
+    return answer_code != ("A41" if generating else "A30")

@@ -68,7 +68,16 @@ from mako_actors.gpke.fristen import (
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
 from mako_actors.gpke.state import GpkeState, Status
-from mako_actors.gpke.validation import MpIdCheck, check_mp_id, is_valid_malo_id
+from mako_actors.gpke.supply import SupplyFact, supply_key
+from mako_actors.gpke.validation import (
+    AHB_RULES,
+    AhbFinding,
+    MpIdCheck,
+    check_mp_id,
+    check_transaction,
+    is_valid_malo_id,
+    lfa_objects,
+)
 from mako_actors.outbox import PendingOutbox
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
@@ -86,6 +95,11 @@ class GpkeConfig:
     codes: CodeTable = DEFAULT_CODES
     ack_windows: AckWindows = DEFAULT_ACK_WINDOWS
     mp_id_check: MpIdCheck = MpIdCheck.WARN
+    #: An Anmeldung for a date at which another Anmeldung of the MaLo was already confirmed is
+    #: rejected by E_0622 with the competing code (A06/A45), so no MaLo gets two suppliers for
+    #: one start date. False: E_0622 step 70 read literally (only an *unanswered* Anmeldung
+    #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
+    confirmed_assignment_blocks: bool = True
 
 
 def _seed(cmd: InboundUtilmd) -> str:
@@ -114,6 +128,7 @@ class _Out:
     deadlines: list[PendingDeadline] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    journal: list[SupplyFact] = field(default_factory=list)
 
     def ref(
         self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
@@ -150,7 +165,13 @@ class _Out:
             deadlines=tuple(self.deadlines),
             cancel_deadlines=tuple(self.cancel),
             register_keys=tuple(dict.fromkeys(self.keys)),
+            journal=tuple((supply_key(self.malo), f.to_entry()) for f in self.journal),
         )
+
+    @property
+    def malo(self) -> str:
+        assert self.state.malo is not None, "supply facts need the process's MaLo"
+        return self.state.malo
 
 
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
@@ -211,7 +232,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = self._start(state, cmd)
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
-        if not is_midnight_berlin(cmd.zuordnungsbeginn):
+        if cmd.zuordnungsbeginn is not None and not is_midnight_berlin(cmd.zuordnungsbeginn):
             errors.append(
                 self._error(
                     fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"
@@ -219,6 +240,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         if errors:
             return self._reject_inbound(out, cmd, errors)
+        assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
@@ -240,19 +262,27 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
+        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
+        # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
         reason = None
-        if cmd.competing_process:
-            reason = Reason.COMPETING_PROCESS
-        elif not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
+        competing = (
+            Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
+        )
+        assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
+        z07 = z08 = None
+        if not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
             reason = Reason.VORLAUFFRIST_MISSED
+        elif cmd.competing_process:
+            reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
+        elif assigned is not None:
+            # Confirmed for this very date already: that start is "in Bearbeitung" until it
+            # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
+            reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
-            z07 = cmd.competing_start if reason == Reason.COMPETING_PROCESS else None
-            z08 = cmd.competing_next_date if reason == Reason.COMPETING_PROCESS else None
             answer = out.utilmd(
                 cmd.sender,
                 _answer_pid(cmd.pid, False),
-                malo=cmd.malo,
                 start=cmd.zuordnungsbeginn,
                 answer_code=code,
                 answer_ebd=Ebd.REJECT_AT_ONCE,
@@ -269,11 +299,20 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     answer=answer,
                     processing_start=z07,
                     next_processing_date=z08,
+                    assigned_supplier=assigned if reason == competing and not cmd.competing_process else None,
                 )
             )
             return out.output()
-        assert cmd.malo is not None
-        out.keys.append(malo_key(cmd.malo, cmd.zuordnungsbeginn, cmd.malo_key_generation))
+        out.keys.append(malo_key(cmd.malo, cmd.malo_key_generation))
+        out.journal.append(
+            SupplyFact(
+                kind="claimed",
+                supplier=cmd.sender,
+                at=cmd.zuordnungsbeginn,
+                process=out.seed,
+                due=fristen.due.get("decision"),
+            )
+        )
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
@@ -317,7 +356,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
-            malo=s.malo,
+            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2)
+            malo=s.malo if confirmed else None,
             start=s.zuordnungsbeginn,
             answer_code=code,
             answer_ebd=Ebd.DECIDE_ANMELDUNG,
@@ -325,6 +365,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             lfa_answer_code=lfa_code,
             lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
         )
+        assert s.zuordnungsbeginn is not None
+        if confirmed:
+            out.journal.append(
+                SupplyFact(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+            )
+        else:
+            out.journal.append(SupplyFact(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
@@ -350,7 +397,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         fv = state.format_version or canonical_fv(cmd.format_version)
         out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
-        errors, _ = self._check_message(cmd, fv)
+        # Checked by the rules of its own PID (55011/55012: no SG5, RFF+TN and an E_0624 code),
+        # never by the trigger's (AHB-FACTS §2).
+        errors, warnings = self._check_message(cmd, fv)
         if cmd.sender != state.lfa:
             errors.append(
                 self._error(
@@ -361,10 +410,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             errors.append(
                 self._error(fv, Reason.ID_UNKNOWN, f"RFF+TN {cmd.request_ref} names no 55010 of ours")
             )
-        if cmd.malo is not None and cmd.malo != state.malo:
-            errors.append(self._error(fv, Reason.MALO_INVALID, f"MaLo {cmd.malo} is not {state.malo}"))
-        if cmd.pid == "55012" and not cmd.answer_code:
-            errors.append(self._error(fv, Reason.MISSING_DATA, "55012 without an E_0624 answer code"))
         if errors:
             return self._reject_inbound(out, cmd, errors)
         aperak = self._aperak(out, cmd, ())
@@ -381,9 +426,16 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.cancel.append(LFA_ANSWER_DEADLINE)
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
-        confirmed = cmd.pid == "55011"
+        # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
+        confirmed = cmd.pid == "55011" or not lfa_objects(cmd.answer_code, generating=state.generating)
         out.emit(
-            LfaAnswered(inbound=InboundInfo.of(cmd), confirmed=confirmed, code=cmd.answer_code, aperak=aperak)
+            LfaAnswered(
+                inbound=InboundInfo.of(cmd),
+                confirmed=confirmed,
+                code=cmd.answer_code,
+                aperak=aperak,
+                warnings=tuple(warnings),
+            )
         )
         out.cancel.append(LFA_ANSWER_DEADLINE)
         self._decide_anmeldung(out, confirmed=confirmed)
@@ -401,12 +453,23 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = self._start(state, cmd)
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
-        if not is_midnight_berlin(cmd.zuordnungsende):
+        if cmd.zuordnungsende is not None and not is_midnight_berlin(cmd.zuordnungsende):
             errors.append(
                 self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
             )
+        if not errors and cmd.current_supplier != cmd.sender and not cmd.already_ended:
+            # Not a case of E_0607: the sender is not assigned to the MaLo at that date (APERAK
+            # ERC Z17, AHB-FACTS §5); the Abmeldung counts as not received.
+            errors.append(
+                self._error(
+                    fv,
+                    Reason.SENDER_NOT_ASSIGNED,
+                    f"{cmd.sender} does not supply MaLo {cmd.malo} up to {cmd.zuordnungsende}",
+                )
+            )
         if errors:
             return self._reject_inbound(out, cmd, errors)
+        assert cmd.zuordnungsende is not None  # AHB rule of 55004
         aperak = self._aperak(out, cmd, ())
         out.emit(
             AbmeldungReceived(
@@ -421,18 +484,21 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
-        if cmd.current_supplier != cmd.sender:
-            reason = Reason.ABMELDUNG_NOT_SUPPLIER
-        elif not uet(cmd.received_at) < uet(cmd.zuordnungsende):
+        if not uet(cmd.received_at) < uet(cmd.zuordnungsende):
             reason = Reason.ABMELDUNG_NOT_FORWARD
+        elif cmd.already_ended:
+            reason = Reason.ABMELDUNG_ALREADY_ENDED  # E_0607 step 100 → 120 (A09)
         else:
             reason = Reason.ABMELDUNG_APPROVED
         confirmed = reason == Reason.ABMELDUNG_APPROVED
+        if confirmed:
+            out.journal.append(
+                SupplyFact(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
+            )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
             cmd.sender,
-            "55005" if confirmed else "55006",
-            malo=cmd.malo,
+            "55005" if confirmed else "55006",  # neither has an SG5 (AHB-FACTS §2)
             end=cmd.zuordnungsende,
             answer_code=code,
             answer_ebd=Ebd.ABMELDUNG,
@@ -467,9 +533,21 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     f"NAD+MR {cmd.addressed_to} is not the interchange's recipient {cmd.recipient}",
                 )
             )
-        if not cmd.malo:
-            errors.append(self._error(fv, Reason.MISSING_DATA, "MaLo-ID (LOC+Z16) missing"))
-        elif not is_valid_malo_id(cmd.malo):
+        findings, ahb_warnings = check_transaction(
+            cmd.pid,
+            malo=cmd.malo,
+            request_ref=getattr(cmd, "request_ref", None),
+            dates=_dates(cmd),
+            transaction_reason=getattr(cmd, "transaction_reason", None),
+            answer_code=getattr(cmd, "answer_code", None),
+            answer_ebd=getattr(cmd, "answer_ebd", None),
+        )
+        for finding, text in findings:
+            reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED
+            errors.append(self._error(fv, reason, text))
+        warnings.extend(ahb_warnings)
+        rule = AHB_RULES.get(cmd.pid)
+        if rule is not None and rule.malo == "required" and cmd.malo and not is_valid_malo_id(cmd.malo):
             errors.append(
                 self._error(fv, Reason.MALO_INVALID, f"MaLo-ID {cmd.malo} fails its check digit or format")
             )
@@ -573,6 +651,14 @@ def _received(info: InboundInfo) -> dict[str, Any]:
         "request_ide": info.ide_ref,
         "received_at": info.received_at,
         "status": Status.NEW,
+    }
+
+
+def _dates(cmd: InboundUtilmd) -> dict[str, datetime | None]:
+    """The SG4 DTM values of a command by qualifier (92 Beginn, 93 Ende)."""
+    return {
+        "92": getattr(cmd, "zuordnungsbeginn", None),
+        "93": getattr(cmd, "zuordnungsende", None),
     }
 
 

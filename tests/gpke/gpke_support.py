@@ -38,11 +38,14 @@ def anmeldung(**overrides: Any) -> Any:
 
 def lfa_answer(request_ref: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {
-        "pid": "55011", "sender": LFA, "recipient": NB, "malo": MALO, "ide_ref": "LFATX000001",
+        "pid": "55011", "sender": LFA, "recipient": NB, "ide_ref": "LFATX000001",
         "document_number": "LFADOC000001", "interchange_ref": "LFA0606080001", "message_ref": "A1",
         "format_version": "FV2504", "received_at": "2025-06-10T08:00:00+02:00",
-        "request_ref": request_ref,
+        "request_ref": request_ref, "answer_code": "A36", "answer_ebd": "E_0624",
+        "zuordnungsende": START,
     }
+    if overrides.get("pid") == "55012":  # a 55012 has no DTM+93 (AHB-FACTS §3)
+        values.pop("zuordnungsende")
     values.update(overrides)
     return build_command(values)
 
@@ -52,7 +55,7 @@ def abmeldung(**overrides: Any) -> Any:
         "pid": "55004", "sender": LFA, "recipient": NB, "malo": MALO, "ide_ref": "LFATX000009",
         "document_number": "LFADOC000009", "interchange_ref": "LFA0605143009", "message_ref": "B1",
         "format_version": "FV2510", "received_at": THU_1430,
-        "zuordnungsende": START, "current_supplier": LFA,
+        "zuordnungsende": START, "current_supplier": LFA, "transaction_reason": "Z33",
     }
     values.update(overrides)
     return build_command(values)

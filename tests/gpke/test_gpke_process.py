@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpke_support import LFA, LFN, MALO, NB, START, abmeldung, anmeldung, berlin, lfa_answer
+from gpke_support import LFA, LFN, MALO, NB, abmeldung, anmeldung, berlin, lfa_answer
 
 from mako_actors.errors import RegistryConflict
 from mako_actors.gpke import GpkeNbWorkflow, PidRouter, Status, ide_key, malo_key, transaction_key
@@ -110,8 +110,7 @@ async def test_outbox_messages_are_caused_by_the_events_that_store_their_refs(st
 
 async def test_business_keys_are_registered_in_the_same_write(store: LmdbStore) -> None:
     process = await new_process(store, anmeldung(current_supplier=LFA))
-    start = datetime.fromisoformat(START)
-    for key in (transaction_key(LFN, "LFNTX000001"), malo_key(MALO, start)):
+    for key in (transaction_key(LFN, "LFNTX000001"), malo_key(MALO, 0)):
         identity = await store.lookup(TENANT, key)
         assert identity is not None and identity.process_id == process.process_id
     # A second live process cannot take the same MaLo key: the registry guards the race.
@@ -147,7 +146,7 @@ async def test_lfa_objection_end_to_end(store: LmdbStore) -> None:
     process = await new_process(store, anmeldung(pid="55077", current_supplier=LFA))
     request = next(m for m in await outbox(store) if m.message_type == "UTILMD"
                    and m.payload["transactions"][0]["pid"] == "55010")
-    answer = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", answer_code="A02")
+    answer = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", answer_code="A35")
     await (await route_answer(store, answer)).execute_and_enqueue(answer)
     assert await store.deadlines_for_stream(process.stream_id) == []
     decided = [m for m in await outbox(store) if m.message_type == "UTILMD"

@@ -64,7 +64,7 @@ def test_structurally_broken_values_are_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="received_at"):
         anmeldung(received_at="2025-06-05T14:30:00")  # naive: the ÜT would be ambiguous
     with pytest.raises(InvalidArgument):
-        anmeldung(zuordnungsbeginn=None)
+        anmeldung(zuordnungsbeginn="first of July")
 
 
 def test_parse_command_round_trips_plain_data() -> None:
@@ -94,9 +94,9 @@ def test_every_outbound_payload_renders_as_edifact() -> None:
 def test_objection_and_negative_aperak_render() -> None:
     state, out = run(WF, WF.initial_state(), anmeldung(current_supplier=LFA))
     request_ide = utilmd(out, "55010")["ide_ref"]
-    _, objected = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A03"))
+    _, objected = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A35"))
     texts = [b.decode("latin-1") for b in _render_all(objected)]
-    assert "STS+Z35++A03:E_0624'" in texts[1]
+    assert "STS+Z35++A35:E_0624'" in texts[1]
     _, rejected = run(WF, WF.initial_state(), anmeldung(malo="51900000013"))
     (aperak,) = [b.decode("latin-1") for b in _render_all(rejected)]
     assert "BGM+313+" in aperak and "ERC+Z14'" in aperak and "RFF+ACE:LFN0605143001'" in aperak

@@ -74,7 +74,7 @@ def test_anmeldung_without_lfa_is_confirmed_at_once() -> None:
     assert not out.deadlines
     assert state.status is Status.CONFIRMED
     assert transaction_key(LFN, "LFNTX000001") in out.register_keys
-    assert malo_key(MALO, datetime.fromisoformat(START)) in out.register_keys
+    assert malo_key(MALO, 0) in out.register_keys
 
 
 def test_positive_aperak_references_the_request() -> None:
@@ -124,11 +124,11 @@ def test_lfa_confirms_then_nb_confirms_and_ends_lfa_assignment() -> None:
 def test_lfa_objects_then_55003_repeats_its_code_in_z35() -> None:
     state, out = with_lfa()
     request_ide = utilmd(out, "55010")["ide_ref"]
-    state, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A03"))
+    state, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A35"))
     assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55003", LFN)]
     tx = utilmd(out, "55003")
     assert (tx["answer_code"], tx["answer_ebd"]) == ("A50", "E_0623")
-    assert (tx["lfa_answer_code"], tx["lfa_answer_ebd"]) == ("A03", "E_0624")
+    assert (tx["lfa_answer_code"], tx["lfa_answer_ebd"]) == ("A35", "E_0624")
     assert state.status is Status.REJECTED
 
 
@@ -151,7 +151,7 @@ def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
     state, out = with_lfa()
     request_ide = utilmd(out, "55010")["ide_ref"]
     state, _ = run(WF, state, LfaAnswerDeadlinePassed(due_at=berlin(2025, 6, 10, 9, 0)))
-    late = lfa_answer(request_ide, pid="55012", answer_code="A03",
+    late = lfa_answer(request_ide, pid="55012", answer_code="A35",
                       received_at="2025-06-10T09:05:00+02:00")
     after, out = run(WF, state, late)
     assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored]
@@ -162,7 +162,7 @@ def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
 def test_answer_received_after_nine_counts_as_silence_even_before_the_timer_fired() -> None:
     state, out = with_lfa()
     request_ide = utilmd(out, "55010")["ide_ref"]
-    late = lfa_answer(request_ide, pid="55012", answer_code="A03",
+    late = lfa_answer(request_ide, pid="55012", answer_code="A35",
                       received_at="2025-06-10T09:00:01+02:00")
     after, out = run(WF, state, late)
     assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaDeemedToAgree,
@@ -175,7 +175,7 @@ def test_answer_received_after_nine_counts_as_silence_even_before_the_timer_fire
 def test_answer_at_exactly_nine_is_in_time() -> None:
     state, out = with_lfa()
     request_ide = utilmd(out, "55010")["ide_ref"]
-    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A03",
+    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A35",
                                        received_at="2025-06-10T09:00:00+02:00"))
     assert sent(out)[-1] == ("UTILMD", "55003", LFN)
 
@@ -200,9 +200,9 @@ def test_lfa_answer_from_another_party_is_rejected_by_aperak_and_changes_nothing
 
 def test_lfa_answer_to_unknown_request_and_55012_without_code() -> None:
     state, out = with_lfa()
-    _, out = run(WF, state, lfa_answer("NOTOURS", pid="55012"))
+    _, out = run(WF, state, lfa_answer("NOTOURS", pid="55012", answer_code=None))
     codes = [e["code"] for e in out.outbox[0].payload["errors"]]
-    assert codes == ["Z10", "Z29"]
+    assert codes == ["Z29", "Z10"]
 
 
 # -- E_0622 ------------------------------------------------------------------------------------
@@ -254,9 +254,9 @@ def test_generating_malo_confirmed_with_55078_a58() -> None:
 def test_generating_malo_objection_gives_55080_a57() -> None:
     state, out = start(anmeldung(pid="55077", current_supplier=LFA))
     request_ide = utilmd(out, "55010")["ide_ref"]
-    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A02"))
+    _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A39"))
     tx = utilmd(out, "55080")
-    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A02")
+    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A39")
 
 
 def test_generating_malo_vorlauffrist_gives_55080() -> None:
@@ -279,14 +279,18 @@ def test_abmeldung_confirmed_with_55005() -> None:
     assert state.status is Status.CONFIRMED
 
 
-@pytest.mark.parametrize(
-    ("overrides", "code"),
-    [({"current_supplier": LFN}, "A02"), ({"zuordnungsende": "2025-06-05T00:00:00+02:00"}, "A03")],
-)
-def test_abmeldung_rejected_with_55006(overrides: dict[str, Any], code: str) -> None:
-    state, out = start(abmeldung(**overrides))
-    assert utilmd(out, "55006")["answer_code"] == code
+def test_abmeldung_not_after_the_uet_is_rejected_with_55006_a02() -> None:
+    state, out = start(abmeldung(zuordnungsende="2025-06-05T00:00:00+02:00"))
+    assert utilmd(out, "55006")["answer_code"] == "A02"  # E_0607: Vorlauffrist nicht eingehalten
     assert state.status is Status.REJECTED
+
+
+def test_abmeldung_by_a_supplier_not_assigned_gets_aperak_z17() -> None:
+    # Not an E_0607 case (it has no such code): the sender is not assigned at that date.
+    state, out = start(abmeldung(current_supplier=LFN))
+    assert sent(out) == [("APERAK", "313", LFA)]
+    assert [e["code"] for e in out.outbox[0].payload["errors"]] == ["Z17"]
+    assert state.status is Status.NOT_RECEIVED
 
 
 # -- APERAK 313: counts as not received -------------------------------------------------------

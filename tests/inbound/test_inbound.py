@@ -105,7 +105,7 @@ async def test_lfa_answer_is_routed_by_rff_tn(store: LmdbStore) -> None:
         control_ref="LFA0001",
         sent_at=answer_at,
         confirm=False,
-        answer_code="A03",
+        answer_code="A35",
     )
     result = await p.ingest(answer, answer_at)
     [routed] = result.messages
@@ -114,7 +114,7 @@ async def test_lfa_answer_is_routed_by_rff_tn(store: LmdbStore) -> None:
     rejection = [m for m in last if kinds([m]) == ["55003"]]
     assert len(rejection) == 1
     tx = rejection[0].payload["transactions"][0]
-    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A50", "A03")
+    assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A50", "A35")
 
 
 async def test_retransmission_is_a_duplicate_and_other_bytes_raise_an_alarm(store: LmdbStore) -> None:
@@ -130,7 +130,19 @@ async def test_retransmission_is_a_duplicate_and_other_bytes_raise_an_alarm(stor
     alarm = await p.ingest(changed, THU_1430 + timedelta(minutes=6))
     assert alarm.status == "conflict" and "other content" in (alarm.error or "")
     assert [d.kind for d in await store.dead_letters()] == ["inbound-conflict"]
-    assert len(await store.read_all(0, 10_000)) == len(before[0])
+    # The sender learns of it: CONTRL 4 with 0085 = 26 (duplicate detected), under its own 0020.
+    after = await store.read_all(0, 10_000)
+    assert [e.event_type for e in after[len(before[0]) :]] == ["inbox.interchange_conflicted"]
+    contrls = [m for m in await outbox(store) if m.message_type == "CONTRL"]
+    [first] = [m for m in contrls if m.payload["action"] == "7"]
+    [answer] = [m for m in contrls if m.payload["action"] == "4"]
+    assert (answer.payload["action"], answer.payload["error_code"]) == ("4", "26")
+    assert answer.payload["interchange_ref"] == "LFN0605143001"
+    assert answer.payload["envelope"]["control_ref"] != first.payload["envelope"]["control_ref"]
+    assert "UCI+LFN0605143001+" in render_outbound("CONTRL", answer.payload).decode()
+    # The same conflicting bytes again: no second CONTRL, another alarm.
+    assert (await p.ingest(changed, THU_1430 + timedelta(minutes=7))).status == "conflict"
+    assert len([m for m in await outbox(store) if m.message_type == "CONTRL"]) == 2
 
 
 async def test_broken_interchange_is_rejected_with_contrl_and_starts_nothing(store: LmdbStore) -> None:
@@ -140,7 +152,11 @@ async def test_broken_interchange_is_rejected_with_contrl_and_starts_nothing(sto
     result = await p.ingest(raw, THU_1430, source="broken.edi")
     assert result.status == "rejected" and "UNT" in (result.error or "")
     [contrl] = await outbox(store)
-    assert contrl.payload["action"] == "4" and contrl.payload["error_code"] == "29"
+    # A message-level defect: UCI 4 and UCM+M1+UTILMD:D:11A:UN:S2.1+4+29 (AHB-FACTS §6).
+    assert contrl.payload["action"] == "4" and contrl.payload.get("error_code") is None
+    [ucm] = contrl.payload["messages"]
+    assert (ucm["reference"], ucm["message_type"]) == ("M1", "UTILMD")
+    assert (ucm["action"], ucm["error_code"]) == ("4", "29")
     events = await store.read_all(0, 100)
     assert {e.workflow_id.name for e in events} == {"mako-inbox"}  # no process started
     assert roundtrip(contrl).messages[0].message_type == "CONTRL"
@@ -199,8 +215,15 @@ async def test_unknown_and_gas_pids_become_dead_letters(store: LmdbStore) -> Non
         assert result.status == "accepted"
         assert [m.outcome for m in result.messages] == ["dead_letter"]
     letters = await store.dead_letters()
-    assert [d.reason.split(":")[0] for d in letters] == ["UnknownPid", "GasNotSupported"]
+    assert [d.reason.split(":")[0] for d in letters] == ["UnhandledPid", "UnhandledPid"]
     assert letters[0].payload["pid"] == "55555" and letters[0].payload["interchange_ref"] == "U1"
+    # ... and the sender learns of it: CONTRL 7 for the interchange, APERAK 313 Z31 for the message.
+    aperaks = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert sorted(a.payload["referenced_interchange_ref"] for a in aperaks) == ["G1", "U1"]
+    for aperak in aperaks:
+        assert aperak.recipient == LFN and aperak.payload["positive"] is False
+        assert [e["code"] for e in aperak.payload["errors"]] == ["Z31"]
+        assert b"ERC+Z31" in render_outbound("APERAK", aperak.payload)
 
 
 async def test_competing_anmeldung_is_rejected_at_once(store: LmdbStore) -> None:

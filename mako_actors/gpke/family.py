@@ -1,0 +1,138 @@
+"""GPKE (LFW24, NB side) as a market process family of the inbound pipeline (``family``).
+
+Triggers (55001/55077/55004) start a ``gpke-nb`` process after one read of the MaLo's supply
+journal (current and future supplier, an open Anmeldung, a confirmed start at the same date,
+the MaLo key generation); answers (55011/55012) resume the process bound to ``ide:<RFF+TN>``;
+CONTRL/APERAK on our interchanges resume the one bound to ``ic:<0020>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
+from mako_actors.gpke.commands import ReceiveAcknowledgement
+from mako_actors.gpke.keys import interchange_key, transaction_key
+from mako_actors.gpke.router import PidRouter
+from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
+
+__all__ = ["GpkeFamily"]
+
+_LAST_INSTANT = timedelta(microseconds=1)
+
+
+class GpkeFamily:
+    """The GPKE family: PIDs of ``router`` (default: 55001, 55077, 55004, 55011, 55012).
+
+    ``master_data`` stands in for imported assignments of MaLos whose supply journal has none.
+    """
+
+    name = "gpke"
+
+    def __init__(self, router: PidRouter | None = None, master_data: MasterData | None = None) -> None:
+        self._router = router or PidRouter()
+        self._master = master_data
+
+    def handles(self, pid: str) -> bool:
+        return pid in self._router.pids
+
+    async def route(self, tx: InboundTransaction, reads: Reads) -> Decision:
+        values = _values(tx)
+        route = self._router.route(str(values["pid"]))
+        if route.mode == "answer":
+            if not tx.transaction.request_ref:  # Muss in 55011/55012 (AHB-FACTS §2), our only route
+                return Refuse("Z29", f"PID {route.pid}: RFF+TN (reference of our request) missing")
+            command = self._router.build_command(values)
+            return Resume(
+                self._router.routing_key(command),
+                command,
+                unknown=f"RFF+TN {tx.transaction.request_ref!r} names no request of ours",
+            )
+        sender = str(values["sender"])
+        if await reads.lookup(tx.tenant, transaction_key(sender, tx.transaction.ide_ref)) is not None:
+            return Skip(f"transaction {tx.transaction.ide_ref} seen before")
+        command = await self._trigger_command(tx, values, reads)
+        return Start(route.workflow_name, self._router.workflow_id(route.pid, tx.format_version), command)
+
+    def acknowledgement(self, values: Mapping[str, Any]) -> tuple[str, BaseModel] | None:
+        try:
+            command = ReceiveAcknowledgement.model_validate(dict(values))
+        except ValidationError as exc:
+            raise InvalidArgument(f"acknowledgement: {exc}") from None
+        return interchange_key(command.referenced_interchange_ref), command
+
+    async def _trigger_command(
+        self, tx: InboundTransaction, values: dict[str, Any], reads: Reads
+    ) -> BaseModel:
+        """Add the MaLo's supply assignments and open claims to a trigger's values.
+
+        One journal read per trigger (``supply:<MaLo>``, see ``gpke.supply``): who supplies
+        the MaLo at the date, who is confirmed for later, whether another Anmeldung of the MaLo
+        is being worked on, and which generation of the MaLo key this one binds.
+        """
+        malo = values.get("malo")
+        start = values.get("zuordnungsbeginn") or values.get("zuordnungsende")
+        if malo and isinstance(start, datetime):
+            baseline = self._master.suppliers(str(values["recipient"]), malo, start) if self._master else None
+            view = SupplyView.fold(await reads.journal(tx.tenant, supply_key(malo)), baseline)
+            if values["pid"] in ("55001", "55077"):
+                suppliers = view.suppliers(start)
+                values["current_supplier"] = suppliers.current
+                values["future_supplier"] = suppliers.future
+                values["future_supplier_start"] = suppliers.future_start
+                values["malo_key_generation"] = view.claim_count
+                claim = view.open_claim()
+                if claim is not None:
+                    values["competing_process"] = True
+                    values["competing_start"] = claim.at
+                    values["competing_next_date"] = claim.due
+                confirmed = view.confirmed_start(start)
+                if confirmed is not None:
+                    values["assigned_at_start"] = confirmed.supplier
+            else:
+                sender = str(values["sender"])
+                if view.can_end(sender, start):
+                    values["current_supplier"] = sender
+                else:
+                    # Not the sender's to end: name who supplies on the last day before the end.
+                    values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
+                    values["already_ended"] = view.ended_at(sender, start)
+        return self._router.build_command(values)
+
+
+def _values(tx: InboundTransaction) -> dict[str, Any]:
+    """The router's plain values for one transaction (command field names)."""
+    interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+    values: dict[str, Any] = {
+        "pid": tx.pid,
+        "sender": message.sender.id if message.sender else interchange.sender.id,
+        # We are the UNB recipient (the tenant); a NAD+MR naming someone else is the sender's
+        # error, answered by the workflow's APERAK, never a reason to answer in another's name.
+        "recipient": interchange.recipient.id,
+        "addressed_to": message.recipient.id if message.recipient else None,
+        "malo": transaction.malo,
+        "ide_ref": transaction.ide_ref,
+        "document_number": message.document_number or message.reference,
+        "document_date": message.document_date,
+        "interchange_ref": interchange.control_ref,
+        "message_ref": message.reference,
+        "format_version": str(tx.format_version),
+        "received_at": tx.received_at,
+    }
+    if values["pid"] in ("55001", "55077"):
+        values["zuordnungsbeginn"] = transaction.start
+        values["transaction_reason"] = transaction.transaction_reason
+    elif values["pid"] == "55004":
+        values["zuordnungsende"] = transaction.end
+        values["transaction_reason"] = transaction.transaction_reason
+    elif values["pid"] in ("55011", "55012"):
+        values["request_ref"] = transaction.request_ref
+        values["answer_code"] = transaction.answer_code
+        values["answer_ebd"] = transaction.answer_ebd
+        values["zuordnungsende"] = transaction.end
+    return values

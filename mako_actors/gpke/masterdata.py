@@ -1,0 +1,142 @@
+"""The initial import of supply assignments into the store (``mako-actors masterdata import``).
+
+The import is the starting point of each MaLo's supply journal (``gpke.supply``); confirmed
+Anmeldungen and Abmeldungen change the assignments from there on, so the store, not the file,
+is the truth after the import. Accepted files:
+
+- JSON, a list of assignments ``[{"malo", "supplier", "from"?, "until"?}, ...]``, or the
+  per-MaLo shape of ``replay --master-data``: ``{"<MaLo>": {"current", "future"?, "future_start"?}}``;
+- CSV with the header ``malo,supplier,from,until`` (``from``/``until`` may be empty).
+
+Instants are ISO 8601 with an offset, or a date ``YYYY-MM-DD`` (00:00 Europe/Berlin, the start
+of a MaKo day). Everything is checked before anything is written: a bad row raises
+``InvalidArgument`` naming the file and the row, and the store is left untouched. Re-importing
+the same file appends nothing (an identical entry already in the journal is skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.calendar import BERLIN
+from mako_actors.gpke.supply import SupplyFact, supply_key
+from mako_actors.gpke.validation import is_valid_malo_id
+from mako_actors.ids import TenantId
+from mako_actors.store import Journal
+
+__all__ = ["ImportReport", "import_assignments", "load_assignments"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did: rows read, entries appended, entries already present."""
+
+    rows: int
+    appended: int
+    skipped: int
+    malos: int
+
+
+def _instant(value: Any, where: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0), BERLIN)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{where}: {text!r} is not an ISO 8601 date or instant") from None
+    if parsed.tzinfo is None:
+        raise InvalidArgument(f"{where}: {text!r} has no UTC offset")
+    return parsed
+
+
+def _fact(row: Mapping[str, Any], where: str) -> tuple[str, SupplyFact]:
+    malo = str(row.get("malo") or "").strip()
+    supplier = str(row.get("supplier") or "").strip()
+    if not is_valid_malo_id(malo):
+        raise InvalidArgument(f"{where}: MaLo-ID {malo!r} is not 11 digits with a valid check digit")
+    if not (supplier.isdigit() and len(supplier) == 13):
+        raise InvalidArgument(f"{where}: supplier {supplier!r} is not a 13-digit MP-ID")
+    start = _instant(row.get("from"), where)
+    until = _instant(row.get("until"), where)
+    if start is not None and until is not None and until <= start:
+        raise InvalidArgument(f"{where}: until {until.isoformat()} is not after from {start.isoformat()}")
+    return malo, SupplyFact(kind="assigned", supplier=supplier, at=start, until=until)
+
+
+def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
+    if isinstance(raw, list):
+        return [(f"{name}: entry {i + 1}", row) for i, row in enumerate(raw) if isinstance(row, Mapping)]
+    if isinstance(raw, Mapping):
+        rows: list[tuple[str, Mapping[str, Any]]] = []
+        for malo, entry in raw.items():
+            if not isinstance(entry, Mapping):
+                raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
+            where = f"{name}: MaLo {malo}"
+            future, future_start = entry.get("future"), entry.get("future_start")
+            if entry.get("current"):
+                until = future_start if future else None
+                rows.append((where, {"malo": malo, "supplier": entry["current"], "until": until}))
+            if future:
+                if not future_start:
+                    raise InvalidArgument(f"{where}: 'future' needs 'future_start'")
+                rows.append((where, {"malo": malo, "supplier": future, "from": future_start}))
+        return rows
+    raise InvalidArgument(f"{name}: expected a JSON list of assignments or an object by MaLo")
+
+
+def load_assignments(path: Path) -> list[tuple[str, SupplyFact]]:
+    """``(MaLo, assigned fact)`` per row of a JSON or CSV file; ``InvalidArgument`` on any bad row."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    name = str(path)
+    if path.suffix.lower() == ".json":
+        try:
+            rows = _rows_of_json(json.loads(text), name)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{name}: not JSON: {exc}") from None
+    elif path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        missing = {"malo", "supplier"} - set(reader.fieldnames or ())
+        if missing:
+            raise InvalidArgument(f"{name}: CSV header lacks {sorted(missing)} (malo,supplier,from,until)")
+        rows = [(f"{name}: line {i + 2}", row) for i, row in enumerate(reader)]
+    else:
+        raise InvalidArgument(f"{name}: expected a .json or .csv file")
+    return [_fact(row, where) for where, row in rows]
+
+
+async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportReport:
+    """Append the assignments of ``path`` to the MaLos' supply journals of ``tenant`` (MP-ID).
+
+    All rows are checked first (``InvalidArgument``, nothing written); entries already in a
+    journal are skipped, so re-running an import is harmless.
+    """
+    tenant_id = TenantId.from_party_id(tenant)
+    facts = load_assignments(path)
+    by_malo: dict[str, list[dict[str, Any]]] = {}
+    for malo, fact in facts:
+        by_malo.setdefault(malo, []).append(fact.to_entry())
+    appended = skipped = 0
+    for malo, entries in by_malo.items():
+        key = supply_key(malo)
+        present = await store.journal(tenant_id, key)
+        new = [e for e in entries if e not in present]
+        skipped += len(entries) - len(new)
+        if new:
+            await store.append_journal(tenant_id, key, new)
+            appended += len(new)
+    return ImportReport(rows=len(facts), appended=appended, skipped=skipped, malos=len(by_malo))
+

@@ -1,0 +1,198 @@
+"""Supply assignments of a MaLo (who supplies it from when), as a journal in the store.
+
+Each MaLo has one journal ``supply:<MaLo>`` (tenant-scoped, see ``store.Journal``). Its entries
+are ``SupplyFact``s, appended in the same transaction as the event that decided them:
+
+- ``assigned``: an imported assignment (``mako-actors masterdata import``), the starting point;
+- ``claimed``: an Anmeldung passed E_0622 and is being worked on (until it is decided);
+- ``started``: an Anmeldung was confirmed (E_0623): its supplier supplies from ``at``; the
+  previous supplier's assignment ends there and later ones are cancelled (55037 / 55038);
+- ``released``: a claimed Anmeldung was rejected (E_0623): nothing changes;
+- ``ended``: an Abmeldung was confirmed (E_0607): the supplier's assignment ends at ``at``.
+
+``SupplyView.fold`` replays a journal into the assignments and open claims; ingestion reads one
+journal per trigger and hands the result to the workflow as command data (the workflow looks
+nothing up). Everything stays local to one MaLo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "supply_key"]
+
+
+def supply_key(malo: str) -> str:
+    """The journal key of a MaLo's supply assignments: ``supply:<MaLo>``."""
+    return f"supply:{malo}"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppliers:
+    """Who supplies a MaLo at a date (``current``) and who is confirmed for later (``future``)."""
+
+    current: str | None = None
+    future: str | None = None
+    future_start: datetime | None = None
+
+
+class MasterData(Protocol):
+    """Initial assignments not (yet) imported into the store (``mako-actors masterdata import``).
+
+    Used only for a MaLo whose supply journal holds no imported assignment; confirmed
+    Anmeldungen and Abmeldungen in the journal change it from there on.
+    """
+
+    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
+
+
+class StaticMasterData:
+    """Initial assignments from a mapping MaLo → ``Suppliers`` (tests, demos, replays)."""
+
+    def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
+        self.by_malo = dict(by_malo or {})
+
+    def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
+        return self.by_malo.get(malo, Suppliers())
+
+
+class SupplyFact(BaseModel):
+    """One journal entry of a MaLo (see the module doc for the kinds).
+
+    ``process`` is the deciding process's key (its seed: sender, 0020, 0062 and IDE of the
+    trigger), so a claim and its outcome pair up; ``due`` is when a claimed Anmeldung is decided
+    at the latest (its 11:00 WT1 Frist), the DTM+Z08 of an A06 rejection.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["assigned", "claimed", "started", "released", "ended"]
+    supplier: str | None = None
+    at: datetime | None = None
+    until: datetime | None = None
+    process: str | None = None
+    due: datetime | None = None
+
+    def to_entry(self) -> dict[str, Any]:
+        """Plain data for the journal (``None`` fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(slots=True)
+class Assignment:
+    """``supplier`` supplies the MaLo in ``[start, end)``; ``None`` is open-ended."""
+
+    supplier: str
+    start: datetime | None
+    end: datetime | None
+    confirmed_by: str | None = None  # the process whose confirmed Anmeldung started it
+
+    def covers(self, at: datetime) -> bool:
+        return (self.start is None or self.start <= at) and (self.end is None or at < self.end)
+
+
+@dataclass(slots=True)
+class SupplyView:
+    """A MaLo's assignments and open Anmeldung claims, folded from its journal."""
+
+    assignments: list[Assignment] = field(default_factory=list)
+    claims: dict[str, SupplyFact] = field(default_factory=dict)
+    claim_count: int = 0
+
+    @classmethod
+    def fold(cls, entries: Iterable[Mapping[str, Any]], baseline: Suppliers | None = None) -> SupplyView:
+        """The view after ``entries`` (journal order). ``baseline`` stands in for an import
+        when the journal has none (master data handed to the pipeline, not yet imported)."""
+        facts = [SupplyFact.model_validate(entry) for entry in entries]
+        view = cls()
+        if baseline is not None and not any(f.kind == "assigned" for f in facts):
+            for fact in _baseline_facts(baseline):
+                view.apply(fact)
+        for fact in facts:
+            view.apply(fact)
+        return view
+
+    def apply(self, fact: SupplyFact) -> None:
+        if fact.kind == "assigned" and fact.supplier:
+            self.assignments.append(Assignment(fact.supplier, fact.at, fact.until))
+        elif fact.kind == "claimed" and fact.process:
+            self.claims[fact.process] = fact
+            self.claim_count += 1
+        elif fact.kind == "released" and fact.process:
+            self.claims.pop(fact.process, None)
+        elif fact.kind == "started" and fact.supplier and fact.at is not None:
+            if fact.process:
+                self.claims.pop(fact.process, None)
+            self._cut(None, fact.at)
+            self.assignments.append(Assignment(fact.supplier, fact.at, None, fact.process))
+        elif fact.kind == "ended" and fact.supplier and fact.at is not None:
+            self._cut(fact.supplier, fact.at)
+
+    def _cut(self, supplier: str | None, at: datetime) -> None:
+        """End the assignments (of ``supplier``, or all) at ``at``; drop those starting later."""
+        kept: list[Assignment] = []
+        for a in self.assignments:
+            if supplier is not None and a.supplier != supplier:
+                kept.append(a)
+            elif a.start is not None and a.start >= at:
+                continue  # a future assignment that never starts (55038 / ended before it)
+            else:
+                if a.end is None or a.end > at:
+                    a.end = at
+                kept.append(a)
+        self.assignments = kept
+
+    def supplier_at(self, at: datetime) -> str | None:
+        """Who supplies the MaLo at ``at`` (the latest decided assignment covering it)."""
+        for a in reversed(self.assignments):
+            if a.covers(at):
+                return a.supplier
+        return None
+
+    def suppliers(self, at: datetime) -> Suppliers:
+        """The supplier at ``at`` and the earliest one confirmed to start after it."""
+        later = [a for a in self.assignments if a.start is not None and a.start > at]
+        nxt = min(later, key=lambda a: a.start or at) if later else None
+        return Suppliers(
+            current=self.supplier_at(at),
+            future=nxt.supplier if nxt else None,
+            future_start=nxt.start if nxt else None,
+        )
+
+    def can_end(self, supplier: str, end: datetime) -> bool:
+        """Whether ``supplier`` holds an assignment an Abmeldung ending at ``end`` can end: one
+        running at ``end`` or starting exactly then (a future assignment cancelled, E_0607 step 90)."""
+        return any(
+            a.supplier == supplier and (a.start is None or a.start <= end) and (a.end is None or a.end > end)
+            for a in self.assignments
+        )
+
+    def ended_at(self, supplier: str, end: datetime) -> bool:
+        """Whether ``supplier``'s supply already ends exactly at ``end`` (E_0607 step 100)."""
+        return any(a.supplier == supplier and a.end == end for a in self.assignments)
+
+    def confirmed_start(self, at: datetime) -> Assignment | None:
+        """An assignment confirmed by an Anmeldung that starts exactly at ``at``, if any."""
+        for a in self.assignments:
+            if a.confirmed_by is not None and a.start == at:
+                return a
+        return None
+
+    def open_claim(self) -> SupplyFact | None:
+        """An Anmeldung of this MaLo that is being worked on and not yet answered (E_0622 A06)."""
+        return next(iter(self.claims.values()), None)
+
+
+def _baseline_facts(baseline: Suppliers) -> list[SupplyFact]:
+    facts: list[SupplyFact] = []
+    if baseline.current:
+        until = baseline.future_start if baseline.future else None
+        facts.append(SupplyFact(kind="assigned", supplier=baseline.current, until=until))
+    if baseline.future and baseline.future_start is not None:
+        facts.append(SupplyFact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
+    return facts

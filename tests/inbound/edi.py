@@ -1,0 +1,140 @@
+"""Hand-written UTILMD interchanges for the inbound tests: the segments a market partner sends.
+
+Written segment by segment (not through our renderer), so the tests read bytes shaped as the
+AHB says (AHB-FACTS §2–§3), including what our own renderer would never produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors import OutboxMessage
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.calendar import BERLIN
+from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+
+NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
+LFN2 = "9900000004001"
+MALO = "51900000012"
+THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)  # Thu 2025-11-13 14:30 CET (FV2510)
+START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # Zuordnungsbeginn 2025-12-01 00:00 CET
+
+
+def dtm(qualifier: str, at: datetime) -> str:
+    return f"DTM+{qualifier}:{at.astimezone(UTC):%Y%m%d%H%M}?+00:303"
+
+
+def interchange(
+    sender: str,
+    recipient: str,
+    control_ref: str,
+    sent_at: datetime,
+    transaction: Sequence[str],
+    *,
+    bgm: str = "E01",
+    version: str = "UTILMD:D:11A:UN:S2.1",
+    message_ref: str = "M1",
+) -> bytes:
+    """One interchange with one UTILMD message holding ``transaction`` (SG4 onwards)."""
+    body = [
+        f"UNH+{message_ref}+{version}",
+        f"BGM+{bgm}+D{control_ref}",
+        dtm("137", sent_at),
+        f"NAD+MS+{sender}::293",
+        f"NAD+MR+{recipient}::293",
+        *transaction,
+    ]
+    body.append(f"UNT+{len(body) + 1}+{message_ref}")
+    unb = f"UNB+UNOC:3+{sender}:500+{recipient}:500+{sent_at.astimezone(UTC):%y%m%d:%H%M}+{control_ref}"
+    text = "UNA:+.? '" + "'".join([unb, *body, f"UNZ+1+{control_ref}"]) + "'"
+    return text.encode("latin-1")
+
+
+def anmeldung(
+    lfn: str = LFN,
+    *,
+    ref: str = "LFN0001",
+    ide: str = "LFNTX1",
+    malo: str = MALO,
+    start: datetime = START,
+    sent_at: datetime = THU_1430,
+    pid: str = "55001",
+    version: str = "UTILMD:D:11A:UN:S2.1",
+) -> bytes:
+    """A 55001 (or 55077) Anmeldung as the AHB shapes it: IDE, DTM+92, STS+7, LOC+Z16, RFF+Z13."""
+    reason = "STS+7++E03" if pid == "55077" else "STS+7++E01+ZW4"
+    tx = [f"IDE+24+{ide}", dtm("92", start), reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
+    return interchange(lfn, NB, ref, sent_at, tx, version=version)
+
+
+def abmeldung(
+    lf: str, *, ref: str, ide: str, end: datetime, sent_at: datetime, malo: str = MALO
+) -> bytes:
+    """A 55004 Abmeldung: IDE, DTM+93, STS+7++Z33+ZW4, LOC+Z16, RFF+Z13."""
+    tx = [f"IDE+24+{ide}", dtm("93", end), "STS+7++Z33+ZW4", f"LOC+Z16+{malo}", "RFF+Z13:55004"]
+    return interchange(lf, NB, ref, sent_at, tx, bgm="E02")
+
+
+def lfa_answer(
+    request_ide: str,
+    *,
+    pid: str = "55011",
+    code: str = "A36",
+    ref: str = "LFA0001",
+    ide: str = "LFATX1",
+    sent_at: datetime,
+    end: datetime = START,
+    lfa: str = LFA,
+    malo: str | None = None,
+) -> bytes:
+    """A 55011/55012 as since FV2504: no SG5 (unless ``malo``), RFF+TN names our 55010."""
+    tx = [f"IDE+24+{ide}"]
+    if pid == "55011":
+        tx.append(dtm("93", end))
+    tx += ["STS+7++E01", f"STS+E01++{code}:E_0624"]
+    if malo is not None:
+        tx.append(f"LOC+Z16+{malo}")
+    tx += [f"RFF+Z13:{pid}", f"RFF+TN:{request_ide}"]
+    return interchange(lfa, NB, ref, sent_at, tx, bgm="E02")
+
+
+def berlin(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LmdbStore]:
+    async with LmdbStore(tmp_path / "db") as s:
+        yield s
+
+
+def pipeline(store: LmdbStore, clock: VirtualClock, **suppliers: Suppliers) -> InboundPipeline:
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    return InboundPipeline(store, host, tenants=[NB], master_data=StaticMasterData(suppliers), clock=clock)
+
+
+async def outbox(store: LmdbStore) -> list[OutboxMessage]:
+    return await store.pending(10_000, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def kind(m: OutboxMessage) -> str:
+    if m.message_type == "UTILMD":
+        return str(m.payload["transactions"][0]["pid"])
+    if m.message_type == "APERAK":
+        return "APERAK+" if m.payload["positive"] else "APERAK-"
+    return f"CONTRL{m.payload['action']}"
+
+
+def to(messages: list[OutboxMessage], recipient: str) -> list[str]:
+    return [kind(m) for m in messages if m.recipient == recipient]
+
+
+def tx(m: OutboxMessage) -> Any:
+    return m.payload["transactions"][0]

@@ -1,0 +1,245 @@
+"""Supply assignments are state: confirmed Anmeldungen/Abmeldungen change who supplies a MaLo,
+and no MaLo gets two suppliers for one start date (bytes in through ``InboundPipeline``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors import StreamId, TenantId
+from mako_actors.cli import main
+from mako_actors.edifact import render_outbound
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.masterdata import import_assignments
+from mako_actors.gpke.supply import SupplyView, supply_key
+from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers
+from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
+from stores.lmdb import LmdbStore
+from tests.inbound.edi import (
+    LFA,
+    LFN,
+    LFN2,
+    MALO,
+    NB,
+    START,
+    THU_1430,
+    abmeldung,
+    anmeldung,
+    berlin,
+    kind,
+    lfa_answer,
+    outbox,
+    pipeline,
+    store,
+    to,
+    tx,
+)
+
+__all__ = ["store"]
+TENANT = TenantId.from_party_id(NB)
+FRI_1000 = datetime(2025, 11, 14, 9, 0, tzinfo=UTC)  # Fri 10:00 CET, after the 09:00 Frist
+JAN_1 = berlin(2026, 1, 1)
+
+
+async def fire(store: LmdbStore, clock: VirtualClock, until: datetime) -> int:
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    return await scheduler.advance_to(clock, until)
+
+
+async def view(store: LmdbStore, baseline: Suppliers | None = None) -> SupplyView:
+    """The MaLo's assignments as the pipeline sees them (``baseline``: its static master data)."""
+    return SupplyView.fold(await store.journal(TENANT, supply_key(MALO)), baseline)
+
+
+# -- no MaLo gets two suppliers for one start date ----------------------------------------------
+
+
+async def test_a_confirmed_assignment_blocks_a_second_anmeldung_for_the_same_date(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)  # nobody supplies the MaLo: the first Anmeldung is confirmed at once
+    await p.ingest(anmeldung(LFN), THU_1430)
+    assert sorted(to(await outbox(store), LFN)) == ["55002", "APERAK+", "CONTRL7"]
+    later = THU_1430 + timedelta(hours=3)
+    [outcome] = (await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX"), later)).messages
+    assert outcome.outcome == "started"
+    [answer] = [m for m in await outbox(store) if m.recipient == LFN2 and m.message_type == "UTILMD"]
+    assert (kind(answer), tx(answer)["answer_code"], tx(answer)["answer_ebd"]) == ("55003", "A06", "E_0622")
+    assert datetime.fromisoformat(tx(answer)["processing_start"]) == START  # DTM+Z07
+    text = render_outbound("UTILMD", answer.payload).decode("latin-1")
+    assert "DTM+Z07:" in text and "DTM+Z08:" in text
+    assert (await view(store)).supplier_at(START) == LFN  # one supplier at that date
+
+
+async def test_a_rejected_first_anmeldung_does_not_block(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    answer_at = THU_1430 + timedelta(hours=1)
+    await p.ingest(lfa_answer(tx(request)["ide_ref"], pid="55012", code="A35", sent_at=answer_at), answer_at)
+    to_lfn = [kind(m) for m in await outbox(store) if m.recipient == LFN and m.message_type == "UTILMD"]
+    assert sorted(to_lfn) == ["55003", "55036"]
+    later = THU_1430 + timedelta(hours=2)
+    before = await outbox(store)
+    await p.ingest(anmeldung(LFN2, ref="SECOND1", ide="SECONDTX"), later)
+    new = [m for m in await outbox(store) if m not in before]
+    assert "55003" not in [kind(m) for m in new]
+    assert [m.recipient for m in new if kind(m) == "55010"] == [LFA]  # the LFA still supplies
+
+
+async def test_a_running_anmeldung_competes_for_any_date_of_the_malo(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    later = THU_1430 + timedelta(minutes=30)
+    await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX", start=JAN_1), later)
+    [answer] = [m for m in await outbox(store) if m.recipient == LFN2 and m.message_type == "UTILMD"]
+    assert (kind(answer), tx(answer)["answer_code"]) == ("55003", "A06")
+    # DTM+Z07: the start in Bearbeitung; DTM+Z08: its decision Frist, 11:00 WT1 (E_0622 step 70).
+    assert datetime.fromisoformat(tx(answer)["processing_start"]) == START
+    assert datetime.fromisoformat(tx(answer)["next_processing_date"]) == berlin(2025, 11, 14, 11)
+
+
+async def test_a_generating_malo_competes_with_a45(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN, pid="55077"), THU_1430)
+    await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX", pid="55077"), THU_1430 + timedelta(minutes=5))
+    [answer] = [m for m in await outbox(store) if m.recipient == LFN2 and m.message_type == "UTILMD"]
+    assert (kind(answer), tx(answer)["answer_code"]) == ("55080", "A45")
+
+
+# -- assignments change with confirmed decisions -------------------------------------------------
+
+
+async def test_the_next_process_asks_the_supplier_confirmed_before_not_the_one_that_left(
+    store: LmdbStore,
+) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    assert await fire(store, clock, FRI_1000) == 1  # LFA silent: LFN confirmed from 2025-12-01
+    assert (await view(store)).supplier_at(START) == LFN
+    before = await outbox(store)
+    await p.ingest(anmeldung(LFN2, ref="NEXT1", ide="NEXTTX", start=JAN_1), FRI_1000)
+    new = [m for m in await outbox(store) if m not in before]
+    assert [m.recipient for m in new if kind(m) == "55010"] == [LFN]  # not the LFA, who left
+    [info] = [m for m in new if kind(m) == "55036"]
+    assert tx(info)["other_party_id"] == LFN
+
+
+async def test_a_confirmed_abmeldung_ends_the_supply_and_the_next_anmeldung_asks_nobody(
+    store: LmdbStore,
+) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    end = abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430)
+    await p.ingest(end, THU_1430)
+    assert [kind(m) for m in await outbox(store) if kind(m).startswith("5500")] == ["55005"]
+    assert (await view(store)).supplier_at(START) is None
+    before = await outbox(store)
+    await p.ingest(anmeldung(LFN), THU_1430 + timedelta(minutes=10))
+    new = [m for m in await outbox(store) if m not in before]
+    assert "55010" not in [kind(m) for m in new]  # no 55010 to a supplier that already left
+    assert sorted(kind(m) for m in new if m.recipient == LFN) == ["55002", "APERAK+", "CONTRL7"]
+    # The old supplier cannot end it again: it is not assigned any more (APERAK Z17).
+    again = abmeldung(LFA, ref="ABM2", ide="ABMTX2", end=JAN_1, sent_at=THU_1430 + timedelta(minutes=20))
+    await p.ingest(again, THU_1430 + timedelta(minutes=20))
+    [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
+    assert [e["code"] for e in aperak.payload["errors"]] == ["Z17"]
+
+
+async def test_an_earlier_anmeldung_cancels_the_future_supplier(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA, future=LFN2, future_start=JAN_1)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    await fire(store, clock, FRI_1000)
+    assert [kind(m) for m in await outbox(store) if m.recipient == LFN2] == ["55038"]
+    after = await view(store, Suppliers(current=LFA, future=LFN2, future_start=JAN_1))
+    assert after.suppliers(START) == Suppliers(current=LFN)  # LFN2's assignment from Jan 1 is gone
+    assert after.supplier_at(JAN_1) == LFN
+
+
+# -- the initial import --------------------------------------------------------------------------
+
+
+def test_masterdata_import_is_the_starting_point_in_the_store(tmp_path: Path) -> None:
+    csv_file = tmp_path / "assignments.csv"
+    csv_file.write_text(f"malo,supplier,from,until\n{MALO},{LFA},2020-01-01,\n")
+    db = tmp_path / "db"
+    assert main(["masterdata", "import", str(csv_file), "--store", str(db), "--tenant", NB]) == 0
+    assert main(["masterdata", "import", str(csv_file), "--store", str(db), "--tenant", NB]) == 0
+    asyncio.run(_the_store_knows(db))
+
+
+async def _the_store_knows(db: Path) -> None:
+    async with LmdbStore(db) as s:
+        assert len(await s.journal(TENANT, supply_key(MALO))) == 1  # the re-run appended nothing
+        clock = VirtualClock(THU_1430)
+        p = InboundPipeline(s, DirectHost(s, [GpkeNbWorkflow()], clock), tenants=[NB], clock=clock)
+        await p.ingest(anmeldung(LFN), THU_1430)  # no master data handed in: the store knows
+        assert [m.recipient for m in await outbox(s) if kind(m) == "55010"] == [LFA]
+
+
+async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([
+        {"malo": MALO, "supplier": LFA},
+        {"malo": "51900000013", "supplier": LFA},  # check digit wrong
+    ]))
+    async with LmdbStore(tmp_path / "db") as s:
+        with pytest.raises(InvalidArgument, match="entry 2"):
+            await import_assignments(s, NB, bad)
+        assert await s.journal(TENANT, supply_key(MALO)) == []
+        shaped = tmp_path / "by_malo.json"
+        shaped.write_text(json.dumps({MALO: {"current": LFA, "future": LFN2, "future_start": "2026-01-01"}}))
+        report = await import_assignments(s, NB, shaped)
+        assert (report.rows, report.appended) == (2, 2)
+        assert SupplyView.fold(await s.journal(TENANT, supply_key(MALO))).suppliers(START) == Suppliers(
+            current=LFA, future=LFN2, future_start=JAN_1
+        )
+
+
+async def test_abmeldung_again_for_the_same_date_gets_55006_a09(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430), THU_1430)
+    later = THU_1430 + timedelta(minutes=5)
+    await p.ingest(abmeldung(LFA, ref="ABM2", ide="ABMTX2", end=START, sent_at=later), later)
+    answers = [(kind(m), tx(m)["answer_code"]) for m in await outbox(store) if kind(m) in ("55005", "55006")]
+    assert sorted(answers) == [("55005", "A11"), ("55006", "A09")]
+
+
+async def test_the_future_supplier_may_end_its_assignment_at_its_start(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    master = Suppliers(current=LFA, future=LFN2, future_start=JAN_1)
+    p = pipeline(store, clock, **{MALO: master})
+    await p.ingest(abmeldung(LFN2, ref="ABM1", ide="ABMTX", end=JAN_1, sent_at=THU_1430), THU_1430)
+    assert [(kind(m), tx(m)["answer_code"]) for m in await outbox(store) if kind(m) == "55005"] == [
+        ("55005", "A11")
+    ]
+    assert (await view(store, master)).suppliers(START) == Suppliers(current=LFA)  # LFN2's start is gone
+
+
+# -- the journal is written with its commit or not at all ----------------------------------------
+
+
+async def test_journal_entries_share_the_fate_of_their_commit(store: LmdbStore) -> None:
+    from mako_actors.errors import VersionConflict
+    from mako_actors.ids import ProcessId
+    from mako_actors.store import Commit, JournalEntry
+    from mako_actors.version import ExpectedVersion
+
+    stream = StreamId.for_process(TENANT, ProcessId.new())
+    entry = JournalEntry(TENANT, supply_key(MALO), {"kind": "ended", "supplier": LFA, "at": "2025-12-01"})
+    stale = Commit(stream_id=stream, expected=ExpectedVersion.exact(7), journal=[entry])
+    fresh = Commit(stream_id=stream, expected=ExpectedVersion.exact(0), journal=[entry, entry])
+    results = await store.commit_many([stale, fresh])
+    assert isinstance(results[0], VersionConflict)
+    assert await store.journal(TENANT, supply_key(MALO)) == [dict(entry.data), dict(entry.data)]
+    assert await store.journal(TenantId.from_party_id(LFA), supply_key(MALO)) == []  # tenant-scoped
