@@ -2,9 +2,12 @@
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_actors.py [--quick]``.
 
-Workload: a tiny ledger (one command → one event), every commit fsynced, snapshots every 100
-events where the system supports them. Commands go round-robin over N processes (N = 1, 100,
-10,000) from many concurrent callers where the system can use them:
+Workloads: a tiny ledger, every commit fsynced, snapshots every 100 events where the system
+supports them. ``plain``: one command → one event. ``outbox``: one command → one event and one
+outbox message in the same transaction (every MaKo command answers someone); in (d) the
+closest honest equivalent is a second aggregate (the message) saved with the meter in one
+``Application.save`` call, i.e. in one SQLite transaction. Commands go round-robin over N
+processes (N = 1, 100, 10,000) from many concurrent callers where the system can use them:
 
 (a) ``Process`` on LMDB: one command = load (snapshot + tail) + decide + one write transaction;
     one caller, so each command is its own transaction (concurrent callers on one stream would
@@ -19,8 +22,9 @@ events where the system supports them. Commands go round-robin over N processes 
 (a) and (d) run fewer commands (they are 10-100x slower) over min(N, commands) processes;
 rates are per second, so the ratios compare. (a), (b) and (d) report the best of ``--repeat``
 fresh runs (default 3) and run before Ray is started (its idle daemons take CPU time); (c) runs
-once, afterwards. Also: activation of a 10,000-event stream from
-its snapshot + tail vs. full replay, and memory per live hosted process (host RSS delta / N).
+once, afterwards. Also: CPU time per command of (b) (process time of both threads / commands),
+activation of a 10,000-event stream from its snapshot + tail vs. full replay, and memory per
+live hosted process (host RSS delta / N).
 """
 
 from __future__ import annotations
@@ -49,44 +53,60 @@ from tests.workflows import Ledger, Record  # noqa: E402
 TENANT = TenantId.from_party_id("9900000000003")
 LEDGER_ID = WorkflowId.new("ledger", "FV2025-10-01")
 CALLERS = 500
+RECIPIENT = "9900000000010"  # who the outbox workload's answers go to
 
 
-async def drive(refs: list[ProcessRef[Any, Any]], total: int, callers: int = CALLERS) -> float:
+def command(outbox: bool) -> Record:
+    """The workload's command: with ``outbox``, the ledger also emits one outbox message."""
+    return Record(amount=1, notify=RECIPIENT) if outbox else Record(amount=1)
+
+
+async def drive(
+    refs: list[ProcessRef[Any, Any]], total: int, outbox: bool = False, callers: int = CALLERS
+) -> float:
     """Send ``total`` commands round-robin over ``refs`` from ``callers`` tasks; returns seconds."""
     n = len(refs)
 
     async def caller(k: int) -> None:
         for i in range(k, total, callers):
-            await refs[i % n].execute_and_enqueue(Record(amount=1))
+            await refs[i % n].execute_and_enqueue(command(outbox))
 
     start = time.perf_counter()
     await asyncio.gather(*(caller(k) for k in range(min(callers, total))))
     return time.perf_counter() - start
 
 
-async def bench_process(path: Path, n: int, total: int) -> float:
+async def bench_process(path: Path, n: int, total: int, outbox: bool) -> float:
     async with LmdbStore(path) as store:
         workflow = Ledger()
         procs = [Process(workflow, store, TENANT, LEDGER_ID) for _ in range(min(n, total))]
         start = time.perf_counter()
         for i in range(total):
             await procs[i % len(procs)].execute_and_enqueue_with_snapshot(
-                Record(amount=1), snapshot_interval=100
+                command(outbox), snapshot_interval=100
             )
-        return total / (time.perf_counter() - start)
+        rate = total / (time.perf_counter() - start)
+        if outbox:
+            assert await store.outbox_count() == total
+        return rate
 
 
-async def bench_local(path: Path, n: int, total: int) -> tuple[float, float]:
+async def bench_local(path: Path, n: int, total: int, outbox: bool) -> tuple[float, float, float]:
+    """Commands/s, commands per LMDB transaction, CPU µs per command (both threads)."""
     store = LmdbStore(path)
     async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=100, close_store=True) as system:
+        cpu = time.process_time()
         refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
         before = store.stats.transactions
-        seconds = await drive(refs, total)
+        seconds = await drive(refs, total, outbox)
+        cpu = time.process_time() - cpu
         per_txn = total / max(1, store.stats.transactions - before)
-    return total / seconds, per_txn
+        if outbox:
+            assert await store.outbox_count() == total
+    return total / seconds, per_txn, cpu / total * 1e6
 
 
-async def bench_ray(path: Path, n: int, total: int) -> tuple[float, float]:
+async def bench_ray(path: Path, n: int, total: int, outbox: bool) -> tuple[float, float]:
     from mako_actors.actors import RayActorSystem
 
     async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=f"bench{n}") as system:
@@ -94,14 +114,14 @@ async def bench_ray(path: Path, n: int, total: int) -> tuple[float, float]:
         await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
                                for _ in range(20)))  # start the hosts, warm up
         rss_before = sum(await system.rss_bytes())
-        seconds = await drive(refs, total)
+        seconds = await drive(refs, total, outbox)
         rss_after = sum(await system.rss_bytes())
         live = (await system.get_stats()).live
     return total / seconds, (rss_after - rss_before) / max(1, live)
 
 
 @functools.cache
-def eventsourcing_model() -> tuple[Any, Any]:
+def eventsourcing_model() -> tuple[Any, Any, Any]:
     """The ``eventsourcing`` counterpart of the ledger (defined once: the library registers topics)."""
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
@@ -116,14 +136,22 @@ def eventsourcing_model() -> tuple[Any, Any]:
             self.total += amount
             self.entries += 1
 
+    class Message(Aggregate):
+        """The outbox workload's answer: a row written in the same transaction as the event."""
+
+        def __init__(self, meter_id: Any, recipient: str, total: int) -> None:
+            self.meter_id = meter_id
+            self.recipient = recipient
+            self.payload = {"total": total}
+
     class Meters(Application[Any]):
         snapshotting_intervals = {Meter: 100}
 
-    return Meter, Meters
+    return Meter, Message, Meters
 
 
-def bench_eventsourcing(path: Path, n: int, total: int) -> float:
-    meter_cls, app_cls = eventsourcing_model()
+def bench_eventsourcing(path: Path, n: int, total: int, outbox: bool) -> float:
+    meter_cls, message_cls, app_cls = eventsourcing_model()
     app = app_cls(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
     ids = []
     for _ in range(min(n, total)):
@@ -134,7 +162,10 @@ def bench_eventsourcing(path: Path, n: int, total: int) -> float:
     for i in range(total):
         meter = app.repository.get(ids[i % len(ids)])
         meter.record(1)
-        app.save(meter)
+        if outbox:  # one SQLite transaction for both aggregates
+            app.save(meter, message_cls(meter.id, RECIPIENT, meter.total))
+        else:
+            app.save(meter)
     rate = total / (time.perf_counter() - start)
     app.close()
     return rate
@@ -180,60 +211,85 @@ async def main() -> None:
     parser.add_argument("--gc-threshold", type=int, default=0, metavar="N",
                         help="set the cyclic GC's generation-0 threshold to N for every system "
                              "(a deployment knob; default: Python's own, 700)")
+    parser.add_argument("--sizes", default="1,100,10000", metavar="N,N,...",
+                        help="numbers of processes (default 1,100,10000)")
+    parser.add_argument("--workload", choices=("plain", "outbox", "both"), default="both",
+                        help="plain: one event per command; outbox: plus one outbox message (default both)")
+    parser.add_argument("--skip-ray", action="store_true", help="skip (c) Ray hosted")
+    parser.add_argument("--skip-activation", action="store_true", help="skip the activation figure")
     args = parser.parse_args()
     repeat = max(1, args.repeat)
     if args.gc_threshold > 0:
         gc.set_threshold(args.gc_threshold, 10, 10)
     scale = 0.2 if args.quick else 1.0
     slow_total, fast_total, ray_total = int(2000 * scale), int(20000 * scale), int(10000 * scale)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    workloads = ["plain", "outbox"] if args.workload == "both" else [args.workload]
 
     results: list[dict[str, Any]] = []
     memory: float = 0.0
+    activation: tuple[float, float, int, int] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         # (a), (b) and (d) first, before Ray starts: an idle Ray cluster's daemons take CPU
         # time on this 2-core machine, and these three are measured on one core each.
-        for n in (1, 100, 10_000):
-            # Best of ``repeat`` fresh runs each: this 2-core VM's run-to-run noise is ±15 %.
-            a = max([await bench_process(base / f"a{n}-{k}", n, slow_total) for k in range(repeat)])
-            b, per_txn = max([await bench_local(base / f"b{n}-{k}", n, max(fast_total, n))
-                              for k in range(repeat)])
-            d = max(bench_eventsourcing(base / f"d{n}-{k}.sqlite", n, slow_total) for k in range(repeat))
-            results.append({"n": n, "a": a, "b": b, "d": d, "per_txn": per_txn})
-            print(f"N={n}: a={a:.0f} b={b:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f}",
-                  file=sys.stderr, flush=True)
-        snap, full, snap_read, full_read = await bench_activation(base / "act", 10_000)
+        for workload in workloads:
+            outbox = workload == "outbox"
+            for n in sizes:
+                # Best of ``repeat`` fresh runs each: this 2-core VM's run-to-run noise is ±15 %.
+                tag = f"{workload}{n}"
+                a = max([await bench_process(base / f"a{tag}-{k}", n, slow_total, outbox)
+                         for k in range(repeat)])
+                locals_ = [await bench_local(base / f"b{tag}-{k}", n, max(fast_total, n), outbox)
+                           for k in range(repeat)]
+                b, per_txn, _ = max(locals_)
+                cpu = min(c for _, _, c in locals_)
+                d = max(bench_eventsourcing(base / f"d{tag}-{k}.sqlite", n, slow_total, outbox)
+                        for k in range(repeat))
+                results.append({"workload": workload, "n": n, "a": a, "b": b, "d": d,
+                                "per_txn": per_txn, "cpu": cpu, "c": float("nan")})
+                print(f"{workload} N={n}: a={a:.0f} b={b:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f} "
+                      f"cpu(b)={cpu:.0f}us/cmd", file=sys.stderr, flush=True)
+        if not args.skip_activation:
+            activation = await bench_activation(base / "act", 10_000)
 
-        import ray
+        if not args.skip_ray:
+            import ray
 
-        os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
-        try:
-            for r in results:
-                n = r["n"]
-                r["c"], mem = await bench_ray(base / f"c{n}", n, max(ray_total, n))
-                if n == 10_000:
-                    memory = mem
-                print(f"N={n}: c={r['c']:.0f}", file=sys.stderr, flush=True)
-        finally:
-            ray.shutdown()
+            os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
+            try:
+                for r in results:
+                    n = r["n"]
+                    r["c"], mem = await bench_ray(base / f"c{r['workload']}{n}", n, max(ray_total, n),
+                                                  r["workload"] == "outbox")
+                    if n == 10_000 and r["workload"] == "plain":
+                        memory = mem
+                    print(f"{r['workload']} N={n}: c={r['c']:.0f}", file=sys.stderr, flush=True)
+            finally:
+                ray.shutdown()
 
-    widths = [7, 12, 12, 12, 12, 9, 9, 9, 10]
+    widths = [8, 7, 12, 12, 12, 12, 9, 9, 9, 10, 9]
     print(f"\nDurable (fsync) commands/s, {os.cpu_count()} cores; commands: a,d={slow_total}, "
           f"b={fast_total}, c={ray_total} (at least N); a, b, d: best of {repeat} runs, before Ray; "
           f"gc thresholds {gc.get_threshold()}\n")
-    print(row(["N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d", "c/a", "cmds/txn"],
-              widths))
+    print(row(["workload", "N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d",
+               "c/a", "cmds/txn", "µs/cmd b"], widths))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in results:
         print(row([
-            f"{r['n']:,}", f"{r['a']:,.0f}", f"{r['b']:,.0f}", f"{r['c']:,.0f}", f"{r['d']:,.0f}",
-            f"{r['b'] / r['a']:.1f}x", f"{r['b'] / r['d']:.1f}x", f"{r['c'] / r['a']:.1f}x",
-            f"{r['per_txn']:.1f}",
+            r["workload"], f"{r['n']:,}", f"{r['a']:,.0f}", f"{r['b']:,.0f}", f"{r['c']:,.0f}",
+            f"{r['d']:,.0f}", f"{r['b'] / r['a']:.1f}x", f"{r['b'] / r['d']:.1f}x",
+            f"{r['c'] / r['a']:.1f}x", f"{r['per_txn']:.1f}", f"{r['cpu']:.0f}",
         ], widths))
-    print(f"\nActivation of a 10,037-event stream: snapshot+tail {snap * 1000:.2f} ms ({snap_read} events "
-          f"read) vs. full replay {full * 1000:.1f} ms ({full_read} events read): {full / snap:.0f}x")
-    print(f"Memory per live hosted process (host RSS delta / live actors, N=10,000): {memory / 1024:.1f} KiB")
+    if activation is not None:
+        snap, full, snap_read, full_read = activation
+        print(f"\nActivation of a 10,037-event stream: snapshot+tail {snap * 1000:.2f} ms "
+              f"({snap_read} events read) vs. full replay {full * 1000:.1f} ms ({full_read} events "
+              f"read): {full / snap:.0f}x")
+    if not args.skip_ray:
+        print(f"Memory per live hosted process (host RSS delta / live actors, N=10,000): "
+              f"{memory / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha1
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, utc
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
 from mako_actors.errors import WorkflowError
-from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
-from mako_actors.outbox import OutboxMessage
+from mako_actors.ids import _OUTBOX_NAMESPACE, DeadlineId, EventId, OutboxMessageId
+from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
 from mako_actors.version import ExpectedVersion
@@ -24,6 +25,11 @@ from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
+
+_OUTBOX_NAMESPACE_BYTES = _OUTBOX_NAMESPACE.bytes
+# Version 5 and the RFC 4122 variant, as ``uuid.uuid5`` sets them.
+_V5_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+_V5_BITS = (0x5000 << 64) | (0x8000 << 48)
 
 # The fields ``prepare`` sets explicitly (what ``EventEnvelope(...)`` with them would record).
 _ENVELOPE_FIELDS_SET = frozenset(EventEnvelope.model_fields) - {"global_position"}
@@ -122,7 +128,7 @@ def prepare(
     # deadlines or registry keys, and this runs once per command.)
     outbox = (
         tuple(
-            _stamp_outbox(identity, ctx, cause, index, pending, now)
+            _stamp_outbox(identity, ctx, cause, index, pending, recorded_at)
             for index, pending in enumerate(output.outbox)
         )
         if output.outbox
@@ -166,27 +172,45 @@ def prepare(
     return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
 
 
+def _outbox_id(cause: EventId, index: int) -> OutboxMessageId:
+    """``OutboxMessageId.for_event(cause, index)`` (UUID v5), without ``uuid``'s argument parsing."""
+    digest = sha1(_OUTBOX_NAMESPACE_BYTES + f"{cause}:{index}".encode(), usedforsecurity=False).digest()
+    value = int.from_bytes(digest[:16], "big")
+    return OutboxMessageId._from_int((value & _V5_MASK) | _V5_BITS)
+
+
 def _stamp_outbox(
     identity: ProcessIdentity,
     ctx: CommandContext,
     cause: EventId,
     index: int,
-    pending: Any,
+    pending: PendingOutbox,
     now: datetime,
 ) -> OutboxMessage:
-    message_id = OutboxMessageId.for_event(cause, index)
-    return OutboxMessage(
-        message_id=message_id,
-        idempotency_key=str(message_id),
-        stream_id=identity.stream_id,
-        process_id=identity.process_id,
-        tenant_id=identity.tenant_id,
-        causation_event_id=cause,
-        correlation_id=ctx.correlation_id,
-        conversation_id=ctx.conversation_id,
-        message_type=pending.message_type,
-        recipient=pending.recipient,
-        payload=pending.payload,
-        created_at=now,
-        next_attempt_at=pending.not_before or now,
+    """The stored row of one ``PendingOutbox`` (``now`` aware UTC), built without re-validation.
+
+    Every value already has its field's type: the ids come from validated models or are
+    derived here, ``pending`` is a validated ``PendingOutbox`` (``not_before`` UTC, ``payload``
+    plain data) and ``now`` was normalized to UTC by the caller.
+    """
+    message_id = _outbox_id(cause, index)
+    return trusted(
+        OutboxMessage,
+        {
+            "message_id": message_id,
+            "idempotency_key": str(message_id),
+            "stream_id": identity.stream_id,
+            "process_id": identity.process_id,
+            "tenant_id": identity.tenant_id,
+            "causation_event_id": cause,
+            "correlation_id": ctx.correlation_id,
+            "conversation_id": ctx.conversation_id,
+            "message_type": pending.message_type,
+            "recipient": pending.recipient,
+            "payload": pending.payload,
+            "created_at": now,
+            "next_attempt_at": pending.not_before or now,
+            "attempts": 0,
+            "last_error": None,
+        },
     )

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
+from pydantic_core import to_jsonable_python
 
-from mako_actors.envelope import AwareUtc, PlainModel
+from mako_actors.envelope import AwareUtc, PlainModel, iso_utc
 from mako_actors.ids import (
     ConversationId,
     CorrelationId,
@@ -68,3 +69,28 @@ class OutboxMessage(PlainModel):
     attempts: int = 0
     last_error: str | None = None
     position: int = 0
+
+    def to_plain(self) -> dict[str, Any]:
+        """``model_dump(mode="json")``, written out: same keys, order and values, several times cheaper.
+
+        (Every id and datetime serializes through a Python function in pydantic; here each is
+        one call. The datetime fields are aware UTC by their type.)
+        """
+        return {
+            "message_id": str(self.message_id),
+            "idempotency_key": self.idempotency_key,
+            "stream_id": str(self.stream_id),
+            "process_id": str(self.process_id),
+            "tenant_id": str(self.tenant_id),
+            "causation_event_id": str(self.causation_event_id),
+            "correlation_id": str(self.correlation_id),
+            "conversation_id": str(self.conversation_id),
+            "message_type": self.message_type,
+            "recipient": self.recipient,
+            "payload": to_jsonable_python(self.payload),
+            "created_at": iso_utc(self.created_at),
+            "next_attempt_at": iso_utc(self.next_attempt_at),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "position": self.position,
+        }

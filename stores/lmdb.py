@@ -2,9 +2,17 @@
 
 Write path: every write (a command's ``Commit``, an outbox acknowledgement, ...) is queued to
 one writer thread per store. The thread takes everything queued, opens **one** write
-transaction, runs each write in a nested transaction of its own (a conflict or error aborts
-that write alone), commits once (one fsync), and only then answers each caller. Concurrent
-commands from many actors therefore share an fsync, and the asyncio loop never waits on disk.
+transaction, runs the writes one after the other directly in it, commits once (one fsync), and
+only then answers each caller. Concurrent commands from many actors therefore share an fsync,
+and the asyncio loop never waits on disk.
+
+A write that fails (a conflict, bad data) must not fail its neighbours. Most failures are
+found before the write changes anything (an expected version is checked first): that write
+just reports its error and the batch goes on. Only a write that fails after it changed
+something costs more: the transaction is aborted and the batch is run again, that write now in
+a nested transaction of its own (aborted alone), the others still directly. So a batch opens
+nested transactions only for writes that failed half-way (``stats.extra``:
+``nested_transactions``, ``redone_batches``).
 
 Reads run on the caller's thread in a read-only transaction: LMDB reads are memory-mapped and
 take microseconds, and never wait for the writer (MVCC).
@@ -39,6 +47,14 @@ T = TypeVar("T")
 
 _STOP = object()
 _RESIZE_RETRIES = 16
+
+
+class _Redo(Exception):
+    """Write ``index`` of the batch failed after changing something: redo it isolated."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class Durability(StrEnum):
@@ -134,22 +150,25 @@ def _write_error(real: str, exc: lmdb.Error) -> StoreError:
 
 
 class _LmdbTxn:
-    """``KvTxn`` over one py-lmdb transaction."""
+    """``KvTxn`` over one py-lmdb transaction; ``writes`` counts puts and deletes attempted."""
 
-    __slots__ = ("_dbs", "_txn")
+    __slots__ = ("_dbs", "_txn", "writes")
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         self._txn = txn
         self._dbs = dbs
+        self.writes = 0
 
     def get(self, db: str, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._dbs[db])
         return None if value is None else bytes(value)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.writes += 1  # counted before the call: a put that raised may have changed pages
         self._txn.put(key, value, db=self._dbs[db])
 
     def delete(self, db: str, key: bytes) -> bool:
+        self.writes += 1
         return bool(self._txn.delete(key, db=self._dbs[db]))
 
     def scan(
@@ -306,30 +325,72 @@ class LmdbStore(StoreBase):
                 request.future.set_result(outcome[index])
 
     def _transact(self, batch: list[_WriteRequest]) -> list[list[Any]]:
-        """One write transaction for the whole batch; each write in a nested transaction."""
+        """One write transaction for the whole batch; each write's result or its error, in order.
+
+        Writes run directly in the transaction. One that raises after changing something
+        (``_Redo``) makes the batch run again from scratch with that write isolated in a
+        nested transaction; the others stay flat. Each redo isolates one more write, so a
+        batch runs at most once more per half-failed write.
+        """
+        isolated: set[int] = set()
+        while True:
+            try:
+                return self._transact_once(batch, isolated)
+            except _Redo as redo:
+                isolated.add(redo.index)
+                self._count("redone_batches")
+
+    def _transact_once(self, batch: list[_WriteRequest], isolated: set[int]) -> list[list[Any]]:
         results: list[list[Any]] = []
+        index = 0
         with self._env.begin(write=True) as parent:
+            txn = _LmdbTxn(parent, self._dbs)
             for request in batch:
                 out: list[Any] = []
                 for fn in request.fns:
-                    child = self._env.begin(write=True, parent=parent)
-                    try:
-                        out.append(fn(_LmdbTxn(child, self._dbs)))
-                        child.commit()
-                    except (lmdb.MapFullError, lmdb.MapResizedError):
-                        child.abort()
-                        raise
-                    except EngineError as exc:
-                        child.abort()
-                        out.append(exc)
-                    except lmdb.Error as exc:
-                        child.abort()
-                        out.append(StoreError(f"LMDB write failed in {self._real}: {exc}"))
-                    except Exception as exc:  # a bug in one write must not fail its neighbours
-                        child.abort()
-                        out.append(StoreError(f"write failed: {exc!r}"))
+                    if index in isolated:
+                        out.append(self._nested(parent, fn))
+                    else:
+                        writes = txn.writes
+                        try:
+                            out.append(fn(txn))
+                        except (lmdb.MapFullError, lmdb.MapResizedError):
+                            raise
+                        except Exception as exc:
+                            # Half-written (or LMDB itself failed, which may leave the
+                            # transaction unusable): abort all, redo with this one isolated.
+                            if txn.writes != writes or isinstance(exc, lmdb.Error):
+                                raise _Redo(index) from None
+                            out.append(self._as_error(exc))
+                    index += 1
                 results.append(out)
         return results
+
+    def _nested(self, parent: lmdb.Transaction, fn: WriteFn) -> Any:
+        """Run ``fn`` in a nested transaction: on any error it is aborted alone."""
+        self._count("nested_transactions")
+        child = self._env.begin(write=True, parent=parent)
+        try:
+            result = fn(_LmdbTxn(child, self._dbs))
+            child.commit()
+            return result
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            child.abort()
+            raise
+        except Exception as exc:  # a bug in one write must not fail its neighbours
+            child.abort()
+            return self._as_error(exc)
+
+    def _as_error(self, exc: Exception) -> EngineError:
+        if isinstance(exc, EngineError):
+            return exc
+        if isinstance(exc, lmdb.Error):
+            return StoreError(f"LMDB write failed in {self._real}: {exc}")
+        return StoreError(f"write failed: {exc!r}")
+
+    def _count(self, name: str) -> None:
+        extra = self._stats.extra
+        extra[name] = extra.get(name, 0) + 1
 
     def _grow_map(self) -> None:
         with self._env_lock:

@@ -1,12 +1,17 @@
 """The process actor: one live process's state in memory, and a mailbox that serializes its commands.
 
 A ``ProcessActor`` holds a process's state and version between commands. Its mailbox runs
-operations one at a time in arrival order. Consecutive commands waiting in the mailbox are
-decided one after the other, each on the state the previous one would leave, and written with
-one ``store.commit_many`` call: one write transaction (LMDB: one fsync), each command's
-``Commit`` in its own nested transaction with its own expected version. Memory changes only
-for commits the store confirmed; after any failed commit the actor reloads from the store
-before it decides anything else, so it never keeps a state the store lacks.
+operations one at a time in arrival order. Actors do not run themselves: one ``Runner`` per
+actor system (and event loop) keeps the list of actors with work and, once per loop turn,
+decides every ready actor's waiting commands synchronously, on one call stack, with no asyncio
+task per actor or burst. Consecutive commands of one actor are decided one after the other,
+each on the state the previous one would leave; the commits of all actors of the turn go to the
+store in one ``commit_many`` call (one write transaction, one fsync), where each commit
+succeeds or fails on its own with its own expected version. Memory changes only for commits
+the store confirmed; after any failed commit the actor reloads from the store before it
+decides anything else, so it never keeps a state the store lacks. Activation and the rare
+operations that must wait on the store (``take_snapshot``) run in one task per turn for all
+actors that need them.
 
 A ``VersionConflict`` means another writer for this stream exists (a second actor system, a
 failover): the actor reloads and decides the command again, up to ``max_attempts`` times.
@@ -32,6 +37,7 @@ from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
 from mako_actors.process import load_state, system_clock
 from mako_actors.store import Commit, CommitResult, Store
+from mako_actors.version import ExpectedVersion
 from mako_actors.workflow import Workflow
 
 # Operation kinds. Commands and timeouts go through the batching write path; the rest are reads.
@@ -112,65 +118,128 @@ class ActorStats:
         )
 
 
-_Slot = tuple[Op, "asyncio.Future[Any]"]
+class _Slot:
+    """One queued op, its caller's future, and how often it lost to another writer so far."""
+
+    __slots__ = ("attempts", "future", "op")
+
+    def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.future = future
+        self.attempts = 0
 
 
-class CommitCoalescer:
-    """Merges the ``commit_many`` calls of all actors in one loop iteration into one store call.
+class _Decided:
+    """A decided op: the commit to write and what to answer once it is written."""
 
-    The store group-commits whatever is queued anyway; coalescing here also saves a queue
-    entry, a thread-safe future and a loop wake-up per actor, which were a tenth of the CPU
-    time with many busy actors. Each caller gets back exactly its own results, in order; its
-    commits stay adjacent, so the store runs them one after the other.
+    __slots__ = ("no_command", "prepared", "slot")
+
+    def __init__(self, slot: _Slot, prepared: Prepared[Any], no_command: bool = False) -> None:
+        self.slot = slot
+        self.prepared = prepared
+        self.no_command = no_command
+
+
+_Flight = tuple["ProcessActor", list[_Decided]]
+
+
+class Runner:
+    """Runs the actors of one actor system on one event loop, a turn at a time.
+
+    ``wake(actor)`` puts an actor with work on the ready list and schedules one turn (a plain
+    ``call_soon`` callback, no task). A turn takes every ready actor in wake order, decides
+    each one's waiting commands (up to ``max_batch`` per actor, so a busy actor cannot starve
+    the others: it is back at the end of the list after its commit), and sends all commits of
+    the turn in one ``store.commit_many`` call, answered in one task. An actor is on the ready
+    list, in a flight or in the slow path, never in two of them, so its ops run in order.
     """
 
-    __slots__ = ("_pending", "_store")
+    __slots__ = ("_ready", "_scheduled", "_store", "_tasks", "turns")
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._pending: list[tuple[list[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: list[ProcessActor] = []
+        self._scheduled = False
+        self.turns = 0
 
-    def commit_many(self, commits: list[Commit]) -> asyncio.Future[list[CommitResult | EngineError]]:
-        """Queue ``commits`` for this iteration's store call; the future holds their results."""
+    def wake(self, actor: ProcessActor) -> None:
+        """Schedule ``actor`` (which has work and is not scheduled yet) for the next turn."""
+        self._ready.append(actor)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._scheduled = False
+        ready, self._ready = self._ready, []
+        self.turns += 1
+        commits: list[Commit] = []
+        flights: list[_Flight] = []
+        slow: list[ProcessActor] = []
+        for actor in ready:
+            actor._step(commits, flights, slow)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((commits, future))
-        return future
+        if commits:
+            self._keep(loop.create_task(self._commit(commits, flights)))
+        if slow:
+            self._keep(loop.create_task(self._slow(slow)))
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        asyncio.get_running_loop().create_task(self._send(batch))
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        # The loop holds tasks weakly: keep each until it is done.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _send(
-        self, batch: list[tuple[list[Commit], asyncio.Future[list[CommitResult | EngineError]]]]
-    ) -> None:
+    async def _commit(self, commits: list[Commit], flights: list[_Flight]) -> None:
         try:
-            results = await self._store.commit_many([c for commits, _ in batch for c in commits])
+            results = await self._store.commit_many(commits)
         except BaseException as exc:
-            for _, future in batch:
-                _fail(future, exc)
+            # The whole transaction failed: nothing of it is known to be stored.
+            for actor, decided in flights:
+                actor._failed(decided, exc)
+            for actor, _ in flights:
+                self.wake(actor)
             if not isinstance(exc, Exception):
                 raise
             return
         at = 0
-        for commits, future in batch:
-            _resolve(future, results[at : at + len(commits)])
-            at += len(commits)
+        for actor, decided in flights:
+            actor._settle(decided, results[at : at + len(decided)])
+            at += len(decided)
+        # Wake only after every caller is answered: the turn is then scheduled behind all of
+        # their wake-ups, so whatever they send next joins the same turn (one store call).
+        for actor, _ in flights:
+            self.wake(actor)
+
+    async def _slow(self, actors: list[ProcessActor]) -> None:
+        """Activation and store-bound reads, one actor after the other, then back to the turns.
+
+        With the embedded stores a read completes without suspending, so this is one task per
+        turn, not per actor.
+        """
+        for index, actor in enumerate(actors):
+            try:
+                await actor._slow_step()
+            except BaseException as exc:
+                # Cancelled (loop shutting down): no caller may wait forever.
+                for rest in actors[index:]:
+                    rest._fail_all(exc)
+                raise
+            self.wake(actor)
 
 
 class ProcessActor:
     """The live actor of one process; created and passivated by its actor system only.
 
-    ``submit`` never blocks: it queues the op and returns a future. The actor's runner task
-    exists only while the mailbox is non-empty, so an idle actor costs its state and a few
-    attributes, no task.
+    ``submit`` never blocks: it queues the op, wakes the actor on its system's ``Runner`` and
+    returns a future. An idle actor costs its state and a few attributes: no task, and no
+    mailbox object (it is created with the first queued op and dropped when empty).
     """
 
     __slots__ = (
-        "_committer",
+        "_busy",
         "_config",
+        "_idle_waiter",
         "_loaded",
         "_mailbox",
         "_on_idle",
@@ -193,17 +262,18 @@ class ProcessActor:
         config: ActorConfig,
         stats: ActorStats,
         on_idle: Callable[[ProcessActor], None],
-        committer: CommitCoalescer | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self._workflow = workflow
-        self._committer = committer or CommitCoalescer(store)
+        self._runner = runner or Runner(store)
         self._store = store
         self.identity = identity
         self._config = config
         self._stats = stats
         self._on_idle = on_idle
-        self._mailbox: deque[_Slot] = deque()
-        self._runner: asyncio.Task[None] | None = None
+        self._mailbox: deque[_Slot] | None = None
+        self._busy = False
+        self._idle_waiter: asyncio.Future[None] | None = None
         self._state: Any = None
         self._version = 0
         self._loaded = False
@@ -213,7 +283,7 @@ class ProcessActor:
     @property
     def idle(self) -> bool:
         """No queued op and nothing running: the actor may be passivated right now."""
-        return self._runner is None and not self._mailbox
+        return not self._busy
 
     @property
     def version(self) -> int:
@@ -223,60 +293,95 @@ class ProcessActor:
         """Queue ``op``; the future resolves with its result once it ran (writes: once durable)."""
         if self.closed:
             raise InvalidArgument(f"actor of {self.identity.stream_id} was passivated")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._mailbox.append((op, future))
-        self.last_used = time.monotonic()
-        if self._runner is None:
-            self._runner = loop.create_task(self._run())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = deque()
+        mailbox.append(_Slot(op, future))
+        if not self._busy:
+            self._busy = True
+            self._runner.wake(self)
         return future
 
     async def drain(self) -> None:
         """Wait until every queued op has run."""
-        while self._runner is not None:
-            await asyncio.shield(self._runner)
+        while self._busy:
+            if self._idle_waiter is None:
+                self._idle_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle_waiter)
 
-    # -- the runner ------------------------------------------------------------------------
+    # -- scheduling (called by the Runner) -------------------------------------------------
 
-    async def _run(self) -> None:
+    def _step(self, commits: list[Commit], flights: list[_Flight], slow: list[ProcessActor]) -> None:
+        """Run what can run now: reads from memory, and decide the next burst of writes.
+
+        Leaves the actor in exactly one place: in ``flights`` (its commits appended to
+        ``commits``), in ``slow`` (it needs the store first), or idle.
+        """
+        mailbox = self._mailbox
         try:
-            while self._mailbox:
+            while mailbox:
                 if not self._loaded:
-                    try:
-                        await self._activate()
-                    except BaseException as exc:
-                        # Activation failed (store down, undecodable stream): fail the op at the
-                        # head only; the next one tries again.
-                        _fail(self._mailbox.popleft()[1], exc)
-                        if not isinstance(exc, Exception):
-                            raise
-                        continue
-                if self._mailbox[0][0].kind in _WRITES:
-                    batch: list[_Slot] = []
-                    while (
-                        self._mailbox
-                        and self._mailbox[0][0].kind in _WRITES
-                        and len(batch) < self._config.max_batch
-                    ):
-                        batch.append(self._mailbox.popleft())
-                    await self._write(batch)
+                    slow.append(self)
+                    return
+                kind = mailbox[0].op.kind
+                if kind in _WRITES:
+                    limit = self._config.max_batch
+                    batch = [mailbox.popleft()]
+                    while mailbox and mailbox[0].op.kind in _WRITES and len(batch) < limit:
+                        batch.append(mailbox.popleft())
+                    decided = self._decide_all(batch)
+                    if decided:
+                        commits.extend(d.prepared.commit for d in decided)  # type: ignore[misc]
+                        flights.append((self, decided))
+                        return
+                elif kind == STATE:
+                    _resolve(mailbox.popleft().future, self._state)
                 else:
-                    op, future = self._mailbox.popleft()
-                    try:
-                        result = await self._read(op)
-                    except Exception as exc:
-                        _fail(future, exc)
-                    else:
-                        _resolve(future, result)
-        except BaseException as exc:
-            # Cancelled or worse: no caller may wait forever.
-            while self._mailbox:
-                _fail(self._mailbox.popleft()[1], exc)
-            raise
-        finally:
-            self._runner = None
-            self.last_used = time.monotonic()
-            self._on_idle(self)
+                    slow.append(self)
+                    return
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            self._fail_all(exc)
+            if not isinstance(exc, Exception):
+                raise
+        self._become_idle()
+
+    async def _slow_step(self) -> None:
+        """Activate, or run the head op if it must wait on the store; the Runner wakes us after."""
+        mailbox = self._mailbox
+        if not mailbox:
+            return
+        if not self._loaded:
+            try:
+                await self._activate()
+            except Exception as exc:
+                # Activation failed (store down, undecodable stream): fail the op at the head
+                # only; the next one tries again.
+                self._stats.failed_commands += mailbox[0].op.kind in _WRITES
+                _fail(mailbox.popleft().future, exc)
+            return
+        slot = mailbox.popleft()
+        try:
+            result = await self._read(slot.op)
+        except Exception as exc:
+            _fail(slot.future, exc)
+        else:
+            _resolve(slot.future, result)
+
+    def _become_idle(self) -> None:
+        self._mailbox = None
+        self._busy = False
+        self.last_used = time.monotonic()
+        waiter, self._idle_waiter = self._idle_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._on_idle(self)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        mailbox = self._mailbox
+        while mailbox:
+            _fail(mailbox.popleft().future, exc)
+        self._become_idle()
 
     async def _activate(self) -> None:
         """Load state from the latest snapshot plus the tail (O(tail), not O(history))."""
@@ -314,40 +419,19 @@ class ProcessActor:
 
     # -- the write path --------------------------------------------------------------------
 
-    async def _write(self, batch: list[_Slot]) -> None:
-        """Decide ``batch`` in order on chained state, commit all at once, retry conflicts."""
-        attempts: dict[int, int] = {}  # conflicts per op so far (id of its slot), filled lazily
-        pending = batch
-        while pending:
-            if not self._loaded:
-                try:
-                    await self._activate()
-                except Exception as exc:
-                    for _, future in pending:
-                        _fail(future, exc)
-                    return
-            decided = await self._decide_all(pending)
-            if not decided:
-                return
-            try:
-                commits = [p.commit for _, p in decided if p.commit is not None]  # all are: see _decide_all
-                results = await self._committer.commit_many(commits)
-            except Exception as exc:
-                # The whole transaction failed: nothing of it is known to be stored.
-                self._loaded = False
-                for (_, future), _ in decided:
-                    self._stats.failed_commands += 1
-                    _fail(future, exc)
-                return
-            self._stats.batches += 1
-            pending = self._settle(decided, results, attempts)
+    def _decide_all(self, slots: list[_Slot]) -> list[_Decided]:
+        """Run the pure handler for each op on the state the previous ones would leave.
 
-    async def _decide_all(self, slots: list[_Slot]) -> list[tuple[_Slot, Prepared[Any]]]:
-        """Run the pure handler for each op on the state the previous ones would leave."""
+        Refused or broken commands fail here, alone; what is left is one commit per op. A
+        timeout whose ``on_deadline`` returns nothing (or nothing to store) still removes its
+        deadline: as a commit of its own, at the actor's version, so it is ordered with the
+        process's other writes and never runs on a state the store has moved past.
+        """
         state, version = self._state, self._version
-        decided: list[tuple[_Slot, Prepared[Any]]] = []
+        decided: list[_Decided] = []
+        identity = self.identity
         for slot in slots:
-            op, future = slot
+            op, future = slot.op, slot.future
             if future.cancelled():
                 continue  # the caller gave up before the command started: do not run it
             try:
@@ -355,27 +439,21 @@ class ProcessActor:
                 if op.kind == TIMEOUT:
                     assert op.deadline is not None
                     command = self._workflow.on_deadline(op.deadline, state)
-                if command is None:
-                    await self._discharge(op, future)
-                    continue
+                    if command is None:
+                        decided.append(_Decided(slot, _discharge(identity, state, version, op), True))
+                        continue
                 options = _options(
                     op.enqueue or op.kind == TIMEOUT,
                     self._config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
                     op.deadline,
                 )
                 ctx = op.ctx or CommandContext.new(
-                    self.identity.tenant_id, self.identity.process_id, self.identity.workflow_id
+                    identity.tenant_id, identity.process_id, identity.workflow_id
                 )
+                assert command is not None
                 output = decide(self._workflow, state, command)
                 prepared = prepare(
-                    self._workflow,
-                    self.identity,
-                    state,
-                    version,
-                    output,
-                    ctx,
-                    self._config.clock(),
-                    options,
+                    self._workflow, identity, state, version, output, ctx, self._config.clock(), options
                 )
             except Exception as exc:
                 # A refused or broken command fails alone; the state it saw is untouched.
@@ -384,62 +462,78 @@ class ProcessActor:
                 continue
             if prepared.commit is None:
                 if op.kind == TIMEOUT:
-                    await self._discharge(op, future, Outcome())
+                    decided.append(_Decided(slot, _discharge(identity, state, version, op)))
                 else:
                     self._stats.commands += 1
-                    _resolve(future, Outcome())
+                    _resolve(future, _EMPTY)
                 continue
-            decided.append((slot, prepared))
+            decided.append(_Decided(slot, prepared))
             state, version = prepared.state, version + len(prepared.events)
         return decided
 
-    async def _discharge(self, op: Op, future: asyncio.Future[Any], outcome: Outcome | None = None) -> None:
-        """A timeout without compensation events: remove the deadline on its own."""
-        assert op.deadline is not None
-        try:
-            await self._store.cancel_deadline(op.deadline.deadline_id)
-        except Exception as exc:
-            _fail(future, exc)
-            return
-        self._stats.commands += 1
-        _resolve(future, outcome or Outcome(no_command=True))
+    def _failed(self, decided: list[_Decided], exc: BaseException) -> None:
+        """The store call of a whole batch failed: nothing of it is known to be stored."""
+        self._loaded = False
+        for entry in decided:
+            self._stats.failed_commands += 1
+            _fail(entry.slot.future, exc)
 
-    def _settle(
-        self,
-        decided: list[tuple[_Slot, Prepared[Any]]],
-        results: list[CommitResult | EngineError],
-        attempts: dict[int, int],
-    ) -> list[_Slot]:
-        """Acknowledge committed ops, fail or re-queue the rest; returns the ops to retry.
+    def _settle(self, decided: list[_Decided], results: list[CommitResult | EngineError]) -> None:
+        """Acknowledge committed ops, fail or re-queue the rest (at the mailbox's head, in order).
 
         After the first failed commit every later one in the batch conflicts by construction
         (it expected the failed one's version); those conflicts are self-inflicted and cost no
         attempt. Only the first conflict of a batch counts against its op's ``max_attempts``.
         """
+        self._stats.batches += 1
         retry: list[_Slot] = []
         broken = False
-        for (slot, prepared), result in zip(decided, results, strict=True):
-            op, future = slot
+        for entry, result in zip(decided, results, strict=True):
+            slot, prepared = entry.slot, entry.prepared
             if isinstance(result, CommitResult):
                 self._stats.commands += 1
                 if not broken:
                     self._state, self._version = prepared.state, result.version
-                _resolve(future, Outcome(result.events, prepared.outbox, prepared.snapshot is not None))
+                if entry.no_command:
+                    _resolve(slot.future, _NO_COMMAND)
+                else:
+                    _resolve(
+                        slot.future, Outcome(result.events, prepared.outbox, prepared.snapshot is not None)
+                    )
                 continue
             self._loaded = False  # never keep a state the store lacks: reload before the next op
             if isinstance(result, VersionConflict):
                 if not broken:
                     self._stats.conflicts += 1
-                    attempts[id(slot)] = attempts.get(id(slot), 0) + 1
-                limit = max(op.max_attempts, self._config.max_attempts)
-                if attempts.get(id(slot), 0) < limit:
+                    slot.attempts += 1
+                limit = max(slot.op.max_attempts, self._config.max_attempts)
+                if slot.attempts < limit:
                     retry.append(slot)
                     broken = True
                     continue
             self._stats.failed_commands += 1
-            _fail(future, result)
+            _fail(slot.future, result)
             broken = True
-        return retry
+        if retry:
+            mailbox = self._mailbox
+            if mailbox is None:
+                mailbox = self._mailbox = deque()
+            mailbox.extendleft(reversed(retry))
+
+
+_EMPTY = Outcome()
+_NO_COMMAND = Outcome(no_command=True)
+
+
+def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op) -> Prepared[Any]:
+    """The commit of a timeout without compensation events: remove the deadline, nothing else."""
+    assert op.deadline is not None
+    commit = Commit(
+        stream_id=identity.stream_id,
+        expected=ExpectedVersion.exact(version),
+        cancel_deadline_ids=(op.deadline.deadline_id,),
+    )
+    return Prepared(commit, (), (), state, None)
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,8 +3,9 @@
 One actor per live process, created on its first message (activation from the latest snapshot
 plus the tail), dropped after ``idle_timeout`` seconds without messages or when more than
 ``max_live`` actors would be live (least recently used idle actor first). There is no global
-lock: every actor commits on its own, so with ``stores.lmdb`` the writes of all actors that are
-busy at the same moment share one write transaction and one fsync (group commit).
+lock: one loop-level ``Runner`` decides every ready actor's commands per loop turn, and the
+commits of all actors that are busy at the same moment share one write transaction and one
+fsync (group commit).
 
 Use one system per store and loop, as ``async with LocalActorSystem(store, workflows=[...])``.
 Two systems (in two OS processes) on one LMDB directory stay correct through optimistic
@@ -25,9 +26,9 @@ from mako_actors.actors._actor import (
     STATE_AT,
     ActorConfig,
     ActorStats,
-    CommitCoalescer,
     Op,
     ProcessActor,
+    Runner,
 )
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors.ref import ProcessRef
@@ -97,7 +98,7 @@ class LocalActorSystem(HandleFactory):
         )
         self._stats = ActorStats()
         self._live: OrderedDict[StreamId, ProcessActor] = OrderedDict()
-        self._committer = CommitCoalescer(store)
+        self._runner = Runner(store)
         self._slot_freed: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._close_store = close_store
@@ -173,7 +174,7 @@ class LocalActorSystem(HandleFactory):
             raise ActorSystemClosed("actor system is closed")
         workflow = self.workflow(identity.workflow_id.name)
         actor = ProcessActor(
-            workflow, self.store, identity, self._config, self._stats, self._on_idle, self._committer
+            workflow, self.store, identity, self._config, self._stats, self._on_idle, self._runner
         )
         self._live[identity.stream_id] = actor
         self._stats.max_live_seen = max(self._stats.max_live_seen, len(self._live))

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mako_actors import ExpectedVersion, StoreError, VersionConflict
-from mako_actors.store import Commit
-from mako_actors.testing import envelope, identity
+from mako_actors import (
+    ExpectedVersion,
+    InvalidArgument,
+    ProcessIdentity,
+    RegistryConflict,
+    StoreError,
+    VersionConflict,
+)
+from mako_actors.store import Commit, CommitResult
+from mako_actors.testing import TENANT, envelope, identity
+from stores._kv import KvTxn
 from stores.lmdb import Durability, LmdbStore
 
 
@@ -44,6 +54,111 @@ async def test_concurrent_commits_share_transactions_and_fail_alone(tmp_path: Pa
         used = store.stats.transactions - before
         assert used < 50, f"200 concurrent commits took {used} transactions"
         assert store.stats.largest_batch > 1
+
+
+ONE = (1).to_bytes(8, "big")  # a stored checkpoint position
+
+
+def _commit(ident: ProcessIdentity, expected: ExpectedVersion, **kw: Any) -> Commit:
+    return Commit(stream_id=ident.stream_id, expected=expected, events=[envelope(ident)], **kw)
+
+
+def _nested(store: LmdbStore) -> tuple[int, int]:
+    extra = store.stats.extra
+    return extra.get("nested_transactions", 0), extra.get("redone_batches", 0)
+
+
+async def test_a_batch_without_failures_opens_no_nested_transaction(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path) as store:
+        idents = [identity() for _ in range(100)]
+        results = await store.commit_many([_commit(i, ExpectedVersion.NO_STREAM) for i in idents])
+        assert all(r.version == 1 for r in results if not isinstance(r, BaseException))
+        assert store.stats.commits == 100 and _nested(store) == (0, 0)
+        for i in idents:
+            assert await store.stream_version(i.stream_id) == 1
+
+
+async def test_a_conflict_found_before_writing_fails_alone_without_redo(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path) as store:
+        a, b, c = identity(), identity(), identity()
+        await store.commit(_commit(b, ExpectedVersion.NO_STREAM))
+        results = await store.commit_many(
+            [
+                _commit(a, ExpectedVersion.NO_STREAM),
+                _commit(b, ExpectedVersion.NO_STREAM),  # b is at 1: conflicts
+                _commit(c, ExpectedVersion.NO_STREAM),
+                _commit(a, ExpectedVersion.exact(1)),  # sees the first commit of this batch
+            ]
+        )
+        assert isinstance(results[1], VersionConflict)
+        assert [r.version for r in (results[0], results[2], results[3])] == [1, 1, 2]  # type: ignore[union-attr]
+        assert _nested(store) == (0, 0)
+        assert [await store.stream_version(i.stream_id) for i in (a, b, c)] == [2, 1, 1]
+
+
+async def test_a_commit_failing_half_way_is_isolated_and_its_neighbours_land(tmp_path: Path) -> None:
+    """A registry conflict is found after the events were written: the batch is redone with
+    that commit in a nested transaction, which leaves nothing of it behind."""
+    async with LmdbStore(tmp_path) as store:
+        owner, loser, x, y = identity(), identity(), identity(), identity()
+        await store.commit(_commit(owner, ExpectedVersion.NO_STREAM, registry=(("malo:1", owner),)))
+        results = await store.commit_many(
+            [
+                _commit(x, ExpectedVersion.NO_STREAM),
+                _commit(loser, ExpectedVersion.NO_STREAM, registry=(("malo:1", loser),)),
+                _commit(y, ExpectedVersion.NO_STREAM, registry=(("malo:2", y),)),
+                _commit(x, ExpectedVersion.exact(1)),
+            ]
+        )
+        assert isinstance(results[1], RegistryConflict)
+        assert all(isinstance(r, CommitResult) for i, r in enumerate(results) if i != 1)
+        assert await store.stream_version(loser.stream_id) == 0 and await store.load(loser.stream_id) == []
+        assert await store.stream_version(x.stream_id) == 2
+        assert (await store.lookup(TENANT, "malo:1")) == owner
+        assert (await store.lookup(TENANT, "malo:2")) == y
+        positions = [e.global_position for e in await store.read_all()]
+        assert positions == list(range(1, 5))  # owner, x, y, x: no gap where loser's event was
+
+
+async def test_writes_failing_half_way_are_each_isolated_once(tmp_path: Path) -> None:
+    """At the writer level, independent of what the schema checks up front."""
+    async with LmdbStore(tmp_path) as store:
+
+        def write(key: bytes, fail: bool) -> Callable[[KvTxn], bytes]:
+            def fn(txn: KvTxn) -> bytes:
+                txn.put("checkpoints", key, ONE)
+                if fail:
+                    raise InvalidArgument(f"{key!r} is bad")
+                return key
+
+            return fn
+
+        def refuse(txn: KvTxn) -> None:
+            raise InvalidArgument("refused before writing")
+
+        fns = [write(b"a", False), write(b"b", True), refuse, write(b"c", False), write(b"d", True)]
+        results = await store._write_batch(fns)
+        assert results[0] == b"a" and results[3] == b"c"
+        assert all(isinstance(results[i], InvalidArgument) for i in (1, 2, 4))
+        assert _nested(store) == (3, 2)  # b, then b and d isolated; refuse never needed it
+        assert [await store.load_checkpoint(k) for k in "abcd"] == [1, 0, 1, 0]
+        assert store.stats.transactions == 1
+
+
+async def test_an_unexpected_error_half_way_is_a_store_error_of_that_write_only(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path) as store:
+
+        def broken(txn: KvTxn) -> None:
+            txn.put("checkpoints", b"broken", ONE)
+            raise RuntimeError("bug")
+
+        def fine(txn: KvTxn) -> str:
+            txn.put("checkpoints", b"fine", ONE)
+            return "ok"
+
+        results = await store._write_batch([broken, fine])
+        assert isinstance(results[0], StoreError) and "bug" in str(results[0]) and results[1] == "ok"
+        assert await store.load_checkpoint("broken") == 0 and await store.load_checkpoint("fine") == 1
 
 
 @pytest.mark.parametrize("durability", list(Durability))

@@ -1,0 +1,90 @@
+"""The command path's unvalidated builders produce exactly what validation would.
+
+``_command.prepare`` builds outbox rows and ``CommandContext.new`` builds contexts without
+pydantic validation, and ``OutboxMessage.to_plain`` is written out by hand; each must equal
+the validated / ``model_dump`` result, or stored data would drift from the declared models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from mako_actors import (
+    CommandContext,
+    EventId,
+    OutboxMessage,
+    OutboxMessageId,
+    PendingOutbox,
+    ProcessIdentity,
+    TenantId,
+    WorkflowId,
+    WorkflowOutput,
+)
+from mako_actors._command import CommandOptions, _outbox_id, prepare
+from tests.workflows import Ledger, LedgerState, Recorded
+
+TENANT = TenantId.from_party_id("9900000002009")
+IDENTITY = ProcessIdentity.new(TENANT, WorkflowId.new("ledger", "FV2510"))
+NOW = datetime(2025, 6, 5, 12, 30, 0, 250_000, tzinfo=UTC)
+
+
+def _stamp(*pending: PendingOutbox, now: datetime = NOW) -> tuple[OutboxMessage, ...]:
+    output = WorkflowOutput.of(Recorded(amount=1, unit="kWh")).with_outbox(*pending)
+    ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
+    prepared = prepare(
+        Ledger(), IDENTITY, LedgerState(), 0, output, ctx, now, CommandOptions(enqueue=True)
+    )
+    assert prepared.commit is not None and tuple(prepared.commit.outbox) == prepared.outbox
+    return prepared.outbox
+
+
+def test_outbox_id_is_the_uuid5_of_for_event() -> None:
+    for _ in range(50):
+        cause = EventId.new()
+        for index in (0, 1, 7, 12345):
+            fast = _outbox_id(cause, index)
+            assert fast == OutboxMessageId.for_event(cause, index)
+            assert type(fast) is OutboxMessageId and fast.version == 5
+            assert str(fast) == str(OutboxMessageId.for_event(cause, index))
+
+
+def test_stamped_outbox_rows_equal_validated_ones() -> None:
+    berlin = timezone(timedelta(hours=2))
+    rows = _stamp(
+        PendingOutbox(message_type="APERAK", recipient="9900000000010", payload={"a": [1, "x"]}),
+        PendingOutbox(
+            message_type="UTILMD",
+            recipient="9900000000011",
+            payload={},
+            not_before=datetime(2025, 6, 6, 9, 0, tzinfo=berlin),
+        ),
+        now=NOW.astimezone(berlin),  # a non-UTC clock: stored as UTC all the same
+    )
+    assert [r.message_id for r in rows] == [
+        OutboxMessageId.for_event(rows[0].causation_event_id, i) for i in range(2)
+    ]
+    for row in rows:
+        validated = OutboxMessage.model_validate(row.model_dump())
+        assert validated == row
+        assert row.created_at.tzinfo is UTC and row.next_attempt_at.tzinfo is UTC
+        assert row.model_fields_set == validated.model_fields_set
+    assert rows[0].next_attempt_at == NOW
+    assert rows[1].next_attempt_at == datetime(2025, 6, 6, 7, 0, tzinfo=UTC)
+
+
+def test_outbox_to_plain_equals_model_dump() -> None:
+    (row,) = _stamp(PendingOutbox(message_type="APERAK", recipient="x", payload={"n": 1.5, "k": None}))
+    assert row.to_plain() == row.model_dump(mode="json")
+    assert list(row.to_plain()) == list(row.model_dump(mode="json"))
+    later = row.model_copy(update={"attempts": 3, "last_error": "timeout"})
+    assert later.to_plain() == later.model_dump(mode="json")
+    whole_seconds = row.model_copy(update={"created_at": datetime(2025, 1, 1, tzinfo=UTC)})
+    assert whole_seconds.to_plain() == whole_seconds.model_dump(mode="json")
+    assert OutboxMessage.from_plain(row.to_plain()) == row
+
+
+def test_command_context_new_equals_a_validated_context() -> None:
+    ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
+    validated = CommandContext.model_validate(ctx.model_dump())
+    assert validated == ctx and validated.model_fields_set == ctx.model_fields_set
+    assert ctx.with_causation(EventId.new()).causation_id is not None
