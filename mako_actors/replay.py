@@ -1,37 +1,77 @@
 """Batch re-processing: replay an archive of interchanges through the workflows, in historic order.
 
 ``replay_directory(directory, store_path, tenants=...)`` reads every interchange file of a
-directory, orders them by their receipt instant, and ingests them one after the other through
-``InboundPipeline`` onto a ``LocalActorSystem`` (group commit, state in memory), while a
-``VirtualClock`` follows the archive: before each interchange, every deadline due by its receipt
-instant fires at its own historic time. Re-running over the same store is idempotent (the
-receipt streams recognise every interchange) and reports them as duplicates.
+directory, orders them by their receipt instant and ingests them through ``InboundPipeline``
+onto a ``LocalActorSystem`` (group commit, state in memory), firing every Frist at its
+historic instant. Re-running over the same store is idempotent (the receipt streams recognise
+every interchange, dead letters are stored once) and reports them as duplicates.
+
+Two schedules give the same decisions (``ReplayReport.decision_digest`` proves it):
+
+- ``sequential=True``: one interchange after the other; before each, a ``VirtualClock`` moves
+  to its receipt instant and ``DeadlineScheduler`` fires every deadline due by then.
+- pipelined (the default): interchanges are read and parsed ahead and up to ``window`` of them
+  are in flight at once, so the actors' commits share LMDB write transactions. Each item waits
+  only for the earlier items it depends on, by *routing key*: the receipt (sender, recipient,
+  0020), the MaLo and the transaction (sender, IDE) of a trigger, and for an answer or an
+  acknowledgement the MaLo of the process it names, found in an in-memory view of the registry
+  that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
+  its process's key at its due instant and fires after every earlier item of that key and
+  before every later one, once all items received before it are queued. Whatever cannot be
+  keyed (an answer whose request is unknown so far, an unreadable file, deadlines left in the
+  store by an earlier run) runs alone, after everything before it. The clock that stamps
+  ``recorded_at`` follows the queue's horizon, so those stamps (never a decision) may lie a
+  little later than in a sequential run.
 
 The receipt instant comes from the archive, never from the bytes (DOMAIN: UNB S004 is the
 sender's preparation time, not the ÜT): from ``manifest.csv`` in the directory (``file,
-received_at`` with ISO 8601 instants) when it exists, else from each file's modification time.
+received_at`` with ISO 8601 instants; files must lie inside the directory) when it exists,
+else from each file's modification time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import csv
+import hashlib
 import json
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mako_actors.actors import LocalActorSystem
-from mako_actors.errors import InvalidArgument
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.edifact import Interchange, try_parse_interchange
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.inbound import InboundPipeline, MasterData, StaticMasterData, Suppliers
+from mako_actors.ids import StreamId, TenantId
+from mako_actors.inbound import InboundPipeline, IngestResult, MasterData, StaticMasterData, Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
+from mako_actors.store import Commit, CommitResult, Store
 from stores.lmdb import Durability, LmdbStore
+
+__all__ = [
+    "ArchivedInterchange",
+    "ReplayReport",
+    "archive",
+    "decision_digest",
+    "load_master_data",
+    "process_decisions",
+    "replay_directory",
+]
 
 EDIFACT_SUFFIXES = (".edi", ".edifact", ".txt")
 Progress = Callable[[int, int, str], None]
+_TRIGGERS = ("55001", "55077", "55004")
+_ANSWERS = ("55011", "55012")
+_FAR = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,29 +84,57 @@ class ArchivedInterchange:
 
 @dataclass
 class ReplayReport:
-    """What a replay did: interchanges by status, transactions by outcome, Fristen fired."""
+    """What a replay did: files and messages, what was written, decisions, rejections, speed."""
 
-    interchanges: int = 0
+    files: int = 0
+    messages: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    events_appended: int = 0
+    outbox_enqueued: int = 0
+    processes_created: int = 0
     deadlines_fired: int = 0
-    outbox: int = 0
     dead_letters: int = 0
+    outbox: int = 0
     first: datetime | None = None
     last: datetime | None = None
     errors: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    decision_digest: str = ""
+    mode: str = "pipelined"
+
+    @property
+    def interchanges(self) -> int:
+        return self.files
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data (errors and rejections capped at 1,000 lines each)."""
         return {
-            "interchanges": self.interchanges,
-            "statuses": dict(self.statuses),
-            "outcomes": dict(self.outcomes),
+            "files": self.files,
+            "messages": self.messages,
+            "events_appended": self.events_appended,
+            "outbox_enqueued": self.outbox_enqueued,
+            "processes_created": self.processes_created,
             "deadlines_fired": self.deadlines_fired,
-            "outbox": self.outbox,
             "dead_letters": self.dead_letters,
+            "errors": self.errors[:1000],
+            "rejected": self.rejected[:1000],
+            "failures": self.failures[:1000],
+            "duration_s": round(self.duration_s, 3),
+            "messages_per_s": round(self.messages_per_s, 1),
+            "decision_digest": self.decision_digest,
+            "statuses": dict(sorted(self.statuses.items())),
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "outbox": self.outbox,
             "first": self.first.isoformat() if self.first else None,
             "last": self.last.isoformat() if self.last else None,
-            "errors": self.errors[:100],
+            "mode": self.mode,
         }
 
 
@@ -96,20 +164,27 @@ def load_master_data(path: Path) -> StaticMasterData:
 def archive(directory: Path) -> list[ArchivedInterchange]:
     """The interchanges of ``directory`` in receipt order (ties by file name).
 
-    Raises ``InvalidArgument`` for a missing directory or a manifest naming an absent file or
-    a naive/garbled instant.
+    Raises ``InvalidArgument`` for a missing directory, or a manifest naming a file outside the
+    directory (``../``, an absolute path), an absent file or a naive/garbled instant.
     """
     if not directory.is_dir():
         raise InvalidArgument(f"replay: {directory} is not a directory")
     manifest = directory / "manifest.csv"
+    root = directory.resolve()
     items: list[ArchivedInterchange] = []
     if manifest.exists():
-        with manifest.open(newline="") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                path = directory / (row.get("file") or "")
-                if not path.is_file():
-                    raise InvalidArgument(f"{manifest}:{line}: no file {row.get('file')!r}")
-                items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
+        try:
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                for line, row in enumerate(csv.DictReader(handle), start=2):
+                    name = row.get("file") or ""
+                    path = (directory / name).resolve()
+                    if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
+                        raise InvalidArgument(f"{manifest}:{line}: {name!r} lies outside the archive")
+                    if not path.is_file():
+                        raise InvalidArgument(f"{manifest}:{line}: no file {name!r}")
+                    items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InvalidArgument(f"{manifest}: cannot read: {exc}") from None
     else:
         for path in directory.iterdir():
             if path.is_file() and path.suffix.lower() in EDIFACT_SUFFIXES:
@@ -127,6 +202,419 @@ def _instant(text: str | None, manifest: Path, line: int) -> datetime:
     return instant.astimezone(UTC)
 
 
+# -- decisions -------------------------------------------------------------------------------
+
+
+def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[Any]]]:
+    """Each GPKE process's ordered decisions, keyed by its seed (first message's references).
+
+    A decision is one event: its type, the messages it sends (type, PID, recipient), its
+    answer code and the Frist instants it sets. The seed (``sender:0020:0062:IDE`` of the
+    message that started the process) is the same in every run, unlike the process id.
+    """
+    streams: dict[StreamId, list[EventEnvelope]] = {}
+    for event in events:
+        if event.event_type.startswith("gpke."):
+            streams.setdefault(event.stream_id, []).append(event)
+    out: dict[str, list[list[Any]]] = {}
+    for stream_id, stream in streams.items():
+        stream.sort(key=lambda e: e.sequence)
+        seed = str(stream_id)
+        inbound = stream[0].payload.get("inbound")
+        if isinstance(inbound, dict):
+            seed = ":".join(
+                str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
+            )
+        out[seed] = [_decision(e) for e in stream]
+    return out
+
+
+def _decision(event: EventEnvelope) -> list[Any]:
+    payload = event.payload
+    sent = [
+        f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
+        for v in payload.values()
+        if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
+    ]
+    fristen = payload.get("fristen")
+    due = fristen.get("due") if isinstance(fristen, dict) else None
+    return [
+        event.event_type,
+        sent,
+        payload.get("code"),
+        payload.get("confirmed"),
+        payload.get("answer_due") or payload.get("due_at"),
+        dict(sorted(due.items())) if isinstance(due, dict) else None,
+    ]
+
+
+def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
+    """SHA-256 over every process's decisions, in seed order (independent of the schedule)."""
+    digest = hashlib.sha256()
+    for seed in sorted(decisions):
+        digest.update(json.dumps([seed, decisions[seed]], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+async def _all_events(store: Store) -> list[EventEnvelope]:
+    events: list[EventEnvelope] = []
+    position = 0
+    while batch := await store.read_all(position, 10_000):
+        events.extend(batch)
+        position = batch[-1].global_position
+    return events
+
+
+# -- the run's view of the store -------------------------------------------------------------
+
+
+class _RunView:
+    """The store, seen through this run: registry bindings, pending deadlines, counters.
+
+    Every commit that passes through is recorded after the store confirmed it, so routing
+    decisions that depend on earlier commits (which process an answer belongs to) can be made
+    without a store read, and the deadlines a commit sets are known at once.
+    """
+
+    def __init__(self, store: Store, on_deadline: Callable[[Deadline], None]) -> None:
+        self._store = store
+        self._on_deadline = on_deadline
+        self.registry: dict[tuple[TenantId, str], ProcessIdentity] = {}
+        self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
+        self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
+        self.pending: dict[Any, Deadline] = {}
+        self.events = self.outbox = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        result = await self._store.commit(commit)
+        self._observe(commit)
+        return result
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+        results = await self._store.commit_many(commits)
+        for commit, result in zip(commits, results, strict=True):
+            if not isinstance(result, EngineError):
+                self._observe(commit)
+        return results
+
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        known = self.registry.get((tenant_id, key))
+        if known is not None:
+            return known
+        found = await self._store.lookup(tenant_id, key)
+        if found is not None:
+            self.registry[(tenant_id, key)] = found
+        return found
+
+    async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
+        return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
+
+    async def cancel_deadline(self, deadline_id: Any) -> bool:
+        self.pending.pop(deadline_id, None)
+        return await self._store.cancel_deadline(deadline_id)
+
+    def _observe(self, commit: Commit) -> None:
+        self.events += len(commit.events)
+        self.outbox += len(commit.outbox)
+        for key, identity in commit.registry:
+            self.registry[(identity.tenant_id, key)] = identity
+            dependency = self.tx_keys.get((identity.tenant_id, key))
+            if dependency is not None:
+                self.stream_keys.setdefault(identity.stream_id, dependency)
+        if commit.cancel_deadline_labels:
+            labels = set(commit.cancel_deadline_labels)
+            for deadline_id, deadline in list(self.pending.items()):
+                if deadline.stream_id == commit.stream_id and deadline.label in labels:
+                    del self.pending[deadline_id]
+        for deadline_id in commit.cancel_deadline_ids:
+            self.pending.pop(deadline_id, None)
+        for deadline in commit.deadlines:
+            self.pending[deadline.deadline_id] = deadline
+            self._on_deadline(deadline)
+
+    def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
+        return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
+
+
+# -- the pipelined schedule ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Item:
+    """One unit of work: an interchange to ingest, or a deadline to fire."""
+
+    at: datetime
+    rank: int  # deadlines (0) fire before interchanges (1) received at the same instant
+    seq: int
+    keys: tuple[tuple[str, ...], ...] = ()
+    exclusive: bool = False
+    source: ArchivedInterchange | None = None
+    raw: bytes = b""
+    messages: int = 0
+    deadline: Deadline | None = None
+    state: str = "queued"  # queued -> ready -> started
+
+    @property
+    def order(self) -> tuple[datetime, int, int]:
+        return (self.at, self.rank, self.seq)
+
+
+class _Pipeline:
+    def __init__(
+        self,
+        items: list[ArchivedInterchange],
+        view: _RunView,
+        pipeline: InboundPipeline,
+        system: LocalActorSystem,
+        clock: VirtualClock,
+        tenants: set[str],
+        report: ReplayReport,
+        window: int,
+        until: datetime | None,
+        progress: Progress | None,
+    ) -> None:
+        self.archive, self.view, self.pipeline, self.system = items, view, pipeline, system
+        self.clock, self.report, self.window, self.until, self.progress = (
+            clock,
+            report,
+            window,
+            until,
+            progress,
+        )
+        self.tenants = {TenantId.from_party_id(t): t for t in tenants}
+        self.queues: dict[tuple[str, ...], list[_Item]] = {}
+        self.parked: list[_Item] = []
+        self.ready: list[_Item] = []
+        self.running: dict[asyncio.Task[None], _Item] = {}
+        self.queued = 0
+        self.seq = 0
+        self.next_index = 0
+        self.done = 0
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _keys(self, item: _Item) -> None:
+        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet."""
+        parsed = try_parse_interchange(item.raw, source=item.source.path.name if item.source else None)
+        if not isinstance(parsed, Interchange):
+            item.exclusive = True  # unreadable: a dead letter, maybe a receipt under a lenient header
+            return
+        item.messages = len(parsed.messages)
+        us = parsed.recipient.id
+        keys: list[tuple[str, ...]] = [("receipt", parsed.sender.id, us, parsed.control_ref)]
+        tenant = next((t for t, mp in self.tenants.items() if mp == us), None)
+        if tenant is None:
+            item.keys = tuple(keys)  # not for us: a receipt only
+            return
+        for message in parsed.messages:
+            if message.message_type in ("CONTRL", "APERAK"):
+                ref = _ack_ref(message)
+                target = self.view.registry.get((tenant, f"ic:{ref}")) if ref else None
+                if ref and target is None:
+                    item.exclusive = True
+                    return
+                if target is not None:
+                    keys.append(self.view.key_of(target.stream_id))
+                continue
+            sender = message.sender.id if message.sender else parsed.sender.id
+            for tx in message.transactions:
+                pid = tx.pid or message.pid
+                if pid in _ANSWERS:
+                    target = self.view.registry.get((tenant, f"ide:{tx.request_ref}"))
+                    if target is None:
+                        item.exclusive = True
+                        return
+                    keys.append(self.view.key_of(target.stream_id))
+                else:
+                    malo_key = ("malo", us, str(tx.malo))
+                    keys.append(malo_key)
+                    keys.append(("tx", sender, tx.ide_ref))
+                    if pid in _TRIGGERS:
+                        self.view.tx_keys[(tenant, f"tx:{sender}:{tx.ide_ref}")] = malo_key
+        item.keys = tuple(dict.fromkeys(keys))
+
+    # -- the queues ---------------------------------------------------------------------------
+
+    def _horizon(self) -> datetime:
+        """Items received before this instant are all queued: deadlines up to it may fire."""
+        if self.next_index < len(self.archive):
+            return self.archive[self.next_index].received_at
+        last = self.archive[-1].received_at if self.archive else datetime.min.replace(tzinfo=UTC)
+        return max(last, self.until) if self.until is not None else last
+
+    def _enqueue(self, item: _Item) -> None:
+        self.queued += 1
+        for key in item.keys:
+            queue = self.queues.setdefault(key, [])
+            index = bisect.bisect_right(queue, item.order, key=lambda i: i.order)
+            if index == 0 and queue and queue[0].state != "queued":
+                index = 1  # never ahead of an item already under way
+            queue.insert(index, item)
+        self._check(item)
+
+    def _check(self, item: _Item) -> None:
+        if item.state == "queued" and all(self.queues[key][0] is item for key in item.keys):
+            if item.deadline is not None and item.at > self._horizon():
+                if item not in self.parked:
+                    self.parked.append(item)
+            else:
+                item.state = "ready"
+                self.ready.append(item)
+
+    def add_deadline(self, deadline: Deadline) -> None:
+        """A commit set ``deadline``: queue its firing under its process's key."""
+        self.seq += 1
+        key = self.view.key_of(deadline.stream_id)
+        self._enqueue(_Item(deadline.due_at, 0, self.seq, keys=(key,), deadline=deadline))
+
+    def _finish(self, item: _Item) -> None:
+        self.queued -= 1
+        for key in item.keys:
+            queue = self.queues[key]
+            queue.remove(item)
+            if queue:
+                self._check(queue[0])
+            else:
+                del self.queues[key]
+
+    def _unpark(self) -> None:
+        """Deadlines parked at the head of their queues fire once every earlier item is queued.
+
+        One that lost its place at a head meanwhile is checked again when it gets back there.
+        """
+        horizon = self._horizon()
+        parked, self.parked = self.parked, []
+        for item in parked:
+            if item.at > horizon:
+                self.parked.append(item)
+            else:
+                self._check(item)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            while self.next_index < len(self.archive) and self.queued < self.window:
+                source = self.archive[self.next_index]
+                self.seq += 1
+                raw = _read(source.path, self.report)
+                if raw is None:
+                    self.next_index += 1
+                    continue
+                item = _Item(source.received_at, 1, self.seq, source=source, raw=raw)
+                self._keys(item)
+                if item.exclusive:
+                    # Everything before it first (deadlines due by its instant included), then
+                    # it alone; only then may the horizon move past it.
+                    await self._drain()
+                    self.clock.set(max(self.clock(), source.received_at))
+                    await self._execute(item)
+                    self.next_index += 1
+                    self._unpark()
+                    continue
+                self.next_index += 1
+                self.clock.set(max(self.clock(), source.received_at))
+                self._enqueue(item)
+                self._unpark()
+            self._start_ready()
+            if not self.running:
+                if self.next_index >= len(self.archive):
+                    if self.until is not None:
+                        self.clock.set(max(self.clock(), self.until))
+                    self._unpark()
+                    self._start_ready()
+                    if not self.running:
+                        return
+                continue
+            await self._wait_one()
+
+    def _start_ready(self) -> None:
+        ready, self.ready = self.ready, []
+        for item in ready:
+            item.state = "started"
+            task = asyncio.ensure_future(self._execute(item))
+            self.running[task] = item
+
+    async def _wait_one(self) -> None:
+        finished, _ = await asyncio.wait(list(self.running), return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            item = self.running.pop(task)
+            task.result()  # a store failure ends the run
+            self._finish(item)
+
+    async def _drain(self) -> None:
+        """Run everything queued that may run now (parked deadlines stay parked)."""
+        self._start_ready()
+        while self.running:
+            await self._wait_one()
+            self._start_ready()
+
+    async def _execute(self, item: _Item) -> None:
+        if item.deadline is not None:
+            await self._fire(item.deadline)
+            return
+        assert item.source is not None
+        source = item.source
+        result = await self.pipeline.ingest(item.raw, source.received_at, source=source.path.name)
+        _count(self.report, source, result, item.messages)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.archive), source.path.name)
+
+    async def _fire(self, deadline: Deadline) -> None:
+        if deadline.deadline_id not in self.view.pending:
+            return  # cancelled (answered) meanwhile
+        self.view.pending.pop(deadline.deadline_id, None)
+        try:
+            await self.system.resume(identity_of(deadline)).execute_timeout(deadline)
+            self.report.deadlines_fired += 1
+        except EngineError as exc:
+            if exc.transient:
+                raise
+            self.report.errors.append(f"deadline {deadline.label} of {deadline.stream_id}: {exc}")
+            await self.view.add_dead_letter(
+                DeadLetter(
+                    kind="deadline", reason=str(exc), payload=deadline.to_plain(), recorded_at=self.clock()
+                )
+            )
+            await self.view.cancel_deadline(deadline.deadline_id)
+
+
+def _ack_ref(message: Any) -> str | None:
+    """The 0020 of ours a CONTRL (UCI) or APERAK (RFF+ACE) refers to."""
+    for segment in message.segments:
+        if message.message_type == "CONTRL" and segment.tag == "UCI":
+            return str(segment.value(0)) or None
+        if message.message_type == "APERAK" and segment.tag == "RFF" and segment.value(0, 0) == "ACE":
+            return str(segment.value(0, 1)) or None
+    return None
+
+
+def _read(path: Path, report: ReplayReport) -> bytes | None:
+    """The file's bytes; None (and a failure in the report) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        report.failures.append(f"{path.name}: cannot read: {exc.strerror or exc}")
+        return None
+
+
+def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResult, messages: int) -> None:
+    report.messages += messages
+    report.statuses[result.status] += 1
+    report.outcomes.update(m.outcome for m in result.messages)
+    if result.error:
+        report.errors.append(f"{source.path.name}: {result.error}")
+    if result.status in ("rejected", "conflict"):
+        report.rejected.append(source.path.name)
+
+
+# -- the entry point -------------------------------------------------------------------------
+
+
 async def replay_directory(
     directory: Path,
     store_path: Path,
@@ -136,38 +624,84 @@ async def replay_directory(
     until: datetime | None = None,
     durability: Durability = Durability.NO_SYNC,
     progress: Progress | None = None,
+    sequential: bool = False,
+    window: int = 512,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
     ``until`` moves the virtual clock on after the last interchange (Fristen due by then fire).
     The default durability is ``NO_SYNC`` (a replay can be re-run; the store is synced on
-    close); pass ``FSYNC`` to make every batch durable on its own.
+    close, so the run is durable when this returns); ``FSYNC`` makes every batch durable on its
+    own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
+    queued at once (see the module doc). Raises ``InvalidArgument`` for a bad archive or tenant
+    and ``StoreError`` when the store cannot be opened or written.
     """
+    tenant_ids = sorted(set(tenants))
+    for tenant in tenant_ids:
+        TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
+    if window < 1:
+        raise InvalidArgument(f"replay: window must be >= 1, got {window}")
     items = archive(directory)
-    report = ReplayReport(interchanges=len(items))
+    report = ReplayReport(files=len(items), mode="sequential" if sequential else "pipelined")
     if items:
         report.first, report.last = items[0].received_at, items[-1].received_at
     clock = VirtualClock(items[0].received_at if items else datetime.now(UTC))
-    async with (
-        LmdbStore(store_path, durability=durability) as store,
-        LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system,
-    ):
-        pipeline = InboundPipeline(store, system, tenants=tenants, master_data=master_data, clock=clock)
-        scheduler = DeadlineScheduler(
-            store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock
-        )
-        for done, item in enumerate(items, start=1):
-            report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
-            result = await pipeline.ingest(item.path.read_bytes(), item.received_at, source=item.path.name)
-            report.statuses[result.status] += 1
-            report.outcomes.update(m.outcome for m in result.messages)
-            if result.error:
-                report.errors.append(f"{item.path.name}: {result.error}")
-            if progress is not None:
-                progress(done, len(items), item.path.name)
-        if until is not None:
-            report.deadlines_fired += await scheduler.advance_to(clock, until)
-        await system.drain()
-        report.outbox = await store.outbox_count()
-        report.dead_letters = len(await store.dead_letters(limit=1_000_000))
+    started = time.perf_counter()
+    add_deadline: list[Callable[[Deadline], None]] = []
+    async with LmdbStore(store_path, durability=durability) as lmdb:
+        view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
+        store = cast(Store, view)
+        dead_before = len(await lmdb.dead_letters(limit=10**9))
+        async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
+            pipeline = InboundPipeline(
+                store, system, tenants=tenant_ids, master_data=master_data, clock=clock
+            )
+            if sequential:
+                await _sequential(items, store, pipeline, system, clock, report, until, progress)
+            else:
+                run = _Pipeline(
+                    items, view, pipeline, system, clock, set(tenant_ids), report, window, until, progress
+                )
+                add_deadline.append(run.add_deadline)
+                await _queue_stored_deadlines(lmdb, run)
+                await run.run()
+            await system.drain()
+        report.events_appended, report.outbox_enqueued = view.events, view.outbox
+        report.processes_created = report.outcomes.get("started", 0)
+        report.outbox = await lmdb.outbox_count()
+        report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
+        report.duration_s = time.perf_counter() - started
+        report.decision_digest = decision_digest(process_decisions(await _all_events(lmdb)))
     return report
+
+
+async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
+    """Deadlines an earlier run left pending: their process's key is unknown, so each runs alone."""
+    for deadline in await store.due_deadlines(_FAR, 10**9):
+        run.view.pending[deadline.deadline_id] = deadline
+        run.add_deadline(deadline)
+
+
+async def _sequential(
+    items: list[ArchivedInterchange],
+    store: Store,
+    pipeline: InboundPipeline,
+    system: LocalActorSystem,
+    clock: VirtualClock,
+    report: ReplayReport,
+    until: datetime | None,
+    progress: Progress | None,
+) -> None:
+    scheduler = DeadlineScheduler(store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock)
+    for done, item in enumerate(items, start=1):
+        report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
+        raw = _read(item.path, report)
+        if raw is None:
+            continue
+        parsed = try_parse_interchange(raw)
+        result = await pipeline.ingest(raw, item.received_at, source=item.path.name)
+        _count(report, item, result, len(parsed.messages) if isinstance(parsed, Interchange) else 0)
+        if progress is not None:
+            progress(done, len(items), item.path.name)
+    if until is not None:
+        report.deadlines_fired += await scheduler.advance_to(clock, until)
