@@ -31,7 +31,11 @@ def add_replay_commands(sub: Any) -> None:
     replay.add_argument("directory", type=Path)
     replay.add_argument("--store", type=Path, required=True, help="LMDB store directory (created if missing)")
     replay.add_argument("--tenant", action="append", required=True, help="our MP-ID (repeatable)")
-    replay.add_argument("--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start}")
+    replay.add_argument(
+        "--master-data",
+        type=Path,
+        help="JSON: MaLo -> {current, future, future_start} (default: DIRECTORY/master.json if there)",
+    )
     replay.add_argument("--until", help="ISO 8601 instant: fire Fristen due by then after the last file")
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
     replay.add_argument("--sequential", action="store_true", help="one interchange at a time (reference run)")
@@ -92,7 +96,8 @@ def _replay(args: argparse.Namespace) -> int:
         until = datetime.fromisoformat(args.until) if args.until else None
         if until is not None and until.tzinfo is None:
             raise ValueError(f"--until {args.until!r} has no time zone")
-        master = load_master_data(args.master_data) if args.master_data else None
+        master_path = args.master_data or args.directory / "master.json"
+        master = load_master_data(master_path) if args.master_data or master_path.is_file() else None
         if args.store.exists() and not args.store.is_dir():
             raise ValueError(f"--store {args.store} is not a directory")
         with Progress(console=console, disable=args.json) as bar:
@@ -118,7 +123,7 @@ def _replay(args: argparse.Namespace) -> int:
         if args.report is not None:
             args.report.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
-        console.print(f"mako-actors replay: {type(exc).__name__}: {exc}", markup=False)
+        console.print(f"mako-actors replay: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         return 2
     if args.json:
         print(json.dumps(plain, indent=2, ensure_ascii=False))

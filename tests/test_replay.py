@@ -117,6 +117,8 @@ def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.Ca
     assert code == 0  # completed: the rejected interchange is a result, listed in the report
     assert report["statuses"]["rejected"] == 1 and report["deadlines_fired"] == 1
     assert report["rejected"] == ["broken.edi"] and len(report["decision_digest"]) == 64
-    assert main([*argv, "--strict"]) == 1  # a re-run: still rejected, so --strict fails it
+    assert main([*argv, "--strict"]) == 0  # a re-run: the broken file is a known duplicate now
+    strict = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "t"), "--tenant", NB, "--strict"]
+    assert main([*strict, "--json"]) == 1  # a fresh store: rejected, and --strict says so
     capsys.readouterr()
     assert main(["replay", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--tenant", NB]) == 2
