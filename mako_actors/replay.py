@@ -76,10 +76,11 @@ _FAR = datetime.max.replace(tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class ArchivedInterchange:
-    """One file of the archive and the instant it was received."""
+    """One file of the archive and the instant it was received (``raw``: its bytes, if read)."""
 
     path: Path
     received_at: datetime
+    raw: bytes | None = None
 
 
 @dataclass
@@ -500,7 +501,7 @@ class _Pipeline:
             while self.next_index < len(self.archive) and self.queued < self.window:
                 source = self.archive[self.next_index]
                 self.seq += 1
-                raw = _read(source.path, self.report)
+                raw = _read(source, self.report)
                 if raw is None:
                     self.next_index += 1
                     continue
@@ -593,12 +594,14 @@ def _ack_ref(message: Any) -> str | None:
     return None
 
 
-def _read(path: Path, report: ReplayReport) -> bytes | None:
+def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     """The file's bytes; None (and a failure in the report) when it cannot be read."""
+    if item.raw is not None:
+        return item.raw
     try:
-        return path.read_bytes()
+        return item.path.read_bytes()
     except OSError as exc:
-        report.failures.append(f"{path.name}: cannot read: {exc.strerror or exc}")
+        report.failures.append(f"{item.path.name}: cannot read: {exc.strerror or exc}")
         return None
 
 
@@ -626,6 +629,7 @@ async def replay_directory(
     progress: Progress | None = None,
     sequential: bool = False,
     window: int = 512,
+    workers: int = 1,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
@@ -633,35 +637,62 @@ async def replay_directory(
     The default durability is ``NO_SYNC`` (a replay can be re-run; the store is synced on
     close, so the run is durable when this returns); ``FSYNC`` makes every batch durable on its
     own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
-    queued at once (see the module doc). Raises ``InvalidArgument`` for a bad archive or tenant
-    and ``StoreError`` when the store cannot be opened or written.
+    queued at once (see the module doc). ``workers`` > 1 replays the archive's partitions on as
+    many OS processes, each into its own store ``store_path/part-<i>-of-<n>`` (see
+    ``mako_actors._partition``); the report sums theirs. Raises ``InvalidArgument`` for a bad
+    archive, tenant or setting and ``StoreError`` when a store cannot be opened or written.
     """
     tenant_ids = sorted(set(tenants))
     for tenant in tenant_ids:
         TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
-    if window < 1:
-        raise InvalidArgument(f"replay: window must be >= 1, got {window}")
+    if window < 1 or workers < 1:
+        raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
     items = archive(directory)
+    options = _Options(tenant_ids, master_data, until, durability, sequential, window)
+    if workers == 1:
+        report, _ = await _replay_items(items, store_path, options, progress)
+        return report
+    from mako_actors._workers import replay_partitions
+
+    return await replay_partitions(items, store_path, options, workers)
+
+
+@dataclass(frozen=True)
+class _Options:
+    tenants: list[str]
+    master_data: MasterData | None
+    until: datetime | None
+    durability: Durability
+    sequential: bool
+    window: int
+
+
+async def _replay_items(
+    items: list[ArchivedInterchange], store_path: Path, options: _Options, progress: Progress | None
+) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
+    """One replay of ``items`` (in receipt order) into one store; the report and the decisions."""
+    sequential, until = options.sequential, options.until
     report = ReplayReport(files=len(items), mode="sequential" if sequential else "pipelined")
     if items:
         report.first, report.last = items[0].received_at, items[-1].received_at
     clock = VirtualClock(items[0].received_at if items else datetime.now(UTC))
     started = time.perf_counter()
     add_deadline: list[Callable[[Deadline], None]] = []
-    async with LmdbStore(store_path, durability=durability) as lmdb:
+    async with LmdbStore(store_path, durability=options.durability) as lmdb:
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
         dead_before = len(await lmdb.dead_letters(limit=10**9))
         async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
-                store, system, tenants=tenant_ids, master_data=master_data, clock=clock
+                store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
             )
             if sequential:
                 await _sequential(items, store, pipeline, system, clock, report, until, progress)
             else:
                 run = _Pipeline(
-                    items, view, pipeline, system, clock, set(tenant_ids), report, window, until, progress
-                )
+                    items, view, pipeline, system, clock, set(options.tenants), report, options.window, until,
+                    progress,
+                )  # fmt: skip
                 add_deadline.append(run.add_deadline)
                 await _queue_stored_deadlines(lmdb, run)
                 await run.run()
@@ -671,8 +702,9 @@ async def replay_directory(
         report.outbox = await lmdb.outbox_count()
         report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
         report.duration_s = time.perf_counter() - started
-        report.decision_digest = decision_digest(process_decisions(await _all_events(lmdb)))
-    return report
+        decisions = process_decisions(await _all_events(lmdb))
+        report.decision_digest = decision_digest(decisions)
+    return report, decisions
 
 
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
@@ -695,7 +727,7 @@ async def _sequential(
     scheduler = DeadlineScheduler(store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock)
     for done, item in enumerate(items, start=1):
         report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
-        raw = _read(item.path, report)
+        raw = _read(item, report)
         if raw is None:
             continue
         parsed = try_parse_interchange(raw)

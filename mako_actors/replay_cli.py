@@ -40,6 +40,7 @@ def add_replay_commands(sub: Any) -> None:
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
     replay.add_argument("--sequential", action="store_true", help="one interchange at a time (reference run)")
     replay.add_argument("--window", type=int, default=512, help="items in flight when pipelined (512)")
+    replay.add_argument("--workers", type=int, default=1, help="OS processes, one store per partition")
     replay.add_argument("--report", type=Path, help="write the report as JSON to this file")
     replay.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -117,6 +118,7 @@ def _replay(args: argparse.Namespace) -> int:
                     progress=step,
                     sequential=args.sequential,
                     window=args.window,
+                    workers=args.workers,
                 )
             )
         plain = report.to_plain()

@@ -80,6 +80,23 @@ async def test_pipelined_and_sequential_runs_decide_the_same_and_reruns_change_n
     assert after == before
 
 
+def test_two_workers_decide_like_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = generated(tmp_path / "in", processes=50, defects=0.2, duplicates=0.2, competing=0.2, bundle=12)
+    one = tmp_path / "one.json"
+    two = tmp_path / "two.json"
+    assert (
+        main(["replay", str(src), "--store", str(tmp_path / "s1"), "--tenant", NB, "--report", str(one)]) == 0
+    )
+    argv = ["replay", str(src), "--store", str(tmp_path / "s2"), "--tenant", NB, "--workers", "2"]
+    assert main([*argv, "--report", str(two)]) == 0
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["decision_digest"] == b["decision_digest"] and b["mode"] == "pipelined x2"
+    for key in ("messages", "processes_created", "deadlines_fired", "outcomes"):
+        assert a[key] == b[key], key
+    assert sorted(p.name for p in (tmp_path / "s2").iterdir()) == ["part-0-of-2", "part-1-of-2"]
+    assert sum(b["statuses"].values()) > sum(a["statuses"].values())  # bundles were split
+
+
 def test_generate_archive_cli_and_replay_report_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
