@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 from mako_actors.gpke.payloads import derive_ref
 
-__all__ = ["split_by_partition"]
+__all__ = ["Partitioner", "Scan", "split_by_partition"]
 
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
+_VALUES = (b"IDE", b"NAD", b"LOC", b"RFF", b"UCI")
 
 
 @dataclass
@@ -43,11 +44,15 @@ def _partition(n: int, *parts: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(b"\x00".join(parts), digest_size=8).digest(), "big") % n
 
 
-class _Scan:
-    """Segments of one interchange with the few values partitioning needs."""
+class Scan:
+    """Segments of one interchange with the few values routing needs (no validation).
+
+    ``ok``: a UNB, at least one complete UNH..UNT and a UNZ were found; ``escaped``: a value
+    segment holds the release character, so its values here may differ from the parser's.
+    """
 
     def __init__(self, raw: bytes) -> None:
-        self.ok = False
+        self.ok = self.escaped = False
         if raw.startswith(b"UNA") and len(raw) >= 9:
             self.comp, self.elem, self.rel, self.term = raw[3:4], raw[4:5], raw[6:7], raw[8:9]
             pos = 9
@@ -71,6 +76,8 @@ class _Scan:
             segment = raw[start:end]
             elements = segment.split(self.elem)
             tag = elements[0]
+            if tag == b"UNB" and self.rel in segment:
+                self.escaped = True
             if tag == b"UNB" and len(elements) > 5:
                 self.sender = elements[2].split(self.comp)[0]
                 self.recipient = elements[3].split(self.comp)[0]
@@ -80,6 +87,8 @@ class _Scan:
                 current = _Message(start, kind=elements[2].split(self.comp)[0], ref=elements[1])
                 self.messages.append(current)
             elif current is not None:
+                if tag in _VALUES and self.rel in segment:
+                    self.escaped = True
                 self._value(current, tag, elements)
                 if tag == b"UNT":
                     current.end, current = end + 1, None
@@ -122,7 +131,7 @@ class Partitioner:
 
     def split(self, name: str, raw: bytes) -> dict[int, bytes]:
         """``{partition: bytes}`` for one interchange: whole, or one piece per partition."""
-        scan = _Scan(raw)
+        scan = Scan(raw)
         if not scan.ok:
             return {_partition(self.n, name.encode(), raw[:64]): raw}
         default = _partition(self.n, scan.sender, scan.recipient, scan.control)
@@ -133,7 +142,7 @@ class Partitioner:
             return {next(iter(parts)): raw}
         return {part: self._piece(scan, raw, messages) for part, messages in parts.items()}
 
-    def _of(self, scan: _Scan, message: _Message, default: int) -> int:
+    def _of(self, scan: Scan, message: _Message, default: int) -> int:
         if message.ack_ref:
             return self._interchange.get(message.ack_ref, default)
         if not message.txs:
@@ -151,7 +160,7 @@ class Partitioner:
                 self._interchange[derive_ref(seed, index, "0020").encode()] = part
         return part
 
-    def _piece(self, scan: _Scan, raw: bytes, messages: list[_Message]) -> bytes:
+    def _piece(self, scan: Scan, raw: bytes, messages: list[_Message]) -> bytes:
         body = b"".join(raw[m.start : m.end] for m in messages)
         unz = b"UNZ" + scan.elem + str(len(messages)).encode() + scan.elem + scan.control + scan.term
         return raw[: scan.head_end] + body + unz

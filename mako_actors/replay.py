@@ -44,10 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from mako_actors._partition import Scan
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
-from mako_actors.edifact import Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
@@ -88,7 +88,7 @@ class ReplayReport:
     """What a replay did: files and messages, what was written, decisions, rejections, speed."""
 
     files: int = 0
-    messages: int = 0
+    messages: int = 0  # UNH..UNT found in the files (also in rejected ones)
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     events_appended: int = 0
@@ -385,7 +385,7 @@ class _Pipeline:
             until,
             progress,
         )
-        self.tenants = {TenantId.from_party_id(t): t for t in tenants}
+        self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[_Item] = []
         self.ready: list[_Item] = []
@@ -398,43 +398,49 @@ class _Pipeline:
     # -- keys --------------------------------------------------------------------------------
 
     def _keys(self, item: _Item) -> None:
-        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet."""
-        parsed = try_parse_interchange(item.raw, source=item.source.path.name if item.source else None)
-        if not isinstance(parsed, Interchange):
-            item.exclusive = True  # unreadable: a dead letter, maybe a receipt under a lenient header
+        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet.
+
+        A light scan (``_partition.Scan``) reads the values the router will use; anything it
+        is not sure of (a file the scan cannot follow, escaped values, a transaction without
+        PID, an answer or acknowledgement whose process is not known yet) runs alone.
+        """
+        scan = Scan(item.raw)
+        item.messages = len(scan.messages)
+        if not scan.ok or scan.escaped:
+            item.exclusive = True  # unreadable or unusual: the parser decides, alone
             return
-        item.messages = len(parsed.messages)
-        us = parsed.recipient.id
-        keys: list[tuple[str, ...]] = [("receipt", parsed.sender.id, us, parsed.control_ref)]
-        tenant = next((t for t, mp in self.tenants.items() if mp == us), None)
+        us, sender = scan.recipient.decode("latin-1"), scan.sender.decode("latin-1")
+        keys: list[tuple[str, ...]] = [("receipt", sender, us, scan.control.decode("latin-1"))]
+        tenant = self.tenants.get(us)
         if tenant is None:
             item.keys = tuple(keys)  # not for us: a receipt only
             return
-        for message in parsed.messages:
-            if message.message_type in ("CONTRL", "APERAK"):
-                ref = _ack_ref(message)
-                target = self.view.registry.get((tenant, f"ic:{ref}")) if ref else None
-                if ref and target is None:
+        for message in scan.messages:
+            if message.ack_ref or message.kind in (b"CONTRL", b"APERAK"):
+                target = self.view.registry.get((tenant, f"ic:{message.ack_ref.decode('latin-1')}"))
+                if target is None:
                     item.exclusive = True
                     return
-                if target is not None:
-                    keys.append(self.view.key_of(target.stream_id))
+                keys.append(self.view.key_of(target.stream_id))
                 continue
-            sender = message.sender.id if message.sender else parsed.sender.id
-            for tx in message.transactions:
-                pid = tx.pid or message.pid
-                if pid in _ANSWERS:
-                    target = self.view.registry.get((tenant, f"ide:{tx.request_ref}"))
+            by = message.sender.decode("latin-1") if message.sender else sender
+            for tx in message.txs:
+                pid = tx.get(b"Z13")
+                if pid is None:
+                    item.exclusive = True
+                    return
+                if pid in (b"55011", b"55012"):
+                    request = tx.get(b"TN", b"").decode("latin-1")
+                    target = self.view.registry.get((tenant, f"ide:{request}"))
                     if target is None:
                         item.exclusive = True
                         return
                     keys.append(self.view.key_of(target.stream_id))
-                else:
-                    malo_key = ("malo", us, str(tx.malo))
-                    keys.append(malo_key)
-                    keys.append(("tx", sender, tx.ide_ref))
-                    if pid in _TRIGGERS:
-                        self.view.tx_keys[(tenant, f"tx:{sender}:{tx.ide_ref}")] = malo_key
+                    continue
+                ide = tx[b"IDE"].decode("latin-1")
+                malo_key = ("malo", us, tx[b"LOC"].decode("latin-1") if b"LOC" in tx else "None")
+                keys += [malo_key, ("tx", by, ide)]
+                self.view.tx_keys[(tenant, f"tx:{by}:{ide}")] = malo_key
         item.keys = tuple(dict.fromkeys(keys))
 
     # -- the queues ---------------------------------------------------------------------------
@@ -584,16 +590,6 @@ class _Pipeline:
             await self.view.cancel_deadline(deadline.deadline_id)
 
 
-def _ack_ref(message: Any) -> str | None:
-    """The 0020 of ours a CONTRL (UCI) or APERAK (RFF+ACE) refers to."""
-    for segment in message.segments:
-        if message.message_type == "CONTRL" and segment.tag == "UCI":
-            return str(segment.value(0)) or None
-        if message.message_type == "APERAK" and segment.tag == "RFF" and segment.value(0, 0) == "ACE":
-            return str(segment.value(0, 1)) or None
-    return None
-
-
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     """The file's bytes; None (and a failure in the report) when it cannot be read."""
     if item.raw is not None:
@@ -730,9 +726,8 @@ async def _sequential(
         raw = _read(item, report)
         if raw is None:
             continue
-        parsed = try_parse_interchange(raw)
         result = await pipeline.ingest(raw, item.received_at, source=item.path.name)
-        _count(report, item, result, len(parsed.messages) if isinstance(parsed, Interchange) else 0)
+        _count(report, item, result, len(Scan(raw).messages))
         if progress is not None:
             progress(done, len(items), item.path.name)
     if until is not None:
