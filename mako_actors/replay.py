@@ -35,6 +35,7 @@ import asyncio
 import bisect
 import csv
 import hashlib
+import heapq
 import json
 import time
 from collections import Counter
@@ -52,8 +53,16 @@ from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.ids import StreamId, TenantId
-from mako_actors.inbound import InboundPipeline, IngestResult, MasterData, StaticMasterData, Suppliers
+from mako_actors.inbound import (
+    RECEIPT_WORKFLOW,
+    InboundPipeline,
+    IngestResult,
+    MasterData,
+    StaticMasterData,
+    Suppliers,
+)
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
+from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, Store
 from stores.lmdb import Durability, LmdbStore
 
@@ -280,6 +289,14 @@ class _RunView:
     def __init__(self, store: Store, on_deadline: Callable[[Deadline], None]) -> None:
         self._store = store
         self._on_deadline = on_deadline
+        # A store without events at the start (``fresh``) holds nothing this run did not
+        # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
+        # so neither needs a read. ``receipts``: full histories of receipt streams begun in
+        # this run, until they are processed (each is loaded twice, by a plain ``Process``).
+        self.fresh = False
+        self.cache_receipts = False
+        self.touched: set[StreamId] = set()
+        self.receipts: dict[StreamId, list[EventEnvelope]] = {}
         self.registry: dict[tuple[TenantId, str], ProcessIdentity] = {}
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
         self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
@@ -291,24 +308,55 @@ class _RunView:
 
     async def commit(self, commit: Commit) -> CommitResult:
         result = await self._store.commit(commit)
-        self._observe(commit)
+        self._observe(commit, result)
         return result
 
     async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
         results = await self._store.commit_many(commits)
         for commit, result in zip(commits, results, strict=True):
             if not isinstance(result, EngineError):
-                self._observe(commit)
+                self._observe(commit, result)
         return results
 
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         known = self.registry.get((tenant_id, key))
-        if known is not None:
+        if known is not None or self.fresh:
             return known
         found = await self._store.lookup(tenant_id, key)
         if found is not None:
             self.registry[(tenant_id, key)] = found
         return found
+
+    async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
+        await self._store.register(tenant_id, key, identity)
+        self.registry[(tenant_id, key)] = identity
+
+    def _unknown(self, stream_id: StreamId) -> bool:
+        return self.fresh and stream_id not in self.touched
+
+    async def load(self, stream_id: StreamId) -> list[EventEnvelope]:
+        return await self.load_from(stream_id, 0)
+
+    async def load_from(
+        self, stream_id: StreamId, after_seq: int, *, upto: int | None = None
+    ) -> list[EventEnvelope]:
+        events = self.receipts.get(stream_id)
+        if events is not None:
+            return [e for e in events if after_seq < e.sequence and (upto is None or e.sequence <= upto)]
+        if self._unknown(stream_id):
+            return []
+        return await self._store.load_from(stream_id, after_seq, upto=upto)
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        events = self.receipts.get(stream_id)
+        if events is not None:
+            return events[-1].sequence if events else 0
+        return 0 if self._unknown(stream_id) else await self._store.stream_version(stream_id)
+
+    async def load_snapshot(self, stream_id: StreamId) -> Snapshot | None:
+        if stream_id in self.receipts or self._unknown(stream_id):
+            return None
+        return await self._store.load_snapshot(stream_id)
 
     async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
         return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
@@ -317,9 +365,20 @@ class _RunView:
         self.pending.pop(deadline_id, None)
         return await self._store.cancel_deadline(deadline_id)
 
-    def _observe(self, commit: Commit) -> None:
+    def _observe(self, commit: Commit, result: CommitResult) -> None:
         self.events += len(commit.events)
         self.outbox += len(commit.outbox)
+        stream = commit.stream_id
+        if self.cache_receipts and result.events and result.events[0].workflow_id.name == RECEIPT_WORKFLOW:
+            if stream in self.receipts:
+                self.receipts[stream].extend(result.events)
+            elif stream not in self.touched and result.events[0].sequence == 1:
+                self.receipts[stream] = list(result.events)
+            if commit.snapshot is not None or any(
+                e.event_type == "inbox.interchange_processed" for e in result.events
+            ):
+                self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
+        self.touched.add(stream)
         for key, identity in commit.registry:
             self.registry[(identity.tenant_id, key)] = identity
             dependency = self.tx_keys.get((identity.tenant_id, key))
@@ -357,6 +416,7 @@ class _Item:
     messages: int = 0
     deadline: Deadline | None = None
     state: str = "queued"  # queued -> ready -> started
+    parked: bool = False
 
     @property
     def order(self) -> tuple[datetime, int, int]:
@@ -387,7 +447,7 @@ class _Pipeline:
         )
         self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
-        self.parked: list[_Item] = []
+        self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
         self.running: dict[asyncio.Task[None], _Item] = {}
         self.queued = 0
@@ -465,8 +525,9 @@ class _Pipeline:
     def _check(self, item: _Item) -> None:
         if item.state == "queued" and all(self.queues[key][0] is item for key in item.keys):
             if item.deadline is not None and item.at > self._horizon():
-                if item not in self.parked:
-                    self.parked.append(item)
+                if not item.parked:
+                    item.parked = True
+                    heapq.heappush(self.parked, (item.at, item.seq, item))
             else:
                 item.state = "ready"
                 self.ready.append(item)
@@ -493,12 +554,10 @@ class _Pipeline:
         One that lost its place at a head meanwhile is checked again when it gets back there.
         """
         horizon = self._horizon()
-        parked, self.parked = self.parked, []
-        for item in parked:
-            if item.at > horizon:
-                self.parked.append(item)
-            else:
-                self._check(item)
+        while self.parked and self.parked[0][0] <= horizon:
+            item = heapq.heappop(self.parked)[2]
+            item.parked = False
+            self._check(item)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -678,6 +737,9 @@ async def _replay_items(
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
         dead_before = len(await lmdb.dead_letters(limit=10**9))
+        # The reference run reads everything from the store, so it also checks the view.
+        view.fresh = not sequential and not await lmdb.read_all(0, 1)
+        view.cache_receipts = not sequential
         async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
                 store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
@@ -697,7 +759,7 @@ async def _replay_items(
         report.processes_created = report.outcomes.get("started", 0)
         report.outbox = await lmdb.outbox_count()
         report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
-        report.duration_s = time.perf_counter() - started
+        report.duration_s = time.perf_counter() - started  # the digest below is not part of it
         decisions = process_decisions(await _all_events(lmdb))
         report.decision_digest = decision_digest(decisions)
     return report, decisions
