@@ -20,6 +20,7 @@ from mako_actors.edifact import (
     read_interchange,
     try_parse_interchange,
 )
+from mako_actors.replay_cli import add_replay_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -38,23 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", type=Path, help="EDIFACT interchange (bytes as received)")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.set_defaults(handler=_inspect)
-    replay = sub.add_parser(
-        "replay",
-        help="re-process a directory of archived interchanges in receipt order",
-        description=(
-            "Ingest every interchange of DIRECTORY in receipt order (manifest.csv with file,received_at; "
-            "else file modification times) into the LMDB store, firing Fristen at their historic times. "
-            "Re-runs are idempotent. Exit 1 if any interchange was rejected or any message dead-lettered."
-        ),
-    )
-    replay.add_argument("directory", type=Path)
-    replay.add_argument("--store", type=Path, required=True, help="LMDB store directory (created if missing)")
-    replay.add_argument("--tenant", action="append", required=True, help="our MP-ID (repeatable)")
-    replay.add_argument("--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start}")
-    replay.add_argument("--until", help="ISO 8601 instant: fire Fristen due by then after the last file")
-    replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
-    replay.add_argument("--json", action="store_true", help="print the report as JSON")
-    replay.set_defaults(handler=_replay)
+    add_replay_commands(sub)
     masterdata = sub.add_parser("masterdata", help="supply assignments in the store")
     masterdata_sub = masterdata.add_subparsers(dest="masterdata_command", required=True)
     imports = masterdata_sub.add_parser(
@@ -137,56 +122,6 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         _print_table(result)
     return 0
-
-
-def _replay(args: argparse.Namespace) -> int:
-    import asyncio
-    from datetime import datetime
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from mako_actors.errors import EngineError
-    from mako_actors.replay import load_master_data, replay_directory
-    from stores.lmdb import Durability
-
-    console = Console(stderr=True)
-    try:
-        until = datetime.fromisoformat(args.until) if args.until else None
-        if until is not None and until.tzinfo is None:
-            raise ValueError(f"--until {args.until!r} has no time zone")
-        master = load_master_data(args.master_data) if args.master_data else None
-        with Progress(console=console, disable=args.json) as bar:
-            task = bar.add_task("replaying", total=None)
-
-            def step(done: int, total: int, name: str) -> None:
-                bar.update(task, completed=done, total=total, description=name[:40])
-
-            report = asyncio.run(
-                replay_directory(
-                    args.directory,
-                    args.store,
-                    tenants=args.tenant,
-                    master_data=master,
-                    until=until,
-                    durability=Durability.FSYNC if args.fsync else Durability.NO_SYNC,
-                    progress=step,
-                )
-            )
-    except (EngineError, ValueError) as exc:
-        console.print(f"mako-actors replay: {exc}")
-        return 2
-    plain = report.to_plain()
-    if args.json:
-        print(json.dumps(plain, indent=2))
-    else:
-        for key in ("interchanges", "statuses", "outcomes", "deadlines_fired", "outbox", "dead_letters"):
-            print(f"{key:>16}: {plain[key]}")
-        print(f"{'period':>16}: {plain['first']} .. {plain['last']}")
-        for error in report.errors[:20]:
-            print(f"  rejected {error}")
-    failed = report.statuses.get("rejected", 0) + report.statuses.get("conflict", 0)
-    return 1 if failed or report.outcomes.get("dead_letter", 0) else 0
 
 
 def _masterdata_import(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ replay.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import Field
@@ -15,10 +17,20 @@ from mako_actors.envelope import AwareUtc, PlainModel
 
 
 class DeadLetter(PlainModel):
-    """One message given up on: what it was (``kind``), why, and its content as plain data."""
+    """One message given up on: what it was (``kind``), why, and its content as plain data.
+
+    With a ``key``, the store keeps one dead letter per key: adding it again returns the stored
+    one and writes nothing (a re-processed archive adds no dead letter twice).
+    """
 
     kind: str
     reason: str
     payload: dict[str, Any] = Field(default_factory=dict)
     recorded_at: AwareUtc
     position: int = 0
+    key: str | None = None
+
+    def keyed(self) -> DeadLetter:
+        """This letter with a key derived from its kind, reason and payload (not its time)."""
+        content = json.dumps([self.kind, self.reason, self.payload], sort_keys=True, default=str)
+        return self.model_copy(update={"key": hashlib.sha256(content.encode()).hexdigest()})

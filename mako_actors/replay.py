@@ -1,72 +1,150 @@
 """Batch re-processing: replay an archive of interchanges through the workflows, in historic order.
 
 ``replay_directory(directory, store_path, tenants=...)`` reads every interchange file of a
-directory, orders them by their receipt instant, and ingests them one after the other through
-``InboundPipeline`` onto a ``LocalActorSystem`` (group commit, state in memory), while a
-``VirtualClock`` follows the archive: before each interchange, every deadline due by its receipt
-instant fires at its own historic time. Re-running over the same store is idempotent (the
-receipt streams recognise every interchange) and reports them as duplicates.
+directory, orders them by their receipt instant and ingests them through ``InboundPipeline``
+onto a ``LocalActorSystem`` (group commit, state in memory), firing every Frist at its
+historic instant. Re-running over the same store is idempotent (the receipt streams recognise
+every interchange, dead letters are stored once) and reports them as duplicates.
+
+Two schedules give the same decisions (``ReplayReport.decision_digest`` proves it):
+
+- ``sequential=True``: one interchange after the other; before each, a ``VirtualClock`` moves
+  to its receipt instant and ``DeadlineScheduler`` fires every deadline due by then.
+- pipelined (the default): interchanges are read and parsed ahead and up to ``window`` of them
+  are in flight at once, so the actors' commits share LMDB write transactions. Each item waits
+  only for the earlier items it depends on, by *routing key*: the receipt (sender, recipient,
+  0020), the MaLo and the transaction (sender, IDE) of a trigger, and for an answer or an
+  acknowledgement the MaLo of the process it names, found in an in-memory view of the registry
+  that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
+  its process's key at its due instant and fires after every earlier item of that key and
+  before every later one, once all items received before it are queued. Whatever cannot be
+  keyed (an answer whose request is unknown so far, an unreadable file, deadlines left in the
+  store by an earlier run) runs alone, after everything before it. The clock that stamps
+  ``recorded_at`` follows the queue's horizon, so those stamps (never a decision) may lie a
+  little later than in a sequential run.
 
 The receipt instant comes from the archive, never from the bytes (DOMAIN: UNB S004 is the
 sender's preparation time, not the ÜT): from ``manifest.csv`` in the directory (``file,
-received_at`` with ISO 8601 instants) when it exists, else from each file's modification time.
+received_at`` with ISO 8601 instants; files must lie inside the directory) when it exists,
+else from each file's modification time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import csv
+import hashlib
+import heapq
 import json
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from mako_actors._partition import Scan
 from mako_actors.actors import LocalActorSystem
-from mako_actors.errors import InvalidArgument
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.inbound import InboundPipeline, MasterData, StaticMasterData, Suppliers
+from mako_actors.ids import StreamId, TenantId
+from mako_actors.inbound import (
+    RECEIPT_WORKFLOW,
+    InboundPipeline,
+    IngestResult,
+    MasterData,
+    StaticMasterData,
+    Suppliers,
+)
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit, CommitResult, Store
 from stores.lmdb import Durability, LmdbStore
+
+__all__ = [
+    "ArchivedInterchange",
+    "ReplayReport",
+    "archive",
+    "decision_digest",
+    "load_master_data",
+    "process_decisions",
+    "replay_directory",
+]
 
 EDIFACT_SUFFIXES = (".edi", ".edifact", ".txt")
 Progress = Callable[[int, int, str], None]
+_TRIGGERS = ("55001", "55077", "55004")
+_ANSWERS = ("55011", "55012")
+_FAR = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class ArchivedInterchange:
-    """One file of the archive and the instant it was received."""
+    """One file of the archive and the instant it was received (``raw``: its bytes, if read)."""
 
     path: Path
     received_at: datetime
+    raw: bytes | None = None
 
 
 @dataclass
 class ReplayReport:
-    """What a replay did: interchanges by status, transactions by outcome, Fristen fired."""
+    """What a replay did: files and messages, what was written, decisions, rejections, speed."""
 
-    interchanges: int = 0
+    files: int = 0
+    messages: int = 0  # UNH..UNT found in the files (also in rejected ones)
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    events_appended: int = 0
+    outbox_enqueued: int = 0
+    processes_created: int = 0
     deadlines_fired: int = 0
-    outbox: int = 0
     dead_letters: int = 0
+    outbox: int = 0
     first: datetime | None = None
     last: datetime | None = None
     errors: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    decision_digest: str = ""
+    mode: str = "pipelined"
+
+    @property
+    def interchanges(self) -> int:
+        return self.files
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data (errors and rejections capped at 1,000 lines each)."""
         return {
-            "interchanges": self.interchanges,
-            "statuses": dict(self.statuses),
-            "outcomes": dict(self.outcomes),
+            "files": self.files,
+            "messages": self.messages,
+            "events_appended": self.events_appended,
+            "outbox_enqueued": self.outbox_enqueued,
+            "processes_created": self.processes_created,
             "deadlines_fired": self.deadlines_fired,
-            "outbox": self.outbox,
             "dead_letters": self.dead_letters,
+            "errors": self.errors[:1000],
+            "rejected": self.rejected[:1000],
+            "failures": self.failures[:1000],
+            "duration_s": round(self.duration_s, 3),
+            "messages_per_s": round(self.messages_per_s, 1),
+            "decision_digest": self.decision_digest,
+            "statuses": dict(sorted(self.statuses.items())),
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "outbox": self.outbox,
             "first": self.first.isoformat() if self.first else None,
             "last": self.last.isoformat() if self.last else None,
-            "errors": self.errors[:100],
+            "mode": self.mode,
         }
 
 
@@ -96,20 +174,27 @@ def load_master_data(path: Path) -> StaticMasterData:
 def archive(directory: Path) -> list[ArchivedInterchange]:
     """The interchanges of ``directory`` in receipt order (ties by file name).
 
-    Raises ``InvalidArgument`` for a missing directory or a manifest naming an absent file or
-    a naive/garbled instant.
+    Raises ``InvalidArgument`` for a missing directory, or a manifest naming a file outside the
+    directory (``../``, an absolute path), an absent file or a naive/garbled instant.
     """
     if not directory.is_dir():
         raise InvalidArgument(f"replay: {directory} is not a directory")
     manifest = directory / "manifest.csv"
+    root = directory.resolve()
     items: list[ArchivedInterchange] = []
     if manifest.exists():
-        with manifest.open(newline="") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                path = directory / (row.get("file") or "")
-                if not path.is_file():
-                    raise InvalidArgument(f"{manifest}:{line}: no file {row.get('file')!r}")
-                items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
+        try:
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                for line, row in enumerate(csv.DictReader(handle), start=2):
+                    name = row.get("file") or ""
+                    path = (directory / name).resolve()
+                    if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
+                        raise InvalidArgument(f"{manifest}:{line}: {name!r} lies outside the archive")
+                    if not path.is_file():
+                        raise InvalidArgument(f"{manifest}:{line}: no file {name!r}")
+                    items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InvalidArgument(f"{manifest}: cannot read: {exc}") from None
     else:
         for path in directory.iterdir():
             if path.is_file() and path.suffix.lower() in EDIFACT_SUFFIXES:
@@ -127,6 +212,467 @@ def _instant(text: str | None, manifest: Path, line: int) -> datetime:
     return instant.astimezone(UTC)
 
 
+# -- decisions -------------------------------------------------------------------------------
+
+
+def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[Any]]]:
+    """Each GPKE process's ordered decisions, keyed by its seed (first message's references).
+
+    A decision is one event: its type, the messages it sends (type, PID, recipient), its
+    answer code and the Frist instants it sets. The seed (``sender:0020:0062:IDE`` of the
+    message that started the process) is the same in every run, unlike the process id.
+    """
+    streams: dict[StreamId, list[EventEnvelope]] = {}
+    for event in events:
+        if event.event_type.startswith("gpke."):
+            streams.setdefault(event.stream_id, []).append(event)
+    out: dict[str, list[list[Any]]] = {}
+    for stream_id, stream in streams.items():
+        stream.sort(key=lambda e: e.sequence)
+        seed = str(stream_id)
+        inbound = stream[0].payload.get("inbound")
+        if isinstance(inbound, dict):
+            seed = ":".join(
+                str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
+            )
+        out[seed] = [_decision(e) for e in stream]
+    return out
+
+
+def _decision(event: EventEnvelope) -> list[Any]:
+    payload = event.payload
+    sent = [
+        f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
+        for v in payload.values()
+        if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
+    ]
+    fristen = payload.get("fristen")
+    due = fristen.get("due") if isinstance(fristen, dict) else None
+    return [
+        event.event_type,
+        sent,
+        payload.get("code"),
+        payload.get("confirmed"),
+        payload.get("answer_due") or payload.get("due_at"),
+        dict(sorted(due.items())) if isinstance(due, dict) else None,
+    ]
+
+
+def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
+    """SHA-256 over every process's decisions, in seed order (independent of the schedule)."""
+    digest = hashlib.sha256()
+    for seed in sorted(decisions):
+        digest.update(json.dumps([seed, decisions[seed]], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+async def _all_events(store: Store) -> list[EventEnvelope]:
+    events: list[EventEnvelope] = []
+    position = 0
+    while batch := await store.read_all(position, 10_000):
+        events.extend(batch)
+        position = batch[-1].global_position
+    return events
+
+
+# -- the run's view of the store -------------------------------------------------------------
+
+
+class _RunView:
+    """The store, seen through this run: registry bindings, pending deadlines, counters.
+
+    Every commit that passes through is recorded after the store confirmed it, so routing
+    decisions that depend on earlier commits (which process an answer belongs to) can be made
+    without a store read, and the deadlines a commit sets are known at once.
+    """
+
+    def __init__(self, store: Store, on_deadline: Callable[[Deadline], None]) -> None:
+        self._store = store
+        self._on_deadline = on_deadline
+        # A store without events at the start (``fresh``) holds nothing this run did not
+        # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
+        # so neither needs a read. ``receipts``: full histories of receipt streams begun in
+        # this run, until they are processed (each is loaded twice, by a plain ``Process``).
+        self.fresh = False
+        self.cache_receipts = False
+        self.touched: set[StreamId] = set()
+        self.receipts: dict[StreamId, list[EventEnvelope]] = {}
+        self.registry: dict[tuple[TenantId, str], ProcessIdentity] = {}
+        self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
+        self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
+        self.pending: dict[Any, Deadline] = {}
+        self.events = self.outbox = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        result = await self._store.commit(commit)
+        self._observe(commit, result)
+        return result
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+        results = await self._store.commit_many(commits)
+        for commit, result in zip(commits, results, strict=True):
+            if not isinstance(result, EngineError):
+                self._observe(commit, result)
+        return results
+
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        known = self.registry.get((tenant_id, key))
+        if known is not None or self.fresh:
+            return known
+        found = await self._store.lookup(tenant_id, key)
+        if found is not None:
+            self.registry[(tenant_id, key)] = found
+        return found
+
+    async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
+        await self._store.register(tenant_id, key, identity)
+        self.registry[(tenant_id, key)] = identity
+
+    def _unknown(self, stream_id: StreamId) -> bool:
+        return self.fresh and stream_id not in self.touched
+
+    async def load(self, stream_id: StreamId) -> list[EventEnvelope]:
+        return await self.load_from(stream_id, 0)
+
+    async def load_from(
+        self, stream_id: StreamId, after_seq: int, *, upto: int | None = None
+    ) -> list[EventEnvelope]:
+        events = self.receipts.get(stream_id)
+        if events is not None:
+            return [e for e in events if after_seq < e.sequence and (upto is None or e.sequence <= upto)]
+        if self._unknown(stream_id):
+            return []
+        return await self._store.load_from(stream_id, after_seq, upto=upto)
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        events = self.receipts.get(stream_id)
+        if events is not None:
+            return events[-1].sequence if events else 0
+        return 0 if self._unknown(stream_id) else await self._store.stream_version(stream_id)
+
+    async def load_snapshot(self, stream_id: StreamId) -> Snapshot | None:
+        if stream_id in self.receipts or self._unknown(stream_id):
+            return None
+        return await self._store.load_snapshot(stream_id)
+
+    async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
+        return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
+
+    async def cancel_deadline(self, deadline_id: Any) -> bool:
+        self.pending.pop(deadline_id, None)
+        return await self._store.cancel_deadline(deadline_id)
+
+    def _observe(self, commit: Commit, result: CommitResult) -> None:
+        self.events += len(commit.events)
+        self.outbox += len(commit.outbox)
+        stream = commit.stream_id
+        if self.cache_receipts and result.events and result.events[0].workflow_id.name == RECEIPT_WORKFLOW:
+            if stream in self.receipts:
+                self.receipts[stream].extend(result.events)
+            elif stream not in self.touched and result.events[0].sequence == 1:
+                self.receipts[stream] = list(result.events)
+            if commit.snapshot is not None or any(
+                e.event_type == "inbox.interchange_processed" for e in result.events
+            ):
+                self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
+        self.touched.add(stream)
+        for key, identity in commit.registry:
+            self.registry[(identity.tenant_id, key)] = identity
+            dependency = self.tx_keys.get((identity.tenant_id, key))
+            if dependency is not None:
+                self.stream_keys.setdefault(identity.stream_id, dependency)
+        if commit.cancel_deadline_labels:
+            labels = set(commit.cancel_deadline_labels)
+            for deadline_id, deadline in list(self.pending.items()):
+                if deadline.stream_id == commit.stream_id and deadline.label in labels:
+                    del self.pending[deadline_id]
+        for deadline_id in commit.cancel_deadline_ids:
+            self.pending.pop(deadline_id, None)
+        for deadline in commit.deadlines:
+            self.pending[deadline.deadline_id] = deadline
+            self._on_deadline(deadline)
+
+    def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
+        return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
+
+
+# -- the pipelined schedule ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Item:
+    """One unit of work: an interchange to ingest, or a deadline to fire."""
+
+    at: datetime
+    rank: int  # deadlines (0) fire before interchanges (1) received at the same instant
+    seq: int
+    keys: tuple[tuple[str, ...], ...] = ()
+    exclusive: bool = False
+    source: ArchivedInterchange | None = None
+    raw: bytes = b""
+    messages: int = 0
+    deadline: Deadline | None = None
+    state: str = "queued"  # queued -> ready -> started
+    parked: bool = False
+
+    @property
+    def order(self) -> tuple[datetime, int, int]:
+        return (self.at, self.rank, self.seq)
+
+
+class _Pipeline:
+    def __init__(
+        self,
+        items: list[ArchivedInterchange],
+        view: _RunView,
+        pipeline: InboundPipeline,
+        system: LocalActorSystem,
+        clock: VirtualClock,
+        tenants: set[str],
+        report: ReplayReport,
+        window: int,
+        until: datetime | None,
+        progress: Progress | None,
+    ) -> None:
+        self.archive, self.view, self.pipeline, self.system = items, view, pipeline, system
+        self.clock, self.report, self.window, self.until, self.progress = (
+            clock,
+            report,
+            window,
+            until,
+            progress,
+        )
+        self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
+        self.queues: dict[tuple[str, ...], list[_Item]] = {}
+        self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
+        self.ready: list[_Item] = []
+        self.running: dict[asyncio.Task[None], _Item] = {}
+        self.queued = 0
+        self.seq = 0
+        self.next_index = 0
+        self.done = 0
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _keys(self, item: _Item) -> None:
+        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet.
+
+        A light scan (``_partition.Scan``) reads the values the router will use; anything it
+        is not sure of (a file the scan cannot follow, escaped values, a transaction without
+        PID, an answer or acknowledgement whose process is not known yet) runs alone.
+        """
+        scan = Scan(item.raw)
+        item.messages = len(scan.messages)
+        if not scan.ok or scan.escaped:
+            item.exclusive = True  # unreadable or unusual: the parser decides, alone
+            return
+        us, sender = scan.recipient.decode("latin-1"), scan.sender.decode("latin-1")
+        keys: list[tuple[str, ...]] = [("receipt", sender, us, scan.control.decode("latin-1"))]
+        tenant = self.tenants.get(us)
+        if tenant is None:
+            item.keys = tuple(keys)  # not for us: a receipt only
+            return
+        for message in scan.messages:
+            if message.ack_ref or message.kind in (b"CONTRL", b"APERAK"):
+                target = self.view.registry.get((tenant, f"ic:{message.ack_ref.decode('latin-1')}"))
+                if target is None:
+                    item.exclusive = True
+                    return
+                keys.append(self.view.key_of(target.stream_id))
+                continue
+            by = message.sender.decode("latin-1") if message.sender else sender
+            for tx in message.txs:
+                pid = tx.get(b"Z13")
+                if pid is None:
+                    item.exclusive = True
+                    return
+                if pid in (b"55011", b"55012"):
+                    request = tx.get(b"TN", b"").decode("latin-1")
+                    target = self.view.registry.get((tenant, f"ide:{request}"))
+                    if target is None:
+                        item.exclusive = True
+                        return
+                    keys.append(self.view.key_of(target.stream_id))
+                    continue
+                ide = tx[b"IDE"].decode("latin-1")
+                malo_key = ("malo", us, tx[b"LOC"].decode("latin-1") if b"LOC" in tx else "None")
+                keys += [malo_key, ("tx", by, ide)]
+                self.view.tx_keys[(tenant, f"tx:{by}:{ide}")] = malo_key
+        item.keys = tuple(dict.fromkeys(keys))
+
+    # -- the queues ---------------------------------------------------------------------------
+
+    def _horizon(self) -> datetime:
+        """Items received before this instant are all queued: deadlines up to it may fire."""
+        if self.next_index < len(self.archive):
+            return self.archive[self.next_index].received_at
+        last = self.archive[-1].received_at if self.archive else datetime.min.replace(tzinfo=UTC)
+        return max(last, self.until) if self.until is not None else last
+
+    def _enqueue(self, item: _Item) -> None:
+        self.queued += 1
+        for key in item.keys:
+            queue = self.queues.setdefault(key, [])
+            index = bisect.bisect_right(queue, item.order, key=lambda i: i.order)
+            if index == 0 and queue and queue[0].state != "queued":
+                index = 1  # never ahead of an item already under way
+            queue.insert(index, item)
+        self._check(item)
+
+    def _check(self, item: _Item) -> None:
+        if item.state == "queued" and all(self.queues[key][0] is item for key in item.keys):
+            if item.deadline is not None and item.at > self._horizon():
+                if not item.parked:
+                    item.parked = True
+                    heapq.heappush(self.parked, (item.at, item.seq, item))
+            else:
+                item.state = "ready"
+                self.ready.append(item)
+
+    def add_deadline(self, deadline: Deadline) -> None:
+        """A commit set ``deadline``: queue its firing under its process's key."""
+        self.seq += 1
+        key = self.view.key_of(deadline.stream_id)
+        self._enqueue(_Item(deadline.due_at, 0, self.seq, keys=(key,), deadline=deadline))
+
+    def _finish(self, item: _Item) -> None:
+        self.queued -= 1
+        for key in item.keys:
+            queue = self.queues[key]
+            queue.remove(item)
+            if queue:
+                self._check(queue[0])
+            else:
+                del self.queues[key]
+
+    def _unpark(self) -> None:
+        """Deadlines parked at the head of their queues fire once every earlier item is queued.
+
+        One that lost its place at a head meanwhile is checked again when it gets back there.
+        """
+        horizon = self._horizon()
+        while self.parked and self.parked[0][0] <= horizon:
+            item = heapq.heappop(self.parked)[2]
+            item.parked = False
+            self._check(item)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            while self.next_index < len(self.archive) and self.queued < self.window:
+                source = self.archive[self.next_index]
+                self.seq += 1
+                raw = _read(source, self.report)
+                if raw is None:
+                    self.next_index += 1
+                    continue
+                item = _Item(source.received_at, 1, self.seq, source=source, raw=raw)
+                self._keys(item)
+                if item.exclusive:
+                    # Everything before it first (deadlines due by its instant included), then
+                    # it alone; only then may the horizon move past it.
+                    await self._drain()
+                    self.clock.set(max(self.clock(), source.received_at))
+                    await self._execute(item)
+                    self.next_index += 1
+                    self._unpark()
+                    continue
+                self.next_index += 1
+                self.clock.set(max(self.clock(), source.received_at))
+                self._enqueue(item)
+                self._unpark()
+            self._start_ready()
+            if not self.running:
+                if self.next_index >= len(self.archive):
+                    if self.until is not None:
+                        self.clock.set(max(self.clock(), self.until))
+                    self._unpark()
+                    self._start_ready()
+                    if not self.running:
+                        return
+                continue
+            await self._wait_one()
+
+    def _start_ready(self) -> None:
+        ready, self.ready = self.ready, []
+        for item in ready:
+            item.state = "started"
+            task = asyncio.ensure_future(self._execute(item))
+            self.running[task] = item
+
+    async def _wait_one(self) -> None:
+        finished, _ = await asyncio.wait(list(self.running), return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            item = self.running.pop(task)
+            task.result()  # a store failure ends the run
+            self._finish(item)
+
+    async def _drain(self) -> None:
+        """Run everything queued that may run now (parked deadlines stay parked)."""
+        self._start_ready()
+        while self.running:
+            await self._wait_one()
+            self._start_ready()
+
+    async def _execute(self, item: _Item) -> None:
+        if item.deadline is not None:
+            await self._fire(item.deadline)
+            return
+        assert item.source is not None
+        source = item.source
+        result = await self.pipeline.ingest(item.raw, source.received_at, source=source.path.name)
+        _count(self.report, source, result, item.messages)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.archive), source.path.name)
+
+    async def _fire(self, deadline: Deadline) -> None:
+        if deadline.deadline_id not in self.view.pending:
+            return  # cancelled (answered) meanwhile
+        self.view.pending.pop(deadline.deadline_id, None)
+        try:
+            await self.system.resume(identity_of(deadline)).execute_timeout(deadline)
+            self.report.deadlines_fired += 1
+        except EngineError as exc:
+            if exc.transient:
+                raise
+            self.report.errors.append(f"deadline {deadline.label} of {deadline.stream_id}: {exc}")
+            await self.view.add_dead_letter(
+                DeadLetter(
+                    kind="deadline", reason=str(exc), payload=deadline.to_plain(), recorded_at=self.clock()
+                )
+            )
+            await self.view.cancel_deadline(deadline.deadline_id)
+
+
+def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
+    """The file's bytes; None (and a failure in the report) when it cannot be read."""
+    if item.raw is not None:
+        return item.raw
+    try:
+        return item.path.read_bytes()
+    except OSError as exc:
+        report.failures.append(f"{item.path.name}: cannot read: {exc.strerror or exc}")
+        return None
+
+
+def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResult, messages: int) -> None:
+    report.messages += messages
+    report.statuses[result.status] += 1
+    report.outcomes.update(m.outcome for m in result.messages)
+    if result.error:
+        report.errors.append(f"{source.path.name}: {result.error}")
+    if result.status in ("rejected", "conflict"):
+        report.rejected.append(source.path.name)
+
+
+# -- the entry point -------------------------------------------------------------------------
+
+
 async def replay_directory(
     directory: Path,
     store_path: Path,
@@ -136,38 +682,115 @@ async def replay_directory(
     until: datetime | None = None,
     durability: Durability = Durability.NO_SYNC,
     progress: Progress | None = None,
+    sequential: bool = False,
+    window: int = 512,
+    workers: int = 1,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
     ``until`` moves the virtual clock on after the last interchange (Fristen due by then fire).
     The default durability is ``NO_SYNC`` (a replay can be re-run; the store is synced on
-    close); pass ``FSYNC`` to make every batch durable on its own.
+    close, so the run is durable when this returns); ``FSYNC`` makes every batch durable on its
+    own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
+    queued at once (see the module doc). ``workers`` > 1 replays the archive's partitions on as
+    many OS processes, each into its own store ``store_path/part-<i>-of-<n>`` (see
+    ``mako_actors._partition``); the report sums theirs. Raises ``InvalidArgument`` for a bad
+    archive, tenant or setting and ``StoreError`` when a store cannot be opened or written.
     """
+    tenant_ids = sorted(set(tenants))
+    for tenant in tenant_ids:
+        TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
+    if window < 1 or workers < 1:
+        raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
     items = archive(directory)
-    report = ReplayReport(interchanges=len(items))
+    options = _Options(tenant_ids, master_data, until, durability, sequential, window)
+    if workers == 1:
+        report, _ = await _replay_items(items, store_path, options, progress)
+        return report
+    from mako_actors._workers import replay_partitions
+
+    return await replay_partitions(items, store_path, options, workers)
+
+
+@dataclass(frozen=True)
+class _Options:
+    tenants: list[str]
+    master_data: MasterData | None
+    until: datetime | None
+    durability: Durability
+    sequential: bool
+    window: int
+
+
+async def _replay_items(
+    items: list[ArchivedInterchange], store_path: Path, options: _Options, progress: Progress | None
+) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
+    """One replay of ``items`` (in receipt order) into one store; the report and the decisions."""
+    sequential, until = options.sequential, options.until
+    report = ReplayReport(files=len(items), mode="sequential" if sequential else "pipelined")
     if items:
         report.first, report.last = items[0].received_at, items[-1].received_at
     clock = VirtualClock(items[0].received_at if items else datetime.now(UTC))
-    async with (
-        LmdbStore(store_path, durability=durability) as store,
-        LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system,
-    ):
-        pipeline = InboundPipeline(store, system, tenants=tenants, master_data=master_data, clock=clock)
-        scheduler = DeadlineScheduler(
-            store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock
-        )
-        for done, item in enumerate(items, start=1):
-            report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
-            result = await pipeline.ingest(item.path.read_bytes(), item.received_at, source=item.path.name)
-            report.statuses[result.status] += 1
-            report.outcomes.update(m.outcome for m in result.messages)
-            if result.error:
-                report.errors.append(f"{item.path.name}: {result.error}")
-            if progress is not None:
-                progress(done, len(items), item.path.name)
-        if until is not None:
-            report.deadlines_fired += await scheduler.advance_to(clock, until)
-        await system.drain()
-        report.outbox = await store.outbox_count()
-        report.dead_letters = len(await store.dead_letters(limit=1_000_000))
-    return report
+    started = time.perf_counter()
+    add_deadline: list[Callable[[Deadline], None]] = []
+    async with LmdbStore(store_path, durability=options.durability) as lmdb:
+        view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
+        store = cast(Store, view)
+        dead_before = len(await lmdb.dead_letters(limit=10**9))
+        # The reference run reads everything from the store, so it also checks the view.
+        view.fresh = not sequential and not await lmdb.read_all(0, 1)
+        view.cache_receipts = not sequential
+        async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
+            pipeline = InboundPipeline(
+                store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
+            )
+            if sequential:
+                await _sequential(items, store, pipeline, system, clock, report, until, progress)
+            else:
+                run = _Pipeline(
+                    items, view, pipeline, system, clock, set(options.tenants), report, options.window, until,
+                    progress,
+                )  # fmt: skip
+                add_deadline.append(run.add_deadline)
+                await _queue_stored_deadlines(lmdb, run)
+                await run.run()
+            await system.drain()
+        report.events_appended, report.outbox_enqueued = view.events, view.outbox
+        report.processes_created = report.outcomes.get("started", 0)
+        report.outbox = await lmdb.outbox_count()
+        report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
+        report.duration_s = time.perf_counter() - started  # the digest below is not part of it
+        decisions = process_decisions(await _all_events(lmdb))
+        report.decision_digest = decision_digest(decisions)
+    return report, decisions
+
+
+async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
+    """Deadlines an earlier run left pending: their process's key is unknown, so each runs alone."""
+    for deadline in await store.due_deadlines(_FAR, 10**9):
+        run.view.pending[deadline.deadline_id] = deadline
+        run.add_deadline(deadline)
+
+
+async def _sequential(
+    items: list[ArchivedInterchange],
+    store: Store,
+    pipeline: InboundPipeline,
+    system: LocalActorSystem,
+    clock: VirtualClock,
+    report: ReplayReport,
+    until: datetime | None,
+    progress: Progress | None,
+) -> None:
+    scheduler = DeadlineScheduler(store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock)
+    for done, item in enumerate(items, start=1):
+        report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
+        raw = _read(item, report)
+        if raw is None:
+            continue
+        result = await pipeline.ingest(raw, item.received_at, source=item.path.name)
+        _count(report, item, result, len(Scan(raw).messages))
+        if progress is not None:
+            progress(done, len(items), item.path.name)
+    if until is not None:
+        report.deadlines_fired += await scheduler.advance_to(clock, until)

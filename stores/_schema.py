@@ -441,8 +441,16 @@ def accept(txn: KvTxn, key: str, digest: str) -> bool:
 
 
 def add_dead_letter(txn: KvTxn, letter: DeadLetter) -> DeadLetter:
+    if letter.key is not None:  # one dead letter per key: a repeat writes nothing
+        index = b"dead_letter_key:" + letter.key.encode()
+        known = txn.get("meta", index)
+        if known is not None:
+            raw = txn.get("dead_letters", known)
+            return letter if raw is None else _decode(raw, DeadLetter.from_plain, "dead letter")
     position = from_u64(txn.get("meta", _DEAD) or u64(0)) + 1
     txn.put("meta", _DEAD, u64(position))
+    if letter.key is not None:
+        txn.put("meta", index, u64(position))
     stored = letter.model_copy(update={"position": position})
     txn.put("dead_letters", u64(position), pack(stored.to_plain()))
     return stored

@@ -68,7 +68,9 @@ async def test_replay_fires_fristen_at_historic_times_and_reruns_are_idempotent(
 
     write_archive(tmp_path / "in")
     master = load_master_data(tmp_path / "in" / "master.json")
-    report = await replay_directory(tmp_path / "in", tmp_path / "store", tenants=[NB], master_data=master)
+    report = await replay_directory(
+        tmp_path / "in", tmp_path / "store", tenants=[NB], master_data=master, sequential=True
+    )
     assert report.interchanges == 4
     assert dict(report.statuses) == {"accepted": 2, "rejected": 1, "duplicate": 1}
     assert dict(report.outcomes) == {"started": 2}
@@ -80,8 +82,31 @@ async def test_replay_fires_fristen_at_historic_times_and_reruns_are_idempotent(
         count = len(events)
     again = await replay_directory(tmp_path / "in", tmp_path / "store", tenants=[NB], master_data=master)
     assert dict(again.statuses) == {"duplicate": 4}
+    assert (again.events_appended, again.outbox_enqueued, again.dead_letters) == (0, 0, 0)
+    assert again.decision_digest == report.decision_digest
     async with LmdbStore(tmp_path / "store") as store:
         assert len(await store.read_all(0, 10_000)) == count
+
+
+async def test_pipelined_replay_fires_the_frist_at_its_instant_like_a_sequential_one(tmp_path: Path) -> None:
+    from mako_actors.replay import load_master_data
+
+    write_archive(tmp_path / "in")
+    master = load_master_data(tmp_path / "in" / "master.json")
+    piped = await replay_directory(tmp_path / "in", tmp_path / "p", tenants=[NB], master_data=master)
+    plain = await replay_directory(
+        tmp_path / "in", tmp_path / "s", tenants=[NB], master_data=master, sequential=True
+    )
+    assert piped.decision_digest == plain.decision_digest
+    assert (piped.deadlines_fired, piped.events_appended, piped.outbox_enqueued) == (
+        plain.deadlines_fired,
+        plain.events_appended,
+        plain.outbox_enqueued,
+    )
+    async with LmdbStore(tmp_path / "p") as store:
+        events = await store.read_all(0, 10_000)
+        silence = [e for e in events if e.event_type == "gpke.lfa_deemed_to_agree"]
+        assert [e.payload["due_at"] for e in silence] == ["2025-11-14T08:00:00Z"]
 
 
 def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,6 +114,11 @@ def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.Ca
     argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]
     code = main([*argv, "--master-data", str(tmp_path / "in" / "master.json")])
     report = json.loads(capsys.readouterr().out)
-    assert code == 1  # the broken interchange was rejected
+    assert code == 0  # completed: the rejected interchange is a result, listed in the report
     assert report["statuses"]["rejected"] == 1 and report["deadlines_fired"] == 1
+    assert report["rejected"] == ["broken.edi"] and len(report["decision_digest"]) == 64
+    assert main([*argv, "--strict"]) == 0  # a re-run: the broken file is a known duplicate now
+    strict = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "t"), "--tenant", NB, "--strict"]
+    assert main([*strict, "--json"]) == 1  # a fresh store: rejected, and --strict says so
+    capsys.readouterr()
     assert main(["replay", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--tenant", NB]) == 2

@@ -1,0 +1,95 @@
+"""``replay --workers N``: the archive's partitions replayed on N OS processes, one store each.
+
+Each worker reads the whole archive, splits it with the same deterministic ``Partitioner`` (a
+light scan, a few percent of the work) and replays only its own pieces into
+``store_path/part-<k>-of-<n>``; no worker waits for another, because nothing in one partition
+depends on another. The parent sums the reports and hashes the union of the decisions, which
+must equal a one-worker run's ``decision_digest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mako_actors._partition import split_by_partition
+
+if TYPE_CHECKING:
+    from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
+
+__all__ = ["replay_partitions"]
+
+
+def part_path(store_path: Path, k: int, n: int) -> Path:
+    """The store of partition ``k`` of ``n``."""
+    return store_path / f"part-{k}-of-{n}"
+
+
+async def replay_partitions(
+    items: list[ArchivedInterchange], store_path: Path, options: _Options, n: int
+) -> ReplayReport:
+    """Replay ``items`` on ``n`` worker processes; the summed report (see the module doc)."""
+    from mako_actors.replay import ReplayReport, decision_digest
+
+    started = time.perf_counter()
+    sources = [(str(item.path), item.received_at) for item in items]
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [
+            loop.run_in_executor(pool, _worker, sources, str(part_path(store_path, k, n)), options, k, n)
+            for k in range(n)
+        ]
+        results = await asyncio.gather(*runs)
+    total = ReplayReport(files=len(items), mode=f"{'sequential' if options.sequential else 'pipelined'} x{n}")
+    if items:
+        total.first, total.last = items[0].received_at, items[-1].received_at
+    decisions: dict[str, list[list[Any]]] = {}
+    for report, part in results:
+        for name in (
+            "messages", "events_appended", "outbox_enqueued", "processes_created", "deadlines_fired",
+            "dead_letters", "outbox",
+        ):  # fmt: skip
+            setattr(total, name, getattr(total, name) + getattr(report, name))
+        total.statuses += report.statuses
+        total.outcomes += report.outcomes
+        total.errors += report.errors
+        total.rejected += report.rejected
+        total.failures += report.failures
+        decisions |= part
+    total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
+    total.duration_s = time.perf_counter() - started
+    total.decision_digest = decision_digest(decisions)
+    return total
+
+
+def _worker(
+    sources: list[tuple[str, datetime]], store: str, options: _Options, k: int, n: int
+) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
+    import logging
+
+    from mako_actors.replay import ArchivedInterchange, ReplayReport, _replay_items
+
+    logging.getLogger("mako_actors").setLevel(logging.ERROR)
+    unreadable = ReplayReport()
+    read: list[tuple[Path, datetime, bytes]] = []
+    for name, at in sources:
+        try:
+            read.append((Path(name), at, Path(name).read_bytes()))
+        except OSError as exc:
+            if k == 0:
+                unreadable.failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
+    pieces = split_by_partition(n, [(path.name, raw) for path, _, raw in read])
+    mine = [
+        ArchivedInterchange(path, at, raw=split[k])
+        for (path, at, _), split in zip(read, pieces, strict=True)
+        if k in split
+    ]
+    report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
+    report.failures += unreadable.failures
+    return report, decisions

@@ -1,0 +1,332 @@
+"""Synthetic archives of inbound LFW24 traffic at a grid operator, for replays and benchmarks.
+
+``generate_archive(directory, ArchiveSpec(days=..., processes=..., seed=...))`` writes what an
+NB's gateway would have archived: one ``.edi`` file per received interchange, ``manifest.csv``
+(``file,received_at``, the receipt instants) and ``master.json`` (who supplies each MaLo, for
+``replay --master-data``). Deterministic per spec: the same spec writes the same bytes.
+
+The traffic: Anmeldungen (55001, some 55077) bundled per new supplier into interchanges of up
+to ``bundle`` messages, Abmeldungen (55004), the old supplier's answers to our 55010 (55011 on
+time, 55012 objections, answers after 09:00 WT1, and none at all), competing Anmeldungen for a
+MaLo already in a change, retransmitted interchanges (the same bytes again) and, at ``defects``
+rate, broken files (truncated, garbage), invalid MaLo-IDs and missed Vorlauffristen.
+
+The LFA's answer names our 55010 by its IDE in ``RFF+TN`` (55011/55012 carry no ``LOC+Z16``
+since FV2504). That IDE is derived by the workflow from the Anmeldung's references, so the
+generator asks the workflow for it (``lfa_request_ide``) rather than copying its rule.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
+from mako_actors.edifact.render import OutboundEnvelope, render_interchange
+from mako_actors.edifact.synthetic import synthetic_malo
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.calendar import BERLIN, next_werktag, uet
+from mako_actors.gpke.commands import ReceiveAnmeldung
+from mako_actors.gpke.events import LfaConsulted
+from mako_actors.gpke.validation import _malo_rule
+from mako_actors.gpke.workflow import GpkeNbWorkflow
+from mako_actors.version import FormatVersion
+
+__all__ = ["ArchiveSpec", "ArchiveSummary", "generate_archive", "lfa_request_ide", "mp_id"]
+
+DEFAULT_NB = "9900000002009"
+_LFA_ANSWER_AT = time(9, 0)
+
+
+def mp_id(n: int) -> str:
+    """A BDEW-style MP-ID (``99…``) with a valid check digit, numbered ``n``."""
+    body = f"99{n:010d}"
+    return body + str(_malo_rule(body))
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """What to generate: ``processes`` supplier changes over ``days`` days from ``start``.
+
+    ``defects`` is the share (0..1) of broken files and invalid messages; ``duplicates`` the
+    share of interchanges received a second time; ``bundle`` the most messages per interchange.
+    """
+
+    days: int = 5
+    processes: int = 100
+    seed: int = 0
+    defects: float = 0.02
+    duplicates: float = 0.02
+    competing: float = 0.03
+    bundle: int = 8
+    suppliers: int = 24
+    nb: str = DEFAULT_NB
+    start: date = date(2025, 11, 3)
+
+    def check(self) -> None:
+        """Raises ``InvalidArgument`` naming the first value out of range."""
+        if self.days < 1 or self.processes < 0 or self.bundle < 1 or self.suppliers < 3:
+            raise InvalidArgument("archive: days >= 1, processes >= 0, bundle >= 1, suppliers >= 3")
+        for name in ("defects", "duplicates", "competing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InvalidArgument(f"archive: {name} must lie in 0..1, got {getattr(self, name)}")
+
+
+@dataclass
+class ArchiveSummary:
+    """What was written: files, messages (UNH) by kind, the period covered."""
+
+    files: int = 0
+    messages: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def to_plain(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "messages": self.messages,
+            "kinds": dict(sorted(self.kinds.items())),
+            "first": self.first.isoformat() if self.first else None,
+            "last": self.last.isoformat() if self.last else None,
+        }
+
+
+@dataclass
+class _Tx:
+    """One transaction to send: who, when, what, and (after bundling) its references."""
+
+    kind: str
+    sender: str
+    at: datetime
+    transaction: UtilmdTransaction
+    interchange_ref: str = ""
+    message_ref: str = ""
+    document_number: str = ""
+    lfa: str | None = None  # for an Anmeldung the LFA will answer: who
+    answer: str | None = None  # "confirm", "object", "late", or None (silent)
+
+
+@dataclass
+class _Interchange:
+    sender: str
+    at: datetime
+    control_ref: str
+    txs: list[_Tx]
+
+
+def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
+    """The IDE of the 55010 the workflow sends for the Anmeldung ``tx``, or None if it sends none."""
+    t = tx.transaction
+    assert t.start is not None
+    command = ReceiveAnmeldung(
+        pid=t.pid,
+        sender=tx.sender,
+        recipient=nb,
+        malo=t.malo,
+        ide_ref=t.ide_ref,
+        document_number=tx.document_number,
+        document_date=tx.at,
+        interchange_ref=tx.interchange_ref,
+        message_ref=tx.message_ref,
+        format_version=FormatVersion.in_force(uet(tx.at)),
+        received_at=tx.at,
+        zuordnungsbeginn=t.start,
+        transaction_reason=t.transaction_reason,
+        current_supplier=tx.lfa,
+    )
+    output = GpkeNbWorkflow().handle(GpkeNbWorkflow().initial_state(), command)
+    for event in output.events:
+        if isinstance(event, LfaConsulted):
+            return event.request.ide_ref
+    return None
+
+
+class _Generator:
+    def __init__(self, spec: ArchiveSpec) -> None:
+        self.spec = spec
+        self.rng = random.Random(spec.seed)
+        self.suppliers = [mp_id(1000 + i) for i in range(spec.suppliers)]
+        self.master: dict[str, dict[str, str]] = {}
+        self.counter = 0
+
+    def next_ref(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.spec.seed % 1000:03d}{self.counter:08d}"
+
+    def instant(self) -> datetime:
+        """A receipt instant on one of the days, mostly in business hours (Berlin)."""
+        day = self.spec.start + timedelta(days=self.rng.randrange(self.spec.days))
+        hour = self.rng.choice(range(7, 19)) if self.rng.random() < 0.9 else self.rng.randrange(24)
+        local = datetime.combine(day, time(hour, self.rng.randrange(60), self.rng.randrange(60)), BERLIN)
+        return local.astimezone(UTC)
+
+    def start_for(self, at: datetime, late: bool) -> datetime:
+        """00:00 Berlin some days after the ÜT (within the Vorlauffrist unless ``late``)."""
+        ahead = 1 if late else self.rng.randint(6, 40)
+        return datetime.combine(uet(at) + timedelta(days=ahead), time(0), BERLIN).astimezone(UTC)
+
+    def triggers(self) -> list[_Tx]:
+        out: list[_Tx] = []
+        for _ in range(self.spec.processes):
+            malo = synthetic_malo(self.rng)
+            at = self.instant()
+            roll = self.rng.random()
+            defect = self.rng.random() < self.spec.defects
+            if roll < 0.15:  # Abmeldung by the supplier (mostly the one who supplies the MaLo)
+                lf = self.rng.choice(self.suppliers)
+                self.master[malo] = {"current": lf if self.rng.random() < 0.9 else self.other(lf)}
+                end = self.start_for(at, late=False)
+                tx = UtilmdTransaction(
+                    ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end, transaction_reason="Z33"
+                )
+                out.append(_Tx("abmeldung", lf, at, tx))
+                continue
+            lfn = self.rng.choice(self.suppliers)
+            lfa = self.other(lfn) if self.rng.random() < 0.85 else None
+            if lfa is not None:
+                self.master[malo] = {"current": lfa}
+            bad_malo = defect and self.rng.random() < 0.5
+            late_start = defect and not bad_malo
+            tx = UtilmdTransaction(
+                ide_ref=self.next_ref("T"),
+                pid="55077" if roll > 0.95 else "55001",
+                malo=(malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo,
+                start=self.start_for(at, late=late_start),
+                transaction_reason="E03",
+                customer_name=(self.rng.choice(_NAMES), self.rng.choice(_NAMES)),
+            )
+            answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
+            out.append(_Tx("anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None))
+            if self.rng.random() < self.spec.competing:  # another supplier wants the same MaLo
+                rival = self.other(lfn)
+                later = at + timedelta(minutes=self.rng.randint(5, 240))
+                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), "malo": malo})
+                out.append(_Tx("competing", rival, later, rtx))
+        return out
+
+    def other(self, supplier: str) -> str:
+        while (choice := self.rng.choice(self.suppliers)) == supplier:
+            pass
+        return choice
+
+    def bundle(self, txs: list[_Tx], prefix: str) -> list[_Interchange]:
+        """Per sender, consecutive transactions within an hour share an interchange."""
+        by_sender: dict[str, list[_Tx]] = {}
+        for tx in sorted(txs, key=lambda t: (t.at, t.transaction.ide_ref)):
+            by_sender.setdefault(tx.sender, []).append(tx)
+        out: list[_Interchange] = []
+        for sender, items in sorted(by_sender.items()):
+            current: _Interchange | None = None
+            for tx in items:
+                fits = current is not None and len(current.txs) < self.spec.bundle
+                if current is None or not fits or tx.at - current.txs[0].at > timedelta(hours=1):
+                    current = _Interchange(sender, tx.at, self.next_ref(prefix), [])
+                    out.append(current)
+                current.txs.append(tx)
+                current.at = tx.at  # received when its last message was ready
+        for ic in out:
+            for number, tx in enumerate(ic.txs, start=1):
+                tx.interchange_ref, tx.message_ref = ic.control_ref, f"M{number}"
+                tx.document_number, tx.at = f"D{ic.control_ref}{number:03d}", ic.at
+        return out
+
+    def answers(self, anmeldungen: list[_Tx]) -> list[_Tx]:
+        out: list[_Tx] = []
+        for tx in anmeldungen:
+            if tx.lfa is None or tx.answer is None:
+                continue
+            request = lfa_request_ide(tx, self.spec.nb)
+            if request is None:  # rejected at once or by APERAK: no 55010, nothing to answer
+                continue
+            due = datetime.combine(next_werktag(uet(tx.at)), _LFA_ANSWER_AT, BERLIN).astimezone(UTC)
+            if tx.answer == "late":
+                at = due + timedelta(minutes=self.rng.randint(1, 300))
+            else:
+                window = max(60, int((due - tx.at).total_seconds()) - 60)
+                at = tx.at + timedelta(seconds=self.rng.randint(60, window))
+            confirm = tx.answer != "object"
+            answer = UtilmdTransaction(
+                ide_ref=self.next_ref("L"),
+                pid="55011" if confirm else "55012",
+                request_ref=request,
+                answer_code="A01" if confirm else self.rng.choice(["A02", "A03", "A04"]),
+                answer_ebd="E_0624",
+            )
+            out.append(_Tx("answer", tx.lfa, at, answer))
+        return out
+
+
+_NAMES = ["Müller", "Schäfer", "Größe", "Özdemir", "Beispiel", "Weiß", "O'Brien", "A+B GmbH"]
+
+
+def _render(ic: _Interchange, nb: str) -> bytes:
+    envelope = OutboundEnvelope(
+        sender_id=ic.sender, recipient_id=nb, prepared_at=ic.at, control_ref=ic.control_ref
+    )
+    messages = [
+        build_utilmd(
+            UtilmdMessage(
+                reference=tx.message_ref,
+                document_number=tx.document_number,
+                document_date=ic.at,
+                sender_id=ic.sender,
+                recipient_id=nb,
+                transactions=(tx.transaction,),
+            )
+        )
+        for tx in ic.txs
+    ]
+    return render_interchange(envelope, messages)
+
+
+def generate_archive(directory: Path, spec: ArchiveSpec) -> ArchiveSummary:
+    """Write the archive of ``spec`` into ``directory`` (created; must hold no manifest yet).
+
+    Raises ``InvalidArgument`` for a bad spec or a directory that already has a manifest.
+    """
+    spec.check()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "manifest.csv").exists():
+        raise InvalidArgument(f"archive: {directory} already holds a manifest.csv")
+    gen = _Generator(spec)
+    triggers = gen.triggers()
+    interchanges = gen.bundle([t for t in triggers if t.kind != "abmeldung"], "AN")
+    interchanges += gen.bundle([t for t in triggers if t.kind == "abmeldung"], "AB")
+    anmeldungen = [t for t in triggers if t.kind == "anmeldung"]
+    interchanges += gen.bundle(gen.answers(anmeldungen), "LA")
+    files: list[tuple[str, bytes, datetime, str]] = []
+    summary = ArchiveSummary()
+    for ic in sorted(interchanges, key=lambda i: (i.at, i.control_ref)):
+        raw = _render(ic, spec.nb)
+        kind = ic.txs[0].kind
+        files.append((f"{ic.control_ref}.edi", raw, ic.at, kind))
+        summary.messages += len(ic.txs)
+        summary.kinds.update(tx.kind for tx in ic.txs)
+        if gen.rng.random() < spec.duplicates:  # the sender's retransmission, hours later
+            again = ic.at + timedelta(hours=gen.rng.randint(1, 30))
+            files.append((f"{ic.control_ref}-again.edi", raw, again, "duplicate"))
+            summary.kinds["duplicate"] += len(ic.txs)
+        if gen.rng.random() < spec.defects / 2:  # broken in transit: cut off mid-message
+            cut = raw[: gen.rng.randint(len(raw) // 3, len(raw) - 10)]
+            files.append((f"{ic.control_ref}-broken.edi", cut, ic.at + timedelta(minutes=1), "broken"))
+            summary.kinds["broken"] += 1
+        if gen.rng.random() < spec.defects / 10:
+            junk = bytes(gen.rng.randrange(256) for _ in range(200))
+            files.append((f"{ic.control_ref}-junk.edi", junk, ic.at + timedelta(minutes=2), "garbage"))
+            summary.kinds["garbage"] += 1
+    rows = ["file,received_at"]
+    for name, raw, at, _ in files:
+        (directory / name).write_bytes(raw)
+        rows.append(f"{name},{at.isoformat()}")
+    (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (directory / "master.json").write_text(json.dumps(gen.master, sort_keys=True))
+    summary.files = len(files)
+    if files:
+        instants = [at for _, _, at, _ in files]
+        summary.first, summary.last = min(instants), max(instants)
+    return summary

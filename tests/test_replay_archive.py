@@ -1,0 +1,194 @@
+"""Generated archives replayed: the LFA's answers find their 55010, pipelined = sequential, re-runs
+change nothing, and the replay CLI's edges (bad store, odd names, unreadable files, bad tenants)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mako_actors import InvalidArgument
+from mako_actors.archive import ArchiveSpec, generate_archive
+from mako_actors.cli import main
+from mako_actors.edifact import parse_interchange
+from mako_actors.replay import archive, load_master_data, replay_directory
+from stores.lmdb import LmdbStore
+
+NB = "9900000002009"
+
+
+def generated(directory: Path, **spec: float) -> Path:
+    values = {"days": 3, "processes": 40, "seed": 7} | spec
+    generate_archive(directory, ArchiveSpec(**values))  # type: ignore[arg-type]
+    return directory
+
+
+def test_generated_archive_is_deterministic_and_answers_carry_only_rff_tn(tmp_path: Path) -> None:
+    a, b = generated(tmp_path / "a"), generated(tmp_path / "b")
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    assert all((a / p.name).read_bytes() == p.read_bytes() for p in b.iterdir())
+    items = archive(a)
+    assert len(items) == len(list(a.glob("*.edi"))) and items == sorted(items, key=lambda i: i.received_at)
+    answers = [
+        tx
+        for item in items
+        if item.path.name.startswith("LA") and "-" not in item.path.name
+        for message in parse_interchange(item.path.read_bytes()).messages
+        for tx in message.transactions
+    ]
+    assert answers and {tx.pid for tx in answers} <= {"55011", "55012"}
+    assert all(tx.malo is None and tx.request_ref for tx in answers)  # AHB: no LOC+Z16 since FV2504
+    with pytest.raises(InvalidArgument, match="already holds"):
+        generated(a)
+
+
+async def test_every_answer_reaches_the_process_whose_55010_it_names(tmp_path: Path) -> None:
+    clean = generated(tmp_path / "in", defects=0.0, duplicates=0.0, competing=0.0)
+    master = load_master_data(clean / "master.json")
+    report = await replay_directory(clean, tmp_path / "s", tenants=[NB], master_data=master)
+    answers = sum(1 for p in clean.glob("LA*.edi") for m in parse_interchange(p.read_bytes()).messages)
+    assert answers > 10
+    assert report.outcomes["routed"] == answers and report.outcomes.get("dead_letter", 0) == 0
+    assert report.statuses == {"accepted": report.files}
+
+
+async def test_pipelined_and_sequential_runs_decide_the_same_and_reruns_change_nothing(
+    tmp_path: Path,
+) -> None:
+    messy = generated(tmp_path / "in", processes=60, defects=0.3, duplicates=0.2, competing=0.2)
+    master = load_master_data(messy / "master.json")
+    piped = await replay_directory(messy, tmp_path / "p", tenants=[NB], master_data=master, window=64)
+    plain = await replay_directory(messy, tmp_path / "s", tenants=[NB], master_data=master, sequential=True)
+    assert piped.statuses["rejected"] > 0 and piped.dead_letters > 0 and piped.deadlines_fired > 0
+    for name in ("decision_digest", "statuses", "outcomes", "events_appended", "outbox_enqueued"):
+        assert getattr(piped, name) == getattr(plain, name), name
+    assert (piped.deadlines_fired, piped.dead_letters) == (plain.deadlines_fired, plain.dead_letters)
+    async with LmdbStore(tmp_path / "p") as store:
+        before = (len(await store.read_all(0, 100_000)), len(await store.dead_letters(limit=10_000)))
+    again = await replay_directory(messy, tmp_path / "p", tenants=[NB], master_data=master)
+    assert (again.events_appended, again.outbox_enqueued, again.dead_letters, again.deadlines_fired) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert again.decision_digest == piped.decision_digest
+    async with LmdbStore(tmp_path / "p") as store:
+        after = (len(await store.read_all(0, 100_000)), len(await store.dead_letters(limit=10_000)))
+    assert after == before
+
+
+def test_two_workers_decide_like_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = generated(tmp_path / "in", processes=50, defects=0.2, duplicates=0.2, competing=0.2, suppliers=3)
+    one = tmp_path / "one.json"
+    two = tmp_path / "two.json"
+    assert (
+        main(["replay", str(src), "--store", str(tmp_path / "s1"), "--tenant", NB, "--report", str(one)]) == 0
+    )
+    argv = ["replay", str(src), "--store", str(tmp_path / "s2"), "--tenant", NB, "--workers", "2"]
+    assert main([*argv, "--report", str(two)]) == 0
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["decision_digest"] == b["decision_digest"] and b["mode"] == "pipelined x2"
+    for key in ("messages", "processes_created", "deadlines_fired", "outcomes"):
+        assert a[key] == b[key], key
+    assert sorted(p.name for p in (tmp_path / "s2").iterdir()) == ["part-0-of-2", "part-1-of-2"]
+    assert sum(b["statuses"].values()) > sum(a["statuses"].values())  # bundles were split
+
+
+def test_generate_archive_cli_and_replay_report_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate-archive", str(tmp_path / "in"), "--days", "2", "--processes", "15", "--seed", "3"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] == len(list((tmp_path / "in").glob("*.edi")))
+    assert main([*argv[:2], "--days", "0"]) == 2
+    report_file = tmp_path / "report.json"
+    argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]
+    assert (
+        main([*argv, "--master-data", str(tmp_path / "in" / "master.json"), "--report", str(report_file)])
+        == 0
+    )
+    printed, written = json.loads(capsys.readouterr().out), json.loads(report_file.read_text())
+    assert printed == written
+    for key in (
+        "files", "messages", "events_appended", "outbox_enqueued", "processes_created", "deadlines_fired",
+        "dead_letters", "errors", "duration_s", "messages_per_s", "decision_digest",
+    ):  # fmt: skip
+        assert key in written, key
+    assert written["messages"] == summary["messages"] + summary["kinds"].get("duplicate", 0)
+
+
+# -- the edges (issue 11) ----------------------------------------------------------------------
+
+
+def replay_cli(directory: Path, store: Path, *extra: str) -> int:
+    return main(["replay", str(directory), "--store", str(store), "--tenant", NB, *extra])
+
+
+def test_replay_cli_refuses_a_store_that_is_a_file_or_cannot_be_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = generated(tmp_path / "in", processes=3)
+    (tmp_path / "file").write_text("not a store")
+    assert replay_cli(src, tmp_path / "file") == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert replay_cli(src, Path("/proc/self/no-store-here")) == 2  # cannot be created
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_replay_cli_reports_a_store_directory_without_write_permission(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = generated(tmp_path / "in", processes=3)
+    (tmp_path / "ro").mkdir(mode=0o500)
+    assert replay_cli(src, tmp_path / "ro" / "store") == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_replay_cli_takes_directory_names_with_rich_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = generated(tmp_path / "in [/bold] [red]", processes=3)
+    (odd / "[red]x.edi").write_bytes(b"[/bold] not edifact")
+    rows = (odd / "manifest.csv").read_text() + "[red]x.edi,2025-11-03T12:00:00+00:00\n"
+    (odd / "manifest.csv").write_text(rows)
+    assert replay_cli(odd, tmp_path / "[/bold]store") == 0  # with the progress bar
+    capsys.readouterr()
+    assert replay_cli(odd, tmp_path / "[/bold]store2", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "[red]x.edi" in report["rejected"]
+    assert replay_cli(tmp_path / "missing [/bold]", tmp_path / "s3") == 2
+    assert "missing [/bold]" in capsys.readouterr().err
+
+
+def test_replay_cli_names_an_unreadable_file_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x.edi").symlink_to("/proc/self/mem")  # a file whose read fails with EIO, also for root
+    assert replay_cli(src, tmp_path / "s", "--json") == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["failures"] and report["failures"][0].startswith("x.edi: cannot read")
+
+
+def test_replay_refuses_tenants_that_are_no_mp_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = generated(tmp_path / "in", processes=3)
+    assert main(["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", "abc"]) == 2
+    assert "'abc' is not a 13-digit market-partner id" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside.edi", "/etc/hostname", "sub/../../outside.edi", "."])
+def test_a_manifest_naming_files_outside_the_archive_is_refused(tmp_path: Path, name: str) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (tmp_path / "outside.edi").write_bytes(b"UNA:+.? '")
+    (src / "manifest.csv").write_text(f"file,received_at\n{name},2025-11-03T12:00:00+00:00\n")
+    with pytest.raises(InvalidArgument, match="outside the archive"):
+        archive(src)
+    assert replay_cli(src, tmp_path / "s") == 2
