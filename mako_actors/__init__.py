@@ -21,10 +21,12 @@ module                 what it holds
 ``projection``         ``ProjectionRunner``: read models with checkpoints
 ``metrics``            ``prometheus_text``
 ``logs``               ``log_context``, ``configure_logging``: correlation ids on every line
+``timeline``           ``timeline``: a process's events with their causing interchange
 ``edifact``            tokenizer, parser, receiver checks, renderers
 ``gpke``               the LFW24 supplier change, NB side; PID router; Fristen
 ``inbound``            ``InboundPipeline``: EDIFACT bytes → processes
-``cli``                ``mako-actors inspect FILE``
+``serve``              ``mako-actors serve``: inbox directory and HTTP in, outbox out, Fristen
+``cli``                ``mako-actors inspect``, ``replay``, ``serve``, store inspection
 ``testing``            the store contract suite, for any backend
 =====================  ==========================================================
 
@@ -32,6 +34,8 @@ Write path of one command: ``Process.execute_*`` → load state (replay or snaps
 ``Workflow.handle`` (pure) → stamp envelopes, outbox rows, deadlines → one ``Commit`` → the
 store writes it in one transaction (LMDB: on its writer thread, group-committed).
 """
+
+import logging as _logging
 
 from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
 from mako_actors.dead_letters import DeadLetter
@@ -72,8 +76,13 @@ from mako_actors.projection import ProjectionRunner
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, Store, StoreStats
+from mako_actors.timeline import TimelineEntry, timeline
 from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
+
+# A library does not decide where its logs go; this also keeps Python's last-resort handler
+# from printing warnings the CLI's reports already show.
+_logging.getLogger("mako_actors").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ActorStats",
@@ -127,6 +136,7 @@ __all__ = [
     "StreamId",
     "Suppliers",
     "TenantId",
+    "TimelineEntry",
     "VersionConflict",
     "VirtualClock",
     "Workflow",
@@ -138,4 +148,5 @@ __all__ = [
     "load_state",
     "log_context",
     "prometheus_text",
+    "timeline",
 ]
