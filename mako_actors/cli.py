@@ -29,7 +29,7 @@ _DESCRIPTION = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from mako_actors import _cli_store
+    from mako_actors import _cli_store, serve
 
     parser = argparse.ArgumentParser(prog="mako-actors", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(handler=_replay)
+    serve.register(sub)
     _cli_store.register(sub)
     return parser
 
