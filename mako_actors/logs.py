@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -85,6 +86,21 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 _configured: logging.Handler | None = None
 
 
@@ -101,8 +117,11 @@ def configure_logging(
     global _configured
     logger = logging.getLogger("mako_actors")
     handler = _configured
-    if handler is None or handler not in logger.handlers:
-        handler = logging.StreamHandler(stream)
+    fits = isinstance(handler, _StderrHandler) == (stream is None)
+    if handler is None or handler not in logger.handlers or not fits:
+        if handler is not None:
+            logger.removeHandler(handler)
+        handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
         handler.addFilter(ContextFilter())
         logger.addHandler(handler)
         _configured = handler
