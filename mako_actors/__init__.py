@@ -22,10 +22,12 @@ module                 what it holds
 ``projection``         ``ProjectionRunner``: read models with checkpoints
 ``metrics``            ``prometheus_text``
 ``logs``               ``log_context``, ``configure_logging``: correlation ids on every line
+``timeline``           ``timeline``: a process's events with their causing interchange
 ``edifact``            tokenizer, parser, receiver checks, renderers
 ``gpke``               the LFW24 supplier change, NB side; PID router; Fristen
 ``inbound``            ``InboundPipeline``: EDIFACT bytes → processes
-``cli``                ``mako-actors inspect FILE``
+``serve``              ``mako-actors serve``: inbox directory and HTTP in, outbox out, Fristen
+``cli``                ``mako-actors inspect``, ``replay``, ``serve``, store inspection
 ``testing``            the store contract suite, for any backend
 =====================  ==========================================================
 
@@ -34,6 +36,7 @@ Write path of one command: ``Process.execute_*`` → load state (replay or snaps
 store writes it in one transaction (LMDB: on its writer thread, group-committed).
 """
 
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
@@ -75,12 +78,17 @@ from mako_actors.projection import ProjectionRunner
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, Store, StoreStats
+from mako_actors.timeline import TimelineEntry, timeline
 from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 if TYPE_CHECKING:
     from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem
     from mako_actors.partitions import PartitionMap, PartitionUnavailable
+
+# A library does not decide where its logs go; this also keeps Python's last-resort handler
+# from printing warnings the CLI's reports already show.
+_logging.getLogger("mako_actors").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ActorStats",
@@ -138,6 +146,7 @@ __all__ = [
     "StreamId",
     "Suppliers",
     "TenantId",
+    "TimelineEntry",
     "VersionConflict",
     "VirtualClock",
     "Workflow",
@@ -149,6 +158,7 @@ __all__ = [
     "load_state",
     "log_context",
     "prometheus_text",
+    "timeline",
 ]
 
 

@@ -2,6 +2,7 @@
 
 Subcommands register themselves in :func:`build_parser` via ``add_parser`` on the returned
 subparsers object and set ``handler`` (``Callable[[argparse.Namespace], int]``) as default.
+The store inspection commands live in ``_cli_store``, ``serve`` in ``serve``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,29 @@ __all__ = ["build_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+_DESCRIPTION = (
+    "Event-sourced MaKo processes (GPKE supplier change, UTILMD, APERAK, CONTRL, Fristen) on LMDB: "
+    "inspect EDIFACT files, replay archives, run a node, look inside a store."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="mako-actors", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from mako_actors import _cli_store, serve
+
+    parser = argparse.ArgumentParser(prog="mako-actors", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--log-format", choices=("human", "json"), default=None, help="log lines as text (default) or JSON"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="debug, info, warning or error (default: info for serve, error otherwise: reports say the rest)",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do ('COMMAND --help' tells more)"
+    )
     inspect = sub.add_parser(
         "inspect",
         help="parse an EDIFACT interchange and show its envelope and messages",
@@ -51,14 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--store", type=Path, required=True, help="LMDB store directory")
     imports.add_argument("--tenant", required=True, help="our MP-ID (the grid operator)")
     imports.set_defaults(handler=_masterdata_import)
+    serve.register(sub)
+    _cli_store.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 rejected input, 2 usage/IO)."""
+    from mako_actors.logs import configure_logging
+
     args = build_parser().parse_args(argv)
+    default_level = "info" if args.command == "serve" else "error"
+    configure_logging(
+        (args.log_level or default_level).upper(), json_lines=(args.log_format or "human") == "json"
+    )
     handler: Handler = args.handler
     return handler(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mako-actors")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def interchange_to_plain(ic: Interchange) -> dict[str, Any]:

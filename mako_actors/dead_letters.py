@@ -2,7 +2,9 @@
 
 Nothing is dropped: an outbox message that exhausted its attempts, an inbound message for an
 unknown PID, an unroutable answer: each becomes a ``DeadLetter`` a person can inspect and
-replay.
+replay: ``mako-actors dead-letters list`` shows them, ``mako-actors dead-letters requeue N`` puts
+an outbox message back in the outbox or a deadline back in the schedule, in one transaction
+that also stamps the letter's ``requeued_at`` (so it is requeued once).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class DeadLetter(PlainModel):
 
     With a ``key``, the store keeps one dead letter per key: adding it again returns the stored
     one and writes nothing (a re-processed archive adds no dead letter twice).
+
+    ``requeued_at`` is set when a person put it back (``Store.requeue_dead_letter``).
     """
 
     kind: str
@@ -29,6 +33,7 @@ class DeadLetter(PlainModel):
     recorded_at: AwareUtc
     position: int = 0
     key: str | None = None
+    requeued_at: AwareUtc | None = None
 
     def keyed(self) -> DeadLetter:
         """This letter with a key derived from its kind, reason and payload (not its time)."""

@@ -3,9 +3,11 @@
 The engine logs through the standard ``logging`` module. Where it handles one interchange or
 one command it opens a ``log_context`` (correlation id, interchange reference, process id, ...);
 ``ContextFilter`` copies those fields onto every record logged inside it, by any logger, and
-``JsonFormatter`` writes one JSON object per line. ``configure_logging()`` wires both to
-stderr for a service or a notebook; libraries embedding the engine can attach the filter and
-formatter to their own handlers instead.
+``JsonFormatter`` writes one JSON object per line. The package itself only adds a
+``NullHandler`` (a library does not decide where logs go); ``configure_logging()`` wires the
+filter and a JSON or human formatter to stderr for a service, the CLI or a notebook, once no
+matter how often it is called; applications can attach the filter and formatters to their own
+handlers instead.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 _FIELDS: ContextVar[dict[str, str]] = ContextVar("mako_log_fields", default={})  # noqa: B039
 
@@ -69,20 +72,61 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: int | str = logging.INFO, *, json_lines: bool = True) -> logging.Handler:
-    """Log ``mako_actors`` records to stderr, with context fields (JSON lines by default).
+class HumanFormatter(logging.Formatter):
+    """``time level logger: message key=value ...`` with the context fields at the end."""
 
-    Returns the handler so callers can remove it again; idempotent per call site is the
-    caller's business (each call adds one handler).
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "context", _FIELDS.get())
+        when = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        line = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
+_configured: logging.Handler | None = None
+
+
+def configure_logging(
+    level: int | str = logging.INFO, *, json_lines: bool = True, stream: IO[str] | None = None
+) -> logging.Handler:
+    """Log ``mako_actors`` records to stderr (or ``stream``), with context fields.
+
+    Idempotent: the first call adds one handler to the ``mako_actors`` logger; later calls
+    change that handler's level, format and stream instead of adding another, so no line is
+    ever written twice. Returns the handler (remove it with ``logger.removeHandler``; the next
+    call then adds a fresh one).
     """
-    handler = logging.StreamHandler()
-    handler.addFilter(ContextFilter())
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(context)s %(message)s")
-    )
+    global _configured
     logger = logging.getLogger("mako_actors")
-    logger.addHandler(handler)
+    handler = _configured
+    fits = isinstance(handler, _StderrHandler) == (stream is None)
+    if handler is None or handler not in logger.handlers or not fits:
+        if handler is not None:
+            logger.removeHandler(handler)
+        handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+        handler.addFilter(ContextFilter())
+        logger.addHandler(handler)
+        _configured = handler
+    elif stream is not None and isinstance(handler, logging.StreamHandler):
+        handler.setStream(stream)
+    handler.setFormatter(JsonFormatter() if json_lines else HumanFormatter())
     logger.setLevel(level)
     return handler

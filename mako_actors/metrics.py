@@ -1,51 +1,209 @@
-"""Metrics in the Prometheus text exposition format, from the stats objects the engine keeps.
+"""Metrics with ``prometheus-client``: counters, level gauges and latency histograms.
 
-``prometheus_text({"store": store.stats, "actors": system.stats, "deadlines": scheduler.stats})``
-renders every int or float field of each stats dataclass as ``mako_<group>_<field>``, and
-dict-of-int fields as one series per key (``label="..."``). Serve it from any HTTP endpoint.
+Two ways in:
+
+- ``Metrics``: one registry with what a node measures as it works: interchanges and messages
+  by outcome, command latency, commit batch size, outbox delivery latency, deliveries, retries
+  and dead letters (counters end in ``_total``), the outbox and deadline levels (gauges), and
+  the engine's own stats objects read at scrape time (``watch``). ``render()`` is the text a
+  ``/metrics`` endpoint serves; ``mako-actors serve`` does that.
+- ``prometheus_text({"store": store.stats, "actors": system.stats, ...})``: the stats
+  dataclasses once, as text. Fields that only grow are counters (``mako_<group>_<field>_total``),
+  the others gauges; every family has a ``# HELP``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+__all__ = ["CONTENT_TYPE", "Metrics", "StatsCollector", "prometheus_text"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# What each known stats field means, and whether it only grows (a counter) or is a level.
+_FIELDS: dict[str, tuple[str, str]] = {
+    # StoreStats
+    "transactions": ("counter", "write transactions committed"),
+    "commits": ("counter", "process commits stored"),
+    "conflicts": ("counter", "writes refused by optimistic concurrency"),
+    "largest_batch": ("gauge", "most writes that shared one transaction so far"),
+    "events_read": ("counter", "events read from the store"),
+    "map_resizes": ("counter", "times the LMDB map was grown"),
+    # ActorStats
+    "activations": ("counter", "process actors activated from the store"),
+    "reloads": ("counter", "actor state reloads after a failed commit"),
+    "passivations": ("counter", "idle process actors passivated"),
+    "failed_commands": ("counter", "commands that raised"),
+    "batches": ("counter", "commit batches sent to the store"),
+    "live": ("gauge", "process actors in memory"),
+    "max_live_seen": ("gauge", "most process actors in memory at once"),
+    # SchedulerStats
+    "fired": ("counter", "deadlines fired"),
+    "failed": ("counter", "deadlines that failed for good (dead-lettered)"),
+    "retried_later": ("counter", "deadline firings left due after a transient error"),
+    "labels": ("counter", "deadlines fired, by label"),
+}
+
+
+def _help(group: str, field: str) -> tuple[str, str]:
+    if group in ("actors", "actor") and field == "commands":
+        return "counter", "commands handled by process actors"
+    return _FIELDS.get(field, ("gauge", f"{group} {field.replace('_', ' ')}"))
+
+
+def _families(group: str, stats: Any, labels: Mapping[str, str]) -> Iterator[Metric]:
+    fields: dict[str, Any]
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
+    elif isinstance(stats, int | float) and not isinstance(stats, bool):
+        fields = {"": stats}
+    else:
+        raise TypeError(f"metrics group {group!r}: expected a stats dataclass or a number")
+    names, values = list(labels), list(labels.values())
+    for field, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | dict):
+            continue
+        if isinstance(value, dict) and not value:
+            continue
+        name = f"mako_{group}_{field}".rstrip("_")
+        kind, text = _help(group, field) if field else ("gauge", f"{group.replace('_', ' ')}")
+        family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        family = family_type(name, text, labels=[*names, "label"] if isinstance(value, dict) else names)
+        if isinstance(value, dict):
+            for key, item in sorted(value.items()):
+                if isinstance(item, int | float):
+                    family.add_metric([*values, str(key)], item)
+        else:
+            family.add_metric(values, value)
+        yield family
+
+
+class StatsCollector(Collector):
+    """Reads stats objects at scrape time: ``{"store": lambda: store.stats, ...}``."""
+
+    def __init__(
+        self, groups: Mapping[str, Callable[[], Any]], labels: Mapping[str, str] | None = None
+    ) -> None:
+        self._groups = dict(groups)
+        self._labels = dict(labels or {})
+
+    def collect(self) -> Iterator[Metric]:
+        for group, read in self._groups.items():
+            yield from _families(group, read(), self._labels)
 
 
 def prometheus_text(groups: Mapping[str, Any], *, labels: Mapping[str, str] | None = None) -> str:
-    """The text exposition of every numeric field of each dataclass in ``groups``.
+    """The text exposition of every numeric field of each stats dataclass in ``groups``.
 
-    ``labels`` (e.g. ``{"node": "host-1"}``) are added to every series. Non-dataclass values
-    that are plain numbers are rendered as a single series named by their key.
+    Growing fields are counters (``_total``), the rest gauges, each with ``# HELP``; dict
+    fields become one series per key (``label="..."``); plain numbers a gauge named by their
+    key. ``labels`` (e.g. ``{"node": "nb-1"}``) are added to every series.
     """
-    base = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
-    lines: list[str] = []
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector({k: _constant(v) for k, v in groups.items()}, labels))
+    return generate_latest(registry).decode()
 
-    def emit(name: str, value: float, extra: str = "") -> None:
-        both = ",".join(part for part in (base, extra) if part)
-        lines.append(f"{name}{{{both}}} {value}" if both else f"{name} {value}")
 
-    for group, stats in groups.items():
-        fields: dict[str, Any]
-        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
-            fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
-        elif isinstance(stats, int | float):
-            fields = {"": stats}
-        else:
-            raise TypeError(f"metrics group {group!r}: expected a stats dataclass or a number")
-        for field, value in fields.items():
-            name = f"mako_{group}_{field}".rstrip("_")
-            if isinstance(value, bool) or not isinstance(value, int | float | dict):
-                continue
-            lines.append(f"# TYPE {name} gauge")
-            if isinstance(value, dict):
-                for key, item in sorted(value.items()):
-                    if isinstance(item, int | float):
-                        emit(name, item, f'label="{_escape(str(key))}"')
-            else:
-                emit(name, value)
-    return "\n".join(lines) + "\n"
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
+
+
+class Metrics:
+    """The metrics of one node, in their own ``CollectorRegistry`` (never the global one).
+
+    Thread-safe (prometheus-client); ``render()`` may run on an HTTP thread while the event
+    loop records. (``mako-actors serve`` also turns off prometheus-client's ``*_created``
+    series, process-wide, with ``prometheus_client.disable_created_metrics()``.)
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.interchanges = Counter(
+            "mako_interchanges", "interchanges ingested, by status", ["status"], registry=r
+        )
+        self.messages = Counter(
+            "mako_messages", "transactions of ingested interchanges, by outcome", ["outcome"], registry=r
+        )
+        self.command_seconds = Histogram(
+            "mako_command_duration_seconds",
+            "time from handing a command to its process until its commit was confirmed",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "mako_commit_batch_size",
+            "commits written by one store.commit_many call (one group commit of the actor system)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "mako_outbox_delivery_latency_seconds",
+            "time from an outbox message's creation until its delivery succeeded",
+            buckets=_DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.delivered = Counter(
+            "mako_outbox_delivered", "outbox messages delivered, by type", ["message_type"], registry=r
+        )
+        self.delivery_retries = Counter(
+            "mako_outbox_retries", "failed delivery attempts rescheduled", registry=r
+        )
+        self.dead_letters = Counter(
+            "mako_dead_letters", "messages given up on by this node, by source", ["source"], registry=r
+        )
+        self.outbox_pending = Gauge("mako_outbox_pending", "messages waiting in the outbox", registry=r)
+        self.deadlines_open = Gauge("mako_deadlines_open", "open deadlines (Fristen)", registry=r)
+        self.inbox_waiting = Gauge("mako_inbox_waiting", "files waiting in the inbox directory", registry=r)
+
+    def watch(self, groups: Mapping[str, Callable[[], Any]], labels: Mapping[str, str] | None = None) -> None:
+        """Also export these stats objects, read at each scrape (``{"store": lambda: store.stats}``)."""
+        self.registry.register(StatsCollector(groups, labels))
+
+    def observe_ingest(self, status: str, outcomes: Mapping[str, int]) -> None:
+        """Count one ingested interchange and its transactions' outcomes."""
+        self.interchanges.labels(status=status).inc()
+        for outcome, count in outcomes.items():
+            self.messages.labels(outcome=outcome).inc(count)
+            if outcome == "dead_letter":
+                self.dead_letters.labels(source="inbound").inc(count)
+
+    def observe_delivery(self, message_type: str, created_at: datetime, now: datetime) -> None:
+        """Count one delivered message and how long it waited since it was created."""
+        self.delivered.labels(message_type=message_type).inc()
+        self.delivery_seconds.observe(max(0.0, (now - created_at).total_seconds()))
+
+    def time_command(self) -> _Timer:
+        """``with metrics.time_command(): await handle.execute...``: observe the command's latency."""
+        return _Timer(self.command_seconds)
+
+    def render(self) -> bytes:
+        """The text exposition of everything in the registry."""
+        return generate_latest(self.registry)
+
+
+class _Timer:
+    __slots__ = ("_histogram", "_start")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._start)

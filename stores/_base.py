@@ -23,6 +23,7 @@ from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult, StoreStats
 from mako_actors.version import ExpectedVersion
+from stores import _inspect
 from stores import _schema as schema
 from stores._kv import KvTxn
 
@@ -226,3 +227,29 @@ class StoreBase(abc.ABC):
     async def load_checkpoint(self, name: str) -> int:
         """The last saved position of projection ``name`` (0 if none)."""
         return await self._read(lambda txn: schema.load_checkpoint(txn, name))
+
+    # -- operator reads and repairs (``mako-actors outbox/deadlines/dead-letters/stats``) ----
+
+    async def outbox_messages(self, limit: int = 10_000) -> list[OutboxMessage]:
+        """Up to ``limit`` outbox rows, due or not, earliest next attempt first."""
+        return await self._read(lambda txn: _inspect.outbox_messages(txn, limit))
+
+    async def all_deadlines(self, limit: int = 10_000) -> list[Deadline]:
+        """Up to ``limit`` open deadlines of every process, earliest first."""
+        return await self._read(lambda txn: _inspect.all_deadlines(txn, limit))
+
+    async def table_counts(self) -> dict[str, int]:
+        """Entries per table (events, streams, outbox, deadlines, dead letters, ...)."""
+        return await self._read(_inspect.table_counts)
+
+    async def retry_outbox(self, message_id: OutboxMessageId, now: datetime) -> OutboxMessage:
+        """Make an outbox message due at ``now``; ``NotFound`` if it was delivered already."""
+        return await self._write(lambda txn: _inspect.retry_outbox(txn, message_id, now))
+
+    async def requeue_dead_letter(self, position: int, now: datetime) -> DeadLetter:
+        """Put a dead outbox message or deadline back and stamp the letter, atomically.
+
+        ``InvalidArgument`` for a letter requeued before or an inbound one (no bytes kept);
+        ``NotFound`` for an unknown position.
+        """
+        return await self._write(lambda txn: _inspect.requeue_dead_letter(txn, position, now))

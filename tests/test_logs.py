@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from mako_actors import CorrelationId, DirectHost, InboundPipeline, VirtualClock
 from mako_actors.gpke import GpkeNbWorkflow
@@ -56,3 +58,65 @@ def test_log_context_nests_and_restores() -> None:
             assert current_fields() == {"correlation_id": "c1", "process_id": "p1"}
         assert current_fields() == {"correlation_id": "c1"}
     assert current_fields() == {}
+
+
+def test_the_library_only_adds_a_null_handler() -> None:
+    import mako_actors
+
+    logger = logging.getLogger(mako_actors.__name__)
+    assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
+
+
+def test_configure_logging_is_idempotent_and_switches_format() -> None:
+    from mako_actors.logs import configure_logging
+
+    logger = logging.getLogger("mako_actors")
+    before, old_level = list(logger.handlers), logger.level
+    stream = io.StringIO()
+    try:
+        first = configure_logging("INFO", json_lines=True, stream=stream)
+        again = configure_logging("INFO", json_lines=False, stream=stream)
+        assert first is again and len(logger.handlers) == len(before) + (first not in before)
+        with log_context(correlation_id="c-1"):
+            logging.getLogger("mako_actors.test").info("hello %s", "world")
+        (line,) = stream.getvalue().splitlines()  # once, not once per call
+        assert line.endswith("INFO    mako_actors.test: hello world correlation_id=c-1")
+        configure_logging("WARNING", json_lines=True, stream=stream)
+        logging.getLogger("mako_actors.test").info("hidden")
+        logging.getLogger("mako_actors.test").warning("shown")
+        assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "shown"
+    finally:
+        for handler in list(logger.handlers):
+            if handler not in before:
+                logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def test_cli_replay_reports_a_conflict_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pipeline logs the conflict as a warning; the CLI's report says it: not both."""
+    from mako_actors.cli import main
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    start = datetime(2025, 11, 30, 23, tzinfo=UTC)
+    for name, malo in (("a.edi", "51900000012"), ("b.edi", "41234567896")):  # same 0020, other bytes
+        raw = anmeldung(
+            lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=start, ide_ref="TX1", control_ref="LFN0001",
+            sent_at=THU,
+        )  # fmt: skip
+        (archive / name).write_bytes(raw)
+    (archive / "manifest.csv").write_text(
+        f"file,received_at\na.edi,{THU.isoformat()}\nb.edi,{(THU + timedelta(minutes=5)).isoformat()}\n"
+    )
+    logger = logging.getLogger("mako_actors")
+    before, old_level = list(logger.handlers), logger.level
+    try:
+        code = main(["replay", str(archive), "--store", str(tmp_path / "store"), "--tenant", NB])
+    finally:
+        for handler in list(logger.handlers):
+            if handler not in before:
+                logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert (out + err).count("was received before with other content") == 1

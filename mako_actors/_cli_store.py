@@ -1,0 +1,403 @@
+"""``mako-actors processes|outbox|deadlines|dead-letters|stats``: look inside a store.
+
+Every command takes ``--store PATH`` (the LMDB directory) and prints a table, or JSON with
+``--json``. Commands that only read open the store read-only, so they are safe next to a
+running node; ``outbox retry`` and ``dead-letters requeue`` write one transaction each.
+Ids are accepted as printed: a unique prefix of a process or message id is enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.errors import EngineError, InvalidArgument, NotFound
+from mako_actors.outbox import OutboxMessage
+
+T = TypeVar("T")
+Run = Callable[[Any, argparse.Namespace], Awaitable[int]]
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the store inspection subcommands to the CLI's subparsers object."""
+    processes = sub.add_parser("processes", help="list processes, show one, or its timeline")
+    psub = processes.add_subparsers(
+        dest="processes_command", required=True, help="action", metavar="{list,show,timeline}"
+    )
+    p = _leaf(psub, "list", "processes of the store, oldest first", _processes_list)
+    p.add_argument("--tenant", help="our MP-ID (13 digits) or a tenant id prefix")
+    p.add_argument("--workflow", help="workflow name, e.g. gpke-nb or mako-inbox")
+    p.add_argument("--status", help="status after the last event, e.g. awaiting_lfa, confirmed")
+    p.add_argument("--malo", help="MaLo-ID (11 digits)")
+    p = _leaf(psub, "show", "one process: state, open deadlines, messages waiting to leave", _processes_show)
+    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p = _leaf(psub, "timeline", "a process's events: time, type, causing interchange", _processes_timeline)
+    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+
+    outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
+    osub = outbox.add_subparsers(
+        dest="outbox_command", required=True, help="action", metavar="{list,retry}"
+    )
+    p = _leaf(osub, "list", "outbox messages, earliest next attempt first", _outbox_list)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--due", action="store_true", help="only messages due now (or at --at)")
+    which.add_argument("--dead", action="store_true", help="dead-lettered outbox messages instead")
+    p.add_argument("--at", help="ISO 8601 instant to use instead of now")
+    p = _leaf(osub, "retry", "make one message due now (its attempts are kept)", _outbox_retry, write=True)
+    p.add_argument("id", help="message id as printed by 'outbox list' (a unique prefix is enough)")
+
+    deadlines = sub.add_parser("deadlines", help="open deadlines (Fristen) of every process")
+    dsub = deadlines.add_subparsers(
+        dest="deadlines_command", required=True, help="action", metavar="{list}"
+    )
+    p = _leaf(dsub, "list", "open deadlines, earliest first", _deadlines_list)
+    p.add_argument("--overdue", action="store_true", help="only those due now (or at --at)")
+    p.add_argument("--at", help="ISO 8601 instant to use instead of now")
+
+    dead = sub.add_parser("dead-letters", help="what was given up on; put one back")
+    xsub = dead.add_subparsers(
+        dest="dead_letters_command", required=True, help="action", metavar="{list,requeue}"
+    )
+    p = _leaf(xsub, "list", "dead letters, oldest first", _dead_letters_list)
+    p.add_argument("--kind", help="only this kind: outbox, deadline, inbound, inbound-conflict, ...")
+    p = _leaf(
+        xsub,
+        "requeue",
+        "put a dead outbox message back in the outbox, or a dead deadline back in the schedule",
+        _dead_letters_requeue,
+        write=True,
+    )
+    p.add_argument("position", type=int, help="the dead letter's number ('#' in 'dead-letters list')")
+
+    _leaf(sub, "stats", "entries per table, store size and map usage", _stats, help_text="store statistics")
+
+
+def _leaf(
+    sub: Any,
+    name: str,
+    description: str,
+    run: Run,
+    *,
+    write: bool = False,
+    help_text: str | None = None,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text or description, description=description
+    )
+    parser.add_argument("--store", type=Path, required=True, help="the LMDB store directory")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=lambda args: _run(args, run, write))
+    return parser
+
+
+def _run(args: argparse.Namespace, run: Run, write: bool) -> int:
+    from stores.lmdb import LmdbStore
+    from stores.lmdb_readonly import ReadOnlyLmdbStore
+
+    async def go() -> int:
+        if write and not (args.store / "data.mdb").is_file():
+            raise NotFound(f"no LMDB store at {args.store} (data.mdb missing)")
+        store: Any = LmdbStore(args.store) if write else ReadOnlyLmdbStore(args.store)
+        try:
+            return await run(store, args)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (NotFound, InvalidArgument) as exc:
+        print(f"mako-actors: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        print(f"mako-actors: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output: no colour, and wide enough that ids and times are not wrapped.
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
+    _console().print(table)
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _when(instant: datetime | None) -> str:
+    return "-" if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(value: object) -> str:
+    return str(value)[:8]
+
+
+def _at(args: argparse.Namespace) -> datetime:
+    if not getattr(args, "at", None):
+        return datetime.now(UTC)
+    try:
+        instant = datetime.fromisoformat(args.at)
+    except ValueError:
+        raise InvalidArgument(f"--at {args.at!r} is not an ISO 8601 instant") from None
+    if instant.tzinfo is None:
+        raise InvalidArgument(f"--at {args.at!r} has no time zone")
+    return instant
+
+
+def _unique(items: Sequence[T], text: str, key: Callable[[T], str], what: str) -> T:
+    text = text.strip().lower()
+    matches = [item for item in items if key(item).startswith(text)] if text else []
+    if not matches:
+        raise NotFound(f"no {what} matches {text!r}")
+    if len(matches) > 1:
+        raise InvalidArgument(f"{text!r} matches {len(matches)} {what}s; give more of the id")
+    return matches[0]
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+async def _processes_list(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors._store_views import list_processes
+
+    rows = await list_processes(
+        store, tenant=args.tenant, workflow=args.workflow, status=args.status, malo=args.malo
+    )
+    if args.json:
+        _json([r.to_plain() for r in rows])
+        return 0
+    _table(
+        f"{len(rows)} process(es) in {args.store}",
+        ("process", "workflow", "tenant", "status", "MaLo", "events", "started", "last event"),
+        (
+            (
+                _short(r.stream_id.process_id),
+                r.workflow,
+                r.party or _short(r.stream_id.tenant_id),
+                r.status,
+                r.malo,
+                r.events,
+                _when(r.started_at),
+                _when(r.updated_at),
+            )
+            for r in rows
+        ),
+    )
+    return 0
+
+
+async def _processes_show(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors._store_views import show_process
+
+    detail = await show_process(store, args.id)
+    plain = detail.to_plain()
+    if args.json:
+        _json(plain)
+        return 0
+    s = detail.summary
+    console = _console()
+    console.print(
+        f"process {s.stream_id.process_id}\n  stream {s.stream_id}\n"
+        f"  workflow {s.workflow}@{s.format_version}, tenant {s.party or s.stream_id.tenant_id}\n"
+        f"  status {s.status}, MaLo {s.malo or '-'}, {s.events} event(s), "
+        f"{_when(s.started_at)} .. {_when(s.updated_at)}",
+        markup=False,
+    )
+    if plain["state"] is not None:
+        console.print("state:", markup=False)
+        console.print(json.dumps(plain["state"], indent=2, ensure_ascii=False), markup=False)
+    _deadline_table(f"{len(detail.deadlines)} open deadline(s)", detail.deadlines, _at(args))
+    _outbox_table(f"{len(detail.outbox)} message(s) waiting to leave", detail.outbox)
+    return 0
+
+
+async def _processes_timeline(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors._store_views import known_workflows
+    from mako_actors.timeline import timeline
+
+    entries = await timeline(store, args.id, known_workflows())
+    if args.json:
+        _json([e.to_plain() for e in entries])
+        return 0
+    _table(
+        f"timeline of {args.id}",
+        ("#", "time", "event", "interchange", "status after"),
+        (
+            (e.sequence, _when(e.recorded_at), e.event_type, e.interchange, e.status)
+            for e in entries
+        ),
+    )
+    return 0
+
+
+# -- outbox ------------------------------------------------------------------------------------
+
+
+def _outbox_table(title: str, messages: Sequence[OutboxMessage]) -> None:
+    _table(
+        title,
+        ("message", "type", "recipient", "process", "attempts", "next attempt", "last error"),
+        (
+            (
+                _short(m.message_id),
+                m.message_type,
+                m.recipient,
+                _short(m.process_id),
+                m.attempts,
+                _when(m.next_attempt_at),
+                (m.last_error or "")[:60] or None,
+            )
+            for m in messages
+        ),
+    )
+
+
+def _dead_table(title: str, letters: Sequence[DeadLetter]) -> None:
+    _table(
+        title,
+        ("#", "kind", "recorded", "reason", "requeued"),
+        (
+            (d.position, d.kind, _when(d.recorded_at), d.reason[:100], _when(d.requeued_at))
+            for d in letters
+        ),
+    )
+
+
+async def _all_dead_letters(store: Any) -> list[DeadLetter]:
+    out: list[DeadLetter] = []
+    while batch := await store.dead_letters(1000, out[-1].position if out else 0):
+        out.extend(batch)
+    return out
+
+
+async def _outbox_list(store: Any, args: argparse.Namespace) -> int:
+    if args.dead:
+        letters = [d for d in await _all_dead_letters(store) if d.kind == "outbox"]
+        if args.json:
+            _json([d.to_plain() for d in letters])
+        else:
+            _dead_table(f"{len(letters)} dead-lettered outbox message(s)", letters)
+        return 0
+    messages: list[OutboxMessage] = await store.outbox_messages()
+    if args.due:
+        now = _at(args)
+        messages = [m for m in messages if m.next_attempt_at <= now]
+    if args.json:
+        _json([m.to_plain() for m in messages])
+    else:
+        _outbox_table(f"{len(messages)} outbox message(s){' due' if args.due else ''}", messages)
+    return 0
+
+
+async def _outbox_retry(store: Any, args: argparse.Namespace) -> int:
+    messages: list[OutboxMessage] = await store.outbox_messages()
+    message = _unique(messages, args.id, lambda m: str(m.message_id), "outbox message")
+    updated: OutboxMessage = await store.retry_outbox(message.message_id, datetime.now(UTC))
+    if args.json:
+        _json(updated.to_plain())
+    else:
+        print(f"outbox message {updated.message_id} ({updated.message_type} to {updated.recipient}): due now")
+    return 0
+
+
+# -- deadlines, dead letters, stats ------------------------------------------------------------
+
+
+def _deadline_table(title: str, deadlines: Sequence[Deadline], now: datetime) -> None:
+    _table(
+        title,
+        ("deadline", "label", "process", "workflow", "due", "overdue"),
+        (
+            (
+                _short(d.deadline_id),
+                d.label,
+                _short(d.process_id),
+                d.workflow_id.name,
+                _when(d.due_at),
+                "yes" if d.due_at <= now else "",
+            )
+            for d in deadlines
+        ),
+    )
+
+
+async def _deadlines_list(store: Any, args: argparse.Namespace) -> int:
+    now = _at(args)
+    deadlines: list[Deadline] = await store.all_deadlines()
+    if args.overdue:
+        deadlines = [d for d in deadlines if d.due_at <= now]
+    if args.json:
+        _json([d.to_plain() for d in deadlines])
+    else:
+        title = f"{len(deadlines)} open deadline(s){' overdue' if args.overdue else ''}"
+        _deadline_table(title, deadlines, now)
+    return 0
+
+
+async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
+    letters = await _all_dead_letters(store)
+    if args.kind:
+        letters = [d for d in letters if d.kind == args.kind]
+    if args.json:
+        _json([d.to_plain() for d in letters])
+    else:
+        _dead_table(f"{len(letters)} dead letter(s)", letters)
+    return 0
+
+
+async def _dead_letters_requeue(store: Any, args: argparse.Namespace) -> int:
+    letter: DeadLetter = await store.requeue_dead_letter(args.position, datetime.now(UTC))
+    if args.json:
+        _json(letter.to_plain())
+    else:
+        back = "the outbox" if letter.kind == "outbox" else "the deadline schedule"
+        print(f"dead letter {letter.position} ({letter.kind}) is back in {back}")
+    return 0
+
+
+async def _stats(store: Any, args: argparse.Namespace) -> int:
+    counts: dict[str, int] = await store.table_counts()
+    usage = store.map_usage()
+    letters = await _all_dead_letters(store)
+    plain = {
+        "store": str(args.store),
+        "tables": counts,
+        "dead_letters_open": sum(1 for d in letters if d.requeued_at is None),
+        "file_bytes": usage.file_bytes,
+        "map_size": usage.map_size,
+        "map_used_bytes": usage.used_bytes,
+        "map_used_fraction": round(usage.used_fraction, 4),
+    }
+    if args.json:
+        _json(plain)
+        return 0
+    _table(f"store {args.store}", ("table", "entries"), sorted(counts.items()))
+    _console().print(
+        f"{plain['dead_letters_open']} dead letter(s) not requeued; data file {usage.file_bytes:,} bytes; "
+        f"map {usage.used_bytes:,} of {usage.map_size:,} bytes used ({usage.used_fraction:.1%})",
+        markup=False,
+    )
+    return 0

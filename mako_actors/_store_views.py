@@ -1,0 +1,174 @@
+"""What the inspection commands show of a store: process summaries and details, as plain data.
+
+Reads only (``processes``); the CLI renders these as tables or JSON. Listing processes folds
+every stream's events through its workflow (known: the GPKE NB workflow and the receipt log),
+so it costs one read of the whole store: an operator's tool, not a hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from mako_actors.deadlines import Deadline
+from mako_actors.envelope import EventEnvelope
+from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.ids import StreamId, TenantId
+from mako_actors.outbox import OutboxMessage
+from mako_actors.store import Store
+from mako_actors.timeline import find_stream, status_of
+from mako_actors.workflow import Workflow
+
+
+class InspectableStore(Store, Protocol):
+    """A store with the operator reads of ``stores._base.StoreBase`` (every backend here)."""
+
+    async def outbox_messages(self, limit: int = 10_000) -> list[OutboxMessage]: ...
+    async def all_deadlines(self, limit: int = 10_000) -> list[Deadline]: ...
+    async def table_counts(self) -> dict[str, int]: ...
+
+
+def known_workflows() -> dict[str, Workflow[Any, Any]]:
+    """The workflows this package ships, by name."""
+    from mako_actors.gpke import GpkeNbWorkflow
+    from mako_actors.inbound import ReceiptWorkflow
+
+    return {w.name: w for w in (GpkeNbWorkflow(), ReceiptWorkflow())}
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """One process as a row: ids, workflow, our MP-ID, status, MaLo, events and times."""
+
+    stream_id: StreamId
+    workflow: str
+    format_version: str
+    party: str | None  # our MP-ID (the tenant) where the events name it
+    status: str
+    malo: str | None
+    events: int
+    started_at: datetime
+    updated_at: datetime
+    state: Any = None
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "process_id": str(self.stream_id.process_id),
+            "stream_id": str(self.stream_id),
+            "tenant_id": str(self.stream_id.tenant_id),
+            "party": self.party,
+            "workflow": self.workflow,
+            "format_version": self.format_version,
+            "status": self.status,
+            "malo": self.malo,
+            "events": self.events,
+            "started_at": self.started_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def summarize(events: list[EventEnvelope], workflows: Mapping[str, Workflow[Any, Any]]) -> ProcessSummary:
+    """The summary of one stream's events (at least one)."""
+    first, last = events[0], events[-1]
+    workflow = workflows.get(first.workflow_id.name)
+    state: Any = None
+    status = "?"
+    if workflow is not None:
+        try:
+            state = workflow.fold(workflow.initial_state(), events)
+            status = status_of(state)
+        except EngineError:
+            state, status = None, "?"
+    return ProcessSummary(
+        stream_id=first.stream_id,
+        workflow=first.workflow_id.name,
+        format_version=str(first.workflow_id.format_version),
+        party=_party(first),
+        status=status,
+        malo=getattr(state, "malo", None),
+        events=last.sequence,
+        started_at=first.recorded_at,
+        updated_at=last.recorded_at,
+        state=state,
+    )
+
+
+def _party(event: EventEnvelope) -> str | None:
+    payload = event.payload
+    inbound = payload.get("inbound")
+    for source in (inbound, payload):
+        if isinstance(source, Mapping) and isinstance(source.get("recipient"), str):
+            return str(source["recipient"])
+    return None
+
+
+def tenant_matches(stream: StreamId, text: str) -> bool:
+    """Whether ``text`` (an MP-ID, or a tenant id or its prefix) names the stream's tenant."""
+    text = text.strip().lower()
+    if text.isdigit() and len(text) == 13:
+        try:
+            return stream.tenant_id == TenantId.from_party_id(text)
+        except InvalidArgument:
+            return False
+    return str(stream.tenant_id).startswith(text)
+
+
+async def list_processes(
+    store: Store,
+    *,
+    tenant: str | None = None,
+    workflow: str | None = None,
+    status: str | None = None,
+    malo: str | None = None,
+    workflows: Mapping[str, Workflow[Any, Any]] | None = None,
+) -> list[ProcessSummary]:
+    """Every process matching the filters, oldest first."""
+    workflows = workflows if workflows is not None else known_workflows()
+    out: list[ProcessSummary] = []
+    for stream in await store.list_streams():
+        if tenant is not None and not tenant_matches(stream, tenant):
+            continue
+        events = await store.load(stream)
+        if not events or (workflow is not None and events[0].workflow_id.name != workflow):
+            continue
+        summary = summarize(events, workflows)
+        if status is not None and summary.status != status:
+            continue
+        if malo is not None and summary.malo != malo:
+            continue
+        out.append(summary)
+    out.sort(key=lambda s: (s.started_at, s.stream_id))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessDetail:
+    """One process: its summary and state, open deadlines and the messages waiting to leave."""
+
+    summary: ProcessSummary
+    deadlines: list[Deadline]
+    outbox: list[OutboxMessage]
+
+    def to_plain(self) -> dict[str, Any]:
+        state = self.summary.state
+        return {
+            **self.summary.to_plain(),
+            "state": state.model_dump(mode="json") if hasattr(state, "model_dump") else None,
+            "deadlines": [d.to_plain() for d in self.deadlines],
+            "outbox": [m.to_plain() for m in self.outbox],
+        }
+
+
+async def show_process(
+    store: InspectableStore, process: str, workflows: Mapping[str, Workflow[Any, Any]] | None = None
+) -> ProcessDetail:
+    """The detail of the process ``process`` names (ids as printed; unique prefixes work)."""
+    workflows = workflows if workflows is not None else known_workflows()
+    stream = await find_stream(store, process)
+    events = await store.load(stream)
+    if not events:
+        raise InvalidArgument(f"process {process!r} has no events")
+    outbox = [m for m in await store.outbox_messages() if m.stream_id == stream]
+    return ProcessDetail(summarize(events, workflows), await store.deadlines_for_stream(stream), outbox)

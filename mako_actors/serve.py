@@ -1,0 +1,511 @@
+"""``mako-actors serve``: a long-running node between a gateway's folders and the processes.
+
+What it runs, on one asyncio loop:
+
+- **Inbox.** A gateway (AS4) renames each finished interchange into ``inbox`` (names starting
+  with ``.`` or ending in ``.tmp``/``.part`` are ignored as unfinished). Files are taken oldest
+  first, one at a time, through ``InboundPipeline.ingest`` (received at: the file's mtime), then
+  moved to ``done/`` (accepted, duplicate) or ``rejected/`` (rejected, conflict). A crash between
+  ingest and move is harmless: the file is ingested again on restart and recognised as a duplicate.
+  With ``accept_post``, ``POST /interchanges`` writes the body into the inbox (atomically, fsynced)
+  and answers ``202``: the same path as a file.
+- **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
+- **Outbox.** ``OutboxWorker`` with ``DirectorySender`` renders every due message into ``outbox``
+  (woken after each interchange, else every ``poll_interval``).
+- **Fristen.** ``DeadlineScheduler`` on the real clock.
+- **HTTP** (one small port, stdlib): ``/healthz`` (the loop is alive), ``/readyz`` (started and not
+  draining), ``/metrics`` (Prometheus text).
+
+SIGTERM (or SIGINT) drains: readiness goes to 503 and POSTs are refused, no new file is taken,
+the file in hand and the commands in flight finish, the delivery in progress finishes and the
+outbox is delivered once more, the Fristen loop ends after its current run, the actors and the
+store close. A restart continues where it stopped: files left in the inbox, messages left in
+the outbox and open Fristen are all in the directories and the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from mako_actors.delivery import DirectorySender, OutboxWorker
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.ids import TenantId
+from mako_actors.metrics import CONTENT_TYPE, Metrics
+from mako_actors.outbox import OutboxMessage
+from mako_actors.process import system_clock
+from mako_actors.serve_config import ServeConfig, load_config
+from mako_actors.store import Commit, CommitResult
+from mako_actors.version import WorkflowId
+
+__all__ = ["Node", "register", "serve"]
+
+log = logging.getLogger(__name__)
+
+_UNFINISHED = (".tmp", ".part", ".partial")
+
+
+# -- instrumentation ---------------------------------------------------------------------------
+
+
+class _TimedHandle:
+    """A process handle whose commands are timed into ``mako_command_duration_seconds``."""
+
+    def __init__(self, handle: Any, metrics: Metrics) -> None:
+        self._handle = handle
+        self._metrics = metrics
+
+    def identity(self) -> ProcessIdentity:
+        return self._handle.identity()  # type: ignore[no-any-return]
+
+    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
+        return self._handle.context_for_inbound(interchange_ref)  # type: ignore[no-any-return]
+
+    async def state(self) -> Any:
+        return await self._handle.state()
+
+    async def execute_and_enqueue_with(self, command: Any, ctx: CommandContext) -> list[EventEnvelope]:
+        with self._metrics.time_command():
+            return await self._handle.execute_and_enqueue_with(command, ctx)  # type: ignore[no-any-return]
+
+
+class _TimedHost:
+    """The actor system as the pipeline's ``ProcessHost``, with timed handles."""
+
+    def __init__(self, system: Any, metrics: Metrics) -> None:
+        self._system = system
+        self._metrics = metrics
+
+    def spawn(self, workflow: str, tenant_id: TenantId, workflow_id: WorkflowId) -> _TimedHandle:
+        return _TimedHandle(self._system.spawn(workflow, tenant_id, workflow_id), self._metrics)
+
+    def resume(self, identity: ProcessIdentity) -> _TimedHandle:
+        return _TimedHandle(self._system.resume(identity), self._metrics)
+
+
+class _MeasuredSender:
+    """``DirectorySender`` that counts deliveries and their latency since the message was created."""
+
+    def __init__(self, directory: Path, metrics: Metrics) -> None:
+        self._inner = DirectorySender(directory)
+        self._metrics = metrics
+
+    async def send(self, message: OutboxMessage) -> None:
+        await self._inner.send(message)
+        self._metrics.observe_delivery(message.message_type, message.created_at, system_clock())
+
+
+def _measured_store(path: Path, durability: str, metrics: Metrics) -> Any:
+    from stores.lmdb import LmdbStore
+
+    class MeasuredLmdbStore(LmdbStore):
+        """Observes the size of every group commit (``commit_many``) the actor system makes."""
+
+        async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+            metrics.commit_batch.observe(len(commits))
+            return await super().commit_many(commits)
+
+    return MeasuredLmdbStore(path, durability=durability)
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+class _Http(ThreadingHTTPServer):
+    daemon_threads = True
+    node: Node
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Http
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # access log: debug only
+        log.debug("http %s", format % args)
+
+    def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        node = self.server.node
+        if self.path == "/healthz":
+            alive = node.alive()
+            self._reply(200 if alive else 503, b"ok\n" if alive else b"event loop stalled\n")
+        elif self.path == "/readyz":
+            self._reply(200 if node.ready else 503, b"ready\n" if node.ready else b"not ready\n")
+        elif self.path == "/metrics":
+            self._reply(200, node.metrics.render(), CONTENT_TYPE)
+        else:
+            self._reply(404, b"not found: /healthz, /readyz, /metrics" + b", POST /interchanges\n")
+
+    def do_POST(self) -> None:
+        node = self.server.node
+        if self.path != "/interchanges" or not node.config.accept_post:
+            self._reply(404, b"POST /interchanges is not enabled (accept_post)\n")
+            return
+        if not node.ready:
+            self._reply(503, b"draining: send it again later\n")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._reply(411, b"Content-Length required\n")
+            return
+        if length <= 0 or length > node.config.max_post_bytes:
+            self._reply(413 if length > 0 else 400, b"body must be 1 byte to max_post_bytes\n")
+            return
+        raw = self.rfile.read(length)
+        name = node.accept_bytes(raw)
+        body = json.dumps({"file": name, "sha256": hashlib.sha256(raw).hexdigest()}).encode()
+        self._reply(202, body + b"\n", "application/json")
+
+
+# -- the node ----------------------------------------------------------------------------------
+
+
+class Node:
+    """One serving node; ``await Node(config).run(stop)`` until ``stop`` is set, then drain."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.ready = False
+        self._beat = time.monotonic()
+        self._wake_outbox = asyncio.Event()
+        self._http: _Http | None = None
+        self.http_address: tuple[str, int] | None = None
+
+    # -- called from HTTP threads ----------------------------------------------------------
+
+    def alive(self) -> bool:
+        """Whether the event loop ran its heartbeat recently."""
+        return time.monotonic() - self._beat < 5.0 + 10 * self.config.poll_interval
+
+    def accept_bytes(self, raw: bytes) -> str:
+        """Write ``raw`` into the inbox atomically (fsynced); returns the file name."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"http-{stamp}-{hashlib.sha256(raw).hexdigest()[:12]}.edi"
+        temporary = self.config.inbox / f".{name}.tmp"
+        with temporary.open("wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.config.inbox / name)
+        return name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[Node], None] | None = None) -> None:
+        """Serve until ``stop`` is set, then drain and close everything (see the module docs)."""
+        config = self.config
+        for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._start_http()
+        store = _measured_store(config.store, config.durability, self.metrics)
+        system: Any = None
+        try:
+            system = await self._actor_system(store)
+            pipeline = self._pipeline(store, system)
+            worker = OutboxWorker(store, _MeasuredSender(config.outbox, self.metrics), clock=system_clock)
+            scheduler = self._scheduler(store, system)
+            self.metrics.watch(
+                {"store": lambda: store.stats, "deadlines": lambda: scheduler.stats}
+                | ({"actors": lambda: system.stats} if not config.ray else {}),
+                config.labels,
+            )
+            await self._levels(store)
+            inbox = asyncio.create_task(self._inbox_loop(pipeline, stop), name="inbox")
+            fristen = asyncio.create_task(self._deadline_loop(scheduler, stop), name="fristen")
+            outbox_done = asyncio.Event()
+            outbox = asyncio.create_task(self._outbox_loop(worker, outbox_done), name="outbox")
+            beat = asyncio.create_task(self._heartbeat(store, stop), name="heartbeat")
+            self.ready = True
+            log.info("serving: inbox %s, outbox %s, store %s", config.inbox, config.outbox, config.store)
+            if on_ready is not None:
+                on_ready(self)
+            await stop.wait()
+            self.ready = False
+            log.info("draining: no new files; finishing commands in flight and deliveries")
+            await asyncio.gather(inbox, fristen)
+            outbox_done.set()
+            self._wake_outbox.set()
+            await outbox
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self._levels(store)
+        finally:
+            self.ready = False
+            if system is not None:
+                await system.aclose()
+            await store.aclose()
+            self._stop_http()
+        log.info("drained and closed")
+
+    async def _actor_system(self, store: Any) -> Any:
+        from mako_actors.gpke import GpkeNbWorkflow
+
+        if not self.config.ray:
+            from mako_actors.actors import LocalActorSystem
+
+            return LocalActorSystem(store, [GpkeNbWorkflow], clock=system_clock)
+        import ray
+
+        from mako_actors.actors import RayActorSystem
+
+        if not ray.is_initialized():
+            ray.init(address=self.config.ray_address, include_dashboard=False, log_to_driver=False)
+        return RayActorSystem(
+            self.config.store,
+            [GpkeNbWorkflow],
+            placement="hosted",
+            hosts=self.config.hosts,
+            store_options={"durability": self.config.durability},
+        )
+
+    def _pipeline(self, store: Any, system: Any) -> Any:
+        from mako_actors.inbound import InboundPipeline
+
+        master = None
+        if self.config.master_data is not None:
+            from mako_actors.replay import load_master_data
+
+            master = load_master_data(self.config.master_data)
+        return InboundPipeline(
+            store,
+            _TimedHost(system, self.metrics),
+            tenants=self.config.tenants,
+            master_data=master,
+            accept_test=self.config.accept_test,
+            clock=system_clock,
+        )
+
+    def _scheduler(self, store: Any, system: Any) -> Any:
+        from mako_actors.scheduler import DeadlineScheduler, identity_of
+
+        async def fire(deadline: Any) -> object:
+            with self.metrics.time_command():
+                return await system.resume(identity_of(deadline)).execute_timeout(deadline)
+
+        return DeadlineScheduler(store, fire, system_clock)
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    def _waiting_files(self) -> list[Path]:
+        files: list[tuple[int, str, Path]] = []
+        with os.scandir(self.config.inbox) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name.endswith(_UNFINISHED):
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+        files.sort()
+        return [path for _, _, path in files]
+
+    async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            files = self._waiting_files()
+            self.metrics.inbox_waiting.set(len(files))
+            for path in files:
+                if stop.is_set():  # draining: the rest waits in the inbox for the next start
+                    return
+                try:
+                    await self._take(pipeline, path)
+                except EngineError as exc:  # the store failed: leave the file, try again later
+                    log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
+                    await self._pause(stop, self.config.poll_interval * 4)
+                    break
+            await self._pause(stop, self.config.poll_interval)
+
+    async def _take(self, pipeline: Any, path: Path) -> None:
+        try:
+            raw = path.read_bytes()
+            received_at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return  # taken away meanwhile
+        try:
+            result = await pipeline.ingest(raw, received_at, source=path.name)
+        except EngineError:
+            raise
+        except Exception:  # a bug must not stop the node or lose the file: keep it for a person
+            log.exception("inbox %s: ingest failed unexpectedly; moved to rejected/", path.name)
+            self.metrics.observe_ingest("failed", {})
+            _move(path, self.config.rejected_dir)
+            return
+        self.metrics.observe_ingest(result.status, result.counts())
+        ok = result.status in ("accepted", "duplicate")
+        _move(path, self.config.done_dir if ok else self.config.rejected_dir)
+        self._wake_outbox.set()
+
+    async def _outbox_loop(self, worker: OutboxWorker, done: asyncio.Event) -> None:
+        while True:
+            final = done.is_set()
+            report = await worker.run_once()  # a delivery in progress always finishes
+            self.metrics.delivery_retries.inc(report.retried)
+            if report.dead_lettered:
+                self.metrics.dead_letters.labels(source="outbox").inc(report.dead_lettered)
+            if final and not report.delivered:
+                return
+            if report.delivered or report.retried or report.dead_lettered:
+                continue  # there may be more due than one batch
+            self._wake_outbox.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_outbox.wait(), self.config.poll_interval)
+
+    async def _deadline_loop(self, scheduler: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await scheduler.run_due():
+                    self._wake_outbox.set()
+            except EngineError as exc:
+                log.error("deadline scheduler: %s; retrying", exc)
+            await self._pause(stop, self.config.poll_interval)
+
+    async def _heartbeat(self, store: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._beat = time.monotonic()
+            with contextlib.suppress(EngineError):
+                await self._levels(store)
+            await self._pause(stop, self.config.poll_interval)
+
+    async def _levels(self, store: Any) -> None:
+        self.metrics.outbox_pending.set(await store.outbox_count())
+        self.metrics.deadlines_open.set((await store.table_counts())["deadlines"])
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _start_http(self) -> None:
+        if self.config.http_port is None:
+            return
+        server = _Http((self.config.http_host, self.config.http_port), _Handler)
+        server.node = self
+        self._http = server
+        host, port = server.server_address[:2]
+        self.http_address = (str(host), int(port))
+        threading.Thread(target=server.serve_forever, name="mako-http", daemon=True).start()
+
+    def _stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def _move(path: Path, directory: Path) -> Path:
+    """Move ``path`` into ``directory`` under its name (numbered if that is taken)."""
+    target = directory / path.name
+    counter = 1
+    while target.exists():
+        target = directory / f"{path.name}.{counter}"
+        counter += 1
+    os.replace(path, target)
+    return target
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+async def serve(config: ServeConfig, on_ready: Callable[[Node], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then drain (see the module docs)."""
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created timestamp series are noise on a dashboard
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Node(config).run(stop, on_ready)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def register(sub: Any) -> None:
+    """Add ``serve`` to the CLI's subparsers object."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run a node: inbox folder (and HTTP) in, outbox folder out, Fristen on the real clock",
+        description=(
+            "Watch an inbox directory (files renamed in by a gateway), run every interchange through the "
+            "inbound pipeline on process actors, deliver the outbox as EDIFACT files, fire Fristen on the "
+            "real clock; /healthz, /readyz and /metrics on one HTTP port. SIGTERM drains and stops. "
+            "Settings come from --config (TOML) with the flags on top."
+        ),
+    )
+    p.add_argument("--config", type=Path, help="TOML file with the settings below (flags override it)")
+    p.add_argument("--store", type=Path, help="LMDB store directory (created if missing)")
+    p.add_argument("--tenant", action="append", help="our MP-ID (repeatable)")
+    p.add_argument("--inbox", type=Path, help="directory the gateway renames interchanges into")
+    p.add_argument("--outbox", type=Path, help="directory rendered outbound interchanges are written to")
+    p.add_argument("--done", type=Path, help="where processed files go (default: beside the inbox)")
+    p.add_argument("--rejected", type=Path, help="where rejected files go (default: beside the inbox)")
+    p.add_argument("--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start}")
+    p.add_argument("--http-host", help="address of the health/metrics port (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="health/metrics port (default 9464; 0: any free port)")
+    p.add_argument("--accept-post", action="store_true", default=None, help="accept POST /interchanges")
+    p.add_argument("--poll-interval", type=float, help="seconds between inbox, outbox and Fristen polls")
+    p.add_argument("--durability", choices=("fsync", "no_meta_sync", "no_sync"), help="LMDB durability")
+    p.add_argument("--ray", action="store_true", default=None, help="run the processes on Ray host actors")
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--hosts", type=int, help="Ray host actors (default 2)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(
+            args.config,
+            store=args.store,
+            tenants=args.tenant,
+            inbox=args.inbox,
+            outbox=args.outbox,
+            done=args.done,
+            rejected=args.rejected,
+            master_data=args.master_data,
+            http_host=args.http_host,
+            http_port=args.http_port,
+            accept_post=args.accept_post,
+            poll_interval=args.poll_interval,
+            durability=args.durability,
+            ray=args.ray,
+            ray_address=args.ray_address,
+            hosts=args.hosts,
+        )
+    except InvalidArgument as exc:
+        print(f"mako-actors serve: {exc}", file=sys.stderr)
+        return 2
+
+    def announce(node: Node) -> None:
+        where = f"http://{node.http_address[0]}:{node.http_address[1]}" if node.http_address else "no HTTP"
+        print(f"mako-actors serve: ready ({where})", flush=True)
+
+    try:
+        asyncio.run(serve(config, announce))
+    except (EngineError, OSError) as exc:
+        print(f"mako-actors serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+

@@ -1,0 +1,130 @@
+"""The configuration of a ``mako-actors serve`` node: a TOML file, flags on top.
+
+Example ``node.toml`` (relative paths are relative to the file)::
+
+    store = "data/node/store"
+    tenants = ["9900000002009"]
+    inbox = "data/node/inbox"          # the gateway renames finished files in here
+    outbox = "data/node/outbox"        # rendered EDIFACT for the gateway to pick up
+    # done = "data/node/done"          # default: beside the inbox
+    # rejected = "data/node/rejected"  # default: beside the inbox
+    # master_data = "masterdata.json"  # MaLo -> {current, future, future_start}
+    http_host = "127.0.0.1"
+    http_port = 9464                   # /healthz, /readyz, /metrics (0: any free port)
+    accept_post = false                # POST /interchanges drops the body into the inbox
+    poll_interval = 0.5
+    durability = "fsync"
+    ray = false
+    hosts = 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mako_actors.errors import InvalidArgument
+
+_PATHS = ("store", "inbox", "outbox", "done", "rejected", "master_data")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything a node needs; build with ``load_config`` or directly."""
+
+    store: Path
+    tenants: tuple[str, ...]
+    inbox: Path
+    outbox: Path
+    done: Path | None = None
+    rejected: Path | None = None
+    master_data: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 9464
+    accept_post: bool = False
+    max_post_bytes: int = 16 * 1024 * 1024
+    poll_interval: float = 0.5
+    durability: str = "fsync"
+    accept_test: bool = False
+    ray: bool = False
+    ray_address: str | None = None
+    hosts: int = 2
+    node: str = "node"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tenants:
+            raise InvalidArgument("serve: at least one tenant MP-ID is needed (tenants = [...] or --tenant)")
+        if self.poll_interval <= 0:
+            raise InvalidArgument(f"serve: poll_interval must be > 0, got {self.poll_interval}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise InvalidArgument(f"serve: http_port {self.http_port} is not a port")
+        if self.durability not in ("fsync", "no_meta_sync", "no_sync"):
+            raise InvalidArgument(
+                f"serve: durability must be fsync, no_meta_sync or no_sync, not {self.durability!r}"
+            )
+
+    @property
+    def done_dir(self) -> Path:
+        return self.done or self.inbox.parent / "done"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.rejected or self.inbox.parent / "rejected"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> ServeConfig:
+    """The config of the TOML file at ``path`` (if any) with ``overrides`` (flags) on top.
+
+    ``None`` overrides are ignored. Unknown keys, missing required ones and values of the wrong
+    type raise ``InvalidArgument`` naming them.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise InvalidArgument(f"serve: cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidArgument(f"serve: config {path} is not valid TOML: {exc}") from None
+        for key in _PATHS:
+            if isinstance(raw.get(key), str):
+                raw[key] = str((path.parent / raw[key]).resolve())
+        values.update(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(ServeConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidArgument(
+            f"serve: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    missing = [k for k in ("store", "tenants", "inbox", "outbox") if not values.get(k)]
+    if missing:
+        raise InvalidArgument(
+            f"serve: missing setting(s) {', '.join(missing)} (in the config file or as flags)"
+        )
+    try:
+        for key in _PATHS:
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if isinstance(values["tenants"], str):
+            values["tenants"] = (values["tenants"],)
+        values["tenants"] = tuple(str(t) for t in values["tenants"])
+        for key in ("http_port", "hosts", "max_post_bytes"):
+            if values.get(key) is not None:
+                values[key] = int(values[key])
+        if values.get("poll_interval") is not None:
+            values["poll_interval"] = float(values["poll_interval"])
+        for key in ("accept_post", "accept_test", "ray"):
+            if key in values and not isinstance(values[key], bool):
+                raise InvalidArgument(f"serve: {key} must be true or false, not {values[key]!r}")
+        if "labels" in values:
+            values["labels"] = {str(k): str(v) for k, v in dict(values["labels"]).items()}
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidArgument):
+            raise
+        raise InvalidArgument(f"serve: bad setting: {exc}") from None
+    return ServeConfig(**values)

@@ -1,0 +1,101 @@
+"""Reads and repairs for operators, over ``KvTxn``: whole tables, counts, requeue and retry.
+
+The engine's own paths read by due time or by stream; a person looking inside a store wants
+everything (the whole outbox, every open deadline) and wants to put a dead letter back. These
+functions are written once here, like ``_schema``, so both backends get them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.deadlines import Deadline
+from mako_actors.errors import InvalidArgument, NotFound
+from mako_actors.ids import OutboxMessageId
+from mako_actors.outbox import OutboxMessage
+from stores._kv import DATABASES, KvTxn
+from stores._schema import _decode, enqueue, pack, register_deadline, u64
+
+
+def outbox_messages(txn: KvTxn, limit: int) -> list[OutboxMessage]:
+    """Up to ``limit`` outbox rows, earliest next attempt first, due or not."""
+    out: list[OutboxMessage] = []
+    for key, _ in txn.scan("outbox_due", b""):
+        if len(out) >= limit:
+            break
+        raw = txn.get("outbox", key[8:])
+        if raw is not None:
+            out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
+    return out
+
+
+def all_deadlines(txn: KvTxn, limit: int) -> list[Deadline]:
+    """Up to ``limit`` open deadlines, earliest first."""
+    out: list[Deadline] = []
+    for key, _ in txn.scan("deadlines_due", b""):
+        if len(out) >= limit:
+            break
+        raw = txn.get("deadlines", key[8:])
+        if raw is not None:
+            out.append(_decode(raw, Deadline.from_plain, "deadline"))
+    return out
+
+
+def table_counts(txn: KvTxn) -> dict[str, int]:
+    """Entries per sub-database."""
+    return {db: txn.count(db) for db in DATABASES}
+
+
+def dead_letter(txn: KvTxn, position: int) -> DeadLetter:
+    """The dead letter at ``position``; ``NotFound`` if there is none."""
+    raw = txn.get("dead_letters", u64(position))
+    if raw is None:
+        raise NotFound(f"no dead letter at position {position}")
+    return _decode(raw, DeadLetter.from_plain, "dead letter")
+
+
+def retry_outbox(txn: KvTxn, message_id: OutboxMessageId, now: datetime) -> OutboxMessage:
+    """Make an outbox message due at ``now`` (attempts kept); ``NotFound`` if it is gone."""
+    raw = txn.get("outbox", message_id.bytes)
+    if raw is None:
+        raise NotFound(f"outbox message {message_id} does not exist (delivered already?)")
+    message = _decode(raw, OutboxMessage.from_plain, "outbox message")
+    updated = message.model_copy(update={"next_attempt_at": now.astimezone(UTC)})
+    enqueue(txn, updated)
+    return updated
+
+
+def requeue_dead_letter(txn: KvTxn, position: int, now: datetime) -> DeadLetter:
+    """Put a dead outbox message or deadline back, and stamp the letter, in one transaction.
+
+    The outbox message is due at ``now`` with its attempts reset (same id and idempotency key,
+    so a receiver still deduplicates); the deadline keeps its due time and so fires on the
+    scheduler's next run. Raises ``InvalidArgument`` for a letter requeued before or of a kind
+    that carries nothing to replay (inbound letters hold the audit trail, not the bytes).
+    """
+    letter = dead_letter(txn, position)
+    if letter.requeued_at is not None:
+        raise InvalidArgument(f"dead letter {position} was requeued already at {letter.requeued_at}")
+    if letter.kind not in ("outbox", "deadline"):
+        source = letter.payload.get("source") or letter.payload.get("sha256") or "?"
+        raise InvalidArgument(
+            f"dead letter {position} is of kind {letter.kind!r}: it records where the message came "
+            f"from (source {source}), not its bytes; fix the cause and send the interchange again"
+        )
+    try:
+        if letter.kind == "outbox":
+            message = OutboxMessage.from_plain(letter.payload)
+            update = {"next_attempt_at": now.astimezone(UTC), "attempts": 0, "last_error": None}
+            enqueue(txn, message.model_copy(update=update))
+        else:
+            register_deadline(txn, Deadline.from_plain(letter.payload))
+    except ValidationError as exc:
+        raise InvalidArgument(
+            f"dead letter {position}: its payload is not a valid {letter.kind}: {exc}"
+        ) from None
+    stamped = letter.model_copy(update={"requeued_at": now.astimezone(UTC)})
+    txn.put("dead_letters", u64(position), pack(stamped.to_plain()))
+    return stamped

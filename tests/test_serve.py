@@ -1,0 +1,219 @@
+"""`mako-actors serve` end to end: a real subprocess on temporary folders, SIGTERM, restart.
+
+Interchanges are dropped into the inbox the way a gateway does it (written under a dot name,
+then renamed), one more is POSTed; CONTRLs and answers must appear in the outbox folder and
+on /metrics. SIGTERM arrives while files are still waiting; the restarted node takes the rest,
+recognises a retransmission and rejects a broken file: every file is handled exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors.cli import main
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.synthetic import anmeldung
+from mako_actors.serve_config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
+MALOS = ["51900000012", "41234567896", "20000000016", "31111111113", "60000000004", "70000000011"]
+
+
+def interchange(index: int) -> bytes:
+    now = datetime.now(UTC)
+    start = (now + timedelta(days=40)).replace(hour=23, minute=0, second=0, microsecond=0)
+    return anmeldung(
+        lfn=LFN, nb=NB, malo=MALOS[index], zuordnungsbeginn=start,
+        ide_ref=f"TX{index}", control_ref=f"LFN{index}", sent_at=now,
+    )  # fmt: skip
+
+
+def drop(inbox: Path, name: str, raw: bytes) -> None:
+    """As a gateway does: write under a dot name, then rename into place."""
+    temporary = inbox / f".{name}.part"
+    temporary.write_bytes(raw)
+    os.replace(temporary, inbox / name)
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def files(directory: Path, prefix: str = "") -> list[str]:
+    names = (p.name for p in directory.iterdir())
+    return sorted(n for n in names if n.startswith(prefix) and not n.endswith(".tmp"))
+
+
+def outbox_empty(store: str) -> bool:
+    """Read-only, next to the running node: no message waits to be delivered."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["outbox", "list", "--store", store, "--json"]) == 0
+    return json.loads(out.getvalue()) == []
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(text: str, sample: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class Node:
+    """One `mako-actors serve` subprocess; always stopped by the test."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mako_actors.cli", "--log-format", "json",
+                 "serve", "--config", str(config)],
+                cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True,
+            )  # fmt: skip
+        watchdog = threading.Timer(90, self.process.kill)  # a hung start must not hang the suite
+        watchdog.start()
+        try:
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline()
+        finally:
+            watchdog.cancel()
+        assert "ready (http://127.0.0.1:" in line, f"serve did not start: {line!r}\n{log.read_text()}"
+        self.port = int(line.rsplit(":", 1)[1].rstrip(")\n"))
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.kill()
+
+
+def test_serve_ingests_delivers_drains_on_sigterm_and_resumes(
+    tmp_path: Path, nodes: list[Node], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    done, rejected = tmp_path / "done", tmp_path / "rejected"
+    (tmp_path / "masterdata.json").write_text(json.dumps({MALOS[0]: {"current": LFA}}))
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'store = "store"\ntenants = ["{NB}"]\ninbox = "inbox"\noutbox = "outbox"\n'
+        'master_data = "masterdata.json"\nhttp_port = 0\naccept_post = true\npoll_interval = 0.1\n'
+    )
+    log = tmp_path / "serve.log"
+    store = str(tmp_path / "store")
+
+    first = Node(config, log)
+    nodes.append(first)
+    assert get(first.port, "/healthz")[0] == 200 and get(first.port, "/readyz")[0] == 200
+    drop(inbox, "a.edi", interchange(0))
+    drop(inbox, "b.edi", interchange(1))
+    request = urllib.request.Request(f"http://127.0.0.1:{first.port}/interchanges", data=interchange(2))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+        posted = json.loads(response.read())["file"]
+    wait_until("three interchanges done", lambda: len(files(done)) == 3)
+    wait_until("their answers delivered", lambda: outbox_empty(store))
+    assert files(done) == sorted(["a.edi", "b.edi", posted])
+    assert len(files(outbox, "CONTRL")) == 3
+    assert len(files(outbox, "UTILMD")) >= 3  # 55010 to the old supplier of A, answers to B and C
+    text = get(first.port, "/metrics")[1]
+    assert metric(text, 'mako_interchanges_total{status="accepted"}') == 3
+    assert metric(text, 'mako_messages_total{outcome="started"}') == 3
+    assert metric(text, 'mako_outbox_delivered_total{message_type="CONTRL"}') == 3
+    assert metric(text, 'mako_outbox_delivered_total{message_type="APERAK"}') == 3
+    assert metric(text, "mako_command_duration_seconds_count") >= 3
+    assert metric(text, "mako_outbox_delivery_latency_seconds_count") == len(files(outbox))
+    assert metric(text, "mako_deadlines_open") == 1  # A waits for its old supplier until 09:00 WT1
+    assert "# HELP mako_commit_batch_size" in text and "_created" not in text
+
+    # SIGTERM with files waiting: it drains and exits; what it did not take stays in the inbox.
+    drop(inbox, "d.edi", interchange(3))
+    drop(inbox, "e.edi", interchange(4))
+    assert first.terminate() == 0
+    assert "drained and closed" in log.read_text()
+    taken = set(files(done))
+    assert taken | set(files(inbox)) == {"a.edi", "b.edi", posted, "d.edi", "e.edi"}
+    assert not taken & set(files(inbox))
+
+    second = Node(config, log)
+    nodes.append(second)
+    drop(inbox, "f.edi", interchange(5))
+    drop(inbox, "a-again.edi", (done / "a.edi").read_bytes())  # a retransmission
+    drop(inbox, "broken.edi", interchange(5).replace(b"UNT+", b"UNT+9").replace(b"LFN5", b"LFN9"))
+    wait_until("inbox empty", lambda: not files(inbox))
+    wait_until("everything delivered", lambda: outbox_empty(store))
+    text = get(second.port, "/metrics")[1]
+    assert metric(text, 'mako_interchanges_total{status="duplicate"}') == 1
+    assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
+    assert files(rejected) == ["broken.edi"]
+    assert files(done) == sorted(["a.edi", "b.edi", posted, "d.edi", "e.edi", "f.edi", "a-again.edi"])
+    assert second.terminate() == 0
+
+    # Nothing processed twice, nothing lost: one process per Anmeldung, one receipt per interchange,
+    # one CONTRL per distinct interchange (the broken one gets a negative one), an empty outbox.
+    capsys.readouterr()
+    assert main(["processes", "list", "--store", store, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    gpke = [r for r in rows if r["workflow"] == "gpke-nb"]
+    assert sorted(r["malo"] for r in gpke) == sorted(MALOS)
+    receipts = sorted(r["status"] for r in rows if r["workflow"] == "mako-inbox")
+    assert receipts == ["processed"] * 6 + ["rejected"]
+    assert len(files(outbox, "CONTRL")) == 7
+    assert len(files(outbox, "APERAK")) == 6
+    assert main(["outbox", "list", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_config_file_with_flags_on_top(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_text(f'store = "db"\ntenants = ["{NB}"]\ninbox = "x/in"\noutbox = "out"\n')
+    config = load_config(tmp_path / "node.toml", http_port=8080, poll_interval=None)
+    assert config.store == tmp_path / "db"  # relative to the file, not the working directory
+    assert config.done_dir == tmp_path / "x" / "done" and config.rejected_dir == tmp_path / "x" / "rejected"
+    assert (config.http_port, config.poll_interval, config.tenants) == (8080, 0.5, (NB,))
+    with pytest.raises(InvalidArgument, match="missing setting"):
+        load_config(None, store=Path("s"))
+    with pytest.raises(InvalidArgument, match=r"unknown setting.*colour"):
+        load_config(tmp_path / "node.toml", colour="red")
+    (tmp_path / "bad.toml").write_text("store = \n")
+    with pytest.raises(InvalidArgument, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(InvalidArgument, match="accept_post must be true or false"):
+        load_config(tmp_path / "node.toml", accept_post="yes")
