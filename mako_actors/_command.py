@@ -212,5 +212,6 @@ def _stamp_outbox(
             "next_attempt_at": pending.not_before or now,
             "attempts": 0,
             "last_error": None,
+            "position": 0,  # assigned by the store on enqueue
         },
     )
