@@ -160,3 +160,38 @@ def test_the_demos_whole_outbox_conforms(tmp_path: Path, monkeypatch: pytest.Mon
             bgm.setdefault(pid, set()).add(text.split("BGM+")[1][:3])
     assert bgm["55010"] == bgm["55037"] == bgm["55005"] == {"E02"}
     assert bgm["55002"] == bgm["55036"] == bgm["55003"] == {"E01"}
+
+
+def _sample_keys(name: str) -> list[str]:
+    decoded = decode((SAMPLES / "edifact_mapper" / name).read_bytes())
+    return [segment_key(s) for s in tokenize(decoded.text, decoded.delimiters)]
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="external sample corpus absent")
+def test_our_aperak_312_has_the_samples_segment_order() -> None:
+    """The FV2510 APERAK sample (a 312) orders SG2 before the NAD groups as we do (§5); its
+    CTA/COM contact lines are optional and not sent by us."""
+    sample = [k for k in _sample_keys("fv2510_aperak.edi") if k not in ("CTA", "COM")]
+    assert sample[2:-2] == ["BGM+312", "DTM+137", "RFF+ACE", "DTM+171", "RFF+AGO", "RFF+TN",
+                            "NAD+MS", "NAD+MR"]
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="external sample corpus absent")
+def test_our_contrl_puts_0085_and_0013_where_the_sample_does() -> None:
+    """The FV2510 CONTRL sample: ``UCI+ref+S002+S003+4+2+UNA`` and ``UCM+ref+S009+4+12+UNH``."""
+    from mako_actors.edifact import render_outbound
+    from mako_actors.gpke.payloads import ContrlMessageError, build_contrl_payload
+
+    decoded = decode((SAMPLES / "edifact_mapper" / "fv2510_contrl.edi").read_bytes())
+    sample = {s.tag: s for s in tokenize(decoded.text, decoded.delimiters)}
+    assert (sample["UCI"].value(3), sample["UCI"].value(4), sample["UCI"].value(5)) == ("4", "2", "UNA")
+    assert (sample["UCM"].value(2), sample["UCM"].value(3), sample["UCM"].value(4)) == ("4", "12", "UNH")
+    ours = render_outbound("CONTRL", build_contrl_payload(
+        interchange_ref="LFN1", interchange_sender="9900000001001", interchange_recipient="9900000002009",
+        accepted=True, prepared_at=T0,
+        message_errors=[ContrlMessageError(message_ref="M1", message_type="UTILMD:D:11A:UN:S2.1",
+                                           code="12", segment="UNH")]).to_payload())
+    decoded = decode(ours)
+    mine = {s.tag: s for s in tokenize(decoded.text, decoded.delimiters)}
+    assert (mine["UCI"].value(3), mine["UCM"].value(2), mine["UCM"].value(3), mine["UCM"].value(4)) == (
+        "4", "4", "12", "UNH")
