@@ -41,7 +41,6 @@ class Reason:
     LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
     LFA_OBJECTED_GENERATING = "lfa_objected_generating"
     ABMELDUNG_APPROVED = "abmeldung_approved"
-    ABMELDUNG_NOT_SUPPLIER = "abmeldung_not_supplier"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     # APERAK (ERC)

@@ -4,17 +4,23 @@ Triggers: 55001/55077 (Anmeldung) and 55004 (Abmeldung), each starting its own p
 answers: 55011/55012 from the LFA (routed by ``ide:<RFF+TN>``); the 09:00 WT1 expiry of the
 LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
 
-1. APERAK checks (MaLo check digit, MP-IDs, day-boundary dates, references). A failure sends
-   APERAK 313 and records ``InboundRejected``: the message counts as not received, starts no
-   step, sets no Frist and registers no business key. Otherwise APERAK 312 goes out.
-2. E_0622 (Anmeldung): a competing process (A06†) or a missed Vorlauffrist (A07†) is answered
-   at once with 55003/55080; the process ends.
+1. APERAK checks of the message against the AHB rules of its own PID (``validation.AHB_RULES``,
+   AHB-FACTS §2–§4: e.g. 55011/55012 have no SG5), MaLo check digit, MP-IDs, day-boundary
+   dates, references. A failure sends APERAK 313 and records ``InboundRejected``: the message
+   counts as not received, starts no step, sets no Frist and registers no business key.
+   Otherwise APERAK 312 goes out.
+2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07) or a competing
+   Anmeldung of the MaLo, running or confirmed for the same date (A06; A45 generating), is
+   answered at once with 55003/55080; the process ends. Otherwise the process claims the MaLo
+   (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
    Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
-   the LFA and 55038 to an LFZ; or, on objection, 55003/55080 with STS+Z35. Without an LFA the
-   decision follows at once.
-4. 55004: E_0607 at once: 55005, or 55006 when the sender does not supply the MaLo or the end
-   is not after the ÜT.
+   the LFA and 55038 to an LFZ; or, on objection (E_0624 A30/A41 are none), 55003/55080 with
+   STS+Z35. Without an LFA the decision follows at once. The decision is a ``started`` or
+   ``released`` fact in the supply journal, in the same commit.
+4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
+   at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
+   that date already).
 
 CONTRL is per interchange, not per process, so ingestion sends it (``build_contrl_payload``).
 Answers go out in the command that decides them, well before their Frist; every Frist is still
