@@ -86,6 +86,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     pid: Literal["55001", "55077"]
     zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
+    transaction_detail: str | None = None  # STS+7 C556#2 (e.g. ZW0/ZW1/ZW2: Geschäftsvorfall 1-3)
     current_supplier: str | None = None
     future_supplier: str | None = None
     future_supplier_start: AwareDatetime | None = None

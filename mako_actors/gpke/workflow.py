@@ -9,9 +9,10 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    dates, references. A failure sends APERAK 313 and records ``InboundRejected``: the message
    counts as not received, starts no step, sets no Frist and registers no business key.
    Otherwise APERAK 312 goes out.
-2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07) or a competing
-   Anmeldung of the MaLo, running or confirmed for the same date (A06; A45 generating), is
-   answered at once with 55003/55080; the process ends. Otherwise the process claims the MaLo
+2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07; generating MaLo:
+   A34/A30/A35 by Geschäftsvorfall, after A45) or a competing Anmeldung of the MaLo, running
+   or confirmed for the same date (A06; A45 generating), is answered at once with
+   55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
    Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
@@ -275,14 +276,18 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
-        if not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
-            reason = Reason.VORLAUFFRIST_MISSED
+        late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        if late and cmd.pid == "55001":
+            reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
         elif cmd.competing_process:
             reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
         elif assigned is not None:
             # Confirmed for this very date already: that start is "in Bearbeitung" until it
             # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
             reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
+        elif late:
+            # erz.: A45 (step 270) before the lead time of its Geschäftsvorfall (steps 406/610/806)
+            reason = _GENERATING_LATE.get(cmd.transaction_detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
             answer = out.utilmd(
@@ -646,6 +651,13 @@ def _received(info: InboundInfo) -> dict[str, Any]:
         "received_at": info.received_at,
         "status": Status.NEW,
     }
+
+
+_GENERATING_LATE = {
+    "ZW0": Reason.VORLAUFFRIST_MISSED_GV1,
+    "ZW1": Reason.VORLAUFFRIST_MISSED_GV2,
+    "ZW2": Reason.VORLAUFFRIST_MISSED_GV3,
+}
 
 
 def _dates(cmd: InboundUtilmd) -> dict[str, datetime | None]:

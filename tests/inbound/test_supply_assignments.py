@@ -114,6 +114,17 @@ async def test_a_generating_malo_competes_with_a45(store: LmdbStore) -> None:
     assert (kind(answer), tx(answer)["answer_code"]) == ("55080", "A45")
 
 
+@pytest.mark.parametrize(("gv", "code"), [("ZW0", "A34"), ("ZW1", "A30"), ("ZW2", "A35")])
+async def test_a_late_generating_anmeldung_gets_the_code_of_its_geschaeftsvorfall(
+    store: LmdbStore, gv: str, code: str
+) -> None:
+    late_at = datetime(2025, 11, 28, 9, 0, tzinfo=UTC)  # Fri before Mon 2025-12-01: too late
+    p = pipeline(store, VirtualClock(late_at))
+    await p.ingest(anmeldung(LFN, pid="55077", gv=gv, sent_at=late_at), late_at)
+    [answer] = [m for m in await outbox(store) if m.message_type == "UTILMD"]
+    assert (kind(answer), tx(answer)["answer_code"], tx(answer)["answer_ebd"]) == ("55080", code, "E_0622")
+
+
 # -- assignments change with confirmed decisions -------------------------------------------------
 
 
