@@ -254,3 +254,17 @@ async def test_journal_entries_share_the_fate_of_their_commit(store: LmdbStore) 
     assert isinstance(results[0], VersionConflict)
     assert await store.journal(TENANT, supply_key(MALO)) == [dict(entry.data), dict(entry.data)]
     assert await store.journal(TenantId.from_party_id(LFA), supply_key(MALO)) == []  # tenant-scoped
+
+
+async def test_with_the_literal_ebd_reading_the_confirmed_supplier_is_asked_instead(store: LmdbStore) -> None:
+    from mako_actors.gpke import GpkeConfig
+
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow(GpkeConfig(confirmed_assignment_blocks=False))], clock)
+    p = InboundPipeline(store, host, tenants=[NB], clock=clock)
+    await p.ingest(anmeldung(LFN), THU_1430)  # nobody supplies: confirmed at once
+    later = THU_1430 + timedelta(hours=3)
+    await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX"), later)
+    sent = await outbox(store)
+    assert [m.recipient for m in sent if kind(m) == "55010"] == [LFN]  # the LFZ of that date
+    assert not [m for m in sent if m.recipient == LFN2 and kind(m) == "55003"]
