@@ -67,6 +67,7 @@ class InboundUtilmd(BaseModel):
     format_version: FormatVersion
     received_at: AwareDatetime
     addressed_to: str | None = None  # NAD+MR as sent, when it differs from ``recipient`` (UNB)
+    document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
 
 
 class ReceiveAnmeldung(InboundUtilmd):

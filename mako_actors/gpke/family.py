@@ -118,6 +118,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         "malo": transaction.malo,
         "ide_ref": transaction.ide_ref,
         "document_number": message.document_number or message.reference,
+        "document_code": message.document_code,
         "document_date": message.document_date,
         "interchange_ref": interchange.control_ref,
         "message_ref": message.reference,

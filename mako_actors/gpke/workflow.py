@@ -541,6 +541,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             transaction_reason=getattr(cmd, "transaction_reason", None),
             answer_code=getattr(cmd, "answer_code", None),
             answer_ebd=getattr(cmd, "answer_ebd", None),
+            document_code=cmd.document_code,
         )
         for finding, text in findings:
             reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED

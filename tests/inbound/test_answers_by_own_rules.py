@@ -168,6 +168,10 @@ async def test_sample_answers_have_no_sg5_and_are_decided_by_their_code(
     sent = await outbox(store)
     assert [kind(m) for m in sent if m.recipient == LFA and m.message_type == "APERAK"] == ["APERAK+"]
     assert [kind(m) for m in sent if kind(m) in ("55002", "55003")] == [decision]
+    # The sample's BGM+E01 (the AHB has E02 for 55011/55012, §1) is recorded, not rejected.
+    events = await store.load(StreamId.for_process(TENANT, routed.process_id))  # type: ignore[arg-type]
+    [answered] = [e.payload for e in events if e.event_type == "gpke.lfa_answered"]
+    assert any("BGM E01" in w for w in answered["warnings"])
 
 
 @pytest.mark.skipif(not MAPPER.is_dir(), reason="external sample corpus absent")
