@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -80,6 +80,9 @@ from mako_actors.process import Clock, Process, system_clock
 from mako_actors.store import Store
 from mako_actors.version import FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
+
+if TYPE_CHECKING:
+    from mako_actors.gpke.router import PidRouter
 
 log = logging.getLogger(__name__)
 _RECEIPT_NAMESPACE = uuid.UUID("5c1e7a92-4d3b-5f08-a6e1-93b2c4d5e6f7")
@@ -312,8 +315,8 @@ class InboundPipeline:
         *,
         tenants: Iterable[str],
         families: Sequence[ProcessFamily] | None = None,
-        router: Any = None,
-        master_data: Any = None,
+        router: PidRouter | None = None,
+        master_data: MasterData | None = None,
         accept_test: bool = False,
         clock: Clock = system_clock,
     ) -> None:

@@ -34,6 +34,9 @@ class Reason:
     """Stable internal reasons the workflow asks codes for."""
 
     VORLAUFFRIST_MISSED = "vorlauffrist_missed"
+    VORLAUFFRIST_MISSED_GV1 = "vorlauffrist_missed_generating_gv1"
+    VORLAUFFRIST_MISSED_GV2 = "vorlauffrist_missed_generating_gv2"
+    VORLAUFFRIST_MISSED_GV3 = "vorlauffrist_missed_generating_gv3"
     COMPETING_PROCESS = "competing_process"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
@@ -41,7 +44,6 @@ class Reason:
     LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
     LFA_OBJECTED_GENERATING = "lfa_objected_generating"
     ABMELDUNG_APPROVED = "abmeldung_approved"
-    ABMELDUNG_NOT_SUPPLIER = "abmeldung_not_supplier"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     # APERAK (ERC)
@@ -109,6 +111,11 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             Reason.COMPETING_PROCESS_GENERATING, "erz.: andere Anmeldung in Bearbeitung", unconfirmed=False
         ),
         "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten", unconfirmed=False),
+        # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806); EEG/KWKG MaLos have month
+        # rules (A27-A29, A31-A32, A44) that need master data we do not have †
+        "A34": _c(Reason.VORLAUFFRIST_MISSED_GV1, "erz. GV1: Vorlauffrist nicht eingehalten †"),
+        "A30": _c(Reason.VORLAUFFRIST_MISSED_GV2, "erz. GV2: Vorlauffrist nicht eingehalten †"),
+        "A35": _c(Reason.VORLAUFFRIST_MISSED_GV3, "erz. GV3: Vorlauffrist nicht eingehalten †"),
     },
     Ebd.DECIDE_ANMELDUNG: {
         # AHB-FACTS §4 (EBD 4.1, S3)

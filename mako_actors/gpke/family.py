@@ -118,6 +118,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         "malo": transaction.malo,
         "ide_ref": transaction.ide_ref,
         "document_number": message.document_number or message.reference,
+        "document_code": message.document_code,
         "document_date": message.document_date,
         "interchange_ref": interchange.control_ref,
         "message_ref": message.reference,
@@ -127,6 +128,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     if values["pid"] in ("55001", "55077"):
         values["zuordnungsbeginn"] = transaction.start
         values["transaction_reason"] = transaction.transaction_reason
+        values["transaction_detail"] = _sts7_detail(transaction)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["transaction_reason"] = transaction.transaction_reason
@@ -136,3 +138,11 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["answer_ebd"] = transaction.answer_ebd
         values["zuordnungsende"] = transaction.end
     return values
+
+
+def _sts7_detail(transaction: Any) -> str | None:
+    """C556#2 of STS+7 (``STS+7++<reason>+<detail>``), e.g. ZW0/ZW1/ZW2 in a 55077."""
+    for segment in transaction.segments:
+        if segment.tag == "STS" and segment.value(0) == "7":
+            return segment.value(3) or None
+    return None

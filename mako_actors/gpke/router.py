@@ -1,9 +1,9 @@
 """The PID router: which workflow and command a parsed UTILMD transaction belongs to.
 
 ``PidRouter.route(pid)`` names the workflow, the command type and how the message finds its
-process: ``trigger`` routes start a new process (after the caller's competing-process lookup
-of ``malo_key``), ``answer`` routes look up ``ide_key(request_ref)``. An unknown PID raises
-``UnknownPid`` and a gas PID ``GasNotSupported``; the caller dead-letters the message.
+process: ``trigger`` routes start a new process (``gpke.family`` adds the MaLo's supply
+assignments and open claims first), ``answer`` routes look up ``ide_key(request_ref)``. An
+unknown PID raises ``UnknownPid`` and a gas PID ``GasNotSupported``.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class SupplyView:
     def fold(cls, entries: Iterable[Mapping[str, Any]], baseline: Suppliers | None = None) -> SupplyView:
         """The view after ``entries`` (journal order). ``baseline`` stands in for an import
         when the journal has none (master data handed to the pipeline, not yet imported)."""
-        facts = [SupplyFact.model_validate(entry) for entry in entries]
+        facts = [_fact_of(entry) for entry in entries]
         view = cls()
         if baseline is not None and not any(f.kind == "assigned" for f in facts):
             for fact in _baseline_facts(baseline):
@@ -196,3 +196,20 @@ def _baseline_facts(baseline: Suppliers) -> list[SupplyFact]:
     if baseline.future and baseline.future_start is not None:
         facts.append(SupplyFact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
     return facts
+
+
+_INSTANTS = ("at", "until", "due")
+
+
+def _fact_of(entry: Mapping[str, Any]) -> SupplyFact:
+    """A journal entry as a ``SupplyFact``. Entries are written by this module only (plain data
+    of ``to_entry``), so the instants are parsed directly instead of validating each entry: a
+    MaLo's journal is read once per trigger and grows with its history."""
+    if entry.get("kind") not in ("assigned", "claimed", "started", "released", "ended"):
+        return SupplyFact.model_validate(entry)  # a clear error for anything unexpected
+    values = dict(entry)
+    for name in _INSTANTS:
+        raw = values.get(name)
+        if isinstance(raw, str):
+            values[name] = datetime.fromisoformat(raw)
+    return SupplyFact.model_construct(**values)

@@ -141,15 +141,17 @@ Cluster = Literal["Zustimmung", "Ablehnung"]
 class AhbRule:
     """What the AHB requires of one PID's transaction (SG4 and its SG5/SG6).
 
-    ``malo``: SG5 ``LOC+Z16`` is Muss (``"required"``) or the PID has no SG5 at all
-    (``"absent"``; AHB-FACTS §2). ``request_ref``: SG6 ``RFF+TN`` is Muss (§2, last paragraph).
-    ``dates``: SG4 ``DTM`` qualifiers that are Muss (§3). ``reasons``: allowed ``STS+7``
+    ``bgm``: the BGM document code of the PID (§1). ``malo``: SG5 ``LOC+Z16`` is Muss
+    (``"required"``) or the PID has no SG5 at all (``"absent"``; AHB-FACTS §2).
+    ``request_ref``: SG6 ``RFF+TN`` is Muss (§2, last paragraph). ``dates``: SG4 ``DTM``
+    qualifiers that are Muss (§3). ``reasons``: allowed ``STS+7``
     Transaktionsgrund codes (C556#1; empty: no STS+7 check). ``answer_ebd``/``answer_cluster``:
     the ``STS+E01`` answer is Muss with a code of that EBD from that cluster (§3, §4).
     """
 
     pid: str
     malo: Literal["required", "absent"]
+    bgm: str = "E01"  # BGM 1001 (AHB-FACTS §1)
     request_ref: bool = False
     dates: tuple[str, ...] = ()
     reasons: frozenset[str] = frozenset()
@@ -185,20 +187,20 @@ AHB_RULES: Mapping[str, AhbRule] = {
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS),
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"})),
-        AhbRule("55004", "required", dates=("93",), reasons=_ABMELDUNG_REASONS),
-        AhbRule("55011", "absent", request_ref=True, dates=("93",), answer_ebd="E_0624",
+        AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS),
+        AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
                 answer_cluster="Zustimmung"),
-        AhbRule("55012", "absent", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
+        AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
         AhbRule("55002", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55078", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55003", "absent", request_ref=True),
         AhbRule("55080", "absent", request_ref=True),
-        AhbRule("55005", "absent", request_ref=True, answer_ebd="E_0607", answer_cluster="Zustimmung"),
-        AhbRule("55006", "absent", request_ref=True, answer_ebd="E_0607", answer_cluster="Ablehnung"),
-        AhbRule("55010", "required", dates=("93",)),
+        AhbRule("55005", "absent", "E02", request_ref=True, answer_ebd="E_0607", answer_cluster="Zustimmung"),
+        AhbRule("55006", "absent", "E02", request_ref=True, answer_ebd="E_0607", answer_cluster="Ablehnung"),
+        AhbRule("55010", "required", "E02", dates=("93",)),
         AhbRule("55036", "required", request_ref=True),
-        AhbRule("55037", "required", dates=("93",)),
-        AhbRule("55038", "required", dates=("92",)),
+        AhbRule("55037", "required", "E02", dates=("93",)),
+        AhbRule("55038", "required", "E02", dates=("92",)),
     )
 }
 
@@ -219,11 +221,12 @@ def check_transaction(
     transaction_reason: str | None = None,
     answer_code: str | None = None,
     answer_ebd: str | None = None,
+    document_code: str | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
-    A segment the PID does not have (``LOC+Z16`` in a 55011 since FV2504) is a warning and
-    is to be ignored by the caller, not an error: it changes nothing the answer means. An
+    A segment the PID does not have (``LOC+Z16`` in a 55011 since FV2504) and a BGM code other
+    than the PID's (§1) are warnings, not errors: they change nothing the message means. An
     unknown PID has no rule and yields nothing (the router decides about it).
     """
     rule = AHB_RULES.get(pid)
@@ -235,6 +238,8 @@ def check_transaction(
         errors.append((AhbFinding.MISSING, f"PID {pid}: MaLo-ID (SG5 LOC+Z16) missing"))
     elif rule.malo == "absent" and malo:
         warnings.append(f"PID {pid} has no SG5 since FV2504 (AHB-FACTS §2); LOC+Z16 {malo} ignored")
+    if document_code is not None and document_code != rule.bgm:
+        warnings.append(f"PID {pid}: BGM {document_code}, the AHB has {rule.bgm} (AHB-FACTS §1)")
     if rule.request_ref and not request_ref:
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
     for qualifier in rule.dates:

@@ -4,17 +4,24 @@ Triggers: 55001/55077 (Anmeldung) and 55004 (Abmeldung), each starting its own p
 answers: 55011/55012 from the LFA (routed by ``ide:<RFF+TN>``); the 09:00 WT1 expiry of the
 LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
 
-1. APERAK checks (MaLo check digit, MP-IDs, day-boundary dates, references). A failure sends
-   APERAK 313 and records ``InboundRejected``: the message counts as not received, starts no
-   step, sets no Frist and registers no business key. Otherwise APERAK 312 goes out.
-2. E_0622 (Anmeldung): a competing process (A06†) or a missed Vorlauffrist (A07†) is answered
-   at once with 55003/55080; the process ends.
+1. APERAK checks of the message against the AHB rules of its own PID (``validation.AHB_RULES``,
+   AHB-FACTS §2–§4: e.g. 55011/55012 have no SG5), MaLo check digit, MP-IDs, day-boundary
+   dates, references. A failure sends APERAK 313 and records ``InboundRejected``: the message
+   counts as not received, starts no step, sets no Frist and registers no business key.
+   Otherwise APERAK 312 goes out.
+2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07; generating MaLo:
+   A34/A30/A35 by Geschäftsvorfall, after A45) or a competing Anmeldung of the MaLo, running
+   or confirmed for the same date (A06; A45 generating), is answered at once with
+   55003/55080; the process ends. Otherwise the process claims the MaLo
+   (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
    Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
-   the LFA and 55038 to an LFZ; or, on objection, 55003/55080 with STS+Z35. Without an LFA the
-   decision follows at once.
-4. 55004: E_0607 at once: 55005, or 55006 when the sender does not supply the MaLo or the end
-   is not after the ÜT.
+   the LFA and 55038 to an LFZ; or, on objection (E_0624 A30/A41 are none), 55003/55080 with
+   STS+Z35. Without an LFA the decision follows at once. The decision is a ``started`` or
+   ``released`` fact in the supply journal, in the same commit.
+4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
+   at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
+   that date already).
 
 CONTRL is per interchange, not per process, so ingestion sends it (``build_contrl_payload``).
 Answers go out in the command that decides them, well before their Frist; every Frist is still
@@ -270,14 +277,18 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
-        if not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn):
-            reason = Reason.VORLAUFFRIST_MISSED
+        late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        if late and cmd.pid == "55001":
+            reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
         elif cmd.competing_process:
             reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
         elif assigned is not None:
             # Confirmed for this very date already: that start is "in Bearbeitung" until it
             # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
             reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
+        elif late:
+            # erz.: A45 (step 270) before the lead time of its Geschäftsvorfall (steps 406/610/806)
+            reason = _GENERATING_LATE.get(cmd.transaction_detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
             answer = out.utilmd(
@@ -541,6 +552,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             transaction_reason=getattr(cmd, "transaction_reason", None),
             answer_code=getattr(cmd, "answer_code", None),
             answer_ebd=getattr(cmd, "answer_ebd", None),
+            document_code=cmd.document_code,
         )
         for finding, text in findings:
             reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED
@@ -652,6 +664,13 @@ def _received(info: InboundInfo) -> dict[str, Any]:
         "received_at": info.received_at,
         "status": Status.NEW,
     }
+
+
+_GENERATING_LATE = {
+    "ZW0": Reason.VORLAUFFRIST_MISSED_GV1,
+    "ZW1": Reason.VORLAUFFRIST_MISSED_GV2,
+    "ZW2": Reason.VORLAUFFRIST_MISSED_GV3,
+}
 
 
 def _dates(cmd: InboundUtilmd) -> dict[str, datetime | None]:

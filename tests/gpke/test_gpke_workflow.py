@@ -259,9 +259,19 @@ def test_generating_malo_objection_gives_55080_a57() -> None:
     assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A39")
 
 
-def test_generating_malo_vorlauffrist_gives_55080() -> None:
-    _, out = start(anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00"))
-    assert utilmd(out, "55080")["answer_ebd"] == "E_0622"
+@pytest.mark.parametrize(("detail", "code"), [("ZW0", "A34"), ("ZW1", "A30"), ("ZW2", "A35"), (None, "A34")])
+def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(detail: str | None, code: str) -> None:
+    # E_0622 erz. branch (no A07 there): the lead time of the Geschäftsvorfall, non-EEG/KWKG †
+    late = anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00", transaction_detail=detail)
+    _, out = start(late)
+    tx = utilmd(out, "55080")
+    assert (tx["answer_code"], tx["answer_ebd"]) == (code, "E_0622")
+
+
+def test_generating_malo_competes_before_its_lead_time_is_checked() -> None:
+    late = anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00", competing_process=True)
+    _, out = start(late)
+    assert utilmd(out, "55080")["answer_code"] == "A45"
 
 
 # -- 55004 ------------------------------------------------------------------------------------

@@ -67,9 +67,11 @@ def anmeldung(
     sent_at: datetime = THU_1430,
     pid: str = "55001",
     version: str = "UTILMD:D:11A:UN:S2.1",
+    gv: str = "ZW0",
 ) -> bytes:
-    """A 55001 (or 55077) Anmeldung as the AHB shapes it: IDE, DTM+92, STS+7, LOC+Z16, RFF+Z13."""
-    reason = "STS+7++E03" if pid == "55077" else "STS+7++E01+ZW4"
+    """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
+    STS+7, LOC+Z16, RFF+Z13."""
+    reason = f"STS+7++E03+{gv}" if pid == "55077" else "STS+7++E01+ZW4"
     tx = [f"IDE+24+{ide}", dtm("92", start), reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
     return interchange(lfn, NB, ref, sent_at, tx, version=version)
 

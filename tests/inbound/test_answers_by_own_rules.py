@@ -168,6 +168,10 @@ async def test_sample_answers_have_no_sg5_and_are_decided_by_their_code(
     sent = await outbox(store)
     assert [kind(m) for m in sent if m.recipient == LFA and m.message_type == "APERAK"] == ["APERAK+"]
     assert [kind(m) for m in sent if kind(m) in ("55002", "55003")] == [decision]
+    # The sample's BGM+E01 (the AHB has E02 for 55011/55012, §1) is recorded, not rejected.
+    events = await store.load(StreamId.for_process(TENANT, routed.process_id))  # type: ignore[arg-type]
+    [answered] = [e.payload for e in events if e.event_type == "gpke.lfa_answered"]
+    assert any("BGM E01" in w for w in answered["warnings"])
 
 
 @pytest.mark.skipif(not MAPPER.is_dir(), reason="external sample corpus absent")
@@ -176,3 +180,36 @@ async def test_sample_answer_with_its_random_code_gets_z39_not_z29(store: LmdbSt
     await p.ingest(sample_answer("fv2510_utilmd_55012.edi", request_ide, None), ANSWER_AT)
     [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z39"]
+
+
+async def test_what_we_send_keeps_the_sg5_and_rff_tn_rules_of_its_own_pid(store: LmdbStore) -> None:
+    """Every UTILMD rendered in a day with confirmations, objections, E_0622 and Abmeldungen."""
+    from mako_actors.gpke.validation import AHB_RULES
+    from tests.inbound.edi import LFN2, START, abmeldung, berlin
+
+    clock = VirtualClock(THU_1430)
+    lfz_start = berlin(2026, 2, 1)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA, future=LFN2, future_start=lfz_start)})
+    await p.ingest(anmeldung(), THU_1430)
+    await p.ingest(anmeldung(LFN2, ref="RIVAL", ide="RIVALTX"), THU_1430)  # 55003 A06
+    other = "41234567896"
+    third, fourth = "51238696781", "61234567894"
+    p2 = pipeline(store, clock, **{other: Suppliers(current=LFA), third: Suppliers(current=LFA)})
+    await p2.ingest(anmeldung(ref="O1", ide="OTX", malo=other), THU_1430)
+    for ref in ("E1", "E2"):  # 55005, then 55006 A09 (ended at that date already)
+        await p2.ingest(abmeldung(LFA, ref=ref, ide=ref, end=START, sent_at=THU_1430, malo=third), THU_1430)
+    await p2.ingest(anmeldung(ref="G1", ide="GTX", malo=fourth, pid="55077"), THU_1430)  # 55078
+    requests = {tx(m)["malo"]: tx(m)["ide_ref"] for m in await outbox(store) if kind(m) == "55010"}
+    objection = lfa_answer(requests[other], pid="55012", code="A35", ref="L1", sent_at=ANSWER_AT)
+    await p2.ingest(objection, ANSWER_AT)  # 55003 A50
+    await fire_nine(store, clock)  # MaLo: LFA silent -> 55002, 55037, 55038
+    seen = set()
+    for m in await outbox(store):
+        if m.message_type != "UTILMD":
+            continue
+        [parsed] = parse_interchange(render_outbound("UTILMD", m.payload)).messages[0].transactions
+        rule = AHB_RULES[parsed.pid or ""]
+        assert (parsed.malo is not None) == (rule.malo == "required"), parsed.pid
+        assert (parsed.request_ref is not None) == rule.request_ref, parsed.pid
+        seen.add(parsed.pid)
+    assert seen >= {"55002", "55003", "55005", "55006", "55010", "55036", "55037", "55038", "55078"}

@@ -114,6 +114,17 @@ async def test_a_generating_malo_competes_with_a45(store: LmdbStore) -> None:
     assert (kind(answer), tx(answer)["answer_code"]) == ("55080", "A45")
 
 
+@pytest.mark.parametrize(("gv", "code"), [("ZW0", "A34"), ("ZW1", "A30"), ("ZW2", "A35")])
+async def test_a_late_generating_anmeldung_gets_the_code_of_its_geschaeftsvorfall(
+    store: LmdbStore, gv: str, code: str
+) -> None:
+    late_at = datetime(2025, 11, 28, 9, 0, tzinfo=UTC)  # Fri before Mon 2025-12-01: too late
+    p = pipeline(store, VirtualClock(late_at))
+    await p.ingest(anmeldung(LFN, pid="55077", gv=gv, sent_at=late_at), late_at)
+    [answer] = [m for m in await outbox(store) if m.message_type == "UTILMD"]
+    assert (kind(answer), tx(answer)["answer_code"], tx(answer)["answer_ebd"]) == ("55080", code, "E_0622")
+
+
 # -- assignments change with confirmed decisions -------------------------------------------------
 
 
@@ -243,3 +254,17 @@ async def test_journal_entries_share_the_fate_of_their_commit(store: LmdbStore) 
     assert isinstance(results[0], VersionConflict)
     assert await store.journal(TENANT, supply_key(MALO)) == [dict(entry.data), dict(entry.data)]
     assert await store.journal(TenantId.from_party_id(LFA), supply_key(MALO)) == []  # tenant-scoped
+
+
+async def test_with_the_literal_ebd_reading_the_confirmed_supplier_is_asked_instead(store: LmdbStore) -> None:
+    from mako_actors.gpke import GpkeConfig
+
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow(GpkeConfig(confirmed_assignment_blocks=False))], clock)
+    p = InboundPipeline(store, host, tenants=[NB], clock=clock)
+    await p.ingest(anmeldung(LFN), THU_1430)  # nobody supplies: confirmed at once
+    later = THU_1430 + timedelta(hours=3)
+    await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX"), later)
+    sent = await outbox(store)
+    assert [m.recipient for m in sent if kind(m) == "55010"] == [LFN]  # the LFZ of that date
+    assert not [m for m in sent if m.recipient == LFN2 and kind(m) == "55003"]

@@ -1,0 +1,58 @@
+"""SupplyView: a MaLo's assignments folded from its journal (pure, no store)."""
+
+from __future__ import annotations
+
+import pytest
+from gpke_support import LFA, LFN, LFZ, berlin
+
+from mako_actors.gpke.supply import Suppliers, SupplyFact, SupplyView
+
+DEC_1, JAN_1, FEB_1 = berlin(2025, 12, 1, 0, 0), berlin(2026, 1, 1, 0, 0), berlin(2026, 2, 1, 0, 0)
+
+
+def fold(*facts: SupplyFact, baseline: Suppliers | None = None) -> SupplyView:
+    return SupplyView.fold([f.to_entry() for f in facts], baseline)
+
+
+def test_a_confirmed_start_ends_the_current_supplier_and_cancels_a_later_one() -> None:
+    view = fold(
+        SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
+        SupplyFact(kind="assigned", supplier=LFZ, at=FEB_1),
+        SupplyFact(kind="claimed", supplier=LFN, at=JAN_1, process="p1"),
+        SupplyFact(kind="started", supplier=LFN, at=JAN_1, process="p1"),
+    )
+    assert view.suppliers(DEC_1) == Suppliers(current=LFA, future=LFN, future_start=JAN_1)
+    assert view.supplier_at(JAN_1) == LFN and view.supplier_at(FEB_1) == LFN  # LFZ's start is gone
+    assert view.open_claim() is None and view.claim_count == 1
+    assert view.confirmed_start(JAN_1) is not None and view.confirmed_start(DEC_1) is None
+
+
+def test_a_released_claim_changes_nothing_and_an_open_one_is_seen() -> None:
+    view = fold(
+        SupplyFact(kind="claimed", supplier=LFN, at=JAN_1, process="p1", due=DEC_1),
+        SupplyFact(kind="released", process="p1"),
+        SupplyFact(kind="claimed", supplier=LFZ, at=FEB_1, process="p2", due=JAN_1),
+        baseline=Suppliers(current=LFA),
+    )
+    assert view.supplier_at(FEB_1) == LFA
+    claim = view.open_claim()
+    assert claim is not None and (claim.supplier, claim.at, claim.due) == (LFZ, FEB_1, JAN_1)
+    assert view.claim_count == 2
+
+
+def test_an_ended_supply_leaves_nobody_and_cannot_be_ended_again() -> None:
+    view = fold(SupplyFact(kind="ended", supplier=LFA, at=JAN_1), baseline=Suppliers(current=LFA))
+    assert view.supplier_at(berlin(2025, 12, 31, 23, 59)) == LFA
+    assert view.supplier_at(JAN_1) is None
+    assert not view.can_end(LFA, FEB_1) and view.ended_at(LFA, JAN_1)
+
+
+def test_the_baseline_stands_in_only_without_an_import() -> None:
+    imported = SupplyFact(kind="assigned", supplier=LFZ)
+    assert fold(imported, baseline=Suppliers(current=LFA)).supplier_at(JAN_1) == LFZ
+    assert fold(baseline=Suppliers(current=LFA)).supplier_at(JAN_1) == LFA
+
+
+def test_an_unknown_entry_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        SupplyView.fold([{"kind": "teleported", "supplier": LFA}])
