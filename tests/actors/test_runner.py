@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mako_actors import Deadline, DeadlineId, EventId, WorkflowError
+from mako_actors import Deadline, DeadlineId, EventId, ProcessId, ProcessIdentity, WorkflowError
 from mako_actors.actors import LocalActorSystem, ProcessRef
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
@@ -128,3 +128,18 @@ async def test_drain_waits_for_queued_commands_and_leaves_actors_idle(store: Lmd
         assert all(f.done() for f in futures)
         assert await system.passivate_idle() == 20 and system.live_count == 0
         assert [(await r.state()).total for r in refs] == [5] * 20
+
+
+async def test_live_actors_share_their_tenant_and_workflow_ids(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(3)]
+        decoded = [ProcessIdentity.model_validate(r.identity().to_plain()) for r in refs]
+        await asyncio.gather(*(system.resume(i).execute(Record(amount=1)) for i in decoded))
+        actors = [system._live[r.stream_id] for r in refs]
+        assert [a.identity for a in actors] == [r.identity() for r in refs]
+        assert len({id(a.identity.tenant_id) for a in actors}) == 1
+        assert len({id(a.identity.workflow_id) for a in actors}) == 1
+        copied = actors[0].identity.model_copy(update={"process_id": ProcessId.new()})
+        assert copied.model_fields_set == set(ProcessIdentity.model_fields)
+        assert actors[1].identity.model_fields_set == set(ProcessIdentity.model_fields)
+        assert actors[1].identity.to_plain() == refs[1].identity().to_plain()
