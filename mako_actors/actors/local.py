@@ -40,7 +40,6 @@ from mako_actors.store import Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
 
-
 _IDENTITY_FIELDS = set(ProcessIdentity.model_fields)
 
 
