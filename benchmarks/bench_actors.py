@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mako_actors import Process, TenantId, WorkflowId  # noqa: E402
+from mako_actors import Process, ProcessIdentity, TenantId, WorkflowId  # noqa: E402
 from mako_actors.actors import LocalActorSystem, ProcessRef  # noqa: E402
 from mako_actors.process import load_state  # noqa: E402
 from stores.lmdb import LmdbStore  # noqa: E402
@@ -199,6 +199,45 @@ async def bench_activation(path: Path, events: int) -> tuple[float, float, int, 
         await store.aclose()
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def bench_memory_local(path: Path, n: int) -> tuple[float, float]:
+    """Bytes per live local actor: Python heap (tracemalloc) and RSS delta, identity included.
+
+    N processes get one event each and are passivated; then all are re-activated from
+    identities decoded from plain data (as a host receives them), and the memory the live
+    actors hold is measured: the actor, its identity, its state and the system's table entry.
+    """
+    import tracemalloc
+
+    store = LmdbStore(path)
+    async with LocalActorSystem(store, workflows=[Ledger], idle_timeout=None, close_store=True) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
+        await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+        plain = [r.identity().to_plain() for r in refs]
+        del refs
+        await system.passivate_idle()
+
+        async def activate() -> None:
+            for identity in plain:
+                await system.resume(ProcessIdentity.model_validate(identity)).state()
+
+        gc.collect()
+        tracemalloc.start()
+        heap, rss = tracemalloc.get_traced_memory()[0], _rss()
+        await activate()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+        heap, rss = tracemalloc.get_traced_memory()[0] - heap, _rss() - rss
+        tracemalloc.stop()
+        assert system.live_count == n
+    return heap / n, rss / n
+
+
 def row(cells: list[str], widths: list[int]) -> str:
     return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
@@ -252,6 +291,7 @@ async def main() -> None:
                       f"cpu(b)={cpu:.0f}us/cmd", file=sys.stderr, flush=True)
         if not args.skip_activation:
             activation = await bench_activation(base / "act", 10_000)
+        heap, rss = await bench_memory_local(base / "mem", 10_000)
 
         if not args.skip_ray:
             import ray
@@ -287,6 +327,8 @@ async def main() -> None:
         print(f"\nActivation of a 10,037-event stream: snapshot+tail {snap * 1000:.2f} ms "
               f"({snap_read} events read) vs. full replay {full * 1000:.1f} ms ({full_read} events "
               f"read): {full / snap:.0f}x")
+    print(f"Memory per live local process (10,000 live, identity and state included): "
+          f"{heap / 1024:.2f} KiB Python heap (tracemalloc), {rss / 1024:.2f} KiB RSS delta")
     if not args.skip_ray:
         print(f"Memory per live hosted process (host RSS delta / live actors, N=10,000): "
               f"{memory / 1024:.1f} KiB")
