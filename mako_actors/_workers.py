@@ -14,6 +14,7 @@ import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ async def replay_partitions(
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
+    if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run
+        last = items[-1].received_at
+        options = replace(options, until=max(options.until, last) if options.until else last)
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = [

@@ -81,7 +81,7 @@ async def test_pipelined_and_sequential_runs_decide_the_same_and_reruns_change_n
 
 
 def test_two_workers_decide_like_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = generated(tmp_path / "in", processes=50, defects=0.2, duplicates=0.2, competing=0.2, suppliers=3)
+    src = generated(tmp_path / "in", processes=150, seed=1, suppliers=6)
     one = tmp_path / "one.json"
     two = tmp_path / "two.json"
     assert (
