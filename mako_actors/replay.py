@@ -71,6 +71,7 @@ __all__ = [
     "ReplayReport",
     "archive",
     "decision_digest",
+    "decisions_in",
     "load_master_data",
     "process_decisions",
     "replay_directory",
@@ -264,6 +265,12 @@ def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
     for seed in sorted(decisions):
         digest.update(json.dumps([seed, decisions[seed]], sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+async def decisions_in(store_path: Path) -> dict[str, list[list[Any]]]:
+    """``process_decisions`` of every event in the LMDB store at ``store_path`` (read only)."""
+    async with LmdbStore(store_path) as store:
+        return process_decisions(await _all_events(store))
 
 
 async def _all_events(store: Store) -> list[EventEnvelope]:
@@ -685,6 +692,7 @@ async def replay_directory(
     sequential: bool = False,
     window: int = 512,
     workers: int = 1,
+    workflow: GpkeNbWorkflow | None = None,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
@@ -694,8 +702,10 @@ async def replay_directory(
     own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
     queued at once (see the module doc). ``workers`` > 1 replays the archive's partitions on as
     many OS processes, each into its own store ``store_path/part-<i>-of-<n>`` (see
-    ``mako_actors._partition``); the report sums theirs. Raises ``InvalidArgument`` for a bad
-    archive, tenant or setting and ``StoreError`` when a store cannot be opened or written.
+    ``mako_actors._partition``); the report sums theirs. ``workflow``: the GPKE workflow to
+    decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
+    ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
+    cannot be opened or written.
     """
     tenant_ids = sorted(set(tenants))
     for tenant in tenant_ids:
@@ -703,7 +713,7 @@ async def replay_directory(
     if window < 1 or workers < 1:
         raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
     items = archive(directory)
-    options = _Options(tenant_ids, master_data, until, durability, sequential, window)
+    options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if workers == 1:
         report, _ = await _replay_items(items, store_path, options, progress)
         return report
@@ -720,6 +730,7 @@ class _Options:
     durability: Durability
     sequential: bool
     window: int
+    workflow: GpkeNbWorkflow | None = None
 
 
 async def _replay_items(
@@ -740,7 +751,8 @@ async def _replay_items(
         # The reference run reads everything from the store, so it also checks the view.
         view.fresh = not sequential and not await lmdb.read_all(0, 1)
         view.cache_receipts = not sequential
-        async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
+        workflows = [options.workflow or GpkeNbWorkflow()]
+        async with LocalActorSystem(store, workflows, clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
                 store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
             )
