@@ -308,6 +308,7 @@ class _RunView:
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
         self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
         self.pending: dict[Any, Deadline] = {}
+        self._by_stream: dict[StreamId, set[Any]] = {}
         self.events = self.outbox = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -369,7 +370,7 @@ class _RunView:
         return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
 
     async def cancel_deadline(self, deadline_id: Any) -> bool:
-        self.pending.pop(deadline_id, None)
+        self.forget(deadline_id)
         return await self._store.cancel_deadline(deadline_id)
 
     def _observe(self, commit: Commit, result: CommitResult) -> None:
@@ -393,14 +394,28 @@ class _RunView:
                 self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
             labels = set(commit.cancel_deadline_labels)
-            for deadline_id, deadline in list(self.pending.items()):
-                if deadline.stream_id == commit.stream_id and deadline.label in labels:
-                    del self.pending[deadline_id]
+            for deadline_id in list(self._by_stream.get(stream, ())):
+                if self.pending[deadline_id].label in labels:
+                    self.forget(deadline_id)
         for deadline_id in commit.cancel_deadline_ids:
-            self.pending.pop(deadline_id, None)
+            self.forget(deadline_id)
         for deadline in commit.deadlines:
-            self.pending[deadline.deadline_id] = deadline
+            self.remember(deadline)
             self._on_deadline(deadline)
+
+    def remember(self, deadline: Deadline) -> None:
+        """``deadline`` is pending."""
+        self.pending[deadline.deadline_id] = deadline
+        self._by_stream.setdefault(deadline.stream_id, set()).add(deadline.deadline_id)
+
+    def forget(self, deadline_id: Any) -> None:
+        """``deadline_id`` is no longer pending (fired or cancelled)."""
+        deadline = self.pending.pop(deadline_id, None)
+        if deadline is not None:
+            ids = self._by_stream[deadline.stream_id]
+            ids.discard(deadline_id)
+            if not ids:
+                del self._by_stream[deadline.stream_id]
 
     def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
         return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
@@ -457,6 +472,8 @@ class _Pipeline:
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
         self.running: dict[asyncio.Task[None], _Item] = {}
+        self.finished: list[asyncio.Task[None]] = []
+        self.wakeup = asyncio.Event()
         self.queued = 0
         self.seq = 0
         self.next_index = 0
@@ -609,10 +626,19 @@ class _Pipeline:
         for item in ready:
             item.state = "started"
             task = asyncio.ensure_future(self._execute(item))
+            task.add_done_callback(self._done)
             self.running[task] = item
 
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.finished.append(task)
+        self.wakeup.set()
+
     async def _wait_one(self) -> None:
-        finished, _ = await asyncio.wait(list(self.running), return_when=asyncio.FIRST_COMPLETED)
+        """Wait until at least one running item is done; release every finished one."""
+        while not self.finished:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        finished, self.finished = self.finished, []
         for task in finished:
             item = self.running.pop(task)
             task.result()  # a store failure ends the run
@@ -640,7 +666,7 @@ class _Pipeline:
     async def _fire(self, deadline: Deadline) -> None:
         if deadline.deadline_id not in self.view.pending:
             return  # cancelled (answered) meanwhile
-        self.view.pending.pop(deadline.deadline_id, None)
+        self.view.forget(deadline.deadline_id)
         try:
             await self.system.resume(identity_of(deadline)).execute_timeout(deadline)
             self.report.deadlines_fired += 1
@@ -780,7 +806,7 @@ async def _replay_items(
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
     """Deadlines an earlier run left pending: their process's key is unknown, so each runs alone."""
     for deadline in await store.due_deadlines(_FAR, 10**9):
-        run.view.pending[deadline.deadline_id] = deadline
+        run.view.remember(deadline)
         run.add_deadline(deadline)
 
 
