@@ -10,10 +10,12 @@ must equal a one-worker run's ``decision_digest``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,10 +41,15 @@ async def replay_partitions(
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
+    if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run
+        last = items[-1].received_at
+        options = replace(options, until=max(options.until, last) if options.until else last)
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = [
-            loop.run_in_executor(pool, _worker, sources, str(part_path(store_path, k, n)), options, k, n)
+            loop.run_in_executor(
+                pool, _worker, sources, str(part_path(store_path, k, n)), options, k, n, gc.get_threshold()
+            )
             for k in range(n)
         ]
         results = await asyncio.gather(*runs)
@@ -69,13 +76,20 @@ async def replay_partitions(
 
 
 def _worker(
-    sources: list[tuple[str, datetime]], store: str, options: _Options, k: int, n: int
+    sources: list[tuple[str, datetime]],
+    store: str,
+    options: _Options,
+    k: int,
+    n: int,
+    parent_gc: tuple[int, int, int],
 ) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
+    import gc
     import logging
 
     from mako_actors.replay import ArchivedInterchange, ReplayReport, _replay_items
 
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
+    gc.set_threshold(*parent_gc)
     unreadable = ReplayReport()
     read: list[tuple[Path, datetime, bytes]] = []
     for name, at in sources:

@@ -71,6 +71,7 @@ __all__ = [
     "ReplayReport",
     "archive",
     "decision_digest",
+    "decisions_in",
     "load_master_data",
     "process_decisions",
     "replay_directory",
@@ -266,6 +267,12 @@ def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
     return digest.hexdigest()
 
 
+async def decisions_in(store_path: Path) -> dict[str, list[list[Any]]]:
+    """``process_decisions`` of every event in the LMDB store at ``store_path`` (read only)."""
+    async with LmdbStore(store_path) as store:
+        return process_decisions(await _all_events(store))
+
+
 async def _all_events(store: Store) -> list[EventEnvelope]:
     events: list[EventEnvelope] = []
     position = 0
@@ -301,6 +308,7 @@ class _RunView:
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
         self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
         self.pending: dict[Any, Deadline] = {}
+        self._by_stream: dict[StreamId, set[Any]] = {}
         self.events = self.outbox = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -362,7 +370,7 @@ class _RunView:
         return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
 
     async def cancel_deadline(self, deadline_id: Any) -> bool:
-        self.pending.pop(deadline_id, None)
+        self.forget(deadline_id)
         return await self._store.cancel_deadline(deadline_id)
 
     def _observe(self, commit: Commit, result: CommitResult) -> None:
@@ -386,14 +394,28 @@ class _RunView:
                 self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
             labels = set(commit.cancel_deadline_labels)
-            for deadline_id, deadline in list(self.pending.items()):
-                if deadline.stream_id == commit.stream_id and deadline.label in labels:
-                    del self.pending[deadline_id]
+            for deadline_id in list(self._by_stream.get(stream, ())):
+                if self.pending[deadline_id].label in labels:
+                    self.forget(deadline_id)
         for deadline_id in commit.cancel_deadline_ids:
-            self.pending.pop(deadline_id, None)
+            self.forget(deadline_id)
         for deadline in commit.deadlines:
-            self.pending[deadline.deadline_id] = deadline
+            self.remember(deadline)
             self._on_deadline(deadline)
+
+    def remember(self, deadline: Deadline) -> None:
+        """``deadline`` is pending."""
+        self.pending[deadline.deadline_id] = deadline
+        self._by_stream.setdefault(deadline.stream_id, set()).add(deadline.deadline_id)
+
+    def forget(self, deadline_id: Any) -> None:
+        """``deadline_id`` is no longer pending (fired or cancelled)."""
+        deadline = self.pending.pop(deadline_id, None)
+        if deadline is not None:
+            ids = self._by_stream[deadline.stream_id]
+            ids.discard(deadline_id)
+            if not ids:
+                del self._by_stream[deadline.stream_id]
 
     def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
         return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
@@ -450,6 +472,8 @@ class _Pipeline:
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
         self.running: dict[asyncio.Task[None], _Item] = {}
+        self.finished: list[asyncio.Task[None]] = []
+        self.wakeup = asyncio.Event()
         self.queued = 0
         self.seq = 0
         self.next_index = 0
@@ -602,10 +626,19 @@ class _Pipeline:
         for item in ready:
             item.state = "started"
             task = asyncio.ensure_future(self._execute(item))
+            task.add_done_callback(self._done)
             self.running[task] = item
 
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.finished.append(task)
+        self.wakeup.set()
+
     async def _wait_one(self) -> None:
-        finished, _ = await asyncio.wait(list(self.running), return_when=asyncio.FIRST_COMPLETED)
+        """Wait until at least one running item is done; release every finished one."""
+        while not self.finished:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        finished, self.finished = self.finished, []
         for task in finished:
             item = self.running.pop(task)
             task.result()  # a store failure ends the run
@@ -633,7 +666,7 @@ class _Pipeline:
     async def _fire(self, deadline: Deadline) -> None:
         if deadline.deadline_id not in self.view.pending:
             return  # cancelled (answered) meanwhile
-        self.view.pending.pop(deadline.deadline_id, None)
+        self.view.forget(deadline.deadline_id)
         try:
             await self.system.resume(identity_of(deadline)).execute_timeout(deadline)
             self.report.deadlines_fired += 1
@@ -685,6 +718,7 @@ async def replay_directory(
     sequential: bool = False,
     window: int = 512,
     workers: int = 1,
+    workflow: GpkeNbWorkflow | None = None,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
@@ -694,8 +728,10 @@ async def replay_directory(
     own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
     queued at once (see the module doc). ``workers`` > 1 replays the archive's partitions on as
     many OS processes, each into its own store ``store_path/part-<i>-of-<n>`` (see
-    ``mako_actors._partition``); the report sums theirs. Raises ``InvalidArgument`` for a bad
-    archive, tenant or setting and ``StoreError`` when a store cannot be opened or written.
+    ``mako_actors._partition``); the report sums theirs. ``workflow``: the GPKE workflow to
+    decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
+    ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
+    cannot be opened or written.
     """
     tenant_ids = sorted(set(tenants))
     for tenant in tenant_ids:
@@ -703,7 +739,7 @@ async def replay_directory(
     if window < 1 or workers < 1:
         raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
     items = archive(directory)
-    options = _Options(tenant_ids, master_data, until, durability, sequential, window)
+    options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if workers == 1:
         report, _ = await _replay_items(items, store_path, options, progress)
         return report
@@ -720,6 +756,7 @@ class _Options:
     durability: Durability
     sequential: bool
     window: int
+    workflow: GpkeNbWorkflow | None = None
 
 
 async def _replay_items(
@@ -740,7 +777,8 @@ async def _replay_items(
         # The reference run reads everything from the store, so it also checks the view.
         view.fresh = not sequential and not await lmdb.read_all(0, 1)
         view.cache_receipts = not sequential
-        async with LocalActorSystem(store, [GpkeNbWorkflow], clock=clock, idle_timeout=None) as system:
+        workflows = [options.workflow or GpkeNbWorkflow()]
+        async with LocalActorSystem(store, workflows, clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
                 store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
             )
@@ -768,7 +806,7 @@ async def _replay_items(
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
     """Deadlines an earlier run left pending: their process's key is unknown, so each runs alone."""
     for deadline in await store.due_deadlines(_FAR, 10**9):
-        run.view.pending[deadline.deadline_id] = deadline
+        run.view.remember(deadline)
         run.add_deadline(deadline)
 
 

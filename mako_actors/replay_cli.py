@@ -44,6 +44,10 @@ def add_replay_commands(sub: Any) -> None:
     replay.add_argument("--report", type=Path, help="write the report as JSON to this file")
     replay.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.add_argument(
+        "--compare-outbound", type=Path, metavar="DIR", help="what was actually sent: report the differences"
+    )
+    replay.add_argument("--compare-csv", type=Path, metavar="FILE", help="write the differences as CSV")
     replay.set_defaults(handler=_replay)
     generate = sub.add_parser(
         "generate-archive",
@@ -81,6 +85,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     import asyncio
+    import gc
     from datetime import datetime
 
     import lmdb
@@ -92,6 +97,9 @@ def _replay(args: argparse.Namespace) -> int:
     from mako_actors.replay import load_master_data, replay_directory
     from stores.lmdb import Durability
 
+    # A batch job with millions of short-lived objects: the cyclic GC's default generation-0
+    # threshold (700) costs 5-10 % here (benchmarks/README.md); the library leaves it to apps.
+    gc.set_threshold(50_000)
     console = Console(stderr=True, highlight=False)
     try:
         until = datetime.fromisoformat(args.until) if args.until else None
@@ -122,6 +130,7 @@ def _replay(args: argparse.Namespace) -> int:
                 )
             )
         plain = report.to_plain()
+        differences = _compare(args, plain)
         if args.report is not None:
             args.report.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
@@ -139,6 +148,37 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"{'period':>17}: {plain['first']} .. {plain['last']}")
         for error in report.errors[:20]:
             print(f"  {error}")
+        if differences is not None:
+            print(f"outbound differences: {plain['compare_outbound']['by_kind'] or 'none'}")
+            for d in differences[:50]:
+                print(
+                    f"  {d.kind:<12} {d.pid} {d.key:<40} sent: {d.sent or '-':<30} replay: {d.replay or '-'}"
+                )
     if report.failures:
         return 2
     return 1 if args.strict and (report.rejected or report.outcomes.get("dead_letter", 0)) else 0
+
+
+def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | None:
+    """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file."""
+    if args.compare_outbound is None:
+        return None
+    import asyncio
+    from collections import Counter
+
+    from mako_actors._workers import part_path
+    from mako_actors.compare import compare_outbound, differences_csv
+
+    if not args.compare_outbound.is_dir():
+        raise ValueError(f"--compare-outbound {args.compare_outbound} is not a directory")
+    n = args.workers
+    stores = [args.store] if n == 1 else [part_path(args.store, k, n) for k in range(n)]
+    differences = asyncio.run(compare_outbound(args.compare_outbound, stores))
+    plain["compare_outbound"] = {
+        "differences": len(differences),
+        "by_kind": dict(sorted(Counter(d.kind for d in differences).items())),
+        "rows": [d.to_plain() for d in differences[:10_000]],
+    }
+    if args.compare_csv is not None:
+        args.compare_csv.write_text(differences_csv(differences))
+    return differences

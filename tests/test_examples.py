@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import json
 import types
 from pathlib import Path
@@ -15,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_notebook_cells_run_in_order() -> None:
     notebook = json.loads((EXAMPLES / "notebook.ipynb").read_text())
-    namespace: dict[str, object] = {"__name__": "notebook"}
+    namespace: dict[str, object] = {"__name__": "notebook", "__builtins__": builtins}  # as in Jupyter
     loop = asyncio.new_event_loop()
     try:
         for cell in notebook["cells"]:
@@ -30,6 +31,14 @@ def test_notebook_cells_run_in_order() -> None:
     assert namespace["fired"] == 1
     assert str(namespace["state"].status) == "awaiting_lfa"  # type: ignore[attr-defined]
     assert [t for _, t in namespace["timeline"]][-1] == "gpke.anmeldung_decided"  # type: ignore[attr-defined]
+    # the re-processing cell: every process counted once per configuration, and moving the
+    # LFA answer Frist changes some processes' answers
+    table: dict[str, dict[str, int]] = namespace["frist_table"]  # type: ignore[assignment]
+    processes = len(namespace["answers"]["09:00"])  # type: ignore[index]
+    assert processes > 50 and all(
+        sum(c[name] for c in table.values()) == processes for name in ("09:00", "12:00")
+    )
+    assert namespace["changed"]
 
 
 def test_quickstart_script_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,3 +122,23 @@ def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.Ca
     assert main([*strict, "--json"]) == 1  # a fresh store: rejected, and --strict says so
     capsys.readouterr()
     assert main(["replay", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--tenant", NB]) == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+async def test_a_keyed_dead_letter_is_stored_once(tmp_path: Path, kind: str) -> None:
+    from mako_actors.dead_letters import DeadLetter
+    from stores.memory import InMemoryStore
+
+    store = InMemoryStore() if kind == "memory" else LmdbStore(tmp_path / "s")
+    letter = DeadLetter(kind="inbound", reason="unreadable", payload={"sha256": "ab"}, recorded_at=THU)
+    later = letter.model_copy(update={"recorded_at": THU + timedelta(days=1)})
+    try:
+        first = await store.add_dead_letter(letter.keyed())
+        again = await store.add_dead_letter(later.keyed())  # the same letter, found again later
+        other = await store.add_dead_letter(letter.model_copy(update={"reason": "other"}).keyed())
+        unkeyed = [await store.add_dead_letter(letter) for _ in range(2)]  # no key: every one kept
+        assert again.position == first.position == 1 and again.recorded_at == THU
+        assert [other.position, *(u.position for u in unkeyed)] == [2, 3, 4]
+        assert len(await store.dead_letters()) == 4
+    finally:
+        await store.aclose()

@@ -1,0 +1,137 @@
+"""Batch re-processing throughput: messages/s for 1 and 2 workers, pipelined and sequential.
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_replay.py [--processes N]
+[--archive DIR] [--baseline OLD_WORKTREE]``.
+
+Workload: ``generate-archive`` traffic (default 12,000 supplier changes over 10 days: >= 20,000
+UTILMD messages with bundles, duplicates, late and missing LFA answers, competing Anmeldungen
+and broken files), replayed end to end (read, parse, route, decide, commit, Fristen on the
+virtual clock; the store synced at the end) into a fresh store per configuration. Each row is
+one run (``--repeat`` for the best of several); all rows of one invocation see the same machine
+load, so compare ratios. Every configuration must give the same decision digest; the script
+exits 1 if not. ``--baseline DIR`` also times ``mako-actors replay`` of another worktree (the
+code before this work) on the same archive, as a separate process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mako_actors.archive import ArchiveSpec, generate_archive  # noqa: E402
+from mako_actors.replay import ReplayReport, load_master_data, replay_directory  # noqa: E402
+
+NB = "9900000002009"
+CONFIGS = ((1, False), (1, True), (2, False), (2, True))
+
+
+def replay(archive: Path, store: Path, workers: int, sequential: bool) -> tuple[ReplayReport, float]:
+    master = load_master_data(archive / "master.json")
+    cpu = time.process_time()
+    report = asyncio.run(
+        replay_directory(
+            archive, store, tenants=[NB], master_data=master, workers=workers, sequential=sequential
+        )
+    )
+    return report, time.process_time() - cpu
+
+
+def baseline(worktree: Path, archive: Path, store: Path) -> float:
+    """Seconds the other worktree's ``mako-actors replay`` takes (it has no report timing)."""
+    started = time.perf_counter()
+    cli = str(worktree / ".venv/bin/mako-actors")
+    master = str(archive / "master.json")
+    subprocess.run(
+        [cli, "replay", str(archive), "--store", str(store), "--tenant", NB, "--master-data", master],
+        cwd=worktree,
+        check=False,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=12_000)
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--archive", type=Path, help="use (or create) the archive here")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--gc-threshold", type=int, default=50_000, help="gen-0 GC threshold (0: default)")
+    parser.add_argument("--baseline", type=Path, help="another worktree to time on the same archive")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # every rejected file logs a line; not what is measured
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold)
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        archive = args.archive or Path(tmp) / "archive"
+        if not (archive / "manifest.csv").exists():
+            started = time.perf_counter()
+            summary = generate_archive(archive, ArchiveSpec(days=args.days, processes=args.processes, seed=1))
+            print(
+                f"archive: {summary.files} files, {summary.messages} messages, "
+                f"generated in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+        rows = []
+        print(f"{'workers':>7} {'mode':>10} {'messages':>9} {'wall s':>8} {'msg/s':>8} {'cpu s':>7}  digest")
+        for workers, sequential in CONFIGS:
+            best: tuple[ReplayReport, float] | None = None
+            for attempt in range(args.repeat):
+                store = Path(tmp) / f"store-{workers}-{sequential}-{attempt}"
+                result = replay(archive, store, workers, sequential)
+                if best is None or result[0].duration_s < best[0].duration_s:
+                    best = result
+            assert best is not None
+            report, cpu = best
+            mode = "sequential" if sequential else "pipelined"
+            print(
+                f"{workers:>7} {mode:>10} {report.messages:>9} {report.duration_s:>8.1f} "
+                f"{report.messages_per_s:>8.0f} {cpu:>7.1f}  {report.decision_digest[:16]}",
+                flush=True,
+            )
+            rows.append(
+                {
+                    "workers": workers,
+                    "mode": mode,
+                    "messages": report.messages,
+                    "duration_s": round(report.duration_s, 2),
+                    "messages_per_s": round(report.messages_per_s, 1),
+                    "cpu_s_parent": round(cpu, 2),
+                    "decision_digest": report.decision_digest,
+                }
+            )
+        if args.baseline is not None:
+            seconds = baseline(args.baseline, archive, Path(tmp) / "store-baseline")
+            messages = rows[0]["messages"]
+            rate = messages / seconds
+            print(f"baseline {args.baseline}: {seconds:.1f} s wall, {rate:.0f} msg/s (incl. start-up)")
+            rows.append({"baseline": str(args.baseline), "duration_s": round(seconds, 2)})
+        base = rows[0]["messages_per_s"]
+        for row in rows[:4]:
+            ratio = row["messages_per_s"] / base
+            print(f"  {row['workers']} x {row['mode']}: {ratio:.2f}x one pipelined worker")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+        if args.json is not None:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        digests = {row["decision_digest"] for row in rows if "decision_digest" in row}
+        if len(digests) != 1:
+            print(f"DECISION DIGESTS DIFFER: {digests}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
