@@ -44,7 +44,7 @@ from typing import Any
 
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.errors import EngineError, InvalidArgument, StoreError
 from mako_actors.ids import TenantId
 from mako_actors.metrics import CONTENT_TYPE, Metrics
 from mako_actors.outbox import OutboxMessage
@@ -220,7 +220,11 @@ class Node:
         for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._start_http()
-        store = _measured_store(config.store, config.durability, self.metrics)
+        try:
+            store = _measured_store(config.store, config.durability, self.metrics)
+        except BaseException:
+            self._stop_http()
+            raise
         system: Any = None
         try:
             system = await self._actor_system(store)
@@ -278,6 +282,7 @@ class Node:
             [GpkeNbWorkflow],
             placement="hosted",
             hosts=self.config.hosts,
+            name_prefix=self.config.node,
             store_options={"durability": self.config.durability},
         )
 
@@ -333,7 +338,7 @@ class Node:
                     return
                 try:
                     await self._take(pipeline, path)
-                except EngineError as exc:  # the store failed: leave the file, try again later
+                except StoreError as exc:  # the store failed: leave the file, try again later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
@@ -347,8 +352,8 @@ class Node:
             return  # taken away meanwhile
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
-        except EngineError:
-            raise
+        except StoreError:
+            raise  # the store failed, not the file: the caller leaves it in the inbox for later
         except Exception:  # a bug must not stop the node or lose the file: keep it for a person
             log.exception("inbox %s: ingest failed unexpectedly; moved to rejected/", path.name)
             self.metrics.observe_ingest("failed", {})
