@@ -42,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, StoreError
@@ -192,6 +193,7 @@ class Node:
         self._beat = time.monotonic()
         self._wake_outbox = asyncio.Event()
         self._http: _Http | None = None
+        self._ray_stats: Any = ActorStats()
         self.http_address: tuple[str, int] | None = None
 
     # -- called from HTTP threads ----------------------------------------------------------
@@ -232,16 +234,20 @@ class Node:
             worker = OutboxWorker(store, _MeasuredSender(config.outbox, self.metrics), clock=system_clock)
             scheduler = self._scheduler(store, system)
             self.metrics.watch(
-                {"store": lambda: store.stats, "deadlines": lambda: scheduler.stats}
-                | ({"actors": lambda: system.stats} if not config.ray else {}),
+                {
+                    "store": lambda: store.stats,
+                    "deadlines": lambda: scheduler.stats,
+                    # Ray hosts are asked by the heartbeat (an async call), local actors directly.
+                    "actors": (lambda: self._ray_stats) if config.ray else (lambda: system.stats),
+                },
                 config.labels,
             )
-            await self._levels(store)
+            await self._levels(store, system)
             inbox = asyncio.create_task(self._inbox_loop(pipeline, stop), name="inbox")
             fristen = asyncio.create_task(self._deadline_loop(scheduler, stop), name="fristen")
             outbox_done = asyncio.Event()
             outbox = asyncio.create_task(self._outbox_loop(worker, outbox_done), name="outbox")
-            beat = asyncio.create_task(self._heartbeat(store, stop), name="heartbeat")
+            beat = asyncio.create_task(self._heartbeat(store, system, stop), name="heartbeat")
             self.ready = True
             log.info("serving: inbox %s, outbox %s, store %s", config.inbox, config.outbox, config.store)
             if on_ready is not None:
@@ -255,7 +261,7 @@ class Node:
             await outbox
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-            await self._levels(store)
+            await self._levels(store, system)
         finally:
             self.ready = False
             if system is not None:
@@ -388,16 +394,18 @@ class Node:
                 log.error("deadline scheduler: %s; retrying", exc)
             await self._pause(stop, self.config.poll_interval)
 
-    async def _heartbeat(self, store: Any, stop: asyncio.Event) -> None:
+    async def _heartbeat(self, store: Any, system: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._beat = time.monotonic()
             with contextlib.suppress(EngineError):
-                await self._levels(store)
+                await self._levels(store, system)
             await self._pause(stop, self.config.poll_interval)
 
-    async def _levels(self, store: Any) -> None:
+    async def _levels(self, store: Any, system: Any) -> None:
         self.metrics.outbox_pending.set(await store.outbox_count())
         self.metrics.deadlines_open.set((await store.table_counts())["deadlines"])
+        if self.config.ray:
+            self._ray_stats = await system.get_stats()
 
     # -- HTTP ------------------------------------------------------------------------------
 

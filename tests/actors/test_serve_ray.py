@@ -47,3 +47,6 @@ async def test_a_ray_node_answers_an_interchange_and_drains(tmp_path: Path) -> N
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "outbox").iterdir())
     assert names.count("CONTRL") == 1 and names.count("APERAK") == 1 and "UTILMD" in names
     assert not node.ready
+    text = node.metrics.render().decode()
+    assert "mako_actors_commands_total 1.0" in text  # summed over the Ray hosts
+    assert 'mako_interchanges_total{status="accepted"} 1.0' in text
