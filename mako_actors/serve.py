@@ -365,7 +365,11 @@ class Node:
             self.metrics.observe_ingest("failed", {})
             _move(path, self.config.rejected_dir)
             return
-        self.metrics.observe_ingest(result.status, result.counts())
+        # The pipeline dead-letters a conflicting retransmission and an interchange whose UNB
+        # cannot be read (no receipt to answer it with), besides transactions it cannot route.
+        unreadable = result.status == "rejected" and result.interchange_ref is None
+        whole = result.status == "conflict" or unreadable
+        self.metrics.observe_ingest(result.status, result.counts(), dead_lettered=whole)
         ok = result.status in ("accepted", "duplicate")
         _move(path, self.config.done_dir if ok else self.config.rejected_dir)
         self._wake_outbox.set()
@@ -403,7 +407,9 @@ class Node:
 
     async def _levels(self, store: Any, system: Any) -> None:
         self.metrics.outbox_pending.set(await store.outbox_count())
-        self.metrics.deadlines_open.set((await store.table_counts())["deadlines"])
+        counts = await store.table_counts()
+        self.metrics.deadlines_open.set(counts["deadlines"])
+        self.metrics.dead_letters_stored.set(counts["dead_letters"])
         if self.config.ray:
             self._ray_stats = await system.get_stats()
 
