@@ -337,14 +337,18 @@ class Node:
 
     async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            files = self._waiting_files()
+            try:
+                files = self._waiting_files()
+            except OSError as exc:  # the folder went away or is unreadable: say so, keep trying
+                log.error("inbox %s cannot be read: %s", self.config.inbox, exc)
+                files = []
             self.metrics.inbox_waiting.set(len(files))
             for path in files:
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
                 try:
                     await self._take(pipeline, path)
-                except StoreError as exc:  # the store failed: leave the file, try again later
+                except (StoreError, OSError) as exc:  # not the file's fault: leave it, retry later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
@@ -377,7 +381,15 @@ class Node:
     async def _outbox_loop(self, worker: OutboxWorker, done: asyncio.Event) -> None:
         while True:
             final = done.is_set()
-            report = await worker.run_once()  # a delivery in progress always finishes
+            self._wake_outbox.clear()  # before the run: a wake-up during it is not lost
+            try:
+                report = await worker.run_once()  # a delivery in progress always finishes
+            except EngineError as exc:  # the store failed; the messages stay in the outbox
+                log.error("outbox: %s; retrying", exc)
+                if final:
+                    return
+                await asyncio.sleep(self.config.poll_interval * 4)
+                continue
             self.metrics.delivery_retries.inc(report.retried)
             if report.dead_lettered:
                 self.metrics.dead_letters.labels(source="outbox").inc(report.dead_lettered)
@@ -385,7 +397,6 @@ class Node:
                 return
             if report.delivered or report.retried or report.dead_lettered:
                 continue  # there may be more due than one batch
-            self._wake_outbox.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_outbox.wait(), self.config.poll_interval)
 
