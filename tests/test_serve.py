@@ -266,3 +266,36 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
     assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
     assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1  # kept with its audit trail
     assert metric(text, "mako_dead_letters_stored") == 1
+
+
+def test_a_killed_node_loses_nothing_and_does_nothing_twice(
+    tmp_path: Path, nodes: list[Node], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL mid-stream (no drain at all): the restart finishes the rest, exactly once each."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'store = "store"\ntenants = ["{NB}"]\ninbox = "in"\noutbox = "out"\n'
+        "http_port = 0\npoll_interval = 0.05\n"
+    )
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    first = Node(config, tmp_path / "serve.log")
+    nodes.append(first)
+    for index in range(len(MALOS)):
+        drop(inbox, f"{index}.edi", interchange(index))
+    wait_until("the first file done", lambda: done.exists() and bool(files(done)))
+    first.process.kill()
+    first.process.wait(timeout=30)
+
+    second = Node(config, tmp_path / "serve.log")
+    nodes.append(second)
+    store = str(tmp_path / "store")
+    wait_until("inbox empty", lambda: not files(inbox))
+    wait_until("outbox delivered", lambda: outbox_empty(store))
+    assert second.terminate() == 0
+    assert files(done) == sorted(f"{index}.edi" for index in range(len(MALOS)))
+    capsys.readouterr()
+    assert main(["processes", "list", "--store", store, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["malo"] for r in rows if r["workflow"] == "gpke-nb") == sorted(MALOS)  # once each
+    assert [r["status"] for r in rows if r["workflow"] == "mako-inbox"] == ["processed"] * len(MALOS)
+    assert len(files(tmp_path / "out", "CONTRL")) == len(MALOS)
