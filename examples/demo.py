@@ -192,6 +192,12 @@ async def main() -> None:
             console.print(
                 f"  #{event.sequence} {event.recorded_at:%a %H:%M}Z {event.event_type:<28} -> {state.status}"
             )
+    console.print(
+        f"look inside: .venv/bin/mako-actors processes list --store {DATA / 'store'}\n"
+        "  (and processes show/timeline ID, outbox list, deadlines list, dead-letters list, stats)",
+        markup=False,
+        highlight=False,
+    )
 
 
 async def _lfa_answer(store: LmdbStore, arrival: Arrival) -> bytes:

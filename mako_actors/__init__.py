@@ -20,7 +20,7 @@ module                 what it holds
 ``scheduler``          ``DeadlineScheduler``, ``VirtualClock``: Fristen fire
 ``delivery``           ``OutboxWorker``, ``Sender``: at-least-once delivery
 ``projection``         ``ProjectionRunner``: read models with checkpoints
-``metrics``            ``prometheus_text``
+``metrics``            ``Metrics``, ``prometheus_text``: Prometheus counters, gauges, histograms
 ``logs``               ``log_context``, ``configure_logging``: correlation ids on every line
 ``timeline``           ``timeline``: a process's events with their causing interchange
 ``edifact``            tokenizer, parser, receiver checks, renderers
@@ -71,7 +71,7 @@ from mako_actors.ids import (
 )
 from mako_actors.inbound import DirectHost, InboundPipeline, IngestResult, StaticMasterData, Suppliers
 from mako_actors.logs import configure_logging, log_context
-from mako_actors.metrics import prometheus_text
+from mako_actors.metrics import Metrics, prometheus_text
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.process import Process, load_state
 from mako_actors.projection import ProjectionRunner
@@ -118,6 +118,7 @@ __all__ = [
     "IngestResult",
     "InvalidArgument",
     "LocalActorSystem",
+    "Metrics",
     "NotFound",
     "OutboxError",
     "OutboxMessage",

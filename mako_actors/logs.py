@@ -101,30 +101,27 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-_configured: logging.Handler | None = None
-
-
 def configure_logging(
     level: int | str = logging.INFO, *, json_lines: bool = True, stream: IO[str] | None = None
 ) -> logging.Handler:
     """Log ``mako_actors`` records to stderr (or ``stream``), with context fields.
 
-    Idempotent: the first call adds one handler to the ``mako_actors`` logger; later calls
-    change that handler's level, format and stream instead of adding another, so no line is
-    ever written twice. Returns the handler (remove it with ``logger.removeHandler``; the next
-    call then adds a fresh one).
+    Idempotent: the ``mako_actors`` logger has at most one handler of ours; a later call changes
+    its level, format and stream instead of adding another, so no line is ever written twice.
+    Returns the handler (remove it with ``logger.removeHandler``).
     """
-    global _configured
     logger = logging.getLogger("mako_actors")
-    handler = _configured
-    fits = isinstance(handler, _StderrHandler) == (stream is None)
-    if handler is None or handler not in logger.handlers or not fits:
+    ours = [h for h in logger.handlers if getattr(h, "_mako_configured", False)]
+    handler = ours[0] if ours else None
+    for extra in ours[1:]:
+        logger.removeHandler(extra)
+    if handler is None or isinstance(handler, _StderrHandler) != (stream is None):
         if handler is not None:
             logger.removeHandler(handler)
         handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+        setattr(handler, "_mako_configured", True)  # noqa: B010  (marks the one handler of ours)
         handler.addFilter(ContextFilter())
         logger.addHandler(handler)
-        _configured = handler
     elif stream is not None and isinstance(handler, logging.StreamHandler):
         handler.setStream(stream)
     handler.setFormatter(JsonFormatter() if json_lines else HumanFormatter())

@@ -168,14 +168,25 @@ class Metrics:
         self.outbox_pending = Gauge("mako_outbox_pending", "messages waiting in the outbox", registry=r)
         self.deadlines_open = Gauge("mako_deadlines_open", "open deadlines (Fristen)", registry=r)
         self.inbox_waiting = Gauge("mako_inbox_waiting", "files waiting in the inbox directory", registry=r)
+        self.dead_letters_stored = Gauge(
+            "mako_dead_letters_stored", "dead letters in the store, requeued or not", registry=r
+        )
 
     def watch(self, groups: Mapping[str, Callable[[], Any]], labels: Mapping[str, str] | None = None) -> None:
         """Also export these stats objects, read at each scrape (``{"store": lambda: store.stats}``)."""
         self.registry.register(StatsCollector(groups, labels))
 
-    def observe_ingest(self, status: str, outcomes: Mapping[str, int]) -> None:
-        """Count one ingested interchange and its transactions' outcomes."""
+    def observe_ingest(
+        self, status: str, outcomes: Mapping[str, int], *, dead_lettered: bool = False
+    ) -> None:
+        """Count one ingested interchange and its transactions' outcomes.
+
+        ``dead_lettered``: the interchange itself became a dead letter (unreadable, or a
+        conflicting retransmission), besides any of its transactions.
+        """
         self.interchanges.labels(status=status).inc()
+        if dead_lettered:
+            self.dead_letters.labels(source="inbound").inc()
         for outcome, count in outcomes.items():
             self.messages.labels(outcome=outcome).inc(count)
             if outcome == "dead_letter":

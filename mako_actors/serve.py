@@ -42,9 +42,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.errors import EngineError, InvalidArgument, StoreError
 from mako_actors.ids import TenantId
 from mako_actors.metrics import CONTENT_TYPE, Metrics
 from mako_actors.outbox import OutboxMessage
@@ -192,6 +193,7 @@ class Node:
         self._beat = time.monotonic()
         self._wake_outbox = asyncio.Event()
         self._http: _Http | None = None
+        self._ray_stats: Any = ActorStats()
         self.http_address: tuple[str, int] | None = None
 
     # -- called from HTTP threads ----------------------------------------------------------
@@ -220,7 +222,11 @@ class Node:
         for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._start_http()
-        store = _measured_store(config.store, config.durability, self.metrics)
+        try:
+            store = _measured_store(config.store, config.durability, self.metrics)
+        except BaseException:
+            self._stop_http()
+            raise
         system: Any = None
         try:
             system = await self._actor_system(store)
@@ -228,16 +234,20 @@ class Node:
             worker = OutboxWorker(store, _MeasuredSender(config.outbox, self.metrics), clock=system_clock)
             scheduler = self._scheduler(store, system)
             self.metrics.watch(
-                {"store": lambda: store.stats, "deadlines": lambda: scheduler.stats}
-                | ({"actors": lambda: system.stats} if not config.ray else {}),
+                {
+                    "store": lambda: store.stats,
+                    "deadlines": lambda: scheduler.stats,
+                    # Ray hosts are asked by the heartbeat (an async call), local actors directly.
+                    "actors": (lambda: self._ray_stats) if config.ray else (lambda: system.stats),
+                },
                 config.labels,
             )
-            await self._levels(store)
+            await self._levels(store, system)
             inbox = asyncio.create_task(self._inbox_loop(pipeline, stop), name="inbox")
             fristen = asyncio.create_task(self._deadline_loop(scheduler, stop), name="fristen")
             outbox_done = asyncio.Event()
             outbox = asyncio.create_task(self._outbox_loop(worker, outbox_done), name="outbox")
-            beat = asyncio.create_task(self._heartbeat(store, stop), name="heartbeat")
+            beat = asyncio.create_task(self._heartbeat(store, system, stop), name="heartbeat")
             self.ready = True
             log.info("serving: inbox %s, outbox %s, store %s", config.inbox, config.outbox, config.store)
             if on_ready is not None:
@@ -251,7 +261,7 @@ class Node:
             await outbox
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-            await self._levels(store)
+            await self._levels(store, system)
         finally:
             self.ready = False
             if system is not None:
@@ -278,6 +288,7 @@ class Node:
             [GpkeNbWorkflow],
             placement="hosted",
             hosts=self.config.hosts,
+            name_prefix=self.config.node,
             store_options={"durability": self.config.durability},
         )
 
@@ -326,14 +337,18 @@ class Node:
 
     async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            files = self._waiting_files()
+            try:
+                files = self._waiting_files()
+            except OSError as exc:  # the folder went away or is unreadable: say so, keep trying
+                log.error("inbox %s cannot be read: %s", self.config.inbox, exc)
+                files = []
             self.metrics.inbox_waiting.set(len(files))
             for path in files:
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
                 try:
                     await self._take(pipeline, path)
-                except EngineError as exc:  # the store failed: leave the file, try again later
+                except (StoreError, OSError) as exc:  # not the file's fault: leave it, retry later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
@@ -347,14 +362,18 @@ class Node:
             return  # taken away meanwhile
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
-        except EngineError:
-            raise
+        except StoreError:
+            raise  # the store failed, not the file: the caller leaves it in the inbox for later
         except Exception:  # a bug must not stop the node or lose the file: keep it for a person
             log.exception("inbox %s: ingest failed unexpectedly; moved to rejected/", path.name)
             self.metrics.observe_ingest("failed", {})
             _move(path, self.config.rejected_dir)
             return
-        self.metrics.observe_ingest(result.status, result.counts())
+        # The pipeline dead-letters a conflicting retransmission and an interchange whose UNB
+        # cannot be read (no receipt to answer it with), besides transactions it cannot route.
+        unreadable = result.status == "rejected" and result.interchange_ref is None
+        whole = result.status == "conflict" or unreadable
+        self.metrics.observe_ingest(result.status, result.counts(), dead_lettered=whole)
         ok = result.status in ("accepted", "duplicate")
         _move(path, self.config.done_dir if ok else self.config.rejected_dir)
         self._wake_outbox.set()
@@ -362,7 +381,15 @@ class Node:
     async def _outbox_loop(self, worker: OutboxWorker, done: asyncio.Event) -> None:
         while True:
             final = done.is_set()
-            report = await worker.run_once()  # a delivery in progress always finishes
+            self._wake_outbox.clear()  # before the run: a wake-up during it is not lost
+            try:
+                report = await worker.run_once()  # a delivery in progress always finishes
+            except EngineError as exc:  # the store failed; the messages stay in the outbox
+                log.error("outbox: %s; retrying", exc)
+                if final:
+                    return
+                await asyncio.sleep(self.config.poll_interval * 4)
+                continue
             self.metrics.delivery_retries.inc(report.retried)
             if report.dead_lettered:
                 self.metrics.dead_letters.labels(source="outbox").inc(report.dead_lettered)
@@ -370,7 +397,6 @@ class Node:
                 return
             if report.delivered or report.retried or report.dead_lettered:
                 continue  # there may be more due than one batch
-            self._wake_outbox.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_outbox.wait(), self.config.poll_interval)
 
@@ -383,16 +409,20 @@ class Node:
                 log.error("deadline scheduler: %s; retrying", exc)
             await self._pause(stop, self.config.poll_interval)
 
-    async def _heartbeat(self, store: Any, stop: asyncio.Event) -> None:
+    async def _heartbeat(self, store: Any, system: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._beat = time.monotonic()
             with contextlib.suppress(EngineError):
-                await self._levels(store)
+                await self._levels(store, system)
             await self._pause(stop, self.config.poll_interval)
 
-    async def _levels(self, store: Any) -> None:
+    async def _levels(self, store: Any, system: Any) -> None:
         self.metrics.outbox_pending.set(await store.outbox_count())
-        self.metrics.deadlines_open.set((await store.table_counts())["deadlines"])
+        counts = await store.table_counts()
+        self.metrics.deadlines_open.set(counts["deadlines"])
+        self.metrics.dead_letters_stored.set(counts["dead_letters"])
+        if self.config.ray:
+            self._ray_stats = await system.get_stats()
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -164,6 +164,8 @@ def test_outbox_list_due_dead_and_retry(capsys: Capture, store: Path) -> None:
     assert retried["message_id"] == rows[0]["message_id"] and retried["attempts"] == 1
     (due,) = run_json(capsys, "outbox", "list", "--due", "--store", s)
     assert due["message_id"] == rows[0]["message_id"]
+    code, out, _ = run(capsys, "outbox", "retry", rows[1]["message_id"][:8], "--store", s)
+    assert code == 0 and f"outbox message {rows[1]['message_id']} (APERAK to" in out and "due now" in out
     code, _, err = run(capsys, "outbox", "retry", "ffffffffffff", "--store", s)
     assert code == 1 and "no outbox message matches" in err
 
@@ -198,12 +200,15 @@ def test_dead_letters_list_and_requeue(capsys: Capture, store: Path) -> None:
 
     code, _, err = run(capsys, "dead-letters", "requeue", str(outbox_letter["position"]), "--store", s)
     assert code == 1 and "requeued already" in err
+    other = next(d for d in letters if d["kind"] == "outbox" and d["position"] != outbox_letter["position"])
+    code, out, _ = run(capsys, "dead-letters", "requeue", str(other["position"]), "--store", s)
+    assert code == 0 and f"dead letter {other['position']} (outbox) is back in the outbox" in out
     code, _, err = run(capsys, "dead-letters", "requeue", str(inbound_letter["position"]), "--store", s)
     assert code == 1 and "send the interchange again" in err
     code, _, err = run(capsys, "dead-letters", "requeue", "999", "--store", s)
     assert code == 1 and "no dead letter at position 999" in err
     listed = run_json(capsys, "dead-letters", "list", "--kind", "outbox", "--store", s)
-    assert [d["requeued_at"] is not None for d in listed].count(True) == 1
+    assert [d["requeued_at"] is not None for d in listed].count(True) == 2
 
 
 def test_stats_counts_tables_and_map_usage(capsys: Capture, demo_store: Path) -> None:

@@ -217,3 +217,85 @@ def test_config_file_with_flags_on_top(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.toml")
     with pytest.raises(InvalidArgument, match="accept_post must be true or false"):
         load_config(tmp_path / "node.toml", accept_post="yes")
+
+
+async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
+    import asyncio
+
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=tmp_path / "in", outbox=tmp_path / "out",
+        http_port=0, accept_post=True, max_post_bytes=64 * 1024, poll_interval=0.05,
+    )  # fmt: skip
+    node = Node(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        assert node.http_address is not None
+        port = node.http_address[1]
+
+        def post(body: bytes, path: str = "/interchanges") -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        status, body = await asyncio.to_thread(get, port, "/nothing")
+        assert status == 404 and "/metrics" in body
+        assert await asyncio.to_thread(post, b"") == 400
+        assert await asyncio.to_thread(post, b"x" * (64 * 1024 + 1)) == 413
+        assert await asyncio.to_thread(post, b"UNA", "/elsewhere") == 404
+        assert not files(tmp_path / "in") and not files(tmp_path / "done")
+        assert await asyncio.to_thread(post, b"not EDIFACT at all") == 202
+
+        async def handled() -> None:
+            while not files(tmp_path / "rejected"):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(handled(), 60)  # garbage is kept for a person, not lost
+        assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
+    assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1  # kept with its audit trail
+    assert metric(text, "mako_dead_letters_stored") == 1
+
+
+def test_a_killed_node_loses_nothing_and_does_nothing_twice(
+    tmp_path: Path, nodes: list[Node], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL mid-stream (no drain at all): the restart finishes the rest, exactly once each."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'store = "store"\ntenants = ["{NB}"]\ninbox = "in"\noutbox = "out"\n'
+        "http_port = 0\npoll_interval = 0.05\n"
+    )
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    first = Node(config, tmp_path / "serve.log")
+    nodes.append(first)
+    for index in range(len(MALOS)):
+        drop(inbox, f"{index}.edi", interchange(index))
+    wait_until("the first file done", lambda: done.exists() and bool(files(done)))
+    first.process.kill()
+    first.process.wait(timeout=30)
+
+    second = Node(config, tmp_path / "serve.log")
+    nodes.append(second)
+    store = str(tmp_path / "store")
+    wait_until("inbox empty", lambda: not files(inbox))
+    wait_until("outbox delivered", lambda: outbox_empty(store))
+    assert second.terminate() == 0
+    assert files(done) == sorted(f"{index}.edi" for index in range(len(MALOS)))
+    capsys.readouterr()
+    assert main(["processes", "list", "--store", store, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["malo"] for r in rows if r["workflow"] == "gpke-nb") == sorted(MALOS)  # once each
+    assert [r["status"] for r in rows if r["workflow"] == "mako-inbox"] == ["processed"] * len(MALOS)
+    assert len(files(tmp_path / "out", "CONTRL")) == len(MALOS)
