@@ -237,8 +237,6 @@ class Process(ProcessHandle[C, S]):
             if command is None:
                 return None
             output = decide(self._workflow, state, command)
-            if not options.enqueue and not collect:
-                note_dropped(self._workflow.name, command, len(output.outbox), len(output.deadlines))
             prepared = prepare(
                 self._workflow, self._identity, state, version, output, ctx, self._clock(), options
             )
@@ -256,6 +254,8 @@ class Process(ProcessHandle[C, S]):
             if separate_snapshots and prepared.snapshot is not None:
                 assert snap_store is not None
                 await snap_store.save_snapshot(prepared.snapshot)
+            if not options.enqueue and not collect:  # counted once, for the attempt that committed
+                note_dropped(self._workflow.name, command, len(output.outbox), len(output.deadlines))
             return Prepared(commit, result.events, prepared.outbox, prepared.state, prepared.snapshot)
         raise AssertionError("unreachable: the loop returns or raises")
 

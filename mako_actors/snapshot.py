@@ -24,6 +24,19 @@ class Snapshot(PlainModel):
     taken_at: AwareUtc
 
     @staticmethod
+    def due(before: int, after: int, interval: int) -> bool:
+        """Whether a command taking a stream from ``before`` to ``after`` events needs a snapshot.
+
+        True when it crosses a multiple of ``interval`` (0: never), also when it appends
+        several events and jumps over the multiple (2 -> 4 with interval 3): the engine's rule.
+        """
+        return interval > 0 and before // interval != after // interval
+
+    @staticmethod
     def should_take(event_count: int, interval: int) -> bool:
-        """Whether a snapshot is due at ``event_count`` for a threshold of ``interval``."""
-        return interval > 0 and event_count > 0 and event_count % interval == 0
+        """Whether ``event_count`` is a multiple of ``interval``: right only for one-event commands.
+
+        Kept for compatibility; use ``due(before, after, interval)``, which a command appending
+        several events cannot jump over.
+        """
+        return Snapshot.due(event_count - 1, event_count, interval) if event_count > 0 else False

@@ -121,7 +121,11 @@ class StoreBase(abc.ABC):
         return await self._read(lambda txn: schema.list_streams(txn, prefix))
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventEnvelope]:
-        """Up to ``limit`` events of all streams after ``after_position``, in global order."""
+        """One page: at most ``limit`` (default 1,000) events of all streams after ``after_position``.
+
+        In global order. Not everything: read on from the last event's ``global_position``
+        until a page is empty.
+        """
         return await self._read(lambda txn: schema.read_all(txn, after_position, limit))
 
     # -- outbox ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ of plain data, never pickle.
 
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -26,7 +28,7 @@ from mako_actors.errors import (
     SerializationError,
     VersionConflict,
 )
-from mako_actors.ids import DeadlineId, OutboxMessageId, ProcessId, StreamId, TenantId
+from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, CommitResult
@@ -188,40 +190,32 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
 def _check_commit_belongs(commit: Commit) -> None:
     """Refuse (``InvalidArgument``) a commit holding a row of another stream, process or tenant.
 
-    Every event, outbox row, deadline, the snapshot and every registry entry must belong to
+    Every event, outbox row, deadline, the snapshot, every registry and journal entry must belong to
     the commit's stream: a forged or mixed-up row would put one tenant's data into another's
-    stream or bind its keys there. A few comparisons per row, no reads.
+    stream or bind its keys there. A few integer comparisons per row, no reads.
     """
     stream_id = commit.stream_id
+    tenant, process = _owner(stream_id)
     events = commit.events
-    if events:
-        tenant, process, workflow = events[0].tenant_id, events[0].process_id, events[0].workflow_id
-        owner = f"process/{tenant}/{process}"
-    else:
-        owner, workflow = stream_id, None
-        _, tenant_text, process_text = stream_id.split("/", 2)
-        tenant, process = TenantId(tenant_text), ProcessId(process_text)
-    if owner != stream_id:
-        raise InvalidArgument(
-            f"commit to {stream_id}: its events belong to process {process} of tenant {tenant}"
-        )
+    workflow = events[0].workflow_id if events else None
     for envelope in events:
         if (
-            envelope.tenant_id != tenant
-            or envelope.process_id != process
-            or envelope.workflow_id != workflow
+            envelope.tenant_id.int != tenant
+            or envelope.process_id.int != process
+            or (envelope.workflow_id is not workflow and envelope.workflow_id != workflow)
         ):
             raise InvalidArgument(
                 f"commit to {stream_id}: event {envelope.event_id} belongs to process "
                 f"{envelope.process_id} of tenant {envelope.tenant_id} ({envelope.workflow_id})"
             )
-    rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
-    for row in rows:
-        if row.stream_id != stream_id or row.tenant_id != tenant or row.process_id != process:
-            raise InvalidArgument(
-                f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
-                f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
-            )
+    if commit.outbox or commit.deadlines:
+        rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
+        for row in rows:
+            if row.stream_id != stream_id or row.tenant_id.int != tenant or row.process_id.int != process:
+                raise InvalidArgument(
+                    f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
+                    f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
+                )
     if commit.snapshot is not None and commit.snapshot.stream_id != stream_id:
         raise InvalidArgument(
             f"commit to {stream_id}: snapshot of {commit.snapshot.stream_id} does not belong to it"
@@ -231,6 +225,22 @@ def _check_commit_belongs(commit: Commit) -> None:
             raise InvalidArgument(
                 f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
             )
+    for entry in commit.journal:
+        if entry.tenant_id.int != tenant:
+            raise InvalidArgument(
+                f"commit to {stream_id}: journal {entry.key!r} of tenant {entry.tenant_id} "
+                "does not belong to it"
+            )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _owner(stream_id: str) -> tuple[int, int]:
+    """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream."""
+    try:
+        _, tenant, process = stream_id.split("/")
+        return uuid.UUID(tenant).int, uuid.UUID(process).int
+    except ValueError:
+        raise InvalidArgument(f"{stream_id!r} is not a stream id (process/<tenant>/<process>)") from None
 
 
 def append(

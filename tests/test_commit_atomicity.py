@@ -160,3 +160,11 @@ async def test_actor_snapshots_when_a_command_jumps_over_a_multiple(store: LmdbS
             await ref.execute(Burst(events=3))
         snap = await store.load_snapshot(ref.stream_id)
         assert snap is not None and snap.sequence == 6 and snap.state == {"count": 6}
+
+
+def test_snapshot_due_follows_every_crossed_multiple() -> None:
+    from mako_actors import Snapshot
+
+    assert Snapshot.due(2, 4, 3) and Snapshot.due(2, 3, 3) and Snapshot.due(0, 10, 3)
+    assert not Snapshot.due(3, 5, 3) and not Snapshot.due(0, 2, 3) and not Snapshot.due(0, 100, 0)
+    assert Snapshot.should_take(6, 3) and not Snapshot.should_take(5, 3) and not Snapshot.should_take(0, 3)
