@@ -311,6 +311,53 @@ class _Host:
     async def open_partitions(self) -> list[int]:
         return sorted(self._systems)
 
+    # -- beside the actors: outbox, deadlines, projections, per partition ------------------
+
+    def _store_of(self, partition: int) -> Any:
+        store = self._stores.get(partition)
+        if store is None:
+            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+        return store
+
+    async def read_all(self, partition: int, after: int, limit: int) -> list[Any]:
+        return list(await self._store_of(partition).read_all(after, limit))
+
+    async def load_checkpoint(self, partition: int, name: str) -> int:
+        return int(await self._store_of(partition).load_checkpoint(name))
+
+    async def save_checkpoint(self, partition: int, name: str, position: int) -> None:
+        await self._store_of(partition).save_checkpoint(name, position)
+
+    async def deliver_outbox(self, sender: Any, policy: Any, now: datetime | None) -> list[int]:
+        """One ``OutboxWorker.run_once`` per open partition; [delivered, retried, dead-lettered]."""
+        from mako_actors.delivery import OutboxWorker
+
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        totals = [0, 0, 0]
+        for p in sorted(self._stores):
+            report = await OutboxWorker(self._stores[p], sender, self._clock, policy).run_once()
+            for i, n in enumerate((report.delivered, report.retried, report.dead_lettered)):
+                totals[i] += n
+        return totals
+
+    async def fire_due_deadlines(self, now: datetime | None) -> int:
+        """One ``DeadlineScheduler.run_due`` per open partition, firing through its actors."""
+        from mako_actors.scheduler import DeadlineScheduler, identity_of
+
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        fired = 0
+        for p in sorted(self._systems):
+            system = self._systems[p]
+
+            async def fire(deadline: Any, system: LocalActorSystem = system) -> object:
+                ref = system.resume(identity_of(deadline))
+                return await ref.execute_timeout_with_retry(deadline, 5)
+
+            fired += await DeadlineScheduler(self._stores[p], fire, self._clock).run_due()
+        return fired
+
     # -- stats and lifecycle ---------------------------------------------------------------
 
     async def stats(self) -> ActorStats:
@@ -940,6 +987,75 @@ class RayActorSystem(HandleFactory):
             for p in self.partition_map.partitions_of(node):
                 status[p] = "up" if p in open_parts else "unavailable"
         return dict(sorted(status.items()))
+
+    # -- beside the actors: outbox, deadlines, projections -----------------------------------
+
+    def _store_hosts(self) -> list[tuple[Any, list[int]]]:
+        """(host, its partitions) for every reachable store; a shared directory is asked once."""
+        if self.partition_map is None:
+            return [(self._registry_actor(), [0])]
+        found = []
+        for node in self.partition_map.nodes:
+            try:
+                found.append((self._node_host(node), self.partition_map.partitions_of(node)))
+            except PartitionUnavailable:
+                continue  # counted; its outbox, deadlines and events wait for the node
+        return found
+
+    async def deliver_outbox(self, sender: Any, policy: Any = None) -> Any:
+        """Deliver due outbox messages where they are stored: one worker per partition, on its host.
+
+        ``sender`` (a ``Sender``) must pickle: it runs on the hosts, e.g. a ``DirectorySender``
+        into a gateway's pickup directory on each node. Unavailable partitions are skipped.
+        Returns the summed ``DeliveryReport``.
+        """
+        from mako_actors.delivery import DeliveryReport
+
+        now = self._virtual() if self._virtual is not None else None
+        reports = await asyncio.gather(
+            *(self._reply(host.deliver_outbox.remote(sender, policy, now)) for host, _ in self._store_hosts())
+        )
+        return DeliveryReport(*(sum(r[i] for r in reports) for i in range(3)))
+
+    async def fire_due_deadlines(self) -> int:
+        """Fire every due deadline, one scheduler per partition on its host, through the actors.
+
+        With a ``VirtualClock``, "due" is the driver's clock reading. Returns how many fired.
+        """
+        now = self._virtual() if self._virtual is not None else None
+        counts = await asyncio.gather(
+            *(self._reply(host.fire_due_deadlines.remote(now)) for host, _ in self._store_hosts())
+        )
+        return int(sum(counts))
+
+    async def run_projection(self, projection: Any, batch: int = 500) -> int:
+        """Feed ``projection`` every new event of every partition; one checkpoint per partition.
+
+        Checkpoints are named ``<projection.name>@p0007`` and stored in their partition. Events
+        of one partition (so of one process) arrive in commit order; partitions are read one
+        after the other, so a read model must not rely on an order *across* partitions. An
+        exception in ``handle`` saves the partition's checkpoint before the failing event and
+        propagates. Unavailable partitions are skipped (they keep their checkpoint).
+        Returns how many events were handled.
+        """
+        import inspect
+
+        handled = 0
+        for host, partitions in self._store_hosts():
+            for p in partitions:
+                name = f"{projection.name}@p{p:04d}"
+                position = int(await self._reply(host.load_checkpoint.remote(p, name)))
+                while events := await self._reply(host.read_all.remote(p, position, batch)):
+                    try:
+                        for event in events:
+                            result = projection.handle(event)
+                            if inspect.isawaitable(result):
+                                await result
+                            position = event.global_position
+                            handled += 1
+                    finally:
+                        await self._reply(host.save_checkpoint.remote(p, name, position))
+        return handled
 
     # -- stats and lifecycle ---------------------------------------------------------------
 

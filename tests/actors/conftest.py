@@ -36,7 +36,11 @@ def ray_cluster() -> Iterator[None]:
     root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mako-actors-tests")
+    # One logical node ("local") so partitioned systems can pin their host here too.
+    ray.init(
+        num_cpus=2, resources={"mako-node:local": 1}, include_dashboard=False,
+        log_to_driver=False, namespace="mako-actors-tests",
+    )  # fmt: skip
     try:
         yield
     finally:
