@@ -112,6 +112,7 @@ def main() -> None:
         if "c" in rows:
             local = {n: asyncio.run(bench_local(base / f"b{n}", n, max(total, n))) for n in (100, 10_000)}
             ray.init(
+                address="local",
                 num_cpus=2,
                 include_dashboard=False,
                 log_to_driver=bool(os.environ.get("BENCH_LOGS")),

@@ -37,8 +37,9 @@ def ray_cluster() -> Iterator[None]:
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
     # One logical node ("local") so partitioned systems can pin their host here too.
+    # address="local": always a fresh instance of our own, never another cluster on this machine.
     ray.init(
-        num_cpus=2, resources={"mako-node:local": 1}, include_dashboard=False,
+        address="local", num_cpus=2, resources={"mako-node:local": 1}, include_dashboard=False,
         log_to_driver=False, namespace="mako-actors-tests",
     )  # fmt: skip
     try:
