@@ -483,8 +483,6 @@ class RayActorSystem(HandleFactory):
         self.partition_map: PartitionMap | None = None
         self._new_map = False
         if partitions is not None:
-            if placement != "hosted":
-                raise InvalidArgument("partitions need placement='hosted' (one host per node)")
             self.partition_map, self._new_map = self._load_or_create_map(partitions)
         options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
@@ -517,6 +515,7 @@ class RayActorSystem(HandleFactory):
         self._node_hosts: dict[str, Any] = {}
         self._registry: Any = None
         self._batchers: dict[Any, _Batcher] = {}
+        self._starting: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         # partitioned: partitions paused for a rebalance, operations in flight per partition
         self._paused: dict[int, asyncio.Event] = {}
@@ -569,7 +568,7 @@ class RayActorSystem(HandleFactory):
 
         With partitions: the live node hosts (one per node that owns partitions and is up).
         """
-        if self.placement != "hosted":
+        if self.partition_map is None and self.placement != "hosted":
             raise InvalidArgument("host_handles: only the hosted placement has hosts")
         if self.partition_map is not None:
             handles = []
@@ -605,30 +604,40 @@ class RayActorSystem(HandleFactory):
         handle = self._node_hosts.get(node)
         if handle is not None:
             return handle
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         assert self.partition_map is not None
         node_id = self._ray_node_id(node)
         if node_id is None:
             self.unavailable_errors += 1
             raise PartitionUnavailable(f"node {node!r} is not part of the Ray cluster")
+        handle = self._pinned(
+            node, node_id, f"{self.name_prefix}-node-{node}", self.partition_map.partitions_of(node)
+        )
+        self._node_hosts[node] = handle
+        return handle
+
+    def _pinned(self, node: str, node_id: str, name: str, partitions: list[int]) -> Any:
+        """A Ray actor named ``name`` on Ray node ``node_id`` opening ``partitions`` of ``node``."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        assert self.partition_map is not None
         spec = {
             **self._base_spec,
             "mode": "partitioned",
             "node": node,
             "data_dir": self.partition_map.data_dirs[node],
-            "partitions": self.partition_map.partitions_of(node),
+            "partitions": partitions,
             "assignment": list(self.partition_map.assignment),
         }
-        handle = self._new_actor(
-            f"{self.name_prefix}-node-{node}", spec,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        )  # fmt: skip
-        self._node_hosts[node] = handle
-        return handle
+        strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        return self._new_actor(name, spec, scheduling_strategy=strategy)
 
     async def start(self) -> None:
         """Start every host now (otherwise on first use); a new partition map creates its partitions."""
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         handles = self.host_handles()
         if self.partition_map is not None and self._new_map:
             await asyncio.gather(*(
@@ -666,7 +675,15 @@ class RayActorSystem(HandleFactory):
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                 continue
-            handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
+            if self.partition_map is None:
+                handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
+            else:  # on the node of its partition, opening only that partition
+                partition = partition_of(stream_id, self.partition_map.count)
+                node = self.partition_map.node_of(partition)
+                node_id = self._ray_node_id(node)
+                if node_id is None:
+                    raise self._unavailable(partition)
+                handle = self._pinned(node, node_id, self._proc_name(stream_id), [partition])
             self._dedicated[stream_id] = handle
             return handle
 
@@ -764,50 +781,60 @@ class RayActorSystem(HandleFactory):
         stream_id = identity.stream_id
         self._calls += 1
         try:
-            if self.placement == "hosted":
-                if self.partition_map is None:
+            if self.partition_map is None:
+                if self.placement == "hosted":
                     return await self._submit(self._host_key(stream_id), 0, identity, op, write)
-                partition = partition_of(stream_id, self.partition_map.count)
-                await self._await_resumed(partition)
-                self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
-                try:
-                    return await self._submit(None, partition, identity, op, write)
-                finally:
-                    self._partition_calls[partition] -= 1
-                    if not self._partition_calls[partition] and partition in self._partition_idle:
-                        self._partition_idle[partition].set()
-            if self._reaper is None and self.idle_timeout is not None:
-                self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
-            self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
+                return await self._dedicated_dispatch(identity, op, write, 0)
+            if self._new_map:  # the partitions are created once, before the first operation
+                await self.start()
+            partition = partition_of(stream_id, self.partition_map.count)
+            await self._await_resumed(partition)
+            self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
             try:
-                attempt = 0
-                while True:
-                    handle = await self._dedicated_actor(stream_id)
-                    try:
-                        return await self._submit(("proc", stream_id), 0, identity, op, write)
-                    except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
-                        # ActorSystemClosed: another system passivated this actor and nothing
-                        # ran. A dead actor: reads (and idempotent writes) go to a new one.
-                        if isinstance(exc, CommandOutcomeUnknown):
-                            idempotent = getattr(op.command, "idempotency_key", None)
-                            limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
-                            if attempt >= limit:
-                                raise
-                            attempt += 1
-                            await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-                        if self._dedicated.get(stream_id) is handle:
-                            del self._dedicated[stream_id]
+                if self.placement == "hosted":
+                    return await self._submit(None, partition, identity, op, write)
+                return await self._dedicated_dispatch(identity, op, write, partition)
             finally:
-                self._inflight[stream_id] -= 1
-                self._last_used[stream_id] = time.monotonic()
-                if not self._inflight[stream_id]:
-                    del self._inflight[stream_id]
-                    if self._slot_freed is not None:
-                        self._slot_freed.set()
+                self._partition_calls[partition] -= 1
+                if not self._partition_calls[partition] and partition in self._partition_idle:
+                    self._partition_idle[partition].set()
         finally:
             self._calls -= 1
             if not self._calls and self._idle_calls is not None:
                 self._idle_calls.set()
+
+    async def _dedicated_dispatch(
+        self, identity: ProcessIdentity, op: Op, write: bool, partition: int
+    ) -> Any:
+        stream_id = identity.stream_id
+        if self._reaper is None and self.idle_timeout is not None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
+        try:
+            attempt = 0
+            while True:
+                handle = await self._dedicated_actor(stream_id)
+                try:
+                    return await self._submit(("proc", stream_id), partition, identity, op, write)
+                except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
+                    # ActorSystemClosed: another system passivated this actor and nothing
+                    # ran. A dead actor: reads (and idempotent writes) go to a new one.
+                    if isinstance(exc, CommandOutcomeUnknown):
+                        idempotent = getattr(op.command, "idempotency_key", None)
+                        limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
+                        if attempt >= limit:
+                            raise
+                        attempt += 1
+                        await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    if self._dedicated.get(stream_id) is handle:
+                        del self._dedicated[stream_id]
+        finally:
+            self._inflight[stream_id] -= 1
+            self._last_used[stream_id] = time.monotonic()
+            if not self._inflight[stream_id]:
+                del self._inflight[stream_id]
+                if self._slot_freed is not None:
+                    self._slot_freed.set()
 
     def _host_key(self, stream_id: StreamId) -> Any:
         return ("host", host_index(str(stream_id), len(self.host_handles())))
@@ -956,6 +983,8 @@ class RayActorSystem(HandleFactory):
                 idle = self._partition_idle.setdefault(partition, asyncio.Event())
                 idle.clear()
                 await idle.wait()
+            for stream_id in [s for s in self._dedicated if partition_of(s, current.count) == partition]:
+                await self._passivate(stream_id)  # dedicated actors close the partition's environment
             source, target = self._node_host(old), self._node_host(node)
             data = await self._reply(source.hand_over.remote(partition))
             try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mako_actors import EventEnvelope, InvalidArgument, PartitionMap, RayActorSystem, VirtualClock
 from mako_actors.partitions import partition_of
+from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
 from tests.actors.ray_workflows import FileSender
 from tests.workflows import Ledger, Record
@@ -89,7 +89,23 @@ async def test_the_map_file_is_the_truth(tmp_path: Path) -> None:
         assert (await again.resume(ref.identity()).state()).total == 5
 
 
-async def test_dedicated_placement_does_not_take_partitions(tmp_path: Path) -> None:
-    layout: Any = PartitionMap.spread(2, {"local": tmp_path / "data"})
-    with pytest.raises(InvalidArgument):
-        RayActorSystem(tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout)
+async def test_dedicated_actors_run_on_their_partitions_node(tmp_path: Path) -> None:
+    layout = PartitionMap.spread(2, {"local": tmp_path / "data"})
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
+        name_prefix=f"d-{uuid.uuid4().hex[:8]}",
+    ) as actors:  # fmt: skip
+        refs = [actors.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(4)]
+        for r in refs:  # no start(): the first operation creates the partitions
+            await r.execute(Record(amount=2, register_key=f"tx:{r.stream_id}"))
+        node = actors._ray_node_id("local")
+        for r in refs:
+            assert await actors._dedicated[r.stream_id].node_id.remote() == node
+            found = await actors.lookup(TENANT, f"tx:{r.stream_id}")
+            assert found is not None and found.identity() == r.identity()
+        assert await actors.passivate_idle() == 4
+        assert [(await r.state()).total for r in refs] == [2] * 4
+    for r in refs:
+        p = partition_of(r.stream_id, 2)
+        async with LmdbStore(tmp_path / "data" / f"p{p:04d}") as store:
+            assert await store.stream_version(r.stream_id) == 1
