@@ -763,6 +763,8 @@ class RayActorSystem(HandleFactory):
                 ProcessIdentity | None,
                 await self._reply(self._registry_actor().lookup.remote(0, tenant_id, key)),
             )
+        if self._new_map:
+            await self.start()
         home = key_home(tenant_id, key, self.partition_map.count)
         await self._await_resumed(home)
         try:
@@ -1040,6 +1042,8 @@ class RayActorSystem(HandleFactory):
         """
         from mako_actors.delivery import DeliveryReport
 
+        if self._new_map:
+            await self.start()
         now = self._virtual() if self._virtual is not None else None
         reports = await asyncio.gather(
             *(self._reply(host.deliver_outbox.remote(sender, policy, now)) for host, _ in self._store_hosts())
@@ -1051,6 +1055,8 @@ class RayActorSystem(HandleFactory):
 
         With a ``VirtualClock``, "due" is the driver's clock reading. Returns how many fired.
         """
+        if self._new_map:
+            await self.start()
         now = self._virtual() if self._virtual is not None else None
         counts = await asyncio.gather(
             *(self._reply(host.fire_due_deadlines.remote(now)) for host, _ in self._store_hosts())
@@ -1069,6 +1075,8 @@ class RayActorSystem(HandleFactory):
         """
         import inspect
 
+        if self._new_map:
+            await self.start()
         handled = 0
         for host, partitions in self._store_hosts():
             for p in partitions:
