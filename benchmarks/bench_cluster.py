@@ -6,6 +6,8 @@ Same workload as ``bench_actors.py`` (a tiny ledger, one command → one event, 
 fsynced, ``execute_and_enqueue`` from 500 concurrent callers round-robin over N processes):
 
 (b) ``LocalActorSystem`` on LMDB, for the ratio (c)/(b) measured in the same run.
+(d) ``eventsourcing`` on SQLite, taken from ``bench_actors.py`` of the same checkout (2,000
+    commands over min(N, 2,000) processes), for the ratio (c)/(d).
 (c) ``RayActorSystem`` hosted, 2 host actors on one shared LMDB directory (as bench_actors).
 (e) ``RayActorSystem(partitions=...)`` on a local ``ray.cluster_utils.Cluster`` of 1, 2 and 3
     nodes, each node its own data directory, 16 partitions dealt over the nodes, one host per
@@ -95,6 +97,21 @@ async def bench_partitioned(base: Path, nodes: list[str], n: int, total: int) ->
         return total / await drive(refs, total)
 
 
+def eventsourcing_bench() -> Any:
+    """(d) from ``bench_actors.py`` of the same checkout (``eventsourcing`` on SQLite), if present."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_actors", ROOT / "benchmarks" / "bench_actors.py")
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.bench_eventsourcing
+    except Exception:  # another checkout's bench without it: the column stays empty
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="c,e", help="which rows: c, e or both (default c,e)")
@@ -111,7 +128,11 @@ def main() -> None:
         base = Path(tmp)
         if "c" in rows:
             local = {n: asyncio.run(bench_local(base / f"b{n}", n, max(total, n))) for n in (100, 10_000)}
+            peer = eventsourcing_bench()
+            slow = int(2_000 * scale)
+            d = {n: peer(base / f"d{n}.sqlite", n, slow) if peer else float("nan") for n in (100, 10_000)}
             ray.init(
+                address="local",
                 num_cpus=2,
                 include_dashboard=False,
                 log_to_driver=bool(os.environ.get("BENCH_LOGS")),
@@ -122,7 +143,8 @@ def main() -> None:
                     rate, memory = asyncio.run(bench_hosted(base / f"c{n}", n, max(total, n)))
                     print(
                         f"N={n:>6,}: (b) local {local[n]:8,.0f}/s   (c) hosted Ray x2 {rate:8,.0f}/s   "
-                        f"c/b {rate / local[n]:.2f}   memory per live hosted process {memory / 1024:.1f} KiB",
+                        f"(d) evsrc {d[n]:8,.0f}/s   c/b {rate / local[n]:.2f}   c/d {rate / d[n]:.1f}   "
+                        f"memory per live hosted process {memory / 1024:.1f} KiB",
                         flush=True,
                     )
             finally:

@@ -311,6 +311,53 @@ class _Host:
     async def open_partitions(self) -> list[int]:
         return sorted(self._systems)
 
+    # -- beside the actors: outbox, deadlines, projections, per partition ------------------
+
+    def _store_of(self, partition: int) -> Any:
+        store = self._stores.get(partition)
+        if store is None:
+            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+        return store
+
+    async def read_all(self, partition: int, after: int, limit: int) -> list[Any]:
+        return list(await self._store_of(partition).read_all(after, limit))
+
+    async def load_checkpoint(self, partition: int, name: str) -> int:
+        return int(await self._store_of(partition).load_checkpoint(name))
+
+    async def save_checkpoint(self, partition: int, name: str, position: int) -> None:
+        await self._store_of(partition).save_checkpoint(name, position)
+
+    async def deliver_outbox(self, sender: Any, policy: Any, now: datetime | None) -> list[int]:
+        """One ``OutboxWorker.run_once`` per open partition; [delivered, retried, dead-lettered]."""
+        from mako_actors.delivery import OutboxWorker
+
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        totals = [0, 0, 0]
+        for p in sorted(self._stores):
+            report = await OutboxWorker(self._stores[p], sender, self._clock, policy).run_once()
+            for i, n in enumerate((report.delivered, report.retried, report.dead_lettered)):
+                totals[i] += n
+        return totals
+
+    async def fire_due_deadlines(self, now: datetime | None) -> int:
+        """One ``DeadlineScheduler.run_due`` per open partition, firing through its actors."""
+        from mako_actors.scheduler import DeadlineScheduler, identity_of
+
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        fired = 0
+        for p in sorted(self._systems):
+            system = self._systems[p]
+
+            async def fire(deadline: Any, system: LocalActorSystem = system) -> object:
+                ref = system.resume(identity_of(deadline))
+                return await ref.execute_timeout_with_retry(deadline, 5)
+
+            fired += await DeadlineScheduler(self._stores[p], fire, self._clock).run_due()
+        return fired
+
     # -- stats and lifecycle ---------------------------------------------------------------
 
     async def stats(self) -> ActorStats:
@@ -436,8 +483,6 @@ class RayActorSystem(HandleFactory):
         self.partition_map: PartitionMap | None = None
         self._new_map = False
         if partitions is not None:
-            if placement != "hosted":
-                raise InvalidArgument("partitions need placement='hosted' (one host per node)")
             self.partition_map, self._new_map = self._load_or_create_map(partitions)
         options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
@@ -470,6 +515,7 @@ class RayActorSystem(HandleFactory):
         self._node_hosts: dict[str, Any] = {}
         self._registry: Any = None
         self._batchers: dict[Any, _Batcher] = {}
+        self._starting: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         # partitioned: partitions paused for a rebalance, operations in flight per partition
         self._paused: dict[int, asyncio.Event] = {}
@@ -522,7 +568,7 @@ class RayActorSystem(HandleFactory):
 
         With partitions: the live node hosts (one per node that owns partitions and is up).
         """
-        if self.placement != "hosted":
+        if self.partition_map is None and self.placement != "hosted":
             raise InvalidArgument("host_handles: only the hosted placement has hosts")
         if self.partition_map is not None:
             handles = []
@@ -558,30 +604,40 @@ class RayActorSystem(HandleFactory):
         handle = self._node_hosts.get(node)
         if handle is not None:
             return handle
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         assert self.partition_map is not None
         node_id = self._ray_node_id(node)
         if node_id is None:
             self.unavailable_errors += 1
             raise PartitionUnavailable(f"node {node!r} is not part of the Ray cluster")
+        handle = self._pinned(
+            node, node_id, f"{self.name_prefix}-node-{node}", self.partition_map.partitions_of(node)
+        )
+        self._node_hosts[node] = handle
+        return handle
+
+    def _pinned(self, node: str, node_id: str, name: str, partitions: list[int]) -> Any:
+        """A Ray actor named ``name`` on Ray node ``node_id`` opening ``partitions`` of ``node``."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        assert self.partition_map is not None
         spec = {
             **self._base_spec,
             "mode": "partitioned",
             "node": node,
             "data_dir": self.partition_map.data_dirs[node],
-            "partitions": self.partition_map.partitions_of(node),
+            "partitions": partitions,
             "assignment": list(self.partition_map.assignment),
         }
-        handle = self._new_actor(
-            f"{self.name_prefix}-node-{node}", spec,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        )  # fmt: skip
-        self._node_hosts[node] = handle
-        return handle
+        strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        return self._new_actor(name, spec, scheduling_strategy=strategy)
 
     async def start(self) -> None:
         """Start every host now (otherwise on first use); a new partition map creates its partitions."""
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         handles = self.host_handles()
         if self.partition_map is not None and self._new_map:
             await asyncio.gather(*(
@@ -619,7 +675,15 @@ class RayActorSystem(HandleFactory):
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                 continue
-            handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
+            if self.partition_map is None:
+                handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
+            else:  # on the node of its partition, opening only that partition
+                partition = partition_of(stream_id, self.partition_map.count)
+                node = self.partition_map.node_of(partition)
+                node_id = self._ray_node_id(node)
+                if node_id is None:
+                    raise self._unavailable(partition)
+                handle = self._pinned(node, node_id, self._proc_name(stream_id), [partition])
             self._dedicated[stream_id] = handle
             return handle
 
@@ -699,6 +763,8 @@ class RayActorSystem(HandleFactory):
                 ProcessIdentity | None,
                 await self._reply(self._registry_actor().lookup.remote(0, tenant_id, key)),
             )
+        if self._new_map:
+            await self.start()
         home = key_home(tenant_id, key, self.partition_map.count)
         await self._await_resumed(home)
         try:
@@ -717,50 +783,60 @@ class RayActorSystem(HandleFactory):
         stream_id = identity.stream_id
         self._calls += 1
         try:
-            if self.placement == "hosted":
-                if self.partition_map is None:
+            if self.partition_map is None:
+                if self.placement == "hosted":
                     return await self._submit(self._host_key(stream_id), 0, identity, op, write)
-                partition = partition_of(stream_id, self.partition_map.count)
-                await self._await_resumed(partition)
-                self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
-                try:
-                    return await self._submit(None, partition, identity, op, write)
-                finally:
-                    self._partition_calls[partition] -= 1
-                    if not self._partition_calls[partition] and partition in self._partition_idle:
-                        self._partition_idle[partition].set()
-            if self._reaper is None and self.idle_timeout is not None:
-                self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
-            self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
+                return await self._dedicated_dispatch(identity, op, write, 0)
+            if self._new_map:  # the partitions are created once, before the first operation
+                await self.start()
+            partition = partition_of(stream_id, self.partition_map.count)
+            await self._await_resumed(partition)
+            self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
             try:
-                attempt = 0
-                while True:
-                    handle = await self._dedicated_actor(stream_id)
-                    try:
-                        return await self._submit(("proc", stream_id), 0, identity, op, write)
-                    except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
-                        # ActorSystemClosed: another system passivated this actor and nothing
-                        # ran. A dead actor: reads (and idempotent writes) go to a new one.
-                        if isinstance(exc, CommandOutcomeUnknown):
-                            idempotent = getattr(op.command, "idempotency_key", None)
-                            limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
-                            if attempt >= limit:
-                                raise
-                            attempt += 1
-                            await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-                        if self._dedicated.get(stream_id) is handle:
-                            del self._dedicated[stream_id]
+                if self.placement == "hosted":
+                    return await self._submit(None, partition, identity, op, write)
+                return await self._dedicated_dispatch(identity, op, write, partition)
             finally:
-                self._inflight[stream_id] -= 1
-                self._last_used[stream_id] = time.monotonic()
-                if not self._inflight[stream_id]:
-                    del self._inflight[stream_id]
-                    if self._slot_freed is not None:
-                        self._slot_freed.set()
+                self._partition_calls[partition] -= 1
+                if not self._partition_calls[partition] and partition in self._partition_idle:
+                    self._partition_idle[partition].set()
         finally:
             self._calls -= 1
             if not self._calls and self._idle_calls is not None:
                 self._idle_calls.set()
+
+    async def _dedicated_dispatch(
+        self, identity: ProcessIdentity, op: Op, write: bool, partition: int
+    ) -> Any:
+        stream_id = identity.stream_id
+        if self._reaper is None and self.idle_timeout is not None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
+        try:
+            attempt = 0
+            while True:
+                handle = await self._dedicated_actor(stream_id)
+                try:
+                    return await self._submit(("proc", stream_id), partition, identity, op, write)
+                except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
+                    # ActorSystemClosed: another system passivated this actor and nothing
+                    # ran. A dead actor: reads (and idempotent writes) go to a new one.
+                    if isinstance(exc, CommandOutcomeUnknown):
+                        idempotent = getattr(op.command, "idempotency_key", None)
+                        limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
+                        if attempt >= limit:
+                            raise
+                        attempt += 1
+                        await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    if self._dedicated.get(stream_id) is handle:
+                        del self._dedicated[stream_id]
+        finally:
+            self._inflight[stream_id] -= 1
+            self._last_used[stream_id] = time.monotonic()
+            if not self._inflight[stream_id]:
+                del self._inflight[stream_id]
+                if self._slot_freed is not None:
+                    self._slot_freed.set()
 
     def _host_key(self, stream_id: StreamId) -> Any:
         return ("host", host_index(str(stream_id), len(self.host_handles())))
@@ -909,6 +985,8 @@ class RayActorSystem(HandleFactory):
                 idle = self._partition_idle.setdefault(partition, asyncio.Event())
                 idle.clear()
                 await idle.wait()
+            for stream_id in [s for s in self._dedicated if partition_of(s, current.count) == partition]:
+                await self._passivate(stream_id)  # dedicated actors close the partition's environment
             source, target = self._node_host(old), self._node_host(node)
             data = await self._reply(source.hand_over.remote(partition))
             try:
@@ -940,6 +1018,81 @@ class RayActorSystem(HandleFactory):
             for p in self.partition_map.partitions_of(node):
                 status[p] = "up" if p in open_parts else "unavailable"
         return dict(sorted(status.items()))
+
+    # -- beside the actors: outbox, deadlines, projections -----------------------------------
+
+    def _store_hosts(self) -> list[tuple[Any, list[int]]]:
+        """(host, its partitions) for every reachable store; a shared directory is asked once."""
+        if self.partition_map is None:
+            return [(self._registry_actor(), [0])]
+        found = []
+        for node in self.partition_map.nodes:
+            try:
+                found.append((self._node_host(node), self.partition_map.partitions_of(node)))
+            except PartitionUnavailable:
+                continue  # counted; its outbox, deadlines and events wait for the node
+        return found
+
+    async def deliver_outbox(self, sender: Any, policy: Any = None) -> Any:
+        """Deliver due outbox messages where they are stored: one worker per partition, on its host.
+
+        ``sender`` (a ``Sender``) must pickle: it runs on the hosts, e.g. a ``DirectorySender``
+        into a gateway's pickup directory on each node. Unavailable partitions are skipped.
+        Returns the summed ``DeliveryReport``.
+        """
+        from mako_actors.delivery import DeliveryReport
+
+        if self._new_map:
+            await self.start()
+        now = self._virtual() if self._virtual is not None else None
+        reports = await asyncio.gather(
+            *(self._reply(host.deliver_outbox.remote(sender, policy, now)) for host, _ in self._store_hosts())
+        )
+        return DeliveryReport(*(sum(r[i] for r in reports) for i in range(3)))
+
+    async def fire_due_deadlines(self) -> int:
+        """Fire every due deadline, one scheduler per partition on its host, through the actors.
+
+        With a ``VirtualClock``, "due" is the driver's clock reading. Returns how many fired.
+        """
+        if self._new_map:
+            await self.start()
+        now = self._virtual() if self._virtual is not None else None
+        counts = await asyncio.gather(
+            *(self._reply(host.fire_due_deadlines.remote(now)) for host, _ in self._store_hosts())
+        )
+        return int(sum(counts))
+
+    async def run_projection(self, projection: Any, batch: int = 500) -> int:
+        """Feed ``projection`` every new event of every partition; one checkpoint per partition.
+
+        Checkpoints are named ``<projection.name>@p0007`` and stored in their partition. Events
+        of one partition (so of one process) arrive in commit order; partitions are read one
+        after the other, so a read model must not rely on an order *across* partitions. An
+        exception in ``handle`` saves the partition's checkpoint before the failing event and
+        propagates. Unavailable partitions are skipped (they keep their checkpoint).
+        Returns how many events were handled.
+        """
+        import inspect
+
+        if self._new_map:
+            await self.start()
+        handled = 0
+        for host, partitions in self._store_hosts():
+            for p in partitions:
+                name = f"{projection.name}@p{p:04d}"
+                position = int(await self._reply(host.load_checkpoint.remote(p, name)))
+                while events := await self._reply(host.read_all.remote(p, position, batch)):
+                    try:
+                        for event in events:
+                            result = projection.handle(event)
+                            if inspect.isawaitable(result):
+                                await result
+                            position = event.global_position
+                            handled += 1
+                    finally:
+                        await self._reply(host.save_checkpoint.remote(p, name, position))
+        return handled
 
     # -- stats and lifecycle ---------------------------------------------------------------
 

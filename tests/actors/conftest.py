@@ -30,15 +30,18 @@ def ray_cluster() -> Iterator[None]:
 
     Workers import workflow and command classes by module path, so the repository root goes on
     their ``PYTHONPATH`` (they inherit the environment of the raylet started here).
-    ``address="local"`` always starts a fresh instance: without it ``ray.init`` joins a cluster
-    another process started on this machine (e.g. the 3-node suite's), with other workers' code.
     """
     import ray
 
     root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mako-actors-tests")
+    # One logical node ("local") so partitioned systems can pin their host here too.
+    # address="local": always a fresh instance of our own, never another cluster on this machine.
+    ray.init(
+        address="local", num_cpus=2, resources={"mako-node:local": 1}, include_dashboard=False,
+        log_to_driver=False, namespace="mako-actors-tests",
+    )  # fmt: skip
     try:
         yield
     finally:

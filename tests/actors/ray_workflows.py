@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -50,3 +51,14 @@ class FixedClock:
 
     def __call__(self) -> datetime:
         return self.instant
+
+
+class FileSender:
+    """A picklable ``Sender`` that runs on the hosts and drops one file per delivered message."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    async def send(self, message: Any) -> None:
+        Path(self.directory).mkdir(parents=True, exist_ok=True)
+        Path(self.directory, f"{message.message_id}.txt").write_text(f"{message.recipient}\n")

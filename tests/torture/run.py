@@ -514,7 +514,9 @@ async def _ray_kills(kills: int, row: Row) -> None:
     path = Path(tempfile.mkdtemp(prefix="torture-ray-"))
     root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mako-torture")
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mako-torture"
+    )
     acked = 0
     try:
         async with RayActorSystem(path / "db", workflows=[Ledger], placement="hosted", hosts=2) as actors:

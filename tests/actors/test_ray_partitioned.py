@@ -1,0 +1,111 @@
+"""A partitioned store on the one-node session cluster: outbox, deadlines, projections per partition."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors import EventEnvelope, InvalidArgument, PartitionMap, RayActorSystem, VirtualClock
+from mako_actors.partitions import partition_of
+from stores.lmdb import LmdbStore
+from tests.actors.conftest import LEDGER_ID, TENANT
+from tests.actors.ray_workflows import FileSender
+from tests.workflows import Ledger, Record
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+START = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+PARTITIONS = 4
+
+
+class Journal:
+    """A read model that keeps every event it is fed."""
+
+    name = "journal"
+
+    def __init__(self) -> None:
+        self.events: list[EventEnvelope] = []
+
+    def handle(self, event: EventEnvelope) -> None:
+        self.events.append(event)
+
+
+def partitioned(tmp_path: Path, clock: VirtualClock) -> RayActorSystem:
+    layout = PartitionMap.spread(PARTITIONS, {"local": tmp_path / "data"})
+    return RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], partitions=layout, clock=clock,
+        name_prefix=f"p-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+
+
+async def test_outbox_deadlines_and_projections_run_per_partition(tmp_path: Path) -> None:
+    clock = VirtualClock(START)
+    async with partitioned(tmp_path, clock) as actors:
+        await actors.start()
+        refs = [actors.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(24)]
+        assert len({partition_of(r.stream_id, PARTITIONS) for r in refs}) == PARTITIONS
+        for r in refs:
+            await r.execute_and_enqueue(
+                Record(amount=1, notify="9900000000010", remind_at=START + timedelta(hours=1))
+            )
+
+        outbox = tmp_path / "outbox"
+        report = await actors.deliver_outbox(FileSender(str(outbox)))
+        assert (report.delivered, report.retried, report.dead_lettered) == (24, 0, 0)
+        assert len(list(outbox.iterdir())) == 24
+        assert (await actors.deliver_outbox(FileSender(str(outbox)))).delivered == 0
+
+        assert await actors.fire_due_deadlines() == 0  # not due yet on the virtual clock
+        clock.advance(timedelta(hours=2))
+        assert await actors.fire_due_deadlines() == 24
+        for r in refs:
+            state = await r.state()
+            assert state.closed and state.reason == "timeout:reminder"
+
+        journal = Journal()
+        assert await actors.run_projection(journal) == 48  # Recorded + Closed of each process
+        assert await actors.run_projection(journal) == 0  # one checkpoint per partition
+        by_stream: dict[str, list[int]] = {}
+        for event in journal.events:
+            by_stream.setdefault(str(event.stream_id), []).append(event.sequence)
+        assert all(seqs == [1, 2] for seqs in by_stream.values()) and len(by_stream) == 24
+        closed_at = {e.recorded_at for e in journal.events if e.event_type == "ledger.closed"}
+        assert closed_at == {START + timedelta(hours=2)}  # the hosts stamped the virtual time
+
+
+async def test_the_map_file_is_the_truth(tmp_path: Path) -> None:
+    clock = VirtualClock(START)
+    async with partitioned(tmp_path, clock) as actors:
+        await actors.start()
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
+        await ref.execute(Record(amount=5))
+    other = PartitionMap.spread(8, {"local": tmp_path / "data"})
+    with pytest.raises(InvalidArgument):  # a different layout for an existing map is refused
+        RayActorSystem(tmp_path / "map", workflows=[Ledger], partitions=other, name_prefix="x")
+    async with partitioned(tmp_path, clock) as again:  # same layout: the data is found again
+        assert (await again.resume(ref.identity()).state()).total == 5
+
+
+async def test_dedicated_actors_run_on_their_partitions_node(tmp_path: Path) -> None:
+    layout = PartitionMap.spread(2, {"local": tmp_path / "data"})
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
+        name_prefix=f"d-{uuid.uuid4().hex[:8]}",
+    ) as actors:  # fmt: skip
+        refs = [actors.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(4)]
+        for r in refs:  # no start(): the first operation creates the partitions
+            await r.execute(Record(amount=2, register_key=f"tx:{r.stream_id}"))
+        node = actors._ray_node_id("local")
+        for r in refs:
+            assert await actors._dedicated[r.stream_id].node_id.remote() == node
+            found = await actors.lookup(TENANT, f"tx:{r.stream_id}")
+            assert found is not None and found.identity() == r.identity()
+        assert await actors.passivate_idle() == 4
+        assert [(await r.state()).total for r in refs] == [2] * 4
+    for r in refs:
+        p = partition_of(r.stream_id, 2)
+        async with LmdbStore(tmp_path / "data" / f"p{p:04d}") as store:
+            assert await store.stream_version(r.stream_id) == 1
