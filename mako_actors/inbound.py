@@ -681,6 +681,7 @@ def _refusal(
         document_number=message.document_number or message.reference,
         ide_ref=ide,
         errors=(AperakError(code=code, text=text[:500]),),
+        message_ref=message.reference,
     )
     if transaction is None:
         payload = payload.model_copy(update={"referenced_transaction_ref": None})

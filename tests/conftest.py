@@ -21,11 +21,6 @@ from mako_actors.gpke import payloads
 
 # Deviations the runtime still produces, each with the reason; any other one fails the test.
 KNOWN_GAPS: dict[str, str] = {
-    "required with answer A06": (
-        "55003 A06 (competing process): DTM+Z07/Z08 (§3 Muss [358]) come from ingestion's "
-        "competing-process probe, which sets no competing_next_date (and tests often give no "
-        "competing_start); issue 7, Decisions part"
-    ),
     **dict.fromkeys(
         ("(PID 55002): required STS+7 missing", "(PID 55078): required STS+7 missing",
          "(PID 55003): required STS+7 missing"),

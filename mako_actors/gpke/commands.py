@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from mako_actors.errors import InvalidArgument
 from mako_actors.version import FormatVersion
@@ -96,6 +104,13 @@ class ReceiveAnmeldung(InboundUtilmd):
     competing_next_date: AwareDatetime | None = None
     assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _competing_dates(self) -> ReceiveAnmeldung:
+        # 55003 A06 / 55080 A45 carry DTM+Z07/Z08 as Muss (AHB-FACTS §3 [358]/[355]).
+        if self.competing_process and (self.competing_start is None or self.competing_next_date is None):
+            raise ValueError("competing_process needs competing_start and competing_next_date (DTM+Z07/Z08)")
+        return self
 
 
 class ReceiveAbmeldung(InboundUtilmd):

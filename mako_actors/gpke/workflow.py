@@ -367,8 +367,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
-            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2)
-            malo=s.malo if confirmed else None,
+            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2, the renderer
+            # leaves it out), and 55080 names the MaLo in STS+Z35 C556#2 DE9012 (§3)
+            malo=s.malo,
             start=s.zuordnungsbeginn,
             answer_code=code,
             answer_ebd=Ebd.DECIDE_ANMELDUNG,
