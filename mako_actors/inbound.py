@@ -67,7 +67,6 @@ from mako_actors.gpke.payloads import (
     ContrlMessageError,
     OutboundRef,
     build_contrl_payload,
-    derive_ref,
 )
 
 # Re-exported for existing callers; they belong to the GPKE family (``gpke.supply``).
@@ -534,10 +533,8 @@ class InboundPipeline:
             accepted=False,
             prepared_at=received_at,
             error_code="26",
+            variant=digest,
         ).to_payload()
-        seed = f"CONTRL:{result.sender}:{result.interchange_ref}:{digest}"
-        payload["envelope"]["control_ref"] = derive_ref(seed, 0, "0020")
-        payload["reference"] = derive_ref(seed, 0, "0062")
         conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
         # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.
         with contextlib.suppress(WorkflowError, VersionConflict):

@@ -388,6 +388,7 @@ def build_contrl_payload(
     error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     messages: tuple[ContrlMessageLine, ...] = (),
     message_errors: Sequence[ContrlMessageError] = (),
+    variant: str | None = None,
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
@@ -399,8 +400,15 @@ def build_contrl_payload(
     Each of ``message_errors`` becomes one ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT`` after the
     ``messages`` lines, and any of them makes UCI 0083 = 4 (AHB-FACTS §6: "Syntaxfehlermeldung
     (UCI DE0083 = 4)"; M).
+
+    ``variant`` names a further CONTRL on the same received reference (e.g. the digest of
+    other bytes that arrived under it, answered with 0085 = 26): its 0020 and 0062 derive
+    from the variant too, so they never repeat those of the first CONTRL, and the same
+    variant again gives the same references.
     """
     seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
+    if variant is not None:
+        seed = f"{seed}:{variant}"
     control_ref = derive_ref(seed, 0, "0020")
     lines = (*messages, *(e.line() for e in message_errors))
     rejected = not accepted or any(line.action == "4" for line in lines)
