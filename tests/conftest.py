@@ -20,23 +20,7 @@ from mako_actors.edifact.structure import UTILMD_SG4, check_message
 from mako_actors.gpke import payloads
 
 # Deviations the runtime still produces, each with the reason; any other one fails the test.
-KNOWN_GAPS: dict[str, str] = {
-    **dict.fromkeys(
-        ("(PID 55002): required STS+7 missing", "(PID 55078): required STS+7 missing",
-         "(PID 55003): required STS+7 missing"),
-        "answers decided after the LFA consultation: the Anmeldung's STS+7 is not kept in "
-        "GpkeState, and 55002/55078 #2 (ZW6|ZW7|ZAP, ZW0|ZW1|ZW2) needs master data we lack",
-    ),
-    **dict.fromkeys(
-        ("(PID 55005): required STS+7 missing", "(PID 55006): required STS+7 missing"),
-        "the 55004 a test sent had no STS+7 to repeat; rejecting such a 55004 by its own AHB "
-        "rules (STS+7 Muss) is the Decisions part of issue 7",
-    ),
-    "NAD+Z09 required with STS+7 ZW4": (
-        "55010 for a consuming MaLo: the customer name (NAD+Z09 of the 55001, S1 [279] [572]) "
-        "is not carried by ReceiveAnmeldung, so the workflow cannot pass customer_name"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def outbound_problems(raw: bytes) -> list[str]:

@@ -75,6 +75,7 @@ class InboundUtilmd(BaseModel):
     format_version: FormatVersion
     received_at: AwareDatetime
     addressed_to: str | None = None  # NAD+MR as sent, when it differs from ``recipient`` (UNB)
+    interchange_date: AwareDatetime | None = None  # UNB S004: our APERAK's DTM+171 (AHB-FACTS §5)
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
 
 
@@ -95,7 +96,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     pid: Literal["55001", "55077"]
     zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
-    transaction_detail: str | None = None  # STS+7 C556#2 (e.g. ZW0/ZW1/ZW2: Geschäftsvorfall 1-3)
+    transaction_detail: str | None = None  # STS+7 C556#2: ZW4/ZAP (55001), ZW0/ZW1/ZW2 (55077)
+    customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 as received (the 55010 repeats it)
     current_supplier: str | None = None
     future_supplier: str | None = None
     future_supplier_start: AwareDatetime | None = None
