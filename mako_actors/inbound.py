@@ -779,11 +779,14 @@ def _ack_values(interchange: Interchange, message: Message, received_at: datetim
         uci = by_tag.get("UCI")
         if not uci:
             return None
-        code = uci[0].value(4)
+        # AHB-FACTS §6: an interchange-level 0085 sits on UCI, a message-level one on its UCM
+        # line (UCM+<0062>+<S009>+4+<0085>+UNH|UNT) with a UCI that carries no code.
+        ucms = by_tag.get("UCM", [])
+        codes = tuple(c for c in (uci[0].value(4), *(u.value(3) for u in ucms)) if c)
         return base | {
             "referenced_interchange_ref": uci[0].value(0),
-            "positive": uci[0].value(3) == "7",
-            "codes": (code,) if code else (),
+            "positive": uci[0].value(3) == "7" and not any(u.value(2) == "4" for u in ucms),
+            "codes": codes,
         }
     ace = [s.value(0, 1) for s in by_tag.get("RFF", []) if s.value(0, 0) == "ACE"]
     if not ace:
