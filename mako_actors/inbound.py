@@ -28,9 +28,9 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -46,6 +46,7 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
+from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import (
     EngineError,
@@ -66,7 +67,6 @@ from mako_actors.gpke.payloads import (
     ContrlMessageError,
     OutboundRef,
     build_contrl_payload,
-    derive_ref,
 )
 
 # Re-exported for existing callers; they belong to the GPKE family (``gpke.supply``).
@@ -407,12 +407,17 @@ class InboundPipeline:
             result.status, result.error = "rejected", f"no format version in force: {exc}"
             await self._receipt_only(result, digest, received_at, None)
             return result
-        wrong_versions = _version_errors(parsed, uet(received_at))
+        wrong_versions = _version_errors(parsed, fv)
         if wrong_versions:
             result.status = "rejected"
-            result.error = "UNH version not in force: " + ", ".join(e.message_type for e in wrong_versions)
+            result.error = "UNH version not in force: " + "; ".join(reason for _, reason in wrong_versions)
             await self._record_receipt(
-                result, digest, received_at, len(parsed.messages), None, message_errors=wrong_versions
+                result,
+                digest,
+                received_at,
+                len(parsed.messages),
+                None,
+                message_errors=[line for line, _ in wrong_versions],
             )
             return result
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
@@ -528,10 +533,8 @@ class InboundPipeline:
             accepted=False,
             prepared_at=received_at,
             error_code="26",
+            variant=digest,
         ).to_payload()
-        seed = f"CONTRL:{result.sender}:{result.interchange_ref}:{digest}"
-        payload["envelope"]["control_ref"] = derive_ref(seed, 0, "0020")
-        payload["reference"] = derive_ref(seed, 0, "0062")
         conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
         # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.
         with contextlib.suppress(WorkflowError, VersionConflict):
@@ -681,43 +684,40 @@ def _refusal(
         document_number=message.document_number or message.reference,
         ide_ref=ide,
         errors=(AperakError(code=code, text=text[:500]),),
+        message_ref=message.reference,
     )
     if transaction is None:
         payload = payload.model_copy(update={"referenced_transaction_ref": None})
     return payload.to_payload()
 
 
-#: UNH S009 (0065:0052:0054:0051:0057) per message type, from the day a format version takes
-#: effect (AHB-FACTS §7). A minimal lookup for the inbound check; wt7out is putting the
-#: rendering table into ``version.py`` (FV2610: UTILMD S2.2, APERAK 2.2, medium confidence).
-_UNH_IN_FORCE: tuple[tuple[date, Mapping[str, str]], ...] = (
-    (date(2025, 6, 6), {"UTILMD": "D:11A:UN:S2.1", "APERAK": "D:07B:UN:2.1i", "CONTRL": "D:3:UN:2.0b"}),
-    (date(2026, 10, 1), {"UTILMD": "D:11A:UN:S2.2", "APERAK": "D:07B:UN:2.2", "CONTRL": "D:3:UN:2.0b"}),
-)
-
-
-def _version_errors(interchange: Interchange, day: date) -> tuple[ContrlMessageError, ...]:
-    """UCM lines for messages whose UNH version is not the one in force on the ÜT ``day``.
+def _version_errors(
+    interchange: Interchange, fv: FormatVersion
+) -> tuple[tuple[ContrlMessageError, str], ...]:
+    """UCM lines (with the reason) for messages whose UNH version is not the one of ``fv``, the
+    format version in force on the ÜT day (``edifact.versions``, AHB-FACTS §7).
 
     A message in a MIG version not in force cannot be checked against the MIG that applies, so
     it is a syntax-level rejection: CONTRL with ``UCM+<0062>+<S009 as received>+4+12+UNH``
     (0085 12: invalid value, in UNH), and the interchange counts as not received. Message
-    types without a table entry (or days before it) are not checked.
+    types the version table does not know (no EDI@Energy type we handle) are not checked here;
+    routing refuses them.
     """
-    table = next((versions for since, versions in reversed(_UNH_IN_FORCE) if since <= day), None)
-    if table is None:
-        return ()
-    errors: list[ContrlMessageError] = []
+    errors: list[tuple[ContrlMessageError, str]] = []
     for m in interchange.messages:
-        want = table.get(m.message_type)
+        if m.message_type not in _VERSIONED_TYPES:
+            continue
         got = f"{m.version}:{m.release}:{m.agency}:{m.association_code}"
-        if want is not None and got != want:
-            errors.append(
-                ContrlMessageError(
-                    message_ref=m.reference, message_type=f"{m.message_type}:{got}", code="12", segment="UNH"
-                )
+        reason = unh_mismatch(f"{m.message_type}:{got}", fv)
+        if reason is not None:
+            line = ContrlMessageError(
+                message_ref=m.reference, message_type=f"{m.message_type}:{got}", code="12", segment="UNH"
             )
+            errors.append((line, f"message {m.reference}: {reason}"))
     return tuple(errors)
+
+
+_VERSIONED_TYPES = frozenset(t for table in UNH_VERSIONS.values() for t in table)
 
 
 def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError, ...]:
@@ -779,11 +779,14 @@ def _ack_values(interchange: Interchange, message: Message, received_at: datetim
         uci = by_tag.get("UCI")
         if not uci:
             return None
-        code = uci[0].value(4)
+        # AHB-FACTS §6: an interchange-level 0085 sits on UCI, a message-level one on its UCM
+        # line (UCM+<0062>+<S009>+4+<0085>+UNH|UNT) with a UCI that carries no code.
+        ucms = by_tag.get("UCM", [])
+        codes = tuple(c for c in (uci[0].value(4), *(u.value(3) for u in ucms)) if c)
         return base | {
             "referenced_interchange_ref": uci[0].value(0),
-            "positive": uci[0].value(3) == "7",
-            "codes": (code,) if code else (),
+            "positive": uci[0].value(3) == "7" and not any(u.value(2) == "4" for u in ucms),
+            "codes": codes,
         }
     ace = [s.value(0, 1) for s in by_tag.get("RFF", []) if s.value(0, 0) == "ACE"]
     if not ace:

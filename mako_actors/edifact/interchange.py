@@ -79,6 +79,9 @@ class Transaction:
     """One ``IDE+24`` group (SG4) of a message; fields are ``None`` when the segment is absent.
 
     ``pid`` is the transaction's own ``RFF+Z13``, else one standing before the first IDE.
+    ``transaction_reason`` is STS+7 C556 #1; ``transaction_reasons`` holds the codes of all
+    its C556 composites by position (#1, #2, #3; ``""`` for an empty one, trailing empties
+    dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3).
     """
 
     ide_ref: str
@@ -92,6 +95,7 @@ class Transaction:
     answer_ebd: str | None
     first_segment_number: int
     segments: tuple[Segment, ...] = field(repr=False)
+    transaction_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,6 +610,7 @@ def _transaction(
 ) -> Transaction:
     pid = malo = request_ref = reason = code = ebd = None
     start = end = None
+    reasons: tuple[str, ...] = ()
     for k, seg in enumerate(segs):
         tag = seg.tag
         if tag not in _TX_TAGS:
@@ -626,6 +631,10 @@ def _transaction(
         elif tag == "STS":
             if q == "7" and reason is None:
                 reason = seg.value(2) or None
+                codes = [seg.value(i) for i in (2, 3, 4)]
+                while codes and not codes[-1]:
+                    codes.pop()
+                reasons = tuple(codes)
             elif q == "E01" and code is None:
                 code = seg.value(2, 0) or None
                 ebd = seg.value(2, 1) or None
@@ -641,6 +650,7 @@ def _transaction(
         answer_ebd=ebd,
         first_segment_number=first,
         segments=segs,
+        transaction_reasons=reasons,
     )
 
 

@@ -71,8 +71,11 @@ class UtilmdTransaction(BaseModel):
     ``transaction_reason``/``transaction_reason_detail`` are STS+7 C556 #1/#2 (AHB-FACTS §3);
     answers set ``answer_code``+``answer_ebd`` (STS+E01), ``request_ref`` (RFF+TN) and optionally
     the LFA's answer (STS+Z35) and another party (NAD+VY). ``anmeldung_uet`` is DTM+154 (the ÜT
-    of the LFN's Lieferanmeldung, format 102, 55010). Segments a PID does not carry per the
-    structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2) are left out when rendering.
+    of the LFN's Lieferanmeldung, format 102, 55010). ``customer_name`` is C080 of NAD+Z09:
+    ``(last, first)`` for a person (3045 Z01), or all components as received (Name 1-5, 3045).
+    ``malo_qualifier`` is the LOC 3227 of ``malo`` (Z22: ruhende MaLo in a 55010 with ZAP,
+    AHB-FACTS §2). Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in
+    55003, AHB-FACTS §2) are left out when rendering.
     """
 
     model_config = _FROZEN
@@ -94,7 +97,8 @@ class UtilmdTransaction(BaseModel):
     request_ref: str | None = None
     other_party_id: str | None = None
     other_party_code_list: str = "293"
-    customer_name: tuple[str, str] | None = None
+    customer_name: tuple[str, ...] | None = None
+    malo_qualifier: str = "Z16"
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -284,13 +288,13 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         where = ["ZW3", "", "", t.malo] if t.pid == "55080" and t.malo else None
         out.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""], where))
     if t.malo is not None:
-        out.append(seg("LOC", "Z16", t.malo))
+        out.append(seg("LOC", t.malo_qualifier, t.malo))
     out.append(seg("RFF", ["Z13", t.pid]))
     if t.request_ref is not None:
         out.append(seg("RFF", ["TN", t.request_ref]))
     if t.customer_name is not None:
-        last, first = t.customer_name
-        out.append(seg("NAD", "Z09", "", "", [last, first, "", "", "", "Z01"]))
+        name = list(t.customer_name)
+        out.append(seg("NAD", "Z09", "", "", [*name, "", "", "", "Z01"] if len(name) == 2 else name))
     if t.other_party_id is not None:
         out.append(seg("NAD", "VY", [t.other_party_id, "", t.other_party_code_list]))
     allowed = allowed_segments(t.pid)

@@ -78,8 +78,8 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55010": (
         _r("IDE+24"), _r("DTM+93", note="§3 Ende zum"),
         _r("DTM+154", note="§3 ÜT der Lieferanmeldung, format 102"),
-        _r("STS+7", note="§3 E01|E03 + ZW3|ZW4|ZW5|ZAP"), _r("LOC+Z16", note="§2 for ZW3/ZW4"),
-        _r("RFF+Z13"),
+        _r("STS+7", note="§3 E01|E03 + ZW3|ZW4|ZW5|ZAP"), _r("LOC+Z16", "C", "§2 Muss for ZW3/ZW4"),
+        _r("LOC+Z22", "C", "§2 Muss for ZAP (ruhende MaLo)"), _r("RFF+Z13"),
         _r("NAD+Z09", "C", "S1 FV2504: Muss [279] with ZW4/ZAP, the customer name of the 55001"),
         _r("NAD+VY", note="S1 FV2504: Muss [567], the LFN"),
     ),
@@ -119,8 +119,9 @@ _REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Conditional requirements on STS+7 C556 #1 / #2 (S1 FV2504 55010 [279], 55038 [206]).
 _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
-    ("55010", "ZW4"): ("NAD+Z09",),
-    ("55010", "ZAP"): ("NAD+Z09",),
+    ("55010", "ZW3"): ("LOC+Z16",),
+    ("55010", "ZW4"): ("LOC+Z16", "NAD+Z09"),
+    ("55010", "ZAP"): ("LOC+Z22", "NAD+Z09"),
     ("55038", "ZH0"): ("NAD+VY",),
     ("55038", "ZG9"): ("NAD+VY",),
     ("55038", "ZH1"): ("NAD+VY",),

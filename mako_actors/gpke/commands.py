@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from mako_actors.errors import InvalidArgument
 from mako_actors.version import FormatVersion
@@ -67,6 +75,7 @@ class InboundUtilmd(BaseModel):
     format_version: FormatVersion
     received_at: AwareDatetime
     addressed_to: str | None = None  # NAD+MR as sent, when it differs from ``recipient`` (UNB)
+    interchange_date: AwareDatetime | None = None  # UNB S004: our APERAK's DTM+171 (AHB-FACTS §5)
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
 
 
@@ -87,7 +96,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     pid: Literal["55001", "55077"]
     zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
-    transaction_detail: str | None = None  # STS+7 C556#2 (e.g. ZW0/ZW1/ZW2: Geschäftsvorfall 1-3)
+    transaction_detail: str | None = None  # STS+7 C556#2: ZW4/ZAP (55001), ZW0/ZW1/ZW2 (55077)
+    customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 as received (the 55010 repeats it)
     current_supplier: str | None = None
     future_supplier: str | None = None
     future_supplier_start: AwareDatetime | None = None
@@ -96,6 +106,13 @@ class ReceiveAnmeldung(InboundUtilmd):
     competing_next_date: AwareDatetime | None = None
     assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _competing_dates(self) -> ReceiveAnmeldung:
+        # 55003 A06 / 55080 A45 carry DTM+Z07/Z08 as Muss (AHB-FACTS §3 [358]/[355]).
+        if self.competing_process and (self.competing_start is None or self.competing_next_date is None):
+            raise ValueError("competing_process needs competing_start and competing_next_date (DTM+Z07/Z08)")
+        return self
 
 
 class ReceiveAbmeldung(InboundUtilmd):

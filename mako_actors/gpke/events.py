@@ -102,6 +102,8 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
     aperak_due: datetime
     ack_windows_version: str
     fristen: FristenRecord
+    # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
+    transaction_detail: str | None = None
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):

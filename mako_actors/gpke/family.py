@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mako_actors.edifact import Transaction
 from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
 from mako_actors.gpke.commands import ReceiveAcknowledgement
@@ -124,11 +125,14 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         "message_ref": message.reference,
         "format_version": str(tx.format_version),
         "received_at": tx.received_at,
+        "interchange_date": interchange.prepared_at,
     }
     if values["pid"] in ("55001", "55077"):
         values["zuordnungsbeginn"] = transaction.start
         values["transaction_reason"] = transaction.transaction_reason
-        values["transaction_detail"] = _sts7_detail(transaction)
+        reasons = transaction.transaction_reasons
+        values["transaction_detail"] = reasons[1] if len(reasons) > 1 and reasons[1] else None
+        values["customer_name"] = _customer_name(transaction)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["transaction_reason"] = transaction.transaction_reason
@@ -140,9 +144,11 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     return values
 
 
-def _sts7_detail(transaction: Any) -> str | None:
-    """C556#2 of STS+7 (``STS+7++<reason>+<detail>``), e.g. ZW0/ZW1/ZW2 in a 55077."""
+def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:
+    """C080 of ``NAD+Z09`` (Name 1-5, 3045 Namensformat), as received; the 55010 repeats it
+    (S1 FV2504 55010 [279]: Muss with ZW4/ZAP)."""
     for segment in transaction.segments:
-        if segment.tag == "STS" and segment.value(0) == "7":
-            return segment.value(3) or None
+        if segment.tag == "NAD" and segment.value(0) == "Z09":
+            name = tuple(segment.components(3))
+            return name if any(name) else None
     return None

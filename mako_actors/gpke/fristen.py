@@ -24,7 +24,7 @@ from mako_actors.gpke.calendar import (
     uet,
 )
 from mako_actors.gpke.errors import UnsupportedFormatVersion
-from mako_actors.version import FormatVersion
+from mako_actors.version import KNOWN_FORMAT_VERSIONS, FormatVersion
 
 __all__ = [
     "DEFAULT_ACK_WINDOWS",
@@ -40,11 +40,8 @@ __all__ = [
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 # EDI@Energy names a release by its planned month; FV2504 came into force on 2025-06-06.
-FORMAT_VERSIONS: dict[str, date] = {
-    "FV2504": date(2025, 6, 6),
-    "FV2510": date(2025, 10, 1),
-    "FV2604": date(2026, 4, 1),
-}
+# The same releases as ``version.KNOWN_FORMAT_VERSIONS`` (FV2610 since 2026-10-01).
+FORMAT_VERSIONS: dict[str, date] = dict(KNOWN_FORMAT_VERSIONS)
 
 
 def canonical_fv(format_version: FormatVersion | str) -> str:

@@ -172,26 +172,35 @@ class UtilmdTransactionPayload(BaseModel):
     next_processing_date: datetime | None = None  # DTM+Z08
     anmeldung_uet: date | None = None  # DTM+154 (55010)
     transaction_reason_detail: str | None = None  # STS+7 C556 #2
-    customer_name: tuple[str, str] | None = None  # NAD+Z09 (last, first), 55010
+    customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 (last, first, …, 3045), 55010
+    malo_qualifier: str | None = None  # LOC 3227 when not Z16: Z22 ruhende MaLo (55010 with ZAP)
 
 
 def transaktionsgrund(
-    pid: str, trigger_pid: str | None, trigger_reason: str | None = None
+    pid: str,
+    trigger_pid: str | None,
+    trigger_reason: str | None = None,
+    trigger_detail: str | None = None,
+    measurement: str | None = None,
 ) -> tuple[str, str | None] | None:
     """STS+7 #1 and #2 of a message ``pid`` we send in a process started by ``trigger_pid``
-    (55001/55077/55004) whose STS+7 #1 was ``trigger_reason``; ``None`` when not derivable.
+    (55001/55077/55004) whose STS+7 was ``trigger_reason`` (#1) and ``trigger_detail`` (#2);
+    ``None`` when not derivable.
 
-    AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZW4 for a
-    consuming MaLo (55001), ZW3 for a generating one (55077); 55036 Z26; 55037 ZC8 (Beendigung
-    der Zuordnung) + ZW3|ZW4; 55038 ZH0 (Aufhebung wegen Anmeldung eines anderen LF zu früherem
-    Termin) + ZW3|ZW4; answers: 55003 #1 as the Anmeldung + ZW4, 55080 E03 + ZW3, 55005/55006
-    #1 as the Abmeldung. The Anmeldung's own #2 (ZAP, ruhende MaLo) is not carried by the
-    command, so 55010 never says ZAP. 55002/55078 (#2 ZW6|ZW7|ZAP / ZW0|ZW1|ZW2) need master
-    data we do not have: ``None``.
+    AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZAP for a
+    ruhende MaLo (the 55001 said ZAP), ZW4 for a consuming MaLo (55001), ZW3 for a generating
+    one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 ZH0
+    (Aufhebung wegen Anmeldung eines anderen LF zu früherem Termin) + ZW3|ZW4. Answers repeat
+    the Anmeldung's #1: 55002 #2 ZAP (ruhend) else ``measurement`` (ZW6 pauschale / ZW7
+    gemessene MaLo; master data, the caller's default †), 55003 #2 ZW4, 55078 E03 + the
+    55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it repeats the
+    trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
     """
     malo_kind = "ZW3" if trigger_pid == "55077" else "ZW4"
+    resting = trigger_pid == "55001" and trigger_detail == "ZAP"
     if pid == "55010":
-        return ("E01" if trigger_reason == "E01" and malo_kind == "ZW4" else "E03"), malo_kind
+        kind = "ZAP" if resting else malo_kind
+        return ("E01" if trigger_reason == "E01" and kind in ("ZW4", "ZAP") else "E03"), kind
     if pid == "55036":
         return "Z26", None
     if pid == "55037":
@@ -200,8 +209,12 @@ def transaktionsgrund(
         return "ZH0", malo_kind
     if pid == "55080":
         return "E03", "ZW3"
-    if pid == "55003" and trigger_reason in ("E01", "E03"):
-        return trigger_reason, "ZW4"
+    if pid == "55078":
+        return "E03", trigger_detail if trigger_detail in ("ZW0", "ZW1", "ZW2") else None
+    if pid in ("55002", "55003") and trigger_reason in ("E01", "E03"):
+        if pid == "55003":
+            return trigger_reason, "ZW4"
+        return trigger_reason, "ZAP" if resting else measurement
     if pid in ("55005", "55006") and trigger_reason:
         return trigger_reason, None
     return None
@@ -222,21 +235,27 @@ class UtilmdPayload(_Header):
         *,
         trigger_pid: str | None = None,
         trigger_reason: str | None = None,
+        trigger_detail: str | None = None,
+        measurement: str | None = None,
         **transaction: Any,
     ) -> UtilmdPayload:
         """The UTILMD for ``ref`` sent by ``sender`` at ``at``; ``transaction`` fills the IDE group.
 
         Without an explicit ``transaction_reason``, STS+7 comes from ``transaktionsgrund`` for
-        the process's ``trigger_pid``/``trigger_reason``.
+        the process's ``trigger_pid``/``trigger_reason``/``trigger_detail`` (``measurement``:
+        ZW6/ZW7 for a 55002). A 55010 for a ruhende MaLo (#2 ZAP) names it in ``LOC+Z22``
+        (AHB-FACTS §2).
         """
         assert ref.ide_ref is not None and ref.pid is not None
         other = transaction.get("other_party_id")
         if other is not None:
             transaction["other_party_code_list"] = mp_id_qualifiers(other)[1]
         if transaction.get("transaction_reason") is None:
-            reason = transaktionsgrund(ref.pid, trigger_pid, trigger_reason)
+            reason = transaktionsgrund(ref.pid, trigger_pid, trigger_reason, trigger_detail, measurement)
             if reason is not None:
                 transaction["transaction_reason"], transaction["transaction_reason_detail"] = reason
+        if ref.pid == "55010" and transaction.get("transaction_reason_detail") == "ZAP":
+            transaction.setdefault("malo_qualifier", "Z22")
         tx = UtilmdTransactionPayload(ide_ref=ref.ide_ref, pid=ref.pid, **transaction)
         return cls(
             **_header(ref, sender, at), document_code=BGM_DOCUMENT_CODE.get(ref.pid), transactions=(tx,)
@@ -388,6 +407,7 @@ def build_contrl_payload(
     error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     messages: tuple[ContrlMessageLine, ...] = (),
     message_errors: Sequence[ContrlMessageError] = (),
+    variant: str | None = None,
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
@@ -399,8 +419,15 @@ def build_contrl_payload(
     Each of ``message_errors`` becomes one ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT`` after the
     ``messages`` lines, and any of them makes UCI 0083 = 4 (AHB-FACTS §6: "Syntaxfehlermeldung
     (UCI DE0083 = 4)"; M).
+
+    ``variant`` names a further CONTRL on the same received reference (e.g. the digest of
+    other bytes that arrived under it, answered with 0085 = 26): its 0020 and 0062 derive
+    from the variant too, so they never repeat those of the first CONTRL, and the same
+    variant again gives the same references.
     """
     seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
+    if variant is not None:
+        seed = f"{seed}:{variant}"
     control_ref = derive_ref(seed, 0, "0020")
     lines = (*messages, *(e.line() for e in message_errors))
     rejected = not accepted or any(line.action == "4" for line in lines)

@@ -44,6 +44,8 @@ class GpkeState(BaseModel):
     request_ide: str | None = None
     received_at: datetime | None = None
     zuordnungsbeginn: datetime | None = None
+    transaction_reason: str | None = None  # the trigger's STS+7 #1 / #2 (its answers repeat them)
+    transaction_detail: str | None = None
     zuordnungsende: datetime | None = None
     generating: bool = False
     lfa: str | None = None

@@ -107,6 +107,10 @@ class GpkeConfig:
     #: one start date. False: E_0622 step 70 read literally (only an *unanswered* Anmeldung
     #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
     confirmed_assignment_blocks: bool = True
+    #: STS+7 C556#2 of a 55002 (AHB-FACTS §3: ZW6 pauschale / ZW7 gemessene MaLo, or ZAP for a
+    #: ruhende one) when the Anmeldung did not say ZAP. Master data we do not hold decide it
+    #: per MaLo; this is the grid operator's default †.
+    malo_measurement: Literal["ZW6", "ZW7"] = "ZW7"
 
 
 def _seed(cmd: InboundUtilmd) -> str:
@@ -157,6 +161,7 @@ class _Out:
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
+        transaction.setdefault("measurement", self.workflow.config.malo_measurement)
         self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, **transaction))
         return ref
 
@@ -185,7 +190,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     """The NB side of LFW24 (55001/55077, 55004 and the LFA consultation); see the module doc."""
 
     name = WORKFLOW_NAME
-    state_schema_version = 1
+    state_schema_version = 2  # 2: the trigger's STS+7 (transaction_reason/_detail) in the state
     events = ALL_EVENTS
 
     def __init__(self, config: GpkeConfig | None = None) -> None:
@@ -258,6 +263,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 generating=cmd.pid == "55077",
                 zuordnungsbeginn=cmd.zuordnungsbeginn,
                 transaction_reason=cmd.transaction_reason,
+                transaction_detail=cmd.transaction_detail,
                 lfa=lfa,
                 lfz=lfz,
                 lfz_start=cmd.future_supplier_start if lfz else None,
@@ -301,6 +307,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 processing_start=z07,
                 next_processing_date=z08,
                 trigger_reason=cmd.transaction_reason,
+                trigger_detail=cmd.transaction_detail,
             )
             out.emit(
                 AnmeldungRejectedAtOnce(
@@ -342,6 +349,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             end=cmd.zuordnungsbeginn,
             anmeldung_uet=uet(cmd.received_at),
             trigger_reason=cmd.transaction_reason,
+            trigger_detail=cmd.transaction_detail,
+            customer_name=cmd.customer_name,  # NAD+Z09 of the 55001 (S1 55010 [279])
             other_party_id=cmd.sender,  # NAD+VY: the LFN (S1 55010 [567])
         )
         due = fristen.due[LFA_ANSWER_DEADLINE]
@@ -367,14 +376,18 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
-            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2)
-            malo=s.malo if confirmed else None,
+            # 55002/55078 carry LOC+Z16; 55003/55080 have no SG5 (AHB-FACTS §2, the renderer
+            # leaves it out), and 55080 names the MaLo in STS+Z35 C556#2 DE9012 (§3)
+            malo=s.malo,
             start=s.zuordnungsbeginn,
             answer_code=code,
             answer_ebd=Ebd.DECIDE_ANMELDUNG,
             request_ref=s.request_ide,
             lfa_answer_code=lfa_code,
             lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
+            # STS+7 of the answer repeats the Anmeldung's (AHB-FACTS §3), kept in the state
+            trigger_reason=s.transaction_reason,
+            trigger_detail=s.transaction_detail,
         )
         assert s.zuordnungsbeginn is not None
         if confirmed:
@@ -385,9 +398,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.journal.append(SupplyFact(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
-            termination = out.utilmd(s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn)
+            termination = out.utilmd(
+                s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn, trigger_detail=s.transaction_detail
+            )
         if confirmed and s.lfz is not None:
-            cancellation = out.utilmd(s.lfz, "55038", malo=s.malo, start=s.lfz_start, other_party_id=s.lfn)
+            cancellation = out.utilmd(
+                s.lfz, "55038", malo=s.malo, start=s.lfz_start, other_party_id=s.lfn,
+                trigger_detail=s.transaction_detail,
+            )
         out.emit(
             AnmeldungDecided(
                 confirmed=confirmed,
@@ -574,7 +592,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 out.own_id,
                 out.at,
                 interchange_ref=cmd.interchange_ref,
-                referenced_date=cmd.document_date or cmd.received_at,
+                # DTM+171: UNB S004 of the answered interchange (AHB-FACTS §5)
+                referenced_date=cmd.interchange_date or cmd.document_date or cmd.received_at,
                 document_number=cmd.document_number,
                 ide_ref=cmd.ide_ref,
                 errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
@@ -620,6 +639,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             update |= _received(event.inbound) | {
                 "kind": "anmeldung",
                 "zuordnungsbeginn": event.zuordnungsbeginn,
+                "transaction_reason": event.transaction_reason,
+                "transaction_detail": event.transaction_detail,
                 "generating": event.generating,
                 "lfa": event.lfa,
                 "lfz": event.lfz,

@@ -77,6 +77,7 @@ def test_payloads_render_the_version_of_their_sending_day(
     payload = UtilmdPayload.build(
         ref, NB, sent_at, malo="51900000012", start=datetime(2026, 12, 31, 23, tzinfo=UTC),
         answer_code="A51", answer_ebd="E_0623", request_ref="LFNTX1",
+        trigger_pid="55001", trigger_reason="E03", measurement="ZW7",
     ).to_payload()
     (m,) = parse_interchange(render_outbound("UTILMD", payload)).messages
     assert (m.release, m.association_code) == ("11A", utilmd)

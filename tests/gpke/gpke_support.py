@@ -30,7 +30,8 @@ def anmeldung(**overrides: Any) -> Any:
         "ide_ref": "LFNTX000001", "document_number": "LFNDOC000001",
         "document_date": "2025-06-05T12:30:00+00:00", "interchange_ref": "LFN0605143001",
         "message_ref": "M1", "format_version": "FV2504", "received_at": THU_1430,
-        "zuordnungsbeginn": START, "transaction_reason": "E03",
+        "zuordnungsbeginn": START, "transaction_reason": "E03", "transaction_detail": "ZW4",
+        "customer_name": ("Beispiel", "Paula", "", "", "Frau", "Z01"),
     }
     values.update(overrides)
     return build_command(values)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpke_support import LFA, LFN, MALO, NB, abmeldung, anmeldung, berlin, lfa_answer
+from gpke_support import LFA, LFN, MALO, NB, START, abmeldung, anmeldung, berlin, lfa_answer
 
 from mako_actors.errors import RegistryConflict
 from mako_actors.gpke import GpkeNbWorkflow, PidRouter, Status, ide_key, malo_key, transaction_key
@@ -118,7 +118,10 @@ async def test_business_keys_are_registered_in_the_same_write(store: LmdbStore) 
         await new_process(store, anmeldung(ide_ref="LFNTX000002", interchange_ref="LFN2"))
     # The caller's lookup found a live process: the new Anmeldung is answered with E_0622 A06.
     competing = await new_process(
-        store, anmeldung(ide_ref="LFNTX000002", interchange_ref="LFN2", competing_process=True)
+        store, anmeldung(
+            ide_ref="LFNTX000002", interchange_ref="LFN2", competing_process=True,
+            competing_start=START, competing_next_date="2025-06-20T00:00:00+02:00",
+        )
     )
     assert (await competing.state()).status is Status.REJECTED
 

@@ -117,3 +117,18 @@ def test_contrl_helper(accepted: bool, action: str) -> None:
     text = render_outbound("CONTRL", payload.to_payload()).decode("latin-1")
     assert f"UCI+LFN0605143001+{LFN}:500+{NB}:500+{action}" in text
     assert DEFAULT_ACK_WINDOWS.contrl_due(received) == datetime(2025, 6, 5, 18, 30, tzinfo=UTC)
+
+
+def test_a_contrl_variant_gets_its_own_references_and_answers_the_same_interchange() -> None:
+    received = datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
+    common: dict[str, Any] = dict(
+        interchange_ref="LFN0605143001", interchange_sender=LFN, interchange_recipient=NB,
+        prepared_at=received,
+    )
+    first = build_contrl_payload(accepted=True, **common)
+    conflict = build_contrl_payload(accepted=False, error_code="26", variant="other-sha", **common)
+    assert conflict.envelope.control_ref != first.envelope.control_ref
+    assert conflict.reference != first.reference
+    assert conflict == build_contrl_payload(accepted=False, error_code="26", variant="other-sha", **common)
+    text = render_outbound("CONTRL", conflict.to_payload()).decode("latin-1")
+    assert f"UCI+LFN0605143001+{LFN}:500+{NB}:500+4+26'" in text

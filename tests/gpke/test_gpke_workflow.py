@@ -23,7 +23,7 @@ from gpke_support import (
 )
 
 from mako_actors.deadlines import Deadline
-from mako_actors.errors import WorkflowError
+from mako_actors.errors import InvalidArgument, WorkflowError
 from mako_actors.gpke import (
     GpkeConfig,
     GpkeNbWorkflow,
@@ -269,9 +269,21 @@ def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(detail: s
 
 
 def test_generating_malo_competes_before_its_lead_time_is_checked() -> None:
-    late = anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00", competing_process=True)
+    late = anmeldung(
+        pid="55077", received_at="2025-06-30T10:00:00+02:00", competing_process=True,
+        competing_start=START, competing_next_date="2025-07-01T00:00:00+02:00",
+    )
     _, out = start(late)
-    assert utilmd(out, "55080")["answer_code"] == "A45"
+    tx = utilmd(out, "55080")
+    assert tx["answer_code"] == "A45"
+    # §3 Muss [355] with A45: the competing start (Z07) and when to try again (Z08)
+    assert datetime.fromisoformat(tx["processing_start"]) == datetime.fromisoformat(START)
+    assert datetime.fromisoformat(tx["next_processing_date"]) == berlin(2025, 7, 1, 0, 0)
+
+
+def test_a_competing_process_without_its_dates_is_a_clear_error() -> None:
+    with pytest.raises(InvalidArgument, match="competing_start and competing_next_date"):
+        anmeldung(competing_process=True)
 
 
 # -- 55004 ------------------------------------------------------------------------------------

@@ -68,11 +68,15 @@ def anmeldung(
     pid: str = "55001",
     version: str = "UTILMD:D:11A:UN:S2.1",
     gv: str = "ZW0",
+    detail: str = "ZW4",
+    customer: str | None = "Beispiel:Paula:::Frau:Z01",
 ) -> bytes:
     """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
-    STS+7, LOC+Z16, RFF+Z13."""
-    reason = f"STS+7++E03+{gv}" if pid == "55077" else "STS+7++E01+ZW4"
+    STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``)."""
+    reason = f"STS+7++E03+{gv}" if pid == "55077" else f"STS+7++E01+{detail}"
     tx = [f"IDE+24+{ide}", dtm("92", start), reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
+    if customer is not None:
+        tx.append(f"NAD+Z09+++{customer}")
     return interchange(lfn, NB, ref, sent_at, tx, version=version)
 
 

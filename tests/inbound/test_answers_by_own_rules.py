@@ -118,7 +118,7 @@ async def test_an_old_style_loc_z16_in_an_answer_is_ignored_with_a_warning(store
 async def test_anmeldung_without_loc_z16_is_answered_with_aperak_z29(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
-    raw = anmeldung().replace(f"LOC+Z16+{MALO}'".encode(), b"")
+    raw = anmeldung(customer=None).replace(f"LOC+Z16+{MALO}'".encode(), b"")
     raw = raw.replace(b"UNT+11+", b"UNT+10+")
     [outcome] = (await p.ingest(raw, THU_1430)).messages
     assert outcome.outcome == "started"

@@ -65,7 +65,7 @@ async def test_a_utilmd_without_transactions_gets_aperak_z29(store: LmdbStore) -
     [outcome] = (await p.ingest(raw, THU_1430)).messages
     assert (outcome.outcome, outcome.refused) == ("dead_letter", "Z29")
     [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
-    assert "RFF+TN" not in render_outbound("APERAK", aperak.payload).decode()
+    assert "RFF+TN" not in render_outbound("APERAK", aperak.payload).decode("latin-1")  # UNOC
 
 
 async def test_refusals_are_written_once_even_when_the_interchange_is_ingested_again(

@@ -279,7 +279,11 @@ async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them
             "interchange_sender_id": NB,
             "interchange_recipient_id": LFA,
             "action": "4",
-            "error_code": "29",
+            # AHB-FACTS §6: a message-level defect in a UCM line, the UCI without a code
+            "messages": [{
+                "reference": to_lfa.payload["reference"], "message_type": "UTILMD", "release": "11A",
+                "association_code": "S2.1", "action": "4", "error_code": "29", "error_segment": "UNT",
+            }],
         },
         envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": later, "control_ref": "LFACTRL1"},
     )

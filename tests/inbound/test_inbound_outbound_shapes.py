@@ -55,7 +55,8 @@ def anmeldung(
     ``LFNTX1``."""
     detail = "ZW4" if pid == "55001" else "ZW0"
     tx = UtilmdTransaction(ide_ref="LFNTX1", pid=pid, malo=malo, start=start,
-                           transaction_reason=reason, transaction_reason_detail=detail)
+                           transaction_reason=reason, transaction_reason_detail=detail,
+                           customer_name=("Beispiel", "Paula") if pid == "55001" else None)
     message = UtilmdMessage(reference="LFNMSG1", document_number="LFNDOC1", document_date=sent_at,
                             sender_id=LFN, recipient_id=NB, transactions=(tx,))
     env = OutboundEnvelope(sender_id=LFN, recipient_id=NB, prepared_at=sent_at, control_ref=ref)
@@ -124,8 +125,12 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
 
     request = first["55010"]  # §1 E02, §3 DTM+93 + DTM+154 (102), E03 + ZW4, no RFF+TN, NAD+VY LFN
     assert request.document_code == "E02"
-    assert sg4(request) == ["IDE+24", "DTM+93", "DTM+154", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+VY"]
+    assert sg4(request) == [
+        "IDE+24", "DTM+93", "DTM+154", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+Z09", "NAD+VY"]
     assert value(request, "NAD", "VY", 1, 0) == LFN
+    # S1 55010 [279]: the customer name of the 55001 (Muss with ZW4), C080 as the LFN sent it
+    z09 = next(s for s in request.segments if s.tag == "NAD" and s.value(0) == "Z09")
+    assert z09.elements[3] == ["Beispiel", "Paula", "", "", "", "Z01"]
     assert value(request, "DTM", "93") == "202511302300+00"
     dtm154 = next(s for s in request.segments if s.tag == "DTM" and s.value(0) == "154")
     assert dtm154.elements[0] == ["154", "20251113", "102"]
@@ -139,8 +144,11 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
     assert set(decided) == {"55002", "55037"}
     confirmation = decided["55002"]
     assert confirmation.document_code == "E01"
-    assert sg4(confirmation) == ["IDE+24", "DTM+92", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN"]
+    assert sg4(confirmation) == ["IDE+24", "DTM+92", "STS+7", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN"]
     assert confirmation.transactions[0].answer_code == "A51"
+    # §3: #1 as the Anmeldung (E03), #2 ZW7 gemessene MaLo (GpkeConfig default †)
+    sts7 = next(s for s in confirmation.segments if s.tag == "STS" and s.value(0) == "7")
+    assert sts7.elements[2:] == ["E03", "ZW7"]
     termination = decided["55037"]  # §1 E02, §3 DTM+93 + ZC8/ZW4, §2 no RFF+TN
     assert termination.document_code == "E02"
     assert sg4(termination) == ["IDE+24", "DTM+93", "STS+7", "LOC+Z16", "RFF+Z13"]
@@ -181,8 +189,9 @@ async def test_lfa_objection_gives_55003_without_sg5_and_with_sts_z35(store: Lmd
     rejection = (await rendered(store, seen))["55003"]
     assert rejection.document_code == "E01"
     # §2: 55003 has no SG5 (no LOC+Z16); §3: STS+Z35 with the E_0624 code, required with A50
-    assert sg4(rejection) == ["IDE+24", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN"]
+    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN"]
     assert rejection.transactions[0].malo is None
+    assert rejection.transactions[0].transaction_reasons == ("E03", "ZW4")  # §3: #1 as the 55001
     z35 = next(s for s in rejection.segments if s.tag == "STS" and s.value(0) == "Z35")
     assert z35.elements[2] == ["A35", "E_0624"]
     assert rejection.transactions[0].answer_code == "A50"
