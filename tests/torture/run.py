@@ -602,8 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in scenarios:
         row = scenario()
         rows.append(row)
-        status = "ok" if row.ok else "FAIL"
-        print(f"  {row.scenario}: {status} ({row.seconds:.1f} s)", file=sys.stderr, flush=True)
+        print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)  # progress, row by row
     print(table(rows))
     for row in rows:
         for failure in row.failures[:10]:
