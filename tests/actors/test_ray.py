@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +27,12 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 def system(path: Path, placement: Any, **kw: Any) -> RayActorSystem:
     return RayActorSystem(
-        path, workflows=[Ledger, Faulty], placement=placement, hosts=2,
-        name_prefix=f"t-{uuid.uuid4().hex[:8]}", **kw,
+        path,
+        workflows=[Ledger, Faulty],
+        placement=placement,
+        hosts=2,
+        name_prefix=f"t-{uuid.uuid4().hex[:8]}",
+        **kw,
     )
 
 
@@ -189,3 +194,31 @@ async def test_one_loop_turn_travels_in_one_call_with_errors_per_command(tmp_pat
         assert calls == 1
         assert [isinstance(o, WorkflowError) for o in outcomes] == [i % 3 == 0 for i in range(30)]
         assert (await ref.state()).passed == 20
+
+
+async def test_a_passivated_actor_is_replaced_only_after_its_kill_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ray.kill only sends the kill; on a busy machine the GCS processes it later. Make that
+    # delay long and certain: the next call must still reach a fresh actor, never the old one.
+    real_kill = ray.kill
+    kills: list[threading.Timer] = []
+
+    def late_kill(handle: Any, *, no_restart: bool = True) -> None:
+        kills.append(threading.Timer(0.5, real_kill, args=(handle,), kwargs={"no_restart": no_restart}))
+        kills[-1].start()
+
+    monkeypatch.setattr(ray, "kill", late_kill)
+    actors = system(tmp_path / "db", "dedicated")
+    try:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        first = actors._dedicated[ref.stream_id]
+        assert await actors.passivate_idle() == 1
+        await ref.execute(Record(amount=2))  # the old actor is closed and about to die
+        assert actors._dedicated[ref.stream_id]._actor_id != first._actor_id
+        assert (await ref.state()).total == 3
+    finally:
+        await actors.aclose()
+        for timer in kills:
+            timer.join()
