@@ -537,7 +537,9 @@ class _Pipeline:
         return max(last, self.until) if self.until is not None else last
 
     def _enqueue(self, item: _Item) -> None:
-        self.queued += 1
+        # Only interchanges count against the window: deadlines parked until the archive
+        # reaches their instant must not hold back the interchanges that get it there.
+        self.queued += item.deadline is None
         for key in item.keys:
             queue = self.queues.setdefault(key, [])
             index = bisect.bisect_right(queue, item.order, key=lambda i: i.order)
@@ -563,7 +565,7 @@ class _Pipeline:
         self._enqueue(_Item(deadline.due_at, 0, self.seq, keys=(key,), deadline=deadline))
 
     def _finish(self, item: _Item) -> None:
-        self.queued -= 1
+        self.queued -= item.deadline is None
         for key in item.keys:
             queue = self.queues[key]
             queue.remove(item)
@@ -611,13 +613,14 @@ class _Pipeline:
                 self._unpark()
             self._start_ready()
             if not self.running:
-                if self.next_index >= len(self.archive):
-                    if self.until is not None:
-                        self.clock.set(max(self.clock(), self.until))
-                    self._unpark()
-                    self._start_ready()
-                    if not self.running:
-                        return
+                if self.next_index < len(self.archive):
+                    raise AssertionError("replay pipeline: nothing runs, nothing may be queued")
+                if self.until is not None:
+                    self.clock.set(max(self.clock(), self.until))
+                self._unpark()
+                self._start_ready()
+                if not self.running:
+                    return
                 continue
             await self._wait_one()
 
