@@ -17,7 +17,7 @@ from mako_actors.errors import InvalidArgument, NotFound
 from mako_actors.ids import OutboxMessageId
 from mako_actors.outbox import OutboxMessage
 from stores._kv import DATABASES, KvTxn
-from stores._schema import _decode, enqueue, pack, register_deadline, u64
+from stores._schema import _decode, _outbox_due_key, enqueue, pack, register_deadline, u64
 
 
 def outbox_messages(txn: KvTxn, limit: int) -> list[OutboxMessage]:
@@ -26,10 +26,19 @@ def outbox_messages(txn: KvTxn, limit: int) -> list[OutboxMessage]:
     for key, _ in txn.scan("outbox_due", b""):
         if len(out) >= limit:
             break
-        raw = txn.get("outbox", key[8:])
+        raw = txn.get("outbox", key[-16:])  # the id ends every due key (24 or 32 bytes long)
         if raw is not None:
             out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
     return out
+
+
+def _reschedule_now(txn: KvTxn, message: OutboxMessage, update: dict[str, object]) -> OutboxMessage:
+    """``message`` stored with ``update`` applied, its due key moved; it keeps its position."""
+    updated = message.model_copy(update=update)
+    txn.delete("outbox_due", _outbox_due_key(message))
+    txn.put("outbox", message.message_id.bytes, pack(updated.to_plain()))
+    txn.put("outbox_due", _outbox_due_key(updated), b"")
+    return updated
 
 
 def all_deadlines(txn: KvTxn, limit: int) -> list[Deadline]:
@@ -63,9 +72,7 @@ def retry_outbox(txn: KvTxn, message_id: OutboxMessageId, now: datetime) -> Outb
     if raw is None:
         raise NotFound(f"outbox message {message_id} does not exist (delivered already?)")
     message = _decode(raw, OutboxMessage.from_plain, "outbox message")
-    updated = message.model_copy(update={"next_attempt_at": now.astimezone(UTC)})
-    enqueue(txn, updated)
-    return updated
+    return _reschedule_now(txn, message, {"next_attempt_at": now.astimezone(UTC)})
 
 
 def requeue_dead_letter(txn: KvTxn, position: int, now: datetime) -> DeadLetter:
@@ -89,8 +96,17 @@ def requeue_dead_letter(txn: KvTxn, position: int, now: datetime) -> DeadLetter:
     try:
         if letter.kind == "outbox":
             message = OutboxMessage.from_plain(letter.payload)
-            update = {"next_attempt_at": now.astimezone(UTC), "attempts": 0, "last_error": None}
-            enqueue(txn, message.model_copy(update=update))
+            update: dict[str, object] = {
+                "next_attempt_at": now.astimezone(UTC),
+                "attempts": 0,
+                "last_error": None,
+            }
+            raw = txn.get("outbox", message.message_id.bytes)
+            if raw is None:  # the usual case: a fresh position, behind what is queued already
+                enqueue(txn, message.model_copy(update=update))
+            else:  # still (or again) in the outbox: enqueue would leave it as it is
+                stored = _decode(raw, OutboxMessage.from_plain, "outbox message")
+                _reschedule_now(txn, stored, update)
         else:
             register_deadline(txn, Deadline.from_plain(letter.payload))
     except ValidationError as exc:

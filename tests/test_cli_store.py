@@ -189,7 +189,8 @@ def test_dead_letters_list_and_requeue(capsys: Capture, store: Path) -> None:
     outbox_letter = next(d for d in letters if d["kind"] == "outbox")
     inbound_letter = next(d for d in letters if d["kind"] == "inbound")
     code, out, _ = run(capsys, "dead-letters", "list", "--store", s)
-    assert code == 0 and f"{len(letters)} dead letter(s)" in out and "UnknownPid" in out
+    assert code == 0 and f"{len(letters)} dead letter(s)" in out and "UnhandledPid" in out
+    assert "55555" in inbound_letter["reason"]  # the unknown PID, named
 
     requeued = run_json(capsys, "dead-letters", "requeue", str(outbox_letter["position"]), "--store", s)
     assert requeued["requeued_at"] is not None
