@@ -297,7 +297,13 @@ async def main() -> None:
             import ray
 
             os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-actors")
+            ray.init(
+                address="local",
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                namespace="bench-actors",
+            )
             try:
                 for r in results:
                     n = r["n"]
