@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_inspect)
     add_replay_commands(sub)
     masterdata = sub.add_parser("masterdata", help="supply assignments in the store")
-    masterdata_sub = masterdata.add_subparsers(dest="masterdata_command", required=True)
+    masterdata_sub = masterdata.add_subparsers(dest="masterdata_command", required=True, help="action")
     imports = masterdata_sub.add_parser(
         "import",
         help="import initial supply assignments (JSON or CSV) into the store",

@@ -28,7 +28,7 @@ def add_replay_commands(sub: Any) -> None:
             "2 operational failure."
         ),
     )
-    replay.add_argument("directory", type=Path)
+    replay.add_argument("directory", type=Path, help="the archive: interchange files (+ manifest.csv)")
     replay.add_argument("--store", type=Path, required=True, help="LMDB store directory (created if missing)")
     replay.add_argument("--tenant", action="append", required=True, help="our MP-ID (repeatable)")
     replay.add_argument(
@@ -54,7 +54,7 @@ def add_replay_commands(sub: Any) -> None:
         help="write a synthetic archive of inbound LFW24 traffic (for replays and benchmarks)",
         description="Write DIR/*.edi, DIR/manifest.csv (receipt instants) and DIR/master.json.",
     )
-    generate.add_argument("directory", type=Path)
+    generate.add_argument("directory", type=Path, help="where to write the archive (created if missing)")
     generate.add_argument("--days", type=int, default=5)
     generate.add_argument("--processes", type=int, default=1000)
     generate.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -59,6 +60,7 @@ __all__ = ["Node", "register", "serve"]
 log = logging.getLogger(__name__)
 
 _UNFINISHED = (".tmp", ".part", ".partial")
+_SCRAPE_WAIT = 2.0  # seconds a /metrics scrape waits for the loop to read the store's levels
 
 
 # -- instrumentation ---------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/readyz":
             self._reply(200 if node.ready else 503, b"ready\n" if node.ready else b"not ready\n")
         elif self.path == "/metrics":
-            self._reply(200, node.metrics.render(), CONTENT_TYPE)
+            self._reply(200, node.render_metrics(), CONTENT_TYPE)
         else:
             self._reply(404, b"not found: /healthz, /readyz, /metrics" + b", POST /interchanges\n")
 
@@ -194,6 +196,8 @@ class Node:
         self._wake_outbox = asyncio.Event()
         self._http: _Http | None = None
         self._ray_stats: Any = ActorStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._store: Any = None  # set while the store is open: /metrics reads its levels
         self.http_address: tuple[str, int] | None = None
 
     # -- called from HTTP threads ----------------------------------------------------------
@@ -201,6 +205,26 @@ class Node:
     def alive(self) -> bool:
         """Whether the event loop ran its heartbeat recently."""
         return time.monotonic() - self._beat < 5.0 + 10 * self.config.poll_interval
+
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the store's levels read now, on the loop.
+
+        So a scrape counts every commit that finished before it (the heartbeat alone lags by up
+        to ``poll_interval``, more on a busy machine). If the loop does not answer within
+        ``_SCRAPE_WAIT`` seconds, or the store is closing, the levels of the last heartbeat.
+        """
+        loop, store = self._loop, self._store
+        if loop is not None and store is not None:
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._store_levels(store), loop)
+            except RuntimeError:  # the loop is closed
+                pass
+            else:
+                try:
+                    future.result(timeout=_SCRAPE_WAIT)
+                except (TimeoutError, EngineError, concurrent.futures.CancelledError):
+                    future.cancel()  # a stale level beats a failed scrape
+        return self.metrics.render()
 
     def accept_bytes(self, raw: bytes) -> str:
         """Write ``raw`` into the inbox atomically (fsynced); returns the file name."""
@@ -243,6 +267,7 @@ class Node:
                 config.labels,
             )
             await self._levels(store, system)
+            self._loop, self._store = asyncio.get_running_loop(), store
             inbox = asyncio.create_task(self._inbox_loop(pipeline, stop), name="inbox")
             fristen = asyncio.create_task(self._deadline_loop(scheduler, stop), name="fristen")
             outbox_done = asyncio.Event()
@@ -264,6 +289,7 @@ class Node:
             await self._levels(store, system)
         finally:
             self.ready = False
+            self._store = None
             if system is not None:
                 await system.aclose()
             await store.aclose()
@@ -417,12 +443,15 @@ class Node:
             await self._pause(stop, self.config.poll_interval)
 
     async def _levels(self, store: Any, system: Any) -> None:
+        await self._store_levels(store)
+        if self.config.ray:
+            self._ray_stats = await system.get_stats()
+
+    async def _store_levels(self, store: Any) -> None:
         self.metrics.outbox_pending.set(await store.outbox_count())
         counts = await store.table_counts()
         self.metrics.deadlines_open.set(counts["deadlines"])
         self.metrics.dead_letters_stored.set(counts["dead_letters"])
-        if self.config.ray:
-            self._ray_stats = await system.get_stats()
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -100,3 +100,24 @@ async def test_inbound_and_broken_letters_are_refused_and_nothing_changes(store:
         await store.requeue_dead_letter(99, T0)
     assert all(d.requeued_at is None for d in await store.dead_letters())
     assert await store.outbox_messages() == [] and await store.table_counts() != {}
+
+
+async def test_retry_and_requeue_move_a_queued_message_without_a_second_row(store: AnyStore) -> None:
+    """A message still in the outbox: retry makes it due now (attempts kept), a requeue of its
+    dead letter resets its attempts; either way it stays one row, in its place among equal due times."""
+    await store.enqueue([message()])
+    (queued,) = await store.outbox_messages()
+    now = T0 + timedelta(minutes=5)
+    retried = await store.retry_outbox(queued.message_id, now)
+    assert (retried.next_attempt_at, retried.attempts, retried.position) == (now, 7, queued.position)
+    assert [m.message_id for m in await store.pending(10, now)] == [queued.message_id]
+    letter = await store.add_dead_letter(
+        DeadLetter(kind="outbox", reason="by hand", payload=queued.to_plain(), recorded_at=T0)
+    )
+    later = now + timedelta(minutes=5)
+    await store.requeue_dead_letter(letter.position, later)
+    (back,) = await store.outbox_messages()
+    assert (back.next_attempt_at, back.attempts, back.last_error) == (later, 0, None)
+    assert [m.message_id for m in await store.pending(10, later)] == [queued.message_id]
+    await store.acknowledge(queued.message_id)
+    assert await store.outbox_messages() == [] and await store.pending(10, later) == []

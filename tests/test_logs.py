@@ -110,10 +110,10 @@ def test_cli_replay_reports_a_conflict_once(tmp_path: Path, capsys: pytest.Captu
     logger = logging.getLogger("mako_actors")
     before, old_level = list(logger.handlers), logger.level
     try:
-        code = main(["replay", str(archive), "--store", str(tmp_path / "store"), "--tenant", NB])
+        code = main(["replay", str(archive), "--store", str(tmp_path / "store"), "--tenant", NB, "--strict"])
     finally:
         logger.handlers[:] = before
         logger.setLevel(old_level)
     out, err = capsys.readouterr()
-    assert code == 1
+    assert code == 1  # --strict: the second file is rejected (without it a rejection is a result, exit 0)
     assert (out + err).count("was received before with other content") == 1

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -266,6 +267,43 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
     assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
     assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1  # kept with its audit trail
     assert metric(text, "mako_dead_letters_stored") == 1
+
+
+async def test_a_scrape_reads_the_levels_from_the_store_not_from_the_last_heartbeat(tmp_path: Path) -> None:
+    """/metrics right after a file is handled counts what it stored, however late the heartbeat is."""
+    import asyncio
+
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    class LateHeartbeat(Node):  # a loop too busy to beat: the levels would stay at their start values
+        async def _heartbeat(self, store: Any, system: Any, stop: asyncio.Event) -> None:
+            await stop.wait()
+
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=tmp_path / "in", outbox=tmp_path / "out",
+        http_port=0, poll_interval=0.05,
+    )  # fmt: skip
+    node = LateHeartbeat(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        assert node.http_address is not None
+        port = node.http_address[1]
+        assert metric((await asyncio.to_thread(get, port, "/metrics"))[1], "mako_dead_letters_stored") == 0
+        drop(tmp_path / "in", "junk.edi", b"not EDIFACT at all")  # kept as a dead letter
+
+        async def handled() -> None:
+            while not files(tmp_path / "rejected"):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(handled(), 60)
+        text = (await asyncio.to_thread(get, port, "/metrics"))[1]
+        assert metric(text, "mako_dead_letters_stored") == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
 
 
 def test_a_killed_node_loses_nothing_and_does_nothing_twice(
