@@ -219,6 +219,14 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         return state.model_copy(update={"processed": True})
 
 
+def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> ProcessIdentity:
+    """The receipt stream of one interchange: derived from recipient, sender and 0020 only, so a
+    retransmission (or other bytes under the same reference) finds the same stream."""
+    tenant = _tenant_or_placeholder(recipient)
+    process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{recipient}:{sender}:{interchange_ref}"))
+    return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
+
+
 # -- where commands run ----------------------------------------------------------------------
 
 
@@ -453,10 +461,7 @@ class InboundPipeline:
 
     def _receipt_identity(self, result: IngestResult) -> ProcessIdentity:
         assert result.recipient is not None and result.sender is not None
-        tenant = _tenant_or_placeholder(result.recipient)
-        key = f"{result.recipient}:{result.sender}:{result.interchange_ref}"
-        process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, key))
-        return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
+        return receipt_identity(result.recipient, result.sender, str(result.interchange_ref))
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
