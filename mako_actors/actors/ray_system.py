@@ -13,7 +13,8 @@ Three layouts, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles a
   host per node, pinned there with ``NodeAffinitySchedulingStrategy``, runs one
   ``LocalActorSystem`` per partition it owns. A partition whose node is gone raises
   ``PartitionUnavailable``; ``rebalance`` moves a partition explicitly (pause, consistent copy,
-  switch, resume).
+  switch, resume). With ``inbound={...}``, ``ingest(raw, received_at)`` runs the
+  ``InboundPipeline`` on the host of the interchange's first MaLo (``_Host.ingest``).
 - ``dedicated``: each live process is its own named Ray actor (found again with
   ``get_if_exists``); idle ones are passivated by ending the Ray actor. A Ray actor is a whole
   OS process (~80 MB, ~0.3 s to start): for hundreds of hot processes, not for 100k.

@@ -10,6 +10,7 @@ import pytest
 
 from mako_actors import InvalidArgument, PartitionMap, StaticMasterData, Suppliers, TenantId, VirtualClock
 from mako_actors.actors import RayActorSystem
+from mako_actors.actors.ray_system import ingest_partition
 from mako_actors.gpke import GpkeNbWorkflow, Status
 from mako_actors.gpke.synthetic import anmeldung, lfa_answer
 from mako_actors.gpke.validation import malo_check_digit
@@ -92,6 +93,9 @@ async def test_interchanges_ingested_on_the_hosts_start_and_reach_processes_in_t
         )  # fmt: skip
         [refused] = (await actors.ingest(stray, answer_at)).messages
         assert (refused.outcome, refused.refused) == ("dead_letter", "Z10")
+        async with partition_store(tmp_path, ingest_partition(stray, PARTITIONS)) as store:
+            [letter] = await store.dead_letters()  # kept in the partition the interchange ran in
+            assert letter.payload["interchange_ref"] == "LFA9" and letter.payload["ide_ref"] == "LFA9"
         for malo in MALOS[3:]:  # not answered yet
             assert (await started[malo].state()).status is not Status.CONFIRMED
 
