@@ -79,11 +79,17 @@ class Reads(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Start a new process of ``workflow`` and run ``command`` on it."""
+    """Start a new process of ``workflow`` and run ``command`` on it.
+
+    ``routing_key`` (GPKE: the MaLo) places the process in that key's partition when the
+    ``ProcessHost`` is partitioned (``spawn(..., routing_key=...)``), so what must be decided
+    together lives together; hosts without partitions ignore it.
+    """
 
     workflow: str
     workflow_id: WorkflowId
     command: BaseModel
+    routing_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

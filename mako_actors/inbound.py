@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -218,6 +219,14 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         return state.model_copy(update={"processed": True})
 
 
+def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> ProcessIdentity:
+    """The receipt stream of one interchange: derived from recipient, sender and 0020 only, so a
+    retransmission (or other bytes under the same reference) finds the same stream."""
+    tenant = _tenant_or_placeholder(recipient)
+    process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{recipient}:{sender}:{interchange_ref}"))
+    return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
+
+
 # -- where commands run ----------------------------------------------------------------------
 
 
@@ -306,6 +315,9 @@ class InboundPipeline:
 
     ``families``: the market process families routing transactions by PID (default: GPKE,
     built from ``router`` and ``master_data``, which are only accepted without ``families``).
+    A ``host`` whose ``spawn`` takes ``routing_key`` (actor systems) gets the family's, so a
+    trigger's process lands in its MaLo's partition. ``receipts``: the ``ProcessHost`` the
+    receipt streams run on (default: plain processes on ``store``; it must know ``mako-inbox``).
     """
 
     def __init__(
@@ -319,6 +331,7 @@ class InboundPipeline:
         master_data: MasterData | None = None,
         accept_test: bool = False,
         clock: Clock = system_clock,
+        receipts: ProcessHost | None = None,
     ) -> None:
         self._store = store
         self._host = host
@@ -332,9 +345,12 @@ class InboundPipeline:
         elif router is not None or master_data is not None:
             raise InvalidArgument("InboundPipeline: give router/master_data to the family, not beside it")
         self._families = tuple(families)
+        # A partitioned host places a trigger's process by the family's routing key (the MaLo).
+        self._routed_spawn = "routing_key" in inspect.signature(host.spawn).parameters
         self._accept_test = accept_test
         self._clock = clock
-        self._receipts = DirectHost(store, [ReceiptWorkflow()], clock)
+        # Where receipt streams run (``mako-inbox``): plain processes on ``store`` unless given.
+        self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
 
     async def ingest(self, raw: bytes, received_at: datetime, source: str | None = None) -> IngestResult:
         """Ingest one interchange received at ``received_at`` (aware; the ÜT derives from it).
@@ -445,10 +461,7 @@ class InboundPipeline:
 
     def _receipt_identity(self, result: IngestResult) -> ProcessIdentity:
         assert result.recipient is not None and result.sender is not None
-        tenant = _tenant_or_placeholder(result.recipient)
-        key = f"{result.recipient}:{result.sender}:{result.interchange_ref}"
-        process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, key))
-        return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
+        return receipt_identity(result.recipient, result.sender, str(result.interchange_ref))
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
@@ -588,7 +601,13 @@ class InboundPipeline:
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
                     return outcome("routed", identity.process_id)
-                handle = self._host.spawn(decision.workflow, tx.tenant, decision.workflow_id)
+                if self._routed_spawn and decision.routing_key:
+                    spawn: Any = self._host.spawn
+                    handle = spawn(
+                        decision.workflow, tx.tenant, decision.workflow_id, routing_key=decision.routing_key
+                    )
+                else:
+                    handle = self._host.spawn(decision.workflow, tx.tenant, decision.workflow_id)
                 try:
                     await handle.execute_and_enqueue_with(
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)

@@ -12,7 +12,8 @@ at most one hop, with no scan over partitions:
   count, the rule holds for any count a store is created with.
 - **MaKo routing key = tenant + MaLo.** The competing-process check (the ``malo:`` registry
   key) and the supply assignment of one MaLo are then decided in one partition, in one LMDB
-  transaction; ``key_home`` sends a ``malo:<MaLo>:…`` key to that same partition.
+  transaction; ``key_home`` sends a ``malo:<MaLo>#<gen>`` key to that same partition, and
+  ``journal_home`` a ``supply:<MaLo>`` journal.
 - **Other business keys live where their own hash says** (``key_home``): a ``tx:``, ``ide:``
   or ``ic:`` key is looked up in exactly one partition. The process's own commit writes it
   atomically when that is its partition; otherwise its host writes the entry to the key's home
@@ -77,11 +78,24 @@ def partition_of(stream_id: StreamId, count: int) -> int:
 
 
 def malo_of_key(key: str) -> str | None:
-    """The MaLo of a ``malo:<MaLo>:…`` registry key (the competing-process key), else ``None``."""
+    """The MaLo of a ``malo:<MaLo>#<gen>`` (or ``malo:<MaLo>:…``) registry key, else ``None``.
+
+    GPKE's competing-process key is ``malo:<MaLo>#<generation>`` (``gpke.keys.malo_key``).
+    """
     if key.startswith("malo:"):
-        malo = key[5:].split(":", 1)[0]
+        malo = key[5:].split(":", 1)[0].split("#", 1)[0]
         return malo or None
     return None
+
+
+def journal_home(tenant_id: TenantId, key: str, count: int) -> int:
+    """The partition that holds journal ``key`` (``<kind>:<routing key>``, e.g. ``supply:<MaLo>``).
+
+    A journal is appended in the commits of the processes that decide it, so it lives in their
+    partition: the routing key's, named after the first colon of the journal key.
+    """
+    routing_key = key.split(":", 1)[1] if ":" in key else key
+    return routing_slot(tenant_id, routing_key) & (count - 1)
 
 
 def key_home(tenant_id: TenantId, key: str, count: int) -> int:

@@ -13,7 +13,8 @@ Three layouts, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles a
   host per node, pinned there with ``NodeAffinitySchedulingStrategy``, runs one
   ``LocalActorSystem`` per partition it owns. A partition whose node is gone raises
   ``PartitionUnavailable``; ``rebalance`` moves a partition explicitly (pause, consistent copy,
-  switch, resume).
+  switch, resume). With ``inbound={...}``, ``ingest(raw, received_at)`` runs the
+  ``InboundPipeline`` on the host of the interchange's first MaLo (``_Host.ingest``).
 - ``dedicated``: each live process is its own named Ray actor (found again with
   ``get_if_exists``); idle ones are passivated by ending the Ray actor. A Ray actor is a whole
   OS process (~80 MB, ~0.3 s to start): for hundreds of hot processes, not for 100k.
@@ -49,13 +50,20 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from mako_actors.actors._actor import COMMAND, TIMEOUT, ActorStats, Op
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
-from mako_actors.actors._routing import host_index
+from mako_actors.actors._routing import host_index, stable_hash
 from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, register_error
 from mako_actors.ids import StreamId, TenantId
-from mako_actors.partitions import PartitionMap, PartitionUnavailable, key_home, partition_of
+from mako_actors.partitions import (
+    PartitionMap,
+    PartitionUnavailable,
+    journal_home,
+    key_home,
+    partition_of,
+    routing_slot,
+)
 from mako_actors.store import Commit
 from mako_actors.workflow import Workflow
 
@@ -160,6 +168,7 @@ class _Host:
         self._systems: dict[int, LocalActorSystem] = {}
         self._stores: dict[int, Any] = {}
         self._peers: dict[str, Any] = {}
+        self._router: _HostRouter | None = None
         self.forward_failures = 0
         if spec["mode"] == "shared":
             from stores.lmdb import LmdbStore  # the worker opens its own environment
@@ -236,6 +245,17 @@ class _Host:
         for key, identity in entries:
             await store.register(identity.tenant_id, key, identity)
 
+    def _peer(self, node: str) -> Any:
+        """The host actor of another node (cached; dropped again when a call to it fails)."""
+        peer = self._peers.get(node)
+        if peer is None:
+            peer = ray.get_actor(f"{self._spec['prefix']}-node-{node}", namespace=self._spec["namespace"])
+            self._peers[node] = peer
+        return peer
+
+    async def journal(self, partition: int, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
+        return list(await self._store_of(partition).journal(tenant_id, key))
+
     async def forward_keys(self, partition: int, commits: Sequence[Commit]) -> None:
         by_home: dict[int, list[tuple[str, ProcessIdentity]]] = {}
         for commit in commits:
@@ -248,12 +268,7 @@ class _Host:
                 if home in self._stores:
                     await self.register_keys(home, entries)
                 else:
-                    node = self._spec["assignment"][home]
-                    peer = self._peers.get(node) or ray.get_actor(
-                        f"{self._spec['prefix']}-node-{node}", namespace=self._spec["namespace"]
-                    )
-                    self._peers[node] = peer
-                    await peer.register_keys.remote(home, entries)
+                    await self._peer(self._spec["assignment"][home]).register_keys.remote(home, entries)
             except Exception as exc:  # the commit is durable; a lookup of these keys will miss
                 self._peers.pop(self._spec["assignment"][home], None)
                 self.forward_failures += 1
@@ -263,6 +278,68 @@ class _Host:
                     home,
                     exc,
                 )
+
+    # -- inbound traffic, ingested here ---------------------------------------------------
+
+    async def ingest(
+        self, partition: int, now: datetime | None, raw: bytes, received_at: datetime, source: str | None
+    ) -> Any:
+        """Run the ``InboundPipeline`` here for one interchange assigned to ``partition``.
+
+        Processes and the receipt stream run on their partitions' actors (here, or through the
+        owning node's host); lookups and journal reads ask the key's home partition; dead
+        letters are written to ``partition``.
+        """
+        from mako_actors.inbound import InboundPipeline
+
+        if now is not None and self._pushed is not None:
+            self._pushed.push(now)
+        options = self._spec.get("inbound")
+        if options is None:
+            raise InvalidArgument("this host was started without inbound=...; it cannot ingest")
+        if self._router is None:
+            self._router = _HostRouter(self)
+        reads = _IngestReads(self, partition)
+        pipeline = InboundPipeline(
+            cast(Any, reads), self._router, receipts=self._router, clock=self._clock, **options
+        )
+        return await pipeline.ingest(raw, received_at, source)
+
+    async def dispatch_anywhere(self, identity: ProcessIdentity, op: Op) -> Any:
+        """``op`` on the process's actor: in its partition here, or through its node's host."""
+        partition = partition_of(identity.stream_id, self._count)
+        system = self._systems.get(partition)
+        if system is not None:
+            return await system.dispatch(identity, op)
+        node = self._spec["assignment"][partition]
+        now = self._clock() if self._pushed is not None else None
+        try:
+            [result] = await self._peer(node).call_batch.remote(now, [(partition, identity, op)])
+        except RayActorError:
+            self._peers.pop(node, None)
+            raise CommandOutcomeUnknown(f"the host of node {node!r} died before replying") from None
+        except ValueError:  # no actor of that name: its node is not up
+            raise PartitionUnavailable(f"partition {partition}: no host on node {node!r}") from None
+        if isinstance(result, _Failure):
+            raise EngineError.from_plain(result.plain)
+        if isinstance(result, _Raised):
+            raise result.exc
+        return result
+
+    async def read_anywhere(self, partition: int, method: str, *args: Any) -> Any:
+        """A store read (``lookup``, ``journal``) in ``partition``: here or on its node's host."""
+        if partition in self._stores:
+            return await getattr(self, method)(partition, *args)
+        node = self._spec["assignment"][partition]
+        try:
+            return await getattr(self._peer(node), method).remote(partition, *args)
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+        except RayActorError:
+            self._peers.pop(node, None)
+            raise PartitionUnavailable(f"partition {partition}: the host of node {node!r} died") from None
+        except ValueError:
+            raise PartitionUnavailable(f"partition {partition}: no host on node {node!r}") from None
 
     # -- partitions: creation and moves ----------------------------------------------------
 
@@ -384,6 +461,55 @@ class _Host:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class _HostRouter(HandleFactory):
+    """The ``ProcessHost`` of a host-side ``InboundPipeline``: handles that reach any partition.
+
+    A process in one of this node's partitions runs on its local actor; any other through the
+    owning node's host (one Ray call per operation, not batched).
+    """
+
+    def __init__(self, host: _Host) -> None:
+        self._host = host
+        self.workflows = workflow_registry(host._spec["workflows"])
+
+    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
+        return ProcessRef(workflow, identity, self)
+
+    async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
+        return await self._host.dispatch_anywhere(identity, op)
+
+    async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        home = key_home(tenant_id, key, self._host._count)
+        return cast(ProcessIdentity | None, await self._host.read_anywhere(home, "lookup", tenant_id, key))
+
+
+class _IngestReads:
+    """What a host-side pipeline reads and writes besides commands: one hop per key, no scan.
+
+    A registry key is read in its ``key_home`` partition, a journal in its ``journal_home``
+    partition; dead letters go to ``partition`` (the interchange's, on this node).
+    """
+
+    def __init__(self, host: _Host, partition: int) -> None:
+        self._host = host
+        self._partition = partition
+
+    async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        home = key_home(tenant_id, key, self._host._count)
+        return cast(ProcessIdentity | None, await self._host.read_anywhere(home, "lookup", tenant_id, key))
+
+    async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
+        home = journal_home(tenant_id, key, self._host._count)
+        return cast(list[dict[str, Any]], await self._host.read_anywhere(home, "journal", tenant_id, key))
+
+    async def add_dead_letter(self, letter: Any) -> Any:
+        stores = self._host._stores
+        store = stores.get(self._partition) or next(iter(stores.values()), None)
+        if store is None:
+            raise PartitionUnavailable(f"no partition is open on this host ({self._host._where()})")
+        return await store.add_dead_letter(letter)
+
+
 _remote_host: Any = None
 
 
@@ -453,6 +579,7 @@ class RayActorSystem(HandleFactory):
         max_concurrency: int = 10_000,
         store_options: dict[str, Any] | None = None,
         kill_on_close: bool = True,
+        inbound: dict[str, Any] | None = None,
     ) -> None:
         from mako_actors.scheduler import VirtualClock
 
@@ -464,6 +591,12 @@ class RayActorSystem(HandleFactory):
             raise InvalidArgument(f"max_call_batch must be at least 1, got {max_call_batch}")
         self.path = str(os.fspath(path))
         self.workflows = workflow_registry(workflows)
+        if inbound is not None:
+            inbound = _inbound_options(inbound, partitions, placement)
+            from mako_actors.inbound import ReceiptWorkflow
+
+            self.workflows.setdefault(ReceiptWorkflow.name, ReceiptWorkflow())
+        self._inbound = inbound
         self.placement: Placement = placement
         self.hosts = hosts or os.cpu_count() or 1
         self.namespace = namespace
@@ -502,6 +635,7 @@ class RayActorSystem(HandleFactory):
             "pushed_clock": self._virtual() if self._virtual is not None else None,
             "prefix": name_prefix,
             "namespace": namespace,
+            "inbound": inbound,
         }
         self._actor_options: dict[str, Any] = {
             "namespace": namespace,
@@ -951,6 +1085,37 @@ class RayActorSystem(HandleFactory):
             raise EngineError.from_plain(result.plain)
         return result
 
+    # -- inbound traffic, ingested on the hosts ---------------------------------------------
+
+    async def ingest(self, raw: bytes, received_at: datetime, source: str | None = None) -> Any:
+        """Ingest one interchange on the host of its partition (``InboundPipeline.ingest`` there).
+
+        Only the bytes and the ``IngestResult`` cross Ray between driver and host; parsing, the
+        receipt with its CONTRL (one transaction), deduplication, routing and dead letters run
+        on the host. The interchange's partition is its first transaction's MaLo's (its process
+        and the MaLo's journal are then local), else (CONTRL, APERAK, unreadable) the partition
+        of its receipt stream. Needs ``inbound=`` at construction. Raises what the pipeline
+        raises (store failures, ``PartitionUnavailable`` for a partition it needs that is down
+        or being moved): re-ingesting the same bytes is then safe.
+        """
+        if self._inbound is None or self.partition_map is None:
+            raise InvalidArgument("ingest needs RayActorSystem(partitions=..., inbound={...})")
+        if self._closed:
+            raise ActorSystemClosed("actor system is closed")
+        if self._new_map:
+            await self.start()
+        partition = ingest_partition(raw, self.partition_map.count)
+        await self._await_resumed(partition)
+        now = self._virtual() if self._virtual is not None else None
+        self._calls += 1
+        try:
+            host = self._node_host(self.partition_map.node_of(partition))
+            return await self._reply(host.ingest.remote(partition, now, raw, received_at, source))
+        finally:
+            self._calls -= 1
+            if not self._calls and self._idle_calls is not None:
+                self._idle_calls.set()
+
     # -- rebalance -------------------------------------------------------------------------
 
     async def _await_resumed(self, partition: int) -> None:
@@ -1140,6 +1305,55 @@ class RayActorSystem(HandleFactory):
         self._host_handles = []
         self._node_hosts = {}
         self._registry = None
+
+
+def _inbound_options(
+    options: dict[str, Any], partitions: PartitionMap | None, placement: Placement
+) -> dict[str, Any]:
+    """``InboundPipeline`` keywords for the hosts, checked here (GPKE's family built once)."""
+    from mako_actors.gpke.family import GpkeFamily
+    from mako_actors.inbound import DirectHost, InboundPipeline
+
+    if partitions is None or placement != "hosted":
+        raise InvalidArgument("inbound= needs a partitioned system with hosted placement")
+    allowed = {"tenants", "families", "router", "master_data", "accept_test"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidArgument(f"inbound: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
+    options = dict(options)
+    options["tenants"] = list(options.get("tenants") or ())
+    InboundPipeline(cast(Any, None), DirectHost(cast(Any, None), []), **options)  # same checks as there
+    if options.get("families") is None:
+        options["families"] = [GpkeFamily(options.pop("router", None), options.pop("master_data", None))]
+    try:
+        cloudpickle.dumps(options)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise InvalidArgument(f"inbound options must pickle (they run on the hosts): {exc}") from None
+    return options
+
+
+def ingest_partition(raw: bytes, count: int) -> int:
+    """The partition an interchange is ingested in: its first transaction's MaLo's, else its receipt's.
+
+    A light scan (``_partition.Scan``), no validation: the host's parser decides the rest. Bytes
+    without a readable UNB go to a partition by their hash (the pipeline only dead-letters them).
+    """
+    from mako_actors._partition import Scan
+    from mako_actors.inbound import _tenant_or_placeholder, receipt_identity
+
+    try:
+        scan = Scan(raw)
+        sender, recipient, ref = (v.decode("latin-1") for v in (scan.sender, scan.recipient, scan.control))
+    except Exception:  # the scan reads anything; this only guards against what it cannot
+        return stable_hash(raw[:256].hex()) % count
+    if not (sender and recipient and ref):
+        return stable_hash(raw[:256].hex()) % count
+    for message in scan.messages:
+        for tx in message.txs:
+            malo = tx.get(b"LOC")
+            if malo:
+                return routing_slot(_tenant_or_placeholder(recipient), malo.decode("latin-1")) % count
+    return partition_of(receipt_identity(recipient, sender, ref).stream_id, count)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

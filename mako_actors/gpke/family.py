@@ -58,7 +58,10 @@ class GpkeFamily:
         if await reads.lookup(tx.tenant, transaction_key(sender, tx.transaction.ide_ref)) is not None:
             return Skip(f"transaction {tx.transaction.ide_ref} seen before")
         command = await self._trigger_command(tx, values, reads)
-        return Start(route.workflow_name, self._router.workflow_id(route.pid, tx.format_version), command)
+        workflow_id = self._router.workflow_id(route.pid, tx.format_version)
+        # The MaLo's partition holds its ``malo:`` claim and its supply journal (``partitions``).
+        malo = values.get("malo")
+        return Start(route.workflow_name, workflow_id, command, routing_key=str(malo) if malo else None)
 
     def acknowledgement(self, values: Mapping[str, Any]) -> tuple[str, BaseModel] | None:
         try:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,21 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from mako_actors import CommandOutcomeUnknown, PartitionMap, PartitionUnavailable, RayActorSystem
-from mako_actors.partitions import partition_of
+from mako_actors import (
+    CommandOutcomeUnknown,
+    PartitionMap,
+    PartitionUnavailable,
+    RayActorSystem,
+    StaticMasterData,
+    Suppliers,
+    TenantId,
+    VirtualClock,
+)
+from mako_actors.gpke import GpkeNbWorkflow, Status
+from mako_actors.gpke.synthetic import anmeldung, lfa_answer
+from mako_actors.gpke.validation import malo_check_digit
+from mako_actors.inbound import receipt_identity
+from mako_actors.partitions import partition_of, routing_slot
 from stores.lmdb import LmdbStore
 from stores.partitioned import partition_dir
 from tests.actors.conftest import LEDGER_ID, TENANT
@@ -170,3 +184,73 @@ async def test_a_lost_node_makes_its_partitions_unavailable_until_it_returns(clu
         for r in lost:
             assert len(await r.execute(Record(amount=1))) == 1
         assert set((await actors.partition_status()).values()) == {"up"}
+
+
+async def test_interchanges_ingested_on_the_hosts_of_their_malos(cluster: dict[str, Any]) -> None:
+    """Each interchange runs on its MaLo's node; receipts and ``tx:`` keys homed on other nodes
+    are written through those nodes' hosts; the driver then finds and reads the same processes."""
+    base: Path = cluster["base"] / "ingest"
+    nb, lfn, lfa = "9900000002009", "9900000001001", "9900000003005"
+    tenant = TenantId.from_party_id(nb)
+    received = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+    malos = [f"{body}{malo_check_digit(body)}" for body in (f"51238696{i:02d}" for i in range(12))]
+    the_map = layout(base)
+    node_of_malo = {m: the_map.node_of(routing_slot(tenant, m) % PARTITIONS) for m in malos}
+    assert set(node_of_malo.values()) == set(NODES)
+    receipt_nodes = {
+        m: the_map.node_of(partition_of(receipt_identity(nb, lfn, f"LFN{i}").stream_id, PARTITIONS))
+        for i, m in enumerate(malos)
+    }
+    assert any(receipt_nodes[m] != node_of_malo[m] for m in malos)  # some receipts live on another node
+    inbound = {"tenants": [nb], "master_data": StaticMasterData({m: Suppliers(current=lfa) for m in malos})}
+    clock = VirtualClock(received)
+    prefix = f"i-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[GpkeNbWorkflow], partitions=the_map, clock=clock,
+                              inbound=inbound, name_prefix=prefix) as actors:  # fmt: skip
+        raws = [
+            anmeldung(lfn=lfn, nb=nb, malo=m, zuordnungsbeginn=start, ide_ref=f"TX{i}", control_ref=f"LFN{i}",
+                      sent_at=received)
+            for i, m in enumerate(malos)
+        ]  # fmt: skip
+        results = await asyncio.gather(*(actors.ingest(raw, received) for raw in raws))
+        outcomes = [(r.status, [m.outcome for m in r.messages]) for r in results]
+        assert outcomes == [("accepted", ["started"])] * len(malos)
+        assert {r.status for r in await asyncio.gather(*(actors.ingest(raw, received) for raw in raws))} == {
+            "duplicate"
+        }
+        refs = {}
+        for i, m in enumerate(malos):  # the driver finds each process by one lookup
+            ref = await actors.lookup(tenant, f"tx:{lfn}:TX{i}")
+            assert ref is not None and ref.identity().process_id == results[i].messages[0].process_id
+            refs[m] = ref
+        assert actors.unavailable_errors == 0
+        requests = {}
+        for m, ref in refs.items():
+            p = partition_of(ref.stream_id, PARTITIONS)
+            assert the_map.node_of(p) == node_of_malo[m]
+            async with LmdbStore(partition_dir(base / node_of_malo[m], p)) as store:
+                pending = await store.pending(1000, datetime(2100, 1, 1, tzinfo=UTC))
+            [request] = [
+                o for o in pending
+                if o.stream_id == ref.stream_id and o.message_type == "UTILMD"
+                and o.payload["transactions"][0]["pid"] == "55010"
+            ]  # fmt: skip
+            requests[m] = request.payload["transactions"][0]["ide_ref"]
+        clock.advance(timedelta(hours=1))
+        answers = [
+            lfa_answer(lfa=lfa, nb=nb, malo=m, request_ref=requests[m], ide_ref=f"LFA{i}",
+                       control_ref=f"LFA{i}", sent_at=clock())
+            for i, m in enumerate(malos)
+        ]  # fmt: skip
+        routed = await asyncio.gather(*(actors.ingest(a, clock()) for a in answers))
+        for m, r in zip(malos, routed, strict=True):
+            [answered] = r.messages
+            assert (answered.outcome, answered.process_id) == ("routed", refs[m].identity().process_id)
+            state = await refs[m].state()
+            assert state.status is Status.CONFIRMED
+    on_disk = await streams_on_disk(base)
+    for i, m in enumerate(malos):  # every receipt stream is in its own partition, on its node only
+        receipt = receipt_identity(nb, lfn, f"LFN{i}").stream_id
+        places = [place for place, streams in on_disk.items() if str(receipt) in streams]
+        assert places == [(receipt_nodes[m], partition_of(receipt, PARTITIONS))]
