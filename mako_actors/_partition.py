@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from mako_actors.gpke.payloads import derive_ref
 
-__all__ = ["Partitioner", "Scan", "split_by_partition"]
+__all__ = ["Partitioner", "Scan", "our_references", "split_by_partition"]
 
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
@@ -38,6 +38,16 @@ class _Message:
     ref: bytes = b""
     txs: list[dict[bytes, bytes]] = field(default_factory=list)
     ack_ref: bytes = b""
+
+
+def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> list[tuple[str, str]]:
+    """The IDEs and 0020s the workflow may give the messages it sends for one trigger.
+
+    The workflow's seed is ``sender:0020:0062:IDE`` of the triggering transaction and its
+    messages count from 0; the first ``_CANDIDATES`` are enough for one supplier change.
+    """
+    seed = f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
+    return [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(_CANDIDATES)]
 
 
 def _partition(n: int, *parts: bytes) -> int:
@@ -152,12 +162,11 @@ class Partitioner:
             return self._ide.get(tx.get(b"TN", b""), default)
         part = _partition(self.n, scan.recipient, tx.get(b"LOC", b""))
         sender = (message.sender or scan.sender).decode("latin-1")
+        control, ref = scan.control.decode("latin-1"), message.ref.decode("latin-1")
         for each in message.txs:
-            seed = f"{sender}:{scan.control.decode('latin-1')}:{message.ref.decode('latin-1')}:"
-            seed += each[b"IDE"].decode("latin-1")
-            for index in range(_CANDIDATES):
-                self._ide[derive_ref(seed, index, "IDE").encode()] = part
-                self._interchange[derive_ref(seed, index, "0020").encode()] = part
+            for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
+                self._ide[ide.encode()] = part
+                self._interchange[interchange.encode()] = part
         return part
 
     def _piece(self, scan: Scan, raw: bytes, messages: list[_Message]) -> bytes:

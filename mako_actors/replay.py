@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from mako_actors._partition import Scan
+from mako_actors._partition import Scan, our_references
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -468,6 +468,9 @@ class _Pipeline:
             progress,
         )
         self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
+        # (tenant MP-ID, IDE / 0020 we may send) -> the trigger's key, for answers in flight
+        self.requests: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.interchanges: dict[tuple[str, str], tuple[str, ...]] = {}
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -501,11 +504,12 @@ class _Pipeline:
             return
         for message in scan.messages:
             if message.ack_ref or message.kind in (b"CONTRL", b"APERAK"):
-                target = self.view.registry.get((tenant, f"ic:{message.ack_ref.decode('latin-1')}"))
-                if target is None:
+                ref = message.ack_ref.decode("latin-1")
+                key = self._target_key(tenant, f"ic:{ref}", self.interchanges.get((us, ref)))
+                if key is None:
                     item.exclusive = True
                     return
-                keys.append(self.view.key_of(target.stream_id))
+                keys.append(key)
                 continue
             by = message.sender.decode("latin-1") if message.sender else sender
             for tx in message.txs:
@@ -515,17 +519,36 @@ class _Pipeline:
                     return
                 if pid in (b"55011", b"55012"):
                     request = tx.get(b"TN", b"").decode("latin-1")
-                    target = self.view.registry.get((tenant, f"ide:{request}"))
-                    if target is None:
+                    key = self._target_key(tenant, f"ide:{request}", self.requests.get((us, request)))
+                    if key is None:
                         item.exclusive = True
                         return
-                    keys.append(self.view.key_of(target.stream_id))
+                    keys.append(key)
                     continue
                 ide = tx[b"IDE"].decode("latin-1")
                 malo_key = ("malo", us, tx[b"LOC"].decode("latin-1") if b"LOC" in tx else "None")
                 keys += [malo_key, ("tx", by, ide)]
                 self.view.tx_keys[(tenant, f"tx:{by}:{ide}")] = malo_key
+                control, ref = scan.control.decode("latin-1"), message.ref.decode("latin-1")
+                for our_ide, our_ref in our_references(by, control, ref, ide):
+                    self.requests[(us, our_ide)] = malo_key
+                    self.interchanges[(us, our_ref)] = malo_key
         item.keys = tuple(dict.fromkeys(keys))
+
+    def _target_key(
+        self, tenant: TenantId, registry_key: str, predicted: tuple[str, ...] | None
+    ) -> tuple[str, ...] | None:
+        """The key of the process an answer names: bound already, or about to be.
+
+        A binding committed in this run gives the process's key. Otherwise the answer may name
+        a message a queued trigger is about to send: the references the workflow derives for
+        every trigger (``our_references``) predict its key, so the answer waits for that
+        trigger alone. Neither: ``None``, the answer runs alone (it is probably unroutable).
+        """
+        target = self.view.registry.get((tenant, registry_key))
+        if target is not None:
+            return self.view.key_of(target.stream_id)
+        return predicted
 
     # -- the queues ---------------------------------------------------------------------------
 
