@@ -507,8 +507,7 @@ def fuzz(count: int, rng: random.Random) -> Row:
 async def _ray_kills(kills: int, row: Row) -> None:
     import ray
 
-    from mako_actors import CommandOutcomeUnknown
-    from mako_actors.actors import RayActorSystem
+    from mako_actors.actors import CommandOutcomeUnknown, RayActorSystem
     from stores.lmdb import LmdbStore
 
     path = Path(tempfile.mkdtemp(prefix="torture-ray-"))
@@ -600,7 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         scenarios.append(lambda: ray_kills(args.ray_kills))
     rows: list[Row] = []
     for scenario in scenarios:
-        row = scenario()
+        try:
+            row = scenario()
+        except Exception as exc:  # a crashed scenario is a failed row; the others still count
+            row = Row(getattr(scenario, "__name__", "scenario"), failures=[f"crashed: {exc!r}"])
         rows.append(row)
         print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)  # progress, row by row
     print(table(rows))
