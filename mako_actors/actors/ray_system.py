@@ -169,6 +169,8 @@ class _Host:
         self._stores: dict[int, Any] = {}
         self._peers: dict[str, Any] = {}
         self._router: _HostRouter | None = None
+        self._peer_batches: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
+        self._peer_sends: set[asyncio.Task[None]] = set()
         self.forward_failures = 0
         if spec["mode"] == "shared":
             from stores.lmdb import LmdbStore  # the worker opens its own environment
@@ -311,20 +313,49 @@ class _Host:
         system = self._systems.get(partition)
         if system is not None:
             return await system.dispatch(identity, op)
+        # Operations for one node that are ready in the same loop turn travel in one Ray call.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         node = self._spec["assignment"][partition]
+        batch = self._peer_batches.get(node)
+        if batch is None:
+            batch = self._peer_batches[node] = []
+            loop.call_soon(self._flush_peer, node)
+        batch.append((partition, identity, op, future))
+        return await future
+
+    def _flush_peer(self, node: str) -> None:
+        items = self._peer_batches.pop(node, [])
+        task = asyncio.get_running_loop().create_task(self._send_peer(node, items))
+        self._peer_sends.add(task)
+        task.add_done_callback(self._peer_sends.discard)
+
+    async def _send_peer(self, node: str, items: list[tuple[int, ProcessIdentity, Op, Any]]) -> None:
+        """One ``call_batch`` on ``node``'s host; a lost reply is never resent (no retry of a write)."""
         now = self._clock() if self._pushed is not None else None
         try:
-            [result] = await self._peer(node).call_batch.remote(now, [(partition, identity, op)])
+            results = await self._peer(node).call_batch.remote(now, [(p, i, o) for p, i, o, _ in items])
         except RayActorError:
             self._peers.pop(node, None)
-            raise CommandOutcomeUnknown(f"the host of node {node!r} died before replying") from None
+            lost = CommandOutcomeUnknown(f"the host of node {node!r} died before replying")
+            for *_, future in items:
+                _fail(future, lost)
+            return
         except ValueError:  # no actor of that name: its node is not up
-            raise PartitionUnavailable(f"partition {partition}: no host on node {node!r}") from None
-        if isinstance(result, _Failure):
-            raise EngineError.from_plain(result.plain)
-        if isinstance(result, _Raised):
-            raise result.exc
-        return result
+            for p, _, _, future in items:
+                _fail(future, PartitionUnavailable(f"partition {p}: no host on node {node!r}"))
+            return
+        except BaseException as exc:  # e.g. an operation that does not pickle: all fail alike
+            for *_, future in items:
+                _fail(future, _unwrap(exc))
+            return
+        for (*_, future), result in zip(items, results, strict=True):
+            if isinstance(result, _Failure):
+                _fail(future, EngineError.from_plain(result.plain))
+            elif isinstance(result, _Raised):
+                _fail(future, result.exc)
+            elif not future.done():
+                future.set_result(result)
 
     async def read_anywhere(self, partition: int, method: str, *args: Any) -> Any:
         """A store read (``lookup``, ``journal``) in ``partition``: here or on its node's host."""
@@ -465,7 +496,7 @@ class _HostRouter(HandleFactory):
     """The ``ProcessHost`` of a host-side ``InboundPipeline``: handles that reach any partition.
 
     A process in one of this node's partitions runs on its local actor; any other through the
-    owning node's host (one Ray call per operation, not batched).
+    owning node's host (operations for one node ready in one loop turn share one Ray call).
     """
 
     def __init__(self, host: _Host) -> None:

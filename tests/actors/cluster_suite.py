@@ -30,6 +30,8 @@ from mako_actors import (
     TenantId,
     VirtualClock,
 )
+from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
+from mako_actors.edifact.render import OutboundEnvelope, render_interchange
 from mako_actors.gpke import GpkeNbWorkflow, Status
 from mako_actors.gpke.synthetic import anmeldung, lfa_answer
 from mako_actors.gpke.validation import malo_check_digit
@@ -249,6 +251,25 @@ async def test_interchanges_ingested_on_the_hosts_of_their_malos(cluster: dict[s
             assert (answered.outcome, answered.process_id) == ("routed", refs[m].identity().process_id)
             state = await refs[m].state()
             assert state.status is Status.CONFIRMED
+        # A bundled interchange whose transactions' MaLos live on all three nodes: it runs on the
+        # first MaLo's node, the other transactions' processes start on theirs.
+        bundle = [f"{body}{malo_check_digit(body)}" for body in (f"51238697{i:02d}" for i in range(30))]
+        picked = [next(m for m in bundle if the_map.node_of(routing_slot(tenant, m) % PARTITIONS) == n)
+                  for n in NODES]  # fmt: skip
+        transactions = tuple(
+            UtilmdTransaction(ide_ref=f"B{k}", pid="55001", malo=m, start=start, transaction_reason="E03",
+                              customer_name=("Beispiel", "Paula"))
+            for k, m in enumerate(picked)
+        )  # fmt: skip
+        message = UtilmdMessage(reference="M1", document_number="DB1", document_date=clock(), sender_id=lfn,
+                                recipient_id=nb, transactions=transactions)  # fmt: skip
+        envelope = OutboundEnvelope(sender_id=lfn, recipient_id=nb, prepared_at=clock(), control_ref="B1")
+        bundled = await actors.ingest(render_interchange(envelope, [build_utilmd(message)]), clock())
+        assert [o.outcome for o in bundled.messages] == ["started"] * 3
+        for k, m in enumerate(picked):
+            ref = await actors.lookup(tenant, f"tx:{lfn}:B{k}")
+            assert ref is not None
+            assert partition_of(ref.stream_id, PARTITIONS) == routing_slot(tenant, m) % PARTITIONS
     on_disk = await streams_on_disk(base)
     for i, m in enumerate(malos):  # every receipt stream is in its own partition, on its node only
         receipt = receipt_identity(nb, lfn, f"LFN{i}").stream_id
