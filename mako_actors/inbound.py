@@ -299,6 +299,8 @@ class IngestResult:
     recipient: str | None = None
     error: str | None = None
     messages: list[MessageOutcome] = field(default_factory=list)
+    #: Our MP-ID that answered an interchange addressed to someone else (else the recipient).
+    answered_by: str | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -407,11 +409,7 @@ class InboundPipeline:
             recipient=parsed.recipient.id,
         )
         if parsed.recipient.id not in self._tenants:
-            result.status, result.error = (
-                "rejected",
-                f"recipient {parsed.recipient.id} is not one of our MP-IDs",
-            )
-            await self._receipt_only(result, digest, received_at, "7")
+            await self._misaddressed(result, digest, received_at)
             return result
         if parsed.test and not self._accept_test:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
@@ -461,7 +459,27 @@ class InboundPipeline:
 
     def _receipt_identity(self, result: IngestResult) -> ProcessIdentity:
         assert result.recipient is not None and result.sender is not None
-        return receipt_identity(result.recipient, result.sender, str(result.interchange_ref))
+        receiver = result.answered_by or result.recipient
+        return receipt_identity(receiver, result.sender, str(result.interchange_ref))
+
+    async def _misaddressed(self, result: IngestResult, digest: str, received_at: datetime) -> None:
+        """An interchange whose UNB recipient is not one of our MP-IDs: never answered in its name.
+
+        ISO 9735 0085 = 7 ("recipient not actual recipient") is the actual recipient's answer,
+        so with one tenant we, the party that received it, send CONTRL 4 with code 7 from our
+        own MP-ID and record the receipt under our own tenant (DOMAIN.md §5). With several
+        tenants nothing says which of ours received it: no answer. Either way an alarm (the
+        warning logged for the result) and a dead letter, once per distinct content.
+        """
+        assert result.recipient is not None
+        result.status = "rejected"
+        result.error = f"recipient {result.recipient} is not one of our MP-IDs"
+        if len(self._tenants) == 1:
+            result.answered_by = next(iter(self._tenants))
+            if await self._receipt_only(result, digest, received_at, "7") != "rejected":
+                return  # the same bytes again (or a conflict, dead-lettered as such): answered before
+        audit = {**_audit(result), "sha256": digest}
+        await self._dead_letter("inbound-misaddressed", result.error or "", audit)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
@@ -471,8 +489,10 @@ class InboundPipeline:
 
     async def _receipt_only(
         self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
-    ) -> None:
+    ) -> Status:
+        """Record a rejected interchange's receipt and CONTRL; the status after it (e.g. duplicate)."""
         await self._record_receipt(result, digest, received_at, 0, error_code)
+        return result.status
 
     async def _record_receipt(
         self,
@@ -500,6 +520,7 @@ class InboundPipeline:
             prepared_at=received_at,
             error_code=None if accepted else error_code,
             message_errors=message_errors,
+            answered_by=result.answered_by,
         )
         receipt = InterchangeReceived(
             sender=result.sender,
@@ -547,6 +568,7 @@ class InboundPipeline:
             prepared_at=received_at,
             error_code="26",
             variant=digest,
+            answered_by=result.answered_by,
         ).to_payload()
         conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
         # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.

@@ -408,6 +408,7 @@ def build_contrl_payload(
     messages: tuple[ContrlMessageLine, ...] = (),
     message_errors: Sequence[ContrlMessageError] = (),
     variant: str | None = None,
+    answered_by: str | None = None,
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
@@ -424,6 +425,9 @@ def build_contrl_payload(
     other bytes that arrived under it, answered with 0085 = 26): its 0020 and 0062 derive
     from the variant too, so they never repeat those of the first CONTRL, and the same
     variant again gives the same references.
+
+    ``answered_by`` is our MP-ID when the interchange named another recipient (UCI still copies
+    its S003 as received; the CONTRL's UNB sender is us, never the party it was addressed to).
     """
     seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
     if variant is not None:
@@ -432,7 +436,9 @@ def build_contrl_payload(
     lines = (*messages, *(e.line() for e in message_errors))
     rejected = not accepted or any(line.action == "4" for line in lines)
     return ContrlPayload(
-        envelope=EnvelopePayload.between(interchange_recipient, interchange_sender, prepared_at, control_ref),
+        envelope=EnvelopePayload.between(
+            answered_by or interchange_recipient, interchange_sender, prepared_at, control_ref
+        ),
         reference=derive_ref(seed, 0, "0062"),
         interchange_ref=interchange_ref,
         interchange_sender_id=interchange_sender,

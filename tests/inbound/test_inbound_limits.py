@@ -72,11 +72,6 @@ async def test_a_well_formed_interchange_is_still_answered(store: LmdbStore, tmp
     assert report.delivered >= 2 and report.dead_lettered == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: inbound.py (wt7dec) still answers a misaddressed interchange in the addressee's "
-    "name; ISO 9735 0085 code 7 says the actual recipient (us) rejects it. Remove this marker with the fix.",
-)
 async def test_a_misaddressed_interchange_gets_no_answer_in_a_foreign_name(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
     result = await pipeline(store, clock).ingest(interchange(nb=FOREIGN, control_ref="R1"), THU_1430)
@@ -87,3 +82,31 @@ async def test_a_misaddressed_interchange_gets_no_answer_in_a_foreign_name(store
         assert message.payload.get("envelope", {}).get("sender_id") != FOREIGN
         assert message.tenant_id != foreign_tenant
     assert any("not one of our" in letter.reason for letter in await store.dead_letters())
+
+
+async def test_a_misaddressed_interchange_is_rejected_by_us_with_code_7_once(store: LmdbStore) -> None:
+    """One tenant: we, the actual recipient, send CONTRL 4 / 0085 = 7 from our own MP-ID."""
+    clock = VirtualClock(THU_1430)
+    raw = interchange(nb=FOREIGN, control_ref="R1")
+    await pipeline(store, clock).ingest(raw, THU_1430)
+    again = await pipeline(store, clock).ingest(raw, THU_1430)
+    assert again.status == "duplicate"
+    [contrl] = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
+    assert contrl.tenant_id == TenantId.from_party_id(NB)
+    assert contrl.payload["envelope"]["sender_id"] == NB and contrl.payload["envelope"]["recipient_id"] == LFN
+    assert contrl.payload["interchange_recipient_id"] == FOREIGN  # S003 copied as received
+    assert (contrl.payload["action"], contrl.payload["error_code"]) == ("4", "7")
+    letters = [d for d in await store.dead_letters() if d.kind == "inbound-misaddressed"]
+    assert len(letters) == 1  # the retransmission adds no second dead letter
+
+
+async def test_with_several_tenants_a_misaddressed_interchange_gets_only_a_dead_letter(
+    store: LmdbStore,
+) -> None:
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    several = InboundPipeline(store, host, tenants=[NB, "9900000003007"], clock=clock)
+    result = await several.ingest(interchange(nb=FOREIGN, control_ref="R1"), THU_1430)
+    assert result.status == "rejected" and result.answered_by is None
+    assert await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC)) == []
+    assert [d.kind for d in await store.dead_letters()] == ["inbound-misaddressed"]
