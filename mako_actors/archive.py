@@ -250,17 +250,23 @@ class _Generator:
                 window = max(60, int((due - tx.at).total_seconds()) - 60)
                 at = tx.at + timedelta(seconds=self.rng.randint(60, window))
             confirm = tx.answer != "object"
+            # E_0624 codes of the right cluster (AHB-FACTS §4): Zustimmung in 55011, which also
+            # carries DTM+93 (the end of supply: the new supplier's start); Ablehnung in 55012,
+            # A30 included (supply already ended: the NB treats it as no objection).
             answer = UtilmdTransaction(
                 ide_ref=self.next_ref("L"),
                 pid="55011" if confirm else "55012",
                 request_ref=request,
-                answer_code="A01" if confirm else self.rng.choice(["A02", "A03", "A04"]),
+                end=tx.transaction.start if confirm else None,
+                answer_code=self.rng.choice(_ZUSTIMMUNG if confirm else _ABLEHNUNG),
                 answer_ebd="E_0624",
             )
             out.append(_Tx("answer", tx.lfa, at, answer))
         return out
 
 
+_ZUSTIMMUNG = ["A36", "A31", "A34"]
+_ABLEHNUNG = ["A35", "A33", "A32", "A30"]
 _NAMES = ["Müller", "Schäfer", "Größe", "Özdemir", "Beispiel", "Weiß", "O'Brien", "A+B GmbH"]
 
 
