@@ -9,8 +9,9 @@ under a newer release. Entries carry their confidence (``H``/``M``, AHB-FACTS le
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -48,9 +49,7 @@ class UnhVersion:
     confidence: Literal["H", "M"] = "H"
 
     def __str__(self) -> str:
-        return ":".join(
-            (self.message_type, self.version, self.release, self.agency, self.association_code)
-        )
+        return ":".join((self.message_type, self.version, self.release, self.agency, self.association_code))
 
 
 def _v(text: str, confidence: Literal["H", "M"] = "H") -> UnhVersion:
@@ -132,7 +131,13 @@ def sending_format_version(instant: datetime) -> FormatVersion:
     """
     if instant.tzinfo is None:
         raise InvalidArgument("sending_format_version needs an aware datetime")
-    day = instant.astimezone(_BERLIN).date()
+    return _sending_format_version_on(instant.astimezone(_BERLIN).date())
+
+
+@functools.lru_cache(maxsize=1024)
+def _sending_format_version_on(day: date) -> FormatVersion:
+    """``sending_format_version`` of a Berlin day; cached (every outbound payload asks, and a
+    replay's days are few; the release table is fixed at import)."""
     if day < min(KNOWN_FORMAT_VERSIONS.values()):
         return FormatVersion(min(KNOWN_FORMAT_VERSIONS.values()))
     return FormatVersion.in_force(day)
