@@ -104,9 +104,11 @@ def expected_unh_version(message_type: str, format_version: FormatVersion | str)
     return str(unh_version(message_type, format_version))
 
 
+@functools.lru_cache(maxsize=1024)
 def unh_mismatch(s009: str, format_version: FormatVersion | str) -> str | None:
     """Why a received UNH S009 (``UTILMD:D:11A:UN:S1.1``) is wrong under ``format_version``, or
-    ``None`` when it is the expected one.
+    ``None`` when it is the expected one (cached: pure, asked per inbound message for the same
+    few versions).
 
     For inbound checks on the FV in force on the transmission day; a message type or release
     outside the table is a mismatch too (its reason says so). Never raises for the S009 text.
