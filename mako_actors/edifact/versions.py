@@ -124,12 +124,14 @@ def unh_mismatch(s009: str, format_version: FormatVersion | str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def sending_format_version(instant: datetime) -> FormatVersion:
     """The format version whose MIGs apply to a message sent at ``instant`` (Berlin date).
 
     Instants before the oldest known release (FV2504, the LFW24 go-live) get that release: the
     builders write LFW24 content only, which has no older format. Raises ``InvalidArgument``
-    for a naive datetime.
+    for a naive datetime. Cached per instant (every payload of a command asks with its instant;
+    equal instants in other zones are the same Berlin day).
     """
     if instant.tzinfo is None:
         raise InvalidArgument("sending_format_version needs an aware datetime")
