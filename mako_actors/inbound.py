@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -219,9 +220,14 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         return state.model_copy(update={"processed": True})
 
 
+@functools.lru_cache(maxsize=4096)
 def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> ProcessIdentity:
     """The receipt stream of one interchange: derived from recipient, sender and 0020 only, so a
-    retransmission (or other bytes under the same reference) finds the same stream."""
+    retransmission (or other bytes under the same reference) finds the same stream.
+
+    Cached (a pure function of its arguments; each interchange asks up to four times, and the
+    uuid5 ids cost more than the rest of a receipt's routing).
+    """
     tenant = _tenant_or_placeholder(recipient)
     process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{recipient}:{sender}:{interchange_ref}"))
     return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
@@ -440,7 +446,7 @@ class InboundPipeline:
         ):
             return result
         result.status = "accepted"
-        tenant = TenantId.from_party_id(parsed.recipient.id)
+        tenant = _tenant_of(parsed.recipient.id)
         refusals: list[dict[str, Any]] = []
         for message in parsed.messages:
             if message.message_type in ("CONTRL", "APERAK"):
@@ -450,8 +456,10 @@ class InboundPipeline:
             for transaction in message.transactions:
                 tx = InboundTransaction(parsed, message, transaction, tenant, received_at, fv)
                 result.messages.append(await self._route(tx, refusals))
-        await self._receipt_handle(result).execute_and_enqueue_with(
-            RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals)), self._receipt_ctx(result)
+        handle = self._receipt_handle(result)
+        await handle.execute_and_enqueue_with(
+            RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals)),
+            self._receipt_ctx(result, handle),
         )
         return result
 
@@ -484,8 +492,9 @@ class InboundPipeline:
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
 
-    def _receipt_ctx(self, result: IngestResult) -> CommandContext:
-        return self._receipt_handle(result).context_for_inbound(f"{result.sender}:{result.interchange_ref}")
+    def _receipt_ctx(self, result: IngestResult, handle: Handle | None = None) -> CommandContext:
+        handle = handle or self._receipt_handle(result)
+        return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
 
     async def _receipt_only(
         self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
@@ -536,7 +545,7 @@ class InboundPipeline:
         command = RecordReceipt(receipt=receipt, contrl=contrl.to_payload() if acknowledge else None)
         handle = self._receipt_handle(result)
         try:
-            await handle.execute_and_enqueue_with(command, self._receipt_ctx(result))
+            await handle.execute_and_enqueue_with(command, self._receipt_ctx(result, handle))
             return accepted
         except (WorkflowError, VersionConflict):
             state: ReceiptState = await handle.state()
@@ -872,10 +881,16 @@ def _audit(result: IngestResult) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _tenant_of(mp_id: str) -> TenantId:
+    """``TenantId.from_party_id``, cached: our few tenants' uuid5 once, not per interchange."""
+    return TenantId.from_party_id(mp_id)
+
+
 def _tenant_or_placeholder(mp_id: str) -> TenantId:
     """The tenant of an MP-ID; a malformed one (a rejected interchange) gets a stable stand-in."""
     try:
-        return TenantId.from_party_id(mp_id)
+        return _tenant_of(mp_id)
     except InvalidArgument:
         return TenantId(uuid.uuid5(_RECEIPT_NAMESPACE, f"unknown-party:{mp_id}"))
 

@@ -9,8 +9,9 @@ under a newer release. Entries carry their confidence (``H``/``M``, AHB-FACTS le
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -48,9 +49,7 @@ class UnhVersion:
     confidence: Literal["H", "M"] = "H"
 
     def __str__(self) -> str:
-        return ":".join(
-            (self.message_type, self.version, self.release, self.agency, self.association_code)
-        )
+        return ":".join((self.message_type, self.version, self.release, self.agency, self.association_code))
 
 
 def _v(text: str, confidence: Literal["H", "M"] = "H") -> UnhVersion:
@@ -105,9 +104,11 @@ def expected_unh_version(message_type: str, format_version: FormatVersion | str)
     return str(unh_version(message_type, format_version))
 
 
+@functools.lru_cache(maxsize=1024)
 def unh_mismatch(s009: str, format_version: FormatVersion | str) -> str | None:
     """Why a received UNH S009 (``UTILMD:D:11A:UN:S1.1``) is wrong under ``format_version``, or
-    ``None`` when it is the expected one.
+    ``None`` when it is the expected one (cached: pure, asked per inbound message for the same
+    few versions).
 
     For inbound checks on the FV in force on the transmission day; a message type or release
     outside the table is a mismatch too (its reason says so). Never raises for the S009 text.
@@ -123,16 +124,24 @@ def unh_mismatch(s009: str, format_version: FormatVersion | str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def sending_format_version(instant: datetime) -> FormatVersion:
     """The format version whose MIGs apply to a message sent at ``instant`` (Berlin date).
 
     Instants before the oldest known release (FV2504, the LFW24 go-live) get that release: the
     builders write LFW24 content only, which has no older format. Raises ``InvalidArgument``
-    for a naive datetime.
+    for a naive datetime. Cached per instant (every payload of a command asks with its instant;
+    equal instants in other zones are the same Berlin day).
     """
     if instant.tzinfo is None:
         raise InvalidArgument("sending_format_version needs an aware datetime")
-    day = instant.astimezone(_BERLIN).date()
+    return _sending_format_version_on(instant.astimezone(_BERLIN).date())
+
+
+@functools.lru_cache(maxsize=1024)
+def _sending_format_version_on(day: date) -> FormatVersion:
+    """``sending_format_version`` of a Berlin day; cached (every outbound payload asks, and a
+    replay's days are few; the release table is fixed at import)."""
     if day < min(KNOWN_FORMAT_VERSIONS.values()):
         return FormatVersion(min(KNOWN_FORMAT_VERSIONS.values()))
     return FormatVersion.in_force(day)

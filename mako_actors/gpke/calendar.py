@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from datetime import date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 from bdew_datetimes import get_next_working_day, get_previous_working_day, is_bdew_working_day
@@ -65,8 +65,12 @@ def uet(received_at: datetime) -> date:
     return _aware(received_at, "received_at").astimezone(BERLIN).date()
 
 
+@lru_cache(maxsize=4096)
 def next_werktag(day: date, n: int = 1) -> date:
-    """The n-th Werktag strictly after ``day`` (``day`` itself never counts)."""
+    """The n-th Werktag strictly after ``day`` (``day`` itself never counts).
+
+    Cached: the BDEW calendar is fixed, and every trigger asks for the same few days.
+    """
     if n < 1:
         raise InvalidArgument(f"next_werktag: n must be >= 1, got {n}")
     for _ in range(n):
@@ -89,8 +93,9 @@ def end_of_werktag(received_at: datetime, n: int = 1) -> datetime:
     return datetime.combine(day, time(0), tzinfo=BERLIN)
 
 
+@lru_cache(maxsize=4096)
 def last_werktag_before(day: date) -> date:
-    """The last Werktag strictly before ``day``."""
+    """The last Werktag strictly before ``day`` (cached, as ``next_werktag``)."""
     result: date = get_previous_working_day(day)
     return result
 

@@ -9,6 +9,7 @@ other tables to the workflow to override them. Every computed deadline is return
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -44,8 +45,10 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 FORMAT_VERSIONS: dict[str, date] = dict(KNOWN_FORMAT_VERSIONS)
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_fv(format_version: FormatVersion | str) -> str:
-    """The release name (``FV2504``) for either its short form or its in-force date.
+    """The release name (``FV2504``) for either its short form or its in-force date (cached:
+    pure over the fixed release table, asked several times per command).
 
     ``FormatVersion.parse("FV2504")`` means 2025-04-01 while FV2504 is in force from 2025-06-06
     (``FV2025-06-06``); both name the same release here. Unknown versions keep their short form.

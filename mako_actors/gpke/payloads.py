@@ -80,8 +80,12 @@ class OutboundRef(BaseModel):
         recipient: str,
         pid: str | None = None,
     ) -> OutboundRef:
-        """The references of outbound message ``index`` (UTILMD gets an IDE, APERAK none)."""
-        return cls(
+        """The references of outbound message ``index`` (UTILMD gets an IDE, APERAK none).
+
+        Built without re-validation: every value is a str we derive here or a typed argument
+        (mypy checks callers), and this runs for every message we send.
+        """
+        return cls.model_construct(
             message_type=message_type,
             pid=pid,
             recipient=recipient,
@@ -106,7 +110,9 @@ class EnvelopePayload(BaseModel):
 
     @classmethod
     def between(cls, sender: str, recipient: str, at: datetime, control_ref: str) -> EnvelopePayload:
-        return cls(
+        """The UNB values of one message; built without re-validation (typed arguments, checked
+        by mypy; the enclosing payload is validated and dumped), as it runs for every send."""
+        return cls.model_construct(
             sender_id=sender,
             sender_qualifier=mp_id_qualifiers(sender)[0],
             recipient_id=recipient,

@@ -10,6 +10,7 @@ own* PID, never against a trigger's (an answer such as 55011 has no SG5 since FV
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,8 +106,10 @@ def mp_id_issue(value: str) -> MpIdIssue | None:
     return None if ok else MpIdIssue.CHECK_DIGIT
 
 
+@functools.lru_cache(maxsize=4096)
 def check_mp_id(value: str, mode: MpIdCheck | str = MpIdCheck.STRICT) -> tuple[bool, str | None]:
-    """``(acceptable, finding)`` for ``value`` under ``mode``.
+    """``(acceptable, finding)`` for ``value`` under ``mode`` (cached: a pure function, asked
+    twice per inbound message for the same few market partners).
 
     ``acceptable`` is False for a malformed id, and for a bad check digit under ``strict``;
     ``finding`` names the problem (also when it is only a warning), else ``None``.

@@ -30,6 +30,7 @@ computed and stored in the triggering event (with table and calendar versions) f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -120,8 +121,19 @@ def _seed(cmd: InboundUtilmd) -> str:
 def _refs(event: Event) -> list[OutboundRef]:
     """The outbound references an event stores, in field order."""
     return [
-        v for v in (getattr(event, name) for name in type(event).model_fields) if isinstance(v, OutboundRef)
+        v for v in (getattr(event, name) for name in _ref_fields(type(event))) if isinstance(v, OutboundRef)
     ]
+
+
+@functools.cache
+def _ref_fields(event_type: type[Event]) -> tuple[str, ...]:
+    """The fields of ``event_type`` that may hold an ``OutboundRef`` (by annotation), in order;
+    cached per type: ``apply`` runs for every event and most fields never hold one."""
+    return tuple(
+        name
+        for name, info in event_type.model_fields.items()
+        if info.annotation is Any or "OutboundRef" in repr(info.annotation)
+    )
 
 
 @dataclass
@@ -278,9 +290,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
         # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
         reason = None
-        competing = (
-            Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
-        )
+        competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
         late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
@@ -403,7 +413,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         if confirmed and s.lfz is not None:
             cancellation = out.utilmd(
-                s.lfz, "55038", malo=s.malo, start=s.lfz_start, other_party_id=s.lfn,
+                s.lfz,
+                "55038",
+                malo=s.malo,
+                start=s.lfz_start,
+                other_party_id=s.lfn,
                 trigger_detail=s.transaction_detail,
             )
         out.emit(
