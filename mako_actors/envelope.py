@@ -372,6 +372,19 @@ _STAMPED = frozenset({"sequence", "global_position"})
 
 
 def iso_utc(value: datetime) -> str:
-    """An aware UTC datetime as pydantic's JSON mode writes it (``...T12:00:00.5Z``)."""
+    """An aware UTC datetime as pydantic's JSON mode writes it (``...T12:00:00.5Z``).
+
+    The last ``UTC`` result is kept: a command's event and outbox rows carry the same instant.
+    """
+    global _last_iso
+    last = _last_iso  # one tuple, swapped whole: safe with the store's writer thread
+    if value.tzinfo is UTC and last[0] == value:
+        return last[1]
     text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    text = text[:-6] + "Z" if text.endswith("+00:00") else text
+    if value.tzinfo is UTC:
+        _last_iso = (value, text)
+    return text
+
+
+_last_iso: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "0001-01-01T00:00:00Z")

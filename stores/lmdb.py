@@ -150,30 +150,73 @@ def _write_error(real: str, exc: lmdb.Error) -> StoreError:
 
 
 class _LmdbTxn:
-    """``KvTxn`` over one py-lmdb transaction; ``writes`` counts puts and deletes attempted."""
+    """``KvTxn`` over one py-lmdb transaction; ``writes`` counts puts and deletes attempted.
 
-    __slots__ = ("_dbs", "_txn", "writes")
+    Rows of ``meta`` (the global, outbox and dead-letter counters every commit reads and
+    bumps) are cached: read once per transaction and written back once by ``flush()``, not
+    once per commit of a batch. Whoever commits the LMDB transaction calls ``flush()`` first.
+    """
+
+    __slots__ = ("_dbs", "_dirty", "_meta", "_txn", "writes")
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._meta: dict[bytes, bytes | None] = {}
+        self._dirty: set[bytes] = set()
         self.writes = 0
 
     def get(self, db: str, key: bytes) -> bytes | None:
+        if db == "meta":
+            meta = self._meta
+            if key in meta:
+                return meta[key]
+            value = self._txn.get(key, db=self._dbs[db])
+            raw = meta[key] = None if value is None else bytes(value)
+            return raw
         value = self._txn.get(key, db=self._dbs[db])
         return None if value is None else bytes(value)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.writes += 1  # counted before the call: a put that raised may have changed pages
+        if db == "meta":
+            self._meta[key] = value
+            self._dirty.add(key)
+            return
         self._txn.put(key, value, db=self._dbs[db])
 
     def delete(self, db: str, key: bytes) -> bool:
         self.writes += 1
+        if db == "meta":
+            existed = self.get(db, key) is not None
+            self._meta[key] = None
+            self._dirty.add(key)
+            return existed
         return bool(self._txn.delete(key, db=self._dbs[db]))
+
+    def flush(self) -> None:
+        """Write the cached ``meta`` rows changed since the last flush into the transaction."""
+        if not self._dirty:
+            return
+        db = self._dbs["meta"]
+        for key in sorted(self._dirty):
+            value = self._meta[key]
+            if value is None:
+                self._txn.delete(key, db=db)
+            else:
+                self._txn.put(key, value, db=db)
+        self._dirty.clear()
+
+    def forget(self) -> None:
+        """Drop the ``meta`` cache (a nested transaction committed into this one changed it)."""
+        self.flush()
+        self._meta.clear()
 
     def scan(
         self, db: str, start: bytes, stop: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
+        if db == "meta":
+            self.flush()
         cursor = self._txn.cursor(db=self._dbs[db])
         if not cursor.set_range(start):
             return
@@ -184,6 +227,8 @@ class _LmdbTxn:
             yield key, bytes(value)
 
     def count(self, db: str) -> int:
+        if db == "meta":
+            self.flush()
         return int(self._txn.stat(self._dbs[db])["entries"])
 
 
@@ -349,7 +394,7 @@ class LmdbStore(StoreBase):
                 out: list[Any] = []
                 for fn in request.fns:
                     if index in isolated:
-                        out.append(self._nested(parent, fn))
+                        out.append(self._nested(parent, txn, fn))
                     else:
                         writes = txn.writes
                         try:
@@ -364,15 +409,20 @@ class LmdbStore(StoreBase):
                             out.append(self._as_error(exc))
                     index += 1
                 results.append(out)
+            txn.flush()
         return results
 
-    def _nested(self, parent: lmdb.Transaction, fn: WriteFn) -> Any:
+    def _nested(self, parent: lmdb.Transaction, outer: _LmdbTxn, fn: WriteFn) -> Any:
         """Run ``fn`` in a nested transaction: on any error it is aborted alone."""
         self._count("nested_transactions")
+        outer.flush()  # the child must see every counter the batch bumped so far
         child = self._env.begin(write=True, parent=parent)
         try:
-            result = fn(_LmdbTxn(child, self._dbs))
+            inner = _LmdbTxn(child, self._dbs)
+            result = fn(inner)
+            inner.flush()
             child.commit()
+            outer.forget()
             return result
         except (lmdb.MapFullError, lmdb.MapResizedError):
             child.abort()

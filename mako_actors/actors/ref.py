@@ -87,11 +87,14 @@ class ProcessRef(ProcessHandle[C, S]):
     ) -> Outcome:
         if ctx is not None:
             ctx.require_process(self._identity)
-        outcome: Outcome = await self._send(
+        # Without a caller's context the actor makes a fresh one when it decides the command
+        # (one object less per command here, and none to pickle across a Ray boundary).
+        outcome: Outcome = await self._dispatcher.dispatch(
+            self._identity,
             Op(
                 COMMAND,
                 command=command,
-                ctx=ctx or self.new_context(),
+                ctx=ctx,
                 enqueue=enqueue,
                 max_attempts=max_attempts,
                 snapshot_interval=snapshot_interval,
@@ -176,7 +179,7 @@ class ProcessRef(ProcessHandle[C, S]):
 
         ``max_attempts == 0`` raises ``InvalidArgument`` (as ``Process`` does).
         """
-        return await self._events(command, self.new_context(), max_attempts=_attempts(max_attempts))
+        return await self._events(command, max_attempts=_attempts(max_attempts))
 
     async def execute_with_retry_ctx(
         self, command: C, ctx: CommandContext, max_attempts: int
