@@ -252,6 +252,17 @@ class LmdbStore(StoreBase):
     _open_paths: set[str] = set()
     _open_lock = threading.Lock()
 
+    @staticmethod
+    def _claim_path(real: str) -> None:
+        """Mark the resolved path ``real`` open in this process (one environment per path and process).
+
+        Raises ``StoreError`` if it already is; whoever claims it releases it on close or failure.
+        """
+        with LmdbStore._open_lock:
+            if real in LmdbStore._open_paths:
+                raise StoreError(f"LMDB environment {real} is already open in this process")
+            LmdbStore._open_paths.add(real)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -266,10 +277,7 @@ class LmdbStore(StoreBase):
         self.durability = Durability(durability)
         self.max_batch = max_batch
         real = str(self.path.resolve())
-        with LmdbStore._open_lock:
-            if real in LmdbStore._open_paths:
-                raise StoreError(f"LMDB environment {real} is already open in this process")
-            LmdbStore._open_paths.add(real)
+        LmdbStore._claim_path(real)
         self._real = real
         try:
             self._env, self._dbs = _open_env(

@@ -64,10 +64,7 @@ class ReadOnlyLmdbStore(StoreBase):
         if not (self.path / "data.mdb").is_file():
             raise StoreError(f"no LMDB store at {self.path} (data.mdb missing)")
         real = str(self.path.resolve())
-        with LmdbStore._open_lock:
-            if real in LmdbStore._open_paths:
-                raise StoreError(f"LMDB environment {real} is already open in this process")
-            LmdbStore._open_paths.add(real)
+        LmdbStore._claim_path(real)
         self._real = real
         try:
             # map_size 0: adopt the size the writer left in the meta page (for map usage).
