@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from hashlib import sha1
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
 from mako_actors.errors import WorkflowError
-from mako_actors.ids import _OUTBOX_NAMESPACE, DeadlineId, EventId, OutboxMessageId
+from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
@@ -25,11 +24,6 @@ from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
-
-_OUTBOX_NAMESPACE_BYTES = _OUTBOX_NAMESPACE.bytes
-# Version 5 and the RFC 4122 variant, as ``uuid.uuid5`` sets them.
-_V5_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
-_V5_BITS = (0x5000 << 64) | (0x8000 << 48)
 
 # The fields ``prepare`` sets explicitly (what ``EventEnvelope(...)`` with them would record).
 _ENVELOPE_FIELDS_SET = frozenset(EventEnvelope.model_fields) - {"global_position"}
@@ -172,13 +166,6 @@ def prepare(
     return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
 
 
-def _outbox_id(cause: EventId, index: int) -> OutboxMessageId:
-    """``OutboxMessageId.for_event(cause, index)`` (UUID v5), without ``uuid``'s argument parsing."""
-    digest = sha1(_OUTBOX_NAMESPACE_BYTES + f"{cause}:{index}".encode(), usedforsecurity=False).digest()
-    value = int.from_bytes(digest[:16], "big")
-    return OutboxMessageId._from_int((value & _V5_MASK) | _V5_BITS)
-
-
 def _stamp_outbox(
     identity: ProcessIdentity,
     ctx: CommandContext,
@@ -193,7 +180,7 @@ def _stamp_outbox(
     derived here, ``pending`` is a validated ``PendingOutbox`` (``not_before`` UTC, ``payload``
     plain data) and ``now`` was normalized to UTC by the caller.
     """
-    message_id = _outbox_id(cause, index)
+    message_id = OutboxMessageId.for_event(cause, index)
     return trusted(
         OutboxMessage,
         {

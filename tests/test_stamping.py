@@ -7,10 +7,12 @@ the validated / ``model_dump`` result, or stored data would drift from the decla
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 from mako_actors import (
     CommandContext,
+    DeadlineId,
     EventId,
     OutboxMessage,
     OutboxMessageId,
@@ -19,8 +21,9 @@ from mako_actors import (
     TenantId,
     WorkflowId,
     WorkflowOutput,
+    ids,
 )
-from mako_actors._command import CommandOptions, _outbox_id, prepare
+from mako_actors._command import CommandOptions, prepare
 from tests.workflows import Ledger, LedgerState, Recorded
 
 TENANT = TenantId.from_party_id("9900000002009")
@@ -38,14 +41,16 @@ def _stamp(*pending: PendingOutbox, now: datetime = NOW) -> tuple[OutboxMessage,
     return prepared.outbox
 
 
-def test_outbox_id_is_the_uuid5_of_for_event() -> None:
+def test_derived_ids_are_the_uuid5_of_their_event_and_index() -> None:
     for _ in range(50):
         cause = EventId.new()
         for index in (0, 1, 7, 12345):
-            fast = _outbox_id(cause, index)
-            assert fast == OutboxMessageId.for_event(cause, index)
-            assert type(fast) is OutboxMessageId and fast.version == 5
-            assert str(fast) == str(OutboxMessageId.for_event(cause, index))
+            pairs = ((OutboxMessageId, ids._OUTBOX_NAMESPACE), (DeadlineId, ids._DEADLINE_NAMESPACE))
+            for cls, namespace in pairs:
+                fast = cls.for_event(cause, index)
+                expected = uuid.uuid5(namespace, f"{cause}:{index}")
+                assert fast == expected and str(fast) == str(expected)
+                assert type(fast) is cls and fast.version == 5
 
 
 def test_stamped_outbox_rows_equal_validated_ones() -> None:
