@@ -14,6 +14,7 @@ import gc
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -29,14 +30,22 @@ __all__ = ["replay_partitions"]
 
 
 def part_path(store_path: Path, k: int, n: int) -> Path:
-    """The store of partition ``k`` of ``n``."""
-    return store_path / f"part-{k}-of-{n}"
+    """The store of partition ``k`` of ``n`` (``store_path`` itself for one: a plain run's layout)."""
+    return store_path if n == 1 else store_path / f"part-{k}-of-{n}"
+
+
+# Runs ``worker(*call)`` for every call and returns the results in order (e.g. on Ray).
+Runner = Callable[[Callable[..., Any], list[tuple[Any, ...]]], Awaitable[list[Any]]]
 
 
 async def replay_partitions(
-    items: list[ArchivedInterchange], store_path: Path, options: _Options, n: int
+    items: list[ArchivedInterchange],
+    store_path: Path,
+    options: _Options,
+    n: int,
+    runner: Runner | None = None,
 ) -> ReplayReport:
-    """Replay ``items`` on ``n`` worker processes; the summed report (see the module doc)."""
+    """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc)."""
     from mako_actors.replay import ReplayReport, decision_digest
 
     started = time.perf_counter()
@@ -44,15 +53,13 @@ async def replay_partitions(
     if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run
         last = items[-1].received_at
         options = replace(options, until=max(options.until, last) if options.until else last)
-    loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = [
-            loop.run_in_executor(
-                pool, _worker, sources, str(part_path(store_path, k, n)), options, k, n, gc.get_threshold()
-            )
-            for k in range(n)
-        ]
-        results = await asyncio.gather(*runs)
+    calls = [(sources, str(part_path(store_path, k, n)), options, k, n, gc.get_threshold()) for k in range(n)]
+    if runner is not None:
+        results = await runner(_worker, calls)
+    else:
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = await asyncio.gather(*(loop.run_in_executor(pool, _worker, *call) for call in calls))
     total = ReplayReport(files=len(items), mode=f"{'sequential' if options.sequential else 'pipelined'} x{n}")
     if items:
         total.first, total.last = items[0].received_at, items[-1].received_at
