@@ -745,6 +745,8 @@ async def replay_directory(
     window: int = 512,
     workers: int = 1,
     workflow: GpkeNbWorkflow | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
@@ -754,7 +756,9 @@ async def replay_directory(
     own. ``sequential`` runs one interchange at a time; otherwise up to ``window`` items are
     queued at once (see the module doc). ``workers`` > 1 replays the archive's partitions on as
     many OS processes, each into its own store ``store_path/part-<i>-of-<n>`` (see
-    ``mako_actors._partition``); the report sums theirs. ``workflow``: the GPKE workflow to
+    ``mako_actors._partition``); the report sums theirs. ``ray``: the same workers as Ray tasks
+    on this process's Ray, else on ``ray_address`` or a local instance started for the run,
+    pinned to this machine's node (``mako_actors._ray_replay``). ``workflow``: the GPKE workflow to
     decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
     ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
     cannot be opened or written.
@@ -766,6 +770,10 @@ async def replay_directory(
         raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
     items = archive(directory)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
+    if ray:
+        from mako_actors._ray_replay import replay_on_ray
+
+        return await replay_on_ray(items, store_path, options, workers, address=ray_address)
     if workers == 1:
         report, _ = await _replay_items(items, store_path, options, progress)
         return report
