@@ -6,10 +6,11 @@ itself for one), and the driver merges their reports the same way, so the decisi
 that of a local run with any number of workers, and a later local run or ``mako-actors store``
 command reads what Ray wrote.
 
-The archive and the stores are paths on the driver's machine (LMDB wants a local disk), so
-every task is pinned to the driver's Ray node (``NodeAffinitySchedulingStrategy``, not soft)
-unless ``node`` names another node (its id) or ``"any"`` (only for directories every node
-mounts at the same path). Each task takes ``num_cpus`` (default 1: two workers fill a 2-core
+The archive and the stores are paths on the driver's machine (LMDB wants a local disk; the
+replay's stores have no partition map that could place them elsewhere), so every task is pinned
+to the driver's Ray node (``NodeAffinitySchedulingStrategy``, not soft): the driver must run on
+a node of the cluster, never through a Ray client. More workers than that node has CPUs for
+queue up and run in turn. Each task takes ``num_cpus`` (default 1: two workers fill a 2-core
 machine) and a fresh worker process (``max_calls=1``: a long replay's memory goes with it).
 """
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["replay_on_ray"]
 
-ANY_NODE = "any"
-
 
 async def replay_on_ray(
     items: list[ArchivedInterchange],
@@ -38,15 +37,14 @@ async def replay_on_ray(
     n: int,
     *,
     address: str | None = None,
-    node: str | None = None,
     num_cpus: float = 1.0,
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` Ray tasks into ``store_path`` (see the module doc); the merged report.
 
     Uses the Ray this process is connected to; else connects to ``address`` or starts a local
-    instance, and shuts down only that. Raises ``InvalidArgument`` for an unknown or dead
-    ``node`` and a ``ray://`` address (a Ray client's driver has no node of its own to pin
-    to), ``EngineError`` when Ray cannot be reached, and, once every task has ended, the first
+    instance, and shuts down only that. Raises ``InvalidArgument`` for a ``ray://`` address (a
+    Ray client's driver has no node of its own to pin to) or a node without ``num_cpus``
+    CPUs, ``EngineError`` when Ray cannot be reached, and, once every task has ended, the first
     failed task's error (its ``EngineError`` subclass when it had one) with a message naming
     every failed worker and its store. Nothing is reported then.
     """
@@ -58,7 +56,7 @@ async def replay_on_ray(
             "this machine; run the replay on a node of the cluster (address auto or HOST:PORT)"
         )
     with _connected(address):
-        strategy = _placement(node)
+        strategy = _placement(num_cpus)
         runner = _runner(store_path, n, strategy, num_cpus)
         report = await replay_partitions(items, store_path, options, n, runner=runner)
     report.mode += " ray"
@@ -82,18 +80,18 @@ def _connected(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _placement(node: str | None) -> Any:
-    """The scheduling strategy of every task: the driver's node, ``node``, or Ray's choice."""
+def _placement(num_cpus: float) -> Any:
+    """Every task on the driver's node; ``InvalidArgument`` when that node has too few CPUs for one."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if node == ANY_NODE:
-        return "DEFAULT"
-    if node is None:
-        node = str(ray.get_runtime_context().get_node_id())
-    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # type: ignore[no-untyped-call]
-    if node not in alive:
-        raise InvalidArgument(f"replay --ray-node {node}: no such live Ray node (alive: {sorted(alive)})")
+    node = str(ray.get_runtime_context().get_node_id())
+    info = [n for n in ray.nodes() if n.get("NodeID") == node]  # type: ignore[no-untyped-call]
+    cpus = float(info[0].get("Resources", {}).get("CPU", 0)) if info else 0.0
+    if cpus < num_cpus:  # the tasks could never be placed: refuse instead of waiting forever
+        raise InvalidArgument(
+            f"replay --ray: this machine's Ray node offers {cpus:g} CPUs, a replay worker needs {num_cpus:g}"
+        )
     return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
 
 

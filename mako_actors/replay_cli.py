@@ -24,8 +24,10 @@ def add_replay_commands(sub: Any) -> None:
         description=(
             "Ingest every interchange of DIRECTORY in receipt order (manifest.csv with file,received_at; "
             "else file modification times) into the LMDB store, firing Fristen at their historic times. "
-            "Re-runs change nothing. Exit 0 completed, 1 with --strict when anything was rejected, "
-            "2 operational failure."
+            "Re-runs change nothing. --workers N splits the archive by tenant + MaLo into N stores "
+            "(STORE/part-<k>-of-<N>), on N local processes or, with --ray, N Ray workers on this "
+            "machine's node (the archive and the store must be on its disk). Exit 0 completed, 1 with "
+            "--strict when anything was rejected, 2 operational failure (a failed worker included)."
         ),
     )
     replay.add_argument("directory", type=Path, help="the archive: interchange files (+ manifest.csv)")
@@ -40,7 +42,22 @@ def add_replay_commands(sub: Any) -> None:
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")
     replay.add_argument("--sequential", action="store_true", help="one interchange at a time (reference run)")
     replay.add_argument("--window", type=int, default=512, help="items in flight when pipelined (512)")
-    replay.add_argument("--workers", type=int, default=1, help="OS processes, one store per partition")
+    replay.add_argument(
+        "--workers", type=int, default=1, help="OS processes (or Ray workers), one store per partition"
+    )
+    replay.add_argument(
+        "--ray",
+        action="store_true",
+        help=(
+            "run the --workers as Ray tasks (1 CPU each), pinned to this machine's Ray node: DIRECTORY "
+            "and --store are read and written there, so run the replay on a node of the cluster"
+        ),
+    )
+    replay.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --ray: the cluster to join (auto, HOST:PORT); default: start a local Ray for the run",
+    )
     replay.add_argument("--report", type=Path, help="write the report as JSON to this file")
     replay.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -109,6 +126,8 @@ def _replay(args: argparse.Namespace) -> int:
         master = load_master_data(master_path) if args.master_data or master_path.is_file() else None
         if args.store.exists() and not args.store.is_dir():
             raise ValueError(f"--store {args.store} is not a directory")
+        if args.ray_address is not None and not args.ray:
+            raise ValueError("--ray-address needs --ray")
         with Progress(console=console, disable=args.json) as bar:
             task = bar.add_task("replaying", total=None)
 
@@ -127,6 +146,8 @@ def _replay(args: argparse.Namespace) -> int:
                     sequential=args.sequential,
                     window=args.window,
                     workers=args.workers,
+                    ray=args.ray,
+                    ray_address=args.ray_address,
                 )
             )
         plain = report.to_plain()
