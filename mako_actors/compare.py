@@ -1,33 +1,48 @@
-"""What a replay would send differently from what the operator actually sent (UTILMD answers).
+"""What a replay would send differently from what the operator actually sent (UTILMD, APERAK, CONTRL).
 
 ``compare_outbound(sent_dir, stores)`` reads every interchange in ``sent_dir`` (the operator's
-outbound archive) and the UTILMD messages waiting in the replay's outbox(es), and pairs them by
-what they answer: an answer to a supplier (55002/55003, 55078/55080, 55005/55006, 55036) by its
-recipient and ``RFF+TN`` (the request's IDE), a message to the old or a future supplier
-(55010, 55037, 55038) by its recipient and MaLo. Per pair and PID:
+outbound archive) and the messages waiting in the replay's outbox(es), and pairs them by what
+they answer:
+
+- UTILMD (per process): an answer to a supplier (55002/55003, 55078/55080, 55005/55006, 55036)
+  by its recipient and ``RFF+TN`` (the request's IDE), a message to the old or a future supplier
+  (55010, 55037, 55038) by its recipient and MaLo; the code is the answer code (STS+E01), the
+  instant the document date (DTM+137).
+- APERAK (per received transaction): by its recipient, ``RFF+ACE`` (the answered interchange)
+  and ``RFF+TN`` (the answered IDE; ``RFF+ACW``, the message, when there is none); the code is
+  ``312`` or ``313`` with its ERC codes (``313 Z17``), the instant DTM+137.
+- CONTRL (per received interchange): by its recipient and ``UCI`` 0020; the code is the UCI
+  action with its 0085 and the rejected UCM lines (``4 26``, ``4 M3/29``), the instant UNB S004
+  (minutes, UTC), as a CONTRL has no DTM.
+
+Several messages under one pair key (a CONTRL 7 and a CONTRL 4/26 for other content under the
+same 0020) pair in the order of their instants. Per pair and PID (``APERAK``/``CONTRL`` for those):
 
 - ``missing``: sent back then, the replay would not send it;
 - ``extra``: the replay would send it, it was not sent;
-- ``other code``: the same PID with another answer code (STS+E01);
+- ``other code``: the same PID with another code;
 - ``other Frist``: sent at a time more than ``tolerance`` away from the replay's decision.
 
-CONTRL and APERAK are not compared (they follow the interchange, not the decision).
+``types`` limits the comparison (e.g. to UTILMD when the archive holds no acknowledgements).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mako_actors.edifact import Interchange, try_parse_interchange
+from mako_actors.edifact import Interchange, Message, try_parse_interchange
+from mako_actors.errors import InvalidArgument
 from stores.lmdb import LmdbStore
 
-__all__ = ["Difference", "compare_outbound", "differences_csv"]
+__all__ = ["COMPARED_TYPES", "Difference", "compare_outbound", "differences_csv"]
 
+COMPARED_TYPES = ("UTILMD", "APERAK", "CONTRL")
 _TO_SUPPLIER = ("55002", "55003", "55078", "55080", "55005", "55006", "55036")
 _FAR = datetime.max.replace(tzinfo=UTC)
 
@@ -69,7 +84,23 @@ def _key(pid: str, recipient: str, malo: str | None, request_ref: str | None) ->
     return f"{recipient}:MaLo:{malo}"
 
 
-def _from_archive(sent_dir: Path) -> list[_Sent]:
+def _aperak_key(recipient: str, interchange_ref: str, ide_ref: str | None, message_ref: str | None) -> str:
+    answered = f":TN:{ide_ref}" if ide_ref else f":ACW:{message_ref}" if message_ref else ""
+    return f"{recipient}:ACE:{interchange_ref}{answered}"
+
+
+def _aperak_code(positive: bool, codes: list[str]) -> str:
+    return "312" if positive else " ".join(["313", *codes])
+
+
+def _contrl_code(action: str, error_code: str | None, lines: list[tuple[str, str, str | None]]) -> str:
+    """``action`` [0085] and each rejected UCM line as ``<0062>/<0085>`` (lines: ref, action, code)."""
+    parts = [action, *([error_code] if error_code else [])]
+    parts += [f"{ref}/{code or '-'}" for ref, line_action, code in lines if line_action == "4"]
+    return " ".join(parts)
+
+
+def _from_archive(sent_dir: Path, types: frozenset[str]) -> list[_Sent]:
     out: list[_Sent] = []
     for path in sorted(sent_dir.iterdir()):
         if not path.is_file():
@@ -77,32 +108,112 @@ def _from_archive(sent_dir: Path) -> list[_Sent]:
         parsed = try_parse_interchange(path.read_bytes(), source=path.name)
         if not isinstance(parsed, Interchange):
             continue
+        recipient = parsed.recipient.id
         for message in parsed.messages:
-            if message.message_type != "UTILMD":
+            if message.message_type not in types:
                 continue
             at = message.document_date or parsed.prepared_at
-            for tx in message.transactions:
-                pid = tx.pid or message.pid or ""
-                out.append(
-                    _Sent(_key(pid, parsed.recipient.id, tx.malo, tx.request_ref), pid, tx.answer_code, at)
-                )
+            if message.message_type == "UTILMD":
+                for tx in message.transactions:
+                    pid = tx.pid or message.pid or ""
+                    key = _key(pid, recipient, tx.malo, tx.request_ref)
+                    out.append(_Sent(key, pid, tx.answer_code, at))
+            elif message.message_type == "APERAK":
+                out.append(_sent_aperak(recipient, message, at))
+            elif message.message_type == "CONTRL":
+                out.extend(_sent_contrl(recipient, message, parsed.prepared_at))
     return out
 
 
-async def _from_outbox(stores: list[Path]) -> list[_Sent]:
+def _sent_aperak(recipient: str, message: Message, at: datetime) -> _Sent:
+    refs: dict[str, str] = {}
+    for segment in message.segments:
+        if segment.tag == "RFF":
+            refs.setdefault(segment.value(0, 0), segment.value(0, 1))
+    codes = [segment.value(0) for segment in message.segments if segment.tag == "ERC"]
+    key = _aperak_key(recipient, refs.get("ACE", ""), refs.get("TN"), refs.get("ACW"))
+    return _Sent(key, "APERAK", _aperak_code(message.document_code == "312", codes), at)
+
+
+def _sent_contrl(recipient: str, message: Message, at: datetime) -> list[_Sent]:
+    uci = next((segment for segment in message.segments if segment.tag == "UCI"), None)
+    if uci is None:
+        return []
+    lines = [(s.value(0), s.value(2), s.value(3) or None) for s in message.segments if s.tag == "UCM"]
+    code = _contrl_code(uci.value(3), uci.value(4) or None, lines)
+    return [_Sent(f"{recipient}:UCI:{uci.value(0)}", "CONTRL", code, at)]
+
+
+async def _from_outbox(stores: list[Path], types: frozenset[str]) -> list[_Sent]:
     out: list[_Sent] = []
-    for store_path in stores:
+    contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
+    for index, store_path in enumerate(stores):
         async with LmdbStore(store_path) as store:
             for message in await store.pending(10**9, _FAR):
-                if message.message_type != "UTILMD":
+                if message.message_type not in types:
                     continue
                 payload: dict[str, Any] = message.payload
-                at = datetime.fromisoformat(payload["document_date"])
-                for tx in payload.get("transactions", ()):
-                    pid = tx["pid"]
-                    key = _key(pid, message.recipient, tx.get("malo"), tx.get("request_ref"))
-                    out.append(_Sent(key, pid, tx.get("answer_code"), at, str(message.process_id)))
+                process = str(message.process_id)
+                if message.message_type == "UTILMD":
+                    at = datetime.fromisoformat(payload["document_date"])
+                    for tx in payload.get("transactions", ()):
+                        pid = tx["pid"]
+                        key = _key(pid, message.recipient, tx.get("malo"), tx.get("request_ref"))
+                        out.append(_Sent(key, pid, tx.get("answer_code"), at, process))
+                elif message.message_type == "APERAK":
+                    positive = bool(payload.get("positive"))
+                    # A 312 names the transaction only (RFF+TN); RFF+ACW is rendered on a 313.
+                    key = _aperak_key(
+                        message.recipient,
+                        payload["referenced_interchange_ref"],
+                        payload.get("referenced_transaction_ref"),
+                        None if positive else payload.get("referenced_message_ref"),
+                    )
+                    codes = [str(error["code"]) for error in payload.get("errors", ())]
+                    at = datetime.fromisoformat(payload["document_date"])
+                    out.append(_Sent(key, "APERAK", _aperak_code(positive, codes), at, process))
+                elif message.message_type == "CONTRL":
+                    lines = [
+                        (str(m["reference"]), str(m["action"]), m.get("error_code"))
+                        for m in payload.get("messages", ())
+                    ]
+                    # UNB S004 holds minutes only: the sent side's instant is truncated too.
+                    at = datetime.fromisoformat(payload["envelope"]["prepared_at"]).replace(
+                        second=0, microsecond=0
+                    )
+                    key = f"{message.recipient}:UCI:{payload['interchange_ref']}"
+                    entry = _Contrl(index, str(payload["action"]), payload.get("error_code"), lines, process)
+                    contrls.setdefault((key, at), []).append(entry)
+    for (key, at), entries in contrls.items():
+        out.extend(_Sent(key, "CONTRL", code, at, process) for code, process in _contrl_codes(entries))
     return out
+
+
+@dataclass(frozen=True)
+class _Contrl:
+    store: int
+    action: str
+    error_code: str | None
+    lines: list[tuple[str, str, str | None]]
+    process: str
+
+
+def _contrl_codes(entries: list[_Contrl]) -> list[tuple[str, str]]:
+    """The codes (and processes) of the CONTRLs on one received interchange at one instant.
+
+    With several partition stores, a bundle split over them was acknowledged once per piece:
+    those CONTRLs (one per store) are one CONTRL of the whole interchange, rejected if any
+    piece was, with every piece's codes and rejected lines.
+    """
+    if len(entries) < 2 or len({entry.store for entry in entries}) < len(entries):
+        return [(_contrl_code(e.action, e.error_code, e.lines), e.process) for e in entries]
+    action = "4" if any(entry.action == "4" for entry in entries) else "7"
+    errors = " ".join(dict.fromkeys(entry.error_code for entry in entries if entry.error_code))
+    lines = sorted(
+        (line for entry in entries for line in entry.lines),
+        key=lambda line: (line[0], line[1], line[2] or ""),
+    )
+    return [(_contrl_code(action, errors or None, lines), entries[0].process)]
 
 
 def _describe(sent: _Sent | None) -> str:
@@ -112,18 +223,32 @@ def _describe(sent: _Sent | None) -> str:
 
 
 async def compare_outbound(
-    sent_dir: Path, stores: list[Path], tolerance: timedelta = timedelta(hours=1)
+    sent_dir: Path,
+    stores: list[Path],
+    tolerance: timedelta = timedelta(hours=1),
+    types: Iterable[str] = COMPARED_TYPES,
 ) -> list[Difference]:
     """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
 
-    Raises ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a bad store.
+    Sorted by pair key and PID. Raises ``InvalidArgument`` for a type outside
+    ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a
+    bad store.
     """
+    wanted = frozenset(types)
+    unknown = sorted(wanted - set(COMPARED_TYPES))
+    if unknown or not wanted:
+        raise InvalidArgument(
+            f"compare: message types must be some of {', '.join(COMPARED_TYPES)}, got {unknown}"
+        )
     actual: dict[tuple[str, str], list[_Sent]] = {}
-    for item in _from_archive(sent_dir):
+    for item in _from_archive(sent_dir, wanted):
         actual.setdefault((item.key, item.pid), []).append(item)
     replay: dict[tuple[str, str], list[_Sent]] = {}
-    for item in await _from_outbox(stores):
+    for item in await _from_outbox(stores, wanted):
         replay.setdefault((item.key, item.pid), []).append(item)
+    for groups in (actual, replay):
+        for group in groups.values():
+            group.sort(key=lambda sent: (sent.at, sent.code or ""))
     out: list[Difference] = []
     for key, pid in sorted(set(actual) | set(replay)):
         sent, would = actual.get((key, pid), []), replay.get((key, pid), [])

@@ -65,6 +65,12 @@ def add_replay_commands(sub: Any) -> None:
         "--compare-outbound", type=Path, metavar="DIR", help="what was actually sent: report the differences"
     )
     replay.add_argument("--compare-csv", type=Path, metavar="FILE", help="write the differences as CSV")
+    replay.add_argument(
+        "--compare-types",
+        default="UTILMD,APERAK,CONTRL",
+        metavar="TYPES",
+        help="message types to compare, comma-separated (default: UTILMD,APERAK,CONTRL)",
+    )
     replay.set_defaults(handler=_replay)
     generate = sub.add_parser(
         "generate-archive",
@@ -128,6 +134,7 @@ def _replay(args: argparse.Namespace) -> int:
             raise ValueError(f"--store {args.store} is not a directory")
         if args.ray_address is not None and not args.ray:
             raise ValueError("--ray-address needs --ray")
+        _check_compare(args)  # before the replay, which may take hours
         with Progress(console=console, disable=args.json) as bar:
             task = bar.add_task("replaying", total=None)
 
@@ -180,6 +187,18 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if args.strict and (report.rejected or report.outcomes.get("dead_letter", 0)) else 0
 
 
+def _check_compare(args: argparse.Namespace) -> list[str]:
+    """The ``--compare-types``; ``ValueError`` for a bad one or a ``--compare-outbound`` not a directory."""
+    from mako_actors.compare import COMPARED_TYPES
+
+    types = [t.strip().upper() for t in args.compare_types.split(",") if t.strip()]
+    if not types or not set(types) <= set(COMPARED_TYPES):
+        raise ValueError(f"--compare-types {args.compare_types!r}: some of {','.join(COMPARED_TYPES)}")
+    if args.compare_outbound is not None and not args.compare_outbound.is_dir():
+        raise ValueError(f"--compare-outbound {args.compare_outbound} is not a directory")
+    return types
+
+
 def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | None:
     """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file."""
     if args.compare_outbound is None:
@@ -190,12 +209,11 @@ def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | Non
     from mako_actors._workers import part_path
     from mako_actors.compare import compare_outbound, differences_csv
 
-    if not args.compare_outbound.is_dir():
-        raise ValueError(f"--compare-outbound {args.compare_outbound} is not a directory")
-    n = args.workers
-    stores = [args.store] if n == 1 else [part_path(args.store, k, n) for k in range(n)]
-    differences = asyncio.run(compare_outbound(args.compare_outbound, stores))
+    types = _check_compare(args)
+    stores = [part_path(args.store, k, args.workers) for k in range(args.workers)]
+    differences = asyncio.run(compare_outbound(args.compare_outbound, stores, types=types))
     plain["compare_outbound"] = {
+        "types": types,
         "differences": len(differences),
         "by_kind": dict(sorted(Counter(d.kind for d in differences).items())),
         "rows": [d.to_plain() for d in differences[:10_000]],

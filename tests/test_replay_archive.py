@@ -3,7 +3,6 @@ change nothing, and the replay CLI's edges (bad store, odd names, unreadable fil
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -193,47 +192,3 @@ def test_a_manifest_naming_files_outside_the_archive_is_refused(tmp_path: Path, 
     with pytest.raises(InvalidArgument, match="outside the archive"):
         archive(src)
     assert replay_cli(src, tmp_path / "s") == 2
-
-
-# -- --compare-outbound ------------------------------------------------------------------------
-
-
-async def sent_messages(store_path: Path) -> list[tuple[str, dict[str, object]]]:
-    from datetime import UTC, datetime
-
-    async with LmdbStore(store_path) as store:
-        pending = await store.pending(100_000, datetime.max.replace(tzinfo=UTC))
-    return [(m.message_type, m.payload) for m in pending if m.message_type == "UTILMD"]
-
-
-def test_compare_outbound_names_what_the_replay_would_send_differently(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from datetime import datetime, timedelta
-
-    from mako_actors.edifact import render_outbound
-
-    src = generated(tmp_path / "in", processes=30, defects=0.0, duplicates=0.0, competing=0.0)
-    master = load_master_data(src / "master.json")
-    asyncio.run(replay_directory(src, tmp_path / "then", tenants=[NB], master_data=master))
-    sent = tmp_path / "sent"
-    sent.mkdir()
-    messages = asyncio.run(sent_messages(tmp_path / "then"))
-    answers = [p for _, p in messages if p["transactions"][0]["pid"] in ("55002", "55005")]  # type: ignore[index]
-    assert len(answers) >= 4
-    dropped, recoded, late = answers[0], answers[1], answers[2]
-    recoded["transactions"] = [{**recoded["transactions"][0], "answer_code": "A99"}]  # type: ignore[index]
-    shifted = datetime.fromisoformat(str(late["document_date"])) + timedelta(hours=3)
-    late["document_date"] = shifted.isoformat()
-    ghost = {**answers[3], "transactions": [{**answers[3]["transactions"][0], "request_ref": "NOSUCHIDE"}]}  # type: ignore[index, dict-item]
-    for index, payload in enumerate([p for _, p in messages if p is not dropped] + [ghost]):
-        (sent / f"{index:04d}.edi").write_bytes(render_outbound("UTILMD", payload))
-    csv_file = tmp_path / "diff.csv"
-    argv = ["replay", str(src), "--store", str(tmp_path / "now"), "--tenant", NB, "--json"]
-    assert main([*argv, "--compare-outbound", str(sent), "--compare-csv", str(csv_file)]) == 0
-    compared = json.loads(capsys.readouterr().out)["compare_outbound"]
-    assert compared["by_kind"] == {"extra": 1, "missing": 1, "other Frist": 1, "other code": 1}
-    rows = {row["kind"]: row for row in compared["rows"]}
-    assert rows["other code"]["sent"].split()[1] == "A99" and rows["missing"]["key"].endswith(":TN:NOSUCHIDE")
-    assert csv_file.read_text().splitlines()[0] == "kind,key,pid,process,sent,replay"
-    assert len(csv_file.read_text().splitlines()) == 5

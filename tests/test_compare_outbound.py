@@ -1,0 +1,201 @@
+"""``replay --compare-outbound``: what the replay would send differently from what was sent, for
+UTILMD answers, APERAKs and CONTRLs, from real rendered bytes, with 1 and 2 workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors.archive import ArchiveSpec, generate_archive
+from mako_actors.cli import main
+from mako_actors.edifact import render_outbound
+from mako_actors.replay import load_master_data, replay_directory
+from stores.lmdb import LmdbStore
+
+NB = "9900000002009"
+Payload = dict[str, Any]
+COMPARED = ("UTILMD", "APERAK", "CONTRL")
+
+
+@pytest.fixture(scope="module")
+def archive_and_outbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, Payload]]]:
+    """A generated archive with rejected files and refused transactions, and what a replay of it
+    sent "back then" (its outbox, in the order it was written)."""
+    root = tmp_path_factory.mktemp("compare")
+    src = root / "in"
+    generate_archive(
+        src, ArchiveSpec(days=3, processes=40, seed=11, defects=0.15, duplicates=0.1, suppliers=6)
+    )
+    master = load_master_data(src / "master.json")
+    asyncio.run(replay_directory(src, root / "then", tenants=[NB], master_data=master))
+    return src, asyncio.run(outbox(root / "then"))
+
+
+async def outbox(store_path: Path) -> list[tuple[str, Payload]]:
+    async with LmdbStore(store_path) as store:
+        pending = await store.pending(1_000_000, datetime.max.replace(tzinfo=UTC))
+    return [(m.message_type, m.payload) for m in pending]
+
+
+def later(instant: object, hours: int) -> str:
+    return (datetime.fromisoformat(str(instant)) + timedelta(hours=hours)).isoformat()
+
+
+def altered(messages: list[tuple[str, Payload]]) -> tuple[list[tuple[str, Payload]], dict[str, Any]]:
+    """What the operator sent: the outbox with, per message type, one message dropped, one with
+    another code, one sent hours later and one the replay would not send; and what was done."""
+    kept = list(messages)
+    done: dict[str, Any] = {}
+
+    def pick(kind: str, test: Any, skip: int = 0) -> int:
+        return [i for i, (t, p) in enumerate(kept) if t == kind and test(p)][skip]
+
+    to_supplier = ("55002", "55005")
+    utilmd = [pick("UTILMD", lambda p: p["transactions"][0]["pid"] in to_supplier, k) for k in range(4)]
+    p = kept[utilmd[1]][1]
+    kept[utilmd[1]] = ("UTILMD", {**p, "transactions": [{**p["transactions"][0], "answer_code": "A99"}]})
+    p = kept[utilmd[2]][1]
+    kept[utilmd[2]] = ("UTILMD", {**p, "document_date": later(p["document_date"], 3)})
+    p = kept[utilmd[3]][1]
+    kept.append(("UTILMD", {**p, "transactions": [{**p["transactions"][0], "request_ref": "NOSUCHIDE"}]}))
+
+    aperak = [pick("APERAK", lambda p: p["positive"], k) for k in range(4)]
+    p = kept[aperak[1]][1]
+    kept[aperak[1]] = ("APERAK", {**p, "positive": False, "errors": [{"code": "Z18", "text": "recoded"}]})
+    done["aperak_recoded"] = p["referenced_transaction_ref"]
+    p = kept[aperak[2]][1]
+    kept[aperak[2]] = ("APERAK", {**p, "document_date": later(p["document_date"], 5)})
+    kept.append(("APERAK", {**kept[aperak[3]][1], "referenced_interchange_ref": "NOSUCHIC"}))
+    assert any(t == "APERAK" and not p["positive"] for t, p in kept), "the archive must refuse something"
+
+    contrl = [pick("CONTRL", lambda p: p["action"] == "7", k) for k in range(4)]
+    p = kept[contrl[1]][1]
+    kept[contrl[1]] = ("CONTRL", {**p, "action": "4", "error_code": "18"})
+    done["contrl_recoded"] = p["interchange_ref"]
+    p = kept[contrl[2]][1]
+    envelope = {**p["envelope"], "prepared_at": later(p["envelope"]["prepared_at"], 2)}
+    kept[contrl[2]] = ("CONTRL", {**p, "envelope": envelope})
+    kept.append(("CONTRL", {**kept[contrl[3]][1], "interchange_ref": "NOSUCHIC"}))
+    assert any(t == "CONTRL" and p["action"] == "4" for t, p in kept), "the archive must reject something"
+
+    dropped = {utilmd[0], aperak[0], contrl[0]}
+    done["dropped"] = [messages[i] for i in sorted(dropped)]
+    return [m for i, m in enumerate(kept) if i not in dropped], done
+
+
+def write_sent(directory: Path, messages: list[tuple[str, Payload]]) -> Path:
+    directory.mkdir()
+    for index, (kind, payload) in enumerate(messages):
+        (directory / f"{index:05d}-{kind}.edi").write_bytes(render_outbound(kind, payload))
+    return directory
+
+
+def compare(capsys: pytest.CaptureFixture[str], src: Path, store: Path, sent: Path, *extra: str) -> Any:
+    """``replay --json --compare-outbound sent``: the printed report."""
+    capsys.readouterr()
+    argv = [
+        "replay",
+        str(src),
+        "--store",
+        str(store),
+        "--tenant",
+        NB,
+        "--json",
+        "--compare-outbound",
+        str(sent),
+    ]
+    assert main([*argv, *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def by_kind_and_type(rows: list[dict[str, str]]) -> Counter[tuple[str, str]]:
+    return Counter((row["kind"], "UTILMD" if row["pid"].isdigit() else row["pid"]) for row in rows)
+
+
+def test_differences_in_utilmd_aperak_and_contrl_are_named_per_process_and_interchange(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src, messages = archive_and_outbox
+    sent_messages, done = altered(messages)
+    sent = write_sent(tmp_path / "sent", sent_messages)
+    csv_file = tmp_path / "diff.csv"
+    report = compare(capsys, src, tmp_path / "now", sent, "--compare-csv", str(csv_file))["compare_outbound"]
+    rows = report["rows"]
+    expected = {(kind, t): 1 for kind in ("missing", "extra", "other code", "other Frist") for t in COMPARED}
+    assert by_kind_and_type(rows) == expected and report["differences"] == 12
+    assert report["by_kind"] == {"extra": 3, "missing": 3, "other Frist": 3, "other code": 3}
+    named = {(row["kind"], row["pid"] if not row["pid"].isdigit() else "UTILMD"): row for row in rows}
+    assert named[("missing", "UTILMD")]["key"].endswith(":TN:NOSUCHIDE")
+    assert ":ACE:NOSUCHIC:TN:" in named[("missing", "APERAK")]["key"]
+    assert named[("missing", "CONTRL")]["key"].endswith(":UCI:NOSUCHIC")
+    recoded = named[("other code", "APERAK")]
+    assert recoded["key"].endswith(f":TN:{done['aperak_recoded']}")
+    assert recoded["sent"].startswith("APERAK 313 Z18 at") and recoded["replay"].startswith("APERAK 312 at")
+    recoded = named[("other code", "CONTRL")]
+    assert recoded["key"].endswith(f":UCI:{done['contrl_recoded']}")
+    assert recoded["sent"].startswith("CONTRL 4 18 at") and recoded["replay"].startswith("CONTRL 7 at")
+    dropped = dict(done["dropped"])  # extra: the replay would send it, it was not sent
+    extra = named[("extra", "UTILMD")]
+    assert extra["key"].endswith(f":TN:{dropped['UTILMD']['transactions'][0]['request_ref']}")
+    assert extra["sent"] == "" and extra["replay"].startswith(dropped["UTILMD"]["transactions"][0]["pid"])
+    extra = named[("extra", "APERAK")]
+    assert f":ACE:{dropped['APERAK']['referenced_interchange_ref']}:" in extra["key"]
+    assert extra["sent"] == "" and extra["replay"].startswith("APERAK 312 at")
+    extra = named[("extra", "CONTRL")]
+    assert extra["key"].endswith(f":UCI:{dropped['CONTRL']['interchange_ref']}")
+    assert extra["sent"] == "" and extra["replay"].startswith("CONTRL 7 at") and extra["process"]
+    lines = csv_file.read_text().splitlines()
+    assert lines[0] == "kind,key,pid,process,sent,replay" and len(lines) == 13
+
+    only = compare(capsys, src, tmp_path / "now", sent, "--compare-types", "UTILMD")["compare_outbound"]
+    assert only["types"] == ["UTILMD"]
+    assert by_kind_and_type(only["rows"]) == {key: 1 for key in expected if key[1] == "UTILMD"}
+
+
+def test_what_was_sent_unaltered_shows_no_difference_with_one_or_two_workers(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src, messages = archive_and_outbox
+    kinds = Counter(kind for kind, _ in messages)
+    assert kinds["APERAK"] > 0 and kinds["CONTRL"] > 0
+    sent = write_sent(tmp_path / "sent", messages)
+    one = compare(capsys, src, tmp_path / "one", sent)
+    assert one["compare_outbound"]["differences"] == 0, one["compare_outbound"]["rows"][:5]
+    # Two workers acknowledge each piece of a split bundle: one CONTRL of the whole interchange.
+    two = compare(capsys, src, tmp_path / "two", sent, "--workers", "2")
+    assert sum(two["statuses"].values()) > sum(one["statuses"].values())  # bundles were split
+    # Known gap of the partitioner (mako_actors._partition): a retransmission under a known 0020
+    # that its scan cannot read goes to a partition chosen by file name, where the 0020 may be
+    # unknown, so it gets CONTRL 4/18 (syntax) instead of 4/26 (other content). Nothing else
+    # may differ: no CONTRL per piece, no APERAK, no UTILMD.
+    rows = two["compare_outbound"]["rows"]
+    assert all(row["kind"] == "other code" and row["sent"].startswith("CONTRL 4 26 ") for row in rows), rows
+
+
+def test_bad_compare_settings_exit_2_before_anything_is_replayed(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src, _ = archive_and_outbox
+    (tmp_path / "sent").mkdir()
+    for extra, named in (
+        (
+            ["--compare-outbound", str(tmp_path / "sent"), "--compare-types", "UTILMD,ORDERS"],
+            "--compare-types",
+        ),
+        (["--compare-outbound", str(tmp_path / "nothing")], "is not a directory"),
+    ):
+        argv = ["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB, *extra]
+        assert main(argv) == 2
+        assert named in capsys.readouterr().err and not (tmp_path / "s").exists()
