@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mako_actors._workers import part_path, replay_partitions
+from mako_actors._workers import Runner, part_path, replay_partitions
 from mako_actors.errors import EngineError, InvalidArgument
 
 if TYPE_CHECKING:
@@ -100,9 +100,7 @@ def _run_share(worker: Callable[..., Any], *call: Any) -> Any:
     return worker(*call)
 
 
-def _runner(
-    store_path: Path, n: int, strategy: Any, num_cpus: float
-) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], Any]:
+def _runner(store_path: Path, n: int, strategy: Any, num_cpus: float) -> Runner:
     async def run(worker: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
         import ray
 
@@ -118,11 +116,16 @@ def _runner(
         ]
         results: list[Any] = []
         failed: list[tuple[int, BaseException]] = []
-        for k, ref in enumerate(refs):  # every task ends before anything is reported or raised
-            try:
-                results.append(await ref)
-            except Exception as exc:
-                failed.append((k, exc))
+        try:
+            for k, ref in enumerate(refs):  # every task ends before anything is reported or raised
+                try:
+                    results.append(await ref)
+                except Exception as exc:
+                    failed.append((k, exc))
+        except BaseException:  # interrupted (Ctrl-C, cancelled): the workers stop too, not only us
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
         if failed:
             raise _failure(store_path, n, failed)
         return results

@@ -92,3 +92,22 @@ def test_a_failed_ray_worker_exits_2_naming_its_partition_and_reports_nothing(
     assert "Ray worker 1 of 2" in err and "part-1-of-2" in err and "Traceback" not in err
     assert "Ray worker 0" not in err  # the other worker completed its partition
     assert asyncio.run(contents(store / "part-0-of-2"))[0] > 0
+
+
+def test_one_ray_worker_writes_the_plain_store_and_ray_settings_are_checked_first(
+    messy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, one = replay(messy, tmp_path / "one", tmp_path / "one.json", "--ray")
+    assert code == 0 and one is not None and one["mode"] == "pipelined x1 ray"
+    assert (tmp_path / "one" / "data.mdb").exists() and not list((tmp_path / "one").glob("part-*"))
+    code, local = replay(messy, tmp_path / "one", tmp_path / "local.json")  # a local run reads it
+    assert code == 0 and local is not None and local["events_appended"] == 0
+    assert local["decision_digest"] == one["decision_digest"]
+    capsys.readouterr()
+    for extra, named in (
+        (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --ray"),
+        (["--ray", "--ray-address", "ray://head:10001"], "a Ray client cannot reach"),
+    ):
+        code, report = replay(messy, tmp_path / "never", tmp_path / "never.json", *extra)
+        assert code == 2 and report is None and named in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()
