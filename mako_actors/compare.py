@@ -100,13 +100,14 @@ def _contrl_code(action: str, error_code: str | None, lines: list[tuple[str, str
     return " ".join(parts)
 
 
-def _from_archive(sent_dir: Path, types: frozenset[str]) -> list[_Sent]:
+def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) -> list[_Sent]:
     out: list[_Sent] = []
     for path in sorted(sent_dir.iterdir()):
-        if not path.is_file():
+        if not path.is_file() or path.name.startswith("."):
             continue
         parsed = try_parse_interchange(path.read_bytes(), source=path.name)
         if not isinstance(parsed, Interchange):
+            unreadable.append(str(parsed))  # names the file
             continue
         recipient = parsed.recipient.id
         for message in parsed.messages:
@@ -227,12 +228,14 @@ async def compare_outbound(
     stores: list[Path],
     tolerance: timedelta = timedelta(hours=1),
     types: Iterable[str] = COMPARED_TYPES,
+    unreadable: list[str] | None = None,
 ) -> list[Difference]:
     """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
 
-    Sorted by pair key and PID. Raises ``InvalidArgument`` for a type outside
-    ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a
-    bad store.
+    Sorted by pair key and PID. A file of ``sent_dir`` that is no interchange is left out and,
+    with ``unreadable`` given, named there with the parser's reason. Raises ``InvalidArgument``
+    for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
+    ``StoreError`` for a bad store.
     """
     wanted = frozenset(types)
     unknown = sorted(wanted - set(COMPARED_TYPES))
@@ -241,7 +244,7 @@ async def compare_outbound(
             f"compare: message types must be some of {', '.join(COMPARED_TYPES)}, got {unknown}"
         )
     actual: dict[tuple[str, str], list[_Sent]] = {}
-    for item in _from_archive(sent_dir, wanted):
+    for item in _from_archive(sent_dir, wanted, unreadable if unreadable is not None else []):
         actual.setdefault((item.key, item.pid), []).append(item)
     replay: dict[tuple[str, str], list[_Sent]] = {}
     for item in await _from_outbox(stores, wanted):

@@ -178,6 +178,8 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"  {error}")
         if differences is not None:
             print(f"outbound differences: {plain['compare_outbound']['by_kind'] or 'none'}")
+            for name in plain["compare_outbound"]["unreadable"][:20]:
+                print(f"  not compared (no interchange): {name}")
             for d in differences[:50]:
                 print(
                     f"  {d.kind:<12} {d.pid} {d.key:<40} sent: {d.sent or '-':<30} replay: {d.replay or '-'}"
@@ -211,9 +213,13 @@ def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | Non
 
     types = _check_compare(args)
     stores = [part_path(args.store, k, args.workers) for k in range(args.workers)]
-    differences = asyncio.run(compare_outbound(args.compare_outbound, stores, types=types))
+    unreadable: list[str] = []
+    differences = asyncio.run(
+        compare_outbound(args.compare_outbound, stores, types=types, unreadable=unreadable)
+    )
     plain["compare_outbound"] = {
         "types": types,
+        "unreadable": unreadable[:1000],
         "differences": len(differences),
         "by_kind": dict(sorted(Counter(d.kind for d in differences).items())),
         "rows": [d.to_plain() for d in differences[:10_000]],

@@ -14,6 +14,7 @@ import pytest
 
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.cli import main
+from mako_actors.compare import compare_outbound
 from mako_actors.edifact import render_outbound
 from mako_actors.replay import load_master_data, replay_directory
 from stores.lmdb import LmdbStore
@@ -126,9 +127,11 @@ def test_differences_in_utilmd_aperak_and_contrl_are_named_per_process_and_inter
     src, messages = archive_and_outbox
     sent_messages, done = altered(messages)
     sent = write_sent(tmp_path / "sent", sent_messages)
+    (sent / "notes.txt").write_text("not an interchange")
     csv_file = tmp_path / "diff.csv"
     report = compare(capsys, src, tmp_path / "now", sent, "--compare-csv", str(csv_file))["compare_outbound"]
     rows = report["rows"]
+    assert len(report["unreadable"]) == 1 and report["unreadable"][0].startswith("notes.txt")
     expected = {(kind, t): 1 for kind in ("missing", "extra", "other code", "other Frist") for t in COMPARED}
     assert by_kind_and_type(rows) == expected and report["differences"] == 12
     assert report["by_kind"] == {"extra": 3, "missing": 3, "other Frist": 3, "other code": 3}
@@ -199,3 +202,38 @@ def test_bad_compare_settings_exit_2_before_anything_is_replayed(
         argv = ["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB, *extra]
         assert main(argv) == 2
         assert named in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "edifact"
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="no shared EDIFACT samples next to the repository")
+async def test_acknowledgements_written_by_others_are_keyed_and_coded_from_their_segments(
+    tmp_path: Path,
+) -> None:
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    names = {
+        "mako-edi-energy/aperak_valid_beispiel_29001_verarbeitbarkeitsfehler.edi": "313",
+        "edifact_mapper/fv2510_aperak.edi": "312",
+        "edifact_mapper/fv2510_contrl.edi": "contrl",
+        "pydifact/v4_aperak_rejected.edi": "broken",  # UNT counts 8 segments, the message has 7
+    }
+    for name in names:
+        (sent / Path(name).name).write_bytes((SAMPLES / name).read_bytes())
+    unreadable: list[str] = []
+    differences = await compare_outbound(sent, [tmp_path / "empty-replay"], unreadable=unreadable)
+    rows = {(d.pid, d.sent.split(" at ")[0]): d for d in differences}
+    assert {d.kind for d in differences} == {"missing"} and len(differences) == 3  # the replay sends nothing
+    refused = rows[("APERAK", "APERAK 313 Z20")]  # BGM+313, ERC+Z20, only RFF+ACW names the message
+    assert refused.key == "9907317000007:ACE::ACW:21000000000099" and refused.replay == ""
+    acknowledged = rows[("APERAK", "APERAK 312")]
+    assert acknowledged.key == "9876543210987:ACE:GENERATED00001:TN:GENERATED00001"
+    rejected = rows[("CONTRL", "CONTRL 4 2 GENERATED00001/12")]  # UCI 0083 4, 0085 2; UCM 4, 0085 12
+    assert rejected.key == "9876543210987:UCI:GENERATED00001"
+    assert "2025-04-01 12:00Z" in rejected.sent  # UNB S004: a CONTRL has no DTM
+    assert (
+        len(unreadable) == 1
+        and unreadable[0].startswith("v4_aperak_rejected.edi")
+        and "0085=29" in unreadable[0]
+    )
