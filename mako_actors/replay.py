@@ -293,8 +293,10 @@ class _RunView:
     without a store read, and the deadlines a commit sets are known at once.
     """
 
-    def __init__(self, store: Store, on_deadline: Callable[[Deadline], None]) -> None:
+    def __init__(self, store: LmdbStore, on_deadline: Callable[[Deadline], None]) -> None:
         self._store = store
+        # Commits asked for in one loop turn, written together at its end (``_flush``).
+        self._waiting: list[tuple[Sequence[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
         self._on_deadline = on_deadline
         # A store without events at the start (``fresh``) holds nothing this run did not
         # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
@@ -315,16 +317,43 @@ class _RunView:
         return getattr(self._store, name)
 
     async def commit(self, commit: Commit) -> CommitResult:
-        result = await self._store.commit(commit)
-        self._observe(commit, result)
+        (result,) = await self.commit_many((commit,))
+        if isinstance(result, EngineError):
+            raise result
         return result
 
-    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
-        results = await self._store.commit_many(commits)
-        for commit, result in zip(commits, results, strict=True):
-            if not isinstance(result, EngineError):
-                self._observe(commit, result)
-        return results
+    def commit_many(self, commits: Sequence[Commit]) -> asyncio.Future[list[CommitResult | EngineError]]:
+        """Queue ``commits`` for the write transaction at the end of this loop turn.
+
+        Every commit of the turn (the actors' batch, receipts, ...) shares one LMDB write
+        transaction, run on the loop's thread (``LmdbStore.commit_many_now``): the replay is the
+        store's only writer, so handing each batch to the writer thread and back only costs.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((commits, future))
+        return future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            results = self._store.commit_many_now([c for commits, _ in waiting for c in commits])
+        except BaseException as exc:  # the transaction failed: every caller learns it
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for commits, future in waiting:
+            mine = results[start : start + len(commits)]
+            start += len(commits)
+            for commit, result in zip(commits, mine, strict=True):
+                if not isinstance(result, EngineError):
+                    self._observe(commit, result)
+            if not future.done():
+                future.set_result(mine)
 
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         known = self.registry.get((tenant_id, key))
@@ -796,7 +825,8 @@ async def _replay_items(
     clock = VirtualClock(items[0].received_at if items else datetime.now(UTC))
     started = time.perf_counter()
     add_deadline: list[Callable[[Deadline], None]] = []
-    async with LmdbStore(store_path, durability=options.durability) as lmdb:
+    lmdb = LmdbStore(store_path, durability=options.durability)
+    async with lmdb:
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
         dead_before = len(await lmdb.dead_letters(limit=10**9))
