@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic_core import to_jsonable_python
+
 from mako_actors._partition import Scan, our_references
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
@@ -223,21 +225,37 @@ def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[An
     answer code and the Frist instants it sets. The seed (``sender:0020:0062:IDE`` of the
     message that started the process) is the same in every run, unlike the process id.
     """
-    streams: dict[StreamId, list[EventEnvelope]] = {}
+    decisions = _Decisions()
     for event in events:
+        decisions.add(event)
+    return decisions.result()
+
+
+class _Decisions:
+    """``process_decisions``, gathered one event at a time (in any order) as a run commits them."""
+
+    def __init__(self) -> None:
+        self._streams: dict[StreamId, list[tuple[int, list[Any], Any]]] = {}
+
+    def add(self, event: EventEnvelope) -> None:
         if event.event_type.startswith("gpke."):
-            streams.setdefault(event.stream_id, []).append(event)
-    out: dict[str, list[list[Any]]] = {}
-    for stream_id, stream in streams.items():
-        stream.sort(key=lambda e: e.sequence)
-        seed = str(stream_id)
-        inbound = stream[0].payload.get("inbound")
-        if isinstance(inbound, dict):
-            seed = ":".join(
-                str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
-            )
-        out[seed] = [_decision(e) for e in stream]
-    return out
+            # As stored: the payload's values in their JSON form (an instant as ISO text).
+            decision = to_jsonable_python(_decision(event))
+            entry = (event.sequence, decision, event.payload.get("inbound"))
+            self._streams.setdefault(event.stream_id, []).append(entry)
+
+    def result(self) -> dict[str, list[list[Any]]]:
+        out: dict[str, list[list[Any]]] = {}
+        for stream_id, stream in self._streams.items():
+            stream.sort(key=lambda entry: entry[0])
+            seed = str(stream_id)
+            inbound = stream[0][2]
+            if isinstance(inbound, dict):
+                seed = ":".join(
+                    str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
+                )
+            out[seed] = [decision for _, decision, _ in stream]
+        return out
 
 
 def _decision(event: EventEnvelope) -> list[Any]:
@@ -312,6 +330,8 @@ class _RunView:
         self.pending: dict[Any, Deadline] = {}
         self._by_stream: dict[StreamId, set[Any]] = {}
         self.events = self.outbox = 0
+        # A fresh store's decisions are exactly those this run commits: no read at the end.
+        self.decisions = _Decisions()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -416,6 +436,9 @@ class _RunView:
             ):
                 self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
         self.touched.add(stream)
+        if self.fresh:
+            for event in result.events:
+                self.decisions.add(event)
         for key, identity in commit.registry:
             self.registry[(identity.tenant_id, key)] = identity
             dependency = self.tx_keys.get((identity.tenant_id, key))
@@ -854,7 +877,7 @@ async def _replay_items(
         report.outbox = await lmdb.outbox_count()
         report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
         report.duration_s = time.perf_counter() - started  # the digest below is not part of it
-        decisions = process_decisions(await _all_events(lmdb))
+        decisions = view.decisions.result() if view.fresh else process_decisions(await _all_events(lmdb))
         report.decision_digest = decision_digest(decisions)
     return report, decisions
 
