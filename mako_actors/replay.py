@@ -51,6 +51,7 @@ from mako_actors._partition import Scan, our_references
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
+from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
@@ -62,6 +63,8 @@ from mako_actors.inbound import (
     MasterData,
     StaticMasterData,
     Suppliers,
+    _ack_values,
+    _lenient_header,
 )
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
@@ -487,6 +490,7 @@ class _Item:
     exclusive: bool = False
     source: ArchivedInterchange | None = None
     raw: bytes = b""
+    parsed: Interchange | EdifactError | None = None
     messages: int = 0
     deadline: Deadline | None = None
     state: str = "queued"  # queued -> ready -> started
@@ -523,6 +527,8 @@ class _Pipeline:
         # (tenant MP-ID, IDE / 0020 we may send) -> the trigger's key, for answers in flight
         self.requests: dict[tuple[str, str], tuple[str, ...]] = {}
         self.interchanges: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Triggers whose references are not in ``requests``/``interchanges`` yet (``_target_key``).
+        self.unpredicted: list[tuple[str, str, str, str, str, tuple[str, ...]]] = []
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -537,58 +543,68 @@ class _Pipeline:
     # -- keys --------------------------------------------------------------------------------
 
     def _keys(self, item: _Item) -> None:
-        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet.
+        """Parse the interchange ahead and find its routing keys, or ``exclusive`` when unknown yet.
 
-        A light scan (``_partition.Scan``) reads the values the router will use; anything it
-        is not sure of (a file the scan cannot follow, escaped values, a transaction without
-        PID, an answer or acknowledgement whose process is not known yet) runs alone.
+        The keys come from the parsed values the router will use. A file the parser rejects
+        touches its receipt stream (if its UNB is readable) and dead letters only. A
+        transaction without a PID, or of a PID no family handles, is refused: no process. An
+        answer or acknowledgement whose process is not known yet runs alone.
         """
-        scan = Scan(item.raw)
-        item.messages = len(scan.messages)
-        if not scan.ok or scan.escaped:
-            item.exclusive = True  # unreadable or unusual: the parser decides, alone
+        assert item.source is not None
+        parsed = try_parse_interchange(item.raw, source=item.source.path.name)
+        item.parsed = parsed
+        if isinstance(parsed, EdifactError):
+            item.messages = len(Scan(item.raw).messages)  # UNH..UNT found, as the report counts
+            header = _lenient_header(item.raw)
+            if header is not None:
+                sender, us, control = header
+                item.keys = (("receipt", sender, us, control),)
             return
-        us, sender = scan.recipient.decode("latin-1"), scan.sender.decode("latin-1")
-        keys: list[tuple[str, ...]] = [("receipt", sender, us, scan.control.decode("latin-1"))]
+        item.messages = len(parsed.messages)
+        us, sender, control = parsed.recipient.id, parsed.sender.id, parsed.control_ref
+        keys: list[tuple[str, ...]] = [("receipt", sender, us, control)]
         tenant = self.tenants.get(us)
-        if tenant is None:
-            item.keys = tuple(keys)  # not for us: a receipt only
+        if tenant is None:  # not for us: a receipt only, ours if we answer it (one tenant)
+            keys += [("receipt", sender, t, control) for t in self.tenants if len(self.tenants) == 1]
+            item.keys = tuple(keys)
             return
-        for message in scan.messages:
-            if message.ack_ref or message.kind in (b"CONTRL", b"APERAK"):
-                ref = message.ack_ref.decode("latin-1")
-                key = self._target_key(tenant, f"ic:{ref}", self.interchanges.get((us, ref)))
+        for message in parsed.messages:
+            if message.message_type in ("CONTRL", "APERAK"):
+                values = _ack_values(parsed, message, item.at)
+                if values is None:
+                    continue  # nothing it refers to: a dead letter only
+                ref = str(values["referenced_interchange_ref"])
+                key = self._target_key(tenant, f"ic:{ref}", self.interchanges, (us, ref))
                 if key is None:
                     item.exclusive = True
                     return
                 keys.append(key)
                 continue
-            by = message.sender.decode("latin-1") if message.sender else sender
-            for tx in message.txs:
-                pid = tx.get(b"Z13")
-                if pid is None:
-                    item.exclusive = True
-                    return
-                if pid in (b"55011", b"55012"):
-                    request = tx.get(b"TN", b"").decode("latin-1")
-                    key = self._target_key(tenant, f"ide:{request}", self.requests.get((us, request)))
+            by = message.sender.id if message.sender else sender
+            for tx in message.transactions:
+                pid = tx.pid or message.pid
+                if not pid or not self.pipeline.handles(pid):
+                    continue  # refused by the pipeline: an APERAK with the receipt, a dead letter
+                if pid in _ANSWERS:
+                    request = tx.request_ref or ""
+                    key = self._target_key(tenant, f"ide:{request}", self.requests, (us, request))
                     if key is None:
                         item.exclusive = True
                         return
                     keys.append(key)
                     continue
-                ide = tx[b"IDE"].decode("latin-1")
-                malo_key = ("malo", us, tx[b"LOC"].decode("latin-1") if b"LOC" in tx else "None")
-                keys += [malo_key, ("tx", by, ide)]
-                self.view.tx_keys[(tenant, f"tx:{by}:{ide}")] = malo_key
-                control, ref = scan.control.decode("latin-1"), message.ref.decode("latin-1")
-                for our_ide, our_ref in our_references(by, control, ref, ide):
-                    self.requests[(us, our_ide)] = malo_key
-                    self.interchanges[(us, our_ref)] = malo_key
+                malo_key = ("malo", us, str(tx.malo))
+                keys += [malo_key, ("tx", by, tx.ide_ref)]
+                self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
+                self.unpredicted.append((us, by, control, message.reference, tx.ide_ref, malo_key))
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
-        self, tenant: TenantId, registry_key: str, predicted: tuple[str, ...] | None
+        self,
+        tenant: TenantId,
+        registry_key: str,
+        predictions: dict[tuple[str, str], tuple[str, ...]],
+        reference: tuple[str, str],
     ) -> tuple[str, ...] | None:
         """The key of the process an answer names: bound already, or about to be.
 
@@ -596,11 +612,18 @@ class _Pipeline:
         a message a queued trigger is about to send: the references the workflow derives for
         every trigger (``our_references``) predict its key, so the answer waits for that
         trigger alone. Neither: ``None``, the answer runs alone (it is probably unroutable).
+        The predictions are derived only when a binding is missing (most answers find one).
         """
         target = self.view.registry.get((tenant, registry_key))
         if target is not None:
             return self.view.key_of(target.stream_id)
-        return predicted
+        if self.unpredicted:
+            for us, by, control, message_ref, ide, key in self.unpredicted:
+                for our_ide, our_ref in our_references(by, control, message_ref, ide):
+                    self.requests[(us, our_ide)] = key
+                    self.interchanges[(us, our_ref)] = key
+            self.unpredicted.clear()
+        return predictions.get(reference)
 
     # -- the queues ---------------------------------------------------------------------------
 
@@ -735,7 +758,10 @@ class _Pipeline:
             return
         assert item.source is not None
         source = item.source
-        result = await self.pipeline.ingest(item.raw, source.received_at, source=source.path.name)
+        result = await self.pipeline.ingest(
+            item.raw, source.received_at, source=source.path.name, parsed=item.parsed
+        )
+        item.parsed = None  # done: the window holds only what is still to run
         _count(self.report, source, result, item.messages)
         self.done += 1
         if self.progress is not None:
