@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from mako_actors.envelope import CommandContext, ProcessIdentity
-from mako_actors.ids import CorrelationId, ProcessId, StreamId, TenantId
+from mako_actors.envelope import CommandContext, ProcessIdentity, trusted
+from mako_actors.ids import ConversationId, CorrelationId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
 
@@ -106,4 +107,21 @@ class ProcessHandle(Generic[C, S]):
         Retransmissions of one interchange share the correlation root. Pass the reference
         sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
         """
-        return self.new_context().with_correlation(CorrelationId.from_interchange_ref(interchange_ref))
+        # Built at once (not ``new_context().with_correlation``): once per inbound command.
+        return trusted(
+            CommandContext,
+            {
+                "tenant_id": self._identity.tenant_id,
+                "process_id": self._identity.process_id,
+                "workflow_id": self._identity.workflow_id,
+                "correlation_id": _correlation(interchange_ref),
+                "conversation_id": ConversationId.new(),
+                "causation_id": None,
+            },
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _correlation(interchange_ref: str) -> CorrelationId:
+    """``CorrelationId.from_interchange_ref``, cached: an interchange's commands share it (a uuid5)."""
+    return CorrelationId.from_interchange_ref(interchange_ref)

@@ -26,7 +26,8 @@ __all__ = ["Partitioner", "Scan", "our_references", "split_by_partition"]
 
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
-_VALUES = (b"IDE", b"NAD", b"LOC", b"RFF", b"UCI")
+# The segments values are read from, and how many of their elements (tag included) are read.
+_USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2}
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Scan:
     """Segments of one interchange with the few values routing needs (no validation).
 
     ``ok``: a UNB, at least one complete UNH..UNT and a UNZ were found; ``escaped``: a value
-    segment holds the release character, so its values here may differ from the parser's.
+    read here holds the release character, so it may differ from the parser's.
     """
 
     def __init__(self, raw: bytes) -> None:
@@ -97,7 +98,8 @@ class Scan:
                 current = _Message(start, kind=elements[2].split(self.comp)[0], ref=elements[1])
                 self.messages.append(current)
             elif current is not None:
-                if tag in _VALUES and self.rel in segment:
+                used = _USED.get(tag)
+                if used is not None and self.rel in segment and self._escapes(segment, elements, used):
                     self.escaped = True
                 self._value(current, tag, elements)
                 if tag == b"UNT":
@@ -107,6 +109,13 @@ class Scan:
                 self.ok = bool(self.head_end and self.messages and all(m.end for m in self.messages))
                 return
             pos = end + 1
+
+    def _escapes(self, segment: bytes, elements: list[bytes], used: int) -> bool:
+        """Whether the release character falls in the first ``used`` elements (the ones read).
+
+        A release character after them (a NAD name, a DTM offset) changes nothing read here.
+        """
+        return segment.find(self.rel) < len(self.elem.join(elements[:used]))
 
     def _escaped(self, raw: bytes, index: int) -> bool:
         count = 0

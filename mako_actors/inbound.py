@@ -360,15 +360,24 @@ class InboundPipeline:
         # Where receipt streams run (``mako-inbox``): plain processes on ``store`` unless given.
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
 
-    async def ingest(self, raw: bytes, received_at: datetime, source: str | None = None) -> IngestResult:
+    async def ingest(
+        self,
+        raw: bytes,
+        received_at: datetime,
+        source: str | None = None,
+        *,
+        parsed: Interchange | EdifactError | None = None,
+    ) -> IngestResult:
         """Ingest one interchange received at ``received_at`` (aware; the ÜT derives from it).
 
         Never raises for bad input: the result says what happened. Raises only for store
-        failures (``StoreError``), after which re-ingesting the same bytes is safe.
+        failures (``StoreError``), after which re-ingesting the same bytes is safe. ``parsed``:
+        ``try_parse_interchange(raw, source=source)`` if the caller parsed ahead (a replay).
         """
         if received_at.tzinfo is None:
             raise InvalidArgument("ingest: received_at must be timezone-aware")
-        parsed = try_parse_interchange(raw, source=source)
+        if parsed is None:
+            parsed = try_parse_interchange(raw, source=source)
         digest = hashlib.sha256(raw).hexdigest()
         header = (
             (parsed.sender.id, parsed.recipient.id, parsed.control_ref)
@@ -588,6 +597,10 @@ class InboundPipeline:
             )
 
     # -- one transaction -------------------------------------------------------------------
+
+    def handles(self, pid: str) -> bool:
+        """Whether a family routes ``pid`` (else its transactions are refused, APERAK Z31)."""
+        return self._family(pid) is not None
 
     def _family(self, pid: str | None) -> ProcessFamily | None:
         if pid:

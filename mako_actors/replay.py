@@ -45,10 +45,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic_core import to_jsonable_python
+
 from mako_actors._partition import Scan, our_references
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
+from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
@@ -60,6 +63,8 @@ from mako_actors.inbound import (
     MasterData,
     StaticMasterData,
     Suppliers,
+    _ack_values,
+    _lenient_header,
 )
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
@@ -223,21 +228,37 @@ def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[An
     answer code and the Frist instants it sets. The seed (``sender:0020:0062:IDE`` of the
     message that started the process) is the same in every run, unlike the process id.
     """
-    streams: dict[StreamId, list[EventEnvelope]] = {}
+    decisions = _Decisions()
     for event in events:
+        decisions.add(event)
+    return decisions.result()
+
+
+class _Decisions:
+    """``process_decisions``, gathered one event at a time (in any order) as a run commits them."""
+
+    def __init__(self) -> None:
+        self._streams: dict[StreamId, list[tuple[int, list[Any], Any]]] = {}
+
+    def add(self, event: EventEnvelope) -> None:
         if event.event_type.startswith("gpke."):
-            streams.setdefault(event.stream_id, []).append(event)
-    out: dict[str, list[list[Any]]] = {}
-    for stream_id, stream in streams.items():
-        stream.sort(key=lambda e: e.sequence)
-        seed = str(stream_id)
-        inbound = stream[0].payload.get("inbound")
-        if isinstance(inbound, dict):
-            seed = ":".join(
-                str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
-            )
-        out[seed] = [_decision(e) for e in stream]
-    return out
+            # As stored: the payload's values in their JSON form (an instant as ISO text).
+            decision = to_jsonable_python(_decision(event))
+            entry = (event.sequence, decision, event.payload.get("inbound"))
+            self._streams.setdefault(event.stream_id, []).append(entry)
+
+    def result(self) -> dict[str, list[list[Any]]]:
+        out: dict[str, list[list[Any]]] = {}
+        for stream_id, stream in self._streams.items():
+            stream.sort(key=lambda entry: entry[0])
+            seed = str(stream_id)
+            inbound = stream[0][2]
+            if isinstance(inbound, dict):
+                seed = ":".join(
+                    str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
+                )
+            out[seed] = [decision for _, decision, _ in stream]
+        return out
 
 
 def _decision(event: EventEnvelope) -> list[Any]:
@@ -293,8 +314,10 @@ class _RunView:
     without a store read, and the deadlines a commit sets are known at once.
     """
 
-    def __init__(self, store: Store, on_deadline: Callable[[Deadline], None]) -> None:
+    def __init__(self, store: LmdbStore, on_deadline: Callable[[Deadline], None]) -> None:
         self._store = store
+        # Commits asked for in one loop turn, written together at its end (``_flush``).
+        self._waiting: list[tuple[Sequence[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
         self._on_deadline = on_deadline
         # A store without events at the start (``fresh``) holds nothing this run did not
         # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
@@ -310,21 +333,50 @@ class _RunView:
         self.pending: dict[Any, Deadline] = {}
         self._by_stream: dict[StreamId, set[Any]] = {}
         self.events = self.outbox = 0
+        # A fresh store's decisions are exactly those this run commits: no read at the end.
+        self.decisions = _Decisions()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def commit(self, commit: Commit) -> CommitResult:
-        result = await self._store.commit(commit)
-        self._observe(commit, result)
+        (result,) = await self.commit_many((commit,))
+        if isinstance(result, EngineError):
+            raise result
         return result
 
-    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
-        results = await self._store.commit_many(commits)
-        for commit, result in zip(commits, results, strict=True):
-            if not isinstance(result, EngineError):
-                self._observe(commit, result)
-        return results
+    def commit_many(self, commits: Sequence[Commit]) -> asyncio.Future[list[CommitResult | EngineError]]:
+        """Queue ``commits`` for the write transaction at the end of this loop turn.
+
+        Every commit of the turn (the actors' batch, receipts, ...) shares one LMDB write
+        transaction, run on the loop's thread (``LmdbStore.commit_many_now``): the replay is the
+        store's only writer, so handing each batch to the writer thread and back only costs.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((commits, future))
+        return future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            results = self._store.commit_many_now([c for commits, _ in waiting for c in commits])
+        except BaseException as exc:  # the transaction failed: every caller learns it
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for commits, future in waiting:
+            mine = results[start : start + len(commits)]
+            start += len(commits)
+            for commit, result in zip(commits, mine, strict=True):
+                if not isinstance(result, EngineError):
+                    self._observe(commit, result)
+            if not future.done():
+                future.set_result(mine)
 
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         known = self.registry.get((tenant_id, key))
@@ -387,6 +439,9 @@ class _RunView:
             ):
                 self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
         self.touched.add(stream)
+        if self.fresh:
+            for event in result.events:
+                self.decisions.add(event)
         for key, identity in commit.registry:
             self.registry[(identity.tenant_id, key)] = identity
             dependency = self.tx_keys.get((identity.tenant_id, key))
@@ -435,6 +490,7 @@ class _Item:
     exclusive: bool = False
     source: ArchivedInterchange | None = None
     raw: bytes = b""
+    parsed: Interchange | EdifactError | None = None
     messages: int = 0
     deadline: Deadline | None = None
     state: str = "queued"  # queued -> ready -> started
@@ -471,6 +527,8 @@ class _Pipeline:
         # (tenant MP-ID, IDE / 0020 we may send) -> the trigger's key, for answers in flight
         self.requests: dict[tuple[str, str], tuple[str, ...]] = {}
         self.interchanges: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Triggers whose references are not in ``requests``/``interchanges`` yet (``_target_key``).
+        self.unpredicted: list[tuple[str, str, str, str, str, tuple[str, ...]]] = []
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -485,58 +543,68 @@ class _Pipeline:
     # -- keys --------------------------------------------------------------------------------
 
     def _keys(self, item: _Item) -> None:
-        """Routing keys of an interchange, or ``exclusive`` when they cannot be known yet.
+        """Parse the interchange ahead and find its routing keys, or ``exclusive`` when unknown yet.
 
-        A light scan (``_partition.Scan``) reads the values the router will use; anything it
-        is not sure of (a file the scan cannot follow, escaped values, a transaction without
-        PID, an answer or acknowledgement whose process is not known yet) runs alone.
+        The keys come from the parsed values the router will use. A file the parser rejects
+        touches its receipt stream (if its UNB is readable) and dead letters only. A
+        transaction without a PID, or of a PID no family handles, is refused: no process. An
+        answer or acknowledgement whose process is not known yet runs alone.
         """
-        scan = Scan(item.raw)
-        item.messages = len(scan.messages)
-        if not scan.ok or scan.escaped:
-            item.exclusive = True  # unreadable or unusual: the parser decides, alone
+        assert item.source is not None
+        parsed = try_parse_interchange(item.raw, source=item.source.path.name)
+        item.parsed = parsed
+        if isinstance(parsed, EdifactError):
+            item.messages = len(Scan(item.raw).messages)  # UNH..UNT found, as the report counts
+            header = _lenient_header(item.raw)
+            if header is not None:
+                sender, us, control = header
+                item.keys = (("receipt", sender, us, control),)
             return
-        us, sender = scan.recipient.decode("latin-1"), scan.sender.decode("latin-1")
-        keys: list[tuple[str, ...]] = [("receipt", sender, us, scan.control.decode("latin-1"))]
+        item.messages = len(parsed.messages)
+        us, sender, control = parsed.recipient.id, parsed.sender.id, parsed.control_ref
+        keys: list[tuple[str, ...]] = [("receipt", sender, us, control)]
         tenant = self.tenants.get(us)
-        if tenant is None:
-            item.keys = tuple(keys)  # not for us: a receipt only
+        if tenant is None:  # not for us: a receipt only, ours if we answer it (one tenant)
+            keys += [("receipt", sender, t, control) for t in self.tenants if len(self.tenants) == 1]
+            item.keys = tuple(keys)
             return
-        for message in scan.messages:
-            if message.ack_ref or message.kind in (b"CONTRL", b"APERAK"):
-                ref = message.ack_ref.decode("latin-1")
-                key = self._target_key(tenant, f"ic:{ref}", self.interchanges.get((us, ref)))
+        for message in parsed.messages:
+            if message.message_type in ("CONTRL", "APERAK"):
+                values = _ack_values(parsed, message, item.at)
+                if values is None:
+                    continue  # nothing it refers to: a dead letter only
+                ref = str(values["referenced_interchange_ref"])
+                key = self._target_key(tenant, f"ic:{ref}", self.interchanges, (us, ref))
                 if key is None:
                     item.exclusive = True
                     return
                 keys.append(key)
                 continue
-            by = message.sender.decode("latin-1") if message.sender else sender
-            for tx in message.txs:
-                pid = tx.get(b"Z13")
-                if pid is None:
-                    item.exclusive = True
-                    return
-                if pid in (b"55011", b"55012"):
-                    request = tx.get(b"TN", b"").decode("latin-1")
-                    key = self._target_key(tenant, f"ide:{request}", self.requests.get((us, request)))
+            by = message.sender.id if message.sender else sender
+            for tx in message.transactions:
+                pid = tx.pid or message.pid
+                if not pid or not self.pipeline.handles(pid):
+                    continue  # refused by the pipeline: an APERAK with the receipt, a dead letter
+                if pid in _ANSWERS:
+                    request = tx.request_ref or ""
+                    key = self._target_key(tenant, f"ide:{request}", self.requests, (us, request))
                     if key is None:
                         item.exclusive = True
                         return
                     keys.append(key)
                     continue
-                ide = tx[b"IDE"].decode("latin-1")
-                malo_key = ("malo", us, tx[b"LOC"].decode("latin-1") if b"LOC" in tx else "None")
-                keys += [malo_key, ("tx", by, ide)]
-                self.view.tx_keys[(tenant, f"tx:{by}:{ide}")] = malo_key
-                control, ref = scan.control.decode("latin-1"), message.ref.decode("latin-1")
-                for our_ide, our_ref in our_references(by, control, ref, ide):
-                    self.requests[(us, our_ide)] = malo_key
-                    self.interchanges[(us, our_ref)] = malo_key
+                malo_key = ("malo", us, str(tx.malo))
+                keys += [malo_key, ("tx", by, tx.ide_ref)]
+                self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
+                self.unpredicted.append((us, by, control, message.reference, tx.ide_ref, malo_key))
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
-        self, tenant: TenantId, registry_key: str, predicted: tuple[str, ...] | None
+        self,
+        tenant: TenantId,
+        registry_key: str,
+        predictions: dict[tuple[str, str], tuple[str, ...]],
+        reference: tuple[str, str],
     ) -> tuple[str, ...] | None:
         """The key of the process an answer names: bound already, or about to be.
 
@@ -544,11 +612,18 @@ class _Pipeline:
         a message a queued trigger is about to send: the references the workflow derives for
         every trigger (``our_references``) predict its key, so the answer waits for that
         trigger alone. Neither: ``None``, the answer runs alone (it is probably unroutable).
+        The predictions are derived only when a binding is missing (most answers find one).
         """
         target = self.view.registry.get((tenant, registry_key))
         if target is not None:
             return self.view.key_of(target.stream_id)
-        return predicted
+        if self.unpredicted:
+            for us, by, control, message_ref, ide, key in self.unpredicted:
+                for our_ide, our_ref in our_references(by, control, message_ref, ide):
+                    self.requests[(us, our_ide)] = key
+                    self.interchanges[(us, our_ref)] = key
+            self.unpredicted.clear()
+        return predictions.get(reference)
 
     # -- the queues ---------------------------------------------------------------------------
 
@@ -683,7 +758,10 @@ class _Pipeline:
             return
         assert item.source is not None
         source = item.source
-        result = await self.pipeline.ingest(item.raw, source.received_at, source=source.path.name)
+        result = await self.pipeline.ingest(
+            item.raw, source.received_at, source=source.path.name, parsed=item.parsed
+        )
+        item.parsed = None  # done: the window holds only what is still to run
         _count(self.report, source, result, item.messages)
         self.done += 1
         if self.progress is not None:
@@ -804,7 +882,8 @@ async def _replay_items(
     clock = VirtualClock(items[0].received_at if items else datetime.now(UTC))
     started = time.perf_counter()
     add_deadline: list[Callable[[Deadline], None]] = []
-    async with LmdbStore(store_path, durability=options.durability) as lmdb:
+    lmdb = LmdbStore(store_path, durability=options.durability)
+    async with lmdb:
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
         dead_before = len(await lmdb.dead_letters(limit=10**9))
@@ -832,7 +911,7 @@ async def _replay_items(
         report.outbox = await lmdb.outbox_count()
         report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
         report.duration_s = time.perf_counter() - started  # the digest below is not part of it
-        decisions = process_decisions(await _all_events(lmdb))
+        decisions = view.decisions.result() if view.fresh else process_decisions(await _all_events(lmdb))
         report.decision_digest = decision_digest(decisions)
     return report, decisions
 

@@ -34,12 +34,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lmdb
 
 from mako_actors.errors import EngineError, StoreError, register_error
+from mako_actors.store import Commit, CommitResult
+from stores import _schema as schema
 from stores._base import StoreBase, WriteFn
 from stores._kv import DATABASES
 
@@ -328,6 +331,23 @@ class LmdbStore(StoreBase):
         future: Future[list[Any]] = Future()
         self._queue.put(_WriteRequest(fns, future))
         return asyncio.wrap_future(future)
+
+    def commit_many_now(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+        """``commit_many`` on the calling thread, now: one write transaction, no writer-thread hop.
+
+        For a batch job on one event loop that gathers its commits itself (``replay``): it blocks
+        the loop for the transaction and saves the hand-over to the writer thread and back.
+        Failures, map growth and redo are as in ``commit_many``; a write transaction of the
+        writer thread in progress is waited for (LMDB runs one at a time). Raises ``StoreError``
+        when the transaction itself fails.
+        """
+        self._check_open()
+        request = _WriteRequest([partial(schema.apply_commit, commit=c) for c in commits], Future())
+        self._run_batch([request], len(commits))
+        results: list[CommitResult | EngineError] = request.future.result()
+        for result in results:
+            self._count_result(result)
+        return results
 
     def _write_loop(self) -> None:
         while True:
