@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
+from mako_actors.gpke._models import built, plain
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -85,14 +86,17 @@ class OutboundRef(BaseModel):
         Built without re-validation: every value is a str we derive here or a typed argument
         (mypy checks callers), and this runs for every message we send.
         """
-        return cls.model_construct(
-            message_type=message_type,
-            pid=pid,
-            recipient=recipient,
-            interchange_ref=derive_ref(seed, index, "0020"),
-            message_ref=derive_ref(seed, index, "0062"),
-            document_number=derive_ref(seed, index, "1004"),
-            ide_ref=derive_ref(seed, index, "IDE") if message_type == "UTILMD" else None,
+        return built(
+            cls,
+            {
+                "message_type": message_type,
+                "pid": pid,
+                "recipient": recipient,
+                "interchange_ref": derive_ref(seed, index, "0020"),
+                "message_ref": derive_ref(seed, index, "0062"),
+                "document_number": derive_ref(seed, index, "1004"),
+                "ide_ref": derive_ref(seed, index, "IDE") if message_type == "UTILMD" else None,
+            },
         )
 
 
@@ -112,13 +116,16 @@ class EnvelopePayload(BaseModel):
     def between(cls, sender: str, recipient: str, at: datetime, control_ref: str) -> EnvelopePayload:
         """The UNB values of one message; built without re-validation (typed arguments, checked
         by mypy; the enclosing payload is validated and dumped), as it runs for every send."""
-        return cls.model_construct(
-            sender_id=sender,
-            sender_qualifier=mp_id_qualifiers(sender)[0],
-            recipient_id=recipient,
-            recipient_qualifier=mp_id_qualifiers(recipient)[0],
-            prepared_at=at,
-            control_ref=control_ref,
+        return built(
+            cls,
+            {
+                "sender_id": sender,
+                "sender_qualifier": mp_id_qualifiers(sender)[0],
+                "recipient_id": recipient,
+                "recipient_qualifier": mp_id_qualifiers(recipient)[0],
+                "prepared_at": at,
+                "control_ref": control_ref,
+            },
         )
 
 
@@ -136,8 +143,9 @@ class _Header(BaseModel):
     format_version: str | None = None  # selects the UNH version (AHB-FACTS §7)
 
     def to_payload(self) -> dict[str, Any]:
-        """Plain JSON-ready data for ``PendingOutbox.payload`` (``None`` fields left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain JSON-ready data for ``PendingOutbox.payload`` (``None`` fields left out): what
+        ``model_dump(mode="json", exclude_none=True)`` returns, written out (per message sent)."""
+        return plain(self)
 
 
 def _header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
@@ -243,6 +251,7 @@ class UtilmdPayload(_Header):
         trigger_reason: str | None = None,
         trigger_detail: str | None = None,
         measurement: str | None = None,
+        validate: bool = True,
         **transaction: Any,
     ) -> UtilmdPayload:
         """The UTILMD for ``ref`` sent by ``sender`` at ``at``; ``transaction`` fills the IDE group.
@@ -250,7 +259,9 @@ class UtilmdPayload(_Header):
         Without an explicit ``transaction_reason``, STS+7 comes from ``transaktionsgrund`` for
         the process's ``trigger_pid``/``trigger_reason``/``trigger_detail`` (``measurement``:
         ZW6/ZW7 for a 55002). A 55010 for a ruhende MaLo (#2 ZAP) names it in ``LOC+Z22``
-        (AHB-FACTS §2).
+        (AHB-FACTS §2). ``validate=False`` skips pydantic validation (several times cheaper):
+        only for values that already have their fields' types, such as the workflow's validated
+        command and state; an unknown or missing field still raises ``InvalidArgument``.
         """
         assert ref.ide_ref is not None and ref.pid is not None
         other = transaction.get("other_party_id")
@@ -262,10 +273,14 @@ class UtilmdPayload(_Header):
                 transaction["transaction_reason"], transaction["transaction_reason_detail"] = reason
         if ref.pid == "55010" and transaction.get("transaction_reason_detail") == "ZAP":
             transaction.setdefault("malo_qualifier", "Z22")
-        tx = UtilmdTransactionPayload(ide_ref=ref.ide_ref, pid=ref.pid, **transaction)
-        return cls(
-            **_header(ref, sender, at), document_code=BGM_DOCUMENT_CODE.get(ref.pid), transactions=(tx,)
-        )
+        header = _header(ref, sender, at)
+        if validate:
+            tx = UtilmdTransactionPayload(ide_ref=ref.ide_ref, pid=ref.pid, **transaction)
+            return cls(**header, document_code=BGM_DOCUMENT_CODE.get(ref.pid), transactions=(tx,))
+        transaction["ide_ref"], transaction["pid"] = ref.ide_ref, ref.pid
+        header["document_code"] = BGM_DOCUMENT_CODE.get(ref.pid)
+        header["transactions"] = (built(UtilmdTransactionPayload, transaction),)
+        return built(cls, header)
 
 
 class AperakError(BaseModel):
@@ -310,18 +325,22 @@ class AperakPayload(_Header):
         ide_ref: str,
         errors: tuple[AperakError, ...] = (),
         message_ref: str | None = None,
+        validate: bool = True,
     ) -> AperakPayload:
-        """APERAK 312 (no ``errors``) or 313 on the message ``message_ref`` (UNH 0062)."""
-        return cls(
-            **_header(ref, sender, at),
-            positive=not errors,
-            referenced_interchange_ref=interchange_ref,
-            referenced_date=referenced_date,
-            referenced_document_number=document_number,
-            referenced_transaction_ref=ide_ref,
-            referenced_message_ref=message_ref,
-            errors=errors,
-        )
+        """APERAK 312 (no ``errors``) or 313 on the message ``message_ref`` (UNH 0062).
+
+        ``validate=False``: as for ``UtilmdPayload.build``, only for values of the fields' types.
+        """
+        values = _header(ref, sender, at) | {
+            "positive": not errors,
+            "referenced_interchange_ref": interchange_ref,
+            "referenced_date": referenced_date,
+            "referenced_document_number": document_number,
+            "referenced_transaction_ref": ide_ref,
+            "referenced_message_ref": message_ref,
+            "errors": errors,
+        }
+        return cls(**values) if validate else built(cls, values)
 
 
 class ContrlMessageLine(BaseModel):
@@ -399,7 +418,8 @@ class ContrlPayload(BaseModel):
     format_version: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        """``model_dump(mode="json", exclude_none=True)``, written out (one per interchange)."""
+        return plain(self)
 
 
 def build_contrl_payload(

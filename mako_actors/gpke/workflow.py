@@ -174,7 +174,8 @@ class _Out:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault("measurement", self.workflow.config.malo_measurement)
-        self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, **transaction))
+        # Command and state values were validated on the way in: no second validation.
+        self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, validate=False, **transaction))
         return ref
 
     def emit(self, event: Event) -> None:
@@ -612,6 +613,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 ide_ref=cmd.ide_ref,
                 errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
                 message_ref=cmd.message_ref,
+                validate=False,
             ),
         )
         return ref

@@ -1,0 +1,172 @@
+"""The workflow builds its references, payloads, events and states without re-validating values it
+already validated. These tests hold those fast paths to the pydantic models they skip: what
+they build must be what validation would accept and dump byte for byte the same."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from gpke_support import LFA, LFN, NB
+
+from mako_actors.archive import ArchiveSpec, generate_archive
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke import GpkeNbWorkflow, GpkeState
+from mako_actors.gpke._models import built, plain
+from mako_actors.gpke.payloads import (
+    AperakError,
+    AperakPayload,
+    ContrlPayload,
+    OutboundRef,
+    UtilmdPayload,
+    UtilmdTransactionPayload,
+    build_contrl_payload,
+)
+from mako_actors.replay import _all_events, load_master_data, replay_directory
+from stores.lmdb import LmdbStore
+
+_ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("Europe/London"), timezone(timedelta(hours=-3))]
+_INSTANTS = [
+    datetime(2025, 6, 5, 14, 30, tzinfo=zone) + extra
+    for zone in _ZONES
+    for extra in (timedelta(0), timedelta(microseconds=500_000), timedelta(days=180, microseconds=7))
+]
+
+_BERLIN = ZoneInfo("Europe/Berlin")
+_START = datetime(2025, 7, 1, tzinfo=_BERLIN)
+_MALO = "51900000012"
+_ANMELDUNG = {"trigger_pid": "55001", "trigger_reason": "E03", "trigger_detail": "ZW4"}
+_GENERATING = {"trigger_pid": "55077", "trigger_reason": "E03", "trigger_detail": "ZW1"}
+# What the workflow sends, per PID (see ``GpkeNbWorkflow``), with other instants and zones.
+_TRANSACTIONS: dict[str, list[dict[str, Any]]] = {
+    "55002": [{"malo": _MALO, "start": _START, "answer_code": "A51", "answer_ebd": "E_0623",
+               "request_ref": "LFNTX1", "measurement": "ZW7", **_ANMELDUNG}],
+    "55003": [
+        {"malo": _MALO, "start": _START, "answer_code": "A50", "answer_ebd": "E_0623", "request_ref": "X",
+         "lfa_answer_code": "A32", "lfa_answer_ebd": "E_0624", **_ANMELDUNG},
+        {"start": _START, "answer_code": "A06", "answer_ebd": "E_0622", "request_ref": "X",
+         "processing_start": datetime(2025, 6, 30, 22, tzinfo=UTC),
+         "next_processing_date": datetime(2025, 6, 6, 11, 0, 0, 5, tzinfo=UTC), **_ANMELDUNG},
+    ],
+    "55010": [
+        {"malo": _MALO, "end": _START, "anmeldung_uet": date(2025, 6, 5), "other_party_id": LFN,
+         "customer_name": ("Beispiel", "Paula", "", "", "Frau", "Z01"), "trigger_pid": "55001",
+         "trigger_reason": "E01", "trigger_detail": "ZAP"},
+        {"malo": _MALO, "end": _START, "anmeldung_uet": date(2025, 6, 5), "other_party_id": LFN,
+         "customer_name": ("Solar GmbH", "", "", "", "", "Z02"), **_GENERATING},
+    ],
+    "55036": [{"malo": _MALO, "start": _START, "request_ref": "LFNTX1", "other_party_id": LFA, **_ANMELDUNG}],
+    "55037": [{"malo": _MALO, "end": _START, **_ANMELDUNG}],
+    "55038": [{"malo": _MALO, "start": _START, "other_party_id": LFN, **_ANMELDUNG}],
+    "55078": [{"malo": _MALO, "start": _START, "answer_code": "A58", "answer_ebd": "E_0623",
+               "request_ref": "X", **_GENERATING}],
+    "55080": [{"start": _START, "answer_code": "A45", "answer_ebd": "E_0622", "request_ref": "X",
+               "processing_start": _START, "next_processing_date": datetime(2025, 6, 6, 11, tzinfo=_BERLIN),
+               **_GENERATING}],
+    "55005": [{"end": _START, "answer_code": "A11", "answer_ebd": "E_0607", "request_ref": "X",
+               "trigger_pid": "55004", "trigger_reason": "Z33"}],
+}
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    result: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    return result
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+@pytest.mark.parametrize("pid", sorted(_TRANSACTIONS))
+def test_unvalidated_utilmd_equals_the_validated_one_and_dumps_the_same(at: datetime, pid: str) -> None:
+    ref = OutboundRef.derive(f"seed-{pid}", 3, "UTILMD", LFA, pid)
+    for transaction in _TRANSACTIONS[pid]:
+        checked = UtilmdPayload.build(ref, NB, at, **dict(transaction))
+        fast = UtilmdPayload.build(ref, NB, at, validate=False, **dict(transaction))
+        assert fast == checked
+        assert fast.to_payload() == _dump(checked) == checked.to_payload()
+        assert list(fast.to_payload()) == list(_dump(checked))  # the same key order (msgpack bytes)
+        assert UtilmdPayload.model_validate(fast.to_payload()) == checked
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+def test_unvalidated_aperak_equals_the_validated_one(at: datetime) -> None:
+    ref = OutboundRef.derive("seed", 0, "APERAK", LFN)
+    for errors, message_ref in (((), None), ((AperakError(code="Z29", text="DTM+92 missing"),), "M1")):
+        values: dict[str, Any] = {
+            "interchange_ref": "LFN1", "referenced_date": at - timedelta(minutes=5),
+            "document_number": "D1", "ide_ref": "T1", "errors": errors, "message_ref": message_ref,
+        }
+        checked = AperakPayload.build(ref, NB, at, **values)
+        fast = AperakPayload.build(ref, NB, at, validate=False, **values)
+        assert fast == checked and fast.to_payload() == _dump(checked)
+        assert list(fast.to_payload()) == list(_dump(checked))
+
+
+def test_contrl_payload_dumps_as_pydantic_does() -> None:
+    payload = build_contrl_payload(
+        interchange_ref="LFN1", interchange_sender=LFN, interchange_recipient=NB, accepted=False,
+        prepared_at=datetime(2025, 6, 5, 12, 30, 0, 123, tzinfo=UTC), error_code="26", error_segment="UNB",
+    )
+    assert payload.to_payload() == _dump(payload)
+    assert list(payload.to_payload()) == list(_dump(payload))
+
+
+def test_derived_refs_are_valid_models() -> None:
+    for message_type, pid in (("UTILMD", "55002"), ("APERAK", None)):
+        ref = OutboundRef.derive("s", 7, message_type, LFN, pid)  # type: ignore[arg-type]
+        assert OutboundRef.model_validate(ref.model_dump()) == ref
+        assert ref.model_dump() == OutboundRef.model_validate(ref.model_dump()).model_dump()
+
+
+def test_built_names_missing_and_unknown_fields() -> None:
+    with pytest.raises(InvalidArgument, match="'pid' missing"):
+        built(UtilmdTransactionPayload, {"ide_ref": "T1"})
+    with pytest.raises(InvalidArgument, match=r"unknown fields.*'start_date'"):
+        built(UtilmdTransactionPayload, {"ide_ref": "T1", "pid": "55002", "start_date": None})
+    with pytest.raises(InvalidArgument, match="unknown fields"):
+        UtilmdPayload.build(
+            OutboundRef.derive("s", 0, "UTILMD", LFN, "55002"), NB, _INSTANTS[0], validate=False, strat=None
+        )
+    tx = built(UtilmdTransactionPayload, {"pid": "55002", "ide_ref": "T1"})
+    assert tx == UtilmdTransactionPayload(ide_ref="T1", pid="55002")
+    assert plain(tx) == {"ide_ref": "T1", "pid": "55002"}
+
+
+async def _replayed(tmp_path: Path, defects: float) -> tuple[list[Any], list[Any]]:
+    archive = tmp_path / "archive"
+    generate_archive(archive, ArchiveSpec(days=3, processes=150, seed=5, defects=defects, competing=0.1))
+    store = tmp_path / "store"
+    master = load_master_data(archive / "master.json")
+    await replay_directory(archive, store, tenants=[NB], master_data=master)
+    async with LmdbStore(store) as lmdb:
+        return await _all_events(lmdb), await lmdb.outbox_messages(limit=10**6)
+
+
+@pytest.mark.parametrize("defects", [0.0, 0.2])
+def test_everything_a_replay_stores_is_what_validation_accepts(tmp_path: Path, defects: float) -> None:
+    """Replay generated traffic (answers, rejections, competing Anmeldungen, broken messages):
+    every stored event payload decodes into its event model and dumps back unchanged, every
+    outbox payload validates as its payload model and dumps back unchanged, and folding the
+    events gives the state validation would build."""
+    events, outbox = asyncio.run(_replayed(tmp_path, defects))
+    wf = GpkeNbWorkflow()
+    streams: dict[Any, list[Any]] = {}
+    for envelope in events:
+        if envelope.event_type.startswith("gpke."):
+            event = wf.decode_event(envelope)
+            assert event.model_dump(mode="json") == envelope.payload
+            streams.setdefault(envelope.stream_id, []).append(event)
+    assert len(streams) > 100
+    for stream in streams.values():
+        state = wf.initial_state()
+        for event in stream:
+            state = wf.apply(state, event)
+            assert GpkeState.model_validate(state.model_dump()) == state
+    models = {"UTILMD": UtilmdPayload, "APERAK": AperakPayload, "CONTRL": ContrlPayload}
+    kinds = {m.message_type for m in outbox}
+    assert kinds == {"UTILMD", "APERAK", "CONTRL"}
+    for message in outbox:
+        model = models[message.message_type]
+        assert _dump(model.model_validate(message.payload)) == message.payload
