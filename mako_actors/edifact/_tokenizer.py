@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple
 
 from mako_actors.edifact.errors import DanglingRelease, EdifactSyntaxError
@@ -117,7 +119,8 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
     CR/LF right after a segment terminator are line breaks, not data. Raises
     ``EdifactSyntaxError`` for an unterminated last segment, an empty segment or an invalid tag,
     and ``DanglingRelease`` for a release character at the end or before a line break. Cost:
-    linear; segments without the release character take a pure ``str.split`` path.
+    linear; a handful of ``str.split`` calls per segment. Escaped service characters become
+    private-use stand-ins first, so only the few non-ASCII segments pay for restoring them.
     """
     rel = delimiters.release
     protected = rel in text
@@ -137,25 +140,25 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
-    new = _new_segment
     # Most segments have no component separator at all; only those pay for the inner loop.
-    out: list[Segment] = [
-        new(Segment, (ps[0], [x.split(co) if co in x else x for x in ps[1:]]))
-        if co in p
-        else new(Segment, (ps[0], ps[1:]))
-        for p, ps in zip(pieces, [p.split(el) for p in pieces], strict=True)
+    # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts).
+    pairs = [
+        (
+            (ps[0], [x.split(co) if co in x else x for x in ps[1:]]) if co in p
+            else (ps[0], ps[1:])
+        )
+        if not protected or p.isascii()
+        else (ps[0], _restore(ps[1:], co, delimiters))
+        for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
     ]
-    if not {seg[0] for seg in out} <= _valid_tags:
-        for i, seg in enumerate(out):
-            _check_piece(seg[0], i + 1, delimiters, source)
-    if protected:
-        sentinel = _SENTINEL.search
-        for i, p in enumerate(pieces):
-            if not p.isascii() and sentinel(p):
-                parts = p.split(el)
-                out[i] = new(Segment, (parts[0], _restore(parts[1:], co, delimiters)))
-    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(out) + 1, source)
-    return out
+    if not _valid_tags.issuperset(map(_first, pairs)):
+        for i, pair in enumerate(pairs):
+            _check_piece(pair[0], i + 1, delimiters, source)
+    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(pairs) + 1, source)
+    return list(map(_new_segment, repeat(Segment), pairs))
+
+
+_first = itemgetter(0)
 
 
 def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> None:
