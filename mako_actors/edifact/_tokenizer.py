@@ -320,7 +320,10 @@ def _escaped_segment(piece: str, d: Delimiters, number: int, source: str | None)
 
 def escape(value: str, d: Delimiters) -> str:
     """``value`` with every service character prefixed by the release character."""
-    if not any(c in value for c in (d.release, d.component, d.element, d.terminator)):
+    if (
+        d.release not in value and d.component not in value and d.element not in value
+        and d.terminator not in value
+    ):
         return value
     rel = d.release
     out = value.replace(rel, rel + rel)
