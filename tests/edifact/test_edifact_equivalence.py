@@ -11,13 +11,28 @@ mutations of them (skipped when absent).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from parse_golden import corpora, key, outcome
 
-from mako_actors.edifact import EdifactError, InterchangeTooLarge, parse_interchange, synthetic_utilmd
-from mako_actors.edifact._tokenizer import _tokenize_exact, tokenize
+from mako_actors.edifact import (
+    Delimiters,
+    EdifactError,
+    InterchangeTooLarge,
+    OutboundEnvelope,
+    OutboundMessage,
+    Segment,
+    parse_interchange,
+    render_interchange,
+    render_segment,
+    seg,
+    synthetic_utilmd,
+)
+from mako_actors.edifact._tokenizer import _tokenize_exact, escape, tokenize
 from mako_actors.edifact.interchange import decode
 
 GOLDEN = json.loads((Path(__file__).with_name("parse_golden.json")).read_text())
@@ -87,3 +102,46 @@ def test_size_limit_is_checked_before_parsing() -> None:
     assert parse_interchange(raw, max_bytes=len(raw)).control_ref
     with pytest.raises(InterchangeTooLarge, match=f"maximum interchange size of {len(raw) - 1}"):
         parse_interchange(raw, max_bytes=len(raw) - 1)
+
+
+def _render_reference(segment: Segment, d: Delimiters) -> str:
+    """The writer of base a159abf: escape every value, drop trailing empty parts."""
+    tag, elements = segment
+    parts = [tag]
+    for el in elements:
+        if isinstance(el, str):
+            parts.append(escape(el, d))
+        else:
+            comps = [escape(c, d) for c in el]
+            while comps and not comps[-1]:
+                comps.pop()
+            parts.append(d.component.join(comps))
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return d.element.join(parts) + d.terminator
+
+
+_VALUE = st.text(alphabet="AZaz09 :+'?.,|*#~;=!\"äß\r\n", max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    una=st.sampled_from(["UNA:+.? '", "UNA:+,? '", "UNA|*.# ~", 'UNA;=.! "']),
+    tag=st.sampled_from(["FTX", "NAD", "A+B", "?'X"]),
+    elements=st.lists(
+        st.one_of(_VALUE, st.lists(_VALUE, max_size=5), st.none()), max_size=6
+    ),
+)
+def test_writer_renders_like_escaping_every_value(
+    una: str, tag: str, elements: list[str | list[str] | None]
+) -> None:
+    d = Delimiters.from_una(una[3:])
+    segment = seg(tag, *elements)
+    assert render_segment(segment, d) == _render_reference(segment, d)
+    twice = render_interchange(
+        OutboundEnvelope(sender_id="S", recipient_id="R", control_ref="C", una=una,
+                         prepared_at=datetime(2025, 1, 1, tzinfo=UTC)),
+        [OutboundMessage(reference="1", message_type="UTILMD", release="11A",
+                         association_code="S2.1", body=(segment, segment))],
+    ).decode("latin-1")
+    assert _render_reference(segment, d) * 2 in twice
