@@ -140,6 +140,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
+    table = _restore_table(delimiters) if protected else _NO_TABLE
     # Most segments have no component separator at all; only those pay for the inner loop.
     # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts).
     pairs = [
@@ -148,7 +149,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
             else (ps[0], ps[1:])
         )
         if not protected or p.isascii()
-        else (ps[0], _restore(ps[1:], co, delimiters))
+        else (ps[0], _restore(ps[1:], co, table))
         for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
     ]
     if not _valid_tags.issuperset(map(_first, pairs)):
@@ -159,6 +160,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
 
 
 _first = itemgetter(0)
+_NO_TABLE: dict[int, str] = {}
 
 
 def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> None:
@@ -233,8 +235,7 @@ def _restore_table(d: Delimiters) -> dict[int, str]:
     )
 
 
-def _restore(parts: list[str], co: str, d: Delimiters) -> list[Element]:
-    table = _restore_table(d)
+def _restore(parts: list[str], co: str, table: dict[int, str]) -> list[Element]:
     return [
         (
             [c if c.isascii() else c.translate(table) for c in p.split(co)]

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
+from operator import itemgetter
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -451,7 +452,7 @@ def _build(
     i = 1
     n = len(segs)
     unz_index = -1
-    tags = [s[0] for s in segs]
+    tags = list(map(_tag_of, segs))
     while i < n:
         seg = segs[i]
         tag = seg.tag
@@ -528,6 +529,8 @@ def _build(
         messages=tuple(messages),
     )
 
+
+_tag_of = itemgetter(0)
 
 #: UNB S002/S003 qualifier -> the NAD 3055 code list that must go with it (DOMAIN §4).
 _NAD_CODE_LIST = {"500": "293", "502": "332", "14": "9"}
@@ -720,7 +723,13 @@ _DTM_CACHE_SIZE = 4096
 
 
 def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
-    key = (seg.value(0, 1), seg.value(0, 2))
+    # C507 is a component list in every well-formed DTM; anything else takes Segment.value.
+    elements = seg[1]
+    c507 = elements[0] if elements else ""
+    if c507.__class__ is list and len(c507) > 2:
+        key = (c507[1], c507[2])
+    else:
+        key = (seg.value(0, 1), seg.value(0, 2))
     cached = _DTM_CACHE.get(key)
     if cached is not None:
         return cached
