@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple
 
 from mako_actors.edifact.errors import DanglingRelease, EdifactSyntaxError
@@ -117,7 +119,8 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
     CR/LF right after a segment terminator are line breaks, not data. Raises
     ``EdifactSyntaxError`` for an unterminated last segment, an empty segment or an invalid tag,
     and ``DanglingRelease`` for a release character at the end or before a line break. Cost:
-    linear; segments without the release character take a pure ``str.split`` path.
+    linear; a handful of ``str.split`` calls per segment. Escaped service characters become
+    private-use stand-ins first, so only the few non-ASCII segments pay for restoring them.
     """
     rel = delimiters.release
     protected = rel in text
@@ -137,25 +140,27 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
-    new = _new_segment
+    table = _restore_table(delimiters) if protected else _NO_TABLE
     # Most segments have no component separator at all; only those pay for the inner loop.
-    out: list[Segment] = [
-        new(Segment, (ps[0], [x.split(co) if co in x else x for x in ps[1:]]))
-        if co in p
-        else new(Segment, (ps[0], ps[1:]))
-        for p, ps in zip(pieces, [p.split(el) for p in pieces], strict=True)
+    # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts).
+    pairs = [
+        (
+            (ps[0], [x.split(co) if co in x else x for x in ps[1:]]) if co in p
+            else (ps[0], ps[1:])
+        )
+        if not protected or p.isascii()
+        else (ps[0], _restore(ps[1:], co, table))
+        for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
     ]
-    if not {seg[0] for seg in out} <= _valid_tags:
-        for i, seg in enumerate(out):
-            _check_piece(seg[0], i + 1, delimiters, source)
-    if protected:
-        sentinel = _SENTINEL.search
-        for i, p in enumerate(pieces):
-            if not p.isascii() and sentinel(p):
-                parts = p.split(el)
-                out[i] = new(Segment, (parts[0], _restore(parts[1:], co, delimiters)))
-    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(out) + 1, source)
-    return out
+    if not _valid_tags.issuperset(map(_first, pairs)):
+        for i, pair in enumerate(pairs):
+            _check_piece(pair[0], i + 1, delimiters, source)
+    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(pairs) + 1, source)
+    return list(map(_new_segment, repeat(Segment), pairs))
+
+
+_first = itemgetter(0)
+_NO_TABLE: dict[int, str] = {}
 
 
 def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> None:
@@ -230,8 +235,7 @@ def _restore_table(d: Delimiters) -> dict[int, str]:
     )
 
 
-def _restore(parts: list[str], co: str, d: Delimiters) -> list[Element]:
-    table = _restore_table(d)
+def _restore(parts: list[str], co: str, table: dict[int, str]) -> list[Element]:
     return [
         (
             [c if c.isascii() else c.translate(table) for c in p.split(co)]
@@ -317,7 +321,10 @@ def _escaped_segment(piece: str, d: Delimiters, number: int, source: str | None)
 
 def escape(value: str, d: Delimiters) -> str:
     """``value`` with every service character prefixed by the release character."""
-    if not any(c in value for c in (d.release, d.component, d.element, d.terminator)):
+    if (
+        d.release not in value and d.component not in value and d.element not in value
+        and d.terminator not in value
+    ):
         return value
     rel = d.release
     out = value.replace(rel, rel + rel)

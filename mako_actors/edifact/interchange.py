@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
+from operator import itemgetter
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -357,9 +358,40 @@ _MAX_LENGTHS: dict[str, tuple[tuple[int, int, str, int], ...]] = {
 }
 
 
+_NO_LIMIT = 1 << 62
+
+
+def _limits(rules: tuple[tuple[int, int, str, int], ...]) -> tuple[tuple[int, ...], ...]:
+    """Per element, the limit of each component (``_NO_LIMIT`` where the table names none)."""
+    per: list[tuple[int, ...]] = []
+    for e in range(max(r[0] for r in rules) + 1):
+        comps = {c: limit for el, c, _, limit in rules if el == e}
+        per.append(tuple(comps.get(c, _NO_LIMIT) for c in range(max(comps, default=0) + 1)))
+    return tuple(per)
+
+
+#: ``_MAX_LENGTHS`` laid out like a segment's elements, so one zip checks a whole segment.
+_LIMITS = {tag: _limits(rules) for tag, rules in _MAX_LENGTHS.items()}
+
+
 def _check_lengths(seg: Segment, number: int) -> None:
     """Raise ``ElementTooLong`` (0085 39) for a value longer than its data element allows."""
-    for element, component, name, limit in _MAX_LENGTHS.get(seg.tag, ()):
+    limits = _LIMITS.get(seg[0])
+    if limits is None:
+        return
+    for element, lims in zip(seg[1], limits, strict=False):
+        if element.__class__ is str:
+            if len(element) > lims[0]:
+                _too_long(seg, number)
+        else:
+            for value, limit in zip(element, lims, strict=False):
+                if len(value) > limit:
+                    _too_long(seg, number)
+
+
+def _too_long(seg: Segment, number: int) -> None:
+    # The first offending value in table order names the error.
+    for element, component, name, limit in _MAX_LENGTHS[seg.tag]:
         value = seg.value(element, component)
         if len(value) > limit:
             raise ElementTooLong(
@@ -420,7 +452,7 @@ def _build(
     i = 1
     n = len(segs)
     unz_index = -1
-    tags = [s[0] for s in segs]
+    tags = list(map(_tag_of, segs))
     while i < n:
         seg = segs[i]
         tag = seg.tag
@@ -432,7 +464,7 @@ def _build(
                     segment_number=j + 1, segment_tag=segs[j].tag if j < n else None,
                     expected="UNT", found=segs[j].tag if j < n else "end of interchange",
                 )
-            msg = _message(tuple(segs[i : j + 1]), i + 1, sender, recipient)
+            msg = _message(tuple(segs[i : j + 1]), tags[i : j + 1], i + 1, sender, recipient)
             if msg.reference in seen:
                 raise DuplicateReference(
                     f"message reference repeats the one at segment {seen[msg.reference]}",
@@ -498,6 +530,8 @@ def _build(
     )
 
 
+_tag_of = itemgetter(0)
+
 #: UNB S002/S003 qualifier -> the NAD 3055 code list that must go with it (DOMAIN §4).
 _NAD_CODE_LIST = {"500": "293", "502": "332", "14": "9"}
 
@@ -516,7 +550,8 @@ def _party_problems(
 
 
 def _message(
-    segs: tuple[Segment, ...], first: int, unb_sender: Party, unb_recipient: Party
+    segs: tuple[Segment, ...], tags: list[str], first: int, unb_sender: Party,
+    unb_recipient: Party,
 ) -> Message:
     unh = segs[0]
     unt = segs[-1]
@@ -538,47 +573,54 @@ def _message(
             expected=reference, found=unt_ref,
         )
     problems: list[str] = []
-    pid: str | None = None
     header_pid: str | None = None
     document_code = document_number = None
     document_date: datetime | None = None
     sender = recipient = None
-    tx_starts: list[int] = []
-    for k, seg in enumerate(segs):
+    count = len(segs)
+    # The header is everything before the first IDE; only there do BGM, DTM+137, NAD and a
+    # message-level RFF+Z13 count (a message without IDE is all header up to UNT).
+    first_ide = _index(tags, "IDE", 1, count - 1)
+    for k in range(1, first_ide):
+        seg = segs[k]
         tag = seg[0]
         if tag not in _HEADER_TAGS:
             continue
-        if tag == "IDE":
-            _check_lengths(seg, first + k)
-            tx_starts.append(k)
-        elif tag == "RFF":
-            if pid is None and seg.value(0) == "Z13":
-                pid = seg.value(0, 1) or None
-                if not tx_starts:
-                    header_pid = pid
-        elif tx_starts:
-            continue
+        if tag == "RFF":
+            if header_pid is None and _qualifier(seg) == "Z13":
+                header_pid = seg.value(0, 1) or None
         elif tag == "BGM":
             _check_lengths(seg, first + k)
             if document_code is None:
                 document_code = seg.value(0) or None
                 document_number = seg.value(1) or None
         elif tag == "DTM":
-            if document_date is None and seg.value(0) == "137":
+            if document_date is None and _qualifier(seg) == "137":
                 document_date = _dtm(seg, first + k, problems)
         else:
-            role = seg.value(0)
+            role = _qualifier(seg)
             if role == "MS":
                 sender = Party(seg.value(1, 0), seg.value(1, 2))
                 _party_problems("MS", sender, unb_sender, first + k, problems)
             elif role == "MR":
                 recipient = Party(seg.value(1, 0), seg.value(1, 2))
                 _party_problems("MR", recipient, unb_recipient, first + k, problems)
-    tx_starts.append(len(segs) - 1)
+    tx_starts: list[int] = []
+    k = first_ide
+    while k < count - 1:
+        _check_lengths(segs[k], first + k)
+        tx_starts.append(k)
+        k = _index(tags, "IDE", k + 1, count - 1)
+    tx_starts.append(count - 1)
     transactions = tuple(
         _transaction(segs[a:b], first + a, header_pid, problems)
         for a, b in pairwise(tx_starts)
     )
+    # The message PID is the first RFF+Z13 of the message: the header's, else the first
+    # transaction's own one (a transaction's pid falls back to the header's only).
+    pid = header_pid
+    if pid is None:
+        pid = next((t.pid for t in transactions if t.pid is not None), None)
     s009 = [*unh.components(1), "", "", "", "", ""]
     return Message(
         reference=reference,
@@ -605,39 +647,59 @@ _TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
 _HEADER_TAGS = frozenset(("IDE", "RFF", "BGM", "DTM", "NAD"))
 
 
+def _index(tags: list[str], tag: str, start: int, end: int) -> int:
+    """Position of ``tag`` in ``tags[start:end]``, else ``end``."""
+    try:
+        return tags.index(tag, start, end)
+    except ValueError:
+        return end
+
+
+def _qualifier(seg: Segment) -> str:
+    """``seg.value(0)``: the first component of the first element, ``""`` when absent."""
+    elements = seg[1]
+    if not elements:
+        return ""
+    first = elements[0]
+    return first if first.__class__ is str else first[0]
+
+
 def _transaction(
     segs: tuple[Segment, ...], first: int, header_pid: str | None, problems: list[str]
 ) -> Transaction:
     pid = malo = request_ref = reason = code = ebd = None
     start = end = None
     reasons: tuple[str, ...] = ()
-    for k, seg in enumerate(segs):
-        tag = seg.tag
+    k = -1
+    for seg in segs:
+        k += 1
+        tag = seg[0]
         if tag not in _TX_TAGS:
             continue
-        q = seg.value(0)
+        q = _qualifier(seg)
         if tag == "RFF":
             if q == "Z13" and pid is None:
                 pid = seg.value(0, 1) or None
             elif q == "TN" and request_ref is None:
                 request_ref = seg.value(0, 1) or None
-        elif tag == "LOC" and q == "Z16" and malo is None:
-            malo = seg.value(1) or None
+        elif tag == "LOC":
+            if q == "Z16" and malo is None:
+                malo = seg.value(1) or None
         elif tag == "DTM":
             if q == "92" and start is None:
                 start = _dtm(seg, first + k, problems)
             elif q == "93" and end is None:
                 end = _dtm(seg, first + k, problems)
-        elif tag == "STS":
-            if q == "7" and reason is None:
+        elif q == "7":
+            if reason is None:
                 reason = seg.value(2) or None
-                codes = [seg.value(i) for i in (2, 3, 4)]
+                codes = [seg.value(2), seg.value(3), seg.value(4)]
                 while codes and not codes[-1]:
                     codes.pop()
                 reasons = tuple(codes)
-            elif q == "E01" and code is None:
-                code = seg.value(2, 0) or None
-                ebd = seg.value(2, 1) or None
+        elif q == "E01" and code is None:
+            code = seg.value(2, 0) or None
+            ebd = seg.value(2, 1) or None
     return Transaction(
         ide_ref=segs[0].value(1),
         pid=pid or header_pid,
@@ -654,12 +716,32 @@ def _transaction(
     )
 
 
+#: Parsed DTM values by (value, format): a replay sees the same few instants again and again,
+#: and the datetimes are immutable. Cleared when full, so it stays small.
+_DTM_CACHE: dict[tuple[str, str], datetime] = {}
+_DTM_CACHE_SIZE = 4096
+
+
 def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
+    # C507 is a component list in every well-formed DTM; anything else takes Segment.value.
+    elements = seg[1]
+    c507 = elements[0] if elements else ""
+    if c507.__class__ is list and len(c507) > 2:
+        key = (c507[1], c507[2])
+    else:
+        key = (seg.value(0, 1), seg.value(0, 2))
+    cached = _DTM_CACHE.get(key)
+    if cached is not None:
+        return cached
     try:
-        return parse_dtm(seg.value(0, 1), seg.value(0, 2))
+        parsed = parse_dtm(*key)
     except InvalidValue as err:
         problems.append(f"segment {number} DTM+{seg.value(0)}: {err.detail}")
         return None
+    if len(_DTM_CACHE) >= _DTM_CACHE_SIZE:
+        _DTM_CACHE.clear()
+    _DTM_CACHE[key] = parsed
+    return parsed
 
 
 _BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -32,14 +33,72 @@ SegmentLike = Segment | tuple[str, Sequence[Element]]
 
 def seg(tag: str, *elements: Element | None) -> Segment:
     """Build a segment; ``None`` elements become empty (handy for optional values)."""
-    return Segment(
-        tag, [e if isinstance(e, str) else ("" if e is None else list(e)) for e in elements]
+    return _new_segment(
+        Segment,
+        (tag, [e if isinstance(e, str) else ("" if e is None else list(e)) for e in elements]),
     )
+
+
+_new_segment = tuple.__new__
 
 
 def render_segment(segment: SegmentLike, d: Delimiters = DEFAULT_DELIMITERS) -> str:
     """One segment as text including its terminator; trailing empty parts are omitted."""
-    tag, elements = segment
+    return _render_many((segment,), d, "")
+
+
+def _render_many(segments: Sequence[SegmentLike], d: Delimiters, line_break: str) -> str:
+    """``segments`` as text, each followed by the terminator and ``line_break``.
+
+    Cost: a segment's values are joined as they are and the result is checked for service
+    characters that the joins did not put there (a count per separator); only a segment that
+    has some is escaped value by value.
+    """
+    co = d.component
+    el = d.element
+    rel = d.release
+    term = d.terminator
+    plain = _plain(d)
+    texts: list[str] = []
+    for tag, elements in segments:
+        parts = [tag]
+        joined = 0
+        for e in elements:
+            if isinstance(e, str):
+                parts.append(e)
+            else:
+                comps = list(e)
+                while comps and comps[-1] == "":
+                    comps.pop()
+                if len(comps) > 1:
+                    joined += len(comps) - 1
+                parts.append(co.join(comps))
+        while len(parts) > 1 and not parts[-1]:
+            parts.pop()
+        text = el.join(parts)
+        if not (
+            plain and rel not in text and term not in text and text.count(co) == joined
+            and text.count(el) == len(parts) - 1
+        ):
+            text = _render_escaped(tag, elements, d)
+        texts.append(text)
+    if not texts:
+        return ""
+    end = term + line_break
+    return end.join(texts) + end
+
+
+@lru_cache(maxsize=64)
+def _plain(d: Delimiters) -> bool:
+    """Whether the separators are four distinct single characters, none a line break (so
+    counting them in the joined text is exact)."""
+    specials = (d.component, d.element, d.release, d.terminator)
+    return (
+        all(len(c) == 1 and c not in "\r\n" for c in specials) and len(set(specials)) == 4
+    )
+
+
+def _render_escaped(tag: str, elements: Sequence[Element], d: Delimiters) -> str:
     parts = [tag]
     for el in elements:
         if isinstance(el, str):
@@ -51,7 +110,7 @@ def render_segment(segment: SegmentLike, d: Delimiters = DEFAULT_DELIMITERS) -> 
             parts.append(d.component.join(comps))
     while len(parts) > 1 and not parts[-1]:
         parts.pop()
-    return d.element.join(parts) + d.terminator
+    return d.element.join(parts)
 
 
 def format_dtm(instant: datetime, fmt: str = "303") -> str:
@@ -145,7 +204,7 @@ def render_interchange(
     under UNOC) or when two messages share a reference.
     """
     d = envelope.delimiters
-    out: list[str] = [d.una] if with_una else []
+    out: list[str] = [d.una + envelope.line_break] if with_una else []
     unb = seg(
         "UNB",
         [envelope.syntax_id, envelope.syntax_version],
@@ -160,7 +219,8 @@ def render_interchange(
         "",
         "1" if envelope.test else "",
     )
-    out.append(render_segment(unb, d))
+    lb = envelope.line_break
+    out.append(_render_many((unb,), d, lb))
     count = 0
     seen: set[str] = set()
     for m in messages:
@@ -169,11 +229,12 @@ def render_interchange(
         seen.add(m.reference)
         count += 1
         head = [m.message_type, m.version, m.release, m.agency, m.association_code]
-        out.append(render_segment(seg("UNH", m.reference, head), d))
-        out.extend(render_segment(s, d) for s in m.body)
-        out.append(render_segment(seg("UNT", str(len(m.body) + 2), m.reference), d))
-    out.append(render_segment(seg("UNZ", str(count), envelope.control_ref), d))
-    text = envelope.line_break.join(out) + envelope.line_break
+        out.append(_render_many(
+            [seg("UNH", m.reference, head), *m.body, seg("UNT", str(len(m.body) + 2), m.reference)],
+            d, lb,
+        ))
+    out.append(_render_many((seg("UNZ", str(count), envelope.control_ref),), d, lb))
+    text = "".join(out)
     codec = CHARSETS[envelope.syntax_id]
     try:
         return text.encode(codec)
