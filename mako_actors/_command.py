@@ -25,8 +25,10 @@ from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
 
-# The fields ``prepare`` sets explicitly (what ``EventEnvelope(...)`` with them would record).
-_ENVELOPE_FIELDS_SET = frozenset(EventEnvelope.model_fields) - {"global_position"}
+# Every outbox row of ``prepare`` shares one fields-set (frozen models; see ``trusted``).
+_OUTBOX_FIELDS: set[str] = set(OutboxMessage.model_fields)
+# ``ExpectedVersion.exact(v)`` for the versions most commits expect: immutable, so shared.
+_EXACT = tuple(ExpectedVersion.exact(v) for v in range(4096))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ def prepare(
     for offset, event in enumerate(output.events, start=1):
         new_state = workflow.apply(new_state, event)
         envelopes.append(
-            EventEnvelope._trusted(
+            EventEnvelope._placeholder(
                 {
                     "event_id": EventId.new(),
                     "stream_id": identity.stream_id,
@@ -113,10 +115,10 @@ def prepare(
                     "conversation_id": ctx.conversation_id,
                     "causation_id": ctx.causation_id,
                     "payload": event_payload(event),
-                },
-                set(_ENVELOPE_FIELDS_SET),
+                }
             )
         )
+    events = tuple(envelopes)
     cause = envelopes[0].event_id
     # (The ``if`` guards skip building empty generators: most commands have no outbox,
     # deadlines or registry keys, and this runs once per command.)
@@ -128,7 +130,7 @@ def prepare(
         if output.outbox
         else ()
     )
-    new_version = version + len(envelopes)
+    new_version = version + len(events)
     snapshot = None
     interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
@@ -151,8 +153,8 @@ def prepare(
         )
     commit = Commit(
         stream_id=identity.stream_id,
-        expected=ExpectedVersion.exact(version),
-        events=envelopes,
+        expected=_EXACT[version] if version < len(_EXACT) else ExpectedVersion.exact(version),
+        events=events,
         outbox=outbox if options.enqueue else (),
         deadlines=deadlines,
         cancel_deadline_labels=output.cancel_deadlines if options.enqueue else (),
@@ -163,7 +165,7 @@ def prepare(
         if output.journal
         else (),
     )
-    return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
+    return Prepared(commit, events, outbox, new_state, snapshot)
 
 
 def _stamp_outbox(
@@ -201,4 +203,5 @@ def _stamp_outbox(
             "last_error": None,
             "position": 0,  # assigned by the store on enqueue
         },
+        _OUTBOX_FIELDS,
     )

@@ -29,6 +29,8 @@ _OUTBOX_NAMESPACE = uuid.UUID("3a9d7c51-2e64-5b80-9f13-6c4e8a0b2d75")
 _DEADLINE_NAMESPACE = uuid.UUID("8d2e4f60-1a3b-5c7d-9e0f-2b4c6d8e0a13")
 
 _MP_ID = re.compile(r"^\d{13}$")
+# Read once: a member lookup on an Enum class runs Python code (``enum.property``) on 3.11.
+_UNKNOWN = uuid.SafeUUID.unknown
 
 # Random ids come from a pooled ``os.urandom`` buffer: one syscall per 256 ids instead of one
 # per id (``uuid4()`` plus re-parsing its result was ~2.5 µs, a tenth of the command path).
@@ -71,7 +73,7 @@ class _UuidId(uuid.UUID):
             if type(value) is bytes and len(value) == 16:
                 # The hot case (pooled random bytes): no need for UUID.__init__'s parsing.
                 object.__setattr__(self, "int", int.from_bytes(value, "big"))
-                object.__setattr__(self, "is_safe", uuid.SafeUUID.unknown)
+                object.__setattr__(self, "is_safe", _UNKNOWN)
             elif isinstance(value, uuid.UUID):
                 super().__init__(int=value.int)
             elif isinstance(value, bytes):
@@ -92,12 +94,18 @@ class _UuidId(uuid.UUID):
     def _from_int(cls, value: int) -> Self:
         """An id of a known-valid 128-bit value, skipping ``UUID.__init__``'s argument parsing.
 
-        Sets exactly the two slots ``UUID.__init__`` sets (it is immutable, hence
-        ``object.__setattr__``); ~4x cheaper than ``cls(int=...)`` on the hot command path.
+        Sets the two slots ``UUID.__init__`` sets (it is immutable, hence ``object.__setattr__``)
+        and the canonical string right away: every id made on the command path (event,
+        correlation, conversation, outbox ids) is written as a string, and a cached string
+        spares ``__str__`` the missing-slot ``AttributeError`` it would raise and catch once.
+        ~4x cheaper than ``cls(int=...)``.
         """
         obj = object.__new__(cls)
-        object.__setattr__(obj, "int", value)
-        object.__setattr__(obj, "is_safe", uuid.SafeUUID.unknown)
+        setattr_ = object.__setattr__
+        setattr_(obj, "int", value)
+        setattr_(obj, "is_safe", _UNKNOWN)
+        h = "%032x" % value  # noqa: UP031 (twice as fast as f"{value:032x}" on 3.11)
+        setattr_(obj, "_text", f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
         return obj
 
     def __str__(self) -> str:

@@ -205,10 +205,8 @@ class LocalActorSystem(HandleFactory):
                 "tenant_id": tenant,
                 "workflow_id": workflow_id,
             },
+            _IDENTITY_FIELDS,
         )
-        # The identity is frozen and pydantic copies the fields-set before changing it
-        # (model_copy), so every shared identity may use one set object.
-        object.__setattr__(shared, "__pydantic_fields_set__", _IDENTITY_FIELDS)
         return shared
 
     def _on_idle(self, actor: ProcessActor) -> None:
