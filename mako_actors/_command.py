@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
 from mako_actors.errors import WorkflowError
-from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
+from mako_actors.ids import ConversationId, CorrelationId, DeadlineId, EventId, OutboxMessageId
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
@@ -75,15 +75,17 @@ def prepare(
     state: S,
     version: int,
     output: WorkflowOutput,
-    ctx: CommandContext,
+    ctx: CommandContext | None,
     now: datetime,
     options: CommandOptions,
 ) -> Prepared[S]:
     """Stamp a workflow's output into envelopes and rows, and the ``Commit`` that stores them.
 
-    Pure apart from fresh event ids: the outbox and deadline ids derive from the first event's
-    id, so they are stable once the commit is written. Raises ``WorkflowError`` when the output
-    asks to send or schedule something without an event to cause it.
+    Pure apart from fresh ids: the outbox and deadline ids derive from the first event's id,
+    so they are stable once the commit is written. ``ctx`` None: fresh correlation and
+    conversation ids, no causation (what ``CommandContext.new`` would give, without the
+    object). Raises ``WorkflowError`` when the output asks to send or schedule something
+    without an event to cause it.
     """
     if not output.events:
         if output.outbox or output.deadlines:
@@ -96,6 +98,10 @@ def prepare(
     # Every value below already has its field's type (identity and context are validated
     # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
     recorded_at = now if now.tzinfo is UTC else utc(now)
+    if ctx is None:
+        correlation, conversation, causation = CorrelationId.new(), ConversationId.new(), None
+    else:
+        correlation, conversation, causation = ctx.correlation_id, ctx.conversation_id, ctx.causation_id
     for offset, event in enumerate(output.events, start=1):
         new_state = workflow.apply(new_state, event)
         envelopes.append(
@@ -111,9 +117,9 @@ def prepare(
                     "event_type": event.event_type,
                     "schema_version": event.schema_version,
                     "recorded_at": recorded_at,
-                    "correlation_id": ctx.correlation_id,
-                    "conversation_id": ctx.conversation_id,
-                    "causation_id": ctx.causation_id,
+                    "correlation_id": correlation,
+                    "conversation_id": conversation,
+                    "causation_id": causation,
                     "payload": event_payload(event),
                 }
             )
@@ -124,7 +130,7 @@ def prepare(
     # deadlines or registry keys, and this runs once per command.)
     outbox = (
         tuple(
-            _stamp_outbox(identity, ctx, cause, index, pending, recorded_at)
+            _stamp_outbox(identity, correlation, conversation, cause, index, pending, recorded_at)
             for index, pending in enumerate(output.outbox)
         )
         if output.outbox
@@ -170,7 +176,8 @@ def prepare(
 
 def _stamp_outbox(
     identity: ProcessIdentity,
-    ctx: CommandContext,
+    correlation: CorrelationId,
+    conversation: ConversationId,
     cause: EventId,
     index: int,
     pending: PendingOutbox,
@@ -192,8 +199,8 @@ def _stamp_outbox(
             "process_id": identity.process_id,
             "tenant_id": identity.tenant_id,
             "causation_event_id": cause,
-            "correlation_id": ctx.correlation_id,
-            "conversation_id": ctx.conversation_id,
+            "correlation_id": correlation,
+            "conversation_id": conversation,
             "message_type": pending.message_type,
             "recipient": pending.recipient,
             "payload": pending.payload,

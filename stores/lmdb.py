@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from mako_actors.errors import EngineError, StoreError, register_error
-from stores._base import StoreBase, WriteFn
+from stores._base import StoreBase, WriteFn, run_write
 from stores._kv import DATABASES
 
 T = TypeVar("T")
@@ -406,7 +406,7 @@ class LmdbStore(StoreBase):
                     else:
                         writes = txn.writes
                         try:
-                            out.append(fn(txn))
+                            out.append(run_write(fn, txn))
                         except (lmdb.MapFullError, lmdb.MapResizedError):
                             raise
                         except Exception as exc:
@@ -427,7 +427,7 @@ class LmdbStore(StoreBase):
         child = self._env.begin(write=True, parent=parent)
         try:
             inner = _LmdbTxn(child, self._dbs)
-            result = fn(inner)
+            result = run_write(fn, inner)
             inner.flush()
             child.commit()
             outer.forget()

@@ -119,28 +119,29 @@ class ActorStats:
 
 
 class _Slot:
-    """One queued op, its caller's future, and how often it lost to another writer so far."""
+    """One queued op, its caller's future, and how often it lost to another writer so far.
 
-    __slots__ = ("attempts", "future", "op")
+    Once decided, it also holds the commit to write and what to answer once it is written
+    (``prepared``; ``no_command``: a timeout whose ``on_deadline`` gave nothing to run). One
+    object per command for its whole way, not one per stage: the garbage collector counts them.
+    """
+
+    __slots__ = ("attempts", "future", "no_command", "op", "prepared")
 
     def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
         self.op = op
         self.future = future
         self.attempts = 0
+        self.prepared: Prepared[Any] | None = None
+        self.no_command = False
 
-
-class _Decided:
-    """A decided op: the commit to write and what to answer once it is written."""
-
-    __slots__ = ("no_command", "prepared", "slot")
-
-    def __init__(self, slot: _Slot, prepared: Prepared[Any], no_command: bool = False) -> None:
-        self.slot = slot
+    def decided(self, prepared: Prepared[Any], no_command: bool = False) -> _Slot:
         self.prepared = prepared
         self.no_command = no_command
+        return self
 
 
-_Flight = tuple["ProcessActor", list[_Decided]]
+_Flight = tuple["ProcessActor", list[_Slot]]
 
 
 class Runner:
@@ -332,7 +333,7 @@ class ProcessActor:
                         batch.append(mailbox.popleft())
                     decided = self._decide_all(batch)
                     if decided:
-                        commits.extend(d.prepared.commit for d in decided)  # type: ignore[misc]
+                        commits.extend(d.prepared.commit for d in decided)  # type: ignore[union-attr,misc]
                         flights.append((self, decided))
                         return
                 elif kind == STATE:
@@ -419,7 +420,7 @@ class ProcessActor:
 
     # -- the write path --------------------------------------------------------------------
 
-    def _decide_all(self, slots: list[_Slot]) -> list[_Decided]:
+    def _decide_all(self, slots: list[_Slot]) -> list[_Slot]:
         """Run the pure handler for each op on the state the previous ones would leave.
 
         Refused or broken commands fail here, alone; what is left is one commit per op. A
@@ -428,7 +429,7 @@ class ProcessActor:
         process's other writes and never runs on a state the store has moved past.
         """
         state, version = self._state, self._version
-        decided: list[_Decided] = []
+        decided: list[_Slot] = []
         identity = self.identity
         for slot in slots:
             op, future = slot.op, slot.future
@@ -440,20 +441,18 @@ class ProcessActor:
                     assert op.deadline is not None
                     command = self._workflow.on_deadline(op.deadline, state)
                     if command is None:
-                        decided.append(_Decided(slot, _discharge(identity, state, version, op), True))
+                        decided.append(slot.decided(_discharge(identity, state, version, op), True))
                         continue
                 options = _options(
                     op.enqueue or op.kind == TIMEOUT,
                     self._config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
                     op.deadline,
                 )
-                ctx = op.ctx or CommandContext.new(
-                    identity.tenant_id, identity.process_id, identity.workflow_id
-                )
                 assert command is not None
                 output = decide(self._workflow, state, command)
+                # Without a caller's context, ``prepare`` draws fresh correlation ids itself.
                 prepared = prepare(
-                    self._workflow, identity, state, version, output, ctx, self._config.clock(), options
+                    self._workflow, identity, state, version, output, op.ctx, self._config.clock(), options
                 )
             except Exception as exc:
                 # A refused or broken command fails alone; the state it saw is untouched.
@@ -462,23 +461,24 @@ class ProcessActor:
                 continue
             if prepared.commit is None:
                 if op.kind == TIMEOUT:
-                    decided.append(_Decided(slot, _discharge(identity, state, version, op)))
+                    decided.append(slot.decided(_discharge(identity, state, version, op)))
                 else:
                     self._stats.commands += 1
                     _resolve(future, _EMPTY)
                 continue
-            decided.append(_Decided(slot, prepared))
+            decided.append(slot.decided(prepared))
             state, version = prepared.state, version + len(prepared.events)
         return decided
 
-    def _failed(self, decided: list[_Decided], exc: BaseException) -> None:
+    def _failed(self, decided: list[_Slot], exc: BaseException) -> None:
         """The store call of a whole batch failed: nothing of it is known to be stored."""
         self._loaded = False
-        for entry in decided:
+        for slot in decided:
             self._stats.failed_commands += 1
-            _fail(entry.slot.future, exc)
+            slot.prepared = None
+            _fail(slot.future, exc)
 
-    def _settle(self, decided: list[_Decided], results: list[CommitResult | EngineError]) -> None:
+    def _settle(self, decided: list[_Slot], results: list[CommitResult | EngineError]) -> None:
         """Acknowledge committed ops, fail or re-queue the rest (at the mailbox's head, in order).
 
         After the first failed commit every later one in the batch conflicts by construction
@@ -488,13 +488,15 @@ class ProcessActor:
         self._stats.batches += 1
         retry: list[_Slot] = []
         broken = False
-        for entry, result in zip(decided, results, strict=True):
-            slot, prepared = entry.slot, entry.prepared
+        for slot, result in zip(decided, results, strict=True):
+            prepared = slot.prepared
+            assert prepared is not None
+            slot.prepared = None  # a retried op is decided afresh
             if isinstance(result, CommitResult):
                 self._stats.commands += 1
                 if not broken:
                     self._state, self._version = prepared.state, result.version
-                if entry.no_command:
+                if slot.no_command:
                     _resolve(slot.future, _NO_COMMAND)
                 else:
                     _resolve(
