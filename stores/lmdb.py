@@ -40,6 +40,9 @@ from typing import Any, TypeVar
 import lmdb
 
 from mako_actors.errors import EngineError, StoreError, register_error
+from mako_actors.ids import StreamId
+from mako_actors.store import Activation
+from stores import _schema as schema
 from stores._base import StoreBase, WriteFn, run_write
 from stores._kv import DATABASES
 
@@ -320,6 +323,16 @@ class LmdbStore(StoreBase):
             except lmdb.Error as exc:
                 raise StoreError(f"LMDB read failed in {self._real}: {exc}") from None
         raise StoreError(f"LMDB map kept changing size under {self._real}", transient=True)
+
+    def load_activation_now(
+        self, stream_id: StreamId, workflow_name: str, state_schema_version: int
+    ) -> Activation | None:
+        """``load_activation`` in one read transaction on this thread (never waits on the writer)."""
+        activation = self.read_sync(
+            lambda txn: schema.load_activation(txn, stream_id, workflow_name, state_schema_version, None)
+        )
+        self._stats.events_read += len(activation.events)
+        return activation
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ each on the state the previous one would leave; the commits of all actors of the
 store in one ``commit_many`` call (one write transaction, one fsync), where each commit
 succeeds or fails on its own with its own expected version. Memory changes only for commits
 the store confirmed; after any failed commit the actor reloads from the store before it
-decides anything else, so it never keeps a state the store lacks. Activation and the rare
-operations that must wait on the store (``take_snapshot``) run in one task per turn for all
-actors that need them.
+decides anything else, so it never keeps a state the store lacks. With a store that reads
+without waiting (``load_activation_now``: LMDB, memory-mapped), an actor activates inside the
+turn that brought its first message, in one read transaction. Activation on other stores and
+the rare operations that must wait on the store (``take_snapshot``) run in one task per turn
+for all actors that need them.
 
 A ``VersionConflict`` means another writer for this stream exists (a second actor system, a
 failover): the actor reloads and decides the command again, up to ``max_attempts`` times.
@@ -35,7 +37,7 @@ from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
-from mako_actors.process import load_state, system_clock
+from mako_actors.process import load_state, state_from, system_clock
 from mako_actors.store import Commit, CommitResult, Store
 from mako_actors.version import ExpectedVersion
 from mako_actors.workflow import Workflow
@@ -323,8 +325,10 @@ class ProcessActor:
         try:
             while mailbox:
                 if not self._loaded:
-                    slow.append(self)
-                    return
+                    if not self._activate_now():
+                        slow.append(self)
+                        return
+                    continue  # loaded, or the head op failed: look at the mailbox again
                 kind = mailbox[0].op.kind
                 if kind in _WRITES:
                     limit = self._config.max_batch
@@ -386,10 +390,37 @@ class ProcessActor:
 
     async def _activate(self) -> None:
         """Load state from the latest snapshot plus the tail (O(tail), not O(history))."""
-        first = self._state is None
         state, version = await load_state(
             self._workflow, self._store, self.identity.stream_id, snapshots=self._store
         )
+        self._loaded_as(state, version)
+
+    def _activate_now(self) -> bool:
+        """Activate within this loop turn if the store reads without waiting (the embedded ones).
+
+        False when it cannot (the actor then activates in the slow path). A failed read fails
+        the op at the head only, as in the slow path; the next one tries again.
+        """
+        load_now = getattr(self._store, "load_activation_now", None)
+        if load_now is None:
+            return False
+        workflow, stream_id = self._workflow, self.identity.stream_id
+        try:
+            activation = load_now(stream_id, workflow.name, workflow.state_schema_version)
+            if activation is None:
+                return False
+            state, version = state_from(workflow, self._store, stream_id, activation)
+        except Exception as exc:
+            mailbox = self._mailbox
+            assert mailbox
+            self._stats.failed_commands += mailbox[0].op.kind in _WRITES
+            _fail(mailbox.popleft().future, exc)
+            return True  # nothing loaded; ``_step`` looks at the next op (and tries again)
+        self._loaded_as(state, version)
+        return True
+
+    def _loaded_as(self, state: Any, version: int) -> None:
+        first = self._state is None
         self._state, self._version, self._loaded = state, version, True
         if first:
             self._stats.activations += 1
