@@ -194,7 +194,7 @@ def _stamp_outbox(
         OutboxMessage,
         {
             "message_id": message_id,
-            "idempotency_key": str(message_id),
+            "idempotency_key": message_id._text,
             "stream_id": identity.stream_id,
             "process_id": identity.process_id,
             "tenant_id": identity.tenant_id,

@@ -303,20 +303,21 @@ class EventEnvelope(_Frozen):
         (Every id serializes through a Python function in pydantic; here it is one ``str``.)
         """
         causation = self.causation_id
+        # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
         return {
-            "event_id": str(self.event_id),
+            "event_id": self.event_id._text,
             "stream_id": str(self.stream_id),
-            "process_id": str(self.process_id),
-            "tenant_id": str(self.tenant_id),
+            "process_id": self.process_id._text,
+            "tenant_id": self.tenant_id._text,
             "workflow_id": str(self.workflow_id),
             "sequence": self.sequence,
             "global_position": self.global_position,
             "event_type": self.event_type,
             "schema_version": self.schema_version,
             "recorded_at": iso_utc(self.recorded_at),
-            "correlation_id": str(self.correlation_id),
-            "conversation_id": str(self.conversation_id),
-            "causation_id": None if causation is None else str(causation),
+            "correlation_id": self.correlation_id._text,
+            "conversation_id": self.conversation_id._text,
+            "causation_id": None if causation is None else causation._text,
             # Engine-made payloads are ``model_dump(mode="json")`` output already.
             "payload": self.payload if self._plain_payload else to_jsonable_python(self.payload),
         }

@@ -283,13 +283,12 @@ def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
     redelivered batch) must not reset its attempts, error or schedule.
     """
     ident = message.message_id.bytes
-    if txn.get("outbox", ident) is not None:
-        return
     position = from_u64(txn.get("meta", _OUTBOX) or u64(0)) + 1
-    txn.put("meta", _OUTBOX, u64(position))
     plain = message.to_plain()
     plain["position"] = position
-    txn.put("outbox", ident, pack(plain))
+    if not txn.insert("outbox", ident, pack(plain)):
+        return  # stored already (the row is encoded in vain then: rare, and one lookup less)
+    txn.put("meta", _OUTBOX, u64(position))
     txn.put("outbox_due", u64(micros(message.next_attempt_at)) + u64(position) + ident, b"")
 
 

@@ -188,6 +188,15 @@ class _LmdbTxn:
             return
         self._txn.put(key, value, db=self._dbs[db])
 
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        if db == "meta":  # the cached rows: through get and put
+            if self.get(db, key) is not None:
+                return False
+            self.put(db, key, value)
+            return True
+        self.writes += 1
+        return bool(self._txn.put(key, value, db=self._dbs[db], overwrite=False))
+
     def delete(self, db: str, key: bytes) -> bool:
         self.writes += 1
         if db == "meta":
