@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
 from mako_actors.errors import WorkflowError
-from mako_actors.ids import DeadlineId, EventId, OutboxMessageId
+from mako_actors.ids import ConversationId, CorrelationId, DeadlineId, EventId, OutboxMessageId
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
@@ -25,8 +25,10 @@ from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
 
-# The fields ``prepare`` sets explicitly (what ``EventEnvelope(...)`` with them would record).
-_ENVELOPE_FIELDS_SET = frozenset(EventEnvelope.model_fields) - {"global_position"}
+# Every outbox row of ``prepare`` shares one fields-set (frozen models; see ``trusted``).
+_OUTBOX_FIELDS: set[str] = set(OutboxMessage.model_fields)
+# ``ExpectedVersion.exact(v)`` for the versions most commits expect: immutable, so shared.
+_EXACT = tuple(ExpectedVersion.exact(v) for v in range(4096))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +75,17 @@ def prepare(
     state: S,
     version: int,
     output: WorkflowOutput,
-    ctx: CommandContext,
+    ctx: CommandContext | None,
     now: datetime,
     options: CommandOptions,
 ) -> Prepared[S]:
     """Stamp a workflow's output into envelopes and rows, and the ``Commit`` that stores them.
 
-    Pure apart from fresh event ids: the outbox and deadline ids derive from the first event's
-    id, so they are stable once the commit is written. Raises ``WorkflowError`` when the output
-    asks to send or schedule something without an event to cause it.
+    Pure apart from fresh ids: the outbox and deadline ids derive from the first event's id,
+    so they are stable once the commit is written. ``ctx`` None: fresh correlation and
+    conversation ids, no causation (what ``CommandContext.new`` would give, without the
+    object). Raises ``WorkflowError`` when the output asks to send or schedule something
+    without an event to cause it.
     """
     if not output.events:
         if output.outbox or output.deadlines:
@@ -94,10 +98,14 @@ def prepare(
     # Every value below already has its field's type (identity and context are validated
     # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
     recorded_at = now if now.tzinfo is UTC else utc(now)
+    if ctx is None:
+        correlation, conversation, causation = CorrelationId.new(), ConversationId.new(), None
+    else:
+        correlation, conversation, causation = ctx.correlation_id, ctx.conversation_id, ctx.causation_id
     for offset, event in enumerate(output.events, start=1):
         new_state = workflow.apply(new_state, event)
         envelopes.append(
-            EventEnvelope._trusted(
+            EventEnvelope._placeholder(
                 {
                     "event_id": EventId.new(),
                     "stream_id": identity.stream_id,
@@ -109,26 +117,26 @@ def prepare(
                     "event_type": event.event_type,
                     "schema_version": event.schema_version,
                     "recorded_at": recorded_at,
-                    "correlation_id": ctx.correlation_id,
-                    "conversation_id": ctx.conversation_id,
-                    "causation_id": ctx.causation_id,
+                    "correlation_id": correlation,
+                    "conversation_id": conversation,
+                    "causation_id": causation,
                     "payload": event_payload(event),
-                },
-                set(_ENVELOPE_FIELDS_SET),
+                }
             )
         )
+    events = tuple(envelopes)
     cause = envelopes[0].event_id
     # (The ``if`` guards skip building empty generators: most commands have no outbox,
     # deadlines or registry keys, and this runs once per command.)
     outbox = (
         tuple(
-            _stamp_outbox(identity, ctx, cause, index, pending, recorded_at)
+            _stamp_outbox(identity, correlation, conversation, cause, index, pending, recorded_at)
             for index, pending in enumerate(output.outbox)
         )
         if output.outbox
         else ()
     )
-    new_version = version + len(envelopes)
+    new_version = version + len(events)
     snapshot = None
     interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
@@ -151,8 +159,8 @@ def prepare(
         )
     commit = Commit(
         stream_id=identity.stream_id,
-        expected=ExpectedVersion.exact(version),
-        events=envelopes,
+        expected=_EXACT[version] if version < len(_EXACT) else ExpectedVersion.exact(version),
+        events=events,
         outbox=outbox if options.enqueue else (),
         deadlines=deadlines,
         cancel_deadline_labels=output.cancel_deadlines if options.enqueue else (),
@@ -163,12 +171,13 @@ def prepare(
         if output.journal
         else (),
     )
-    return Prepared(commit, tuple(envelopes), outbox, new_state, snapshot)
+    return Prepared(commit, events, outbox, new_state, snapshot)
 
 
 def _stamp_outbox(
     identity: ProcessIdentity,
-    ctx: CommandContext,
+    correlation: CorrelationId,
+    conversation: ConversationId,
     cause: EventId,
     index: int,
     pending: PendingOutbox,
@@ -185,13 +194,13 @@ def _stamp_outbox(
         OutboxMessage,
         {
             "message_id": message_id,
-            "idempotency_key": str(message_id),
+            "idempotency_key": message_id._text,
             "stream_id": identity.stream_id,
             "process_id": identity.process_id,
             "tenant_id": identity.tenant_id,
             "causation_event_id": cause,
-            "correlation_id": ctx.correlation_id,
-            "conversation_id": ctx.conversation_id,
+            "correlation_id": correlation,
+            "conversation_id": conversation,
             "message_type": pending.message_type,
             "recipient": pending.recipient,
             "payload": pending.payload,
@@ -201,4 +210,5 @@ def _stamp_outbox(
             "last_error": None,
             "position": 0,  # assigned by the store on enqueue
         },
+        _OUTBOX_FIELDS,
     )

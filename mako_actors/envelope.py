@@ -51,16 +51,20 @@ AwareUtc = Annotated[datetime, AfterValidator(utc)]
 M = TypeVar("M", bound=BaseModel)
 
 
-def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+def trusted(cls: type[M], fields: dict[str, Any], fields_set: set[str] | None = None) -> M:
     """A ``cls`` of already-typed, already-checked ``fields`` (every field, in declaration order).
 
     For the engine's hot paths only, where each value already has its field's type (ids of
     their id types, datetimes aware UTC): it skips validation, doing what ``model_construct``
     does without its per-field Python loop. Wrong values are not caught here.
+
+    ``fields_set``: a set of the names in ``fields`` that many instances may share (one
+    tracked object less per model for the garbage collector). Sharing is safe for frozen
+    models only: pydantic copies the set before it changes one (``model_copy``).
     """
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(model, "__pydantic_fields_set__", set(fields) if fields_set is None else fields_set)
     object.__setattr__(model, "__pydantic_extra__", None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
@@ -181,6 +185,7 @@ class CommandContext(_Frozen):
                 "conversation_id": ConversationId.new(),
                 "causation_id": None,
             },
+            _CONTEXT_FIELDS,
         )
 
     def require_process(self, identity: ProcessIdentity) -> None:
@@ -249,6 +254,7 @@ class EventEnvelope(_Frozen):
         stamping), where each value already has its field's type: ``recorded_at`` aware UTC,
         ids of their id types. It skips validation, which costs more than the rest of building
         an event; it does what ``model_construct`` does, without its per-field Python loop.
+        ``fields_set`` may be shared by many envelopes (they are frozen).
         """
         envelope = cls.__new__(cls)
         object.__setattr__(envelope, "__dict__", fields)
@@ -257,12 +263,39 @@ class EventEnvelope(_Frozen):
         object.__setattr__(envelope, "__pydantic_private__", None)
         return envelope
 
+    @classmethod
+    def _placeholder(cls, fields: dict[str, Any]) -> EventEnvelope:
+        """An engine-made envelope of a commit not yet written (``_command.prepare`` only).
+
+        The store stamps a placeholder in place instead of copying it (``stamped``): nothing
+        but the commit holds it before the commit is written, and the copy was three objects
+        per event for the garbage collector. Its ``payload`` is plain JSON data already.
+        """
+        return cls._trusted(fields, _PLACEHOLDER_FIELDS)
+
     def stamped(self, sequence: int, global_position: int) -> EventEnvelope:
-        """A copy with the store-assigned ``sequence`` and ``global_position`` (no re-validation)."""
+        """This event with the store-assigned ``sequence`` and ``global_position`` (no re-validation).
+
+        A copy, except for an engine-made placeholder (``_placeholder``), which is stamped in
+        place once and returned: only the writing store sees it until the commit is answered.
+        Stamping it again (a batch re-run after an abort) copies, with the new values.
+        """
+        if self.__pydantic_fields_set__ is _PLACEHOLDER_FIELDS:
+            fields = self.__dict__
+            fields["sequence"] = sequence
+            fields["global_position"] = global_position
+            object.__setattr__(self, "__pydantic_fields_set__", _ALL_FIELDS)
+            return self
         fields = dict(self.__dict__)
         fields["sequence"] = sequence
         fields["global_position"] = global_position
         return EventEnvelope._trusted(fields, self.__pydantic_fields_set__ | _STAMPED)
+
+    @property
+    def _plain_payload(self) -> bool:
+        """Whether ``payload`` is known to be plain JSON data already (engine-made envelopes)."""
+        fields_set = self.__pydantic_fields_set__
+        return fields_set is _PLACEHOLDER_FIELDS or fields_set is _ALL_FIELDS
 
     def to_plain(self) -> dict[str, Any]:
         """``model_dump(mode="json")``, written out: same keys, order and values, ~3x cheaper.
@@ -270,21 +303,23 @@ class EventEnvelope(_Frozen):
         (Every id serializes through a Python function in pydantic; here it is one ``str``.)
         """
         causation = self.causation_id
+        # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
         return {
-            "event_id": str(self.event_id),
+            "event_id": self.event_id._text,
             "stream_id": str(self.stream_id),
-            "process_id": str(self.process_id),
-            "tenant_id": str(self.tenant_id),
+            "process_id": self.process_id._text,
+            "tenant_id": self.tenant_id._text,
             "workflow_id": str(self.workflow_id),
             "sequence": self.sequence,
             "global_position": self.global_position,
             "event_type": self.event_type,
             "schema_version": self.schema_version,
             "recorded_at": iso_utc(self.recorded_at),
-            "correlation_id": str(self.correlation_id),
-            "conversation_id": str(self.conversation_id),
-            "causation_id": None if causation is None else str(causation),
-            "payload": to_jsonable_python(self.payload),
+            "correlation_id": self.correlation_id._text,
+            "conversation_id": self.conversation_id._text,
+            "causation_id": None if causation is None else causation._text,
+            # Engine-made payloads are ``model_dump(mode="json")`` output already.
+            "payload": self.payload if self._plain_payload else to_jsonable_python(self.payload),
         }
 
     @classmethod
@@ -361,14 +396,20 @@ class PlainEnvelopeDecoder:
                 "causation_id": None if causation is None else typed(CausationId, causation),
                 "payload": payload,
             },
-            set(_FIELDS),
+            _DECODED_FIELDS,
         )
 
 
 _FIELDS = frozenset(EventEnvelope.model_fields)
-
-
 _STAMPED = frozenset({"sequence", "global_position"})
+# Shared fields-sets of engine-built models (one set object for all, not one per instance).
+# Envelopes tell by identity which set they carry: ``_PLACEHOLDER_FIELDS`` marks a placeholder
+# of ``prepare``, ``_ALL_FIELDS`` one the store stamped in place; decoded envelopes carry
+# ``_DECODED_FIELDS`` (equal to ``_ALL_FIELDS``, but their payload came from storage).
+_PLACEHOLDER_FIELDS: set[str] = set(_FIELDS - {"global_position"})
+_ALL_FIELDS: set[str] = set(_FIELDS)
+_DECODED_FIELDS: set[str] = set(_FIELDS)
+_CONTEXT_FIELDS: set[str] = set(CommandContext.model_fields)
 
 
 def iso_utc(value: datetime) -> str:

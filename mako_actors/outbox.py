@@ -76,15 +76,16 @@ class OutboxMessage(PlainModel):
         (Every id and datetime serializes through a Python function in pydantic; here each is
         one call. The datetime fields are aware UTC by their type.)
         """
+        # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
         return {
-            "message_id": str(self.message_id),
+            "message_id": self.message_id._text,
             "idempotency_key": self.idempotency_key,
             "stream_id": str(self.stream_id),
-            "process_id": str(self.process_id),
-            "tenant_id": str(self.tenant_id),
-            "causation_event_id": str(self.causation_event_id),
-            "correlation_id": str(self.correlation_id),
-            "conversation_id": str(self.conversation_id),
+            "process_id": self.process_id._text,
+            "tenant_id": self.tenant_id._text,
+            "causation_event_id": self.causation_event_id._text,
+            "correlation_id": self.correlation_id._text,
+            "conversation_id": self.conversation_id._text,
             "message_type": self.message_type,
             "recipient": self.recipient,
             "payload": to_jsonable_python(self.payload),

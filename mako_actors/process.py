@@ -28,7 +28,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
-from mako_actors.store import SnapshotStore, Store
+from mako_actors.store import Activation, SnapshotStore, Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
 
@@ -60,8 +60,14 @@ async def load_state(
     elsewhere, a stream truncated by hand), which is logged and counted in
     ``store.stats.extra["snapshots_ignored"]``. (Sequences have no gaps, so a non-empty tail
     proves the snapshot's event exists; only an empty tail costs an O(1) version read.)
-    Returns the state and the sequence number of the last event applied.
+    Returns the state and the sequence number of the last event applied. A store with
+    ``load_activation`` (the embedded ones) reads snapshot and tail in one transaction.
     """
+    if snapshots is store and hasattr(store, "load_activation"):
+        activation: Activation = await store.load_activation(
+            stream_id, workflow.name, workflow.state_schema_version, upto
+        )
+        return state_from(workflow, store, stream_id, activation)
     if snapshots is not None:
         snap = await snapshots.load_snapshot(stream_id)
         if snap is not None and workflow.accepts_snapshot(snap) and (upto is None or snap.sequence <= upto):
@@ -73,6 +79,20 @@ async def load_state(
             _snapshot_ignored(store, stream_id, version)
     tail = await store.load_from(stream_id, 0, upto=upto)
     return workflow.fold(workflow.initial_state(), tail), tail[-1].sequence if tail else 0
+
+
+def state_from(
+    workflow: Workflow[Any, S], store: Store, stream_id: StreamId, activation: Activation
+) -> tuple[S, int]:
+    """The state and version an ``Activation`` read from ``store`` gives (see ``load_state``)."""
+    if activation.ignored_snapshot_at is not None:
+        _snapshot_ignored(store, stream_id, activation.ignored_snapshot_at)
+    snapshot, tail = activation.snapshot, activation.events
+    if snapshot is None:
+        state, version = workflow.initial_state(), 0
+    else:
+        state, version = workflow.decode_state(snapshot.state), snapshot.sequence
+    return workflow.fold(state, tail), tail[-1].sequence if tail else version
 
 
 def _snapshot_ignored(store: Store, stream_id: StreamId, sequence: int) -> None:

@@ -69,6 +69,20 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Activation:
+    """What a store read for rebuilding one process's state (``load_activation``).
+
+    ``snapshot``: the usable latest snapshot, or None (replay from the first event);
+    ``events``: the events after it (all events without one); ``ignored_snapshot_at``: the
+    sequence of a matching snapshot that lies past the stream's end and was ignored.
+    """
+
+    snapshot: Snapshot | None
+    events: list[EventEnvelope]
+    ignored_snapshot_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommitResult:
     """The stored events (with sequence numbers and global positions) and the new version."""
 

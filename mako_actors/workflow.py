@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mako_actors.deadlines import Deadline, PendingDeadline
-from mako_actors.envelope import EventEnvelope
+from mako_actors.envelope import EventEnvelope, trusted
 from mako_actors.errors import DeserializationError, InvalidArgument
 from mako_actors.ids import StreamId
 from mako_actors.outbox import PendingOutbox
@@ -78,13 +78,23 @@ class WorkflowOutput(BaseModel):
     @classmethod
     def of(cls, *events: Event) -> WorkflowOutput:
         """Events only."""
-        return cls(events=events)
+        if cls is WorkflowOutput and all(isinstance(event, Event) for event in events):
+            # What validation would build, without it (once per command on the hot path).
+            return trusted(cls, {**_EMPTY_OUTPUT, "events": events}, _EVENTS_SET)
+        return cls(events=events)  # pydantic names what is not an event
 
     def with_outbox(self, *messages: PendingOutbox) -> WorkflowOutput:
-        return self.model_copy(update={"outbox": self.outbox + messages})
+        return self._with("outbox", self.outbox + messages)
 
     def with_deadlines(self, *deadlines: PendingDeadline) -> WorkflowOutput:
-        return self.model_copy(update={"deadlines": self.deadlines + deadlines})
+        return self._with("deadlines", self.deadlines + deadlines)
+
+    def _with(self, name: str, value: tuple[Any, ...]) -> WorkflowOutput:
+        """``model_copy(update={name: value})`` (no validation either), without its generic copying."""
+        fields = dict(self.__dict__)
+        fields[name] = value
+        fields_set = self.__pydantic_fields_set__
+        return trusted(type(self), fields, fields_set if name in fields_set else fields_set | {name})
 
     @staticmethod
     def coerce(value: WorkflowOutput | Sequence[Event] | Event) -> WorkflowOutput:
@@ -101,6 +111,10 @@ class WorkflowOutput(BaseModel):
                 )
         return WorkflowOutput(events=events)
 
+
+# ``WorkflowOutput.of``'s template (fields in declaration order) and its shared fields-set.
+_EMPTY_OUTPUT: dict[str, Any] = {name: () for name in WorkflowOutput.model_fields}
+_EVENTS_SET: set[str] = {"events"}
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)

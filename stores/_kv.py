@@ -36,6 +36,10 @@ class KvTxn(Protocol):
 
     def get(self, db: str, key: bytes) -> bytes | None: ...
     def put(self, db: str, key: bytes, value: bytes) -> None: ...
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        """Put ``key`` only if it is absent (one lookup, not a get and a put); True if written."""
+        ...
+
     def delete(self, db: str, key: bytes) -> bool: ...
     def scan(
         self, db: str, start: bytes, stop: bytes | None = None
@@ -74,6 +78,12 @@ class MemoryTxn:
             bisect.insort(self._t.keys[db], key)
         table[key] = value
         self._undo.append((db, key, old))
+
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        if key in self._t.data[db]:
+            return False
+        self.put(db, key, value)
+        return True
 
     def delete(self, db: str, key: bytes) -> bool:
         table = self._t.data[db]

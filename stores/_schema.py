@@ -31,7 +31,7 @@ from mako_actors.errors import (
 from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
-from mako_actors.store import Commit, CommitResult
+from mako_actors.store import Activation, Commit, CommitResult
 from mako_actors.version import ExpectedVersion
 from stores._kv import KvTxn
 
@@ -283,13 +283,12 @@ def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
     redelivered batch) must not reset its attempts, error or schedule.
     """
     ident = message.message_id.bytes
-    if txn.get("outbox", ident) is not None:
-        return
     position = from_u64(txn.get("meta", _OUTBOX) or u64(0)) + 1
-    txn.put("meta", _OUTBOX, u64(position))
     plain = message.to_plain()
     plain["position"] = position
-    txn.put("outbox", ident, pack(plain))
+    if not txn.insert("outbox", ident, pack(plain)):
+        return  # stored already (the row is encoded in vain then: rare, and one lookup less)
+    txn.put("meta", _OUTBOX, u64(position))
     txn.put("outbox_due", u64(micros(message.next_attempt_at)) + u64(position) + ident, b"")
 
 
@@ -403,6 +402,31 @@ def save_snapshot(txn: KvTxn, snapshot: Snapshot) -> None:
 def load_snapshot(txn: KvTxn, stream_id: str) -> Snapshot | None:
     raw = txn.get("snapshots", stream_id.encode())
     return None if raw is None else _decode(raw, Snapshot.from_plain, "snapshot")
+
+
+def load_activation(
+    txn: KvTxn, stream_id: str, workflow_name: str, state_schema_version: int, upto: int | None
+) -> Activation:
+    """What rebuilding a process's state needs, read in one transaction (see ``Activation``).
+
+    The latest snapshot counts if the workflow and state schema version match, it is not past
+    ``upto`` and the stream holds its sequence (a snapshot past the stream's end is reported
+    in ``ignored_snapshot_at``); then the tail after it, else every event up to ``upto``.
+    """
+    snapshot = load_snapshot(txn, stream_id)
+    ignored = None
+    if (
+        snapshot is not None
+        and snapshot.workflow_name == workflow_name
+        and snapshot.state_schema_version == state_schema_version
+        and (upto is None or snapshot.sequence <= upto)
+    ):
+        tail = load_events(txn, stream_id, snapshot.sequence, upto)
+        # Sequences have no gaps: a non-empty tail proves the snapshot's event exists.
+        if tail or stream_version(txn, stream_id) >= snapshot.sequence:
+            return Activation(snapshot, tail, None)
+        ignored = snapshot.sequence
+    return Activation(None, load_events(txn, stream_id, 0, upto), ignored)
 
 
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:

@@ -41,9 +41,10 @@ from typing import Any, TypeVar
 import lmdb
 
 from mako_actors.errors import EngineError, StoreError, register_error
-from mako_actors.store import Commit, CommitResult
+from mako_actors.ids import StreamId
+from mako_actors.store import Activation, Commit, CommitResult
 from stores import _schema as schema
-from stores._base import StoreBase, WriteFn
+from stores._base import StoreBase, WriteFn, run_write
 from stores._kv import DATABASES
 
 T = TypeVar("T")
@@ -188,6 +189,15 @@ class _LmdbTxn:
             return
         self._txn.put(key, value, db=self._dbs[db])
 
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        if db == "meta":  # the cached rows: through get and put
+            if self.get(db, key) is not None:
+                return False
+            self.put(db, key, value)
+            return True
+        self.writes += 1
+        return bool(self._txn.put(key, value, db=self._dbs[db], overwrite=False))
+
     def delete(self, db: str, key: bytes) -> bool:
         self.writes += 1
         if db == "meta":
@@ -324,6 +334,16 @@ class LmdbStore(StoreBase):
                 raise StoreError(f"LMDB read failed in {self._real}: {exc}") from None
         raise StoreError(f"LMDB map kept changing size under {self._real}", transient=True)
 
+    def load_activation_now(
+        self, stream_id: StreamId, workflow_name: str, state_schema_version: int
+    ) -> Activation | None:
+        """``load_activation`` in one read transaction on this thread (never waits on the writer)."""
+        activation = self.read_sync(
+            lambda txn: schema.load_activation(txn, stream_id, workflow_name, state_schema_version, None)
+        )
+        self._stats.events_read += len(activation.events)
+        return activation
+
     # -- writes ----------------------------------------------------------------------------
 
     def _write_batch(self, fns: Sequence[WriteFn]) -> asyncio.Future[list[Any]]:
@@ -426,7 +446,7 @@ class LmdbStore(StoreBase):
                     else:
                         writes = txn.writes
                         try:
-                            out.append(fn(txn))
+                            out.append(run_write(fn, txn))
                         except (lmdb.MapFullError, lmdb.MapResizedError):
                             raise
                         except Exception as exc:
@@ -447,7 +467,7 @@ class LmdbStore(StoreBase):
         child = self._env.begin(write=True, parent=parent)
         try:
             inner = _LmdbTxn(child, self._dbs)
-            result = fn(inner)
+            result = run_write(fn, inner)
             inner.flush()
             child.commit()
             outer.forget()

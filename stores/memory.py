@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from mako_actors.errors import EngineError, StoreError
-from stores._base import StoreBase, WriteFn
+from stores._base import StoreBase, WriteFn, run_write
 from stores._kv import KvTxn, MemoryTables
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class InMemoryStore(StoreBase):
         for fn in fns:
             txn = self._tables.txn()
             try:
-                results.append(fn(txn))
+                results.append(run_write(fn, txn))
             except EngineError as exc:
                 txn.rollback()
                 results.append(exc)

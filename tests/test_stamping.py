@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 from mako_actors import (
     CommandContext,
     DeadlineId,
+    EventEnvelope,
     EventId,
     OutboxMessage,
     OutboxMessageId,
     PendingOutbox,
+    Process,
     ProcessIdentity,
     TenantId,
     WorkflowId,
@@ -24,7 +27,8 @@ from mako_actors import (
     ids,
 )
 from mako_actors._command import CommandOptions, prepare
-from tests.workflows import Ledger, LedgerState, Recorded
+from stores.lmdb import LmdbStore
+from tests.workflows import Ledger, LedgerState, Record, Recorded
 
 TENANT = TenantId.from_party_id("9900000002009")
 IDENTITY = ProcessIdentity.new(TENANT, WorkflowId.new("ledger", "FV2510"))
@@ -93,3 +97,42 @@ def test_command_context_new_equals_a_validated_context() -> None:
     validated = CommandContext.model_validate(ctx.model_dump())
     assert validated == ctx and validated.model_fields_set == ctx.model_fields_set
     assert ctx.with_causation(EventId.new()).causation_id is not None
+
+
+def _placeholders() -> tuple[EventEnvelope, ...]:
+    ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
+    output = WorkflowOutput.of(Recorded(amount=1, unit="kWh"), Recorded(amount=2, unit="kWh"))
+    prepared = prepare(Ledger(), IDENTITY, LedgerState(), 0, output, ctx, NOW, CommandOptions())
+    return prepared.events
+
+
+def test_placeholder_envelopes_equal_validated_ones_before_and_after_stamping() -> None:
+    for envelope in _placeholders():
+        validated = EventEnvelope.model_validate(envelope.model_dump())
+        assert validated == envelope and envelope.to_plain() == envelope.model_dump(mode="json")
+        stamped = envelope.stamped(envelope.sequence, 41)
+        assert (stamped.sequence, stamped.global_position) == (envelope.sequence, 41)
+        assert stamped.to_plain() == stamped.model_dump(mode="json")
+        assert stamped.model_fields_set == set(EventEnvelope.model_fields)
+        # A second stamping (a batch re-run after an abort) takes the new values.
+        again = stamped.stamped(envelope.sequence, 42)
+        assert again.global_position == 42 and again.to_plain() == again.model_dump(mode="json")
+
+
+def test_stamping_never_changes_an_envelope_built_outside_the_engine() -> None:
+    built = EventEnvelope.model_validate(_placeholders()[0].model_dump())
+    stamped = built.stamped(7, 99)
+    assert (built.sequence, built.global_position) == (1, 0)
+    assert (stamped.sequence, stamped.global_position) == (7, 99) and stamped is not built
+    with_datetime = built.model_copy(update={"payload": {"at": NOW}})
+    assert with_datetime.stamped(1, 1).to_plain()["payload"] == {"at": "2025-06-05T12:30:00.250000Z"}
+
+
+async def test_stored_events_of_the_command_path_equal_their_reload(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path / "store") as store:
+        process = Process(Ledger(), store, TENANT, IDENTITY.workflow_id)
+        first = await process.execute(Record(amount=1))
+        second = await process.execute(Record(amount=2))
+        loaded = await store.load(process.stream_id)
+        assert [e.global_position for e in first + second] == [1, 2]
+        assert loaded == first + second

@@ -9,9 +9,11 @@ each on the state the previous one would leave; the commits of all actors of the
 store in one ``commit_many`` call (one write transaction, one fsync), where each commit
 succeeds or fails on its own with its own expected version. Memory changes only for commits
 the store confirmed; after any failed commit the actor reloads from the store before it
-decides anything else, so it never keeps a state the store lacks. Activation and the rare
-operations that must wait on the store (``take_snapshot``) run in one task per turn for all
-actors that need them.
+decides anything else, so it never keeps a state the store lacks. With a store that reads
+without waiting (``load_activation_now``: LMDB, memory-mapped), an actor activates inside the
+turn that brought its first message, in one read transaction. Activation on other stores and
+the rare operations that must wait on the store (``take_snapshot``) run in one task per turn
+for all actors that need them.
 
 A ``VersionConflict`` means another writer for this stream exists (a second actor system, a
 failover): the actor reloads and decides the command again, up to ``max_attempts`` times.
@@ -35,7 +37,7 @@ from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
-from mako_actors.process import load_state, system_clock
+from mako_actors.process import load_state, state_from, system_clock
 from mako_actors.store import Commit, CommitResult, Store
 from mako_actors.version import ExpectedVersion
 from mako_actors.workflow import Workflow
@@ -119,28 +121,29 @@ class ActorStats:
 
 
 class _Slot:
-    """One queued op, its caller's future, and how often it lost to another writer so far."""
+    """One queued op, its caller's future, and how often it lost to another writer so far.
 
-    __slots__ = ("attempts", "future", "op")
+    Once decided, it also holds the commit to write and what to answer once it is written
+    (``prepared``; ``no_command``: a timeout whose ``on_deadline`` gave nothing to run). One
+    object per command for its whole way, not one per stage: the garbage collector counts them.
+    """
+
+    __slots__ = ("attempts", "future", "no_command", "op", "prepared")
 
     def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
         self.op = op
         self.future = future
         self.attempts = 0
+        self.prepared: Prepared[Any] | None = None
+        self.no_command = False
 
-
-class _Decided:
-    """A decided op: the commit to write and what to answer once it is written."""
-
-    __slots__ = ("no_command", "prepared", "slot")
-
-    def __init__(self, slot: _Slot, prepared: Prepared[Any], no_command: bool = False) -> None:
-        self.slot = slot
+    def decided(self, prepared: Prepared[Any], no_command: bool = False) -> _Slot:
         self.prepared = prepared
         self.no_command = no_command
+        return self
 
 
-_Flight = tuple["ProcessActor", list[_Decided]]
+_Flight = tuple["ProcessActor", list[_Slot]]
 
 
 class Runner:
@@ -322,8 +325,10 @@ class ProcessActor:
         try:
             while mailbox:
                 if not self._loaded:
-                    slow.append(self)
-                    return
+                    if not self._activate_now():
+                        slow.append(self)
+                        return
+                    continue  # loaded, or the head op failed: look at the mailbox again
                 kind = mailbox[0].op.kind
                 if kind in _WRITES:
                     limit = self._config.max_batch
@@ -332,7 +337,7 @@ class ProcessActor:
                         batch.append(mailbox.popleft())
                     decided = self._decide_all(batch)
                     if decided:
-                        commits.extend(d.prepared.commit for d in decided)  # type: ignore[misc]
+                        commits.extend(d.prepared.commit for d in decided)  # type: ignore[union-attr,misc]
                         flights.append((self, decided))
                         return
                 elif kind == STATE:
@@ -385,10 +390,37 @@ class ProcessActor:
 
     async def _activate(self) -> None:
         """Load state from the latest snapshot plus the tail (O(tail), not O(history))."""
-        first = self._state is None
         state, version = await load_state(
             self._workflow, self._store, self.identity.stream_id, snapshots=self._store
         )
+        self._loaded_as(state, version)
+
+    def _activate_now(self) -> bool:
+        """Activate within this loop turn if the store reads without waiting (the embedded ones).
+
+        False when it cannot (the actor then activates in the slow path). A failed read fails
+        the op at the head only, as in the slow path; the next one tries again.
+        """
+        load_now = getattr(self._store, "load_activation_now", None)
+        if load_now is None:
+            return False
+        workflow, stream_id = self._workflow, self.identity.stream_id
+        try:
+            activation = load_now(stream_id, workflow.name, workflow.state_schema_version)
+            if activation is None:
+                return False
+            state, version = state_from(workflow, self._store, stream_id, activation)
+        except Exception as exc:
+            mailbox = self._mailbox
+            assert mailbox
+            self._stats.failed_commands += mailbox[0].op.kind in _WRITES
+            _fail(mailbox.popleft().future, exc)
+            return True  # nothing loaded; ``_step`` looks at the next op (and tries again)
+        self._loaded_as(state, version)
+        return True
+
+    def _loaded_as(self, state: Any, version: int) -> None:
+        first = self._state is None
         self._state, self._version, self._loaded = state, version, True
         if first:
             self._stats.activations += 1
@@ -419,7 +451,7 @@ class ProcessActor:
 
     # -- the write path --------------------------------------------------------------------
 
-    def _decide_all(self, slots: list[_Slot]) -> list[_Decided]:
+    def _decide_all(self, slots: list[_Slot]) -> list[_Slot]:
         """Run the pure handler for each op on the state the previous ones would leave.
 
         Refused or broken commands fail here, alone; what is left is one commit per op. A
@@ -428,7 +460,7 @@ class ProcessActor:
         process's other writes and never runs on a state the store has moved past.
         """
         state, version = self._state, self._version
-        decided: list[_Decided] = []
+        decided: list[_Slot] = []
         identity = self.identity
         for slot in slots:
             op, future = slot.op, slot.future
@@ -440,20 +472,18 @@ class ProcessActor:
                     assert op.deadline is not None
                     command = self._workflow.on_deadline(op.deadline, state)
                     if command is None:
-                        decided.append(_Decided(slot, _discharge(identity, state, version, op), True))
+                        decided.append(slot.decided(_discharge(identity, state, version, op), True))
                         continue
                 options = _options(
                     op.enqueue or op.kind == TIMEOUT,
                     self._config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
                     op.deadline,
                 )
-                ctx = op.ctx or CommandContext.new(
-                    identity.tenant_id, identity.process_id, identity.workflow_id
-                )
                 assert command is not None
                 output = decide(self._workflow, state, command)
+                # Without a caller's context, ``prepare`` draws fresh correlation ids itself.
                 prepared = prepare(
-                    self._workflow, identity, state, version, output, ctx, self._config.clock(), options
+                    self._workflow, identity, state, version, output, op.ctx, self._config.clock(), options
                 )
             except Exception as exc:
                 # A refused or broken command fails alone; the state it saw is untouched.
@@ -462,23 +492,24 @@ class ProcessActor:
                 continue
             if prepared.commit is None:
                 if op.kind == TIMEOUT:
-                    decided.append(_Decided(slot, _discharge(identity, state, version, op)))
+                    decided.append(slot.decided(_discharge(identity, state, version, op)))
                 else:
                     self._stats.commands += 1
                     _resolve(future, _EMPTY)
                 continue
-            decided.append(_Decided(slot, prepared))
+            decided.append(slot.decided(prepared))
             state, version = prepared.state, version + len(prepared.events)
         return decided
 
-    def _failed(self, decided: list[_Decided], exc: BaseException) -> None:
+    def _failed(self, decided: list[_Slot], exc: BaseException) -> None:
         """The store call of a whole batch failed: nothing of it is known to be stored."""
         self._loaded = False
-        for entry in decided:
+        for slot in decided:
             self._stats.failed_commands += 1
-            _fail(entry.slot.future, exc)
+            slot.prepared = None
+            _fail(slot.future, exc)
 
-    def _settle(self, decided: list[_Decided], results: list[CommitResult | EngineError]) -> None:
+    def _settle(self, decided: list[_Slot], results: list[CommitResult | EngineError]) -> None:
         """Acknowledge committed ops, fail or re-queue the rest (at the mailbox's head, in order).
 
         After the first failed commit every later one in the batch conflicts by construction
@@ -488,13 +519,15 @@ class ProcessActor:
         self._stats.batches += 1
         retry: list[_Slot] = []
         broken = False
-        for entry, result in zip(decided, results, strict=True):
-            slot, prepared = entry.slot, entry.prepared
+        for slot, result in zip(decided, results, strict=True):
+            prepared = slot.prepared
+            assert prepared is not None
+            slot.prepared = None  # a retried op is decided afresh
             if isinstance(result, CommitResult):
                 self._stats.commands += 1
                 if not broken:
                     self._state, self._version = prepared.state, result.version
-                if entry.no_command:
+                if slot.no_command:
                     _resolve(slot.future, _NO_COMMAND)
                 else:
                     _resolve(

@@ -105,6 +105,8 @@ class LocalActorSystem(HandleFactory):
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
         self._slot_freed: asyncio.Event | None = None
+        # One bound method for every actor (``self._on_idle`` would make one per actor).
+        self._idle_callback = self._on_idle
         self._reaper: asyncio.Task[None] | None = None
         self._close_store = close_store
         self._closed = False
@@ -180,7 +182,7 @@ class LocalActorSystem(HandleFactory):
         workflow = self.workflow(identity.workflow_id.name)
         identity = self._shared_ids(identity)
         actor = ProcessActor(
-            workflow, self.store, identity, self._config, self._stats, self._on_idle, self._runner
+            workflow, self.store, identity, self._config, self._stats, self._idle_callback, self._runner
         )
         self._live[identity.stream_id] = actor
         self._stats.max_live_seen = max(self._stats.max_live_seen, len(self._live))
@@ -205,10 +207,8 @@ class LocalActorSystem(HandleFactory):
                 "tenant_id": tenant,
                 "workflow_id": workflow_id,
             },
+            _IDENTITY_FIELDS,
         )
-        # The identity is frozen and pydantic copies the fields-set before changing it
-        # (model_copy), so every shared identity may use one set object.
-        object.__setattr__(shared, "__pydantic_fields_set__", _IDENTITY_FIELDS)
         return shared
 
     def _on_idle(self, actor: ProcessActor) -> None:

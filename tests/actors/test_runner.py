@@ -143,3 +143,67 @@ async def test_live_actors_share_their_tenant_and_workflow_ids(store: LmdbStore)
         assert copied.model_fields_set == set(ProcessIdentity.model_fields)
         assert actors[1].identity.model_fields_set == set(ProcessIdentity.model_fields)
         assert actors[1].identity.to_plain() == refs[1].identity().to_plain()
+
+
+async def test_a_burst_to_passive_processes_activates_them_in_the_same_turn(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(50)]
+        await asyncio.gather(*(ref.execute(Record(amount=1)) for ref in refs))
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        refs = [system.resume(ref.identity()) for ref in refs]
+        transactions = store.stats.transactions
+        # LMDB reads without waiting: each actor activates in the turn that brought its first
+        # command, and the whole burst is still one write transaction.
+        await asyncio.gather(*(ref.execute(Record(amount=2)) for ref in refs))
+        assert store.stats.transactions - transactions == 1
+        assert system.stats.activations == 50
+        assert [(await ref.state()).total for ref in refs] == [3] * 50
+
+
+class _AsyncReads:
+    """``store`` without the synchronous activation read: actors activate in the slow path."""
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "load_activation_now":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+async def test_activation_without_a_synchronous_read_gives_the_same_states(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=3) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(5)]
+        for amount in range(1, 8):
+            await asyncio.gather(*(ref.execute(Record(amount=amount)) for ref in refs))
+    wrapped: Any = _AsyncReads(store)
+    async with LocalActorSystem(wrapped, workflows=[Ledger]) as system:
+        again = [system.resume(ref.identity()) for ref in refs]
+        await asyncio.gather(*(ref.execute(Record(amount=100)) for ref in again))
+        assert [(await ref.state()).total for ref in again] == [128] * 5
+        assert system.stats.activations == 5
+
+
+async def test_a_failed_activation_read_fails_the_head_command_only(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        real = store.load_activation_now
+        calls = 0
+
+        def flaky(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("disk hiccup")
+            return real(*args)
+
+        monkeypatch.setattr(store, "load_activation_now", flaky)
+        first = asyncio.ensure_future(ref.execute(Record(amount=1)))
+        second = asyncio.ensure_future(ref.execute(Record(amount=2)))
+        with pytest.raises(RuntimeError, match="disk hiccup"):
+            await first
+        assert [e.sequence for e in await second] == [1]
+        assert (await ref.state()).total == 2
