@@ -155,6 +155,23 @@ class LocalActorSystem(HandleFactory):
             self._live.move_to_end(identity.stream_id)
         return await actor.submit(op)
 
+    def submit_live(self, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any] | None:
+        """``dispatch`` without a coroutine when the process's actor is live: its mailbox future.
+
+        None when the actor is not live or ``op`` does not run in its mailbox: then call
+        ``dispatch`` (an actor system running many operations per call, e.g. a Ray host,
+        saves a task per operation). Raises ``ActorSystemClosed`` after ``aclose``.
+        """
+        if self._closed:
+            raise ActorSystemClosed("actor system is closed")
+        if op.kind in (EVENT_COUNT, STATE_AT):
+            return None
+        actor = self._live.get(identity.stream_id)
+        if actor is None:
+            return None
+        self._live.move_to_end(identity.stream_id)
+        return actor.submit(op)
+
     async def _activate(self, identity: ProcessIdentity) -> ProcessActor:
         """A new actor for ``identity``, after making room under ``max_live``.
 

@@ -51,6 +51,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from mako_actors.actors._actor import COMMAND, TIMEOUT, ActorStats, Op
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
+from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, encode_results
 from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
@@ -171,6 +172,7 @@ class _Host:
         self._router: _HostRouter | None = None
         self._peer_batches: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
         self._peer_sends: set[asyncio.Task[None]] = set()
+        self._decode = OpDecoder()
         self.forward_failures = 0
         if spec["mode"] == "shared":
             from stores.lmdb import LmdbStore  # the worker opens its own environment
@@ -201,23 +203,48 @@ class _Host:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def call_batch(
-        self, now: datetime | None, items: list[tuple[int, ProcessIdentity, Op]]
-    ) -> list[Any]:
-        """Run a batch; each operation reaches its actor's mailbox in list order."""
+    async def call_batch(self, now: datetime | None, data: bytes) -> bytes:
+        """Run a batch (``_wire.encode_ops``); each operation reaches its actor's mailbox in list order.
+
+        Returns ``_wire.encode_results`` of one result per operation: its value, or its error
+        as ``_Failure``/``_Raised`` (the others are unaffected).
+        """
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
-        results = await asyncio.gather(
-            *(self._dispatch(p, identity, op) for p, identity, op in items), return_exceptions=True
-        )
-        return [
-            _Failure(r.to_plain())
-            if isinstance(r, EngineError)
-            else _Raised(r)
-            if isinstance(r, BaseException)
-            else r
-            for r in results
-        ]
+        return encode_results(await self.run_batch(self._decode(data)))
+
+    async def run_batch(self, items: list[tuple[int, ProcessIdentity, Op]]) -> list[Any]:
+        """``call_batch`` on decoded operations; per-operation results, errors as plain data.
+
+        An operation for a live actor goes straight into its mailbox (no task); the others
+        (activation, reads from the store) run as ``dispatch`` tasks, created in list order.
+        """
+        pending: list[Any] = []
+        for partition, identity, op in items:
+            system = self._systems.get(partition)
+            if system is None:
+                pending.append(PartitionUnavailable(
+                    f"partition {partition} is not open on this host ({self._where()})"
+                ))  # fmt: skip
+                continue
+            waiter: Any
+            try:
+                waiter = system.submit_live(identity, op)
+                if waiter is None:
+                    waiter = asyncio.ensure_future(system.dispatch(identity, op))
+            except Exception as exc:
+                waiter = exc
+            pending.append(waiter)
+        results: list[Any] = []
+        for waiter in pending:
+            if isinstance(waiter, BaseException):
+                results.append(_as_result(waiter))
+                continue
+            try:
+                results.append(await waiter)
+            except Exception as exc:
+                results.append(_as_result(exc))
+        return results
 
     async def _dispatch(self, partition: int, identity: ProcessIdentity, op: Op) -> Any:
         system = self._systems.get(partition)
@@ -230,7 +257,7 @@ class _Host:
 
     async def call(self, identity: ProcessIdentity, op: Op) -> Any:
         """One operation (kept for callers that hold a host handle)."""
-        [result] = await self.call_batch(None, [(0, identity, op)])
+        [result] = await self.run_batch([(0, identity, op)])
         return result
 
     async def lookup(self, partition: int, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
@@ -334,7 +361,8 @@ class _Host:
         """One ``call_batch`` on ``node``'s host; a lost reply is never resent (no retry of a write)."""
         now = self._clock() if self._pushed is not None else None
         try:
-            results = await self._peer(node).call_batch.remote(now, [(p, i, o) for p, i, o, _ in items])
+            data = encode_ops([(p, i, o) for p, i, o, _ in items])
+            results = decode_results(await self._peer(node).call_batch.remote(now, data))
         except RayActorError:
             self._peers.pop(node, None)
             lost = CommandOutcomeUnknown(f"the host of node {node!r} died before replying")
@@ -1047,7 +1075,8 @@ class RayActorSystem(HandleFactory):
         try:
             handle = self._handle_of(None if key[0] == "node" else key, partition)
             now = self._virtual() if self._virtual is not None else None
-            results = await handle.call_batch.remote(now, [(i.partition, i.identity, i.op) for i in items])
+            data = encode_ops([(i.partition, i.identity, i.op) for i in items])
+            results = decode_results(await handle.call_batch.remote(now, data))
         except PartitionUnavailable as exc:
             for item in items:
                 _fail(item.future, exc)
@@ -1393,6 +1422,11 @@ def _unwrap(exc: BaseException) -> BaseException:
     if isinstance(exc, RayTaskError) and isinstance(cause, EngineError):
         return cause
     return exc
+
+
+def _as_result(exc: BaseException) -> _Failure | _Raised:
+    """One operation's error as it travels back in a batch's results."""
+    return _Failure(exc.to_plain()) if isinstance(exc, EngineError) else _Raised(exc)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

@@ -1,0 +1,160 @@
+"""Ray hosted (c) against LocalActorSystem (b) and ``eventsourcing`` (d), with CPU per command.
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_ray_hosted.py [--sizes 100,10000]``.
+Same ledger workload and driver as ``bench_actors.py`` (imported from there): commands
+round-robin over N processes from 500 concurrent callers, every commit fsynced. For (c) it also
+reports the CPU time per command of the driver and of the two host actors (from ``/proc`` of
+their OS processes), and with ``--profile`` the top functions of the driver and of one host
+(``cProfile``). It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
+same script measures an older checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("BENCH_ROOT", HERE.parent)).resolve()
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_actors import LEDGER_ID, TENANT, bench_eventsourcing, bench_local, drive  # noqa: E402
+
+from tests.workflows import Ledger, Record  # noqa: E402
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _host_pid(_host: Any) -> int:
+    return os.getpid()
+
+
+def _host_profile(_host: Any, start: bool) -> str:
+    """Start (``start``) or stop a cProfile of the host's event-loop thread; the top entries.
+
+    ``__ray_call__`` runs outside the actor's event-loop thread, so the profiler is switched on
+    and off by a callback on that loop (found once by ``gc``). State is kept on the host object:
+    this function is pickled by value, its module globals are not shared between calls.
+    """
+    import gc
+    import threading
+
+    loop = getattr(_host, "bench_loop", None)
+    if loop is None:
+        loop = _host.bench_loop = next(
+            o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
+        )
+    done = threading.Event()
+
+    def switch() -> None:
+        if start:
+            _host.bench_profile = cProfile.Profile()
+            _host.bench_profile.enable()
+        else:
+            _host.bench_profile.disable()
+        done.set()
+
+    loop.call_soon_threadsafe(switch)
+    done.wait()
+    if start:
+        return ""
+    out = io.StringIO()
+    pstats.Stats(_host.bench_profile, stream=out).sort_stats("tottime").print_stats(30)
+    return out.getvalue()
+
+
+async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool) -> dict[str, Any]:
+    from mako_actors.actors import RayActorSystem
+
+    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=f"bench{n}-{time.time_ns()}") as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
+        await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+                               for _ in range(20)))  # start the hosts, warm up
+        hosts = system.host_handles()
+        pids = [await h.__ray_call__.remote(_host_pid) for h in hosts]
+        rss_before = sum(await system.rss_bytes())
+        if profile:
+            await hosts[0].__ray_call__.remote(_host_profile, True)
+            driver_prof = cProfile.Profile()
+            driver_prof.enable()
+        host_cpu = [_cpu_of(p) for p in pids]
+        driver_cpu = time.process_time()
+        seconds = await drive(refs, total, outbox)
+        driver_cpu = time.process_time() - driver_cpu
+        host_cpu = [_cpu_of(p) - c for p, c in zip(pids, host_cpu, strict=True)]
+        report = ""
+        if profile:
+            driver_prof.disable()
+            out = io.StringIO()
+            pstats.Stats(driver_prof, stream=out).sort_stats("tottime").print_stats(25)
+            report = "DRIVER\n" + out.getvalue()
+            report += "HOST 0\n" + await hosts[0].__ray_call__.remote(_host_profile, False)
+        rss_after = sum(await system.rss_bytes())
+        live = (await system.get_stats()).live
+    return {
+        "rate": total / seconds,
+        "driver_us": driver_cpu / total * 1e6,
+        "host_us": sum(host_cpu) / total * 1e6,
+        "rss_per_live": (rss_after - rss_before) / max(1, live),
+        "profile": report,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,10000", metavar="N,N,...")
+    parser.add_argument("--commands", type=int, default=20000, help="commands for (b) and (c)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of (c) per N (each reported)")
+    parser.add_argument("--outbox", action="store_true", help="every command also emits an outbox message")
+    parser.add_argument("--profile", action="store_true", help="cProfile the driver and one host")
+    parser.add_argument("--skip-local", action="store_true", help="(c) only")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        local: dict[int, tuple[float, float, float]] = {}
+        if not args.skip_local:
+            for n in sizes:
+                b, _, b_cpu = await bench_local(base / f"b{n}", n, max(args.commands, n), args.outbox)
+                d = bench_eventsourcing(base / f"d{n}.sqlite", n, 2000, args.outbox)
+                local[n] = (b, b_cpu, d)
+                print(f"N={n}: b={b:,.0f}/s ({b_cpu:.0f} µs CPU/cmd)  d={d:,.0f}/s", flush=True)
+        import ray
+
+        os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 namespace="bench-ray-hosted")
+        try:
+            for n in sizes:
+                for k in range(args.repeat):
+                    r = await bench_ray(base / f"c{n}-{k}", n, max(args.commands, n), args.outbox,
+                                        args.profile)
+                    line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
+                            f"hosts {r['host_us']:.0f} µs  RSS/live {r['rss_per_live'] / 1024:.1f} KiB")
+                    if n in local:
+                        b, _, d = local[n]
+                        line += f"  c/b={r['rate'] / b:.2f}  c/d={r['rate'] / d:.1f}"
+                    print(line, flush=True)
+                    if r["profile"]:
+                        print(r["profile"], flush=True)
+        finally:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
