@@ -885,7 +885,12 @@ async def _replay_items(
         workflows = [options.workflow or GpkeNbWorkflow()]
         async with LocalActorSystem(store, workflows, clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
-                store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
+                store,
+                system,
+                tenants=options.tenants,
+                master_data=options.master_data,
+                clock=clock,
+                receipt_after_routing=True,  # the schedule never runs one receipt stream twice at once
             )
             if sequential:
                 await _sequential(items, store, pipeline, system, clock, report, until, progress)
