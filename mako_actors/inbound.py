@@ -127,15 +127,6 @@ class InterchangeConflicted(Event, type="inbox.interchange_conflicted"):
     source: str | None
 
 
-class RecordReceipt(BaseModel):
-    """Record one received interchange and acknowledge it with a CONTRL."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["receipt"] = "receipt"
-    receipt: InterchangeReceived
-    contrl: dict[str, Any] | None  # None: an interchange of CONTRLs, which get no CONTRL back
-
-
 class RecordProcessed(BaseModel):
     """Record that every message of the interchange was routed (or dead-lettered), and send
     the negative APERAKs of the transactions refused (``refusals``: APERAK payloads)."""
@@ -144,6 +135,20 @@ class RecordProcessed(BaseModel):
     kind: Literal["processed"] = "processed"
     outcomes: dict[str, int]
     refusals: tuple[dict[str, Any], ...] = ()
+
+
+class RecordReceipt(BaseModel):
+    """Record one received interchange and acknowledge it with a CONTRL.
+
+    With ``processed``, its messages were routed already: the receipt, its CONTRL and the
+    outcome are recorded at once (``InboundPipeline(receipt_after_routing=True)``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["receipt"] = "receipt"
+    receipt: InterchangeReceived
+    contrl: dict[str, Any] | None  # None: an interchange of CONTRLs, which get no CONTRL back
+    processed: RecordProcessed | None = None
 
 
 class RecordConflict(BaseModel):
@@ -181,15 +186,7 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         if isinstance(command, RecordProcessed):
             if not state.received or state.processed:
                 raise WorkflowError.invalid_state("interchange not received, or processed already")
-            output = WorkflowOutput.of(
-                InterchangeProcessed(outcomes=command.outcomes, refused=len(command.refusals))
-            )
-            return output.with_outbox(
-                *(
-                    PendingOutbox(message_type="APERAK", recipient=p["envelope"]["recipient_id"], payload=p)
-                    for p in command.refusals
-                )
-            )
+            return _processed(WorkflowOutput.of(), command)
         if isinstance(command, RecordConflict):
             digest = command.conflict.sha256
             if digest == state.sha256 or digest in state.conflicts:
@@ -203,11 +200,11 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         if state.received and (state.accepted or state.sha256 == receipt.sha256):
             raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
         output = WorkflowOutput.of(receipt)
-        if command.contrl is None:
-            return output
-        return output.with_outbox(
-            PendingOutbox(message_type="CONTRL", recipient=receipt.sender, payload=command.contrl)
-        )
+        if command.contrl is not None:
+            output = output.with_outbox(
+                PendingOutbox(message_type="CONTRL", recipient=receipt.sender, payload=command.contrl)
+            )
+        return output if command.processed is None else _processed(output, command.processed)
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
@@ -218,6 +215,16 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
         # InterchangeProcessed
         return state.model_copy(update={"processed": True})
+
+
+def _processed(output: WorkflowOutput, command: RecordProcessed) -> WorkflowOutput:
+    """``output`` and the outcome: ``InterchangeProcessed`` and the refusals' negative APERAKs."""
+    processed = InterchangeProcessed(outcomes=command.outcomes, refused=len(command.refusals))
+    refusals = (
+        PendingOutbox(message_type="APERAK", recipient=p["envelope"]["recipient_id"], payload=p)
+        for p in command.refusals
+    )
+    return output.model_copy(update={"events": (*output.events, processed)}).with_outbox(*refusals)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -326,6 +333,15 @@ class InboundPipeline:
     A ``host`` whose ``spawn`` takes ``routing_key`` (actor systems) gets the family's, so a
     trigger's process lands in its MaLo's partition. ``receipts``: the ``ProcessHost`` the
     receipt streams run on (default: plain processes on ``store``; it must know ``mako-inbox``).
+
+    ``receipt_after_routing``: an accepted interchange not received before is routed first and
+    its receipt, CONTRL and outcome are written in one command afterwards (one write instead
+    of two). Only for a caller that never ingests one interchange twice at once (a replay,
+    whose schedule orders every interchange of a receipt stream): the receipt no longer
+    guards the routing against a concurrent copy. A crash before that write leaves the
+    interchange unrecorded, so ingesting it again processes it again (known transactions
+    are skipped), as after a crash between the two writes of the default. The CONTRL then
+    follows the processes' answers in the outbox.
     """
 
     def __init__(
@@ -340,6 +356,7 @@ class InboundPipeline:
         accept_test: bool = False,
         clock: Clock = system_clock,
         receipts: ProcessHost | None = None,
+        receipt_after_routing: bool = False,
     ) -> None:
         self._store = store
         self._host = host
@@ -359,6 +376,7 @@ class InboundPipeline:
         self._clock = clock
         # Where receipt streams run (``mako-inbox``): plain processes on ``store`` unless given.
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
+        self._receipt_after_routing = receipt_after_routing
 
     async def ingest(
         self,
@@ -450,7 +468,8 @@ class InboundPipeline:
             )
             return result
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
-        if not await self._record_receipt(
+        record_after = self._receipt_after_routing and await self._receipt_is_new(result, digest)
+        if not record_after and not await self._record_receipt(
             result, digest, received_at, len(parsed.messages), None, acknowledge=not only_contrl
         ):
             return result
@@ -465,11 +484,20 @@ class InboundPipeline:
             for transaction in message.transactions:
                 tx = InboundTransaction(parsed, message, transaction, tenant, received_at, fv)
                 result.messages.append(await self._route(tx, refusals))
+        processed = RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals))
+        if record_after:
+            await self._record_receipt(
+                result,
+                digest,
+                received_at,
+                len(parsed.messages),
+                None,
+                acknowledge=not only_contrl,
+                processed=processed,
+            )
+            return result
         handle = self._receipt_handle(result)
-        await handle.execute_and_enqueue_with(
-            RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals)),
-            self._receipt_ctx(result, handle),
-        )
+        await handle.execute_and_enqueue_with(processed, self._receipt_ctx(result, handle))
         return result
 
     # -- receipts --------------------------------------------------------------------------
@@ -505,6 +533,12 @@ class InboundPipeline:
         handle = handle or self._receipt_handle(result)
         return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
 
+    async def _receipt_is_new(self, result: IngestResult, digest: str) -> bool:
+        """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
+        bytes rejected, under this reference): a read, no write."""
+        state: ReceiptState = await self._receipt_handle(result).state()
+        return not (state.received and (state.accepted or state.sha256 == digest))
+
     async def _receipt_only(
         self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
     ) -> Status:
@@ -522,11 +556,13 @@ class InboundPipeline:
         *,
         acknowledge: bool = True,
         message_errors: Sequence[ContrlMessageError] = (),
+        processed: RecordProcessed | None = None,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
         True also for an accepted interchange received before but not fully processed (a crash
         in between): its messages are routed again, and routing skips transactions it knows.
+        ``processed``: the outcome of messages routed already, written with the receipt.
         """
         assert result.sender and result.recipient and result.interchange_ref
         accepted = result.status == "accepted"
@@ -551,7 +587,9 @@ class InboundPipeline:
             messages=messages,
             error=result.error,
         )
-        command = RecordReceipt(receipt=receipt, contrl=contrl.to_payload() if acknowledge else None)
+        command = RecordReceipt(
+            receipt=receipt, contrl=contrl.to_payload() if acknowledge else None, processed=processed
+        )
         handle = self._receipt_handle(result)
         try:
             await handle.execute_and_enqueue_with(command, self._receipt_ctx(result, handle))

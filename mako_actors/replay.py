@@ -37,6 +37,7 @@ import csv
 import hashlib
 import heapq
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -190,9 +191,15 @@ def archive(directory: Path) -> list[ArchivedInterchange]:
     items: list[ArchivedInterchange] = []
     if manifest.exists():
         try:
+            # Regular files right in the directory (no link): their resolved path is known.
+            plain = {e.name for e in os.scandir(root) if e.is_file(follow_symlinks=False)}
             with manifest.open(newline="", encoding="utf-8") as handle:
                 for line, row in enumerate(csv.DictReader(handle), start=2):
                     name = row.get("file") or ""
+                    if name in plain:
+                        at = _instant(row.get("received_at"), manifest, line)
+                        items.append(ArchivedInterchange(root / name, at))
+                        continue
                     path = (directory / name).resolve()
                     if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
                         raise InvalidArgument(f"{manifest}:{line}: {name!r} lies outside the archive")
@@ -893,7 +900,12 @@ async def _replay_items(
         workflows = [options.workflow or GpkeNbWorkflow()]
         async with LocalActorSystem(store, workflows, clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(
-                store, system, tenants=options.tenants, master_data=options.master_data, clock=clock
+                store,
+                system,
+                tenants=options.tenants,
+                master_data=options.master_data,
+                clock=clock,
+                receipt_after_routing=True,  # the schedule never runs one receipt stream twice at once
             )
             if sequential:
                 await _sequential(items, store, pipeline, system, clock, report, until, progress)
