@@ -15,16 +15,16 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import date, datetime
+from hashlib import sha256
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
-from mako_actors.gpke._models import built, plain
+from mako_actors.gpke._models import built
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -45,18 +45,22 @@ __all__ = [
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
-def _digest(seed: str, index: int, kind: str) -> str:
-    return hashlib.sha256(f"{seed}|{index}|{kind}".encode()).hexdigest().upper()
+# Per reference kind: its first letter and how many hex digits of the digest follow.
+_REF_SHAPE = {"0020": ("N", 13), "0062": ("M", 13), "1004": ("D", 19), "IDE": ("T", 19)}
 
 
 def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE"]) -> str:
     """A deterministic reference for outbound message ``index`` of the process with ``seed``.
 
-    0020 and 0062 have 14 characters (the 0020 limit); 1004 and IDE have 20 (limit 35).
+    0020 and 0062 have 14 characters (the 0020 limit); 1004 and IDE have 20 (limit 35): the
+    letter, then the upper-case hex SHA-256 of ``seed|index|kind``, cut to length.
     """
-    prefix = {"0020": "N", "0062": "M", "1004": "D", "IDE": "T"}[kind]
-    length = 13 if kind in ("0020", "0062") else 19
-    return prefix + _digest(seed, index, kind)[:length]
+    return _ref(f"{seed}|{index}|", kind)
+
+
+def _ref(base: str, kind: str) -> str:
+    prefix, length = _REF_SHAPE[kind]
+    return prefix + sha256(f"{base}{kind}".encode()).hexdigest()[:length].upper()
 
 
 class OutboundRef(BaseModel):
@@ -86,16 +90,17 @@ class OutboundRef(BaseModel):
         Built without re-validation: every value is a str we derive here or a typed argument
         (mypy checks callers), and this runs for every message we send.
         """
+        base = f"{seed}|{index}|"
         return built(
             cls,
             {
                 "message_type": message_type,
                 "pid": pid,
                 "recipient": recipient,
-                "interchange_ref": derive_ref(seed, index, "0020"),
-                "message_ref": derive_ref(seed, index, "0062"),
-                "document_number": derive_ref(seed, index, "1004"),
-                "ide_ref": derive_ref(seed, index, "IDE") if message_type == "UTILMD" else None,
+                "interchange_ref": _ref(base, "0020"),
+                "message_ref": _ref(base, "0062"),
+                "document_number": _ref(base, "1004"),
+                "ide_ref": _ref(base, "IDE") if message_type == "UTILMD" else None,
             },
         )
 
@@ -143,9 +148,8 @@ class _Header(BaseModel):
     format_version: str | None = None  # selects the UNH version (AHB-FACTS §7)
 
     def to_payload(self) -> dict[str, Any]:
-        """Plain JSON-ready data for ``PendingOutbox.payload`` (``None`` fields left out): what
-        ``model_dump(mode="json", exclude_none=True)`` returns, written out (per message sent)."""
-        return plain(self)
+        """Plain JSON-ready data for ``PendingOutbox.payload`` (``None`` fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def _header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
@@ -418,8 +422,7 @@ class ContrlPayload(BaseModel):
     format_version: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        """``model_dump(mode="json", exclude_none=True)``, written out (one per interchange)."""
-        return plain(self)
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def build_contrl_payload(
