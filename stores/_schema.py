@@ -8,7 +8,6 @@ of plain data, never pickle.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -240,14 +239,29 @@ def _check_commit_belongs(commit: Commit) -> None:
             )
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _owner(stream_id: str) -> tuple[int, int]:
-    """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream."""
+    """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream.
+
+    Cached in a plain dict, emptied when it reaches ``_OWNERS_MAX`` entries: an
+    ``lru_cache`` keeps a linked-list node per entry, one more object per stream for the
+    garbage collector to traverse for as long as the process runs.
+    """
+    owner = _OWNERS.get(stream_id)
+    if owner is not None:
+        return owner
     try:
         _, tenant, process = stream_id.split("/")
-        return uuid.UUID(tenant).int, uuid.UUID(process).int
+        owner = uuid.UUID(tenant).int, uuid.UUID(process).int
     except ValueError:
         raise InvalidArgument(f"{stream_id!r} is not a stream id (process/<tenant>/<process>)") from None
+    if len(_OWNERS) >= _OWNERS_MAX:
+        _OWNERS.clear()
+    _OWNERS[stream_id] = owner
+    return owner
+
+
+_OWNERS: dict[str, tuple[int, int]] = {}
+_OWNERS_MAX = 1 << 16
 
 
 def append(
