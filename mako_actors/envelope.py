@@ -134,6 +134,24 @@ class ProcessIdentity(_Frozen):
         cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId
     ) -> ProcessIdentity:
         """The identity of ``process_id`` of ``tenant_id`` (its stream id follows from both)."""
+        if (
+            cls is ProcessIdentity
+            and type(tenant_id) is TenantId
+            and type(process_id) is ProcessId
+            and type(workflow_id) is WorkflowId
+        ):
+            # Typed ids are valid by construction and the stream is derived from them, so
+            # there is nothing left to validate (``spawn`` runs this once per new process).
+            return trusted(
+                cls,
+                {
+                    "stream_id": StreamId.for_process(tenant_id, process_id),
+                    "process_id": process_id,
+                    "tenant_id": tenant_id,
+                    "workflow_id": workflow_id,
+                },
+                _IDENTITY_FIELDS,
+            )
         return cls(
             stream_id=StreamId.for_process(tenant_id, process_id),
             process_id=process_id,
@@ -410,6 +428,7 @@ _PLACEHOLDER_FIELDS: set[str] = set(_FIELDS - {"global_position"})
 _ALL_FIELDS: set[str] = set(_FIELDS)
 _DECODED_FIELDS: set[str] = set(_FIELDS)
 _CONTEXT_FIELDS: set[str] = set(CommandContext.model_fields)
+_IDENTITY_FIELDS: set[str] = set(ProcessIdentity.model_fields)
 
 
 def iso_utc(value: datetime) -> str:

@@ -8,7 +8,6 @@ of plain data, never pickle.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -141,32 +140,39 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     """
     stream_id = commit.stream_id
     _check_commit_belongs(commit)
-    current = stream_version(txn, stream_id)
-    if not commit.expected.matches(current):
-        raise VersionConflict(stream_id, commit.expected, current)
-    version = current + len(commit.events)
+    stream = stream_id.encode()
+    raw = txn.get("streams", stream)
+    current = 0 if raw is None else from_u64(raw)
+    expected = commit.expected
+    # An exact version (every engine commit) is compared inline: ``matches`` reads enum
+    # members, which costs a Python-level descriptor call each on 3.11.
+    if not (expected.version == current if expected.kind is None else expected.matches(current)):
+        raise VersionConflict(stream_id, expected, current)
+    events = commit.events
+    version = current + len(events)
     if commit.snapshot is not None and commit.snapshot.sequence != version:
         raise InvalidArgument(
             f"snapshot at sequence {commit.snapshot.sequence} does not match the stream's "
             f"version {version} after this commit"
         )
-    position = from_u64(txn.get("meta", _GLOBAL) or u64(0))
     stored: list[EventEnvelope] = []
-    for offset, envelope in enumerate(commit.events, start=1):
-        if envelope.stream_id != stream_id:
-            raise InvalidArgument(
-                f"event {envelope.event_id} belongs to {envelope.stream_id}, not {stream_id}"
-            )
-        seq = current + offset
-        position += 1
-        envelope = envelope.stamped(seq, position)
-        key = event_key(stream_id, seq)
-        txn.put("events", key, pack(envelope.to_plain()))
-        txn.put("global", u64(position), key)
-        stored.append(envelope)
-    if stored:
+    if events:
+        position = from_u64(txn.get("meta", _GLOBAL) or u64(0))
+        prefix = stream + b"\x00"
+        for offset, envelope in enumerate(events, start=1):
+            if envelope.stream_id != stream_id:
+                raise InvalidArgument(
+                    f"event {envelope.event_id} belongs to {envelope.stream_id}, not {stream_id}"
+                )
+            seq = current + offset
+            position += 1
+            envelope = envelope.stamped(seq, position)
+            key = prefix + seq.to_bytes(8, "big")
+            txn.put("events", key, pack(envelope.to_plain()))
+            txn.put("global", position.to_bytes(8, "big"), key)
+            stored.append(envelope)
         txn.put("meta", _GLOBAL, u64(position))
-        txn.put("streams", stream_id.encode(), u64(version))
+        txn.put("streams", stream, u64(version))
     for message in commit.outbox:
         enqueue(txn, message)
     if commit.cancel_deadline_labels:
@@ -233,14 +239,29 @@ def _check_commit_belongs(commit: Commit) -> None:
             )
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _owner(stream_id: str) -> tuple[int, int]:
-    """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream."""
+    """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream.
+
+    Cached in a plain dict, emptied when it reaches ``_OWNERS_MAX`` entries: an
+    ``lru_cache`` keeps a linked-list node per entry, one more object per stream for the
+    garbage collector to traverse for as long as the process runs.
+    """
+    owner = _OWNERS.get(stream_id)
+    if owner is not None:
+        return owner
     try:
         _, tenant, process = stream_id.split("/")
-        return uuid.UUID(tenant).int, uuid.UUID(process).int
+        owner = uuid.UUID(tenant).int, uuid.UUID(process).int
     except ValueError:
         raise InvalidArgument(f"{stream_id!r} is not a stream id (process/<tenant>/<process>)") from None
+    if len(_OWNERS) >= _OWNERS_MAX:
+        _OWNERS.clear()
+    _OWNERS[stream_id] = owner
+    return owner
+
+
+_OWNERS: dict[str, tuple[int, int]] = {}
+_OWNERS_MAX = 1 << 16
 
 
 def append(

@@ -11,15 +11,19 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from mako_actors import (
     CommandContext,
     DeadlineId,
     EventEnvelope,
     EventId,
+    InvalidArgument,
     OutboxMessage,
     OutboxMessageId,
     PendingOutbox,
     Process,
+    ProcessId,
     ProcessIdentity,
     TenantId,
     WorkflowId,
@@ -136,3 +140,14 @@ async def test_stored_events_of_the_command_path_equal_their_reload(tmp_path: Pa
         loaded = await store.load(process.stream_id)
         assert [e.global_position for e in first + second] == [1, 2]
         assert loaded == first + second
+
+
+def test_an_identity_of_typed_ids_equals_a_validated_one() -> None:
+    process_id = ProcessId.new()
+    fast = ProcessIdentity.of_process(TENANT, process_id, IDENTITY.workflow_id)
+    validated = ProcessIdentity.model_validate(fast.model_dump())
+    assert fast == validated and fast.model_fields_set == validated.model_fields_set
+    assert type(fast.stream_id) is type(validated.stream_id) and fast.to_plain() == validated.to_plain()
+    # Untyped arguments still go through validation (and its errors).
+    with pytest.raises(InvalidArgument):
+        ProcessIdentity.of_process(TENANT, "not-a-uuid", IDENTITY.workflow_id)  # type: ignore[arg-type]

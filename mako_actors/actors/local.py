@@ -32,15 +32,13 @@ from mako_actors.actors._actor import (
 )
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors.ref import ProcessRef
-from mako_actors.envelope import ProcessIdentity, trusted
+from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, register_error
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.process import load_state, system_clock
 from mako_actors.store import Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
-
-_IDENTITY_FIELDS = set(ProcessIdentity.model_fields)
 
 
 @register_error
@@ -216,17 +214,8 @@ class LocalActorSystem(HandleFactory):
         workflow_id = self._workflow_ids.setdefault(identity.workflow_id, identity.workflow_id)
         if tenant is identity.tenant_id and workflow_id is identity.workflow_id:
             return identity
-        shared = trusted(
-            ProcessIdentity,
-            {
-                "stream_id": identity.stream_id,
-                "process_id": identity.process_id,
-                "tenant_id": tenant,
-                "workflow_id": workflow_id,
-            },
-            _IDENTITY_FIELDS,
-        )
-        return shared
+        # Typed ids: built without re-validation, with one fields-set shared by all identities.
+        return ProcessIdentity.of_process(tenant, identity.process_id, workflow_id)
 
     def _on_idle(self, actor: ProcessActor) -> None:
         if self._slot_freed is not None:
