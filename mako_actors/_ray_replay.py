@@ -11,7 +11,9 @@ replay's stores have no partition map that could place them elsewhere), so every
 to the driver's Ray node (``NodeAffinitySchedulingStrategy``, not soft): the driver must run on
 a node of the cluster, never through a Ray client. More workers than that node has CPUs for
 queue up and run in turn. Each task takes ``num_cpus`` (default 1: two workers fill a 2-core
-machine) and a fresh worker process (``max_calls=1``: a long replay's memory goes with it).
+machine) and runs in one of Ray's pooled worker processes: a fresh process per share would cost
+seconds of start-up (more than a small replay), and a share leaves nothing open behind it (its
+stores are closed, its LMDB paths released).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def _runner(store_path: Path, n: int, strategy: Any, num_cpus: float) -> Runner:
     async def run(worker: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
         import ray
 
-        task = ray.remote(max_calls=1)(_run_share)
+        task = ray.remote(_run_share)
         refs = [
             task.options(
                 num_cpus=num_cpus,
