@@ -943,8 +943,10 @@ async def _sequential(
         raw = _read(item, report)
         if raw is None:
             continue
-        result = await pipeline.ingest(raw, item.received_at, source=item.path.name)
-        _count(report, item, result, len(Scan(raw).messages))
+        parsed = try_parse_interchange(raw, source=item.path.name)
+        messages = len(parsed.messages) if isinstance(parsed, Interchange) else len(Scan(raw).messages)
+        result = await pipeline.ingest(raw, item.received_at, source=item.path.name, parsed=parsed)
+        _count(report, item, result, messages)
         if progress is not None:
             progress(done, len(items), item.path.name)
     if until is not None:
