@@ -8,9 +8,12 @@ UTILMD messages with bundles, duplicates, late and missing LFA answers, competin
 and broken files), replayed end to end (read, parse, route, decide, commit, Fristen on the
 virtual clock; the store synced at the end) into a fresh store per configuration. Each row is
 one run (``--repeat`` for the best of several); all rows of one invocation see the same machine
-load, so compare ratios. Every configuration must give the same decision digest; the script
-exits 1 if not. ``--baseline DIR`` also times ``mako-actors replay`` of another worktree (the
-code before this work) on the same archive, as a separate process.
+load, so compare ratios; ``cpu µs/msg`` (CPU of this process and its worker processes per
+message) is the figure least disturbed by other load on the machine. Every configuration must
+give the same decision digest; the script exits 1 if not. ``--baseline DIR`` also replays the
+archive with another worktree's code (the code before this work; it needs its own ``.venv``)
+in the same harness, pipelined with one worker, in a separate process right after this one's
+rows, and prints both side by side.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import gc
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,29 +42,50 @@ NB = "9900000002009"
 CONFIGS = ((1, False), (1, True), (2, False), (2, True))
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def replay(archive: Path, store: Path, workers: int, sequential: bool) -> tuple[ReplayReport, float]:
     master = load_master_data(archive / "master.json")
-    cpu = time.process_time()
+    cpu = _cpu()
     report = asyncio.run(
         replay_directory(
             archive, store, tenants=[NB], master_data=master, workers=workers, sequential=sequential
         )
     )
-    return report, time.process_time() - cpu
+    return report, _cpu() - cpu
 
 
-def baseline(worktree: Path, archive: Path, store: Path) -> float:
-    """Seconds the other worktree's ``mako-actors replay`` takes (it has no report timing)."""
-    started = time.perf_counter()
-    cli = str(worktree / ".venv/bin/mako-actors")
-    master = str(archive / "master.json")
-    subprocess.run(
-        [cli, "replay", str(archive), "--store", str(store), "--tenant", NB, "--master-data", master],
-        cwd=worktree,
-        check=False,
-        capture_output=True,
-    )
-    return time.perf_counter() - started
+# Run by another worktree's python with that worktree first on the path: its replay, this harness.
+_BASELINE = """
+import asyncio, gc, json, logging, resource, sys
+from pathlib import Path
+from typing import Any
+from mako_actors.replay import load_master_data, replay_directory
+logging.disable(logging.WARNING)
+gc.set_threshold(int(sys.argv[3]) or 700)
+archive = Path(sys.argv[1])
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+master = load_master_data(archive / "master.json")
+start = cpu()
+report = asyncio.run(replay_directory(archive, Path(sys.argv[2]), tenants=[sys.argv[4]], master_data=master))
+print(json.dumps({"messages": report.messages, "duration_s": report.duration_s, "cpu_s": cpu() - start,
+                  "decision_digest": report.decision_digest}))
+"""
+
+
+def baseline(worktree: Path, archive: Path, store: Path, gc_threshold: int) -> dict[str, float | str]:
+    """The other worktree's pipelined one-worker replay of ``archive``, in this harness."""
+    python = str(worktree / ".venv/bin/python")
+    argv = [python, "-c", _BASELINE, str(archive), str(store), str(gc_threshold), NB]
+    env = {**os.environ, "PYTHONPATH": str(worktree)}
+    done = subprocess.run(argv, cwd=worktree, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> int:
@@ -85,8 +111,11 @@ def main() -> int:
                 f"generated in {time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-        rows = []
-        print(f"{'workers':>7} {'mode':>10} {'messages':>9} {'wall s':>8} {'msg/s':>8} {'cpu s':>7}  digest")
+        rows: list[dict[str, Any]] = []
+        print(
+            f"{'workers':>7} {'mode':>10} {'messages':>9} {'wall s':>8} {'msg/s':>8} {'cpu s':>7} "
+            f"{'cpu µs/msg':>10}  digest"
+        )
         for workers, sequential in CONFIGS:
             best: tuple[ReplayReport, float] | None = None
             for attempt in range(args.repeat):
@@ -99,7 +128,8 @@ def main() -> int:
             mode = "sequential" if sequential else "pipelined"
             print(
                 f"{workers:>7} {mode:>10} {report.messages:>9} {report.duration_s:>8.1f} "
-                f"{report.messages_per_s:>8.0f} {cpu:>7.1f}  {report.decision_digest[:16]}",
+                f"{report.messages_per_s:>8.0f} {cpu:>7.1f} {cpu / report.messages * 1e6:>10.0f}  "
+                f"{report.decision_digest[:16]}",
                 flush=True,
             )
             rows.append(
@@ -109,16 +139,25 @@ def main() -> int:
                     "messages": report.messages,
                     "duration_s": round(report.duration_s, 2),
                     "messages_per_s": round(report.messages_per_s, 1),
-                    "cpu_s_parent": round(cpu, 2),
+                    "cpu_s": round(cpu, 2),
+                    "cpu_us_per_message": round(cpu / report.messages * 1e6),
                     "decision_digest": report.decision_digest,
                 }
             )
         if args.baseline is not None:
-            seconds = baseline(args.baseline, archive, Path(tmp) / "store-baseline")
-            messages = rows[0]["messages"]
-            rate = messages / seconds
-            print(f"baseline {args.baseline}: {seconds:.1f} s wall, {rate:.0f} msg/s (incl. start-up)")
-            rows.append({"baseline": str(args.baseline), "duration_s": round(seconds, 2)})
+            old = baseline(args.baseline, archive, Path(tmp) / "store-baseline", args.gc_threshold)
+            messages, seconds, cpu = int(old["messages"]), float(old["duration_s"]), float(old["cpu_s"])
+            digest = str(old["decision_digest"])[:16]
+            print(
+                f"baseline {args.baseline} (1 x pipelined): {seconds:.1f} s, {messages / seconds:.0f} msg/s, "
+                f"{cpu:.1f} s CPU = {cpu / messages * 1e6:.0f} µs/msg, digest {digest}"
+            )
+            rate, per_message = float(rows[0]["messages_per_s"]), float(rows[0]["cpu_us_per_message"])
+            print(
+                f"  now vs baseline: {rate / (messages / seconds):.2f}x msg/s, "
+                f"{cpu / messages * 1e6 / per_message:.2f}x less CPU per message"
+            )
+            rows.append({"baseline": str(args.baseline), **old})
         base = rows[0]["messages_per_s"]
         for row in rows[:4]:
             ratio = row["messages_per_s"] / base

@@ -18,10 +18,17 @@ Two schedules give the same decisions (``ReplayReport.decision_digest`` proves i
   that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
   its process's key at its due instant and fires after every earlier item of that key and
   before every later one, once all items received before it are queued. Whatever cannot be
-  keyed (an answer whose request is unknown so far, an unreadable file, deadlines left in the
-  store by an earlier run) runs alone, after everything before it. The clock that stamps
-  ``recorded_at`` follows the queue's horizon, so those stamps (never a decision) may lie a
-  little later than in a sequential run.
+  keyed (an answer whose request is unknown so far, deadlines left in the store by an earlier
+  run) runs alone, after everything before it; a file the parser rejects touches only its
+  receipt stream and dead letters. The clock that stamps ``recorded_at`` follows the queue's
+  horizon, so those stamps (never a decision) may lie a little later than in a sequential run.
+
+Both schedules parse each file once (the keys come from the parsed values, which ``ingest``
+takes), write an accepted interchange's receipt, CONTRL and outcome in one command after its
+messages are routed (``InboundPipeline(receipt_after_routing=True)``; the CONTRL follows the
+processes' answers in the replay's outbox), and write every commit asked for in one loop turn
+in one LMDB transaction on the loop's own thread (``_RunView``: the replay is the store's only
+writer). Into a fresh store, the decision digest is gathered from the commits as they are made.
 
 The receipt instant comes from the archive, never from the bytes (DOMAIN: UNB S004 is the
 sender's preparation time, not the ÜT): from ``manifest.csv`` in the directory (``file,
@@ -951,8 +958,10 @@ async def _sequential(
         raw = _read(item, report)
         if raw is None:
             continue
-        result = await pipeline.ingest(raw, item.received_at, source=item.path.name)
-        _count(report, item, result, len(Scan(raw).messages))
+        parsed = try_parse_interchange(raw, source=item.path.name)
+        messages = len(parsed.messages) if isinstance(parsed, Interchange) else len(Scan(raw).messages)
+        result = await pipeline.ingest(raw, item.received_at, source=item.path.name, parsed=parsed)
+        _count(report, item, result, messages)
         if progress is not None:
             progress(done, len(items), item.path.name)
     if until is not None:
