@@ -9,17 +9,17 @@ commands are validated by ``commands``/``router``.
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built"]
+__all__ = ["built", "unvalidated", "updated"]
 
 M = TypeVar("M", bound=BaseModel)
-
 
 _setattr = object.__setattr__
 
@@ -29,13 +29,12 @@ def _template(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Every field of ``cls`` with its default, in declaration order (``PydanticUndefined`` for a
     required one), and the names of the required ones.
 
-    Only immutable defaults are allowed here: a default is shared by every built instance.
+    A default is shared by every built instance, so a field with a default factory (a mutable
+    default) counts as required here.
     """
     template: dict[str, Any] = {}
     for name, info in cls.model_fields.items():
-        if info.default_factory is not None:
-            raise TypeError(f"built({cls.__name__}): field {name} has a default factory")
-        template[name] = info.default
+        template[name] = PydanticUndefined if info.default_factory is not None else info.default
     return template, tuple(name for name, default in template.items() if default is PydanticUndefined)
 
 
@@ -59,3 +58,34 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
     _setattr(model, "__pydantic_extra__", None)
     _setattr(model, "__pydantic_private__", None)
     return model
+
+
+def updated(model: M, update: dict[str, Any]) -> M:
+    """``model.model_copy(update=update)`` in one step: a new instance, ``model`` unchanged.
+
+    As with ``model_copy``, the updated values are not validated; names must be fields.
+    """
+    new = model.__new__(type(model))
+    _setattr(new, "__dict__", {**model.__dict__, **update})
+    _setattr(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    _setattr(new, "__pydantic_extra__", model.__pydantic_extra__)
+    _setattr(new, "__pydantic_private__", model.__pydantic_private__)
+    return new
+
+
+if TYPE_CHECKING:
+
+    def unvalidated(cls: type[M]) -> type[M]:
+        """``cls`` itself to the type checker, so ``unvalidated(Event)(field=...)`` is checked
+        against the model's fields like ``Event(field=...)``; at run time it calls ``built``."""
+        ...
+
+else:
+
+    @functools.cache
+    def unvalidated(cls: type[M]) -> Callable[..., M]:
+        def make(**values: Any) -> M:
+            return built(cls, values)
+
+        make.__name__ = f"unvalidated({cls.__name__})"
+        return make

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from mako_actors.gpke._models import unvalidated
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -52,7 +53,8 @@ class InboundInfo(BaseModel):
 
     @classmethod
     def of(cls, command: InboundUtilmd) -> InboundInfo:
-        return cls(
+        """The info of a (validated) command; built without validating its values again."""
+        return unvalidated(cls)(
             pid=command.pid,
             sender=command.sender,
             recipient=command.recipient,

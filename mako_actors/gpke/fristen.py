@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mako_actors.gpke._models import unvalidated
 from mako_actors.gpke.calendar import (
     BERLIN,
     calendar_version,
@@ -154,8 +155,11 @@ class FristenTable(BaseModel):
         )
 
     def compute(self, format_version: FormatVersion | str, pid: str, received_at: datetime) -> FristenRecord:
-        """All deadlines of ``pid`` for a trigger received at ``received_at``."""
-        return FristenRecord(
+        """All deadlines of ``pid`` for a trigger received at ``received_at`` (aware).
+
+        The record is built from the values computed here, without validating them again.
+        """
+        return unvalidated(FristenRecord)(
             format_version=canonical_fv(format_version),
             pid=pid,
             received_at=received_at,

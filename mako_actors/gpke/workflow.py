@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.errors import WorkflowError
+from mako_actors.gpke._models import unvalidated, updated
 from mako_actors.gpke.calendar import is_midnight_berlin, uet, vorlauffrist_met
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
@@ -165,7 +166,7 @@ class _Out:
 
     def send(self, ref: OutboundRef, payload: UtilmdPayload | AperakPayload) -> None:
         self.outbox.append(
-            PendingOutbox(
+            unvalidated(PendingOutbox)(
                 message_type=ref.message_type, recipient=ref.recipient, payload=payload.to_payload()
             )
         )
@@ -180,11 +181,11 @@ class _Out:
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
-        self.state = self.workflow.apply(self.state, event)
+        self.state = self.workflow._fold(self.state, event)
         self.pending = 0
 
     def output(self) -> WorkflowOutput:
-        return WorkflowOutput(
+        return unvalidated(WorkflowOutput)(
             events=tuple(self.events),
             outbox=tuple(self.outbox),
             deadlines=tuple(self.deadlines),
@@ -208,6 +209,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def __init__(self, config: GpkeConfig | None = None) -> None:
         self.config = config or GpkeConfig()
+        # The states ``handle`` already folded, by event (see ``apply``); a few at a time.
+        self._folded: dict[int, tuple[GpkeState, Event, GpkeState]] = {}
 
     def initial_state(self) -> GpkeState:
         return GpkeState()
@@ -271,7 +274,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         aperak = self._aperak(out, cmd, ())
         fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
         out.emit(
-            AnmeldungReceived(
+            unvalidated(AnmeldungReceived)(
                 inbound=InboundInfo.of(cmd),
                 generating=cmd.pid == "55077",
                 zuordnungsbeginn=cmd.zuordnungsbeginn,
@@ -321,7 +324,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 trigger_detail=cmd.transaction_detail,
             )
             out.emit(
-                AnmeldungRejectedAtOnce(
+                unvalidated(AnmeldungRejectedAtOnce)(
                     ebd=Ebd.REJECT_AT_ONCE,
                     code=code,
                     reason=reason,
@@ -365,7 +368,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             other_party_id=cmd.sender,  # NAD+VY: the LFN (S1 55010 [567])
         )
         due = fristen.due[LFA_ANSWER_DEADLINE]
-        out.emit(LfaConsulted(lfa=lfa, info=info, request=request, answer_due=due))
+        out.emit(unvalidated(LfaConsulted)(lfa=lfa, info=info, request=request, answer_due=due))
         out.deadlines.append(
             PendingDeadline(
                 label=LFA_ANSWER_DEADLINE,
@@ -422,7 +425,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 trigger_detail=s.transaction_detail,
             )
         out.emit(
-            AnmeldungDecided(
+            unvalidated(AnmeldungDecided)(
                 confirmed=confirmed,
                 ebd=Ebd.DECIDE_ANMELDUNG,
                 code=code,
@@ -459,21 +462,21 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         aperak = self._aperak(out, cmd, ())
         if state.status is not Status.AWAITING_LFA:
             # After 09:00 (or a repeat): the process moved on; later answers are ignored.
-            out.emit(LateLfaAnswerIgnored(inbound=InboundInfo.of(cmd), aperak=aperak))
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=InboundInfo.of(cmd), aperak=aperak))
             return out.output()
         due = state.lfa_answer_due
         if due is not None and cmd.received_at > due:
             # Received after 09:00 but handled before the timer fired: the receipt instant
             # decides, so this is silence, not an answer.
-            out.emit(LateLfaAnswerIgnored(inbound=InboundInfo.of(cmd), aperak=aperak))
-            out.emit(LfaDeemedToAgree(due_at=due))
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=InboundInfo.of(cmd), aperak=aperak))
+            out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
             out.cancel.append(LFA_ANSWER_DEADLINE)
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
         # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
         confirmed = cmd.pid == "55011" or not lfa_objects(cmd.answer_code, generating=state.generating)
         out.emit(
-            LfaAnswered(
+            unvalidated(LfaAnswered)(
                 inbound=InboundInfo.of(cmd),
                 confirmed=confirmed,
                 code=cmd.answer_code,
@@ -489,7 +492,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if state.status is not Status.AWAITING_LFA or state.own_id is None:
             return WorkflowOutput()  # answered meanwhile: nothing to compensate
         out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
-        out.emit(LfaDeemedToAgree(due_at=cmd.due_at))
+        out.emit(unvalidated(LfaDeemedToAgree)(due_at=cmd.due_at))
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
@@ -516,7 +519,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         assert cmd.zuordnungsende is not None  # AHB rule of 55004
         aperak = self._aperak(out, cmd, ())
         out.emit(
-            AbmeldungReceived(
+            unvalidated(AbmeldungReceived)(
                 inbound=InboundInfo.of(cmd),
                 zuordnungsende=cmd.zuordnungsende,
                 current_supplier=cmd.current_supplier,
@@ -550,7 +553,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             trigger_reason=cmd.transaction_reason,
         )
         out.emit(
-            AbmeldungDecided(confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason, answer=answer)
+            unvalidated(AbmeldungDecided)(
+                confirmed=confirmed, ebd=Ebd.ABMELDUNG, code=code, reason=reason, answer=answer
+            )
         )
         return out.output()
 
@@ -622,7 +627,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         """APERAK 313 and ``InboundRejected``: no step, no Frist, no business key."""
         aperak = self._aperak(out, cmd, tuple(errors))
         out.emit(
-            InboundRejected(
+            unvalidated(InboundRejected)(
                 inbound=InboundInfo.of(cmd),
                 errors=tuple(errors),
                 aperak=aperak,
@@ -635,6 +640,27 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     # -- events ------------------------------------------------------------------------------
 
     def apply(self, state: GpkeState, event: Event) -> GpkeState:
+        """The state after ``event``.
+
+        ``handle`` folds each event it emits as it goes (later steps decide on that state), and
+        the engine then applies the same events to the same state again: that second time, the
+        state ``handle`` computed for these very objects is returned instead of a new copy.
+        """
+        folded = self._folded.pop(id(event), None)
+        if folded is not None and folded[0] is state and folded[1] is event:
+            return folded[2]
+        return self._apply(state, event)
+
+    def _fold(self, state: GpkeState, event: Event) -> GpkeState:
+        """``apply``, remembered for the engine's second ``apply`` of the same output."""
+        after = self._apply(state, event)
+        folded = self._folded
+        if len(folded) >= 64:  # outputs the engine never applied (e.g. ``handle`` raised later)
+            folded.clear()
+        folded[id(event)] = (state, event, after)  # holding both keeps their ids unique
+        return after
+
+    def _apply(self, state: GpkeState, event: Event) -> GpkeState:
         refs = _refs(event)
         update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
         if isinstance(event, InboundRejected | AnmeldungReceived | AbmeldungReceived) and not state.seed:
@@ -688,7 +714,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             }
         elif isinstance(event, AcknowledgementReceived) and not event.positive:
             update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
-        return state.model_copy(update=update)
+        return updated(state, update)
 
 
 def _received(info: InboundInfo) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from gpke_support import LFA, LFN, NB
+from gpke_support import LFA, LFN, MALO, NB, anmeldung
 
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke import GpkeNbWorkflow, GpkeState
+from mako_actors.gpke import GpkeNbWorkflow, GpkeState, Status
 from mako_actors.gpke._models import built
 from mako_actors.gpke.payloads import (
     AperakError,
@@ -28,7 +28,9 @@ from mako_actors.gpke.payloads import (
     build_contrl_payload,
     derive_ref,
 )
+from mako_actors.outbox import PendingOutbox
 from mako_actors.replay import _all_events, load_master_data, replay_directory
+from mako_actors.workflow import WorkflowOutput
 from stores.lmdb import LmdbStore
 
 _ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("Europe/London"), timezone(timedelta(hours=-3))]
@@ -151,23 +153,53 @@ def test_built_names_missing_and_unknown_fields() -> None:
     assert tx.model_dump(exclude_none=True) == {"ide_ref": "T1", "pid": "55002"}
 
 
-async def _replayed(tmp_path: Path, defects: float) -> tuple[list[Any], list[Any]]:
+class _Recording(GpkeNbWorkflow):
+    """The workflow, keeping every (state, command, output) it decided."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decided: list[tuple[GpkeState, Any, WorkflowOutput]] = []
+
+    def handle(self, state: GpkeState, command: Any) -> WorkflowOutput:
+        output = super().handle(state, command)
+        self.decided.append((state, command, output))
+        return output
+
+
+async def _replayed(tmp_path: Path, defects: float, workflow: GpkeNbWorkflow) -> tuple[list[Any], list[Any]]:
     archive = tmp_path / "archive"
     generate_archive(archive, ArchiveSpec(days=3, processes=150, seed=5, defects=defects, competing=0.1))
     store = tmp_path / "store"
     master = load_master_data(archive / "master.json")
-    await replay_directory(archive, store, tenants=[NB], master_data=master)
+    await replay_directory(archive, store, tenants=[NB], master_data=master, workflow=workflow)
     async with LmdbStore(store) as lmdb:
         return await _all_events(lmdb), await lmdb.outbox_messages(limit=10**6)
 
 
 @pytest.mark.parametrize("defects", [0.0, 0.2])
-def test_everything_a_replay_stores_is_what_validation_accepts(tmp_path: Path, defects: float) -> None:
-    """Replay generated traffic (answers, rejections, competing Anmeldungen, broken messages):
-    every stored event payload decodes into its event model and dumps back unchanged, every
-    outbox payload validates as its payload model and dumps back unchanged, and folding the
-    events gives the state validation would build."""
-    events, outbox = asyncio.run(_replayed(tmp_path, defects))
+def test_what_a_replay_decides_and_stores_is_what_validation_accepts(tmp_path: Path, defects: float) -> None:
+    """Replay generated traffic (answers, rejections, competing Anmeldungen, broken messages).
+
+    In memory: every event, outbox entry and output the workflow built without validation
+    equals its validated twin, and the states ``apply`` returns equal a fresh fold. Stored:
+    every event payload decodes into its event model and dumps back unchanged, every outbox
+    payload validates as its payload model and dumps back unchanged.
+    """
+    recording = _Recording()
+    events, outbox = asyncio.run(_replayed(tmp_path, defects, recording))
+    assert len(recording.decided) > 200
+    fresh = GpkeNbWorkflow()
+    for state, _, output in recording.decided:
+        assert WorkflowOutput(**dict(output)) == output
+        for event in output.events:
+            assert type(event).model_validate(event.model_dump()) == event
+        for pending in output.outbox:
+            assert PendingOutbox.model_validate(pending.model_dump()) == pending
+        folded = state
+        for event in output.events:
+            again = fresh.apply(folded, event)
+            folded = recording.apply(folded, event)  # the state handle folded, if remembered
+            assert folded == again == GpkeState.model_validate(again.model_dump())
     wf = GpkeNbWorkflow()
     streams: dict[Any, list[Any]] = {}
     for envelope in events:
@@ -182,8 +214,20 @@ def test_everything_a_replay_stores_is_what_validation_accepts(tmp_path: Path, d
             state = wf.apply(state, event)
             assert GpkeState.model_validate(state.model_dump()) == state
     models = {"UTILMD": UtilmdPayload, "APERAK": AperakPayload, "CONTRL": ContrlPayload}
-    kinds = {m.message_type for m in outbox}
-    assert kinds == {"UTILMD", "APERAK", "CONTRL"}
+    assert {m.message_type for m in outbox} == {"UTILMD", "APERAK", "CONTRL"}
     for message in outbox:
         model = models[message.message_type]
         assert _dump(model.model_validate(message.payload)) == message.payload
+
+
+def test_apply_returns_the_state_handle_folded_only_for_the_same_objects() -> None:
+    wf = GpkeNbWorkflow()
+    state = wf.initial_state()
+    output = wf.handle(state, anmeldung(current_supplier=LFA))
+    first, second = output.events[0], output.events[1]
+    after_first = wf.apply(state, first)
+    assert after_first.status is Status.NEW and after_first.malo == MALO
+    # another (equal) state object is folded afresh, with an equal result
+    copy = GpkeState.model_validate(state.model_dump())
+    assert wf.apply(copy, first) == after_first and wf.apply(copy, first) is not after_first
+    assert wf.apply(after_first, second).status is Status.AWAITING_LFA
