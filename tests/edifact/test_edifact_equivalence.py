@@ -10,7 +10,9 @@ mutations of them (skipped when absent).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,3 +147,19 @@ def test_writer_renders_like_escaping_every_value(
                          association_code="S2.1", body=(segment, segment))],
     ).decode("latin-1")
     assert _render_reference(segment, d) * 2 in twice
+
+
+def test_parsed_values_are_ordinary_frozen_dataclasses() -> None:
+    """The parser builds its results without the generated ``__init__``; they must still be
+    complete, equal to ones built the ordinary way, frozen and picklable (and a Party, which
+    holds no lists, hashable)."""
+    ic = parse_interchange(synthetic_utilmd(messages=2, transactions=2, tricky=True))
+    values = [ic, ic.sender, *ic.messages, *(t for m in ic.messages for t in m.transactions)]
+    for value in values:
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        rebuilt = type(value)(**fields)
+        assert rebuilt == value
+        assert pickle.loads(pickle.dumps(value)) == value
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, "changed")
+    assert hash(ic.sender) == hash(type(ic.sender)(ic.sender.id, ic.sender.qualifier))
