@@ -5,7 +5,7 @@ a batch of commands with their ``ProcessIdentity``\\ s cost ~60-90 µs per comma
 their ``Outcome``\\ s ~50 µs, more than deciding and committing the command. Here a batch is
 msgpack of plain values: ids as 16 raw bytes, the tenant and workflow ids (the same few in
 every batch) once per batch, events as their stored plain form (``EventEnvelope.to_plain``,
-decoded with ``PlainEnvelopeDecoder``). What has no plain form (commands, contexts, deadlines,
+without the ids the receiver knows). What has no plain form (commands, contexts, deadlines,
 states, errors) goes into one ``pickle`` of the whole batch (C pickler, one memo for the batch),
 ``cloudpickle`` only if that fails (e.g. a class defined in a function).
 
@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
+from pydantic import BaseModel
 from ray import cloudpickle
 
 from mako_actors.actors._actor import Op, Outcome
-from mako_actors.envelope import PlainEnvelopeDecoder, ProcessIdentity, trusted
-from mako_actors.ids import ProcessId, StreamId, TenantId
+from mako_actors.envelope import EventEnvelope, ProcessIdentity, trusted
+from mako_actors.ids import CausationId, ConversationId, CorrelationId, EventId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 
 _NONE = -1
 _OUTCOME = 0
 _OBJECT = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _CACHE_LIMIT = 4096  # distinct tenants/workflows kept decoded per host; cleared when exceeded
 
 
@@ -53,6 +57,44 @@ class _Objects:
         self.items.append(value)
         return len(self.items) - 1
 
+    def add_model(self, model: BaseModel | None) -> int:
+        """A pydantic model as (class, field values, fields set if not all): rebuilt without
+        ``__setstate__`` (~10 µs a command). Models with extra or private values go whole."""
+        if model is None or model.__pydantic_extra__ or model.__pydantic_private__:
+            return self.add(model)
+        values = model.__dict__
+        fields_set = model.__pydantic_fields_set__
+        return self.add(
+            _ModelParts(type(model), values, None if len(fields_set) == len(values) else fields_set)
+        )
+
+
+class _ModelParts:
+    """A pydantic model taken apart for the batch pickle (see ``_Objects.add_model``)."""
+
+    __slots__ = ("cls", "fields_set", "values")
+
+    def __init__(self, cls: type[BaseModel], values: dict[str, Any], fields_set: set[str] | None) -> None:
+        self.cls = cls
+        self.values = values
+        self.fields_set = fields_set
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ModelParts, (self.cls, self.values, self.fields_set))
+
+    def build(self) -> BaseModel:
+        model = trusted(self.cls, self.values)
+        if self.fields_set is not None:
+            object.__setattr__(model, "__pydantic_fields_set__", self.fields_set)
+        return model
+
+
+def _object(objects: list[Any], index: int) -> Any:
+    if index == _NONE:
+        return None
+    value = objects[index]
+    return value.build() if type(value) is _ModelParts else value
+
 
 def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
     """A batch of ``(partition, identity, op)`` as bytes; raises what pickling raises."""
@@ -69,7 +111,7 @@ def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
             workflows.setdefault(workflow, len(workflows)),
             identity.process_id.bytes,
             op.kind,
-            objects.add(op.command),
+            objects.add_model(op.command),
             objects.add(op.ctx),
             objects.add(op.deadline),
             op.enqueue,
@@ -133,7 +175,7 @@ class OpDecoder:
             )
             op = Op(
                 kind,
-                command=objects[command] if command != _NONE else None,
+                command=_object(objects, command),
                 ctx=objects[ctx] if ctx != _NONE else None,
                 enqueue=enqueue,
                 max_attempts=attempts,
@@ -145,15 +187,20 @@ class OpDecoder:
         return out
 
 
-def encode_results(results: Sequence[Any]) -> bytes:
-    """The results of a batch (``Outcome``\\ s, reads, per-operation failures) as bytes."""
+def encode_results(identities: Sequence[ProcessIdentity], results: Sequence[Any]) -> bytes:
+    """The results of a batch (``Outcome``\\ s, reads, per-operation failures) as bytes.
+
+    An ``Outcome``'s events travel without the ids the receiver already has (the process's
+    stream, process, tenant and workflow ids: ``identities[i]`` is the identity of
+    ``results[i]``), other ids as 16 raw bytes, ``recorded_at`` as microseconds since 1970.
+    """
     objects = _Objects()
     rows: list[Any] = []
-    for result in results:
-        if type(result) is Outcome:
+    for identity, result in zip(identities, results, strict=True):
+        if type(result) is Outcome and all(e.stream_id == identity.stream_id for e in result.events):
             rows.append((
                 _OUTCOME,
-                [event.to_plain() for event in result.events],
+                [_event_row(event) for event in result.events],
                 objects.add(result.outbox or None),
                 result.snapshot_taken,
                 result.no_command,
@@ -161,21 +208,46 @@ def encode_results(results: Sequence[Any]) -> bytes:
         else:
             rows.append((_OBJECT, objects.add(result)))
     return msgpack.packb(  # type: ignore[no-any-return]
-        (rows, _pickle(objects.items) if objects.items else b"")
+        (rows, _pickle(objects.items) if objects.items else b""), default=_plain
     )
 
 
-def decode_results(data: bytes) -> list[Any]:
-    """``encode_results``'s input again (events as decoded from their stored form)."""
+def _plain(value: Any) -> Any:
+    """What msgpack cannot pack in an event payload, as ``EventEnvelope.to_plain`` stores it."""
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
+def _event_row(event: EventEnvelope) -> tuple[Any, ...]:
+    causation = event.causation_id
+    return (
+        event.event_id.bytes,
+        event.sequence,
+        event.global_position,
+        event.event_type,
+        event.schema_version,
+        (event.recorded_at - _EPOCH) // _MICROSECOND,
+        event.correlation_id.bytes,
+        event.conversation_id.bytes,
+        None if causation is None else causation.bytes,
+        event.payload,
+    )
+
+
+_ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields)
+
+
+def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[Any]:
+    """``encode_results``'s input again; ``identities`` as given there."""
     rows, pickled = msgpack.unpackb(data)
     objects = pickle.loads(pickled) if pickled else []
-    decode = PlainEnvelopeDecoder()
     out: list[Any] = []
-    for row in rows:
+    for identity, row in zip(identities, rows, strict=True):
         if row[0] == _OUTCOME:
             _, events, outbox, snapshot_taken, no_command = row
             out.append(Outcome(
-                events=tuple(decode(event) for event in events),
+                events=tuple(_envelope(identity, event) for event in events),
                 outbox=tuple(objects[outbox]) if outbox != _NONE else (),
                 snapshot_taken=snapshot_taken,
                 no_command=no_command,
@@ -183,3 +255,37 @@ def decode_results(data: bytes) -> list[Any]:
         else:
             out.append(objects[row[1]] if row[1] != _NONE else None)
     return out
+
+
+def _envelope(identity: ProcessIdentity, row: list[Any]) -> EventEnvelope:
+    (
+        event_id,
+        sequence,
+        position,
+        event_type,
+        version,
+        micros,
+        correlation,
+        conversation,
+        causation,
+        payload,
+    ) = row
+    return trusted(
+        EventEnvelope,
+        {
+            "event_id": EventId(event_id),
+            "stream_id": identity.stream_id,
+            "process_id": identity.process_id,
+            "tenant_id": identity.tenant_id,
+            "workflow_id": identity.workflow_id,
+            "sequence": sequence,
+            "global_position": position,
+            "event_type": event_type,
+            "schema_version": version,
+            "recorded_at": _EPOCH + micros * _MICROSECOND,
+            "correlation_id": CorrelationId(correlation),
+            "conversation_id": ConversationId(conversation),
+            "causation_id": None if causation is None else CausationId(causation),
+            "payload": payload,
+        },
+    )

@@ -179,14 +179,14 @@ async def test_one_loop_turn_travels_in_one_call_with_errors_per_command(tmp_pat
     async with system(tmp_path / "db", "hosted") as actors:
         ref = actors.spawn("faulty", TENANT, FAULTY_ID)
         calls = 0
-        send = actors._send
+        send = actors._call
 
         async def counting(key: Any, items: Any) -> None:
             nonlocal calls
             calls += 1
             await send(key, items)
 
-        actors._send = counting  # type: ignore[method-assign]
+        actors._call = counting  # type: ignore[method-assign]
         outcomes = await asyncio.gather(
             *(ref.execute(Fail(kind="workflow" if i % 3 == 0 else "ok")) for i in range(30)),
             return_exceptions=True,
