@@ -359,8 +359,8 @@ class _RunView:
             raise result
         return result
 
-    def commit_many(self, commits: Sequence[Commit]) -> asyncio.Future[list[CommitResult | EngineError]]:
-        """Queue ``commits`` for the write transaction at the end of this loop turn.
+    async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
+        """Write ``commits`` in the write transaction at the end of this loop turn.
 
         Every commit of the turn (the actors' batch, receipts, ...) shares one LMDB write
         transaction, run on the loop's thread (``LmdbStore.commit_many_now``): the replay is the
@@ -371,7 +371,7 @@ class _RunView:
         if not self._waiting:
             loop.call_soon(self._flush)
         self._waiting.append((commits, future))
-        return future
+        return await future
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
