@@ -337,7 +337,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return out.output()
         out.keys.append(malo_key(cmd.malo, cmd.malo_key_generation))
         out.journal.append(
-            SupplyFact(
+            unvalidated(SupplyFact)(
                 kind="claimed",
                 supplier=cmd.sender,
                 at=cmd.zuordnungsbeginn,
@@ -406,10 +406,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         assert s.zuordnungsbeginn is not None
         if confirmed:
             out.journal.append(
-                SupplyFact(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+                unvalidated(SupplyFact)(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
             )
         else:
-            out.journal.append(SupplyFact(kind="released", process=s.seed))
+            out.journal.append(unvalidated(SupplyFact)(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(
@@ -540,7 +540,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = reason == Reason.ABMELDUNG_APPROVED
         if confirmed:
             out.journal.append(
-                SupplyFact(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
+                unvalidated(SupplyFact)(
+                    kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed
+                )
             )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
@@ -582,14 +584,17 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     f"NAD+MR {cmd.addressed_to} is not the interchange's recipient {cmd.recipient}",
                 )
             )
+        # The fields of this command type (a missing one is None): ``getattr`` with a default
+        # would go through pydantic's slow ``__getattr__`` for every absent field.
+        fields = cmd.__dict__
         findings, ahb_warnings = check_transaction(
             cmd.pid,
             malo=cmd.malo,
-            request_ref=getattr(cmd, "request_ref", None),
-            dates=_dates(cmd),
-            transaction_reason=getattr(cmd, "transaction_reason", None),
-            answer_code=getattr(cmd, "answer_code", None),
-            answer_ebd=getattr(cmd, "answer_ebd", None),
+            request_ref=fields.get("request_ref"),
+            dates={"92": fields.get("zuordnungsbeginn"), "93": fields.get("zuordnungsende")},
+            transaction_reason=fields.get("transaction_reason"),
+            answer_code=fields.get("answer_code"),
+            answer_ebd=fields.get("answer_ebd"),
             document_code=cmd.document_code,
         )
         for finding, text in findings:
@@ -734,14 +739,6 @@ _GENERATING_LATE = {
     "ZW1": Reason.VORLAUFFRIST_MISSED_GV2,
     "ZW2": Reason.VORLAUFFRIST_MISSED_GV3,
 }
-
-
-def _dates(cmd: InboundUtilmd) -> dict[str, datetime | None]:
-    """The SG4 DTM values of a command by qualifier (92 Beginn, 93 Ende)."""
-    return {
-        "92": getattr(cmd, "zuordnungsbeginn", None),
-        "93": getattr(cmd, "zuordnungsende", None),
-    }
 
 
 def _answer_pid(pid: str, confirmed: bool) -> str:

@@ -28,6 +28,7 @@ from mako_actors.gpke.payloads import (
     build_contrl_payload,
     derive_ref,
 )
+from mako_actors.gpke.supply import SupplyFact
 from mako_actors.outbox import PendingOutbox
 from mako_actors.replay import _all_events, load_master_data, replay_directory
 from mako_actors.workflow import WorkflowOutput
@@ -195,6 +196,8 @@ def test_what_a_replay_decides_and_stores_is_what_validation_accepts(tmp_path: P
             assert type(event).model_validate(event.model_dump()) == event
         for pending in output.outbox:
             assert PendingOutbox.model_validate(pending.model_dump()) == pending
+        for _, entry in output.journal:
+            assert SupplyFact.model_validate(entry).to_entry() == entry
         folded = state
         for event in output.events:
             again = fresh.apply(folded, event)
