@@ -140,7 +140,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
-    table = _restore_table(delimiters) if protected else _NO_TABLE
+    swaps = _swaps(delimiters) if protected else ()
     # Most segments have no component separator at all; only those pay for the inner loop.
     # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts).
     pairs = [
@@ -149,7 +149,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
             else (ps[0], ps[1:])
         )
         if not protected or p.isascii()
-        else (ps[0], _restore(ps[1:], co, table))
+        else _restore(p, ps, co, swaps)
         for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
     ]
     if not _valid_tags.issuperset(map(_first, pairs)):
@@ -160,7 +160,6 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
 
 
 _first = itemgetter(0)
-_NO_TABLE: dict[int, str] = {}
 
 
 def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> None:
@@ -235,15 +234,36 @@ def _restore_table(d: Delimiters) -> dict[int, str]:
     )
 
 
-def _restore(parts: list[str], co: str, table: dict[int, str]) -> list[Element]:
-    return [
+@lru_cache(maxsize=16)
+def _swaps(d: Delimiters) -> tuple[tuple[str, str], ...]:
+    return (("\ue000", d.release), ("\ue001", d.component), ("\ue002", d.element),
+            ("\ue003", d.terminator))
+
+
+def _restore(
+    piece: str, parts: list[str], co: str, swaps: tuple[tuple[str, str], ...]
+) -> tuple[str, list[Element]]:
+    """``(tag, elements)`` of a non-ASCII piece, with escaped characters put back.
+
+    ``str.replace`` per stand-in that occurs: ``str.translate`` with a dict looks up every
+    character, and most non-ASCII pieces hold umlauts only.
+    """
+    present = [swap for swap in swaps if swap[0] in piece]
+    if not present:
+        return (parts[0], [x.split(co) if co in x else x for x in parts[1:]])
+    return (parts[0], [
         (
-            [c if c.isascii() else c.translate(table) for c in p.split(co)]
-            if co in p
-            else (p if p.isascii() else p.translate(table))
+            [c if c.isascii() else _unguard(c, present) for c in x.split(co)] if co in x
+            else (x if x.isascii() else _unguard(x, present))
         )
-        for p in parts
-    ]
+        for x in parts[1:]
+    ])
+
+
+def _unguard(value: str, present: list[tuple[str, str]]) -> str:
+    for stand_in, char in present:
+        value = value.replace(stand_in, char)
+    return value
 
 
 def _odd_release_suffix(s: str, rel: str) -> bool:
