@@ -434,6 +434,10 @@ def load_activation(
     ``upto`` and the stream holds its sequence (a snapshot past the stream's end is reported
     in ``ignored_snapshot_at``); then the tail after it, else every event up to ``upto``.
     """
+    # The version first: a stream without events (every new process) or one that ends at
+    # its snapshot needs no cursor scan at all.
+    version = stream_version(txn, stream_id)
+    last = version if upto is None else min(version, upto)
     snapshot = load_snapshot(txn, stream_id)
     ignored = None
     if (
@@ -442,12 +446,11 @@ def load_activation(
         and snapshot.state_schema_version == state_schema_version
         and (upto is None or snapshot.sequence <= upto)
     ):
-        tail = load_events(txn, stream_id, snapshot.sequence, upto)
-        # Sequences have no gaps: a non-empty tail proves the snapshot's event exists.
-        if tail or stream_version(txn, stream_id) >= snapshot.sequence:
+        if version >= snapshot.sequence:
+            tail = load_events(txn, stream_id, snapshot.sequence, upto) if last > snapshot.sequence else []
             return Activation(snapshot, tail, None)
-        ignored = snapshot.sequence
-    return Activation(None, load_events(txn, stream_id, 0, upto), ignored)
+        ignored = snapshot.sequence  # past the stream's end (restored from elsewhere?)
+    return Activation(None, load_events(txn, stream_id, 0, upto) if last > 0 else [], ignored)
 
 
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:
