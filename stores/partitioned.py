@@ -17,8 +17,11 @@ from typing import Any
 
 import msgpack
 
+from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import InvalidArgument
 from mako_actors.partitions import PartitionUnavailable
+from stores._kv import KvTxn
+from stores._schema import unpack
 from stores.lmdb import LmdbStore
 
 MARKER = "PARTITION"
@@ -110,3 +113,19 @@ def retire_partition(data_dir: str | os.PathLike[str], partition: int, epoch: in
     target = directory.with_name(f"{directory.name}.moved-{epoch}")
     os.replace(directory, target)
     return target
+
+
+async def registry_entries(store: LmdbStore) -> list[tuple[str, ProcessIdentity]]:
+    """Every registry entry of one partition as ``(key, identity)``, in key order.
+
+    A read-only scan of the whole registry table (one read transaction): for the repair pass
+    of registry keys homed in other partitions, not for the command path.
+    """
+
+    def read(txn: KvTxn) -> list[tuple[str, ProcessIdentity]]:
+        return [
+            (raw_key[16:].decode(), ProcessIdentity.model_validate(unpack(raw)))
+            for raw_key, raw in txn.scan("registry", b"")
+        ]
+
+    return await store._read(read)

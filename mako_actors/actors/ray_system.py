@@ -55,7 +55,7 @@ from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, enco
 from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument, register_error
+from mako_actors.errors import EngineError, InvalidArgument, RegistryConflict, register_error
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.partitions import (
     PartitionMap,
@@ -84,6 +84,16 @@ class CommandOutcomeUnknown(EngineError):
     """
 
     transient = True
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What ``RayActorSystem.repair_keys`` did: keys written at their home partition, keys
+    bound to another process there (kept, logged), and homes it could not reach (retry)."""
+
+    written: int
+    conflicts: int
+    unreachable: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,7 @@ class _Host:
         self._peer_batches: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
         self._peer_sends: set[asyncio.Task[None]] = set()
         self._decode = OpDecoder()
+        self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
         if spec["mode"] == "shared":
             from stores.lmdb import LmdbStore  # the worker opens its own environment
@@ -211,6 +222,8 @@ class _Host:
         """
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
+        if self._repairing is None:
+            self._repair_once()
         items = self._decode(data)
         return encode_results([identity for _, identity, _ in items], await self.run_batch(items))
 
@@ -268,13 +281,6 @@ class _Host:
 
     # -- registry keys homed in other partitions -------------------------------------------
 
-    async def register_keys(self, partition: int, entries: list[tuple[str, ProcessIdentity]]) -> None:
-        store = self._stores.get(partition)
-        if store is None:
-            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
-        for key, identity in entries:
-            await store.register(identity.tenant_id, key, identity)
-
     def _peer(self, node: str) -> Any:
         """The host actor of another node (cached; dropped again when a call to it fails)."""
         peer = self._peers.get(node)
@@ -287,27 +293,90 @@ class _Host:
         return list(await self._store_of(partition).journal(tenant_id, key))
 
     async def forward_keys(self, partition: int, commits: Sequence[Commit]) -> None:
+        """Write the commits' registry keys homed in other partitions there (after the commit).
+
+        Not atomic with the commit: a crash or a failed call in between leaves a key missing
+        at its home, and a lookup of it misses until ``repair_keys`` completes the write (the
+        entry in ``partition``, written in the commit's transaction, is what it repairs from).
+        """
+        entries = [entry for commit in commits for entry in commit.registry]
+        await self._complete_elsewhere(partition, entries)
+
+    async def _complete_elsewhere(
+        self, partition: int, entries: Sequence[tuple[str, ProcessIdentity]]
+    ) -> list[int]:
+        """Write ``entries`` of ``partition`` homed elsewhere at their homes; [written, conflicts]."""
         by_home: dict[int, list[tuple[str, ProcessIdentity]]] = {}
-        for commit in commits:
-            for key, identity in commit.registry:
-                home = key_home(identity.tenant_id, key, self._count)
-                if home != partition:
-                    by_home.setdefault(home, []).append((key, identity))
-        for home, entries in by_home.items():
+        for key, identity in entries:
+            home = key_home(identity.tenant_id, key, self._count)
+            if home != partition:
+                by_home.setdefault(home, []).append((key, identity))
+        totals = [0, 0]
+        for home, batch in by_home.items():
             try:
                 if home in self._stores:
-                    await self.register_keys(home, entries)
+                    counts = await self.complete_keys(home, batch)
                 else:
-                    await self._peer(self._spec["assignment"][home]).register_keys.remote(home, entries)
-            except Exception as exc:  # the commit is durable; a lookup of these keys will miss
+                    peer = self._peer(self._spec["assignment"][home])
+                    counts = await peer.complete_keys.remote(home, batch)
+                totals[0] += counts[0]
+                totals[1] += counts[1]
+            except Exception as exc:  # the commit is durable; repair_keys completes this later
                 self._peers.pop(self._spec["assignment"][home], None)
                 self.forward_failures += 1
                 _log.error(
-                    "registry keys %s not written to their home partition %d: %s",
-                    [k for k, _ in entries],
+                    "registry keys %s not written to their home partition %d (repair_keys will): %s",
+                    [k for k, _ in batch],
                     home,
                     exc,
                 )
+        return totals
+
+    async def complete_keys(self, partition: int, entries: list[tuple[str, ProcessIdentity]]) -> list[int]:
+        """Register ``entries`` in ``partition`` where missing; [written, conflicts].
+
+        Idempotent (an entry already bound to the same stream is left alone). A key bound to
+        another stream here is a conflict between processes of two partitions: counted and
+        logged, the existing binding kept (the competing-process check is only atomic inside
+        one partition).
+        """
+        store = self._store_of(partition)
+        written = conflicts = 0
+        for key, identity in entries:
+            if await store.lookup(identity.tenant_id, key) is not None:
+                try:
+                    await store.register(identity.tenant_id, key, identity)  # checks the binding
+                except RegistryConflict as exc:
+                    conflicts += 1
+                    _log.error("registry key %r homed in partition %d: %s", key, partition, exc)
+                continue
+            await store.register(identity.tenant_id, key, identity)
+            written += 1
+        return [written, conflicts]
+
+    async def repair_keys(self) -> list[int]:
+        """Complete every registry key of this host's partitions that is missing at its home.
+
+        Scans each open partition's registry (cost: every entry) and writes the entries homed
+        elsewhere that their home lacks, the writes a crash between a commit and its
+        ``forward_keys`` left undone. Returns [written, conflicts, unreachable homes]. Runs
+        once when a host starts serving (``call_batch``, ``ingest``) and on demand.
+        """
+        from stores.partitioned import registry_entries
+
+        failures = self.forward_failures
+        totals = [0, 0, 0]
+        for p in sorted(self._stores):
+            counts = await self._complete_elsewhere(p, await registry_entries(self._stores[p]))
+            totals[0] += counts[0]
+            totals[1] += counts[1]
+        totals[2] = self.forward_failures - failures
+        return totals
+
+    def _repair_once(self) -> None:
+        """Start ``repair_keys`` in the background the first time this host serves."""
+        if self._repairing is None and self._spec["mode"] == "partitioned":
+            self._repairing = asyncio.get_running_loop().create_task(self.repair_keys())
 
     # -- inbound traffic, ingested here ---------------------------------------------------
 
@@ -324,6 +393,8 @@ class _Host:
 
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
+        if self._repairing is None:
+            self._repair_once()
         options = self._spec.get("inbound")
         if options is None:
             raise InvalidArgument("this host was started without inbound=...; it cannot ingest")
@@ -1256,6 +1327,24 @@ class RayActorSystem(HandleFactory):
         finally:
             del self._paused[partition]
             gate.set()
+
+    async def repair_keys(self) -> RepairReport:
+        """Complete registry keys missing at their home partition, on every reachable host.
+
+        A command's registry keys are written in its own partition's transaction; those homed
+        in another partition are copied there right after the commit. A crash (or a failed
+        call) in between leaves the copy undone: each host repairs its partitions once when it
+        starts serving, and this runs the same pass now. Idempotent; unavailable partitions are
+        skipped (their host repairs them when it is back).
+        """
+        if self.partition_map is None:
+            raise InvalidArgument("repair_keys needs a partitioned system")
+        if self._new_map:
+            await self.start()
+        counts = await asyncio.gather(
+            *(self._reply(host.repair_keys.remote()) for host, _ in self._store_hosts())
+        )
+        return RepairReport(*(sum(c[i] for c in counts) for i in range(3)))
 
     async def partition_status(self) -> dict[int, str]:
         """Partition → ``"up"`` or ``"unavailable"`` (its node is not in the cluster or its host is down)."""
