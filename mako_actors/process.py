@@ -60,12 +60,16 @@ async def load_state(
     elsewhere, a stream truncated by hand), which is logged and counted in
     ``store.stats.extra["snapshots_ignored"]``. (Sequences have no gaps, so a non-empty tail
     proves the snapshot's event exists; only an empty tail costs an O(1) version read.)
-    Returns the state and the sequence number of the last event applied. A store with
-    ``load_activation`` (the embedded ones) reads snapshot and tail in one transaction.
+    Returns the state and the sequence number of the last event applied. A store whose
+    class has ``load_activation`` (the embedded ones) reads snapshot and tail in one
+    transaction.
     """
-    if snapshots is store and hasattr(store, "load_activation"):
-        activation: Activation = await store.load_activation(
-            stream_id, workflow.name, workflow.state_schema_version, upto
+    # Asked of the class: a wrapper that forwards unknown attributes to a store (and answers
+    # reads itself, from a cache) keeps answering them.
+    load_activation = getattr(type(store), "load_activation", None) if snapshots is store else None
+    if load_activation is not None:
+        activation: Activation = await load_activation(
+            store, stream_id, workflow.name, workflow.state_schema_version, upto
         )
         return state_from(workflow, store, stream_id, activation)
     if snapshots is not None:

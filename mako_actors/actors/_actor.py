@@ -401,9 +401,11 @@ class ProcessActor:
         False when it cannot (the actor then activates in the slow path). A failed read fails
         the op at the head only, as in the slow path; the next one tries again.
         """
-        load_now = getattr(self._store, "load_activation_now", None)
-        if load_now is None:
+        # Asked of the store's class: a wrapper that forwards unknown attributes to a store
+        # (and answers reads itself, from a cache) must keep answering them.
+        if getattr(type(self._store), "load_activation_now", None) is None:
             return False
+        load_now = self._store.load_activation_now  # type: ignore[attr-defined]
         workflow, stream_id = self._workflow, self.identity.stream_id
         try:
             activation = load_now(stream_id, workflow.name, workflow.state_schema_version)

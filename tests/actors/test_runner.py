@@ -161,15 +161,22 @@ async def test_a_burst_to_passive_processes_activates_them_in_the_same_turn(stor
 
 
 class _AsyncReads:
-    """``store`` without the synchronous activation read: actors activate in the slow path."""
+    """A wrapper forwarding to ``store`` that answers snapshot reads itself (as caches do).
+
+    Its class has no ``load_activation_now``: actors activate in the slow path, through the
+    wrapper's own reads, although ``__getattr__`` would find the store's method.
+    """
 
     def __init__(self, store: LmdbStore) -> None:
         self._store = store
+        self.snapshot_reads = 0
 
     def __getattr__(self, name: str) -> Any:
-        if name == "load_activation_now":
-            raise AttributeError(name)
         return getattr(self._store, name)
+
+    async def load_snapshot(self, stream_id: Any) -> Any:
+        self.snapshot_reads += 1
+        return await self._store.load_snapshot(stream_id)
 
 
 async def test_activation_without_a_synchronous_read_gives_the_same_states(store: LmdbStore) -> None:
@@ -177,12 +184,13 @@ async def test_activation_without_a_synchronous_read_gives_the_same_states(store
         refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(5)]
         for amount in range(1, 8):
             await asyncio.gather(*(ref.execute(Record(amount=amount)) for ref in refs))
-    wrapped: Any = _AsyncReads(store)
-    async with LocalActorSystem(wrapped, workflows=[Ledger]) as system:
+    wrapped = _AsyncReads(store)
+    async with LocalActorSystem(wrapped, workflows=[Ledger]) as system:  # type: ignore[arg-type]
         again = [system.resume(ref.identity()) for ref in refs]
         await asyncio.gather(*(ref.execute(Record(amount=100)) for ref in again))
         assert [(await ref.state()).total for ref in again] == [128] * 5
         assert system.stats.activations == 5
+        assert wrapped.snapshot_reads == 5
 
 
 async def test_a_failed_activation_read_fails_the_head_command_only(
