@@ -44,6 +44,39 @@ def _host_pid(_host: Any) -> int:
     return os.getpid()
 
 
+def _host_heap(_host: Any, start: bool) -> int:
+    """Start tracing the host's Python heap (``start``), or stop and return the bytes traced."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    if start:
+        tracemalloc.start()
+        return 0
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return size
+
+
+async def hosted_memory(system: Any, refs: list[Any]) -> tuple[float, float]:
+    """Bytes per live hosted process (heap, RSS), measured as ``bench_actors`` does locally.
+
+    Every process is passivated, then all are re-activated from the store (a state read each,
+    in batches as the callers send them): the memory the hosts gain is the live actors'
+    (actor, identity, state, table entries), not the store's growth during a write load.
+    """
+    hosts = system.host_handles()
+    await system.passivate_idle(0)
+    await asyncio.gather(*(h.__ray_call__.remote(_host_heap, True) for h in hosts))
+    rss = sum(await system.rss_bytes())
+    for start in range(0, len(refs), 1000):
+        await asyncio.gather(*(r.state() for r in refs[start : start + 1000]))
+    rss = sum(await system.rss_bytes()) - rss
+    heap = sum(await asyncio.gather(*(h.__ray_call__.remote(_host_heap, False) for h in hosts)))
+    live = (await system.get_stats()).live
+    return heap / live, rss / live
+
+
 def _host_profile(_host: Any, start: bool) -> str:
     """Start (``start``) or stop a cProfile of the host's event-loop thread; the top entries.
 
@@ -81,7 +114,8 @@ def _host_profile(_host: Any, start: bool) -> str:
 async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool) -> dict[str, Any]:
     from mako_actors.actors import RayActorSystem
 
-    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=f"bench{n}-{time.time_ns()}") as system:
+    prefix = f"bench{n}-{time.time_ns()}"
+    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix) as system:
         refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
         await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
                                for _ in range(20)))  # start the hosts, warm up
@@ -106,7 +140,10 @@ async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool)
             report += "HOST 0\n" + await hosts[0].__ray_call__.remote(_host_profile, False)
         rss_after = sum(await system.rss_bytes())
         live = (await system.get_stats()).live
+        heap_live, rss_live = await hosted_memory(system, refs) if n >= 1000 else (0.0, 0.0)
     return {
+        "heap_live": heap_live,
+        "rss_live": rss_live,
         "rate": total / seconds,
         "driver_us": driver_cpu / total * 1e6,
         "host_us": sum(host_cpu) / total * 1e6,
@@ -145,7 +182,11 @@ async def main() -> None:
                     r = await bench_ray(base / f"c{n}-{k}", n, max(args.commands, n), args.outbox,
                                         args.profile)
                     line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
-                            f"hosts {r['host_us']:.0f} µs  RSS/live {r['rss_per_live'] / 1024:.1f} KiB")
+                            f"hosts {r['host_us']:.0f} µs  RSS delta during load/live "
+                            f"{r['rss_per_live'] / 1024:.1f} KiB")
+                    if r["rss_live"]:
+                        line += (f"  re-activated: heap {r['heap_live'] / 1024:.2f} KiB, "
+                                 f"RSS {r['rss_live'] / 1024:.2f} KiB per live process")
                     if n in local:
                         b, _, d = local[n]
                         line += f"  c/b={r['rate'] / b:.2f}  c/d={r['rate'] / d:.1f}"

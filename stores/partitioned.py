@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from mako_actors.dead_letters import DeadLetter
 from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import InvalidArgument
 from mako_actors.partitions import PartitionUnavailable
@@ -129,3 +131,36 @@ async def registry_entries(store: LmdbStore) -> list[tuple[str, ProcessIdentity]
         ]
 
     return await store._read(read)
+
+
+async def merged_dead_letters(
+    data_dirs: Sequence[str | os.PathLike[str]], limit: int = 10_000
+) -> list[tuple[int, DeadLetter]]:
+    """The dead letters of every partition found under ``data_dirs``, merged, read-only.
+
+    Each partition keeps its own dead letters (``position`` counts per partition); this reads
+    them from every ``p0007`` directory with a ``PARTITION`` marker (moved-away copies are
+    skipped) through read-only environments, and returns ``(partition, letter)`` pairs ordered
+    by ``recorded_at``, then partition, then position; at most ``limit``, the oldest first.
+    For inspection (CLI views, reports): it sees what is committed when each partition is read,
+    not one snapshot across partitions. A partition that cannot be opened raises ``StoreError``.
+    """
+    from stores.lmdb_readonly import ReadOnlyLmdbStore
+
+    found: list[tuple[int, DeadLetter]] = []
+    for data_dir in data_dirs:
+        for directory in sorted(Path(data_dir).glob("p[0-9][0-9][0-9][0-9]")):
+            marker = directory / MARKER
+            if not directory.is_dir() or not marker.is_file():
+                continue
+            partition = int(msgpack.unpackb(marker.read_bytes())["partition"])
+            store = ReadOnlyLmdbStore(directory)
+            try:
+                after = 0
+                while batch := await store.dead_letters(1000, after):
+                    found.extend((partition, letter) for letter in batch)
+                    after = batch[-1].position
+            finally:
+                await store.aclose()
+    found.sort(key=lambda pair: (pair[1].recorded_at, pair[0], pair[1].position))
+    return found[:limit]

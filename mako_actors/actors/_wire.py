@@ -32,6 +32,8 @@ _NONE = -1
 _OUTCOME = 0
 _OBJECT = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Frozen models copy their fields-set before changing it (``model_copy``), so one may be shared.
+_IDENTITY_FIELDS = set(ProcessIdentity.model_fields)
 _MICROSECOND = timedelta(microseconds=1)
 _CACHE_LIMIT = 4096  # distinct tenants/workflows kept decoded per host; cleared when exceeded
 
@@ -173,6 +175,8 @@ class OpDecoder:
                     "workflow_id": workflows[w],
                 },
             )
+            # A live actor keeps its identity: one shared fields-set, not a set each (216 B).
+            object.__setattr__(identity, "__pydantic_fields_set__", _IDENTITY_FIELDS)
             op = Op(
                 kind,
                 command=_object(objects, command),

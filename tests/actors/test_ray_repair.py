@@ -1,4 +1,5 @@
-"""Registry keys homed in another partition: a write a crash left undone is repaired.
+"""Partitioned stores: registry keys a crash left unwritten at their home are repaired; dead
+letters of all partitions are read merged.
 
 The host body (``_Host``) runs here in the test's process on real LMDB partitions in
 ``tmp_path``: the crash between a commit and its post-commit key write is injected by a
@@ -97,3 +98,30 @@ async def test_a_key_bound_to_another_process_at_its_home_is_kept_and_counted(tm
         assert await host.lookup(home, TENANT, key) == first
     finally:
         await host.aclose()
+
+
+async def test_dead_letters_of_all_partitions_are_read_merged_by_time(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mako_actors import DeadLetter
+    from stores.partitioned import create_partition, merged_dead_letters, open_partition
+
+    t0 = datetime(2025, 10, 1, 8, tzinfo=UTC)
+    nodes = {"a": tmp_path / "a", "b": tmp_path / "b"}
+    # partition 0 on node a, 1 and 2 on node b; letters interleaved in time across them
+    placed = {0: ("a", [0, 3]), 1: ("b", [1, 4]), 2: ("b", [2])}
+    for partition, (node, minutes) in placed.items():
+        create_partition(nodes[node], partition, 4)
+        store = open_partition(nodes[node], partition, 4)
+        try:
+            for m in minutes:
+                letter = DeadLetter(kind="inbound", reason=f"m{m}", recorded_at=t0 + timedelta(minutes=m))
+                await store.add_dead_letter(letter)
+        finally:
+            await store.aclose()
+    (nodes["a"] / "p0003.moved-2").mkdir()  # a moved-away copy is not read
+
+    merged = await merged_dead_letters(list(nodes.values()))
+    assert [(p, d.reason) for p, d in merged] == [(0, "m0"), (1, "m1"), (2, "m2"), (0, "m3"), (1, "m4")]
+    assert [d.position for _, d in merged] == [1, 1, 1, 2, 2]  # positions count per partition
+    assert [d.reason for _, d in await merged_dead_letters(list(nodes.values()), limit=2)] == ["m0", "m1"]
