@@ -386,9 +386,14 @@ class _RunView:
         for commits, future in waiting:
             mine = results[start : start + len(commits)]
             start += len(commits)
-            for commit, result in zip(commits, mine, strict=True):
-                if not isinstance(result, EngineError):
-                    self._observe(commit, result)
+            try:
+                for commit, result in zip(commits, mine, strict=True):
+                    if not isinstance(result, EngineError):
+                        self._observe(commit, result)
+            except BaseException as exc:  # a bug here must end the run, never leave a caller waiting
+                if not future.done():
+                    future.set_exception(exc)
+                continue
             if not future.done():
                 future.set_result(mine)
 
