@@ -25,17 +25,27 @@ _setattr = object.__setattr__
 
 
 @functools.cache
-def _template(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _template(
+    cls: type[BaseModel],
+) -> tuple[dict[str, Any], tuple[str, ...], tuple[tuple[str, Callable[[], Any]], ...]]:
     """Every field of ``cls`` with its default, in declaration order (``PydanticUndefined`` for a
-    required one), and the names of the required ones.
+    required one or one with a default factory), the names of the required ones, and the
+    fields with a default factory (each built instance gets its own value from it).
 
-    A default is shared by every built instance, so a field with a default factory (a mutable
-    default) counts as required here.
+    A plain default is shared by every built instance, as it is by validated ones.
     """
     template: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
     for name, info in cls.model_fields.items():
-        template[name] = PydanticUndefined if info.default_factory is not None else info.default
-    return template, tuple(name for name, default in template.items() if default is PydanticUndefined)
+        template[name] = info.default
+        if info.default_factory is not None:
+            template[name] = PydanticUndefined
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+    made = {name for name, _ in factories}
+    required = tuple(
+        name for name, value in template.items() if value is PydanticUndefined and name not in made
+    )
+    return template, required, tuple(factories)
 
 
 def built(cls: type[M], values: dict[str, Any]) -> M:
@@ -45,13 +55,16 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
     Every value must already have its field's type; wrong types are not caught. Raises
     ``InvalidArgument`` naming a missing or unknown field.
     """
-    template, required = _template(cls)
+    template, required, factories = _template(cls)
     fields = {**template, **values}  # keeps the template's order; unknown names come last
     if len(fields) != len(template):
         raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
     for name in required:
         if fields[name] is PydanticUndefined:
             raise InvalidArgument(f"{cls.__name__}: field {name!r} missing")
+    for name, factory in factories:
+        if fields[name] is PydanticUndefined:
+            fields[name] = factory()
     model = cls.__new__(cls)
     _setattr(model, "__dict__", fields)
     _setattr(model, "__pydantic_fields_set__", set(values))

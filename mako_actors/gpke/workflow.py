@@ -200,6 +200,9 @@ class _Out:
         return self.state.malo
 
 
+_INITIAL = GpkeState()
+
+
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     """The NB side of LFW24 (55001/55077, 55004 and the LFA consultation); see the module doc."""
 
@@ -213,7 +216,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self._folded: dict[int, tuple[GpkeState, Event, GpkeState]] = {}
 
     def initial_state(self) -> GpkeState:
-        return GpkeState()
+        """The empty state: one shared instance (frozen, all its values immutable)."""
+        return _INITIAL
 
     # -- commands ----------------------------------------------------------------------------
 

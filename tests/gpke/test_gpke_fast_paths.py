@@ -149,6 +149,10 @@ def test_built_names_missing_and_unknown_fields() -> None:
         UtilmdPayload.build(
             OutboundRef.derive("s", 0, "UTILMD", LFN, "55002"), NB, _INSTANTS[0], validate=False, strat=None
         )
+    # a field with a default factory gets its own fresh value, as validation gives it
+    first, second = (built(PendingOutbox, {"message_type": "APERAK", "recipient": LFN}) for _ in range(2))
+    assert first == PendingOutbox(message_type="APERAK", recipient=LFN) and first.payload == {}
+    assert first.payload is not second.payload
     tx = built(UtilmdTransactionPayload, {"pid": "55002", "ide_ref": "T1"})
     assert tx == UtilmdTransactionPayload(ide_ref="T1", pid="55002")
     assert tx.model_dump(exclude_none=True) == {"ide_ref": "T1", "pid": "55002"}
