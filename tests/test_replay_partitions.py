@@ -106,15 +106,15 @@ def received(src: Path) -> dict[str, datetime]:
     return {item.path.name: item.received_at for item in archive(src)}
 
 
-@pytest.mark.parametrize("seed", [3, 8])
+@pytest.mark.parametrize(("seed", "workers"), [(3, (2, 3)), (8, (2,)), (13, (3,))])
 async def test_generated_archives_with_defects_answer_alike_on_one_two_and_three_workers(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, workers: tuple[int, ...]
 ) -> None:
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=300, defects=0.1, seed=seed))
     broken = [p for p in src.iterdir() if p.name.endswith("-broken.edi")]
     assert broken, "the archive must hold truncated retransmissions"
-    one = await assert_workers_answer_like_one(src, tmp_path)
+    one = await assert_workers_answer_like_one(src, tmp_path, workers)
     assert one.dead_letters["inbound-conflict"] >= len(broken)  # each one answered CONTRL 4/26
 
 
