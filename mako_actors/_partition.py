@@ -11,8 +11,35 @@ messages fall into several partitions is split into one interchange per partitio
 0020, the partition's messages, UNZ count adjusted): its messages keep their references, so every
 decision is the same; only the receipt and its CONTRL exist once per piece.
 
-The scan is a light one (segments and a few values, no validation); a file it cannot read is
-given to one partition whole and rejected there by the real parser.
+Receipts. The inbound pipeline keys an interchange's receipt by (sender, recipient, 0020) and
+answers other bytes under an accepted key with CONTRL 4 / 0085 = 26 and a dead letter. Each
+piece of a split interchange is received (and accepted) in its own partition under the same key,
+so every partition holding a piece knows the key. The partitioner remembers, per key, the bytes
+it placed (a digest) and a *home*: the partition of the first message of the latest interchange
+under that key that was split by its messages (or of the whole file). Then:
+
+- the same bytes again (a retransmission) are placed exactly as before, so each partition sees a
+  retransmission of its own piece (a duplicate, as in one run);
+- other bytes under a key whose last placed file was readable go whole to its home, which holds
+  an accepted piece under that key: CONTRL 4/26 and one dead letter, as in one run. This covers a
+  truncated retransmission of a bundle split over several partitions;
+- other bytes under a key whose files so far were unreadable (rejected there, so "not received"
+  for the pipeline) are placed like a new interchange (split by message if readable, else whole
+  to the home), and a readable one becomes the new home;
+- an unreadable file under an unknown key goes whole to a partition chosen by the key (not by
+  file name), so a later retransmission of the same key finds it; a file without a readable UNB
+  (no key at all: a dead letter in any partition) goes by a hash of its name and first bytes.
+
+Reading. The scan is a light one (segments and a few values, no validation). When a value it
+reads holds the release character (an escaped UNB, UNH, IDE, NAD, LOC, RFF or UCI value) or it
+cannot read the file, the real parser (``parse_interchange``) gives the values instead, so an
+escaped ``RFF+TN`` or ``LOC`` routes like its unescaped value. A file the parser rejects keeps
+only its UNB key (read like the pipeline reads it for its CONTRL); one the parser accepts but the
+scan cannot cut into messages goes whole to the partition of its first message.
+
+Known limits: a file the scan reads but the parser rejects is still split by its messages, and
+its pieces are judged one by one (one run rejects the whole interchange); other bytes under a key
+whose last readable file the parser rejected go whole to the home instead of being split.
 """
 
 from __future__ import annotations
@@ -20,6 +47,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from mako_actors.edifact import EdifactError, Interchange, parse_interchange
 from mako_actors.gpke.payloads import derive_ref
 
 __all__ = ["Partitioner", "Scan", "our_references", "split_by_partition"]
@@ -27,7 +55,7 @@ __all__ = ["Partitioner", "Scan", "our_references", "split_by_partition"]
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
-_USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2}
+_USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
 
 
 @dataclass
@@ -89,6 +117,9 @@ class Scan:
             tag = elements[0]
             if tag == b"UNB" and self.rel in segment:
                 self.escaped = True
+            used = _USED.get(tag)
+            if used is not None and self.rel in segment and self._escapes(segment, elements, used):
+                self.escaped = True
             if tag == b"UNB" and len(elements) > 5:
                 self.sender = elements[2].split(self.comp)[0]
                 self.recipient = elements[3].split(self.comp)[0]
@@ -98,9 +129,6 @@ class Scan:
                 current = _Message(start, kind=elements[2].split(self.comp)[0], ref=elements[1])
                 self.messages.append(current)
             elif current is not None:
-                used = _USED.get(tag)
-                if used is not None and self.rel in segment and self._escapes(segment, elements, used):
-                    self.escaped = True
                 self._value(current, tag, elements)
                 if tag == b"UNT":
                     current.end, current = end + 1, None
@@ -140,6 +168,80 @@ class Scan:
             message.ack_ref = elements[1]
 
 
+@dataclass
+class _Read:
+    """What the partitioner knows of one file: its receipt key, and its messages when readable.
+
+    ``cut``: the messages carry byte offsets (the scan's), so the file can be split.
+    """
+
+    key: tuple[bytes, bytes, bytes] | None
+    messages: list[_Message]
+    cut: bool
+    scan: Scan
+
+
+@dataclass
+class _Receipt:
+    """What was placed under one receipt key (module doc): its home and its last bytes."""
+
+    home: int
+    readable: bool
+    placed: dict[bytes, tuple[int, list[int]]] = field(default_factory=dict)  # digest: (whole, per message)
+
+
+def _encoded(value: str | None) -> bytes:
+    return (value or "").encode("latin-1", "replace")
+
+
+def _from_parsed(parsed: Interchange) -> list[_Message]:
+    """The routing values of a parsed interchange's messages (release characters resolved)."""
+    messages: list[_Message] = []
+    for each in parsed.messages:
+        message = _Message(0, kind=_encoded(each.message_type), ref=_encoded(each.reference))
+        for segment in each.segments:
+            tag = segment.tag
+            if tag == "IDE" and len(segment.elements) > 1:
+                message.txs.append({b"IDE": _encoded(segment.value(1))})
+            elif tag == "NAD" and segment.value(0) == "MS" and len(segment.elements) > 1:
+                message.sender = _encoded(segment.value(1))
+            elif tag == "LOC" and segment.value(0) == "Z16" and message.txs and len(segment.elements) > 1:
+                message.txs[-1][b"LOC"] = _encoded(segment.value(1))
+            elif tag == "RFF":
+                qualifier = segment.components(0)
+                if len(qualifier) > 1:
+                    if qualifier[0] in ("Z13", "TN") and message.txs:
+                        message.txs[-1][qualifier[0].encode()] = _encoded(qualifier[1])
+                    elif qualifier[0] == "ACE":
+                        message.ack_ref = _encoded(qualifier[1])
+            elif tag == "UCI" and segment.elements:
+                message.ack_ref = _encoded(segment.value(0))
+        messages.append(message)
+    return messages
+
+
+def _read(raw: bytes) -> _Read:
+    """The scan's values, or the parser's where the scan is unsure (module doc)."""
+    scan = Scan(raw)
+    if scan.ok and not scan.escaped:
+        return _Read((scan.sender, scan.recipient, scan.control), scan.messages, True, scan)
+    try:
+        parsed = parse_interchange(raw)
+    except EdifactError:
+        from mako_actors.inbound import _lenient_header  # the pipeline's own reading of a UNB
+
+        header = _lenient_header(raw)
+        key = None if header is None else (_encoded(header[0]), _encoded(header[1]), _encoded(header[2]))
+        return _Read(key, [], False, scan)
+    messages = _from_parsed(parsed)
+    cut = scan.ok and len(scan.messages) == len(messages)
+    if cut:
+        for ours, theirs in zip(messages, scan.messages, strict=True):
+            ours.start, ours.end = theirs.start, theirs.end
+    key = (_encoded(parsed.sender.id), _encoded(parsed.recipient.id), _encoded(parsed.control_ref))
+    return _Read(key, messages, cut, scan)
+
+
 class Partitioner:
     """Assigns each message of an archive, in receipt order, to one of ``n`` partitions."""
 
@@ -147,21 +249,43 @@ class Partitioner:
         self.n = n
         self._ide: dict[bytes, int] = {}
         self._interchange: dict[bytes, int] = {}
+        self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
 
     def split(self, name: str, raw: bytes) -> dict[int, bytes]:
         """``{partition: bytes}`` for one interchange: whole, or one piece per partition."""
-        scan = Scan(raw)
-        if not scan.ok:
+        read = _read(raw)
+        if read.key is None:
             return {_partition(self.n, name.encode(), raw[:64]): raw}
-        default = _partition(self.n, scan.sender, scan.recipient, scan.control)
-        parts: dict[int, list[_Message]] = {}
-        for message in scan.messages:
-            parts.setdefault(self._of(scan, message, default), []).append(message)
-        if len(parts) == 1:
-            return {next(iter(parts)): raw}
-        return {part: self._piece(scan, raw, messages) for part, messages in parts.items()}
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        known = self._receipts.get(read.key)
+        if known is not None and digest in known.placed:
+            return self._pieces(read, raw, *known.placed[digest])
+        if known is not None and (known.readable or not read.messages):
+            known.placed[digest] = (known.home, [])
+            return {known.home: raw}
+        default = _partition(self.n, *read.key)
+        parts = [self._of(read.key, message, default) for message in read.messages]
+        home = parts[0] if parts else default
+        if known is None:
+            known = self._receipts[read.key] = _Receipt(home, bool(parts))
+        elif parts:
+            known.home, known.readable = home, True
+        if not read.cut:
+            parts = []
+        known.placed[digest] = (home, parts)
+        return self._pieces(read, raw, home, parts)
 
-    def _of(self, scan: Scan, message: _Message, default: int) -> int:
+    def _pieces(self, read: _Read, raw: bytes, home: int, parts: list[int]) -> dict[int, bytes]:
+        """``raw`` whole to ``home``, or cut by ``parts`` (one partition per message) if they differ."""
+        if len(set(parts)) <= 1:
+            return {home: raw}
+        grouped: dict[int, list[_Message]] = {}
+        for message, part in zip(read.messages, parts, strict=True):
+            grouped.setdefault(part, []).append(message)
+        return {part: self._piece(read.scan, raw, messages) for part, messages in grouped.items()}
+
+    def _of(self, key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> int:
+        sender_id, recipient, control_ref = key
         if message.ack_ref:
             return self._interchange.get(message.ack_ref, default)
         if not message.txs:
@@ -169,9 +293,9 @@ class Partitioner:
         tx = message.txs[0]
         if tx.get(b"Z13") in _ANSWERS:
             return self._ide.get(tx.get(b"TN", b""), default)
-        part = _partition(self.n, scan.recipient, tx.get(b"LOC", b""))
-        sender = (message.sender or scan.sender).decode("latin-1")
-        control, ref = scan.control.decode("latin-1"), message.ref.decode("latin-1")
+        part = _partition(self.n, recipient, tx.get(b"LOC", b""))
+        sender = (message.sender or sender_id).decode("latin-1")
+        control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
         for each in message.txs:
             for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
                 self._ide[ide.encode()] = part

@@ -4,7 +4,10 @@ Each worker reads the whole archive, splits it with the same deterministic ``Par
 light scan, a few percent of the work) and replays only its own pieces into
 ``store_path/part-<k>-of-<n>``; no worker waits for another, because nothing in one partition
 depends on another. The parent sums the reports and hashes the union of the decisions, which
-must equal a one-worker run's ``decision_digest``.
+must equal a one-worker run's ``decision_digest``; the dead letters and answers must be those of
+one run too. Where each file goes (by tenant + MaLo, answers with their requests, a file under a
+known interchange reference with a piece of that interchange, escaped values read by the parser)
+is ``mako_actors._partition``'s rule.
 """
 
 from __future__ import annotations

@@ -1,0 +1,209 @@
+"""``replay --workers N`` treats every file exactly as one worker does: the same decisions, dead
+letters and CONTRL/APERAK/UTILMD answers, for generated archives with defects and for hand-made
+edge files (escaped routing values, a truncated retransmission of a bundle split over partitions).
+
+The N-worker runs go through ``replay_partitions`` with an in-process runner (each partition's
+worker on a thread of its own), so no process is spawned; the CLI's ``--workers`` path is
+tested in ``test_replay_archive`` and ``test_compare_outbound``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors._partition import Partitioner, Scan
+from mako_actors._workers import part_path, replay_partitions
+from mako_actors.archive import ArchiveSpec, generate_archive
+from mako_actors.compare import compare_outbound
+from mako_actors.edifact import render_outbound
+from mako_actors.replay import _Options, _replay_items, archive, load_master_data
+from stores.lmdb import Durability, LmdbStore
+
+NB = "9900000002009"
+
+
+@dataclass
+class Run:
+    digest: str
+    dead_letters: Counter[str]
+    stores: list[Path]
+    report: Any
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_level() -> Iterator[None]:
+    """The workers quieten the package logger (their own process's, normally): restore it."""
+    logger = logging.getLogger("mako_actors")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+async def _in_threads(worker: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+    return [await asyncio.to_thread(worker, *call) for call in calls]
+
+
+async def replay(src: Path, store: Path, n: int) -> Run:
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
+    if n == 1:
+        report, _ = await _replay_items(archive(src), store, options, None)
+    else:
+        report = await replay_partitions(archive(src), store, options, n, runner=_in_threads)
+    stores = [part_path(store, k, n) for k in range(n)]
+    dead: Counter[str] = Counter()
+    for path in stores:
+        async with LmdbStore(path) as lmdb:
+            dead.update(letter.kind for letter in await lmdb.dead_letters(limit=10**6))
+    assert report.dead_letters == sum(dead.values())
+    return Run(report.decision_digest, dead, stores, report)
+
+
+async def outbox_as_sent(store: Path, directory: Path) -> Path:
+    """What a run enqueued, rendered as files (what the operator "sent")."""
+    async with LmdbStore(store) as lmdb:
+        pending = await lmdb.pending(10**6, datetime.max.replace(tzinfo=UTC))
+    directory.mkdir()
+    for index, message in enumerate(pending):
+        (directory / f"{index:05d}-{message.message_type}.edi").write_bytes(
+            render_outbound(message.message_type, message.payload)
+        )
+    return directory
+
+
+async def assert_workers_answer_like_one(src: Path, tmp_path: Path, workers: tuple[int, ...] = (2, 3)) -> Run:
+    one = await replay(src, tmp_path / "one", 1)
+    sent = await outbox_as_sent(tmp_path / "one", tmp_path / "sent")
+    assert await compare_outbound(sent, one.stores) == []  # the comparison itself sees no noise
+    for n in workers:
+        many = await replay(src, tmp_path / f"x{n}", n)
+        assert many.digest == one.digest, n
+        assert many.dead_letters == one.dead_letters, n
+        differences = await compare_outbound(sent, many.stores)
+        assert differences == [], (n, differences[:5])
+    return one
+
+
+def with_manifest(src: Path, extra: list[tuple[str, bytes, datetime]]) -> None:
+    """Add files to a generated archive, each received at the given instant."""
+    with (src / "manifest.csv").open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        for name, raw, at in extra:
+            (src / name).write_bytes(raw)
+            writer.writerow([name, at.isoformat()])
+
+
+def received(src: Path) -> dict[str, datetime]:
+    return {item.path.name: item.received_at for item in archive(src)}
+
+
+@pytest.mark.parametrize(("seed", "workers"), [(3, (2, 3)), (8, (2,)), (13, (3,))])
+async def test_generated_archives_with_defects_answer_alike_on_one_two_and_three_workers(
+    tmp_path: Path, seed: int, workers: tuple[int, ...]
+) -> None:
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=300, defects=0.1, seed=seed))
+    broken = [p for p in src.iterdir() if p.name.endswith("-broken.edi")]
+    assert broken, "the archive must hold truncated retransmissions"
+    one = await assert_workers_answer_like_one(src, tmp_path, workers)
+    assert one.dead_letters["inbound-conflict"] >= len(broken)  # each one answered CONTRL 4/26
+
+
+def _escape_last_char(raw: bytes, prefix: bytes) -> tuple[bytes, int]:
+    """``raw`` with the release character before the last character of every ``prefix`` value."""
+    out, count, pos = bytearray(), 0, 0
+    while (found := raw.find(prefix, pos)) >= 0:
+        end = raw.find(b"'", found)
+        value_end = min(i for i in (raw.find(b":", found + len(prefix)), end) if i >= 0)
+        out += raw[pos : value_end - 1] + b"?" + raw[value_end - 1 : value_end]
+        pos, count = value_end, count + 1
+    return bytes(out + raw[pos:]), count
+
+
+async def test_escaped_rff_tn_and_loc_values_route_like_their_plain_values(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=120, defects=0.0, seed=5, suppliers=6))
+    plain = {item.path.name: item.path.read_bytes() for item in archive(src)}
+    answers = locs = 0
+    for name, raw in plain.items():
+        escaped, tn = _escape_last_char(raw, b"RFF+TN:")
+        escaped, loc = _escape_last_char(escaped, b"LOC+Z16+")
+        answers, locs = answers + tn, locs + loc
+        if tn or loc:
+            assert Scan(escaped).escaped
+            (src / name).write_bytes(escaped)
+    assert answers > 20 and locs > 20
+    # The escaped archive goes, file by file, where the plain one goes.
+    for n in (2, 3):
+        ours, theirs = Partitioner(n), Partitioner(n)
+        for item in archive(src):
+            split = ours.split(item.path.name, item.path.read_bytes())
+            assert split.keys() == theirs.split(item.path.name, plain[item.path.name]).keys(), item.path.name
+    await assert_workers_answer_like_one(src, tmp_path, workers=(2,))
+
+
+async def test_a_truncated_retransmission_of_a_split_bundle_gets_contrl_4_26_on_any_worker_count(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    at = received(src)
+    partitioner = Partitioner(2)
+    split_bundles = []
+    for item in archive(src):
+        pieces = partitioner.split(item.path.name, item.path.read_bytes())
+        if len(pieces) > 1:
+            split_bundles.append((item.path, pieces))
+    assert len(split_bundles) >= 4
+    extra = []
+    for path, _ in split_bundles[:4]:
+        raw = path.read_bytes()
+        cut = raw[: len(raw) * 2 // 3]  # UNB intact, cut off mid-message
+        assert not Scan(cut).ok
+        extra.append((f"{path.stem}-cut.edi", cut, at[path.name] + timedelta(minutes=7)))
+    with_manifest(src, extra)
+    # Placed where a piece of its bundle was received, so that partition knows the 0020.
+    for n in (2, 3):
+        partitioner = Partitioner(n)
+        placed: dict[str, set[int]] = {}
+        for item in archive(src):
+            placed[item.path.name] = set(partitioner.split(item.path.name, item.path.read_bytes()))
+        for name, _, _ in extra:
+            (part,) = placed[name]
+            assert part in placed[name.replace("-cut", "")], (n, name)
+    one = await assert_workers_answer_like_one(src, tmp_path)
+    assert one.dead_letters["inbound-conflict"] == len(extra)
+
+
+def test_the_same_bytes_again_are_placed_as_before_and_other_readable_bytes_go_home() -> None:
+    """An exact retransmission of a split bundle is split the same way (each piece a duplicate
+    where it was received); other readable bytes under the key go whole to one piece's partition."""
+    lines = []
+    for k, malo in enumerate(("34719742207", "51238696781", "50000000001", "50000000002", "50000000003")):
+        lines += [
+            f"UNH+M{k}+UTILMD:D:11A:UN:S2.1",
+            f"BGM+E01+D{k}",
+            "NAD+MS+9900000010002::293",
+            f"IDE+24+T{k}",
+            f"LOC+Z16+{malo}",
+            "RFF+Z13:55001",
+            f"UNT+7+M{k}",
+        ]
+    unb = "UNA:+.? 'UNB+UNOC:3+9900000010002:500+9900000002009:500+251103:0713+AN001'"
+    raw = (unb + "'".join(lines) + "'UNZ+5+AN001'").encode()
+    partitioner = Partitioner(2)
+    first = partitioner.split("a.edi", raw)
+    assert len(first) == 2, "the MaLos must fall into both partitions"
+    assert partitioner.split("again.edi", raw) == first
+    other = raw.replace(b"BGM+E01+D0", b"BGM+E01+X0")
+    (home,) = partitioner.split("other.edi", other)
+    assert home in first and partitioner.split("other.edi", other) == {home: other}
