@@ -1,9 +1,12 @@
 """``mako-actors processes|outbox|deadlines|dead-letters|stats``: look inside a store.
 
 Every command takes ``--store PATH`` (the LMDB directory) and prints a table, or JSON with
-``--json``. Commands that only read open the store read-only, so they are safe next to a
-running node; ``outbox retry`` and ``dead-letters requeue`` write one transaction each.
-Ids are accepted as printed: a unique prefix of a process or message id is enough.
+``--json``. ``dead-letters list`` and ``stats`` also read a partitioned store: ``--store`` a
+node's data directory (its ``p0007`` partitions) or a saved partition map (every node's); the
+other commands take one partition's directory. Commands that only read open the store
+read-only, so they are safe next to a running node; ``outbox retry`` and ``dead-letters
+requeue`` write one transaction each. Ids are accepted as printed: a unique prefix of a
+process or message id is enough.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mako_actors.outbox import OutboxMessage
 
 T = TypeVar("T")
 Run = Callable[[Any, argparse.Namespace], Awaitable[int]]
+PartitionedRun = Callable[[list[Path], argparse.Namespace], Awaitable[int]]
 
 __all__ = ["register"]
 
@@ -68,7 +72,13 @@ def register(sub: Any) -> None:
     xsub = dead.add_subparsers(
         dest="dead_letters_command", required=True, help="action", metavar="{list,requeue}"
     )
-    p = _leaf(xsub, "list", "dead letters, oldest first", _dead_letters_list)
+    p = _leaf(
+        xsub,
+        "list",
+        "dead letters, oldest first",
+        _dead_letters_list,
+        partitioned=_dead_letters_list_partitioned,
+    )
     p.add_argument("--kind", help="only this kind: outbox, deadline, inbound, inbound-conflict, ...")
     p = _leaf(
         xsub,
@@ -79,7 +89,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("position", type=int, help="the dead letter's number ('#' in 'dead-letters list')")
 
-    _leaf(sub, "stats", "entries per table, store size and map usage", _stats, help_text="store statistics")
+    _leaf(
+        sub,
+        "stats",
+        "entries per table, store size and map usage",
+        _stats,
+        help_text="store statistics",
+        partitioned=_stats_partitioned,
+    )
 
 
 def _leaf(
@@ -90,21 +107,37 @@ def _leaf(
     *,
     write: bool = False,
     help_text: str | None = None,
+    partitioned: PartitionedRun | None = None,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help_text or description, description=description
     )
-    parser.add_argument("--store", type=Path, required=True, help="the LMDB store directory")
+    where = "the LMDB store directory"
+    if partitioned is not None:
+        where += ", or a partitioned store: a node's data directory or a saved partition map"
+    parser.add_argument("--store", type=Path, required=True, help=where)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(handler=lambda args: _run(args, run, write))
+    prog = parser.prog
+    parser.set_defaults(handler=lambda args: _run(args, run, write, partitioned, prog))
     return parser
 
 
-def _run(args: argparse.Namespace, run: Run, write: bool) -> int:
+def _run(
+    args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
+) -> int:
+    from mako_actors._store_views import partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
     async def go() -> int:
+        roots = partition_roots(args.store)
+        if roots is not None:
+            if partitioned is None:
+                raise InvalidArgument(
+                    f"{args.store} is a partitioned store; {prog} works on one partition: "
+                    f"give --store one of its partition directories, e.g. {roots[0] / 'p0000'}"
+                )
+            return await partitioned(roots, args)
         if write and not (args.store / "data.mdb").is_file():
             raise NotFound(f"no LMDB store at {args.store} (data.mdb missing)")
         store: Any = LmdbStore(args.store) if write else ReadOnlyLmdbStore(args.store)
@@ -368,6 +401,27 @@ async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dead_letters_list_partitioned(roots: list[Path], args: argparse.Namespace) -> int:
+    from stores.partitioned import merged_dead_letters
+
+    pairs = await merged_dead_letters(roots, limit=sys.maxsize)
+    if args.kind:
+        pairs = [(p, d) for p, d in pairs if d.kind == args.kind]
+    if args.json:
+        _json([{"partition": p, **d.to_plain()} for p, d in pairs])
+        return 0
+    # '#' counts per partition: requeue with --store <node data dir>/p0007 and that number.
+    _table(
+        f"{len(pairs)} dead letter(s), every partition, oldest first",
+        ("partition", "#", "kind", "recorded", "reason", "requeued"),
+        (
+            (p, d.position, d.kind, _when(d.recorded_at), d.reason[:100], _when(d.requeued_at))
+            for p, d in pairs
+        ),
+    )
+    return 0
+
+
 async def _dead_letters_requeue(store: Any, args: argparse.Namespace) -> int:
     letter: DeadLetter = await store.requeue_dead_letter(args.position, datetime.now(UTC))
     if args.json:
@@ -398,6 +452,64 @@ async def _stats(store: Any, args: argparse.Namespace) -> int:
     _console().print(
         f"{plain['dead_letters_open']} dead letter(s) not requeued; data file {usage.file_bytes:,} bytes; "
         f"map {usage.used_bytes:,} of {usage.map_size:,} bytes used ({usage.used_fraction:.1%})",
+        markup=False,
+    )
+    return 0
+
+
+async def _stats_partitioned(roots: list[Path], args: argparse.Namespace) -> int:
+    from mako_actors._store_views import partition_dirs
+    from stores.lmdb_readonly import ReadOnlyLmdbStore
+
+    partitions: dict[int, dict[str, Any]] = {}
+    totals: dict[str, int] = {}
+    for partition, directory in partition_dirs(roots):
+        store = ReadOnlyLmdbStore(directory)
+        try:
+            counts: dict[str, int] = await store.table_counts()
+            usage = store.map_usage()
+            letters = await _all_dead_letters(store)
+        finally:
+            await store.aclose()
+        for table, entries in counts.items():
+            totals[table] = totals.get(table, 0) + entries
+        partitions[partition] = {
+            "directory": str(directory),
+            "tables": counts,
+            "dead_letters_open": sum(1 for d in letters if d.requeued_at is None),
+            "file_bytes": usage.file_bytes,
+            "map_size": usage.map_size,
+            "map_used_bytes": usage.used_bytes,
+            "map_used_fraction": round(usage.used_fraction, 4),
+        }
+    plain = {
+        "store": str(args.store),
+        "tables": totals,
+        "dead_letters_open": sum(p["dead_letters_open"] for p in partitions.values()),
+        "file_bytes": sum(p["file_bytes"] for p in partitions.values()),
+        "partitions": partitions,
+    }
+    if args.json:
+        _json(plain)
+        return 0
+    _console().print(f"partitioned store {args.store}: {len(partitions)} partition(s)", markup=False)
+    _table(None, ("table", "entries"), sorted(totals.items()))
+    _table(
+        None,
+        ("partition", "directory", "dead letters open", "data file bytes", "map used"),
+        (
+            (
+                p,
+                v["directory"],
+                v["dead_letters_open"],
+                f"{v['file_bytes']:,}",
+                f"{v['map_used_fraction']:.1%}",
+            )
+            for p, v in sorted(partitions.items())
+        ),
+    )
+    _console().print(
+        f"{plain['dead_letters_open']} dead letter(s) not requeued; data files {plain['file_bytes']:,} bytes",
         markup=False,
     )
     return 0

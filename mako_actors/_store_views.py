@@ -1,16 +1,20 @@
 """What the inspection commands show of a store: process summaries and details, as plain data.
 
-Reads only (``processes``); the CLI renders these as tables or JSON. Listing processes folds
-every stream's events through its workflow (known: the GPKE NB workflow and the receipt log),
-so it costs one read of the whole store: an operator's tool, not a hot path.
+Reads only (``processes``, and where a partitioned store's partitions are); the CLI renders
+these as tables or JSON. Listing processes folds every stream's events through its workflow
+(known: the GPKE NB workflow and the receipt log), so it costs one read of the whole store: an
+operator's tool, not a hot path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
+
+import msgpack
 
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import EventEnvelope
@@ -172,3 +176,49 @@ async def show_process(
         raise InvalidArgument(f"process {process!r} has no events")
     outbox = [m for m in await store.outbox_messages() if m.stream_id == stream]
     return ProcessDetail(summarize(events, workflows), await store.deadlines_for_stream(stream), outbox)
+
+
+# -- partitioned stores ------------------------------------------------------------------------
+
+
+def partition_roots(path: Path) -> list[Path] | None:
+    """The node data directories to read when ``path`` names a partitioned store, else ``None``.
+
+    ``path`` is a saved ``PartitionMap`` file (every node directory it names), or a node's data
+    directory holding ``p0007`` partition directories with their ``PARTITION`` marker. A plain
+    LMDB directory (``data.mdb`` in it) is not partitioned. A file that is not a partition map
+    raises ``InvalidArgument``.
+    """
+    from stores.partitioned import MARKER
+
+    if path.is_file():
+        from mako_actors.partitions import PartitionMap
+
+        try:
+            partition_map = PartitionMap.load(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"{path} is neither a store directory nor a partition map: {exc}") from None
+        return [Path(d) for d in dict.fromkeys(partition_map.data_dirs.values())]
+    if (path / "data.mdb").is_file():
+        return None
+    if any((d / MARKER).is_file() for d in path.glob("p[0-9][0-9][0-9][0-9]")):
+        return [path]
+    return None
+
+
+def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
+    """``(partition, directory)`` of every partition under ``roots`` (marked ones only), by number.
+
+    Moved-away copies (``p0007.moved-3``) and directories without the ``PARTITION`` marker are
+    skipped, as ``stores.partitioned.merged_dead_letters`` does.
+    """
+    from stores.partitioned import MARKER
+
+    found: list[tuple[int, Path]] = []
+    for root in roots:
+        for directory in sorted(root.glob("p[0-9][0-9][0-9][0-9]")):
+            marker = directory / MARKER
+            if directory.is_dir() and marker.is_file():
+                found.append((int(msgpack.unpackb(marker.read_bytes())["partition"]), directory))
+    found.sort()
+    return found

@@ -1,0 +1,150 @@
+"""The inspection CLI on a partitioned store: dead letters and stats of every partition.
+
+The layout is the one a ``RayActorSystem`` with a ``PartitionMap`` leaves on disk: each node's
+data directory holds ``p0007`` LMDB environments with their ``PARTITION`` marker, written by
+``stores.partitioned``; the saved map names every node's directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors import DeadLetter, PartitionMap
+from mako_actors.cli import main
+from stores.lmdb import LmdbStore
+from stores.partitioned import create_partition, open_partition
+
+Capture = pytest.CaptureFixture[str]
+T0 = datetime(2025, 10, 1, 8, tzinfo=UTC)
+COUNT = 4
+# partition -> (node, minutes after T0 of its dead letters); letters interleave across nodes
+PLACED = {0: ("a", [0, 3]), 1: ("b", [1, 4]), 2: ("a", [2]), 3: ("b", [])}
+
+
+def kind_of(minute: int) -> str:
+    return "outbox" if minute % 2 else "inbound"
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("partitioned")
+    nodes = {"a": root / "a", "b": root / "b"}
+
+    async def build() -> None:
+        for partition, (node, minutes) in PLACED.items():
+            create_partition(nodes[node], partition, COUNT)
+            store = open_partition(nodes[node], partition, COUNT)
+            try:
+                for m in minutes:
+                    letter = DeadLetter(
+                        kind=kind_of(m), reason=f"m{m}", recorded_at=T0 + timedelta(minutes=m)
+                    )
+                    await store.add_dead_letter(letter)
+            finally:
+                await store.aclose()
+
+    asyncio.run(build())
+    (nodes["a"] / "p0001.moved-2").mkdir()  # a moved-away copy is not read
+    assignment = tuple(node for _, (node, _) in sorted(PLACED.items()))
+    PartitionMap(assignment, {n: str(d) for n, d in nodes.items()}).save(root / "partitions.map")
+    return {**nodes, "map": root / "partitions.map"}
+
+
+def run(capsys: Capture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: Capture, *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_dead_letters_of_every_node_merge_by_time_with_their_partition(
+    layout: dict[str, Path], capsys: Capture
+) -> None:
+    rows = run_json(capsys, "dead-letters", "list", "--store", str(layout["map"]))
+    assert [(r["partition"], r["reason"], r["position"]) for r in rows] == [
+        (0, "m0", 1), (1, "m1", 1), (2, "m2", 1), (0, "m3", 2), (1, "m4", 2),
+    ]  # fmt: skip
+    assert [r["kind"] for r in rows] == [kind_of(m) for m in range(5)]
+
+
+def test_a_node_directory_shows_only_that_nodes_partitions(layout: dict[str, Path], capsys: Capture) -> None:
+    rows = run_json(capsys, "dead-letters", "list", "--store", str(layout["a"]))
+    assert [(r["partition"], r["reason"]) for r in rows] == [(0, "m0"), (2, "m2"), (0, "m3")]
+    outbox = run_json(capsys, "dead-letters", "list", "--store", str(layout["map"]), "--kind", "outbox")
+    assert [(r["partition"], r["reason"]) for r in outbox] == [(1, "m1"), (0, "m3")]
+
+
+def test_the_table_names_the_partition_of_each_row(layout: dict[str, Path], capsys: Capture) -> None:
+    code, out, err = run(capsys, "dead-letters", "list", "--store", str(layout["map"]))
+    assert code == 0, err
+    assert "5 dead letter(s)" in out and "partition" in out
+    rows = [line.split("│")[1:3] for line in out.splitlines() if "│ m" in line or "│ 2025" in line]
+    assert [(p.strip(), n.strip()) for p, n in rows] == [
+        ("0", "1"),
+        ("1", "1"),
+        ("2", "1"),
+        ("0", "2"),
+        ("1", "2"),
+    ]
+
+
+def test_stats_count_dead_letters_and_entries_over_partitions(
+    layout: dict[str, Path], capsys: Capture
+) -> None:
+    plain = run_json(capsys, "stats", "--store", str(layout["map"]))
+    assert plain["dead_letters_open"] == 5
+    assert sorted(int(p) for p in plain["partitions"]) == [0, 1, 2, 3]
+    assert {int(p): v["dead_letters_open"] for p, v in plain["partitions"].items()} == {
+        0: 2,
+        1: 2,
+        2: 1,
+        3: 0,
+    }
+    assert plain["tables"]["dead_letters"] == 5  # entries are summed over the partitions
+    assert {int(p): v["tables"]["dead_letters"] for p, v in plain["partitions"].items()} == {
+        0: 2,
+        1: 2,
+        2: 1,
+        3: 0,
+    }
+    code, out, err = run(capsys, "stats", "--store", str(layout["b"]))
+    assert code == 0, err
+    assert "2 partition(s)" in out and "2 dead letter(s) not requeued" in out
+
+
+def test_per_partition_commands_name_a_partition_directory(layout: dict[str, Path], capsys: Capture) -> None:
+    code, _, err = run(capsys, "processes", "list", "--store", str(layout["a"]))
+    assert code == 1
+    assert "partitioned store" in err and str(layout["a"] / "p0000") in err
+    # requeue works per partition, with the '#' the merged list printed
+    code, _, err = run(capsys, "dead-letters", "requeue", "1", "--store", str(layout["map"]))
+    assert code == 1 and "partitioned store" in err
+
+
+def test_a_file_that_is_no_partition_map_is_refused(tmp_path: Path, capsys: Capture) -> None:
+    (tmp_path / "notes.txt").write_text("not a map")
+    code, _, err = run(capsys, "dead-letters", "list", "--store", str(tmp_path / "notes.txt"))
+    assert code == 1 and "neither a store directory nor a partition map" in err
+
+
+def test_a_plain_store_lists_as_before_without_a_partition(tmp_path: Path, capsys: Capture) -> None:
+    async def build() -> None:
+        async with LmdbStore(tmp_path / "store") as store:
+            await store.add_dead_letter(DeadLetter(kind="inbound", reason="plain", recorded_at=T0))
+
+    asyncio.run(build())
+    rows = run_json(capsys, "dead-letters", "list", "--store", str(tmp_path / "store"))
+    assert [(r["reason"], r["position"]) for r in rows] == [("plain", 1)]
+    assert "partition" not in rows[0]
+    assert "partitions" not in run_json(capsys, "stats", "--store", str(tmp_path / "store"))
