@@ -39,6 +39,7 @@ store writes it in one transaction (LMDB: on its writer thread, group-committed)
 import logging as _logging
 from typing import TYPE_CHECKING, Any
 
+from mako_actors._handle import DROPPED_OUTPUT
 from mako_actors.actors import ActorStats, ActorSystemClosed, LocalActorSystem, ProcessRef
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline, PendingDeadline
@@ -83,7 +84,7 @@ from mako_actors.version import ExpectedVersion, FormatVersion, WorkflowId
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 if TYPE_CHECKING:
-    from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem
+    from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem, RepairReport
     from mako_actors.partitions import PartitionMap, PartitionUnavailable
 
 # A library does not decide where its logs go; this also keeps Python's last-resort handler
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 _logging.getLogger("mako_actors").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "DROPPED_OUTPUT",
     "ActorStats",
     "ActorSystemClosed",
     "CausationId",
@@ -136,6 +138,7 @@ __all__ = [
     "ProjectionRunner",
     "RayActorSystem",
     "RegistryConflict",
+    "RepairReport",
     "RetryPolicy",
     "Sender",
     "SerializationError",
@@ -167,6 +170,7 @@ _LAZY = {
     # Importing ``mako_actors`` must not import Ray (seconds, and a heavy dependency tree).
     "RayActorSystem": "mako_actors.actors.ray_system",
     "CommandOutcomeUnknown": "mako_actors.actors.ray_system",
+    "RepairReport": "mako_actors.actors.ray_system",
     "PartitionMap": "mako_actors.partitions",
     "PartitionUnavailable": "mako_actors.partitions",
 }

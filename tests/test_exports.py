@@ -17,6 +17,8 @@ REQUIRED = {
     "LocalActorSystem", "ProcessRef", "InboundPipeline", "DeadlineScheduler", "VirtualClock",
     # issue 8: the cluster runtime, resolved lazily
     "RayActorSystem", "CommandOutcomeUnknown", "PartitionMap", "PartitionUnavailable",
+    # issue 10: operating it
+    "DROPPED_OUTPUT", "RepairReport",
 }  # fmt: skip
 
 
@@ -42,3 +44,14 @@ def test_ray_actor_system_is_exported_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "mako_actors.actors.ray_system"]
+
+
+def test_repair_report_is_exported_lazily_and_the_dropped_counter_is_the_live_one() -> None:
+    code = (
+        "import sys, mako_actors; from mako_actors import DROPPED_OUTPUT; "
+        "from mako_actors._handle import DROPPED_OUTPUT as live; before = 'ray' in sys.modules; "
+        "from mako_actors import RepairReport; "
+        "print(DROPPED_OUTPUT is live, before, 'ray' in sys.modules, RepairReport.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "True", "mako_actors.actors.ray_system"]
