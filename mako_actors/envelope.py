@@ -225,15 +225,28 @@ class CommandContext(_Frozen):
 
     def with_causation(self, causation: CausationId | EventId) -> CommandContext:
         """A copy caused by ``causation`` (an event id converts)."""
-        return self.model_copy(update={"causation_id": CausationId(causation)})
+        return self._with("causation_id", CausationId(causation))
 
     def with_conversation(self, conversation_id: ConversationId) -> CommandContext:
         """A copy in the business conversation ``conversation_id``."""
-        return self.model_copy(update={"conversation_id": conversation_id})
+        return self._with("conversation_id", conversation_id)
 
     def with_correlation(self, correlation_id: CorrelationId) -> CommandContext:
         """A copy with the correlation root ``correlation_id``."""
-        return self.model_copy(update={"correlation_id": correlation_id})
+        return self._with("correlation_id", correlation_id)
+
+    def _with(self, name: str, value: Any) -> CommandContext:
+        """``model_copy(update={name: value})`` (no validation either), without its generic copying.
+
+        Same values and fields-set as ``model_copy``; a context whose fields-set already holds
+        ``name`` (every ``new`` one) shares it (frozen, see ``trusted``).
+        """
+        if type(self) is not CommandContext:  # a subclass may carry private or extra data
+            return self.model_copy(update={name: value})
+        fields = dict(self.__dict__)
+        fields[name] = value
+        fields_set = self.__pydantic_fields_set__
+        return trusted(CommandContext, fields, fields_set if name in fields_set else fields_set | {name})
 
 
 class EventEnvelope(_Frozen):

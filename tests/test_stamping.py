@@ -103,6 +103,36 @@ def test_command_context_new_equals_a_validated_context() -> None:
     assert ctx.with_causation(EventId.new()).causation_id is not None
 
 
+@pytest.mark.parametrize("made", ["new", "validated", "without_causation"])
+def test_command_context_copies_equal_validated_contexts_and_model_copy(made: str) -> None:
+    ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
+    if made == "validated":
+        ctx = CommandContext.model_validate(ctx.model_dump())
+    elif made == "without_causation":  # fields-set without ``causation_id`` (its default)
+        ctx = CommandContext(**ctx.model_dump(exclude={"causation_id"}))
+    before = ctx.model_dump()
+    cause = EventId.new()
+    correlation, conversation = ids.CorrelationId.new(), ids.ConversationId.new()
+    copies = {
+        "causation_id": (ctx.with_causation(cause), ids.CausationId(cause)),
+        "correlation_id": (ctx.with_correlation(correlation), correlation),
+        "conversation_id": (ctx.with_conversation(conversation), conversation),
+    }
+    for name, (copy, value) in copies.items():
+        validated = CommandContext.model_validate({**before, name: value})
+        assert copy == validated and copy.model_dump() == validated.model_dump()
+        assert type(getattr(copy, name)) is type(getattr(validated, name))
+        assert copy.model_dump(mode="json") == validated.model_dump(mode="json")
+        reference = ctx.model_copy(update={name: value})
+        assert copy == reference and copy.model_fields_set == reference.model_fields_set
+        assert name in copy.model_fields_set
+    assert ctx.model_dump() == before  # the original is unchanged
+    chained = ctx.with_causation(cause).with_correlation(correlation).with_conversation(conversation)
+    assert chained == CommandContext.model_validate(
+        {**before, "causation_id": cause, "correlation_id": correlation, "conversation_id": conversation}
+    )
+
+
 def _placeholders() -> tuple[EventEnvelope, ...]:
     ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
     output = WorkflowOutput.of(Recorded(amount=1, unit="kWh"), Recorded(amount=2, unit="kWh"))

@@ -1,0 +1,81 @@
+"""The replay's view of its store answers activations exactly as the store would.
+
+``_RunView`` answers ``load_activation`` (and the actors' ``load_activation_now``) from its
+caches where it can: a receipt stream begun in the run, a stream a fresh store never saw.
+Whatever it answers must equal what the LMDB store underneath reads, or a replay would
+decide on another state than a plain run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from mako_actors import Process, ProcessId, TenantId, WorkflowId
+from mako_actors.ids import StreamId
+from mako_actors.inbound import RECEIPT_WORKFLOW
+from mako_actors.replay import _RunView
+from mako_actors.store import Store
+from stores.lmdb import LmdbStore
+from tests.workflows import Ledger, Record
+
+TENANT = TenantId.from_party_id("9900000002009")
+LEDGER = Ledger()
+
+
+class _Receipts(Ledger):
+    """The ledger under the receipt workflow's name: the view caches such streams whole."""
+
+    name = RECEIPT_WORKFLOW
+
+
+RECEIPTS = _Receipts()
+
+
+async def _same_activations(view: _RunView, store: LmdbStore, stream: StreamId, workflow: Ledger) -> None:
+    name, version = workflow.name, workflow.state_schema_version
+    for upto in (None, 0, 1, 2, 3, 9):
+        assert await view.load_activation(stream, name, version, upto) == await store.load_activation(
+            stream, name, version, upto
+        )
+    assert view.load_activation_now(stream, name, version) == store.load_activation_now(stream, name, version)
+
+
+async def test_activations_from_the_view_equal_the_stores(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None)
+        view.fresh = view.cache_receipts = True
+        # Processes on the view, as the replay runs them; the receipt stream is cached by its
+        # workflow id's name (``_RunView._observe``).
+        on_view = cast(Store, view)
+        receipt = Process(RECEIPTS, on_view, TENANT, WorkflowId.new(RECEIPT_WORKFLOW, "FV2510"))
+        ledger = Process(LEDGER, on_view, TENANT, WorkflowId.new("ledger", "FV2510"))
+        for amount in (1, 2, 3):
+            await receipt.execute_snapshot(Record(amount=amount))
+            await ledger.execute_and_enqueue_with_snapshot(
+                Record(amount=amount), on_view, snapshot_interval=2
+            )
+        assert receipt.stream_id in view.receipts  # answered from the cache ...
+        untouched = StreamId.for_process(TENANT, ProcessId.new())  # ... and known empty
+        read_before = store.stats.events_read
+        name, version = RECEIPTS.name, RECEIPTS.state_schema_version
+        cached = [await view.load_activation(s, name, version) for s in (receipt.stream_id, untouched)]
+        assert [view.load_activation_now(s, name, version) for s in (receipt.stream_id, untouched)] == cached
+        assert store.stats.events_read == read_before  # without a store read
+        assert [len(a.events) for a in cached] == [3, 0] and cached[0].snapshot is None
+        streams = ((receipt.stream_id, RECEIPTS), (ledger.stream_id, LEDGER), (untouched, LEDGER))
+        for stream, workflow in streams:
+            await _same_activations(view, store, stream, workflow)
+        assert await store.load_snapshot(ledger.stream_id) is not None  # the tail after it counts
+        # The state a process rebuilds through the view (snapshot and tail) is the store's.
+        for process, workflow in ((receipt, RECEIPTS), (ledger, LEDGER)):
+            plain = Process.from_identity(workflow, store, process.identity())
+            via_view = await process.state_with_snapshot()
+            assert via_view == await plain.state_with_snapshot() == await plain.state()
+            assert via_view.total == 6 and via_view.entries == 3
+
+
+def test_the_view_offers_activation_on_its_class() -> None:
+    # ``load_state`` and the actors look on the class, not the (forwarding) instance: a method
+    # only forwarded by ``__getattr__`` would not count, and the slow path would read.
+    assert {"load_activation", "load_activation_now"} <= set(vars(_RunView))
