@@ -432,12 +432,9 @@ async def _dead_letters_requeue(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stats(store: Any, args: argparse.Namespace) -> int:
-    counts: dict[str, int] = await store.table_counts()
-    usage = store.map_usage()
-    letters = await _all_dead_letters(store)
-    plain = {
-        "store": str(args.store),
+def _summary(counts: dict[str, int], usage: Any, letters: list[DeadLetter]) -> dict[str, Any]:
+    """One store's (or partition's) ``stats`` fields: entries per table, open dead letters, map use."""
+    return {
         "tables": counts,
         "dead_letters_open": sum(1 for d in letters if d.requeued_at is None),
         "file_bytes": usage.file_bytes,
@@ -445,6 +442,13 @@ async def _stats(store: Any, args: argparse.Namespace) -> int:
         "map_used_bytes": usage.used_bytes,
         "map_used_fraction": round(usage.used_fraction, 4),
     }
+
+
+async def _stats(store: Any, args: argparse.Namespace) -> int:
+    counts: dict[str, int] = await store.table_counts()
+    usage = store.map_usage()
+    letters = await _all_dead_letters(store)
+    plain = {"store": str(args.store), **_summary(counts, usage, letters)}
     if args.json:
         _json(plain)
         return 0
@@ -473,15 +477,7 @@ async def _stats_partitioned(roots: list[Path], args: argparse.Namespace) -> int
             await store.aclose()
         for table, entries in counts.items():
             totals[table] = totals.get(table, 0) + entries
-        partitions[partition] = {
-            "directory": str(directory),
-            "tables": counts,
-            "dead_letters_open": sum(1 for d in letters if d.requeued_at is None),
-            "file_bytes": usage.file_bytes,
-            "map_size": usage.map_size,
-            "map_used_bytes": usage.used_bytes,
-            "map_used_fraction": round(usage.used_fraction, 4),
-        }
+        partitions[partition] = {"directory": str(directory), **_summary(counts, usage, letters)}
     plain = {
         "store": str(args.store),
         "tables": totals,

@@ -8,19 +8,16 @@ data directory holds ``p0007`` LMDB environments with their ``PARTITION`` marker
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mako_actors import DeadLetter, PartitionMap
-from mako_actors.cli import main
 from stores.lmdb import LmdbStore
 from stores.partitioned import create_partition, open_partition
+from tests.test_cli_store import Capture, run, run_json
 
-Capture = pytest.CaptureFixture[str]
 T0 = datetime(2025, 10, 1, 8, tzinfo=UTC)
 COUNT = 4
 # partition -> (node, minutes after T0 of its dead letters); letters interleave across nodes
@@ -54,18 +51,6 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assignment = tuple(node for _, (node, _) in sorted(PLACED.items()))
     PartitionMap(assignment, {n: str(d) for n, d in nodes.items()}).save(root / "partitions.map")
     return {**nodes, "map": root / "partitions.map"}
-
-
-def run(capsys: Capture, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: Capture, *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_dead_letters_of_every_node_merge_by_time_with_their_partition(
