@@ -377,6 +377,7 @@ class _Host:
         """Start ``repair_keys`` in the background the first time this host serves."""
         if self._repairing is None and self._spec["mode"] == "partitioned":
             self._repairing = asyncio.get_running_loop().create_task(self.repair_keys())
+            self._repairing.add_done_callback(_log_repair_failure)
 
     # -- inbound traffic, ingested here ---------------------------------------------------
 
@@ -581,6 +582,12 @@ class _Host:
         return sum([await s.passivate_idle(older_than) for s in self._systems.values()])
 
     async def aclose(self) -> None:
+        # The start-up repair pass reads the stores closed below: stop it first. Whatever it
+        # has not completed, the next start's pass does.
+        if self._repairing is not None and not self._repairing.done():
+            self._repairing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairing
         for system in self._systems.values():
             await system.aclose()
 
@@ -591,6 +598,12 @@ class _Host:
         """Resident memory of this actor's OS process (Linux ``/proc``), for measurements."""
         with open(f"/proc/{os.getpid()}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _log_repair_failure(task: asyncio.Task[list[int]]) -> None:
+    """A failed start-up repair pass is logged, not left as an unretrieved task exception."""
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("registry repair pass failed (run repair_keys() again)", exc_info=task.exception())
 
 
 class _HostRouter(HandleFactory):
