@@ -1,0 +1,211 @@
+"""The store writes each row as msgpack of its model's ``model_dump(mode="json")``, byte for byte.
+
+``stores/_schema.py`` encodes some rows without pydantic (registry identities) and packs with a
+reused packer; stored data must not drift from the declared models, or old stores would stop
+matching new writes. Also: registry and label-cancel fast paths fail as typed as before and a
+failed commit writes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from mako_actors import (
+    DeserializationError,
+    ExpectedVersion,
+    ProcessIdentity,
+    RegistryConflict,
+    SerializationError,
+)
+from mako_actors.snapshot import Snapshot
+from mako_actors.store import Commit, JournalEntry
+from mako_actors.testing import OTHER_TENANT, T0, TENANT, deadline, envelope, identity, outbox_row
+from stores import _schema
+from stores._base import StoreBase
+from stores._kv import KvTxn
+from stores.lmdb import LmdbStore
+from stores.memory import InMemoryStore
+
+
+def _packb(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["lmdb", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBase]:
+    opened: StoreBase = LmdbStore(tmp_path / "s") if request.param == "lmdb" else InMemoryStore()
+    async with opened:
+        yield opened
+
+
+async def _rows(store: StoreBase, db: str) -> dict[bytes, bytes]:
+    return await store._read(lambda txn: dict(txn.scan(db, b"")))
+
+
+def test_pack_gives_packbs_bytes_on_every_thread_and_after_a_failure() -> None:
+    values: list[Any] = [
+        {"a": 1, "b": [1.5, None, True], "c": {"d": "ü" * 40}},
+        {"bin": b"\x00\xff", "big": 2**63, "neg": -(2**63), "s": "x" * 70_000},
+        [],
+        "",
+    ]
+    for value in values:
+        assert _schema.pack(value) == _packb(value)
+    with pytest.raises(SerializationError, match="cannot encode dict"):
+        _schema.pack({"when": object()})
+    with pytest.raises(SerializationError):
+        _schema.pack({"too big": 2**64})
+    for value in values:  # the failed packs left nothing behind in the reused packer
+        assert _schema.pack(value) == _packb(value)
+    seen: list[bool] = []
+
+    def other_thread() -> None:
+        seen.extend(_schema.pack(v) == _packb(v) for v in values * 50)
+
+    threads = [threading.Thread(target=other_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for value in values * 50:
+        assert _schema.pack(value) == _packb(value)
+    for t in threads:
+        t.join()
+    assert seen == [True] * len(values) * 50 * 4
+
+
+async def test_every_row_of_a_commit_is_its_models_json_dump(store: StoreBase) -> None:
+    ident = identity()
+    twin = ProcessIdentity.model_validate(ident.to_plain())  # equal, another object
+    first, second = envelope(ident, 1, text="Grüße"), envelope(ident, 2)
+    snap = Snapshot(
+        stream_id=ident.stream_id, sequence=2, state_schema_version=3,
+        workflow_name="contract", state={"n": [1, 2]}, taken_at=T0,
+    )
+    message = outbox_row(ident, first.event_id, T0)
+    frist = deadline(ident, "frist", T0 + timedelta(days=1))
+    result = await store.commit(
+        Commit(
+            stream_id=ident.stream_id,
+            expected=ExpectedVersion.NO_STREAM,
+            events=[first, second],
+            outbox=[message],
+            deadlines=[frist],
+            snapshot=snap,
+            registry=[("malo:51900000012", ident), ("tx:LFN1", ident), ("tx:LFN2", twin)],
+            journal=[JournalEntry(tenant_id=TENANT, key="supply:5190", data={"from": "2025-06-05"})],
+        )
+    )
+    stream = ident.stream_id.encode()
+    events = await _rows(store, "events")
+    assert events == {
+        stream + b"\x00" + e.sequence.to_bytes(8, "big"): _packb(e.model_dump(mode="json"))
+        for e in result.events
+    }
+    registry = await _rows(store, "registry")
+    row = _packb(ident.model_dump(mode="json"))
+    assert registry == {TENANT.bytes + k: row for k in (b"malo:51900000012", b"tx:LFN1", b"tx:LFN2")}
+    [outbox] = (await _rows(store, "outbox")).values()
+    assert outbox == _packb(message.model_copy(update={"position": 1}).model_dump(mode="json"))
+    deadlines = await _rows(store, "deadlines")
+    assert deadlines == {frist.deadline_id.bytes: _packb(frist.model_dump(mode="json"))}
+    assert (await _rows(store, "snapshots")) == {stream: _packb(snap.model_dump(mode="json"))}
+    [journal] = (await _rows(store, "journal")).values()
+    assert journal == _packb({"from": "2025-06-05"})
+
+
+async def test_a_registry_conflict_fails_the_whole_commit(store: StoreBase) -> None:
+    theirs, mine = identity(), identity()
+    await store.register(TENANT, "malo:51900000012", theirs)
+    commit = Commit(
+        stream_id=mine.stream_id,
+        expected=ExpectedVersion.NO_STREAM,
+        events=[envelope(mine)],
+        outbox=[outbox_row(mine, envelope(mine).event_id, T0)],
+        registry=[("tx:new", mine), ("malo:51900000012", mine)],
+    )
+    with pytest.raises(RegistryConflict, match=f"bound to {theirs.stream_id}, not {mine.stream_id}"):
+        await store.commit(commit)
+    assert await store.stream_version(mine.stream_id) == 0
+    assert await store.outbox_count() == 0
+    assert await store.lookup(TENANT, "tx:new") is None
+    assert await store.lookup(TENANT, "malo:51900000012") == theirs
+    # Binding a key to the process it is bound to already is a no-op, also twice in one commit.
+    await store.commit(
+        Commit(
+            stream_id=theirs.stream_id, expected=ExpectedVersion.ANY, events=[envelope(theirs)],
+            registry=[("malo:51900000012", theirs), ("malo:51900000012", theirs)],
+        )
+    )
+    assert await store.lookup(TENANT, "malo:51900000012") == theirs
+    other = identity(OTHER_TENANT)  # another tenant's key of the same name is its own
+    await store.commit(
+        Commit(
+            stream_id=other.stream_id, expected=ExpectedVersion.ANY, events=[envelope(other)],
+            registry=[("malo:51900000012", other)],
+        )
+    )
+    assert await store.lookup(OTHER_TENANT, "malo:51900000012") == other
+
+
+async def test_cancelling_by_label_removes_only_those_rows(store: StoreBase) -> None:
+    ident, neighbour = identity(), identity()
+    keep = deadline(ident, "aperak", T0)
+    drop = [deadline(ident, "lfa-answer", T0 + timedelta(hours=h)) for h in (1, 2)]
+    theirs = deadline(neighbour, "lfa-answer", T0)
+    for d in (keep, *drop, theirs):
+        await store.register_deadline(d)
+    before = {db: await _rows(store, db) for db in ("deadlines", "deadlines_due", "deadlines_stream")}
+    await store.commit(
+        Commit(
+            stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM, events=[envelope(ident)],
+            cancel_deadline_labels=["lfa-answer", "unknown"],
+        )
+    )
+    gone = {d.deadline_id.bytes for d in drop}
+    after = {db: await _rows(store, db) for db in ("deadlines", "deadlines_due", "deadlines_stream")}
+    assert after["deadlines"] == {k: v for k, v in before["deadlines"].items() if k not in gone}
+    assert after["deadlines_due"] == {k: v for k, v in before["deadlines_due"].items() if k[-16:] not in gone}
+    assert after["deadlines_stream"] == {
+        k: v for k, v in before["deadlines_stream"].items() if k[-16:] not in gone
+    }
+    assert [d.label for d in await store.deadlines_for_stream(ident.stream_id)] == ["aperak"]
+    assert [d.deadline_id for d in await store.deadlines_for_stream(neighbour.stream_id)] == [
+        theirs.deadline_id
+    ]
+
+
+async def test_an_unreadable_deadline_row_fails_a_label_cancel_and_it_writes_nothing(
+    store: StoreBase,
+) -> None:
+    ident = identity()
+    bad = deadline(ident, "lfa-answer", T0)
+    await store.register_deadline(bad)
+
+    def corrupt(txn: KvTxn) -> None:
+        txn.put("deadlines", bad.deadline_id.bytes, b"\xc1 not msgpack")
+
+    await store._write(corrupt)
+    with pytest.raises(DeserializationError, match="not valid msgpack"):
+        await store.commit(
+            Commit(
+                stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM,
+                events=[envelope(ident)], cancel_deadline_labels=["lfa-answer"],
+            )
+        )
+    assert await store.stream_version(ident.stream_id) == 0
+    # A row that is msgpack but not a deadline is reported when its label would match.
+    await store._write(lambda txn: txn.put("deadlines", bad.deadline_id.bytes, _packb({"label": 3})))
+    with pytest.raises(DeserializationError, match="stored deadline does not decode"):
+        await store.commit(
+            Commit(
+                stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM,
+                events=[envelope(ident)], cancel_deadline_labels=["lfa-answer"],
+            )
+        )
+    assert await store.stream_version(ident.stream_id) == 0
