@@ -9,6 +9,7 @@ failed commit writes nothing.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from mako_actors import (
     DeserializationError,
     ExpectedVersion,
+    InvalidArgument,
     ProcessIdentity,
     RegistryConflict,
     SerializationError,
@@ -209,3 +211,13 @@ async def test_an_unreadable_deadline_row_fails_a_label_cancel_and_it_writes_not
             )
         )
     assert await store.stream_version(ident.stream_id) == 0
+
+
+def test_a_stream_ids_owner_is_read_as_uuid_parsing_reads_it() -> None:
+    for _ in range(200):
+        tenant, process = uuid.uuid4(), uuid.uuid4()
+        for text in (f"process/{tenant}/{process}", f"process/{str(tenant).upper()}/{process.hex}"):
+            assert _schema._owner(text) == (tenant.int, process.int)
+    for bad in ("process/x/y", f"process/{uuid.uuid4()}", f"process/{uuid.uuid4()}/{'g' * 32}"):
+        with pytest.raises(InvalidArgument, match="is not a stream id"):
+            _schema._owner(bad)
