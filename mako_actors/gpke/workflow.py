@@ -75,7 +75,7 @@ from mako_actors.gpke.fristen import (
     canonical_fv,
 )
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
-from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
+from mako_actors.gpke.payloads import AperakError, OutboundRef, aperak_payload, utilmd_payload
 from mako_actors.gpke.state import GpkeState, Status
 from mako_actors.gpke.supply import SupplyFact, supply_key
 from mako_actors.gpke.validation import (
@@ -164,19 +164,18 @@ class _Out:
             self.keys.append(ide_key(ref.ide_ref))
         return ref
 
-    def send(self, ref: OutboundRef, payload: UtilmdPayload | AperakPayload) -> None:
-        self.outbox.append(
-            unvalidated(PendingOutbox)(
-                message_type=ref.message_type, recipient=ref.recipient, payload=payload.to_payload()
-            )
-        )
+    def send(self, ref: OutboundRef, payload: dict[str, Any]) -> None:
+        """Enqueue ``payload`` (the dump of a ``UtilmdPayload``/``AperakPayload``) for ``ref``."""
+        pending = unvalidated(PendingOutbox)
+        self.outbox.append(pending(message_type=ref.message_type, recipient=ref.recipient, payload=payload))
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault("measurement", self.workflow.config.malo_measurement)
-        # Command and state values were validated on the way in: no second validation.
-        self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, validate=False, **transaction))
+        # Command and state values were validated on the way in: no second validation, and
+        # the payload is built as the plain data it is stored as (no models to dump).
+        self.send(ref, utilmd_payload(ref, self.own_id, self.at, **transaction))
         return ref
 
     def emit(self, event: Event) -> None:
@@ -616,7 +615,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         ref = out.ref("APERAK", cmd.sender)
         out.send(
             ref,
-            AperakPayload.build(
+            aperak_payload(
                 ref,
                 out.own_id,
                 out.at,
@@ -627,7 +626,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 ide_ref=cmd.ide_ref,
                 errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
                 message_ref=cmd.message_ref,
-                validate=False,
             ),
         )
         return ref
