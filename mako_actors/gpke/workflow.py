@@ -88,6 +88,7 @@ from mako_actors.gpke.validation import (
     lfa_objects,
 )
 from mako_actors.outbox import PendingOutbox
+from mako_actors.version import FormatVersion
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 __all__ = ["LFA_ANSWER_DEADLINE", "WORKFLOW_NAME", "GpkeConfig", "GpkeNbWorkflow"]
@@ -121,9 +122,8 @@ def _seed(cmd: InboundUtilmd) -> str:
 
 def _refs(event: Event) -> list[OutboundRef]:
     """The outbound references an event stores, in field order."""
-    return [
-        v for v in (getattr(event, name) for name in _ref_fields(type(event))) if isinstance(v, OutboundRef)
-    ]
+    values = event.__dict__  # every field of a model instance is in it
+    return [v for name in _ref_fields(type(event)) if isinstance(v := values[name], OutboundRef)]
 
 
 @functools.cache
@@ -213,6 +213,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self.config = config or GpkeConfig()
         # The states ``handle`` already folded, by event (see ``apply``); a few at a time.
         self._folded: dict[int, tuple[GpkeState, Event, GpkeState]] = {}
+        # Whether ``config``'s tables cover a format version (asked by every trigger).
+        self._supported: dict[FormatVersion, bool] = {}
 
     def initial_state(self) -> GpkeState:
         """The empty state: one shared instance (frozen, all its values immutable)."""
@@ -255,7 +257,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 "route triggers to a new process"
             )
         fv = cmd.format_version
-        if not (self.config.fristen.supports(fv) and self.config.codes.supports(fv)):
+        supported = self._supported.get(fv)
+        if supported is None:
+            tables = self.config
+            supported = self._supported[fv] = tables.fristen.supports(fv) and tables.codes.supports(fv)
+        if not supported:
             raise UnsupportedFormatVersion(f"{self.name}: no Fristen/code tables for {fv.short}")
         return _Out(self, state, _seed(cmd), cmd.recipient, cmd.received_at)
 
