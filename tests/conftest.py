@@ -18,6 +18,7 @@ from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.edifact.outbound import set_render_check
 from mako_actors.edifact.structure import UTILMD_SG4, check_message
 from mako_actors.gpke import payloads
+from mako_actors.gpke import workflow as gpke_workflow
 
 # Deviations the runtime still produces, each with the reason; any other one fails the test.
 KNOWN_GAPS: dict[str, str] = {}
@@ -69,6 +70,15 @@ def _rendering(cls: type[Any], message_type: str) -> Any:
     return to_payload
 
 
+def _rendering_plain(build: Any, message_type: str) -> Any:
+    def plain(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = build(*args, **kwargs)
+        render_outbound(message_type, payload)  # checked by _check
+        return payload
+
+    return plain
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _structure_check_on_every_render() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
@@ -78,6 +88,11 @@ def _structure_check_on_every_render() -> Iterator[None]:
             (payloads.ContrlPayload, "CONTRL"),
         ):
             patch.setattr(cls, "to_payload", _rendering(cls, message_type))
+        # The workflow builds its payloads as plain data, without the models' ``to_payload``.
+        for name, message_type in (("utilmd_payload", "UTILMD"), ("aperak_payload", "APERAK")):
+            checked = _rendering_plain(getattr(payloads, name), message_type)
+            for module in (payloads, gpke_workflow):
+                patch.setattr(module, name, checked)
         set_render_check(_check)
         yield
         set_render_check(None)

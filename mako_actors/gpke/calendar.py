@@ -55,14 +55,30 @@ def calendar_version() -> str:
     return ";".join(parts)
 
 
+@lru_cache(maxsize=4096)
 def is_werktag(day: date) -> bool:
-    """Whether ``day`` is a Werktag on the BDEW calendar (DOMAIN §3.1)."""
+    """Whether ``day`` is a Werktag on the BDEW calendar (DOMAIN §3.1; cached: the calendar is
+    fixed, and every APERAK window asks)."""
     return bool(is_bdew_working_day(day))
 
 
 def uet(received_at: datetime) -> date:
-    """The Übertragungstag: the Berlin calendar date of the receipt instant."""
+    """The Übertragungstag: the Berlin calendar date of the receipt instant.
+
+    Cached by instant: each trigger asks for it once per Frist. (Datetimes of one zone compare
+    by wall time, ignoring ``fold``, so the second of a repeated hour is not cached.)
+    """
+    if received_at.fold:
+        return _uet(received_at)
+    return _cached_uet(received_at)
+
+
+def _uet(received_at: datetime) -> date:
     return _aware(received_at, "received_at").astimezone(BERLIN).date()
+
+
+# Equal keys (fold 0) are one instant, so one Berlin date; a naive value raises and is not cached.
+_cached_uet = lru_cache(maxsize=4096)(_uet)
 
 
 @lru_cache(maxsize=4096)

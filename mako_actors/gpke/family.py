@@ -40,7 +40,7 @@ class GpkeFamily:
         self._master = master_data
 
     def handles(self, pid: str) -> bool:
-        return pid in self._router.pids
+        return self._router.routes(pid)
 
     async def route(self, tx: InboundTransaction, reads: Reads) -> Decision:
         values = _values(tx)

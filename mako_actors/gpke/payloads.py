@@ -20,10 +20,11 @@ from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
+from mako_actors.errors import InvalidArgument
 from mako_actors.gpke._models import built
 from mako_actors.gpke.validation import mp_id_qualifiers
 
@@ -37,9 +38,11 @@ __all__ = [
     "OutboundRef",
     "UtilmdPayload",
     "UtilmdTransactionPayload",
+    "aperak_payload",
     "build_contrl_payload",
     "derive_ref",
     "transaktionsgrund",
+    "utilmd_payload",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -238,6 +241,28 @@ def transaktionsgrund(
     return None
 
 
+def _complete_transaction(
+    pid: str,
+    transaction: dict[str, Any],
+    trigger_pid: str | None,
+    trigger_reason: str | None,
+    trigger_detail: str | None,
+    measurement: str | None,
+) -> None:
+    """Add the derived values of a UTILMD ``pid``'s IDE group to ``transaction`` (in place):
+    NAD+VY's code list, STS+7 from ``transaktionsgrund`` unless given, LOC+Z22 for a 55010 on a
+    ruhende MaLo (AHB-FACTS §2, §3)."""
+    other = transaction.get("other_party_id")
+    if other is not None:
+        transaction["other_party_code_list"] = mp_id_qualifiers(other)[1]
+    if transaction.get("transaction_reason") is None:
+        reason = transaktionsgrund(pid, trigger_pid, trigger_reason, trigger_detail, measurement)
+        if reason is not None:
+            transaction["transaction_reason"], transaction["transaction_reason_detail"] = reason
+    if pid == "55010" and transaction.get("transaction_reason_detail") == "ZAP":
+        transaction.setdefault("malo_qualifier", "Z22")
+
+
 class UtilmdPayload(_Header):
     """A UTILMD message with one transaction; ``document_code`` is BGM 1001 (AHB-FACTS §1)."""
 
@@ -268,15 +293,7 @@ class UtilmdPayload(_Header):
         command and state; an unknown or missing field still raises ``InvalidArgument``.
         """
         assert ref.ide_ref is not None and ref.pid is not None
-        other = transaction.get("other_party_id")
-        if other is not None:
-            transaction["other_party_code_list"] = mp_id_qualifiers(other)[1]
-        if transaction.get("transaction_reason") is None:
-            reason = transaktionsgrund(ref.pid, trigger_pid, trigger_reason, trigger_detail, measurement)
-            if reason is not None:
-                transaction["transaction_reason"], transaction["transaction_reason_detail"] = reason
-        if ref.pid == "55010" and transaction.get("transaction_reason_detail") == "ZAP":
-            transaction.setdefault("malo_qualifier", "Z22")
+        _complete_transaction(ref.pid, transaction, trigger_pid, trigger_reason, trigger_detail, measurement)
         header = _header(ref, sender, at)
         if validate:
             tx = UtilmdTransactionPayload(ide_ref=ref.ide_ref, pid=ref.pid, **transaction)
@@ -345,6 +362,130 @@ class AperakPayload(_Header):
             "errors": errors,
         }
         return cls(**values) if validate else built(cls, values)
+
+
+# -- payloads as plain data, without building the models ------------------------------------------
+#
+# The workflow only stores a payload's ``to_payload()``; building the models (and dumping them
+# again) is most of the cost of a send. These build the dump directly: the same keys in the same
+# order (the stored msgpack bytes) and the same JSON values, instants serialised by pydantic
+# itself. ``tests/gpke/test_gpke_fast_paths.py`` holds them to the models' dumps.
+
+_DATETIME_JSON = TypeAdapter(datetime).serializer
+_DATE_JSON = TypeAdapter(date).serializer
+_TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
+_TX_FIELD_SET = frozenset(_TX_FIELDS)
+
+
+def _json(value: Any) -> Any:
+    """``value`` as pydantic dumps it in JSON mode, for the types of the payload fields."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int:
+        return value
+    if kind is datetime:
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if kind is tuple:
+        return [_json(item) for item in value]
+    if isinstance(value, datetime):
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if isinstance(value, date):
+        return _DATE_JSON.to_python(value, mode="json")
+    if isinstance(value, str):
+        return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
+    raise InvalidArgument(f"payload value {value!r} of type {kind.__name__} is not a payload field type")
+
+
+def _plain_header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
+    """``_Header`` fields of ``_header(ref, sender, at)`` as dumped (declaration order)."""
+    sender_qualifier, sender_code_list = mp_id_qualifiers(sender)
+    recipient = ref.recipient
+    recipient_qualifier, recipient_code_list = mp_id_qualifiers(recipient)
+    at_json = _DATETIME_JSON.to_python(at, mode="json")
+    return {
+        "envelope": {
+            "sender_id": sender,
+            "sender_qualifier": sender_qualifier,
+            "recipient_id": recipient,
+            "recipient_qualifier": recipient_qualifier,
+            "prepared_at": at_json,
+            "control_ref": ref.interchange_ref,
+        },
+        "reference": ref.message_ref,
+        "document_number": ref.document_number,
+        "document_date": at_json,
+        "sender_id": sender,
+        "sender_code_list": sender_code_list,
+        "recipient_id": recipient,
+        "recipient_code_list": recipient_code_list,
+        "format_version": sending_format_version(at).short,
+    }
+
+
+def utilmd_payload(
+    ref: OutboundRef,
+    sender: str,
+    at: datetime,
+    *,
+    trigger_pid: str | None = None,
+    trigger_reason: str | None = None,
+    trigger_detail: str | None = None,
+    measurement: str | None = None,
+    **transaction: Any,
+) -> dict[str, Any]:
+    """``UtilmdPayload.build(ref, sender, at, ...).to_payload()`` without building the models.
+
+    For the workflow's already-validated values only (as ``validate=False``): every value must
+    have its field's type; an unknown field raises ``InvalidArgument``.
+    """
+    assert ref.ide_ref is not None and ref.pid is not None
+    pid = ref.pid
+    _complete_transaction(pid, transaction, trigger_pid, trigger_reason, trigger_detail, measurement)
+    if not _TX_FIELD_SET.issuperset(transaction):
+        unknown = sorted(set(transaction) - _TX_FIELD_SET)
+        raise InvalidArgument(f"UtilmdTransactionPayload: unknown fields {unknown}")
+    transaction["ide_ref"], transaction["pid"] = ref.ide_ref, pid
+    tx: dict[str, Any] = {}
+    for name in _TX_FIELDS:
+        value = transaction.get(name)
+        if value is not None:
+            tx[name] = _json(value)
+    payload = _plain_header(ref, sender, at)
+    document_code = BGM_DOCUMENT_CODE.get(pid)
+    if document_code is not None:
+        payload["document_code"] = document_code
+    payload["transactions"] = [tx]
+    return payload
+
+
+def aperak_payload(
+    ref: OutboundRef,
+    sender: str,
+    at: datetime,
+    *,
+    interchange_ref: str,
+    referenced_date: datetime,
+    document_number: str,
+    ide_ref: str,
+    errors: tuple[AperakError, ...] = (),
+    message_ref: str | None = None,
+) -> dict[str, Any]:
+    """``AperakPayload.build(ref, sender, at, ...).to_payload()`` without building the models;
+    the values must have their fields' types (as for ``validate=False``)."""
+    payload = _plain_header(ref, sender, at)
+    payload["positive"] = not errors
+    payload["referenced_interchange_ref"] = interchange_ref
+    payload["referenced_date"] = _DATETIME_JSON.to_python(referenced_date, mode="json")
+    for name, value in (
+        ("referenced_document_number", document_number),
+        ("referenced_transaction_ref", ide_ref),
+        ("referenced_message_ref", message_ref),
+    ):
+        if value is not None:
+            payload[name] = value
+    payload["errors"] = [
+        {"code": e.code, "text": e.text, "description": e.description, "location": e.location} for e in errors
+    ]
+    return payload
 
 
 class ContrlMessageLine(BaseModel):

@@ -65,6 +65,10 @@ class PidRouter:
     def pids(self) -> tuple[str, ...]:
         return tuple(sorted(self._routes))
 
+    def routes(self, pid: str) -> bool:
+        """Whether ``pid`` has a route (asked for every inbound transaction)."""
+        return pid in self._routes
+
     def route(self, pid: str) -> Route:
         """The route of ``pid``; ``GasNotSupported`` for 44xxx, ``UnknownPid`` otherwise."""
         route = self._routes.get(pid)

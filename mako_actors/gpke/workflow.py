@@ -75,7 +75,7 @@ from mako_actors.gpke.fristen import (
     canonical_fv,
 )
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
-from mako_actors.gpke.payloads import AperakError, AperakPayload, OutboundRef, UtilmdPayload
+from mako_actors.gpke.payloads import AperakError, OutboundRef, aperak_payload, utilmd_payload
 from mako_actors.gpke.state import GpkeState, Status
 from mako_actors.gpke.supply import SupplyFact, supply_key
 from mako_actors.gpke.validation import (
@@ -88,6 +88,7 @@ from mako_actors.gpke.validation import (
     lfa_objects,
 )
 from mako_actors.outbox import PendingOutbox
+from mako_actors.version import FormatVersion
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 __all__ = ["LFA_ANSWER_DEADLINE", "WORKFLOW_NAME", "GpkeConfig", "GpkeNbWorkflow"]
@@ -121,9 +122,8 @@ def _seed(cmd: InboundUtilmd) -> str:
 
 def _refs(event: Event) -> list[OutboundRef]:
     """The outbound references an event stores, in field order."""
-    return [
-        v for v in (getattr(event, name) for name in _ref_fields(type(event))) if isinstance(v, OutboundRef)
-    ]
+    values = event.__dict__  # every field of a model instance is in it
+    return [v for name in _ref_fields(type(event)) if isinstance(v := values[name], OutboundRef)]
 
 
 @functools.cache
@@ -164,19 +164,18 @@ class _Out:
             self.keys.append(ide_key(ref.ide_ref))
         return ref
 
-    def send(self, ref: OutboundRef, payload: UtilmdPayload | AperakPayload) -> None:
-        self.outbox.append(
-            unvalidated(PendingOutbox)(
-                message_type=ref.message_type, recipient=ref.recipient, payload=payload.to_payload()
-            )
-        )
+    def send(self, ref: OutboundRef, payload: dict[str, Any]) -> None:
+        """Enqueue ``payload`` (the dump of a ``UtilmdPayload``/``AperakPayload``) for ``ref``."""
+        pending = unvalidated(PendingOutbox)
+        self.outbox.append(pending(message_type=ref.message_type, recipient=ref.recipient, payload=payload))
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault("measurement", self.workflow.config.malo_measurement)
-        # Command and state values were validated on the way in: no second validation.
-        self.send(ref, UtilmdPayload.build(ref, self.own_id, self.at, validate=False, **transaction))
+        # Command and state values were validated on the way in: no second validation, and
+        # the payload is built as the plain data it is stored as (no models to dump).
+        self.send(ref, utilmd_payload(ref, self.own_id, self.at, **transaction))
         return ref
 
     def emit(self, event: Event) -> None:
@@ -214,6 +213,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self.config = config or GpkeConfig()
         # The states ``handle`` already folded, by event (see ``apply``); a few at a time.
         self._folded: dict[int, tuple[GpkeState, Event, GpkeState]] = {}
+        # Whether ``config``'s tables cover a format version (asked by every trigger).
+        self._supported: dict[FormatVersion, bool] = {}
 
     def initial_state(self) -> GpkeState:
         """The empty state: one shared instance (frozen, all its values immutable)."""
@@ -256,7 +257,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 "route triggers to a new process"
             )
         fv = cmd.format_version
-        if not (self.config.fristen.supports(fv) and self.config.codes.supports(fv)):
+        supported = self._supported.get(fv)
+        if supported is None:
+            tables = self.config
+            supported = self._supported[fv] = tables.fristen.supports(fv) and tables.codes.supports(fv)
+        if not supported:
             raise UnsupportedFormatVersion(f"{self.name}: no Fristen/code tables for {fv.short}")
         return _Out(self, state, _seed(cmd), cmd.recipient, cmd.received_at)
 
@@ -616,7 +621,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         ref = out.ref("APERAK", cmd.sender)
         out.send(
             ref,
-            AperakPayload.build(
+            aperak_payload(
                 ref,
                 out.own_id,
                 out.at,
@@ -627,7 +632,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 ide_ref=cmd.ide_ref,
                 errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
                 message_ref=cmd.message_ref,
-                validate=False,
             ),
         )
         return ref

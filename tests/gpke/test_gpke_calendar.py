@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import pytest
 
@@ -164,3 +164,28 @@ def test_aperak_window_on_werktag_saturday_and_other_messages() -> None:
     ) == berlin(2025, 6, 10, 12, 0)
     custom = AckWindows(version="x", source="y", aperak_minutes=30)
     assert custom.aperak_due(berlin(2025, 6, 5, 14, 30)) == berlin(2025, 6, 5, 15, 0)
+
+
+class _RepeatedMidnight(tzinfo):
+    """A zone whose 00:00–01:00 is repeated: +01:00 the first time (fold 0), +02:00 the second."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=2 if dt is not None and dt.fold else 1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+def test_uet_is_the_berlin_date_of_the_instant_also_for_equal_wall_times() -> None:
+    """``uet`` is cached by instant; two wall-equal datetimes of one zone that differ only in
+    ``fold`` compare equal in Python but are two instants, here on two Berlin dates."""
+    zone = _RepeatedMidnight()
+    first = datetime(2025, 1, 15, 0, 30, tzinfo=zone)  # 23:30 UTC, 00:30 in Berlin (CET)
+    second = first.replace(fold=1)  # 22:30 UTC, 23:30 in Berlin the day before
+    assert first == second and first.astimezone(UTC) != second.astimezone(UTC)
+    for _ in range(2):  # the second round is answered from the cache
+        assert uet(first) == date(2025, 1, 15)
+        assert uet(second) == date(2025, 1, 14)
+        assert uet(first.astimezone(UTC)) == date(2025, 1, 15)
+    with pytest.raises(InvalidArgument):
+        uet(datetime(2025, 1, 15, 0, 30))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, date, datetime, timedelta, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
 import pytest
 from gpke_support import LFA, LFN, MALO, NB, anmeldung
 
@@ -25,8 +27,10 @@ from mako_actors.gpke.payloads import (
     OutboundRef,
     UtilmdPayload,
     UtilmdTransactionPayload,
+    aperak_payload,
     build_contrl_payload,
     derive_ref,
+    utilmd_payload,
 )
 from mako_actors.gpke.supply import SupplyFact
 from mako_actors.outbox import PendingOutbox
@@ -93,6 +97,9 @@ def test_unvalidated_utilmd_equals_the_validated_one_and_dumps_the_same(at: date
         assert fast.to_payload() == _dump(checked) == checked.to_payload()
         assert list(fast.to_payload()) == list(_dump(checked))  # the same key order (msgpack bytes)
         assert UtilmdPayload.model_validate(fast.to_payload()) == checked
+        plain = utilmd_payload(ref, NB, at, **dict(transaction))  # what the workflow stores
+        assert plain == _dump(checked)
+        assert msgpack.packb(plain) == msgpack.packb(_dump(checked))  # key order and types too
 
 
 @pytest.mark.parametrize("at", _INSTANTS)
@@ -107,6 +114,23 @@ def test_unvalidated_aperak_equals_the_validated_one(at: datetime) -> None:
         fast = AperakPayload.build(ref, NB, at, validate=False, **values)
         assert fast == checked and fast.to_payload() == _dump(checked)
         assert list(fast.to_payload()) == list(_dump(checked))
+        plain = aperak_payload(ref, NB, at, **values)
+        assert msgpack.packb(plain) == msgpack.packb(_dump(checked)) and plain == _dump(checked)
+
+
+def test_plain_utilmd_names_unknown_fields_and_dumps_str_subclasses_as_text() -> None:
+    ref = OutboundRef.derive("s", 0, "UTILMD", LFN, "55002")
+    with pytest.raises(InvalidArgument, match=r"unknown fields.*'strat'"):
+        utilmd_payload(ref, NB, _INSTANTS[0], strat=None)
+
+    class Code(StrEnum):
+        A51 = "A51"
+
+    values = {**_TRANSACTIONS["55002"][0], "answer_code": Code.A51}
+    plain = utilmd_payload(ref, NB, _INSTANTS[0], **values)
+    checked = UtilmdPayload.build(ref, NB, _INSTANTS[0], validate=False, **values)
+    assert msgpack.packb(plain) == msgpack.packb(checked.to_payload())
+    assert type(plain["transactions"][0]["answer_code"]) is str
 
 
 def test_contrl_payload_dumps_as_pydantic_does() -> None:
