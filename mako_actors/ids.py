@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import uuid
 from collections.abc import Iterator
 from hashlib import sha1
@@ -45,6 +46,7 @@ _VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant (as 
 _POOL_MASK = sum((_VERSION_MASK & ((1 << 128) - 1)) << (128 * k) for k in range(_POOL_IDS))
 _POOL_BITS = sum(_VERSION_4 << (128 * k) for k in range(_POOL_IDS))
 _pool: Iterator[tuple[int, str]] = iter(())
+_TWO_U64 = struct.Struct(">QQ")
 
 
 def _canonical(text: str) -> bool:
@@ -62,7 +64,7 @@ def _fresh_pool() -> Iterator[tuple[int, str]]:
     size = 16 * _POOL_IDS
     raw = ((int.from_bytes(os.urandom(size), "big") & _POOL_MASK) | _POOL_BITS).to_bytes(size, "big")
     h = raw.hex()
-    values = [int.from_bytes(raw[i : i + 16], "big") for i in range(0, size, 16)]
+    values = [(high << 64) | low for high, low in _TWO_U64.iter_unpack(raw)]
     texts = [
         f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
         for i in range(0, 2 * size, 32)
