@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -15,12 +16,20 @@ from pydantic import BaseModel, ValidationError
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
 from mako_actors.errors import WorkflowError
-from mako_actors.ids import ConversationId, CorrelationId, DeadlineId, EventId, OutboxMessageId
+from mako_actors.ids import (
+    CausationId,
+    ConversationId,
+    CorrelationId,
+    DeadlineId,
+    EventId,
+    OutboxMessageId,
+    StreamId,
+)
 from mako_actors.outbox import OutboxMessage, PendingOutbox
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
 from mako_actors.version import ExpectedVersion
-from mako_actors.workflow import Workflow, WorkflowOutput, event_payload
+from mako_actors.workflow import Event, Workflow, WorkflowOutput, event_payload
 
 C = TypeVar("C", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
@@ -29,6 +38,7 @@ S = TypeVar("S", bound=BaseModel)
 _OUTBOX_FIELDS: set[str] = set(OutboxMessage.model_fields)
 # ``ExpectedVersion.exact(v)`` for the versions most commits expect: immutable, so shared.
 _EXACT = tuple(ExpectedVersion.exact(v) for v in range(4096))
+_EXACT_MAX = len(_EXACT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,93 @@ class Prepared(Generic[S]):
     snapshot: Snapshot | None
 
 
+# ``Commit`` and ``Prepared`` of ``prepare``, built slot by slot through the slots' descriptors:
+# a frozen dataclass's ``__init__`` sets each field with ``object.__setattr__``, ~3x slower,
+# and this runs once per command. The builders set every field; if ``Commit`` ever gains a
+# field they do not know, ``_commit`` falls back to the constructor (checked at import).
+_new_object = object.__new__
+_COMMIT_FIELDS = (
+    "stream_id",
+    "expected",
+    "events",
+    "outbox",
+    "deadlines",
+    "cancel_deadline_labels",
+    "cancel_deadline_ids",
+    "snapshot",
+    "registry",
+    "journal",
+)
+(
+    _c_stream,
+    _c_expected,
+    _c_events,
+    _c_outbox,
+    _c_deadlines,
+    _c_labels,
+    _c_ids,
+    _c_snapshot,
+    _c_registry,
+    _c_journal,
+) = (Commit.__dict__[name].__set__ for name in _COMMIT_FIELDS)
+_p_commit, _p_events, _p_outbox, _p_state, _p_snapshot = (
+    Prepared.__dict__[f.name].__set__ for f in fields(Prepared)
+)
+
+
+def _fast_commit(
+    stream_id: StreamId,
+    expected: ExpectedVersion,
+    events: tuple[EventEnvelope, ...],
+    outbox: Sequence[OutboxMessage],
+    deadlines: tuple[Deadline, ...],
+    cancel_deadline_labels: Sequence[str],
+    cancel_deadline_ids: tuple[DeadlineId, ...],
+    snapshot: Snapshot | None,
+    registry: tuple[tuple[str, ProcessIdentity], ...],
+    journal: tuple[JournalEntry, ...],
+) -> Commit:
+    commit: Commit = _new_object(Commit)
+    _c_stream(commit, stream_id)
+    _c_expected(commit, expected)
+    _c_events(commit, events)
+    _c_outbox(commit, outbox)
+    _c_deadlines(commit, deadlines)
+    _c_labels(commit, cancel_deadline_labels)
+    _c_ids(commit, cancel_deadline_ids)
+    _c_snapshot(commit, snapshot)
+    _c_registry(commit, registry)
+    _c_journal(commit, journal)
+    return commit
+
+
+def _slow_commit(*values: Any) -> Commit:
+    return Commit(**dict(zip(_COMMIT_FIELDS, values, strict=True)))
+
+
+_commit = (
+    _fast_commit
+    if tuple(f.name for f in fields(Commit)) == _COMMIT_FIELDS and not hasattr(Commit, "__post_init__")
+    else _slow_commit
+)
+
+
+def _prepared(
+    commit: Commit | None,
+    events: tuple[EventEnvelope, ...],
+    outbox: tuple[OutboxMessage, ...],
+    state: S,
+    snapshot: Snapshot | None,
+) -> Prepared[S]:
+    prepared: Prepared[S] = _new_object(Prepared)
+    _p_commit(prepared, commit)
+    _p_events(prepared, events)
+    _p_outbox(prepared, outbox)
+    _p_state(prepared, state)
+    _p_snapshot(prepared, snapshot)
+    return prepared
+
+
 def decide(workflow: Workflow[Any, S], state: S, command: BaseModel) -> WorkflowOutput:
     """Run the pure handler; pydantic validation failures become ``WorkflowError``."""
     try:
@@ -87,14 +184,13 @@ def prepare(
     object). Raises ``WorkflowError`` when the output asks to send or schedule something
     without an event to cause it.
     """
-    if not output.events:
+    pending_events = output.events
+    if not pending_events:
         if output.outbox or output.deadlines:
             raise WorkflowError.invalid_state(
                 f"{workflow.name}: handle returned outbox messages or deadlines but no event"
             )
-        return Prepared(None, (), (), state, None)
-    envelopes: list[EventEnvelope] = []
-    new_state = state
+        return _prepared(None, (), (), state, None)
     # Every value below already has its field's type (identity and context are validated
     # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
     recorded_at = now if now.tzinfo is UTC else utc(now)
@@ -102,47 +198,44 @@ def prepare(
         correlation, conversation, causation = CorrelationId.new(), ConversationId.new(), None
     else:
         correlation, conversation, causation = ctx.correlation_id, ctx.conversation_id, ctx.causation_id
-    for offset, event in enumerate(output.events, start=1):
-        new_state = workflow.apply(new_state, event)
-        envelopes.append(
-            EventEnvelope._placeholder(
-                {
-                    "event_id": EventId.new(),
-                    "stream_id": identity.stream_id,
-                    "process_id": identity.process_id,
-                    "tenant_id": identity.tenant_id,
-                    "workflow_id": identity.workflow_id,
-                    "sequence": version + offset,
-                    "global_position": 0,
-                    "event_type": event.event_type,
-                    "schema_version": event.schema_version,
-                    "recorded_at": recorded_at,
-                    "correlation_id": correlation,
-                    "conversation_id": conversation,
-                    "causation_id": causation,
-                    "payload": event_payload(event),
-                }
-            )
+    apply = workflow.apply
+    if len(pending_events) == 1:  # most commands: no list, no loop
+        event = pending_events[0]
+        new_state = apply(state, event)
+        first = _envelope(
+            identity, version + 1, event, recorded_at, correlation, conversation, causation
         )
-    events = tuple(envelopes)
-    cause = envelopes[0].event_id
+        events: tuple[EventEnvelope, ...] = (first,)
+    else:
+        new_state = state
+        envelopes = []
+        for offset, event in enumerate(pending_events, start=1):
+            new_state = apply(new_state, event)
+            envelopes.append(
+                _envelope(
+                    identity, version + offset, event, recorded_at, correlation, conversation, causation
+                )
+            )
+        events = tuple(envelopes)
+        first = events[0]
+    cause: EventId = first.event_id
     # (The ``if`` guards skip building empty generators: most commands have no outbox,
     # deadlines or registry keys, and this runs once per command.)
-    outbox = (
-        tuple(
+    pending_outbox = output.outbox
+    outbox: tuple[OutboxMessage, ...] = ()
+    if pending_outbox:
+        outbox = tuple(
             _stamp_outbox(identity, correlation, conversation, cause, index, pending, recorded_at)
-            for index, pending in enumerate(output.outbox)
+            for index, pending in enumerate(pending_outbox)
         )
-        if output.outbox
-        else ()
-    )
     new_version = version + len(events)
     snapshot = None
     interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
         snapshot = workflow.snapshot_of(identity.stream_id, new_version, new_state, now)
+    enqueue = options.enqueue
     deadlines: tuple[Deadline, ...] = ()
-    if options.enqueue and output.deadlines:
+    if enqueue and output.deadlines:
         deadlines = tuple(
             Deadline(
                 deadline_id=DeadlineId.for_event(cause, index),
@@ -157,21 +250,52 @@ def prepare(
             )
             for index, pending in enumerate(output.deadlines)
         )
-    commit = Commit(
-        stream_id=identity.stream_id,
-        expected=_EXACT[version] if version < len(_EXACT) else ExpectedVersion.exact(version),
-        events=events,
-        outbox=outbox if options.enqueue else (),
-        deadlines=deadlines,
-        cancel_deadline_labels=output.cancel_deadlines if options.enqueue else (),
-        cancel_deadline_ids=(options.deadline.deadline_id,) if options.deadline else (),
-        snapshot=snapshot,
-        registry=tuple((key, identity) for key in output.register_keys) if output.register_keys else (),
-        journal=tuple(JournalEntry(identity.tenant_id, key, data) for key, data in output.journal)
-        if output.journal
-        else (),
+    discharged = options.deadline
+    register_keys = output.register_keys
+    journal = output.journal
+    commit = _commit(
+        identity.stream_id,
+        _EXACT[version] if version < _EXACT_MAX else ExpectedVersion.exact(version),
+        events,
+        outbox if enqueue else (),
+        deadlines,
+        output.cancel_deadlines if enqueue else (),
+        (discharged.deadline_id,) if discharged is not None else (),
+        snapshot,
+        tuple((key, identity) for key in register_keys) if register_keys else (),
+        tuple(JournalEntry(identity.tenant_id, key, data) for key, data in journal) if journal else (),
     )
-    return Prepared(commit, events, outbox, new_state, snapshot)
+    return _prepared(commit, events, outbox, new_state, snapshot)
+
+
+def _envelope(
+    identity: ProcessIdentity,
+    sequence: int,
+    event: Event,
+    recorded_at: datetime,
+    correlation: CorrelationId,
+    conversation: ConversationId,
+    causation: CausationId | None,
+) -> EventEnvelope:
+    """The placeholder envelope of one decided event (``EventEnvelope._placeholder``)."""
+    return EventEnvelope._placeholder(
+        {
+            "event_id": EventId.new(),
+            "stream_id": identity.stream_id,
+            "process_id": identity.process_id,
+            "tenant_id": identity.tenant_id,
+            "workflow_id": identity.workflow_id,
+            "sequence": sequence,
+            "global_position": 0,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "recorded_at": recorded_at,
+            "correlation_id": correlation,
+            "conversation_id": conversation,
+            "causation_id": causation,
+            "payload": event_payload(event),
+        }
+    )
 
 
 def _stamp_outbox(

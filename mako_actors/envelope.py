@@ -62,12 +62,21 @@ def trusted(cls: type[M], fields: dict[str, Any], fields_set: set[str] | None = 
     tracked object less per model for the garbage collector). Sharing is safe for frozen
     models only: pydantic copies the set before it changes one (``model_copy``).
     """
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields) if fields_set is None else fields_set)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    model = _new_object(cls)
+    _set_dict(model, fields)
+    _set_fields_set(model, set(fields) if fields_set is None else fields_set)
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
+
+
+# ``BaseModel``'s four slots, set through their descriptors (as ``object.__setattr__`` does,
+# without looking each one up in the model class's MRO first).
+_new_object = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 class PlainModel(BaseModel):
@@ -287,11 +296,11 @@ class EventEnvelope(_Frozen):
         an event; it does what ``model_construct`` does, without its per-field Python loop.
         ``fields_set`` may be shared by many envelopes (they are frozen).
         """
-        envelope = cls.__new__(cls)
-        object.__setattr__(envelope, "__dict__", fields)
-        object.__setattr__(envelope, "__pydantic_fields_set__", fields_set)
-        object.__setattr__(envelope, "__pydantic_extra__", None)
-        object.__setattr__(envelope, "__pydantic_private__", None)
+        envelope = _new_object(cls)
+        _set_dict(envelope, fields)
+        _set_fields_set(envelope, fields_set)
+        _set_extra(envelope, None)
+        _set_private(envelope, None)
         return envelope
 
     @classmethod
@@ -302,7 +311,12 @@ class EventEnvelope(_Frozen):
         but the commit holds it before the commit is written, and the copy was three objects
         per event for the garbage collector. Its ``payload`` is plain JSON data already.
         """
-        return cls._trusted(fields, _PLACEHOLDER_FIELDS)
+        envelope = _new_object(cls)
+        _set_dict(envelope, fields)
+        _set_fields_set(envelope, _PLACEHOLDER_FIELDS)
+        _set_extra(envelope, None)
+        _set_private(envelope, None)
+        return envelope
 
     def stamped(self, sequence: int, global_position: int) -> EventEnvelope:
         """This event with the store-assigned ``sequence`` and ``global_position`` (no re-validation).
@@ -315,7 +329,7 @@ class EventEnvelope(_Frozen):
             fields = self.__dict__
             fields["sequence"] = sequence
             fields["global_position"] = global_position
-            object.__setattr__(self, "__pydantic_fields_set__", _ALL_FIELDS)
+            _set_fields_set(self, _ALL_FIELDS)
             return self
         fields = dict(self.__dict__)
         fields["sequence"] = sequence

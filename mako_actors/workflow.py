@@ -255,5 +255,16 @@ class Workflow(Generic[C, S]):
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    """An event as plain data for storage."""
+    """An event as plain data for storage: ``event.model_dump(mode="json")``.
+
+    Calls the model's serializer directly unless the event's class overrides ``model_dump``
+    (``model_dump`` is a Python wrapper passing its fifteen defaults; once per event).
+    """
+    cls = type(event)
+    if cls.model_dump is _MODEL_DUMP:
+        plain: dict[str, Any] = cls.__pydantic_serializer__.to_python(event, mode="json")
+        return plain
     return event.model_dump(mode="json")
+
+
+_MODEL_DUMP = BaseModel.model_dump
