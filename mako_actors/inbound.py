@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mako_actors._handle import _correlation
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
     EdifactError,
@@ -49,7 +50,7 @@ from mako_actors.edifact import (
     try_parse_interchange,
 )
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
-from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
     EngineError,
     InboxConflict,
@@ -180,13 +181,13 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
     events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted)
 
     def initial_state(self) -> ReceiptState:
-        return ReceiptState()
+        return _NO_RECEIPT
 
     def handle(self, state: ReceiptState, command: ReceiptCommand) -> WorkflowOutput:
         if isinstance(command, RecordProcessed):
             if not state.received or state.processed:
                 raise WorkflowError.invalid_state("interchange not received, or processed already")
-            return _processed(WorkflowOutput.of(), command)
+            return _processed((), (), command)
         if isinstance(command, RecordConflict):
             digest = command.conflict.sha256
             if digest == state.sha256 or digest in state.conflicts:
@@ -199,32 +200,53 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         receipt = command.receipt
         if state.received and (state.accepted or state.sha256 == receipt.sha256):
             raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
-        output = WorkflowOutput.of(receipt)
-        if command.contrl is not None:
-            output = output.with_outbox(
-                PendingOutbox(message_type="CONTRL", recipient=receipt.sender, payload=command.contrl)
-            )
-        return output if command.processed is None else _processed(output, command.processed)
+        contrl = () if command.contrl is None else (_pending("CONTRL", receipt.sender, command.contrl),)
+        if command.processed is None:
+            return WorkflowOutput.of(receipt).with_outbox(*contrl)
+        return _processed((receipt,), contrl, command.processed)
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
-            return ReceiptState(
-                received=True, sha256=event.sha256, accepted=event.accepted, conflicts=state.conflicts
-            )
+            return _receipt_state(True, event.sha256, event.accepted, False, state.conflicts)
         if isinstance(event, InterchangeConflicted):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
         # InterchangeProcessed
-        return state.model_copy(update={"processed": True})
+        return _receipt_state(state.received, state.sha256, state.accepted, True, state.conflicts)
 
 
-def _processed(output: WorkflowOutput, command: RecordProcessed) -> WorkflowOutput:
-    """``output`` and the outcome: ``InterchangeProcessed`` and the refusals' negative APERAKs."""
+_NO_RECEIPT = ReceiptState()  # frozen: every new receipt stream starts from this one
+_RECEIPT_STATE_SET = set(ReceiptState.model_fields)
+_PENDING_SET = set(PendingOutbox.model_fields)
+
+
+def _receipt_state(
+    received: bool, sha256: str, accepted: bool, processed: bool, conflicts: tuple[str, ...]
+) -> ReceiptState:
+    """A ``ReceiptState`` of typed values, without validation (every stream's every event)."""
+    fields = {
+        "received": received,
+        "sha256": sha256,
+        "accepted": accepted,
+        "processed": processed,
+        "conflicts": conflicts,
+    }
+    return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
+
+
+def _pending(message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:
+    """A ``PendingOutbox`` of a plain payload we built ourselves (no re-validation of it)."""
+    fields = {"message_type": message_type, "recipient": recipient, "payload": payload, "not_before": None}
+    return trusted(PendingOutbox, fields, _PENDING_SET)
+
+
+def _processed(
+    events: tuple[Event, ...], outbox: tuple[PendingOutbox, ...], command: RecordProcessed
+) -> WorkflowOutput:
+    """``events`` and ``outbox`` with the outcome: ``InterchangeProcessed`` and the refusals'
+    negative APERAKs (after ``outbox``)."""
     processed = InterchangeProcessed(outcomes=command.outcomes, refused=len(command.refusals))
-    refusals = (
-        PendingOutbox(message_type="APERAK", recipient=p["envelope"]["recipient_id"], payload=p)
-        for p in command.refusals
-    )
-    return output.model_copy(update={"events": (*output.events, processed)}).with_outbox(*refusals)
+    refusals = tuple(_pending("APERAK", p["envelope"]["recipient_id"], p) for p in command.refusals)
+    return WorkflowOutput.of(*events, processed).with_outbox(*outbox, *refusals)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -396,13 +418,14 @@ class InboundPipeline:
             raise InvalidArgument("ingest: received_at must be timezone-aware")
         if parsed is None:
             parsed = try_parse_interchange(raw, source=source)
-        digest = hashlib.sha256(raw).hexdigest()
-        header = (
-            (parsed.sender.id, parsed.recipient.id, parsed.control_ref)
-            if isinstance(parsed, Interchange)
-            else _lenient_header(raw)
-        )
-        correlation = CorrelationId.from_interchange_ref(f"{header[0]}:{header[2]}") if header else None
+        if isinstance(parsed, Interchange):
+            digest = parsed.sha256  # the parser hashed these bytes already
+            header: tuple[str, str, str] | None = (parsed.sender.id, parsed.recipient.id, parsed.control_ref)
+        else:
+            digest = hashlib.sha256(raw).hexdigest()
+            header = _lenient_header(raw)
+        # The same (cached) uuid5 the commands' contexts take as their correlation id.
+        correlation: CorrelationId | None = _correlation(f"{header[0]}:{header[2]}") if header else None
         with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
             result = await self._ingest(raw, parsed, header, digest, received_at, source)
             _log_result(result)
@@ -576,19 +599,30 @@ class InboundPipeline:
             message_errors=message_errors,
             answered_by=result.answered_by,
         )
-        receipt = InterchangeReceived(
-            sender=result.sender,
-            recipient=result.recipient,
-            interchange_ref=result.interchange_ref,
-            sha256=digest,
-            source=result.source,
-            received_at=received_at,
-            accepted=accepted,
-            messages=messages,
-            error=result.error,
+        # Every value has its field's type already (strings of the parsed UNB, the aware
+        # instant ``ingest`` checked): built without validating them again.
+        receipt = trusted(
+            InterchangeReceived,
+            {
+                "sender": result.sender,
+                "recipient": result.recipient,
+                "interchange_ref": result.interchange_ref,
+                "sha256": digest,
+                "source": result.source,
+                "received_at": received_at,
+                "accepted": accepted,
+                "messages": messages,
+                "error": result.error,
+            },
         )
-        command = RecordReceipt(
-            receipt=receipt, contrl=contrl.to_payload() if acknowledge else None, processed=processed
+        command = trusted(
+            RecordReceipt,
+            {
+                "kind": "receipt",
+                "receipt": receipt,
+                "contrl": contrl.to_payload() if acknowledge else None,
+                "processed": processed,
+            },
         )
         handle = self._receipt_handle(result)
         try:

@@ -155,7 +155,7 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
     if not _valid_tags.issuperset(map(_first, pairs)):
         for i, pair in enumerate(pairs):
             _check_piece(pair[0], i + 1, delimiters, source)
-    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(pairs) + 1, source)
+    _check_rest(last, delimiters, _NO_RELEASE if protected else rel, len(pairs) + 1, source, protected)
     return list(map(_new_segment, repeat(Segment), pairs))
 
 
@@ -172,7 +172,11 @@ def _check_piece(tag: str, number: int, d: Delimiters, source: str | None) -> No
         _check_tag(tag.translate(_restore_table(d)), number, source)
 
 
-def _check_rest(last: str, d: Delimiters, rel: str, number: int, source: str | None) -> None:
+def _check_rest(
+    last: str, d: Delimiters, rel: str, number: int, source: str | None, protected: bool = False
+) -> None:
+    """Raise for text after the last terminator; ``protected``: ``last`` holds stand-ins for
+    escaped characters, shown as the release sequence they stand for (as in the input)."""
     rest = last.lstrip(_CRLF)
     if not rest:
         return
@@ -184,6 +188,8 @@ def _check_rest(last: str, d: Delimiters, rel: str, number: int, source: str | N
             expected="a character after the release character",
             found="end of input",
         )
+    if protected:
+        rest = rest.translate(_unprotect_table(d))
     raise EdifactSyntaxError(
         "last segment is not terminated",
         source=source,
@@ -232,6 +238,16 @@ def _restore_table(d: Delimiters) -> dict[int, str]:
     return str.maketrans(
         {"\ue000": d.release, "\ue001": d.component, "\ue002": d.element, "\ue003": d.terminator}
     )
+
+
+@lru_cache(maxsize=16)
+def _unprotect_table(d: Delimiters) -> dict[int, str]:
+    """Stand-ins back to the release sequences they replaced (``_protect`` undone)."""
+    rel = d.release
+    return str.maketrans({
+        "\ue000": rel + rel, "\ue001": rel + d.component, "\ue002": rel + d.element,
+        "\ue003": rel + d.terminator,
+    })
 
 
 @lru_cache(maxsize=16)

@@ -79,9 +79,9 @@ def test_samples_parse_exactly_like_the_reference() -> None:
 
 
 def test_fast_tokenizer_path_splits_like_the_character_exact_path() -> None:
-    """The split-based path and the character-exact one agree on values and on the kind and
-    place of an error (the "found" text of an unterminated last segment differs: the fast
-    path shows an escaped character's stand-in there, as the reference parser did)."""
+    """The split-based path and the character-exact one agree on values and on every error,
+    message included (the "found" text of an unterminated last segment shows the input's own
+    release sequences on both paths)."""
     checked = 0
     for raw in CORPORA["own"] + CORPORA["samples"]:
         try:
@@ -93,10 +93,32 @@ def test_fast_tokenizer_path_splits_like_the_character_exact_path() -> None:
             try:
                 results.append(split(d.text, d.delimiters, source="x"))
             except EdifactError as err:
-                results.append((type(err).__name__, err.segment_number, err.detail))
+                results.append((type(err).__name__, err.segment_number, str(err)))
         assert results[0] == results[1], raw[:160]
         checked += 1
     assert checked > 1000
+
+
+@pytest.mark.parametrize(
+    ("una", "tail", "shown"),
+    [
+        ("UNA:+.? '", "FTX+A?+B?:C?'D??E", "FTX+A?+B?:C?'D??E"),
+        ("UNA|*.# ~", "FTX*A#*B#|C#~D##E", "FTX*A#*B#|C#~D##E"),
+    ],
+)
+def test_unterminated_last_segment_shows_the_release_sequences_as_written(
+    una: str, tail: str, shown: str
+) -> None:
+    """The error names the text after the last terminator exactly as the input has it: an
+    escaped separator appears as its release sequence (``?+``), never as an internal stand-in."""
+    raw = synthetic_utilmd(una=una)
+    body = raw.decode("latin-1").rstrip("\r\n")
+    with pytest.raises(EdifactError) as caught:
+        parse_interchange((body + tail).encode("latin-1"), source="x.edi")
+    err = caught.value
+    assert err.detail == "last segment is not terminated"
+    assert err.found is not None and shown in err.found
+    assert not any("\ue000" <= c <= "\ue0ff" for c in str(err))
 
 
 def test_size_limit_is_checked_before_parsing() -> None:
