@@ -11,24 +11,36 @@ messages fall into several partitions is split into one interchange per partitio
 0020, the partition's messages, UNZ count adjusted): its messages keep their references, so every
 decision is the same; only the receipt and its CONTRL exist once per piece.
 
-Receipts. The inbound pipeline keys an interchange's receipt by (sender, recipient, 0020) and
-answers other bytes under an accepted key with CONTRL 4 / 0085 = 26 and a dead letter. Each
-piece of a split interchange is received (and accepted) in its own partition under the same key,
-so every partition holding a piece knows the key. The partitioner remembers, per key, the bytes
-it placed (a digest) and a *home*: the partition of the first message of the latest interchange
-under that key that was split by its messages (or of the whole file). Then:
+Whole rejections. An interchange the pipeline rejects as a whole is never cut: one run answers
+it with one CONTRL 4 (or a dead letter), lists it once as rejected and routes none of its
+messages, while its pieces could each pass (a wrong UNZ count or a stray segment between two
+messages is not in any piece) or each be answered. ``rejected_as_a_whole`` makes the checks
+``InboundPipeline.ingest`` makes before it routes a message (the parser's, a recipient not ours,
+a test interchange, no format version in force on the receipt day, a UNH version not in force);
+a file that would be cut is judged by it first (a full parse, only for such files) and, if
+rejected, goes whole to the partition of its first message.
+
+Receipts. The inbound pipeline keys an interchange's receipt by (sender, recipient, 0020; our
+MP-ID as recipient when it answers an interchange for another party); a receipt once accepted
+stays so, and other bytes under it are answered with CONTRL 4 / 0085 = 26 and a dead letter; a
+rejected one counts as "not received", so other bytes under it are a new interchange. Each piece
+of a split interchange is received (and accepted) in its own partition under the same key. The
+partitioner follows one run's receipt stream: per key, the last bytes received (a digest),
+whether the pipeline accepted them (judged when first needed, so a file placed whole is parsed
+here only when other bytes follow under its key), and where they went: their *home* (the
+partition of their first message, which holds an accepted piece when they were accepted) and
+their pieces. Then:
 
 - the same bytes again (a retransmission) are placed exactly as before, so each partition sees a
   retransmission of its own piece (a duplicate, as in one run);
-- other bytes under a key whose last placed file was readable go whole to its home, which holds
-  an accepted piece under that key: CONTRL 4/26 and one dead letter, as in one run. This covers a
-  truncated retransmission of a bundle split over several partitions;
-- other bytes under a key whose files so far were unreadable (rejected there, so "not received"
-  for the pipeline) are placed like a new interchange (split by message if readable, else whole
-  to the home), and a readable one becomes the new home;
-- an unreadable file under an unknown key goes whole to a partition chosen by the key (not by
-  file name), so a later retransmission of the same key finds it; a file without a readable UNB
-  (no key at all: a dead letter in any partition) goes by a hash of its name and first bytes.
+- other bytes under an accepted key go whole to its home: CONTRL 4/26 and one dead letter, as in
+  one run. This covers a truncated retransmission of a bundle split over several partitions,
+  and rejected bytes received again after their corrected version was accepted;
+- other bytes under a rejected (or no) key are placed like a new interchange: cut by their
+  messages if accepted and readable, else whole to the partition of their first message;
+- a file without a readable message (neither the parser nor the scan reads one) goes whole to
+  a partition chosen by its key (not by file name); a file without a readable UNB (no key at
+  all: a dead letter in any partition) goes by a hash of its name and first bytes.
 
 Reading. The scan is a light one (segments and a few values, no validation). When a value it
 reads holds the release character (an escaped UNB, UNH, IDE, NAD, LOC, RFF or UCI value) or it
@@ -37,20 +49,26 @@ escaped ``RFF+TN`` or ``LOC`` routes like its unescaped value. A file the parser
 only its UNB key (read like the pipeline reads it for its CONTRL); one the parser accepts but the
 scan cannot cut into messages goes whole to the partition of its first message.
 
-Known limits: a file the scan reads but the parser rejects is still split by its messages, and
-its pieces are judged one by one (one run rejects the whole interchange); other bytes under a key
-whose last readable file the parser rejected go whole to the home instead of being split.
+Known limits: bytes rejected by a check of the receipt day (format or UNH version) and received
+again unchanged once they pass are routed by one run without a new receipt or CONTRL (the
+pipeline takes them for an interrupted earlier ingest); here they are cut like a new
+interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from mako_actors.edifact import EdifactError, Interchange, parse_interchange
+from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.payloads import derive_ref
+from mako_actors.version import FormatVersion
 
-__all__ = ["Partitioner", "Scan", "our_references", "split_by_partition"]
+__all__ = ["Partitioner", "Scan", "our_references", "rejected_as_a_whole", "split_by_partition"]
 
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
@@ -173,21 +191,37 @@ class _Read:
     """What the partitioner knows of one file: its receipt key, and its messages when readable.
 
     ``cut``: the messages carry byte offsets (the scan's), so the file can be split.
+    ``parsed``: the parser's result, once it was needed (``parse``).
     """
 
     key: tuple[bytes, bytes, bytes] | None
     messages: list[_Message]
     cut: bool
     scan: Scan
+    raw: bytes
+    parsed: Interchange | EdifactError | None = None
+
+    def parse(self) -> Interchange | EdifactError:
+        if self.parsed is None:
+            self.parsed = try_parse_interchange(self.raw)
+        return self.parsed
 
 
 @dataclass
 class _Receipt:
-    """What was placed under one receipt key (module doc): its home and its last bytes."""
+    """The last bytes received under one receipt key (module doc), and where they went.
 
+    ``home``: the partition of the first message (or of the whole file); ``parts``: one
+    partition per message when the file was cut, else empty. ``accepted`` is known once asked
+    (``Partitioner._accepted``): a file placed whole is judged only when other bytes follow.
+    """
+
+    digest: bytes
     home: int
-    readable: bool
-    placed: dict[bytes, tuple[int, list[int]]] = field(default_factory=dict)  # digest: (whole, per message)
+    parts: list[int]
+    read: _Read
+    received_at: datetime
+    accepted: bool | None = None
 
 
 def _encoded(value: str | None) -> bytes:
@@ -224,56 +258,117 @@ def _read(raw: bytes) -> _Read:
     """The scan's values, or the parser's where the scan is unsure (module doc)."""
     scan = Scan(raw)
     if scan.ok and not scan.escaped:
-        return _Read((scan.sender, scan.recipient, scan.control), scan.messages, True, scan)
-    try:
-        parsed = parse_interchange(raw)
-    except EdifactError:
+        return _Read((scan.sender, scan.recipient, scan.control), scan.messages, True, scan, raw)
+    parsed = try_parse_interchange(raw)
+    if isinstance(parsed, EdifactError):
         from mako_actors.inbound import _lenient_header  # the pipeline's own reading of a UNB
 
         header = _lenient_header(raw)
         key = None if header is None else (_encoded(header[0]), _encoded(header[1]), _encoded(header[2]))
-        return _Read(key, [], False, scan)
+        return _Read(key, [], False, scan, raw, parsed)
     messages = _from_parsed(parsed)
     cut = scan.ok and len(scan.messages) == len(messages)
     if cut:
         for ours, theirs in zip(messages, scan.messages, strict=True):
             ours.start, ours.end = theirs.start, theirs.end
     key = (_encoded(parsed.sender.id), _encoded(parsed.recipient.id), _encoded(parsed.control_ref))
-    return _Read(key, messages, cut, scan)
+    return _Read(key, messages, cut, scan, raw, parsed)
+
+
+def rejected_as_a_whole(
+    raw: bytes,
+    received_at: datetime,
+    tenants: Iterable[str],
+    *,
+    parsed: Interchange | EdifactError | None = None,
+) -> bool:
+    """Whether the inbound pipeline rejects ``raw``, received at ``received_at``, as a whole.
+
+    The checks ``InboundPipeline.ingest`` makes before it routes any message (in its order):
+    the parser's, a recipient that is not one of ``tenants``, a test interchange (the replay's
+    pipeline refuses them), no format version in force on the ÜT day, a UNH version not in
+    force. ``parsed``: ``try_parse_interchange(raw)`` if the caller has it. Such a file gets
+    one CONTRL (or a dead letter) and none of its messages reach a process.
+    """
+    from mako_actors.inbound import _version_errors  # the pipeline's own UNH check
+
+    if parsed is None:
+        parsed = try_parse_interchange(raw)
+    if isinstance(parsed, EdifactError) or parsed.recipient.id not in set(tenants) or parsed.test:
+        return True
+    try:
+        fv = FormatVersion.in_force(uet(received_at))
+    except InvalidArgument:
+        return True
+    return bool(_version_errors(parsed, fv))
 
 
 class Partitioner:
-    """Assigns each message of an archive, in receipt order, to one of ``n`` partitions."""
+    """Assigns each message of an archive, in receipt order, to one of ``n`` partitions.
 
-    def __init__(self, n: int) -> None:
+    ``tenants``: our MP-IDs, as the replay's pipeline has them (a file addressed to another
+    party is rejected as a whole).
+    """
+
+    def __init__(self, n: int, tenants: Iterable[str]) -> None:
         self.n = n
+        self._tenants = frozenset(tenants)
         self._ide: dict[bytes, int] = {}
         self._interchange: dict[bytes, int] = {}
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
 
-    def split(self, name: str, raw: bytes) -> dict[int, bytes]:
-        """``{partition: bytes}`` for one interchange: whole, or one piece per partition."""
+    def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
+        """``{partition: bytes}`` for one interchange received at ``received_at``: whole, or one
+        piece per partition (see the module doc)."""
         read = _read(raw)
         if read.key is None:
             return {_partition(self.n, name.encode(), raw[:64]): raw}
+        key = self._receipt_key(read)
         digest = hashlib.blake2b(raw, digest_size=16).digest()
-        known = self._receipts.get(read.key)
-        if known is not None and digest in known.placed:
-            return self._pieces(read, raw, *known.placed[digest])
-        if known is not None and (known.readable or not read.messages):
-            known.placed[digest] = (known.home, [])
-            return {known.home: raw}
+        last = self._receipts.get(key)
+        if last is not None and digest == last.digest:
+            # A retransmission: a duplicate of each piece where it was received. The pipeline
+            # routes the same bytes again when they were rejected before and pass now (a check
+            # that depends on the receipt day): those are placed like new ones (module doc).
+            if self._accepted(last) or rejected_as_a_whole(
+                raw, received_at, self._tenants, parsed=last.read.parse()
+            ):
+                return self._pieces(read, raw, last.home, last.parts)
+        elif last is not None and self._accepted(last):
+            return {last.home: raw}  # other bytes under an accepted reference: a conflict there
         default = _partition(self.n, *read.key)
         parts = [self._of(read.key, message, default) for message in read.messages]
         home = parts[0] if parts else default
-        if known is None:
-            known = self._receipts[read.key] = _Receipt(home, bool(parts))
-        elif parts:
-            known.home, known.readable = home, True
-        if not read.cut:
+        accepted: bool | None = None
+        if len(set(parts)) > 1 and read.cut:
+            accepted = not rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
+        if not accepted:
             parts = []
-        known.placed[digest] = (home, parts)
+        self._receipts[key] = _Receipt(digest, home, parts, read, received_at, accepted)
         return self._pieces(read, raw, home, parts)
+
+    def _receipt_key(self, read: _Read) -> tuple[bytes, bytes, bytes]:
+        """The key of the receipt stream the pipeline records ``read`` in.
+
+        An interchange for another party is recorded under our MP-ID when we have only one
+        (we answer it), so it shares the stream of our own interchanges under its 0020.
+        """
+        assert read.key is not None
+        sender, recipient, control = read.key
+        if len(self._tenants) == 1 and recipient.decode("latin-1") not in self._tenants:
+            parsed = read.parse()
+            if isinstance(parsed, Interchange):
+                return (sender, next(iter(self._tenants)).encode("latin-1"), control)
+        return read.key
+
+    def _accepted(self, receipt: _Receipt) -> bool:
+        """Whether the pipeline accepted the receipt's bytes (judged now if not yet)."""
+        if receipt.accepted is None:
+            read = receipt.read
+            receipt.accepted = not rejected_as_a_whole(
+                read.raw, receipt.received_at, self._tenants, parsed=read.parse()
+            )
+        return receipt.accepted
 
     def _pieces(self, read: _Read, raw: bytes, home: int, parts: list[int]) -> dict[int, bytes]:
         """``raw`` whole to ``home``, or cut by ``parts`` (one partition per message) if they differ."""
@@ -308,7 +403,9 @@ class Partitioner:
         return raw[: scan.head_end] + body + unz
 
 
-def split_by_partition(n: int, files: list[tuple[str, bytes]]) -> list[dict[int, bytes]]:
-    """For each ``(name, raw)`` in receipt order, its pieces by partition (see the module doc)."""
-    partitioner = Partitioner(n)
-    return [partitioner.split(name, raw) for name, raw in files]
+def split_by_partition(
+    n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]
+) -> list[dict[int, bytes]]:
+    """For each ``(name, raw, received_at)`` in receipt order, its pieces by partition (module doc)."""
+    partitioner = Partitioner(n, tenants)
+    return [partitioner.split(name, raw, at) for name, raw, at in files]

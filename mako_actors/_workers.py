@@ -6,8 +6,8 @@ light scan, a few percent of the work) and replays only its own pieces into
 depends on another. The parent sums the reports and hashes the union of the decisions, which
 must equal a one-worker run's ``decision_digest``; the dead letters and answers must be those of
 one run too. Where each file goes (by tenant + MaLo, answers with their requests, a file under a
-known interchange reference with a piece of that interchange, escaped values read by the parser)
-is ``mako_actors._partition``'s rule.
+known interchange reference with a piece of that interchange, a file the pipeline rejects as a
+whole never cut, escaped values read by the parser) is ``mako_actors._partition``'s rule.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _worker(
         except OSError as exc:
             if k == 0:
                 unreadable.failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
-    pieces = split_by_partition(n, [(path.name, raw) for path, _, raw in read])
+    pieces = split_by_partition(n, [(path.name, raw, at) for path, at, raw in read], options.tenants)
     mine = [
         ArchivedInterchange(path, at, raw=split[k])
         for (path, at, _), split in zip(read, pieces, strict=True)

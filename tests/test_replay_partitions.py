@@ -144,10 +144,12 @@ async def test_escaped_rff_tn_and_loc_values_route_like_their_plain_values(tmp_p
     assert answers > 20 and locs > 20
     # The escaped archive goes, file by file, where the plain one goes.
     for n in (2, 3):
-        ours, theirs = Partitioner(n), Partitioner(n)
+        ours, theirs = Partitioner(n, [NB]), Partitioner(n, [NB])
         for item in archive(src):
-            split = ours.split(item.path.name, item.path.read_bytes())
-            assert split.keys() == theirs.split(item.path.name, plain[item.path.name]).keys(), item.path.name
+            split = ours.split(item.path.name, item.path.read_bytes(), item.received_at)
+            assert (
+                split.keys() == theirs.split(item.path.name, plain[item.path.name], item.received_at).keys()
+            ), item.path.name
     await assert_workers_answer_like_one(src, tmp_path, workers=(2,))
 
 
@@ -157,10 +159,10 @@ async def test_a_truncated_retransmission_of_a_split_bundle_gets_contrl_4_26_on_
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
     at = received(src)
-    partitioner = Partitioner(2)
+    partitioner = Partitioner(2, [NB])
     split_bundles = []
     for item in archive(src):
-        pieces = partitioner.split(item.path.name, item.path.read_bytes())
+        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
         if len(pieces) > 1:
             split_bundles.append((item.path, pieces))
     assert len(split_bundles) >= 4
@@ -173,10 +175,12 @@ async def test_a_truncated_retransmission_of_a_split_bundle_gets_contrl_4_26_on_
     with_manifest(src, extra)
     # Placed where a piece of its bundle was received, so that partition knows the 0020.
     for n in (2, 3):
-        partitioner = Partitioner(n)
+        partitioner = Partitioner(n, [NB])
         placed: dict[str, set[int]] = {}
         for item in archive(src):
-            placed[item.path.name] = set(partitioner.split(item.path.name, item.path.read_bytes()))
+            placed[item.path.name] = set(
+                partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+            )
         for name, _, _ in extra:
             (part,) = placed[name]
             assert part in placed[name.replace("-cut", "")], (n, name)
@@ -200,10 +204,11 @@ def test_the_same_bytes_again_are_placed_as_before_and_other_readable_bytes_go_h
         ]
     unb = "UNA:+.? 'UNB+UNOC:3+9900000010002:500+9900000002009:500+251103:0713+AN001'"
     raw = (unb + "'".join(lines) + "'UNZ+5+AN001'").encode()
-    partitioner = Partitioner(2)
-    first = partitioner.split("a.edi", raw)
+    partitioner = Partitioner(2, [NB])
+    at = datetime(2025, 11, 3, 7, 13, tzinfo=UTC)
+    first = partitioner.split("a.edi", raw, at)
     assert len(first) == 2, "the MaLos must fall into both partitions"
-    assert partitioner.split("again.edi", raw) == first
+    assert partitioner.split("again.edi", raw, at) == first
     other = raw.replace(b"BGM+E01+D0", b"BGM+E01+X0")
-    (home,) = partitioner.split("other.edi", other)
-    assert home in first and partitioner.split("other.edi", other) == {home: other}
+    (home,) = partitioner.split("other.edi", other, at)
+    assert home in first and partitioner.split("other.edi", other, at) == {home: other}
