@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgpack
+from pydantic_core import to_jsonable_python
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import EventEnvelope, PlainEnvelopeDecoder, ProcessIdentity
+from mako_actors.envelope import EventEnvelope, PlainEnvelopeDecoder, ProcessIdentity, iso_utc
 from mako_actors.errors import (
     DeserializationError,
     InboxConflict,
@@ -414,9 +415,34 @@ def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
     ident = deadline.deadline_id.bytes
     if txn.get("deadlines", ident) is not None:
         cancel_deadline(txn, deadline.deadline_id)
-    txn.put("deadlines", ident, pack(deadline.to_plain()))
+    txn.put("deadlines", ident, pack(_deadline_plain(deadline)))
     txn.put("deadlines_due", _due_key(deadline.due_at, ident), b"")
     txn.put("deadlines_stream", stream_key(deadline.stream_id) + ident, b"")
+
+
+def _deadline_plain(deadline: Deadline) -> dict[str, Any]:
+    """``deadline.to_plain()`` (``model_dump(mode="json")``), written out for the exact class.
+
+    Ids and the workflow id serialize as ``str``, an aware UTC ``due_at`` as ``iso_utc``
+    writes it, the payload as ``to_jsonable_python``; pydantic's dump costs several times more.
+    A subclass, or a due time in another zone, dumps through pydantic.
+    """
+    fields = deadline.__dict__
+    due = fields["due_at"]
+    if type(deadline) is not Deadline or due.tzinfo is not UTC:
+        return deadline.to_plain()
+    cause = fields["causation_event_id"]
+    return {
+        "deadline_id": str(fields["deadline_id"]),
+        "stream_id": str(fields["stream_id"]),
+        "process_id": str(fields["process_id"]),
+        "tenant_id": str(fields["tenant_id"]),
+        "workflow_id": str(fields["workflow_id"]),
+        "label": fields["label"],
+        "due_at": iso_utc(due),
+        "payload": to_jsonable_python(fields["payload"]),
+        "causation_event_id": None if cause is None else str(cause),
+    }
 
 
 def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
@@ -443,9 +469,10 @@ def _remove_deadline(txn: KvTxn, ident: bytes, deadline: Deadline) -> None:
 def _cancel_labelled(txn: KvTxn, stream_id: str, labels: set[str]) -> None:
     """Remove the stream's deadlines whose label is in ``labels``.
 
-    Each row is decoded in full only if its label matches (or cannot be read without
-    decoding): a stream's other deadlines are left as they are, and ``DeserializationError``
-    still reports a row that is not msgpack.
+    A row is only unpacked to read its label; a match in the canonical stored form (the
+    engine's own rows) is removed by its stored stream id and due time without building a
+    ``Deadline``. Anything else goes through ``Deadline.from_plain``, so an unreadable row
+    whose label would match fails the commit with ``DeserializationError``, as it always did.
     """
     prefix = stream_key(stream_id)
     idents = [key[len(prefix) :] for key, _ in txn.scan("deadlines_stream", prefix, _prefix_end(prefix))]
@@ -457,9 +484,34 @@ def _cancel_labelled(txn: KvTxn, stream_id: str, labels: set[str]) -> None:
         label = data.get("label") if type(data) is dict else None
         if type(label) is str and label not in labels:
             continue
-        deadline = _decode(raw, Deadline.from_plain, "deadline")
-        if deadline.label in labels:
-            _remove_deadline(txn, ident, deadline)
+        due, stream = _stored_due_and_stream(data)
+        if due is None or stream is None:
+            deadline = _decode(raw, Deadline.from_plain, "deadline")
+            if deadline.label not in labels:
+                continue
+            due, stream = micros(deadline.due_at), deadline.stream_id
+        txn.delete("deadlines_due", u64(due) + ident)
+        txn.delete("deadlines_stream", stream_key(stream) + ident)
+        txn.delete("deadlines", ident)
+
+
+def _stored_due_and_stream(data: Any) -> tuple[int | None, str | None]:
+    """Due micros and stream id of a deadline row in the form ``_deadline_plain`` writes.
+
+    (None, None) for anything else: a row of other fields, or a due time not written as
+    ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (which ``datetime.fromisoformat`` reads exactly as
+    pydantic does).
+    """
+    if type(data) is not dict or data.keys() != _DEADLINE_FIELDS:
+        return None, None
+    due, stream = data["due_at"], data["stream_id"]
+    if type(due) is not str or type(stream) is not str or _ISO_UTC.fullmatch(due) is None:
+        return None, None
+    return micros(datetime.fromisoformat(due)), stream
+
+
+_DEADLINE_FIELDS = frozenset(Deadline.model_fields)
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z")
 
 
 def due_deadlines(txn: KvTxn, now: datetime, limit: int) -> list[Deadline]:

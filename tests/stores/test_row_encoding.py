@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,10 @@ import msgpack
 import pytest
 
 from mako_actors import (
+    Deadline,
+    DeadlineId,
     DeserializationError,
+    EventId,
     ExpectedVersion,
     InvalidArgument,
     ProcessIdentity,
@@ -221,3 +224,42 @@ def test_a_stream_ids_owner_is_read_as_uuid_parsing_reads_it() -> None:
     for bad in ("process/x/y", f"process/{uuid.uuid4()}", f"process/{uuid.uuid4()}/{'g' * 32}"):
         with pytest.raises(InvalidArgument, match="is not a stream id"):
             _schema._owner(bad)
+
+
+async def test_deadline_rows_are_their_models_json_dump(store: StoreBase) -> None:
+    ident = identity()
+    berlin = timezone(timedelta(hours=2))
+    rows = [
+        deadline(ident, "frist", T0 + timedelta(microseconds=250_000)),
+        Deadline(
+            deadline_id=DeadlineId.new(), stream_id=ident.stream_id, process_id=ident.process_id,
+            tenant_id=TENANT, workflow_id=ident.workflow_id, label="lfa", due_at=T0.astimezone(berlin),
+            payload={"at": T0, "n": [1, 2.5], "id": ident.process_id}, causation_event_id=EventId.new(),
+        ),
+        # Built without validation (a due time left in Berlin time): dumped through pydantic.
+        Deadline.model_construct(
+            deadline_id=DeadlineId.new(), stream_id=ident.stream_id, process_id=ident.process_id,
+            tenant_id=TENANT, workflow_id=ident.workflow_id, label="raw", due_at=T0.astimezone(berlin),
+            payload={}, causation_event_id=None,
+        ),
+    ]
+    for d in rows:
+        await store.register_deadline(d)
+    stored = await _rows(store, "deadlines")
+    assert stored == {d.deadline_id.bytes: _packb(d.model_dump(mode="json")) for d in rows}
+
+
+async def test_a_deadline_row_in_another_stored_form_is_cancelled_by_label_too(store: StoreBase) -> None:
+    ident = identity()
+    frist = deadline(ident, "lfa-answer", T0 + timedelta(microseconds=500_000))
+    await store.register_deadline(frist)
+    variant = {**frist.to_plain(), "due_at": "2025-06-05T14:30:00.5+02:00"}  # same instant
+    await store._write(lambda txn: txn.put("deadlines", frist.deadline_id.bytes, _packb(variant)))
+    await store.commit(
+        Commit(
+            stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM, events=[envelope(ident)],
+            cancel_deadline_labels=["lfa-answer"],
+        )
+    )
+    for db in ("deadlines", "deadlines_due", "deadlines_stream"):
+        assert await _rows(store, db) == {}, db
