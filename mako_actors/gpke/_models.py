@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built", "unvalidated", "updated"]
+__all__ = ["built", "json_value", "unvalidated", "updated"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,3 +103,27 @@ else:
 
         make.__name__ = f"unvalidated({cls.__name__})"
         return make
+
+
+_DATETIME_JSON = TypeAdapter(datetime).serializer
+_DATE_JSON = TypeAdapter(date).serializer
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as pydantic's ``model_dump(mode="json")`` dumps a field of its type, for the
+    types our payloads and journal entries hold: str, bool, int, datetime and date (serialised
+    by pydantic itself), tuples of those (as lists). Raises ``InvalidArgument`` for others."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int:
+        return value
+    if kind is datetime:
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if kind is tuple:
+        return [json_value(item) for item in value]
+    if isinstance(value, datetime):
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if isinstance(value, date):
+        return _DATE_JSON.to_python(value, mode="json")
+    if isinstance(value, str):
+        return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
+    raise InvalidArgument(f"value {value!r} of type {kind.__name__} has no plain JSON form here")

@@ -24,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from mako_actors.gpke._models import built, json_value
+
 __all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "supply_key"]
 
 
@@ -79,8 +81,13 @@ class SupplyFact(BaseModel):
     due: datetime | None = None
 
     def to_entry(self) -> dict[str, Any]:
-        """Plain data for the journal (``None`` fields left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain data for the journal (``None`` fields left out): ``model_dump(mode="json",
+        exclude_none=True)``, built directly (one or two per decision)."""
+        values = self.__dict__
+        return {name: json_value(value) for name in _FACT_FIELDS if (value := values.get(name)) is not None}
+
+
+_FACT_FIELDS = tuple(SupplyFact.model_fields)
 
 
 @dataclass(slots=True)
@@ -199,17 +206,19 @@ def _baseline_facts(baseline: Suppliers) -> list[SupplyFact]:
 
 
 _INSTANTS = ("at", "until", "due")
+_KINDS = frozenset({"assigned", "claimed", "started", "released", "ended"})
+_FACT_FIELD_SET = frozenset(_FACT_FIELDS)
 
 
 def _fact_of(entry: Mapping[str, Any]) -> SupplyFact:
     """A journal entry as a ``SupplyFact``. Entries are written by this module only (plain data
     of ``to_entry``), so the instants are parsed directly instead of validating each entry: a
     MaLo's journal is read once per trigger and grows with its history."""
-    if entry.get("kind") not in ("assigned", "claimed", "started", "released", "ended"):
+    if entry.get("kind") not in _KINDS or not _FACT_FIELD_SET.issuperset(entry):
         return SupplyFact.model_validate(entry)  # a clear error for anything unexpected
     values = dict(entry)
     for name in _INSTANTS:
         raw = values.get(name)
         if isinstance(raw, str):
             values[name] = datetime.fromisoformat(raw)
-    return SupplyFact.model_construct(**values)
+    return built(SupplyFact, values)

@@ -262,3 +262,19 @@ def test_apply_returns_the_state_handle_folded_only_for_the_same_objects() -> No
     copy = GpkeState.model_validate(state.model_dump())
     assert wf.apply(copy, first) == after_first and wf.apply(copy, first) is not after_first
     assert wf.apply(after_first, second).status is Status.AWAITING_LFA
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+def test_journal_entries_dump_as_pydantic_does(at: datetime) -> None:
+    """``SupplyFact.to_entry`` builds the journal entry directly; the stored bytes must be
+    those of ``model_dump(mode="json", exclude_none=True)``."""
+    facts = [
+        SupplyFact(kind="claimed", supplier=LFN, at=at, process="s", due=at + timedelta(microseconds=3)),
+        SupplyFact(kind="started", supplier=LFN, at=at, process="s"),
+        SupplyFact(kind="released", process="s"),
+        SupplyFact(kind="assigned", supplier=LFA, until=at),
+        built(SupplyFact, {"kind": "ended", "supplier": LFN, "at": at, "process": "p"}),
+    ]
+    for fact in facts:
+        entry = fact.to_entry()
+        assert msgpack.packb(entry) == msgpack.packb(_dump(fact)) and entry == _dump(fact)
