@@ -385,12 +385,32 @@ _TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
 _TX_FIELD_SET = frozenset(_TX_FIELDS)
 
 
+# The values of the last (sender, instant) a header was built for: the payloads of one command
+# share both objects. Compared by identity (the entry holds them, so their ids stay theirs):
+# equal instants in other zones dump differently. One tuple, replaced whole.
+_last_stamp: tuple[object, object, tuple[str, str, str, str]] = (None, None, ("", "", "", ""))
+
+
+def _stamp(sender: str, at: datetime) -> tuple[str, str, str, str]:
+    """UNB qualifier and NAD code list of ``sender``, ``at`` as dumped, and the MIG version."""
+    global _last_stamp
+    last_sender, last_at, values = _last_stamp
+    if last_sender is sender and last_at is at:
+        return values
+    values = (
+        *mp_id_qualifiers(sender),
+        _DATETIME_JSON.to_python(at, mode="json"),
+        sending_format_version(at).short,
+    )
+    _last_stamp = (sender, at, values)
+    return values
+
+
 def _plain_header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
     """``_Header`` fields of ``_header(ref, sender, at)`` as dumped (declaration order)."""
-    sender_qualifier, sender_code_list = mp_id_qualifiers(sender)
+    sender_qualifier, sender_code_list, at_json, format_version = _stamp(sender, at)
     recipient = ref.recipient
     recipient_qualifier, recipient_code_list = mp_id_qualifiers(recipient)
-    at_json = _DATETIME_JSON.to_python(at, mode="json")
     return {
         "envelope": {
             "sender_id": sender,
@@ -407,7 +427,7 @@ def _plain_header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]
         "sender_code_list": sender_code_list,
         "recipient_id": recipient,
         "recipient_code_list": recipient_code_list,
-        "format_version": sending_format_version(at).short,
+        "format_version": format_version,
     }
 
 
@@ -438,7 +458,7 @@ def utilmd_payload(
     for name in _TX_FIELDS:
         value = transaction.get(name)
         if value is not None:
-            tx[name] = json_value(value)
+            tx[name] = value if type(value) is str else json_value(value)
     payload = _plain_header(ref, sender, at)
     document_code = BGM_DOCUMENT_CODE.get(pid)
     if document_code is not None:

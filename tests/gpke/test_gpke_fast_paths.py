@@ -278,3 +278,19 @@ def test_journal_entries_dump_as_pydantic_does(at: datetime) -> None:
     for fact in facts:
         entry = fact.to_entry()
         assert msgpack.packb(entry) == msgpack.packb(_dump(fact)) and entry == _dump(fact)
+
+
+def test_plain_payloads_of_equal_instants_in_other_zones_keep_their_own_offsets() -> None:
+    """Headers reuse the dumped instant of the previous payload only for the very same object:
+    an equal instant in another zone dumps with its own offset, as the model does."""
+    ref = OutboundRef.derive("s", 0, "APERAK", LFN)
+    utc = datetime(2025, 6, 5, 12, 0, tzinfo=UTC)
+    values: dict[str, Any] = {
+        "interchange_ref": "LFN1", "referenced_date": utc, "document_number": "D1", "ide_ref": "T1"
+    }
+    for at in (utc, utc.astimezone(_BERLIN), utc, datetime(2025, 6, 5, 12, 0, tzinfo=UTC)):
+        plain = aperak_payload(ref, NB, at, **values)
+        assert plain == AperakPayload.build(ref, NB, at, **values).to_payload()
+    berlin = aperak_payload(ref, NB, utc.astimezone(_BERLIN), **values)
+    assert berlin["document_date"] == "2025-06-05T14:00:00+02:00"
+    assert aperak_payload(ref, NB, utc, **values)["document_date"] == "2025-06-05T12:00:00Z"
