@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import built, json_value
+from mako_actors.gpke._models import built, json_value, unvalidated
 
 __all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "supply_key"]
 
@@ -41,6 +41,9 @@ class Suppliers:
     current: str | None = None
     future: str | None = None
     future_start: datetime | None = None
+
+
+_NO_SUPPLIERS = Suppliers()  # frozen: one shared instance
 
 
 class MasterData(Protocol):
@@ -60,7 +63,7 @@ class StaticMasterData:
         self.by_malo = dict(by_malo or {})
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
-        return self.by_malo.get(malo, Suppliers())
+        return self.by_malo.get(malo, _NO_SUPPLIERS)
 
 
 class SupplyFact(BaseModel):
@@ -196,13 +199,25 @@ class SupplyView:
 
 
 def _baseline_facts(baseline: Suppliers) -> list[SupplyFact]:
+    """The ``assigned`` facts of master data. Validated as ``SupplyFact``s unless every value
+    already has its field's type (a str MP-ID, a datetime): asked once per trigger."""
+    fact = SupplyFact if not _typed(baseline) else unvalidated(SupplyFact)
     facts: list[SupplyFact] = []
     if baseline.current:
         until = baseline.future_start if baseline.future else None
-        facts.append(SupplyFact(kind="assigned", supplier=baseline.current, until=until))
+        facts.append(fact(kind="assigned", supplier=baseline.current, until=until))
     if baseline.future and baseline.future_start is not None:
-        facts.append(SupplyFact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
+        facts.append(fact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
     return facts
+
+
+def _typed(baseline: Suppliers) -> bool:
+    """Whether the values of ``baseline`` have the types of the ``SupplyFact`` fields they fill."""
+    return (
+        (baseline.current is None or type(baseline.current) is str)
+        and (baseline.future is None or type(baseline.future) is str)
+        and (baseline.future_start is None or type(baseline.future_start) is datetime)
+    )
 
 
 _INSTANTS = ("at", "until", "due")
