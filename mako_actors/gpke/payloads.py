@@ -383,6 +383,7 @@ class AperakPayload(_Header):
 _DATETIME_JSON = TypeAdapter(datetime).serializer
 _TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
 _TX_FIELD_SET = frozenset(_TX_FIELDS)
+_TX_INDEX = {name: index for index, name in enumerate(_TX_FIELDS)}
 
 
 # The values of the last (sender, instant) a header was built for: the payloads of one command
@@ -455,8 +456,8 @@ def utilmd_payload(
         raise InvalidArgument(f"UtilmdTransactionPayload: unknown fields {unknown}")
     transaction["ide_ref"], transaction["pid"] = ref.ide_ref, pid
     tx: dict[str, Any] = {}
-    for name in _TX_FIELDS:
-        value = transaction.get(name)
+    for name in sorted(transaction, key=_TX_INDEX.__getitem__):  # declaration order
+        value = transaction[name]
         if value is not None:
             tx[name] = value if type(value) is str else json_value(value)
     payload = _plain_header(ref, sender, at)
