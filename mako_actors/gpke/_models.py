@@ -10,24 +10,32 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built", "unvalidated", "updated"]
+__all__ = ["built", "json_value", "unvalidated", "updated"]
 
 M = TypeVar("M", bound=BaseModel)
 
 _setattr = object.__setattr__
+# The slots every model instance has, set through their descriptors (cheaper than
+# ``object.__setattr__`` by name); ``BaseModel`` has no ``__new__`` of its own.
+_new = object.__new__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+assert BaseModel.__new__ is object.__new__
 
 
 @functools.cache
 def _template(
     cls: type[BaseModel],
-) -> tuple[dict[str, Any], tuple[str, ...], tuple[tuple[str, Callable[[], Any]], ...]]:
+) -> tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...]]:
     """Every field of ``cls`` with its default, in declaration order (``PydanticUndefined`` for a
     required one or one with a default factory), the names of the required ones, and the
     fields with a default factory (each built instance gets its own value from it).
@@ -42,7 +50,7 @@ def _template(
             template[name] = PydanticUndefined
             factories.append((name, info.default_factory))  # type: ignore[arg-type]
     made = {name for name, _ in factories}
-    required = tuple(
+    required = frozenset(
         name for name, value in template.items() if value is PydanticUndefined and name not in made
     )
     return template, required, tuple(factories)
@@ -59,17 +67,18 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
     fields = {**template, **values}  # keeps the template's order; unknown names come last
     if len(fields) != len(template):
         raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
-    for name in required:
-        if fields[name] is PydanticUndefined:
-            raise InvalidArgument(f"{cls.__name__}: field {name!r} missing")
+    if not values.keys() >= required:
+        for name in template:  # the first missing one, in declaration order
+            if name in required and name not in values:
+                raise InvalidArgument(f"{cls.__name__}: field {name!r} missing")
     for name, factory in factories:
         if fields[name] is PydanticUndefined:
             fields[name] = factory()
-    model = cls.__new__(cls)
+    model = _new(cls)
     _setattr(model, "__dict__", fields)
-    _setattr(model, "__pydantic_fields_set__", set(values))
-    _setattr(model, "__pydantic_extra__", None)
-    _setattr(model, "__pydantic_private__", None)
+    _set_fields_set(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
@@ -78,11 +87,11 @@ def updated(model: M, update: dict[str, Any]) -> M:
 
     As with ``model_copy``, the updated values are not validated; names must be fields.
     """
-    new = model.__new__(type(model))
+    new = _new(type(model))
     _setattr(new, "__dict__", {**model.__dict__, **update})
-    _setattr(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
-    _setattr(new, "__pydantic_extra__", model.__pydantic_extra__)
-    _setattr(new, "__pydantic_private__", model.__pydantic_private__)
+    _set_fields_set(new, model.__pydantic_fields_set__ | update.keys())
+    _set_extra(new, model.__pydantic_extra__)
+    _set_private(new, model.__pydantic_private__)
     return new
 
 
@@ -102,3 +111,27 @@ else:
 
         make.__name__ = f"unvalidated({cls.__name__})"
         return make
+
+
+_DATETIME_JSON = TypeAdapter(datetime).serializer
+_DATE_JSON = TypeAdapter(date).serializer
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as pydantic's ``model_dump(mode="json")`` dumps a field of its type, for the
+    types our payloads and journal entries hold: str, bool, int, datetime and date (serialised
+    by pydantic itself), tuples of those (as lists). Raises ``InvalidArgument`` for others."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int:
+        return value
+    if kind is datetime:
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if kind is tuple:
+        return [json_value(item) for item in value]
+    if isinstance(value, datetime):
+        return _DATETIME_JSON.to_python(value, mode="json")
+    if isinstance(value, date):
+        return _DATE_JSON.to_python(value, mode="json")
+    if isinstance(value, str):
+        return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
+    raise InvalidArgument(f"value {value!r} of type {kind.__name__} has no plain JSON form here")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import built
+from mako_actors.gpke._models import built, json_value
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -93,17 +93,26 @@ class OutboundRef(BaseModel):
         Built without re-validation: every value is a str we derive here or a typed argument
         (mypy checks callers), and this runs for every message we send.
         """
-        base = f"{seed}|{index}|"
+        # ``derive_ref`` of each kind: SHA-256 of ``seed|index|kind``, the common prefix hashed once.
+        base = sha256(f"{seed}|{index}|".encode())
+        interchange, message, document = base.copy(), base.copy(), base.copy()
+        interchange.update(b"0020")
+        message.update(b"0062")
+        document.update(b"1004")
+        ide = None
+        if message_type == "UTILMD":
+            base.update(b"IDE")
+            ide = "T" + base.hexdigest()[:19].upper()
         return built(
             cls,
             {
                 "message_type": message_type,
                 "pid": pid,
                 "recipient": recipient,
-                "interchange_ref": _ref(base, "0020"),
-                "message_ref": _ref(base, "0062"),
-                "document_number": _ref(base, "1004"),
-                "ide_ref": _ref(base, "IDE") if message_type == "UTILMD" else None,
+                "interchange_ref": "N" + interchange.hexdigest()[:13].upper(),
+                "message_ref": "M" + message.hexdigest()[:13].upper(),
+                "document_number": "D" + document.hexdigest()[:19].upper(),
+                "ide_ref": ide,
             },
         )
 
@@ -372,35 +381,37 @@ class AperakPayload(_Header):
 # itself. ``tests/gpke/test_gpke_fast_paths.py`` holds them to the models' dumps.
 
 _DATETIME_JSON = TypeAdapter(datetime).serializer
-_DATE_JSON = TypeAdapter(date).serializer
 _TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
 _TX_FIELD_SET = frozenset(_TX_FIELDS)
+_TX_INDEX = {name: index for index, name in enumerate(_TX_FIELDS)}
 
 
-def _json(value: Any) -> Any:
-    """``value`` as pydantic dumps it in JSON mode, for the types of the payload fields."""
-    kind = type(value)
-    if kind is str or kind is bool or kind is int:
-        return value
-    if kind is datetime:
-        return _DATETIME_JSON.to_python(value, mode="json")
-    if kind is tuple:
-        return [_json(item) for item in value]
-    if isinstance(value, datetime):
-        return _DATETIME_JSON.to_python(value, mode="json")
-    if isinstance(value, date):
-        return _DATE_JSON.to_python(value, mode="json")
-    if isinstance(value, str):
-        return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
-    raise InvalidArgument(f"payload value {value!r} of type {kind.__name__} is not a payload field type")
+# The values of the last (sender, instant) a header was built for: the payloads of one command
+# share both objects. Compared by identity (the entry holds them, so their ids stay theirs):
+# equal instants in other zones dump differently. One tuple, replaced whole.
+_last_stamp: tuple[object, object, tuple[str, str, str, str]] = (None, None, ("", "", "", ""))
+
+
+def _stamp(sender: str, at: datetime) -> tuple[str, str, str, str]:
+    """UNB qualifier and NAD code list of ``sender``, ``at`` as dumped, and the MIG version."""
+    global _last_stamp
+    last_sender, last_at, values = _last_stamp
+    if last_sender is sender and last_at is at:
+        return values
+    values = (
+        *mp_id_qualifiers(sender),
+        _DATETIME_JSON.to_python(at, mode="json"),
+        sending_format_version(at).short,
+    )
+    _last_stamp = (sender, at, values)
+    return values
 
 
 def _plain_header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]:
     """``_Header`` fields of ``_header(ref, sender, at)`` as dumped (declaration order)."""
-    sender_qualifier, sender_code_list = mp_id_qualifiers(sender)
+    sender_qualifier, sender_code_list, at_json, format_version = _stamp(sender, at)
     recipient = ref.recipient
     recipient_qualifier, recipient_code_list = mp_id_qualifiers(recipient)
-    at_json = _DATETIME_JSON.to_python(at, mode="json")
     return {
         "envelope": {
             "sender_id": sender,
@@ -417,7 +428,7 @@ def _plain_header(ref: OutboundRef, sender: str, at: datetime) -> dict[str, Any]
         "sender_code_list": sender_code_list,
         "recipient_id": recipient,
         "recipient_code_list": recipient_code_list,
-        "format_version": sending_format_version(at).short,
+        "format_version": format_version,
     }
 
 
@@ -445,10 +456,10 @@ def utilmd_payload(
         raise InvalidArgument(f"UtilmdTransactionPayload: unknown fields {unknown}")
     transaction["ide_ref"], transaction["pid"] = ref.ide_ref, pid
     tx: dict[str, Any] = {}
-    for name in _TX_FIELDS:
-        value = transaction.get(name)
+    for name in sorted(transaction, key=_TX_INDEX.__getitem__):  # declaration order
+        value = transaction[name]
         if value is not None:
-            tx[name] = _json(value)
+            tx[name] = value if type(value) is str else json_value(value)
     payload = _plain_header(ref, sender, at)
     document_code = BGM_DOCUMENT_CODE.get(pid)
     if document_code is not None:

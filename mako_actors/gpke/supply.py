@@ -24,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from mako_actors.gpke._models import built, json_value, unvalidated
+
 __all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "supply_key"]
 
 
@@ -39,6 +41,9 @@ class Suppliers:
     current: str | None = None
     future: str | None = None
     future_start: datetime | None = None
+
+
+_NO_SUPPLIERS = Suppliers()  # frozen: one shared instance
 
 
 class MasterData(Protocol):
@@ -58,7 +63,7 @@ class StaticMasterData:
         self.by_malo = dict(by_malo or {})
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
-        return self.by_malo.get(malo, Suppliers())
+        return self.by_malo.get(malo, _NO_SUPPLIERS)
 
 
 class SupplyFact(BaseModel):
@@ -79,8 +84,13 @@ class SupplyFact(BaseModel):
     due: datetime | None = None
 
     def to_entry(self) -> dict[str, Any]:
-        """Plain data for the journal (``None`` fields left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain data for the journal (``None`` fields left out): ``model_dump(mode="json",
+        exclude_none=True)``, built directly (one or two per decision)."""
+        values = self.__dict__
+        return {name: json_value(value) for name in _FACT_FIELDS if (value := values.get(name)) is not None}
+
+
+_FACT_FIELDS = tuple(SupplyFact.model_fields)
 
 
 @dataclass(slots=True)
@@ -189,27 +199,41 @@ class SupplyView:
 
 
 def _baseline_facts(baseline: Suppliers) -> list[SupplyFact]:
+    """The ``assigned`` facts of master data. Validated as ``SupplyFact``s unless every value
+    already has its field's type (a str MP-ID, a datetime): asked once per trigger."""
+    fact = SupplyFact if not _typed(baseline) else unvalidated(SupplyFact)
     facts: list[SupplyFact] = []
     if baseline.current:
         until = baseline.future_start if baseline.future else None
-        facts.append(SupplyFact(kind="assigned", supplier=baseline.current, until=until))
+        facts.append(fact(kind="assigned", supplier=baseline.current, until=until))
     if baseline.future and baseline.future_start is not None:
-        facts.append(SupplyFact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
+        facts.append(fact(kind="assigned", supplier=baseline.future, at=baseline.future_start))
     return facts
 
 
+def _typed(baseline: Suppliers) -> bool:
+    """Whether the values of ``baseline`` have the types of the ``SupplyFact`` fields they fill."""
+    return (
+        (baseline.current is None or type(baseline.current) is str)
+        and (baseline.future is None or type(baseline.future) is str)
+        and (baseline.future_start is None or type(baseline.future_start) is datetime)
+    )
+
+
 _INSTANTS = ("at", "until", "due")
+_KINDS = frozenset({"assigned", "claimed", "started", "released", "ended"})
+_FACT_FIELD_SET = frozenset(_FACT_FIELDS)
 
 
 def _fact_of(entry: Mapping[str, Any]) -> SupplyFact:
     """A journal entry as a ``SupplyFact``. Entries are written by this module only (plain data
     of ``to_entry``), so the instants are parsed directly instead of validating each entry: a
     MaLo's journal is read once per trigger and grows with its history."""
-    if entry.get("kind") not in ("assigned", "claimed", "started", "released", "ended"):
+    if entry.get("kind") not in _KINDS or not _FACT_FIELD_SET.issuperset(entry):
         return SupplyFact.model_validate(entry)  # a clear error for anything unexpected
     values = dict(entry)
     for name in _INSTANTS:
         raw = values.get(name)
         if isinstance(raw, str):
             values[name] = datetime.fromisoformat(raw)
-    return SupplyFact.model_construct(**values)
+    return built(SupplyFact, values)

@@ -52,8 +52,8 @@ def malo_check_digit(first_ten: str) -> int:
 
 
 def _malo_rule(digits: str) -> int:
-    a = sum(int(c) for c in digits[0::2])
-    b = 2 * sum(int(c) for c in digits[1::2])
+    a = sum(map(int, digits[0::2]))
+    b = 2 * sum(map(int, digits[1::2]))
     return (10 - (a + b) % 10) % 10
 
 

@@ -676,7 +676,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     def _apply(self, state: GpkeState, event: Event) -> GpkeState:
         refs = _refs(event)
         update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
-        if isinstance(event, InboundRejected | AnmeldungReceived | AbmeldungReceived) and not state.seed:
+        if isinstance(event, _SEEDING) and not state.seed:
             info = event.inbound
             update |= {
                 "seed": f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}",
@@ -720,7 +720,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             update |= {"lfa_confirmed": event.confirmed, "lfa_code": event.code}
         elif isinstance(event, LfaDeemedToAgree):
             update |= {"lfa_confirmed": True, "lfa_deemed": True}
-        elif isinstance(event, AnmeldungDecided | AbmeldungDecided):
+        elif isinstance(event, _DECIDING):
             update |= {
                 "status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
                 "answer_code": event.code,
@@ -728,6 +728,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         elif isinstance(event, AcknowledgementReceived) and not event.positive:
             update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
         return updated(state, update)
+
+
+# Built once: ``A | B`` in an ``isinstance`` builds a new union on every call.
+_SEEDING = (InboundRejected, AnmeldungReceived, AbmeldungReceived)
+_DECIDING = (AnmeldungDecided, AbmeldungDecided)
 
 
 def _received(info: InboundInfo) -> dict[str, Any]:

@@ -216,6 +216,7 @@ def test_what_a_replay_decides_and_stores_is_what_validation_accepts(tmp_path: P
     """
     recording = _Recording()
     events, outbox = asyncio.run(_replayed(tmp_path, defects, recording))
+    payload_models: dict[str, Any] = {"UTILMD": UtilmdPayload, "APERAK": AperakPayload}
     assert len(recording.decided) > 200
     fresh = GpkeNbWorkflow()
     for state, _, output in recording.decided:
@@ -224,8 +225,11 @@ def test_what_a_replay_decides_and_stores_is_what_validation_accepts(tmp_path: P
             assert type(event).model_validate(event.model_dump()) == event
         for pending in output.outbox:
             assert PendingOutbox.model_validate(pending.model_dump()) == pending
+            # the plain payload is what the model's dump would be, byte for byte
+            dumped = _dump(payload_models[pending.message_type].model_validate(pending.payload))
+            assert msgpack.packb(dumped) == msgpack.packb(pending.payload)
         for _, entry in output.journal:
-            assert SupplyFact.model_validate(entry).to_entry() == entry
+            assert msgpack.packb(_dump(SupplyFact.model_validate(entry))) == msgpack.packb(entry)
         folded = state
         for event in output.events:
             again = fresh.apply(folded, event)
@@ -262,3 +266,35 @@ def test_apply_returns_the_state_handle_folded_only_for_the_same_objects() -> No
     copy = GpkeState.model_validate(state.model_dump())
     assert wf.apply(copy, first) == after_first and wf.apply(copy, first) is not after_first
     assert wf.apply(after_first, second).status is Status.AWAITING_LFA
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+def test_journal_entries_dump_as_pydantic_does(at: datetime) -> None:
+    """``SupplyFact.to_entry`` builds the journal entry directly; the stored bytes must be
+    those of ``model_dump(mode="json", exclude_none=True)``."""
+    facts = [
+        SupplyFact(kind="claimed", supplier=LFN, at=at, process="s", due=at + timedelta(microseconds=3)),
+        SupplyFact(kind="started", supplier=LFN, at=at, process="s"),
+        SupplyFact(kind="released", process="s"),
+        SupplyFact(kind="assigned", supplier=LFA, until=at),
+        built(SupplyFact, {"kind": "ended", "supplier": LFN, "at": at, "process": "p"}),
+    ]
+    for fact in facts:
+        entry = fact.to_entry()
+        assert msgpack.packb(entry) == msgpack.packb(_dump(fact)) and entry == _dump(fact)
+
+
+def test_plain_payloads_of_equal_instants_in_other_zones_keep_their_own_offsets() -> None:
+    """Headers reuse the dumped instant of the previous payload only for the very same object:
+    an equal instant in another zone dumps with its own offset, as the model does."""
+    ref = OutboundRef.derive("s", 0, "APERAK", LFN)
+    utc = datetime(2025, 6, 5, 12, 0, tzinfo=UTC)
+    values: dict[str, Any] = {
+        "interchange_ref": "LFN1", "referenced_date": utc, "document_number": "D1", "ide_ref": "T1"
+    }
+    for at in (utc, utc.astimezone(_BERLIN), utc, datetime(2025, 6, 5, 12, 0, tzinfo=UTC)):
+        plain = aperak_payload(ref, NB, at, **values)
+        assert plain == AperakPayload.build(ref, NB, at, **values).to_payload()
+    berlin = aperak_payload(ref, NB, utc.astimezone(_BERLIN), **values)
+    assert berlin["document_date"] == "2025-06-05T14:00:00+02:00"
+    assert aperak_payload(ref, NB, utc, **values)["document_date"] == "2025-06-05T12:00:00Z"

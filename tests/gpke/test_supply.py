@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from gpke_support import LFA, LFN, LFZ, berlin
+from pydantic import ValidationError
 
-from mako_actors.gpke.supply import Suppliers, SupplyFact, SupplyView
+from mako_actors.gpke.supply import Suppliers, SupplyFact, SupplyView, _baseline_facts
 
 DEC_1, JAN_1, FEB_1 = berlin(2025, 12, 1, 0, 0), berlin(2026, 1, 1, 0, 0), berlin(2026, 2, 1, 0, 0)
 
@@ -56,3 +57,19 @@ def test_the_baseline_stands_in_only_without_an_import() -> None:
 def test_an_unknown_entry_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="kind"):
         SupplyView.fold([{"kind": "teleported", "supplier": LFA}])
+
+
+def test_master_data_baseline_facts_equal_validated_ones_and_mistyped_data_still_fails() -> None:
+    baseline = Suppliers(current=LFA, future=LFZ, future_start=FEB_1)
+    assert _baseline_facts(baseline) == [
+        SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
+        SupplyFact(kind="assigned", supplier=LFZ, at=FEB_1),
+    ]
+    assert [f.to_entry() for f in _baseline_facts(baseline)] == [
+        f.model_dump(mode="json", exclude_none=True) for f in _baseline_facts(baseline)
+    ]
+    # Master data read from JSON is not typed: a number where an MP-ID belongs is refused.
+    with pytest.raises(ValidationError):
+        _baseline_facts(Suppliers(current=9900000000001))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        _baseline_facts(Suppliers(current=LFA, future=LFZ, future_start="soon"))  # type: ignore[arg-type]
