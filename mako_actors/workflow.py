@@ -78,9 +78,13 @@ class WorkflowOutput(BaseModel):
     @classmethod
     def of(cls, *events: Event) -> WorkflowOutput:
         """Events only."""
-        if cls is WorkflowOutput and all(isinstance(event, Event) for event in events):
-            # What validation would build, without it (once per command on the hot path).
-            return trusted(cls, {**_EMPTY_OUTPUT, "events": events}, _EVENTS_SET)
+        if cls is WorkflowOutput:
+            for event in events:
+                if not isinstance(event, Event):
+                    break
+            else:
+                # What validation would build, without it (once per command on the hot path).
+                return trusted(cls, {**_EMPTY_OUTPUT, "events": events}, _EVENTS_SET)
         return cls(events=events)  # pydantic names what is not an event
 
     def with_outbox(self, *messages: PendingOutbox) -> WorkflowOutput:

@@ -15,6 +15,7 @@ import pytest
 
 from mako_actors import (
     CommandContext,
+    CorrelationId,
     DeadlineId,
     EventEnvelope,
     EventId,
@@ -181,3 +182,27 @@ def test_an_identity_of_typed_ids_equals_a_validated_one() -> None:
     # Untyped arguments still go through validation (and its errors).
     with pytest.raises(InvalidArgument):
         ProcessIdentity.of_process(TENANT, "not-a-uuid", IDENTITY.workflow_id)  # type: ignore[arg-type]
+
+
+def test_identity_to_plain_equals_model_dump() -> None:
+    decoded = ProcessIdentity.model_validate(IDENTITY.to_plain())  # its own WorkflowId object
+    for identity in (IDENTITY, decoded, ProcessIdentity.new(TENANT, WorkflowId.new("ledger", "FV2604"))):
+        assert identity.to_plain() == identity.model_dump(mode="json")
+        assert list(identity.to_plain()) == list(identity.model_dump(mode="json"))
+        assert all(type(value) is str for value in identity.to_plain().values())
+    assert decoded.to_plain()["workflow_id"] == "ledger@FV2025-10-01"
+
+
+def test_random_and_derived_ids_are_what_uuid_makes() -> None:
+    made = [EventId.new() for _ in range(600)]  # more than one pool of ready ids
+    assert len({event_id.int for event_id in made}) == len(made)
+    for event_id in made:
+        reference = uuid.UUID(int=event_id.int)
+        assert reference.version == 4 and reference.variant == uuid.RFC_4122
+        assert str(event_id) == str(reference) and repr(event_id) == f"EventId('{reference}')"
+        assert EventId(str(event_id)) == event_id and EventId(str(event_id).upper()) == event_id
+    assert TenantId.from_party_id("9900000002009") == uuid.uuid5(ids._TENANT_NAMESPACE, "9900000002009")
+    ref = "9900000001001:LFN0605143001"
+    correlation = CorrelationId.from_interchange_ref(ref)
+    assert str(correlation) == str(uuid.uuid5(ids._CORRELATION_NAMESPACE, ref))
+    assert type(correlation) is CorrelationId
