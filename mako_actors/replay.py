@@ -44,6 +44,7 @@ import csv
 import hashlib
 import heapq
 import json
+import operator
 import os
 import time
 from collections import Counter
@@ -547,10 +548,11 @@ class _Item:
     deadline: Deadline | None = None
     state: str = "queued"  # queued -> ready -> started
     parked: bool = False
+    #: Where it stands in its queues: ``(at, rank, seq)`` (set once; compared on every insert).
+    order: tuple[datetime, int, int] = field(init=False)
 
-    @property
-    def order(self) -> tuple[datetime, int, int]:
-        return (self.at, self.rank, self.seq)
+    def __post_init__(self) -> None:
+        self.order = (self.at, self.rank, self.seq)
 
 
 class _Pipeline:
@@ -587,6 +589,7 @@ class _Pipeline:
         self.running: dict[asyncio.Task[None], _Item] = {}
         self.finished: list[asyncio.Task[None]] = []
         self.wakeup = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
         self.queued = 0
         self.seq = 0
         self.next_index = 0
@@ -692,7 +695,7 @@ class _Pipeline:
         self.queued += item.deadline is None
         for key in item.keys:
             queue = self.queues.setdefault(key, [])
-            index = bisect.bisect_right(queue, item.order, key=lambda i: i.order)
+            index = bisect.bisect_right(queue, item.order, key=_order_of)
             if index == 0 and queue and queue[0].state != "queued":
                 index = 1  # never ahead of an item already under way
             queue.insert(index, item)
@@ -776,10 +779,11 @@ class _Pipeline:
 
     def _start_ready(self) -> None:
         ready, self.ready = self.ready, []
+        create_task, done = self.loop.create_task, self._done
         for item in ready:
             item.state = "started"
-            task = asyncio.ensure_future(self._execute(item))
-            task.add_done_callback(self._done)
+            task = create_task(self._execute(item))
+            task.add_done_callback(done)
             self.running[task] = item
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -836,6 +840,9 @@ class _Pipeline:
                 )
             )
             await self.view.cancel_deadline(deadline.deadline_id)
+
+
+_order_of = operator.attrgetter("order")
 
 
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
