@@ -51,10 +51,15 @@ TAKE_SNAPSHOT = "take_snapshot"
 _WRITES = frozenset({COMMAND, TIMEOUT})
 
 
-@dataclass(frozen=True, slots=True)
+# ``Op`` and ``Outcome`` are made once per command: plain slotted dataclasses, treated as
+# immutable but not ``frozen``: a frozen dataclass sets each field through
+# ``object.__setattr__``, which makes building one three times as expensive (~5 µs vs ~1.7 µs
+# for five fields, measured here).
+@dataclass(slots=True)
 class Op:
     """One request to a process actor; plain data, so it can cross a Ray boundary (pickled).
 
+    Never changed once made (not ``frozen`` only because that is slow to build).
     ``max_attempts`` 0 and ``snapshot_interval`` None mean the actor system's defaults.
     """
 
@@ -68,9 +73,9 @@ class Op:
     sequence: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """What a command or timeout produced, once its commit is durable.
+    """What a command or timeout produced, once its commit is durable (never changed once made).
 
     ``no_command``: a timeout whose ``on_deadline`` returned ``None`` (the deadline was removed).
     """
