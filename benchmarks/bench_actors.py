@@ -22,7 +22,8 @@ processes (N = 1, 100, 10,000) from many concurrent callers where the system can
 (a) and (d) run fewer commands (they are 10-100x slower) over min(N, commands) processes;
 rates are per second, so the ratios compare. (a), (b) and (d) report the best of ``--repeat``
 fresh runs (default 3) and run before Ray is started (its idle daemons take CPU time); (c) runs
-once, afterwards. Also: CPU time per command of (b) (process time of both threads / commands),
+once, afterwards. Also: CPU time per command of (b) (process time of both threads / commands)
+and the part of it the cyclic garbage collector took (``gc µs b``, CPU time of collections),
 activation of a 10,000-event stream from its snapshot + tail vs. full replay, and memory per
 live hosted process (host RSS delta / N).
 """
@@ -36,6 +37,7 @@ import gc
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,18 +93,52 @@ async def bench_process(path: Path, n: int, total: int, outbox: bool) -> float:
         return rate
 
 
-async def bench_local(path: Path, n: int, total: int, outbox: bool) -> tuple[float, float, float]:
-    """Commands/s, commands per LMDB transaction, CPU µs per command (both threads)."""
+class GcClock:
+    """CPU time spent in the cyclic garbage collector (any thread) while ``running``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.running = False
+        self._started: dict[int, float] = {}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if not self.running:
+            return
+        if phase == "start":
+            self._started[threading.get_ident()] = time.thread_time()
+        else:
+            start = self._started.pop(threading.get_ident(), None)
+            if start is not None:
+                self.seconds += time.thread_time() - start
+
+
+async def bench_local(
+    path: Path, n: int, total: int, outbox: bool, gc_clock: GcClock | None = None
+) -> tuple[float, float, float]:
+    """Commands/s, commands per LMDB transaction, CPU µs per command (both threads).
+
+    With ``gc_clock``, the CPU time of cyclic collections during the timed part is added to it.
+    """
     store = LmdbStore(path)
-    async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=100, close_store=True) as system:
-        cpu = time.process_time()
-        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
-        before = store.stats.transactions
-        seconds = await drive(refs, total, outbox)
-        cpu = time.process_time() - cpu
-        per_txn = total / max(1, store.stats.transactions - before)
-        if outbox:
-            assert await store.outbox_count() == total
+    clock = gc_clock or GcClock()
+    gc.callbacks.append(clock)
+    try:
+        async with LocalActorSystem(
+            store, workflows=[Ledger], snapshot_interval=100, close_store=True
+        ) as system:
+            cpu = time.process_time()
+            clock.running = True
+            refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
+            before = store.stats.transactions
+            seconds = await drive(refs, total, outbox)
+            cpu = time.process_time() - cpu
+            clock.running = False
+            per_txn = total / max(1, store.stats.transactions - before)
+            if outbox:
+                assert await store.outbox_count() == total
+    finally:
+        clock.running = False
+        gc.callbacks.remove(clock)
     return total / seconds, per_txn, cpu / total * 1e6
 
 
@@ -279,16 +315,20 @@ async def main() -> None:
                 tag = f"{workload}{n}"
                 a = max([await bench_process(base / f"a{tag}-{k}", n, slow_total, outbox)
                          for k in range(repeat)])
-                locals_ = [await bench_local(base / f"b{tag}-{k}", n, max(fast_total, n), outbox)
-                           for k in range(repeat)]
-                b, per_txn, _ = max(locals_)
-                cpu = min(c for _, _, c in locals_)
+                locals_ = []
+                for k in range(repeat):
+                    clock = GcClock()
+                    total = max(fast_total, n)
+                    locals_.append((*await bench_local(base / f"b{tag}-{k}", n, total, outbox, clock),
+                                    clock.seconds / total * 1e6))
+                b, per_txn, _, _ = max(locals_)
+                cpu, gc_cpu = min((c, g) for _, _, c, g in locals_)
                 d = max(bench_eventsourcing(base / f"d{tag}-{k}.sqlite", n, slow_total, outbox)
                         for k in range(repeat))
                 results.append({"workload": workload, "n": n, "a": a, "b": b, "d": d,
-                                "per_txn": per_txn, "cpu": cpu, "c": float("nan")})
+                                "per_txn": per_txn, "cpu": cpu, "gc": gc_cpu, "c": float("nan")})
                 print(f"{workload} N={n}: a={a:.0f} b={b:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f} "
-                      f"cpu(b)={cpu:.0f}us/cmd", file=sys.stderr, flush=True)
+                      f"cpu(b)={cpu:.0f}us/cmd (gc {gc_cpu:.0f})", file=sys.stderr, flush=True)
         if not args.skip_activation:
             activation = await bench_activation(base / "act", 10_000)
         heap, rss = await bench_memory_local(base / "mem", 10_000)
@@ -315,18 +355,18 @@ async def main() -> None:
             finally:
                 ray.shutdown()
 
-    widths = [8, 7, 12, 12, 12, 12, 9, 9, 9, 10, 9]
+    widths = [8, 7, 12, 12, 12, 12, 9, 9, 9, 10, 9, 9]
     print(f"\nDurable (fsync) commands/s, {os.cpu_count()} cores; commands: a,d={slow_total}, "
           f"b={fast_total}, c={ray_total} (at least N); a, b, d: best of {repeat} runs, before Ray; "
           f"gc thresholds {gc.get_threshold()}\n")
     print(row(["workload", "N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d",
-               "c/a", "cmds/txn", "µs/cmd b"], widths))
+               "c/a", "cmds/txn", "µs/cmd b", "gc µs b"], widths))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in results:
         print(row([
             r["workload"], f"{r['n']:,}", f"{r['a']:,.0f}", f"{r['b']:,.0f}", f"{r['c']:,.0f}",
             f"{r['d']:,.0f}", f"{r['b'] / r['a']:.1f}x", f"{r['b'] / r['d']:.1f}x",
-            f"{r['c'] / r['a']:.1f}x", f"{r['per_txn']:.1f}", f"{r['cpu']:.0f}",
+            f"{r['c'] / r['a']:.1f}x", f"{r['per_txn']:.1f}", f"{r['cpu']:.0f}", f"{r['gc']:.0f}",
         ], widths))
     if activation is not None:
         snap, full, snap_read, full_read = activation

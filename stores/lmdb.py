@@ -344,6 +344,35 @@ class LmdbStore(StoreBase):
         self._stats.events_read += len(activation.events)
         return activation
 
+    def load_activations_now(
+        self, requests: Sequence[tuple[StreamId, str, int]]
+    ) -> list[Activation | Exception]:
+        """``load_activation_now`` for many ``(stream_id, workflow_name, state_schema_version)``
+        at once, in one read transaction (the actors a loop turn activates).
+
+        A stream that does not read or decode gets its error in its place, the others their
+        ``Activation``; ``StoreError`` only when the read transaction itself fails.
+        """
+
+        def read(txn: Any) -> list[Activation | Exception]:
+            out: list[Activation | Exception] = []
+            for stream_id, workflow_name, state_schema_version in requests:
+                try:
+                    out.append(
+                        schema.load_activation(txn, stream_id, workflow_name, state_schema_version, None)
+                    )
+                except lmdb.Error:
+                    raise  # the transaction itself: retried or reported by ``read_sync``
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
+        activations = self.read_sync(read)
+        self._stats.events_read += sum(
+            len(a.events) for a in activations if isinstance(a, Activation)
+        )
+        return activations
+
     # -- writes ----------------------------------------------------------------------------
 
     def _write_batch(self, fns: Sequence[WriteFn]) -> asyncio.Future[list[Any]]:

@@ -148,7 +148,13 @@ class LocalActorSystem(HandleFactory):
             return await read_op(self.workflow(identity.workflow_id.name), self.store, identity, op)
         actor = self._live.get(identity.stream_id)
         if actor is None:
-            actor = await self._activate(identity)
+            cap = self.max_live
+            if (cap is not None and len(self._live) >= cap) or (
+                self._reaper is None and self.idle_timeout is not None
+            ):
+                actor = await self._activate(identity)
+            else:  # room under the cap: no waiting, so no coroutine either
+                actor = self._new_actor(identity)
         else:
             self._live.move_to_end(identity.stream_id)
         return await actor.submit(op)
@@ -194,6 +200,10 @@ class LocalActorSystem(HandleFactory):
                 return existing
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
+        return self._new_actor(identity)
+
+    def _new_actor(self, identity: ProcessIdentity) -> ProcessActor:
+        """The live actor of ``identity``, registered (the caller made room under ``max_live``)."""
         workflow = self.workflow(identity.workflow_id.name)
         identity = self._shared_ids(identity)
         actor = ProcessActor(

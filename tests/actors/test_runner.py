@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from mako_actors import Deadline, DeadlineId, EventId, ProcessId, ProcessIdentity, WorkflowError
+from mako_actors import (
+    Deadline,
+    DeadlineId,
+    EventId,
+    ProcessId,
+    ProcessIdentity,
+    StoreError,
+    WorkflowError,
+)
 from mako_actors.actors import LocalActorSystem, ProcessRef
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
@@ -193,22 +201,31 @@ async def test_activation_without_a_synchronous_read_gives_the_same_states(store
         assert wrapped.snapshot_reads == 5
 
 
+@pytest.mark.parametrize("failing", ["one stream of a turn's reads", "the turn's read transaction"])
 async def test_a_failed_activation_read_fails_the_head_command_only(
-    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     async with LocalActorSystem(store, workflows=[Ledger]) as system:
         ref = system.spawn("ledger", TENANT, LEDGER_ID)
-        real = store.load_activation_now
+        real_one, real_many = store.load_activation_now, store.load_activations_now
         calls = 0
 
-        def flaky(*args: Any) -> Any:
+        def flaky_one(*args: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("disk hiccup")
-            return real(*args)
+            return real_one(*args)
 
-        monkeypatch.setattr(store, "load_activation_now", flaky)
+        def flaky_many(requests: Any) -> Any:
+            nonlocal calls
+            if failing == "the turn's read transaction":
+                raise StoreError("read transaction failed")  # each actor then reads alone
+            calls += 1
+            return [RuntimeError("disk hiccup")] if calls == 1 else real_many(requests)
+
+        monkeypatch.setattr(store, "load_activation_now", flaky_one)
+        monkeypatch.setattr(store, "load_activations_now", flaky_many)
         first = asyncio.ensure_future(ref.execute(Record(amount=1)))
         second = asyncio.ensure_future(ref.execute(Record(amount=2)))
         with pytest.raises(RuntimeError, match="disk hiccup"):
