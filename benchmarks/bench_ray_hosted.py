@@ -132,21 +132,32 @@ def _host_gc(_host: Any, start: bool) -> tuple[float, list[int]]:
     return result
 
 
+def _running_loop() -> asyncio.AbstractEventLoop:
+    """The event loop running in one of this process's threads (found on the threads' stacks)."""
+    import sys
+
+    for frame in sys._current_frames().values():
+        at: Any = frame
+        while at is not None:
+            candidate = at.f_locals.get("self")
+            if isinstance(candidate, asyncio.AbstractEventLoop) and candidate.is_running():
+                return candidate
+            at = at.f_back
+    raise RuntimeError("no running event loop in this process")
+
+
 def _host_profile(_host: Any, start: bool) -> str:
     """Start (``start``) or stop a cProfile of the host's event-loop thread; the top entries.
 
     ``__ray_call__`` runs outside the actor's event-loop thread, so the profiler is switched on
-    and off by a callback on that loop (found once by ``gc``). State is kept on the host object:
+    and off by a callback on that loop (found once on the threads' stacks). State is kept on the host object:
     this function is pickled by value, its module globals are not shared between calls.
     """
-    import gc
     import threading
 
     loop = getattr(_host, "bench_loop", None)
     if loop is None:
-        loop = _host.bench_loop = next(
-            o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
-        )
+        loop = _host.bench_loop = _running_loop()
     done = threading.Event()
 
     def switch() -> None:
