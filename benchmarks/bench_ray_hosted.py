@@ -4,8 +4,10 @@ Run from the repository root: ``.venv/bin/python benchmarks/bench_ray_hosted.py 
 Same ledger workload and driver as ``bench_actors.py`` (imported from there): commands
 round-robin over N processes from 500 concurrent callers, every commit fsynced. For (c) it also
 reports the CPU time per command of the driver and of the two host actors (from ``/proc`` of
-their OS processes), and with ``--profile`` the top functions of the driver and of one host
-(``cProfile``). It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
+their OS processes) and the part of it spent in the garbage collector (``gc.callbacks``), with
+``--threads`` the CPU per command of each busy thread (event loop, LMDB writer, Ray's own), and
+with ``--profile`` the top functions of the driver and of one host (``cProfile``).
+``--option max_inflight_calls=1`` passes a keyword to ``RayActorSystem``. It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
 same script measures an older checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
 """
 
@@ -177,11 +179,13 @@ def _host_profile(_host: Any, start: bool) -> str:
     return out.getvalue()
 
 
-async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool) -> dict[str, Any]:
+async def bench_ray(
+    path: Path, n: int, total: int, outbox: bool, profile: bool, options: dict[str, Any]
+) -> dict[str, Any]:
     from mako_actors.actors import RayActorSystem
 
     prefix = f"bench{n}-{time.time_ns()}"
-    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix) as system:
+    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix, **options) as system:
         refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
         await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
                                for _ in range(20)))  # start the hosts, warm up
@@ -241,10 +245,13 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of (c) per N (each reported)")
     parser.add_argument("--outbox", action="store_true", help="every command also emits an outbox message")
     parser.add_argument("--profile", action="store_true", help="cProfile the driver and one host")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=INT",
+                        help="a RayActorSystem keyword for (c), e.g. max_inflight_calls=1")
     parser.add_argument("--threads", action="store_true", help="CPU per command by thread name")
     parser.add_argument("--skip-local", action="store_true", help="(c) only")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    options = {k: int(v) for k, v in (o.split("=", 1) for o in args.option)}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         local: dict[int, tuple[float, float, float]] = {}
@@ -262,8 +269,8 @@ async def main() -> None:
         try:
             for n in sizes:
                 for k in range(args.repeat):
-                    r = await bench_ray(base / f"c{n}-{k}", n, max(args.commands, n), args.outbox,
-                                        args.profile)
+                    total = max(args.commands, n)
+                    r = await bench_ray(base / f"c{n}-{k}", n, total, args.outbox, args.profile, options)
                     line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
                             f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f}, hosts "
                             f"{r['host_gc_us']:.0f} µs, {r['host_gc_full']} full)  "
