@@ -4,8 +4,10 @@ Run from the repository root: ``.venv/bin/python benchmarks/bench_ray_hosted.py 
 Same ledger workload and driver as ``bench_actors.py`` (imported from there): commands
 round-robin over N processes from 500 concurrent callers, every commit fsynced. For (c) it also
 reports the CPU time per command of the driver and of the two host actors (from ``/proc`` of
-their OS processes), and with ``--profile`` the top functions of the driver and of one host
-(``cProfile``). It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
+their OS processes) and the part of it spent in the garbage collector (``gc.callbacks``), with
+``--threads`` the CPU per command of each busy thread (event loop, LMDB writer, Ray's own), and
+with ``--profile`` the top functions of the driver and of one host (``cProfile``).
+``--option max_inflight_calls=1`` passes a keyword to ``RayActorSystem``. It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
 same script measures an older checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
 """
 
@@ -38,6 +40,24 @@ def _cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_of(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of process ``pid``, by thread name (+ ``#tid`` if busy)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                text = stat.read()
+        except FileNotFoundError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if used > 0.5:  # one of the few busy threads: on its own
+            name = f"{name}#{tid}"
+        out[name] = out.get(name, 0.0) + used
+    return out
 
 
 def _host_pid(_host: Any) -> int:
@@ -77,21 +97,69 @@ async def hosted_memory(system: Any, refs: list[Any]) -> tuple[float, float]:
     return heap / live, rss / live
 
 
+class GcMeter:
+    """CPU time spent in the garbage collector of this process (all generations) while on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._start
+            self.collections[info["generation"]] += 1
+
+    def on(self) -> None:
+        import gc
+
+        gc.callbacks.append(self)
+
+    def off(self) -> tuple[float, list[int]]:
+        import gc
+
+        gc.callbacks.remove(self)
+        return self.seconds, self.collections
+
+
+def _host_gc(_host: Any, start: bool) -> tuple[float, list[int]]:
+    """Start (``start``) or stop metering the host's garbage collector; (CPU seconds, collections)."""
+    if start:
+        _host.bench_gc = GcMeter()
+        _host.bench_gc.on()
+        return 0.0, [0, 0, 0]
+    result: tuple[float, list[int]] = _host.bench_gc.off()
+    return result
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    """The event loop running in one of this process's threads (found on the threads' stacks)."""
+    import sys
+
+    for frame in sys._current_frames().values():
+        at: Any = frame
+        while at is not None:
+            candidate = at.f_locals.get("self")
+            if isinstance(candidate, asyncio.AbstractEventLoop) and candidate.is_running():
+                return candidate
+            at = at.f_back
+    raise RuntimeError("no running event loop in this process")
+
+
 def _host_profile(_host: Any, start: bool) -> str:
     """Start (``start``) or stop a cProfile of the host's event-loop thread; the top entries.
 
     ``__ray_call__`` runs outside the actor's event-loop thread, so the profiler is switched on
-    and off by a callback on that loop (found once by ``gc``). State is kept on the host object:
+    and off by a callback on that loop (found once on the threads' stacks). State is kept on the host object:
     this function is pickled by value, its module globals are not shared between calls.
     """
-    import gc
     import threading
 
     loop = getattr(_host, "bench_loop", None)
     if loop is None:
-        loop = _host.bench_loop = next(
-            o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
-        )
+        loop = _host.bench_loop = _running_loop()
     done = threading.Event()
 
     def switch() -> None:
@@ -111,11 +179,13 @@ def _host_profile(_host: Any, start: bool) -> str:
     return out.getvalue()
 
 
-async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool) -> dict[str, Any]:
+async def bench_ray(
+    path: Path, n: int, total: int, outbox: bool, profile: bool, options: dict[str, Any]
+) -> dict[str, Any]:
     from mako_actors.actors import RayActorSystem
 
     prefix = f"bench{n}-{time.time_ns()}"
-    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix) as system:
+    async with RayActorSystem(path, workflows=[Ledger], hosts=2, name_prefix=prefix, **options) as system:
         refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(n)]
         await asyncio.gather(*(system.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
                                for _ in range(20)))  # start the hosts, warm up
@@ -126,11 +196,23 @@ async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool)
             await hosts[0].__ray_call__.remote(_host_profile, True)
             driver_prof = cProfile.Profile()
             driver_prof.enable()
+        await asyncio.gather(*(h.__ray_call__.remote(_host_gc, True) for h in hosts))
+        driver_gc = GcMeter()
+        driver_gc.on()
         host_cpu = [_cpu_of(p) for p in pids]
+        threads = [_threads_of(p) for p in pids] + [_threads_of(os.getpid())]
         driver_cpu = time.process_time()
         seconds = await drive(refs, total, outbox)
         driver_cpu = time.process_time() - driver_cpu
         host_cpu = [_cpu_of(p) - c for p, c in zip(pids, host_cpu, strict=True)]
+        by_thread: dict[str, float] = {}
+        for k, (pid, before) in enumerate(zip([*pids, os.getpid()], threads, strict=True)):
+            side = "driver" if k == len(pids) else "hosts"
+            for name, used in _threads_of(pid).items():
+                key = f"{side}:{name}"
+                by_thread[key] = by_thread.get(key, 0.0) + used - before.get(name, 0.0)
+        driver_gc_s, _ = driver_gc.off()
+        host_gc = await asyncio.gather(*(h.__ray_call__.remote(_host_gc, False) for h in hosts))
         report = ""
         if profile:
             driver_prof.disable()
@@ -147,6 +229,10 @@ async def bench_ray(path: Path, n: int, total: int, outbox: bool, profile: bool)
         "rate": total / seconds,
         "driver_us": driver_cpu / total * 1e6,
         "host_us": sum(host_cpu) / total * 1e6,
+        "driver_gc_us": driver_gc_s / total * 1e6,
+        "threads": {k: v / total * 1e6 for k, v in sorted(by_thread.items()) if v / total * 1e6 >= 1},
+        "host_gc_us": sum(g[0] for g in host_gc) / total * 1e6,
+        "host_gc_full": sum(g[1][2] for g in host_gc),
         "rss_per_live": (rss_after - rss_before) / max(1, live),
         "profile": report,
     }
@@ -159,9 +245,13 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of (c) per N (each reported)")
     parser.add_argument("--outbox", action="store_true", help="every command also emits an outbox message")
     parser.add_argument("--profile", action="store_true", help="cProfile the driver and one host")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=INT",
+                        help="a RayActorSystem keyword for (c), e.g. max_inflight_calls=1")
+    parser.add_argument("--threads", action="store_true", help="CPU per command by thread name")
     parser.add_argument("--skip-local", action="store_true", help="(c) only")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    options = {k: int(v) for k, v in (o.split("=", 1) for o in args.option)}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         local: dict[int, tuple[float, float, float]] = {}
@@ -179,10 +269,12 @@ async def main() -> None:
         try:
             for n in sizes:
                 for k in range(args.repeat):
-                    r = await bench_ray(base / f"c{n}-{k}", n, max(args.commands, n), args.outbox,
-                                        args.profile)
+                    total = max(args.commands, n)
+                    r = await bench_ray(base / f"c{n}-{k}", n, total, args.outbox, args.profile, options)
                     line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
-                            f"hosts {r['host_us']:.0f} µs  RSS delta during load/live "
+                            f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f}, hosts "
+                            f"{r['host_gc_us']:.0f} µs, {r['host_gc_full']} full)  "
+                            f"RSS delta during load/live "
                             f"{r['rss_per_live'] / 1024:.1f} KiB")
                     if r["rss_live"]:
                         line += (f"  re-activated: heap {r['heap_live'] / 1024:.2f} KiB, "
@@ -191,6 +283,9 @@ async def main() -> None:
                         b, _, d = local[n]
                         line += f"  c/b={r['rate'] / b:.2f}  c/d={r['rate'] / d:.1f}"
                     print(line, flush=True)
+                    if args.threads:
+                        busy = ", ".join(f"{k} {v:.0f}" for k, v in r["threads"].items())
+                        print(f"  CPU µs/cmd by thread: {busy}", flush=True)
                     if r["profile"]:
                         print(r["profile"], flush=True)
         finally:

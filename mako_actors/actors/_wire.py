@@ -3,21 +3,27 @@
 Ray pickles call arguments with ``cloudpickle``, whose Python-level hook runs for every object:
 a batch of commands with their ``ProcessIdentity``\\ s cost ~60-90 µs per command to pickle and
 their ``Outcome``\\ s ~50 µs, more than deciding and committing the command. Here a batch is
-msgpack of plain values: ids as 16 raw bytes, the tenant and workflow ids (the same few in
-every batch) once per batch, events as their stored plain form (``EventEnvelope.to_plain``,
-without the ids the receiver knows). What has no plain form (commands, contexts, deadlines,
-states, errors) goes into one ``pickle`` of the whole batch (C pickler, one memo for the batch),
-``cloudpickle`` only if that fails (e.g. a class defined in a function).
+msgpack of plain values: the tenant and workflow ids (the same few in every batch) once per
+batch, ids as their 16 raw bytes *and* their canonical text (rebuilding an id from both costs a
+third of formatting its text again, and every id is written as text later), commands whose
+fields are all ``str``/``int``/``float``/``bool``/``None`` as their field dict, events as their
+plain fields (without the ids the receiver knows). What has no plain form (other commands,
+contexts, deadlines, states, errors, command classes) goes into one ``pickle`` of the whole
+batch (C pickler, one memo for the batch), ``cloudpickle`` only if that fails (e.g. a class
+defined in a function).
 
-Internal to ``ray_system``; both ends run the same code (one repository on every node).
+Internal to ``ray_system``; both ends run the same code (one repository on every node), so
+values are rebuilt without validation: they were valid on the sender.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 from pydantic import BaseModel
@@ -34,6 +40,14 @@ _OBJECT = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Frozen models copy their fields-set before changing it (``model_copy``), so one may be shared.
 _IDENTITY_FIELDS = set(ProcessIdentity.model_fields)
+_ENVELOPE_FIELDS = set(EventEnvelope.model_fields)
+# Exactly these types pack in msgpack as themselves and come back equal and of the same type.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_UNKNOWN = uuid.SafeUUID.unknown
+_new = object.__new__
+_set = object.__setattr__
+_stream = functools.partial(str.__new__, StreamId)
+IdT = TypeVar("IdT", bound=uuid.UUID)
 _MICROSECOND = timedelta(microseconds=1)
 _CACHE_LIMIT = 4096  # distinct tenants/workflows kept decoded per host; cleared when exceeded
 
@@ -98,22 +112,75 @@ def _object(objects: list[Any], index: int) -> Any:
     return value.build() if type(value) is _ModelParts else value
 
 
+def _plain_values(values: dict[str, Any]) -> bool:
+    """Whether every field value packs as itself in msgpack and unpacks as the same value."""
+    for value in values.values():  # noqa: SIM110 (a loop: no generator per command)
+        if type(value) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
 def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
-    """A batch of ``(partition, identity, op)`` as bytes; raises what pickling raises."""
+    """A batch of ``(partition, identity, op)`` as bytes; raises what pickling raises.
+
+    A command whose field values are all ``str``/``int``/``float``/``bool``/``None`` (and
+    without extra or private values) travels as its class's index and its field dict in the
+    msgpack; any other goes into the batch's pickle. An int msgpack cannot hold sends the
+    whole batch the pickled way.
+    """
+    try:
+        return _encode_ops(items, plain=True)
+    except (OverflowError, ValueError):  # an int beyond 64 bits, a lone surrogate in a str
+        return _encode_ops(items, plain=False)
+
+
+def _encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]], plain: bool) -> bytes:
+    # Interned by object first: the few tenant and workflow ids are shared by many identities,
+    # and ``str`` of a ``WorkflowId`` formats a date. The items keep them alive, so ``id`` is safe.
+    tenant_of: dict[int, int] = {}
     tenants: dict[str, int] = {}
+    workflow_of: dict[int, int] = {}
     workflows: dict[str, int] = {}
+    classes: dict[type, int] = {}
     objects = _Objects()
     rows = []
     for partition, identity, op in items:
-        tenant = str(identity.tenant_id)
-        workflow = str(identity.workflow_id)
+        tenant_id = identity.tenant_id
+        t = tenant_of.get(id(tenant_id))
+        if t is None:
+            t = tenant_of[id(tenant_id)] = tenants.setdefault(str(tenant_id), len(tenants))
+        workflow_id = identity.workflow_id
+        w = workflow_of.get(id(workflow_id))
+        if w is None:
+            w = workflow_of[id(workflow_id)] = workflows.setdefault(str(workflow_id), len(workflows))
+        process_id = identity.process_id
+        command = op.command
+        row: Any
+        if command is None:
+            row = None
+        elif (
+            plain
+            and not command.__pydantic_extra__
+            and not command.__pydantic_private__
+            and _plain_values(command.__dict__)
+        ):
+            cls = type(command)
+            c = classes.get(cls)
+            if c is None:
+                c = classes[cls] = objects.add(cls)
+            values = command.__dict__
+            fields_set = command.__pydantic_fields_set__
+            row = (c, values, None if len(fields_set) == len(values) else list(fields_set))
+        else:
+            row = objects.add(command)
         rows.append((
             partition,
-            tenants.setdefault(tenant, len(tenants)),
-            workflows.setdefault(workflow, len(workflows)),
-            identity.process_id.bytes,
+            t,
+            w,
+            process_id.bytes,
+            process_id._text,
             op.kind,
-            objects.add_model(op.command),
+            row,
             objects.add(op.ctx),
             objects.add(op.deadline),
             op.enqueue,
@@ -124,6 +191,15 @@ def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
     return msgpack.packb(  # type: ignore[no-any-return]
         (list(tenants), list(workflows), rows, _pickle(objects.items) if objects.items else b"")
     )
+
+
+def _uuid_id(cls: type[IdT], raw: bytes, text: str) -> IdT:
+    """An id from its 16 bytes and canonical text as the sender had them (no parsing, no formatting)."""
+    obj = _new(cls)
+    _set(obj, "int", int.from_bytes(raw, "big"))
+    _set(obj, "is_safe", _UNKNOWN)
+    _set(obj, "_text", text)
+    return obj
 
 
 class OpDecoder:
@@ -162,30 +238,34 @@ class OpDecoder:
         workflows = [self._workflow(w) for w in workflow_texts]
         objects = pickle.loads(pickled) if pickled else []
         out = []
-        for (partition, t, w, process, kind, command, ctx, deadline, enqueue, attempts,
+        for (partition, t, w, process, process_text, kind, command, ctx, deadline, enqueue, attempts,
              interval, sequence) in rows:  # fmt: skip
-            tenant = tenants[t]
-            process_id = ProcessId(process)
+            process_id = _uuid_id(ProcessId, process, process_text)
+            # A live actor keeps its identity: one shared fields-set, not a set each (216 B).
             identity = trusted(
                 ProcessIdentity,
                 {
-                    "stream_id": StreamId.for_process(tenant, process_id),
+                    "stream_id": _stream(f"process/{tenant_texts[t]}/{process_text}"),
                     "process_id": process_id,
-                    "tenant_id": tenant,
+                    "tenant_id": tenants[t],
                     "workflow_id": workflows[w],
                 },
+                _IDENTITY_FIELDS,
             )
-            # A live actor keeps its identity: one shared fields-set, not a set each (216 B).
-            object.__setattr__(identity, "__pydantic_fields_set__", _IDENTITY_FIELDS)
+            if command is None or type(command) is int:
+                value = _object(objects, command) if command is not None else None
+            else:
+                c, values, fields_set = command
+                value = trusted(objects[c], values, None if fields_set is None else set(fields_set))
             op = Op(
                 kind,
-                command=_object(objects, command),
-                ctx=objects[ctx] if ctx != _NONE else None,
-                enqueue=enqueue,
-                max_attempts=attempts,
-                snapshot_interval=interval,
-                deadline=objects[deadline] if deadline != _NONE else None,
-                sequence=sequence,
+                value,
+                objects[ctx] if ctx != _NONE else None,
+                enqueue,
+                attempts,
+                interval,
+                objects[deadline] if deadline != _NONE else None,
+                sequence,
             )
             out.append((partition, identity, op))
         return out
@@ -196,21 +276,30 @@ def encode_results(identities: Sequence[ProcessIdentity], results: Sequence[Any]
 
     An ``Outcome``'s events travel without the ids the receiver already has (the process's
     stream, process, tenant and workflow ids: ``identities[i]`` is the identity of
-    ``results[i]``), other ids as 16 raw bytes, ``recorded_at`` as microseconds since 1970.
+    ``results[i]``), other ids as 16 raw bytes and their text (building an id from both is a
+    third of formatting its text again), ``recorded_at`` as microseconds since 1970.
     """
     objects = _Objects()
     rows: list[Any] = []
     for identity, result in zip(identities, results, strict=True):
-        if type(result) is Outcome and all(e.stream_id == identity.stream_id for e in result.events):
-            rows.append((
-                _OUTCOME,
-                [_event_row(event) for event in result.events],
-                objects.add(result.outbox or None),
-                result.snapshot_taken,
-                result.no_command,
-            ))  # fmt: skip
-        else:
-            rows.append((_OBJECT, objects.add(result)))
+        if type(result) is Outcome:
+            stream_id = identity.stream_id
+            events = []
+            for event in result.events:
+                if event.stream_id != stream_id:
+                    break
+                events.append(_event_row(event))
+            else:
+                outbox = result.outbox
+                rows.append((
+                    _OUTCOME,
+                    events,
+                    objects.add(outbox) if outbox else _NONE,
+                    result.snapshot_taken,
+                    result.no_command,
+                ))  # fmt: skip
+                continue
+        rows.append((_OBJECT, objects.add(result)))
     return msgpack.packb(  # type: ignore[no-any-return]
         (rows, _pickle(objects.items) if objects.items else b""), default=_plain
     )
@@ -225,21 +314,25 @@ def _plain(value: Any) -> Any:
 
 def _event_row(event: EventEnvelope) -> tuple[Any, ...]:
     causation = event.causation_id
+    correlation = event.correlation_id
+    conversation = event.conversation_id
+    event_id = event.event_id
     return (
-        event.event_id.bytes,
+        event_id.bytes,
+        event_id._text,
         event.sequence,
         event.global_position,
         event.event_type,
         event.schema_version,
         (event.recorded_at - _EPOCH) // _MICROSECOND,
-        event.correlation_id.bytes,
-        event.conversation_id.bytes,
+        correlation.bytes,
+        correlation._text,
+        conversation.bytes,
+        conversation._text,
         None if causation is None else causation.bytes,
+        None if causation is None else causation._text,
         event.payload,
     )
-
-
-_ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields)
 
 
 def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[Any]:
@@ -251,10 +344,10 @@ def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[A
         if row[0] == _OUTCOME:
             _, events, outbox, snapshot_taken, no_command = row
             out.append(Outcome(
-                events=tuple(_envelope(identity, event) for event in events),
-                outbox=tuple(objects[outbox]) if outbox != _NONE else (),
-                snapshot_taken=snapshot_taken,
-                no_command=no_command,
+                tuple([_envelope(identity, event) for event in events]),
+                tuple(objects[outbox]) if outbox != _NONE else (),
+                snapshot_taken,
+                no_command,
             ))  # fmt: skip
         else:
             out.append(objects[row[1]] if row[1] != _NONE else None)
@@ -264,20 +357,24 @@ def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[A
 def _envelope(identity: ProcessIdentity, row: list[Any]) -> EventEnvelope:
     (
         event_id,
+        event_text,
         sequence,
         position,
         event_type,
         version,
         micros,
         correlation,
+        correlation_text,
         conversation,
+        conversation_text,
         causation,
+        causation_text,
         payload,
     ) = row
     return trusted(
         EventEnvelope,
         {
-            "event_id": EventId(event_id),
+            "event_id": _uuid_id(EventId, event_id, event_text),
             "stream_id": identity.stream_id,
             "process_id": identity.process_id,
             "tenant_id": identity.tenant_id,
@@ -287,9 +384,10 @@ def _envelope(identity: ProcessIdentity, row: list[Any]) -> EventEnvelope:
             "event_type": event_type,
             "schema_version": version,
             "recorded_at": _EPOCH + micros * _MICROSECOND,
-            "correlation_id": CorrelationId(correlation),
-            "conversation_id": ConversationId(conversation),
-            "causation_id": None if causation is None else CausationId(causation),
+            "correlation_id": _uuid_id(CorrelationId, correlation, correlation_text),
+            "conversation_id": _uuid_id(ConversationId, conversation, conversation_text),
+            "causation_id": None if causation is None else _uuid_id(CausationId, causation, causation_text),
             "payload": payload,
         },
+        _ENVELOPE_FIELDS,
     )

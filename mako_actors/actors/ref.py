@@ -10,6 +10,7 @@ actor's internal attempts from below, and snapshots are always taken by the syst
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -37,9 +38,13 @@ S = TypeVar("S", bound=BaseModel)
 
 
 class Dispatcher(Protocol):
-    """What a ``ProcessRef`` sends its operations through (a local or a Ray actor system)."""
+    """What a ``ProcessRef`` sends its operations through (a local or a Ray actor system).
 
-    async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any: ...
+    ``dispatch`` returns what to await for the result: a coroutine (``async def``), or a
+    future when the operation was queued right away (no coroutine frame per operation).
+    """
+
+    def dispatch(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]: ...
 
 
 class ProcessRef(ProcessHandle[C, S]):
@@ -102,9 +107,16 @@ class ProcessRef(ProcessHandle[C, S]):
         )
         return outcome
 
-    async def _events(self, command: C, ctx: CommandContext | None = None, **kw: Any) -> list[EventEnvelope]:
-        outcome = await self._outcome(command, ctx, **kw)
-        if outcome.outbox and not kw.get("enqueue"):
+    async def _events(
+        self, command: C, ctx: CommandContext | None = None, enqueue: bool = False, max_attempts: int = 0
+    ) -> list[EventEnvelope]:
+        # ``_outcome`` inlined: the command path of every ``execute*`` is one coroutine here.
+        if ctx is not None:
+            ctx.require_process(self._identity)
+        outcome: Outcome = await self._dispatcher.dispatch(
+            self._identity, Op(COMMAND, command, ctx, enqueue, max_attempts)
+        )
+        if outcome.outbox and not enqueue:
             note_dropped(self._workflow.name, command, len(outcome.outbox), 0)
         return list(outcome.events)
 
