@@ -212,8 +212,9 @@ class _Receipt:
     """The last bytes received under one receipt key (module doc), and where they went.
 
     ``home``: the partition of the first message (or of the whole file); ``parts``: one
-    partition per message when the file was cut, else empty. ``accepted`` is known once asked
-    (``Partitioner._accepted``): a file placed whole is judged only when other bytes follow.
+    partition per message when the file is cut if accepted, else empty. ``accepted`` is known
+    once asked (``Partitioner._accepted``): a file placed whole anyway is judged only when
+    other bytes follow under its key.
     """
 
     digest: bytes
@@ -310,16 +311,22 @@ class Partitioner:
     party is rejected as a whole).
     """
 
-    def __init__(self, n: int, tenants: Iterable[str]) -> None:
+    def __init__(self, n: int, tenants: Iterable[str], mine: int | None = None) -> None:
         self.n = n
         self._tenants = frozenset(tenants)
+        self._mine = mine
         self._ide: dict[bytes, int] = {}
         self._interchange: dict[bytes, int] = {}
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
 
     def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
         """``{partition: bytes}`` for one interchange received at ``received_at``: whole, or one
-        piece per partition (see the module doc)."""
+        piece per partition (see the module doc).
+
+        With ``mine`` (a worker's partition), a file that would be cut into pieces none of which
+        is ``mine``'s gives ``{}`` without being judged (a parse saved): nothing of it is
+        ``mine``'s, whether it is cut or goes whole to its first message's partition.
+        """
         read = _read(raw)
         if read.key is None:
             return {_partition(self.n, name.encode(), raw[:64]): raw}
@@ -330,21 +337,24 @@ class Partitioner:
             # A retransmission: a duplicate of each piece where it was received. The pipeline
             # routes the same bytes again when they were rejected before and pass now (a check
             # that depends on the receipt day): those are placed like new ones (module doc).
-            if self._accepted(last) or rejected_as_a_whole(
-                raw, received_at, self._tenants, parsed=last.read.parse()
-            ):
+            if self._accepted(last):
                 return self._pieces(read, raw, last.home, last.parts)
+            if rejected_as_a_whole(raw, received_at, self._tenants, parsed=last.read.parse()):
+                return {last.home: raw}
         elif last is not None and self._accepted(last):
             return {last.home: raw}  # other bytes under an accepted reference: a conflict there
         default = _partition(self.n, *read.key)
         parts = [self._of(read.key, message, default) for message in read.messages]
         home = parts[0] if parts else default
-        accepted: bool | None = None
-        if len(set(parts)) > 1 and read.cut:
-            accepted = not rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
-        if not accepted:
+        if len(set(parts)) < 2 or not read.cut:
             parts = []
-        self._receipts[key] = _Receipt(digest, home, parts, read, received_at, accepted)
+        receipt = self._receipts[key] = _Receipt(digest, home, parts, read, received_at)
+        if not parts:
+            return {home: raw}
+        if self._mine is not None and self._mine not in parts:
+            return {}
+        if not self._accepted(receipt):
+            return {home: raw}  # rejected as a whole: never cut
         return self._pieces(read, raw, home, parts)
 
     def _receipt_key(self, read: _Read) -> tuple[bytes, bytes, bytes]:
@@ -404,8 +414,9 @@ class Partitioner:
 
 
 def split_by_partition(
-    n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]
+    n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str], mine: int | None = None
 ) -> list[dict[int, bytes]]:
-    """For each ``(name, raw, received_at)`` in receipt order, its pieces by partition (module doc)."""
-    partitioner = Partitioner(n, tenants)
+    """For each ``(name, raw, received_at)`` in receipt order, its pieces by partition (module doc;
+    ``mine``: see ``Partitioner.split``)."""
+    partitioner = Partitioner(n, tenants, mine)
     return [partitioner.split(name, raw, at) for name, raw, at in files]

@@ -108,7 +108,7 @@ def _worker(
         except OSError as exc:
             if k == 0:
                 unreadable.failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
-    pieces = split_by_partition(n, [(path.name, raw, at) for path, at, raw in read], options.tenants)
+    pieces = split_by_partition(n, [(path.name, raw, at) for path, at, raw in read], options.tenants, k)
     mine = [
         ArchivedInterchange(path, at, raw=split[k])
         for (path, at, _), split in zip(read, pieces, strict=True)

@@ -309,3 +309,18 @@ async def test_the_partitioners_verdict_is_the_pipelines(tmp_path: Path) -> None
             assert whole == (result.status == "rejected"), (defect, tenants, result.status, result.error)
             verdicts[whole] += 1
     assert verdicts == {True: 15, False: 5}  # misaddressed is ours with two tenants
+
+
+def test_a_worker_gets_the_same_share_when_it_judges_only_the_files_it_shares(tmp_path: Path) -> None:
+    """``Partitioner(mine=k)`` leaves the files none of whose pieces is k's unjudged; k's share
+    of every file is the one a partitioner that judges every file gives it."""
+    src = tmp_path / "in"
+    build_defect_archive(src)
+    files = [(item.path.name, item.path.read_bytes(), item.received_at) for item in archive(src)]
+    for n in (2, 3):
+        full = Partitioner(n, [NB])
+        everything = [full.split(*file) for file in files]
+        for k in range(n):
+            partial = Partitioner(n, [NB], mine=k)
+            for file, expected in zip(files, everything, strict=True):
+                assert partial.split(*file).get(k) == expected.get(k), (n, k, file[0])
