@@ -7,8 +7,9 @@ reports the CPU time per command of the driver and of the two host actors (from 
 their OS processes) and the part of it spent in the garbage collector (``gc.callbacks``), with
 ``--threads`` the CPU per command of each busy thread (event loop, LMDB writer, Ray's own), and
 with ``--profile`` the top functions of the driver and of one host (``cProfile``).
-``--option max_inflight_calls=1`` passes a keyword to ``RayActorSystem``. It uses only the public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the
-same script measures an older checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
+``--option max_inflight_calls=1`` passes a keyword to ``RayActorSystem``. It uses only the
+public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the same script measures an older
+checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
 """
 
 from __future__ import annotations

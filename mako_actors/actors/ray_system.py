@@ -952,10 +952,19 @@ class RayActorSystem(HandleFactory):
         return self._new_actor(name, spec, scheduling_strategy=strategy)
 
     async def start(self) -> None:
-        """Start every host now (otherwise on first use); a new partition map creates its partitions."""
+        """Start every host now (otherwise on first use); a new partition map creates its partitions.
+
+        Concurrent callers share one start; a start that failed (a node not up yet, a host that
+        died while starting) is tried again by the next call instead of failing every call after.
+        """
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_task(self._start())
+            self._starting.add_done_callback(self._start_done)
         await asyncio.shield(self._starting)
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._starting = None
 
     async def _start(self) -> None:
         handles = self.host_handles()

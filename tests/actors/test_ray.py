@@ -222,3 +222,18 @@ async def test_a_passivated_actor_is_replaced_only_after_its_kill_landed(
         await actors.aclose()
         for timer in kills:
             timer.join()
+
+
+async def test_aclose_waits_for_every_operation_already_sent(tmp_path: Path) -> None:
+    # Hosted commands join their host's batch when sent, with no coroutine of the system in
+    # between: aclose must still wait for each of them (answered, and durable) before it ends.
+    path = tmp_path / "db"
+    actors = system(path, "hosted", max_inflight_calls=1)
+    refs = [actors.spawn("ledger", TENANT, LEDGER_ID) for _ in range(40)]
+    await refs[0].execute(Record(amount=1))  # the hosts are up
+    sent = [asyncio.ensure_future(r.execute(Record(amount=2))) for r in refs for _ in range(3)]
+    await asyncio.sleep(0)  # every command is in a batch now, most not sent yet
+    await actors.aclose()
+    assert all(task.done() and task.exception() is None for task in sent)
+    totals = [(await replayed(path, r))[1].total for r in refs]
+    assert totals == [7] + [6] * 39

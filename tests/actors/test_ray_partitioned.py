@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mako_actors import EventEnvelope, InvalidArgument, PartitionMap, RayActorSystem, VirtualClock
-from mako_actors.partitions import partition_of
+from mako_actors.partitions import PartitionUnavailable, partition_of
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
 from tests.actors.ray_workflows import FileSender
@@ -109,3 +109,15 @@ async def test_dedicated_actors_run_on_their_partitions_node(tmp_path: Path) -> 
         p = partition_of(r.stream_id, 2)
         async with LmdbStore(tmp_path / "data" / f"p{p:04d}") as store:
             assert await store.stream_version(r.stream_id) == 1
+
+
+async def test_a_failed_start_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with partitioned(tmp_path, VirtualClock(START)) as actors:
+        found = actors._ray_node_id
+        monkeypatch.setattr(actors, "_ray_node_id", lambda node: None)  # the node not up yet
+        with pytest.raises(PartitionUnavailable):
+            await actors.start()
+        monkeypatch.setattr(actors, "_ray_node_id", found)
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
+        await ref.execute(Record(amount=3))  # starts again: creates the partitions, then runs
+        assert (await ref.state()).total == 3
