@@ -66,18 +66,28 @@ def pack(value: Any) -> bytes:
 
     ``packb`` builds a ``Packer`` (and its 256 KiB buffer) per call, about half of its cost
     for a stored row. A packer is not thread-safe, so each thread (each store's writer) keeps
-    its own; a packer resets its buffer when packing raises, so it stays usable.
+    its own, with a small buffer; one whose buffer grew for a large row (or that failed) is
+    dropped, so a thread keeps no more than ``_PACK_KEEP`` for it.
     """
     try:
         packer = _PACKERS.packer
     except AttributeError:
-        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACK_BUFFER)
     try:
-        return packer.pack(value)  # type: ignore[no-any-return]
+        raw: bytes = packer.pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
+        del _PACKERS.packer
         raise SerializationError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from None
+    except BaseException:
+        del _PACKERS.packer
+        raise
+    if len(raw) > _PACK_KEEP:
+        del _PACKERS.packer
+    return raw
 
 
+_PACK_BUFFER = 16 * 1024
+_PACK_KEEP = 1024 * 1024
 _PACKERS = threading.local()
 
 

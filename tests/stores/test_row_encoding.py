@@ -69,6 +69,10 @@ def test_pack_gives_packbs_bytes_on_every_thread_and_after_a_failure() -> None:
         _schema.pack({"too big": 2**64})
     for value in values:  # the failed packs left nothing behind in the reused packer
         assert _schema.pack(value) == _packb(value)
+    huge = {"state": "s" * (2 * 1024 * 1024)}
+    assert _schema.pack(huge) == _packb(huge)
+    assert not hasattr(_schema._PACKERS, "packer")  # its grown buffer is not kept
+    assert _schema.pack(values[0]) == _packb(values[0])
     seen: list[bool] = []
 
     def other_thread() -> None:
