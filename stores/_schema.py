@@ -66,18 +66,28 @@ def pack(value: Any) -> bytes:
 
     ``packb`` builds a ``Packer`` (and its 256 KiB buffer) per call, about half of its cost
     for a stored row. A packer is not thread-safe, so each thread (each store's writer) keeps
-    its own; a packer resets its buffer when packing raises, so it stays usable.
+    its own, with a small buffer; one whose buffer grew for a large row (or that failed) is
+    dropped, so a thread keeps no more than ``_PACK_KEEP`` for it.
     """
     try:
         packer = _PACKERS.packer
     except AttributeError:
-        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACK_BUFFER)
     try:
-        return packer.pack(value)  # type: ignore[no-any-return]
+        raw: bytes = packer.pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
+        del _PACKERS.packer
         raise SerializationError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from None
+    except BaseException:
+        del _PACKERS.packer
+        raise
+    if len(raw) > _PACK_KEEP:
+        del _PACKERS.packer
+    return raw
 
 
+_PACK_BUFFER = 16 * 1024
+_PACK_KEEP = 1024 * 1024
 _PACKERS = threading.local()
 
 
@@ -413,8 +423,9 @@ def reschedule(
 
 def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
     ident = deadline.deadline_id.bytes
-    if txn.get("deadlines", ident) is not None:
-        cancel_deadline(txn, deadline.deadline_id)
+    raw = txn.get("deadlines", ident)
+    if raw is not None:  # replaced: its index rows may be keyed by another due time or stream
+        _remove_deadline(txn, ident, *_due_and_stream(raw))
     txn.put("deadlines", ident, pack(_deadline_plain(deadline)))
     txn.put("deadlines_due", _due_key(deadline.due_at, ident), b"")
     txn.put("deadlines_stream", stream_key(deadline.stream_id) + ident, b"")
@@ -451,19 +462,30 @@ def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | Non
     raw = txn.get("deadlines", ident)
     if raw is None:
         return False
-    deadline = _decode(raw, Deadline.from_plain, "deadline")
-    if of_stream is not None and deadline.stream_id != of_stream:
-        raise InvalidArgument(
-            f"deadline {deadline_id} belongs to {deadline.stream_id}, not {of_stream}"
-        )
-    _remove_deadline(txn, ident, deadline)
+    due, stream = _due_and_stream(raw)
+    if of_stream is not None and stream != of_stream:
+        raise InvalidArgument(f"deadline {deadline_id} belongs to {stream}, not {of_stream}")
+    _remove_deadline(txn, ident, due, stream)
     return True
 
 
-def _remove_deadline(txn: KvTxn, ident: bytes, deadline: Deadline) -> None:
-    txn.delete("deadlines_due", _due_key(deadline.due_at, ident))
-    txn.delete("deadlines_stream", stream_key(deadline.stream_id) + ident)
+def _remove_deadline(txn: KvTxn, ident: bytes, due: int, stream: str) -> None:
+    txn.delete("deadlines_due", u64(due) + ident)
+    txn.delete("deadlines_stream", stream_key(stream) + ident)
     txn.delete("deadlines", ident)
+
+
+def _due_and_stream(raw: bytes, data: Any = None) -> tuple[int, str]:
+    """Due micros and stream id of a stored deadline row (``data``: the row unpacked already).
+
+    Read straight from a row in the canonical stored form (the engine's own rows); anything
+    else is decoded by ``Deadline.from_plain`` (``DeserializationError`` if it is no deadline).
+    """
+    due, stream = _stored_due_and_stream(unpack(raw) if data is None else data)
+    if due is None or stream is None:
+        deadline = _decode(raw, Deadline.from_plain, "deadline")
+        return micros(deadline.due_at), deadline.stream_id
+    return due, stream
 
 
 def _cancel_labelled(txn: KvTxn, stream_id: str, labels: set[str]) -> None:
@@ -482,17 +504,13 @@ def _cancel_labelled(txn: KvTxn, stream_id: str, labels: set[str]) -> None:
             continue
         data = unpack(raw)
         label = data.get("label") if type(data) is dict else None
-        if type(label) is str and label not in labels:
+        if type(label) is str:
+            if label in labels:
+                _remove_deadline(txn, ident, *_due_and_stream(raw, data))
             continue
-        due, stream = _stored_due_and_stream(data)
-        if due is None or stream is None:
-            deadline = _decode(raw, Deadline.from_plain, "deadline")
-            if deadline.label not in labels:
-                continue
-            due, stream = micros(deadline.due_at), deadline.stream_id
-        txn.delete("deadlines_due", u64(due) + ident)
-        txn.delete("deadlines_stream", stream_key(stream) + ident)
-        txn.delete("deadlines", ident)
+        deadline = _decode(raw, Deadline.from_plain, "deadline")
+        if deadline.label in labels:
+            _remove_deadline(txn, ident, micros(deadline.due_at), deadline.stream_id)
 
 
 def _stored_due_and_stream(data: Any) -> tuple[int | None, str | None]:

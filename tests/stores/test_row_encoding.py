@@ -69,6 +69,10 @@ def test_pack_gives_packbs_bytes_on_every_thread_and_after_a_failure() -> None:
         _schema.pack({"too big": 2**64})
     for value in values:  # the failed packs left nothing behind in the reused packer
         assert _schema.pack(value) == _packb(value)
+    huge = {"state": "s" * (2 * 1024 * 1024)}
+    assert _schema.pack(huge) == _packb(huge)
+    assert not hasattr(_schema._PACKERS, "packer")  # its grown buffer is not kept
+    assert _schema.pack(values[0]) == _packb(values[0])
     seen: list[bool] = []
 
     def other_thread() -> None:
@@ -263,3 +267,32 @@ async def test_a_deadline_row_in_another_stored_form_is_cancelled_by_label_too(s
     )
     for db in ("deadlines", "deadlines_due", "deadlines_stream"):
         assert await _rows(store, db) == {}, db
+
+
+async def test_cancelling_and_replacing_deadlines_by_id_leaves_no_index_rows(store: StoreBase) -> None:
+    ident, other = identity(), identity()
+    first = deadline(ident, "lfa-answer", T0)
+    theirs = deadline(other, "lfa-answer", T0)
+    await store.register_deadline(first)
+    await store.register_deadline(theirs)
+    moved = first.model_copy(update={"due_at": T0 + timedelta(days=2, microseconds=7)})
+    await store.register_deadline(moved)  # same id, new due time: the old index rows go
+    assert [d.due_at for d in await store.deadlines_for_stream(ident.stream_id)] == [moved.due_at]
+    assert len(await _rows(store, "deadlines_due")) == 2
+    with pytest.raises(InvalidArgument, match=f"belongs to {other.stream_id}, not {ident.stream_id}"):
+        await store.commit(
+            Commit(
+                stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM,
+                events=[envelope(ident)], cancel_deadline_ids=[theirs.deadline_id],
+            )
+        )
+    await store.commit(
+        Commit(
+            stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM,
+            events=[envelope(ident)], cancel_deadline_ids=[moved.deadline_id],
+        )
+    )
+    theirs_id = theirs.deadline_id.bytes
+    assert await _rows(store, "deadlines") == {theirs_id: _packb(theirs.model_dump(mode="json"))}
+    assert [k[-16:] for k in await _rows(store, "deadlines_due")] == [theirs_id]
+    assert [k[-16:] for k in await _rows(store, "deadlines_stream")] == [theirs_id]
