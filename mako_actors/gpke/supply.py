@@ -229,9 +229,12 @@ def _fact_of(entry: Mapping[str, Any]) -> SupplyFact:
     """A journal entry as a ``SupplyFact``. Entries are written by this module only (plain data
     of ``to_entry``), so the instants are parsed directly instead of validating each entry: a
     MaLo's journal is read once per trigger and grows with its history."""
-    if entry.get("kind") not in _KINDS or not _FACT_FIELD_SET.issuperset(entry):
+    if entry.get("kind") not in _KINDS:
         return SupplyFact.model_validate(entry)  # a clear error for anything unexpected
-    values = dict(entry)
+    # An unknown key (none is written today) is left out, as ``model_construct`` did.
+    values = dict(entry) if _FACT_FIELD_SET.issuperset(entry) else {
+        name: value for name, value in entry.items() if name in _FACT_FIELD_SET
+    }
     for name in _INSTANTS:
         raw = values.get(name)
         if isinstance(raw, str):
