@@ -14,7 +14,17 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted, utc
+from mako_actors.envelope import (
+    _PLACEHOLDER_FIELDS,
+    CommandContext,
+    EventEnvelope,
+    ProcessIdentity,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+    utc,
+)
 from mako_actors.errors import WorkflowError
 from mako_actors.ids import (
     CausationId,
@@ -277,8 +287,10 @@ def _envelope(
     conversation: ConversationId,
     causation: CausationId | None,
 ) -> EventEnvelope:
-    """The placeholder envelope of one decided event (``EventEnvelope._placeholder``)."""
-    return EventEnvelope._placeholder(
+    """The placeholder envelope of one decided event: ``EventEnvelope._placeholder``, inline."""
+    envelope: EventEnvelope = _new_object(EventEnvelope)
+    _set_dict(
+        envelope,
         {
             "event_id": EventId.new(),
             "stream_id": identity.stream_id,
@@ -294,8 +306,12 @@ def _envelope(
             "conversation_id": conversation,
             "causation_id": causation,
             "payload": event_payload(event),
-        }
+        },
     )
+    _set_fields_set(envelope, _PLACEHOLDER_FIELDS)  # marks it a placeholder (see ``stamped``)
+    _set_extra(envelope, None)
+    _set_private(envelope, None)
+    return envelope
 
 
 def _stamp_outbox(
@@ -314,8 +330,9 @@ def _stamp_outbox(
     plain data) and ``now`` was normalized to UTC by the caller.
     """
     message_id = OutboxMessageId.for_event(cause, index)
-    return trusted(
-        OutboxMessage,
+    row: OutboxMessage = _new_object(OutboxMessage)
+    _set_dict(
+        row,
         {
             "message_id": message_id,
             "idempotency_key": message_id._text,
@@ -334,5 +351,9 @@ def _stamp_outbox(
             "last_error": None,
             "position": 0,  # assigned by the store on enqueue
         },
-        _OUTBOX_FIELDS,
     )
+    # As ``envelope.trusted`` does, inline (once per outbox row): see there.
+    _set_fields_set(row, _OUTBOX_FIELDS)
+    _set_extra(row, None)
+    _set_private(row, None)
+    return row

@@ -137,10 +137,20 @@ class WorkflowId:
         """Parse ``name@FV2025-10-01``; raises ``InvalidArgument`` naming the input."""
         if isinstance(text, WorkflowId):
             return text
+        # Every stored event, deadline and registry entry holds one of a few workflow ids:
+        # the parsed (immutable) value is kept per string instead of re-parsed each time.
+        known = _PARSED.get(text) if cls is WorkflowId and type(text) is str else None
+        if known is not None:
+            return known
         if not isinstance(text, str) or text.count("@") != 1:
             raise InvalidArgument(f"WorkflowId: {text!r} is not of the form 'name@FV2025-10-01'")
         name, fv = text.split("@")
-        return cls(name, FormatVersion.parse(fv))
+        parsed = cls(name, FormatVersion.parse(fv))
+        if cls is WorkflowId and type(text) is str:
+            if len(_PARSED) >= 256:
+                _PARSED.clear()
+            _PARSED[text] = parsed
+        return parsed
 
     def __str__(self) -> str:
         return f"{self.name}@{self.format_version}"
@@ -150,6 +160,9 @@ class WorkflowId:
         cls, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         return _str_schema(cls)
+
+
+_PARSED: dict[str, WorkflowId] = {}
 
 
 class _Expect(Enum):

@@ -206,3 +206,18 @@ def test_random_and_derived_ids_are_what_uuid_makes() -> None:
     correlation = CorrelationId.from_interchange_ref(ref)
     assert str(correlation) == str(uuid.uuid5(ids._CORRELATION_NAMESPACE, ref))
     assert type(correlation) is CorrelationId
+
+
+def test_iso_utc_writes_what_pydantic_writes() -> None:
+    from pydantic import TypeAdapter
+
+    from mako_actors.envelope import iso_utc
+
+    json_of = TypeAdapter(datetime).dump_python
+    start = datetime(2025, 10, 25, 23, 59, 58, tzinfo=UTC)
+    instants = [start + timedelta(microseconds=137_713 * k) for k in range(40)]
+    instants += [start.replace(year=1, microsecond=0), start.replace(year=999)]
+    instants += [start.astimezone(timezone(timedelta(hours=2)))]  # not UTC: isoformat with its offset
+    instants += [datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)]
+    for instant in instants + instants[::-1]:  # repeated seconds and instants hit the caches
+        assert iso_utc(instant) == json_of(instant, mode="json")
