@@ -888,9 +888,9 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
 def _log_result(result: IngestResult) -> None:
     """One line per interchange, and one per transaction that did not reach a process."""
     level = logging.INFO if result.status in ("accepted", "duplicate") else logging.WARNING
-    log.log(
-        level, "interchange %s: %s %s", result.interchange_ref, result.status, result.error or result.counts()
-    )
+    if log.isEnabledFor(level):  # else spare the counts (once per interchange)
+        detail = result.error or result.counts()
+        log.log(level, "interchange %s: %s %s", result.interchange_ref, result.status, detail)
     for outcome in result.messages:
         if outcome.outcome == "dead_letter":
             log.warning(

@@ -298,9 +298,14 @@ def _decision(event: EventEnvelope) -> list[Any]:
 def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
     """SHA-256 over every process's decisions, in seed order (independent of the schedule)."""
     digest = hashlib.sha256()
+    encode = _DIGEST_JSON.encode  # one encoder for all seeds (``json.dumps`` makes one per call)
     for seed in sorted(decisions):
-        digest.update(json.dumps([seed, decisions[seed]], sort_keys=True, default=str).encode())
+        digest.update(encode([seed, decisions[seed]]).encode())
     return digest.hexdigest()
+
+
+# Exactly ``json.dumps(..., sort_keys=True, default=str)``: the digest's bytes never change.
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
 async def decisions_in(store_path: Path) -> dict[str, list[list[Any]]]:
