@@ -129,12 +129,10 @@ async def bench_local(
     clock = gc_clock or GcClock()
     gc.callbacks.append(clock)
     try:
+        # (The knob is passed only when used, so this runs against older versions too.)
+        knobs: dict[str, Any] = {"gc_freeze_every": gc_freeze_every} if gc_freeze_every else {}
         async with LocalActorSystem(
-            store,
-            workflows=[Ledger],
-            snapshot_interval=100,
-            close_store=True,
-            gc_freeze_every=gc_freeze_every,
+            store, workflows=[Ledger], snapshot_interval=100, close_store=True, **knobs
         ) as system:
             cpu = time.process_time()
             clock.running = True
