@@ -113,18 +113,26 @@ class GcClock:
 
 
 async def bench_local(
-    path: Path, n: int, total: int, outbox: bool, gc_clock: GcClock | None = None
+    path: Path,
+    n: int,
+    total: int,
+    outbox: bool,
+    gc_clock: GcClock | None = None,
+    gc_freeze_every: int = 0,
 ) -> tuple[float, float, float]:
     """Commands/s, commands per LMDB transaction, CPU µs per command (both threads).
 
     With ``gc_clock``, the CPU time of cyclic collections during the timed part is added to it.
+    ``gc_freeze_every``: the system's opt-in ``gc.freeze()`` policy (0: off, the default).
     """
     store = LmdbStore(path)
     clock = gc_clock or GcClock()
     gc.callbacks.append(clock)
     try:
+        # (The knob is passed only when used, so this runs against older versions too.)
+        knobs: dict[str, Any] = {"gc_freeze_every": gc_freeze_every} if gc_freeze_every else {}
         async with LocalActorSystem(
-            store, workflows=[Ledger], snapshot_interval=100, close_store=True
+            store, workflows=[Ledger], snapshot_interval=100, close_store=True, **knobs
         ) as system:
             cpu = time.process_time()
             clock.running = True
@@ -283,6 +291,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer commands (a smoke run)")
     parser.add_argument("--repeat", type=int, default=3, metavar="K",
                         help="runs of (a), (b) and (d) per N; the best rate is reported (default 3)")
+    parser.add_argument("--gc-freeze-every", type=int, default=500, metavar="K",
+                        help="also run (b) with LocalActorSystem(gc_freeze_every=K), the opt-in "
+                             "gc.freeze() policy, and report it beside (b) (0: skip; default 500)")
     parser.add_argument("--gc-threshold", type=int, default=0, metavar="N",
                         help="set the cyclic GC's generation-0 threshold to N for every system "
                              "(a deployment knob; default: Python's own, 700)")
@@ -315,20 +326,29 @@ async def main() -> None:
                 tag = f"{workload}{n}"
                 a = max([await bench_process(base / f"a{tag}-{k}", n, slow_total, outbox)
                          for k in range(repeat)])
-                locals_ = []
+                locals_, frozen_ = [], []
+                total = max(fast_total, n)
                 for k in range(repeat):
-                    clock = GcClock()
-                    total = max(fast_total, n)
-                    locals_.append((*await bench_local(base / f"b{tag}-{k}", n, total, outbox, clock),
-                                    clock.seconds / total * 1e6))
+                    # (b) as is, then with the opt-in gc.freeze() policy (same load, fresh store).
+                    for runs, freeze, sub in ((locals_, 0, ""), (frozen_, args.gc_freeze_every, "f")):
+                        if sub and not freeze:
+                            continue
+                        clock = GcClock()
+                        path = base / f"b{sub}{tag}-{k}"
+                        runs.append((*await bench_local(path, n, total, outbox, clock, freeze),
+                                     clock.seconds / total * 1e6))
                 b, per_txn, _, _ = max(locals_)
                 cpu, gc_cpu = min((c, g) for _, _, c, g in locals_)
+                bf, _, _, _ = max(frozen_) if frozen_ else (float("nan"), 0, 0, 0)
+                cpu_f, gc_f = min((c, g) for _, _, c, g in frozen_) if frozen_ else (float("nan"),) * 2
                 d = max(bench_eventsourcing(base / f"d{tag}-{k}.sqlite", n, slow_total, outbox)
                         for k in range(repeat))
                 results.append({"workload": workload, "n": n, "a": a, "b": b, "d": d,
-                                "per_txn": per_txn, "cpu": cpu, "gc": gc_cpu, "c": float("nan")})
+                                "per_txn": per_txn, "cpu": cpu, "gc": gc_cpu, "c": float("nan"),
+                                "bf": bf, "cpu_f": cpu_f, "gc_f": gc_f})
                 print(f"{workload} N={n}: a={a:.0f} b={b:.0f} d={d:.0f} cmds/txn(b)={per_txn:.1f} "
-                      f"cpu(b)={cpu:.0f}us/cmd (gc {gc_cpu:.0f})", file=sys.stderr, flush=True)
+                      f"cpu(b)={cpu:.0f}us/cmd (gc {gc_cpu:.0f}); frozen: b={bf:.0f} cpu={cpu_f:.0f} "
+                      f"(gc {gc_f:.0f})", file=sys.stderr, flush=True)
         if not args.skip_activation:
             activation = await bench_activation(base / "act", 10_000)
         heap, rss = await bench_memory_local(base / "mem", 10_000)
@@ -355,18 +375,19 @@ async def main() -> None:
             finally:
                 ray.shutdown()
 
-    widths = [8, 7, 12, 12, 12, 12, 9, 9, 9, 10, 9, 9]
+    widths = [8, 7, 12, 12, 12, 12, 9, 9, 9, 10, 9, 9, 12, 9, 10]
     print(f"\nDurable (fsync) commands/s, {os.cpu_count()} cores; commands: a,d={slow_total}, "
           f"b={fast_total}, c={ray_total} (at least N); a, b, d: best of {repeat} runs, before Ray; "
           f"gc thresholds {gc.get_threshold()}\n")
     print(row(["workload", "N", "(a) Process", "(b) Local", "(c) Ray x2", "(d) evsrc", "b/a", "b/d",
-               "c/a", "cmds/txn", "µs/cmd b", "gc µs b"], widths))
+               "c/a", "cmds/txn", "µs/cmd b", "gc µs b", "(b) frozen", "bf/d", "µs/cmd bf"], widths))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in results:
         print(row([
             r["workload"], f"{r['n']:,}", f"{r['a']:,.0f}", f"{r['b']:,.0f}", f"{r['c']:,.0f}",
             f"{r['d']:,.0f}", f"{r['b'] / r['a']:.1f}x", f"{r['b'] / r['d']:.1f}x",
             f"{r['c'] / r['a']:.1f}x", f"{r['per_txn']:.1f}", f"{r['cpu']:.0f}", f"{r['gc']:.0f}",
+            f"{r['bf']:,.0f}", f"{r['bf'] / r['d']:.1f}x", f"{r['cpu_f']:.0f} ({r['gc_f']:.0f})",
         ], widths))
     if activation is not None:
         snap, full, snap_read, full_read = activation

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,16 +158,34 @@ class Runner:
     ops run in order.
     """
 
-    __slots__ = ("_load_many", "_ready", "_scheduled", "_store", "_tasks", "turns")
+    __slots__ = (
+        "_frozen_at",
+        "_load_many",
+        "_ready",
+        "_scheduled",
+        "_stats",
+        "_store",
+        "_tasks",
+        "freeze_every",
+        "freezes",
+        "turns",
+    )
 
     _load_many: bool
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, stats: ActorStats | None = None, freeze_every: int = 0) -> None:
         self._store = store
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: list[ProcessActor] = []
         self._scheduled = False
         self.turns = 0
+        # Opt-in (``LocalActorSystem(gc_freeze_every=...)``): the first turn, and then the
+        # first after every ``freeze_every`` activations counted in ``stats``, end with
+        # ``gc.freeze()``.
+        self._stats = stats
+        self.freeze_every = freeze_every
+        self._frozen_at = -freeze_every
+        self.freezes = 0
         # Asked of the store's class, as ``load_activation_now`` is: a wrapper store that
         # answers activations itself (from a cache) must not be bypassed.
         self._load_many = getattr(type(store), "load_activations_now", None) is not None
@@ -194,6 +213,14 @@ class Runner:
             self._keep(loop.create_task(self._commit(commits, flights)))
         if slow:
             self._keep(loop.create_task(self._slow(slow)))
+        if self.freeze_every and self._stats is not None:
+            activations = self._stats.activations
+            if activations - self._frozen_at >= self.freeze_every:
+                # Every object the collector tracks now (the actors activated so far, whatever
+                # else is alive) leaves its generations: later collections skip it.
+                gc.freeze()
+                self._frozen_at = activations
+                self.freezes += 1
 
     def _activate_all(self, ready: list[ProcessActor]) -> None:
         """Activate every ready actor that is not live yet, in one read transaction.
