@@ -1,7 +1,10 @@
 """``replay --workers N``: the archive's partitions replayed on N OS processes, one store each.
 
 Each worker reads the whole archive, splits it with the same deterministic ``Partitioner`` (a
-light scan, a few percent of the work) and replays only its own pieces into
+light scan, and a full parse of each file it would cut and gets a piece of, to learn whether the
+pipeline rejects it as a whole: on the benchmark archive ~72 % of the messages lie in bundles
+cut on 2 workers, and a worker's share costs ~4 % more CPU than with the scan alone; each of
+those bundles' pieces is parsed again by its replay) and replays only its own pieces into
 ``store_path/part-<k>-of-<n>``; no worker waits for another, because nothing in one partition
 depends on another. The parent sums the reports and hashes the union of the decisions, which
 must equal a one-worker run's ``decision_digest``; the dead letters and answers must be those of
