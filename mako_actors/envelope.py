@@ -325,12 +325,7 @@ class EventEnvelope(_Frozen):
         but the commit holds it before the commit is written, and the copy was three objects
         per event for the garbage collector. Its ``payload`` is plain JSON data already.
         """
-        envelope = _new_object(cls)
-        _set_dict(envelope, fields)
-        _set_fields_set(envelope, _PLACEHOLDER_FIELDS)
-        _set_extra(envelope, None)
-        _set_private(envelope, None)
-        return envelope
+        return cls._trusted(fields, _PLACEHOLDER_FIELDS)
 
     def stamped(self, sequence: int, global_position: int) -> EventEnvelope:
         """This event with the store-assigned ``sequence`` and ``global_position`` (no re-validation).
