@@ -147,6 +147,15 @@ class _ForwardingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
+    # Defined on the class, not left to ``__getattr__``: the actors' runner asks the store's
+    # class whether it reads activations inside the loop turn (a caching wrapper must not be
+    # bypassed). Reads go to the partition's own store unchanged; only commits forward keys.
+    def load_activation_now(self, stream_id: StreamId, workflow_name: str, state_schema_version: int) -> Any:
+        return self._store.load_activation_now(stream_id, workflow_name, state_schema_version)
+
+    def load_activations_now(self, requests: Sequence[tuple[StreamId, str, int]]) -> Any:
+        return self._store.load_activations_now(requests)
+
     async def commit(self, commit: Commit) -> Any:
         result = await self._store.commit(commit)
         await self._host.forward_keys(self._partition, [commit])

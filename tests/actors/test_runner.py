@@ -232,3 +232,39 @@ async def test_a_failed_activation_read_fails_the_head_command_only(
             await first
         assert [e.sequence for e in await second] == [1]
         assert (await ref.state()).total == 2
+
+
+class _NoHost:
+    """The host side of a partition's forwarding store: records what it is asked to forward."""
+
+    def __init__(self) -> None:
+        self.forwarded: list[int] = []
+
+    async def forward_keys(self, partition: int, commits: list[Any]) -> None:
+        self.forwarded.append(len(commits))
+
+
+async def test_a_partitioned_hosts_store_activates_inside_the_turn(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A partitioned Ray host wraps each partition's LmdbStore to forward registry keys after
+    # commits; its actors must still activate by the in-turn read, not the awaited one.
+    from mako_actors.actors.ray_system import _ForwardingStore
+
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(50)]
+        await asyncio.gather(*(ref.execute(Record(amount=1)) for ref in refs))
+
+    async def awaited_read(*args: Any) -> Any:
+        raise AssertionError("activation took the awaited read path")
+
+    monkeypatch.setattr(store, "load_activation", awaited_read)
+    monkeypatch.setattr(store, "load_snapshot", awaited_read)
+    forwarding = _ForwardingStore(store, _NoHost(), 0)  # type: ignore[arg-type]
+    async with LocalActorSystem(forwarding, workflows=[Ledger]) as system:  # type: ignore[arg-type]
+        refs = [system.resume(ref.identity()) for ref in refs]
+        transactions = store.stats.transactions
+        await asyncio.gather(*(ref.execute(Record(amount=2)) for ref in refs))
+        assert store.stats.transactions - transactions == 1
+        assert system.stats.activations == 50
+        assert [(await ref.state()).total for ref in refs] == [3] * 50
