@@ -337,18 +337,14 @@ def enqueue(txn: KvTxn, message: OutboxMessage) -> None:
     A message id stored already is left as it is: re-enqueueing (a retried command, a
     redelivered batch) must not reset its attempts, error or schedule.
     """
-    ident = message.message_id.bytes
-    position = from_u64(txn.get("meta", _OUTBOX) or u64(0)) + 1
-    plain = message.to_plain()
-    plain["position"] = position
-    if not txn.insert("outbox", ident, pack(plain)):
-        return  # stored already (the row is encoded in vain then: rare, and one lookup less)
-    txn.put("meta", _OUTBOX, u64(position))
-    txn.put("outbox_due", u64(micros(message.next_attempt_at)) + u64(position) + ident, b"")
+    _enqueue_all(txn, (message,))
 
 
 def _enqueue_all(txn: KvTxn, messages: Sequence[OutboxMessage]) -> None:
-    """``enqueue`` each of ``messages``, reading and writing the position counter once."""
+    """``enqueue`` each of ``messages``, reading and writing the position counter once.
+
+    A row stored already is encoded in vain (rare; it saves a lookup per new row).
+    """
     start = position = from_u64(txn.get("meta", _OUTBOX) or _ZERO)
     for message in messages:
         ident = message.message_id.bytes
