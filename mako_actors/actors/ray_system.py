@@ -48,7 +48,7 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import RayActorError, RayTaskError
 
-from mako_actors.actors._actor import COMMAND, TIMEOUT, ActorStats, Op
+from mako_actors.actors._actor import _WRITES, ActorStats, Op
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
 from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, encode_results
@@ -70,7 +70,6 @@ from mako_actors.workflow import Workflow
 
 Placement = Literal["hosted", "dedicated"]
 _READ_RETRIES = 20
-_WRITES = frozenset({COMMAND, TIMEOUT})
 _IDEMPOTENT_RETRIES = 3
 _NODE_RESOURCE = "mako-node:"
 _log = logging.getLogger(__name__)
@@ -1190,7 +1189,7 @@ class RayActorSystem(HandleFactory):
         keys = self._host_keys
         if not keys:
             keys = self._host_keys = [("host", i) for i in range(len(self.host_handles()))]
-        return keys[stable_hash(stream_id) % len(keys)]
+        return keys[host_index(stream_id, len(keys))]  # the owner the hosts agree on
 
     def _handle_of(self, key: Any, partition: int) -> Any:
         if key is None:
