@@ -9,6 +9,7 @@ written). Release characters are removed; the values are the literal data.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
@@ -223,6 +224,7 @@ def _tokenize_exact(text: str, d: Delimiters, source: str | None) -> list[Segmen
 # points: an escaped service character can stand in for itself while we split with str.split.
 _NO_RELEASE = "\ue0ff"
 _SENTINEL = re.compile("[\ue000-\ue003]")
+_ESCAPED_COMPONENT = "\ue001"
 
 
 def _protect(text: str, d: Delimiters) -> str:
@@ -262,11 +264,22 @@ def _restore(
     """``(tag, elements)`` of a non-ASCII piece, with escaped characters put back.
 
     ``str.replace`` per stand-in that occurs: ``str.translate`` with a dict looks up every
-    character, and most non-ASCII pieces hold umlauts only.
+    character, and most non-ASCII pieces hold umlauts only. Stand-ins other than the one for
+    the component separator are put back before the component split (what they stand for is
+    not the component separator, so the split is the same), one ``replace`` per element.
     """
     present = [swap for swap in swaps if swap[0] in piece]
     if not present:
         return (parts[0], [x.split(co) if co in x else x for x in parts[1:]])
+    if _ESCAPED_COMPONENT not in piece:
+        if len(present) == 1:
+            # The usual case: "?+" in a DTM zone offset. replace() returns an element
+            # without the stand-in unchanged (no copy).
+            stand_in, char = present[0]
+            values: Iterable[str] = map(str.replace, parts[1:], repeat(stand_in), repeat(char))
+        else:
+            values = (x if x.isascii() else _unguard(x, present) for x in parts[1:])
+        return (parts[0], [x.split(co) if co in x else x for x in values])
     return (parts[0], [
         (
             [c if c.isascii() else _unguard(c, present) for c in x.split(co)] if co in x

@@ -11,12 +11,11 @@ that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Messa
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from itertools import pairwise, repeat
-from operator import call, itemgetter
+from itertools import pairwise
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -172,25 +171,23 @@ class Interchange:
 
 
 _T = TypeVar("_T")
-_drain: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 
 
 def _maker(cls: type[_T]) -> Callable[..., _T]:
     """A positional constructor (fields in declaration order) for a frozen slots dataclass.
 
-    It sets the slots through their descriptors in one C-level loop; the generated
-    ``__init__`` pays for an ``object.__setattr__`` lookup per field, which made building the
-    result a fifth of the parse. Same object, same values; only for the parser's own use.
+    It sets each slot through its descriptor, one straight-line call per field (generated
+    code, as ``dataclasses`` itself does); the generated ``__init__`` pays for an
+    ``object.__setattr__`` lookup per field, which made building the result a fifth of the
+    parse. Same object, same values; only for the parser's own use.
     """
-    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))  # type: ignore[arg-type]
-    new = object.__new__
-
-    def make(*values: object) -> _T:
-        obj = new(cls)
-        _drain(map(call, setters, repeat(obj), values))
-        return obj
-
-    return make
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    scope: dict[str, object] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(names)})
+    params = ", ".join(f"v_{i}" for i in range(len(names)))
+    body = "".join(f"    set_{i}(obj, v_{i})\n" for i in range(len(names)))
+    exec(f"def make({params}):\n    obj = new(cls)\n{body}    return obj\n", scope)
+    return scope["make"]  # type: ignore[return-value]
 
 
 _party = _maker(Party)
@@ -403,6 +400,10 @@ def _limits(rules: tuple[tuple[int, int, str, int], ...]) -> tuple[tuple[int, ..
 
 #: ``_MAX_LENGTHS`` laid out like a segment's elements, so one zip checks a whole segment.
 _LIMITS = {tag: _limits(rules) for tag, rules in _MAX_LENGTHS.items()}
+#: The limits ``_message`` checks inline (each the first component of its element).
+((_UNT_0074,), (_UNT_0062,)) = _LIMITS["UNT"]
+_BGM_1004 = _LIMITS["BGM"][1][0]
+_IDE_7402 = _LIMITS["IDE"][1][0]
 
 
 def _check_lengths(seg: Segment, number: int) -> None:
@@ -495,7 +496,7 @@ def _build(
                     segment_number=j + 1, segment_tag=segs[j].tag if j < n else None,
                     expected="UNT", found=segs[j].tag if j < n else "end of interchange",
                 )
-            msg = _message(tuple(segs[i : j + 1]), tags[i : j + 1], i + 1, sender, recipient)
+            msg = _message(tuple(segs[i : j + 1]), tags, i, sender, recipient)
             if msg.reference in seen:
                 raise DuplicateReference(
                     f"message reference repeats the one at segment {seen[msg.reference]}",
@@ -581,23 +582,49 @@ def _party_problems(
 
 
 def _message(
-    segs: tuple[Segment, ...], tags: list[str], first: int, unb_sender: Party,
+    segs: tuple[Segment, ...], tags: list[str], start: int, unb_sender: Party,
     unb_recipient: Party,
 ) -> Message:
+    """The message ``segs`` (UNH..UNT), standing at index ``start`` of the interchange's
+    ``tags``. Checks in the order the errors must win: lengths of UNH and UNT, 0062, 0065, the
+    UNT count and reference, then header BGM and each IDE's length."""
+    # Element access is spelled out (no Segment.value): this runs for every message of a
+    # replay. ``e if e.__class__ is str else e[0]`` is an element's first component.
+    first = start + 1
+    count = len(segs)
+    last = start + count
     unh = segs[0]
     unt = segs[-1]
-    last = first + len(segs) - 1
     _check_lengths(unh, first)
-    _check_lengths(unt, last)
-    reference = _require(unh, first, 0, "the message reference (0062)")
-    message_type = _require(unh, first, 1, "the message type (S009 0065)")
-    declared = _count(unt, last)
-    if declared != len(segs):
+    t = unt[1]
+    if t:
+        e = t[0]
+        if len(e if e.__class__ is str else e[0]) > _UNT_0074:
+            _too_long(unt, last)
+        if len(t) > 1:
+            e = t[1]
+            if len(e if e.__class__ is str else e[0]) > _UNT_0062:
+                _too_long(unt, last)
+    h = unh[1]
+    e = h[0] if h else ""
+    reference = e if e.__class__ is str else e[0]
+    if not reference:
+        _require(unh, first, 0, "the message reference (0062)")
+    s009 = h[1] if len(h) > 1 else ""
+    message_type = s009 if s009.__class__ is str else s009[0]
+    if not message_type:
+        _require(unh, first, 1, "the message type (S009 0065)")
+    e = t[0] if t else ""
+    text = e if e.__class__ is str else e[0]
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int); _count names the defect.
+    declared = int(text) if text and text.isascii() and text.isdigit() else _count(unt, last)
+    if declared != count:
         raise ControlCountMismatch(
             f"UNT segment count of message {reference!r} does not match (UNH..UNT inclusive)",
-            segment_number=last, segment_tag="UNT", expected=str(len(segs)), found=str(declared),
+            segment_number=last, segment_tag="UNT", expected=str(count), found=str(declared),
         )
-    unt_ref = unt.value(1)
+    e = t[1] if len(t) > 1 else ""
+    unt_ref = e if e.__class__ is str else e[0]
     if unt_ref != reference:
         raise ReferenceMismatch(
             "UNT reference differs from UNH 0062", segment_number=last, segment_tag="UNT",
@@ -608,58 +635,77 @@ def _message(
     document_code = document_number = None
     document_date: datetime | None = None
     sender = recipient = None
-    count = len(segs)
     # The header is everything before the first IDE; only there do BGM, DTM+137, NAD and a
     # message-level RFF+Z13 count (a message without IDE is all header up to UNT).
-    first_ide = _index(tags, "IDE", 1, count - 1)
+    end = last - 1  # the UNT's index in ``tags``
+    first_ide = _index(tags, "IDE", first, end) - start
     for k in range(1, first_ide):
         seg = segs[k]
         tag = seg[0]
         if tag not in _HEADER_TAGS:
             continue
+        els = seg[1]
+        e = els[0] if els else ""
+        q = e if e.__class__ is str else e[0]
         if tag == "RFF":
-            if header_pid is None and _qualifier(seg) == "Z13":
+            if header_pid is None and q == "Z13":
                 header_pid = seg.value(0, 1) or None
         elif tag == "BGM":
-            _check_lengths(seg, first + k)
+            e = els[1] if len(els) > 1 else ""
+            number = e if e.__class__ is str else e[0]
+            if len(number) > _BGM_1004:
+                _too_long(seg, first + k)
             if document_code is None:
-                document_code = seg.value(0) or None
-                document_number = seg.value(1) or None
+                document_code = q or None
+                document_number = number or None
         elif tag == "DTM":
-            if document_date is None and _qualifier(seg) == "137":
+            if document_date is None and q == "137":
                 document_date = _dtm(seg, first + k, problems)
-        else:
-            role = _qualifier(seg)
-            if role == "MS":
-                sender = _party(seg.value(1, 0), seg.value(1, 2))
-                _party_problems("MS", sender, unb_sender, first + k, problems)
-            elif role == "MR":
-                recipient = _party(seg.value(1, 0), seg.value(1, 2))
-                _party_problems("MR", recipient, unb_recipient, first + k, problems)
+        elif q == "MS" or q == "MR":  # NAD (no IDE stands in the header)
+            e = els[1] if len(els) > 1 else ""
+            # NAD C082: 3039 the MP-ID, 3055 the code list (third component).
+            party = (
+                _party(e, "") if e.__class__ is str
+                else _party(e[0], e[2] if len(e) > 2 else "")
+            )
+            unb = unb_sender if q == "MS" else unb_recipient
+            want = _NAD_CODE_LIST.get(unb.qualifier)
+            if party.id != unb.id or (want is not None and party.qualifier != want):
+                _party_problems(q, party, unb, first + k, problems)
+            if q == "MS":
+                sender = party
+            else:
+                recipient = party
     tx_starts: list[int] = []
     k = first_ide
     while k < count - 1:
-        _check_lengths(segs[k], first + k)
+        ide = segs[k][1]
+        e = ide[1] if len(ide) > 1 else ""
+        if len(e if e.__class__ is str else e[0]) > _IDE_7402:
+            _too_long(segs[k], first + k)
         tx_starts.append(k)
-        k = _index(tags, "IDE", k + 1, count - 1)
+        k = _index(tags, "IDE", first + k, end) - start
     tx_starts.append(count - 1)
-    transactions = tuple(
+    transactions = tuple([
         _transaction(segs[a:b], first + a, header_pid, problems)
         for a, b in pairwise(tx_starts)
-    )
+    ])
     # The message PID is the first RFF+Z13 of the message: the header's, else the first
     # transaction's own one (a transaction's pid falls back to the header's only).
     pid = header_pid
     if pid is None:
         pid = next((t.pid for t in transactions if t.pid is not None), None)
-    s009 = [*unh.components(1), "", "", "", "", ""]
+    if s009.__class__ is str:
+        version = release = agency = association_code = ""
+    else:
+        version, release, agency, association_code = [*s009, "", "", "", ""][1:5]
     return _message_of(  # positional: the fields of Message in declaration order
         reference,
         message_type,
-        s009[1],  # version
-        s009[2],  # release
-        s009[3],  # agency
-        s009[4],  # association_code
+        version,
+        release,
+        agency,
+        association_code,
         pid,
         document_code,
         document_number,
@@ -667,7 +713,7 @@ def _message(
         sender,
         recipient,
         transactions,
-        len(segs),  # segment_count
+        count,  # segment_count
         first,  # first_segment_number
         tuple(problems),  # problems
         segs,  # segments
