@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from itertools import pairwise
-from operator import itemgetter
+from operator import itemgetter, sub
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -176,18 +176,21 @@ _T = TypeVar("_T")
 def _maker(cls: type[_T]) -> Callable[..., _T]:
     """A positional constructor (fields in declaration order) for a frozen slots dataclass.
 
-    It sets each slot through its descriptor, one straight-line call per field (generated
-    code, as ``dataclasses`` itself does); the generated ``__init__`` pays for an
-    ``object.__setattr__`` lookup per field, which made building the result a fifth of the
-    parse. Same object, same values; only for the parser's own use.
+    The parse builds several of these per message, and a frozen ``__init__`` pays a slow
+    ``object.__setattr__`` per field. So a twin class with the same ``__slots__`` fills them
+    with plain (specialised) slot stores and then becomes ``cls`` by ``__class__`` assignment,
+    which Python allows between classes of identical layout. The result is an ordinary
+    ``cls`` instance with the same values; only for the parser's own use.
     """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    scope: dict[str, object] = {"new": object.__new__, "cls": cls}
-    scope.update({f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(names)})
-    params = ", ".join(f"v_{i}" for i in range(len(names)))
-    body = "".join(f"    set_{i}(obj, v_{i})\n" for i in range(len(names)))
-    exec(f"def make({params}):\n    obj = new(cls)\n{body}    return obj\n", scope)
-    return scope["make"]  # type: ignore[return-value]
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    if getattr(cls, "__slots__", None) != names:
+        raise TypeError(f"{cls.__name__} must be a slots dataclass without extra slots")
+    params = "".join(f", v_{i}" for i in range(len(names)))
+    body = "".join(f"    self.{name} = v_{i}\n" for i, name in enumerate(names))
+    scope: dict[str, object] = {"target": cls}
+    exec(f"def __init__(self{params}):\n{body}    self.__class__ = target\n", scope)
+    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": names, "__init__": scope["__init__"]})
+    return twin  # type: ignore[return-value]
 
 
 _party = _maker(Party)
@@ -411,14 +414,14 @@ def _check_lengths(seg: Segment, number: int) -> None:
     limits = _LIMITS.get(seg[0])
     if limits is None:
         return
-    for element, lims in zip(seg[1], limits, strict=False):
+    for k, element in enumerate(seg[1][: len(limits)]):
+        lims = limits[k]
         if element.__class__ is str:
             if len(element) > lims[0]:
                 _too_long(seg, number)
-        else:
-            for value, limit in zip(element, lims, strict=False):
-                if len(value) > limit:
-                    _too_long(seg, number)
+        # Length minus limit per component (map stops at the shorter); > 0 is too long.
+        elif max(map(sub, map(len, element), lims), default=0) > 0:
+            _too_long(seg, number)
 
 
 def _too_long(seg: Segment, number: int) -> None:
@@ -747,26 +750,31 @@ def _transaction(
     pid = malo = request_ref = reason = code = ebd = None
     start = end = None
     reasons: tuple[str, ...] = ()
-    k = -1
+    number = first - 1
     for seg in segs:
-        k += 1
+        number += 1
         tag = seg[0]
         if tag not in _TX_TAGS:
             continue
-        q = _qualifier(seg)
+        # Inline Segment.value: q is the first component of the first element.
+        els = seg[1]
+        e = els[0] if els else ""
+        q = e if e.__class__ is str else e[0]
         if tag == "RFF":
-            if q == "Z13" and pid is None:
-                pid = seg.value(0, 1) or None
+            if q == "Z13":
+                if pid is None:
+                    pid = (e[1] if e.__class__ is not str and len(e) > 1 else "") or None
             elif q == "TN" and request_ref is None:
-                request_ref = seg.value(0, 1) or None
+                request_ref = (e[1] if e.__class__ is not str and len(e) > 1 else "") or None
         elif tag == "LOC":
             if q == "Z16" and malo is None:
-                malo = seg.value(1) or None
+                e = els[1] if len(els) > 1 else ""
+                malo = (e if e.__class__ is str else e[0]) or None
         elif tag == "DTM":
             if q == "92" and start is None:
-                start = _dtm(seg, first + k, problems)
+                start = _dtm(seg, number, problems)
             elif q == "93" and end is None:
-                end = _dtm(seg, first + k, problems)
+                end = _dtm(seg, number, problems)
         elif q == "7":
             if reason is None:
                 reason = seg.value(2) or None
@@ -777,8 +785,10 @@ def _transaction(
         elif q == "E01" and code is None:
             code = seg.value(2, 0) or None
             ebd = seg.value(2, 1) or None
+    ide = segs[0][1]
+    e = ide[1] if len(ide) > 1 else ""
     return _transaction_of(  # positional: the fields of Transaction in declaration order
-        segs[0].value(1),  # ide_ref
+        e if e.__class__ is str else e[0],  # ide_ref
         pid or header_pid,  # pid
         malo,
         start,
