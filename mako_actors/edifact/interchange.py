@@ -190,7 +190,7 @@ def _maker(cls: type[_T]) -> Callable[..., _T]:
     scope: dict[str, object] = {"target": cls}
     exec(f"def __init__(self{params}):\n{body}    self.__class__ = target\n", scope)
     twin = type(f"_{cls.__name__}Twin", (), {"__slots__": names, "__init__": scope["__init__"]})
-    return twin  # type: ignore[return-value]
+    return twin
 
 
 _party = _maker(Party)
