@@ -246,9 +246,9 @@ class _Route(NamedTuple):
 _STATIC, _ACK, _ANSWER = 0, 1, 2
 
 
-@dataclass(slots=True)
-class FileFacts:
-    """What one file alone says for its placement (module doc, "Two phases"); picklable, small.
+class FileFacts(NamedTuple):
+    """What one file alone says for its placement (module doc, "Two phases"); plain tuples, so a
+    list of them pickles small and fast (~0.6 KB and a few µs per file).
 
     ``key``: the receipt key (None: no readable UNB; ``default`` is then the partition chosen by
     the file's name and first bytes); ``default``: the partition of the file's UNB key;
@@ -430,18 +430,16 @@ def _facts(n: int, name: str, raw: bytes, tenants: frozenset[str]) -> tuple[File
     if read.key is None:
         return FileFacts(None, b"", _partition(n, name.encode(), raw[:64])), read
     default = _partition(n, *read.key)
-    facts = FileFacts(
-        _receipt_key(read, tenants),
-        hashlib.blake2b(raw, digest_size=16).digest(),
-        default,
-        tuple(_route(n, read.key, message, default) for message in read.messages),
-        read.cut,
-    )
-    if read.cut:
-        facts.bounds = tuple(offset for m in read.messages for offset in (m.start, m.end))
-        scan = read.scan
-        facts.head_end, facts.separators, facts.control = scan.head_end, scan.elem + scan.term, scan.control
-    return facts, read
+    key = _receipt_key(read, tenants)
+    digest = hashlib.blake2b(raw, digest_size=16).digest()
+    routes = tuple(_route(n, read.key, message, default) for message in read.messages)
+    if not read.cut:
+        return FileFacts(key, digest, default, routes), read
+    scan = read.scan
+    bounds = tuple(offset for m in read.messages for offset in (m.start, m.end))
+    return FileFacts(
+        key, digest, default, routes, True, bounds, scan.head_end, scan.elem + scan.term, scan.control
+    ), read
 
 
 def read_facts(n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]) -> list[FileFacts]:
@@ -453,10 +451,12 @@ def read_facts(n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterab
     ours = frozenset(tenants)
     read = [_facts(n, name, raw, ours) for name, raw, _ in files]
     keys = Counter(facts.key for facts, _ in read if facts.key is not None)
+    judged: list[FileFacts] = []
     for (facts, each), (_, raw, at) in zip(read, files, strict=True):
         if facts.key is not None and (keys[facts.key] > 1 or facts.could_be_cut()):
-            facts.rejected = rejected_as_a_whole(raw, at, ours, parsed=each.parse())
-    return [facts for facts, _ in read]
+            facts = facts._replace(rejected=rejected_as_a_whole(raw, at, ours, parsed=each.parse()))
+        judged.append(facts)
+    return judged
 
 
 class Partitioner:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
+import pickle
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -111,23 +112,25 @@ async def _both_rounds(
     n: int,
 ) -> list[Any]:
     """Round 1 (each worker's files' facts), then round 2 (each walks all facts, replays its pieces)."""
-    facts: list[FileFacts | None] = []
+    pickled: list[bytes] = []
     unreadable: list[str] = []
-    for share_facts, share_failures in await runner(_read_share, shares):
-        facts += share_facts
-        unreadable += share_failures
+    for facts, failures in await runner(_read_share, shares):
+        pickled.append(facts)
+        unreadable += failures
     threshold = gc.get_threshold()
-    calls = [
-        (sources, facts, str(part_path(store_path, k, n)), options, k, n, threshold, [] if k else unreadable)
-        for k in range(n)
-    ]
+    stores = [str(part_path(store_path, k, n)) for k in range(n)]
+    lost = [unreadable] + [[]] * (n - 1)  # an unreadable file is reported once
+    calls = [(sources, pickled, stores[k], options, k, n, threshold, lost[k]) for k in range(n)]
     return await runner(_worker, calls)
 
 
 def _read_share(
     sources: list[tuple[str, datetime]], n: int, tenants: list[str], parent_gc: tuple[int, int, int]
-) -> tuple[list[FileFacts | None], list[str]]:
-    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable file."""
+) -> tuple[bytes, list[str]]:
+    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable file.
+
+    The facts come pickled, so the parent hands them on to every worker as they are.
+    """
     import gc
 
     gc.set_threshold(*parent_gc)
@@ -142,12 +145,13 @@ def _read_share(
             failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
             readable.append(False)
     read = iter(read_facts(n, files, tenants))
-    return [next(read) if ok else None for ok in readable], failures
+    facts = [next(read) if ok else None for ok in readable]
+    return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures
 
 
 def _worker(
     sources: list[tuple[str, datetime]],
-    facts: list[FileFacts | None],
+    shares: list[bytes],
     store: str,
     options: _Options,
     k: int,
@@ -163,6 +167,7 @@ def _worker(
 
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
+    facts: list[FileFacts | None] = [each for share in shares for each in pickle.loads(share)]
     mine, failures = _pieces(sources, facts, options.tenants, k, n)
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
