@@ -17,8 +17,9 @@ messages, while its pieces could each pass (a wrong UNZ count or a stray segment
 messages is not in any piece) or each be answered. ``rejected_as_a_whole`` makes the checks
 ``InboundPipeline.ingest`` makes before it routes a message (the parser's, a recipient not ours,
 a test interchange, no format version in force on the receipt day, a UNH version not in force);
-a file that would be cut is judged by it first (a full parse, only for such files) and, if
-rejected, goes whole to the partition of its first message.
+a file that would be cut is judged by it first (a full parse, only for files that could be cut
+or whose receipt key repeats: "Two phases") and, if rejected, goes whole to the partition of its
+first message.
 
 Receipts. The inbound pipeline keys an interchange's receipt by (sender, recipient, 0020; our
 MP-ID as recipient when it answers an interchange for another party); a receipt once accepted
@@ -26,8 +27,8 @@ stays so, and other bytes under it are answered with CONTRL 4 / 0085 = 26 and a 
 rejected one counts as "not received", so other bytes under it are a new interchange. Each piece
 of a split interchange is received (and accepted) in its own partition under the same key. The
 partitioner follows one run's receipt stream: per key, the last bytes received (a digest),
-whether the pipeline accepted them (judged when first needed, so a file placed whole is parsed
-here only when other bytes follow under its key), and where they went: their *home* (the
+whether the pipeline accepted them (a file placed whole is judged only when bytes follow under
+its key), and where they went: their *home* (the
 partition of their first message, which holds an accepted piece when they were accepted) and
 their pieces. Then:
 
@@ -52,9 +53,10 @@ scan cannot cut into messages goes whole to the partition of its first message.
 Two phases. Everything above that depends on one file alone is read first (``read_facts``,
 ``FileFacts``): its receipt key, digest and cut points, per message how it is placed (a
 trigger's partition and the references it registers, or the reference an answer is looked up
-by), and the judge's verdict for each file that could be cut (its messages are not all
-triggers of one partition) or whose receipt key occurs again in the files read together (the
-verdicts a later file under its key may need). Facts hold no bytes and no parsed interchange,
+by), and the judge's verdict for each file that could be cut (readable, with messages that are
+not all placed in one partition by themselves: an answer's partition is known only in the walk)
+or whose receipt key occurs again in the files read together (the verdicts a later file under
+its key may need). Facts hold no bytes and no parsed interchange,
 so ``replay --workers N`` reads them in parallel, each worker 1/N of the files, and hands all of
 them to every worker. Then ``Partitioner.place`` walks the receipt stream in order (the only
 part that depends on earlier files: the reference maps, receipts and homes); a verdict the

@@ -169,6 +169,7 @@ def _worker(
     gc.set_threshold(*parent_gc)
     facts: list[FileFacts | None] = [each for share in shares for each in pickle.loads(share)]
     mine, failures = _pieces(sources, facts, options.tenants, k, n)
+    del facts  # ~100 k small tuples the replay's collections need not visit
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
     return report, decisions
