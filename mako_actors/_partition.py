@@ -17,8 +17,9 @@ messages, while its pieces could each pass (a wrong UNZ count or a stray segment
 messages is not in any piece) or each be answered. ``rejected_as_a_whole`` makes the checks
 ``InboundPipeline.ingest`` makes before it routes a message (the parser's, a recipient not ours,
 a test interchange, no format version in force on the receipt day, a UNH version not in force);
-a file that would be cut is judged by it first (a full parse, only for such files) and, if
-rejected, goes whole to the partition of its first message.
+a file that would be cut is judged by it first (a full parse, only for files that could be cut
+or whose receipt key repeats: "Two phases") and, if rejected, goes whole to the partition of its
+first message.
 
 Receipts. The inbound pipeline keys an interchange's receipt by (sender, recipient, 0020; our
 MP-ID as recipient when it answers an interchange for another party); a receipt once accepted
@@ -26,8 +27,8 @@ stays so, and other bytes under it are answered with CONTRL 4 / 0085 = 26 and a 
 rejected one counts as "not received", so other bytes under it are a new interchange. Each piece
 of a split interchange is received (and accepted) in its own partition under the same key. The
 partitioner follows one run's receipt stream: per key, the last bytes received (a digest),
-whether the pipeline accepted them (judged when first needed, so a file placed whole is parsed
-here only when other bytes follow under its key), and where they went: their *home* (the
+whether the pipeline accepted them (a file placed whole is judged only when bytes follow under
+its key), and where they went: their *home* (the
 partition of their first message, which holds an accepted piece when they were accepted) and
 their pieces. Then:
 
@@ -49,6 +50,19 @@ escaped ``RFF+TN`` or ``LOC`` routes like its unescaped value. A file the parser
 only its UNB key (read like the pipeline reads it for its CONTRL); one the parser accepts but the
 scan cannot cut into messages goes whole to the partition of its first message.
 
+Two phases. Everything above that depends on one file alone is read first (``read_facts``,
+``FileFacts``): its receipt key, digest and cut points, per message how it is placed (a
+trigger's partition and the references it registers, or the reference an answer is looked up
+by), and the judge's verdict for each file that could be cut (readable, with messages that are
+not all placed in one partition by themselves: an answer's partition is known only in the walk)
+or whose receipt key occurs again in the files read together (the verdicts a later file under
+its key may need). Facts hold no bytes and no parsed interchange,
+so ``replay --workers N`` reads them in parallel, each worker 1/N of the files, and hands all of
+them to every worker. Then ``Partitioner.place`` walks the receipt stream in order (the only
+part that depends on earlier files: the reference maps, receipts and homes); a verdict the
+facts lack (a receipt key repeated across two workers' halves) is judged then, by a parse of
+that file. ``Partitioner.split`` and ``split_by_partition`` run both phases in one process.
+
 Known limits: bytes rejected by a check of the receipt day (format or UNH version) and received
 again unchanged once they pass are routed by one run without a new receipt or CONTRL (the
 pipeline takes them for an interrupted earlier ingest); here they are cut like a new
@@ -58,9 +72,11 @@ interchange, so the decisions are the same but each piece is acknowledged with a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
@@ -68,7 +84,17 @@ from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.payloads import derive_ref
 from mako_actors.version import FormatVersion
 
-__all__ = ["Partitioner", "Scan", "our_references", "rejected_as_a_whole", "split_by_partition"]
+__all__ = [
+    "FileFacts",
+    "Partitioner",
+    "Placement",
+    "Scan",
+    "our_references",
+    "pieces_of",
+    "read_facts",
+    "rejected_as_a_whole",
+    "split_by_partition",
+]
 
 _CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
@@ -207,21 +233,81 @@ class _Read:
         return self.parsed
 
 
+class _Route(NamedTuple):
+    """How one message is placed: ``_STATIC`` in ``part`` (a trigger also maps the references
+    ``ides`` and ``interchanges`` its answers will carry to it), ``_ACK`` / ``_ANSWER`` with the
+    interchange / IDE ``ref`` it answers, or in ``part`` (the file's default) when unknown."""
+
+    kind: int
+    part: int
+    ref: bytes = b""
+    ides: tuple[bytes, ...] = ()
+    interchanges: tuple[bytes, ...] = ()
+
+
+_STATIC, _ACK, _ANSWER = 0, 1, 2
+
+
+class FileFacts(NamedTuple):
+    """What one file alone says for its placement (module doc, "Two phases"); plain tuples, so a
+    list of them pickles small and fast (~0.6 KB and a few µs per file).
+
+    ``key``: the receipt key (None: no readable UNB; ``default`` is then the partition chosen by
+    the file's name and first bytes); ``default``: the partition of the file's UNB key;
+    ``routes``: one per message; ``bounds``: each message's start and end offset when ``cut``
+    (the file can be split), with the UNB's end (``head_end``) and the separators and 0020 the
+    scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged.
+    """
+
+    key: tuple[bytes, bytes, bytes] | None
+    digest: bytes
+    default: int
+    routes: tuple[_Route, ...] = ()
+    cut: bool = False
+    bounds: tuple[int, ...] = ()
+    head_end: int = 0
+    separators: bytes = b""
+    control: bytes = b""
+    rejected: bool | None = None
+
+    def could_be_cut(self) -> bool:
+        """Whether a walk could cut the file: its messages are not all triggers of one partition."""
+        if not self.cut or len(self.routes) < 2:
+            return False
+        return any(r.kind != _STATIC for r in self.routes) or len({r.part for r in self.routes}) > 1
+
+    def piece(self, raw: bytes, indices: tuple[int, ...]) -> bytes:
+        """The interchange of ``raw``'s messages ``indices``: its UNB, those messages, a UNZ counting them."""
+        bounds = self.bounds
+        body = b"".join(raw[bounds[2 * i] : bounds[2 * i + 1]] for i in indices)
+        elem, term = self.separators[:1], self.separators[1:]
+        unz = b"UNZ" + elem + str(len(indices)).encode() + elem + self.control + term
+        return raw[: self.head_end] + body + unz
+
+
+# Where a file goes: partition -> None (the whole file) or the indices of its messages in the piece.
+Placement = dict[int, tuple[int, ...] | None]
+
+
+def pieces_of(raw: bytes, facts: FileFacts, placement: Placement) -> dict[int, bytes]:
+    """``{partition: bytes}`` of ``raw`` placed by ``placement`` (``Partitioner.place``)."""
+    return {part: raw if at is None else facts.piece(raw, at) for part, at in placement.items()}
+
+
 @dataclass
 class _Receipt:
     """The last bytes received under one receipt key (module doc), and where they went.
 
     ``home``: the partition of the first message (or of the whole file); ``parts``: one
     partition per message when the file is cut if accepted, else empty. ``accepted`` is known
-    once asked (``Partitioner._accepted``): a file placed whole anyway is judged only when
-    other bytes follow under its key.
+    once asked (``Partitioner._accepted``): from the facts' verdict, else judged then.
     """
 
     digest: bytes
     home: int
     parts: list[int]
-    read: _Read
-    received_at: datetime
+    facts: FileFacts
+    judge: Callable[[], bool]
     accepted: bool | None = None
 
 
@@ -304,11 +390,82 @@ def rejected_as_a_whole(
     return bool(_version_errors(parsed, fv))
 
 
+def _receipt_key(read: _Read, tenants: frozenset[str]) -> tuple[bytes, bytes, bytes]:
+    """The key of the receipt stream the pipeline records ``read`` in.
+
+    An interchange for another party is recorded under our MP-ID when we have only one
+    (we answer it), so it shares the stream of our own interchanges under its 0020.
+    """
+    assert read.key is not None
+    sender, recipient, control = read.key
+    if len(tenants) == 1 and recipient.decode("latin-1") not in tenants:
+        parsed = read.parse()
+        if isinstance(parsed, Interchange):
+            return (sender, next(iter(tenants)).encode("latin-1"), control)
+    return read.key
+
+
+def _route(n: int, key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> _Route:
+    sender_id, recipient, control_ref = key
+    if message.ack_ref:
+        return _Route(_ACK, default, message.ack_ref)
+    if not message.txs:
+        return _Route(_STATIC, default)
+    tx = message.txs[0]
+    if tx.get(b"Z13") in _ANSWERS:
+        return _Route(_ANSWER, default, tx.get(b"TN", b""))
+    part = _partition(n, recipient, tx.get(b"LOC", b""))
+    sender = (message.sender or sender_id).decode("latin-1")
+    control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
+    ides: list[bytes] = []
+    interchanges: list[bytes] = []
+    for each in message.txs:
+        for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
+            ides.append(ide.encode())
+            interchanges.append(interchange.encode())
+    return _Route(_STATIC, part, b"", tuple(ides), tuple(interchanges))
+
+
+def _facts(n: int, name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
+    """One file's facts (not judged) and what was read of it."""
+    read = _read(raw)
+    if read.key is None:
+        return FileFacts(None, b"", _partition(n, name.encode(), raw[:64])), read
+    default = _partition(n, *read.key)
+    key = _receipt_key(read, tenants)
+    digest = hashlib.blake2b(raw, digest_size=16).digest()
+    routes = tuple(_route(n, read.key, message, default) for message in read.messages)
+    if not read.cut:
+        return FileFacts(key, digest, default, routes), read
+    scan = read.scan
+    bounds = tuple(offset for m in read.messages for offset in (m.start, m.end))
+    return FileFacts(
+        key, digest, default, routes, True, bounds, scan.head_end, scan.elem + scan.term, scan.control
+    ), read
+
+
+def read_facts(n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]) -> list[FileFacts]:
+    """The facts of each ``(name, raw, received_at)`` for ``n`` partitions (module doc, "Two phases").
+
+    Judged (a full parse each): every file that could be cut, and every file whose receipt key
+    occurs more than once in ``files``. Cost: a light scan of each file, 16 SHA-256 per trigger.
+    """
+    ours = frozenset(tenants)
+    read = [_facts(n, name, raw, ours) for name, raw, _ in files]
+    keys = Counter(facts.key for facts, _ in read if facts.key is not None)
+    judged: list[FileFacts] = []
+    for (facts, each), (_, raw, at) in zip(read, files, strict=True):
+        if facts.key is not None and (keys[facts.key] > 1 or facts.could_be_cut()):
+            facts = facts._replace(rejected=rejected_as_a_whole(raw, at, ours, parsed=each.parse()))
+        judged.append(facts)
+    return judged
+
+
 class Partitioner:
     """Assigns each message of an archive, in receipt order, to one of ``n`` partitions.
 
     ``tenants``: our MP-IDs, as the replay's pipeline has them (a file addressed to another
-    party is rejected as a whole).
+    party is rejected as a whole). ``mine``: see ``split``.
     """
 
     def __init__(self, n: int, tenants: Iterable[str], mine: int | None = None) -> None:
@@ -327,96 +484,86 @@ class Partitioner:
         is ``mine``'s gives ``{}`` without being judged (a parse saved): nothing of it is
         ``mine``'s, whether it is cut or goes whole to its first message's partition.
         """
-        read = _read(raw)
-        if read.key is None:
-            return {_partition(self.n, name.encode(), raw[:64]): raw}
-        key = self._receipt_key(read)
-        digest = hashlib.blake2b(raw, digest_size=16).digest()
-        last = self._receipts.get(key)
-        if last is not None and digest == last.digest:
+        facts, read = _facts(self.n, name, raw, self._tenants)
+
+        def judge() -> bool:
+            return rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
+
+        return pieces_of(raw, facts, self.place(facts, judge))
+
+    def place(self, facts: FileFacts, judge: Callable[[], bool]) -> Placement:
+        """Where the next file in receipt order goes, from its ``facts`` (``read_facts``).
+
+        ``judge``: the file's verdict (``rejected_as_a_whole``), asked only when the facts lack
+        it and the walk needs it, possibly later (while its receipt is the last under its key).
+        """
+        if facts.key is None:
+            return {facts.default: None}
+        last = self._receipts.get(facts.key)
+        if last is not None and facts.digest == last.digest:
             # A retransmission: a duplicate of each piece where it was received. The pipeline
             # routes the same bytes again when they were rejected before and pass now (a check
             # that depends on the receipt day): those are placed like new ones (module doc).
             if self._accepted(last):
-                return self._pieces(read, raw, last.home, last.parts)
-            if rejected_as_a_whole(raw, received_at, self._tenants, parsed=last.read.parse()):
-                return {last.home: raw}
+                return self._pieces(last.home, last.parts)
+            if facts.rejected if facts.rejected is not None else judge():
+                return {last.home: None}
         elif last is not None and self._accepted(last):
-            return {last.home: raw}  # other bytes under an accepted reference: a conflict there
-        default = _partition(self.n, *read.key)
-        parts = [self._of(read.key, message, default) for message in read.messages]
-        home = parts[0] if parts else default
-        if len(set(parts)) < 2 or not read.cut:
+            return {last.home: None}  # other bytes under an accepted reference: a conflict there
+        parts = [self._of(route) for route in facts.routes]
+        home = parts[0] if parts else facts.default
+        if len(set(parts)) < 2 or not facts.cut:
             parts = []
-        receipt = self._receipts[key] = _Receipt(digest, home, parts, read, received_at)
+        receipt = self._receipts[facts.key] = _Receipt(facts.digest, home, parts, facts, judge)
         if not parts:
-            return {home: raw}
+            return {home: None}
         if self._mine is not None and self._mine not in parts:
             return {}
         if not self._accepted(receipt):
-            return {home: raw}  # rejected as a whole: never cut
-        return self._pieces(read, raw, home, parts)
-
-    def _receipt_key(self, read: _Read) -> tuple[bytes, bytes, bytes]:
-        """The key of the receipt stream the pipeline records ``read`` in.
-
-        An interchange for another party is recorded under our MP-ID when we have only one
-        (we answer it), so it shares the stream of our own interchanges under its 0020.
-        """
-        assert read.key is not None
-        sender, recipient, control = read.key
-        if len(self._tenants) == 1 and recipient.decode("latin-1") not in self._tenants:
-            parsed = read.parse()
-            if isinstance(parsed, Interchange):
-                return (sender, next(iter(self._tenants)).encode("latin-1"), control)
-        return read.key
+            return {home: None}  # rejected as a whole: never cut
+        return self._pieces(home, parts)
 
     def _accepted(self, receipt: _Receipt) -> bool:
-        """Whether the pipeline accepted the receipt's bytes (judged now if not yet)."""
+        """Whether the pipeline accepted the receipt's bytes (judged now if the facts do not say)."""
         if receipt.accepted is None:
-            read = receipt.read
-            receipt.accepted = not rejected_as_a_whole(
-                read.raw, receipt.received_at, self._tenants, parsed=read.parse()
-            )
+            rejected = receipt.facts.rejected
+            receipt.accepted = not (rejected if rejected is not None else receipt.judge())
         return receipt.accepted
 
-    def _pieces(self, read: _Read, raw: bytes, home: int, parts: list[int]) -> dict[int, bytes]:
-        """``raw`` whole to ``home``, or cut by ``parts`` (one partition per message) if they differ."""
+    @staticmethod
+    def _pieces(home: int, parts: list[int]) -> Placement:
+        """The whole file to ``home``, or cut by ``parts`` (one partition per message) if they differ."""
         if len(set(parts)) <= 1:
-            return {home: raw}
-        grouped: dict[int, list[_Message]] = {}
-        for message, part in zip(read.messages, parts, strict=True):
-            grouped.setdefault(part, []).append(message)
-        return {part: self._piece(read.scan, raw, messages) for part, messages in grouped.items()}
+            return {home: None}
+        grouped: dict[int, list[int]] = {}
+        for index, part in enumerate(parts):
+            grouped.setdefault(part, []).append(index)
+        return {part: tuple(indices) for part, indices in grouped.items()}
 
-    def _of(self, key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> int:
-        sender_id, recipient, control_ref = key
-        if message.ack_ref:
-            return self._interchange.get(message.ack_ref, default)
-        if not message.txs:
-            return default
-        tx = message.txs[0]
-        if tx.get(b"Z13") in _ANSWERS:
-            return self._ide.get(tx.get(b"TN", b""), default)
-        part = _partition(self.n, recipient, tx.get(b"LOC", b""))
-        sender = (message.sender or sender_id).decode("latin-1")
-        control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
-        for each in message.txs:
-            for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
-                self._ide[ide.encode()] = part
-                self._interchange[interchange.encode()] = part
-        return part
-
-    def _piece(self, scan: Scan, raw: bytes, messages: list[_Message]) -> bytes:
-        body = b"".join(raw[m.start : m.end] for m in messages)
-        unz = b"UNZ" + scan.elem + str(len(messages)).encode() + scan.elem + scan.control + scan.term
-        return raw[: scan.head_end] + body + unz
+    def _of(self, route: _Route) -> int:
+        if route.kind == _ACK:
+            return self._interchange.get(route.ref, route.part)
+        if route.kind == _ANSWER:
+            return self._ide.get(route.ref, route.part)
+        for ide in route.ides:
+            self._ide[ide] = route.part
+        for interchange in route.interchanges:
+            self._interchange[interchange] = route.part
+        return route.part
 
 
 def split_by_partition(
     n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str], mine: int | None = None
 ) -> list[dict[int, bytes]]:
     """For each ``(name, raw, received_at)`` in receipt order, its pieces by partition (module doc;
-    ``mine``: see ``Partitioner.split``)."""
+    ``mine``: see ``Partitioner.split``). Both phases in this process."""
+    tenants = frozenset(tenants)
     partitioner = Partitioner(n, tenants, mine)
-    return [partitioner.split(name, raw, at) for name, raw, at in files]
+    placed = []
+    for facts, (_, raw, at) in zip(read_facts(n, files, tenants), files, strict=True):
+
+        def judge(raw: bytes = raw, at: datetime = at) -> bool:
+            return rejected_as_a_whole(raw, at, tenants)
+
+        placed.append(pieces_of(raw, facts, partitioner.place(facts, judge)))
+    return placed

@@ -1,7 +1,9 @@
 """``replay --workers N --ray``: the archive's partitions replayed by N Ray tasks, one store each.
 
-The tasks run exactly what the local workers run (``mako_actors._workers``): the same worker
-function, the same partitioning, the same stores (``store_path/part-<k>-of-<n>``, the store
+The tasks run exactly what the local workers run (``mako_actors._workers``): the same two rounds
+of calls (each worker's run of the files read for their facts, then each worker's walk over all
+facts and replay of its pieces; round 2 starts once every round-1 task has ended), the same
+partitioning, the same stores (``store_path/part-<k>-of-<n>``, the store
 itself for one), and the driver merges their reports the same way, so the decision digest is
 that of a local run with any number of workers, and a later local run or ``mako-actors store``
 command reads what Ray wrote.
