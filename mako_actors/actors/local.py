@@ -116,6 +116,7 @@ class LocalActorSystem(HandleFactory):
         self._runner = Runner(store, self._stats, gc_freeze_every)
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
+        self._canonical: dict[int, object] = {}  # id(o) -> o of every object in the two above
         self._slot_freed: asyncio.Event | None = None
         # One bound method for every actor (``self._on_idle`` would make one per actor).
         self._idle_callback = self._on_idle
@@ -245,8 +246,17 @@ class LocalActorSystem(HandleFactory):
         message or a Ray call carry their own copies of ids that thousands of processes share
         (about a third of an idle actor's memory). Equal values, same identity.
         """
-        tenant = self._tenants.setdefault(identity.tenant_id, identity.tenant_id)
-        workflow_id = self._workflow_ids.setdefault(identity.workflow_id, identity.workflow_id)
+        tenant, workflow_id = identity.tenant_id, identity.workflow_id
+        # The shared objects themselves (every spawn of one tenant and workflow passes them):
+        # known by their ``id``, as hashing and comparing an id or a ``WorkflowId`` runs
+        # Python code. The table holds each object, so its ``id`` is not reused meanwhile.
+        canonical = self._canonical
+        if canonical.get(id(tenant)) is tenant and canonical.get(id(workflow_id)) is workflow_id:
+            return identity
+        tenant = self._tenants.setdefault(tenant, tenant)
+        workflow_id = self._workflow_ids.setdefault(workflow_id, workflow_id)
+        canonical[id(tenant)] = tenant
+        canonical[id(workflow_id)] = workflow_id
         if tenant is identity.tenant_id and workflow_id is identity.workflow_id:
             return identity
         # Typed ids: built without re-validation, with one fields-set shared by all identities.

@@ -266,3 +266,31 @@ async def test_gc_freeze_every_is_opt_in_and_undone_on_close(tmp_path: Path) -> 
         assert gc.get_freeze_count() == 0  # aclose unfroze it: frozen garbage is collectable
     with pytest.raises(InvalidArgument, match="gc_freeze_every"):
         LocalActorSystem(store, workflows=[Ledger], gc_freeze_every=-1)
+
+
+async def test_live_actors_share_one_tenant_and_workflow_id_object(store: LmdbStore) -> None:
+    # Identities decoded from plain data (a message, a Ray call) carry their own id objects;
+    # live actors keep one shared copy of each (memory per live process). An identity made
+    # of the shared objects already is kept as it is.
+    from mako_actors import ProcessIdentity
+
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        plain = [system.spawn("ledger", TENANT, LEDGER_ID).identity().to_plain() for _ in range(3)]
+        refs = [system.resume(ProcessIdentity.model_validate(p)) for p in plain]
+        assert refs[0].identity().tenant_id is not refs[1].identity().tenant_id
+        for ref in refs:
+            await ref.execute(Record(amount=1))
+        live = [system._live[ref.stream_id].identity for ref in refs]
+        assert live == [ref.identity() for ref in refs]
+        first = live[0]
+        assert all(i.tenant_id is first.tenant_id and i.workflow_id is first.workflow_id for i in live)
+        again = system.spawn("ledger", first.tenant_id, first.workflow_id)
+        await again.execute(Record(amount=1))
+        assert system._live[again.stream_id].identity is again.identity()
+        # Equal ids of a new object: shared copies, one new identity.
+        other = system.resume(ProcessIdentity.model_validate(again.identity().to_plain()))
+        await system.passivate_idle()
+        await other.execute(Record(amount=2))
+        kept = system._live[other.stream_id].identity
+        assert kept is not other.identity() and kept == other.identity()
+        assert kept.tenant_id is first.tenant_id and kept.workflow_id is first.workflow_id
