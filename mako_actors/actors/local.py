@@ -182,7 +182,14 @@ class LocalActorSystem(HandleFactory):
         return actor.submit(op)
 
     async def _activate_and_submit(self, identity: ProcessIdentity, op: Op) -> Any:
-        actor = await self._activate(identity)
+        # Looked up again when the coroutine runs, not when it was made: several ops for one
+        # new process may each get a coroutine before the first runs (a Ray host's batch);
+        # the first activates the actor, the others must find it, in their order.
+        actor = self._live.get(identity.stream_id)
+        if actor is None:
+            actor = await self._activate(identity)
+        else:
+            self._live.move_to_end(identity.stream_id)
         return await actor.submit(op)
 
     def submit_live(self, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any] | None:

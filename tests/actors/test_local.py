@@ -10,6 +10,7 @@ import pytest
 
 from mako_actors import InvalidArgument, Process, StoreError, WorkflowError
 from mako_actors.actors import ActorSystemClosed, LocalActorSystem, ProcessRef
+from mako_actors.actors._actor import COMMAND, Op
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
 from tests.workflows import Close, Ledger, LedgerState, Record
@@ -294,3 +295,20 @@ async def test_live_actors_share_one_tenant_and_workflow_id_object(store: LmdbSt
         kept = system._live[other.stream_id].identity
         assert kept is not other.identity() and kept == other.identity()
         assert kept.tenant_id is first.tenant_id and kept.workflow_id is first.workflow_id
+
+
+async def test_ops_dispatched_before_the_first_activation_share_one_actor_in_order(
+    store: LmdbStore,
+) -> None:
+    # The first activation of a system with an idle reaper waits (it starts the reaper), so
+    # ``dispatch`` returns coroutines; a Ray host's batch makes all of them before any runs.
+    # Run as tasks in that order, they must reach one actor, in the order they were made.
+    async with LocalActorSystem(store, workflows=[Ledger], idle_timeout=60.0) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        ops = [Op(COMMAND, Record(amount=i)) for i in range(1, 11)]
+        waiters = [asyncio.ensure_future(system.dispatch(ref.identity(), op)) for op in ops]
+        outcomes = await asyncio.gather(*waiters)
+        assert [o.events[0].payload["amount"] for o in outcomes] == list(range(1, 11))
+        assert [o.events[0].sequence for o in outcomes] == list(range(1, 11))
+        assert system.stats.activations == 1 and system.stats.conflicts == 0
+        assert (await ref.state()).total == sum(range(1, 11))
