@@ -233,7 +233,11 @@ def prepare(
     # deadlines or registry keys, and this runs once per command.)
     pending_outbox = output.outbox
     outbox: tuple[OutboxMessage, ...] = ()
-    if pending_outbox:
+    if len(pending_outbox) == 1:  # most answers: one message, no generator
+        outbox = (
+            _stamp_outbox(identity, correlation, conversation, cause, 0, pending_outbox[0], recorded_at),
+        )
+    elif pending_outbox:
         outbox = tuple(
             _stamp_outbox(identity, correlation, conversation, cause, index, pending, recorded_at)
             for index, pending in enumerate(pending_outbox)

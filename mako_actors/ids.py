@@ -63,13 +63,26 @@ def _fresh_pool() -> Iterator[tuple[int, str]]:
     """``_POOL_IDS`` random version-4 UUIDs as (int, canonical string) pairs."""
     size = 16 * _POOL_IDS
     raw = ((int.from_bytes(os.urandom(size), "big") & _POOL_MASK) | _POOL_BITS).to_bytes(size, "big")
-    h = raw.hex()
     values = [(high << 64) | low for high, low in _TWO_U64.iter_unpack(raw)]
-    texts = [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 2 * size, 32)
-    ]
+    # The canonical strings of all ids at once: each of the 32 hex digits of an id goes to
+    # its place among the 36 characters of its text with one strided copy for the whole pool
+    # (32 C-level copies instead of five slices and an f-string per id: ~3x cheaper).
+    digits = raw.hex().encode()
+    out = bytearray(b"-") * (36 * _POOL_IDS)
+    for place, digit in _TEXT_PLACES:
+        out[place::36] = digits[digit::32]
+    text = out.decode()
+    texts = [text[i : i + 36] for i in range(0, 36 * _POOL_IDS, 36)]
     return zip(values, texts, strict=True)
+
+
+# (place in the 36-character text, hex digit 0-31) of every digit of a UUID: 8-4-4-4-12.
+_TEXT_PLACES = tuple(
+    (place, digit)
+    for digit, place in enumerate(
+        [*range(0, 8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)]
+    )
+)
 
 
 def _forget_pool() -> None:

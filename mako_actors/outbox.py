@@ -88,10 +88,45 @@ class OutboxMessage(PlainModel):
             "conversation_id": self.conversation_id._text,
             "message_type": self.message_type,
             "recipient": self.recipient,
-            "payload": to_jsonable_python(self.payload),
+            "payload": plain_payload(self.payload),
             "created_at": iso_utc(self.created_at),
             "next_attempt_at": iso_utc(self.next_attempt_at),
             "attempts": self.attempts,
             "last_error": self.last_error,
             "position": self.position,
         }
+
+
+_ATOMIC = frozenset({str, int, bool, type(None)})
+
+
+def plain_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """``to_jsonable_python(payload)``: ``payload`` itself when it is plain JSON data already.
+
+    A dict whose keys are ``str`` and whose values are ``str``, ``int``, ``bool``, ``None``
+    (exact types, no subclasses) or such dicts and lists, is what ``to_jsonable_python``
+    returns an equal copy of (same keys in the same order, same values), so it packs to the
+    same bytes. Anything else (floats, datetimes, models, tuples, subclasses) goes through
+    pydantic. Saves a copy and a serializer call per outbox row (most payloads are a few
+    strings and numbers).
+    """
+    if _is_plain(payload, 0):
+        return payload
+    plain: dict[str, Any] = to_jsonable_python(payload)
+    return plain
+
+
+def _is_plain(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if kind in _ATOMIC:
+        return True
+    if depth >= 8:  # deeper payloads are rare: let pydantic copy them
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _is_plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_is_plain(item, depth + 1) for item in value)
+    return False

@@ -182,7 +182,11 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
             f"snapshot at sequence {commit.snapshot.sequence} does not match the stream's "
             f"version {version} after this commit"
         )
-    stored: list[EventEnvelope] = []
+    # The stored envelopes: ``events`` itself while every one is stamped in place (an
+    # engine-made placeholder, see ``EventEnvelope.stamped``), else a list of the copies. (No
+    # list and tuple per commit on the hot path: both would live until the caller is answered,
+    # two more objects per command for the garbage collector.)
+    stored: list[EventEnvelope] | None = None
     if events:
         position = from_u64(txn.get("meta", _GLOBAL) or u64(0))
         prefix = stream + b"\x00"
@@ -193,11 +197,14 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
                 )
             seq = current + offset
             position += 1
-            envelope = envelope.stamped(seq, position)
+            stamped = envelope.stamped(seq, position)
+            if stamped is not envelope and stored is None:
+                stored = list(events[: offset - 1])
+            if stored is not None:
+                stored.append(stamped)
             key = prefix + seq.to_bytes(8, "big")
-            txn.put("events", key, pack(envelope.to_plain()))
+            txn.put("events", key, pack(stamped.to_plain()))
             txn.put("global", position.to_bytes(8, "big"), key)
-            stored.append(envelope)
         txn.put("meta", _GLOBAL, u64(position))
         txn.put("streams", stream, u64(version))
     if commit.outbox:
@@ -214,7 +221,9 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         _register_commit(txn, commit.registry)
     for entry in commit.journal:
         append_journal(txn, entry.tenant_id, entry.key, entry.data)
-    return CommitResult(tuple(stored), version)
+    if stored is not None:
+        return CommitResult(tuple(stored), version)
+    return CommitResult(events if type(events) is tuple else tuple(events), version)
 
 
 def _check_commit_belongs(commit: Commit) -> None:

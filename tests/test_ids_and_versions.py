@@ -9,8 +9,10 @@ import pytest
 from pydantic import BaseModel
 
 from mako_actors import (
+    ConversationId,
     CorrelationId,
     EngineError,
+    EventId,
     FormatVersion,
     InvalidArgument,
     ProcessId,
@@ -133,3 +135,13 @@ def test_version_conflict_is_transient_workflow_error_is_not() -> None:
     assert not WorkflowError.rejected("no").transient
     assert isinstance(InvalidArgument("x"), ValueError)
     assert uuid.UUID(str(ProcessId.new()))
+
+
+def test_fresh_ids_carry_uuids_canonical_string_across_pools() -> None:
+    # ``new()`` draws from a pool of 256 whose strings are built all at once: every one must
+    # be exactly what ``uuid`` prints for the value (and the value a version-4 UUID).
+    for cls in (EventId, CorrelationId, ConversationId, ProcessId):
+        for made in [cls.new() for _ in range(700)]:
+            assert str(made) == str(uuid.UUID(int=made.int))
+            assert made.version == 4 and made.variant == uuid.RFC_4122
+            assert cls(str(made)) == made

@@ -133,15 +133,19 @@ class _Slot(asyncio.Future[Any]):
     ``attempts``: how often it lost to another writer so far. Once decided it also holds the
     commit to write and what to answer once it is written (``prepared``; ``no_command``: a
     timeout whose ``on_deadline`` gave nothing to run). Every object per command in flight
-    lives through a write transaction, so the garbage collector traverses it several times.
+    lives through a write transaction, so the garbage collector traverses it several times:
+    what a decided op needs once written is kept in the slot itself (``new_state``,
+    ``outbox``, ``snapshot_taken``), not in the ``Prepared`` that ``prepare`` returned.
     """
 
-    __slots__ = ("attempts", "next", "no_command", "op", "prepared")
+    __slots__ = ("attempts", "new_state", "next", "no_command", "op", "outbox", "snapshot_taken")
 
     op: Op
     next: _Slot | None
     attempts: int
-    prepared: Prepared[Any] | None
+    new_state: Any
+    outbox: tuple[OutboxMessage, ...]
+    snapshot_taken: bool
     no_command: bool
 
 
@@ -360,7 +364,9 @@ class ProcessActor:
         slot.op = op
         slot.next = None
         slot.attempts = 0
-        slot.prepared = None
+        slot.new_state = None
+        slot.outbox = ()
+        slot.snapshot_taken = False
         slot.no_command = False
         tail = self._tail
         if tail is None:
@@ -420,7 +426,7 @@ class ProcessActor:
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             slot, self._flight = self._flight, None
             while slot is not None:  # decided in this step, not sent: nothing of it is written
-                following, slot.next, slot.prepared = slot.next, None, None
+                following, slot.next, slot.new_state, slot.outbox = slot.next, None, None, ()
                 _fail(slot, exc)
                 slot = following
             self._fail_all(exc)
@@ -577,7 +583,8 @@ class ProcessActor:
                 continue
             # (A discharged deadline's commit has no events and keeps the state.)
             state, version = prepared.state, version + len(prepared.events)
-            slot.prepared, slot.no_command = prepared, no_command
+            slot.new_state, slot.outbox = state, prepared.outbox
+            slot.snapshot_taken, slot.no_command = prepared.snapshot is not None, no_command
             commits.append(prepared.commit)  # type: ignore[arg-type]
             if last is None:
                 first = slot
@@ -620,7 +627,7 @@ class ProcessActor:
         while slot is not None:
             following, slot.next = slot.next, None
             self._stats.failed_commands += 1
-            slot.prepared = None
+            slot.new_state, slot.outbox = None, ()
             _fail(slot, exc)
             slot = following
 
@@ -642,17 +649,16 @@ class ProcessActor:
             following, slot.next = slot.next, None
             result = results[at]
             at += 1
-            prepared = slot.prepared
-            assert prepared is not None
-            slot.prepared = None  # a retried op is decided afresh
+            new_state, outbox = slot.new_state, slot.outbox
+            slot.new_state, slot.outbox = None, ()  # a retried op is decided afresh
             if isinstance(result, CommitResult):
                 stats.commands += 1
                 if not broken:
-                    self._state, self._version = prepared.state, result.version
+                    self._state, self._version = new_state, result.version
                 if slot.no_command:
                     _resolve(slot, _NO_COMMAND)
                 else:
-                    _resolve(slot, Outcome(result.events, prepared.outbox, prepared.snapshot is not None))
+                    _resolve(slot, Outcome(result.events, outbox, slot.snapshot_taken))
                 slot = following
                 continue
             self._loaded = False  # never keep a state the store lacks: reload before the next op

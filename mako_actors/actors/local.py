@@ -18,7 +18,7 @@ import asyncio
 import gc
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -116,6 +116,7 @@ class LocalActorSystem(HandleFactory):
         self._runner = Runner(store, self._stats, gc_freeze_every)
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
+        self._canonical: dict[int, object] = {}  # id(o) -> o of every object in the two above
         self._slot_freed: asyncio.Event | None = None
         # One bound method for every actor (``self._on_idle`` would make one per actor).
         self._idle_callback = self._on_idle
@@ -154,21 +155,39 @@ class LocalActorSystem(HandleFactory):
 
     # -- dispatch --------------------------------------------------------------------------
 
-    async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
-        """Run ``op`` on the process's actor (activating it, if needed, under the live cap)."""
+    def dispatch(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]:
+        """Run ``op`` on the process's actor (activating it, if needed, under the live cap).
+
+        Returns what to await for the result: the op's mailbox future when it could be queued
+        right away (the actor is live, or there is room for it), else a coroutine (it waits
+        for room under ``max_live``, or reads the store). Raises ``ActorSystemClosed`` after
+        ``aclose``. No coroutine frame per command on the common path: it would live, and be
+        traversed by the garbage collector, until the command's commit is durable.
+        """
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
         if op.kind in (EVENT_COUNT, STATE_AT):
-            return await read_op(self.workflow(identity.workflow_id.name), self.store, identity, op)
+            return read_op(self.workflow(identity.workflow_id.name), self.store, identity, op)
         actor = self._live.get(identity.stream_id)
         if actor is None:
             cap = self.max_live
             if (cap is not None and len(self._live) >= cap) or (
                 self._reaper is None and self.idle_timeout is not None
             ):
-                actor = await self._activate(identity)
-            else:  # room under the cap: no waiting, so no coroutine either
-                actor = self._new_actor(identity)
+                return self._activate_and_submit(identity, op)
+            # Room under the cap: no waiting.
+            actor = self._new_actor(identity)
+        else:
+            self._live.move_to_end(identity.stream_id)
+        return actor.submit(op)
+
+    async def _activate_and_submit(self, identity: ProcessIdentity, op: Op) -> Any:
+        # Looked up again when the coroutine runs, not when it was made: several ops for one
+        # new process may each get a coroutine before the first runs (a Ray host's batch);
+        # the first activates the actor, the others must find it, in their order.
+        actor = self._live.get(identity.stream_id)
+        if actor is None:
+            actor = await self._activate(identity)
         else:
             self._live.move_to_end(identity.stream_id)
         return await actor.submit(op)
@@ -234,8 +253,17 @@ class LocalActorSystem(HandleFactory):
         message or a Ray call carry their own copies of ids that thousands of processes share
         (about a third of an idle actor's memory). Equal values, same identity.
         """
-        tenant = self._tenants.setdefault(identity.tenant_id, identity.tenant_id)
-        workflow_id = self._workflow_ids.setdefault(identity.workflow_id, identity.workflow_id)
+        tenant, workflow_id = identity.tenant_id, identity.workflow_id
+        # The shared objects themselves (every spawn of one tenant and workflow passes them):
+        # known by their ``id``, as hashing and comparing an id or a ``WorkflowId`` runs
+        # Python code. The table holds each object, so its ``id`` is not reused meanwhile.
+        canonical = self._canonical
+        if canonical.get(id(tenant)) is tenant and canonical.get(id(workflow_id)) is workflow_id:
+            return identity
+        tenant = self._tenants.setdefault(tenant, tenant)
+        workflow_id = self._workflow_ids.setdefault(workflow_id, workflow_id)
+        canonical[id(tenant)] = tenant
+        canonical[id(workflow_id)] = workflow_id
         if tenant is identity.tenant_id and workflow_id is identity.workflow_id:
             return identity
         # Typed ids: built without re-validation, with one fields-set shared by all identities.

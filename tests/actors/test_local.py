@@ -10,6 +10,7 @@ import pytest
 
 from mako_actors import InvalidArgument, Process, StoreError, WorkflowError
 from mako_actors.actors import ActorSystemClosed, LocalActorSystem, ProcessRef
+from mako_actors.actors._actor import COMMAND, Op
 from stores.lmdb import LmdbStore
 from tests.actors.conftest import LEDGER_ID, TENANT
 from tests.workflows import Close, Ledger, LedgerState, Record
@@ -266,3 +267,48 @@ async def test_gc_freeze_every_is_opt_in_and_undone_on_close(tmp_path: Path) -> 
         assert gc.get_freeze_count() == 0  # aclose unfroze it: frozen garbage is collectable
     with pytest.raises(InvalidArgument, match="gc_freeze_every"):
         LocalActorSystem(store, workflows=[Ledger], gc_freeze_every=-1)
+
+
+async def test_live_actors_share_one_tenant_and_workflow_id_object(store: LmdbStore) -> None:
+    # Identities decoded from plain data (a message, a Ray call) carry their own id objects;
+    # live actors keep one shared copy of each (memory per live process). An identity made
+    # of the shared objects already is kept as it is.
+    from mako_actors import ProcessIdentity
+
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        plain = [system.spawn("ledger", TENANT, LEDGER_ID).identity().to_plain() for _ in range(3)]
+        refs = [system.resume(ProcessIdentity.model_validate(p)) for p in plain]
+        assert refs[0].identity().tenant_id is not refs[1].identity().tenant_id
+        for ref in refs:
+            await ref.execute(Record(amount=1))
+        live = [system._live[ref.stream_id].identity for ref in refs]
+        assert live == [ref.identity() for ref in refs]
+        first = live[0]
+        assert all(i.tenant_id is first.tenant_id and i.workflow_id is first.workflow_id for i in live)
+        again = system.spawn("ledger", first.tenant_id, first.workflow_id)
+        await again.execute(Record(amount=1))
+        assert system._live[again.stream_id].identity is again.identity()
+        # Equal ids of a new object: shared copies, one new identity.
+        other = system.resume(ProcessIdentity.model_validate(again.identity().to_plain()))
+        await system.passivate_idle()
+        await other.execute(Record(amount=2))
+        kept = system._live[other.stream_id].identity
+        assert kept is not other.identity() and kept == other.identity()
+        assert kept.tenant_id is first.tenant_id and kept.workflow_id is first.workflow_id
+
+
+async def test_ops_dispatched_before_the_first_activation_share_one_actor_in_order(
+    store: LmdbStore,
+) -> None:
+    # The first activation of a system with an idle reaper waits (it starts the reaper), so
+    # ``dispatch`` returns coroutines; a Ray host's batch makes all of them before any runs.
+    # Run as tasks in that order, they must reach one actor, in the order they were made.
+    async with LocalActorSystem(store, workflows=[Ledger], idle_timeout=60.0) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        ops = [Op(COMMAND, Record(amount=i)) for i in range(1, 11)]
+        waiters = [asyncio.ensure_future(system.dispatch(ref.identity(), op)) for op in ops]
+        outcomes = await asyncio.gather(*waiters)
+        assert [o.events[0].payload["amount"] for o in outcomes] == list(range(1, 11))
+        assert [o.events[0].sequence for o in outcomes] == list(range(1, 11))
+        assert system.stats.activations == 1 and system.stats.conflicts == 0
+        assert (await ref.state()).total == sum(range(1, 11))

@@ -296,3 +296,36 @@ async def test_cancelling_and_replacing_deadlines_by_id_leaves_no_index_rows(sto
     assert await _rows(store, "deadlines") == {theirs_id: _packb(theirs.model_dump(mode="json"))}
     assert [k[-16:] for k in await _rows(store, "deadlines_due")] == [theirs_id]
     assert [k[-16:] for k in await _rows(store, "deadlines_stream")] == [theirs_id]
+
+
+class _Text(str):
+    """A ``str`` subclass in a payload: not exactly ``str``, so pydantic dumps the payload."""
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"total": 7, "text": "Grüße", "ok": True, "none": None, "neg": -(2**63)},
+        {"nested": {"list": [1, "a", None, False, {"deep": [[], {}]}]}},
+        {"float": 1.5, "list": [0.25, -3.0]},
+        {"at": T0, "day": T0.date(), "id": uuid.UUID(int=7), "tuple": (1, "a")},
+        {"sub": _Text("x"), "list": [T0]},
+        {"deep": [[[[[[[[[[1]]]]]]]]]]},
+    ],
+)
+async def test_an_outbox_rows_payload_is_stored_as_pydantic_dumps_it(
+    store: StoreBase, payload: dict[str, Any]
+) -> None:
+    # ``OutboxMessage.to_plain`` keeps a plain payload as it is and lets pydantic dump any
+    # other: the stored row must be the model's JSON dump byte for byte either way.
+    ident = identity()
+    event = envelope(ident, 1)
+    message = outbox_row(ident, event.event_id, T0).model_copy(update={"payload": payload})
+    commit = Commit(
+        stream_id=ident.stream_id, expected=ExpectedVersion.NO_STREAM, events=[event], outbox=[message]
+    )
+    await store.commit(commit)
+    [row] = (await _rows(store, "outbox")).values()
+    assert row == _packb(message.model_copy(update={"position": 1}).model_dump(mode="json"))
+    assert _packb(message.to_plain()) == _packb(message.model_dump(mode="json"))
