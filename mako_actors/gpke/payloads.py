@@ -40,6 +40,7 @@ __all__ = [
     "UtilmdTransactionPayload",
     "aperak_payload",
     "build_contrl_payload",
+    "contrl_payload",
     "derive_ref",
     "transaktionsgrund",
     "utilmd_payload",
@@ -632,3 +633,55 @@ def build_contrl_payload(
         messages=lines,
         format_version=sending_format_version(prepared_at).short,
     )
+
+
+def contrl_payload(
+    *,
+    interchange_ref: str,
+    interchange_sender: str,
+    interchange_recipient: str,
+    accepted: bool,
+    prepared_at: datetime,
+    error_code: str | None = None,
+    message_errors: Sequence[ContrlMessageError] = (),
+    variant: str | None = None,
+    answered_by: str | None = None,
+) -> dict[str, Any]:
+    """``build_contrl_payload(...).to_payload()`` without building the models (one per received
+    interchange): the same keys in the same order and the same JSON values.
+
+    The values must have their fields' types (strings of a parsed UNB, an aware instant).
+    """
+    seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
+    if variant is not None:
+        seed = f"{seed}:{variant}"
+    # ``derive_ref`` of 0020 and 0062 with the common prefix hashed once.
+    base = sha256(f"{seed}|0|".encode())
+    message = base.copy()
+    base.update(b"0020")
+    message.update(b"0062")
+    sender = answered_by or interchange_recipient
+    sender_qualifier, _, at_json, format_version = _stamp(sender, prepared_at)
+    lines = [e.line().model_dump(mode="json", exclude_none=True) for e in message_errors]
+    payload: dict[str, Any] = {
+        "envelope": {
+            "sender_id": sender,
+            "sender_qualifier": sender_qualifier,
+            "recipient_id": interchange_sender,
+            "recipient_qualifier": mp_id_qualifiers(interchange_sender)[0],
+            "prepared_at": at_json,
+            "control_ref": "N" + base.hexdigest()[:13].upper(),
+        },
+        "reference": "M" + message.hexdigest()[:13].upper(),
+        "interchange_ref": interchange_ref,
+        "interchange_sender_id": interchange_sender,
+        "interchange_sender_qualifier": mp_id_qualifiers(interchange_sender)[0],
+        "interchange_recipient_id": interchange_recipient,
+        "interchange_recipient_qualifier": mp_id_qualifiers(interchange_recipient)[0],
+        "action": "4" if not accepted or lines else "7",
+    }
+    if error_code is not None:
+        payload["error_code"] = error_code
+    payload["messages"] = lines
+    payload["format_version"] = format_version
+    return payload

@@ -23,12 +23,14 @@ from mako_actors.gpke._models import built
 from mako_actors.gpke.payloads import (
     AperakError,
     AperakPayload,
+    ContrlMessageError,
     ContrlPayload,
     OutboundRef,
     UtilmdPayload,
     UtilmdTransactionPayload,
     aperak_payload,
     build_contrl_payload,
+    contrl_payload,
     derive_ref,
     utilmd_payload,
 )
@@ -140,6 +142,31 @@ def test_contrl_payload_dumps_as_pydantic_does() -> None:
     )
     assert payload.to_payload() == _dump(payload)
     assert list(payload.to_payload()) == list(_dump(payload))
+
+
+_UCM = ContrlMessageError(message_ref="M1", message_type="UTILMD:D:11A:UN:S2.1", code="29", segment="UNT")
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"accepted": True},
+        {"accepted": False, "error_code": "7", "answered_by": NB, "interchange_recipient": "9900000000009"},
+        {"accepted": False, "error_code": "26", "variant": "ab" * 32},
+        {"accepted": False, "message_errors": (_UCM, _UCM.model_copy(update={"segment": "UNH"}))},
+        {"accepted": True, "interchange_sender": "4012345000023"},  # a BDEW/GS1 code: other qualifiers
+    ],
+)
+def test_plain_contrl_stores_the_bytes_of_the_model(at: datetime, case: dict[str, Any]) -> None:
+    values: dict[str, Any] = {
+        "interchange_ref": "LFN1", "interchange_sender": LFN, "interchange_recipient": NB, "prepared_at": at,
+    } | case
+    plain = contrl_payload(**values)  # what ingestion stores (one per interchange)
+    checked = build_contrl_payload(**values).to_payload()
+    assert plain == checked
+    assert msgpack.packb(plain) == msgpack.packb(checked)  # key order and types too
+    assert contrl_payload(**values) == plain  # the cached stamp of an equal call changes nothing
 
 
 def test_derived_references_keep_their_formula() -> None:
