@@ -15,7 +15,7 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import built, json_value
+from mako_actors.gpke._models import _maker, built, json_value
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -104,8 +104,8 @@ class OutboundRef(BaseModel):
         if message_type == "UTILMD":
             base.update(b"IDE")
             ide = "T" + base.hexdigest()[:19].upper()
-        return built(
-            cls,
+        make: Callable[[dict[str, Any]], OutboundRef] = _maker(cls)
+        return make(
             {
                 "message_type": message_type,
                 "pid": pid,

@@ -207,6 +207,14 @@ def test_built_names_missing_and_unknown_fields() -> None:
     tx = built(UtilmdTransactionPayload, {"pid": "55002", "ide_ref": "T1"})
     assert tx == UtilmdTransactionPayload(ide_ref="T1", pid="55002")
     assert tx.model_dump(exclude_none=True) == {"ide_ref": "T1", "pid": "55002"}
+    # every field given (the fast path): the values as given, nothing from a factory
+    payload = {"a": 1}
+    values = {"message_type": "APERAK", "recipient": LFN, "payload": payload, "not_before": None}
+    full = built(PendingOutbox, values)
+    assert full == PendingOutbox(**values) and full.payload is payload
+    assert full.__pydantic_fields_set__ == PendingOutbox(**values).__pydantic_fields_set__
+    with pytest.raises(InvalidArgument, match=r"unknown fields.*'payloads'"):
+        built(PendingOutbox, {"message_type": "APERAK", "recipient": LFN, "payloads": {}, "not_before": None})
 
 
 class _Recording(GpkeNbWorkflow):
