@@ -42,6 +42,7 @@ __all__ = [
     "build_contrl_payload",
     "contrl_payload",
     "derive_ref",
+    "derive_request_refs",
     "transaktionsgrund",
     "utilmd_payload",
 ]
@@ -59,12 +60,21 @@ def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE
     0020 and 0062 have 14 characters (the 0020 limit); 1004 and IDE have 20 (limit 35): the
     letter, then the upper-case hex SHA-256 of ``seed|index|kind``, cut to length.
     """
-    return _ref(f"{seed}|{index}|", kind)
-
-
-def _ref(base: str, kind: str) -> str:
     prefix, length = _REF_SHAPE[kind]
-    return prefix + sha256(f"{base}{kind}".encode()).hexdigest()[:length].upper()
+    return prefix + sha256(f"{seed}|{index}|{kind}".encode()).hexdigest()[:length].upper()
+
+
+def derive_request_refs(seed: str, count: int) -> list[tuple[str, str]]:
+    """``(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020"))`` for ``i`` in ``range(count)``,
+    each index's common prefix hashed once (a replay predicts them for every trigger)."""
+    pairs = []
+    for index in range(count):
+        base = sha256(f"{seed}|{index}|".encode())
+        ide = base.copy()
+        ide.update(b"IDE")
+        base.update(b"0020")
+        pairs.append(("T" + ide.hexdigest()[:19].upper(), "N" + base.hexdigest()[:13].upper()))
+    return pairs
 
 
 class OutboundRef(BaseModel):

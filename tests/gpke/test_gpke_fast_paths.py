@@ -32,6 +32,7 @@ from mako_actors.gpke.payloads import (
     build_contrl_payload,
     contrl_payload,
     derive_ref,
+    derive_request_refs,
     utilmd_payload,
 )
 from mako_actors.gpke.supply import SupplyFact
@@ -167,6 +168,17 @@ def test_plain_contrl_stores_the_bytes_of_the_model(at: datetime, case: dict[str
     assert plain == checked
     assert msgpack.packb(plain) == msgpack.packb(checked)  # key order and types too
     assert contrl_payload(**values) == plain  # the cached stamp of an equal call changes nothing
+
+
+def test_predicted_request_references_are_those_of_our_references_and_the_workflow() -> None:
+    from mako_actors._partition import _CANDIDATES, our_references
+
+    seed = "9900000010002:AN1:M2:T3"
+    pairs = derive_request_refs(seed, _CANDIDATES)
+    assert pairs == our_references("9900000010002", "AN1", "M2", "T3")
+    assert pairs == [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(_CANDIDATES)]
+    sent = OutboundRef.derive(seed, 2, "UTILMD", LFA, "55010")  # what the workflow sends as index 2
+    assert pairs[2] == (sent.ide_ref, sent.interchange_ref)
 
 
 def test_derived_references_keep_their_formula() -> None:
