@@ -66,14 +66,12 @@ def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE
 
 def derive_request_refs(seed: str, count: int) -> list[tuple[str, str]]:
     """``(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020"))`` for ``i`` in ``range(count)``,
-    each index's common prefix hashed once (a replay predicts them for every trigger)."""
+    each index's common prefix encoded once (a replay predicts them for every trigger)."""
     pairs = []
     for index in range(count):
-        base = sha256(f"{seed}|{index}|".encode())
-        ide = base.copy()
-        ide.update(b"IDE")
-        base.update(b"0020")
-        pairs.append(("T" + ide.hexdigest()[:19].upper(), "N" + base.hexdigest()[:13].upper()))
+        base = f"{seed}|{index}|".encode()
+        ide, interchange = sha256(base + b"IDE").hexdigest(), sha256(base + b"0020").hexdigest()
+        pairs.append(("T" + ide[:19].upper(), "N" + interchange[:13].upper()))
     return pairs
 
 
@@ -104,25 +102,21 @@ class OutboundRef(BaseModel):
         Built without re-validation: every value is a str we derive here or a typed argument
         (mypy checks callers), and this runs for every message we send.
         """
-        # ``derive_ref`` of each kind: SHA-256 of ``seed|index|kind``, the common prefix hashed once.
-        base = sha256(f"{seed}|{index}|".encode())
-        interchange, message, document = base.copy(), base.copy(), base.copy()
-        interchange.update(b"0020")
-        message.update(b"0062")
-        document.update(b"1004")
+        # ``derive_ref`` of each kind: SHA-256 of ``seed|index|kind``, the common prefix encoded
+        # once (hashing each short text anew is cheaper than copying a hash of the prefix).
+        base = f"{seed}|{index}|".encode()
         ide = None
         if message_type == "UTILMD":
-            base.update(b"IDE")
-            ide = "T" + base.hexdigest()[:19].upper()
+            ide = "T" + sha256(base + b"IDE").hexdigest()[:19].upper()
         make: Callable[[dict[str, Any]], OutboundRef] = _maker(cls)
         return make(
             {
                 "message_type": message_type,
                 "pid": pid,
                 "recipient": recipient,
-                "interchange_ref": "N" + interchange.hexdigest()[:13].upper(),
-                "message_ref": "M" + message.hexdigest()[:13].upper(),
-                "document_number": "D" + document.hexdigest()[:19].upper(),
+                "interchange_ref": "N" + sha256(base + b"0020").hexdigest()[:13].upper(),
+                "message_ref": "M" + sha256(base + b"0062").hexdigest()[:13].upper(),
+                "document_number": "D" + sha256(base + b"1004").hexdigest()[:19].upper(),
                 "ide_ref": ide,
             },
         )
