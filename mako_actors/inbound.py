@@ -76,7 +76,7 @@ from mako_actors.gpke.payloads import (
 from mako_actors.gpke.supply import MasterData as MasterData
 from mako_actors.gpke.supply import StaticMasterData as StaticMasterData
 from mako_actors.gpke.supply import Suppliers as Suppliers
-from mako_actors.ids import CorrelationId, ProcessId, TenantId
+from mako_actors.ids import CorrelationId, ProcessId, TenantId, _v5
 from mako_actors.logs import log_context
 from mako_actors.outbox import PendingOutbox
 from mako_actors.process import Clock, Process, system_clock
@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _RECEIPT_NAMESPACE = uuid.UUID("5c1e7a92-4d3b-5f08-a6e1-93b2c4d5e6f7")
+_RECEIPT_NAMESPACE_BYTES = _RECEIPT_NAMESPACE.bytes
 RECEIPT_WORKFLOW = "mako-inbox"
 _RECEIPT_WORKFLOW_ID = WorkflowId.new(RECEIPT_WORKFLOW, "FV2504")
 
@@ -262,7 +263,9 @@ def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> Proce
     uuid5 ids cost more than the rest of a receipt's routing).
     """
     tenant = _tenant_or_placeholder(recipient)
-    process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{recipient}:{sender}:{interchange_ref}"))
+    # ``ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, ...))`` without ``uuid``'s argument parsing
+    # (once per interchange: every receipt stream is new).
+    process_id = _v5(ProcessId, _RECEIPT_NAMESPACE_BYTES, f"{recipient}:{sender}:{interchange_ref}")
     return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
 
 
