@@ -69,14 +69,14 @@ from mako_actors.gpke.payloads import (
     AperakPayload,
     ContrlMessageError,
     OutboundRef,
-    build_contrl_payload,
+    contrl_payload,
 )
 
 # Re-exported for existing callers; they belong to the GPKE family (``gpke.supply``).
 from mako_actors.gpke.supply import MasterData as MasterData
 from mako_actors.gpke.supply import StaticMasterData as StaticMasterData
 from mako_actors.gpke.supply import Suppliers as Suppliers
-from mako_actors.ids import CorrelationId, ProcessId, TenantId
+from mako_actors.ids import CorrelationId, ProcessId, TenantId, _v5
 from mako_actors.logs import log_context
 from mako_actors.outbox import PendingOutbox
 from mako_actors.process import Clock, Process, system_clock
@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _RECEIPT_NAMESPACE = uuid.UUID("5c1e7a92-4d3b-5f08-a6e1-93b2c4d5e6f7")
+_RECEIPT_NAMESPACE_BYTES = _RECEIPT_NAMESPACE.bytes
 RECEIPT_WORKFLOW = "mako-inbox"
 _RECEIPT_WORKFLOW_ID = WorkflowId.new(RECEIPT_WORKFLOW, "FV2504")
 
@@ -217,6 +218,8 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
 _NO_RECEIPT = ReceiptState()  # frozen: every new receipt stream starts from this one
 _RECEIPT_STATE_SET = set(ReceiptState.model_fields)
 _PENDING_SET = set(PendingOutbox.model_fields)
+_OUTCOME_SET = {"outcomes", "refused"}
+_PROCESSED_SET = {"outcomes", "refusals"}  # as validation sets them (``kind`` is a default)
 
 
 def _receipt_state(
@@ -244,7 +247,9 @@ def _processed(
 ) -> WorkflowOutput:
     """``events`` and ``outbox`` with the outcome: ``InterchangeProcessed`` and the refusals'
     negative APERAKs (after ``outbox``)."""
-    processed = InterchangeProcessed(outcomes=command.outcomes, refused=len(command.refusals))
+    processed = trusted(
+        InterchangeProcessed, {"outcomes": command.outcomes, "refused": len(command.refusals)}, _OUTCOME_SET
+    )
     refusals = tuple(_pending("APERAK", p["envelope"]["recipient_id"], p) for p in command.refusals)
     return WorkflowOutput.of(*events, processed).with_outbox(*outbox, *refusals)
 
@@ -258,7 +263,9 @@ def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> Proce
     uuid5 ids cost more than the rest of a receipt's routing).
     """
     tenant = _tenant_or_placeholder(recipient)
-    process_id = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{recipient}:{sender}:{interchange_ref}"))
+    # ``ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, ...))`` without ``uuid``'s argument parsing
+    # (once per interchange: every receipt stream is new).
+    process_id = _v5(ProcessId, _RECEIPT_NAMESPACE_BYTES, f"{recipient}:{sender}:{interchange_ref}")
     return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
 
 
@@ -491,9 +498,17 @@ class InboundPipeline:
             )
             return result
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
-        record_after = self._receipt_after_routing and await self._receipt_is_new(result, digest)
+        # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
+        receipts = self._receipt_handle(result)
+        record_after = self._receipt_after_routing and await self._receipt_is_new(receipts, digest)
         if not record_after and not await self._record_receipt(
-            result, digest, received_at, len(parsed.messages), None, acknowledge=not only_contrl
+            result,
+            digest,
+            received_at,
+            len(parsed.messages),
+            None,
+            acknowledge=not only_contrl,
+            handle=receipts,
         ):
             return result
         result.status = "accepted"
@@ -507,7 +522,12 @@ class InboundPipeline:
             for transaction in message.transactions:
                 tx = InboundTransaction(parsed, message, transaction, tenant, received_at, fv)
                 result.messages.append(await self._route(tx, refusals))
-        processed = RecordProcessed(outcomes=result.counts(), refusals=tuple(refusals))
+        # Counts and APERAK payloads built here: no validation of them.
+        processed = trusted(
+            RecordProcessed,
+            {"kind": "processed", "outcomes": result.counts(), "refusals": tuple(refusals)},
+            _PROCESSED_SET,
+        )
         if record_after:
             await self._record_receipt(
                 result,
@@ -517,10 +537,10 @@ class InboundPipeline:
                 None,
                 acknowledge=not only_contrl,
                 processed=processed,
+                handle=receipts,
             )
             return result
-        handle = self._receipt_handle(result)
-        await handle.execute_and_enqueue_with(processed, self._receipt_ctx(result, handle))
+        await receipts.execute_and_enqueue_with(processed, self._receipt_ctx(result, receipts))
         return result
 
     # -- receipts --------------------------------------------------------------------------
@@ -556,10 +576,10 @@ class InboundPipeline:
         handle = handle or self._receipt_handle(result)
         return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
 
-    async def _receipt_is_new(self, result: IngestResult, digest: str) -> bool:
+    async def _receipt_is_new(self, handle: Handle, digest: str) -> bool:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
-        bytes rejected, under this reference): a read, no write."""
-        state: ReceiptState = await self._receipt_handle(result).state()
+        bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write."""
+        state: ReceiptState = await handle.state()
         return not (state.received and (state.accepted or state.sha256 == digest))
 
     async def _receipt_only(
@@ -580,24 +600,31 @@ class InboundPipeline:
         acknowledge: bool = True,
         message_errors: Sequence[ContrlMessageError] = (),
         processed: RecordProcessed | None = None,
+        handle: Handle | None = None,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
         True also for an accepted interchange received before but not fully processed (a crash
         in between): its messages are routed again, and routing skips transactions it knows.
         ``processed``: the outcome of messages routed already, written with the receipt.
+        ``handle``: the receipt stream's handle if the caller has it.
         """
         assert result.sender and result.recipient and result.interchange_ref
         accepted = result.status == "accepted"
-        contrl = build_contrl_payload(
-            interchange_ref=result.interchange_ref,
-            interchange_sender=result.sender,
-            interchange_recipient=result.recipient,
-            accepted=accepted,
-            prepared_at=received_at,
-            error_code=None if accepted else error_code,
-            message_errors=message_errors,
-            answered_by=result.answered_by,
+        # The payload as stored, built directly (one per interchange; no models to dump).
+        contrl = (
+            contrl_payload(
+                interchange_ref=result.interchange_ref,
+                interchange_sender=result.sender,
+                interchange_recipient=result.recipient,
+                accepted=accepted,
+                prepared_at=received_at,
+                error_code=None if accepted else error_code,
+                message_errors=message_errors,
+                answered_by=result.answered_by,
+            )
+            if acknowledge
+            else None
         )
         # Every value has its field's type already (strings of the parsed UNB, the aware
         # instant ``ingest`` checked): built without validating them again.
@@ -620,11 +647,12 @@ class InboundPipeline:
             {
                 "kind": "receipt",
                 "receipt": receipt,
-                "contrl": contrl.to_payload() if acknowledge else None,
+                "contrl": contrl,
                 "processed": processed,
             },
         )
-        handle = self._receipt_handle(result)
+        if handle is None:
+            handle = self._receipt_handle(result)
         try:
             await handle.execute_and_enqueue_with(command, self._receipt_ctx(result, handle))
             return accepted
@@ -650,7 +678,7 @@ class InboundPipeline:
         references of the CONTRL that answered the first bytes. Once per distinct content.
         """
         assert result.sender and result.recipient and result.interchange_ref
-        payload = build_contrl_payload(
+        payload = contrl_payload(
             interchange_ref=result.interchange_ref,
             interchange_sender=result.sender,
             interchange_recipient=result.recipient,
@@ -659,7 +687,7 @@ class InboundPipeline:
             error_code="26",
             variant=digest,
             answered_by=result.answered_by,
-        ).to_payload()
+        )
         conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
         # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.
         with contextlib.suppress(WorkflowError, VersionConflict):

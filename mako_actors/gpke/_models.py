@@ -63,23 +63,38 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
     Every value must already have its field's type; wrong types are not caught. Raises
     ``InvalidArgument`` naming a missing or unknown field.
     """
+    make: Callable[[dict[str, Any]], M] = _maker(cls)  # ``functools.cache`` hides the type
+    return make(values)
+
+
+@functools.cache
+def _maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
+    """``built`` for one class, its template looked up once (tens of thousands of calls per
+    replay: events, references, outbox entries)."""
     template, required, factories = _template(cls)
-    fields = {**template, **values}  # keeps the template's order; unknown names come last
-    if len(fields) != len(template):
-        raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
-    if not values.keys() >= required:
-        for name in template:  # the first missing one, in declaration order
-            if name in required and name not in values:
-                raise InvalidArgument(f"{cls.__name__}: field {name!r} missing")
-    for name, factory in factories:
-        if fields[name] is PydanticUndefined:
-            fields[name] = factory()
-    model = _new(cls)
-    _setattr(model, "__dict__", fields)
-    _set_fields_set(model, set(values))
-    _set_extra(model, None)
-    _set_private(model, None)
-    return model
+    size = len(template)
+
+    def make(values: dict[str, Any]) -> M:
+        fields = {**template, **values}  # keeps the template's order; unknown names come last
+        if len(fields) != size:
+            raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
+        # Every field given (the usual case) leaves nothing to check or to make.
+        if len(values) != size:
+            if not values.keys() >= required:
+                for name in template:  # the first missing one, in declaration order
+                    if name in required and name not in values:
+                        raise InvalidArgument(f"{cls.__name__}: field {name!r} missing")
+            for name, factory in factories:
+                if fields[name] is PydanticUndefined:
+                    fields[name] = factory()
+        model = _new(cls)
+        _setattr(model, "__dict__", fields)
+        _set_fields_set(model, set(values))
+        _set_extra(model, None)
+        _set_private(model, None)
+        return model
+
+    return make
 
 
 def updated(model: M, update: dict[str, Any]) -> M:
@@ -106,8 +121,10 @@ else:
 
     @functools.cache
     def unvalidated(cls: type[M]) -> Callable[..., M]:
+        maker: Callable[[dict[str, Any]], M] = _maker(cls)
+
         def make(**values: Any) -> M:
-            return built(cls, values)
+            return maker(values)
 
         make.__name__ = f"unvalidated({cls.__name__})"
         return make

@@ -21,6 +21,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
+from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
 
@@ -38,6 +39,8 @@ class GpkeFamily:
     def __init__(self, router: PidRouter | None = None, master_data: MasterData | None = None) -> None:
         self._router = router or PidRouter()
         self._master = master_data
+        # The workflow id of each (PID, format version) a trigger started under: a handful.
+        self._workflow_ids: dict[tuple[str, FormatVersion], WorkflowId] = {}
 
     def handles(self, pid: str) -> bool:
         return self._router.routes(pid)
@@ -58,7 +61,11 @@ class GpkeFamily:
         if await reads.lookup(tx.tenant, transaction_key(sender, tx.transaction.ide_ref)) is not None:
             return Skip(f"transaction {tx.transaction.ide_ref} seen before")
         command = await self._trigger_command(tx, values, reads)
-        workflow_id = self._router.workflow_id(route.pid, tx.format_version)
+        workflow_id = self._workflow_ids.get((route.pid, tx.format_version))
+        if workflow_id is None:
+            workflow_id = self._workflow_ids[(route.pid, tx.format_version)] = self._router.workflow_id(
+                route.pid, tx.format_version
+            )
         # The MaLo's partition holds its ``malo:`` claim and its supply journal (``partitions``).
         malo = values.get("malo")
         return Start(route.workflow_name, workflow_id, command, routing_key=str(malo) if malo else None)

@@ -159,15 +159,37 @@ class FristenTable(BaseModel):
 
         The record is built from the values computed here, without validating them again.
         """
+        rules = self.rules_for(format_version, pid)
+        day = uet(received_at)
         return unvalidated(FristenRecord)(
             format_version=canonical_fv(format_version),
             pid=pid,
             received_at=received_at,
-            uet=uet(received_at),
-            due={r.label: r.due(received_at) for r in self.rules_for(format_version, pid)},
+            uet=day,
+            due=_due(rules, received_at, day),
             table_version=self.version,
             calendar_version=calendar_version(),
         )
+
+
+# The deadlines of one rule set on one ÜT, for rule sets whose every rule counts Werktage from
+# the ÜT alone (no ``duration``): every trigger of that day has the same ones. Keyed by the
+# rule tuple's id; the entry holds the tuple, so that id stays its own while cached.
+_DUE_BY_DAY: dict[tuple[int, date], tuple[tuple[FristRule, ...], dict[str, datetime]]] = {}
+
+
+def _due(rules: tuple[FristRule, ...], received_at: datetime, day: date) -> dict[str, datetime]:
+    """``{rule.label: rule.due(received_at)}``, a new dict each time (records never share one)."""
+    cached = _DUE_BY_DAY.get((id(rules), day))
+    if cached is not None and cached[0] is rules:
+        return dict(cached[1])
+    due = {r.label: r.due(received_at) for r in rules}
+    if all(r.kind != "duration" for r in rules):
+        if len(_DUE_BY_DAY) >= 4096:
+            _DUE_BY_DAY.clear()
+        _DUE_BY_DAY[(id(rules), day)] = (rules, due)
+        return dict(due)
+    return due
 
 
 def _wt1(label: str, hour: int, meaning: str, unconfirmed: bool = False) -> FristRule:

@@ -15,7 +15,7 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import built, json_value
+from mako_actors.gpke._models import _maker, built, json_value
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -40,7 +40,9 @@ __all__ = [
     "UtilmdTransactionPayload",
     "aperak_payload",
     "build_contrl_payload",
+    "contrl_payload",
     "derive_ref",
+    "derive_request_refs",
     "transaktionsgrund",
     "utilmd_payload",
 ]
@@ -58,12 +60,19 @@ def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE
     0020 and 0062 have 14 characters (the 0020 limit); 1004 and IDE have 20 (limit 35): the
     letter, then the upper-case hex SHA-256 of ``seed|index|kind``, cut to length.
     """
-    return _ref(f"{seed}|{index}|", kind)
-
-
-def _ref(base: str, kind: str) -> str:
     prefix, length = _REF_SHAPE[kind]
-    return prefix + sha256(f"{base}{kind}".encode()).hexdigest()[:length].upper()
+    return prefix + sha256(f"{seed}|{index}|{kind}".encode()).hexdigest()[:length].upper()
+
+
+def derive_request_refs(seed: str, count: int) -> list[tuple[str, str]]:
+    """``(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020"))`` for ``i`` in ``range(count)``,
+    each index's common prefix encoded once (a replay predicts them for every trigger)."""
+    pairs = []
+    for index in range(count):
+        base = f"{seed}|{index}|".encode()
+        ide, interchange = sha256(base + b"IDE").hexdigest(), sha256(base + b"0020").hexdigest()
+        pairs.append(("T" + ide[:19].upper(), "N" + interchange[:13].upper()))
+    return pairs
 
 
 class OutboundRef(BaseModel):
@@ -93,25 +102,21 @@ class OutboundRef(BaseModel):
         Built without re-validation: every value is a str we derive here or a typed argument
         (mypy checks callers), and this runs for every message we send.
         """
-        # ``derive_ref`` of each kind: SHA-256 of ``seed|index|kind``, the common prefix hashed once.
-        base = sha256(f"{seed}|{index}|".encode())
-        interchange, message, document = base.copy(), base.copy(), base.copy()
-        interchange.update(b"0020")
-        message.update(b"0062")
-        document.update(b"1004")
+        # ``derive_ref`` of each kind: SHA-256 of ``seed|index|kind``, the common prefix encoded
+        # once (hashing each short text anew is cheaper than copying a hash of the prefix).
+        base = f"{seed}|{index}|".encode()
         ide = None
         if message_type == "UTILMD":
-            base.update(b"IDE")
-            ide = "T" + base.hexdigest()[:19].upper()
-        return built(
-            cls,
+            ide = "T" + sha256(base + b"IDE").hexdigest()[:19].upper()
+        make: Callable[[dict[str, Any]], OutboundRef] = _maker(cls)
+        return make(
             {
                 "message_type": message_type,
                 "pid": pid,
                 "recipient": recipient,
-                "interchange_ref": "N" + interchange.hexdigest()[:13].upper(),
-                "message_ref": "M" + message.hexdigest()[:13].upper(),
-                "document_number": "D" + document.hexdigest()[:19].upper(),
+                "interchange_ref": "N" + sha256(base + b"0020").hexdigest()[:13].upper(),
+                "message_ref": "M" + sha256(base + b"0062").hexdigest()[:13].upper(),
+                "document_number": "D" + sha256(base + b"1004").hexdigest()[:19].upper(),
                 "ide_ref": ide,
             },
         )
@@ -632,3 +637,55 @@ def build_contrl_payload(
         messages=lines,
         format_version=sending_format_version(prepared_at).short,
     )
+
+
+def contrl_payload(
+    *,
+    interchange_ref: str,
+    interchange_sender: str,
+    interchange_recipient: str,
+    accepted: bool,
+    prepared_at: datetime,
+    error_code: str | None = None,
+    message_errors: Sequence[ContrlMessageError] = (),
+    variant: str | None = None,
+    answered_by: str | None = None,
+) -> dict[str, Any]:
+    """``build_contrl_payload(...).to_payload()`` without building the models (one per received
+    interchange): the same keys in the same order and the same JSON values.
+
+    The values must have their fields' types (strings of a parsed UNB, an aware instant).
+    """
+    seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
+    if variant is not None:
+        seed = f"{seed}:{variant}"
+    # ``derive_ref`` of 0020 and 0062 with the common prefix hashed once.
+    base = sha256(f"{seed}|0|".encode())
+    message = base.copy()
+    base.update(b"0020")
+    message.update(b"0062")
+    sender = answered_by or interchange_recipient
+    sender_qualifier, _, at_json, format_version = _stamp(sender, prepared_at)
+    lines = [e.line().model_dump(mode="json", exclude_none=True) for e in message_errors]
+    payload: dict[str, Any] = {
+        "envelope": {
+            "sender_id": sender,
+            "sender_qualifier": sender_qualifier,
+            "recipient_id": interchange_sender,
+            "recipient_qualifier": mp_id_qualifiers(interchange_sender)[0],
+            "prepared_at": at_json,
+            "control_ref": "N" + base.hexdigest()[:13].upper(),
+        },
+        "reference": "M" + message.hexdigest()[:13].upper(),
+        "interchange_ref": interchange_ref,
+        "interchange_sender_id": interchange_sender,
+        "interchange_sender_qualifier": mp_id_qualifiers(interchange_sender)[0],
+        "interchange_recipient_id": interchange_recipient,
+        "interchange_recipient_qualifier": mp_id_qualifiers(interchange_recipient)[0],
+        "action": "4" if not accepted or lines else "7",
+    }
+    if error_code is not None:
+        payload["error_code"] = error_code
+    payload["messages"] = lines
+    payload["format_version"] = format_version
+    return payload

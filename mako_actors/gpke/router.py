@@ -93,7 +93,8 @@ class PidRouter:
         """
         route = self.route(str(values.get("pid")))
         try:
-            return route.command_type.model_validate(dict(values))
+            # A plain dict as it is (validation copies what it keeps), another mapping as a dict.
+            return route.command_type.model_validate(values if type(values) is dict else dict(values))
         except ValidationError as exc:
             raise InvalidArgument(f"PID {route.pid}: invalid message data: {exc}") from None
 

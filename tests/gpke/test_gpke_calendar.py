@@ -149,6 +149,35 @@ def test_table_is_configuration_loadable_from_plain_data() -> None:
     }
 
 
+def test_every_trigger_of_one_uet_gets_the_deadlines_its_rules_give_and_a_dict_of_its_own() -> None:
+    # Werktag rules depend on the ÜT alone; a duration counts from the instant itself.
+    table = FristenTable.model_validate(
+        {
+            "version": "test-2",
+            "source": "unit test",
+            "rules": {"FV2510": {
+                "55001": [{"label": "decision", "kind": "next_werktag_at", "at": "11:00"},
+                          {"label": "end", "kind": "end_of_werktag", "n": 2}],
+                "55004": [{"label": "decision", "kind": "next_werktag_at", "at": "06:00"},
+                          {"label": "soon", "kind": "duration", "minutes": 30}],
+            }},
+        }
+    )
+    for pid in ("55001", "55004"):
+        rules = table.rules_for("FV2510", pid)
+        for received in (berlin(2025, 6, 5, 0, 0), berlin(2025, 6, 5, 14, 30), berlin(2025, 6, 5, 23, 59)):
+            first = table.compute("FV2510", pid, received)
+            again = table.compute("FV2510", pid, received)
+            assert first.due == again.due == {r.label: r.due(received) for r in rules}
+            assert first.due is not again.due
+            first.due.clear()  # a record's dict is its own: the next trigger's is whole
+            assert table.compute("FV2510", pid, received).due == again.due
+    soon = table.compute("FV2510", "55004", berlin(2025, 6, 5, 14, 30)).due["soon"]
+    assert soon == berlin(2025, 6, 5, 15, 0)
+    after_whitsun = table.compute("FV2510", "55001", berlin(2025, 6, 6, 9, 0)).due["decision"]
+    assert after_whitsun == berlin(2025, 6, 10, 11, 0)  # Friday; Monday 9 June is Pfingstmontag
+
+
 def test_contrl_window_from_configuration() -> None:
     received = datetime(2025, 6, 5, 12, 30, tzinfo=UTC)
     assert DEFAULT_ACK_WINDOWS.contrl_due(received) == datetime(2025, 6, 5, 18, 30, tzinfo=UTC)

@@ -23,13 +23,16 @@ from mako_actors.gpke._models import built
 from mako_actors.gpke.payloads import (
     AperakError,
     AperakPayload,
+    ContrlMessageError,
     ContrlPayload,
     OutboundRef,
     UtilmdPayload,
     UtilmdTransactionPayload,
     aperak_payload,
     build_contrl_payload,
+    contrl_payload,
     derive_ref,
+    derive_request_refs,
     utilmd_payload,
 )
 from mako_actors.gpke.supply import SupplyFact
@@ -142,6 +145,42 @@ def test_contrl_payload_dumps_as_pydantic_does() -> None:
     assert list(payload.to_payload()) == list(_dump(payload))
 
 
+_UCM = ContrlMessageError(message_ref="M1", message_type="UTILMD:D:11A:UN:S2.1", code="29", segment="UNT")
+
+
+@pytest.mark.parametrize("at", _INSTANTS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"accepted": True},
+        {"accepted": False, "error_code": "7", "answered_by": NB, "interchange_recipient": "9900000000009"},
+        {"accepted": False, "error_code": "26", "variant": "ab" * 32},
+        {"accepted": False, "message_errors": (_UCM, _UCM.model_copy(update={"segment": "UNH"}))},
+        {"accepted": True, "interchange_sender": "4012345000023"},  # a BDEW/GS1 code: other qualifiers
+    ],
+)
+def test_plain_contrl_stores_the_bytes_of_the_model(at: datetime, case: dict[str, Any]) -> None:
+    values: dict[str, Any] = {
+        "interchange_ref": "LFN1", "interchange_sender": LFN, "interchange_recipient": NB, "prepared_at": at,
+    } | case
+    plain = contrl_payload(**values)  # what ingestion stores (one per interchange)
+    checked = build_contrl_payload(**values).to_payload()
+    assert plain == checked
+    assert msgpack.packb(plain) == msgpack.packb(checked)  # key order and types too
+    assert contrl_payload(**values) == plain  # the cached stamp of an equal call changes nothing
+
+
+def test_predicted_request_references_are_those_of_our_references_and_the_workflow() -> None:
+    from mako_actors._partition import _CANDIDATES, our_references
+
+    seed = "9900000010002:AN1:M2:T3"
+    pairs = derive_request_refs(seed, _CANDIDATES)
+    assert pairs == our_references("9900000010002", "AN1", "M2", "T3")
+    assert pairs == [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(_CANDIDATES)]
+    sent = OutboundRef.derive(seed, 2, "UTILMD", LFA, "55010")  # what the workflow sends as index 2
+    assert pairs[2] == (sent.ide_ref, sent.interchange_ref)
+
+
 def test_derived_references_keep_their_formula() -> None:
     """Stored histories hold these references: they must never change."""
     for seed, index in (("9900000001001:LFN1:M1:TX1", 0), ("s", 17)):
@@ -180,6 +219,14 @@ def test_built_names_missing_and_unknown_fields() -> None:
     tx = built(UtilmdTransactionPayload, {"pid": "55002", "ide_ref": "T1"})
     assert tx == UtilmdTransactionPayload(ide_ref="T1", pid="55002")
     assert tx.model_dump(exclude_none=True) == {"ide_ref": "T1", "pid": "55002"}
+    # every field given (the fast path): the values as given, nothing from a factory
+    payload = {"a": 1}
+    values = {"message_type": "APERAK", "recipient": LFN, "payload": payload, "not_before": None}
+    full = built(PendingOutbox, values)
+    assert full == PendingOutbox(**values) and full.payload is payload
+    assert full.__pydantic_fields_set__ == PendingOutbox(**values).__pydantic_fields_set__
+    with pytest.raises(InvalidArgument, match=r"unknown fields.*'payloads'"):
+        built(PendingOutbox, {"message_type": "APERAK", "recipient": LFN, "payloads": {}, "not_before": None})
 
 
 class _Recording(GpkeNbWorkflow):

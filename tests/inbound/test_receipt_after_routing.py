@@ -100,3 +100,20 @@ async def test_an_interchange_received_but_not_processed_by_the_default_is_compl
     assert again.status == "accepted" and [m.outcome for m in again.messages] == ["started"]
     assert await receipt_events(store) == ["inbox.interchange_received", "inbox.interchange_processed"]
     assert kinds(await outbox(store)).count("CONTRL7") == 1
+
+
+def test_the_receipt_stream_of_an_interchange_is_the_uuid5_of_recipient_sender_and_0020() -> None:
+    # A retransmission (any run, any process) must find the stream the first copy opened.
+    import uuid
+
+    from mako_actors.ids import ProcessId, TenantId
+    from mako_actors.inbound import _RECEIPT_NAMESPACE, receipt_identity
+
+    receipt_identity.cache_clear()
+    for sender, ref in (("9900000010002", "LFN1"), ("9900000010003", "ÄÖ-14CHARS-REF")):
+        identity = receipt_identity(NB, sender, ref)
+        expected = ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, f"{NB}:{sender}:{ref}"))
+        assert identity.process_id == expected and type(identity.process_id) is ProcessId
+        assert str(identity.process_id) == str(expected)
+        assert identity.tenant_id == TenantId.from_party_id(NB)
+        assert identity.stream_id == f"process/{identity.tenant_id}/{expected}"
