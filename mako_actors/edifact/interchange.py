@@ -405,6 +405,7 @@ def _limits(rules: tuple[tuple[int, int, str, int], ...]) -> tuple[tuple[int, ..
 _LIMITS = {tag: _limits(rules) for tag, rules in _MAX_LENGTHS.items()}
 #: The limits ``_message`` checks inline (each the first component of its element).
 ((_UNT_0074,), (_UNT_0062,)) = _LIMITS["UNT"]
+((_UNH_0062,), _UNH_S009, (_UNH_0068,)) = _LIMITS["UNH"]
 _BGM_1004 = _LIMITS["BGM"][1][0]
 _IDE_7402 = _LIMITS["IDE"][1][0]
 
@@ -598,7 +599,22 @@ def _message(
     last = start + count
     unh = segs[0]
     unt = segs[-1]
-    _check_lengths(unh, first)
+    h = unh[1]
+    e = h[0] if h else ""
+    reference = e if e.__class__ is str else e[0]
+    s009 = h[1] if len(h) > 1 else ""
+    e = h[2] if len(h) > 2 else ""
+    # The UNH row of _LIMITS spelled out (the generic check cost a fifth of a small message).
+    # A component list from the tokenizer is never empty, so max() has a value.
+    if (
+        len(reference) > _UNH_0062
+        or (
+            len(s009) > _UNH_S009[0] if s009.__class__ is str
+            else max(map(sub, map(len, s009), _UNH_S009)) > 0
+        )
+        or len(e if e.__class__ is str else e[0]) > _UNH_0068
+    ):
+        _too_long(unh, first)
     t = unt[1]
     if t:
         e = t[0]
@@ -608,12 +624,8 @@ def _message(
             e = t[1]
             if len(e if e.__class__ is str else e[0]) > _UNT_0062:
                 _too_long(unt, last)
-    h = unh[1]
-    e = h[0] if h else ""
-    reference = e if e.__class__ is str else e[0]
     if not reference:
         _require(unh, first, 0, "the message reference (0062)")
-    s009 = h[1] if len(h) > 1 else ""
     message_type = s009 if s009.__class__ is str else s009[0]
     if not message_type:
         _require(unh, first, 1, "the message type (S009 0065)")
@@ -640,8 +652,11 @@ def _message(
     sender = recipient = None
     # The header is everything before the first IDE; only there do BGM, DTM+137, NAD and a
     # message-level RFF+Z13 count (a message without IDE is all header up to UNT).
-    end = last - 1  # the UNT's index in ``tags``
-    first_ide = _index(tags, "IDE", first, end) - start
+    # Count first: list.index raising ValueError (with its formatted message) for the search
+    # after the last IDE cost more than the rest of a small message's transaction loop.
+    own_tags = tags[start:last]  # UNH..UNT, never "IDE" themselves
+    ides = own_tags.count("IDE")
+    first_ide = own_tags.index("IDE") if ides else count - 1
     for k in range(1, first_ide):
         seg = segs[k]
         tag = seg[0]
@@ -681,13 +696,15 @@ def _message(
                 recipient = party
     tx_starts: list[int] = []
     k = first_ide
-    while k < count - 1:
+    while ides:
         ide = segs[k][1]
         e = ide[1] if len(ide) > 1 else ""
         if len(e if e.__class__ is str else e[0]) > _IDE_7402:
             _too_long(segs[k], first + k)
         tx_starts.append(k)
-        k = _index(tags, "IDE", first + k, end) - start
+        ides -= 1
+        if ides:
+            k = own_tags.index("IDE", k + 1)
     tx_starts.append(count - 1)
     transactions = tuple([
         _transaction(segs[a:b], first + a, header_pid, problems)
@@ -725,14 +742,6 @@ def _message(
 
 _TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
 _HEADER_TAGS = frozenset(("IDE", "RFF", "BGM", "DTM", "NAD"))
-
-
-def _index(tags: list[str], tag: str, start: int, end: int) -> int:
-    """Position of ``tag`` in ``tags[start:end]``, else ``end``."""
-    try:
-        return tags.index(tag, start, end)
-    except ValueError:
-        return end
 
 
 def _qualifier(seg: Segment) -> str:
