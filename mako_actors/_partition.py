@@ -81,7 +81,7 @@ from typing import NamedTuple
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
-from mako_actors.gpke.payloads import derive_ref
+from mako_actors.gpke.payloads import derive_request_refs
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -120,7 +120,7 @@ def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str
     messages count from 0; the first ``_CANDIDATES`` are enough for one supplier change.
     """
     seed = f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
-    return [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(_CANDIDATES)]
+    return derive_request_refs(seed, _CANDIDATES)
 
 
 def _partition(n: int, *parts: bytes) -> int:
