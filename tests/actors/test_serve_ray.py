@@ -35,12 +35,18 @@ async def test_a_ray_node_answers_an_interchange_and_drains(tmp_path: Path) -> N
         (tmp_path / "inbox" / ".a.part").write_bytes(raw)
         (tmp_path / "inbox" / ".a.part").rename(tmp_path / "inbox" / "a.edi")
 
+        # The outbox loop may deliver the APERAK (committed on a host) before ingest returns and
+        # the file is moved: the two are not ordered, so wait for both.
         async def answered() -> None:
-            while not any(p.name.startswith("APERAK") for p in (tmp_path / "outbox").iterdir()):
+            while (
+                not any(p.name.startswith("APERAK") for p in (tmp_path / "outbox").iterdir())
+                or not (tmp_path / "done" / "a.edi").exists()
+            ):
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(answered(), 120)
         assert [p.name for p in (tmp_path / "done").iterdir()] == ["a.edi"]
+        assert not list((tmp_path / "inbox").iterdir())
     finally:
         stop.set()
         await asyncio.wait_for(running, 120)
