@@ -438,8 +438,12 @@ def _too_long(seg: Segment, number: int) -> None:
 
 
 def _unb_time(seg: Segment) -> datetime:
-    date = seg.value(3, 0)
-    time = seg.value(3, 1)
+    els = seg[1]
+    s004 = els[3] if len(els) > 3 else ""
+    if s004.__class__ is str:
+        date, time = s004, ""
+    else:
+        date, time = s004[0], s004[1] if len(s004) > 1 else ""
     try:
         if len(date) == 6:
             date = "20" + date
