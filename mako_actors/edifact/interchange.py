@@ -401,7 +401,7 @@ def _limits(rules: tuple[tuple[int, int, str, int], ...]) -> tuple[tuple[int, ..
     return tuple(per)
 
 
-#: ``_MAX_LENGTHS`` laid out like a segment's elements, so one zip checks a whole segment.
+#: ``_MAX_LENGTHS`` laid out like a segment's elements, so one pass checks a whole segment.
 _LIMITS = {tag: _limits(rules) for tag, rules in _MAX_LENGTHS.items()}
 #: The limits ``_message`` checks inline (each the first component of its element).
 ((_UNT_0074,), (_UNT_0062,)) = _LIMITS["UNT"]
