@@ -9,7 +9,6 @@ written). Release characters are removed; the values are the literal data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
@@ -263,23 +262,20 @@ def _restore(
 ) -> tuple[str, list[Element]]:
     """``(tag, elements)`` of a non-ASCII piece, with escaped characters put back.
 
-    ``str.replace`` per stand-in that occurs: ``str.translate`` with a dict looks up every
-    character, and most non-ASCII pieces hold umlauts only. Stand-ins other than the one for
-    the component separator are put back before the component split (what they stand for is
-    not the component separator, so the split is the same), one ``replace`` per element.
+    Usual case (no escaped component separator): the other stand-ins are put back in each
+    element before its component split, since what they stand for is not the component
+    separator. ``str.replace`` returns a string without the stand-in as it is (no copy), and
+    three of them cost less than finding out which stand-ins occur; most non-ASCII pieces hold
+    umlauts only or a "?+" zone offset. ``str.translate`` would look up every character.
     """
+    (release, rel), (component, _), (element, el), (terminator, term) = swaps
+    if component not in piece:
+        return (parts[0], [
+            y.split(co) if co in y else y
+            for x in parts[1:]
+            for y in [x.replace(element, el).replace(release, rel).replace(terminator, term)]
+        ])
     present = [swap for swap in swaps if swap[0] in piece]
-    if not present:
-        return (parts[0], [x.split(co) if co in x else x for x in parts[1:]])
-    if _ESCAPED_COMPONENT not in piece:
-        if len(present) == 1:
-            # The usual case: "?+" in a DTM zone offset. replace() returns an element
-            # without the stand-in unchanged (no copy).
-            stand_in, char = present[0]
-            values: Iterable[str] = map(str.replace, parts[1:], repeat(stand_in), repeat(char))
-        else:
-            values = (x if x.isascii() else _unguard(x, present) for x in parts[1:])
-        return (parts[0], [x.split(co) if co in x else x for x in values])
     return (parts[0], [
         (
             [c if c.isascii() else _unguard(c, present) for c in x.split(co)] if co in x

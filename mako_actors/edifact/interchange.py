@@ -401,7 +401,7 @@ def _limits(rules: tuple[tuple[int, int, str, int], ...]) -> tuple[tuple[int, ..
     return tuple(per)
 
 
-#: ``_MAX_LENGTHS`` laid out like a segment's elements, so one zip checks a whole segment.
+#: ``_MAX_LENGTHS`` laid out like a segment's elements, so one pass checks a whole segment.
 _LIMITS = {tag: _limits(rules) for tag, rules in _MAX_LENGTHS.items()}
 #: The limits ``_message`` checks inline (each the first component of its element).
 ((_UNT_0074,), (_UNT_0062,)) = _LIMITS["UNT"]
@@ -438,8 +438,12 @@ def _too_long(seg: Segment, number: int) -> None:
 
 
 def _unb_time(seg: Segment) -> datetime:
-    date = seg.value(3, 0)
-    time = seg.value(3, 1)
+    els = seg[1]
+    s004 = els[3] if len(els) > 3 else ""
+    if s004.__class__ is str:
+        date, time = s004, ""
+    else:
+        date, time = s004[0], s004[1] if len(s004) > 1 else ""
     try:
         if len(date) == 6:
             date = "20" + date
@@ -682,10 +686,8 @@ def _message(
         elif q == "MS" or q == "MR":  # NAD (no IDE stands in the header)
             e = els[1] if len(els) > 1 else ""
             # NAD C082: 3039 the MP-ID, 3055 the code list (third component).
-            party = (
-                _party(e, "") if e.__class__ is str
-                else _party(e[0], e[2] if len(e) > 2 else "")
-            )
+            key = (e, "") if e.__class__ is str else (e[0], e[2] if len(e) > 2 else "")
+            party = _PARTY_CACHE.get(key) or _nad_party(key)
             unb = unb_sender if q == "MS" else unb_recipient
             want = _NAD_CODE_LIST.get(unb.qualifier)
             if party.id != unb.id or (want is not None and party.qualifier != want):
@@ -740,6 +742,20 @@ def _message(
     )
 
 
+#: NAD parties by (MP-ID, code list): a replay sees the same few market partners in every
+#: message, and parties are immutable. Cleared when full, so it stays small.
+_PARTY_CACHE: dict[tuple[str, str], Party] = {}
+_PARTY_CACHE_SIZE = 4096
+
+
+def _nad_party(key: tuple[str, str]) -> Party:
+    party = _party(*key)
+    if len(_PARTY_CACHE) >= _PARTY_CACHE_SIZE:
+        _PARTY_CACHE.clear()
+    _PARTY_CACHE[key] = party
+    return party
+
+
 _TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
 _HEADER_TAGS = frozenset(("IDE", "RFF", "BGM", "DTM", "NAD"))
 
@@ -786,8 +802,9 @@ def _transaction(
                 end = _dtm(seg, number, problems)
         elif q == "7":
             if reason is None:
-                reason = seg.value(2) or None
-                codes = [seg.value(2), seg.value(3), seg.value(4)]
+                # C556 #1..#3 by position; an absent one is "" and so trailing, popped below.
+                codes = [c if c.__class__ is str else c[0] for c in els[2:5]]
+                reason = (codes[0] if codes else "") or None
                 while codes and not codes[-1]:
                     codes.pop()
                 reasons = tuple(codes)
