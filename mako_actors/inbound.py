@@ -501,15 +501,12 @@ class InboundPipeline:
         # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
         receipts = self._receipt_handle(result)
         record_after = self._receipt_after_routing and await self._receipt_is_new(receipts, digest)
-        if not record_after and not await self._record_receipt(
-            result,
-            digest,
-            received_at,
-            len(parsed.messages),
-            None,
-            acknowledge=not only_contrl,
-            handle=receipts,
-        ):
+        record = functools.partial(
+            self._record_receipt,
+            result, digest, received_at, len(parsed.messages), None,
+            acknowledge=not only_contrl, handle=receipts,
+        )  # fmt: skip
+        if not record_after and not await record():
             return result
         result.status = "accepted"
         tenant = _tenant_of(parsed.recipient.id)
@@ -529,16 +526,7 @@ class InboundPipeline:
             _PROCESSED_SET,
         )
         if record_after:
-            await self._record_receipt(
-                result,
-                digest,
-                received_at,
-                len(parsed.messages),
-                None,
-                acknowledge=not only_contrl,
-                processed=processed,
-                handle=receipts,
-            )
+            await record(processed=processed)
             return result
         await receipts.execute_and_enqueue_with(processed, self._receipt_ctx(result, receipts))
         return result
