@@ -56,7 +56,7 @@ from typing import Any, cast
 
 from pydantic_core import to_jsonable_python
 
-from mako_actors._partition import _CANDIDATES, Scan
+from mako_actors._partition import Scan, our_references
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -64,7 +64,6 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.gpke.payloads import derive_request_refs
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -671,7 +670,7 @@ class _Pipeline:
 
         A binding committed in this run gives the process's key. Otherwise the answer may name
         a message a queued trigger is about to send: the references the workflow derives for
-        every trigger (``_partition.our_references``) predict its key, so the answer waits for that
+        every trigger (``our_references``) predict its key, so the answer waits for that
         trigger alone. Neither: ``None``, the answer runs alone (it is probably unroutable).
         The predictions are derived only when a binding is missing (most answers find one).
         """
@@ -680,9 +679,7 @@ class _Pipeline:
             return self.view.key_of(target.stream_id)
         if self.unpredicted:
             for us, by, control, message_ref, ide, key in self.unpredicted:
-                # ``_partition.our_references``, each index's common prefix hashed once
-                seed = f"{by}:{control}:{message_ref}:{ide}"
-                for our_ide, our_ref in derive_request_refs(seed, _CANDIDATES):
+                for our_ide, our_ref in our_references(by, control, message_ref, ide):
                     self.requests[(us, our_ide)] = key
                     self.interchanges[(us, our_ref)] = key
             self.unpredicted.clear()
