@@ -223,7 +223,6 @@ def _tokenize_exact(text: str, d: Delimiters, source: str | None) -> list[Segmen
 # points: an escaped service character can stand in for itself while we split with str.split.
 _NO_RELEASE = "\ue0ff"
 _SENTINEL = re.compile("[\ue000-\ue003]")
-_ESCAPED_COMPONENT = "\ue001"
 
 
 def _protect(text: str, d: Delimiters) -> str:
