@@ -107,6 +107,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.ray:
+        from mako_actors._workers import start_workers
+
+        start_workers()  # the workers' imports run while this process sets up (_workers doc)
     import asyncio
     import gc
     from datetime import datetime
