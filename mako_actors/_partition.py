@@ -2,14 +2,23 @@
 
 Until the store is partitioned itself, each worker replays its share of the archive into a store
 of its own. A share must hold everything that can affect one process: every trigger for a MaLo
-(tenant + MaLo decides the partition, so competing Anmeldungen meet), and the answers and
-acknowledgements to what that process sent. Answers name our 55010 only by its IDE (``RFF+TN``),
+(tenant + MaLo, its *group*, has one partition, so competing Anmeldungen meet), and the answers
+and acknowledgements to what that process sent. Answers name our 55010 only by its IDE (``RFF+TN``),
 which the workflow derives from the triggering message's references (``derive_ref(seed, index,
 "IDE")`` with ``seed = sender:0020:0062:IDE``); the first ``_CANDIDATES`` indices of every
-trigger are mapped to its partition, so an answer follows its request. An interchange whose
-messages fall into several partitions is split into one interchange per partition (same UNB and
-0020, the partition's messages, UNZ count adjusted): its messages keep their references, so every
-decision is the same; only the receipt and its CONTRL exist once per piece.
+trigger are mapped to its partition, so an answer follows its request.
+
+Groups. A group gets its partition the first time the walk (receipt order) meets it: the
+partition of the first message of its file already placed (by its group or as an answer), else
+the partition with the fewest messages so far. So a bundle of new MaLos stays whole and the
+partitions stay even; cutting by a hash of the group instead cut ~half of all bundles (each
+piece costs a receipt, a CONTRL and an ingest of its own: ~11,100 pieces of 7,340 files on the
+benchmark archive, ~8,900 so; what is still cut is mostly answer bundles, whose requests' MaLos
+were placed apart before). A file without a group of its own (no trigger) has the group of its
+UNB key. An interchange whose messages fall into several partitions is split into one interchange
+per partition (same UNB and 0020, the partition's messages, UNZ count adjusted): its messages keep
+their references, so every decision is the same; only the receipt and its CONTRL exist once per
+piece.
 
 Whole rejections. An interchange the pipeline rejects as a whole is never cut: one run answers
 it with one CONTRL 4 (or a dead letter), lists it once as rejected and routes none of its
@@ -40,8 +49,8 @@ their pieces. Then:
 - other bytes under a rejected (or no) key are placed like a new interchange: cut by their
   messages if accepted and readable, else whole to the partition of their first message;
 - a file without a readable message (neither the parser nor the scan reads one) goes whole to
-  a partition chosen by its key (not by file name); a file without a readable UNB (no key at
-  all: a dead letter in any partition) goes by a hash of its name and first bytes.
+  the partition of its key's group (not by file name); a file without a readable UNB (no key at
+  all: a dead letter in any partition) to a group of its name and first bytes.
 
 Reading. The scan is a light one (segments and a few values, no validation). When a value it
 reads holds the release character (an escaped UNB, UNH, IDE, NAD, LOC, RFF or UCI value) or it
@@ -52,21 +61,25 @@ scan cannot cut into messages goes whole to the partition of its first message.
 
 Two phases. Everything above that depends on one file alone is read first (``read_facts``,
 ``FileFacts``): its receipt key, digest and cut points, per message how it is placed (a
-trigger's partition and the references it registers, or the reference an answer is looked up
-by), and the judge's verdict for each file that could be cut (readable, with messages that are
-not all placed in one partition by themselves: an answer's partition is known only in the walk)
-or whose receipt key occurs again in the files read together (the verdicts a later file under
-its key may need). Facts hold no bytes and no parsed interchange,
+trigger's group and the references it registers, or the reference an answer is looked up
+by), and the judge's verdict for each file likely to be cut (readable, with an answer or
+acknowledgement among two or more messages: their partitions were fixed by other files) or
+whose receipt key occurs again in the files read together (the verdicts a later file under its
+key may need). Facts hold no bytes and no parsed interchange,
 so ``replay --workers N`` reads them in parallel, each worker 1/N of the files, and hands all of
 them to every worker. Then ``Partitioner.place`` walks the receipt stream in order (the only
-part that depends on earlier files: the reference maps, receipts and homes); a verdict the
-facts lack (a receipt key repeated across two workers' halves) is judged then, by a parse of
-that file. ``Partitioner.split`` and ``split_by_partition`` run both phases in one process.
+part that depends on earlier files: the groups' partitions, the reference maps, receipts and
+homes); a verdict the facts lack (a bundle of triggers cut after all, a receipt key repeated
+across two workers' halves) is judged then, by a parse of that file. ``Partitioner.split`` and
+``split_by_partition`` run both phases in one process.
 
 Known limits: bytes rejected by a check of the receipt day (format or UNH version) and received
 again unchanged once they pass are routed by one run without a new receipt or CONTRL (the
 pipeline takes them for an interrupted earlier ingest); here they are cut like a new
 interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7.
+A group's partition depends on the files before it, so a later replay of other files into the
+same stores may place a MaLo elsewhere (as an answer to a request of the earlier run, which no
+walk of the later files knows, already goes by its file's key): continue a store with one worker.
 """
 
 from __future__ import annotations
@@ -123,8 +136,8 @@ def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str
     return derive_request_refs(seed, _CANDIDATES)
 
 
-def _partition(n: int, *parts: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(b"\x00".join(parts), digest_size=8).digest(), "big") % n
+def _group(*parts: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(b"\x00".join(parts), digest_size=8).digest(), "big")
 
 
 class Scan:
@@ -234,12 +247,13 @@ class _Read:
 
 
 class _Route(NamedTuple):
-    """How one message is placed: ``_STATIC`` in ``part`` (a trigger also maps the references
-    ``ides`` and ``interchanges`` its answers will carry to it), ``_ACK`` / ``_ANSWER`` with the
-    interchange / IDE ``ref`` it answers, or in ``part`` (the file's default) when unknown."""
+    """How one message is placed: ``_STATIC`` in the partition of ``group`` (a trigger also maps
+    the references ``ides`` and ``interchanges`` its answers will carry to it), ``_ACK`` /
+    ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the file's) when
+    unknown."""
 
     kind: int
-    part: int
+    group: int
     ref: bytes = b""
     ides: tuple[bytes, ...] = ()
     interchanges: tuple[bytes, ...] = ()
@@ -252,8 +266,8 @@ class FileFacts(NamedTuple):
     """What one file alone says for its placement (module doc, "Two phases"); plain tuples, so a
     list of them pickles small and fast (~0.6 KB and a few µs per file).
 
-    ``key``: the receipt key (None: no readable UNB; ``default`` is then the partition chosen by
-    the file's name and first bytes); ``default``: the partition of the file's UNB key;
+    ``key``: the receipt key (None: no readable UNB; ``default`` is then the group of the file's
+    name and first bytes); ``default``: the group of the file's UNB key;
     ``routes``: one per message; ``bounds``: each message's start and end offset when ``cut``
     (the file can be split), with the UNB's end (``head_end``) and the separators and 0020 the
     scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged.
@@ -270,11 +284,12 @@ class FileFacts(NamedTuple):
     control: bytes = b""
     rejected: bool | None = None
 
-    def could_be_cut(self) -> bool:
-        """Whether a walk could cut the file: its messages are not all triggers of one partition."""
+    def likely_cut(self) -> bool:
+        """Whether a walk is likely to cut the file: an answer or acknowledgement among two or
+        more messages (a bundle of triggers is cut only when its MaLos were placed apart before)."""
         if not self.cut or len(self.routes) < 2:
             return False
-        return any(r.kind != _STATIC for r in self.routes) or len({r.part for r in self.routes}) > 1
+        return any(r.kind != _STATIC for r in self.routes)
 
     def piece(self, raw: bytes, indices: tuple[int, ...]) -> bytes:
         """The interchange of ``raw``'s messages ``indices``: its UNB, those messages, a UNZ counting them."""
@@ -405,7 +420,7 @@ def _receipt_key(read: _Read, tenants: frozenset[str]) -> tuple[bytes, bytes, by
     return read.key
 
 
-def _route(n: int, key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> _Route:
+def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> _Route:
     sender_id, recipient, control_ref = key
     if message.ack_ref:
         return _Route(_ACK, default, message.ack_ref)
@@ -414,7 +429,7 @@ def _route(n: int, key: tuple[bytes, bytes, bytes], message: _Message, default: 
     tx = message.txs[0]
     if tx.get(b"Z13") in _ANSWERS:
         return _Route(_ANSWER, default, tx.get(b"TN", b""))
-    part = _partition(n, recipient, tx.get(b"LOC", b""))
+    group = _group(recipient, tx.get(b"LOC", b""))
     sender = (message.sender or sender_id).decode("latin-1")
     control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
     ides: list[bytes] = []
@@ -423,18 +438,18 @@ def _route(n: int, key: tuple[bytes, bytes, bytes], message: _Message, default: 
         for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
             ides.append(ide.encode())
             interchanges.append(interchange.encode())
-    return _Route(_STATIC, part, b"", tuple(ides), tuple(interchanges))
+    return _Route(_STATIC, group, b"", tuple(ides), tuple(interchanges))
 
 
-def _facts(n: int, name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
+def _facts(name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
     """One file's facts (not judged) and what was read of it."""
     read = _read(raw)
     if read.key is None:
-        return FileFacts(None, b"", _partition(n, name.encode(), raw[:64])), read
-    default = _partition(n, *read.key)
+        return FileFacts(None, b"", _group(name.encode(), raw[:64])), read
+    default = _group(*read.key)
     key = _receipt_key(read, tenants)
     digest = hashlib.blake2b(raw, digest_size=16).digest()
-    routes = tuple(_route(n, read.key, message, default) for message in read.messages)
+    routes = tuple(_route(read.key, message, default) for message in read.messages)
     if not read.cut:
         return FileFacts(key, digest, default, routes), read
     scan = read.scan
@@ -444,18 +459,19 @@ def _facts(n: int, name: str, raw: bytes, tenants: frozenset[str]) -> tuple[File
     ), read
 
 
-def read_facts(n: int, files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]) -> list[FileFacts]:
-    """The facts of each ``(name, raw, received_at)`` for ``n`` partitions (module doc, "Two phases").
+def read_facts(files: list[tuple[str, bytes, datetime]], tenants: Iterable[str]) -> list[FileFacts]:
+    """The facts of each ``(name, raw, received_at)``, for any number of partitions (module doc,
+    "Two phases").
 
-    Judged (a full parse each): every file that could be cut, and every file whose receipt key
+    Judged (a full parse each): every file likely to be cut, and every file whose receipt key
     occurs more than once in ``files``. Cost: a light scan of each file, 16 SHA-256 per trigger.
     """
     ours = frozenset(tenants)
-    read = [_facts(n, name, raw, ours) for name, raw, _ in files]
+    read = [_facts(name, raw, ours) for name, raw, _ in files]
     keys = Counter(facts.key for facts, _ in read if facts.key is not None)
     judged: list[FileFacts] = []
     for (facts, each), (_, raw, at) in zip(read, files, strict=True):
-        if facts.key is not None and (keys[facts.key] > 1 or facts.could_be_cut()):
+        if facts.key is not None and (keys[facts.key] > 1 or facts.likely_cut()):
             facts = facts._replace(rejected=rejected_as_a_whole(raw, at, ours, parsed=each.parse()))
         judged.append(facts)
     return judged
@@ -474,6 +490,8 @@ class Partitioner:
         self._mine = mine
         self._ide: dict[bytes, int] = {}
         self._interchange: dict[bytes, int] = {}
+        self._groups: dict[int, int] = {}  # group -> its partition (module doc, "Groups")
+        self._load = [0] * n  # messages placed in each partition so far
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
 
     def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
@@ -484,7 +502,7 @@ class Partitioner:
         is ``mine``'s gives ``{}`` without being judged (a parse saved): nothing of it is
         ``mine``'s, whether it is cut or goes whole to its first message's partition.
         """
-        facts, read = _facts(self.n, name, raw, self._tenants)
+        facts, read = _facts(name, raw, self._tenants)
 
         def judge() -> bool:
             return rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
@@ -498,7 +516,7 @@ class Partitioner:
         it and the walk needs it, possibly later (while its receipt is the last under its key).
         """
         if facts.key is None:
-            return {facts.default: None}
+            return {self._group_of(facts.default, 1): None}
         last = self._receipts.get(facts.key)
         if last is not None and facts.digest == last.digest:
             # A retransmission: a duplicate of each piece where it was received. The pipeline
@@ -510,8 +528,8 @@ class Partitioner:
                 return {last.home: None}
         elif last is not None and self._accepted(last):
             return {last.home: None}  # other bytes under an accepted reference: a conflict there
-        parts = [self._of(route) for route in facts.routes]
-        home = parts[0] if parts else facts.default
+        parts = self._parts(facts.routes)
+        home = parts[0] if parts else self._group_of(facts.default, 1)
         if len(set(parts)) < 2 or not facts.cut:
             parts = []
         receipt = self._receipts[facts.key] = _Receipt(facts.digest, home, parts, facts, judge)
@@ -540,16 +558,50 @@ class Partitioner:
             grouped.setdefault(part, []).append(index)
         return {part: tuple(indices) for part, indices in grouped.items()}
 
-    def _of(self, route: _Route) -> int:
+    def _group_of(self, group: int, messages: int) -> int:
+        """The partition of ``group`` (the least loaded one if new), counting ``messages`` there."""
+        part = self._groups.get(group)
+        if part is None:
+            part = self._groups[group] = self._least_loaded()
+        self._load[part] += messages
+        return part
+
+    def _least_loaded(self) -> int:
+        load = self._load
+        return load.index(min(load))
+
+    def _answered(self, route: _Route) -> int | None:
+        """The partition of the request an answer or acknowledgement refers to, if known."""
         if route.kind == _ACK:
-            return self._interchange.get(route.ref, route.part)
+            return self._interchange.get(route.ref)
         if route.kind == _ANSWER:
-            return self._ide.get(route.ref, route.part)
-        for ide in route.ides:
-            self._ide[ide] = route.part
-        for interchange in route.interchanges:
-            self._interchange[interchange] = route.part
-        return route.part
+            return self._ide.get(route.ref)
+        return None
+
+    def _parts(self, routes: tuple[_Route, ...]) -> list[int]:
+        """Each message's partition; a new group goes with its file (module doc, "Groups")."""
+        target: int | None = None
+        for route in routes:
+            target = self._answered(route)
+            if target is None:
+                target = self._groups.get(route.group)
+            if target is not None:
+                break
+        if target is None:
+            target = self._least_loaded()
+        parts: list[int] = []
+        for route in routes:  # in order: an answer may follow its request in the same file
+            part = self._answered(route)
+            if part is None:
+                part = self._groups.setdefault(route.group, target)
+            if route.kind == _STATIC:
+                for ide in route.ides:
+                    self._ide[ide] = part
+                for interchange in route.interchanges:
+                    self._interchange[interchange] = part
+            self._load[part] += 1
+            parts.append(part)
+        return parts
 
 
 def split_by_partition(
@@ -560,7 +612,7 @@ def split_by_partition(
     tenants = frozenset(tenants)
     partitioner = Partitioner(n, tenants, mine)
     placed = []
-    for facts, (_, raw, at) in zip(read_facts(n, files, tenants), files, strict=True):
+    for facts, (_, raw, at) in zip(read_facts(files, tenants), files, strict=True):
 
         def judge(raw: bytes = raw, at: datetime = at) -> bool:
             return rejected_as_a_whole(raw, at, tenants)

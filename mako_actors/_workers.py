@@ -94,7 +94,7 @@ async def replay_partitions(
         last = items[-1].received_at
         options = replace(options, until=max(options.until, last) if options.until else last)
     size = -(-len(sources) // n)
-    shares = [(sources[k * size : (k + 1) * size], n, options.tenants, gc.get_threshold()) for k in range(n)]
+    shares = [(sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold()) for k in range(n)]
     if runner is not None:
         results = await _both_rounds(runner, sources, shares, store_path, options, n)
     else:
@@ -163,7 +163,7 @@ async def _both_rounds(
 
 
 def _read_share(
-    sources: list[tuple[str, datetime]], n: int, tenants: list[str], parent_gc: tuple[int, int, int]
+    sources: list[tuple[str, datetime]], tenants: list[str], parent_gc: tuple[int, int, int]
 ) -> tuple[bytes, list[str]]:
     """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable file.
 
@@ -182,7 +182,7 @@ def _read_share(
         except OSError as exc:
             failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
             readable.append(False)
-    read = iter(read_facts(n, files, tenants))
+    read = iter(read_facts(files, tenants))
     facts = [next(read) if ok else None for ok in readable]
     return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures
 

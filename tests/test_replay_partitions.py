@@ -188,27 +188,35 @@ async def test_a_truncated_retransmission_of_a_split_bundle_gets_contrl_4_26_on_
     assert one.dead_letters["inbound-conflict"] == len(extra)
 
 
-def test_the_same_bytes_again_are_placed_as_before_and_other_readable_bytes_go_home() -> None:
-    """An exact retransmission of a split bundle is split the same way (each piece a duplicate
-    where it was received); other readable bytes under the key go whole to one piece's partition."""
+def anmeldungen(control_ref: str, malos: list[str]) -> bytes:
+    """An interchange of one Anmeldung (55001) per MaLo."""
     lines = []
-    for k, malo in enumerate(("34719742207", "51238696781", "50000000001", "50000000002", "50000000003")):
+    for k, malo in enumerate(malos):
         lines += [
             f"UNH+M{k}+UTILMD:D:11A:UN:S2.1",
-            f"BGM+E01+D{k}",
+            f"BGM+E01+D{control_ref}{k}",
             "NAD+MS+9900000010002::293",
-            f"IDE+24+T{k}",
+            f"IDE+24+T{control_ref}{k}",
             f"LOC+Z16+{malo}",
             "RFF+Z13:55001",
             f"UNT+7+M{k}",
         ]
-    unb = "UNA:+.? 'UNB+UNOC:3+9900000010002:500+9900000002009:500+251103:0713+AN001'"
-    raw = (unb + "'".join(lines) + "'UNZ+5+AN001'").encode()
+    unb = f"UNA:+.? 'UNB+UNOC:3+9900000010002:500+9900000002009:500+251103:0713+{control_ref}'"
+    return (unb + "'".join(lines) + f"'UNZ+{len(malos)}+{control_ref}'").encode()
+
+
+def test_the_same_bytes_again_are_placed_as_before_and_other_readable_bytes_go_home() -> None:
+    """An exact retransmission of a split bundle is split the same way (each piece a duplicate
+    where it was received); other readable bytes under the key go whole to one piece's partition."""
+    malos = ["34719742207", "51238696781", "50000000001", "50000000002", "50000000003"]
     partitioner = Partitioner(2, [NB])
     at = datetime(2025, 11, 3, 7, 13, tzinfo=UTC)
+    placed = [partitioner.split(f"{k}.edi", anmeldungen(f"AN00{k}", malos[k : k + 1]), at) for k in range(2)]
+    assert placed[0].keys() != placed[1].keys(), "the first two MaLos must be placed apart"
+    raw = anmeldungen("AN009", malos)
     first = partitioner.split("a.edi", raw, at)
-    assert len(first) == 2, "the MaLos must fall into both partitions"
+    assert len(first) == 2
     assert partitioner.split("again.edi", raw, at) == first
-    other = raw.replace(b"BGM+E01+D0", b"BGM+E01+X0")
+    other = raw.replace(b"BGM+E01+DAN0090", b"BGM+E01+X0")
     (home,) = partitioner.split("other.edi", other, at)
     assert home in first and partitioner.split("other.edi", other, at) == {home: other}

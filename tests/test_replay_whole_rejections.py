@@ -5,13 +5,15 @@ parser but refused before routing: a UNH version not in force, a test interchang
 recipient, no format version on the receipt day) must not be cut into pieces that are judged
 one by one: one run answers it with one CONTRL, lists it once as rejected and routes none of
 its messages. These tests build such files from a generated archive (real EDIFACT bytes, each
-a bundle whose messages fall into several partitions), replay it on 1, 2 and 3 workers into
+a bundle whose messages fall into several partitions after the files before it), replay it on
+1, 2 and 3 workers into
 real LMDB stores and compare every answer about those interchanges, the dead letters, the
 rejected files and the decision digest.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -112,8 +114,25 @@ DEFECTS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
+def bundles_archive(src: Path) -> None:
+    """A generated archive without defects or duplicates, with bundles cut on 2 and 3 workers."""
+    generate_archive(src, ArchiveSpec(processes=240, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+
+
+def primed(n: int, src: Path, path: Path) -> Partitioner:
+    """A partitioner that walked the files of ``src`` received before ``path``: it places
+    ``path``'s MaLos and answers as a walk of the archive does (a fresh one keeps new MaLos together)."""
+    partitioner = Partitioner(n, [NB])
+    for item in archive(src):
+        if item.path == path:
+            return partitioner
+        partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+    raise AssertionError(f"{path} is not in {src}")
+
+
 def _split_bundles(src: Path, count: int) -> list[Path]:
-    """Bundles of >= 2 messages (no escapes) that 2 and 3 workers both cut into pieces."""
+    """Bundles of >= 2 messages (no escapes) that 2 and 3 workers both cut into pieces when
+    walking ``src`` (``primed``)."""
     two, three = Partitioner(2, [NB]), Partitioner(3, [NB])
     found = []
     for item in archive(src):
@@ -141,7 +160,7 @@ def build_defect_archive(src: Path) -> dict[str, str]:
     bundle is corrected later. Another bundle is received first a year early, when no format
     version was in force (rejected), then at its time (other bytes: accepted).
     """
-    generate_archive(src, ArchiveSpec(processes=160, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    bundles_archive(src)
     at = received(src)
     bundles = _split_bundles(src, len(DEFECTS) + 1)
     refs: dict[str, str] = {}
@@ -252,14 +271,13 @@ async def test_whole_interchange_rejections_answer_alike_on_one_two_and_three_wo
 @pytest.mark.parametrize("defect", [d for d in DEFECTS if d != "unknown-pid"])
 def test_a_file_rejected_as_a_whole_goes_whole_to_one_partition(tmp_path: Path, defect: str) -> None:
     src = tmp_path / "in"
-    generate_archive(src, ArchiveSpec(processes=160, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    bundles_archive(src)
     (path,) = _split_bundles(src, 1)
     at = received(src)[path.name]
     bad = DEFECTS[defect](path.read_bytes())
     for n in (2, 3):
-        partitioner = Partitioner(n, [NB])
-        assert len(partitioner.split(path.name, path.read_bytes(), at)) > 1
-        partitioner = Partitioner(n, [NB])
+        partitioner = primed(n, src, path)
+        assert len(copy.deepcopy(partitioner).split(path.name, path.read_bytes(), at)) > 1
         assert len(partitioner.split(path.name, bad, at)) == 1, (n, defect)
 
 
@@ -270,13 +288,13 @@ def test_rejected_then_corrected_then_rejected_bytes_again_go_where_one_run_answ
     their partition (a duplicate there); a corrected interchange is split by its messages; the
     rejected bytes after it are a conflict, so they go to the corrected one's home."""
     src = tmp_path / "in"
-    generate_archive(src, ArchiveSpec(processes=160, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    bundles_archive(src)
     (path,) = _split_bundles(src, 1)
     at = received(src)[path.name]
     good = path.read_bytes()
     bad = _unz_count(good)
     for n in (2, 3):
-        partitioner = Partitioner(n, [NB])
+        partitioner = primed(n, src, path)
         (first,) = partitioner.split("bad.edi", bad, at)
         assert partitioner.split("again.edi", bad, at) == {first: bad}
         fixed = partitioner.split("fixed.edi", good, at)
@@ -291,7 +309,7 @@ async def test_the_partitioners_verdict_is_the_pipelines(tmp_path: Path) -> None
     """Each file is rejected as a whole by the partitioner exactly when the inbound pipeline
     rejects it, ingested alone into a fresh store (one of our tenants, or two)."""
     src = tmp_path / "in"
-    generate_archive(src, ArchiveSpec(processes=160, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    bundles_archive(src)
     (path,) = _split_bundles(src, 1)
     at = received(src)[path.name]
     good = path.read_bytes()
