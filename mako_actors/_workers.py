@@ -22,14 +22,16 @@ it before its own set-up, so that import runs while the parent reads the archive
 
 No worker waits for another in round 2, because nothing in one partition depends on another. The
 parent sums the reports and hashes the union of the decisions, which must equal a one-worker
-run's ``decision_digest``; the dead letters and answers must be those of one run too. A file
-that cannot be read is reported once (by round 1) and left out, as by one worker.
+run's ``decision_digest`` (each worker encodes its processes' decisions as the digest does, so the
+parent only sorts and hashes them); the dead letters and answers must be those of one run too. A
+file that cannot be read is reported once (by round 1) and left out, as by one worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import multiprocessing
 import pickle
 import time
@@ -86,7 +88,7 @@ async def replay_partitions(
     runner: Runner | None = None,
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc)."""
-    from mako_actors.replay import ReplayReport, decision_digest
+    from mako_actors.replay import ReplayReport
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
@@ -112,7 +114,7 @@ async def replay_partitions(
     total = ReplayReport(files=len(items), mode=f"{'sequential' if options.sequential else 'pipelined'} x{n}")
     if items:
         total.first, total.last = items[0].received_at, items[-1].received_at
-    decisions: dict[str, list[list[Any]]] = {}
+    decisions: dict[str, bytes] = {}
     for report, part in results:
         for name in (
             "messages", "events_appended", "outbox_enqueued", "processes_created", "deadlines_fired",
@@ -127,7 +129,10 @@ async def replay_partitions(
         decisions |= part
     total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
     total.duration_s = time.perf_counter() - started
-    total.decision_digest = decision_digest(decisions)
+    digest = hashlib.sha256()  # decision_digest's, over the workers' encoded decisions
+    for seed in sorted(decisions):
+        digest.update(decisions[seed])
+    total.decision_digest = digest.hexdigest()
     return total
 
 
@@ -196,12 +201,13 @@ def _worker(
     n: int,
     parent_gc: tuple[int, int, int],
     unreadable: list[str],
-) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
-    """Round 2 for worker ``k``: place every file by its facts, replay ``k``'s pieces into ``store``."""
+) -> tuple[ReplayReport, dict[str, bytes]]:
+    """Round 2 for worker ``k``: place every file by its facts, replay ``k``'s pieces into ``store``;
+    the report and each process's decisions as ``decision_digest`` encodes them."""
     import gc
     import logging
 
-    from mako_actors.replay import _replay_items
+    from mako_actors.replay import _DIGEST_JSON, _replay_items
 
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
@@ -210,7 +216,8 @@ def _worker(
     del facts  # ~100 k small tuples the replay's collections need not visit
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
-    return report, decisions
+    encode = _DIGEST_JSON.encode
+    return report, {seed: encode([seed, steps]).encode() for seed, steps in decisions.items()}
 
 
 def _pieces(
