@@ -33,7 +33,9 @@ import asyncio
 import gc
 import hashlib
 import multiprocessing
+import os
 import pickle
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -67,7 +69,19 @@ def start_workers() -> multiprocessing.context.BaseContext:
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
-    forkserver.ensure_running()
+    # Python < 3.13 starts the server on its own module path (the working directory first), not
+    # this process's: from a directory holding another mako_actors the workers would run that.
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
+    os.environ["PYTHONSAFEPATH"] = "1"  # no working directory in front of it
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return context
 
 
