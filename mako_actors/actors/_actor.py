@@ -291,8 +291,13 @@ class Runner:
             at = actor._settle(results, at)
         # Wake only after every caller is answered: the turn is then scheduled behind all of
         # their wake-ups, so whatever they send next joins the same turn (one store call).
+        # An actor with nothing queued (most, under request/response load) becomes idle here
+        # rather than in a turn of its own: a caller's next op wakes it, and joins that turn.
         for actor in flights:
-            self.wake(actor)
+            if actor._head is None:
+                actor._become_idle()
+            else:
+                self.wake(actor)
 
     async def _slow(self, actors: list[ProcessActor]) -> None:
         """Activation and store-bound reads, one actor after the other, then back to the turns.
