@@ -595,7 +595,11 @@ class ProcessActor:
             slot = self._head
             if slot is None or slot.kind not in _WRITES:
                 break
-            self._pop()
+            # ``_pop``, inline (once per command).
+            self._head = slot.next
+            if self._head is None:
+                self._tail = None
+            slot.next = None
             taken += 1
             if slot.cancelled():
                 continue  # the caller gave up before the command started: do not run it
@@ -688,10 +692,12 @@ class ProcessActor:
                 stats.commands += 1
                 if not broken:
                     self._state, self._version = new_state, result.version
-                if slot.no_command:
-                    _resolve(slot, _NO_COMMAND)
+                if slot.done():  # the caller gave up (cancelled) while it was written
+                    pass
+                elif slot.no_command:
+                    slot.set_result(_NO_COMMAND)
                 else:
-                    _resolve(slot, Outcome(result.events, outbox, slot.snapshot_taken))
+                    slot.set_result(Outcome(result.events, outbox, slot.snapshot_taken))
                 slot = following
                 continue
             self._loaded = False  # never keep a state the store lacks: reload before the next op
