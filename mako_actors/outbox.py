@@ -122,11 +122,19 @@ def _is_plain(value: Any, depth: int) -> bool:
         return True
     if depth >= 8:  # deeper payloads are rare: let pydantic copy them
         return False
+    # Atomic items are checked here, not in a call each (most of a payload is strings and
+    # numbers; a MaKo answer's payload has a few dozen of them, checked once per row).
+    atomic = _ATOMIC
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not _is_plain(item, depth + 1):
+            if type(key) is not str:
+                return False
+            if type(item) not in atomic and not _is_plain(item, depth + 1):
                 return False
         return True
     if kind is list:
-        return all(_is_plain(item, depth + 1) for item in value)
+        for item in value:  # noqa: SIM110 (a loop, not all(): no generator per list)
+            if type(item) not in atomic and not _is_plain(item, depth + 1):
+                return False
+        return True
     return False

@@ -41,7 +41,6 @@ _GLOBAL = b"global_position"
 _DEAD = b"dead_letter_position"
 _OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
-_ZERO = bytes(8)
 
 T = TypeVar("T")
 
@@ -169,7 +168,9 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     _check_commit_belongs(commit)
     stream = stream_id.encode()
     raw = txn.get("streams", stream)
-    current = 0 if raw is None else from_u64(raw)
+    # (Counters are decoded and encoded inline, not through ``u64``/``from_u64``: a Python
+    # call each, several per commit, on the writer's hot path.)
+    current = 0 if raw is None else int.from_bytes(raw, "big")
     expected = commit.expected
     # An exact version (every engine commit) is compared inline: ``matches`` reads enum
     # members, which costs a Python-level descriptor call each on 3.11.
@@ -188,7 +189,9 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     # two more objects per command for the garbage collector.)
     stored: list[EventEnvelope] | None = None
     if events:
-        position = from_u64(txn.get("meta", _GLOBAL) or u64(0))
+        put = txn.put
+        raw = txn.get("meta", _GLOBAL)
+        position = 0 if raw is None else int.from_bytes(raw, "big")
         prefix = stream + b"\x00"
         for offset, envelope in enumerate(events, start=1):
             if envelope.stream_id != stream_id:
@@ -203,24 +206,29 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
             if stored is not None:
                 stored.append(stamped)
             key = prefix + seq.to_bytes(8, "big")
-            txn.put("events", key, pack(stamped.to_plain()))
-            txn.put("global", position.to_bytes(8, "big"), key)
-        txn.put("meta", _GLOBAL, u64(position))
-        txn.put("streams", stream, u64(version))
+            put("events", key, pack(stamped.to_plain()))
+            put("global", position.to_bytes(8, "big"), key)
+        put("meta", _GLOBAL, position.to_bytes(8, "big"))
+        put("streams", stream, version.to_bytes(8, "big"))
+    # (Each optional part behind an ``if``: most commits have none of them, and a ``for``
+    # over an empty tuple still builds an iterator.)
     if commit.outbox:
         _enqueue_all(txn, commit.outbox)
     if commit.cancel_deadline_labels:
         _cancel_labelled(txn, stream_id, set(commit.cancel_deadline_labels))
-    for deadline_id in commit.cancel_deadline_ids:
-        cancel_deadline(txn, deadline_id, of_stream=stream_id)
-    for deadline in commit.deadlines:
-        register_deadline(txn, deadline)
+    if commit.cancel_deadline_ids:
+        for deadline_id in commit.cancel_deadline_ids:
+            cancel_deadline(txn, deadline_id, of_stream=stream_id)
+    if commit.deadlines:
+        for deadline in commit.deadlines:
+            register_deadline(txn, deadline)
     if commit.snapshot is not None:
         save_snapshot(txn, commit.snapshot)
     if commit.registry:
         _register_commit(txn, commit.registry)
-    for entry in commit.journal:
-        append_journal(txn, entry.tenant_id, entry.key, entry.data)
+    if commit.journal:
+        for entry in commit.journal:
+            append_journal(txn, entry.tenant_id, entry.key, entry.data)
     if stored is not None:
         return CommitResult(tuple(stored), version)
     return CommitResult(events if type(events) is tuple else tuple(events), version)
@@ -234,7 +242,7 @@ def _check_commit_belongs(commit: Commit) -> None:
     stream or bind its keys there. A few integer comparisons per row, no reads.
     """
     stream_id = commit.stream_id
-    tenant, process = _owner(stream_id)
+    tenant, process = _OWNERS.get(stream_id) or _owner(stream_id)
     events = commit.events
     workflow = events[0].workflow_id if events else None
     for envelope in events:
@@ -354,17 +362,20 @@ def _enqueue_all(txn: KvTxn, messages: Sequence[OutboxMessage]) -> None:
 
     A row stored already is encoded in vain (rare; it saves a lookup per new row).
     """
-    start = position = from_u64(txn.get("meta", _OUTBOX) or _ZERO)
+    raw = txn.get("meta", _OUTBOX)
+    start = position = 0 if raw is None else int.from_bytes(raw, "big")
+    insert, put = txn.insert, txn.put
     for message in messages:
-        ident = message.message_id.bytes
+        # ``message_id.bytes`` is ``UUID.bytes``, a Python property: the id's int, directly.
+        ident = message.message_id.int.to_bytes(16, "big")
         plain = message.to_plain()
         plain["position"] = position + 1
-        if txn.insert("outbox", ident, pack(plain)):
+        if insert("outbox", ident, pack(plain)):
             position += 1
             due = micros(message.next_attempt_at).to_bytes(8, "big")
-            txn.put("outbox_due", due + position.to_bytes(8, "big") + ident, b"")
+            put("outbox_due", due + position.to_bytes(8, "big") + ident, b"")
     if position != start:
-        txn.put("meta", _OUTBOX, u64(position))
+        put("meta", _OUTBOX, position.to_bytes(8, "big"))
 
 
 def _due(

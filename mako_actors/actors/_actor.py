@@ -126,21 +126,43 @@ class ActorStats:
 
 
 class _Slot(asyncio.Future[Any]):
-    """One queued op: the caller's future itself, the op, and its way through the actor.
+    """One queued op: the caller's future itself, the op's fields, and its way through the actor.
 
     The future *is* the mailbox entry (one object per command, not a future plus a record):
     ``next`` links it into its actor's mailbox, then into the actor's batch in flight.
     ``attempts``: how often it lost to another writer so far. Once decided it also holds the
     commit to write and what to answer once it is written (``prepared``; ``no_command``: a
     timeout whose ``on_deadline`` gave nothing to run). Every object per command in flight
-    lives through a write transaction, so the garbage collector traverses it several times:
-    what a decided op needs once written is kept in the slot itself (``new_state``,
-    ``outbox``, ``snapshot_taken``), not in the ``Prepared`` that ``prepare`` returned.
+    lives through a write transaction, so the garbage collector traverses it several times
+    (about 1.5 µs per object and command with 10,000 live actors): what a decided op needs
+    once written is kept in the slot itself (``new_state``, ``outbox``, ``snapshot_taken``),
+    not in the ``Prepared`` that ``prepare`` returned, and so are the fields of its ``Op``
+    (``kind`` ... ``deadline``, the same names), so the ``Op`` dies when it is submitted.
     """
 
-    __slots__ = ("attempts", "new_state", "next", "no_command", "op", "outbox", "snapshot_taken")
+    __slots__ = (
+        "attempts",
+        "command",
+        "ctx",
+        "deadline",
+        "enqueue",
+        "kind",
+        "max_attempts",
+        "new_state",
+        "next",
+        "no_command",
+        "outbox",
+        "snapshot_interval",
+        "snapshot_taken",
+    )
 
-    op: Op
+    kind: str
+    command: BaseModel | None
+    ctx: CommandContext | None
+    enqueue: bool
+    max_attempts: int
+    snapshot_interval: int | None
+    deadline: Deadline | None
     next: _Slot | None
     attempts: int
     new_state: Any
@@ -269,8 +291,13 @@ class Runner:
             at = actor._settle(results, at)
         # Wake only after every caller is answered: the turn is then scheduled behind all of
         # their wake-ups, so whatever they send next joins the same turn (one store call).
+        # An actor with nothing queued (most, under request/response load) becomes idle here
+        # rather than in a turn of its own: a caller's next op wakes it, and joins that turn.
         for actor in flights:
-            self.wake(actor)
+            if actor._head is None:
+                actor._become_idle()
+            else:
+                self.wake(actor)
 
     async def _slow(self, actors: list[ProcessActor]) -> None:
         """Activation and store-bound reads, one actor after the other, then back to the turns.
@@ -361,7 +388,13 @@ class ProcessActor:
         if self.closed:
             raise InvalidArgument(f"actor of {self.identity.stream_id} was passivated")
         slot = _Slot(loop=asyncio.get_running_loop())
-        slot.op = op
+        slot.kind = op.kind
+        slot.command = op.command
+        slot.ctx = op.ctx
+        slot.enqueue = op.enqueue
+        slot.max_attempts = op.max_attempts
+        slot.snapshot_interval = op.snapshot_interval
+        slot.deadline = op.deadline
         slot.next = None
         slot.attempts = 0
         slot.new_state = None
@@ -413,7 +446,7 @@ class ProcessActor:
                         slow.append(self)
                         return
                     continue  # loaded, or the head op failed: look at the mailbox again
-                kind = self._head.op.kind
+                kind = self._head.kind
                 if kind in _WRITES:
                     if self._decide_all(commits):
                         flights.append(self)
@@ -444,12 +477,12 @@ class ProcessActor:
             except Exception as exc:
                 # Activation failed (store down, undecodable stream): fail the op at the head
                 # only; the next one tries again.
-                self._stats.failed_commands += self._head.op.kind in _WRITES
+                self._stats.failed_commands += self._head.kind in _WRITES
                 _fail(self._pop(), exc)
             return
         slot = self._pop()
         try:
-            result = await self._read(slot.op)
+            result = await self._read(slot)
         except Exception as exc:
             _fail(slot, exc)
         else:
@@ -508,7 +541,7 @@ class ProcessActor:
 
     def _activation_failed(self, exc: Exception) -> None:
         assert self._head is not None
-        self._stats.failed_commands += self._head.op.kind in _WRITES
+        self._stats.failed_commands += self._head.kind in _WRITES
         _fail(self._pop(), exc)
 
     def _loaded_as(self, state: Any, version: int) -> None:
@@ -519,7 +552,7 @@ class ProcessActor:
         else:
             self._stats.reloads += 1
 
-    async def _read(self, op: Op) -> Any:
+    async def _read(self, op: Op | _Slot) -> Any:
         if op.kind == STATE:
             return self._state
         if op.kind == TAKE_SNAPSHOT:
@@ -560,14 +593,18 @@ class ProcessActor:
         taken = 0
         while taken < limit:
             slot = self._head
-            if slot is None or slot.op.kind not in _WRITES:
+            if slot is None or slot.kind not in _WRITES:
                 break
-            self._pop()
+            # ``_pop``, inline (once per command).
+            self._head = slot.next
+            if self._head is None:
+                self._tail = None
+            slot.next = None
             taken += 1
             if slot.cancelled():
                 continue  # the caller gave up before the command started: do not run it
             try:
-                prepared, no_command = self._decide(slot.op, state, version)
+                prepared, no_command = self._decide(slot, state, version)
             except Exception as exc:
                 # A refused or broken command fails alone; the state it saw is untouched.
                 self._stats.failed_commands += 1
@@ -594,7 +631,7 @@ class ProcessActor:
         self._flight = first
         return first is not None
 
-    def _decide(self, op: Op, state: Any, version: int) -> tuple[Prepared[Any] | None, bool]:
+    def _decide(self, op: Op | _Slot, state: Any, version: int) -> tuple[Prepared[Any] | None, bool]:
         """One write op on ``state`` at ``version``: what to commit (None: nothing), and whether
         it is a timeout that runs no command (its deadline is removed all the same)."""
         workflow = self._workflow
@@ -655,10 +692,12 @@ class ProcessActor:
                 stats.commands += 1
                 if not broken:
                     self._state, self._version = new_state, result.version
-                if slot.no_command:
-                    _resolve(slot, _NO_COMMAND)
+                if slot.done():  # the caller gave up (cancelled) while it was written
+                    pass
+                elif slot.no_command:
+                    slot.set_result(_NO_COMMAND)
                 else:
-                    _resolve(slot, Outcome(result.events, outbox, slot.snapshot_taken))
+                    slot.set_result(Outcome(result.events, outbox, slot.snapshot_taken))
                 slot = following
                 continue
             self._loaded = False  # never keep a state the store lacks: reload before the next op
@@ -666,7 +705,7 @@ class ProcessActor:
                 if not broken:
                     stats.conflicts += 1
                     slot.attempts += 1
-                if slot.attempts < max(slot.op.max_attempts, self._config.max_attempts):
+                if slot.attempts < max(slot.max_attempts, self._config.max_attempts):
                     slot.no_command = False
                     if retry_last is None:
                         retry_first = slot
@@ -693,7 +732,7 @@ _EMPTY = Outcome()
 _NO_COMMAND = Outcome(no_command=True)
 
 
-def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op) -> Prepared[Any]:
+def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op | _Slot) -> Prepared[Any]:
     """The commit of a timeout without compensation events: remove the deadline, nothing else."""
     assert op.deadline is not None
     commit = Commit(
