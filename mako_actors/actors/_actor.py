@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mako_actors._command import CommandOptions, Prepared, decide, prepare
+from mako_actors.actors import _gc_pause
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
@@ -227,13 +228,19 @@ class Runner:
         self._scheduled = False
         ready, self._ready = self._ready, []
         self.turns += 1
-        if self._load_many:
-            self._activate_all(ready)
         commits: list[Commit] = []
         flights: list[ProcessActor] = []
         slow: list[ProcessActor] = []
-        for actor in ready:
-            actor._step(commits, flights, slow)
+        # What the turn decides stays alive until its commit is answered: collections during
+        # the turn would only promote it (``_gc_pause``).
+        _gc_pause.pause()
+        try:
+            if self._load_many:
+                self._activate_all(ready)
+            for actor in ready:
+                actor._step(commits, flights, slow)
+        finally:
+            _gc_pause.resume()
         loop = asyncio.get_running_loop()
         if commits:
             self._keep(loop.create_task(self._commit(commits, flights)))
