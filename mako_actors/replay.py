@@ -52,11 +52,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic_core import to_jsonable_python
 
-from mako_actors._partition import Scan, our_references
+from mako_actors._partition import _CANDIDATES, Scan
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -64,6 +64,7 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.payloads import derive_ref
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -583,11 +584,8 @@ class _Pipeline:
             progress,
         )
         self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
-        # (tenant MP-ID, IDE / 0020 we may send) -> the trigger's key, for answers in flight
-        self.requests: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.interchanges: dict[tuple[str, str], tuple[str, ...]] = {}
-        # Triggers whose references are not in ``requests``/``interchanges`` yet (``_target_key``).
-        self.unpredicted: list[tuple[str, str, str, str, str, tuple[str, ...]]] = []
+        # The IDEs / 0020s every trigger's process may send, for answers in flight (``_target_key``).
+        self.predicted = _Predictions()
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -634,7 +632,7 @@ class _Pipeline:
                 if values is None:
                     continue  # nothing it refers to: a dead letter only
                 ref = str(values["referenced_interchange_ref"])
-                key = self._target_key(tenant, f"ic:{ref}", self.interchanges, (us, ref))
+                key = self._target_key(tenant, f"ic:{ref}", "0020", (us, ref))
                 if key is None:
                     item.exclusive = True
                     return
@@ -647,7 +645,7 @@ class _Pipeline:
                     continue  # refused by the pipeline: an APERAK with the receipt, a dead letter
                 if pid in _ANSWERS:
                     request = tx.request_ref or ""
-                    key = self._target_key(tenant, f"ide:{request}", self.requests, (us, request))
+                    key = self._target_key(tenant, f"ide:{request}", "IDE", (us, request))
                     if key is None:
                         item.exclusive = True
                         return
@@ -656,15 +654,11 @@ class _Pipeline:
                 malo_key = ("malo", us, str(tx.malo))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
                 self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
-                self.unpredicted.append((us, by, control, message.reference, tx.ide_ref, malo_key))
+                self.predicted.add(us, _trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
-        self,
-        tenant: TenantId,
-        registry_key: str,
-        predictions: dict[tuple[str, str], tuple[str, ...]],
-        reference: tuple[str, str],
+        self, tenant: TenantId, registry_key: str, kind: _Kind, reference: tuple[str, str]
     ) -> tuple[str, ...] | None:
         """The key of the process an answer names: bound already, or about to be.
 
@@ -677,13 +671,7 @@ class _Pipeline:
         target = self.view.registry.get((tenant, registry_key))
         if target is not None:
             return self.view.key_of(target.stream_id)
-        if self.unpredicted:
-            for us, by, control, message_ref, ide, key in self.unpredicted:
-                for our_ide, our_ref in our_references(by, control, message_ref, ide):
-                    self.requests[(us, our_ide)] = key
-                    self.interchanges[(us, our_ref)] = key
-            self.unpredicted.clear()
-        return predictions.get(reference)
+        return self.predicted.get(kind, reference)
 
     # -- the queues ---------------------------------------------------------------------------
 
@@ -848,6 +836,49 @@ class _Pipeline:
 
 
 _order_of = operator.attrgetter("order")
+_Kind = Literal["IDE", "0020"]
+
+
+def _trigger_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
+    """The seed the workflow derives a trigger's references from (as ``our_references``)."""
+    return f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
+
+
+class _Predictions:
+    """``our_references`` of every trigger queued, looked up by (tenant MP-ID, IDE or 0020).
+
+    Equal to deriving all of a trigger's references when it is queued and keeping, per
+    reference, the key of the last trigger that derives it, but derived lazily: one
+    (kind, message index) table at a time, the index answers hit most often first, up to the
+    trigger queued last. An answer names one kind and (nearly always) one index, so most of
+    the SHA-256s are never computed. (Only two different seeds whose references agree at
+    different indices could tell the two apart: a SHA-256 prefix collision.)
+    """
+
+    def __init__(self) -> None:
+        self._triggers: list[tuple[str, str, tuple[str, ...]]] = []  # (us, seed, key), queue order
+        # (kind, index) -> (reference -> key, how many of ``_triggers`` are in it)
+        self._tables: dict[tuple[_Kind, int], tuple[dict[tuple[str, str], tuple[str, ...]], list[int]]] = {}
+        self._hits = [0] * _CANDIDATES
+        self._order = list(range(_CANDIDATES))
+
+    def add(self, us: str, seed: str, key: tuple[str, ...]) -> None:
+        """A trigger with ``seed`` (``sender:0020:0062:IDE``) addressed to ``us`` is queued under ``key``."""
+        self._triggers.append((us, seed, key))
+
+    def get(self, kind: _Kind, reference: tuple[str, str]) -> tuple[str, ...] | None:
+        for index in self._order:
+            table, done = self._tables.setdefault((kind, index), ({}, [0]))
+            if done[0] < len(self._triggers):
+                for us, seed, trigger_key in self._triggers[done[0] :]:
+                    table[(us, derive_ref(seed, index, kind))] = trigger_key
+                done[0] = len(self._triggers)
+            found = table.get(reference)
+            if found is not None:
+                self._hits[index] += 1
+                self._order.sort(key=lambda i: -self._hits[i])  # stable: ties keep index order
+                return found
+        return None
 
 
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
