@@ -251,49 +251,70 @@ def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[An
 
 
 class _Decisions:
-    """``process_decisions``, gathered one event at a time (in any order) as a run commits them."""
+    """``process_decisions``, gathered one event at a time (in any order) as a run commits them.
+
+    Kept as tuples of plain values (lists only in ``result``): a run holds one per decision
+    until its end, and tuples of untracked values drop out of the cyclic GC's generations.
+    """
 
     def __init__(self) -> None:
-        self._streams: dict[StreamId, list[tuple[int, list[Any], Any]]] = {}
+        # stream -> [first sequence seen, its seed (None: none in it), (sequence, decision)...]
+        self._streams: dict[StreamId, list[Any]] = {}
 
     def add(self, event: EventEnvelope) -> None:
         if event.event_type.startswith("gpke."):
-            # As stored: the payload's values in their JSON form (an instant as ISO text).
-            decision = to_jsonable_python(_decision(event))
-            entry = (event.sequence, decision, event.payload.get("inbound"))
-            self._streams.setdefault(event.stream_id, []).append(entry)
+            sequence = event.sequence
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                stream = self._streams[event.stream_id] = [sequence, _seed_of(event), []]
+            elif sequence < stream[0]:
+                stream[0], stream[1] = sequence, _seed_of(event)
+            stream[2].append((sequence, _decision(event)))
 
     def result(self) -> dict[str, list[list[Any]]]:
         out: dict[str, list[list[Any]]] = {}
-        for stream_id, stream in self._streams.items():
-            stream.sort(key=lambda entry: entry[0])
-            seed = str(stream_id)
-            inbound = stream[0][2]
-            if isinstance(inbound, dict):
-                seed = ":".join(
-                    str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
-                )
-            out[seed] = [decision for _, decision, _ in stream]
+        for stream_id, (_, seed, entries) in self._streams.items():
+            entries.sort(key=_first)
+            out[seed if seed is not None else str(stream_id)] = [
+                [event_type, list(sent), *rest] for _, (event_type, sent, *rest) in entries
+            ]
         return out
 
 
-def _decision(event: EventEnvelope) -> list[Any]:
+_first = operator.itemgetter(0)
+
+
+def _seed_of(event: EventEnvelope) -> str | None:
+    """The seed a process's first event names (its ``inbound`` message), if it names one."""
+    inbound = event.payload.get("inbound")
+    if isinstance(inbound, dict):
+        return ":".join(str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref"))
+    return None
+
+
+def _decision(event: EventEnvelope) -> tuple[Any, ...]:
+    """``(event type, messages sent, code, confirmed, due, Fristen)`` as stored: the values in
+    their JSON form (an instant as ISO text)."""
     payload = event.payload
-    sent = [
-        f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
-        for v in payload.values()
-        if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
-    ]
+    sent = tuple(
+        [
+            f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
+            for v in payload.values()
+            if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
+        ]
+    )
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
-    return [
-        event.event_type,
-        sent,
-        payload.get("code"),
-        payload.get("confirmed"),
-        payload.get("answer_due") or payload.get("due_at"),
-        dict(sorted(due.items())) if isinstance(due, dict) else None,
-    ]
+    event_type, *rest = to_jsonable_python(
+        [
+            event.event_type,
+            payload.get("code"),
+            payload.get("confirmed"),
+            payload.get("answer_due") or payload.get("due_at"),
+            dict(sorted(due.items())) if isinstance(due, dict) else None,
+        ]
+    )
+    return (event_type, sent, *rest)
 
 
 def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
@@ -686,23 +707,35 @@ class _Pipeline:
         # Only interchanges count against the window: deadlines parked until the archive
         # reaches their instant must not hold back the interchanges that get it there.
         self.queued += item.deadline is None
+        queues, order = self.queues, item.order
         for key in item.keys:
-            queue = self.queues.setdefault(key, [])
-            index = bisect.bisect_right(queue, item.order, key=_order_of)
-            if index == 0 and queue and queue[0].state != "queued":
+            queue = queues.get(key)
+            if queue is None:
+                queues[key] = [item]
+                continue
+            if queue[-1].order <= order:
+                queue.append(item)  # the usual case: later than everything queued under the key
+                continue
+            index = bisect.bisect_right(queue, order, key=_order_of)
+            if index == 0 and queue[0].state != "queued":
                 index = 1  # never ahead of an item already under way
             queue.insert(index, item)
         self._check(item)
 
     def _check(self, item: _Item) -> None:
-        if item.state == "queued" and all(self.queues[key][0] is item for key in item.keys):
-            if item.deadline is not None and item.at > self._horizon():
-                if not item.parked:
-                    item.parked = True
-                    heapq.heappush(self.parked, (item.at, item.seq, item))
-            else:
-                item.state = "ready"
-                self.ready.append(item)
+        if item.state != "queued":
+            return
+        queues = self.queues
+        for key in item.keys:
+            if queues[key][0] is not item:
+                return
+        if item.deadline is not None and item.at > self._horizon():
+            if not item.parked:
+                item.parked = True
+                heapq.heappush(self.parked, (item.at, item.seq, item))
+        else:
+            item.state = "ready"
+            self.ready.append(item)
 
     def add_deadline(self, deadline: Deadline) -> None:
         """A commit set ``deadline``: queue its firing under its process's key."""
@@ -714,7 +747,10 @@ class _Pipeline:
         self.queued -= item.deadline is None
         for key in item.keys:
             queue = self.queues[key]
-            queue.remove(item)
+            if queue[0] is item:
+                del queue[0]  # always so: an item runs only at the head of its queues
+            else:
+                queue.remove(item)
             if queue:
                 self._check(queue[0])
             else:
