@@ -698,41 +698,37 @@ class InboundPipeline:
         return None
 
     async def _route(self, tx: InboundTransaction, refusals: list[dict[str, Any]]) -> MessageOutcome:
-        interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+        interchange, transaction = tx.interchange, tx.transaction
         pid = tx.pid
-
-        def outcome(kind: Outcome, process_id: ProcessId | None = None, detail: str = "") -> MessageOutcome:
-            return MessageOutcome(message.reference, pid, transaction.ide_ref, kind, process_id, detail)
-
-        async def refuse(code: str, text: str, error: EngineError) -> MessageOutcome:
-            refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
-            reason = f"{type(error).__name__}: {error}"
-            audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
-            await self._dead_letter("inbound", reason, audit)
-            return replace(outcome("dead_letter", detail=reason), refused=code)
-
         family = self._family(pid)
         if family is None:
             if not pid:
-                return await refuse("Z29", "PID (RFF+Z13) missing", InvalidArgument("no PID (RFF+Z13)"))
+                return await self._refuse(
+                    tx, refusals, "Z29", "PID (RFF+Z13) missing", InvalidArgument("no PID (RFF+Z13)")
+                )
             text = f"PID {pid} is not a process this market partner handles"
-            return await refuse("Z31", text, UnhandledPid(f"no market process family handles PID {pid!r}"))
+            error = UnhandledPid(f"no market process family handles PID {pid!r}")
+            return await self._refuse(tx, refusals, "Z31", text, error)
         try:
             for _ in range(3):  # a concurrent trigger may take the same registry key
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
-                    return outcome("duplicate", detail=decision.detail)
+                    return _outcome(tx, "duplicate", detail=decision.detail)
                 if isinstance(decision, Refuse):
-                    return await refuse(decision.code, decision.text, InvalidArgument(decision.text))
+                    return await self._refuse(
+                        tx, refusals, decision.code, decision.text, InvalidArgument(decision.text)
+                    )
                 if isinstance(decision, Resume):
                     identity = await self._store.lookup(tx.tenant, decision.key)
                     if identity is None:
-                        return await refuse("Z10", decision.unknown, InvalidArgument(decision.unknown))
+                        return await self._refuse(
+                            tx, refusals, "Z10", decision.unknown, InvalidArgument(decision.unknown)
+                        )
                     handle = self._host.resume(identity)
                     await handle.execute_and_enqueue_with(
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
-                    return outcome("routed", identity.process_id)
+                    return _outcome(tx, "routed", identity.process_id)
                 if self._routed_spawn and decision.routing_key:
                     spawn: Any = self._host.spawn
                     handle = spawn(
@@ -744,14 +740,25 @@ class InboundPipeline:
                     await handle.execute_and_enqueue_with(
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
-                    return outcome("started", handle.identity().process_id)
+                    return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
                     continue
             raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
             if exc.transient:
                 raise
-            return await refuse("Z35", f"not processable: {exc}", exc)
+            return await self._refuse(tx, refusals, "Z35", f"not processable: {exc}", exc)
+
+    async def _refuse(
+        self, tx: InboundTransaction, refusals: list[dict[str, Any]], code: str, text: str, error: EngineError
+    ) -> MessageOutcome:
+        """Refuse one transaction: a negative APERAK (``code``) with the receipt, and a dead letter."""
+        interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+        refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
+        reason = f"{type(error).__name__}: {error}"
+        audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
+        await self._dead_letter("inbound", reason, audit)
+        return replace(_outcome(tx, "dead_letter", detail=reason), refused=code)
 
     async def _acknowledgement(
         self, tenant: TenantId, interchange: Interchange, message: Message, received_at: datetime
@@ -808,6 +815,12 @@ class InboundPipeline:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _outcome(
+    tx: InboundTransaction, kind: Outcome, process_id: ProcessId | None = None, detail: str = ""
+) -> MessageOutcome:
+    return MessageOutcome(tx.message.reference, tx.pid, tx.transaction.ide_ref, kind, process_id, detail)
 
 
 def _refusal(

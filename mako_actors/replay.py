@@ -506,25 +506,30 @@ class _RunView:
         return await self._store.cancel_deadline(deadline_id)
 
     def _observe(self, commit: Commit, result: CommitResult) -> None:
+        events = result.events
         self.events += len(commit.events)
         self.outbox += len(commit.outbox)
         stream = commit.stream_id
-        if self.cache_receipts and result.events and result.events[0].workflow_id.name == RECEIPT_WORKFLOW:
-            if stream in self.receipts:
-                self.receipts[stream].extend(result.events)
-            elif stream not in self.touched and result.events[0].sequence == 1:
-                self.receipts[stream] = list(result.events)
+        if self.cache_receipts and events and events[0].workflow_id.name == RECEIPT_WORKFLOW:
+            cached = self.receipts.get(stream)
+            if cached is not None:
+                cached.extend(events)
+            elif stream not in self.touched and events[0].sequence == 1:
+                self.receipts[stream] = list(events)
             if commit.snapshot is not None or any(
-                e.event_type == "inbox.interchange_processed" for e in result.events
+                e.event_type == "inbox.interchange_processed" for e in events
             ):
                 self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
         self.touched.add(stream)
         if self.fresh:
-            for event in result.events:
-                self.decisions.add(event)
+            add = self.decisions.add
+            for event in events:
+                add(event)
         for key, identity in commit.registry:
-            self.registry[(identity.tenant_id, key)] = identity
-            dependency = self.tx_keys.get((identity.tenant_id, key))
+            tenant_key = (identity.tenant_id, key)
+            self.registry[tenant_key] = identity
+            # A transaction is bound once: its dependency is not needed again.
+            dependency = self.tx_keys.pop(tenant_key, None)
             if dependency is not None:
                 self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
