@@ -399,6 +399,9 @@ class InboundPipeline:
         elif router is not None or master_data is not None:
             raise InvalidArgument("InboundPipeline: give router/master_data to the family, not beside it")
         self._families = tuple(families)
+        # PID -> the family that handles it (``_family``, for every transaction); a family's
+        # ``handles`` depends on the PID alone.
+        self._by_pid: dict[str, ProcessFamily | None] = {}
         # A partitioned host places a trigger's process by the family's routing key (the MaLo).
         self._routed_spawn = "routing_key" in inspect.signature(host.spawn).parameters
         self._accept_test = accept_test
@@ -691,11 +694,16 @@ class InboundPipeline:
         return self._family(pid) is not None
 
     def _family(self, pid: str | None) -> ProcessFamily | None:
-        if pid:
-            for family in self._families:
-                if family.handles(pid):
-                    return family
-        return None
+        if not pid:
+            return None
+        try:
+            return self._by_pid[pid]
+        except KeyError:
+            pass
+        found = next((family for family in self._families if family.handles(pid)), None)
+        if len(self._by_pid) < 1024:  # a few PIDs in practice; garbage ones must not grow it
+            self._by_pid[pid] = found
+        return found
 
     async def _route(self, tx: InboundTransaction, refusals: list[dict[str, Any]]) -> MessageOutcome:
         interchange, transaction = tx.interchange, tx.transaction
