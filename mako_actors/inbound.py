@@ -220,6 +220,9 @@ _RECEIPT_STATE_SET = set(ReceiptState.model_fields)
 _PENDING_SET = set(PendingOutbox.model_fields)
 _OUTCOME_SET = {"outcomes", "refused"}
 _PROCESSED_SET = {"outcomes", "refusals"}  # as validation sets them (``kind`` is a default)
+# Every field given (as ``_record_receipt`` builds them): shared by all, the models are frozen.
+_RECEIVED_SET = set(InterchangeReceived.model_fields)
+_RECORD_SET = set(RecordReceipt.model_fields)
 
 
 def _receipt_state(
@@ -632,6 +635,7 @@ class InboundPipeline:
                 "messages": messages,
                 "error": result.error,
             },
+            _RECEIVED_SET,
         )
         command = trusted(
             RecordReceipt,
@@ -641,6 +645,7 @@ class InboundPipeline:
                 "contrl": contrl,
                 "processed": processed,
             },
+            _RECORD_SET,
         )
         if handle is None:
             handle = self._receipt_handle(result)
