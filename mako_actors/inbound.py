@@ -411,6 +411,7 @@ class InboundPipeline:
         self._clock = clock
         # Where receipt streams run (``mako-inbox``): plain processes on ``store`` unless given.
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
+        self._receipts_in_store = receipts is None  # their streams are ``store``'s
         self._receipt_after_routing = receipt_after_routing
 
     async def ingest(
@@ -573,6 +574,8 @@ class InboundPipeline:
     async def _receipt_is_new(self, handle: Handle, digest: str) -> bool:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
         bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write."""
+        if self._receipts_in_store and not await self._store.stream_version(handle.identity().stream_id):
+            return True  # nothing under this reference yet (the usual case): no state to rebuild
         state: ReceiptState = await handle.state()
         return not (state.received and (state.accepted or state.sha256 == digest))
 
