@@ -118,7 +118,11 @@ class ProcessHandle(Generic[C, S]):
                 "conversation_id": ConversationId.new(),
                 "causation_id": None,
             },
+            _CONTEXT_SET,
         )
+
+
+_CONTEXT_SET = set(CommandContext.model_fields)  # every field given; shared, the model is frozen
 
 
 @functools.lru_cache(maxsize=4096)

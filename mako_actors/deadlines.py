@@ -10,11 +10,12 @@ stored, not scheduled in memory.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 
-from mako_actors.envelope import AwareUtc, PlainModel
+from mako_actors.envelope import AwareUtc, PlainModel, ProcessIdentity, trusted
 from mako_actors.ids import DeadlineId, EventId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 
@@ -25,6 +26,26 @@ class PendingDeadline(PlainModel):
     label: str
     due_at: AwareUtc
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, label: str, due_at: datetime, payload: dict[str, Any] | None = None) -> PendingDeadline:
+        """``PendingDeadline(label=label, due_at=due_at[, payload=payload])``, for a workflow's hot path.
+
+        Values of their fields' types already (a ``str``, an aware ``datetime``, a ``dict``) are
+        taken without pydantic's validation, as it would take them (``due_at`` in UTC, the
+        payload a shallow copy); anything else is validated, and refused, as the constructor does.
+        """
+        if type(label) is str and type(due_at) is datetime and due_at.tzinfo is not None:
+            if payload is None:
+                return trusted(
+                    cls, {"label": label, "due_at": due_at.astimezone(UTC), "payload": {}}, _SET_NO_PAYLOAD
+                )
+            if type(payload) is dict:
+                fields = {"label": label, "due_at": due_at.astimezone(UTC), "payload": dict(payload)}
+                return trusted(cls, fields, _PENDING_SET)
+        if payload is None:
+            return cls(label=label, due_at=due_at)
+        return cls(label=label, due_at=due_at, payload=payload)
 
 
 class Deadline(PlainModel):
@@ -39,3 +60,42 @@ class Deadline(PlainModel):
     due_at: AwareUtc
     payload: dict[str, Any] = Field(default_factory=dict)
     causation_event_id: EventId | None = None
+
+    @classmethod
+    def of_pending(
+        cls,
+        pending: PendingDeadline,
+        deadline_id: DeadlineId,
+        identity: ProcessIdentity,
+        cause: EventId | None,
+    ) -> Deadline:
+        """The row of ``pending`` for the process ``identity``, set by the event ``cause``.
+
+        Equal to ``Deadline(...)`` of those values (every field given), built without
+        validating them again: the ids come typed from ``identity`` and ``pending`` was checked
+        when it was made. An id of another type is validated as the constructor does.
+        """
+        fields = {
+            "deadline_id": deadline_id,
+            "stream_id": identity.stream_id,
+            "process_id": identity.process_id,
+            "tenant_id": identity.tenant_id,
+            "workflow_id": identity.workflow_id,
+            "label": pending.label,
+            "due_at": pending.due_at,
+            "payload": pending.payload,
+            "causation_event_id": cause,
+        }
+        if (
+            type(deadline_id) is DeadlineId
+            and (cause is None or type(cause) is EventId)
+            and type(pending) is PendingDeadline
+        ):
+            fields["payload"] = dict(pending.payload)  # validation copies it too
+            return trusted(cls, fields, _DEADLINE_SET)
+        return cls(**fields)
+
+
+_SET_NO_PAYLOAD = {"label", "due_at"}  # shared: the models are frozen (see ``trusted``)
+_PENDING_SET = {"label", "due_at", "payload"}
+_DEADLINE_SET = set(Deadline.model_fields)

@@ -126,7 +126,8 @@ class ProcessFamily(Protocol):
     name: str
 
     def handles(self, pid: str) -> bool:
-        """Whether transactions with this PID belong to the family."""
+        """Whether transactions with this PID belong to the family (on the PID alone: the
+        pipeline remembers the answer per PID)."""
         ...
 
     async def route(self, tx: InboundTransaction, reads: Reads) -> Decision:

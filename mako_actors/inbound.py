@@ -220,6 +220,9 @@ _RECEIPT_STATE_SET = set(ReceiptState.model_fields)
 _PENDING_SET = set(PendingOutbox.model_fields)
 _OUTCOME_SET = {"outcomes", "refused"}
 _PROCESSED_SET = {"outcomes", "refusals"}  # as validation sets them (``kind`` is a default)
+# Every field given (as ``_record_receipt`` builds them): shared by all, the models are frozen.
+_RECEIVED_SET = set(InterchangeReceived.model_fields)
+_RECORD_SET = set(RecordReceipt.model_fields)
 
 
 def _receipt_state(
@@ -399,12 +402,16 @@ class InboundPipeline:
         elif router is not None or master_data is not None:
             raise InvalidArgument("InboundPipeline: give router/master_data to the family, not beside it")
         self._families = tuple(families)
+        # PID -> the family that handles it (``_family``, for every transaction); a family's
+        # ``handles`` depends on the PID alone.
+        self._by_pid: dict[str, ProcessFamily | None] = {}
         # A partitioned host places a trigger's process by the family's routing key (the MaLo).
         self._routed_spawn = "routing_key" in inspect.signature(host.spawn).parameters
         self._accept_test = accept_test
         self._clock = clock
         # Where receipt streams run (``mako-inbox``): plain processes on ``store`` unless given.
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
+        self._receipts_in_store = receipts is None  # their streams are ``store``'s
         self._receipt_after_routing = receipt_after_routing
 
     async def ingest(
@@ -567,6 +574,8 @@ class InboundPipeline:
     async def _receipt_is_new(self, handle: Handle, digest: str) -> bool:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
         bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write."""
+        if self._receipts_in_store and not await self._store.stream_version(handle.identity().stream_id):
+            return True  # nothing under this reference yet (the usual case): no state to rebuild
         state: ReceiptState = await handle.state()
         return not (state.received and (state.accepted or state.sha256 == digest))
 
@@ -629,6 +638,7 @@ class InboundPipeline:
                 "messages": messages,
                 "error": result.error,
             },
+            _RECEIVED_SET,
         )
         command = trusted(
             RecordReceipt,
@@ -638,6 +648,7 @@ class InboundPipeline:
                 "contrl": contrl,
                 "processed": processed,
             },
+            _RECORD_SET,
         )
         if handle is None:
             handle = self._receipt_handle(result)
@@ -691,48 +702,49 @@ class InboundPipeline:
         return self._family(pid) is not None
 
     def _family(self, pid: str | None) -> ProcessFamily | None:
-        if pid:
-            for family in self._families:
-                if family.handles(pid):
-                    return family
-        return None
+        if not pid:
+            return None
+        try:
+            return self._by_pid[pid]
+        except KeyError:
+            pass
+        found = next((family for family in self._families if family.handles(pid)), None)
+        if len(self._by_pid) < 1024:  # a few PIDs in practice; garbage ones must not grow it
+            self._by_pid[pid] = found
+        return found
 
     async def _route(self, tx: InboundTransaction, refusals: list[dict[str, Any]]) -> MessageOutcome:
-        interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+        interchange, transaction = tx.interchange, tx.transaction
         pid = tx.pid
-
-        def outcome(kind: Outcome, process_id: ProcessId | None = None, detail: str = "") -> MessageOutcome:
-            return MessageOutcome(message.reference, pid, transaction.ide_ref, kind, process_id, detail)
-
-        async def refuse(code: str, text: str, error: EngineError) -> MessageOutcome:
-            refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
-            reason = f"{type(error).__name__}: {error}"
-            audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
-            await self._dead_letter("inbound", reason, audit)
-            return replace(outcome("dead_letter", detail=reason), refused=code)
-
         family = self._family(pid)
         if family is None:
             if not pid:
-                return await refuse("Z29", "PID (RFF+Z13) missing", InvalidArgument("no PID (RFF+Z13)"))
+                return await self._refuse(
+                    tx, refusals, "Z29", "PID (RFF+Z13) missing", InvalidArgument("no PID (RFF+Z13)")
+                )
             text = f"PID {pid} is not a process this market partner handles"
-            return await refuse("Z31", text, UnhandledPid(f"no market process family handles PID {pid!r}"))
+            error = UnhandledPid(f"no market process family handles PID {pid!r}")
+            return await self._refuse(tx, refusals, "Z31", text, error)
         try:
             for _ in range(3):  # a concurrent trigger may take the same registry key
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
-                    return outcome("duplicate", detail=decision.detail)
+                    return _outcome(tx, "duplicate", detail=decision.detail)
                 if isinstance(decision, Refuse):
-                    return await refuse(decision.code, decision.text, InvalidArgument(decision.text))
+                    return await self._refuse(
+                        tx, refusals, decision.code, decision.text, InvalidArgument(decision.text)
+                    )
                 if isinstance(decision, Resume):
                     identity = await self._store.lookup(tx.tenant, decision.key)
                     if identity is None:
-                        return await refuse("Z10", decision.unknown, InvalidArgument(decision.unknown))
+                        return await self._refuse(
+                            tx, refusals, "Z10", decision.unknown, InvalidArgument(decision.unknown)
+                        )
                     handle = self._host.resume(identity)
                     await handle.execute_and_enqueue_with(
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
-                    return outcome("routed", identity.process_id)
+                    return _outcome(tx, "routed", identity.process_id)
                 if self._routed_spawn and decision.routing_key:
                     spawn: Any = self._host.spawn
                     handle = spawn(
@@ -744,14 +756,25 @@ class InboundPipeline:
                     await handle.execute_and_enqueue_with(
                         decision.command, handle.context_for_inbound(interchange.correlation_ref)
                     )
-                    return outcome("started", handle.identity().process_id)
+                    return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
                     continue
             raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
             if exc.transient:
                 raise
-            return await refuse("Z35", f"not processable: {exc}", exc)
+            return await self._refuse(tx, refusals, "Z35", f"not processable: {exc}", exc)
+
+    async def _refuse(
+        self, tx: InboundTransaction, refusals: list[dict[str, Any]], code: str, text: str, error: EngineError
+    ) -> MessageOutcome:
+        """Refuse one transaction: a negative APERAK (``code``) with the receipt, and a dead letter."""
+        interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+        refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
+        reason = f"{type(error).__name__}: {error}"
+        audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
+        await self._dead_letter("inbound", reason, audit)
+        return replace(_outcome(tx, "dead_letter", detail=reason), refused=code)
 
     async def _acknowledgement(
         self, tenant: TenantId, interchange: Interchange, message: Message, received_at: datetime
@@ -808,6 +831,12 @@ class InboundPipeline:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _outcome(
+    tx: InboundTransaction, kind: Outcome, process_id: ProcessId | None = None, detail: str = ""
+) -> MessageOutcome:
+    return MessageOutcome(tx.message.reference, tx.pid, tx.transaction.ide_ref, kind, process_id, detail)
 
 
 def _refusal(

@@ -52,11 +52,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic_core import to_jsonable_python
 
-from mako_actors._partition import Scan, our_references
+from mako_actors._partition import _CANDIDATES, Scan
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -64,6 +64,7 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.payloads import derive_ref
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -250,49 +251,70 @@ def process_decisions(events: Iterable[EventEnvelope]) -> dict[str, list[list[An
 
 
 class _Decisions:
-    """``process_decisions``, gathered one event at a time (in any order) as a run commits them."""
+    """``process_decisions``, gathered one event at a time (in any order) as a run commits them.
+
+    Kept as tuples of plain values (lists only in ``result``): a run holds one per decision
+    until its end, and tuples of untracked values drop out of the cyclic GC's generations.
+    """
 
     def __init__(self) -> None:
-        self._streams: dict[StreamId, list[tuple[int, list[Any], Any]]] = {}
+        # stream -> [first sequence seen, its seed (None: none in it), (sequence, decision)...]
+        self._streams: dict[StreamId, list[Any]] = {}
 
     def add(self, event: EventEnvelope) -> None:
         if event.event_type.startswith("gpke."):
-            # As stored: the payload's values in their JSON form (an instant as ISO text).
-            decision = to_jsonable_python(_decision(event))
-            entry = (event.sequence, decision, event.payload.get("inbound"))
-            self._streams.setdefault(event.stream_id, []).append(entry)
+            sequence = event.sequence
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                stream = self._streams[event.stream_id] = [sequence, _seed_of(event), []]
+            elif sequence < stream[0]:
+                stream[0], stream[1] = sequence, _seed_of(event)
+            stream[2].append((sequence, _decision(event)))
 
     def result(self) -> dict[str, list[list[Any]]]:
         out: dict[str, list[list[Any]]] = {}
-        for stream_id, stream in self._streams.items():
-            stream.sort(key=lambda entry: entry[0])
-            seed = str(stream_id)
-            inbound = stream[0][2]
-            if isinstance(inbound, dict):
-                seed = ":".join(
-                    str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref")
-                )
-            out[seed] = [decision for _, decision, _ in stream]
+        for stream_id, (_, seed, entries) in self._streams.items():
+            entries.sort(key=_first)
+            out[seed if seed is not None else str(stream_id)] = [
+                [event_type, list(sent), *rest] for _, (event_type, sent, *rest) in entries
+            ]
         return out
 
 
-def _decision(event: EventEnvelope) -> list[Any]:
+_first = operator.itemgetter(0)
+
+
+def _seed_of(event: EventEnvelope) -> str | None:
+    """The seed a process's first event names (its ``inbound`` message), if it names one."""
+    inbound = event.payload.get("inbound")
+    if isinstance(inbound, dict):
+        return ":".join(str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref"))
+    return None
+
+
+def _decision(event: EventEnvelope) -> tuple[Any, ...]:
+    """``(event type, messages sent, code, confirmed, due, Fristen)`` as stored: the values in
+    their JSON form (an instant as ISO text)."""
     payload = event.payload
-    sent = [
-        f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
-        for v in payload.values()
-        if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
-    ]
+    sent = tuple(
+        [
+            f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
+            for v in payload.values()
+            if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
+        ]
+    )
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
-    return [
-        event.event_type,
-        sent,
-        payload.get("code"),
-        payload.get("confirmed"),
-        payload.get("answer_due") or payload.get("due_at"),
-        dict(sorted(due.items())) if isinstance(due, dict) else None,
-    ]
+    event_type, *rest = to_jsonable_python(
+        [
+            event.event_type,
+            payload.get("code"),
+            payload.get("confirmed"),
+            payload.get("answer_due") or payload.get("due_at"),
+            dict(sorted(due.items())) if isinstance(due, dict) else None,
+        ]
+    )
+    return (event_type, sent, *rest)
 
 
 def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
@@ -484,25 +506,30 @@ class _RunView:
         return await self._store.cancel_deadline(deadline_id)
 
     def _observe(self, commit: Commit, result: CommitResult) -> None:
+        events = result.events
         self.events += len(commit.events)
         self.outbox += len(commit.outbox)
         stream = commit.stream_id
-        if self.cache_receipts and result.events and result.events[0].workflow_id.name == RECEIPT_WORKFLOW:
-            if stream in self.receipts:
-                self.receipts[stream].extend(result.events)
-            elif stream not in self.touched and result.events[0].sequence == 1:
-                self.receipts[stream] = list(result.events)
+        if self.cache_receipts and events and events[0].workflow_id.name == RECEIPT_WORKFLOW:
+            cached = self.receipts.get(stream)
+            if cached is not None:
+                cached.extend(events)
+            elif stream not in self.touched and events[0].sequence == 1:
+                self.receipts[stream] = list(events)
             if commit.snapshot is not None or any(
-                e.event_type == "inbox.interchange_processed" for e in result.events
+                e.event_type == "inbox.interchange_processed" for e in events
             ):
                 self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
         self.touched.add(stream)
         if self.fresh:
-            for event in result.events:
-                self.decisions.add(event)
+            add = self.decisions.add
+            for event in events:
+                add(event)
         for key, identity in commit.registry:
-            self.registry[(identity.tenant_id, key)] = identity
-            dependency = self.tx_keys.get((identity.tenant_id, key))
+            tenant_key = (identity.tenant_id, key)
+            self.registry[tenant_key] = identity
+            # A transaction is bound once: its dependency is not needed again.
+            dependency = self.tx_keys.pop(tenant_key, None)
             if dependency is not None:
                 self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
@@ -583,11 +610,8 @@ class _Pipeline:
             progress,
         )
         self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
-        # (tenant MP-ID, IDE / 0020 we may send) -> the trigger's key, for answers in flight
-        self.requests: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.interchanges: dict[tuple[str, str], tuple[str, ...]] = {}
-        # Triggers whose references are not in ``requests``/``interchanges`` yet (``_target_key``).
-        self.unpredicted: list[tuple[str, str, str, str, str, tuple[str, ...]]] = []
+        # The IDEs / 0020s every trigger's process may send, for answers in flight (``_target_key``).
+        self.predicted = _Predictions()
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -634,7 +658,7 @@ class _Pipeline:
                 if values is None:
                     continue  # nothing it refers to: a dead letter only
                 ref = str(values["referenced_interchange_ref"])
-                key = self._target_key(tenant, f"ic:{ref}", self.interchanges, (us, ref))
+                key = self._target_key(tenant, f"ic:{ref}", "0020", (us, ref))
                 if key is None:
                     item.exclusive = True
                     return
@@ -647,7 +671,7 @@ class _Pipeline:
                     continue  # refused by the pipeline: an APERAK with the receipt, a dead letter
                 if pid in _ANSWERS:
                     request = tx.request_ref or ""
-                    key = self._target_key(tenant, f"ide:{request}", self.requests, (us, request))
+                    key = self._target_key(tenant, f"ide:{request}", "IDE", (us, request))
                     if key is None:
                         item.exclusive = True
                         return
@@ -656,15 +680,11 @@ class _Pipeline:
                 malo_key = ("malo", us, str(tx.malo))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
                 self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
-                self.unpredicted.append((us, by, control, message.reference, tx.ide_ref, malo_key))
+                self.predicted.add(us, _trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
-        self,
-        tenant: TenantId,
-        registry_key: str,
-        predictions: dict[tuple[str, str], tuple[str, ...]],
-        reference: tuple[str, str],
+        self, tenant: TenantId, registry_key: str, kind: _Kind, reference: tuple[str, str]
     ) -> tuple[str, ...] | None:
         """The key of the process an answer names: bound already, or about to be.
 
@@ -677,13 +697,7 @@ class _Pipeline:
         target = self.view.registry.get((tenant, registry_key))
         if target is not None:
             return self.view.key_of(target.stream_id)
-        if self.unpredicted:
-            for us, by, control, message_ref, ide, key in self.unpredicted:
-                for our_ide, our_ref in our_references(by, control, message_ref, ide):
-                    self.requests[(us, our_ide)] = key
-                    self.interchanges[(us, our_ref)] = key
-            self.unpredicted.clear()
-        return predictions.get(reference)
+        return self.predicted.get(kind, reference)
 
     # -- the queues ---------------------------------------------------------------------------
 
@@ -698,23 +712,35 @@ class _Pipeline:
         # Only interchanges count against the window: deadlines parked until the archive
         # reaches their instant must not hold back the interchanges that get it there.
         self.queued += item.deadline is None
+        queues, order = self.queues, item.order
         for key in item.keys:
-            queue = self.queues.setdefault(key, [])
-            index = bisect.bisect_right(queue, item.order, key=_order_of)
-            if index == 0 and queue and queue[0].state != "queued":
+            queue = queues.get(key)
+            if queue is None:
+                queues[key] = [item]
+                continue
+            if queue[-1].order <= order:
+                queue.append(item)  # the usual case: later than everything queued under the key
+                continue
+            index = bisect.bisect_right(queue, order, key=_order_of)
+            if index == 0 and queue[0].state != "queued":
                 index = 1  # never ahead of an item already under way
             queue.insert(index, item)
         self._check(item)
 
     def _check(self, item: _Item) -> None:
-        if item.state == "queued" and all(self.queues[key][0] is item for key in item.keys):
-            if item.deadline is not None and item.at > self._horizon():
-                if not item.parked:
-                    item.parked = True
-                    heapq.heappush(self.parked, (item.at, item.seq, item))
-            else:
-                item.state = "ready"
-                self.ready.append(item)
+        if item.state != "queued":
+            return
+        queues = self.queues
+        for key in item.keys:
+            if queues[key][0] is not item:
+                return
+        if item.deadline is not None and item.at > self._horizon():
+            if not item.parked:
+                item.parked = True
+                heapq.heappush(self.parked, (item.at, item.seq, item))
+        else:
+            item.state = "ready"
+            self.ready.append(item)
 
     def add_deadline(self, deadline: Deadline) -> None:
         """A commit set ``deadline``: queue its firing under its process's key."""
@@ -726,7 +752,10 @@ class _Pipeline:
         self.queued -= item.deadline is None
         for key in item.keys:
             queue = self.queues[key]
-            queue.remove(item)
+            if queue[0] is item:
+                del queue[0]  # always so: an item runs only at the head of its queues
+            else:
+                queue.remove(item)
             if queue:
                 self._check(queue[0])
             else:
@@ -848,6 +877,49 @@ class _Pipeline:
 
 
 _order_of = operator.attrgetter("order")
+_Kind = Literal["IDE", "0020"]
+
+
+def _trigger_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
+    """The seed the workflow derives a trigger's references from (as ``our_references``)."""
+    return f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
+
+
+class _Predictions:
+    """``our_references`` of every trigger queued, looked up by (tenant MP-ID, IDE or 0020).
+
+    Equal to deriving all of a trigger's references when it is queued and keeping, per
+    reference, the key of the last trigger that derives it, but derived lazily: one
+    (kind, message index) table at a time, the index answers hit most often first, up to the
+    trigger queued last. An answer names one kind and (nearly always) one index, so most of
+    the SHA-256s are never computed. (Only two different seeds whose references agree at
+    different indices could tell the two apart: a SHA-256 prefix collision.)
+    """
+
+    def __init__(self) -> None:
+        self._triggers: list[tuple[str, str, tuple[str, ...]]] = []  # (us, seed, key), queue order
+        # (kind, index) -> (reference -> key, how many of ``_triggers`` are in it)
+        self._tables: dict[tuple[_Kind, int], tuple[dict[tuple[str, str], tuple[str, ...]], list[int]]] = {}
+        self._hits = [0] * _CANDIDATES
+        self._order = list(range(_CANDIDATES))
+
+    def add(self, us: str, seed: str, key: tuple[str, ...]) -> None:
+        """A trigger with ``seed`` (``sender:0020:0062:IDE``) addressed to ``us`` is queued under ``key``."""
+        self._triggers.append((us, seed, key))
+
+    def get(self, kind: _Kind, reference: tuple[str, str]) -> tuple[str, ...] | None:
+        for index in self._order:
+            table, done = self._tables.setdefault((kind, index), ({}, [0]))
+            if done[0] < len(self._triggers):
+                for us, seed, trigger_key in self._triggers[done[0] :]:
+                    table[(us, derive_ref(seed, index, kind))] = trigger_key
+                done[0] = len(self._triggers)
+            found = table.get(reference)
+            if found is not None:
+                self._hits[index] += 1
+                self._order.sort(key=lambda i: -self._hits[i])  # stable: ties keep index order
+                return found
+        return None
 
 
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
