@@ -71,10 +71,22 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
 def _maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
     """``built`` for one class, its template looked up once (tens of thousands of calls per
     replay: events, references, outbox entries)."""
+    make: Callable[..., M] = _keyword_maker(cls)  # ``functools.cache`` hides the type
+
+    def make_from(values: dict[str, Any]) -> M:
+        return make(**values)
+
+    return make_from
+
+
+@functools.cache
+def _keyword_maker(cls: type[M]) -> Callable[..., M]:
+    """``built`` for one class, the values as keyword arguments: the form ``unvalidated`` hands
+    out, so each of the ~12 models a message builds costs one call, not two."""
     template, required, factories = _template(cls)
     size = len(template)
 
-    def make(values: dict[str, Any]) -> M:
+    def make(**values: Any) -> M:
         fields = {**template, **values}  # keeps the template's order; unknown names come last
         if len(fields) != size:
             raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
@@ -94,6 +106,7 @@ def _maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
         _set_private(model, None)
         return model
 
+    make.__name__ = f"unvalidated({cls.__name__})"
     return make
 
 
@@ -114,20 +127,12 @@ if TYPE_CHECKING:
 
     def unvalidated(cls: type[M]) -> type[M]:
         """``cls`` itself to the type checker, so ``unvalidated(Event)(field=...)`` is checked
-        against the model's fields like ``Event(field=...)``; at run time it calls ``built``."""
+        against the model's fields like ``Event(field=...)``; at run time it is ``built`` taking
+        the values as keywords (one call per model, the maker cached per class)."""
         ...
 
 else:
-
-    @functools.cache
-    def unvalidated(cls: type[M]) -> Callable[..., M]:
-        maker: Callable[[dict[str, Any]], M] = _maker(cls)
-
-        def make(**values: Any) -> M:
-            return maker(values)
-
-        make.__name__ = f"unvalidated({cls.__name__})"
-        return make
+    unvalidated = _keyword_maker
 
 
 _DATETIME_JSON = TypeAdapter(datetime).serializer

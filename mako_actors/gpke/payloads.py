@@ -15,7 +15,7 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import _maker, built, json_value
+from mako_actors.gpke._models import built, json_value, unvalidated
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -108,18 +108,20 @@ class OutboundRef(BaseModel):
         ide = None
         if message_type == "UTILMD":
             ide = "T" + sha256(base + b"IDE").hexdigest()[:19].upper()
-        make: Callable[[dict[str, Any]], OutboundRef] = _maker(cls)
+        make = _make_ref if cls is OutboundRef else unvalidated(cls)
         return make(
-            {
-                "message_type": message_type,
-                "pid": pid,
-                "recipient": recipient,
-                "interchange_ref": "N" + sha256(base + b"0020").hexdigest()[:13].upper(),
-                "message_ref": "M" + sha256(base + b"0062").hexdigest()[:13].upper(),
-                "document_number": "D" + sha256(base + b"1004").hexdigest()[:19].upper(),
-                "ide_ref": ide,
-            },
+            message_type=message_type,
+            pid=pid,
+            recipient=recipient,
+            interchange_ref="N" + sha256(base + b"0020").hexdigest()[:13].upper(),
+            message_ref="M" + sha256(base + b"0062").hexdigest()[:13].upper(),
+            document_number="D" + sha256(base + b"1004").hexdigest()[:19].upper(),
+            ide_ref=ide,
         )
+
+
+# Every field given, in declaration order: ``derive`` runs for every message we send.
+_make_ref = unvalidated(OutboundRef)
 
 
 class EnvelopePayload(BaseModel):
