@@ -79,7 +79,7 @@ from mako_actors.gpke.fristen import (
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, OutboundRef, aperak_payload, utilmd_payload
 from mako_actors.gpke.state import GpkeState, Status
-from mako_actors.gpke.supply import SupplyFact, supply_key
+from mako_actors.gpke.supply import fact_entry, supply_key
 from mako_actors.gpke.validation import (
     AHB_RULES,
     AhbFinding,
@@ -154,7 +154,7 @@ class _Out:
     deadlines: list[PendingDeadline] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
-    journal: list[SupplyFact] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)  # supply facts as stored
 
     def ref(
         self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
@@ -188,7 +188,7 @@ class _Out:
         journal: tuple[tuple[str, dict[str, Any]], ...] = ()
         if self.journal:
             key = supply_key(self.malo)
-            journal = tuple((key, f.to_entry()) for f in self.journal)
+            journal = tuple((key, entry) for entry in self.journal)
         return _output(
             events=tuple(self.events),
             outbox=tuple(self.outbox),
@@ -355,7 +355,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return out.output()
         out.keys.append(malo_key(cmd.malo, cmd.malo_key_generation))
         out.journal.append(
-            unvalidated(SupplyFact)(
+            fact_entry(
                 kind="claimed",
                 supplier=cmd.sender,
                 at=cmd.zuordnungsbeginn,
@@ -426,10 +426,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         assert s.zuordnungsbeginn is not None
         if confirmed:
             out.journal.append(
-                unvalidated(SupplyFact)(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+                fact_entry(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
             )
         else:
-            out.journal.append(unvalidated(SupplyFact)(kind="released", process=s.seed))
+            out.journal.append(fact_entry(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(
@@ -560,9 +560,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = reason == Reason.ABMELDUNG_APPROVED
         if confirmed:
             out.journal.append(
-                unvalidated(SupplyFact)(
-                    kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed
-                )
+                fact_entry(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
             )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(

@@ -35,7 +35,7 @@ from mako_actors.gpke.payloads import (
     derive_request_refs,
     utilmd_payload,
 )
-from mako_actors.gpke.supply import SupplyFact
+from mako_actors.gpke.supply import SupplyFact, fact_entry
 from mako_actors.outbox import PendingOutbox
 from mako_actors.replay import _all_events, load_master_data, replay_directory
 from mako_actors.workflow import WorkflowOutput
@@ -329,6 +329,10 @@ def test_journal_entries_dump_as_pydantic_does(at: datetime) -> None:
     for fact in facts:
         entry = fact.to_entry()
         assert msgpack.packb(entry) == msgpack.packb(_dump(fact)) and entry == _dump(fact)
+        # what the workflow writes without building the fact
+        given = {name: value for name, value in fact.__dict__.items() if name != "kind" and value is not None}
+        direct = fact_entry(fact.kind, **given)
+        assert msgpack.packb(direct) == msgpack.packb(entry)
 
 
 def test_plain_payloads_of_equal_instants_in_other_zones_keep_their_own_offsets() -> None:
