@@ -137,6 +137,23 @@ else:
 
 _DATETIME_JSON = TypeAdapter(datetime).serializer
 _DATE_JSON = TypeAdapter(date).serializer
+# The text of the instants dumped lately: a process's dates (Zuordnungsbeginn, its Fristen) are
+# dumped again in every message and journal entry that names them. Keyed by the instant with
+# its ``tzinfo`` and ``fold``: equal keys have the same wall time and UTC offset, hence the same
+# text, while an equal instant in another zone is another key (it keeps its own offset).
+_DATETIME_TEXT: dict[tuple[datetime, object, int], str] = {}
+
+
+def _datetime_text(value: datetime) -> str:
+    """``value`` (exactly a ``datetime``) as pydantic dumps it in JSON mode, cached."""
+    key = (value, value.tzinfo, value.fold)
+    text = _DATETIME_TEXT.get(key)
+    if text is None:
+        text = _DATETIME_JSON.to_python(value, mode="json")
+        if len(_DATETIME_TEXT) >= 4096:
+            _DATETIME_TEXT.clear()
+        _DATETIME_TEXT[key] = text
+    return text
 
 
 def json_value(value: Any) -> Any:
@@ -147,7 +164,7 @@ def json_value(value: Any) -> Any:
     if kind is str or kind is bool or kind is int:
         return value
     if kind is datetime:
-        return _DATETIME_JSON.to_python(value, mode="json")
+        return _datetime_text(value)
     if kind is tuple:
         return [json_value(item) for item in value]
     if isinstance(value, datetime):

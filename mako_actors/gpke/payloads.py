@@ -20,7 +20,7 @@ from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
@@ -387,7 +387,6 @@ class AperakPayload(_Header):
 # order (the stored msgpack bytes) and the same JSON values, instants serialised by pydantic
 # itself. ``tests/gpke/test_gpke_fast_paths.py`` holds them to the models' dumps.
 
-_DATETIME_JSON = TypeAdapter(datetime).serializer
 _TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
 _TX_FIELD_SET = frozenset(_TX_FIELDS)
 _TX_INDEX = {name: index for index, name in enumerate(_TX_FIELDS)}
@@ -407,7 +406,7 @@ def _stamp(sender: str, at: datetime) -> tuple[str, str, str, str]:
         return values
     values = (
         *mp_id_qualifiers(sender),
-        _DATETIME_JSON.to_python(at, mode="json"),
+        json_value(at),
         sending_format_version(at).short,
     )
     _last_stamp = (sender, at, values)
@@ -492,7 +491,7 @@ def aperak_payload(
     payload = _plain_header(ref, sender, at)
     payload["positive"] = not errors
     payload["referenced_interchange_ref"] = interchange_ref
-    payload["referenced_date"] = _DATETIME_JSON.to_python(referenced_date, mode="json")
+    payload["referenced_date"] = json_value(referenced_date)
     for name, value in (
         ("referenced_document_number", document_number),
         ("referenced_transaction_ref", ide_ref),
