@@ -71,10 +71,22 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
 def _maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
     """``built`` for one class, its template looked up once (tens of thousands of calls per
     replay: events, references, outbox entries)."""
+    make: Callable[..., M] = _keyword_maker(cls)  # ``functools.cache`` hides the type
+
+    def make_from(values: dict[str, Any]) -> M:
+        return make(**values)
+
+    return make_from
+
+
+@functools.cache
+def _keyword_maker(cls: type[M]) -> Callable[..., M]:
+    """``built`` for one class, the values as keyword arguments: the form ``unvalidated`` hands
+    out, so each of the ~12 models a message builds costs one call, not two."""
     template, required, factories = _template(cls)
     size = len(template)
 
-    def make(values: dict[str, Any]) -> M:
+    def make(**values: Any) -> M:
         fields = {**template, **values}  # keeps the template's order; unknown names come last
         if len(fields) != size:
             raise InvalidArgument(f"{cls.__name__}: unknown fields {sorted(set(fields) - set(template))}")
@@ -94,6 +106,7 @@ def _maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
         _set_private(model, None)
         return model
 
+    make.__name__ = f"unvalidated({cls.__name__})"
     return make
 
 
@@ -114,24 +127,33 @@ if TYPE_CHECKING:
 
     def unvalidated(cls: type[M]) -> type[M]:
         """``cls`` itself to the type checker, so ``unvalidated(Event)(field=...)`` is checked
-        against the model's fields like ``Event(field=...)``; at run time it calls ``built``."""
+        against the model's fields like ``Event(field=...)``; at run time it is ``built`` taking
+        the values as keywords (one call per model, the maker cached per class)."""
         ...
 
 else:
-
-    @functools.cache
-    def unvalidated(cls: type[M]) -> Callable[..., M]:
-        maker: Callable[[dict[str, Any]], M] = _maker(cls)
-
-        def make(**values: Any) -> M:
-            return maker(values)
-
-        make.__name__ = f"unvalidated({cls.__name__})"
-        return make
+    unvalidated = _keyword_maker
 
 
 _DATETIME_JSON = TypeAdapter(datetime).serializer
 _DATE_JSON = TypeAdapter(date).serializer
+# The text of the instants dumped lately: a process's dates (Zuordnungsbeginn, its Fristen) are
+# dumped again in every message and journal entry that names them. Keyed by the instant with
+# its ``tzinfo`` and ``fold``: equal keys have the same wall time and UTC offset, hence the same
+# text, while an equal instant in another zone is another key (it keeps its own offset).
+_DATETIME_TEXT: dict[tuple[datetime, object, int], str] = {}
+
+
+def _datetime_text(value: datetime) -> str:
+    """``value`` (exactly a ``datetime``) as pydantic dumps it in JSON mode, cached."""
+    key = (value, value.tzinfo, value.fold)
+    text = _DATETIME_TEXT.get(key)
+    if text is None:
+        text = _DATETIME_JSON.to_python(value, mode="json")
+        if len(_DATETIME_TEXT) >= 4096:
+            _DATETIME_TEXT.clear()
+        _DATETIME_TEXT[key] = text
+    return text
 
 
 def json_value(value: Any) -> Any:
@@ -142,7 +164,7 @@ def json_value(value: Any) -> Any:
     if kind is str or kind is bool or kind is int:
         return value
     if kind is datetime:
-        return _DATETIME_JSON.to_python(value, mode="json")
+        return _datetime_text(value)
     if kind is tuple:
         return [json_value(item) for item in value]
     if isinstance(value, datetime):

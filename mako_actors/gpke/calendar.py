@@ -11,9 +11,8 @@ from __future__ import annotations
 import importlib.metadata
 from datetime import date, datetime, time, timedelta
 from functools import cache, lru_cache
+from types import ModuleType
 from zoneinfo import ZoneInfo
-
-from bdew_datetimes import get_next_working_day, get_previous_working_day, is_bdew_working_day
 
 from mako_actors.errors import InvalidArgument
 
@@ -32,6 +31,16 @@ __all__ = [
 ]
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@cache
+def _bdew() -> ModuleType:
+    """``bdew_datetimes``, imported on first use: it loads ``holidays`` with every country
+    (~0.2 s), which a process that computes no Werktag (a replay's parent, a CLI command
+    that reads the store) never needs."""
+    import bdew_datetimes
+
+    return bdew_datetimes
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -59,7 +68,7 @@ def calendar_version() -> str:
 def is_werktag(day: date) -> bool:
     """Whether ``day`` is a Werktag on the BDEW calendar (DOMAIN §3.1; cached: the calendar is
     fixed, and every APERAK window asks)."""
-    return bool(is_bdew_working_day(day))
+    return bool(_bdew().is_bdew_working_day(day))
 
 
 def uet(received_at: datetime) -> date:
@@ -90,7 +99,7 @@ def next_werktag(day: date, n: int = 1) -> date:
     if n < 1:
         raise InvalidArgument(f"next_werktag: n must be >= 1, got {n}")
     for _ in range(n):
-        day = get_next_working_day(day)
+        day = _bdew().get_next_working_day(day)
     return day
 
 
@@ -112,23 +121,40 @@ def end_of_werktag(received_at: datetime, n: int = 1) -> datetime:
 @lru_cache(maxsize=4096)
 def last_werktag_before(day: date) -> date:
     """The last Werktag strictly before ``day`` (cached, as ``next_werktag``)."""
-    result: date = get_previous_working_day(day)
+    result: date = _bdew().get_previous_working_day(day)
     return result
 
 
 def is_midnight_berlin(value: datetime) -> bool:
-    """Whether an aware instant is 00:00 Europe/Berlin (an electricity day boundary)."""
+    """Whether an aware instant is 00:00 Europe/Berlin (an electricity day boundary).
+
+    Cached by instant as ``uet`` (every trigger asks, and its dates are a few day boundaries).
+    """
+    if value.fold:
+        return _is_midnight_berlin(value)
+    return _cached_is_midnight_berlin(value)
+
+
+def _is_midnight_berlin(value: datetime) -> bool:
     local = _aware(value, "value").astimezone(BERLIN)
     return local.timetz().replace(tzinfo=None) == time(0)
 
 
+_cached_is_midnight_berlin = lru_cache(maxsize=4096)(_is_midnight_berlin)
+
+
+def _berlin_date(value: datetime, name: str) -> date:
+    """The Berlin calendar date of an aware instant (``uet``'s cache); ``InvalidArgument``
+    naming ``name`` for a naive one."""
+    return uet(_aware(value, name))
+
+
 def latest_uet_for(zuordnungsbeginn: datetime) -> date:
     """The latest ÜT for an Anmeldung: the day before the last WT before Zuordnungsbeginn."""
-    start = _aware(zuordnungsbeginn, "zuordnungsbeginn").astimezone(BERLIN).date()
-    return last_werktag_before(start) - timedelta(days=1)
+    return last_werktag_before(_berlin_date(zuordnungsbeginn, "zuordnungsbeginn")) - timedelta(days=1)
 
 
 def vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) -> bool:
     """Whether ``ÜT < last WT before Zuordnungsbeginn`` holds (DOMAIN §3.3; no back-dating)."""
-    start = _aware(zuordnungsbeginn, "zuordnungsbeginn").astimezone(BERLIN).date()
+    start = _berlin_date(zuordnungsbeginn, "zuordnungsbeginn")
     return uet(received_at) < last_werktag_before(start)

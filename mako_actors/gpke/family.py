@@ -133,7 +133,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         "document_date": message.document_date,
         "interchange_ref": interchange.control_ref,
         "message_ref": message.reference,
-        "format_version": str(tx.format_version),
+        # the command's own type, taken as it is (its text would only be parsed back)
+        "format_version": tx.format_version,
         "received_at": tx.received_at,
         "interchange_date": interchange.prepared_at,
     }

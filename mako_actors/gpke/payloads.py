@@ -15,17 +15,17 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import _maker, built, json_value
+from mako_actors.gpke._models import built, json_value, unvalidated
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 __all__ = [
@@ -108,18 +108,20 @@ class OutboundRef(BaseModel):
         ide = None
         if message_type == "UTILMD":
             ide = "T" + sha256(base + b"IDE").hexdigest()[:19].upper()
-        make: Callable[[dict[str, Any]], OutboundRef] = _maker(cls)
+        make = _make_ref if cls is OutboundRef else unvalidated(cls)
         return make(
-            {
-                "message_type": message_type,
-                "pid": pid,
-                "recipient": recipient,
-                "interchange_ref": "N" + sha256(base + b"0020").hexdigest()[:13].upper(),
-                "message_ref": "M" + sha256(base + b"0062").hexdigest()[:13].upper(),
-                "document_number": "D" + sha256(base + b"1004").hexdigest()[:19].upper(),
-                "ide_ref": ide,
-            },
+            message_type=message_type,
+            pid=pid,
+            recipient=recipient,
+            interchange_ref="N" + sha256(base + b"0020").hexdigest()[:13].upper(),
+            message_ref="M" + sha256(base + b"0062").hexdigest()[:13].upper(),
+            document_number="D" + sha256(base + b"1004").hexdigest()[:19].upper(),
+            ide_ref=ide,
         )
+
+
+# Every field given, in declaration order: ``derive`` runs for every message we send.
+_make_ref = unvalidated(OutboundRef)
 
 
 class EnvelopePayload(BaseModel):
@@ -385,7 +387,6 @@ class AperakPayload(_Header):
 # order (the stored msgpack bytes) and the same JSON values, instants serialised by pydantic
 # itself. ``tests/gpke/test_gpke_fast_paths.py`` holds them to the models' dumps.
 
-_DATETIME_JSON = TypeAdapter(datetime).serializer
 _TX_FIELDS = tuple(UtilmdTransactionPayload.model_fields)
 _TX_FIELD_SET = frozenset(_TX_FIELDS)
 _TX_INDEX = {name: index for index, name in enumerate(_TX_FIELDS)}
@@ -405,7 +406,7 @@ def _stamp(sender: str, at: datetime) -> tuple[str, str, str, str]:
         return values
     values = (
         *mp_id_qualifiers(sender),
-        _DATETIME_JSON.to_python(at, mode="json"),
+        json_value(at),
         sending_format_version(at).short,
     )
     _last_stamp = (sender, at, values)
@@ -490,7 +491,7 @@ def aperak_payload(
     payload = _plain_header(ref, sender, at)
     payload["positive"] = not errors
     payload["referenced_interchange_ref"] = interchange_ref
-    payload["referenced_date"] = _DATETIME_JSON.to_python(referenced_date, mode="json")
+    payload["referenced_date"] = json_value(referenced_date)
     for name, value in (
         ("referenced_document_number", document_number),
         ("referenced_transaction_ref", ide_ref),

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mako_actors.gpke._models import built, json_value, unvalidated
 
-__all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "supply_key"]
+__all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "fact_entry", "supply_key"]
 
 
 def supply_key(malo: str) -> str:
@@ -91,6 +91,32 @@ class SupplyFact(BaseModel):
 
 
 _FACT_FIELDS = tuple(SupplyFact.model_fields)
+FactKind = Literal["assigned", "claimed", "started", "released", "ended"]
+
+
+def fact_entry(
+    kind: FactKind,
+    *,
+    supplier: str | None = None,
+    at: datetime | None = None,
+    until: datetime | None = None,
+    process: str | None = None,
+    due: datetime | None = None,
+) -> dict[str, Any]:
+    """``SupplyFact(kind=kind, ...).to_entry()`` without building the fact: the workflow writes
+    its facts straight into the journal (values of the fields' types, as for ``unvalidated``)."""
+    entry: dict[str, Any] = {"kind": json_value(kind)}
+    if supplier is not None:
+        entry["supplier"] = json_value(supplier)
+    if at is not None:
+        entry["at"] = json_value(at)
+    if until is not None:
+        entry["until"] = json_value(until)
+    if process is not None:
+        entry["process"] = json_value(process)
+    if due is not None:
+        entry["due"] = json_value(due)
+    return entry
 
 
 @dataclass(slots=True)

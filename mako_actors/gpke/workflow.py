@@ -31,6 +31,7 @@ computed and stored in the triggering event (with table and calendar versions) f
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from mako_actors.deadlines import Deadline, PendingDeadline
+from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke._models import unvalidated, updated
 from mako_actors.gpke.calendar import is_midnight_berlin, uet, vorlauffrist_met
@@ -77,7 +79,7 @@ from mako_actors.gpke.fristen import (
 from mako_actors.gpke.keys import ide_key, interchange_key, malo_key, transaction_key
 from mako_actors.gpke.payloads import AperakError, OutboundRef, aperak_payload, utilmd_payload
 from mako_actors.gpke.state import GpkeState, Status
-from mako_actors.gpke.supply import SupplyFact, supply_key
+from mako_actors.gpke.supply import fact_entry, supply_key
 from mako_actors.gpke.validation import (
     AHB_RULES,
     AhbFinding,
@@ -152,7 +154,7 @@ class _Out:
     deadlines: list[PendingDeadline] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
-    journal: list[SupplyFact] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)  # supply facts as stored
 
     def ref(
         self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
@@ -166,8 +168,7 @@ class _Out:
 
     def send(self, ref: OutboundRef, payload: dict[str, Any]) -> None:
         """Enqueue ``payload`` (the dump of a ``UtilmdPayload``/``AperakPayload``) for ``ref``."""
-        pending = unvalidated(PendingOutbox)
-        self.outbox.append(pending(message_type=ref.message_type, recipient=ref.recipient, payload=payload))
+        self.outbox.append(_pending(message_type=ref.message_type, recipient=ref.recipient, payload=payload))
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
@@ -184,13 +185,17 @@ class _Out:
         self.pending = 0
 
     def output(self) -> WorkflowOutput:
-        return unvalidated(WorkflowOutput)(
+        journal: tuple[tuple[str, dict[str, Any]], ...] = ()
+        if self.journal:
+            key = supply_key(self.malo)
+            journal = tuple((key, entry) for entry in self.journal)
+        return _output(
             events=tuple(self.events),
             outbox=tuple(self.outbox),
             deadlines=tuple(self.deadlines),
             cancel_deadlines=tuple(self.cancel),
             register_keys=tuple(dict.fromkeys(self.keys)),
-            journal=tuple((supply_key(self.malo), f.to_entry()) for f in self.journal),
+            journal=journal,
         )
 
     @property
@@ -200,6 +205,10 @@ class _Out:
 
 
 _INITIAL = GpkeState()
+# The makers of what every command builds, looked up once.
+_pending = unvalidated(PendingOutbox)
+_output = unvalidated(WorkflowOutput)
+_deadline = unvalidated(PendingDeadline)
 
 
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
@@ -346,7 +355,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return out.output()
         out.keys.append(malo_key(cmd.malo, cmd.malo_key_generation))
         out.journal.append(
-            unvalidated(SupplyFact)(
+            fact_entry(
                 kind="claimed",
                 supplier=cmd.sender,
                 at=cmd.zuordnungsbeginn,
@@ -379,9 +388,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         due = fristen.due[LFA_ANSWER_DEADLINE]
         out.emit(unvalidated(LfaConsulted)(lfa=lfa, info=info, request=request, answer_due=due))
         out.deadlines.append(
-            PendingDeadline(
+            # ``PendingDeadline(...)`` without validating our own values again: the only thing it
+            # would do is store the instant as UTC (``AwareUtc``).
+            _deadline(
                 label=LFA_ANSWER_DEADLINE,
-                due_at=due,
+                due_at=utc(due),
                 payload={"pid": "55010", "request_ide": request.ide_ref, "lfa": lfa},
             )
         )
@@ -415,10 +426,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         assert s.zuordnungsbeginn is not None
         if confirmed:
             out.journal.append(
-                unvalidated(SupplyFact)(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+                fact_entry(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
             )
         else:
-            out.journal.append(unvalidated(SupplyFact)(kind="released", process=s.seed))
+            out.journal.append(fact_entry(kind="released", process=s.seed))
         termination = cancellation = None
         if confirmed and s.lfa is not None:
             termination = out.utilmd(
@@ -549,9 +560,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = reason == Reason.ABMELDUNG_APPROVED
         if confirmed:
             out.journal.append(
-                unvalidated(SupplyFact)(
-                    kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed
-                )
+                fact_entry(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
             )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         answer = out.utilmd(
@@ -630,7 +639,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 referenced_date=cmd.interchange_date or cmd.document_date or cmd.received_at,
                 document_number=cmd.document_number,
                 ide_ref=cmd.ide_ref,
-                errors=tuple(AperakError(code=e.code, text=e.text) for e in errors),
+                errors=tuple(AperakError(code=e.code, text=e.text) for e in errors) if errors else (),
                 message_ref=cmd.message_ref,
             ),
         )
@@ -676,75 +685,109 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     def _apply(self, state: GpkeState, event: Event) -> GpkeState:
         refs = _refs(event)
         update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
-        if isinstance(event, _SEEDING) and not state.seed:
+        if not state.seed and isinstance(event, _SEEDING):
             info = event.inbound
-            update |= {
-                "seed": f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}",
-                "own_id": info.recipient,
-            }
-        if isinstance(event, InboundRejected):
-            if state.status is Status.NEW:
-                update |= {
-                    "status": Status.NOT_RECEIVED,
-                    "pid": event.inbound.pid,
-                    "format_version": event.inbound.format_version,
-                }
-            update["rejected_inbound"] = state.rejected_inbound + 1
-        elif isinstance(event, AnmeldungReceived):
-            update |= _received(event.inbound) | {
-                "kind": "anmeldung",
-                "zuordnungsbeginn": event.zuordnungsbeginn,
-                "transaction_reason": event.transaction_reason,
-                "transaction_detail": event.transaction_detail,
-                "generating": event.generating,
-                "lfa": event.lfa,
-                "lfz": event.lfz,
-                "lfz_start": event.lfz_start,
-                "fristen": event.fristen,
-            }
-        elif isinstance(event, AbmeldungReceived):
-            update |= _received(event.inbound) | {
-                "kind": "abmeldung",
-                "zuordnungsende": event.zuordnungsende,
-                "fristen": event.fristen,
-            }
-        elif isinstance(event, AnmeldungRejectedAtOnce):
-            update |= {"status": Status.REJECTED, "answer_code": event.code}
-        elif isinstance(event, LfaConsulted):
-            update |= {
-                "status": Status.AWAITING_LFA,
-                "lfa_request_ide": event.request.ide_ref,
-                "lfa_answer_due": event.answer_due,
-            }
-        elif isinstance(event, LfaAnswered):
-            update |= {"lfa_confirmed": event.confirmed, "lfa_code": event.code}
-        elif isinstance(event, LfaDeemedToAgree):
-            update |= {"lfa_confirmed": True, "lfa_deemed": True}
-        elif isinstance(event, _DECIDING):
-            update |= {
-                "status": Status.CONFIRMED if event.confirmed else Status.REJECTED,
-                "answer_code": event.code,
-            }
-        elif isinstance(event, AcknowledgementReceived) and not event.positive:
-            update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
+            update["seed"] = f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}"
+            update["own_id"] = info.recipient
+        step = _STEPS.get(type(event))
+        if step is None:  # a subclass of one of ours, or another event (changes no more)
+            step = next((f for t, f in _STEPS.items() if isinstance(event, t)), _no_step)
+        step(state, event, update)
         return updated(state, update)
+
+
+# -- what each event changes beyond ``sent``/``outbound``/``seed`` (into ``update``, in place) -----
+
+
+def _no_step(state: GpkeState, event: Any, update: dict[str, Any]) -> None:
+    pass
+
+
+def _rejected(state: GpkeState, event: InboundRejected, update: dict[str, Any]) -> None:
+    if state.status is Status.NEW:
+        update["status"] = Status.NOT_RECEIVED
+        update["pid"] = event.inbound.pid
+        update["format_version"] = event.inbound.format_version
+    update["rejected_inbound"] = state.rejected_inbound + 1
+
+
+def _received(info: InboundInfo, update: dict[str, Any]) -> None:
+    update["pid"] = info.pid
+    update["format_version"] = info.format_version
+    update["lfn"] = info.sender
+    update["malo"] = info.malo
+    update["request_ide"] = info.ide_ref
+    update["received_at"] = info.received_at
+    update["status"] = Status.NEW
+
+
+def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict[str, Any]) -> None:
+    _received(event.inbound, update)
+    update["kind"] = "anmeldung"
+    update["zuordnungsbeginn"] = event.zuordnungsbeginn
+    update["transaction_reason"] = event.transaction_reason
+    update["transaction_detail"] = event.transaction_detail
+    update["generating"] = event.generating
+    update["lfa"] = event.lfa
+    update["lfz"] = event.lfz
+    update["lfz_start"] = event.lfz_start
+    update["fristen"] = event.fristen
+
+
+def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict[str, Any]) -> None:
+    _received(event.inbound, update)
+    update["kind"] = "abmeldung"
+    update["zuordnungsende"] = event.zuordnungsende
+    update["fristen"] = event.fristen
+
+
+def _rejected_at_once(state: GpkeState, event: AnmeldungRejectedAtOnce, update: dict[str, Any]) -> None:
+    update["status"] = Status.REJECTED
+    update["answer_code"] = event.code
+
+
+def _lfa_consulted(state: GpkeState, event: LfaConsulted, update: dict[str, Any]) -> None:
+    update["status"] = Status.AWAITING_LFA
+    update["lfa_request_ide"] = event.request.ide_ref
+    update["lfa_answer_due"] = event.answer_due
+
+
+def _lfa_answered(state: GpkeState, event: LfaAnswered, update: dict[str, Any]) -> None:
+    update["lfa_confirmed"] = event.confirmed
+    update["lfa_code"] = event.code
+
+
+def _lfa_deemed(state: GpkeState, event: LfaDeemedToAgree, update: dict[str, Any]) -> None:
+    update["lfa_confirmed"] = True
+    update["lfa_deemed"] = True
+
+
+def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, update: dict[str, Any]) -> None:
+    update["status"] = Status.CONFIRMED if event.confirmed else Status.REJECTED
+    update["answer_code"] = event.code
+
+
+def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict[str, Any]) -> None:
+    if not event.positive:
+        update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
 
 
 # Built once: ``A | B`` in an ``isinstance`` builds a new union on every call.
 _SEEDING = (InboundRejected, AnmeldungReceived, AbmeldungReceived)
-_DECIDING = (AnmeldungDecided, AbmeldungDecided)
-
-
-def _received(info: InboundInfo) -> dict[str, Any]:
-    return {
-        "pid": info.pid,
-        "format_version": info.format_version,
-        "lfn": info.sender,
-        "malo": info.malo,
-        "request_ide": info.ide_ref,
-        "received_at": info.received_at,
-        "status": Status.NEW,
-    }
+# By exact type, in the order ``_apply`` once asked ``isinstance`` (a subclass finds its base's).
+_STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
+    InboundRejected: _rejected,
+    AnmeldungReceived: _anmeldung_received,
+    AbmeldungReceived: _abmeldung_received,
+    AnmeldungRejectedAtOnce: _rejected_at_once,
+    LfaConsulted: _lfa_consulted,
+    LfaAnswered: _lfa_answered,
+    LfaDeemedToAgree: _lfa_deemed,
+    AnmeldungDecided: _decided,
+    AbmeldungDecided: _decided,
+    AcknowledgementReceived: _acknowledged,
+    LateLfaAnswerIgnored: _no_step,
+}
 
 
 _GENERATING_LATE = {

@@ -11,6 +11,7 @@ from mako_actors.gpke.calendar import (
     BERLIN,
     calendar_version,
     end_of_werktag,
+    is_midnight_berlin,
     is_werktag,
     last_werktag_before,
     latest_uet_for,
@@ -218,3 +219,26 @@ def test_uet_is_the_berlin_date_of_the_instant_also_for_equal_wall_times() -> No
         assert uet(first.astimezone(UTC)) == date(2025, 1, 15)
     with pytest.raises(InvalidArgument):
         uet(datetime(2025, 1, 15, 0, 30))
+
+
+def test_day_boundary_is_judged_by_instant_also_for_equal_wall_times() -> None:
+    """``is_midnight_berlin`` is cached by instant as ``uet``: 23:00 UTC is 00:00 in Berlin in
+    winter whatever zone writes it, and the wall-equal ``fold=1`` twin (22:00 UTC) is not."""
+    zone = _RepeatedMidnight()
+    midnight = datetime(2025, 1, 15, 0, 0, tzinfo=zone)  # 23:00 UTC
+    twin = midnight.replace(fold=1)  # 22:00 UTC: 23:00 in Berlin
+    for _ in range(2):  # the second round is answered from the cache
+        assert is_midnight_berlin(midnight) and not is_midnight_berlin(twin)
+        assert is_midnight_berlin(midnight.astimezone(UTC)) and is_midnight_berlin(berlin(2025, 1, 15, 0, 0))
+        assert not is_midnight_berlin(berlin(2025, 1, 15, 0, 1))
+    with pytest.raises(InvalidArgument, match="value must be timezone-aware"):
+        is_midnight_berlin(datetime(2025, 1, 15))
+
+
+def test_vorlauffrist_names_a_naive_zuordnungsbeginn() -> None:
+    start = berlin(2025, 6, 20, 0, 0)
+    assert latest_uet_for(start) == latest_uet_for(start.astimezone(UTC)) == date(2025, 6, 17)
+    with pytest.raises(InvalidArgument, match="zuordnungsbeginn must be timezone-aware"):
+        vorlauffrist_met(berlin(2025, 6, 16, 9, 0), datetime(2025, 6, 20))
+    with pytest.raises(InvalidArgument, match="zuordnungsbeginn must be timezone-aware"):
+        latest_uet_for(datetime(2025, 6, 20))

@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo
 import msgpack
 import pytest
 from gpke_support import LFA, LFN, MALO, NB, anmeldung
+from pydantic import TypeAdapter
 
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow, GpkeState, Status
-from mako_actors.gpke._models import built
+from mako_actors.gpke._models import built, json_value
 from mako_actors.gpke.payloads import (
     AperakError,
     AperakPayload,
@@ -35,7 +36,7 @@ from mako_actors.gpke.payloads import (
     derive_request_refs,
     utilmd_payload,
 )
-from mako_actors.gpke.supply import SupplyFact
+from mako_actors.gpke.supply import SupplyFact, fact_entry
 from mako_actors.outbox import PendingOutbox
 from mako_actors.replay import _all_events, load_master_data, replay_directory
 from mako_actors.workflow import WorkflowOutput
@@ -329,6 +330,10 @@ def test_journal_entries_dump_as_pydantic_does(at: datetime) -> None:
     for fact in facts:
         entry = fact.to_entry()
         assert msgpack.packb(entry) == msgpack.packb(_dump(fact)) and entry == _dump(fact)
+        # what the workflow writes without building the fact
+        given = {name: value for name, value in fact.__dict__.items() if name != "kind" and value is not None}
+        direct = fact_entry(fact.kind, **given)
+        assert msgpack.packb(direct) == msgpack.packb(entry)
 
 
 def test_plain_payloads_of_equal_instants_in_other_zones_keep_their_own_offsets() -> None:
@@ -345,3 +350,18 @@ def test_plain_payloads_of_equal_instants_in_other_zones_keep_their_own_offsets(
     berlin = aperak_payload(ref, NB, utc.astimezone(_BERLIN), **values)
     assert berlin["document_date"] == "2025-06-05T14:00:00+02:00"
     assert aperak_payload(ref, NB, utc, **values)["document_date"] == "2025-06-05T12:00:00Z"
+
+
+def test_dumped_instants_are_reused_only_for_the_same_zone_and_fold() -> None:
+    """Instants are dumped once and their text reused; equal instants in other zones, and the
+    two wall-equal instants of the hour Berlin repeats in October, keep texts of their own."""
+    first = datetime(2025, 10, 26, 2, 30, tzinfo=_BERLIN)  # CEST, +02:00
+    second = first.replace(fold=1)  # the repeated 02:30, CET, +01:00
+    start = datetime(2025, 7, 1, tzinfo=_BERLIN)
+    same = [start.astimezone(UTC), start.astimezone(timezone(timedelta(hours=2)))]
+    assert all(value == start for value in same)
+    values = [first, second, start, *same]
+    dumped = [TypeAdapter(datetime).dump_python(value, mode="json") for value in values]
+    assert len(set(dumped)) == 4  # +02:00 written by the Berlin zone or a fixed one is one text
+    for _ in range(2):  # the second round is answered from the cache
+        assert [json_value(value) for value in values] == dumped
