@@ -251,17 +251,7 @@ def prepare(
     deadlines: tuple[Deadline, ...] = ()
     if enqueue and output.deadlines:
         deadlines = tuple(
-            Deadline(
-                deadline_id=DeadlineId.for_event(cause, index),
-                stream_id=identity.stream_id,
-                process_id=identity.process_id,
-                tenant_id=identity.tenant_id,
-                workflow_id=identity.workflow_id,
-                label=pending.label,
-                due_at=pending.due_at,
-                payload=pending.payload,
-                causation_event_id=cause,
-            )
+            Deadline.of_pending(pending, DeadlineId.for_event(cause, index), identity, cause)
             for index, pending in enumerate(output.deadlines)
         )
     discharged = options.deadline

@@ -10,7 +10,6 @@ stored, not scheduled in memory.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -26,26 +25,6 @@ class PendingDeadline(PlainModel):
     label: str
     due_at: AwareUtc
     payload: dict[str, Any] = Field(default_factory=dict)
-
-    @classmethod
-    def of(cls, label: str, due_at: datetime, payload: dict[str, Any] | None = None) -> PendingDeadline:
-        """``PendingDeadline(label=label, due_at=due_at[, payload=payload])``, for a workflow's hot path.
-
-        Values of their fields' types already (a ``str``, an aware ``datetime``, a ``dict``) are
-        taken without pydantic's validation, as it would take them (``due_at`` in UTC, the
-        payload a shallow copy); anything else is validated, and refused, as the constructor does.
-        """
-        if type(label) is str and type(due_at) is datetime and due_at.tzinfo is not None:
-            if payload is None:
-                return trusted(
-                    cls, {"label": label, "due_at": due_at.astimezone(UTC), "payload": {}}, _SET_NO_PAYLOAD
-                )
-            if type(payload) is dict:
-                fields = {"label": label, "due_at": due_at.astimezone(UTC), "payload": dict(payload)}
-                return trusted(cls, fields, _PENDING_SET)
-        if payload is None:
-            return cls(label=label, due_at=due_at)
-        return cls(label=label, due_at=due_at, payload=payload)
 
 
 class Deadline(PlainModel):
@@ -96,6 +75,4 @@ class Deadline(PlainModel):
         return cls(**fields)
 
 
-_SET_NO_PAYLOAD = {"label", "due_at"}  # shared: the models are frozen (see ``trusted``)
-_PENDING_SET = {"label", "due_at", "payload"}
 _DEADLINE_SET = set(Deadline.model_fields)

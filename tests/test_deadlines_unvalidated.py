@@ -1,11 +1,9 @@
-"""``PendingDeadline.of`` and ``Deadline.of_pending`` build what the validating constructors build."""
+"""``Deadline.of_pending`` (the engine's path from a workflow's deadline to its row) builds what
+the validating constructor builds."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-
-import pytest
-from pydantic import ValidationError
 
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import ProcessIdentity
@@ -22,36 +20,12 @@ def _same(fast: PendingDeadline | Deadline, validated: PendingDeadline | Deadlin
     assert fast.due_at.tzinfo is UTC
 
 
-@pytest.mark.parametrize(
-    ("due_at", "payload"),
-    [
-        (datetime(2025, 11, 3, 23, 0, tzinfo=UTC), {"pid": "55010", "lfa": "9900000000003"}),
-        (datetime(2025, 11, 4, 0, 0, tzinfo=BERLIN_WINTER), {}),
-        (datetime(2025, 11, 4, 0, 0, tzinfo=BERLIN_WINTER), None),
-    ],
-)
-def test_pending_deadline_of_equals_the_constructor(due_at: datetime, payload: dict[str, str] | None) -> None:
-    extra = {} if payload is None else {"payload": payload}
-    fast = PendingDeadline.of("lfa-answer", due_at, payload)
-    _same(fast, PendingDeadline(label="lfa-answer", due_at=due_at, **extra))
-    if payload is not None:
-        payload["later"] = "change"  # the caller's dict is not the model's
-        assert "later" not in fast.payload
-
-
-def test_pending_deadline_of_refuses_what_the_constructor_refuses() -> None:
-    with pytest.raises(ValidationError):
-        PendingDeadline.of("lfa-answer", datetime(2025, 11, 3, 23, 0))  # naive: ambiguous
-    coerced = PendingDeadline.of("lfa-answer", "2025-11-03T23:00:00+00:00")  # type: ignore[arg-type]
-    assert coerced == PendingDeadline(label="lfa-answer", due_at="2025-11-03T23:00:00+00:00")  # type: ignore[arg-type]
-
-
 def test_deadline_of_pending_equals_the_constructor() -> None:
     tenant = TenantId.from_party_id("9900000002009")
     identity = ProcessIdentity.of_process(tenant, ProcessId.new(), WorkflowId.new("gpke-nb", "FV2504"))
     cause = EventId.new()
-    pending = PendingDeadline.of(
-        "lfa-answer", datetime(2025, 11, 4, 0, 0, tzinfo=BERLIN_WINTER), {"pid": "55010"}
+    pending = PendingDeadline(
+        label="lfa-answer", due_at=datetime(2025, 11, 4, 0, 0, tzinfo=BERLIN_WINTER), payload={"pid": "55010"}
     )
     for event in (cause, None):
         deadline_id = DeadlineId.for_event(cause, 1)
