@@ -28,10 +28,22 @@ COMPARED = ("UTILMD", "APERAK", "CONTRL")
 def archive_and_outbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, Payload]]]:
     """A generated archive with rejected files and refused transactions, and what a replay of it
     sent "back then" (its outbox, in the order it was written)."""
-    root = tmp_path_factory.mktemp("compare")
+    return _sent_back_then(tmp_path_factory.mktemp("compare"), processes=40)
+
+
+@pytest.fixture(scope="module")
+def bundled_archive_and_outbox(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[tuple[str, Payload]]]:
+    """As ``archive_and_outbox``, with enough traffic that two workers cut bundles: answers
+    bundled in one interchange whose requests' MaLos went to different partitions."""
+    return _sent_back_then(tmp_path_factory.mktemp("compare-bundled"), processes=160)
+
+
+def _sent_back_then(root: Path, processes: int) -> tuple[Path, list[tuple[str, Payload]]]:
     src = root / "in"
     generate_archive(
-        src, ArchiveSpec(days=3, processes=40, seed=11, defects=0.15, duplicates=0.1, suppliers=6)
+        src, ArchiveSpec(days=3, processes=processes, seed=11, defects=0.15, duplicates=0.1, suppliers=6)
     )
     master = load_master_data(src / "master.json")
     asyncio.run(replay_directory(src, root / "then", tenants=[NB], master_data=master))
@@ -164,11 +176,11 @@ def test_differences_in_utilmd_aperak_and_contrl_are_named_per_process_and_inter
 
 
 def test_what_was_sent_unaltered_shows_no_difference_with_one_or_two_workers(
-    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    bundled_archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    src, messages = archive_and_outbox
+    src, messages = bundled_archive_and_outbox
     kinds = Counter(kind for kind, _ in messages)
     assert kinds["APERAK"] > 0 and kinds["CONTRL"] > 0
     sent = write_sent(tmp_path / "sent", messages)
