@@ -5,7 +5,7 @@ of its own. A share must hold everything that can affect one process: every trig
 (tenant + MaLo, its *group*, has one partition, so competing Anmeldungen meet), and the answers
 and acknowledgements to what that process sent. Answers name our 55010 only by its IDE (``RFF+TN``),
 which the workflow derives from the triggering message's references (``derive_ref(seed, index,
-"IDE")`` with ``seed = sender:0020:0062:IDE``); the first ``_CANDIDATES`` indices of every
+"IDE")`` with ``seed = sender:0020:0062:IDE``); the first ``CANDIDATES`` indices of every
 trigger are mapped to its partition, so an answer follows its request.
 
 Groups. A group gets its partition the first time the walk (receipt order) meets it: the
@@ -109,7 +109,7 @@ __all__ = [
     "split_by_partition",
 ]
 
-_CANDIDATES = 8
+CANDIDATES = 8
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
@@ -130,10 +130,14 @@ def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str
     """The IDEs and 0020s the workflow may give the messages it sends for one trigger.
 
     The workflow's seed is ``sender:0020:0062:IDE`` of the triggering transaction and its
-    messages count from 0; the first ``_CANDIDATES`` are enough for one supplier change.
+    messages count from 0; the first ``CANDIDATES`` are enough for one supplier change.
     """
-    seed = f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
-    return derive_request_refs(seed, _CANDIDATES)
+    return derive_request_refs(trigger_seed(sender, control_ref, message_ref, ide_ref), CANDIDATES)
+
+
+def trigger_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
+    """The seed the workflow derives a trigger's outbound references from: ``sender:0020:0062:IDE``."""
+    return f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
 
 
 def _group(*parts: bytes) -> int:

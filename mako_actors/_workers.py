@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import multiprocessing
 import os
 import pickle
@@ -101,7 +100,7 @@ async def replay_partitions(
     runner: Runner | None = None,
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc)."""
-    from mako_actors.replay import ReplayReport
+    from mako_actors.replay import ReplayReport, digest_of
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
@@ -142,10 +141,7 @@ async def replay_partitions(
         decisions |= part
     total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
     total.duration_s = time.perf_counter() - started
-    digest = hashlib.sha256()  # decision_digest's, over the workers' encoded decisions
-    for seed in sorted(decisions):
-        digest.update(decisions[seed])
-    total.decision_digest = digest.hexdigest()
+    total.decision_digest = digest_of(decisions)
     return total
 
 
@@ -220,7 +216,7 @@ def _worker(
     import gc
     import logging
 
-    from mako_actors.replay import _DIGEST_JSON, _replay_items
+    from mako_actors.replay import _replay_items, encoded_decisions
 
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
@@ -229,8 +225,7 @@ def _worker(
     del facts  # ~100 k small tuples the replay's collections need not visit
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
-    encode = _DIGEST_JSON.encode
-    return report, {seed: encode([seed, steps]).encode() for seed, steps in decisions.items()}
+    return report, encoded_decisions(decisions)
 
 
 def _pieces(

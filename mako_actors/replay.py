@@ -56,7 +56,7 @@ from typing import Any, Literal, cast
 
 from pydantic_core import to_jsonable_python
 
-from mako_actors._partition import _CANDIDATES, Scan
+from mako_actors._partition import CANDIDATES, Scan, trigger_seed
 from mako_actors.actors import LocalActorSystem
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
@@ -319,10 +319,21 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
 
 def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
     """SHA-256 over every process's decisions, in seed order (independent of the schedule)."""
-    digest = hashlib.sha256()
+    return digest_of(encoded_decisions(decisions))
+
+
+def encoded_decisions(decisions: dict[str, list[list[Any]]]) -> dict[str, bytes]:
+    """Each process's decisions as ``decision_digest`` hashes them (``digest_of`` of a union of
+    such dicts is the digest of the union: how ``--workers N`` merges its workers' decisions)."""
     encode = _DIGEST_JSON.encode  # one encoder for all seeds (``json.dumps`` makes one per call)
-    for seed in sorted(decisions):
-        digest.update(encode([seed, decisions[seed]]).encode())
+    return {seed: encode([seed, steps]).encode() for seed, steps in decisions.items()}
+
+
+def digest_of(encoded: dict[str, bytes]) -> str:
+    """SHA-256 over ``encoded_decisions``' values in seed order."""
+    digest = hashlib.sha256()
+    for seed in sorted(encoded):
+        digest.update(encoded[seed])
     return digest.hexdigest()
 
 
@@ -680,7 +691,7 @@ class _Pipeline:
                 malo_key = ("malo", us, str(tx.malo))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
                 self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
-                self.predicted.add(us, _trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
+                self.predicted.add(us, trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
@@ -880,11 +891,6 @@ _order_of = operator.attrgetter("order")
 _Kind = Literal["IDE", "0020"]
 
 
-def _trigger_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
-    """The seed the workflow derives a trigger's references from (as ``our_references``)."""
-    return f"{sender}:{control_ref}:{message_ref}:{ide_ref}"
-
-
 class _Predictions:
     """``our_references`` of every trigger queued, looked up by (tenant MP-ID, IDE or 0020).
 
@@ -900,8 +906,8 @@ class _Predictions:
         self._triggers: list[tuple[str, str, tuple[str, ...]]] = []  # (us, seed, key), queue order
         # (kind, index) -> (reference -> key, how many of ``_triggers`` are in it)
         self._tables: dict[tuple[_Kind, int], tuple[dict[tuple[str, str], tuple[str, ...]], list[int]]] = {}
-        self._hits = [0] * _CANDIDATES
-        self._order = list(range(_CANDIDATES))
+        self._hits = [0] * CANDIDATES
+        self._order = list(range(CANDIDATES))
 
     def add(self, us: str, seed: str, key: tuple[str, ...]) -> None:
         """A trigger with ``seed`` (``sender:0020:0062:IDE``) addressed to ``us`` is queued under ``key``."""

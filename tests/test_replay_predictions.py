@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from mako_actors._partition import our_references
-from mako_actors.replay import _Predictions, _trigger_seed
+from mako_actors._partition import our_references, trigger_seed
+from mako_actors.replay import _Predictions
 
 
 def _eager(triggers: list[tuple[str, tuple[str, str, str, str], tuple[str, ...]]]) -> tuple[dict, dict]:
@@ -22,7 +22,7 @@ def _eager(triggers: list[tuple[str, tuple[str, str, str, str], tuple[str, ...]]
 def test_seed_is_the_one_our_references_derives_from() -> None:
     refs = ("9900000000001", "ABC123", "M7", "IDE42")
     predicted = _Predictions()
-    predicted.add("9900000002009", _trigger_seed(*refs), ("malo", "x"))
+    predicted.add("9900000002009", trigger_seed(*refs), ("malo", "x"))
     for ide, control in our_references(*refs):
         assert predicted.get("IDE", ("9900000002009", ide)) == ("malo", "x")
         assert predicted.get("0020", ("9900000002009", control)) == ("malo", "x")
@@ -44,7 +44,7 @@ def test_lazy_lookups_agree_with_deriving_everything_up_front() -> None:
             )
             trigger = (rng.choice(tenants), refs, ("malo", str(step)))
             triggers.append(trigger)
-            predicted.add(trigger[0], _trigger_seed(*refs), trigger[2])
+            predicted.add(trigger[0], trigger_seed(*refs), trigger[2])
             continue
         requests, interchanges = _eager(triggers)
         us, refs, _ = rng.choice(triggers)

@@ -172,12 +172,12 @@ def test_plain_contrl_stores_the_bytes_of_the_model(at: datetime, case: dict[str
 
 
 def test_predicted_request_references_are_those_of_our_references_and_the_workflow() -> None:
-    from mako_actors._partition import _CANDIDATES, our_references
+    from mako_actors._partition import CANDIDATES, our_references
 
     seed = "9900000010002:AN1:M2:T3"
-    pairs = derive_request_refs(seed, _CANDIDATES)
+    pairs = derive_request_refs(seed, CANDIDATES)
     assert pairs == our_references("9900000010002", "AN1", "M2", "T3")
-    assert pairs == [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(_CANDIDATES)]
+    assert pairs == [(derive_ref(seed, i, "IDE"), derive_ref(seed, i, "0020")) for i in range(CANDIDATES)]
     sent = OutboundRef.derive(seed, 2, "UTILMD", LFA, "55010")  # what the workflow sends as index 2
     assert pairs[2] == (sent.ide_ref, sent.interchange_ref)
 
