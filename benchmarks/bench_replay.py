@@ -94,7 +94,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--archive", type=Path, help="use (or create) the archive here")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--gc-threshold", type=int, default=50_000, help="gen-0 GC threshold (0: default)")
+    parser.add_argument(
+        "--gc-threshold", type=int, default=200_000, help="gen-0 GC threshold (0: default; as the CLI)"
+    )
     parser.add_argument("--baseline", type=Path, help="another worktree to time on the same archive")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()

@@ -124,9 +124,11 @@ def _replay(args: argparse.Namespace) -> int:
     from mako_actors.replay import load_master_data, replay_directory
     from stores.lmdb import Durability
 
-    # A batch job with millions of short-lived objects: the cyclic GC's default generation-0
-    # threshold (700) costs 5-10 % here (benchmarks/README.md); the library leaves it to apps.
-    gc.set_threshold(50_000)
+    # A batch job with millions of short-lived objects and a window of parsed interchanges
+    # alive for seconds: every young collection walks that window again. The default threshold
+    # (700) costs 5-10 % here; 50,000 still ~13 % of a run, 200,000 ~5 % for a few MB more
+    # (benchmarks/README.md). The library leaves the collector to apps; this process is ours.
+    gc.set_threshold(200_000)
     console = Console(stderr=True, highlight=False)
     try:
         until = datetime.fromisoformat(args.until) if args.until else None
