@@ -242,7 +242,7 @@ def _check_commit_belongs(commit: Commit) -> None:
     stream or bind its keys there. A few integer comparisons per row, no reads.
     """
     stream_id = commit.stream_id
-    tenant, process = _OWNERS.get(stream_id) or _owner(stream_id)
+    tenant, process = _owner(stream_id)
     events = commit.events
     workflow = events[0].workflow_id if events else None
     for envelope in events:

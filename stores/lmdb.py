@@ -465,7 +465,6 @@ class LmdbStore(StoreBase):
     def _transact_once(self, batch: list[_WriteRequest], isolated: set[int]) -> list[list[Any]]:
         results: list[list[Any]] = []
         index = 0
-        apply_commit = schema.apply_commit
         with self._env.begin(write=True) as parent:
             txn = _LmdbTxn(parent, self._dbs)
             for request in batch:
@@ -476,11 +475,7 @@ class LmdbStore(StoreBase):
                     else:
                         writes = txn.writes
                         try:
-                            # ``run_write``, inline (one call less per commit).
-                            if type(fn) is Commit:
-                                out.append(apply_commit(txn, fn))
-                            else:
-                                out.append(fn(txn))  # type: ignore[operator]
+                            out.append(run_write(fn, txn))
                         except (lmdb.MapFullError, lmdb.MapResizedError):
                             raise
                         except Exception as exc:

@@ -66,6 +66,9 @@ class StaticMasterData:
         return self.by_malo.get(malo, _NO_SUPPLIERS)
 
 
+FactKind = Literal["assigned", "claimed", "started", "released", "ended"]
+
+
 class SupplyFact(BaseModel):
     """One journal entry of a MaLo (see the module doc for the kinds).
 
@@ -76,7 +79,7 @@ class SupplyFact(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["assigned", "claimed", "started", "released", "ended"]
+    kind: FactKind
     supplier: str | None = None
     at: datetime | None = None
     until: datetime | None = None
@@ -86,12 +89,14 @@ class SupplyFact(BaseModel):
     def to_entry(self) -> dict[str, Any]:
         """Plain data for the journal (``None`` fields left out): ``model_dump(mode="json",
         exclude_none=True)``, built directly (one or two per decision)."""
-        values = self.__dict__
-        return {name: json_value(value) for name in _FACT_FIELDS if (value := values.get(name)) is not None}
+        return _entry(self.__dict__)
 
 
 _FACT_FIELDS = tuple(SupplyFact.model_fields)
-FactKind = Literal["assigned", "claimed", "started", "released", "ended"]
+
+
+def _entry(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: json_value(value) for name in _FACT_FIELDS if (value := values.get(name)) is not None}
 
 
 def fact_entry(
@@ -105,18 +110,8 @@ def fact_entry(
 ) -> dict[str, Any]:
     """``SupplyFact(kind=kind, ...).to_entry()`` without building the fact: the workflow writes
     its facts straight into the journal (values of the fields' types, as for ``unvalidated``)."""
-    entry: dict[str, Any] = {"kind": json_value(kind)}
-    if supplier is not None:
-        entry["supplier"] = json_value(supplier)
-    if at is not None:
-        entry["at"] = json_value(at)
-    if until is not None:
-        entry["until"] = json_value(until)
-    if process is not None:
-        entry["process"] = json_value(process)
-    if due is not None:
-        entry["due"] = json_value(due)
-    return entry
+    values = {"kind": kind, "supplier": supplier, "at": at, "until": until, "process": process, "due": due}
+    return _entry(values)
 
 
 @dataclass(slots=True)
