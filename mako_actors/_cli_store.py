@@ -2,8 +2,9 @@
 
 Every command takes ``--store PATH`` (the LMDB directory) and prints a table, or JSON with
 ``--json``. ``dead-letters list`` and ``stats`` also read a partitioned store: ``--store`` a
-node's data directory (its ``p0007`` partitions) or a saved partition map (every node's); the
-other commands take one partition's directory. Commands that only read open the store
+node's data directory (its ``p0007`` partitions), a saved partition map (every node's) or the
+``--store`` of ``replay --workers n`` (its ``part-<k>-of-<n>`` stores); the other commands take
+one partition's directory. Commands that only read open the store
 read-only, so they are safe next to a running node; ``outbox retry`` and ``dead-letters
 requeue`` write one transaction each. Ids are accepted as printed: a unique prefix of a
 process or message id is enough.
@@ -114,7 +115,10 @@ def _leaf(
     )
     where = "the LMDB store directory"
     if partitioned is not None:
-        where += ", or a partitioned store: a node's data directory or a saved partition map"
+        where += (
+            ", or a partitioned store: a node's data directory, a saved partition map or a "
+            "'replay --workers N' store"
+        )
     parser.add_argument("--store", type=Path, required=True, help=where)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     prog = parser.prog
@@ -125,7 +129,7 @@ def _leaf(
 def _run(
     args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
 ) -> int:
-    from mako_actors._store_views import partition_roots
+    from mako_actors._store_views import partition_dirs, partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
@@ -133,9 +137,11 @@ def _run(
         roots = partition_roots(args.store)
         if roots is not None:
             if partitioned is None:
+                found = partition_dirs(roots)
+                example = found[0][1] if found else roots[0] / "p0000"
                 raise InvalidArgument(
                     f"{args.store} is a partitioned store; {prog} works on one partition: "
-                    f"give --store one of its partition directories, e.g. {roots[0] / 'p0000'}"
+                    f"give --store one of its partition directories, e.g. {example}"
                 )
             return await partitioned(roots, args)
         if write and not (args.store / "data.mdb").is_file():
@@ -402,15 +408,17 @@ async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _dead_letters_list_partitioned(roots: list[Path], args: argparse.Namespace) -> int:
-    from stores.partitioned import merged_dead_letters
+    from mako_actors._store_views import partition_dirs
+    from stores.partitioned import dead_letters_of
 
-    pairs = await merged_dead_letters(roots, limit=sys.maxsize)
+    pairs = await dead_letters_of(partition_dirs(roots), limit=sys.maxsize)
     if args.kind:
         pairs = [(p, d) for p, d in pairs if d.kind == args.kind]
     if args.json:
         _json([{"partition": p, **d.to_plain()} for p, d in pairs])
         return 0
-    # '#' counts per partition: requeue with --store <node data dir>/p0007 and that number.
+    # '#' counts per partition: requeue with --store <node data dir>/p0007 (a replay's
+    # STORE/part-<k>-of-<n>) and that number.
     _table(
         f"{len(pairs)} dead letter(s), every partition, oldest first",
         ("partition", "#", "kind", "recorded", "reason", "requeued"),

@@ -8,6 +8,7 @@ operator's tool, not a hot path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -185,8 +186,9 @@ def partition_roots(path: Path) -> list[Path] | None:
     """The node data directories to read when ``path`` names a partitioned store, else ``None``.
 
     ``path`` is a saved ``PartitionMap`` file (every node directory it names), or a node's data
-    directory holding ``p0007`` partition directories with their ``PARTITION`` marker. A plain
-    LMDB directory (``data.mdb`` in it) is not partitioned. A file that is not a partition map
+    directory holding ``p0007`` partition directories with their ``PARTITION`` marker, or the
+    ``--store`` of ``replay --workers n`` (its ``part-<k>-of-<n>`` stores). A plain LMDB
+    directory (``data.mdb`` in it) is not partitioned. A file that is not a partition map
     raises ``InvalidArgument``.
     """
     from stores.partitioned import MARKER
@@ -201,16 +203,41 @@ def partition_roots(path: Path) -> list[Path] | None:
         return [Path(d) for d in dict.fromkeys(partition_map.data_dirs.values())]
     if (path / "data.mdb").is_file():
         return None
-    if any((d / MARKER).is_file() for d in path.glob("p[0-9][0-9][0-9][0-9]")):
+    if any((d / MARKER).is_file() for d in path.glob("p[0-9][0-9][0-9][0-9]")) or replay_parts(path):
         return [path]
     return None
+
+
+_REPLAY_PART = re.compile(r"part-(\d+)-of-(\d+)")
+
+
+def replay_parts(path: Path) -> list[tuple[int, Path]]:
+    """``(k, directory)`` of the ``part-<k>-of-<n>`` stores ``replay --workers n`` left in ``path``.
+
+    Only directories holding a ``data.mdb`` count. Parts of two different ``n`` in one directory
+    raise ``InvalidArgument`` (they are two runs' splits, not one store).
+    """
+    parts: list[tuple[int, Path]] = []
+    counts: set[int] = set()
+    for directory in sorted(path.glob("part-*-of-*")):
+        match = _REPLAY_PART.fullmatch(directory.name)
+        if match and (directory / "data.mdb").is_file():
+            parts.append((int(match[1]), directory))
+            counts.add(int(match[2]))
+    if len(counts) > 1:
+        raise InvalidArgument(
+            f"{path} holds replay parts of {sorted(counts)} workers; give --store one part directory"
+        )
+    parts.sort()
+    return parts
 
 
 def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
     """``(partition, directory)`` of every partition under ``roots`` (marked ones only), by number.
 
     Moved-away copies (``p0007.moved-3``) and directories without the ``PARTITION`` marker are
-    skipped, as ``stores.partitioned.merged_dead_letters`` does.
+    skipped, as ``stores.partitioned.merged_dead_letters`` does. A replay's ``part-<k>-of-<n>``
+    stores count as partitions ``k``.
     """
     from stores.partitioned import MARKER
 
@@ -220,5 +247,6 @@ def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
             marker = directory / MARKER
             if directory.is_dir() and marker.is_file():
                 found.append((int(msgpack.unpackb(marker.read_bytes())["partition"]), directory))
+        found.extend(replay_parts(root))
     found.sort()
     return found

@@ -145,22 +145,35 @@ async def merged_dead_letters(
     For inspection (CLI views, reports): it sees what is committed when each partition is read,
     not one snapshot across partitions. A partition that cannot be opened raises ``StoreError``.
     """
-    from stores.lmdb_readonly import ReadOnlyLmdbStore
-
-    found: list[tuple[int, DeadLetter]] = []
+    found: list[tuple[int, Path]] = []
     for data_dir in data_dirs:
         for directory in sorted(Path(data_dir).glob("p[0-9][0-9][0-9][0-9]")):
             marker = directory / MARKER
-            if not directory.is_dir() or not marker.is_file():
-                continue
-            partition = int(msgpack.unpackb(marker.read_bytes())["partition"])
-            store = ReadOnlyLmdbStore(directory)
-            try:
-                after = 0
-                while batch := await store.dead_letters(1000, after):
-                    found.extend((partition, letter) for letter in batch)
-                    after = batch[-1].position
-            finally:
-                await store.aclose()
+            if directory.is_dir() and marker.is_file():
+                found.append((int(msgpack.unpackb(marker.read_bytes())["partition"]), directory))
+    return await dead_letters_of(found, limit)
+
+
+async def dead_letters_of(
+    partitions: Sequence[tuple[int, str | os.PathLike[str]]], limit: int = 10_000
+) -> list[tuple[int, DeadLetter]]:
+    """The dead letters of the given ``(partition, LMDB directory)`` pairs, merged, read-only.
+
+    Ordered and limited as ``merged_dead_letters`` says; for any set of stores read as one
+    (a node's partitions, or the ``part-<k>-of-<n>`` stores of ``replay --workers n``). A
+    directory that cannot be opened raises ``StoreError``.
+    """
+    from stores.lmdb_readonly import ReadOnlyLmdbStore
+
+    found: list[tuple[int, DeadLetter]] = []
+    for partition, directory in partitions:
+        store = ReadOnlyLmdbStore(directory)
+        try:
+            after = 0
+            while batch := await store.dead_letters(1000, after):
+                found.extend((partition, letter) for letter in batch)
+                after = batch[-1].position
+        finally:
+            await store.aclose()
     found.sort(key=lambda pair: (pair[1].recorded_at, pair[0], pair[1].position))
     return found[:limit]

@@ -133,3 +133,38 @@ def test_a_plain_store_lists_as_before_without_a_partition(tmp_path: Path, capsy
     assert [(r["reason"], r["position"]) for r in rows] == [("plain", 1)]
     assert "partition" not in rows[0]
     assert "partitions" not in run_json(capsys, "stats", "--store", str(tmp_path / "store"))
+
+
+def build_replay_parts(root: Path, n: int, reasons: dict[int, list[str]]) -> None:
+    """``root/part-<k>-of-<n>`` LMDB stores as ``replay --workers n`` names them, with dead letters."""
+
+    async def build() -> None:
+        for k in range(n):
+            async with LmdbStore(root / f"part-{k}-of-{n}") as store:
+                for minute, reason in enumerate(reasons.get(k, [])):
+                    at = T0 + timedelta(minutes=2 * minute + k)
+                    await store.add_dead_letter(DeadLetter(kind="inbound", reason=reason, recorded_at=at))
+
+    asyncio.run(build())
+
+
+def test_a_replay_workers_store_reads_as_its_parts(tmp_path: Path, capsys: Capture) -> None:
+    build_replay_parts(tmp_path, 2, {0: ["a0", "a1"], 1: ["b0"]})
+    rows = run_json(capsys, "dead-letters", "list", "--store", str(tmp_path))
+    merged = [(r["partition"], r["reason"], r["position"]) for r in rows]
+    assert merged == [(0, "a0", 1), (1, "b0", 1), (0, "a1", 2)]
+    plain = run_json(capsys, "stats", "--store", str(tmp_path))
+    assert plain["dead_letters_open"] == 3
+    assert {int(p): v["directory"] for p, v in plain["partitions"].items()} == {
+        0: str(tmp_path / "part-0-of-2"),
+        1: str(tmp_path / "part-1-of-2"),
+    }
+    code, _, err = run(capsys, "processes", "list", "--store", str(tmp_path))
+    assert code == 1 and str(tmp_path / "part-0-of-2") in err
+
+
+def test_replay_parts_of_two_worker_counts_are_refused(tmp_path: Path, capsys: Capture) -> None:
+    build_replay_parts(tmp_path, 2, {})
+    build_replay_parts(tmp_path, 3, {})
+    code, _, err = run(capsys, "stats", "--store", str(tmp_path))
+    assert code == 1 and "replay parts of [2, 3] workers" in err
