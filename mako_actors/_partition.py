@@ -85,12 +85,13 @@ walk of the later files knows, already goes by its file's key): continue a store
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import ChainMap, Counter
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from mako_actors._placement import Earlier, PartSeed
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
@@ -274,7 +275,9 @@ class FileFacts(NamedTuple):
     name and first bytes); ``default``: the group of the file's UNB key;
     ``routes``: one per message; ``bounds``: each message's start and end offset when ``cut``
     (the file can be split), with the UNB's end (``head_end``) and the separators and 0020 the
-    scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged.
+    scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged;
+    ``earlier``: the receipts earlier runs left under ``key`` in the part stores
+    (``_placement.earlier_receipts``; "Continued receipts").
     """
 
     key: tuple[bytes, bytes, bytes] | None
@@ -287,6 +290,7 @@ class FileFacts(NamedTuple):
     separators: bytes = b""
     control: bytes = b""
     rejected: bool | None = None
+    earlier: tuple[Earlier, ...] = ()
 
     def likely_cut(self) -> bool:
         """Whether a walk is likely to cut the file: an answer or acknowledgement among two or
@@ -485,10 +489,14 @@ class Partitioner:
     """Assigns each message of an archive, in receipt order, to one of ``n`` partitions.
 
     ``tenants``: our MP-IDs, as the replay's pipeline has them (a file addressed to another
-    party is rejected as a whole). ``mine``: see ``split``.
+    party is rejected as a whole). ``mine``: see ``split``. ``seeds``: what each partition's
+    store holds from earlier runs (``_placement.read_seed``, None: nothing), so the walk goes on
+    from there ("Continued stores"); a MaLo or reference two stores hold stays with the first.
     """
 
-    def __init__(self, n: int, tenants: Iterable[str], mine: int | None = None) -> None:
+    def __init__(
+        self, n: int, tenants: Iterable[str], mine: int | None = None, seeds: Sequence[PartSeed | None] = ()
+    ) -> None:
         self.n = n
         self._tenants = frozenset(tenants)
         self._mine = mine
@@ -497,6 +505,16 @@ class Partitioner:
         self._groups: dict[int, int] = {}  # group -> its partition (module doc, "Groups")
         self._load = [0] * n  # messages placed in each partition so far
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
+        for part, seed in enumerate(seeds):
+            if seed is None:
+                continue
+            for recipient, malo in seed.malos:
+                self._groups.setdefault(_group(recipient, malo), part)
+            for ide in seed.ides:
+                self._ide.setdefault(ide, part)
+            for interchange in seed.interchanges:
+                self._interchange.setdefault(interchange, part)
+            self._load[part] += seed.load
 
     def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
         """``{partition: bytes}`` for one interchange received at ``received_at``: whole, or one
@@ -511,17 +529,24 @@ class Partitioner:
         def judge() -> bool:
             return rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
 
-        return pieces_of(raw, facts, self.place(facts, judge))
+        return pieces_of(raw, facts, self.place(facts, judge, lambda: raw))
 
-    def place(self, facts: FileFacts, judge: Callable[[], bool]) -> Placement:
+    def place(
+        self, facts: FileFacts, judge: Callable[[], bool], raw: Callable[[], bytes] | None = None
+    ) -> Placement:
         """Where the next file in receipt order goes, from its ``facts`` (``read_facts``).
 
         ``judge``: the file's verdict (``rejected_as_a_whole``), asked only when the facts lack
         it and the walk needs it, possibly later (while its receipt is the last under its key).
+        ``raw``: the file's bytes, read only for a key an earlier run received (``facts.earlier``).
         """
         if facts.key is None:
             return {self._group_of(facts.default, 1): None}
         last = self._receipts.get(facts.key)
+        if last is None and facts.earlier:
+            continued = self._continued(facts, raw)
+            if continued is not None:
+                return continued
         if last is not None and facts.digest == last.digest:
             # A retransmission: a duplicate of each piece where it was received. The pipeline
             # routes the same bytes again when they were rejected before and pass now (a check
@@ -544,6 +569,31 @@ class Partitioner:
         if not self._accepted(receipt):
             return {home: None}  # rejected as a whole: never cut
         return self._pieces(home, parts)
+
+    def _continued(self, facts: FileFacts, raw: Callable[[], bytes] | None) -> Placement | None:
+        """A file under a key an earlier run received (module doc, "Continued stores"); None:
+        placed like new bytes under a rejected key."""
+        earlier = facts.earlier
+        accepted = [each for each in earlier if each[2]]
+        if accepted:
+            # Final, as in one store: the same bytes are a duplicate of each piece where it was
+            # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted.
+            if len(accepted) > 1 and facts.cut and raw is not None:
+                parts = self._parts(facts.routes, dry=True)
+                placed = self._pieces(parts[0], parts)
+                stored = {part: sha for part, sha, _, _ in accepted}
+                if stored.keys() == placed.keys() and all(
+                    hashlib.sha256(piece).hexdigest() == stored[part]
+                    for part, piece in pieces_of(raw(), facts, placed).items()
+                ):
+                    return placed
+            return {accepted[0][0]: None}
+        # Rejected bytes count as not received: the same bytes again are answered where the last
+        # ones were (a duplicate), other bytes are new.
+        part, sha, _, _ = max(earlier, key=lambda each: each[3])
+        if raw is not None and hashlib.sha256(raw()).hexdigest() == sha:
+            return {part: None}
+        return None
 
     def _accepted(self, receipt: _Receipt) -> bool:
         """Whether the pipeline accepted the receipt's bytes (judged now if the facts do not say)."""
@@ -574,36 +624,49 @@ class Partitioner:
         load = self._load
         return load.index(min(load))
 
-    def _answered(self, route: _Route) -> int | None:
+    @staticmethod
+    def _answered(
+        route: _Route, ides: MutableMapping[bytes, int], interchanges: MutableMapping[bytes, int]
+    ) -> int | None:
         """The partition of the request an answer or acknowledgement refers to, if known."""
         if route.kind == _ACK:
-            return self._interchange.get(route.ref)
+            return interchanges.get(route.ref)
         if route.kind == _ANSWER:
-            return self._ide.get(route.ref)
+            return ides.get(route.ref)
         return None
 
-    def _parts(self, routes: tuple[_Route, ...]) -> list[int]:
-        """Each message's partition; a new group goes with its file (module doc, "Groups")."""
+    def _parts(self, routes: tuple[_Route, ...], dry: bool = False) -> list[int]:
+        """Each message's partition; a new group goes with its file (module doc, "Groups").
+
+        ``dry``: what they would be, with nothing recorded.
+        """
+        groups: MutableMapping[int, int] = self._groups
+        ides: MutableMapping[bytes, int] = self._ide
+        interchanges: MutableMapping[bytes, int] = self._interchange
+        load = self._load
+        if dry:
+            groups, ides, interchanges = ChainMap({}, groups), ChainMap({}, ides), ChainMap({}, interchanges)
+            load = list(load)
         target: int | None = None
         for route in routes:
-            target = self._answered(route)
+            target = self._answered(route, ides, interchanges)
             if target is None:
-                target = self._groups.get(route.group)
+                target = groups.get(route.group)
             if target is not None:
                 break
         if target is None:
-            target = self._least_loaded()
+            target = load.index(min(load))
         parts: list[int] = []
         for route in routes:  # in order: an answer may follow its request in the same file
-            part = self._answered(route)
+            part = self._answered(route, ides, interchanges)
             if part is None:
-                part = self._groups.setdefault(route.group, target)
+                part = groups.setdefault(route.group, target)
             if route.kind == _STATIC:
                 for ide in route.ides:
-                    self._ide[ide] = part
+                    ides[ide] = part
                 for interchange in route.interchanges:
-                    self._interchange[interchange] = part
-            self._load[part] += 1
+                    interchanges[interchange] = part
+            load[part] += 1
             parts.append(part)
         return parts
 
@@ -621,5 +684,8 @@ def split_by_partition(
         def judge(raw: bytes = raw, at: datetime = at) -> bool:
             return rejected_as_a_whole(raw, at, tenants)
 
-        placed.append(pieces_of(raw, facts, partitioner.place(facts, judge)))
+        def read(raw: bytes = raw) -> bytes:
+            return raw
+
+        placed.append(pieces_of(raw, facts, partitioner.place(facts, judge, read)))
     return placed

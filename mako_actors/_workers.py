@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
+from mako_actors._placement import PartSeed, check_layout, earlier_receipts, existing_parts, read_seed
 
 if TYPE_CHECKING:
     from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
@@ -99,16 +100,27 @@ async def replay_partitions(
     n: int,
     runner: Runner | None = None,
 ) -> ReplayReport:
-    """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc)."""
+    """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc).
+
+    ``InvalidArgument``, with nothing written, when ``store_path`` holds a one-worker store or
+    the part stores of another worker count (``_placement.check_layout``).
+    """
     from mako_actors.replay import ReplayReport, digest_of
 
+    check_layout(store_path, n)
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
     if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run
         last = items[-1].received_at
         options = replace(options, until=max(options.until, last) if options.until else last)
     size = -(-len(sources) // n)
-    shares = [(sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold()) for k in range(n)]
+    # Part stores an earlier run left: the walk goes on from what they hold (``_placement``).
+    earlier = [(k, str(part_path(store_path, k, n))) for k in sorted(existing_parts(store_path))]
+    own = {k: path for k, path in earlier}
+    shares = [
+        (sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold(), own.get(k), earlier)
+        for k in range(n)
+    ]
     if runner is not None:
         results = await _both_rounds(runner, sources, shares, store_path, options, n)
     else:
@@ -166,22 +178,32 @@ async def _both_rounds(
     """Round 1 (each worker's files' facts), then round 2 (each walks all facts, replays its pieces)."""
     pickled: list[bytes] = []
     unreadable: list[str] = []
-    for facts, failures in await runner(_read_share, shares):
+    seeds: list[PartSeed | None] = []
+    for facts, failures, seed in await runner(_read_share, shares):
         pickled.append(facts)
         unreadable += failures
+        seeds.append(seed)
     threshold = gc.get_threshold()
     stores = [str(part_path(store_path, k, n)) for k in range(n)]
     lost = [unreadable] + [[]] * (n - 1)  # an unreadable file is reported once
-    calls = [(sources, pickled, stores[k], options, k, n, threshold, lost[k]) for k in range(n)]
+    calls = [(sources, pickled, stores[k], options, k, n, threshold, lost[k], seeds) for k in range(n)]
     return await runner(_worker, calls)
 
 
 def _read_share(
-    sources: list[tuple[str, datetime]], tenants: list[str], parent_gc: tuple[int, int, int]
-) -> tuple[bytes, list[str]]:
-    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable file.
+    sources: list[tuple[str, datetime]],
+    tenants: list[str],
+    parent_gc: tuple[int, int, int],
+    own: str | None = None,
+    earlier: list[tuple[int, str]] | None = None,
+) -> tuple[bytes, list[str], PartSeed | None]:
+    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable
+    file, and what the part store ``own`` (this worker's, if an earlier run left it) holds for
+    placement.
 
-    The facts come pickled, so the parent hands them on to every worker as they are.
+    ``earlier``: the part stores earlier runs left, ``(k, path)``: each file's facts name the
+    receipts they hold under its key. The facts come pickled, so the parent hands them on to
+    every worker as they are.
     """
     import gc
 
@@ -196,9 +218,17 @@ def _read_share(
         except OSError as exc:
             failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
             readable.append(False)
-    read = iter(read_facts(files, tenants))
+    found = read_facts(files, tenants)
+    if earlier:
+        stored = [(k, Path(path)) for k, path in earlier]
+        found = [
+            each._replace(earlier=receipts) if receipts else each
+            for each, receipts in zip(found, earlier_receipts(stored, (f.key for f in found)), strict=True)
+        ]
+    read = iter(found)
     facts = [next(read) if ok else None for ok in readable]
-    return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures
+    seed = None if own is None else read_seed(Path(own))
+    return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures, seed
 
 
 def _worker(
@@ -210,9 +240,13 @@ def _worker(
     n: int,
     parent_gc: tuple[int, int, int],
     unreadable: list[str],
+    seeds: list[PartSeed | None] | None = None,
 ) -> tuple[ReplayReport, dict[str, bytes]]:
     """Round 2 for worker ``k``: place every file by its facts, replay ``k``'s pieces into ``store``;
-    the report and each process's decisions as ``decision_digest`` encodes them."""
+    the report and each process's decisions as ``decision_digest`` encodes them.
+
+    ``seeds``: what each part store held before this run (round 1), where the walk starts from.
+    """
     import gc
     import logging
 
@@ -221,22 +255,27 @@ def _worker(
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
     facts: list[FileFacts | None] = [each for share in shares for each in pickle.loads(share)]
-    mine, failures = _pieces(sources, facts, options.tenants, k, n)
-    del facts  # ~100 k small tuples the replay's collections need not visit
+    mine, failures = _pieces(sources, facts, options.tenants, k, n, seeds or [])
+    del facts, seeds  # ~100 k small tuples the replay's collections need not visit
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
     return report, encoded_decisions(decisions)
 
 
 def _pieces(
-    sources: list[tuple[str, datetime]], facts: list[FileFacts | None], tenants: list[str], k: int, n: int
+    sources: list[tuple[str, datetime]],
+    facts: list[FileFacts | None],
+    tenants: list[str],
+    k: int,
+    n: int,
+    seeds: list[PartSeed | None],
 ) -> tuple[list[ArchivedInterchange], list[str]]:
     """Worker ``k``'s pieces of the files ``sources`` with ``facts``, and a failure line per file
     it could not read again (round 2 reads only the files it gets a piece of)."""
     from mako_actors.replay import ArchivedInterchange
 
     ours = frozenset(tenants)
-    partitioner = Partitioner(n, ours, k)
+    partitioner = Partitioner(n, ours, k, seeds)
     mine: list[ArchivedInterchange] = []
     failures: list[str] = []
     for (name, at), each in zip(sources, facts, strict=True):
@@ -247,7 +286,7 @@ def _pieces(
         def judge(path: Path = path, at: datetime = at) -> bool:
             return rejected_as_a_whole(path.read_bytes(), at, ours)
 
-        placement = partitioner.place(each, judge)
+        placement = partitioner.place(each, judge, path.read_bytes)
         if k in placement:
             try:
                 raw = path.read_bytes()

@@ -107,6 +107,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from mako_actors._placement import check_layout
+    from mako_actors.errors import InvalidArgument
+
+    try:  # before a worker starts: a store of another layout is refused with nothing written
+        check_layout(args.store, args.workers)
+    except InvalidArgument as exc:
+        print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if args.workers > 1 and not args.ray:
         from mako_actors._workers import start_workers
 
