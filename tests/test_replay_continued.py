@@ -10,10 +10,12 @@ import asyncio
 import csv
 import shutil
 from collections import Counter, defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from mako_actors._partition import Partitioner
 from mako_actors._workers import part_path, replay_partitions
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.cli import main
@@ -29,7 +31,7 @@ from mako_actors.replay import (
     process_decisions,
 )
 from stores.lmdb import Durability, LmdbStore
-from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent
+from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest
 
 
 def split_by_receipt(src: Path, first: Path, second: Path) -> None:
@@ -133,3 +135,45 @@ def test_a_store_is_continued_only_with_the_worker_count_it_was_made_with(
     err = capsys.readouterr().err
     assert named in err and f"not {then}" in err and str(store) in err
     assert _listing(store) == before  # nothing written
+
+
+async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_one_run(
+    tmp_path: Path,
+) -> None:
+    """Retransmissions in the later archive of interchanges the earlier run received (bundles it
+    split over part stores, and whole ones): the same bytes are duplicates, truncated ones get
+    CONTRL 4/26 and a dead letter, exactly as in one run over both archives."""
+    jan = tmp_path / "jan"
+    generate_archive(jan, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    items = archive(jan)
+    partitioner = Partitioner(2, [NB])
+    split, whole = [], []
+    for item in items:
+        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+        (split if len(pieces) > 1 else whole).append(item.path)
+    assert len(split) >= 4 and len(whole) >= 2
+    later = items[-1].received_at
+    again = [(f"{p.stem}-again.edi", p.read_bytes()) for p in split[:2] + whole[:2]]
+    cut = [
+        (f"{p.stem}-cut.edi", p.read_bytes()[: p.stat().st_size * 2 // 3]) for p in split[2:4] + whole[2:3]
+    ]
+    extra = [(name, raw, later + timedelta(minutes=k + 1)) for k, (name, raw) in enumerate(again + cut)]
+    feb = tmp_path / "feb"
+    feb.mkdir()
+    shutil.copy(jan / "master.json", feb / "master.json")
+    (feb / "manifest.csv").write_text("file,received_at\n")
+    with_manifest(feb, extra)
+    union = tmp_path / "union"
+    shutil.copytree(jan, union)
+    with_manifest(union, extra)
+
+    one, whole_store = await replay(union, tmp_path / "one", 1)
+    sent = await outbox_as_sent(tmp_path / "one", tmp_path / "sent")
+    await replay(jan, tmp_path / "parts", 2)
+    report, stores = await replay(feb, tmp_path / "parts", 2)
+
+    assert report.decision_digest == one.decision_digest
+    expected = await dead_letters(whole_store)
+    assert expected["inbound-conflict"] == len(cut)
+    assert await dead_letters(stores) == expected
+    assert await compare_outbound(sent, stores) == []
