@@ -73,13 +73,31 @@ homes); a verdict the facts lack (a bundle of triggers cut after all, a receipt 
 across two workers' halves) is judged then, by a parse of that file. ``Partitioner.split`` and
 ``split_by_partition`` run both phases in one process.
 
+Continued stores. A group's partition depends on the files before it, also those of earlier
+runs into the same part stores (January's archive, then February's). So a walk starts from what
+the part stores hold (``seeds``, read by ``_placement``): the group of each process a trigger
+started (its tenant and MaLo) in that process's partition, the IDE and 0020 of each request sent
+in its partition, the stores' sizes as their load. An earlier run's MaLo then stays with its
+process and an answer goes to its request, as in one run over both archives. A file whose
+receipt key an earlier run received (``FileFacts.earlier``: the last bytes under it in each
+store and whether they were accepted) is placed as the pipeline of one run would answer it:
+
+- accepted before: the same bytes as a bundle split then are cut again into the same pieces when
+  each piece's SHA-256 is the one stored where it goes (a duplicate in each); any other file
+  goes whole to a store that accepted it: a duplicate there if it was received whole, else a
+  conflict (CONTRL 4/26 and a dead letter);
+- rejected only: the same bytes as the last ones go whole where those were (answered before);
+  other bytes are placed like new ones.
+
+A key received both earlier and in this run is placed by this run's receipt (the newer one).
+
 Known limits: bytes rejected by a check of the receipt day (format or UNH version) and received
 again unchanged once they pass are routed by one run without a new receipt or CONTRL (the
 pipeline takes them for an interrupted earlier ingest); here they are cut like a new
-interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7.
-A group's partition depends on the files before it, so a later replay of other files into the
-same stores may place a MaLo elsewhere (as an answer to a request of the earlier run, which no
-walk of the later files knows, already goes by its file's key): continue a store with one worker.
+interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7 (when
+the earlier run received them, they go whole to where they were). A trigger that left nothing
+in the store (refused by the pipeline with an APERAK, skipped) does not hold its MaLo's place
+for a later run; nothing of it is read by a later message either.
 """
 
 from __future__ import annotations
@@ -277,7 +295,7 @@ class FileFacts(NamedTuple):
     (the file can be split), with the UNB's end (``head_end``) and the separators and 0020 the
     scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged;
     ``earlier``: the receipts earlier runs left under ``key`` in the part stores
-    (``_placement.earlier_receipts``; "Continued receipts").
+    (``_placement.earlier_receipts``; module doc, "Continued stores").
     """
 
     key: tuple[bytes, bytes, bytes] | None

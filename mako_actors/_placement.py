@@ -13,7 +13,7 @@ part stores already hold and starts its walk from that (``PartSeed``, ``earlier_
 - a request's partition: the store holding its ``ide:`` key (answers' ``RFF+TN``) and its
   interchange's ``ic:`` key (CONTRL / APERAK);
 - a receipt key's partitions: the stores holding its receipt stream, with the last bytes received
-  there (SHA-256) and whether they were accepted (``Partitioner.place``, "Continued receipts");
+  there (SHA-256) and whether they were accepted (``_partition``, "Continued stores");
 - each store's size (its streams), so new MaLos keep the partitions even.
 
 Why read the stores rather than keep a placement map beside them: the stores are what the

@@ -9,11 +9,15 @@ archive for it takes two rounds of calls through the same ``Runner`` (local proc
    returns their ``FileFacts`` (``read_facts``: a light scan, the references a trigger's answers
    will carry, and the judge's full parse of each file likely to be cut: 2,636 of the benchmark
    archive's 7,340). Nothing here depends on another file, so the work is shared instead of done
-   n times.
+   n times. When an earlier run left part stores, worker k also reads what store k holds for
+   placement (``_placement.read_seed``) and looks up its files' receipt keys in every store
+   (``earlier_receipts``): one read transaction per store, none for a fresh store.
 2. ``_worker``: every worker gets all facts and walks them in receipt order with the same
    ``Partitioner`` (the only part that depends on earlier files, dictionary work without a
-   parse; a verdict the facts lack is judged by a parse then), reads again only the files it
-   gets a piece of, and replays its pieces into ``store_path/part-<k>-of-<n>``.
+   parse; a verdict the facts lack is judged by a parse then), starting from the part stores'
+   seeds, reads again only the files it gets a piece of, and replays its pieces into
+   ``store_path/part-<k>-of-<n>``. A store of another layout (a one-worker store, or part
+   stores of another n) is refused before round 1 (``_placement.check_layout``).
 
 Local workers are forked by a ``forkserver`` that imported the replay once (``start_workers``;
 ``spawn`` where there is none), so they start without ~0.7 s CPU of imports each; the CLI starts

@@ -26,7 +26,8 @@ def add_replay_commands(sub: Any) -> None:
             "else file modification times) into the LMDB store, firing Fristen at their historic times. "
             "Re-runs change nothing. --workers N splits the archive by MaLo (each in one) into N stores "
             "(STORE/part-<k>-of-<N>), on N local processes or, with --ray, N Ray workers on this "
-            "machine's node (the archive and the store must be on its disk). Exit 0 completed, 1 with "
+            "machine's node (the archive and the store must be on its disk); a later archive continues "
+            "them with the same N. Exit 0 completed, 1 with "
             "--strict when anything was rejected, 2 operational failure (a failed worker included)."
         ),
     )
