@@ -559,6 +559,8 @@ class Partitioner:
         ``raw``: the file's bytes, read only for a key an earlier run received (``facts.earlier``).
         """
         if facts.key is None:
+            if facts.earlier:  # dead-lettered by an earlier run: once, as in one store
+                return {facts.earlier[0][0]: None}
             return {self._group_of(facts.default, 1): None}
         last = self._receipts.get(facts.key)
         if last is None and facts.earlier:
@@ -593,24 +595,31 @@ class Partitioner:
         placed like new bytes under a rejected key."""
         earlier = facts.earlier
         accepted = [each for each in earlier if each[2]]
+        data = raw() if raw is not None else None
+        sha = hashlib.sha256(data).hexdigest() if data is not None else ""
         if accepted:
             # Final, as in one store: the same bytes are a duplicate of each piece where it was
-            # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted.
-            if len(accepted) > 1 and facts.cut and raw is not None:
-                parts = self._parts(facts.routes, dry=True)
+            # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted:
+            # where these bytes were answered so before, else with the first message's piece.
+            if len(accepted) == 1:
+                return {accepted[0][0]: None}
+            parts = self._parts(facts.routes, dry=True) if facts.routes else []
+            if data is not None and facts.cut and parts:
                 placed = self._pieces(parts[0], parts)
-                stored = {part: sha for part, sha, _, _ in accepted}
+                stored = {each[0]: each[1] for each in accepted}
                 if stored.keys() == placed.keys() and all(
                     hashlib.sha256(piece).hexdigest() == stored[part]
-                    for part, piece in pieces_of(raw(), facts, placed).items()
+                    for part, piece in pieces_of(data, facts, placed).items()
                 ):
                     return placed
-            return {accepted[0][0]: None}
+            answered = [each[0] for each in accepted if sha in each[4]]
+            homes = [each[0] for each in accepted if parts and each[0] == parts[0]]
+            return {(answered or homes or [accepted[0][0]])[0]: None}
         # Rejected bytes count as not received: the same bytes again are answered where the last
         # ones were (a duplicate), other bytes are new.
-        part, sha, _, _ = max(earlier, key=lambda each: each[3])
-        if raw is not None and hashlib.sha256(raw()).hexdigest() == sha:
-            return {part: None}
+        last = max(earlier, key=lambda each: each[3])
+        if sha == last[1]:
+            return {last[0]: None}
         return None
 
     def _accepted(self, receipt: _Receipt) -> bool:

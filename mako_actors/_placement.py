@@ -33,6 +33,7 @@ The layout is fixed by the first run: a store replayed with ``--workers N`` hold
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = ["Earlier", "PartSeed", "check_layout", "earlier_receipts", "existing_
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
 _SEQ_ONE = (1).to_bytes(8, "big")
 _RECEIVED = "inbox.interchange_received"
+_CONFLICTED = "inbox.interchange_conflicted"
 
 
 class PartSeed(NamedTuple):
@@ -64,8 +66,9 @@ class PartSeed(NamedTuple):
 
 
 # One earlier receipt under a file's key: (partition, SHA-256 hex of the last bytes received there,
-# whether they were accepted, when they were received (ISO 8601)).
-Earlier = tuple[int, str, bool, str]
+# whether they were accepted, when they were received (ISO 8601), the SHA-256 of other bytes
+# answered there as a conflict).
+Earlier = tuple[int, str, bool, str, tuple[str, ...]]
 
 
 def existing_parts(store_path: Path) -> dict[int, int]:
@@ -145,23 +148,26 @@ def _latin(value: object) -> bytes:
 
 
 def earlier_receipts(
-    parts: Sequence[tuple[int, Path]], keys: Iterable[tuple[bytes, bytes, bytes] | None]
+    parts: Sequence[tuple[int, Path]], files: Iterable[tuple[tuple[bytes, bytes, bytes] | None, bytes]]
 ) -> list[tuple[Earlier, ...]]:
-    """For each receipt key (``FileFacts.key``), the receipts the part stores ``parts`` hold under it.
+    """For each file ``(receipt key, raw)`` (``FileFacts.key``), the receipts the part stores
+    ``parts`` hold under its key; none, but a dead letter of these very bytes (an unreadable or
+    misaddressed file: no receipt), then that store as if it held a rejected receipt of them.
 
-    One read transaction per store for all ``keys``; a key none of them holds gets ``()``.
+    One read transaction per store for all ``files``; a file none of them knows gets ``()``.
     """
     from mako_actors.inbound import receipt_identity
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
-    keys = list(keys)
+    files = list(files)
     streams = [
         None
         if key is None
         else receipt_identity(_text(key[1]), _text(key[0]), _text(key[2])).stream_id.encode()
-        for key in keys
+        for key, _ in files
     ]
-    found: list[list[Earlier]] = [[] for _ in keys]
+    found: list[list[Earlier]] = [[] for _ in files]
+    dead: dict[str, int] = {}
     for k, path in parts:
         if not (path / "data.mdb").is_file():
             continue
@@ -169,11 +175,19 @@ def earlier_receipts(
 
         def read(txn: Any, k: int = k) -> None:
             _receipts(txn, k, streams, found)
+            for _, raw in txn.scan("dead_letters", b""):
+                digest = (msgpack.unpackb(raw).get("payload") or {}).get("sha256")
+                if isinstance(digest, str):
+                    dead.setdefault(digest, k)
 
         try:
             store.read_sync(read)
         finally:
             store.close()
+    if dead:
+        for each, (_, raw) in zip(found, files, strict=True):
+            if not each and (digest := hashlib.sha256(raw).hexdigest()) in dead:
+                each.append((dead[digest], digest, False, "", ()))
     return [tuple(each) for each in found]
 
 
@@ -181,14 +195,17 @@ def _receipts(txn: Any, k: int, streams: list[bytes | None], found: list[list[Ea
     for index, stream in enumerate(streams):
         if stream is None or txn.get("streams", stream) is None:
             continue
-        last: Earlier | None = None
+        last: tuple[str, bool, str] | None = None
+        conflicts: list[str] = []
         for _, raw in txn.scan("events", stream + b"\x00", stream + b"\x01"):
             event = msgpack.unpackb(raw)
-            if event.get("event_type") == _RECEIVED:
-                payload = event["payload"]
-                last = (k, str(payload["sha256"]), bool(payload["accepted"]), str(payload["received_at"]))
+            kind, payload = event.get("event_type"), event.get("payload") or {}
+            if kind == _RECEIVED:
+                last = (str(payload["sha256"]), bool(payload["accepted"]), str(payload["received_at"]))
+            elif kind == _CONFLICTED:
+                conflicts.append(str(payload["sha256"]))
         if last is not None:
-            found[index].append(last)
+            found[index].append((k, *last, tuple(conflicts)))
 
 
 def _text(value: bytes) -> str:

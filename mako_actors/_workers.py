@@ -225,9 +225,10 @@ def _read_share(
     found = read_facts(files, tenants)
     if earlier:
         stored = [(k, Path(path)) for k, path in earlier]
+        keyed = [(each.key, raw) for each, (_, raw, _) in zip(found, files, strict=True)]
         found = [
             each._replace(earlier=receipts) if receipts else each
-            for each, receipts in zip(found, earlier_receipts(stored, (f.key for f in found)), strict=True)
+            for each, receipts in zip(found, earlier_receipts(stored, keyed), strict=True)
         ]
     read = iter(found)
     facts = [next(read) if ok else None for ok in readable]
