@@ -84,10 +84,13 @@ store and whether they were accepted) is placed as the pipeline of one run would
 
 - accepted before: the same bytes as a bundle split then are cut again into the same pieces when
   each piece's SHA-256 is the one stored where it goes (a duplicate in each); any other file
-  goes whole to a store that accepted it: a duplicate there if it was received whole, else a
-  conflict (CONTRL 4/26 and a dead letter);
+  goes whole to a store that accepted it (the one that answered these bytes as a conflict
+  before, else the one of its first message): a duplicate there if it was received whole, else
+  a conflict (CONTRL 4/26 and a dead letter, once per content);
 - rejected only: the same bytes as the last ones go whole where those were (answered before);
-  other bytes are placed like new ones.
+  other bytes are placed like new ones;
+- no receipt, but a dead letter of the same bytes (unreadable, misaddressed): whole to its store,
+  where the dead letter is not written twice.
 
 A key received both earlier and in this run is placed by this run's receipt (the newer one).
 
@@ -595,14 +598,14 @@ class Partitioner:
         placed like new bytes under a rejected key."""
         earlier = facts.earlier
         accepted = [each for each in earlier if each[2]]
+        if len(accepted) == 1:
+            return {accepted[0][0]: None}  # received whole: a duplicate or a conflict there
         data = raw() if raw is not None else None
         sha = hashlib.sha256(data).hexdigest() if data is not None else ""
         if accepted:
             # Final, as in one store: the same bytes are a duplicate of each piece where it was
             # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted:
             # where these bytes were answered so before, else with the first message's piece.
-            if len(accepted) == 1:
-                return {accepted[0][0]: None}
             parts = self._parts(facts.routes, dry=True) if facts.routes else []
             if data is not None and facts.cut and parts:
                 placed = self._pieces(parts[0], parts)

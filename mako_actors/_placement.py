@@ -13,7 +13,9 @@ part stores already hold and starts its walk from that (``PartSeed``, ``earlier_
 - a request's partition: the store holding its ``ide:`` key (answers' ``RFF+TN``) and its
   interchange's ``ic:`` key (CONTRL / APERAK);
 - a receipt key's partitions: the stores holding its receipt stream, with the last bytes received
-  there (SHA-256) and whether they were accepted (``_partition``, "Continued stores");
+  there (SHA-256), whether they were accepted and the other bytes answered there as a conflict
+  (``_partition``, "Continued stores"); for a file without a receipt (unreadable, misaddressed),
+  the store holding the dead letter of its bytes;
 - each store's size (its streams), so new MaLos keep the partitions even.
 
 Why read the stores rather than keep a placement map beside them: the stores are what the
