@@ -93,7 +93,9 @@ def part_path(store_path: Path, k: int, n: int) -> Path:
     return store_path if n == 1 else store_path / f"part-{k}-of-{n}"
 
 
-# Runs ``worker(*call)`` for every call and returns the results in order (e.g. on Ray).
+# Runs ``worker(*call)`` for every call and returns the results in order (e.g. on Ray). Calls that
+# share a process run one after the other: round 1 opens every existing part store (one LMDB
+# environment per path and process).
 Runner = Callable[[Callable[..., Any], list[tuple[Any, ...]]], Awaitable[list[Any]]]
 
 
