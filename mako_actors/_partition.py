@@ -73,24 +73,46 @@ homes); a verdict the facts lack (a bundle of triggers cut after all, a receipt 
 across two workers' halves) is judged then, by a parse of that file. ``Partitioner.split`` and
 ``split_by_partition`` run both phases in one process.
 
+Continued stores. A group's partition depends on the files before it, also those of earlier
+runs into the same part stores (January's archive, then February's). So a walk starts from what
+the part stores hold (``seeds``, read by ``_placement``): the group of each process a trigger
+started (its tenant and MaLo) in that process's partition, the IDE and 0020 of each request sent
+in its partition, the stores' sizes as their load. An earlier run's MaLo then stays with its
+process and an answer goes to its request, as in one run over both archives. A file whose
+receipt key an earlier run received (``FileFacts.earlier``: the last bytes under it in each
+store and whether they were accepted) is placed as the pipeline of one run would answer it:
+
+- accepted before: the same bytes as a bundle split then are cut again into the same pieces when
+  each piece's SHA-256 is the one stored where it goes (a duplicate in each); any other file
+  goes whole to a store that accepted it (the one that answered these bytes as a conflict
+  before, else the one of its first message): a duplicate there if it was received whole, else
+  a conflict (CONTRL 4/26 and a dead letter, once per content);
+- rejected only: the same bytes as the last ones go whole where those were (answered before);
+  other bytes are placed like new ones;
+- no receipt, but a dead letter of the same bytes (unreadable, misaddressed): whole to its store,
+  where the dead letter is not written twice.
+
+A key received both earlier and in this run is placed by this run's receipt (the newer one).
+
 Known limits: bytes rejected by a check of the receipt day (format or UNH version) and received
 again unchanged once they pass are routed by one run without a new receipt or CONTRL (the
 pipeline takes them for an interrupted earlier ingest); here they are cut like a new
-interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7.
-A group's partition depends on the files before it, so a later replay of other files into the
-same stores may place a MaLo elsewhere (as an answer to a request of the earlier run, which no
-walk of the later files knows, already goes by its file's key): continue a store with one worker.
+interchange, so the decisions are the same but each piece is acknowledged with a CONTRL 7 (when
+the earlier run received them, they go whole to where they were). A trigger that left nothing
+in the store (refused by the pipeline with an APERAK, skipped) does not hold its MaLo's place
+for a later run; nothing of it is read by a later message either.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import ChainMap, Counter
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from mako_actors._placement import Earlier, PartSeed
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
@@ -274,7 +296,9 @@ class FileFacts(NamedTuple):
     name and first bytes); ``default``: the group of the file's UNB key;
     ``routes``: one per message; ``bounds``: each message's start and end offset when ``cut``
     (the file can be split), with the UNB's end (``head_end``) and the separators and 0020 the
-    scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged.
+    scan read for a piece's UNZ; ``rejected``: the judge's verdict, None when not judged;
+    ``earlier``: the receipts earlier runs left under ``key`` in the part stores
+    (``_placement.earlier_receipts``; module doc, "Continued stores").
     """
 
     key: tuple[bytes, bytes, bytes] | None
@@ -287,6 +311,7 @@ class FileFacts(NamedTuple):
     separators: bytes = b""
     control: bytes = b""
     rejected: bool | None = None
+    earlier: tuple[Earlier, ...] = ()
 
     def likely_cut(self) -> bool:
         """Whether a walk is likely to cut the file: an answer or acknowledgement among two or
@@ -485,10 +510,14 @@ class Partitioner:
     """Assigns each message of an archive, in receipt order, to one of ``n`` partitions.
 
     ``tenants``: our MP-IDs, as the replay's pipeline has them (a file addressed to another
-    party is rejected as a whole). ``mine``: see ``split``.
+    party is rejected as a whole). ``mine``: see ``split``. ``seeds``: what each partition's
+    store holds from earlier runs (``_placement.read_seed``, None: nothing), so the walk goes on
+    from there ("Continued stores"); a MaLo or reference two stores hold stays with the first.
     """
 
-    def __init__(self, n: int, tenants: Iterable[str], mine: int | None = None) -> None:
+    def __init__(
+        self, n: int, tenants: Iterable[str], mine: int | None = None, seeds: Sequence[PartSeed | None] = ()
+    ) -> None:
         self.n = n
         self._tenants = frozenset(tenants)
         self._mine = mine
@@ -497,6 +526,16 @@ class Partitioner:
         self._groups: dict[int, int] = {}  # group -> its partition (module doc, "Groups")
         self._load = [0] * n  # messages placed in each partition so far
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
+        for part, seed in enumerate(seeds):
+            if seed is None:
+                continue
+            for recipient, malo in seed.malos:
+                self._groups.setdefault(_group(recipient, malo), part)
+            for ide in seed.ides:
+                self._ide.setdefault(ide, part)
+            for interchange in seed.interchanges:
+                self._interchange.setdefault(interchange, part)
+            self._load[part] += seed.load
 
     def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
         """``{partition: bytes}`` for one interchange received at ``received_at``: whole, or one
@@ -511,17 +550,26 @@ class Partitioner:
         def judge() -> bool:
             return rejected_as_a_whole(raw, received_at, self._tenants, parsed=read.parse())
 
-        return pieces_of(raw, facts, self.place(facts, judge))
+        return pieces_of(raw, facts, self.place(facts, judge, lambda: raw))
 
-    def place(self, facts: FileFacts, judge: Callable[[], bool]) -> Placement:
+    def place(
+        self, facts: FileFacts, judge: Callable[[], bool], raw: Callable[[], bytes] | None = None
+    ) -> Placement:
         """Where the next file in receipt order goes, from its ``facts`` (``read_facts``).
 
         ``judge``: the file's verdict (``rejected_as_a_whole``), asked only when the facts lack
         it and the walk needs it, possibly later (while its receipt is the last under its key).
+        ``raw``: the file's bytes, read only for a key an earlier run received (``facts.earlier``).
         """
         if facts.key is None:
+            if facts.earlier:  # dead-lettered by an earlier run: once, as in one store
+                return {facts.earlier[0][0]: None}
             return {self._group_of(facts.default, 1): None}
         last = self._receipts.get(facts.key)
+        if last is None and facts.earlier:
+            continued = self._continued(facts, raw)
+            if continued is not None:
+                return continued
         if last is not None and facts.digest == last.digest:
             # A retransmission: a duplicate of each piece where it was received. The pipeline
             # routes the same bytes again when they were rejected before and pass now (a check
@@ -544,6 +592,38 @@ class Partitioner:
         if not self._accepted(receipt):
             return {home: None}  # rejected as a whole: never cut
         return self._pieces(home, parts)
+
+    def _continued(self, facts: FileFacts, raw: Callable[[], bytes] | None) -> Placement | None:
+        """A file under a key an earlier run received (module doc, "Continued stores"); None:
+        placed like new bytes under a rejected key."""
+        earlier = facts.earlier
+        accepted = [each for each in earlier if each[2]]
+        if len(accepted) == 1:
+            return {accepted[0][0]: None}  # received whole: a duplicate or a conflict there
+        data = raw() if raw is not None else None
+        sha = hashlib.sha256(data).hexdigest() if data is not None else ""
+        if accepted:
+            # Final, as in one store: the same bytes are a duplicate of each piece where it was
+            # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted:
+            # where these bytes were answered so before, else with the first message's piece.
+            parts = self._parts(facts.routes, dry=True) if facts.routes else []
+            if data is not None and facts.cut and parts:
+                placed = self._pieces(parts[0], parts)
+                stored = {each[0]: each[1] for each in accepted}
+                if stored.keys() == placed.keys() and all(
+                    hashlib.sha256(piece).hexdigest() == stored[part]
+                    for part, piece in pieces_of(data, facts, placed).items()
+                ):
+                    return placed
+            answered = [each[0] for each in accepted if sha in each[4]]
+            homes = [each[0] for each in accepted if parts and each[0] == parts[0]]
+            return {(answered or homes or [accepted[0][0]])[0]: None}
+        # Rejected bytes count as not received: the same bytes again are answered where the last
+        # ones were (a duplicate), other bytes are new.
+        last = max(earlier, key=lambda each: each[3])
+        if sha == last[1]:
+            return {last[0]: None}
+        return None
 
     def _accepted(self, receipt: _Receipt) -> bool:
         """Whether the pipeline accepted the receipt's bytes (judged now if the facts do not say)."""
@@ -574,36 +654,49 @@ class Partitioner:
         load = self._load
         return load.index(min(load))
 
-    def _answered(self, route: _Route) -> int | None:
+    @staticmethod
+    def _answered(
+        route: _Route, ides: MutableMapping[bytes, int], interchanges: MutableMapping[bytes, int]
+    ) -> int | None:
         """The partition of the request an answer or acknowledgement refers to, if known."""
         if route.kind == _ACK:
-            return self._interchange.get(route.ref)
+            return interchanges.get(route.ref)
         if route.kind == _ANSWER:
-            return self._ide.get(route.ref)
+            return ides.get(route.ref)
         return None
 
-    def _parts(self, routes: tuple[_Route, ...]) -> list[int]:
-        """Each message's partition; a new group goes with its file (module doc, "Groups")."""
+    def _parts(self, routes: tuple[_Route, ...], dry: bool = False) -> list[int]:
+        """Each message's partition; a new group goes with its file (module doc, "Groups").
+
+        ``dry``: what they would be, with nothing recorded.
+        """
+        groups: MutableMapping[int, int] = self._groups
+        ides: MutableMapping[bytes, int] = self._ide
+        interchanges: MutableMapping[bytes, int] = self._interchange
+        load = self._load
+        if dry:
+            groups, ides, interchanges = ChainMap({}, groups), ChainMap({}, ides), ChainMap({}, interchanges)
+            load = list(load)
         target: int | None = None
         for route in routes:
-            target = self._answered(route)
+            target = self._answered(route, ides, interchanges)
             if target is None:
-                target = self._groups.get(route.group)
+                target = groups.get(route.group)
             if target is not None:
                 break
         if target is None:
-            target = self._least_loaded()
+            target = load.index(min(load))
         parts: list[int] = []
         for route in routes:  # in order: an answer may follow its request in the same file
-            part = self._answered(route)
+            part = self._answered(route, ides, interchanges)
             if part is None:
-                part = self._groups.setdefault(route.group, target)
+                part = groups.setdefault(route.group, target)
             if route.kind == _STATIC:
                 for ide in route.ides:
-                    self._ide[ide] = part
+                    ides[ide] = part
                 for interchange in route.interchanges:
-                    self._interchange[interchange] = part
-            self._load[part] += 1
+                    interchanges[interchange] = part
+            load[part] += 1
             parts.append(part)
         return parts
 
@@ -621,5 +714,8 @@ def split_by_partition(
         def judge(raw: bytes = raw, at: datetime = at) -> bool:
             return rejected_as_a_whole(raw, at, tenants)
 
-        placed.append(pieces_of(raw, facts, partitioner.place(facts, judge)))
+        def read(raw: bytes = raw) -> bytes:
+            return raw
+
+        placed.append(pieces_of(raw, facts, partitioner.place(facts, judge, read)))
     return placed

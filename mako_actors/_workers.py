@@ -9,11 +9,15 @@ archive for it takes two rounds of calls through the same ``Runner`` (local proc
    returns their ``FileFacts`` (``read_facts``: a light scan, the references a trigger's answers
    will carry, and the judge's full parse of each file likely to be cut: 2,636 of the benchmark
    archive's 7,340). Nothing here depends on another file, so the work is shared instead of done
-   n times.
+   n times. When an earlier run left part stores, worker k also reads what store k holds for
+   placement (``_placement.read_seed``) and looks up its files' receipt keys in every store
+   (``earlier_receipts``): one read transaction per store, none for a fresh store.
 2. ``_worker``: every worker gets all facts and walks them in receipt order with the same
    ``Partitioner`` (the only part that depends on earlier files, dictionary work without a
-   parse; a verdict the facts lack is judged by a parse then), reads again only the files it
-   gets a piece of, and replays its pieces into ``store_path/part-<k>-of-<n>``.
+   parse; a verdict the facts lack is judged by a parse then), starting from the part stores'
+   seeds, reads again only the files it gets a piece of, and replays its pieces into
+   ``store_path/part-<k>-of-<n>``. A store of another layout (a one-worker store, or part
+   stores of another n) is refused before round 1 (``_placement.check_layout``).
 
 Local workers are forked by a ``forkserver`` that imported the replay once (``start_workers``;
 ``spawn`` where there is none), so they start without ~0.7 s CPU of imports each; the CLI starts
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
+from mako_actors._placement import PartSeed, check_layout, earlier_receipts, existing_parts, read_seed
 
 if TYPE_CHECKING:
     from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
@@ -88,7 +93,9 @@ def part_path(store_path: Path, k: int, n: int) -> Path:
     return store_path if n == 1 else store_path / f"part-{k}-of-{n}"
 
 
-# Runs ``worker(*call)`` for every call and returns the results in order (e.g. on Ray).
+# Runs ``worker(*call)`` for every call and returns the results in order (e.g. on Ray). Calls that
+# share a process run one after the other: round 1 opens every existing part store (one LMDB
+# environment per path and process).
 Runner = Callable[[Callable[..., Any], list[tuple[Any, ...]]], Awaitable[list[Any]]]
 
 
@@ -99,16 +106,27 @@ async def replay_partitions(
     n: int,
     runner: Runner | None = None,
 ) -> ReplayReport:
-    """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc)."""
+    """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc).
+
+    ``InvalidArgument``, with nothing written, when ``store_path`` holds a one-worker store or
+    the part stores of another worker count (``_placement.check_layout``).
+    """
     from mako_actors.replay import ReplayReport, digest_of
 
+    check_layout(store_path, n)
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
     if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run
         last = items[-1].received_at
         options = replace(options, until=max(options.until, last) if options.until else last)
     size = -(-len(sources) // n)
-    shares = [(sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold()) for k in range(n)]
+    # Part stores an earlier run left: the walk goes on from what they hold (``_placement``).
+    earlier = [(k, str(part_path(store_path, k, n))) for k in sorted(existing_parts(store_path))]
+    own = {k: path for k, path in earlier}
+    shares = [
+        (sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold(), own.get(k), earlier)
+        for k in range(n)
+    ]
     if runner is not None:
         results = await _both_rounds(runner, sources, shares, store_path, options, n)
     else:
@@ -166,22 +184,32 @@ async def _both_rounds(
     """Round 1 (each worker's files' facts), then round 2 (each walks all facts, replays its pieces)."""
     pickled: list[bytes] = []
     unreadable: list[str] = []
-    for facts, failures in await runner(_read_share, shares):
+    seeds: list[PartSeed | None] = []
+    for facts, failures, seed in await runner(_read_share, shares):
         pickled.append(facts)
         unreadable += failures
+        seeds.append(seed)
     threshold = gc.get_threshold()
     stores = [str(part_path(store_path, k, n)) for k in range(n)]
     lost = [unreadable] + [[]] * (n - 1)  # an unreadable file is reported once
-    calls = [(sources, pickled, stores[k], options, k, n, threshold, lost[k]) for k in range(n)]
+    calls = [(sources, pickled, stores[k], options, k, n, threshold, lost[k], seeds) for k in range(n)]
     return await runner(_worker, calls)
 
 
 def _read_share(
-    sources: list[tuple[str, datetime]], tenants: list[str], parent_gc: tuple[int, int, int]
-) -> tuple[bytes, list[str]]:
-    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable file.
+    sources: list[tuple[str, datetime]],
+    tenants: list[str],
+    parent_gc: tuple[int, int, int],
+    own: str | None = None,
+    earlier: list[tuple[int, str]] | None = None,
+) -> tuple[bytes, list[str], PartSeed | None]:
+    """Round 1 for ``sources``: each file's facts (None: unreadable), a failure line per unreadable
+    file, and what the part store ``own`` (this worker's, if an earlier run left it) holds for
+    placement.
 
-    The facts come pickled, so the parent hands them on to every worker as they are.
+    ``earlier``: the part stores earlier runs left, ``(k, path)``: each file's facts name the
+    receipts they hold under its key. The facts come pickled, so the parent hands them on to
+    every worker as they are.
     """
     import gc
 
@@ -196,9 +224,18 @@ def _read_share(
         except OSError as exc:
             failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
             readable.append(False)
-    read = iter(read_facts(files, tenants))
+    found = read_facts(files, tenants)
+    if earlier:
+        stored = [(k, Path(path)) for k, path in earlier]
+        keyed = [(each.key, raw) for each, (_, raw, _) in zip(found, files, strict=True)]
+        found = [
+            each._replace(earlier=receipts) if receipts else each
+            for each, receipts in zip(found, earlier_receipts(stored, keyed), strict=True)
+        ]
+    read = iter(found)
     facts = [next(read) if ok else None for ok in readable]
-    return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures
+    seed = None if own is None else read_seed(Path(own))
+    return pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL), failures, seed
 
 
 def _worker(
@@ -210,9 +247,13 @@ def _worker(
     n: int,
     parent_gc: tuple[int, int, int],
     unreadable: list[str],
+    seeds: list[PartSeed | None] | None = None,
 ) -> tuple[ReplayReport, dict[str, bytes]]:
     """Round 2 for worker ``k``: place every file by its facts, replay ``k``'s pieces into ``store``;
-    the report and each process's decisions as ``decision_digest`` encodes them."""
+    the report and each process's decisions as ``decision_digest`` encodes them.
+
+    ``seeds``: what each part store held before this run (round 1), where the walk starts from.
+    """
     import gc
     import logging
 
@@ -221,22 +262,27 @@ def _worker(
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
     facts: list[FileFacts | None] = [each for share in shares for each in pickle.loads(share)]
-    mine, failures = _pieces(sources, facts, options.tenants, k, n)
-    del facts  # ~100 k small tuples the replay's collections need not visit
+    mine, failures = _pieces(sources, facts, options.tenants, k, n, seeds or [])
+    del facts, seeds  # ~100 k small tuples the replay's collections need not visit
     report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
     return report, encoded_decisions(decisions)
 
 
 def _pieces(
-    sources: list[tuple[str, datetime]], facts: list[FileFacts | None], tenants: list[str], k: int, n: int
+    sources: list[tuple[str, datetime]],
+    facts: list[FileFacts | None],
+    tenants: list[str],
+    k: int,
+    n: int,
+    seeds: list[PartSeed | None],
 ) -> tuple[list[ArchivedInterchange], list[str]]:
     """Worker ``k``'s pieces of the files ``sources`` with ``facts``, and a failure line per file
     it could not read again (round 2 reads only the files it gets a piece of)."""
     from mako_actors.replay import ArchivedInterchange
 
     ours = frozenset(tenants)
-    partitioner = Partitioner(n, ours, k)
+    partitioner = Partitioner(n, ours, k, seeds)
     mine: list[ArchivedInterchange] = []
     failures: list[str] = []
     for (name, at), each in zip(sources, facts, strict=True):
@@ -247,7 +293,7 @@ def _pieces(
         def judge(path: Path = path, at: datetime = at) -> bool:
             return rejected_as_a_whole(path.read_bytes(), at, ours)
 
-        placement = partitioner.place(each, judge)
+        placement = partitioner.place(each, judge, path.read_bytes)
         if k in placement:
             try:
                 raw = path.read_bytes()

@@ -8,6 +8,7 @@ The store inspection commands live in ``_cli_store``, ``serve`` in ``serve``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -86,7 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args.log_level or default_level).upper(), json_lines=(args.log_format or "human") == "json"
     )
     handler: Handler = args.handler
-    return handler(args)
+    code = handler(args)
+    if argv is None:
+        # This process is the command's own (the console script passes no argv): what the command
+        # left on the heap dies with it. A replay leaves ~300,000 objects in reference cycles that
+        # the interpreter's exit would collect one by one (~1.4 s CPU for the benchmark archive);
+        # frozen, they are left to the OS. Nothing is open by then (stores closed and synced,
+        # reports written); logging still flushes at exit.
+        gc.freeze()
+    return code
 
 
 def _version() -> str:

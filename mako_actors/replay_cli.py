@@ -26,7 +26,8 @@ def add_replay_commands(sub: Any) -> None:
             "else file modification times) into the LMDB store, firing Fristen at their historic times. "
             "Re-runs change nothing. --workers N splits the archive by MaLo (each in one) into N stores "
             "(STORE/part-<k>-of-<N>), on N local processes or, with --ray, N Ray workers on this "
-            "machine's node (the archive and the store must be on its disk). Exit 0 completed, 1 with "
+            "machine's node (the archive and the store must be on its disk); a later archive continues "
+            "them with the same N. Exit 0 completed, 1 with "
             "--strict when anything was rejected, 2 operational failure (a failed worker included)."
         ),
     )
@@ -107,6 +108,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from mako_actors._placement import check_layout
+    from mako_actors.errors import InvalidArgument
+
+    try:  # before a worker starts: a store of another layout is refused with nothing written
+        check_layout(args.store, args.workers)
+    except InvalidArgument as exc:
+        print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if args.workers > 1 and not args.ray:
         from mako_actors._workers import start_workers
 

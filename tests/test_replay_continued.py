@@ -1,0 +1,179 @@
+"""A store replayed with ``--workers N`` can be continued with another archive and N workers: the
+result is that of one run over both archives (same decisions, dead letters and answers, every
+MaLo's processes in one part store), and a store is refused, with nothing written, when asked to
+continue with another worker count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import shutil
+from collections import Counter, defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mako_actors._partition import Partitioner
+from mako_actors._workers import part_path, replay_partitions
+from mako_actors.archive import ArchiveSpec, generate_archive
+from mako_actors.cli import main
+from mako_actors.compare import compare_outbound
+from mako_actors.replay import (
+    ReplayReport,
+    _all_events,
+    _Options,
+    _replay_items,
+    archive,
+    decision_digest,
+    load_master_data,
+    process_decisions,
+)
+from stores.lmdb import Durability, LmdbStore
+from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest
+
+
+def split_by_receipt(src: Path, first: Path, second: Path) -> None:
+    """``src``'s files received before its middle instant into ``first``, the rest into ``second``,
+    each a directory with its own ``manifest.csv`` and ``master.json``."""
+    items = archive(src)
+    middle = items[len(items) // 2].received_at
+    for target, share in (
+        (first, [i for i in items if i.received_at < middle]),
+        (second, [i for i in items if i.received_at >= middle]),
+    ):
+        target.mkdir()
+        shutil.copy(src / "master.json", target / "master.json")
+        with (target / "manifest.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "received_at"])
+            for item in share:
+                shutil.copy(item.path, target / item.path.name)
+                writer.writerow([item.path.name, item.received_at.isoformat()])
+
+
+async def replay(src: Path, store: Path, n: int) -> tuple[ReplayReport, list[Path]]:
+    """One run of ``src`` into ``store`` (new or continued) with ``n`` workers (threads)."""
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
+    if n == 1:
+        report, _ = await _replay_items(archive(src), store, options, None)
+    else:
+        report = await replay_partitions(archive(src), store, options, n, runner=_in_threads)
+    return report, [part_path(store, k, n) for k in range(n)]
+
+
+async def dead_letters(stores: list[Path]) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for path in stores:
+        async with LmdbStore(path) as store:
+            found.update(letter.kind for letter in await store.dead_letters(limit=10**6))
+    return found
+
+
+async def malos_by_store(stores: list[Path]) -> dict[tuple[str, str], set[int]]:
+    """``(recipient, MaLo)`` of every process a trigger started -> the part stores holding one."""
+    found: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for k, path in enumerate(stores):
+        async with LmdbStore(path) as store:
+            for event in await _all_events(store):
+                inbound = event.payload.get("inbound")
+                if isinstance(inbound, dict) and inbound.get("malo"):
+                    found[(inbound["recipient"], inbound["malo"])].add(k)
+    return found
+
+
+async def union_digest(stores: list[Path]) -> str:
+    decisions: dict[str, list[list[object]]] = {}
+    for path in stores:
+        async with LmdbStore(path) as store:
+            decisions |= process_decisions(await _all_events(store))
+    return decision_digest(decisions)
+
+
+@pytest.mark.parametrize(("seed", "n"), [(3, 2), (8, 3)])
+async def test_two_archives_replayed_one_after_the_other_into_part_stores_decide_like_one_run(
+    tmp_path: Path, seed: int, n: int
+) -> None:
+    src = tmp_path / "all"
+    generate_archive(src, ArchiveSpec(days=6, processes=300, defects=0.1, seed=seed))
+    split_by_receipt(src, tmp_path / "jan", tmp_path / "feb")
+    one, whole = await replay(src, tmp_path / "one", 1)
+    sent = await outbox_as_sent(tmp_path / "one", tmp_path / "sent")
+
+    await replay(tmp_path / "jan", tmp_path / "parts", n)
+    report, stores = await replay(tmp_path / "feb", tmp_path / "parts", n)
+
+    assert await union_digest(stores) == one.decision_digest
+    assert report.decision_digest == one.decision_digest  # the report covers what the stores hold
+    malos = await malos_by_store(stores)
+    assert malos, "the archive must start processes"
+    assert {malo: parts for malo, parts in malos.items() if len(parts) > 1} == {}
+    assert await dead_letters(stores) == await dead_letters(whole)
+    assert await compare_outbound(sent, stores) == []
+
+
+def _listing(path: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "named"),
+    [(2, 3, "--workers 2"), (2, 1, "--workers 2"), (1, 2, "one-worker")],
+)
+def test_a_store_is_continued_only_with_the_worker_count_it_was_made_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], first: int, then: int, named: str
+) -> None:
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=2, processes=20, defects=0.0, seed=5))
+    store = tmp_path / "store"
+    asyncio.run(replay(src, store, first))
+    before = _listing(store)
+    capsys.readouterr()
+    argv = ["replay", str(src), "--store", str(store), "--tenant", NB, "--workers", str(then), "--json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and f"not {then}" in err and str(store) in err
+    assert _listing(store) == before  # nothing written
+
+
+async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_one_run(
+    tmp_path: Path,
+) -> None:
+    """Retransmissions in the later archive of interchanges the earlier run received (bundles it
+    split over part stores, and whole ones): the same bytes are duplicates, truncated ones get
+    CONTRL 4/26 and a dead letter, exactly as in one run over both archives."""
+    jan = tmp_path / "jan"
+    generate_archive(jan, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    items = archive(jan)
+    partitioner = Partitioner(2, [NB])
+    split, whole = [], []
+    for item in items:
+        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+        (split if len(pieces) > 1 else whole).append(item.path)
+    assert len(split) >= 4 and len(whole) >= 2
+    later = items[-1].received_at
+    again = [(f"{p.stem}-again.edi", p.read_bytes()) for p in split[:2] + whole[:2]]
+    cut = [
+        (f"{p.stem}-cut.edi", p.read_bytes()[: p.stat().st_size * 2 // 3]) for p in split[2:4] + whole[2:3]
+    ]
+    extra = [(name, raw, later + timedelta(minutes=k + 1)) for k, (name, raw) in enumerate(again + cut)]
+    feb = tmp_path / "feb"
+    feb.mkdir()
+    shutil.copy(jan / "master.json", feb / "master.json")
+    (feb / "manifest.csv").write_text("file,received_at\n")
+    with_manifest(feb, extra)
+    union = tmp_path / "union"
+    shutil.copytree(jan, union)
+    with_manifest(union, extra)
+
+    one, whole_store = await replay(union, tmp_path / "one", 1)
+    sent = await outbox_as_sent(tmp_path / "one", tmp_path / "sent")
+    await replay(jan, tmp_path / "parts", 2)
+    report, stores = await replay(feb, tmp_path / "parts", 2)
+
+    assert report.decision_digest == one.decision_digest
+    expected = await dead_letters(whole_store)
+    assert expected["inbound-conflict"] == len(cut)
+    assert await dead_letters(stores) == expected
+    assert await compare_outbound(sent, stores) == []
