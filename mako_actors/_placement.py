@@ -73,14 +73,15 @@ class PartSeed(NamedTuple):
 Earlier = tuple[int, str, bool, str, tuple[str, ...]]
 
 
-def existing_parts(store_path: Path) -> dict[int, int]:
-    """``{k: n}`` of the ``part-<k>-of-<n>`` directories in ``store_path``."""
-    found: dict[int, int] = {}
+def existing_parts(store_path: Path) -> list[tuple[int, int, Path]]:
+    """``(k, n, directory)`` of the ``part-<k>-of-<n>`` directories in ``store_path``, sorted."""
+    found: list[tuple[int, int, Path]] = []
     if store_path.is_dir():
         for entry in store_path.iterdir():
             match = _PART.match(entry.name)
             if match is not None and entry.is_dir():
-                found[int(match.group(1))] = int(match.group(2))
+                found.append((int(match.group(1)), int(match.group(2)), entry))
+    found.sort()
     return found
 
 
@@ -91,8 +92,7 @@ def check_layout(store_path: Path, n: int) -> None:
     stores of one N; continuing it with another worker count would put a MaLo's later messages
     into another store than its process. Checked before anything is written.
     """
-    parts = existing_parts(store_path)
-    counts = sorted(set(parts.values()))
+    counts = sorted({n for _, n, _ in existing_parts(store_path)})
     why = "a MaLo's process must stay in the store that holds it"
     if (store_path / "data.mdb").exists() and n > 1:
         raise InvalidArgument(

@@ -8,7 +8,6 @@ operator's tool, not a hot path.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,28 +207,21 @@ def partition_roots(path: Path) -> list[Path] | None:
     return None
 
 
-_REPLAY_PART = re.compile(r"part-(\d+)-of-(\d+)")
-
-
 def replay_parts(path: Path) -> list[tuple[int, Path]]:
     """``(k, directory)`` of the ``part-<k>-of-<n>`` stores ``replay --workers n`` left in ``path``.
 
     Only directories holding a ``data.mdb`` count. Parts of two different ``n`` in one directory
     raise ``InvalidArgument`` (they are two runs' splits, not one store).
     """
-    parts: list[tuple[int, Path]] = []
-    counts: set[int] = set()
-    for directory in sorted(path.glob("part-*-of-*")):
-        match = _REPLAY_PART.fullmatch(directory.name)
-        if match and (directory / "data.mdb").is_file():
-            parts.append((int(match[1]), directory))
-            counts.add(int(match[2]))
+    from mako_actors._placement import existing_parts
+
+    found = [(k, n, d) for k, n, d in existing_parts(path) if (d / "data.mdb").is_file()]
+    counts = sorted({n for _, n, _ in found})
     if len(counts) > 1:
         raise InvalidArgument(
-            f"{path} holds replay parts of {sorted(counts)} workers; give --store one part directory"
+            f"{path} holds replay parts of {counts} workers; give --store one part directory"
         )
-    parts.sort()
-    return parts
+    return [(k, d) for k, _, d in found]
 
 
 def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:

@@ -121,7 +121,7 @@ async def replay_partitions(
         options = replace(options, until=max(options.until, last) if options.until else last)
     size = -(-len(sources) // n)
     # Part stores an earlier run left: the walk goes on from what they hold (``_placement``).
-    earlier = [(k, str(part_path(store_path, k, n))) for k in sorted(existing_parts(store_path))]
+    earlier = [(k, str(directory)) for k, _, directory in existing_parts(store_path)]
     own = {k: path for k, path in earlier}
     shares = [
         (sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold(), own.get(k), earlier)

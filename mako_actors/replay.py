@@ -981,13 +981,17 @@ async def replay_directory(
     pinned to this machine's node (``mako_actors._ray_replay``). ``workflow``: the GPKE workflow to
     decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
     ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
-    cannot be opened or written.
+    cannot be opened or written; ``InvalidArgument`` also when ``store_path`` holds a store of
+    another worker count (``mako_actors._placement.check_layout``).
     """
     tenant_ids = sorted(set(tenants))
     for tenant in tenant_ids:
         TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
     if window < 1 or workers < 1:
         raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
+    from mako_actors._placement import check_layout
+
+    check_layout(store_path, workers)  # before anything is read or written
     items = archive(directory)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:

@@ -20,6 +20,7 @@ from mako_actors._workers import part_path, replay_partitions
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.cli import main
 from mako_actors.compare import compare_outbound
+from mako_actors.errors import InvalidArgument
 from mako_actors.replay import (
     ReplayReport,
     _all_events,
@@ -29,6 +30,7 @@ from mako_actors.replay import (
     decision_digest,
     load_master_data,
     process_decisions,
+    replay_directory,
 )
 from stores.lmdb import Durability, LmdbStore
 from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest
@@ -135,6 +137,17 @@ def test_a_store_is_continued_only_with_the_worker_count_it_was_made_with(
     err = capsys.readouterr().err
     assert named in err and f"not {then}" in err and str(store) in err
     assert _listing(store) == before  # nothing written
+
+
+def test_the_library_call_refuses_a_store_of_another_worker_count(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=2, processes=20, defects=0.0, seed=5))
+    store = tmp_path / "store"
+    asyncio.run(replay(src, store, 2))
+    before = _listing(store)
+    with pytest.raises(InvalidArgument, match="--workers 2"):
+        asyncio.run(replay_directory(src, store, tenants=[NB], workers=1))
+    assert _listing(store) == before  # nothing written, no data.mdb beside the parts
 
 
 async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_one_run(
