@@ -438,7 +438,7 @@ def reschedule(
 
 
 def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
-    ident = deadline.deadline_id.bytes
+    ident = deadline.deadline_id.int.to_bytes(16, "big")
     raw = txn.get("deadlines", ident)
     if raw is not None:  # replaced: its index rows may be keyed by another due time or stream
         _remove_deadline(txn, ident, *_due_and_stream(raw))
@@ -474,7 +474,7 @@ def _deadline_plain(deadline: Deadline) -> dict[str, Any]:
 
 def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
     """Remove a deadline; with ``of_stream``, refuse one of another stream (``InvalidArgument``)."""
-    ident = deadline_id.bytes
+    ident = deadline_id.int.to_bytes(16, "big")
     raw = txn.get("deadlines", ident)
     if raw is None:
         return False
@@ -606,7 +606,7 @@ def load_activation(
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:
     if not key:
         raise InvalidArgument("registry key must not be empty")
-    return tenant_id.bytes + key.encode()
+    return tenant_id.int.to_bytes(16, "big") + key.encode()
 
 
 def register(txn: KvTxn, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
@@ -629,7 +629,9 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
     row = b""
     for key, identity in registry:
         if identity is not last:
-            last, tenant, row = identity, identity.tenant_id.bytes, pack(_identity_plain(identity))
+            # (``UUID.bytes`` is a Python property: the id's int, directly, as elsewhere here.)
+            last, tenant = identity, identity.tenant_id.int.to_bytes(16, "big")
+            row = pack(_identity_plain(identity))
         if not key:
             raise InvalidArgument("registry key must not be empty")
         _bind(txn, tenant + key.encode(), row, key, identity)
@@ -726,7 +728,7 @@ def load_checkpoint(txn: KvTxn, name: str) -> int:
 def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
     if not key or "\x00" in key:
         raise InvalidArgument(f"journal key must be non-empty and without NUL: {key!r}")
-    return tenant_id.bytes + key.encode() + b"\x00"
+    return tenant_id.int.to_bytes(16, "big") + key.encode() + b"\x00"
 
 
 def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
