@@ -427,24 +427,32 @@ class LmdbStore(StoreBase):
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is _STOP or self._run_queued(item):
                 return
-            batch: list[_WriteRequest] = [item]
-            stop = False
-            size = len(item.fns)
-            while size < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-                size += len(nxt.fns)
-            self._run_batch(batch, size)
-            if stop:
-                return
+            # Nothing of a batch stays referenced here while the next one is awaited: its
+            # commits and results (every envelope, id and row of a turn) would otherwise live
+            # on until then, traversed by each garbage collection meanwhile, and die here.
+            del item
+
+    def _run_queued(self, first: _WriteRequest) -> bool:
+        """Run ``first`` and whatever else is queued (up to ``max_batch`` writes) as one batch.
+
+        True if the stop marker was taken from the queue (the loop ends after this batch).
+        """
+        batch: list[_WriteRequest] = [first]
+        size = len(first.fns)
+        while size < self.max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                self._run_batch(batch, size)
+                return True
+            batch.append(nxt)
+            size += len(nxt.fns)
+        self._run_batch(batch, size)
+        return False
 
     def _run_batch(self, batch: list[_WriteRequest], size: int) -> None:
         outcome: list[list[Any]] | BaseException
