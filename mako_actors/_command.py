@@ -195,7 +195,7 @@ def prepare(
     without an event to cause it.
     """
     # Fields of the models read from their ``__dict__``: a model attribute goes through
-    # pydantic's ``__getattr__`` lookup hook, ~10x a dict item, and this runs once per command.
+    # pydantic's ``__getattr__`` lookup hook, which a dict item skips (once per command).
     out = output.__dict__
     ident = identity.__dict__
     pending_events = out["events"]
