@@ -194,9 +194,13 @@ def prepare(
     object). Raises ``WorkflowError`` when the output asks to send or schedule something
     without an event to cause it.
     """
-    pending_events = output.events
+    # Fields of the models read from their ``__dict__``: a model attribute goes through
+    # pydantic's ``__getattr__`` lookup hook, which a dict item skips (once per command).
+    out = output.__dict__
+    ident = identity.__dict__
+    pending_events = out["events"]
     if not pending_events:
-        if output.outbox or output.deadlines:
+        if out["outbox"] or out["deadlines"]:
             raise WorkflowError.invalid_state(
                 f"{workflow.name}: handle returned outbox messages or deadlines but no event"
             )
@@ -207,14 +211,14 @@ def prepare(
     if ctx is None:
         correlation, conversation, causation = CorrelationId.new(), ConversationId.new(), None
     else:
-        correlation, conversation, causation = ctx.correlation_id, ctx.conversation_id, ctx.causation_id
+        context = ctx.__dict__
+        correlation, conversation = context["correlation_id"], context["conversation_id"]
+        causation = context["causation_id"]
     apply = workflow.apply
     if len(pending_events) == 1:  # most commands: no list, no loop
         event = pending_events[0]
         new_state = apply(state, event)
-        first = _envelope(
-            identity, version + 1, event, recorded_at, correlation, conversation, causation
-        )
+        first = _envelope(ident, version + 1, event, recorded_at, correlation, conversation, causation)
         events: tuple[EventEnvelope, ...] = (first,)
     else:
         new_state = state
@@ -223,57 +227,57 @@ def prepare(
             new_state = apply(new_state, event)
             envelopes.append(
                 _envelope(
-                    identity, version + offset, event, recorded_at, correlation, conversation, causation
+                    ident, version + offset, event, recorded_at, correlation, conversation, causation
                 )
             )
         events = tuple(envelopes)
         first = events[0]
-    cause: EventId = first.event_id
+    cause: EventId = first.__dict__["event_id"]
     # (The ``if`` guards skip building empty generators: most commands have no outbox,
     # deadlines or registry keys, and this runs once per command.)
-    pending_outbox = output.outbox
+    pending_outbox = out["outbox"]
     outbox: tuple[OutboxMessage, ...] = ()
     if len(pending_outbox) == 1:  # most answers: one message, no generator
         outbox = (
-            _stamp_outbox(identity, correlation, conversation, cause, 0, pending_outbox[0], recorded_at),
+            _stamp_outbox(ident, correlation, conversation, cause, 0, pending_outbox[0], recorded_at),
         )
     elif pending_outbox:
         outbox = tuple(
-            _stamp_outbox(identity, correlation, conversation, cause, index, pending, recorded_at)
+            _stamp_outbox(ident, correlation, conversation, cause, index, pending, recorded_at)
             for index, pending in enumerate(pending_outbox)
         )
     new_version = version + len(events)
     snapshot = None
     interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
-        snapshot = workflow.snapshot_of(identity.stream_id, new_version, new_state, now)
+        snapshot = workflow.snapshot_of(ident["stream_id"], new_version, new_state, now)
     enqueue = options.enqueue
     deadlines: tuple[Deadline, ...] = ()
-    if enqueue and output.deadlines:
+    if enqueue and out["deadlines"]:
         deadlines = tuple(
             Deadline.of_pending(pending, DeadlineId.for_event(cause, index), identity, cause)
-            for index, pending in enumerate(output.deadlines)
+            for index, pending in enumerate(out["deadlines"])
         )
     discharged = options.deadline
-    register_keys = output.register_keys
-    journal = output.journal
+    register_keys = out["register_keys"]
+    journal = out["journal"]
     commit = _commit(
-        identity.stream_id,
+        ident["stream_id"],
         _EXACT[version] if version < _EXACT_MAX else ExpectedVersion.exact(version),
         events,
         outbox if enqueue else (),
         deadlines,
-        output.cancel_deadlines if enqueue else (),
+        out["cancel_deadlines"] if enqueue else (),
         (discharged.deadline_id,) if discharged is not None else (),
         snapshot,
         tuple((key, identity) for key in register_keys) if register_keys else (),
-        tuple(JournalEntry(identity.tenant_id, key, data) for key, data in journal) if journal else (),
+        tuple(JournalEntry(ident["tenant_id"], key, data) for key, data in journal) if journal else (),
     )
     return _prepared(commit, events, outbox, new_state, snapshot)
 
 
 def _envelope(
-    identity: ProcessIdentity,
+    identity: dict[str, Any],
     sequence: int,
     event: Event,
     recorded_at: datetime,
@@ -281,16 +285,19 @@ def _envelope(
     conversation: ConversationId,
     causation: CausationId | None,
 ) -> EventEnvelope:
-    """The placeholder envelope of one decided event: ``EventEnvelope._placeholder``, inline."""
+    """The placeholder envelope of one decided event: ``EventEnvelope._placeholder``, inline.
+
+    ``identity``: the fields (``__dict__``) of the process's ``ProcessIdentity``.
+    """
     envelope: EventEnvelope = _new_object(EventEnvelope)
     _set_dict(
         envelope,
         {
             "event_id": EventId.new(),
-            "stream_id": identity.stream_id,
-            "process_id": identity.process_id,
-            "tenant_id": identity.tenant_id,
-            "workflow_id": identity.workflow_id,
+            "stream_id": identity["stream_id"],
+            "process_id": identity["process_id"],
+            "tenant_id": identity["tenant_id"],
+            "workflow_id": identity["workflow_id"],
             "sequence": sequence,
             "global_position": 0,
             "event_type": event.event_type,
@@ -309,7 +316,7 @@ def _envelope(
 
 
 def _stamp_outbox(
-    identity: ProcessIdentity,
+    identity: dict[str, Any],
     correlation: CorrelationId,
     conversation: ConversationId,
     cause: EventId,
@@ -319,28 +326,31 @@ def _stamp_outbox(
 ) -> OutboxMessage:
     """The stored row of one ``PendingOutbox`` (``now`` aware UTC), built without re-validation.
 
+    ``identity``: the fields (``__dict__``) of the process's ``ProcessIdentity``.
+
     Every value already has its field's type: the ids come from validated models or are
     derived here, ``pending`` is a validated ``PendingOutbox`` (``not_before`` UTC, ``payload``
     plain data) and ``now`` was normalized to UTC by the caller.
     """
     message_id = OutboxMessageId.for_event(cause, index)
+    message = pending.__dict__
     row: OutboxMessage = _new_object(OutboxMessage)
     _set_dict(
         row,
         {
             "message_id": message_id,
             "idempotency_key": message_id._text,
-            "stream_id": identity.stream_id,
-            "process_id": identity.process_id,
-            "tenant_id": identity.tenant_id,
+            "stream_id": identity["stream_id"],
+            "process_id": identity["process_id"],
+            "tenant_id": identity["tenant_id"],
             "causation_event_id": cause,
             "correlation_id": correlation,
             "conversation_id": conversation,
-            "message_type": pending.message_type,
-            "recipient": pending.recipient,
-            "payload": pending.payload,
+            "message_type": message["message_type"],
+            "recipient": message["recipient"],
+            "payload": message["payload"],
             "created_at": now,
-            "next_attempt_at": pending.not_before or now,
+            "next_attempt_at": message["not_before"] or now,
             "attempts": 0,
             "last_error": None,
             "position": 0,  # assigned by the store on enqueue

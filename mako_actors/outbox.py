@@ -77,23 +77,26 @@ class OutboxMessage(PlainModel):
         one call. The datetime fields are aware UTC by their type.)
         """
         # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
+        # Fields read from ``__dict__``: a model attribute goes through ``BaseModel``'s
+        # ``__getattr__`` lookup hook, which a dict item skips.
+        fields = self.__dict__
         return {
-            "message_id": self.message_id._text,
-            "idempotency_key": self.idempotency_key,
-            "stream_id": str(self.stream_id),
-            "process_id": self.process_id._text,
-            "tenant_id": self.tenant_id._text,
-            "causation_event_id": self.causation_event_id._text,
-            "correlation_id": self.correlation_id._text,
-            "conversation_id": self.conversation_id._text,
-            "message_type": self.message_type,
-            "recipient": self.recipient,
-            "payload": plain_payload(self.payload),
-            "created_at": iso_utc(self.created_at),
-            "next_attempt_at": iso_utc(self.next_attempt_at),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "position": self.position,
+            "message_id": fields["message_id"]._text,
+            "idempotency_key": fields["idempotency_key"],
+            "stream_id": str(fields["stream_id"]),
+            "process_id": fields["process_id"]._text,
+            "tenant_id": fields["tenant_id"]._text,
+            "causation_event_id": fields["causation_event_id"]._text,
+            "correlation_id": fields["correlation_id"]._text,
+            "conversation_id": fields["conversation_id"]._text,
+            "message_type": fields["message_type"],
+            "recipient": fields["recipient"],
+            "payload": plain_payload(fields["payload"]),
+            "created_at": iso_utc(fields["created_at"]),
+            "next_attempt_at": iso_utc(fields["next_attempt_at"]),
+            "attempts": fields["attempts"],
+            "last_error": fields["last_error"],
+            "position": fields["position"],
         }
 
 

@@ -194,7 +194,7 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         position = 0 if raw is None else int.from_bytes(raw, "big")
         prefix = stream + b"\x00"
         for offset, envelope in enumerate(events, start=1):
-            if envelope.stream_id != stream_id:
+            if envelope.__dict__["stream_id"] != stream_id:
                 raise InvalidArgument(
                     f"event {envelope.event_id} belongs to {envelope.stream_id}, not {stream_id}"
                 )
@@ -244,12 +244,15 @@ def _check_commit_belongs(commit: Commit) -> None:
     stream_id = commit.stream_id
     tenant, process = _owner(stream_id)
     events = commit.events
-    workflow = events[0].workflow_id if events else None
+    workflow = events[0].__dict__["workflow_id"] if events else None
     for envelope in events:
+        # (Fields from ``__dict__``: a model attribute goes through pydantic's slow
+        # ``__getattr__`` hook; several per row, once per commit.)
+        fields = envelope.__dict__
         if (
-            envelope.tenant_id.int != tenant
-            or envelope.process_id.int != process
-            or (envelope.workflow_id is not workflow and envelope.workflow_id != workflow)
+            fields["tenant_id"].int != tenant
+            or fields["process_id"].int != process
+            or (fields["workflow_id"] is not workflow and fields["workflow_id"] != workflow)
         ):
             raise InvalidArgument(
                 f"commit to {stream_id}: event {envelope.event_id} belongs to process "
@@ -258,7 +261,12 @@ def _check_commit_belongs(commit: Commit) -> None:
     if commit.outbox or commit.deadlines:
         rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
         for row in rows:
-            if row.stream_id != stream_id or row.tenant_id.int != tenant or row.process_id.int != process:
+            fields = row.__dict__
+            if (
+                fields["stream_id"] != stream_id
+                or fields["tenant_id"].int != tenant
+                or fields["process_id"].int != process
+            ):
                 raise InvalidArgument(
                     f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
                     f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
@@ -366,13 +374,14 @@ def _enqueue_all(txn: KvTxn, messages: Sequence[OutboxMessage]) -> None:
     start = position = 0 if raw is None else int.from_bytes(raw, "big")
     insert, put = txn.insert, txn.put
     for message in messages:
+        fields = message.__dict__  # (not attributes: pydantic's ``__getattr__`` hook is slow)
         # ``message_id.bytes`` is ``UUID.bytes``, a Python property: the id's int, directly.
-        ident = message.message_id.int.to_bytes(16, "big")
+        ident = fields["message_id"].int.to_bytes(16, "big")
         plain = message.to_plain()
         plain["position"] = position + 1
         if insert("outbox", ident, pack(plain)):
             position += 1
-            due = micros(message.next_attempt_at).to_bytes(8, "big")
+            due = micros(fields["next_attempt_at"]).to_bytes(8, "big")
             put("outbox_due", due + position.to_bytes(8, "big") + ident, b"")
     if position != start:
         put("meta", _OUTBOX, position.to_bytes(8, "big"))
@@ -438,7 +447,7 @@ def reschedule(
 
 
 def register_deadline(txn: KvTxn, deadline: Deadline) -> None:
-    ident = deadline.deadline_id.bytes
+    ident = deadline.deadline_id.int.to_bytes(16, "big")
     raw = txn.get("deadlines", ident)
     if raw is not None:  # replaced: its index rows may be keyed by another due time or stream
         _remove_deadline(txn, ident, *_due_and_stream(raw))
@@ -474,7 +483,7 @@ def _deadline_plain(deadline: Deadline) -> dict[str, Any]:
 
 def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
     """Remove a deadline; with ``of_stream``, refuse one of another stream (``InvalidArgument``)."""
-    ident = deadline_id.bytes
+    ident = deadline_id.int.to_bytes(16, "big")
     raw = txn.get("deadlines", ident)
     if raw is None:
         return False
@@ -606,7 +615,7 @@ def load_activation(
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:
     if not key:
         raise InvalidArgument("registry key must not be empty")
-    return tenant_id.bytes + key.encode()
+    return tenant_id.int.to_bytes(16, "big") + key.encode()
 
 
 def register(txn: KvTxn, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
@@ -629,7 +638,9 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
     row = b""
     for key, identity in registry:
         if identity is not last:
-            last, tenant, row = identity, identity.tenant_id.bytes, pack(_identity_plain(identity))
+            # (``UUID.bytes`` is a Python property: the id's int, directly, as elsewhere here.)
+            last, tenant = identity, identity.tenant_id.int.to_bytes(16, "big")
+            row = pack(_identity_plain(identity))
         if not key:
             raise InvalidArgument("registry key must not be empty")
         _bind(txn, tenant + key.encode(), row, key, identity)
@@ -726,7 +737,7 @@ def load_checkpoint(txn: KvTxn, name: str) -> int:
 def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
     if not key or "\x00" in key:
         raise InvalidArgument(f"journal key must be non-empty and without NUL: {key!r}")
-    return tenant_id.bytes + key.encode() + b"\x00"
+    return tenant_id.int.to_bytes(16, "big") + key.encode() + b"\x00"
 
 
 def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:

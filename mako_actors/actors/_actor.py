@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ STATE_AT = "state_at"
 EVENT_COUNT = "event_count"
 TAKE_SNAPSHOT = "take_snapshot"
 _WRITES = frozenset({COMMAND, TIMEOUT})
+_get_ident = threading.get_ident
 
 
 # ``Op`` and ``Outcome`` are made once per command: plain slotted dataclasses, treated as
@@ -188,6 +190,7 @@ class Runner:
     __slots__ = (
         "_frozen_at",
         "_load_many",
+        "_loop",
         "_ready",
         "_scheduled",
         "_stats",
@@ -216,13 +219,28 @@ class Runner:
         # Asked of the store's class, as ``load_activation_now`` is: a wrapper store that
         # answers activations itself (from a cache) must not be bypassed.
         self._load_many = getattr(type(store), "load_activations_now", None) is not None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (``asyncio.get_running_loop()``), without a system call.
+
+        On Python 3.11 ``get_running_loop`` calls ``getpid()`` every time (a real system call
+        since glibc 2.25: ~1-2 µs here), and every command asks for the loop of its future. The
+        loop found last is reused while it is running on this thread: an ``asyncio`` loop
+        records its thread while it runs (``_thread_id``), and a thread runs one loop at a time.
+        Another loop, or one that does not record its thread, is asked for as before.
+        """
+        loop = self._loop
+        if loop is None or getattr(loop, "_thread_id", None) != _get_ident():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def wake(self, actor: ProcessActor) -> None:
         """Schedule ``actor`` (which has work and is not scheduled yet) for the next turn."""
         self._ready.append(actor)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._turn)
+            self.loop().call_soon(self._turn)
 
     def _turn(self) -> None:
         self._scheduled = False
@@ -241,7 +259,7 @@ class Runner:
                 actor._step(commits, flights, slow)
         finally:
             _gc_pause.resume()
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         if commits:
             self._keep(loop.create_task(self._commit(commits, flights)))
         if slow:
@@ -394,7 +412,7 @@ class ProcessActor:
         """Queue ``op``; the future resolves with its result once it ran (writes: once durable)."""
         if self.closed:
             raise InvalidArgument(f"actor of {self.identity.stream_id} was passivated")
-        slot = _Slot(loop=asyncio.get_running_loop())
+        slot = _Slot(loop=self._runner.loop())
         slot.kind = op.kind
         slot.command = op.command
         slot.ctx = op.ctx

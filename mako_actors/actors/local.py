@@ -168,7 +168,9 @@ class LocalActorSystem(HandleFactory):
             raise ActorSystemClosed("actor system is closed")
         if op.kind in (EVENT_COUNT, STATE_AT):
             return read_op(self.workflow(identity.workflow_id.name), self.store, identity, op)
-        actor = self._live.get(identity.stream_id)
+        # (Read once: an attribute of a pydantic model goes through its slow lookup hook.)
+        stream_id = identity.stream_id
+        actor = self._live.get(stream_id)
         if actor is None:
             cap = self.max_live
             if (cap is not None and len(self._live) >= cap) or (
@@ -178,7 +180,7 @@ class LocalActorSystem(HandleFactory):
             # Room under the cap: no waiting.
             actor = self._new_actor(identity)
         else:
-            self._live.move_to_end(identity.stream_id)
+            self._live.move_to_end(stream_id)
         return actor.submit(op)
 
     async def _activate_and_submit(self, identity: ProcessIdentity, op: Op) -> Any:
