@@ -707,9 +707,13 @@ class _Batcher:
 
     At most ``max_inflight_calls`` calls per host are in flight: what arrives meanwhile waits
     and leaves in one call when one returns. A Ray call costs ~1 ms of CPU on both ends
-    whatever it carries, so with 500 callers this sends a few calls of hundreds of commands
-    instead of dozens of calls of a dozen; the host decides a batch while the one before it
-    is being committed.
+    whatever it carries, and the host's commit of a batch costs less per command the more
+    commands it carries (their B-tree pages are written once per transaction), so by default
+    one call is in flight: with 500 callers and two hosts a call carries ~250 commands (two
+    in flight split them into calls of ~100-125, for ~15-20 % more CPU per command on a
+    loaded 2-core machine, ``benchmarks/bench_ray_hosted.py``). A second call in flight lets
+    a host decide one batch while the one before it commits: worth it when the cores are not
+    all busy and the callers are few.
     """
 
     items: list[_Queued] = field(default_factory=list)
@@ -731,7 +735,8 @@ class RayActorSystem(HandleFactory):
     share actors. ``num_cpus``: CPUs each Ray actor reserves. ``max_restarts``: how often Ray
     restarts a dead host (-1: always; partitioned hosts are re-created on their node instead).
     ``max_call_batch`` caps the operations in one Ray call, ``max_inflight_calls`` the calls
-    in flight per host (what arrives meanwhile leaves in the next call). Other keywords
+    in flight per host (what arrives meanwhile leaves in the next call; see ``_Batcher``).
+    ``calls_sent`` counts the batched Ray calls made (operations per call = commands / calls). Other keywords
     (``snapshot_interval``, ``max_attempts``, ``max_batch``, and for hosts
     ``idle_timeout``/``max_live``) configure each host's ``LocalActorSystem``s;
     ``store_options`` go to each ``LmdbStore``. ``host_gc_threshold``: the garbage collector's
@@ -755,7 +760,7 @@ class RayActorSystem(HandleFactory):
         max_attempts: int = 8,
         max_batch: int = 512,
         max_call_batch: int = 4096,
-        max_inflight_calls: int = 2,
+        max_inflight_calls: int = 1,
         num_cpus: float = 0,
         max_restarts: int = -1,
         max_concurrency: int = 10_000,
@@ -856,6 +861,7 @@ class RayActorSystem(HandleFactory):
         self._direct = partitions is None and placement == "hosted"
         self._host_keys: list[Any] = []
         self._routes: dict[StreamId, Any] = {}
+        self.calls_sent = 0
         self._kill_on_close = kill_on_close
         self._closed = False
         self._passivations = 0
@@ -1255,6 +1261,7 @@ class RayActorSystem(HandleFactory):
             handle = self._handle_of(None if key[0] == "node" else key, partition)
             now = self._virtual() if self._virtual is not None else None
             data = encode_ops(items)
+            self.calls_sent += 1
             results = decode_results([i[1] for i in items], await handle.call_batch.remote(now, data))
         except PartitionUnavailable as exc:
             for item in items:
