@@ -215,7 +215,7 @@ async def bench_ray(
             for name, used in _threads_of(pid).items():
                 key = f"{side}:{name}"
                 by_thread[key] = by_thread.get(key, 0.0) + used - before.get(name, 0.0)
-        driver_gc_s, _ = driver_gc.off()
+        driver_gc_s, driver_collections = driver_gc.off()
         host_gc = await asyncio.gather(*(h.__ray_call__.remote(_host_gc, False) for h in hosts))
         report = ""
         if profile:
@@ -236,6 +236,7 @@ async def bench_ray(
         "host_us": sum(host_cpu) / total * 1e6,
         "driver_gc_us": driver_gc_s / total * 1e6,
         "threads": {k: v / total * 1e6 for k, v in sorted(by_thread.items()) if v / total * 1e6 >= 1},
+        "driver_gc_full": driver_collections[2],
         "host_gc_us": sum(g[0] for g in host_gc) / total * 1e6,
         "host_gc_full": sum(g[1][2] for g in host_gc),
         "rss_per_live": (rss_after - rss_before) / max(1, live),
@@ -277,7 +278,8 @@ async def main() -> None:
                     total = max(args.commands, n)
                     r = await bench_ray(base / f"c{n}-{k}", n, total, args.outbox, args.profile, options)
                     line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
-                            f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f}, hosts "
+                            f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f} µs, "
+                            f"{r['driver_gc_full']} full, hosts "
                             f"{r['host_gc_us']:.0f} µs, {r['host_gc_full']} full)  "
                             f"RSS delta during load/live "
                             f"{r['rss_per_live'] / 1024:.1f} KiB")

@@ -23,7 +23,7 @@ import pickle
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 from pydantic import BaseModel
@@ -356,22 +356,85 @@ def _event_row(event: EventEnvelope) -> tuple[Any, ...]:
 
 
 def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[Any]:
-    """``encode_results``'s input again; ``identities`` as given there."""
+    """``encode_results``'s input again; ``identities`` as given there.
+
+    An ``Outcome``'s events are built when its ``events`` is first read (``_WireOutcome``).
+    """
     rows, pickled = msgpack.unpackb(data)
     objects = pickle.loads(pickled) if pickled else []
     out: list[Any] = []
     for identity, row in zip(identities, rows, strict=True):
         if row[0] == _OUTCOME:
             _, events, outbox, snapshot_taken, no_command = row
-            out.append(Outcome(
-                tuple([_envelope(identity, event) for event in events]),
-                tuple(objects[outbox]) if outbox != _NONE else (),
-                snapshot_taken,
-                no_command,
-            ))  # fmt: skip
+            outcome = _new(_WireOutcome)
+            _set_rows(outcome, events)
+            _set_identity(outcome, identity)
+            _set_outbox(outcome, tuple(objects[outbox]) if outbox != _NONE else ())
+            _set_snapshot_taken(outcome, snapshot_taken)
+            _set_no_command(outcome, no_command)
+            out.append(outcome)
         else:
             out.append(objects[row[1]] if row[1] != _NONE else None)
     return out
+
+
+_events_slot = Outcome.__dict__["events"]
+_set_outbox = Outcome.__dict__["outbox"].__set__
+_set_snapshot_taken = Outcome.__dict__["snapshot_taken"].__set__
+_set_no_command = Outcome.__dict__["no_command"].__set__
+
+
+class _WireOutcome(Outcome):
+    """An ``Outcome`` from a host whose events are built from their wire rows on first read.
+
+    A batch's replies reach the driver together, but each caller reads its own outcome later,
+    in its own task: built at once, every batch's envelopes (a model, its dict and three ids
+    per event) would be alive together and promoted by the garbage collector's young
+    collections; built on first read, a caller that drops them frees them young. Otherwise an
+    ``Outcome``: ``events`` is read (and set) like the field it replaces, it compares equal to
+    an ``Outcome`` of equal fields and prints as one.
+    """
+
+    __slots__ = ("_identity", "_rows")
+    _identity: ProcessIdentity
+    _rows: list[Any] | None
+
+    @property
+    def events(self) -> tuple[EventEnvelope, ...]:
+        rows = self._rows
+        if rows is None:
+            return cast(tuple[EventEnvelope, ...], _events_slot.__get__(self))
+        identity = self._identity
+        built = tuple([_envelope(identity, row) for row in rows])
+        _events_slot.__set__(self, built)
+        self._rows = None
+        return built
+
+    @events.setter
+    def events(self, value: tuple[EventEnvelope, ...]) -> None:
+        _events_slot.__set__(self, value)
+        self._rows = None
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.events, self.outbox, self.snapshot_taken, self.no_command)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Outcome):
+            return self._fields() == (other.events, other.outbox, other.snapshot_taken, other.no_command)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as Outcome's: mutable, compared by value
+
+    def __repr__(self) -> str:
+        events, outbox, snapshot_taken, no_command = self._fields()
+        return (
+            f"Outcome(events={events!r}, outbox={outbox!r}, snapshot_taken={snapshot_taken!r}, "
+            f"no_command={no_command!r})"
+        )
+
+
+_set_rows = _WireOutcome.__dict__["_rows"].__set__
+_set_identity = _WireOutcome.__dict__["_identity"].__set__
 
 
 def _envelope(identity: ProcessIdentity, row: list[Any]) -> EventEnvelope:
