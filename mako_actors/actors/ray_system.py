@@ -19,11 +19,12 @@ Three layouts, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles a
   ``get_if_exists``); idle ones are passivated by ending the Ray actor. A Ray actor is a whole
   OS process (~80 MB, ~0.3 s to start): for hundreds of hot processes, not for 100k.
 
-Calls are batched: every operation for one host that is ready in the same loop turn travels in
-one Ray call (``call_batch``) and comes back as one list of per-operation results; the host
-hands them to the actors' mailboxes in list order, and batches in arrival order, so calls to
-one process are ordered as they arrive at the host, from any caller. Commands cross Ray pickled
-(workflow and command classes must be importable on the workers). Errors come back as plain
+Calls are batched: every operation for one host that is ready while its previous call is in
+flight travels in one Ray call (``call_batch``, one in flight per host by default) and comes
+back as one list of per-operation results; the host hands them to the actors' mailboxes in
+list order, and batches in arrival order, so calls to one process are ordered as they arrive
+at the host, from any caller. Batches cross Ray as msgpack bytes (``_wire``; what has no plain
+form is pickled: workflow and command classes must be importable on the workers). Errors come back as plain
 data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
 host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
 a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent.
