@@ -7,7 +7,8 @@ reports the CPU time per command of the driver and of the two host actors (from 
 their OS processes) and the part of it spent in the garbage collector (``gc.callbacks``), with
 ``--threads`` the CPU per command of each busy thread (event loop, LMDB writer, Ray's own), and
 with ``--profile`` the top functions of the driver and of one host (``cProfile``).
-``--option max_inflight_calls=1`` passes a keyword to ``RayActorSystem``. It uses only the
+``--option max_inflight_calls=2`` passes a keyword to ``RayActorSystem``; commands per Ray call
+are reported when the system counts its calls (``calls_sent``). It uses only the
 public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the same script measures an older
 checkout (``PYTHONPATH=<checkout> <its python> bench_ray_hosted.py``).
 """
@@ -202,9 +203,11 @@ async def bench_ray(
         driver_gc.on()
         host_cpu = [_cpu_of(p) for p in pids]
         threads = [_threads_of(p) for p in pids] + [_threads_of(os.getpid())]
+        calls = getattr(system, "calls_sent", 0)  # an older checkout may not count them
         driver_cpu = time.process_time()
         seconds = await drive(refs, total, outbox)
         driver_cpu = time.process_time() - driver_cpu
+        calls = getattr(system, "calls_sent", 0) - calls
         host_cpu = [_cpu_of(p) - c for p, c in zip(pids, host_cpu, strict=True)]
         by_thread: dict[str, float] = {}
         for k, (pid, before) in enumerate(zip([*pids, os.getpid()], threads, strict=True)):
@@ -212,7 +215,7 @@ async def bench_ray(
             for name, used in _threads_of(pid).items():
                 key = f"{side}:{name}"
                 by_thread[key] = by_thread.get(key, 0.0) + used - before.get(name, 0.0)
-        driver_gc_s, _ = driver_gc.off()
+        driver_gc_s, driver_collections = driver_gc.off()
         host_gc = await asyncio.gather(*(h.__ray_call__.remote(_host_gc, False) for h in hosts))
         report = ""
         if profile:
@@ -228,10 +231,12 @@ async def bench_ray(
         "heap_live": heap_live,
         "rss_live": rss_live,
         "rate": total / seconds,
+        "per_call": total / calls if calls else 0.0,
         "driver_us": driver_cpu / total * 1e6,
         "host_us": sum(host_cpu) / total * 1e6,
         "driver_gc_us": driver_gc_s / total * 1e6,
         "threads": {k: v / total * 1e6 for k, v in sorted(by_thread.items()) if v / total * 1e6 >= 1},
+        "driver_gc_full": driver_collections[2],
         "host_gc_us": sum(g[0] for g in host_gc) / total * 1e6,
         "host_gc_full": sum(g[1][2] for g in host_gc),
         "rss_per_live": (rss_after - rss_before) / max(1, live),
@@ -247,7 +252,7 @@ async def main() -> None:
     parser.add_argument("--outbox", action="store_true", help="every command also emits an outbox message")
     parser.add_argument("--profile", action="store_true", help="cProfile the driver and one host")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=INT",
-                        help="a RayActorSystem keyword for (c), e.g. max_inflight_calls=1")
+                        help="a RayActorSystem keyword for (c), e.g. max_inflight_calls=2")
     parser.add_argument("--threads", action="store_true", help="CPU per command by thread name")
     parser.add_argument("--skip-local", action="store_true", help="(c) only")
     args = parser.parse_args()
@@ -273,10 +278,13 @@ async def main() -> None:
                     total = max(args.commands, n)
                     r = await bench_ray(base / f"c{n}-{k}", n, total, args.outbox, args.profile, options)
                     line = (f"N={n}: c={r['rate']:,.0f}/s  CPU/cmd driver {r['driver_us']:.0f} µs, "
-                            f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f}, hosts "
+                            f"hosts {r['host_us']:.0f} µs (GC: driver {r['driver_gc_us']:.0f} µs, "
+                            f"{r['driver_gc_full']} full, hosts "
                             f"{r['host_gc_us']:.0f} µs, {r['host_gc_full']} full)  "
                             f"RSS delta during load/live "
                             f"{r['rss_per_live'] / 1024:.1f} KiB")
+                    if r["per_call"]:
+                        line += f"  {r['per_call']:.0f} cmds/call"
                     if r["rss_live"]:
                         line += (f"  re-activated: heap {r['heap_live'] / 1024:.2f} KiB, "
                                  f"RSS {r['rss_live'] / 1024:.2f} KiB per live process")

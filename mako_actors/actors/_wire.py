@@ -23,7 +23,7 @@ import pickle
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 from pydantic import BaseModel
@@ -31,7 +31,16 @@ from ray import cloudpickle
 
 from mako_actors.actors._actor import Op, Outcome
 from mako_actors.envelope import EventEnvelope, ProcessIdentity, trusted
-from mako_actors.ids import CausationId, ConversationId, CorrelationId, EventId, ProcessId, StreamId, TenantId
+from mako_actors.ids import (
+    CausationId,
+    ConversationId,
+    CorrelationId,
+    EventId,
+    ProcessId,
+    StreamId,
+    TenantId,
+    _UuidId,
+)
 from mako_actors.version import WorkflowId
 
 _NONE = -1
@@ -45,7 +54,10 @@ _ENVELOPE_FIELDS = set(EventEnvelope.model_fields)
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _UNKNOWN = uuid.SafeUUID.unknown
 _new = object.__new__
-_set = object.__setattr__
+# The id slots set through their descriptors (``object.__setattr__`` looks each name up first).
+_set_int = uuid.UUID.__dict__["int"].__set__
+_set_safe = uuid.UUID.__dict__["is_safe"].__set__
+_set_text = _UuidId.__dict__["_text"].__set__
 _stream = functools.partial(str.__new__, StreamId)
 IdT = TypeVar("IdT", bound=uuid.UUID)
 _MICROSECOND = timedelta(microseconds=1)
@@ -120,8 +132,11 @@ def _plain_values(values: dict[str, Any]) -> bool:
     return True
 
 
-def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
-    """A batch of ``(partition, identity, op)`` as bytes; raises what pickling raises.
+def encode_ops(items: Sequence[tuple[Any, ...]]) -> bytes:
+    """A batch of ``(partition, identity, op, ...)`` as bytes; raises what pickling raises.
+
+    Only the first three elements of each item are read (the driver queues its futures in
+    the same tuples).
 
     A command whose field values are all ``str``/``int``/``float``/``bool``/``None`` (and
     without extra or private values) travels as its class's index and its field dict in the
@@ -134,7 +149,7 @@ def encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]]) -> bytes:
         return _encode_ops(items, plain=False)
 
 
-def _encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]], plain: bool) -> bytes:
+def _encode_ops(items: Sequence[tuple[Any, ...]], plain: bool) -> bytes:
     # Interned by object first: the few tenant and workflow ids are shared by many identities,
     # and ``str`` of a ``WorkflowId`` formats a date. The items keep them alive, so ``id`` is safe.
     tenant_of: dict[int, int] = {}
@@ -144,7 +159,10 @@ def _encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]], plain: bool) -
     classes: dict[type, int] = {}
     objects = _Objects()
     rows = []
-    for partition, identity, op in items:
+    add = objects.add
+    for item in items:
+        identity = item[1]
+        op = item[2]
         tenant_id = identity.tenant_id
         t = tenant_of.get(id(tenant_id))
         if t is None:
@@ -167,22 +185,24 @@ def _encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]], plain: bool) -
             cls = type(command)
             c = classes.get(cls)
             if c is None:
-                c = classes[cls] = objects.add(cls)
+                c = classes[cls] = add(cls)
             values = command.__dict__
             fields_set = command.__pydantic_fields_set__
             row = (c, values, None if len(fields_set) == len(values) else list(fields_set))
         else:
-            row = objects.add(command)
+            row = add(command)
+        ctx = op.ctx
+        deadline = op.deadline
         rows.append((
-            partition,
+            item[0],
             t,
             w,
             process_id.bytes,
             process_id._text,
             op.kind,
             row,
-            objects.add(op.ctx),
-            objects.add(op.deadline),
+            _NONE if ctx is None else add(ctx),
+            _NONE if deadline is None else add(deadline),
             op.enqueue,
             op.max_attempts,
             op.snapshot_interval,
@@ -196,9 +216,9 @@ def _encode_ops(items: Sequence[tuple[int, ProcessIdentity, Op]], plain: bool) -
 def _uuid_id(cls: type[IdT], raw: bytes, text: str) -> IdT:
     """An id from its 16 bytes and canonical text as the sender had them (no parsing, no formatting)."""
     obj = _new(cls)
-    _set(obj, "int", int.from_bytes(raw, "big"))
-    _set(obj, "is_safe", _UNKNOWN)
-    _set(obj, "_text", text)
+    _set_int(obj, int.from_bytes(raw, "big"))
+    _set_safe(obj, _UNKNOWN)
+    _set_text(obj, text)
     return obj
 
 
@@ -336,22 +356,85 @@ def _event_row(event: EventEnvelope) -> tuple[Any, ...]:
 
 
 def decode_results(identities: Sequence[ProcessIdentity], data: bytes) -> list[Any]:
-    """``encode_results``'s input again; ``identities`` as given there."""
+    """``encode_results``'s input again; ``identities`` as given there.
+
+    An ``Outcome``'s events are built when its ``events`` is first read (``_WireOutcome``).
+    """
     rows, pickled = msgpack.unpackb(data)
     objects = pickle.loads(pickled) if pickled else []
     out: list[Any] = []
     for identity, row in zip(identities, rows, strict=True):
         if row[0] == _OUTCOME:
             _, events, outbox, snapshot_taken, no_command = row
-            out.append(Outcome(
-                tuple([_envelope(identity, event) for event in events]),
-                tuple(objects[outbox]) if outbox != _NONE else (),
-                snapshot_taken,
-                no_command,
-            ))  # fmt: skip
+            outcome = _new(_WireOutcome)
+            _set_rows(outcome, events)
+            _set_identity(outcome, identity)
+            _set_outbox(outcome, tuple(objects[outbox]) if outbox != _NONE else ())
+            _set_snapshot_taken(outcome, snapshot_taken)
+            _set_no_command(outcome, no_command)
+            out.append(outcome)
         else:
             out.append(objects[row[1]] if row[1] != _NONE else None)
     return out
+
+
+_events_slot = Outcome.__dict__["events"]
+_set_outbox = Outcome.__dict__["outbox"].__set__
+_set_snapshot_taken = Outcome.__dict__["snapshot_taken"].__set__
+_set_no_command = Outcome.__dict__["no_command"].__set__
+
+
+class _WireOutcome(Outcome):
+    """An ``Outcome`` from a host whose events are built from their wire rows on first read.
+
+    A batch's replies reach the driver together, but each caller reads its own outcome later,
+    in its own task: built at once, every batch's envelopes (a model, its dict and three ids
+    per event) would be alive together and promoted by the garbage collector's young
+    collections; built on first read, a caller that drops them frees them young. Otherwise an
+    ``Outcome``: ``events`` is read (and set) like the field it replaces, it compares equal to
+    an ``Outcome`` of equal fields and prints as one.
+    """
+
+    __slots__ = ("_identity", "_rows")
+    _identity: ProcessIdentity
+    _rows: list[Any] | None
+
+    @property
+    def events(self) -> tuple[EventEnvelope, ...]:
+        rows = self._rows
+        if rows is None:
+            return cast(tuple[EventEnvelope, ...], _events_slot.__get__(self))
+        identity = self._identity
+        built = tuple([_envelope(identity, row) for row in rows])
+        _events_slot.__set__(self, built)
+        self._rows = None
+        return built
+
+    @events.setter
+    def events(self, value: tuple[EventEnvelope, ...]) -> None:
+        _events_slot.__set__(self, value)
+        self._rows = None
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.events, self.outbox, self.snapshot_taken, self.no_command)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Outcome):
+            return self._fields() == (other.events, other.outbox, other.snapshot_taken, other.no_command)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as Outcome's: mutable, compared by value
+
+    def __repr__(self) -> str:
+        events, outbox, snapshot_taken, no_command = self._fields()
+        return (
+            f"Outcome(events={events!r}, outbox={outbox!r}, snapshot_taken={snapshot_taken!r}, "
+            f"no_command={no_command!r})"
+        )
+
+
+_set_rows = _WireOutcome.__dict__["_rows"].__set__
+_set_identity = _WireOutcome.__dict__["_identity"].__set__
 
 
 def _envelope(identity: ProcessIdentity, row: list[Any]) -> EventEnvelope:

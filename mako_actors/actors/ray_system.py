@@ -19,11 +19,12 @@ Three layouts, one API (``spawn``, ``resume``, ``lookup``, ``aclose``; handles a
   ``get_if_exists``); idle ones are passivated by ending the Ray actor. A Ray actor is a whole
   OS process (~80 MB, ~0.3 s to start): for hundreds of hot processes, not for 100k.
 
-Calls are batched: every operation for one host that is ready in the same loop turn travels in
-one Ray call (``call_batch``) and comes back as one list of per-operation results; the host
-hands them to the actors' mailboxes in list order, and batches in arrival order, so calls to
-one process are ordered as they arrive at the host, from any caller. Commands cross Ray pickled
-(workflow and command classes must be importable on the workers). Errors come back as plain
+Calls are batched: every operation for one host that is ready while its previous call is in
+flight travels in one Ray call (``call_batch``, one in flight per host by default) and comes
+back as one list of per-operation results; the host hands them to the actors' mailboxes in
+list order, and batches in arrival order, so calls to one process are ordered as they arrive
+at the host, from any caller. Batches cross Ray as msgpack bytes (``_wire``; what has no plain
+form is pickled: workflow and command classes must be importable on the workers). Errors come back as plain
 data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
 host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
 a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent.
@@ -695,14 +696,10 @@ def _host_class() -> Any:
     return _remote_host
 
 
-@dataclass(slots=True)
-class _Item:
-    partition: int
-    identity: ProcessIdentity
-    op: Op
-    write: bool
-    future: asyncio.Future[Any]
-    attempt: int = 0
+# An operation waiting for (or in) its host's call: (partition, identity, op, future, attempt).
+# A tuple, not a class: one is made per command, and lives until the command's reply.
+_Queued = tuple[int, ProcessIdentity, Op, "asyncio.Future[Any]", int]
+_ROUTES_LIMIT = 65_536  # stream → host entries cached by the driver; cleared when exceeded
 
 
 @dataclass(slots=True)
@@ -711,12 +708,16 @@ class _Batcher:
 
     At most ``max_inflight_calls`` calls per host are in flight: what arrives meanwhile waits
     and leaves in one call when one returns. A Ray call costs ~1 ms of CPU on both ends
-    whatever it carries, so with 500 callers this sends a few calls of hundreds of commands
-    instead of dozens of calls of a dozen; the host decides a batch while the one before it
-    is being committed.
+    whatever it carries, and the host's commit of a batch costs less per command the more
+    commands it carries (their B-tree pages are written once per transaction), so by default
+    one call is in flight: with 500 callers and two hosts a call carries ~250 commands (two
+    in flight split them into calls of ~100-125, for ~15-20 % more CPU per command on a
+    loaded 2-core machine, ``benchmarks/bench_ray_hosted.py``). A second call in flight lets
+    a host decide one batch while the one before it commits: worth it when the cores are not
+    all busy and the callers are few.
     """
 
-    items: list[_Item] = field(default_factory=list)
+    items: list[_Queued] = field(default_factory=list)
     scheduled: bool = False
     inflight: int = 0
 
@@ -735,7 +736,8 @@ class RayActorSystem(HandleFactory):
     share actors. ``num_cpus``: CPUs each Ray actor reserves. ``max_restarts``: how often Ray
     restarts a dead host (-1: always; partitioned hosts are re-created on their node instead).
     ``max_call_batch`` caps the operations in one Ray call, ``max_inflight_calls`` the calls
-    in flight per host (what arrives meanwhile leaves in the next call). Other keywords
+    in flight per host (what arrives meanwhile leaves in the next call; see ``_Batcher``).
+    ``calls_sent`` counts the batched Ray calls made (operations per call = commands / calls). Other keywords
     (``snapshot_interval``, ``max_attempts``, ``max_batch``, and for hosts
     ``idle_timeout``/``max_live``) configure each host's ``LocalActorSystem``s;
     ``store_options`` go to each ``LmdbStore``. ``host_gc_threshold``: the garbage collector's
@@ -759,7 +761,7 @@ class RayActorSystem(HandleFactory):
         max_attempts: int = 8,
         max_batch: int = 512,
         max_call_batch: int = 4096,
-        max_inflight_calls: int = 2,
+        max_inflight_calls: int = 1,
         num_cpus: float = 0,
         max_restarts: int = -1,
         max_concurrency: int = 10_000,
@@ -859,6 +861,8 @@ class RayActorSystem(HandleFactory):
         self._idle_calls: asyncio.Event | None = None
         self._direct = partitions is None and placement == "hosted"
         self._host_keys: list[Any] = []
+        self._routes: dict[StreamId, Any] = {}
+        self.calls_sent = 0
         self._kill_on_close = kill_on_close
         self._closed = False
         self._passivations = 0
@@ -1122,7 +1126,7 @@ class RayActorSystem(HandleFactory):
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
         if self._direct:
-            return self._submit(self._host_key(identity.stream_id), 0, identity, op, op.kind in _WRITES)
+            return self._submit(self._host_key(identity.stream_id), 0, identity, op)
         return self._dispatch(identity, op)
 
     async def _dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
@@ -1132,7 +1136,7 @@ class RayActorSystem(HandleFactory):
         try:
             if self.partition_map is None:
                 if self.placement == "hosted":
-                    return await self._submit(self._host_key(stream_id), 0, identity, op, write)
+                    return await self._submit(self._host_key(stream_id), 0, identity, op)
                 return await self._dedicated_dispatch(identity, op, write, 0)
             if self._new_map:  # the partitions are created once, before the first operation
                 await self.start()
@@ -1141,7 +1145,7 @@ class RayActorSystem(HandleFactory):
             self._partition_calls[partition] = self._partition_calls.get(partition, 0) + 1
             try:
                 if self.placement == "hosted":
-                    return await self._submit(None, partition, identity, op, write)
+                    return await self._submit(None, partition, identity, op)
                 return await self._dedicated_dispatch(identity, op, write, partition)
             finally:
                 self._partition_calls[partition] -= 1
@@ -1164,7 +1168,7 @@ class RayActorSystem(HandleFactory):
             while True:
                 handle = await self._dedicated_actor(stream_id)
                 try:
-                    return await self._submit(("proc", stream_id), partition, identity, op, write)
+                    return await self._submit(("proc", stream_id), partition, identity, op)
                 except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
                     # ActorSystemClosed: another system passivated this actor and nothing
                     # ran. A dead actor: reads (and idempotent writes) go to a new one.
@@ -1186,10 +1190,17 @@ class RayActorSystem(HandleFactory):
                     self._slot_freed.set()
 
     def _host_key(self, stream_id: StreamId) -> Any:
-        keys = self._host_keys
-        if not keys:
-            keys = self._host_keys = [("host", i) for i in range(len(self.host_handles()))]
-        return keys[host_index(stream_id, len(keys))]  # the owner the hosts agree on
+        # Cached: a stream's host is a blake2b of its id (~1 µs), asked once per command.
+        key = self._routes.get(stream_id)
+        if key is None:
+            keys = self._host_keys
+            if not keys:
+                keys = self._host_keys = [("host", i) for i in range(len(self.host_handles()))]
+            if len(self._routes) >= _ROUTES_LIMIT:
+                self._routes.clear()
+            # The owner the hosts agree on.
+            key = self._routes[stream_id] = keys[host_index(stream_id, len(keys))]
+        return key
 
     def _handle_of(self, key: Any, partition: int) -> Any:
         if key is None:
@@ -1199,12 +1210,10 @@ class RayActorSystem(HandleFactory):
             return self.host_handles()[key[1]]
         return self._dedicated[key[1]]
 
-    def _submit(
-        self, key: Any, partition: int, identity: ProcessIdentity, op: Op, write: bool
-    ) -> asyncio.Future[Any]:
+    def _submit(self, key: Any, partition: int, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._open += 1
-        self._enqueue(key, _Item(partition, identity, op, write, future))
+        self._enqueue(key, (partition, identity, op, future, 0))
         return future
 
     def _answered(self, count: int) -> None:
@@ -1213,10 +1222,10 @@ class RayActorSystem(HandleFactory):
         if not self._open and not self._calls and self._idle_calls is not None:
             self._idle_calls.set()
 
-    def _enqueue(self, key: Any, item: _Item) -> None:
+    def _enqueue(self, key: Any, item: _Queued) -> None:
         if key is None:  # partitioned: one batch per node host
             assert self.partition_map is not None
-            key = ("node", self.partition_map.node_of(item.partition))
+            key = ("node", self.partition_map.node_of(item[0]))
         batcher = self._batchers.get(key)
         if batcher is None:
             batcher = self._batchers[key] = _Batcher()
@@ -1236,7 +1245,7 @@ class RayActorSystem(HandleFactory):
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, key: Any, items: list[_Item], batcher: _Batcher) -> None:
+    async def _send(self, key: Any, items: list[_Queued], batcher: _Batcher) -> None:
         """One Ray call for ``items``; then the next waiting batch for this host may leave."""
         try:
             await self._call(key, items)
@@ -1246,17 +1255,18 @@ class RayActorSystem(HandleFactory):
                 batcher.scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush, key, batcher)
 
-    async def _call(self, key: Any, items: list[_Item]) -> None:
+    async def _call(self, key: Any, items: list[_Queued]) -> None:
         """One Ray call for ``items``; per-item results, per-item retry or error on a dead host."""
-        partition = items[0].partition
+        partition = items[0][0]
         try:
             handle = self._handle_of(None if key[0] == "node" else key, partition)
             now = self._virtual() if self._virtual is not None else None
-            data = encode_ops([(i.partition, i.identity, i.op) for i in items])
-            results = decode_results([i.identity for i in items], await handle.call_batch.remote(now, data))
+            data = encode_ops(items)
+            self.calls_sent += 1
+            results = decode_results([i[1] for i in items], await handle.call_batch.remote(now, data))
         except PartitionUnavailable as exc:
             for item in items:
-                _fail(item.future, exc)
+                _fail(item[3], exc)
             self._answered(len(items))
             return
         except RayActorError as exc:
@@ -1265,11 +1275,11 @@ class RayActorSystem(HandleFactory):
             return
         except BaseException as exc:  # e.g. a command that does not pickle: every item fails alike
             for item in items:
-                _fail(item.future, _unwrap(exc))
+                _fail(item[3], _unwrap(exc))
             self._answered(len(items))
             return
         for item, result in zip(items, results, strict=True):
-            future = item.future
+            future = item[3]
             if future.done():  # the caller gave up (cancelled)
                 continue
             kind = type(result)
@@ -1285,32 +1295,34 @@ class RayActorSystem(HandleFactory):
         if key[0] == "node":  # re-created on its node (if the node is up) by the next call
             self._node_hosts.pop(key[1], None)
 
-    def _retry_or_fail(self, key: Any, item: _Item, exc: RayActorError) -> bool:
+    def _retry_or_fail(self, key: Any, item: _Queued, exc: RayActorError) -> bool:
         """Reads are resent while the host restarts; writes only with an ``idempotency_key``.
 
         True when ``item`` got its error, False when it was queued again.
         """
-        idempotent = item.write and getattr(item.op.command, "idempotency_key", None)
-        limit = _IDEMPOTENT_RETRIES if idempotent else 0 if item.write else _READ_RETRIES - 1
+        partition, identity, op, future, attempt = item
+        write = op.kind in _WRITES
+        idempotent = write and getattr(op.command, "idempotency_key", None)
+        limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
         if key[0] == "proc":  # a dedicated actor: ``dispatch`` resends to the actor found anew
             limit = 0
         if key[0] == "node" and self._ray_node_id(key[1]) is None:
-            exc_out: EngineError = self._unavailable(item.partition)
-            if item.write:
+            exc_out: EngineError = self._unavailable(partition)
+            if write:
                 exc_out = CommandOutcomeUnknown(
                     f"node {key[1]!r} died before replying; the command may or may not have been stored"
                 )
-            _fail(item.future, exc_out)
+            _fail(future, exc_out)
             return True
-        if item.attempt >= limit:
-            _fail(item.future, CommandOutcomeUnknown(
+        if attempt >= limit:
+            _fail(future, CommandOutcomeUnknown(
                 f"the actor died before replying ({type(exc).__name__}); "
-                + ("the command may or may not have been stored" if item.write else "retry the read")
+                + ("the command may or may not have been stored" if write else "retry the read")
             ))  # fmt: skip
             return True
-        item.attempt += 1
-        delay = min(0.05 * 2 ** (item.attempt - 1), 1.0)
-        asyncio.get_running_loop().call_later(delay, self._enqueue, None if key[0] == "node" else key, item)
+        delay = min(0.05 * 2**attempt, 1.0)
+        again: _Queued = (partition, identity, op, future, attempt + 1)
+        asyncio.get_running_loop().call_later(delay, self._enqueue, None if key[0] == "node" else key, again)
         return False
 
     def _unavailable(self, partition: int) -> PartitionUnavailable:

@@ -92,6 +92,8 @@ def test_results_arrive_as_sent() -> None:
     identities = [a, a, a, b, b, b, b]
     got = decode_results(identities, encode_results(identities, results))
     assert got[:6] == results[:6]
+    assert results[:3] == got[:3]  # either side of ==
+    assert repr(got[0]) == repr(outcome) and got[0].events is got[0].events  # built once, on first read
     assert isinstance(got[6], WorkflowError) and str(got[6]) == str(error)
     for sent, back in zip(outcome.events, got[0].events, strict=True):
         assert back.to_plain() == sent.to_plain()  # ids with their text, times to the microsecond
