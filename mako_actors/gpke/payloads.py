@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from hashlib import sha256
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +26,17 @@ from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke._models import built, json_value, unvalidated
 from mako_actors.gpke.validation import mp_id_qualifiers
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:
+    try:
+        # CPython's own SHA-256: for the few dozen bytes of a reference's seed it costs less
+        # than OpenSSL's (``hashlib``), which sets up and wipes a context for every hash. Same
+        # digests; every message we send derives four references.
+        from _sha256 import sha256
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256
 
 __all__ = [
     "AperakError",
