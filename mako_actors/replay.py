@@ -305,17 +305,17 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     )
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
-    values = [
+    dues = dict(sorted(due.items())) if isinstance(due, dict) else None
+    values: list[Any] = [
         event.event_type,
         payload.get("code"),
         payload.get("confirmed"),
         payload.get("answer_due") or payload.get("due_at"),
-        dict(sorted(due.items())) if isinstance(due, dict) else None,
+        dues,
     ]
     # A stored or engine-made payload is JSON data already (the usual case): nothing to convert.
     if not all(type(v) in _JSON_SCALARS for v in values[:4]) or (
-        values[4] is not None
-        and not all(type(k) is str and type(v) in _JSON_SCALARS for k, v in values[4].items())
+        dues is not None and not all(type(k) is str and type(v) in _JSON_SCALARS for k, v in dues.items())
     ):
         values = to_jsonable_python(values)
     event_type, *rest = values
