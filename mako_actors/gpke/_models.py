@@ -85,6 +85,9 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
     out, so each of the ~12 models a message builds costs one call, not two."""
     template, required, factories = _template(cls)
     size = len(template)
+    # Every field set: one set for all instances of a frozen model. Nothing adds to it (no
+    # ``__setattr__``; ``model_copy`` and ``updated`` give the copy a set of its own).
+    every_field = set(template) if cls.model_config.get("frozen") else None
 
     def make(**values: Any) -> M:
         fields = {**template, **values}  # keeps the template's order; unknown names come last
@@ -99,9 +102,12 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
             for name, factory in factories:
                 if fields[name] is PydanticUndefined:
                     fields[name] = factory()
+            fields_set = set(values)
+        else:
+            fields_set = every_field or set(values)
         model = _new(cls)
         _setattr(model, "__dict__", fields)
-        _set_fields_set(model, set(values))
+        _set_fields_set(model, fields_set)
         _set_extra(model, None)
         _set_private(model, None)
         return model
