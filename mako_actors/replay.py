@@ -65,6 +65,7 @@ from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.payloads import derive_ref
+from mako_actors.gpke.supply import MEASUREMENTS
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -165,24 +166,31 @@ class ReplayReport:
 
 
 def load_master_data(path: Path) -> StaticMasterData:
-    """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start": ISO}}``.
+    """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
+    ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional.
 
-    Raises ``InvalidArgument`` naming the file and the entry that does not fit.
+    ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
+    without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
+    the entry (and field) that does not fit.
     """
     try:
         raw = json.loads(path.read_text())
-        return StaticMasterData(
-            {
-                malo: Suppliers(
-                    current=entry.get("current"),
-                    future=entry.get("future"),
-                    future_start=datetime.fromisoformat(entry["future_start"])
-                    if entry.get("future_start")
-                    else None,
+        by_malo: dict[str, Suppliers] = {}
+        for malo, entry in raw.items():
+            measurement = entry.get("measurement")
+            if measurement is not None and measurement not in MEASUREMENTS:
+                raise ValueError(
+                    f"MaLo {malo}: field 'measurement' is {measurement!r}, expected one of "
+                    f"{', '.join(MEASUREMENTS)}"
                 )
-                for malo, entry in raw.items()
-            }
-        )
+            start = entry.get("future_start")
+            by_malo[malo] = Suppliers(
+                current=entry.get("current"),
+                future=entry.get("future"),
+                future_start=datetime.fromisoformat(start) if start else None,
+                measurement=measurement,
+            )
+        return StaticMasterData(by_malo)
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"master data {path}: {exc}") from None
 

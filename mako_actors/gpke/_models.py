@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built", "json_value", "unvalidated", "updated"]
+__all__ = ["built", "json_value", "unvalidated", "updated", "without_none"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -180,3 +180,11 @@ def json_value(value: Any) -> Any:
     if isinstance(value, str):
         return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
     raise InvalidArgument(f"value {value!r} of type {kind.__name__} has no plain JSON form here")
+
+
+def without_none(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """``data`` (a model's dump) without the key ``name`` when its value is None: a field added
+    later is left out of stored bytes until it says something."""
+    if name in data and data[name] is None:
+        del data[name]
+    return data

@@ -7,13 +7,15 @@ BGM 1004, IDE), so the references are part of the history and replay identically
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from mako_actors.gpke._models import unvalidated
+from mako_actors.gpke._models import unvalidated, without_none
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
+from mako_actors.gpke.supply import Measurement
 from mako_actors.workflow import Event
 
 __all__ = [
@@ -106,6 +108,14 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
     fristen: FristenRecord
     # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
     transaction_detail: str | None = None
+    # The MaLo's ZW6/ZW7 from master data, for the 55002 decided later; None: the config default
+    malo_measurement: Measurement | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Stored without ``malo_measurement`` while it is None: the same bytes as before it existed.
+        data: dict[str, Any] = handler(self)
+        return without_none(data, "malo_measurement")
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):

@@ -113,8 +113,8 @@ class GpkeConfig:
     #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
     confirmed_assignment_blocks: bool = True
     #: STS+7 C556#2 of a 55002 (AHB-FACTS §3: ZW6 pauschale / ZW7 gemessene MaLo, or ZAP for a
-    #: ruhende one) when the Anmeldung did not say ZAP. Master data we do not hold decide it
-    #: per MaLo; this is the grid operator's default †.
+    #: ruhende one) when the Anmeldung did not say ZAP, for a MaLo whose master data do not say
+    #: it (``Suppliers.measurement``, the command's ``malo_measurement``): the NB's default †.
     malo_measurement: Literal["ZW6", "ZW7"] = "ZW7"
 
 
@@ -173,7 +173,9 @@ class _Out:
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
-        transaction.setdefault("measurement", self.workflow.config.malo_measurement)
+        transaction.setdefault(
+            "measurement", self.state.malo_measurement or self.workflow.config.malo_measurement
+        )
         # Command and state values were validated on the way in: no second validation, and
         # the payload is built as the plain data it is stored as (no models to dump).
         self.send(ref, utilmd_payload(ref, self.own_id, self.at, **transaction))
@@ -298,6 +300,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 zuordnungsbeginn=cmd.zuordnungsbeginn,
                 transaction_reason=cmd.transaction_reason,
                 transaction_detail=cmd.transaction_detail,
+                malo_measurement=cmd.malo_measurement,
                 lfa=lfa,
                 lfz=lfz,
                 lfz_start=cmd.future_supplier_start if lfz else None,
@@ -727,6 +730,7 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["zuordnungsbeginn"] = event.zuordnungsbeginn
     update["transaction_reason"] = event.transaction_reason
     update["transaction_detail"] = event.transaction_detail
+    update["malo_measurement"] = event.malo_measurement
     update["generating"] = event.generating
     update["lfa"] = event.lfa
     update["lfz"] = event.lfz
