@@ -239,9 +239,9 @@ def transaktionsgrund(
     one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 ZH0
     (Aufhebung wegen Anmeldung eines anderen LF zu früherem Termin) + ZW3|ZW4. Answers repeat
     the Anmeldung's #1: 55002 #2 ZAP (ruhend) else ``measurement`` (ZW6 pauschale / ZW7
-    gemessene MaLo; master data, the caller's default †), 55003 #2 ZW4, 55078 E03 + the
-    55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it repeats the
-    trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
+    gemessene MaLo; the MaLo's master data, else the workflow's default †), 55003 #2 ZW4,
+    55078 E03 + the 55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it
+    repeats the trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
     """
     malo_kind = "ZW3" if trigger_pid == "55077" else "ZW4"
     resting = trigger_pid == "55001" and trigger_detail == "ZAP"
