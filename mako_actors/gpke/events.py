@@ -7,11 +7,10 @@ BGM 1004, IDE), so the references are part of the history and replay identically
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import unvalidated, without_none
+from mako_actors.gpke._models import unvalidated
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -33,6 +32,7 @@ __all__ = [
     "LfaAnswered",
     "LfaConsulted",
     "LfaDeemedToAgree",
+    "MaloMeasurementKnown",
 ]
 
 
@@ -108,14 +108,14 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
     fristen: FristenRecord
     # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
     transaction_detail: str | None = None
-    # The MaLo's ZW6/ZW7 from master data, for the 55002 decided later; None: the config default
-    malo_measurement: Measurement | None = None
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Stored without ``malo_measurement`` while it is None: the same bytes as before it existed.
-        data: dict[str, Any] = handler(self)
-        return without_none(data, "malo_measurement")
+
+class MaloMeasurementKnown(Event, type="gpke.malo_measurement_known"):
+    """The MaLo's master data say how it is measured (ZW6 pauschale / ZW7 gemessene MaLo): the
+    STS+7 #2 of the 55002 decided later. Follows ``AnmeldungReceived`` only when they say it, so
+    a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
+
+    measurement: Measurement
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
@@ -229,6 +229,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AcknowledgementReceived,
     InboundRejected,
     AnmeldungReceived,
+    MaloMeasurementKnown,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -68,6 +68,7 @@ from mako_actors.gpke.events import (
     LfaAnswered,
     LfaConsulted,
     LfaDeemedToAgree,
+    MaloMeasurementKnown,
 )
 from mako_actors.gpke.fristen import (
     DEFAULT_ACK_WINDOWS,
@@ -300,7 +301,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 zuordnungsbeginn=cmd.zuordnungsbeginn,
                 transaction_reason=cmd.transaction_reason,
                 transaction_detail=cmd.transaction_detail,
-                malo_measurement=cmd.malo_measurement,
                 lfa=lfa,
                 lfz=lfz,
                 lfz_start=cmd.future_supplier_start if lfz else None,
@@ -311,6 +311,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 fristen=fristen,
             )
         )
+        if cmd.malo_measurement is not None:
+            out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
         # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
@@ -730,12 +732,15 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["zuordnungsbeginn"] = event.zuordnungsbeginn
     update["transaction_reason"] = event.transaction_reason
     update["transaction_detail"] = event.transaction_detail
-    update["malo_measurement"] = event.malo_measurement
     update["generating"] = event.generating
     update["lfa"] = event.lfa
     update["lfz"] = event.lfz
     update["lfz_start"] = event.lfz_start
     update["fristen"] = event.fristen
+
+
+def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: dict[str, Any]) -> None:
+    update["malo_measurement"] = event.measurement
 
 
 def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict[str, Any]) -> None:
@@ -782,6 +787,7 @@ _SEEDING = (InboundRejected, AnmeldungReceived, AbmeldungReceived)
 _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     InboundRejected: _rejected,
     AnmeldungReceived: _anmeldung_received,
+    MaloMeasurementKnown: _measurement_known,
     AbmeldungReceived: _abmeldung_received,
     AnmeldungRejectedAtOnce: _rejected_at_once,
     LfaConsulted: _lfa_consulted,

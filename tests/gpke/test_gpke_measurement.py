@@ -15,7 +15,7 @@ from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke import GpkeConfig, GpkeNbWorkflow, GpkeState
 from mako_actors.gpke.commands import LfaAnswerDeadlinePassed, ReceiveAnmeldung
-from mako_actors.gpke.events import AnmeldungReceived
+from mako_actors.gpke.events import MaloMeasurementKnown
 from mako_actors.gpke.family import GpkeFamily
 from mako_actors.gpke.supply import StaticMasterData, Suppliers
 from mako_actors.replay import load_master_data
@@ -77,13 +77,19 @@ def test_without_a_measurement_events_and_snapshots_store_the_bytes_they_stored_
     wf = GpkeNbWorkflow()
     plain = wf.handle(wf.initial_state(), anmeldung())
     said = wf.handle(wf.initial_state(), anmeldung(malo_measurement="ZW6"))
-    (received,) = [e for e in plain.events if isinstance(e, AnmeldungReceived)]
-    (received_said,) = [e for e in said.events if isinstance(e, AnmeldungReceived)]
-    assert "malo_measurement" not in event_payload(received)
-    assert event_payload(received_said)["malo_measurement"] == "ZW6"
+    plain_types, said_types = [type(e) for e in plain.events], [type(e) for e in said.events]
+    assert MaloMeasurementKnown not in plain_types and said_types.count(MaloMeasurementKnown) == 1
+    assert [t for t in said_types if t is not MaloMeasurementKnown] == plain_types
+    assert [event_payload(e) for e in plain.events] == [
+        event_payload(e) for e in said.events if type(e) is not MaloMeasurementKnown
+    ]
+    assert [event_payload(e) for e in said.events if isinstance(e, MaloMeasurementKnown)] == [
+        {"measurement": "ZW6"}
+    ]
     assert "malo_measurement" not in _stored(wf, wf.initial_state(), plain).model_dump(mode="json")
     state = _stored(wf, wf.initial_state(), said)
     assert GpkeState.model_validate(state.model_dump(mode="json")) == state
+    assert state.malo_measurement == "ZW6"
 
 
 @dataclass
