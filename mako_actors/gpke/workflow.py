@@ -15,10 +15,12 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
-   Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
-   the LFA and 55038 to an LFZ; or, on objection (E_0624 A30/A41 are none), 55003/55080 with
-   STS+Z35. Without an LFA the decision follows at once. The decision is a ``started`` or
-   ``released`` fact in the supply journal, in the same commit.
+   Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078 (55002 STS+7
+   #2: ZW6/ZW7 from the MaLo's master data, ``MaloMeasurementKnown``, else
+   ``GpkeConfig.malo_measurement``), 55037 to the LFA and 55038 to an LFZ; or, on objection
+   (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
+   at once. The decision is a ``started`` or ``released`` fact in the supply journal, in the
+   same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
    that date already).
