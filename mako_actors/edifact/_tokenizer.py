@@ -140,18 +140,36 @@ def tokenize(text: str, delimiters: Delimiters, *, source: str | None = None) ->
         pieces = [p.lstrip(_CRLF) if p and p[0] in _CRLF else p for p in pieces]
     el = delimiters.element
     co = delimiters.component
-    swaps = _swaps(delimiters) if protected else ()
     # Most segments have no component separator at all; only those pay for the inner loop.
-    # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts).
-    pairs = [
-        (
-            (ps[0], [x.split(co) if co in x else x for x in ps[1:]]) if co in p
-            else (ps[0], ps[1:])
-        )
-        if not protected or p.isascii()
-        else _restore(p, ps, co, swaps)
-        for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
-    ]
+    if not protected:
+        pairs = [
+            (ps[0], [x.split(co) if co in x else x for x in ps[1:]]) if co in p else (ps[0], ps[1:])
+            for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
+        ]
+    else:
+        # A non-ASCII piece may hold stand-ins for escaped characters (or just umlauts). The
+        # usual one (a DTM's "?+" zone offset, a name) has no escaped component separator: the
+        # other stand-ins are put back in each element before its component split, inline
+        # (``_restore`` does the same for every case, at the cost of a call per piece).
+        swaps = _swaps(delimiters)
+        (release, _), (component, _), (element, _), (terminator, _) = swaps
+        pairs = [
+            (
+                (ps[0], [x.split(co) if co in x else x for x in ps[1:]]) if co in p
+                else (ps[0], ps[1:])
+            )
+            if p.isascii()
+            else (
+                (ps[0], [
+                    y.split(co) if co in y else y
+                    for y in [x.replace(element, el).replace(release, rel).replace(terminator, term)
+                              for x in ps[1:]]
+                ])
+                if component not in p
+                else _restore(p, ps, co, swaps)
+            )
+            for p, ps in zip(pieces, map(str.split, pieces, repeat(el)), strict=True)
+        ]
     if not _valid_tags.issuperset(map(_first, pairs)):
         for i, pair in enumerate(pairs):
             _check_piece(pair[0], i + 1, delimiters, source)
@@ -261,11 +279,12 @@ def _restore(
 ) -> tuple[str, list[Element]]:
     """``(tag, elements)`` of a non-ASCII piece, with escaped characters put back.
 
-    Usual case (no escaped component separator): the other stand-ins are put back in each
-    element before its component split, since what they stand for is not the component
-    separator. ``str.replace`` returns a string without the stand-in as it is (no copy), and
-    three of them cost less than finding out which stand-ins occur; most non-ASCII pieces hold
-    umlauts only or a "?+" zone offset. ``str.translate`` would look up every character.
+    Usual case (no escaped component separator; ``tokenize`` inlines it): the other stand-ins
+    are put back in each element before its component split, since what they stand for is not
+    the component separator. ``str.replace`` returns a string without the stand-in as it is
+    (no copy), and three of them cost less than finding out which stand-ins occur; most
+    non-ASCII pieces hold umlauts only or a "?+" zone offset. ``str.translate`` would look up
+    every character.
     """
     (release, rel), (component, _), (element, el), (terminator, term) = swaps
     if component not in piece:

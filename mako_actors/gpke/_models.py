@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built", "json_value", "unvalidated", "updated"]
+__all__ = ["built", "json_value", "unvalidated", "updated", "without_none"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,6 +85,9 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
     out, so each of the ~12 models a message builds costs one call, not two."""
     template, required, factories = _template(cls)
     size = len(template)
+    # Every field set: one set for all instances of a frozen model. Nothing adds to it (no
+    # ``__setattr__``; ``model_copy`` and ``updated`` give the copy a set of its own).
+    every_field = set(template) if cls.model_config.get("frozen") else None
 
     def make(**values: Any) -> M:
         fields = {**template, **values}  # keeps the template's order; unknown names come last
@@ -99,9 +102,12 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
             for name, factory in factories:
                 if fields[name] is PydanticUndefined:
                     fields[name] = factory()
+            fields_set = set(values)
+        else:
+            fields_set = every_field or set(values)
         model = _new(cls)
         _setattr(model, "__dict__", fields)
-        _set_fields_set(model, set(values))
+        _set_fields_set(model, fields_set)
         _set_extra(model, None)
         _set_private(model, None)
         return model
@@ -174,3 +180,11 @@ def json_value(value: Any) -> Any:
     if isinstance(value, str):
         return str.__str__(value)  # the plain text, as pydantic dumps a str subclass (StrEnum)
     raise InvalidArgument(f"value {value!r} of type {kind.__name__} has no plain JSON form here")
+
+
+def without_none(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """``data`` (a model's dump) without the key ``name`` when its value is None: a field added
+    later is left out of stored bytes until it says something."""
+    if name in data and data[name] is None:
+        del data[name]
+    return data

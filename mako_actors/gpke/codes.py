@@ -111,8 +111,11 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             Reason.COMPETING_PROCESS_GENERATING, "erz.: andere Anmeldung in Bearbeitung", unconfirmed=False
         ),
         "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten", unconfirmed=False),
-        # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806); EEG/KWKG MaLos have month
-        # rules (A27-A29, A31-A32, A44) that need master data we do not have †
+        # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806). The month-start and lead-time
+        # rules (A27-A29, A31-A32, A44) are not implemented: AHB-FACTS §4 names them only as
+        # "EEG/KWKG month-start and lead-time rules per Geschäftsvorfall", without the
+        # condition of each code or its date rule, and the MaLo's EEG/KWKG status is master
+        # data not modelled yet †
         "A34": _c(Reason.VORLAUFFRIST_MISSED_GV1, "erz. GV1: Vorlauffrist nicht eingehalten †"),
         "A30": _c(Reason.VORLAUFFRIST_MISSED_GV2, "erz. GV2: Vorlauffrist nicht eingehalten †"),
         "A35": _c(Reason.VORLAUFFRIST_MISSED_GV3, "erz. GV3: Vorlauffrist nicht eingehalten †"),

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.supply import Measurement
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -90,6 +91,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     become DTM+Z07/Z08 of the 55003; ``assigned_at_start`` is the supplier whose confirmed
     Anmeldung starts exactly at ``zuordnungsbeginn``. ``malo_key_generation`` is the number of
     claims in the journal, the generation of ``malo_key`` this Anmeldung binds (see ``keys``).
+    From the NB's master data: ``malo_measurement``, ZW6 (pauschale) or ZW7 (gemessene MaLo),
+    the STS+7 #2 of a 55002; ``None``: the workflow's default (``GpkeConfig.malo_measurement``).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -106,6 +109,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     competing_next_date: AwareDatetime | None = None
     assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
+    malo_measurement: Measurement | None = None
 
     @model_validator(mode="after")
     def _competing_dates(self) -> ReceiveAnmeldung:

@@ -14,6 +14,7 @@ from mako_actors.gpke._models import unvalidated
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
+from mako_actors.gpke.supply import Measurement
 from mako_actors.workflow import Event
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LfaAnswered",
     "LfaConsulted",
     "LfaDeemedToAgree",
+    "MaloMeasurementKnown",
 ]
 
 
@@ -106,6 +108,14 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
     fristen: FristenRecord
     # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
     transaction_detail: str | None = None
+
+
+class MaloMeasurementKnown(Event, type="gpke.malo_measurement_known"):
+    """The MaLo's master data say how it is measured (ZW6 pauschale / ZW7 gemessene MaLo): the
+    STS+7 #2 of the 55002 decided later. Follows ``AnmeldungReceived`` only when they say it, so
+    a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
+
+    measurement: Measurement
 
 
 class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
@@ -219,6 +229,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AcknowledgementReceived,
     InboundRejected,
     AnmeldungReceived,
+    MaloMeasurementKnown,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -97,6 +97,8 @@ class GpkeFamily:
                 values["future_supplier"] = suppliers.future
                 values["future_supplier_start"] = suppliers.future_start
                 values["malo_key_generation"] = view.claim_count
+                if baseline is not None and baseline.measurement is not None:
+                    values["malo_measurement"] = baseline.measurement  # else the workflow's default
                 claim = view.open_claim()
                 if claim is not None:
                     values["competing_process"] = True

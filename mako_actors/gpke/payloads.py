@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from hashlib import sha256
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +26,17 @@ from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke._models import built, json_value, unvalidated
 from mako_actors.gpke.validation import mp_id_qualifiers
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:
+    try:
+        # CPython's own SHA-256: for the few dozen bytes of a reference's seed it costs less
+        # than OpenSSL's (``hashlib``), which sets up and wipes a context for every hash. Same
+        # digests; every message we send derives four references.
+        from _sha256 import sha256
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256
 
 __all__ = [
     "AperakError",
@@ -229,9 +239,9 @@ def transaktionsgrund(
     one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 ZH0
     (Aufhebung wegen Anmeldung eines anderen LF zu früherem Termin) + ZW3|ZW4. Answers repeat
     the Anmeldung's #1: 55002 #2 ZAP (ruhend) else ``measurement`` (ZW6 pauschale / ZW7
-    gemessene MaLo; master data, the caller's default †), 55003 #2 ZW4, 55078 E03 + the
-    55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it repeats the
-    trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
+    gemessene MaLo; the MaLo's master data, else the workflow's default †), 55003 #2 ZW4,
+    55078 E03 + the 55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it
+    repeats the trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
     """
     malo_kind = "ZW3" if trigger_pid == "55077" else "ZW4"
     resting = trigger_pid == "55001" and trigger_detail == "ZAP"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from mako_actors.gpke._models import without_none
 from mako_actors.gpke.fristen import FristenRecord
 from mako_actors.gpke.payloads import OutboundRef
 
@@ -61,3 +63,10 @@ class GpkeState(BaseModel):
     rejected_inbound: int = 0
     answer_code: str | None = None
     negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313
+    malo_measurement: str | None = None  # ZW6/ZW7 from master data; None: the config default
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Snapshots leave ``malo_measurement`` out while it is None: the same bytes as before.
+        data: dict[str, Any] = handler(self)
+        return without_none(data, "malo_measurement")

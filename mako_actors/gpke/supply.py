@@ -26,7 +26,21 @@ from pydantic import BaseModel, ConfigDict
 
 from mako_actors.gpke._models import built, json_value, unvalidated
 
-__all__ = ["Assignment", "Suppliers", "SupplyFact", "SupplyView", "fact_entry", "supply_key"]
+__all__ = [
+    "MEASUREMENTS",
+    "Assignment",
+    "Measurement",
+    "Suppliers",
+    "SupplyFact",
+    "SupplyView",
+    "fact_entry",
+    "supply_key",
+]
+
+#: STS+7 C556#2 of a 55002 for a MaLo that is not ruhend (AHB-FACTS §3): ZW6 pauschale MaLo,
+#: ZW7 gemessene MaLo. Which one a MaLo is, is the NB's master data of that MaLo.
+Measurement = Literal["ZW6", "ZW7"]
+MEASUREMENTS: tuple[Measurement, ...] = ("ZW6", "ZW7")
 
 
 def supply_key(malo: str) -> str:
@@ -36,11 +50,16 @@ def supply_key(malo: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Suppliers:
-    """Who supplies a MaLo at a date (``current``) and who is confirmed for later (``future``)."""
+    """Who supplies a MaLo at a date (``current``) and who is confirmed for later (``future``).
+
+    From master data it may also say how the MaLo is measured (``measurement``, the 55002's
+    STS+7 #2); ``None``: the workflow's default (``GpkeConfig.malo_measurement``).
+    """
 
     current: str | None = None
     future: str | None = None
     future_start: datetime | None = None
+    measurement: Measurement | None = None
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance
@@ -49,15 +68,17 @@ _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance
 class MasterData(Protocol):
     """Initial assignments not (yet) imported into the store (``mako-actors masterdata import``).
 
-    Used only for a MaLo whose supply journal holds no imported assignment; confirmed
-    Anmeldungen and Abmeldungen in the journal change it from there on.
+    Its assignments are used only for a MaLo whose supply journal holds no imported
+    assignment; confirmed Anmeldungen and Abmeldungen in the journal change them from there on.
+    Its ``measurement`` of a MaLo is used for every Anmeldung of it (the journal holds none).
     """
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
 
 
 class StaticMasterData:
-    """Initial assignments from a mapping MaLo → ``Suppliers`` (tests, demos, replays)."""
+    """Initial assignments (and measurements) from a mapping MaLo → ``Suppliers`` (tests, demos,
+    replays)."""
 
     def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
         self.by_malo = dict(by_malo or {})

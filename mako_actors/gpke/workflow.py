@@ -15,10 +15,12 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
-   Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078, 55037 to
-   the LFA and 55038 to an LFZ; or, on objection (E_0624 A30/A41 are none), 55003/55080 with
-   STS+Z35. Without an LFA the decision follows at once. The decision is a ``started`` or
-   ``released`` fact in the supply journal, in the same commit.
+   Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078 (55002 STS+7
+   #2: ZW6/ZW7 from the MaLo's master data, ``MaloMeasurementKnown``, else
+   ``GpkeConfig.malo_measurement``), 55037 to the LFA and 55038 to an LFZ; or, on objection
+   (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
+   at once. The decision is a ``started`` or ``released`` fact in the supply journal, in the
+   same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
    that date already).
@@ -68,6 +70,7 @@ from mako_actors.gpke.events import (
     LfaAnswered,
     LfaConsulted,
     LfaDeemedToAgree,
+    MaloMeasurementKnown,
 )
 from mako_actors.gpke.fristen import (
     DEFAULT_ACK_WINDOWS,
@@ -113,8 +116,8 @@ class GpkeConfig:
     #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
     confirmed_assignment_blocks: bool = True
     #: STS+7 C556#2 of a 55002 (AHB-FACTS §3: ZW6 pauschale / ZW7 gemessene MaLo, or ZAP for a
-    #: ruhende one) when the Anmeldung did not say ZAP. Master data we do not hold decide it
-    #: per MaLo; this is the grid operator's default †.
+    #: ruhende one) when the Anmeldung did not say ZAP, for a MaLo whose master data do not say
+    #: it (``Suppliers.measurement``, the command's ``malo_measurement``): the NB's default †.
     malo_measurement: Literal["ZW6", "ZW7"] = "ZW7"
 
 
@@ -173,7 +176,9 @@ class _Out:
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
-        transaction.setdefault("measurement", self.workflow.config.malo_measurement)
+        transaction.setdefault(
+            "measurement", self.state.malo_measurement or self.workflow.config.malo_measurement
+        )
         # Command and state values were validated on the way in: no second validation, and
         # the payload is built as the plain data it is stored as (no models to dump).
         self.send(ref, utilmd_payload(ref, self.own_id, self.at, **transaction))
@@ -308,6 +313,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 fristen=fristen,
             )
         )
+        if cmd.malo_measurement is not None:
+            out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
         # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
@@ -734,6 +741,10 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["fristen"] = event.fristen
 
 
+def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: dict[str, Any]) -> None:
+    update["malo_measurement"] = event.measurement
+
+
 def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict[str, Any]) -> None:
     _received(event.inbound, update)
     update["kind"] = "abmeldung"
@@ -778,6 +789,7 @@ _SEEDING = (InboundRejected, AnmeldungReceived, AbmeldungReceived)
 _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     InboundRejected: _rejected,
     AnmeldungReceived: _anmeldung_received,
+    MaloMeasurementKnown: _measurement_known,
     AbmeldungReceived: _abmeldung_received,
     AnmeldungRejectedAtOnce: _rejected_at_once,
     LfaConsulted: _lfa_consulted,
