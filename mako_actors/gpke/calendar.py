@@ -21,9 +21,11 @@ __all__ = [
     "calendar_version",
     "end_of_werktag",
     "is_midnight_berlin",
+    "is_month_start",
     "is_werktag",
     "last_werktag_before",
     "latest_uet_for",
+    "month_vorlauffrist_met",
     "next_werktag",
     "next_werktag_at",
     "uet",
@@ -158,3 +160,21 @@ def vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) -> bool:
     """Whether ``ÜT < last WT before Zuordnungsbeginn`` holds (DOMAIN §3.3; no back-dating)."""
     start = _berlin_date(zuordnungsbeginn, "zuordnungsbeginn")
     return uet(received_at) < last_werktag_before(start)
+
+
+def is_month_start(value: datetime) -> bool:
+    """Whether an aware instant is the 1st of a calendar month, 00:00 Europe/Berlin."""
+    return is_midnight_berlin(value) and _berlin_date(value, "value").day == 1
+
+
+def month_vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) -> bool:
+    """Whether the ÜT is at least one calendar month before the Zuordnungsbeginn's Berlin date.
+
+    E_0622's "Vorlauffrist von einem Monat" (steps 430/630/810): start 1 July, ÜT 1 June at the
+    latest. The EBD does not say whether the boundary day counts; here it does †. A start on
+    the 31st looks back to the last day of a shorter month.
+    """
+    start = _berlin_date(zuordnungsbeginn, "zuordnungsbeginn")
+    year, month = (start.year, start.month - 1) if start.month > 1 else (start.year - 1, 12)
+    days_in_month = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
+    return uet(received_at) <= date(year, month, min(start.day, days_in_month))

@@ -37,6 +37,7 @@ class Reason:
     VORLAUFFRIST_MISSED_GV1 = "vorlauffrist_missed_generating_gv1"
     VORLAUFFRIST_MISSED_GV2 = "vorlauffrist_missed_generating_gv2"
     VORLAUFFRIST_MISSED_GV3 = "vorlauffrist_missed_generating_gv3"
+    MONTH_VORLAUFFRIST_MISSED_GV3 = "month_vorlauffrist_missed_generating_gv3"
     COMPETING_PROCESS = "competing_process"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
@@ -119,6 +120,13 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A34": _c(Reason.VORLAUFFRIST_MISSED_GV1, "erz. GV1: Vorlauffrist nicht eingehalten †"),
         "A30": _c(Reason.VORLAUFFRIST_MISSED_GV2, "erz. GV2: Vorlauffrist nicht eingehalten †"),
         "A35": _c(Reason.VORLAUFFRIST_MISSED_GV3, "erz. GV3: Vorlauffrist nicht eingehalten †"),
+        # E_0622 step 800 -> 810 (EBD 4.1, S3 tree): a GV3 start on the 1st of a month, 00:00,
+        # needs one month of lead time, EEG/KWKG or not; only other starts take step 806
+        "A44": _c(
+            Reason.MONTH_VORLAUFFRIST_MISSED_GV3,
+            "erz. GV3, Beginn am Monatsersten: Vorlauffrist von einem Monat nicht eingehalten",
+            unconfirmed=False,
+        ),
     },
     Ebd.DECIDE_ANMELDUNG: {
         # AHB-FACTS §4 (EBD 4.1, S3)

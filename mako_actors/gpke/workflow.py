@@ -10,7 +10,8 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    counts as not received, starts no step, sets no Frist and registers no business key.
    Otherwise APERAK 312 goes out.
 2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07; generating MaLo:
-   A34/A30/A35 by Geschäftsvorfall, after A45) or a competing Anmeldung of the MaLo, running
+   A34/A30/A35 by Geschäftsvorfall, after A45; GV3 starting on the 1st of a month: one month,
+   A44) or a competing Anmeldung of the MaLo, running
    or confirmed for the same date (A06; A45 generating), is answered at once with
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
@@ -44,7 +45,13 @@ from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke._models import unvalidated, updated
-from mako_actors.gpke.calendar import is_midnight_berlin, uet, vorlauffrist_met
+from mako_actors.gpke.calendar import (
+    is_midnight_berlin,
+    is_month_start,
+    month_vorlauffrist_met,
+    uet,
+    vorlauffrist_met,
+)
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
     InboundUtilmd,
@@ -322,7 +329,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
-        late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        # GV3 (ZW2) starting on the 1st of a month: E_0622 step 810, one month of lead time
+        gv3_month = (
+            cmd.pid == "55077" and cmd.transaction_detail == "ZW2" and is_month_start(cmd.zuordnungsbeginn)
+        )
+        if gv3_month:
+            late = not month_vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        else:
+            late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
         if late and cmd.pid == "55001":
             reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
         elif cmd.competing_process:
@@ -333,7 +347,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
         elif late:
             # erz.: A45 (step 270) before the lead time of its Geschäftsvorfall (steps 406/610/806)
-            reason = _GENERATING_LATE.get(cmd.transaction_detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
+            if gv3_month:
+                reason = Reason.MONTH_VORLAUFFRIST_MISSED_GV3
+            else:
+                reason = _GENERATING_LATE.get(cmd.transaction_detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
             answer = out.utilmd(

@@ -13,6 +13,7 @@ from gpke_support import (
     MALO,
     NB,
     START,
+    THU_1430,
     abmeldung,
     anmeldung,
     berlin,
@@ -37,6 +38,7 @@ from mako_actors.gpke import (
     transaction_key,
 )
 from mako_actors.gpke import events as ev
+from mako_actors.gpke.calendar import month_vorlauffrist_met
 from mako_actors.ids import DeadlineId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 
@@ -259,13 +261,69 @@ def test_generating_malo_objection_gives_55080_a57() -> None:
     assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A39")
 
 
-@pytest.mark.parametrize(("detail", "code"), [("ZW0", "A34"), ("ZW1", "A30"), ("ZW2", "A35"), (None, "A34")])
-def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(detail: str | None, code: str) -> None:
-    # E_0622 erz. branch (no A07 there): the lead time of the Geschäftsvorfall, non-EEG/KWKG †
-    late = anmeldung(pid="55077", received_at="2025-06-30T10:00:00+02:00", transaction_detail=detail)
+@pytest.mark.parametrize(
+    ("detail", "received_at", "start_at", "code"),
+    [
+        ("ZW0", "2025-06-30T10:00:00+02:00", START, "A34"),
+        ("ZW1", "2025-06-30T10:00:00+02:00", START, "A30"),
+        ("ZW2", "2025-07-01T10:00:00+02:00", "2025-07-02T00:00:00+02:00", "A35"),
+        ("ZW2", "2025-06-30T10:00:00+02:00", START, "A44"),
+        (None, "2025-06-30T10:00:00+02:00", START, "A34"),
+    ],
+)
+def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(
+    detail: str | None, received_at: str, start_at: str, code: str
+) -> None:
+    # E_0622 erz. branch (no A07 there): the lead time of the Geschäftsvorfall, non-EEG/KWKG †;
+    # a GV3 start on the 1st of a month needs one month (step 810, A44)
+    late = anmeldung(
+        pid="55077", received_at=received_at, transaction_detail=detail, zuordnungsbeginn=start_at
+    )
     _, out = start(late)
     tx = utilmd(out, "55080")
     assert (tx["answer_code"], tx["answer_ebd"]) == (code, "E_0622")
+
+
+@pytest.mark.parametrize(
+    ("received_at", "start_at", "answer"),
+    [
+        # E_0622 step 800 -> 810: GV3 on the 1st of a month needs one month of lead time
+        ("2025-06-05T14:30:00+02:00", "2025-07-01T00:00:00+02:00", ("55080", "A44")),
+        ("2025-06-02T08:00:00+02:00", "2025-07-01T00:00:00+02:00", ("55080", "A44")),
+        ("2025-06-01T23:00:00+02:00", "2025-07-01T00:00:00+02:00", ("55078", "A58")),
+        ("2025-05-31T22:30:00+00:00", "2025-07-01T00:00:00+02:00", ("55078", "A58")),  # 1 June in Berlin
+        ("2025-02-28T09:00:00+01:00", "2025-03-31T00:00:00+02:00", ("55078", "A58")),  # not the 1st: step 806
+        ("2025-06-05T14:30:00+02:00", "2025-07-15T00:00:00+02:00", ("55078", "A58")),  # mid-month
+    ],
+)
+def test_a_gv3_anmeldung_for_the_first_of_a_month_needs_one_month_of_lead_time(
+    received_at: str, start_at: str, answer: tuple[str, str]
+) -> None:
+    gv3 = anmeldung(pid="55077", transaction_detail="ZW2", received_at=received_at, zuordnungsbeginn=start_at)
+    _, out = start(gv3)
+    pid, code = answer
+    assert utilmd(out, pid)["answer_code"] == code
+
+
+@pytest.mark.parametrize(
+    ("received_at", "start_at", "met"),
+    [
+        ("2025-06-01T12:00:00+02:00", "2025-07-01T00:00:00+02:00", True),
+        ("2025-06-02T00:00:00+02:00", "2025-07-01T00:00:00+02:00", False),
+        ("2024-12-01T09:00:00+01:00", "2025-01-01T00:00:00+01:00", True),  # across the year
+        ("2025-02-28T09:00:00+01:00", "2025-03-31T00:00:00+02:00", True),  # 31 Mar -> 28 Feb
+        ("2025-03-01T09:00:00+01:00", "2025-03-31T00:00:00+02:00", False),
+    ],
+)
+def test_one_month_of_lead_time_counts_calendar_months(received_at: str, start_at: str, met: bool) -> None:
+    received, begins = datetime.fromisoformat(received_at), datetime.fromisoformat(start_at)
+    assert month_vorlauffrist_met(received, begins) is met
+
+
+def test_only_gv3_takes_the_month_rule() -> None:
+    # GV1 (ZW0) on the 1st with 26 days of lead time: the non-EEG/KWKG lead time (step 406) is met
+    _, out = start(anmeldung(pid="55077", transaction_detail="ZW0", received_at=THU_1430))
+    assert utilmd(out, "55078")["answer_code"] == "A58"
 
 
 def test_generating_malo_competes_before_its_lead_time_is_checked() -> None:
