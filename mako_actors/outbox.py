@@ -8,6 +8,7 @@ later, at least once, with a stable ``idempotency_key`` the receiver can dedupli
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -29,7 +30,9 @@ class PendingOutbox(PlainModel):
     """A message the workflow wants sent, once the command's events are stored.
 
     ``payload`` is plain data (dicts, lists, str, int, float, bool, None) or a pydantic model,
-    which is dumped to plain data. ``not_before`` delays the first delivery attempt.
+    which is dumped to plain data; a NaN or infinite float in it is a ``ValidationError`` that
+    names its path (a command deciding one fails with ``WorkflowError``, nothing written).
+    ``not_before`` delays the first delivery attempt.
     """
 
     message_type: str
@@ -41,6 +44,14 @@ class PendingOutbox(PlainModel):
     @classmethod
     def _plain_payload(cls, value: Any) -> Any:
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    @field_validator("payload")
+    @classmethod
+    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A NaN or infinity would be stored as such and leave as text no JSON or EDIFACT
+        # reader takes: refused while the command is decided, so nothing is written.
+        _check_finite(value, "payload")
+        return value
 
 
 class OutboxMessage(PlainModel):
@@ -101,6 +112,23 @@ class OutboxMessage(PlainModel):
 
 
 _ATOMIC = frozenset({str, int, bool, type(None)})
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """``ValueError`` naming the first NaN or infinite float in ``value`` by its path."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{path} is {value!r}: outbox payloads hold finite numbers only (no NaN or Infinity)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if type(item) not in _ATOMIC:
+                _check_finite(item, f"{path}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if type(item) not in _ATOMIC:
+                _check_finite(item, f"{path}[{index}]")
 
 
 def plain_payload(payload: dict[str, Any]) -> dict[str, Any]:

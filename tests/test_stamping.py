@@ -7,9 +7,11 @@ the validated / ``model_dump`` result, or stored data would drift from the decla
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,7 @@ from mako_actors import (
     ProcessId,
     ProcessIdentity,
     TenantId,
+    WorkflowError,
     WorkflowId,
     WorkflowOutput,
     ids,
@@ -221,3 +224,22 @@ def test_iso_utc_writes_what_pydantic_writes() -> None:
     instants += [datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)]
     for instant in instants + instants[::-1]:  # repeated seconds and instants hit the caches
         assert iso_utc(instant) == json_of(instant, mode="json")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_an_outbox_payload_with_a_non_finite_number_is_refused_by_its_path(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"payload\['rows'\]\[1\]\['amount'\] is .*finite numbers only"):
+        PendingOutbox(message_type="X", recipient="r", payload={"rows": [{"amount": 1.0}, {"amount": bad}]})
+
+
+async def test_a_command_whose_outbox_payload_holds_nan_writes_nothing(tmp_path: Path) -> None:
+    class NanLedger(Ledger):
+        def handle(self, state: LedgerState, command: Any) -> WorkflowOutput:
+            out = WorkflowOutput.of(Recorded(amount=command.amount, unit="kWh"))
+            return out.with_outbox(PendingOutbox(message_type="X", recipient="r", payload={"v": math.nan}))
+
+    async with LmdbStore(tmp_path / "store") as store:
+        process = Process(NanLedger(), store, TENANT, IDENTITY.workflow_id)
+        with pytest.raises(WorkflowError, match=r"payload\['v'\] is nan: .*finite numbers only"):
+            await process.execute(Record(amount=1))
+        assert set((await store.table_counts()).values()) == {0}
