@@ -646,13 +646,9 @@ class Partitioner:
         """The partition of ``group`` (the least loaded one if new), counting ``messages`` there."""
         part = self._groups.get(group)
         if part is None:
-            part = self._groups[group] = self._least_loaded()
+            part = self._groups[group] = _least_loaded(self._load)
         self._load[part] += messages
         return part
-
-    def _least_loaded(self) -> int:
-        load = self._load
-        return load.index(min(load))
 
     @staticmethod
     def _answered(
@@ -685,7 +681,7 @@ class Partitioner:
             if target is not None:
                 break
         if target is None:
-            target = load.index(min(load))
+            target = _least_loaded(load)
         parts: list[int] = []
         for route in routes:  # in order: an answer may follow its request in the same file
             part = self._answered(route, ides, interchanges)
@@ -699,6 +695,11 @@ class Partitioner:
             load[part] += 1
             parts.append(part)
         return parts
+
+
+def _least_loaded(load: list[int]) -> int:
+    """The partition with the fewest messages so far (the first of equals)."""
+    return load.index(min(load))
 
 
 def split_by_partition(

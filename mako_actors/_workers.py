@@ -17,7 +17,7 @@ archive for it takes two rounds of calls through the same ``Runner`` (local proc
    parse; a verdict the facts lack is judged by a parse then), starting from the part stores'
    seeds, reads again only the files it gets a piece of, and replays its pieces into
    ``store_path/part-<k>-of-<n>``. A store of another layout (a one-worker store, or part
-   stores of another n) is refused before round 1 (``_placement.check_layout``).
+   stores of another n) is refused by ``replay_directory`` before round 1 (``_placement.check_layout``).
 
 Local workers are forked by a ``forkserver`` that imported the replay once (``start_workers``;
 ``spawn`` where there is none), so they start without ~0.7 s CPU of imports each; the CLI starts
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
-from mako_actors._placement import PartSeed, check_layout, earlier_receipts, existing_parts, read_seed
+from mako_actors._placement import PartSeed, earlier_receipts, existing_parts, read_seed
 
 if TYPE_CHECKING:
     from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
@@ -108,12 +108,11 @@ async def replay_partitions(
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc).
 
-    ``InvalidArgument``, with nothing written, when ``store_path`` holds a one-worker store or
-    the part stores of another worker count (``_placement.check_layout``).
+    The store's layout is the caller's to check first (``replay_directory`` runs
+    ``_placement.check_layout``).
     """
     from mako_actors.replay import ReplayReport, digest_of
 
-    check_layout(store_path, n)
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
     if items:  # Fristen due by the archive's last receipt fire in every partition, as in one run

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from mako_actors.gpke._models import without_none
 from mako_actors.gpke.fristen import FristenRecord
 from mako_actors.gpke.payloads import OutboundRef
+from mako_actors.gpke.supply import Measurement
 
 __all__ = ["GpkeState", "Status"]
 
@@ -63,7 +64,7 @@ class GpkeState(BaseModel):
     rejected_inbound: int = 0
     answer_code: str | None = None
     negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313
-    malo_measurement: str | None = None  # ZW6/ZW7 from master data; None: the config default
+    malo_measurement: Measurement | None = None  # from master data; None: the config default
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
