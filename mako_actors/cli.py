@@ -188,6 +188,13 @@ def _masterdata_import(args: argparse.Namespace) -> int:
         return 2
     print(f"{report.rows} assignment(s) for {report.malos} MaLo(s): {report.appended} imported, "
           f"{report.skipped} already present")
+    if report.measurements_not_imported:
+        print(
+            f"mako-actors masterdata import: note: the measurement (ZW6/ZW7) of "
+            f"{report.measurements_not_imported} MaLo(s) was not imported (the store keeps supply "
+            f"assignments only); give the same file as serve's master_data or replay --master-data",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -9,9 +9,13 @@ is the truth after the import. Accepted files:
 - CSV with the header ``malo,supplier,from,until`` (``from``/``until`` may be empty).
 
 Instants are ISO 8601 with an offset, or a date ``YYYY-MM-DD`` (00:00 Europe/Berlin, the start
-of a MaKo day). Everything is checked before anything is written: a bad row raises
-``InvalidArgument`` naming the file and the row, and the store is left untouched. Re-importing
-the same file appends nothing (an identical entry already in the journal is skipped).
+of a MaKo day). A MaLo's ``measurement`` (ZW6/ZW7, a JSON field or a CSV column) is checked but
+not imported: the supply journal holds assignments only, so the report counts those MaLos
+(``measurements_not_imported``) and the caller says so; the same file given as ``serve``'s
+``master_data`` or ``replay --master-data`` carries it. Everything is checked before anything is
+written: a bad row raises ``InvalidArgument`` naming the file and the row, and the store is left
+untouched. Re-importing the same file appends nothing (an identical entry already in the journal
+is skipped).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import BERLIN
-from mako_actors.gpke.supply import SupplyFact, supply_key
+from mako_actors.gpke.supply import MEASUREMENTS, SupplyFact, supply_key
 from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.ids import TenantId
 from mako_actors.store import Journal
@@ -37,12 +41,14 @@ __all__ = ["ImportReport", "import_assignments", "load_assignments"]
 
 @dataclass(frozen=True, slots=True)
 class ImportReport:
-    """What an import did: rows read, entries appended, entries already present."""
+    """What an import did: rows read, entries appended, entries already present, and the MaLos
+    whose ``measurement`` the file gives but the journal does not take (see the module doc)."""
 
     rows: int
     appended: int
     skipped: int
     malos: int
+    measurements_not_imported: int = 0
 
 
 def _instant(value: Any, where: str) -> datetime | None:
@@ -74,6 +80,17 @@ def _fact(row: Mapping[str, Any], where: str) -> tuple[str, SupplyFact]:
     return malo, SupplyFact(kind="assigned", supplier=supplier, at=start, until=until)
 
 
+def _measured(row: Mapping[str, Any], where: str) -> bool:
+    """Whether ``row`` gives a measurement; ``InvalidArgument`` for one that is not ZW6/ZW7."""
+    value = row.get("measurement")
+    if value in (None, ""):
+        return False
+    if value not in MEASUREMENTS:
+        expected = ", ".join(MEASUREMENTS)
+        raise InvalidArgument(f"{where}: field 'measurement' is {value!r}, expected one of {expected}")
+    return True
+
+
 def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
     if isinstance(raw, list):
         return [(f"{name}: entry {i + 1}", row) for i, row in enumerate(raw) if isinstance(row, Mapping)]
@@ -83,6 +100,8 @@ def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
             if not isinstance(entry, Mapping):
                 raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
             where = f"{name}: MaLo {malo}"
+            if _measured(entry, where):  # not an assignment, but counted (``_load``)
+                rows.append((where, {"malo": malo, "measurement": entry["measurement"]}))
             future, future_start = entry.get("future"), entry.get("future_start")
             if entry.get("current"):
                 until = future_start if future else None
@@ -97,6 +116,11 @@ def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
 
 def load_assignments(path: Path) -> list[tuple[str, SupplyFact]]:
     """``(MaLo, assigned fact)`` per row of a JSON or CSV file; ``InvalidArgument`` on any bad row."""
+    return _load(path)[0]
+
+
+def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
+    """``load_assignments`` and the number of MaLos whose measurement the file gives."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -115,7 +139,14 @@ def load_assignments(path: Path) -> list[tuple[str, SupplyFact]]:
         rows = [(f"{name}: line {i + 2}", row) for i, row in enumerate(reader)]
     else:
         raise InvalidArgument(f"{name}: expected a .json or .csv file")
-    return [_fact(row, where) for where, row in rows]
+    facts: list[tuple[str, SupplyFact]] = []
+    measured: set[str] = set()
+    for where, row in rows:
+        if _measured(row, where):
+            measured.add(str(row.get("malo") or "").strip())
+        if "supplier" in row or "measurement" not in row:  # else a measurement-only row
+            facts.append(_fact(row, where))
+    return facts, len(measured)
 
 
 async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportReport:
@@ -125,7 +156,7 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
     journal are skipped, so re-running an import is harmless.
     """
     tenant_id = TenantId.from_party_id(tenant)
-    facts = load_assignments(path)
+    facts, measured = _load(path)
     by_malo: dict[str, list[dict[str, Any]]] = {}
     for malo, fact in facts:
         by_malo.setdefault(malo, []).append(fact.to_entry())
@@ -138,5 +169,5 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
         if new:
             await store.append_journal(tenant_id, key, new)
             appended += len(new)
-    return ImportReport(rows=len(facts), appended=appended, skipped=skipped, malos=len(by_malo))
+    return ImportReport(len(facts), appended, skipped, len(by_malo), measurements_not_imported=measured)
 

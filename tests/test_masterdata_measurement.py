@@ -1,0 +1,58 @@
+"""``masterdata import`` says what it does not import: a MaLo's measurement (ZW6/ZW7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mako_actors.cli import main
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke.masterdata import import_assignments
+from mako_actors.gpke.supply import supply_key
+from mako_actors.ids import TenantId
+from stores.lmdb import LmdbStore
+
+NB = "9900000002009"
+MALO, OTHER = "51238696781", "10081768204"
+LFA = "9900000010078"
+
+
+async def test_measurements_are_counted_not_dropped_silently(tmp_path: Path) -> None:
+    shaped = tmp_path / "master.json"
+    shaped.write_text(json.dumps({
+        MALO: {"current": LFA, "measurement": "ZW7"},
+        OTHER: {"measurement": "ZW6"},  # no assignment at all: nothing for the journal
+    }))
+    async with LmdbStore(tmp_path / "db") as store:
+        report = await import_assignments(store, NB, shaped)
+        assert (report.rows, report.appended, report.malos, report.measurements_not_imported) == (1, 1, 1, 2)
+        tenant = TenantId.from_party_id(NB)
+        assert [e["supplier"] for e in await store.journal(tenant, supply_key(MALO))] == [LFA]
+        assert await store.journal(tenant, supply_key(OTHER)) == []
+
+
+async def test_a_bad_measurement_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    listed = tmp_path / "assignments.csv"
+    listed.write_text(f"malo,supplier,from,until,measurement\n{MALO},{LFA},,,ZW6\n{OTHER},{LFA},,,ZW9\n")
+    async with LmdbStore(tmp_path / "db") as store:
+        with pytest.raises(InvalidArgument, match=r"line 3: field 'measurement' is 'ZW9'"):
+            await import_assignments(store, NB, listed)
+        assert await store.journal(TenantId.from_party_id(NB), supply_key(MALO)) == []
+
+
+def test_the_cli_says_the_measurement_was_not_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listed = tmp_path / "assignments.csv"
+    listed.write_text(f"malo,supplier,from,until,measurement\n{MALO},{LFA},,,ZW6\n{OTHER},{LFA},,,\n")
+    assert main(["masterdata", "import", str(listed), "--store", str(tmp_path / "db"), "--tenant", NB]) == 0
+    out, err = capsys.readouterr()
+    assert "2 imported" in out
+    assert "measurement (ZW6/ZW7) of 1 MaLo(s) was not imported" in err
+    plain = tmp_path / "plain.csv"
+    plain.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,\n")
+    capsys.readouterr()
+    assert main(["masterdata", "import", str(plain), "--store", str(tmp_path / "db3"), "--tenant", NB]) == 0
+    assert "not imported" not in capsys.readouterr().err
