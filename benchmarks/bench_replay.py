@@ -13,7 +13,9 @@ message) is the figure least disturbed by other load on the machine. Every confi
 give the same decision digest; the script exits 1 if not. ``--baseline DIR`` also replays the
 archive with another worktree's code (the code before this work; it needs its own ``.venv``)
 in the same harness, pipelined with one worker, in a separate process right after this one's
-rows, and prints both side by side.
+rows, and prints both side by side. The last line also gives the machine's own ceiling for two
+processes (``parallel_ceiling``: a CPU-bound loop alone vs. two at once, before and after the
+rows): on a VM whose two cores are not two idle cores of their own it is well below 2.
 """
 
 from __future__ import annotations
@@ -46,6 +48,37 @@ def _cpu() -> float:
     """CPU seconds of this process and of its finished children (the worker processes)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _spin(rounds: int) -> None:
+    """A fixed CPU-bound pure-Python loop (dict, string and int work, as a replay does)."""
+    table: dict[str, int] = {}
+    for i in range(rounds):
+        key = f"k{i & 0xFFF}"
+        table[key] = table.get(key, 0) + len(key) * i
+
+
+def parallel_ceiling(workers: int = 2, rounds: int = 2_000_000) -> float:
+    """How much faster ``workers`` processes can be than one on this machine right now.
+
+    The same loop once alone, then once in each of ``workers`` processes at the same time:
+    ``workers × alone / together``. 2.0 on two idle cores of their own; less where the VM's
+    cores share a physical core or a host with other load. The 2-worker replay row cannot beat it.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+
+    def timed(count: int) -> float:
+        jobs = [context.Process(target=_spin, args=(rounds,)) for _ in range(count)]
+        started = time.perf_counter()
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        return time.perf_counter() - started
+
+    return workers * timed(1) / timed(workers)
 
 
 def replay(archive: Path, store: Path, workers: int, sequential: bool) -> tuple[ReplayReport, float]:
@@ -114,6 +147,7 @@ def main() -> int:
                 flush=True,
             )
         rows: list[dict[str, Any]] = []
+        ceiling_before = parallel_ceiling()
         print(
             f"{'workers':>7} {'mode':>10} {'messages':>9} {'wall s':>8} {'msg/s':>8} {'cpu s':>7} "
             f"{'cpu µs/msg':>10}  digest"
@@ -164,7 +198,13 @@ def main() -> int:
         for row in rows[:4]:
             ratio = row["messages_per_s"] / base
             print(f"  {row['workers']} x {row['mode']}: {ratio:.2f}x one pipelined worker")
-        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+        ceiling = (ceiling_before, parallel_ceiling())
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
+            f"2 processes at most {ceiling[0]:.2f}x / {ceiling[1]:.2f}x one (a CPU-bound loop alone "
+            f"vs. two at once, before / after the rows)"
+        )
+        rows.append({"parallel_ceiling": [round(each, 2) for each in ceiling]})
         if args.json is not None:
             args.json.write_text(json.dumps(rows, indent=2) + "\n")
         digests = {row["decision_digest"] for row in rows if "decision_digest" in row}
