@@ -35,7 +35,7 @@ from mako_actors.ids import (
     OutboxMessageId,
     StreamId,
 )
-from mako_actors.outbox import OutboxMessage, PendingOutbox
+from mako_actors.outbox import PLAIN_ROW, OutboxMessage, PendingOutbox, has_plain_payload
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Commit, JournalEntry
 from mako_actors.version import ExpectedVersion
@@ -356,8 +356,9 @@ def _stamp_outbox(
             "position": 0,  # assigned by the store on enqueue
         },
     )
-    # As ``envelope.trusted`` does, inline (once per outbox row): see there.
-    _set_fields_set(row, _OUTBOX_FIELDS)
+    # As ``envelope.trusted`` does, inline (once per outbox row): see there. A payload built
+    # as plain data by our own code keeps its mark (``PendingOutbox.of_plain``).
+    _set_fields_set(row, PLAIN_ROW if has_plain_payload(pending) else _OUTBOX_FIELDS)
     _set_extra(row, None)
     _set_private(row, None)
     return row

@@ -16,13 +16,23 @@ import re
 import struct
 import uuid
 from collections.abc import Iterator
-from hashlib import sha1
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from mako_actors.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from hashlib import sha1
+else:
+    try:
+        # CPython's own SHA-1: for the few dozen bytes of a v5 name it costs less than
+        # OpenSSL's (``hashlib``), which sets up and wipes a context per hash. Same digests;
+        # every outbox row and deadline derives its id with one (``payloads`` does the same).
+        from _sha1 import sha1
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha1
 
 # Fixed once; changing either re-keys every tenant or correlation root ever derived.
 _TENANT_NAMESPACE = uuid.UUID("6b8f2f0e-8a3c-5d61-9a4e-1f0c6a2d7e01")
@@ -302,7 +312,7 @@ _D = TypeVar("_D", bound=_UuidId)
 
 def _v5(cls: type[_D], namespace: bytes, name: str) -> _D:
     """``cls(uuid.uuid5(namespace, name))`` without ``uuid``'s argument parsing (hot paths)."""
-    digest = sha1(namespace + name.encode(), usedforsecurity=False).digest()
+    digest = sha1(namespace + name.encode()).digest()
     return cls._from_int((int.from_bytes(digest[:16], "big") & _V5_MASK) | _V5_BITS)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import to_jsonable_python
 
-from mako_actors.envelope import AwareUtc, PlainModel, iso_utc
+from mako_actors.envelope import AwareUtc, PlainModel, iso_utc, trusted
 from mako_actors.ids import (
     ConversationId,
     CorrelationId,
@@ -52,6 +52,19 @@ class PendingOutbox(PlainModel):
         # reader takes: refused while the command is decided, so nothing is written.
         _check_finite(value, "payload")
         return value
+
+    @classmethod
+    def of_plain(cls, message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:
+        """A message whose ``payload`` our own code built as plain JSON data, unchecked.
+
+        For the engine's and the workflows' payload builders only: ``payload`` must be what
+        ``plain_payload`` keeps as it is (``str`` keys; ``str``, ``int``, ``bool``, ``None``,
+        such dicts and lists; no floats) and the strings must be valid ``str`` values. Its
+        outbox row is stored without walking the payload again (once per message sent).
+        """
+        fields: dict[str, Any] = {"message_type": message_type, "recipient": recipient, "payload": payload}
+        fields["not_before"] = None
+        return trusted(cls, fields, _PLAIN_PENDING)
 
 
 class OutboxMessage(PlainModel):
@@ -102,13 +115,31 @@ class OutboxMessage(PlainModel):
             "conversation_id": fields["conversation_id"]._text,
             "message_type": fields["message_type"],
             "recipient": fields["recipient"],
-            "payload": plain_payload(fields["payload"]),
+            "payload": (
+                fields["payload"]
+                if self.__pydantic_fields_set__ is PLAIN_ROW
+                else plain_payload(fields["payload"])
+            ),
             "created_at": iso_utc(fields["created_at"]),
             "next_attempt_at": iso_utc(fields["next_attempt_at"]),
             "attempts": fields["attempts"],
             "last_error": fields["last_error"],
             "position": fields["position"],
         }
+
+
+# The fields-sets that mark a payload built as plain data by our own code (``of_plain``): their
+# identity, not their content (every field, as any fully built model's), so marked models
+# compare, copy and dump like others. A copy (``model_copy``) gets a set of its own and loses
+# the mark, which only costs the check again. ``_command`` stamps a marked message's row with
+# ``PLAIN_ROW`` and ``to_plain`` keeps such a row's payload as it is.
+_PLAIN_PENDING: set[str] = set(PendingOutbox.model_fields)
+PLAIN_ROW: set[str] = set(OutboxMessage.model_fields)
+
+
+def has_plain_payload(pending: PendingOutbox) -> bool:
+    """Whether ``pending`` was made by ``PendingOutbox.of_plain``."""
+    return pending.__pydantic_fields_set__ is _PLAIN_PENDING
 
 
 _ATOMIC = frozenset({str, int, bool, type(None)})

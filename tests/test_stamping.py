@@ -243,3 +243,18 @@ async def test_a_command_whose_outbox_payload_holds_nan_writes_nothing(tmp_path:
         with pytest.raises(WorkflowError, match=r"payload\['v'\] is nan: .*finite numbers only"):
             await process.execute(Record(amount=1))
         assert set((await store.table_counts()).values()) == {0}
+
+
+def test_plain_payload_rows_store_what_validated_rows_store() -> None:
+    payload = {"a": [1, "x", {"b": None, "c": True}], "d": {}}
+    marked = PendingOutbox.of_plain("APERAK", "9900000000010", payload)
+    assert marked == PendingOutbox(message_type="APERAK", recipient="9900000000010", payload=payload)
+    assert marked.model_fields_set == PendingOutbox.model_validate(marked.model_dump()).model_fields_set
+    (row,) = _stamp(marked)
+    (checked,) = _stamp(PendingOutbox(message_type="APERAK", recipient="9900000000010", payload=payload))
+    assert row.payload is payload and row.model_fields_set == checked.model_fields_set
+    plain = row.to_plain()
+    assert plain == row.model_dump(mode="json") and list(plain) == list(row.model_dump(mode="json"))
+    assert plain["payload"] == checked.to_plain()["payload"] and list(plain) == list(checked.to_plain())
+    later = row.model_copy(update={"attempts": 2})  # a copy loses the mark: checked again
+    assert later.to_plain() == later.model_dump(mode="json")

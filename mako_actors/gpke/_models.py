@@ -22,10 +22,10 @@ __all__ = ["built", "json_value", "unvalidated", "updated", "without_none"]
 
 M = TypeVar("M", bound=BaseModel)
 
-_setattr = object.__setattr__
-# The slots every model instance has, set through their descriptors (cheaper than
-# ``object.__setattr__`` by name); ``BaseModel`` has no ``__new__`` of its own.
+# The slots every model instance has, and its ``__dict__``, set through their descriptors
+# (cheaper than ``object.__setattr__`` by name); ``BaseModel`` has no ``__new__`` of its own.
 _new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
@@ -106,7 +106,7 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
         else:
             fields_set = every_field or set(values)
         model = _new(cls)
-        _setattr(model, "__dict__", fields)
+        _set_dict(model, fields)
         _set_fields_set(model, fields_set)
         _set_extra(model, None)
         _set_private(model, None)
@@ -122,7 +122,7 @@ def updated(model: M, update: dict[str, Any]) -> M:
     As with ``model_copy``, the updated values are not validated; names must be fields.
     """
     new = _new(type(model))
-    _setattr(new, "__dict__", {**model.__dict__, **update})
+    _set_dict(new, {**model.__dict__, **update})
     _set_fields_set(new, model.__pydantic_fields_set__ | update.keys())
     _set_extra(new, model.__pydantic_extra__)
     _set_private(new, model.__pydantic_private__)

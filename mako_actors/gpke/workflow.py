@@ -178,7 +178,7 @@ class _Out:
 
     def send(self, ref: OutboundRef, payload: dict[str, Any]) -> None:
         """Enqueue ``payload`` (the dump of a ``UtilmdPayload``/``AperakPayload``) for ``ref``."""
-        self.outbox.append(_pending(message_type=ref.message_type, recipient=ref.recipient, payload=payload))
+        self.outbox.append(_pending(ref.message_type, ref.recipient, payload))
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
@@ -218,7 +218,7 @@ class _Out:
 
 _INITIAL = GpkeState()
 # The makers of what every command builds, looked up once.
-_pending = unvalidated(PendingOutbox)
+_pending = PendingOutbox.of_plain  # our payload builders make plain data
 _output = unvalidated(WorkflowOutput)
 _deadline = unvalidated(PendingDeadline)
 

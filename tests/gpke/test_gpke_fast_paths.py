@@ -37,7 +37,7 @@ from mako_actors.gpke.payloads import (
     utilmd_payload,
 )
 from mako_actors.gpke.supply import SupplyFact, fact_entry
-from mako_actors.outbox import PendingOutbox
+from mako_actors.outbox import PendingOutbox, _is_plain, has_plain_payload
 from mako_actors.replay import _all_events, load_master_data, replay_directory
 from mako_actors.workflow import WorkflowOutput
 from stores.lmdb import LmdbStore
@@ -276,6 +276,8 @@ def test_what_a_replay_decides_and_stores_is_what_validation_accepts(tmp_path: P
             # the plain payload is what the model's dump would be, byte for byte
             dumped = _dump(payload_models[pending.message_type].model_validate(pending.payload))
             assert msgpack.packb(dumped) == msgpack.packb(pending.payload)
+            # marked plain (its row is stored without a check), so it must be plain data
+            assert has_plain_payload(pending) and _is_plain(pending.payload, 0)
         for _, entry in output.journal:
             assert msgpack.packb(_dump(SupplyFact.model_validate(entry))) == msgpack.packb(entry)
         folded = state
