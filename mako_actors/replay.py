@@ -297,8 +297,8 @@ def _seed_of(event: EventEnvelope) -> str | None:
     """The seed a process's first event names (its ``inbound`` message), if it names one."""
     inbound = event.payload.get("inbound")
     if isinstance(inbound, dict):
-        get = inbound.get
-        return f"{get('sender')}:{get('interchange_ref')}:{get('message_ref')}:{get('ide_ref')}"
+        get = inbound.get  # ``!s``: str() of each value, as the digest always took them
+        return f"{get('sender')!s}:{get('interchange_ref')!s}:{get('message_ref')!s}:{get('ide_ref')!s}"
     return None
 
 
