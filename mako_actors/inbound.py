@@ -32,7 +32,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,6 +49,7 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
+from mako_actors.edifact.interchange import _maker
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -413,6 +414,8 @@ class InboundPipeline:
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
         self._receipts_in_store = receipts is None  # their streams are ``store``'s
         self._receipt_after_routing = receipt_after_routing
+        # The format version in force per ÜT day (``FormatVersion.in_force``, for every interchange).
+        self._format_versions: dict[date, FormatVersion] = {}
 
     async def ingest(
         self,
@@ -486,7 +489,7 @@ class InboundPipeline:
             await self._receipt_only(result, digest, received_at, None)
             return result
         try:
-            fv = FormatVersion.in_force(uet(received_at))
+            fv = self._format_version(uet(received_at))
         except InvalidArgument as exc:
             result.status, result.error = "rejected", f"no format version in force: {exc}"
             await self._receipt_only(result, digest, received_at, None)
@@ -524,7 +527,7 @@ class InboundPipeline:
             elif not message.transactions:
                 result.messages.append(await self._unhandled(parsed, message, received_at, refusals))
             for transaction in message.transactions:
-                tx = InboundTransaction(parsed, message, transaction, tenant, received_at, fv)
+                tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
                 result.messages.append(await self._route(tx, refusals))
         # Counts and APERAK payloads built here: no validation of them.
         processed = trusted(
@@ -537,6 +540,15 @@ class InboundPipeline:
             return result
         await receipts.execute_and_enqueue_with(processed, self._receipt_ctx(result, receipts))
         return result
+
+    def _format_version(self, day: date) -> FormatVersion:
+        """``FormatVersion.in_force(day)``, remembered per day (a pure function of it)."""
+        fv = self._format_versions.get(day)
+        if fv is None:
+            fv = FormatVersion.in_force(day)  # InvalidArgument: not remembered
+            if len(self._format_versions) < 4096:  # a replay's days are few; keep it small anyway
+                self._format_versions[day] = fv
+        return fv
 
     # -- receipts --------------------------------------------------------------------------
 
@@ -833,10 +845,25 @@ class InboundPipeline:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+# Positional constructors (every field, in declaration order) without the frozen dataclasses'
+# ``object.__setattr__`` per field: one of each per transaction.
+_inbound_transaction = _maker(InboundTransaction)
+_message_outcome = _maker(MessageOutcome)
+
+
 def _outcome(
     tx: InboundTransaction, kind: Outcome, process_id: ProcessId | None = None, detail: str = ""
 ) -> MessageOutcome:
-    return MessageOutcome(tx.message.reference, tx.pid, tx.transaction.ide_ref, kind, process_id, detail)
+    transaction = tx.transaction
+    return _message_outcome(
+        tx.message.reference,
+        transaction.pid or tx.message.pid,  # tx.pid
+        transaction.ide_ref,
+        kind,
+        process_id,
+        detail,
+        None,  # refused
+    )
 
 
 def _refusal(

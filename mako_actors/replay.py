@@ -48,7 +48,7 @@ import operator
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +66,7 @@ from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.payloads import derive_ref
 from mako_actors.gpke.supply import MEASUREMENTS
-from mako_actors.ids import StreamId, TenantId
+from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
     InboundPipeline,
@@ -80,6 +80,7 @@ from mako_actors.inbound import (
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Activation, Commit, CommitResult, Store
+from stores._schema import pack, unpack
 from stores.lmdb import Durability, LmdbStore
 
 __all__ = [
@@ -296,7 +297,8 @@ def _seed_of(event: EventEnvelope) -> str | None:
     """The seed a process's first event names (its ``inbound`` message), if it names one."""
     inbound = event.payload.get("inbound")
     if isinstance(inbound, dict):
-        return ":".join(str(inbound.get(k)) for k in ("sender", "interchange_ref", "message_ref", "ide_ref"))
+        get = inbound.get  # ``!s``: str() of each value, as the digest always took them
+        return f"{get('sender')!s}:{get('interchange_ref')!s}:{get('message_ref')!s}:{get('ide_ref')!s}"
     return None
 
 
@@ -314,23 +316,22 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
     dues = dict(sorted(due.items())) if isinstance(due, dict) else None
-    values: list[Any] = [
-        event.event_type,
-        payload.get("code"),
-        payload.get("confirmed"),
-        payload.get("answer_due") or payload.get("due_at"),
-        dues,
-    ]
+    event_type = event.event_type
+    code, confirmed = payload.get("code"), payload.get("confirmed")
+    due_at = payload.get("answer_due") or payload.get("due_at")
     # A stored or engine-made payload is JSON data already (the usual case): nothing to convert.
-    if not all(type(v) in _JSON_SCALARS for v in values[:4]) or (
-        dues is not None and not all(type(k) is str and type(v) in _JSON_SCALARS for k, v in dues.items())
+    # (Type sets, not a generator per value: this runs for every decision of a run.)
+    if _JSON_SCALARS.issuperset((type(event_type), type(code), type(confirmed), type(due_at))) and (
+        dues is None
+        or (_STR_TYPE.issuperset(map(type, dues)) and _JSON_SCALARS.issuperset(map(type, dues.values())))
     ):
-        values = to_jsonable_python(values)
-    event_type, *rest = values
+        return (event_type, sent, code, confirmed, due_at, dues)
+    event_type, *rest = to_jsonable_python([event_type, code, confirmed, due_at, dues])
     return (event_type, sent, *rest)
 
 
 _JSON_SCALARS = frozenset((str, int, bool, float, type(None)))
+_STR_TYPE = frozenset((str,))
 
 
 def decision_digest(decisions: dict[str, list[list[Any]]]) -> str:
@@ -396,11 +397,17 @@ class _RunView:
         self.cache_receipts = False
         self.touched: set[StreamId] = set()
         self.receipts: dict[StreamId, list[EventEnvelope]] = {}
-        self.registry: dict[tuple[TenantId, str], ProcessIdentity] = {}
+        # Keyed by (tenant's ``.int``, key) and a deadline id's ``.int``: a UUID hashes (and
+        # compares) in Python code, an int in C; these dicts are read and written per commit.
+        self.registry: dict[tuple[int, str], ProcessIdentity] = {}
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
-        self.tx_keys: dict[tuple[TenantId, str], tuple[str, ...]] = {}
-        self.pending: dict[Any, Deadline] = {}
-        self._by_stream: dict[StreamId, set[Any]] = {}
+        self.tx_keys: dict[tuple[int, str], tuple[str, ...]] = {}
+        self.pending: dict[int, Deadline] = {}
+        self._by_stream: dict[StreamId, set[int]] = {}
+        # ``fresh_journals``: the store held no journal entry at the start (a fresh store may
+        # hold imported ones), so ``journals`` holds every entry, as the store reads them back.
+        self.fresh_journals = False
+        self.journals: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self.events = self.outbox = 0
         # A fresh store's decisions are exactly those this run commits: no read at the end.
         self.decisions = _Decisions()
@@ -453,17 +460,36 @@ class _RunView:
                 future.set_result(mine)
 
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
-        known = self.registry.get((tenant_id, key))
+        known = self.registry.get((tenant_id.int, key))
         if known is not None or self.fresh:
             return known
         found = await self._store.lookup(tenant_id, key)
         if found is not None:
-            self.registry[(tenant_id, key)] = found
+            self.registry[(tenant_id.int, key)] = found
         return found
+
+    async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
+        """The store's journal ``key``: without a read when the run began without journals."""
+        if self.fresh_journals and key and "\x00" not in key:  # else the store refuses the key
+            return list(self.journals.get((tenant_id.int, key), ()))
+        return await self._store.journal(tenant_id, key)
+
+    async def append_journal(
+        self, tenant_id: TenantId, key: str, entries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        await self._store.append_journal(tenant_id, key, entries)
+        for entry in entries:
+            self._journaled(tenant_id, key, entry)
+
+    def _journaled(self, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
+        """Keep an entry appended to a journal: the store's own msgpack round trip of it, so a
+        read from here equals a read from the store (lists for tuples)."""
+        if self.fresh_journals:
+            self.journals.setdefault((tenant_id.int, key), []).append(unpack(pack(dict(data))))
 
     async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
         await self._store.register(tenant_id, key, identity)
-        self.registry[(tenant_id, key)] = identity
+        self.registry[(tenant_id.int, key)] = identity
 
     def _unknown(self, stream_id: StreamId) -> bool:
         return self.fresh and stream_id not in self.touched
@@ -528,7 +554,7 @@ class _RunView:
     async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
         return await self._store.add_dead_letter(letter if letter.key else letter.keyed())
 
-    async def cancel_deadline(self, deadline_id: Any) -> bool:
+    async def cancel_deadline(self, deadline_id: DeadlineId) -> bool:
         self.forget(deadline_id)
         return await self._store.cancel_deadline(deadline_id)
 
@@ -554,37 +580,47 @@ class _RunView:
             add = self.decisions.add
             for event in events:
                 add(event)
+        for entry in commit.journal:
+            self._journaled(entry.tenant_id, entry.key, entry.data)
         for key, identity in commit.registry:
-            tenant_key = (identity.tenant_id, key)
+            tenant_key = (identity.tenant_id.int, key)
             self.registry[tenant_key] = identity
-            # A transaction is bound once: its dependency is not needed again. (Only ``tx:``
-            # keys have one; hashing the tenant's uuid is a Python call.)
+            # A transaction is bound once: its dependency is not needed again (only ``tx:``
+            # keys have one).
             if key.startswith("tx:"):
                 dependency = self.tx_keys.pop(tenant_key, None)
                 if dependency is not None:
                     self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
             labels = set(commit.cancel_deadline_labels)
-            for deadline_id in list(self._by_stream.get(stream, ())):
-                if self.pending[deadline_id].label in labels:
-                    self.forget(deadline_id)
+            for number in list(self._by_stream.get(stream, ())):
+                if self.pending[number].label in labels:
+                    self._forget(number)
         for deadline_id in commit.cancel_deadline_ids:
-            self.forget(deadline_id)
+            self._forget(deadline_id.int)
         for deadline in commit.deadlines:
             self.remember(deadline)
             self._on_deadline(deadline)
 
     def remember(self, deadline: Deadline) -> None:
         """``deadline`` is pending."""
-        self.pending[deadline.deadline_id] = deadline
-        self._by_stream.setdefault(deadline.stream_id, set()).add(deadline.deadline_id)
+        number = deadline.deadline_id.int
+        self.pending[number] = deadline
+        self._by_stream.setdefault(deadline.stream_id, set()).add(number)
 
-    def forget(self, deadline_id: Any) -> None:
+    def is_pending(self, deadline_id: DeadlineId) -> bool:
+        """Whether ``deadline_id`` is pending (neither fired nor cancelled)."""
+        return deadline_id.int in self.pending
+
+    def forget(self, deadline_id: DeadlineId) -> None:
         """``deadline_id`` is no longer pending (fired or cancelled)."""
-        deadline = self.pending.pop(deadline_id, None)
+        self._forget(deadline_id.int)
+
+    def _forget(self, number: int) -> None:
+        deadline = self.pending.pop(number, None)
         if deadline is not None:
             ids = self._by_stream[deadline.stream_id]
-            ids.discard(deadline_id)
+            ids.discard(number)
             if not ids:
                 del self._by_stream[deadline.stream_id]
 
@@ -646,8 +682,8 @@ class _Pipeline:
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
-        self.running: dict[asyncio.Task[None], _Item] = {}
-        self.finished: list[asyncio.Task[None]] = []
+        self.running: dict[_Item, asyncio.Task[None]] = {}  # holds the tasks till they are done
+        self.finished: list[tuple[_Item, Exception | None]] = []
         self.wakeup = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.queued = 0
@@ -710,7 +746,7 @@ class _Pipeline:
                     continue
                 malo_key = ("malo", us, str(tx.malo))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
-                self.view.tx_keys[(tenant, f"tx:{by}:{tx.ide_ref}")] = malo_key
+                self.view.tx_keys[(tenant.int, f"tx:{by}:{tx.ide_ref}")] = malo_key
                 self.predicted.add(us, trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 
@@ -725,7 +761,7 @@ class _Pipeline:
         trigger alone. Neither: ``None``, the answer runs alone (it is probably unroutable).
         The predictions are derived only when a binding is missing (most answers find one).
         """
-        target = self.view.registry.get((tenant, registry_key))
+        target = self.view.registry.get((tenant.int, registry_key))
         if target is not None:
             return self.view.key_of(target.stream_id)
         return self.predicted.get(kind, reference)
@@ -844,15 +880,22 @@ class _Pipeline:
 
     def _start_ready(self) -> None:
         ready, self.ready = self.ready, []
-        create_task, done = self.loop.create_task, self._done
+        create_task, run = self.loop.create_task, self._run
         for item in ready:
             item.state = "started"
-            task = create_task(self._execute(item))
-            task.add_done_callback(done)
-            self.running[task] = item
+            self.running[item] = create_task(run(item))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.finished.append(task)
+    async def _run(self, item: _Item) -> None:
+        """``_execute``, then hand the item (and its failure) to ``_wait_one``.
+
+        No done callback on the task: that would cost a loop turn's handle per item.
+        """
+        error: Exception | None = None
+        try:
+            await self._execute(item)
+        except Exception as exc:  # a store failure: ``_wait_one`` ends the run with it
+            error = exc
+        self.finished.append((item, error))
         self.wakeup.set()
 
     async def _wait_one(self) -> None:
@@ -861,9 +904,10 @@ class _Pipeline:
             self.wakeup.clear()
             await self.wakeup.wait()
         finished, self.finished = self.finished, []
-        for task in finished:
-            item = self.running.pop(task)
-            task.result()  # a store failure ends the run
+        for item, error in finished:
+            del self.running[item]
+            if error is not None:
+                raise error
             self._finish(item)
 
     async def _drain(self) -> None:
@@ -889,7 +933,7 @@ class _Pipeline:
             self.progress(self.done, len(self.archive), source.path.name)
 
     async def _fire(self, deadline: Deadline) -> None:
-        if deadline.deadline_id not in self.view.pending:
+        if not self.view.is_pending(deadline.deadline_id):
             return  # cancelled (answered) meanwhile
         self.view.forget(deadline.deadline_id)
         try:
@@ -982,7 +1026,9 @@ def _read_file(path: Path) -> bytes:
 def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResult, messages: int) -> None:
     report.messages += messages
     report.statuses[result.status] += 1
-    report.outcomes.update(m.outcome for m in result.messages)
+    outcomes = report.outcomes
+    for m in result.messages:
+        outcomes[m.outcome] += 1
     if result.error:
         report.errors.append(f"{source.path.name}: {result.error}")
     if result.status in ("rejected", "conflict"):
@@ -1076,6 +1122,7 @@ async def _replay_items(
         # The reference run reads everything from the store, so it also checks the view.
         view.fresh = not sequential and not await lmdb.read_all(0, 1)
         view.cache_receipts = not sequential
+        view.fresh_journals = not sequential and lmdb.read_sync(lambda txn: txn.count("journal")) == 0
         workflows = [options.workflow or GpkeNbWorkflow()]
         async with LocalActorSystem(store, workflows, clock=clock, idle_timeout=None) as system:
             pipeline = InboundPipeline(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from mako_actors import Process, ProcessId, TenantId, WorkflowId
 from mako_actors.ids import StreamId
 from mako_actors.inbound import RECEIPT_WORKFLOW
@@ -79,3 +81,38 @@ def test_the_view_offers_activation_on_its_class() -> None:
     # ``load_state`` and the actors look on the class, not the (forwarding) instance: a method
     # only forwarded by ``__getattr__`` would not count, and the slow path would read.
     assert {"load_activation", "load_activation_now"} <= set(vars(_RunView))
+
+
+async def test_journals_from_the_view_equal_the_stores(tmp_path: Path) -> None:
+    from mako_actors.errors import InvalidArgument, VersionConflict
+    from mako_actors.store import Commit, JournalEntry
+    from mako_actors.version import ExpectedVersion
+
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None)
+        view.fresh = view.fresh_journals = True
+        stream = StreamId.for_process(TENANT, ProcessId.new())
+        key = "supply:51238696788"
+        # A tuple reads back as a list (msgpack): the view answers what the store reads.
+        entry = JournalEntry(TENANT, key, {"kind": "assigned", "supplier": "9900000010010", "at": ("x", 1)})
+        stale = Commit(stream_id=stream, expected=ExpectedVersion.exact(7), journal=[entry])
+        results = await view.commit_many(
+            [stale, Commit(stream_id=stream, expected=ExpectedVersion.exact(0), journal=[entry])]
+        )
+        assert isinstance(results[0], VersionConflict)  # a failed commit appends nothing
+        await view.append_journal(TENANT, key, [{"kind": "released", "process": "p"}])
+        places = ((TENANT, key), (TENANT, "supply:other"), (TenantId.from_party_id("9900000010010"), key))
+        stored = [await store.journal(tenant, name) for tenant, name in places]
+
+        async def no_read(*_: object) -> None:
+            raise AssertionError("the view read the store")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(store, "journal", no_read)
+            assert [await view.journal(tenant, name) for tenant, name in places] == stored
+            assert [e["kind"] for e in await view.journal(TENANT, key)] == ["assigned", "released"]
+            (await view.journal(TENANT, key)).clear()  # the caller's own list
+            assert len(await view.journal(TENANT, key)) == 2
+        for bad in ("", "a\x00b"):  # the store's refusal stands
+            with pytest.raises(InvalidArgument):
+                await view.journal(TENANT, bad)

@@ -180,7 +180,7 @@ def _maker(cls: type[_T]) -> Callable[..., _T]:
     ``object.__setattr__`` per field. So a twin class with the same ``__slots__`` fills them
     with plain (specialised) slot stores and then becomes ``cls`` by ``__class__`` assignment,
     which Python allows between classes of identical layout. The result is an ordinary
-    ``cls`` instance with the same values; only for the parser's own use.
+    ``cls`` instance with the same values; for hot paths that give every field (the parser, inbound).
     """
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
     if getattr(cls, "__slots__", None) != names:
