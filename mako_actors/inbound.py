@@ -218,7 +218,6 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
 
 _NO_RECEIPT = ReceiptState()  # frozen: every new receipt stream starts from this one
 _RECEIPT_STATE_SET = set(ReceiptState.model_fields)
-_PENDING_SET = set(PendingOutbox.model_fields)
 _OUTCOME_SET = {"outcomes", "refused"}
 _PROCESSED_SET = {"outcomes", "refusals"}  # as validation sets them (``kind`` is a default)
 # Every field given (as ``_record_receipt`` builds them): shared by all, the models are frozen.
@@ -241,9 +240,9 @@ def _receipt_state(
 
 
 def _pending(message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:
-    """A ``PendingOutbox`` of a plain payload we built ourselves (no re-validation of it)."""
-    fields = {"message_type": message_type, "recipient": recipient, "payload": payload, "not_before": None}
-    return trusted(PendingOutbox, fields, _PENDING_SET)
+    """A ``PendingOutbox`` of a plain payload we built ourselves (a CONTRL or APERAK of
+    ``edifact``'s builders: strings and ints), neither re-validated nor walked again when stored."""
+    return PendingOutbox.of_plain(message_type, recipient, payload)
 
 
 def _processed(
