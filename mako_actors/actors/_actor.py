@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -88,6 +88,16 @@ class Outcome:
     outbox: tuple[OutboxMessage, ...] = ()
     snapshot_taken: bool = False
     no_command: bool = False
+
+
+# ``system_clock`` as one C-level call (a partial of ``datetime.now``): the clock is read once
+# per command, and its Python frame costs more than the reading.
+_SYSTEM_NOW: Callable[[], datetime] = functools.partial(datetime.now, UTC)
+
+
+def fast_clock(clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """``clock``, or the same reading without a Python frame when it is ``system_clock``."""
+    return _SYSTEM_NOW if clock is system_clock else clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +565,19 @@ class ProcessActor:
         self._activated(activation)
         return True
 
+    def start_new(self) -> None:
+        """Start from the workflow's initial state at version 0, without reading the store.
+
+        Only for a process that cannot have anything stored (its id was drawn at random just
+        now). If ``initial_state`` fails, the actor stays unloaded and activates as usual
+        (where the same failure fails its first op).
+        """
+        try:
+            state = self._workflow.initial_state()
+        except Exception:
+            return
+        self._loaded_as(state, 0)
+
     def _activated(self, activation: Any) -> None:
         """Take the state an ``Activation`` read from the store gives (a bad one fails the head op)."""
         try:
@@ -667,10 +690,15 @@ class ProcessActor:
             if command is None:
                 return _discharge(self.identity, state, version, op), True
         config = self._config
-        options = _options(
-            op.enqueue or op.kind == TIMEOUT,
-            config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
-            op.deadline,
+        enqueue = op.enqueue or op.kind == TIMEOUT
+        interval = config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval
+        deadline = op.deadline
+        # The few deadline-free combinations are shared (immutable); looked up here, not in a
+        # helper: once per command.
+        options = (
+            _cached_options(enqueue, interval)
+            if deadline is None
+            else CommandOptions(enqueue=enqueue, snapshot_interval=interval, deadline=deadline)
         )
         assert command is not None
         output = decide(workflow, state, command)
@@ -770,14 +798,8 @@ def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op | _Sl
 
 @functools.lru_cache(maxsize=64)
 def _cached_options(enqueue: bool, snapshot_interval: int) -> CommandOptions:
+    """The options of a deadline-free op (one shared object per combination: immutable)."""
     return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval)
-
-
-def _options(enqueue: bool, snapshot_interval: int, deadline: Deadline | None) -> CommandOptions:
-    """The options of one op; the few deadline-free combinations are shared (immutable)."""
-    if deadline is None:
-        return _cached_options(enqueue, snapshot_interval)
-    return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval, deadline=deadline)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -648,7 +648,9 @@ class _HostRouter(HandleFactory):
         self._host = host
         self.workflows = workflow_registry(host._spec["workflows"])
 
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
         return ProcessRef(workflow, identity, self)
 
     async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
@@ -1095,7 +1097,9 @@ class RayActorSystem(HandleFactory):
 
     # -- handles ---------------------------------------------------------------------------
 
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
         return ProcessRef(workflow, identity, self)
 
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
