@@ -208,6 +208,7 @@ class Runner:
         "_tasks",
         "freeze_every",
         "freezes",
+        "slot_freed",
         "turns",
     )
 
@@ -230,6 +231,9 @@ class Runner:
         # answers activations itself (from a cache) must not be bypassed.
         self._load_many = getattr(type(store), "load_activations_now", None) is not None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set by an actor system that waits for room under its live cap: every actor that
+        # becomes idle sets it (a check per command, not a callback).
+        self.slot_freed: asyncio.Event | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop (``asyncio.get_running_loop()``), without a system call.
@@ -366,7 +370,6 @@ class ProcessActor:
         "_head",
         "_idle_waiter",
         "_loaded",
-        "_on_idle",
         "_runner",
         "_state",
         "_stats",
@@ -386,7 +389,6 @@ class ProcessActor:
         identity: ProcessIdentity,
         config: ActorConfig,
         stats: ActorStats,
-        on_idle: Callable[[ProcessActor], None],
         runner: Runner | None = None,
     ) -> None:
         self._workflow = workflow
@@ -395,7 +397,6 @@ class ProcessActor:
         self.identity = identity
         self._config = config
         self._stats = stats
-        self._on_idle = on_idle
         # The mailbox: ops linked through ``_Slot.next``, oldest first.
         self._head: _Slot | None = None
         self._tail: _Slot | None = None
@@ -529,7 +530,9 @@ class ProcessActor:
         waiter, self._idle_waiter = self._idle_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self._on_idle(self)
+        freed = self._runner.slot_freed
+        if freed is not None:
+            freed.set()
 
     def _fail_all(self, exc: BaseException) -> None:
         while self._head is not None:

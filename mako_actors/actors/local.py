@@ -118,9 +118,6 @@ class LocalActorSystem(HandleFactory):
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
         self._canonical: dict[int, object] = {}  # id(o) -> o of every object in the two above
-        self._slot_freed: asyncio.Event | None = None
-        # One bound method for every actor (``self._on_idle`` would make one per actor).
-        self._idle_callback = self._on_idle
         self._reaper: asyncio.Task[None] | None = None
         self._close_store = close_store
         self._closed = False
@@ -251,10 +248,11 @@ class LocalActorSystem(HandleFactory):
             if victim is not None:
                 self._passivate(victim)
                 continue
-            if self._slot_freed is None:
-                self._slot_freed = asyncio.Event()
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+            freed = self._runner.slot_freed
+            if freed is None:
+                freed = self._runner.slot_freed = asyncio.Event()
+            freed.clear()
+            await freed.wait()
             existing = self._live.get(identity.stream_id)
             if existing is not None:  # another caller activated it while we waited
                 self._live.move_to_end(identity.stream_id)
@@ -271,7 +269,7 @@ class LocalActorSystem(HandleFactory):
         workflow = self.workflow(fields["workflow_id"].name)
         identity = self._shared_ids(identity)
         actor = ProcessActor(
-            workflow, self.store, identity, self._config, self._stats, self._idle_callback, self._runner
+            workflow, self.store, identity, self._config, self._stats, self._runner
         )
         live = self._live
         live[fields["stream_id"]] = actor
@@ -303,10 +301,6 @@ class LocalActorSystem(HandleFactory):
             return identity
         # Typed ids: built without re-validation, with one fields-set shared by all identities.
         return ProcessIdentity.of_process(tenant, identity.process_id, workflow_id)
-
-    def _on_idle(self, actor: ProcessActor) -> None:
-        if self._slot_freed is not None:
-            self._slot_freed.set()
 
     def _passivate(self, actor: ProcessActor) -> None:
         # Only idle actors get here: nothing queued, nothing running, state already durable.
@@ -359,8 +353,8 @@ class LocalActorSystem(HandleFactory):
         await self.drain()
         for actor in list(self._live.values()):
             self._passivate(actor)
-        if self._slot_freed is not None:
-            self._slot_freed.set()
+        if self._runner.slot_freed is not None:
+            self._runner.slot_freed.set()
         if self._runner.freezes:
             gc.unfreeze()  # frozen garbage becomes collectable again (see ``gc_freeze_every``)
         if self._close_store:
