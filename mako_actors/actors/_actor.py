@@ -65,6 +65,8 @@ class Op:
 
     Never changed once made (not ``frozen`` only because that is slow to build).
     ``max_attempts`` 0 and ``snapshot_interval`` None mean the actor system's defaults.
+    ``new``: the first op of ``spawn``'s handle on a process with a random id (see
+    ``LocalActorSystem.dispatch_new``), so a Ray host can start it without a store read.
     """
 
     kind: str
@@ -75,6 +77,7 @@ class Op:
     snapshot_interval: int | None = None
     deadline: Deadline | None = None
     sequence: int = 0
+    new: bool = False
 
 
 @dataclass(slots=True)
@@ -184,6 +187,28 @@ class _Slot(asyncio.Future[Any]):
     no_command: bool
 
 
+class RunningLoop:
+    """Call it for the running event loop (``asyncio.get_running_loop()``) without a system call.
+
+    On Python 3.11 ``get_running_loop`` calls ``getpid()`` every time (a real system call since
+    glibc 2.25: ~1-2 µs here), and every command asks for the loop of its future. The loop
+    found last is reused while it is running on this thread: an ``asyncio`` loop records its
+    thread while it runs (``_thread_id``), and a thread runs one loop at a time. Another loop,
+    or one that does not record its thread, is asked for as before.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or getattr(loop, "_thread_id", None) != _get_ident():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+
 class Runner:
     """Runs the actors of one actor system on one event loop, a turn at a time.
 
@@ -200,7 +225,6 @@ class Runner:
     __slots__ = (
         "_frozen_at",
         "_load_many",
-        "_loop",
         "_ready",
         "_scheduled",
         "_stats",
@@ -208,6 +232,7 @@ class Runner:
         "_tasks",
         "freeze_every",
         "freezes",
+        "loop",
         "slot_freed",
         "turns",
     )
@@ -230,24 +255,11 @@ class Runner:
         # Asked of the store's class, as ``load_activation_now`` is: a wrapper store that
         # answers activations itself (from a cache) must not be bypassed.
         self._load_many = getattr(type(store), "load_activations_now", None) is not None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # ``self.loop()``: the running event loop (every command asks for it).
+        self.loop = RunningLoop()
         # Set by an actor system that waits for room under its live cap: every actor that
         # becomes idle sets it (a check per command, not a callback).
         self.slot_freed: asyncio.Event | None = None
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running event loop (``asyncio.get_running_loop()``), without a system call.
-
-        On Python 3.11 ``get_running_loop`` calls ``getpid()`` every time (a real system call
-        since glibc 2.25: ~1-2 µs here), and every command asks for the loop of its future. The
-        loop found last is reused while it is running on this thread: an ``asyncio`` loop
-        records its thread while it runs (``_thread_id``), and a thread runs one loop at a time.
-        Another loop, or one that does not record its thread, is asked for as before.
-        """
-        loop = self._loop
-        if loop is None or getattr(loop, "_thread_id", None) != _get_ident():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
 
     def wake(self, actor: ProcessActor) -> None:
         """Schedule ``actor`` (which has work and is not scheduled yet) for the next turn."""
