@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -65,6 +65,8 @@ class Op:
 
     Never changed once made (not ``frozen`` only because that is slow to build).
     ``max_attempts`` 0 and ``snapshot_interval`` None mean the actor system's defaults.
+    ``new``: the first op of ``spawn``'s handle on a process with a random id (see
+    ``LocalActorSystem.dispatch_new``), so a Ray host can start it without a store read.
     """
 
     kind: str
@@ -75,6 +77,7 @@ class Op:
     snapshot_interval: int | None = None
     deadline: Deadline | None = None
     sequence: int = 0
+    new: bool = False
 
 
 @dataclass(slots=True)
@@ -88,6 +91,16 @@ class Outcome:
     outbox: tuple[OutboxMessage, ...] = ()
     snapshot_taken: bool = False
     no_command: bool = False
+
+
+# ``system_clock`` as one C-level call (a partial of ``datetime.now``): the clock is read once
+# per command, and its Python frame costs more than the reading.
+_SYSTEM_NOW: Callable[[], datetime] = functools.partial(datetime.now, UTC)
+
+
+def fast_clock(clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """``clock``, or the same reading without a Python frame when it is ``system_clock``."""
+    return _SYSTEM_NOW if clock is system_clock else clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +187,28 @@ class _Slot(asyncio.Future[Any]):
     no_command: bool
 
 
+class RunningLoop:
+    """Call it for the running event loop (``asyncio.get_running_loop()``) without a system call.
+
+    On Python 3.11 ``get_running_loop`` calls ``getpid()`` every time (a real system call since
+    glibc 2.25: ~1-2 µs here), and every command asks for the loop of its future. The loop
+    found last is reused while it is running on this thread: an ``asyncio`` loop records its
+    thread while it runs (``_thread_id``), and a thread runs one loop at a time. Another loop,
+    or one that does not record its thread, is asked for as before.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or getattr(loop, "_thread_id", None) != _get_ident():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+
 class Runner:
     """Runs the actors of one actor system on one event loop, a turn at a time.
 
@@ -190,7 +225,6 @@ class Runner:
     __slots__ = (
         "_frozen_at",
         "_load_many",
-        "_loop",
         "_ready",
         "_scheduled",
         "_stats",
@@ -198,6 +232,8 @@ class Runner:
         "_tasks",
         "freeze_every",
         "freezes",
+        "loop",
+        "slot_freed",
         "turns",
     )
 
@@ -219,21 +255,11 @@ class Runner:
         # Asked of the store's class, as ``load_activation_now`` is: a wrapper store that
         # answers activations itself (from a cache) must not be bypassed.
         self._load_many = getattr(type(store), "load_activations_now", None) is not None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running event loop (``asyncio.get_running_loop()``), without a system call.
-
-        On Python 3.11 ``get_running_loop`` calls ``getpid()`` every time (a real system call
-        since glibc 2.25: ~1-2 µs here), and every command asks for the loop of its future. The
-        loop found last is reused while it is running on this thread: an ``asyncio`` loop
-        records its thread while it runs (``_thread_id``), and a thread runs one loop at a time.
-        Another loop, or one that does not record its thread, is asked for as before.
-        """
-        loop = self._loop
-        if loop is None or getattr(loop, "_thread_id", None) != _get_ident():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
+        # ``self.loop()``: the running event loop (every command asks for it).
+        self.loop = RunningLoop()
+        # Set by an actor system that waits for room under its live cap: every actor that
+        # becomes idle sets it (a check per command, not a callback).
+        self.slot_freed: asyncio.Event | None = None
 
     def wake(self, actor: ProcessActor) -> None:
         """Schedule ``actor`` (which has work and is not scheduled yet) for the next turn."""
@@ -356,7 +382,6 @@ class ProcessActor:
         "_head",
         "_idle_waiter",
         "_loaded",
-        "_on_idle",
         "_runner",
         "_state",
         "_stats",
@@ -376,7 +401,6 @@ class ProcessActor:
         identity: ProcessIdentity,
         config: ActorConfig,
         stats: ActorStats,
-        on_idle: Callable[[ProcessActor], None],
         runner: Runner | None = None,
     ) -> None:
         self._workflow = workflow
@@ -385,7 +409,6 @@ class ProcessActor:
         self.identity = identity
         self._config = config
         self._stats = stats
-        self._on_idle = on_idle
         # The mailbox: ops linked through ``_Slot.next``, oldest first.
         self._head: _Slot | None = None
         self._tail: _Slot | None = None
@@ -519,7 +542,9 @@ class ProcessActor:
         waiter, self._idle_waiter = self._idle_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self._on_idle(self)
+        freed = self._runner.slot_freed
+        if freed is not None:
+            freed.set()
 
     def _fail_all(self, exc: BaseException) -> None:
         while self._head is not None:
@@ -554,6 +579,19 @@ class ProcessActor:
             return False
         self._activated(activation)
         return True
+
+    def start_new(self) -> None:
+        """Start from the workflow's initial state at version 0, without reading the store.
+
+        Only for a process that cannot have anything stored (its id was drawn at random just
+        now). If ``initial_state`` fails, the actor stays unloaded and activates as usual
+        (where the same failure fails its first op).
+        """
+        try:
+            state = self._workflow.initial_state()
+        except Exception:
+            return
+        self._loaded_as(state, 0)
 
     def _activated(self, activation: Any) -> None:
         """Take the state an ``Activation`` read from the store gives (a bad one fails the head op)."""
@@ -667,10 +705,15 @@ class ProcessActor:
             if command is None:
                 return _discharge(self.identity, state, version, op), True
         config = self._config
-        options = _options(
-            op.enqueue or op.kind == TIMEOUT,
-            config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval,
-            op.deadline,
+        enqueue = op.enqueue or op.kind == TIMEOUT
+        interval = config.snapshot_interval if op.snapshot_interval is None else op.snapshot_interval
+        deadline = op.deadline
+        # The few deadline-free combinations are shared (immutable); looked up here, not in a
+        # helper: once per command.
+        options = (
+            _cached_options(enqueue, interval)
+            if deadline is None
+            else CommandOptions(enqueue=enqueue, snapshot_interval=interval, deadline=deadline)
         )
         assert command is not None
         output = decide(workflow, state, command)
@@ -770,14 +813,8 @@ def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op | _Sl
 
 @functools.lru_cache(maxsize=64)
 def _cached_options(enqueue: bool, snapshot_interval: int) -> CommandOptions:
+    """The options of a deadline-free op (one shared object per combination: immutable)."""
     return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval)
-
-
-def _options(enqueue: bool, snapshot_interval: int, deadline: Deadline | None) -> CommandOptions:
-    """The options of one op; the few deadline-free combinations are shared (immutable)."""
-    if deadline is None:
-        return _cached_options(enqueue, snapshot_interval)
-    return CommandOptions(enqueue=enqueue, snapshot_interval=snapshot_interval, deadline=deadline)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

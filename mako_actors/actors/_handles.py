@@ -45,8 +45,14 @@ class HandleFactory(abc.ABC):
     workflows: dict[str, Workflow[Any, Any]]
 
     @abc.abstractmethod
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
-        """A handle on ``identity`` whose operations this system dispatches."""
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
+        """A handle on ``identity`` whose operations this system dispatches.
+
+        ``new``: ``identity`` has a process id ``spawn`` just drew at random, so its stream
+        cannot hold anything yet (a system may skip the store read of its first activation).
+        """
 
     @abc.abstractmethod
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
@@ -83,8 +89,12 @@ class HandleFactory(abc.ABC):
             from mako_actors.partitions import routed_process_id
 
             process_id = routed_process_id(tenant_id, routing_key)
+        # A given or routed id may name an existing process; a random one cannot.
+        new = process_id is None
         return self._ref(
-            workflow, ProcessIdentity.of_process(tenant_id, process_id or ProcessId.new(), workflow_id)
+            workflow,
+            ProcessIdentity.of_process(tenant_id, process_id or ProcessId.new(), workflow_id),
+            new,
         )
 
     def resume(self, identity: ProcessIdentity) -> ProcessRef[Any, Any]:

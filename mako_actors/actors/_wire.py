@@ -207,6 +207,7 @@ def _encode_ops(items: Sequence[tuple[Any, ...]], plain: bool) -> bytes:
             op.max_attempts,
             op.snapshot_interval,
             op.sequence,
+            op.new,
         ))  # fmt: skip
     return msgpack.packb(  # type: ignore[no-any-return]
         (list(tenants), list(workflows), rows, _pickle(objects.items) if objects.items else b"")
@@ -259,7 +260,7 @@ class OpDecoder:
         objects = pickle.loads(pickled) if pickled else []
         out = []
         for (partition, t, w, process, process_text, kind, command, ctx, deadline, enqueue, attempts,
-             interval, sequence) in rows:  # fmt: skip
+             interval, sequence, new) in rows:  # fmt: skip
             process_id = _uuid_id(ProcessId, process, process_text)
             # A live actor keeps its identity: one shared fields-set, not a set each (216 B).
             identity = trusted(
@@ -286,6 +287,7 @@ class OpDecoder:
                 interval,
                 objects[deadline] if deadline != _NONE else None,
                 sequence,
+                new,
             )
             out.append((partition, identity, op))
         return out

@@ -30,6 +30,7 @@ from mako_actors.actors._actor import (
     Op,
     ProcessActor,
     Runner,
+    fast_clock,
 )
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors.ref import ProcessRef
@@ -109,7 +110,7 @@ class LocalActorSystem(HandleFactory):
             snapshot_interval=snapshot_interval,
             max_attempts=max_attempts,
             max_batch=max_batch,
-            clock=clock,
+            clock=fast_clock(clock),
         )
         self._stats = ActorStats()
         self._live: OrderedDict[StreamId, ProcessActor] = OrderedDict()
@@ -117,9 +118,6 @@ class LocalActorSystem(HandleFactory):
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
         self._canonical: dict[int, object] = {}  # id(o) -> o of every object in the two above
-        self._slot_freed: asyncio.Event | None = None
-        # One bound method for every actor (``self._on_idle`` would make one per actor).
-        self._idle_callback = self._on_idle
         self._reaper: asyncio.Task[None] | None = None
         self._close_store = close_store
         self._closed = False
@@ -147,8 +145,10 @@ class LocalActorSystem(HandleFactory):
 
     # -- handles ---------------------------------------------------------------------------
 
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
-        return ProcessRef(workflow, identity, self, self.store)
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
+        return ProcessRef(workflow, identity, self, self.store, new)
 
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         return await self.store.lookup(tenant_id, key)
@@ -181,6 +181,29 @@ class LocalActorSystem(HandleFactory):
             actor = self._new_actor(identity)
         else:
             self._live.move_to_end(stream_id)
+        return actor.submit(op)
+
+    def dispatch_new(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]:
+        """``dispatch`` of the first operation of a handle ``spawn`` made with a random id.
+
+        Nothing can be stored under a process id drawn a moment ago, so when its actor starts
+        right away (room under ``max_live``) it starts from the workflow's initial state
+        without reading the store (no activation read per new process). Its commits still
+        expect version 0: a stream written meanwhile through another handle on this identity
+        fails with a conflict, and the actor reloads from the store as usual. Anything else
+        (a read, a live actor, no room) is plain ``dispatch``.
+        """
+        if (
+            self._closed
+            or op.kind in (EVENT_COUNT, STATE_AT)
+            or identity.stream_id in self._live
+            or (self.max_live is not None and len(self._live) >= self.max_live)
+        ):
+            return self.dispatch(identity, op)
+        if self._reaper is None and self.idle_timeout is not None:
+            self._start_reaper()
+        actor = self._new_actor(identity)
+        actor.start_new()
         return actor.submit(op)
 
     async def _activate_and_submit(self, identity: ProcessIdentity, op: Op) -> Any:
@@ -219,16 +242,17 @@ class LocalActorSystem(HandleFactory):
         second actor while its first is still draining.
         """
         if self._reaper is None and self.idle_timeout is not None:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+            self._start_reaper()
         while self.max_live is not None and len(self._live) >= self.max_live:
             victim = next((a for a in self._live.values() if a.idle), None)
             if victim is not None:
                 self._passivate(victim)
                 continue
-            if self._slot_freed is None:
-                self._slot_freed = asyncio.Event()
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+            freed = self._runner.slot_freed
+            if freed is None:
+                freed = self._runner.slot_freed = asyncio.Event()
+            freed.clear()
+            await freed.wait()
             existing = self._live.get(identity.stream_id)
             if existing is not None:  # another caller activated it while we waited
                 self._live.move_to_end(identity.stream_id)
@@ -239,13 +263,19 @@ class LocalActorSystem(HandleFactory):
 
     def _new_actor(self, identity: ProcessIdentity) -> ProcessActor:
         """The live actor of ``identity``, registered (the caller made room under ``max_live``)."""
-        workflow = self.workflow(identity.workflow_id.name)
+        # (Fields read from ``__dict__``: a model attribute goes through pydantic's lookup
+        # hook; once per activation.)
+        fields = identity.__dict__
+        workflow = self.workflow(fields["workflow_id"].name)
         identity = self._shared_ids(identity)
         actor = ProcessActor(
-            workflow, self.store, identity, self._config, self._stats, self._idle_callback, self._runner
+            workflow, self.store, identity, self._config, self._stats, self._runner
         )
-        self._live[identity.stream_id] = actor
-        self._stats.max_live_seen = max(self._stats.max_live_seen, len(self._live))
+        live = self._live
+        live[fields["stream_id"]] = actor
+        stats = self._stats
+        if len(live) > stats.max_live_seen:
+            stats.max_live_seen = len(live)
         return actor
 
     def _shared_ids(self, identity: ProcessIdentity) -> ProcessIdentity:
@@ -255,7 +285,8 @@ class LocalActorSystem(HandleFactory):
         message or a Ray call carry their own copies of ids that thousands of processes share
         (about a third of an idle actor's memory). Equal values, same identity.
         """
-        tenant, workflow_id = identity.tenant_id, identity.workflow_id
+        fields = identity.__dict__
+        tenant, workflow_id = fields["tenant_id"], fields["workflow_id"]
         # The shared objects themselves (every spawn of one tenant and workflow passes them):
         # known by their ``id``, as hashing and comparing an id or a ``WorkflowId`` runs
         # Python code. The table holds each object, so its ``id`` is not reused meanwhile.
@@ -271,10 +302,6 @@ class LocalActorSystem(HandleFactory):
         # Typed ids: built without re-validation, with one fields-set shared by all identities.
         return ProcessIdentity.of_process(tenant, identity.process_id, workflow_id)
 
-    def _on_idle(self, actor: ProcessActor) -> None:
-        if self._slot_freed is not None:
-            self._slot_freed.set()
-
     def _passivate(self, actor: ProcessActor) -> None:
         # Only idle actors get here: nothing queued, nothing running, state already durable.
         if self._live.get(actor.identity.stream_id) is actor:
@@ -289,6 +316,9 @@ class LocalActorSystem(HandleFactory):
         for actor in victims:
             self._passivate(actor)
         return len(victims)
+
+    def _start_reaper(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
     async def _reap_idle(self) -> None:
         assert self.idle_timeout is not None
@@ -323,8 +353,8 @@ class LocalActorSystem(HandleFactory):
         await self.drain()
         for actor in list(self._live.values()):
             self._passivate(actor)
-        if self._slot_freed is not None:
-            self._slot_freed.set()
+        if self._runner.slot_freed is not None:
+            self._runner.slot_freed.set()
         if self._runner.freezes:
             gc.unfreeze()  # frozen garbage becomes collectable again (see ``gc_freeze_every``)
         if self._close_store:

@@ -41,7 +41,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -49,7 +49,7 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import RayActorError, RayTaskError
 
-from mako_actors.actors._actor import _WRITES, ActorStats, Op
+from mako_actors.actors._actor import _WRITES, ActorStats, Op, RunningLoop
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
 from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, encode_results
@@ -257,7 +257,9 @@ class _Host:
             try:
                 waiter = system.submit_live(identity, op)
                 if waiter is None:
-                    waiter = asyncio.ensure_future(system.dispatch(identity, op))
+                    waiter = asyncio.ensure_future(
+                        system.dispatch_new(identity, op) if op.new else system.dispatch(identity, op)
+                    )
             except Exception as exc:
                 waiter = exc
             pending.append(waiter)
@@ -648,7 +650,9 @@ class _HostRouter(HandleFactory):
         self._host = host
         self.workflows = workflow_registry(host._spec["workflows"])
 
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
         return ProcessRef(workflow, identity, self)
 
     async def dispatch(self, identity: ProcessIdentity, op: Op) -> Any:
@@ -842,6 +846,7 @@ class RayActorSystem(HandleFactory):
         self._node_hosts: dict[str, Any] = {}
         self._registry: Any = None
         self._batchers: dict[Any, _Batcher] = {}
+        self._loop = RunningLoop()  # asked once per operation (a future each)
         self._starting: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         # partitioned: partitions paused for a rebalance, operations in flight per partition
@@ -1095,8 +1100,15 @@ class RayActorSystem(HandleFactory):
 
     # -- handles ---------------------------------------------------------------------------
 
-    def _ref(self, workflow: Workflow[Any, Any], identity: ProcessIdentity) -> ProcessRef[Any, Any]:
-        return ProcessRef(workflow, identity, self)
+    def _ref(
+        self, workflow: Workflow[Any, Any], identity: ProcessIdentity, new: bool = False
+    ) -> ProcessRef[Any, Any]:
+        return ProcessRef(workflow, identity, self, None, new)
+
+    def dispatch_new(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]:
+        """``dispatch`` of the first op of ``spawn``'s handle: its host may start the new
+        process without a store read (``LocalActorSystem.dispatch_new``)."""
+        return self.dispatch(identity, replace(op, new=True))
 
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         if self.partition_map is None:
@@ -1211,7 +1223,7 @@ class RayActorSystem(HandleFactory):
         return self._dedicated[key[1]]
 
     def _submit(self, key: Any, partition: int, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop().create_future()
         self._open += 1
         self._enqueue(key, (partition, identity, op, future, 0))
         return future
@@ -1232,7 +1244,7 @@ class RayActorSystem(HandleFactory):
         batcher.items.append(item)
         if not batcher.scheduled and batcher.inflight < self.max_inflight_calls:
             batcher.scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush, key, batcher)
+            self._loop().call_soon(self._flush, key, batcher)
 
     def _flush(self, key: Any, batcher: _Batcher) -> None:
         batcher.scheduled = False

@@ -11,7 +11,7 @@ actor's internal attempts from below, and snapshots are always taken by the syst
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -47,6 +47,14 @@ class Dispatcher(Protocol):
     def dispatch(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]: ...
 
 
+class NewProcessDispatcher(Dispatcher, Protocol):
+    """A ``Dispatcher`` that can start a process it knows to be new without reading the store."""
+
+    def dispatch_new(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]:
+        """``dispatch``, where ``identity`` was spawned with a fresh random process id."""
+        ...
+
+
 class ProcessRef(ProcessHandle[C, S]):
     """A handle on one process's actor; cheap, and any number may exist for one process.
 
@@ -55,7 +63,7 @@ class ProcessRef(ProcessHandle[C, S]):
     ``VersionConflict`` only when another writer kept winning for all internal attempts.
     """
 
-    __slots__ = ("_dispatcher", "_identity", "_store", "_workflow")
+    __slots__ = ("_dispatcher", "_identity", "_new", "_store", "_workflow")
 
     def __init__(
         self,
@@ -63,7 +71,10 @@ class ProcessRef(ProcessHandle[C, S]):
         identity: ProcessIdentity,
         dispatcher: Dispatcher,
         store: object | None = None,
+        new: bool = False,
     ) -> None:
+        """``new`` (only with a ``NewProcessDispatcher``): the process id was just drawn at
+        random by ``spawn``; the first operation tells the dispatcher so."""
         if identity.workflow_id.name != workflow.name:
             raise InvalidArgument(
                 f"workflow id {identity.workflow_id} does not name workflow {workflow.name!r}"
@@ -72,6 +83,7 @@ class ProcessRef(ProcessHandle[C, S]):
         self._identity = identity
         self._dispatcher = dispatcher
         self._store = store
+        self._new = new
 
     def __repr__(self) -> str:
         return f"ProcessRef({self._identity.stream_id}, {self._identity.workflow_id})"
@@ -79,7 +91,16 @@ class ProcessRef(ProcessHandle[C, S]):
     # -- plumbing --------------------------------------------------------------------------
 
     async def _send(self, op: Op) -> Any:
-        return await self._dispatcher.dispatch(self._identity, op)
+        return await (self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op))
+
+    def _first(self, op: Op) -> Awaitable[Any]:
+        """Dispatch the first operation of a handle on a new process (``new``), only once.
+
+        Every operation method checks ``_new`` inline (one attribute read per operation, not a
+        call): this handle's first operation starts the process without a store read.
+        """
+        self._new = False
+        return cast(NewProcessDispatcher, self._dispatcher).dispatch_new(self._identity, op)
 
     async def _outcome(
         self,
@@ -94,16 +115,16 @@ class ProcessRef(ProcessHandle[C, S]):
             ctx.require_process(self._identity)
         # Without a caller's context the actor makes a fresh one when it decides the command
         # (one object less per command here, and none to pickle across a Ray boundary).
-        outcome: Outcome = await self._dispatcher.dispatch(
-            self._identity,
-            Op(
-                COMMAND,
-                command=command,
-                ctx=ctx,
-                enqueue=enqueue,
-                max_attempts=max_attempts,
-                snapshot_interval=snapshot_interval,
-            )
+        op = Op(
+            COMMAND,
+            command=command,
+            ctx=ctx,
+            enqueue=enqueue,
+            max_attempts=max_attempts,
+            snapshot_interval=snapshot_interval,
+        )
+        outcome: Outcome = await (
+            self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
         )
         return outcome
 
@@ -113,8 +134,9 @@ class ProcessRef(ProcessHandle[C, S]):
         # ``_outcome`` inlined: the command path of every ``execute*`` is one coroutine here.
         if ctx is not None:
             ctx.require_process(self._identity)
-        outcome: Outcome = await self._dispatcher.dispatch(
-            self._identity, Op(COMMAND, command, ctx, enqueue, max_attempts)
+        op = Op(COMMAND, command, ctx, enqueue, max_attempts)
+        outcome: Outcome = await (
+            self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
         )
         if outcome.outbox and not enqueue:
             note_dropped(self._workflow.name, command, len(outcome.outbox), 0)
@@ -168,7 +190,10 @@ class ProcessRef(ProcessHandle[C, S]):
         # ``_events`` inlined (also in ``execute_and_enqueue``): one coroutine less per
         # command, which would stay alive (and be traversed by the garbage collector) until
         # the command's commit is durable.
-        outcome: Outcome = await self._dispatcher.dispatch(self._identity, Op(COMMAND, command))
+        op = Op(COMMAND, command)
+        outcome: Outcome = await (
+            self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
+        )
         if outcome.outbox:
             note_dropped(self._workflow.name, command, len(outcome.outbox), 0)
         return list(outcome.events)
@@ -207,8 +232,9 @@ class ProcessRef(ProcessHandle[C, S]):
 
     async def execute_and_enqueue(self, command: C) -> list[EventEnvelope]:
         """Handle ``command`` and persist events, outbox messages and deadlines in one transaction."""
-        outcome: Outcome = await self._dispatcher.dispatch(
-            self._identity, Op(COMMAND, command, None, True)
+        op = Op(COMMAND, command, None, True)
+        outcome: Outcome = await (
+            self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
         )
         return list(outcome.events)
 

@@ -179,6 +179,39 @@ async def test_conflict_with_another_writer_reloads_and_retries(store: LmdbStore
         assert await ref.event_count() == 3
 
 
+async def test_a_spawned_process_starts_without_a_store_read(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_read(*args: Any) -> Any:
+        raise AssertionError("a spawned process read the store")
+
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        monkeypatch.setattr(store, "load_activation_now", no_read)
+        monkeypatch.setattr(store, "load_activations_now", no_read)
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(3)]
+        results = await asyncio.gather(*(ref.execute(Record(amount=1)) for ref in refs))
+        assert [[e.sequence for e in events] for events in results] == [[1]] * 3
+        assert system.stats.activations == 3
+        monkeypatch.undo()
+        # Given ids may name stored processes: their first activation reads the store.
+        again = system.spawn("ledger", TENANT, LEDGER_ID, process_id=refs[0].process_id)
+        await system.passivate_idle()
+        assert [e.sequence for e in await again.execute(Record(amount=2))] == [2]
+        assert (await again.state()).total == 3
+
+
+async def test_a_spawned_process_written_by_another_writer_first_reloads(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        # Another handle on the identity writes before the spawned handle's first command:
+        # the actor started from the initial state, so its commit conflicts and it reloads.
+        await replay(store, ref).execute(Record(amount=100))
+        events = await ref.execute(Record(amount=2))
+        assert events[0].sequence == 2
+        assert system.stats.conflicts == 1 and system.stats.reloads == 1
+        assert (await ref.state()).total == 102
+
+
 async def test_process_api_parity(store: LmdbStore) -> None:
     from datetime import UTC, datetime, timedelta
 

@@ -42,7 +42,7 @@ def test_operations_arrive_as_sent() -> None:
         tenant_id=first.tenant_id, workflow_id=first.workflow_id, label="reminder", due_at=AT,
     )  # fmt: skip
     items = [
-        (3, first, Op(COMMAND, command=Record(amount=1), enqueue=True)),  # plain fields
+        (3, first, Op(COMMAND, command=Record(amount=1), enqueue=True, new=True)),  # plain fields
         (3, first, Op(COMMAND, command=Record(amount=2, remind_at=AT), ctx=ctx, max_attempts=4)),
         (1, second, Op(COMMAND, command=Record(amount=-7, notify="x", register_key="k"), max_attempts=2)),
         (1, second, Op(TIMEOUT, deadline=deadline, enqueue=True)),

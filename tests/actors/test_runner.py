@@ -206,7 +206,8 @@ async def test_a_failed_activation_read_fails_the_head_command_only(
     store: LmdbStore, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     async with LocalActorSystem(store, workflows=[Ledger]) as system:
-        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        # A resumed handle: ``spawn``'s own handle starts its new process without a read.
+        ref = system.resume(system.spawn("ledger", TENANT, LEDGER_ID).identity())
         real_one, real_many = store.load_activation_now, store.load_activations_now
         calls = 0
 
