@@ -259,27 +259,33 @@ def _check_commit_belongs(commit: Commit) -> None:
                 f"{envelope.process_id} of tenant {envelope.tenant_id} ({envelope.workflow_id})"
             )
     if commit.outbox or commit.deadlines:
-        rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
-        for row in rows:
-            fields = row.__dict__
-            if (
-                fields["stream_id"] != stream_id
-                or fields["tenant_id"].int != tenant
-                or fields["process_id"].int != process
-            ):
-                raise InvalidArgument(
-                    f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
-                    f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
-                )
+        # (The two tuples one after the other, not unpacked into a new one.)
+        rows: Sequence[Any]
+        for rows in (commit.outbox, commit.deadlines):
+            for row in rows:
+                fields = row.__dict__
+                if (
+                    fields["stream_id"] != stream_id
+                    or fields["tenant_id"].int != tenant
+                    or fields["process_id"].int != process
+                ):
+                    raise InvalidArgument(
+                        f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} "
+                        f"of tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
+                    )
     if commit.snapshot is not None and commit.snapshot.stream_id != stream_id:
         raise InvalidArgument(
             f"commit to {stream_id}: snapshot of {commit.snapshot.stream_id} does not belong to it"
         )
+    # A commit's keys mostly share one identity object (its process): checked once.
+    checked: ProcessIdentity | None = None
     for key, identity in commit.registry:
-        if identity.stream_id != stream_id:
-            raise InvalidArgument(
-                f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
-            )
+        if identity is not checked:
+            if identity.__dict__["stream_id"] != stream_id:
+                raise InvalidArgument(
+                    f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
+                )
+            checked = identity
     for entry in commit.journal:
         if entry.tenant_id.int != tenant:
             raise InvalidArgument(
@@ -636,6 +642,7 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
     last: ProcessIdentity | None = None
     tenant = b""
     row = b""
+    insert = txn.insert
     for key, identity in registry:
         if identity is not last:
             # (``UUID.bytes`` is a Python property: the id's int, directly, as elsewhere here.)
@@ -643,13 +650,19 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
             row = pack(_identity_plain(identity))
         if not key:
             raise InvalidArgument("registry key must not be empty")
-        _bind(txn, tenant + key.encode(), row, key, identity)
+        raw_key = tenant + key.encode()
+        if not insert("registry", raw_key, row):  # (``_bind`` inline: a call less per key)
+            _check_bound(txn, raw_key, key, identity)
 
 
 def _bind(txn: KvTxn, raw_key: bytes, row: bytes, key: str, identity: ProcessIdentity) -> None:
     """Store ``row`` under ``raw_key`` unless bound already; ``RegistryConflict`` if bound elsewhere."""
-    if txn.insert("registry", raw_key, row):
-        return
+    if not txn.insert("registry", raw_key, row):
+        _check_bound(txn, raw_key, key, identity)
+
+
+def _check_bound(txn: KvTxn, raw_key: bytes, key: str, identity: ProcessIdentity) -> None:
+    """``RegistryConflict`` unless the stored ``raw_key`` binds ``identity``'s stream."""
     existing = txn.get("registry", raw_key)
     assert existing is not None  # insert found it
     bound = _decode(existing, ProcessIdentity.model_validate, "registry entry")
