@@ -756,7 +756,7 @@ def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
 def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
     """Append one entry; its sequence number is the journal's length (journals stay short)."""
     prefix = _journal_prefix(tenant_id, key)
-    seq = sum(1 for _ in txn.scan("journal", prefix, _prefix_end(prefix)))
+    seq = txn.count_range("journal", prefix, prefix[:-1] + b"\x01")  # (the prefix ends in NUL)
     txn.put("journal", prefix + u64(seq), pack(dict(data)))
 
 

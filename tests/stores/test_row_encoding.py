@@ -329,3 +329,32 @@ async def test_an_outbox_rows_payload_is_stored_as_pydantic_dumps_it(
     [row] = (await _rows(store, "outbox")).values()
     assert row == _packb(message.model_copy(update={"position": 1}).model_dump(mode="json"))
     assert _packb(message.to_plain()) == _packb(message.model_dump(mode="json"))
+
+
+_COUNTED = [b"a", b"a\x00", b"a\x00\x01", b"a\x01", b"ab", b"b"]
+_RANGES = [
+    (b"a", b"b"), (b"a\x00", b"a\x01"), (b"", b"\xff"), (b"c", b"d"),
+    (b"a\x00\x01", b"a\x00\x02"), (b"b", b"a"),
+]
+
+
+async def test_count_range_counts_what_scan_yields_in_write_and_read_transactions(
+    store: StoreBase,
+) -> None:
+    def expected(keys: list[bytes]) -> list[int]:
+        return [sum(1 for k in keys if start <= k < stop) for start, stop in _RANGES]
+
+    def write(txn: KvTxn) -> list[list[int]]:
+        for key in _COUNTED:
+            txn.put("journal", key, b"")
+        counted = [txn.count_range("journal", start, stop) for start, stop in _RANGES]
+        txn.put("journal", b"a\x00\x00", b"")  # a write after a count (LMDB: through its cursor)
+        return [counted, [txn.count_range("journal", start, stop) for start, stop in _RANGES]]
+
+    assert await store._write(write) == [expected(_COUNTED), expected([*_COUNTED, b"a\x00\x00"])]
+    read = await store._read(lambda txn: [txn.count_range("journal", a, b) for a, b in _RANGES])
+    assert read == expected([*_COUNTED, b"a\x00\x00"])
+    assert read == [
+        await store._read(lambda txn, a=a, b=b: sum(1 for _ in txn.scan("journal", a, b)))
+        for a, b in _RANGES
+    ]
