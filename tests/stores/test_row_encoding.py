@@ -225,6 +225,19 @@ def test_a_stream_ids_owner_is_read_as_uuid_parsing_reads_it() -> None:
         tenant, process = uuid.uuid4(), uuid.uuid4()
         for text in (f"process/{tenant}/{process}", f"process/{str(tenant).upper()}/{process.hex}"):
             assert _schema._owner(text) == (tenant.int, process.int)
+    for _ in range(200):
+        # A first event's ids spare the parse only when they spell the stream id; any other
+        # event (another process's, a non-canonical stream id's) leaves it to the parse.
+        ident, other = identity(), identity()
+        tenant, process = ident.tenant_id, ident.process_id
+        upper = f"process/{str(tenant).upper()}/{process}"
+        for text, event in (
+            (ident.stream_id, envelope(ident)), (other.stream_id, envelope(ident)), (upper, envelope(ident))
+        ):
+            owner = (tenant.int, process.int) if text != other.stream_id else (
+                other.tenant_id.int, other.process_id.int
+            )
+            assert _schema._owner(text, event.__dict__) == owner
     for bad in ("process/x/y", f"process/{uuid.uuid4()}", f"process/{uuid.uuid4()}/{'g' * 32}"):
         with pytest.raises(InvalidArgument, match="is not a stream id"):
             _schema._owner(bad)
