@@ -48,6 +48,9 @@ class KvTxn(Protocol):
         ...
 
     def count(self, db: str) -> int: ...
+    def count_range(self, db: str, start: bytes, stop: bytes) -> int:
+        """How many keys lie in ``[start, stop)``: what ``scan`` would yield, counted."""
+        ...
 
 
 class MemoryTables:
@@ -110,6 +113,9 @@ class MemoryTxn:
 
     def count(self, db: str) -> int:
         return len(self._t.data[db])
+
+    def count_range(self, db: str, start: bytes, stop: bytes) -> int:
+        return sum(1 for _ in self.scan(db, start, stop))
 
     def rollback(self) -> None:
         for db, key, old in reversed(self._undo):

@@ -242,8 +242,8 @@ def _check_commit_belongs(commit: Commit) -> None:
     stream or bind its keys there. A few integer comparisons per row, no reads.
     """
     stream_id = commit.stream_id
-    tenant, process = _owner(stream_id)
     events = commit.events
+    tenant, process = _owner(stream_id, events[0].__dict__ if events else None)
     workflow = events[0].__dict__["workflow_id"] if events else None
     for envelope in events:
         # (Fields from ``__dict__``: a model attribute goes through pydantic's slow
@@ -259,27 +259,33 @@ def _check_commit_belongs(commit: Commit) -> None:
                 f"{envelope.process_id} of tenant {envelope.tenant_id} ({envelope.workflow_id})"
             )
     if commit.outbox or commit.deadlines:
-        rows: tuple[Any, ...] = (*commit.outbox, *commit.deadlines)
-        for row in rows:
-            fields = row.__dict__
-            if (
-                fields["stream_id"] != stream_id
-                or fields["tenant_id"].int != tenant
-                or fields["process_id"].int != process
-            ):
-                raise InvalidArgument(
-                    f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} of "
-                    f"tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
-                )
+        # (The two tuples one after the other, not unpacked into a new one.)
+        rows: Sequence[Any]
+        for rows in (commit.outbox, commit.deadlines):
+            for row in rows:
+                fields = row.__dict__
+                if (
+                    fields["stream_id"] != stream_id
+                    or fields["tenant_id"].int != tenant
+                    or fields["process_id"].int != process
+                ):
+                    raise InvalidArgument(
+                        f"commit to {stream_id}: {type(row).__name__} of process {row.process_id} "
+                        f"of tenant {row.tenant_id} ({row.stream_id}) does not belong to it"
+                    )
     if commit.snapshot is not None and commit.snapshot.stream_id != stream_id:
         raise InvalidArgument(
             f"commit to {stream_id}: snapshot of {commit.snapshot.stream_id} does not belong to it"
         )
+    # A commit's keys mostly share one identity object (its process): checked once.
+    checked: ProcessIdentity | None = None
     for key, identity in commit.registry:
-        if identity.stream_id != stream_id:
-            raise InvalidArgument(
-                f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
-            )
+        if identity is not checked:
+            if identity.__dict__["stream_id"] != stream_id:
+                raise InvalidArgument(
+                    f"commit to {stream_id}: registry key {key!r} would bind {identity.stream_id}"
+                )
+            checked = identity
     for entry in commit.journal:
         if entry.tenant_id.int != tenant:
             raise InvalidArgument(
@@ -288,20 +294,24 @@ def _check_commit_belongs(commit: Commit) -> None:
             )
 
 
-def _owner(stream_id: str) -> tuple[int, int]:
+def _owner(stream_id: str, event: dict[str, Any] | None = None) -> tuple[int, int]:
     """The tenant and process (as 128-bit ints) a stream id names; parsed once per stream.
 
     Cached in a plain dict, emptied when it reaches ``_OWNERS_MAX`` entries: an
     ``lru_cache`` keeps a linked-list node per entry, one more object per stream for the
-    garbage collector to traverse for as long as the process runs. A canonical stream id
-    (every ``StreamId``) is read as hex directly, ~3x cheaper than two ``uuid.UUID`` parses
-    (most commits of a large fleet are a stream's first in a while); anything else is parsed
-    by ``uuid.UUID``, as it always was.
+    garbage collector to traverse for as long as the process runs. Most commits of a large
+    fleet are a stream's first in a while, so a new stream id is not parsed when it is
+    the one the fields of the commit's first ``event`` (its ``__dict__``) spell: the ids'
+    canonical text, which is what the parse would read. Else a canonical stream id (every
+    ``StreamId``) is read as hex directly, ~3x cheaper than two ``uuid.UUID`` parses;
+    anything else is parsed by ``uuid.UUID``, as it always was.
     """
     owner = _OWNERS.get(stream_id)
     if owner is not None:
         return owner
-    if _CANONICAL_STREAM.fullmatch(stream_id) is not None:
+    if event is not None and stream_id == f"process/{event['tenant_id']}/{event['process_id']}":
+        owner = event["tenant_id"].int, event["process_id"].int
+    elif _CANONICAL_STREAM.fullmatch(stream_id) is not None:
         owner = int(stream_id[8:44].replace("-", ""), 16), int(stream_id[45:].replace("-", ""), 16)
     else:
         try:
@@ -636,6 +646,7 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
     last: ProcessIdentity | None = None
     tenant = b""
     row = b""
+    insert = txn.insert
     for key, identity in registry:
         if identity is not last:
             # (``UUID.bytes`` is a Python property: the id's int, directly, as elsewhere here.)
@@ -643,13 +654,19 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
             row = pack(_identity_plain(identity))
         if not key:
             raise InvalidArgument("registry key must not be empty")
-        _bind(txn, tenant + key.encode(), row, key, identity)
+        raw_key = tenant + key.encode()
+        if not insert("registry", raw_key, row):  # (``_bind`` inline: a call less per key)
+            _check_bound(txn, raw_key, key, identity)
 
 
 def _bind(txn: KvTxn, raw_key: bytes, row: bytes, key: str, identity: ProcessIdentity) -> None:
     """Store ``row`` under ``raw_key`` unless bound already; ``RegistryConflict`` if bound elsewhere."""
-    if txn.insert("registry", raw_key, row):
-        return
+    if not txn.insert("registry", raw_key, row):
+        _check_bound(txn, raw_key, key, identity)
+
+
+def _check_bound(txn: KvTxn, raw_key: bytes, key: str, identity: ProcessIdentity) -> None:
+    """``RegistryConflict`` unless the stored ``raw_key`` binds ``identity``'s stream."""
     existing = txn.get("registry", raw_key)
     assert existing is not None  # insert found it
     bound = _decode(existing, ProcessIdentity.model_validate, "registry entry")
@@ -743,7 +760,7 @@ def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
 def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
     """Append one entry; its sequence number is the journal's length (journals stay short)."""
     prefix = _journal_prefix(tenant_id, key)
-    seq = sum(1 for _ in txn.scan("journal", prefix, _prefix_end(prefix)))
+    seq = txn.count_range("journal", prefix, prefix[:-1] + b"\x01")  # (the prefix ends in NUL)
     txn.put("journal", prefix + u64(seq), pack(dict(data)))
 
 

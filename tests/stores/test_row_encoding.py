@@ -225,6 +225,19 @@ def test_a_stream_ids_owner_is_read_as_uuid_parsing_reads_it() -> None:
         tenant, process = uuid.uuid4(), uuid.uuid4()
         for text in (f"process/{tenant}/{process}", f"process/{str(tenant).upper()}/{process.hex}"):
             assert _schema._owner(text) == (tenant.int, process.int)
+    for _ in range(200):
+        # A first event's ids spare the parse only when they spell the stream id; any other
+        # event (another process's, a non-canonical stream id's) leaves it to the parse.
+        ident, other = identity(), identity()
+        tenant, process = ident.tenant_id, ident.process_id
+        upper = f"process/{str(tenant).upper()}/{process}"
+        for text, event in (
+            (ident.stream_id, envelope(ident)), (other.stream_id, envelope(ident)), (upper, envelope(ident))
+        ):
+            owner = (tenant.int, process.int) if text != other.stream_id else (
+                other.tenant_id.int, other.process_id.int
+            )
+            assert _schema._owner(text, event.__dict__) == owner
     for bad in ("process/x/y", f"process/{uuid.uuid4()}", f"process/{uuid.uuid4()}/{'g' * 32}"):
         with pytest.raises(InvalidArgument, match="is not a stream id"):
             _schema._owner(bad)
@@ -329,3 +342,32 @@ async def test_an_outbox_rows_payload_is_stored_as_pydantic_dumps_it(
     [row] = (await _rows(store, "outbox")).values()
     assert row == _packb(message.model_copy(update={"position": 1}).model_dump(mode="json"))
     assert _packb(message.to_plain()) == _packb(message.model_dump(mode="json"))
+
+
+_COUNTED = [b"a", b"a\x00", b"a\x00\x01", b"a\x01", b"ab", b"b"]
+_RANGES = [
+    (b"a", b"b"), (b"a\x00", b"a\x01"), (b"", b"\xff"), (b"c", b"d"),
+    (b"a\x00\x01", b"a\x00\x02"), (b"b", b"a"),
+]
+
+
+async def test_count_range_counts_what_scan_yields_in_write_and_read_transactions(
+    store: StoreBase,
+) -> None:
+    def expected(keys: list[bytes]) -> list[int]:
+        return [sum(1 for k in keys if start <= k < stop) for start, stop in _RANGES]
+
+    def write(txn: KvTxn) -> list[list[int]]:
+        for key in _COUNTED:
+            txn.put("journal", key, b"")
+        counted = [txn.count_range("journal", start, stop) for start, stop in _RANGES]
+        txn.put("journal", b"a\x00\x00", b"")  # a write after a count (LMDB: through its cursor)
+        return [counted, [txn.count_range("journal", start, stop) for start, stop in _RANGES]]
+
+    assert await store._write(write) == [expected(_COUNTED), expected([*_COUNTED, b"a\x00\x00"])]
+    read = await store._read(lambda txn: [txn.count_range("journal", a, b) for a, b in _RANGES])
+    assert read == expected([*_COUNTED, b"a\x00\x00"])
+    assert read == [
+        await store._read(lambda txn, a=a, b=b: sum(1 for _ in txn.scan("journal", a, b)))
+        for a, b in _RANGES
+    ]
