@@ -81,6 +81,13 @@ class HandleFactory(abc.ABC):
         partitioned store (``mako_actors.partitions``): processes with one routing key live
         together. Raises ``NotFound`` for an unregistered workflow, ``InvalidArgument`` when
         ``workflow_id`` names another workflow or both ``process_id`` and ``routing_key`` are given.
+
+        With a random id, the handle's first command starts the process from the workflow's
+        initial state without reading the store (nothing can be stored under an id drawn just
+        now; reads still read). Writing to the process through another handle on its
+        ``identity()`` before that first command is seen by it only when it commits (a
+        conflict reloads the state and decides again); a command that commits nothing is then
+        decided on the initial state. Use the returned handle first.
         """
         workflow = self.workflow(workflow_or_name)
         if routing_key is not None:

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from mako_actors.actors._actor import (
+    _WRITES,
     EVENT_COUNT,
     STATE_AT,
     ActorConfig,
@@ -191,11 +192,11 @@ class LocalActorSystem(HandleFactory):
         without reading the store (no activation read per new process). Its commits still
         expect version 0: a stream written meanwhile through another handle on this identity
         fails with a conflict, and the actor reloads from the store as usual. Anything else
-        (a read, a live actor, no room) is plain ``dispatch``.
+        (a read such as ``state()``, a live actor, no room) is plain ``dispatch``.
         """
         if (
             self._closed
-            or op.kind in (EVENT_COUNT, STATE_AT)
+            or op.kind not in _WRITES  # a read always reads the store (see ``spawn``)
             or identity.stream_id in self._live
             or (self.max_live is not None and len(self._live) >= self.max_live)
         ):

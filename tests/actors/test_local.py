@@ -212,6 +212,13 @@ async def test_a_spawned_process_written_by_another_writer_first_reloads(store: 
         assert (await ref.state()).total == 102
 
 
+async def test_a_spawned_handles_first_read_reads_the_store(store: LmdbStore) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await replay(store, ref).execute(Record(amount=7))  # written before ref's first op
+        assert (await ref.state()).total == 7  # not the initial state: reads skip no read
+
+
 async def test_process_api_parity(store: LmdbStore) -> None:
     from datetime import UTC, datetime, timedelta
 
