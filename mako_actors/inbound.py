@@ -853,11 +853,10 @@ _message_outcome = _maker(MessageOutcome)
 def _outcome(
     tx: InboundTransaction, kind: Outcome, process_id: ProcessId | None = None, detail: str = ""
 ) -> MessageOutcome:
-    transaction = tx.transaction
     return _message_outcome(
         tx.message.reference,
-        transaction.pid or tx.message.pid,  # tx.pid
-        transaction.ide_ref,
+        tx.pid,
+        tx.transaction.ide_ref,
         kind,
         process_id,
         detail,
