@@ -387,6 +387,7 @@ class ProcessActor:
         "_stats",
         "_store",
         "_tail",
+        "_unconfirmed",
         "_version",
         "_workflow",
         "closed",
@@ -419,6 +420,8 @@ class ProcessActor:
         self._state: Any = None
         self._version = 0
         self._loaded = False
+        # Started by ``start_new`` and nothing committed since: the state is assumed, not read.
+        self._unconfirmed = False
         self.closed = False
         self.last_used = time.monotonic()
 
@@ -500,6 +503,9 @@ class ProcessActor:
                         flights.append(self)
                         return
                 elif kind == STATE:
+                    if self._unconfirmed:  # answer only a state the store has confirmed
+                        self._reload()
+                        continue
                     _resolve(self._pop(), self._state)
                 else:
                     slow.append(self)
@@ -584,14 +590,24 @@ class ProcessActor:
         """Start from the workflow's initial state at version 0, without reading the store.
 
         Only for a process that cannot have anything stored (its id was drawn at random just
-        now). If ``initial_state`` fails, the actor stays unloaded and activates as usual
-        (where the same failure fails its first op).
+        now), though another handle on its identity may write first. If ``initial_state``
+        fails, the actor stays unloaded and activates as usual (where the same failure fails
+        its first op).
+
+        Until its first commit succeeds (which expects version 0, so it proves the stream was
+        empty), the state is unconfirmed: a command that would commit nothing, or is refused,
+        is not answered from it; the actor reads the store and decides again (``_decide_all``).
         """
         try:
             state = self._workflow.initial_state()
         except Exception:
             return
         self._loaded_as(state, 0)
+        self._unconfirmed = True
+
+    def _reload(self) -> None:
+        """Drop the in-memory state: the actor reads the store before its next op."""
+        self._loaded = self._unconfirmed = False
 
     def _activated(self, activation: Any) -> None:
         """Take the state an ``Activation`` read from the store gives (a bad one fails the head op)."""
@@ -610,6 +626,7 @@ class ProcessActor:
     def _loaded_as(self, state: Any, version: int) -> None:
         first = self._state is None
         self._state, self._version, self._loaded = state, version, True
+        self._unconfirmed = False
         if first:
             self._stats.activations += 1
         else:
@@ -669,6 +686,9 @@ class ProcessActor:
             try:
                 prepared, no_command = self._decide(slot, state, version)
             except Exception as exc:
+                if self._unconfirmed:
+                    self._confirm_before(slot, first is None)
+                    break
                 # A refused or broken command fails alone; the state it saw is untouched.
                 self._stats.failed_commands += 1
                 _fail(slot, exc)
@@ -678,6 +698,9 @@ class ProcessActor:
                 self._flight = first
                 raise
             if prepared is None:
+                if self._unconfirmed:
+                    self._confirm_before(slot, first is None)
+                    break
                 self._stats.commands += 1
                 _resolve(slot, _EMPTY)
                 continue
@@ -693,6 +716,21 @@ class ProcessActor:
             last = slot
         self._flight = first
         return first is not None
+
+    def _confirm_before(self, slot: _Slot, alone: bool) -> None:
+        """Put ``slot`` back at the head: its answer needs a state the store has confirmed.
+
+        Its decision (a refusal, or nothing to commit) came from an unconfirmed state, and
+        nothing written would reveal another writer. ``alone`` (nothing of this burst is in
+        flight): read the store now and decide it again. Otherwise the burst's first commit
+        confirms the state (or conflicts, which reloads it) before the slot is decided again.
+        """
+        slot.next = self._head
+        if self._head is None:
+            self._tail = slot
+        self._head = slot
+        if alone:
+            self._reload()
 
     def _decide(self, op: Op | _Slot, state: Any, version: int) -> tuple[Prepared[Any] | None, bool]:
         """One write op on ``state`` at ``version``: what to commit (None: nothing), and whether
@@ -760,6 +798,7 @@ class ProcessActor:
                 stats.commands += 1
                 if not broken:
                     self._state, self._version = new_state, result.version
+                    self._unconfirmed = False  # committed at its expected version: the state is the store's
                 if slot.done():  # the caller gave up (cancelled) while it was written
                     pass
                 elif slot.no_command:

@@ -84,10 +84,10 @@ class HandleFactory(abc.ABC):
 
         With a random id, the handle's first command starts the process from the workflow's
         initial state without reading the store (nothing can be stored under an id drawn just
-        now; reads still read). Writing to the process through another handle on its
-        ``identity()`` before that first command is seen by it only when it commits (a
-        conflict reloads the state and decides again); a command that commits nothing is then
-        decided on the initial state. Use the returned handle first.
+        now; reads still read). A write through another handle on its ``identity()`` before
+        that first command is still seen: the first commit expects version 0 (a conflict
+        reloads the state and decides again), and a first command that would commit nothing
+        or is refused reads the store and is decided again before it is answered.
         """
         workflow = self.workflow(workflow_or_name)
         if routing_key is not None:

@@ -219,6 +219,31 @@ async def test_a_spawned_handles_first_read_reads_the_store(store: LmdbStore) ->
         assert (await ref.state()).total == 7  # not the initial state: reads skip no read
 
 
+async def test_a_spawned_handles_refused_first_command_is_decided_on_the_stored_state(
+    store: LmdbStore,
+) -> None:
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await replay(store, ref).execute(Close(reason="audit"))  # written before ref's first op
+        # Refused on the initial state too ("negative amount"), but the process is closed:
+        # the refusal must come from the stored state, with nothing written.
+        with pytest.raises(WorkflowError, match="closed"):
+            await ref.execute(Record(amount=-1))
+        assert (await ref.state()).closed
+        assert len(await store.load(ref.stream_id)) == 1
+        fresh = system.spawn("ledger", TENANT, LEDGER_ID)
+        with pytest.raises(WorkflowError, match="negative amount"):
+            await fresh.execute(Record(amount=-1))  # nothing stored: refused on the initial state
+        assert await store.load(fresh.stream_id) == []
+        # Behind a command that commits, the refused one waits for that commit to confirm the state.
+        other = system.spawn("ledger", TENANT, LEDGER_ID)
+        results = await asyncio.gather(
+            other.execute(Record(amount=5)), other.execute(Record(amount=-1)), return_exceptions=True
+        )
+        assert isinstance(results[1], WorkflowError) and "negative amount" in str(results[1])
+        assert (await other.state()).total == 5
+
+
 async def test_process_api_parity(store: LmdbStore) -> None:
     from datetime import UTC, datetime, timedelta
 
