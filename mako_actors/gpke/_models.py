@@ -9,16 +9,17 @@ commands are validated by ``commands``/``router``.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["built", "json_value", "unvalidated", "updated", "without_none"]
+__all__ = ["PlainDump", "built", "json_value", "plain_dump", "unvalidated", "updated", "without_none"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -188,3 +189,123 @@ def without_none(data: dict[str, Any], name: str) -> dict[str, Any]:
     if name in data and data[name] is None:
         del data[name]
     return data
+
+
+# -- ``model_dump(mode="json")`` written out ------------------------------------------------------
+#
+# Each model class gets one generated function that builds its dump as a single dict display:
+# a value that is its own JSON form is read from ``__dict__`` as it is, an instant's text comes
+# from the ``_DATETIME_TEXT`` cache inline (no call when cached), a nested model is one call of
+# its own function. pydantic's serializer costs about twice as much per event (it asks the
+# zone for every instant's offset again), and a generic loop over the fields in Python more.
+
+
+_AS_IT_IS = (str, bool, int)  # field types whose values are their own JSON form
+
+
+def _value_expr(annotation: Any, value: str, depth: int) -> str | None:
+    """The source of the JSON form of ``value`` (an expression read once) for a field of type
+    ``annotation``, or None for a type the written-out dump does not cover."""
+    origin = get_origin(annotation)
+    name = f"_v{depth}"
+    if origin is Union or origin is types.UnionType:
+        options = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(options) != 1:
+            return None
+        inner = _value_expr(options[0], name, depth + 1)
+        if inner is None or inner == name:  # not covered, or None and values as they are
+            return None if inner is None else value
+        return f"(None if ({name} := {value}) is None else {inner})"
+    if origin is Literal:
+        return value if all(type(arg) in _AS_IT_IS for arg in get_args(annotation)) else None
+    if annotation in _AS_IT_IS:
+        return value
+    if annotation is datetime:
+        # The cached text without a call; ``_DATETIME_TEXT``'s key (instant, zone, fold).
+        return f"(_text_get((({name} := {value}), {name}.tzinfo, {name}.fold)) or _datetime_text({name}))"
+    if annotation is date:
+        return f"_json_value({value})"
+    args = get_args(annotation)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = _value_expr(args[0], name, depth + 1)
+        if item is None:
+            return None
+        return f"list({value})" if item == name else f"[{item} for {name} in {value}]"
+    if origin is dict and args and args[0] is str:
+        item = _value_expr(args[1], name, depth + 1)
+        if item is None:
+            return None
+        return f"dict({value})" if item == name else f"{{_k: {item} for _k, {name} in {value}.items()}}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        nested = _dumper(annotation)
+        return None if nested is None else f"_dumpers[{_DUMPER_INDEX[annotation]}]({value})"
+    return None
+
+
+_DUMPERS: list[Callable[[BaseModel], dict[str, Any]]] = []  # by ``_DUMPER_INDEX`` of their class
+_DUMPER_INDEX: dict[type[BaseModel], int] = {}
+
+
+@functools.cache
+def _dumper(cls: type[BaseModel]) -> Callable[[BaseModel], dict[str, Any]] | None:
+    """The written-out dump of ``cls``, or None when pydantic must dump it: a field of a type
+    not covered, or a class that serializes in its own way (serializer decorators, computed
+    fields, aliases, excluded fields)."""
+    decorators = cls.__pydantic_decorators__
+    if decorators.model_serializers or decorators.field_serializers or cls.model_computed_fields:
+        return None
+    entries = []
+    for name, info in cls.model_fields.items():
+        if info.alias is not None or info.serialization_alias is not None or info.exclude:
+            return None
+        expr = _value_expr(info.annotation, f"_values[{name!r}]", 0)
+        if expr is None:
+            return None
+        entries.append(f"{name!r}: {expr}")
+    source = (
+        "def dump(model):\n"
+        "    _values = model.__dict__\n"  # every field of a model instance is in it
+        f"    return {{{', '.join(entries)}}}\n"
+    )
+    namespace: dict[str, Any] = {
+        "_text_get": _DATETIME_TEXT.get,
+        "_datetime_text": _datetime_text,
+        "_json_value": json_value,
+        "_dumpers": _DUMPERS,
+    }
+    exec(compile(source, f"<plain dump of {cls.__qualname__}>", "exec"), namespace)
+    dump: Callable[[BaseModel], dict[str, Any]] = namespace["dump"]
+    _DUMPER_INDEX[cls] = len(_DUMPERS)
+    _DUMPERS.append(dump)
+    return dump
+
+
+def plain_dump(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(mode="json")``, written out: the same keys, order and values, from
+    one generated function per class (pydantic's serializer for a class it does not cover).
+
+    Every value must have its field's type, as for ``built`` (a str subclass stays as it is).
+    """
+    cls = type(model)
+    dump = _dumper(cls)
+    if dump is None:
+        plain: dict[str, Any] = cls.__pydantic_serializer__.to_python(model, mode="json")
+        return plain
+    return dump(model)
+
+
+class PlainDump(BaseModel):
+    """A model whose ``model_dump(mode="json")`` without other options is ``plain_dump``: what
+    storing an event asks (``workflow.event_payload``), once per event. Any other call is
+    pydantic's own."""
+
+    def model_dump(
+        self, *, mode: Literal["json", "python"] | str = "python", **options: Any
+    ) -> dict[str, Any]:
+        # ``**options`` rather than pydantic's fourteen keywords with defaults: binding those
+        # would cost a tenth of the dump.
+        if mode == "json" and not options:
+            dump = _dumper(type(self))  # ``plain_dump`` inline: one call less per event
+            if dump is not None:
+                return dump(self)
+        return super().model_dump(mode=mode, **options)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import unvalidated
+from mako_actors.gpke._models import PlainDump, unvalidated
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -26,6 +26,7 @@ __all__ = [
     "AnmeldungReceived",
     "AnmeldungRejectedAtOnce",
     "ErrorItem",
+    "GpkeEvent",
     "InboundInfo",
     "InboundRejected",
     "LateLfaAnswerIgnored",
@@ -81,7 +82,12 @@ class ErrorItem(BaseModel):
     text: str
 
 
-class InboundRejected(Event, type="gpke.inbound_rejected"):
+class GpkeEvent(Event, PlainDump):
+    """Base of the GPKE events: stored through ``plain_dump`` (pydantic's dump, written out),
+    as every event a replay stores costs one dump."""
+
+
+class InboundRejected(GpkeEvent, type="gpke.inbound_rejected"):
     """A UTILMD rightly rejected by APERAK 313: it counts as not received (no step, no Frist)."""
 
     inbound: InboundInfo
@@ -91,7 +97,7 @@ class InboundRejected(Event, type="gpke.inbound_rejected"):
     ack_windows_version: str
 
 
-class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
+class AnmeldungReceived(GpkeEvent, type="gpke.anmeldung_received"):
     """A 55001/55077 passed APERAK checks (positive APERAK sent); its Fristen are computed."""
 
     inbound: InboundInfo
@@ -110,7 +116,7 @@ class AnmeldungReceived(Event, type="gpke.anmeldung_received"):
     transaction_detail: str | None = None
 
 
-class MaloMeasurementKnown(Event, type="gpke.malo_measurement_known"):
+class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
     """The MaLo's master data say how it is measured (ZW6 pauschale / ZW7 gemessene MaLo): the
     STS+7 #2 of the 55002 decided later. Follows ``AnmeldungReceived`` only when they say it, so
     a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
@@ -118,7 +124,7 @@ class MaloMeasurementKnown(Event, type="gpke.malo_measurement_known"):
     measurement: Measurement
 
 
-class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
+class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):
     """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent.
 
     ``assigned_supplier``: the competitor is not a running Anmeldung but a confirmed
@@ -134,7 +140,7 @@ class AnmeldungRejectedAtOnce(Event, type="gpke.anmeldung_rejected_at_once"):
     assigned_supplier: str | None = None
 
 
-class LfaConsulted(Event, type="gpke.lfa_consulted"):
+class LfaConsulted(GpkeEvent, type="gpke.lfa_consulted"):
     """55036 went to the LFN and 55010 to the LFA; the LFA's answer is due at ``answer_due``."""
 
     lfa: str
@@ -143,7 +149,7 @@ class LfaConsulted(Event, type="gpke.lfa_consulted"):
     answer_due: datetime
 
 
-class LfaAnswered(Event, type="gpke.lfa_answered"):
+class LfaAnswered(GpkeEvent, type="gpke.lfa_answered"):
     """The LFA answered in time with its E_0624 ``code``.
 
     ``confirmed``: the answer counts as agreement for E_0623: a 55011, or a 55012 with A30/A41
@@ -157,20 +163,20 @@ class LfaAnswered(Event, type="gpke.lfa_answered"):
     warnings: tuple[str, ...] = ()
 
 
-class LfaDeemedToAgree(Event, type="gpke.lfa_deemed_to_agree"):
+class LfaDeemedToAgree(GpkeEvent, type="gpke.lfa_deemed_to_agree"):
     """09:00 WT1 passed without an LFA answer: silence counts as 55011 (not a failure)."""
 
     due_at: datetime
 
 
-class LateLfaAnswerIgnored(Event, type="gpke.lfa_answer_ignored"):
+class LateLfaAnswerIgnored(GpkeEvent, type="gpke.lfa_answer_ignored"):
     """An LFA answer after the decision (or a repeat): acknowledged, without effect."""
 
     inbound: InboundInfo
     aperak: OutboundRef
 
 
-class AnmeldungDecided(Event, type="gpke.anmeldung_decided"):
+class AnmeldungDecided(GpkeEvent, type="gpke.anmeldung_decided"):
     """E_0623 decided: 55002/55078 (``confirmed``) or 55003/55080; plus 55037 / 55038.
 
     ``lfa_code`` is the LFA's E_0624 code repeated as STS+Z35 when it objected.
@@ -186,7 +192,7 @@ class AnmeldungDecided(Event, type="gpke.anmeldung_decided"):
     future_cancellation: OutboundRef | None
 
 
-class AbmeldungReceived(Event, type="gpke.abmeldung_received"):
+class AbmeldungReceived(GpkeEvent, type="gpke.abmeldung_received"):
     """A 55004 passed APERAK checks (positive APERAK sent); its Fristen are computed."""
 
     inbound: InboundInfo
@@ -199,7 +205,7 @@ class AbmeldungReceived(Event, type="gpke.abmeldung_received"):
     fristen: FristenRecord
 
 
-class AbmeldungDecided(Event, type="gpke.abmeldung_decided"):
+class AbmeldungDecided(GpkeEvent, type="gpke.abmeldung_decided"):
     """E_0607 decided: 55005 (``confirmed``) or 55006 with ``code``."""
 
     confirmed: bool
@@ -209,7 +215,7 @@ class AbmeldungDecided(Event, type="gpke.abmeldung_decided"):
     answer: OutboundRef
 
 
-class AcknowledgementReceived(Event, type="gpke.acknowledgement_received"):
+class AcknowledgementReceived(GpkeEvent, type="gpke.acknowledgement_received"):
     """A CONTRL or APERAK on one of our outbound interchanges (``positive`` or with ``codes``).
 
     A negative one means the partner counts our message as not received: it is recorded for
