@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mako_actors._frozen import positional_maker
 from mako_actors._handle import _correlation
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
@@ -49,7 +50,6 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
-from mako_actors.edifact.interchange import _maker
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -509,11 +509,12 @@ class InboundPipeline:
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
         # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
         receipts = self._receipt_handle(result)
-        record_after = self._receipt_after_routing and await self._receipt_is_new(receipts, digest)
+        unrecorded = await self._receipt_is_new(receipts, digest) if self._receipt_after_routing else ""
+        record_after = bool(unrecorded)
         record = functools.partial(
             self._record_receipt,
             result, digest, received_at, len(parsed.messages), None,
-            acknowledge=not only_contrl, handle=receipts,
+            acknowledge=not only_contrl, handle=receipts, empty=unrecorded == "empty",
         )  # fmt: skip
         if not record_after and not await record():
             return result
@@ -582,13 +583,17 @@ class InboundPipeline:
         handle = handle or self._receipt_handle(result)
         return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
 
-    async def _receipt_is_new(self, handle: Handle, digest: str) -> bool:
+    async def _receipt_is_new(self, handle: Handle, digest: str) -> Literal["empty", "new", ""]:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
-        bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write."""
+        bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write.
+
+        ``"empty"``: taken, and the stream (one of ``store``'s) holds no event at all; ``"new"``:
+        taken; ``""``: not taken.
+        """
         if self._receipts_in_store and not await self._store.stream_version(handle.identity().stream_id):
-            return True  # nothing under this reference yet (the usual case): no state to rebuild
+            return "empty"  # nothing under this reference yet (the usual case): no state to rebuild
         state: ReceiptState = await handle.state()
-        return not (state.received and (state.accepted or state.sha256 == digest))
+        return "" if state.received and (state.accepted or state.sha256 == digest) else "new"
 
     async def _receipt_only(
         self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
@@ -609,13 +614,15 @@ class InboundPipeline:
         message_errors: Sequence[ContrlMessageError] = (),
         processed: RecordProcessed | None = None,
         handle: Handle | None = None,
+        empty: bool = False,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
         True also for an accepted interchange received before but not fully processed (a crash
         in between): its messages are routed again, and routing skips transactions it knows.
         ``processed``: the outcome of messages routed already, written with the receipt.
-        ``handle``: the receipt stream's handle if the caller has it.
+        ``handle``: the receipt stream's handle if the caller has it; ``empty``: the caller read
+        its stream (one of ``store``'s) as empty just now, so its state is not read again.
         """
         assert result.sender and result.recipient and result.interchange_ref
         accepted = result.status == "accepted"
@@ -664,7 +671,12 @@ class InboundPipeline:
         if handle is None:
             handle = self._receipt_handle(result)
         try:
-            await handle.execute_and_enqueue_with(command, self._receipt_ctx(result, handle))
+            ctx = self._receipt_ctx(result, handle)
+            if empty and isinstance(handle, Process):
+                # A new receipt stream, written whole by this one command: no state to rebuild.
+                await handle.execute_and_enqueue_new(command, ctx)
+            else:
+                await handle.execute_and_enqueue_with(command, ctx)
             return accepted
         except (WorkflowError, VersionConflict):
             state: ReceiptState = await handle.state()
@@ -846,8 +858,8 @@ class InboundPipeline:
 
 # Positional constructors (every field, in declaration order) without the frozen dataclasses'
 # ``object.__setattr__`` per field: one of each per transaction.
-_inbound_transaction = _maker(InboundTransaction)
-_message_outcome = _maker(MessageOutcome)
+_inbound_transaction = positional_maker(InboundTransaction)
+_message_outcome = positional_maker(MessageOutcome)
 
 
 def _outcome(

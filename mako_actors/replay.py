@@ -271,11 +271,13 @@ class _Decisions:
         self._streams: dict[StreamId, list[Any]] = {}
 
     def add(self, event: EventEnvelope) -> None:
-        if event.event_type.startswith("gpke."):
-            sequence = event.sequence
-            stream = self._streams.get(event.stream_id)
+        fields = event.__dict__  # (not attributes: pydantic's ``__getattr__`` hook; per event)
+        if fields["event_type"].startswith("gpke."):
+            sequence = fields["sequence"]
+            stream_id = fields["stream_id"]
+            stream = self._streams.get(stream_id)
             if stream is None:
-                stream = self._streams[event.stream_id] = [sequence, _seed_of(event), []]
+                stream = self._streams[stream_id] = [sequence, _seed_of(event), []]
             elif sequence < stream[0]:
                 stream[0], stream[1] = sequence, _seed_of(event)
             stream[2].append((sequence, _decision(event)))
@@ -295,7 +297,7 @@ _first = operator.itemgetter(0)
 
 def _seed_of(event: EventEnvelope) -> str | None:
     """The seed a process's first event names (its ``inbound`` message), if it names one."""
-    inbound = event.payload.get("inbound")
+    inbound = event.__dict__["payload"].get("inbound")
     if isinstance(inbound, dict):
         get = inbound.get  # ``!s``: str() of each value, as the digest always took them
         return f"{get('sender')!s}:{get('interchange_ref')!s}:{get('message_ref')!s}:{get('ide_ref')!s}"
@@ -305,7 +307,8 @@ def _seed_of(event: EventEnvelope) -> str | None:
 def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     """``(event type, messages sent, code, confirmed, due, Fristen)`` as stored: the values in
     their JSON form (an instant as ISO text)."""
-    payload = event.payload
+    fields = event.__dict__
+    payload = fields["payload"]
     sent = tuple(
         [
             f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
@@ -316,7 +319,7 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
     dues = dict(sorted(due.items())) if isinstance(due, dict) else None
-    event_type = event.event_type
+    event_type = fields["event_type"]
     code, confirmed = payload.get("code"), payload.get("confirmed")
     due_at = payload.get("answer_due") or payload.get("due_at")
     # A stored or engine-made payload is JSON data already (the usual case): nothing to convert.
@@ -374,6 +377,9 @@ async def _all_events(store: Store) -> list[EventEnvelope]:
 
 
 # -- the run's view of the store -------------------------------------------------------------
+
+
+_PROCESSED = "inbox.interchange_processed"  # a receipt stream's last event
 
 
 class _RunView:
@@ -564,17 +570,20 @@ class _RunView:
         self.outbox += len(commit.outbox)
         stream = commit.stream_id
         # A receipt stream's events are no process decisions (``_Decisions`` skips them).
-        receipts = bool(events) and events[0].workflow_id.name == RECEIPT_WORKFLOW
+        # (Envelope fields read from ``__dict__``: a model attribute goes through pydantic's
+        # ``__getattr__`` hook; this runs for every commit of a run.)
+        receipts = bool(events) and events[0].__dict__["workflow_id"].name == RECEIPT_WORKFLOW
         if self.cache_receipts and receipts:
-            cached = self.receipts.get(stream)
-            if cached is not None:
-                cached.extend(events)
-            elif stream not in self.touched and events[0].sequence == 1:
-                self.receipts[stream] = list(events)
-            if commit.snapshot is not None or any(
-                e.event_type == "inbox.interchange_processed" for e in events
-            ):
-                self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
+            if commit.snapshot is not None or _PROCESSED in [e.__dict__["event_type"] for e in events]:
+                # Done (usually in the stream's first commit, with its receipt): later loads
+                # (a re-run) read the store.
+                self.receipts.pop(stream, None)
+            else:
+                cached = self.receipts.get(stream)
+                if cached is not None:
+                    cached.extend(events)
+                elif stream not in self.touched and events[0].__dict__["sequence"] == 1:
+                    self.receipts[stream] = list(events)
         self.touched.add(stream)
         if self.fresh and not receipts:
             add = self.decisions.add

@@ -33,7 +33,7 @@ from mako_actors.errors import (
 from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
-from mako_actors.store import Activation, Commit, CommitResult
+from mako_actors.store import Activation, Commit, CommitResult, commit_result
 from mako_actors.version import ExpectedVersion
 from stores._kv import KvTxn
 
@@ -230,8 +230,8 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         for entry in commit.journal:
             append_journal(txn, entry.tenant_id, entry.key, entry.data)
     if stored is not None:
-        return CommitResult(tuple(stored), version)
-    return CommitResult(events if type(events) is tuple else tuple(events), version)
+        return commit_result(tuple(stored), version)
+    return commit_result(events if type(events) is tuple else tuple(events), version)
 
 
 def _check_commit_belongs(commit: Commit) -> None:
