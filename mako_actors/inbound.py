@@ -199,13 +199,18 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
             )
         # A rejected interchange counts as not received: its corrected resend (other bytes, same
         # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
-        receipt = command.receipt
-        if state.received and (state.accepted or state.sha256 == receipt.sha256):
+        # (Fields read from ``__dict__``: a model attribute goes through pydantic's
+        # ``__getattr__`` hook; once per interchange.)
+        fields, current = command.__dict__, state.__dict__
+        receipt = fields["receipt"]
+        received = receipt.__dict__
+        if current["received"] and (current["accepted"] or current["sha256"] == received["sha256"]):
             raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
-        contrl = () if command.contrl is None else (_pending("CONTRL", receipt.sender, command.contrl),)
-        if command.processed is None:
+        payload = fields["contrl"]
+        contrl = () if payload is None else (_pending("CONTRL", received["sender"], payload),)
+        if fields["processed"] is None:
             return WorkflowOutput.of(receipt).with_outbox(*contrl)
-        return _processed((receipt,), contrl, command.processed)
+        return _processed((receipt,), contrl, fields["processed"])
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
@@ -250,11 +255,19 @@ def _processed(
 ) -> WorkflowOutput:
     """``events`` and ``outbox`` with the outcome: ``InterchangeProcessed`` and the refusals'
     negative APERAKs (after ``outbox``)."""
+    fields = command.__dict__
+    payloads = fields["refusals"]
     processed = trusted(
-        InterchangeProcessed, {"outcomes": command.outcomes, "refused": len(command.refusals)}, _OUTCOME_SET
+        InterchangeProcessed, {"outcomes": fields["outcomes"], "refused": len(payloads)}, _OUTCOME_SET
     )
-    refusals = tuple(_pending("APERAK", p["envelope"]["recipient_id"], p) for p in command.refusals)
-    return WorkflowOutput.of(*events, processed).with_outbox(*outbox, *refusals)
+    refusals = tuple([_pending("APERAK", p["envelope"]["recipient_id"], p) for p in payloads])
+    # ``WorkflowOutput.of(...).with_outbox(...)`` in one model (typed values: no validation).
+    output = {**_NO_OUTPUT, "events": (*events, processed), "outbox": (*outbox, *refusals)}
+    return trusted(WorkflowOutput, output, _EVENTS_AND_OUTBOX)
+
+
+_NO_OUTPUT = {name: info.default for name, info in WorkflowOutput.model_fields.items()}
+_EVENTS_AND_OUTBOX = {"events", "outbox"}  # shared: the model is frozen
 
 
 @functools.lru_cache(maxsize=4096)

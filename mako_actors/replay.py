@@ -418,9 +418,6 @@ class _RunView:
         # A fresh store's decisions are exactly those this run commits: no read at the end.
         self.decisions = _Decisions()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
     async def commit(self, commit: Commit) -> CommitResult:
         (result,) = await self.commit_many((commit,))
         if isinstance(result, EngineError):
@@ -635,6 +632,35 @@ class _RunView:
 
     def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
         return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
+
+
+class _Forward:
+    """A store attribute the view does not define itself, read from the store on each access.
+
+    What a ``__getattr__`` forwarding to the store would answer, without one: a class with a
+    Python ``__getattr__`` has every attribute read of its instances go through CPython's
+    slow lookup hook, which bypasses the interpreter's attribute caches, and the view's own
+    fields are read several times per commit. A non-data descriptor, so the view's instance
+    attributes (``pending``) still come first, as they did.
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, view: _RunView | None, owner: type[_RunView] | None = None) -> Any:
+        if view is None:
+            return self
+        return getattr(view._store, self._name)
+
+
+# Every attribute of an ``LmdbStore`` (methods, properties, the settings its ``__init__`` sets)
+# that the view does not define: the store the run commits to, seen through the view.
+for _name in {*dir(LmdbStore), "path", "durability", "max_batch"} - set(dir(_RunView)):
+    if not _name.startswith("__"):
+        setattr(_RunView, _name, _Forward(_name))
+del _name
 
 
 # -- the pipelined schedule ------------------------------------------------------------------
