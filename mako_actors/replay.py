@@ -395,6 +395,7 @@ class _RunView:
         # Commits asked for in one loop turn, written together at its end (``_flush``).
         self._waiting: list[tuple[Sequence[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
         self._on_deadline = on_deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # the run's, from the first commit on
         # A store without events at the start (``fresh``) holds nothing this run did not
         # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
         # so neither needs a read. ``receipts``: full histories of receipt streams begun in
@@ -431,7 +432,10 @@ class _RunView:
         transaction, run on the loop's thread (``LmdbStore.commit_many_now``): the replay is the
         store's only writer, so handing each batch to the writer thread and back only costs.
         """
-        loop = asyncio.get_running_loop()
+        # The run's loop, remembered: ``get_running_loop`` is a system call on 3.11 (getpid).
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
@@ -540,6 +544,19 @@ class _RunView:
             return cached
         return self._store.load_activation_now(stream_id, workflow_name, state_schema_version)
 
+    def load_activations_now(
+        self, requests: Sequence[tuple[StreamId, str, int]]
+    ) -> list[Activation | Exception]:
+        """``LmdbStore.load_activations_now`` (the actors a loop turn activates): answered here
+        where the view knows the answer (as ``load_activation_now``; on a fresh store every new
+        process), the rest read from the store in one transaction."""
+        known = [self._cached_activation(stream_id, None) for stream_id, _, _ in requests]
+        missing = [request for request, cached in zip(requests, known, strict=True) if cached is None]
+        if not missing:
+            return cast(list[Activation | Exception], known)
+        read = iter(self._store.load_activations_now(missing))
+        return [next(read) if cached is None else cached for cached in known]
+
     def _cached_activation(self, stream_id: StreamId, upto: int | None) -> Activation | None:
         """What the store would answer, known without a read (as ``load_from``/``load_snapshot``).
 
@@ -588,8 +605,12 @@ class _RunView:
                 add(event)
         for entry in commit.journal:
             self._journaled(entry.tenant_id, entry.key, entry.data)
+        last: ProcessIdentity | None = None
+        tenant = 0
         for key, identity in commit.registry:
-            tenant_key = (identity.tenant_id.int, key)
+            if identity is not last:  # a commit's keys mostly share its process's identity
+                last, tenant = identity, identity.__dict__["tenant_id"].int
+            tenant_key = (tenant, key)
             self.registry[tenant_key] = identity
             # A transaction is bound once: its dependency is not needed again (only ``tx:``
             # keys have one).
