@@ -687,7 +687,7 @@ class InboundPipeline:
             ctx = self._receipt_ctx(result, handle)
             if empty and isinstance(handle, Process):
                 # A new receipt stream, written whole by this one command: no state to rebuild.
-                await handle.execute_and_enqueue_new(command, ctx)
+                await handle._execute_and_enqueue_new(command, ctx)
             else:
                 await handle.execute_and_enqueue_with(command, ctx)
             return accepted

@@ -373,12 +373,14 @@ class Process(ProcessHandle[C, S]):
         """
         return await self._events(command, ctx, options=_ENQUEUE)
 
-    async def execute_and_enqueue_new(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
+    async def _execute_and_enqueue_new(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
         """``execute_and_enqueue_with`` on a stream the caller just read as empty (version 0).
 
-        Starts from the workflow's initial state without reading the store (a receipt stream
-        of an interchange never seen). The commit still expects version 0, so a stream written
-        meanwhile raises ``VersionConflict`` and nothing is written.
+        Not part of the reference API (``ProcessRef`` has no such method): for the inbound
+        pipeline's receipt streams, which run on plain processes. Starts from the workflow's
+        initial state without reading the store (a receipt stream of an interchange never
+        seen). The commit still expects version 0, so a stream written meanwhile raises
+        ``VersionConflict`` and nothing is written.
         """
         return await self._events(command, ctx, options=_ENQUEUE, empty=True)
 
