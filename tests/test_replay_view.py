@@ -90,6 +90,20 @@ def test_the_view_offers_activation_on_its_class() -> None:
     assert {"load_activation", "load_activation_now", "load_activations_now"} <= set(vars(_RunView))
 
 
+async def test_the_view_forwards_what_it_does_not_define_to_the_store(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None)
+        # No ``__getattr__``: it would send every read of the view's own fields through
+        # CPython's slow lookup hook.
+        assert "__getattr__" not in vars(_RunView)
+        assert view.stats is store.stats and view.durability is store.durability
+        assert await view.outbox_count() == await store.outbox_count() == 0
+        assert view.pending == {}  # the view's own field (deadlines) wins over the store's method
+        assert callable(store.pending)
+        with pytest.raises(AttributeError):
+            _ = view.no_such_attribute  # type: ignore[attr-defined]
+
+
 async def test_journals_from_the_view_equal_the_stores(tmp_path: Path) -> None:
     from mako_actors.errors import InvalidArgument, VersionConflict
     from mako_actors.store import Commit, JournalEntry
