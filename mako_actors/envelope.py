@@ -235,6 +235,16 @@ class CommandContext(_Frozen):
         A context carries its tenant, process and workflow into the events; one made for
         another process must not be used to write into this one.
         """
+        # A context made for ``identity`` (``context_for_inbound``, ``new_context``) holds its
+        # very id objects: checked by identity first, from ``__dict__`` (a model attribute
+        # goes through pydantic's ``__getattr__`` hook; once per command).
+        mine, theirs = self.__dict__, identity.__dict__
+        if (
+            mine["process_id"] is theirs["process_id"]
+            and mine["tenant_id"] is theirs["tenant_id"]
+            and mine["workflow_id"] is theirs["workflow_id"]
+        ):
+            return
         if (
             self.process_id != identity.process_id
             or self.tenant_id != identity.tenant_id

@@ -134,7 +134,10 @@ class _UuidId(uuid.UUID):
                 object.__setattr__(self, "int", int.from_bytes(value, "big"))
                 object.__setattr__(self, "is_safe", _UNKNOWN)
             elif isinstance(value, uuid.UUID):
-                super().__init__(int=value.int)
+                # ``UUID.__init__(int=value.int)`` without its argument checks: a UUID's int is
+                # valid (a routed process id per new process is built from one).
+                _set_int(self, value.int)
+                _set_safe(self, _UNKNOWN)
             elif isinstance(value, bytes):
                 super().__init__(bytes=value)
             else:
@@ -345,11 +348,11 @@ class StreamId(str):
     @classmethod
     def for_process(cls, tenant_id: TenantId, process_id: ProcessId) -> StreamId:
         """The stream of ``process_id`` under ``tenant_id``."""
-        text = f"process/{tenant_id}/{process_id}"
         if isinstance(tenant_id, _UuidId) and isinstance(process_id, _UuidId):
-            # Typed ids print as canonical lower-case UUIDs: the pattern holds, skip the regex.
-            return str.__new__(cls, text)
-        return cls(text)
+            # Typed ids print as canonical lower-case UUIDs (their ``str``, kept from birth):
+            # the pattern holds, skip the regex.
+            return str.__new__(cls, f"process/{tenant_id._text}/{process_id._text}")
+        return cls(f"process/{tenant_id}/{process_id}")
 
     @property
     def tenant_id(self) -> TenantId:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mako_actors._frozen import positional_maker
 from mako_actors._handle import _correlation
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
@@ -49,7 +50,6 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
-from mako_actors.edifact.interchange import _maker
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -199,13 +199,18 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
             )
         # A rejected interchange counts as not received: its corrected resend (other bytes, same
         # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
-        receipt = command.receipt
-        if state.received and (state.accepted or state.sha256 == receipt.sha256):
+        # (Fields read from ``__dict__``: a model attribute goes through pydantic's
+        # ``__getattr__`` hook; once per interchange.)
+        fields, current = command.__dict__, state.__dict__
+        receipt = fields["receipt"]
+        received = receipt.__dict__
+        if current["received"] and (current["accepted"] or current["sha256"] == received["sha256"]):
             raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
-        contrl = () if command.contrl is None else (_pending("CONTRL", receipt.sender, command.contrl),)
-        if command.processed is None:
+        payload = fields["contrl"]
+        contrl = () if payload is None else (_pending("CONTRL", received["sender"], payload),)
+        if fields["processed"] is None:
             return WorkflowOutput.of(receipt).with_outbox(*contrl)
-        return _processed((receipt,), contrl, command.processed)
+        return _processed((receipt,), contrl, fields["processed"])
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
@@ -250,11 +255,19 @@ def _processed(
 ) -> WorkflowOutput:
     """``events`` and ``outbox`` with the outcome: ``InterchangeProcessed`` and the refusals'
     negative APERAKs (after ``outbox``)."""
+    fields = command.__dict__
+    payloads = fields["refusals"]
     processed = trusted(
-        InterchangeProcessed, {"outcomes": command.outcomes, "refused": len(command.refusals)}, _OUTCOME_SET
+        InterchangeProcessed, {"outcomes": fields["outcomes"], "refused": len(payloads)}, _OUTCOME_SET
     )
-    refusals = tuple(_pending("APERAK", p["envelope"]["recipient_id"], p) for p in command.refusals)
-    return WorkflowOutput.of(*events, processed).with_outbox(*outbox, *refusals)
+    refusals = tuple([_pending("APERAK", p["envelope"]["recipient_id"], p) for p in payloads])
+    # ``WorkflowOutput.of(...).with_outbox(...)`` in one model (typed values: no validation).
+    output = {**_NO_OUTPUT, "events": (*events, processed), "outbox": (*outbox, *refusals)}
+    return trusted(WorkflowOutput, output, _EVENTS_AND_OUTBOX)
+
+
+_NO_OUTPUT = {name: info.default for name, info in WorkflowOutput.model_fields.items()}
+_EVENTS_AND_OUTBOX = {"events", "outbox"}  # shared: the model is frozen
 
 
 @functools.lru_cache(maxsize=4096)
@@ -509,11 +522,12 @@ class InboundPipeline:
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
         # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
         receipts = self._receipt_handle(result)
-        record_after = self._receipt_after_routing and await self._receipt_is_new(receipts, digest)
+        unrecorded = await self._receipt_is_new(receipts, digest) if self._receipt_after_routing else ""
+        record_after = bool(unrecorded)
         record = functools.partial(
             self._record_receipt,
             result, digest, received_at, len(parsed.messages), None,
-            acknowledge=not only_contrl, handle=receipts,
+            acknowledge=not only_contrl, handle=receipts, empty=unrecorded == "empty",
         )  # fmt: skip
         if not record_after and not await record():
             return result
@@ -582,13 +596,17 @@ class InboundPipeline:
         handle = handle or self._receipt_handle(result)
         return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
 
-    async def _receipt_is_new(self, handle: Handle, digest: str) -> bool:
+    async def _receipt_is_new(self, handle: Handle, digest: str) -> Literal["empty", "new", ""]:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
-        bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write."""
+        bytes rejected, under this reference) on the receipt stream ``handle``: a read, no write.
+
+        ``"empty"``: taken, and the stream (one of ``store``'s) holds no event at all; ``"new"``:
+        taken; ``""``: not taken.
+        """
         if self._receipts_in_store and not await self._store.stream_version(handle.identity().stream_id):
-            return True  # nothing under this reference yet (the usual case): no state to rebuild
+            return "empty"  # nothing under this reference yet (the usual case): no state to rebuild
         state: ReceiptState = await handle.state()
-        return not (state.received and (state.accepted or state.sha256 == digest))
+        return "" if state.received and (state.accepted or state.sha256 == digest) else "new"
 
     async def _receipt_only(
         self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
@@ -609,13 +627,15 @@ class InboundPipeline:
         message_errors: Sequence[ContrlMessageError] = (),
         processed: RecordProcessed | None = None,
         handle: Handle | None = None,
+        empty: bool = False,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
         True also for an accepted interchange received before but not fully processed (a crash
         in between): its messages are routed again, and routing skips transactions it knows.
         ``processed``: the outcome of messages routed already, written with the receipt.
-        ``handle``: the receipt stream's handle if the caller has it.
+        ``handle``: the receipt stream's handle if the caller has it; ``empty``: the caller read
+        its stream (one of ``store``'s) as empty just now, so its state is not read again.
         """
         assert result.sender and result.recipient and result.interchange_ref
         accepted = result.status == "accepted"
@@ -664,7 +684,12 @@ class InboundPipeline:
         if handle is None:
             handle = self._receipt_handle(result)
         try:
-            await handle.execute_and_enqueue_with(command, self._receipt_ctx(result, handle))
+            ctx = self._receipt_ctx(result, handle)
+            if empty and isinstance(handle, Process):
+                # A new receipt stream, written whole by this one command: no state to rebuild.
+                await handle._execute_and_enqueue_new(command, ctx)
+            else:
+                await handle.execute_and_enqueue_with(command, ctx)
             return accepted
         except (WorkflowError, VersionConflict):
             state: ReceiptState = await handle.state()
@@ -846,8 +871,8 @@ class InboundPipeline:
 
 # Positional constructors (every field, in declaration order) without the frozen dataclasses'
 # ``object.__setattr__`` per field: one of each per transaction.
-_inbound_transaction = _maker(InboundTransaction)
-_message_outcome = _maker(MessageOutcome)
+_inbound_transaction = positional_maker(InboundTransaction)
+_message_outcome = positional_maker(MessageOutcome)
 
 
 def _outcome(

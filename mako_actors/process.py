@@ -109,6 +109,13 @@ def _snapshot_ignored(store: Store, stream_id: StreamId, sequence: int) -> None:
     extra["snapshots_ignored"] = extra.get("snapshots_ignored", 0) + 1
 
 
+# The options of the reference API's fixed variants: frozen, so shared by every call.
+_PLAIN = CommandOptions()
+_ENQUEUE = CommandOptions(enqueue=True)
+_SNAPSHOT = CommandOptions(use_snapshot=True)
+_ENQUEUE_SNAPSHOT = CommandOptions(enqueue=True, use_snapshot=True)
+
+
 class Process(ProcessHandle[C, S]):
     """A handle binding a workflow, a store and one process's ids.
 
@@ -238,12 +245,15 @@ class Process(ProcessHandle[C, S]):
         snap_store: SnapshotStore | None = None,
         *,
         collect: bool = False,
+        empty: bool = False,
     ) -> Prepared[S] | None:
         """Load → decide → commit, retrying on ``VersionConflict`` up to ``max_attempts``.
 
         Every attempt reloads state from the store. Returns ``None`` when ``command_for``
         yields no command (a deadline that needs no compensation). Without ``enqueue`` the
         outbox and deadlines are dropped and counted (``note_dropped``) unless ``collect``.
+        ``empty``: the caller read the stream's version as 0 just now, so the first attempt
+        starts from the initial state without a read (its commit still expects version 0).
         """
         if options.max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {options.max_attempts}")
@@ -254,9 +264,12 @@ class Process(ProcessHandle[C, S]):
         separate_snapshots = snap_store is not None and snap_store is not self._store
         snapshots = (snap_store or self._store) if options.use_snapshot else None
         for attempt in range(1, options.max_attempts + 1):
-            state, version = await load_state(
-                self._workflow, self._store, self.stream_id, snapshots=snapshots
-            )
+            if empty and attempt == 1:
+                state, version = self._workflow.initial_state(), 0
+            else:
+                state, version = await load_state(
+                    self._workflow, self._store, self.stream_id, snapshots=snapshots
+                )
             command = command_for(state)
             if command is None:
                 return None
@@ -280,6 +293,8 @@ class Process(ProcessHandle[C, S]):
                 await snap_store.save_snapshot(prepared.snapshot)
             if not options.enqueue and not collect:  # counted once, for the attempt that committed
                 note_dropped(self._workflow.name, command, len(output.outbox), len(output.deadlines))
+            if commit is prepared.commit and result.events is prepared.events:
+                return prepared  # the store stamped the events in place (the usual case): no copy
             return Prepared(commit, result.events, prepared.outbox, prepared.state, prepared.snapshot)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -288,9 +303,11 @@ class Process(ProcessHandle[C, S]):
         command: C,
         ctx: CommandContext | None = None,
         snap_store: SnapshotStore | None = None,
-        **options: Any,
+        options: CommandOptions = _PLAIN,
+        *,
+        empty: bool = False,
     ) -> list[EventEnvelope]:
-        prepared = await self._run(lambda _: command, ctx, CommandOptions(**options), snap_store)
+        prepared = await self._run(lambda _: command, ctx, options, snap_store, empty=empty)
         return list(prepared.events) if prepared else []
 
     # -- the reference API -----------------------------------------------------------------
@@ -315,7 +332,7 @@ class Process(ProcessHandle[C, S]):
 
         The messages are not persisted; their ``causation_event_id`` is the first event's id.
         """
-        prepared = await self._run(lambda _: command, None, CommandOptions(), collect=True)
+        prepared = await self._run(lambda _: command, None, _PLAIN, collect=True)
         if prepared is None:
             return [], []
         return list(prepared.events), list(prepared.outbox)
@@ -324,27 +341,29 @@ class Process(ProcessHandle[C, S]):
         self, command: C, snap_store: SnapshotStore | None = None
     ) -> list[EventEnvelope]:
         """``execute``, rebuilding state from the latest snapshot plus the tail."""
-        return await self._events(command, snap_store=snap_store, use_snapshot=True)
+        return await self._events(command, snap_store=snap_store, options=_SNAPSHOT)
 
     async def execute_with_retry(self, command: C, max_attempts: int) -> list[EventEnvelope]:
         """``execute``, retrying on ``VersionConflict``; one context pinned for all attempts.
 
         ``max_attempts == 0`` raises ``InvalidArgument``; other errors are raised at once.
         """
-        return await self._events(command, self.new_context(), max_attempts=max_attempts)
+        return await self._events(
+            command, self.new_context(), options=CommandOptions(max_attempts=max_attempts)
+        )
 
     async def execute_with_retry_ctx(
         self, command: C, ctx: CommandContext, max_attempts: int
     ) -> list[EventEnvelope]:
         """``execute_with_retry`` with a caller-supplied context."""
-        return await self._events(command, ctx, max_attempts=max_attempts)
+        return await self._events(command, ctx, options=CommandOptions(max_attempts=max_attempts))
 
     async def execute_and_enqueue(self, command: C) -> list[EventEnvelope]:
         """Handle ``command`` and persist events, outbox messages and deadlines atomically.
 
         Outbox messages are stamped with the first event's id as ``causation_event_id``.
         """
-        return await self._events(command, enqueue=True)
+        return await self._events(command, options=_ENQUEUE)
 
     async def execute_and_enqueue_with(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
         """``execute_and_enqueue`` with a caller-supplied context (not on the reference page).
@@ -352,17 +371,28 @@ class Process(ProcessHandle[C, S]):
         The combination inbound EDIFACT needs: the interchange's correlation root on the events
         and the answers (APERAK, UTILMD) in the outbox, in one transaction.
         """
-        return await self._events(command, ctx, enqueue=True)
+        return await self._events(command, ctx, options=_ENQUEUE)
+
+    async def _execute_and_enqueue_new(self, command: C, ctx: CommandContext) -> list[EventEnvelope]:
+        """``execute_and_enqueue_with`` on a stream the caller just read as empty (version 0).
+
+        Not part of the reference API (``ProcessRef`` has no such method): for the inbound
+        pipeline's receipt streams, which run on plain processes. Starts from the workflow's
+        initial state without reading the store (a receipt stream of an interchange never
+        seen). The commit still expects version 0, so a stream written meanwhile raises
+        ``VersionConflict`` and nothing is written.
+        """
+        return await self._events(command, ctx, options=_ENQUEUE, empty=True)
 
     async def execute_and_enqueue_snapshot(
         self, command: C, snap_store: SnapshotStore | None = None
     ) -> list[EventEnvelope]:
         """``execute_and_enqueue``, rebuilding state from the latest snapshot plus the tail."""
-        return await self._events(command, snap_store=snap_store, enqueue=True, use_snapshot=True)
+        return await self._events(command, snap_store=snap_store, options=_ENQUEUE_SNAPSHOT)
 
     async def execute_and_enqueue_with_retry(self, command: C, max_attempts: int) -> list[EventEnvelope]:
         """``execute_and_enqueue``, retrying on ``VersionConflict``."""
-        return await self._events(command, enqueue=True, max_attempts=max_attempts)
+        return await self._events(command, options=CommandOptions(enqueue=True, max_attempts=max_attempts))
 
     async def execute_and_enqueue_with_snapshot(
         self, command: C, snap_store: SnapshotStore | None = None, snapshot_interval: int = 100

@@ -271,11 +271,13 @@ class _Decisions:
         self._streams: dict[StreamId, list[Any]] = {}
 
     def add(self, event: EventEnvelope) -> None:
-        if event.event_type.startswith("gpke."):
-            sequence = event.sequence
-            stream = self._streams.get(event.stream_id)
+        fields = event.__dict__  # (not attributes: pydantic's ``__getattr__`` hook; per event)
+        if fields["event_type"].startswith("gpke."):
+            sequence = fields["sequence"]
+            stream_id = fields["stream_id"]
+            stream = self._streams.get(stream_id)
             if stream is None:
-                stream = self._streams[event.stream_id] = [sequence, _seed_of(event), []]
+                stream = self._streams[stream_id] = [sequence, _seed_of(event), []]
             elif sequence < stream[0]:
                 stream[0], stream[1] = sequence, _seed_of(event)
             stream[2].append((sequence, _decision(event)))
@@ -295,7 +297,7 @@ _first = operator.itemgetter(0)
 
 def _seed_of(event: EventEnvelope) -> str | None:
     """The seed a process's first event names (its ``inbound`` message), if it names one."""
-    inbound = event.payload.get("inbound")
+    inbound = event.__dict__["payload"].get("inbound")
     if isinstance(inbound, dict):
         get = inbound.get  # ``!s``: str() of each value, as the digest always took them
         return f"{get('sender')!s}:{get('interchange_ref')!s}:{get('message_ref')!s}:{get('ide_ref')!s}"
@@ -305,7 +307,8 @@ def _seed_of(event: EventEnvelope) -> str | None:
 def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     """``(event type, messages sent, code, confirmed, due, Fristen)`` as stored: the values in
     their JSON form (an instant as ISO text)."""
-    payload = event.payload
+    fields = event.__dict__
+    payload = fields["payload"]
     sent = tuple(
         [
             f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
@@ -316,7 +319,7 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     fristen = payload.get("fristen")
     due = fristen.get("due") if isinstance(fristen, dict) else None
     dues = dict(sorted(due.items())) if isinstance(due, dict) else None
-    event_type = event.event_type
+    event_type = fields["event_type"]
     code, confirmed = payload.get("code"), payload.get("confirmed")
     due_at = payload.get("answer_due") or payload.get("due_at")
     # A stored or engine-made payload is JSON data already (the usual case): nothing to convert.
@@ -376,6 +379,9 @@ async def _all_events(store: Store) -> list[EventEnvelope]:
 # -- the run's view of the store -------------------------------------------------------------
 
 
+_PROCESSED = "inbox.interchange_processed"  # a receipt stream's last event
+
+
 class _RunView:
     """The store, seen through this run: registry bindings, pending deadlines, counters.
 
@@ -389,6 +395,7 @@ class _RunView:
         # Commits asked for in one loop turn, written together at its end (``_flush``).
         self._waiting: list[tuple[Sequence[Commit], asyncio.Future[list[CommitResult | EngineError]]]] = []
         self._on_deadline = on_deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # the run's, from the first commit on
         # A store without events at the start (``fresh``) holds nothing this run did not
         # commit: a key not in ``registry`` is unbound and a stream not in ``touched`` is empty,
         # so neither needs a read. ``receipts``: full histories of receipt streams begun in
@@ -412,9 +419,6 @@ class _RunView:
         # A fresh store's decisions are exactly those this run commits: no read at the end.
         self.decisions = _Decisions()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
     async def commit(self, commit: Commit) -> CommitResult:
         (result,) = await self.commit_many((commit,))
         if isinstance(result, EngineError):
@@ -428,7 +432,10 @@ class _RunView:
         transaction, run on the loop's thread (``LmdbStore.commit_many_now``): the replay is the
         store's only writer, so handing each batch to the writer thread and back only costs.
         """
-        loop = asyncio.get_running_loop()
+        # The run's loop, remembered: ``get_running_loop`` is a system call on 3.11 (getpid).
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[list[CommitResult | EngineError]] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
@@ -537,6 +544,19 @@ class _RunView:
             return cached
         return self._store.load_activation_now(stream_id, workflow_name, state_schema_version)
 
+    def load_activations_now(
+        self, requests: Sequence[tuple[StreamId, str, int]]
+    ) -> list[Activation | Exception]:
+        """``LmdbStore.load_activations_now`` (the actors a loop turn activates): answered here
+        where the view knows the answer (as ``load_activation_now``; on a fresh store every new
+        process), the rest read from the store in one transaction."""
+        known = [self._cached_activation(stream_id, None) for stream_id, _, _ in requests]
+        missing = [request for request, cached in zip(requests, known, strict=True) if cached is None]
+        if not missing:
+            return cast(list[Activation | Exception], known)
+        read = iter(self._store.load_activations_now(missing))
+        return [next(read) if cached is None else cached for cached in known]
+
     def _cached_activation(self, stream_id: StreamId, upto: int | None) -> Activation | None:
         """What the store would answer, known without a read (as ``load_from``/``load_snapshot``).
 
@@ -564,17 +584,20 @@ class _RunView:
         self.outbox += len(commit.outbox)
         stream = commit.stream_id
         # A receipt stream's events are no process decisions (``_Decisions`` skips them).
-        receipts = bool(events) and events[0].workflow_id.name == RECEIPT_WORKFLOW
+        # (Envelope fields read from ``__dict__``: a model attribute goes through pydantic's
+        # ``__getattr__`` hook; this runs for every commit of a run.)
+        receipts = bool(events) and events[0].__dict__["workflow_id"].name == RECEIPT_WORKFLOW
         if self.cache_receipts and receipts:
-            cached = self.receipts.get(stream)
-            if cached is not None:
-                cached.extend(events)
-            elif stream not in self.touched and events[0].sequence == 1:
-                self.receipts[stream] = list(events)
-            if commit.snapshot is not None or any(
-                e.event_type == "inbox.interchange_processed" for e in events
-            ):
-                self.receipts.pop(stream, None)  # done: later loads (a re-run) read the store
+            if commit.snapshot is not None or _PROCESSED in [e.__dict__["event_type"] for e in events]:
+                # Done (usually in the stream's first commit, with its receipt): later loads
+                # (a re-run) read the store.
+                self.receipts.pop(stream, None)
+            else:
+                cached = self.receipts.get(stream)
+                if cached is not None:
+                    cached.extend(events)
+                elif stream not in self.touched and events[0].__dict__["sequence"] == 1:
+                    self.receipts[stream] = list(events)
         self.touched.add(stream)
         if self.fresh and not receipts:
             add = self.decisions.add
@@ -582,8 +605,12 @@ class _RunView:
                 add(event)
         for entry in commit.journal:
             self._journaled(entry.tenant_id, entry.key, entry.data)
+        last: ProcessIdentity | None = None
+        tenant = 0
         for key, identity in commit.registry:
-            tenant_key = (identity.tenant_id.int, key)
+            if identity is not last:  # a commit's keys mostly share its process's identity
+                last, tenant = identity, identity.__dict__["tenant_id"].int
+            tenant_key = (tenant, key)
             self.registry[tenant_key] = identity
             # A transaction is bound once: its dependency is not needed again (only ``tx:``
             # keys have one).
@@ -626,6 +653,35 @@ class _RunView:
 
     def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
         return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
+
+
+class _Forward:
+    """A store attribute the view does not define itself, read from the store on each access.
+
+    What a ``__getattr__`` forwarding to the store would answer, without one: a class with a
+    Python ``__getattr__`` has every attribute read of its instances go through CPython's
+    slow lookup hook, which bypasses the interpreter's attribute caches, and the view's own
+    fields are read several times per commit. A non-data descriptor, so the view's instance
+    attributes (``pending``) still come first, as they did.
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, view: _RunView | None, owner: type[_RunView] | None = None) -> Any:
+        if view is None:
+            return self
+        return getattr(view._store, self._name)
+
+
+# Every attribute of an ``LmdbStore`` (methods, properties, the settings its ``__init__`` sets)
+# that the view does not define: the store the run commits to, seen through the view.
+for _name in {*dir(LmdbStore), "path", "durability", "max_batch"} - set(dir(_RunView)):
+    if not _name.startswith("__"):
+        setattr(_RunView, _name, _Forward(_name))
+del _name
 
 
 # -- the pipelined schedule ------------------------------------------------------------------

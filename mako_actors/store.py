@@ -18,11 +18,12 @@ them against each backend):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from mako_actors._frozen import positional_maker
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
@@ -88,6 +89,11 @@ class CommitResult:
 
     events: tuple[EventEnvelope, ...]
     version: int
+
+
+#: ``CommitResult(events, version)`` without the frozen ``__init__``'s ``object.__setattr__``
+#: per field: a store builds one per commit.
+commit_result: Callable[[tuple[EventEnvelope, ...], int], CommitResult] = positional_maker(CommitResult)
 
 
 @dataclass(slots=True)

@@ -20,7 +20,13 @@ from pydantic_core import to_jsonable_python
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
-from mako_actors.envelope import EventEnvelope, PlainEnvelopeDecoder, ProcessIdentity, iso_utc
+from mako_actors.envelope import (
+    EventEnvelope,
+    PlainEnvelopeDecoder,
+    ProcessIdentity,
+    iso_utc,
+    workflow_text,
+)
 from mako_actors.errors import (
     DeserializationError,
     InboxConflict,
@@ -33,7 +39,7 @@ from mako_actors.errors import (
 from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
-from mako_actors.store import Activation, Commit, CommitResult
+from mako_actors.store import Activation, Commit, CommitResult, commit_result
 from mako_actors.version import ExpectedVersion
 from stores._kv import KvTxn
 
@@ -230,8 +236,8 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         for entry in commit.journal:
             append_journal(txn, entry.tenant_id, entry.key, entry.data)
     if stored is not None:
-        return CommitResult(tuple(stored), version)
-    return CommitResult(events if type(events) is tuple else tuple(events), version)
+        return commit_result(tuple(stored), version)
+    return commit_result(events if type(events) is tuple else tuple(events), version)
 
 
 def _check_commit_belongs(commit: Commit) -> None:
@@ -309,7 +315,7 @@ def _owner(stream_id: str, event: dict[str, Any] | None = None) -> tuple[int, in
     owner = _OWNERS.get(stream_id)
     if owner is not None:
         return owner
-    if event is not None and stream_id == f"process/{event['tenant_id']}/{event['process_id']}":
+    if event is not None and stream_id == _stream_text(event["tenant_id"], event["process_id"]):
         owner = event["tenant_id"].int, event["process_id"].int
     elif _CANONICAL_STREAM.fullmatch(stream_id) is not None:
         owner = int(stream_id[8:44].replace("-", ""), 16), int(stream_id[45:].replace("-", ""), 16)
@@ -325,6 +331,14 @@ def _owner(stream_id: str, event: dict[str, Any] | None = None) -> tuple[int, in
         _OWNERS.clear()
     _OWNERS[stream_id] = owner
     return owner
+
+
+def _stream_text(tenant_id: Any, process_id: Any) -> str:
+    """``f"process/{tenant_id}/{process_id}"``: typed ids by the text they keep from birth."""
+    try:
+        return f"process/{tenant_id._text}/{process_id._text}"
+    except AttributeError:  # ids of other types (an envelope built without validation)
+        return f"process/{tenant_id}/{process_id}"
 
 
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -391,7 +405,8 @@ def _enqueue_all(txn: KvTxn, messages: Sequence[OutboxMessage]) -> None:
         plain["position"] = position + 1
         if insert("outbox", ident, pack(plain)):
             position += 1
-            due = micros(fields["next_attempt_at"]).to_bytes(8, "big")
+            # (``micros`` inline: once per outbox row.)
+            due = max(0, int(fields["next_attempt_at"].timestamp() * 1_000_000)).to_bytes(8, "big")
             put("outbox_due", due + position.to_bytes(8, "big") + ident, b"")
     if position != start:
         put("meta", _OUTBOX, position.to_bytes(8, "big"))
@@ -478,17 +493,21 @@ def _deadline_plain(deadline: Deadline) -> dict[str, Any]:
     if type(deadline) is not Deadline or due.tzinfo is not UTC:
         return deadline.to_plain()
     cause = fields["causation_event_id"]
-    return {
-        "deadline_id": str(fields["deadline_id"]),
-        "stream_id": str(fields["stream_id"]),
-        "process_id": str(fields["process_id"]),
-        "tenant_id": str(fields["tenant_id"]),
-        "workflow_id": str(fields["workflow_id"]),
-        "label": fields["label"],
-        "due_at": iso_utc(due),
-        "payload": to_jsonable_python(fields["payload"]),
-        "causation_event_id": None if cause is None else str(cause),
-    }
+    try:
+        # (``_text``: the typed ids' ``str``, kept from birth; ``workflow_text``: ``str``, cached.)
+        return {
+            "deadline_id": fields["deadline_id"]._text,
+            "stream_id": str(fields["stream_id"]),
+            "process_id": fields["process_id"]._text,
+            "tenant_id": fields["tenant_id"]._text,
+            "workflow_id": workflow_text(fields["workflow_id"]),
+            "label": fields["label"],
+            "due_at": iso_utc(due),
+            "payload": to_jsonable_python(fields["payload"]),
+            "causation_event_id": None if cause is None else str(cause),
+        }
+    except AttributeError:  # built without validation from other values (``model_construct``)
+        return deadline.to_plain()
 
 
 def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | None = None) -> bool:
@@ -686,12 +705,16 @@ def _identity_plain(identity: ProcessIdentity) -> dict[str, Any]:
     if type(identity) is not ProcessIdentity:
         return identity.to_plain()
     fields = identity.__dict__
-    return {
-        "stream_id": str(fields["stream_id"]),
-        "process_id": str(fields["process_id"]),
-        "tenant_id": str(fields["tenant_id"]),
-        "workflow_id": str(fields["workflow_id"]),
-    }
+    try:
+        # (``_text``: the typed ids' ``str``, kept from birth; ``workflow_text``: ``str``, cached.)
+        return {
+            "stream_id": str(fields["stream_id"]),
+            "process_id": fields["process_id"]._text,
+            "tenant_id": fields["tenant_id"]._text,
+            "workflow_id": workflow_text(fields["workflow_id"]),
+        }
+    except AttributeError:  # built without validation from other values (``model_construct``)
+        return identity.to_plain()
 
 
 def lookup(txn: KvTxn, tenant_id: TenantId, key: str) -> ProcessIdentity | None:

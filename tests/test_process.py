@@ -124,6 +124,21 @@ async def test_execute_drops_outbox_and_execute_and_enqueue_persists_it(store: L
     assert deadline.label == "reminder" and deadline.causation_event_id == events[0].event_id
 
 
+async def test_a_new_stream_is_written_from_the_initial_state_without_a_read(store: LmdbStore) -> None:
+    p = new(store)
+    ctx = p.context_for_inbound("9900000001001:REF1")
+    events = await p._execute_and_enqueue_new(Record(amount=2, notify="9900000001001"), ctx)
+    assert [e.sequence for e in events] == [1]
+    assert events[0].correlation_id == ctx.correlation_id
+    [message] = await store.pending(10, NOW)
+    assert message.causation_event_id == events[0].event_id and message.payload == {"total": 2}
+    # A stream that holds events meanwhile: the commit (expecting version 0) is refused whole.
+    with pytest.raises(VersionConflict):
+        await p._execute_and_enqueue_new(Record(amount=5, notify="9900000001001"), ctx)
+    assert (await p.state()).total == 2
+    assert await store.outbox_count() == 1
+
+
 async def test_execute_and_collect_stamps_without_persisting(store: LmdbStore) -> None:
     p = new(store)
     events, outbox = await p.execute_and_collect(Record(amount=4, notify="9900000001001"))

@@ -41,6 +41,8 @@ async def _same_activations(view: _RunView, store: LmdbStore, stream: StreamId, 
             stream, name, version, upto
         )
     assert view.load_activation_now(stream, name, version) == store.load_activation_now(stream, name, version)
+    request = [(stream, name, version)]
+    assert view.load_activations_now(request) == store.load_activations_now(request)
 
 
 async def test_activations_from_the_view_equal_the_stores(tmp_path: Path) -> None:
@@ -63,11 +65,16 @@ async def test_activations_from_the_view_equal_the_stores(tmp_path: Path) -> Non
         name, version = RECEIPTS.name, RECEIPTS.state_schema_version
         cached = [await view.load_activation(s, name, version) for s in (receipt.stream_id, untouched)]
         assert [view.load_activation_now(s, name, version) for s in (receipt.stream_id, untouched)] == cached
+        both = [(receipt.stream_id, name, version), (untouched, name, version)]
+        assert view.load_activations_now(both) == cached  # the actors' batch of a loop turn
         assert store.stats.events_read == read_before  # without a store read
         assert [len(a.events) for a in cached] == [3, 0] and cached[0].snapshot is None
         streams = ((receipt.stream_id, RECEIPTS), (ledger.stream_id, LEDGER), (untouched, LEDGER))
         for stream, workflow in streams:
             await _same_activations(view, store, stream, workflow)
+        # A batch mixing what the view knows with what only the store does, in request order.
+        batch = [(stream, workflow.name, workflow.state_schema_version) for stream, workflow in streams * 2]
+        assert view.load_activations_now(batch) == store.load_activations_now(batch)
         assert await store.load_snapshot(ledger.stream_id) is not None  # the tail after it counts
         # The state a process rebuilds through the view (snapshot and tail) is the store's.
         for process, workflow in ((receipt, RECEIPTS), (ledger, LEDGER)):
@@ -80,7 +87,21 @@ async def test_activations_from_the_view_equal_the_stores(tmp_path: Path) -> Non
 def test_the_view_offers_activation_on_its_class() -> None:
     # ``load_state`` and the actors look on the class, not the (forwarding) instance: a method
     # only forwarded by ``__getattr__`` would not count, and the slow path would read.
-    assert {"load_activation", "load_activation_now"} <= set(vars(_RunView))
+    assert {"load_activation", "load_activation_now", "load_activations_now"} <= set(vars(_RunView))
+
+
+async def test_the_view_forwards_what_it_does_not_define_to_the_store(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None)
+        # No ``__getattr__``: it would send every read of the view's own fields through
+        # CPython's slow lookup hook.
+        assert "__getattr__" not in vars(_RunView)
+        assert view.stats is store.stats and view.durability is store.durability
+        assert await view.outbox_count() == await store.outbox_count() == 0
+        assert view.pending == {}  # the view's own field (deadlines) wins over the store's method
+        assert callable(store.pending)
+        with pytest.raises(AttributeError):
+            _ = view.no_such_attribute  # type: ignore[attr-defined]
 
 
 async def test_journals_from_the_view_equal_the_stores(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Messa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from operator import itemgetter, sub
 from pathlib import Path
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from mako_actors._frozen import positional_maker
 from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Segment, tokenize
 from mako_actors.edifact.errors import (
     ControlCountMismatch,
@@ -170,27 +169,9 @@ class Interchange:
         return f"{self.sender.id}:{self.control_ref}"
 
 
-_T = TypeVar("_T")
-
-
-def _maker(cls: type[_T]) -> Callable[..., _T]:
-    """A positional constructor (fields in declaration order) for a frozen slots dataclass.
-
-    The parse builds several of these per message, and a frozen ``__init__`` pays a slow
-    ``object.__setattr__`` per field. So a twin class with the same ``__slots__`` fills them
-    with plain (specialised) slot stores and then becomes ``cls`` by ``__class__`` assignment,
-    which Python allows between classes of identical layout. The result is an ordinary
-    ``cls`` instance with the same values; for hot paths that give every field (the parser, inbound).
-    """
-    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-    if getattr(cls, "__slots__", None) != names:
-        raise TypeError(f"{cls.__name__} must be a slots dataclass without extra slots")
-    params = "".join(f", v_{i}" for i in range(len(names)))
-    body = "".join(f"    self.{name} = v_{i}\n" for i, name in enumerate(names))
-    scope: dict[str, object] = {"target": cls}
-    exec(f"def __init__(self{params}):\n{body}    self.__class__ = target\n", scope)
-    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": names, "__init__": scope["__init__"]})
-    return twin
+# Positional constructors without the frozen ``__init__``'s ``object.__setattr__`` per field
+# (``_maker`` is imported by ``inbound`` under this name too).
+_maker = positional_maker
 
 
 _party = _maker(Party)

@@ -96,6 +96,22 @@ async def test_a_conflict_found_before_writing_fails_alone_without_redo(tmp_path
         assert [await store.stream_version(i.stream_id) for i in (a, b, c)] == [2, 1, 1]
 
 
+async def test_a_commit_whose_first_row_does_not_encode_fails_alone_without_redo(tmp_path: Path) -> None:
+    """Its rows are encoded before the commit takes the tables' writers: nothing was written."""
+    async with LmdbStore(tmp_path) as store:
+        a, b, c = identity(), identity(), identity()
+        unencodable = [envelope(b, x=object())]
+        bad = Commit(stream_id=b.stream_id, expected=ExpectedVersion.NO_STREAM, events=unencodable)
+        results = await store.commit_many(
+            [_commit(a, ExpectedVersion.NO_STREAM), bad, _commit(c, ExpectedVersion.NO_STREAM)]
+        )
+        assert isinstance(results[1], StoreError)
+        assert all(isinstance(r, CommitResult) for i, r in enumerate(results) if i != 1)
+        assert _nested(store) == (0, 0)
+        assert [await store.stream_version(i.stream_id) for i in (a, b, c)] == [1, 0, 1]
+        assert [e.global_position for e in await store.read_all()] == [1, 2]
+
+
 async def test_a_commit_failing_half_way_is_isolated_and_its_neighbours_land(tmp_path: Path) -> None:
     """A registry conflict is found after the events were written: the batch is redone with
     that commit in a nested transaction, which leaves nothing of it behind."""
