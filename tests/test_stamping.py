@@ -258,3 +258,34 @@ def test_plain_payload_rows_store_what_validated_rows_store() -> None:
     assert plain["payload"] == checked.to_plain()["payload"] and list(plain) == list(checked.to_plain())
     later = row.model_copy(update={"attempts": 2})  # a copy loses the mark: checked again
     assert later.to_plain() == later.model_dump(mode="json")
+
+
+def test_prepare_builds_plain_commits() -> None:
+    """``prepare``'s commit builder (slots filled, then ``__class__``) makes ordinary ``Commit``s."""
+    import pickle
+
+    from mako_actors import _command
+    from mako_actors.store import Commit
+
+    assert _command._commit is _command._fast_commit  # the layouts match: the fast builder is used
+    identity = ProcessIdentity.new(
+        TenantId.from_party_id("9900000000003"), WorkflowId.new("ledger", "FV2025-10-01")
+    )
+    output = WorkflowOutput.of(Recorded(amount=1, unit="kWh")).with_outbox(
+        PendingOutbox(message_type="NOTICE", recipient="9900000000010", payload={"total": 1})
+    )
+    now = datetime(2025, 10, 1, 12, tzinfo=UTC)
+    prepared = prepare(
+        Ledger(), identity, LedgerState(), 0, output, None, now, CommandOptions(enqueue=True)
+    )
+    commit = prepared.commit
+    assert type(commit) is Commit
+    assert commit == Commit(
+        stream_id=identity.stream_id,
+        expected=commit.expected,
+        events=prepared.events,
+        outbox=prepared.outbox,
+    )
+    assert pickle.loads(pickle.dumps(commit)) == commit
+    with pytest.raises(AttributeError):  # still frozen
+        commit.stream_id = identity.stream_id  # type: ignore[misc]

@@ -154,6 +154,9 @@ class _Slot(asyncio.Future[Any]):
     once written is kept in the slot itself (``new_state``, ``outbox``, ``snapshot_taken``),
     not in the ``Prepared`` that ``prepare`` returned, and so are the fields of its ``Op``
     (``kind`` ... ``deadline``, the same names), so the ``Op`` dies when it is submitted.
+    ``events_only``: answer with the events alone (``submit_enqueue``), not an ``Outcome``.
+    Only ``next`` and ``attempts`` are set when queued: ``new_state`` ... ``no_command`` are
+    set when the op is decided, before anything reads them.
     """
 
     __slots__ = (
@@ -162,6 +165,7 @@ class _Slot(asyncio.Future[Any]):
         "ctx",
         "deadline",
         "enqueue",
+        "events_only",
         "kind",
         "max_attempts",
         "new_state",
@@ -179,6 +183,7 @@ class _Slot(asyncio.Future[Any]):
     max_attempts: int
     snapshot_interval: int | None
     deadline: Deadline | None
+    events_only: bool
     next: _Slot | None
     attempts: int
     new_state: Any
@@ -436,22 +441,43 @@ class ProcessActor:
 
     def submit(self, op: Op) -> asyncio.Future[Any]:
         """Queue ``op``; the future resolves with its result once it ran (writes: once durable)."""
+        return self._queue(
+            op.kind, op.command, op.ctx, op.enqueue, op.max_attempts, op.snapshot_interval, op.deadline, False
+        )
+
+    def submit_enqueue(
+        self, command: BaseModel, ctx: CommandContext | None
+    ) -> asyncio.Future[tuple[EventEnvelope, ...]]:
+        """``submit(Op(COMMAND, command, ctx, enqueue=True))``, answered with the events alone.
+
+        No ``Op`` and no ``Outcome`` per command: what ``execute_and_enqueue`` needs.
+        """
+        return self._queue(COMMAND, command, ctx, True, 0, None, None, True)
+
+    def _queue(
+        self,
+        kind: str,
+        command: BaseModel | None,
+        ctx: CommandContext | None,
+        enqueue: bool,
+        max_attempts: int,
+        snapshot_interval: int | None,
+        deadline: Deadline | None,
+        events_only: bool,
+    ) -> asyncio.Future[Any]:
         if self.closed:
             raise InvalidArgument(f"actor of {self.identity.stream_id} was passivated")
         slot = _Slot(loop=self._runner.loop())
-        slot.kind = op.kind
-        slot.command = op.command
-        slot.ctx = op.ctx
-        slot.enqueue = op.enqueue
-        slot.max_attempts = op.max_attempts
-        slot.snapshot_interval = op.snapshot_interval
-        slot.deadline = op.deadline
+        slot.kind = kind
+        slot.command = command
+        slot.ctx = ctx
+        slot.enqueue = enqueue
+        slot.max_attempts = max_attempts
+        slot.snapshot_interval = snapshot_interval
+        slot.deadline = deadline
+        slot.events_only = events_only
         slot.next = None
         slot.attempts = 0
-        slot.new_state = None
-        slot.outbox = ()
-        slot.snapshot_taken = False
-        slot.no_command = False
         tail = self._tail
         if tail is None:
             self._head = slot
@@ -702,7 +728,7 @@ class ProcessActor:
                     self._confirm_before(slot, first is None)
                     break
                 self._stats.commands += 1
-                _resolve(slot, _EMPTY)
+                _resolve(slot, () if slot.events_only else _EMPTY)
                 continue
             # (A discharged deadline's commit has no events and keeps the state.)
             state, version = prepared.state, version + len(prepared.events)
@@ -801,6 +827,8 @@ class ProcessActor:
                     self._unconfirmed = False  # committed at its expected version: the state is the store's
                 if slot.done():  # the caller gave up (cancelled) while it was written
                     pass
+                elif slot.events_only:
+                    slot.set_result(result.events)
                 elif slot.no_command:
                     slot.set_result(_NO_COMMAND)
                 else:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from mako_actors.actors.ref import ProcessRef
-from mako_actors.envelope import ProcessIdentity
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, NotFound
 from mako_actors.ids import ProcessId, TenantId
 from mako_actors.version import WorkflowId
@@ -57,6 +59,13 @@ class HandleFactory(abc.ABC):
     @abc.abstractmethod
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         """The identity a business key is registered to (from the store's registry)."""
+
+    def submit_enqueue(
+        self, identity: ProcessIdentity, command: BaseModel, ctx: CommandContext | None
+    ) -> Awaitable[tuple[EventEnvelope, ...]] | None:
+        """A shortcut for an enqueuing command, answered with its events alone; None: there is
+        none here or now, so the handle dispatches an ``Op`` (see ``Dispatcher``)."""
+        return None
 
     def workflow(self, workflow_or_name: WorkflowLike | str) -> Workflow[Any, Any]:
         """The registered workflow for a name, class or instance; ``NotFound`` if unregistered."""

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from mako_actors.actors._actor import (
     _WRITES,
     EVENT_COUNT,
@@ -35,7 +37,7 @@ from mako_actors.actors._actor import (
 )
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors.ref import ProcessRef
-from mako_actors.envelope import ProcessIdentity
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, register_error
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.process import load_state, system_clock
@@ -234,6 +236,24 @@ class LocalActorSystem(HandleFactory):
             return None
         self._live.move_to_end(identity.stream_id)
         return actor.submit(op)
+
+    def submit_enqueue(
+        self, identity: ProcessIdentity, command: BaseModel, ctx: CommandContext | None
+    ) -> asyncio.Future[tuple[EventEnvelope, ...]] | None:
+        """An enqueuing command (``execute_and_enqueue``) for a live actor: its mailbox future,
+        which resolves with the events alone; None when the actor is not live (use ``dispatch``).
+
+        What ``dispatch`` of ``Op(COMMAND, command, ctx, enqueue=True)`` does for a live actor,
+        without the ``Op`` and the ``Outcome``. Raises ``ActorSystemClosed`` after ``aclose``.
+        """
+        if self._closed:
+            raise ActorSystemClosed("actor system is closed")
+        stream_id = identity.stream_id
+        actor = self._live.get(stream_id)
+        if actor is None:
+            return None
+        self._live.move_to_end(stream_id)
+        return actor.submit_enqueue(command, ctx)
 
     async def _activate(self, identity: ProcessIdentity) -> ProcessActor:
         """A new actor for ``identity``, after making room under ``max_live``.

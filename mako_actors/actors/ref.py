@@ -46,6 +46,13 @@ class Dispatcher(Protocol):
 
     def dispatch(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]: ...
 
+    def submit_enqueue(
+        self, identity: ProcessIdentity, command: BaseModel, ctx: CommandContext | None
+    ) -> Awaitable[tuple[EventEnvelope, ...]] | None:
+        """``dispatch`` of ``Op(COMMAND, command, ctx, enqueue=True)``, answered with the events
+        alone, when the dispatcher can queue it right away (no ``Op``, no ``Outcome``); else None."""
+        ...
+
 
 class NewProcessDispatcher(Dispatcher, Protocol):
     """A ``Dispatcher`` that can start a process it knows to be new without reading the store."""
@@ -134,6 +141,10 @@ class ProcessRef(ProcessHandle[C, S]):
         # ``_outcome`` inlined: the command path of every ``execute*`` is one coroutine here.
         if ctx is not None:
             ctx.require_process(self._identity)
+        if enqueue and not max_attempts and not self._new:
+            queued = self._dispatcher.submit_enqueue(self._identity, command, ctx)
+            if queued is not None:
+                return list(await queued)
         op = Op(COMMAND, command, ctx, enqueue, max_attempts)
         outcome: Outcome = await (
             self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
@@ -232,6 +243,11 @@ class ProcessRef(ProcessHandle[C, S]):
 
     async def execute_and_enqueue(self, command: C) -> list[EventEnvelope]:
         """Handle ``command`` and persist events, outbox messages and deadlines in one transaction."""
+        # (The first command of a handle ``spawn`` made is ``_first``'s; ``_events`` does the same.)
+        if not self._new:
+            queued = self._dispatcher.submit_enqueue(self._identity, command, None)
+            if queued is not None:
+                return list(await queued)
         op = Op(COMMAND, command, None, True)
         outcome: Outcome = await (
             self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)

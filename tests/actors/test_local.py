@@ -377,3 +377,34 @@ async def test_ops_dispatched_before_the_first_activation_share_one_actor_in_ord
         assert [o.events[0].sequence for o in outcomes] == list(range(1, 11))
         assert system.stats.activations == 1 and system.stats.conflicts == 0
         assert (await ref.state()).total == sum(range(1, 11))
+
+
+async def test_enqueuing_commands_to_a_live_actor_skip_the_op(store: LmdbStore) -> None:
+    """``execute_and_enqueue``(``_with``) to a live actor goes straight into its mailbox and is
+    answered with the events alone; to an actor that is not live it dispatches an ``Op``."""
+    async with LocalActorSystem(store, workflows=[Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        identity = ref.identity()
+        assert system.submit_enqueue(identity, Record(amount=1), None) is None  # not live yet
+        first = await ref.execute_and_enqueue(Record(amount=1, notify="9900000000010"))
+        assert system.is_live(ref.stream_id)
+        queued = system.submit_enqueue(identity, Record(amount=2, notify="9900000000010"), None)
+        assert queued is not None
+        assert [e.sequence for e in await queued] == [2]
+        ctx = ref.context_for_inbound("9900000000003:REF1")
+        events = await ref.execute_and_enqueue_with(Record(amount=3), ctx)
+        assert [e.sequence for e in events] == [3]
+        assert events[0].correlation_id == ctx.correlation_id
+        assert await ref.execute_and_enqueue(Record(amount=0)) != []
+        with pytest.raises(WorkflowError):  # refused: fails alone, nothing written
+            await ref.execute_and_enqueue(Record(amount=-1))
+        await system.passivate_idle()
+        assert system.submit_enqueue(identity, Record(amount=1), None) is None
+        again = system.resume(identity)
+        events = await again.execute_and_enqueue_with(Record(amount=4), ctx)
+        assert [e.sequence for e in events] == [5]
+        assert [e.sequence for e in await again.execute_and_enqueue(Record(amount=5))] == [6]
+        assert (await again.state()).total == 15 and len(first) == 1
+    assert await store.outbox_count() == 2
+    with pytest.raises(ActorSystemClosed):
+        system.submit_enqueue(identity, Record(amount=1), None)
