@@ -19,7 +19,16 @@ from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["PlainDump", "built", "json_value", "plain_dump", "unvalidated", "updated", "without_none"]
+__all__ = [
+    "PlainDump",
+    "built",
+    "json_value",
+    "plain_dump",
+    "plain_dumper",
+    "unvalidated",
+    "updated",
+    "without_none",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -278,6 +287,11 @@ def _dumper(cls: type[BaseModel]) -> Callable[[BaseModel], dict[str, Any]] | Non
     _DUMPER_INDEX[cls] = len(_DUMPERS)
     _DUMPERS.append(dump)
     return dump
+
+
+def plain_dumper(cls: type[BaseModel]) -> Callable[[Any], dict[str, Any]] | None:
+    """The function ``plain_dump`` calls for a model of ``cls``, or None for pydantic's dump."""
+    return _dumper(cls)
 
 
 def plain_dump(model: BaseModel) -> dict[str, Any]:

@@ -6,11 +6,13 @@ BGM 1004, IDE), so the references are part of the history and replay identically
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import PlainDump, unvalidated
+from mako_actors.gpke._models import PlainDump, plain_dumper, unvalidated
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -85,6 +87,12 @@ class ErrorItem(BaseModel):
 class GpkeEvent(Event, PlainDump):
     """Base of the GPKE events: stored through ``plain_dump`` (pydantic's dump, written out),
     as every event a replay stores costs one dump."""
+
+    @classmethod
+    def payload_dumper(cls) -> Callable[[Any], dict[str, Any]]:
+        """The class's written-out dump, called by storage directly (what ``model_dump`` calls)."""
+        dump = plain_dumper(cls) if cls.model_dump is PlainDump.model_dump else None
+        return super().payload_dumper() if dump is None else dump
 
 
 class InboundRejected(GpkeEvent, type="gpke.inbound_rejected"):
