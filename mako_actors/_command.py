@@ -49,6 +49,10 @@ _OUTBOX_FIELDS: set[str] = set(OutboxMessage.model_fields)
 # ``ExpectedVersion.exact(v)`` for the versions most commits expect: immutable, so shared.
 _EXACT = tuple(ExpectedVersion.exact(v) for v in range(4096))
 _EXACT_MAX = len(_EXACT)
+# Read once: an attribute of a model class goes through its metaclass's ``__getattr__`` hook
+# (~1k instructions each); once per command.
+_coerce = WorkflowOutput.coerce
+_deadline_of = Deadline.of_pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ def _prepared(
 def decide(workflow: Workflow[Any, S], state: S, command: BaseModel) -> WorkflowOutput:
     """Run the pure handler; pydantic validation failures become ``WorkflowError``."""
     try:
-        return workflow.checked(WorkflowOutput.coerce(workflow.handle(state, command)))
+        return workflow.checked(_coerce(workflow.handle(state, command)))
     except ValidationError as exc:
         raise WorkflowError.validation_failed(f"{type(command).__name__}: {exc}") from None
 
@@ -276,7 +280,7 @@ def prepare(
     deadlines: tuple[Deadline, ...] = ()
     if enqueue and out["deadlines"]:
         deadlines = tuple(
-            Deadline.of_pending(pending, DeadlineId.for_event(cause, index), identity, cause)
+            _deadline_of(pending, DeadlineId.for_event(cause, index), identity, cause)
             for index, pending in enumerate(out["deadlines"])
         )
     discharged = options.deadline
