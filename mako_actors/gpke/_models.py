@@ -25,6 +25,7 @@ __all__ = [
     "json_value",
     "plain_dump",
     "plain_dumper",
+    "positional",
     "unvalidated",
     "updated",
     "without_none",
@@ -123,6 +124,42 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
         return model
 
     make.__name__ = f"unvalidated({cls.__name__})"
+    return make
+
+
+def positional(cls: type[M]) -> Callable[..., M]:
+    """``built`` for a frozen model whose every field is given, as positional arguments in
+    declaration order: one generated function, no keyword dict to merge (~3k instructions less
+    than ``unvalidated``'s). Raises ``InvalidArgument`` for a model that is not frozen.
+
+    Nothing is checked per call: mypy does not see the argument order, so callers pass every
+    field, each of its field's type.
+    """
+    if not cls.model_config.get("frozen"):
+        raise InvalidArgument(f"{cls.__name__}: a positional maker shares one fields-set: frozen models only")
+    names = tuple(cls.model_fields)
+    params = ", ".join(f"v{index}" for index in range(len(names)))
+    values = ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names))
+    source = (
+        f"def make({params}):\n"
+        "    model = _new(cls)\n"
+        f"    _set_dict(model, {{{values}}})\n"
+        "    _set_fields_set(model, every_field)\n"
+        "    _set_extra(model, None)\n"
+        "    _set_private(model, None)\n"
+        "    return model\n"
+    )
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "every_field": set(names),  # shared, as ``_keyword_maker``'s: nothing adds to it
+        "_new": _new,
+        "_set_dict": _set_dict,
+        "_set_fields_set": _set_fields_set,
+        "_set_extra": _set_extra,
+        "_set_private": _set_private,
+    }
+    exec(compile(source, f"<positional maker of {cls.__qualname__}>", "exec"), namespace)
+    make: Callable[..., M] = namespace["make"]
     return make
 
 

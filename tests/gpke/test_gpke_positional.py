@@ -1,0 +1,54 @@
+"""``_models.positional`` builds what validation builds, from every field in declaration order."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke._models import positional
+from mako_actors.gpke.payloads import OutboundRef, derive_ref
+
+
+def test_a_positional_model_equals_the_validated_one() -> None:
+    values = {
+        "message_type": "UTILMD",
+        "pid": "55002",
+        "recipient": "9900000000010",
+        "interchange_ref": "NABC",
+        "message_ref": "MABC",
+        "document_number": "DABC",
+        "ide_ref": None,
+    }
+    made = positional(OutboundRef)(*values.values())
+    validated = OutboundRef.model_validate(values)
+    assert type(made) is OutboundRef and made == validated
+    assert list(made.__dict__) == list(validated.__dict__)  # declaration order: dumps alike
+    assert made.model_dump(mode="json") == validated.model_dump(mode="json")
+    assert made.model_fields_set == validated.model_fields_set
+    assert made.__pydantic_extra__ is None and made.__pydantic_private__ is None
+
+
+def test_derived_references_are_the_documented_hashes() -> None:
+    seed = "9900000000003:AB001:AB001:T1"
+    ref = OutboundRef.derive(seed, 2, "UTILMD", "9900000000010", "55002")
+    assert ref == OutboundRef(
+        message_type="UTILMD",
+        pid="55002",
+        recipient="9900000000010",
+        interchange_ref=derive_ref(seed, 2, "0020"),
+        message_ref=derive_ref(seed, 2, "0062"),
+        document_number=derive_ref(seed, 2, "1004"),
+        ide_ref=derive_ref(seed, 2, "IDE"),
+    )
+    aperak = OutboundRef.derive(seed, 3, "APERAK", "9900000000010")
+    assert aperak.ide_ref is None and aperak.pid is None
+    assert aperak.interchange_ref == derive_ref(seed, 3, "0020")
+
+
+def test_only_frozen_models_get_a_positional_maker() -> None:
+    class Loose(BaseModel):
+        a: int
+
+    with pytest.raises(InvalidArgument, match="frozen"):
+        positional(Loose)
