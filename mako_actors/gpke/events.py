@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import PlainDump, plain_dumper, unvalidated
+from mako_actors.gpke._models import PlainDump, plain_dumper, positional
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -59,18 +59,18 @@ class InboundInfo(BaseModel):
     @classmethod
     def of(cls, command: InboundUtilmd) -> InboundInfo:
         """The info of a (validated) command; built without validating its values again."""
-        return unvalidated(cls)(
-            pid=command.pid,
-            sender=command.sender,
-            recipient=command.recipient,
-            malo=command.malo,
-            ide_ref=command.ide_ref,
-            document_number=command.document_number,
-            document_date=command.document_date,
-            interchange_ref=command.interchange_ref,
-            message_ref=command.message_ref,
-            format_version=canonical_fv(command.format_version),
-            received_at=command.received_at,
+        return positional(cls)(  # every field, in declaration order
+            command.pid,
+            command.sender,
+            command.recipient,
+            command.malo,
+            command.ide_ref,
+            command.document_number,
+            command.document_date,
+            command.interchange_ref,
+            command.message_ref,
+            canonical_fv(command.format_version),  # format_version
+            command.received_at,
         )
 
 

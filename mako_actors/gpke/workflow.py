@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
-from mako_actors.gpke._models import unvalidated, updated
+from mako_actors.gpke._models import positional, unvalidated, updated
 from mako_actors.gpke.calendar import (
     is_midnight_berlin,
     is_month_start,
@@ -201,13 +201,13 @@ class _Out:
         if self.journal:
             key = supply_key(self.malo)
             journal = tuple((key, entry) for entry in self.journal)
-        return _output(
-            events=tuple(self.events),
-            outbox=tuple(self.outbox),
-            deadlines=tuple(self.deadlines),
-            cancel_deadlines=tuple(self.cancel),
-            register_keys=tuple(dict.fromkeys(self.keys)),
-            journal=journal,
+        return _output(  # every field of ``WorkflowOutput``, in its order
+            tuple(self.events),  # events
+            tuple(self.outbox),  # outbox
+            tuple(self.deadlines),  # deadlines
+            tuple(self.cancel),  # cancel_deadlines
+            tuple(dict.fromkeys(self.keys)),  # register_keys
+            journal,  # journal
         )
 
     @property
@@ -225,7 +225,7 @@ _derive = OutboundRef.derive
 _info_of = InboundInfo.of
 _NEW, _NOT_RECEIVED, _AWAITING_LFA = Status.NEW, Status.NOT_RECEIVED, Status.AWAITING_LFA
 _CONFIRMED, _REJECTED = Status.CONFIRMED, Status.REJECTED
-_output = unvalidated(WorkflowOutput)
+_output = positional(WorkflowOutput)  # once per command
 _deadline = unvalidated(PendingDeadline)
 
 

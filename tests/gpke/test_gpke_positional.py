@@ -52,3 +52,32 @@ def test_only_frozen_models_get_a_positional_maker() -> None:
 
     with pytest.raises(InvalidArgument, match="frozen"):
         positional(Loose)
+
+
+def test_inbound_info_of_a_command_equals_the_validated_one() -> None:
+    from gpke_support import anmeldung
+
+    from mako_actors.gpke.events import InboundInfo
+    from mako_actors.gpke.fristen import canonical_fv
+
+    command = anmeldung()
+    info = InboundInfo.of(command)
+    expected = InboundInfo.model_validate(
+        {name: getattr(command, name) for name in InboundInfo.model_fields}
+        | {"format_version": canonical_fv(command.format_version)}
+    )
+    assert info == expected and list(info.__dict__) == list(InboundInfo.model_fields)
+    assert positional(InboundInfo) is positional(InboundInfo)  # generated once
+
+
+def test_the_workflow_output_maker_takes_every_field_in_order() -> None:
+    from mako_actors.gpke.workflow import _output
+    from mako_actors.workflow import WorkflowOutput
+
+    made = _output((), (), (), ("lfa_answer",), ("malo:1", "ide:T1"), (("supply:1", {"kind": "claimed"}),))
+    validated = WorkflowOutput(
+        cancel_deadlines=("lfa_answer",),
+        register_keys=("malo:1", "ide:T1"),
+        journal=(("supply:1", {"kind": "claimed"}),),
+    )
+    assert made == validated and list(made.__dict__) == list(WorkflowOutput.model_fields)
