@@ -49,6 +49,10 @@ _OUTBOX_FIELDS: set[str] = set(OutboxMessage.model_fields)
 # ``ExpectedVersion.exact(v)`` for the versions most commits expect: immutable, so shared.
 _EXACT = tuple(ExpectedVersion.exact(v) for v in range(4096))
 _EXACT_MAX = len(_EXACT)
+# Read once: an attribute of a model class goes through its metaclass's ``__getattr__`` hook
+# (~1k instructions each); once per command.
+_coerce = WorkflowOutput.coerce
+_deadline_of = Deadline.of_pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,9 @@ class CommandOptions:
     ``snapshot_interval``: write a snapshot in the same transaction whenever the stream's
     version crosses a multiple of it (0: never). ``max_attempts``: retries on
     ``VersionConflict``, reloading state each time. ``deadline``: a deadline this command
-    discharges (removed in the same transaction).
+    discharges (removed in the same transaction). ``fold``: apply the events to get the state
+    after them; False for a caller that never reads ``Prepared.state`` (it is then the state
+    before them), unless ``snapshot_interval`` asks for a snapshot of it.
     """
 
     enqueue: bool = False
@@ -68,6 +74,7 @@ class CommandOptions:
     snapshot_interval: int = 0
     max_attempts: int = 1
     deadline: Deadline | None = None
+    fold: bool = True
 
 
 @dataclass(slots=True)
@@ -76,6 +83,7 @@ class Prepared(Generic[S]):
 
     Never changed once made (not ``frozen``: ``prepare`` builds one per command, and a frozen
     dataclass's fields can only be set through ``object.__setattr__`` or their descriptors).
+    ``state`` is the state after the events, or before them without ``CommandOptions.fold``.
     """
 
     commit: Commit | None
@@ -183,7 +191,7 @@ def _prepared(
 def decide(workflow: Workflow[Any, S], state: S, command: BaseModel) -> WorkflowOutput:
     """Run the pure handler; pydantic validation failures become ``WorkflowError``."""
     try:
-        return workflow.checked(WorkflowOutput.coerce(workflow.handle(state, command)))
+        return workflow.checked(_coerce(workflow.handle(state, command)))
     except ValidationError as exc:
         raise WorkflowError.validation_failed(f"{type(command).__name__}: {exc}") from None
 
@@ -226,17 +234,23 @@ def prepare(
         context = ctx.__dict__
         correlation, conversation = context["correlation_id"], context["conversation_id"]
         causation = context["causation_id"]
-    apply = workflow.apply
+    interval = options.snapshot_interval
+    # Not folded when the caller never reads the new state: ``apply`` is pure and accepts
+    # every event ``handle`` emits (the workflow's contract), so skipping it changes nothing.
+    fold = options.fold or interval > 0
+    new_state = state
     if len(pending_events) == 1:  # most commands: no list, no loop
         event = pending_events[0]
-        new_state = apply(state, event)
+        if fold:
+            new_state = workflow.apply(state, event)
         first = _envelope(ident, version + 1, event, recorded_at, correlation, conversation, causation)
         events: tuple[EventEnvelope, ...] = (first,)
     else:
-        new_state = state
+        apply = workflow.apply
         envelopes = []
         for offset, event in enumerate(pending_events, start=1):
-            new_state = apply(new_state, event)
+            if fold:
+                new_state = apply(new_state, event)
             envelopes.append(
                 _envelope(
                     ident, version + offset, event, recorded_at, correlation, conversation, causation
@@ -260,14 +274,13 @@ def prepare(
         )
     new_version = version + len(events)
     snapshot = None
-    interval = options.snapshot_interval
     if interval > 0 and version // interval != new_version // interval:
         snapshot = workflow.snapshot_of(ident["stream_id"], new_version, new_state, now)
     enqueue = options.enqueue
     deadlines: tuple[Deadline, ...] = ()
     if enqueue and out["deadlines"]:
         deadlines = tuple(
-            Deadline.of_pending(pending, DeadlineId.for_event(cause, index), identity, cause)
+            _deadline_of(pending, DeadlineId.for_event(cause, index), identity, cause)
             for index, pending in enumerate(out["deadlines"])
         )
     discharged = options.deadline

@@ -114,6 +114,8 @@ _PLAIN = CommandOptions()
 _ENQUEUE = CommandOptions(enqueue=True)
 _SNAPSHOT = CommandOptions(use_snapshot=True)
 _ENQUEUE_SNAPSHOT = CommandOptions(enqueue=True, use_snapshot=True)
+# ``_execute_and_enqueue_new``'s: it returns the events only, so the new state is not folded.
+_ENQUEUE_NEW = CommandOptions(enqueue=True, fold=False)
 
 
 class Process(ProcessHandle[C, S]):
@@ -380,9 +382,10 @@ class Process(ProcessHandle[C, S]):
         pipeline's receipt streams, which run on plain processes. Starts from the workflow's
         initial state without reading the store (a receipt stream of an interchange never
         seen). The commit still expects version 0, so a stream written meanwhile raises
-        ``VersionConflict`` and nothing is written.
+        ``VersionConflict`` and nothing is written. The events are not applied to a new state
+        (nothing here reads it; ``apply`` must accept them anyway, by the workflow's contract).
         """
-        return await self._events(command, ctx, options=_ENQUEUE, empty=True)
+        return await self._events(command, ctx, options=_ENQUEUE_NEW, empty=True)
 
     async def execute_and_enqueue_snapshot(
         self, command: C, snap_store: SnapshotStore | None = None

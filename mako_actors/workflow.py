@@ -22,8 +22,9 @@ events as shorthand for ``WorkflowOutput(events=...)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -54,6 +55,25 @@ class Event(BaseModel):
         if version < 1:
             raise InvalidArgument(f"{cls.__name__}: schema version must be >= 1, got {version}")
         cls.schema_version = version
+
+    @classmethod
+    def payload_dumper(cls) -> Callable[[Any], dict[str, Any]]:
+        """The function storing an event of this class calls for its payload: its
+        ``model_dump(mode="json")``, pydantic's serializer called directly when the class does
+        not override ``model_dump``.
+
+        Called once per class (``event_payload`` keeps the result); a subclass may return a
+        faster function giving the same dict.
+        """
+        if cls.model_dump is _MODEL_DUMP:
+            serializer = cls.__pydantic_serializer__
+            dump: Callable[[Any], dict[str, Any]] = partial(serializer.to_python, mode="json")
+            return dump
+        return _json_model_dump
+
+
+def _json_model_dump(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json")
 
 
 class WorkflowOutput(BaseModel):
@@ -261,14 +281,23 @@ class Workflow(Generic[C, S]):
 def event_payload(event: Event) -> dict[str, Any]:
     """An event as plain data for storage: ``event.model_dump(mode="json")``.
 
-    Calls the model's serializer directly unless the event's class overrides ``model_dump``
-    (``model_dump`` is a Python wrapper passing its fifteen defaults; once per event).
+    Through its class's ``payload_dumper``, asked once per class (once per event, so
+    ``model_dump``'s keyword wrapper is skipped where the class allows it).
     """
-    cls = type(event)
-    if cls.model_dump is _MODEL_DUMP:
-        plain: dict[str, Any] = cls.__pydantic_serializer__.to_python(event, mode="json")
-        return plain
-    return event.model_dump(mode="json")
+    dump = _PAYLOAD_DUMPERS.get(type(event))
+    if dump is None:
+        dump = _payload_dumper(type(event))
+    return dump(event)
 
 
+def _payload_dumper(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
+    dump = cls.payload_dumper()
+    # A class whose schema is not complete yet (forward references) has a stand-in
+    # serializer until it is rebuilt: asked again next time.
+    if cls.__pydantic_complete__:
+        _PAYLOAD_DUMPERS[cls] = dump
+    return dump
+
+
+_PAYLOAD_DUMPERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {}
 _MODEL_DUMP = BaseModel.model_dump

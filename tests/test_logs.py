@@ -117,3 +117,21 @@ def test_cli_replay_reports_a_conflict_once(tmp_path: Path, capsys: pytest.Captu
     out, err = capsys.readouterr()
     assert code == 1  # --strict: the second file is rejected (without it a rejection is a result, exit 0)
     assert (out + err).count("was received before with other content") == 1
+
+
+def test_log_context_as_a_decorator_and_entered_again_inside_itself() -> None:
+    from mako_actors.logs import current_fields
+
+    seen: list[dict[str, str]] = []
+    context = log_context(process_id="p1")
+
+    @context
+    def record(depth: int) -> None:
+        seen.append(current_fields())
+        if depth:
+            with context:  # the same object, entered again before it is left
+                record(depth - 1)
+            seen.append(current_fields())
+
+    record(1)
+    assert seen == [{"process_id": "p1"}] * 3 and current_fields() == {}

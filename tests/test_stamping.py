@@ -289,3 +289,45 @@ def test_prepare_builds_plain_commits() -> None:
     assert pickle.loads(pickle.dumps(commit)) == commit
     with pytest.raises(AttributeError):  # still frozen
         commit.stream_id = identity.stream_id  # type: ignore[misc]
+
+
+class _CountingLedger(Ledger):
+    """``Ledger`` counting its ``apply`` calls."""
+
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def apply(self, state: LedgerState, event: Any) -> LedgerState:
+        self.applied += 1
+        return super().apply(state, event)
+
+
+def test_a_command_without_fold_stores_the_same_and_applies_nothing() -> None:
+    output = WorkflowOutput.of(Recorded(amount=1, unit="kWh"), Recorded(amount=2, unit="kWh")).with_outbox(
+        PendingOutbox(message_type="X", recipient="9900000000003", payload={"a": 1})
+    )
+    ctx = CommandContext.new(IDENTITY.tenant_id, IDENTITY.process_id, IDENTITY.workflow_id)
+    results = []
+    for fold in (True, False):
+        ledger = _CountingLedger()
+        options = CommandOptions(enqueue=True, fold=fold)
+        prepared = prepare(ledger, IDENTITY, LedgerState(), 3, output, ctx, NOW, options)
+        assert ledger.applied == (2 if fold else 0)
+        results.append(prepared)
+    folded, unfolded = results
+    assert folded.state == LedgerState(total=3, entries=2) and unfolded.state == LedgerState()
+    assert folded.commit is not None and unfolded.commit is not None
+    # Everything stored is alike but the fresh event ids (and the outbox ids derived from them).
+    plain = [[e.to_plain() | {"event_id": None} for e in p.events] for p in results]
+    assert plain[0] == plain[1]
+    assert [m.payload for m in folded.outbox] == [m.payload for m in unfolded.outbox]
+    assert unfolded.commit.expected == folded.commit.expected and unfolded.commit.snapshot is None
+
+
+def test_a_snapshot_is_folded_even_without_fold() -> None:
+    ledger = _CountingLedger()
+    output = WorkflowOutput.of(Recorded(amount=5, unit="kWh"))
+    options = CommandOptions(enqueue=True, snapshot_interval=1, fold=False)
+    prepared = prepare(ledger, IDENTITY, LedgerState(), 0, output, None, NOW, options)
+    assert ledger.applied == 1 and prepared.state == LedgerState(total=5, entries=1)
+    assert prepared.snapshot is not None and prepared.snapshot.state == prepared.state.model_dump(mode="json")

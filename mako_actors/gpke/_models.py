@@ -19,7 +19,17 @@ from pydantic_core import PydanticUndefined
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["PlainDump", "built", "json_value", "plain_dump", "unvalidated", "updated", "without_none"]
+__all__ = [
+    "PlainDump",
+    "built",
+    "json_value",
+    "plain_dump",
+    "plain_dumper",
+    "positional",
+    "unvalidated",
+    "updated",
+    "without_none",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -117,6 +127,43 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
     return make
 
 
+@functools.cache
+def _positional_maker(cls: type[M]) -> Callable[..., M]:
+    """``built`` for a frozen model whose every field is given, as positional arguments in
+    declaration order: one generated function, no keyword dict to merge (~3k instructions less
+    than ``unvalidated``'s). Raises ``InvalidArgument`` for a model that is not frozen.
+
+    Nothing is checked per call: mypy does not see the argument order, so callers pass every
+    field, each of its field's type.
+    """
+    if not cls.model_config.get("frozen"):
+        raise InvalidArgument(f"{cls.__name__}: a positional maker shares one fields-set: frozen models only")
+    names = tuple(cls.model_fields)
+    params = ", ".join(f"v{index}" for index in range(len(names)))
+    values = ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names))
+    source = (
+        f"def make({params}):\n"
+        "    model = _new(cls)\n"
+        f"    _set_dict(model, {{{values}}})\n"
+        "    _set_fields_set(model, every_field)\n"
+        "    _set_extra(model, None)\n"
+        "    _set_private(model, None)\n"
+        "    return model\n"
+    )
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "every_field": set(names),  # shared, as ``_keyword_maker``'s: nothing adds to it
+        "_new": _new,
+        "_set_dict": _set_dict,
+        "_set_fields_set": _set_fields_set,
+        "_set_extra": _set_extra,
+        "_set_private": _set_private,
+    }
+    exec(compile(source, f"<positional maker of {cls.__qualname__}>", "exec"), namespace)
+    make: Callable[..., M] = namespace["make"]
+    return make
+
+
 def updated(model: M, update: dict[str, Any]) -> M:
     """``model.model_copy(update=update)`` in one step: a new instance, ``model`` unchanged.
 
@@ -138,8 +185,13 @@ if TYPE_CHECKING:
         the values as keywords (one call per model, the maker cached per class)."""
         ...
 
+    def positional(cls: type[M]) -> Callable[..., M]:
+        """``_positional_maker`` (see there): the maker generated once per class."""
+        ...
+
 else:
     unvalidated = _keyword_maker
+    positional = _positional_maker
 
 
 _DATETIME_JSON = TypeAdapter(datetime).serializer
@@ -278,6 +330,11 @@ def _dumper(cls: type[BaseModel]) -> Callable[[BaseModel], dict[str, Any]] | Non
     _DUMPER_INDEX[cls] = len(_DUMPERS)
     _DUMPERS.append(dump)
     return dump
+
+
+def plain_dumper(cls: type[BaseModel]) -> Callable[[Any], dict[str, Any]] | None:
+    """The function ``plain_dump`` calls for a model of ``cls``, or None for pydantic's dump."""
+    return _dumper(cls)
 
 
 def plain_dump(model: BaseModel) -> dict[str, Any]:

@@ -6,11 +6,13 @@ BGM 1004, IDE), so the references are part of the history and replay identically
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mako_actors.gpke._models import PlainDump, unvalidated
+from mako_actors.gpke._models import PlainDump, plain_dumper, positional
 from mako_actors.gpke.commands import InboundUtilmd
 from mako_actors.gpke.fristen import FristenRecord, canonical_fv
 from mako_actors.gpke.payloads import OutboundRef
@@ -57,18 +59,18 @@ class InboundInfo(BaseModel):
     @classmethod
     def of(cls, command: InboundUtilmd) -> InboundInfo:
         """The info of a (validated) command; built without validating its values again."""
-        return unvalidated(cls)(
-            pid=command.pid,
-            sender=command.sender,
-            recipient=command.recipient,
-            malo=command.malo,
-            ide_ref=command.ide_ref,
-            document_number=command.document_number,
-            document_date=command.document_date,
-            interchange_ref=command.interchange_ref,
-            message_ref=command.message_ref,
-            format_version=canonical_fv(command.format_version),
-            received_at=command.received_at,
+        return positional(cls)(  # every field, in declaration order
+            command.pid,
+            command.sender,
+            command.recipient,
+            command.malo,
+            command.ide_ref,
+            command.document_number,
+            command.document_date,
+            command.interchange_ref,
+            command.message_ref,
+            canonical_fv(command.format_version),  # format_version
+            command.received_at,
         )
 
 
@@ -85,6 +87,12 @@ class ErrorItem(BaseModel):
 class GpkeEvent(Event, PlainDump):
     """Base of the GPKE events: stored through ``plain_dump`` (pydantic's dump, written out),
     as every event a replay stores costs one dump."""
+
+    @classmethod
+    def payload_dumper(cls) -> Callable[[Any], dict[str, Any]]:
+        """The class's written-out dump, called by storage directly (what ``model_dump`` calls)."""
+        dump = plain_dumper(cls) if cls.model_dump is PlainDump.model_dump else None
+        return super().payload_dumper() if dump is None else dump
 
 
 class InboundRejected(GpkeEvent, type="gpke.inbound_rejected"):

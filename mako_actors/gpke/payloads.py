@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke._models import built, json_value, unvalidated
+from mako_actors.gpke._models import built, json_value, positional, unvalidated
 from mako_actors.gpke.validation import mp_id_qualifiers
 
 if TYPE_CHECKING:
@@ -118,20 +118,24 @@ class OutboundRef(BaseModel):
         ide = None
         if message_type == "UTILMD":
             ide = "T" + sha256(base + b"IDE").hexdigest()[:19].upper()
-        make = _make_ref if cls is OutboundRef else unvalidated(cls)
-        return make(
+        interchange = "N" + sha256(base + b"0020").hexdigest()[:13].upper()
+        message = "M" + sha256(base + b"0062").hexdigest()[:13].upper()
+        document = "D" + sha256(base + b"1004").hexdigest()[:19].upper()
+        if cls is OutboundRef:  # fields in declaration order
+            return _make_ref(message_type, pid, recipient, interchange, message, document, ide)
+        return unvalidated(cls)(
             message_type=message_type,
             pid=pid,
             recipient=recipient,
-            interchange_ref="N" + sha256(base + b"0020").hexdigest()[:13].upper(),
-            message_ref="M" + sha256(base + b"0062").hexdigest()[:13].upper(),
-            document_number="D" + sha256(base + b"1004").hexdigest()[:19].upper(),
+            interchange_ref=interchange,
+            message_ref=message,
+            document_number=document,
             ide_ref=ide,
         )
 
 
 # Every field given, in declaration order: ``derive`` runs for every message we send.
-_make_ref = unvalidated(OutboundRef)
+_make_ref = positional(OutboundRef)
 
 
 class EnvelopePayload(BaseModel):

@@ -9,7 +9,7 @@ unknown PID raises ``UnknownPid`` and a gas PID ``GasNotSupported``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,6 +60,9 @@ class PidRouter:
             if route.pid in self._routes:
                 raise InvalidArgument(f"PidRouter: PID {route.pid} is routed twice")
             self._routes[route.pid] = route
+        # Per command model, its validator's ``validate_python``: what ``model_validate`` calls,
+        # without its keyword wrapper and two class attribute reads (once per transaction).
+        self._validators: dict[type[BaseModel], Callable[[Any], BaseModel]] = {}
 
     @property
     def pids(self) -> tuple[str, ...]:
@@ -92,11 +95,21 @@ class PidRouter:
         ``GasNotSupported`` or ``InvalidArgument`` naming the bad fields.
         """
         route = self.route(str(values.get("pid")))
+        validate = self._validators.get(route.command_type)
+        if validate is None:
+            validate = self._validator(route.command_type)
         try:
             # A plain dict as it is (validation copies what it keeps), another mapping as a dict.
-            return route.command_type.model_validate(values if type(values) is dict else dict(values))
+            return validate(values if type(values) is dict else dict(values))
         except ValidationError as exc:
             raise InvalidArgument(f"PID {route.pid}: invalid message data: {exc}") from None
+
+    def _validator(self, command_type: type[BaseModel]) -> Callable[[Any], BaseModel]:
+        if not command_type.__pydantic_complete__:  # a stand-in validator until it is rebuilt
+            return command_type.model_validate
+        validate: Callable[[Any], BaseModel] = command_type.__pydantic_validator__.validate_python
+        self._validators[command_type] = validate
+        return validate
 
     def routing_key(self, command: BaseModel) -> str:
         """The registry key of the process an ``answer`` belongs to, or a trigger's transaction key."""

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
-from mako_actors.gpke._models import unvalidated, updated
+from mako_actors.gpke._models import positional, unvalidated, updated
 from mako_actors.gpke.calendar import (
     is_midnight_berlin,
     is_month_start,
@@ -169,7 +169,7 @@ class _Out:
     def ref(
         self, message_type: Literal["UTILMD", "APERAK"], recipient: str, pid: str | None = None
     ) -> OutboundRef:
-        ref = OutboundRef.derive(self.seed, self.state.sent + self.pending, message_type, recipient, pid)
+        ref = _derive(self.seed, self.state.sent + self.pending, message_type, recipient, pid)
         self.pending += 1
         self.keys.append(interchange_key(ref.interchange_ref))
         if ref.ide_ref is not None:
@@ -201,13 +201,13 @@ class _Out:
         if self.journal:
             key = supply_key(self.malo)
             journal = tuple((key, entry) for entry in self.journal)
-        return _output(
-            events=tuple(self.events),
-            outbox=tuple(self.outbox),
-            deadlines=tuple(self.deadlines),
-            cancel_deadlines=tuple(self.cancel),
-            register_keys=tuple(dict.fromkeys(self.keys)),
-            journal=journal,
+        return _output(  # every field of ``WorkflowOutput``, in its order
+            tuple(self.events),  # events
+            tuple(self.outbox),  # outbox
+            tuple(self.deadlines),  # deadlines
+            tuple(self.cancel),  # cancel_deadlines
+            tuple(dict.fromkeys(self.keys)),  # register_keys
+            journal,  # journal
         )
 
     @property
@@ -219,7 +219,13 @@ class _Out:
 _INITIAL = GpkeState()
 # The makers of what every command builds, looked up once.
 _pending = PendingOutbox.of_plain  # our payload builders make plain data
-_output = unvalidated(WorkflowOutput)
+# Read once: an attribute of a model or enum class goes through its metaclass's ``__getattr__``
+# hook (~1k instructions each), and these are read by every command and every fold.
+_derive = OutboundRef.derive
+_info_of = InboundInfo.of
+_NEW, _NOT_RECEIVED, _AWAITING_LFA = Status.NEW, Status.NOT_RECEIVED, Status.AWAITING_LFA
+_CONFIRMED, _REJECTED = Status.CONFIRMED, Status.REJECTED
+_output = positional(WorkflowOutput)  # once per command
 _deadline = unvalidated(PendingDeadline)
 
 
@@ -267,12 +273,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; anything else passes."""
-        if deadline.label == LFA_ANSWER_DEADLINE and state.status is Status.AWAITING_LFA:
+        if deadline.label == LFA_ANSWER_DEADLINE and state.status is _AWAITING_LFA:
             return LfaAnswerDeadlinePassed(due_at=deadline.due_at)
         return None
 
     def _start(self, state: GpkeState, cmd: InboundUtilmd) -> _Out:
-        if state.status is not Status.NEW:
+        if state.status is not _NEW:
             raise WorkflowError.invalid_state(
                 f"{self.name}: PID {cmd.pid} starts a process, but this one is {state.status.value}; "
                 "route triggers to a new process"
@@ -305,7 +311,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
         out.emit(
             unvalidated(AnmeldungReceived)(
-                inbound=InboundInfo.of(cmd),
+                inbound=_info_of(cmd),
                 generating=cmd.pid == "55077",
                 zuordnungsbeginn=cmd.zuordnungsbeginn,
                 transaction_reason=cmd.transaction_reason,
@@ -504,15 +510,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if errors:
             return self._reject_inbound(out, cmd, errors)
         aperak = self._aperak(out, cmd, ())
-        if state.status is not Status.AWAITING_LFA:
+        if state.status is not _AWAITING_LFA:
             # After 09:00 (or a repeat): the process moved on; later answers are ignored.
-            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=InboundInfo.of(cmd), aperak=aperak))
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
             return out.output()
         due = state.lfa_answer_due
         if due is not None and cmd.received_at > due:
             # Received after 09:00 but handled before the timer fired: the receipt instant
             # decides, so this is silence, not an answer.
-            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=InboundInfo.of(cmd), aperak=aperak))
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
             out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
             out.cancel.append(LFA_ANSWER_DEADLINE)
             self._decide_anmeldung(out, confirmed=True)
@@ -521,7 +527,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = cmd.pid == "55011" or not lfa_objects(cmd.answer_code, generating=state.generating)
         out.emit(
             unvalidated(LfaAnswered)(
-                inbound=InboundInfo.of(cmd),
+                inbound=_info_of(cmd),
                 confirmed=confirmed,
                 code=cmd.answer_code,
                 aperak=aperak,
@@ -533,7 +539,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         return out.output()
 
     def _lfa_silent(self, state: GpkeState, cmd: LfaAnswerDeadlinePassed) -> WorkflowOutput:
-        if state.status is not Status.AWAITING_LFA or state.own_id is None:
+        if state.status is not _AWAITING_LFA or state.own_id is None:
             return WorkflowOutput()  # answered meanwhile: nothing to compensate
         out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
         out.emit(unvalidated(LfaDeemedToAgree)(due_at=cmd.due_at))
@@ -564,7 +570,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         aperak = self._aperak(out, cmd, ())
         out.emit(
             unvalidated(AbmeldungReceived)(
-                inbound=InboundInfo.of(cmd),
+                inbound=_info_of(cmd),
                 zuordnungsende=cmd.zuordnungsende,
                 current_supplier=cmd.current_supplier,
                 warnings=tuple(warnings),
@@ -674,7 +680,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         aperak = self._aperak(out, cmd, tuple(errors))
         out.emit(
             unvalidated(InboundRejected)(
-                inbound=InboundInfo.of(cmd),
+                inbound=_info_of(cmd),
                 errors=tuple(errors),
                 aperak=aperak,
                 aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
@@ -728,8 +734,8 @@ def _no_step(state: GpkeState, event: Any, update: dict[str, Any]) -> None:
 
 
 def _rejected(state: GpkeState, event: InboundRejected, update: dict[str, Any]) -> None:
-    if state.status is Status.NEW:
-        update["status"] = Status.NOT_RECEIVED
+    if state.status is _NEW:
+        update["status"] = _NOT_RECEIVED
         update["pid"] = event.inbound.pid
         update["format_version"] = event.inbound.format_version
     update["rejected_inbound"] = state.rejected_inbound + 1
@@ -742,7 +748,7 @@ def _received(info: InboundInfo, update: dict[str, Any]) -> None:
     update["malo"] = info.malo
     update["request_ide"] = info.ide_ref
     update["received_at"] = info.received_at
-    update["status"] = Status.NEW
+    update["status"] = _NEW
 
 
 def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict[str, Any]) -> None:
@@ -770,12 +776,12 @@ def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict
 
 
 def _rejected_at_once(state: GpkeState, event: AnmeldungRejectedAtOnce, update: dict[str, Any]) -> None:
-    update["status"] = Status.REJECTED
+    update["status"] = _REJECTED
     update["answer_code"] = event.code
 
 
 def _lfa_consulted(state: GpkeState, event: LfaConsulted, update: dict[str, Any]) -> None:
-    update["status"] = Status.AWAITING_LFA
+    update["status"] = _AWAITING_LFA
     update["lfa_request_ide"] = event.request.ide_ref
     update["lfa_answer_due"] = event.answer_due
 
@@ -791,7 +797,7 @@ def _lfa_deemed(state: GpkeState, event: LfaDeemedToAgree, update: dict[str, Any
 
 
 def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, update: dict[str, Any]) -> None:
-    update["status"] = Status.CONFIRMED if event.confirmed else Status.REJECTED
+    update["status"] = _CONFIRMED if event.confirmed else _REJECTED
     update["answer_code"] = event.code
 
 

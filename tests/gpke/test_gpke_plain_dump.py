@@ -133,3 +133,38 @@ def test_a_model_with_its_own_serializer_is_dumped_by_pydantic() -> None:
     state = GpkeState(received_at=_INSTANTS[2], outbound=())  # its serializer drops a None field
     assert plain_dump(state) == state.model_dump(mode="json")
     assert "malo_measurement" not in plain_dump(state)
+
+
+def test_storage_uses_the_written_out_dump_unless_a_subclass_dumps_its_own() -> None:
+    event = _instances(ALL_EVENTS[2])[1]
+    dump = type(event).payload_dumper()
+    assert dump(event) == event.model_dump(mode="json") == event_payload(event)
+    assert getattr(dump, "__name__", "") == "dump"  # the generated function itself
+
+    class Own(type(event)):  # type: ignore[misc,valid-type]
+        def model_dump(self, **options: Any) -> dict[str, Any]:
+            return {"own": True}
+
+    own = Own.model_validate(event.model_dump())
+    assert event_payload(own) == {"own": True}
+
+
+def test_plain_events_are_stored_through_pydantics_dump() -> None:
+    from mako_actors.workflow import Event
+
+    class Plain(Event, type="test.plain_payload"):
+        at: datetime
+        amount: int
+
+    class Dumped(Event, type="test.own_payload"):
+        amount: int
+
+        def model_dump(self, **options: Any) -> dict[str, Any]:
+            return {"amount": self.amount * 2}
+
+    plain = Plain(at=datetime(2025, 1, 1, tzinfo=UTC), amount=3)
+    assert (
+        event_payload(plain) == plain.model_dump(mode="json") == {"at": "2025-01-01T00:00:00Z", "amount": 3}
+    )
+    assert event_payload(plain) == event_payload(plain)  # the second time from the kept dumper
+    assert event_payload(Dumped(amount=2)) == {"amount": 4}
