@@ -244,10 +244,16 @@ def _receipt_state(
     return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
 
 
+# Read once: an attribute of a model class goes through its metaclass's ``__getattr__`` hook
+# (~1k instructions each), and these run per answer sent and per interchange.
+_of_plain = PendingOutbox.of_plain
+_of_process = ProcessIdentity.of_process
+
+
 def _pending(message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:
     """A ``PendingOutbox`` of a plain payload we built ourselves (a CONTRL or APERAK of
     ``edifact``'s builders: strings and ints), neither re-validated nor walked again when stored."""
-    return PendingOutbox.of_plain(message_type, recipient, payload)
+    return _of_plain(message_type, recipient, payload)
 
 
 def _processed(
@@ -282,7 +288,7 @@ def receipt_identity(recipient: str, sender: str, interchange_ref: str) -> Proce
     # ``ProcessId(uuid.uuid5(_RECEIPT_NAMESPACE, ...))`` without ``uuid``'s argument parsing
     # (once per interchange: every receipt stream is new).
     process_id = _v5(ProcessId, _RECEIPT_NAMESPACE_BYTES, f"{recipient}:{sender}:{interchange_ref}")
-    return ProcessIdentity.of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
+    return _of_process(tenant, process_id, _RECEIPT_WORKFLOW_ID)
 
 
 # -- where commands run ----------------------------------------------------------------------

@@ -264,10 +264,8 @@ def test_prepare_builds_plain_commits() -> None:
     """``prepare``'s commit builder (slots filled, then ``__class__``) makes ordinary ``Commit``s."""
     import pickle
 
-    from mako_actors import _command
     from mako_actors.store import Commit
 
-    assert _command._commit is _command._fast_commit  # the layouts match: the fast builder is used
     identity = ProcessIdentity.new(
         TenantId.from_party_id("9900000000003"), WorkflowId.new("ledger", "FV2025-10-01")
     )

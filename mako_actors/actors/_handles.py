@@ -41,6 +41,11 @@ def workflow_registry(workflows: WorkflowsArg) -> dict[str, Workflow[Any, Any]]:
     return registry
 
 
+# Read once: an attribute of a model class goes through its metaclass's ``__getattr__`` hook
+# (~1k instructions), and every spawn builds an identity.
+_of_process = ProcessIdentity.of_process
+
+
 class HandleFactory(abc.ABC):
     """``workflow``, ``spawn``, ``resume`` and ``lookup``, over a system's ``_ref`` and registry."""
 
@@ -109,7 +114,7 @@ class HandleFactory(abc.ABC):
         new = process_id is None
         return self._ref(
             workflow,
-            ProcessIdentity.of_process(tenant_id, process_id or ProcessId.new(), workflow_id),
+            _of_process(tenant_id, process_id or ProcessId.new(), workflow_id),
             new,
         )
 
