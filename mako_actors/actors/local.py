@@ -231,10 +231,11 @@ class LocalActorSystem(HandleFactory):
             raise ActorSystemClosed("actor system is closed")
         if op.kind in (EVENT_COUNT, STATE_AT):
             return None
-        actor = self._live.get(identity.stream_id)
+        stream_id = identity.stream_id  # (once: a model attribute goes through a slow hook)
+        actor = self._live.get(stream_id)
         if actor is None:
             return None
-        self._live.move_to_end(identity.stream_id)
+        self._live.move_to_end(stream_id)
         return actor.submit(op)
 
     def submit_enqueue(
