@@ -19,10 +19,7 @@ from mako_actors.envelope import (
     CommandContext,
     EventEnvelope,
     ProcessIdentity,
-    _set_dict,
-    _set_extra,
-    _set_fields_set,
-    _set_private,
+    trusted,
     utc,
 )
 from mako_actors.errors import WorkflowError
@@ -244,9 +241,9 @@ def _envelope(
 
     ``identity``: the fields (``__dict__``) of the process's ``ProcessIdentity``.
     """
-    envelope: EventEnvelope = _new_object(EventEnvelope)
-    _set_dict(
-        envelope,
+    # ``_PLACEHOLDER_FIELDS`` as its fields-set marks it a placeholder (see ``stamped``).
+    return trusted(
+        EventEnvelope,
         {
             "event_id": EventId.new(),
             "stream_id": identity["stream_id"],
@@ -263,11 +260,8 @@ def _envelope(
             "causation_id": causation,
             "payload": event_payload(event),
         },
+        _PLACEHOLDER_FIELDS,
     )
-    _set_fields_set(envelope, _PLACEHOLDER_FIELDS)  # marks it a placeholder (see ``stamped``)
-    _set_extra(envelope, None)
-    _set_private(envelope, None)
-    return envelope
 
 
 def _stamp_outbox(
@@ -289,9 +283,9 @@ def _stamp_outbox(
     """
     message_id = OutboxMessageId.for_event(cause, index)
     message = pending.__dict__
-    row: OutboxMessage = _new_object(OutboxMessage)
-    _set_dict(
-        row,
+    # A payload built as plain data by our own code keeps its mark (``PendingOutbox.of_plain``).
+    return trusted(
+        OutboxMessage,
         {
             "message_id": message_id,
             "idempotency_key": message_id._text,
@@ -310,10 +304,5 @@ def _stamp_outbox(
             "last_error": None,
             "position": 0,  # assigned by the store on enqueue
         },
+        PLAIN_ROW if has_plain_payload(pending) else _OUTBOX_FIELDS,
     )
-    # As ``envelope.trusted`` does, inline (once per outbox row): see there. A payload built
-    # as plain data by our own code keeps its mark (``PendingOutbox.of_plain``).
-    _set_fields_set(row, PLAIN_ROW if has_plain_payload(pending) else _OUTBOX_FIELDS)
-    _set_extra(row, None)
-    _set_private(row, None)
-    return row

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_or
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
+from mako_actors.envelope import trusted
 from mako_actors.errors import InvalidArgument
 
 __all__ = [
@@ -116,12 +117,7 @@ def _keyword_maker(cls: type[M]) -> Callable[..., M]:
             fields_set = set(values)
         else:
             fields_set = every_field or set(values)
-        model = _new(cls)
-        _set_dict(model, fields)
-        _set_fields_set(model, fields_set)
-        _set_extra(model, None)
-        _set_private(model, None)
-        return model
+        return trusted(cls, fields, fields_set)
 
     make.__name__ = f"unvalidated({cls.__name__})"
     return make
@@ -143,21 +139,12 @@ def _positional_maker(cls: type[M]) -> Callable[..., M]:
     values = ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names))
     source = (
         f"def make({params}):\n"
-        "    model = _new(cls)\n"
-        f"    _set_dict(model, {{{values}}})\n"
-        "    _set_fields_set(model, every_field)\n"
-        "    _set_extra(model, None)\n"
-        "    _set_private(model, None)\n"
-        "    return model\n"
+        f"    return trusted(cls, {{{values}}}, every_field)\n"
     )
     namespace: dict[str, Any] = {
         "cls": cls,
         "every_field": set(names),  # shared, as ``_keyword_maker``'s: nothing adds to it
-        "_new": _new,
-        "_set_dict": _set_dict,
-        "_set_fields_set": _set_fields_set,
-        "_set_extra": _set_extra,
-        "_set_private": _set_private,
+        "trusted": trusted,
     }
     exec(compile(source, f"<positional maker of {cls.__qualname__}>", "exec"), namespace)
     make: Callable[..., M] = namespace["make"]
