@@ -44,6 +44,11 @@ class log_context(contextlib.ContextDecorator):  # lower case: it was a function
     def __exit__(self, *exc_info: object) -> None:
         _FIELDS.reset(self._tokens.pop())
 
+    def _recreate_cm(self) -> log_context:
+        # As a decorator, a fresh context per call: calls in several threads at once must not
+        # share one stack of tokens (a token is reset in the thread's context that set it).
+        return log_context(**self._fields)
+
 
 def current_fields() -> dict[str, str]:
     """The fields of the innermost ``log_context``."""

@@ -135,3 +135,45 @@ def test_log_context_as_a_decorator_and_entered_again_inside_itself() -> None:
 
     record(1)
     assert seen == [{"process_id": "p1"}] * 3 and current_fields() == {}
+
+
+def test_log_context_as_a_decorator_in_two_threads_at_once() -> None:
+    """Calls of one decorated function in two threads, the first in also the first out: each
+    sees its fields and leaves its own context as it found it."""
+    import threading
+
+    from mako_actors.logs import current_fields
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[dict[str, str]] = []
+    after: list[dict[str, str]] = []
+    failures: list[BaseException] = []
+
+    @log_context(process_id="p1")
+    def record(first: bool) -> None:
+        seen.append(current_fields())
+        if first:
+            first_in.set()
+            second_in.wait(timeout=10)  # leave only once the second call has entered
+        else:
+            second_in.set()
+            first_out.wait(timeout=10)
+
+    def run(first: bool) -> None:
+        try:
+            if not first:
+                first_in.wait(timeout=10)
+            record(first)
+            after.append(current_fields())
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            if first:
+                first_out.set()
+
+    threads = [threading.Thread(target=run, args=(first,)) for first in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert failures == [] and seen == [{"process_id": "p1"}] * 2 and after == [{}, {}]
