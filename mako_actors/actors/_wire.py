@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import pickle
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -39,6 +38,7 @@ from mako_actors.ids import (
     ProcessId,
     StreamId,
     TenantId,
+    _id_of,
     _UuidId,
 )
 from mako_actors.version import WorkflowId
@@ -52,14 +52,9 @@ _IDENTITY_FIELDS = set(ProcessIdentity.model_fields)
 _ENVELOPE_FIELDS = set(EventEnvelope.model_fields)
 # Exactly these types pack in msgpack as themselves and come back equal and of the same type.
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
-_UNKNOWN = uuid.SafeUUID.unknown
 _new = object.__new__
-# The id slots set through their descriptors (``object.__setattr__`` looks each name up first).
-_set_int = uuid.UUID.__dict__["int"].__set__
-_set_safe = uuid.UUID.__dict__["is_safe"].__set__
-_set_text = _UuidId.__dict__["_text"].__set__
 _stream = functools.partial(str.__new__, StreamId)
-IdT = TypeVar("IdT", bound=uuid.UUID)
+IdT = TypeVar("IdT", bound=_UuidId)
 _MICROSECOND = timedelta(microseconds=1)
 _CACHE_LIMIT = 4096  # distinct tenants/workflows kept decoded per host; cleared when exceeded
 
@@ -216,11 +211,7 @@ def _encode_ops(items: Sequence[tuple[Any, ...]], plain: bool) -> bytes:
 
 def _uuid_id(cls: type[IdT], raw: bytes, text: str) -> IdT:
     """An id from its 16 bytes and canonical text as the sender had them (no parsing, no formatting)."""
-    obj = _new(cls)
-    _set_int(obj, int.from_bytes(raw, "big"))
-    _set_safe(obj, _UNKNOWN)
-    _set_text(obj, text)
-    return obj
+    return _id_of(cls, int.from_bytes(raw, "big"), text)
 
 
 class OpDecoder:
