@@ -231,12 +231,8 @@ class LocalActorSystem(HandleFactory):
             raise ActorSystemClosed("actor system is closed")
         if op.kind in (EVENT_COUNT, STATE_AT):
             return None
-        stream_id = identity.stream_id  # (once: a model attribute goes through a slow hook)
-        actor = self._live.get(stream_id)
-        if actor is None:
-            return None
-        self._live.move_to_end(stream_id)
-        return actor.submit(op)
+        actor = self._live_actor(identity)
+        return None if actor is None else actor.submit(op)
 
     def submit_enqueue(
         self, identity: ProcessIdentity, command: BaseModel, ctx: CommandContext | None
@@ -249,12 +245,16 @@ class LocalActorSystem(HandleFactory):
         """
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
-        stream_id = identity.stream_id
+        actor = self._live_actor(identity)
+        return None if actor is None else actor.submit_enqueue(command, ctx)
+
+    def _live_actor(self, identity: ProcessIdentity) -> ProcessActor | None:
+        """The process's actor if it is live, marked as used last (for the ``max_live`` order)."""
+        stream_id = identity.stream_id  # (once: a model attribute goes through a slow hook)
         actor = self._live.get(stream_id)
-        if actor is None:
-            return None
-        self._live.move_to_end(stream_id)
-        return actor.submit_enqueue(command, ctx)
+        if actor is not None:
+            self._live.move_to_end(stream_id)
+        return actor
 
     async def _activate(self, identity: ProcessIdentity) -> ProcessActor:
         """A new actor for ``identity``, after making room under ``max_live``.

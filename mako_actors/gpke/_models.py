@@ -34,8 +34,9 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 
-# The slots every model instance has, and its ``__dict__``, set through their descriptors
-# (cheaper than ``object.__setattr__`` by name); ``BaseModel`` has no ``__new__`` of its own.
+# For ``updated``, which copies a model's extra and private values too (``envelope.trusted``,
+# which the makers use, sets them to None): the slots every model instance has, and its
+# ``__dict__``, set through their descriptors; ``BaseModel`` has no ``__new__`` of its own.
 _new = object.__new__
 _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
