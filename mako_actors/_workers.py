@@ -19,9 +19,13 @@ archive for it takes two rounds of calls through the same ``Runner`` (local proc
    ``store_path/part-<k>-of-<n>``. A store of another layout (a one-worker store, or part
    stores of another n) is refused by ``replay_directory`` before round 1 (``_placement.check_layout``).
 
-Local workers are forked by a ``forkserver`` that imported the replay once (``start_workers``;
-``spawn`` where there is none), so they start without ~0.7 s CPU of imports each; the CLI starts
-it before its own set-up, so that import runs while the parent reads the archive's manifest.
+Local workers are forked from this process when it has a single thread (Linux): they start with
+everything it imported (the replay, and the BDEW calendar if it computed a Werktag), ~0.5 s
+sooner than any other way. Forking a process with other threads (Ray's, a notebook kernel's, a
+progress bar's) can leave a child with a lock no thread will release, so then a ``forkserver``
+that imported the replay once forks them (``start_workers``; ``spawn`` where there is none),
+still without ~0.7 s CPU of imports each; the CLI starts that server before its own set-up (it
+shows a progress bar), so its imports run while the parent reads the archive's manifest.
 
 No worker waits for another in round 2, because nothing in one partition depends on another. The
 parent sums the reports and hashes the union of the decisions, which must equal a one-worker
@@ -38,6 +42,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -56,20 +61,44 @@ if TYPE_CHECKING:
 __all__ = ["replay_partitions", "start_workers"]
 
 # What the fork server imports once for all workers: the caller's main module (a worker imports
-# it again unless the server did) and everything a worker runs.
-_PRELOAD = ["__main__", "mako_actors.replay", "mako_actors._workers"]
+# it again unless the server did), everything a worker runs, and the BDEW calendar the GPKE
+# workflow imports on its first Frist (~0.2 s, ``gpke.calendar._bdew``).
+_PRELOAD = ["__main__", "mako_actors.replay", "mako_actors._workers", "bdew_datetimes"]
+_server: list[bool] = []  # [True] once ``start_workers`` started a fork server
+
+
+def _single_threaded() -> bool:
+    """Whether this process has one thread, counted by the OS (Linux; False elsewhere): threads
+    of C extensions (Ray's core worker, gRPC) count too, which ``threading`` does not see."""
+    if sys.platform != "linux" or threading.active_count() != 1:
+        return False
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    return any(line.split() == ["Threads:", "1"] for line in status.splitlines())
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The start method for this run's workers (module doc): ``fork`` from a single-threaded
+    process unless a fork server is already running, else the fork server."""
+    if not _server and _single_threaded():
+        return multiprocessing.get_context("fork")
+    return start_workers()
 
 
 def start_workers() -> multiprocessing.context.BaseContext:
-    """The start method of local workers; a fork server is started now if there is one.
+    """Start a fork server for local workers now, if there is one; its start method.
 
-    Call it as early as possible (idempotent): the server imports ``_PRELOAD`` in its own process
+    For a process that will have other threads when its replay starts (a progress bar): call it
+    as early as possible (idempotent), and the server imports ``_PRELOAD`` in its own process
     meanwhile. A server already started by this process keeps what it preloaded.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
 
+    _server[:] = [True]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     # Python < 3.13 starts the server on its own module path (the working directory first), not
@@ -130,7 +159,13 @@ async def replay_partitions(
         results = await _both_rounds(runner, sources, shares, store_path, options, n)
     else:
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(max_workers=n, mp_context=start_workers()) as pool:
+        context = _context()
+        # Forked children's collections then skip what they inherited: walking it would copy
+        # every page of it (GC headers live in the objects). A caller's own freeze stays as it is.
+        froze = context.get_start_method() == "fork" and gc.get_freeze_count() == 0
+        if froze:
+            gc.freeze()
+        with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
 
             async def in_pool(worker: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
                 return await asyncio.gather(*(loop.run_in_executor(pool, worker, *call) for call in calls))
@@ -140,6 +175,8 @@ async def replay_partitions(
             finally:
                 pool.shutdown()
                 stop_workers()
+                if froze:
+                    gc.unfreeze()
     total = ReplayReport(files=len(items), mode=f"{'sequential' if options.sequential else 'pipelined'} x{n}")
     if items:
         total.first, total.last = items[0].received_at, items[-1].received_at
@@ -167,6 +204,9 @@ def stop_workers() -> None:
     process's children's, as with ``spawn``, and nothing is left running."""
     from multiprocessing import forkserver
 
+    if not _server:
+        return
+    _server.clear()
     stop = getattr(forkserver._forkserver, "_stop", None)  # private, but the only way to reap it
     if stop is not None:
         stop()

@@ -1,14 +1,18 @@
-"""Local ``replay --workers`` processes run this process's code: the fork server that starts them
-(``mako_actors._workers.start_workers``) imports what this process imports, whatever directory
-the replay runs in.
+"""Local ``replay --workers`` processes run this process's code: forked from a single-threaded
+process, or started by a fork server (``mako_actors._workers.start_workers``) that imports what
+this process imports, whatever directory the replay runs in.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from mako_actors import _workers
 from mako_actors._workers import replay_partitions
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.replay import _Options, _replay_items, archive, load_master_data
@@ -30,5 +34,49 @@ async def test_workers_run_this_code_from_a_directory_holding_another_mako_actor
     options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
     one, _ = await _replay_items(archive(src), tmp_path / "one", options, None)
     monkeypatch.chdir(decoy.parent)
+    monkeypatch.setattr(_workers, "_single_threaded", lambda: False)  # the fork server, not fork
     two = await replay_partitions(archive(src), tmp_path / "two", options, 2)  # worker processes
     assert two.decision_digest == one.decision_digest
+
+
+_FORKED = """
+import asyncio, json, sys, threading
+from pathlib import Path
+from mako_actors import _workers
+from mako_actors.replay import _Options, _replay_items, archive, load_master_data
+from stores.lmdb import Durability
+
+if __name__ == "__main__":
+    src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    master = load_master_data(src / "master.json")
+    options = _Options([sys.argv[3]], master, None, Durability.NO_SYNC, False, 512)
+    alone = _workers._context().get_start_method()
+    one, _ = asyncio.run(_replay_items(archive(src), out / "one", options, None))
+    two = asyncio.run(_workers.replay_partitions(archive(src), out / "two", options, 2))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    beside_a_thread = _workers._context().get_start_method()
+    _workers.stop_workers()
+    release.set()
+    other.join()
+    print(json.dumps([alone, beside_a_thread, one.decision_digest, two.decision_digest, two.messages]))
+"""
+
+
+def test_a_single_threaded_process_forks_its_workers_and_one_with_threads_does_not(tmp_path: Path) -> None:
+    """Fork saves each worker the replay's imports, but a child forked beside another thread can
+    inherit a lock nobody releases: with a second thread the fork server starts them."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=40, defects=0.0, seed=7))
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), str(src), str(tmp_path), NB],
+        capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    alone, beside_a_thread, one, two, messages = json.loads(done.stdout.splitlines()[-1])
+    assert (alone, beside_a_thread) == ("fork", "forkserver")
+    assert two == one and messages > 40
