@@ -79,6 +79,13 @@ class Op:
     sequence: int = 0
     new: bool = False
 
+    def as_new(self) -> Op:
+        """This op with ``new`` set (built directly: ``dataclasses.replace`` costs ~6× as much)."""
+        return Op(
+            self.kind, self.command, self.ctx, self.enqueue, self.max_attempts, self.snapshot_interval,
+            self.deadline, self.sequence, True,
+        )  # fmt: skip
+
 
 @dataclass(slots=True)
 class Outcome:

@@ -41,7 +41,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -1108,7 +1108,7 @@ class RayActorSystem(HandleFactory):
     def dispatch_new(self, identity: ProcessIdentity, op: Op) -> Awaitable[Any]:
         """``dispatch`` of the first op of ``spawn``'s handle: its host may start the new
         process without a store read (``LocalActorSystem.dispatch_new``)."""
-        return self.dispatch(identity, replace(op, new=True))
+        return self.dispatch(identity, op.as_new())
 
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         if self.partition_map is None:

@@ -5,6 +5,7 @@ No Ray here: ``_wire`` turns batches into ``bytes`` and back; both ends run this
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -98,3 +99,18 @@ def test_results_arrive_as_sent() -> None:
     for sent, back in zip(outcome.events, got[0].events, strict=True):
         assert back.to_plain() == sent.to_plain()  # ids with their text, times to the microsecond
         assert back.recorded_at == AT and back.recorded_at.tzinfo is not None
+
+
+def test_as_new_copies_every_field_of_an_op_and_sets_new() -> None:
+    """``dispatch_new`` marks the first op of a spawned handle with ``as_new``; a field it forgot
+    would be lost on the way to the host."""
+    first = ProcessIdentity.new(TENANT, LEDGER_ID)
+    ctx = CommandContext.new(first.tenant_id, first.process_id, first.workflow_id)
+    deadline = Deadline(
+        deadline_id=DeadlineId.new(), stream_id=first.stream_id, process_id=first.process_id,
+        tenant_id=first.tenant_id, workflow_id=first.workflow_id, label="reminder", due_at=AT,
+    )  # fmt: skip
+    op = Op(COMMAND, Record(amount=3), ctx, True, 4, 7, deadline, 9)
+    new = op.as_new()
+    assert new == replace(op, new=True) and new is not op
+    assert not op.new
