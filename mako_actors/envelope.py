@@ -400,34 +400,56 @@ class EventEnvelope(_Frozen):
         # The fields are read from ``__dict__`` (where pydantic keeps them): an attribute of a
         # model goes through ``BaseModel.__getattr__``'s lookup hook (a Python-level
         # ``__getattr__`` disables the interpreter's attribute caches): a dict item costs less.
-        fields = self.__dict__
-        causation = fields["causation_id"]
-        fields_set = self.__pydantic_fields_set__
-        payload = fields["payload"]
-        # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
-        return {
-            "event_id": fields["event_id"]._text,
-            "stream_id": str(fields["stream_id"]),
-            "process_id": fields["process_id"]._text,
-            "tenant_id": fields["tenant_id"]._text,
-            "workflow_id": workflow_text(fields["workflow_id"]),
-            "sequence": fields["sequence"],
-            "global_position": fields["global_position"],
-            "event_type": fields["event_type"],
-            "schema_version": fields["schema_version"],
-            "recorded_at": iso_utc(fields["recorded_at"]),
-            "correlation_id": fields["correlation_id"]._text,
-            "conversation_id": fields["conversation_id"]._text,
-            "causation_id": None if causation is None else causation._text,
-            # Engine-made payloads are ``model_dump(mode="json")`` output already.
-            "payload": payload
-            if fields_set is _PLACEHOLDER_FIELDS or fields_set is _ALL_FIELDS
-            else to_jsonable_python(payload),
-        }
+        return _envelope_plain(self.__dict__, self.__pydantic_fields_set__)
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> EventEnvelope:
         return cls.model_validate(data)
+
+
+def stamped_plain(
+    envelope: EventEnvelope, fields: dict[str, Any], sequence: int, global_position: int
+) -> tuple[EventEnvelope, dict[str, Any]]:
+    """``(stamped, stamped.to_plain())`` for ``stamped = envelope.stamped(sequence, global_position)``.
+
+    For the store's writer: ``fields`` must be ``envelope.__dict__`` (which it read already). An
+    engine-made placeholder is stamped in place and dumped from the same dict: each attribute
+    of a model (``__dict__``, a method) goes through pydantic's ``__getattr__`` hook, ~5 of
+    them per event saved. Anything else is stamped and dumped by its methods.
+    """
+    if envelope.__pydantic_fields_set__ is _PLACEHOLDER_FIELDS:
+        fields["sequence"] = sequence
+        fields["global_position"] = global_position
+        _set_fields_set(envelope, _ALL_FIELDS)
+        return envelope, _envelope_plain(fields, _ALL_FIELDS)
+    stamped = envelope.stamped(sequence, global_position)
+    return stamped, stamped.to_plain()
+
+
+def _envelope_plain(fields: dict[str, Any], fields_set: set[str]) -> dict[str, Any]:
+    """``EventEnvelope.to_plain`` of an envelope's ``__dict__`` and ``__pydantic_fields_set__``."""
+    causation = fields["causation_id"]
+    payload = fields["payload"]
+    # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
+    return {
+        "event_id": fields["event_id"]._text,
+        "stream_id": str(fields["stream_id"]),
+        "process_id": fields["process_id"]._text,
+        "tenant_id": fields["tenant_id"]._text,
+        "workflow_id": workflow_text(fields["workflow_id"]),
+        "sequence": fields["sequence"],
+        "global_position": fields["global_position"],
+        "event_type": fields["event_type"],
+        "schema_version": fields["schema_version"],
+        "recorded_at": iso_utc(fields["recorded_at"]),
+        "correlation_id": fields["correlation_id"]._text,
+        "conversation_id": fields["conversation_id"]._text,
+        "causation_id": None if causation is None else causation._text,
+        # Engine-made payloads are ``model_dump(mode="json")`` output already.
+        "payload": payload
+        if fields_set is _PLACEHOLDER_FIELDS or fields_set is _ALL_FIELDS
+        else to_jsonable_python(payload),
+    }
 
 
 class PlainEnvelopeDecoder:

@@ -25,6 +25,7 @@ from mako_actors.envelope import (
     PlainEnvelopeDecoder,
     ProcessIdentity,
     iso_utc,
+    stamped_plain,
     workflow_text,
 )
 from mako_actors.errors import (
@@ -200,19 +201,20 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
         position = 0 if raw is None else int.from_bytes(raw, "big")
         prefix = stream + b"\x00"
         for offset, envelope in enumerate(events, start=1):
-            if envelope.__dict__["stream_id"] != stream_id:
+            fields = envelope.__dict__
+            if fields["stream_id"] != stream_id:
                 raise InvalidArgument(
                     f"event {envelope.event_id} belongs to {envelope.stream_id}, not {stream_id}"
                 )
             seq = current + offset
             position += 1
-            stamped = envelope.stamped(seq, position)
+            stamped, plain = stamped_plain(envelope, fields, seq, position)
             if stamped is not envelope and stored is None:
                 stored = list(events[: offset - 1])
             if stored is not None:
                 stored.append(stamped)
             key = prefix + seq.to_bytes(8, "big")
-            put("events", key, pack(stamped.to_plain()))
+            put("events", key, pack(plain))
             put("global", position.to_bytes(8, "big"), key)
         put("meta", _GLOBAL, position.to_bytes(8, "big"))
         put("streams", stream, version.to_bytes(8, "big"))
