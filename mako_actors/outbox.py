@@ -100,32 +100,38 @@ class OutboxMessage(PlainModel):
         (Every id and datetime serializes through a Python function in pydantic; here each is
         one call. The datetime fields are aware UTC by their type.)
         """
-        # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
         # Fields read from ``__dict__``: a model attribute goes through ``BaseModel``'s
         # ``__getattr__`` lookup hook, which a dict item skips.
-        fields = self.__dict__
-        return {
-            "message_id": fields["message_id"]._text,
-            "idempotency_key": fields["idempotency_key"],
-            "stream_id": str(fields["stream_id"]),
-            "process_id": fields["process_id"]._text,
-            "tenant_id": fields["tenant_id"]._text,
-            "causation_event_id": fields["causation_event_id"]._text,
-            "correlation_id": fields["correlation_id"]._text,
-            "conversation_id": fields["conversation_id"]._text,
-            "message_type": fields["message_type"],
-            "recipient": fields["recipient"],
-            "payload": (
-                fields["payload"]
-                if self.__pydantic_fields_set__ is PLAIN_ROW
-                else plain_payload(fields["payload"])
-            ),
-            "created_at": iso_utc(fields["created_at"]),
-            "next_attempt_at": iso_utc(fields["next_attempt_at"]),
-            "attempts": fields["attempts"],
-            "last_error": fields["last_error"],
-            "position": fields["position"],
-        }
+        return outbox_plain(self.__dict__, self.__pydantic_fields_set__)
+
+
+def outbox_plain(fields: dict[str, Any], fields_set: set[str]) -> dict[str, Any]:
+    """``OutboxMessage.to_plain`` of a message's ``__dict__`` and ``__pydantic_fields_set__``.
+
+    For the store's writer, which reads ``__dict__`` anyway: the method and its own reads of
+    the model would cost three more trips through pydantic's ``__getattr__`` hook per row.
+    """
+    # ``_text``: the canonical string every typed id carries from birth (``ids._UuidId``).
+    return {
+        "message_id": fields["message_id"]._text,
+        "idempotency_key": fields["idempotency_key"],
+        "stream_id": str(fields["stream_id"]),
+        "process_id": fields["process_id"]._text,
+        "tenant_id": fields["tenant_id"]._text,
+        "causation_event_id": fields["causation_event_id"]._text,
+        "correlation_id": fields["correlation_id"]._text,
+        "conversation_id": fields["conversation_id"]._text,
+        "message_type": fields["message_type"],
+        "recipient": fields["recipient"],
+        "payload": (
+            fields["payload"] if fields_set is PLAIN_ROW else plain_payload(fields["payload"])
+        ),
+        "created_at": iso_utc(fields["created_at"]),
+        "next_attempt_at": iso_utc(fields["next_attempt_at"]),
+        "attempts": fields["attempts"],
+        "last_error": fields["last_error"],
+        "position": fields["position"],
+    }
 
 
 # The fields-sets that mark a payload built as plain data by our own code (``of_plain``): their

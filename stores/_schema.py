@@ -38,7 +38,7 @@ from mako_actors.errors import (
     VersionConflict,
 )
 from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
-from mako_actors.outbox import OutboxMessage
+from mako_actors.outbox import OutboxMessage, outbox_plain
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Activation, Commit, CommitResult, commit_result
 from mako_actors.version import ExpectedVersion
@@ -403,7 +403,7 @@ def _enqueue_all(txn: KvTxn, messages: Sequence[OutboxMessage]) -> None:
         fields = message.__dict__  # (not attributes: pydantic's ``__getattr__`` hook is slow)
         # ``message_id.bytes`` is ``UUID.bytes``, a Python property: the id's int, directly.
         ident = fields["message_id"].int.to_bytes(16, "big")
-        plain = message.to_plain()
+        plain = outbox_plain(fields, message.__pydantic_fields_set__)
         plain["position"] = position + 1
         if insert("outbox", ident, pack(plain)):
             position += 1

@@ -1,6 +1,7 @@
 """The store writer's row helpers give what the models' own methods give.
 
-``envelope.stamped_plain`` (stamp an event and dump it in one pass) saves the writer trips through pydantic's
+``envelope.stamped_plain`` (stamp an event and dump it in one pass) and ``outbox.outbox_plain``
+(an outbox row from the model's ``__dict__``) save the writer trips through pydantic's
 ``__getattr__`` hook; their results must be exactly ``stamped``/``to_plain``'s, and both equal
 ``model_dump(mode="json")``, key order included (the stored msgpack bytes depend on it).
 """
@@ -22,6 +23,7 @@ from mako_actors import (
 )
 from mako_actors._command import CommandOptions, prepare
 from mako_actors.envelope import stamped_plain
+from mako_actors.outbox import outbox_plain
 from tests.workflows import Ledger, LedgerState, Recorded
 
 TENANT = TenantId.from_party_id("9900000002009")
@@ -66,3 +68,14 @@ def test_an_envelope_built_outside_the_engine_is_copied_and_its_payload_dumped()
     assert stamped is not with_datetime and with_datetime.global_position == 0
     assert (stamped.sequence, stamped.global_position) == (3, 9)
     assert plain == _dump(stamped) and plain["payload"] == {"at": "2025-06-05T12:30:00.250000Z"}
+
+
+def test_outbox_plain_is_to_plain_for_marked_checked_and_copied_rows() -> None:
+    payload = {"a": [1, "x", {"b": None}], "when": "2025-06-05"}
+    marked = PendingOutbox.of_plain("APERAK", "9900000000010", payload)
+    checked = PendingOutbox(message_type="UTILMD", recipient="9900000000010", payload={"n": 1.5})
+    rows = _prepared(marked, checked)[1]
+    copied = rows[0].model_copy(update={"attempts": 2, "last_error": "boom", "position": 4})
+    for row in (*rows, copied):
+        plain = outbox_plain(row.__dict__, row.__pydantic_fields_set__)
+        assert plain == row.to_plain() == _dump(row) and list(plain) == list(_dump(row))
