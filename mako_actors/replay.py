@@ -415,6 +415,10 @@ class _RunView:
         # hold imported ones), so ``journals`` holds every entry, as the store reads them back.
         self.fresh_journals = False
         self.journals: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        # Entries appended but not read yet, as given: ``journal`` gives them the store's
+        # msgpack round trip when their journal is first read (few are: a MaLo's journal is
+        # read by its next trigger only; each round trip builds a msgpack unpacker).
+        self._unread: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self.events = self.outbox = 0
         # A fresh store's decisions are exactly those this run commits: no read at the end.
         self.decisions = _Decisions()
@@ -478,7 +482,11 @@ class _RunView:
     async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
         """The store's journal ``key``: without a read when the run began without journals."""
         if self.fresh_journals and key and "\x00" not in key:  # else the store refuses the key
-            return list(self.journals.get((tenant_id.int, key), ()))
+            where = (tenant_id.int, key)
+            unread = self._unread.pop(where, None)
+            if unread is not None:
+                self.journals.setdefault(where, []).extend([unpack(pack(entry)) for entry in unread])
+            return list(self.journals.get(where, ()))
         return await self._store.journal(tenant_id, key)
 
     async def append_journal(
@@ -489,10 +497,11 @@ class _RunView:
             self._journaled(tenant_id, key, entry)
 
     def _journaled(self, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
-        """Keep an entry appended to a journal: the store's own msgpack round trip of it, so a
-        read from here equals a read from the store (lists for tuples)."""
+        """Keep an entry appended to a journal (the store accepted it), for ``journal``: which
+        reads it back through the store's own msgpack round trip, so a read from here equals a
+        read from the store (lists for tuples)."""
         if self.fresh_journals:
-            self.journals.setdefault((tenant_id.int, key), []).append(unpack(pack(dict(data))))
+            self._unread.setdefault((tenant_id.int, key), []).append(dict(data))
 
     async def register(self, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
         await self._store.register(tenant_id, key, identity)
