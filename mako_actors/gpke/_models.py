@@ -157,12 +157,36 @@ def updated(model: M, update: dict[str, Any]) -> M:
 
     As with ``model_copy``, the updated values are not validated; names must be fields.
     """
-    new = _new(type(model))
+    cls = type(model)
+    shares = _shares_fields_set.get(cls)
+    if shares is None:
+        shares = _shares_fields_set[cls] = _may_share_fields_set(cls)
+    if shares:
+        # A workflow's state changes a few fields it has set before: the copy shares the
+        # (equal) fields set then, and ``trusted`` sets the slots for less than the descriptors.
+        fields_set = model.__pydantic_fields_set__
+        if not fields_set.issuperset(update):
+            fields_set = fields_set | update.keys()
+        return trusted(cls, {**model.__dict__, **update}, fields_set)
+    new = _new(cls)
     _set_dict(new, {**model.__dict__, **update})
     _set_fields_set(new, model.__pydantic_fields_set__ | update.keys())
     _set_extra(new, model.__pydantic_extra__)
     _set_private(new, model.__pydantic_private__)
     return new
+
+
+# Per model class: whether ``updated`` may share a fields set between copies and leave
+# ``__pydantic_extra__``/``__pydantic_private__`` None (see ``_may_share_fields_set``).
+_shares_fields_set: dict[type[BaseModel], bool] = {}
+
+
+def _may_share_fields_set(cls: type[BaseModel]) -> bool:
+    """Whether copies of ``cls`` may share one fields set (frozen: pydantic copies the set
+    before it changes one, as ``trusted`` says) and hold no extra or private values (so both
+    are always None, as ``trusted`` sets them)."""
+    config = cls.model_config
+    return bool(config.get("frozen")) and config.get("extra") != "allow" and not cls.__private_attributes__
 
 
 if TYPE_CHECKING:

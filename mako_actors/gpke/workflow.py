@@ -713,12 +713,20 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         return after
 
     def _apply(self, state: GpkeState, event: Event) -> GpkeState:
+        # Fields are read from ``__dict__`` here and in the steps: each attribute read on a
+        # model instance goes through pydantic's ``__getattr__`` hook, which costs more.
+        values = state.__dict__
         refs = _refs(event)
-        update: dict[str, Any] = {"sent": state.sent + len(refs), "outbound": state.outbound + tuple(refs)}
-        if not state.seed and isinstance(event, _SEEDING):
-            info = event.inbound
-            update["seed"] = f"{info.sender}:{info.interchange_ref}:{info.message_ref}:{info.ide_ref}"
-            update["own_id"] = info.recipient
+        update: dict[str, Any] = {
+            "sent": values["sent"] + len(refs),
+            "outbound": values["outbound"] + tuple(refs),
+        }
+        if not values["seed"] and isinstance(event, _SEEDING):
+            info = event.inbound.__dict__
+            update["seed"] = (
+                f"{info['sender']}:{info['interchange_ref']}:{info['message_ref']}:{info['ide_ref']}"
+            )
+            update["own_id"] = info["recipient"]
         step = _STEPS.get(type(event))
         if step is None:  # a subclass of one of ours, or another event (changes no more)
             step = next((f for t, f in _STEPS.items() if isinstance(event, t)), _no_step)
@@ -742,26 +750,28 @@ def _rejected(state: GpkeState, event: InboundRejected, update: dict[str, Any]) 
 
 
 def _received(info: InboundInfo, update: dict[str, Any]) -> None:
-    update["pid"] = info.pid
-    update["format_version"] = info.format_version
-    update["lfn"] = info.sender
-    update["malo"] = info.malo
-    update["request_ide"] = info.ide_ref
-    update["received_at"] = info.received_at
+    values = info.__dict__
+    update["pid"] = values["pid"]
+    update["format_version"] = values["format_version"]
+    update["lfn"] = values["sender"]
+    update["malo"] = values["malo"]
+    update["request_ide"] = values["ide_ref"]
+    update["received_at"] = values["received_at"]
     update["status"] = _NEW
 
 
 def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict[str, Any]) -> None:
-    _received(event.inbound, update)
+    values = event.__dict__
+    _received(values["inbound"], update)
     update["kind"] = "anmeldung"
-    update["zuordnungsbeginn"] = event.zuordnungsbeginn
-    update["transaction_reason"] = event.transaction_reason
-    update["transaction_detail"] = event.transaction_detail
-    update["generating"] = event.generating
-    update["lfa"] = event.lfa
-    update["lfz"] = event.lfz
-    update["lfz_start"] = event.lfz_start
-    update["fristen"] = event.fristen
+    update["zuordnungsbeginn"] = values["zuordnungsbeginn"]
+    update["transaction_reason"] = values["transaction_reason"]
+    update["transaction_detail"] = values["transaction_detail"]
+    update["generating"] = values["generating"]
+    update["lfa"] = values["lfa"]
+    update["lfz"] = values["lfz"]
+    update["lfz_start"] = values["lfz_start"]
+    update["fristen"] = values["fristen"]
 
 
 def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: dict[str, Any]) -> None:
@@ -769,10 +779,11 @@ def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: di
 
 
 def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict[str, Any]) -> None:
-    _received(event.inbound, update)
+    values = event.__dict__
+    _received(values["inbound"], update)
     update["kind"] = "abmeldung"
-    update["zuordnungsende"] = event.zuordnungsende
-    update["fristen"] = event.fristen
+    update["zuordnungsende"] = values["zuordnungsende"]
+    update["fristen"] = values["fristen"]
 
 
 def _rejected_at_once(state: GpkeState, event: AnmeldungRejectedAtOnce, update: dict[str, Any]) -> None:
@@ -781,14 +792,16 @@ def _rejected_at_once(state: GpkeState, event: AnmeldungRejectedAtOnce, update: 
 
 
 def _lfa_consulted(state: GpkeState, event: LfaConsulted, update: dict[str, Any]) -> None:
+    values = event.__dict__
     update["status"] = _AWAITING_LFA
-    update["lfa_request_ide"] = event.request.ide_ref
-    update["lfa_answer_due"] = event.answer_due
+    update["lfa_request_ide"] = values["request"].__dict__["ide_ref"]
+    update["lfa_answer_due"] = values["answer_due"]
 
 
 def _lfa_answered(state: GpkeState, event: LfaAnswered, update: dict[str, Any]) -> None:
-    update["lfa_confirmed"] = event.confirmed
-    update["lfa_code"] = event.code
+    values = event.__dict__
+    update["lfa_confirmed"] = values["confirmed"]
+    update["lfa_code"] = values["code"]
 
 
 def _lfa_deemed(state: GpkeState, event: LfaDeemedToAgree, update: dict[str, Any]) -> None:
@@ -797,8 +810,9 @@ def _lfa_deemed(state: GpkeState, event: LfaDeemedToAgree, update: dict[str, Any
 
 
 def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, update: dict[str, Any]) -> None:
-    update["status"] = _CONFIRMED if event.confirmed else _REJECTED
-    update["answer_code"] = event.code
+    values = event.__dict__
+    update["status"] = _CONFIRMED if values["confirmed"] else _REJECTED
+    update["answer_code"] = values["code"]
 
 
 def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict[str, Any]) -> None:
