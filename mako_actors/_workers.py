@@ -64,7 +64,7 @@ __all__ = ["replay_partitions", "start_workers"]
 # it again unless the server did), everything a worker runs, and the BDEW calendar the GPKE
 # workflow imports on its first Frist (~0.2 s, ``gpke.calendar._bdew``).
 _PRELOAD = ["__main__", "mako_actors.replay", "mako_actors._workers", "bdew_datetimes"]
-_server: list[bool] = []  # [True] once ``start_workers`` started a fork server
+_server = False  # True while a fork server ``start_workers`` started runs
 
 
 def _single_threaded() -> bool:
@@ -98,7 +98,8 @@ def start_workers() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
 
-    _server[:] = [True]
+    global _server
+    _server = True
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     # Python < 3.13 starts the server on its own module path (the working directory first), not
@@ -204,9 +205,10 @@ def stop_workers() -> None:
     process's children's, as with ``spawn``, and nothing is left running."""
     from multiprocessing import forkserver
 
+    global _server
     if not _server:
         return
-    _server.clear()
+    _server = False
     stop = getattr(forkserver._forkserver, "_stop", None)  # private, but the only way to reap it
     if stop is not None:
         stop()

@@ -382,10 +382,7 @@ class EventEnvelope(_Frozen):
         Stamping it again (a batch re-run after an abort) copies, with the new values.
         """
         if self.__pydantic_fields_set__ is _PLACEHOLDER_FIELDS:
-            fields = self.__dict__
-            fields["sequence"] = sequence
-            fields["global_position"] = global_position
-            _set_fields_set(self, _ALL_FIELDS)
+            _stamp_in_place(self, self.__dict__, sequence, global_position)
             return self
         fields = dict(self.__dict__)
         fields["sequence"] = sequence
@@ -418,12 +415,19 @@ def stamped_plain(
     them per event saved. Anything else is stamped and dumped by its methods.
     """
     if envelope.__pydantic_fields_set__ is _PLACEHOLDER_FIELDS:
-        fields["sequence"] = sequence
-        fields["global_position"] = global_position
-        _set_fields_set(envelope, _ALL_FIELDS)
+        _stamp_in_place(envelope, fields, sequence, global_position)
         return envelope, _envelope_plain(fields, _ALL_FIELDS)
     stamped = envelope.stamped(sequence, global_position)
     return stamped, stamped.to_plain()
+
+
+def _stamp_in_place(
+    envelope: EventEnvelope, fields: dict[str, Any], sequence: int, global_position: int
+) -> None:
+    """Stamp an engine-made placeholder (``fields``: its ``__dict__``); it is a placeholder no more."""
+    fields["sequence"] = sequence
+    fields["global_position"] = global_position
+    _set_fields_set(envelope, _ALL_FIELDS)
 
 
 def _envelope_plain(fields: dict[str, Any], fields_set: set[str]) -> dict[str, Any]:
