@@ -1135,14 +1135,7 @@ async def replay_directory(
     cannot be opened or written; ``InvalidArgument`` also when ``store_path`` holds a store of
     another worker count (``mako_actors._placement.check_layout``).
     """
-    tenant_ids = sorted(set(tenants))
-    for tenant in tenant_ids:
-        TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
-    if window < 1 or workers < 1:
-        raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
-    from mako_actors._placement import check_layout
-
-    check_layout(store_path, workers)  # before anything is read or written
+    tenant_ids = check_replay_arguments(directory, store_path, tenants, window, workers)
     items = archive(directory)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:
@@ -1155,6 +1148,31 @@ async def replay_directory(
     from mako_actors._workers import replay_partitions
 
     return await replay_partitions(items, store_path, options, workers)
+
+
+def check_replay_arguments(
+    directory: Path, store_path: Path, tenants: Iterable[str], window: int = 512, workers: int = 1
+) -> list[str]:
+    """The checks ``replay_directory`` makes before it reads or writes anything; our sorted MP-IDs.
+
+    Raises ``InvalidArgument`` naming what is wrong: a tenant that is not a 13-digit MP-ID (or
+    none), a window or worker count below 1, a ``directory`` that is not one, a ``store_path``
+    holding a store of another worker count (``mako_actors._placement.check_layout``). Cheap (no
+    file is read but the store's layout marker), so a caller can run them before it starts.
+    """
+    tenant_ids = sorted(set(tenants))
+    if not tenant_ids:
+        raise InvalidArgument("replay: no tenant given (our MP-ID, e.g. --tenant 9900000000002)")
+    for tenant in tenant_ids:
+        TenantId.from_party_id(tenant)  # InvalidArgument for anything but an MP-ID
+    if window < 1 or workers < 1:
+        raise InvalidArgument(f"replay: window and workers must be >= 1, got {window} and {workers}")
+    if not directory.is_dir():
+        raise InvalidArgument(f"replay: {directory} is not a directory")
+    from mako_actors._placement import check_layout
+
+    check_layout(store_path, workers)
+    return tenant_ids
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from mako_actors._placement import check_layout
     from mako_actors.errors import InvalidArgument
+    from mako_actors.replay import check_replay_arguments
 
-    try:  # before a worker starts: a store of another layout is refused with nothing written
-        check_layout(args.store, args.workers)
+    # Before a worker or the progress bar starts: a bad tenant, count or directory, or a store
+    # of another layout, is refused with nothing written and nothing else printed.
+    try:
+        check_replay_arguments(args.directory, args.store, args.tenant, args.window, args.workers)
     except InvalidArgument as exc:
         print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -141,6 +141,33 @@ def test_replay_cli_refuses_a_store_that_is_a_file_or_cannot_be_created(
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--tenant", "99000000020"], "'99000000020' is not a 13-digit market-partner id"),
+        (["--workers", "0"], "window and workers must be >= 1, got 512 and 0"),
+        (["--window", "0"], "window and workers must be >= 1, got 0 and 1"),
+        (["MISSING"], "is not a directory"),
+    ],
+)
+def test_replay_cli_refuses_bad_arguments_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    src = generated(tmp_path / "in", processes=3)
+    store = tmp_path / "store"
+    if argv == ["MISSING"]:
+        args = ["replay", str(tmp_path / "missing"), "--store", str(store), "--tenant", NB]
+    elif argv[0] == "--tenant":
+        args = ["replay", str(src), "--store", str(store), *argv]
+    else:
+        args = ["replay", str(src), "--store", str(store), "--tenant", NB, *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # One line naming the problem: no progress bar was started, no store was created.
+    assert err.count("\n") == 1 and named in err and err.startswith("mako-actors replay: InvalidArgument")
+    assert not store.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_replay_cli_reports_a_store_directory_without_write_permission(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
