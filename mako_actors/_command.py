@@ -138,8 +138,9 @@ def prepare(
     Pure apart from fresh ids: the outbox and deadline ids derive from the first event's id,
     so they are stable once the commit is written. ``ctx`` None: fresh correlation and
     conversation ids, no causation (what ``CommandContext.new`` would give, without the
-    object). Raises ``WorkflowError`` when the output asks to send or schedule something
-    without an event to cause it.
+    object). A ``ctx`` with ``recorded_at`` stamps everything at that instant, not at ``now``.
+    Raises ``WorkflowError`` when the output asks to send or schedule something without an
+    event to cause it.
     """
     # Fields of the models read from their ``__dict__``: a model attribute goes through
     # pydantic's ``__getattr__`` lookup hook, which a dict item skips (once per command).
@@ -154,13 +155,16 @@ def prepare(
         return _prepared(None, (), (), state, None)
     # Every value below already has its field's type (identity and context are validated
     # models, ``event_payload`` is plain data), so the envelopes skip pydantic validation.
-    recorded_at = now if now.tzinfo is UTC else utc(now)
     if ctx is None:
         correlation, conversation, causation = CorrelationId.new(), ConversationId.new(), None
     else:
         context = ctx.__dict__
         correlation, conversation = context["correlation_id"], context["conversation_id"]
         causation = context["causation_id"]
+        at = context.get("recorded_at")
+        if at is not None:  # historic input (``CommandContext.with_recorded_at``): UTC already
+            now = at
+    recorded_at = now if now.tzinfo is UTC else utc(now)
     interval = options.snapshot_interval
     # Not folded when the caller never reads the new state: ``apply`` is pure and accepts
     # every event ``handle`` emits (the workflow's contract), so skipping it changes nothing.

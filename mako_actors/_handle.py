@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from mako_actors.envelope import CommandContext, ProcessIdentity, trusted
+from mako_actors.envelope import CommandContext, ProcessIdentity, trusted, utc
 from mako_actors.ids import ConversationId, CorrelationId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
@@ -101,12 +102,18 @@ class ProcessHandle(Generic[C, S]):
         """A context with fresh correlation and conversation ids for this process."""
         return CommandContext.new(self.tenant_id, self.process_id, self.workflow_id)
 
-    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
+    def context_for_inbound(
+        self, interchange_ref: str, *, recorded_at: datetime | None = None
+    ) -> CommandContext:
         """A context whose correlation id is UUID v5 of ``interchange_ref``.
 
         Retransmissions of one interchange share the correlation root. Pass the reference
         sender-qualified (``"<sender MP-ID>:<0020>"``): 0020 is unique only per sender.
+        ``recorded_at``: for historic input, the instant to stamp the command with
+        (``CommandContext.with_recorded_at``); ``ValueError`` when naive.
         """
+        if recorded_at is not None and recorded_at.tzinfo is not UTC:
+            recorded_at = utc(recorded_at)
         # Built at once (not ``new_context().with_correlation``): once per inbound command.
         return trusted(
             CommandContext,
@@ -117,6 +124,7 @@ class ProcessHandle(Generic[C, S]):
                 "correlation_id": _correlation(interchange_ref),
                 "conversation_id": ConversationId.new(),
                 "causation_id": None,
+                "recorded_at": recorded_at,
             },
             _CONTEXT_SET,
         )

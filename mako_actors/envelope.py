@@ -243,7 +243,11 @@ class CommandContext(_Frozen):
 
     ``correlation_id`` is the root of the chain (shared by retransmissions of one interchange),
     ``conversation_id`` groups a business conversation, ``causation_id`` names the event or
-    message that caused this command, if any.
+    message that caused this command, if any. ``recorded_at``: the instant the command's events,
+    outbox messages and snapshot are stamped with instead of the clock's reading when it is
+    decided (``with_recorded_at``): for historic input, e.g. a replay stamps each interchange's
+    commands with its receipt instant, whenever the pipeline gets to them. Order stays the
+    store's ``global_position``; nothing decides by this stamp.
     """
 
     tenant_id: TenantId
@@ -252,6 +256,7 @@ class CommandContext(_Frozen):
     correlation_id: CorrelationId
     conversation_id: ConversationId
     causation_id: CausationId | None = None
+    recorded_at: AwareUtc | None = None
 
     @classmethod
     def new(cls, tenant_id: TenantId, process_id: ProcessId, workflow_id: WorkflowId) -> CommandContext:
@@ -267,6 +272,7 @@ class CommandContext(_Frozen):
                 "correlation_id": CorrelationId.new(),
                 "conversation_id": ConversationId.new(),
                 "causation_id": None,
+                "recorded_at": None,
             },
             _CONTEXT_FIELDS,
         )
@@ -309,6 +315,11 @@ class CommandContext(_Frozen):
     def with_correlation(self, correlation_id: CorrelationId) -> CommandContext:
         """A copy with the correlation root ``correlation_id``."""
         return self._with("correlation_id", correlation_id)
+
+    def with_recorded_at(self, instant: datetime) -> CommandContext:
+        """A copy whose command is stamped at ``instant`` (aware; stored as UTC), not at the
+        clock's reading. ``ValueError`` for a naive ``instant``."""
+        return self._with("recorded_at", utc(instant))
 
     def _with(self, name: str, value: Any) -> CommandContext:
         """``model_copy(update={name: value})`` (no validation either), without its generic copying.

@@ -298,7 +298,9 @@ class Handle(Protocol):
     """What the pipeline needs of a process handle (``Process`` and actor refs have it)."""
 
     def identity(self) -> ProcessIdentity: ...
-    def context_for_inbound(self, interchange_ref: str) -> CommandContext: ...
+    def context_for_inbound(
+        self, interchange_ref: str, *, recorded_at: datetime | None = None
+    ) -> CommandContext: ...
     async def state(self) -> Any: ...
     async def execute_and_enqueue_with(self, command: Any, ctx: CommandContext) -> list[EventEnvelope]: ...
 
@@ -393,6 +395,10 @@ class InboundPipeline:
     interchange unrecorded, so ingesting it again processes it again (known transactions
     are skipped), as after a crash between the two writes of the default. The CONTRL then
     follows the processes' answers in the outbox.
+
+    ``record_at_receipt``: every command and dead letter of an interchange is stamped with its
+    ``received_at`` (``CommandContext.with_recorded_at``), not with ``clock``'s reading when
+    it runs: for historic input (a replay, which runs interchanges ahead of its clock).
     """
 
     def __init__(
@@ -408,6 +414,7 @@ class InboundPipeline:
         clock: Clock = system_clock,
         receipts: ProcessHost | None = None,
         receipt_after_routing: bool = False,
+        record_at_receipt: bool = False,
     ) -> None:
         self._store = store
         self._host = host
@@ -432,6 +439,7 @@ class InboundPipeline:
         self._receipts = receipts or DirectHost(store, [ReceiptWorkflow()], clock)
         self._receipts_in_store = receipts is None  # their streams are ``store``'s
         self._receipt_after_routing = receipt_after_routing
+        self._record_at_receipt = record_at_receipt
         # The format version in force per ÜT day (``FormatVersion.in_force``, for every interchange).
         self._format_versions: dict[date, FormatVersion] = {}
 
@@ -489,7 +497,10 @@ class InboundPipeline:
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
             await self._dead_letter(
-                "inbound", f"unreadable interchange: {parsed}", {"source": source, "sha256": digest}
+                "inbound",
+                f"unreadable interchange: {parsed}",
+                {"source": source, "sha256": digest},
+                received_at,
             )
             return result
         result = IngestResult(
@@ -557,7 +568,7 @@ class InboundPipeline:
         if record_after:
             await record(processed=processed)
             return result
-        await receipts.execute_and_enqueue_with(processed, self._receipt_ctx(result, receipts))
+        await receipts.execute_and_enqueue_with(processed, self._receipt_ctx(result, received_at, receipts))
         return result
 
     def _format_version(self, day: date) -> FormatVersion:
@@ -593,14 +604,22 @@ class InboundPipeline:
             if await self._receipt_only(result, digest, received_at, "7") != "rejected":
                 return  # the same bytes again (or a conflict, dead-lettered as such): answered before
         audit = {**_audit(result), "sha256": digest}
-        await self._dead_letter("inbound-misaddressed", result.error or "", audit)
+        await self._dead_letter("inbound-misaddressed", result.error or "", audit, received_at)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
 
-    def _receipt_ctx(self, result: IngestResult, handle: Handle | None = None) -> CommandContext:
+    def _receipt_ctx(
+        self, result: IngestResult, received_at: datetime, handle: Handle | None = None
+    ) -> CommandContext:
         handle = handle or self._receipt_handle(result)
-        return handle.context_for_inbound(f"{result.sender}:{result.interchange_ref}")
+        return self._context(handle, f"{result.sender}:{result.interchange_ref}", received_at)
+
+    def _context(self, handle: Handle, interchange_ref: str, received_at: datetime) -> CommandContext:
+        """The context of a command for an interchange received at ``received_at``."""
+        if self._record_at_receipt:
+            return handle.context_for_inbound(interchange_ref, recorded_at=received_at)
+        return handle.context_for_inbound(interchange_ref)
 
     async def _receipt_is_new(self, handle: Handle, digest: str) -> Literal["empty", "new", ""]:
         """Whether ``RecordReceipt`` of these bytes would be taken (nothing accepted, or other
@@ -690,7 +709,7 @@ class InboundPipeline:
         if handle is None:
             handle = self._receipt_handle(result)
         try:
-            ctx = self._receipt_ctx(result, handle)
+            ctx = self._receipt_ctx(result, received_at, handle)
             if empty and isinstance(handle, Process):
                 # A new receipt stream, written whole by this one command: no state to rebuild.
                 await handle._execute_and_enqueue_new(command, ctx)
@@ -707,7 +726,7 @@ class InboundPipeline:
             result.status, result.error = "conflict", str(alarm)
             if acknowledge:
                 await self._answer_conflict(result, digest, received_at)
-            await self._dead_letter("inbound-conflict", str(alarm), _audit(result))
+            await self._dead_letter("inbound-conflict", str(alarm), _audit(result), received_at)
             return False
         result.status = "duplicate"
         return accepted and not state.processed
@@ -734,7 +753,7 @@ class InboundPipeline:
         with contextlib.suppress(WorkflowError, VersionConflict):
             await self._receipt_handle(result).execute_and_enqueue_with(
                 RecordConflict(conflict=conflict, sender=result.sender, contrl=payload),
-                self._receipt_ctx(result),
+                self._receipt_ctx(result, received_at),
             )
 
     # -- one transaction -------------------------------------------------------------------
@@ -784,7 +803,7 @@ class InboundPipeline:
                         )
                     handle = self._host.resume(identity)
                     await handle.execute_and_enqueue_with(
-                        decision.command, handle.context_for_inbound(interchange.correlation_ref)
+                        decision.command, self._context(handle, interchange.correlation_ref, tx.received_at)
                     )
                     return _outcome(tx, "routed", identity.process_id)
                 if self._routed_spawn and decision.routing_key:
@@ -796,7 +815,7 @@ class InboundPipeline:
                     handle = self._host.spawn(decision.workflow, tx.tenant, decision.workflow_id)
                 try:
                     await handle.execute_and_enqueue_with(
-                        decision.command, handle.context_for_inbound(interchange.correlation_ref)
+                        decision.command, self._context(handle, interchange.correlation_ref, tx.received_at)
                     )
                     return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
@@ -815,7 +834,7 @@ class InboundPipeline:
         refusals.append(_refusal(interchange, message, transaction, tx.received_at, code, text))
         reason = f"{type(error).__name__}: {error}"
         audit = {**_audit_of(interchange, message, transaction), "error": error.to_plain()}
-        await self._dead_letter("inbound", reason, audit)
+        await self._dead_letter("inbound", reason, audit, tx.received_at)
         return replace(_outcome(tx, "dead_letter", detail=reason), refused=code)
 
     async def _acknowledgement(
@@ -836,7 +855,7 @@ class InboundPipeline:
                     continue
                 handle = self._host.resume(identity)
                 await handle.execute_and_enqueue_with(
-                    command, handle.context_for_inbound(interchange.correlation_ref)
+                    command, self._context(handle, interchange.correlation_ref, received_at)
                 )
                 return MessageOutcome(
                     message.reference, None, None, "routed", identity.process_id, message.message_type
@@ -845,7 +864,7 @@ class InboundPipeline:
             raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
         except (EngineError, ValidationError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            await self._dead_letter("inbound", reason, _audit_of(interchange, message))
+            await self._dead_letter("inbound", reason, _audit_of(interchange, message), received_at)
             return MessageOutcome(message.reference, None, None, "dead_letter", None, reason)
 
     async def _unhandled(
@@ -858,7 +877,7 @@ class InboundPipeline:
         """A message no workflow consumes: no transaction (a UTILMD without IDE gets APERAK Z29),
         or an acknowledgement without reference (dead letter only: no APERAK on an APERAK)."""
         reason = f"{message.message_type} {message.reference} has nothing a workflow handles"
-        await self._dead_letter("inbound-unhandled", reason, _audit_of(interchange, message))
+        await self._dead_letter("inbound-unhandled", reason, _audit_of(interchange, message), received_at)
         refused = None
         if refusals is not None:
             refused = "Z29"
@@ -866,9 +885,12 @@ class InboundPipeline:
             refusals.append(_refusal(interchange, message, None, received_at, refused, text))
         return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason, refused)
 
-    async def _dead_letter(self, kind: str, reason: str, payload: dict[str, Any]) -> None:
+    async def _dead_letter(
+        self, kind: str, reason: str, payload: dict[str, Any], received_at: datetime
+    ) -> None:
+        at = received_at if self._record_at_receipt else self._clock()
         await self._store.add_dead_letter(
-            DeadLetter(kind=kind, reason=reason, payload=payload, recorded_at=self._clock())
+            DeadLetter(kind=kind, reason=reason, payload=payload, recorded_at=at)
         )
 
 

@@ -20,8 +20,11 @@ Two schedules give the same decisions (``ReplayReport.decision_digest`` proves i
   before every later one, once all items received before it are queued. Whatever cannot be
   keyed (an answer whose request is unknown so far, deadlines left in the store by an earlier
   run) runs alone, after everything before it; a file the parser rejects touches only its
-  receipt stream and dead letters. The clock that stamps ``recorded_at`` follows the queue's
-  horizon, so those stamps (never a decision) may lie a little later than in a sequential run.
+  receipt stream and dead letters. The run's clock follows the queue's horizon (up to
+  ``window`` interchanges ahead of what runs), so nothing is stamped from it: an
+  interchange's commands and dead letters carry its receipt instant
+  (``InboundPipeline(record_at_receipt=True)``), a deadline's its due instant
+  (``CommandContext.with_recorded_at``), as the sequential schedule's clock stands then.
 
 Both schedules parse each file once (the keys come from the parsed values, which ``ingest``
 takes), write an accepted interchange's receipt, CONTRL and outcome in one command after its
@@ -58,10 +61,11 @@ from pydantic_core import to_jsonable_python
 
 from mako_actors._partition import CANDIDATES, Scan, trigger_seed
 from mako_actors.actors import LocalActorSystem
+from mako_actors.actors._actor import TIMEOUT, Op
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
-from mako_actors.envelope import EventEnvelope, ProcessIdentity
+from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.payloads import derive_ref
@@ -87,6 +91,7 @@ __all__ = [
     "ArchivedInterchange",
     "ReplayReport",
     "archive",
+    "check_replay_arguments",
     "decision_digest",
     "decisions_in",
     "load_master_data",
@@ -1001,8 +1006,13 @@ class _Pipeline:
         if not self.view.is_pending(deadline.deadline_id):
             return  # cancelled (answered) meanwhile
         self.view.forget(deadline.deadline_id)
+        identity = identity_of(deadline)
+        # Stamped at its due instant, as the sequential schedule's clock stands when it fires
+        # (this one's is wherever the queue's horizon is).
+        ctx = CommandContext.new(identity.tenant_id, identity.process_id, identity.workflow_id)
+        op = Op(TIMEOUT, None, ctx.with_recorded_at(deadline.due_at), True, 1, None, deadline)
         try:
-            await self.system.resume(identity_of(deadline)).execute_timeout(deadline)
+            await self.system.dispatch(identity, op)  # ``execute_timeout`` with a context
             self.report.deadlines_fired += 1
         except EngineError as exc:
             if exc.transient:
@@ -1010,7 +1020,7 @@ class _Pipeline:
             self.report.errors.append(f"deadline {deadline.label} of {deadline.stream_id}: {exc}")
             await self.view.add_dead_letter(
                 DeadLetter(
-                    kind="deadline", reason=str(exc), payload=deadline.to_plain(), recorded_at=self.clock()
+                    kind="deadline", reason=str(exc), payload=deadline.to_plain(), recorded_at=deadline.due_at
                 )
             )
             await self.view.cancel_deadline(deadline.deadline_id)
@@ -1215,6 +1225,7 @@ async def _replay_items(
                 master_data=options.master_data,
                 clock=clock,
                 receipt_after_routing=True,  # the schedule never runs one receipt stream twice at once
+                record_at_receipt=True,  # stamped as the sequential schedule's clock stands
             )
             if sequential:
                 await _sequential(items, store, pipeline, system, clock, report, until, progress)

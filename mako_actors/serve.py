@@ -76,8 +76,12 @@ class _TimedHandle:
     def identity(self) -> ProcessIdentity:
         return self._handle.identity()  # type: ignore[no-any-return]
 
-    def context_for_inbound(self, interchange_ref: str) -> CommandContext:
-        return self._handle.context_for_inbound(interchange_ref)  # type: ignore[no-any-return]
+    def context_for_inbound(
+        self, interchange_ref: str, *, recorded_at: datetime | None = None
+    ) -> CommandContext:
+        return self._handle.context_for_inbound(  # type: ignore[no-any-return]
+            interchange_ref, recorded_at=recorded_at
+        )
 
     async def state(self) -> Any:
         return await self._handle.state()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,16 @@ async def test_pipelined_and_sequential_runs_decide_the_same_and_reruns_change_n
     # The pipelined run gathered its decisions as it committed them; the store holds the same.
     assert decision_digest(await decisions_in(tmp_path / "p")) == piped.decision_digest
     assert (piped.deadlines_fired, piped.dead_letters) == (plain.deadlines_fired, plain.dead_letters)
+    # The pipelined run reads up to 64 files ahead of what runs (its clock with them), yet
+    # stamps each event, answer and dead letter as the sequential run does: an interchange's
+    # at its receipt instant, a deadline's at its due instant.
+    piped_stamps, plain_stamps = await stamps(tmp_path / "p"), await stamps(tmp_path / "s")
+    assert piped_stamps == plain_stamps
+    receipt_instants = {item.received_at for item in archive(messy)}
+    received = [at for (kind, at) in piped_stamps[0] if kind == "gpke.anmeldung_received"]
+    assert received and set(received) <= receipt_instants
+    deemed = [at for (kind, at) in piped_stamps[0] if kind == "gpke.lfa_deemed_to_agree"]
+    assert deemed and not set(deemed) & receipt_instants  # fired at Fristen, between receipts
     async with LmdbStore(tmp_path / "p") as store:
         before = (len(await store.read_all(0, 100_000)), len(await store.dead_letters(limit=10_000)))
     again = await replay_directory(messy, tmp_path / "p", tenants=[NB], master_data=master)
@@ -80,6 +92,15 @@ async def test_pipelined_and_sequential_runs_decide_the_same_and_reruns_change_n
     async with LmdbStore(tmp_path / "p") as store:
         after = (len(await store.read_all(0, 100_000)), len(await store.dead_letters(limit=10_000)))
     assert after == before
+
+
+async def stamps(path: Path) -> tuple[Counter[tuple[str, datetime]], ...]:
+    """How many events, outbox messages and dead letters the store holds per (kind, instant)."""
+    async with LmdbStore(path) as store:
+        events = Counter((e.event_type, e.recorded_at) for e in await store.read_all(0, 100_000))
+        outbox = Counter((m.message_type, m.created_at) for m in await store.outbox_messages(100_000))
+        letters = Counter((d.kind, d.recorded_at) for d in await store.dead_letters(limit=10_000))
+    return events, outbox, letters
 
 
 def test_two_workers_decide_like_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,6 +45,7 @@ def test_operations_arrive_as_sent() -> None:
     items = [
         (3, first, Op(COMMAND, command=Record(amount=1), enqueue=True, new=True)),  # plain fields
         (3, first, Op(COMMAND, command=Record(amount=2, remind_at=AT), ctx=ctx, max_attempts=4)),
+        (3, first, Op(COMMAND, command=Record(amount=3), ctx=ctx.with_recorded_at(AT), enqueue=True)),
         (1, second, Op(COMMAND, command=Record(amount=-7, notify="x", register_key="k"), max_attempts=2)),
         (1, second, Op(TIMEOUT, deadline=deadline, enqueue=True)),
         (0, first, Op("take_snapshot", snapshot_interval=5)),
