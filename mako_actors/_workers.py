@@ -37,6 +37,7 @@ file that cannot be read is reported once (by round 1) and left out, as by one w
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import multiprocessing
 import os
@@ -260,10 +261,10 @@ def _read_share(
     readable: list[bool] = []
     for name, at in sources:
         try:
-            files.append((Path(name).name, Path(name).read_bytes(), at))
+            files.append((os.path.basename(name), _read(name), at))
             readable.append(True)
         except OSError as exc:
-            failures.append(f"{Path(name).name}: cannot read: {exc.strerror or exc}")
+            failures.append(f"{os.path.basename(name)}: cannot read: {exc.strerror or exc}")
             readable.append(False)
     found = read_facts(files, tenants)
     if earlier:
@@ -329,19 +330,25 @@ def _pieces(
     for (name, at), each in zip(sources, facts, strict=True):
         if each is None:
             continue
-        path = Path(name)
 
-        def judge(path: Path = path, at: datetime = at) -> bool:
-            return rejected_as_a_whole(path.read_bytes(), at, ours)
+        def judge(name: str = name, at: datetime = at) -> bool:
+            return rejected_as_a_whole(_read(name), at, ours)
 
-        placement = partitioner.place(each, judge, path.read_bytes)
+        placement = partitioner.place(each, judge, functools.partial(_read, name))
         if k in placement:
             try:
-                raw = path.read_bytes()
+                raw = _read(name)
             except OSError as exc:  # readable in round 1, gone now
-                failures.append(f"{path.name}: cannot read: {exc.strerror or exc}")
+                failures.append(f"{os.path.basename(name)}: cannot read: {exc.strerror or exc}")
                 continue
             indices = placement[k]
             piece = raw if indices is None else each.piece(raw, indices)
-            mine.append(ArchivedInterchange(path, at, raw=piece))
+            mine.append(ArchivedInterchange(Path(name), at, raw=piece))
     return mine, failures
+
+
+def _read(name: str) -> bytes:
+    """The bytes of the file ``name`` (``Path.read_bytes`` without a ``Path``: once per file and
+    round, ~3 µs each for every worker)."""
+    with open(name, "rb") as file:
+        return file.read()
