@@ -6,7 +6,8 @@ of its own. A share must hold everything that can affect one process: every trig
 and acknowledgements to what that process sent. Answers name our 55010 only by its IDE (``RFF+TN``),
 which the workflow derives from the triggering message's references (``derive_ref(seed, index,
 "IDE")`` with ``seed = sender:0020:0062:IDE``); the first ``CANDIDATES`` indices of every
-trigger are mapped to its partition, so an answer follows its request.
+trigger map to its partition (``Predictions``: derived when an answer asks, one index at a
+time, so the walk hashes ~1 of 16 references per trigger), so an answer follows its request.
 
 Groups. A group gets its partition the first time the walk (receipt order) meets it: the
 partition of the first message of its file already placed (by its group or as an answer), else
@@ -110,19 +111,20 @@ from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 from mako_actors._placement import Earlier, PartSeed
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
-from mako_actors.gpke.payloads import derive_request_refs
+from mako_actors.gpke.payloads import derive_ref, derive_request_refs
 from mako_actors.version import FormatVersion
 
 __all__ = [
     "FileFacts",
     "Partitioner",
     "Placement",
+    "Predictions",
     "Scan",
     "our_references",
     "pieces_of",
@@ -132,6 +134,8 @@ __all__ = [
 ]
 
 CANDIDATES = 8
+V = TypeVar("V")
+RefKind = Literal["IDE", "0020"]
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
@@ -155,6 +159,46 @@ def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str
     messages count from 0; the first ``CANDIDATES`` are enough for one supplier change.
     """
     return derive_request_refs(trigger_seed(sender, control_ref, message_ref, ide_ref), CANDIDATES)
+
+
+class Predictions(Generic[V]):
+    """``our_references`` of every trigger added, looked up by (tenant MP-ID, IDE or 0020).
+
+    Equal to deriving all of a trigger's references when it is added and keeping, per
+    reference, the value of the last trigger that derives it, but derived lazily: one
+    (kind, message index) table at a time, the index answers hit most often first, up to the
+    trigger added last. An answer names one kind and (nearly always) one index, so most of
+    the SHA-256s are never computed. (Only two different seeds whose references agree at
+    different indices could tell the two apart: a SHA-256 prefix collision.)
+    """
+
+    def __init__(self) -> None:
+        self._triggers: list[tuple[str, str, V]] = []  # (us, seed, value), in the order added
+        # (kind, index) -> (reference -> value, how many of ``_triggers`` are in it)
+        self._tables: dict[tuple[RefKind, int], tuple[dict[tuple[str, str], V], list[int]]] = {}
+        self._hits = [0] * CANDIDATES
+        self._order = list(range(CANDIDATES))
+
+    def add(self, us: str, seed: str, value: V) -> None:
+        """A trigger with ``seed`` (``sender:0020:0062:IDE``) addressed to ``us``, mapped to ``value``."""
+        self._triggers.append((us, seed, value))
+
+    def get(self, kind: RefKind, reference: tuple[str, str]) -> V | None:
+        """The value of the last trigger added whose reference of ``kind`` is ``reference``
+        (``(us, reference)``), else None. Costs one SHA-256 per trigger added since the last
+        look into each index table it searches."""
+        for index in self._order:
+            table, done = self._tables.setdefault((kind, index), ({}, [0]))
+            if done[0] < len(self._triggers):
+                for us, seed, value in self._triggers[done[0] :]:
+                    table[(us, derive_ref(seed, index, kind))] = value
+                done[0] = len(self._triggers)
+            found = table.get(reference)
+            if found is not None:
+                self._hits[index] += 1
+                self._order.sort(key=lambda i: -self._hits[i])  # stable: ties keep index order
+                return found
+        return None
 
 
 def trigger_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
@@ -277,15 +321,14 @@ class _Read:
 
 class _Route(NamedTuple):
     """How one message is placed: ``_STATIC`` in the partition of ``group`` (a trigger also maps
-    the references ``ides`` and ``interchanges`` its answers will carry to it), ``_ACK`` /
-    ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the file's) when
-    unknown."""
+    the references its answers will carry, derived from ``seeds``, one per transaction, to it),
+    ``_ACK`` / ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the
+    file's) when unknown."""
 
     kind: int
     group: int
     ref: bytes = b""
-    ides: tuple[bytes, ...] = ()
-    interchanges: tuple[bytes, ...] = ()
+    seeds: tuple[str, ...] = ()
 
 
 _STATIC, _ACK, _ANSWER = 0, 1, 2
@@ -464,13 +507,8 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
     group = _group(recipient, tx.get(b"LOC", b""))
     sender = (message.sender or sender_id).decode("latin-1")
     control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
-    ides: list[bytes] = []
-    interchanges: list[bytes] = []
-    for each in message.txs:
-        for ide, interchange in our_references(sender, control, ref, each[b"IDE"].decode("latin-1")):
-            ides.append(ide.encode())
-            interchanges.append(interchange.encode())
-    return _Route(_STATIC, group, b"", tuple(ides), tuple(interchanges))
+    seeds = tuple(trigger_seed(sender, control, ref, each[b"IDE"].decode("latin-1")) for each in message.txs)
+    return _Route(_STATIC, group, b"", seeds)
 
 
 def _facts(name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
@@ -496,7 +534,8 @@ def read_facts(files: list[tuple[str, bytes, datetime]], tenants: Iterable[str])
     "Two phases").
 
     Judged (a full parse each): every file likely to be cut, and every file whose receipt key
-    occurs more than once in ``files``. Cost: a light scan of each file, 16 SHA-256 per trigger.
+    occurs more than once in ``files``. Cost: a light scan of each file (no SHA-256: a trigger's
+    references are derived by the walk, when an answer asks for them).
     """
     ours = frozenset(tenants)
     read = [_facts(name, raw, ours) for name, raw, _ in files]
@@ -529,6 +568,8 @@ class Partitioner:
         self._groups: dict[int, int] = {}  # group -> its partition (module doc, "Groups")
         self._load = [0] * n  # messages placed in each partition so far
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
+        # Each trigger's references -> its partition, derived when an answer asks (``Predictions``).
+        self._predicted: Predictions[int] = Predictions()
         for part, seed in enumerate(seeds):
             if seed is None:
                 continue
@@ -653,16 +694,27 @@ class Partitioner:
         self._load[part] += messages
         return part
 
-    @staticmethod
     def _answered(
-        route: _Route, ides: MutableMapping[bytes, int], interchanges: MutableMapping[bytes, int]
+        self, route: _Route, ides: MutableMapping[bytes, int], interchanges: MutableMapping[bytes, int]
     ) -> int | None:
-        """The partition of the request an answer or acknowledgement refers to, if known."""
-        if route.kind == _ACK:
-            return interchanges.get(route.ref)
-        if route.kind == _ANSWER:
-            return ides.get(route.ref)
-        return None
+        """The partition of the request an answer or acknowledgement refers to, if known.
+
+        A trigger of this walk that derives the reference wins over the maps (the earlier
+        runs' stores, and in a dry walk this file's own triggers, which come later still).
+        """
+        kind = route.kind
+        if kind == _STATIC:
+            return None
+        ref = route.ref
+        if kind == _ACK:
+            known = interchanges.maps[0].get(ref) if isinstance(interchanges, ChainMap) else None
+            if known is None:
+                known = self._predicted.get("0020", ("", ref.decode("latin-1")))
+            return known if known is not None else interchanges.get(ref)
+        known = ides.maps[0].get(ref) if isinstance(ides, ChainMap) else None
+        if known is None:
+            known = self._predicted.get("IDE", ("", ref.decode("latin-1")))
+        return known if known is not None else ides.get(ref)
 
     def _parts(self, routes: tuple[_Route, ...], dry: bool = False) -> list[int]:
         """Each message's partition; a new group goes with its file (module doc, "Groups").
@@ -691,10 +743,14 @@ class Partitioner:
             if part is None:
                 part = groups.setdefault(route.group, target)
             if route.kind == _STATIC:
-                for ide in route.ides:
-                    ides[ide] = part
-                for interchange in route.interchanges:
-                    interchanges[interchange] = part
+                if dry:  # nothing recorded: this file's own references in the overlay maps
+                    for seed in route.seeds:
+                        for ide, interchange in derive_request_refs(seed, CANDIDATES):
+                            ides[ide.encode()] = part
+                            interchanges[interchange.encode()] = part
+                else:
+                    for seed in route.seeds:
+                        self._predicted.add("", seed, part)
             load[part] += 1
             parts.append(part)
         return parts

@@ -6,18 +6,20 @@ as a whole never cut, escaped values read by the parser) is ``mako_actors._parti
 archive for it takes two rounds of calls through the same ``Runner`` (local processes or Ray):
 
 1. ``_read_share``: worker k reads the k-th of n contiguous runs of files (in receipt order) and
-   returns their ``FileFacts`` (``read_facts``: a light scan, the references a trigger's answers
-   will carry, and the judge's full parse of each file likely to be cut: 2,636 of the benchmark
-   archive's 7,340). Nothing here depends on another file, so the work is shared instead of done
-   n times. When an earlier run left part stores, worker k also reads what store k holds for
-   placement (``_placement.read_seed``) and looks up its files' receipt keys in every store
-   (``earlier_receipts``): one read transaction per store, none for a fresh store.
+   returns their ``FileFacts`` (``read_facts``: a light scan, the seed of the references a
+   trigger's answers will carry, and the judge's full parse of each file likely to be cut:
+   2,636 of the benchmark archive's 7,340). Nothing here depends on another file, so the work
+   is shared instead of done n times. When an earlier run left part stores, worker k also reads
+   what store k holds for placement (``_placement.read_seed``) and looks up its files' receipt
+   keys in every store (``earlier_receipts``): one read transaction per store, none for a
+   fresh store.
 2. ``_worker``: every worker gets all facts and walks them in receipt order with the same
    ``Partitioner`` (the only part that depends on earlier files, dictionary work without a
-   parse; a verdict the facts lack is judged by a parse then), starting from the part stores'
-   seeds, reads again only the files it gets a piece of, and replays its pieces into
-   ``store_path/part-<k>-of-<n>``. A store of another layout (a one-worker store, or part
-   stores of another n) is refused by ``replay_directory`` before round 1 (``_placement.check_layout``).
+   parse, and the SHA-256 of a trigger's references an answer asks for; a verdict the facts
+   lack is judged by a parse then), starting from the part stores' seeds, reads again only
+   the files it gets a piece of, and replays its pieces into ``store_path/part-<k>-of-<n>``.
+   A store of another layout (a one-worker store, or part stores of another n) is refused by
+   ``replay_directory`` before round 1 (``_placement.check_layout``).
 
 Local workers are forked from this process when it has a single thread (Linux): they start with
 everything it imported (the replay, and the BDEW calendar if it computed a Werktag), ~0.5 s

@@ -55,11 +55,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from pydantic_core import to_jsonable_python
 
-from mako_actors._partition import CANDIDATES, Scan, trigger_seed
+from mako_actors._partition import Predictions, RefKind, Scan, trigger_seed
 from mako_actors.actors import LocalActorSystem
 from mako_actors.actors._actor import TIMEOUT, Op
 from mako_actors.dead_letters import DeadLetter
@@ -68,7 +68,6 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.gpke.payloads import derive_ref
 from mako_actors.gpke.supply import MEASUREMENTS
 from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
@@ -748,7 +747,7 @@ class _Pipeline:
         )
         self.tenants = {t: TenantId.from_party_id(t) for t in tenants}
         # The IDEs / 0020s every trigger's process may send, for answers in flight (``_target_key``).
-        self.predicted = _Predictions()
+        self.predicted: Predictions[tuple[str, ...]] = Predictions()
         self.queues: dict[tuple[str, ...], list[_Item]] = {}
         self.parked: list[tuple[datetime, int, _Item]] = []  # a heap by due instant
         self.ready: list[_Item] = []
@@ -821,7 +820,7 @@ class _Pipeline:
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(
-        self, tenant: TenantId, registry_key: str, kind: _Kind, reference: tuple[str, str]
+        self, tenant: TenantId, registry_key: str, kind: RefKind, reference: tuple[str, str]
     ) -> tuple[str, ...] | None:
         """The key of the process an answer names: bound already, or about to be.
 
@@ -1027,46 +1026,6 @@ class _Pipeline:
 
 
 _order_of = operator.attrgetter("order")
-_Kind = Literal["IDE", "0020"]
-
-
-class _Predictions:
-    """``our_references`` of every trigger queued, looked up by (tenant MP-ID, IDE or 0020).
-
-    Equal to deriving all of a trigger's references when it is queued and keeping, per
-    reference, the key of the last trigger that derives it, but derived lazily: one
-    (kind, message index) table at a time, the index answers hit most often first, up to the
-    trigger queued last. An answer names one kind and (nearly always) one index, so most of
-    the SHA-256s are never computed. (Only two different seeds whose references agree at
-    different indices could tell the two apart: a SHA-256 prefix collision.)
-    """
-
-    def __init__(self) -> None:
-        self._triggers: list[tuple[str, str, tuple[str, ...]]] = []  # (us, seed, key), queue order
-        # (kind, index) -> (reference -> key, how many of ``_triggers`` are in it)
-        self._tables: dict[tuple[_Kind, int], tuple[dict[tuple[str, str], tuple[str, ...]], list[int]]] = {}
-        self._hits = [0] * CANDIDATES
-        self._order = list(range(CANDIDATES))
-
-    def add(self, us: str, seed: str, key: tuple[str, ...]) -> None:
-        """A trigger with ``seed`` (``sender:0020:0062:IDE``) addressed to ``us`` is queued under ``key``."""
-        self._triggers.append((us, seed, key))
-
-    def get(self, kind: _Kind, reference: tuple[str, str]) -> tuple[str, ...] | None:
-        for index in self._order:
-            table, done = self._tables.setdefault((kind, index), ({}, [0]))
-            if done[0] < len(self._triggers):
-                for us, seed, trigger_key in self._triggers[done[0] :]:
-                    table[(us, derive_ref(seed, index, kind))] = trigger_key
-                done[0] = len(self._triggers)
-            found = table.get(reference)
-            if found is not None:
-                self._hits[index] += 1
-                self._order.sort(key=lambda i: -self._hits[i])  # stable: ties keep index order
-                return found
-        return None
-
-
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     """The file's bytes; None (and a failure in the report) when it cannot be read."""
     if item.raw is not None:

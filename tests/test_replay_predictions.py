@@ -1,11 +1,10 @@
-"""The replay's lazy prediction of which trigger an answer in flight belongs to."""
+"""The lazy prediction of which trigger an answer belongs to (the replay's queue, the partitioner's walk)."""
 
 from __future__ import annotations
 
 import random
 
-from mako_actors._partition import our_references, trigger_seed
-from mako_actors.replay import _Predictions
+from mako_actors._partition import Predictions, our_references, trigger_seed
 
 
 def _eager(triggers: list[tuple[str, tuple[str, str, str, str], tuple[str, ...]]]) -> tuple[dict, dict]:
@@ -21,7 +20,7 @@ def _eager(triggers: list[tuple[str, tuple[str, str, str, str], tuple[str, ...]]
 
 def test_seed_is_the_one_our_references_derives_from() -> None:
     refs = ("9900000000001", "ABC123", "M7", "IDE42")
-    predicted = _Predictions()
+    predicted = Predictions[tuple[str, ...]]()
     predicted.add("9900000002009", trigger_seed(*refs), ("malo", "x"))
     for ide, control in our_references(*refs):
         assert predicted.get("IDE", ("9900000002009", ide)) == ("malo", "x")
@@ -33,7 +32,7 @@ def test_lazy_lookups_agree_with_deriving_everything_up_front() -> None:
     rng = random.Random(7)
     tenants = ["9900000002009", "9900000002010"]
     triggers: list[tuple[str, tuple[str, str, str, str], tuple[str, ...]]] = []
-    predicted = _Predictions()
+    predicted = Predictions[tuple[str, ...]]()
     for step in range(300):
         if rng.random() < 0.6 or not triggers:
             # Now and then the same references again (a resend) under another key: the later wins.
