@@ -301,16 +301,16 @@ def _worker(
     import gc
     import logging
 
-    from mako_actors.replay import _replay_items, encoded_decisions
+    from mako_actors.replay import _replay_items
 
     logging.getLogger("mako_actors").setLevel(logging.ERROR)
     gc.set_threshold(*parent_gc)
     facts: list[FileFacts | None] = [each for share in shares for each in pickle.loads(share)]
     mine, failures = _pieces(sources, facts, options.tenants, k, n, seeds or [])
     del facts, seeds  # ~100 k small tuples the replay's collections need not visit
-    report, decisions = asyncio.run(_replay_items(mine, Path(store), options, None))
+    report, encoded = asyncio.run(_replay_items(mine, Path(store), options, None))
     report.failures += unreadable + failures
-    return report, encoded_decisions(decisions)
+    return report, encoded
 
 
 def _pieces(

@@ -1157,8 +1157,9 @@ class _Options:
 
 async def _replay_items(
     items: list[ArchivedInterchange], store_path: Path, options: _Options, progress: Progress | None
-) -> tuple[ReplayReport, dict[str, list[list[Any]]]]:
-    """One replay of ``items`` (in receipt order) into one store; the report and the decisions."""
+) -> tuple[ReplayReport, dict[str, bytes]]:
+    """One replay of ``items`` (in receipt order) into one store; the report and each process's
+    decisions as ``decision_digest`` encodes them (what ``--workers`` merges; encoded once)."""
     sequential, until = options.sequential, options.until
     report = ReplayReport(files=len(items), mode="sequential" if sequential else "pipelined")
     if items:
@@ -1203,8 +1204,9 @@ async def _replay_items(
         report.dead_letters = len(await lmdb.dead_letters(limit=10**9)) - dead_before
         report.duration_s = time.perf_counter() - started  # the digest below is not part of it
         decisions = view.decisions.result() if view.fresh else process_decisions(await _all_events(lmdb))
-        report.decision_digest = decision_digest(decisions)
-    return report, decisions
+        encoded = encoded_decisions(decisions)
+        report.decision_digest = digest_of(encoded)
+    return report, encoded
 
 
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
