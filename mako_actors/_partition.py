@@ -139,6 +139,7 @@ RefKind = Literal["IDE", "0020"]
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
+_VALUE_TAGS = frozenset((b"IDE", b"NAD", b"LOC", b"RFF", b"UCI"))  # what ``Scan._value`` reads
 
 
 @dataclass
@@ -233,9 +234,11 @@ class Scan:
         # Most files hold no release character after the UNA: then no terminator is escaped,
         # and the per-segment check (a Python call each, ~250k on 7k files) is skipped.
         escapable = raw.find(self.rel, pos) >= 0
+        release = self.rel[0]
         while True:
             end = raw.find(self.term, pos)
-            while escapable and end > 0 and self._escaped(raw, end):
+            # (A terminator not right after a release character is a real one: no call.)
+            while escapable and end > 0 and raw[end - 1] == release and self._escaped(raw, end):
                 end = raw.find(self.term, end + 1)
             if end < 0:
                 return
@@ -259,8 +262,9 @@ class Scan:
                 current = _Message(start, kind=elements[2].split(self.comp)[0], ref=elements[1])
                 self.messages.append(current)
             elif current is not None:
-                self._value(current, tag, elements)
-                if tag == b"UNT":
+                if tag in _VALUE_TAGS:
+                    self._value(current, tag, elements)
+                elif tag == b"UNT":
                     current.end, current = end + 1, None
             if tag == b"UNZ":
                 self.unz_start = start
