@@ -188,16 +188,22 @@ class Predictions(Generic[V]):
         """The value of the last trigger added whose reference of ``kind`` is ``reference``
         (``(us, reference)``), else None. Costs one SHA-256 per trigger added since the last
         look into each index table it searches."""
-        for index in self._order:
-            table, done = self._tables.setdefault((kind, index), ({}, [0]))
-            if done[0] < len(self._triggers):
-                for us, seed, value in self._triggers[done[0] :]:
+        order, hits, tables, triggers = self._order, self._hits, self._tables, self._triggers
+        for pos, index in enumerate(order):
+            entry = tables.get((kind, index))
+            if entry is None:
+                entry = tables[(kind, index)] = ({}, [0])
+            table, done = entry
+            if done[0] < len(triggers):
+                for us, seed, value in triggers[done[0] :]:
                     table[(us, derive_ref(seed, index, kind))] = value
-                done[0] = len(self._triggers)
+                done[0] = len(triggers)
             found = table.get(reference)
             if found is not None:
-                self._hits[index] += 1
-                self._order.sort(key=lambda i: -self._hits[i])  # stable: ties keep index order
+                hits[index] += 1
+                # Most hits are on the first index in order, which stays sorted: no sort then.
+                if pos and hits[order[pos - 1]] < hits[index]:
+                    order.sort(key=lambda i: -hits[i])  # stable: ties keep index order
                 return found
         return None
 
