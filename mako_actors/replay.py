@@ -53,7 +53,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -103,6 +103,7 @@ Progress = Callable[[int, int, str], None]
 _TRIGGERS = ("55001", "55077", "55004")
 _ANSWERS = ("55011", "55012")
 _FAR = datetime.max.replace(tzinfo=UTC)
+_TICK = timedelta(microseconds=1)  # the resolution of stored instants
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,7 +706,7 @@ class _Item:
     """One unit of work: an interchange to ingest, or a deadline to fire."""
 
     at: datetime
-    rank: int  # deadlines (0) fire before interchanges (1) received at the same instant
+    rank: int  # interchanges (0) run before deadlines (1) due at the same instant: in time
     seq: int
     keys: tuple[tuple[str, ...], ...] = ()
     exclusive: bool = False
@@ -838,11 +839,16 @@ class _Pipeline:
     # -- the queues ---------------------------------------------------------------------------
 
     def _horizon(self) -> datetime:
-        """Items received before this instant are all queued: deadlines up to it may fire."""
+        """Deadlines due before this instant may fire: every item received up to it is queued.
+
+        While files are left, the next file's instant (a deadline due exactly then waits for it:
+        what is received at a Frist's due instant is in time); after the last one, just past
+        the last instant (or ``until``).
+        """
         if self.next_index < len(self.archive):
             return self.archive[self.next_index].received_at
         last = self.archive[-1].received_at if self.archive else datetime.min.replace(tzinfo=UTC)
-        return max(last, self.until) if self.until is not None else last
+        return (max(last, self.until) if self.until is not None else last) + _TICK
 
     def _enqueue(self, item: _Item) -> None:
         # Only interchanges count against the window: deadlines parked until the archive
@@ -870,7 +876,7 @@ class _Pipeline:
         for key in item.keys:
             if queues[key][0] is not item:
                 return
-        if item.deadline is not None and item.at > self._horizon():
+        if item.deadline is not None and item.at >= self._horizon():
             if not item.parked:
                 item.parked = True
                 heapq.heappush(self.parked, (item.at, item.seq, item))
@@ -882,7 +888,7 @@ class _Pipeline:
         """A commit set ``deadline``: queue its firing under its process's key."""
         self.seq += 1
         key = self.view.key_of(deadline.stream_id)
-        self._enqueue(_Item(deadline.due_at, 0, self.seq, keys=(key,), deadline=deadline))
+        self._enqueue(_Item(deadline.due_at, 1, self.seq, keys=(key,), deadline=deadline))
 
     def _finish(self, item: _Item) -> None:
         self.queued -= item.deadline is None
@@ -903,7 +909,7 @@ class _Pipeline:
         One that lost its place at a head meanwhile is checked again when it gets back there.
         """
         horizon = self._horizon()
-        while self.parked and self.parked[0][0] <= horizon:
+        while self.parked and self.parked[0][0] < horizon:
             item = heapq.heappop(self.parked)[2]
             item.parked = False
             self._check(item)
@@ -919,7 +925,7 @@ class _Pipeline:
                 if raw is None:
                     self.next_index += 1
                     continue
-                item = _Item(source.received_at, 1, self.seq, source=source, raw=raw)
+                item = _Item(source.received_at, 0, self.seq, source=source, raw=raw)
                 self._keys(item)
                 if item.exclusive:
                     # Everything before it first (deadlines due by its instant included), then
@@ -1228,7 +1234,8 @@ async def _sequential(
 ) -> None:
     scheduler = DeadlineScheduler(store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock)
     for done, item in enumerate(items, start=1):
-        report.deadlines_fired += await scheduler.advance_to(clock, item.received_at)
+        # What is received at a Frist's due instant is in time: it goes first.
+        report.deadlines_fired += await scheduler.advance_to(clock, item.received_at, inclusive=False)
         raw = _read(item, report)
         if raw is None:
             continue

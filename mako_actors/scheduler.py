@@ -31,6 +31,7 @@ from mako_actors.workflow import Workflow
 log = logging.getLogger(__name__)
 
 Fire = Callable[[Deadline], Awaitable[object]]
+_TICK = timedelta(microseconds=1)  # the resolution of stored instants
 
 
 class VirtualClock:
@@ -113,12 +114,20 @@ class DeadlineScheduler:
         self._batch = batch
         self.stats = SchedulerStats()
 
-    async def run_due(self) -> int:
-        """Fire everything due at the clock's current time; returns how many fired."""
+    async def run_due(self, before: datetime | None = None) -> int:
+        """Fire everything due at the clock's current time; returns how many fired.
+
+        With ``before``, only deadlines due strictly before it: a caller holding traffic
+        received at ``before`` that is not ingested yet passes its instant, because what is
+        received by a Frist's due instant is in time and must be decided before the Frist fires.
+        """
         fired = 0
         skipped: set[Any] = set()
         while True:
-            due = await self._store.due_deadlines(self._clock(), self._batch + len(skipped))
+            limit = self._clock()
+            if before is not None and before <= limit:
+                limit = before - _TICK
+            due = await self._store.due_deadlines(limit, self._batch + len(skipped))
             due = [d for d in due if d.deadline_id not in skipped]
             if not due:
                 return fired
@@ -128,13 +137,16 @@ class DeadlineScheduler:
                 else:
                     skipped.add(deadline.deadline_id)
 
-    async def advance_to(self, clock: VirtualClock, instant: datetime) -> int:
+    async def advance_to(self, clock: VirtualClock, instant: datetime, inclusive: bool = True) -> int:
         """Move a virtual clock to ``instant``, firing each deadline at its own due time.
 
-        Deadlines set by a compensation and due before ``instant`` fire in the same call.
+        Deadlines set by a compensation and due before ``instant`` fire in the same call. With
+        ``inclusive=False`` those due exactly at ``instant`` stay due: a replay passes it before
+        ingesting traffic received at ``instant``, which is in time for a Frist ending then.
         """
         fired = 0
-        while upcoming := await self._store.due_deadlines(instant, 1):
+        last = instant if inclusive else instant - _TICK
+        while upcoming := await self._store.due_deadlines(last, 1):
             clock.set(max(clock(), upcoming[0].due_at))
             count = await self.run_due()
             fired += count

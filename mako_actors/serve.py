@@ -12,7 +12,10 @@ What it runs, on one asyncio loop:
 - **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
 - **Outbox.** ``OutboxWorker`` with ``DirectorySender`` renders every due message into ``outbox``
   (woken after each interchange, else every ``poll_interval``).
-- **Fristen.** ``DeadlineScheduler`` on the real clock.
+- **Fristen.** ``DeadlineScheduler`` on the real clock. What is received by a Frist's due
+  instant is in time (an LFA's answer at 08:59 counts though the node takes it at 09:01), so a
+  Frist fires only ``deadline_grace`` seconds after its due instant and only once every inbox
+  file received (mtime) by then is ingested: a backlog holds the Fristen behind it.
 - **HTTP** (one small port, stdlib): ``/healthz`` (the loop is alive), ``/readyz`` (started and not
   draining), ``/metrics`` (Prometheus text).
 
@@ -38,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _UNFINISHED = (".tmp", ".part", ".partial")
 _SCRAPE_WAIT = 2.0  # seconds a /metrics scrape waits for the loop to read the store's levels
+_HOLD_WARNING = 60.0  # seconds an inbox file may hold the Fristen back before a warning names it
 
 
 # -- instrumentation ---------------------------------------------------------------------------
@@ -203,6 +207,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._store: Any = None  # set while the store is open: /metrics reads its levels
         self.http_address: tuple[str, int] | None = None
+        self._held_by: str | None = None  # the inbox file the last "Fristen wait" warning named
 
     # -- called from HTTP threads ----------------------------------------------------------
 
@@ -354,7 +359,8 @@ class Node:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
-    def _waiting_files(self) -> list[Path]:
+    def _inbox_files(self) -> list[tuple[int, str, Path]]:
+        """The finished files in the inbox as (mtime in ns, name, path), oldest first."""
         files: list[tuple[int, str, Path]] = []
         with os.scandir(self.config.inbox) as entries:
             for entry in entries:
@@ -363,7 +369,35 @@ class Node:
                 if entry.is_file(follow_symlinks=False):
                     files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
         files.sort()
-        return [path for _, _, path in files]
+        return files
+
+    def _waiting_files(self) -> list[Path]:
+        return [path for _, _, path in self._inbox_files()]
+
+    def _fristen_horizon(self) -> datetime | None:
+        """Fristen due before this instant may fire; ``None``: none may (the inbox is unreadable).
+
+        ``deadline_grace`` before now, or the receipt instant of the oldest file still in the
+        inbox if earlier: a file leaves the inbox only after it was ingested, so an answer
+        received by a Frist's due instant is always decided before the Frist fires.
+        """
+        horizon = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
+        try:
+            files = self._inbox_files()
+        except OSError:  # the inbox loop says so; a Frist fired too early cannot be taken back
+            return None
+        if files:
+            oldest_ns, name, _ = files[0]
+            oldest = datetime.fromtimestamp(oldest_ns / 1e9, UTC)
+            if oldest < horizon:
+                horizon = oldest
+                if name != self._held_by and time.time() - oldest_ns / 1e9 > _HOLD_WARNING:
+                    self._held_by = name
+                    log.warning(
+                        "Fristen due from %s on wait until inbox file %s (received then) is ingested",
+                        oldest.isoformat(), name,
+                    )  # fmt: skip
+        return horizon
 
     async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -433,7 +467,8 @@ class Node:
     async def _deadline_loop(self, scheduler: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                if await scheduler.run_due():
+                horizon = self._fristen_horizon()
+                if horizon is not None and await scheduler.run_due(before=horizon):
                     self._wake_outbox.set()
             except EngineError as exc:
                 log.error("deadline scheduler: %s; retrying", exc)
@@ -530,6 +565,10 @@ def register(sub: Any) -> None:
     p.add_argument("--http-port", type=int, help="health/metrics port (default 9464; 0: any free port)")
     p.add_argument("--accept-post", action="store_true", default=None, help="accept POST /interchanges")
     p.add_argument("--poll-interval", type=float, help="seconds between inbox, outbox and Fristen polls")
+    p.add_argument(
+        "--deadline-grace", type=float,
+        help="seconds a Frist waits past its due instant for files received by then (default 5)",
+    )  # fmt: skip
     p.add_argument("--durability", choices=("fsync", "no_meta_sync", "no_sync"), help="LMDB durability")
     p.add_argument("--ray", action="store_true", default=None, help="run the processes on Ray host actors")
     p.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
@@ -552,6 +591,7 @@ def _serve(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             accept_post=args.accept_post,
             poll_interval=args.poll_interval,
+            deadline_grace=args.deadline_grace,
             durability=args.durability,
             ray=args.ray,
             ray_address=args.ray_address,

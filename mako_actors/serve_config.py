@@ -13,6 +13,7 @@ Example ``node.toml`` (relative paths are relative to the file)::
     http_port = 9464                   # /healthz, /readyz, /metrics (0: any free port)
     accept_post = false                # POST /interchanges drops the body into the inbox
     poll_interval = 0.5
+    deadline_grace = 5.0               # a Frist fires this many seconds after its due instant
     durability = "fsync"
     ray = false
     hosts = 2
@@ -47,6 +48,10 @@ class ServeConfig:
     accept_post: bool = False
     max_post_bytes: int = 16 * 1024 * 1024
     poll_interval: float = 0.5
+    #: Seconds a Frist waits past its due instant before it fires, for a file received (its
+    #: mtime) by then that the gateway has not renamed into the inbox yet. A file already in
+    #: the inbox holds back every Frist due at or after its receipt instant until it is ingested.
+    deadline_grace: float = 5.0
     durability: str = "fsync"
     accept_test: bool = False
     ray: bool = False
@@ -60,6 +65,10 @@ class ServeConfig:
             raise InvalidArgument("serve: at least one tenant MP-ID is needed (tenants = [...] or --tenant)")
         if self.poll_interval <= 0:
             raise InvalidArgument(f"serve: poll_interval must be > 0, got {self.poll_interval}")
+        if not 0 <= self.deadline_grace <= 3600:
+            raise InvalidArgument(
+                f"serve: deadline_grace must be 0 to 3600 seconds, got {self.deadline_grace}"
+            )
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             raise InvalidArgument(f"serve: http_port {self.http_port} is not a port")
         if self.durability not in ("fsync", "no_meta_sync", "no_sync"):
@@ -116,8 +125,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServeConfig:
         for key in ("http_port", "hosts", "max_post_bytes"):
             if values.get(key) is not None:
                 values[key] = int(values[key])
-        if values.get("poll_interval") is not None:
-            values["poll_interval"] = float(values["poll_interval"])
+        for key in ("poll_interval", "deadline_grace"):
+            if values.get(key) is not None:
+                values[key] = float(values[key])
         for key in ("accept_post", "accept_test", "ray"):
             if key in values and not isinstance(values[key], bool):
                 raise InvalidArgument(f"serve: {key} must be true or false, not {values[key]!r}")

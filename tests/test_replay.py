@@ -109,6 +109,50 @@ async def test_pipelined_replay_fires_the_frist_at_its_instant_like_a_sequential
         assert [e.payload["due_at"] for e in silence] == ["2025-11-14T08:00:00Z"]
 
 
+async def test_an_lfa_objection_received_at_the_frist_instant_is_in_time(tmp_path: Path) -> None:
+    """DOMAIN §2 row 7: answers *later* than 09:00 WT1 are ignored, so one received at 09:00:00
+    is in time: the replay ingests it before the Frist due at that instant fires (both modes)."""
+    from mako_actors.gpke.synthetic import lfa_answer
+    from mako_actors.replay import load_master_data
+
+    write_archive(tmp_path / "in")
+    master = load_master_data(tmp_path / "in" / "master.json")
+    # The 55010's IDE is derived from its trigger, so a first run tells the answer what to name.
+    await replay_directory(tmp_path / "in", tmp_path / "probe", tenants=[NB], master_data=master)
+    async with LmdbStore(tmp_path / "probe") as store:
+        sent = await store.pending(1_000, datetime(2030, 1, 1, tzinfo=UTC))
+    (request,) = [
+        m.payload["transactions"][0]["ide_ref"]
+        for m in sent
+        if m.message_type == "UTILMD" and m.payload["transactions"][0]["pid"] == "55010"
+    ]
+    due = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # 09:00 WT1 (Berlin)
+    objection = lfa_answer(
+        lfa=LFA, nb=NB, malo="51900000012", request_ref=request, ide_ref="OBJ1",
+        control_ref="LFAOBJ1", sent_at=due, confirm=False,
+    )  # fmt: skip
+    (tmp_path / "in" / "objection.edi").write_bytes(objection)
+    with (tmp_path / "in" / "manifest.csv").open("a") as manifest:
+        manifest.write(f"objection.edi,{due.isoformat()}\n")
+    for name, sequential in (("p", False), ("s", True)):
+        report = await replay_directory(
+            tmp_path / "in", tmp_path / name, tenants=[NB], master_data=master, sequential=sequential
+        )
+        assert report.deadlines_fired == 0, name  # the objection discharged the Frist
+        async with LmdbStore(tmp_path / name) as store:
+            kinds = [e.event_type for e in await store.read_all(0, 10_000)]
+            answers = [
+                (m.payload["transactions"][0]["pid"], m.payload["transactions"][0].get("answer_code"))
+                for m in await store.pending(1_000, datetime(2030, 1, 1, tzinfo=UTC))
+                if m.message_type == "UTILMD"
+                and m.recipient == LFN
+                and m.payload["transactions"][0].get("malo") == "51900000012"
+            ]
+        assert "gpke.lfa_deemed_to_agree" not in kinds, name
+        assert "gpke.late_lfa_answer_ignored" not in kinds, name
+        assert answers == [("55036", None), ("55003", "A50")], name
+
+
 def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_archive(tmp_path / "in")
     argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]

@@ -218,6 +218,10 @@ def test_config_file_with_flags_on_top(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.toml")
     with pytest.raises(InvalidArgument, match="accept_post must be true or false"):
         load_config(tmp_path / "node.toml", accept_post="yes")
+    assert load_config(tmp_path / "node.toml").deadline_grace == 5.0
+    assert load_config(tmp_path / "node.toml", deadline_grace="0.5").deadline_grace == 0.5
+    with pytest.raises(InvalidArgument, match="deadline_grace must be 0 to 3600 seconds, got -1"):
+        load_config(tmp_path / "node.toml", deadline_grace=-1)
 
 
 async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
@@ -337,3 +341,85 @@ def test_a_killed_node_loses_nothing_and_does_nothing_twice(
     assert sorted(r["malo"] for r in rows if r["workflow"] == "gpke-nb") == sorted(MALOS)  # once each
     assert [r["status"] for r in rows if r["workflow"] == "mako-inbox"] == ["processed"] * len(MALOS)
     assert len(files(tmp_path / "out", "CONTRL")) == len(MALOS)
+
+
+async def test_a_frist_waits_for_an_answer_received_by_its_instant_that_is_still_in_the_inbox(
+    tmp_path: Path,
+) -> None:
+    """DOMAIN §2 row 7: an LFA objection received (mtime) at 08:59 WT1 counts, however late the
+    node takes it: the Frist due at 09:00 waits while a file received by then is in the inbox."""
+    import asyncio
+
+    from mako_actors.gpke.synthetic import lfa_answer
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    release = asyncio.Event()
+
+    class Backlog(Node):  # the node is stuck on one file while others wait behind it
+        async def _take(self, pipeline: Any, path: Path) -> None:
+            if path.name == "busy.edi":
+                await release.wait()
+            await super()._take(pipeline, path)
+
+    def received(name: str, raw: bytes, at: datetime) -> None:
+        """As a gateway does it, keeping the receipt instant as the file's mtime."""
+        temporary = tmp_path / "in" / f".{name}.part"
+        temporary.write_bytes(raw)
+        os.utime(temporary, (at.timestamp(), at.timestamp()))
+        os.replace(temporary, tmp_path / "in" / name)
+
+    def sent(pid: str) -> list[str]:
+        texts = (p.read_text("latin-1") for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+        return [t for t in texts if f"RFF+Z13:{pid}'" in t]
+
+    async def until(what: str, condition: Callable[[], bool]) -> None:
+        async def poll() -> None:
+            while not condition():
+                await asyncio.sleep(0.02)
+
+        try:
+            await asyncio.wait_for(poll(), 60)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+    thu = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    due = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # 09:00 WT1 in Berlin, long past on the real clock
+    start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "master.json").write_text(json.dumps({"51900000012": {"current": LFA}}))
+    received("anmeldung.edi", anmeldung(
+        lfn=LFN, nb=NB, malo="51900000012", zuordnungsbeginn=start, ide_ref="TX1", control_ref="LFN1",
+        sent_at=thu,
+    ), thu)  # fmt: skip
+    received("busy.edi", anmeldung(
+        lfn=LFN, nb=NB, malo="41234567896", zuordnungsbeginn=start, ide_ref="TX2", control_ref="LFN2",
+        sent_at=due - timedelta(minutes=2),
+    ), due - timedelta(minutes=2))  # fmt: skip
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=tmp_path / "in", outbox=tmp_path / "out",
+        master_data=tmp_path / "master.json", http_port=None, poll_interval=0.02, deadline_grace=0,
+    )  # fmt: skip
+    node = Backlog(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        await until("the 55010 to the old supplier", lambda: bool(sent("55010")))
+        request = sent("55010")[0].split("IDE+24+", 1)[1].split("'", 1)[0]
+        objection = lfa_answer(
+            lfa=LFA, nb=NB, malo="51900000012", request_ref=request, ide_ref="OBJ1",
+            control_ref="LFAOBJ1", sent_at=due - timedelta(minutes=1), confirm=False,
+        )  # fmt: skip
+        received("objection.edi", objection, due - timedelta(minutes=1))
+        await asyncio.sleep(0.5)  # many Fristen polls while the objection waits in the inbox
+        assert not sent("55002") and not sent("55003")
+        release.set()
+        await until("the answer to the new supplier", lambda: len(sent("55002")) + len(sent("55003")) == 2)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    (answer,) = sent("55003")  # the objection decided; busy.edi's MaLo had no supplier: 55002
+    assert "A50:E_0623" in answer and "RFF+TN:TX1'" in answer
+    assert "41234567896" in sent("55002")[0] and not sent("55037")
