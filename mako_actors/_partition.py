@@ -54,7 +54,7 @@ their pieces. Then:
   all: a dead letter in any partition) to a group of its name and first bytes.
 
 Reading. The scan is a light one (segments and a few values, no validation). When a value it
-reads holds the release character (an escaped UNB, UNH, IDE, NAD, LOC, RFF or UCI value) or it
+reads holds the release character (an escaped UNB, UNH, IDE, LOC, RFF or UCI value) or it
 cannot read the file, the real parser (``parse_interchange``) gives the values instead, so an
 escaped ``RFF+TN`` or ``LOC`` routes like its unescaped value. A file the parser rejects keeps
 only its UNB key (read like the pipeline reads it for its CONTRL); one the parser accepts but the
@@ -138,8 +138,8 @@ V = TypeVar("V")
 RefKind = Literal["IDE", "0020"]
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
-_USED = {b"IDE": 3, b"NAD": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
-_VALUE_TAGS = frozenset((b"IDE", b"NAD", b"LOC", b"RFF", b"UCI"))  # what ``Scan._value`` reads
+_USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
+_VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI"))  # what ``Scan._value`` reads
 
 
 @dataclass
@@ -147,7 +147,6 @@ class _Message:
     start: int
     end: int = 0
     kind: bytes = b""
-    sender: bytes = b""
     ref: bytes = b""
     txs: list[dict[bytes, bytes]] = field(default_factory=list)
     ack_ref: bytes = b""
@@ -295,10 +294,12 @@ class Scan:
         second = elements[1].split(self.comp) if len(elements) > 1 else [b""]
         if tag == b"IDE" and len(elements) > 2:
             message.txs.append({b"IDE": elements[2]})
-        elif tag == b"NAD" and second[0] == b"MS" and len(elements) > 2:
-            message.sender = elements[2].split(self.comp)[0]
-        elif tag == b"LOC" and second[0] == b"Z16" and message.txs and len(elements) > 2:
-            message.txs[-1][b"LOC"] = elements[2].split(self.comp)[0]
+        elif tag == b"LOC" and message.txs and len(elements) > 2:
+            # As the parser: the MaLo (Z16), else a Tranche's ID (Z21).
+            if second[0] == b"Z16":
+                message.txs[-1][b"LOC"] = elements[2].split(self.comp)[0]
+            elif second[0] == b"Z21":
+                message.txs[-1].setdefault(b"LOC", elements[2].split(self.comp)[0])
         elif tag == b"RFF" and len(second) > 1:
             if second[0] in (b"Z13", b"TN") and message.txs:
                 message.txs[-1][second[0]] = second[1]
@@ -424,10 +425,11 @@ def _from_parsed(parsed: Interchange) -> list[_Message]:
             tag = segment.tag
             if tag == "IDE" and len(segment.elements) > 1:
                 message.txs.append({b"IDE": _encoded(segment.value(1))})
-            elif tag == "NAD" and segment.value(0) == "MS" and len(segment.elements) > 1:
-                message.sender = _encoded(segment.value(1))
-            elif tag == "LOC" and segment.value(0) == "Z16" and message.txs and len(segment.elements) > 1:
-                message.txs[-1][b"LOC"] = _encoded(segment.value(1))
+            elif tag == "LOC" and message.txs and len(segment.elements) > 1:
+                if segment.value(0) == "Z16":
+                    message.txs[-1][b"LOC"] = _encoded(segment.value(1))
+                elif segment.value(0) == "Z21":
+                    message.txs[-1].setdefault(b"LOC", _encoded(segment.value(1)))
             elif tag == "RFF":
                 qualifier = segment.components(0)
                 if len(qualifier) > 1:
@@ -515,7 +517,7 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
     if tx.get(b"Z13") in _ANSWERS:
         return _Route(_ANSWER, default, tx.get(b"TN", b""))
     group = _group(recipient, tx.get(b"LOC", b""))
-    sender = (message.sender or sender_id).decode("latin-1")
+    sender = sender_id.decode("latin-1")  # the workflow seeds with the UNB sender
     control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
     seeds = tuple(trigger_seed(sender, control, ref, each[b"IDE"].decode("latin-1")) for each in message.txs)
     return _Route(_STATIC, group, b"", seeds)

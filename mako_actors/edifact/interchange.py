@@ -83,7 +83,8 @@ class Transaction:
     ``pid`` is the transaction's own ``RFF+Z13``, else one standing before the first IDE.
     ``transaction_reason`` is STS+7 C556 #1; ``transaction_reasons`` holds the codes of all
     its C556 composites by position (#1, #2, #3; ``""`` for an empty one, trailing empties
-    dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3).
+    dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3). ``malo`` is LOC+Z16,
+    else a Tranche's ID (LOC+Z21) when the transaction names no MaLo (a 55004 of a Tranche, ZW5).
     """
 
     ide_ref: str
@@ -753,7 +754,7 @@ def _qualifier(seg: Segment) -> str:
 def _transaction(
     segs: tuple[Segment, ...], first: int, header_pid: str | None, problems: list[str]
 ) -> Transaction:
-    pid = malo = request_ref = reason = code = ebd = None
+    pid = malo = tranche = request_ref = reason = code = ebd = None
     start = end = None
     reasons: tuple[str, ...] = ()
     number = first - 1
@@ -776,6 +777,9 @@ def _transaction(
             if q == "Z16" and malo is None:
                 e = els[1] if len(els) > 1 else ""
                 malo = (e if e.__class__ is str else e[0]) or None
+            elif q == "Z21" and tranche is None:
+                e = els[1] if len(els) > 1 else ""
+                tranche = (e if e.__class__ is str else e[0]) or None
         elif tag == "DTM":
             if q == "92" and start is None:
                 start = _dtm(seg, number, problems)
@@ -797,7 +801,7 @@ def _transaction(
     return _transaction_of(  # positional: the fields of Transaction in declaration order
         e if e.__class__ is str else e[0],  # ide_ref
         pid or header_pid,  # pid
-        malo,
+        malo or tranche,  # malo: a Tranche's ID (LOC+Z21) when the message names no MaLo
         start,
         end,
         request_ref,

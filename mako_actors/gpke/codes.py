@@ -47,6 +47,10 @@ class Reason:
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
+    ABMELDUNG_APPROVED_GENERATING = "abmeldung_approved_generating"
+    ABMELDUNG_NOT_MONTH_START = "abmeldung_not_month_start"
+    ABMELDUNG_MONTH_VORLAUFFRIST = "abmeldung_month_vorlauffrist_missed"
+    ABMELDUNG_ALREADY_ENDED_GENERATING = "abmeldung_already_ended_generating"
     # APERAK (ERC)
     MISSING_DATA = "missing_data"
     ID_UNKNOWN = "id_unknown"
@@ -137,10 +141,29 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     },
     # E_0607 (EBD 4.1, S3): A11 Zustimmung (verbr.), A02 Vorlauffrist nicht eingehalten. An
     # Abmeldung by a supplier not assigned to the MaLo is not an E_0607 case: APERAK Z17.
+    # Neither a consuming nor a ruhende MaLo (step 10: STS+7 #2 ZW3 or the Tranche ZW5): steps
+    # 500 (A21), 520 (A22), 580-610 (A25 for an end already confirmed, as A09 above) and 620 (A27).
     Ebd.ABMELDUNG: {
         "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
         "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
         "A09": _c(Reason.ABMELDUNG_ALREADY_ENDED, "Lieferende zum Abmeldedatum wurde bereits bestätigt"),
+        "A27": _c(
+            Reason.ABMELDUNG_APPROVED_GENERATING, "Zustimmung (erz. MaLo / Tranche)", unconfirmed=False
+        ),
+        "A21": _c(
+            Reason.ABMELDUNG_NOT_MONTH_START,
+            "erz.: Lieferende nicht am 1. eines Kalendermonats 00:00 Uhr",
+            unconfirmed=False,
+        ),
+        "A22": _c(
+            Reason.ABMELDUNG_MONTH_VORLAUFFRIST,
+            "erz.: Abmeldung nicht mindestens einen Monat vor Zuordnungsende",
+            unconfirmed=False,
+        ),
+        "A25": _c(
+            Reason.ABMELDUNG_ALREADY_ENDED_GENERATING,
+            "erz.: Lieferende zum Abmeldedatum aus gleichem Grund bereits bestätigt",
+        ),
     },
     Ebd.APERAK: {
         "Z29": _c(Reason.MISSING_DATA, "erforderliche Angabe für diesen Anwendungsfall fehlt †"),

@@ -53,13 +53,15 @@ AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 class InboundUtilmd(BaseModel):
     """Fields every inbound UTILMD transaction carries.
 
-    ``sender``/``recipient``: NAD+MS / NAD+MR MP-IDs; ``ide_ref``: IDE+24; ``document_number``:
+    ``sender``/``recipient``: the UNB sender / recipient MP-IDs; ``ide_ref``: IDE+24; ``document_number``:
     BGM 1004; ``document_date``: DTM+137; ``interchange_ref``: UNB 0020; ``message_ref``: UNH
     0062; ``format_version``: the FV in force for the message; ``received_at``: the receipt
     instant at the transport boundary (the ÜT derives from it). ``malo`` may be missing or
     malformed: the workflow answers that with a negative APERAK. ``recipient`` is us (the UNB
-    recipient); ``addressed_to`` is set when the message's NAD+MR names someone else, which the
-    workflow answers with a negative APERAK too.
+    recipient); ``addressed_to`` is set when the message's NAD+MR names someone else, and
+    ``sent_as`` when its NAD+MS does (DOMAIN §4: both must match the UNB), which the workflow
+    answers with a negative APERAK to the UNB sender too: a message never acts in the name of
+    a party other than the one that sent the interchange.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,6 +78,7 @@ class InboundUtilmd(BaseModel):
     format_version: FormatVersion
     received_at: AwareDatetime
     addressed_to: str | None = None  # NAD+MR as sent, when it differs from ``recipient`` (UNB)
+    sent_as: str | None = None  # NAD+MS as sent, when it differs from ``sender`` (UNB)
     interchange_date: AwareDatetime | None = None  # UNB S004: our APERAK's DTM+171 (AHB-FACTS §5)
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
 
@@ -125,12 +128,15 @@ class ReceiveAbmeldung(InboundUtilmd):
     From the MaLo's supply journal: ``current_supplier`` is the sender when it holds an
     assignment the Abmeldung can end, else who supplies on the day before the end;
     ``already_ended``: the sender's supply already ends at exactly that date (confirmed before).
+    ``transaction_detail`` is STS+7 #2: ZW4 verbrauchende, ZAP ruhende, ZW3 erzeugende MaLo,
+    ZW5 Tranche (its ID, LOC+Z21, is ``malo`` then); E_0607 decides the last two by other rules.
     """
 
     kind: Literal["abmeldung"] = "abmeldung"
     pid: Literal["55004"] = "55004"
     zuordnungsende: AwareDatetime | None = None  # DTM+93; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
+    transaction_detail: str | None = None
     current_supplier: str | None = None
     already_ended: bool = False
 

@@ -121,11 +121,14 @@ class GpkeFamily:
 def _values(tx: InboundTransaction) -> dict[str, Any]:
     """The router's plain values for one transaction (command field names)."""
     interchange, message, transaction = tx.interchange, tx.message, tx.transaction
+    sent_as = message.sender.id if message.sender else None
     values: dict[str, Any] = {
         "pid": tx.pid,
-        "sender": message.sender.id if message.sender else interchange.sender.id,
-        # We are the UNB recipient (the tenant); a NAD+MR naming someone else is the sender's
-        # error, answered by the workflow's APERAK, never a reason to answer in another's name.
+        # The UNB parties are the ones that exchanged the interchange (its CONTRL went to the
+        # sender); a NAD+MS or NAD+MR naming someone else is the sender's error, answered by
+        # the workflow's APERAK, never a reason to act or answer in another party's name.
+        "sender": interchange.sender.id,
+        "sent_as": sent_as if sent_as != interchange.sender.id else None,
         "recipient": interchange.recipient.id,
         "addressed_to": message.recipient.id if message.recipient else None,
         "malo": transaction.malo,
@@ -149,6 +152,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["transaction_reason"] = transaction.transaction_reason
+        reasons = transaction.transaction_reasons
+        values["transaction_detail"] = reasons[1] if len(reasons) > 1 and reasons[1] else None
     elif values["pid"] in ("55011", "55012"):
         values["request_ref"] = transaction.request_ref
         values["answer_code"] = transaction.answer_code

@@ -103,9 +103,17 @@ def abmeldung(
     ide_ref: str,
     control_ref: str,
     sent_at: datetime,
+    transaction_reason: str = "Z33",
+    detail: str | None = None,
+    location: str = "Z16",
 ) -> bytes:
-    """UTILMD 55004 Abmeldung (Lieferende) from supplier ``lf`` to the grid operator ``nb``."""
+    """UTILMD 55004 Abmeldung (Lieferende) from supplier ``lf`` to the grid operator ``nb``.
+
+    ``detail`` is STS+7 #2 (ZW4 verbrauchende, ZW3 erzeugende MaLo, ZW5 Tranche, ZAP ruhende);
+    ``location`` the LOC qualifier ``malo`` is sent under (Z21 for a Tranche's ID).
+    """
     transaction = UtilmdTransaction(
-        ide_ref=ide_ref, pid="55004", malo=malo, end=zuordnungsende, transaction_reason="Z33"
-    )
+        ide_ref=ide_ref, pid="55004", malo=malo, end=zuordnungsende,
+        transaction_reason=transaction_reason, transaction_reason_detail=detail, malo_qualifier=location,
+    )  # fmt: skip
     return _utilmd(lf, nb, sent_at, control_ref, transaction)

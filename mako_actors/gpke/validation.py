@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -181,8 +181,9 @@ E_0624_CLUSTERS: Mapping[str, Cluster] = {
 }
 
 _ANMELDUNG_REASONS = frozenset({"E01", "E03"})
-# 55004 STS+7 #1 (§3); ZZD is allowed from FV2510 (valid from 01.04.2026) and accepted throughout.
+# 55004 STS+7 #1 (§3); ZZD is in FV2510's code list but valid from 01.04.2026 00:00 (Berlin) only.
 _ABMELDUNG_REASONS = frozenset({"E01", "Z33", "Z41", "ZG9", "ZH1", "ZH2", "ZT4", "ZT5", "ZZD"})
+_ZZD_FROM = datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
 
 #: The rules per PID: what we receive (55001, 55077, 55004, 55011, 55012) and what we send.
 AHB_RULES: Mapping[str, AhbRule] = {
@@ -225,12 +226,14 @@ def check_transaction(
     answer_code: str | None = None,
     answer_ebd: str | None = None,
     document_code: str | None = None,
+    received_at: datetime | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
     A segment the PID does not have (``LOC+Z16`` in a 55011 since FV2504) and a BGM code other
     than the PID's (§1) are warnings, not errors: they change nothing the message means. An
-    unknown PID has no rule and yields nothing (the router decides about it).
+    unknown PID has no rule and yields nothing (the router decides about it). ``received_at``
+    decides codes valid only from a date on (55004's ZZD); without it they are not checked.
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -255,6 +258,11 @@ def check_transaction(
             errors.append((
                 AhbFinding.CODE_NOT_ALLOWED,
                 f"PID {pid}: Transaktionsgrund {transaction_reason} not in {sorted(rule.reasons)}",
+            ))
+        elif transaction_reason == "ZZD" and received_at is not None and received_at < _ZZD_FROM:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: Transaktionsgrund ZZD is valid from 2026-04-01 only (AHB-FACTS §3)",
             ))
     if rule.answer_ebd is not None:
         if not answer_code:

@@ -128,6 +128,12 @@ class GpkeConfig:
     malo_measurement: Literal["ZW6", "ZW7"] = "ZW7"
 
 
+#: STS+7 #2 of a 55004 for which E_0607 step 10 says "neither verbrauchend nor ruhend":
+#: erzeugende MaLo (ZW3) and Tranche (ZW5); ZW4, ZAP and a missing #2 take the consuming path.
+_NOT_CONSUMING = frozenset({"ZW3", "ZW5"})
+_ABMELDUNG_APPROVED = frozenset({Reason.ABMELDUNG_APPROVED, Reason.ABMELDUNG_APPROVED_GENERATING})
+
+
 def _seed(cmd: InboundUtilmd) -> str:
     return f"{cmd.sender}:{cmd.interchange_ref}:{cmd.message_ref}:{cmd.ide_ref}"
 
@@ -581,13 +587,22 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
-        if not uet(cmd.received_at) < uet(cmd.zuordnungsende):
+        if cmd.transaction_detail in _NOT_CONSUMING:  # E_0607 step 10 → 500 (EBD 4.1, S3)
+            if not is_month_start(cmd.zuordnungsende):
+                reason = Reason.ABMELDUNG_NOT_MONTH_START  # step 500 (A21)
+            elif not month_vorlauffrist_met(cmd.received_at, cmd.zuordnungsende):
+                reason = Reason.ABMELDUNG_MONTH_VORLAUFFRIST  # step 520 (A22)
+            elif cmd.already_ended:
+                reason = Reason.ABMELDUNG_ALREADY_ENDED_GENERATING  # step 580 → 600 (A25)
+            else:
+                reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 620 (A27)
+        elif not uet(cmd.received_at) < uet(cmd.zuordnungsende):
             reason = Reason.ABMELDUNG_NOT_FORWARD
         elif cmd.already_ended:
             reason = Reason.ABMELDUNG_ALREADY_ENDED  # E_0607 step 100 → 120 (A09)
         else:
             reason = Reason.ABMELDUNG_APPROVED
-        confirmed = reason == Reason.ABMELDUNG_APPROVED
+        confirmed = reason in _ABMELDUNG_APPROVED
         if confirmed:
             out.journal.append(
                 fact_entry(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
@@ -624,6 +639,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 warnings.append(f"{role}: {finding}")
             elif finding:
                 errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, f"{role}: {finding}"))
+        if cmd.sent_as is not None and cmd.sent_as != cmd.sender:
+            errors.append(
+                self._error(
+                    fv,
+                    Reason.SENDER_NOT_ASSIGNED,
+                    f"NAD+MS {cmd.sent_as} is not the interchange's sender {cmd.sender}",
+                )
+            )
         if cmd.addressed_to is not None and cmd.addressed_to != cmd.recipient:
             errors.append(
                 self._error(
@@ -644,6 +667,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             answer_code=fields.get("answer_code"),
             answer_ebd=fields.get("answer_ebd"),
             document_code=cmd.document_code,
+            received_at=cmd.received_at,
         )
         for finding, text in findings:
             reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED

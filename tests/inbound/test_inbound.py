@@ -334,6 +334,45 @@ async def test_a_message_addressed_to_someone_else_gets_a_negative_aperak_from_u
     assert aperak.payload["envelope"]["sender_id"] == NB  # answered as the UNB recipient, never as 9999
 
 
+async def test_a_message_sent_in_another_partys_name_acts_for_nobody(store: LmdbStore) -> None:
+    """DOMAIN §4: NAD+MS must match the UNB sender. LFN's interchange carrying a 55004 with
+    NAD+MS = the supplier of the MaLo must not end that supplier's supply, nor may a 55012 in
+    it stand as the old supplier's objection: APERAK 313 Z17 to the UNB sender, no decision."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    forged = abmeldung(
+        lf=LFA, nb=NB, malo=MALO, zuordnungsende=START, ide_ref="AB1", control_ref="X1", sent_at=THU_1430
+    ).replace(f"UNB+UNOC:3+{LFA}:500".encode(), f"UNB+UNOC:3+{LFN}:500".encode(), 1)
+    result = await p.ingest(forged, THU_1430)
+    assert result.status == "accepted"
+    sent = await outbox(store)
+    assert kinds(sent) == ["CONTRL7", "APERAK-"]  # a negative APERAK, no 55005 to anybody
+    assert {m.recipient for m in sent} == {LFN}
+    [aperak] = [m for m in sent if m.message_type == "APERAK"]
+    assert aperak.payload["positive"] is False
+    assert [e["code"] for e in aperak.payload["errors"]] == ["Z17"]
+    assert f"NAD+MS {LFA} is not the interchange's sender {LFN}" in aperak.payload["errors"][0]["text"]
+
+    # The old supplier's objection, forged the same way, is no objection: LFA is deemed to agree.
+    await p.ingest(anmeldung_55001(), THU_1430)
+    [request] = [m for m in await outbox(store) if m.message_type == "UTILMD" and m.recipient == LFA]
+    objection = lfa_answer(
+        lfa=LFA, nb=NB, malo=MALO, request_ref=request.payload["transactions"][0]["ide_ref"],
+        ide_ref="OBJ1", control_ref="X2", sent_at=THU_1430, confirm=False,
+    ).replace(f"UNB+UNOC:3+{LFA}:500".encode(), f"UNB+UNOC:3+{LFN}:500".encode(), 1)  # fmt: skip
+    [outcome] = (await p.ingest(objection, THU_1430 + timedelta(hours=1))).messages
+    assert outcome.outcome == "routed"
+    clock.set(datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
+    firer = process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock)
+    await DeadlineScheduler(store, firer, clock).run_due()
+    answers = [
+        (m.payload["transactions"][0]["pid"], m.payload["transactions"][0].get("answer_code"))
+        for m in await outbox(store)
+        if m.message_type == "UTILMD" and m.recipient == LFN
+    ]
+    assert answers == [("55036", None), ("55002", "A51")]
+
+
 @pytest.mark.parametrize(
     "raw",
     [
