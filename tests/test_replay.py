@@ -153,6 +153,30 @@ async def test_an_lfa_objection_received_at_the_frist_instant_is_in_time(tmp_pat
         assert answers == [("55036", None), ("55003", "A50")], name
 
 
+async def test_a_frist_due_at_the_last_instant_fires_after_its_traffic_in_both_modes(tmp_path: Path) -> None:
+    from mako_actors.replay import load_master_data
+
+    due = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # the Frist of a.edi's Anmeldung
+    (tmp_path / "in").mkdir()
+    for name, malo, ref, at in (("a.edi", "51900000012", "A", THU), ("b.edi", "41234567896", "B", due)):
+        raw = anmeldung(
+            lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=ref, control_ref=f"LFN{ref}",
+            sent_at=at,
+        )  # fmt: skip
+        (tmp_path / "in" / name).write_bytes(raw)
+    (tmp_path / "in" / "manifest.csv").write_text(
+        f"file,received_at\na.edi,{THU.isoformat()}\nb.edi,{due.isoformat()}\n"
+    )
+    (tmp_path / "in" / "master.json").write_text(json.dumps({"51900000012": {"current": LFA}}))
+    master = load_master_data(tmp_path / "in" / "master.json")
+    piped = await replay_directory(tmp_path / "in", tmp_path / "p", tenants=[NB], master_data=master)
+    plain = await replay_directory(
+        tmp_path / "in", tmp_path / "s", tenants=[NB], master_data=master, sequential=True
+    )
+    assert piped.deadlines_fired == plain.deadlines_fired == 1
+    assert piped.decision_digest == plain.decision_digest
+
+
 def test_replay_cli_reports_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_archive(tmp_path / "in")
     argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]
