@@ -17,12 +17,13 @@ Two schedules give the same decisions (``ReplayReport.decision_digest`` proves i
   acknowledgement the MaLo of the process it names, found in an in-memory view of the registry
   that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
   its process's key at its due instant and fires after every earlier item of that key and
-  before every later one, once all items received before it are queued. Whatever cannot be
-  keyed (an answer whose request is unknown so far, deadlines left in the store by an earlier
-  run) runs alone, after everything before it; a file the parser rejects touches only its
-  receipt stream and dead letters. The run's clock follows the queue's horizon (up to
-  ``window`` interchanges ahead of what runs), so nothing is stamped from it: an
-  interchange's commands and dead letters carry its receipt instant
+  before every later one, once all items received before it are queued. A process an earlier
+  run started has the key its trigger had (its MaLo, read from its first event in the store),
+  so a deadline it left pending is queued like one of this run's. Whatever cannot be keyed (an
+  answer whose request is unknown so far) runs alone, after everything before it; a file the
+  parser rejects touches only its receipt stream and dead letters. The run's clock follows the
+  queue's horizon (up to ``window`` interchanges ahead of what runs), so nothing is stamped
+  from it: an interchange's commands and dead letters carry its receipt instant
   (``InboundPipeline(record_at_receipt=True)``), a deadline's its due instant
   (``CommandContext.with_recorded_at``), as the sequential schedule's clock stands then.
 
@@ -83,7 +84,7 @@ from mako_actors.inbound import (
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Activation, Commit, CommitResult, Store
-from stores._schema import pack, unpack
+from stores._schema import event_key, pack, unpack
 from stores.lmdb import Durability, LmdbStore
 
 __all__ = [
@@ -666,7 +667,46 @@ class _RunView:
                 del self._by_stream[deadline.stream_id]
 
     def key_of(self, stream_id: StreamId) -> tuple[str, ...]:
-        return self.stream_keys.get(stream_id) or ("stream", str(stream_id))
+        """The routing key of the process ``stream_id``: the MaLo key of the trigger that started
+        it (``_Pipeline._keys``), else the stream's own; one store read for a process an earlier
+        run started (``learn_stored_keys``)."""
+        key = self.stream_keys.get(stream_id)
+        if key is not None:
+            return key
+        if self.fresh:
+            # Every process of a fresh store started in this run and got its key with its
+            # trigger's commit; not cached, so that commit's binding still sets it.
+            return ("stream", str(stream_id))
+        self.learn_stored_keys((stream_id,))
+        return self.stream_keys[stream_id]
+
+    def learn_stored_keys(self, stream_ids: Iterable[StreamId]) -> None:
+        """Read the keys of processes in the store (its first event's trigger), one transaction.
+
+        A process an earlier run started must wait under the key this run's items of it use:
+        its MaLo, as a trigger for it (a retransmission, an answer's prediction) is keyed. Under
+        its stream's key a Frist it left pending would fire beside, not after, an answer
+        received before it is due.
+        """
+        missing = [stream_id for stream_id in dict.fromkeys(stream_ids) if stream_id not in self.stream_keys]
+        if missing:
+            self.stream_keys.update(
+                self._store.read_sync(
+                    lambda txn: {stream_id: _stored_key(txn, stream_id) for stream_id in missing}
+                )
+            )
+
+
+def _stored_key(txn: Any, stream_id: StreamId) -> tuple[str, ...]:
+    """``_RunView.key_of`` of a process in the store: ``("malo", recipient, MaLo)`` of the trigger
+    its first event records (``str`` of the MaLo, as ``_Pipeline._keys`` takes it), else the
+    stream's key (no such event: not a trigger's process)."""
+    raw = txn.get("events", event_key(str(stream_id), 1))
+    payload = unpack(raw).get("payload") if raw is not None else None
+    inbound = payload.get("inbound") if isinstance(payload, dict) else None
+    if isinstance(inbound, dict) and isinstance(inbound.get("recipient"), str):
+        return ("malo", inbound["recipient"], str(inbound.get("malo")))
+    return ("stream", str(stream_id))
 
 
 class _Forward:
@@ -1216,8 +1256,11 @@ async def _replay_items(
 
 
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:
-    """Deadlines an earlier run left pending: their process's key is unknown, so each runs alone."""
-    for deadline in await store.due_deadlines(_FAR, 10**9):
+    """Deadlines an earlier run left pending, each under its process's key read from the store
+    (``_RunView.learn_stored_keys``): ordered against every item of its process, as in one run."""
+    deadlines = await store.due_deadlines(_FAR, 10**9)
+    run.view.learn_stored_keys(deadline.stream_id for deadline in deadlines)
+    for deadline in deadlines:
         run.view.remember(deadline)
         run.add_deadline(deadline)
 

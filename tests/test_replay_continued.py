@@ -10,7 +10,7 @@ import asyncio
 import csv
 import shutil
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -190,3 +190,34 @@ async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_
     assert expected["inbound-conflict"] == len(cut)
     assert await dead_letters(stores) == expected
     assert await compare_outbound(sent, stores) == []
+
+
+def first_files(src: Path, target: Path, count: int) -> None:
+    """The first ``count`` files of ``src`` by receipt instant into ``target`` (an archive)."""
+    target.mkdir()
+    shutil.copy(src / "master.json", target / "master.json")
+    (target / "manifest.csv").write_text("file,received_at\n")
+    with_manifest(target, [(i.path.name, i.path.read_bytes(), i.received_at) for i in archive(src)[:count]])
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+async def test_a_store_continued_with_an_overlapping_archive_decides_like_one_run(
+    tmp_path: Path, sequential: bool
+) -> None:
+    """The first run leaves LFA Fristen pending whose answers the second archive holds (received
+    before they are due), beside its own triggers again (duplicates): each answer is in time,
+    so the Frist never fires, as in one run over the whole archive."""
+    src = tmp_path / "all"
+    generate_archive(src, ArchiveSpec(days=1, processes=150, defects=0.05, seed=1))
+    first_files(src, tmp_path / "first", 100)
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, sequential, 512)
+    one, _ = await _replay_items(archive(src), tmp_path / "one", options, None)
+    first, _ = await _replay_items(archive(tmp_path / "first"), tmp_path / "store", options, None)
+    async with LmdbStore(tmp_path / "store") as store:
+        left = await store.due_deadlines(datetime.max.replace(tzinfo=UTC), 10**6)
+    assert left, "the first run must leave Fristen pending"
+
+    continued, _ = await _replay_items(archive(src), tmp_path / "store", options, None)
+
+    assert continued.decision_digest == one.decision_digest
+    assert first.deadlines_fired + continued.deadlines_fired == one.deadlines_fired
