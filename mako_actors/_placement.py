@@ -29,8 +29,9 @@ in every store); a fresh store has no part stores and costs nothing, and its pla
 same as without this module.
 
 The layout is fixed by the first run: a store replayed with ``--workers N`` holds
-``part-<k>-of-<N>`` and can only be continued with N workers, a plain one only with one
-(``check_layout``): a MaLo's process must stay in the one store that has it.
+``part-<k>-of-<N>`` and can only be continued with N workers, a plain one only with one, and a
+part store is never a ``--store`` of its own (``check_layout``): a MaLo's process must stay in
+the one store that has it.
 """
 
 from __future__ import annotations
@@ -90,10 +91,24 @@ def check_layout(store_path: Path, n: int) -> None:
 
     A store holds either one LMDB store (a one-worker replay's) or ``part-<k>-of-<N>`` part
     stores of one N; continuing it with another worker count would put a MaLo's later messages
-    into another store than its process. Checked before anything is written.
+    into another store than its process. A part store itself (a directory named
+    ``part-<k>-of-<N>``, N > 1) is refused with any count: it holds only its share of the MaLos.
+    Checked before anything is written.
     """
-    counts = sorted({n for _, n, _ in existing_parts(store_path)})
     why = "a MaLo's process must stay in the store that holds it"
+    # A part store holds only its share of the MaLos (its name is all that marks it: the
+    # store commands and ``existing_parts`` know parts by it too); a run into it would give
+    # the other parts' MaLos a second process. Resolved: a link to a part is one too.
+    for name in dict.fromkeys((store_path.name, store_path.resolve().name)):
+        part = _PART.match(name)
+        if part is not None and int(part.group(2)) > 1:
+            k, of = part.groups()
+            raise InvalidArgument(
+                f"replay: --store {store_path} is part {k} of a replay with --workers {of} "
+                f"(part-<k>-of-<N>), not a store of its own; continue the store that holds it, "
+                f"{store_path.parent}, with --workers {of} ({why})"
+            )
+    counts = sorted({n for _, n, _ in existing_parts(store_path)})
     if (store_path / "data.mdb").exists() and n > 1:
         raise InvalidArgument(
             f"replay: --store {store_path} holds a one-worker replay's store (data.mdb); continue it "

@@ -150,6 +150,28 @@ def test_the_library_call_refuses_a_store_of_another_worker_count(tmp_path: Path
     assert _listing(store) == before  # nothing written, no data.mdb beside the parts
 
 
+@pytest.mark.parametrize("then", [1, 2])
+def test_a_part_store_given_as_the_store_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], then: int
+) -> None:
+    """``STORE/part-0-of-2`` is a share of the MaLos, not a store of its own: a replay into it
+    would give the other part's MaLos a second process (CLI and library alike)."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=2, processes=20, defects=0.0, seed=5))
+    store = tmp_path / "store"
+    asyncio.run(replay(src, store, 2))
+    part = part_path(store, 0, 2)
+    before = _listing(store)
+    capsys.readouterr()
+    argv = ["replay", str(src), "--store", str(part), "--tenant", NB, "--workers", str(then), "--json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "part 0 of a replay with --workers 2" in err and str(store) in err
+    with pytest.raises(InvalidArgument, match="part 0 of a replay with --workers 2"):
+        asyncio.run(replay_directory(src, part, tenants=[NB], workers=then))
+    assert _listing(store) == before  # nothing written
+
+
 async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_one_run(
     tmp_path: Path,
 ) -> None:
