@@ -182,8 +182,9 @@ class _Generator:
                 self.master[malo] = {"current": lf if self.rng.random() < 0.9 else self.other(lf)}
                 end = self.start_for(at, late=False)
                 tx = UtilmdTransaction(
-                    ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end, transaction_reason="Z33"
-                )
+                    ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end, transaction_reason="Z33",
+                    transaction_reason_detail="ZW4",
+                )  # fmt: skip
                 out.append(_Tx("abmeldung", lf, at, tx))
                 continue
             lfn = self.rng.choice(self.suppliers)
@@ -192,12 +193,15 @@ class _Generator:
                 self.master[malo] = {"current": lfa}
             bad_malo = defect and self.rng.random() < 0.5
             late_start = defect and not bad_malo
+            generating = roll > 0.95
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),
-                pid="55077" if roll > 0.95 else "55001",
+                pid="55077" if generating else "55001",
                 malo=(malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo,
                 start=self.start_for(at, late=late_start),
                 transaction_reason="E03",
+                # STS+7 #2 as real senders send it: the GV (GV1/GV2) or a verbrauchende MaLo.
+                transaction_reason_detail=("ZW0" if roll > 0.975 else "ZW1") if generating else "ZW4",
                 customer_name=(self.rng.choice(_NAMES), self.rng.choice(_NAMES)),
             )
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]

@@ -50,14 +50,19 @@ def anmeldung(
     sent_at: datetime,
     pid: str = "55001",
     test: bool = False,
+    detail: str | None = None,
 ) -> bytes:
-    """UTILMD 55001 (or 55077) Anmeldung from the new supplier ``lfn`` to the grid operator ``nb``."""
+    """UTILMD 55001 (or 55077) Anmeldung from the new supplier ``lfn`` to the grid operator ``nb``.
+
+    ``detail`` is STS+7 #2; by default ZW4 (verbrauchende MaLo) for a 55001, ZW0 (GV1) for a 55077.
+    """
     transaction = UtilmdTransaction(
         ide_ref=ide_ref,
         pid=pid,
         malo=malo,
         start=zuordnungsbeginn,
         transaction_reason="E03",
+        transaction_reason_detail=detail or ("ZW0" if pid == "55077" else "ZW4"),
         customer_name=("Beispiel", "Paula"),
     )
     return _utilmd(lfn, nb, sent_at, control_ref, transaction, test=test)
@@ -104,7 +109,7 @@ def abmeldung(
     control_ref: str,
     sent_at: datetime,
     transaction_reason: str = "Z33",
-    detail: str | None = None,
+    detail: str | None = "ZW4",
     location: str = "Z16",
 ) -> bytes:
     """UTILMD 55004 Abmeldung (Lieferende) from supplier ``lf`` to the grid operator ``nb``.

@@ -148,7 +148,9 @@ class AhbRule:
     (``"required"``) or the PID has no SG5 at all (``"absent"``; AHB-FACTS §2).
     ``request_ref``: SG6 ``RFF+TN`` is Muss (§2, last paragraph). ``dates``: SG4 ``DTM``
     qualifiers that are Muss (§3). ``reasons``: allowed ``STS+7``
-    Transaktionsgrund codes (C556#1; empty: no STS+7 check). ``answer_ebd``/``answer_cluster``:
+    Transaktionsgrund codes (C556#1; empty: no STS+7 check). ``details``: the C556#2 codes
+    (Geschäftsvorfall / kind of location), one of which is Muss where the decision depends on it
+    (a 55077's GV, a 55004's E_0607 step 10; empty: not checked). ``answer_ebd``/``answer_cluster``:
     the ``STS+E01`` answer is Muss with a code of that EBD from that cluster (§3, §4).
     """
 
@@ -158,6 +160,7 @@ class AhbRule:
     request_ref: bool = False
     dates: tuple[str, ...] = ()
     reasons: frozenset[str] = frozenset()
+    details: frozenset[str] = frozenset()
     answer_ebd: str | None = None
     answer_cluster: Cluster | None = None
 
@@ -190,8 +193,10 @@ AHB_RULES: Mapping[str, AhbRule] = {
     rule.pid: rule
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS),
-        AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"})),
-        AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS),
+        AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
+                details=frozenset({"ZW0", "ZW1", "ZW2"})),
+        AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
+                details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"})),
         AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
                 answer_cluster="Zustimmung"),
         AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
@@ -227,6 +232,7 @@ def check_transaction(
     answer_ebd: str | None = None,
     document_code: str | None = None,
     received_at: datetime | None = None,
+    transaction_detail: str | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -263,6 +269,15 @@ def check_transaction(
             errors.append((
                 AhbFinding.CODE_NOT_ALLOWED,
                 f"PID {pid}: Transaktionsgrund ZZD is valid from 2026-04-01 only (AHB-FACTS §3)",
+            ))
+    if rule.details:
+        if not transaction_detail:
+            codes = "|".join(sorted(rule.details))
+            errors.append((AhbFinding.MISSING, f"PID {pid}: STS+7 C556#2 ({codes}) missing"))
+        elif transaction_detail not in rule.details:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: STS+7 C556#2 {transaction_detail} not in {sorted(rule.details)}",
             ))
     if rule.answer_ebd is not None:
         if not answer_code:

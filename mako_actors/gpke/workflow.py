@@ -668,6 +668,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             answer_ebd=fields.get("answer_ebd"),
             document_code=cmd.document_code,
             received_at=cmd.received_at,
+            transaction_detail=fields.get("transaction_detail"),
         )
         for finding, text in findings:
             reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED

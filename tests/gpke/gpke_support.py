@@ -33,6 +33,8 @@ def anmeldung(**overrides: Any) -> Any:
         "zuordnungsbeginn": START, "transaction_reason": "E03", "transaction_detail": "ZW4",
         "customer_name": ("Beispiel", "Paula", "", "", "Frau", "Z01"),
     }
+    if overrides.get("pid") == "55077":  # a generating MaLo's Anmeldung names its GV (AHB-FACTS §3)
+        values["transaction_detail"] = "ZW0"
     values.update(overrides)
     return build_command(values)
 
@@ -57,6 +59,7 @@ def abmeldung(**overrides: Any) -> Any:
         "document_number": "LFADOC000009", "interchange_ref": "LFA0605143009", "message_ref": "B1",
         "format_version": "FV2510", "received_at": THU_1430,
         "zuordnungsende": START, "current_supplier": LFA, "transaction_reason": "Z33",
+        "transaction_detail": "ZW4",
     }
     values.update(overrides)
     return build_command(values)

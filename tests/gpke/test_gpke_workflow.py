@@ -268,7 +268,6 @@ def test_generating_malo_objection_gives_55080_a57() -> None:
         ("ZW1", "2025-06-30T10:00:00+02:00", START, "A30"),
         ("ZW2", "2025-07-01T10:00:00+02:00", "2025-07-02T00:00:00+02:00", "A35"),
         ("ZW2", "2025-06-30T10:00:00+02:00", START, "A44"),
-        (None, "2025-06-30T10:00:00+02:00", START, "A34"),
     ],
 )
 def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(
@@ -282,6 +281,16 @@ def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(
     _, out = start(late)
     tx = utilmd(out, "55080")
     assert (tx["answer_code"], tx["answer_ebd"]) == (code, "E_0622")
+
+
+@pytest.mark.parametrize("detail", [None, "ZW4"])
+def test_a_generating_anmeldung_without_its_geschaeftsvorfall_is_not_received(detail: str | None) -> None:
+    """AHB-FACTS §3: a 55077's STS+7 #2 is its GV (ZW0|ZW1|ZW2), which E_0622 decides by and the
+    55078 repeats: missing, APERAK Z29; another code, Z39 (not guessed as GV1)."""
+    _, out = start(anmeldung(pid="55077", transaction_detail=detail))
+    assert sent(out) == [("APERAK", "313", LFN)]
+    (error,) = out.outbox[0].payload["errors"]
+    assert error["code"] == ("Z29" if detail is None else "Z39")
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def end(year: int, month: int, day: int) -> datetime:
         ("ZW5", "Z21", end(2026, 2, 1), ("55005", "A27")),  # a Tranche, named by LOC+Z21
         ("ZW5", "Z21", end(2025, 12, 15), ("55006", "A21")),
         ("ZW4", "Z16", end(2025, 12, 15), ("55005", "A11")),  # consuming: E_0607 steps 20-140
-        (None, "Z16", end(2025, 12, 15), ("55005", "A11")),  # no #2: the consuming path, as before
+        (None, "Z16", end(2025, 12, 15), ("APERAK", "Z29")),  # no #2: step 10 cannot be decided
     ],
 )
 async def test_e0607_decides_by_the_kind_of_location(
@@ -86,11 +86,11 @@ async def test_zzd_is_refused_before_it_is_valid(store: LmdbStore) -> None:
     assert await answer_to(store, raw) == ("APERAK", "Z39")
     findings, _ = check_transaction(
         "55004", malo=MALO, request_ref=None, dates={"93": end(2026, 5, 1)}, transaction_reason="ZZD",
-        received_at=end(2026, 4, 1),
+        received_at=end(2026, 4, 1), transaction_detail="ZW4",
     )  # fmt: skip
     assert findings == []
     findings, _ = check_transaction(
         "55004", malo=MALO, request_ref=None, dates={"93": end(2026, 5, 1)}, transaction_reason="ZZD",
-        received_at=datetime(2026, 3, 31, 23, 59, tzinfo=BERLIN),
+        received_at=datetime(2026, 3, 31, 23, 59, tzinfo=BERLIN), transaction_detail="ZW4",
     )  # fmt: skip
     assert [f for f, _ in findings] == [AhbFinding.CODE_NOT_ALLOWED]
