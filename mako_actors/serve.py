@@ -5,8 +5,10 @@ What it runs, on one asyncio loop:
 - **Inbox.** A gateway (AS4) renames each finished interchange into ``inbox`` (names starting
   with ``.`` or ending in ``.tmp``/``.part`` are ignored as unfinished). Files are taken oldest
   first, one at a time, through ``InboundPipeline.ingest`` (received at: the file's mtime), then
-  moved to ``done/`` (accepted, duplicate) or ``rejected/`` (rejected, conflict). A crash between
-  ingest and move is harmless: the file is ingested again on restart and recognised as a duplicate.
+  moved to ``done/`` (accepted, duplicate) or ``rejected/`` (rejected, conflict), also to another
+  filesystem (copied, fsynced, then unlinked). A crash between ingest and move is harmless: the
+  file is ingested again on restart and recognised as a duplicate; a move that fails is retried
+  without ingesting the file again, and the file no longer holds the Fristen back.
   With ``accept_post``, ``POST /interchanges`` writes the body into the inbox (atomically, fsynced)
   and answers ``202``: the same path as a file.
 - **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
@@ -32,12 +34,15 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -208,6 +213,9 @@ class Node:
         self._store: Any = None  # set while the store is open: /metrics reads its levels
         self.http_address: tuple[str, int] | None = None
         self._held_by: str | None = None  # the inbox file the last "Fristen wait" warning named
+        # Inbox files ingested whose move failed: name -> (mtime in ns, destination). They were
+        # decided, so they hold no Frist back, and a retry moves them without ingesting again.
+        self._unmoved: dict[str, tuple[int, Path]] = {}
 
     # -- called from HTTP threads ----------------------------------------------------------
 
@@ -379,15 +387,18 @@ class Node:
 
         ``deadline_grace`` before now, or the receipt instant of the oldest file still in the
         inbox if earlier: a file leaves the inbox only after it was ingested, so an answer
-        received by a Frist's due instant is always decided before the Frist fires.
+        received by a Frist's due instant is always decided before the Frist fires. A file
+        ingested whose move failed (``_unmoved``) was decided and holds nothing back.
         """
         horizon = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
         try:
             files = self._inbox_files()
         except OSError:  # the inbox loop says so; a Frist fired too early cannot be taken back
             return None
-        if files:
-            oldest_ns, name, _ = files[0]
+        unmoved = self._unmoved
+        waiting = [f for f in files if f[1] not in unmoved or unmoved[f[1]][0] != f[0]] if unmoved else files
+        if waiting:
+            oldest_ns, name, _ = waiting[0]
             oldest = datetime.fromtimestamp(oldest_ns / 1e9, UTC)
             if oldest < horizon:
                 horizon = oldest
@@ -407,6 +418,9 @@ class Node:
                 log.error("inbox %s cannot be read: %s", self.config.inbox, exc)
                 files = []
             self.metrics.inbox_waiting.set(len(files))
+            if self._unmoved:  # forget files someone took out of the inbox meanwhile
+                names = {path.name for path in files}
+                self._unmoved = {k: v for k, v in self._unmoved.items() if k in names}
             for path in files:
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
@@ -420,8 +434,13 @@ class Node:
 
     async def _take(self, pipeline: Any, path: Path) -> None:
         try:
+            stat = path.stat()
+            decided = self._unmoved.get(path.name)
+            if decided is not None and decided[0] == stat.st_mtime_ns:
+                self._move_decided(path, stat.st_mtime_ns, decided[1])  # only its move failed
+                return
             raw = path.read_bytes()
-            received_at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         except FileNotFoundError:
             return  # taken away meanwhile
         try:
@@ -431,16 +450,30 @@ class Node:
         except Exception:  # a bug must not stop the node or lose the file: keep it for a person
             log.exception("inbox %s: ingest failed unexpectedly; moved to rejected/", path.name)
             self.metrics.observe_ingest("failed", {})
-            _move(path, self.config.rejected_dir)
+            self._move_decided(path, stat.st_mtime_ns, self.config.rejected_dir)
             return
         # The pipeline dead-letters a conflicting retransmission and an interchange whose UNB
         # cannot be read (no receipt to answer it with), besides transactions it cannot route.
         unreadable = result.status == "rejected" and result.interchange_ref is None
         whole = result.status == "conflict" or unreadable
         self.metrics.observe_ingest(result.status, result.counts(), dead_lettered=whole)
+        self._wake_outbox.set()  # its answers are stored, whether or not the move below works
         ok = result.status in ("accepted", "duplicate")
-        _move(path, self.config.done_dir if ok else self.config.rejected_dir)
-        self._wake_outbox.set()
+        self._move_decided(path, stat.st_mtime_ns, self.config.done_dir if ok else self.config.rejected_dir)
+
+    def _move_decided(self, path: Path, mtime_ns: int, directory: Path) -> None:
+        """Move an ingested inbox file into ``directory``; ``OSError`` if that fails.
+
+        A failed move is remembered (``_unmoved``), so the file holds no Frist back and the
+        next try only moves it: ingesting it again would count a duplicate and could send a
+        rejected file to ``done/``.
+        """
+        try:
+            _move(path, directory)
+        except OSError:
+            self._unmoved[path.name] = (mtime_ns, directory)
+            raise
+        self._unmoved.pop(path.name, None)
 
     async def _outbox_loop(self, worker: OutboxWorker, done: asyncio.Event) -> None:
         while True:
@@ -512,14 +545,53 @@ class Node:
 
 
 def _move(path: Path, directory: Path) -> Path:
-    """Move ``path`` into ``directory`` under its name (numbered if that is taken)."""
+    """Move ``path`` into ``directory`` under its name (numbered if that is taken); the new path.
+
+    A rename, or across filesystems (``EXDEV``) a copy under a dot name in ``directory``,
+    fsynced with the file's times and mode and renamed into place, then ``path`` unlinked: a
+    crash in between leaves the file in both places (ingested again: a duplicate), never in
+    neither. Raises ``OSError``; a failed copy leaves no temporary file behind.
+    """
     target = directory / path.name
     counter = 1
     while target.exists():
         target = directory / f"{path.name}.{counter}"
         counter += 1
-    os.replace(path, target)
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_across(path, target)
     return target
+
+
+def _copy_across(path: Path, target: Path) -> None:
+    """``_move`` to another filesystem: copy, fsync, rename into place, fsync the directory, unlink."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, path.open("rb") as source:
+            shutil.copyfileobj(source, out, 1 << 20)
+            out.flush()
+            shutil.copystat(path, temporary)  # the mtime is the receipt instant: keep it
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the new name is durable before the inbox loses the file
+    finally:
+        os.close(directory)
+    try:
+        path.unlink()
+    except OSError:  # the file stays in the inbox: without its copy, or each retry adds one
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise
 
 
 # -- the command -------------------------------------------------------------------------------

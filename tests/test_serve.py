@@ -423,3 +423,104 @@ async def test_a_frist_waits_for_an_answer_received_by_its_instant_that_is_still
     (answer,) = sent("55003")  # the objection decided; busy.edi's MaLo had no supplier: 55002
     assert "A50:E_0623" in answer and "RFF+TN:TX1'" in answer
     assert "41234567896" in sent("55002")[0] and not sent("55037")
+
+
+async def test_done_and_rejected_on_another_filesystem_take_every_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename out of the inbox fails with EXDEV (done/ on another mount): the file is copied
+    across instead, keeps its receipt instant, and the inbox moves on to the next file."""
+    import asyncio
+    import errno
+
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    inbox, done, rejected = tmp_path / "in", tmp_path / "done", tmp_path / "rejected"
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).parent == inbox and Path(dst).parent in (done, rejected):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=inbox, outbox=tmp_path / "out",
+        http_port=None, poll_interval=0.02,
+    )  # fmt: skip
+    node = Node(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        received = float(int(time.time()) - 60)
+        sent = {"0.edi": interchange(0), "1.edi": interchange(1), "junk.edi": b"no"}
+        for name, raw in sent.items():
+            drop(inbox, name, raw)
+            os.utime(inbox / name, (received, received))
+
+        async def handled() -> None:
+            while files(inbox) or len(files(done)) + len(files(rejected)) < 3:
+                await asyncio.sleep(0.02)
+
+        try:
+            await asyncio.wait_for(handled(), 30)
+        except TimeoutError:
+            raise AssertionError(f"inbox stuck at {files(inbox)}") from None
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    assert files(done) == ["0.edi", "1.edi"] and files(rejected) == ["junk.edi"]
+    assert not [p.name for p in (*done.iterdir(), *rejected.iterdir()) if p.name.startswith(".")]
+    assert (done / "0.edi").read_bytes() == sent["0.edi"]
+    assert (done / "0.edi").stat().st_mtime == received  # the receipt instant travels along
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_interchanges_total{status="accepted"}') == 2
+    assert metric(text, 'mako_interchanges_total{status="duplicate"}') == 0
+
+
+async def test_a_file_ingested_whose_move_failed_holds_no_frist_and_is_not_ingested_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was decided: the Fristen wait only for the files behind it, the retry only moves it."""
+    from mako_actors.inbound import IngestResult
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    for directory in (inbox, done, tmp_path / "rejected"):
+        directory.mkdir()
+    first = datetime(2025, 11, 3, 8, 0, tzinfo=UTC)
+    second = first + timedelta(hours=1)
+    for name, at in (("a.edi", first), ("b.edi", second)):
+        drop(inbox, name, b"UNA")
+        os.utime(inbox / name, (at.timestamp(), at.timestamp()))
+    ingested: list[str | None] = []
+
+    class Pipeline:
+        async def ingest(self, raw: bytes, received_at: datetime, source: str | None = None) -> IngestResult:
+            ingested.append(source)
+            return IngestResult(source, "accepted", interchange_ref="X1")
+
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=inbox, outbox=tmp_path / "out", http_port=None,
+        deadline_grace=0,
+    )  # fmt: skip
+    node = Node(config)
+    assert node._fristen_horizon() == first  # a.edi waits: a Frist due from then on waits too
+    real_replace = os.replace
+
+    def refused(src: Any, dst: Any) -> None:
+        if Path(dst).parent == done:
+            raise PermissionError(13, "Permission denied", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError):
+        await node._take(Pipeline(), inbox / "a.edi")
+    assert files(inbox) == ["a.edi", "b.edi"]
+    assert node._fristen_horizon() == second  # a.edi is decided; b.edi still holds its Fristen
+    monkeypatch.setattr(os, "replace", real_replace)
+    await node._take(Pipeline(), inbox / "a.edi")
+    assert ingested == ["a.edi"] and files(done) == ["a.edi"] and files(inbox) == ["b.edi"]
