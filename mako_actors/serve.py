@@ -260,6 +260,7 @@ class Node:
     async def run(self, stop: asyncio.Event, on_ready: Callable[[Node], None] | None = None) -> None:
         """Serve until ``stop`` is set, then drain and close everything (see the module docs)."""
         config = self.config
+        master = self._master_data()  # a bad file is refused before any folder or store exists
         for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._start_http()
@@ -271,7 +272,7 @@ class Node:
         system: Any = None
         try:
             system = await self._actor_system(store)
-            pipeline = self._pipeline(store, system)
+            pipeline = self._pipeline(store, system, master)
             worker = OutboxWorker(store, _MeasuredSender(config.outbox, self.metrics), clock=system_clock)
             scheduler = self._scheduler(store, system)
             self.metrics.watch(
@@ -335,14 +336,17 @@ class Node:
             store_options={"durability": self.config.durability},
         )
 
-    def _pipeline(self, store: Any, system: Any) -> Any:
+    def _master_data(self) -> Any:
+        """The ``master_data`` file read, or ``None``; ``InvalidArgument`` naming what is wrong with it."""
+        if self.config.master_data is None:
+            return None
+        from mako_actors.replay import load_master_data
+
+        return load_master_data(self.config.master_data)
+
+    def _pipeline(self, store: Any, system: Any, master: Any) -> Any:
         from mako_actors.inbound import InboundPipeline
 
-        master = None
-        if self.config.master_data is not None:
-            from mako_actors.replay import load_master_data
-
-            master = load_master_data(self.config.master_data)
         return InboundPipeline(
             store,
             _TimedHost(system, self.metrics),

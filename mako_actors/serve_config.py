@@ -17,6 +17,11 @@ Example ``node.toml`` (relative paths are relative to the file)::
     durability = "fsync"
     ray = false
     hosts = 2
+
+Refused with ``InvalidArgument`` naming the setting, before anything is created: a tenant that
+is not a 13-digit MP-ID, and inbox, outbox, done and rejected of which two are one directory
+or one lies inside another (the node would take its own files in, or a gateway pick up its
+done files). ``serve`` also reads ``master_data`` before it creates a folder or the store.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mako_actors.errors import InvalidArgument
+from mako_actors.ids import TenantId
 
 _PATHS = ("store", "inbox", "outbox", "done", "rejected", "master_data")
 
@@ -63,6 +69,14 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.tenants:
             raise InvalidArgument("serve: at least one tenant MP-ID is needed (tenants = [...] or --tenant)")
+        for tenant in self.tenants:
+            try:
+                TenantId.from_party_id(tenant)  # the check the replay makes
+            except InvalidArgument:
+                raise InvalidArgument(
+                    f"serve: tenants: {tenant!r} is not an MP-ID (13 digits, e.g. 9900000002009)"
+                ) from None
+        self._check_folders()
         if self.poll_interval <= 0:
             raise InvalidArgument(f"serve: poll_interval must be > 0, got {self.poll_interval}")
         if not 0 <= self.deadline_grace <= 3600:
@@ -75,6 +89,31 @@ class ServeConfig:
             raise InvalidArgument(
                 f"serve: durability must be fsync, no_meta_sync or no_sync, not {self.durability!r}"
             )
+
+    def _check_folders(self) -> None:
+        """``InvalidArgument`` if two of inbox, outbox, done, rejected are one folder or nested.
+
+        The outbox or done/ as the inbox would feed the node its own files forever; one inside
+        another mixes what a gateway picks up. Paths are compared resolved (symlinks, ``..``).
+        """
+        folders = [
+            ("inbox", self.inbox), ("outbox", self.outbox), ("done", self.done_dir),
+            ("rejected", self.rejected_dir),
+        ]  # fmt: skip
+        resolved = [(name, path, path.resolve()) for name, path in folders]
+        for i, (name, path, real) in enumerate(resolved):
+            for other, other_path, other_real in resolved[i + 1 :]:
+                if real == other_real:
+                    raise InvalidArgument(
+                        f"serve: {name} and {other} are the same directory ({path}); they must be apart"
+                    )
+                if real.is_relative_to(other_real):
+                    inside = f"{name} ({path}) lies inside {other} ({other_path})"
+                elif other_real.is_relative_to(real):
+                    inside = f"{other} ({other_path}) lies inside {name} ({path})"
+                else:
+                    continue
+                raise InvalidArgument(f"serve: {inside}; inbox, outbox, done and rejected must be apart")
 
     @property
     def done_dir(self) -> Path:

@@ -524,3 +524,57 @@ async def test_a_file_ingested_whose_move_failed_holds_no_frist_and_is_not_inges
     monkeypatch.setattr(os, "replace", real_replace)
     await node._take(Pipeline(), inbox / "a.edi")
     assert ingested == ["a.edi"] and files(done) == ["a.edi"] and files(inbox) == ["b.edi"]
+
+
+def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path: Path) -> None:
+    def config(**overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "store": tmp_path / "store", "tenants": [NB], "inbox": tmp_path / "in",
+            "outbox": tmp_path / "out",
+        }  # fmt: skip
+        return load_config(None, **(values | overrides))
+
+    with pytest.raises(InvalidArgument, match=r"tenants: '123' is not an MP-ID"):
+        config(tenants=[NB, "123"])
+    with pytest.raises(InvalidArgument, match=r"inbox and outbox are the same directory"):
+        config(outbox=tmp_path / "in")
+    with pytest.raises(InvalidArgument, match=r"inbox and done are the same directory"):
+        config(done=tmp_path / "x" / ".." / "in")
+    with pytest.raises(InvalidArgument, match=r"done and rejected are the same directory"):
+        config(done=tmp_path / "d", rejected=tmp_path / "d")
+    with pytest.raises(InvalidArgument, match=r"outbox \(.*in/out\) lies inside inbox"):
+        config(outbox=tmp_path / "in" / "out")
+    with pytest.raises(InvalidArgument, match=r"inbox \(.*out/in\) lies inside outbox"):
+        config(inbox=tmp_path / "out" / "in", done=tmp_path / "d", rejected=tmp_path / "r")
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    with pytest.raises(InvalidArgument, match=r"inbox and rejected are the same directory"):
+        config(rejected=tmp_path / "link")
+    assert config(done=tmp_path / "done2").done_dir == tmp_path / "done2"  # apart: fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]  # nothing created
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (["--tenant", "123"], "tenants: '123' is not an MP-ID"),
+        (["--tenant", NB, "--outbox", "in"], "inbox and outbox are the same directory"),
+        (["--tenant", NB, "--master-data", "missing.json"], "missing.json"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_it_creates_anything(
+    tmp_path: Path, flags: list[str], error: str
+) -> None:
+    base = ["serve", "--store", "store", "--inbox", "in", "--http-port", "0"]
+    if "--outbox" not in flags:
+        base += ["--outbox", "out"]
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    try:  # a node that accepted them would serve until stopped
+        done = subprocess.run(
+            [sys.executable, "-m", "mako_actors.cli", *base, *flags],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"serve {flags} was not refused") from None
+    assert done.returncode == 2 and error in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no store, no folder
