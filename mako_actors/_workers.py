@@ -63,6 +63,14 @@ if TYPE_CHECKING:
 
 __all__ = ["replay_partitions", "start_workers"]
 
+
+def _unreadable(name: str, exc: OSError) -> str:
+    """The failure line for a file that cannot be read, its name as the report can carry it."""
+    from mako_actors.inbound import storable_name
+
+    return f"{storable_name(os.path.basename(name))}: cannot read: {exc.strerror or exc}"
+
+
 # What the fork server imports once for all workers: the caller's main module (a worker imports
 # it again unless the server did), everything a worker runs, and the BDEW calendar the GPKE
 # workflow imports on its first Frist (~0.2 s, ``gpke.calendar._bdew``).
@@ -266,7 +274,7 @@ def _read_share(
             files.append((os.path.basename(name), _read(name), at))
             readable.append(True)
         except OSError as exc:
-            failures.append(f"{os.path.basename(name)}: cannot read: {exc.strerror or exc}")
+            failures.append(_unreadable(name, exc))
             readable.append(False)
     found = read_facts(files, tenants)
     if earlier:
@@ -341,7 +349,7 @@ def _pieces(
             try:
                 raw = _read(name)
             except OSError as exc:  # readable in round 1, gone now
-                failures.append(f"{os.path.basename(name)}: cannot read: {exc.strerror or exc}")
+                failures.append(_unreadable(name, exc))
                 continue
             indices = placement[k]
             piece = raw if indices is None else each.piece(raw, indices)

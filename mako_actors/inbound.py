@@ -375,6 +375,34 @@ class IngestResult:
         return out
 
 
+def storable_name(name: str) -> str:
+    """``name`` as UTF-8 can carry it: bytes a file name had that were no UTF-8 as ``\\xfc``.
+
+    ``os.fsdecode`` turns such bytes (a Latin-1 ``Müller`` from a Windows gateway) into lone
+    surrogates, which no stored event, log line or report can encode. ASCII names cost one
+    O(1) test; a name without such bytes comes back unchanged.
+    """
+    if name.isascii():
+        return name
+    try:
+        raw = name.encode("utf-8", "surrogateescape")  # the file name's own bytes
+    except UnicodeEncodeError:  # a surrogate no file system made: escape it as it is
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _storable_source(
+    source: str, parsed: Interchange | EdifactError | None
+) -> tuple[str, Interchange | EdifactError | None]:
+    """``ingest``'s ``source`` and an ahead-parsed ``parsed`` naming ``storable_name(source)``."""
+    storable = storable_name(source)
+    if storable == source or parsed is None:
+        return storable, parsed
+    if isinstance(parsed, EdifactError):
+        return storable, parsed.with_source(storable)
+    return storable, replace(parsed, source=storable)
+
+
 # -- the pipeline ----------------------------------------------------------------------------
 
 
@@ -456,9 +484,12 @@ class InboundPipeline:
         Never raises for bad input: the result says what happened. Raises only for store
         failures (``StoreError``), after which re-ingesting the same bytes is safe. ``parsed``:
         ``try_parse_interchange(raw, source=source)`` if the caller parsed ahead (a replay).
+        ``source`` (a file name) is recorded as ``storable_name(source)``.
         """
         if received_at.tzinfo is None:
             raise InvalidArgument("ingest: received_at must be timezone-aware")
+        if source is not None and not source.isascii():  # (an O(1) test: names are mostly ASCII)
+            source, parsed = _storable_source(source, parsed)
         if parsed is None:
             parsed = try_parse_interchange(raw, source=source)
         if isinstance(parsed, Interchange):

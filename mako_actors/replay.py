@@ -80,6 +80,7 @@ from mako_actors.inbound import (
     Suppliers,
     _ack_values,
     _lenient_header,
+    storable_name,
 )
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
@@ -1079,7 +1080,7 @@ def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     try:
         return _read_file(item.path)
     except OSError as exc:
-        report.failures.append(f"{item.path.name}: cannot read: {exc.strerror or exc}")
+        report.failures.append(f"{storable_name(item.path.name)}: cannot read: {exc.strerror or exc}")
         return None
 
 
@@ -1109,10 +1110,10 @@ def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResu
     outcomes = report.outcomes
     for m in result.messages:
         outcomes[m.outcome] += 1
-    if result.error:
-        report.errors.append(f"{source.path.name}: {result.error}")
+    if result.error:  # (names as the report's JSON and a terminal can carry them)
+        report.errors.append(f"{storable_name(source.path.name)}: {result.error}")
     if result.status in ("rejected", "conflict"):
-        report.rejected.append(source.path.name)
+        report.rejected.append(storable_name(source.path.name))
 
 
 # -- the entry point -------------------------------------------------------------------------

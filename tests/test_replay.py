@@ -210,3 +210,44 @@ async def test_a_keyed_dead_letter_is_stored_once(tmp_path: Path, kind: str) -> 
         assert len(await store.dead_letters()) == 4
     finally:
         await store.aclose()
+
+
+def test_file_names_that_are_not_utf8_are_stored_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Windows gateway's Latin-1 ``Müller`` is no UTF-8: its bytes are kept as ``\\xfc``, the
+    replay stores and reports the files instead of aborting on the name."""
+    import os
+
+    directory = tmp_path / "in"
+    directory.mkdir()
+    broken = f"UNB+UNOC:3+{LFN}:500+{NB}:500+251113:1500+X1'UNZ+1+X1'".encode()
+    valid = anmeldung(
+        lfn=LFN, nb=NB, malo="51900000012", zuordnungsbeginn=START, ide_ref="A", control_ref="LFNA",
+        sent_at=THU,
+    )  # fmt: skip
+    for name, raw, at in (
+        (b"12-M\xfcller.edi", valid, THU),
+        (b"13-K\xf6ln.edi", broken, THU + timedelta(hours=1)),
+        (b"14-\xe4.edi", b"not EDIFACT", THU + timedelta(hours=2)),
+    ):
+        path = os.path.join(os.fsencode(directory), name)
+        with open(path, "wb") as handle:
+            handle.write(raw)
+        os.utime(path, (at.timestamp(), at.timestamp()))
+    argv = ["replay", str(directory), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["statuses"] == {"accepted": 1, "rejected": 2} and report["processes_created"] >= 1
+    assert report["rejected"] == ["13-K\\xf6ln.edi", "14-\\xe4.edi"]
+    assert main(["dead-letters", "list", "--store", str(tmp_path / "s"), "--json"]) == 0
+    (letter,) = json.loads(capsys.readouterr().out)
+    assert letter["payload"]["source"] == "14-\\xe4.edi" and "14-\\xe4.edi" in letter["reason"]
+    assert main(argv) == 0  # a re-run: what had a receipt is a known duplicate; the garbage again
+    assert json.loads(capsys.readouterr().out)["statuses"] == {"duplicate": 2, "rejected": 1}
+
+    from mako_actors.inbound import storable_name
+
+    assert storable_name("a.edi") == "a.edi" and storable_name("Müller.edi") == "Müller.edi"
+    assert storable_name(os.fsdecode(b"12-M\xfcller.edi")) == "12-M\\xfcller.edi"
+    assert storable_name("x\ud800.edi") == "x\\ud800.edi"  # no file system makes it; still storable

@@ -578,3 +578,36 @@ def test_serve_refuses_bad_settings_before_it_creates_anything(
     assert done.returncode == 2 and error in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # no store, no folder
+
+
+async def test_a_file_name_that_is_not_utf8_is_answered_and_done(tmp_path: Path) -> None:
+    """A Latin-1 ``Müller`` from a Windows gateway: the Anmeldung is answered, not rejected."""
+    import asyncio
+
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    config = ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=inbox, outbox=tmp_path / "out",
+        http_port=None, poll_interval=0.02,
+    )  # fmt: skip
+    node = Node(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        drop(inbox, os.fsdecode(b"12-M\xfcller.edi"), interchange(0))
+
+        async def handled() -> None:
+            while files(inbox) or not (files(done) or files(tmp_path / "rejected")):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(handled(), 30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    assert os.listdir(os.fsencode(done)) == [b"12-M\xfcller.edi"]  # under its own name
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_interchanges_total{status="accepted"}') == 1
+    assert metric(text, 'mako_outbox_delivered_total{message_type="CONTRL"}') == 1
