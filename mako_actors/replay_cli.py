@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ def _replay(args: argparse.Namespace) -> int:
     # of another layout, is refused with nothing written and nothing else printed.
     try:
         check_replay_arguments(args.directory, args.store, args.tenant, args.window, args.workers)
+        _check_outputs(args)  # a report lost after hours of replay would leave only duplicates
     except InvalidArgument as exc:
         print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +209,33 @@ def _replay(args: argparse.Namespace) -> int:
     if report.failures:
         return 2
     return 1 if args.strict and (report.rejected or report.outcomes.get("dead_letter", 0)) else 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``InvalidArgument`` if ``--report`` or ``--compare-csv`` cannot be written; writes nothing.
+
+    Checked before the replay: found after it, the store holds the run and a re-run reports
+    everything as a duplicate. A file that exists must be a writable file, else its directory
+    must exist and be writable.
+    """
+    from mako_actors.errors import InvalidArgument
+
+    if args.compare_csv is not None and args.compare_outbound is None:
+        raise InvalidArgument("--compare-csv needs --compare-outbound")
+    for flag, path in (("--report", args.report), ("--compare-csv", args.compare_csv)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise InvalidArgument(f"{flag} {path} is a directory")
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise InvalidArgument(f"{flag} {path} is not writable")
+            continue
+        parent = path.parent
+        if not parent.is_dir():
+            raise InvalidArgument(f"{flag} {path}: no directory {parent}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InvalidArgument(f"{flag} {path}: directory {parent} is not writable")
 
 
 def _check_compare(args: argparse.Namespace) -> list[str]:

@@ -251,3 +251,28 @@ def test_file_names_that_are_not_utf8_are_stored_escaped(
     assert storable_name("a.edi") == "a.edi" and storable_name("Müller.edi") == "Müller.edi"
     assert storable_name(os.fsdecode(b"12-M\xfcller.edi")) == "12-M\\xfcller.edi"
     assert storable_name("x\ud800.edi") == "x\\ud800.edi"  # no file system makes it; still storable
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (["--report", "{tmp}/missing/report.json"], "--report {tmp}/missing/report.json: no directory"),
+        (["--report", "{tmp}"], "--report {tmp} is a directory"),
+        (
+            ["--compare-outbound", "{tmp}/in", "--compare-csv", "{tmp}/missing/diff.csv"],
+            "--compare-csv {tmp}/missing/diff.csv: no directory",
+        ),
+        (["--compare-csv", "{tmp}/diff.csv"], "--compare-csv needs --compare-outbound"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], error: str
+) -> None:
+    write_archive(tmp_path / "in")
+    store = tmp_path / "s"
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main(["replay", str(tmp_path / "in"), "--store", str(store), "--tenant", NB, *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert error.format(tmp=tmp_path) in captured.err
+    assert not store.exists()  # nothing replayed, nothing written
