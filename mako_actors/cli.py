@@ -174,14 +174,15 @@ def _masterdata_import(args: argparse.Namespace) -> int:
     import asyncio
 
     from mako_actors.errors import EngineError
-    from mako_actors.gpke.masterdata import ImportReport, import_assignments
+    from mako_actors.gpke.masterdata import ImportReport, check_import, import_checked
     from stores.lmdb import LmdbStore
 
     async def run() -> ImportReport:
         async with LmdbStore(args.store) as store:
-            return await import_assignments(store, args.tenant, args.file)
+            return await import_checked(store, checked)
 
     try:
+        checked = check_import(args.tenant, args.file)  # before the store (and its directory) exists
         report = asyncio.run(run())
     except EngineError as exc:
         print(f"mako-actors masterdata import: {exc}", file=sys.stderr)

@@ -56,3 +56,33 @@ def test_the_cli_says_the_measurement_was_not_imported(
     capsys.readouterr()
     assert main(["masterdata", "import", str(plain), "--store", str(tmp_path / "db3"), "--tenant", NB]) == 0
     assert "not imported" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, content, tenant, error",
+    [
+        ("latin1.csv", f"malo,supplier,from,until,comment\n{MALO},{LFA},,,M\xfcller\n".encode("latin-1"), NB,
+         "latin1.csv: not UTF-8 (byte 0xfc at offset"),
+        ("ok.csv", f"malo,supplier\n{MALO},{LFA}\n".encode(), "123", "'123' is not a 13-digit"),
+        ("bad.csv", f"malo,supplier\n{MALO},123\n".encode(), NB, "bad.csv: line 2: supplier '123'"),
+    ],
+)  # fmt: skip
+def test_a_refused_import_says_why_and_leaves_no_store_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, tenant: str, error: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    store = tmp_path / "db"
+    argv = ["masterdata", "import", str(tmp_path / name), "--store", str(store), "--tenant", tenant]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and error in err and "Traceback" not in err and err.count("\n") == 1
+    assert not store.exists()
+
+
+def test_a_utf8_file_with_a_byte_order_mark_is_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + f"malo,supplier,from,until,comment\n{MALO},{LFA},,,Müller\n".encode())
+    assert main(["masterdata", "import", str(excel), "--store", str(tmp_path / "db"), "--tenant", NB]) == 0
+    assert "1 imported" in capsys.readouterr().out

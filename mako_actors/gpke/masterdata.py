@@ -8,6 +8,8 @@ is the truth after the import. Accepted files:
   per-MaLo shape of ``replay --master-data``: ``{"<MaLo>": {"current", "future"?, "future_start"?}}``;
 - CSV with the header ``malo,supplier,from,until`` (``from``/``until`` may be empty).
 
+Files are UTF-8 (a byte order mark is allowed); another encoding is refused, naming the file.
+
 Instants are ISO 8601 with an offset, or a date ``YYYY-MM-DD`` (00:00 Europe/Berlin, the start
 of a MaKo day). A MaLo's ``measurement`` (ZW6/ZW7, a JSON field or a CSV column) is checked but
 not imported: the supply journal holds assignments only, so the report counts those MaLos
@@ -36,7 +38,14 @@ from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.ids import TenantId
 from mako_actors.store import Journal
 
-__all__ = ["ImportReport", "import_assignments", "load_assignments"]
+__all__ = [
+    "CheckedImport",
+    "ImportReport",
+    "check_import",
+    "import_assignments",
+    "import_checked",
+    "load_assignments",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +131,14 @@ def load_assignments(path: Path) -> list[tuple[str, SupplyFact]]:
 def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
     """``load_assignments`` and the number of MaLos whose measurement the file gives."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (a BOM, as Excel writes it, is not data)
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (e.g. Excel's 'CSV UTF-8')"
+        ) from None
     name = str(path)
     if path.suffix.lower() == ".json":
         try:
@@ -149,14 +163,39 @@ def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
     return facts, len(measured)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedImport:
+    """A file's assignments for one tenant, every row checked (``check_import``); nothing written."""
+
+    tenant_id: TenantId
+    facts: list[tuple[str, SupplyFact]]
+    measured: int
+
+
+def check_import(tenant: str, path: Path) -> CheckedImport:
+    """Every check of an import, before a store is opened: the tenant (an MP-ID), the file, each row.
+
+    Raises ``InvalidArgument`` naming what is wrong (the file and row; a file that is not UTF-8).
+    Reads ``path`` only.
+    """
+    tenant_id = TenantId.from_party_id(tenant)
+    facts, measured = _load(path)
+    return CheckedImport(tenant_id, facts, measured)
+
+
 async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportReport:
     """Append the assignments of ``path`` to the MaLos' supply journals of ``tenant`` (MP-ID).
 
     All rows are checked first (``InvalidArgument``, nothing written); entries already in a
     journal are skipped, so re-running an import is harmless.
     """
-    tenant_id = TenantId.from_party_id(tenant)
-    facts, measured = _load(path)
+    return await import_checked(store, check_import(tenant, path))
+
+
+async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport:
+    """``import_assignments`` of what ``check_import`` checked (so a caller can check before it
+    opens the store); entries already in a journal are skipped."""
+    tenant_id, facts, measured = checked.tenant_id, checked.facts, checked.measured
     by_malo: dict[str, list[dict[str, Any]]] = {}
     for malo, fact in facts:
         by_malo.setdefault(malo, []).append(fact.to_entry())
@@ -170,4 +209,3 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
             await store.append_journal(tenant_id, key, new)
             appended += len(new)
     return ImportReport(len(facts), appended, skipped, len(by_malo), measurements_not_imported=measured)
-
