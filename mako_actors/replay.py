@@ -37,7 +37,9 @@ writer). Into a fresh store, the decision digest is gathered from the commits as
 The receipt instant comes from the archive, never from the bytes (DOMAIN: UNB S004 is the
 sender's preparation time, not the ÜT): from ``manifest.csv`` in the directory (``file,
 received_at`` with ISO 8601 instants; files must lie inside the directory) when it exists,
-else from each file's modification time.
+else from each file's modification time. With a manifest, interchange files of the directory
+(``EDIFACT_SUFFIXES``) it does not list are not replayed; the report names them
+(``not_in_manifest``), as the files a gateway added after the manifest was written.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: Interchange files of the archive that its manifest.csv does not list: not replayed.
+    not_in_manifest: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     decision_digest: str = ""
     mode: str = "pipelined"
@@ -149,7 +153,7 @@ class ReplayReport:
         return self.messages / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_plain(self) -> dict[str, Any]:
-        """The report as JSON-ready data (errors and rejections capped at 1,000 lines each)."""
+        """The report as JSON-ready data (errors, rejections and file lists capped at 1,000 lines each)."""
         return {
             "files": self.files,
             "messages": self.messages,
@@ -161,6 +165,8 @@ class ReplayReport:
             "errors": self.errors[:1000],
             "rejected": self.rejected[:1000],
             "failures": self.failures[:1000],
+            "not_in_manifest": len(self.not_in_manifest),
+            "not_in_manifest_files": self.not_in_manifest[:1000],
             "duration_s": round(self.duration_s, 3),
             "messages_per_s": round(self.messages_per_s, 1),
             "decision_digest": self.decision_digest,
@@ -203,10 +209,12 @@ def load_master_data(path: Path) -> StaticMasterData:
         raise InvalidArgument(f"master data {path}: {exc}") from None
 
 
-def archive(directory: Path) -> list[ArchivedInterchange]:
+def archive(directory: Path, unlisted: list[str] | None = None) -> list[ArchivedInterchange]:
     """The interchanges of ``directory`` in receipt order (ties by file name).
 
-    Raises ``InvalidArgument`` for a missing directory, or a manifest naming a file outside the
+    With ``manifest.csv``, only the files it lists; the names of the directory's interchange
+    files (``EDIFACT_SUFFIXES``) it leaves out are appended to ``unlisted``, sorted. Raises
+    ``InvalidArgument`` for a missing directory, or a manifest naming a file outside the
     directory (``../``, an absolute path), an absent file or a naive/garbled instant.
     """
     if not directory.is_dir():
@@ -233,6 +241,12 @@ def archive(directory: Path) -> list[ArchivedInterchange]:
                     items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise InvalidArgument(f"{manifest}: cannot read: {exc}") from None
+        if unlisted is not None:
+            listed = {item.path for item in items}
+            unlisted += sorted(
+                name for name in plain
+                if os.path.splitext(name)[1].lower() in EDIFACT_SUFFIXES and root / name not in listed
+            )  # fmt: skip
     else:
         for path in directory.iterdir():
             if path.is_file() and path.suffix.lower() in EDIFACT_SUFFIXES:
@@ -1152,18 +1166,21 @@ async def replay_directory(
     another worker count (``mako_actors._placement.check_layout``).
     """
     tenant_ids = check_replay_arguments(directory, store_path, tenants, window, workers)
-    items = archive(directory)
+    unlisted: list[str] = []
+    items = archive(directory, unlisted)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
 
-        return await replay_on_ray(items, store_path, options, workers, address=ray_address)
-    if workers == 1:
+        report = await replay_on_ray(items, store_path, options, workers, address=ray_address)
+    elif workers == 1:
         report, _ = await _replay_items(items, store_path, options, progress)
-        return report
-    from mako_actors._workers import replay_partitions
+    else:
+        from mako_actors._workers import replay_partitions
 
-    return await replay_partitions(items, store_path, options, workers)
+        report = await replay_partitions(items, store_path, options, workers)
+    report.not_in_manifest = [storable_name(name) for name in unlisted]
+    return report
 
 
 def check_replay_arguments(

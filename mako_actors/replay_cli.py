@@ -186,13 +186,20 @@ def _replay(args: argparse.Namespace) -> int:
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
         console.print(f"mako-actors replay: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         return 2
+    if report.not_in_manifest:  # also with --json: stdout is for machines, this is for the person
+        names = ", ".join(report.not_in_manifest[:10]) + (", ..." if len(report.not_in_manifest) > 10 else "")
+        console.print(
+            f"mako-actors replay: warning: {len(report.not_in_manifest)} interchange file(s) of "
+            f"{args.directory} not in manifest.csv, not replayed: {names}",
+            markup=False, soft_wrap=True, highlight=False,
+        )  # fmt: skip
     if args.json:
         print(json.dumps(plain, indent=2, ensure_ascii=False))
     else:
         for key in (
             "files", "messages", "statuses", "outcomes", "events_appended", "outbox_enqueued",
-            "processes_created", "deadlines_fired", "dead_letters", "duration_s", "messages_per_s",
-            "decision_digest",
+            "processes_created", "deadlines_fired", "dead_letters", "not_in_manifest", "duration_s",
+            "messages_per_s", "decision_digest",
         ):  # fmt: skip
             print(f"{key:>17}: {plain[key]}")
         print(f"{'period':>17}: {plain['first']} .. {plain['last']}")

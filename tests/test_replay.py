@@ -276,3 +276,26 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_replay(
     assert captured.out == "" and captured.err.count("\n") == 1
     assert error.format(tmp=tmp_path) in captured.err
     assert not store.exists()  # nothing replayed, nothing written
+
+
+def test_interchange_files_the_manifest_does_not_list_are_named_not_dropped_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_archive(tmp_path / "in")
+    (tmp_path / "in" / "zz-new.edi").write_bytes((tmp_path / "in" / "b.edi").read_bytes())
+    (tmp_path / "in" / "late.EDIFACT").write_bytes(b"UNA")
+    (tmp_path / "in" / "notes.csv").write_text("not an interchange\n")
+    argv = ["replay", str(tmp_path / "in"), "--store", str(tmp_path / "s"), "--tenant", NB]
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["files"] == 4  # what the manifest lists is what is replayed
+    assert report["not_in_manifest"] == 2
+    assert report["not_in_manifest_files"] == ["late.EDIFACT", "zz-new.edi"]
+    assert "warning: 2 interchange file(s)" in captured.err and "late.EDIFACT, zz-new.edi" in captured.err
+    assert main(argv) == 0
+    assert "not_in_manifest: 2" in capsys.readouterr().out
+    (tmp_path / "in" / "manifest.csv").unlink()  # without a manifest every interchange file is replayed
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 6 and report["not_in_manifest"] == 0
