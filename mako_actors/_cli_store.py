@@ -88,7 +88,7 @@ def register(sub: Any) -> None:
         _dead_letters_requeue,
         write=True,
     )
-    p.add_argument("position", type=int, help="the dead letter's number ('#' in 'dead-letters list')")
+    p.add_argument("position", type=_position, help="the dead letter's number ('#' in 'dead-letters list')")
 
     _leaf(
         sub,
@@ -98,6 +98,17 @@ def register(sub: Any) -> None:
         help_text="store statistics",
         partitioned=_stats_partitioned,
     )
+
+
+def _position(text: str) -> int:
+    """A dead letter's number for argparse: 1 to 2**64 - 1 (its key is 8 bytes); else a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"{value} is no dead letter's number ('#' in 'dead-letters list')")
+    return value
 
 
 def _leaf(
@@ -397,7 +408,8 @@ async def _deadlines_list(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
-    letters = await _all_dead_letters(store)
+    # Oldest first, as the partitioned list: a replay records historic instants out of position order.
+    letters = sorted(await _all_dead_letters(store), key=lambda d: (d.recorded_at, d.position))
     if args.kind:
         letters = [d for d in letters if d.kind == args.kind]
     if args.json:

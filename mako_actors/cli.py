@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 1 rejected input, 2 usage/IO)."""
+    """Run the CLI; returns the process exit code (0 ok, 1 rejected input, 2 usage/IO, 141 the
+    reader of stdout went away, e.g. ``| head``: quietly, as a command a closed pipe ended)."""
     from mako_actors.logs import configure_logging
 
     args = build_parser().parse_args(argv)
@@ -87,7 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args.log_level or default_level).upper(), json_lines=(args.log_format or "human") == "json"
     )
     handler: Handler = args.handler
-    code = handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # here, so a closed pipe is met inside this try, not at exit
+    except BrokenPipeError:
+        # The reader left (``--json | head``): nothing is wrong, nothing more to say. Python
+        # would flush stdout again at exit and print the error; a dead end takes that output.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
     if argv is None:
         # This process is the command's own (the console script passes no argv): what the command
         # left on the heap dies with it. A replay leaves ~300,000 objects in reference cycles that

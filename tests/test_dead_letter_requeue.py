@@ -121,3 +121,65 @@ async def test_retry_and_requeue_move_a_queued_message_without_a_second_row(stor
     assert [m.message_id for m in await store.pending(10, later)] == [queued.message_id]
     await store.acknowledge(queued.message_id)
     assert await store.outbox_messages() == [] and await store.pending(10, later) == []
+
+
+async def _letters_out_of_order(path: Path) -> None:
+    """Three letters whose positions are not their time order, as a replay records them."""
+    async with LmdbStore(path) as s:
+        for hours in (5, 1, 3):
+            await s.add_dead_letter(
+                DeadLetter(kind="inbound", reason=f"at +{hours} h", recorded_at=T0 + timedelta(hours=hours))
+            )
+
+
+def test_the_cli_lists_dead_letters_oldest_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import json
+
+    from mako_actors.cli import main
+
+    asyncio.run(_letters_out_of_order(tmp_path / "s"))
+    assert main(["dead-letters", "list", "--store", str(tmp_path / "s"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(d["position"], d["reason"]) for d in listed] == [(2, "at +1 h"), (3, "at +3 h"), (1, "at +5 h")]
+    assert main(["dead-letters", "list", "--store", str(tmp_path / "s")]) == 0
+    table = capsys.readouterr().out
+    assert table.index("at +1 h") < table.index("at +3 h") < table.index("at +5 h")
+
+
+def test_the_cli_refuses_a_number_no_dead_letter_can_have_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from mako_actors.cli import main
+
+    asyncio.run(_letters_out_of_order(tmp_path / "s"))
+    for number in ("-1", "0", str(2**64), "x"):
+        with pytest.raises(SystemExit) as exited:
+            main(["dead-letters", "requeue", number, "--store", str(tmp_path / "s")])
+        assert exited.value.code == 2  # a usage error, before the store is opened
+        err = capsys.readouterr().err
+        assert "argument position" in err and "OverflowError" not in err
+
+
+def test_json_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None:
+    """``mako-actors ... --json | head -0``: no traceback, the shell's code for a closed pipe."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    asyncio.run(_letters_out_of_order(tmp_path / "s"))
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mako_actors.cli", "dead-letters", "list", "--store", str(tmp_path / "s"),
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.close()  # the reader goes away before a byte is written
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 141 and err == b"", err.decode()
