@@ -608,10 +608,21 @@ async def serve(config: ServeConfig, on_ready: Callable[[Node], None] | None = N
     disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created timestamp series are noise on a dashboard
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def drain_on_signals() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    def ready(node: Node) -> None:
+        # ``ray.init`` (``--ray``) installs its own SIGTERM handler, which kills the process
+        # without a drain: take the signals back once everything has started.
+        drain_on_signals()
+        if on_ready is not None:
+            on_ready(node)
+
+    drain_on_signals()
     try:
-        await Node(config).run(stop, on_ready)
+        await Node(config).run(stop, ready)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

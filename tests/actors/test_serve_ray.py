@@ -56,3 +56,37 @@ async def test_a_ray_node_answers_an_interchange_and_drains(tmp_path: Path) -> N
     text = node.metrics.render().decode()
     assert "mako_actors_commands_total 1.0" in text  # summed over the Ray hosts
     assert 'mako_interchanges_total{status="accepted"} 1.0' in text
+
+
+def test_a_ray_node_drains_on_sigterm(tmp_path: Path) -> None:
+    """`serve --ray` drains on SIGTERM like a local node: `ray.init` installs its own SIGTERM
+    handler, which killed the process (exit -15) before its commands and deliveries finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mako_actors.cli", "serve", "--ray", "--hosts", "1",
+             "--ray-address", ray.get_runtime_context().gcs_address, "--store", str(tmp_path / "store"),
+             "--tenant", NB, "--inbox", str(tmp_path / "in"), "--outbox", str(tmp_path / "out"),
+             "--http-port", "0"],
+            cwd=root, stdout=subprocess.PIPE, stderr=err, text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "ready" in line, f"serve did not start: {line!r}\n{log.read_text()}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert "drained" in log.read_text()
