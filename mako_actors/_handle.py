@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -57,13 +58,14 @@ def note_dropped(workflow: str, command: object, messages: int, deadlines: int) 
     seen = stats.by_command.get(kind, 0)
     stats.by_command[kind] = seen + 1
     if not seen:
-        log.warning(
-            "execute dropped %d outbox message(s) and %d deadline(s) of %s; use "
-            "execute_and_enqueue to store them with the events (warned once per command type)",
-            messages,
-            deadlines,
-            kind,
+        text = (
+            f"execute dropped {messages} outbox message(s) and {deadlines} deadline(s) of {kind}; "
+            "use execute_and_enqueue to store them with the events (warned once per command type)"
         )
+        log.warning(text)
+        # Also a Python warning: shown by default, where a library's log record (NullHandler)
+        # is not, so a script that loses its answers this way hears of it.
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
 
 
 class ProcessHandle(Generic[C, S]):

@@ -75,7 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     imports.set_defaults(handler=_masterdata_import)
     serve.register(sub)
     _cli_store.register(sub)
+    _logging_options_everywhere(parser)
     return parser
+
+
+def _logging_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--log-format``/``--log-level`` after any (sub)command too (``serve --log-format json``).
+
+    ``SUPPRESS``: a subcommand sets them only when given, never hides the top-level value.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument(
+                    "--log-format", choices=("human", "json"), default=argparse.SUPPRESS,
+                    help="log lines as text (default) or JSON",
+                )  # fmt: skip
+                child.add_argument(
+                    "--log-level", default=argparse.SUPPRESS, help="debug, info, warning or error"
+                )
+                _logging_options_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +223,8 @@ def _masterdata_import(args: argparse.Namespace) -> int:
         print(
             f"mako-actors masterdata import: note: the measurement (ZW6/ZW7) of "
             f"{report.measurements_not_imported} MaLo(s) was not imported (the store keeps supply "
-            f"assignments only); give the same file as serve's master_data or replay --master-data",
+            f"assignments only); serve's master_data and replay --master-data take it as JSON by "
+            f'MaLo: {{"<MaLo>": {{"measurement": "ZW6"}}}}',
             file=sys.stderr,
         )
     return 0

@@ -179,16 +179,28 @@ class ReplayReport:
         }
 
 
+_ASSIGNMENT_LIST = (
+    "master data {path}: an assignment list (malo, supplier, from, until) goes into the store with "
+    "`mako-actors masterdata import`; master data here is JSON by MaLo: "
+    '{{"<MaLo>": {{"current": MP-ID, "future": MP-ID, "future_start": ISO, "measurement": "ZW6"|"ZW7"}}}}'
+)
+
+
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
     ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional.
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
-    the entry (and field) that does not fit.
+    the entry (and field) that does not fit, and for an assignment list (``masterdata import``'s
+    CSV or JSON list, which belongs in the store) says so.
     """
+    if path.suffix.lower() == ".csv":
+        raise InvalidArgument(_ASSIGNMENT_LIST.format(path=path))
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+        if isinstance(raw, list):
+            raise InvalidArgument(_ASSIGNMENT_LIST.format(path=path))
         by_malo: dict[str, Suppliers] = {}
         for malo, entry in raw.items():
             measurement = entry.get("measurement")
@@ -205,6 +217,8 @@ def load_master_data(path: Path) -> StaticMasterData:
                 measurement=measurement,
             )
         return StaticMasterData(by_malo)
+    except InvalidArgument:
+        raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"master data {path}: {exc}") from None
 

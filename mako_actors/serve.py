@@ -647,7 +647,9 @@ def register(sub: Any) -> None:
     p.add_argument("--outbox", type=Path, help="directory rendered outbound interchanges are written to")
     p.add_argument("--done", type=Path, help="where processed files go (default: beside the inbox)")
     p.add_argument("--rejected", type=Path, help="where rejected files go (default: beside the inbox)")
-    p.add_argument("--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start}")
+    p.add_argument(
+        "--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start, measurement}"
+    )
     p.add_argument("--http-host", help="address of the health/metrics port (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, help="health/metrics port (default 9464; 0: any free port)")
     p.add_argument("--accept-post", action="store_true", default=None, help="accept POST /interchanges")

@@ -177,3 +177,17 @@ def test_log_context_as_a_decorator_in_two_threads_at_once() -> None:
     for thread in threads:
         thread.join(timeout=20)
     assert failures == [] and seen == [{"process_id": "p1"}] * 2 and after == [{}, {}]
+
+
+def test_logging_options_go_before_or_after_the_subcommand() -> None:
+    """README: `--log-format json` for a log collector, also as `serve ... --log-format json`."""
+    from mako_actors.cli import build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(["serve", "--store", "s", "--log-format", "json", "--log-level", "debug"])
+    assert (after.log_format, after.log_level) == ("json", "debug")
+    before = parser.parse_args(["--log-format", "json", "processes", "list", "--store", "s"])
+    assert before.log_format == "json"  # a subcommand that does not repeat it keeps the top-level value
+    nested = parser.parse_args(["processes", "list", "--store", "s", "--log-format", "json"])
+    assert nested.log_format == "json"
+    assert parser.parse_args(["stats", "--store", "s"]).log_format is None

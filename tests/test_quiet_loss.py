@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,7 +136,11 @@ async def test_execute_warns_once_per_command_type_and_counts_the_drop(
     before = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.messages, DROPPED_OUTPUT.deadlines)
     kind = "ledger:Record"
     seen = DROPPED_OUTPUT.by_command.get(kind, 0)
-    with caplog.at_level(logging.WARNING, logger="mako_actors.process"):
+    with (
+        caplog.at_level(logging.WARNING, logger="mako_actors.process"),
+        warnings.catch_warnings(record=True) as shown,
+    ):
+        warnings.simplefilter("always")
         await p.execute(Record(amount=1, notify="9900000001001", remind_at=NOW))
         await p.execute(Record(amount=1, notify="9900000001001"))
         await p.execute(Record(amount=1))  # nothing to drop
@@ -144,8 +149,11 @@ async def test_execute_warns_once_per_command_type_and_counts_the_drop(
     after = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.messages, DROPPED_OUTPUT.deadlines)
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2, 1]
     assert DROPPED_OUTPUT.by_command[kind] == seen + 2
-    warnings = [r for r in caplog.records if "execute dropped" in r.getMessage()]
-    assert len(warnings) == (0 if seen else 1)
+    logged = [r for r in caplog.records if "execute dropped" in r.getMessage()]
+    assert len(logged) == (0 if seen else 1)
+    # ... and as a RuntimeWarning, shown by default where the library's log records are not
+    dropped = [w for w in shown if w.category is RuntimeWarning and "execute dropped" in str(w.message)]
+    assert len(dropped) == len(logged)
     assert "mako_dropped_messages" in prometheus_text({"dropped": DROPPED_OUTPUT})
     assert await store.outbox_count() == 1
 

@@ -299,3 +299,18 @@ def test_interchange_files_the_manifest_does_not_list_are_named_not_dropped_sile
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["files"] == 6 and report["not_in_manifest"] == 0
+
+
+def test_master_data_that_is_an_assignment_list_points_to_the_import(tmp_path: Path) -> None:
+    """The CSV (or JSON list) of `masterdata import` belongs in the store; --master-data says so."""
+    from mako_actors.replay import load_master_data
+
+    (tmp_path / "a.csv").write_text("malo,supplier,from,until,measurement\n51900000012,9900000003005,,,ZW6\n")
+    (tmp_path / "a.json").write_text('[{"malo": "51900000012", "supplier": "9900000003005"}]')
+    for name in ("a.csv", "a.json"):
+        with pytest.raises(InvalidArgument, match="goes into the store with `mako-actors masterdata import`"):
+            load_master_data(tmp_path / name)
+    by_malo = '{"51900000012": {"current": "9900000003005", "measurement": "ZW6"}}'
+    (tmp_path / "m.json").write_text("\ufeff" + by_malo, encoding="utf-8")
+    master = load_master_data(tmp_path / "m.json")  # a byte order mark is no data
+    assert master.suppliers(NB, "51900000012", THU).measurement == "ZW6"

@@ -244,6 +244,7 @@ async def test_a_spawned_handles_refused_first_command_is_decided_on_the_stored_
         assert (await other.state()).total == 5
 
 
+@pytest.mark.filterwarnings("ignore:execute dropped:RuntimeWarning")  # execute's drop is part of the API
 async def test_process_api_parity(store: LmdbStore) -> None:
     from datetime import UTC, datetime, timedelta
 
