@@ -175,8 +175,9 @@ class OutboxWorker:
 class DirectorySender:
     """Renders each message to EDIFACT and drops it into a directory (a gateway's pickup folder).
 
-    The file is named by the message's idempotency key and written atomically (temporary file,
-    then rename), so a redelivery after a crash rewrites the same file with the same bytes. A
+    The file is named by the message's idempotency key and written atomically (a temporary file
+    under a dot name, which a gateway's pickup ignores as unfinished, then a rename), so a
+    redelivery after a crash rewrites the same file with the same bytes. A
     payload that cannot be rendered is a ``PermanentDeliveryError``. Messages hold personal
     data: a directory created here is 0700 and every file 0600.
     """
@@ -193,7 +194,7 @@ class DirectorySender:
         except InvalidArgument as exc:
             raise PermanentDeliveryError(f"cannot render {message.message_type}: {exc}") from None
         target = self.directory / f"{message.message_type}-{message.idempotency_key}.edi"
-        temporary = target.with_suffix(".tmp")
+        temporary = self.directory / f".{target.name}.tmp"
         await asyncio.to_thread(_write_atomically, temporary, target, raw)
 
 

@@ -367,6 +367,9 @@ class IngestResult:
     messages: list[MessageOutcome] = field(default_factory=list)
     #: Our MP-ID that answered an interchange addressed to someone else (else the recipient).
     answered_by: str | None = None
+    #: The UNB S002/S003 qualifiers as received, which the CONTRL's UCI copies (AHB-FACTS §6).
+    sender_qualifier: str | None = None
+    recipient_qualifier: str | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -494,7 +497,10 @@ class InboundPipeline:
             parsed = try_parse_interchange(raw, source=source)
         if isinstance(parsed, Interchange):
             digest = parsed.sha256  # the parser hashed these bytes already
-            header: tuple[str, str, str] | None = (parsed.sender.id, parsed.recipient.id, parsed.control_ref)
+            header: _Header | None = (
+                parsed.sender.id, parsed.recipient.id, parsed.control_ref,
+                parsed.sender.qualifier, parsed.recipient.qualifier,
+            )  # fmt: skip
         else:
             digest = hashlib.sha256(raw).hexdigest()
             header = _lenient_header(raw)
@@ -509,7 +515,7 @@ class InboundPipeline:
         self,
         raw: bytes,
         parsed: Interchange | EdifactError,
-        header: tuple[str, str, str] | None,
+        header: _Header | None,
         digest: str,
         received_at: datetime,
         source: str | None,
@@ -517,13 +523,15 @@ class InboundPipeline:
         if isinstance(parsed, EdifactError):
             result = IngestResult(source, "rejected", error=str(parsed))
             if header is not None:
-                result.sender, result.recipient, result.interchange_ref = header
+                result.sender, result.recipient, result.interchange_ref = header[:3]
+                result.sender_qualifier, result.recipient_qualifier = header[3:]
                 try:
                     message_errors = _message_error(raw, parsed)
                     code = None if message_errors else parsed.syntax_error_code
                     await self._record_receipt(
-                        result, digest, received_at, 0, code, message_errors=message_errors
-                    )
+                        result, digest, received_at, 0, code, message_errors=message_errors,
+                        error_segment=_uci_segment(parsed) if code else None,
+                    )  # fmt: skip
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
@@ -540,6 +548,8 @@ class InboundPipeline:
             interchange_ref=parsed.control_ref,
             sender=parsed.sender.id,
             recipient=parsed.recipient.id,
+            sender_qualifier=parsed.sender.qualifier,
+            recipient_qualifier=parsed.recipient.qualifier,
         )
         if parsed.recipient.id not in self._tenants:
             await self._misaddressed(result, digest, received_at)
@@ -632,7 +642,7 @@ class InboundPipeline:
         result.error = f"recipient {result.recipient} is not one of our MP-IDs"
         if len(self._tenants) == 1:
             result.answered_by = next(iter(self._tenants))
-            if await self._receipt_only(result, digest, received_at, "7") != "rejected":
+            if await self._receipt_only(result, digest, received_at, "7", "UNB") != "rejected":
                 return  # the same bytes again (or a conflict, dead-lettered as such): answered before
         audit = {**_audit(result), "sha256": digest}
         await self._dead_letter("inbound-misaddressed", result.error or "", audit, received_at)
@@ -665,10 +675,15 @@ class InboundPipeline:
         return "" if state.received and (state.accepted or state.sha256 == digest) else "new"
 
     async def _receipt_only(
-        self, result: IngestResult, digest: str, received_at: datetime, error_code: str | None
+        self,
+        result: IngestResult,
+        digest: str,
+        received_at: datetime,
+        error_code: str | None,
+        error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     ) -> Status:
         """Record a rejected interchange's receipt and CONTRL; the status after it (e.g. duplicate)."""
-        await self._record_receipt(result, digest, received_at, 0, error_code)
+        await self._record_receipt(result, digest, received_at, 0, error_code, error_segment=error_segment)
         return result.status
 
     async def _record_receipt(
@@ -684,6 +699,7 @@ class InboundPipeline:
         processed: RecordProcessed | None = None,
         handle: Handle | None = None,
         empty: bool = False,
+        error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     ) -> bool:
         """Write the receipt and its CONTRL; false (status set) when nothing more is to be done.
 
@@ -704,8 +720,11 @@ class InboundPipeline:
                 accepted=accepted,
                 prepared_at=received_at,
                 error_code=None if accepted else error_code,
+                error_segment=error_segment,
                 message_errors=message_errors,
                 answered_by=result.answered_by,
+                interchange_sender_qualifier=result.sender_qualifier,
+                interchange_recipient_qualifier=result.recipient_qualifier,
             )
             if acknowledge
             else None
@@ -776,8 +795,11 @@ class InboundPipeline:
             accepted=False,
             prepared_at=received_at,
             error_code="26",
+            error_segment="UNB",  # the 0020 in UNB is the one taken already
             variant=digest,
             answered_by=result.answered_by,
+            interchange_sender_qualifier=result.sender_qualifier,
+            interchange_recipient_qualifier=result.recipient_qualifier,
         )
         conflict = InterchangeConflicted(sha256=digest, received_at=received_at, source=result.source)
         # Refused when these bytes were answered before (or concurrently): one CONTRL is enough.
@@ -1134,8 +1156,23 @@ def _tenant_or_placeholder(mp_id: str) -> TenantId:
         return TenantId(uuid.uuid5(_RECEIPT_NAMESPACE, f"unknown-party:{mp_id}"))
 
 
-def _lenient_header(raw: bytes) -> tuple[str, str, str] | None:
-    """Sender, recipient and 0020 from a UNB that parses even if the rest does not.
+#: UNB sender, recipient, 0020, and the sender's and recipient's qualifiers as received.
+_Header = tuple[str, str, str, str, str]
+_UCI_SEGMENTS: dict[str | None, Literal["UNA", "UNB", "UNZ"]] = {"UNA": "UNA", "UNB": "UNB", "UNZ": "UNZ"}
+
+
+def _uci_segment(error: EdifactError) -> Literal["UNA", "UNB", "UNZ"] | None:
+    """0013 of an interchange-level error on UCI: UNA, UNB or UNZ (AHB-FACTS §6), if it is one.
+
+    A missing UNZ names UNZ; an error in another segment (a stray one, a truncated file) names
+    none, and UCI carries the 0085 alone.
+    """
+    return _UCI_SEGMENTS.get(error.segment_tag) or ("UNZ" if error.expected == "UNZ" else None)
+
+
+def _lenient_header(raw: bytes) -> _Header | None:
+    """Sender, recipient, 0020 and the two qualifiers from a UNB that parses even if the rest
+    does not.
 
     Only the UNB segment is tokenized, so a truncated or garbled tail still leaves the sender
     identifiable (and answerable by CONTRL).
@@ -1151,7 +1188,8 @@ def _lenient_header(raw: bytes) -> tuple[str, str, str] | None:
                 sender, recipient, ref = segment.value(1), segment.value(2), segment.value(4)
                 # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14) get none: a dead letter.
                 fits = 0 < len(sender) <= 35 and 0 < len(recipient) <= 35 and 0 < len(ref) <= 14
-                return (sender, recipient, ref) if fits else None
+                qualifiers = segment.value(1, 1), segment.value(2, 1)
+                return (sender, recipient, ref, *qualifiers) if fits else None
             return None
     except (EdifactError, ValueError, IndexError):
         return None

@@ -847,7 +847,7 @@ class _Pipeline:
             item.messages = len(Scan(item.raw).messages)  # UNH..UNT found, as the report counts
             header = _lenient_header(item.raw)
             if header is not None:
-                sender, us, control = header
+                sender, us, control = header[:3]
                 item.keys = (("receipt", sender, us, control),)
             return
         item.messages = len(parsed.messages)

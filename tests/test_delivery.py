@@ -128,12 +128,27 @@ async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, stor
         }  # fmt: skip
         [row] = await enqueue_many(store, 1)
         await store.acknowledge(row.message_id)
-        await store.enqueue([row.model_copy(update={"message_type": "CONTRL", "payload": contrl})])
+        message = row.model_copy(update={"message_type": "CONTRL", "payload": contrl})
+        await store.enqueue([message])
         target = tmp_path / "gateway" / "out"
         report = await OutboxWorker(store, DirectorySender(target), lambda: T0).run_once()
         assert report.delivered == 1
         assert stat.S_IMODE(target.stat().st_mode) == 0o700
         [written] = list(target.iterdir())
         assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert written.name.endswith(".edi") and not written.name.startswith(".")
+        # Written under a dot name first: a gateway that picks up every visible file never
+        # takes a half-written one (serve's own inbox ignores such names the same way).
+        renamed: list[tuple[str, str]] = []
+        real_replace = os.replace
+
+        def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            renamed.append((os.path.basename(src), os.path.basename(dst)))
+            real_replace(src, dst)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("mako_actors.delivery.os.replace", replace)
+            await DirectorySender(target).send(message)
+        assert renamed and all(src.startswith(".") and src.endswith(".tmp") for src, _ in renamed)
     finally:
         os.umask(old)

@@ -370,7 +370,8 @@ async def test_a_frist_waits_for_an_answer_received_by_its_instant_that_is_still
         os.replace(temporary, tmp_path / "in" / name)
 
     def sent(pid: str) -> list[str]:
-        texts = (p.read_text("latin-1") for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+        # (Finished files only: the sender writes under a dot name, then renames.)
+        texts = (p.read_text("latin-1") for p in (tmp_path / "out").glob("[!.]*.edi"))
         return [t for t in texts if f"RFF+Z13:{pid}'" in t]
 
     async def until(what: str, condition: Callable[[], bool]) -> None:

@@ -613,6 +613,8 @@ def build_contrl_payload(
     message_errors: Sequence[ContrlMessageError] = (),
     variant: str | None = None,
     answered_by: str | None = None,
+    interchange_sender_qualifier: str | None = None,
+    interchange_recipient_qualifier: str | None = None,
 ) -> ContrlPayload:
     """The CONTRL answering one received interchange (we are its recipient, so we send it).
 
@@ -632,6 +634,8 @@ def build_contrl_payload(
 
     ``answered_by`` is our MP-ID when the interchange named another recipient (UCI still copies
     its S003 as received; the CONTRL's UNB sender is us, never the party it was addressed to).
+    ``interchange_sender_qualifier``/``interchange_recipient_qualifier``: the UNB S002/S003
+    qualifiers as received, copied into UCI (§6: "as received"); ``None``: the usual one of the ID.
     """
     seed = f"CONTRL:{interchange_sender}:{interchange_ref}"
     if variant is not None:
@@ -646,9 +650,11 @@ def build_contrl_payload(
         reference=derive_ref(seed, 0, "0062"),
         interchange_ref=interchange_ref,
         interchange_sender_id=interchange_sender,
-        interchange_sender_qualifier=mp_id_qualifiers(interchange_sender)[0],
+        interchange_sender_qualifier=interchange_sender_qualifier or mp_id_qualifiers(interchange_sender)[0],
         interchange_recipient_id=interchange_recipient,
-        interchange_recipient_qualifier=mp_id_qualifiers(interchange_recipient)[0],
+        interchange_recipient_qualifier=(
+            interchange_recipient_qualifier or mp_id_qualifiers(interchange_recipient)[0]
+        ),
         action="4" if rejected else "7",
         error_code=error_code,
         error_segment=error_segment if error_code is not None else None,
@@ -665,9 +671,12 @@ def contrl_payload(
     accepted: bool,
     prepared_at: datetime,
     error_code: str | None = None,
+    error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
     message_errors: Sequence[ContrlMessageError] = (),
     variant: str | None = None,
     answered_by: str | None = None,
+    interchange_sender_qualifier: str | None = None,
+    interchange_recipient_qualifier: str | None = None,
 ) -> dict[str, Any]:
     """``build_contrl_payload(...).to_payload()`` without building the models (one per received
     interchange): the same keys in the same order and the same JSON values.
@@ -697,13 +706,19 @@ def contrl_payload(
         "reference": "M" + message.hexdigest()[:13].upper(),
         "interchange_ref": interchange_ref,
         "interchange_sender_id": interchange_sender,
-        "interchange_sender_qualifier": mp_id_qualifiers(interchange_sender)[0],
+        "interchange_sender_qualifier": (
+            interchange_sender_qualifier or mp_id_qualifiers(interchange_sender)[0]
+        ),
         "interchange_recipient_id": interchange_recipient,
-        "interchange_recipient_qualifier": mp_id_qualifiers(interchange_recipient)[0],
+        "interchange_recipient_qualifier": (
+            interchange_recipient_qualifier or mp_id_qualifiers(interchange_recipient)[0]
+        ),
         "action": "4" if not accepted or lines else "7",
     }
     if error_code is not None:
         payload["error_code"] = error_code
+        if error_segment is not None:
+            payload["error_segment"] = error_segment
     payload["messages"] = lines
     payload["format_version"] = format_version
     return payload

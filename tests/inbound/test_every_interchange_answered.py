@@ -108,3 +108,41 @@ async def test_the_version_in_force_is_accepted(store: LmdbStore) -> None:
     p = pipeline(store, VirtualClock(THU_1430))
     result = await p.ingest(anmeldung(version="UTILMD:D:11A:UN:S2.1"), THU_1430)
     assert result.status == "accepted" and [m.outcome for m in result.messages] == ["started"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "uci_tail"),
+    [
+        (lambda raw: raw.replace(b"UNZ+1+", b"UNZ+2+"), b"+4+29+UNZ'"),  # UNZ count
+        (lambda raw: raw[: raw.index(b"UNZ")], b"+4+13+UNZ'"),  # no UNZ
+        (lambda raw: raw.replace(f"{NB}:500".encode(), b"9900000009999:500", 1), b"+4+7+UNB'"),  # not us
+        (lambda raw: raw[: raw.index(b"LOC+Z16") + 5], b"+4+18'"),  # truncated mid-segment: no 0013
+    ],
+)
+async def test_uci_names_the_segment_of_an_interchange_level_error(
+    store: LmdbStore, mutate: object, uci_tail: bytes
+) -> None:
+    """AHB-FACTS §6: ``UCI+…+<0083>[+<0085>+<0013 UNA|UNB|UNZ>]``: the 0085 of an interchange-
+    level error comes with the segment it is about, where there is one of the three."""
+    assert callable(mutate)
+    p = pipeline(store, VirtualClock(THU_1430))
+    await p.ingest(mutate(anmeldung()), THU_1430)
+    (contrl,) = [m for m in await outbox(store) if m.message_type == "CONTRL"]
+    text = render_outbound("CONTRL", contrl.payload)
+    uci = text[text.index(b"UCI+") :].split(b"'")[0] + b"'"
+    assert uci.endswith(uci_tail), uci
+
+
+async def test_uci_copies_the_unb_qualifiers_as_received(store: LmdbStore) -> None:
+    """AHB-FACTS §6: UCI carries S002/S003 "as received", not the qualifier the ID usually has."""
+    p = pipeline(store, VirtualClock(THU_1430))
+    raw = anmeldung().replace(f"UNB+UNOC:3+{LFN}:500".encode(), f"UNB+UNOC:3+{LFN}:14".encode(), 1)
+    # Accepted, then other bytes under its 0020 (CONTRL 4 with 0085 26 about the UNB).
+    for bytes_in in (raw, raw.replace(b"UNZ+1+", b"UNZ+2+")):
+        await p.ingest(bytes_in, THU_1430)
+    sent = await outbox(store)
+    contrls = [render_outbound("CONTRL", m.payload) for m in sent if m.message_type == "CONTRL"]
+    assert len(contrls) == 2
+    for text in contrls:
+        assert f"+{LFN}:14+{NB}:500+".encode() in text, text
+    assert sum(f"+{LFN}:14+{NB}:500+4+26+UNB'".encode() in text for text in contrls) == 1
