@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,18 @@ def add_replay_commands(sub: Any) -> None:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--defects", type=float, default=0.02, help="share of broken files/messages")
     generate.add_argument("--nb", default=None, help="the grid operator's MP-ID (recipient)")
+    generate.add_argument(
+        "--start", type=_day, default=None,
+        help="first day of the traffic, YYYY-MM-DD (default 2025-11-03): a later month continues a store",
+    )  # fmt: skip
     generate.set_defaults(handler=_generate)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day YYYY-MM-DD") from None
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -102,6 +114,7 @@ def _generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             defects=args.defects,
             nb=args.nb or DEFAULT_NB,
+            **({"start": args.start} if args.start is not None else {}),
         )
         summary = generate_archive(args.directory, spec)
     except (EngineError, OSError) as exc:
