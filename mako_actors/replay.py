@@ -240,12 +240,14 @@ def archive(directory: Path, unlisted: list[str] | None = None) -> list[Archived
         try:
             # Regular files right in the directory (no link): their resolved path is known.
             plain = {e.name for e in os.scandir(root) if e.is_file(follow_symlinks=False)}
+            listed: set[str] = set()  # names of ``plain`` the manifest lists (by name, no Path per file)
             with manifest.open(newline="", encoding="utf-8") as handle:
                 for line, row in enumerate(csv.DictReader(handle), start=2):
                     name = row.get("file") or ""
                     if name in plain:
                         at = _instant(row.get("received_at"), manifest, line)
                         items.append(ArchivedInterchange(root / name, at))
+                        listed.add(name)
                         continue
                     path = (directory / name).resolve()
                     if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
@@ -253,14 +255,14 @@ def archive(directory: Path, unlisted: list[str] | None = None) -> list[Archived
                     if not path.is_file():
                         raise InvalidArgument(f"{manifest}:{line}: no file {name!r}")
                     items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
+                    if path.parent == root:  # e.g. "./x.edi"
+                        listed.add(path.name)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise InvalidArgument(f"{manifest}: cannot read: {exc}") from None
         if unlisted is not None:
-            listed = {item.path for item in items}
             unlisted += sorted(
-                name for name in plain
-                if os.path.splitext(name)[1].lower() in EDIFACT_SUFFIXES and root / name not in listed
-            )  # fmt: skip
+                name for name in plain - listed if os.path.splitext(name)[1].lower() in EDIFACT_SUFFIXES
+            )
     else:
         for path in directory.iterdir():
             if path.is_file() and path.suffix.lower() in EDIFACT_SUFFIXES:
