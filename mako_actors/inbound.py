@@ -556,7 +556,8 @@ class InboundPipeline:
             return result
         if parsed.test and not self._accept_test:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
-            await self._receipt_only(result, digest, received_at, None)
+            # ISO 9735 0085 = 25 "test indicator not supported", about the UNB †
+            await self._receipt_only(result, digest, received_at, "25", "UNB")
             return result
         try:
             fv = self._format_version(uet(received_at))

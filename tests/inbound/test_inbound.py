@@ -191,10 +191,10 @@ async def test_foreign_recipient_and_test_interchanges_are_refused(store: LmdbSt
     )
     assert (await p.ingest(test, THU_1430)).status == "rejected"
     contrls = await outbox(store)
-    by_ref = {
-        m.payload["interchange_ref"]: (m.payload["action"], m.payload.get("error_code")) for m in contrls
-    }
-    assert by_ref == {"R1": ("4", "7"), "R2": ("4", None)}
+    fields = ("action", "error_code", "error_segment")
+    by_ref = {m.payload["interchange_ref"]: tuple(m.payload.get(k) for k in fields) for m in contrls}
+    # 0085 7 "recipient not actual recipient", 25 "test indicator not supported"; both about the UNB
+    assert by_ref == {"R1": ("4", "7", "UNB"), "R2": ("4", "25", "UNB")}
 
 
 async def test_unknown_and_gas_pids_become_dead_letters(store: LmdbStore) -> None:
