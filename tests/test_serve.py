@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,45 @@ def metric(text: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def node_config(tmp_path: Path, **settings: Any) -> Any:
+    """A ``ServeConfig`` on folders under ``tmp_path`` (in, out, done, rejected), no HTTP, fast polls."""
+    from mako_actors.serve_config import ServeConfig
+
+    return ServeConfig(
+        store=tmp_path / "store", tenants=(NB,), inbox=tmp_path / "in", outbox=tmp_path / "out",
+        http_port=None, poll_interval=0.02, **settings,
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def in_process(node: Any) -> AsyncIterator[Any]:
+    """Run a ``mako_actors.serve.Node`` in this loop until the block ends, then drain it."""
+    import asyncio
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        yield node
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+
+
+async def until(what: str, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``condition`` in this loop (the node runs meanwhile); fail naming ``what``."""
+    import asyncio
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 class Node:
@@ -235,10 +274,7 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
         http_port=0, accept_post=True, max_post_bytes=64 * 1024, poll_interval=0.05,
     )  # fmt: skip
     node = Node(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+    async with in_process(node):
         assert node.http_address is not None
         port = node.http_address[1]
 
@@ -258,15 +294,8 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
         assert not files(tmp_path / "in") and not files(tmp_path / "done")
         assert await asyncio.to_thread(post, b"not EDIFACT at all") == 202
 
-        async def handled() -> None:
-            while not files(tmp_path / "rejected"):
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(handled(), 60)  # garbage is kept for a person, not lost
+        await until("the garbage in rejected/", lambda: bool(files(tmp_path / "rejected")))  # kept, not lost
         assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 60)
     text = node.metrics.render().decode()
     assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
     assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1  # kept with its audit trail
@@ -289,25 +318,15 @@ async def test_a_scrape_reads_the_levels_from_the_store_not_from_the_last_heartb
         http_port=0, poll_interval=0.05,
     )  # fmt: skip
     node = LateHeartbeat(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+    async with in_process(node):
         assert node.http_address is not None
         port = node.http_address[1]
         assert metric((await asyncio.to_thread(get, port, "/metrics"))[1], "mako_dead_letters_stored") == 0
         drop(tmp_path / "in", "junk.edi", b"not EDIFACT at all")  # kept as a dead letter
 
-        async def handled() -> None:
-            while not files(tmp_path / "rejected"):
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(handled(), 60)
+        await until("the garbage in rejected/", lambda: bool(files(tmp_path / "rejected")))
         text = (await asyncio.to_thread(get, port, "/metrics"))[1]
         assert metric(text, "mako_dead_letters_stored") == 1
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 60)
 
 
 def test_a_killed_node_loses_nothing_and_does_nothing_twice(
@@ -374,16 +393,6 @@ async def test_a_frist_waits_for_an_answer_received_by_its_instant_that_is_still
         texts = (p.read_text("latin-1") for p in (tmp_path / "out").glob("[!.]*.edi"))
         return [t for t in texts if f"RFF+Z13:{pid}'" in t]
 
-    async def until(what: str, condition: Callable[[], bool]) -> None:
-        async def poll() -> None:
-            while not condition():
-                await asyncio.sleep(0.02)
-
-        try:
-            await asyncio.wait_for(poll(), 60)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}") from None
-
     thu = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
     due = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # 09:00 WT1 in Berlin, long past on the real clock
     start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
@@ -402,25 +411,21 @@ async def test_a_frist_waits_for_an_answer_received_by_its_instant_that_is_still
         master_data=tmp_path / "master.json", http_port=None, poll_interval=0.02, deadline_grace=0,
     )  # fmt: skip
     node = Backlog(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
-        await until("the 55010 to the old supplier", lambda: bool(sent("55010")))
-        request = sent("55010")[0].split("IDE+24+", 1)[1].split("'", 1)[0]
-        objection = lfa_answer(
-            lfa=LFA, nb=NB, malo="51900000012", request_ref=request, ide_ref="OBJ1",
-            control_ref="LFAOBJ1", sent_at=due - timedelta(minutes=1), confirm=False,
-        )  # fmt: skip
-        received("objection.edi", objection, due - timedelta(minutes=1))
-        await asyncio.sleep(0.5)  # many Fristen polls while the objection waits in the inbox
-        assert not sent("55002") and not sent("55003")
-        release.set()
-        await until("the answer to the new supplier", lambda: len(sent("55002")) + len(sent("55003")) == 2)
-    finally:
-        release.set()
-        stop.set()
-        await asyncio.wait_for(running, 60)
+    async with in_process(node):
+        try:
+            await until("the 55010 to the old supplier", lambda: bool(sent("55010")))
+            request = sent("55010")[0].split("IDE+24+", 1)[1].split("'", 1)[0]
+            objection = lfa_answer(
+                lfa=LFA, nb=NB, malo="51900000012", request_ref=request, ide_ref="OBJ1",
+                control_ref="LFAOBJ1", sent_at=due - timedelta(minutes=1), confirm=False,
+            )  # fmt: skip
+            received("objection.edi", objection, due - timedelta(minutes=1))
+            await asyncio.sleep(0.5)  # many Fristen polls while the objection waits in the inbox
+            assert not sent("55002") and not sent("55003")
+            release.set()
+            await until("both answers", lambda: len(sent("55002")) + len(sent("55003")) == 2)
+        finally:
+            release.set()
     (answer,) = sent("55003")  # the objection decided; busy.edi's MaLo had no supplier: 55002
     assert "A50:E_0623" in answer and "RFF+TN:TX1'" in answer
     assert "41234567896" in sent("55002")[0] and not sent("55037")
@@ -431,11 +436,9 @@ async def test_done_and_rejected_on_another_filesystem_take_every_file_once(
 ) -> None:
     """A rename out of the inbox fails with EXDEV (done/ on another mount): the file is copied
     across instead, keeps its receipt instant, and the inbox moves on to the next file."""
-    import asyncio
     import errno
 
     from mako_actors.serve import Node
-    from mako_actors.serve_config import ServeConfig
 
     inbox, done, rejected = tmp_path / "in", tmp_path / "done", tmp_path / "rejected"
     real_replace = os.replace
@@ -446,32 +449,18 @@ async def test_done_and_rejected_on_another_filesystem_take_every_file_once(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    config = ServeConfig(
-        store=tmp_path / "store", tenants=(NB,), inbox=inbox, outbox=tmp_path / "out",
-        http_port=None, poll_interval=0.02,
-    )  # fmt: skip
-    node = Node(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+    node = Node(node_config(tmp_path))
+    async with in_process(node):
         received = float(int(time.time()) - 60)
         sent = {"0.edi": interchange(0), "1.edi": interchange(1), "junk.edi": b"no"}
         for name, raw in sent.items():
             drop(inbox, name, raw)
             os.utime(inbox / name, (received, received))
 
-        async def handled() -> None:
-            while files(inbox) or len(files(done)) + len(files(rejected)) < 3:
-                await asyncio.sleep(0.02)
-
-        try:
-            await asyncio.wait_for(handled(), 30)
-        except TimeoutError:
-            raise AssertionError(f"inbox stuck at {files(inbox)}") from None
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 60)
+        await until(
+            "every file moved out of the inbox",
+            lambda: not files(inbox) and len(files(done)) + len(files(rejected)) >= 3,
+        )
     assert files(done) == ["0.edi", "1.edi"] and files(rejected) == ["junk.edi"]
     assert not [p.name for p in (*done.iterdir(), *rejected.iterdir()) if p.name.startswith(".")]
     assert (done / "0.edi").read_bytes() == sent["0.edi"]
@@ -583,31 +572,15 @@ def test_serve_refuses_bad_settings_before_it_creates_anything(
 
 async def test_a_file_name_that_is_not_utf8_is_answered_and_done(tmp_path: Path) -> None:
     """A Latin-1 ``Müller`` from a Windows gateway: the Anmeldung is answered, not rejected."""
-    import asyncio
-
     from mako_actors.serve import Node
-    from mako_actors.serve_config import ServeConfig
 
     inbox, done = tmp_path / "in", tmp_path / "done"
-    config = ServeConfig(
-        store=tmp_path / "store", tenants=(NB,), inbox=inbox, outbox=tmp_path / "out",
-        http_port=None, poll_interval=0.02,
-    )  # fmt: skip
-    node = Node(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(node.run(stop, lambda _: ready.set()))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+    node = Node(node_config(tmp_path))
+    async with in_process(node):
         drop(inbox, os.fsdecode(b"12-M\xfcller.edi"), interchange(0))
 
-        async def handled() -> None:
-            while files(inbox) or not (files(done) or files(tmp_path / "rejected")):
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(handled(), 30)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 60)
+        moved = lambda: not files(inbox) and bool(files(done) or files(tmp_path / "rejected"))  # noqa: E731
+        await until("the file moved out of the inbox", moved)
     assert os.listdir(os.fsencode(done)) == [b"12-M\xfcller.edi"]  # under its own name
     text = node.metrics.render().decode()
     assert metric(text, 'mako_interchanges_total{status="accepted"}') == 1
