@@ -241,8 +241,15 @@ def archive(directory: Path, unlisted: list[str] | None = None) -> list[Archived
             # Regular files right in the directory (no link): their resolved path is known.
             plain = {e.name for e in os.scandir(root) if e.is_file(follow_symlinks=False)}
             listed: set[str] = set()  # names of ``plain`` the manifest lists (by name, no Path per file)
-            with manifest.open(newline="", encoding="utf-8") as handle:
-                for line, row in enumerate(csv.DictReader(handle), start=2):
+            # (utf-8-sig: a byte order mark, as Excel writes one, is not part of the header.)
+            with manifest.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                if not {"file", "received_at"} <= set(reader.fieldnames or ()):
+                    raise InvalidArgument(
+                        f"{manifest}: the header must name the columns file,received_at (comma-"
+                        f"separated), got {','.join(reader.fieldnames or ()) or 'nothing'!r}"
+                    )
+                for line, row in enumerate(reader, start=2):
                     name = row.get("file") or ""
                     if name in plain:
                         at = _instant(row.get("received_at"), manifest, line)

@@ -61,6 +61,13 @@ def test_archive_orders_by_receipt_instant(tmp_path: Path) -> None:
     (tmp_path / "in" / "manifest.csv").write_text("file,received_at\na.edi,2025-11-13T14:30:00\n")
     with pytest.raises(InvalidArgument, match="no time zone"):
         archive(tmp_path / "in")
+    # As a spreadsheet saves it: a byte order mark is no part of the header; semicolons are refused
+    # by naming the header (not as "'' lies outside the archive").
+    (tmp_path / "in" / "manifest.csv").write_text("\ufefffile,received_at\na.edi,2025-11-13T14:30:00+01:00\n")
+    assert [item.path.name for item in archive(tmp_path / "in")] == ["a.edi"]
+    (tmp_path / "in" / "manifest.csv").write_text("file;received_at\na.edi;2025-11-13T14:30:00+01:00\n")
+    with pytest.raises(InvalidArgument, match="header must name the columns file,received_at"):
+        archive(tmp_path / "in")
 
 
 async def test_replay_fires_fristen_at_historic_times_and_reruns_are_idempotent(tmp_path: Path) -> None:
