@@ -5,8 +5,9 @@ Every command takes ``--store PATH`` (the LMDB directory) and prints a table, or
 node's data directory (its ``p0007`` partitions), a saved partition map (every node's) or the
 ``--store`` of ``replay --workers n`` (its ``part-<k>-of-<n>`` stores); the other commands take
 one partition's directory. Commands that only read open the store
-read-only, so they are safe next to a running node; ``outbox retry`` and ``dead-letters
-requeue`` write one transaction each. Ids are accepted as printed: a unique prefix of a
+read-only, so they are safe next to a running node (``outbox render DIR`` too: it writes the
+messages waiting to leave as EDIFACT files into DIR, not into the store); ``outbox retry`` and
+``dead-letters requeue`` write one transaction each. Ids are accepted as printed: a unique prefix of a
 process or message id is enough.
 """
 
@@ -51,7 +52,7 @@ def register(sub: Any) -> None:
 
     outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
     osub = outbox.add_subparsers(
-        dest="outbox_command", required=True, help="action", metavar="{list,retry}"
+        dest="outbox_command", required=True, help="action", metavar="{list,retry,render}"
     )
     p = _leaf(osub, "list", "outbox messages, earliest next attempt first", _outbox_list)
     which = p.add_mutually_exclusive_group()
@@ -60,6 +61,14 @@ def register(sub: Any) -> None:
     p.add_argument("--at", help="ISO 8601 instant to use instead of now")
     p = _leaf(osub, "retry", "make one message due now (its attempts are kept)", _outbox_retry, write=True)
     p.add_argument("id", help="message id as printed by 'outbox list' (a unique prefix is enough)")
+    p = _leaf(
+        osub, "render",
+        "write every message waiting to leave as an EDIFACT file into DIR, as serve's outbox folder "
+        "gets them (e.g. a replay's answers, for another replay's --compare-outbound); the store is "
+        "only read",
+        _outbox_render,
+    )  # fmt: skip
+    p.add_argument("directory", type=Path, help="folder to write into (created if missing)")
 
     deadlines = sub.add_parser("deadlines", help="open deadlines (Fristen) of every process")
     dsub = deadlines.add_subparsers(
@@ -360,6 +369,31 @@ async def _outbox_list(store: Any, args: argparse.Namespace) -> int:
     else:
         _outbox_table(f"{len(messages)} outbox message(s){' due' if args.due else ''}", messages)
     return 0
+
+
+async def _outbox_render(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors.delivery import DirectorySender, PermanentDeliveryError
+
+    messages: list[OutboxMessage] = await store.outbox_messages()
+    try:
+        sender = DirectorySender(args.directory)
+    except OSError as exc:
+        print(f"mako-actors outbox render: cannot create {args.directory}: {exc.strerror}", file=sys.stderr)
+        return 2
+    unrenderable: list[str] = []
+    for message in messages:
+        try:
+            await sender.send(message)
+        except PermanentDeliveryError as exc:
+            unrenderable.append(f"{message.message_id}: {exc}")
+    written = len(messages) - len(unrenderable)
+    if args.json:
+        _json({"directory": str(args.directory), "written": written, "unrenderable": unrenderable})
+    else:
+        print(f"{written} message(s) written into {args.directory}")
+        for line in unrenderable:
+            print(f"not rendered: {line}", file=sys.stderr)
+    return 1 if unrenderable else 0
 
 
 async def _outbox_retry(store: Any, args: argparse.Namespace) -> int:

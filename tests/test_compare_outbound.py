@@ -247,3 +247,22 @@ async def test_acknowledgements_written_by_others_are_keyed_and_coded_from_their
         and unreadable[0].startswith("v4_aperak_rejected.edi")
         and "0085=29" in unreadable[0]
     )
+
+
+def test_outbox_render_writes_the_folder_compare_outbound_reads(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``outbox render``: a store's answers as EDIFACT files (serve's outbox folder), e.g. what a
+    replay under one configuration would send, to compare another replay against."""
+    src, messages = archive_and_outbox
+    then = src.parent / "then"  # the store the fixture replayed into
+    capsys.readouterr()
+    assert main(["outbox", "render", str(tmp_path / "sent"), "--store", str(then), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["unrenderable"] == [] and written["written"] == len(messages)
+    assert len(list((tmp_path / "sent").glob("*.edi"))) == len(messages)
+    assert not [p for p in (tmp_path / "sent").iterdir() if not p.name.endswith(".edi")]
+    report = compare(capsys, src, tmp_path / "again", tmp_path / "sent")
+    assert report["compare_outbound"]["differences"] == 0, report["compare_outbound"]["rows"][:5]
