@@ -56,7 +56,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -84,7 +84,7 @@ from mako_actors.inbound import (
     _lenient_header,
     storable_name,
 )
-from mako_actors.scheduler import DeadlineScheduler, VirtualClock, identity_of
+from mako_actors.scheduler import _TICK, DeadlineScheduler, VirtualClock, identity_of
 from mako_actors.snapshot import Snapshot
 from mako_actors.store import Activation, Commit, CommitResult, Store
 from stores._schema import event_key, pack, unpack
@@ -107,7 +107,6 @@ Progress = Callable[[int, int, str], None]
 _TRIGGERS = ("55001", "55077", "55004")
 _ANSWERS = ("55011", "55012")
 _FAR = datetime.max.replace(tzinfo=UTC)
-_TICK = timedelta(microseconds=1)  # the resolution of stored instants
 
 
 @dataclass(frozen=True, slots=True)
@@ -1329,8 +1328,7 @@ async def _sequential(
         _count(report, item, result, messages)
         if progress is not None:
             progress(done, len(items), item.path.name)
-    # Deadlines due at the last instant fire after its traffic, like the pipelined run's.
-    last = items[-1].received_at if items else None
-    end = last if until is None else until if last is None else max(last, until)
-    if end is not None:
-        report.deadlines_fired += await scheduler.advance_to(clock, end)
+    # Deadlines due at the last instant (or by ``until``) fire after its traffic, as in the
+    # pipelined run. (``_replay_items`` calls this only with items.)
+    last = items[-1].received_at
+    report.deadlines_fired += await scheduler.advance_to(clock, last if until is None else max(last, until))
