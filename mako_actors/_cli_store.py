@@ -38,8 +38,9 @@ def register(sub: Any) -> None:
     """Add the store inspection subcommands to the CLI's subparsers object."""
     processes = sub.add_parser("processes", help="list processes, show one, or its timeline")
     psub = processes.add_subparsers(
-        dest="processes_command", required=True, help="action", metavar="{list,show,timeline}"
-    )
+        dest="processes_command", required=True, help="action",
+        metavar="{list,show,timeline,deem-lfa-agreement}",
+    )  # fmt: skip
     p = _leaf(psub, "list", "processes of the store, oldest first", _processes_list)
     p.add_argument("--tenant", help="our MP-ID (13 digits) or a tenant id prefix")
     p.add_argument("--workflow", help="workflow name, e.g. gpke-nb or mako-inbox")
@@ -49,6 +50,15 @@ def register(sub: Any) -> None:
     p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
     p = _leaf(psub, "timeline", "a process's events: time, type, causing interchange", _processes_timeline)
     p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p = _leaf(
+        psub, "deem-lfa-agreement",
+        "an operator's decision for a gpke-nb process in status awaiting_operator (the LFA rejected "
+        "our 55010, 09:00 passed): go on as if the LFA agreed; 55002/55078 and 55037 are enqueued",
+        _processes_deem_lfa_agreement, write=True,
+    )  # fmt: skip
+    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument("--reason", required=True, help="why, kept in the process's events for audit")
+    p.add_argument("--at", help="ISO 8601 instant the answers are dated (default: now)")
 
     outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
     osub = outbox.add_subparsers(
@@ -290,6 +300,38 @@ async def _processes_show(store: Any, args: argparse.Namespace) -> int:
         console.print(json.dumps(plain["state"], indent=2, ensure_ascii=False), markup=False)
     _deadline_table(f"{len(detail.deadlines)} open deadline(s)", detail.deadlines, _at(args))
     _outbox_table(f"{len(detail.outbox)} message(s) waiting to leave", detail.outbox)
+    return 0
+
+
+async def _processes_deem_lfa_agreement(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors.envelope import ProcessIdentity
+    from mako_actors.errors import WorkflowError
+    from mako_actors.gpke import DeemLfaAgreement, GpkeNbWorkflow
+    from mako_actors.process import Process
+    from mako_actors.timeline import find_stream
+
+    stream = await find_stream(store, args.id)
+    events = await store.load(stream)
+    if not events or events[0].workflow_id.name != "gpke-nb":
+        found = events[0].workflow_id.name if events else "no events"
+        raise InvalidArgument(f"process {args.id!r} is not a gpke-nb process ({found})")
+    first = events[0]
+    identity = ProcessIdentity(
+        stream_id=stream, process_id=first.process_id, tenant_id=first.tenant_id,
+        workflow_id=first.workflow_id,
+    )  # fmt: skip
+    if not args.reason.strip():
+        raise InvalidArgument("--reason is empty; say why the process goes on without the LFA's answer")
+    command = DeemLfaAgreement(decided_at=_at(args), reason=args.reason.strip())
+    process = Process.from_identity(GpkeNbWorkflow(), store, identity)
+    try:
+        stored = await process.execute_and_enqueue(command)
+    except WorkflowError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if args.json:
+        _json([e.to_plain() for e in stored])
+    else:
+        print(f"process {first.process_id}: {', '.join(e.event_type for e in stored)}")
     return 0
 
 

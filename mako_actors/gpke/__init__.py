@@ -18,6 +18,7 @@ from mako_actors.gpke.calendar import (
 )
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable
 from mako_actors.gpke.commands import (
+    DeemLfaAgreement,
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
     ReceiveAcknowledgement,
@@ -42,6 +43,7 @@ __all__ = [
     "LFA_ANSWER_DEADLINE",
     "AckWindows",
     "CodeTable",
+    "DeemLfaAgreement",
     "FristenTable",
     "GasNotSupported",
     "GpkeConfig",

@@ -30,6 +30,7 @@ from mako_actors.version import FormatVersion
 
 __all__ = [
     "AwareDatetime",
+    "DeemLfaAgreement",
     "GpkeCommand",
     "InboundUtilmd",
     "LfaAnswerDeadlinePassed",
@@ -187,8 +188,28 @@ class LfaAnswerDeadlinePassed(BaseModel):
     due_at: AwareDatetime
 
 
+class DeemLfaAgreement(BaseModel):
+    """An operator's decision for a process in ``awaiting_operator`` (its 55010 was rejected by
+    the LFA and 09:00 passed): go on as if the LFA agreed, i.e. 55002/55078 and 55037 now.
+
+    ``decided_at`` stamps the answers (workflows read no clock); ``reason`` is stored in the
+    event for audit. Any other status refuses it (``WorkflowError``, nothing written).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["deem_lfa_agreement"] = "deem_lfa_agreement"
+    decided_at: AwareDatetime
+    reason: str = Field(min_length=1)
+
+
 GpkeCommand = Annotated[
-    ReceiveAnmeldung | ReceiveAbmeldung | ReceiveLfaAnswer | ReceiveAcknowledgement | LfaAnswerDeadlinePassed,
+    ReceiveAnmeldung
+    | ReceiveAbmeldung
+    | ReceiveLfaAnswer
+    | ReceiveAcknowledgement
+    | LfaAnswerDeadlinePassed
+    | DeemLfaAgreement,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(GpkeCommand)

@@ -32,9 +32,11 @@ __all__ = [
     "InboundInfo",
     "InboundRejected",
     "LateLfaAnswerIgnored",
+    "LfaAgreementDeemedByOperator",
     "LfaAnswered",
     "LfaConsulted",
     "LfaDeemedToAgree",
+    "LfaNotReached",
     "MaloMeasurementKnown",
 ]
 
@@ -177,6 +179,27 @@ class LfaDeemedToAgree(GpkeEvent, type="gpke.lfa_deemed_to_agree"):
     due_at: datetime
 
 
+class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
+    """09:00 WT1 passed after the LFA rejected our 55010 (CONTRL 4 / APERAK 313).
+
+    A rightly rejected message counts as not received (DOMAIN §2), so the LFA's silence is no
+    agreement: nothing is sent, the MaLo stays claimed and the process waits for an operator
+    (``DeemLfaAgreement``). ``interchange_ref`` is the 0020 of the rejected 55010; the
+    rejection itself is the ``AcknowledgementReceived`` before it.
+    """
+
+    due_at: datetime
+    interchange_ref: str
+
+
+class LfaAgreementDeemedByOperator(GpkeEvent, type="gpke.lfa_agreement_deemed_by_operator"):
+    """An operator decided that a process whose 55010 did not reach the LFA goes on as if the
+    LFA agreed (e.g. the LFA confirmed by other means); ``reason`` is the operator's note."""
+
+    decided_at: datetime
+    reason: str
+
+
 class LateLfaAnswerIgnored(GpkeEvent, type="gpke.lfa_answer_ignored"):
     """An LFA answer after the decision (or a repeat): acknowledged, without effect."""
 
@@ -248,6 +271,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     LfaConsulted,
     LfaAnswered,
     LfaDeemedToAgree,
+    LfaNotReached,
+    LfaAgreementDeemedByOperator,
     LateLfaAnswerIgnored,
     AnmeldungDecided,
     AbmeldungReceived,

@@ -17,11 +17,16 @@ __all__ = ["GpkeState", "Status"]
 
 
 class Status(StrEnum):
-    """Where the process is. ``NOT_RECEIVED``: its trigger was rejected by APERAK."""
+    """Where the process is. ``NOT_RECEIVED``: its trigger was rejected by APERAK.
+
+    ``AWAITING_OPERATOR``: 09:00 passed after the LFA rejected our 55010, so its silence is no
+    agreement; nothing more happens until an operator sends ``DeemLfaAgreement``.
+    """
 
     NEW = "new"
     NOT_RECEIVED = "not_received"
     AWAITING_LFA = "awaiting_lfa"
+    AWAITING_OPERATOR = "awaiting_operator"
     CONFIRMED = "confirmed"
     REJECTED = "rejected"
 

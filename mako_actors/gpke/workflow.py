@@ -20,7 +20,10 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    #2: ZW6/ZW7 from the MaLo's master data, ``MaloMeasurementKnown``, else
    ``GpkeConfig.malo_measurement``), 55037 to the LFA and 55038 to an LFZ; or, on objection
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
-   at once. The decision is a ``started`` or ``released`` fact in the supply journal, in the
+   at once. If the LFA rejected our 55010 (CONTRL 4 / APERAK 313 from the LFA on its
+   interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
+   status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement``.
+   The decision is a ``started`` or ``released`` fact in the supply journal, in the
    same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
@@ -54,6 +57,7 @@ from mako_actors.gpke.calendar import (
 )
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
+    DeemLfaAgreement,
     InboundUtilmd,
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
@@ -74,9 +78,11 @@ from mako_actors.gpke.events import (
     InboundInfo,
     InboundRejected,
     LateLfaAnswerIgnored,
+    LfaAgreementDeemedByOperator,
     LfaAnswered,
     LfaConsulted,
     LfaDeemedToAgree,
+    LfaNotReached,
     MaloMeasurementKnown,
 )
 from mako_actors.gpke.fristen import (
@@ -230,6 +236,7 @@ _pending = PendingOutbox.of_plain  # our payload builders make plain data
 _derive = OutboundRef.derive
 _info_of = InboundInfo.of
 _NEW, _NOT_RECEIVED, _AWAITING_LFA = Status.NEW, Status.NOT_RECEIVED, Status.AWAITING_LFA
+_AWAITING_OPERATOR = Status.AWAITING_OPERATOR
 _CONFIRMED, _REJECTED = Status.CONFIRMED, Status.REJECTED
 _output = positional(WorkflowOutput)  # once per command
 _deadline = unvalidated(PendingDeadline)
@@ -266,14 +273,27 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return self._lfa_silent(state, command)
         if isinstance(command, ReceiveAcknowledgement):
             return self._acknowledgement(state, command)
+        if isinstance(command, DeemLfaAgreement):
+            return self._operator_deems(state, command)
         raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
 
     def _acknowledgement(self, state: GpkeState, cmd: ReceiveAcknowledgement) -> WorkflowOutput:
-        """Record a CONTRL/APERAK on one of our interchanges; it may arrive after the decision."""
-        if cmd.referenced_interchange_ref not in {ref.interchange_ref for ref in state.outbound}:
+        """Record a CONTRL/APERAK on one of our interchanges; it may arrive after the decision.
+
+        Only the interchange's recipient acknowledges it: an acknowledgement from anyone else
+        is refused (it would otherwise make our 55010 count as not received in their name).
+        """
+        referenced = cmd.referenced_interchange_ref
+        recipients = {ref.recipient for ref in state.outbound if ref.interchange_ref == referenced}
+        if not recipients:
             raise WorkflowError.rejected(
                 f"{self.name}: {cmd.message_type} refers to interchange {cmd.referenced_interchange_ref}, "
                 "which this process did not send"
+            )
+        if cmd.sender not in recipients:
+            raise WorkflowError.rejected(
+                f"{self.name}: {cmd.message_type} from {cmd.sender} refers to interchange "
+                f"{cmd.referenced_interchange_ref}, which went to {', '.join(sorted(recipients))}"
             )
         return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"})))
 
@@ -525,8 +545,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # Received after 09:00 but handled before the timer fired: the receipt instant
             # decides, so this is silence, not an answer.
             out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
-            out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
             out.cancel.append(LFA_ANSWER_DEADLINE)
+            rejected = _rejected_lfa_request(state)
+            if rejected is not None:  # as ``_lfa_silent``: silence after a rejected 55010
+                out.emit(LfaNotReached(due_at=due, interchange_ref=rejected))
+                return out.output()
+            out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
         # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
@@ -547,8 +571,24 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     def _lfa_silent(self, state: GpkeState, cmd: LfaAnswerDeadlinePassed) -> WorkflowOutput:
         if state.status is not _AWAITING_LFA or state.own_id is None:
             return WorkflowOutput()  # answered meanwhile: nothing to compensate
+        rejected = _rejected_lfa_request(state)
+        if rejected is not None:
+            # The LFA counts our 55010 as not received (DOMAIN §2): its silence agrees to
+            # nothing, and ending its supply on it would be a wrong decision. An operator decides.
+            return WorkflowOutput.of(LfaNotReached(due_at=cmd.due_at, interchange_ref=rejected))
         out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
         out.emit(unvalidated(LfaDeemedToAgree)(due_at=cmd.due_at))
+        self._decide_anmeldung(out, confirmed=True)
+        return out.output()
+
+    def _operator_deems(self, state: GpkeState, cmd: DeemLfaAgreement) -> WorkflowOutput:
+        if state.status is not _AWAITING_OPERATOR or state.own_id is None:
+            raise WorkflowError.invalid_state(
+                f"{self.name}: DeemLfaAgreement is for a process awaiting an operator after its 55010 "
+                f"was rejected; this one is {state.status.value}"
+            )
+        out = _Out(self, state, state.seed, state.own_id, cmd.decided_at)
+        out.emit(LfaAgreementDeemedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
@@ -829,9 +869,23 @@ def _lfa_answered(state: GpkeState, event: LfaAnswered, update: dict[str, Any]) 
     update["lfa_code"] = values["code"]
 
 
-def _lfa_deemed(state: GpkeState, event: LfaDeemedToAgree, update: dict[str, Any]) -> None:
+def _lfa_deemed(
+    state: GpkeState, event: LfaDeemedToAgree | LfaAgreementDeemedByOperator, update: dict[str, Any]
+) -> None:
     update["lfa_confirmed"] = True
     update["lfa_deemed"] = True
+
+
+def _lfa_not_reached(state: GpkeState, event: LfaNotReached, update: dict[str, Any]) -> None:
+    update["status"] = _AWAITING_OPERATOR
+
+
+def _rejected_lfa_request(state: GpkeState) -> str | None:
+    """The 0020 of our 55010 if the LFA rejected it (CONTRL 4 / APERAK 313), else ``None``."""
+    for ref in state.outbound:
+        if ref.ide_ref == state.lfa_request_ide and ref.interchange_ref in state.negative_acks:
+            return ref.interchange_ref
+    return None
 
 
 def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, update: dict[str, Any]) -> None:
@@ -857,6 +911,8 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     LfaConsulted: _lfa_consulted,
     LfaAnswered: _lfa_answered,
     LfaDeemedToAgree: _lfa_deemed,
+    LfaNotReached: _lfa_not_reached,
+    LfaAgreementDeemedByOperator: _lfa_deemed,
     AnmeldungDecided: _decided,
     AbmeldungDecided: _decided,
     AcknowledgementReceived: _acknowledged,

@@ -1,0 +1,134 @@
+"""A 55010 the LFA rejected (CONTRL 4 / APERAK 313) counts as not received (DOMAIN §2): the
+LFA's silence until 09:00 is then no agreement, and only an operator moves the process on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from gpke_support import LFA, LFN, anmeldung, berlin, lfa_answer, run, sent, utilmd
+
+from mako_actors.errors import WorkflowError
+from mako_actors.gpke import (
+    DeemLfaAgreement,
+    GpkeNbWorkflow,
+    GpkeState,
+    LfaAnswerDeadlinePassed,
+    ReceiveAcknowledgement,
+    Status,
+    parse_command,
+)
+from mako_actors.gpke import events as ev
+
+WF = GpkeNbWorkflow()
+NINE = berlin(2025, 6, 10, 9, 0)
+
+
+def consulting() -> GpkeState:
+    state, _ = run(WF, WF.initial_state(), anmeldung(current_supplier=LFA))
+    assert state.status is Status.AWAITING_LFA
+    return state
+
+
+def interchange_of(state: GpkeState, pid: str) -> str:
+    [ref] = [r for r in state.outbound if r.pid == pid]
+    return ref.interchange_ref
+
+
+def ack(
+    state: GpkeState, pid: str, *, positive: bool = False, sender: str = LFA, kind: str = "APERAK"
+) -> ReceiveAcknowledgement:
+    return ReceiveAcknowledgement(
+        message_type=kind,  # type: ignore[arg-type]
+        sender=sender,
+        referenced_interchange_ref=interchange_of(state, pid),
+        positive=positive,
+        codes=() if positive else ("Z29",),
+        interchange_ref="ACK0001",
+        message_ref="1",
+        received_at=berlin(2025, 6, 6, 8, 0),
+    )
+
+
+def operator(reason: str = "LFA agreed by phone") -> DeemLfaAgreement:
+    return DeemLfaAgreement(decided_at=berlin(2025, 6, 10, 9, 30), reason=reason)
+
+
+@pytest.mark.parametrize("kind", ["APERAK", "CONTRL"])
+def test_nine_oclock_after_a_rejected_55010_sends_nothing_and_waits_for_an_operator(kind: str) -> None:
+    state, out = run(WF, consulting(), ack(consulting(), "55010", kind=kind))
+    assert [type(e) for e in out.events] == [ev.AcknowledgementReceived] and not out.outbox
+    state, out = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    assert [type(e) for e in out.events] == [ev.LfaNotReached]
+    assert out.events[0].interchange_ref == interchange_of(state, "55010")
+    assert not out.outbox and not state.lfa_deemed
+    assert state.status is Status.AWAITING_OPERATOR and not state.status.finished
+
+
+def test_the_operator_deems_agreement_and_the_answers_go_out_at_that_instant() -> None:
+    state, _ = run(WF, consulting(), ack(consulting(), "55010"))
+    state, _ = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    state, out = run(WF, state, operator())
+    assert [type(e) for e in out.events] == [ev.LfaAgreementDeemedByOperator, ev.AnmeldungDecided]
+    assert out.events[0].reason == "LFA agreed by phone"
+    assert sent(out) == [("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA)]
+    assert utilmd(out, "55002")["answer_code"] == "A51"
+    assert datetime.fromisoformat(out.outbox[0].payload["document_date"]) == berlin(2025, 6, 10, 9, 30)
+    assert state.status is Status.CONFIRMED and state.lfa_deemed
+    with pytest.raises(WorkflowError, match="confirmed"):
+        WF.handle(state, operator())
+
+
+def test_the_operator_command_is_refused_while_the_lfa_may_still_answer() -> None:
+    with pytest.raises(WorkflowError, match="awaiting_lfa"):
+        WF.handle(consulting(), operator())
+
+
+def test_the_operator_command_needs_a_reason_and_arrives_as_plain_data() -> None:
+    with pytest.raises(ValueError):
+        DeemLfaAgreement(decided_at=NINE, reason="")
+    command = parse_command({"kind": "deem_lfa_agreement", "decided_at": NINE.isoformat(), "reason": "ok"})
+    assert command == DeemLfaAgreement(decided_at=NINE, reason="ok")
+
+
+def test_a_rejected_55036_or_a_positive_ack_of_the_55010_leaves_the_silence_rule_alone() -> None:
+    consulted = consulting()
+    for acknowledgement in (ack(consulted, "55036", sender=LFN), ack(consulted, "55010", positive=True)):
+        state, _ = run(WF, consulted, acknowledgement)
+        state, out = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+        assert [type(e) for e in out.events] == [ev.LfaDeemedToAgree, ev.AnmeldungDecided]
+        assert state.status is Status.CONFIRMED
+
+
+def test_an_answer_in_time_decides_even_after_a_rejection_of_the_55010() -> None:
+    state = consulting()
+    request_ide = next(r.ide_ref for r in state.outbound if r.pid == "55010")
+    state, _ = run(WF, state, ack(state, "55010"))
+    state, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A35"))
+    assert sent(out)[-1] == ("UTILMD", "55003", LFN) and state.status is Status.REJECTED
+
+
+def test_an_answer_after_nine_handled_before_the_timer_is_silence_and_waits_too() -> None:
+    state = consulting()
+    request_ide = next(r.ide_ref for r in state.outbound if r.pid == "55010")
+    state, _ = run(WF, state, ack(state, "55010"))
+    late = lfa_answer(request_ide, pid="55011", received_at="2025-06-10T09:00:01+02:00")
+    state, out = run(WF, state, late)
+    assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaNotReached]
+    assert sent(out) == [("APERAK", "312", LFA)] and out.cancel_deadlines == ("lfa_answer",)
+    assert state.status is Status.AWAITING_OPERATOR
+
+
+def test_only_the_recipient_of_an_interchange_acknowledges_it() -> None:
+    state = consulting()
+    with pytest.raises(WorkflowError, match=f"went to {LFA}"):
+        WF.handle(state, ack(state, "55010", sender=LFN))
+
+
+def test_the_new_events_round_trip_through_plain_data() -> None:
+    state, _ = run(WF, consulting(), ack(consulting(), "55010"))
+    state, stalled = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    _, decided = run(WF, state, operator())
+    for event in (*stalled.events, *decided.events):
+        model = WF.event_model(event.event_type)
+        assert model.model_validate(event.model_dump(mode="json")) == event

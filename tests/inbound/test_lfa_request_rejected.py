@@ -1,0 +1,121 @@
+"""End to end on LMDB: the LFA's APERAK 313 on our 55010 means the LFA was not asked (DOMAIN §2),
+so 09:00 WT1 confirms nothing; an operator's ``DeemLfaAgreement`` does, and only that."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, kind, outbox, pipeline, store
+
+from mako_actors import OutboxMessageId, Process, ProcessId, StreamId, TenantId
+from mako_actors.cli import main
+from mako_actors.edifact import parse_interchange, render_outbound
+from mako_actors.gpke import DeemLfaAgreement, GpkeNbWorkflow, Status, interchange_key
+from mako_actors.inbound import Suppliers
+from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
+from stores.lmdb import LmdbStore
+
+__all__ = ["store"]  # the fixture, imported for pytest
+
+TENANT = TenantId.from_party_id(NB)
+NINE_CET = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # 09:00 Berlin on WT1 (Fri 2025-11-14)
+
+
+def aperak_313(referenced_ref: str, at: datetime) -> bytes:
+    """The LFA's APERAK 313 on interchange ``referenced_ref``, segment order of AHB-FACTS §5."""
+    stamp = f"{at:%Y%m%d%H%M}?+00:303"
+    segments = [
+        f"UNB+UNOC:3+{LFA}:500+{NB}:500+{at:%y%m%d:%H%M}+LFAAPK0001",
+        "UNH+1+APERAK:D:07B:UN:2.1i",
+        "BGM+313+LFAAPKDOC1",
+        f"DTM+137:{stamp}",
+        f"RFF+ACE:{referenced_ref}",
+        f"DTM+171:{stamp}",
+        f"NAD+MS+{LFA}::293",
+        f"NAD+MR+{NB}::293",
+        "ERC+Z14",
+        "FTX+Z02+++MaLo unbekannt",
+        "UNT+10+1",
+        "UNZ+1+LFAAPK0001",
+    ]
+    return ("UNA:+.? '" + "'".join(segments) + "'").encode("latin-1")
+
+
+async def stall(store: LmdbStore) -> tuple[ProcessId, str, set[OutboxMessageId]]:
+    """An Anmeldung whose 55010 the LFA rejects by APERAK, then 09:00 WT1: the process id, the
+    55010's 0020 and the outbox ids before 09:00."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
+    assert started.process_id is not None
+    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    request_ref = request.payload["envelope"]["control_ref"]
+    rejection = aperak_313(request_ref, THU_1430 + timedelta(minutes=30))
+    assert parse_interchange(rejection).messages[0].message_type == "APERAK"
+    [acked] = (await p.ingest(rejection, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages
+    assert (acked.outcome, acked.process_id) == ("routed", started.process_id)
+    before = {m.message_id for m in await outbox(store)}
+
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, NINE_CET) == 1
+    after = [m for m in await outbox(store) if m.message_id not in before]
+    assert after == [], f"nothing goes out on a silence the LFA could not keep: {[kind(m) for m in after]}"
+    stream = StreamId.for_process(TENANT, started.process_id)
+    types = [e.event_type for e in await store.load(stream)]
+    assert types[-2:] == ["gpke.acknowledgement_received", "gpke.lfa_not_reached"]
+    return started.process_id, request_ref, before
+
+
+async def answers_since(store: LmdbStore, before: set[OutboxMessageId]) -> list[tuple[str, str]]:
+    answers = [m for m in await outbox(store) if m.message_id not in before]
+    for message in answers:  # what goes out renders and reads back
+        parsed = parse_interchange(render_outbound(message.message_type, message.payload))
+        assert parsed.messages[0].transactions[0].pid == kind(message)
+    return sorted((kind(m), m.recipient) for m in answers)
+
+
+async def test_a_55010_rejected_by_aperak_is_not_deemed_agreed_at_nine(store: LmdbStore) -> None:
+    process_id, request_ref, before = await stall(store)
+    identity = await store.lookup(TENANT, interchange_key(request_ref))
+    assert identity is not None and identity.process_id == process_id
+    process = Process.from_identity(GpkeNbWorkflow(), store, identity)
+    assert (await process.state()).status is Status.AWAITING_OPERATOR
+    decided_at = NINE_CET + timedelta(minutes=40)
+    decision = DeemLfaAgreement(decided_at=decided_at, reason="LFA confirmed by phone")
+    await process.execute_and_enqueue(decision)
+    assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
+    assert (await process.state()).status is Status.CONFIRMED
+
+
+def test_the_operator_decides_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def prepare() -> tuple[ProcessId, set[OutboxMessageId]]:
+        async with LmdbStore(tmp_path / "db") as s:
+            process_id, _, before = await stall(s)
+            return process_id, before
+
+    process_id, before = asyncio.run(prepare())
+    db = str(tmp_path / "db")
+    assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["process_id"] == str(process_id)
+    # Refused without a reason, and (below) for a process no longer awaiting an operator.
+    deem = ["processes", "deem-lfa-agreement", str(process_id)[:10], "--store", db]
+    assert main([*deem, "--reason", " "]) == 1
+    assert "--reason is empty" in capsys.readouterr().err
+    code = main([*deem, "--reason", "LFA confirmed by phone", "--at", "2025-11-14T09:40:00+01:00"])
+    assert code == 0, capsys.readouterr().err
+    assert "gpke.lfa_agreement_deemed_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
+    assert main([*deem, "--reason", "twice"]) == 1
+    assert "this one is confirmed" in capsys.readouterr().err
+
+    async def check() -> list[tuple[str, str]]:
+        async with LmdbStore(tmp_path / "db") as s:
+            return await answers_since(s, before)
+
+    assert asyncio.run(check()) == [("55002", LFN), ("55037", LFA)]
