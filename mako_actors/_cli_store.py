@@ -159,7 +159,7 @@ def _leaf(
 def _run(
     args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
 ) -> int:
-    from mako_actors._store_views import partition_dirs, partition_roots
+    from mako_actors._store_views import missing_replay_parts, partition_dirs, partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
@@ -173,6 +173,14 @@ def _run(
                     f"{args.store} is a partitioned store; {prog} works on one partition: "
                     f"give --store one of its partition directories, e.g. {example}"
                 )
+            for root in roots:
+                lost = missing_replay_parts(root)
+                if lost:  # what is shown covers the other parts only: say so, every time
+                    print(
+                        f"mako-actors: warning: {root} lacks {', '.join(lost)}; "
+                        "what follows covers the other parts only",
+                        file=sys.stderr,
+                    )
             return await partitioned(roots, args)
         if write and not (args.store / "data.mdb").is_file():
             raise NotFound(f"no LMDB store at {args.store} (data.mdb missing)")

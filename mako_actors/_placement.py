@@ -93,7 +93,8 @@ def check_layout(store_path: Path, n: int) -> None:
     stores of one N; continuing it with another worker count would put a MaLo's later messages
     into another store than its process. A part store itself (a directory named
     ``part-<k>-of-<N>``, N > 1) is refused with any count: it holds only its share of the MaLos.
-    Checked before anything is written.
+    So is a store one of whose N parts is missing (or has no ``data.mdb``). Checked before
+    anything is written.
     """
     why = "a MaLo's process must stay in the store that holds it"
     # A part store holds only its share of the MaLos (its name is all that marks it: the
@@ -119,6 +120,19 @@ def check_layout(store_path: Path, n: int) -> None:
             f"replay: --store {store_path} holds the part stores (part-<k>-of-<N>) of a replay with "
             f"--workers {', '.join(map(str, counts))}; continue it with that many workers, not {n} ({why})"
         )
+    if counts:
+        # A lost part would be made again, empty: its MaLos' next messages would start new
+        # processes that know nothing of the old ones (a second Anmeldung confirmed, an answer
+        # to no one), and nothing would say so.
+        held = {k for k, _, directory in existing_parts(store_path) if (directory / "data.mdb").is_file()}
+        missing = [f"part-{k}-of-{n}" for k in range(n) if k not in held]
+        if missing:
+            raise InvalidArgument(
+                f"replay: --store {store_path} lacks {', '.join(missing)} (no data.mdb) of its replay "
+                f"with --workers {n}; the processes of the MaLos it held would start again empty. "
+                "Restore it from a copy; if an earlier run stopped before it made it, replay into a "
+                "fresh --store"
+            )
 
 
 def read_seed(path: Path) -> PartSeed | None:

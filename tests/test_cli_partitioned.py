@@ -8,6 +8,8 @@ data directory holds ``p0007`` LMDB environments with their ``PARTITION`` marker
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -168,3 +170,13 @@ def test_replay_parts_of_two_worker_counts_are_refused(tmp_path: Path, capsys: C
     build_replay_parts(tmp_path, 3, {})
     code, _, err = run(capsys, "stats", "--store", str(tmp_path))
     assert code == 1 and "replay parts of [2, 3] workers" in err
+
+
+def test_a_replay_store_missing_a_part_says_so_on_every_view(tmp_path: Path, capsys: Capture) -> None:
+    build_replay_parts(tmp_path, 3, {0: ["a0"], 1: ["b0"], 2: ["c0"]})
+    shutil.rmtree(tmp_path / "part-1-of-3")
+    code, out, err = run(capsys, "dead-letters", "list", "--store", str(tmp_path), "--json")
+    assert code == 0 and [r["reason"] for r in json.loads(out)] == ["a0", "c0"]
+    assert "lacks part-1-of-3" in err and "covers the other parts only" in err
+    code, _, err = run(capsys, "stats", "--store", str(tmp_path))
+    assert code == 0 and "lacks part-1-of-3" in err

@@ -172,6 +172,31 @@ def test_a_part_store_given_as_the_store_is_refused(
     assert _listing(store) == before  # nothing written
 
 
+@pytest.mark.parametrize("lost", ["directory", "data.mdb"])
+def test_a_store_missing_one_of_its_parts_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lost: str
+) -> None:
+    """A lost ``part-1-of-2`` would be made again, empty, and its MaLos' next messages would start
+    processes that know nothing of the old ones: refused, naming the part, nothing written."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=2, processes=20, defects=0.0, seed=5))
+    store = tmp_path / "store"
+    asyncio.run(replay(src, store, 2))
+    part = part_path(store, 1, 2)
+    if lost == "directory":
+        shutil.rmtree(part)
+    else:
+        (part / "data.mdb").unlink()
+    before = _listing(store)
+    capsys.readouterr()
+    assert main(["replay", str(src), "--store", str(store), "--tenant", NB, "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks part-1-of-2" in err and "start again empty" in err
+    with pytest.raises(InvalidArgument, match="lacks part-1-of-2"):
+        asyncio.run(replay_directory(src, store, tenants=[NB], workers=2))
+    assert _listing(store) == before  # nothing written, the part not made again
+
+
 async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_one_run(
     tmp_path: Path,
 ) -> None:
