@@ -46,7 +46,15 @@ import msgpack
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["Earlier", "PartSeed", "check_layout", "earlier_receipts", "existing_parts", "read_seed"]
+__all__ = [
+    "Earlier",
+    "PartSeed",
+    "check_layout",
+    "check_not_replay_parts",
+    "earlier_receipts",
+    "existing_parts",
+    "read_seed",
+]
 
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
 _SEQ_ONE = (1).to_bytes(8, "big")
@@ -133,6 +141,27 @@ def check_layout(store_path: Path, n: int) -> None:
                 "Restore it from a copy; if an earlier run stopped before it made it, replay into a "
                 "fresh --store"
             )
+
+
+def check_not_replay_parts(store_path: Path, command: str) -> None:
+    """``InvalidArgument`` if ``store_path`` is one part of a ``replay --workers N`` store, or holds
+    such parts: ``command`` (``serve``, ``masterdata import``) would write into a share of the
+    MaLos, or into a new store beside them, and decide without the processes the others hold."""
+    for name in dict.fromkeys((store_path.name, store_path.resolve().name)):
+        part = _PART.match(name)
+        if part is not None and int(part.group(2)) > 1:
+            raise InvalidArgument(
+                f"{command}: --store {store_path} is part {part.group(1)} of a replay with --workers "
+                f"{part.group(2)}: it holds only a share of the MaLos, so {command} would decide the "
+                "others without their processes; use a store of its own"
+            )
+    parts = existing_parts(store_path)
+    if parts:
+        raise InvalidArgument(
+            f"{command}: --store {store_path} holds the part stores of a replay with --workers "
+            f"{parts[0][1]} ({parts[0][2].name}, ...); a store beside them would know none of their "
+            "processes; use a store of its own"
+        )
 
 
 def read_seed(path: Path) -> PartSeed | None:

@@ -211,7 +211,10 @@ def _masterdata_import(args: argparse.Namespace) -> int:
         async with LmdbStore(args.store) as store:
             return await import_checked(store, checked)
 
+    from mako_actors._placement import check_not_replay_parts
+
     try:
+        check_not_replay_parts(args.store, "masterdata import")
         checked = check_import(args.tenant, args.file)  # before the store (and its directory) exists
         report = asyncio.run(run())
     except EngineError as exc:

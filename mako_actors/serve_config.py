@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mako_actors._placement import check_not_replay_parts
 from mako_actors.errors import InvalidArgument
 from mako_actors.ids import TenantId
 
@@ -77,6 +78,7 @@ class ServeConfig:
                     f"serve: tenants: {tenant!r} is not an MP-ID (13 digits, e.g. 9900000002009)"
                 ) from None
         self._check_folders()
+        check_not_replay_parts(self.store, "serve")
         if self.poll_interval <= 0:
             raise InvalidArgument(f"serve: poll_interval must be > 0, got {self.poll_interval}")
         if not 0 <= self.deadline_grace <= 3600:

@@ -86,3 +86,20 @@ def test_a_utf8_file_with_a_byte_order_mark_is_imported(
     excel.write_bytes(b"\xef\xbb\xbf" + f"malo,supplier,from,until,comment\n{MALO},{LFA},,,Müller\n".encode())
     assert main(["masterdata", "import", str(excel), "--store", str(tmp_path / "db"), "--tenant", NB]) == 0
     assert "1 imported" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("store", ["replay/part-1-of-2", "replay"])
+def test_an_import_into_a_replay_part_store_or_beside_its_parts_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    """A part of a ``replay --workers 2`` store holds only a share of the MaLos; a store beside the
+    parts knows none of their processes: either import would feed decisions half the picture."""
+    for k in range(2):
+        (tmp_path / "replay" / f"part-{k}-of-2").mkdir(parents=True)
+    ok = tmp_path / "ok.csv"
+    ok.write_text(f"malo,supplier\n{MALO},{LFA}\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["masterdata", "import", str(ok), "--store", str(tmp_path / store), "--tenant", NB]) == 2
+    err = capsys.readouterr().err
+    assert "replay with --workers 2" in err and "use a store of its own" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written

@@ -541,6 +541,12 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
         config(rejected=tmp_path / "link")
     assert config(done=tmp_path / "done2").done_dir == tmp_path / "done2"  # apart: fine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]  # nothing created
+    # A share of a replay's MaLos, or a store beside the shares, would decide without their processes.
+    (tmp_path / "replay" / "part-0-of-2").mkdir(parents=True)
+    with pytest.raises(InvalidArgument, match=r"serve: --store .*part-0-of-2 is part 0 of a replay"):
+        config(store=tmp_path / "replay" / "part-0-of-2")
+    with pytest.raises(InvalidArgument, match=r"serve: --store .*replay holds the part stores"):
+        config(store=tmp_path / "replay")
 
 
 @pytest.mark.parametrize(
