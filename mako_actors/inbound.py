@@ -911,6 +911,15 @@ class InboundPipeline:
                 await handle.execute_and_enqueue_with(
                     command, self._context(handle, interchange.correlation_ref, received_at)
                 )
+                if not values["positive"]:
+                    # The partner counts our message as not received: someone must correct and
+                    # resend it, so say so where an operator looks (the event alone is silent).
+                    log.warning(
+                        "%s rejected our interchange %s (%s %s); process %s: the message counts as "
+                        "not received (mako-actors processes timeline %s)",
+                        values["sender"], values["referenced_interchange_ref"], message.message_type,
+                        " ".join(values["codes"]) or "without code", identity.process_id, identity.process_id,
+                    )  # fmt: skip
                 return MessageOutcome(
                     message.reference, None, None, "routed", identity.process_id, message.message_type
                 )
@@ -1095,9 +1104,11 @@ def _ack_values(interchange: Interchange, message: Message, received_at: datetim
         # line (UCM+<0062>+<S009>+4+<0085>+UNH|UNT) with a UCI that carries no code.
         ucms = by_tag.get("UCM", [])
         codes = tuple(c for c in (uci[0].value(4), *(u.value(3) for u in ucms)) if c)
+        # 0083 4 rejects; 7 (accepted) and 8 (received only) do not (DOMAIN §1): a rejected
+        # message counts as not received, which stops a deemed LFA agreement.
         return base | {
             "referenced_interchange_ref": uci[0].value(0),
-            "positive": uci[0].value(3) == "7" and not any(u.value(2) == "4" for u in ucms),
+            "positive": uci[0].value(3) != "4" and not any(u.value(2) == "4" for u in ucms),
             "codes": codes,
         }
     ace = [s.value(0, 1) for s in by_tag.get("RFF", []) if s.value(0, 0) == "ACE"]

@@ -4,7 +4,10 @@ so 09:00 WT1 confirms nothing; an operator's ``DeemLfaAgreement`` does, and only
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,29 +48,67 @@ def aperak_313(referenced_ref: str, at: datetime) -> bytes:
     return ("UNA:+.? '" + "'".join(segments) + "'").encode("latin-1")
 
 
-async def stall(store: LmdbStore) -> tuple[ProcessId, str, set[OutboxMessageId]]:
-    """An Anmeldung whose 55010 the LFA rejects by APERAK, then 09:00 WT1: the process id, the
-    55010's 0020 and the outbox ids before 09:00."""
+def contrl(referenced_ref: str, at: datetime, action: str) -> bytes:
+    """The LFA's CONTRL on interchange ``referenced_ref`` with UCI 0083 ``action`` (AHB-FACTS §6;
+    a rejection names its 0085 and the segment, UNB)."""
+    rejected = "+18+UNB" if action == "4" else ""
+    segments = [
+        f"UNB+UNOC:3+{LFA}:500+{NB}:500+{at:%y%m%d:%H%M}+LFACTRL0001",
+        "UNH+1+CONTRL:D:3:UN:2.0b",
+        f"UCI+{referenced_ref}+{NB}:500+{LFA}:500+{action}{rejected}",
+        "UNT+3+1",
+        "UNZ+1+LFACTRL0001",
+    ]
+    return ("UNA:+.? '" + "'".join(segments) + "'").encode("latin-1")
+
+
+async def consult_and_acknowledge(
+    store: LmdbStore, acknowledgement: Callable[[str, datetime], bytes]
+) -> tuple[ProcessId, str, set[OutboxMessageId]]:
+    """An Anmeldung, the LFA's ``acknowledgement`` of our 55010, then 09:00 WT1: the process id,
+    the 55010's 0020 and the outbox ids before 09:00."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
     [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
     assert started.process_id is not None
     request = next(m for m in await outbox(store) if kind(m) == "55010")
     request_ref = request.payload["envelope"]["control_ref"]
-    rejection = aperak_313(request_ref, THU_1430 + timedelta(minutes=30))
-    assert parse_interchange(rejection).messages[0].message_type == "APERAK"
-    [acked] = (await p.ingest(rejection, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages
+    raw = acknowledgement(request_ref, THU_1430 + timedelta(minutes=30))
+    [acked] = (await p.ingest(raw, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages
     assert (acked.outcome, acked.process_id) == ("routed", started.process_id)
     before = {m.message_id for m in await outbox(store)}
-
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     assert await scheduler.advance_to(clock, NINE_CET) == 1
+    return started.process_id, request_ref, before
+
+
+async def stall(
+    store: LmdbStore, rejection: Callable[[str, datetime], bytes] = aperak_313
+) -> tuple[ProcessId, str, set[OutboxMessageId]]:
+    """``consult_and_acknowledge`` with a rejection: nothing goes out at 09:00."""
+    process_id, request_ref, before = await consult_and_acknowledge(store, rejection)
     after = [m for m in await outbox(store) if m.message_id not in before]
     assert after == [], f"nothing goes out on a silence the LFA could not keep: {[kind(m) for m in after]}"
-    stream = StreamId.for_process(TENANT, started.process_id)
-    types = [e.event_type for e in await store.load(stream)]
+    types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, process_id))]
     assert types[-2:] == ["gpke.acknowledgement_received", "gpke.lfa_not_reached"]
-    return started.process_id, request_ref, before
+    return process_id, request_ref, before
+
+
+async def test_a_contrl_4_on_the_55010_stops_the_deemed_agreement_too(
+    store: LmdbStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mako_actors.inbound"):
+        process_id, request_ref, _ = await stall(store, functools.partial(contrl, action="4"))
+    [warning] = [r.getMessage() for r in caplog.records if "rejected our interchange" in r.getMessage()]
+    assert f"{LFA} rejected our interchange {request_ref} (CONTRL 18)" in warning
+    assert f"process {process_id}" in warning
+
+
+@pytest.mark.parametrize("action", ["7", "8"])
+async def test_a_contrl_7_or_8_received_only_is_no_rejection(store: LmdbStore, action: str) -> None:
+    """0083 8 (received only) rejects nothing (DOMAIN §1): 09:00 deems agreement as ever."""
+    _, _, before = await consult_and_acknowledge(store, functools.partial(contrl, action=action))
+    assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
 
 
 async def answers_since(store: LmdbStore, before: set[OutboxMessageId]) -> list[tuple[str, str]]:
