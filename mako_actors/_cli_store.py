@@ -159,7 +159,8 @@ def _leaf(
 def _run(
     args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
 ) -> int:
-    from mako_actors._store_views import missing_replay_parts, partition_dirs, partition_roots
+    from mako_actors._placement import missing_parts
+    from mako_actors._store_views import partition_dirs, partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
@@ -174,7 +175,7 @@ def _run(
                     f"give --store one of its partition directories, e.g. {example}"
                 )
             for root in roots:
-                lost = missing_replay_parts(root)
+                lost = missing_parts(root)
                 if lost:  # what is shown covers the other parts only: say so, every time
                     print(
                         f"mako-actors: warning: {root} lacks {', '.join(lost)}; "

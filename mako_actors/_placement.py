@@ -53,6 +53,8 @@ __all__ = [
     "check_not_replay_parts",
     "earlier_receipts",
     "existing_parts",
+    "missing_parts",
+    "part_of",
     "read_seed",
 ]
 
@@ -94,29 +96,50 @@ def existing_parts(store_path: Path) -> list[tuple[int, int, Path]]:
     return found
 
 
+def part_of(store_path: Path) -> tuple[int, int] | None:
+    """``(k, N)`` when ``store_path`` (or what it links to) is named ``part-<k>-of-<N>``, N > 1.
+
+    A part store holds only its share of the MaLos; its name is all that marks it (the store
+    commands and ``existing_parts`` know parts by it too).
+    """
+    for name in dict.fromkeys((store_path.name, store_path.resolve().name)):
+        part = _PART.match(name)
+        if part is not None and int(part.group(2)) > 1:
+            return int(part.group(1)), int(part.group(2))
+    return None
+
+
+def missing_parts(store_path: Path) -> list[str]:
+    """Names of the ``part-<k>-of-<N>`` stores ``store_path`` lacks (none: no parts at all).
+
+    A part without its ``data.mdb`` counts as missing: a run makes every part, so only a lost
+    one is missing, and making it again empty would forget its MaLos' processes.
+    """
+    parts = existing_parts(store_path)
+    held = {(k, n) for k, n, directory in parts if (directory / "data.mdb").is_file()}
+    counts = sorted({n for _, n, _ in parts})
+    return [f"part-{k}-of-{n}" for n in counts for k in range(n) if (k, n) not in held]
+
+
 def check_layout(store_path: Path, n: int) -> None:
     """``InvalidArgument`` unless ``store_path`` can take a replay with ``n`` workers (module doc).
 
     A store holds either one LMDB store (a one-worker replay's) or ``part-<k>-of-<N>`` part
     stores of one N; continuing it with another worker count would put a MaLo's later messages
-    into another store than its process. A part store itself (a directory named
-    ``part-<k>-of-<N>``, N > 1) is refused with any count: it holds only its share of the MaLos.
-    So is a store one of whose N parts is missing (or has no ``data.mdb``). Checked before
-    anything is written.
+    into another store than its process. A part store itself (``part_of``) is refused with any
+    count: it holds only its share of the MaLos. So is a store one of whose N parts is missing
+    (``missing_parts``). Checked before anything is written.
     """
     why = "a MaLo's process must stay in the store that holds it"
-    # A part store holds only its share of the MaLos (its name is all that marks it: the
-    # store commands and ``existing_parts`` know parts by it too); a run into it would give
-    # the other parts' MaLos a second process. Resolved: a link to a part is one too.
-    for name in dict.fromkeys((store_path.name, store_path.resolve().name)):
-        part = _PART.match(name)
-        if part is not None and int(part.group(2)) > 1:
-            k, of = part.groups()
-            raise InvalidArgument(
-                f"replay: --store {store_path} is part {k} of a replay with --workers {of} "
-                f"(part-<k>-of-<N>), not a store of its own; continue the store that holds it, "
-                f"{store_path.parent}, with --workers {of} ({why})"
-            )
+    # A run into a part would give the other parts' MaLos a second process.
+    part = part_of(store_path)
+    if part is not None:
+        k, of = part
+        raise InvalidArgument(
+            f"replay: --store {store_path} is part {k} of a replay with --workers {of} "
+            f"(part-<k>-of-<N>), not a store of its own; continue the store that holds it, "
+            f"{store_path.parent}, with --workers {of} ({why})"
+        )
     counts = sorted({n for _, n, _ in existing_parts(store_path)})
     if (store_path / "data.mdb").exists() and n > 1:
         raise InvalidArgument(
@@ -128,33 +151,27 @@ def check_layout(store_path: Path, n: int) -> None:
             f"replay: --store {store_path} holds the part stores (part-<k>-of-<N>) of a replay with "
             f"--workers {', '.join(map(str, counts))}; continue it with that many workers, not {n} ({why})"
         )
-    if counts:
-        # A lost part would be made again, empty: its MaLos' next messages would start new
-        # processes that know nothing of the old ones (a second Anmeldung confirmed, an answer
-        # to no one), and nothing would say so.
-        held = {k for k, _, directory in existing_parts(store_path) if (directory / "data.mdb").is_file()}
-        missing = [f"part-{k}-of-{n}" for k in range(n) if k not in held]
-        if missing:
-            raise InvalidArgument(
-                f"replay: --store {store_path} lacks {', '.join(missing)} (no data.mdb) of its replay "
-                f"with --workers {n}; the processes of the MaLos it held would start again empty. "
-                "Restore it from a copy; if an earlier run stopped before it made it, replay into a "
-                "fresh --store"
-            )
+    missing = missing_parts(store_path)
+    if missing:
+        raise InvalidArgument(
+            f"replay: --store {store_path} lacks {', '.join(missing)} (no data.mdb) of its replay "
+            f"with --workers {n}; the processes of the MaLos it held would start again empty. "
+            "Restore it from a copy; if an earlier run stopped before it made it, replay into a "
+            "fresh --store"
+        )
 
 
 def check_not_replay_parts(store_path: Path, command: str) -> None:
     """``InvalidArgument`` if ``store_path`` is one part of a ``replay --workers N`` store, or holds
     such parts: ``command`` (``serve``, ``masterdata import``) would write into a share of the
     MaLos, or into a new store beside them, and decide without the processes the others hold."""
-    for name in dict.fromkeys((store_path.name, store_path.resolve().name)):
-        part = _PART.match(name)
-        if part is not None and int(part.group(2)) > 1:
-            raise InvalidArgument(
-                f"{command}: --store {store_path} is part {part.group(1)} of a replay with --workers "
-                f"{part.group(2)}: it holds only a share of the MaLos, so {command} would decide the "
-                "others without their processes; use a store of its own"
-            )
+    part = part_of(store_path)
+    if part is not None:
+        raise InvalidArgument(
+            f"{command}: --store {store_path} is part {part[0]} of a replay with --workers "
+            f"{part[1]}: it holds only a share of the MaLos, so {command} would decide the "
+            "others without their processes; use a store of its own"
+        )
     parts = existing_parts(store_path)
     if parts:
         raise InvalidArgument(

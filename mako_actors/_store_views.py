@@ -224,18 +224,6 @@ def replay_parts(path: Path) -> list[tuple[int, Path]]:
     return [(k, d) for k, _, d in found]
 
 
-def missing_replay_parts(path: Path) -> list[str]:
-    """Names of the ``part-<k>-of-<n>`` stores a ``replay --workers n`` store at ``path`` lacks.
-
-    A part without its ``data.mdb`` counts as missing; a store without parts lacks none.
-    """
-    from mako_actors._placement import existing_parts
-
-    parts = existing_parts(path)
-    held = {k for k, _, directory in parts if (directory / "data.mdb").is_file()}
-    return [f"part-{k}-of-{n}" for n in sorted({n for _, n, _ in parts}) for k in range(n) if k not in held]
-
-
 def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
     """``(partition, directory)`` of every partition under ``roots`` (marked ones only), by number.
 

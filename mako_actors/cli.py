@@ -203,6 +203,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _masterdata_import(args: argparse.Namespace) -> int:
     import asyncio
 
+    from mako_actors._placement import check_not_replay_parts
     from mako_actors.errors import EngineError
     from mako_actors.gpke.masterdata import ImportReport, check_import, import_checked
     from stores.lmdb import LmdbStore
@@ -210,8 +211,6 @@ def _masterdata_import(args: argparse.Namespace) -> int:
     async def run() -> ImportReport:
         async with LmdbStore(args.store) as store:
             return await import_checked(store, checked)
-
-    from mako_actors._placement import check_not_replay_parts
 
     try:
         check_not_replay_parts(args.store, "masterdata import")

@@ -21,7 +21,9 @@ Example ``node.toml`` (relative paths are relative to the file)::
 Refused with ``InvalidArgument`` naming the setting, before anything is created: a tenant that
 is not a 13-digit MP-ID, and inbox, outbox, done and rejected of which two are one directory
 or one lies inside another (the node would take its own files in, or a gateway pick up its
-done files). ``serve`` also reads ``master_data`` before it creates a folder or the store.
+done files), and a store that is a ``replay --workers N`` part or holds such parts (it would
+decide without the processes of the other parts). ``serve`` also reads ``master_data`` before
+it creates a folder or the store.
 """
 
 from __future__ import annotations

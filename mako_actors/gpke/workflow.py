@@ -27,7 +27,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
-   that date already).
+   that date already). An erzeugende MaLo or a Tranche (STS+7 #2 ZW3/ZW5) takes steps
+   500-620: 55006 with A21 (not the 1st of a month), A22 (less than a month ahead), A25
+   (ended at that date already), else 55005 with A27.
 
 CONTRL is per interchange, not per process, so ingestion sends it (``build_contrl_payload``).
 Answers go out in the command that decides them, well before their Frist; every Frist is still
