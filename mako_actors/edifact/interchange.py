@@ -85,6 +85,10 @@ class Transaction:
     its C556 composites by position (#1, #2, #3; ``""`` for an empty one, trailing empties
     dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3). ``malo`` is LOC+Z16,
     else a Tranche's ID (LOC+Z21) when the transaction names no MaLo (a 55004 of a Tranche, ZW5).
+    ``malformed_dates`` holds ``(qualifier, "value:format")`` of each DTM+92/93 that was sent but
+    does not fit its format (e.g. ``("92", "2025061:102")``): such a date is ``None`` like an
+    absent one, and this tells the two apart (APERAK Z35 "Format nicht eingehalten", not Z29
+    "fehlt").
     """
 
     ide_ref: str
@@ -99,6 +103,7 @@ class Transaction:
     first_segment_number: int
     segments: tuple[Segment, ...] = field(repr=False)
     transaction_reasons: tuple[str, ...] = ()
+    malformed_dates: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,6 +762,7 @@ def _transaction(
     pid = malo = tranche = request_ref = reason = code = ebd = None
     start = end = None
     reasons: tuple[str, ...] = ()
+    malformed: tuple[tuple[str, str], ...] = ()
     number = first - 1
     for seg in segs:
         number += 1
@@ -783,8 +789,12 @@ def _transaction(
         elif tag == "DTM":
             if q == "92" and start is None:
                 start = _dtm(seg, number, problems)
+                if start is None:
+                    malformed += (("92", _dtm_text(seg)),)
             elif q == "93" and end is None:
                 end = _dtm(seg, number, problems)
+                if end is None:
+                    malformed += (("93", _dtm_text(seg)),)
         elif q == "7":
             if reason is None:
                 # C556 #1..#3 by position; an absent one is "" and so trailing, popped below.
@@ -811,6 +821,7 @@ def _transaction(
         first,  # first_segment_number
         segs,  # segments
         reasons,  # transaction_reasons
+        malformed,  # malformed_dates
     )
 
 
@@ -840,6 +851,11 @@ def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
         _DTM_CACHE.clear()
     _DTM_CACHE[key] = parsed
     return parsed
+
+
+def _dtm_text(seg: Segment) -> str:
+    """C507 #2 and #3 (value and format) of a DTM as sent, e.g. ``2025061:102``."""
+    return f"{seg.value(0, 1)}:{seg.value(0, 2)}"
 
 
 _BERLIN = ZoneInfo("Europe/Berlin")

@@ -62,7 +62,9 @@ class InboundUtilmd(BaseModel):
     recipient); ``addressed_to`` is set when the message's NAD+MR names someone else, and
     ``sent_as`` when its NAD+MS does (DOMAIN §4: both must match the UNB), which the workflow
     answers with a negative APERAK to the UNB sender too: a message never acts in the name of
-    a party other than the one that sent the interchange.
+    a party other than the one that sent the interchange. ``malformed_dates``: ``(qualifier,
+    "value:format")`` of each DTM+92/93 sent in a shape its format does not allow (that date is
+    then ``None``); the workflow answers APERAK Z35, where an absent date gets Z29.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,6 +84,7 @@ class InboundUtilmd(BaseModel):
     sent_as: str | None = None  # NAD+MS as sent, when it differs from ``sender`` (UNB)
     interchange_date: AwareDatetime | None = None  # UNB S004: our APERAK's DTM+171 (AHB-FACTS §5)
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
+    malformed_dates: tuple[tuple[str, str], ...] = ()
 
 
 class ReceiveAnmeldung(InboundUtilmd):

@@ -159,6 +159,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["answer_code"] = transaction.answer_code
         values["answer_ebd"] = transaction.answer_ebd
         values["zuordnungsende"] = transaction.end
+    if transaction.malformed_dates:
+        values["malformed_dates"] = transaction.malformed_dates
     return values
 
 

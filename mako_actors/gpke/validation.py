@@ -219,6 +219,7 @@ class AhbFinding(StrEnum):
 
     MISSING = "missing"  # a Muss field is absent (ERC Z29)
     CODE_NOT_ALLOWED = "code_not_allowed"  # a code outside the allowed set (ERC Z39)
+    FORMAT = "format"  # a Muss field sent in a shape its format does not allow (ERC Z35)
 
 
 def check_transaction(
@@ -233,6 +234,7 @@ def check_transaction(
     document_code: str | None = None,
     received_at: datetime | None = None,
     transaction_detail: str | None = None,
+    malformed_dates: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -240,6 +242,8 @@ def check_transaction(
     than the PID's (§1) are warnings, not errors: they change nothing the message means. An
     unknown PID has no rule and yields nothing (the router decides about it). ``received_at``
     decides codes valid only from a date on (55004's ZZD); without it they are not checked.
+    ``malformed_dates`` (qualifier → ``"value:format"`` as sent) tells a required date that was
+    sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -256,7 +260,12 @@ def check_transaction(
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
     for qualifier in rule.dates:
         if dates.get(qualifier) is None:
-            errors.append((AhbFinding.MISSING, f"PID {pid}: DTM+{qualifier} missing or malformed"))
+            sent = malformed_dates.get(qualifier) if malformed_dates else None
+            if sent is not None:
+                text = f"PID {pid}: DTM+{qualifier}:{sent} does not fit its format (102, 203, 303 or 304)"
+                errors.append((AhbFinding.FORMAT, text))
+            else:
+                errors.append((AhbFinding.MISSING, f"PID {pid}: DTM+{qualifier} missing"))
     if rule.reasons:
         if not transaction_reason:
             errors.append((AhbFinding.MISSING, f"PID {pid}: STS+7 Transaktionsgrund missing"))

@@ -711,10 +711,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             document_code=cmd.document_code,
             received_at=cmd.received_at,
             transaction_detail=fields.get("transaction_detail"),
+            malformed_dates=dict(cmd.malformed_dates) if cmd.malformed_dates else None,
         )
         for finding, text in findings:
-            reason = Reason.MISSING_DATA if finding is AhbFinding.MISSING else Reason.CODE_NOT_ALLOWED
-            errors.append(self._error(fv, reason, text))
+            errors.append(self._error(fv, _FINDING_REASONS[finding], text))
         warnings.extend(ahb_warnings)
         rule = AHB_RULES.get(cmd.pid)
         if rule is not None and rule.malo == "required" and cmd.malo and not is_valid_malo_id(cmd.malo):
@@ -926,6 +926,14 @@ _GENERATING_LATE = {
     "ZW0": Reason.VORLAUFFRIST_MISSED_GV1,
     "ZW1": Reason.VORLAUFFRIST_MISSED_GV2,
     "ZW2": Reason.VORLAUFFRIST_MISSED_GV3,
+}
+
+
+#: The APERAK reason of each kind of AHB finding (the code table maps it to an ERC code).
+_FINDING_REASONS = {
+    AhbFinding.MISSING: Reason.MISSING_DATA,
+    AhbFinding.CODE_NOT_ALLOWED: Reason.CODE_NOT_ALLOWED,
+    AhbFinding.FORMAT: Reason.FORMAT_NOT_KEPT,
 }
 
 

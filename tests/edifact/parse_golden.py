@@ -9,6 +9,9 @@ give the same values and the same errors on every input.
 Regenerate (only when a behaviour change is intended) with the parser that defines the truth::
 
     PYTHONPATH=/path/to/that/checkout python tests/edifact/parse_golden.py tests/edifact/parse_golden.json
+
+Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
+say more about the same input, and their own tests check them.
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples" / "e
 _KEY = 12
 
 
+#: ``Transaction.malformed_dates`` (which DTM+92/93 was sent but malformed, for APERAK Z35):
+#: tested in ``test_edifact_equivalence`` against the messages' ``problems``.
+_LATER_FIELDS = frozenset({"malformed_dates"})
+
+
 def canonical(value: Any) -> Any:
     """A JSON-able form of a parse result: dataclass fields by name, segments as lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [type(value).__name__] + [
-            [f.name, canonical(getattr(value, f.name))] for f in dataclasses.fields(value)
+            [f.name, canonical(getattr(value, f.name))]
+            for f in dataclasses.fields(value)
+            if f.name not in _LATER_FIELDS
         ]
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]

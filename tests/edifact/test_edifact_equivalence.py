@@ -78,6 +78,29 @@ def test_samples_parse_exactly_like_the_reference() -> None:
     assert not wrong, f"{len(wrong)} inputs differ, e.g. {wrong[:3]}"
 
 
+def test_malformed_dates_are_exactly_the_transactions_dtm_problems() -> None:
+    """``Transaction.malformed_dates`` (left out of the golden digests) names, per transaction
+    and in order, the DTM+92/93 its message's ``problems`` report, with value and format as sent."""
+    seen = 0
+    for raw in CORPORA["own"] + CORPORA["archive"] + CORPORA["samples"]:
+        try:
+            interchange = parse_interchange(raw, source="x")
+        except EdifactError:
+            continue
+        for message in interchange.messages:
+            reported = " | ".join(p for p in message.problems if " DTM+9" in p)
+            for t in message.transactions:
+                expected = tuple(
+                    (s.value(0), f"{s.value(0, 1)}:{s.value(0, 2)}")
+                    for n, s in enumerate(t.segments, t.first_segment_number)
+                    if s.tag == "DTM" and f"segment {n} DTM+{s.value(0)}: " in reported
+                    and s.value(0) in ("92", "93")
+                )
+                assert t.malformed_dates == expected, raw[:160]
+                seen += len(expected)
+    assert seen > 10  # the mutated corpora hold malformed dates
+
+
 def test_fast_tokenizer_path_splits_like_the_character_exact_path() -> None:
     """The split-based path and the character-exact one agree on values and on every error,
     message included (the "found" text of an unterminated last segment shows the input's own
