@@ -18,6 +18,7 @@ from mako_actors.gpke.calendar import (
 )
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable
 from mako_actors.gpke.commands import (
+    DecisionDeadlinePassed,
     DeemLfaAgreement,
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
@@ -33,16 +34,18 @@ from mako_actors.gpke.payloads import OutboundRef, build_contrl_payload
 from mako_actors.gpke.router import PidRouter, Route, build_command
 from mako_actors.gpke.state import GpkeState, Status
 from mako_actors.gpke.validation import MpIdCheck, check_mp_id, is_valid_malo_id
-from mako_actors.gpke.workflow import LFA_ANSWER_DEADLINE, GpkeConfig, GpkeNbWorkflow
+from mako_actors.gpke.workflow import DECISION_DEADLINE, LFA_ANSWER_DEADLINE, GpkeConfig, GpkeNbWorkflow
 
 __all__ = [
     "BERLIN",
+    "DECISION_DEADLINE",
     "DEFAULT_ACK_WINDOWS",
     "DEFAULT_CODES",
     "DEFAULT_FRISTEN",
     "LFA_ANSWER_DEADLINE",
     "AckWindows",
     "CodeTable",
+    "DecisionDeadlinePassed",
     "DeemLfaAgreement",
     "FristenTable",
     "GasNotSupported",

@@ -30,6 +30,7 @@ from mako_actors.version import FormatVersion
 
 __all__ = [
     "AwareDatetime",
+    "DecisionDeadlinePassed",
     "DeemLfaAgreement",
     "GpkeCommand",
     "InboundUtilmd",
@@ -191,6 +192,16 @@ class LfaAnswerDeadlinePassed(BaseModel):
     due_at: AwareDatetime
 
 
+class DecisionDeadlinePassed(BaseModel):
+    """11:00 WT1, the NB's own Frist for its answer to the LFN (row 8), passed while the process
+    awaits an operator (``LfaNotReached``): the miss is recorded; nothing is sent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["decision_deadline"] = "decision_deadline"
+    due_at: AwareDatetime
+
+
 class DeemLfaAgreement(BaseModel):
     """An operator's decision for a process in ``awaiting_operator`` (its 55010 was rejected by
     the LFA and 09:00 passed): go on as if the LFA agreed, i.e. 55002/55078 and 55037 now.
@@ -212,6 +223,7 @@ GpkeCommand = Annotated[
     | ReceiveLfaAnswer
     | ReceiveAcknowledgement
     | LfaAnswerDeadlinePassed
+    | DecisionDeadlinePassed
     | DeemLfaAgreement,
     Field(discriminator="kind"),
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "AnmeldungDecided",
     "AnmeldungReceived",
     "AnmeldungRejectedAtOnce",
+    "DecisionOverdue",
     "ErrorItem",
     "GpkeEvent",
     "InboundInfo",
@@ -192,6 +193,15 @@ class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
     interchange_ref: str
 
 
+class DecisionOverdue(GpkeEvent, type="gpke.decision_overdue"):
+    """11:00 WT1 passed and the LFN has no answer: the NB's own Frist for 55002/55003 (DOMAIN §2
+    row 8) is missed while the process awaits an operator after ``LfaNotReached``. Nothing is
+    sent; the process still waits (``DeemLfaAgreement`` decides late). ``due_at`` is the Frist.
+    """
+
+    due_at: datetime
+
+
 class LfaAgreementDeemedByOperator(GpkeEvent, type="gpke.lfa_agreement_deemed_by_operator"):
     """An operator decided that a process whose 55010 did not reach the LFA goes on as if the
     LFA agreed (e.g. the LFA confirmed by other means); ``reason`` is the operator's note."""
@@ -272,6 +282,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     LfaAnswered,
     LfaDeemedToAgree,
     LfaNotReached,
+    DecisionOverdue,
     LfaAgreementDeemedByOperator,
     LateLfaAnswerIgnored,
     AnmeldungDecided,

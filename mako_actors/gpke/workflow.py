@@ -22,7 +22,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
    at once. If the LFA rejected our 55010 (CONTRL 4 / APERAK 313 from the LFA on its
    interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
-   status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement``.
+   status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement``;
+   meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
+   records ``DecisionOverdue`` (the process still waits; a late decision still answers).
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
    same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
@@ -59,6 +61,7 @@ from mako_actors.gpke.calendar import (
 )
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
+    DecisionDeadlinePassed,
     DeemLfaAgreement,
     InboundUtilmd,
     LfaAnswerDeadlinePassed,
@@ -76,6 +79,7 @@ from mako_actors.gpke.events import (
     AnmeldungDecided,
     AnmeldungReceived,
     AnmeldungRejectedAtOnce,
+    DecisionOverdue,
     ErrorItem,
     InboundInfo,
     InboundRejected,
@@ -111,10 +115,12 @@ from mako_actors.outbox import PendingOutbox
 from mako_actors.version import FormatVersion
 from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
-__all__ = ["LFA_ANSWER_DEADLINE", "WORKFLOW_NAME", "GpkeConfig", "GpkeNbWorkflow"]
+__all__ = ["DECISION_DEADLINE", "LFA_ANSWER_DEADLINE", "WORKFLOW_NAME", "GpkeConfig", "GpkeNbWorkflow"]
 
 WORKFLOW_NAME = "gpke-nb"
 LFA_ANSWER_DEADLINE = "lfa_answer"
+#: 11:00 WT1, the NB's Frist for its answer to the LFN: a timer only while an operator decides.
+DECISION_DEADLINE = "decision"
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return self._acknowledgement(state, command)
         if isinstance(command, DeemLfaAgreement):
             return self._operator_deems(state, command)
+        if isinstance(command, DecisionDeadlinePassed):
+            return self._decision_overdue(state, command)
         raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
 
     def _acknowledgement(self, state: GpkeState, cmd: ReceiveAcknowledgement) -> WorkflowOutput:
@@ -300,9 +308,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"})))
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
-        """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; anything else passes."""
+        """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; 11:00 WT1 still
+        awaiting an operator → ``DecisionDeadlinePassed``; anything else passes."""
         if deadline.label == LFA_ANSWER_DEADLINE and state.status is _AWAITING_LFA:
             return LfaAnswerDeadlinePassed(due_at=deadline.due_at)
+        if deadline.label == DECISION_DEADLINE and state.status is _AWAITING_OPERATOR:
+            return DecisionDeadlinePassed(due_at=deadline.due_at)
         return None
 
     def _start(self, state: GpkeState, cmd: InboundUtilmd) -> _Out:
@@ -550,7 +561,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.cancel.append(LFA_ANSWER_DEADLINE)
             rejected = _rejected_lfa_request(state)
             if rejected is not None:  # as ``_lfa_silent``: silence after a rejected 55010
-                out.emit(LfaNotReached(due_at=due, interchange_ref=rejected))
+                _not_reached(out, due, rejected)
                 return out.output()
             out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
             self._decide_anmeldung(out, confirmed=True)
@@ -573,12 +584,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
     def _lfa_silent(self, state: GpkeState, cmd: LfaAnswerDeadlinePassed) -> WorkflowOutput:
         if state.status is not _AWAITING_LFA or state.own_id is None:
             return WorkflowOutput()  # answered meanwhile: nothing to compensate
+        out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
         rejected = _rejected_lfa_request(state)
         if rejected is not None:
             # The LFA counts our 55010 as not received (DOMAIN §2): its silence agrees to
             # nothing, and ending its supply on it would be a wrong decision. An operator decides.
-            return WorkflowOutput.of(LfaNotReached(due_at=cmd.due_at, interchange_ref=rejected))
-        out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
+            _not_reached(out, cmd.due_at, rejected)
+            return out.output()
         out.emit(unvalidated(LfaDeemedToAgree)(due_at=cmd.due_at))
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
@@ -591,8 +603,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         out = _Out(self, state, state.seed, state.own_id, cmd.decided_at)
         out.emit(LfaAgreementDeemedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
+        out.cancel.append(DECISION_DEADLINE)
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
+
+    def _decision_overdue(self, state: GpkeState, cmd: DecisionDeadlinePassed) -> WorkflowOutput:
+        if state.status is not _AWAITING_OPERATOR:
+            return WorkflowOutput()  # decided meanwhile
+        return WorkflowOutput.of(DecisionOverdue(due_at=cmd.due_at))
 
     def _abmeldung(self, state: GpkeState, cmd: ReceiveAbmeldung) -> WorkflowOutput:
         out = self._start(state, cmd)
@@ -882,6 +900,23 @@ def _lfa_not_reached(state: GpkeState, event: LfaNotReached, update: dict[str, A
     update["status"] = _AWAITING_OPERATOR
 
 
+def _not_reached(out: _Out, due: datetime, rejected: str) -> None:
+    """``LfaNotReached`` and, while an operator decides, the NB's own 11:00 Frist as a timer:
+    ``deadlines list`` shows what is at stake, and a miss is recorded (``DecisionOverdue``)."""
+    out.emit(LfaNotReached(due_at=due, interchange_ref=rejected))
+    s = out.state
+    decision = s.fristen.due.get(DECISION_DEADLINE) if s.fristen is not None else None
+    if decision is not None and s.pid is not None:
+        answers = f"{_answer_pid(s.pid, True)}/{_answer_pid(s.pid, False)}"
+        out.deadlines.append(
+            _deadline(
+                label=DECISION_DEADLINE,
+                due_at=utc(decision),
+                payload={"pid": answers, "lfn": s.lfn, "waiting_for": "operator"},
+            )
+        )
+
+
 def _rejected_lfa_request(state: GpkeState) -> str | None:
     """The 0020 of our 55010 if the LFA rejected it (CONTRL 4 / APERAK 313), else ``None``."""
     for ref in state.outbound:
@@ -914,6 +949,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     LfaAnswered: _lfa_answered,
     LfaDeemedToAgree: _lfa_deemed,
     LfaNotReached: _lfa_not_reached,
+    DecisionOverdue: _no_step,
     LfaAgreementDeemedByOperator: _lfa_deemed,
     AnmeldungDecided: _decided,
     AbmeldungDecided: _decided,

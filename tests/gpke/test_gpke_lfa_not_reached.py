@@ -10,6 +10,8 @@ from gpke_support import LFA, LFN, anmeldung, berlin, lfa_answer, run, sent, uti
 
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke import (
+    DECISION_DEADLINE,
+    DecisionDeadlinePassed,
     DeemLfaAgreement,
     GpkeNbWorkflow,
     GpkeState,
@@ -22,6 +24,7 @@ from mako_actors.gpke import events as ev
 
 WF = GpkeNbWorkflow()
 NINE = berlin(2025, 6, 10, 9, 0)
+ELEVEN = berlin(2025, 6, 10, 11, 0)  # the NB's Frist for 55002/55003 (WT1 after the ÜT 05.06)
 
 
 def consulting() -> GpkeState:
@@ -63,6 +66,35 @@ def test_nine_oclock_after_a_rejected_55010_sends_nothing_and_waits_for_an_opera
     assert out.events[0].interchange_ref == interchange_of(state, "55010")
     assert not out.outbox and not state.lfa_deemed
     assert state.status is Status.AWAITING_OPERATOR and not state.status.finished
+    # While the operator decides, the NB's own 11:00 Frist is a timer (``deadlines list``).
+    [decision] = out.deadlines
+    assert (decision.label, decision.due_at) == (DECISION_DEADLINE, ELEVEN)
+    assert decision.payload["pid"] == "55002/55003" and decision.payload["lfn"] == LFN
+
+
+def test_eleven_oclock_without_an_operator_records_the_missed_frist_and_still_waits() -> None:
+    state, _ = run(WF, consulting(), ack(consulting(), "55010"))
+    state, stalled = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    [decision] = stalled.deadlines
+    command = WF.on_deadline(decision, state)
+    assert command == DecisionDeadlinePassed(due_at=ELEVEN)
+    state, out = run(WF, state, command)
+    assert [type(e) for e in out.events] == [ev.DecisionOverdue] and not out.outbox
+    assert out.events[0].due_at == ELEVEN
+    assert state.status is Status.AWAITING_OPERATOR
+    # The operator can still decide, late: the answers go out then.
+    state, out = run(WF, state, operator())
+    assert sent(out) == [("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA)]
+    assert state.status is Status.CONFIRMED
+    assert WF.on_deadline(decision, state) is None  # a timer firing after the decision: nothing
+    assert WF.handle(state, DecisionDeadlinePassed(due_at=ELEVEN)).events == ()
+
+
+def test_the_operator_deciding_before_eleven_cancels_the_timer() -> None:
+    state, _ = run(WF, consulting(), ack(consulting(), "55010"))
+    state, _ = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    _, out = run(WF, state, operator())
+    assert out.cancel_deadlines == (DECISION_DEADLINE,)
 
 
 def test_the_operator_deems_agreement_and_the_answers_go_out_at_that_instant() -> None:
@@ -89,6 +121,8 @@ def test_the_operator_command_needs_a_reason_and_arrives_as_plain_data() -> None
         DeemLfaAgreement(decided_at=NINE, reason="")
     command = parse_command({"kind": "deem_lfa_agreement", "decided_at": NINE.isoformat(), "reason": "ok"})
     assert command == DeemLfaAgreement(decided_at=NINE, reason="ok")
+    timer = parse_command({"kind": "decision_deadline", "due_at": ELEVEN.isoformat()})
+    assert timer == DecisionDeadlinePassed(due_at=ELEVEN)
 
 
 def test_a_rejected_55036_or_a_positive_ack_of_the_55010_leaves_the_silence_rule_alone() -> None:
@@ -117,6 +151,7 @@ def test_an_answer_after_nine_handled_before_the_timer_is_silence_and_waits_too(
     assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaNotReached]
     assert sent(out) == [("APERAK", "312", LFA)] and out.cancel_deadlines == ("lfa_answer",)
     assert state.status is Status.AWAITING_OPERATOR
+    assert [(d.label, d.due_at) for d in out.deadlines] == [(DECISION_DEADLINE, ELEVEN)]
 
 
 def test_only_the_recipient_of_an_interchange_acknowledges_it() -> None:
@@ -128,7 +163,8 @@ def test_only_the_recipient_of_an_interchange_acknowledges_it() -> None:
 def test_the_new_events_round_trip_through_plain_data() -> None:
     state, _ = run(WF, consulting(), ack(consulting(), "55010"))
     state, stalled = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    state, overdue = run(WF, state, DecisionDeadlinePassed(due_at=ELEVEN))
     _, decided = run(WF, state, operator())
-    for event in (*stalled.events, *decided.events):
+    for event in (*stalled.events, *overdue.events, *decided.events):
         model = WF.event_model(event.event_type)
         assert model.model_validate(event.model_dump(mode="json")) == event

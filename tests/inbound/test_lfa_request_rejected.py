@@ -26,6 +26,7 @@ __all__ = ["store"]  # the fixture, imported for pytest
 
 TENANT = TenantId.from_party_id(NB)
 NINE_CET = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)  # 09:00 Berlin on WT1 (Fri 2025-11-14)
+ELEVEN_CET = datetime(2025, 11, 14, 10, 0, tzinfo=UTC)  # 11:00 Berlin: the NB's answer Frist
 
 
 def aperak_313(referenced_ref: str, at: datetime) -> bytes:
@@ -145,6 +146,11 @@ def test_the_operator_decides_from_the_command_line(
     assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["process_id"] == str(process_id)
+    # What is at stake is on the operator's list of Fristen: the answer to the LFN by 11:00.
+    assert main(["deadlines", "list", "--store", db, "--json"]) == 0
+    [frist] = json.loads(capsys.readouterr().out)
+    assert (frist["label"], frist["process_id"]) == ("decision", str(process_id))
+    assert datetime.fromisoformat(frist["due_at"]) == ELEVEN_CET
     # Refused without a reason, and (below) for a process no longer awaiting an operator.
     deem = ["processes", "deem-lfa-agreement", str(process_id)[:10], "--store", db]
     assert main([*deem, "--reason", " "]) == 1
@@ -154,9 +160,30 @@ def test_the_operator_decides_from_the_command_line(
     assert "gpke.lfa_agreement_deemed_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
     assert main([*deem, "--reason", "twice"]) == 1
     assert "this one is confirmed" in capsys.readouterr().err
+    assert main(["deadlines", "list", "--store", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # decided: the 11:00 timer is gone
 
     async def check() -> list[tuple[str, str]]:
         async with LmdbStore(tmp_path / "db") as s:
             return await answers_since(s, before)
 
     assert asyncio.run(check()) == [("55002", LFN), ("55037", LFA)]
+
+
+async def test_eleven_oclock_without_an_operator_is_recorded_and_nothing_is_sent(store: LmdbStore) -> None:
+    process_id, request_ref, before = await stall(store)
+    clock = VirtualClock(NINE_CET)
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, ELEVEN_CET - timedelta(seconds=1)) == 0
+    assert await scheduler.advance_to(clock, ELEVEN_CET) == 1
+    events = await store.load(StreamId.for_process(TENANT, process_id))
+    assert events[-1].event_type == "gpke.decision_overdue"
+    assert datetime.fromisoformat(events[-1].payload["due_at"]) == ELEVEN_CET
+    assert await answers_since(store, before) == [] and await store.all_deadlines() == []
+    # Late, the operator's decision still sends the answers.
+    identity = await store.lookup(TENANT, interchange_key(request_ref))
+    assert identity is not None
+    process = Process.from_identity(GpkeNbWorkflow(), store, identity)
+    assert (await process.state()).status is Status.AWAITING_OPERATOR
+    await process.execute_and_enqueue(DeemLfaAgreement(decided_at=ELEVEN_CET, reason="LFA reached late"))
+    assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
