@@ -937,14 +937,19 @@ class InboundPipeline:
         received_at: datetime,
         refusals: list[dict[str, Any]] | None,
     ) -> MessageOutcome:
-        """A message no workflow consumes: no transaction (a UTILMD without IDE gets APERAK Z29),
-        or an acknowledgement without reference (dead letter only: no APERAK on an APERAK)."""
+        """A message no workflow consumes, a dead letter: a UTILMD without transaction (IDE+24)
+        gets APERAK Z29 (a Muss group is missing), a message of another type (MSCONS, INVOIC,
+        ...: no process here handles it) APERAK Z31; an acknowledgement without reference
+        gets none (no APERAK on an APERAK)."""
         reason = f"{message.message_type} {message.reference} has nothing a workflow handles"
         await self._dead_letter("inbound-unhandled", reason, _audit_of(interchange, message), received_at)
         refused = None
         if refusals is not None:
-            refused = "Z29"
-            text = f"{message.message_type} {message.reference}: no transaction (IDE+24)"
+            if message.message_type == "UTILMD":
+                refused, text = "Z29", f"UTILMD {message.reference}: no transaction (IDE+24)"
+            else:
+                refused = "Z31"
+                text = f"{message.message_type} {message.reference}: no process of this partner handles it"
             refusals.append(_refusal(interchange, message, None, received_at, refused, text))
         return MessageOutcome(message.reference, message.pid, None, "dead_letter", None, reason, refused)
 

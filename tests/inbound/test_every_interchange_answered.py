@@ -146,3 +146,22 @@ async def test_uci_copies_the_unb_qualifiers_as_received(store: LmdbStore) -> No
     for text in contrls:
         assert f"+{LFN}:14+{NB}:500+".encode() in text, text
     assert sum(f"+{LFN}:14+{NB}:500+4+26+UNB'".encode() in text for text in contrls) == 1
+
+
+async def test_a_message_type_no_process_handles_gets_aperak_z31_not_z29(store: LmdbStore) -> None:
+    """An MSCONS lacks nothing it should have: Z29 ("erforderliche Angabe fehlt") would send
+    its sender looking for a missing segment; Z31 says the recipient does not take it."""
+    p = pipeline(store, VirtualClock(THU_1430))
+    mscons = interchange(
+        LFN, NB, "MSCONS1", THU_1430,
+        ["UNS+D", "NAD+DP", "LOC+172+51900000012", "LIN+1", "QTY+220:42.5:KWH"],
+        bgm="7", version="MSCONS:D:04B:UN:2.4c",
+    )  # fmt: skip
+    result = await p.ingest(mscons, THU_1430)
+    [outcome] = result.messages
+    assert (result.status, outcome.outcome, outcome.refused) == ("accepted", "dead_letter", "Z31")
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert aperak.recipient == LFN and [e["code"] for e in aperak.payload["errors"]] == ["Z31"]
+    assert "MSCONS M1" in aperak.payload["errors"][0]["text"]
+    assert b"ERC+Z31" in render_outbound("APERAK", aperak.payload)
+    assert [d.kind for d in await store.dead_letters()] == ["inbound-unhandled"]
