@@ -68,7 +68,9 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
     ),  # §2: no SG5
     "55005": (
-        _r("IDE+24"), _r("DTM+93", "C"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
+        _r("IDE+24"), _r("DTM+92", "C", "S1 FV2504 Muss [7] with ZG9/ZH1/ZH2: the cancelled start"),
+        _r("DTM+93", "C", "S1 FV2504 Muss [11] unless ZG9/ZH1/ZH2"),
+        _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),  # §2: no SG5
     "55006": (
@@ -125,6 +127,9 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55038", "ZH0"): ("NAD+VY",),
     ("55038", "ZG9"): ("NAD+VY",),
     ("55038", "ZH1"): ("NAD+VY",),
+    ("55005", "ZG9"): ("DTM+92",),
+    ("55005", "ZH1"): ("DTM+92",),
+    ("55005", "ZH2"): ("DTM+92",),
 }
 
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))

@@ -51,6 +51,8 @@ class Reason:
     ABMELDUNG_NOT_MONTH_START = "abmeldung_not_month_start"
     ABMELDUNG_MONTH_VORLAUFFRIST = "abmeldung_month_vorlauffrist_missed"
     ABMELDUNG_ALREADY_ENDED_GENERATING = "abmeldung_already_ended_generating"
+    AUFHEBUNG_NOT_CONFIRMED_START = "aufhebung_not_confirmed_start"
+    AUFHEBUNG_NOT_CONFIRMED_START_GENERATING = "aufhebung_not_confirmed_start_generating"
     # APERAK (ERC)
     MISSING_DATA = "missing_data"
     ID_UNKNOWN = "id_unknown"
@@ -158,6 +160,18 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A22": _c(
             Reason.ABMELDUNG_MONTH_VORLAUFFRIST,
             "erz.: Abmeldung nicht mindestens einen Monat vor Zuordnungsende",
+            unconfirmed=False,
+        ),
+        # Steps 90 / 570 (ZH2, Aufhebung wegen aufgehobenem Vertragsverhältnis): the date must be
+        # the start confirmed to the LF (EBD 4.1 E_0607, machine-readable tree of FV2510).
+        "A06": _c(
+            Reason.AUFHEBUNG_NOT_CONFIRMED_START,
+            "Aufhebung einer zukünftigen Zuordnung nicht zum bestätigten Beginn",
+            unconfirmed=False,
+        ),
+        "A23": _c(
+            Reason.AUFHEBUNG_NOT_CONFIRMED_START_GENERATING,
+            "erz.: Aufhebung einer zukünftigen Zuordnung nicht zum bestätigten Beginn",
             unconfirmed=False,
         ),
         "A25": _c(

@@ -135,15 +135,21 @@ class ReceiveAbmeldung(InboundUtilmd):
     ``already_ended``: the sender's supply already ends at exactly that date (confirmed before).
     ``transaction_detail`` is STS+7 #2: ZW4 verbrauchende, ZAP ruhende, ZW3 erzeugende MaLo,
     ZW5 Tranche (its ID, LOC+Z21, is ``malo`` then); E_0607 decides the last two by other rules.
+    An Aufhebung einer zukünftigen Zuordnung (STS+7 #1 ZG9/ZH1/ZH2) carries ``zuordnungsbeginn``
+    (DTM+92: the start the NB confirmed, which it cancels) instead of ``zuordnungsende``; the
+    supply then ends at that start (``validation.abmeldung_date``), and ``cancels_start`` says
+    the sender's assignment begins exactly then (E_0607 steps 90/570: else A06/A23).
     """
 
     kind: Literal["abmeldung"] = "abmeldung"
     pid: Literal["55004"] = "55004"
     zuordnungsende: AwareDatetime | None = None  # DTM+93; missing: APERAK Z29 (AHB-FACTS §3)
+    zuordnungsbeginn: AwareDatetime | None = None  # DTM+92 of an Aufhebung (ZG9/ZH1/ZH2)
     transaction_reason: str | None = None
     transaction_detail: str | None = None
     current_supplier: str | None = None
     already_ended: bool = False
+    cancels_start: bool = False
 
 
 class ReceiveLfaAnswer(InboundUtilmd):

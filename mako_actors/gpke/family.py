@@ -21,6 +21,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
+from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date
 from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
@@ -87,7 +88,12 @@ class GpkeFamily:
         is being worked on, and which generation of the MaLo key this one binds.
         """
         malo = values.get("malo")
-        start = values.get("zuordnungsbeginn") or values.get("zuordnungsende")
+        if values["pid"] == "55004":
+            start = abmeldung_date(
+                values.get("transaction_reason"), values.get("zuordnungsbeginn"), values.get("zuordnungsende")
+            )
+        else:
+            start = values.get("zuordnungsbeginn")
         if malo and isinstance(start, datetime):
             baseline = self._master.suppliers(str(values["recipient"]), malo, start) if self._master else None
             view = SupplyView.fold(await reads.journal(tx.tenant, supply_key(malo)), baseline)
@@ -109,6 +115,8 @@ class GpkeFamily:
                     values["assigned_at_start"] = confirmed.supplier
             else:
                 sender = str(values["sender"])
+                if values.get("transaction_reason") in AUFHEBUNG_REASONS:
+                    values["cancels_start"] = view.starts_at(sender, start)
                 if view.can_end(sender, start):
                     values["current_supplier"] = sender
                 else:
@@ -151,6 +159,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["customer_name"] = _customer_name(transaction)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
+        values["zuordnungsbeginn"] = transaction.start  # an Aufhebung's date (``abmeldung_date``)
         values["transaction_reason"] = transaction.transaction_reason
         reasons = transaction.transaction_reasons
         values["transaction_detail"] = reasons[1] if len(reasons) > 1 and reasons[1] else None

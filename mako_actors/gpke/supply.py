@@ -224,6 +224,11 @@ class SupplyView:
             for a in self.assignments
         )
 
+    def starts_at(self, supplier: str, at: datetime) -> bool:
+        """Whether an assignment of ``supplier`` begins exactly at ``at`` (the start an Aufhebung
+        einer zukünftigen Zuordnung must name, E_0607 steps 90/570)."""
+        return any(a.supplier == supplier and a.start == at for a in self.assignments)
+
     def ended_at(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier``'s supply already ends exactly at ``end`` (E_0607 step 100)."""
         return any(a.supplier == supplier and a.end == end for a in self.assignments)

@@ -13,18 +13,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
 __all__ = [
     "AHB_RULES",
+    "AUFHEBUNG_REASONS",
     "E_0624_CLUSTERS",
     "AhbFinding",
     "AhbRule",
     "MpIdCheck",
     "MpIdIssue",
+    "abmeldung_date",
     "check_mp_id",
     "check_transaction",
     "gs1_check_digit",
@@ -152,6 +154,8 @@ class AhbRule:
     (Geschäftsvorfall / kind of location), one of which is Muss where the decision depends on it
     (a 55077's GV, a 55004's E_0607 step 10; empty: not checked). ``answer_ebd``/``answer_cluster``:
     the ``STS+E01`` answer is Muss with a code of that EBD from that cluster (§3, §4).
+    ``dates_by_reason``: the Muss dates instead of ``dates`` for a Transaktionsgrund (a 55004
+    that cancels a future assignment carries DTM+92, not DTM+93).
     """
 
     pid: str
@@ -163,6 +167,7 @@ class AhbRule:
     details: frozenset[str] = frozenset()
     answer_ebd: str | None = None
     answer_cluster: Cluster | None = None
+    dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 #: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
@@ -187,6 +192,21 @@ _ANMELDUNG_REASONS = frozenset({"E01", "E03"})
 # 55004 STS+7 #1 (§3); ZZD is in FV2510's code list but valid from 01.04.2026 00:00 (Berlin) only.
 _ABMELDUNG_REASONS = frozenset({"E01", "Z33", "Z41", "ZG9", "ZH1", "ZH2", "ZT4", "ZT5", "ZZD"})
 _ZZD_FROM = datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
+#: 55004 STS+7 #1 "Aufhebung einer zukünftigen Zuordnung" wegen Auszug des Kunden (ZG9), wegen
+#: Stilllegung (ZH1), wegen aufgehobenem Vertragsverhältnis (ZH2): the LF cancels an assignment
+#: that has not begun. Such a 55004 (and its 55005) carries DTM+92, the start the NB confirmed,
+#: and no DTM+93 (AHB UTILMD 55004/55005 FV2504 [7], [11], [577]).
+AUFHEBUNG_REASONS = frozenset({"ZG9", "ZH1", "ZH2"})
+_AUFHEBUNG_DATES = dict.fromkeys(AUFHEBUNG_REASONS, ("92",))
+
+
+def abmeldung_date(
+    transaction_reason: str | None, zuordnungsbeginn: datetime | None, zuordnungsende: datetime | None
+) -> datetime | None:
+    """The instant a 55004 ends its sender's supply at: DTM+93, or for an Aufhebung einer
+    zukünftigen Zuordnung (``AUFHEBUNG_REASONS``) DTM+92, the start it cancels (it never begins)."""
+    return zuordnungsbeginn if transaction_reason in AUFHEBUNG_REASONS else zuordnungsende
+
 
 #: The rules per PID: what we receive (55001, 55077, 55004, 55011, 55012) and what we send.
 AHB_RULES: Mapping[str, AhbRule] = {
@@ -196,7 +216,7 @@ AHB_RULES: Mapping[str, AhbRule] = {
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"})),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
-                details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"})),
+                details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"}), dates_by_reason=_AUFHEBUNG_DATES),
         AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
                 answer_cluster="Zustimmung"),
         AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
@@ -258,7 +278,11 @@ def check_transaction(
         warnings.append(f"PID {pid}: BGM {document_code}, the AHB has {rule.bgm} (AHB-FACTS §1)")
     if rule.request_ref and not request_ref:
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
+    required = rule.dates_by_reason.get(transaction_reason or "", rule.dates)
     for qualifier in rule.dates:
+        if qualifier not in required and dates.get(qualifier) is not None:
+            warnings.append(f"PID {pid}: DTM+{qualifier} has no use with STS+7 {transaction_reason}; ignored")
+    for qualifier in required:
         if dates.get(qualifier) is None:
             sent = malformed_dates.get(qualifier) if malformed_dates else None
             if sent is not None:

@@ -104,8 +104,10 @@ from mako_actors.gpke.state import GpkeState, Status
 from mako_actors.gpke.supply import fact_entry, supply_key
 from mako_actors.gpke.validation import (
     AHB_RULES,
+    AUFHEBUNG_REASONS,
     AhbFinding,
     MpIdCheck,
+    abmeldung_date,
     check_mp_id,
     check_transaction,
     is_valid_malo_id,
@@ -616,28 +618,29 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out = self._start(state, cmd)
         fv = canonical_fv(cmd.format_version)
         errors, warnings = self._check_message(cmd, fv)
-        if cmd.zuordnungsende is not None and not is_midnight_berlin(cmd.zuordnungsende):
-            errors.append(
-                self._error(fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin")
-            )
+        aufhebung = cmd.transaction_reason in AUFHEBUNG_REASONS
+        # The instant the sender's supply ends: DTM+93, or an Aufhebung's DTM+92 (never begins).
+        end = abmeldung_date(cmd.transaction_reason, cmd.zuordnungsbeginn, cmd.zuordnungsende)
+        date = "Zuordnungsbeginn (DTM+92)" if aufhebung else "Zuordnungsende (DTM+93)"
+        if end is not None and not is_midnight_berlin(end):
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, f"{date} is not 00:00 Europe/Berlin"))
         if not errors and cmd.current_supplier != cmd.sender and not cmd.already_ended:
             # Not a case of E_0607: the sender is not assigned to the MaLo at that date (APERAK
             # ERC Z17, AHB-FACTS §5); the Abmeldung counts as not received.
+            held = f"from {end}" if aufhebung else f"up to {end}"
             errors.append(
                 self._error(
-                    fv,
-                    Reason.SENDER_NOT_ASSIGNED,
-                    f"{cmd.sender} does not supply MaLo {cmd.malo} up to {cmd.zuordnungsende}",
+                    fv, Reason.SENDER_NOT_ASSIGNED, f"{cmd.sender} does not supply MaLo {cmd.malo} {held}"
                 )
             )
         if errors:
             return self._reject_inbound(out, cmd, errors)
-        assert cmd.zuordnungsende is not None  # AHB rule of 55004
+        assert end is not None  # AHB rule of 55004 (DTM+93, or DTM+92 of an Aufhebung)
         aperak = self._aperak(out, cmd, ())
         out.emit(
             unvalidated(AbmeldungReceived)(
                 inbound=_info_of(cmd),
-                zuordnungsende=cmd.zuordnungsende,
+                zuordnungsende=end,
                 current_supplier=cmd.current_supplier,
                 warnings=tuple(warnings),
                 aperak=aperak,
@@ -647,35 +650,43 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         )
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
+        # ZH2 (aufgehobenes Vertragsverhältnis) must name the start confirmed to the LF (steps
+        # 90 / 570); ZG9 / ZH1 are not asked that by the EBD.
+        wrong_start = cmd.transaction_reason == "ZH2" and not cmd.cancels_start
         if cmd.transaction_detail in _NOT_CONSUMING:  # E_0607 step 10 → 500 (EBD 4.1, S3)
-            if not is_month_start(cmd.zuordnungsende):
+            if not is_month_start(end):
                 reason = Reason.ABMELDUNG_NOT_MONTH_START  # step 500 (A21)
-            elif not month_vorlauffrist_met(cmd.received_at, cmd.zuordnungsende):
+            elif not month_vorlauffrist_met(cmd.received_at, end):
                 reason = Reason.ABMELDUNG_MONTH_VORLAUFFRIST  # step 520 (A22)
+            elif wrong_start:
+                reason = Reason.AUFHEBUNG_NOT_CONFIRMED_START_GENERATING  # step 570 (A23)
             elif cmd.already_ended:
                 reason = Reason.ABMELDUNG_ALREADY_ENDED_GENERATING  # step 580 → 600 (A25)
             else:
                 reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 620 (A27)
-        elif not uet(cmd.received_at) < uet(cmd.zuordnungsende):
-            reason = Reason.ABMELDUNG_NOT_FORWARD
+        elif not uet(cmd.received_at) < uet(end):
+            reason = Reason.ABMELDUNG_NOT_FORWARD  # step 50 (A02)
+        elif wrong_start:
+            reason = Reason.AUFHEBUNG_NOT_CONFIRMED_START  # step 90 (A06)
         elif cmd.already_ended:
             reason = Reason.ABMELDUNG_ALREADY_ENDED  # E_0607 step 100 → 120 (A09)
         else:
             reason = Reason.ABMELDUNG_APPROVED
         confirmed = reason in _ABMELDUNG_APPROVED
         if confirmed:
-            out.journal.append(
-                fact_entry(kind="ended", supplier=cmd.sender, at=cmd.zuordnungsende, process=out.seed)
-            )
+            out.journal.append(fact_entry(kind="ended", supplier=cmd.sender, at=end, process=out.seed))
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
+        # 55005 repeats the date as the 55004 had it (DTM+92 of an Aufhebung, else DTM+93); a
+        # 55006 has no SG4 date (AHB UTILMD 55005 [7] [11], 55006).
+        dates = {} if not confirmed else {"start": end} if aufhebung else {"end": end}
         answer = out.utilmd(
             cmd.sender,
             "55005" if confirmed else "55006",  # neither has an SG5 (AHB-FACTS §2)
-            end=cmd.zuordnungsende,
             answer_code=code,
             answer_ebd=Ebd.ABMELDUNG,
             request_ref=cmd.ide_ref,
             trigger_reason=cmd.transaction_reason,
+            **dates,
         )
         out.emit(
             unvalidated(AbmeldungDecided)(

@@ -81,10 +81,19 @@ def anmeldung(
 
 
 def abmeldung(
-    lf: str, *, ref: str, ide: str, end: datetime, sent_at: datetime, malo: str = MALO
+    lf: str,
+    *,
+    ref: str,
+    ide: str,
+    end: datetime,
+    sent_at: datetime,
+    malo: str = MALO,
+    reason: str = "Z33",
+    qualifier: str = "93",
 ) -> bytes:
-    """A 55004 Abmeldung: IDE, DTM+93, STS+7++Z33+ZW4, LOC+Z16, RFF+Z13."""
-    tx = [f"IDE+24+{ide}", dtm("93", end), "STS+7++Z33+ZW4", f"LOC+Z16+{malo}", "RFF+Z13:55004"]
+    """A 55004 Abmeldung: IDE, DTM+93 (``qualifier``: 92 for an Aufhebung einer zukünftigen
+    Zuordnung, ZG9/ZH1/ZH2), STS+7++``reason``+ZW4, LOC+Z16, RFF+Z13."""
+    tx = [f"IDE+24+{ide}", dtm(qualifier, end), f"STS+7++{reason}+ZW4", f"LOC+Z16+{malo}", "RFF+Z13:55004"]
     return interchange(lf, NB, ref, sent_at, tx, bgm="E02")
 
 
