@@ -3,8 +3,9 @@
 A code means something only within its EBD (A02 in E_0622 ≠ A02 in E_0594), so lookups always
 name the EBD. The workflow asks by *reason* (a stable internal name such as
 ``vorlauffrist_missed``) and gets the code of the process's format version. Entries marked
-``unconfirmed`` (†) are not yet checked against the official EBD/code list of that FV; the E_0607
-codes are placeholders until then. Pass another ``CodeTable`` to the workflow to correct them.
+``unconfirmed`` (†) are not yet checked against the official EBD/code list of that FV (the E_0607
+codes were checked against the machine-readable E_0607 4.1 tree; A02's reading is still †).
+Pass another ``CodeTable`` to the workflow to correct them.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Reason:
     ABMELDUNG_MONTH_VORLAUFFRIST = "abmeldung_month_vorlauffrist_missed"
     ABMELDUNG_ALREADY_ENDED_GENERATING = "abmeldung_already_ended_generating"
     AUFHEBUNG_NOT_CONFIRMED_START = "aufhebung_not_confirmed_start"
+    ABMELDUNG_ENDED_SAME_REASON = "abmeldung_ended_for_the_same_reason"
+    ABMELDUNG_ENDED_SAME_REASON_GENERATING = "abmeldung_ended_for_the_same_reason_generating"
     AUFHEBUNG_NOT_CONFIRMED_START_GENERATING = "aufhebung_not_confirmed_start_generating"
     # APERAK (ERC)
     MISSING_DATA = "missing_data"
@@ -148,7 +151,11 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     Ebd.ABMELDUNG: {
         "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
         "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
-        "A09": _c(Reason.ABMELDUNG_ALREADY_ENDED, "Lieferende zum Abmeldedatum wurde bereits bestätigt"),
+        "A09": _c(
+            Reason.ABMELDUNG_ALREADY_ENDED,
+            "Lieferende zum Abmeldedatum wurde bereits bestätigt",
+            unconfirmed=False,
+        ),
         "A27": _c(
             Reason.ABMELDUNG_APPROVED_GENERATING, "Zustimmung (erz. MaLo / Tranche)", unconfirmed=False
         ),
@@ -160,6 +167,18 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A22": _c(
             Reason.ABMELDUNG_MONTH_VORLAUFFRIST,
             "erz.: Abmeldung nicht mindestens einen Monat vor Zuordnungsende",
+            unconfirmed=False,
+        ),
+        # Steps 130 / 610: ended at that date before, by an Abmeldung whose reason does not say
+        # the customer moved out; the new one says so (consuming) → A11 / A27, else these.
+        "A10": _c(
+            Reason.ABMELDUNG_ENDED_SAME_REASON,
+            "Lieferende zum Abmeldedatum wurde aus gleichem Grund bereits bestätigt",
+            unconfirmed=False,
+        ),
+        "A26": _c(
+            Reason.ABMELDUNG_ENDED_SAME_REASON_GENERATING,
+            "erz.: Lieferende zum Abmeldedatum wurde aus gleichem Grund bereits bestätigt",
             unconfirmed=False,
         ),
         # Steps 90 / 570 (ZH2, Aufhebung wegen aufgehobenem Vertragsverhältnis): the date must be
@@ -177,6 +196,7 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A25": _c(
             Reason.ABMELDUNG_ALREADY_ENDED_GENERATING,
             "erz.: Lieferende zum Abmeldedatum aus gleichem Grund bereits bestätigt",
+            unconfirmed=False,
         ),
     },
     Ebd.APERAK: {

@@ -132,7 +132,10 @@ class ReceiveAbmeldung(InboundUtilmd):
 
     From the MaLo's supply journal: ``current_supplier`` is the sender when it holds an
     assignment the Abmeldung can end, else who supplies on the day before the end;
-    ``already_ended``: the sender's supply already ends at exactly that date (confirmed before).
+    ``already_ended``: the sender's supply already ends at exactly that date (confirmed before),
+    ``ended_reason`` the STS+7 #1 of the Abmeldung that ended it (``None``: another supplier's
+    start ended it, or the journal predates the field), ``still_assigned`` that the sender holds
+    the MaLo at that date all the same (assigned again; E_0607 steps 110/590).
     ``transaction_detail`` is STS+7 #2: ZW4 verbrauchende, ZAP ruhende, ZW3 erzeugende MaLo,
     ZW5 Tranche (its ID, LOC+Z21, is ``malo`` then); E_0607 decides the last two by other rules.
     An Aufhebung einer zukünftigen Zuordnung (STS+7 #1 ZG9/ZH1/ZH2) carries ``zuordnungsbeginn``
@@ -149,6 +152,8 @@ class ReceiveAbmeldung(InboundUtilmd):
     transaction_detail: str | None = None
     current_supplier: str | None = None
     already_ended: bool = False
+    ended_reason: str | None = None
+    still_assigned: bool = False
     cancels_start: bool = False
 
 

@@ -122,7 +122,11 @@ class GpkeFamily:
                 else:
                     # Not the sender's to end: name who supplies on the last day before the end.
                     values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
-                    values["already_ended"] = view.ended_at(sender, start)
+                # Ended there before (E_0607 steps 100/580), and by an Abmeldung of which reason.
+                if view.ended_at(sender, start):
+                    values["already_ended"] = True
+                    values["ended_reason"] = view.end_reason(sender, start)
+                    values["still_assigned"] = view.can_end(sender, start)  # supplies it again
         return self._router.build_command(values)
 
 

@@ -8,7 +8,9 @@ are ``SupplyFact``s, appended in the same transaction as the event that decided 
 - ``started``: an Anmeldung was confirmed (E_0623): its supplier supplies from ``at``; the
   previous supplier's assignment ends there and later ones are cancelled (55037 / 55038);
 - ``released``: a claimed Anmeldung was rejected (E_0623): nothing changes;
-- ``ended``: an Abmeldung was confirmed (E_0607): the supplier's assignment ends at ``at``.
+- ``ended``: an Abmeldung was confirmed (E_0607): the supplier's assignment ends at ``at``;
+  ``reason`` is its STS+7 #1 (a later Abmeldung for the same date is decided by it, E_0607
+  steps 130/610).
 
 ``SupplyView.fold`` replays a journal into the assignments and open claims; ingestion reads one
 journal per trigger and hands the result to the workflow as command data (the workflow looks
@@ -106,6 +108,7 @@ class SupplyFact(BaseModel):
     until: datetime | None = None
     process: str | None = None
     due: datetime | None = None
+    reason: str | None = None
 
     def to_entry(self) -> dict[str, Any]:
         """Plain data for the journal (``None`` fields left out): ``model_dump(mode="json",
@@ -128,10 +131,14 @@ def fact_entry(
     until: datetime | None = None,
     process: str | None = None,
     due: datetime | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """``SupplyFact(kind=kind, ...).to_entry()`` without building the fact: the workflow writes
     its facts straight into the journal (values of the fields' types, as for ``unvalidated``)."""
-    values = {"kind": kind, "supplier": supplier, "at": at, "until": until, "process": process, "due": due}
+    values = {
+        "kind": kind, "supplier": supplier, "at": at, "until": until, "process": process, "due": due,
+        "reason": reason,
+    }  # fmt: skip
     return _entry(values)
 
 
@@ -143,6 +150,7 @@ class Assignment:
     start: datetime | None
     end: datetime | None
     confirmed_by: str | None = None  # the process whose confirmed Anmeldung started it
+    end_reason: str | None = None  # STS+7 #1 of the Abmeldung that ended it at ``end``
 
     def covers(self, at: datetime) -> bool:
         return (self.start is None or self.start <= at) and (self.end is None or at < self.end)
@@ -183,10 +191,11 @@ class SupplyView:
             self._cut(None, fact.at)
             self.assignments.append(Assignment(fact.supplier, fact.at, None, fact.process))
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
-            self._cut(fact.supplier, fact.at)
+            self._cut(fact.supplier, fact.at, fact.reason)
 
-    def _cut(self, supplier: str | None, at: datetime) -> None:
-        """End the assignments (of ``supplier``, or all) at ``at``; drop those starting later."""
+    def _cut(self, supplier: str | None, at: datetime, reason: str | None = None) -> None:
+        """End the assignments (of ``supplier``, or all) at ``at``, by an Abmeldung of ``reason``
+        if given; drop those starting later."""
         kept: list[Assignment] = []
         for a in self.assignments:
             if supplier is not None and a.supplier != supplier:
@@ -195,7 +204,9 @@ class SupplyView:
                 continue  # a future assignment that never starts (55038 / ended before it)
             else:
                 if a.end is None or a.end > at:
-                    a.end = at
+                    a.end, a.end_reason = at, reason
+                elif a.end == at and reason is not None:
+                    a.end_reason = reason  # confirmed again, for another reason (E_0607 A11/A27)
                 kept.append(a)
         self.assignments = kept
 
@@ -232,6 +243,13 @@ class SupplyView:
     def ended_at(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier``'s supply already ends exactly at ``end`` (E_0607 step 100)."""
         return any(a.supplier == supplier and a.end == end for a in self.assignments)
+
+    def end_reason(self, supplier: str, end: datetime) -> str | None:
+        """The STS+7 #1 of the Abmeldung that ended ``supplier``'s supply at ``end``; ``None``
+        when none did (not ended there, or ended by another supplier's start)."""
+        return next(
+            (a.end_reason for a in self.assignments if a.supplier == supplier and a.end == end), None
+        )
 
     def confirmed_start(self, at: datetime) -> Assignment | None:
         """An assignment confirmed by an Anmeldung that starts exactly at ``at``, if any."""

@@ -12,6 +12,7 @@ from datetime import datetime
 from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
 from mako_actors.edifact.render import OutboundEnvelope, render_interchange
 from mako_actors.edifact.synthetic import synthetic_malo
+from mako_actors.gpke.validation import AUFHEBUNG_REASONS
 
 __all__ = ["abmeldung", "anmeldung", "lfa_answer", "synthetic_malo"]
 
@@ -115,10 +116,14 @@ def abmeldung(
     """UTILMD 55004 Abmeldung (Lieferende) from supplier ``lf`` to the grid operator ``nb``.
 
     ``detail`` is STS+7 #2 (ZW4 verbrauchende, ZW3 erzeugende MaLo, ZW5 Tranche, ZAP ruhende);
-    ``location`` the LOC qualifier ``malo`` is sent under (Z21 for a Tranche's ID).
+    ``location`` the LOC qualifier ``malo`` is sent under (Z21 for a Tranche's ID). An Aufhebung
+    einer zukünftigen Zuordnung (``transaction_reason`` ZG9/ZH1/ZH2) sends ``zuordnungsende`` as
+    DTM+92, the confirmed start it cancels, as the AHB has it; any other reason as DTM+93.
     """
+    aufhebung = transaction_reason in AUFHEBUNG_REASONS
     transaction = UtilmdTransaction(
-        ide_ref=ide_ref, pid="55004", malo=malo, end=zuordnungsende,
+        ide_ref=ide_ref, pid="55004", malo=malo,
+        start=zuordnungsende if aufhebung else None, end=None if aufhebung else zuordnungsende,
         transaction_reason=transaction_reason, transaction_reason_detail=detail, malo_qualifier=location,
     )  # fmt: skip
     return _utilmd(lf, nb, sent_at, control_ref, transaction)

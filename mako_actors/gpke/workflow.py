@@ -28,10 +28,13 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
    same commit.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
-   at once: 55005 (A11, an ``ended`` fact), or 55006 (A02 end not after the ÜT, A09 ended at
-   that date already). An erzeugende MaLo or a Tranche (STS+7 #2 ZW3/ZW5) takes steps
-   500-620: 55006 with A21 (not the 1st of a month), A22 (less than a month ahead), A25
-   (ended at that date already), else 55005 with A27.
+   at once: 55005 (A11, an ``ended`` fact with the reason), or 55006 (A02 end not after the
+   ÜT). An Aufhebung einer zukünftigen Zuordnung (STS+7 ZG9/ZH1/ZH2) names the start it
+   cancels (DTM+92); ZH2 at another date gets A06. Ended at that date already: steps 110-130
+   by the new reason and the earlier end's (A09, A10, or A11 for a move-out after a Kündigung).
+   An erzeugende MaLo or a Tranche (STS+7 #2 ZW3/ZW5) takes steps 500-620: 55006 with A21 (not
+   the 1st of a month), A22 (less than a month ahead), A23 (ZH2 not at the confirmed start),
+   A25/A26 (ended at that date already, steps 590-610), else 55005 with A27.
 
 CONTRL is per interchange, not per process, so ingestion sends it (``build_contrl_payload``).
 Answers go out in the command that decides them, well before their Frist; every Frist is still
@@ -147,6 +150,14 @@ class GpkeConfig:
 #: STS+7 #2 of a 55004 for which E_0607 step 10 says "neither verbrauchend nor ruhend":
 #: erzeugende MaLo (ZW3) and Tranche (ZW5); ZW4, ZAP and a missing #2 take the consuming path.
 _NOT_CONSUMING = frozenset({"ZW3", "ZW5"})
+#: E_0607 step 120: Transaktionsgründe that say the customer moved out (E01 Ein-/Auszug, Z33
+#: Auszug wegen Stilllegung). Steps 130 / 610: the reasons of an earlier confirmed end that do
+#: not (ZT4/ZT5 Kündigung durch LF / Kunde, Z41 Ende der ESV, ZH2 Aufhebung wegen aufgehobenem
+#: Vertragsverhältnis, ZQ7/ZT0 fehlende Zuordnungsermächtigung of the NB's 55007); step 610 of
+#: a generating MaLo or Tranche lists them without Z41. Codes: UTILMD AHB 55004/55007 FV2504.
+_MOVED_OUT = frozenset({"E01", "Z33"})
+_NOT_MOVED_OUT = frozenset({"ZT4", "ZT5", "Z41", "ZH2", "ZQ7", "ZT0"})
+_NOT_MOVED_OUT_GENERATING = _NOT_MOVED_OUT - {"Z41"}
 _ABMELDUNG_APPROVED = frozenset({Reason.ABMELDUNG_APPROVED, Reason.ABMELDUNG_APPROVED_GENERATING})
 
 
@@ -653,6 +664,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         # ZH2 (aufgehobenes Vertragsverhältnis) must name the start confirmed to the LF (steps
         # 90 / 570); ZG9 / ZH1 are not asked that by the EBD.
         wrong_start = cmd.transaction_reason == "ZH2" and not cmd.cancels_start
+        still_assigned = cmd.still_assigned  # steps 110 / 590
         if cmd.transaction_detail in _NOT_CONSUMING:  # E_0607 step 10 → 500 (EBD 4.1, S3)
             if not is_month_start(end):
                 reason = Reason.ABMELDUNG_NOT_MONTH_START  # step 500 (A21)
@@ -660,21 +672,33 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 reason = Reason.ABMELDUNG_MONTH_VORLAUFFRIST  # step 520 (A22)
             elif wrong_start:
                 reason = Reason.AUFHEBUNG_NOT_CONFIRMED_START_GENERATING  # step 570 (A23)
-            elif cmd.already_ended:
-                reason = Reason.ABMELDUNG_ALREADY_ENDED_GENERATING  # step 580 → 600 (A25)
+            elif not cmd.already_ended:
+                reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 580 → 620 (A27)
+            elif still_assigned and cmd.transaction_reason != "Z33":
+                reason = Reason.ABMELDUNG_ALREADY_ENDED_GENERATING  # step 590 → 600 (A25)
+            elif cmd.ended_reason in _NOT_MOVED_OUT_GENERATING:
+                reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 610 → 620 (A27)
             else:
-                reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 620 (A27)
+                reason = Reason.ABMELDUNG_ENDED_SAME_REASON_GENERATING  # step 610 (A26)
         elif not uet(cmd.received_at) < uet(end):
             reason = Reason.ABMELDUNG_NOT_FORWARD  # step 50 (A02)
         elif wrong_start:
             reason = Reason.AUFHEBUNG_NOT_CONFIRMED_START  # step 90 (A06)
-        elif cmd.already_ended:
-            reason = Reason.ABMELDUNG_ALREADY_ENDED  # E_0607 step 100 → 120 (A09)
+        elif not cmd.already_ended or still_assigned:
+            reason = Reason.ABMELDUNG_APPROVED  # step 100 / 110 → 140 (A11)
+        elif cmd.transaction_reason not in _MOVED_OUT:
+            reason = Reason.ABMELDUNG_ALREADY_ENDED  # step 120 (A09)
+        elif cmd.ended_reason in _NOT_MOVED_OUT:
+            reason = Reason.ABMELDUNG_APPROVED  # step 130 → 140 (A11): now we know they moved out
         else:
-            reason = Reason.ABMELDUNG_APPROVED
+            reason = Reason.ABMELDUNG_ENDED_SAME_REASON  # step 130 (A10)
         confirmed = reason in _ABMELDUNG_APPROVED
         if confirmed:
-            out.journal.append(fact_entry(kind="ended", supplier=cmd.sender, at=end, process=out.seed))
+            out.journal.append(
+                fact_entry(
+                    kind="ended", supplier=cmd.sender, at=end, process=out.seed, reason=cmd.transaction_reason
+                )
+            )
         code = self.config.codes.code_for(fv, Ebd.ABMELDUNG, reason)
         # 55005 repeats the date as the 55004 had it (DTM+92 of an Aufhebung, else DTM+93); a
         # 55006 has no SG4 date (AHB UTILMD 55005 [7] [11], 55006).

@@ -94,3 +94,46 @@ async def test_zzd_is_refused_before_it_is_valid(store: LmdbStore) -> None:
         received_at=datetime(2026, 3, 31, 23, 59, tzinfo=BERLIN), transaction_detail="ZW4",
     )  # fmt: skip
     assert [f for f, _ in findings] == [AhbFinding.CODE_NOT_ALLOWED]
+
+
+async def decide_both(store: LmdbStore, first: str, second: str, when: datetime) -> list[tuple[str, str]]:
+    """Two Abmeldungen of the generating MaLo by LFA at ``when`` (reasons ``first``, ``second``)."""
+    for ref, reason in (("AB1", first), ("AB2", second)):
+        raw = abmeldung(
+            lf=LFA, nb=NB, malo=MALO, zuordnungsende=when, ide_ref=ref, control_ref=f"LFA{ref}",
+            sent_at=WED, detail="ZW3", transaction_reason=reason,
+        )  # fmt: skip
+        await answer_to(store, raw)
+    sent = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
+    return [
+        (m.payload["transactions"][0]["pid"], m.payload["transactions"][0]["answer_code"])
+        for m in sent
+        if m.message_type == "UTILMD"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        # E_0607 step 580 → 590 (LFA holds nothing after the date) → 610: the confirmed end's
+        # reason does not say the operator left (a Kündigung): 620, A27; else A26.
+        ("ZT4", "ZT4", ("55005", "A27")),
+        ("ZT5", "Z33", ("55005", "A27")),
+        ("Z33", "ZT4", ("55006", "A26")),
+        ("E01", "Z33", ("55006", "A26")),
+    ],
+)
+async def test_an_end_confirmed_before_is_decided_by_its_reason(
+    store: LmdbStore, first: str, second: str, expected: tuple[str, str]
+) -> None:
+    assert await decide_both(store, first, second, end(2026, 2, 1)) == [("55005", "A27"), expected]
+
+
+async def test_a_generating_aufhebung_zh2_names_the_confirmed_start_or_gets_a23(store: LmdbStore) -> None:
+    """Step 570: ZH2 must name the start confirmed to the LF; LFA's assignment runs already."""
+    raw = abmeldung(
+        lf=LFA, nb=NB, malo=MALO, zuordnungsende=end(2026, 2, 1), ide_ref="AB1", control_ref="LFA1",
+        sent_at=WED, detail="ZW3", transaction_reason="ZH2",
+    )  # fmt: skip
+    assert b"DTM+92:" in raw and b"DTM+93:" not in raw
+    assert await answer_to(store, raw) == ("55006", "A23")

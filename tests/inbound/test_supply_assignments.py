@@ -217,14 +217,33 @@ async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: 
         )
 
 
-async def test_abmeldung_again_for_the_same_date_gets_55006_a09(store: LmdbStore) -> None:
+@pytest.mark.parametrize(
+    ("first", "second", "answer"),
+    [
+        ("ZT4", "ZT4", ("55006", "A09")),  # E_0607 step 120: the new one says no move-out
+        ("Z33", "ZT5", ("55006", "A09")),
+        ("Z33", "Z33", ("55006", "A10")),  # step 130: both say the customer moved out
+        ("E01", "Z33", ("55006", "A10")),
+        ("ZT4", "E01", ("55005", "A11")),  # step 130 → 140: ended by a Kündigung, now a move-out
+        ("ZT5", "Z33", ("55005", "A11")),
+    ],
+)
+async def test_abmeldung_again_for_the_same_date_is_decided_by_both_reasons(
+    store: LmdbStore, first: str, second: str, answer: tuple[str, str]
+) -> None:
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
-    await p.ingest(abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430), THU_1430)
+    await p.ingest(
+        abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430, reason=first), THU_1430
+    )
     later = THU_1430 + timedelta(minutes=5)
-    await p.ingest(abmeldung(LFA, ref="ABM2", ide="ABMTX2", end=START, sent_at=later), later)
+    await p.ingest(abmeldung(LFA, ref="ABM2", ide="ABMTX2", end=START, sent_at=later, reason=second), later)
     answers = [(kind(m), tx(m)["answer_code"]) for m in await outbox(store) if kind(m) in ("55005", "55006")]
-    assert sorted(answers) == [("55005", "A11"), ("55006", "A09")]
+    assert answers == [("55005", "A11"), answer]
+    # A confirmation records the newer reason for the next one; the end stays where it was.
+    after = await view(store, Suppliers(current=LFA))
+    assert after.end_reason(LFA, START) == (second if answer[0] == "55005" else first)
+    assert after.supplier_at(START - timedelta(seconds=1)) == LFA and after.supplier_at(START) is None
 
 
 async def test_the_future_supplier_may_end_its_assignment_at_its_start(store: LmdbStore) -> None:
