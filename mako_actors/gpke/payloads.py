@@ -240,8 +240,11 @@ def transaktionsgrund(
 
     AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZAP for a
     ruhende MaLo (the 55001 said ZAP), ZW4 for a consuming MaLo (55001), ZW3 for a generating
-    one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 ZH0
-    (Aufhebung wegen Anmeldung eines anderen LF zu früherem Termin) + ZW3|ZW4. Answers repeat
+    one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 + ZW3|ZW4 with
+    #1 ZG9 (Aufhebung wegen Auszug des Kunden) when the Anmeldung was an Einzug (E01: whoever
+    the future assignment was for has moved out), else ZH0 (wegen Anmeldung eines anderen LF zu
+    einem früheren Termin); both are triggered by the LFN (S1 55038 [579]), ZG9 for E01 is our
+    reading (M). Answers repeat
     the Anmeldung's #1: 55002 #2 ZAP (ruhend) else ``measurement`` (ZW6 pauschale / ZW7
     gemessene MaLo; the MaLo's master data, else the workflow's default †), 55003 #2 ZW4,
     55078 E03 + the 55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it
@@ -257,7 +260,7 @@ def transaktionsgrund(
     if pid == "55037":
         return "ZC8", malo_kind
     if pid == "55038":
-        return "ZH0", malo_kind
+        return ("ZG9" if trigger_reason == "E01" else "ZH0"), malo_kind
     if pid == "55080":
         return "E03", "ZW3"
     if pid == "55078":

@@ -524,6 +524,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 malo=s.malo,
                 start=s.lfz_start,
                 other_party_id=s.lfn,
+                trigger_reason=s.transaction_reason,  # E01 (Einzug): ZG9, else ZH0
                 trigger_detail=s.transaction_detail,
             )
         out.emit(

@@ -166,11 +166,26 @@ async def test_einzug_gives_55010_e01_and_an_lfz_gets_55038(store: LmdbStore) ->
     assert sts7.elements[2:] == ["E01", "ZW4"]  # §3 [192]: E01 with ZW4
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
-    cancellation = (await rendered(store, seen))["55038"]  # §1 E02, §3 DTM+92 + ZH0/ZW4
+    cancellation = (await rendered(store, seen))["55038"]  # §1 E02, §3 DTM+92 + ZG9/ZW4
     assert cancellation.document_code == "E02"
     assert sg4(cancellation) == ["IDE+24", "DTM+92", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+VY"]
-    assert value(cancellation, "NAD", "VY", 1, 0) == LFN  # S1 [579]: the LFN with ZH0
+    assert value(cancellation, "NAD", "VY", 1, 0) == LFN  # S1 [579]: the LFN with ZH0/ZG9
     assert value(cancellation, "DTM", "92") == "202601312300+00"
+    # An Einzug: the future assignment's customer has moved out (ZG9, "wegen Auszug des
+    # Kunden"); a Wechsel to an earlier date cancels it with ZH0 (below).
+    sts7 = next(s for s in cancellation.segments if s.tag == "STS")
+    assert sts7.elements[2:] == ["ZG9", "ZW4"]
+
+
+async def test_a_wechsel_to_an_earlier_date_gives_the_lfz_55038_zh0(store: LmdbStore) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, Suppliers(current=LFA, future=LFZ, future_start=LFZ_START))
+    await p.ingest(anmeldung(reason="E03"), THU_1430)
+    seen: set[str] = set()
+    await rendered(store, seen)
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
+    cancellation = (await rendered(store, seen))["55038"]
     sts7 = next(s for s in cancellation.segments if s.tag == "STS")
     assert sts7.elements[2:] == ["ZH0", "ZW4"]
 
