@@ -155,6 +155,12 @@ class Assignment:
     def covers(self, at: datetime) -> bool:
         return (self.start is None or self.start <= at) and (self.end is None or at < self.end)
 
+    @property
+    def cancelled(self) -> bool:
+        """Ended at its start (an Aufhebung, a 55038): it supplies nothing, but a later
+        Abmeldung for that date finds it ended there (E_0607 step 100)."""
+        return self.start is not None and self.end == self.start
+
 
 @dataclass(slots=True)
 class SupplyView:
@@ -188,20 +194,28 @@ class SupplyView:
         elif fact.kind == "started" and fact.supplier and fact.at is not None:
             if fact.process:
                 self.claims.pop(fact.process, None)
-            self._cut(None, fact.at)
+            self._cut(None, fact.at, starting=fact.supplier)
             self.assignments.append(Assignment(fact.supplier, fact.at, None, fact.process))
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
             self._cut(fact.supplier, fact.at, fact.reason)
 
-    def _cut(self, supplier: str | None, at: datetime, reason: str | None = None) -> None:
+    def _cut(
+        self, supplier: str | None, at: datetime, reason: str | None = None, starting: str | None = None
+    ) -> None:
         """End the assignments (of ``supplier``, or all) at ``at``, by an Abmeldung of ``reason``
-        if given; drop those starting later."""
+        if given; those starting then or later are cancelled (kept, ended at their start), but
+        those of ``starting``, whose confirmed start replaces them."""
         kept: list[Assignment] = []
         for a in self.assignments:
-            if supplier is not None and a.supplier != supplier:
+            if (supplier is not None and a.supplier != supplier) or a.cancelled:
                 kept.append(a)
             elif a.start is not None and a.start >= at:
-                continue  # a future assignment that never starts (55038 / ended before it)
+                if a.supplier == starting:
+                    continue  # replaced by the same supplier's confirmed start, not ended
+                # A future assignment that never starts (Aufhebung, 55038): empty, not gone, so
+                # an Abmeldung of its start later is "already ended", not "never assigned".
+                a.end, a.end_reason = a.start, reason
+                kept.append(a)
             else:
                 if a.end is None or a.end > at:
                     a.end, a.end_reason = at, reason
@@ -219,7 +233,7 @@ class SupplyView:
 
     def suppliers(self, at: datetime) -> Suppliers:
         """The supplier at ``at`` and the earliest one confirmed to start after it."""
-        later = [a for a in self.assignments if a.start is not None and a.start > at]
+        later = [a for a in self.assignments if a.start is not None and a.start > at and not a.cancelled]
         nxt = min(later, key=lambda a: a.start or at) if later else None
         return Suppliers(
             current=self.supplier_at(at),
@@ -254,7 +268,7 @@ class SupplyView:
     def confirmed_start(self, at: datetime) -> Assignment | None:
         """An assignment confirmed by an Anmeldung that starts exactly at ``at``, if any."""
         for a in self.assignments:
-            if a.confirmed_by is not None and a.start == at:
+            if a.confirmed_by is not None and a.start == at and not a.cancelled:
                 return a
         return None
 

@@ -28,6 +28,36 @@ def test_a_confirmed_start_ends_the_current_supplier_and_cancels_a_later_one() -
     assert view.confirmed_start(JAN_1) is not None and view.confirmed_start(DEC_1) is None
 
 
+def test_a_cancelled_future_assignment_supplies_nothing_but_counts_as_ended() -> None:
+    view = fold(
+        SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
+        SupplyFact(kind="claimed", supplier=LFZ, at=FEB_1, process="p2"),
+        SupplyFact(kind="started", supplier=LFZ, at=FEB_1, process="p2"),
+        SupplyFact(kind="ended", supplier=LFZ, at=FEB_1, reason="ZH2"),  # LFZ's Aufhebung
+    )
+    assert view.suppliers(DEC_1) == Suppliers(current=LFA)  # no future supplier any more
+    assert view.supplier_at(FEB_1) is None and not view.can_end(LFZ, FEB_1)
+    assert view.confirmed_start(FEB_1) is None  # blocks no Anmeldung for that date
+    assert view.ended_at(LFZ, FEB_1) and view.end_reason(LFZ, FEB_1) == "ZH2"
+    assert view.starts_at(LFZ, FEB_1)  # the start a repeated Aufhebung names
+    # A start cancelled by another supplier's earlier one (55038) is ended too, without reason.
+    later = fold(
+        SupplyFact(kind="assigned", supplier=LFA),
+        SupplyFact(kind="assigned", supplier=LFZ, at=FEB_1),
+        SupplyFact(kind="started", supplier=LFN, at=JAN_1, process="p1"),
+    )
+    assert later.ended_at(LFZ, FEB_1) and later.end_reason(LFZ, FEB_1) is None
+    assert later.suppliers(DEC_1) == Suppliers(current=LFA, future=LFN, future_start=JAN_1)
+    # A supplier's own confirmed start replaces its earlier-known one: nothing of it ended.
+    again = fold(
+        SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
+        SupplyFact(kind="assigned", supplier=LFZ, at=FEB_1),
+        SupplyFact(kind="started", supplier=LFZ, at=FEB_1, process="p3"),
+    )
+    assert not again.ended_at(LFZ, FEB_1) and again.can_end(LFZ, FEB_1)
+    assert [a.supplier for a in again.assignments] == [LFA, LFZ]
+
+
 def test_a_released_claim_changes_nothing_and_an_open_one_is_seen() -> None:
     view = fold(
         SupplyFact(kind="claimed", supplier=LFN, at=JAN_1, process="p1", due=DEC_1),

@@ -108,3 +108,14 @@ async def test_an_aufhebung_of_a_start_the_sender_does_not_hold_gets_aperak_z17(
     [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z17"]
     assert f"does not supply MaLo {MALO} from" in aperak.payload["errors"][0]["text"]
+
+
+async def test_an_aufhebung_sent_again_is_answered_55006_a09(store: LmdbStore) -> None:
+    """E_0607 step 100: the assignment was ended (cancelled) at that date already; not APERAK
+    Z17 ("not assigned"), which would say the LF never held it."""
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: MASTER})
+    for ref, at in (("AUF1", THU_1430), ("AUF2", THU_1430 + timedelta(minutes=5))):
+        raw = abmeldung(LFN2, ref=ref, ide=f"{ref}TX", end=JAN_1, sent_at=at, reason="ZH2", qualifier="92")
+        await p.ingest(raw, at)
+    assert await answers(store) == [("55005", "A11"), ("55006", "A09")]
+    assert [m for m in await outbox(store) if kind(m) == "APERAK-"] == []
