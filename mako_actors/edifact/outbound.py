@@ -68,7 +68,8 @@ class _Header(BaseModel):
 class UtilmdTransaction(BaseModel):
     """One ``IDE+24`` group.
 
-    ``transaction_reason``/``transaction_reason_detail`` are STS+7 C556 #1/#2 (AHB-FACTS §3);
+    ``transaction_reason``/``transaction_reason_detail``/``transaction_reason_fixed_term`` are
+    STS+7 C556 #1/#2/#3 (AHB-FACTS §3; #3 E01/E03 marks a befristete Anmeldung and its answer);
     answers set ``answer_code``+``answer_ebd`` (STS+E01), ``request_ref`` (RFF+TN) and optionally
     the LFA's answer (STS+Z35) and another party (NAD+VY). ``anmeldung_uet`` is DTM+154 (the ÜT
     of the LFN's Lieferanmeldung, format 102, 55010). ``customer_name`` is C080 of NAD+Z09:
@@ -90,6 +91,7 @@ class UtilmdTransaction(BaseModel):
     anmeldung_uet: date | None = None  # DTM+154 (format 102)
     transaction_reason: str | None = None
     transaction_reason_detail: str | None = None
+    transaction_reason_fixed_term: str | None = None  # STS+7 C556 #3: befristete Anmeldung
     answer_code: str | None = None
     answer_ebd: str | None = None
     lfa_answer_code: str | None = None
@@ -280,7 +282,10 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
     if t.next_processing_date is not None:
         out.append(seg("DTM", ["Z08", format_dtm(t.next_processing_date), "303"]))
     if t.transaction_reason is not None:
-        out.append(seg("STS", "7", "", t.transaction_reason, t.transaction_reason_detail))
+        reasons: tuple[str | None, ...] = (t.transaction_reason, t.transaction_reason_detail)
+        if t.transaction_reason_fixed_term is not None:
+            reasons += (t.transaction_reason_fixed_term,)
+        out.append(seg("STS", "7", "", *reasons))
     if t.answer_code is not None:
         out.append(seg("STS", "E01", "", [t.answer_code, t.answer_ebd or ""]))
     if t.lfa_answer_code is not None:

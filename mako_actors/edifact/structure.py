@@ -58,7 +58,8 @@ _STS7_ANSWER = "Muss (S1 FV2504, e.g. 55002/55003 rows 75-76); #1 is the trigger
 # marks Muss in 55002/55078 (Produktpaket, Daten der MaLo/NeLo with the MSB).
 UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
-        _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
+        _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
+        _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),
     "55003": (

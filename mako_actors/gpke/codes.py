@@ -64,6 +64,7 @@ class Reason:
     RECIPIENT_NOT_ASSIGNED = "recipient_not_assigned"
     FORMAT_NOT_KEPT = "format_not_kept"
     CODE_NOT_ALLOWED = "code_not_allowed"
+    DATE_IMPLAUSIBLE = "date_implausible"
 
 
 class CodeInfo(BaseModel):
@@ -207,6 +208,7 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "Z18": _c(Reason.RECIPIENT_NOT_ASSIGNED, "Empfänger im Zeitraum nicht zugeordnet †"),
         "Z35": _c(Reason.FORMAT_NOT_KEPT, "Format nicht eingehalten †"),
         "Z39": _c(Reason.CODE_NOT_ALLOWED, "Code nicht zulässig †"),
+        "Z41": _c(Reason.DATE_IMPLAUSIBLE, "Zeitangabe unplausibel"),
     },
 }
 

@@ -101,6 +101,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     claims in the journal, the generation of ``malo_key`` this Anmeldung binds (see ``keys``).
     From the NB's master data: ``malo_measurement``, ZW6 (pauschale) or ZW7 (gemessene MaLo),
     the STS+7 #2 of a 55002; ``None``: the workflow's default (``GpkeConfig.malo_measurement``).
+    A befristete Anmeldung (55001 STS+7 #3 E01/E03, ``fixed_term_reason``) ends at
+    ``zuordnungsende`` (DTM+93, then Muss; AHB UTILMD 55001 [10]); otherwise a DTM+93 is ignored.
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -108,6 +110,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     zuordnungsbeginn: AwareDatetime | None = None  # DTM+92; missing: APERAK Z29 (AHB-FACTS §3)
     transaction_reason: str | None = None
     transaction_detail: str | None = None  # STS+7 C556#2: ZW4/ZAP (55001), ZW0/ZW1/ZW2 (55077)
+    fixed_term_reason: str | None = None  # STS+7 C556#3 E01/E03: a befristete Anmeldung (55001)
+    zuordnungsende: AwareDatetime | None = None  # DTM+93: where a befristete Anmeldung ends
     customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 as received (the 55010 repeats it)
     current_supplier: str | None = None
     future_supplier: str | None = None

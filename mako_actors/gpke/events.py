@@ -29,6 +29,7 @@ __all__ = [
     "AnmeldungRejectedAtOnce",
     "DecisionOverdue",
     "ErrorItem",
+    "FixedTermRequested",
     "GpkeEvent",
     "InboundInfo",
     "InboundRejected",
@@ -133,6 +134,15 @@ class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
     a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
 
     measurement: Measurement
+
+
+class FixedTermRequested(GpkeEvent, type="gpke.fixed_term_requested"):
+    """The Anmeldung is befristet (55001 STS+7 #3 ``reason``, E01/E03): the supply it asks for
+    ends at ``zuordnungsende`` (DTM+93). Follows ``AnmeldungReceived`` only then, so other
+    processes store what they stored before; the 55002 repeats both (AHB 55001/55002 [10])."""
+
+    zuordnungsende: datetime
+    reason: str
 
 
 class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):
@@ -277,6 +287,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     InboundRejected,
     AnmeldungReceived,
     MaloMeasurementKnown,
+    FixedTermRequested,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

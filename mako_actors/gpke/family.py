@@ -100,8 +100,11 @@ class GpkeFamily:
             if values["pid"] in ("55001", "55077"):
                 suppliers = view.suppliers(start)
                 values["current_supplier"] = suppliers.current
-                values["future_supplier"] = suppliers.future
-                values["future_supplier_start"] = suppliers.future_start
+                until = values.get("zuordnungsende") if values.get("fixed_term_reason") else None
+                if suppliers.future_start is None or until is None or suppliers.future_start < until:
+                    # (an LFZ starting when a befristete Anmeldung has ended is not superseded)
+                    values["future_supplier"] = suppliers.future
+                    values["future_supplier_start"] = suppliers.future_start
                 values["malo_key_generation"] = view.claim_count
                 if baseline is not None and baseline.measurement is not None:
                     values["malo_measurement"] = baseline.measurement  # else the workflow's default
@@ -160,6 +163,10 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["transaction_reason"] = transaction.transaction_reason
         reasons = transaction.transaction_reasons
         values["transaction_detail"] = reasons[1] if len(reasons) > 1 and reasons[1] else None
+        if len(reasons) > 2 and reasons[2]:  # a befristete Anmeldung: #3 and its end, DTM+93
+            values["fixed_term_reason"] = reasons[2]
+        if transaction.end is not None:
+            values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end

@@ -223,6 +223,7 @@ class UtilmdTransactionPayload(BaseModel):
     next_processing_date: datetime | None = None  # DTM+Z08
     anmeldung_uet: date | None = None  # DTM+154 (55010)
     transaction_reason_detail: str | None = None  # STS+7 C556 #2
+    transaction_reason_fixed_term: str | None = None  # STS+7 C556 #3 (befristete Anmeldung)
     customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 (last, first, …, 3045), 55010
     malo_qualifier: str | None = None  # LOC 3227 when not Z16: Z22 ruhende MaLo (55010 with ZAP)
 

@@ -70,9 +70,10 @@ class GpkeState(BaseModel):
     answer_code: str | None = None
     negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313
     malo_measurement: Measurement | None = None  # from master data; None: the config default
+    fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Snapshots leave ``malo_measurement`` out while it is None: the same bytes as before.
+        # Snapshots leave these out while they are None: the same bytes as before.
         data: dict[str, Any] = handler(self)
-        return without_none(data, "malo_measurement")
+        return without_none(without_none(data, "malo_measurement"), "fixed_term_reason")

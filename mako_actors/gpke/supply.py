@@ -5,8 +5,9 @@ are ``SupplyFact``s, appended in the same transaction as the event that decided 
 
 - ``assigned``: an imported assignment (``mako-actors masterdata import``), the starting point;
 - ``claimed``: an Anmeldung passed E_0622 and is being worked on (until it is decided);
-- ``started``: an Anmeldung was confirmed (E_0623): its supplier supplies from ``at``; the
-  previous supplier's assignment ends there and later ones are cancelled (55037 / 55038);
+- ``started``: an Anmeldung was confirmed (E_0623): its supplier supplies from ``at`` (until
+  ``until`` for a befristete Anmeldung); the previous supplier's assignment ends there and later
+  ones are cancelled (55037 / 55038), but those starting when a befristete supply has ended;
 - ``released``: a claimed Anmeldung was rejected (E_0623): nothing changes;
 - ``ended``: an Abmeldung was confirmed (E_0607): the supplier's assignment ends at ``at``;
   ``reason`` is its STS+7 #1 (a later Abmeldung for the same date is decided by it, E_0607
@@ -194,20 +195,27 @@ class SupplyView:
         elif fact.kind == "started" and fact.supplier and fact.at is not None:
             if fact.process:
                 self.claims.pop(fact.process, None)
-            self._cut(None, fact.at, starting=fact.supplier)
-            self.assignments.append(Assignment(fact.supplier, fact.at, None, fact.process))
+            self._cut(None, fact.at, starting=fact.supplier, until=fact.until)
+            self.assignments.append(Assignment(fact.supplier, fact.at, fact.until, fact.process))
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
             self._cut(fact.supplier, fact.at, fact.reason)
 
     def _cut(
-        self, supplier: str | None, at: datetime, reason: str | None = None, starting: str | None = None
+        self,
+        supplier: str | None,
+        at: datetime,
+        reason: str | None = None,
+        starting: str | None = None,
+        until: datetime | None = None,
     ) -> None:
         """End the assignments (of ``supplier``, or all) at ``at``, by an Abmeldung of ``reason``
         if given; those starting then or later are cancelled (kept, ended at their start), but
-        those of ``starting``, whose confirmed start replaces them."""
+        those of ``starting``, whose confirmed start replaces them, and those starting at or
+        after ``until`` (the end of a befristete supply starting at ``at``), which stay."""
         kept: list[Assignment] = []
         for a in self.assignments:
-            if (supplier is not None and a.supplier != supplier) or a.cancelled:
+            later = until is not None and a.start is not None and a.start >= until
+            if (supplier is not None and a.supplier != supplier) or a.cancelled or later:
                 kept.append(a)
             elif a.start is not None and a.start >= at:
                 if a.supplier == starting:

@@ -155,7 +155,9 @@ class AhbRule:
     (a 55077's GV, a 55004's E_0607 step 10; empty: not checked). ``answer_ebd``/``answer_cluster``:
     the ``STS+E01`` answer is Muss with a code of that EBD from that cluster (§3, §4).
     ``dates_by_reason``: the Muss dates instead of ``dates`` for a Transaktionsgrund (a 55004
-    that cancels a future assignment carries DTM+92, not DTM+93).
+    that cancels a future assignment carries DTM+92, not DTM+93). ``fixed_term_reasons``: the
+    STS+7 #3 codes of a befristete Anmeldung, which makes DTM+93 Muss (55001 [10]; empty: a #3
+    is not the PID's and is ignored with a warning).
     """
 
     pid: str
@@ -168,6 +170,7 @@ class AhbRule:
     answer_ebd: str | None = None
     answer_cluster: Cluster | None = None
     dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fixed_term_reasons: frozenset[str] = frozenset()
 
 
 #: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
@@ -212,7 +215,8 @@ def abmeldung_date(
 AHB_RULES: Mapping[str, AhbRule] = {
     rule.pid: rule
     for rule in (
-        AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS),
+        AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
+                fixed_term_reasons=_ANMELDUNG_REASONS),
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"})),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
@@ -255,6 +259,7 @@ def check_transaction(
     received_at: datetime | None = None,
     transaction_detail: str | None = None,
     malformed_dates: Mapping[str, str] | None = None,
+    fixed_term_reason: str | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -264,6 +269,7 @@ def check_transaction(
     decides codes valid only from a date on (55004's ZZD); without it they are not checked.
     ``malformed_dates`` (qualifier → ``"value:format"`` as sent) tells a required date that was
     sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
+    ``fixed_term_reason``: STS+7 #3 (befristete Anmeldung), see ``AhbRule.fixed_term_reasons``.
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -279,6 +285,19 @@ def check_transaction(
     if rule.request_ref and not request_ref:
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
     required = rule.dates_by_reason.get(transaction_reason or "", rule.dates)
+    if fixed_term_reason and rule.fixed_term_reasons:
+        if fixed_term_reason in rule.fixed_term_reasons:
+            required = (*required, "93")  # the end of a befristete Anmeldung (55001 [10])
+        else:
+            errors.append((
+                AhbFinding.CODE_NOT_ALLOWED,
+                f"PID {pid}: STS+7 #3 (befristete Anmeldung) {fixed_term_reason} not in "
+                f"{sorted(rule.fixed_term_reasons)}",
+            ))
+    elif fixed_term_reason:
+        warnings.append(f"PID {pid} has no STS+7 #3 (befristete Anmeldung); {fixed_term_reason} ignored")
+    elif rule.fixed_term_reasons and dates.get("93") is not None:
+        warnings.append(f"PID {pid}: DTM+93 without STS+7 #3 (befristete Anmeldung); ignored")
     for qualifier in rule.dates:
         if qualifier not in required and dates.get(qualifier) is not None:
             warnings.append(f"PID {pid}: DTM+{qualifier} has no use with STS+7 {transaction_reason}; ignored")

@@ -26,7 +26,8 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
    records ``DecisionOverdue`` (the process still waits; a late decision still answers).
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
-   same commit.
+   same commit. A befristete Anmeldung (STS+7 #3, ``FixedTermRequested``) is confirmed for
+   its term only: the fact ends at its DTM+93, which the 55002 repeats with #3.
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact with the reason), or 55006 (A02 end not after the
    ÜT). An Aufhebung einer zukünftigen Zuordnung (STS+7 ZG9/ZH1/ZH2) names the start it
@@ -84,6 +85,7 @@ from mako_actors.gpke.events import (
     AnmeldungRejectedAtOnce,
     DecisionOverdue,
     ErrorItem,
+    FixedTermRequested,
     InboundInfo,
     InboundRejected,
     LateLfaAnswerIgnored,
@@ -156,6 +158,8 @@ _NOT_CONSUMING = frozenset({"ZW3", "ZW5"})
 #: Vertragsverhältnis, ZQ7/ZT0 fehlende Zuordnungsermächtigung of the NB's 55007); step 610 of
 #: a generating MaLo or Tranche lists them without Z41. Codes: UTILMD AHB 55004/55007 FV2504.
 _MOVED_OUT = frozenset({"E01", "Z33"})
+#: STS+7 #3 of a befristete Anmeldung (AHB UTILMD 55001 FV2504: E01 Ein-/Auszug, E03 Wechsel).
+_FIXED_TERM_REASONS = frozenset({"E01", "E03"})
 _NOT_MOVED_OUT = frozenset({"ZT4", "ZT5", "Z41", "ZH2", "ZQ7", "ZT0"})
 _NOT_MOVED_OUT_GENERATING = _NOT_MOVED_OUT - {"Z41"}
 _ABMELDUNG_APPROVED = frozenset({Reason.ABMELDUNG_APPROVED, Reason.ABMELDUNG_APPROVED_GENERATING})
@@ -354,6 +358,16 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"
                 )
             )
+        # A befristete Anmeldung (STS+7 #3, the AHB rule made DTM+93 Muss): its end.
+        until = cmd.zuordnungsende if cmd.fixed_term_reason in _FIXED_TERM_REASONS else None
+        if until is not None and not errors:
+            assert cmd.zuordnungsbeginn is not None
+            if not is_midnight_berlin(until):
+                text = "Zuordnungsende (DTM+93) is not 00:00 Europe/Berlin"
+                errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
+            elif until <= cmd.zuordnungsbeginn:
+                text = f"Zuordnungsende (DTM+93) {until} is not after Zuordnungsbeginn {cmd.zuordnungsbeginn}"
+                errors.append(self._error(fv, Reason.DATE_IMPLAUSIBLE, text))
         if errors:
             return self._reject_inbound(out, cmd, errors)
         assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
@@ -380,6 +394,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         if cmd.malo_measurement is not None:
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
+        if until is not None and cmd.fixed_term_reason is not None:
+            out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
         # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
@@ -489,6 +505,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             reason = Reason.LFA_OBJECTED_GENERATING if s.generating else Reason.LFA_OBJECTED_CONSUMING
         code = self.config.codes.code_for(s.format_version, Ebd.DECIDE_ANMELDUNG, reason)
         lfa_code = None if confirmed else s.lfa_code
+        # The 55002 of a befristete Anmeldung repeats its end and STS+7 #3 (AHB 55002 [10]).
+        fixed_term: dict[str, Any] = (
+            {"end": s.zuordnungsende, "transaction_reason_fixed_term": s.fixed_term_reason}
+            if confirmed and s.fixed_term_reason is not None
+            else {}
+        )
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
@@ -504,11 +526,19 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # STS+7 of the answer repeats the Anmeldung's (AHB-FACTS §3), kept in the state
             trigger_reason=s.transaction_reason,
             trigger_detail=s.transaction_detail,
+            **fixed_term,
         )
         assert s.zuordnungsbeginn is not None
         if confirmed:
+            # A befristete Anmeldung's supply ends at its DTM+93 (``zuordnungsende``).
             out.journal.append(
-                fact_entry(kind="started", supplier=s.lfn, at=s.zuordnungsbeginn, process=s.seed)
+                fact_entry(
+                    kind="started",
+                    supplier=s.lfn,
+                    at=s.zuordnungsbeginn,
+                    until=s.zuordnungsende,
+                    process=s.seed,
+                )
             )
         else:
             out.journal.append(fact_entry(kind="released", process=s.seed))
@@ -766,6 +796,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             received_at=cmd.received_at,
             transaction_detail=fields.get("transaction_detail"),
             malformed_dates=dict(cmd.malformed_dates) if cmd.malformed_dates else None,
+            fixed_term_reason=fields.get("fixed_term_reason"),
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))
@@ -899,6 +930,11 @@ def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: di
     update["malo_measurement"] = event.measurement
 
 
+def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
+    update["zuordnungsende"] = event.zuordnungsende
+    update["fixed_term_reason"] = event.reason
+
+
 def _abmeldung_received(state: GpkeState, event: AbmeldungReceived, update: dict[str, Any]) -> None:
     values = event.__dict__
     _received(values["inbound"], update)
@@ -979,6 +1015,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     InboundRejected: _rejected,
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
+    FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
     AnmeldungRejectedAtOnce: _rejected_at_once,
     LfaConsulted: _lfa_consulted,

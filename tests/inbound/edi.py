@@ -70,11 +70,17 @@ def anmeldung(
     gv: str = "ZW0",
     detail: str = "ZW4",
     customer: str | None = "Beispiel:Paula:::Frau:Z01",
+    fixed_term: str | None = None,
+    end: datetime | None = None,
 ) -> bytes:
     """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
-    STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``)."""
+    STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``).
+    A befristete Anmeldung: STS+7 #3 ``fixed_term`` and DTM+93 ``end``."""
     reason = f"STS+7++E03+{gv}" if pid == "55077" else f"STS+7++E01+{detail}"
-    tx = [f"IDE+24+{ide}", dtm("92", start), reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
+    if fixed_term is not None:
+        reason += f"+{fixed_term}"
+    dates = [dtm("92", start)] + ([dtm("93", end)] if end is not None else [])
+    tx = [f"IDE+24+{ide}", *dates, reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
     if customer is not None:
         tx.append(f"NAD+Z09+++{customer}")
     return interchange(lfn, NB, ref, sent_at, tx, version=version)
