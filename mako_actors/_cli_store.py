@@ -46,6 +46,11 @@ def register(sub: Any) -> None:
     p.add_argument("--workflow", help="workflow name, e.g. gpke-nb or mako-inbox")
     p.add_argument("--status", help="status after the last event, e.g. awaiting_lfa, confirmed")
     p.add_argument("--malo", help="MaLo-ID (11 digits)")
+    p.add_argument(
+        "--rejected", action="store_true",
+        help="only processes a partner rejected a message of (CONTRL 4 / APERAK 313): "
+        "that message counts as not received, whatever the status says",
+    )  # fmt: skip
     p = _leaf(psub, "show", "one process: state, open deadlines, messages waiting to leave", _processes_show)
     p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
     p = _leaf(psub, "timeline", "a process's events: time, type, causing interchange", _processes_timeline)
@@ -262,14 +267,15 @@ async def _processes_list(store: Any, args: argparse.Namespace) -> int:
     from mako_actors._store_views import list_processes
 
     rows = await list_processes(
-        store, tenant=args.tenant, workflow=args.workflow, status=args.status, malo=args.malo
-    )
+        store, tenant=args.tenant, workflow=args.workflow, status=args.status, malo=args.malo,
+        rejected=args.rejected,
+    )  # fmt: skip
     if args.json:
         _json([r.to_plain() for r in rows])
         return 0
     _table(
         f"{len(rows)} process(es) in {args.store}",
-        ("process", "workflow", "tenant", "status", "MaLo", "events", "started", "last event"),
+        ("process", "workflow", "tenant", "status", "MaLo", "events", "started", "last event", "rejected"),
         (
             (
                 _short(r.stream_id.process_id),
@@ -280,6 +286,7 @@ async def _processes_list(store: Any, args: argparse.Namespace) -> int:
                 r.events,
                 _when(r.started_at),
                 _when(r.updated_at),
+                " ".join(r.rejected),
             )
             for r in rows
         ),

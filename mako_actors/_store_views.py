@@ -44,7 +44,12 @@ def known_workflows() -> dict[str, Workflow[Any, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class ProcessSummary:
-    """One process as a row: ids, workflow, our MP-ID, status, MaLo, events and times."""
+    """One process as a row: ids, workflow, our MP-ID, status, MaLo, events and times.
+
+    ``rejected``: the 0020s of interchanges this process sent that their recipient rejected by
+    CONTRL 4 or APERAK 313: those messages count as not received (DOMAIN §2), whatever the
+    status says, until someone corrects and resends them.
+    """
 
     stream_id: StreamId
     workflow: str
@@ -56,6 +61,7 @@ class ProcessSummary:
     started_at: datetime
     updated_at: datetime
     state: Any = None
+    rejected: tuple[str, ...] = ()
 
     def to_plain(self) -> dict[str, Any]:
         return {
@@ -70,6 +76,7 @@ class ProcessSummary:
             "events": self.events,
             "started_at": self.started_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "rejected_interchanges": list(self.rejected),
         }
 
 
@@ -96,6 +103,7 @@ def summarize(events: list[EventEnvelope], workflows: Mapping[str, Workflow[Any,
         started_at=first.recorded_at,
         updated_at=last.recorded_at,
         state=state,
+        rejected=tuple(getattr(state, "negative_acks", ())),
     )
 
 
@@ -127,8 +135,10 @@ async def list_processes(
     status: str | None = None,
     malo: str | None = None,
     workflows: Mapping[str, Workflow[Any, Any]] | None = None,
+    rejected: bool = False,
 ) -> list[ProcessSummary]:
-    """Every process matching the filters, oldest first."""
+    """Every process matching the filters, oldest first (``rejected``: only those with a sent
+    interchange its recipient rejected, see ``ProcessSummary.rejected``)."""
     workflows = workflows if workflows is not None else known_workflows()
     out: list[ProcessSummary] = []
     for stream in await store.list_streams():
@@ -141,6 +151,8 @@ async def list_processes(
         if status is not None and summary.status != status:
             continue
         if malo is not None and summary.malo != malo:
+            continue
+        if rejected and not summary.rejected:
             continue
         out.append(summary)
     out.sort(key=lambda s: (s.started_at, s.stream_id))

@@ -146,6 +146,9 @@ def test_the_operator_decides_from_the_command_line(
     assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["process_id"] == str(process_id)
+    assert main(["processes", "list", "--store", db, "--rejected", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["process_id"] == str(process_id) and len(row["rejected_interchanges"]) == 1
     # What is at stake is on the operator's list of Fristen: the answer to the LFN by 11:00.
     assert main(["deadlines", "list", "--store", db, "--json"]) == 0
     [frist] = json.loads(capsys.readouterr().out)
@@ -187,3 +190,32 @@ async def test_eleven_oclock_without_an_operator_is_recorded_and_nothing_is_sent
     assert (await process.state()).status is Status.AWAITING_OPERATOR
     await process.execute_and_enqueue(DeemLfaAgreement(decided_at=ELEVEN_CET, reason="LFA reached late"))
     assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
+
+
+def test_processes_whose_answer_a_partner_rejected_are_listed_whatever_their_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The LFN rejects our 55002 (APERAK 313): the process is confirmed, but its answer counts as
+    not received; ``processes list --rejected`` is where an operator finds it."""
+
+    async def prepare() -> tuple[ProcessId, str]:
+        async with LmdbStore(tmp_path / "db") as s:
+            process_id, _, _ = await consult_and_acknowledge(s, functools.partial(contrl, action="7"))
+            [answer] = [m for m in await outbox(s) if kind(m) == "55002"]
+            answer_ref = answer.payload["envelope"]["control_ref"]
+            clock = VirtualClock(NINE_CET)
+            p = pipeline(s, clock, **{MALO: Suppliers(current=LFA)})
+            at = NINE_CET + timedelta(minutes=20)
+            rejection = aperak_313(answer_ref, at).replace(LFA.encode(), LFN.encode())
+            [routed] = (await p.ingest(rejection, at, source="lfn.edi")).messages
+            assert (routed.outcome, routed.process_id) == ("routed", process_id)
+            return process_id, answer_ref
+
+    process_id, answer_ref = asyncio.run(prepare())
+    db = str(tmp_path / "db")
+    assert main(["processes", "list", "--store", db, "--rejected", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["process_id"], row["status"]) == (str(process_id), "confirmed")
+    assert row["rejected_interchanges"] == [answer_ref]
+    assert main(["processes", "list", "--store", db, "--rejected"]) == 0
+    assert answer_ref in capsys.readouterr().out  # the table's "rejected" column
