@@ -21,7 +21,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
-from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date
+from mako_actors.gpke.validation import AHB_RULES, AUFHEBUNG_REASONS, abmeldung_date
 from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
@@ -100,7 +100,8 @@ class GpkeFamily:
             if values["pid"] in ("55001", "55077"):
                 suppliers = view.suppliers(start)
                 values["current_supplier"] = suppliers.current
-                until = values.get("zuordnungsende") if values.get("fixed_term_reason") else None
+                fixed_term = values.get("fixed_term_reason") in AHB_RULES[values["pid"]].fixed_term_reasons
+                until = values.get("zuordnungsende") if fixed_term else None
                 if suppliers.future_start is None or until is None or suppliers.future_start < until:
                     # (an LFZ starting when a befristete Anmeldung has ended is not superseded)
                     values["future_supplier"] = suppliers.future

@@ -209,9 +209,9 @@ class SupplyView:
         until: datetime | None = None,
     ) -> None:
         """End the assignments (of ``supplier``, or all) at ``at``, by an Abmeldung of ``reason``
-        if given; those starting then or later are cancelled (kept, ended at their start), but
-        those of ``starting``, whose confirmed start replaces them, and those starting at or
-        after ``until`` (the end of a befristete supply starting at ``at``), which stay."""
+        if given. Those starting then or later are cancelled (kept, ended at their start); not so
+        those of ``starting``, which its confirmed start replaces (dropped), nor those starting
+        at or after ``until``, the end of a befristete supply from ``at`` (they stay)."""
         kept: list[Assignment] = []
         for a in self.assignments:
             later = until is not None and a.start is not None and a.start >= until

@@ -158,8 +158,6 @@ _NOT_CONSUMING = frozenset({"ZW3", "ZW5"})
 #: Vertragsverhältnis, ZQ7/ZT0 fehlende Zuordnungsermächtigung of the NB's 55007); step 610 of
 #: a generating MaLo or Tranche lists them without Z41. Codes: UTILMD AHB 55004/55007 FV2504.
 _MOVED_OUT = frozenset({"E01", "Z33"})
-#: STS+7 #3 of a befristete Anmeldung (AHB UTILMD 55001 FV2504: E01 Ein-/Auszug, E03 Wechsel).
-_FIXED_TERM_REASONS = frozenset({"E01", "E03"})
 _NOT_MOVED_OUT = frozenset({"ZT4", "ZT5", "Z41", "ZH2", "ZQ7", "ZT0"})
 _NOT_MOVED_OUT_GENERATING = _NOT_MOVED_OUT - {"Z41"}
 _ABMELDUNG_APPROVED = frozenset({Reason.ABMELDUNG_APPROVED, Reason.ABMELDUNG_APPROVED_GENERATING})
@@ -358,8 +356,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     fv, Reason.FORMAT_NOT_KEPT, "Zuordnungsbeginn (DTM+92) is not 00:00 Europe/Berlin"
                 )
             )
-        # A befristete Anmeldung (STS+7 #3, the AHB rule made DTM+93 Muss): its end.
-        until = cmd.zuordnungsende if cmd.fixed_term_reason in _FIXED_TERM_REASONS else None
+        # A befristete Anmeldung (STS+7 #3 of the PID's rule, which made DTM+93 Muss): its end.
+        rule = AHB_RULES.get(cmd.pid)
+        fixed_term = rule is not None and cmd.fixed_term_reason in rule.fixed_term_reasons
+        until = cmd.zuordnungsende if fixed_term else None
         if until is not None and not errors:
             assert cmd.zuordnungsbeginn is not None
             if not is_midnight_berlin(until):

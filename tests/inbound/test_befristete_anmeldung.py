@@ -114,3 +114,18 @@ async def test_a_dtm_93_without_a_third_reason_is_ignored_with_a_warning(store: 
     [received] = [e.payload for e in events if e.event_type == "gpke.anmeldung_received"]
     assert any("DTM+93 without STS+7 #3" in w for w in received["warnings"])
     assert SupplyView.fold(await store.journal(TENANT, supply_key(MALO))).supplier_at(MAR_1) == LFN
+
+
+async def test_a_third_reason_in_a_55077_is_no_befristung(store: LmdbStore) -> None:
+    """Only the 55001 has a "Transaktionsgrund befristete Anmeldung" (AHB 55077 FV2504 has no
+    #3): the generating MaLo's supply stays open-ended, with a warning."""
+    p = pipeline(store, VirtualClock(THU_1430))
+    raw = anmeldung(pid="55077", start=berlin(2026, 2, 1), fixed_term="E03", end=MAR_1)
+    [started] = (await p.ingest(raw, THU_1430)).messages
+    events = await store.load(StreamId.for_process(TENANT, started.process_id))  # type: ignore[arg-type]
+    assert "gpke.fixed_term_requested" not in [e.event_type for e in events]
+    [received] = [e.payload for e in events if e.event_type == "gpke.anmeldung_received"]
+    assert any("no STS+7 #3" in w for w in received["warnings"])
+    [confirmation] = [m for m in await outbox(store) if kind(m) == "55078"]
+    assert "end" not in tx(confirmation)
+    assert SupplyView.fold(await store.journal(TENANT, supply_key(MALO))).supplier_at(MAR_1) == LFN
