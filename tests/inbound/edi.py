@@ -153,6 +153,12 @@ def kind(m: OutboxMessage) -> str:
     return f"CONTRL{m.payload['action']}"
 
 
+async def aperak_errors(store: LmdbStore) -> list[tuple[str, str]]:
+    """``(ERC code, text)`` of the one APERAK in the outbox (none for a 312)."""
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    return [(e["code"], e["text"]) for e in aperak.payload.get("errors", ())]
+
+
 def to(messages: list[OutboxMessage], recipient: str) -> list[str]:
     return [kind(m) for m in messages if m.recipient == recipient]
 

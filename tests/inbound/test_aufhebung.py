@@ -27,6 +27,7 @@ from tests.inbound.edi import (
     THU_1430,
     abmeldung,
     anmeldung,
+    aperak_errors,
     berlin,
     kind,
     outbox,
@@ -86,9 +87,7 @@ async def test_an_aufhebung_with_dtm_93_instead_of_92_gets_aperak_z29(store: Lmd
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: MASTER})
     raw = abmeldung(LFN2, ref="AUF1", ide="AUFTX", end=JAN_1, sent_at=THU_1430, reason="ZG9")
     await p.ingest(raw, THU_1430)
-    [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
-    errors = [(e["code"], e["text"]) for e in aperak.payload["errors"]]
-    assert errors == [("Z29", "PID 55004: DTM+92 missing")]
+    assert await aperak_errors(store) == [("Z29", "PID 55004: DTM+92 missing")]
     assert await answers(store) == []
 
 
@@ -96,18 +95,16 @@ async def test_a_plain_abmeldung_still_needs_dtm_93(store: LmdbStore) -> None:
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: MASTER})
     raw = abmeldung(LFA, ref="ABM1", ide="ABMTX", end=START, sent_at=THU_1430, reason="ZT4", qualifier="92")
     await p.ingest(raw, THU_1430)
-    [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
-    assert [e["code"] for e in aperak.payload["errors"]] == ["Z29"]
-    assert "DTM+93 missing" in aperak.payload["errors"][0]["text"]
+    [(code, text)] = await aperak_errors(store)
+    assert code == "Z29" and "DTM+93 missing" in text
 
 
 async def test_an_aufhebung_of_a_start_the_sender_does_not_hold_gets_aperak_z17(store: LmdbStore) -> None:
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: MASTER})
     raw = abmeldung(LFN, ref="AUF1", ide="AUFTX", end=JAN_1, sent_at=THU_1430, reason="ZG9", qualifier="92")
     await p.ingest(raw, THU_1430)
-    [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
-    assert [e["code"] for e in aperak.payload["errors"]] == ["Z17"]
-    assert f"does not supply MaLo {MALO} from" in aperak.payload["errors"][0]["text"]
+    [(code, text)] = await aperak_errors(store)
+    assert code == "Z17" and f"does not supply MaLo {MALO} from" in text
 
 
 async def test_an_aufhebung_sent_again_is_answered_55006_a09(store: LmdbStore) -> None:

@@ -26,6 +26,7 @@ from tests.inbound.edi import (
     START,
     THU_1430,
     anmeldung,
+    aperak_errors,
     berlin,
     kind,
     outbox,
@@ -38,11 +39,6 @@ from tests.inbound.test_supply_assignments import TENANT
 
 __all__ = ["store"]
 MAR_1 = berlin(2026, 3, 1)  # the end of the befristete supply (START is 2025-12-01)
-
-
-async def aperak_errors(store: LmdbStore) -> list[tuple[str, str]]:
-    [aperak] = [m for m in await outbox(store) if kind(m) in ("APERAK+", "APERAK-")]
-    return [(e["code"], e["text"]) for e in aperak.payload.get("errors", ())]
 
 
 async def test_the_supply_ends_at_dtm_93_and_the_55002_repeats_it(store: LmdbStore) -> None:

@@ -156,17 +156,23 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
     assert sts7.elements[2:] == ["ZC8", "ZW4"]
 
 
-async def test_einzug_gives_55010_e01_and_an_lfz_gets_55038(store: LmdbStore) -> None:
+async def _with_an_lfz(store: LmdbStore, reason: str) -> tuple[dict[str, Message], Message]:
+    """An Anmeldung (STS+7 #1 ``reason``) of a MaLo with an LFZ, the LFA silent until 09:00:
+    the messages before 09:00 and the 55038 to the LFZ, rendered."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, Suppliers(current=LFA, future=LFZ, future_start=LFZ_START))
-    await p.ingest(anmeldung(reason="E01"), THU_1430)
+    await p.ingest(anmeldung(reason=reason), THU_1430)
     seen: set[str] = set()
     first = await rendered(store, seen)
-    sts7 = next(s for s in first["55010"].segments if s.tag == "STS")
-    assert sts7.elements[2:] == ["E01", "ZW4"]  # §3 [192]: E01 with ZW4
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
-    cancellation = (await rendered(store, seen))["55038"]  # §1 E02, §3 DTM+92 + ZG9/ZW4
+    return first, (await rendered(store, seen))["55038"]
+
+
+async def test_einzug_gives_55010_e01_and_an_lfz_gets_55038(store: LmdbStore) -> None:
+    first, cancellation = await _with_an_lfz(store, "E01")  # §1 E02, §3 DTM+92 + ZG9/ZW4
+    sts7 = next(s for s in first["55010"].segments if s.tag == "STS")
+    assert sts7.elements[2:] == ["E01", "ZW4"]  # §3 [192]: E01 with ZW4
     assert cancellation.document_code == "E02"
     assert sg4(cancellation) == ["IDE+24", "DTM+92", "STS+7", "LOC+Z16", "RFF+Z13", "NAD+VY"]
     assert value(cancellation, "NAD", "VY", 1, 0) == LFN  # S1 [579]: the LFN with ZH0/ZG9
@@ -178,14 +184,7 @@ async def test_einzug_gives_55010_e01_and_an_lfz_gets_55038(store: LmdbStore) ->
 
 
 async def test_a_wechsel_to_an_earlier_date_gives_the_lfz_55038_zh0(store: LmdbStore) -> None:
-    clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, Suppliers(current=LFA, future=LFZ, future_start=LFZ_START))
-    await p.ingest(anmeldung(reason="E03"), THU_1430)
-    seen: set[str] = set()
-    await rendered(store, seen)
-    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
-    await scheduler.advance_to(clock, datetime(2025, 11, 14, 8, 0, tzinfo=UTC))
-    cancellation = (await rendered(store, seen))["55038"]
+    _, cancellation = await _with_an_lfz(store, "E03")
     sts7 = next(s for s in cancellation.segments if s.tag == "STS")
     assert sts7.elements[2:] == ["ZH0", "ZW4"]
 
