@@ -137,6 +137,8 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         received_at=tx.at,
         zuordnungsbeginn=t.start,
         transaction_reason=t.transaction_reason,
+        transaction_detail=t.transaction_reason_detail,  # a 55077's GV, which E_0622 needs
+        customer_name=t.customer_name,  # NAD+Z09, Muss in a 55001
         current_supplier=tx.lfa,
     )
     output = GpkeNbWorkflow().handle(GpkeNbWorkflow().initial_state(), command)

@@ -42,19 +42,10 @@ def outbound_problems(raw: bytes) -> list[str]:
     return problems
 
 
-# A 55010 can only repeat the customer name (NAD+Z09) the 55001 carried. Commands built
-# without one (``archive.lfa_request_ide`` derives the 55010's IDE from a command without
-# the name) leave the 55010 without it: a gap of that input, not of our rendering. Whether
-# the NB must refuse such a 55001 is not in AHB-FACTS.
-_NAMELESS_INPUT = "NAD+Z09 required with STS+7"
-
-
 def _check(message_type: str, payload: Mapping[str, Any], raw: bytes) -> None:
     if "format_version" not in payload:
         return  # not built by mako_actors.gpke.payloads: a test's input from a "partner"
     problems = outbound_problems(raw)
-    if not any(t.get("customer_name") for t in payload.get("transactions", ())):
-        problems = [p for p in problems if _NAMELESS_INPUT not in p]
     if problems:
         raise AssertionError("rendered message deviates from the structure table: " + "; ".join(problems))
 

@@ -252,3 +252,24 @@ def test_a_manifest_naming_files_outside_the_archive_is_refused(tmp_path: Path, 
     with pytest.raises(InvalidArgument, match="outside the archive"):
         archive(src)
     assert replay_cli(src, tmp_path / "s") == 2
+
+
+@pytest.mark.parametrize(("pid", "detail"), [("55001", "ZW4"), ("55077", "ZW0"), ("55077", "ZW1")])
+def test_the_generator_answers_every_anmeldung_the_workflow_asks_the_lfa_about(pid: str, detail: str) -> None:
+    """The generator asks the workflow whether it sends a 55010 (to answer it by RFF+TN). It
+    asked with a command lacking the 55077's Geschäftsvorfall and the 55001's customer, both
+    Muss: every generating Anmeldung went unanswered (the LFA always silent)."""
+    from mako_actors.archive import _Tx, lfa_request_ide
+    from mako_actors.edifact import UtilmdTransaction
+
+    at = datetime.fromisoformat("2025-11-13T14:30:00+01:00")
+    start = datetime.fromisoformat("2026-02-01T00:00:00+01:00")
+    tx = _Tx(
+        "anmeldung", "9900000001001", at,
+        UtilmdTransaction(
+            ide_ref="T1", pid=pid, malo="51238696781", start=start, transaction_reason="E03",
+            transaction_reason_detail=detail, customer_name=("Beispiel", "Paula"),
+        ),
+        interchange_ref="LFN1", message_ref="M1", document_number="D1", lfa="9900000003005",
+    )  # fmt: skip
+    assert lfa_request_ide(tx, NB) is not None

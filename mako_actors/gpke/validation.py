@@ -157,7 +157,8 @@ class AhbRule:
     ``dates_by_reason``: the Muss dates instead of ``dates`` for a Transaktionsgrund (a 55004
     that cancels a future assignment carries DTM+92, not DTM+93). ``fixed_term_reasons``: the
     STS+7 #3 codes of a befristete Anmeldung, which makes DTM+93 Muss (55001 [10]; empty: a #3
-    is not the PID's and is ignored with a warning).
+    is not the PID's and is ignored with a warning). ``customer``: SG12 ``NAD+Z09`` (Kunde des
+    Lieferanten) with a name is Muss (55001; the 55010 repeats it, S1 55010 [279]).
     """
 
     pid: str
@@ -171,6 +172,7 @@ class AhbRule:
     answer_cluster: Cluster | None = None
     dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fixed_term_reasons: frozenset[str] = frozenset()
+    customer: bool = False
 
 
 #: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
@@ -216,7 +218,7 @@ AHB_RULES: Mapping[str, AhbRule] = {
     rule.pid: rule
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
-                fixed_term_reasons=_ANMELDUNG_REASONS),
+                fixed_term_reasons=_ANMELDUNG_REASONS, customer=True),
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"})),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
@@ -260,6 +262,7 @@ def check_transaction(
     transaction_detail: str | None = None,
     malformed_dates: Mapping[str, str] | None = None,
     fixed_term_reason: str | None = None,
+    customer: bool | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -270,6 +273,7 @@ def check_transaction(
     ``malformed_dates`` (qualifier → ``"value:format"`` as sent) tells a required date that was
     sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
     ``fixed_term_reason``: STS+7 #3 (befristete Anmeldung), see ``AhbRule.fixed_term_reasons``.
+    ``customer``: whether NAD+Z09 names the customer (``None``: not checked).
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -284,6 +288,8 @@ def check_transaction(
         warnings.append(f"PID {pid}: BGM {document_code}, the AHB has {rule.bgm} (AHB-FACTS §1)")
     if rule.request_ref and not request_ref:
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
+    if rule.customer and customer is False:
+        errors.append((AhbFinding.MISSING, f"PID {pid}: NAD+Z09 (Kunde des Lieferanten) missing"))
     required = rule.dates_by_reason.get(transaction_reason or "", rule.dates)
     if fixed_term_reason and rule.fixed_term_reasons:
         if fixed_term_reason in rule.fixed_term_reasons:

@@ -797,6 +797,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             transaction_detail=fields.get("transaction_detail"),
             malformed_dates=dict(cmd.malformed_dates) if cmd.malformed_dates else None,
             fixed_term_reason=fields.get("fixed_term_reason"),
+            customer=fields.get("customer_name") is not None,
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))

@@ -118,13 +118,27 @@ async def test_an_old_style_loc_z16_in_an_answer_is_ignored_with_a_warning(store
 async def test_anmeldung_without_loc_z16_is_answered_with_aperak_z29(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
-    raw = anmeldung(customer=None).replace(f"LOC+Z16+{MALO}'".encode(), b"")
-    raw = raw.replace(b"UNT+11+", b"UNT+10+")
+    raw = anmeldung().replace(f"LOC+Z16+{MALO}'".encode(), b"")
+    raw = raw.replace(b"UNT+12+", b"UNT+11+")
     [outcome] = (await p.ingest(raw, THU_1430)).messages
     assert outcome.outcome == "started"
     [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z29"]
     assert "LOC+Z16" in aperak.payload["errors"][0]["text"]
+
+
+async def test_anmeldung_without_the_customer_gets_aperak_z29_and_asks_nobody(store: LmdbStore) -> None:
+    """SG12 NAD+Z09 (Kunde des Lieferanten) is Muss in a 55001 (AHB UTILMD 55001 FV2504), and
+    the 55010 must repeat it (S1 55010 [279]): without it the LFA would reject our 55010."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [outcome] = (await p.ingest(anmeldung(customer=None), THU_1430)).messages
+    assert outcome.outcome == "started"
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert [(e["code"], e["text"]) for e in aperak.payload["errors"]] == [
+        ("Z29", "PID 55001: NAD+Z09 (Kunde des Lieferanten) missing")
+    ]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
 
 
 # -- the edifact_mapper samples (FV2510; known defects per DOMAIN.md §6 patched, nothing else) ------
