@@ -204,8 +204,8 @@ class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
 
 
 class DecisionOverdue(GpkeEvent, type="gpke.decision_overdue"):
-    """11:00 WT1 passed and the LFN has no answer: the NB's own Frist for 55002/55003 (DOMAIN §2
-    row 8) is missed while the process awaits an operator after ``LfaNotReached``. Nothing is
+    """11:00 WT1 passed and the LFN has no answer: the NB's own Frist for 55002/55003 (55078/
+    55080; DOMAIN §2 row 8) is missed while the process awaits an operator after ``LfaNotReached``. Nothing is
     sent; the process still waits (``DeemLfaAgreement`` decides late). ``due_at`` is the Frist.
     """
 
