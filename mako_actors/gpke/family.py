@@ -21,7 +21,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
-from mako_actors.gpke.validation import AHB_RULES, AUFHEBUNG_REASONS, abmeldung_date
+from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date, fixed_term_end
 from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
@@ -100,8 +100,9 @@ class GpkeFamily:
             if values["pid"] in ("55001", "55077"):
                 suppliers = view.suppliers(start)
                 values["current_supplier"] = suppliers.current
-                fixed_term = values.get("fixed_term_reason") in AHB_RULES[values["pid"]].fixed_term_reasons
-                until = values.get("zuordnungsende") if fixed_term else None
+                until = fixed_term_end(
+                    values["pid"], values.get("fixed_term_reason"), values.get("zuordnungsende")
+                )
                 if suppliers.future_start is None or until is None or suppliers.future_start < until:
                     # (an LFZ starting when a befristete Anmeldung has ended is not superseded)
                     values["future_supplier"] = suppliers.future
@@ -121,16 +122,14 @@ class GpkeFamily:
                 sender = str(values["sender"])
                 if values.get("transaction_reason") in AUFHEBUNG_REASONS:
                     values["cancels_start"] = view.starts_at(sender, start)
-                if view.can_end(sender, start):
-                    values["current_supplier"] = sender
-                else:
-                    # Not the sender's to end: name who supplies on the last day before the end.
-                    values["current_supplier"] = view.supplier_at(start - _LAST_INSTANT)
+                holds = view.can_end(sender, start)
+                # Not the sender's to end: name who supplies on the last day before the end.
+                values["current_supplier"] = sender if holds else view.supplier_at(start - _LAST_INSTANT)
                 # Ended there before (E_0607 steps 100/580), and by an Abmeldung of which reason.
                 if view.ended_at(sender, start):
                     values["already_ended"] = True
                     values["ended_reason"] = view.end_reason(sender, start)
-                    values["still_assigned"] = view.can_end(sender, start)  # supplies it again
+                    values["still_assigned"] = holds  # supplies it again all the same
         return self._router.build_command(values)
 
 

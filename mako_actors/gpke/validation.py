@@ -29,6 +29,7 @@ __all__ = [
     "abmeldung_date",
     "check_mp_id",
     "check_transaction",
+    "fixed_term_end",
     "gs1_check_digit",
     "is_valid_gln",
     "is_valid_malo_id",
@@ -211,6 +212,15 @@ def abmeldung_date(
     """The instant a 55004 ends its sender's supply at: DTM+93, or for an Aufhebung einer
     zukünftigen Zuordnung (``AUFHEBUNG_REASONS``) DTM+92, the start it cancels (it never begins)."""
     return zuordnungsbeginn if transaction_reason in AUFHEBUNG_REASONS else zuordnungsende
+
+
+def fixed_term_end(
+    pid: str, fixed_term_reason: str | None, zuordnungsende: datetime | None
+) -> datetime | None:
+    """Where the supply an Anmeldung asks for ends: its DTM+93 when it is befristet (an STS+7 #3
+    of its PID's ``AhbRule.fixed_term_reasons``), else ``None`` (open-ended; a DTM+93 is ignored)."""
+    rule = AHB_RULES.get(pid)
+    return zuordnungsende if rule is not None and fixed_term_reason in rule.fixed_term_reasons else None
 
 
 #: The rules per PID: what we receive (55001, 55077, 55004, 55011, 55012) and what we send.

@@ -115,6 +115,7 @@ from mako_actors.gpke.validation import (
     abmeldung_date,
     check_mp_id,
     check_transaction,
+    fixed_term_end,
     is_valid_malo_id,
     lfa_objects,
 )
@@ -357,9 +358,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 )
             )
         # A befristete Anmeldung (STS+7 #3 of the PID's rule, which made DTM+93 Muss): its end.
-        rule = AHB_RULES.get(cmd.pid)
-        fixed_term = rule is not None and cmd.fixed_term_reason in rule.fixed_term_reasons
-        until = cmd.zuordnungsende if fixed_term else None
+        until = fixed_term_end(cmd.pid, cmd.fixed_term_reason, cmd.zuordnungsende)
         if until is not None and not errors:
             assert cmd.zuordnungsbeginn is not None
             if not is_midnight_berlin(until):
