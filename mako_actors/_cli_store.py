@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.errors import EngineError, InvalidArgument, NotFound
@@ -39,7 +41,7 @@ def register(sub: Any) -> None:
     processes = sub.add_parser("processes", help="list processes, show one, or its timeline")
     psub = processes.add_subparsers(
         dest="processes_command", required=True, help="action",
-        metavar="{list,show,timeline,deem-lfa-agreement}",
+        metavar="{list,show,timeline,deem-lfa-agreement,reject-anmeldung}",
     )  # fmt: skip
     p = _leaf(psub, "list", "processes of the store, oldest first", _processes_list)
     p.add_argument("--tenant", help="our MP-ID (13 digits) or a tenant id prefix")
@@ -64,6 +66,19 @@ def register(sub: Any) -> None:
     p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
     p.add_argument("--reason", required=True, help="why, kept in the process's events for audit")
     p.add_argument("--at", help="ISO 8601 instant the answers are dated (default: now)")
+    p = _leaf(
+        psub, "reject-anmeldung",
+        "the other operator's decision for a gpke-nb process in status awaiting_operator: reject "
+        "the Anmeldung, 55003/55080 with E_0623 A99 'Sonstiges' and --text in FTX+ACB (A99 is "
+        "usable until 01.04.2027 under FV2610)",
+        _processes_reject_anmeldung, write=True,
+    )  # fmt: skip
+    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument(
+        "--text", required=True,
+        help="why, sent to the LFN in FTX+ACB (at most 2,560 characters, ISO 8859-1)",
+    )  # fmt: skip
+    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
 
     outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
     osub = outbox.add_subparsers(
@@ -320,9 +335,36 @@ async def _processes_show(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _processes_deem_lfa_agreement(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors.gpke import DeemLfaAgreement
+
+    if not args.reason.strip():
+        raise InvalidArgument("--reason is empty; say why the process goes on without the LFA's answer")
+    return await _operator_decides(
+        store, args, lambda: DeemLfaAgreement(decided_at=_at(args), reason=args.reason.strip())
+    )
+
+
+async def _processes_reject_anmeldung(store: Any, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mako_actors.gpke import RejectAnmeldung
+
+    def command() -> RejectAnmeldung:
+        try:
+            return RejectAnmeldung(decided_at=_at(args), text=args.text)
+        except ValidationError as exc:
+            problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise InvalidArgument(f"--text: {problems}") from None
+
+    return await _operator_decides(store, args, command)
+
+
+async def _operator_decides(store: Any, args: argparse.Namespace, command: Callable[[], BaseModel]) -> int:
+    """Execute an operator's ``command()`` on gpke-nb process ``args.id``; a refusal by the
+    workflow is an ``InvalidArgument`` (exit 1, nothing written)."""
     from mako_actors.envelope import ProcessIdentity
     from mako_actors.errors import WorkflowError
-    from mako_actors.gpke import DeemLfaAgreement, GpkeNbWorkflow
+    from mako_actors.gpke import GpkeNbWorkflow
     from mako_actors.process import Process
     from mako_actors.timeline import find_stream
 
@@ -336,12 +378,10 @@ async def _processes_deem_lfa_agreement(store: Any, args: argparse.Namespace) ->
         stream_id=stream, process_id=first.process_id, tenant_id=first.tenant_id,
         workflow_id=first.workflow_id,
     )  # fmt: skip
-    if not args.reason.strip():
-        raise InvalidArgument("--reason is empty; say why the process goes on without the LFA's answer")
-    command = DeemLfaAgreement(decided_at=_at(args), reason=args.reason.strip())
+    decision = command()
     process = Process.from_identity(GpkeNbWorkflow(), store, identity)
     try:
-        stored = await process.execute_and_enqueue(command)
+        stored = await process.execute_and_enqueue(decision)
     except WorkflowError as exc:
         raise InvalidArgument(str(exc)) from None
     if args.json:

@@ -75,8 +75,9 @@ class UtilmdTransaction(BaseModel):
     of the LFN's Lieferanmeldung, format 102, 55010). ``customer_name`` is C080 of NAD+Z09:
     ``(last, first)`` for a person (3045 Z01), or all components as received (Name 1-5, 3045).
     ``malo_qualifier`` is the LOC 3227 of ``malo`` (Z22: ruhende MaLo in a 55010 with ZAP,
-    AHB-FACTS §2). Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in
-    55003, AHB-FACTS §2) are left out when rendering.
+    AHB-FACTS §2). ``remark`` is FTX+ACB (Bemerkung; Muss in a 55003/55080 with A99, at most
+    2,560 characters). Segments a PID does not carry per the structure table (e.g. ``LOC+Z16``
+    in 55003, AHB-FACTS §2) are left out when rendering.
     """
 
     model_config = _FROZEN
@@ -101,6 +102,7 @@ class UtilmdTransaction(BaseModel):
     other_party_code_list: str = "293"
     customer_name: tuple[str, ...] | None = None
     malo_qualifier: str = "Z16"
+    remark: str | None = Field(default=None, min_length=1, max_length=2560)
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -292,6 +294,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         # §3: in 55080 the MaLo travels in STS+Z35 C556#2 DE9012 (ZW3 = MaLo), not in LOC+Z16.
         where = ["ZW3", "", "", t.malo] if t.pid == "55080" and t.malo else None
         out.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""], where))
+    if t.remark is not None:
+        out.append(_ftx("ACB", t.remark))
     if t.malo is not None:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
     out.append(seg("RFF", ["Z13", t.pid]))

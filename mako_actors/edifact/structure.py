@@ -66,6 +66,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [358] if A06"),
         _r("DTM+Z08", "C", "§3 Muss [358] if A06"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [356] if A50"),
+        _r("FTX+ACB", "C", "S1 FV2504 Muss [23] if A05/A99"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
     ),  # §2: no SG5
     "55005": (
@@ -109,6 +110,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [355] if A45"),
         _r("DTM+Z08", "C", "§3 Muss [355] if A45"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [84] if A57"),
+        _r("FTX+ACB", "C", "S1 FV2504 Muss [24] if A25/A99"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
     ),  # §2: no SG5 (the MaLo travels in STS+Z35 DE9012)
 }
@@ -119,6 +121,10 @@ _REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
     ("55003", "A50"): ("STS+Z35",),
     ("55080", "A45"): ("DTM+Z07", "DTM+Z08"),
     ("55080", "A57"): ("STS+Z35",),
+    ("55003", "A05"): ("FTX+ACB",),
+    ("55003", "A99"): ("FTX+ACB",),
+    ("55080", "A25"): ("FTX+ACB",),
+    ("55080", "A99"): ("FTX+ACB",),
 }
 # Conditional requirements on STS+7 C556 #1 / #2 (S1 FV2504 55010 [279], 55038 [206]).
 _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {

@@ -25,6 +25,7 @@ from mako_actors.gpke.commands import (
     ReceiveAcknowledgement,
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
+    RejectAnmeldung,
     parse_command,
 )
 from mako_actors.gpke.errors import GasNotSupported, UnknownAnswerCode, UnknownPid, UnsupportedFormatVersion
@@ -60,6 +61,7 @@ __all__ = [
     "ReceiveAcknowledgement",
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
+    "RejectAnmeldung",
     "Route",
     "Status",
     "UnknownAnswerCode",

@@ -10,6 +10,8 @@ Pass another ``CodeTable`` to the workflow to correct them.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from mako_actors.gpke.errors import UnknownAnswerCode, UnsupportedFormatVersion
@@ -45,6 +47,7 @@ class Reason:
     APPROVED_GENERATING = "approved_generating"
     LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
     LFA_OBJECTED_GENERATING = "lfa_objected_generating"
+    OTHER_REJECTION = "other_rejection"
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
@@ -86,6 +89,9 @@ class CodeTable(BaseModel):
     source: str
     codes: dict[str, dict[str, dict[str, CodeInfo]]]
     aliases: dict[str, str] = Field(default_factory=dict)
+    #: Per FV (not aliased): ``"EBD:code"`` → the Berlin day from which the code may no longer
+    #: be sent (the EBD's "Nutzungsmöglichkeit Ende").
+    usable_until: dict[str, dict[str, date]] = Field(default_factory=dict)
 
     def _ebd(self, format_version: FormatVersion | str, ebd: str) -> dict[str, CodeInfo]:
         short = canonical_fv(format_version)
@@ -104,6 +110,11 @@ class CodeTable(BaseModel):
             if info.reason == reason:
                 return code
         raise UnknownAnswerCode(f"code table {self.version}: no {ebd} code for {reason!r}")
+
+    def usable_until_day(self, format_version: FormatVersion | str, ebd: str, code: str) -> date | None:
+        """The first Berlin day on which ``code`` of ``ebd`` may no longer be sent under
+        ``format_version``; ``None`` if the table names no end."""
+        return self.usable_until.get(canonical_fv(format_version), {}).get(f"{ebd}:{code}")
 
     def meaning(self, format_version: FormatVersion | str, ebd: str, code: str) -> CodeInfo | None:
         """What ``code`` means in ``ebd`` under ``format_version`` (``None`` if unknown)."""
@@ -144,6 +155,9 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A51": _c(Reason.APPROVED_CONSUMING, "Zustimmung (verbr. MaLo)", unconfirmed=False),
         "A57": _c(Reason.LFA_OBJECTED_GENERATING, "LFA hat widersprochen (erz. MaLo)", unconfirmed=False),
         "A58": _c(Reason.APPROVED_GENERATING, "Zustimmung (erz. MaLo)", unconfirmed=False),
+        # An operator's rejection (``RejectAnmeldung``), FTX+ACB Muss; only until the date in
+        # ``OTHER_REJECTION_USABLE_UNTIL``
+        "A99": _c(Reason.OTHER_REJECTION, "Sonstiges (Ablehnung, Begründung in FTX+ACB)", unconfirmed=False),
     },
     # E_0607 (EBD 4.1, S3): A11 Zustimmung (verbr.), A02 Vorlauffrist nicht eingehalten. An
     # Abmeldung by a supplier not assigned to the MaLo is not an E_0607 case: APERAK Z17.
@@ -219,4 +233,10 @@ DEFAULT_CODES = CodeTable(
     # FV2610 (in force since 2026-10-01, EBD 4.3): same E_0622/E_0623/E_0624 code sets as
     # FV2510 (AHB-FACTS §4, S3).
     aliases={"FV2604": "FV2510", "FV2610": "FV2510"},
+    # E_0623 A99 "Sonstiges": Nutzungsmöglichkeit Ende per EBD version (AHB-FACTS §4, S3).
+    usable_until={
+        "FV2510": {"E_0623:A99": date(2026, 4, 1)},
+        "FV2604": {"E_0623:A99": date(2026, 10, 1)},
+        "FV2610": {"E_0623:A99": date(2027, 4, 1)},
+    },
 )

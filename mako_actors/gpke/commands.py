@@ -39,6 +39,7 @@ __all__ = [
     "ReceiveAcknowledgement",
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
+    "RejectAnmeldung",
     "parse_command",
 ]
 
@@ -232,6 +233,38 @@ class DeemLfaAgreement(BaseModel):
     reason: str = Field(min_length=1)
 
 
+def _remark(text: str) -> str:
+    """An FTX+ACB text: trimmed, not empty, in the interchange charset (UNOC = ISO 8859-1)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the text is empty; it goes to the LFN in FTX+ACB and must say why")
+    try:
+        text.encode("iso-8859-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"character {text[exc.start]!r} at {exc.start} cannot be sent: UTILMD uses UNOC (ISO 8859-1)"
+        ) from None
+    return text
+
+
+class RejectAnmeldung(BaseModel):
+    """An operator's decision for a process in ``awaiting_operator`` (its 55010 was rejected by
+    the LFA and 09:00 passed): reject the Anmeldung, 55003/55080 with E_0623 A99 ("Sonstiges")
+    and ``text`` in FTX+ACB (Muss with A99, AHB 55003 [23] / 55080 [24]).
+
+    ``text`` is what the LFN reads: at most 2,560 characters (five FTX parts of 512), ISO 8859-1
+    only. A99 is usable until the "Nutzungsmöglichkeit Ende" of the format version in force at
+    ``decided_at`` (01.04.2027 under FV2610); later, or in any status but ``awaiting_operator``,
+    the workflow refuses it (``WorkflowError``, nothing written).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["reject_anmeldung"] = "reject_anmeldung"
+    decided_at: AwareDatetime
+    text: Annotated[str, AfterValidator(_remark), Field(max_length=2560)]
+
+
 GpkeCommand = Annotated[
     ReceiveAnmeldung
     | ReceiveAbmeldung
@@ -239,7 +272,8 @@ GpkeCommand = Annotated[
     | ReceiveAcknowledgement
     | LfaAnswerDeadlinePassed
     | DecisionDeadlinePassed
-    | DeemLfaAgreement,
+    | DeemLfaAgreement
+    | RejectAnmeldung,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(GpkeCommand)

@@ -27,6 +27,7 @@ __all__ = [
     "AnmeldungDecided",
     "AnmeldungReceived",
     "AnmeldungRejectedAtOnce",
+    "AnmeldungRejectedByOperator",
     "DecisionOverdue",
     "ErrorItem",
     "FixedTermRequested",
@@ -195,7 +196,7 @@ class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
 
     A rightly rejected message counts as not received (DOMAIN §2), so the LFA's silence is no
     agreement: nothing is sent, the MaLo stays claimed and the process waits for an operator
-    (``DeemLfaAgreement``). ``interchange_ref`` is the 0020 of the rejected 55010; the
+    (``DeemLfaAgreement`` or ``RejectAnmeldung``). ``interchange_ref`` is the 0020 of the rejected 55010; the
     rejection itself is the ``AcknowledgementReceived`` before it.
     """
 
@@ -206,7 +207,7 @@ class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
 class DecisionOverdue(GpkeEvent, type="gpke.decision_overdue"):
     """11:00 WT1 passed and the LFN has no answer: the NB's own Frist for 55002/55003 (55078/
     55080; DOMAIN §2 row 8) is missed while the process awaits an operator after ``LfaNotReached``. Nothing is
-    sent; the process still waits (``DeemLfaAgreement`` decides late). ``due_at`` is the Frist.
+    sent; the process still waits (an operator's decision answers late). ``due_at`` is the Frist.
     """
 
     due_at: datetime
@@ -218,6 +219,14 @@ class LfaAgreementDeemedByOperator(GpkeEvent, type="gpke.lfa_agreement_deemed_by
 
     decided_at: datetime
     reason: str
+
+
+class AnmeldungRejectedByOperator(GpkeEvent, type="gpke.anmeldung_rejected_by_operator"):
+    """An operator rejected the Anmeldung of a process whose 55010 did not reach the LFA
+    (E_0623 A99 "Sonstiges"); ``text`` is what the 55003/55080 says in FTX+ACB."""
+
+    decided_at: datetime
+    text: str
 
 
 class LateLfaAnswerIgnored(GpkeEvent, type="gpke.lfa_answer_ignored"):
@@ -295,6 +304,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     LfaNotReached,
     DecisionOverdue,
     LfaAgreementDeemedByOperator,
+    AnmeldungRejectedByOperator,
     LateLfaAnswerIgnored,
     AnmeldungDecided,
     AbmeldungReceived,

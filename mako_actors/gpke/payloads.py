@@ -226,6 +226,7 @@ class UtilmdTransactionPayload(BaseModel):
     transaction_reason_fixed_term: str | None = None  # STS+7 C556 #3 (befristete Anmeldung)
     customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 (last, first, …, 3045), 55010
     malo_qualifier: str | None = None  # LOC 3227 when not Z16: Z22 ruhende MaLo (55010 with ZAP)
+    remark: str | None = None  # FTX+ACB: why (55003/55080 with A99, an operator's text)
 
 
 def transaktionsgrund(

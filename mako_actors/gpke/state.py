@@ -20,7 +20,8 @@ class Status(StrEnum):
     """Where the process is. ``NOT_RECEIVED``: its trigger was rejected by APERAK.
 
     ``AWAITING_OPERATOR``: 09:00 passed after the LFA rejected our 55010, so its silence is no
-    agreement; nothing more happens until an operator sends ``DeemLfaAgreement``.
+    agreement; nothing more happens until an operator sends ``DeemLfaAgreement`` or
+    ``RejectAnmeldung``.
     """
 
     NEW = "new"

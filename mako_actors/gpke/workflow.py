@@ -22,7 +22,8 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
    at once. If the LFA rejected our 55010 (CONTRL 4 / APERAK 313 from the LFA on its
    interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
-   status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement``;
+   status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement`` (as if
+   the LFA agreed) or ``RejectAnmeldung`` (55003/55080 with A99 and the operator's text);
    meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
    records ``DecisionOverdue`` (the process still waits; a late decision still answers).
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
@@ -53,6 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from mako_actors.deadlines import Deadline, PendingDeadline
+from mako_actors.edifact.versions import sending_format_version
 from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke._models import positional, unvalidated, updated
@@ -73,6 +75,7 @@ from mako_actors.gpke.commands import (
     ReceiveAcknowledgement,
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
+    RejectAnmeldung,
 )
 from mako_actors.gpke.errors import UnsupportedFormatVersion
 from mako_actors.gpke.events import (
@@ -83,6 +86,7 @@ from mako_actors.gpke.events import (
     AnmeldungDecided,
     AnmeldungReceived,
     AnmeldungRejectedAtOnce,
+    AnmeldungRejectedByOperator,
     DecisionOverdue,
     ErrorItem,
     FixedTermRequested,
@@ -301,6 +305,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return self._operator_deems(state, command)
         if isinstance(command, DecisionDeadlinePassed):
             return self._decision_overdue(state, command)
+        if isinstance(command, RejectAnmeldung):
+            return self._operator_rejects(state, command)
         raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
 
     def _acknowledgement(self, state: GpkeState, cmd: ReceiveAcknowledgement) -> WorkflowOutput:
@@ -495,15 +501,20 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         return out.output()
 
-    def _decide_anmeldung(self, out: _Out, *, confirmed: bool) -> None:
+    def _decide_anmeldung(self, out: _Out, *, confirmed: bool, remark: str | None = None) -> None:
+        """E_0623: confirm, or reject because the LFA objected; with ``remark`` (an operator's
+        rejection) A99 "Sonstiges" with that text in FTX+ACB."""
         s = out.state
         assert s.format_version and s.pid and s.lfn and s.request_ide
         if confirmed:
             reason = Reason.APPROVED_GENERATING if s.generating else Reason.APPROVED_CONSUMING
+        elif remark is not None:
+            reason = Reason.OTHER_REJECTION
         else:
             reason = Reason.LFA_OBJECTED_GENERATING if s.generating else Reason.LFA_OBJECTED_CONSUMING
         code = self.config.codes.code_for(s.format_version, Ebd.DECIDE_ANMELDUNG, reason)
-        lfa_code = None if confirmed else s.lfa_code
+        # STS+Z35 repeats the LFA's objection (A50/A57 only, AHB 55003 [356] / 55080 [84]).
+        lfa_code = None if confirmed or remark is not None else s.lfa_code
         # The 55002 of a befristete Anmeldung repeats its end and STS+7 #3 (AHB 55002 [10]).
         fixed_term: dict[str, Any] = (
             {"end": s.zuordnungsende, "transaction_reason_fixed_term": s.fixed_term_reason}
@@ -525,6 +536,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # STS+7 of the answer repeats the Anmeldung's (AHB-FACTS §3), kept in the state
             trigger_reason=s.transaction_reason,
             trigger_detail=s.transaction_detail,
+            remark=remark,
             **fixed_term,
         )
         assert s.zuordnungsbeginn is not None
@@ -648,6 +660,30 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out.emit(LfaAgreementDeemedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
         out.cancel.append(DECISION_DEADLINE)
         self._decide_anmeldung(out, confirmed=True)
+        return out.output()
+
+    def _operator_rejects(self, state: GpkeState, cmd: RejectAnmeldung) -> WorkflowOutput:
+        if state.status is not _AWAITING_OPERATOR or state.own_id is None or state.format_version is None:
+            raise WorkflowError.invalid_state(
+                f"{self.name}: RejectAnmeldung is for a process awaiting an operator after its 55010 "
+                f"was rejected; this one is {state.status.value}"
+            )
+        # A99 may be sent until the end its EBD version names (AHB-FACTS §4): the answer goes out
+        # under the format version in force at the decision.
+        sending = sending_format_version(cmd.decided_at)
+        codes = self.config.codes
+        if not codes.supports(sending):
+            raise UnsupportedFormatVersion(f"{self.name}: no code table for {sending.short}")
+        end = codes.usable_until_day(sending, Ebd.DECIDE_ANMELDUNG, "A99")
+        if end is not None and uet(cmd.decided_at) >= end:  # ``uet``: the Berlin day
+            raise WorkflowError.rejected(
+                f"{self.name}: E_0623 A99 may be sent before {end:%d.%m.%Y} under {sending.short}, "
+                f"not at {cmd.decided_at.isoformat()}; only deeming the LFA's agreement is left"
+            )
+        out = _Out(self, state, state.seed, state.own_id, cmd.decided_at)
+        out.emit(AnmeldungRejectedByOperator(decided_at=cmd.decided_at, text=cmd.text))
+        out.cancel.append(DECISION_DEADLINE)
+        self._decide_anmeldung(out, confirmed=False, remark=cmd.text)
         return out.output()
 
     def _decision_overdue(self, state: GpkeState, cmd: DecisionDeadlinePassed) -> WorkflowOutput:
@@ -1024,6 +1060,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     LfaNotReached: _lfa_not_reached,
     DecisionOverdue: _no_step,
     LfaAgreementDeemedByOperator: _lfa_deemed,
+    AnmeldungRejectedByOperator: _no_step,
     AnmeldungDecided: _decided,
     AbmeldungDecided: _decided,
     AcknowledgementReceived: _acknowledged,

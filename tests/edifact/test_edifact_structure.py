@@ -84,6 +84,12 @@ def test_a_conformant_55003_passes() -> None:
         # §3: 55003 with A50 needs STS+Z35
         (_utilmd("E01", seg("STS", "E01", "", ["A50", "E_0623"]), seg("RFF", ["Z13", "55003"]), TN),
          "STS+Z35 required with answer A50"),
+        # S1 55003 [23] / 55080 [24]: A99 (Sonstiges) needs its reason in FTX+ACB
+        (_utilmd("E01", STS_7, seg("STS", "E01", "", ["A99", "E_0623"]), seg("RFF", ["Z13", "55003"]), TN),
+         "FTX+ACB required with answer A99"),
+        (_utilmd("E01", seg("STS", "7", "", "E03", "ZW3"), seg("STS", "E01", "", ["A99", "E_0623"]),
+                 seg("RFF", ["Z13", "55080"]), TN),
+         "FTX+ACB required with answer A99"),
         # §5: 313 keeps AGO under the error, Z29 needs FTX+Z02
         (_raw("APERAK", [seg("BGM", "313", "D1"), HEAD[0], seg("RFF", ["ACE", "LFN1"]),
                          seg("DTM", ["171", "202511131200+00", "303"]), seg("RFF", ["AGO", "D9"]),

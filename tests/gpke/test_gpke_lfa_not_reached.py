@@ -3,20 +3,25 @@ LFA's silence until 09:00 is then no agreement, and only an operator moves the p
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 from gpke_support import LFA, LFN, anmeldung, berlin, lfa_answer, run, sent, utilmd
 
+from mako_actors.edifact import parse_interchange, render_outbound
+from mako_actors.edifact.structure import check_structure
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke import (
     DECISION_DEADLINE,
+    DEFAULT_CODES,
     DecisionDeadlinePassed,
     DeemLfaAgreement,
+    GpkeConfig,
     GpkeNbWorkflow,
     GpkeState,
     LfaAnswerDeadlinePassed,
     ReceiveAcknowledgement,
+    RejectAnmeldung,
     Status,
     parse_command,
 )
@@ -168,3 +173,93 @@ def test_the_new_events_round_trip_through_plain_data() -> None:
     for event in (*stalled.events, *overdue.events, *decided.events):
         model = WF.event_model(event.event_type)
         assert model.model_validate(event.model_dump(mode="json")) == event
+
+
+# -- the other way on: the operator rejects (E_0623 A99 "Sonstiges", AHB-FACTS §4) --------------
+
+REASON = "Kunde hat die Anmeldung telefonisch widerrufen: Rückruf 0800"
+
+
+def stalled(pid: str = "55001") -> GpkeState:
+    state, _ = run(WF, WF.initial_state(), anmeldung(pid=pid, current_supplier=LFA))
+    state, _ = run(WF, state, ack(state, "55010"))
+    state, _ = run(WF, state, LfaAnswerDeadlinePassed(due_at=NINE))
+    assert state.status is Status.AWAITING_OPERATOR
+    return state
+
+
+QUARTER_TO_TEN = berlin(2025, 6, 10, 9, 45)
+
+
+def rejection(text: str = REASON, at: datetime = QUARTER_TO_TEN) -> RejectAnmeldung:
+    return RejectAnmeldung(decided_at=at, text=text)
+
+
+@pytest.mark.parametrize(("pid", "answer"), [("55001", "55003"), ("55077", "55080")])
+def test_the_operator_rejects_with_a99_and_the_reason_in_ftx_acb(pid: str, answer: str) -> None:
+    state, out = run(WF, stalled(pid), rejection())
+    assert [type(e) for e in out.events] == [ev.AnmeldungRejectedByOperator, ev.AnmeldungDecided]
+    assert out.events[0].text == REASON
+    decided = out.events[1]
+    assert (decided.confirmed, decided.code, decided.lfa_code) == (False, "A99", None)
+    assert sent(out) == [("UTILMD", answer, LFN)]  # no 55037: the LFA keeps the MaLo
+    assert out.cancel_deadlines == (DECISION_DEADLINE,)
+    assert [entry["kind"] for _, entry in out.journal] == ["released"]
+    assert state.status is Status.REJECTED
+    # What the LFN receives: STS+E01++A99:E_0623, the text in FTX+ACB, no STS+Z35; conformant.
+    [message] = out.outbox
+    raw = render_outbound(message.message_type, message.payload)
+    assert check_structure(raw) == []
+    [tx] = parse_interchange(raw).messages[0].transactions
+    assert (tx.pid, tx.answer_code, tx.answer_ebd) == (answer, "A99", "E_0623")
+    ftx = "FTX+ACB+++Kunde hat die Anmeldung telefonisch widerrufen?: Rückruf 0800'"  # ':' escaped
+    assert b"STS+Z35" not in raw and ftx.encode("latin-1") in raw
+    with pytest.raises(WorkflowError, match="this one is rejected"):
+        WF.handle(state, rejection())
+
+
+def test_a_long_reason_fills_the_five_ftx_parts() -> None:
+    text = "".join(str(i % 10) for i in range(2560))
+    _, out = run(WF, stalled(), rejection(text))
+    raw = render_outbound(out.outbox[0].message_type, out.outbox[0].payload).decode("latin-1")
+    [ftx] = [s for s in raw.split("'") if s.startswith("FTX+ACB")]
+    parts = ftx.removeprefix("FTX+ACB+++").split(":")
+    assert [len(p) for p in parts] == [512] * 5 and "".join(parts) == text
+
+
+def test_the_rejection_is_refused_unless_an_operator_is_awaited() -> None:
+    with pytest.raises(WorkflowError, match="awaiting_lfa"):
+        WF.handle(consulting(), rejection())
+    state, _ = run(WF, stalled(), operator())
+    with pytest.raises(WorkflowError, match="this one is confirmed"):
+        WF.handle(state, rejection())
+
+
+def test_a99_is_refused_once_its_ebd_version_no_longer_offers_it() -> None:
+    # EBD 4.3 (FV2610) ends A99's use on 01.04.2027; the answer is sent under the FV in force.
+    with pytest.raises(WorkflowError, match=r"A99 may be sent before 01\.04\.2027 under FV2610"):
+        WF.handle(stalled(), rejection(at=berlin(2027, 4, 1, 0, 0)))
+    assert WF.handle(stalled(), rejection(at=berlin(2027, 3, 31, 23, 59))).events
+    # A table that ends it earlier for FV2604 (in force 01.04.–30.09.2026) is obeyed to the day.
+    codes = DEFAULT_CODES.model_copy(update={"usable_until": {"FV2604": {"E_0623:A99": date(2026, 6, 1)}}})
+    strict = GpkeNbWorkflow(GpkeConfig(codes=codes))
+    assert strict.handle(stalled(), rejection(at=berlin(2026, 5, 31, 23, 59))).events
+    with pytest.raises(WorkflowError, match=r"A99 may be sent before 01\.06\.2026 under FV2604"):
+        strict.handle(stalled(), rejection(at=berlin(2026, 6, 1, 0, 0)))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("  ", "text is empty"), ("Preis 5 €", "'€' at 8 cannot be sent"), ("x" * 2561, "at most 2560")],
+)
+def test_the_reason_must_be_sendable(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        rejection(text)
+
+
+def test_the_rejection_arrives_as_plain_data_and_its_event_round_trips() -> None:
+    command = parse_command({"kind": "reject_anmeldung", "decided_at": NINE.isoformat(), "text": " x "})
+    assert command == RejectAnmeldung(decided_at=NINE, text="x")
+    _, out = run(WF, stalled(), rejection())
+    for event in out.events:
+        assert WF.event_model(event.event_type).model_validate(event.model_dump(mode="json")) == event

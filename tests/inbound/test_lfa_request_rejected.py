@@ -219,3 +219,38 @@ def test_processes_whose_answer_a_partner_rejected_are_listed_whatever_their_sta
     assert row["rejected_interchanges"] == [answer_ref]
     assert main(["processes", "list", "--store", db, "--rejected"]) == 0
     assert answer_ref in capsys.readouterr().out  # the table's "rejected" column
+
+
+def test_the_operator_rejects_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def prepare() -> tuple[ProcessId, set[OutboxMessageId]]:
+        async with LmdbStore(tmp_path / "db") as s:
+            process_id, _, before = await stall(s)
+            return process_id, before
+
+    process_id, before = asyncio.run(prepare())
+    db = str(tmp_path / "db")
+    reject = ["processes", "reject-anmeldung", str(process_id)[:10], "--store", db]
+    at = ["--at", "2025-11-14T09:40:00+01:00"]
+    # What the LFN could not receive is refused before anything is written.
+    assert main([*reject, "--text", "Gebühr 5 €", *at]) == 1
+    assert "--text: character '€' at 9 cannot be sent: UTILMD uses UNOC" in capsys.readouterr().err
+    assert main([*reject, "--text", "  ", *at]) == 1
+    assert "--text: the text is empty" in capsys.readouterr().err
+    text = "Anmeldung vom Kunden widerrufen (Schreiben vom 13.11.)"
+    assert main([*reject, "--text", text, *at]) == 0, capsys.readouterr().err
+    assert "gpke.anmeldung_rejected_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
+    assert main([*reject, "--text", text]) == 1
+    assert "this one is rejected" in capsys.readouterr().err
+    assert main(["deadlines", "list", "--store", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # decided: the 11:00 timer is gone
+
+    async def check() -> bytes:
+        async with LmdbStore(tmp_path / "db") as s:
+            assert await answers_since(s, before) == [("55003", LFN)]
+            [answer] = [m for m in await outbox(s) if m.message_id not in before]
+            return render_outbound(answer.message_type, answer.payload)
+
+    raw = asyncio.run(check())
+    assert b"STS+E01++A99:E_0623'" in raw and f"FTX+ACB+++{text}'".encode("latin-1") in raw
