@@ -306,6 +306,9 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("NAD", "Z09", "", "", [*name, "", "", "", "Z01"] if len(name) == 2 else name))
     if t.other_party_id is not None:
         out.append(seg("NAD", "VY", [t.other_party_id, "", t.other_party_code_list]))
+        if t.pid == "55080" and t.malo:
+            # S1 FV2504 55080 [84]: the LFA's SG12 references the MaLo (RFF+Z18)
+            out.append(seg("RFF", ["Z18", t.malo]))
     allowed = allowed_segments(t.pid)
     return out if allowed is None else [s for s in out if segment_key(s) in allowed]
 

@@ -67,7 +67,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("DTM+Z08", "C", "§3 Muss [358] if A06"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [356] if A50"),
         _r("FTX+ACB", "C", "S1 FV2504 Muss [23] if A05/A99"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C", "S1 FV2504 Muss [363] if A50: the LFA"),
     ),  # §2: no SG5
     "55005": (
         _r("IDE+24"), _r("DTM+92", "C", "S1 FV2504 Muss [7] with ZG9/ZH1/ZH2: the cancelled start"),
@@ -111,16 +111,17 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("DTM+Z08", "C", "§3 Muss [355] if A45"), _r("STS+7", note=_STS7_ANSWER),
         _r("STS+E01"), _r("STS+Z35", "C", "§3 Muss [84] if A57"),
         _r("FTX+ACB", "C", "S1 FV2504 Muss [24] if A25/A99"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C", "S1 FV2504 Muss [84] if A57: the LFA"),
+        _r("RFF+Z18", "C", "S1 FV2504 Muss [84] if A57: the MaLo, in NAD+VY's SG12"),
     ),  # §2: no SG5 (the MaLo travels in STS+Z35 DE9012)
 }
 
 # Conditional requirements (§3): answer code in STS+E01 → segments that become Muss.
 _REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
     ("55003", "A06"): ("DTM+Z07", "DTM+Z08"),
-    ("55003", "A50"): ("STS+Z35",),
+    ("55003", "A50"): ("STS+Z35", "NAD+VY"),
     ("55080", "A45"): ("DTM+Z07", "DTM+Z08"),
-    ("55080", "A57"): ("STS+Z35",),
+    ("55080", "A57"): ("STS+Z35", "NAD+VY", "RFF+Z18"),
     ("55003", "A05"): ("FTX+ACB",),
     ("55003", "A99"): ("FTX+ACB",),
     ("55080", "A25"): ("FTX+ACB",),

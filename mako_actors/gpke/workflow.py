@@ -533,6 +533,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             request_ref=s.request_ide,
             lfa_answer_code=lfa_code,
             lfa_answer_ebd=Ebd.LFA_ANSWER if lfa_code else None,
+            # ... and names the objecting LFA in SG12 NAD+VY (55003 [363], 55080 [84]; [566])
+            other_party_id=s.lfa if lfa_code else None,
             # STS+7 of the answer repeats the Anmeldung's (AHB-FACTS §3), kept in the state
             trigger_reason=s.transaction_reason,
             trigger_detail=s.transaction_detail,

@@ -60,7 +60,7 @@ _TRANSACTIONS: dict[str, list[dict[str, Any]]] = {
                "request_ref": "LFNTX1", "measurement": "ZW7", **_ANMELDUNG}],
     "55003": [
         {"malo": _MALO, "start": _START, "answer_code": "A50", "answer_ebd": "E_0623", "request_ref": "X",
-         "lfa_answer_code": "A32", "lfa_answer_ebd": "E_0624", **_ANMELDUNG},
+         "lfa_answer_code": "A32", "lfa_answer_ebd": "E_0624", "other_party_id": LFA, **_ANMELDUNG},
         {"start": _START, "answer_code": "A06", "answer_ebd": "E_0622", "request_ref": "X",
          "processing_start": datetime(2025, 6, 30, 22, tzinfo=UTC),
          "next_processing_date": datetime(2025, 6, 6, 11, 0, 0, 5, tzinfo=UTC), **_ANMELDUNG},
@@ -77,9 +77,13 @@ _TRANSACTIONS: dict[str, list[dict[str, Any]]] = {
     "55038": [{"malo": _MALO, "start": _START, "other_party_id": LFN, **_ANMELDUNG}],
     "55078": [{"malo": _MALO, "start": _START, "answer_code": "A58", "answer_ebd": "E_0623",
                "request_ref": "X", **_GENERATING}],
-    "55080": [{"start": _START, "answer_code": "A45", "answer_ebd": "E_0622", "request_ref": "X",
-               "processing_start": _START, "next_processing_date": datetime(2025, 6, 6, 11, tzinfo=_BERLIN),
-               **_GENERATING}],
+    "55080": [
+        {"start": _START, "answer_code": "A45", "answer_ebd": "E_0622", "request_ref": "X",
+         "processing_start": _START, "next_processing_date": datetime(2025, 6, 6, 11, tzinfo=_BERLIN),
+         **_GENERATING},
+        {"malo": _MALO, "start": _START, "answer_code": "A57", "answer_ebd": "E_0623", "request_ref": "X",
+         "lfa_answer_code": "A39", "lfa_answer_ebd": "E_0624", "other_party_id": LFA, **_GENERATING},
+    ],
     "55005": [{"end": _START, "answer_code": "A11", "answer_ebd": "E_0607", "request_ref": "X",
                "trigger_pid": "55004", "trigger_reason": "Z33"}],
 }

@@ -24,6 +24,8 @@ from gpke_support import (
 )
 
 from mako_actors.deadlines import Deadline
+from mako_actors.edifact import render_outbound
+from mako_actors.edifact.structure import check_structure
 from mako_actors.errors import InvalidArgument, WorkflowError
 from mako_actors.gpke import (
     GpkeConfig,
@@ -51,6 +53,14 @@ def start(command: Any, wf: GpkeNbWorkflow = WF) -> tuple[GpkeState, Any]:
 
 def with_lfa(**overrides: Any) -> tuple[GpkeState, Any]:
     return start(anmeldung(current_supplier=LFA, **overrides))
+
+
+def rendered(out: Any, pid: str) -> bytes:
+    """The interchange of the outbox UTILMD with ``pid``, as it would be sent."""
+    [message] = [
+        m for m in out.outbox if m.message_type == "UTILMD" and m.payload["transactions"][0]["pid"] == pid
+    ]
+    return render_outbound(message.message_type, message.payload).replace(b"\r", b"").replace(b"\n", b"")
 
 
 def deadline_of(state: GpkeState, label: str, due_at: datetime) -> Deadline:
@@ -132,6 +142,9 @@ def test_lfa_objects_then_55003_repeats_its_code_in_z35() -> None:
     assert (tx["answer_code"], tx["answer_ebd"]) == ("A50", "E_0623")
     assert (tx["lfa_answer_code"], tx["lfa_answer_ebd"]) == ("A35", "E_0624")
     assert state.status is Status.REJECTED
+    # The objecting LFA is named in SG12 NAD+VY (S1 FV2504 55003: Muss [363] with A50, [566]).
+    raw = rendered(out, "55003")
+    assert f"NAD+VY+{LFA}::293'".encode() in raw and check_structure(raw) == []
 
 
 def test_lfa_silence_until_nine_counts_as_agreement() -> None:
@@ -259,6 +272,9 @@ def test_generating_malo_objection_gives_55080_a57() -> None:
     _, out = run(WF, state, lfa_answer(request_ide, pid="55012", answer_code="A39"))
     tx = utilmd(out, "55080")
     assert (tx["answer_code"], tx["lfa_answer_code"]) == ("A57", "A39")
+    # S1 FV2504 55080 [84] with A57: SG12 NAD+VY (the LFA, [566]) and its RFF+Z18 (the MaLo).
+    raw = rendered(out, "55080")
+    assert f"NAD+VY+{LFA}::293'RFF+Z18:{MALO}'".encode() in raw and check_structure(raw) == []
 
 
 @pytest.mark.parametrize(

@@ -202,8 +202,11 @@ async def test_lfa_objection_gives_55003_without_sg5_and_with_sts_z35(store: Lmd
     await p.ingest(objection, answer_at)
     rejection = (await rendered(store, seen))["55003"]
     assert rejection.document_code == "E01"
-    # §2: 55003 has no SG5 (no LOC+Z16); §3: STS+Z35 with the E_0624 code, required with A50
-    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN"]
+    # §2: 55003 has no SG5 (no LOC+Z16); §3: STS+Z35 with the E_0624 code, required with A50,
+    # as is the objecting LFA in NAD+VY (S1 FV2504 55003 [363] ∧ [566])
+    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN", "NAD+VY"]
+    nad_vy = next(s for s in rejection.segments if s.tag == "NAD" and s.value(0) == "VY")
+    assert nad_vy.elements[1] == [LFA, "", "293"]
     assert rejection.transactions[0].malo is None
     assert rejection.transactions[0].transaction_reasons == ("E03", "ZW4")  # §3: #1 as the 55001
     z35 = next(s for s in rejection.segments if s.tag == "STS" and s.value(0) == "Z35")
@@ -228,8 +231,12 @@ async def test_generating_malo_55010_says_zw3_and_55080_carries_the_malo_in_sts_
     await p.ingest(objection, answer_at)
     rejection = (await rendered(store, seen))["55080"]
     assert rejection.document_code == "E01"
-    # §2: no SG5 in 55080; §3: STS+7 E03 + ZW3, STS+Z35 Muss with A57, the MaLo in its DE9012
-    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN"]
+    # §2: no SG5 in 55080; §3: STS+7 E03 + ZW3, STS+Z35 Muss with A57, the MaLo in its DE9012;
+    # S1 FV2504 55080 [84]: the LFA in SG12 NAD+VY with the MaLo in its RFF+Z18
+    sg12 = ["NAD+VY", "RFF+Z18"]
+    assert sg4(rejection) == ["IDE+24", "STS+7", "STS+E01", "STS+Z35", "RFF+Z13", "RFF+TN", *sg12]
+    rff_z18 = next(s for s in rejection.segments if s.tag == "RFF" and s.value(0) == "Z18")
+    assert rff_z18.elements[0] == ["Z18", MALO]
     sts = {s.value(0): s for s in rejection.segments if s.tag == "STS"}
     assert sts["7"].elements[2:] == ["E03", "ZW3"]
     assert sts["E01"].elements[2] == ["A57", "E_0623"]
