@@ -14,6 +14,10 @@ rate, broken files (truncated, garbage), invalid MaLo-IDs and missed Vorlauffris
 The LFA's answer names our 55010 by its IDE in ``RFF+TN`` (55011/55012 carry no ``LOC+Z16``
 since FV2504). That IDE is derived by the workflow from the Anmeldung's references, so the
 generator asks the workflow for it (``lfa_request_ide``) rather than copying its rule.
+
+A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche and names it by ``LOC+Z21`` only
+(S1 FV2504 55077 [477]); ``master.json`` then has the Tranche's entry with ``tranche_of``, the MaLo
+it belongs to (the NB forms Tranchen, so its master data knows them).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import BERLIN, next_werktag, uet
 from mako_actors.gpke.commands import ReceiveAnmeldung
 from mako_actors.gpke.events import LfaConsulted
-from mako_actors.gpke.validation import _malo_rule
+from mako_actors.gpke.validation import _malo_rule, malo_check_digit
 from mako_actors.gpke.workflow import GpkeNbWorkflow
 from mako_actors.version import FormatVersion
 
@@ -98,7 +102,10 @@ class ArchiveSummary:
 
 @dataclass
 class _Tx:
-    """One transaction to send: who, when, what, and (after bundling) its references."""
+    """One transaction to send: who, when, what, and (after bundling) its references.
+
+    ``tranche_of``: the MaLo of the Tranche an Anmeldung of Geschäftsvorfall 2 is for.
+    """
 
     kind: str
     sender: str
@@ -109,6 +116,7 @@ class _Tx:
     document_number: str = ""
     lfa: str | None = None  # for an Anmeldung the LFA will answer: who
     answer: str | None = None  # "confirm", "object", "late", or None (silent)
+    tranche_of: str | None = None
 
 
 @dataclass
@@ -127,7 +135,7 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         pid=t.pid,
         sender=tx.sender,
         recipient=nb,
-        malo=t.malo,
+        malo=t.tranche or t.malo,  # a Tranche's ID is the object of a GV2 Anmeldung
         ide_ref=t.ide_ref,
         document_number=tx.document_number,
         document_date=tx.at,
@@ -140,12 +148,20 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         transaction_detail=t.transaction_reason_detail,  # a 55077's GV, which E_0622 needs
         customer_name=t.customer_name,  # NAD+Z09, Muss in a 55001
         current_supplier=tx.lfa,
+        tranche_malo=tx.tranche_of,
     )
     output = GpkeNbWorkflow().handle(GpkeNbWorkflow().initial_state(), command)
     for event in output.events:
         if isinstance(event, LfaConsulted):
             return event.request.ide_ref
     return None
+
+
+def tranche_id(malo: str) -> str:
+    """A Tranche ID of ``malo`` for generated traffic: a valid MaLo-ID (the format of a Tranche's
+    ID, [950]) from its digits, the first kept, the other nine reversed."""
+    base = malo[0] + malo[9:0:-1]
+    return base + str(malo_check_digit(base))
 
 
 class _Generator:
@@ -191,28 +207,39 @@ class _Generator:
                 continue
             lfn = self.rng.choice(self.suppliers)
             lfa = self.other(lfn) if self.rng.random() < 0.85 else None
-            if lfa is not None:
-                self.master[malo] = {"current": lfa}
+            generating = roll > 0.95
+            detail = ("ZW0" if roll > 0.975 else "ZW1") if generating else "ZW4"
+            # GV2 (ZW1) changes the supplier of a Tranche of the MaLo: its ID is the object
+            # (derived, so the random stream and every other message stay as they were).
+            tranche_of, malo = (malo, tranche_id(malo)) if detail == "ZW1" else (None, malo)
+            if lfa is not None or tranche_of is not None:
+                self.master[malo] = {"current": lfa} if lfa is not None else {}
+                if tranche_of is not None:
+                    self.master[malo]["tranche_of"] = tranche_of
             bad_malo = defect and self.rng.random() < 0.5
             late_start = defect and not bad_malo
-            generating = roll > 0.95
+            sent_id = (malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),
                 pid="55077" if generating else "55001",
-                malo=(malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo,
+                malo=None if tranche_of else sent_id,
+                tranche=sent_id if tranche_of else None,
                 start=self.start_for(at, late=late_start),
                 transaction_reason="E03",
                 # STS+7 #2 as real senders send it: the GV (GV1/GV2) or a verbrauchende MaLo.
-                transaction_reason_detail=("ZW0" if roll > 0.975 else "ZW1") if generating else "ZW4",
+                transaction_reason_detail=detail,
                 customer_name=(self.rng.choice(_NAMES), self.rng.choice(_NAMES)),
             )
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
-            out.append(_Tx("anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None))
+            out.append(
+                _Tx("anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None, tranche_of=tranche_of)
+            )
             if self.rng.random() < self.spec.competing:  # another supplier wants the same MaLo
                 rival = self.other(lfn)
                 later = at + timedelta(minutes=self.rng.randint(5, 240))
-                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), "malo": malo})
-                out.append(_Tx("competing", rival, later, rtx))
+                where = {"tranche": malo} if tranche_of else {"malo": malo}
+                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), **where})
+                out.append(_Tx("competing", rival, later, rtx, tranche_of=tranche_of))
         return out
 
     def other(self, supplier: str) -> str:

@@ -6,8 +6,8 @@ they answer:
 
 - UTILMD (per process): an answer to a supplier (55002/55003, 55078/55080, 55005/55006, 55036)
   by its recipient and ``RFF+TN`` (the request's IDE), a message to the old or a future supplier
-  (55010, 55037, 55038) by its recipient and MaLo; the code is the answer code (STS+E01), the
-  instant the document date (DTM+137).
+  (55010, 55037, 55038) by its recipient and MaLo (a Tranche's ID for a Tranche); the code is
+  the answer code (STS+E01), the instant the document date (DTM+137).
 - APERAK (per received transaction): by its recipient, ``RFF+ACE`` (the answered interchange)
   and ``RFF+TN`` (the answered IDE; ``RFF+ACW``, the message, when there is none); the code is
   ``312`` or ``313`` with its ERC codes (``313 Z17``), the instant DTM+137.
@@ -159,7 +159,9 @@ async def _from_outbox(stores: list[Path], types: frozenset[str]) -> list[_Sent]
                     at = datetime.fromisoformat(payload["document_date"])
                     for tx in payload.get("transactions", ()):
                         pid = tx["pid"]
-                        key = _key(pid, message.recipient, tx.get("malo"), tx.get("request_ref"))
+                        # As the parser reads the sent ones: the MaLo, else a Tranche's ID (LOC+Z21)
+                        malo = tx.get("malo") or tx.get("tranche")
+                        key = _key(pid, message.recipient, malo, tx.get("request_ref"))
                         out.append(_Sent(key, pid, tx.get("answer_code"), at, process))
                 elif message.message_type == "APERAK":
                     positive = bool(payload.get("positive"))

@@ -72,6 +72,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import MEASUREMENTS
+from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -181,13 +182,15 @@ class ReplayReport:
 _ASSIGNMENT_LIST = (
     "master data {path}: an assignment list (malo, supplier, from, until) goes into the store with "
     "`mako-actors masterdata import`; master data here is JSON by MaLo: "
-    '{{"<MaLo>": {{"current": MP-ID, "future": MP-ID, "future_start": ISO, "measurement": "ZW6"|"ZW7"}}}}'
+    '{{"<MaLo>": {{"current": MP-ID, "future": MP-ID, "future_start": ISO, "measurement": "ZW6"|"ZW7"}}, '
+    '"<Tranche>": {{"tranche_of": "<MaLo>", "current": MP-ID, ...}}}}'
 )
 
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
-    ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional.
+    ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional; a Tranche's entry (keyed by its ID)
+    has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to.
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
@@ -208,12 +211,16 @@ def load_master_data(path: Path) -> StaticMasterData:
                     f"MaLo {malo}: field 'measurement' is {measurement!r}, expected one of "
                     f"{', '.join(MEASUREMENTS)}"
                 )
+            tranche_of = entry.get("tranche_of")
+            if tranche_of is not None and not is_valid_malo_id(str(tranche_of)):
+                raise ValueError(f"Tranche {malo}: field 'tranche_of' is {tranche_of!r}, not a MaLo-ID")
             start = entry.get("future_start")
             by_malo[malo] = Suppliers(
                 current=entry.get("current"),
                 future=entry.get("future"),
                 future_start=datetime.fromisoformat(start) if start else None,
                 measurement=measurement,
+                tranche_of=tranche_of,
             )
         return StaticMasterData(by_malo)
     except InvalidArgument:

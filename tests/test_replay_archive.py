@@ -264,12 +264,15 @@ def test_the_generator_answers_every_anmeldung_the_workflow_asks_the_lfa_about(p
 
     at = datetime.fromisoformat("2025-11-13T14:30:00+01:00")
     start = datetime.fromisoformat("2026-02-01T00:00:00+01:00")
+    gv2 = detail == "ZW1"  # for a Tranche: its ID in LOC+Z21, its MaLo in the master data
+    where = {"tranche": "51000000912"} if gv2 else {"malo": "51238696781"}
     tx = _Tx(
         "anmeldung", "9900000001001", at,
         UtilmdTransaction(
-            ide_ref="T1", pid=pid, malo="51238696781", start=start, transaction_reason="E03",
-            transaction_reason_detail=detail, customer_name=("Beispiel", "Paula"),
+            ide_ref="T1", pid=pid, start=start, transaction_reason="E03",
+            transaction_reason_detail=detail, customer_name=("Beispiel", "Paula"), **where,
         ),
         interchange_ref="LFN1", message_ref="M1", document_number="D1", lfa="9900000003005",
+        tranche_of="51238696781" if gv2 else None,
     )  # fmt: skip
     assert lfa_request_ide(tx, NB) is not None

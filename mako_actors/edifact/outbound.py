@@ -74,10 +74,12 @@ class UtilmdTransaction(BaseModel):
     the LFA's answer (STS+Z35) and another party (NAD+VY). ``anmeldung_uet`` is DTM+154 (the ÜT
     of the LFN's Lieferanmeldung, format 102, 55010). ``customer_name`` is C080 of NAD+Z09:
     ``(last, first)`` for a person (3045 Z01), or all components as received (Name 1-5, 3045).
-    ``malo_qualifier`` is the LOC 3227 of ``malo`` (Z22: ruhende MaLo in a 55010 with ZAP,
-    AHB-FACTS §2). ``remark`` is FTX+ACB (Bemerkung; Muss in a 55003/55080 with A99, at most
-    2,560 characters). Segments a PID does not carry per the structure table (e.g. ``LOC+Z16``
-    in 55003, AHB-FACTS §2) are left out when rendering.
+    ``malo_qualifier`` is the LOC 3227 of ``malo`` (Z22: ruhende MaLo in a 55010 with ZAP, AHB-FACTS
+    §2). ``tranche`` is a Tranche's ID (LOC+Z21; a 55077 of Geschäftsvorfall 2 names one, and every
+    message of its process does; a 55080 names it in STS+Z35 and RFF+Z20). ``remark`` is FTX+ACB
+    (Bemerkung; Muss in a 55003/55080 with A99, at most 2,560 characters). Segments a PID does not
+    carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2) are left out when
+    rendering.
     """
 
     model_config = _FROZEN
@@ -103,6 +105,7 @@ class UtilmdTransaction(BaseModel):
     customer_name: tuple[str, ...] | None = None
     malo_qualifier: str = "Z16"
     remark: str | None = Field(default=None, min_length=1, max_length=2560)
+    tranche: str | None = None
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -290,14 +293,18 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("STS", "7", "", *reasons))
     if t.answer_code is not None:
         out.append(seg("STS", "E01", "", [t.answer_code, t.answer_ebd or ""]))
+    # A 55080 names its object in STS+Z35 C556#2 (ZW3 MaLo / ZW5 Tranche) and RFF+Z18/Z20.
+    kind, object_id = ("ZW5", t.tranche) if t.tranche else ("ZW3", t.malo)
     if t.lfa_answer_code is not None:
-        # §3: in 55080 the MaLo travels in STS+Z35 C556#2 DE9012 (ZW3 = MaLo), not in LOC+Z16.
-        where = ["ZW3", "", "", t.malo] if t.pid == "55080" and t.malo else None
+        # §3: in 55080 the MaLo travels in STS+Z35 C556#2 DE9012, not in LOC+Z16.
+        where = [kind, "", "", object_id] if t.pid == "55080" and object_id else None
         out.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""], where))
     if t.remark is not None:
         out.append(_ftx("ACB", t.remark))
     if t.malo is not None:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
+    if t.tranche is not None:
+        out.append(seg("LOC", "Z21", t.tranche))
     out.append(seg("RFF", ["Z13", t.pid]))
     if t.request_ref is not None:
         out.append(seg("RFF", ["TN", t.request_ref]))
@@ -306,9 +313,9 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("NAD", "Z09", "", "", [*name, "", "", "", "Z01"] if len(name) == 2 else name))
     if t.other_party_id is not None:
         out.append(seg("NAD", "VY", [t.other_party_id, "", t.other_party_code_list]))
-        if t.pid == "55080" and t.malo:
-            # S1 FV2504 55080 [84]: the LFA's SG12 references the MaLo (RFF+Z18)
-            out.append(seg("RFF", ["Z18", t.malo]))
+        if t.pid == "55080" and object_id:
+            # S1 FV2504 55080 [84]: the LFA's SG12 references the MaLo (RFF+Z18) or Tranche (Z20)
+            out.append(seg("RFF", ["Z20" if t.tranche else "Z18", object_id]))
     allowed = allowed_segments(t.pid)
     return out if allowed is None else [s for s in out if segment_key(s) in allowed]
 

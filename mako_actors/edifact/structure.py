@@ -52,6 +52,8 @@ def _r(key: str, presence: Literal["M", "C"] = "M", note: str = "") -> SegmentRu
 
 _STS7_ANSWER = "Muss (S1 FV2504, e.g. 55002/55003 rows 75-76); #1 is the trigger's"
 
+_MALO_OR_TRANCHE = "S1 FV2504 [348]/[347]: LOC+Z16, or LOC+Z21 for a Tranche; one of them is Muss"
+
 # SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
 # Only the segments our builders write; anything else is "not carried" for the check. Not
 # modelled (master data the runtime does not hold): the SG8/SG10 blocks and RFF+Z60 that S1
@@ -83,28 +85,32 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+93", note="§3 Ende zum"),
         _r("DTM+154", note="§3 ÜT der Lieferanmeldung, format 102"),
         _r("STS+7", note="§3 E01|E03 + ZW3|ZW4|ZW5|ZAP"), _r("LOC+Z16", "C", "§2 Muss for ZW3/ZW4"),
-        _r("LOC+Z22", "C", "§2 Muss for ZAP (ruhende MaLo)"), _r("RFF+Z13"),
+        _r("LOC+Z22", "C", "§2 Muss for ZAP (ruhende MaLo)"),
+        _r("LOC+Z21", "C", "S1 FV2504 Muss [481] for ZW5 (Tranche)"), _r("RFF+Z13"),
         _r("NAD+Z09", "C", "S1 FV2504: Muss [279] with ZW4/ZAP, the customer name of the 55001"),
         _r("NAD+VY", note="S1 FV2504: Muss [567], the LFN"),
     ),
     "55036": (
-        _r("IDE+24"), _r("STS+7", note="§3 Z26"), _r("LOC+Z16", note="§2 [348]"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2 Muss in 55036"),
+        _r("IDE+24"), _r("STS+7", note="§3 Z26"), _r("LOC+Z16", "C", _MALO_OR_TRANCHE),
+        _r("LOC+Z21", "C", _MALO_OR_TRANCHE), _r("RFF+Z13"), _r("RFF+TN", note="§2 Muss in 55036"),
         _r("NAD+VY", note="S1 FV2504: Muss [518] [566], the LFA"),
     ),  # §3: no SG4 date
     "55037": (
         _r("IDE+24"), _r("DTM+93", note="§3 [474] with ZC8"),
-        _r("STS+7", note="§3 ZC8|ZD9|ZG6 + ZW3|ZW4"), _r("LOC+Z16", note="§2 [348]"),
-        _r("RFF+Z13"),
+        _r("STS+7", note="§3 ZC8|ZD9|ZG6 + ZW3|ZW4"), _r("LOC+Z16", "C", _MALO_OR_TRANCHE),
+        _r("LOC+Z21", "C", _MALO_OR_TRANCHE), _r("RFF+Z13"),
     ),  # §2: no RFF+TN
     "55038": (
         _r("IDE+24"), _r("DTM+92", note="§3 Muss [507]"),
-        _r("STS+7", note="§3 ZG5|ZG9|ZH0|ZH1 + ZW3|ZW4"), _r("LOC+Z16", note="§2 [348]"),
-        _r("RFF+Z13"), _r("NAD+VY", "C", "S1 FV2504: Muss [206] ∧ [579] unless ZG5: LFN for ZH0"),
+        _r("STS+7", note="§3 ZG5|ZG9|ZH0|ZH1 + ZW3|ZW4"), _r("LOC+Z16", "C", _MALO_OR_TRANCHE),
+        _r("LOC+Z21", "C", _MALO_OR_TRANCHE), _r("RFF+Z13"),
+        _r("NAD+VY", "C", "S1 FV2504: Muss [206] ∧ [579] unless ZG5: LFN for ZH0"),
     ),  # §2: no RFF+TN
     "55078": (
         _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
-        _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+        _r("LOC+Z16", note="§2 Muss [2061]"),
+        _r("LOC+Z21", "C", "S1 FV2504 Muss [477] with ZW1 (GV2: the Tranche), [478] with ZW2"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),
     "55080": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [355] if A45"),
@@ -113,15 +119,19 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("FTX+ACB", "C", "S1 FV2504 Muss [24] if A25/A99"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("NAD+VY", "C", "S1 FV2504 Muss [84] if A57: the LFA"),
         _r("RFF+Z18", "C", "S1 FV2504 Muss [84] if A57: the MaLo, in NAD+VY's SG12"),
-    ),  # §2: no SG5 (the MaLo travels in STS+Z35 DE9012)
+        _r("RFF+Z20", "C", "S1 FV2504 Muss [84] if A57: the Tranche instead of the MaLo"),
+    ),  # §2: no SG5 (the MaLo or Tranche travels in STS+Z35 DE9012)
 }
 
-# Conditional requirements (§3): answer code in STS+E01 → segments that become Muss.
+# Segments of which one is Muss whatever the codes ("A|B": A or B).
+_ONE_OF: dict[str, tuple[str, ...]] = dict.fromkeys(("55036", "55037", "55038"), ("LOC+Z16|LOC+Z21",))
+
+# Conditional requirements (§3): answer code in STS+E01 → segments that become Muss ("A|B": A or B).
 _REQUIRED_IF_ANSWER: dict[tuple[str, str], tuple[str, ...]] = {
     ("55003", "A06"): ("DTM+Z07", "DTM+Z08"),
     ("55003", "A50"): ("STS+Z35", "NAD+VY"),
     ("55080", "A45"): ("DTM+Z07", "DTM+Z08"),
-    ("55080", "A57"): ("STS+Z35", "NAD+VY", "RFF+Z18"),
+    ("55080", "A57"): ("STS+Z35", "NAD+VY", "RFF+Z18|RFF+Z20"),
     ("55003", "A05"): ("FTX+ACB",),
     ("55003", "A99"): ("FTX+ACB",),
     ("55080", "A25"): ("FTX+ACB",),
@@ -132,6 +142,8 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55010", "ZW3"): ("LOC+Z16",),
     ("55010", "ZW4"): ("LOC+Z16", "NAD+Z09"),
     ("55010", "ZAP"): ("LOC+Z22", "NAD+Z09"),
+    ("55010", "ZW5"): ("LOC+Z21",),
+    ("55078", "ZW1"): ("LOC+Z21",),
     ("55038", "ZH0"): ("NAD+VY",),
     ("55038", "ZG9"): ("NAD+VY",),
     ("55038", "ZH1"): ("NAD+VY",),
@@ -206,11 +218,12 @@ def _utilmd(message: Message) -> list[str]:
             continue
         keys = [segment_key(s) for s in t.segments]
         problems.extend(_match(keys, rules, tx_where))
+        problems.extend(f"{tx_where}: {k} required" for k in _missing(_ONE_OF.get(t.pid or "", ()), keys))
         for (pid, code), needed in _REQUIRED_IF_ANSWER.items():
             if t.pid == pid and t.answer_code == code:
                 problems.extend(
                     f"{tx_where}: {k} required with answer {code} (AHB-FACTS §3)"
-                    for k in needed if k not in keys
+                    for k in _missing(needed, keys)
                 )
         sts7 = next((s for s in t.segments if s.tag == "STS" and s.value(0) == "7"), None)
         reasons = {sts7.value(2), sts7.value(3)} if sts7 is not None else set()
@@ -218,7 +231,7 @@ def _utilmd(message: Message) -> list[str]:
             if t.pid == pid and reason in reasons:
                 problems.extend(
                     f"{tx_where}: {k} required with STS+7 {reason} (S1 AHB)"
-                    for k in needed if k not in keys
+                    for k in _missing(needed, keys)
                 )
     if len(pids) == 1:
         (only,) = pids
@@ -226,6 +239,11 @@ def _utilmd(message: Message) -> list[str]:
         if expected is not None and message.document_code != expected:
             problems.append(f"{where}: BGM {message.document_code} for PID {only}, expected {expected} (§1)")
     return problems
+
+
+def _missing(needed: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """The entries of ``needed`` none of whose ``|``-separated keys is in ``keys``."""
+    return [k for k in needed if not any(alternative in keys for alternative in k.split("|"))]
 
 
 def _aperak(message: Message) -> list[str]:

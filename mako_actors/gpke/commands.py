@@ -104,6 +104,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     the STS+7 #2 of a 55002; ``None``: the workflow's default (``GpkeConfig.malo_measurement``).
     A befristete Anmeldung (55001 STS+7 #3 E01/E03, ``fixed_term_reason``) ends at
     ``zuordnungsende`` (DTM+93, then Muss; AHB UTILMD 55001 [10]); otherwise a DTM+93 is ignored.
+    A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche: ``malo`` is then its ID
+    (LOC+Z21; ``None`` if the message named none), and ``tranche_malo`` the MaLo the Tranche
+    belongs to, from the NB's master data (``None``: the Tranche is unknown, APERAK Z14).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -123,6 +126,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     assigned_at_start: str | None = None
     malo_key_generation: int = Field(default=0, ge=0)
     malo_measurement: Measurement | None = None
+    tranche_malo: str | None = None
 
     @model_validator(mode="after")
     def _competing_dates(self) -> ReceiveAnmeldung:

@@ -41,6 +41,7 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
+    "TrancheKnown",
 ]
 
 
@@ -144,6 +145,14 @@ class FixedTermRequested(GpkeEvent, type="gpke.fixed_term_requested"):
 
     zuordnungsende: datetime
     reason: str
+
+
+class TrancheKnown(GpkeEvent, type="gpke.tranche_known"):
+    """The Anmeldung is for a Tranche (a 55077 of Geschäftsvorfall 2; the process's ``malo`` is
+    the Tranche's ID) of MaLo ``malo`` (NB master data). Every message of the process names the
+    Tranche as LOC+Z21 (55080: STS+Z35 ZW5, RFF+Z20), the 55078 both (S1 FV2504 55078 [477])."""
+
+    malo: str
 
 
 class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):
@@ -297,6 +306,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AnmeldungReceived,
     MaloMeasurementKnown,
     FixedTermRequested,
+    TrancheKnown,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -21,7 +21,7 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
-from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date, fixed_term_end
+from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date, fixed_term_end, is_tranche
 from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
@@ -110,6 +110,8 @@ class GpkeFamily:
                 values["malo_key_generation"] = view.claim_count
                 if baseline is not None and baseline.measurement is not None:
                     values["malo_measurement"] = baseline.measurement  # else the workflow's default
+                if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
+                    values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
                 claim = view.open_claim()
                 if claim is not None:
                     values["competing_process"] = True
@@ -168,6 +170,12 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if transaction.end is not None:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
+        if is_tranche(values["pid"], values["transaction_detail"]):
+            # Geschäftsvorfall 2 is for a Tranche: its LOC+Z21 is the object, never a LOC+Z16
+            # (S1 FV2504 55077 [476]/[477])
+            values["malo"] = _location(transaction, "Z21")
+        elif values["pid"] == "55077" and transaction.malo is not None:
+            values["malo"] = _location(transaction, "Z16")  # GV1/GV3: the MaLo, not a Tranche
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["zuordnungsbeginn"] = transaction.start  # an Aufhebung's date (``abmeldung_date``)
@@ -182,6 +190,14 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     if transaction.malformed_dates:
         values["malformed_dates"] = transaction.malformed_dates
     return values
+
+
+def _location(transaction: Transaction, qualifier: str) -> str | None:
+    """The ID of the first ``LOC+<qualifier>`` of ``transaction`` (``None``: none)."""
+    for segment in transaction.segments:
+        if segment.tag == "LOC" and segment.value(0) == qualifier:
+            return segment.value(1) or None
+    return None
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:

@@ -227,6 +227,7 @@ class UtilmdTransactionPayload(BaseModel):
     customer_name: tuple[str, ...] | None = None  # NAD+Z09 C080 (last, first, …, 3045), 55010
     malo_qualifier: str | None = None  # LOC 3227 when not Z16: Z22 ruhende MaLo (55010 with ZAP)
     remark: str | None = None  # FTX+ACB: why (55003/55080 with A99, an operator's text)
+    tranche: str | None = None  # LOC+Z21 (STS+Z35 and RFF+Z20 in a 55080): a Tranche's ID
 
 
 def transaktionsgrund(
@@ -240,22 +241,24 @@ def transaktionsgrund(
     (55001/55077/55004) whose STS+7 was ``trigger_reason`` (#1) and ``trigger_detail`` (#2);
     ``None`` when not derivable.
 
-    AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZAP for a
-    ruhende MaLo (the 55001 said ZAP), ZW4 for a consuming MaLo (55001), ZW3 for a generating
-    one (55077); 55036 Z26; 55037 ZC8 (Beendigung der Zuordnung) + ZW3|ZW4; 55038 + ZW3|ZW4 with
-    #1 ZG9 (Aufhebung wegen Auszug des Kunden) when the Anmeldung was an Einzug (E01: whoever
-    the future assignment was for has moved out), else ZH0 (wegen Anmeldung eines anderen LF zu
-    einem früheren Termin); both are triggered by the LFN (S1 55038 [579]), ZG9 for E01 is our
-    reading (M). Answers repeat
-    the Anmeldung's #1: 55002 #2 ZAP (ruhend) else ``measurement`` (ZW6 pauschale / ZW7
-    gemessene MaLo; the MaLo's master data, else the workflow's default †), 55003 #2 ZW4,
-    55078 E03 + the 55077's Geschäftsvorfall ZW0|ZW1|ZW2 (M: the AHB lists the set, that it
-    repeats the trigger's is our reading), 55080 E03 + ZW3; 55005/55006 #1 as the Abmeldung.
+    AHB-FACTS §3 (FV2510, H): 55010 #1 E01 only with ZW4/ZAP ([192]) else E03, #2 ZAP for a ruhende
+    MaLo (the 55001 said ZAP), ZW4 for a consuming MaLo (55001), ZW3 for a generating one (55077),
+    ZW5 for a Tranche (a 55077 of GV2, ZW1; S1 55010 [481]); 55036 Z26; 55037 ZC8 (Beendigung der
+    Zuordnung) + ZW3|ZW4; 55038 + ZW3|ZW4 with #1 ZG9 (Aufhebung wegen Auszug des Kunden) when the
+    Anmeldung was an Einzug (E01: whoever the future assignment was for has moved out), else ZH0
+    (wegen Anmeldung eines anderen LF zu einem früheren Termin); both are triggered by the LFN (S1
+    55038 [579]), ZG9 for E01 is our reading (M). Answers repeat the Anmeldung's #1: 55002 #2 ZAP
+    (ruhend) else ``measurement`` (ZW6 pauschale / ZW7 gemessene MaLo; the MaLo's master data, else
+    the workflow's default †), 55003 #2 ZW4, 55078 E03 + the 55077's Geschäftsvorfall ZW0|ZW1|ZW2
+    (M: the AHB lists the set, that it repeats the trigger's is our reading), 55080 E03 + ZW3;
+    55005/55006 #1 as the Abmeldung.
     """
     malo_kind = "ZW3" if trigger_pid == "55077" else "ZW4"
     resting = trigger_pid == "55001" and trigger_detail == "ZAP"
     if pid == "55010":
-        kind = "ZAP" if resting else malo_kind
+        # a 55077 of Geschäftsvorfall 2 (ZW1) is for a Tranche: ZW5 (S1 55010 [481])
+        tranche = trigger_pid == "55077" and trigger_detail == "ZW1"
+        kind = "ZAP" if resting else "ZW5" if tranche else malo_kind
         return ("E01" if trigger_reason == "E01" and kind in ("ZW4", "ZAP") else "E03"), kind
     if pid == "55036":
         return "Z26", None

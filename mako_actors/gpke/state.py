@@ -72,9 +72,11 @@ class GpkeState(BaseModel):
     negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313
     malo_measurement: Measurement | None = None  # from master data; None: the config default
     fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
+    tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Snapshots leave these out while they are None: the same bytes as before.
         data: dict[str, Any] = handler(self)
-        return without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
+        data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
+        return without_none(data, "tranche_malo")

@@ -56,13 +56,16 @@ class Suppliers:
     """Who supplies a MaLo at a date (``current``) and who is confirmed for later (``future``).
 
     From master data it may also say how the MaLo is measured (``measurement``, the 55002's
-    STS+7 #2); ``None``: the workflow's default (``GpkeConfig.malo_measurement``).
+    STS+7 #2); ``None``: the workflow's default (``GpkeConfig.malo_measurement``). For the ID of
+    a Tranche, ``tranche_of`` is the MaLo it belongs to (the 55078 of a Geschäftsvorfall 2 names
+    both); a Tranche the master data does not know is not found (APERAK Z14).
     """
 
     current: str | None = None
     future: str | None = None
     future_start: datetime | None = None
     measurement: Measurement | None = None
+    tranche_of: str | None = None
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance

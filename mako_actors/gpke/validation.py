@@ -31,6 +31,7 @@ __all__ = [
     "check_transaction",
     "fixed_term_end",
     "gs1_check_digit",
+    "is_tranche",
     "is_valid_gln",
     "is_valid_malo_id",
     "lfa_objects",
@@ -206,6 +207,12 @@ AUFHEBUNG_REASONS = frozenset({"ZG9", "ZH1", "ZH2"})
 _AUFHEBUNG_DATES = dict.fromkeys(AUFHEBUNG_REASONS, ("92",))
 
 
+def is_tranche(pid: str, transaction_detail: str | None) -> bool:
+    """Whether an Anmeldung is for a Tranche: a 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1), whose
+    object is then named by LOC+Z21, not LOC+Z16 (S1 FV2504 55077 [476]/[477])."""
+    return pid == "55077" and transaction_detail == "ZW1"
+
+
 def abmeldung_date(
     transaction_reason: str | None, zuordnungsbeginn: datetime | None, zuordnungsende: datetime | None
 ) -> datetime | None:
@@ -273,6 +280,7 @@ def check_transaction(
     malformed_dates: Mapping[str, str] | None = None,
     fixed_term_reason: str | None = None,
     customer: bool | None = None,
+    tranche: bool = False,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -283,7 +291,8 @@ def check_transaction(
     ``malformed_dates`` (qualifier → ``"value:format"`` as sent) tells a required date that was
     sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
     ``fixed_term_reason``: STS+7 #3 (befristete Anmeldung), see ``AhbRule.fixed_term_reasons``.
-    ``customer``: whether NAD+Z09 names the customer (``None``: not checked).
+    ``customer``: whether NAD+Z09 names the customer (``None``: not checked). ``tranche``: the
+    transaction's object is a Tranche (a 55077 of GV2), so its ID is Muss as LOC+Z21.
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -291,7 +300,8 @@ def check_transaction(
     if rule is None:
         return errors, warnings
     if rule.malo == "required" and not malo:
-        errors.append((AhbFinding.MISSING, f"PID {pid}: MaLo-ID (SG5 LOC+Z16) missing"))
+        what = "Tranche-ID (SG5 LOC+Z21, Geschäftsvorfall 2)" if tranche else "MaLo-ID (SG5 LOC+Z16)"
+        errors.append((AhbFinding.MISSING, f"PID {pid}: {what} missing"))
     elif rule.malo == "absent" and malo:
         warnings.append(f"PID {pid} has no SG5 since FV2504 (AHB-FACTS §2); LOC+Z16 {malo} ignored")
     if document_code is not None and document_code != rule.bgm:

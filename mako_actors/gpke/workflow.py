@@ -99,6 +99,7 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
+    TrancheKnown,
 )
 from mako_actors.gpke.fristen import (
     DEFAULT_ACK_WINDOWS,
@@ -120,6 +121,7 @@ from mako_actors.gpke.validation import (
     check_mp_id,
     check_transaction,
     fixed_term_end,
+    is_tranche,
     is_valid_malo_id,
     lfa_objects,
 )
@@ -222,6 +224,13 @@ class _Out:
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
+        tranche_malo = self.state.tranche_malo
+        if tranche_malo is not None and "malo" in transaction:
+            # The process's object is a Tranche: LOC+Z21 (STS+Z35 ZW5 / RFF+Z20 in a 55080);
+            # the 55078 names its MaLo too (LOC+Z16 Muss [2061]).
+            transaction["tranche"] = transaction.pop("malo")
+            if pid == "55078":
+                transaction["malo"] = tranche_malo
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault(
             "measurement", self.state.malo_measurement or self.workflow.config.malo_measurement
@@ -399,6 +408,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         if cmd.malo_measurement is not None:
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
+        if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
+            out.emit(unvalidated(TrancheKnown)(malo=cmd.tranche_malo))
         if until is not None and cmd.fixed_term_reason is not None:
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
@@ -835,15 +846,22 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             malformed_dates=dict(cmd.malformed_dates) if cmd.malformed_dates else None,
             fixed_term_reason=fields.get("fixed_term_reason"),
             customer=fields.get("customer_name") is not None,
+            tranche=is_tranche(cmd.pid, fields.get("transaction_detail")),
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))
         warnings.extend(ahb_warnings)
         rule = AHB_RULES.get(cmd.pid)
+        tranche = is_tranche(cmd.pid, fields.get("transaction_detail"))
+        what = "Tranche-ID" if tranche else "MaLo-ID"  # a Tranche's ID has a MaLo-ID's format [950]
         if rule is not None and rule.malo == "required" and cmd.malo and not is_valid_malo_id(cmd.malo):
             errors.append(
-                self._error(fv, Reason.MALO_INVALID, f"MaLo-ID {cmd.malo} fails its check digit or format")
+                self._error(fv, Reason.MALO_INVALID, f"{what} {cmd.malo} fails its check digit or format")
             )
+        elif tranche and cmd.malo and fields.get("tranche_malo") is None:
+            # The NB forms Tranchen; one its master data does not know is "nicht gefunden".
+            text = f"Tranche {cmd.malo} is not in the master data (no MaLo known for it)"
+            errors.append(self._error(fv, Reason.MALO_INVALID, text))
         return errors, warnings
 
     def _aperak(self, out: _Out, cmd: InboundUtilmd, errors: tuple[ErrorItem, ...]) -> OutboundRef:
@@ -968,6 +986,10 @@ def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: di
     update["malo_measurement"] = event.measurement
 
 
+def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]) -> None:
+    update["tranche_malo"] = event.malo
+
+
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
     update["zuordnungsende"] = event.zuordnungsende
     update["fixed_term_reason"] = event.reason
@@ -1053,6 +1075,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     InboundRejected: _rejected,
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
+    TrancheKnown: _tranche_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
     AnmeldungRejectedAtOnce: _rejected_at_once,

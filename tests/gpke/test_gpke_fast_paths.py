@@ -52,6 +52,7 @@ _INSTANTS = [
 _BERLIN = ZoneInfo("Europe/Berlin")
 _START = datetime(2025, 7, 1, tzinfo=_BERLIN)
 _MALO = "51900000012"
+_TRANCHE = "49825979199"
 _ANMELDUNG = {"trigger_pid": "55001", "trigger_reason": "E03", "trigger_detail": "ZW4"}
 _GENERATING = {"trigger_pid": "55077", "trigger_reason": "E03", "trigger_detail": "ZW1"}
 # What the workflow sends, per PID (see ``GpkeNbWorkflow``), with other instants and zones.
@@ -69,20 +70,22 @@ _TRANSACTIONS: dict[str, list[dict[str, Any]]] = {
         {"malo": _MALO, "end": _START, "anmeldung_uet": date(2025, 6, 5), "other_party_id": LFN,
          "customer_name": ("Beispiel", "Paula", "", "", "Frau", "Z01"), "trigger_pid": "55001",
          "trigger_reason": "E01", "trigger_detail": "ZAP"},
-        {"malo": _MALO, "end": _START, "anmeldung_uet": date(2025, 6, 5), "other_party_id": LFN,
+        # GV2 (ZW1) is for a Tranche: LOC+Z21 and STS+7 ZW5
+        {"tranche": _TRANCHE, "end": _START, "anmeldung_uet": date(2025, 6, 5), "other_party_id": LFN,
          "customer_name": ("Solar GmbH", "", "", "", "", "Z02"), **_GENERATING},
     ],
     "55036": [{"malo": _MALO, "start": _START, "request_ref": "LFNTX1", "other_party_id": LFA, **_ANMELDUNG}],
     "55037": [{"malo": _MALO, "end": _START, **_ANMELDUNG}],
     "55038": [{"malo": _MALO, "start": _START, "other_party_id": LFN, **_ANMELDUNG}],
-    "55078": [{"malo": _MALO, "start": _START, "answer_code": "A58", "answer_ebd": "E_0623",
-               "request_ref": "X", **_GENERATING}],
+    "55078": [{"malo": _MALO, "tranche": _TRANCHE, "start": _START, "answer_code": "A58",
+               "answer_ebd": "E_0623", "request_ref": "X", **_GENERATING}],
     "55080": [
         {"start": _START, "answer_code": "A45", "answer_ebd": "E_0622", "request_ref": "X",
          "processing_start": _START, "next_processing_date": datetime(2025, 6, 6, 11, tzinfo=_BERLIN),
          **_GENERATING},
-        {"malo": _MALO, "start": _START, "answer_code": "A57", "answer_ebd": "E_0623", "request_ref": "X",
-         "lfa_answer_code": "A39", "lfa_answer_ebd": "E_0624", "other_party_id": LFA, **_GENERATING},
+        {"tranche": _TRANCHE, "start": _START, "answer_code": "A57", "answer_ebd": "E_0623",
+         "request_ref": "X", "lfa_answer_code": "A39", "lfa_answer_ebd": "E_0624", "other_party_id": LFA,
+         **_GENERATING},
     ],
     "55005": [{"end": _START, "answer_code": "A11", "answer_ebd": "E_0607", "request_ref": "X",
                "trigger_pid": "55004", "trigger_reason": "Z33"}],

@@ -14,6 +14,7 @@ from gpke_support import (
     NB,
     START,
     THU_1430,
+    TRANCHE_OF,
     abmeldung,
     anmeldung,
     berlin,
@@ -292,7 +293,8 @@ def test_generating_malo_vorlauffrist_gives_55080_by_geschaeftsvorfall(
     # E_0622 erz. branch (no A07 there): the lead time of the Geschäftsvorfall, non-EEG/KWKG †;
     # a GV3 start on the 1st of a month needs one month (step 810, A44)
     late = anmeldung(
-        pid="55077", received_at=received_at, transaction_detail=detail, zuordnungsbeginn=start_at
+        pid="55077", received_at=received_at, transaction_detail=detail, zuordnungsbeginn=start_at,
+        tranche_malo=TRANCHE_OF if detail == "ZW1" else None,  # GV2: ``malo`` is a Tranche of it
     )
     _, out = start(late)
     tx = utilmd(out, "55080")

@@ -23,6 +23,7 @@ from stores.lmdb import LmdbStore
 NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
 LFN2 = "9900000004001"
 MALO = "51900000012"
+TRANCHE_OF = "49825979199"  # in tests of Geschäftsvorfall 2 (a Tranche's ID is MALO), its MaLo
 THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)  # Thu 2025-11-13 14:30 CET (FV2510)
 START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # Zuordnungsbeginn 2025-12-01 00:00 CET
 
@@ -75,12 +76,14 @@ def anmeldung(
 ) -> bytes:
     """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
     STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``).
-    A befristete Anmeldung: STS+7 #3 ``fixed_term`` and DTM+93 ``end``."""
+    A befristete Anmeldung: STS+7 #3 ``fixed_term`` and DTM+93 ``end``. A 55077 of GV2 (ZW1) is
+    for a Tranche: ``malo`` is then the Tranche's ID, sent as LOC+Z21 (S1 55077 [477])."""
     reason = f"STS+7++E03+{gv}" if pid == "55077" else f"STS+7++E01+{detail}"
     if fixed_term is not None:
         reason += f"+{fixed_term}"
     dates = [dtm("92", start)] + ([dtm("93", end)] if end is not None else [])
-    tx = [f"IDE+24+{ide}", *dates, reason, f"LOC+Z16+{malo}", f"RFF+Z13:{pid}"]
+    location = "Z21" if pid == "55077" and gv == "ZW1" else "Z16"
+    tx = [f"IDE+24+{ide}", *dates, reason, f"LOC+{location}+{malo}", f"RFF+Z13:{pid}"]
     if customer is not None:
         tx.append(f"NAD+Z09+++{customer}")
     return interchange(lfn, NB, ref, sent_at, tx, version=version)

@@ -11,6 +11,7 @@ from edi import (
     LFN,
     MALO,
     THU_1430,
+    TRANCHE_OF,
     anmeldung,
     lfa_answer,
     outbox,
@@ -63,7 +64,7 @@ async def test_the_55010_repeats_the_customer_name_of_the_55001_as_received(stor
 
 async def test_answers_decided_after_the_lfa_repeat_the_anmeldungs_sts7(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
     await p.ingest(anmeldung(pid="55077", gv="ZW1"), THU_1430)
     first = await outbox(store)
     request_ide = rendered(first)["55010"].transactions[0].ide_ref
@@ -76,6 +77,14 @@ async def test_answers_decided_after_the_lfa_repeat_the_anmeldungs_sts7(store: L
     assert decided["55078"].transactions[0].transaction_reasons == ("E03", "ZW1")
     assert decided["55078"].transactions[0].answer_code == "A58"
     assert decided["55037"].transactions[0].transaction_reasons == ("ZC8", "ZW3")
+    # GV2 is for a Tranche (MALO): LOC+Z21 everywhere, the 55078 names its MaLo too ([477])
+    assert sg5(decided["55078"]) == [("Z16", TRANCHE_OF), ("Z21", MALO)]
+    assert sg5(decided["55037"]) == [("Z21", MALO)] and sg5(rendered(first)["55010"]) == [("Z21", MALO)]
+
+
+def sg5(message: Message) -> list[tuple[str, str]]:
+    """(qualifier, ID) of the message's LOC segments."""
+    return [(s.value(0), s.value(1)) for s in message.segments if s.tag == "LOC"]
 
 
 async def test_a_ruhende_malo_zap_is_recognised_and_repeated(store: LmdbStore) -> None:

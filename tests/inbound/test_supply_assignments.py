@@ -28,6 +28,7 @@ from tests.inbound.edi import (
     NB,
     START,
     THU_1430,
+    TRANCHE_OF,
     abmeldung,
     anmeldung,
     berlin,
@@ -120,7 +121,8 @@ async def test_a_late_generating_anmeldung_gets_the_code_of_its_geschaeftsvorfal
     store: LmdbStore, gv: str, code: str
 ) -> None:
     late_at = datetime(2025, 11, 28, 9, 0, tzinfo=UTC)  # Fri before Mon 2025-12-01: too late
-    p = pipeline(store, VirtualClock(late_at))
+    # GV2 is for a Tranche (MALO then names it), which the NB's master data knows
+    p = pipeline(store, VirtualClock(late_at), **{MALO: Suppliers(tranche_of=TRANCHE_OF)})
     await p.ingest(anmeldung(LFN, pid="55077", gv=gv, sent_at=late_at), late_at)
     [answer] = [m for m in await outbox(store) if m.message_type == "UTILMD"]
     assert (kind(answer), tx(answer)["answer_code"], tx(answer)["answer_ebd"]) == ("55080", code, "E_0622")
