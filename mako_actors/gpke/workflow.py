@@ -663,24 +663,25 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
-    def _operator_deems(self, state: GpkeState, cmd: DeemLfaAgreement) -> WorkflowOutput:
+    def _operator(self, state: GpkeState, cmd: DeemLfaAgreement | RejectAnmeldung) -> _Out:
+        """The output of an operator's decision, stamped ``cmd.decided_at``; ``WorkflowError``
+        unless the process awaits one (its 55010 was rejected and 09:00 passed)."""
         if state.status is not _AWAITING_OPERATOR or state.own_id is None:
             raise WorkflowError.invalid_state(
-                f"{self.name}: DeemLfaAgreement is for a process awaiting an operator after its 55010 "
-                f"was rejected; this one is {state.status.value}"
+                f"{self.name}: {type(cmd).__name__} is for a process awaiting an operator after its "
+                f"55010 was rejected; this one is {state.status.value}"
             )
-        out = _Out(self, state, state.seed, state.own_id, cmd.decided_at)
+        return _Out(self, state, state.seed, state.own_id, cmd.decided_at)
+
+    def _operator_deems(self, state: GpkeState, cmd: DeemLfaAgreement) -> WorkflowOutput:
+        out = self._operator(state, cmd)
         out.emit(LfaAgreementDeemedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
         out.cancel.append(DECISION_DEADLINE)
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
     def _operator_rejects(self, state: GpkeState, cmd: RejectAnmeldung) -> WorkflowOutput:
-        if state.status is not _AWAITING_OPERATOR or state.own_id is None or state.format_version is None:
-            raise WorkflowError.invalid_state(
-                f"{self.name}: RejectAnmeldung is for a process awaiting an operator after its 55010 "
-                f"was rejected; this one is {state.status.value}"
-            )
+        out = self._operator(state, cmd)
         # A99 may be sent until the end its EBD version names (AHB-FACTS §4): the answer goes out
         # under the format version in force at the decision.
         sending = sending_format_version(cmd.decided_at)
@@ -693,7 +694,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 f"{self.name}: E_0623 A99 may be sent before {end:%d.%m.%Y} under {sending.short}, "
                 f"not at {cmd.decided_at.isoformat()}; only deeming the LFA's agreement is left"
             )
-        out = _Out(self, state, state.seed, state.own_id, cmd.decided_at)
         out.emit(AnmeldungRejectedByOperator(decided_at=cmd.decided_at, text=cmd.text))
         out.cancel.append(DECISION_DEADLINE)
         self._decide_anmeldung(out, confirmed=False, remark=cmd.text)

@@ -133,15 +133,21 @@ async def test_a_55010_rejected_by_aperak_is_not_deemed_agreed_at_nine(store: Lm
     assert (await process.state()).status is Status.CONFIRMED
 
 
-def test_the_operator_decides_from_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def stalled_store(db: Path) -> tuple[ProcessId, set[OutboxMessageId]]:
+    """``stall`` in a store at ``db``, closed again: the process and the outbox ids before 09:00."""
+
     async def prepare() -> tuple[ProcessId, set[OutboxMessageId]]:
-        async with LmdbStore(tmp_path / "db") as s:
+        async with LmdbStore(db) as s:
             process_id, _, before = await stall(s)
             return process_id, before
 
-    process_id, before = asyncio.run(prepare())
+    return asyncio.run(prepare())
+
+
+def test_the_operator_decides_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    process_id, before = stalled_store(tmp_path / "db")
     db = str(tmp_path / "db")
     assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
@@ -224,12 +230,7 @@ def test_processes_whose_answer_a_partner_rejected_are_listed_whatever_their_sta
 def test_the_operator_rejects_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def prepare() -> tuple[ProcessId, set[OutboxMessageId]]:
-        async with LmdbStore(tmp_path / "db") as s:
-            process_id, _, before = await stall(s)
-            return process_id, before
-
-    process_id, before = asyncio.run(prepare())
+    process_id, before = stalled_store(tmp_path / "db")
     db = str(tmp_path / "db")
     reject = ["processes", "reject-anmeldung", str(process_id)[:10], "--store", db]
     at = ["--at", "2025-11-14T09:40:00+01:00"]
