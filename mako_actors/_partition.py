@@ -138,8 +138,24 @@ V = TypeVar("V")
 RefKind = Literal["IDE", "0020"]
 _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
-_USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3}
-_VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI"))  # what ``Scan._value`` reads
+_USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3, b"STS": 5}
+_VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI", b"STS"))  # what ``Scan._value`` reads
+#: STS+7 #2 of a 55077 of Geschäftsvorfall 2: the transaction is for the Tranche its LOC+Z21
+#: names, a LOC+Z16 beside it notwithstanding (as ``gpke.validation.is_tranche``; no other PID
+#: we receive has ZW1 there, so the scan need not know the PID, which follows the LOC).
+_TRANCHE_GV = b"ZW1"
+
+
+def _located(tx: dict[bytes, bytes], qualifier: bytes | str, value: bytes) -> None:
+    """Note a transaction's ``LOC+<qualifier>`` as its routing object: as the parser, the MaLo
+    (Z16), else a Tranche's ID (Z21); the Tranche first in a Geschäftsvorfall 2."""
+    tranche = qualifier in (b"Z21", "Z21")
+    if not tranche and qualifier not in (b"Z16", "Z16"):
+        return
+    if tranche == (tx.get(b"GV") == _TRANCHE_GV):
+        tx[b"LOC"] = value
+    else:
+        tx.setdefault(b"LOC", value)
 
 
 @dataclass
@@ -295,11 +311,9 @@ class Scan:
         if tag == b"IDE" and len(elements) > 2:
             message.txs.append({b"IDE": elements[2]})
         elif tag == b"LOC" and message.txs and len(elements) > 2:
-            # As the parser: the MaLo (Z16), else a Tranche's ID (Z21).
-            if second[0] == b"Z16":
-                message.txs[-1][b"LOC"] = elements[2].split(self.comp)[0]
-            elif second[0] == b"Z21":
-                message.txs[-1].setdefault(b"LOC", elements[2].split(self.comp)[0])
+            _located(message.txs[-1], second[0], elements[2].split(self.comp)[0])
+        elif tag == b"STS" and second[0] == b"7" and message.txs and len(elements) > 4:
+            message.txs[-1][b"GV"] = elements[4].split(self.comp)[0]
         elif tag == b"RFF" and len(second) > 1:
             if second[0] in (b"Z13", b"TN") and message.txs:
                 message.txs[-1][second[0]] = second[1]
@@ -426,10 +440,9 @@ def _from_parsed(parsed: Interchange) -> list[_Message]:
             if tag == "IDE" and len(segment.elements) > 1:
                 message.txs.append({b"IDE": _encoded(segment.value(1))})
             elif tag == "LOC" and message.txs and len(segment.elements) > 1:
-                if segment.value(0) == "Z16":
-                    message.txs[-1][b"LOC"] = _encoded(segment.value(1))
-                elif segment.value(0) == "Z21":
-                    message.txs[-1].setdefault(b"LOC", _encoded(segment.value(1)))
+                _located(message.txs[-1], segment.value(0), _encoded(segment.value(1)))
+            elif tag == "STS" and segment.value(0) == "7" and message.txs:
+                message.txs[-1][b"GV"] = _encoded(segment.value(3))
             elif tag == "RFF":
                 qualifier = segment.components(0)
                 if len(qualifier) > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from mako_actors.compare import compare_outbound
 from mako_actors.edifact import render_outbound
 from mako_actors.replay import _Options, _replay_items, archive, load_master_data
 from stores.lmdb import Durability, LmdbStore
+from tests.inbound.edi import LFN, LFN2, dtm, interchange
 
 NB = "9900000002009"
 
@@ -151,6 +153,37 @@ async def test_escaped_rff_tn_and_loc_values_route_like_their_plain_values(tmp_p
                 split.keys() == theirs.split(item.path.name, plain[item.path.name], item.received_at).keys()
             ), item.path.name
     await assert_workers_answer_like_one(src, tmp_path, workers=(2,))
+
+
+async def test_a_tranche_anmeldung_naming_its_malo_too_is_placed_with_its_tranche(tmp_path: Path) -> None:
+    """A 55077 of Geschäftsvorfall 2 is for its Tranche (LOC+Z21); the workflow decides it so even
+    when the sender adds the MaLo's LOC+Z16. The split must place it by the Tranche as well: a
+    second Anmeldung of the Tranche naming only LOC+Z21 must meet the first one's claim (55080
+    A45) on any worker count, not land in another partition and be consulted on."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=60, defects=0.0, seed=11, suppliers=4))
+    tranche, malo = "51000000912", "51900000012"
+    master = json.loads((src / "master.json").read_text())
+    master[tranche] = {"tranche_of": malo, "current": "9900000001001"}
+    (src / "master.json").write_text(json.dumps(master))
+    first_at = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)  # before the archive's first file
+    start = dtm("92", datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
+    gv2 = ["STS+7++E03+ZW1", f"LOC+Z21+{tranche}", "RFF+Z13:55077", "NAD+Z09+++Solar GmbH::::Z02"]
+    with_malo = ["IDE+24+GV2TX1", start, gv2[0], f"LOC+Z16+{malo}", *gv2[1:]]
+    both = interchange(LFN, NB, "GV2BOTH", first_at, with_malo)
+    rival = interchange(LFN2, NB, "GV2RIVAL", first_at, ["IDE+24+GV2TX2", start, *gv2])
+    files = [("gv2-both.edi", both, first_at), ("gv2-rival.edi", rival, first_at + timedelta(minutes=5))]
+    with_manifest(src, files)
+    partitioner = Partitioner(2, [NB])
+    placed = [set(partitioner.split(name, raw, at)) for name, raw, at in files]
+    assert placed[0] == placed[1]  # the MaLo's LOC+Z16 beside the Tranche's does not place it
+    one = await assert_workers_answer_like_one(src, tmp_path, workers=(2,))
+    async with LmdbStore(one.stores[0]) as store:
+        outbox = await store.pending(10**6, datetime(2030, 1, 1, tzinfo=UTC))
+    answers = [m.payload["transactions"][0] for m in outbox if m.message_type == "UTILMD"]
+    assert [(a["pid"], a["answer_code"]) for a in answers if a.get("request_ref") == "GV2TX2"] == [
+        ("55080", "A45")
+    ]
 
 
 async def test_a_truncated_retransmission_of_a_split_bundle_gets_contrl_4_26_on_any_worker_count(
