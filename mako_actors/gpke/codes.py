@@ -155,8 +155,8 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "A51": _c(Reason.APPROVED_CONSUMING, "Zustimmung (verbr. MaLo)", unconfirmed=False),
         "A57": _c(Reason.LFA_OBJECTED_GENERATING, "LFA hat widersprochen (erz. MaLo)", unconfirmed=False),
         "A58": _c(Reason.APPROVED_GENERATING, "Zustimmung (erz. MaLo)", unconfirmed=False),
-        # An operator's rejection (``RejectAnmeldung``), FTX+ACB Muss; only until the date in
-        # ``OTHER_REJECTION_USABLE_UNTIL``
+        # An operator's rejection (``RejectAnmeldung``), FTX+ACB Muss; only before the day in
+        # ``CodeTable.usable_until`` (step 60/450/600: "ein zuvor nicht spezifizierter Fehler")
         "A99": _c(Reason.OTHER_REJECTION, "Sonstiges (Ablehnung, Begründung in FTX+ACB)", unconfirmed=False),
     },
     # E_0607 (EBD 4.1, S3): A11 Zustimmung (verbr.), A02 Vorlauffrist nicht eingehalten. An

@@ -205,8 +205,8 @@ class LfaNotReached(GpkeEvent, type="gpke.lfa_not_reached"):
 
     A rightly rejected message counts as not received (DOMAIN §2), so the LFA's silence is no
     agreement: nothing is sent, the MaLo stays claimed and the process waits for an operator
-    (``DeemLfaAgreement`` or ``RejectAnmeldung``). ``interchange_ref`` is the 0020 of the rejected 55010; the
-    rejection itself is the ``AcknowledgementReceived`` before it.
+    (``DeemLfaAgreement`` or ``RejectAnmeldung``). ``interchange_ref`` is the 0020 of the
+    rejected 55010; the rejection itself is the ``AcknowledgementReceived`` before it.
     """
 
     due_at: datetime
