@@ -140,21 +140,23 @@ _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3, b"STS": 5}
 _VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI", b"STS"))  # what ``Scan._value`` reads
-#: STS+7 #2 of a 55077 of Geschäftsvorfall 2: the transaction is for the Tranche its LOC+Z21
-#: names, a LOC+Z16 beside it notwithstanding (as ``gpke.validation.is_tranche``; no other PID
-#: we receive has ZW1 there, so the scan need not know the PID, which follows the LOC).
-_TRANCHE_GV = b"ZW1"
+#: The LOC a transaction is for by its STS+7 #2, as ``gpke.validation.object_location`` (the
+#: scan need not know the PID, which follows the LOC: no PID we receive has these #2 codes
+#: with another meaning): a Tranche (ZW1 of a 55077, ZW5 of a 55004), a ruhende MaLo (ZAP).
+_OBJECT_LOCATIONS = {b"ZW1": b"Z21", b"ZW5": b"Z21", b"ZAP": b"Z22"}
+_LOCATIONS = {b"Z16": b"Z16", b"Z21": b"Z21", b"Z22": b"Z22", "Z16": b"Z16", "Z21": b"Z21", "Z22": b"Z22"}
 
 
 def _located(tx: dict[bytes, bytes], qualifier: bytes | str, value: bytes) -> None:
-    """Note a transaction's ``LOC+<qualifier>`` as its routing object: as the parser, the MaLo
-    (Z16), else a Tranche's ID (Z21); the Tranche first in a Geschäftsvorfall 2."""
-    tranche = qualifier in (b"Z21", "Z21")
-    if not tranche and qualifier not in (b"Z16", "Z16"):
+    """Note a transaction's ``LOC+<qualifier>`` as its routing object: the one its STS+7 #2 names
+    it by (a Tranche's Z21, a ruhende MaLo's Z22) over any other; else, as the parser, the MaLo
+    (Z16), else a Tranche's ID (Z21)."""
+    location = _LOCATIONS.get(qualifier)
+    if location is None:
         return
-    if tranche == (tx.get(b"GV") == _TRANCHE_GV):
+    if location == _OBJECT_LOCATIONS.get(tx.get(b"GV", b""), b"Z16"):
         tx[b"LOC"] = value
-    else:
+    elif location != b"Z22":
         tx.setdefault(b"LOC", value)
 
 

@@ -76,10 +76,11 @@ class UtilmdTransaction(BaseModel):
     ``(last, first)`` for a person (3045 Z01), or all components as received (Name 1-5, 3045).
     ``malo_qualifier`` is the LOC 3227 of ``malo`` (Z22: ruhende MaLo in a 55010 with ZAP, AHB-FACTS
     §2). ``tranche`` is a Tranche's ID (LOC+Z21; a 55077 of Geschäftsvorfall 2 names one, and every
-    message of its process does; a 55080 names it in STS+Z35 and RFF+Z20). ``remark`` is FTX+ACB
-    (Bemerkung; Muss in a 55003/55080 with A99, at most 2,560 characters). Segments a PID does not
-    carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2) are left out when
-    rendering.
+    message of its process does; a 55080 names it in STS+Z35 and RFF+Z20). ``resting_malo`` is a
+    ruhende MaLo's ID beside ``malo`` (LOC+Z22 after LOC+Z16: a 55002 for a ruhende MaLo).
+    ``remark`` is FTX+ACB (Bemerkung; Muss in a 55003/55080 with A99, at most 2,560 characters).
+    Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2)
+    are left out when rendering.
     """
 
     model_config = _FROZEN
@@ -106,6 +107,7 @@ class UtilmdTransaction(BaseModel):
     malo_qualifier: str = "Z16"
     remark: str | None = Field(default=None, min_length=1, max_length=2560)
     tranche: str | None = None
+    resting_malo: str | None = None
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -303,6 +305,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(_ftx("ACB", t.remark))
     if t.malo is not None:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
+    if t.resting_malo is not None:
+        out.append(seg("LOC", "Z22", t.resting_malo))
     if t.tranche is not None:
         out.append(seg("LOC", "Z21", t.tranche))
     out.append(seg("RFF", ["Z13", t.pid]))

@@ -62,7 +62,9 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
         _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
         _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
-        _r("LOC+Z16", note="§2 Muss [2061]"), _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+        _r("LOC+Z16", note="§2 Muss [2061]"),
+        _r("LOC+Z22", "C", "S1 FV2504 Muss [2003] ∧ [96] with ZAP: the ruhende MaLo"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"),
     ),
     "55003": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [358] if A06"),
@@ -143,6 +145,7 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55010", "ZW4"): ("LOC+Z16", "NAD+Z09"),
     ("55010", "ZAP"): ("LOC+Z22", "NAD+Z09"),
     ("55010", "ZW5"): ("LOC+Z21",),
+    ("55002", "ZAP"): ("LOC+Z22",),
     ("55078", "ZW1"): ("LOC+Z21",),
     ("55038", "ZH0"): ("NAD+VY",),
     ("55038", "ZG9"): ("NAD+VY",),

@@ -107,6 +107,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche: ``malo`` is then its ID
     (LOC+Z21; ``None`` if the message named none), and ``tranche_malo`` the MaLo the Tranche
     belongs to, from the NB's master data (``None``: the Tranche is unknown, APERAK Z14).
+    A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
+    ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -127,6 +129,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_key_generation: int = Field(default=0, ge=0)
     malo_measurement: Measurement | None = None
     tranche_malo: str | None = None
+    kundenanlage_malo: str | None = None
 
     @model_validator(mode="after")
     def _competing_dates(self) -> ReceiveAnmeldung:

@@ -34,6 +34,7 @@ __all__ = [
     "GpkeEvent",
     "InboundInfo",
     "InboundRejected",
+    "KundenanlageKnown",
     "LateLfaAnswerIgnored",
     "LfaAgreementDeemedByOperator",
     "LfaAnswered",
@@ -151,6 +152,14 @@ class TrancheKnown(GpkeEvent, type="gpke.tranche_known"):
     """The Anmeldung is for a Tranche (a 55077 of Geschäftsvorfall 2; the process's ``malo`` is
     the Tranche's ID) of MaLo ``malo`` (NB master data). Every message of the process names the
     Tranche as LOC+Z21 (55080: STS+Z35 ZW5, RFF+Z20), the 55078 both (S1 FV2504 55078 [477])."""
+
+    malo: str
+
+
+class KundenanlageKnown(GpkeEvent, type="gpke.kundenanlage_known"):
+    """The Anmeldung is for a ruhende MaLo (STS+7 #2 ZAP; the process's ``malo`` is its ID,
+    LOC+Z22) in the Kundenanlage of MaLo ``malo`` (the 55001's LOC+Z16). The 55002 names both
+    (S1 FV2504 55002 [2061], [2003] ∧ [96])."""
 
     malo: str
 
@@ -307,6 +316,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MaloMeasurementKnown,
     FixedTermRequested,
     TrancheKnown,
+    KundenanlageKnown,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -21,7 +21,13 @@ from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
-from mako_actors.gpke.validation import AUFHEBUNG_REASONS, abmeldung_date, fixed_term_end, is_tranche
+from mako_actors.gpke.validation import (
+    AUFHEBUNG_REASONS,
+    abmeldung_date,
+    fixed_term_end,
+    is_tranche,
+    object_location,
+)
 from mako_actors.version import FormatVersion, WorkflowId
 
 __all__ = ["GpkeFamily"]
@@ -170,18 +176,17 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if transaction.end is not None:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
-        if is_tranche(values["pid"], values["transaction_detail"]):
-            # Geschäftsvorfall 2 is for a Tranche: its LOC+Z21 is the object, never a LOC+Z16
-            # (S1 FV2504 55077 [476]/[477])
-            values["malo"] = _location(transaction, "Z21")
-        elif values["pid"] == "55077" and transaction.malo is not None:
-            values["malo"] = _location(transaction, "Z16")  # GV1/GV3: the MaLo, not a Tranche
+        _object(values, transaction)
+        if values["transaction_detail"] == "ZAP":
+            # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
+            values["kundenanlage_malo"] = _location(transaction, "Z16")
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["zuordnungsbeginn"] = transaction.start  # an Aufhebung's date (``abmeldung_date``)
         values["transaction_reason"] = transaction.transaction_reason
         reasons = transaction.transaction_reasons
         values["transaction_detail"] = reasons[1] if len(reasons) > 1 and reasons[1] else None
+        _object(values, transaction)
     elif values["pid"] in ("55011", "55012"):
         values["request_ref"] = transaction.request_ref
         values["answer_code"] = transaction.answer_code
@@ -190,6 +195,16 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     if transaction.malformed_dates:
         values["malformed_dates"] = transaction.malformed_dates
     return values
+
+
+def _object(values: dict[str, Any], transaction: Transaction) -> None:
+    """Set ``values["malo"]`` to the ID of what the trigger is for, named by the LOC its STS+7 #2
+    asks for (``object_location``): a Tranche's LOC+Z21, a ruhende MaLo's LOC+Z22, never the
+    LOC+Z16 beside them; a 55077 of GV1/GV3 by its LOC+Z16 only. Other triggers keep the
+    parser's (LOC+Z16, else LOC+Z21)."""
+    location = object_location(values["pid"], values["transaction_detail"])
+    if location != "Z16" or values["pid"] == "55077":
+        values["malo"] = _location(transaction, location)
 
 
 def _location(transaction: Transaction, qualifier: str) -> str | None:

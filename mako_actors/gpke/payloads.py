@@ -228,6 +228,7 @@ class UtilmdTransactionPayload(BaseModel):
     malo_qualifier: str | None = None  # LOC 3227 when not Z16: Z22 ruhende MaLo (55010 with ZAP)
     remark: str | None = None  # FTX+ACB: why (55003/55080 with A99, an operator's text)
     tranche: str | None = None  # LOC+Z21 (STS+Z35 and RFF+Z20 in a 55080): a Tranche's ID
+    resting_malo: str | None = None  # LOC+Z22 beside LOC+Z16: the ruhende MaLo of a 55002 (ZAP)
 
 
 def transaktionsgrund(

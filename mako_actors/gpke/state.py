@@ -73,10 +73,11 @@ class GpkeState(BaseModel):
     malo_measurement: Measurement | None = None  # from master data; None: the config default
     fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
+    kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Snapshots leave these out while they are None: the same bytes as before.
         data: dict[str, Any] = handler(self)
         data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
-        return without_none(data, "tranche_malo")
+        return without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")

@@ -38,6 +38,7 @@ __all__ = [
     "malo_check_digit",
     "mp_id_issue",
     "mp_id_qualifiers",
+    "object_location",
 ]
 
 _MALO = re.compile(r"^[1-9]\d{10}$")
@@ -207,6 +208,29 @@ AUFHEBUNG_REASONS = frozenset({"ZG9", "ZH1", "ZH2"})
 _AUFHEBUNG_DATES = dict.fromkeys(AUFHEBUNG_REASONS, ("92",))
 
 
+#: What names the object of a transaction by its STS+7 #2, where that is not the MaLo's LOC+Z16
+#: (S1 FV2504): a ruhende MaLo LOC+Z22 (55001/55004 ZAP, [96]), a Tranche LOC+Z21 (55077 ZW1
+#: [477], 55004 ZW5 [481]).
+_OBJECT_LOCATIONS: Mapping[tuple[str, str], str] = {
+    ("55001", "ZAP"): "Z22",
+    ("55004", "ZAP"): "Z22",
+    ("55077", "ZW1"): "Z21",
+    ("55004", "ZW5"): "Z21",
+}
+#: How a finding names a missing object, by its LOC qualifier.
+_OBJECT_NAMES = {
+    "Z16": "MaLo-ID (SG5 LOC+Z16)",
+    "Z21": "Tranche-ID (SG5 LOC+Z21)",
+    "Z22": "ID der ruhenden MaLo (SG5 LOC+Z22)",
+}
+
+
+def object_location(pid: str, transaction_detail: str | None) -> str:
+    """The LOC qualifier naming what a trigger is for: ``Z22`` a ruhende MaLo (a 55001/55004 with
+    STS+7 #2 ZAP), ``Z21`` a Tranche (a 55077 of GV2, ZW1; a 55004 with ZW5), else ``Z16``."""
+    return _OBJECT_LOCATIONS.get((pid, transaction_detail or ""), "Z16")
+
+
 def is_tranche(pid: str, transaction_detail: str | None) -> bool:
     """Whether an Anmeldung is for a Tranche: a 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1), whose
     object is then named by LOC+Z21, not LOC+Z16 (S1 FV2504 55077 [476]/[477])."""
@@ -280,7 +304,7 @@ def check_transaction(
     malformed_dates: Mapping[str, str] | None = None,
     fixed_term_reason: str | None = None,
     customer: bool | None = None,
-    tranche: bool = False,
+    location: str = "Z16",
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -291,8 +315,8 @@ def check_transaction(
     ``malformed_dates`` (qualifier → ``"value:format"`` as sent) tells a required date that was
     sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
     ``fixed_term_reason``: STS+7 #3 (befristete Anmeldung), see ``AhbRule.fixed_term_reasons``.
-    ``customer``: whether NAD+Z09 names the customer (``None``: not checked). ``tranche``: the
-    transaction's object is a Tranche (a 55077 of GV2), so its ID is Muss as LOC+Z21.
+    ``customer``: whether NAD+Z09 names the customer (``None``: not checked). ``location``: the
+    LOC qualifier the object's ID is Muss under (``object_location``).
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -300,7 +324,7 @@ def check_transaction(
     if rule is None:
         return errors, warnings
     if rule.malo == "required" and not malo:
-        what = "Tranche-ID (SG5 LOC+Z21, Geschäftsvorfall 2)" if tranche else "MaLo-ID (SG5 LOC+Z16)"
+        what = _OBJECT_NAMES.get(location, _OBJECT_NAMES["Z16"])
         errors.append((AhbFinding.MISSING, f"PID {pid}: {what} missing"))
     elif rule.malo == "absent" and malo:
         warnings.append(f"PID {pid} has no SG5 since FV2504 (AHB-FACTS §2); LOC+Z16 {malo} ignored")

@@ -92,6 +92,7 @@ from mako_actors.gpke.events import (
     FixedTermRequested,
     InboundInfo,
     InboundRejected,
+    KundenanlageKnown,
     LateLfaAnswerIgnored,
     LfaAgreementDeemedByOperator,
     LfaAnswered,
@@ -124,6 +125,7 @@ from mako_actors.gpke.validation import (
     is_tranche,
     is_valid_malo_id,
     lfa_objects,
+    object_location,
 )
 from mako_actors.outbox import PendingOutbox
 from mako_actors.version import FormatVersion
@@ -224,13 +226,19 @@ class _Out:
 
     def utilmd(self, recipient: str, pid: str, **transaction: Any) -> OutboundRef:
         ref = self.ref("UTILMD", recipient, pid)
-        tranche_malo = self.state.tranche_malo
+        state = self.state
+        tranche_malo = state.tranche_malo
         if tranche_malo is not None and "malo" in transaction:
             # The process's object is a Tranche: LOC+Z21 (STS+Z35 ZW5 / RFF+Z20 in a 55080);
             # the 55078 names its MaLo too (LOC+Z16 Muss [2061]).
             transaction["tranche"] = transaction.pop("malo")
             if pid == "55078":
                 transaction["malo"] = tranche_malo
+        elif pid == "55002" and state.transaction_detail == "ZAP" and "malo" in transaction:
+            # A ruhende MaLo: LOC+Z22, and the Kundenanlage's MaLo LOC+Z16 ([2003] ∧ [96], [2061])
+            transaction["resting_malo"] = transaction.pop("malo")
+            if state.kundenanlage_malo is not None:
+                transaction["malo"] = state.kundenanlage_malo
         transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault(
             "measurement", self.state.malo_measurement or self.workflow.config.malo_measurement
@@ -410,6 +418,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
         if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
             out.emit(unvalidated(TrancheKnown)(malo=cmd.tranche_malo))
+        if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
+            out.emit(unvalidated(KundenanlageKnown)(malo=cmd.kundenanlage_malo))
         if until is not None and cmd.fixed_term_reason is not None:
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
@@ -846,7 +856,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             malformed_dates=dict(cmd.malformed_dates) if cmd.malformed_dates else None,
             fixed_term_reason=fields.get("fixed_term_reason"),
             customer=fields.get("customer_name") is not None,
-            tranche=is_tranche(cmd.pid, fields.get("transaction_detail")),
+            location=object_location(cmd.pid, fields.get("transaction_detail")),
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))
@@ -861,6 +871,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         elif tranche and cmd.malo and fields.get("tranche_malo") is None:
             # The NB forms Tranchen; one its master data does not know is "nicht gefunden".
             text = f"Tranche {cmd.malo} is not in the master data (no MaLo known for it)"
+            errors.append(self._error(fv, Reason.MALO_INVALID, text))
+        kundenanlage = fields.get("kundenanlage_malo")
+        if kundenanlage is not None and not is_valid_malo_id(kundenanlage):
+            text = f"MaLo-ID {kundenanlage} of the Kundenanlage (LOC+Z16) fails its check digit or format"
             errors.append(self._error(fv, Reason.MALO_INVALID, text))
         return errors, warnings
 
@@ -990,6 +1004,10 @@ def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]
     update["tranche_malo"] = event.malo
 
 
+def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict[str, Any]) -> None:
+    update["kundenanlage_malo"] = event.malo
+
+
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
     update["zuordnungsende"] = event.zuordnungsende
     update["fixed_term_reason"] = event.reason
@@ -1076,6 +1094,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
     TrancheKnown: _tranche_known,
+    KundenanlageKnown: _kundenanlage_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
     AnmeldungRejectedAtOnce: _rejected_at_once,

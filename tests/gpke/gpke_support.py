@@ -16,6 +16,7 @@ LFA = "9900000003007"
 LFZ = "9900000004005"
 MALO = "51900000012"
 TRANCHE_OF = "49825979199"  # in tests of Geschäftsvorfall 2 (a Tranche's ID is MALO), its MaLo
+KUNDENANLAGE = "51000000912"  # in tests of a ruhende MaLo (ZAP; its ID is MALO), the Kundenanlage's MaLo
 THU_1430 = "2025-06-05T14:30:00+02:00"  # DOMAIN §3.3 worked example
 START = "2025-07-01T00:00:00+02:00"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpke_support import LFA, MALO, NB, anmeldung
+from gpke_support import KUNDENANLAGE, LFA, MALO, NB, anmeldung
 
 from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.errors import InvalidArgument
@@ -69,7 +69,8 @@ def test_the_measurement_survives_storage_until_the_lfa_consultation_is_decided(
 
 def test_a_resting_malo_still_answers_zap_whatever_the_master_says() -> None:
     wf = GpkeNbWorkflow()
-    out = wf.handle(wf.initial_state(), anmeldung(transaction_detail="ZAP", malo_measurement="ZW6"))
+    zap = anmeldung(transaction_detail="ZAP", malo_measurement="ZW6", kundenanlage_malo=KUNDENANLAGE)
+    out = wf.handle(wf.initial_state(), zap)
     assert _sts7_of_55002(out)[1] == "ZAP"
 
 

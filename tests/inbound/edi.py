@@ -24,6 +24,7 @@ NB, LFN, LFA = "9900000002009", "9900000001001", "9900000003005"
 LFN2 = "9900000004001"
 MALO = "51900000012"
 TRANCHE_OF = "49825979199"  # in tests of Geschäftsvorfall 2 (a Tranche's ID is MALO), its MaLo
+KUNDENANLAGE = "51000000912"  # in tests of a ruhende MaLo (ZAP; its ID is MALO), the Kundenanlage's MaLo
 THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)  # Thu 2025-11-13 14:30 CET (FV2510)
 START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # Zuordnungsbeginn 2025-12-01 00:00 CET
 
@@ -77,13 +78,19 @@ def anmeldung(
     """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
     STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``).
     A befristete Anmeldung: STS+7 #3 ``fixed_term`` and DTM+93 ``end``. A 55077 of GV2 (ZW1) is
-    for a Tranche: ``malo`` is then the Tranche's ID, sent as LOC+Z21 (S1 55077 [477])."""
+    for a Tranche: ``malo`` is then the Tranche's ID, sent as LOC+Z21 (S1 55077 [477]); a 55001
+    with ZAP for a ruhende MaLo: ``malo`` in LOC+Z22, KUNDENANLAGE in LOC+Z16 ([96], [67])."""
     reason = f"STS+7++E03+{gv}" if pid == "55077" else f"STS+7++E01+{detail}"
     if fixed_term is not None:
         reason += f"+{fixed_term}"
     dates = [dtm("92", start)] + ([dtm("93", end)] if end is not None else [])
-    location = "Z21" if pid == "55077" and gv == "ZW1" else "Z16"
-    tx = [f"IDE+24+{ide}", *dates, reason, f"LOC+{location}+{malo}", f"RFF+Z13:{pid}"]
+    if pid == "55077":
+        locations = [f"LOC+{'Z21' if gv == 'ZW1' else 'Z16'}+{malo}"]
+    elif detail == "ZAP":  # a ruhende MaLo (LOC+Z22) in a Kundenanlage (its MaLo: LOC+Z16)
+        locations = [f"LOC+Z16+{KUNDENANLAGE}", f"LOC+Z22+{malo}"]
+    else:
+        locations = [f"LOC+Z16+{malo}"]
+    tx = [f"IDE+24+{ide}", *dates, reason, *locations, f"RFF+Z13:{pid}"]
     if customer is not None:
         tx.append(f"NAD+Z09+++{customer}")
     return interchange(lfn, NB, ref, sent_at, tx, version=version)
@@ -99,10 +106,14 @@ def abmeldung(
     malo: str = MALO,
     reason: str = "Z33",
     qualifier: str = "93",
+    detail: str = "ZW4",
 ) -> bytes:
     """A 55004 Abmeldung: IDE, DTM+93 (``qualifier``: 92 for an Aufhebung einer zukünftigen
-    Zuordnung, ZG9/ZH1/ZH2), STS+7++``reason``+ZW4, LOC+Z16, RFF+Z13."""
-    tx = [f"IDE+24+{ide}", dtm(qualifier, end), f"STS+7++{reason}+ZW4", f"LOC+Z16+{malo}", "RFF+Z13:55004"]
+    Zuordnung, ZG9/ZH1/ZH2), STS+7++``reason``+``detail``, the LOC that detail asks for (Z22 for
+    a ruhende MaLo, ZAP; Z21 for a Tranche, ZW5; else Z16; S1 55004 [479]-[481], [96]), RFF+Z13."""
+    location = {"ZAP": "Z22", "ZW5": "Z21"}.get(detail, "Z16")
+    tx = [f"IDE+24+{ide}", dtm(qualifier, end), f"STS+7++{reason}+{detail}", f"LOC+{location}+{malo}"]
+    tx.append("RFF+Z13:55004")
     return interchange(lf, NB, ref, sent_at, tx, bgm="E02")
 
 

@@ -120,7 +120,7 @@ async def test_a_gv2_naming_its_object_by_loc_z16_is_refused(store: LmdbStore) -
     p = pipeline(store, VirtualClock(THU_1430), **{TRANCHE: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
     await p.ingest(raw, THU_1430)
     assert await aperak_errors(store) == [
-        ("Z29", "PID 55077: Tranche-ID (SG5 LOC+Z21, Geschäftsvorfall 2) missing")
+        ("Z29", "PID 55077: Tranche-ID (SG5 LOC+Z21) missing")
     ]
 
 
