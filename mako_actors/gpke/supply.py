@@ -155,6 +155,9 @@ class Assignment:
     end: datetime | None
     confirmed_by: str | None = None  # the process whose confirmed Anmeldung started it
     end_reason: str | None = None  # STS+7 #1 of the Abmeldung that ended it at ``end``
+    # ``end`` is where a befristete Anmeldung asked its supply to end (its DTM+93): no end an
+    # Abmeldung, an LFA's answer or another's start confirmed, which E_0607 step 100 asks for
+    term_end: bool = False
 
     def covers(self, at: datetime) -> bool:
         return (self.start is None or self.start <= at) and (self.end is None or at < self.end)
@@ -199,7 +202,9 @@ class SupplyView:
             if fact.process:
                 self.claims.pop(fact.process, None)
             self._cut(None, fact.at, starting=fact.supplier, until=fact.until)
-            self.assignments.append(Assignment(fact.supplier, fact.at, fact.until, fact.process))
+            started = Assignment(fact.supplier, fact.at, fact.until, fact.process)
+            started.term_end = fact.until is not None
+            self.assignments.append(started)
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
             self._cut(fact.supplier, fact.at, fact.reason)
 
@@ -225,13 +230,14 @@ class SupplyView:
                     continue  # replaced by the same supplier's confirmed start, not ended
                 # A future assignment that never starts (Aufhebung, 55038): empty, not gone, so
                 # an Abmeldung of its start later is "already ended", not "never assigned".
-                a.end, a.end_reason = a.start, reason
+                a.end, a.end_reason, a.term_end = a.start, reason, False
                 kept.append(a)
             else:
                 if a.end is None or a.end > at:
-                    a.end, a.end_reason = at, reason
+                    a.end, a.end_reason, a.term_end = at, reason, False
                 elif a.end == at and reason is not None:
-                    a.end_reason = reason  # confirmed again, for another reason (E_0607 A11/A27)
+                    # confirmed (again) by an Abmeldung, maybe for another reason (E_0607 A11/A27)
+                    a.end_reason, a.term_end = reason, False
                 kept.append(a)
         self.assignments = kept
 
@@ -266,14 +272,21 @@ class SupplyView:
         return any(a.supplier == supplier and a.start == at for a in self.assignments)
 
     def ended_at(self, supplier: str, end: datetime) -> bool:
-        """Whether ``supplier``'s supply already ends exactly at ``end`` (E_0607 step 100)."""
-        return any(a.supplier == supplier and a.end == end for a in self.assignments)
+        """Whether ``supplier``'s supply already ends exactly at ``end`` by a confirmation E_0607
+        step 100 counts (an Abmeldung's, an LFA's answer or silence, another's start), not by the
+        term of a befristete Anmeldung."""
+        return any(a.supplier == supplier and a.end == end and not a.term_end for a in self.assignments)
 
     def end_reason(self, supplier: str, end: datetime) -> str | None:
         """The STS+7 #1 of the Abmeldung that ended ``supplier``'s supply at ``end``; ``None``
         when none did (not ended there, or ended by another supplier's start)."""
         return next(
-            (a.end_reason for a in self.assignments if a.supplier == supplier and a.end == end), None
+            (
+                a.end_reason
+                for a in self.assignments
+                if a.supplier == supplier and a.end == end and not a.term_end
+            ),
+            None,
         )
 
     def confirmed_start(self, at: datetime) -> Assignment | None:

@@ -25,6 +25,7 @@ from tests.inbound.edi import (
     MALO,
     START,
     THU_1430,
+    abmeldung,
     anmeldung,
     aperak_errors,
     berlin,
@@ -125,3 +126,19 @@ async def test_a_third_reason_in_a_55077_is_no_befristung(store: LmdbStore) -> N
     [confirmation] = [m for m in await outbox(store) if kind(m) == "55078"]
     assert "end" not in tx(confirmation)
     assert SupplyView.fold(await store.journal(TENANT, supply_key(MALO))).supplier_at(MAR_1) == LFN
+
+
+async def test_an_abmeldung_at_the_end_of_the_term_is_confirmed_not_already_ended(store: LmdbStore) -> None:
+    """E_0607 step 100 asks whether the supply was already ended at that date by a confirmed
+    Abmeldung, an LFA's answer or its silence; the term of a befristete Anmeldung is none of
+    these: A11 (it was A10 "already ended for the same reason"). A second Abmeldung at that date
+    then finds the first one's end, for the same reason (Z33, a move-out: A10, steps 120/130)."""
+    p = pipeline(store, VirtualClock(THU_1430))
+    await p.ingest(anmeldung(fixed_term="E03", end=MAR_1), THU_1430)
+    answers = []
+    for n in (1, 2):
+        at = THU_1430 + timedelta(days=n)
+        await p.ingest(abmeldung(LFN, ref=f"ABM{n}", ide=f"ABMTX{n}", end=MAR_1, sent_at=at), at)
+        [answer] = [m for m in await outbox(store) if kind(m) in ("55005", "55006") and m not in answers]
+        answers.append(answer)
+    assert [(kind(m), tx(m)["answer_code"]) for m in answers] == [("55005", "A11"), ("55006", "A10")]
