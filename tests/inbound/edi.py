@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mako_actors import OutboxMessage
+from mako_actors.edifact import Message, parse_interchange, render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.calendar import BERLIN
 from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
@@ -179,3 +180,22 @@ def to(messages: list[OutboxMessage], recipient: str) -> list[str]:
 
 def tx(m: OutboxMessage) -> Any:
     return m.payload["transactions"][0]
+
+
+def utilmd_by_pid(outbound: list[OutboxMessage]) -> dict[str, Message]:
+    """Each UTILMD as the outbox worker renders it, conformant to the structure table, parsed
+    back, by PID."""
+    from tests.conftest import outbound_problems
+
+    out: dict[str, Message] = {}
+    for m in outbound:
+        if m.message_type == "UTILMD":
+            raw = render_outbound(m.message_type, m.payload)
+            assert outbound_problems(raw) == [], kind(m)
+            (out[kind(m)],) = parse_interchange(raw).messages
+    return out
+
+
+def locations(message: Message) -> list[tuple[str, str]]:
+    """(qualifier, ID) of each LOC segment of ``message``, in order."""
+    return [(s.value(0), s.value(1)) for s in message.segments if s.tag == "LOC"]

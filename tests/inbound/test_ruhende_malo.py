@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mako_actors import OutboxMessage, TenantId
+from mako_actors import TenantId
 from mako_actors._partition import Partitioner
-from mako_actors.edifact import Message, parse_interchange, render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import SupplyView, supply_key
 from mako_actors.inbound import Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
-from tests.conftest import outbound_problems
 from tests.inbound.edi import (
     KUNDENANLAGE,
     LFA,
@@ -29,30 +27,17 @@ from tests.inbound.edi import (
     aperak_errors,
     interchange,
     kind,
+    locations,
     outbox,
     pipeline,
     store,
+    utilmd_by_pid,
 )
 
 __all__ = ["store"]
 
 TENANT = TenantId.from_party_id(NB)
 WT1_0900 = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)
-
-
-def locations(message: Message) -> list[tuple[str, str]]:
-    return [(s.value(0), s.value(1)) for s in message.segments if s.tag == "LOC"]
-
-
-def rendered(messages: list[OutboxMessage]) -> dict[str, Message]:
-    """Each UTILMD as the outbox worker renders it, conformant, parsed back, by PID."""
-    out: dict[str, Message] = {}
-    for m in messages:
-        if m.message_type == "UTILMD":
-            raw = render_outbound(m.message_type, m.payload)
-            assert outbound_problems(raw) == [], kind(m)
-            out[kind(m)] = parse_interchange(raw).messages[0]
-    return out
 
 
 async def test_an_anmeldung_of_a_ruhende_malo_is_the_ruhende_malos_process(store: LmdbStore) -> None:
@@ -62,11 +47,11 @@ async def test_an_anmeldung_of_a_ruhende_malo_is_the_ruhende_malos_process(store
     assert [m.outcome for m in result.messages] == ["started"]
     first = await outbox(store)
     # The LFA of the ruhende MaLo is asked, about the ruhende MaLo (not the Kundenanlage's).
-    assert locations(rendered(first)["55010"]) == [("Z22", MALO)]
+    assert locations(utilmd_by_pid(first)["55010"]) == [("Z22", MALO)]
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     assert await scheduler.advance_to(clock, WT1_0900) == 1  # the LFA silent: deemed to agree
     seen = {m.message_id for m in first}
-    confirmation = rendered([m for m in await outbox(store) if m.message_id not in seen])["55002"]
+    confirmation = utilmd_by_pid([m for m in await outbox(store) if m.message_id not in seen])["55002"]
     assert locations(confirmation) == [("Z16", KUNDENANLAGE), ("Z22", MALO)]
     assert SupplyView.fold(await store.journal(TENANT, supply_key(MALO))).supplier_at(START) == LFN
     assert await store.journal(TENANT, supply_key(KUNDENANLAGE)) == []

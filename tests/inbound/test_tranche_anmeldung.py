@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from mako_actors import OutboxMessage, TenantId
-from mako_actors.edifact import Message, parse_interchange, render_outbound
+from mako_actors import TenantId
+from mako_actors.edifact import Message
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.supply import SupplyView, supply_key
 from mako_actors.inbound import Suppliers
 from mako_actors.replay import load_master_data
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
-from tests.conftest import outbound_problems
 from tests.inbound.edi import (
     LFA,
     LFN,
@@ -34,9 +33,11 @@ from tests.inbound.edi import (
     interchange,
     kind,
     lfa_answer,
+    locations,
     outbox,
     pipeline,
     store,
+    utilmd_by_pid,
 )
 
 __all__ = ["store"]
@@ -46,26 +47,9 @@ ANSWER_AT = datetime(2025, 11, 13, 16, 0, tzinfo=UTC)
 TENANT = TenantId.from_party_id(NB)
 
 
-def messages(outbound: list[OutboxMessage]) -> dict[str, Message]:
-    """Each UTILMD as the outbox worker renders it, conformant, parsed back, by PID."""
-    out: dict[str, Message] = {}
-    for m in outbound:
-        if m.message_type != "UTILMD":
-            continue
-        raw = render_outbound(m.message_type, m.payload)
-        assert outbound_problems(raw) == [], kind(m)
-        (message,) = parse_interchange(raw).messages
-        out[kind(m)] = message
-    return out
-
-
 def values(message: Message, tag: str, qualifier: str) -> list[object]:
     """The elements after the qualifier of each ``tag+qualifier`` segment."""
     return [s.elements[1:] for s in message.segments if s.tag == tag and s.value(0) == qualifier]
-
-
-def locations(message: Message) -> list[tuple[str, str]]:
-    return [(s.value(0), s.value(1)) for s in message.segments if s.tag == "LOC"]
 
 
 async def consulted(store: LmdbStore) -> dict[str, Message]:
@@ -73,7 +57,7 @@ async def consulted(store: LmdbStore) -> dict[str, Message]:
     p = pipeline(store, VirtualClock(THU_1430), **{TRANCHE: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
     result = await p.ingest(anmeldung(pid="55077", gv="ZW1"), THU_1430)
     assert [m.outcome for m in result.messages] == ["started"]
-    return messages(await outbox(store))
+    return utilmd_by_pid(await outbox(store))
 
 
 async def test_the_55010_and_55036_name_the_tranche(store: LmdbStore) -> None:
@@ -89,7 +73,7 @@ async def test_confirmed_the_55078_names_malo_and_tranche_and_the_55037_the_tran
     p = pipeline(store, VirtualClock(ANSWER_AT), **{TRANCHE: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
     before = {m.message_id for m in await outbox(store)}
     await p.ingest(lfa_answer(sent["55010"].transactions[0].ide_ref, sent_at=ANSWER_AT), ANSWER_AT)
-    decided = messages([m for m in await outbox(store) if m.message_id not in before])
+    decided = utilmd_by_pid([m for m in await outbox(store) if m.message_id not in before])
     assert locations(decided["55078"]) == [("Z16", TRANCHE_OF), ("Z21", TRANCHE)]
     assert decided["55078"].transactions[0].transaction_reasons == ("E03", "ZW1")
     assert locations(decided["55037"]) == [("Z21", TRANCHE)]
@@ -104,7 +88,7 @@ async def test_an_objection_gives_a_55080_naming_the_tranche(store: LmdbStore) -
     p = pipeline(store, VirtualClock(ANSWER_AT), **{TRANCHE: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
     objection = lfa_answer(sent["55010"].transactions[0].ide_ref, pid="55012", code="A39", sent_at=ANSWER_AT)
     await p.ingest(objection, ANSWER_AT)
-    rejection = messages(await outbox(store))["55080"]
+    rejection = utilmd_by_pid(await outbox(store))["55080"]
     assert values(rejection, "STS", "Z35") == [["", ["A39", "E_0624"], ["ZW5", "", "", TRANCHE]]]
     assert values(rejection, "NAD", "VY") == [[[LFA, "", "293"]]]
     assert [s.elements[0] for s in rejection.segments if s.tag == "RFF" and s.value(0) == "Z20"] == [
