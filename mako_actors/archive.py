@@ -219,16 +219,19 @@ class _Generator:
             bad_malo = defect and self.rng.random() < 0.5
             late_start = defect and not bad_malo
             sent_id = (malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo
+            start = self.start_for(at, late=late_start)
+            names = (self.rng.choice(_NAMES), self.rng.choice(_NAMES))  # drawn after the start
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),
                 pid="55077" if generating else "55001",
                 malo=None if tranche_of else sent_id,
                 tranche=sent_id if tranche_of else None,
-                start=self.start_for(at, late=late_start),
+                start=start,
                 transaction_reason="E03",
                 # STS+7 #2 as real senders send it: the GV (GV1/GV2) or a verbrauchende MaLo.
                 transaction_reason_detail=detail,
-                customer_name=(self.rng.choice(_NAMES), self.rng.choice(_NAMES)),
+                # (drawn for a 55077 too, so the random stream stays; it has no SG12, NAD+Z09)
+                customer_name=names if not generating else None,
             )
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
             out.append(

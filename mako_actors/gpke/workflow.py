@@ -506,7 +506,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             anmeldung_uet=uet(cmd.received_at),
             trigger_reason=cmd.transaction_reason,
             trigger_detail=cmd.transaction_detail,
-            customer_name=cmd.customer_name,  # NAD+Z09 of the 55001 (S1 55010 [279])
+            # NAD+Z09 of a 55001 (S1 55010 [279]: with ZW4/ZAP only; a 55077 has no SG12 at all)
+            customer_name=cmd.customer_name if cmd.pid == "55001" else None,
             other_party_id=cmd.sender,  # NAD+VY: the LFN (S1 55010 [567])
         )
         due = fristen.due[LFA_ANSWER_DEADLINE]

@@ -80,6 +80,9 @@ async def test_answers_decided_after_the_lfa_repeat_the_anmeldungs_sts7(store: L
     # GV2 is for a Tranche (MALO): LOC+Z21 everywhere, the 55078 names its MaLo too ([477])
     assert sg5(decided["55078"]) == [("Z16", TRANCHE_OF), ("Z21", MALO)]
     assert sg5(decided["55037"]) == [("Z21", MALO)] and sg5(rendered(first)["55010"]) == [("Z21", MALO)]
+    # A 55010 for a generating MaLo or Tranche names no customer (NAD+Z09 only with ZW4/ZAP, S1
+    # 55010 [279]), even when the 55077 carried one (it has no SG12)
+    assert not [s for s in rendered(first)["55010"].segments if s.tag == "NAD" and s.value(0) == "Z09"]
 
 
 def sg5(message: Message) -> list[tuple[str, str]]:
