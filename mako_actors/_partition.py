@@ -118,6 +118,7 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.payloads import derive_ref, derive_request_refs
+from mako_actors.gpke.validation import OBJECT_LOCATIONS
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -140,10 +141,12 @@ _ANSWERS = (b"55011", b"55012")
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3, b"STS": 5}
 _VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI", b"STS"))  # what ``Scan._value`` reads
-#: The LOC a transaction is for by its STS+7 #2, as ``gpke.validation.object_location`` (the
-#: scan need not know the PID, which follows the LOC: no PID we receive has these #2 codes
-#: with another meaning): a Tranche (ZW1 of a 55077, ZW5 of a 55004), a ruhende MaLo (ZAP).
-_OBJECT_LOCATIONS = {b"ZW1": b"Z21", b"ZW5": b"Z21", b"ZAP": b"Z22"}
+#: The LOC a transaction is for by its STS+7 #2 alone: ``gpke.validation.OBJECT_LOCATIONS``
+#: without the PID, which the scan reads only after the LOC (each #2 code there names one LOC
+#: whatever the PID; checked here).
+_OBJECT_LOCATIONS = {detail.encode(): location.encode() for (_, detail), location in OBJECT_LOCATIONS.items()}
+if len({(d, loc) for (_, d), loc in OBJECT_LOCATIONS.items()}) != len(_OBJECT_LOCATIONS):
+    raise AssertionError("an STS+7 #2 code names different LOCs for different PIDs: the scan needs the PID")
 _LOCATIONS = {b"Z16": b"Z16", b"Z21": b"Z21", b"Z22": b"Z22", "Z16": b"Z16", "Z21": b"Z21", "Z22": b"Z22"}
 
 

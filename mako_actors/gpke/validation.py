@@ -22,6 +22,7 @@ __all__ = [
     "AHB_RULES",
     "AUFHEBUNG_REASONS",
     "E_0624_CLUSTERS",
+    "OBJECT_LOCATIONS",
     "AhbFinding",
     "AhbRule",
     "MpIdCheck",
@@ -208,10 +209,10 @@ AUFHEBUNG_REASONS = frozenset({"ZG9", "ZH1", "ZH2"})
 _AUFHEBUNG_DATES = dict.fromkeys(AUFHEBUNG_REASONS, ("92",))
 
 
-#: What names the object of a transaction by its STS+7 #2, where that is not the MaLo's LOC+Z16
+#: (PID, STS+7 #2) → the LOC naming the object of a transaction, where that is not LOC+Z16
 #: (S1 FV2504): a ruhende MaLo LOC+Z22 (55001/55004 ZAP, [96]), a Tranche LOC+Z21 (55077 ZW1
 #: [477], 55004 ZW5 [481]).
-_OBJECT_LOCATIONS: Mapping[tuple[str, str], str] = {
+OBJECT_LOCATIONS: Mapping[tuple[str, str], str] = {
     ("55001", "ZAP"): "Z22",
     ("55004", "ZAP"): "Z22",
     ("55077", "ZW1"): "Z21",
@@ -228,7 +229,7 @@ _OBJECT_NAMES = {
 def object_location(pid: str, transaction_detail: str | None) -> str:
     """The LOC qualifier naming what a trigger is for: ``Z22`` a ruhende MaLo (a 55001/55004 with
     STS+7 #2 ZAP), ``Z21`` a Tranche (a 55077 of GV2, ZW1; a 55004 with ZW5), else ``Z16``."""
-    return _OBJECT_LOCATIONS.get((pid, transaction_detail or ""), "Z16")
+    return OBJECT_LOCATIONS.get((pid, transaction_detail or ""), "Z16")
 
 
 def is_tranche(pid: str, transaction_detail: str | None) -> bool:

@@ -239,10 +239,8 @@ class _Out:
             transaction["resting_malo"] = transaction.pop("malo")
             if state.kundenanlage_malo is not None:
                 transaction["malo"] = state.kundenanlage_malo
-        transaction.setdefault("trigger_pid", self.state.pid)  # STS+7 derives from it (§3)
-        transaction.setdefault(
-            "measurement", self.state.malo_measurement or self.workflow.config.malo_measurement
-        )
+        transaction.setdefault("trigger_pid", state.pid)  # STS+7 derives from it (§3)
+        transaction.setdefault("measurement", state.malo_measurement or self.workflow.config.malo_measurement)
         # Command and state values were validated on the way in: no second validation, and
         # the payload is built as the plain data it is stored as (no models to dump).
         self.send(ref, utilmd_payload(ref, self.own_id, self.at, **transaction))
