@@ -18,6 +18,10 @@ generator asks the workflow for it (``lfa_request_ide``) rather than copying its
 A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche and names it by ``LOC+Z21`` only
 (S1 FV2504 55077 [477]); ``master.json`` then has the Tranche's entry with ``tranche_of``, the MaLo
 it belongs to (the NB forms Tranchen, so its master data knows them).
+
+Every Anmeldung asks for one Produktpaket (SG8 ``SEQ+Z79``) whose Bilanzkreis is its sender's
+(``bilanzkreis_of``); ``master.json``'s ``"bilanzkreise"`` registers each supplier's. At
+``defects`` rate, some Anmeldungen name another supplier's Bilanzkreis instead (E_0622 A05/A25).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from mako_actors.edifact.render import OutboundEnvelope, render_interchange
 from mako_actors.edifact.synthetic import synthetic_malo
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import BERLIN, next_werktag, uet
-from mako_actors.gpke.commands import ReceiveAnmeldung
+from mako_actors.gpke.commands import ProductPackage, ReceiveAnmeldung
 from mako_actors.gpke.events import LfaConsulted
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.gpke.validation import _malo_rule, malo_check_digit
 from mako_actors.gpke.workflow import GpkeNbWorkflow
 from mako_actors.version import FormatVersion
@@ -149,6 +154,11 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         customer_name=t.customer_name,  # NAD+Z09, Muss in a 55001
         current_supplier=tx.lfa,
         tranche_malo=tx.tranche_of,
+        # every supplier's own Bilanzkreis is in the register master.json writes
+        product_packages=tuple(
+            ProductPackage(id=package, bilanzkreis=eic, authorized=eic == bilanzkreis_of(tx.sender))
+            for package, eic in t.product_packages or ()
+        ),
     )
     output = GpkeNbWorkflow().handle(GpkeNbWorkflow().initial_state(), command)
     for event in output.events:
@@ -217,7 +227,10 @@ class _Generator:
                 if tranche_of is not None:
                     self.master[malo]["tranche_of"] = tranche_of
             bad_malo = defect and self.rng.random() < 0.5
-            late_start = defect and not bad_malo
+            # every fourth other defect names a Bilanzkreis the LFN has no Zuordnungsermächtigung
+            # for (from the counter, so the random stream stays as it was)
+            foreign = defect and not bad_malo and self.counter % 4 == 0
+            late_start = defect and not bad_malo and not foreign
             sent_id = (malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo
             start = self.start_for(at, late=late_start)
             names = (self.rng.choice(_NAMES), self.rng.choice(_NAMES))  # drawn after the start
@@ -232,6 +245,7 @@ class _Generator:
                 transaction_reason_detail=detail,
                 # (drawn for a 55077 too, so the random stream stays; it has no SG12, NAD+Z09)
                 customer_name=names if not generating else None,
+                product_packages=(("1", bilanzkreis_of(self.not_(lfn) if foreign else lfn)),),
             )
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
             out.append(
@@ -241,9 +255,14 @@ class _Generator:
                 rival = self.other(lfn)
                 later = at + timedelta(minutes=self.rng.randint(5, 240))
                 where = {"tranche": malo} if tranche_of else {"malo": malo}
-                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), **where})
+                own = (("1", bilanzkreis_of(rival)),)  # the rival's own Bilanzkreis
+                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), "product_packages": own, **where})
                 out.append(_Tx("competing", rival, later, rtx, tranche_of=tranche_of))
         return out
+
+    def not_(self, supplier: str) -> str:
+        """The first supplier other than ``supplier`` (no random draw)."""
+        return next(s for s in self.suppliers if s != supplier)
 
     def other(self, supplier: str) -> str:
         while (choice := self.rng.choice(self.suppliers)) == supplier:
@@ -366,7 +385,10 @@ def generate_archive(directory: Path, spec: ArchiveSpec) -> ArchiveSummary:
         (directory / name).write_bytes(raw)
         rows.append(f"{name},{at.isoformat()}")
     (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
-    (directory / "master.json").write_text(json.dumps(gen.master, sort_keys=True))
+    # the NB's register of Zuordnungsermächtigungen: each supplier's own Bilanzkreis
+    register = {supplier: [bilanzkreis_of(supplier)] for supplier in gen.suppliers}
+    master = {**gen.master, "bilanzkreise": register}
+    (directory / "master.json").write_text(json.dumps(master, sort_keys=True))
     summary.files = len(files)
     if files:
         instants = [at for _, _, at, _ in files]

@@ -72,7 +72,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import MEASUREMENTS
-from mako_actors.gpke.validation import is_valid_malo_id
+from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
     RECEIPT_WORKFLOW,
@@ -183,14 +183,18 @@ _ASSIGNMENT_LIST = (
     "master data {path}: an assignment list (malo, supplier, from, until) goes into the store with "
     "`mako-actors masterdata import`; master data here is JSON by MaLo: "
     '{{"<MaLo>": {{"current": MP-ID, "future": MP-ID, "future_start": ISO, "measurement": "ZW6"|"ZW7"}}, '
-    '"<Tranche>": {{"tranche_of": "<MaLo>", "current": MP-ID, ...}}}}'
+    '"<Tranche>": {{"tranche_of": "<MaLo>", "current": MP-ID, ...}}, '
+    '"bilanzkreise": {{"<LF MP-ID>": ["<EIC>", ...]}}}}'
 )
 
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
     ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional; a Tranche's entry (keyed by its ID)
-    has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to.
+    has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to. The optional key ``"bilanzkreise"``
+    is the NB's register of Zuordnungsermächtigungen, ``{"<LF MP-ID>": ["<Bilanzkreis EIC>",
+    ...]}``: with it, an Anmeldung whose Produktpakete name no Bilanzkreis of its sender there is
+    rejected by E_0622 (A05/A25; a supplier not listed holds none); without it, not checked.
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
@@ -204,6 +208,7 @@ def load_master_data(path: Path) -> StaticMasterData:
         if isinstance(raw, list):
             raise InvalidArgument(_ASSIGNMENT_LIST.format(path=path))
         by_malo: dict[str, Suppliers] = {}
+        register = _register(raw.pop("bilanzkreise", None))
         for malo, entry in raw.items():
             measurement = entry.get("measurement")
             if measurement is not None and measurement not in MEASUREMENTS:
@@ -222,11 +227,33 @@ def load_master_data(path: Path) -> StaticMasterData:
                 measurement=measurement,
                 tranche_of=tranche_of,
             )
-        return StaticMasterData(by_malo)
+        return StaticMasterData(by_malo, register)
     except InvalidArgument:
         raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"master data {path}: {exc}") from None
+
+
+def _register(raw: Any) -> dict[str, frozenset[str]] | None:
+    """``"bilanzkreise"`` of master data checked: MP-ID → list of valid EICs (``ValueError``)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"'bilanzkreise' is {type(raw).__name__}, expected {{MP-ID: [EIC, ...]}}")
+    register: dict[str, frozenset[str]] = {}
+    for supplier, eics in raw.items():
+        if mp_id_issue(supplier) is MpIdIssue.MALFORMED:
+            raise ValueError(f"'bilanzkreise': {supplier!r} is not an MP-ID (13 digits)")
+        if not isinstance(eics, list):
+            raise ValueError(f"'bilanzkreise' of {supplier}: expected a list of EICs, got {eics!r}")
+        bad = [e for e in eics if not isinstance(e, str) or not is_valid_eic(e)]
+        if bad:
+            raise ValueError(
+                f"'bilanzkreise' of {supplier}: {bad[0]!r} is not an EIC (16 characters 0-9, A-Z, "
+                "'-' with its check character)"
+            )
+        register[supplier] = frozenset(eics)
+    return register
 
 
 def archive(directory: Path, unlisted: list[str] | None = None) -> list[ArchivedInterchange]:

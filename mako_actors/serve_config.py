@@ -8,7 +8,7 @@ Example ``node.toml`` (relative paths are relative to the file)::
     outbox = "data/node/outbox"        # rendered EDIFACT for the gateway to pick up
     # done = "data/node/done"          # default: beside the inbox
     # rejected = "data/node/rejected"  # default: beside the inbox
-    # master_data = "masterdata.json"  # MaLo -> {current, future, future_start, measurement}
+    # master_data = "masterdata.json"  # MaLo -> {current, future, ...}; "bilanzkreise": {LF: [EIC]}
     http_host = "127.0.0.1"
     http_port = 9464                   # /healthz, /readyz, /metrics (0: any free port)
     accept_post = false                # POST /interchanges drops the body into the inbox

@@ -258,9 +258,11 @@ def test_a_manifest_naming_files_outside_the_archive_is_refused(tmp_path: Path, 
 def test_the_generator_answers_every_anmeldung_the_workflow_asks_the_lfa_about(pid: str, detail: str) -> None:
     """The generator asks the workflow whether it sends a 55010 (to answer it by RFF+TN). It
     asked with a command lacking the 55077's Geschäftsvorfall and the 55001's customer, both
-    Muss: every generating Anmeldung went unanswered (the LFA always silent)."""
+    Muss: every generating Anmeldung went unanswered (the LFA always silent). The Produktpaket
+    (SG8 SEQ+Z79) is Muss as well."""
     from mako_actors.archive import _Tx, lfa_request_ide
     from mako_actors.edifact import UtilmdTransaction
+    from mako_actors.gpke.synthetic import bilanzkreis_of
 
     at = datetime.fromisoformat("2025-11-13T14:30:00+01:00")
     start = datetime.fromisoformat("2026-02-01T00:00:00+01:00")
@@ -271,6 +273,7 @@ def test_the_generator_answers_every_anmeldung_the_workflow_asks_the_lfa_about(p
         UtilmdTransaction(
             ide_ref="T1", pid=pid, start=start, transaction_reason="E03",
             transaction_reason_detail=detail, customer_name=("Beispiel", "Paula"), **where,
+            product_packages=(("1", bilanzkreis_of("9900000001001")),),
         ),
         interchange_ref="LFN1", message_ref="M1", document_number="D1", lfa="9900000003005",
         tranche_of="51238696781" if gv2 else None,

@@ -27,9 +27,10 @@ from mako_actors._workers import part_path, replay_partitions
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.compare import compare_outbound
 from mako_actors.edifact import render_outbound
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.replay import _Options, _replay_items, archive, load_master_data
 from stores.lmdb import Durability, LmdbStore
-from tests.inbound.edi import LFN, LFN2, dtm, interchange
+from tests.inbound.edi import LFN, LFN2, dtm, interchange, package_segments
 
 NB = "9900000002009"
 
@@ -165,13 +166,17 @@ async def test_a_tranche_anmeldung_naming_its_malo_too_is_placed_with_its_tranch
     tranche, malo = "51000000912", "51900000012"
     master = json.loads((src / "master.json").read_text())
     master[tranche] = {"tranche_of": malo, "current": "9900000001001"}
+    for supplier in (LFN, LFN2):  # Zuordnungsermächtigungen for their own Bilanzkreise
+        master["bilanzkreise"][supplier] = [bilanzkreis_of(supplier)]
     (src / "master.json").write_text(json.dumps(master))
     first_at = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)  # before the archive's first file
     start = dtm("92", datetime(2025, 12, 31, 23, 0, tzinfo=UTC))
-    gv2 = ["STS+7++E03+ZW1", f"LOC+Z21+{tranche}", "RFF+Z13:55077", "NAD+Z09+++Solar GmbH::::Z02"]
+    gv2 = ["STS+7++E03+ZW1", f"LOC+Z21+{tranche}", "RFF+Z13:55077"]
     with_malo = ["IDE+24+GV2TX1", start, gv2[0], f"LOC+Z16+{malo}", *gv2[1:]]
+    with_malo += package_segments((("1", bilanzkreis_of(LFN)),))  # each its own Bilanzkreis
     both = interchange(LFN, NB, "GV2BOTH", first_at, with_malo)
-    rival = interchange(LFN2, NB, "GV2RIVAL", first_at, ["IDE+24+GV2TX2", start, *gv2])
+    by_rival = ["IDE+24+GV2TX2", start, *gv2, *package_segments((("1", bilanzkreis_of(LFN2)),))]
+    rival = interchange(LFN2, NB, "GV2RIVAL", first_at, by_rival)
     files = [("gv2-both.edi", both, first_at), ("gv2-rival.edi", rival, first_at + timedelta(minutes=5))]
     with_manifest(src, files)
     partitioner = Partitioner(2, [NB])

@@ -31,6 +31,7 @@ from mako_actors.edifact.versions import sending_format_version, unh_version
 from mako_actors.errors import InvalidArgument
 
 __all__ = [
+    "BILANZKREIS_PRODUCT",
     "Aperak",
     "AperakError",
     "Contrl",
@@ -45,6 +46,12 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+#: PIA+5 Produkt-Code of the Bilanzkreis product of a Produktpaket (Codeliste der Konfigurationen,
+#: Kap. 6.1.1: in every package of an Anmeldung); its CAV+ZV4 names the Bilanzkreis (an EIC).
+BILANZKREIS_PRODUCT = "9991000002082"
+#: CAV 7111 of SEQ+ZH0's priorities, first to fifth (S1 FV2504 55001 rows 96-100).
+_PRIORITIES = ("Z75", "Z76", "Z77", "Z78", "Z79")
 
 
 class _Header(BaseModel):
@@ -79,6 +86,11 @@ class UtilmdTransaction(BaseModel):
     message of its process does; a 55080 names it in STS+Z35 and RFF+Z20). ``resting_malo`` is a
     ruhende MaLo's ID beside ``malo`` (LOC+Z22 after LOC+Z16: a 55002 for a ruhende MaLo).
     ``remark`` is FTX+ACB (Bemerkung; Muss in a 55003/55080 with A99, at most 2,560 characters).
+    ``product_package`` is RFF+Z60 of an answer (55002/55078: the Produktpaket the NB plans).
+    ``product_packages`` are an Anmeldung's Produktpakete (``(Produktpaket-ID, Bilanzkreis EIC)``,
+    at most five, by priority): SG8 ``SEQ+Z79`` with the Bilanzkreis product (``PIA+5``,
+    ``CCI+Z66``, ``CAV+ZV4``), then one ``SEQ+ZH0`` each (``CCI+Z65+++Z01``; ``CAV+Z75``… when
+    there are several).
     Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2)
     are left out when rendering.
     """
@@ -108,6 +120,8 @@ class UtilmdTransaction(BaseModel):
     remark: str | None = Field(default=None, min_length=1, max_length=2560)
     tranche: str | None = None
     resting_malo: str | None = None
+    product_package: str | None = None
+    product_packages: tuple[tuple[str, str], ...] | None = Field(default=None, min_length=1, max_length=5)
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -312,6 +326,10 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
     out.append(seg("RFF", ["Z13", t.pid]))
     if t.request_ref is not None:
         out.append(seg("RFF", ["TN", t.request_ref]))
+    if t.product_package is not None:
+        out.append(seg("RFF", ["Z60", t.product_package]))
+    if t.product_packages is not None:
+        out.extend(_packages(t.product_packages))
     if t.customer_name is not None:
         name = list(t.customer_name)
         out.append(seg("NAD", "Z09", "", "", [*name, "", "", "", "Z01"] if len(name) == 2 else name))
@@ -322,6 +340,23 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
             out.append(seg("RFF", ["Z20" if t.tranche else "Z18", object_id]))
     allowed = allowed_segments(t.pid)
     return out if allowed is None else [s for s in out if segment_key(s) in allowed]
+
+
+def _packages(packages: tuple[tuple[str, str], ...]) -> list[Segment]:
+    """SG8 of an Anmeldung: each package with its Bilanzkreis product, then their priorities."""
+    out: list[Segment] = []
+    for package, bilanzkreis in packages:
+        out += [
+            seg("SEQ", "Z79", package),
+            seg("PIA", "5", [BILANZKREIS_PRODUCT, "Z11"]),
+            seg("CCI", "Z66"),
+            seg("CAV", ["ZV4", "", "", bilanzkreis]),
+        ]
+    for rank, (package, _) in enumerate(packages):
+        out += [seg("SEQ", "ZH0", package), seg("CCI", "Z65", "", "", "Z01")]
+        if len(packages) > 1:  # CAV+Z75… is Muss with more than one SEQ+ZH0 ([42])
+            out.append(seg("CAV", _PRIORITIES[rank]))
+    return out
 
 
 def build_utilmd(m: UtilmdMessage) -> OutboundMessage:

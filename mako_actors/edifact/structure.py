@@ -52,19 +52,24 @@ def _r(key: str, presence: Literal["M", "C"] = "M", note: str = "") -> SegmentRu
 
 _STS7_ANSWER = "Muss (S1 FV2504, e.g. 55002/55003 rows 75-76); #1 is the trigger's"
 
+_PLANNED_PACKAGE = (
+    "S1 FV2504 Muss: the Produktpaket the NB plans, one the Anmeldung asked for (an Anmeldung "
+    "stored before packages were read names none)"
+)
+
 _MALO_OR_TRANCHE = "S1 FV2504 [348]/[347]: LOC+Z16, or LOC+Z21 for a Tranche; one of them is Muss"
 
 # SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
 # Only the segments our builders write; anything else is "not carried" for the check. Not
-# modelled (master data the runtime does not hold): the SG8/SG10 blocks and RFF+Z60 that S1
-# marks Muss in 55002/55078 (Produktpaket, Daten der MaLo/NeLo with the MSB).
+# modelled (master data the runtime does not hold): the SG8/SG10 blocks that S1 marks Muss in
+# 55002/55078 (Daten der MaLo/NeLo/MeLo with the MSB).
 UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
         _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
         _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"),
         _r("LOC+Z22", "C", "S1 FV2504 Muss [2003] ∧ [96] with ZAP: the ruhende MaLo"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("RFF+Z60", "C", _PLANNED_PACKAGE),
     ),
     "55003": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [358] if A06"),
@@ -112,7 +117,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"),
         _r("LOC+Z21", "C", "S1 FV2504 Muss [477] with ZW1 (GV2: the Tranche), [478] with ZW2"),
-        _r("RFF+Z13"), _r("RFF+TN", note="§2"),
+        _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("RFF+Z60", "C", _PLANNED_PACKAGE),
     ),
     "55080": (
         _r("IDE+24"), _r("DTM+Z07", "C", "§3 Muss [355] if A45"),

@@ -42,6 +42,8 @@ class Reason:
     VORLAUFFRIST_MISSED_GV3 = "vorlauffrist_missed_generating_gv3"
     MONTH_VORLAUFFRIST_MISSED_GV3 = "month_vorlauffrist_missed_generating_gv3"
     COMPETING_PROCESS = "competing_process"
+    REQUIREMENTS_UNMET = "requirements_unmet"
+    REQUIREMENTS_UNMET_GENERATING = "requirements_unmet_generating"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
     APPROVED_GENERATING = "approved_generating"
@@ -133,6 +135,16 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             Reason.COMPETING_PROCESS_GENERATING, "erz.: andere Anmeldung in Bearbeitung", unconfirmed=False
         ),
         "A07": _c(Reason.VORLAUFFRIST_MISSED, "Vorlauffrist nicht eingehalten", unconfirmed=False),
+        # Steps 60 / 260 (EBD 4.1-4.3, machine-readable trees FV2504-FV2610): not every
+        # requirement of the LF can be met, "insbesondere die notwendige Zuordnungsermächtigung
+        # (Bilanzkreis/Bilanzierungsverfahren)"; the deviation is named in FTX+ACB (55003 [23],
+        # 55080 [24]). Checked: the Bilanzkreis of each Produktpaket against the NB's register.
+        "A05": _c(Reason.REQUIREMENTS_UNMET, "Anforderungen können nicht erfüllt werden", unconfirmed=False),
+        "A25": _c(
+            Reason.REQUIREMENTS_UNMET_GENERATING,
+            "erz.: Anforderungen können nicht erfüllt werden",
+            unconfirmed=False,
+        ),
         # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806). The month-start and lead-time
         # rules (A27-A29, A31-A32, A44) are not implemented: AHB-FACTS §4 names them only as
         # "EEG/KWKG month-start and lead-time rules per Geschäftsvorfall", without the

@@ -35,6 +35,7 @@ __all__ = [
     "GpkeCommand",
     "InboundUtilmd",
     "LfaAnswerDeadlinePassed",
+    "ProductPackage",
     "ReceiveAbmeldung",
     "ReceiveAcknowledgement",
     "ReceiveAnmeldung",
@@ -51,6 +52,23 @@ def _aware(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class ProductPackage(BaseModel):
+    """One Produktpaket an Anmeldung asks for (SG8 ``SEQ+Z79`` DE1050), in the LFN's priority order
+    (``SEQ+ZH0`` with ``CAV+Z75``…``Z79``; alternatives: the NB implements the first it can).
+
+    ``bilanzkreis``: the EIC in ``CAV+ZV4`` of its Bilanzkreis product (``None``: it names none).
+    ``authorized``: from the NB's register of Zuordnungsermächtigungen, whether the LFN holds one
+    for that Bilanzkreis (``None``: the NB's master data keep no register; E_0622 step 60/260
+    is then not checked).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=35)
+    bilanzkreis: str | None = None
+    authorized: bool | None = None
 
 
 class InboundUtilmd(BaseModel):
@@ -109,6 +127,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     belongs to, from the NB's master data (``None``: the Tranche is unknown, APERAK Z14).
     A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
     ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both).
+    ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -130,6 +149,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_measurement: Measurement | None = None
     tranche_malo: str | None = None
     kundenanlage_malo: str | None = None
+    product_packages: tuple[ProductPackage, ...] = ()
 
     @model_validator(mode="after")
     def _competing_dates(self) -> ReceiveAnmeldung:

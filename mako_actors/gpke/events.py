@@ -42,6 +42,7 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
+    "ProductPackagePlanned",
     "TrancheKnown",
 ]
 
@@ -164,11 +165,22 @@ class KundenanlageKnown(GpkeEvent, type="gpke.kundenanlage_known"):
     malo: str
 
 
+class ProductPackagePlanned(GpkeEvent, type="gpke.product_package_planned"):
+    """The NB plans to implement Produktpaket ``package`` of the Anmeldung (the first, by the LFN's
+    priority, whose requirements the NB can meet; ``bilanzkreis`` its Bilanzkreis). The 55002/55078
+    name it in RFF+Z60. Follows ``AnmeldungReceived`` when the Anmeldung passed E_0622."""
+
+    package: str
+    bilanzkreis: str | None = None
+
+
 class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):
-    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process): 55003/55080 sent.
+    """E_0622 rejected the Anmeldung (Vorlauffrist, competing process, requirements of the LF the
+    NB cannot meet): 55003/55080 sent.
 
     ``assigned_supplier``: the competitor is not a running Anmeldung but a confirmed
-    assignment of that supplier starting at the same date.
+    assignment of that supplier starting at the same date. ``remark``: the deviation named in
+    FTX+ACB (A05/A25: e.g. no Zuordnungsermächtigung for the Bilanzkreis).
     """
 
     ebd: str
@@ -178,6 +190,7 @@ class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once")
     processing_start: datetime | None = None
     next_processing_date: datetime | None = None
     assigned_supplier: str | None = None
+    remark: str | None = None
 
 
 class LfaConsulted(GpkeEvent, type="gpke.lfa_consulted"):
@@ -317,6 +330,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     FixedTermRequested,
     TrancheKnown,
     KundenanlageKnown,
+    ProductPackagePlanned,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mako_actors.edifact import Transaction
+from mako_actors.edifact.outbound import BILANZKREIS_PRODUCT
 from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
-from mako_actors.gpke.commands import ReceiveAcknowledgement
+from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
@@ -118,6 +119,13 @@ class GpkeFamily:
                     values["malo_measurement"] = baseline.measurement  # else the workflow's default
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
+                packages = values.get("product_packages")
+                if packages and self._master is not None:
+                    held = self._master.bilanzkreise(str(values["recipient"]), str(values["sender"]))
+                    if held is not None:  # the NB's register of Zuordnungsermächtigungen
+                        values["product_packages"] = tuple(
+                            p.model_copy(update={"authorized": p.bilanzkreis in held}) for p in packages
+                        )
                 claim = view.open_claim()
                 if claim is not None:
                     values["competing_process"] = True
@@ -176,6 +184,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if transaction.end is not None:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
+        values["product_packages"] = _product_packages(transaction)
         _object(values, transaction)
         if values["transaction_detail"] == "ZAP":
             # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
@@ -213,6 +222,38 @@ def _location(transaction: Transaction, qualifier: str) -> str | None:
         if segment.tag == "LOC" and segment.value(0) == qualifier:
             return segment.value(1) or None
     return None
+
+
+_PRIORITY_RANK = {"Z75": 1, "Z76": 2, "Z77": 3, "Z78": 4, "Z79": 5}
+
+
+def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
+    """The Produktpakete of an Anmeldung (SG8 ``SEQ+Z79`` DE1050), by the LFN's priority: the rank
+    of its ``SEQ+ZH0`` (``CAV+Z75``…``Z79``, else the ZH0s' order), then packages without one in
+    the order sent. A package's Bilanzkreis is the ``CAV+ZV4`` of its product ``PIA+5``
+    9991000002082 (Codeliste der Konfigurationen 6.1.1)."""
+    bilanzkreis: dict[str, str | None] = {}
+    ranks: dict[str, int] = {}
+    group = ""  # the SEQ qualifier of the SG8 group being read
+    package = product = ""
+    for segment in transaction.segments:
+        tag = segment.tag
+        if tag == "SEQ":
+            group, package, product = segment.value(0), segment.value(1), ""
+            if group == "Z79" and package:
+                bilanzkreis.setdefault(package, None)
+            elif group == "ZH0" and package:
+                ranks.setdefault(package, 100 + len(ranks))
+        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
+            product = segment.value(1)
+        elif group == "Z79" and tag == "CAV" and segment.value(0) == "ZV4" and product == BILANZKREIS_PRODUCT:
+            bilanzkreis[package] = segment.value(0, 3) or None
+        elif group == "ZH0" and tag == "CAV" and segment.value(0) in _PRIORITY_RANK and package in ranks:
+            ranks[package] = _PRIORITY_RANK[segment.value(0)]
+        elif tag in ("NAD", "IDE", "UNT"):
+            group = ""
+    order = sorted(bilanzkreis, key=lambda p: ranks.get(p, 1000))  # stable: the order sent
+    return tuple(ProductPackage(id=p, bilanzkreis=bilanzkreis[p]) for p in order)
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:

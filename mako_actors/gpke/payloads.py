@@ -229,6 +229,7 @@ class UtilmdTransactionPayload(BaseModel):
     remark: str | None = None  # FTX+ACB: why (55003/55080 with A99, an operator's text)
     tranche: str | None = None  # LOC+Z21 (STS+Z35 and RFF+Z20 in a 55080): a Tranche's ID
     resting_malo: str | None = None  # LOC+Z22 beside LOC+Z16: the ruhende MaLo of a 55002 (ZAP)
+    product_package: str | None = None  # RFF+Z60: the Produktpaket planned (55002/55078)
 
 
 def transaktionsgrund(

@@ -74,10 +74,12 @@ class GpkeState(BaseModel):
     fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
+    product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Snapshots leave these out while they are None: the same bytes as before.
         data: dict[str, Any] = handler(self)
         data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
-        return without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
+        data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
+        return without_none(data, "product_package")

@@ -81,16 +81,33 @@ class MasterData(Protocol):
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
 
+    def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
+        """The Bilanzkreise (EICs) ``supplier`` holds a Zuordnungsermächtigung for at the NB
+        ``tenant``; ``None``: the master data keep no such register (E_0622 step 60/260 is then
+        not checked). With a register, a supplier it does not list holds none."""
+        ...
+
 
 class StaticMasterData:
-    """Initial assignments (and measurements) from a mapping MaLo → ``Suppliers`` (tests, demos,
+    """Initial assignments (and measurements) from a mapping MaLo → ``Suppliers``, and optionally
+    the register of Zuordnungsermächtigungen, supplier MP-ID → Bilanzkreise (tests, demos,
     replays)."""
 
-    def __init__(self, by_malo: Mapping[str, Suppliers] | None = None) -> None:
+    def __init__(
+        self,
+        by_malo: Mapping[str, Suppliers] | None = None,
+        bilanzkreise: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.by_malo = dict(by_malo or {})
+        self.authorizations = None if bilanzkreise is None else dict(bilanzkreise)
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
         return self.by_malo.get(malo, _NO_SUPPLIERS)
+
+    def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
+        if self.authorizations is None:
+            return None
+        return self.authorizations.get(supplier, frozenset())
 
 
 FactKind = Literal["assigned", "claimed", "started", "released", "ended"]

@@ -12,9 +12,16 @@ from datetime import datetime
 from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
 from mako_actors.edifact.render import OutboundEnvelope, render_interchange
 from mako_actors.edifact.synthetic import synthetic_malo
-from mako_actors.gpke.validation import AUFHEBUNG_REASONS
+from mako_actors.gpke.validation import AUFHEBUNG_REASONS, eic_check_char
 
-__all__ = ["abmeldung", "anmeldung", "lfa_answer", "synthetic_malo"]
+__all__ = ["abmeldung", "anmeldung", "bilanzkreis_of", "lfa_answer", "synthetic_malo"]
+
+
+def bilanzkreis_of(supplier: str) -> str:
+    """A synthetic Bilanzkreis (EIC, check character right) of ``supplier``: ``11XLF`` and the last
+    ten digits of its MP-ID; one per supplier, so a register can hold it."""
+    body = f"11XLF{supplier[-10:]}"
+    return body + eic_check_char(body)
 
 
 def _utilmd(
@@ -52,10 +59,13 @@ def anmeldung(
     pid: str = "55001",
     test: bool = False,
     detail: str | None = None,
+    packages: tuple[tuple[str, str], ...] | None = None,
 ) -> bytes:
     """UTILMD 55001 (or 55077) Anmeldung from the new supplier ``lfn`` to the grid operator ``nb``.
 
     ``detail`` is STS+7 #2; by default ZW4 (verbrauchende MaLo) for a 55001, ZW0 (GV1) for a 55077.
+    ``packages``: its Produktpakete ``(ID, Bilanzkreis)`` by priority; by default one, ``"1"`` with
+    ``bilanzkreis_of(lfn)``.
     """
     transaction = UtilmdTransaction(
         ide_ref=ide_ref,
@@ -64,7 +74,8 @@ def anmeldung(
         start=zuordnungsbeginn,
         transaction_reason="E03",
         transaction_reason_detail=detail or ("ZW0" if pid == "55077" else "ZW4"),
-        customer_name=("Beispiel", "Paula"),
+        customer_name=("Beispiel", "Paula") if pid == "55001" else None,  # a 55077 has no SG12
+        product_packages=packages or (("1", bilanzkreis_of(lfn)),),
     )
     return _utilmd(lfn, nb, sent_at, control_ref, transaction, test=test)
 

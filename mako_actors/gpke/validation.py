@@ -30,9 +30,11 @@ __all__ = [
     "abmeldung_date",
     "check_mp_id",
     "check_transaction",
+    "eic_check_char",
     "fixed_term_end",
     "gs1_check_digit",
     "is_tranche",
+    "is_valid_eic",
     "is_valid_gln",
     "is_valid_malo_id",
     "lfa_objects",
@@ -77,6 +79,25 @@ def gs1_check_digit(body: str) -> int:
 def is_valid_gln(value: str) -> bool:
     """Whether ``value`` is a 13-digit GS1 GLN with a correct mod-10 check digit."""
     return bool(_MP_ID.match(value)) and gs1_check_digit(value[:12]) == int(value[12])
+
+
+_EIC = re.compile(r"^[0-9A-Z-]{16}$")
+_EIC_VALUES = {c: i for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")}
+
+
+def eic_check_char(first_fifteen: str) -> str:
+    """The 16th character of an EIC (Energy Identification Code, e.g. a Bilanzkreis) for its first
+    fifteen: weights 16…2, values 0-9, A-Z 10-35, ``-`` 36, check ``36 - (sum - 1) mod 37`` (ENTSO-E
+    EIC reference manual). Raises ``ValueError`` unless fifteen characters of ``0-9 A-Z -``."""
+    if len(first_fifteen) != 15 or any(c not in _EIC_VALUES for c in first_fifteen):
+        raise ValueError(f"eic_check_char: expected fifteen of 0-9, A-Z or '-', got {first_fifteen!r}")
+    total = sum(_EIC_VALUES[c] * (16 - i) for i, c in enumerate(first_fifteen))
+    return "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-"[36 - (total - 1) % 37]
+
+
+def is_valid_eic(value: str) -> bool:
+    """Whether ``value`` is 16 characters of ``0-9 A-Z -`` with a correct check character."""
+    return bool(_EIC.match(value)) and eic_check_char(value[:15]) == value[15]
 
 
 class MpIdCheck(StrEnum):
@@ -163,6 +184,7 @@ class AhbRule:
     STS+7 #3 codes of a befristete Anmeldung, which makes DTM+93 Muss (55001 [10]; empty: a #3
     is not the PID's and is ignored with a warning). ``customer``: SG12 ``NAD+Z09`` (Kunde des
     Lieferanten) with a name is Muss (55001; the 55010 repeats it, S1 55010 [279]).
+    ``packages``: SG8 ``SEQ+Z79`` (Bestandteil eines Produktpakets) is Muss (55001, 55077).
     """
 
     pid: str
@@ -177,6 +199,7 @@ class AhbRule:
     dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fixed_term_reasons: frozenset[str] = frozenset()
     customer: bool = False
+    packages: bool = False
 
 
 #: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
@@ -260,9 +283,9 @@ AHB_RULES: Mapping[str, AhbRule] = {
     rule.pid: rule
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
-                fixed_term_reasons=_ANMELDUNG_REASONS, customer=True),
+                fixed_term_reasons=_ANMELDUNG_REASONS, customer=True, packages=True),
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
-                details=frozenset({"ZW0", "ZW1", "ZW2"})),
+                details=frozenset({"ZW0", "ZW1", "ZW2"}), packages=True),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
                 details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"}), dates_by_reason=_AUFHEBUNG_DATES),
         AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
@@ -306,6 +329,7 @@ def check_transaction(
     fixed_term_reason: str | None = None,
     customer: bool | None = None,
     location: str = "Z16",
+    packages: bool | None = None,
 ) -> tuple[list[tuple[AhbFinding, str]], list[str]]:
     """``(errors, warnings)`` of one transaction against the AHB rule of its own ``pid``.
 
@@ -317,7 +341,8 @@ def check_transaction(
     sent in a wrong shape (``FORMAT``) from one that is absent (``MISSING``).
     ``fixed_term_reason``: STS+7 #3 (befristete Anmeldung), see ``AhbRule.fixed_term_reasons``.
     ``customer``: whether NAD+Z09 names the customer (``None``: not checked). ``location``: the
-    LOC qualifier the object's ID is Muss under (``object_location``).
+    LOC qualifier the object's ID is Muss under (``object_location``). ``packages``: whether the
+    transaction names a Produktpaket (SG8 SEQ+Z79; ``None``: not checked).
     """
     rule = AHB_RULES.get(pid)
     errors: list[tuple[AhbFinding, str]] = []
@@ -335,6 +360,9 @@ def check_transaction(
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
     if rule.customer and customer is False:
         errors.append((AhbFinding.MISSING, f"PID {pid}: NAD+Z09 (Kunde des Lieferanten) missing"))
+    if rule.packages and packages is False:
+        text = f"PID {pid}: SG8 SEQ+Z79 (Bestandteil eines Produktpakets) missing"
+        errors.append((AhbFinding.MISSING, text))
     required = rule.dates_by_reason.get(transaction_reason or "", rule.dates)
     if fixed_term_reason and rule.fixed_term_reasons:
         if fixed_term_reason in rule.fixed_term_reasons:

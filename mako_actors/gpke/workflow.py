@@ -71,6 +71,7 @@ from mako_actors.gpke.commands import (
     DeemLfaAgreement,
     InboundUtilmd,
     LfaAnswerDeadlinePassed,
+    ProductPackage,
     ReceiveAbmeldung,
     ReceiveAcknowledgement,
     ReceiveAnmeldung,
@@ -100,6 +101,7 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
+    ProductPackagePlanned,
     TrancheKnown,
 )
 from mako_actors.gpke.fristen import (
@@ -421,9 +423,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if until is not None and cmd.fixed_term_reason is not None:
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
-        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, the
-        # competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
-        reason = None
+        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, then
+        # the LF's requirements (step 60, A05; 260, A25 for a generating MaLo, before its lead
+        # times), the competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
+        reason = remark = None
+        planned, unmet = _planned_package(cmd.product_packages)
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
@@ -437,6 +441,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
         if late and cmd.pid == "55001":
             reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
+        elif unmet is not None:
+            generating = cmd.pid == "55077"
+            reason = Reason.REQUIREMENTS_UNMET_GENERATING if generating else Reason.REQUIREMENTS_UNMET
+            remark = unmet  # "die Abweichungen sind zu benennen": FTX+ACB, Muss with A05/A25
         elif cmd.competing_process:
             reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
         elif assigned is not None:
@@ -462,6 +470,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 next_processing_date=z08,
                 trigger_reason=cmd.transaction_reason,
                 trigger_detail=cmd.transaction_detail,
+                remark=remark,
             )
             out.emit(
                 unvalidated(AnmeldungRejectedAtOnce)(
@@ -472,6 +481,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     processing_start=z07,
                     next_processing_date=z08,
                     assigned_supplier=assigned if reason == competing and not cmd.competing_process else None,
+                    remark=remark,
                 )
             )
             return out.output()
@@ -485,6 +495,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 due=fristen.due.get("decision"),
             )
         )
+        if planned is not None:
+            package = unvalidated(ProductPackagePlanned)(package=planned.id, bilanzkreis=planned.bilanzkreis)
+            out.emit(package)
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
@@ -559,6 +572,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             trigger_reason=s.transaction_reason,
             trigger_detail=s.transaction_detail,
             remark=remark,
+            # RFF+Z60 of a 55002/55078: the Produktpaket the NB plans (S1 FV2504, Muss)
+            product_package=s.product_package if confirmed else None,
             **fixed_term,
         )
         assert s.zuordnungsbeginn is not None
@@ -856,6 +871,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             fixed_term_reason=fields.get("fixed_term_reason"),
             customer=fields.get("customer_name") is not None,
             location=object_location(cmd.pid, fields.get("transaction_detail")),
+            packages=None if (packages := fields.get("product_packages")) is None else bool(packages),
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))
@@ -1007,6 +1023,10 @@ def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict
     update["kundenanlage_malo"] = event.malo
 
 
+def _package_planned(state: GpkeState, event: ProductPackagePlanned, update: dict[str, Any]) -> None:
+    update["product_package"] = event.package
+
+
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
     update["zuordnungsende"] = event.zuordnungsende
     update["fixed_term_reason"] = event.reason
@@ -1093,6 +1113,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
     TrancheKnown: _tranche_known,
+    ProductPackagePlanned: _package_planned,
     KundenanlageKnown: _kundenanlage_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
@@ -1124,6 +1145,24 @@ _FINDING_REASONS = {
     AhbFinding.CODE_NOT_ALLOWED: Reason.CODE_NOT_ALLOWED,
     AhbFinding.FORMAT: Reason.FORMAT_NOT_KEPT,
 }
+
+
+def _planned_package(packages: tuple[ProductPackage, ...]) -> tuple[ProductPackage | None, str | None]:
+    """E_0622 step 60/260 over an Anmeldung's Produktpakete (by the LFN's priority): the first whose
+    requirements the NB can meet (its Bilanzkreis is one the LFN holds a Zuordnungsermächtigung
+    for, or the NB keeps no register), else ``None`` and the deviations for FTX+ACB."""
+    for package in packages:
+        if package.authorized is not False:
+            return package, None
+    if not packages:
+        return None, None
+    deviations = "; ".join(
+        f"Produktpaket {p.id}: keine Zuordnungsermächtigung des LF für Bilanzkreis {p.bilanzkreis}"
+        if p.bilanzkreis
+        else f"Produktpaket {p.id}: kein Bilanzkreis (PIA+5 9991000002082, CAV+ZV4) angegeben"
+        for p in packages
+    )
+    return None, deviations
 
 
 def _answer_pid(pid: str, confirmed: bool) -> str:

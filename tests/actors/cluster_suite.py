@@ -33,7 +33,7 @@ from mako_actors import (
 from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
 from mako_actors.edifact.render import OutboundEnvelope, render_interchange
 from mako_actors.gpke import GpkeNbWorkflow, Status
-from mako_actors.gpke.synthetic import anmeldung, lfa_answer
+from mako_actors.gpke.synthetic import anmeldung, bilanzkreis_of, lfa_answer
 from mako_actors.gpke.validation import malo_check_digit
 from mako_actors.inbound import receipt_identity
 from mako_actors.partitions import partition_of, routing_slot
@@ -256,9 +256,10 @@ async def test_interchanges_ingested_on_the_hosts_of_their_malos(cluster: dict[s
         bundle = [f"{body}{malo_check_digit(body)}" for body in (f"51238697{i:02d}" for i in range(30))]
         picked = [next(m for m in bundle if the_map.node_of(routing_slot(tenant, m) % PARTITIONS) == n)
                   for n in NODES]  # fmt: skip
+        packages = (("1", bilanzkreis_of(lfn)),)
         transactions = tuple(
             UtilmdTransaction(ide_ref=f"B{k}", pid="55001", malo=m, start=start, transaction_reason="E03",
-                              customer_name=("Beispiel", "Paula"))
+                              customer_name=("Beispiel", "Paula"), product_packages=packages)
             for k, m in enumerate(picked)
         )  # fmt: skip
         message = UtilmdMessage(reference="M1", document_number="DB1", document_date=clock(), sender_id=lfn,

@@ -7,6 +7,7 @@ from typing import Any
 
 from mako_actors.gpke import GpkeNbWorkflow, GpkeState, build_command
 from mako_actors.gpke.calendar import BERLIN
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.outbox import PendingOutbox
 from mako_actors.workflow import WorkflowOutput
 
@@ -34,6 +35,7 @@ def anmeldung(**overrides: Any) -> Any:
         "message_ref": "M1", "format_version": "FV2504", "received_at": THU_1430,
         "zuordnungsbeginn": START, "transaction_reason": "E03", "transaction_detail": "ZW4",
         "customer_name": ("Beispiel", "Paula", "", "", "Frau", "Z01"),
+        "product_packages": ({"id": "1", "bilanzkreis": bilanzkreis_of(LFN)},),
     }
     if overrides.get("pid") == "55077":  # a generating MaLo's Anmeldung names its GV (AHB-FACTS §3)
         values["transaction_detail"] = "ZW0"

@@ -78,10 +78,13 @@ def deadline_of(state: GpkeState, label: str, due_at: datetime) -> Deadline:
 
 def test_anmeldung_without_lfa_is_confirmed_at_once() -> None:
     state, out = start(anmeldung())
-    assert [type(e) for e in out.events] == [ev.AnmeldungReceived, ev.AnmeldungDecided]
+    assert [type(e) for e in out.events] == [
+        ev.AnmeldungReceived, ev.ProductPackagePlanned, ev.AnmeldungDecided
+    ]
     assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55002", LFN)]
     tx = utilmd(out, "55002")
     assert (tx["answer_code"], tx["answer_ebd"]) == ("A51", "E_0623")
+    assert tx["product_package"] == "1"  # RFF+Z60: the one package the LFN asked for
     assert tx["request_ref"] == "LFNTX000001" and tx["malo"] == MALO
     assert datetime.fromisoformat(tx["start"]) == datetime.fromisoformat(START)
     assert not out.deadlines
@@ -449,8 +452,7 @@ def test_outbound_references_are_deterministic_and_fit_edifact_limits() -> None:
     assert [m.payload for m in first.outbox] == [m.payload for m in again.outbox]
     refs = {m.payload["envelope"]["control_ref"] for m in first.outbox}
     assert len(refs) == 3 and all(len(r) <= 14 for r in refs)
-    consulted = first.events[1]
-    assert isinstance(consulted, ev.LfaConsulted)
+    [consulted] = [e for e in first.events if isinstance(e, ev.LfaConsulted)]
     assert consulted.request.interchange_ref == first.outbox[2].payload["envelope"]["control_ref"]
     assert consulted.request.ide_ref == utilmd(first, "55010")["ide_ref"]
 

@@ -17,6 +17,7 @@ from mako_actors import OutboxMessage
 from mako_actors.edifact import Message, parse_interchange, render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.calendar import BERLIN
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
@@ -32,6 +33,20 @@ START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)  # Zuordnungsbeginn 2025-12-01
 
 def dtm(qualifier: str, at: datetime) -> str:
     return f"DTM+{qualifier}:{at.astimezone(UTC):%Y%m%d%H%M}?+00:303"
+
+
+def package_segments(packages: Sequence[tuple[str, str]]) -> list[str]:
+    """SG8 of an Anmeldung for ``(Produktpaket-ID, Bilanzkreis EIC)`` by priority: each package's
+    Bilanzkreis product (``PIA+5+9991000002082``, ``CAV+ZV4``), then ``SEQ+ZH0`` per package
+    (``CAV+Z75``… with more than one)."""
+    out: list[str] = []
+    for package, eic in packages:
+        out += [f"SEQ+Z79+{package}", "PIA+5+9991000002082:Z11", "CCI+Z66", f"CAV+ZV4:::{eic}"]
+    for rank, (package, _) in enumerate(packages):
+        out += [f"SEQ+ZH0+{package}", "CCI+Z65+++Z01"]
+        if len(packages) > 1:
+            out.append(f"CAV+Z7{5 + rank}")
+    return out
 
 
 def interchange(
@@ -75,12 +90,15 @@ def anmeldung(
     customer: str | None = "Beispiel:Paula:::Frau:Z01",
     fixed_term: str | None = None,
     end: datetime | None = None,
+    packages: Sequence[tuple[str, str]] | None = None,
 ) -> bytes:
     """A 55001 (or 55077, Geschäftsvorfall ``gv``) Anmeldung as the AHB shapes it: IDE, DTM+92,
     STS+7 (55001: E01 + ``detail``, ZW4 or ZAP), LOC+Z16, RFF+Z13, NAD+Z09 (C080 ``customer``).
     A befristete Anmeldung: STS+7 #3 ``fixed_term`` and DTM+93 ``end``. A 55077 of GV2 (ZW1) is
     for a Tranche: ``malo`` is then the Tranche's ID, sent as LOC+Z21 (S1 55077 [477]); a 55001
-    with ZAP for a ruhende MaLo: ``malo`` in LOC+Z22, KUNDENANLAGE in LOC+Z16 ([96], [67])."""
+    with ZAP for a ruhende MaLo: ``malo`` in LOC+Z22, KUNDENANLAGE in LOC+Z16 ([96], [67]).
+    ``packages``: its Produktpakete (SG8, ``package_segments``); by default ``"1"`` with the
+    LFN's Bilanzkreis (``bilanzkreis_of``); ``()`` sends none."""
     reason = f"STS+7++E03+{gv}" if pid == "55077" else f"STS+7++E01+{detail}"
     if fixed_term is not None:
         reason += f"+{fixed_term}"
@@ -92,6 +110,7 @@ def anmeldung(
     else:
         locations = [f"LOC+Z16+{malo}"]
     tx = [f"IDE+24+{ide}", *dates, reason, *locations, f"RFF+Z13:{pid}"]
+    tx += package_segments((("1", bilanzkreis_of(lfn)),) if packages is None else packages)
     if customer is not None:
         tx.append(f"NAD+Z09+++{customer}")
     return interchange(lfn, NB, ref, sent_at, tx, version=version)

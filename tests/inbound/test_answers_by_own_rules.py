@@ -119,7 +119,7 @@ async def test_anmeldung_without_loc_z16_is_answered_with_aperak_z29(store: Lmdb
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
     raw = anmeldung().replace(f"LOC+Z16+{MALO}'".encode(), b"")
-    raw = raw.replace(b"UNT+12+", b"UNT+11+")
+    raw = raw.replace(b"UNT+18+", b"UNT+17+")
     [outcome] = (await p.ingest(raw, THU_1430)).messages
     assert outcome.outcome == "started"
     [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]

@@ -44,7 +44,7 @@ def interchange(nb: str = NB, control_ref: str = "LFN0605143001") -> bytes:
     "replacements",
     [
         [(b"+9900000001001:500+", b"+990000000100112345678901234567890123:500+")],  # 0004: 36
-        [(b"UNH+M1+", b"UNH+M1234567890ABCDE+"), (b"UNT+12+M1'", b"UNT+12+M1234567890ABCDE'")],  # 0062
+        [(b"UNH+M1+", b"UNH+M1234567890ABCDE+"), (b"UNT+18+M1'", b"UNT+18+M1234567890ABCDE'")],  # 0062
         [(b"IDE+24+LFNTX000001", b"IDE+24+" + b"T" * 40)],  # 7402 longer than 35
         [(b"BGM+E01+DLFN0605143001", b"BGM+E01+" + b"D" * 40)],  # 1004 longer than 35
     ],

@@ -22,7 +22,7 @@ from mako_actors.edifact import (
     render_outbound,
 )
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.gpke.synthetic import lfa_answer
+from mako_actors.gpke.synthetic import bilanzkreis_of, lfa_answer
 from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
@@ -56,7 +56,8 @@ def anmeldung(
     detail = "ZW4" if pid == "55001" else "ZW0"
     tx = UtilmdTransaction(ide_ref="LFNTX1", pid=pid, malo=malo, start=start,
                            transaction_reason=reason, transaction_reason_detail=detail,
-                           customer_name=("Beispiel", "Paula") if pid == "55001" else None)
+                           customer_name=("Beispiel", "Paula") if pid == "55001" else None,
+                           product_packages=(("1", bilanzkreis_of(LFN)),))
     message = UtilmdMessage(reference="LFNMSG1", document_number="LFNDOC1", document_date=sent_at,
                             sender_id=LFN, recipient_id=NB, transactions=(tx,))
     env = OutboundEnvelope(sender_id=LFN, recipient_id=NB, prepared_at=sent_at, control_ref=ref)
@@ -144,7 +145,10 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
     assert set(decided) == {"55002", "55037"}
     confirmation = decided["55002"]
     assert confirmation.document_code == "E01"
-    assert sg4(confirmation) == ["IDE+24", "DTM+92", "STS+7", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN"]
+    assert sg4(confirmation) == [
+        "IDE+24", "DTM+92", "STS+7", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN", "RFF+Z60"
+    ]
+    assert value(confirmation, "RFF", "Z60") == "1"  # the Produktpaket the NB plans
     assert confirmation.transactions[0].answer_code == "A51"
     # §3: #1 as the Anmeldung (E03), #2 ZW7 gemessene MaLo (GpkeConfig default †)
     sts7 = next(s for s in confirmation.segments if s.tag == "STS" and s.value(0) == "7")

@@ -64,7 +64,7 @@ async def test_anmeldung_with_an_impossible_date_gets_z35(store: LmdbStore) -> N
 
 async def test_anmeldung_without_zuordnungsbeginn_still_gets_z29(store: LmdbStore) -> None:
     segment = dtm("92", START).encode() + b"'"
-    raw = anmeldung().replace(segment, b"").replace(b"UNT+12+", b"UNT+11+")
+    raw = anmeldung().replace(segment, b"").replace(b"UNT+18+", b"UNT+17+")
     ercs, text = await _refusal(store, raw)
     assert ercs == ["Z29"]
     assert "DTM+92 missing" in text

@@ -11,6 +11,7 @@ from mako_actors import TenantId
 from mako_actors._partition import Partitioner
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import SupplyView, supply_key
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.inbound import Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
@@ -29,6 +30,7 @@ from tests.inbound.edi import (
     kind,
     locations,
     outbox,
+    package_segments,
     pipeline,
     store,
     utilmd_by_pid,
@@ -74,6 +76,7 @@ async def test_a_ruhende_malo_must_be_named_by_loc_z22(store: LmdbStore) -> None
         "STS+7++E01+ZAP",
         f"LOC+Z16+{KUNDENANLAGE}",
         "RFF+Z13:55001",
+        *package_segments((("1", bilanzkreis_of(LFN)),)),
         "NAD+Z09+++A:B",
     ]
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})

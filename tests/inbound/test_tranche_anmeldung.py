@@ -16,6 +16,7 @@ from mako_actors import TenantId
 from mako_actors.edifact import Message
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.supply import SupplyView, supply_key
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.inbound import Suppliers
 from mako_actors.replay import load_master_data
 from mako_actors.scheduler import VirtualClock
@@ -35,6 +36,7 @@ from tests.inbound.edi import (
     lfa_answer,
     locations,
     outbox,
+    package_segments,
     pipeline,
     store,
     utilmd_by_pid,
@@ -124,6 +126,7 @@ async def test_gv1_names_the_malo_not_a_tranche(store: LmdbStore) -> None:
         "STS+7++E03+ZW0",
         f"LOC+Z21+{TRANCHE}",
         "RFF+Z13:55077",
+        *package_segments((("1", bilanzkreis_of(LFN)),)),
     ]
     p = pipeline(store, VirtualClock(THU_1430))
     await p.ingest(interchange(LFN, NB, "LFN0001", THU_1430, tx), THU_1430)

@@ -1,0 +1,157 @@
+"""End to end on LMDB: the Produktpakete of an Anmeldung (SG8 ``SEQ+Z79``, Muss in 55001/55077),
+the Zuordnungsermächtigung for their Bilanzkreis (E_0622 step 60 A05 / step 260 A25, the
+deviation named in FTX+ACB: S1 55003 [23], 55080 [24]) and the package the NB plans, named by
+``RFF+Z60`` in the 55002/55078 (Muss, S1 FV2504 55002/55078 "Informativ zur Umsetzung geplantes
+Produktpaket")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mako_actors.errors import InvalidArgument
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.synthetic import bilanzkreis_of
+from mako_actors.gpke.validation import is_valid_eic
+from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
+from mako_actors.replay import load_master_data
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+from tests.inbound.edi import (
+    LFA,
+    LFN,
+    LFN2,
+    MALO,
+    NB,
+    START,
+    THU_1430,
+    anmeldung,
+    aperak_errors,
+    dtm,
+    interchange,
+    kind,
+    outbox,
+    store,
+    tx,
+    utilmd_by_pid,
+)
+
+__all__ = ["store"]
+
+OWN, OTHER = bilanzkreis_of(LFN), bilanzkreis_of(LFN2)
+
+
+def pipeline(
+    store: LmdbStore, register: dict[str, frozenset[str]] | None, **suppliers: Suppliers
+) -> InboundPipeline:
+    """A pipeline whose master data hold ``register`` (supplier → Bilanzkreise with a
+    Zuordnungsermächtigung; ``None``: no register)."""
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    data = StaticMasterData(suppliers, register)
+    return InboundPipeline(store, host, tenants=[NB], master_data=data, clock=clock)
+
+
+def ftx_acb(message: object) -> str:
+    segments = message.segments  # type: ignore[attr-defined]
+    [ftx] = [s for s in segments if s.tag == "FTX" and s.value(0) == "ACB"]
+    return "".join(ftx.components(3))
+
+
+def test_synthetic_bilanzkreise_are_valid_eics() -> None:
+    assert is_valid_eic(OWN) and is_valid_eic(OTHER) and OWN != OTHER
+
+
+async def test_the_55002_names_the_package_of_first_priority_not_the_first_sent(store: LmdbStore) -> None:
+    """Priorities come from SEQ+ZH0's CAV+Z75…: package 7 (Z75) is planned though 3 came first."""
+    sg8 = [
+        "SEQ+Z79+3", "PIA+5+9991000002082:Z11", "CCI+Z66", f"CAV+ZV4:::{OWN}",
+        "SEQ+Z79+7", "PIA+5+9991000002082:Z11", "CCI+Z66", f"CAV+ZV4:::{OWN}",
+        "SEQ+ZH0+3", "CCI+Z65+++Z01", "CAV+Z76",
+        "SEQ+ZH0+7", "CCI+Z65+++Z01", "CAV+Z75",
+    ]  # fmt: skip
+    segments = ["IDE+24+LFNTX1", dtm("92", START), "STS+7++E01+ZW4", f"LOC+Z16+{MALO}", "RFF+Z13:55001"]
+    raw = interchange(LFN, NB, "LFN0001", THU_1430, [*segments, *sg8, "NAD+Z09+++Beispiel:Paula"])
+    await pipeline(store, {LFN: frozenset({OWN})}).ingest(raw, THU_1430)
+    sent = utilmd_by_pid(await outbox(store))
+    [z60] = [s.value(0, 1) for s in sent["55002"].segments if s.tag == "RFF" and s.value(0) == "Z60"]
+    assert z60 == "7"
+
+
+async def test_an_anmeldung_without_a_produktpaket_gets_aperak_z29(store: LmdbStore) -> None:
+    await pipeline(store, None).ingest(anmeldung(packages=()), THU_1430)
+    assert await aperak_errors(store) == [
+        ("Z29", "PID 55001: SG8 SEQ+Z79 (Bestandteil eines Produktpakets) missing")
+    ]
+    assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
+async def test_no_zuordnungsermaechtigung_for_the_bilanzkreis_is_rejected_with_a05(store: LmdbStore) -> None:
+    """The LFN names a Bilanzkreis it holds no Zuordnungsermächtigung for: 55003 A05 (E_0622 step
+    60) naming it in FTX+ACB; the MaLo is not claimed, so another supplier's Anmeldung is decided
+    on its own (not A06)."""
+    p = pipeline(store, {LFN: frozenset({OWN}), LFN2: frozenset({OTHER})}, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(packages=(("1", OTHER),)), THU_1430)
+    messages = await outbox(store)
+    assert [kind(m) for m in messages if m.message_type == "UTILMD"] == ["55003"]
+    [answer] = [tx(m) for m in messages if kind(m) == "55003"]
+    assert (answer["answer_code"], answer["answer_ebd"]) == ("A05", "E_0622")
+    text = ftx_acb(utilmd_by_pid(messages)["55003"])
+    assert OTHER in text and "Zuordnungsermächtigung" in text
+    rival = anmeldung(lfn=LFN2, ref="LFN2001", ide="LFN2TX1", packages=(("1", OTHER),))
+    await p.ingest(rival, THU_1430)
+    to_rival = [kind(m) for m in await outbox(store) if m.recipient == LFN2 and m.message_type == "UTILMD"]
+    assert to_rival == ["55036"]  # consulting the LFA, not rejected as a competitor
+
+
+async def test_the_first_package_the_nb_can_implement_is_planned(store: LmdbStore) -> None:
+    p = pipeline(store, {LFN: frozenset({OWN})})
+    await p.ingest(anmeldung(packages=(("1", OTHER), ("2", OWN))), THU_1430)
+    confirmation = tx(next(m for m in await outbox(store) if kind(m) == "55002"))
+    assert confirmation["product_package"] == "2"
+
+
+async def test_a_generating_malo_without_zuordnungsermaechtigung_gets_a25(store: LmdbStore) -> None:
+    """Step 260 comes before the competing Anmeldung (270) and the lead times: A25 in a 55080."""
+    late = dtm("92", START).replace("2025113023", "2025111423")  # one day ahead: too late too
+    raw = anmeldung(pid="55077", gv="ZW0", customer=None, packages=(("1", OTHER),))
+    raw = raw.replace(dtm("92", START).encode(), late.encode())
+    await pipeline(store, {LFN: frozenset({OWN})}).ingest(raw, THU_1430)
+    messages = await outbox(store)
+    [answer] = [tx(m) for m in messages if kind(m) == "55080"]
+    assert (answer["answer_code"], answer["answer_ebd"]) == ("A25", "E_0622")
+    assert OTHER in ftx_acb(utilmd_by_pid(messages)["55080"])
+
+
+async def test_a_missed_vorlauffrist_is_checked_before_the_zuordnungsermaechtigung(store: LmdbStore) -> None:
+    """E_0622 for a consuming MaLo: step 15 (A07) before step 60 (A05)."""
+    late = dtm("92", START).replace("2025113023", "2025111323")
+    raw = anmeldung(packages=(("1", OTHER),)).replace(dtm("92", START).encode(), late.encode())
+    await pipeline(store, {LFN: frozenset({OWN})}).ingest(raw, THU_1430)
+    [answer] = [tx(m) for m in await outbox(store) if kind(m) == "55003"]
+    assert answer["answer_code"] == "A07"
+
+
+async def test_without_a_register_the_bilanzkreis_is_not_checked(store: LmdbStore) -> None:
+    await pipeline(store, None).ingest(anmeldung(packages=(("4", OTHER),)), THU_1430)
+    confirmation = tx(next(m for m in await outbox(store) if kind(m) == "55002"))
+    assert (confirmation["answer_code"], confirmation["product_package"]) == ("A51", "4")
+
+
+def test_master_data_read_the_register_and_refuse_a_bad_eic(tmp_path: Path) -> None:
+    path = tmp_path / "master.json"
+    path.write_text(json.dumps({MALO: {"current": LFA}, "bilanzkreise": {LFN: [OWN]}}))
+    data = load_master_data(path)
+    assert data.bilanzkreise(NB, LFN) == frozenset({OWN})
+    assert data.bilanzkreise(NB, LFN2) == frozenset()  # a register: an unlisted supplier holds none
+    assert data.suppliers(NB, MALO, START).current == LFA
+    path.write_text(json.dumps({"bilanzkreise": {LFN: [OWN[:15] + "X"]}}))
+    with pytest.raises(InvalidArgument, match=f"{LFN}.*{OWN[:15]}X.*not an EIC"):
+        load_master_data(path)
+    path.write_text(json.dumps({"bilanzkreise": {"LF": [OWN]}}))
+    with pytest.raises(InvalidArgument, match="'LF' is not an MP-ID"):
+        load_master_data(path)
+    path.write_text(json.dumps({MALO: {}}))
+    assert load_master_data(path).bilanzkreise(NB, LFN) is None  # no register: not checked
