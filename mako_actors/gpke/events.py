@@ -42,7 +42,6 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
-    "ProductPackagePlanned",
     "TrancheKnown",
 ]
 
@@ -130,6 +129,10 @@ class AnmeldungReceived(GpkeEvent, type="gpke.anmeldung_received"):
     fristen: FristenRecord
     # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
     transaction_detail: str | None = None
+    # The Produktpaket the NB plans (E_0622 step 60/260: the first, by the LFN's priority, whose
+    # Bilanzkreis it may use): the 55002/55078 name it in RFF+Z60. None: the Anmeldung named none
+    # it may use (then E_0622 rejects it) or was stored before packages were read.
+    product_package: str | None = None
 
 
 class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
@@ -163,15 +166,6 @@ class KundenanlageKnown(GpkeEvent, type="gpke.kundenanlage_known"):
     (S1 FV2504 55002 [2061], [2003] ∧ [96])."""
 
     malo: str
-
-
-class ProductPackagePlanned(GpkeEvent, type="gpke.product_package_planned"):
-    """The NB plans to implement Produktpaket ``package`` of the Anmeldung (the first, by the LFN's
-    priority, whose requirements the NB can meet; ``bilanzkreis`` its Bilanzkreis). The 55002/55078
-    name it in RFF+Z60. Follows ``AnmeldungReceived`` when the Anmeldung passed E_0622."""
-
-    package: str
-    bilanzkreis: str | None = None
 
 
 class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):
@@ -330,7 +324,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     FixedTermRequested,
     TrancheKnown,
     KundenanlageKnown,
-    ProductPackagePlanned,
     AnmeldungRejectedAtOnce,
     LfaConsulted,
     LfaAnswered,

@@ -18,6 +18,7 @@ from mako_actors.edifact import Transaction
 from mako_actors.edifact.outbound import BILANZKREIS_PRODUCT
 from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
+from mako_actors.gpke._models import positional
 from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
@@ -124,7 +125,7 @@ class GpkeFamily:
                     held = self._master.bilanzkreise(str(values["recipient"]), str(values["sender"]))
                     if held is not None:  # the NB's register of Zuordnungsermächtigungen
                         values["product_packages"] = tuple(
-                            p.model_copy(update={"authorized": p.bilanzkreis in held}) for p in packages
+                            _package(p.id, p.bilanzkreis, p.bilanzkreis in held) for p in packages
                         )
                 claim = view.open_claim()
                 if claim is not None:
@@ -224,6 +225,9 @@ def _location(transaction: Transaction, qualifier: str) -> str | None:
     return None
 
 
+# Built from the parser's strings without validating them again (a trigger makes one or two).
+_package = positional(ProductPackage)
+_SG8_TAGS = frozenset({"SEQ", "PIA", "CAV", "NAD"})
 _PRIORITY_RANK = {"Z75": 1, "Z76": 2, "Z77": 3, "Z78": 4, "Z79": 5}
 
 
@@ -238,6 +242,10 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
     package = product = ""
     for segment in transaction.segments:
         tag = segment.tag
+        if tag not in _SG8_TAGS:
+            continue
+        if tag == "NAD":  # SG12 follows the SG8 groups
+            break
         if tag == "SEQ":
             group, package, product = segment.value(0), segment.value(1), ""
             if group == "Z79" and package:
@@ -250,10 +258,8 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
             bilanzkreis[package] = segment.value(0, 3) or None
         elif group == "ZH0" and tag == "CAV" and segment.value(0) in _PRIORITY_RANK and package in ranks:
             ranks[package] = _PRIORITY_RANK[segment.value(0)]
-        elif tag in ("NAD", "IDE", "UNT"):
-            group = ""
     order = sorted(bilanzkreis, key=lambda p: ranks.get(p, 1000))  # stable: the order sent
-    return tuple(ProductPackage(id=p, bilanzkreis=bilanzkreis[p]) for p in order)
+    return tuple(_package(p, bilanzkreis[p], None) for p in order)
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:

@@ -101,7 +101,6 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
-    ProductPackagePlanned,
     TrancheKnown,
 )
 from mako_actors.gpke.fristen import (
@@ -397,6 +396,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
         aperak = self._aperak(out, cmd, ())
         fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
+        # E_0622 step 60/260 over the Produktpakete (decided below, in the EBD's order)
+        planned, unmet = _planned_package(cmd.product_packages)
         out.emit(
             unvalidated(AnmeldungReceived)(
                 inbound=_info_of(cmd),
@@ -412,6 +413,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
                 ack_windows_version=self.config.ack_windows.version,
                 fristen=fristen,
+                product_package=None if planned is None else planned.id,
             )
         )
         if cmd.malo_measurement is not None:
@@ -427,7 +429,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         # the LF's requirements (step 60, A05; 260, A25 for a generating MaLo, before its lead
         # times), the competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
         reason = remark = None
-        planned, unmet = _planned_package(cmd.product_packages)
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
@@ -495,9 +496,6 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 due=fristen.due.get("decision"),
             )
         )
-        if planned is not None:
-            package = unvalidated(ProductPackagePlanned)(package=planned.id, bilanzkreis=planned.bilanzkreis)
-            out.emit(package)
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
@@ -1009,6 +1007,7 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["lfz"] = values["lfz"]
     update["lfz_start"] = values["lfz_start"]
     update["fristen"] = values["fristen"]
+    update["product_package"] = values.get("product_package")  # (stored before: absent)
 
 
 def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: dict[str, Any]) -> None:
@@ -1021,10 +1020,6 @@ def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]
 
 def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict[str, Any]) -> None:
     update["kundenanlage_malo"] = event.malo
-
-
-def _package_planned(state: GpkeState, event: ProductPackagePlanned, update: dict[str, Any]) -> None:
-    update["product_package"] = event.package
 
 
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
@@ -1113,7 +1108,6 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
     TrancheKnown: _tranche_known,
-    ProductPackagePlanned: _package_planned,
     KundenanlageKnown: _kundenanlage_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
