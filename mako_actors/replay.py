@@ -190,8 +190,9 @@ _ASSIGNMENT_LIST = (
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
-    ISO, "measurement": "ZW6"|"ZW7"}}``, every key optional; a Tranche's entry (keyed by its ID)
-    has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to. The optional key ``"bilanzkreise"``
+    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO}}``,
+    every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
+    by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to. The optional key ``"bilanzkreise"``
     is the NB's register of Zuordnungsermächtigungen, ``{"<LF MP-ID>": ["<Bilanzkreis EIC>",
     ...]}``: with it, an Anmeldung whose Produktpakete name no Bilanzkreis of its sender there is
     rejected by E_0622 (A05/A25; a supplier not listed holds none); without it, not checked.
@@ -226,12 +227,25 @@ def load_master_data(path: Path) -> StaticMasterData:
                 future_start=datetime.fromisoformat(start) if start else None,
                 measurement=measurement,
                 tranche_of=tranche_of,
+                in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
+                out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
             )
         return StaticMasterData(by_malo, register)
     except InvalidArgument:
         raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"master data {path}: {exc}") from None
+
+
+def _entry_instant(entry: dict[str, Any], malo: str, name: str) -> datetime | None:
+    """An ISO instant with its offset in ``entry[name]``, or None (``ValueError`` naming both)."""
+    text = entry.get(name)
+    if text is None:
+        return None
+    at = datetime.fromisoformat(str(text))
+    if at.tzinfo is None:
+        raise ValueError(f"MaLo {malo}: field {name!r} is {text!r}, an instant without its offset")
+    return at
 
 
 def _register(raw: Any) -> dict[str, frozenset[str]] | None:

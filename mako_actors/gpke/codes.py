@@ -43,6 +43,9 @@ class Reason:
     MONTH_VORLAUFFRIST_MISSED_GV3 = "month_vorlauffrist_missed_generating_gv3"
     COMPETING_PROCESS = "competing_process"
     REQUIREMENTS_UNMET = "requirements_unmet"
+    NOT_IN_MARKET_COMMUNICATION = "not_in_market_communication"
+    NEW_INSTALLATION = "new_installation"
+    NEW_INSTALLATION_GENERATING = "new_installation_generating"
     REQUIREMENTS_UNMET_GENERATING = "requirements_unmet_generating"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
@@ -139,6 +142,23 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         # requirement of the LF can be met, "insbesondere die notwendige Zuordnungsermächtigung
         # (Bilanzkreis/Bilanzierungsverfahren)"; the deviation is named in FTX+ACB (55003 [23],
         # 55080 [24]). Checked: the Bilanzkreis of each Produktpaket against the NB's register.
+        # Steps 30, 50 and 220 (same trees), from the MaLo's master data: not in market
+        # communication at the Anmeldedatum (stillgelegt, "Modell 2"); a Neuanlage whose
+        # Inbetriebnahme lies ahead ("Falscher Prozess"; for a generating MaLo "Einzug in
+        # Neuanlage").
+        "A02": _c(
+            Reason.NOT_IN_MARKET_COMMUNICATION,
+            "MaLo nimmt zum Anmeldedatum nicht an der Marktkommunikation teil",
+            unconfirmed=False,
+        ),
+        "A04": _c(
+            Reason.NEW_INSTALLATION, "Anmeldung für eine Neuanlage: falscher Prozess", unconfirmed=False
+        ),
+        "A21": _c(
+            Reason.NEW_INSTALLATION_GENERATING,
+            "erz.: Einzug in Neuanlage: falscher Prozess",
+            unconfirmed=False,
+        ),
         "A05": _c(Reason.REQUIREMENTS_UNMET, "Anforderungen können nicht erfüllt werden", unconfirmed=False),
         "A25": _c(
             Reason.REQUIREMENTS_UNMET_GENERATING,

@@ -128,6 +128,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
     ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both).
     ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
+    From the MaLo's master data (``Suppliers``): ``malo_in_operation_from``, a Neuanlage's
+    Inbetriebnahme, and ``malo_out_of_market_from``, from when it takes no part in market
+    communication (E_0622 steps 50/220 and 30).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -150,6 +153,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     tranche_malo: str | None = None
     kundenanlage_malo: str | None = None
     product_packages: tuple[ProductPackage, ...] = ()
+    malo_in_operation_from: AwareDatetime | None = None
+    malo_out_of_market_from: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _competing_dates(self) -> ReceiveAnmeldung:

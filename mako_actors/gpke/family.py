@@ -118,6 +118,9 @@ class GpkeFamily:
                 values["malo_key_generation"] = view.claim_count
                 if baseline is not None and baseline.measurement is not None:
                     values["malo_measurement"] = baseline.measurement  # else the workflow's default
+                if baseline is not None:  # E_0622 steps 30, 50 and 220 (the MaLo's master data)
+                    values["malo_in_operation_from"] = baseline.in_operation_from
+                    values["malo_out_of_market_from"] = baseline.out_of_market_from
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
                 packages = values.get("product_packages")

@@ -59,6 +59,10 @@ class Suppliers:
     STS+7 #2); ``None``: the workflow's default (``GpkeConfig.malo_measurement``). For the ID of
     a Tranche, ``tranche_of`` is the MaLo it belongs to (the 55078 of a Geschäftsvorfall 2 names
     both); a Tranche the master data does not know is not found (APERAK Z14).
+    ``in_operation_from``: a Neuanlage's Inbetriebnahme (the NB has formed its ID; an Anmeldung
+    received before then is the wrong process, E_0622 A04/A21). ``out_of_market_from``: from
+    then on the MaLo takes no part in market communication (stillgelegt, or "Modell 2"; an
+    Anmeldung for a date from then on gets A02).
     """
 
     current: str | None = None
@@ -66,6 +70,8 @@ class Suppliers:
     future_start: datetime | None = None
     measurement: Measurement | None = None
     tranche_of: str | None = None
+    in_operation_from: datetime | None = None
+    out_of_market_from: datetime | None = None
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance

@@ -426,8 +426,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, then
-        # the LF's requirements (step 60, A05; 260, A25 for a generating MaLo, before its lead
-        # times), the competing Anmeldung (step 70, A06; A45 for a generating MaLo) last.
+        # the MaLo out of market communication (30, A02), a Neuanlage (50, A04; 220, A21 first
+        # for a generating MaLo), the LF's requirements (60, A05; 260, A25 before a generating
+        # MaLo's lead times), the competing Anmeldung (70, A06; 270, A45) last.
         reason = remark = None
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
@@ -440,8 +441,19 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             late = not month_vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
         else:
             late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        new_installation = (
+            cmd.malo_in_operation_from is not None and cmd.malo_in_operation_from > cmd.received_at
+        )
+        out_of_market = (
+            cmd.malo_out_of_market_from is not None and cmd.malo_out_of_market_from <= cmd.zuordnungsbeginn
+        )
         if late and cmd.pid == "55001":
             reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
+        elif out_of_market and cmd.pid == "55001":
+            reason = Reason.NOT_IN_MARKET_COMMUNICATION  # step 30
+        elif new_installation:  # step 50 (verbr.) / 220 (erz., its first)
+            generating = cmd.pid == "55077"
+            reason = Reason.NEW_INSTALLATION_GENERATING if generating else Reason.NEW_INSTALLATION
         elif unmet is not None:
             generating = cmd.pid == "55077"
             reason = Reason.REQUIREMENTS_UNMET_GENERATING if generating else Reason.REQUIREMENTS_UNMET
