@@ -52,6 +52,7 @@ import heapq
 import json
 import operator
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,7 +72,7 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.gpke.supply import MEASUREMENTS
+from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
@@ -190,7 +191,8 @@ _ASSIGNMENT_LIST = (
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
-    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO}}``,
+    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO, "msb":
+    MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
     every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
     by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to. The optional key ``"bilanzkreise"``
     is the NB's register of Zuordnungsermächtigungen, ``{"<LF MP-ID>": ["<Bilanzkreis EIC>",
@@ -229,12 +231,41 @@ def load_master_data(path: Path) -> StaticMasterData:
                 tranche_of=tranche_of,
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
+                **_metering(entry, malo),
             )
         return StaticMasterData(by_malo, register)
     except InvalidArgument:
         raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise InvalidArgument(f"master data {path}: {exc}") from None
+
+
+_MELO = re.compile(r"^[A-Z]{2}[0-9A-Z]{31}$")  # a Zählpunktbezeichnung ([951])
+
+
+def _metering(entry: dict[str, Any], malo: str) -> dict[str, Any]:
+    """``msb``, ``msb_role`` (default Z39), ``gmsb`` (default: the MSB when it is the
+    grundzuständige) and ``messlokationen`` of a MaLo's entry, checked (``ValueError``)."""
+    msb, role, gmsb = entry.get("msb"), entry.get("msb_role"), entry.get("gmsb")
+    melos = entry.get("messlokationen", [])
+    for name, value in (("msb", msb), ("gmsb", gmsb)):
+        if value is not None and mp_id_issue(str(value)) is MpIdIssue.MALFORMED:
+            raise ValueError(f"MaLo {malo}: field {name!r} is {value!r}, not an MP-ID (13 digits)")
+    if role is not None and role not in MSB_ROLES:
+        raise ValueError(f"MaLo {malo}: field 'msb_role' is {role!r}, expected one of {', '.join(MSB_ROLES)}")
+    if not isinstance(melos, list) or not all(isinstance(m, str) and _MELO.match(m) for m in melos):
+        raise ValueError(
+            f"MaLo {malo}: field 'messlokationen' is {melos!r}, expected a list of Messlokation-IDs "
+            "(33 characters: country code, then 0-9 A-Z)"
+        )
+    if (role is not None or gmsb is not None or melos) and msb is None:
+        raise ValueError(f"MaLo {malo}: 'msb_role', 'gmsb' and 'messlokationen' need 'msb'")
+    if msb is None:
+        return {}
+    role = role or "Z39"
+    if gmsb is None and role != "Z39":
+        raise ValueError(f"MaLo {malo}: the MSB is not the grundzuständige ({role}); name it in 'gmsb'")
+    return {"msb": msb, "msb_role": role, "gmsb": gmsb or msb, "messlokationen": tuple(melos)}
 
 
 def _entry_instant(entry: dict[str, Any], malo: str, name: str) -> datetime | None:

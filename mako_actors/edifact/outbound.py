@@ -90,7 +90,10 @@ class UtilmdTransaction(BaseModel):
     ``product_packages`` are an Anmeldung's Produktpakete (``(Produktpaket-ID, Bilanzkreis EIC)``,
     at most five, by priority): SG8 ``SEQ+Z79`` with the Bilanzkreis product (``PIA+5``,
     ``CCI+Z66``, ``CAV+ZV4``), then one ``SEQ+ZH0`` each (``CCI+Z65+++Z01``; ``CAV+Z75``… when
-    there are several).
+    there are several). A 55002 carries SG8 "Daten der Marktlokation" (``SEQ+Z98``); with ``msb``
+    (MP-ID) and ``msb_role`` (Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB) its SG10
+    names the MSB, and each of ``messlokationen`` travels as ``LOC+Z17`` and as an SG8
+    ``SEQ+ZF3`` with its MSB and ``gmsb`` (the grundzuständige MSB).
     Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2)
     are left out when rendering.
     """
@@ -122,6 +125,10 @@ class UtilmdTransaction(BaseModel):
     resting_malo: str | None = None
     product_package: str | None = None
     product_packages: tuple[tuple[str, str], ...] | None = Field(default=None, min_length=1, max_length=5)
+    messlokationen: tuple[str, ...] | None = None
+    msb: str | None = None
+    msb_role: Literal["Z39", "Z40", "Z41"] | None = None
+    gmsb: str | None = None
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
@@ -321,6 +328,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
     if t.resting_malo is not None:
         out.append(seg("LOC", "Z22", t.resting_malo))
+    for melo in t.messlokationen or ():
+        out.append(seg("LOC", "Z17", melo))
     if t.tranche is not None:
         out.append(seg("LOC", "Z21", t.tranche))
     out.append(seg("RFF", ["Z13", t.pid]))
@@ -330,6 +339,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("RFF", ["Z60", t.product_package]))
     if t.product_packages is not None:
         out.extend(_packages(t.product_packages))
+    if t.pid == "55002":
+        out.extend(_malo_data(t))
     if t.customer_name is not None:
         name = list(t.customer_name)
         out.append(seg("NAD", "Z09", "", "", [*name, "", "", "", "Z01"] if len(name) == 2 else name))
@@ -340,6 +351,19 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
             out.append(seg("RFF", ["Z20" if t.tranche else "Z18", object_id]))
     allowed = allowed_segments(t.pid)
     return out if allowed is None else [s for s in out if segment_key(s) in allowed]
+
+
+def _malo_data(t: UtilmdTransaction) -> list[Segment]:
+    """SG8 of a 55002: Daten der Marktlokation (with its MSB), then one group per Messlokation."""
+    out = [seg("SEQ", "Z98")]
+    if t.msb is None:
+        return out
+    msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39"])
+    out += [seg("CCI", "", "", "ZB3"), msb]
+    for melo in t.messlokationen or ():
+        out += [seg("SEQ", "ZF3"), seg("RFF", ["Z19", melo]), seg("CCI", "", "", "ZB3"), msb]
+        out.append(seg("CAV", ["ZF0", t.gmsb or t.msb]))
+    return out
 
 
 def _packages(packages: tuple[tuple[str, str], ...]) -> list[Segment]:

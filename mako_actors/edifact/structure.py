@@ -20,6 +20,7 @@ from mako_actors.edifact.interchange import Interchange, Message, parse_intercha
 __all__ = [
     "BGM_DOCUMENT_CODE",
     "UTILMD_SG4",
+    "UTILMD_SG8",
     "SegmentRule",
     "allowed_segments",
     "check_message",
@@ -60,15 +61,15 @@ _PLANNED_PACKAGE = (
 _MALO_OR_TRANCHE = "S1 FV2504 [348]/[347]: LOC+Z16, or LOC+Z21 for a Tranche; one of them is Muss"
 
 # SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
-# Only the segments our builders write; anything else is "not carried" for the check. Not
-# modelled (master data the runtime does not hold): the SG8/SG10 blocks that S1 marks Muss in
-# 55002/55078 (Daten der MaLo/NeLo/MeLo with the MSB).
+# Only the segments our builders write; anything else is "not carried" for the check. The SG8
+# groups follow in ``UTILMD_SG8``. Not modelled: the SG8/SG10 blocks S1 marks Muss in 55078.
 UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
         _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
         _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"),
         _r("LOC+Z22", "C", "S1 FV2504 Muss [2003] ∧ [96] with ZAP: the ruhende MaLo"),
+        _r("LOC+Z17", "C", "S1 FV2504 Muss ([96] ⊻ [483]) with ZAP/ZW7: each Messlokation, from master data"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("RFF+Z60", "C", _PLANNED_PACKAGE),
     ),
     "55003": (
@@ -160,6 +161,26 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55005", "ZH2"): ("DTM+92",),
 }
 
+_MSB_FROM_MASTER_DATA = "S1 FV2504 Muss [483] with ZW7: the MSB, from the MaLo's master data"
+# SG8 groups (each opened by its SEQ, in this order; a group may repeat where the AHB says "for
+# each"), per PID, after the SG4/SG5/SG6 segments above. 55002: "Daten der Marktlokation" (Muss
+# [2061]) with the MSB in SG10 (Muss [483] with ZW7), then one "Daten der Messlokation" per
+# LOC+Z17 ([2284]) with its MSB and the gMSB. Not modelled: ZD7 (Netzlokation, [294] with LOC+Z18)
+# and ZF1 (steuerbare Ressource, [205] with LOC+Z19), which we never name.
+UTILMD_SG8: dict[str, dict[str, tuple[SegmentRule, ...]]] = {
+    "55002": {
+        "Z98": (
+            _r("SEQ+Z98"), _r("CCI", "C", _MSB_FROM_MASTER_DATA), _r("CAV+Z91", "C", _MSB_FROM_MASTER_DATA)
+        ),
+        "ZF3": (_r("SEQ+ZF3"), _r("RFF+Z19"), _r("CCI"), _r("CAV+Z91"), _r("CAV+ZF0")),
+    },
+}
+# SG4/SG5 segments that may repeat, one after another (one LOC+Z17 per Messlokation, [623]).
+_REPEATS: dict[str, frozenset[str]] = {"55002": frozenset({"LOC+Z17"})}
+# SG8 groups a PID must carry once ([2061]), and those that may repeat ([2284]).
+_SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",)}
+_SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3")})
+
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
 _APERAK_312 = (
     _r("BGM+312"), _r("DTM+137"), _r("RFF+ACE"), _r("DTM+171"), _r("RFF+AGO"),
@@ -175,19 +196,26 @@ _APERAK_ERROR = (
 def segment_key(segment: Segment) -> str:
     """``TAG+qualifier`` (first component of the first element), or the bare tag."""
     q = segment.value(0) if segment.elements else ""
-    if segment.tag in ("BGM", "DTM", "RFF", "LOC", "NAD", "STS", "FTX", "IDE") and q:
+    if segment.tag in ("BGM", "DTM", "RFF", "LOC", "NAD", "STS", "FTX", "IDE", "SEQ", "CAV") and q:
         return f"{segment.tag}+{q}"
     return segment.tag
 
 
 def allowed_segments(pid: str) -> frozenset[str] | None:
-    """The SG4 segment keys ``pid`` carries in our messages; ``None`` for a PID not in the table."""
+    """The SG4 segment keys ``pid`` carries in our messages (its SG8 groups' included); ``None``
+    for a PID not in the table."""
     rules = UTILMD_SG4.get(pid)
-    return None if rules is None else frozenset(r.key for r in rules)
+    if rules is None:
+        return None
+    groups = UTILMD_SG8.get(pid, {})
+    return frozenset(r.key for r in rules) | {r.key for group in groups.values() for r in group}
 
 
-def _match(keys: Sequence[str], rules: Sequence[SegmentRule], where: str) -> list[str]:
-    """Deviations of ``keys`` from ``rules`` (each rule at most once, in rule order)."""
+def _match(
+    keys: Sequence[str], rules: Sequence[SegmentRule], where: str, repeats: frozenset[str] = frozenset()
+) -> list[str]:
+    """Deviations of ``keys`` from ``rules`` (each rule at most once but those in ``repeats``, in
+    rule order)."""
     problems: list[str] = []
     position = {r.key: i for i, r in enumerate(rules)}
     seen: set[str] = set()
@@ -197,7 +225,7 @@ def _match(keys: Sequence[str], rules: Sequence[SegmentRule], where: str) -> lis
         if i is None:
             problems.append(f"{where}: {key} is not carried here")
             continue
-        if key in seen:
+        if key in seen and (key not in repeats or i != last):
             problems.append(f"{where}: {key} repeats")
         elif i < last:
             problems.append(f"{where}: {key} out of order (after {rules[last].key})")
@@ -224,8 +252,10 @@ def _utilmd(message: Message) -> list[str]:
         if rules is None:
             problems.append(f"{tx_where}: PID not in the structure table")
             continue
-        keys = [segment_key(s) for s in t.segments]
-        problems.extend(_match(keys, rules, tx_where))
+        first_seq = next((i for i, s in enumerate(t.segments) if s.tag == "SEQ"), len(t.segments))
+        keys = [segment_key(s) for s in t.segments[:first_seq]]
+        problems.extend(_match(keys, rules, tx_where, _REPEATS.get(t.pid or "", frozenset())))
+        problems.extend(_groups(t.pid or "", t.segments[first_seq:], tx_where))
         problems.extend(f"{tx_where}: {k} required" for k in _missing(_ONE_OF.get(t.pid or "", ()), keys))
         for (pid, code), needed in _REQUIRED_IF_ANSWER.items():
             if t.pid == pid and t.answer_code == code:
@@ -246,6 +276,35 @@ def _utilmd(message: Message) -> list[str]:
         expected = BGM_DOCUMENT_CODE.get(only or "")
         if expected is not None and message.document_code != expected:
             problems.append(f"{where}: BGM {message.document_code} for PID {only}, expected {expected} (§1)")
+    return problems
+
+
+def _groups(pid: str, segments: Sequence[Segment], where: str) -> list[str]:
+    """Deviations of a transaction's SG8 groups (from its first SEQ on) from ``UTILMD_SG8``."""
+    table = UTILMD_SG8.get(pid, {})
+    order = list(table)
+    problems: list[str] = []
+    seen: list[str] = []
+    groups: list[list[Segment]] = []
+    for segment in segments:
+        if segment.tag == "SEQ":
+            groups.append([])
+        groups[-1].append(segment)
+    for group in groups:
+        qualifier = group[0].value(0)
+        rules = table.get(qualifier)
+        if rules is None:
+            problems.append(f"{where}: SG8 SEQ+{qualifier} is not carried here")
+            continue
+        if qualifier in seen and (pid, qualifier) not in _SG8_REPEATS:
+            problems.append(f"{where}: SG8 SEQ+{qualifier} repeats")
+        elif seen and order.index(qualifier) < order.index(seen[-1]):
+            problems.append(f"{where}: SG8 SEQ+{qualifier} out of order (after SEQ+{seen[-1]})")
+        seen.append(qualifier)
+        problems.extend(_match([segment_key(s) for s in group], rules, f"{where} SG8 SEQ+{qualifier}"))
+    problems.extend(
+        f"{where}: required SG8 SEQ+{q} missing" for q in _SG8_REQUIRED.get(pid, ()) if q not in seen
+    )
     return problems
 
 

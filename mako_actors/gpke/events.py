@@ -42,6 +42,7 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
+    "MeteringKnown",
     "TrancheKnown",
 ]
 
@@ -141,6 +142,18 @@ class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
     a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
 
     measurement: Measurement
+
+
+class MeteringKnown(GpkeEvent, type="gpke.metering_known"):
+    """The MaLo's master data name its Messstellenbetreiber (``msb``, MP-ID; ``msb_role`` Z39
+    grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB), the grundzuständige MSB (``gmsb``) and
+    its Messlokationen: a 55002 for a gemessene MaLo names them (S1 FV2504 55002 LOC+Z17, SG8
+    Z98/ZF3). Follows ``AnmeldungReceived`` only then."""
+
+    msb: str
+    msb_role: str
+    gmsb: str
+    messlokationen: tuple[str, ...] = ()
 
 
 class FixedTermRequested(GpkeEvent, type="gpke.fixed_term_requested"):
@@ -321,6 +334,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     InboundRejected,
     AnmeldungReceived,
     MaloMeasurementKnown,
+    MeteringKnown,
     FixedTermRequested,
     TrancheKnown,
     KundenanlageKnown,

@@ -121,6 +121,11 @@ class GpkeFamily:
                 if baseline is not None:  # E_0622 steps 30, 50 and 220 (the MaLo's master data)
                     values["malo_in_operation_from"] = baseline.in_operation_from
                     values["malo_out_of_market_from"] = baseline.out_of_market_from
+                if baseline is not None and baseline.msb is not None:  # named by a 55002 (ZW7)
+                    values["malo_msb"] = baseline.msb
+                    values["malo_msb_role"] = baseline.msb_role
+                    values["malo_gmsb"] = baseline.gmsb
+                    values["malo_messlokationen"] = baseline.messlokationen
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
                 packages = values.get("product_packages")

@@ -75,6 +75,10 @@ class GpkeState(BaseModel):
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
     product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
+    msb: str | None = None  # from master data (MeteringKnown): the MSB a 55002 names, its role,
+    msb_role: str | None = None  # the grundzuständige MSB and the Messlokationen
+    gmsb: str | None = None
+    messlokationen: tuple[str, ...] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -82,4 +86,6 @@ class GpkeState(BaseModel):
         data: dict[str, Any] = handler(self)
         data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
-        return without_none(data, "product_package")
+        for name in ("product_package", "msb", "msb_role", "gmsb", "messlokationen"):
+            data = without_none(data, name)
+        return data

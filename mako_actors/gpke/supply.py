@@ -31,8 +31,10 @@ from mako_actors.gpke._models import built, json_value, unvalidated
 
 __all__ = [
     "MEASUREMENTS",
+    "MSB_ROLES",
     "Assignment",
     "Measurement",
+    "MsbRole",
     "Suppliers",
     "SupplyFact",
     "SupplyView",
@@ -44,6 +46,10 @@ __all__ = [
 #: ZW7 gemessene MaLo. Which one a MaLo is, is the NB's master data of that MaLo.
 Measurement = Literal["ZW6", "ZW7"]
 MEASUREMENTS: tuple[Measurement, ...] = ("ZW6", "ZW7")
+#: CAV 7110 of the MSB in a 55002's SG10 (S1 FV2504): grundzuständiger (Z39), wettbewerblicher
+#: (Z40) Messstellenbetreiber, Auffangmessstellenbetreiber (Z41).
+MsbRole = Literal["Z39", "Z40", "Z41"]
+MSB_ROLES: tuple[MsbRole, ...] = ("Z39", "Z40", "Z41")
 
 
 def supply_key(malo: str) -> str:
@@ -62,7 +68,10 @@ class Suppliers:
     ``in_operation_from``: a Neuanlage's Inbetriebnahme (the NB has formed its ID; an Anmeldung
     received before then is the wrong process, E_0622 A04/A21). ``out_of_market_from``: from
     then on the MaLo takes no part in market communication (stillgelegt, or "Modell 2"; an
-    Anmeldung for a date from then on gets A02).
+    Anmeldung for a date from then on gets A02). ``msb``/``msb_role``/``gmsb``/``messlokationen``:
+    the MaLo's Messstellenbetreiber (MP-ID; Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang),
+    the grundzuständige MSB and the IDs of its Messlokationen, which a 55002 for a gemessene MaLo
+    names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10).
     """
 
     current: str | None = None
@@ -72,6 +81,10 @@ class Suppliers:
     tranche_of: str | None = None
     in_operation_from: datetime | None = None
     out_of_market_from: datetime | None = None
+    msb: str | None = None
+    msb_role: MsbRole | None = None
+    gmsb: str | None = None
+    messlokationen: tuple[str, ...] = ()
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance

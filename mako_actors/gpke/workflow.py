@@ -101,6 +101,7 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
+    MeteringKnown,
     TrancheKnown,
 )
 from mako_actors.gpke.fristen import (
@@ -418,6 +419,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         if cmd.malo_measurement is not None:
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
+        if cmd.malo_msb is not None:
+            metering = unvalidated(MeteringKnown)(
+                msb=cmd.malo_msb,
+                msb_role=cmd.malo_msb_role or "Z39",
+                gmsb=cmd.malo_gmsb or cmd.malo_msb,
+                messlokationen=cmd.malo_messlokationen,
+            )
+            out.emit(metering)
         if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
             out.emit(unvalidated(TrancheKnown)(malo=cmd.tranche_malo))
         if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
@@ -564,6 +573,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             if confirmed and s.fixed_term_reason is not None
             else {}
         )
+        # A 55002 for a gemessene (ZW7) or ruhende MaLo names its MSB and Messlokationen
+        # (LOC+Z17 Muss [96] ⊻ [483], SG10 of SG8 Z98 Muss [483]), when master data name them.
+        measurement = s.malo_measurement or self.config.malo_measurement
+        measured = measurement == "ZW7" or s.transaction_detail == "ZAP"
+        metering: dict[str, Any] = (
+            {"msb": s.msb, "msb_role": s.msb_role, "gmsb": s.gmsb, "messlokationen": s.messlokationen or None}
+            if confirmed and s.pid == "55001" and measured and s.msb is not None
+            else {}
+        )
         answer = out.utilmd(
             s.lfn,
             _answer_pid(s.pid, confirmed),
@@ -585,6 +603,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # RFF+Z60 of a 55002/55078: the Produktpaket the NB plans (S1 FV2504, Muss)
             product_package=s.product_package if confirmed else None,
             **fixed_term,
+            **metering,
         )
         assert s.zuordnungsbeginn is not None
         if confirmed:
@@ -1034,6 +1053,12 @@ def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict
     update["kundenanlage_malo"] = event.malo
 
 
+def _metering_known(state: GpkeState, event: MeteringKnown, update: dict[str, Any]) -> None:
+    values = event.__dict__
+    update["msb"], update["msb_role"], update["gmsb"] = values["msb"], values["msb_role"], values["gmsb"]
+    update["messlokationen"] = values["messlokationen"]
+
+
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
     update["zuordnungsende"] = event.zuordnungsende
     update["fixed_term_reason"] = event.reason
@@ -1120,6 +1145,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
     TrancheKnown: _tranche_known,
+    MeteringKnown: _metering_known,
     KundenanlageKnown: _kundenanlage_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,

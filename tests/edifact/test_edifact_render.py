@@ -77,8 +77,9 @@ def test_utilmd_answer_round_trip() -> None:
         "NBTX0001", "51900000012", "LFNTX000001", "A01", "E_0401")
     assert t.start == datetime(2025, 6, 30, 22, tzinfo=UTC)
     tags = [s.tag + "+" + s.value(0) for s in t.segments]
-    # 55002 carries no STS+Z35 and no NAD+VY (structure table): they are left out
-    assert tags == ["IDE+24", "DTM+92", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN"]
+    # 55002 carries no STS+Z35 and no NAD+VY (structure table): they are left out; its SG8
+    # "Daten der Marktlokation" (SEQ+Z98) is Muss in every 55002, so an old payload gains it
+    assert tags == ["IDE+24", "DTM+92", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN", "SEQ+Z98"]
     assert m.document_code == "E01"
 
 

@@ -146,8 +146,8 @@ async def test_55001_with_an_lfa_then_silence_renders_every_message_per_ahb(stor
     confirmation = decided["55002"]
     assert confirmation.document_code == "E01"
     assert sg4(confirmation) == [
-        "IDE+24", "DTM+92", "STS+7", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN", "RFF+Z60"
-    ]
+        "IDE+24", "DTM+92", "STS+7", "STS+E01", "LOC+Z16", "RFF+Z13", "RFF+TN", "RFF+Z60", "SEQ+Z98"
+    ]  # SG8 "Daten der Marktlokation" (its MSB only with master data naming it)
     assert value(confirmation, "RFF", "Z60") == "1"  # the Produktpaket the NB plans
     assert confirmation.transactions[0].answer_code == "A51"
     # §3: #1 as the Anmeldung (E03), #2 ZW7 gemessene MaLo (GpkeConfig default †)
