@@ -20,8 +20,10 @@ A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche and names it by `
 it belongs to (the NB forms Tranchen, so its master data knows them).
 
 Every Anmeldung asks for one Produktpaket (SG8 ``SEQ+Z79``) whose Bilanzkreis is its sender's
-(``bilanzkreis_of``); ``master.json``'s ``"bilanzkreise"`` registers each supplier's. At
-``defects`` rate, some Anmeldungen name another supplier's Bilanzkreis instead (E_0622 A05/A25).
+(``bilanzkreis_of``); ``master.json``'s ``"bilanzkreise"`` registers each supplier's, and names
+the MSB and a Messlokation of each consuming MaLo (the 55002 names them). Among the ``defects``,
+some Anmeldungen name another supplier's Bilanzkreis (E_0622 A05/A25) or are for a stillgelegte
+MaLo (A02) or a Neuanlage (A04/A21).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 from mako_actors.edifact.outbound import UtilmdMessage, UtilmdTransaction, build_utilmd
 from mako_actors.edifact.render import OutboundEnvelope, render_interchange
@@ -122,6 +125,7 @@ class _Tx:
     lfa: str | None = None  # for an Anmeldung the LFA will answer: who
     answer: str | None = None  # "confirm", "object", "late", or None (silent)
     tranche_of: str | None = None
+    master: dict[str, Any] = field(default_factory=dict)  # the NB's master data of its MaLo
 
 
 @dataclass
@@ -154,6 +158,8 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         customer_name=t.customer_name,  # NAD+Z09, Muss in a 55001
         current_supplier=tx.lfa,
         tranche_malo=tx.tranche_of,
+        malo_out_of_market_from=tx.master.get("out_of_market_from"),
+        malo_in_operation_from=tx.master.get("in_operation_from"),
         # every supplier's own Bilanzkreis is in the register master.json writes
         product_packages=tuple(
             ProductPackage(id=package, bilanzkreis=eic, authorized=eic == bilanzkreis_of(tx.sender))
@@ -179,7 +185,8 @@ class _Generator:
         self.spec = spec
         self.rng = random.Random(spec.seed)
         self.suppliers = [mp_id(1000 + i) for i in range(spec.suppliers)]
-        self.master: dict[str, dict[str, str]] = {}
+        self.master: dict[str, dict[str, Any]] = {}
+        self.msb = mp_id(5000)  # the grundzuständige MSB of every MaLo
         self.counter = 0
 
     def next_ref(self, prefix: str) -> str:
@@ -222,17 +229,25 @@ class _Generator:
             # GV2 (ZW1) changes the supplier of a Tranche of the MaLo: its ID is the object
             # (derived, so the random stream and every other message stay as they were).
             tranche_of, malo = (malo, tranche_id(malo)) if detail == "ZW1" else (None, malo)
-            if lfa is not None or tranche_of is not None:
-                self.master[malo] = {"current": lfa} if lfa is not None else {}
-                if tranche_of is not None:
-                    self.master[malo]["tranche_of"] = tranche_of
+            entry: dict[str, Any] = {"current": lfa} if lfa is not None else {}
+            if tranche_of is not None:
+                entry["tranche_of"] = tranche_of
             bad_malo = defect and self.rng.random() < 0.5
-            # every fourth other defect names a Bilanzkreis the LFN has no Zuordnungsermächtigung
-            # for (from the counter, so the random stream stays as it was)
-            foreign = defect and not bad_malo and self.counter % 4 == 0
-            late_start = defect and not bad_malo and not foreign
+            # The other defects by the counter (so the random stream stays as it was): a Bilanzkreis
+            # the LFN holds no Zuordnungsermächtigung for (A05/A25), a stillgelegte MaLo (A02 for
+            # a consuming one), a Neuanlage (A04/A21), a missed Vorlauffrist.
+            other = self.counter % 4 if defect and not bad_malo else None
+            foreign, late_start = other == 0, other == 3
             sent_id = (malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo
             start = self.start_for(at, late=late_start)
+            if other == 1:
+                entry["out_of_market_from"] = (start - timedelta(days=1)).isoformat()
+            elif other == 2:
+                entry["in_operation_from"] = (at + timedelta(days=30)).isoformat()
+            if not generating:  # the MSB and Messlokation a 55002 names (the NB's own, Z39)
+                entry.update(msb=self.msb, messlokationen=[f"DE{malo}{'0' * 20}"])
+            if entry:
+                self.master[malo] = entry
             names = (self.rng.choice(_NAMES), self.rng.choice(_NAMES))  # drawn after the start
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),
@@ -248,16 +263,17 @@ class _Generator:
                 product_packages=(("1", bilanzkreis_of(self.not_(lfn) if foreign else lfn)),),
             )
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
-            out.append(
-                _Tx("anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None, tranche_of=tranche_of)
-            )
+            out.append(_Tx(
+                "anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None, tranche_of=tranche_of,
+                master=entry,
+            ))  # fmt: skip
             if self.rng.random() < self.spec.competing:  # another supplier wants the same MaLo
                 rival = self.other(lfn)
                 later = at + timedelta(minutes=self.rng.randint(5, 240))
                 where = {"tranche": malo} if tranche_of else {"malo": malo}
                 own = (("1", bilanzkreis_of(rival)),)  # the rival's own Bilanzkreis
                 rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), "product_packages": own, **where})
-                out.append(_Tx("competing", rival, later, rtx, tranche_of=tranche_of))
+                out.append(_Tx("competing", rival, later, rtx, tranche_of=tranche_of, master=entry))
         return out
 
     def not_(self, supplier: str) -> str:

@@ -279,3 +279,25 @@ def test_the_generator_answers_every_anmeldung_the_workflow_asks_the_lfa_about(p
         tranche_of="51238696781" if gv2 else None,
     )  # fmt: skip
     assert lfa_request_ide(tx, NB) is not None
+
+
+async def test_generated_defects_reach_the_master_data_steps_of_e_0622(tmp_path: Path) -> None:
+    """The generator's master data name each consuming MaLo's MSB and Messlokation (the 55002 names
+    them), register each supplier's Bilanzkreis, and among its defects are Anmeldungen with a
+    foreign Bilanzkreis (A05), for a stillgelegte MaLo (A02) and for a Neuanlage (A04)."""
+    from datetime import UTC
+
+    from mako_actors.edifact import render_outbound
+    from tests.conftest import outbound_problems
+
+    src = generated(tmp_path / "in", processes=400, defects=0.2, duplicates=0.0, competing=0.0, seed=3)
+    master = load_master_data(src / "master.json")
+    await replay_directory(src, tmp_path / "s", tenants=[NB], master_data=master)
+    async with LmdbStore(tmp_path / "s") as store:
+        sent = await store.pending(10**6, datetime(2030, 1, 1, tzinfo=UTC))
+    utilmd = [m for m in sent if m.message_type == "UTILMD"]
+    codes = Counter(m.payload["transactions"][0].get("answer_code") for m in utilmd)
+    assert codes["A05"] and codes["A02"] and codes["A04"] and codes["A51"]
+    confirmations = [m for m in utilmd if m.payload["transactions"][0]["pid"] == "55002"]
+    assert all(m.payload["transactions"][0]["messlokationen"] for m in confirmations)
+    assert all(outbound_problems(render_outbound("UTILMD", m.payload)) == [] for m in confirmations)
