@@ -42,7 +42,6 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
-    "MeteringKnown",
     "TrancheKnown",
 ]
 
@@ -134,6 +133,14 @@ class AnmeldungReceived(GpkeEvent, type="gpke.anmeldung_received"):
     # Bilanzkreis it may use): the 55002/55078 name it in RFF+Z60. None: the Anmeldung named none
     # it may use (then E_0622 rejects it) or was stored before packages were read.
     product_package: str | None = None
+    # The MaLo's Messstellenbetreiber from master data (MP-ID; Z39 grundzuständig, Z40
+    # wettbewerblich, Z41 Auffang-MSB), the grundzuständige MSB and its Messlokationen: a 55002
+    # for a gemessene or ruhende MaLo names them (S1 FV2504 55002 LOC+Z17, SG8 Z98/ZF3). None:
+    # the master data name no MSB.
+    msb: str | None = None
+    msb_role: str | None = None
+    gmsb: str | None = None
+    messlokationen: tuple[str, ...] | None = None
 
 
 class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
@@ -142,18 +149,6 @@ class MaloMeasurementKnown(GpkeEvent, type="gpke.malo_measurement_known"):
     a process of a MaLo without it stores what it stored before (``GpkeConfig`` decides)."""
 
     measurement: Measurement
-
-
-class MeteringKnown(GpkeEvent, type="gpke.metering_known"):
-    """The MaLo's master data name its Messstellenbetreiber (``msb``, MP-ID; ``msb_role`` Z39
-    grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB), the grundzuständige MSB (``gmsb``) and
-    its Messlokationen: a 55002 for a gemessene MaLo names them (S1 FV2504 55002 LOC+Z17, SG8
-    Z98/ZF3). Follows ``AnmeldungReceived`` only then."""
-
-    msb: str
-    msb_role: str
-    gmsb: str
-    messlokationen: tuple[str, ...] = ()
 
 
 class FixedTermRequested(GpkeEvent, type="gpke.fixed_term_requested"):
@@ -334,7 +329,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     InboundRejected,
     AnmeldungReceived,
     MaloMeasurementKnown,
-    MeteringKnown,
     FixedTermRequested,
     TrancheKnown,
     KundenanlageKnown,

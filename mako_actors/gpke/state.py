@@ -75,7 +75,7 @@ class GpkeState(BaseModel):
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
     product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
-    msb: str | None = None  # from master data (MeteringKnown): the MSB a 55002 names, its role,
+    msb: str | None = None  # from master data (AnmeldungReceived): the MSB a 55002 names, its role,
     msb_role: str | None = None  # the grundzuständige MSB and the Messlokationen
     gmsb: str | None = None
     messlokationen: tuple[str, ...] | None = None

@@ -101,7 +101,6 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
-    MeteringKnown,
     TrancheKnown,
 )
 from mako_actors.gpke.fristen import (
@@ -415,18 +414,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 ack_windows_version=self.config.ack_windows.version,
                 fristen=fristen,
                 product_package=None if planned is None else planned.id,
+                **_metering(cmd),
             )
         )
         if cmd.malo_measurement is not None:
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
-        if cmd.malo_msb is not None:
-            metering = unvalidated(MeteringKnown)(
-                msb=cmd.malo_msb,
-                msb_role=cmd.malo_msb_role or "Z39",
-                gmsb=cmd.malo_gmsb or cmd.malo_msb,
-                messlokationen=cmd.malo_messlokationen,
-            )
-            out.emit(metering)
         if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
             out.emit(unvalidated(TrancheKnown)(malo=cmd.tranche_malo))
         if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
@@ -1039,6 +1031,8 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["lfz_start"] = values["lfz_start"]
     update["fristen"] = values["fristen"]
     update["product_package"] = values.get("product_package")  # (stored before: absent)
+    update["msb"], update["msb_role"] = values.get("msb"), values.get("msb_role")
+    update["gmsb"], update["messlokationen"] = values.get("gmsb"), values.get("messlokationen")
 
 
 def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: dict[str, Any]) -> None:
@@ -1051,12 +1045,6 @@ def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]
 
 def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict[str, Any]) -> None:
     update["kundenanlage_malo"] = event.malo
-
-
-def _metering_known(state: GpkeState, event: MeteringKnown, update: dict[str, Any]) -> None:
-    values = event.__dict__
-    update["msb"], update["msb_role"], update["gmsb"] = values["msb"], values["msb_role"], values["gmsb"]
-    update["messlokationen"] = values["messlokationen"]
 
 
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
@@ -1145,7 +1133,6 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungReceived: _anmeldung_received,
     MaloMeasurementKnown: _measurement_known,
     TrancheKnown: _tranche_known,
-    MeteringKnown: _metering_known,
     KundenanlageKnown: _kundenanlage_known,
     FixedTermRequested: _fixed_term,
     AbmeldungReceived: _abmeldung_received,
@@ -1177,6 +1164,20 @@ _FINDING_REASONS = {
     AhbFinding.CODE_NOT_ALLOWED: Reason.CODE_NOT_ALLOWED,
     AhbFinding.FORMAT: Reason.FORMAT_NOT_KEPT,
 }
+
+
+def _metering(cmd: ReceiveAnmeldung) -> dict[str, Any]:
+    """The MaLo's MSB, its role, the gMSB and Messlokationen for ``AnmeldungReceived`` (none
+    when the master data name no MSB)."""
+    msb = cmd.malo_msb
+    if msb is None:
+        return {}
+    return {
+        "msb": msb,
+        "msb_role": cmd.malo_msb_role or "Z39",
+        "gmsb": cmd.malo_gmsb or msb,
+        "messlokationen": cmd.malo_messlokationen or None,
+    }
 
 
 def _planned_package(packages: tuple[ProductPackage, ...]) -> tuple[ProductPackage | None, str | None]:
