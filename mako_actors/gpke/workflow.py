@@ -1166,6 +1166,9 @@ _FINDING_REASONS = {
 }
 
 
+_REMARK_MAX = 2560
+
+
 def _metering(cmd: ReceiveAnmeldung) -> dict[str, Any]:
     """The MaLo's MSB, its role, the gMSB and Messlokationen for ``AnmeldungReceived`` (none
     when the master data name no MSB)."""
@@ -1195,7 +1198,9 @@ def _planned_package(packages: tuple[ProductPackage, ...]) -> tuple[ProductPacka
         else f"Produktpaket {p.id}: kein Bilanzkreis (PIA+5 9991000002082, CAV+ZV4) angegeben"
         for p in packages
     )
-    return None, deviations
+    # FTX+ACB holds at most 2,560 characters (five of 512); more packages than the AHB's five
+    # must not make the answer unsendable.
+    return None, deviations if len(deviations) <= _REMARK_MAX else deviations[: _REMARK_MAX - 3] + "..."
 
 
 def _answer_pid(pid: str, confirmed: bool) -> str:

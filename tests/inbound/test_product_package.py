@@ -155,3 +155,16 @@ def test_master_data_read_the_register_and_refuse_a_bad_eic(tmp_path: Path) -> N
         load_master_data(path)
     path.write_text(json.dumps({MALO: {}}))
     assert load_master_data(path).bilanzkreise(NB, LFN) is None  # no register: not checked
+
+
+async def test_many_unusable_packages_still_give_a_sendable_answer(store: LmdbStore) -> None:
+    """FTX+ACB holds 2,560 characters: the deviations of forty packages are cut, not unsendable."""
+    many = tuple((str(k), OTHER) for k in range(1, 41))
+    # each package with its Bilanzkreis product only, no priorities (taken in the order sent)
+    sg8 = [seg for k, eic in many for seg in (f"SEQ+Z79+{k}", "PIA+5+9991000002082:Z11", f"CAV+ZV4:::{eic}")]
+    segments = ["IDE+24+LFNTX1", dtm("92", START), "STS+7++E01+ZW4", f"LOC+Z16+{MALO}", "RFF+Z13:55001"]
+    raw = interchange(LFN, NB, "LFN0001", THU_1430, [*segments, *sg8, "NAD+Z09+++Beispiel:Paula"])
+    await pipeline(store, {LFN: frozenset({OWN})}).ingest(raw, THU_1430)
+    messages = await outbox(store)
+    text = ftx_acb(utilmd_by_pid(messages)["55003"])  # rendered and structure-checked
+    assert len(text) == 2560 and text.endswith("...") and text.startswith("Produktpaket 1:")
