@@ -90,7 +90,7 @@ class UtilmdTransaction(BaseModel):
     ``product_packages`` are an Anmeldung's Produktpakete (``(Produktpaket-ID, Bilanzkreis EIC)``,
     at most five, by priority): SG8 ``SEQ+Z79`` with the Bilanzkreis product (``PIA+5``,
     ``CCI+Z66``, ``CAV+ZV4``), then one ``SEQ+ZH0`` each (``CCI+Z65+++Z01``; ``CAV+Z75``… when
-    there are several). A 55002 carries SG8 "Daten der Marktlokation" (``SEQ+Z98``); with ``msb``
+    there are several). A 55002/55078 carries SG8 "Daten der Marktlokation" (``SEQ+Z98``); with ``msb``
     (MP-ID) and ``msb_role`` (Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB) its SG10
     names the MSB, and each of ``messlokationen`` travels as ``LOC+Z17`` and as an SG8
     ``SEQ+ZF3`` with its MSB and ``gmsb`` (the grundzuständige MSB).
@@ -328,10 +328,10 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
     if t.resting_malo is not None:
         out.append(seg("LOC", "Z22", t.resting_malo))
-    for melo in t.messlokationen or ():
-        out.append(seg("LOC", "Z17", melo))
     if t.tranche is not None:
         out.append(seg("LOC", "Z21", t.tranche))
+    for melo in t.messlokationen or ():
+        out.append(seg("LOC", "Z17", melo))  # the last SG5 (55002/55078: after Z22 and Z21)
     out.append(seg("RFF", ["Z13", t.pid]))
     if t.request_ref is not None:
         out.append(seg("RFF", ["TN", t.request_ref]))
@@ -339,7 +339,7 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("RFF", ["Z60", t.product_package]))
     if t.product_packages is not None:
         out.extend(_packages(t.product_packages))
-    if t.pid == "55002":
+    if t.pid in ("55002", "55078"):
         out.extend(_malo_data(t))
     if t.customer_name is not None:
         name = list(t.customer_name)
@@ -354,7 +354,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
 
 
 def _malo_data(t: UtilmdTransaction) -> list[Segment]:
-    """SG8 of a 55002: Daten der Marktlokation (with its MSB), then one group per Messlokation."""
+    """SG8 of a 55002/55078: Daten der Marktlokation (with its MSB), then one group per
+    Messlokation."""
     out = [seg("SEQ", "Z98")]
     if t.msb is None:
         return out

@@ -62,7 +62,7 @@ _MALO_OR_TRANCHE = "S1 FV2504 [348]/[347]: LOC+Z16, or LOC+Z21 for a Tranche; on
 
 # SG4 (IDE+24 group) per PID, in MIG order (IDE, DTM, STS, FTX, SG5 LOC, SG6 RFF, SG12 NAD).
 # Only the segments our builders write; anything else is "not carried" for the check. The SG8
-# groups follow in ``UTILMD_SG8``. Not modelled: the SG8/SG10 blocks S1 marks Muss in 55078.
+# groups follow in ``UTILMD_SG8``.
 UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
         _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
@@ -118,6 +118,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
         _r("IDE+24"), _r("DTM+92"), _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
         _r("LOC+Z16", note="§2 Muss [2061]"),
         _r("LOC+Z21", "C", "S1 FV2504 Muss [477] with ZW1 (GV2: the Tranche), [478] with ZW2"),
+        _r("LOC+Z17", "C", "S1 FV2504 Muss [623]: each Messlokation, from master data"),
         _r("RFF+Z13"), _r("RFF+TN", note="§2"), _r("RFF+Z60", "C", _PLANNED_PACKAGE),
     ),
     "55080": (
@@ -161,7 +162,7 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55005", "ZH2"): ("DTM+92",),
 }
 
-_MSB_FROM_MASTER_DATA = "S1 FV2504 Muss [483] with ZW7: the MSB, from the MaLo's master data"
+_MSB_FROM_MASTER_DATA = "S1 FV2504 Muss ([483] with ZW7 in 55002): the MSB, from the MaLo's master data"
 # SG8 groups (each opened by its SEQ, in this order; a group may repeat where the AHB says "for
 # each"), per PID, after the SG4/SG5/SG6 segments above. 55002: "Daten der Marktlokation" (Muss
 # [2061]) with the MSB in SG10 (Muss [483] with ZW7), then one "Daten der Messlokation" per
@@ -175,11 +176,14 @@ UTILMD_SG8: dict[str, dict[str, tuple[SegmentRule, ...]]] = {
         "ZF3": (_r("SEQ+ZF3"), _r("RFF+Z19"), _r("CCI"), _r("CAV+Z91"), _r("CAV+ZF0")),
     },
 }
+# 55078: the same groups (its SG8 Z15 "Daten der Tranche" with the percentage, Muss for GV2/GV3,
+# and ZD7/ZF1 are not modelled).
+UTILMD_SG8["55078"] = UTILMD_SG8["55002"]
 # SG4/SG5 segments that may repeat, one after another (one LOC+Z17 per Messlokation, [623]).
-_REPEATS: dict[str, frozenset[str]] = {"55002": frozenset({"LOC+Z17"})}
+_REPEATS: dict[str, frozenset[str]] = dict.fromkeys(("55002", "55078"), frozenset({"LOC+Z17"}))
 # SG8 groups a PID must carry once ([2061]), and those that may repeat ([2284]).
-_SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",)}
-_SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3")})
+_SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",), "55078": ("Z98",)}
+_SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3"), ("55078", "ZF3")})
 
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
 _APERAK_312 = (

@@ -565,13 +565,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             if confirmed and s.fixed_term_reason is not None
             else {}
         )
-        # A 55002 for a gemessene (ZW7) or ruhende MaLo names its MSB and Messlokationen
-        # (LOC+Z17 Muss [96] ⊻ [483], SG10 of SG8 Z98 Muss [483]), when master data name them.
+        # A 55002 for a gemessene (ZW7) or ruhende MaLo, and every 55078, names the MaLo's MSB
+        # and Messlokationen (55002: LOC+Z17 Muss [96] ⊻ [483], SG10 of SG8 Z98 Muss [483];
+        # 55078: both Muss), when master data name them.
         measurement = s.malo_measurement or self.config.malo_measurement
-        measured = measurement == "ZW7" or s.transaction_detail == "ZAP"
+        measured = s.generating or measurement == "ZW7" or s.transaction_detail == "ZAP"
         metering: dict[str, Any] = (
             {"msb": s.msb, "msb_role": s.msb_role, "gmsb": s.gmsb, "messlokationen": s.messlokationen or None}
-            if confirmed and s.pid == "55001" and measured and s.msb is not None
+            if confirmed and measured and s.msb is not None
             else {}
         )
         answer = out.utilmd(
