@@ -223,7 +223,8 @@ def load_master_data(path: Path) -> StaticMasterData:
             if tranche_of is not None and not is_valid_malo_id(str(tranche_of)):
                 raise ValueError(f"Tranche {malo}: field 'tranche_of' is {tranche_of!r}, not a MaLo-ID")
             start = entry.get("future_start")
-            by_malo[malo] = Suppliers(
+            by_malo[malo] = _suppliers(
+                malo,
                 current=entry.get("current"),
                 future=entry.get("future"),
                 future_start=datetime.fromisoformat(start) if start else None,
@@ -243,9 +244,17 @@ def load_master_data(path: Path) -> StaticMasterData:
 _MELO = re.compile(r"^[A-Z]{2}[0-9A-Z]{31}$")  # a Zählpunktbezeichnung ([951])
 
 
+def _suppliers(malo: str, **fields: Any) -> Suppliers:
+    """``Suppliers(**fields)``; its ``ValueError`` names the MaLo."""
+    try:
+        return Suppliers(**fields)
+    except ValueError as exc:
+        raise ValueError(f"MaLo {malo}: {exc}") from None
+
+
 def _metering(entry: dict[str, Any], malo: str) -> dict[str, Any]:
-    """``msb``, ``msb_role`` (default Z39), ``gmsb`` (default: the MSB when it is the
-    grundzuständige) and ``messlokationen`` of a MaLo's entry, checked (``ValueError``)."""
+    """``msb``, ``msb_role``, ``gmsb`` and ``messlokationen`` of a MaLo's entry, their formats
+    checked (``ValueError``); ``Suppliers`` checks how they go together and fills the defaults."""
     msb, role, gmsb = entry.get("msb"), entry.get("msb_role"), entry.get("gmsb")
     melos = entry.get("messlokationen", [])
     for name, value in (("msb", msb), ("gmsb", gmsb)):
@@ -258,14 +267,7 @@ def _metering(entry: dict[str, Any], malo: str) -> dict[str, Any]:
             f"MaLo {malo}: field 'messlokationen' is {melos!r}, expected a list of Messlokation-IDs "
             "(33 characters: country code, then 0-9 A-Z)"
         )
-    if (role is not None or gmsb is not None or melos) and msb is None:
-        raise ValueError(f"MaLo {malo}: 'msb_role', 'gmsb' and 'messlokationen' need 'msb'")
-    if msb is None:
-        return {}
-    role = role or "Z39"
-    if gmsb is None and role != "Z39":
-        raise ValueError(f"MaLo {malo}: the MSB is not the grundzuständige ({role}); name it in 'gmsb'")
-    return {"msb": msb, "msb_role": role, "gmsb": gmsb or msb, "messlokationen": tuple(melos)}
+    return {"msb": msb, "msb_role": role, "gmsb": gmsb, "messlokationen": tuple(melos)}
 
 
 def _entry_instant(entry: dict[str, Any], malo: str, name: str) -> datetime | None:

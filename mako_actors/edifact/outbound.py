@@ -359,11 +359,16 @@ def _malo_data(t: UtilmdTransaction) -> list[Segment]:
     out = [seg("SEQ", "Z98")]
     if t.msb is None:
         return out
-    msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39"])
+    role = t.msb_role or "Z39"
+    # the gMSB is the MSB only when that is the grundzuständige; else unknown, left out (and the
+    # structure check names the missing CAV+ZF0) rather than naming the wrong party
+    gmsb = t.gmsb or (t.msb if role == "Z39" else None)
+    msb = seg("CAV", ["Z91", t.msb, "", role])
     out += [seg("CCI", "", "", "ZB3"), msb]
     for melo in t.messlokationen or ():
         out += [seg("SEQ", "ZF3"), seg("RFF", ["Z19", melo]), seg("CCI", "", "", "ZB3"), msb]
-        out.append(seg("CAV", ["ZF0", t.gmsb or t.msb]))
+        if gmsb is not None:
+            out.append(seg("CAV", ["ZF0", gmsb]))
     return out
 
 

@@ -71,7 +71,9 @@ class Suppliers:
     Anmeldung for a date from then on gets A02). ``msb``/``msb_role``/``gmsb``/``messlokationen``:
     the MaLo's Messstellenbetreiber (MP-ID; Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang),
     the grundzuständige MSB and the IDs of its Messlokationen, which a 55002 for a gemessene MaLo
-    names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10).
+    names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10). With ``msb`` the role defaults to
+    Z39 and ``gmsb`` to the MSB when it is the grundzuständige; raises ``ValueError`` for another
+    role without ``gmsb``, and for role, gMSB or Messlokationen without ``msb``.
     """
 
     current: str | None = None
@@ -85,6 +87,17 @@ class Suppliers:
     msb_role: MsbRole | None = None
     gmsb: str | None = None
     messlokationen: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.msb is None:
+            if self.msb_role is not None or self.gmsb is not None or self.messlokationen:
+                raise ValueError("'msb_role', 'gmsb' and 'messlokationen' need 'msb'")
+            return
+        role = self.msb_role or "Z39"
+        if self.gmsb is None and role != "Z39":
+            raise ValueError(f"the MSB is not the grundzuständige ({role}); name it in 'gmsb'")
+        object.__setattr__(self, "msb_role", role)  # the one place these defaults are decided
+        object.__setattr__(self, "gmsb", self.gmsb or self.msb)
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance

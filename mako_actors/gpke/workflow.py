@@ -1171,15 +1171,14 @@ _REMARK_MAX = 2560
 
 
 def _metering(cmd: ReceiveAnmeldung) -> dict[str, Any]:
-    """The MaLo's MSB, its role, the gMSB and Messlokationen for ``AnmeldungReceived`` (none
-    when the master data name no MSB)."""
-    msb = cmd.malo_msb
-    if msb is None:
+    """The MaLo's MSB, its role, the gMSB and Messlokationen for ``AnmeldungReceived`` as the
+    master data (``Suppliers``, which decides their defaults) name them; none without an MSB."""
+    if cmd.malo_msb is None:
         return {}
     return {
-        "msb": msb,
-        "msb_role": cmd.malo_msb_role or "Z39",
-        "gmsb": cmd.malo_gmsb or msb,
+        "msb": cmd.malo_msb,
+        "msb_role": cmd.malo_msb_role,
+        "gmsb": cmd.malo_gmsb,
         "messlokationen": cmd.malo_messlokationen or None,
     }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mako_actors.edifact import Message
+from mako_actors.edifact import Message, UtilmdTransaction, render_outbound
 from mako_actors.edifact.structure import check_structure
 from mako_actors.errors import InvalidArgument
 from mako_actors.inbound import Suppliers
@@ -130,3 +130,24 @@ async def test_the_55078_names_them_too_after_the_tranche(store: LmdbStore) -> N
         f"LOC+Z16+{TRANCHE_OF}", f"LOC+Z21+{MALO}", f"LOC+Z17+{MELOS[0]}", "RFF+Z13", "RFF+TN", "RFF+Z60",
         "SEQ+Z98", "CCI+|ZB3", msb, "SEQ+ZF3", "RFF+Z19", "CCI+|ZB3", msb, f"CAV+ZF0:{MSB}|",
     ]  # fmt: skip
+
+
+def test_suppliers_decide_the_msb_defaults_and_refuse_a_missing_gmsb() -> None:
+    """One place decides the defaults: role Z39, and then the MSB is the gMSB; another role needs
+    the gMSB named (the renderer leaves CAV+ZF0 out rather than name the wrong party)."""
+    own = Suppliers(msb=MSB, messlokationen=MELOS)
+    assert (own.msb_role, own.gmsb) == ("Z39", MSB)
+    with pytest.raises(ValueError, match="not the grundzuständige"):
+        Suppliers(msb=MSB, msb_role="Z40")
+    with pytest.raises(ValueError, match="need 'msb'"):
+        Suppliers(messlokationen=MELOS)
+    tx = UtilmdTransaction(ide_ref="NBTX1", pid="55002", malo=MALO, messlokationen=MELOS[:1], msb=MSB,
+                           msb_role="Z40")  # fmt: skip
+    rendered = render_outbound("UTILMD", {
+        "envelope": {"sender_id": NB, "recipient_id": LFN, "prepared_at": THU_1430.isoformat(),
+                     "control_ref": "NB1"},
+        "reference": "M1", "document_number": "D1", "document_date": THU_1430.isoformat(),
+        "sender_id": NB, "recipient_id": LFN, "transactions": [tx.model_dump(mode="json")],
+    })  # fmt: skip
+    assert b"CAV+ZF0" not in rendered and b"CAV+Z91:" + MSB.encode() + b"::Z40" in rendered
+    assert any("CAV+ZF0 missing" in p for p in check_structure(rendered))
