@@ -365,6 +365,13 @@ class LmdbStore(StoreBase):
         # Readers take it shared in spirit (one at a time is fine: reads are microseconds);
         # the writer takes it only to change the map size, which needs no live transactions.
         self._env_lock = threading.Lock()
+        # Held for a whole write batch, by the writer thread and by ``commit_many_now`` on the
+        # caller's: LMDB runs one write transaction at a time anyway, but the map may only be
+        # resized while none is open in this process, and a resize by one thread while the
+        # other's transaction is open failed that transaction ("mdb_txn_begin: Invalid
+        # argument"). Re-entrant: a batch adopts another process's map size while holding it.
+        # Order: this lock, then ``_env_lock``.
+        self._write_lock = threading.RLock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._writer = threading.Thread(
@@ -486,6 +493,10 @@ class LmdbStore(StoreBase):
         return False
 
     def _run_batch(self, batch: list[_WriteRequest], size: int) -> None:
+        with self._write_lock:
+            self._run_batch_locked(batch, size)
+
+    def _run_batch_locked(self, batch: list[_WriteRequest], size: int) -> None:
         outcome: list[list[Any]] | BaseException
         for _ in range(_RESIZE_RETRIES):
             try:
@@ -586,12 +597,14 @@ class LmdbStore(StoreBase):
         extra[name] = extra.get(name, 0) + 1
 
     def _grow_map(self) -> None:
+        """Double the map; the caller holds ``_write_lock`` (no write transaction is open)."""
         with self._env_lock:
             self._env.set_mapsize(self._env.info()["map_size"] * 2)
         self._stats.map_resizes += 1
 
     def _adopt_map_size(self) -> None:
-        with self._env_lock:
+        """Take the map size another process set; waits for a write batch in progress here."""
+        with self._write_lock, self._env_lock:
             self._env.set_mapsize(0)
 
     # -- lifecycle -------------------------------------------------------------------------
