@@ -161,7 +161,7 @@ async def main() -> None:
                 raw = arrival.raw or await _lfa_answer(store, arrival)
                 result = await pipeline.ingest(raw, arrival.when, source=arrival.what)
                 outcomes = ", ".join(f"{m.pid}: {m.outcome}" for m in result.messages) or result.error or ""
-                process = next((str(m.process_id)[:8] for m in result.messages if m.process_id), "")
+                process = next((str(m.process_id)[-8:] for m in result.messages if m.process_id), "")
                 silent = silent or next(
                     (m.process_id for m in result.messages if "silent" in arrival.what and m.process_id), None
                 )
@@ -186,7 +186,7 @@ async def main() -> None:
         )
         first = next(e for e in events if e.process_id == silent)
         process = Process.from_identity(GpkeNbWorkflow(), store, ProcessIdentity.of(first))
-        console.print(f"timeline of {str(silent)[:8]} (old supplier silent), resumed from its identity:")
+        console.print(f"timeline of {str(silent)[-8:]} (old supplier silent), resumed from its identity:")
         for event in await store.load(process.stream_id):
             state = await process.state_at(event.sequence)
             console.print(
@@ -241,7 +241,7 @@ async def report(store: LmdbStore) -> None:
         sent = "; ".join(
             f"{describe(m)} ({m.recipient[-4:]})" for m in sorted(messages, key=lambda m: m.created_at)
         )
-        table.add_row(stream.split("/")[-1][:8], state.pid or "", state.status.value, sent)
+        table.add_row(stream.split("/")[-1][-8:], state.pid or "", state.status.value, sent)
     console.print(table)
     console.print("receipts: " + ", ".join(f"{n} x {kind}" for kind, n in sorted(receipts.items())))
     worker = OutboxWorker(

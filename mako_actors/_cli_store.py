@@ -7,8 +7,9 @@ node's data directory (its ``p0007`` partitions), a saved partition map (every n
 one partition's directory. Commands that only read open the store
 read-only, so they are safe next to a running node (``outbox render DIR`` too: it writes the
 messages waiting to leave as EDIFACT files into DIR, not into the store); ``outbox retry`` and
-``dead-letters requeue`` write one transaction each. Ids are accepted as printed: a unique prefix of a
-process or message id is enough.
+``dead-letters requeue`` write one transaction each. Ids are accepted as printed: a unique end of a
+process or message id is enough (tables print the last 8 characters: fresh ids begin with their
+time stamp, so ids made in the same minute share their first 8), and so is a unique beginning.
 """
 
 from __future__ import annotations
@@ -54,16 +55,16 @@ def register(sub: Any) -> None:
         "that message counts as not received, whatever the status says",
     )  # fmt: skip
     p = _leaf(psub, "show", "one process: state, open deadlines, messages waiting to leave", _processes_show)
-    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p = _leaf(psub, "timeline", "a process's events: time, type, causing interchange", _processes_timeline)
-    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p = _leaf(
         psub, "deem-lfa-agreement",
         "an operator's decision for a gpke-nb process in status awaiting_operator (the LFA rejected "
         "our 55010, 09:00 passed): go on as if the LFA agreed; 55002/55078 and 55037 are enqueued",
         _processes_deem_lfa_agreement, write=True,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument("--reason", required=True, help="why, kept in the process's events for audit")
     p.add_argument("--at", help="ISO 8601 instant the answers are dated (default: now)")
     p = _leaf(
@@ -73,7 +74,7 @@ def register(sub: Any) -> None:
         "usable until 01.04.2027 under FV2610)",
         _processes_reject_anmeldung, write=True,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (a unique prefix is enough)")
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument(
         "--text", required=True,
         help="why, sent to the LFN in FTX+ACB (at most 2,560 characters, ISO 8859-1)",
@@ -90,7 +91,7 @@ def register(sub: Any) -> None:
     which.add_argument("--dead", action="store_true", help="dead-lettered outbox messages instead")
     p.add_argument("--at", help="ISO 8601 instant to use instead of now")
     p = _leaf(osub, "retry", "make one message due now (its attempts are kept)", _outbox_retry, write=True)
-    p.add_argument("id", help="message id as printed by 'outbox list' (a unique prefix is enough)")
+    p.add_argument("id", help="message id as printed by 'outbox list' (its unique end or beginning)")
     p = _leaf(
         osub, "render",
         "write every message waiting to leave as an EDIFACT file into DIR, as serve's outbox folder "
@@ -250,7 +251,8 @@ def _when(instant: datetime | None) -> str:
 
 
 def _short(value: object) -> str:
-    return str(value)[:8]
+    """An id as tables print it: its last 8 characters (random; a v7 id begins with its time)."""
+    return str(value)[-8:]
 
 
 def _at(args: argparse.Namespace) -> datetime:
@@ -267,7 +269,7 @@ def _at(args: argparse.Namespace) -> datetime:
 
 def _unique(items: Sequence[T], text: str, key: Callable[[T], str], what: str) -> T:
     text = text.strip().lower()
-    matches = [item for item in items if key(item).startswith(text)] if text else []
+    matches = [item for item in items if text and (key(item).endswith(text) or key(item).startswith(text))]
     if not matches:
         raise NotFound(f"no {what} matches {text!r}")
     if len(matches) > 1:

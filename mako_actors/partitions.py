@@ -67,7 +67,7 @@ def routing_slot(tenant_id: TenantId, routing_key: str) -> int:
 
 def routed_process_id(tenant_id: TenantId, routing_key: str) -> ProcessId:
     """A new random process id whose partition is the routing key's, for every partition count."""
-    drawn = ProcessId.new().int  # random v4; the low 12 bits are random bits, not version bits
+    drawn = ProcessId.new().int  # v7; its low 12 bits are random bits, not version or time bits
     # A valid 128-bit value (only random bits changed): no need for ``UUID``'s argument parsing.
     return ProcessId._from_int((drawn & ~_LOW_BITS) | routing_slot(tenant_id, routing_key))
 

@@ -50,10 +50,12 @@ class TimelineEntry:
 
 
 async def find_stream(store: EventStore, process: ProcessIdentity | StreamId | str) -> StreamId:
-    """The stream of ``process``: an identity, a stream id, a process id or a unique prefix.
+    """The stream of ``process``: an identity, a stream id, a process id or its unique end or
+    beginning (the CLI's tables print an id's last 8 characters: a fresh id begins with its
+    time stamp, which the processes of the same minute share).
 
     ``NotFound`` when nothing matches, ``InvalidArgument`` (naming the candidates) when a
-    prefix matches several processes. A prefix lookup lists the store's streams once.
+    part matches several processes. A lookup by part lists the store's streams once.
     """
     if isinstance(process, ProcessIdentity):
         return process.stream_id
@@ -64,7 +66,7 @@ async def find_stream(store: EventStore, process: ProcessIdentity | StreamId | s
     if not matches:
         raise NotFound(f"no process matches {process!r}")
     if len(matches) > 1:
-        shown = ", ".join(str(s.process_id)[:13] for s in matches[:5])
+        shown = ", ".join(str(s.process_id) for s in matches[:5])
         raise InvalidArgument(
             f"{process!r} matches {len(matches)} processes ({shown}...); give more of the id"
         )
@@ -72,7 +74,8 @@ async def find_stream(store: EventStore, process: ProcessIdentity | StreamId | s
 
 
 def _matches(stream: StreamId, text: str) -> bool:
-    return stream == text or str(stream.process_id).startswith(text) or stream.startswith(text)
+    process = str(stream.process_id)
+    return stream == text or process.endswith(text) or process.startswith(text) or stream.startswith(text)
 
 
 def interchange_of(event: EventEnvelope) -> str | None:

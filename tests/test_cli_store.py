@@ -107,7 +107,7 @@ def test_processes_list_filters_and_prints_a_table(capsys: Capture, demo_store: 
     code, out, _ = run(capsys, "processes", "list", "--store", s, "--workflow", "gpke-nb")
     assert code == 0
     assert "8 process(es)" in out and MALO_SILENT in out and "awaiting_lfa" in out
-    assert silent_process(capsys, demo_store)["process_id"][:8] in out
+    assert silent_process(capsys, demo_store)["process_id"][-8:] in out
     assert digest(demo_store) == before  # read-only
 
 
@@ -115,7 +115,7 @@ def test_processes_show_has_state_deadlines_and_outbox(
     capsys: Capture, demo_store: Path
 ) -> None:
     s = str(demo_store)
-    printed = silent_process(capsys, demo_store)["process_id"][:8]
+    printed = silent_process(capsys, demo_store)["process_id"][-8:]
     detail = run_json(capsys, "processes", "show", printed, "--store", s)
     assert detail["state"]["malo"] == MALO_SILENT and detail["state"]["status"] == "awaiting_lfa"
     assert [d["label"] for d in detail["deadlines"]] == ["lfa_answer"]
@@ -140,7 +140,7 @@ def test_processes_timeline_names_the_causing_interchange(
     capsys: Capture, demo_store: Path
 ) -> None:
     s = str(demo_store)
-    printed = silent_process(capsys, demo_store)["process_id"][:8]
+    printed = silent_process(capsys, demo_store)["process_id"][-8:]
     entries = run_json(capsys, "processes", "timeline", printed, "--store", s)
     assert [e["event_type"] for e in entries] == ["gpke.anmeldung_received", "gpke.lfa_consulted"]
     assert {e["interchange"] for e in entries} == {"9900000004001:LFN2000001"}
@@ -160,11 +160,11 @@ def test_outbox_list_due_dead_and_retry(capsys: Capture, store: Path) -> None:
     code, out, _ = run(capsys, "outbox", "list", "--store", s)
     assert code == 0 and f"{len(rows)} outbox message(s)" in out and "gateway down" in out
 
-    retried = run_json(capsys, "outbox", "retry", rows[0]["message_id"][:8], "--store", s)
+    retried = run_json(capsys, "outbox", "retry", rows[0]["message_id"][-8:], "--store", s)
     assert retried["message_id"] == rows[0]["message_id"] and retried["attempts"] == 1
     (due,) = run_json(capsys, "outbox", "list", "--due", "--store", s)
     assert due["message_id"] == rows[0]["message_id"]
-    code, out, _ = run(capsys, "outbox", "retry", rows[1]["message_id"][:8], "--store", s)
+    code, out, _ = run(capsys, "outbox", "retry", rows[1]["message_id"][-8:], "--store", s)
     assert code == 0 and f"outbox message {rows[1]['message_id']} (APERAK to" in out and "due now" in out
     code, _, err = run(capsys, "outbox", "retry", "ffffffffffff", "--store", s)
     assert code == 1 and "no outbox message matches" in err

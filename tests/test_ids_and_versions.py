@@ -48,7 +48,7 @@ def test_correlation_id_is_deterministic_per_interchange_ref() -> None:
 
 def test_random_ids_and_malformed_ids() -> None:
     assert ProcessId.new() != ProcessId.new()
-    assert ProcessId.new().version == 4
+    assert ProcessId.new().version == 7
     with pytest.raises(InvalidArgument, match="ProcessId"):
         ProcessId("not-a-uuid")
     pid = ProcessId.new()
@@ -139,9 +139,9 @@ def test_version_conflict_is_transient_workflow_error_is_not() -> None:
 
 def test_fresh_ids_carry_uuids_canonical_string_across_pools() -> None:
     # ``new()`` draws from a pool of 256 whose strings are built all at once: every one must
-    # be exactly what ``uuid`` prints for the value (and the value a version-4 UUID).
+    # be exactly what ``uuid`` prints for the value (and the value a version-7 UUID).
     for cls in (EventId, CorrelationId, ConversationId, ProcessId):
         for made in [cls.new() for _ in range(700)]:
             assert str(made) == str(uuid.UUID(int=made.int))
-            assert made.version == 4 and made.variant == uuid.RFC_4122
+            assert made.version == 7 and made.variant == uuid.RFC_4122
             assert cls(str(made)) == made

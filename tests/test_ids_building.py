@@ -111,7 +111,7 @@ def test_routed_process_ids_keep_their_slot_and_randomness() -> None:
     assert len(set(made)) == 50
     for process_id in made:
         assert type(process_id) is ProcessId and process_id.int & 0xFFF == slot
-        assert process_id.version == 4 and str(process_id) == str(uuid.UUID(int=process_id.int))
+        assert process_id.version == 7 and str(process_id) == str(uuid.UUID(int=process_id.int))
         stream = StreamId.for_process(_TENANT, process_id)
         assert partition_of(stream, 4096) == slot and partition_of(stream, 16) == slot % 16
 

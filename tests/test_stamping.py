@@ -8,6 +8,7 @@ the validated / ``model_dump`` result, or stored data would drift from the decla
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -53,16 +54,33 @@ def _stamp(*pending: PendingOutbox, now: datetime = NOW) -> tuple[OutboxMessage,
     return prepared.outbox
 
 
-def test_derived_ids_are_the_uuid5_of_their_event_and_index() -> None:
+def test_derived_ids_keep_their_events_time_stamp_and_hash_the_rest() -> None:
     for _ in range(50):
         cause = EventId.new()
         for index in (0, 1, 7, 12345):
             pairs = ((OutboxMessageId, ids._OUTBOX_NAMESPACE), (DeadlineId, ids._DEADLINE_NAMESPACE))
             for cls, namespace in pairs:
                 fast = cls.for_event(cause, index)
-                expected = uuid.uuid5(namespace, f"{cause}:{index}")
+                v5 = uuid.uuid5(namespace, f"{cause}:{index}")
+                # The event's 48-bit time stamp, then the uuid5's bits but for version 8.
+                expected = uuid.UUID(int=(cause.int >> 80 << 80) | (v5.int & ((1 << 80) - 1)))
+                expected = uuid.UUID(int=(expected.int & ~(0xF << 76)) | (8 << 76))
                 assert fast == expected and str(fast) == str(expected)
-                assert type(fast) is cls and fast.version == 5
+                assert type(fast) is cls and fast.version == 8 and fast.variant == uuid.RFC_4122
+                assert cls.for_event(EventId(str(cause)), index) == fast  # the same everywhere
+
+
+def test_ids_made_later_sort_after_earlier_ones_and_so_do_their_rows() -> None:
+    """Fresh ids begin with their millisecond; stores rely on it for append-mostly B-trees."""
+    ids._forget_pool()
+    pool = [EventId.new() for _ in range(ids._POOL_IDS)]  # one whole pool, made now
+    assert pool == sorted(pool) and len(set(pool)) == len(pool)
+    time.sleep(0.002)
+    ids._forget_pool()  # the next id comes from a pool made a millisecond later
+    later = EventId.new()
+    assert all(each < later for each in pool)
+    for cls in (OutboxMessageId, DeadlineId):
+        assert all(cls.for_event(each, 3) < cls.for_event(later, 0) for each in pool)
 
 
 def test_stamped_outbox_rows_equal_validated_ones() -> None:
@@ -201,7 +219,7 @@ def test_random_and_derived_ids_are_what_uuid_makes() -> None:
     assert len({event_id.int for event_id in made}) == len(made)
     for event_id in made:
         reference = uuid.UUID(int=event_id.int)
-        assert reference.version == 4 and reference.variant == uuid.RFC_4122
+        assert reference.version == 7 and reference.variant == uuid.RFC_4122
         assert str(event_id) == str(reference) and repr(event_id) == f"EventId('{reference}')"
         assert EventId(str(event_id)) == event_id and EventId(str(event_id).upper()) == event_id
     assert TenantId.from_party_id("9900000002009") == uuid.uuid5(ids._TENANT_NAMESPACE, "9900000002009")
