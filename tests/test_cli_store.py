@@ -126,7 +126,7 @@ def test_processes_show_has_state_deadlines_and_outbox(
     assert "1 open deadline(s)" in out and "lfa_answer" in out and "waiting to leave" in out
 
 
-def test_process_ids_resolve_by_unique_prefix_only(capsys: Capture, demo_store: Path) -> None:
+def test_process_ids_resolve_by_a_unique_end_or_beginning_only(capsys: Capture, demo_store: Path) -> None:
     s = str(demo_store)
     code, _, err = run(capsys, "processes", "show", "", "--store", s)
     assert code == 1 and "empty process id" in err
@@ -134,6 +134,16 @@ def test_process_ids_resolve_by_unique_prefix_only(capsys: Capture, demo_store: 
     assert code == 1 and "no process matches" in err
     full = silent_process(capsys, demo_store)["stream_id"]
     assert run_json(capsys, "processes", "show", full, "--store", s)["stream_id"] == full
+    process = silent_process(capsys, demo_store)["process_id"]
+    assert run_json(capsys, "processes", "show", process[:-1], "--store", s)["stream_id"] == full
+    # Fresh ids begin with their time stamp: processes made within a minute share their first 8.
+    every = [row["process_id"] for row in run_json(capsys, "processes", "list", "--store", s)]
+    sharing = [each for each in every if each.startswith(process[:8])]
+    code, _, err = run(capsys, "processes", "show", process[:8], "--store", s)
+    if len(sharing) > 1:
+        assert code == 1 and f"matches {len(sharing)} processes" in err and "give more of the id" in err
+    else:
+        assert code == 0
 
 
 def test_processes_timeline_names_the_causing_interchange(
