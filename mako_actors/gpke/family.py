@@ -22,7 +22,7 @@ from mako_actors.gpke._models import positional
 from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
-from mako_actors.gpke.supply import MasterData, SupplyView, supply_key
+from mako_actors.gpke.supply import BilanzkreisRegister, MasterData, SupplyView, supply_key
 from mako_actors.gpke.validation import (
     AUFHEBUNG_REASONS,
     abmeldung_date,
@@ -48,6 +48,9 @@ class GpkeFamily:
     def __init__(self, router: PidRouter | None = None, master_data: MasterData | None = None) -> None:
         self._router = router or PidRouter()
         self._master = master_data
+        # The register of Zuordnungsermächtigungen, if the master data keep one (an optional
+        # protocol: master data written before it existed still work, unchecked).
+        self._register = master_data if isinstance(master_data, BilanzkreisRegister) else None
         # The workflow id of each (PID, format version) a trigger started under: a handful.
         self._workflow_ids: dict[tuple[str, FormatVersion], WorkflowId] = {}
 
@@ -129,8 +132,8 @@ class GpkeFamily:
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
                 packages = values.get("product_packages")
-                if packages and self._master is not None:
-                    held = self._master.bilanzkreise(str(values["recipient"]), str(values["sender"]))
+                if packages and self._register is not None:
+                    held = self._register.bilanzkreise(str(values["recipient"]), str(values["sender"]))
                     if held is not None:  # the NB's register of Zuordnungsermächtigungen
                         values["product_packages"] = tuple(
                             _package(p.id, p.bilanzkreis, p.bilanzkreis in held) for p in packages

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,8 +33,11 @@ __all__ = [
     "MEASUREMENTS",
     "MSB_ROLES",
     "Assignment",
+    "BilanzkreisRegister",
+    "MasterData",
     "Measurement",
     "MsbRole",
+    "StaticMasterData",
     "Suppliers",
     "SupplyFact",
     "SupplyView",
@@ -112,6 +115,13 @@ class MasterData(Protocol):
     """
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers: ...
+
+
+@runtime_checkable
+class BilanzkreisRegister(Protocol):
+    """Master data that also keep the NB's register of Zuordnungsermächtigungen (optional: master
+    data without it, e.g. one written before the register existed, leave E_0622 step 60/260
+    unchecked)."""
 
     def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
         """The Bilanzkreise (EICs) ``supplier`` holds a Zuordnungsermächtigung for at the NB

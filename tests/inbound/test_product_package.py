@@ -106,6 +106,25 @@ async def test_no_zuordnungsermaechtigung_for_the_bilanzkreis_is_rejected_with_a
     assert to_rival == ["55036"]  # consulting the LFA, not rejected as a competitor
 
 
+class _ErpMasterData:
+    """Master data written against the protocol before the register existed: ``suppliers`` only."""
+
+    def suppliers(self, tenant: str, malo: str, at: object) -> Suppliers:
+        return Suppliers(current=LFA)
+
+
+async def test_master_data_without_a_register_leave_the_bilanzkreis_unchecked(store: LmdbStore) -> None:
+    """A ``MasterData`` without ``bilanzkreise`` (the optional ``BilanzkreisRegister``) still
+    decides: the package is planned as if no register were kept, no AttributeError per Anmeldung."""
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    p = InboundPipeline(store, host, tenants=[NB], master_data=_ErpMasterData(), clock=clock)
+    await p.ingest(anmeldung(packages=(("1", OTHER),)), THU_1430)
+    sent = [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"]
+    assert sent == ["55036", "55010"]  # the LFA is consulted, no 55003 A05
+    assert await aperak_errors(store) == []
+
+
 async def test_the_first_package_the_nb_can_implement_is_planned(store: LmdbStore) -> None:
     p = pipeline(store, {LFN: frozenset({OWN})})
     await p.ingest(anmeldung(packages=(("1", OTHER), ("2", OWN))), THU_1430)
