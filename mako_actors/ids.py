@@ -13,7 +13,7 @@ later sort after ids made earlier. Stores key streams by process id and outbox r
 deadlines by ids derived from an event id (which keep its time stamp, version 8): new rows
 then land at the end of their B-tree instead of at random places in it, so a write
 transaction touches a few pages at the tree's edge rather than one page per new row (with
-10,000 new processes, ~45 % fewer writer CPU per command; ``benchmarks/README.md``).
+10,000 new processes, ~40 % less writer CPU per command; ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -393,7 +393,6 @@ _V5_BITS = (0x5000 << 64) | (0x8000 << 48)
 _STAMP_BITS = ((1 << 48) - 1) << 80
 _V8_MASK = _V5_MASK & ~_STAMP_BITS
 _V8_BITS = (0x8000 << 64) | (0x8000 << 48)
-
 
 
 def _v5(cls: type[_D], namespace: bytes, name: str) -> _D:
