@@ -5,10 +5,11 @@ LMDB environment in its own directory on the node that owns it. Three rules make
 at most one hop, with no scan over partitions:
 
 - **A process's partition is in its id.** ``routed_process_id(tenant, routing_key)`` draws a
-  random UUID whose low 12 bits are ``stable_hash(tenant/routing_key) % 4096``; the partition
-  is those bits modulo the partition count (``partition_of``). Any stream id therefore names
-  its partition, on every machine, with no directory; ids drawn without a routing key are
-  uniform random, so they spread evenly too. Because 4096 is a multiple of every allowed
+  fresh (v7) UUID whose low 12 bits, random in any v7, become
+  ``stable_hash(tenant/routing_key) % 4096``; the partition is those bits modulo the partition
+  count (``partition_of``). Any stream id therefore names
+  its partition, on every machine, with no directory; ids drawn without a routing key end in
+  uniform random bits, so they spread evenly too. Because 4096 is a multiple of every allowed
   count, the rule holds for any count a store is created with.
 - **MaKo routing key = tenant + MaLo.** The competing-process check (the ``malo:`` registry
   key) and the supply assignment of one MaLo are then decided in one partition, in one LMDB
@@ -66,7 +67,7 @@ def routing_slot(tenant_id: TenantId, routing_key: str) -> int:
 
 
 def routed_process_id(tenant_id: TenantId, routing_key: str) -> ProcessId:
-    """A new random process id whose partition is the routing key's, for every partition count."""
+    """A new process id (v7) whose partition is the routing key's, for every partition count."""
     drawn = ProcessId.new().int  # v7; its low 12 bits are random bits, not version or time bits
     # A valid 128-bit value (only random bits changed): no need for ``UUID``'s argument parsing.
     return ProcessId._from_int((drawn & ~_LOW_BITS) | routing_slot(tenant_id, routing_key))
