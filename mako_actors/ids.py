@@ -395,10 +395,14 @@ _V8_MASK = _V5_MASK & ~_STAMP_BITS
 _V8_BITS = (0x8000 << 64) | (0x8000 << 48)
 
 
+def _name_bits(namespace: bytes, name: str) -> int:
+    """The 128 bits a v5 id of ``name`` is made of, before its version and variant are set."""
+    return int.from_bytes(sha1(namespace + name.encode()).digest()[:16], "big")
+
+
 def _v5(cls: type[_D], namespace: bytes, name: str) -> _D:
     """``cls(uuid.uuid5(namespace, name))`` without ``uuid``'s argument parsing (hot paths)."""
-    digest = sha1(namespace + name.encode()).digest()
-    return cls._from_int((int.from_bytes(digest[:16], "big") & _V5_MASK) | _V5_BITS)
+    return cls._from_int((_name_bits(namespace, name) & _V5_MASK) | _V5_BITS)
 
 
 def _derived(cls: type[_D], namespace: bytes, event_id: uuid.UUID, index: int) -> _D:
@@ -410,8 +414,7 @@ def _derived(cls: type[_D], namespace: bytes, event_id: uuid.UUID, index: int) -
     id everywhere; another event or index another id.
     """
     text = event_id._text if type(event_id) is EventId else str(event_id)
-    digest = sha1(namespace + f"{text}:{index}".encode()).digest()
-    hashed = int.from_bytes(digest[:16], "big")
+    hashed = _name_bits(namespace, f"{text}:{index}")
     return cls._from_int((event_id.int & _STAMP_BITS) | (hashed & _V8_MASK) | _V8_BITS)
 
 

@@ -7,10 +7,10 @@ at most one hop, with no scan over partitions:
 - **A process's partition is in its id.** ``routed_process_id(tenant, routing_key)`` draws a
   fresh (v7) UUID whose low 12 bits, random in any v7, become
   ``stable_hash(tenant/routing_key) % 4096``; the partition is those bits modulo the partition
-  count (``partition_of``). Any stream id therefore names
-  its partition, on every machine, with no directory; ids drawn without a routing key end in
-  uniform random bits, so they spread evenly too. Because 4096 is a multiple of every allowed
-  count, the rule holds for any count a store is created with.
+  count (``partition_of``). Any stream id therefore names its partition, on every machine, with
+  no directory; ids drawn without a routing key end in uniform random bits, so they spread
+  evenly too. Because 4096 is a multiple of every allowed count, the rule holds for any count a
+  store is created with.
 - **MaKo routing key = tenant + MaLo.** The competing-process check (the ``malo:`` registry
   key) and the supply assignment of one MaLo are then decided in one partition, in one LMDB
   transaction; ``key_home`` sends a ``malo:<MaLo>#<gen>`` key to that same partition, and
