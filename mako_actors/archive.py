@@ -231,7 +231,8 @@ class _Generator:
             tranche_of, malo = (malo, tranche_id(malo)) if detail == "ZW1" else (None, malo)
             entry: dict[str, Any] = {"current": lfa} if lfa is not None else {}
             if tranche_of is not None:
-                entry["tranche_of"] = tranche_of
+                # its share of the MaLo (the 55078's SG8 Z15), from the ID: the random stream stays
+                entry.update(tranche_of=tranche_of, tranche_percent=str(5 + int(malo[-3:]) % 90))
             bad_malo = defect and self.rng.random() < 0.5
             # The other defects by the counter (so the random stream stays as it was): a Bilanzkreis
             # the LFN holds no Zuordnungsermächtigung for (A05/A25), a stillgelegte MaLo (A02 for

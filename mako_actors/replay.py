@@ -184,7 +184,7 @@ _ASSIGNMENT_LIST = (
     "master data {path}: an assignment list (malo, supplier, from, until) goes into the store with "
     "`mako-actors masterdata import`; master data here is JSON by MaLo: "
     '{{"<MaLo>": {{"current": MP-ID, "future": MP-ID, "future_start": ISO, "measurement": "ZW6"|"ZW7"}}, '
-    '"<Tranche>": {{"tranche_of": "<MaLo>", "current": MP-ID, ...}}, '
+    '"<Tranche>": {{"tranche_of": "<MaLo>", "tranche_percent": "25.5", "current": MP-ID, ...}}, '
     '"bilanzkreise": {{"<LF MP-ID>": ["<EIC>", ...]}}}}'
 )
 
@@ -194,7 +194,9 @@ def load_master_data(path: Path) -> StaticMasterData:
     ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO, "msb":
     MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
     every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
-    by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to. The optional key ``"bilanzkreise"``
+    by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to, and how its size is formed:
+    ``"tranche_percent": "<% of the MaLo>"`` (ZD1) or ``"tranche_basis": "ZD2"`` (Aufteilungsfaktor),
+    which its 55078 names (SG8 Z15, Muss for Geschäftsvorfall 2). The optional key ``"bilanzkreise"``
     is the NB's register of Zuordnungsermächtigungen, ``{"<LF MP-ID>": ["<Bilanzkreis EIC>",
     ...]}``: with it, an Anmeldung whose Produktpakete name no Bilanzkreis of its sender there is
     rejected by E_0622 (A05/A25; a supplier not listed holds none); without it, not checked.
@@ -230,6 +232,8 @@ def load_master_data(path: Path) -> StaticMasterData:
                 future_start=datetime.fromisoformat(start) if start else None,
                 measurement=measurement,
                 tranche_of=tranche_of,
+                tranche_basis=entry.get("tranche_basis"),
+                tranche_percent=entry.get("tranche_percent"),
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
                 **_metering(entry, malo),

@@ -165,7 +165,7 @@ async def test_a_tranche_anmeldung_naming_its_malo_too_is_placed_with_its_tranch
     generate_archive(src, ArchiveSpec(processes=60, defects=0.0, seed=11, suppliers=4))
     tranche, malo = "51000000912", "51900000012"
     master = json.loads((src / "master.json").read_text())
-    master[tranche] = {"tranche_of": malo, "current": "9900000001001"}
+    master[tranche] = {"tranche_of": malo, "tranche_percent": "50", "current": "9900000001001"}
     for supplier in (LFN, LFN2):  # Zuordnungsermächtigungen for their own Bilanzkreise
         master["bilanzkreise"][supplier] = [bilanzkreis_of(supplier)]
     (src / "master.json").write_text(json.dumps(master))

@@ -93,7 +93,10 @@ class UtilmdTransaction(BaseModel):
     there are several). A 55002/55078 carries SG8 "Daten der Marktlokation" (``SEQ+Z98``); with ``msb``
     (MP-ID) and ``msb_role`` (Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB) its SG10
     names the MSB, and each of ``messlokationen`` travels as ``LOC+Z17`` and as an SG8
-    ``SEQ+ZF3`` with its MSB and ``gmsb`` (the grundzuständige MSB).
+    ``SEQ+ZF3`` with its MSB and ``gmsb`` (the grundzuständige MSB). A 55078 for a Tranche carries
+    SG8 "Daten der Tranche" (``SEQ+Z15``) when ``tranche_basis`` says how its size is formed:
+    ``CCI+Z37++ZD1`` with ``QTY+11:<tranche_percent>:P1`` (a percentage of the MaLo), or
+    ``CCI+Z37++ZD2`` (an Aufteilungsfaktor).
     Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2)
     are left out when rendering.
     """
@@ -129,11 +132,15 @@ class UtilmdTransaction(BaseModel):
     msb: str | None = None
     msb_role: Literal["Z39", "Z40", "Z41"] | None = None
     gmsb: str | None = None
+    tranche_basis: Literal["ZD1", "ZD2"] | None = None
+    tranche_percent: str | None = Field(default=None, pattern=r"^[0-9]{1,2}(\.[0-9]{1,2})?$")
 
     @model_validator(mode="after")
     def _answer_pairs(self) -> UtilmdTransaction:
         if (self.answer_code is None) != (self.answer_ebd is None):
             raise ValueError("answer_code and answer_ebd go together (STS+E01++code:EBD)")
+        if (self.tranche_basis == "ZD1") != (self.tranche_percent is not None):
+            raise ValueError("tranche_percent goes with tranche_basis ZD1 (QTY+11 of SG8 Z15), only there")
         return self
 
 
@@ -354,17 +361,23 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
 
 
 def _malo_data(t: UtilmdTransaction) -> list[Segment]:
-    """SG8 of a 55002/55078: Daten der Marktlokation (with its MSB), then one group per
-    Messlokation."""
+    """SG8 of a 55002/55078: Daten der Marktlokation (with its MSB), Daten der Tranche, then one
+    group per Messlokation."""
     out = [seg("SEQ", "Z98")]
-    if t.msb is None:
+    msb = None
+    if t.msb is not None:
+        msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39"])
+        out += [seg("CCI", "", "", "ZB3"), msb]
+    if t.tranche_basis is not None:
+        out.append(seg("SEQ", "Z15"))
+        if t.tranche_percent is not None:
+            out.append(seg("QTY", ["11", t.tranche_percent, "P1"]))
+        out.append(seg("CCI", "Z37", "", t.tranche_basis))
+    if msb is None:
         return out
-    role = t.msb_role or "Z39"
     # the gMSB is the MSB only when that is the grundzuständige; else unknown, left out (and the
     # structure check names the missing CAV+ZF0) rather than naming the wrong party
-    gmsb = t.gmsb or (t.msb if role == "Z39" else None)
-    msb = seg("CAV", ["Z91", t.msb, "", role])
-    out += [seg("CCI", "", "", "ZB3"), msb]
+    gmsb = t.gmsb or (t.msb if t.msb_role in (None, "Z39") else None)
     for melo in t.messlokationen or ():
         out += [seg("SEQ", "ZF3"), seg("RFF", ["Z19", melo]), seg("CCI", "", "", "ZB3"), msb]
         if gmsb is not None:

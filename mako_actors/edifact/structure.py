@@ -176,14 +176,22 @@ UTILMD_SG8: dict[str, dict[str, tuple[SegmentRule, ...]]] = {
         "ZF3": (_r("SEQ+ZF3"), _r("RFF+Z19"), _r("CCI"), _r("CAV+Z91"), _r("CAV+ZF0")),
     },
 }
-# 55078: the same groups (its SG8 Z15 "Daten der Tranche" with the percentage, Muss for GV2/GV3,
-# and ZD7/ZF1 are not modelled).
-UTILMD_SG8["55078"] = UTILMD_SG8["55002"]
+# 55078: the same groups, and between them "Daten der Tranche" (Muss [477] for GV2: how the
+# Tranche's size is formed, CCI+Z37 ZD1 percentage / ZD2 Aufteilungsfaktor, with the percentage
+# in SG9 QTY+11, Muss [384] with ZD1). ZD7/ZF1 are not modelled, nor GV3 ([478]: a Tranche the NB
+# forms).
+UTILMD_SG8["55078"] = {
+    "Z98": UTILMD_SG8["55002"]["Z98"],
+    "Z15": (_r("SEQ+Z15"), _r("QTY", "C", "S1 FV2504 55078 Muss [384] with CCI+Z37++ZD1"), _r("CCI")),
+    "ZF3": UTILMD_SG8["55002"]["ZF3"],
+}
 # SG4/SG5 segments that may repeat, one after another (one LOC+Z17 per Messlokation, [623]).
 _REPEATS: dict[str, frozenset[str]] = dict.fromkeys(("55002", "55078"), frozenset({"LOC+Z17"}))
 # SG8 groups a PID must carry once ([2061]), and those that may repeat ([2284]).
 _SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",), "55078": ("Z98",)}
 _SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3"), ("55078", "ZF3")})
+# SG8 groups required by STS+7 C556 #2 (S1 FV2504 55078 [477]: a Tranche's data with GV2).
+_SG8_REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {("55078", "ZW1"): ("Z15",)}
 
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
 _APERAK_312 = (
@@ -275,6 +283,14 @@ def _utilmd(message: Message) -> list[str]:
                     f"{tx_where}: {k} required with STS+7 {reason} (S1 AHB)"
                     for k in _missing(needed, keys)
                 )
+        sequences = {s.value(0) for s in t.segments[first_seq:] if s.tag == "SEQ"}
+        for (pid, reason), groups in _SG8_REQUIRED_IF_REASON.items():
+            if t.pid == pid and reason in reasons:
+                problems.extend(
+                    f"{tx_where}: SG8 SEQ+{q} required with STS+7 {reason} (S1 AHB)"
+                    for q in groups
+                    if q not in sequences
+                )
     if len(pids) == 1:
         (only,) = pids
         expected = BGM_DOCUMENT_CODE.get(only or "")
@@ -305,7 +321,12 @@ def _groups(pid: str, segments: Sequence[Segment], where: str) -> list[str]:
         elif seen and order.index(qualifier) < order.index(seen[-1]):
             problems.append(f"{where}: SG8 SEQ+{qualifier} out of order (after SEQ+{seen[-1]})")
         seen.append(qualifier)
-        problems.extend(_match([segment_key(s) for s in group], rules, f"{where} SG8 SEQ+{qualifier}"))
+        keys = [segment_key(s) for s in group]
+        problems.extend(_match(keys, rules, f"{where} SG8 SEQ+{qualifier}"))
+        # a Tranche sized by percentage names it ([384]: QTY+11 with CCI+Z37++ZD1)
+        by_percent = any(s.tag == "CCI" and s.value(2) == "ZD1" for s in group)
+        if qualifier == "Z15" and by_percent and "QTY" not in keys:
+            problems.append(f"{where} SG8 SEQ+Z15: QTY+11 required with CCI+Z37++ZD1")
     problems.extend(
         f"{where}: required SG8 SEQ+{q} missing" for q in _SG8_REQUIRED.get(pid, ()) if q not in seen
     )

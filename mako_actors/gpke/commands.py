@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke.supply import Measurement, MsbRole
+from mako_actors.gpke.supply import Measurement, MsbRole, TrancheBasis, tranche_percent
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -124,7 +124,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     ``zuordnungsende`` (DTM+93, then Muss; AHB UTILMD 55001 [10]); otherwise a DTM+93 is ignored.
     A 55077 of Geschäftsvorfall 2 (STS+7 #2 ZW1) is for a Tranche: ``malo`` is then its ID
     (LOC+Z21; ``None`` if the message named none), and ``tranche_malo`` the MaLo the Tranche
-    belongs to, from the NB's master data (``None``: the Tranche is unknown, APERAK Z14).
+    belongs to, from the NB's master data (``None``: the Tranche is unknown, APERAK Z14), with
+    ``tranche_basis``/``tranche_percent``, how its size is formed (the 55078 names it in SG8 Z15;
+    see ``Suppliers``).
     A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
     ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both).
     ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
@@ -152,6 +154,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_key_generation: int = Field(default=0, ge=0)
     malo_measurement: Measurement | None = None
     tranche_malo: str | None = None
+    tranche_basis: TrancheBasis | None = None
+    tranche_percent: str | None = None
     kundenanlage_malo: str | None = None
     product_packages: tuple[ProductPackage, ...] = ()
     malo_in_operation_from: AwareDatetime | None = None
@@ -166,6 +170,19 @@ class ReceiveAnmeldung(InboundUtilmd):
         # 55003 A06 / 55080 A45 carry DTM+Z07/Z08 as Muss (AHB-FACTS §3 [358]/[355]).
         if self.competing_process and (self.competing_start is None or self.competing_next_date is None):
             raise ValueError("competing_process needs competing_start and competing_next_date (DTM+Z07/Z08)")
+        return self
+
+    @model_validator(mode="after")
+    def _tranche_size(self) -> ReceiveAnmeldung:
+        # As ``Suppliers`` checks them (SG8 Z15 of the 55078: QTY+11 with ZD1 only).
+        if self.tranche_percent is None:
+            if self.tranche_basis == "ZD1":
+                raise ValueError("tranche_basis ZD1 (a percentage) needs tranche_percent")
+            return self
+        if self.tranche_basis == "ZD2":
+            raise ValueError("tranche_basis ZD2 (an Aufteilungsfaktor) takes no tranche_percent")
+        object.__setattr__(self, "tranche_percent", tranche_percent(self.tranche_percent))
+        object.__setattr__(self, "tranche_basis", "ZD1")
         return self
 
 

@@ -163,9 +163,14 @@ class FixedTermRequested(GpkeEvent, type="gpke.fixed_term_requested"):
 class TrancheKnown(GpkeEvent, type="gpke.tranche_known"):
     """The Anmeldung is for a Tranche (a 55077 of Geschäftsvorfall 2; the process's ``malo`` is
     the Tranche's ID) of MaLo ``malo`` (NB master data). Every message of the process names the
-    Tranche as LOC+Z21 (55080: STS+Z35 ZW5, RFF+Z20), the 55078 both (S1 FV2504 55078 [477])."""
+    Tranche as LOC+Z21 (55080: STS+Z35 ZW5, RFF+Z20), the 55078 both (S1 FV2504 55078 [477]).
+    ``basis``/``percent``: how the Tranche's size is formed, from master data (ZD1 with the
+    percentage of the MaLo, ZD2 an Aufteilungsfaktor), which the 55078 names in SG8 Z15 (Muss
+    for Geschäftsvorfall 2); ``None``: the master data do not say (or stored before)."""
 
     malo: str
+    basis: str | None = None
+    percent: str | None = None
 
 
 class KundenanlageKnown(GpkeEvent, type="gpke.kundenanlage_known"):

@@ -131,6 +131,8 @@ class GpkeFamily:
                     values["malo_messlokationen"] = baseline.messlokationen
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
+                    values["tranche_basis"] = baseline.tranche_basis  # its size (the 55078's SG8 Z15)
+                    values["tranche_percent"] = baseline.tranche_percent
                 packages = values.get("product_packages")
                 if packages and self._register is not None:
                     held = self._register.bilanzkreise(str(values["recipient"]), str(values["sender"]))

@@ -234,6 +234,8 @@ class UtilmdTransactionPayload(BaseModel):
     msb: str | None = None  # SG10 CAV+Z91 of the 55002's SG8 Z98/ZF3: the MaLo's MSB
     msb_role: str | None = None  # Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB
     gmsb: str | None = None  # CAV+ZF0 of the 55002's SG8 ZF3: the grundzuständige MSB
+    tranche_basis: str | None = None  # CCI+Z37 of the 55078's SG8 Z15: ZD1 percentage, ZD2 factor
+    tranche_percent: str | None = None  # QTY+11 (P1) of the 55078's SG8 Z15, with ZD1
 
 
 def transaktionsgrund(

@@ -73,6 +73,8 @@ class GpkeState(BaseModel):
     malo_measurement: Measurement | None = None  # from master data; None: the config default
     fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
+    tranche_basis: str | None = None  # how the Tranche's size is formed (ZD1/ZD2, master data)
+    tranche_percent: str | None = None  # its percentage of the MaLo (ZD1)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
     product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
     msb: str | None = None  # from master data (AnmeldungReceived): the MSB a 55002 names, its role,
@@ -86,6 +88,6 @@ class GpkeState(BaseModel):
         data: dict[str, Any] = handler(self)
         data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
-        for name in ("product_package", "msb", "msb_role", "gmsb", "messlokationen"):
+        for name in ("product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis"):
             data = without_none(data, name)
-        return data
+        return without_none(data, "tranche_percent")

@@ -21,8 +21,10 @@ nothing up). Everything stays local to one MaLo.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +34,7 @@ from mako_actors.gpke._models import built, json_value, unvalidated
 __all__ = [
     "MEASUREMENTS",
     "MSB_ROLES",
+    "TRANCHE_BASES",
     "Assignment",
     "BilanzkreisRegister",
     "MasterData",
@@ -41,8 +44,10 @@ __all__ = [
     "Suppliers",
     "SupplyFact",
     "SupplyView",
+    "TrancheBasis",
     "fact_entry",
     "supply_key",
+    "tranche_percent",
 ]
 
 #: STS+7 C556#2 of a 55002 for a MaLo that is not ruhend (AHB-FACTS §3): ZW6 pauschale MaLo,
@@ -53,6 +58,11 @@ MEASUREMENTS: tuple[Measurement, ...] = ("ZW6", "ZW7")
 #: (Z40) Messstellenbetreiber, Auffangmessstellenbetreiber (Z41).
 MsbRole = Literal["Z39", "Z40", "Z41"]
 MSB_ROLES: tuple[MsbRole, ...] = ("Z39", "Z40", "Z41")
+#: CCI+Z37 DE7037 of a 55078's SG8 "Daten der Tranche" (S1 FV2504): the size of a Tranche is a
+#: percentage of its MaLo (ZD1, the QTY+11 names it) or an Aufteilungsfaktor on the basis of
+#: Referenzenträger / installierte Leistung (ZD2).
+TrancheBasis = Literal["ZD1", "ZD2"]
+TRANCHE_BASES: tuple[TrancheBasis, ...] = ("ZD1", "ZD2")
 
 
 def supply_key(malo: str) -> str:
@@ -77,6 +87,11 @@ class Suppliers:
     names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10). With ``msb`` the role defaults to
     Z39 and ``gmsb`` to the MSB when it is the grundzuständige; raises ``ValueError`` for another
     role without ``gmsb``, and for role, gMSB or Messlokationen without ``msb``.
+    ``tranche_basis``/``tranche_percent``: how a Tranche's size is formed (ZD1: ``tranche_percent``
+    of its MaLo, a decimal text > 0 and < 100 with at most two decimals; ZD2: an
+    Aufteilungsfaktor, no percentage), which its 55078 names (SG8 Z15); a percentage alone means
+    ZD1. Raises ``ValueError`` for them without ``tranche_of``, for ZD1 without a percentage or ZD2
+    with one, and for a percentage out of that range.
     """
 
     current: str | None = None
@@ -90,8 +105,12 @@ class Suppliers:
     msb_role: MsbRole | None = None
     gmsb: str | None = None
     messlokationen: tuple[str, ...] = ()
+    tranche_basis: TrancheBasis | None = None
+    tranche_percent: str | None = None
 
     def __post_init__(self) -> None:
+        if self.tranche_basis is not None or self.tranche_percent is not None:
+            self._check_tranche()
         if self.msb is None:
             if self.msb_role is not None or self.gmsb is not None or self.messlokationen:
                 raise ValueError("'msb_role', 'gmsb' and 'messlokationen' need 'msb'")
@@ -101,6 +120,35 @@ class Suppliers:
             raise ValueError(f"the MSB is not the grundzuständige ({role}); name it in 'gmsb'")
         object.__setattr__(self, "msb_role", role)  # the one place these defaults are decided
         object.__setattr__(self, "gmsb", self.gmsb or self.msb)
+
+    def _check_tranche(self) -> None:
+        if self.tranche_of is None:
+            raise ValueError("'tranche_basis' and 'tranche_percent' are a Tranche's: they need 'tranche_of'")
+        basis = self.tranche_basis or "ZD1"
+        if basis not in TRANCHE_BASES:
+            raise ValueError(f"'tranche_basis' is {basis!r}, expected one of {', '.join(TRANCHE_BASES)}")
+        if basis == "ZD2":
+            if self.tranche_percent is not None:
+                raise ValueError("a Tranche formed by Aufteilungsfaktor (ZD2) has no 'tranche_percent'")
+        elif self.tranche_percent is None:
+            raise ValueError("a Tranche formed by percentage (ZD1) needs 'tranche_percent'")
+        else:
+            object.__setattr__(self, "tranche_percent", tranche_percent(self.tranche_percent))
+        object.__setattr__(self, "tranche_basis", basis)
+
+
+def tranche_percent(value: object) -> str:
+    """``value`` as the percentage a 55078's QTY+11 names: decimal text, > 0 and < 100, at most two
+    decimals ([914], [955], [930]); raises ``ValueError`` naming the value otherwise."""
+    number = None
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        with suppress(InvalidOperation):
+            number = Decimal(str(value))
+    if number is None or not number.is_finite() or not 0 < number < 100 or number != round(number, 2):
+        raise ValueError(
+            f"'tranche_percent' is {value!r}, expected a percentage > 0 and < 100 with at most two decimals"
+        )
+    return format(number.normalize(), "f")
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance

@@ -235,6 +235,9 @@ class _Out:
             transaction["tranche"] = transaction.pop("malo")
             if pid == "55078":
                 transaction["malo"] = tranche_malo
+                # SG8 Z15 "Daten der Tranche" (Muss [477]), as the master data say
+                transaction["tranche_basis"] = state.tranche_basis
+                transaction["tranche_percent"] = state.tranche_percent
         elif pid == "55002" and state.transaction_detail == "ZAP" and "malo" in transaction:
             # A ruhende MaLo: LOC+Z22, and the Kundenanlage's MaLo LOC+Z16 ([2003] ∧ [96], [2061])
             transaction["resting_malo"] = transaction.pop("malo")
@@ -420,7 +423,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if cmd.malo_measurement is not None:
             out.emit(unvalidated(MaloMeasurementKnown)(measurement=cmd.malo_measurement))
         if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
-            out.emit(unvalidated(TrancheKnown)(malo=cmd.tranche_malo))
+            tranche = {"malo": cmd.tranche_malo, "basis": cmd.tranche_basis, "percent": cmd.tranche_percent}
+            out.emit(unvalidated(TrancheKnown)(**tranche))
         if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
             out.emit(unvalidated(KundenanlageKnown)(malo=cmd.kundenanlage_malo))
         if until is not None and cmd.fixed_term_reason is not None:
@@ -1041,7 +1045,9 @@ def _measurement_known(state: GpkeState, event: MaloMeasurementKnown, update: di
 
 
 def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]) -> None:
-    update["tranche_malo"] = event.malo
+    values = event.__dict__
+    update["tranche_malo"] = values["malo"]
+    update["tranche_basis"], update["tranche_percent"] = values.get("basis"), values.get("percent")
 
 
 def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict[str, Any]) -> None:

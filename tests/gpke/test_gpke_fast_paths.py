@@ -78,7 +78,8 @@ _TRANSACTIONS: dict[str, list[dict[str, Any]]] = {
     "55037": [{"malo": _MALO, "end": _START, **_ANMELDUNG}],
     "55038": [{"malo": _MALO, "start": _START, "other_party_id": LFN, **_ANMELDUNG}],
     "55078": [{"malo": _MALO, "tranche": _TRANCHE, "start": _START, "answer_code": "A58",
-               "answer_ebd": "E_0623", "request_ref": "X", **_GENERATING}],
+               "answer_ebd": "E_0623", "request_ref": "X", "tranche_basis": "ZD1", "tranche_percent": "37.5",
+               **_GENERATING}],
     "55080": [
         {"start": _START, "answer_code": "A45", "answer_ebd": "E_0622", "request_ref": "X",
          "processing_start": _START, "next_processing_date": datetime(2025, 6, 6, 11, tzinfo=_BERLIN),

@@ -120,15 +120,19 @@ def test_master_data_check_the_msb_fields(tmp_path: Path) -> None:
 
 async def test_the_55078_names_them_too_after_the_tranche(store: LmdbStore) -> None:
     """S1 FV2504 55078: LOC+Z17 Muss [623] (the last SG5, after a Tranche's LOC+Z21), SG8 Z98 with
-    its SG10 Muss [2061], one ZF3 per Messlokation [2284]; a generating MaLo is always measured."""
-    tranche = Suppliers(tranche_of=TRANCHE_OF, msb=MSB, msb_role="Z39", gmsb=MSB, messlokationen=MELOS[:1])
+    its SG10 Muss [2061], the Tranche's Z15 ([477]), one ZF3 per Messlokation [2284]; a
+    generating MaLo is always measured."""
+    tranche = Suppliers(
+        tranche_of=TRANCHE_OF, tranche_basis="ZD2", msb=MSB, gmsb=MSB, messlokationen=MELOS[:1]
+    )
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: tranche})
     await p.ingest(anmeldung(pid="55077", gv="ZW1", customer=None), THU_1430)
     message = utilmd_by_pid(await outbox(store))["55078"]
     msb = f"CAV+Z91:{MSB}::Z39|"
     assert shape(message) == [
         f"LOC+Z16+{TRANCHE_OF}", f"LOC+Z21+{MALO}", f"LOC+Z17+{MELOS[0]}", "RFF+Z13", "RFF+TN", "RFF+Z60",
-        "SEQ+Z98", "CCI+|ZB3", msb, "SEQ+ZF3", "RFF+Z19", "CCI+|ZB3", msb, f"CAV+ZF0:{MSB}|",
+        "SEQ+Z98", "CCI+|ZB3", msb, "SEQ+Z15", "CCI+Z37|ZD2", "SEQ+ZF3", "RFF+Z19", "CCI+|ZB3", msb,
+        f"CAV+ZF0:{MSB}|",
     ]  # fmt: skip
 
 

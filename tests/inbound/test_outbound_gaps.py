@@ -64,7 +64,7 @@ async def test_the_55010_repeats_the_customer_name_of_the_55001_as_received(stor
 
 async def test_answers_decided_after_the_lfa_repeat_the_anmeldungs_sts7(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA, tranche_of=TRANCHE_OF)})
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA, tranche_of=TRANCHE_OF, tranche_percent="50")})
     await p.ingest(anmeldung(pid="55077", gv="ZW1"), THU_1430)
     first = await outbox(store)
     request_ide = rendered(first)["55010"].transactions[0].ide_ref
