@@ -191,7 +191,8 @@ _ASSIGNMENT_LIST = (
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
-    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO, "msb":
+    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO,
+    "quarter_hour_metering": true|false, "msb":
     MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
     every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
     by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to, and how its size is formed:
@@ -236,6 +237,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 tranche_percent=entry.get("tranche_percent"),
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
+                quarter_hour_metering=_entry_flag(entry, malo, "quarter_hour_metering"),
                 **_metering(entry, malo),
             )
         return StaticMasterData(by_malo, register)
@@ -254,6 +256,14 @@ def _suppliers(malo: str, **fields: Any) -> Suppliers:
         return Suppliers(**fields)
     except ValueError as exc:
         raise ValueError(f"MaLo {malo}: {exc}") from None
+
+
+def _entry_flag(entry: dict[str, Any], malo: str, name: str) -> bool | None:
+    """``entry[name]``, a JSON ``true``/``false`` (``None`` when absent); ``ValueError`` otherwise."""
+    value = entry.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"MaLo {malo}: field {name!r} is {value!r}, expected true or false")
+    return value
 
 
 def _metering(entry: dict[str, Any], malo: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Reason:
     NEW_INSTALLATION = "new_installation"
     NEW_INSTALLATION_GENERATING = "new_installation_generating"
     REQUIREMENTS_UNMET_GENERATING = "requirements_unmet_generating"
+    NO_QUARTER_HOUR_METERING = "no_quarter_hour_metering"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
     APPROVED_GENERATING = "approved_generating"
@@ -160,6 +161,13 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             unconfirmed=False,
         ),
         "A05": _c(Reason.REQUIREMENTS_UNMET, "Anforderungen können nicht erfüllt werden", unconfirmed=False),
+        # Step 250 (erz., after 220): FV2504 "Bilanzierung nicht auf Basis von (¼-h-)Werten", from
+        # FV2510 on "nicht an allen Messeinrichtungen ¼-h-Messtechnik"; from master data.
+        "A24": _c(
+            Reason.NO_QUARTER_HOUR_METERING,
+            "erz.: nicht an allen Messeinrichtungen der MaLo Messtechnik für viertelstündliche Messung",
+            unconfirmed=False,
+        ),
         "A25": _c(
             Reason.REQUIREMENTS_UNMET_GENERATING,
             "erz.: Anforderungen können nicht erfüllt werden",

@@ -132,8 +132,10 @@ class ReceiveAnmeldung(InboundUtilmd):
     ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
     From the MaLo's master data (``Suppliers``): ``malo_in_operation_from``, a Neuanlage's
     Inbetriebnahme, and ``malo_out_of_market_from``, from when it takes no part in market
-    communication (E_0622 steps 50/220 and 30); ``malo_msb``/``malo_msb_role``/``malo_gmsb``/
-    ``malo_messlokationen``, its Messstellenbetreiber and Messlokationen (a 55002 names them).
+    communication (E_0622 steps 50/220 and 30), ``malo_quarter_hour_metering``, whether a
+    generating MaLo's metering is quarter-hourly (step 250; ``None``: not known);
+    ``malo_msb``/``malo_msb_role``/``malo_gmsb``/``malo_messlokationen``, its
+    Messstellenbetreiber and Messlokationen (a 55002 names them).
     """
 
     kind: Literal["anmeldung"] = "anmeldung"
@@ -160,6 +162,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     product_packages: tuple[ProductPackage, ...] = ()
     malo_in_operation_from: AwareDatetime | None = None
     malo_out_of_market_from: AwareDatetime | None = None
+    malo_quarter_hour_metering: bool | None = None
     malo_msb: str | None = None
     malo_msb_role: MsbRole | None = None
     malo_gmsb: str | None = None

@@ -124,6 +124,7 @@ class GpkeFamily:
                 if baseline is not None:  # E_0622 steps 30, 50 and 220 (the MaLo's master data)
                     values["malo_in_operation_from"] = baseline.in_operation_from
                     values["malo_out_of_market_from"] = baseline.out_of_market_from
+                    values["malo_quarter_hour_metering"] = baseline.quarter_hour_metering  # (step 250)
                 if baseline is not None and baseline.msb is not None:  # named by a 55002 (ZW7)
                     values["malo_msb"] = baseline.msb
                     values["malo_msb_role"] = baseline.msb_role

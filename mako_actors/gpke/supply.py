@@ -81,7 +81,10 @@ class Suppliers:
     ``in_operation_from``: a Neuanlage's Inbetriebnahme (the NB has formed its ID; an Anmeldung
     received before then is the wrong process, E_0622 A04/A21). ``out_of_market_from``: from
     then on the MaLo takes no part in market communication (stillgelegt, or "Modell 2"; an
-    Anmeldung for a date from then on gets A02). ``msb``/``msb_role``/``gmsb``/``messlokationen``:
+    Anmeldung for a date from then on gets A02). ``quarter_hour_metering``: whether all metering
+    devices the energy quantities of a generating MaLo (or Tranche) need measure quarter-hourly
+    (E_0622 step 250: ``False`` rejects its Anmeldung with A24; ``None``: not known, not
+    checked). ``msb``/``msb_role``/``gmsb``/``messlokationen``:
     the MaLo's Messstellenbetreiber (MP-ID; Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang),
     the grundzuständige MSB and the IDs of its Messlokationen, which a 55002 for a gemessene MaLo
     names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10). With ``msb`` the role defaults to
@@ -101,6 +104,7 @@ class Suppliers:
     tranche_of: str | None = None
     in_operation_from: datetime | None = None
     out_of_market_from: datetime | None = None
+    quarter_hour_metering: bool | None = None
     msb: str | None = None
     msb_role: MsbRole | None = None
     gmsb: str | None = None

@@ -11,7 +11,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    Otherwise APERAK 312 goes out.
 2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07; generating MaLo:
    A34/A30/A35 by Geschäftsvorfall, after A45; GV3 starting on the 1st of a month: one month,
-   A44) or a competing Anmeldung of the MaLo, running
+   A44), the MaLo's master data (out of market communication A02, a Neuanlage A04/A21, a
+   generating MaLo without ¼-h metering A24), the LF's requirements (A05/A25) or a competing
+   Anmeldung of the MaLo, running
    or confirmed for the same date (A06; A45 generating), is answered at once with
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
@@ -432,8 +434,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
         # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, then
         # the MaLo out of market communication (30, A02), a Neuanlage (50, A04; 220, A21 first
-        # for a generating MaLo), the LF's requirements (60, A05; 260, A25 before a generating
-        # MaLo's lead times), the competing Anmeldung (70, A06; 270, A45) last.
+        # for a generating MaLo), its ¼-h metering (250, A24), the LF's requirements (60, A05;
+        # 260, A25 before a generating MaLo's lead times), the competing Anmeldung (70, A06; 270,
+        # A45) last.
         reason = remark = None
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
@@ -459,6 +462,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         elif new_installation:  # step 50 (verbr.) / 220 (erz., its first)
             generating = cmd.pid == "55077"
             reason = Reason.NEW_INSTALLATION_GENERATING if generating else Reason.NEW_INSTALLATION
+        elif cmd.pid == "55077" and cmd.malo_quarter_hour_metering is False:
+            reason = Reason.NO_QUARTER_HOUR_METERING  # step 250 (erz.): no ¼-h metering
         elif unmet is not None:
             generating = cmd.pid == "55077"
             reason = Reason.REQUIREMENTS_UNMET_GENERATING if generating else Reason.REQUIREMENTS_UNMET
