@@ -192,7 +192,8 @@ _ASSIGNMENT_LIST = (
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
     ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO,
-    "quarter_hour_metering": true|false, "msb":
+    "quarter_hour_metering": true|false, "generating"|"ims"|"kundenanlage"|"virtual_summenzaehler":
+    true|false, "netzlokationen": [ID, ...], "msb":
     MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
     every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
     by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to, and how its size is formed:
@@ -238,6 +239,8 @@ def load_master_data(path: Path) -> StaticMasterData:
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
                 quarter_hour_metering=_entry_flag(entry, malo, "quarter_hour_metering"),
+                **{name: _entry_flag(entry, malo, name) for name in _KUNDENANLAGE_FLAGS},
+                netzlokationen=_netzlokationen(entry, malo),
                 **_metering(entry, malo),
             )
         return StaticMasterData(by_malo, register)
@@ -256,6 +259,23 @@ def _suppliers(malo: str, **fields: Any) -> Suppliers:
         return Suppliers(**fields)
     except ValueError as exc:
         raise ValueError(f"MaLo {malo}: {exc}") from None
+
+
+_KUNDENANLAGE_FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler")
+_NELO = re.compile(r"^E[0-9A-Z]{10}$")  # a Netzlokations-ID ([960])
+
+
+def _netzlokationen(entry: dict[str, Any], malo: str) -> tuple[str, ...] | None:
+    """``entry["netzlokationen"]``, a list of Netzlokations-IDs (``None`` when absent)."""
+    nelos = entry.get("netzlokationen")
+    if nelos is None:
+        return None
+    if not isinstance(nelos, list) or not all(isinstance(n, str) and _NELO.match(n) for n in nelos):
+        raise ValueError(
+            f"MaLo {malo}: field 'netzlokationen' is {nelos!r}, expected a list of Netzlokations-IDs "
+            "(E and 10 digits or capital letters)"
+        )
+    return tuple(nelos)
 
 
 def _entry_flag(entry: dict[str, Any], malo: str, name: str) -> bool | None:

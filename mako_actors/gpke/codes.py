@@ -48,6 +48,12 @@ class Reason:
     NEW_INSTALLATION_GENERATING = "new_installation_generating"
     REQUIREMENTS_UNMET_GENERATING = "requirements_unmet_generating"
     NO_QUARTER_HOUR_METERING = "no_quarter_hour_metering"
+    RESTING_NOT_IMS = "resting_malo_not_ims"
+    RESTING_NOT_CONSUMING = "resting_malo_not_consuming"
+    NOT_A_KUNDENANLAGE = "not_a_kundenanlage"
+    NOT_BEHIND_THE_SAME_NETZLOKATION = "not_behind_the_same_netzlokation"
+    RESTING_NOT_IMS_NEW_KUNDENANLAGE = "resting_malo_not_ims_new_kundenanlage"
+    RESTING_NOT_IMS_EXISTING_KUNDENANLAGE = "resting_malo_not_ims_existing_kundenanlage"
     COMPETING_PROCESS_GENERATING = "competing_process_generating"
     APPROVED_CONSUMING = "approved_consuming"
     APPROVED_GENERATING = "approved_generating"
@@ -161,6 +167,34 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             unconfirmed=False,
         ),
         "A05": _c(Reason.REQUIREMENTS_UNMET, "Anforderungen können nicht erfüllt werden", unconfirmed=False),
+        # Steps 16-28 (a ruhende MaLo, STS+7 #2 ZAP; trees FV2504-FV2610), from master data: A36
+        # only under FV2504 (step 17, iMS), later A47 (steps 20/22, a Kundenanlage to be formed)
+        # and A46 (steps 27/28, an existing one) where its quantities are computed by a
+        # virtueller Summenzähler.
+        "A36": _c(
+            Reason.RESTING_NOT_IMS, "ruhende MaLo nicht mittels iMS erfasst (FV2504)", unconfirmed=False
+        ),
+        "A09": _c(
+            Reason.RESTING_NOT_CONSUMING, "ruhende MaLo ist keine verbrauchende MaLo", unconfirmed=False
+        ),
+        "A08": _c(
+            Reason.NOT_A_KUNDENANLAGE, "MaLo im LOC+Z16 ist keine MaLo \"Kundenanlage\"", unconfirmed=False
+        ),
+        "A37": _c(
+            Reason.NOT_BEHIND_THE_SAME_NETZLOKATION,
+            "ruhende MaLo nicht hinter der/den gleichen Netzlokation(en) wie die Kundenanlage",
+            unconfirmed=False,
+        ),
+        "A47": _c(
+            Reason.RESTING_NOT_IMS_NEW_KUNDENANLAGE,
+            "ruhende MaLo zu bildender Kundenanlage nicht mittels iMS erfasst",
+            unconfirmed=False,
+        ),
+        "A46": _c(
+            Reason.RESTING_NOT_IMS_EXISTING_KUNDENANLAGE,
+            "zu integrierende ruhende MaLo nicht mittels iMS erfasst",
+            unconfirmed=False,
+        ),
         # Step 250 (erz., after 220): FV2504 "Bilanzierung nicht auf Basis von (¼-h-)Werten", from
         # FV2510 on "nicht an allen Messeinrichtungen ¼-h-Messtechnik"; from master data.
         "A24": _c(

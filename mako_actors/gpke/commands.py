@@ -128,7 +128,12 @@ class ReceiveAnmeldung(InboundUtilmd):
     ``tranche_basis``/``tranche_percent``, how its size is formed (the 55078 names it in SG8 Z15;
     see ``Suppliers``).
     A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
-    ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both).
+    ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both);
+    ``kundenanlage_formed``: the Anmeldung orders a new Kundenanlage (SG8 product 9991000002769
+    with a "Bildung" property), E_0622 step 19. From master data (``Suppliers``, E_0622 steps
+    16–28): the ruhende MaLo's ``resting_generating``/``resting_ims``/``resting_netzlokationen``
+    and the Kundenanlage MaLo's ``kundenanlage_is_kua``/``kundenanlage_virtual_summenzaehler``/
+    ``kundenanlage_netzlokationen`` (``None``: not known, not checked).
     ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
     From the MaLo's master data (``Suppliers``): ``malo_in_operation_from``, a Neuanlage's
     Inbetriebnahme, and ``malo_out_of_market_from``, from when it takes no part in market
@@ -163,6 +168,13 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_in_operation_from: AwareDatetime | None = None
     malo_out_of_market_from: AwareDatetime | None = None
     malo_quarter_hour_metering: bool | None = None
+    kundenanlage_formed: bool = False
+    resting_generating: bool | None = None
+    resting_ims: bool | None = None
+    resting_netzlokationen: tuple[str, ...] | None = None
+    kundenanlage_is_kua: bool | None = None
+    kundenanlage_virtual_summenzaehler: bool | None = None
+    kundenanlage_netzlokationen: tuple[str, ...] | None = None
     malo_msb: str | None = None
     malo_msb_role: MsbRole | None = None
     malo_gmsb: str | None = None

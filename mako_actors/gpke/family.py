@@ -22,7 +22,7 @@ from mako_actors.gpke._models import positional
 from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
-from mako_actors.gpke.supply import BilanzkreisRegister, MasterData, SupplyView, supply_key
+from mako_actors.gpke.supply import BilanzkreisRegister, MasterData, Suppliers, SupplyView, supply_key
 from mako_actors.gpke.validation import (
     AUFHEBUNG_REASONS,
     abmeldung_date,
@@ -130,6 +130,8 @@ class GpkeFamily:
                     values["malo_msb_role"] = baseline.msb_role
                     values["malo_gmsb"] = baseline.gmsb
                     values["malo_messlokationen"] = baseline.messlokationen
+                if values.get("transaction_detail") == "ZAP" and self._master is not None:
+                    self._kundenanlage(values, baseline, start)
                 if is_tranche(values["pid"], values.get("transaction_detail")) and baseline is not None:
                     values["tranche_malo"] = baseline.tranche_of  # None: not found (APERAK Z14)
                     values["tranche_basis"] = baseline.tranche_basis  # its size (the 55078's SG8 Z15)
@@ -162,6 +164,21 @@ class GpkeFamily:
                     values["ended_reason"] = view.end_reason(sender, start)
                     values["still_assigned"] = holds  # supplies it again all the same
         return self._router.build_command(values)
+
+    def _kundenanlage(self, values: dict[str, Any], resting: Suppliers | None, start: datetime) -> None:
+        """The master data E_0622 steps 16–28 ask of a ruhende MaLo (``resting``) and of the MaLo of
+        its Kundenanlage (LOC+Z16, read here)."""
+        assert self._master is not None
+        if resting is not None:
+            values["resting_generating"] = resting.generating
+            values["resting_ims"] = resting.ims
+            values["resting_netzlokationen"] = resting.netzlokationen
+        malo = values.get("kundenanlage_malo")
+        if malo:
+            kua = self._master.suppliers(str(values["recipient"]), malo, start)
+            values["kundenanlage_is_kua"] = kua.kundenanlage
+            values["kundenanlage_virtual_summenzaehler"] = kua.virtual_summenzaehler
+            values["kundenanlage_netzlokationen"] = kua.netzlokationen
 
 
 def _values(tx: InboundTransaction) -> dict[str, Any]:
@@ -204,6 +221,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if values["transaction_detail"] == "ZAP":
             # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
             values["kundenanlage_malo"] = _location(transaction, "Z16")
+            values["kundenanlage_formed"] = _forms_kundenanlage(transaction)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["zuordnungsbeginn"] = transaction.start  # an Aufhebung's date (``abmeldung_date``)
@@ -274,6 +292,34 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
             ranks[package] = _PRIORITY_RANK[segment.value(0)]
     order = sorted(bilanzkreis, key=lambda p: ranks.get(p, 1000))  # stable: the order sent
     return tuple(_package(p, bilanzkreis[p], None) for p in order)
+
+
+#: Codeliste der Konfigurationen: product "Ruhende Marktlokation" and its properties that form a
+#: new Kundenanlage (§ 20 Abs. 1d EnWG, § 10c EEG: "Bildung"; 9991000003204 is "Integration").
+RESTING_MALO_PRODUCT = "9991000002769"
+FORMING_PROPERTIES = frozenset({"9991000002933", "9991000003212"})
+
+
+def _forms_kundenanlage(transaction: Transaction) -> bool:
+    """Whether an SG8 ``SEQ+Z79`` of the Anmeldung orders product 9991000002769 with a property
+    (``CAV+ZH9``) that forms a new Kundenanlage (E_0622 step 19)."""
+    group = product = ""
+    for segment in transaction.segments:
+        tag = segment.tag
+        if tag == "NAD":  # SG12 follows the SG8 groups
+            break
+        if tag == "SEQ":
+            group, product = segment.value(0), ""
+        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
+            product = segment.value(1)
+        elif (
+            product == RESTING_MALO_PRODUCT
+            and tag == "CAV"
+            and segment.value(0) == "ZH9"
+            and segment.value(0, 3) in FORMING_PROPERTIES
+        ):
+            return True
+    return False
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:

@@ -84,10 +84,18 @@ class Suppliers:
     Anmeldung for a date from then on gets A02). ``quarter_hour_metering``: whether all metering
     devices the energy quantities of a generating MaLo (or Tranche) need measure quarter-hourly
     (E_0622 step 250: ``False`` rejects its Anmeldung with A24; ``None``: not known, not
-    checked). ``msb``/``msb_role``/``gmsb``/``messlokationen``:
-    the MaLo's Messstellenbetreiber (MP-ID; Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang),
-    the grundzuständige MSB and the IDs of its Messlokationen, which a 55002 for a gemessene MaLo
-    names (S1 FV2504 55002: LOC+Z17, SG8 Z98/ZF3 with SG10). With ``msb`` the role defaults to
+    checked). For a ruhende MaLo and the MaLo of the Kundenanlage it lies in (E_0622 steps 16–28;
+    ``None``: not known, not checked): ``generating``, the ruhende MaLo is an erzeugende one in
+    the NB's system (A09); ``ims``, it is measured by an intelligentes Messsystem (else A36 under
+    FV2504, A46/A47 later where the Kundenanlage's quantities are computed);
+    ``kundenanlage``, the MaLo is a MaLo "Kundenanlage" (§ 20 Abs. 1d EnWG / § 10c EEG; else
+    A08); ``virtual_summenzaehler``, the Kundenanlage's quantities are computed by a virtueller
+    Summenzähler; ``netzlokationen``, the IDs of the Netzlokationen the MaLo lies behind (a
+    ruhende MaLo's must be among its Kundenanlage's, else A37).
+    ``msb``/``msb_role``/``gmsb``/``messlokationen``: the MaLo's Messstellenbetreiber (MP-ID; Z39
+    grundzuständig, Z40 wettbewerblich, Z41 Auffang), the grundzuständige MSB and the IDs of its
+    Messlokationen, which a 55002 for a gemessene MaLo names (S1 FV2504 55002: LOC+Z17, SG8
+    Z98/ZF3 with SG10). With ``msb`` the role defaults to
     Z39 and ``gmsb`` to the MSB when it is the grundzuständige; raises ``ValueError`` for another
     role without ``gmsb``, and for role, gMSB or Messlokationen without ``msb``.
     ``tranche_basis``/``tranche_percent``: how a Tranche's size is formed (ZD1: ``tranche_percent``
@@ -105,6 +113,11 @@ class Suppliers:
     in_operation_from: datetime | None = None
     out_of_market_from: datetime | None = None
     quarter_hour_metering: bool | None = None
+    generating: bool | None = None
+    ims: bool | None = None
+    kundenanlage: bool | None = None
+    virtual_summenzaehler: bool | None = None
+    netzlokationen: tuple[str, ...] | None = None
     msb: str | None = None
     msb_role: MsbRole | None = None
     gmsb: str | None = None

@@ -432,11 +432,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if until is not None and cmd.fixed_term_reason is not None:
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
-        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, then
-        # the MaLo out of market communication (30, A02), a Neuanlage (50, A04; 220, A21 first
-        # for a generating MaLo), its ¼-h metering (250, A24), the LF's requirements (60, A05;
-        # 260, A25 before a generating MaLo's lead times), the competing Anmeldung (70, A06; 270,
-        # A45) last.
+        # E_0622 in the EBD's order (AHB-FACTS §4): the Vorlauffrist (step 15, A07) first, then a
+        # ruhende MaLo and its Kundenanlage (16-28: A36, A09, A47, A08, A37, A46), the MaLo out of
+        # market communication (30, A02), a Neuanlage (50, A04; 220, A21 first for a generating
+        # MaLo), its ¼-h metering (250, A24), the LF's requirements (60, A05; 260, A25 before a
+        # generating MaLo's lead times), the competing Anmeldung (70, A06; 270, A45) last.
         reason = remark = None
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
@@ -457,6 +457,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         if late and cmd.pid == "55001":
             reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
+        elif cmd.transaction_detail == "ZAP" and (resting := _resting_malo(cmd, fv)) is not None:
+            reason = resting  # steps 16-28
         elif out_of_market and cmd.pid == "55001":
             reason = Reason.NOT_IN_MARKET_COMMUNICATION  # step 30
         elif new_installation:  # step 50 (verbr.) / 220 (erz., its first)
@@ -1192,6 +1194,28 @@ def _metering(cmd: ReceiveAnmeldung) -> dict[str, Any]:
         "gmsb": cmd.malo_gmsb,
         "messlokationen": cmd.malo_messlokationen or None,
     }
+
+
+def _resting_malo(cmd: ReceiveAnmeldung, fv: str) -> str | None:
+    """E_0622 steps 16–28 for a ruhende MaLo (STS+7 #2 ZAP) in the tree of ``fv``, from master
+    data (a fact not known passes its step): the reason of the rejection, ``None`` to go on."""
+    if fv == "FV2504" and cmd.resting_ims is False:
+        return Reason.RESTING_NOT_IMS  # step 17 (FV2504 only)
+    if cmd.resting_generating:
+        return Reason.RESTING_NOT_CONSUMING  # step 18
+    # Steps 22/28 (from FV2510): where the Kundenanlage's quantities are computed by a virtueller
+    # Summenzähler (steps 20/27), the ruhende MaLo must be measured by an iMS.
+    needs_ims = fv != "FV2504" and cmd.kundenanlage_virtual_summenzaehler is True
+    if cmd.kundenanlage_formed:  # step 19: a new Kundenanlage
+        return Reason.RESTING_NOT_IMS_NEW_KUNDENANLAGE if needs_ims and cmd.resting_ims is False else None
+    if cmd.kundenanlage_is_kua is False:
+        return Reason.NOT_A_KUNDENANLAGE  # step 25
+    resting, kua = cmd.resting_netzlokationen, cmd.kundenanlage_netzlokationen
+    # Step 26, "hinter der (den) gleichen Netzlokation(en)": read as every Netzlokation of the
+    # ruhende MaLo being one of the Kundenanlage's (†)
+    if resting is not None and kua is not None and not set(resting) <= set(kua):
+        return Reason.NOT_BEHIND_THE_SAME_NETZLOKATION
+    return Reason.RESTING_NOT_IMS_EXISTING_KUNDENANLAGE if needs_ims and cmd.resting_ims is False else None
 
 
 def _planned_package(packages: tuple[ProductPackage, ...]) -> tuple[ProductPackage | None, str | None]:
