@@ -245,8 +245,9 @@ class _Generator:
                 entry["out_of_market_from"] = (start - timedelta(days=1)).isoformat()
             elif other == 2:
                 entry["in_operation_from"] = (at + timedelta(days=30)).isoformat()
-            if not generating:  # the MSB and Messlokation a 55002 names (the NB's own, Z39)
-                entry.update(msb=self.msb, messlokationen=[f"DE{malo}{'0' * 20}"])
+            # The MSB and Messlokation a 55002 (gemessen) and every 55078 name (the NB's own, Z39);
+            # a Tranche's is its MaLo's
+            entry.update(msb=self.msb, messlokationen=[f"DE{tranche_of or malo}{'0' * 20}"])
             if entry:
                 self.master[malo] = entry
             names = (self.rng.choice(_NAMES), self.rng.choice(_NAMES))  # drawn after the start
