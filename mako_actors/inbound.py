@@ -339,11 +339,17 @@ class DirectHost:
 
 Outcome = Literal["started", "routed", "duplicate", "dead_letter"]
 Status = Literal["accepted", "rejected", "duplicate", "conflict"]
+Acknowledged = Literal["accepted", "rejected"]
 
 
 @dataclass(frozen=True, slots=True)
 class MessageOutcome:
-    """What happened to one transaction of one message."""
+    """What happened to one transaction of one message.
+
+    A CONTRL/APERAK on one of our interchanges, routed to the process that sent it, has ``detail``
+    its message type and ``ack`` whether it ``accepted`` or ``rejected`` ours (CONTRL 0083 4 or
+    APERAK 313: the partner counts our message as not received); ``None`` for any other.
+    """
 
     message_ref: str
     pid: str | None
@@ -352,6 +358,7 @@ class MessageOutcome:
     process_id: ProcessId | None = None
     detail: str = ""
     refused: str | None = None  # the ERC code of the negative APERAK we sent for it
+    ack: Acknowledged | None = None
 
 
 @dataclass(slots=True)
@@ -921,7 +928,8 @@ class InboundPipeline:
                         " ".join(values["codes"]) or "without code", identity.process_id, identity.process_id,
                     )  # fmt: skip
                 return MessageOutcome(
-                    message.reference, None, None, "routed", identity.process_id, message.message_type
+                    message.reference, None, None, "routed", identity.process_id, message.message_type,
+                    ack="accepted" if values["positive"] else "rejected",
                 )
             ref = values["referenced_interchange_ref"]
             raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
@@ -982,6 +990,7 @@ def _outcome(
         process_id,
         detail,
         None,  # refused
+        None,  # ack
     )
 
 

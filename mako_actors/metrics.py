@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -162,6 +162,13 @@ class Metrics:
         self.delivery_retries = Counter(
             "mako_outbox_retries", "failed delivery attempts rescheduled", registry=r
         )
+        self.acknowledgements = Counter(
+            "mako_acknowledgements",
+            "CONTRL/APERAK received on our interchanges, by type and result (rejected: the partner "
+            "counts our message as not received; someone must correct and resend it)",
+            ["message_type", "result"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "mako_dead_letters", "messages given up on by this node, by source", ["source"], registry=r
         )
@@ -177,14 +184,22 @@ class Metrics:
         self.registry.register(StatsCollector(groups, labels))
 
     def observe_ingest(
-        self, status: str, outcomes: Mapping[str, int], *, dead_lettered: bool = False
+        self,
+        status: str,
+        outcomes: Mapping[str, int],
+        *,
+        dead_lettered: bool = False,
+        acknowledgements: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Count one ingested interchange and its transactions' outcomes.
 
         ``dead_lettered``: the interchange itself became a dead letter (unreadable, or a
-        conflicting retransmission), besides any of its transactions.
+        conflicting retransmission), besides any of its transactions. ``acknowledgements``:
+        ``(message type, "accepted" | "rejected")`` of each CONTRL/APERAK in it on one of ours.
         """
         self.interchanges.labels(status=status).inc()
+        for message_type, result in acknowledgements:
+            self.acknowledgements.labels(message_type=message_type, result=result).inc()
         if dead_lettered:
             self.dead_letters.labels(source="inbound").inc()
         for outcome, count in outcomes.items():

@@ -460,7 +460,10 @@ class Node:
         # cannot be read (no receipt to answer it with), besides transactions it cannot route.
         unreadable = result.status == "rejected" and result.interchange_ref is None
         whole = result.status == "conflict" or unreadable
-        self.metrics.observe_ingest(result.status, result.counts(), dead_lettered=whole)
+        acks = [(m.detail, m.ack) for m in result.messages if m.ack is not None]
+        self.metrics.observe_ingest(
+            result.status, result.counts(), dead_lettered=whole, acknowledgements=acks
+        )
         self._wake_outbox.set()  # its answers are stored, whether or not the move below works
         ok = result.status in ("accepted", "duplicate")
         self._move_decided(path, stat.st_mtime_ns, self.config.done_dir if ok else self.config.rejected_dir)

@@ -591,3 +591,40 @@ async def test_a_file_name_that_is_not_utf8_is_answered_and_done(tmp_path: Path)
     text = node.metrics.render().decode()
     assert metric(text, 'mako_interchanges_total{status="accepted"}') == 1
     assert metric(text, 'mako_outbox_delivered_total{message_type="CONTRL"}') == 1
+
+
+async def test_a_partner_rejecting_one_of_our_messages_is_counted_on_metrics(tmp_path: Path) -> None:
+    """The partner counts our message as not received (APERAK 313 / CONTRL 4): the process
+    records it, and an operator's alert needs it on /metrics, by type and result."""
+    from mako_actors.edifact import parse_interchange, render_outbound
+    from mako_actors.serve import Node
+
+    inbox, out, done = tmp_path / "in", tmp_path / "out", tmp_path / "done"
+    (tmp_path / "master.json").write_text(json.dumps({MALOS[0]: {"current": LFA}}))
+    node = Node(node_config(tmp_path, master_data=tmp_path / "master.json"))
+    async with in_process(node):
+        drop(inbox, "a.edi", interchange(0))
+
+        def to_lfa() -> list[str]:  # the 0020s of what went to the old supplier (its 55010)
+            sent = [parse_interchange((out / name).read_bytes()) for name in files(out)]
+            return [i.control_ref for i in sent if i.recipient.id == LFA]
+
+        await until("the 55010 to the old supplier delivered", lambda: bool(to_lfa()))
+        [ours] = to_lfa()
+        at = datetime.now(UTC)
+        rejection = render_outbound("APERAK", {
+            "reference": "A1", "document_number": "AP1", "document_date": at, "sender_id": LFA,
+            "recipient_id": NB, "positive": False, "referenced_interchange_ref": ours, "referenced_date": at,
+            "errors": [{"code": "Z35", "text": "Format nicht eingehalten"}],
+        }, envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFAAPK1"})
+        receipt = render_outbound("CONTRL", {
+            "reference": "C1", "interchange_ref": ours, "interchange_sender_id": NB,
+            "interchange_recipient_id": LFA, "action": "7",
+        }, envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFACTRL1"})
+        drop(inbox, "b.edi", rejection)
+        drop(inbox, "c.edi", receipt)
+        await until("both acknowledgements done", lambda: len(files(done)) == 3)
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_acknowledgements_total{message_type="APERAK",result="rejected"}') == 1
+    assert metric(text, 'mako_acknowledgements_total{message_type="CONTRL",result="accepted"}') == 1
+    assert metric(text, 'mako_acknowledgements_total{message_type="CONTRL",result="rejected"}') == 0

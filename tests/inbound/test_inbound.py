@@ -307,7 +307,7 @@ async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them
     aperak_result = await p.ingest(aperak, later)
     for result in (contrl_result, aperak_result):
         [ack] = result.messages
-        assert (ack.outcome, ack.process_id) == ("routed", started.process_id)
+        assert (ack.outcome, ack.process_id, ack.ack) == ("routed", started.process_id, "rejected")
     # A CONTRL gets no CONTRL back; the APERAK's interchange gets its CONTRL 7.
     assert await store.outbox_count() == before + 1
     process_events = await store.load(StreamId.for_process(TENANT, started.process_id))
