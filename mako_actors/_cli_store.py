@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     processes = sub.add_parser("processes", help="list processes, show one, or its timeline")
     psub = processes.add_subparsers(
         dest="processes_command", required=True, help="action",
-        metavar="{list,show,timeline,deem-lfa-agreement,reject-anmeldung}",
+        metavar="{list,show,timeline,deem-lfa-agreement,reject-anmeldung,form-tranche,reject-tranche-request}",
     )  # fmt: skip
     p = _leaf(psub, "list", "processes of the store, oldest first", _processes_list)
     p.add_argument("--tenant", help="our MP-ID (13 digits) or a tenant id prefix")
@@ -79,6 +79,31 @@ def register(sub: Any) -> None:
         "--text", required=True,
         help="why, sent to the LFN in FTX+ACB (at most 2,560 characters, ISO 8859-1)",
     )  # fmt: skip
+    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
+    p = _leaf(
+        psub, "form-tranche",
+        "an operator's decision for a Geschäftsvorfall 3 (55077 ZW2) awaiting its Tranche: the NB "
+        "formed it; the 55078 (E_0623 A56, A55 with --shares-missing) names the MaLo, the Tranche "
+        "and its share. Add the Tranche to the master data (tranche_of) for later Anmeldungen",
+        _processes_form_tranche, write=True,
+    )  # fmt: skip
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
+    p.add_argument("--tranche", required=True, help="the new Tranche's ID (a MaLo-ID's format)")
+    p.add_argument("--percent", required=True, help="its share of the MaLo in %% (> 0, < 100, two decimals)")
+    p.add_argument(
+        "--shares-missing", action="store_true",
+        help="a share stays in the NB's Bilanzkreis of a direktvermarktungspflichtige MaLo (A55)",
+    )  # fmt: skip
+    p.add_argument("--reason", required=True, help="kept in the process's events for audit")
+    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
+    p = _leaf(
+        psub, "reject-tranche-request",
+        "the other decision for a Geschäftsvorfall 3 awaiting its Tranche: the share asked for is "
+        "not free at the MaLo, 55080 with E_0623 A54",
+        _processes_reject_tranche_request, write=True,
+    )  # fmt: skip
+    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
+    p.add_argument("--reason", required=True, help="kept in the process's events for audit")
     p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
 
     outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
@@ -359,6 +384,44 @@ async def _processes_reject_anmeldung(store: Any, args: argparse.Namespace) -> i
             raise InvalidArgument(f"--text: {problems}") from None
 
     return await _operator_decides(store, args, command)
+
+
+async def _processes_form_tranche(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors.gpke import FormTranche
+
+    return await _operator_decides(
+        store, args,
+        _checked(lambda: FormTranche(
+            decided_at=_at(args), tranche=args.tranche.strip(), percent=args.percent.strip(),
+            shares_missing=args.shares_missing, reason=args.reason.strip(),
+        )),
+    )  # fmt: skip
+
+
+async def _processes_reject_tranche_request(store: Any, args: argparse.Namespace) -> int:
+    from mako_actors.gpke import RejectTrancheRequest
+
+    return await _operator_decides(
+        store, args, _checked(lambda: RejectTrancheRequest(decided_at=_at(args), reason=args.reason.strip()))
+    )
+
+
+def _checked(build: Callable[[], BaseModel]) -> Callable[[], BaseModel]:
+    """``build``, its ``ValidationError`` an ``InvalidArgument`` naming the fields (exit 1)."""
+    from pydantic import ValidationError
+
+    def command() -> BaseModel:
+        try:
+            return build()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: "
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise InvalidArgument(problems) from None
+
+    return command
 
 
 async def _operator_decides(store: Any, args: argparse.Namespace, command: Callable[[], BaseModel]) -> int:

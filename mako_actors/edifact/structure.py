@@ -154,6 +154,7 @@ _REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
     ("55010", "ZW5"): ("LOC+Z21",),
     ("55002", "ZAP"): ("LOC+Z22",),
     ("55078", "ZW1"): ("LOC+Z21",),
+    ("55078", "ZW2"): ("LOC+Z21",),  # [478]: the Tranche the NB formed (GV3)
     ("55038", "ZH0"): ("NAD+VY",),
     ("55038", "ZG9"): ("NAD+VY",),
     ("55038", "ZH1"): ("NAD+VY",),
@@ -178,8 +179,8 @@ UTILMD_SG8: dict[str, dict[str, tuple[SegmentRule, ...]]] = {
 }
 # 55078: the same groups, and between them "Daten der Tranche" (Muss [477] for GV2: how the
 # Tranche's size is formed, CCI+Z37 ZD1 percentage / ZD2 Aufteilungsfaktor, with the percentage
-# in SG9 QTY+11, Muss [384] with ZD1). ZD7/ZF1 are not modelled, nor GV3 ([478]: a Tranche the NB
-# forms).
+# in SG9 QTY+11, Muss [384] with ZD1); for GV3 ([478]) the Tranche the NB formed. ZD7/ZF1 are not
+# modelled.
 UTILMD_SG8["55078"] = {
     "Z98": UTILMD_SG8["55002"]["Z98"],
     "Z15": (_r("SEQ+Z15"), _r("QTY", "C", "S1 FV2504 55078 Muss [384] with CCI+Z37++ZD1"), _r("CCI")),
@@ -190,8 +191,12 @@ _REPEATS: dict[str, frozenset[str]] = dict.fromkeys(("55002", "55078"), frozense
 # SG8 groups a PID must carry once ([2061]), and those that may repeat ([2284]).
 _SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",), "55078": ("Z98",)}
 _SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3"), ("55078", "ZF3")})
-# SG8 groups required by STS+7 C556 #2 (S1 FV2504 55078 [477]: a Tranche's data with GV2).
-_SG8_REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {("55078", "ZW1"): ("Z15",)}
+# SG8 groups required by STS+7 C556 #2 (S1 FV2504 55078 [477]/[478]: a Tranche's data with
+# GV2 and GV3).
+_SG8_REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {
+    ("55078", "ZW1"): ("Z15",),
+    ("55078", "ZW2"): ("Z15",),
+}
 
 _UTILMD_HEADER = (_r("BGM"), _r("DTM+137"), _r("NAD+MS"), _r("NAD+MR"))
 _APERAK_312 = (

@@ -20,12 +20,14 @@ from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable
 from mako_actors.gpke.commands import (
     DecisionDeadlinePassed,
     DeemLfaAgreement,
+    FormTranche,
     LfaAnswerDeadlinePassed,
     ReceiveAbmeldung,
     ReceiveAcknowledgement,
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
     RejectAnmeldung,
+    RejectTrancheRequest,
     parse_command,
 )
 from mako_actors.gpke.errors import GasNotSupported, UnknownAnswerCode, UnknownPid, UnsupportedFormatVersion
@@ -48,6 +50,7 @@ __all__ = [
     "CodeTable",
     "DecisionDeadlinePassed",
     "DeemLfaAgreement",
+    "FormTranche",
     "FristenTable",
     "GasNotSupported",
     "GpkeConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
     "RejectAnmeldung",
+    "RejectTrancheRequest",
     "Route",
     "Status",
     "UnknownAnswerCode",

@@ -60,6 +60,10 @@ class Reason:
     LFA_OBJECTED_CONSUMING = "lfa_objected_consuming"
     LFA_OBJECTED_GENERATING = "lfa_objected_generating"
     OTHER_REJECTION = "other_rejection"
+    GV3_NO_AGREEMENT = "gv3_no_agreement"
+    GV3_SHARE_NOT_FREE = "gv3_share_not_free"
+    GV3_TRANCHE_FORMED_SHARES_MISSING = "gv3_tranche_formed_shares_missing"
+    GV3_TRANCHE_FORMED = "gv3_tranche_formed"
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
@@ -232,6 +236,26 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         # An operator's rejection (``RejectAnmeldung``), FTX+ACB Muss; only before the day in
         # ``CodeTable.usable_until`` (step 60/450/600: "ein zuvor nicht spezifizierter Fehler")
         "A99": _c(Reason.OTHER_REJECTION, "Sonstiges (Ablehnung, Begründung in FTX+ACB)", unconfirmed=False),
+        # Geschäftsvorfall 3, steps 500-600 (EBD 4.1-4.3, machine-readable trees): the supplier
+        # asked did not agree (510, A53) or the share is not free (520, A54); else the NB forms
+        # a new Tranche (A56; A55 with info on shares missing for a direktvermarktungspflichtige
+        # MaLo, 530/540), an operator's decision (``FormTranche``).
+        "A53": _c(
+            Reason.GV3_NO_AGREEMENT,
+            "GV3: der gewünschte Prozentsatz ist nicht frei (keiner Anfrage zugestimmt)",
+            unconfirmed=False,
+        ),
+        "A54": _c(
+            Reason.GV3_SHARE_NOT_FREE, "GV3: der gewünschte Prozentsatz ist nicht frei", unconfirmed=False
+        ),
+        "A55": _c(
+            Reason.GV3_TRANCHE_FORMED_SHARES_MISSING,
+            "GV3: Zustimmung unter Bildung einer neuen Tranche, Info über fehlende Anteile",
+            unconfirmed=False,
+        ),
+        "A56": _c(
+            Reason.GV3_TRANCHE_FORMED, "GV3: Zustimmung unter Bildung einer neuen Tranche", unconfirmed=False
+        ),
     },
     # E_0607 (EBD 4.1, S3): A11 Zustimmung (verbr.), A02 Vorlauffrist nicht eingehalten. An
     # Abmeldung by a supplier not assigned to the MaLo is not an E_0607 case: APERAK Z17.

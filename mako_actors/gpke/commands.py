@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -26,12 +27,14 @@ from pydantic import (
 
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.supply import Measurement, MsbRole, TrancheBasis, tranche_percent
+from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.version import FormatVersion
 
 __all__ = [
     "AwareDatetime",
     "DecisionDeadlinePassed",
     "DeemLfaAgreement",
+    "FormTranche",
     "GpkeCommand",
     "InboundUtilmd",
     "LfaAnswerDeadlinePassed",
@@ -41,6 +44,7 @@ __all__ = [
     "ReceiveAnmeldung",
     "ReceiveLfaAnswer",
     "RejectAnmeldung",
+    "RejectTrancheRequest",
     "parse_command",
 ]
 
@@ -334,6 +338,50 @@ class RejectAnmeldung(BaseModel):
     text: Annotated[str, AfterValidator(_remark), Field(max_length=2560)]
 
 
+def _tranche_id(value: str) -> str:
+    if not is_valid_malo_id(value):
+        raise ValueError(f"{value!r} is no Tranche-ID (a MaLo-ID's format with its check digit, [950])")
+    return value
+
+
+def _percent(value: str) -> str:
+    return tranche_percent(value)
+
+
+class FormTranche(BaseModel):
+    """An operator's decision for a Geschäftsvorfall 3 (a 55077 with STS+7 #2 ZW2) awaiting its
+    Tranche (status ``awaiting_operator``): the NB has formed Tranche ``tranche`` (its ID) with
+    ``percent`` of the MaLo for the LFN. The 55078 confirms with E_0623 A56, or A55 with
+    ``shares_missing`` (a share stays in the NB's Bilanzkreis of a direktvermarktungspflichtige
+    MaLo, E_0623 steps 530/540), and names the MaLo (LOC+Z16), the Tranche (LOC+Z21) and its
+    share (SG8 Z15, QTY+11 with CCI+Z37++ZD1). The MaLo's claim is released; the NB's master
+    data name the Tranche from then on (``tranche_of``, its supplier), which decide later
+    Anmeldungen of it. ``reason`` is kept for audit. Any other process or status refuses it
+    (``WorkflowError``, nothing written).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["form_tranche"] = "form_tranche"
+    decided_at: AwareDatetime
+    tranche: Annotated[str, AfterValidator(_tranche_id)]
+    percent: Annotated[str, BeforeValidator(str), AfterValidator(_percent)]
+    shares_missing: bool = False
+    reason: str = Field(min_length=1)
+
+
+class RejectTrancheRequest(BaseModel):
+    """An operator's decision for a Geschäftsvorfall 3 awaiting its Tranche: the percentage the LFN
+    asked for is not free at the MaLo (E_0623 step 520), 55080 with A54. ``reason`` is kept for
+    audit. Any other process or status refuses it (``WorkflowError``, nothing written)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["reject_tranche_request"] = "reject_tranche_request"
+    decided_at: AwareDatetime
+    reason: str = Field(min_length=1)
+
+
 GpkeCommand = Annotated[
     ReceiveAnmeldung
     | ReceiveAbmeldung
@@ -342,7 +390,9 @@ GpkeCommand = Annotated[
     | LfaAnswerDeadlinePassed
     | DecisionDeadlinePassed
     | DeemLfaAgreement
-    | RejectAnmeldung,
+    | RejectAnmeldung
+    | FormTranche
+    | RejectTrancheRequest,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(GpkeCommand)

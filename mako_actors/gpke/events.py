@@ -42,7 +42,10 @@ __all__ = [
     "LfaDeemedToAgree",
     "LfaNotReached",
     "MaloMeasurementKnown",
+    "TrancheFormationAwaited",
+    "TrancheFormedByOperator",
     "TrancheKnown",
+    "TrancheRequestRejectedByOperator",
 ]
 
 
@@ -267,6 +270,31 @@ class AnmeldungRejectedByOperator(GpkeEvent, type="gpke.anmeldung_rejected_by_op
     text: str
 
 
+class TrancheFormationAwaited(GpkeEvent, type="gpke.tranche_formation_awaited"):
+    """A Geschäftsvorfall 3 (55077 STS+7 #2 ZW2) passed E_0622 and no supplier asked objected:
+    E_0623 (steps 520-600) now needs the NB to form the new Tranche (its ID, its share), which no
+    message carries. Nothing is sent; the process awaits an operator (``FormTranche``,
+    ``RejectTrancheRequest`` or ``RejectAnmeldung``) with the NB's 11:00 Frist as a timer."""
+
+
+class TrancheFormedByOperator(GpkeEvent, type="gpke.tranche_formed_by_operator"):
+    """An operator formed the Tranche a Geschäftsvorfall 3 asked for: ``tranche`` (its ID) with
+    ``percent`` of the MaLo; ``shares_missing``: E_0623 A55 instead of A56."""
+
+    decided_at: datetime
+    tranche: str
+    percent: str
+    shares_missing: bool
+    reason: str
+
+
+class TrancheRequestRejectedByOperator(GpkeEvent, type="gpke.tranche_request_rejected_by_operator"):
+    """An operator found the share a Geschäftsvorfall 3 asked for not free (E_0623 A54)."""
+
+    decided_at: datetime
+    reason: str
+
+
 class LateLfaAnswerIgnored(GpkeEvent, type="gpke.lfa_answer_ignored"):
     """An LFA answer after the decision (or a repeat): acknowledged, without effect."""
 
@@ -345,6 +373,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DecisionOverdue,
     LfaAgreementDeemedByOperator,
     AnmeldungRejectedByOperator,
+    TrancheFormationAwaited,
+    TrancheFormedByOperator,
+    TrancheRequestRejectedByOperator,
     LateLfaAnswerIgnored,
     AnmeldungDecided,
     AbmeldungReceived,

@@ -21,7 +21,8 @@ class Status(StrEnum):
 
     ``AWAITING_OPERATOR``: 09:00 passed after the LFA rejected our 55010, so its silence is no
     agreement; nothing more happens until an operator sends ``DeemLfaAgreement`` or
-    ``RejectAnmeldung``.
+    ``RejectAnmeldung``. Or a Geschäftsvorfall 3 awaits the Tranche the NB forms
+    (``FormTranche``, ``RejectTrancheRequest`` or ``RejectAnmeldung``).
     """
 
     NEW = "new"

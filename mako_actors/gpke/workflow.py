@@ -28,6 +28,10 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    the LFA agreed) or ``RejectAnmeldung`` (55003/55080 with A99 and the operator's text);
    meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
    records ``DecisionOverdue`` (the process still waits; a late decision still answers).
+   A Geschäftsvorfall 3 (55077 ZW2) takes E_0623 steps 500-600: the LFA objecting is 55080
+   A53; otherwise ``TrancheFormationAwaited``, status ``awaiting_operator``, nothing sent,
+   until an operator's ``FormTranche`` (55078 A56/A55 naming the new Tranche and its share)
+   or ``RejectTrancheRequest`` (55080 A54); no 55037, and the claim is released either way.
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
    same commit. A befristete Anmeldung (STS+7 #3, ``FixedTermRequested``) is confirmed for
    its term only: the fact ends at its DTM+93, which the 55002 repeats with #3.
@@ -71,6 +75,7 @@ from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
     DecisionDeadlinePassed,
     DeemLfaAgreement,
+    FormTranche,
     InboundUtilmd,
     LfaAnswerDeadlinePassed,
     ProductPackage,
@@ -79,6 +84,7 @@ from mako_actors.gpke.commands import (
     ReceiveAnmeldung,
     ReceiveLfaAnswer,
     RejectAnmeldung,
+    RejectTrancheRequest,
 )
 from mako_actors.gpke.errors import UnsupportedFormatVersion
 from mako_actors.gpke.events import (
@@ -103,7 +109,10 @@ from mako_actors.gpke.events import (
     LfaDeemedToAgree,
     LfaNotReached,
     MaloMeasurementKnown,
+    TrancheFormationAwaited,
+    TrancheFormedByOperator,
     TrancheKnown,
+    TrancheRequestRejectedByOperator,
 )
 from mako_actors.gpke.fristen import (
     DEFAULT_ACK_WINDOWS,
@@ -328,6 +337,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             return self._decision_overdue(state, command)
         if isinstance(command, RejectAnmeldung):
             return self._operator_rejects(state, command)
+        if isinstance(command, FormTranche):
+            return self._operator_forms_tranche(state, command)
+        if isinstance(command, RejectTrancheRequest):
+            return self._operator_rejects_tranche_request(state, command)
         raise WorkflowError.rejected(f"{self.name}: unknown command {type(command).__name__}")
 
     def _acknowledgement(self, state: GpkeState, cmd: ReceiveAcknowledgement) -> WorkflowOutput:
@@ -556,20 +569,43 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         return out.output()
 
-    def _decide_anmeldung(self, out: _Out, *, confirmed: bool, remark: str | None = None) -> None:
+    def _decide_anmeldung(
+        self,
+        out: _Out,
+        *,
+        confirmed: bool,
+        remark: str | None = None,
+        formed: TrancheFormedByOperator | None = None,
+        share_not_free: bool = False,
+    ) -> None:
         """E_0623: confirm, or reject because the LFA objected; with ``remark`` (an operator's
-        rejection) A99 "Sonstiges" with that text in FTX+ACB."""
+        rejection) A99 "Sonstiges" with that text in FTX+ACB. A Geschäftsvorfall 3 takes steps
+        500-600: the LFA objecting is A53; else it waits for an operator to form the Tranche
+        (``formed``: A56/A55) or find its share not free (``share_not_free``: A54)."""
         s = out.state
         assert s.format_version and s.pid and s.lfn and s.request_ide
-        if confirmed:
+        gv3 = _is_gv3(s)
+        if gv3 and confirmed and formed is None:
+            # No message names the new Tranche's ID and share: nothing goes out until the NB
+            # has formed it (and no A58, which E_0623 gives GV1/GV2 only).
+            _await_operator(out, TrancheFormationAwaited())
+            return
+        if formed is not None:
+            shares_missing = formed.shares_missing
+            reason = Reason.GV3_TRANCHE_FORMED_SHARES_MISSING if shares_missing else Reason.GV3_TRANCHE_FORMED
+        elif confirmed:
             reason = Reason.APPROVED_GENERATING if s.generating else Reason.APPROVED_CONSUMING
         elif remark is not None:
             reason = Reason.OTHER_REJECTION
+        elif share_not_free:
+            reason = Reason.GV3_SHARE_NOT_FREE
+        elif gv3:
+            reason = Reason.GV3_NO_AGREEMENT  # step 510: the supplier asked did not agree
         else:
             reason = Reason.LFA_OBJECTED_GENERATING if s.generating else Reason.LFA_OBJECTED_CONSUMING
         code = self.config.codes.code_for(s.format_version, Ebd.DECIDE_ANMELDUNG, reason)
         # STS+Z35 repeats the LFA's objection (A50/A57 only, AHB 55003 [356] / 55080 [84]).
-        lfa_code = None if confirmed or remark is not None else s.lfa_code
+        lfa_code = None if confirmed or remark is not None or gv3 else s.lfa_code
         # The 55002 of a befristete Anmeldung repeats its end and STS+7 #3 (AHB 55002 [10]).
         fixed_term: dict[str, Any] = (
             {"end": s.zuordnungsende, "transaction_reason_fixed_term": s.fixed_term_reason}
@@ -608,9 +644,19 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             product_package=s.product_package if confirmed else None,
             **fixed_term,
             **metering,
+            # GV3: the new Tranche (LOC+Z21 Muss [478]) and its share (SG8 Z15 Muss [478])
+            **(
+                {"tranche": formed.tranche, "tranche_basis": "ZD1", "tranche_percent": formed.percent}
+                if formed is not None
+                else {}
+            ),
         )
         assert s.zuordnungsbeginn is not None
-        if confirmed:
+        if gv3:
+            # The MaLo's claim ends; who supplies the new Tranche is the NB's master data from now
+            # on (its ``tranche_of`` entry), and the LFA keeps the rest of the MaLo: no 55037.
+            out.journal.append(fact_entry(kind="released", process=s.seed))
+        elif confirmed:
             # A befristete Anmeldung's supply ends at its DTM+93 (``zuordnungsende``).
             out.journal.append(
                 fact_entry(
@@ -624,11 +670,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         else:
             out.journal.append(fact_entry(kind="released", process=s.seed))
         termination = cancellation = None
-        if confirmed and s.lfa is not None:
+        if confirmed and s.lfa is not None and not gv3:
             termination = out.utilmd(
                 s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn, trigger_detail=s.transaction_detail
             )
-        if confirmed and s.lfz is not None:
+        if confirmed and s.lfz is not None and not gv3:
             cancellation = out.utilmd(
                 s.lfz,
                 "55038",
@@ -720,15 +766,49 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
-    def _operator(self, state: GpkeState, cmd: DeemLfaAgreement | RejectAnmeldung) -> _Out:
+    def _operator(self, state: GpkeState, cmd: OperatorDecision) -> _Out:
         """The output of an operator's decision, stamped ``cmd.decided_at``; ``WorkflowError``
-        unless the process awaits one (its 55010 was rejected and 09:00 passed)."""
+        unless the process awaits one (its 55010 was rejected and 09:00 passed, or a
+        Geschäftsvorfall 3 awaits its Tranche) and, for a Tranche's decisions, is a GV3."""
         if state.status is not _AWAITING_OPERATOR or state.own_id is None:
             raise WorkflowError.invalid_state(
-                f"{self.name}: {type(cmd).__name__} is for a process awaiting an operator after its "
-                f"55010 was rejected; this one is {state.status.value}"
+                f"{self.name}: {type(cmd).__name__} is for a process awaiting an operator; this one is "
+                f"{state.status.value}"
+            )
+        tranche_decision = isinstance(cmd, FormTranche | RejectTrancheRequest)
+        if tranche_decision != _is_gv3(state) and not isinstance(cmd, RejectAnmeldung):
+            raise WorkflowError.invalid_state(
+                f"{self.name}: {type(cmd).__name__} is not for this process: "
+                + (
+                    "a Geschäftsvorfall 3 goes on by its Tranche (FormTranche, RejectTrancheRequest)"
+                    if _is_gv3(state)
+                    else "only a Geschäftsvorfall 3 (55077 STS+7 ZW2) asks for a new Tranche"
+                )
             )
         return _Out(self, state, state.seed, state.own_id, cmd.decided_at)
+
+    def _operator_forms_tranche(self, state: GpkeState, cmd: FormTranche) -> WorkflowOutput:
+        out = self._operator(state, cmd)
+        formed = TrancheFormedByOperator(
+            decided_at=cmd.decided_at,
+            tranche=cmd.tranche,
+            percent=cmd.percent,
+            shares_missing=cmd.shares_missing,
+            reason=cmd.reason,
+        )
+        out.emit(formed)
+        out.cancel.append(DECISION_DEADLINE)
+        self._decide_anmeldung(out, confirmed=True, formed=formed)
+        return out.output()
+
+    def _operator_rejects_tranche_request(
+        self, state: GpkeState, cmd: RejectTrancheRequest
+    ) -> WorkflowOutput:
+        out = self._operator(state, cmd)
+        out.emit(TrancheRequestRejectedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
+        out.cancel.append(DECISION_DEADLINE)
+        self._decide_anmeldung(out, confirmed=False, share_not_free=True)
+        return out.output()
 
     def _operator_deems(self, state: GpkeState, cmd: DeemLfaAgreement) -> WorkflowOutput:
         out = self._operator(state, cmd)
@@ -1103,10 +1183,20 @@ def _lfa_not_reached(state: GpkeState, event: LfaNotReached, update: dict[str, A
     update["status"] = _AWAITING_OPERATOR
 
 
+def _awaits_operator(state: GpkeState, event: TrancheFormationAwaited, update: dict[str, Any]) -> None:
+    update["status"] = _AWAITING_OPERATOR
+
+
 def _not_reached(out: _Out, due: datetime, rejected: str) -> None:
-    """``LfaNotReached`` and, while an operator decides, the NB's own 11:00 Frist as a timer:
-    ``deadlines list`` shows what is at stake, and a miss is recorded (``DecisionOverdue``)."""
-    out.emit(LfaNotReached(due_at=due, interchange_ref=rejected))
+    """``LfaNotReached``, then the operator's wait (``_await_operator``)."""
+    _await_operator(out, LfaNotReached(due_at=due, interchange_ref=rejected))
+
+
+def _await_operator(out: _Out, event: LfaNotReached | TrancheFormationAwaited) -> None:
+    """``event`` (the process awaits an operator) and, while one decides, the NB's own 11:00 Frist
+    as a timer: ``deadlines list`` shows what is at stake, and a miss is recorded
+    (``DecisionOverdue``)."""
+    out.emit(event)
     s = out.state
     decision = s.fristen.due.get(DECISION_DEADLINE) if s.fristen is not None else None
     if decision is not None and s.pid is not None:
@@ -1118,6 +1208,14 @@ def _not_reached(out: _Out, due: datetime, rejected: str) -> None:
                 payload={"pid": answers, "lfn": s.lfn, "waiting_for": "operator"},
             )
         )
+
+
+def _is_gv3(state: GpkeState) -> bool:
+    """Whether the process is a Geschäftsvorfall 3 (a 55077 with STS+7 #2 ZW2: a new Tranche)."""
+    return state.generating and state.transaction_detail == "ZW2"
+
+
+OperatorDecision = DeemLfaAgreement | RejectAnmeldung | FormTranche | RejectTrancheRequest
 
 
 def _rejected_lfa_request(state: GpkeState) -> str | None:
@@ -1158,6 +1256,9 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     DecisionOverdue: _no_step,
     LfaAgreementDeemedByOperator: _lfa_deemed,
     AnmeldungRejectedByOperator: _no_step,
+    TrancheFormationAwaited: _awaits_operator,
+    TrancheFormedByOperator: _no_step,
+    TrancheRequestRejectedByOperator: _no_step,
     AnmeldungDecided: _decided,
     AbmeldungDecided: _decided,
     AcknowledgementReceived: _acknowledged,

@@ -1,0 +1,163 @@
+"""Geschäftsvorfall 3 (a 55077 with STS+7 #2 ZW2: a new Tranche of a generating MaLo), E_0623
+steps 500-600 of the machine-readable trees (EBD 4.1-4.3): the supplier asked objecting is A53;
+otherwise no message can confirm it before the NB has formed the Tranche (its ID, its share),
+so the process awaits an operator: ``FormTranche`` gives the 55078 with A56 (A55 with shares
+missing) naming the MaLo, the new Tranche and its share; ``RejectTrancheRequest`` the 55080 with
+A54. Never A58, which E_0623 gives Geschäftsvorfall 1 and 2 only, and never a 55037: the LFA
+keeps the rest of the MaLo."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from gpke_support import LFA, LFN, MALO, anmeldung, lfa_answer, run, sent, utilmd
+
+from mako_actors.edifact import render_outbound
+from mako_actors.edifact.structure import check_structure
+from mako_actors.errors import WorkflowError
+from mako_actors.gpke import (
+    DECISION_DEADLINE,
+    DeemLfaAgreement,
+    FormTranche,
+    GpkeNbWorkflow,
+    GpkeState,
+    RejectAnmeldung,
+    RejectTrancheRequest,
+    Status,
+    parse_command,
+)
+from mako_actors.gpke import events as ev
+
+WF = GpkeNbWorkflow()
+TRANCHE = "41234567896"  # the ID the NB forms (a MaLo-ID's format)
+DECIDED = datetime.fromisoformat("2025-06-06T10:00:00+02:00")
+
+
+def gv3(**overrides: Any) -> Any:
+    """A GV3 Anmeldung received 05.06.2025 for 15.07. (not the 1st of a month: lead time kept)."""
+    values = {"pid": "55077", "transaction_detail": "ZW2", "zuordnungsbeginn": "2025-07-15T00:00:00+02:00"}
+    return anmeldung(**(values | overrides))
+
+
+def awaiting(**overrides: Any) -> tuple[GpkeState, Any]:
+    """A GV3 that passed E_0622 without an LFA: it waits for the Tranche."""
+    state, out = run(WF, WF.initial_state(), gv3(**overrides))
+    assert state.status is Status.AWAITING_OPERATOR
+    return state, out
+
+
+def form(**overrides: Any) -> FormTranche:
+    values: dict[str, Any] = {"decided_at": DECIDED, "tranche": TRANCHE, "percent": "30", "reason": "PV"}
+    return FormTranche(**(values | overrides))
+
+
+def test_a_gv3_that_passes_e_0622_sends_nothing_but_awaits_its_tranche() -> None:
+    _, out = awaiting()
+    assert sent(out) == [("APERAK", "312", LFN)]  # no 55078 A58
+    assert [type(e) for e in out.events][-1] is ev.TrancheFormationAwaited
+    # The NB's own 11:00 Frist runs as a timer while the operator decides; the MaLo stays claimed.
+    assert [d.label for d in out.deadlines] == [DECISION_DEADLINE]
+    assert [entry["kind"] for _, entry in out.journal] == ["claimed"]
+
+
+@pytest.mark.parametrize(("shares_missing", "code"), [(False, "A56"), (True, "A55")])
+def test_forming_the_tranche_confirms_with_the_malo_the_tranche_and_its_share(
+    shares_missing: bool, code: str
+) -> None:
+    state, _ = awaiting()
+    state, out = run(WF, state, form(shares_missing=shares_missing))
+    assert sent(out) == [("UTILMD", "55078", LFN)]
+    tx = utilmd(out, "55078")
+    assert (tx["answer_code"], tx["answer_ebd"]) == (code, "E_0623")
+    assert (tx["malo"], tx["tranche"]) == (MALO, TRANCHE)
+    assert (tx["tranche_basis"], tx["tranche_percent"]) == ("ZD1", "30")
+    raw = render_outbound("UTILMD", out.outbox[0].payload)
+    assert f"LOC+Z16+{MALO}'LOC+Z21+{TRANCHE}'".encode() in raw
+    assert b"SEQ+Z15'QTY+11:30:P1'CCI+Z37++ZD1'" in raw and check_structure(raw) == []
+    assert state.status is Status.CONFIRMED and state.answer_code == code
+    # The claim on the MaLo ends; the Tranche's supplier is master data from now on.
+    assert [entry["kind"] for _, entry in out.journal] == ["released"]
+    assert out.cancel_deadlines == (DECISION_DEADLINE,)
+
+
+def test_with_an_lfa_that_agrees_the_tranche_is_awaited_and_no_55037_goes_out() -> None:
+    state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFA))
+    request = utilmd(out, "55010")["ide_ref"]
+    state, out = run(WF, state, lfa_answer(request, received_at="2025-06-06T08:00:00+02:00"))
+    assert sent(out) == [("APERAK", "312", LFA)] and state.status is Status.AWAITING_OPERATOR
+    state, out = run(WF, state, form())
+    assert sent(out) == [("UTILMD", "55078", LFN)]  # the LFA keeps the rest of the MaLo
+
+
+def test_an_lfa_objecting_rejects_with_a53_without_its_code() -> None:
+    state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFA))
+    request = utilmd(out, "55010")["ide_ref"]
+    objection = lfa_answer(
+        request, pid="55012", answer_code="A39", received_at="2025-06-06T08:00:00+02:00"
+    )
+    state, out = run(WF, state, objection)
+    tx = utilmd(out, "55080")
+    assert (tx["answer_code"], tx["answer_ebd"]) == ("A53", "E_0623")
+    assert "lfa_answer_code" not in tx and "other_party_id" not in tx  # STS+Z35 only with A57 ([84])
+    assert state.status is Status.REJECTED
+
+
+def test_a_share_not_free_rejects_with_a54() -> None:
+    state, _ = awaiting()
+    state, out = run(WF, state, RejectTrancheRequest(decided_at=DECIDED, reason="nur 20 % frei"))
+    assert (utilmd(out, "55080")["answer_code"], state.status) == ("A54", Status.REJECTED)
+    assert [entry["kind"] for _, entry in out.journal] == ["released"]
+
+
+def test_the_operator_may_reject_a_gv3_with_a99_but_not_deem_it_agreed() -> None:
+    state, _ = awaiting()
+    with pytest.raises(WorkflowError, match="a Geschäftsvorfall 3 goes on by its Tranche"):
+        run(WF, state, DeemLfaAgreement(decided_at=DECIDED, reason="x"))
+    _, out = run(WF, state, RejectAnmeldung(decided_at=DECIDED, text="Anlage stillgelegt"))
+    assert utilmd(out, "55080")["answer_code"] == "A99"
+
+
+def test_tranche_decisions_are_only_for_a_gv3_awaiting_its_tranche() -> None:
+    state, _ = run(WF, WF.initial_state(), anmeldung(pid="55077", current_supplier=LFA))  # GV1
+    with pytest.raises(WorkflowError, match="awaiting an operator; this one is awaiting_lfa"):
+        run(WF, state, form())
+    state, _ = awaiting()
+    done, _ = run(WF, state, form())
+    with pytest.raises(WorkflowError, match="this one is confirmed"):
+        run(WF, done, RejectTrancheRequest(decided_at=DECIDED, reason="x"))
+
+
+def test_form_tranche_checks_the_tranche_id_and_share() -> None:
+    assert parse_command({"kind": "form_tranche", "decided_at": DECIDED.isoformat(), "tranche": TRANCHE,
+                          "percent": 12.5, "reason": "x"}) == form(percent="12.5", reason="x")  # fmt: skip
+    with pytest.raises(ValueError, match="no Tranche-ID"):
+        form(tranche="41234567890")  # its check digit is wrong
+    with pytest.raises(ValueError, match="'tranche_percent' is '100'"):
+        form(percent="100")
+
+
+def test_an_unanswered_gv3_is_overdue_at_11_00_and_can_still_be_formed() -> None:
+    state, out = awaiting()
+    [deadline] = out.deadlines
+    command = WF.on_deadline(_as_deadline(deadline), state)
+    assert command is not None
+    state, out = run(WF, state, command)
+    assert [type(e) for e in out.events] == [ev.DecisionOverdue] and state.status is Status.AWAITING_OPERATOR
+    state, out = run(WF, state, form(decided_at=DECIDED + timedelta(hours=3)))
+    assert utilmd(out, "55078")["answer_code"] == "A56"
+
+
+def _as_deadline(pending: Any) -> Any:
+    from mako_actors.deadlines import Deadline
+    from mako_actors.ids import DeadlineId, ProcessId, StreamId, TenantId
+    from mako_actors.version import WorkflowId
+
+    process = ProcessId.new()
+    tenant = TenantId.from_party_id("9900000002009")
+    return Deadline(
+        deadline_id=DeadlineId.new(), stream_id=StreamId.for_process(tenant, process), process_id=process,
+        tenant_id=tenant, workflow_id=WorkflowId.new("gpke-nb", "FV2504"), label=pending.label,
+        due_at=pending.due_at, payload=pending.payload,
+    )  # fmt: skip

@@ -1,0 +1,65 @@
+"""On LMDB, from EDIFACT to the operator's CLI: a Geschäftsvorfall 3 (55077 STS+7 #2 ZW2) waits
+for its Tranche with nothing sent to the LFN; ``processes form-tranche`` sends the 55078 (E_0623
+A56) naming the MaLo, the new Tranche and its share; bad input is refused, nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mako_actors.cli import main
+from mako_actors.edifact import render_outbound
+from mako_actors.edifact.structure import check_structure
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+from tests.inbound.edi import LFN, MALO, THU_1430, anmeldung, kind, outbox, pipeline
+
+TRANCHE = "41234567896"
+MID_DECEMBER = datetime(2025, 12, 14, 23, 0, tzinfo=UTC)  # 15.12.2025 00:00 CET: not the 1st
+
+
+def awaiting_store(path: Path) -> str:
+    """A store holding one GV3 process awaiting its Tranche; its process id."""
+
+    async def build() -> str:
+        async with LmdbStore(path) as store:
+            p = pipeline(store, VirtualClock(THU_1430))
+            raw = anmeldung(pid="55077", gv="ZW2", start=MID_DECEMBER)
+            [started] = (await p.ingest(raw, THU_1430)).messages
+            assert [kind(m) for m in await outbox(store)] == ["CONTRL7", "APERAK+"]  # no 55078 yet
+            return str(started.process_id)
+
+    return asyncio.run(build())
+
+
+def test_the_operator_forms_the_tranche_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    process = awaiting_store(tmp_path / "db")
+    db = str(tmp_path / "db")
+    assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
+    assert [row["process_id"] for row in json.loads(capsys.readouterr().out)] == [process]
+    form = ["processes", "form-tranche", process[-8:], "--store", db, "--at", "2025-11-14T09:40:00+01:00"]
+    assert main([*form, "--tranche", "41234567890", "--percent", "30", "--reason", "PV"]) == 1
+    assert "--tranche: " in capsys.readouterr().err
+    assert main([*form, "--tranche", TRANCHE, "--percent", "100", "--reason", "PV"]) == 1
+    assert "--percent: 'tranche_percent' is '100'" in capsys.readouterr().err
+    code = main([*form, "--tranche", TRANCHE, "--percent", "37.5", "--reason", "PV, 37,5 % frei"])
+    assert code == 0, capsys.readouterr().err
+    assert "gpke.tranche_formed_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
+    assert main(["processes", "reject-tranche-request", process[-8:], "--store", db, "--reason", "x"]) == 1
+    assert "this one is confirmed" in capsys.readouterr().err
+
+    async def sent() -> list[bytes]:
+        async with LmdbStore(tmp_path / "db") as store:
+            return [render_outbound("UTILMD", m.payload) for m in await outbox(store) if kind(m) == "55078"]
+
+    [confirmation] = asyncio.run(sent())
+    assert b"STS+E01++A56:E_0623'" in confirmation
+    assert f"LOC+Z16+{MALO}'LOC+Z21+{TRANCHE}'".encode() in confirmation
+    assert b"SEQ+Z15'QTY+11:37.5:P1'CCI+Z37++ZD1'" in confirmation
+    assert f"NAD+MR+{LFN}".encode() in confirmation and check_structure(confirmation) == []
