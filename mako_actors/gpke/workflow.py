@@ -766,7 +766,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self._decide_anmeldung(out, confirmed=True)
         return out.output()
 
-    def _operator(self, state: GpkeState, cmd: OperatorDecision) -> _Out:
+    def _operator(self, state: GpkeState, cmd: _OperatorDecision) -> _Out:
         """The output of an operator's decision, stamped ``cmd.decided_at``; ``WorkflowError``
         unless the process awaits one (its 55010 was rejected and 09:00 passed, or a
         Geschäftsvorfall 3 awaits its Tranche) and, for a Tranche's decisions, is a GV3."""
@@ -1215,7 +1215,7 @@ def _is_gv3(state: GpkeState) -> bool:
     return state.generating and state.transaction_detail == "ZW2"
 
 
-OperatorDecision = DeemLfaAgreement | RejectAnmeldung | FormTranche | RejectTrancheRequest
+_OperatorDecision = DeemLfaAgreement | RejectAnmeldung | FormTranche | RejectTrancheRequest
 
 
 def _rejected_lfa_request(state: GpkeState) -> str | None:
