@@ -197,7 +197,7 @@ async def replay_partitions(
     for report, part in results:
         for name in (
             "messages", "events_appended", "outbox_enqueued", "processes_created", "deadlines_fired",
-            "dead_letters", "outbox",
+            "dead_letters", "outbox", "awaiting_operator",
         ):  # fmt: skip
             setattr(total, name, getattr(total, name) + getattr(report, name))
         total.statuses += report.statuses

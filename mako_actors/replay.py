@@ -133,6 +133,10 @@ class ReplayReport:
     processes_created: int = 0
     deadlines_fired: int = 0
     dead_letters: int = 0
+    #: Processes the run left awaiting an operator's decision (their answer is not sent: an LFA
+    #: our 55010 did not reach, a Geschäftsvorfall 3's Tranche): ``processes list --status
+    #: awaiting_operator`` names them.
+    awaiting_operator: int = 0
     outbox: int = 0
     first: datetime | None = None
     last: datetime | None = None
@@ -163,6 +167,7 @@ class ReplayReport:
             "processes_created": self.processes_created,
             "deadlines_fired": self.deadlines_fired,
             "dead_letters": self.dead_letters,
+            "awaiting_operator": self.awaiting_operator,
             "errors": self.errors[:1000],
             "rejected": self.rejected[:1000],
             "failures": self.failures[:1000],
@@ -505,6 +510,15 @@ def encoded_decisions(decisions: dict[str, list[list[Any]]]) -> dict[str, bytes]
     such dicts is the digest of the union: how ``--workers N`` merges its workers' decisions)."""
     encode = _DIGEST_JSON.encode  # one encoder for all seeds (``json.dumps`` makes one per call)
     return {seed: encode([seed, steps]).encode() for seed, steps in decisions.items()}
+
+
+#: The decisions after which a process waits for an operator (``DecisionOverdue`` keeps it waiting).
+_WAITING = frozenset({"gpke.lfa_not_reached", "gpke.tranche_formation_awaited", "gpke.decision_overdue"})
+
+
+def awaiting_operator(decisions: dict[str, list[list[Any]]]) -> int:
+    """How many processes of ``process_decisions`` wait for an operator after their last decision."""
+    return sum(1 for entries in decisions.values() if entries and entries[-1][0] in _WAITING)
 
 
 def digest_of(encoded: dict[str, bytes]) -> str:
@@ -1407,6 +1421,7 @@ async def _replay_items(
         decisions = view.decisions.result() if view.fresh else process_decisions(await _all_events(lmdb))
         encoded = encoded_decisions(decisions)
         report.decision_digest = digest_of(encoded)
+        report.awaiting_operator = awaiting_operator(decisions)
     return report, encoded
 
 

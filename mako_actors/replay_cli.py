@@ -206,13 +206,19 @@ def _replay(args: argparse.Namespace) -> int:
             f"{args.directory} not in manifest.csv, not replayed: {names}",
             markup=False, soft_wrap=True, highlight=False,
         )  # fmt: skip
+    if report.awaiting_operator:  # their answers are not sent: say so, also with --json
+        console.print(
+            f"mako-actors replay: {report.awaiting_operator} process(es) await an operator's decision, "
+            "their answers not sent (processes list --status awaiting_operator)",
+            markup=False, soft_wrap=True, highlight=False,
+        )  # fmt: skip
     if args.json:
         print(json.dumps(plain, indent=2, ensure_ascii=False))
     else:
         for key in (
             "files", "messages", "statuses", "outcomes", "events_appended", "outbox_enqueued",
-            "processes_created", "deadlines_fired", "dead_letters", "not_in_manifest", "duration_s",
-            "messages_per_s", "decision_digest",
+            "processes_created", "deadlines_fired", "dead_letters", "awaiting_operator", "not_in_manifest",
+            "duration_s", "messages_per_s", "decision_digest",
         ):  # fmt: skip
             print(f"{key:>17}: {plain[key]}")
         print(f"{'period':>17}: {plain['first']} .. {plain['last']}")

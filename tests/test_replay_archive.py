@@ -301,3 +301,31 @@ async def test_generated_defects_reach_the_master_data_steps_of_e_0622(tmp_path:
     confirmations = [m for m in utilmd if m.payload["transactions"][0]["pid"] == "55002"]
     assert all(m.payload["transactions"][0]["messlokationen"] for m in confirmations)
     assert all(outbound_problems(render_outbound("UTILMD", m.payload)) == [] for m in confirmations)
+
+
+def test_the_report_counts_processes_left_for_an_operator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Geschäftsvorfall 3 waits for the Tranche the NB forms: its answer is not sent, and the
+    report says how many such processes the run left (on 1 and 2 workers alike)."""
+    from datetime import UTC
+
+    from mako_actors.gpke.synthetic import anmeldung
+
+    src = generated(tmp_path / "in", processes=20)
+    lfn = sorted(json.loads((src / "master.json").read_text())["bilanzkreise"])[0]  # holds its own
+    at = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    start = datetime(2025, 12, 14, 23, tzinfo=UTC)  # 15.12., not the 1st: the lead time is kept
+    gv3 = anmeldung(
+        lfn=lfn, nb=NB, malo="41234567896", zuordnungsbeginn=start, ide_ref="GV3TX1", control_ref="GV3IC1",
+        sent_at=at, pid="55077", detail="ZW2",
+    )  # fmt: skip
+    (src / "gv3.edi").write_bytes(gv3)
+    with (src / "manifest.csv").open("a") as manifest:
+        manifest.write(f"gv3.edi,{at.isoformat()}\n")
+    for workers, store in (("1", "one"), ("2", "two")):
+        report = tmp_path / f"{store}.json"
+        code = replay_cli(src, tmp_path / store, "--workers", workers, "--report", str(report))
+        assert code == 0, capsys.readouterr().err
+        assert json.loads(report.read_text())["awaiting_operator"] == 1
+        assert "1 process(es) await an operator's decision" in capsys.readouterr().err
