@@ -55,39 +55,34 @@ def register(sub: Any) -> None:
         "that message counts as not received, whatever the status says",
     )  # fmt: skip
     p = _leaf(psub, "show", "one process: state, open deadlines, messages waiting to leave", _processes_show)
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
+    p.add_argument("id", help=_PROCESS_ID)
     p = _leaf(psub, "timeline", "a process's events: time, type, causing interchange", _processes_timeline)
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
-    p = _leaf(
+    p.add_argument("id", help=_PROCESS_ID)
+    p = _decision(
         psub, "deem-lfa-agreement",
         "an operator's decision for a gpke-nb process in status awaiting_operator (the LFA rejected "
         "our 55010, 09:00 passed): go on as if the LFA agreed; 55002/55078 and 55037 are enqueued",
-        _processes_deem_lfa_agreement, write=True,
+        _processes_deem_lfa_agreement,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument("--reason", required=True, help="why, kept in the process's events for audit")
-    p.add_argument("--at", help="ISO 8601 instant the answers are dated (default: now)")
-    p = _leaf(
+    p = _decision(
         psub, "reject-anmeldung",
         "the other operator's decision for a gpke-nb process in status awaiting_operator: reject "
         "the Anmeldung, 55003/55080 with E_0623 A99 'Sonstiges' and --text in FTX+ACB (A99 is "
         "usable until 01.04.2027 under FV2610)",
-        _processes_reject_anmeldung, write=True,
+        _processes_reject_anmeldung,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument(
         "--text", required=True,
         help="why, sent to the LFN in FTX+ACB (at most 2,560 characters, ISO 8859-1)",
     )  # fmt: skip
-    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
-    p = _leaf(
+    p = _decision(
         psub, "form-tranche",
         "an operator's decision for a Geschäftsvorfall 3 (55077 ZW2) awaiting its Tranche: the NB "
         "formed it; the 55078 (E_0623 A56, A55 with --shares-missing) names the MaLo, the Tranche "
         "and its share. Add the Tranche to the master data (tranche_of) for later Anmeldungen",
-        _processes_form_tranche, write=True,
+        _processes_form_tranche,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument("--tranche", required=True, help="the new Tranche's ID (a MaLo-ID's format)")
     p.add_argument("--percent", required=True, help="its share of the MaLo in %% (> 0, < 100, two decimals)")
     p.add_argument(
@@ -95,16 +90,13 @@ def register(sub: Any) -> None:
         help="a share stays in the NB's Bilanzkreis of a direktvermarktungspflichtige MaLo (A55)",
     )  # fmt: skip
     p.add_argument("--reason", required=True, help="kept in the process's events for audit")
-    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
-    p = _leaf(
+    p = _decision(
         psub, "reject-tranche-request",
         "the other decision for a Geschäftsvorfall 3 awaiting its Tranche: the share asked for is "
         "not free at the MaLo, 55080 with E_0623 A54",
-        _processes_reject_tranche_request, write=True,
+        _processes_reject_tranche_request,
     )  # fmt: skip
-    p.add_argument("id", help="process id as printed by 'processes list' (its unique end or beginning)")
     p.add_argument("--reason", required=True, help="kept in the process's events for audit")
-    p.add_argument("--at", help="ISO 8601 instant the answer is dated (default: now)")
 
     outbox = sub.add_parser("outbox", help="messages waiting to leave; retry one now")
     osub = outbox.add_subparsers(
@@ -200,6 +192,17 @@ def _leaf(
     prog = parser.prog
     parser.set_defaults(handler=lambda args: _run(args, run, write, partitioned, prog))
     return parser
+
+
+def _decision(sub: Any, name: str, description: str, run: Run) -> argparse.ArgumentParser:
+    """A leaf for an operator's decision on one process (it writes): its id and ``--at``."""
+    parser = _leaf(sub, name, description, run, write=True)
+    parser.add_argument("id", help=_PROCESS_ID)
+    parser.add_argument("--at", help="ISO 8601 instant the answers are dated (default: now)")
+    return parser
+
+
+_PROCESS_ID = "process id as printed by 'processes list' (its unique end or beginning)"
 
 
 def _run(
