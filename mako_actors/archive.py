@@ -248,8 +248,7 @@ class _Generator:
             # The MSB and Messlokation a 55002 (gemessen) and every 55078 name (the NB's own, Z39);
             # a Tranche's is its MaLo's
             entry.update(msb=self.msb, messlokationen=[f"DE{tranche_of or malo}{'0' * 20}"])
-            if entry:
-                self.master[malo] = entry
+            self.master[malo] = entry
             names = (self.rng.choice(_NAMES), self.rng.choice(_NAMES))  # drawn after the start
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),

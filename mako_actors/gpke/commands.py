@@ -344,10 +344,6 @@ def _tranche_id(value: str) -> str:
     return value
 
 
-def _percent(value: str) -> str:
-    return tranche_percent(value)
-
-
 class FormTranche(BaseModel):
     """An operator's decision for a Geschäftsvorfall 3 (a 55077 with STS+7 #2 ZW2) awaiting its
     Tranche (status ``awaiting_operator``): the NB has formed Tranche ``tranche`` (its ID) with
@@ -365,7 +361,7 @@ class FormTranche(BaseModel):
     kind: Literal["form_tranche"] = "form_tranche"
     decided_at: AwareDatetime
     tranche: Annotated[str, AfterValidator(_tranche_id)]
-    percent: Annotated[str, BeforeValidator(str), AfterValidator(_percent)]
+    percent: Annotated[str, BeforeValidator(str), AfterValidator(tranche_percent)]
     shares_missing: bool = False
     reason: str = Field(min_length=1)
 
