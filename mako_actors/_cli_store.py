@@ -84,7 +84,10 @@ def register(sub: Any) -> None:
         _processes_form_tranche,
     )  # fmt: skip
     p.add_argument("--tranche", required=True, help="the new Tranche's ID (a MaLo-ID's format)")
-    p.add_argument("--percent", required=True, help="its share of the MaLo in %% (> 0, < 100, two decimals)")
+    p.add_argument(
+        "--percent",
+        help="its share of the MaLo in %% (> 0, < 100, two decimals; default: the share asked for)",
+    )
     p.add_argument(
         "--shares-missing", action="store_true",
         help="a share stays in the NB's Bilanzkreis of a direktvermarktungspflichtige MaLo (A55)",
@@ -395,7 +398,8 @@ async def _processes_form_tranche(store: Any, args: argparse.Namespace) -> int:
     return await _operator_decides(
         store, args,
         _checked(lambda: FormTranche(
-            decided_at=_at(args), tranche=args.tranche.strip(), percent=args.percent.strip(),
+            decided_at=_at(args), tranche=args.tranche.strip(),
+            percent=args.percent.strip() if args.percent is not None else None,
             shares_missing=args.shares_missing, reason=args.reason.strip(),
         )),
     )  # fmt: skip

@@ -134,7 +134,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     A 55001 with STS+7 #2 ZAP is for a ruhende MaLo: ``malo`` is its ID (LOC+Z22), and
     ``kundenanlage_malo`` the MaLo of the Kundenanlage it lies in (LOC+Z16; the 55002 names both);
     ``kundenanlage_formed``: the Anmeldung orders a new Kundenanlage (SG8 product 9991000002769
-    with a "Bildung" property), E_0622 step 19. From master data (``Suppliers``, E_0622 steps
+    with a "Bildung" property), E_0622 step 19. A 55077 of Geschäftsvorfall 3 (ZW2) asks for
+    ``requested_share`` of the MaLo (its SG8 product Tranchengröße, a percentage; ``None``: it
+    names none). From master data (``Suppliers``, E_0622 steps
     16–28): the ruhende MaLo's ``resting_generating``/``resting_ims``/``resting_netzlokationen``
     and the Kundenanlage MaLo's ``kundenanlage_is_kua``/``kundenanlage_virtual_summenzaehler``/
     ``kundenanlage_netzlokationen`` (``None``: not known, not checked).
@@ -173,6 +175,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_out_of_market_from: AwareDatetime | None = None
     malo_quarter_hour_metering: bool | None = None
     kundenanlage_formed: bool = False
+    requested_share: str | None = None
     resting_generating: bool | None = None
     resting_ims: bool | None = None
     resting_netzlokationen: tuple[str, ...] | None = None
@@ -347,7 +350,8 @@ def _tranche_id(value: str) -> str:
 class FormTranche(BaseModel):
     """An operator's decision for a Geschäftsvorfall 3 (a 55077 with STS+7 #2 ZW2) awaiting its
     Tranche (status ``awaiting_operator``): the NB has formed Tranche ``tranche`` (its ID) with
-    ``percent`` of the MaLo for the LFN. The 55078 confirms with E_0623 A56, or A55 with
+    ``percent`` of the MaLo for the LFN (``None``: the share the Anmeldung asked for; refused if
+    it named none). The 55078 confirms with E_0623 A56, or A55 with
     ``shares_missing`` (a share stays in the NB's Bilanzkreis of a direktvermarktungspflichtige
     MaLo, E_0623 steps 530/540), and names the MaLo (LOC+Z16), the Tranche (LOC+Z21) and its
     share (SG8 Z15, QTY+11 with CCI+Z37++ZD1). The MaLo's claim is released; the NB's master
@@ -361,7 +365,7 @@ class FormTranche(BaseModel):
     kind: Literal["form_tranche"] = "form_tranche"
     decided_at: AwareDatetime
     tranche: Annotated[str, AfterValidator(_tranche_id)]
-    percent: Annotated[str, BeforeValidator(str), AfterValidator(tranche_percent)]
+    percent: Annotated[str, BeforeValidator(str), AfterValidator(tranche_percent)] | None = None
     shares_missing: bool = False
     reason: str = Field(min_length=1)
 

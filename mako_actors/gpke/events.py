@@ -46,6 +46,7 @@ __all__ = [
     "TrancheFormedByOperator",
     "TrancheKnown",
     "TrancheRequestRejectedByOperator",
+    "TrancheRequested",
 ]
 
 
@@ -270,6 +271,14 @@ class AnmeldungRejectedByOperator(GpkeEvent, type="gpke.anmeldung_rejected_by_op
     text: str
 
 
+class TrancheRequested(GpkeEvent, type="gpke.tranche_requested"):
+    """A Geschäftsvorfall 3 asks for a new Tranche of ``share`` percent of the MaLo (its SG8 product
+    Tranchengröße). Follows ``AnmeldungReceived`` only then, so other processes store what they
+    stored before; ``FormTranche`` without a percentage forms this share."""
+
+    share: str
+
+
 class TrancheFormationAwaited(GpkeEvent, type="gpke.tranche_formation_awaited"):
     """A Geschäftsvorfall 3 (55077 STS+7 #2 ZW2) passed E_0622 and no supplier asked objected:
     E_0623 (steps 520-600) now needs the NB to form the new Tranche (its ID, its share), which no
@@ -373,6 +382,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DecisionOverdue,
     LfaAgreementDeemedByOperator,
     AnmeldungRejectedByOperator,
+    TrancheRequested,
     TrancheFormationAwaited,
     TrancheFormedByOperator,
     TrancheRequestRejectedByOperator,

@@ -22,7 +22,14 @@ from mako_actors.gpke._models import positional
 from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
-from mako_actors.gpke.supply import BilanzkreisRegister, MasterData, Suppliers, SupplyView, supply_key
+from mako_actors.gpke.supply import (
+    BilanzkreisRegister,
+    MasterData,
+    Suppliers,
+    SupplyView,
+    supply_key,
+    tranche_percent,
+)
 from mako_actors.gpke.validation import (
     AUFHEBUNG_REASONS,
     abmeldung_date,
@@ -217,6 +224,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
         values["product_packages"] = _product_packages(transaction)
+        if values["pid"] == "55077" and values["transaction_detail"] == "ZW2":
+            values["requested_share"] = _requested_share(transaction)
         _object(values, transaction)
         if values["transaction_detail"] == "ZAP":
             # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
@@ -320,6 +329,44 @@ def _forms_kundenanlage(transaction: Transaction) -> bool:
         ):
             return True
     return False
+
+
+#: Codeliste der Konfigurationen: product "Tranchengröße", Muss in a Geschäftsvorfall 3, and its
+#: property "prozentuale Aufteilung" (the others, Aufteilungsfaktor and Aufteilung auf Technische
+#: Ressourcen, are no share of the MaLo).
+TRANCHE_SIZE_PRODUCT = "9991000002090"
+PERCENTAGE_PROPERTY = "9991000003014"
+
+
+def _requested_share(transaction: Transaction) -> str | None:
+    """The share of the MaLo a Geschäftsvorfall 3 asks for: the ``CAV+ZV4`` value of its SG8
+    product 9991000002090 with the property 9991000003014 (``CAV+ZH9``), as a percentage (either
+    decimal mark: a UNA may declare the comma); ``None`` when it names none, another property, or
+    no valid percentage."""
+    group = product = ""
+    by_percent = False
+    value: str | None = None
+    for segment in transaction.segments:
+        tag = segment.tag
+        if tag == "NAD":  # SG12 follows the SG8 groups
+            break
+        if tag == "SEQ":
+            if by_percent and value is not None:
+                break
+            group, product, by_percent, value = segment.value(0), "", False, None
+        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
+            product = segment.value(1)
+        elif product == TRANCHE_SIZE_PRODUCT and tag == "CAV":
+            if segment.value(0) == "ZH9":
+                by_percent = segment.value(0, 3) == PERCENTAGE_PROPERTY
+            elif segment.value(0) == "ZV4":
+                value = segment.value(0, 3)
+    if not (by_percent and value):
+        return None
+    try:
+        return tranche_percent(value.replace(",", "."))
+    except ValueError:
+        return None
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:

@@ -76,6 +76,7 @@ class GpkeState(BaseModel):
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
     tranche_basis: str | None = None  # how the Tranche's size is formed (ZD1/ZD2, master data)
     tranche_percent: str | None = None  # its percentage of the MaLo (ZD1)
+    requested_share: str | None = None  # the share a Geschäftsvorfall 3 asks for (TrancheRequested)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
     product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
     msb: str | None = None  # from master data (AnmeldungReceived): the MSB a 55002 names, its role,
@@ -91,4 +92,4 @@ class GpkeState(BaseModel):
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
         for name in ("product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis"):
             data = without_none(data, name)
-        return without_none(data, "tranche_percent")
+        return without_none(without_none(data, "tranche_percent"), "requested_share")

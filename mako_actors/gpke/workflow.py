@@ -112,6 +112,7 @@ from mako_actors.gpke.events import (
     TrancheFormationAwaited,
     TrancheFormedByOperator,
     TrancheKnown,
+    TrancheRequested,
     TrancheRequestRejectedByOperator,
 )
 from mako_actors.gpke.fristen import (
@@ -440,6 +441,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if cmd.tranche_malo is not None and is_tranche(cmd.pid, cmd.transaction_detail):
             tranche = {"malo": cmd.tranche_malo, "basis": cmd.tranche_basis, "percent": cmd.tranche_percent}
             out.emit(unvalidated(TrancheKnown)(**tranche))
+        if cmd.requested_share is not None and cmd.pid == "55077" and cmd.transaction_detail == "ZW2":
+            out.emit(unvalidated(TrancheRequested)(share=cmd.requested_share))
         if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
             out.emit(unvalidated(KundenanlageKnown)(malo=cmd.kundenanlage_malo))
         if until is not None and cmd.fixed_term_reason is not None:
@@ -789,10 +792,15 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _operator_forms_tranche(self, state: GpkeState, cmd: FormTranche) -> WorkflowOutput:
         out = self._operator(state, cmd)
+        percent = cmd.percent or state.requested_share
+        if percent is None:
+            raise WorkflowError.rejected(
+                f"{self.name}: the Anmeldung named no share (SG8 Tranchengröße): give the percentage formed"
+            )
         formed = TrancheFormedByOperator(
             decided_at=cmd.decided_at,
             tranche=cmd.tranche,
-            percent=cmd.percent,
+            percent=percent,
             shares_missing=cmd.shares_missing,
             reason=cmd.reason,
         )
@@ -1183,6 +1191,10 @@ def _lfa_not_reached(state: GpkeState, event: LfaNotReached, update: dict[str, A
     update["status"] = _AWAITING_OPERATOR
 
 
+def _tranche_requested(state: GpkeState, event: TrancheRequested, update: dict[str, Any]) -> None:
+    update["requested_share"] = event.share
+
+
 def _awaits_operator(state: GpkeState, event: TrancheFormationAwaited, update: dict[str, Any]) -> None:
     update["status"] = _AWAITING_OPERATOR
 
@@ -1256,6 +1268,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     DecisionOverdue: _no_step,
     LfaAgreementDeemedByOperator: _lfa_deemed,
     AnmeldungRejectedByOperator: _no_step,
+    TrancheRequested: _tranche_requested,
     TrancheFormationAwaited: _awaits_operator,
     TrancheFormedByOperator: _no_step,
     TrancheRequestRejectedByOperator: _no_step,

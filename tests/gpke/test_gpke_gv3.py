@@ -161,3 +161,13 @@ def _as_deadline(pending: Any) -> Any:
         tenant_id=tenant, workflow_id=WorkflowId.new("gpke-nb", "FV2504"), label=pending.label,
         due_at=pending.due_at, payload=pending.payload,
     )  # fmt: skip
+
+
+def test_forming_without_a_percentage_takes_the_share_the_anmeldung_asked_for() -> None:
+    state, out = awaiting(requested_share="25")
+    assert [type(e) for e in out.events][1] is ev.TrancheRequested and state.requested_share == "25"
+    _, out = run(WF, state, form(percent=None))
+    assert utilmd(out, "55078")["tranche_percent"] == "25"
+    state, _ = awaiting()  # it asked for none: the operator must say what was formed
+    with pytest.raises(WorkflowError, match="named no share"):
+        run(WF, state, form(percent=None))

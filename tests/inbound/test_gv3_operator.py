@@ -14,22 +14,34 @@ import pytest
 from mako_actors.cli import main
 from mako_actors.edifact import render_outbound
 from mako_actors.edifact.structure import check_structure
+from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
-from tests.inbound.edi import LFN, MALO, THU_1430, anmeldung, kind, outbox, pipeline
+from tests.inbound.edi import LFN, MALO, NB, THU_1430, anmeldung, dtm, interchange, kind, outbox, pipeline
 
 TRANCHE = "41234567896"
 MID_DECEMBER = datetime(2025, 12, 14, 23, 0, tzinfo=UTC)  # 15.12.2025 00:00 CET: not the 1st
 
 
-def awaiting_store(path: Path) -> str:
-    """A store holding one GV3 process awaiting its Tranche; its process id."""
+def asking_for(share: str) -> bytes:
+    """A GV3 whose Produktpaket also names the Tranchengröße (product 9991000002090) as a
+    percentage (property 9991000003014) of ``share``."""
+    return interchange(LFN, NB, "LFN0001", THU_1430, [
+        "IDE+24+LFNTX1", dtm("92", MID_DECEMBER), "STS+7++E03+ZW2", f"LOC+Z16+{MALO}", "RFF+Z13:55077",
+        "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66", f"CAV+ZV4:::{bilanzkreis_of(LFN)}",
+        "SEQ+Z79+1", "PIA+5+9991000002090:Z11", "CCI+Z66", "CAV+ZH9:::9991000003014", f"CAV+ZV4:::{share}",
+        "SEQ+ZH0+1", "CCI+Z65+++Z01",
+    ])  # fmt: skip
+
+
+def awaiting_store(path: Path, raw: bytes | None = None) -> str:
+    """A store holding one GV3 process (``raw``) awaiting its Tranche; its process id."""
 
     async def build() -> str:
         async with LmdbStore(path) as store:
             p = pipeline(store, VirtualClock(THU_1430))
-            raw = anmeldung(pid="55077", gv="ZW2", start=MID_DECEMBER)
-            [started] = (await p.ingest(raw, THU_1430)).messages
+            raw_ = raw if raw is not None else anmeldung(pid="55077", gv="ZW2", start=MID_DECEMBER)
+            [started] = (await p.ingest(raw_, THU_1430)).messages
             assert [kind(m) for m in await outbox(store)] == ["CONTRL7", "APERAK+"]  # no 55078 yet
             return str(started.process_id)
 
@@ -63,3 +75,22 @@ def test_the_operator_forms_the_tranche_from_the_cli(
     assert f"LOC+Z16+{MALO}'LOC+Z21+{TRANCHE}'".encode() in confirmation
     assert b"SEQ+Z15'QTY+11:37.5:P1'CCI+Z37++ZD1'" in confirmation
     assert f"NAD+MR+{LFN}".encode() in confirmation and check_structure(confirmation) == []
+
+
+def test_without_percent_the_share_the_anmeldung_asked_for_is_formed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    process = awaiting_store(tmp_path / "db", asking_for("12.50"))
+    db = str(tmp_path / "db")
+    assert main(["processes", "show", process[-8:], "--store", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"]["requested_share"] == "12.5"
+    form = ["processes", "form-tranche", process[-8:], "--store", db, "--tranche", TRANCHE, "--reason", "x"]
+    code = main(form)
+    assert code == 0, capsys.readouterr().err
+
+    async def sent() -> list[bytes]:
+        async with LmdbStore(tmp_path / "db") as store:
+            return [render_outbound("UTILMD", m.payload) for m in await outbox(store) if kind(m) == "55078"]
+
+    [confirmation] = asyncio.run(sent())
+    assert b"QTY+11:12.5:P1'" in confirmation and check_structure(confirmation) == []
