@@ -312,23 +312,10 @@ FORMING_PROPERTIES = frozenset({"9991000002933", "9991000003212"})
 def _forms_kundenanlage(transaction: Transaction) -> bool:
     """Whether an SG8 ``SEQ+Z79`` of the Anmeldung orders product 9991000002769 with a property
     (``CAV+ZH9``) that forms a new Kundenanlage (E_0622 step 19)."""
-    group = product = ""
-    for segment in transaction.segments:
-        tag = segment.tag
-        if tag == "NAD":  # SG12 follows the SG8 groups
-            break
-        if tag == "SEQ":
-            group, product = segment.value(0), ""
-        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
-            product = segment.value(1)
-        elif (
-            product == RESTING_MALO_PRODUCT
-            and tag == "CAV"
-            and segment.value(0) == "ZH9"
-            and segment.value(0, 3) in FORMING_PROPERTIES
-        ):
-            return True
-    return False
+    return any(
+        code == RESTING_MALO_PRODUCT and values.get("ZH9") in FORMING_PROPERTIES
+        for code, values in _ordered_products(transaction)
+    )
 
 
 #: Codeliste der Konfigurationen: product "Tranchengröße", Muss in a Geschäftsvorfall 3, and its
@@ -343,30 +330,34 @@ def _requested_share(transaction: Transaction) -> str | None:
     product 9991000002090 with the property 9991000003014 (``CAV+ZH9``), as a percentage (either
     decimal mark: a UNA may declare the comma); ``None`` when it names none, another property, or
     no valid percentage."""
-    group = product = ""
-    by_percent = False
-    value: str | None = None
+    for code, values in _ordered_products(transaction):
+        share = values.get("ZV4")
+        if code == TRANCHE_SIZE_PRODUCT and values.get("ZH9") == PERCENTAGE_PROPERTY and share:
+            try:
+                return tranche_percent(share.replace(",", "."))
+            except ValueError:
+                return None
+    return None
+
+
+def _ordered_products(transaction: Transaction) -> list[tuple[str, dict[str, str]]]:
+    """Each product an Anmeldung orders (SG8 ``SEQ+Z79``, ``PIA+5``): its code and its ``CAV``
+    values by qualifier (``ZH9`` the property, ``ZV4`` the value details)."""
+    products: list[tuple[str, dict[str, str]]] = []
+    group = ""
+    values: dict[str, str] | None = None  # the CAVs of this group's product (None: none yet)
     for segment in transaction.segments:
         tag = segment.tag
         if tag == "NAD":  # SG12 follows the SG8 groups
             break
         if tag == "SEQ":
-            if by_percent and value is not None:
-                break
-            group, product, by_percent, value = segment.value(0), "", False, None
+            group, values = segment.value(0), None
         elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
-            product = segment.value(1)
-        elif product == TRANCHE_SIZE_PRODUCT and tag == "CAV":
-            if segment.value(0) == "ZH9":
-                by_percent = segment.value(0, 3) == PERCENTAGE_PROPERTY
-            elif segment.value(0) == "ZV4":
-                value = segment.value(0, 3)
-    if not (by_percent and value):
-        return None
-    try:
-        return tranche_percent(value.replace(",", "."))
-    except ValueError:
-        return None
+            values = {}
+            products.append((segment.value(1), values))
+        elif tag == "CAV" and values is not None:
+            values[segment.value(0)] = segment.value(0, 3)
+    return products
 
 
 def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:
