@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke.supply import Measurement, MsbRole, TrancheBasis, tranche_percent
+from mako_actors.gpke.supply import Measurement, MsbRole, TrancheBasis, tranche_percent, tranche_size
 from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.version import FormatVersion
 
@@ -197,14 +197,10 @@ class ReceiveAnmeldung(InboundUtilmd):
     @model_validator(mode="after")
     def _tranche_size(self) -> ReceiveAnmeldung:
         # As ``Suppliers`` checks them (SG8 Z15 of the 55078: QTY+11 with ZD1 only).
-        if self.tranche_percent is None:
-            if self.tranche_basis == "ZD1":
-                raise ValueError("tranche_basis ZD1 (a percentage) needs tranche_percent")
-            return self
-        if self.tranche_basis == "ZD2":
-            raise ValueError("tranche_basis ZD2 (an Aufteilungsfaktor) takes no tranche_percent")
-        object.__setattr__(self, "tranche_percent", tranche_percent(self.tranche_percent))
-        object.__setattr__(self, "tranche_basis", "ZD1")
+        if self.tranche_basis is not None or self.tranche_percent is not None:
+            basis, percent = tranche_size(self.tranche_basis, self.tranche_percent)
+            object.__setattr__(self, "tranche_basis", basis)
+            object.__setattr__(self, "tranche_percent", percent)
         return self
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "fact_entry",
     "supply_key",
     "tranche_percent",
+    "tranche_size",
 ]
 
 #: STS+7 C556#2 of a 55002 for a MaLo that is not ruhend (AHB-FACTS §3): ZW6 pauschale MaLo,
@@ -141,17 +142,25 @@ class Suppliers:
     def _check_tranche(self) -> None:
         if self.tranche_of is None:
             raise ValueError("'tranche_basis' and 'tranche_percent' are a Tranche's: they need 'tranche_of'")
-        basis = self.tranche_basis or "ZD1"
-        if basis not in TRANCHE_BASES:
-            raise ValueError(f"'tranche_basis' is {basis!r}, expected one of {', '.join(TRANCHE_BASES)}")
-        if basis == "ZD2":
-            if self.tranche_percent is not None:
-                raise ValueError("a Tranche formed by Aufteilungsfaktor (ZD2) has no 'tranche_percent'")
-        elif self.tranche_percent is None:
-            raise ValueError("a Tranche formed by percentage (ZD1) needs 'tranche_percent'")
-        else:
-            object.__setattr__(self, "tranche_percent", tranche_percent(self.tranche_percent))
+        basis, percent = tranche_size(self.tranche_basis, self.tranche_percent)
         object.__setattr__(self, "tranche_basis", basis)
+        object.__setattr__(self, "tranche_percent", percent)
+
+
+def tranche_size(basis: object, percent: object) -> tuple[TrancheBasis, str | None]:
+    """``(basis, percent)`` of a Tranche's size, checked and normalised: a percentage alone means
+    ZD1, which needs one (``tranche_percent``); ZD2 (an Aufteilungsfaktor) takes none. Raises
+    ``ValueError`` naming what does not fit."""
+    basis = basis or "ZD1"
+    if basis == "ZD2":
+        if percent is not None:
+            raise ValueError("a Tranche formed by Aufteilungsfaktor (ZD2) has no 'tranche_percent'")
+        return "ZD2", None
+    if basis != "ZD1":
+        raise ValueError(f"'tranche_basis' is {basis!r}, expected one of {', '.join(TRANCHE_BASES)}")
+    if percent is None:
+        raise ValueError("a Tranche formed by percentage (ZD1) needs 'tranche_percent'")
+    return "ZD1", tranche_percent(percent)
 
 
 def tranche_percent(value: object) -> str:
