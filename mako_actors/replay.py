@@ -198,7 +198,7 @@ def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
     ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO,
     "quarter_hour_metering": true|false, "generating"|"ims"|"kundenanlage"|"virtual_summenzaehler":
-    true|false, "netzlokationen": [ID, ...], "msb":
+    true|false, "eeg_kwkg"|"ausfallverguetung": true|false, "netzlokationen": [ID, ...], "msb":
     MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
     every key optional (instants with their offset; see ``Suppliers``); a Tranche's entry (keyed
     by its ID) has ``"tranche_of": "<MaLo>"``, the MaLo it belongs to, and how its size is formed:
@@ -244,7 +244,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
                 quarter_hour_metering=_entry_flag(entry, malo, "quarter_hour_metering"),
-                **{name: _entry_flag(entry, malo, name) for name in _KUNDENANLAGE_FLAGS},
+                **{name: _entry_flag(entry, malo, name) for name in _FLAGS},
                 netzlokationen=_netzlokationen(entry, malo),
                 **_metering(entry, malo),
             )
@@ -266,7 +266,7 @@ def _suppliers(malo: str, **fields: Any) -> Suppliers:
         raise ValueError(f"MaLo {malo}: {exc}") from None
 
 
-_KUNDENANLAGE_FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler")
+_FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung")
 _NELO = re.compile(r"^E[0-9A-Z]{10}$")  # a Netzlokations-ID ([960])
 
 

@@ -162,6 +162,19 @@ def vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) -> bool:
     return uet(received_at) < last_werktag_before(start)
 
 
+def werktage_vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime, werktage: int) -> bool:
+    """Whether the ÜT is at the latest the ``werktage``-th Werktag before the Zuordnungsbeginn.
+
+    E_0622 step 440, an EEG/KWKG MaLo's verkürzter Wechsel: "Eingang spätestens 5 WT vor
+    Zuordnungsbeginn" (start Monday 1 March: Monday 22 February at the latest, the fünftletzte
+    Werktag of the month before, as § 21c EEG words it).
+    """
+    day = _berlin_date(zuordnungsbeginn, "zuordnungsbeginn")
+    for _ in range(werktage):
+        day = last_werktag_before(day)
+    return uet(received_at) <= day
+
+
 def is_month_start(value: datetime) -> bool:
     """Whether an aware instant is the 1st of a calendar month, 00:00 Europe/Berlin."""
     return is_midnight_berlin(value) and _berlin_date(value, "value").day == 1

@@ -41,6 +41,11 @@ class Reason:
     VORLAUFFRIST_MISSED_GV2 = "vorlauffrist_missed_generating_gv2"
     VORLAUFFRIST_MISSED_GV3 = "vorlauffrist_missed_generating_gv3"
     MONTH_VORLAUFFRIST_MISSED_GV3 = "month_vorlauffrist_missed_generating_gv3"
+    EEG_NOT_MONTH_START_GV1 = "eeg_not_month_start_generating_gv1"
+    EEG_VORLAUFFRIST_MISSED_GV1 = "eeg_vorlauffrist_missed_generating_gv1"
+    EEG_SHORT_VORLAUFFRIST_MISSED_GV1 = "eeg_short_vorlauffrist_missed_generating_gv1"
+    EEG_NOT_MONTH_START_GV2 = "eeg_not_month_start_generating_gv2"
+    EEG_VORLAUFFRIST_MISSED_GV2 = "eeg_vorlauffrist_missed_generating_gv2"
     COMPETING_PROCESS = "competing_process"
     REQUIREMENTS_UNMET = "requirements_unmet"
     NOT_IN_MARKET_COMMUNICATION = "not_in_market_communication"
@@ -211,16 +216,36 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
             "erz.: Anforderungen können nicht erfüllt werden",
             unconfirmed=False,
         ),
-        # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806). The month-start and lead-time
-        # rules (A27-A29, A31-A32, A44) are not implemented: AHB-FACTS §4 names them only as
-        # "EEG/KWKG month-start and lead-time rules per Geschäftsvorfall", without the
-        # condition of each code or its date rule, and the MaLo's EEG/KWKG status is master
-        # data not modelled yet †
-        "A34": _c(Reason.VORLAUFFRIST_MISSED_GV1, "erz. GV1: Vorlauffrist nicht eingehalten †"),
-        "A30": _c(Reason.VORLAUFFRIST_MISSED_GV2, "erz. GV2: Vorlauffrist nicht eingehalten †"),
-        "A35": _c(Reason.VORLAUFFRIST_MISSED_GV3, "erz. GV3: Vorlauffrist nicht eingehalten †"),
+        # erz. MaLo, "Nicht-EEG-/KWKG" branch (steps 406/610/806; machine-readable trees
+        # FV2504-FV2610): the Übertragungstag at the latest the day before the last WT
+        "A34": _c(
+            Reason.VORLAUFFRIST_MISSED_GV1, "erz. GV1: Vorlauffrist (Nicht-EEG/KWKG) nicht eingehalten",
+            unconfirmed=False,
+        ),
+        "A30": _c(
+            Reason.VORLAUFFRIST_MISSED_GV2, "erz. GV2: Vorlauffrist (Nicht-EEG/KWKG) nicht eingehalten",
+            unconfirmed=False,
+        ),
+        "A35": _c(
+            Reason.VORLAUFFRIST_MISSED_GV3, "erz. GV3: Vorlauffrist (Nicht-EEG/KWKG) nicht eingehalten",
+            unconfirmed=False,
+        ),
+        # An EEG/KWKG MaLo (the same trees, master data ``eeg_kwkg``): GV1 starts on the 1st of a
+        # month (step 410) with one month of lead time (430), or 5 WT for a verkürzter Wechsel
+        # (420/440); GV2 likewise without the verkürzte one (620/630)
+        "A27": _c(Reason.EEG_NOT_MONTH_START_GV1, "erz. GV1, EEG/KWKG: Beginn nicht am Monatsersten",
+                  unconfirmed=False),
+        "A28": _c(Reason.EEG_VORLAUFFRIST_MISSED_GV1, "erz. GV1, EEG/KWKG: Vorlauffrist von einem Monat "
+                  "nicht eingehalten", unconfirmed=False),
+        "A29": _c(Reason.EEG_SHORT_VORLAUFFRIST_MISSED_GV1, "erz. GV1, EEG/KWKG: verkürzte Vorlauffrist "
+                  "(5 WT) nicht eingehalten", unconfirmed=False),
+        "A31": _c(Reason.EEG_NOT_MONTH_START_GV2, "erz. GV2, EEG/KWKG: Beginn nicht am Monatsersten",
+                  unconfirmed=False),
+        "A32": _c(Reason.EEG_VORLAUFFRIST_MISSED_GV2, "erz. GV2, EEG/KWKG: Vorlauffrist von einem Monat "
+                  "nicht eingehalten", unconfirmed=False),
         # E_0622 step 800 -> 810 (EBD 4.1, S3 tree): a GV3 start on the 1st of a month, 00:00,
-        # needs one month of lead time, EEG/KWKG or not; only other starts take step 806
+        # needs one month of lead time, EEG/KWKG or not; other starts too for an EEG/KWKG MaLo
+        # (805 -> 810), the others take step 806
         "A44": _c(
             Reason.MONTH_VORLAUFFRIST_MISSED_GV3,
             "erz. GV3, Beginn am Monatsersten: Vorlauffrist von einem Monat nicht eingehalten",

@@ -144,7 +144,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     From the MaLo's master data (``Suppliers``): ``malo_in_operation_from``, a Neuanlage's
     Inbetriebnahme, and ``malo_out_of_market_from``, from when it takes no part in market
     communication (E_0622 steps 50/220 and 30), ``malo_quarter_hour_metering``, whether a
-    generating MaLo's metering is quarter-hourly (step 250; ``None``: not known);
+    generating MaLo's metering is quarter-hourly (step 250; ``None``: not known),
+    ``malo_eeg_kwkg``/``malo_ausfallverguetung``, whether it is an EEG/KWKG MaLo and in the
+    Ausfallvergütung now (its lead times, steps 400-440, 600-630, 800-810);
     ``malo_msb``/``malo_msb_role``/``malo_gmsb``/``malo_messlokationen``, its
     Messstellenbetreiber and Messlokationen (a 55002 names them).
     """
@@ -174,6 +176,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_in_operation_from: AwareDatetime | None = None
     malo_out_of_market_from: AwareDatetime | None = None
     malo_quarter_hour_metering: bool | None = None
+    malo_eeg_kwkg: bool | None = None
+    malo_ausfallverguetung: bool | None = None
     kundenanlage_formed: bool = False
     requested_share: str | None = None
     resting_generating: bool | None = None

@@ -132,6 +132,8 @@ class GpkeFamily:
                     values["malo_in_operation_from"] = baseline.in_operation_from
                     values["malo_out_of_market_from"] = baseline.out_of_market_from
                     values["malo_quarter_hour_metering"] = baseline.quarter_hour_metering  # (step 250)
+                    values["malo_eeg_kwkg"] = baseline.eeg_kwkg  # (steps 405/605/805)
+                    values["malo_ausfallverguetung"] = baseline.ausfallverguetung  # (step 420)
                 if baseline is not None and baseline.msb is not None:  # named by a 55002 (ZW7)
                     values["malo_msb"] = baseline.msb
                     values["malo_msb_role"] = baseline.msb_role

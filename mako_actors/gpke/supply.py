@@ -104,6 +104,12 @@ class Suppliers:
     Aufteilungsfaktor, no percentage), which its 55078 names (SG8 Z15); a percentage alone means
     ZD1. Raises ``ValueError`` for them without ``tranche_of``, for ZD1 without a percentage or ZD2
     with one, and for a percentage out of that range.
+    ``eeg_kwkg``: a generating MaLo (or Tranche) whose power is paid for under the EEG or the KWKG
+    (E_0622 steps 405/605/805: its Anmeldungen take the month-start and one-month lead-time rules,
+    A27/A28, A31/A32, A44; ``False`` or ``None``: the "Nicht-EEG/KWKG" lead times, A34/A30/A35);
+    ``ausfallverguetung``: it is in the Ausfallvergütung now (the NB's EEG register), so a supplier
+    taking it over leaves it in a verkürzter Wechsel (step 420: 5 WT, A29); it needs ``eeg_kwkg``
+    (``ValueError`` otherwise).
     """
 
     current: str | None = None
@@ -125,8 +131,12 @@ class Suppliers:
     messlokationen: tuple[str, ...] = ()
     tranche_basis: TrancheBasis | None = None
     tranche_percent: str | None = None
+    eeg_kwkg: bool | None = None
+    ausfallverguetung: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.ausfallverguetung and not self.eeg_kwkg:
+            raise ValueError("'ausfallverguetung' is an EEG Veräußerungsform: it needs 'eeg_kwkg': true")
         if self.tranche_basis is not None or self.tranche_percent is not None:
             self._check_tranche()
         if self.msb is None:

@@ -11,10 +11,11 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    Otherwise APERAK 312 goes out.
 2. E_0622 (Anmeldung), in the EBD's order: a missed Vorlauffrist (A07; generating MaLo:
    A34/A30/A35 by Geschäftsvorfall, after A45; GV3 starting on the 1st of a month: one month,
-   A44), the MaLo's master data (out of market communication A02, a Neuanlage A04/A21, a
-   generating MaLo without ¼-h metering A24), the LF's requirements (A05/A25) or a competing
-   Anmeldung of the MaLo, running
-   or confirmed for the same date (A06; A45 generating), is answered at once with
+   A44; an EEG/KWKG MaLo: the 1st of a month and one month, A27/A28 and A31/A32, 5 WT out of
+   the Ausfallvergütung, A29, GV3 one month, A44), the MaLo's master data (out of market
+   communication A02, a Neuanlage A04/A21, a generating MaLo without ¼-h metering A24), the
+   LF's requirements (A05/A25) or a competing Anmeldung of the MaLo, running or confirmed for
+   the same date (A06; A45 generating), is answered at once with
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
@@ -70,6 +71,7 @@ from mako_actors.gpke.calendar import (
     month_vorlauffrist_met,
     uet,
     vorlauffrist_met,
+    werktage_vorlauffrist_met,
 )
 from mako_actors.gpke.codes import DEFAULT_CODES, CodeTable, Ebd, Reason
 from mako_actors.gpke.commands import (
@@ -457,13 +459,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
         z07 = z08 = None
-        # GV3 (ZW2) starting on the 1st of a month: E_0622 step 810, one month of lead time
-        gv3_month = (
-            cmd.pid == "55077" and cmd.transaction_detail == "ZW2" and is_month_start(cmd.zuordnungsbeginn)
-        )
-        if gv3_month:
-            late = not month_vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
+        if cmd.pid == "55077":  # erz.: the lead time of its Geschäftsvorfall, checked last
+            lead_time = _generating_lead_time(cmd, cmd.zuordnungsbeginn)
+            late = False
         else:
+            lead_time = None
             late = not vorlauffrist_met(cmd.received_at, cmd.zuordnungsbeginn)
         new_installation = (
             cmd.malo_in_operation_from is not None and cmd.malo_in_operation_from > cmd.received_at
@@ -492,12 +492,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # Confirmed for this very date already: that start is "in Bearbeitung" until it
             # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
             reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
-        elif late:
-            # erz.: A45 (step 270) before the lead time of its Geschäftsvorfall (steps 406/610/806)
-            if gv3_month:
-                reason = Reason.MONTH_VORLAUFFRIST_MISSED_GV3
-            else:
-                reason = _GENERATING_LATE.get(cmd.transaction_detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
+        elif lead_time is not None:
+            reason = lead_time  # erz.: A45 (step 270) first, then steps 400-440, 600-630, 800-810
         if reason is not None:
             code = self.config.codes.code_for(fv, Ebd.REJECT_AT_ONCE, reason)
             answer = out.utilmd(
@@ -1278,6 +1274,39 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     LateLfaAnswerIgnored: _no_step,
 }
 
+
+def _generating_lead_time(cmd: ReceiveAnmeldung, start: datetime) -> str | None:
+    """Why a 55077 misses its Geschäftsvorfall's start date or lead time (E_0622), or None.
+
+    GV3 (steps 800-810): one month of lead time for a start on the 1st of a month and for an
+    EEG/KWKG MaLo, else the Nicht-EEG/KWKG one (806, A35). GV1/GV2 of a Nicht-EEG/KWKG MaLo
+    (405/605): the ÜT at the latest the day before the last WT (A34/A30). Of an EEG/KWKG MaLo:
+    a start on the 1st of a month (410/620: A27/A31) and one month of lead time (430/630:
+    A28/A32), for GV1 5 WT in a verkürzter Wechsel out of the Ausfallvergütung (420/440: A29).
+    Steps 400/600 (a change of Veräußerungsform) lead to these very steps for an EEG/KWKG MaLo;
+    for a Nicht-EEG/KWKG one, which has no EEG Veräußerungsform, they are not asked †.
+    """
+    received, detail, eeg = cmd.received_at, cmd.transaction_detail, cmd.malo_eeg_kwkg is True
+    if detail == "ZW2":
+        if eeg or is_month_start(start):
+            return None if month_vorlauffrist_met(received, start) else Reason.MONTH_VORLAUFFRIST_MISSED_GV3
+        return None if vorlauffrist_met(received, start) else Reason.VORLAUFFRIST_MISSED_GV3
+    if not eeg:
+        if vorlauffrist_met(received, start):
+            return None
+        return _GENERATING_LATE.get(detail or "", Reason.VORLAUFFRIST_MISSED_GV1)
+    gv2 = detail == "ZW1"
+    if not is_month_start(start):
+        return Reason.EEG_NOT_MONTH_START_GV2 if gv2 else Reason.EEG_NOT_MONTH_START_GV1
+    if not gv2 and cmd.malo_ausfallverguetung:
+        met = werktage_vorlauffrist_met(received, start, _VERKUERZT_WT)
+        return None if met else Reason.EEG_SHORT_VORLAUFFRIST_MISSED_GV1
+    if month_vorlauffrist_met(received, start):
+        return None
+    return Reason.EEG_VORLAUFFRIST_MISSED_GV2 if gv2 else Reason.EEG_VORLAUFFRIST_MISSED_GV1
+
+
+_VERKUERZT_WT = 5  # E_0622 step 440: "Eingang spätestens 5 WT vor Zuordnungsbeginn"
 
 _GENERATING_LATE = {
     "ZW0": Reason.VORLAUFFRIST_MISSED_GV1,
