@@ -196,7 +196,7 @@ _ASSIGNMENT_LIST = (
 
 def load_master_data(path: Path) -> StaticMasterData:
     """NB master data from JSON: ``{"<MaLo>": {"current": MP-ID, "future": MP-ID, "future_start":
-    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO,
+    ISO, "measurement": "ZW6"|"ZW7", "in_operation_from": ISO, "out_of_market_from": ISO, "esv_from": ISO,
     "quarter_hour_metering": true|false, "generating"|"ims"|"kundenanlage"|"virtual_summenzaehler":
     true|false, "eeg_kwkg"|"ausfallverguetung": true|false, "netzlokationen": [ID, ...], "msb":
     MP-ID, "msb_role": "Z39"|"Z40"|"Z41", "gmsb": MP-ID, "messlokationen": [ID, ...]}}``,
@@ -243,6 +243,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 tranche_percent=entry.get("tranche_percent"),
                 in_operation_from=_entry_instant(entry, malo, "in_operation_from"),
                 out_of_market_from=_entry_instant(entry, malo, "out_of_market_from"),
+                esv_from=_entry_instant(entry, malo, "esv_from"),
                 quarter_hour_metering=_entry_flag(entry, malo, "quarter_hour_metering"),
                 **{name: _entry_flag(entry, malo, name) for name in _FLAGS},
                 netzlokationen=_netzlokationen(entry, malo),

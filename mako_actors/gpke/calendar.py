@@ -187,7 +187,22 @@ def month_vorlauffrist_met(received_at: datetime, zuordnungsbeginn: datetime) ->
     latest. The EBD does not say whether the boundary day counts; here it does †. A start on
     the 31st looks back to the last day of a shorter month.
     """
-    start = _berlin_date(zuordnungsbeginn, "zuordnungsbeginn")
-    year, month = (start.year, start.month - 1) if start.month > 1 else (start.year - 1, 12)
+    return uet(received_at) <= months_back(_berlin_date(zuordnungsbeginn, "zuordnungsbeginn"), 1)
+
+
+def months_back(day: date, months: int) -> date:
+    """The same day ``months`` calendar months before ``day`` (the 31st of a shorter month is its
+    last day: 31 March, one month back, is 28 or 29 February)."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
     days_in_month = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
-    return uet(received_at) <= date(year, month, min(start.day, days_in_month))
+    return date(year, month, min(day.day, days_in_month))
+
+
+def esv_began_within(esv_from: datetime, end: datetime, months: int = 3) -> bool:
+    """Whether an Ersatz-/Grundversorgung beginning at ``esv_from`` began within ``months``
+    calendar months before a supply's ``end`` (E_0607 step 80; Berlin dates, both boundary days
+    counted †)."""
+    end_day = _berlin_date(end, "end")
+    return months_back(end_day, months) <= _berlin_date(esv_from, "esv_from") <= end_day

@@ -71,6 +71,7 @@ class Reason:
     GV3_TRANCHE_FORMED = "gv3_tranche_formed"
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
+    ABMELDUNG_NO_RECENT_ESV = "abmeldung_no_recent_esv"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     ABMELDUNG_APPROVED_GENERATING = "abmeldung_approved_generating"
     ABMELDUNG_NOT_MONTH_START = "abmeldung_not_month_start"
@@ -289,6 +290,13 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     Ebd.ABMELDUNG: {
         "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
         "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
+        # Step 80 (machine-readable trees FV2504-FV2610): "Ende der ESV ohne Folgelieferung"
+        # (Z41) without an Ersatz-/Grundversorgung begun within the 3 months before the end
+        "A05": _c(
+            Reason.ABMELDUNG_NO_RECENT_ESV,
+            "keine Anmeldung zur Ersatz-/Grundversorgung in den 3 Monaten vor dem Lieferende",
+            unconfirmed=False,
+        ),
         "A09": _c(
             Reason.ABMELDUNG_ALREADY_ENDED,
             "Lieferende zum Abmeldedatum wurde bereits bestätigt",

@@ -223,6 +223,8 @@ class ReceiveAbmeldung(InboundUtilmd):
     (DTM+92: the start the NB confirmed, which it cancels) instead of ``zuordnungsende``; the
     supply then ends at that start (``validation.abmeldung_date``), and ``cancels_start`` says
     the sender's assignment begins exactly then (E_0607 steps 90/570: else A06/A23).
+    ``malo_esv_from``: from the MaLo's master data, when its last Ersatz-/Grundversorgung began
+    (E_0607 step 80 for an Abmeldung "Ende der ESV ohne Folgelieferung"; ``None``: not known).
     """
 
     kind: Literal["abmeldung"] = "abmeldung"
@@ -236,6 +238,7 @@ class ReceiveAbmeldung(InboundUtilmd):
     ended_reason: str | None = None
     still_assigned: bool = False
     cancels_start: bool = False
+    malo_esv_from: AwareDatetime | None = None
 
 
 class ReceiveLfaAnswer(InboundUtilmd):

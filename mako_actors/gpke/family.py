@@ -172,6 +172,8 @@ class GpkeFamily:
                     values["already_ended"] = True
                     values["ended_reason"] = view.end_reason(sender, start)
                     values["still_assigned"] = holds  # supplies it again all the same
+                if baseline is not None:
+                    values["malo_esv_from"] = baseline.esv_from  # (E_0607 step 80)
         return self._router.build_command(values)
 
     def _kundenanlage(self, values: dict[str, Any], resting: Suppliers | None, start: datetime) -> None:

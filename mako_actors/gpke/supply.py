@@ -110,6 +110,10 @@ class Suppliers:
     ``ausfallverguetung``: it is in the Ausfallvergütung now (the NB's EEG register), so a supplier
     taking it over leaves it in a verkürzter Wechsel (step 420: 5 WT, A29); it needs ``eeg_kwkg``
     (``ValueError`` otherwise).
+    ``esv_from``: the Lieferbeginn of the Ersatz-/Grundversorgung the NB last registered for the
+    MaLo (use case "Beginn der Ersatz-/Grundversorgung"); an Abmeldung "Ende der ESV ohne
+    Folgelieferung" (STS+7 Z41) ending more than 3 months after it, or before it, gets 55006 A05
+    (E_0607 step 80; ``None``: not known, not checked).
     """
 
     current: str | None = None
@@ -133,6 +137,7 @@ class Suppliers:
     tranche_percent: str | None = None
     eeg_kwkg: bool | None = None
     ausfallverguetung: bool | None = None
+    esv_from: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.ausfallverguetung and not self.eeg_kwkg:

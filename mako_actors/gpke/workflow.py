@@ -39,7 +39,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact with the reason), or 55006 (A02 end not after the
    ÜT). An Aufhebung einer zukünftigen Zuordnung (STS+7 ZG9/ZH1/ZH2) names the start it
-   cancels (DTM+92); ZH2 at another date gets A06. Ended at that date already: steps 110-130
+   cancels (DTM+92); ZH2 at another date gets A06. "Ende der ESV ohne Folgelieferung" (Z41)
+   without an Ersatz-/Grundversorgung begun in the 3 months before the end (the MaLo's master
+   data) gets A05 (step 80). Ended at that date already: steps 110-130
    by the new reason and the earlier end's (A09, A10, or A11 for a move-out after a Kündigung).
    An erzeugende MaLo or a Tranche (STS+7 #2 ZW3/ZW5) takes steps 500-620: 55006 with A21 (not
    the 1st of a month), A22 (less than a month ahead), A23 (ZH2 not at the confirmed start),
@@ -66,6 +68,7 @@ from mako_actors.envelope import utc
 from mako_actors.errors import WorkflowError
 from mako_actors.gpke._models import positional, unvalidated, updated
 from mako_actors.gpke.calendar import (
+    esv_began_within,
     is_midnight_berlin,
     is_month_start,
     month_vorlauffrist_met,
@@ -184,6 +187,7 @@ _NOT_CONSUMING = frozenset({"ZW3", "ZW5"})
 _MOVED_OUT = frozenset({"E01", "Z33"})
 _NOT_MOVED_OUT = frozenset({"ZT4", "ZT5", "Z41", "ZH2", "ZQ7", "ZT0"})
 _NOT_MOVED_OUT_GENERATING = _NOT_MOVED_OUT - {"Z41"}
+_ESV_END = "Z41"  # STS+7 #1 of a 55004: Ende der ESV ohne Folgelieferung (E_0607 steps 70/80)
 _ABMELDUNG_APPROVED = frozenset({Reason.ABMELDUNG_APPROVED, Reason.ABMELDUNG_APPROVED_GENERATING})
 
 
@@ -904,6 +908,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             reason = Reason.ABMELDUNG_NOT_FORWARD  # step 50 (A02)
         elif wrong_start:
             reason = Reason.AUFHEBUNG_NOT_CONFIRMED_START  # step 90 (A06)
+        elif cmd.transaction_reason == _ESV_END and not _esv_began(cmd.malo_esv_from, end):
+            reason = Reason.ABMELDUNG_NO_RECENT_ESV  # step 80 (A05)
         elif not cmd.already_ended or still_assigned:
             reason = Reason.ABMELDUNG_APPROVED  # step 100 / 110 → 140 (A11)
         elif cmd.transaction_reason not in _MOVED_OUT:
@@ -1273,6 +1279,12 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AcknowledgementReceived: _acknowledged,
     LateLfaAnswerIgnored: _no_step,
 }
+
+
+def _esv_began(esv_from: datetime | None, end: datetime) -> bool:
+    """E_0607 step 80: an Ersatz-/Grundversorgung began within 3 months before ``end`` (not known
+    from the master data: not checked)."""
+    return esv_from is None or esv_began_within(esv_from, end)
 
 
 def _generating_lead_time(cmd: ReceiveAnmeldung, start: datetime) -> str | None:

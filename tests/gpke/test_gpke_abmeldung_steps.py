@@ -57,3 +57,34 @@ def test_generating(reason: str, ended_reason: str, still_assigned: bool, expect
         transaction_reason=reason, ended_reason=ended_reason, still_assigned=still_assigned,
         current_supplier=current, transaction_detail="ZW3", zuordnungsende=FEB_1,
     ) == expected  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("esv_from", "expected"),
+    [
+        ("2025-09-01T00:00:00+02:00", ("55005", "A11")),  # 3 months before the end, to the day
+        ("2025-08-31T00:00:00+02:00", ("55006", "A05")),  # a day more
+        ("2025-11-15T00:00:00+01:00", ("55005", "A11")),
+        ("2025-12-15T00:00:00+01:00", ("55006", "A05")),  # begins after the supply it would end
+        (None, ("55005", "A11")),  # not known from the master data: not checked
+    ],
+)
+def test_ende_der_esv_needs_an_ersatzversorgung_begun_within_3_months(
+    esv_from: str | None, expected: tuple[str, str]
+) -> None:
+    """E_0607 steps 70/80: an Abmeldung "Ende der ESV ohne Folgelieferung" (Z41) ends an
+    Ersatz-/Grundversorgung the NB registered within the 3 months before its end (else A05)."""
+    _, out = run(WF, WF.initial_state(), abmeldung(
+        transaction_reason="Z41", zuordnungsende="2025-12-01T00:00:00+01:00", malo_esv_from=esv_from,
+    ))  # fmt: skip
+    [(_, pid, _)] = [s for s in sent(out) if s[0] == "UTILMD"]
+    assert (pid, utilmd(out, pid)["answer_code"]) == expected
+
+
+@pytest.mark.parametrize("reason", ["ZT4", "E01"])
+def test_only_the_end_of_an_esv_asks_when_it_began(reason: str) -> None:
+    _, out = run(WF, WF.initial_state(), abmeldung(
+        transaction_reason=reason, zuordnungsende="2025-12-01T00:00:00+01:00",
+        malo_esv_from="2024-01-01T00:00:00+01:00",
+    ))  # fmt: skip
+    assert utilmd(out, "55005")["answer_code"] == "A11"
