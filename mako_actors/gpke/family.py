@@ -132,7 +132,7 @@ class GpkeFamily:
                     values["malo_in_operation_from"] = baseline.in_operation_from
                     values["malo_out_of_market_from"] = baseline.out_of_market_from
                     values["malo_quarter_hour_metering"] = baseline.quarter_hour_metering  # (step 250)
-                    values["malo_eeg_kwkg"] = baseline.eeg_kwkg  # (steps 405/605/805)
+                    values["malo_eeg_kwkg"] = self._eeg_kwkg(values, baseline, start)  # (steps 405/605/805)
                     values["malo_ausfallverguetung"] = baseline.ausfallverguetung  # (step 420)
                 if baseline is not None and baseline.msb is not None:  # named by a 55002 (ZW7)
                     values["malo_msb"] = baseline.msb
@@ -175,6 +175,13 @@ class GpkeFamily:
                 if baseline is not None:
                     values["malo_esv_from"] = baseline.esv_from  # (E_0607 step 80)
         return self._router.build_command(values)
+
+    def _eeg_kwkg(self, values: dict[str, Any], entry: Suppliers, start: datetime) -> bool | None:
+        """Whether the master data mark the MaLo (or Tranche) EEG/KWKG; a Tranche's entry that says
+        nothing takes the word of its MaLo's (a second master-data read)."""
+        if entry.eeg_kwkg is not None or entry.tranche_of is None or self._master is None:
+            return entry.eeg_kwkg
+        return self._master.suppliers(str(values["recipient"]), entry.tranche_of, start).eeg_kwkg
 
     def _kundenanlage(self, values: dict[str, Any], resting: Suppliers | None, start: datetime) -> None:
         """The master data E_0622 steps 16–28 ask of a ruhende MaLo (``resting``) and of the MaLo of

@@ -106,7 +106,8 @@ class Suppliers:
     with one, and for a percentage out of that range.
     ``eeg_kwkg``: a generating MaLo (or Tranche) whose power is paid for under the EEG or the KWKG
     (E_0622 steps 405/605/805: its Anmeldungen take the month-start and one-month lead-time rules,
-    A27/A28, A31/A32, A44; ``False`` or ``None``: the "Nicht-EEG/KWKG" lead times, A34/A30/A35);
+    A27/A28, A31/A32, A44; ``False`` or ``None``: the "Nicht-EEG/KWKG" lead times, A34/A30/A35; a
+    Tranche's entry without it takes its MaLo's);
     ``ausfallverguetung``: it is in the Ausfallvergütung now (the NB's EEG register), so a supplier
     taking it over leaves it in a verkürzter Wechsel (step 420: 5 WT, A29); it needs ``eeg_kwkg``
     (``ValueError`` otherwise).

@@ -21,6 +21,7 @@ from tests.inbound.edi import (
     MALO,
     START,
     THU_1430,
+    TRANCHE_OF,
     anmeldung,
     dtm,
     kind,
@@ -35,9 +36,11 @@ __all__ = ["store"]
 MID_DECEMBER = dtm("92", START).replace("2025113023", "2025121423").encode()  # 15 December, 00:00 CET
 
 
-async def decide(store: LmdbStore, raw: bytes, malo: Suppliers) -> list[tuple[str, str | None]]:
+async def decide(
+    store: LmdbStore, raw: bytes, malo: Suppliers, **more: Suppliers
+) -> list[tuple[str, str | None]]:
     """Ingest ``raw`` (received Thursday 13 November) with ``malo`` as the MaLo's master data."""
-    await pipeline(store, VirtualClock(THU_1430), **{MALO: malo}).ingest(raw, THU_1430)
+    await pipeline(store, VirtualClock(THU_1430), **{MALO: malo}, **more).ingest(raw, THU_1430)
     return [(kind(m), tx(m).get("answer_code")) for m in await outbox(store) if m.message_type == "UTILMD"]
 
 
@@ -67,6 +70,20 @@ async def test_a_malo_not_marked_eeg_keeps_the_short_lead_time(store: LmdbStore,
     assert await decide(store, gv1(MID_DECEMBER), Suppliers(current=LFA, eeg_kwkg=eeg)) == [
         ("55036", None), ("55010", None)
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tranche", "of_malo", "answer"), [
+    (None, True, [("55080", "A31")]),  # a Tranche's entry without the flag takes its MaLo's word
+    (False, True, [("55036", None), ("55010", None)]),  # its own word counts first
+    (True, None, [("55080", "A31")]),
+])  # fmt: skip
+async def test_a_tranche_of_an_eeg_malo_starts_on_the_first_of_a_month(
+    store: LmdbStore, tranche: bool | None, of_malo: bool | None, answer: list[tuple[str, str | None]]
+) -> None:
+    """Geschäftsvorfall 2 (a Tranche, LOC+Z21 = MALO, of TRANCHE_OF) for 15 December: E_0622 620."""
+    raw = anmeldung(pid="55077", gv="ZW1").replace(dtm("92", START).encode(), MID_DECEMBER)
+    entry = Suppliers(current=LFA, tranche_of=TRANCHE_OF, tranche_percent="50", eeg_kwkg=tranche)
+    assert await decide(store, raw, entry, **{TRANCHE_OF: Suppliers(eeg_kwkg=of_malo)}) == answer
 
 
 def test_master_data_read_the_eeg_flags_and_refuse_ausfallverguetung_without_eeg(tmp_path: Path) -> None:
