@@ -193,6 +193,17 @@ async def aperak_errors(store: LmdbStore) -> list[tuple[str, str]]:
     return [(e["code"], e["text"]) for e in aperak.payload.get("errors", ())]
 
 
+async def answers(store: LmdbStore) -> list[tuple[str, str | None]]:
+    """(PID, answer code) of each UTILMD in the outbox."""
+    return [(kind(m), tx(m).get("answer_code")) for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
+async def decide(store: LmdbStore, raw: bytes, **master: Suppliers) -> list[tuple[str, str | None]]:
+    """Ingest ``raw`` at THU_1430 with ``master`` as the NB's master data; the UTILMDs sent."""
+    await pipeline(store, VirtualClock(THU_1430), **master).ingest(raw, THU_1430)
+    return await answers(store)
+
+
 def to(messages: list[OutboxMessage], recipient: str) -> list[str]:
     return [kind(m) for m in messages if m.recipient == recipient]
 

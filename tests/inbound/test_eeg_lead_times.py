@@ -13,20 +13,18 @@ import pytest
 from mako_actors.errors import InvalidArgument
 from mako_actors.inbound import Suppliers
 from mako_actors.replay import load_master_data
-from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
 from tests.inbound.edi import (
     LFA,
     LFN,
     MALO,
     START,
-    THU_1430,
     TRANCHE_OF,
     anmeldung,
+    decide,
     dtm,
     kind,
     outbox,
-    pipeline,
     store,
     tx,
 )
@@ -36,12 +34,11 @@ __all__ = ["store"]
 MID_DECEMBER = dtm("92", START).replace("2025113023", "2025121423").encode()  # 15 December, 00:00 CET
 
 
-async def decide(
+async def decide_for(
     store: LmdbStore, raw: bytes, malo: Suppliers, **more: Suppliers
 ) -> list[tuple[str, str | None]]:
-    """Ingest ``raw`` (received Thursday 13 November) with ``malo`` as the MaLo's master data."""
-    await pipeline(store, VirtualClock(THU_1430), **{MALO: malo}, **more).ingest(raw, THU_1430)
-    return [(kind(m), tx(m).get("answer_code")) for m in await outbox(store) if m.message_type == "UTILMD"]
+    """``decide`` (received Thursday 13 November) with ``malo`` as the MaLo's master data."""
+    return await decide(store, raw, **{MALO: malo}, **more)
 
 
 def gv1(start: bytes | None = None) -> bytes:
@@ -50,24 +47,25 @@ def gv1(start: bytes | None = None) -> bytes:
 
 
 async def test_an_eeg_malo_starts_on_the_first_of_a_month(store: LmdbStore) -> None:
-    assert await decide(store, gv1(MID_DECEMBER), Suppliers(current=LFA, eeg_kwkg=True)) == [("55080", "A27")]
+    eeg = Suppliers(current=LFA, eeg_kwkg=True)
+    assert await decide_for(store, gv1(MID_DECEMBER), eeg) == [("55080", "A27")]
     [answer] = [tx(m) for m in await outbox(store) if kind(m) == "55080"]
     assert answer["answer_ebd"] == "E_0622"
 
 
 async def test_an_eeg_malo_needs_a_month_of_lead_time(store: LmdbStore) -> None:
     """1 December needs the Anmeldung by 1 November; 13 November is too late."""
-    assert await decide(store, gv1(), Suppliers(current=LFA, eeg_kwkg=True)) == [("55080", "A28")]
+    assert await decide_for(store, gv1(), Suppliers(current=LFA, eeg_kwkg=True)) == [("55080", "A28")]
 
 
 async def test_leaving_the_ausfallverguetung_takes_5_werktage(store: LmdbStore) -> None:
     leaving = Suppliers(current=LFA, eeg_kwkg=True, ausfallverguetung=True)
-    assert await decide(store, gv1(), leaving) == [("55036", None), ("55010", None)]
+    assert await decide_for(store, gv1(), leaving) == [("55036", None), ("55010", None)]
 
 
 @pytest.mark.parametrize("eeg", [False, None])
 async def test_a_malo_not_marked_eeg_keeps_the_short_lead_time(store: LmdbStore, eeg: bool | None) -> None:
-    assert await decide(store, gv1(MID_DECEMBER), Suppliers(current=LFA, eeg_kwkg=eeg)) == [
+    assert await decide_for(store, gv1(MID_DECEMBER), Suppliers(current=LFA, eeg_kwkg=eeg)) == [
         ("55036", None), ("55010", None)
     ]  # fmt: skip
 
@@ -83,7 +81,7 @@ async def test_a_tranche_of_an_eeg_malo_starts_on_the_first_of_a_month(
     """Geschäftsvorfall 2 (a Tranche, LOC+Z21 = MALO, of TRANCHE_OF) for 15 December: E_0622 620."""
     raw = anmeldung(pid="55077", gv="ZW1").replace(dtm("92", START).encode(), MID_DECEMBER)
     entry = Suppliers(current=LFA, tranche_of=TRANCHE_OF, tranche_percent="50", eeg_kwkg=tranche)
-    assert await decide(store, raw, entry, **{TRANCHE_OF: Suppliers(eeg_kwkg=of_malo)}) == answer
+    assert await decide_for(store, raw, entry, **{TRANCHE_OF: Suppliers(eeg_kwkg=of_malo)}) == answer
 
 
 def test_master_data_read_the_eeg_flags_and_refuse_ausfallverguetung_without_eeg(tmp_path: Path) -> None:

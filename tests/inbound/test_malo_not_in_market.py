@@ -15,7 +15,6 @@ import pytest
 from mako_actors.errors import InvalidArgument
 from mako_actors.inbound import Suppliers
 from mako_actors.replay import load_master_data
-from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
 from tests.inbound.edi import (
     LFA,
@@ -24,26 +23,15 @@ from tests.inbound.edi import (
     START,
     THU_1430,
     anmeldung,
+    decide,
     dtm,
     kind,
     outbox,
-    pipeline,
     store,
     tx,
 )
 
 __all__ = ["store"]
-
-
-async def answers(store: LmdbStore) -> list[tuple[str, str | None]]:
-    """(PID, answer code) of each UTILMD in the outbox."""
-    return [(kind(m), tx(m).get("answer_code")) for m in await outbox(store) if m.message_type == "UTILMD"]
-
-
-async def decide(store: LmdbStore, raw: bytes, **master: Suppliers) -> list[tuple[str, str | None]]:
-    """Ingest ``raw`` with ``master`` as the NB's master data; the UTILMDs sent."""
-    await pipeline(store, VirtualClock(THU_1430), **master).ingest(raw, THU_1430)
-    return await answers(store)
 
 
 async def test_a_stillgelegte_malo_is_rejected_with_a02_and_not_claimed(store: LmdbStore) -> None:
