@@ -15,6 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mako_actors.serve_config import MASTER_DATA_HELP
+
 __all__ = ["add_replay_commands"]
 
 
@@ -39,10 +41,7 @@ def add_replay_commands(sub: Any) -> None:
     replay.add_argument(
         "--master-data",
         type=Path,
-        help=(
-            "JSON: MaLo -> {current, future, future_start, measurement (ZW6|ZW7, optional)} "
-            "(default: DIRECTORY/master.json if there)"
-        ),
+        help=MASTER_DATA_HELP + " (default: DIRECTORY/master.json if there)",
     )
     replay.add_argument("--until", help="ISO 8601 instant: fire Fristen due by then after the last file")
     replay.add_argument("--fsync", action="store_true", help="fsync every batch (default: sync on close)")

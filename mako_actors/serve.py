@@ -59,7 +59,7 @@ from mako_actors.ids import TenantId
 from mako_actors.metrics import CONTENT_TYPE, Metrics
 from mako_actors.outbox import OutboxMessage
 from mako_actors.process import system_clock
-from mako_actors.serve_config import ServeConfig, load_config
+from mako_actors.serve_config import MASTER_DATA_HELP, ServeConfig, load_config
 from mako_actors.store import Commit, CommitResult
 from mako_actors.version import WorkflowId
 
@@ -651,7 +651,7 @@ def register(sub: Any) -> None:
     p.add_argument("--done", type=Path, help="where processed files go (default: beside the inbox)")
     p.add_argument("--rejected", type=Path, help="where rejected files go (default: beside the inbox)")
     p.add_argument(
-        "--master-data", type=Path, help="JSON: MaLo -> {current, future, future_start, measurement}"
+        "--master-data", type=Path, help=MASTER_DATA_HELP
     )
     p.add_argument("--http-host", help="address of the health/metrics port (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, help="health/metrics port (default 9464; 0: any free port)")

@@ -38,6 +38,12 @@ from mako_actors._placement import check_not_replay_parts
 from mako_actors.errors import InvalidArgument
 from mako_actors.ids import TenantId
 
+#: ``--master-data``'s help (serve and replay): the keys ``replay.load_master_data`` reads.
+MASTER_DATA_HELP = (
+    "JSON: MaLo -> {current, future, future_start, measurement, in_operation_from, "
+    "out_of_market_from, esv_from, quarter_hour_metering, eeg_kwkg, ausfallverguetung, tranche_of, "
+    "tranche_percent, msb, ...} and \"bilanzkreise\": {LF: [EIC]} (README, Batch re-processing)"
+)
 _PATHS = ("store", "inbox", "outbox", "done", "rejected", "master_data")
 
 
