@@ -221,15 +221,27 @@ def _masterdata_import(args: argparse.Namespace) -> int:
         return 2
     print(f"{report.rows} assignment(s) for {report.malos} MaLo(s): {report.appended} imported, "
           f"{report.skipped} already present")
-    if report.measurements_not_imported:
+    if report.not_imported:
         print(
-            f"mako-actors masterdata import: note: the measurement (ZW6/ZW7) of "
-            f"{report.measurements_not_imported} MaLo(s) was not imported (the store keeps supply "
-            f"assignments only); serve's master_data and replay --master-data take it as JSON by "
-            f'MaLo: {{"<MaLo>": {{"measurement": "ZW6"}}}}',
+            "mako-actors masterdata import: note: not imported (the store keeps supply assignments "
+            f"only): {_not_imported(report.not_imported)}; serve's master_data and replay "
+            "--master-data take them, the file as it is (JSON by MaLo)",
             file=sys.stderr,
         )
     return 0
+
+
+def _not_imported(fields: dict[str, int]) -> str:
+    """The master data an import left out, for its note: each field and how many MaLos gave it."""
+    parts = []
+    for name, malos in fields.items():
+        if name == "bilanzkreise":
+            parts.append("the register of Zuordnungsermächtigungen ('bilanzkreise')")
+        elif name == "measurement":
+            parts.append(f"the measurement (ZW6/ZW7) of {malos} MaLo(s)")
+        else:
+            parts.append(f"'{name}' of {malos} MaLo(s)")
+    return ", ".join(parts)
 
 
 def _print_table(ic: Interchange) -> None:

@@ -1,4 +1,5 @@
-"""``masterdata import`` says what it does not import: a MaLo's measurement (ZW6/ZW7)."""
+"""``masterdata import`` says what it does not import: a MaLo's measurement (ZW6/ZW7) and every
+other field of master data (EEG/KWKG, MSB, Tranche, ...), the Bilanzkreis register."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_the_cli_says_the_measurement_was_not_imported(
     assert main(["masterdata", "import", str(listed), "--store", str(tmp_path / "db"), "--tenant", NB]) == 0
     out, err = capsys.readouterr()
     assert "2 imported" in out
-    assert "measurement (ZW6/ZW7) of 1 MaLo(s) was not imported" in err
+    assert "not imported" in err and "the measurement (ZW6/ZW7) of 1 MaLo(s)" in err
     plain = tmp_path / "plain.csv"
     plain.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,\n")
     capsys.readouterr()
@@ -103,3 +104,36 @@ def test_an_import_into_a_replay_part_store_or_beside_its_parts_is_refused(
     err = capsys.readouterr().err
     assert "replay with --workers 2" in err and "use a store of its own" in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+async def test_every_field_of_master_data_the_journal_does_not_take_is_counted(tmp_path: Path) -> None:
+    shaped = tmp_path / "master.json"
+    shaped.write_text(json.dumps({
+        MALO: {"current": LFA, "eeg_kwkg": True, "msb": LFA, "quarter_hour_metering": False},
+        OTHER: {"current": LFA, "eeg_kwkg": False, "esv_from": None},  # null: not given
+        "bilanzkreise": {LFA: ["11XBKA---------I"]},
+    }))
+    async with LmdbStore(tmp_path / "db") as store:
+        report = await import_assignments(store, NB, shaped)
+    assert (report.rows, report.appended) == (2, 2)
+    assert report.not_imported == {"bilanzkreise": 1, "eeg_kwkg": 2, "msb": 1, "quarter_hour_metering": 1}
+
+
+def test_the_cli_names_the_fields_it_left_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listed = tmp_path / "assignments.csv"
+    listed.write_text(f"malo,supplier,from,until,eeg_kwkg\n{MALO},{LFA},,,true\n{OTHER},{LFA},,,\n")
+    assert main(["masterdata", "import", str(listed), "--store", str(tmp_path / "db"), "--tenant", NB]) == 0
+    assert "'eeg_kwkg' of 1 MaLo(s)" in capsys.readouterr().err
+
+
+async def test_values_past_the_header_are_refused_and_nothing_written(tmp_path: Path) -> None:
+    listed = tmp_path / "assignments.csv"
+    listed.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,\n{OTHER},{LFA},,,ZW6\n")
+    async with LmdbStore(tmp_path / "db") as store:
+        with pytest.raises(InvalidArgument, match=r"line 3: more values than the header has columns"):
+            await import_assignments(store, NB, listed)
+        assert await store.journal(TenantId.from_party_id(NB), supply_key(MALO)) == []
+    trailing = tmp_path / "trailing.csv"  # empty values past the header (a trailing comma) are no data
+    trailing.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,,\n")
+    async with LmdbStore(tmp_path / "db2") as store:
+        assert (await import_assignments(store, NB, trailing)).appended == 1

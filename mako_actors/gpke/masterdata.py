@@ -11,10 +11,12 @@ is the truth after the import. Accepted files:
 Files are UTF-8 (a byte order mark is allowed); another encoding is refused, naming the file.
 
 Instants are ISO 8601 with an offset, or a date ``YYYY-MM-DD`` (00:00 Europe/Berlin, the start
-of a MaKo day). A MaLo's ``measurement`` (ZW6/ZW7, a JSON field or a CSV column) is checked but
-not imported: the supply journal holds assignments only, so the report counts those MaLos
-(``measurements_not_imported``) and the caller says so; the same file given as ``serve``'s
-``master_data`` or ``replay --master-data`` carries it. Everything is checked before anything is
+of a MaKo day). The rest of a MaLo's master data (``measurement``, ZW6/ZW7, which is checked;
+``eeg_kwkg``, ``msb``, ``tranche_of`` and every other field of the per-MaLo shape or extra CSV
+column; the register ``bilanzkreise``) is not imported: the supply journal holds assignments
+only, so the report counts the MaLos giving each such field (``not_imported``) and the caller
+says so; the same file given as ``serve``'s ``master_data`` or ``replay --master-data`` carries
+it. Everything is checked before anything is
 written: a bad row raises ``InvalidArgument`` naming the file and the row, and the store is left
 untouched. Re-importing the same file appends nothing (an identical entry already in the journal
 is skipped).
@@ -26,7 +28,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -50,14 +52,26 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ImportReport:
-    """What an import did: rows read, entries appended, entries already present, and the MaLos
-    whose ``measurement`` the file gives but the journal does not take (see the module doc)."""
+    """What an import did: rows read, entries appended, entries already present, and per field
+    of master data the file gives but the journal does not take, how many MaLos give it
+    (``not_imported``; ``"bilanzkreise"``: 1 for the register; see the module doc)."""
 
     rows: int
     appended: int
     skipped: int
     malos: int
-    measurements_not_imported: int = 0
+    not_imported: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def measurements_not_imported(self) -> int:
+        """The MaLos whose ``measurement`` (ZW6/ZW7) the file gives."""
+        return self.not_imported.get("measurement", 0)
+
+
+#: What an assignment row holds (the list and CSV shapes); the rest of a row is master data.
+_ROW_FIELDS = frozenset({"malo", "supplier", "from", "until"})
+#: What an entry of the per-MaLo shape holds that the journal takes.
+_ENTRY_FIELDS = frozenset({"current", "future", "future_start"})
 
 
 def _instant(value: Any, where: str) -> datetime | None:
@@ -100,17 +114,25 @@ def _measured(row: Mapping[str, Any], where: str) -> bool:
     return True
 
 
-def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
+_Extras = list[tuple[str, str, Mapping[str, Any]]]  # (where, MaLo, its fields not imported)
+
+
+def _rows_of_json(raw: Any, name: str) -> tuple[list[tuple[str, Mapping[str, Any]]], _Extras]:
+    """The assignment rows of a JSON file, and per entry the master data the journal does not take."""
+    extras: _Extras = []
     if isinstance(raw, list):
-        return [(f"{name}: entry {i + 1}", row) for i, row in enumerate(raw) if isinstance(row, Mapping)]
+        rows = [(f"{name}: entry {i + 1}", row) for i, row in enumerate(raw) if isinstance(row, Mapping)]
+        return rows, extras
     if isinstance(raw, Mapping):
-        rows: list[tuple[str, Mapping[str, Any]]] = []
+        rows = []
         for malo, entry in raw.items():
+            if malo == "bilanzkreise":  # the register of Zuordnungsermächtigungen, no MaLo
+                extras.append((f"{name}: 'bilanzkreise'", "", {"bilanzkreise": entry}))
+                continue
             if not isinstance(entry, Mapping):
                 raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
             where = f"{name}: MaLo {malo}"
-            if _measured(entry, where):  # not an assignment, but counted (``_load``)
-                rows.append((where, {"malo": malo, "measurement": entry["measurement"]}))
+            extras.append((where, malo, {k: v for k, v in entry.items() if k not in _ENTRY_FIELDS}))
             future, future_start = entry.get("future"), entry.get("future_start")
             if entry.get("current"):
                 until = future_start if future else None
@@ -119,7 +141,7 @@ def _rows_of_json(raw: Any, name: str) -> list[tuple[str, Mapping[str, Any]]]:
                 if not future_start:
                     raise InvalidArgument(f"{where}: 'future' needs 'future_start'")
                 rows.append((where, {"malo": malo, "supplier": future, "from": future_start}))
-        return rows
+        return rows, extras
     raise InvalidArgument(f"{name}: expected a JSON list of assignments or an object by MaLo")
 
 
@@ -128,8 +150,8 @@ def load_assignments(path: Path) -> list[tuple[str, SupplyFact]]:
     return _load(path)[0]
 
 
-def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
-    """``load_assignments`` and the number of MaLos whose measurement the file gives."""
+def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], dict[str, int]]:
+    """``load_assignments`` and per field of master data not imported the MaLos giving it."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # (a BOM, as Excel writes it, is not data)
     except OSError as exc:
@@ -140,9 +162,10 @@ def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
             "save it as UTF-8 (e.g. Excel's 'CSV UTF-8')"
         ) from None
     name = str(path)
+    extras: _Extras = []
     if path.suffix.lower() == ".json":
         try:
-            rows = _rows_of_json(json.loads(text), name)
+            rows, extras = _rows_of_json(json.loads(text), name)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{name}: not JSON: {exc}") from None
     elif path.suffix.lower() == ".csv":
@@ -150,17 +173,34 @@ def _load(path: Path) -> tuple[list[tuple[str, SupplyFact]], int]:
         missing = {"malo", "supplier"} - set(reader.fieldnames or ())
         if missing:
             raise InvalidArgument(f"{name}: CSV header lacks {sorted(missing)} (malo,supplier,from,until)")
-        rows = [(f"{name}: line {i + 2}", row) for i, row in enumerate(reader)]
+        rows = []
+        for i, line in enumerate(reader):
+            where = f"{name}: line {i + 2}"
+            beyond = line.pop(None, None)  # ``DictReader``'s key for values past the header's columns
+            if beyond and any(str(v).strip() for v in beyond):
+                raise InvalidArgument(f"{where}: more values than the header has columns: {beyond!r}")
+            rows.append((where, line))
     else:
         raise InvalidArgument(f"{name}: expected a .json or .csv file")
     facts: list[tuple[str, SupplyFact]] = []
-    measured: set[str] = set()
     for where, row in rows:
-        if _measured(row, where):
-            measured.add(str(row.get("malo") or "").strip())
-        if "supplier" in row or "measurement" not in row:  # else a measurement-only row
-            facts.append(_fact(row, where))
-    return facts, len(measured)
+        rest = {k: v for k, v in row.items() if k not in _ROW_FIELDS}
+        extras.append((where, str(row.get("malo") or "").strip(), rest))
+        if "supplier" in row or not any(v not in (None, "") for v in rest.values()):
+            facts.append(_fact(row, where))  # (else a row of master data only)
+    return facts, _not_imported(extras)
+
+
+def _not_imported(extras: _Extras) -> dict[str, int]:
+    """Per field given (not empty), the MaLos giving it; a bad ``measurement`` raises
+    ``InvalidArgument`` naming where."""
+    by_field: dict[str, set[str]] = {}
+    for where, malo, fields in extras:
+        for key, value in fields.items():
+            if value in (None, "") or (key == "measurement" and not _measured(fields, where)):
+                continue
+            by_field.setdefault(key, set()).add(malo)
+    return {key: len(malos) for key, malos in sorted(by_field.items())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +209,7 @@ class CheckedImport:
 
     tenant_id: TenantId
     facts: list[tuple[str, SupplyFact]]
-    measured: int
+    not_imported: dict[str, int]
 
 
 def check_import(tenant: str, path: Path) -> CheckedImport:
@@ -179,8 +219,8 @@ def check_import(tenant: str, path: Path) -> CheckedImport:
     Reads ``path`` only.
     """
     tenant_id = TenantId.from_party_id(tenant)
-    facts, measured = _load(path)
-    return CheckedImport(tenant_id, facts, measured)
+    facts, not_imported = _load(path)
+    return CheckedImport(tenant_id, facts, not_imported)
 
 
 async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportReport:
@@ -195,7 +235,7 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
 async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport:
     """``import_assignments`` of what ``check_import`` checked (so a caller can check before it
     opens the store); entries already in a journal are skipped."""
-    tenant_id, facts, measured = checked.tenant_id, checked.facts, checked.measured
+    tenant_id, facts = checked.tenant_id, checked.facts
     by_malo: dict[str, list[dict[str, Any]]] = {}
     for malo, fact in facts:
         by_malo.setdefault(malo, []).append(fact.to_entry())
@@ -208,4 +248,4 @@ async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport
         if new:
             await store.append_journal(tenant_id, key, new)
             appended += len(new)
-    return ImportReport(len(facts), appended, skipped, len(by_malo), measurements_not_imported=measured)
+    return ImportReport(len(facts), appended, skipped, len(by_malo), dict(checked.not_imported))
