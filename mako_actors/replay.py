@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import csv
+import difflib
 import hashlib
 import heapq
 import json
@@ -210,7 +211,8 @@ def load_master_data(path: Path) -> StaticMasterData:
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
-    the entry (and field) that does not fit, and for an assignment list (``masterdata import``'s
+    the entry (and field) that does not fit, a field it does not know (a misspelt flag would
+    switch its check off unseen), and for an assignment list (``masterdata import``'s
     CSV or JSON list, which belongs in the store) says so.
     """
     if path.suffix.lower() == ".csv":
@@ -222,6 +224,7 @@ def load_master_data(path: Path) -> StaticMasterData:
         by_malo: dict[str, Suppliers] = {}
         register = _register(raw.pop("bilanzkreise", None))
         for malo, entry in raw.items():
+            _check_fields(malo, entry)
             measurement = entry.get("measurement")
             if measurement is not None and measurement not in MEASUREMENTS:
                 raise ValueError(
@@ -265,6 +268,30 @@ def _suppliers(malo: str, **fields: Any) -> Suppliers:
         return Suppliers(**fields)
     except ValueError as exc:
         raise ValueError(f"MaLo {malo}: {exc}") from None
+
+
+#: Every field of a MaLo's (or Tranche's) master-data entry ``load_master_data`` reads.
+_ENTRY_FIELDS = frozenset({
+    "current", "future", "future_start", "measurement", "tranche_of", "tranche_basis", "tranche_percent",
+    "in_operation_from", "out_of_market_from", "esv_from", "quarter_hour_metering", "generating", "ims",
+    "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung", "netzlokationen", "msb",
+    "msb_role", "gmsb", "messlokationen",
+})  # fmt: skip
+
+
+def _check_fields(malo: str, entry: Any) -> None:
+    """``ValueError`` for an entry that is no object, or names a field nobody reads: a misspelt
+    flag would otherwise switch its check off without a word."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"MaLo {malo}: expected an object of fields, got {entry!r}")
+    unknown = sorted(set(entry) - _ENTRY_FIELDS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _ENTRY_FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"MaLo {malo}: unknown field(s) {', '.join(map(repr, unknown))}{hint}; known: "
+            f"{', '.join(sorted(_ENTRY_FIELDS))}"
+        )
 
 
 _FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung")

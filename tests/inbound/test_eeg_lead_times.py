@@ -95,3 +95,15 @@ def test_master_data_read_the_eeg_flags_and_refuse_ausfallverguetung_without_eeg
     path.write_text(json.dumps({MALO: {"eeg_kwkg": "yes"}}))
     with pytest.raises(InvalidArgument, match=f"MaLo {MALO}: field 'eeg_kwkg' is 'yes'"):
         load_master_data(path)
+
+
+def test_a_misspelt_field_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A flag nobody reads would switch its check off without a word: refused, with a hint."""
+    path = tmp_path / "master.json"
+    path.write_text(json.dumps({MALO: {"current": LFA, "eeg_kwk": True}}))
+    hint = f"MaLo {MALO}: unknown field.*'eeg_kwk' .*did you mean 'eeg_kwkg'"
+    with pytest.raises(InvalidArgument, match=hint):
+        load_master_data(path)
+    path.write_text(json.dumps({MALO: "9900000003007"}))
+    with pytest.raises(InvalidArgument, match=f"MaLo {MALO}: expected an object of fields"):
+        load_master_data(path)
