@@ -20,6 +20,7 @@ from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
 from mako_actors.gpke._models import positional
 from mako_actors.gpke.commands import ProductPackage, ReceiveAcknowledgement
+from mako_actors.gpke.fristen import canonical_fv
 from mako_actors.gpke.keys import interchange_key, transaction_key
 from mako_actors.gpke.router import PidRouter
 from mako_actors.gpke.supply import (
@@ -241,7 +242,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if values["transaction_detail"] == "ZAP":
             # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
             values["kundenanlage_malo"] = _location(transaction, "Z16")
-            values["kundenanlage_formed"] = _forms_kundenanlage(transaction)
+            values["kundenanlage_formed"] = _forms_kundenanlage(transaction, tx.format_version)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
         values["zuordnungsbeginn"] = transaction.start  # an Aufhebung's date (``abmeldung_date``)
@@ -316,15 +317,19 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
 
 #: Codeliste der Konfigurationen: product "Ruhende Marktlokation" and its properties that form a
 #: new Kundenanlage (§ 20 Abs. 1d EnWG, § 10c EEG: "Bildung"; 9991000003204 is "Integration").
+#: E_0622 step 19 names 9991000002933 up to FV2510 and also 9991000003212 from FV2604 on.
 RESTING_MALO_PRODUCT = "9991000002769"
 FORMING_PROPERTIES = frozenset({"9991000002933", "9991000003212"})
+_FORMING_UP_TO_FV2510 = frozenset({"9991000002933"})
 
 
-def _forms_kundenanlage(transaction: Transaction) -> bool:
+def _forms_kundenanlage(transaction: Transaction, format_version: FormatVersion | str) -> bool:
     """Whether an SG8 ``SEQ+Z79`` of the Anmeldung orders product 9991000002769 with a property
-    (``CAV+ZH9``) that forms a new Kundenanlage (E_0622 step 19)."""
+    (``CAV+ZH9``) that forms a new Kundenanlage in the tree of its format version (E_0622 step 19)."""
+    early = canonical_fv(format_version) in ("FV2504", "FV2510")
+    forming = _FORMING_UP_TO_FV2510 if early else FORMING_PROPERTIES
     return any(
-        code == RESTING_MALO_PRODUCT and values.get("ZH9") in FORMING_PROPERTIES
+        code == RESTING_MALO_PRODUCT and values.get("ZH9") in forming
         for code, values in _ordered_products(transaction)
     )
 

@@ -51,12 +51,18 @@ START_2504 = datetime(2025, 8, 31, 22, 0, tzinfo=UTC)
 # EnWG (Bildung)" (Codeliste der Konfigurationen); 9991000003204 is "... (Integration)"
 FORMING = ("SEQ+Z79+1", "PIA+5+9991000002769:Z11", "CCI+Z66", "CAV+ZH9:::9991000002933")
 INTEGRATING = (*FORMING[:3], "CAV+ZH9:::9991000003204")
+# "... KuA nach § 10c EEG (Bildung)": a Bildung in step 19 from FV2604 on only
+FORMING_10C = (*FORMING[:3], "CAV+ZH9:::9991000003212")
+THU_2604 = datetime(2026, 6, 11, 12, 30, tzinfo=UTC)  # Thursday, FV2604 in force
+START_2604 = datetime(2026, 6, 30, 22, 0, tzinfo=UTC)  # 1 July 2026, 00:00 CEST
 
 
-def resting_anmeldung(product: Sequence[str] = (), *, fv2504: bool = False, start: datetime = START) -> bytes:
+def resting_anmeldung(
+    product: Sequence[str] = (), *, fv2504: bool = False, start: datetime = START, at: datetime = THU_1430
+) -> bytes:
     """A 55001 with ZAP for MALO in KUNDENANLAGE, with ``product`` as a second SG8 Z79 group of
-    its package."""
-    sent_at, start = (THU_2504, START_2504) if fv2504 else (THU_1430, start)
+    its package, sent ``at``."""
+    sent_at, start = (THU_2504, START_2504) if fv2504 else (at, start)
     segments = [
         "IDE+24+LFNTX1", dtm("92", start), "STS+7++E01+ZAP", f"LOC+Z16+{KUNDENANLAGE}", f"LOC+Z22+{MALO}",
         "RFF+Z13:55001", *package_segments((("1", bilanzkreis_of(LFN)),))[:4], *product, "SEQ+ZH0+1",
@@ -163,3 +169,17 @@ def test_master_data_read_the_kundenanlage_facts(tmp_path: Path) -> None:
         path.write_text(json.dumps({MALO: bad}))
         with pytest.raises(InvalidArgument, match=f"MaLo {MALO}: {complaint}"):
             load_master_data(path)
+
+
+@pytest.mark.parametrize(
+    ("at", "start", "answer"),
+    [
+        (THU_1430, START, [("55003", "A08")]),  # FV2510: no Bildung, so an integration (step 25)
+        (THU_2604, START_2604, GOES_ON),  # FV2604: a Bildung (step 19 → 20)
+    ],
+)
+async def test_the_10c_property_forms_a_kundenanlage_from_fv2604_on(
+    store: LmdbStore, at: datetime, start: datetime, answer: list[tuple[str, str | None]]
+) -> None:
+    raw = resting_anmeldung(FORMING_10C, start=start, at=at)
+    assert await decide(store, raw, Suppliers(), Suppliers(kundenanlage=False), at) == answer
