@@ -178,6 +178,13 @@ class Metrics:
         self.dead_letters_stored = Gauge(
             "mako_dead_letters_stored", "dead letters in the store, requeued or not", registry=r
         )
+        self.awaiting_operator = Gauge(
+            "mako_processes_awaiting_operator",
+            "processes waiting for an operator's decision, their answers not sent (NaN until the "
+            "node has read the store's events once)",
+            registry=r,
+        )
+        self.awaiting_operator.set(float("nan"))
 
     def watch(self, groups: Mapping[str, Callable[[], Any]], labels: Mapping[str, str] | None = None) -> None:
         """Also export these stats objects, read at each scrape (``{"store": lambda: store.stats}``)."""

@@ -73,6 +73,7 @@ from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.awaiting import awaits_operator
 from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
@@ -540,13 +541,10 @@ def encoded_decisions(decisions: dict[str, list[list[Any]]]) -> dict[str, bytes]
     return {seed: encode([seed, steps]).encode() for seed, steps in decisions.items()}
 
 
-#: The decisions after which a process waits for an operator (``DecisionOverdue`` keeps it waiting).
-_WAITING = frozenset({"gpke.lfa_not_reached", "gpke.tranche_formation_awaited", "gpke.decision_overdue"})
-
-
 def awaiting_operator(decisions: dict[str, list[list[Any]]]) -> int:
-    """How many processes of ``process_decisions`` wait for an operator after their last decision."""
-    return sum(1 for entries in decisions.values() if entries and entries[-1][0] in _WAITING)
+    """How many processes of ``process_decisions`` wait for an operator (``gpke.awaiting``: an
+    acknowledgement or a late answer after the wait began does not end it)."""
+    return sum(1 for entries in decisions.values() if awaits_operator(entry[0] for entry in entries))
 
 
 def digest_of(encoded: dict[str, bytes]) -> str:

@@ -291,6 +291,7 @@ class Node:
             outbox_done = asyncio.Event()
             outbox = asyncio.create_task(self._outbox_loop(worker, outbox_done), name="outbox")
             beat = asyncio.create_task(self._heartbeat(store, system, stop), name="heartbeat")
+            waiting = asyncio.create_task(self._operator_loop(store, stop), name="operator-queue")
             self.ready = True
             log.info("serving: inbox %s, outbox %s, store %s", config.inbox, config.outbox, config.store)
             if on_ready is not None:
@@ -303,7 +304,8 @@ class Node:
             self._wake_outbox.set()
             await outbox
             beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            waiting.cancel()
+            await asyncio.gather(beat, waiting, return_exceptions=True)
             await self._levels(store, system)
         finally:
             self.ready = False
@@ -519,6 +521,29 @@ class Node:
             self._beat = time.monotonic()
             with contextlib.suppress(EngineError):
                 await self._levels(store, system)
+            await self._pause(stop, self.config.poll_interval)
+
+    async def _operator_loop(self, store: Any, stop: asyncio.Event) -> None:
+        """Follow the store's events for the processes waiting for an operator's decision
+        (``gpke.awaiting``; the gauge ``mako_processes_awaiting_operator``).
+
+        From the first event on at start (the set lives in memory only), a page at a time with the
+        loop free between pages (an LMDB read runs on the loop's thread), then every poll interval.
+        """
+        from mako_actors.gpke.awaiting import OperatorQueue
+
+        queue, position = OperatorQueue(), 0
+        while not stop.is_set():
+            events: list[EventEnvelope] = []
+            with contextlib.suppress(EngineError):  # (a failed read is tried again next interval)
+                events = await store.read_all(position, 500)
+            if events:
+                for event in events:
+                    queue.handle(event)
+                position = events[-1].global_position
+                await asyncio.sleep(0)
+                continue
+            self.metrics.awaiting_operator.set(len(queue))  # caught up
             await self._pause(stop, self.config.poll_interval)
 
     async def _levels(self, store: Any, system: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -628,3 +629,30 @@ async def test_a_partner_rejecting_one_of_our_messages_is_counted_on_metrics(tmp
     assert metric(text, 'mako_acknowledgements_total{message_type="APERAK",result="rejected"}') == 1
     assert metric(text, 'mako_acknowledgements_total{message_type="CONTRL",result="accepted"}') == 1
     assert metric(text, 'mako_acknowledgements_total{message_type="CONTRL",result="rejected"}') == 0
+
+
+GAUGE = "mako_processes_awaiting_operator"
+
+
+async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_restart(tmp_path: Path) -> None:
+    """A Geschäftsvorfall 3 waits for the NB to form the Tranche: its LFN gets no answer until an
+    operator decides, so an alert needs the count; a restarted node reads it from the store."""
+    from mako_actors.serve import Node
+
+    now = datetime.now(UTC)
+    start = (now + timedelta(days=40)).replace(hour=23, minute=0, second=0, microsecond=0)
+    gv3 = anmeldung(
+        lfn=LFN, nb=NB, malo=MALOS[0], zuordnungsbeginn=start, ide_ref="GV3", control_ref="LFNGV3",
+        sent_at=now, pid="55077", detail="ZW2",
+    )  # fmt: skip
+    node = Node(node_config(tmp_path))
+    async with in_process(node):
+        await until("the store read", lambda: metric(node.metrics.render().decode(), GAUGE) == 0)
+        drop(tmp_path / "in", "gv3.edi", gv3)
+        drop(tmp_path / "in", "other.edi", interchange(1))  # decided at once: never waits
+        await until("the wait counted", lambda: metric(node.metrics.render().decode(), GAUGE) == 1)
+    again = Node(node_config(tmp_path))
+    assert math.isnan(metric(again.metrics.render().decode(), GAUGE))  # not read yet: unknown, not 0
+    async with in_process(again):
+        await until("the wait read back", lambda: metric(again.metrics.render().decode(), GAUGE) == 1)
+
