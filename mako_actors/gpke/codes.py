@@ -72,6 +72,7 @@ class Reason:
     ABMELDUNG_APPROVED = "abmeldung_approved"
     ABMELDUNG_NOT_FORWARD = "abmeldung_not_forward"
     ABMELDUNG_NO_RECENT_ESV = "abmeldung_no_recent_esv"
+    ABMELDUNG_NOT_RESTING = "abmeldung_not_resting"
     ABMELDUNG_ALREADY_ENDED = "abmeldung_already_ended"
     ABMELDUNG_APPROVED_GENERATING = "abmeldung_approved_generating"
     ABMELDUNG_NOT_MONTH_START = "abmeldung_not_month_start"
@@ -290,6 +291,13 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
     Ebd.ABMELDUNG: {
         "A11": _c(Reason.ABMELDUNG_APPROVED, "Bestätigung der Abmeldung", unconfirmed=False),
         "A02": _c(Reason.ABMELDUNG_NOT_FORWARD, "Vorlauffrist nicht eingehalten (Ende nicht nach dem ÜT) †"),
+        # Steps 20/30 (the same trees): an Abmeldung with STS+7 ZAP ("ruhende MaLo") of a MaLo
+        # that is no ruhende MaLo of a Kundenanlage (its supply was not started by a ZAP Anmeldung)
+        "A01": _c(
+            Reason.ABMELDUNG_NOT_RESTING,
+            "die MaLo der Abmeldung ist keine ruhende MaLo einer Kundenanlage",
+            unconfirmed=False,
+        ),
         # Step 80 (machine-readable trees FV2504-FV2610): "Ende der ESV ohne Folgelieferung"
         # (Z41) without an Ersatz-/Grundversorgung begun within the 3 months before the end
         "A05": _c(

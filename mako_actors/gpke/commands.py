@@ -225,6 +225,9 @@ class ReceiveAbmeldung(InboundUtilmd):
     the sender's assignment begins exactly then (E_0607 steps 90/570: else A06/A23).
     ``malo_esv_from``: from the MaLo's master data, when its last Ersatz-/Grundversorgung began
     (E_0607 step 80 for an Abmeldung "Ende der ESV ohne Folgelieferung"; ``None``: not known).
+    ``malo_resting``: for an Abmeldung with STS+7 ZAP, whether the supply it ends was started for
+    a ruhende MaLo of a Kundenanlage (the journal's ``started`` fact; E_0607 step 30; ``None``:
+    not known).
     """
 
     kind: Literal["abmeldung"] = "abmeldung"
@@ -239,6 +242,7 @@ class ReceiveAbmeldung(InboundUtilmd):
     still_assigned: bool = False
     cancels_start: bool = False
     malo_esv_from: AwareDatetime | None = None
+    malo_resting: bool | None = None
 
 
 class ReceiveLfaAnswer(InboundUtilmd):

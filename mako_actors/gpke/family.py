@@ -175,6 +175,8 @@ class GpkeFamily:
                     values["still_assigned"] = holds  # supplies it again all the same
                 if baseline is not None:
                     values["malo_esv_from"] = baseline.esv_from  # (E_0607 step 80)
+                if values.get("transaction_detail") == "ZAP":  # (E_0607 step 30)
+                    values["malo_resting"] = view.resting(sender, start)
         return self._router.build_command(values)
 
     def _eeg_kwkg(self, values: dict[str, Any], entry: Suppliers, start: datetime) -> bool | None:

@@ -250,7 +250,10 @@ class SupplyFact(BaseModel):
 
     ``process`` is the deciding process's key (its seed: sender, 0020, 0062 and IDE of the
     trigger), so a claim and its outcome pair up; ``due`` is when a claimed Anmeldung is decided
-    at the latest (its 11:00 WT1 Frist), the DTM+Z08 of an A06 rejection.
+    at the latest (its 11:00 WT1 Frist), the DTM+Z08 of an A06 rejection. ``resting`` (a
+    ``started`` fact): whether the Anmeldung was for a ruhende MaLo of a Kundenanlage (STS+7
+    ZAP), which E_0607 step 30 asks of a later Abmeldung; ``None``: not known (written before the
+    field existed).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -262,6 +265,7 @@ class SupplyFact(BaseModel):
     process: str | None = None
     due: datetime | None = None
     reason: str | None = None
+    resting: bool | None = None
 
     def to_entry(self) -> dict[str, Any]:
         """Plain data for the journal (``None`` fields left out): ``model_dump(mode="json",
@@ -285,12 +289,13 @@ def fact_entry(
     process: str | None = None,
     due: datetime | None = None,
     reason: str | None = None,
+    resting: bool | None = None,
 ) -> dict[str, Any]:
     """``SupplyFact(kind=kind, ...).to_entry()`` without building the fact: the workflow writes
     its facts straight into the journal (values of the fields' types, as for ``unvalidated``)."""
     values = {
         "kind": kind, "supplier": supplier, "at": at, "until": until, "process": process, "due": due,
-        "reason": reason,
+        "reason": reason, "resting": resting,
     }  # fmt: skip
     return _entry(values)
 
@@ -307,9 +312,19 @@ class Assignment:
     # ``end`` is where a befristete Anmeldung asked its supply to end (its DTM+93): no end an
     # Abmeldung, an LFA's answer or another's start confirmed, which E_0607 step 100 asks for
     term_end: bool = False
+    resting: bool | None = None  # started by an Anmeldung for a ruhende MaLo (ZAP); None: not known
 
     def covers(self, at: datetime) -> bool:
         return (self.start is None or self.start <= at) and (self.end is None or at < self.end)
+
+    def endable(self, supplier: str, end: datetime) -> bool:
+        """Whether an Abmeldung of ``supplier`` ending at ``end`` ends this assignment: its own,
+        running at ``end`` or starting exactly then."""
+        return (
+            self.supplier == supplier
+            and (self.start is None or self.start <= end)
+            and (self.end is None or self.end > end)
+        )
 
     @property
     def cancelled(self) -> bool:
@@ -352,7 +367,7 @@ class SupplyView:
                 self.claims.pop(fact.process, None)
             self._cut(None, fact.at, starting=fact.supplier, until=fact.until)
             started = Assignment(fact.supplier, fact.at, fact.until, fact.process)
-            started.term_end = fact.until is not None
+            started.term_end, started.resting = fact.until is not None, fact.resting
             self.assignments.append(started)
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
             self._cut(fact.supplier, fact.at, fact.reason)
@@ -410,10 +425,13 @@ class SupplyView:
     def can_end(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier`` holds an assignment an Abmeldung ending at ``end`` can end: one
         running at ``end`` or starting exactly then (a future assignment cancelled, E_0607 step 90)."""
-        return any(
-            a.supplier == supplier and (a.start is None or a.start <= end) and (a.end is None or a.end > end)
-            for a in self.assignments
-        )
+        return any(a.endable(supplier, end) for a in self.assignments)
+
+    def resting(self, supplier: str, end: datetime) -> bool | None:
+        """Whether the assignment of ``supplier`` an Abmeldung ending at ``end`` ends (``can_end``)
+        was started for a ruhende MaLo of a Kundenanlage (E_0607 step 30); ``None``: not known
+        (an imported assignment, or a fact written before ``SupplyFact.resting``)."""
+        return next((a.resting for a in reversed(self.assignments) if a.endable(supplier, end)), None)
 
     def starts_at(self, supplier: str, at: datetime) -> bool:
         """Whether an assignment of ``supplier`` begins exactly at ``at`` (the start an Aufhebung

@@ -39,7 +39,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
 4. 55004: the sender must hold an assignment the Abmeldung can end (else APERAK Z17); E_0607
    at once: 55005 (A11, an ``ended`` fact with the reason), or 55006 (A02 end not after the
    ÜT). An Aufhebung einer zukünftigen Zuordnung (STS+7 ZG9/ZH1/ZH2) names the start it
-   cancels (DTM+92); ZH2 at another date gets A06. "Ende der ESV ohne Folgelieferung" (Z41)
+   cancels (DTM+92); ZH2 at another date gets A06. A ZAP Abmeldung ending a supply that no
+   ZAP Anmeldung started (the journal's ``started`` fact) gets A01 (steps 20/30), before the
+   Vorlauffrist. "Ende der ESV ohne Folgelieferung" (Z41)
    without an Ersatz-/Grundversorgung begun in the 3 months before the end (the MaLo's master
    data) gets A05 (step 80). Ended at that date already: steps 110-130
    by the new reason and the earlier end's (A09, A10, or A11 for a move-out after a Kündigung).
@@ -668,6 +670,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     at=s.zuordnungsbeginn,
                     until=s.zuordnungsende,
                     process=s.seed,
+                    resting=s.transaction_detail == "ZAP",  # (E_0607 step 30 asks it later)
                 )
             )
         else:
@@ -904,6 +907,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 reason = Reason.ABMELDUNG_APPROVED_GENERATING  # step 610 → 620 (A27)
             else:
                 reason = Reason.ABMELDUNG_ENDED_SAME_REASON_GENERATING  # step 610 (A26)
+        elif cmd.transaction_detail == "ZAP" and cmd.malo_resting is False:
+            reason = Reason.ABMELDUNG_NOT_RESTING  # steps 20/30 (A01)
         elif not uet(cmd.received_at) < uet(end):
             reason = Reason.ABMELDUNG_NOT_FORWARD  # step 50 (A02)
         elif wrong_start:

@@ -88,3 +88,33 @@ def test_only_the_end_of_an_esv_asks_when_it_began(reason: str) -> None:
         malo_esv_from="2024-01-01T00:00:00+01:00",
     ))  # fmt: skip
     assert utilmd(out, "55005")["answer_code"] == "A11"
+
+
+@pytest.mark.parametrize(
+    ("resting", "expected"),
+    [
+        (False, ("55006", "A01")),  # step 30: its supply was not started for a ruhende MaLo
+        (True, ("55005", "A11")),
+        (None, ("55005", "A11")),  # not known (an imported assignment): not checked
+    ],
+)
+def test_a_zap_abmeldung_must_end_the_supply_of_a_ruhende_malo(
+    resting: bool | None, expected: tuple[str, str]
+) -> None:
+    _, out = run(WF, WF.initial_state(), abmeldung(transaction_detail="ZAP", malo_resting=resting))
+    [(_, pid, _)] = [s for s in sent(out) if s[0] == "UTILMD"]
+    assert (pid, utilmd(out, pid)["answer_code"]) == expected
+
+
+def test_step_30_comes_before_the_vorlauffrist() -> None:
+    late = abmeldung(
+        transaction_detail="ZAP", malo_resting=False, received_at="2025-12-01T08:00:00+01:00",
+        zuordnungsende="2025-12-01T00:00:00+01:00",
+    )  # fmt: skip
+    _, out = run(WF, WF.initial_state(), late)
+    assert utilmd(out, "55006")["answer_code"] == "A01"
+
+
+def test_only_a_zap_abmeldung_is_asked_step_30() -> None:
+    _, out = run(WF, WF.initial_state(), abmeldung(transaction_detail="ZW4", malo_resting=False))
+    assert utilmd(out, "55005")["answer_code"] == "A11"

@@ -110,3 +110,19 @@ def test_the_split_places_a_ruhende_malos_messages_together() -> None:
     partitioner = Partitioner(2, [NB])
     placed = [set(partitioner.split(name, raw, at)) for name, raw, at in files]
     assert placed[0] == placed[1]
+
+
+async def test_a_zap_abmeldung_ends_a_supply_a_zap_anmeldung_started_or_gets_a01(store: LmdbStore) -> None:
+    """E_0607 steps 20/30: the supply journal keeps whether a confirmed Anmeldung was for a
+    ruhende MaLo; a ZAP Abmeldung of a supply a plain Anmeldung started is refused with A01."""
+    later, end = THU_1430 + timedelta(hours=1), START + timedelta(days=31)
+    p = pipeline(store, VirtualClock(THU_1430))
+    for malo, detail, answer in ((MALO, "ZAP", "A11"), ("20000000016", "ZW4", "A01")):
+        await p.ingest(anmeldung(detail=detail, malo=malo, ref=f"LFN{detail}", ide=f"TX{detail}"), THU_1430)
+        ids = {"ref": f"AB{detail}", "ide": f"ABTX{detail}"}
+        raw = abmeldung(LFN, **ids, end=end, sent_at=later, malo=malo, detail="ZAP")
+        await p.ingest(raw, later)
+        sent = [m for m in await outbox(store) if kind(m) in ("55005", "55006")]
+        assert [m.payload["transactions"][0]["answer_code"] for m in sent] == [answer]
+        for m in await outbox(store):  # the next round starts from an empty outbox
+            await store.acknowledge(m.message_id)
