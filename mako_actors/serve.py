@@ -534,9 +534,12 @@ class Node:
 
         queue, position = OperatorQueue(), 0
         while not stop.is_set():
-            events: list[EventEnvelope] = []
-            with contextlib.suppress(EngineError):  # (a failed read is tried again next interval)
+            try:
                 events = await store.read_all(position, 500)
+            except Exception:  # tried again next interval; the gauge keeps its last count meanwhile
+                log.exception("reading the store's events for %s failed", "mako_processes_awaiting_operator")
+                await self._pause(stop, self.config.poll_interval)
+                continue
             if events:
                 for event in events:
                     queue.handle(event)
