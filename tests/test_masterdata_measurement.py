@@ -34,11 +34,20 @@ async def test_measurements_are_counted_not_dropped_silently(tmp_path: Path) -> 
         assert await store.journal(tenant, supply_key(OTHER)) == []
 
 
-async def test_a_bad_measurement_is_refused_and_nothing_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (f"malo,supplier,from,until,measurement\n{MALO},{LFA},,,ZW6\n{OTHER},{LFA},,,ZW9\n",
+         r"line 3: field 'measurement' is 'ZW9'"),
+        (f"malo,supplier,from,until\n{MALO},{LFA},,\n{OTHER},{LFA},,,ZW6\n",
+         r"line 3: more values than the header has columns"),
+    ],
+)  # fmt: skip
+async def test_a_bad_row_is_refused_and_nothing_written(tmp_path: Path, text: str, error: str) -> None:
     listed = tmp_path / "assignments.csv"
-    listed.write_text(f"malo,supplier,from,until,measurement\n{MALO},{LFA},,,ZW6\n{OTHER},{LFA},,,ZW9\n")
+    listed.write_text(text)
     async with LmdbStore(tmp_path / "db") as store:
-        with pytest.raises(InvalidArgument, match=r"line 3: field 'measurement' is 'ZW9'"):
+        with pytest.raises(InvalidArgument, match=error):
             await import_assignments(store, NB, listed)
         assert await store.journal(TenantId.from_party_id(NB), supply_key(MALO)) == []
 
@@ -126,14 +135,8 @@ def test_the_cli_names_the_fields_it_left_out(tmp_path: Path, capsys: pytest.Cap
     assert "'eeg_kwkg' of 1 MaLo(s)" in capsys.readouterr().err
 
 
-async def test_values_past_the_header_are_refused_and_nothing_written(tmp_path: Path) -> None:
-    listed = tmp_path / "assignments.csv"
-    listed.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,\n{OTHER},{LFA},,,ZW6\n")
-    async with LmdbStore(tmp_path / "db") as store:
-        with pytest.raises(InvalidArgument, match=r"line 3: more values than the header has columns"):
-            await import_assignments(store, NB, listed)
-        assert await store.journal(TenantId.from_party_id(NB), supply_key(MALO)) == []
-    trailing = tmp_path / "trailing.csv"  # empty values past the header (a trailing comma) are no data
+async def test_empty_values_past_the_header_are_no_data(tmp_path: Path) -> None:
+    trailing = tmp_path / "trailing.csv"  # a trailing comma, as spreadsheets write one
     trailing.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,,\n")
-    async with LmdbStore(tmp_path / "db2") as store:
+    async with LmdbStore(tmp_path / "db") as store:
         assert (await import_assignments(store, NB, trailing)).appended == 1
