@@ -250,7 +250,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 esv_from=_entry_instant(entry, malo, "esv_from"),
                 quarter_hour_metering=_entry_flag(entry, malo, "quarter_hour_metering"),
                 **{name: _entry_flag(entry, malo, name) for name in _FLAGS},
-                netzlokationen=_netzlokationen(entry, malo),
+                **_netzlokationen(entry, malo),
                 **_metering(entry, malo),
             )
         return StaticMasterData(by_malo, register)
@@ -299,17 +299,40 @@ _FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler", "eeg_kwk
 _NELO = re.compile(r"^E[0-9A-Z]{10}$")  # a Netzlokations-ID ([960])
 
 
-def _netzlokationen(entry: dict[str, Any], malo: str) -> tuple[str, ...] | None:
-    """``entry["netzlokationen"]``, a list of Netzlokations-IDs (``None`` when absent)."""
+def _netzlokationen(entry: dict[str, Any], malo: str) -> dict[str, Any]:
+    """``netzlokationen`` and ``netzlokation_msbs`` of ``entry["netzlokationen"]``: a list of
+    Netzlokations-IDs, each an ID or ``{"id": ID, "msb": MP-ID, "msb_role": "Z39"|"Z40"|"Z41"}``
+    (its MSB, which a 55002 naming it needs; the role defaults to Z39). ``ValueError`` naming
+    what does not fit."""
     nelos = entry.get("netzlokationen")
     if nelos is None:
-        return None
-    if not isinstance(nelos, list) or not all(isinstance(n, str) and _NELO.match(n) for n in nelos):
-        raise ValueError(
-            f"MaLo {malo}: field 'netzlokationen' is {nelos!r}, expected a list of Netzlokations-IDs "
-            "(E and 10 digits or capital letters)"
-        )
-    return tuple(nelos)
+        return {}
+    expected = (
+        "expected a list of Netzlokations-IDs (E and 10 digits or capital letters), each maybe as "
+        '{"id": ID, "msb": MP-ID, "msb_role": "Z39"|"Z40"|"Z41"}'
+    )
+    if not isinstance(nelos, list):
+        raise ValueError(f"MaLo {malo}: field 'netzlokationen' is {nelos!r}, {expected}")
+    ids: list[str] = []
+    msbs: list[tuple[str, str, str]] = []
+    for item in nelos:
+        ident, msb, role = (item, None, None) if isinstance(item, str) else _nelo_object(item)
+        if not isinstance(ident, str) or not _NELO.match(ident):
+            raise ValueError(f"MaLo {malo}: field 'netzlokationen' has {item!r}, {expected}")
+        if msb is not None:
+            if mp_id_issue(str(msb)) is MpIdIssue.MALFORMED or role not in MSB_ROLES:
+                what = f"MSB {msb!r} / role {role!r}"
+                raise ValueError(f"MaLo {malo}: Netzlokation {ident}: {what}, {expected}")
+            msbs.append((ident, str(msb), str(role)))
+        ids.append(ident)
+    return {"netzlokationen": tuple(ids), "netzlokation_msbs": tuple(msbs)}
+
+
+def _nelo_object(item: Any) -> tuple[Any, Any, Any]:
+    """(ID, MSB, role) of a Netzlokation given as an object; unknown keys make it no object."""
+    if not isinstance(item, dict) or not set(item) <= {"id", "msb", "msb_role"}:
+        return None, None, None
+    return item.get("id"), item.get("msb"), item.get("msb_role", "Z39")
 
 
 def _entry_flag(entry: dict[str, Any], malo: str, name: str) -> bool | None:

@@ -96,7 +96,9 @@ class UtilmdTransaction(BaseModel):
     ``SEQ+ZF3`` with its MSB and ``gmsb`` (the grundzuständige MSB). A 55078 for a Tranche carries
     SG8 "Daten der Tranche" (``SEQ+Z15``) when ``tranche_basis`` says how its size is formed:
     ``CCI+Z37++ZD1`` with ``QTY+11:<tranche_percent>:P1`` (a percentage of the MaLo), or
-    ``CCI+Z37++ZD2`` (an Aufteilungsfaktor).
+    ``CCI+Z37++ZD2`` (an Aufteilungsfaktor). ``netzlokationen`` (``(ID, MSB MP-ID, MSB role)``
+    each; a 55002 for a ruhende MaLo, Muss [96] ∧ [688]) travel as ``LOC+Z18`` (the first SG5)
+    and as SG8 ``SEQ+ZD7`` with ``RFF+Z32`` and the MSB (before ``SEQ+Z98``).
     Segments a PID does not carry per the structure table (e.g. ``LOC+Z16`` in 55003, AHB-FACTS §2)
     are left out when rendering.
     """
@@ -126,6 +128,7 @@ class UtilmdTransaction(BaseModel):
     remark: str | None = Field(default=None, min_length=1, max_length=2560)
     tranche: str | None = None
     resting_malo: str | None = None
+    netzlokationen: tuple[tuple[str, str, Literal["Z39", "Z40", "Z41"]], ...] | None = None
     product_package: str | None = None
     product_packages: tuple[tuple[str, str], ...] | None = Field(default=None, min_length=1, max_length=5)
     messlokationen: tuple[str, ...] | None = None
@@ -331,6 +334,8 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
         out.append(seg("STS", "Z35", "", [t.lfa_answer_code, t.lfa_answer_ebd or ""], where))
     if t.remark is not None:
         out.append(_ftx("ACB", t.remark))
+    for nelo, _, _ in t.netzlokationen or ():
+        out.append(seg("LOC", "Z18", nelo))  # the first SG5 (S1 55002 rows 104-108)
     if t.malo is not None:
         out.append(seg("LOC", t.malo_qualifier, t.malo))
     if t.resting_malo is not None:
@@ -361,9 +366,15 @@ def _transaction(t: UtilmdTransaction) -> list[Segment]:
 
 
 def _malo_data(t: UtilmdTransaction) -> list[Segment]:
-    """SG8 of a 55002/55078: Daten der Marktlokation (with its MSB), Daten der Tranche, then one
-    group per Messlokation."""
-    out = [seg("SEQ", "Z98")]
+    """SG8 of a 55002/55078: one group per Netzlokation (with its MSB), Daten der Marktlokation
+    (with its MSB), Daten der Tranche, then one group per Messlokation."""
+    out: list[Segment] = []
+    for nelo, nelo_msb, role in t.netzlokationen or ():
+        out += [
+            seg("SEQ", "ZD7"), seg("RFF", ["Z32", nelo]), seg("CCI", "", "", "ZB3"),
+            seg("CAV", ["Z91", nelo_msb, "", role]),
+        ]  # fmt: skip
+    out.append(seg("SEQ", "Z98"))
     msb = None
     if t.msb is not None:
         msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39"])

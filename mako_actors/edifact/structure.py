@@ -67,6 +67,7 @@ UTILMD_SG4: dict[str, tuple[SegmentRule, ...]] = {
     "55002": (
         _r("IDE+24"), _r("DTM+92"), _r("DTM+93", "C", "S1 FV2504 Muss [10] with STS+7 #3 (befristet)"),
         _r("STS+7", note=_STS7_ANSWER), _r("STS+E01"),
+        _r("LOC+Z18", "C", "S1 FV2504 Muss [96] ∧ [688] with ZAP: the Kundenanlage's Netzlokationen"),
         _r("LOC+Z16", note="§2 Muss [2061]"),
         _r("LOC+Z22", "C", "S1 FV2504 Muss [2003] ∧ [96] with ZAP: the ruhende MaLo"),
         _r("LOC+Z17", "C", "S1 FV2504 Muss ([96] ⊻ [483]) with ZAP/ZW7: each Messlokation, from master data"),
@@ -167,10 +168,12 @@ _MSB_FROM_MASTER_DATA = "S1 FV2504 Muss ([483] with ZW7 in 55002): the MSB, from
 # SG8 groups (each opened by its SEQ, in this order; a group may repeat where the AHB says "for
 # each"), per PID, after the SG4/SG5/SG6 segments above. 55002: "Daten der Marktlokation" (Muss
 # [2061]) with the MSB in SG10 (Muss [483] with ZW7), then one "Daten der Messlokation" per
-# LOC+Z17 ([2284]) with its MSB and the gMSB. Not modelled: ZD7 (Netzlokation, [294] with LOC+Z18)
-# and ZF1 (steuerbare Ressource, [205] with LOC+Z19), which we never name.
+# LOC+Z17 ([2284]) with its MSB and the gMSB; before them one "Daten der Netzlokation" per LOC+Z18
+# ([294] ∧ [2356]) with its MSB. Not modelled: ZF1 (steuerbare Ressource, [205] with LOC+Z19),
+# which we never name.
 UTILMD_SG8: dict[str, dict[str, tuple[SegmentRule, ...]]] = {
     "55002": {
+        "ZD7": (_r("SEQ+ZD7"), _r("RFF+Z32"), _r("CCI"), _r("CAV+Z91")),
         "Z98": (
             _r("SEQ+Z98"), _r("CCI", "C", _MSB_FROM_MASTER_DATA), _r("CAV+Z91", "C", _MSB_FROM_MASTER_DATA)
         ),
@@ -187,10 +190,12 @@ UTILMD_SG8["55078"] = {
     "ZF3": UTILMD_SG8["55002"]["ZF3"],
 }
 # SG4/SG5 segments that may repeat, one after another (one LOC+Z17 per Messlokation, [623]).
-_REPEATS: dict[str, frozenset[str]] = dict.fromkeys(("55002", "55078"), frozenset({"LOC+Z17"}))
+_REPEATS: dict[str, frozenset[str]] = {
+    "55002": frozenset({"LOC+Z17", "LOC+Z18"}), "55078": frozenset({"LOC+Z17"}),
+}  # fmt: skip
 # SG8 groups a PID must carry once ([2061]), and those that may repeat ([2284]).
 _SG8_REQUIRED: dict[str, tuple[str, ...]] = {"55002": ("Z98",), "55078": ("Z98",)}
-_SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3"), ("55078", "ZF3")})
+_SG8_REPEATS: frozenset[tuple[str, str]] = frozenset({("55002", "ZF3"), ("55078", "ZF3"), ("55002", "ZD7")})
 # SG8 groups required by STS+7 C556 #2 (S1 FV2504 55078 [477]/[478]: a Tranche's data with
 # GV2 and GV3).
 _SG8_REQUIRED_IF_REASON: dict[tuple[str, str], tuple[str, ...]] = {

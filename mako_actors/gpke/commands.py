@@ -139,7 +139,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     names none). From master data (``Suppliers``, E_0622 steps
     16–28): the ruhende MaLo's ``resting_generating``/``resting_ims``/``resting_netzlokationen``
     and the Kundenanlage MaLo's ``kundenanlage_is_kua``/``kundenanlage_virtual_summenzaehler``/
-    ``kundenanlage_netzlokationen`` (``None``: not known, not checked).
+    ``kundenanlage_netzlokationen`` (``None``: not known, not checked), and of those the
+    ``(ID, MSB, role)`` the master data give the MSB of (``kundenanlage_netzlokation_msbs``: the
+    55002 names them, LOC+Z18 and SG8 ZD7).
     ``product_packages``: the Produktpakete it asks for, by priority (empty: none, APERAK Z29).
     From the MaLo's master data (``Suppliers``): ``malo_in_operation_from``, a Neuanlage's
     Inbetriebnahme, and ``malo_out_of_market_from``, from when it takes no part in market
@@ -186,6 +188,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     kundenanlage_is_kua: bool | None = None
     kundenanlage_virtual_summenzaehler: bool | None = None
     kundenanlage_netzlokationen: tuple[str, ...] | None = None
+    kundenanlage_netzlokation_msbs: tuple[tuple[str, str, str], ...] = ()
     malo_msb: str | None = None
     malo_msb_role: MsbRole | None = None
     malo_gmsb: str | None = None

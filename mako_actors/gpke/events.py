@@ -180,9 +180,11 @@ class TrancheKnown(GpkeEvent, type="gpke.tranche_known"):
 class KundenanlageKnown(GpkeEvent, type="gpke.kundenanlage_known"):
     """The Anmeldung is for a ruhende MaLo (STS+7 #2 ZAP; the process's ``malo`` is its ID,
     LOC+Z22) in the Kundenanlage of MaLo ``malo`` (the 55001's LOC+Z16). The 55002 names both
-    (S1 FV2504 55002 [2061], [2003] ∧ [96])."""
+    (S1 FV2504 55002 [2061], [2003] ∧ [96]), and the Netzlokationen of ``malo`` whose MSB the
+    master data give, ``(ID, MSB, role)`` each (LOC+Z18 and SG8 ZD7, Muss [96] ∧ [688])."""
 
     malo: str
+    netzlokationen: tuple[tuple[str, str, str], ...] = ()
 
 
 class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once"):

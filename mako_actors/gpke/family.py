@@ -200,6 +200,7 @@ class GpkeFamily:
             values["kundenanlage_is_kua"] = kua.kundenanlage
             values["kundenanlage_virtual_summenzaehler"] = kua.virtual_summenzaehler
             values["kundenanlage_netzlokationen"] = kua.netzlokationen
+            values["kundenanlage_netzlokation_msbs"] = kua.netzlokation_msbs  # (the 55002's ZD7)
 
 
 def _values(tx: InboundTransaction) -> dict[str, Any]:

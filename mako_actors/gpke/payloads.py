@@ -230,6 +230,7 @@ class UtilmdTransactionPayload(BaseModel):
     tranche: str | None = None  # LOC+Z21 (STS+Z35 and RFF+Z20 in a 55080): a Tranche's ID
     resting_malo: str | None = None  # LOC+Z22 beside LOC+Z16: the ruhende MaLo of a 55002 (ZAP)
     product_package: str | None = None  # RFF+Z60: the Produktpaket planned (55002/55078)
+    netzlokationen: tuple[tuple[str, str, str], ...] | None = None  # LOC+Z18, SG8 ZD7: (ID, MSB, role)
     messlokationen: tuple[str, ...] | None = None  # LOC+Z17 and SG8 ZF3 (55002, from master data)
     msb: str | None = None  # SG10 CAV+Z91 of the 55002's SG8 Z98/ZF3: the MaLo's MSB
     msb_role: str | None = None  # Z39 grundzuständig, Z40 wettbewerblich, Z41 Auffang-MSB

@@ -78,6 +78,7 @@ class GpkeState(BaseModel):
     tranche_percent: str | None = None  # its percentage of the MaLo (ZD1)
     requested_share: str | None = None  # the share a Geschäftsvorfall 3 asks for (TrancheRequested)
     kundenanlage_malo: str | None = None  # set: ``malo`` is a ruhende MaLo in this one's Kundenanlage
+    kundenanlage_netzlokationen: tuple[tuple[str, str, str], ...] | None = None  # (ID, MSB, role)
     product_package: str | None = None  # the Produktpaket planned (RFF+Z60 of the 55002/55078)
     msb: str | None = None  # from master data (AnmeldungReceived): the MSB a 55002 names, its role,
     msb_role: str | None = None  # the grundzuständige MSB and the Messlokationen
@@ -90,6 +91,9 @@ class GpkeState(BaseModel):
         data: dict[str, Any] = handler(self)
         data = without_none(without_none(data, "malo_measurement"), "fixed_term_reason")
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
-        for name in ("product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis"):
+        for name in (
+            "product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis",
+            "kundenanlage_netzlokationen",
+        ):  # fmt: skip
             data = without_none(data, name)
         return without_none(without_none(data, "tranche_percent"), "requested_share")

@@ -111,6 +111,9 @@ class Suppliers:
     ``ausfallverguetung``: it is in the Ausfallvergütung now (the NB's EEG register), so a supplier
     taking it over leaves it in a verkürzter Wechsel (step 420: 5 WT, A29); it needs ``eeg_kwkg``
     (``ValueError`` otherwise).
+    ``netzlokation_msbs``: ``(ID, MSB, role)`` of those of ``netzlokationen`` whose MSB the master
+    data give: a 55002 for a ruhende MaLo names its Kundenanlage's Netzlokationen with them
+    (LOC+Z18 and SG8 ZD7, Muss [96] ∧ [688]).
     ``esv_from``: the Lieferbeginn of the Ersatz-/Grundversorgung the NB last registered for the
     MaLo (use case "Beginn der Ersatz-/Grundversorgung"); an Abmeldung "Ende der ESV ohne
     Folgelieferung" (STS+7 Z41) ending more than 3 months after it, or before it, gets 55006 A05
@@ -130,6 +133,7 @@ class Suppliers:
     kundenanlage: bool | None = None
     virtual_summenzaehler: bool | None = None
     netzlokationen: tuple[str, ...] | None = None
+    netzlokation_msbs: tuple[tuple[str, str, str], ...] = ()
     msb: str | None = None
     msb_role: MsbRole | None = None
     gmsb: str | None = None

@@ -263,6 +263,8 @@ class _Out:
             transaction["resting_malo"] = transaction.pop("malo")
             if state.kundenanlage_malo is not None:
                 transaction["malo"] = state.kundenanlage_malo
+            if state.kundenanlage_netzlokationen:  # LOC+Z18 and SG8 ZD7 (Muss [96] ∧ [688])
+                transaction["netzlokationen"] = state.kundenanlage_netzlokationen
         transaction.setdefault("trigger_pid", state.pid)  # STS+7 derives from it (§3)
         transaction.setdefault("measurement", state.malo_measurement or self.workflow.config.malo_measurement)
         # Command and state values were validated on the way in: no second validation, and
@@ -418,6 +420,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 errors.append(self._error(fv, Reason.DATE_IMPLAUSIBLE, text))
         if errors:
             return self._reject_inbound(out, cmd, errors)
+        if cmd.transaction_detail == "ZAP":
+            warnings += _unnamed_netzlokationen(cmd)
         assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
         lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
@@ -452,7 +456,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if cmd.requested_share is not None and cmd.pid == "55077" and cmd.transaction_detail == "ZW2":
             out.emit(unvalidated(TrancheRequested)(share=cmd.requested_share))
         if cmd.kundenanlage_malo is not None and cmd.transaction_detail == "ZAP":
-            out.emit(unvalidated(KundenanlageKnown)(malo=cmd.kundenanlage_malo))
+            known = unvalidated(KundenanlageKnown)
+            out.emit(known(malo=cmd.kundenanlage_malo, netzlokationen=cmd.kundenanlage_netzlokation_msbs))
         if until is not None and cmd.fixed_term_reason is not None:
             out.emit(unvalidated(FixedTermRequested)(zuordnungsende=until, reason=cmd.fixed_term_reason))
         out.keys.append(transaction_key(cmd.sender, cmd.ide_ref))
@@ -1153,7 +1158,9 @@ def _tranche_known(state: GpkeState, event: TrancheKnown, update: dict[str, Any]
 
 
 def _kundenanlage_known(state: GpkeState, event: KundenanlageKnown, update: dict[str, Any]) -> None:
-    update["kundenanlage_malo"] = event.malo
+    values = event.__dict__
+    update["kundenanlage_malo"] = values["malo"]
+    update["kundenanlage_netzlokationen"] = values["netzlokationen"] or None
 
 
 def _fixed_term(state: GpkeState, event: FixedTermRequested, update: dict[str, Any]) -> None:
@@ -1284,6 +1291,18 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AcknowledgementReceived: _acknowledged,
     LateLfaAnswerIgnored: _no_step,
 }
+
+
+def _unnamed_netzlokationen(cmd: ReceiveAnmeldung) -> list[str]:
+    """Warnings for the Netzlokationen of a ruhende MaLo's Kundenanlage the 55002 cannot name: the
+    master data know them but not their MSB, which SG8 ZD7 needs (so the 55002 lacks them)."""
+    known = {nelo for nelo, _, _ in cmd.kundenanlage_netzlokation_msbs}
+    return [
+        f"Netzlokation {nelo} of MaLo {cmd.kundenanlage_malo}: no MSB in the master data, so the 55002 "
+        "cannot name it (LOC+Z18 with SG8 ZD7, Muss [96] ∧ [688])"
+        for nelo in cmd.kundenanlage_netzlokationen or ()
+        if nelo not in known
+    ]
 
 
 def _esv_began(esv_from: datetime | None, end: datetime) -> bool:

@@ -41,6 +41,9 @@ def _samples(annotation: Any, name: str) -> list[Any]:
         return [None, *_samples(inner, name)]
     if origin is Literal:
         return list(get_args(annotation))
+    if origin is tuple and get_args(annotation)[-1] is not Ellipsis:  # fixed length: one per position
+        columns = [_samples(arg, name) for arg in get_args(annotation)]
+        return [tuple(c[k % len(c)] for c in columns) for k in range(max(map(len, columns)))]
     if origin is tuple:
         items = _samples(get_args(annotation)[0], name)
         return [(), tuple(items[:3]), items[:1] and (items[-1],)]

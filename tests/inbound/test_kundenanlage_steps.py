@@ -39,6 +39,7 @@ from tests.inbound.edi import (
     pipeline,
     store,
     tx,
+    utilmd_by_pid,
 )
 
 __all__ = ["store"]
@@ -164,7 +165,7 @@ def test_master_data_read_the_kundenanlage_facts(tmp_path: Path) -> None:
     for bad, complaint in (
         ({"ims": "yes"}, "field 'ims' is 'yes', expected true or false"),
         ({"netzlokationen": NELO}, "field 'netzlokationen' is 'E1234567890', expected a list"),
-        ({"netzlokationen": ["E12"]}, "field 'netzlokationen' is \\['E12'\\], expected a list of Netzlo"),
+        ({"netzlokationen": ["E12"]}, "field 'netzlokationen' has 'E12', expected a list of Netzlo"),
     ):
         path.write_text(json.dumps({MALO: bad}))
         with pytest.raises(InvalidArgument, match=f"MaLo {MALO}: {complaint}"):
@@ -183,3 +184,34 @@ async def test_the_10c_property_forms_a_kundenanlage_from_fv2604_on(
 ) -> None:
     raw = resting_anmeldung(FORMING_10C, start=start, at=at)
     assert await decide(store, raw, Suppliers(), Suppliers(kundenanlage=False), at) == answer
+
+
+async def test_the_55002_names_the_kundenanlages_netzlokationen_with_their_msb(store: LmdbStore) -> None:
+    """S1 FV2504 55002: with ZAP, LOC+Z18 is Muss for each Netzlokation of the LOC+Z16 MaLo ([96] ∧
+    [688]), each with SG8 "Daten der Netzlokation" and its MSB ([294] ∧ [2356]); one whose MSB
+    the master data do not give cannot be named, and the process says so."""
+    msb = "9900000005001"
+    kua = Suppliers(netzlokationen=(NELO, OTHER_NELO), netzlokation_msbs=((NELO, msb, "Z40"),))
+    assert await decide(store, resting_anmeldung(), Suppliers(), kua) == GOES_ON
+    confirmation = utilmd_by_pid(await outbox(store))["55002"]  # rendered, structure checked
+    [nelo] = [s for s in confirmation.segments if s.tag == "LOC" and s.value(0) == "Z18"]
+    assert nelo.value(1) == NELO
+    tags = [s.tag + "+" + s.value(0) for s in confirmation.segments]
+    start = tags.index("SEQ+ZD7")
+    assert tags[start : start + 5] == ["SEQ+ZD7", "RFF+Z32", "CCI+", "CAV+Z91", "SEQ+Z98"]
+    cav = confirmation.segments[start + 3]
+    assert (cav.value(0, 1), cav.value(0, 3)) == (msb, "Z40")
+    [received] = [e for e in await store.read_all(0, 100) if e.event_type == "gpke.anmeldung_received"]
+    assert any(OTHER_NELO in w and "no MSB" in w for w in received.payload["warnings"])
+
+
+def test_master_data_read_a_netzlokation_with_its_msb(tmp_path: Path) -> None:
+    path = tmp_path / "master.json"
+    entry = {"netzlokationen": [NELO, {"id": OTHER_NELO, "msb": "9900000005001", "msb_role": "Z40"}]}
+    path.write_text(json.dumps({KUNDENANLAGE: entry}))
+    read = load_master_data(path).suppliers(LFN, KUNDENANLAGE, START)
+    assert read.netzlokationen == (NELO, OTHER_NELO)
+    assert read.netzlokation_msbs == ((OTHER_NELO, "9900000005001", "Z40"),)
+    path.write_text(json.dumps({KUNDENANLAGE: {"netzlokationen": [{"id": NELO, "msb": "12"}]}}))
+    with pytest.raises(InvalidArgument, match=f"MaLo {KUNDENANLAGE}: Netzlokation {NELO}: MSB '12'"):
+        load_master_data(path)
