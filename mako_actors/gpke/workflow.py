@@ -482,7 +482,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out_of_market = (
             cmd.malo_out_of_market_from is not None and cmd.malo_out_of_market_from <= cmd.zuordnungsbeginn
         )
-        if late and cmd.pid == "55001":
+        if late:  # (a 55001's only: a 55077's lead time is ``lead_time``, checked last)
             reason = Reason.VORLAUFFRIST_MISSED  # verbr.: step 15 comes first
         elif cmd.transaction_detail == "ZAP" and (resting := _resting_malo(cmd, fv)) is not None:
             reason = resting  # steps 16-28
