@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mako_actors.edifact import Interchange, Message, try_parse_interchange
+from mako_actors.edifact import Interchange, Message, Transaction, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from stores.lmdb import LmdbStore
 
@@ -84,6 +84,14 @@ def _key(pid: str, recipient: str, malo: str | None, request_ref: str | None) ->
     return f"{recipient}:MaLo:{malo}"
 
 
+def _resting_malo(transaction: Transaction) -> str | None:
+    """The ruhende MaLo a sent transaction names (LOC+Z22): the process's object where present."""
+    for segment in transaction.segments:
+        if segment.tag == "LOC" and segment.value(0) == "Z22":
+            return segment.value(1) or None
+    return None
+
+
 def _aperak_key(recipient: str, interchange_ref: str, ide_ref: str | None, message_ref: str | None) -> str:
     answered = f":TN:{ide_ref}" if ide_ref else f":ACW:{message_ref}" if message_ref else ""
     return f"{recipient}:ACE:{interchange_ref}{answered}"
@@ -117,7 +125,7 @@ def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) 
             if message.message_type == "UTILMD":
                 for tx in message.transactions:
                     pid = tx.pid or message.pid or ""
-                    key = _key(pid, recipient, tx.malo, tx.request_ref)
+                    key = _key(pid, recipient, _resting_malo(tx) or tx.malo, tx.request_ref)
                     out.append(_Sent(key, pid, tx.answer_code, at))
             elif message.message_type == "APERAK":
                 out.append(_sent_aperak(recipient, message, at))
@@ -159,8 +167,9 @@ async def _from_outbox(stores: list[Path], types: frozenset[str]) -> list[_Sent]
                     at = datetime.fromisoformat(payload["document_date"])
                     for tx in payload.get("transactions", ()):
                         pid = tx["pid"]
-                        # As the parser reads the sent ones: the MaLo, else a Tranche's ID (LOC+Z21)
-                        malo = tx.get("malo") or tx.get("tranche")
+                        # As the sent ones are read: a ruhende MaLo's ID (LOC+Z22, beside its
+                        # Kundenanlage's LOC+Z16 in a 55002), else the MaLo, else a Tranche's ID
+                        malo = tx.get("resting_malo") or tx.get("malo") or tx.get("tranche")
                         key = _key(pid, message.recipient, malo, tx.get("request_ref"))
                         out.append(_Sent(key, pid, tx.get("answer_code"), at, process))
                 elif message.message_type == "APERAK":

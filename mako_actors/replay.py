@@ -74,6 +74,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.awaiting import awaits_operator
+from mako_actors.gpke.family import trigger_object
 from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
@@ -1069,7 +1070,9 @@ class _Pipeline:
                         return
                     keys.append(key)
                     continue
-                malo_key = ("malo", us, str(tx.malo))
+                # its object, as the family keys its process (a ruhende MaLo's LOC+Z22, not the
+                # Kundenanlage's LOC+Z16 beside it) and as a process of an earlier run is keyed
+                malo_key = ("malo", us, str(trigger_object(pid, tx)))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
                 self.view.tx_keys[(tenant.int, f"tx:{by}:{tx.ide_ref}")] = malo_key
                 self.predicted.add(us, trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)

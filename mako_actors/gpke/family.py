@@ -40,7 +40,7 @@ from mako_actors.gpke.validation import (
 )
 from mako_actors.version import FormatVersion, WorkflowId
 
-__all__ = ["GpkeFamily"]
+__all__ = ["GpkeFamily", "trigger_object"]
 
 _LAST_INSTANT = timedelta(microseconds=1)
 
@@ -263,14 +263,21 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     return values
 
 
+def trigger_object(pid: str, transaction: Transaction) -> str | None:
+    """The ID a trigger (55001/55077/55004) is for, as its process is routed and keyed: named by
+    the LOC its STS+7 #2 asks for (``object_location``): a Tranche's LOC+Z21, a ruhende MaLo's
+    LOC+Z22, never the LOC+Z16 beside them; a 55077 of GV1/GV3 by its LOC+Z16 only. Any other
+    transaction as the parser reads it (LOC+Z16, else LOC+Z21)."""
+    reasons = transaction.transaction_reasons
+    location = object_location(pid, reasons[1] if len(reasons) > 1 and reasons[1] else None)
+    if location != "Z16" or pid == "55077":
+        return _location(transaction, location)
+    return transaction.malo
+
+
 def _object(values: dict[str, Any], transaction: Transaction) -> None:
-    """Set ``values["malo"]`` to the ID of what the trigger is for, named by the LOC its STS+7 #2
-    asks for (``object_location``): a Tranche's LOC+Z21, a ruhende MaLo's LOC+Z22, never the
-    LOC+Z16 beside them; a 55077 of GV1/GV3 by its LOC+Z16 only. Other triggers keep the
-    parser's (LOC+Z16, else LOC+Z21)."""
-    location = object_location(values["pid"], values["transaction_detail"])
-    if location != "Z16" or values["pid"] == "55077":
-        values["malo"] = _location(transaction, location)
+    """Set ``values["malo"]`` to the ID of what the trigger is for (``trigger_object``)."""
+    values["malo"] = trigger_object(str(values["pid"]), transaction)
 
 
 def _location(transaction: Transaction, qualifier: str) -> str | None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from mako_actors import TenantId
 from mako_actors._partition import Partitioner
+from mako_actors.edifact import parse_interchange
 from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.family import trigger_object
 from mako_actors.gpke.supply import SupplyView, supply_key
 from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.inbound import Suppliers
@@ -40,6 +44,7 @@ __all__ = ["store"]
 
 TENANT = TenantId.from_party_id(NB)
 WT1_0900 = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)
+TRANCHE = "51000000912"
 
 
 async def test_an_anmeldung_of_a_ruhende_malo_is_the_ruhende_malos_process(store: LmdbStore) -> None:
@@ -110,6 +115,31 @@ def test_the_split_places_a_ruhende_malos_messages_together() -> None:
     partitioner = Partitioner(2, [NB])
     placed = [set(partitioner.split(name, raw, at)) for name, raw, at in files]
     assert placed[0] == placed[1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (anmeldung(detail="ZAP"), MALO),  # LOC+Z22, not the Kundenanlage's LOC+Z16 before it
+        (abmeldung(LFA, ref="A1", ide="A1", end=START, sent_at=THU_1430, detail="ZAP"), MALO),
+        (anmeldung(pid="55077", gv="ZW1", malo=TRANCHE), TRANCHE),
+        (
+            abmeldung(LFA, ref="A2", ide="A2", end=START, sent_at=THU_1430, detail="ZW5", malo=TRANCHE),
+            TRANCHE,
+        ),
+        (anmeldung(pid="55077", gv="ZW0"), MALO),
+        (anmeldung(), MALO),
+    ],
+)
+def test_a_trigger_is_keyed_by_its_object_in_the_family_and_the_replay(raw: bytes, expected: str) -> None:
+    """What a trigger is for, one function for the family's routing and the pipelined replay's
+    keys: the replay keyed a ZAP Anmeldung by the Kundenanlage (the parser's LOC+Z16) and its
+    Abmeldung by nothing, while a process of an earlier run is keyed by its ruhende MaLo, so a
+    continued replay fired the LFA Frist of such a process beside, not after, the answer
+    received before it was due (deemed agreement instead of the LFA's answer)."""
+    [message] = parse_interchange(raw).messages
+    [tx] = message.transactions
+    assert trigger_object(str(tx.pid or message.pid), tx) == expected
 
 
 async def test_a_zap_abmeldung_ends_a_supply_a_zap_anmeldung_started_or_gets_a01(store: LmdbStore) -> None:
