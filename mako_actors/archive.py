@@ -24,6 +24,18 @@ Every Anmeldung asks for one Produktpaket (SG8 ``SEQ+Z79``) whose Bilanzkreis is
 the MSB and a Messlokation of each consuming MaLo (the 55002 names them). Among the ``defects``,
 some Anmeldungen name another supplier's Bilanzkreis (E_0622 A05/A25) or are for a stillgelegte
 MaLo (A02) or a Neuanlage (A04/A21).
+
+Beyond the plain cases, as a grid operator receives them: most generating MaLos are EEG/KWKG
+(``eeg_kwkg``; a GV2's Tranche takes its MaLo's word), so their Anmeldungen ask for the 1st of a
+month with a month of lead time, some out of the Ausfallvergütung (``ausfallverguetung``, 5 WT);
+their late defects miss the month start (A27/A31) or the lead time (A28/A29/A32). Some consuming
+Anmeldungen are for a ruhende MaLo in a Kundenanlage (STS+7 ZAP, the ruhende MaLo in ``LOC+Z22``,
+the Kundenanlage's MaLo in ``LOC+Z16``, both with master data: Netzlokation, iMS, MSB); their
+defects name a MaLo that is no Kundenanlage (A08) or lies behind another Netzlokation (A37). Some
+Abmeldungen end an Ersatz-/Grundversorgung (STS+7 Z41) whose start ``esv_from`` names, and their
+defects end one that began more than 3 months before (E_0607 A05). All of these are chosen from
+IDs and the reference counter, not drawn: the random stream, and so every other message of a
+spec, stays as it was.
 """
 
 from __future__ import annotations
@@ -126,6 +138,9 @@ class _Tx:
     answer: str | None = None  # "confirm", "object", "late", or None (silent)
     tranche_of: str | None = None
     master: dict[str, Any] = field(default_factory=dict)  # the NB's master data of its MaLo
+    # What the NB's master data add to the command (``gpke.family``) beyond ``master``'s own
+    # dates: EEG/KWKG flags, a ruhende MaLo's and its Kundenanlage's facts (command field names)
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,7 +159,8 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         pid=t.pid,
         sender=tx.sender,
         recipient=nb,
-        malo=t.tranche or t.malo,  # a Tranche's ID is the object of a GV2 Anmeldung
+        # a Tranche's ID is the object of a GV2 Anmeldung, a ruhende MaLo's of a ZAP one
+        malo=t.tranche or t.resting_malo or t.malo,
         ide_ref=t.ide_ref,
         document_number=tx.document_number,
         document_date=tx.at,
@@ -160,6 +176,8 @@ def lfa_request_ide(tx: _Tx, nb: str) -> str | None:
         tranche_malo=tx.tranche_of,
         malo_out_of_market_from=tx.master.get("out_of_market_from"),
         malo_in_operation_from=tx.master.get("in_operation_from"),
+        kundenanlage_malo=t.malo if t.resting_malo else None,
+        **tx.facts,
         # every supplier's own Bilanzkreis is in the register master.json writes
         product_packages=tuple(
             ProductPackage(id=package, bilanzkreis=eic, authorized=eic == bilanzkreis_of(tx.sender))
@@ -178,6 +196,26 @@ def tranche_id(malo: str) -> str:
     ID, [950]) from its digits, the first kept, the other nine reversed."""
     base = malo[0] + malo[9:0:-1]
     return base + str(malo_check_digit(base))
+
+
+def _object_of(tx: _Tx) -> str | None:
+    """The ID an Anmeldung is for: a Tranche's, a ruhende MaLo's or the MaLo's."""
+    t = tx.transaction
+    return t.tranche or t.resting_malo or t.malo
+
+
+def kundenanlage_id(malo: str) -> str:
+    """The MaLo-ID of the Kundenanlage a generated ruhende MaLo ``malo`` lies in: its digits, the
+    first kept, the other nine rotated by one, and a check digit."""
+    base = malo[0] + malo[2:10] + malo[1]
+    return base + str(malo_check_digit(base))
+
+
+def _month_start_from(day: date) -> datetime:
+    """00:00 Berlin of the first 1st of a month on or after ``day``."""
+    if day.day != 1:
+        day = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return datetime.combine(day, time(0), BERLIN).astimezone(UTC)
 
 
 class _Generator:
@@ -216,9 +254,15 @@ class _Generator:
                 lf = self.rng.choice(self.suppliers)
                 self.master[malo] = {"current": lf if self.rng.random() < 0.9 else self.other(lf)}
                 end = self.start_for(at, late=False)
+                # One in eight ends an Ersatz-/Grundversorgung (Z41): E_0607 step 80 confirms it
+                # when it began within the 3 months before the end (its defect: long before, A05).
+                esv = self.counter % 8 == 3
+                if esv:
+                    began = end - timedelta(days=200 if defect else 40)
+                    self.master[malo]["esv_from"] = began.isoformat()
                 tx = UtilmdTransaction(
-                    ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end, transaction_reason="Z33",
-                    transaction_reason_detail="ZW4",
+                    ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end,
+                    transaction_reason="Z41" if esv else "Z33", transaction_reason_detail="ZW4",
                 )  # fmt: skip
                 out.append(_Tx("abmeldung", lf, at, tx))
                 continue
@@ -241,10 +285,18 @@ class _Generator:
             foreign, late_start = other == 0, other == 3
             sent_id = (malo[:10] + str((int(malo[10]) + 1) % 10)) if bad_malo else malo
             start = self.start_for(at, late=late_start)
-            if other == 1:
+            facts: dict[str, Any] = {}
+            # A ruhende MaLo in a Kundenanlage (1 in 20 consuming ones, by its ID); its defects
+            # take the place of the stillgelegte MaLo and the Neuanlage
+            kundenanlage = kundenanlage_id(malo) if not generating and int(malo[1:3]) % 20 == 7 else None
+            if kundenanlage is not None:
+                facts = self.resting(malo, kundenanlage, entry, other)
+            elif other == 1:
                 entry["out_of_market_from"] = (start - timedelta(days=1)).isoformat()
             elif other == 2:
                 entry["in_operation_from"] = (at + timedelta(days=30)).isoformat()
+            if generating and int(malo[-2]) % 4:  # three in four generating MaLos are EEG/KWKG
+                start, facts = self.eeg(malo, tranche_of, detail, entry, at, start, late_start)
             # The MSB and Messlokation a 55002 (gemessen) and every 55078 name (the NB's own, Z39);
             # a Tranche's is its MaLo's
             entry.update(msb=self.msb, messlokationen=[f"DE{tranche_of or malo}{'0' * 20}"])
@@ -253,12 +305,14 @@ class _Generator:
             tx = UtilmdTransaction(
                 ide_ref=self.next_ref("T"),
                 pid="55077" if generating else "55001",
-                malo=None if tranche_of else sent_id,
+                # a ruhende MaLo's Anmeldung names its Kundenanlage's MaLo (LOC+Z16) and itself (Z22)
+                malo=None if tranche_of else kundenanlage or sent_id,
+                resting_malo=sent_id if kundenanlage else None,
                 tranche=sent_id if tranche_of else None,
                 start=start,
                 transaction_reason="E03",
-                # STS+7 #2 as real senders send it: the GV (GV1/GV2) or a verbrauchende MaLo.
-                transaction_reason_detail=detail,
+                # STS+7 #2 as real senders send it: the GV (GV1/GV2), a verbrauchende or a ruhende MaLo.
+                transaction_reason_detail="ZAP" if kundenanlage else detail,
                 # (drawn for a 55077 too, so the random stream stays; it has no SG12, NAD+Z09)
                 customer_name=names if not generating else None,
                 product_packages=(("1", bilanzkreis_of(self.not_(lfn) if foreign else lfn)),),
@@ -266,16 +320,68 @@ class _Generator:
             answer = self.rng.choices(["confirm", "object", "late", None], weights=(70, 10, 10, 10))[0]
             out.append(_Tx(
                 "anmeldung", lfn, at, tx, lfa=lfa, answer=answer if lfa else None, tranche_of=tranche_of,
-                master=entry,
+                master=entry, facts=facts,
             ))  # fmt: skip
             if self.rng.random() < self.spec.competing:  # another supplier wants the same MaLo
                 rival = self.other(lfn)
                 later = at + timedelta(minutes=self.rng.randint(5, 240))
-                where = {"tranche": malo} if tranche_of else {"malo": malo}
+                key = "tranche" if tranche_of else "resting_malo" if kundenanlage else "malo"
                 own = (("1", bilanzkreis_of(rival)),)  # the rival's own Bilanzkreis
-                rtx = tx.model_copy(update={"ide_ref": self.next_ref("T"), "product_packages": own, **where})
-                out.append(_Tx("competing", rival, later, rtx, tranche_of=tranche_of, master=entry))
+                update = {"ide_ref": self.next_ref("T"), "product_packages": own, key: malo}
+                rtx = tx.model_copy(update=update)
+                out.append(_Tx(
+                    "competing", rival, later, rtx, tranche_of=tranche_of, master=entry, facts=facts
+                ))  # fmt: skip
         return out
+
+    def eeg(
+        self,
+        malo: str,
+        tranche_of: str | None,
+        detail: str,
+        entry: dict[str, Any],
+        at: datetime,
+        start: datetime,
+        late: bool,
+    ) -> tuple[datetime, dict[str, Any]]:
+        """An EEG/KWKG MaLo's master data (a Tranche's on its MaLo's entry), the start its Anmeldung
+        asks for and the facts its command gets: the 1st of a month at least a month ahead; late,
+        the day after (mostly not a 1st: A27) or the next 1st (within a month: A28, A29 out of the
+        Ausfallvergütung, which a GV1 of one in three such MaLos leaves in 5 WT)."""
+        leaves_ausfall = detail == "ZW0" and int(malo[-3]) % 3 == 0
+        if tranche_of is not None:
+            self.master.setdefault(tranche_of, {})["eeg_kwkg"] = True
+        else:
+            entry["eeg_kwkg"] = True
+            if leaves_ausfall:
+                entry["ausfallverguetung"] = True
+        if not late:
+            start = _month_start_from(uet(at) + timedelta(days=32))
+        elif self.counter % 2:
+            start = _month_start_from(uet(at) + timedelta(days=2))
+        facts = {"malo_eeg_kwkg": True, "malo_ausfallverguetung": True if leaves_ausfall else None}
+        return start, facts
+
+    def resting(
+        self, malo: str, kundenanlage: str, entry: dict[str, Any], other: int | None
+    ) -> dict[str, Any]:
+        """The master data of a ruhende MaLo (``entry``) and of its Kundenanlage's MaLo behind one
+        Netzlokation (measured by an iMS, the Netzlokation by the NB's MSB), and the facts its
+        command gets; defect 1 is a Kundenanlage's MaLo that is none (A08), 2 a ruhende MaLo behind
+        another Netzlokation (A37)."""
+        nelo = "E" + kundenanlage[1:]
+        own = "E" + malo[1:] if other == 2 else nelo
+        is_kua = other != 1
+        self.master[kundenanlage] = {
+            "kundenanlage": is_kua, "netzlokationen": [{"id": nelo, "msb": self.msb}]
+        }  # fmt: skip
+        entry.update(ims=True, netzlokationen=[own])
+        return {
+            "resting_ims": True,
+            "resting_netzlokationen": (own,),
+            "kundenanlage_is_kua": is_kua,
+            "kundenanlage_netzlokationen": (nelo,),
+        }
 
     def not_(self, supplier: str) -> str:
         """The first supplier other than ``supplier`` (no random draw)."""
@@ -307,10 +413,20 @@ class _Generator:
                 tx.document_number, tx.at = f"D{ic.control_ref}{number:03d}", ic.at
         return out
 
-    def answers(self, anmeldungen: list[_Tx]) -> list[_Tx]:
+    def answers(self, triggers: list[_Tx]) -> list[_Tx]:
+        """The LFAs' answers to the 55010s the workflow sends for the ``triggers``' Anmeldungen."""
+        # Bundled, a competing Anmeldung may be received before the one it competes with; the
+        # first received is worked on, the other rejected at once (A06/A45): it asks no LFA.
+        first: dict[str | None, tuple[datetime, str]] = {}
+        for tx in triggers:
+            if tx.kind in ("anmeldung", "competing"):
+                received = (tx.at, tx.interchange_ref)
+                first[_object_of(tx)] = min(first.get(_object_of(tx), received), received)
         out: list[_Tx] = []
-        for tx in anmeldungen:
-            if tx.lfa is None or tx.answer is None:
+        for tx in triggers:
+            if tx.kind != "anmeldung" or tx.lfa is None or tx.answer is None:
+                continue
+            if first[_object_of(tx)] < (tx.at, tx.interchange_ref):
                 continue
             request = lfa_request_ide(tx, self.spec.nb)
             if request is None:  # rejected at once or by APERAK: no 55010, nothing to answer
@@ -375,8 +491,7 @@ def generate_archive(directory: Path, spec: ArchiveSpec) -> ArchiveSummary:
     triggers = gen.triggers()
     interchanges = gen.bundle([t for t in triggers if t.kind != "abmeldung"], "AN")
     interchanges += gen.bundle([t for t in triggers if t.kind == "abmeldung"], "AB")
-    anmeldungen = [t for t in triggers if t.kind == "anmeldung"]
-    interchanges += gen.bundle(gen.answers(anmeldungen), "LA")
+    interchanges += gen.bundle(gen.answers(triggers), "LA")
     files: list[tuple[str, bytes, datetime, str]] = []
     summary = ArchiveSummary()
     for ic in sorted(interchanges, key=lambda i: (i.at, i.control_ref)):

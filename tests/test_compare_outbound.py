@@ -183,6 +183,11 @@ def test_what_was_sent_unaltered_shows_no_difference_with_one_or_two_workers(
     src, messages = bundled_archive_and_outbox
     kinds = Counter(kind for kind, _ in messages)
     assert kinds["APERAK"] > 0 and kinds["CONTRL"] > 0
+    # Among them a ruhende MaLo's 55010 (its LOC+Z22 alone) and 55002 (the Kundenanlage's LOC+Z16
+    # before it): compared as the ruhende MaLo's, not as "missing" beside "extra"
+    utilmd = [payload["transactions"][0] for kind, payload in messages if kind == "UTILMD"]
+    assert any(tx["pid"] == "55010" and tx.get("malo_qualifier") == "Z22" for tx in utilmd)
+    assert any(tx["pid"] == "55002" and tx.get("resting_malo") for tx in utilmd)
     sent = write_sent(tmp_path / "sent", messages)
     one = compare(capsys, src, tmp_path / "one", sent)
     assert one["compare_outbound"]["differences"] == 0, one["compare_outbound"]["rows"][:5]

@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -329,3 +330,58 @@ def test_the_report_counts_processes_left_for_an_operator(
         assert code == 0, capsys.readouterr().err
         assert json.loads(report.read_text())["awaiting_operator"] == 1
         assert "1 process(es) await an operator's decision" in capsys.readouterr().err
+
+
+async def test_generated_traffic_reaches_the_eeg_ruhende_malo_and_esv_steps(tmp_path: Path) -> None:
+    """The generator sends what a grid operator receives beyond plain changes: EEG/KWKG MaLos'
+    Anmeldungen (on the 1st of a month, their late ones not), ruhende MaLos in a Kundenanlage
+    (STS+7 ZAP) and Abmeldungen ending an Ersatz-/Grundversorgung (Z41), with the master data
+    the NB holds for them. Replayed, each reaches its steps: every confirmed EEG/KWKG Anmeldung
+    starts on a month's 1st, late ones are rejected by the EEG codes, ZAP Anmeldungen are
+    confirmed or refused by E_0622 steps 25/26 (A08/A37), Z41 Abmeldungen by step 80 (A05)."""
+    from datetime import UTC
+
+    from mako_actors.edifact import render_outbound
+    from mako_actors.gpke.calendar import is_month_start
+    from tests.conftest import outbound_problems
+
+    src = generated(tmp_path / "in", processes=1500, defects=0.6, duplicates=0.0, competing=0.0, seed=2)
+    entries = json.loads((src / "master.json").read_text())
+    master = load_master_data(src / "master.json")
+    await replay_directory(src, tmp_path / "s", tenants=[NB], master_data=master)
+    async with LmdbStore(tmp_path / "s") as store:
+        sent = await store.pending(10**6, datetime(2030, 1, 1, tzinfo=UTC))
+    utilmd = [m.payload["transactions"][0] for m in sent if m.message_type == "UTILMD"]
+
+    # The object of each generated Anmeldung by its IDE (an answer names it in RFF+Z13/IDE ref)
+    anmeldungen = [
+        tx
+        for path in src.glob("AN*.edi")
+        if "-" not in path.name
+        for message in parse_interchange(path.read_bytes()).messages
+        for tx in message.transactions
+    ]
+    objects = {tx.ide_ref: tx.malo for tx in anmeldungen}
+    zap = {tx.ide_ref for tx in anmeldungen if "ZAP" in tx.transaction_reasons[1:2]}
+
+    def eeg(tx: dict[str, Any]) -> bool:
+        entry = entries.get(objects.get(tx["request_ref"]), {})
+        return bool(entry.get("eeg_kwkg") or entries.get(entry.get("tranche_of"), {}).get("eeg_kwkg"))
+
+    generating = [tx for tx in utilmd if tx["pid"] in ("55078", "55080")]
+    confirmed = [tx for tx in generating if tx["pid"] == "55078" and eeg(tx)]
+    assert confirmed and all(is_month_start(datetime.fromisoformat(tx["start"])) for tx in confirmed)
+    eeg_rejections = Counter(tx["answer_code"] for tx in generating if tx["pid"] == "55080" and eeg(tx))
+    # (the month start and lead time of steps 410-440/620-630, never the Nicht-EEG lead time)
+    assert {"A27", "A28", "A29", "A31", "A32"} & set(eeg_rejections)
+    assert not {"A30", "A34"} & set(eeg_rejections)
+    resting = Counter(
+        tx["answer_code"] for tx in utilmd if tx["pid"] in ("55002", "55003") and tx["request_ref"] in zap
+    )
+    assert resting["A51"] and resting["A08"] and resting["A37"]
+    esv = Counter(
+        (tx["pid"], tx["answer_code"]) for tx in utilmd if tx.get("transaction_reason") == "Z41"
+    )
+    assert esv[("55005", "A11")] and esv[("55006", "A05")]
+    answers = [m for m in sent if m.message_type == "UTILMD"]
+    assert all(outbound_problems(render_outbound("UTILMD", m.payload)) == [] for m in answers)
