@@ -32,10 +32,12 @@ their late defects miss the month start (A27/A31) or the lead time (A28/A29/A32)
 Anmeldungen are for a ruhende MaLo in a Kundenanlage (STS+7 ZAP, the ruhende MaLo in ``LOC+Z22``,
 the Kundenanlage's MaLo in ``LOC+Z16``, both with master data: Netzlokation, iMS, MSB); their
 defects name a MaLo that is no Kundenanlage (A08) or lies behind another Netzlokation (A37). Some
-Abmeldungen end an Ersatz-/Grundversorgung (STS+7 Z41) whose start ``esv_from`` names, and their
-defects end one that began more than 3 months before (E_0607 A05). All of these are chosen from
-IDs and the reference counter, not drawn: the random stream, and so every other message of a
-spec, stays as it was.
+generating Anmeldungen are of Geschäftsvorfall 3 (STS+7 ZW2, a new Tranche: the process then
+waits for the NB's operator, its answer unsent). Some Abmeldungen end an Ersatz-/Grundversorgung
+(STS+7 Z41) whose start ``esv_from`` names, their defects one that began more than 3 months before
+(E_0607 A05); some are for a ruhende MaLo (STS+7 ZAP), named by ``LOC+Z22`` alone. All of these
+are chosen from IDs and the reference counter, not drawn: the random stream, and so every other
+message of a spec, stays as it was.
 """
 
 from __future__ import annotations
@@ -260,9 +262,13 @@ class _Generator:
                 if esv:
                     began = end - timedelta(days=200 if defect else 40)
                     self.master[malo]["esv_from"] = began.isoformat()
+                # One in twenty is for a ruhende MaLo, named by LOC+Z22 alone (S1 55004 [96])
+                resting = not esv and int(malo[1:3]) % 20 == 7
                 tx = UtilmdTransaction(
                     ide_ref=self.next_ref("A"), pid="55004", malo=malo, end=end,
-                    transaction_reason="Z41" if esv else "Z33", transaction_reason_detail="ZW4",
+                    transaction_reason="Z41" if esv else "Z33",
+                    transaction_reason_detail="ZAP" if resting else "ZW4",
+                    malo_qualifier="Z22" if resting else "Z16",
                 )  # fmt: skip
                 out.append(_Tx("abmeldung", lf, at, tx))
                 continue
@@ -270,6 +276,8 @@ class _Generator:
             lfa = self.other(lfn) if self.rng.random() < 0.85 else None
             generating = roll > 0.95
             detail = ("ZW0" if roll > 0.975 else "ZW1") if generating else "ZW4"
+            if detail == "ZW0" and malo[3] == "5":  # one in ten GV1 is a GV3: a new Tranche
+                detail = "ZW2"
             # GV2 (ZW1) changes the supplier of a Tranche of the MaLo: its ID is the object
             # (derived, so the random stream and every other message stay as they were).
             tranche_of, malo = (malo, tranche_id(malo)) if detail == "ZW1" else (None, malo)
@@ -311,7 +319,7 @@ class _Generator:
                 tranche=sent_id if tranche_of else None,
                 start=start,
                 transaction_reason="E03",
-                # STS+7 #2 as real senders send it: the GV (GV1/GV2), a verbrauchende or a ruhende MaLo.
+                # STS+7 #2 as real senders send it: the GV (GV1-3), a verbrauchende or a ruhende MaLo.
                 transaction_reason_detail="ZAP" if kundenanlage else detail,
                 # (drawn for a 55077 too, so the random stream stays; it has no SG12, NAD+Z09)
                 customer_name=names if not generating else None,
