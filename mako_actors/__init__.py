@@ -16,7 +16,7 @@ module                 what it holds
 ``store``              store protocols, ``Commit``, ``CommitResult``
 ``process``            ``Process``: the reference API over one command path
 ``actors``             ``LocalActorSystem``, ``RayActorSystem``, ``ProcessRef``
-``partitions``         ``PartitionMap``, ``PartitionUnavailable``: partitioned stores
+``partitions``         ``PartitionMap``, ``PartitionUnavailable`` (``PartitionNotOpen``): partitioned stores
 ``scheduler``          ``DeadlineScheduler``, ``VirtualClock``: Fristen fire
 ``delivery``           ``OutboxWorker``, ``Sender``: at-least-once delivery
 ``projection``         ``ProjectionRunner``: read models with checkpoints
@@ -85,7 +85,7 @@ from mako_actors.workflow import Event, Workflow, WorkflowOutput
 
 if TYPE_CHECKING:
     from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem, RepairReport
-    from mako_actors.partitions import PartitionMap, PartitionUnavailable
+    from mako_actors.partitions import PartitionMap, PartitionNotOpen, PartitionUnavailable
 
 # A library does not decide where its logs go; this also keeps Python's last-resort handler
 # from printing warnings the CLI's reports already show.
@@ -127,6 +127,7 @@ __all__ = [
     "OutboxMessageId",
     "OutboxWorker",
     "PartitionMap",
+    "PartitionNotOpen",
     "PartitionUnavailable",
     "PendingDeadline",
     "PendingOutbox",
@@ -172,6 +173,7 @@ _LAZY = {
     "CommandOutcomeUnknown": "mako_actors.actors.ray_system",
     "RepairReport": "mako_actors.actors.ray_system",
     "PartitionMap": "mako_actors.partitions",
+    "PartitionNotOpen": "mako_actors.partitions",
     "PartitionUnavailable": "mako_actors.partitions",
 }
 

@@ -54,6 +54,16 @@ class PartitionUnavailable(EngineError):
     transient = True
 
 
+@register_error
+class PartitionNotOpen(PartitionUnavailable):
+    """A host was asked for a partition it does not hold open and refused the operation unrun.
+
+    A ``RayActorSystem`` that gets it reads the map file again: when another driver has moved
+    the partition meanwhile (a later epoch), it sends the operation where the map now says;
+    otherwise the caller gets it as a ``PartitionUnavailable``.
+    """
+
+
 def check_partition_count(count: int) -> int:
     """``count`` if it is a power of two in 1 .. 4096, else ``InvalidArgument``."""
     if not isinstance(count, int) or count < 1 or count > MAX_PARTITIONS or count & (count - 1):

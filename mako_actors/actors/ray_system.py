@@ -60,6 +60,7 @@ from mako_actors.errors import EngineError, InvalidArgument, RegistryConflict, r
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.partitions import (
     PartitionMap,
+    PartitionNotOpen,
     PartitionUnavailable,
     journal_home,
     key_home,
@@ -73,6 +74,11 @@ Placement = Literal["hosted", "dedicated"]
 _READ_RETRIES = 20
 _IDEMPOTENT_RETRIES = 3
 _NODE_RESOURCE = "mako-node:"
+# A host's refusal of an operation for a partition it does not hold (``PartitionNotOpen``), and
+# how often one operation is sent again (after 0.05, 0.1, ... 1 s: ~2.5 s for another driver's
+# rebalance to copy the partition) before its caller gets the refusal
+_NOT_OPEN = PartitionNotOpen.__name__
+_MOVED_RETRIES = 6
 _log = logging.getLogger(__name__)
 
 
@@ -249,7 +255,7 @@ class _Host:
         for partition, identity, op in items:
             system = self._systems.get(partition)
             if system is None:
-                pending.append(PartitionUnavailable(
+                pending.append(PartitionNotOpen(
                     f"partition {partition} is not open on this host ({self._where()})"
                 ))  # fmt: skip
                 continue
@@ -277,7 +283,7 @@ class _Host:
     async def _dispatch(self, partition: int, identity: ProcessIdentity, op: Op) -> Any:
         system = self._systems.get(partition)
         if system is None:
-            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+            raise PartitionNotOpen(f"partition {partition} is not open on this host ({self._where()})")
         return await system.dispatch(identity, op)
 
     def _where(self) -> str:
@@ -290,7 +296,7 @@ class _Host:
 
     async def lookup(self, partition: int, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         if partition not in self._stores:
-            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+            raise PartitionNotOpen(f"partition {partition} is not open on this host ({self._where()})")
         return cast(ProcessIdentity | None, await self._stores[partition].lookup(tenant_id, key))
 
     # -- registry keys homed in other partitions -------------------------------------------
@@ -540,7 +546,7 @@ class _Host:
     def _store_of(self, partition: int) -> Any:
         store = self._stores.get(partition)
         if store is None:
-            raise PartitionUnavailable(f"partition {partition} is not open on this host ({self._where()})")
+            raise PartitionNotOpen(f"partition {partition} is not open on this host ({self._where()})")
         return store
 
     async def read_all(self, partition: int, after: int, limit: int) -> list[Any]:
@@ -1121,8 +1127,8 @@ class RayActorSystem(HandleFactory):
         home = key_home(tenant_id, key, self.partition_map.count)
         await self._await_resumed(home)
         try:
-            host = self._node_host(self.partition_map.node_of(home))
-            return cast(ProcessIdentity | None, await self._reply(host.lookup.remote(home, tenant_id, key)))
+            found = await self._on_partition(home, lambda host: host.lookup.remote(home, tenant_id, key))
+            return cast(ProcessIdentity | None, found)
         except CommandOutcomeUnknown:
             raise self._unavailable(home) from None
 
@@ -1290,18 +1296,72 @@ class RayActorSystem(HandleFactory):
                 _fail(item[3], _unwrap(exc))
             self._answered(len(items))
             return
+        answered = len(items)
+        map_read = False
         for item, result in zip(items, results, strict=True):
             future = item[3]
             if future.done():  # the caller gave up (cancelled)
                 continue
             kind = type(result)
             if kind is _Failure:
+                if result.plain.get("error") == _NOT_OPEN and key[0] == "node" and item[4] < _MOVED_RETRIES:
+                    # The host refused it unrun: its partition is not open there. Another driver
+                    # may be moving it: resend it where the map says (now, or a little later).
+                    if not map_read:  # (once per call)
+                        map_read = True
+                        self._follow_map()
+                    self._resend_refused(key[1], item)
+                    answered -= 1
+                    continue
                 future.set_exception(EngineError.from_plain(result.plain))
             elif kind is _Raised:
                 future.set_exception(result.exc)
             else:
                 future.set_result(result)
-        self._answered(len(items))
+        self._answered(answered)
+
+    async def _on_partition(self, partition: int, call: Callable[[Any], Any]) -> Any:
+        """``call(host)`` on the host of ``partition``'s node, replied (``_reply``); where that host
+        refuses it unrun (``PartitionNotOpen``) and another driver has moved the partition, once
+        more on its new node. Only for calls that are safe to make twice."""
+        assert self.partition_map is not None
+        node = self.partition_map.node_of(partition)
+        try:
+            return await self._reply(call(self._node_host(node)))
+        except PartitionNotOpen:
+            if not self._follow_map() or self.partition_map.node_of(partition) == node:
+                raise
+        return await self._reply(call(self._node_host(self.partition_map.node_of(partition))))
+
+    def _follow_map(self) -> bool:
+        """Load the map file again; True when it records a later epoch (another driver's rebalance).
+
+        Each driver pauses only its own calls during its ``rebalance``; the others learn of the
+        move when the old host refuses their operations, and follow the durable map.
+        """
+        assert self.partition_map is not None
+        try:
+            stored = PartitionMap.load(self.path)
+        except (OSError, ValueError, InvalidArgument) as exc:
+            _log.error("partition map %s not readable to follow a move: %s", self.path, exc)
+            return False
+        if stored.epoch <= self.partition_map.epoch:
+            return False
+        _log.info("partition map %s is at epoch %d now (another driver's rebalance)", self.path, stored.epoch)
+        self.partition_map = stored
+        return True
+
+    def _resend_refused(self, node: str, item: _Queued) -> None:
+        """Queue ``item`` again, which the host of ``node`` refused unrun: at once when the map
+        now names another node, else after a pause (a rebalance elsewhere may be copying it; at
+        the last attempt the caller gets the refusal)."""
+        partition, identity, op, future, attempt = item
+        assert self.partition_map is not None
+        again: _Queued = (partition, identity, op, future, attempt + 1)
+        if self.partition_map.node_of(partition) != node:
+            self._enqueue(None, again)
+        else:
+            asyncio.get_running_loop().call_later(min(0.05 * 2**attempt, 1.0), self._enqueue, None, again)
 
     def _host_died(self, key: Any) -> None:
         if key[0] == "node":  # re-created on its node (if the node is up) by the next call
@@ -1380,8 +1440,11 @@ class RayActorSystem(HandleFactory):
         now = self._virtual() if self._virtual is not None else None
         self._calls += 1
         try:
-            host = self._node_host(self.partition_map.node_of(partition))
-            return await self._reply(host.ingest.remote(partition, now, raw, received_at, source))
+            # (ingested again on the partition's new node: the same bytes where they were taken
+            # are a duplicate)
+            return await self._on_partition(
+                partition, lambda host: host.ingest.remote(partition, now, raw, received_at, source)
+            )
         finally:
             self._calls -= 1
             if not self._calls and self._idle_calls is not None:
@@ -1401,8 +1464,10 @@ class RayActorSystem(HandleFactory):
         Operations for the partition wait meanwhile (nothing is refused or lost); its old host
         closes it (draining every mailbox) before the new one opens the copy, so no process is
         live on two nodes. The new assignment is saved to the map file before the partition
-        resumes; the old directory is renamed ``p0007.moved-<epoch>``. Covers this driver's
-        calls: other drivers must not send to the partition during a rebalance.
+        resumes; the old directory is renamed ``p0007.moved-<epoch>``. The pause covers this
+        driver's calls; another driver sharing the hosts and the map file learns of the move
+        when the old host refuses its operations unrun (``PartitionNotOpen``): it reads the map
+        file again and sends them to the new node (waiting up to ~2.5 s for the copy).
         """
         if self.partition_map is None:
             raise InvalidArgument("rebalance needs a partitioned system")

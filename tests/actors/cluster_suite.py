@@ -36,7 +36,7 @@ from mako_actors.gpke import GpkeNbWorkflow, Status
 from mako_actors.gpke.synthetic import anmeldung, bilanzkreis_of, lfa_answer
 from mako_actors.gpke.validation import malo_check_digit
 from mako_actors.inbound import receipt_identity
-from mako_actors.partitions import partition_of, routing_slot
+from mako_actors.partitions import key_home, partition_of, routing_slot
 from stores.lmdb import LmdbStore
 from stores.partitioned import partition_dir
 from tests.actors.conftest import LEDGER_ID, TENANT
@@ -147,6 +147,51 @@ async def test_rebalance_under_load_loses_no_acknowledged_command(cluster: dict[
     on_disk = await streams_on_disk(base)
     moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
     assert moved and all(str(r.stream_id) in on_disk[(target, moving)] for r in moved)
+
+
+async def test_a_second_driver_follows_the_moves_another_driver_made(cluster: dict[str, Any]) -> None:
+    """Two drivers share the hosts (the same actor names) and the map file; the first moves a
+    partition, twice. The second is not told: the old host refuses its operations unrun, and it
+    reads the map again and sends them, and a lookup, to the partition's new node. Before, they
+    failed with PartitionUnavailable until the second driver was restarted."""
+    base: Path = cluster["base"] / "follow"
+    prefix = f"f-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
+                              name_prefix=prefix) as first:  # fmt: skip
+        await first.start()
+        second = RayActorSystem(
+            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
+        )
+        try:
+            refs = [second.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(32)]
+            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            moving = partition_of(refs[0].stream_id, PARTITIONS)
+            names = (f"follow:{i}" for i in range(400))
+            key = next(k for k in names if key_home(TENANT, k, PARTITIONS) == moving)
+            await refs[1].execute(Record(amount=0, register_key=key))  # homed in the moving partition
+            assert first.partition_map is not None and second.partition_map is not None
+            source = first.partition_map.node_of(moving)
+            target, third = (n for n in NODES if n != source)
+
+            await first.rebalance(moving, target)
+            assert second.partition_map.node_of(moving) == source  # not told
+            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            assert all(len(r) == 1 for r in results)
+            assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (1, target)
+
+            await first.rebalance(moving, third)
+            found = await second.lookup(TENANT, key)
+            assert found is not None and found.identity() == refs[1].identity()
+            assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (2, third)
+            expected = [2] * len(refs)
+            expected[1] = 3  # (its key's Record)
+            assert await asyncio.gather(*(r.event_count() for r in refs)) == expected
+            assert second.unavailable_errors == 0
+        finally:
+            await second.aclose()
+    on_disk = await streams_on_disk(base)
+    moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+    assert moved and all(str(r.stream_id) in on_disk[(third, moving)] for r in moved)
 
 
 async def test_a_lost_node_makes_its_partitions_unavailable_until_it_returns(cluster: dict[str, Any]) -> None:
