@@ -38,6 +38,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -49,7 +50,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker
@@ -65,11 +66,15 @@ from mako_actors.version import WorkflowId
 
 __all__ = ["Node", "register", "serve"]
 
+if TYPE_CHECKING:
+    from mako_actors.gpke.awaiting import OperatorQueue
+
 log = logging.getLogger(__name__)
 
 _UNFINISHED = (".tmp", ".part", ".partial")
 _SCRAPE_WAIT = 2.0  # seconds a /metrics scrape waits for the loop to read the store's levels
 _HOLD_WARNING = 60.0  # seconds an inbox file may hold the Fristen back before a warning names it
+_QUEUE_SAVE_EVERY = 30.0  # seconds between saves of the operator queue with its checkpoint
 
 
 # -- instrumentation ---------------------------------------------------------------------------
@@ -527,17 +532,29 @@ class Node:
         """Follow the store's events for the processes waiting for an operator's decision
         (``gpke.awaiting``; the gauge ``mako_processes_awaiting_operator``).
 
-        From the first event on at start (the set lives in memory only), a page at a time with the
-        loop free between pages (an LMDB read runs on the loop's thread), then every poll interval.
+        From the set saved with its checkpoint (``QUEUE_CHECKPOINT``; the first time, and for a
+        saved state it cannot read, from the first event), a page at a time with the loop free
+        between pages (an LMDB read runs on the loop's thread), then every poll interval. Caught
+        up, it saves set and position together, at most every ``_QUEUE_SAVE_EVERY`` seconds: a
+        restart reads only what came after, not the whole log again.
         """
-        from mako_actors.gpke.awaiting import OperatorQueue
+        from mako_actors.gpke.awaiting import QUEUE_CHECKPOINT
 
-        queue, position = OperatorQueue(), 0
+        queue: OperatorQueue | None = None
+        position = saved = 0
+        saved_at = -math.inf
         while not stop.is_set():
             try:
+                if queue is None:
+                    position, state = await store.load_checkpoint_state(QUEUE_CHECKPOINT)
+                    queue, saved = _operator_queue(state, position)
+                    position = saved
                 events = await store.read_all(position, 500)
+                if not events and position != saved and time.monotonic() - saved_at >= _QUEUE_SAVE_EVERY:
+                    await store.save_checkpoint(QUEUE_CHECKPOINT, position, queue.state())
+                    saved, saved_at = position, time.monotonic()
             except Exception:  # tried again next interval; the gauge keeps its last count meanwhile
-                log.exception("reading the store's events for %s failed", "mako_processes_awaiting_operator")
+                log.exception("following the store's events for %s failed", "the operator queue")
                 await self._pause(stop, self.config.poll_interval)
                 continue
             if events:
@@ -732,3 +749,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     return 0
 
+
+def _operator_queue(state: Any, position: int) -> tuple[OperatorQueue, int]:
+    """The operator queue saved with checkpoint ``position``, or (logged) an empty one from the
+    first event when the saved state is not one."""
+    from mako_actors.gpke.awaiting import OperatorQueue
+
+    try:
+        return OperatorQueue(state), position
+    except InvalidArgument as exc:
+        log.warning("the saved operator queue is not readable (%s); reading every event again", exc)
+        return OperatorQueue(), 0

@@ -203,10 +203,12 @@ class DeadLetterStore(Protocol):
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Projection checkpoints: the last global position a projection has processed."""
+    """Projection checkpoints: the last global position a projection has processed, and the
+    state of an in-memory read model saved with it (so a restart reads only newer events)."""
 
-    async def save_checkpoint(self, name: str, position: int) -> None: ...
+    async def save_checkpoint(self, name: str, position: int, state: Any = None) -> None: ...
     async def load_checkpoint(self, name: str) -> int: ...
+    async def load_checkpoint_state(self, name: str) -> tuple[int, Any]: ...
 
 
 @runtime_checkable

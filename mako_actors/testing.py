@@ -510,6 +510,18 @@ class StoreContract:
         await store.save_checkpoint("malo-index", 42)
         assert await store.load_checkpoint("malo-index") == 42
 
+    async def test_a_checkpoint_keeps_the_state_saved_with_it_and_no_older_one(self, store: Store) -> None:
+        assert await store.load_checkpoint_state("queue") == (0, None)
+        await store.save_checkpoint("queue", 7, {"waiting": ["a", "b"], "n": 2})
+        assert await store.load_checkpoint_state("queue") == (7, {"waiting": ["a", "b"], "n": 2})
+        assert await store.load_checkpoint("queue") == 7
+        await store.save_checkpoint("queue", 9)  # without a state: the older one is gone
+        assert await store.load_checkpoint_state("queue") == (9, None)
+        for name, state in (("", None), ("a\x00b", None), ("queue", {"bad": object()})):
+            with pytest.raises(InvalidArgument):
+                await store.save_checkpoint(name, 10, state)
+        assert await store.load_checkpoint_state("queue") == (9, None)  # nothing written
+
     # -- durability ------------------------------------------------------------------------
 
     async def test_reopen_after_close_keeps_everything(self, tmp_path: Path) -> None:
@@ -530,7 +542,7 @@ class StoreContract:
             )
         )
         await store.accept("inbox-key", "d")
-        await store.save_checkpoint("p", 2)
+        await store.save_checkpoint("p", 2, ["waiting"])
         await store.aclose()
         reopened = await self.open_store(path)
         try:
@@ -539,7 +551,7 @@ class StoreContract:
             assert await reopened.outbox_count() == 1
             assert len(await reopened.due_deadlines(T0, 10)) == 1
             assert not await reopened.accept("inbox-key", "d")
-            assert await reopened.load_checkpoint("p") == 2
+            assert await reopened.load_checkpoint_state("p") == (2, ["waiting"])
             assert [e.global_position for e in await reopened.read_all()] == [1, 2]
         finally:
             await reopened.aclose()

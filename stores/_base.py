@@ -262,13 +262,22 @@ class StoreBase(abc.ABC):
         """Dead letters after ``after_position``, oldest first."""
         return await self._read(lambda txn: schema.dead_letters(txn, limit, after_position))
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """Record that projection ``name`` has processed up to global ``position``."""
-        await self._write(lambda txn: schema.save_checkpoint(txn, name, position))
+    async def save_checkpoint(self, name: str, position: int, state: Any = None) -> None:
+        """Record that projection ``name`` has processed up to global ``position``, with the read
+        model's ``state`` (plain data; None: none) in the same transaction.
+
+        ``InvalidArgument`` for an empty name, one with NUL, or a state msgpack cannot hold.
+        """
+        await self._write(lambda txn: schema.save_checkpoint(txn, name, position, state))
 
     async def load_checkpoint(self, name: str) -> int:
         """The last saved position of projection ``name`` (0 if none)."""
         return await self._read(lambda txn: schema.load_checkpoint(txn, name))
+
+    async def load_checkpoint_state(self, name: str) -> tuple[int, Any]:
+        """The last saved position of projection ``name`` and the state saved with it:
+        ``(0, None)`` if none, ``(position, None)`` if it was saved without one."""
+        return await self._read(lambda txn: schema.load_checkpoint_state(txn, name))
 
     # -- operator reads and repairs (``mako-actors outbox/deadlines/dead-letters/stats``) ----
 

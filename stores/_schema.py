@@ -765,15 +765,32 @@ def dead_letters(txn: KvTxn, limit: int, after_position: int) -> list[DeadLetter
     return out
 
 
-def save_checkpoint(txn: KvTxn, name: str, position: int) -> None:
-    if not name:
-        raise InvalidArgument("checkpoint name must not be empty")
-    txn.put("checkpoints", name.encode(), u64(position))
+def save_checkpoint(txn: KvTxn, name: str, position: int, state: Any = None) -> None:
+    """The position under ``name``; ``state`` (plain data, or None: none) under ``name`` + NUL,
+    so a position saved without a state never meets an older one."""
+    if not name or "\x00" in name:
+        raise InvalidArgument(f"checkpoint name must be non-empty and without NUL, got {name!r}")
+    key = name.encode()
+    if state is None:
+        txn.delete("checkpoints", key + b"\x00")
+    else:
+        try:
+            packed = pack(state)
+        except SerializationError as exc:
+            raise InvalidArgument(f"checkpoint {name!r}: state must be plain data: {exc}") from None
+        txn.put("checkpoints", key + b"\x00", packed)
+    txn.put("checkpoints", key, u64(position))
 
 
 def load_checkpoint(txn: KvTxn, name: str) -> int:
     raw = txn.get("checkpoints", name.encode())
     return 0 if raw is None else from_u64(raw)
+
+
+def load_checkpoint_state(txn: KvTxn, name: str) -> tuple[int, Any]:
+    """``(position, state)`` as ``save_checkpoint`` left them: ``(0, None)`` when never saved."""
+    raw = txn.get("checkpoints", name.encode() + b"\x00")
+    return load_checkpoint(txn, name), None if raw is None else unpack(raw)
 
 
 def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:

@@ -634,10 +634,16 @@ async def test_a_partner_rejecting_one_of_our_messages_is_counted_on_metrics(tmp
 GAUGE = "mako_processes_awaiting_operator"
 
 
-async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_restart(tmp_path: Path) -> None:
+async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A Geschäftsvorfall 3 waits for the NB to form the Tranche: its LFN gets no answer until an
-    operator decides, so an alert needs the count; a restarted node reads it from the store."""
+    operator decides, so an alert needs the count; a restarted node reads it from the store: the
+    queue saved with its checkpoint and only the events after it (before, the whole log again,
+    ~14 µs of the serving loop per event: minutes for a year's store)."""
+    from mako_actors.gpke.awaiting import QUEUE_CHECKPOINT
     from mako_actors.serve import Node
+    from stores.lmdb import LmdbStore
 
     now = datetime.now(UTC)
     start = (now + timedelta(days=40)).replace(hour=23, minute=0, second=0, microsecond=0)
@@ -651,8 +657,25 @@ async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_res
         drop(tmp_path / "in", "gv3.edi", gv3)
         drop(tmp_path / "in", "other.edi", interchange(1))  # decided at once: never waits
         await until("the wait counted", lambda: metric(node.metrics.render().decode(), GAUGE) == 1)
+    async with LmdbStore(tmp_path / "store") as store:
+        position, state = await store.load_checkpoint_state(QUEUE_CHECKPOINT)
+    assert position > 0 and isinstance(state, list)  # saved when first caught up
+    reads: list[int] = []
+    read_all = LmdbStore.read_all
+
+    async def recorded(self: LmdbStore, after_position: int = 0, limit: int = 1000) -> Any:
+        reads.append(after_position)
+        return await read_all(self, after_position, limit)
+
+    monkeypatch.setattr(LmdbStore, "read_all", recorded)
     again = Node(node_config(tmp_path))
     assert math.isnan(metric(again.metrics.render().decode(), GAUGE))  # not read yet: unknown, not 0
     async with in_process(again):
         await until("the wait read back", lambda: metric(again.metrics.render().decode(), GAUGE) == 1)
+    assert reads and reads[0] == position  # not from the first event again
+    async with LmdbStore(tmp_path / "store") as store:
+        position, state = await store.load_checkpoint_state(QUEUE_CHECKPOINT)
+        last = (await read_all(store, 0, 10_000))[-1].global_position
+    [waiting] = state  # the GV3's stream, saved with the position it was read up to
+    assert waiting.startswith("process/") and position == last
 

@@ -10,17 +10,20 @@ answer its LFN waits for is not sent.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from mako_actors.envelope import EventEnvelope
+from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.events import AnmeldungDecided, LfaNotReached, TrancheFormationAwaited
-from mako_actors.ids import StreamId
 
-__all__ = ["DECIDED_EVENTS", "WAIT_EVENTS", "OperatorQueue", "awaits_operator"]
+__all__ = ["DECIDED_EVENTS", "QUEUE_CHECKPOINT", "WAIT_EVENTS", "OperatorQueue", "awaits_operator"]
 
 #: The events after which a process waits for an operator.
 WAIT_EVENTS = frozenset({LfaNotReached.event_type, TrancheFormationAwaited.event_type})
 #: The event that ends the wait (and every other way of deciding an Anmeldung).
 DECIDED_EVENTS = frozenset({AnmeldungDecided.event_type})
+#: The checkpoint ``serve`` saves its queue under (position and ``OperatorQueue.state()``).
+QUEUE_CHECKPOINT = "mako.gpke.operator-queue"
 
 
 def awaits_operator(event_types: Iterable[str]) -> bool:
@@ -37,11 +40,18 @@ def awaits_operator(event_types: Iterable[str]) -> bool:
 class OperatorQueue:
     """The processes waiting for an operator, fed a store's events in commit order (``handle``).
 
-    Keeps the waiting streams only; ``len()`` is how many there are.
+    Keeps the waiting streams only; ``len()`` is how many there are. ``state()`` is that as plain
+    data, to save with the position it was read up to; ``OperatorQueue(state)`` goes on from it.
     """
 
-    def __init__(self) -> None:
-        self.waiting: set[StreamId] = set()
+    def __init__(self, state: Any = None) -> None:
+        if state is not None and not (isinstance(state, list) and all(isinstance(s, str) for s in state)):
+            raise InvalidArgument(f"OperatorQueue: a saved state is a list of stream ids, got {state!r:.80}")
+        self.waiting: set[str] = set(state or ())
+
+    def state(self) -> list[str]:
+        """The waiting streams, sorted (plain data for ``save_checkpoint``)."""
+        return sorted(self.waiting)
 
     def handle(self, event: EventEnvelope) -> None:
         fields = event.__dict__  # (per event of a whole log: not through pydantic's attribute hook)

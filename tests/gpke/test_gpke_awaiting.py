@@ -12,6 +12,7 @@ from gpke_support import LFA, LFN, anmeldung, berlin, run
 from test_gpke_gv3 import form, gv3
 from test_gpke_lfa_not_reached import ELEVEN, NINE, ack, operator
 
+from mako_actors.errors import InvalidArgument
 from mako_actors.gpke import (
     DecisionDeadlinePassed,
     GpkeNbWorkflow,
@@ -84,3 +85,12 @@ def test_the_queue_follows_many_processes_in_commit_order() -> None:
     for event in log:
         queue.handle(event)  # type: ignore[arg-type]
     assert len(queue) == 2 and queue.waiting == {stream(1), stream(3)}
+    # Saved as plain data with its checkpoint, a queue goes on from it: the later decision of a
+    # restored waiting process ends its wait.
+    again = OperatorQueue(queue.state())
+    assert again.state() == sorted([stream(1), stream(3)])
+    again.handle(E(3, "gpke.anmeldung_decided"))  # type: ignore[arg-type]
+    assert again.state() == [stream(1)]
+    for bad in ("process/x", [1, 2], {"waiting": []}):
+        with pytest.raises(InvalidArgument, match="list of stream ids"):
+            OperatorQueue(bad)
