@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -1467,18 +1467,27 @@ class RayActorSystem(HandleFactory):
         resumes; the old directory is renamed ``p0007.moved-<epoch>``. The pause covers this
         driver's calls; another driver sharing the hosts and the map file learns of the move
         when the old host refuses its operations unrun (``PartitionNotOpen``): it reads the map
-        file again and sends them to the new node (waiting up to ~2.5 s for the copy).
+        file again and sends them to the new node (waiting up to ~2.5 s for the copy). Moves by
+        drivers on this machine take turns (``flock`` on ``<map file>.lock``), each starting from
+        the map the one before saved.
         """
         if self.partition_map is None:
             raise InvalidArgument("rebalance needs a partitioned system")
+        if not 0 <= partition < self.partition_map.count:
+            raise InvalidArgument(f"no partition {partition} (there are {self.partition_map.count})")
+        if node not in self.partition_map.data_dirs:
+            raise InvalidArgument(f"unknown node {node!r}")
+        async with _map_lock(self.path):
+            # Under the lock: the map as another driver's move may have left it
+            self._follow_map()
+            await self._rebalance_locked(partition, node)
+
+    async def _rebalance_locked(self, partition: int, node: str) -> None:
+        assert self.partition_map is not None
         current = self.partition_map
-        if not 0 <= partition < current.count:
-            raise InvalidArgument(f"no partition {partition} (there are {current.count})")
         old = current.node_of(partition)
         if old == node:
             return
-        if node not in current.data_dirs:
-            raise InvalidArgument(f"unknown node {node!r}")
         gate = asyncio.Event()
         self._paused[partition] = gate
         try:
@@ -1708,6 +1717,24 @@ def ingest_partition(raw: bytes, count: int) -> int:
             if malo:
                 return routing_slot(_tenant_or_placeholder(recipient), malo.decode("latin-1")) % count
     return partition_of(receipt_identity(recipient, sender, ref).stream_id, count)
+
+
+@contextlib.asynccontextmanager
+async def _map_lock(path: str) -> AsyncIterator[None]:
+    """An exclusive lock on the map file's ``.lock`` beside it (``flock``), for one rebalance.
+
+    Drivers on this machine move partitions one at a time, each from the map the one before it
+    saved: two moves of one partition at once would both copy it and open it on two nodes.
+    The wait for the lock runs in a thread (a move elsewhere takes seconds).
+    """
+    import fcntl
+
+    with open(f"{path}.lock", "a+b") as handle:
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

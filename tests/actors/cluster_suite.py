@@ -194,6 +194,42 @@ async def test_a_second_driver_follows_the_moves_another_driver_made(cluster: di
     assert moved and all(str(r.stream_id) in on_disk[(third, moving)] for r in moved)
 
 
+async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict[str, Any]) -> None:
+    """Both drivers move the same partition at the same time, to different nodes. They take
+    turns on the map file's lock, the second moving it on from where the first put it: it lives
+    on one node at the end, each move's old directory is retired, nothing is lost. Before, both
+    copied it from its first node and opened it on two (and the second map overwrote the first)."""
+    base: Path = cluster["base"] / "turns"
+    prefix = f"t-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
+                              name_prefix=prefix) as first:  # fmt: skip
+        second = RayActorSystem(
+            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
+        )
+        try:
+            refs = [first.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(32)]
+            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            moving = partition_of(refs[0].stream_id, PARTITIONS)
+            assert first.partition_map is not None
+            source = first.partition_map.node_of(moving)
+            one, other = (n for n in NODES if n != source)
+            await asyncio.gather(first.rebalance(moving, one), second.rebalance(moving, other))
+            final = PartitionMap.load(base / "map")
+            assert final.epoch == 2 and final.node_of(moving) in (one, other)
+            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            assert all(len(r) == 1 for r in results)
+            assert await asyncio.gather(*(r.event_count() for r in refs)) == [2] * len(refs)
+        finally:
+            await second.aclose()
+    live = [n for n in NODES if partition_dir(base / n, moving).exists()]
+    assert live == [final.node_of(moving)]  # one copy open, the others retired
+    retired = sorted(p.name for n in NODES for p in (base / n).glob(f"p{moving:04d}.moved-*"))
+    assert retired == [f"p{moving:04d}.moved-1", f"p{moving:04d}.moved-2"]
+    on_disk = await streams_on_disk(base)
+    moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+    assert moved and all(str(r.stream_id) in on_disk[(final.node_of(moving), moving)] for r in moved)
+
+
 async def test_a_lost_node_makes_its_partitions_unavailable_until_it_returns(cluster: dict[str, Any]) -> None:
     base: Path = cluster["base"] / "loss"
     ray_cluster: Cluster = cluster["cluster"]
