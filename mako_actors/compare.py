@@ -92,6 +92,11 @@ def _resting_malo(transaction: Transaction) -> str | None:
     return None
 
 
+def _about(key: str) -> str:
+    """``<partner>:UCI|ACE:<0020>`` of a CONTRL's or APERAK's key: the interchange it answers."""
+    return ":".join(key.split(":", 3)[:3])
+
+
 def _aperak_key(recipient: str, interchange_ref: str, ide_ref: str | None, message_ref: str | None) -> str:
     answered = f":TN:{ide_ref}" if ide_ref else f":ACW:{message_ref}" if message_ref else ""
     return f"{recipient}:ACE:{interchange_ref}{answered}"
@@ -240,11 +245,14 @@ async def compare_outbound(
     tolerance: timedelta = timedelta(hours=1),
     types: Iterable[str] = COMPARED_TYPES,
     unreadable: list[str] | None = None,
+    skipped: Iterable[tuple[str, str]] = (),
 ) -> list[Difference]:
     """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
 
     Sorted by pair key and PID. A file of ``sent_dir`` that is no interchange is left out and,
-    with ``unreadable`` given, named there with the parser's reason. Raises ``InvalidArgument``
+    with ``unreadable`` given, named there with the parser's reason. ``skipped``: interchanges
+    (UNB sender, 0020) the replay left out (``replay_directory(message_types=...)``): the CONTRL
+    and APERAK sent about them are not compared. Raises ``InvalidArgument``
     for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
     ``StoreError`` for a bad store.
     """
@@ -255,7 +263,10 @@ async def compare_outbound(
             f"compare: message types must be some of {', '.join(COMPARED_TYPES)}, got {unknown}"
         )
     actual: dict[tuple[str, str], list[_Sent]] = {}
+    left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
     for item in _from_archive(sent_dir, wanted, unreadable if unreadable is not None else []):
+        if left_out and _about(item.key) in left_out:
+            continue
         actual.setdefault((item.key, item.pid), []).append(item)
     replay: dict[tuple[str, str], list[_Sent]] = {}
     for item in await _from_outbox(stores, wanted):

@@ -56,7 +56,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +148,11 @@ class ReplayReport:
     failures: list[str] = field(default_factory=list)
     #: Interchange files of the archive that its manifest.csv does not list: not replayed.
     not_in_manifest: list[str] = field(default_factory=list)
+    #: Files skipped for their message types (``message_types``), by those types ("MSCONS"),
+    #: and each one's interchange as (UNB sender, 0020): what was sent back then about it (its
+    #: CONTRL, an APERAK) is no difference (``compare_outbound(skipped=...)``).
+    skipped_by_type: Counter[str] = field(default_factory=Counter)
+    skipped_interchanges: list[tuple[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
     decision_digest: str = ""
     mode: str = "pipelined"
@@ -176,6 +181,8 @@ class ReplayReport:
             "failures": self.failures[:1000],
             "not_in_manifest": len(self.not_in_manifest),
             "not_in_manifest_files": self.not_in_manifest[:1000],
+            "skipped": sum(self.skipped_by_type.values()),
+            "skipped_by_type": dict(sorted(self.skipped_by_type.items())),
             "duration_s": round(self.duration_s, 3),
             "messages_per_s": round(self.messages_per_s, 1),
             "decision_digest": self.decision_digest,
@@ -1351,6 +1358,7 @@ async def replay_directory(
     workflow: GpkeNbWorkflow | None = None,
     ray: bool = False,
     ray_address: str | None = None,
+    message_types: Collection[str] | None = None,
 ) -> ReplayReport:
     """Replay every interchange of ``directory`` into the LMDB store at ``store_path``.
 
@@ -1366,11 +1374,19 @@ async def replay_directory(
     decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
     ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
     cannot be opened or written; ``InvalidArgument`` also when ``store_path`` holds a store of
-    another worker count (``mako_actors._placement.check_layout``).
+    another worker count (``mako_actors._placement.check_layout``). ``message_types`` (e.g.
+    ``{"UTILMD", "CONTRL", "APERAK"}``): replay only the files holding a message of one of them
+    (and those with none readable: they are rejected as in any run); the others, an operator's
+    MSCONS, INVOIC, ... in the same archive, are skipped and counted (``skipped_by_type``)
+    instead of each answered with a negative APERAK and kept as a dead letter.
     """
     tenant_ids = check_replay_arguments(directory, store_path, tenants, window, workers)
     unlisted: list[str] = []
     items = archive(directory, unlisted)
+    skipped_by_type: Counter[str] = Counter()
+    skipped_interchanges: list[tuple[str, str]] = []
+    if message_types is not None:
+        items, skipped_by_type, skipped_interchanges = of_types(items, frozenset(message_types))
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
@@ -1383,7 +1399,54 @@ async def replay_directory(
 
         report = await replay_partitions(items, store_path, options, workers)
     report.not_in_manifest = [storable_name(name) for name in unlisted]
+    report.skipped_by_type, report.skipped_interchanges = skipped_by_type, skipped_interchanges
     return report
+
+
+_MESSAGE_TYPE = re.compile(r"^[A-Z]{6}$")
+
+
+def message_types(text: str) -> frozenset[str]:
+    """The message types of a comma-separated list (``UTILMD,CONTRL``, any case); ``InvalidArgument``
+    naming an entry that is no EDIFACT message type (six letters, UNH 0065) or an empty list."""
+    types = [t.strip().upper() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if not _MESSAGE_TYPE.match(t)]
+    if bad or not types:
+        raise InvalidArgument(
+            f"message types {text!r}: expected six-letter EDIFACT types such as UTILMD,CONTRL,APERAK"
+            + (f", not {', '.join(map(repr, bad))}" if bad else "")
+        )
+    return frozenset(types)
+
+
+def of_types(
+    items: list[ArchivedInterchange], types: frozenset[str]
+) -> tuple[list[ArchivedInterchange], Counter[str], list[tuple[str, str]]]:
+    """The ``items`` whose interchange holds a message of ``types``, or no readable message (the
+    replay rejects it as usual); the others counted by their message types (``MSCONS``); and
+    those others' interchanges as (UNB sender, 0020).
+
+    Reads each file once here (the replay reads the kept ones again; their bytes are not kept,
+    an archive may be larger than memory). A file that cannot be read is kept: the replay
+    reports it.
+    """
+    kept: list[ArchivedInterchange] = []
+    skipped: Counter[str] = Counter()
+    interchanges: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            raw = item.raw if item.raw is not None else item.path.read_bytes()
+        except OSError:
+            kept.append(item)
+            continue
+        scan = Scan(raw)
+        kinds = {m.kind.decode("ascii", "replace") for m in scan.messages}
+        if kinds and not kinds & types:
+            skipped[",".join(sorted(kinds))] += 1
+            interchanges.append((scan.sender.decode("latin-1"), scan.control.decode("latin-1")))
+        else:
+            kept.append(item)
+    return kept, skipped, interchanges
 
 
 def check_replay_arguments(

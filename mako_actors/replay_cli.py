@@ -71,6 +71,14 @@ def add_replay_commands(sub: Any) -> None:
     )
     replay.add_argument("--compare-csv", type=Path, metavar="FILE", help="write the differences as CSV")
     replay.add_argument(
+        "--message-types",
+        metavar="TYPES",
+        help="replay only interchanges with a message of these types, comma-separated (e.g. "
+        "UTILMD,CONTRL,APERAK: what the GPKE workflows read); the others in the archive (MSCONS, "
+        "INVOIC, ...) are skipped and counted by type, not answered with a negative APERAK "
+        "(default: every interchange)",
+    )
+    replay.add_argument(
         "--compare-types",
         default="UTILMD,APERAK,CONTRL",
         metavar="TYPES",
@@ -125,12 +133,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from mako_actors.errors import InvalidArgument
-    from mako_actors.replay import check_replay_arguments
+    from mako_actors.replay import check_replay_arguments, message_types
 
     # Before a worker or the progress bar starts: a bad tenant, count or directory, or a store
     # of another layout, is refused with nothing written and nothing else printed.
     try:
         check_replay_arguments(args.directory, args.store, args.tenant, args.window, args.workers)
+        types = message_types(args.message_types) if args.message_types is not None else None
         _check_outputs(args)  # a report lost after hours of replay would leave only duplicates
     except InvalidArgument as exc:
         print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -189,10 +198,11 @@ def _replay(args: argparse.Namespace) -> int:
                     workers=args.workers,
                     ray=args.ray,
                     ray_address=args.ray_address,
+                    message_types=types,
                 )
             )
         plain = report.to_plain()
-        differences = _compare(args, plain)
+        differences = _compare(args, plain, report.skipped_interchanges)
         if args.report is not None:
             args.report.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
@@ -217,7 +227,7 @@ def _replay(args: argparse.Namespace) -> int:
         for key in (
             "files", "messages", "statuses", "outcomes", "events_appended", "outbox_enqueued",
             "processes_created", "deadlines_fired", "dead_letters", "awaiting_operator", "not_in_manifest",
-            "duration_s", "messages_per_s", "decision_digest",
+            "skipped_by_type", "duration_s", "messages_per_s", "decision_digest",
         ):  # fmt: skip
             print(f"{key:>17}: {plain[key]}")
         print(f"{'period':>17}: {plain['first']} .. {plain['last']}")
@@ -275,8 +285,11 @@ def _check_compare(args: argparse.Namespace) -> list[str]:
     return types
 
 
-def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | None:
-    """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file."""
+def _compare(
+    args: argparse.Namespace, plain: dict[str, Any], skipped: list[tuple[str, str]]
+) -> list[Any] | None:
+    """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file; what
+    was sent about the ``skipped`` interchanges (``--message-types``) is not compared."""
     if args.compare_outbound is None:
         return None
     import asyncio
@@ -289,7 +302,7 @@ def _compare(args: argparse.Namespace, plain: dict[str, Any]) -> list[Any] | Non
     stores = [part_path(args.store, k, args.workers) for k in range(args.workers)]
     unreadable: list[str] = []
     differences = asyncio.run(
-        compare_outbound(args.compare_outbound, stores, types=types, unreadable=unreadable)
+        compare_outbound(args.compare_outbound, stores, types=types, unreadable=unreadable, skipped=skipped)
     )
     plain["compare_outbound"] = {
         "types": types,
