@@ -952,6 +952,10 @@ class RayActorSystem(HandleFactory):
         if node_id is None:
             self.unavailable_errors += 1
             raise PartitionUnavailable(f"node {node!r} is not part of the Ray cluster")
+        # A host made now opens the partitions the map names for its node: the map as it is on
+        # disk, not as this driver last saw it (another driver may have moved some since; a host
+        # made from a stale map would lack the partitions moved here, for every driver).
+        self._follow_map()
         handle = self._pinned(
             node, node_id, f"{self.name_prefix}-node-{node}", self.partition_map.partitions_of(node)
         )

@@ -194,6 +194,49 @@ async def test_a_second_driver_follows_the_moves_another_driver_made(cluster: di
     assert moved and all(str(r.stream_id) in on_disk[(third, moving)] for r in moved)
 
 
+async def test_a_host_made_by_a_driver_with_an_old_map_opens_what_the_map_says_now(
+    cluster: dict[str, Any],
+) -> None:
+    """The first driver moves a partition; the node that took it loses its host. The second
+    driver, which has not heard of the move, makes that node's host again: it opens the
+    partitions the map file names for the node now, so the moved partition's processes are
+    served there again. Before, the host opened what the second driver's old map named, and
+    every driver's operations on the moved partition were refused there."""
+    base: Path = cluster["base"] / "stale-host"
+    prefix = f"s-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
+                              name_prefix=prefix) as first:  # fmt: skip
+        second = RayActorSystem(
+            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
+        )
+        try:
+            refs = [first.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(48)]
+            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            assert first.partition_map is not None and second.partition_map is not None
+            moving = partition_of(refs[0].stream_id, PARTITIONS)
+            source = first.partition_map.node_of(moving)
+            target = next(n for n in NODES if n != source)
+            await first.rebalance(moving, target)
+            name = f"{prefix}-node-{target}"
+            ray.kill(ray.get_actor(name, namespace="mako_actors"))
+            for _ in range(200):  # until Ray has let the name go
+                try:
+                    ray.get_actor(name, namespace="mako_actors")
+                except ValueError:
+                    break
+                await asyncio.sleep(0.05)
+            # The second driver reaches the target node first, for a partition that stayed there
+            on_target = set(first.partition_map.partitions_of(target)) - {moving}
+            stayed = next(r for r in refs if partition_of(r.stream_id, PARTITIONS) in on_target)
+            assert await second.resume(stayed.identity()).event_count() == 1
+            moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+            assert await asyncio.gather(*(r.event_count() for r in moved)) == [1] * len(moved)
+            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in moved))
+            assert [len(r) for r in results] == [1] * len(moved)
+        finally:
+            await second.aclose()
+
+
 async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict[str, Any]) -> None:
     """Both drivers move the same partition at the same time, to different nodes. They take
     turns on the map file's lock, the second moving it on from where the first put it: it lives
