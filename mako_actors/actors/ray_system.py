@@ -1034,6 +1034,7 @@ class RayActorSystem(HandleFactory):
             if self.partition_map is None:
                 handle = self._new_actor(self._proc_name(stream_id), self._shared_spec())
             else:  # on the node of its partition, opening only that partition
+                self._follow_map()  # (where it is now: another driver may have moved it)
                 partition = partition_of(stream_id, self.partition_map.count)
                 node = self.partition_map.node_of(partition)
                 node_id = self._ray_node_id(node)

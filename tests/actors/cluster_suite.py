@@ -237,6 +237,34 @@ async def test_a_host_made_by_a_driver_with_an_old_map_opens_what_the_map_says_n
             await second.aclose()
 
 
+async def test_a_dedicated_actor_starts_where_the_map_says_now(cluster: dict[str, Any]) -> None:
+    """A driver with dedicated actors, which has not heard of another driver's move, starts the
+    actor of a process in the moved partition on the partition's new node. Before, it pinned the
+    actor to the old node, whose directory is retired: every command failed."""
+    base: Path = cluster["base"] / "dedicated"
+    prefix = f"d-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
+                              name_prefix=prefix) as hosted:  # fmt: skip
+        refs = [hosted.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(16)]
+        await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+        dedicated = RayActorSystem(
+            base / "map", workflows=[Ledger], partitions=layout(base), placement="dedicated",
+            name_prefix=f"{prefix}-own",
+        )  # fmt: skip
+        try:
+            assert hosted.partition_map is not None and dedicated.partition_map is not None
+            moving = partition_of(refs[0].stream_id, PARTITIONS)
+            target = next(n for n in NODES if n != hosted.partition_map.node_of(moving))
+            await hosted.rebalance(moving, target)
+            assert dedicated.partition_map.epoch == 0  # not told
+            ref = dedicated.resume(refs[0].identity())
+            assert len(await ref.execute(Record(amount=1))) == 1
+            assert dedicated.partition_map.node_of(moving) == target
+        finally:
+            await dedicated.aclose()
+        assert await refs[0].event_count() == 2
+
+
 async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict[str, Any]) -> None:
     """Both drivers move the same partition at the same time, to different nodes. They take
     turns on the map file's lock, the second moving it on from where the first put it: it lives

@@ -22,4 +22,4 @@ def test_partitioned_store_on_a_three_node_ray_cluster(tmp_path: Path) -> None:
         [*command, f"--basetemp={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    assert re.search(r"^7 passed", run.stdout, re.MULTILINE), run.stdout[-2000:]
+    assert re.search(r"^8 passed", run.stdout, re.MULTILINE), run.stdout[-2000:]
