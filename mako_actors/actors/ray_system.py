@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -819,6 +820,7 @@ class RayActorSystem(HandleFactory):
         self._new_map = False
         if partitions is not None:
             self.partition_map, self._new_map = self._load_or_create_map(partitions)
+        self._names_claimed = False
         options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
             "max_attempts": max_attempts,
@@ -967,6 +969,8 @@ class RayActorSystem(HandleFactory):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         assert self.partition_map is not None
+        if not self._names_claimed:
+            self._claim_names()
         spec = {
             **self._base_spec,
             "mode": "partitioned",
@@ -1069,6 +1073,71 @@ class RayActorSystem(HandleFactory):
         task = asyncio.get_running_loop().create_task(end())
         self._passivating[stream_id] = task
         await asyncio.shield(task)
+
+    def _claim_names(self) -> None:
+        """Record the Ray names of the actors serving this partitioned store (``<map file>.names``:
+        namespace/name_prefix), or check that they are this system's, before its first actor.
+
+        Every system on one partitioned store shares its hosts and actors by name: a second set
+        of hosts would open the same partitions beside them, and a ``rebalance`` ends only the
+        actors of its own names, so the others would go on writing to a moved partition's old
+        copy. Other names are taken over once no actor of the recorded ones is alive; while one
+        is, ``InvalidArgument`` names both.
+        """
+        names = f"{self.namespace}/{self.name_prefix}"
+        record = f"{self.path}.names"
+        try:
+            with open(record, encoding="utf-8") as handle:
+                recorded = handle.read().strip()
+        except FileNotFoundError:
+            recorded = ""
+        if recorded and recorded != names:
+            namespace, _, prefix = recorded.partition("/")
+            alive = sorted(
+                entry["name"]
+                for entry in ray.util.list_named_actors(all_namespaces=True)
+                if entry["namespace"] == namespace and entry["name"].startswith(f"{prefix}-")
+            )
+            if alive:
+                raise InvalidArgument(
+                    f"the partitioned store of {self.path} is served by Ray actors named "
+                    f"{recorded!r} (namespace/name_prefix; alive: {', '.join(alive[:3])}), not "
+                    f"{names!r}: every system on it must use those names"
+                )
+        if recorded != names:
+            _write_durably(record, names + "\n")
+        self._names_claimed = True
+
+    async def _end_dedicated_of_others(self, partition: int, count: int) -> None:
+        """End the dedicated actors of ``partition`` that other drivers of these names started
+        (found by name in Ray's list of named actors): each drains its mailbox and closes the
+        partition's environment, as this driver's own do, before the partition is copied.
+
+        Left alive on the old node, such an actor would go on writing to the old copy: its
+        driver's acknowledged commands would be lost with it. Its driver's next call finds it
+        gone (``CommandOutcomeUnknown`` for a write in flight) and starts another where the
+        map says. An actor another driver starts while this one copies is not covered.
+        """
+        prefix = f"{self.name_prefix}-proc-"
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            if entry["namespace"] != self.namespace or not name.startswith(prefix):
+                continue
+            try:
+                stream_id = StreamId(name[len(prefix) :])
+            except InvalidArgument:
+                continue
+            if partition_of(stream_id, count) != partition or stream_id in self._dedicated:
+                continue
+            try:
+                handle = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:  # ended meanwhile
+                continue
+            with contextlib.suppress(RayActorError):
+                await handle.aclose.remote()
+            ray.kill(handle, no_restart=True)
+            await self._name_released(name, handle)
+            self._passivations += 1
 
     async def _name_released(self, name: str, killed: Any) -> None:
         """Wait until the Ray name ``name`` no longer resolves to the killed actor ``killed``."""
@@ -1194,7 +1263,11 @@ class RayActorSystem(HandleFactory):
                     return await self._submit(("proc", stream_id), partition, identity, op)
                 except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
                     # ActorSystemClosed: another system passivated this actor and nothing
-                    # ran. A dead actor: reads (and idempotent writes) go to a new one.
+                    # ran. A dead actor: reads (and idempotent writes) go to a new one, and
+                    # so does the next call after a write's outcome is unknown (the dead
+                    # handle is forgotten first: kept, it failed every later call too).
+                    if self._dedicated.get(stream_id) is handle:
+                        del self._dedicated[stream_id]
                     if isinstance(exc, CommandOutcomeUnknown):
                         idempotent = getattr(op.command, "idempotency_key", None)
                         limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
@@ -1202,8 +1275,6 @@ class RayActorSystem(HandleFactory):
                             raise
                         attempt += 1
                         await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-                    if self._dedicated.get(stream_id) is handle:
-                        del self._dedicated[stream_id]
         finally:
             self._inflight[stream_id] -= 1
             self._last_used[stream_id] = time.monotonic()
@@ -1502,6 +1573,7 @@ class RayActorSystem(HandleFactory):
                 await idle.wait()
             for stream_id in [s for s in self._dedicated if partition_of(s, current.count) == partition]:
                 await self._passivate(stream_id)  # dedicated actors close the partition's environment
+            await self._end_dedicated_of_others(partition, current.count)
             source, target = self._node_host(old), self._node_host(node)
             data = await self._reply(source.hand_over.remote(partition))
             try:
@@ -1722,6 +1794,22 @@ def ingest_partition(raw: bytes, count: int) -> int:
             if malo:
                 return routing_slot(_tenant_or_placeholder(recipient), malo.decode("latin-1")) % count
     return partition_of(receipt_identity(recipient, sender, ref).stream_id, count)
+
+
+def _write_durably(path: str, text: str) -> None:
+    """``text`` into ``path``: a temporary file beside it, fsynced, renamed over it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".names.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from ray.cluster_utils import Cluster
 
 from mako_actors import (
     CommandOutcomeUnknown,
+    InvalidArgument,
     PartitionMap,
     PartitionUnavailable,
     RayActorSystem,
@@ -237,32 +238,48 @@ async def test_a_host_made_by_a_driver_with_an_old_map_opens_what_the_map_says_n
             await second.aclose()
 
 
-async def test_a_dedicated_actor_starts_where_the_map_says_now(cluster: dict[str, Any]) -> None:
-    """A driver with dedicated actors, which has not heard of another driver's move, starts the
-    actor of a process in the moved partition on the partition's new node. Before, it pinned the
-    actor to the old node, whose directory is retired: every command failed."""
+async def test_a_second_driver_with_dedicated_actors_loses_nothing_to_a_move(cluster: dict[str, Any]) -> None:
+    """A second driver (the same names: another's are refused) runs dedicated actors on the
+    partitioned store. The first moves a partition it knows nothing of the second's actors in:
+    the move ends them too (before, one lived on at the old node and kept writing to the old
+    copy: the second's acknowledged commands were lost), and the second's next actor starts on
+    the partition's new node (before, where its old map said: every command refused)."""
     base: Path = cluster["base"] / "dedicated"
     prefix = f"d-{uuid.uuid4().hex[:6]}"
     async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
                               name_prefix=prefix) as hosted:  # fmt: skip
         refs = [hosted.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(16)]
         await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+        other = RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base), name_prefix="other")
+        with pytest.raises(InvalidArgument, match="served by Ray actors named"):  # its own hosts: refused
+            await other.start()
+        await other.aclose()
         dedicated = RayActorSystem(
             base / "map", workflows=[Ledger], partitions=layout(base), placement="dedicated",
-            name_prefix=f"{prefix}-own",
+            name_prefix=prefix, kill_on_close=False,
         )  # fmt: skip
         try:
             assert hosted.partition_map is not None and dedicated.partition_map is not None
             moving = partition_of(refs[0].stream_id, PARTITIONS)
+            in_moving = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+            moved = [dedicated.resume(r.identity()) for r in in_moving]
+            assert [len(await r.execute(Record(amount=1))) for r in moved] == [1] * len(moved)  # actors live
             target = next(n for n in NODES if n != hosted.partition_map.node_of(moving))
             await hosted.rebalance(moving, target)
             assert dedicated.partition_map.epoch == 0  # not told
-            ref = dedicated.resume(refs[0].identity())
-            assert len(await ref.execute(Record(amount=1))) == 1
+            for r in moved:
+                try:
+                    await r.execute(Record(amount=1))
+                except CommandOutcomeUnknown:  # its actor was ended by the move
+                    continue
+                pytest.fail("a command reached an actor of the moved partition's old copy")
+            for r in moved:
+                assert len(await r.execute(Record(amount=1))) == 1  # a new actor, on the new node
             assert dedicated.partition_map.node_of(moving) == target
         finally:
             await dedicated.aclose()
-        assert await refs[0].event_count() == 2
+        counts = await asyncio.gather(*(hosted.resume(r.identity()).event_count() for r in moved))
+        assert counts == [3] * len(moved)  # the three acknowledged commands, in the new copy
 
 
 async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict[str, Any]) -> None:

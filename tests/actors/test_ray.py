@@ -224,6 +224,29 @@ async def test_a_passivated_actor_is_replaced_only_after_its_kill_landed(
             timer.join()
 
 
+async def test_a_write_to_a_dead_dedicated_actor_is_unknown_and_the_next_call_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """A dedicated actor killed from outside (another driver's rebalance, an operator): the write
+    that finds it dead has an unknown outcome, and the next call starts a new actor. Before, the
+    dead handle was kept, and every later write of the process failed the same way."""
+    actors = system(tmp_path / "db", "dedicated")
+    try:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        dead = actors._dedicated[ref.stream_id]
+        ray.kill(dead, no_restart=True)
+        with pytest.raises(CommandOutcomeUnknown):
+            for _ in range(100):  # until the kill has landed
+                await ref.execute(Record(amount=0))
+                await asyncio.sleep(0.05)
+        assert len(await ref.execute(Record(amount=2))) == 1
+        assert actors._dedicated[ref.stream_id]._actor_id != dead._actor_id
+        assert (await ref.state()).total == 3
+    finally:
+        await actors.aclose()
+
+
 async def test_aclose_waits_for_every_operation_already_sent(tmp_path: Path) -> None:
     # Hosted commands join their host's batch when sent, with no coroutine of the system in
     # between: aclose must still wait for each of them (answered, and durable) before it ends.
