@@ -9,9 +9,10 @@ dealt over the nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -150,46 +151,58 @@ async def test_rebalance_under_load_loses_no_acknowledged_command(cluster: dict[
     assert moved and all(str(r.stream_id) in on_disk[(target, moving)] for r in moved)
 
 
+@contextlib.asynccontextmanager
+async def two_drivers(
+    base: Path, processes: int, **second: Any
+) -> AsyncIterator[tuple[RayActorSystem, RayActorSystem, list[Any]]]:
+    """Two drivers of one partitioned store with the same actor names (the second leaves the
+    actors running when it closes; ``second``: more of its settings), and ``processes`` ledgers
+    the first started, one command each."""
+    prefix = f"{base.name}-{uuid.uuid4().hex[:6]}"
+    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
+                              name_prefix=prefix) as first:  # fmt: skip
+        other = RayActorSystem(
+            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix,
+            kill_on_close=False, **second,
+        )  # fmt: skip
+        try:
+            refs = [first.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"m-{i}") for i in range(processes)]
+            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+            yield first, other, refs
+        finally:
+            await other.aclose()
+
+
 async def test_a_second_driver_follows_the_moves_another_driver_made(cluster: dict[str, Any]) -> None:
     """Two drivers share the hosts (the same actor names) and the map file; the first moves a
     partition, twice. The second is not told: the old host refuses its operations unrun, and it
     reads the map again and sends them, and a lookup, to the partition's new node. Before, they
     failed with PartitionUnavailable until the second driver was restarted."""
     base: Path = cluster["base"] / "follow"
-    prefix = f"f-{uuid.uuid4().hex[:6]}"
-    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
-                              name_prefix=prefix) as first:  # fmt: skip
-        await first.start()
-        second = RayActorSystem(
-            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
-        )
-        try:
-            refs = [second.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(32)]
-            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
-            moving = partition_of(refs[0].stream_id, PARTITIONS)
-            names = (f"follow:{i}" for i in range(400))
-            key = next(k for k in names if key_home(TENANT, k, PARTITIONS) == moving)
-            await refs[1].execute(Record(amount=0, register_key=key))  # homed in the moving partition
-            assert first.partition_map is not None and second.partition_map is not None
-            source = first.partition_map.node_of(moving)
-            target, third = (n for n in NODES if n != source)
+    async with two_drivers(base, 32) as (first, second, started):
+        refs = [second.resume(r.identity()) for r in started]
+        moving = partition_of(refs[0].stream_id, PARTITIONS)
+        names = (f"follow:{i}" for i in range(400))
+        key = next(k for k in names if key_home(TENANT, k, PARTITIONS) == moving)
+        await refs[1].execute(Record(amount=0, register_key=key))  # homed in the moving partition
+        assert first.partition_map is not None and second.partition_map is not None
+        source = first.partition_map.node_of(moving)
+        target, third = (n for n in NODES if n != source)
 
-            await first.rebalance(moving, target)
-            assert second.partition_map.node_of(moving) == source  # not told
-            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
-            assert all(len(r) == 1 for r in results)
-            assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (1, target)
+        await first.rebalance(moving, target)
+        assert second.partition_map.node_of(moving) == source  # not told
+        results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+        assert all(len(r) == 1 for r in results)
+        assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (1, target)
 
-            await first.rebalance(moving, third)
-            found = await second.lookup(TENANT, key)
-            assert found is not None and found.identity() == refs[1].identity()
-            assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (2, third)
-            expected = [2] * len(refs)
-            expected[1] = 3  # (its key's Record)
-            assert await asyncio.gather(*(r.event_count() for r in refs)) == expected
-            assert second.unavailable_errors == 0
-        finally:
-            await second.aclose()
+        await first.rebalance(moving, third)
+        found = await second.lookup(TENANT, key)
+        assert found is not None and found.identity() == refs[1].identity()
+        assert (second.partition_map.epoch, second.partition_map.node_of(moving)) == (2, third)
+        expected = [2] * len(refs)
+        expected[1] = 3  # (its key's Record)
+        assert await asyncio.gather(*(r.event_count() for r in refs)) == expected
+        assert second.unavailable_errors == 0
     on_disk = await streams_on_disk(base)
     moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
     assert moved and all(str(r.stream_id) in on_disk[(third, moving)] for r in moved)
@@ -203,39 +216,28 @@ async def test_a_host_made_by_a_driver_with_an_old_map_opens_what_the_map_says_n
     partitions the map file names for the node now, so the moved partition's processes are
     served there again. Before, the host opened what the second driver's old map named, and
     every driver's operations on the moved partition were refused there."""
-    base: Path = cluster["base"] / "stale-host"
-    prefix = f"s-{uuid.uuid4().hex[:6]}"
-    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
-                              name_prefix=prefix) as first:  # fmt: skip
-        second = RayActorSystem(
-            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
-        )
-        try:
-            refs = [first.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(48)]
-            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
-            assert first.partition_map is not None and second.partition_map is not None
-            moving = partition_of(refs[0].stream_id, PARTITIONS)
-            source = first.partition_map.node_of(moving)
-            target = next(n for n in NODES if n != source)
-            await first.rebalance(moving, target)
-            name = f"{prefix}-node-{target}"
-            ray.kill(ray.get_actor(name, namespace="mako_actors"))
-            for _ in range(200):  # until Ray has let the name go
-                try:
-                    ray.get_actor(name, namespace="mako_actors")
-                except ValueError:
-                    break
-                await asyncio.sleep(0.05)
-            # The second driver reaches the target node first, for a partition that stayed there
-            on_target = set(first.partition_map.partitions_of(target)) - {moving}
-            stayed = next(r for r in refs if partition_of(r.stream_id, PARTITIONS) in on_target)
-            assert await second.resume(stayed.identity()).event_count() == 1
-            moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
-            assert await asyncio.gather(*(r.event_count() for r in moved)) == [1] * len(moved)
-            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in moved))
-            assert [len(r) for r in results] == [1] * len(moved)
-        finally:
-            await second.aclose()
+    async with two_drivers(cluster["base"] / "stale-host", 48) as (first, second, refs):
+        assert first.partition_map is not None and second.partition_map is not None
+        moving = partition_of(refs[0].stream_id, PARTITIONS)
+        source = first.partition_map.node_of(moving)
+        target = next(n for n in NODES if n != source)
+        await first.rebalance(moving, target)
+        name = f"{first.name_prefix}-node-{target}"
+        ray.kill(ray.get_actor(name, namespace="mako_actors"))
+        for _ in range(200):  # until Ray has let the name go
+            try:
+                ray.get_actor(name, namespace="mako_actors")
+            except ValueError:
+                break
+            await asyncio.sleep(0.05)
+        # The second driver reaches the target node first, for a partition that stayed there
+        on_target = set(first.partition_map.partitions_of(target)) - {moving}
+        stayed = next(r for r in refs if partition_of(r.stream_id, PARTITIONS) in on_target)
+        assert await second.resume(stayed.identity()).event_count() == 1
+        moved = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+        assert await asyncio.gather(*(r.event_count() for r in moved)) == [1] * len(moved)
+        results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in moved))
+        assert [len(r) for r in results] == [1] * len(moved)
 
 
 async def test_a_second_driver_with_dedicated_actors_loses_nothing_to_a_move(cluster: dict[str, Any]) -> None:
@@ -245,40 +247,29 @@ async def test_a_second_driver_with_dedicated_actors_loses_nothing_to_a_move(clu
     copy: the second's acknowledged commands were lost), and the second's next actor starts on
     the partition's new node (before, where its old map said: every command refused)."""
     base: Path = cluster["base"] / "dedicated"
-    prefix = f"d-{uuid.uuid4().hex[:6]}"
-    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
-                              name_prefix=prefix) as hosted:  # fmt: skip
-        refs = [hosted.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(16)]
-        await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+    async with two_drivers(base, 16, placement="dedicated") as (hosted, dedicated, refs):
         other = RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base), name_prefix="other")
         with pytest.raises(InvalidArgument, match="served by Ray actors named"):  # its own hosts: refused
             await other.start()
         await other.aclose()
-        dedicated = RayActorSystem(
-            base / "map", workflows=[Ledger], partitions=layout(base), placement="dedicated",
-            name_prefix=prefix, kill_on_close=False,
-        )  # fmt: skip
-        try:
-            assert hosted.partition_map is not None and dedicated.partition_map is not None
-            moving = partition_of(refs[0].stream_id, PARTITIONS)
-            in_moving = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
-            moved = [dedicated.resume(r.identity()) for r in in_moving]
-            assert [len(await r.execute(Record(amount=1))) for r in moved] == [1] * len(moved)  # actors live
-            target = next(n for n in NODES if n != hosted.partition_map.node_of(moving))
-            await hosted.rebalance(moving, target)
-            assert dedicated.partition_map.epoch == 0  # not told
-            for r in moved:
-                try:
-                    await r.execute(Record(amount=1))
-                except CommandOutcomeUnknown:  # its actor was ended by the move
-                    continue
-                pytest.fail("a command reached an actor of the moved partition's old copy")
-            for r in moved:
-                assert len(await r.execute(Record(amount=1))) == 1  # a new actor, on the new node
-            assert dedicated.partition_map.node_of(moving) == target
-        finally:
-            await dedicated.aclose()
-        counts = await asyncio.gather(*(hosted.resume(r.identity()).event_count() for r in moved))
+        assert hosted.partition_map is not None and dedicated.partition_map is not None
+        moving = partition_of(refs[0].stream_id, PARTITIONS)
+        in_moving = [r for r in refs if partition_of(r.stream_id, PARTITIONS) == moving]
+        moved = [dedicated.resume(r.identity()) for r in in_moving]
+        assert [len(await r.execute(Record(amount=1))) for r in moved] == [1] * len(moved)  # actors live
+        target = next(n for n in NODES if n != hosted.partition_map.node_of(moving))
+        await hosted.rebalance(moving, target)
+        assert dedicated.partition_map.epoch == 0  # not told
+        for r in moved:
+            try:
+                await r.execute(Record(amount=1))
+            except CommandOutcomeUnknown:  # its actor was ended by the move
+                continue
+            pytest.fail("a command reached an actor of the moved partition's old copy")
+        for r in moved:
+            assert len(await r.execute(Record(amount=1))) == 1  # a new actor, on the new node
+        assert dedicated.partition_map.node_of(moving) == target
+        counts = await asyncio.gather(*(r.event_count() for r in in_moving))
         assert counts == [3] * len(moved)  # the three acknowledged commands, in the new copy
 
 
@@ -288,27 +279,17 @@ async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict
     on one node at the end, each move's old directory is retired, nothing is lost. Before, both
     copied it from its first node and opened it on two (and the second map overwrote the first)."""
     base: Path = cluster["base"] / "turns"
-    prefix = f"t-{uuid.uuid4().hex[:6]}"
-    async with RayActorSystem(base / "map", workflows=[Ledger], partitions=layout(base),
-                              name_prefix=prefix) as first:  # fmt: skip
-        second = RayActorSystem(
-            base / "map", workflows=[Ledger], partitions=layout(base), name_prefix=prefix, kill_on_close=False
-        )
-        try:
-            refs = [first.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(32)]
-            await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
-            moving = partition_of(refs[0].stream_id, PARTITIONS)
-            assert first.partition_map is not None
-            source = first.partition_map.node_of(moving)
-            one, other = (n for n in NODES if n != source)
-            await asyncio.gather(first.rebalance(moving, one), second.rebalance(moving, other))
-            final = PartitionMap.load(base / "map")
-            assert final.epoch == 2 and final.node_of(moving) in (one, other)
-            results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
-            assert all(len(r) == 1 for r in results)
-            assert await asyncio.gather(*(r.event_count() for r in refs)) == [2] * len(refs)
-        finally:
-            await second.aclose()
+    async with two_drivers(base, 32) as (first, second, refs):
+        moving = partition_of(refs[0].stream_id, PARTITIONS)
+        assert first.partition_map is not None
+        source = first.partition_map.node_of(moving)
+        one, other = (n for n in NODES if n != source)
+        await asyncio.gather(first.rebalance(moving, one), second.rebalance(moving, other))
+        final = PartitionMap.load(base / "map")
+        assert final.epoch == 2 and final.node_of(moving) in (one, other)
+        results = await asyncio.gather(*(r.execute(Record(amount=1)) for r in refs))
+        assert all(len(r) == 1 for r in results)
+        assert await asyncio.gather(*(r.event_count() for r in refs)) == [2] * len(refs)
     live = [n for n in NODES if partition_dir(base / n, moving).exists()]
     assert live == [final.node_of(moving)]  # one copy open, the others retired
     retired = sorted(p.name for n in NODES for p in (base / n).glob(f"p{moving:04d}.moved-*"))
