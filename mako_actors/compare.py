@@ -19,6 +19,9 @@ Several messages under one pair key (a CONTRL 7 and a CONTRL 4/26 for other cont
 same 0020) pair in the order of their instants. Per pair and PID (``APERAK``/``CONTRL`` for those):
 
 - ``missing``: sent back then, the replay would not send it;
+- ``awaiting operator``: sent back then; in the replay its process waits for an operator's
+  decision (a Geschäftsvorfall 3's Tranche, an LFA our 55010 did not reach): the replay cannot
+  make that decision, so nothing is sent yet (``processes list --status awaiting_operator``);
 - ``extra``: the replay would send it, it was not sent;
 - ``other code``: the same PID with another code;
 - ``other Frist``: sent at a time more than ``tolerance`` away from the replay's decision.
@@ -60,7 +63,7 @@ class _Sent:
 class Difference:
     """One way the replay's outbound differs: what, for which pair key and PID, both sides."""
 
-    kind: str  # missing | extra | other code | other Frist
+    kind: str  # missing | awaiting operator | extra | other code | other Frist
     key: str
     pid: str
     process: str
@@ -274,6 +277,7 @@ async def compare_outbound(
     for groups in (actual, replay):
         for group in groups.values():
             group.sort(key=lambda sent: (sent.at, sent.code or ""))
+    waiting: dict[str, str] | None = None  # read when a first message is missing
     out: list[Difference] = []
     for key, pid in sorted(set(actual) | set(replay)):
         sent, would = actual.get((key, pid), []), replay.get((key, pid), [])
@@ -282,7 +286,10 @@ async def compare_outbound(
             b = would[index] if index < len(would) else None
             process = b.process if b is not None else ""
             if b is None:
-                kind = "missing"
+                if waiting is None:
+                    waiting = await _waiting(stores)
+                process = waiting.get(key) or waiting.get(key.partition(":")[2], "")
+                kind = "awaiting operator" if process else "missing"
             elif a is None:
                 kind = "extra"
             elif a.code != b.code:
@@ -292,6 +299,37 @@ async def compare_outbound(
             else:
                 continue
             out.append(Difference(kind, key, pid, process, _describe(a), _describe(b)))
+    return out
+
+
+async def _waiting(stores: list[Path]) -> dict[str, str]:
+    """The replay's processes that wait for an operator, by the pair keys their answers would
+    have: ``<LFN>:TN:<IDE>`` of their trigger and ``MaLo:<MaLo>`` (any recipient); the value
+    is the process id. Reads every event of the stores (by type; the trigger's first event)."""
+    from mako_actors.gpke.awaiting import OperatorQueue
+
+    out: dict[str, str] = {}
+    for store_path in stores:
+        queue = OperatorQueue()
+        triggers: dict[str, dict[str, Any]] = {}
+        async with LmdbStore(store_path) as store:
+            position = 0
+            while events := await store.read_all(position, 5_000):
+                for event in events:
+                    queue.handle(event)
+                    fields = event.__dict__
+                    if fields["sequence"] == 1 and isinstance(fields["payload"], dict):
+                        inbound = fields["payload"].get("inbound")
+                        if isinstance(inbound, dict):
+                            triggers[fields["stream_id"]] = inbound
+                position = events[-1].global_position
+        for stream in queue.waiting:
+            inbound = triggers.get(stream)
+            if inbound is None:
+                continue
+            process = stream.rsplit("/", 1)[1]
+            out[f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"] = process
+            out[f"MaLo:{inbound.get('malo')}"] = process
     return out
 
 

@@ -271,3 +271,41 @@ def test_outbox_render_writes_the_folder_compare_outbound_reads(
     assert not [p for p in (tmp_path / "sent").iterdir() if not p.name.endswith(".edi")]
     report = compare(capsys, src, tmp_path / "again", tmp_path / "sent")
     assert report["compare_outbound"]["differences"] == 0, report["compare_outbound"]["rows"][:5]
+
+
+def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Back then the operator formed the Tranche of a Geschäftsvorfall 3 and the 55078 went out.
+    The replay cannot make that decision: the row says the replay's process awaits an operator
+    (and which one), not that the answer is missing."""
+    from mako_actors.archive import tranche_id
+    from mako_actors.gpke.synthetic import anmeldung
+
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=3, processes=20, seed=7))
+    lfn = sorted(json.loads((src / "master.json").read_text())["bilanzkreise"])[0]  # holds its own
+    at = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    gv3 = anmeldung(
+        lfn=lfn, nb=NB, malo="41234567896", zuordnungsbeginn=datetime(2025, 12, 14, 23, tzinfo=UTC),
+        ide_ref="GV3TX1", control_ref="GV3IC1", sent_at=at, pid="55077", detail="ZW2",
+    )  # fmt: skip
+    (src / "gv3.edi").write_bytes(gv3)
+    with (src / "manifest.csv").open("a") as manifest:
+        manifest.write(f"gv3.edi,{at.isoformat()}\n")
+    then = str(tmp_path / "then")
+    assert main(["replay", str(src), "--store", then, "--tenant", NB, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["processes", "list", "--store", then, "--status", "awaiting_operator", "--json"]) == 0
+    [process] = [row["process_id"] for row in json.loads(capsys.readouterr().out)]
+    form = ["processes", "form-tranche", process[-8:], "--store", then, "--percent", "30", "--reason", "PV"]
+    assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T09:40:00+01:00"]) == 0
+    sent = write_sent(tmp_path / "sent", asyncio.run(outbox(Path(then))))
+    report = compare(capsys, src, tmp_path / "now", sent)
+    rows = report["compare_outbound"]["rows"]
+    assert [(row["kind"], row["pid"], row["key"]) for row in rows] == [
+        ("awaiting operator", "55078", f"{lfn}:TN:GV3TX1")
+    ]
+    now = ["processes", "list", "--store", str(tmp_path / "now"), "--status", "awaiting_operator", "--json"]
+    assert main(now) == 0
+    assert [row["process_id"] for row in json.loads(capsys.readouterr().out)] == [rows[0]["process"]]
