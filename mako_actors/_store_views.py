@@ -141,7 +141,11 @@ async def list_processes(
     interchange its recipient rejected, see ``ProcessSummary.rejected``)."""
     workflows = workflows if workflows is not None else known_workflows()
     out: list[ProcessSummary] = []
-    for stream in await store.list_streams():
+    streams = await store.list_streams()
+    if status == AWAITING_OPERATOR:  # the few waiting ones, not every process folded
+        waiting = await _awaiting_operator(store)
+        streams = [stream for stream in streams if stream in waiting]
+    for stream in streams:
         if tenant is not None and not tenant_matches(stream, tenant):
             continue
         events = await store.load(stream)
@@ -157,6 +161,26 @@ async def list_processes(
         out.append(summary)
     out.sort(key=lambda s: (s.started_at, s.stream_id))
     return out
+
+
+AWAITING_OPERATOR = "awaiting_operator"
+
+
+async def _awaiting_operator(store: Store) -> set[str]:
+    """The streams waiting for an operator (``gpke.awaiting``): the set ``serve`` saved with its
+    checkpoint and the events after it (every event, without one), by type only."""
+    from mako_actors.gpke.awaiting import QUEUE_CHECKPOINT, OperatorQueue
+
+    position, state = await store.load_checkpoint_state(QUEUE_CHECKPOINT)
+    try:
+        queue = OperatorQueue(state)
+    except InvalidArgument:  # not a queue's: read every event
+        queue, position = OperatorQueue(), 0
+    while events := await store.read_all(position, 5_000):
+        for event in events:
+            queue.handle(event)
+        position = events[-1].global_position
+    return queue.waiting
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,45 @@ def awaiting_store(path: Path, raw: bytes | None = None) -> str:
             return str(started.process_id)
 
     return asyncio.run(build())
+
+
+def test_listing_the_waiting_processes_folds_only_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``processes list --status awaiting_operator`` (what the alert's runbook runs) finds the
+    waiting processes by their event types (from serve's saved queue when there is one) and
+    folds only those: before, it loaded and folded every process of the store."""
+    from mako_actors.gpke.awaiting import QUEUE_CHECKPOINT
+    from stores.lmdb_readonly import ReadOnlyLmdbStore
+
+    process = awaiting_store(tmp_path / "db")
+
+    async def more() -> None:  # ten more processes, decided at once, and serve's saved queue
+        async with LmdbStore(tmp_path / "db") as store:
+            p = pipeline(store, VirtualClock(THU_1430))
+            for i in range(10):
+                raw = anmeldung(ref=f"LFN1{i:02d}", ide=f"LFNTX1{i:02d}", malo="51238696781")
+                await p.ingest(raw, THU_1430)
+            events = await store.read_all(0, 10_000)
+            [waiting] = {e.stream_id for e in events if e.event_type == "gpke.tranche_formation_awaited"}
+            await store.save_checkpoint(QUEUE_CHECKPOINT, events[-5].global_position, [waiting])
+
+    asyncio.run(more())
+    loaded: list[str] = []
+    load = ReadOnlyLmdbStore.load
+
+    async def counted(self: ReadOnlyLmdbStore, stream_id: Any, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(str(stream_id))
+        return await load(self, stream_id, *args, **kwargs)
+
+    monkeypatch.setattr(ReadOnlyLmdbStore, "load", counted)
+    db = str(tmp_path / "db")
+    assert main(["processes", "list", "--store", db, "--status", "awaiting_operator", "--json"]) == 0
+    assert [row["process_id"] for row in json.loads(capsys.readouterr().out)] == [process]
+    assert len(loaded) == 1 and loaded[0].endswith(process)
+    loaded.clear()
+    assert main(["processes", "list", "--store", db, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(loaded) > 10  # the others: every one
 
 
 def test_the_operator_forms_the_tranche_from_the_cli(
