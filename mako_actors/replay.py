@@ -153,6 +153,7 @@ class ReplayReport:
     #: CONTRL, an APERAK) is no difference (``compare_outbound(skipped=...)``).
     skipped_by_type: Counter[str] = field(default_factory=Counter)
     skipped_interchanges: list[tuple[str, str]] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     decision_digest: str = ""
     mode: str = "pipelined"
@@ -183,6 +184,7 @@ class ReplayReport:
             "not_in_manifest_files": self.not_in_manifest[:1000],
             "skipped": sum(self.skipped_by_type.values()),
             "skipped_by_type": dict(sorted(self.skipped_by_type.items())),
+            "skipped_files": self.skipped_files[:1000],
             "duration_s": round(self.duration_s, 3),
             "messages_per_s": round(self.messages_per_s, 1),
             "decision_digest": self.decision_digest,
@@ -1384,9 +1386,9 @@ async def replay_directory(
     unlisted: list[str] = []
     items = archive(directory, unlisted)
     skipped_by_type: Counter[str] = Counter()
-    skipped_interchanges: list[tuple[str, str]] = []
+    skipped: list[tuple[ArchivedInterchange, str, str]] = []
     if message_types is not None:
-        items, skipped_by_type, skipped_interchanges = of_types(items, frozenset(message_types))
+        items, skipped_by_type, skipped = of_types(items, frozenset(message_types))
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
@@ -1399,7 +1401,9 @@ async def replay_directory(
 
         report = await replay_partitions(items, store_path, options, workers)
     report.not_in_manifest = [storable_name(name) for name in unlisted]
-    report.skipped_by_type, report.skipped_interchanges = skipped_by_type, skipped_interchanges
+    report.skipped_by_type = skipped_by_type
+    report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
+    report.skipped_files = [storable_name(item.path.name) for item, _, _ in skipped]
     return report
 
 
@@ -1421,10 +1425,10 @@ def message_types(text: str) -> frozenset[str]:
 
 def of_types(
     items: list[ArchivedInterchange], types: frozenset[str]
-) -> tuple[list[ArchivedInterchange], Counter[str], list[tuple[str, str]]]:
+) -> tuple[list[ArchivedInterchange], Counter[str], list[tuple[ArchivedInterchange, str, str]]]:
     """The ``items`` whose interchange holds a message of ``types``, or no readable message (the
     replay rejects it as usual); the others counted by their message types (``MSCONS``); and
-    those others' interchanges as (UNB sender, 0020).
+    those others with their interchange's UNB sender and 0020.
 
     Reads each file once here (the replay reads the kept ones again; their bytes are not kept,
     an archive may be larger than memory). A file that cannot be read is kept: the replay
@@ -1432,7 +1436,7 @@ def of_types(
     """
     kept: list[ArchivedInterchange] = []
     skipped: Counter[str] = Counter()
-    interchanges: list[tuple[str, str]] = []
+    interchanges: list[tuple[ArchivedInterchange, str, str]] = []
     for item in items:
         try:
             raw = item.raw if item.raw is not None else item.path.read_bytes()
@@ -1443,7 +1447,7 @@ def of_types(
         kinds = {m.kind.decode("ascii", "replace") for m in scan.messages}
         if kinds and not kinds & types:
             skipped[",".join(sorted(kinds))] += 1
-            interchanges.append((scan.sender.decode("latin-1"), scan.control.decode("latin-1")))
+            interchanges.append((item, scan.sender.decode("latin-1"), scan.control.decode("latin-1")))
         else:
             kept.append(item)
     return kept, skipped, interchanges

@@ -72,6 +72,7 @@ async def test_other_message_types_are_skipped_and_counted_not_answered(
     assert dict(only.skipped_by_type) == {"MSCONS": mscons_files}
     assert only.to_plain()["skipped"] == mscons_files
     assert ("9900000050008", "MS0") in only.skipped_interchanges
+    assert {"MS0.edi", "MS1.edi", "MS2.edi"} <= set(only.to_plain()["skipped_files"])  # each named
     for name in ("decision_digest", "dead_letters", "outbox", "files", "messages", "events_appended"):
         assert getattr(only, name) == getattr(alone, name), name
 
