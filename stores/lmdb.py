@@ -60,6 +60,14 @@ class _Redo(Exception):
         self.index = index
 
 
+class _Fenced(Exception):
+    """The environment is fenced (``LmdbStore.fence``): this write transaction wrote nothing."""
+
+
+# The ``meta`` key of a fenced environment: a partition's copy that is being moved away.
+_FENCE = b"fenced:moving"
+
+
 class Durability(StrEnum):
     """How hard a commit is pushed to disk before it is acknowledged.
 
@@ -374,6 +382,8 @@ class LmdbStore(StoreBase):
         self._write_lock = threading.RLock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        # Whether write transactions look for the fence (``fence``): a partition's stores only.
+        self._fenceable = False
         self._writer = threading.Thread(
             target=self._write_loop, name=f"lmdb-writer:{real}", daemon=True
         )
@@ -509,6 +519,11 @@ class LmdbStore(StoreBase):
             except lmdb.Error as exc:
                 outcome = _write_error(self._real, exc)
                 break
+            except _Fenced:
+                from mako_actors.partitions import PartitionNotOpen
+
+                outcome = PartitionNotOpen(f"{self._real} is being moved to another node: nothing written")
+                break
             except BaseException as exc:  # never leave a caller waiting forever
                 outcome = StoreError(f"LMDB write failed in {self._real}: {exc!r}")
                 break
@@ -542,6 +557,8 @@ class LmdbStore(StoreBase):
         results: list[list[Any]] = []
         index = 0
         with self._env.begin(write=True) as parent:
+            if self._fenceable and parent.get(_FENCE, db=self._dbs["meta"]) is not None:
+                raise _Fenced(self._real)
             txn = _LmdbTxn(parent, self._dbs, write=True)
             for request in batch:
                 out: list[Any] = []
@@ -595,6 +612,26 @@ class LmdbStore(StoreBase):
     def _count(self, name: str) -> None:
         extra = self._stats.extra
         extra[name] = extra.get(name, 0) + 1
+
+    def fence(self, on: bool) -> None:
+        """Refuse (``on``) or allow again every later write transaction on this environment, in
+        every process that has it open: ``PartitionNotOpen``, nothing written.
+
+        For a partition being moved away (its stores are opened with ``fenceable``): set under
+        LMDB's write lock, so every write that began before it is in a copy taken after, and no
+        write after it is lost with the old copy. The copy carries the fence: its new owner
+        lifts it. Raises ``StoreError`` if the write fails.
+        """
+        self._check_open()
+        with self._write_lock:
+            try:
+                with self._env.begin(write=True) as txn:
+                    if on:
+                        txn.put(_FENCE, b"1", db=self._dbs["meta"])
+                    else:
+                        txn.delete(_FENCE, db=self._dbs["meta"])
+            except lmdb.Error as exc:
+                raise StoreError(f"LMDB fence write failed in {self._real}: {exc}") from None
 
     def _grow_map(self) -> None:
         """Double the map; the caller holds ``_write_lock`` (no write transaction is open)."""

@@ -74,7 +74,9 @@ def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int,
             f"partition {partition}: no data at {directory} (never created here, or moved)"
         )
     _check_marker(marker, partition, count)
-    return LmdbStore(directory, **options)
+    store = LmdbStore(directory, **options)
+    store._fenceable = True  # a move fences the old copy (``LmdbStore.fence``)
+    return store
 
 
 def export_partition(store: LmdbStore) -> bytes:

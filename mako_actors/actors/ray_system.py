@@ -516,19 +516,26 @@ class _Host:
             await system.aclose()  # drains every mailbox, then closes the store
         store = open_partition(self._spec["data_dir"], partition, self._count)
         try:
+            # No write on this copy from now on, by any process (another driver's dedicated
+            # actor): what is in the copy below is all that was ever acknowledged here.
+            store.fence(True)
             return export_partition(store)
         finally:
             await store.aclose()
 
     async def reopen(self, partition: int) -> None:
+        """Open ``partition`` here again after a move that failed, its fence lifted."""
         if partition not in self._systems:
             self._open(partition)
+            self._stores[partition].fence(False)
 
     async def adopt(self, partition: int, data: bytes) -> None:
+        """Install and open the copy ``hand_over`` made, lifting the fence it carries."""
         from stores.partitioned import import_partition
 
         import_partition(self._spec["data_dir"], partition, self._count, data)
         self._open(partition)
+        self._stores[partition].fence(False)
 
     async def retire(self, partition: int, epoch: int) -> None:
         from stores.partitioned import retire_partition
@@ -1261,6 +1268,15 @@ class RayActorSystem(HandleFactory):
                 handle = await self._dedicated_actor(stream_id)
                 try:
                     return await self._submit(("proc", stream_id), partition, identity, op)
+                except PartitionNotOpen:
+                    # Its copy is fenced (moved, or being moved, by another driver) and it ran
+                    # nothing: end this actor and start one where the map says (later on).
+                    if self.partition_map is None or attempt >= _MOVED_RETRIES:
+                        raise
+                    await self._passivate(stream_id)
+                    attempt += 1
+                    await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    continue
                 except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
                     # ActorSystemClosed: another system passivated this actor and nothing
                     # ran. A dead actor: reads (and idempotent writes) go to a new one, and

@@ -272,6 +272,18 @@ async def test_a_second_driver_with_dedicated_actors_loses_nothing_to_a_move(clu
         counts = await asyncio.gather(*(r.event_count() for r in in_moving))
         assert counts == [3] * len(moved)  # the three acknowledged commands, in the new copy
 
+        # An actor the move does not find (another driver started it while the copy was taken,
+        # here: the search switched off) meets the old copy's fence: it writes nothing there,
+        # and its driver starts another where the map says.
+        async def not_found(partition: int, count: int) -> None:
+            return None
+
+        hosted._end_dedicated_of_others = not_found  # type: ignore[method-assign]
+        await hosted.rebalance(moving, next(n for n in NODES if n != target))
+        assert [len(await r.execute(Record(amount=1))) for r in moved] == [1] * len(moved)
+        counts = await asyncio.gather(*(r.event_count() for r in in_moving))
+        assert counts == [4] * len(moved)
+
 
 async def test_two_drivers_moving_one_partition_at_once_take_turns(cluster: dict[str, Any]) -> None:
     """Both drivers move the same partition at the same time, to different nodes. They take

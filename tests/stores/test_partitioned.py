@@ -97,3 +97,41 @@ async def test_a_partition_opens_only_where_it_was_created_or_copied(tmp_path: P
         open_partition(node_a, 3, 8)
     async with open_partition(node_b, 3, 8) as moved:
         assert await moved.lookup(TENANT, "malo:1") == identity
+
+
+async def test_a_fenced_copy_refuses_every_write_in_every_process_and_its_copy_carries_the_fence(
+    tmp_path: Path,
+) -> None:
+    """A move fences the old copy under LMDB's write lock before copying it: no process writes
+    to it after that (another driver's actor would have written where nothing reads again), and
+    the copy's new owner lifts the fence it carries."""
+    from mako_actors import PartitionNotOpen, ProcessIdentity, WorkflowId
+
+    node_a, node_b = tmp_path / "a", tmp_path / "b"
+    create_partition(node_a, 3, 8)
+    store = open_partition(node_a, 3, 8)
+    identity = ProcessIdentity.of_process(TENANT, ProcessId.new(), WorkflowId.new("ledger", "FV2025-10-01"))
+    await store.register(TENANT, "malo:1", identity)
+    store.fence(True)
+    with pytest.raises(PartitionNotOpen, match="nothing written"):
+        await store.register(TENANT, "malo:2", identity)
+    code = (  # the same environment, open in another process
+        "import asyncio; from mako_actors import TenantId, ProcessIdentity, ProcessId, WorkflowId; "
+        "from stores.partitioned import open_partition; "
+        f"s = open_partition({str(node_a)!r}, 3, 8); t = TenantId.from_party_id('9900000000003'); "
+        "i = ProcessIdentity.of_process(t, ProcessId.new(), WorkflowId.new('ledger', 'FV2025-10-01'))\n"
+        "try:\n    asyncio.run(s.register(t, 'malo:9', i)); print('written')\n"
+        "except Exception as exc:\n    print(type(exc).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "PartitionNotOpen", out.stderr[-2000:]
+    copy = export_partition(store)
+    await store.aclose()
+    import_partition(node_b, 3, 8, copy)
+    async with open_partition(node_b, 3, 8) as moved:
+        with pytest.raises(PartitionNotOpen):
+            await moved.register(TENANT, "malo:3", identity)  # the copy carries the fence
+        moved.fence(False)
+        await moved.register(TENANT, "malo:3", identity)
+        assert await moved.lookup(TENANT, "malo:1") == identity
+        assert await moved.lookup(TENANT, "malo:2") is None and await moved.lookup(TENANT, "malo:9") is None
