@@ -323,7 +323,8 @@ class LmdbStore(StoreBase):
     Use as ``async with LmdbStore(path) as store:`` or call ``aclose()``; closing drains queued
     writes, stops the writer thread and releases the environment. ``max_batch`` caps how many
     writes share one transaction. Opening the same path twice in one OS process is refused
-    (LMDB forbids it); share the store object instead.
+    (LMDB forbids it); share the store object instead. ``fenceable``: write transactions look
+    for a ``fence`` (a partition's stores: ``stores.partitioned.open_partition``).
     """
 
     _open_paths: set[str] = set()
@@ -348,6 +349,7 @@ class LmdbStore(StoreBase):
         map_size: int = 256 * 1024 * 1024,
         max_batch: int = 1024,
         max_readers: int = 256,
+        fenceable: bool = False,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -383,7 +385,7 @@ class LmdbStore(StoreBase):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         # Whether write transactions look for the fence (``fence``): a partition's stores only.
-        self._fenceable = False
+        self._fenceable = fenceable
         self._writer = threading.Thread(
             target=self._write_loop, name=f"lmdb-writer:{real}", daemon=True
         )

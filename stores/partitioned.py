@@ -74,9 +74,7 @@ def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int,
             f"partition {partition}: no data at {directory} (never created here, or moved)"
         )
     _check_marker(marker, partition, count)
-    store = LmdbStore(directory, **options)
-    store._fenceable = True  # a move fences the old copy (``LmdbStore.fence``)
-    return store
+    return LmdbStore(directory, fenceable=True, **options)  # a move fences the old copy
 
 
 def export_partition(store: LmdbStore) -> bytes:
