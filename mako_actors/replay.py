@@ -1410,7 +1410,7 @@ async def replay_directory(
 _MESSAGE_TYPE = re.compile(r"^[A-Z]{6}$")
 
 
-def message_types(text: str) -> frozenset[str]:
+def parse_message_types(text: str) -> frozenset[str]:
     """The message types of a comma-separated list (``UTILMD,CONTRL``, any case); ``InvalidArgument``
     naming an entry that is no EDIFACT message type (six letters, UNH 0065) or an empty list."""
     types = [t.strip().upper() for t in text.split(",") if t.strip()]

@@ -133,13 +133,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from mako_actors.errors import InvalidArgument
-    from mako_actors.replay import check_replay_arguments, message_types
+    from mako_actors.replay import check_replay_arguments, parse_message_types
 
     # Before a worker or the progress bar starts: a bad tenant, count or directory, or a store
     # of another layout, is refused with nothing written and nothing else printed.
     try:
         check_replay_arguments(args.directory, args.store, args.tenant, args.window, args.workers)
-        types = message_types(args.message_types) if args.message_types is not None else None
+        types = parse_message_types(args.message_types) if args.message_types is not None else None
         _check_outputs(args)  # a report lost after hours of replay would leave only duplicates
     except InvalidArgument as exc:
         print(f"mako-actors replay: {type(exc).__name__}: {exc}", file=sys.stderr)

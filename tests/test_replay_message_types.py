@@ -16,7 +16,7 @@ import pytest
 from mako_actors import InvalidArgument
 from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.cli import main
-from mako_actors.replay import load_master_data, message_types, replay_directory
+from mako_actors.replay import load_master_data, parse_message_types, replay_directory
 from tests.edifact.edifact_support import SAMPLES
 from tests.test_compare_outbound import outbox, write_sent
 from tests.test_replay_partitions import with_manifest
@@ -99,7 +99,7 @@ def test_a_bad_type_list_is_refused_before_anything_is_written(
     text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(InvalidArgument, match="six-letter EDIFACT types"):
-        message_types(text)
+        parse_message_types(text)
     store = tmp_path / "store"
     argv = ["replay", str(tmp_path), "--store", str(store), "--tenant", NB, "--message-types", text]
     assert main(argv) == 2
