@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mako_actors.edifact import Interchange, Message, Transaction, try_parse_interchange
+from mako_actors.edifact import Interchange, Message, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from stores.lmdb import LmdbStore
 
@@ -87,14 +87,6 @@ def _key(pid: str, recipient: str, malo: str | None, request_ref: str | None) ->
     return f"{recipient}:MaLo:{malo}"
 
 
-def _resting_malo(transaction: Transaction) -> str | None:
-    """The ruhende MaLo a sent transaction names (LOC+Z22): the process's object where present."""
-    for segment in transaction.segments:
-        if segment.tag == "LOC" and segment.value(0) == "Z22":
-            return segment.value(1) or None
-    return None
-
-
 def _about(key: str) -> str:
     """``<partner>:UCI|ACE:<0020>`` of a CONTRL's or APERAK's key: the interchange it answers."""
     return ":".join(key.split(":", 3)[:3])
@@ -133,7 +125,8 @@ def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) 
             if message.message_type == "UTILMD":
                 for tx in message.transactions:
                     pid = tx.pid or message.pid or ""
-                    key = _key(pid, recipient, _resting_malo(tx) or tx.malo, tx.request_ref)
+                    # a ruhende MaLo's ID (LOC+Z22) first: the process's object where present
+                    key = _key(pid, recipient, tx.location("Z22") or tx.malo, tx.request_ref)
                     out.append(_Sent(key, pid, tx.answer_code, at))
             elif message.message_type == "APERAK":
                 out.append(_sent_aperak(recipient, message, at))

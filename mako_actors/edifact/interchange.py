@@ -105,6 +105,13 @@ class Transaction:
     transaction_reasons: tuple[str, ...] = ()
     malformed_dates: tuple[tuple[str, str], ...] = ()
 
+    def location(self, qualifier: str) -> str | None:
+        """The ID of the first ``LOC+<qualifier>`` (``Z22``: a ruhende MaLo's; ``None``: none)."""
+        for segment in self.segments:
+            if segment.tag == "LOC" and segment.value(0) == qualifier:
+                return segment.value(1) or None
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

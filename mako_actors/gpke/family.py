@@ -244,7 +244,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         _object(values, transaction)
         if values["transaction_detail"] == "ZAP":
             # the ruhende MaLo lies in a Kundenanlage: its MaLo, LOC+Z16 (S1 55001 [67])
-            values["kundenanlage_malo"] = _location(transaction, "Z16")
+            values["kundenanlage_malo"] = transaction.location("Z16")
             values["kundenanlage_formed"] = _forms_kundenanlage(transaction, tx.format_version)
     elif values["pid"] == "55004":
         values["zuordnungsende"] = transaction.end
@@ -271,21 +271,13 @@ def trigger_object(pid: str, transaction: Transaction) -> str | None:
     reasons = transaction.transaction_reasons
     location = object_location(pid, reasons[1] if len(reasons) > 1 and reasons[1] else None)
     if location != "Z16" or pid == "55077":
-        return _location(transaction, location)
+        return transaction.location(location)
     return transaction.malo
 
 
 def _object(values: dict[str, Any], transaction: Transaction) -> None:
     """Set ``values["malo"]`` to the ID of what the trigger is for (``trigger_object``)."""
     values["malo"] = trigger_object(str(values["pid"]), transaction)
-
-
-def _location(transaction: Transaction, qualifier: str) -> str | None:
-    """The ID of the first ``LOC+<qualifier>`` of ``transaction`` (``None``: none)."""
-    for segment in transaction.segments:
-        if segment.tag == "LOC" and segment.value(0) == qualifier:
-            return segment.value(1) or None
-    return None
 
 
 # Built from the parser's strings without validating them again (a trigger makes one or two).
