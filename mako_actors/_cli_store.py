@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +49,7 @@ def register(sub: Any) -> None:
     p.add_argument("--workflow", help="workflow name, e.g. gpke-nb or mako-inbox")
     p.add_argument("--status", help="status after the last event, e.g. awaiting_lfa, confirmed")
     p.add_argument("--malo", help="MaLo-ID (11 digits)")
+    _limit(p)
     p.add_argument(
         "--rejected", action="store_true",
         help="only processes a partner rejected a message of (CONTRL 4 / APERAK 313): "
@@ -110,6 +111,7 @@ def register(sub: Any) -> None:
     which.add_argument("--due", action="store_true", help="only messages due now (or at --at)")
     which.add_argument("--dead", action="store_true", help="dead-lettered outbox messages instead")
     p.add_argument("--at", help="ISO 8601 instant to use instead of now")
+    _limit(p)
     p = _leaf(osub, "retry", "make one message due now (its attempts are kept)", _outbox_retry, write=True)
     p.add_argument("id", help="message id as printed by 'outbox list' (its unique end or beginning)")
     p = _leaf(
@@ -128,6 +130,7 @@ def register(sub: Any) -> None:
     p = _leaf(dsub, "list", "open deadlines, earliest first", _deadlines_list)
     p.add_argument("--overdue", action="store_true", help="only those due now (or at --at)")
     p.add_argument("--at", help="ISO 8601 instant to use instead of now")
+    _limit(p)
 
     dead = sub.add_parser("dead-letters", help="what was given up on; put one back")
     xsub = dead.add_subparsers(
@@ -158,6 +161,43 @@ def register(sub: Any) -> None:
         help_text="store statistics",
         partitioned=_stats_partitioned,
     )
+
+
+TABLE_ROWS = 1_000  # a table's rows unless --limit says otherwise: more than anyone reads
+
+
+def _limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit", type=_count, metavar="N",
+        help=f"show at most N, first ones first (default: {TABLE_ROWS:,} in a table, every one with "
+        "--json; 0: every one); the title always says how many there are",
+    )  # fmt: skip
+
+
+def _count(text: str) -> int:
+    """A ``--limit`` for argparse: 0 or more; else a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (0 shows every one)")
+    return value
+
+
+def _rows_wanted(args: argparse.Namespace) -> int | None:
+    """How many rows ``--limit`` (or its default) asks for; None: every one."""
+    limit: int | None = args.limit
+    if limit is None:
+        limit = 0 if args.json else TABLE_ROWS
+    return limit or None
+
+
+def _shown(count: int, total: int, noun: str) -> str:
+    """A table's title: how many there are, and how many the table shows if not all."""
+    if count >= total:
+        return f"{total} {noun}"
+    return f"{total} {noun}, the first {count} shown (--limit 0 shows every one)"
 
 
 def _position(text: str) -> int:
@@ -298,9 +338,14 @@ def _at(args: argparse.Namespace) -> datetime:
     return instant
 
 
+def _matches(value: str, text: str) -> bool:
+    """Whether ``text`` (stripped, lower case) is a non-empty end or beginning of id ``value``."""
+    return bool(text) and (value.endswith(text) or value.startswith(text))
+
+
 def _unique(items: Sequence[T], text: str, key: Callable[[T], str], what: str) -> T:
     text = text.strip().lower()
-    matches = [item for item in items if text and (key(item).endswith(text) or key(item).startswith(text))]
+    matches = [item for item in items if _matches(key(item), text)]
     if not matches:
         raise NotFound(f"no {what} matches {text!r}")
     if len(matches) > 1:
@@ -318,11 +363,14 @@ async def _processes_list(store: Any, args: argparse.Namespace) -> int:
         store, tenant=args.tenant, workflow=args.workflow, status=args.status, malo=args.malo,
         rejected=args.rejected,
     )  # fmt: skip
+    total = len(rows)
+    wanted = _rows_wanted(args)
+    rows = rows if wanted is None else rows[:wanted]
     if args.json:
         _json([r.to_plain() for r in rows])
         return 0
     _table(
-        f"{len(rows)} process(es) in {args.store}",
+        _shown(len(rows), total, f"process(es) in {args.store}"),
         ("process", "workflow", "tenant", "status", "MaLo", "events", "started", "last event", "rejected"),
         (
             (
@@ -530,33 +578,46 @@ async def _outbox_list(store: Any, args: argparse.Namespace) -> int:
         else:
             _dead_table(f"{len(letters)} dead-lettered outbox message(s)", letters)
         return 0
-    messages: list[OutboxMessage] = await store.outbox_messages()
+    wanted = _rows_wanted(args)
+    now = _at(args)
+    count, _ = await store.due_counts(now if args.due else None)
+    # Earliest next attempt first, so the due ones lead: the first ``wanted`` of them are these.
+    messages: list[OutboxMessage] = await store.outbox_messages(count if wanted is None else wanted)
     if args.due:
-        now = _at(args)
         messages = [m for m in messages if m.next_attempt_at <= now]
     if args.json:
         _json([m.to_plain() for m in messages])
     else:
-        _outbox_table(f"{len(messages)} outbox message(s){' due' if args.due else ''}", messages)
+        noun = f"outbox message(s){' due' if args.due else ''}"
+        _outbox_table(_shown(len(messages), count, noun), messages)
     return 0
+
+
+async def _every_outbox_message(store: Any) -> AsyncIterator[OutboxMessage]:
+    """Every message in the outbox, a page at a time (``outbox_page``: none skipped or twice)."""
+    after = None
+    while page := await store.outbox_page(after, 1_000):
+        for message in page:
+            yield message
+        after = page[-1].message_id
 
 
 async def _outbox_render(store: Any, args: argparse.Namespace) -> int:
     from mako_actors.delivery import DirectorySender, PermanentDeliveryError
 
-    messages: list[OutboxMessage] = await store.outbox_messages()
     try:
         sender = DirectorySender(args.directory)
     except OSError as exc:
         print(f"mako-actors outbox render: cannot create {args.directory}: {exc.strerror}", file=sys.stderr)
         return 2
     unrenderable: list[str] = []
-    for message in messages:
+    written = 0
+    async for message in _every_outbox_message(store):
         try:
             await sender.send(message)
+            written += 1
         except PermanentDeliveryError as exc:
             unrenderable.append(f"{message.message_id}: {exc}")
-    written = len(messages) - len(unrenderable)
     if args.json:
         _json({"directory": str(args.directory), "written": written, "unrenderable": unrenderable})
     else:
@@ -567,8 +628,9 @@ async def _outbox_render(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _outbox_retry(store: Any, args: argparse.Namespace) -> int:
-    messages: list[OutboxMessage] = await store.outbox_messages()
-    message = _unique(messages, args.id, lambda m: str(m.message_id), "outbox message")
+    text = args.id.strip().lower()
+    matches = [m async for m in _every_outbox_message(store) if _matches(str(m.message_id), text)]
+    message = _unique(matches, text, lambda m: str(m.message_id), "outbox message")
     updated: OutboxMessage = await store.retry_outbox(message.message_id, datetime.now(UTC))
     if args.json:
         _json(updated.to_plain())
@@ -600,13 +662,16 @@ def _deadline_table(title: str, deadlines: Sequence[Deadline], now: datetime) ->
 
 async def _deadlines_list(store: Any, args: argparse.Namespace) -> int:
     now = _at(args)
-    deadlines: list[Deadline] = await store.all_deadlines()
+    wanted = _rows_wanted(args)
+    _, total = await store.due_counts(now if args.overdue else None)
+    # Earliest first, so the overdue ones lead: the first ``wanted`` of them are these.
+    deadlines: list[Deadline] = await store.all_deadlines(total if wanted is None else wanted)
     if args.overdue:
         deadlines = [d for d in deadlines if d.due_at <= now]
     if args.json:
         _json([d.to_plain() for d in deadlines])
     else:
-        title = f"{len(deadlines)} open deadline(s){' overdue' if args.overdue else ''}"
+        title = _shown(len(deadlines), total, f"open deadline(s){' overdue' if args.overdue else ''}")
         _deadline_table(title, deadlines, now)
     return 0
 

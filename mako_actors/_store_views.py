@@ -9,7 +9,7 @@ operator's tool, not a hot path.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ import msgpack
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import EventEnvelope
 from mako_actors.errors import EngineError, InvalidArgument
-from mako_actors.ids import StreamId, TenantId
+from mako_actors.ids import OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.store import Store
 from mako_actors.timeline import find_stream, status_of
@@ -30,6 +30,11 @@ class InspectableStore(Store, Protocol):
     """A store with the operator reads of ``stores._base.StoreBase`` (every backend here)."""
 
     async def outbox_messages(self, limit: int = 10_000) -> list[OutboxMessage]: ...
+    async def outbox_page(
+        self, after: OutboxMessageId | None = None, limit: int = 1_000
+    ) -> list[OutboxMessage]: ...
+    async def outbox_of_stream(self, stream_id: StreamId) -> list[OutboxMessage]: ...
+    async def due_counts(self, by: datetime | None = None) -> tuple[int, int]: ...
     async def all_deadlines(self, limit: int = 10_000) -> list[Deadline]: ...
     async def table_counts(self) -> dict[str, int]: ...
 
@@ -158,7 +163,9 @@ async def list_processes(
             continue
         if rejected and not summary.rejected:
             continue
-        out.append(summary)
+        # Without its folded state (only ``show`` prints it): a GPKE state is ~20 KiB of
+        # objects, and a listing holds every row until it is sorted.
+        out.append(replace(summary, state=None))
     out.sort(key=lambda s: (s.started_at, s.stream_id))
     return out
 
@@ -210,7 +217,7 @@ async def show_process(
     events = await store.load(stream)
     if not events:
         raise InvalidArgument(f"process {process!r} has no events")
-    outbox = [m for m in await store.outbox_messages() if m.stream_id == stream]
+    outbox = await store.outbox_of_stream(stream)
     return ProcessDetail(summarize(events, workflows), await store.deadlines_for_stream(stream), outbox)
 
 

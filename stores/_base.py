@@ -285,6 +285,33 @@ class StoreBase(abc.ABC):
         """Up to ``limit`` outbox rows, due or not, earliest next attempt first."""
         return await self._read(lambda txn: _inspect.outbox_messages(txn, limit))
 
+    async def outbox_page(
+        self, after: OutboxMessageId | None = None, limit: int = 1_000
+    ) -> list[OutboxMessage]:
+        """Up to ``limit`` outbox rows after message ``after`` (None: from the first), in id order
+        (ids are time-ordered: about the order they were enqueued).
+
+        Each page is its own read: paging on with the last id read reaches every message that
+        stays in the outbox meanwhile exactly once, however often it is rescheduled.
+        """
+        start = b"" if after is None else after.bytes
+        return await self._read(lambda txn: _inspect.outbox_page(txn, start, limit))
+
+    async def outbox_of_stream(self, stream_id: StreamId) -> list[OutboxMessage]:
+        """The messages of one stream waiting to leave, earliest next attempt first.
+
+        Costs one pass over the whole outbox (it has no index by stream).
+        """
+        return await self._read(lambda txn: _inspect.outbox_of_stream(txn, str(stream_id)))
+
+    async def due_counts(self, by: datetime | None = None) -> tuple[int, int]:
+        """How many outbox messages and open deadlines are due at ``by`` (None: all of them)."""
+
+        def both(txn: KvTxn) -> tuple[int, int]:
+            return _inspect.due_count(txn, "outbox_due", by), _inspect.due_count(txn, "deadlines_due", by)
+
+        return await self._read(both)
+
     async def all_deadlines(self, limit: int = 10_000) -> list[Deadline]:
         """Up to ``limit`` open deadlines of every process, earliest first."""
         return await self._read(lambda txn: _inspect.all_deadlines(txn, limit))

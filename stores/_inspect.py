@@ -17,7 +17,7 @@ from mako_actors.errors import InvalidArgument, NotFound
 from mako_actors.ids import OutboxMessageId
 from mako_actors.outbox import OutboxMessage
 from stores._kv import DATABASES, KvTxn
-from stores._schema import _decode, _outbox_due_key, enqueue, pack, register_deadline, u64
+from stores._schema import _decode, _outbox_due_key, enqueue, micros, pack, register_deadline, u64, unpack
 
 
 def outbox_messages(txn: KvTxn, limit: int) -> list[OutboxMessage]:
@@ -30,6 +30,44 @@ def outbox_messages(txn: KvTxn, limit: int) -> list[OutboxMessage]:
         if raw is not None:
             out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
     return out
+
+
+def outbox_page(txn: KvTxn, after: bytes, limit: int) -> list[OutboxMessage]:
+    """Up to ``limit`` outbox rows whose ids sort after ``after`` (b"": from the first), id order.
+
+    Paging by id, not by due time: a message rescheduled between two pages keeps its place, so
+    every message that stays in the outbox throughout is read exactly once.
+    """
+    out: list[OutboxMessage] = []
+    # Ids are 16 bytes: after + NUL is the first key greater than ``after``.
+    for _, raw in txn.scan("outbox", after + b"\x00" if after else b""):
+        if len(out) >= limit:
+            break
+        out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
+    return out
+
+
+def outbox_of_stream(txn: KvTxn, stream_id: str) -> list[OutboxMessage]:
+    """The outbox rows of one stream, earliest next attempt first.
+
+    There is no index by stream (the engine never asks): one pass over the outbox, building a
+    message only for the stream's own rows.
+    """
+    out: list[OutboxMessage] = []
+    for _, raw in txn.scan("outbox", b""):
+        plain = unpack(raw)
+        if isinstance(plain, dict) and plain.get("stream_id") == stream_id:
+            out.append(_decode(raw, OutboxMessage.from_plain, "outbox message"))
+    out.sort(key=lambda m: (m.next_attempt_at, m.position))
+    return out
+
+
+def due_count(txn: KvTxn, index: str, by: datetime | None) -> int:
+    """How many rows of a due index (``outbox_due``, ``deadlines_due``) are due at ``by`` (None:
+    all). Both begin their keys with the due instant in microseconds, so this counts keys only."""
+    if by is None:
+        return txn.count(index)
+    return txn.count_range(index, b"", u64(micros(by) + 1))
 
 
 def _reschedule_now(txn: KvTxn, message: OutboxMessage, update: dict[str, object]) -> OutboxMessage:

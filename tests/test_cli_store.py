@@ -108,6 +108,11 @@ def test_processes_list_filters_and_prints_a_table(capsys: Capture, demo_store: 
     assert code == 0
     assert "8 process(es)" in out and MALO_SILENT in out and "awaiting_lfa" in out
     assert silent_process(capsys, demo_store)["process_id"][-8:] in out
+    oldest = run_json(capsys, "processes", "list", "--store", s, "--limit", "2")
+    assert oldest == run_json(capsys, "processes", "list", "--store", s)[:2]
+    code, out, _ = run(capsys, "processes", "list", "--store", s, "--limit", "2")
+    assert code == 0 and f"20 process(es) in {s}, the first 2 shown (--limit 0 shows every one)" in out
+    assert oldest[0]["process_id"][-8:] in out and oldest[1]["process_id"][-8:] in out
     assert digest(demo_store) == before  # read-only
 
 
