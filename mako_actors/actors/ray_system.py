@@ -41,9 +41,10 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import ray
@@ -896,16 +897,25 @@ class RayActorSystem(HandleFactory):
     # -- the partition map -----------------------------------------------------------------
 
     def _load_or_create_map(self, given: PartitionMap) -> tuple[PartitionMap, bool]:
-        if os.path.exists(self.path):
-            stored = PartitionMap.load(self.path)
-            if (stored.count, stored.data_dirs) != (given.count, given.data_dirs):
-                raise InvalidArgument(
-                    f"{self.path} records {stored.count} partitions on {sorted(stored.data_dirs)}; "
-                    f"got {given.count} on {sorted(given.data_dirs)} (change it by rebalance only)"
-                )
-            return stored, False
-        given.save(self.path)
-        return given, True
+        """The saved map, or ``given`` saved as the map if there is none yet (then True).
+
+        Creating takes the map's lock and looks again: two drivers starting at once with
+        different maps would otherwise both save theirs and run on their own, the later file
+        the one every other driver reads. (An existing map is read without the lock: a
+        rebalance holds it for seconds, possibly in this very process.)
+        """
+        if not os.path.exists(self.path):
+            with _map_locked(self.path):
+                if not os.path.exists(self.path):
+                    given.save(self.path)
+                    return given, True
+        stored = PartitionMap.load(self.path)
+        if (stored.count, stored.data_dirs) != (given.count, given.data_dirs):
+            raise InvalidArgument(
+                f"{self.path} records {stored.count} partitions on {sorted(stored.data_dirs)}; "
+                f"got {given.count} on {sorted(given.data_dirs)} (change it by rebalance only)"
+            )
+        return stored, False
 
     # -- actors ----------------------------------------------------------------------------
 
@@ -1840,6 +1850,21 @@ async def _map_lock(path: str) -> AsyncIterator[None]:
 
     with open(f"{path}.lock", "a+b") as handle:
         await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _map_locked(path: str) -> Iterator[None]:
+    """``_map_lock`` for a caller that may block its thread: creating the map (no rebalance can
+    hold the lock of a map that does not exist yet)."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as ``PartitionMap.save`` does
+    with open(f"{path}.lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

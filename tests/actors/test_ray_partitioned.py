@@ -121,3 +121,34 @@ async def test_a_failed_start_is_tried_again(tmp_path: Path, monkeypatch: pytest
         ref = actors.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
         await ref.execute(Record(amount=3))  # starts again: creates the partitions, then runs
         assert (await ref.state()).total == 3
+
+
+async def test_two_drivers_creating_a_map_at_once_agree_on_one(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    mine = PartitionMap.spread(4, {"local": tmp_path / "data"})
+    theirs = PartitionMap.spread(8, {"local": tmp_path / "data"})
+    tmp_path.joinpath("map.lock").touch()
+    outcome: list[object] = []
+
+    def second_driver() -> None:
+        try:
+            RayActorSystem(tmp_path / "map", workflows=[Ledger], partitions=mine, name_prefix="x")
+            outcome.append("started")
+        except InvalidArgument as exc:
+            outcome.append(exc)
+
+    # The first driver is between "no map yet" and saving its own: it holds the map's lock.
+    with open(tmp_path / "map.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        thread = threading.Thread(target=second_driver)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # the second one waits for the lock instead of saving its map
+        theirs.save(tmp_path / "map")
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    thread.join(10)
+    (error,) = outcome
+    assert isinstance(error, InvalidArgument) and "records 8 partitions" in str(error)
+    assert PartitionMap.load(tmp_path / "map") == theirs  # the first one's map stands
