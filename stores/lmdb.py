@@ -626,14 +626,22 @@ class LmdbStore(StoreBase):
         """
         self._check_open()
         with self._write_lock:
-            try:
-                with self._env.begin(write=True) as txn:
-                    if on:
-                        txn.put(_FENCE, b"1", db=self._dbs["meta"])
-                    else:
-                        txn.delete(_FENCE, db=self._dbs["meta"])
-            except lmdb.Error as exc:
-                raise StoreError(f"LMDB fence write failed in {self._real}: {exc}") from None
+            for _ in range(_RESIZE_RETRIES):
+                try:
+                    with self._env.begin(write=True) as txn:
+                        if on:
+                            txn.put(_FENCE, b"1", db=self._dbs["meta"])
+                        else:
+                            txn.delete(_FENCE, db=self._dbs["meta"])
+                    return
+                except lmdb.MapResizedError:  # another process grew the map: take its size
+                    with self._env_lock:
+                        self._env.set_mapsize(0)
+                except lmdb.MapFullError:
+                    self._grow_map()
+                except lmdb.Error as exc:
+                    raise StoreError(f"LMDB fence write failed in {self._real}: {exc}") from None
+            raise StoreError(f"LMDB fence write failed in {self._real}: the map kept changing size")
 
     def _grow_map(self) -> None:
         """Double the map; the caller holds ``_write_lock`` (no write transaction is open)."""

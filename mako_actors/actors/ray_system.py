@@ -525,18 +525,30 @@ class _Host:
             await store.aclose()
 
     async def reopen(self, partition: int) -> None:
-        """Open ``partition`` here again after a move that failed, its fence lifted."""
+        """Open ``partition`` here (if it is not open) with its fence lifted: the copy ``adopt``
+        installed, once the map names this node; the old copy again after a move that failed;
+        a fence a move left behind when it stopped midway (open or not)."""
         if partition not in self._systems:
             self._open(partition)
-            self._stores[partition].fence(False)
+        self._stores[partition].fence(False)
 
     async def adopt(self, partition: int, data: bytes) -> None:
-        """Install and open the copy ``hand_over`` made, lifting the fence it carries."""
+        """Install the copy ``hand_over`` made, unopened and fenced as it came: ``reopen`` opens it
+        once the map names this node, ``discard`` sets it aside if the move fails before."""
         from stores.partitioned import import_partition
 
         import_partition(self._spec["data_dir"], partition, self._count, data)
-        self._open(partition)
-        self._stores[partition].fence(False)
+
+    async def discard(self, partition: int, epoch: int) -> None:
+        """Set aside the copy ``adopt`` installed for a move (to ``epoch``) that failed: renamed
+        ``p0007.abandoned-<epoch>-<ns>``, never opened. Refused for a partition open here."""
+        from stores.partitioned import MARKER, partition_dir
+
+        if partition in self._systems:
+            raise InvalidArgument(f"partition {partition} is open on this host: not discarded")
+        directory = partition_dir(self._spec["data_dir"], partition)
+        if (directory / MARKER).exists():
+            os.replace(directory, directory.with_name(f"{directory.name}.abandoned-{epoch}-{time.time_ns()}"))
 
     async def retire(self, partition: int, epoch: int) -> None:
         from stores.partitioned import retire_partition
@@ -828,7 +840,6 @@ class RayActorSystem(HandleFactory):
         self._new_map = False
         if partitions is not None:
             self.partition_map, self._new_map = self._load_or_create_map(partitions)
-        self._names_claimed = False
         options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
             "max_attempts": max_attempts,
@@ -986,8 +997,7 @@ class RayActorSystem(HandleFactory):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         assert self.partition_map is not None
-        if not self._names_claimed:
-            self._claim_names()
+        self._claim_names()
         spec = {
             **self._base_spec,
             "mode": "partitioned",
@@ -1100,7 +1110,16 @@ class RayActorSystem(HandleFactory):
         actors of its own names, so the others would go on writing to a moved partition's old
         copy. Other names are taken over once no actor of the recorded ones is alive; while one
         is, ``InvalidArgument`` names both.
+
+        Asked before every actor this system makes (a small file read): another system may have
+        taken the record over while none of this one's actors lived. Reading, checking and
+        writing take turns on ``<map file>.names.lock``, held only within this call (never
+        across an ``await``: another system in this process may wait for it).
         """
+        with _file_locked(f"{self.path}.names.lock"):
+            self._claim_names_locked()
+
+    def _claim_names_locked(self) -> None:
         names = f"{self.namespace}/{self.name_prefix}"
         record = f"{self.path}.names"
         try:
@@ -1108,7 +1127,9 @@ class RayActorSystem(HandleFactory):
                 recorded = handle.read().strip()
         except FileNotFoundError:
             recorded = ""
-        if recorded and recorded != names:
+        if recorded == names:
+            return
+        if recorded:
             namespace, _, prefix = recorded.partition("/")
             alive = sorted(
                 entry["name"]
@@ -1121,9 +1142,7 @@ class RayActorSystem(HandleFactory):
                     f"{recorded!r} (namespace/name_prefix; alive: {', '.join(alive[:3])}), not "
                     f"{names!r}: every system on it must use those names"
                 )
-        if recorded != names:
-            _write_durably(record, names + "\n")
-        self._names_claimed = True
+        _write_durably(record, names + "\n")
 
     async def _end_dedicated_of_others(self, partition: int, count: int) -> None:
         """End the dedicated actors of ``partition`` that other drivers of these names started
@@ -1283,7 +1302,8 @@ class RayActorSystem(HandleFactory):
                     # nothing: end this actor and start one where the map says (later on).
                     if self.partition_map is None or attempt >= _MOVED_RETRIES:
                         raise
-                    await self._passivate(stream_id)
+                    if self._dedicated.get(stream_id) is handle:  # not a successor another call made
+                        await self._passivate(stream_id)
                     attempt += 1
                     await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                     continue
@@ -1328,7 +1348,12 @@ class RayActorSystem(HandleFactory):
             return self._node_host(self.partition_map.node_of(partition))
         if key[0] == "host":
             return self.host_handles()[key[1]]
-        return self._dedicated[key[1]]
+        handle = self._dedicated.get(key[1])
+        if handle is None:
+            # Passivated while these waited behind an earlier call (its copy was fenced, or it
+            # died): they ran nowhere; ``_dedicated_dispatch`` starts a new actor for them.
+            raise ActorSystemClosed(f"the actor of {key[1]} was ended before this call left")
+        return handle
 
     def _submit(self, key: Any, partition: int, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop().create_future()
@@ -1431,7 +1456,10 @@ class RayActorSystem(HandleFactory):
         try:
             return await self._reply(call(self._node_host(node)))
         except PartitionNotOpen:
-            if not self._follow_map() or self.partition_map.node_of(partition) == node:
+            # The map may have been read again already (by a concurrent call that was refused
+            # too): what counts is whether it now names another node.
+            self._follow_map()
+            if self.partition_map.node_of(partition) == node:
                 raise
         return await self._reply(call(self._node_host(self.partition_map.node_of(partition))))
 
@@ -1589,6 +1617,9 @@ class RayActorSystem(HandleFactory):
         current = self.partition_map
         old = current.node_of(partition)
         if old == node:
+            # No move is under way (this holds the lock): a fence on the partition is one a move
+            # left when it stopped midway (its driver died), and it refuses every write. Lifted.
+            await self._reply(self._node_host(node).reopen.remote(partition))
             return
         gate = asyncio.Event()
         self._paused[partition] = gate
@@ -1601,21 +1632,51 @@ class RayActorSystem(HandleFactory):
                 await self._passivate(stream_id)  # dedicated actors close the partition's environment
             await self._end_dedicated_of_others(partition, current.count)
             source, target = self._node_host(old), self._node_host(node)
-            data = await self._reply(source.hand_over.remote(partition))
-            try:
-                await self._reply(target.adopt.remote(partition, data))
-            except BaseException:
-                await self._reply(source.reopen.remote(partition))
-                raise
             moved = current.moved(partition, node)
-            moved.save(self.path)
+            try:
+                data = await self._reply(source.hand_over.remote(partition))
+                # Installed unopened and fenced: were this call given up (cancelled) while the
+                # host installs it, the copy still accepts no write.
+                await self._reply(target.adopt.remote(partition, data))
+                moved.save(self.path)
+            except BaseException:
+                await self._undo_move(partition, old, node, moved.epoch)
+                raise
             self.partition_map = moved
+            try:
+                await self._reply(target.reopen.remote(partition))
+            except Exception:
+                _log.error(
+                    "partition %d moved to node %r, but its host did not open it; "
+                    "rebalance(%d, %r) again opens it and lifts its fence", partition, node, partition, node,
+                )  # fmt: skip
+                raise
             await self._reply(source.retire.remote(partition, moved.epoch))
             for host in self.host_handles():
                 await self._reply(host.set_assignment.remote(list(moved.assignment)))
         finally:
             del self._paused[partition]
             gate.set()
+
+    async def _undo_move(self, partition: int, old: str, node: str, epoch: int) -> None:
+        """After a move that failed before the map named ``node``: set aside the copy ``node``
+        may have installed, and open the partition on ``old`` again with its fence lifted.
+
+        Each step is tried (a dead host is made anew); what fails is logged: the caller raises
+        the move's own error. Until the old copy is open again it refuses writes (fenced).
+        """
+        steps: list[tuple[str, str, Callable[[Any], Any]]] = [
+            ("set aside the new copy on", node, lambda host: host.discard.remote(partition, epoch)),
+            ("open the partition again on", old, lambda host: host.reopen.remote(partition)),
+        ]
+        for step, where, call in steps:
+            try:
+                await self._reply(call(self._node_host(where)))
+            except Exception as exc:
+                _log.error(
+                    "move of partition %d failed; could not %s node %r: %s; rebalance(%d, %r) "
+                    "retries", partition, step, where, exc, partition, old,
+                )  # fmt: skip
 
     async def repair_keys(self) -> RepairReport:
         """Complete registry keys missing at their home partition, on every reachable host.
@@ -1860,10 +1921,17 @@ async def _map_lock(path: str) -> AsyncIterator[None]:
 def _map_locked(path: str) -> Iterator[None]:
     """``_map_lock`` for a caller that may block its thread: creating the map (no rebalance can
     hold the lock of a map that does not exist yet)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as ``PartitionMap.save`` does
+    with _file_locked(f"{path}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _file_locked(path: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing), waited for in this thread."""
     import fcntl
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as ``PartitionMap.save`` does
-    with open(f"{path}.lock", "a+b") as handle:
+    with open(path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield

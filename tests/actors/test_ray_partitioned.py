@@ -152,3 +152,65 @@ async def test_two_drivers_creating_a_map_at_once_agree_on_one(tmp_path: Path) -
     (error,) = outcome
     assert isinstance(error, InvalidArgument) and "records 8 partitions" in str(error)
     assert PartitionMap.load(tmp_path / "map") == theirs  # the first one's map stands
+
+
+async def test_a_dedicated_write_queued_behind_a_fenced_one_is_refused_unrun_not_lost(tmp_path: Path) -> None:
+    import asyncio
+
+    from mako_actors.partitions import PartitionNotOpen
+    from stores.partitioned import open_partition
+
+    layout = PartitionMap.spread(1, {"local": tmp_path / "data"})
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
+        name_prefix=f"f-{uuid.uuid4().hex[:8]}",
+    ) as actors:  # fmt: skip
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
+        await ref.execute(Record(amount=1))
+        store = open_partition(tmp_path / "data", 0, 1)  # as another driver's move fences it
+        store.fence(True)
+        first = asyncio.ensure_future(ref.execute(Record(amount=2)))
+        for _ in range(3):  # its call is on its way
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(ref.execute(Record(amount=4)))  # waits behind the first
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        # Before: the first's refusal ended the actor and the second, sent next, found no
+        # handle: a KeyError, and no retry.
+        assert [type(r) for r in results] == [PartitionNotOpen, PartitionNotOpen]
+        store.fence(False)
+        await store.aclose()
+        await ref.execute(Record(amount=8))
+        assert (await ref.state()).total == 9  # nothing of the refused ones was written
+
+
+async def test_a_system_whose_names_another_took_over_makes_no_more_actors(tmp_path: Path) -> None:
+    layout = PartitionMap.spread(1, {"local": tmp_path / "data"})
+    first = RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
+        name_prefix=f"n1-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    await first.resume(first.spawn("ledger", TENANT, LEDGER_ID, routing_key="a").identity()).execute(
+        Record(amount=1)
+    )
+    assert await first.passivate_idle() == 1
+    await _end_named(f"{first.name_prefix}-node-local", first.namespace)  # none of its actors lives now
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], partitions=layout, name_prefix=f"n2-{uuid.uuid4().hex[:8]}"
+    ) as second:  # fmt: skip
+        await second.start()  # takes the names over: its host serves the partition now
+        with pytest.raises(InvalidArgument, match="served by Ray actors named"):
+            # Before: the first system had checked once and went on making actors of its
+            # names beside the second's host.
+            await first.spawn("ledger", TENANT, LEDGER_ID, routing_key="b").execute(Record(amount=1))
+    await first.aclose()
+
+
+async def _end_named(name: str, namespace: str) -> None:
+    """Kill the named actor and wait until Ray no longer lists it."""
+    import asyncio
+
+    import ray
+
+    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    while any(a["name"] == name for a in ray.util.list_named_actors(all_namespaces=True)):
+        await asyncio.sleep(0.05)

@@ -135,3 +135,27 @@ async def test_a_fenced_copy_refuses_every_write_in_every_process_and_its_copy_c
         await moved.register(TENANT, "malo:3", identity)
         assert await moved.lookup(TENANT, "malo:1") == identity
         assert await moved.lookup(TENANT, "malo:2") is None and await moved.lookup(TENANT, "malo:9") is None
+
+
+async def test_a_fence_is_set_after_another_process_grew_the_map(tmp_path: Path) -> None:
+    """The old host fences a copy another driver's actor still has open: when that one grew the
+    map meanwhile, the fence write takes the new size instead of failing (MDB_MAP_RESIZED)."""
+    from mako_actors import PartitionNotOpen
+
+    create_partition(tmp_path, 3, 8)
+    store = open_partition(tmp_path, 3, 8, map_size=1 << 20)
+    await store.save_checkpoint("warm", 1)  # this process has written with the 1 MiB map
+    code = (  # the same environment in another process, a 3 MB state: the map doubles twice
+        "import asyncio; from stores.partitioned import open_partition; "
+        f"s = open_partition({str(tmp_path)!r}, 3, 8, map_size=1 << 20)\n"
+        "asyncio.run(s.save_checkpoint('big', 1, ['x' * 1000] * 3000)); print(s.stats.map_resizes)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert int(out.stdout.strip() or 0) >= 1, out.stderr[-2000:]
+    store.fence(True)  # before: StoreError "MDB_MAP_RESIZED"
+    with pytest.raises(PartitionNotOpen):
+        await store.save_checkpoint("after", 2)
+    store.fence(False)
+    await store.save_checkpoint("after", 2)
+    assert await store.load_checkpoint("big") == 1
+    await store.aclose()
