@@ -270,7 +270,7 @@ async def compare_outbound(
     for groups in (actual, replay):
         for group in groups.values():
             group.sort(key=lambda sent: (sent.at, sent.code or ""))
-    waiting: dict[str, str] | None = None  # read when a first message is missing
+    waiting: dict[str, tuple[str, datetime | None]] | None = None  # read when a message is missing
     out: list[Difference] = []
     for key, pid in sorted(set(actual) | set(replay)):
         sent, would = actual.get((key, pid), []), replay.get((key, pid), [])
@@ -281,7 +281,9 @@ async def compare_outbound(
             if b is None:
                 if waiting is None:
                     waiting = await _waiting(stores)
-                process = waiting.get(key) or waiting.get(key.partition(":")[2], "")
+                process, since = waiting.get(key, ("", None))
+                if since is not None and a is not None and a.at < since:
+                    process = ""  # sent before the waiting process's trigger: not its answer
                 kind = "awaiting operator" if process else "missing"
             elif a is None:
                 kind = "extra"
@@ -295,13 +297,15 @@ async def compare_outbound(
     return out
 
 
-async def _waiting(stores: list[Path]) -> dict[str, str]:
+async def _waiting(stores: list[Path]) -> dict[str, tuple[str, datetime | None]]:
     """The replay's processes that wait for an operator, by the pair keys their answers would
-    have: ``<LFN>:TN:<IDE>`` of their trigger and ``MaLo:<MaLo>`` (any recipient); the value
-    is the process id. Reads every event of the stores (by type; the trigger's first event)."""
+    have: ``<LFN>:TN:<IDE>`` of their trigger, ``<LFA>:MaLo:<MaLo>`` and ``<LFZ>:MaLo:<MaLo>``
+    (the 55037 and 55038 an operator's decision sends); the value is the process id and the
+    instant its trigger was received (what was sent before it answers something else). Reads
+    every event of the stores (by type; the trigger's first event)."""
     from mako_actors.gpke.awaiting import OperatorQueue
 
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, datetime | None]] = {}
     for store_path in stores:
         queue = OperatorQueue()
         triggers: dict[str, dict[str, Any]] = {}
@@ -311,19 +315,33 @@ async def _waiting(stores: list[Path]) -> dict[str, str]:
                 for event in events:
                     queue.handle(event)
                     fields = event.__dict__
-                    if fields["sequence"] == 1 and isinstance(fields["payload"], dict):
-                        inbound = fields["payload"].get("inbound")
-                        if isinstance(inbound, dict):
-                            triggers[fields["stream_id"]] = inbound
+                    payload = fields["payload"]
+                    first = fields["sequence"] == 1 and isinstance(payload, dict)
+                    if first and isinstance(payload.get("inbound"), dict):
+                        triggers[fields["stream_id"]] = payload
                 position = events[-1].global_position
         for stream in queue.waiting:
-            inbound = triggers.get(stream)
-            if inbound is None:
+            payload = triggers.get(stream)
+            if payload is None:
                 continue
+            inbound = payload["inbound"]
             process = stream.rsplit("/", 1)[1]
-            out[f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"] = process
-            out[f"MaLo:{inbound.get('malo')}"] = process
+            since = _instant(inbound.get("received_at"))
+            out[f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"] = (process, None)
+            for party in (payload.get("lfa"), payload.get("lfz")):
+                if party:
+                    out[f"{party}:MaLo:{inbound.get('malo')}"] = (process, since)
     return out
+
+
+def _instant(value: object) -> datetime | None:
+    """An event payload's instant (ISO text, or a datetime); None if it holds none."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def differences_csv(differences: list[Difference]) -> str:

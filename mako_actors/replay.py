@@ -1389,6 +1389,11 @@ async def replay_directory(
     skipped: list[tuple[ArchivedInterchange, str, str]] = []
     if message_types is not None:
         items, skipped_by_type, skipped = of_types(items, frozenset(message_types))
+        if skipped:
+            # The archive's clock runs to its last receipt, skipped or not: Fristen due before
+            # an MSCONS received last fire as in a run with it (the files only move the clock).
+            last = max(item.received_at for item, _, _ in skipped)
+            until = last if until is None else max(until, last)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
     if ray:
         from mako_actors._ray_replay import replay_on_ray

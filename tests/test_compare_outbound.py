@@ -300,12 +300,24 @@ def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
     [process] = [row["process_id"] for row in json.loads(capsys.readouterr().out)]
     form = ["processes", "form-tranche", process[-8:], "--store", then, "--percent", "30", "--reason", "PV"]
     assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T09:40:00+01:00"]) == 0
-    sent = write_sent(tmp_path / "sent", asyncio.run(outbox(Path(then))))
+    messages = asyncio.run(outbox(Path(then)))
+    # Also sent back then: a 55037 about the same MaLo to another supplier (an earlier process
+    # of it), which the replay would not send: missing, whatever waits on the MaLo now.
+    kind, payload = next(
+        (kind, payload) for kind, payload in messages
+        if kind == "UTILMD" and payload["transactions"][0]["pid"] == "55037"
+    )  # fmt: skip
+    other = json.loads(json.dumps(payload))
+    other["transactions"][0]["malo"] = "41234567896"
+    other["envelope"]["recipient_id"] = other["recipient_id"] = "9900000099993"
+    sent = write_sent(tmp_path / "sent", [*messages, (kind, other)])
     report = compare(capsys, src, tmp_path / "now", sent)
     rows = report["compare_outbound"]["rows"]
-    assert [(row["kind"], row["pid"], row["key"]) for row in rows] == [
-        ("awaiting operator", "55078", f"{lfn}:TN:GV3TX1")
+    assert sorted((row["kind"], row["pid"], row["key"]) for row in rows) == [
+        ("awaiting operator", "55078", f"{lfn}:TN:GV3TX1"),
+        ("missing", "55037", "9900000099993:MaLo:41234567896"),  # before: "awaiting operator"
     ]
+    rows = [row for row in rows if row["kind"] == "awaiting operator"]
     now = ["processes", "list", "--store", str(tmp_path / "now"), "--status", "awaiting_operator", "--json"]
     assert main(now) == 0
     assert [row["process_id"] for row in json.loads(capsys.readouterr().out)] == [rows[0]["process"]]

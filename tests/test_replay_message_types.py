@@ -19,7 +19,7 @@ from mako_actors.cli import main
 from mako_actors.replay import load_master_data, parse_message_types, replay_directory
 from tests.edifact.edifact_support import SAMPLES
 from tests.test_compare_outbound import outbox, write_sent
-from tests.test_replay_partitions import with_manifest
+from tests.test_replay_partitions import received, with_manifest
 
 NB, MSB = "9900000002009", "9900000050008"
 GPKE = frozenset({"UTILMD", "CONTRL", "APERAK"})
@@ -75,6 +75,34 @@ async def test_other_message_types_are_skipped_and_counted_not_answered(
     assert {"MS0.edi", "MS1.edi", "MS2.edi"} <= set(only.to_plain()["skipped_files"])  # each named
     for name in ("decision_digest", "dead_letters", "outbox", "files", "messages", "events_appended"):
         assert getattr(only, name) == getattr(alone, name), name
+
+
+async def test_a_skipped_file_received_last_still_moves_the_clock(
+    archives: tuple[Path, Path], tmp_path: Path
+) -> None:
+    plain, _ = archives
+    master = load_master_data(plain / "master.json")
+    # The first day of the archive: Anmeldungen whose Fristen are still open at its end.
+    times = received(plain)
+    cut = min(times.values()) + timedelta(days=1)
+    head = tmp_path / "head"
+    head.mkdir()
+    shutil.copy(plain / "master.json", head / "master.json")
+    (head / "manifest.csv").write_text("file,received_at\n")
+    early = sorted((at, name) for name, at in times.items() if at < cut)
+    with_manifest(head, [(name, (plain / name).read_bytes(), at) for at, name in early])
+    late = tmp_path / "late"
+    shutil.copytree(head, late)
+    at = cut + timedelta(days=4)  # they fall due meanwhile
+    with_manifest(late, [("MS9.edi", mscons("MS9", at), at)])
+    alone = await replay_directory(head, tmp_path / "alone", tenants=[NB], master_data=master)
+    clocked = await replay_directory(head, tmp_path / "until", tenants=[NB], master_data=master, until=at)
+    only = await replay_directory(
+        late, tmp_path / "only", tenants=[NB], master_data=master, message_types=GPKE
+    )
+    assert clocked.deadlines_fired > alone.deadlines_fired  # the case is there
+    # Before: the run ended at the last UTILMD, as if the MSCONS had never been received.
+    assert (only.deadlines_fired, only.decision_digest) == (clocked.deadlines_fired, clocked.decision_digest)
 
 
 def test_the_cli_skips_them_and_does_not_compare_what_was_sent_about_them(
