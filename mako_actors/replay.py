@@ -1409,7 +1409,33 @@ async def replay_directory(
     report.skipped_by_type = skipped_by_type
     report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
     report.skipped_files = [storable_name(item.path.name) for item, _, _ in skipped]
+    _remember_skipped(store_path, report.skipped_interchanges)
     return report
+
+
+SKIPPED_RECORD = "skipped-interchanges.csv"  # beside the store's data: sender,0020 per line
+
+
+def _remember_skipped(store_path: Path, skipped: list[tuple[str, str]]) -> None:
+    """Append the interchanges this run skipped (``--message-types``) to ``SKIPPED_RECORD`` in
+    the store's directory, fsynced: a later run on the same store compares what was sent about
+    them as little as this one does (``skipped_interchanges``)."""
+    if not skipped:
+        return
+    with (store_path / SKIPPED_RECORD).open("a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(skipped)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def skipped_interchanges(store_path: Path) -> list[tuple[str, str]]:
+    """``(UNB sender, 0020)`` of every interchange a replay into ``store_path`` skipped, in any
+    run so far (``_remember_skipped``); empty when none did."""
+    try:
+        with (store_path / SKIPPED_RECORD).open(newline="", encoding="utf-8") as handle:
+            return sorted({(row[0], row[1]) for row in csv.reader(handle) if len(row) == 2})
+    except FileNotFoundError:
+        return []
 
 
 _MESSAGE_TYPE = re.compile(r"^[A-Z]{6}$")

@@ -122,6 +122,39 @@ def test_the_cli_skips_them_and_does_not_compare_what_was_sent_about_them(
     assert report["compare_outbound"]["differences"] == 0, report["compare_outbound"]["rows"][:5]
 
 
+def test_a_continued_replay_does_not_compare_what_was_sent_about_files_an_earlier_run_skipped(
+    archives: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, mixed = archives
+    then = ["replay", str(mixed), "--tenant", NB, "--json", "--store", str(tmp_path / "then")]
+    assert main(then) == 0
+    sent = write_sent(tmp_path / "sent", asyncio.run(outbox(tmp_path / "then")))
+    cut = datetime.fromisoformat("2025-11-03T18:00:00+00:00")  # after the MSCONS
+    halves = {name: tmp_path / name for name in ("first", "second")}
+    for half in halves.values():
+        half.mkdir()
+        shutil.copy(mixed / "master.json", half / "master.json")
+        (half / "manifest.csv").write_text("file,received_at\n")
+    for name, at in received(mixed).items():
+        with_manifest(halves["first" if at < cut else "second"], [(name, (mixed / name).read_bytes(), at)])
+    store = [
+        "--tenant",
+        NB,
+        "--json",
+        "--store",
+        str(tmp_path / "now"),
+        "--message-types",
+        "UTILMD,CONTRL,APERAK",
+    ]
+    assert main(["replay", str(halves["first"]), *store]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(halves["second"]), *store, "--compare-outbound", str(sent)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped"] == 0  # the MSCONS were in the first half
+    # Before: what was sent about the first run's MSCONS (CONTRL, APERAK Z31) was "missing".
+    assert report["compare_outbound"]["differences"] == 0, report["compare_outbound"]["rows"][:5]
+
+
 @pytest.mark.parametrize("text", ["", "UTILMD,MSCONS1", "UTIL-D"])
 def test_a_bad_type_list_is_refused_before_anything_is_written(
     text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
