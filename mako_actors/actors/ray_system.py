@@ -1599,7 +1599,9 @@ class RayActorSystem(HandleFactory):
         when the old host refuses its operations unrun (``PartitionNotOpen``): it reads the map
         file again and sends them to the new node (waiting up to ~2.5 s for the copy). Moves by
         drivers on this machine take turns (``flock`` on ``<map file>.lock``), each starting from
-        the map the one before saved.
+        the map the one before saved. A move that fails (or is cancelled) before the map is
+        saved is undone: the partition opens again on its old node. ``rebalance`` to the node
+        the map names lifts a fence a move left when its driver died midway (writes refused).
         """
         if self.partition_map is None:
             raise InvalidArgument("rebalance needs a partitioned system")
