@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from mako_actors._durable import fsync_directory
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.errors import EngineError, InvalidArgument, OutboxError
 from mako_actors.ids import OutboxMessageId
@@ -206,3 +207,6 @@ def _write_atomically(temporary: Path, target: Path, raw: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target)
+    # The message is acknowledged (deleted from the store) once this returns: its file's name
+    # must be on disk by then.
+    fsync_directory(target.parent)

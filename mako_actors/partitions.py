@@ -34,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from mako_actors._durable import fsync_directory
 from mako_actors.actors._routing import stable_hash
 from mako_actors.errors import EngineError, InvalidArgument, register_error
 from mako_actors.ids import ProcessId, StreamId, TenantId
@@ -198,11 +199,7 @@ class PartitionMap:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(target.parent)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PartitionMap:

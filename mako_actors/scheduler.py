@@ -155,6 +155,14 @@ class DeadlineScheduler:
         clock.set(max(instant, clock()))
         return fired
 
+    async def _give_up(self, deadline: Deadline, reason: str) -> None:
+        """Dead-letter ``deadline`` (``dead-letters requeue`` puts it back) and cancel it."""
+        self.stats.failed += 1
+        await self._store.add_dead_letter(
+            DeadLetter(kind="deadline", reason=reason, payload=deadline.to_plain(), recorded_at=self._clock())
+        )
+        await self._store.cancel_deadline(deadline.deadline_id)
+
     async def _fire_one(self, deadline: Deadline) -> bool:
         with log_context(process_id=deadline.process_id, deadline=deadline.label):
             return await self._fire_logged(deadline)
@@ -169,17 +177,12 @@ class DeadlineScheduler:
                     "deadline %s of %s: transient, left due: %s", deadline.label, deadline.stream_id, exc
                 )
                 return False
-            self.stats.failed += 1
             log.error("deadline %s of %s failed, dead-lettered: %s", deadline.label, deadline.stream_id, exc)
-            await self._store.add_dead_letter(
-                DeadLetter(
-                    kind="deadline",
-                    reason=str(exc),
-                    payload=deadline.to_plain(),
-                    recorded_at=self._clock(),
-                )
-            )
-            await self._store.cancel_deadline(deadline.deadline_id)
+            await self._give_up(deadline, str(exc))
+            return True
+        except Exception as exc:  # a bug in the workflow's on_deadline (KeyError, ...): no retry fixes it
+            log.exception("deadline %s of %s failed, dead-lettered", deadline.label, deadline.stream_id)
+            await self._give_up(deadline, f"{type(exc).__name__}: {exc}")
             return True
         self.stats.fired += 1
         self.stats.labels[deadline.label] = self.stats.labels.get(deadline.label, 0) + 1

@@ -52,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mako_actors._durable import fsync_directory
 from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
@@ -195,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(413 if length > 0 else 400, b"body must be 1 byte to max_post_bytes\n")
             return
         raw = self.rfile.read(length)
+        if len(raw) != length:  # the client went away mid-upload: not the interchange it sent
+            self._reply(400, f"body ended after {len(raw)} of {length} bytes: send it again\n".encode())
+            return
         name = node.accept_bytes(raw)
         body = json.dumps({"file": name, "sha256": hashlib.sha256(raw).hexdigest()}).encode()
         self._reply(202, body + b"\n", "application/json")
@@ -258,6 +262,7 @@ class Node:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.config.inbox / name)
+        fsync_directory(self.config.inbox)  # answered 202 next: the file must be there after a crash
         return name
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -437,7 +442,7 @@ class Node:
                     return
                 try:
                     await self._take(pipeline, path)
-                except (StoreError, OSError) as exc:  # not the file's fault: leave it, retry later
+                except (EngineError, OSError) as exc:  # not the file's fault: leave it, retry later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
@@ -456,9 +461,13 @@ class Node:
             return  # taken away meanwhile
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
-        except StoreError:
-            raise  # the store failed, not the file: the caller leaves it in the inbox for later
-        except Exception:  # a bug must not stop the node or lose the file: keep it for a person
+        except Exception as exc:
+            if isinstance(exc, StoreError) or (isinstance(exc, EngineError) and exc.transient):
+                # The store (or a Ray host) failed, not the file: the caller leaves it in the
+                # inbox for later. Ingesting it again is safe: an accepted receipt that was not
+                # processed to its end is processed again, transactions routed already are not.
+                raise
+            # A bug must not stop the node or lose the file: keep it for a person.
             log.exception("inbox %s: ingest failed unexpectedly; moved to rejected/", path.name)
             self.metrics.observe_ingest("failed", {})
             self._move_decided(path, stat.st_mtime_ns, self.config.rejected_dir)
@@ -519,6 +528,8 @@ class Node:
                     self._wake_outbox.set()
             except EngineError as exc:
                 log.error("deadline scheduler: %s; retrying", exc)
+            except Exception:  # never end the loop: every later Frist would wait for a restart
+                log.exception("deadline scheduler failed unexpectedly; retrying")
             await self._pause(stop, self.config.poll_interval)
 
     async def _heartbeat(self, store: Any, system: Any, stop: asyncio.Event) -> None:
@@ -633,11 +644,7 @@ def _copy_across(path: Path, target: Path) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the new name is durable before the inbox loses the file
-    finally:
-        os.close(directory)
+    fsync_directory(target.parent)  # the new name is durable before the inbox loses the file
     try:
         path.unlink()
     except OSError:  # the file stays in the inbox: without its copy, or each retry adds one

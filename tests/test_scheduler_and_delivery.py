@@ -57,6 +57,36 @@ async def test_a_refused_compensation_is_dead_lettered_not_retried_forever(tmp_p
         assert await store.due_deadlines(T0, 10) == []
 
 
+async def test_a_bug_in_on_deadline_dead_letters_that_deadline_and_the_others_still_fire(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock(T0)
+
+    class Buggy(Ledger):
+        def on_deadline(self, deadline: Deadline, state: object) -> object:
+            if deadline.due_at == T0:
+                raise KeyError("a bug")
+            return super().on_deadline(deadline, state)
+
+    async with LmdbStore(tmp_path) as store:
+        first, second = (
+            Process(Ledger(), store, TENANT, WF, clock=clock),
+            Process(Ledger(), store, TENANT, WF, clock=clock),
+        )
+        await first.execute_and_enqueue(Record(amount=1, remind_at=T0))
+        await second.execute_and_enqueue(Record(amount=1, remind_at=T0 + timedelta(hours=1)))
+        scheduler = DeadlineScheduler(store, process_firer(store, {"ledger": Buggy()}, clock), clock)
+        # Before: the KeyError left run_due, and serve's Frist loop ended with it (every later
+        # Frist waited for a restart, which met the same deadline first).
+        assert await scheduler.advance_to(clock, T0 + timedelta(hours=2)) == 2
+        assert scheduler.stats.failed == 1 and scheduler.stats.labels == {"reminder": 1}
+        [letter] = await store.dead_letters()
+        assert letter.kind == "deadline" and letter.reason == "KeyError: 'a bug'"
+        assert letter.payload["stream_id"] == str(first.stream_id)
+        assert (await Process.from_identity(Ledger(), store, second.identity()).state()).closed
+        assert await store.due_deadlines(T0 + timedelta(hours=2), 10) == []
+
+
 def test_virtual_clock_refuses_to_go_back() -> None:
     clock = VirtualClock(T0)
     clock.advance(timedelta(minutes=1))

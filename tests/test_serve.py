@@ -292,6 +292,20 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
         assert await asyncio.to_thread(post, b"") == 400
         assert await asyncio.to_thread(post, b"x" * (64 * 1024 + 1)) == 413
         assert await asyncio.to_thread(post, b"UNA", "/elsewhere") == 404
+
+        def cut_short() -> str:
+            """Half the body its Content-Length announces, then the client stops sending."""
+            import socket
+
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /interchanges HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"U" * 50
+                )
+                sock.shutdown(socket.SHUT_WR)
+                return sock.recv(200).decode("latin-1").split("\r\n")[0]
+
+        # Before: 202, and the partner got a CONTRL 4 for an interchange it never finished sending.
+        assert (await asyncio.to_thread(cut_short)).endswith(" 400 Bad Request")
         assert not files(tmp_path / "in") and not files(tmp_path / "done")
         assert await asyncio.to_thread(post, b"not EDIFACT at all") == 202
 
@@ -301,6 +315,38 @@ async def test_http_endpoints_refuse_what_they_must(tmp_path: Path) -> None:
     assert metric(text, 'mako_interchanges_total{status="rejected"}') == 1
     assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1  # kept with its audit trail
     assert metric(text, "mako_dead_letters_stored") == 1
+
+
+async def test_a_host_lost_mid_interchange_leaves_the_file_in_the_inbox_for_the_next_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process command whose outcome is unknown (with --ray: its host died before replying) is
+    not the file's fault: it stays in the inbox and the next pass processes it to its end."""
+    from mako_actors import CommandOutcomeUnknown, serve
+    from mako_actors.serve import Node
+
+    real = serve._TimedHandle.execute_and_enqueue_with
+    calls = 0
+
+    async def host_lost_once(self: Any, command: Any, context: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise CommandOutcomeUnknown("the host of node 'b' died before replying")
+        return await real(self, command, context)
+
+    monkeypatch.setattr(serve._TimedHandle, "execute_and_enqueue_with", host_lost_once)
+    node = Node(node_config(tmp_path))
+    async with in_process(node):
+        drop(tmp_path / "in", "a.edi", interchange(0))
+        await until("the file in done/", lambda: files(tmp_path / "done") == ["a.edi"])
+        await until("its answers in the outbox", lambda: len(files(tmp_path / "out")) >= 2)
+    # Before: moved to rejected/ with its CONTRL 7 sent and the Anmeldung never answered.
+    assert calls == 2 and not files(tmp_path / "rejected") and not files(tmp_path / "in")
+    assert len(files(tmp_path / "out", "CONTRL")) == 1
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_interchanges_total{status="accepted"}') == 1
+    assert metric(text, 'mako_interchanges_total{status="failed"}') == 0
 
 
 async def test_a_scrape_reads_the_levels_from_the_store_not_from_the_last_heartbeat(tmp_path: Path) -> None:
@@ -613,15 +659,32 @@ async def test_a_partner_rejecting_one_of_our_messages_is_counted_on_metrics(tmp
         await until("the 55010 to the old supplier delivered", lambda: bool(to_lfa()))
         [ours] = to_lfa()
         at = datetime.now(UTC)
-        rejection = render_outbound("APERAK", {
-            "reference": "A1", "document_number": "AP1", "document_date": at, "sender_id": LFA,
-            "recipient_id": NB, "positive": False, "referenced_interchange_ref": ours, "referenced_date": at,
-            "errors": [{"code": "Z35", "text": "Format nicht eingehalten"}],
-        }, envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFAAPK1"})
-        receipt = render_outbound("CONTRL", {
-            "reference": "C1", "interchange_ref": ours, "interchange_sender_id": NB,
-            "interchange_recipient_id": LFA, "action": "7",
-        }, envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFACTRL1"})
+        rejection = render_outbound(
+            "APERAK",
+            {
+                "reference": "A1",
+                "document_number": "AP1",
+                "document_date": at,
+                "sender_id": LFA,
+                "recipient_id": NB,
+                "positive": False,
+                "referenced_interchange_ref": ours,
+                "referenced_date": at,
+                "errors": [{"code": "Z35", "text": "Format nicht eingehalten"}],
+            },
+            envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFAAPK1"},
+        )
+        receipt = render_outbound(
+            "CONTRL",
+            {
+                "reference": "C1",
+                "interchange_ref": ours,
+                "interchange_sender_id": NB,
+                "interchange_recipient_id": LFA,
+                "action": "7",
+            },
+            envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": at, "control_ref": "LFACTRL1"},
+        )
         drop(inbox, "b.edi", rejection)
         drop(inbox, "c.edi", receipt)
         await until("both acknowledgements done", lambda: len(files(done)) == 3)
@@ -678,4 +741,3 @@ async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_res
         last = (await read_all(store, 0, 10_000))[-1].global_position
     [waiting] = state  # the GV3's stream, saved with the position it was read up to
     assert waiting.startswith("process/") and position == last
-

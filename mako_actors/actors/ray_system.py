@@ -51,6 +51,7 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import RayActorError, RayTaskError
 
+from mako_actors._durable import fsync_directory
 from mako_actors.actors._actor import _WRITES, ActorStats, Op, RunningLoop
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
@@ -1899,6 +1900,7 @@ def _write_durably(path: str, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_directory(directory)
 
 
 @contextlib.asynccontextmanager
