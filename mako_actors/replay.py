@@ -537,7 +537,9 @@ def _decision(event: EventEnvelope) -> tuple[Any, ...]:
     sent = tuple(
         [
             f"{v['message_type']}:{v.get('pid') or ''}>{v['recipient']}"
-            for v in payload.values()
+            for value in payload.values()
+            # (a list: several of one kind, e.g. a 55038 to each LFZ an Anmeldung supersedes)
+            for v in (value if isinstance(value, list) else (value,))
             if isinstance(v, dict) and "message_type" in v and "interchange_ref" in v
         ]
     )

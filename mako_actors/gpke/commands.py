@@ -117,7 +117,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     NB data from the MaLo's supply journal (``gpke.supply``): ``current_supplier`` holds the
     MaLo at Zuordnungsbeginn (the LFA; ``None`` or the sender itself means none);
     ``future_supplier`` is an LFZ confirmed for a later date, whose assignment starting
-    ``future_supplier_start`` the Anmeldung supersedes; ``competing_process`` says another
+    ``future_supplier_start`` the Anmeldung supersedes, and ``later_suppliers`` every such
+    ``(LFZ, start)`` by start (the first is ``future_supplier``'s; empty: only that one is
+    known, as from a caller of before); ``competing_process`` says another
     Anmeldung of the MaLo is being worked on, and ``competing_start``/``competing_next_date``
     become DTM+Z07/Z08 of the 55003; ``assigned_at_start`` is the supplier whose confirmed
     Anmeldung starts exactly at ``zuordnungsbeginn``. ``malo_key_generation`` is the number of
@@ -164,6 +166,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     current_supplier: str | None = None
     future_supplier: str | None = None
     future_supplier_start: AwareDatetime | None = None
+    later_suppliers: tuple[tuple[str, AwareDatetime], ...] = ()
     competing_process: bool = False
     competing_start: AwareDatetime | None = None
     competing_next_date: AwareDatetime | None = None

@@ -116,6 +116,15 @@ class InboundRejected(GpkeEvent, type="gpke.inbound_rejected"):
     ack_windows_version: str
 
 
+class LaterSupply(BaseModel):
+    """A supplier's confirmed assignment of a MaLo from ``start``, later than an Anmeldung's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    supplier: str
+    start: datetime
+
+
 class AnmeldungReceived(GpkeEvent, type="gpke.anmeldung_received"):
     """A 55001/55077 passed APERAK checks (positive APERAK sent); its Fristen are computed."""
 
@@ -131,6 +140,9 @@ class AnmeldungReceived(GpkeEvent, type="gpke.anmeldung_received"):
     aperak_due: datetime
     ack_windows_version: str
     fristen: FristenRecord
+    # Further LFZ confirmed after ``lfz`` (by start): a confirmed Anmeldung cancels their
+    # assignments too, each told by a 55038
+    lfz_more: tuple[LaterSupply, ...] = ()
     # STS+7 C556#2 (ZW4/ZAP, ZW0/ZW1/ZW2): the answers decided later repeat it (AHB-FACTS §3)
     transaction_detail: str | None = None
     # The Produktpaket the NB plans (E_0622 step 60/260: the first, by the LFN's priority, whose
@@ -327,6 +339,7 @@ class AnmeldungDecided(GpkeEvent, type="gpke.anmeldung_decided"):
     answer: OutboundRef
     termination: OutboundRef | None
     future_cancellation: OutboundRef | None
+    more_cancellations: tuple[OutboundRef, ...] = ()  # the 55038 to ``lfz_more``, in its order
 
 
 class AbmeldungReceived(GpkeEvent, type="gpke.abmeldung_received"):

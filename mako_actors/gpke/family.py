@@ -126,6 +126,7 @@ class GpkeFamily:
                     # (an LFZ starting when a befristete Anmeldung has ended is not superseded)
                     values["future_supplier"] = suppliers.future
                     values["future_supplier_start"] = suppliers.future_start
+                values["later_suppliers"] = view.superseded(start, until)
                 values["malo_key_generation"] = view.claim_count
                 if baseline is not None and baseline.measurement is not None:
                     values["malo_measurement"] = baseline.measurement  # else the workflow's default

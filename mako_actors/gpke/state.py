@@ -61,6 +61,7 @@ class GpkeState(BaseModel):
     lfa: str | None = None
     lfz: str | None = None
     lfz_start: datetime | None = None
+    lfz_more: tuple[tuple[str, datetime], ...] = ()  # further LFZ a confirmation cancels
     lfa_request_ide: str | None = None
     lfa_answer_due: datetime | None = None
     lfa_confirmed: bool | None = None

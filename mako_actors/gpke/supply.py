@@ -426,6 +426,16 @@ class SupplyView:
             future_start=nxt.start if nxt else None,
         )
 
+    def superseded(self, at: datetime, until: datetime | None = None) -> tuple[tuple[str, datetime], ...]:
+        """``(supplier, start)`` of every confirmed assignment starting after ``at`` (and before
+        ``until``, the end of a befristete supply from ``at``), by start: what an Anmeldung from
+        ``at`` cancels when it is confirmed (``_cut``), each supplier told by a 55038."""
+        return tuple(
+            (a.supplier, a.start)
+            for a in sorted(self.assignments, key=lambda a: a.start or at)
+            if a.start is not None and a.start > at and not a.cancelled and (until is None or a.start < until)
+        )
+
     def can_end(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier`` holds an assignment an Abmeldung ending at ``end`` can end: one
         running at ``end`` or starting exactly then (a future assignment cancelled, E_0607 step 90)."""

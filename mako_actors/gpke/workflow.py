@@ -21,7 +21,8 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
    Its answer (or its silence, ``LfaDeemedToAgree``) leads to E_0623: 55002/55078 (55002 STS+7
    #2: ZW6/ZW7 from the MaLo's master data, ``MaloMeasurementKnown``, else
-   ``GpkeConfig.malo_measurement``), 55037 to the LFA and 55038 to an LFZ; or, on objection
+   ``GpkeConfig.malo_measurement``), 55037 to the LFA and a 55038 to each LFZ whose later
+   assignment it cancels; or, on objection
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
    at once. If the LFA rejected our 55010 (CONTRL 4 / APERAK 313 from the LFA on its
    interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
@@ -110,6 +111,7 @@ from mako_actors.gpke.events import (
     InboundRejected,
     KundenanlageKnown,
     LateLfaAnswerIgnored,
+    LaterSupply,
     LfaAgreementDeemedByOperator,
     LfaAnswered,
     LfaConsulted,
@@ -424,7 +426,16 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             warnings += _unnamed_netzlokationen(cmd)
         assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
         lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
-        lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
+        # Every LFZ whose assignment a confirmation cancels (the sender's own later one it
+        # replaces: no 55038 to itself); a caller that names only ``future_supplier``: that one.
+        lfz_more: tuple[tuple[str, datetime], ...] = ()
+        if cmd.later_suppliers:
+            superseded = [(party, start) for party, start in cmd.later_suppliers if party != cmd.sender]
+            lfz, lfz_start = superseded[0] if superseded else (None, None)
+            lfz_more = tuple(superseded[1:])
+        else:
+            lfz = cmd.future_supplier if cmd.future_supplier not in (None, cmd.sender) else None
+            lfz_start = cmd.future_supplier_start if lfz else None
         aperak = self._aperak(out, cmd, ())
         fristen = self.config.fristen.compute(fv, cmd.pid, cmd.received_at)
         # E_0622 step 60/260 over the Produktpakete (decided below, in the EBD's order)
@@ -438,7 +449,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 transaction_detail=cmd.transaction_detail,
                 lfa=lfa,
                 lfz=lfz,
-                lfz_start=cmd.future_supplier_start if lfz else None,
+                lfz_start=lfz_start,
+                lfz_more=tuple(LaterSupply(supplier=party, start=start) for party, start in lfz_more),
                 warnings=tuple(warnings),
                 aperak=aperak,
                 aperak_due=self.config.ack_windows.aperak_due(cmd.received_at),
@@ -685,16 +697,21 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             termination = out.utilmd(
                 s.lfa, "55037", malo=s.malo, end=s.zuordnungsbeginn, trigger_detail=s.transaction_detail
             )
+        cancellations: list[OutboundRef] = []
         if confirmed and s.lfz is not None and not gv3:
-            cancellation = out.utilmd(
-                s.lfz,
-                "55038",
-                malo=s.malo,
-                start=s.lfz_start,
-                other_party_id=s.lfn,
-                trigger_reason=s.transaction_reason,  # E01 (Einzug): ZG9, else ZH0
-                trigger_detail=s.transaction_detail,
-            )
+            for party, start in ((s.lfz, s.lfz_start), *s.lfz_more):
+                cancellations.append(
+                    out.utilmd(
+                        party,
+                        "55038",
+                        malo=s.malo,
+                        start=start,
+                        other_party_id=s.lfn,
+                        trigger_reason=s.transaction_reason,  # E01 (Einzug): ZG9, else ZH0
+                        trigger_detail=s.transaction_detail,
+                    )
+                )
+            cancellation = cancellations[0]
         out.emit(
             unvalidated(AnmeldungDecided)(
                 confirmed=confirmed,
@@ -705,6 +722,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 answer=answer,
                 termination=termination,
                 future_cancellation=cancellation,
+                more_cancellations=tuple(cancellations[1:]),
             )
         )
 
@@ -1141,6 +1159,8 @@ def _anmeldung_received(state: GpkeState, event: AnmeldungReceived, update: dict
     update["lfa"] = values["lfa"]
     update["lfz"] = values["lfz"]
     update["lfz_start"] = values["lfz_start"]
+    # (stored before: absent)
+    update["lfz_more"] = tuple((later.supplier, later.start) for later in values.get("lfz_more", ()))
     update["fristen"] = values["fristen"]
     update["product_package"] = values.get("product_package")  # (stored before: absent)
     update["msb"], update["msb_role"] = values.get("msb"), values.get("msb_role")

@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,46 @@ async def test_an_earlier_anmeldung_cancels_the_future_supplier(store: LmdbStore
     assert after.supplier_at(JAN_1) == LFN
 
 
+async def test_an_earlier_anmeldung_cancels_every_future_supplier_each_told_by_a_55038(
+    store: LmdbStore,
+) -> None:
+    """LFN2 is confirmed from January, LF3 from February (each after asking the one before);
+    then LFN registers for December and the LFA agrees: both later assignments end, and each
+    of their suppliers gets a 55038 naming its own start (before: LFN2 only; LF3 went on
+    believing it supplies from February)."""
+    lf3 = "9900000005008"
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    feb = berlin(2026, 2, 1)
+
+    async def sent(raw: bytes, at: datetime) -> list[Any]:
+        before = await outbox(store)
+        clock.set(max(clock(), at))
+        await p.ingest(raw, at)
+        return [m for m in await outbox(store) if m not in before]
+
+    async def agreed(
+        supplier: str, ref: str, start: datetime, at: datetime, holder: str, end: datetime
+    ) -> None:
+        asked = await sent(anmeldung(supplier, ref=ref, ide=f"{ref}TX", start=start, sent_at=at), at)
+        [request] = [m for m in asked if kind(m) == "55010"]
+        assert request.recipient == holder
+        answer = lfa_answer(
+            tx(request)["ide_ref"], ref=f"A{ref}", ide=f"A{ref}TX", sent_at=at, lfa=holder, end=end
+        )
+        news = await sent(answer, at + timedelta(minutes=5))
+        assert [kind(m) for m in news if m.recipient == supplier and kind(m).startswith("550")] == ["55002"]
+
+    await agreed(LFN2, "Z1", JAN_1, THU_1430, LFA, JAN_1)
+    await agreed(lf3, "Z2", feb, THU_1430 + timedelta(minutes=20), LFN2, feb)
+    await agreed(LFN, "N1", START, THU_1430 + timedelta(minutes=40), LFA, START)
+    cancelled = {m.recipient: tx(m)["start"] for m in await outbox(store) if kind(m) == "55038"}
+    utc = "%Y-%m-%dT%H:%M:%SZ"
+    assert cancelled == {LFN2: JAN_1.astimezone(UTC).strftime(utc), lf3: feb.astimezone(UTC).strftime(utc)}
+    after = await view(store)
+    assert after.supplier_at(JAN_1) == LFN and after.supplier_at(feb) == LFN
+
+
 # -- the initial import --------------------------------------------------------------------------
 
 
@@ -202,10 +243,14 @@ async def _the_store_knows(db: Path) -> None:
 
 async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([
-        {"malo": MALO, "supplier": LFA},
-        {"malo": "51900000013", "supplier": LFA},  # check digit wrong
-    ]))
+    bad.write_text(
+        json.dumps(
+            [
+                {"malo": MALO, "supplier": LFA},
+                {"malo": "51900000013", "supplier": LFA},  # check digit wrong
+            ]
+        )
+    )
     async with LmdbStore(tmp_path / "db") as s:
         with pytest.raises(InvalidArgument, match="entry 2"):
             await import_assignments(s, NB, bad)
