@@ -256,7 +256,8 @@ class ReceiveLfaAnswer(InboundUtilmd):
 
     ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code``/``answer_ebd`` its STS+E01
     code of E_0624 (required; a 55012's is repeated as STS+Z35 in the 55003). Since FV2504 the
-    answer has no SG5, so ``malo`` is normally ``None`` (AHB-FACTS §2).
+    answer has no SG5, so ``malo`` is normally ``None`` (AHB-FACTS §2). ``transaction_reason``:
+    its STS+7 #1 (E01/E03 when sent; another code is APERAK Z39), not needed to decide.
     """
 
     kind: Literal["lfa_answer"] = "lfa_answer"
@@ -265,6 +266,7 @@ class ReceiveLfaAnswer(InboundUtilmd):
     answer_code: str | None = None
     answer_ebd: str | None = None
     zuordnungsende: AwareDatetime | None = None
+    transaction_reason: str | None = None
 
 
 class ReceiveAcknowledgement(BaseModel):

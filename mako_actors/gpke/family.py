@@ -259,6 +259,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["answer_code"] = transaction.answer_code
         values["answer_ebd"] = transaction.answer_ebd
         values["zuordnungsende"] = transaction.end
+        values["transaction_reason"] = transaction.transaction_reason
     if transaction.malformed_dates:
         values["malformed_dates"] = transaction.malformed_dates
     return values

@@ -185,6 +185,8 @@ class AhbRule:
     is not the PID's and is ignored with a warning). ``customer``: SG12 ``NAD+Z09`` (Kunde des
     Lieferanten) with a name is Muss (55001; the 55010 repeats it, S1 55010 [279]).
     ``packages``: SG8 ``SEQ+Z79`` (Bestandteil eines Produktpakets) is Muss (55001, 55077).
+    ``optional_reasons``/``optional_details``: the C556#1/#2 codes allowed where the AHB names a
+    code set but the decision does not need the value: not Muss, a code outside them is Z39.
     """
 
     pid: str
@@ -198,6 +200,8 @@ class AhbRule:
     answer_cluster: Cluster | None = None
     dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fixed_term_reasons: frozenset[str] = frozenset()
+    optional_reasons: frozenset[str] = frozenset()
+    optional_details: frozenset[str] = frozenset()
     customer: bool = False
     packages: bool = False
 
@@ -283,14 +287,16 @@ AHB_RULES: Mapping[str, AhbRule] = {
     rule.pid: rule
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
-                fixed_term_reasons=_ANMELDUNG_REASONS, customer=True, packages=True),
+                fixed_term_reasons=_ANMELDUNG_REASONS, customer=True, packages=True,
+                optional_details=frozenset({"ZW4", "ZAP"})),  # AHB-FACTS §3: #2 ZW4|ZAP
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"}), packages=True),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
                 details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"}), dates_by_reason=_AUFHEBUNG_DATES),
         AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
-                answer_cluster="Zustimmung"),
-        AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung"),
+                answer_cluster="Zustimmung", optional_reasons=frozenset({"E01", "E03"})),
+        AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung",
+                optional_reasons=frozenset({"E01", "E03"})),
         AhbRule("55002", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55078", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55003", "absent", request_ref=True),
@@ -401,6 +407,12 @@ def check_transaction(
                 AhbFinding.CODE_NOT_ALLOWED,
                 f"PID {pid}: Transaktionsgrund ZZD is valid from 2026-04-01 only (AHB-FACTS §3)",
             ))
+    for code, allowed, what in (
+        (transaction_reason, rule.optional_reasons, "Transaktionsgrund"),
+        (transaction_detail, rule.optional_details, "STS+7 C556#2"),
+    ):
+        if code and allowed and code not in allowed:
+            errors.append((AhbFinding.CODE_NOT_ALLOWED, f"PID {pid}: {what} {code} not in {sorted(allowed)}"))
     if rule.details:
         if not transaction_detail:
             codes = "|".join(sorted(rule.details))

@@ -106,9 +106,11 @@ async def test_answer_with_a_code_of_the_wrong_cluster_gets_aperak_z39(store: Lm
 async def test_an_old_style_loc_z16_in_an_answer_is_ignored_with_a_warning(store: LmdbStore) -> None:
     p, request_ide, _ = await consulted(store)
     other_malo = "41234567890"
-    [routed] = (await p.ingest(
-        lfa_answer(request_ide, pid="55012", code="A35", sent_at=ANSWER_AT, malo=other_malo), ANSWER_AT
-    )).messages
+    [routed] = (
+        await p.ingest(
+            lfa_answer(request_ide, pid="55012", code="A35", sent_at=ANSWER_AT, malo=other_malo), ANSWER_AT
+        )
+    ).messages
     assert [kind(m) for m in await outbox(store) if kind(m) == "55003"] == ["55003"]
     events = await store.load(StreamId.for_process(TENANT, routed.process_id))  # type: ignore[arg-type]
     [answered] = [e.payload for e in events if e.event_type == "gpke.lfa_answered"]
@@ -125,6 +127,38 @@ async def test_anmeldung_without_loc_z16_is_answered_with_aperak_z29(store: Lmdb
     [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z29"]
     assert "LOC+Z16" in aperak.payload["errors"][0]["text"]
+
+
+@pytest.mark.parametrize(("detail", "codes", "sent"), [("ZW3", ["Z39"], []), ("ZW4", [], ["55010", "55036"])])
+async def test_an_anmeldung_s_sts_7_second_code_outside_zw4_zap_gets_aperak_z39(
+    store: LmdbStore, detail: str, codes: list[str], sent: list[str]
+) -> None:
+    """55001 STS+7 C556#2 is ZW4 or ZAP (AHB-FACTS §3). Before, a ZW3 (a code of the 55004) was
+    taken for a consuming MaLo: APERAK 312, 55036 and a 55010 with ZW4."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(detail=detail), THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert [e["code"] for e in aperak.payload["errors"]] == codes
+    assert sorted(kind(m) for m in await outbox(store) if m.message_type == "UTILMD") == sent
+
+
+async def test_an_lfa_answer_with_another_transaktionsgrund_than_e01_e03_gets_aperak_z39(
+    store: LmdbStore,
+) -> None:
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    answer = lfa_answer(tx(request)["ide_ref"], ref="A1", ide="A1TX", sent_at=THU_1430, lfa=LFA)
+    assert b"STS+7++E01" in answer
+    await p.ingest(answer.replace(b"STS+7++E01", b"STS+7++Z33"), THU_1430 + timedelta(minutes=5))
+    codes = [
+        [e["code"] for e in m.payload["errors"]]
+        for m in await outbox(store)
+        if m.recipient == LFA and m.message_type == "APERAK"
+    ]
+    assert codes == [["Z39"]]
 
 
 async def test_anmeldung_without_the_customer_gets_aperak_z29_and_asks_nobody(store: LmdbStore) -> None:
@@ -167,10 +201,13 @@ def sample_answer(name: str, request_ide: str, code: str | None) -> bytes:
 
 
 @pytest.mark.skipif(not MAPPER.is_dir(), reason="external sample corpus absent")
-@pytest.mark.parametrize(("name", "code", "decision"), [
-    ("fv2510_utilmd_55011.edi", "A36", "55002"),
-    ("fv2510_utilmd_55012.edi", "A35", "55003"),
-])
+@pytest.mark.parametrize(
+    ("name", "code", "decision"),
+    [
+        ("fv2510_utilmd_55011.edi", "A36", "55002"),
+        ("fv2510_utilmd_55012.edi", "A35", "55003"),
+    ],
+)
 async def test_sample_answers_have_no_sg5_and_are_decided_by_their_code(
     store: LmdbStore, name: str, code: str, decision: str
 ) -> None:
