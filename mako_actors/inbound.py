@@ -377,6 +377,9 @@ class IngestResult:
     #: The UNB S002/S003 qualifiers as received, which the CONTRL's UCI copies (AHB-FACTS §6).
     sender_qualifier: str | None = None
     recipient_qualifier: str | None = None
+    #: The interchange itself became a dead letter (unreadable, misaddressed, a conflicting
+    #: retransmission), besides any dead letters of its transactions (their outcomes).
+    dead_lettered: bool = False
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -542,6 +545,7 @@ class InboundPipeline:
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
+            result.dead_lettered = True
             await self._dead_letter(
                 "inbound",
                 f"unreadable interchange: {parsed}",
@@ -653,6 +657,7 @@ class InboundPipeline:
             if await self._receipt_only(result, digest, received_at, "7", "UNB") != "rejected":
                 return  # the same bytes again (or a conflict, dead-lettered as such): answered before
         audit = {**_audit(result), "sha256": digest}
+        result.dead_lettered = True
         await self._dead_letter("inbound-misaddressed", result.error or "", audit, received_at)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
@@ -784,6 +789,7 @@ class InboundPipeline:
             result.status, result.error = "conflict", str(alarm)
             if acknowledge:
                 await self._answer_conflict(result, digest, received_at)
+            result.dead_lettered = True
             await self._dead_letter("inbound-conflict", str(alarm), _audit(result), received_at)
             return False
         result.status = "duplicate"

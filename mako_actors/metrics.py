@@ -175,6 +175,12 @@ class Metrics:
         self.outbox_pending = Gauge("mako_outbox_pending", "messages waiting in the outbox", registry=r)
         self.deadlines_open = Gauge("mako_deadlines_open", "open deadlines (Fristen)", registry=r)
         self.inbox_waiting = Gauge("mako_inbox_waiting", "files waiting in the inbox directory", registry=r)
+        self.inbox_unreadable = Gauge(
+            "mako_inbox_unreadable",
+            "inbox files this node cannot read (e.g. permissions): skipped, and Fristen from their "
+            "receipt on wait for them",
+            registry=r,
+        )
         self.dead_letters_stored = Gauge(
             "mako_dead_letters_stored", "dead letters in the store, requeued or not", registry=r
         )

@@ -81,6 +81,10 @@ _QUEUE_SAVE_EVERY = 30.0  # seconds between saves of the operator queue with its
 # -- instrumentation ---------------------------------------------------------------------------
 
 
+class _UnreadableFile(Exception):
+    """An inbox file this node cannot read (``__cause__`` says why): skipped, not moved."""
+
+
 class _TimedHandle:
     """A process handle whose commands are timed into ``mako_command_duration_seconds``."""
 
@@ -225,6 +229,7 @@ class Node:
         # Inbox files ingested whose move failed: name -> (mtime in ns, destination). They were
         # decided, so they hold no Frist back, and a retry moves them without ingesting again.
         self._unmoved: dict[str, tuple[int, Path]] = {}
+        self._unreadable: set[str] = set()  # inbox files the last full pass could not read
 
     # -- called from HTTP threads ----------------------------------------------------------
 
@@ -437,15 +442,24 @@ class Node:
             if self._unmoved:  # forget files someone took out of the inbox meanwhile
                 names = {path.name for path in files}
                 self._unmoved = {k: v for k, v in self._unmoved.items() if k in names}
+            unreadable: set[str] = set()
             for path in files:
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
                 try:
                     await self._take(pipeline, path)
+                except _UnreadableFile as exc:  # this file only (its mode, say): the others go on
+                    unreadable.add(path.name)
+                    if path.name not in self._unreadable:  # said once, not every pass
+                        why = exc.__cause__
+                        log.error("inbox %s cannot be read, skipped until it can: %s", path.name, why)
                 except (EngineError, OSError) as exc:  # not the file's fault: leave it, retry later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
+            else:
+                self._unreadable = unreadable
+                self.metrics.inbox_unreadable.set(len(unreadable))
             await self._pause(stop, self.config.poll_interval)
 
     async def _take(self, pipeline: Any, path: Path) -> None:
@@ -455,7 +469,12 @@ class Node:
             if decided is not None and decided[0] == stat.st_mtime_ns:
                 self._move_decided(path, stat.st_mtime_ns, decided[1])  # only its move failed
                 return
-            raw = path.read_bytes()
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise _UnreadableFile(path.name) from exc
             received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         except FileNotFoundError:
             return  # taken away meanwhile
@@ -472,13 +491,9 @@ class Node:
             self.metrics.observe_ingest("failed", {})
             self._move_decided(path, stat.st_mtime_ns, self.config.rejected_dir)
             return
-        # The pipeline dead-letters a conflicting retransmission and an interchange whose UNB
-        # cannot be read (no receipt to answer it with), besides transactions it cannot route.
-        unreadable = result.status == "rejected" and result.interchange_ref is None
-        whole = result.status == "conflict" or unreadable
         acks = [(m.detail, m.ack) for m in result.messages if m.ack is not None]
         self.metrics.observe_ingest(
-            result.status, result.counts(), dead_lettered=whole, acknowledgements=acks
+            result.status, result.counts(), dead_lettered=result.dead_lettered, acknowledgements=acks
         )
         self._wake_outbox.set()  # its answers are stored, whether or not the move below works
         ok = result.status in ("accepted", "duplicate")
@@ -521,6 +536,7 @@ class Node:
                 await asyncio.wait_for(self._wake_outbox.wait(), self.config.poll_interval)
 
     async def _deadline_loop(self, scheduler: Any, stop: asyncio.Event) -> None:
+        failed = scheduler.stats.failed
         while not stop.is_set():
             try:
                 horizon = self._fristen_horizon()
@@ -530,6 +546,9 @@ class Node:
                 log.error("deadline scheduler: %s; retrying", exc)
             except Exception:  # never end the loop: every later Frist would wait for a restart
                 log.exception("deadline scheduler failed unexpectedly; retrying")
+            if scheduler.stats.failed > failed:  # each one dead-lettered
+                self.metrics.dead_letters.labels(source="deadline").inc(scheduler.stats.failed - failed)
+                failed = scheduler.stats.failed
             await self._pause(stop, self.config.poll_interval)
 
     async def _heartbeat(self, store: Any, system: Any, stop: asyncio.Event) -> None:

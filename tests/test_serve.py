@@ -349,6 +349,85 @@ async def test_a_host_lost_mid_interchange_leaves_the_file_in_the_inbox_for_the_
     assert metric(text, 'mako_interchanges_total{status="failed"}') == 0
 
 
+async def test_every_dead_letter_is_counted_by_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mako_dead_letters_total is what an alert watches: a misaddressed interchange (kept as a
+    dead letter) and a Frist whose workflow failed count too (before: neither did)."""
+    from datetime import timedelta
+
+    from mako_actors.gpke import workflow
+    from mako_actors.serve import Node
+
+    def broken(self: Any, deadline: Any, state: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(workflow.GpkeNbWorkflow, "on_deadline", broken)
+    (tmp_path / "master.json").write_text(json.dumps({MALOS[0]: {"current": LFA}}))
+    node = Node(node_config(tmp_path, deadline_grace=0, master_data=tmp_path / "master.json"))
+    sent = datetime.now(UTC) - timedelta(days=3)  # the LFA's Frist for its answer is past
+    (tmp_path / "in").mkdir(parents=True, exist_ok=True)
+    start = (sent + timedelta(days=40)).replace(hour=23, minute=0, second=0, microsecond=0)
+    late = anmeldung(
+        lfn=LFN,
+        nb=NB,
+        malo=MALOS[0],
+        zuordnungsbeginn=start,
+        ide_ref="TXL",
+        control_ref="LATE1",
+        sent_at=sent,
+    )
+    drop(tmp_path / "in", "late.edi", late)
+    os.utime(tmp_path / "in" / "late.edi", (sent.timestamp(), sent.timestamp()))  # received then
+    async with in_process(node):
+        deadline_letters = 'mako_dead_letters_total{source="deadline"}'
+        await until(
+            "the Frist's dead letter", lambda: metric(node.metrics.render().decode(), deadline_letters) == 1
+        )
+        other = anmeldung(
+            lfn=LFN, nb="9900000099993", malo=MALOS[1], zuordnungsbeginn=sent + timedelta(days=40),
+            ide_ref="TXO", control_ref="OTHER1", sent_at=sent,
+        )  # fmt: skip
+        drop(tmp_path / "in", "other.edi", other)
+        await until(
+            "the misaddressed file in rejected/", lambda: files(tmp_path / "rejected") == ["other.edi"]
+        )
+    text = node.metrics.render().decode()
+    assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 1
+    assert metric(text, "mako_dead_letters_stored") >= 1
+
+
+async def test_a_file_the_node_cannot_read_holds_up_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inbox file this node may not read (the gateway wrote it 0600 as another user) is
+    skipped and shown on /metrics; the files after it are ingested (before: the node stalled,
+    retrying that file first on every pass). Fristen due from its receipt on still wait."""
+    from mako_actors.serve import Node
+
+    read = Path.read_bytes
+    forbidden = {"a.edi"}
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name in forbidden:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    node = Node(node_config(tmp_path))
+    async with in_process(node):
+        drop(tmp_path / "in", "a.edi", interchange(0))
+        os.utime(tmp_path / "in" / "a.edi", (time.time() - 60, time.time() - 60))  # the older one
+        drop(tmp_path / "in", "b.edi", interchange(1))
+        await until("b.edi in done/", lambda: files(tmp_path / "done") == ["b.edi"])
+        await until("the gauge", lambda: metric(node.metrics.render().decode(), "mako_inbox_unreadable") == 1)
+        forbidden.clear()  # someone fixed its mode
+        await until("a.edi in done/", lambda: "a.edi" in files(tmp_path / "done"))
+        await until(
+            "the gauge back", lambda: metric(node.metrics.render().decode(), "mako_inbox_unreadable") == 0
+        )
+
+
 async def test_a_scrape_reads_the_levels_from_the_store_not_from_the_last_heartbeat(tmp_path: Path) -> None:
     """/metrics right after a file is handled counts what it stored, however late the heartbeat is."""
     import asyncio
