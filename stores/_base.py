@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import EventEnvelope, ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.ids import DeadlineId, OutboxMessageId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
@@ -29,6 +29,39 @@ from stores._kv import KvTxn
 T = TypeVar("T")
 WriteFn = Callable[[KvTxn], Any] | Commit
 """One write of a batch: a function of the transaction, or a ``Commit`` (``apply_commit``)."""
+
+
+def chained_conflict(fn: WriteFn, failed: dict[str, int], txn: KvTxn) -> VersionConflict | None:
+    """``VersionConflict`` for a ``Commit`` that follows a failed commit of its stream in the same
+    request, expecting the version that one would have left (``failed``: stream -> that
+    version), else None: nothing of it is written.
+
+    An actor decides its next command on the state its previous one leaves and commits both in
+    one request, the second expecting the first's version. Had the first failed because another
+    writer appended one event, the second would match the stream's version and store events
+    decided on a state the store never had (and a snapshot of it). A commit of the stream that
+    expects something else (decided on its own) stands alone.
+    """
+    if type(fn) is Commit and failed.get(fn.stream_id) == _expected_exact(fn):
+        return VersionConflict(fn.stream_id, fn.expected, schema.stream_version(txn, fn.stream_id))
+    return None
+
+
+def failed_commit(fn: WriteFn, result: Any, failed: dict[str, int]) -> None:
+    """Note in ``failed`` the version a failed ``Commit`` would have left its stream at, for the
+    commits chained to it (``chained_conflict``); one without an exact expectation starts none."""
+    if type(fn) is Commit and isinstance(result, EngineError):
+        expected = _expected_exact(fn)
+        if expected is not None:
+            failed[fn.stream_id] = expected + len(fn.events)
+
+
+def _expected_exact(commit: Commit) -> int | None:
+    """The version ``commit`` expects its stream at, if it names one (``ANY``: None)."""
+    expected = commit.expected
+    if expected == ExpectedVersion.ANY:
+        return None
+    return 0 if expected == ExpectedVersion.NO_STREAM else expected.version
 
 
 def run_write(fn: WriteFn, txn: KvTxn) -> Any:
@@ -94,10 +127,13 @@ class StoreBase(abc.ABC):
         return result
 
     async def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | EngineError]:
-        """Write several commits in one transaction; each succeeds or fails on its own.
+        """Write several commits in one transaction; each succeeds or fails on its own, but for
+        the commits of one stream, which are a chain.
 
         A conflict or error in one commit leaves the others untouched; the list holds each
-        one's ``CommitResult`` or its ``EngineError``, in order.
+        one's ``CommitResult`` or its ``EngineError``, in order. After a commit of a stream
+        fails, a later one in the list that expects the version it would have left fails too
+        (``VersionConflict``, nothing written): it was decided on that state (``chained_conflict``).
         """
         results = await self._write_batch(commits)
         for result in results:

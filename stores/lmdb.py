@@ -43,7 +43,7 @@ from mako_actors.errors import EngineError, StoreError, register_error
 from mako_actors.ids import StreamId
 from mako_actors.store import Activation, Commit, CommitResult
 from stores import _schema as schema
-from stores._base import StoreBase, WriteFn, run_write
+from stores._base import StoreBase, WriteFn, chained_conflict, failed_commit, run_write
 from stores._kv import DATABASES
 
 T = TypeVar("T")
@@ -488,20 +488,29 @@ class LmdbStore(StoreBase):
         """Run ``first`` and whatever else is queued (up to ``max_batch`` writes) as one batch.
 
         True if the stop marker was taken from the queue (the loop ends after this batch).
+        A request whose caller gave up (its future cancelled) before it was taken is dropped,
+        unwritten; one taken can no longer be cancelled (``set_running_or_notify_cancel``), so
+        its answer always finds its future pending.
         """
-        batch: list[_WriteRequest] = [first]
-        size = len(first.fns)
+        batch: list[_WriteRequest] = []
+        size = 0
+        if first.future.set_running_or_notify_cancel():
+            batch.append(first)
+            size = len(first.fns)
         while size < self.max_batch:
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
             if nxt is _STOP:
-                self._run_batch(batch, size)
+                if batch:
+                    self._run_batch(batch, size)
                 return True
-            batch.append(nxt)
-            size += len(nxt.fns)
-        self._run_batch(batch, size)
+            if nxt.future.set_running_or_notify_cancel():
+                batch.append(nxt)
+                size += len(nxt.fns)
+        if batch:
+            self._run_batch(batch, size)
         return False
 
     def _run_batch(self, batch: list[_WriteRequest], size: int) -> None:
@@ -564,8 +573,12 @@ class LmdbStore(StoreBase):
             txn = _LmdbTxn(parent, self._dbs, write=True)
             for request in batch:
                 out: list[Any] = []
+                failed: dict[str, int] = {}  # a failed commit's stream -> the version it would leave
                 for fn in request.fns:
-                    if index in isolated:
+                    blocked = chained_conflict(fn, failed, txn) if failed else None
+                    if blocked is not None:
+                        out.append(blocked)
+                    elif index in isolated:
                         out.append(self._nested(parent, txn, fn))
                     else:
                         writes = txn.writes
@@ -579,6 +592,7 @@ class LmdbStore(StoreBase):
                             if txn.writes != writes or isinstance(exc, lmdb.Error):
                                 raise _Redo(index) from None
                             out.append(self._as_error(exc))
+                    failed_commit(fn, out[-1], failed)
                     index += 1
                 results.append(out)
             txn.flush()

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from mako_actors.errors import EngineError, StoreError
-from stores._base import StoreBase, WriteFn, run_write
+from stores._base import StoreBase, WriteFn, chained_conflict, failed_commit, run_write
 from stores._kv import KvTxn, MemoryTables
 
 T = TypeVar("T")
@@ -30,8 +30,13 @@ class InMemoryStore(StoreBase):
     async def _write_batch(self, fns: Sequence[WriteFn]) -> list[Any]:
         self._check_open()
         results: list[Any] = []
+        failed: dict[str, int] = {}  # a failed commit's stream -> the version it would leave
         for fn in fns:
             txn = self._tables.txn()
+            blocked = chained_conflict(fn, failed, txn) if failed else None
+            if blocked is not None:
+                results.append(blocked)
+                continue
             try:
                 results.append(run_write(fn, txn))
             except EngineError as exc:
@@ -40,6 +45,7 @@ class InMemoryStore(StoreBase):
             except Exception as exc:  # a bug in one write must not take its batch down
                 txn.rollback()
                 results.append(StoreError(f"write failed: {exc!r}"))
+            failed_commit(fn, results[-1], failed)
         self._stats.transactions += 1
         self._stats.largest_batch = max(self._stats.largest_batch, len(fns))
         return results

@@ -179,6 +179,23 @@ async def test_conflict_with_another_writer_reloads_and_retries(store: LmdbStore
         assert await ref.event_count() == 3
 
 
+async def test_commands_decided_in_one_turn_after_another_writer_all_land_in_order(store: LmdbStore) -> None:
+    """The actor decides two queued commands in one turn, the second on the state the first
+    leaves, and commits both in one request. Another writer appended meanwhile: the first
+    conflicts. Before, the second then matched the stream's version and was stored, decided on
+    a state the store never had (and snapshotted): events out of order, a wrong total for good."""
+    async with LocalActorSystem(store, workflows=[Ledger], snapshot_interval=3) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        await replay(store, ref).execute(Record(amount=100))  # behind the actor's back
+        await asyncio.gather(ref.execute(Record(amount=10)), ref.execute(Record(amount=1000)))
+        stored = [e.payload["amount"] for e in await store.load(ref.stream_id)]
+        assert stored == [1, 100, 10, 1000]  # in arrival order, each once
+        assert (await replay(store, ref).state()).total == 1111
+        assert (await replay(store, ref).state_with_snapshot()).total == 1111
+        assert (await ref.state()).total == 1111
+
+
 async def test_a_spawned_process_starts_without_a_store_read(
     store: LmdbStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

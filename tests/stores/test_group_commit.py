@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mako_actors import Commit, EngineError, ExpectedVersion, StoreError, VersionConflict
 from mako_actors.testing import T0, envelope, identity, outbox_row
 from stores.lmdb import LmdbStore
@@ -48,7 +50,7 @@ async def test_max_batch_caps_the_writes_per_transaction(tmp_path: Path) -> None
         assert store.stats.transactions >= 100 // 8
 
 
-async def test_commit_many_mixes_conflicts_and_successes_on_one_stream(tmp_path: Path) -> None:
+async def test_commit_many_on_one_stream_stops_at_its_first_conflict(tmp_path: Path) -> None:
     async with LmdbStore(tmp_path) as store:
         ident = identity()
         commits = [
@@ -57,6 +59,40 @@ async def test_commit_many_mixes_conflicts_and_successes_on_one_stream(tmp_path:
         ]
         results = await store.commit_many(commits)
         kinds = [type(r).__name__ for r in results]
-        assert kinds == ["CommitResult", "CommitResult", "VersionConflict", "CommitResult"]
+        # The fourth matches the stream's version, but follows a failed one: a chain
+        # (``test_commits_of_one_stream_in_one_request_are_a_chain``).
+        assert kinds == ["CommitResult", "CommitResult", "VersionConflict", "VersionConflict"]
         assert isinstance(results[2], VersionConflict) and isinstance(results[2], EngineError)
-        assert [e.sequence for e in await store.load(ident.stream_id)] == [1, 2, 3]
+        assert [e.sequence for e in await store.load(ident.stream_id)] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+async def test_commits_of_one_stream_in_one_request_are_a_chain(tmp_path: Path, kind: str) -> None:
+    """After a commit of a stream fails, the later commits of that stream in the same request
+    fail too (they were decided on the state it would have left), nothing of them written;
+    other streams' commits stand."""
+    from stores.memory import InMemoryStore
+
+    store = InMemoryStore() if kind == "memory" else LmdbStore(tmp_path)
+    try:
+        chained, other = identity(), identity()
+        await store.append(chained.stream_id, ExpectedVersion.NO_STREAM, [envelope(chained)])
+        # Decided on version 1, but another writer made it 2: the first conflicts, and the
+        # second (expecting the first's version, 2) must not slip in.
+        stale = Commit(
+            stream_id=chained.stream_id, expected=ExpectedVersion.exact(1), events=[envelope(chained, 2)]
+        )
+        await store.append(chained.stream_id, ExpectedVersion.exact(1), [envelope(chained, 2)])
+        follows = Commit(
+            stream_id=chained.stream_id, expected=ExpectedVersion.exact(2), events=[envelope(chained, 3)]
+        )
+        alone = Commit(
+            stream_id=other.stream_id, expected=ExpectedVersion.NO_STREAM, events=[envelope(other)]
+        )
+        results = await store.commit_many([stale, follows, alone])
+        assert [type(r) for r in results[:2]] == [VersionConflict, VersionConflict]
+        assert not isinstance(results[2], EngineError)
+        assert await store.stream_version(chained.stream_id) == 2
+        assert await store.stream_version(other.stream_id) == 1
+    finally:
+        await store.aclose()

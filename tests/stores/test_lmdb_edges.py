@@ -105,3 +105,33 @@ async def test_a_full_disk_is_reported_as_such_and_loses_nothing_acknowledged(sm
     async with LmdbStore(path) as store:
         events = await store.load(ident.stream_id)
         assert [e.sequence for e in events] == list(range(1, acknowledged + 2))
+
+
+async def test_a_caller_that_gives_up_on_a_queued_write_leaves_the_writer_running(tmp_path: Path) -> None:
+    """A write whose caller was cancelled (a timeout) while it waited in the writer's queue is
+    dropped unwritten; before, the writer wrote it, then failed to answer the cancelled future
+    (InvalidStateError) and its thread ended: every later write waited forever."""
+    import asyncio
+
+    async with LmdbStore(tmp_path) as store:
+        first, second, third = (identity() for _ in range(3))
+        store._write_lock.acquire()  # the writer takes the next batch, then waits here
+        try:
+            taken = asyncio.ensure_future(
+                store.append(first.stream_id, ExpectedVersion.exact(0), [envelope(first)])
+            )
+            await asyncio.sleep(0.2)
+            queued = asyncio.ensure_future(
+                store.append(second.stream_id, ExpectedVersion.exact(0), [envelope(second)])
+            )
+            await asyncio.sleep(0.05)
+            queued.cancel()
+        finally:
+            store._write_lock.release()
+        await taken
+        await asyncio.wait_for(
+            store.append(third.stream_id, ExpectedVersion.exact(0), [envelope(third)]), 10
+        )
+        assert store._writer.is_alive()
+        assert await store.stream_version(second.stream_id) == 0  # given up on before it ran
+        assert await store.stream_version(third.stream_id) == 1
