@@ -541,6 +541,7 @@ class InboundPipeline:
                     await self._record_receipt(
                         result, digest, received_at, 0, code, message_errors=message_errors,
                         error_segment=_uci_segment(parsed) if code else None,
+                        acknowledge=not _contrl_only(raw),
                     )  # fmt: skip
                     return result
                 except (InvalidArgument, ValidationError):
@@ -562,19 +563,28 @@ class InboundPipeline:
             sender_qualifier=parsed.sender.qualifier,
             recipient_qualifier=parsed.recipient.qualifier,
         )
+        # A CONTRL gets no CONTRL back, also when its interchange is refused (ISO 9735).
+        answer = not (parsed.messages and all(m.message_type == "CONTRL" for m in parsed.messages))
         if parsed.recipient.id not in self._tenants:
-            await self._misaddressed(result, digest, received_at)
+            await self._misaddressed(result, digest, received_at, answer)
+            return result
+        if parsed.syntax_version != "3":
+            # MaKo interchanges are syntax version 3 (DOMAIN §4): a 4 reads its repetition
+            # separator as data. ISO 9735 0085 = 2 "syntax version or level not supported".
+            result.status = "rejected"
+            result.error = f"syntax version {parsed.syntax_version!r} (UNB S001 0002) not supported: 3 only"
+            await self._receipt_only(result, digest, received_at, "2", "UNB", acknowledge=answer)
             return result
         if parsed.test and not self._accept_test:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
             # ISO 9735 0085 = 25 "test indicator not supported", about the UNB †
-            await self._receipt_only(result, digest, received_at, "25", "UNB")
+            await self._receipt_only(result, digest, received_at, "25", "UNB", acknowledge=answer)
             return result
         try:
             fv = self._format_version(uet(received_at))
         except InvalidArgument as exc:
             result.status, result.error = "rejected", f"no format version in force: {exc}"
-            await self._receipt_only(result, digest, received_at, None)
+            await self._receipt_only(result, digest, received_at, None, acknowledge=answer)
             return result
         wrong_versions = _version_errors(parsed, fv)
         if wrong_versions:
@@ -587,6 +597,7 @@ class InboundPipeline:
                 len(parsed.messages),
                 None,
                 message_errors=[line for line, _ in wrong_versions],
+                acknowledge=answer,
             )
             return result
         only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
@@ -640,7 +651,9 @@ class InboundPipeline:
         receiver = result.answered_by or result.recipient
         return receipt_identity(receiver, result.sender, str(result.interchange_ref))
 
-    async def _misaddressed(self, result: IngestResult, digest: str, received_at: datetime) -> None:
+    async def _misaddressed(
+        self, result: IngestResult, digest: str, received_at: datetime, acknowledge: bool = True
+    ) -> None:
         """An interchange whose UNB recipient is not one of our MP-IDs: never answered in its name.
 
         ISO 9735 0085 = 7 ("recipient not actual recipient") is the actual recipient's answer,
@@ -654,7 +667,7 @@ class InboundPipeline:
         result.error = f"recipient {result.recipient} is not one of our MP-IDs"
         if len(self._tenants) == 1:
             result.answered_by = next(iter(self._tenants))
-            if await self._receipt_only(result, digest, received_at, "7", "UNB") != "rejected":
+            if await self._receipt_only(result, digest, received_at, "7", "UNB", acknowledge) != "rejected":
                 return  # the same bytes again (or a conflict, dead-lettered as such): answered before
         audit = {**_audit(result), "sha256": digest}
         result.dead_lettered = True
@@ -694,9 +707,13 @@ class InboundPipeline:
         received_at: datetime,
         error_code: str | None,
         error_segment: Literal["UNA", "UNB", "UNZ"] | None = None,
+        acknowledge: bool = True,
     ) -> Status:
-        """Record a rejected interchange's receipt and CONTRL; the status after it (e.g. duplicate)."""
-        await self._record_receipt(result, digest, received_at, 0, error_code, error_segment=error_segment)
+        """Record a rejected interchange's receipt and CONTRL (``acknowledge``: none for an
+        interchange of CONTRLs); the status after it (e.g. duplicate)."""
+        await self._record_receipt(
+            result, digest, received_at, 0, error_code, error_segment=error_segment, acknowledge=acknowledge
+        )
         return result.status
 
     async def _record_receipt(
@@ -977,6 +994,15 @@ class InboundPipeline:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _contrl_only(raw: bytes) -> bool:
+    """Whether every message of an interchange the parser refused is a CONTRL, read leniently
+    (UNH S009 of each complete message): it gets no CONTRL back either."""
+    from mako_actors._partition import Scan
+
+    kinds = {message.kind for message in Scan(raw).messages}
+    return kinds == {b"CONTRL"}
 
 
 # Positional constructors (every field, in declaration order) without the frozen dataclasses'

@@ -98,8 +98,11 @@ _PACKERS = threading.local()
 
 
 def unpack(raw: bytes) -> Any:
+    """A stored value again. Map keys as written: a read model's state or a journal entry may
+    key by number (``{2024: 5}``), which ``pack`` writes; msgpack's default refuses to read it.
+    """
     try:
-        return msgpack.unpackb(raw, raw=False)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise DeserializationError(f"stored value is not valid msgpack: {exc}") from None
 

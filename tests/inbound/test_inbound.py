@@ -280,10 +280,17 @@ async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them
             "interchange_recipient_id": LFA,
             "action": "4",
             # AHB-FACTS §6: a message-level defect in a UCM line, the UCI without a code
-            "messages": [{
-                "reference": to_lfa.payload["reference"], "message_type": "UTILMD", "release": "11A",
-                "association_code": "S2.1", "action": "4", "error_code": "29", "error_segment": "UNT",
-            }],
+            "messages": [
+                {
+                    "reference": to_lfa.payload["reference"],
+                    "message_type": "UTILMD",
+                    "release": "11A",
+                    "association_code": "S2.1",
+                    "action": "4",
+                    "error_code": "29",
+                    "error_segment": "UNT",
+                }
+            ],
         },
         envelope={"sender_id": LFA, "recipient_id": NB, "prepared_at": later, "control_ref": "LFACTRL1"},
     )
@@ -320,6 +327,48 @@ async def test_contrl_and_aperak_on_our_messages_find_the_process_that_sent_them
     unknown = unknown.replace(b"LFACTRL1", b"LFACTRL2")
     [orphan] = (await p.ingest(unknown, later)).messages
     assert orphan.outcome == "dead_letter" and "unknown interchange" in orphan.detail
+
+
+@pytest.mark.parametrize("defect", ["unt count", "old version", "test flag", "misaddressed"])
+async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
+    store: LmdbStore, defect: str
+) -> None:
+    """ISO 9735: errors in a received CONTRL are not reported by a CONTRL. Before, a CONTRL
+    whose UNT miscounted, whose version was not in force, whose UNB was a test or addressed to
+    someone else got a CONTRL 4 back (the partner's system answers that one again)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    contrl = render_outbound(
+        "CONTRL",
+        {"reference": "C1", "interchange_ref": "OURS0001", "interchange_sender_id": NB,
+         "interchange_recipient_id": LFN, "action": "7"},
+        envelope={"sender_id": LFN, "recipient_id": NB, "prepared_at": THU_1430, "control_ref": "LFNCTRL1"},
+    )  # fmt: skip
+    assert b"UNT+3+C1'" in contrl
+    broken = {
+        "unt count": contrl.replace(b"UNT+3+C1'", b"UNT+9+C1'"),
+        "old version": contrl.replace(b"CONTRL:D:3:UN:2.0b", b"CONTRL:D:3:UN:2.0a"),
+        "test flag": contrl.replace(b"+LFNCTRL1'", b"+LFNCTRL1++++++1'", 1),
+        "misaddressed": contrl.replace(f"{NB}:500".encode(), b"9900000099993:500", 1),
+    }[defect]
+    assert broken != contrl
+    result = await p.ingest(broken, THU_1430)
+    assert result.status == "rejected"
+    assert await store.outbox_count() == 0
+
+
+async def test_an_interchange_of_syntax_version_4_is_refused_with_contrl_0085_2(store: LmdbStore) -> None:
+    """DOMAIN §4: syntax version 3. Before, UNOC:4 was accepted (CONTRL 7) and its repetition
+    separator read as data."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    raw = anmeldung_55001()
+    assert b"UNB+UNOC:3+" in raw
+    result = await p.ingest(raw.replace(b"UNB+UNOC:3+", b"UNB+UNOC:4+", 1), THU_1430)
+    assert result.status == "rejected" and "syntax version" in (result.error or "")
+    [contrl] = await outbox(store)
+    assert contrl.message_type == "CONTRL" and b"+4+2+UNB'" in render_outbound("CONTRL", contrl.payload)
+    assert not result.messages  # nothing of it routed
 
 
 async def test_a_message_addressed_to_someone_else_gets_a_negative_aperak_from_us(store: LmdbStore) -> None:

@@ -1,5 +1,6 @@
 """The operator reads behind ``outbox list/render/retry``, ``deadlines list`` and ``processes
-show``: paging, one stream's messages, due counts; on both stores."""
+show`` (paging, one stream's messages, due counts), and read models' state read back as
+written; on both stores."""
 
 from __future__ import annotations
 
@@ -89,3 +90,12 @@ async def test_one_streams_messages_and_due_counts(store: AnyStore) -> None:
     assert await store.due_counts(T0 + timedelta(hours=2)) == (5, 1)  # 08:00 x2, 09:00, 10:00 x2
     assert await store.due_counts(T0 - timedelta(microseconds=1)) == (0, 0)
     assert await store.due_counts(T0) == (2, 1)  # due at the instant itself counts
+
+
+async def test_state_keyed_by_numbers_reads_back_as_it_was_written(store: AnyStore) -> None:
+    """A projection's state keyed by year, a journal entry keyed by number: before, the write
+    was acknowledged and every later read of it failed (msgpack's strict map keys)."""
+    await store.save_checkpoint("by-year", 10, {2024: 5, "total": {2025: 7}})
+    assert await store.load_checkpoint_state("by-year") == (10, {2024: 5, "total": {2025: 7}})
+    await store.append_journal(TENANT, "counts:1", [{"by_year": {2024: 5}}])
+    assert await store.journal(TENANT, "counts:1") == [{"by_year": {2024: 5}}]
