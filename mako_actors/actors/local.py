@@ -117,6 +117,9 @@ class LocalActorSystem(HandleFactory):
         )
         self._stats = ActorStats()
         self._live: OrderedDict[StreamId, ProcessActor] = OrderedDict()
+        # Streams whose first op waits for room under ``max_live``: later ops of the stream
+        # wait for that activation and queue behind the first (arrival order).
+        self._activating: dict[StreamId, asyncio.Future[ProcessActor]] = {}
         self._runner = Runner(store, self._stats, gc_freeze_every)
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
@@ -176,8 +179,10 @@ class LocalActorSystem(HandleFactory):
         actor = self._live.get(stream_id)
         if actor is None:
             cap = self.max_live
-            if (cap is not None and len(self._live) >= cap) or (
-                self._reaper is None and self.idle_timeout is not None
+            if (
+                (cap is not None and len(self._live) >= cap)
+                or (self._reaper is None and self.idle_timeout is not None)
+                or stream_id in self._activating
             ):
                 return self._activate_and_submit(identity, op)
             # Room under the cap: no waiting.
@@ -200,6 +205,7 @@ class LocalActorSystem(HandleFactory):
             self._closed
             or op.kind not in _WRITES  # a read always reads the store (see ``spawn``)
             or identity.stream_id in self._live
+            or identity.stream_id in self._activating
             or (self.max_live is not None and len(self._live) >= self.max_live)
         ):
             return self.dispatch(identity, op)
@@ -213,12 +219,39 @@ class LocalActorSystem(HandleFactory):
         # Looked up again when the coroutine runs, not when it was made: several ops for one
         # new process may each get a coroutine before the first runs (a Ray host's batch);
         # the first activates the actor, the others must find it, in their order.
-        actor = self._live.get(identity.stream_id)
-        if actor is None:
+        stream_id = identity.stream_id
+        while True:
+            actor = self._live.get(stream_id)
+            if actor is not None:
+                self._live.move_to_end(stream_id)
+                return await actor.submit(op)
+            pending = self._activating.get(stream_id)
+            if pending is None:
+                break
+            try:  # an earlier op of the stream activates it: this one queues behind that one
+                actor = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and not (task is not None and task.cancelling()):
+                    continue  # that caller gave up waiting, not this one: activate it here
+                raise
+            return await actor.submit(op)
+        activated: asyncio.Future[ProcessActor] = asyncio.get_running_loop().create_future()
+        self._activating[stream_id] = activated
+        try:
             actor = await self._activate(identity)
-        else:
-            self._live.move_to_end(identity.stream_id)
-        return await actor.submit(op)
+        except asyncio.CancelledError:
+            activated.cancel()
+            raise
+        except BaseException as exc:
+            activated.set_exception(exc)
+            activated.exception()  # (retrieved: no "never retrieved" warning without waiters)
+            raise
+        finally:
+            del self._activating[stream_id]
+        submitted = actor.submit(op)  # the first op first, then the waiters wake in their order
+        activated.set_result(actor)
+        return await submitted
 
     def submit_live(self, identity: ProcessIdentity, op: Op) -> asyncio.Future[Any] | None:
         """``dispatch`` without a coroutine when the process's actor is live: its mailbox future.

@@ -196,6 +196,21 @@ async def test_commands_decided_in_one_turn_after_another_writer_all_land_in_ord
         assert (await ref.state()).total == 1111
 
 
+async def test_ops_waiting_for_room_under_max_live_keep_their_order(store: LmdbStore) -> None:
+    """The first op of a process waits for room (the one live actor is busy); a second op of the
+    same process, dispatched after it, must run after it. Before, the second one made the actor
+    itself once the busy one went idle, ran first, and the first found the ledger closed."""
+    async with LocalActorSystem(store, workflows=[Ledger], max_live=1, idle_timeout=None) as system:
+        busy = system.spawn("ledger", TENANT, LEDGER_ID)
+        waiting = system.spawn("ledger", TENANT, LEDGER_ID)
+        await busy.execute(Record(amount=1))  # the cap is reached
+        first = asyncio.ensure_future(waiting.execute(Record(amount=7)))
+        await busy.execute(Record(amount=2))  # busy meanwhile: the first op waits for room
+        closed = await waiting.execute(Close())
+        recorded = await first
+        assert [e.sequence for e in recorded] == [1] and [e.sequence for e in closed] == [2]
+
+
 async def test_a_spawned_process_starts_without_a_store_read(
     store: LmdbStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
