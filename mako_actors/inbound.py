@@ -43,13 +43,16 @@ from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
     EdifactError,
     Interchange,
+    InvalidCharacter,
     Message,
     Segment,
     Transaction,
+    UnsupportedCharset,
     decode,
     tokenize,
     try_parse_interchange,
 )
+from mako_actors.edifact.interchange import delimiters_of
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -1104,8 +1107,8 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
         if segment.tag == "UNH":
             unh = segment
             break
-    if unh is None or not unh.value(0):
-        return ()
+    if unh is None or not unh.value(0) or not unh.value(1):
+        return ()  # no reference or no S009 to name it by: the UCI carries the error
     where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" else "UNH"
     return (
         ContrlMessageError(
@@ -1236,12 +1239,19 @@ def _lenient_header(raw: bytes) -> _Header | None:
     identifiable (and answerable by CONTRL).
     """
     try:
-        decoded = decode(raw)
-        text = decoded.text.lstrip("\r\n")
-        end = _segment_end(text, decoded.delimiters.terminator, decoded.delimiters.release)
+        try:
+            decoded = decode(raw)
+            text, delimiters = decoded.text, decoded.delimiters
+        except (UnsupportedCharset, InvalidCharacter):
+            # A charset we do not take, or a byte outside it, further on: the UNB itself is
+            # ASCII, so its sender can still be told (CONTRL 4, 0085 2 or 21).
+            delimiters, start = delimiters_of(raw)
+            text = raw[start:].decode("latin-1")
+        text = text.lstrip("\r\n")
+        end = _segment_end(text, delimiters.terminator, delimiters.release)
         if end < 0:
             return None
-        for segment in tokenize(text[: end + 1], decoded.delimiters):
+        for segment in tokenize(text[: end + 1], delimiters):
             if segment.tag == "UNB":
                 sender, recipient, ref = segment.value(1), segment.value(2), segment.value(4)
                 # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14) get none: a dead letter.

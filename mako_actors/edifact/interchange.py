@@ -302,6 +302,13 @@ class Decoded:
     charset: str
 
 
+def delimiters_of(raw: bytes) -> tuple[Delimiters, int]:
+    """The service characters (UNA's, else the defaults) and where the UNB starts; raises
+    ``EdifactSyntaxError`` for a UNA that is not ASCII. For a reader of the UNB alone."""
+    d, _, start = _prefix(raw)
+    return d, start
+
+
 def decode(raw: bytes, *, source: str | None = None) -> Decoded:
     """Read UNA and UNB S001 from the leading ASCII bytes and decode the rest by that charset.
 

@@ -357,6 +357,31 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
     assert await store.outbox_count() == 0
 
 
+@pytest.mark.parametrize(
+    ("defect", "uci"),
+    [("charset", b"+4+2+UNB'"), ("byte", b"+4+21"), ("no s009", b"+4+")],
+)
+async def test_an_identifiable_sender_of_a_broken_interchange_gets_a_contrl(
+    store: LmdbStore, defect: str, uci: bytes
+) -> None:
+    """Whoever an intact UNB names gets CONTRL 4 (DOMAIN §4: unknown -> reject with CONTRL).
+    Before: a charset we do not take, a byte outside UNOB, a UNH without S009: a dead letter only."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    raw = anmeldung_55001()
+    broken = {
+        "charset": raw.replace(b"UNB+UNOC:3+", b"UNB+UNOY:3+", 1),
+        "byte": raw.replace(b"UNB+UNOC:3+", b"UNB+UNOB:3+", 1).replace(b"BGM+E01+", b"BGM+E01+\xfc", 1),
+        "no s009": raw.replace(b"+UTILMD:D:11A:UN:S2.1'", b"'", 1),
+    }[defect]
+    assert broken != raw
+    result = await p.ingest(broken, THU_1430)
+    assert result.status == "rejected"
+    [contrl] = await outbox(store)
+    assert contrl.message_type == "CONTRL" and contrl.recipient == LFN
+    assert uci in render_outbound("CONTRL", contrl.payload)
+
+
 async def test_an_interchange_of_syntax_version_4_is_refused_with_contrl_0085_2(store: LmdbStore) -> None:
     """DOMAIN §4: syntax version 3. Before, UNOC:4 was accepted (CONTRL 7) and its repetition
     separator read as data."""
