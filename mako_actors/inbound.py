@@ -1095,7 +1095,10 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
 
     AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received.
     """
-    if error.segment_tag not in ("UNT", "UNH") or error.segment_number is None:
+    # A message without its UNT is reported where the parser met the UNH or UNZ that cut it
+    # off: the line names the message before that segment, 0013 UNT.
+    cut_off = error.expected == "UNT" and error.segment_tag in ("UNH", "UNZ", None)
+    if (error.segment_tag not in ("UNT", "UNH") and not cut_off) or error.segment_number is None:
         return ()
     try:
         decoded = decode(raw)
@@ -1103,13 +1106,14 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
     except (EdifactError, ValueError, IndexError):
         return ()
     unh: Segment | None = None
-    for segment in reversed(segments[: min(error.segment_number, len(segments))]):
+    last = error.segment_number - 1 if cut_off else error.segment_number
+    for segment in reversed(segments[: min(last, len(segments))]):
         if segment.tag == "UNH":
             unh = segment
             break
     if unh is None or not unh.value(0) or not unh.value(1):
         return ()  # no reference or no S009 to name it by: the UCI carries the error
-    where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" else "UNH"
+    where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" or cut_off else "UNH"
     return (
         ContrlMessageError(
             message_ref=unh.value(0),

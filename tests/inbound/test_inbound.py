@@ -382,6 +382,23 @@ async def test_an_identifiable_sender_of_a_broken_interchange_gets_a_contrl(
     assert uci in render_outbound("CONTRL", contrl.payload)
 
 
+@pytest.mark.parametrize("after", ["another message", "the UNZ"])
+async def test_a_message_without_its_unt_is_named_in_the_contrl(store: LmdbStore, after: str) -> None:
+    """AHB-FACTS §6: UCM+<0062 of the faulty message>+<S009>+4+<0085>+UNT. Before, the line named
+    the intact message that followed (M2), or the error sat on the UCI with 0013 UNZ."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    head = f"UNA:+.? 'UNB+UNOC:3+{LFN}:500+{NB}:500+251113:1330+IC1'UNH+M1+UTILMD:D:11A:UN:S2.1'BGM+E01+D1'"
+    tail = {
+        "another message": "UNH+M2+UTILMD:D:11A:UN:S2.1'BGM+E01+D2'UNT+3+M2'UNZ+2+IC1'",
+        "the UNZ": "UNZ+1+IC1'",
+    }[after]
+    result = await p.ingest((head + tail).encode(), THU_1430)
+    assert result.status == "rejected"
+    [contrl] = await outbox(store)
+    assert b"UCM+M1+UTILMD:D:11A:UN:S2.1+4+13+UNT'" in render_outbound("CONTRL", contrl.payload)
+
+
 async def test_an_interchange_of_syntax_version_4_is_refused_with_contrl_0085_2(store: LmdbStore) -> None:
     """DOMAIN §4: syntax version 3. Before, UNOC:4 was accepted (CONTRL 7) and its repetition
     separator read as data."""
