@@ -86,7 +86,8 @@ class Transaction:
     dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3). ``malo`` is LOC+Z16,
     else a Tranche's ID (LOC+Z21) when the transaction names no MaLo (a 55004 of a Tranche, ZW5).
     ``malformed_dates`` holds ``(qualifier, "value:format")`` of each DTM+92/93 that was sent but
-    does not fit its format (e.g. ``("92", "2025061:102")``): such a date is ``None`` like an
+    does not fit its format (e.g. ``("92", "2025061:102")``, or a 303 whose zone is not ``+00``):
+    such a date is ``None`` like an
     absent one, and this tells the two apart (APERAK Z35 "Format nicht eingehalten", not Z29
     "fehlt").
     """
@@ -803,11 +804,13 @@ def _transaction(
         elif tag == "DTM":
             if q == "92" and start is None:
                 start = _dtm(seg, number, problems)
-                if start is None:
+                if start is None or _zone_not_utc(seg):
+                    start = None
                     malformed += (("92", _dtm_text(seg)),)
             elif q == "93" and end is None:
                 end = _dtm(seg, number, problems)
-                if end is None:
+                if end is None or _zone_not_utc(seg):
+                    end = None
                     malformed += (("93", _dtm_text(seg)),)
         elif q == "7":
             if reason is None:
@@ -865,6 +868,14 @@ def _dtm(seg: Segment, number: int, problems: list[str]) -> datetime | None:
         _DTM_CACHE.clear()
     _DTM_CACHE[key] = parsed
     return parsed
+
+
+def _zone_not_utc(seg: Segment) -> bool:
+    """Whether a DTM of format 303/304 names a zone other than ``+00``: a transaction's
+    Zuordnungsbeginn/-ende is UTC in MaKo (AHB condition [931], DOMAIN §4), so an offset is
+    "Format nicht eingehalten" (APERAK Z35), however well the instant itself parses."""
+    value, fmt = seg.value(0, 1), seg.value(0, 2)
+    return fmt in ("303", "304") and not value.endswith("+00")
 
 
 def _dtm_text(seg: Segment) -> str:

@@ -55,6 +55,18 @@ async def test_malformed_zuordnungsbeginn_gets_z35_naming_the_value(store: LmdbS
     assert "DTM+92:2025113:102" in text
 
 
+async def test_a_zuordnungsbeginn_with_a_zone_other_than_utc_gets_z35(store: LmdbStore) -> None:
+    """DOMAIN §4: format 303 in MaKo with ``?+00`` (UTC; AHB condition [931]). Before, a +01
+    was read as the instant it names and the Anmeldung confirmed (APERAK 312, 55002 A51)."""
+    sent = dtm("92", START)
+    assert sent.endswith("?+00:303")
+    berlin = START + timedelta(hours=1)  # the same instant, written with a +01 offset
+    raw = anmeldung().replace(sent.encode(), f"DTM+92:{berlin:%Y%m%d%H%M}?+01:303".encode())
+    ercs, text = await _refusal(store, raw)
+    assert ercs == ["Z35"]
+    assert "+01:303" in text  # names the value as sent
+
+
 async def test_anmeldung_with_an_impossible_date_gets_z35(store: LmdbStore) -> None:
     raw = anmeldung().replace(dtm("92", START).encode(), b"DTM+92:20251131:102")  # 31 November
     ercs, text = await _refusal(store, raw)
