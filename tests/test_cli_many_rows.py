@@ -13,7 +13,6 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +32,7 @@ from mako_actors.edifact import parse_interchange
 from mako_actors.ids import ConversationId
 from mako_actors.process import Process
 from stores.lmdb import LmdbStore
+from tests.test_cli_store import run, run_json
 from tests.workflows import Ledger, Record
 
 Capture = pytest.CaptureFixture[str]
@@ -101,18 +101,6 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OutboxMessage]:
         [deadline(n) for n in range(3)],
     )
     return path, late
-
-
-def run(capsys: Capture, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: Capture, *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_json_lists_every_row_and_a_table_says_how_many_it_leaves_out(
