@@ -199,6 +199,9 @@ class _Host:
         self._clock: Callable[[], datetime] = self._pushed or spec.get("clock") or system_clock
         self._systems: dict[int, LocalActorSystem] = {}
         self._stores: dict[int, Any] = {}
+        # ``hand_over`` awaits its actors' drain; a ``reopen`` of a move given up meanwhile must
+        # wait for it (else the copy it fences would be the one just reopened).
+        self._moving = asyncio.Lock()
         self._peers: dict[str, Any] = {}
         self._router: _HostRouter | None = None
         self._peer_batches: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
@@ -512,26 +515,29 @@ class _Host:
         """Close the partition here (its actors drain first) and return a consistent copy of it."""
         from stores.partitioned import export_partition, open_partition
 
-        system = self._systems.pop(partition, None)
-        store = self._stores.pop(partition, None)
-        if system is not None:
-            await system.aclose()  # drains every mailbox, then closes the store
-        store = open_partition(self._spec["data_dir"], partition, self._count)
-        try:
-            # No write on this copy from now on, by any process (another driver's dedicated
-            # actor): what is in the copy below is all that was ever acknowledged here.
-            store.fence(True)
-            return export_partition(store)
-        finally:
-            await store.aclose()
+        async with self._moving:
+            system = self._systems.pop(partition, None)
+            store = self._stores.pop(partition, None)
+            if system is not None:
+                await system.aclose()  # drains every mailbox, then closes the store
+            store = open_partition(self._spec["data_dir"], partition, self._count)
+            try:
+                # No write on this copy from now on, by any process (another driver's dedicated
+                # actor): what is in the copy below is all that was ever acknowledged here.
+                store.fence(True)
+                return export_partition(store)
+            finally:
+                await store.aclose()
 
     async def reopen(self, partition: int) -> None:
         """Open ``partition`` here (if it is not open) with its fence lifted: the copy ``adopt``
         installed, once the map names this node; the old copy again after a move that failed;
-        a fence a move left behind when it stopped midway (open or not)."""
-        if partition not in self._systems:
-            self._open(partition)
-        self._stores[partition].fence(False)
+        a fence a move left behind when it stopped midway (open or not). Waits for a
+        ``hand_over`` under way here."""
+        async with self._moving:
+            if partition not in self._systems:
+                self._open(partition)
+            self._stores[partition].fence(False)
 
     async def adopt(self, partition: int, data: bytes) -> None:
         """Install the copy ``hand_over`` made, unopened and fenced as it came: ``reopen`` opens it

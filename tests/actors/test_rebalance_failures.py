@@ -184,3 +184,16 @@ async def test_lookups_refused_at_once_by_the_old_node_all_follow_another_driver
     found = await asyncio.gather(*(stale.lookup(TENANT, key) for _ in range(3)), return_exceptions=True)
     # Before: the first refusal re-read the map; the others found it read and gave up.
     assert [getattr(f, "stream_id", f) for f in found] == [nodes.identity.stream_id] * 3
+
+
+async def test_a_reopen_sent_while_the_copy_is_taken_waits_for_it(nodes: Nodes) -> None:
+    """A move given up while the old host drains the partition for its copy: the undo's reopen
+    reaches the host meanwhile. Before, it opened the partition at once, and the copy taken
+    after it fenced what it had opened (every write refused until another rebalance)."""
+    await nodes.write(nodes.a)
+    copy = asyncio.create_task(nodes.a.hand_over(0))
+    await asyncio.sleep(0)  # the copy is under way: its actors drain
+    await nodes.a.reopen(0)
+    await copy
+    assert await nodes.a.open_partitions() == [0]
+    assert not refused(await nodes.write(nodes.a)) and await nodes.total(nodes.a) == 2
