@@ -575,11 +575,14 @@ class LmdbStore(StoreBase):
                 out: list[Any] = []
                 failed: dict[str, int] = {}  # a failed commit's stream -> the version it would leave
                 for fn in request.fns:
+                    # (``failed_commit`` only where a write can fail: not on the success path.)
                     blocked = chained_conflict(fn, failed, txn) if failed else None
                     if blocked is not None:
                         out.append(blocked)
+                        failed_commit(fn, blocked, failed)
                     elif index in isolated:
                         out.append(self._nested(parent, txn, fn))
+                        failed_commit(fn, out[-1], failed)
                     else:
                         writes = txn.writes
                         try:
@@ -592,7 +595,7 @@ class LmdbStore(StoreBase):
                             if txn.writes != writes or isinstance(exc, lmdb.Error):
                                 raise _Redo(index) from None
                             out.append(self._as_error(exc))
-                    failed_commit(fn, out[-1], failed)
+                            failed_commit(fn, out[-1], failed)
                     index += 1
                 results.append(out)
             txn.flush()

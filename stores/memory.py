@@ -36,16 +36,17 @@ class InMemoryStore(StoreBase):
             blocked = chained_conflict(fn, failed, txn) if failed else None
             if blocked is not None:
                 results.append(blocked)
-                continue
-            try:
-                results.append(run_write(fn, txn))
-            except EngineError as exc:
-                txn.rollback()
-                results.append(exc)
-            except Exception as exc:  # a bug in one write must not take its batch down
-                txn.rollback()
-                results.append(StoreError(f"write failed: {exc!r}"))
-            failed_commit(fn, results[-1], failed)
+            else:
+                try:
+                    results.append(run_write(fn, txn))
+                    continue
+                except EngineError as exc:
+                    txn.rollback()
+                    results.append(exc)
+                except Exception as exc:  # a bug in one write must not take its batch down
+                    txn.rollback()
+                    results.append(StoreError(f"write failed: {exc!r}"))
+            failed_commit(fn, results[-1], failed)  # a chain goes on through a blocked one too
         self._stats.transactions += 1
         self._stats.largest_batch = max(self._stats.largest_batch, len(fns))
         return results

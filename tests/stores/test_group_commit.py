@@ -77,22 +77,25 @@ async def test_commits_of_one_stream_in_one_request_are_a_chain(tmp_path: Path, 
     try:
         chained, other = identity(), identity()
         await store.append(chained.stream_id, ExpectedVersion.NO_STREAM, [envelope(chained)])
-        # Decided on version 1, but another writer made it 2: the first conflicts, and the
-        # second (expecting the first's version, 2) must not slip in.
-        stale = Commit(
-            stream_id=chained.stream_id, expected=ExpectedVersion.exact(1), events=[envelope(chained, 2)]
-        )
-        await store.append(chained.stream_id, ExpectedVersion.exact(1), [envelope(chained, 2)])
-        follows = Commit(
-            stream_id=chained.stream_id, expected=ExpectedVersion.exact(2), events=[envelope(chained, 3)]
+
+        # Decided on version 1, but another writer made it 3: the first conflicts, and the
+        # ones after it (expecting 2, then 3: the third matches the stream) must not slip in.
+        def chain(version: int) -> Commit:
+            return Commit(
+                stream_id=chained.stream_id, expected=ExpectedVersion.exact(version),
+                events=[envelope(chained, version + 1)],
+            )  # fmt: skip
+
+        await store.append(
+            chained.stream_id, ExpectedVersion.exact(1), [envelope(chained, 2), envelope(chained, 3)]
         )
         alone = Commit(
             stream_id=other.stream_id, expected=ExpectedVersion.NO_STREAM, events=[envelope(other)]
         )
-        results = await store.commit_many([stale, follows, alone])
-        assert [type(r) for r in results[:2]] == [VersionConflict, VersionConflict]
-        assert not isinstance(results[2], EngineError)
-        assert await store.stream_version(chained.stream_id) == 2
+        results = await store.commit_many([chain(1), chain(2), chain(3), alone])
+        assert [type(r) for r in results[:3]] == [VersionConflict] * 3
+        assert not isinstance(results[3], EngineError)
+        assert await store.stream_version(chained.stream_id) == 3
         assert await store.stream_version(other.stream_id) == 1
     finally:
         await store.aclose()
