@@ -566,8 +566,9 @@ class InboundPipeline:
             sender_qualifier=parsed.sender.qualifier,
             recipient_qualifier=parsed.recipient.qualifier,
         )
+        only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
         # A CONTRL gets no CONTRL back, also when its interchange is refused (ISO 9735).
-        answer = not (parsed.messages and all(m.message_type == "CONTRL" for m in parsed.messages))
+        answer = not (parsed.messages and only_contrl)
         if parsed.recipient.id not in self._tenants:
             await self._misaddressed(result, digest, received_at, answer)
             return result
@@ -603,7 +604,6 @@ class InboundPipeline:
                 acknowledge=answer,
             )
             return result
-        only_contrl = all(m.message_type == "CONTRL" for m in parsed.messages)
         # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
         receipts = self._receipt_handle(result)
         unrecorded = await self._receipt_is_new(receipts, digest) if self._receipt_after_routing else ""

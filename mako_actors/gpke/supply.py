@@ -20,6 +20,7 @@ nothing up). Everything stays local to one MaLo.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -418,23 +419,20 @@ class SupplyView:
 
     def suppliers(self, at: datetime) -> Suppliers:
         """The supplier at ``at`` and the earliest one confirmed to start after it."""
-        later = [a for a in self.assignments if a.start is not None and a.start > at and not a.cancelled]
-        nxt = min(later, key=lambda a: a.start or at) if later else None
-        return Suppliers(
-            current=self.supplier_at(at),
-            future=nxt.supplier if nxt else None,
-            future_start=nxt.start if nxt else None,
-        )
+        later = self.superseded(at)
+        future, future_start = later[0] if later else (None, None)
+        return Suppliers(current=self.supplier_at(at), future=future, future_start=future_start)
 
     def superseded(self, at: datetime, until: datetime | None = None) -> tuple[tuple[str, datetime], ...]:
         """``(supplier, start)`` of every confirmed assignment starting after ``at`` (and before
         ``until``, the end of a befristete supply from ``at``), by start: what an Anmeldung from
         ``at`` cancels when it is confirmed (``_cut``), each supplier told by a 55038."""
-        return tuple(
+        later = [
             (a.supplier, a.start)
-            for a in sorted(self.assignments, key=lambda a: a.start or at)
+            for a in self.assignments
             if a.start is not None and a.start > at and not a.cancelled and (until is None or a.start < until)
-        )
+        ]
+        return tuple(sorted(later, key=operator.itemgetter(1)))  # (stable: ties keep journal order)
 
     def can_end(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier`` holds an assignment an Abmeldung ending at ``end`` can end: one
