@@ -71,7 +71,9 @@ from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.payloads import (
     AperakError,
     AperakPayload,
+    ContrlDataElementError,
     ContrlMessageError,
+    ContrlSegmentError,
     OutboundRef,
     contrl_payload,
 )
@@ -1091,37 +1093,70 @@ _VERSIONED_TYPES = frozenset(t for table in UNH_VERSIONS.values() for t in table
 
 
 def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError, ...]:
-    """The UCM line of a message-level defect (UNT count or reference, UNH reference), if any.
+    """The UCM line of a message-level defect, if any: in UNH or UNT (count, reference, a cut-off
+    message), or a located data element error in another segment of a message.
 
-    AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received.
+    AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received; an
+    error elsewhere in the message is ``UCM+<0062>+<S009>+4`` with ``UCS+<position>`` and
+    ``UCD+<0085>+<0098>[:<0104>]`` (Muss [9]).
     """
     # A message without its UNT is reported where the parser met the UNH or UNZ that cut it
     # off: the line names the message before that segment, 0013 UNT.
     cut_off = error.expected == "UNT" and error.segment_tag in ("UNH", "UNZ", None)
-    if (error.segment_tag not in ("UNT", "UNH") and not cut_off) or error.segment_number is None:
+    in_body = error.element is not None and error.segment_tag not in _ENVELOPE_TAGS
+    envelope_error = error.segment_tag in ("UNT", "UNH") or cut_off
+    if not (envelope_error or in_body) or error.segment_number is None:
         return ()
     try:
-        decoded = decode(raw)
-        segments = tokenize(decoded.text, decoded.delimiters)
+        if isinstance(error, InvalidCharacter):
+            # The charset check failed, so read the bytes as Latin-1 (one character per byte)
+            # to find the message around the offending one.
+            d, start = delimiters_of(raw)
+            segments = tokenize(raw[start:].decode("latin-1"), d)
+        else:
+            decoded = decode(raw)
+            segments = tokenize(decoded.text, decoded.delimiters)
     except (EdifactError, ValueError, IndexError):
         return ()
+    if in_body and segments[min(error.segment_number, len(segments)) - 1].tag in _ENVELOPE_TAGS:
+        return ()  # e.g. a bad byte in UNB or UNH (the error names no tag): the UCI carries it
     unh: Segment | None = None
+    unh_number = 0
     last = error.segment_number - 1 if cut_off else error.segment_number
-    for segment in reversed(segments[: min(last, len(segments))]):
-        if segment.tag == "UNH":
-            unh = segment
+    for k in range(min(last, len(segments)) - 1, -1, -1):
+        tag = segments[k].tag
+        if tag == "UNH":
+            unh, unh_number = segments[k], k + 1
             break
+        if in_body and tag in ("UNT", "UNB", "UNZ"):
+            return ()  # the segment stands outside any message: the UCI carries the error
     if unh is None or not unh.value(0) or not unh.value(1):
         return ()  # no reference or no S009 to name it by: the UCI carries the error
+    message_ref, message_type = unh.value(0), ":".join(unh.components(1))
+    if in_body and error.element is not None:
+        element, component = error.element
+        failed = ContrlDataElementError(
+            error_code=error.syntax_error_code, element=element, component=component
+        )
+        position = error.segment_number - unh_number + 1
+        return (
+            ContrlMessageError(
+                message_ref=message_ref, message_type=message_type,
+                segment_error=ContrlSegmentError(position=position, elements=(failed,)),
+            ),
+        )  # fmt: skip
+    if not envelope_error:
+        return ()
     where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" or cut_off else "UNH"
     return (
         ContrlMessageError(
-            message_ref=unh.value(0),
-            message_type=":".join(unh.components(1)),
-            code=error.syntax_error_code,
-            segment=where,
+            message_ref=message_ref, message_type=message_type, code=error.syntax_error_code, segment=where
         ),
     )
+
+
+#: Segments whose errors are the interchange's or a message envelope's, never a UCS line.
+_ENVELOPE_TAGS = frozenset({"UNA", "UNB", "UNZ", "UNH", "UNT"})
 
 
 def _log_result(result: IngestResult) -> None:
@@ -1156,7 +1191,9 @@ def _ack_values(interchange: Interchange, message: Message, received_at: datetim
         # AHB-FACTS §6: an interchange-level 0085 sits on UCI, a message-level one on its UCM
         # line (UCM+<0062>+<S009>+4+<0085>+UNH|UNT) with a UCI that carries no code.
         ucms = by_tag.get("UCM", [])
-        codes = tuple(c for c in (uci[0].value(4), *(u.value(3) for u in ucms)) if c)
+        # Codes of the UCS/UCD lines too: an error inside a message is named only there.
+        inner = (*(u.value(1) for u in by_tag.get("UCS", [])), *(u.value(0) for u in by_tag.get("UCD", [])))
+        codes = tuple(c for c in (uci[0].value(4), *(u.value(3) for u in ucms), *inner) if c)
         # 0083 4 rejects; 7 (accepted) and 8 (received only) do not (DOMAIN §1): a rejected
         # message counts as not received, which stops a deemed LFA agreement.
         return base | {

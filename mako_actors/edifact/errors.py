@@ -50,6 +50,8 @@ class EdifactError(EngineError):
     position of the offending segment in the interchange (UNB is 1; the UNA service string
     advice is not counted), ``segment_tag`` its tag, ``expected``/``found`` what the receiver
     wanted and what it got, and ``syntax_error_code`` the ISO 9735 0085 code for CONTRL.
+    ``element``, when known, locates a data-element error inside its segment as CONTRL's UCD
+    counts it: (0098, 0104), the segment tag being element 1 and ``None`` for a simple element.
     """
 
     default_code: ClassVar[str] = "18"
@@ -64,6 +66,7 @@ class EdifactError(EngineError):
         expected: str | None = None,
         found: str | None = None,
         syntax_error_code: str | None = None,
+        element: tuple[int, int | None] | None = None,
     ) -> None:
         self.detail = detail
         self.source = source
@@ -72,6 +75,7 @@ class EdifactError(EngineError):
         self.expected = expected
         self.found = found
         self.syntax_error_code = syntax_error_code or self.default_code
+        self.element = element
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -102,11 +106,13 @@ class EdifactError(EngineError):
             "expected": self.expected,
             "found": self.found,
             "syntax_error_code": self.syntax_error_code,
+            "element": list(self.element) if self.element is not None else None,
         }
 
     @classmethod
     def _build(cls, args: dict[str, Any]) -> EdifactError:
         number = args.get("segment_number")
+        element = args.get("element")
         return cls(
             str(args.get("detail", "")),
             source=args.get("source"),
@@ -115,6 +121,7 @@ class EdifactError(EngineError):
             expected=args.get("expected"),
             found=args.get("found"),
             syntax_error_code=args.get("syntax_error_code"),
+            element=(int(element[0]), None if element[1] is None else int(element[1])) if element else None,
         )
 
     @classmethod

@@ -329,13 +329,45 @@ def _decode_text(raw: bytes, start: int, d: Delimiters, syntax_id: str, codec: s
         return raw[start:].decode(codec)
     except UnicodeDecodeError as exc:
         pos = start + exc.start
-        number = raw[start:pos].count(d.terminator.encode("latin-1")) + 1
+        number, element = _locate(raw[start:pos].decode("latin-1"), raw[pos:].decode("latin-1"), d)
         raise InvalidCharacter(
             f"byte 0x{raw[pos]:02X} at offset {pos} is not valid in {syntax_id} ({codec})",
             segment_number=number,
             expected=f"{syntax_id} characters",
             found=f"0x{raw[pos]:02X}",
+            element=element,
         ) from None
+
+
+def _locate(before: str, after: str, d: Delimiters) -> tuple[int, tuple[int, int | None]]:
+    """The segment number (UNB = 1) and UCD position (0098, 0104) of the character that starts
+    ``after``; released delimiters do not count. 0104 is named only when the element holds a
+    component separator, i.e. is a composite as written."""
+    segment, element, component = 1, 1, 1  # element 1 is the tag
+    released = False
+    for c in before:
+        if released:
+            released = False
+        elif c == d.release:
+            released = True
+        elif c == d.terminator:
+            segment, element, component = segment + 1, 1, 1
+        elif c == d.element:
+            element, component = element + 1, 1
+        elif c == d.component:
+            component += 1
+    composite = component > 1
+    for c in after:
+        if released:
+            released = False
+        elif c == d.release:
+            released = True
+        elif c in (d.element, d.terminator):
+            break
+        elif c == d.component:
+            composite = True
+            break
+    return segment, (element, component if composite else None)
 
 
 def _parse(raw: bytes, source: str | None) -> Interchange:
@@ -427,6 +459,10 @@ def _check_lengths(seg: Segment, number: int) -> None:
             _too_long(seg, number)
 
 
+#: Segments whose limited elements are all simple data elements (no 0104 in a UCD).
+_SIMPLE = frozenset({"UNT", "UNZ"})
+
+
 def _too_long(seg: Segment, number: int) -> None:
     # The first offending value in table order names the error.
     for element, component, name, limit in _MAX_LENGTHS[seg.tag]:
@@ -436,6 +472,9 @@ def _too_long(seg: Segment, number: int) -> None:
                 f"{seg.tag} data element {name} is longer than its {limit} characters",
                 segment_number=number, segment_tag=seg.tag,
                 expected=f"at most {limit} characters", found=value[:40],
+                # Every element the table limits is a composite (or S0xx) but UNT's/UNZ's and
+                # UNB 0020..0035, which are simple: those name no component (0104).
+                element=(element + 2, None if seg.tag in _SIMPLE else component + 1),
             )
 
 

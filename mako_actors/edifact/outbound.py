@@ -35,7 +35,9 @@ __all__ = [
     "Aperak",
     "AperakError",
     "Contrl",
+    "ContrlDataElementError",
     "ContrlMessage",
+    "ContrlSegmentError",
     "UtilmdMessage",
     "UtilmdTransaction",
     "build_aperak",
@@ -223,12 +225,44 @@ class Aperak(_Header):
         return self
 
 
+class ContrlDataElementError(BaseModel):
+    """One UCD line: ``UCD+<0085>+<0098>[:<0104>]``, a data element in error (AHB-FACTS §6).
+
+    ``element`` counts the segment tag as 1; ``component`` (from 1) only for a composite.
+    """
+
+    model_config = _FROZEN
+
+    error_code: str = Field(min_length=1)
+    element: int = Field(ge=1)
+    component: int | None = Field(default=None, ge=1)
+
+
+class ContrlSegmentError(BaseModel):
+    """One UCS line and its UCD lines: ``UCS+<0096>[+<0085>]``, a segment in error inside a
+    message, ``position`` counted from its UNH as 1 (AHB-FACTS §6: Muss when the error is not in
+    UNH or UNT). ``error_code`` is a segment-level 0085; element errors go in ``elements``."""
+
+    model_config = _FROZEN
+
+    position: int = Field(ge=2)
+    error_code: str | None = None
+    elements: tuple[ContrlDataElementError, ...] = ()
+
+    @model_validator(mode="after")
+    def _names_an_error(self) -> ContrlSegmentError:
+        if self.error_code is None and not self.elements:
+            raise ValueError("a UCS line needs a segment error code (0085) or a data element error (UCD)")
+        return self
+
+
 class ContrlMessage(BaseModel):
     """One UCM line: a received message (0062 + S009 as received) and our action on it.
 
     A message-level syntax error is ``action`` 4 with ``error_code`` (0085) and
     ``error_segment`` (0013, ``UNH`` or ``UNT``), e.g. a wrong UNT count ``+4+29+UNT``
-    (AHB-FACTS §6).
+    (AHB-FACTS §6). An error in another segment of the message is ``action`` 4 with
+    ``segment_errors`` (UCS/UCD lines) and no 0085/0013 on the UCM line.
     """
 
     model_config = _FROZEN
@@ -242,11 +276,14 @@ class ContrlMessage(BaseModel):
     action: Literal["7", "4"]
     error_code: str | None = None
     error_segment: Literal["UNH", "UNT"] | None = None
+    segment_errors: tuple[ContrlSegmentError, ...] = ()
 
     @model_validator(mode="after")
     def _segment_needs_code(self) -> ContrlMessage:
         if self.error_segment is not None and self.error_code is None:
             raise ValueError("error_segment (0013) needs an error_code (0085)")
+        if self.segment_errors and self.action != "4":
+            raise ValueError("a message with segment errors (UCS) is rejected: action 4")
         return self
 
 
@@ -498,7 +535,7 @@ def build_aperak(a: Aperak) -> OutboundMessage:
 
 
 def build_contrl(c: Contrl) -> OutboundMessage:
-    """The CONTRL message for ``c`` (UCI, then one UCM per listed message)."""
+    """The CONTRL message for ``c`` (UCI, then one UCM per listed message with its UCS/UCD)."""
     body: list[Segment] = [
         seg(
             "UCI", c.interchange_ref, [c.interchange_sender_id, c.interchange_sender_qualifier],
@@ -509,6 +546,11 @@ def build_contrl(c: Contrl) -> OutboundMessage:
     for m in c.messages:
         s009 = [m.message_type, m.version, m.release, m.agency, m.association_code]
         body.append(seg("UCM", m.reference, s009, m.action, m.error_code, m.error_segment))
+        for e in m.segment_errors:
+            body.append(seg("UCS", str(e.position), e.error_code))
+            for d in e.elements:
+                where = str(d.element) if d.component is None else [str(d.element), str(d.component)]
+                body.append(seg("UCD", d.error_code, where))
     release, association = _unh(c, "CONTRL")
     return OutboundMessage(
         reference=c.reference, message_type="CONTRL", release=release,

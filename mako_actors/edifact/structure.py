@@ -10,6 +10,7 @@ segment tag plus its first qualifier (``DTM+92``, ``LOC+Z16``, ``STS+7``). Sourc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -377,18 +378,23 @@ def _contrl(message: Message) -> list[str]:
     where = f"CONTRL {message.reference}"
     tags = [s.tag for s in body]
     problems: list[str] = []
-    if not tags or tags[0] != "UCI" or any(t != "UCM" for t in tags[1:]):
-        problems.append(f"{where}: expected UCI then UCM lines, got {'/'.join(tags)}")
+    # UCI, then per message UCM [UCS [UCD...]...] (AHB-FACTS §6).
+    shape = "".join({"UCI": "I", "UCM": "M", "UCS": "S", "UCD": "D"}.get(t, "?") for t in tags)
+    if re.fullmatch(r"I(M(SD*)*)*", shape) is None:
+        problems.append(f"{where}: expected UCI then UCM lines with their UCS/UCD, got {'/'.join(tags)}")
         return problems
     uci = body[0]
     if uci.value(3) not in ("4", "7"):
         problems.append(f"{where}: UCI 0083 {uci.value(3)!r} is neither 4 nor 7 (§6)")
-    rejected = [s for s in body[1:] if s.value(2) == "4"]
-    if rejected and uci.value(3) != "4":
+    ucms = [s for s in body[1:] if s.tag == "UCM"]
+    if any(s.value(2) == "4" for s in ucms) and uci.value(3) != "4":
         problems.append(f"{where}: a rejected message (UCM 4) needs UCI 0083 = 4 (§6)")
-    for s in body[1:]:
+    for s in ucms:
         if s.value(2) == "4" and s.value(3) and s.value(4) not in ("UNH", "UNT", ""):
             problems.append(f"{where}: UCM 0013 {s.value(4)!r} is neither UNH nor UNT (§6)")
+    for k, t in enumerate(tags):
+        if t == "UCS" and (k + 1 >= len(tags) or tags[k + 1] != "UCD") and not body[k].value(1):
+            problems.append(f"{where}: UCS+{body[k].value(0)} names neither a 0085 nor a UCD (§6)")
     return problems
 
 

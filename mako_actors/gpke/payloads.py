@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mako_actors.edifact.outbound import ContrlDataElementError, ContrlSegmentError
 from mako_actors.edifact.structure import BGM_DOCUMENT_CODE
 from mako_actors.edifact.versions import sending_format_version
 from mako_actors.errors import InvalidArgument
@@ -41,9 +42,11 @@ else:
 __all__ = [
     "AperakError",
     "AperakPayload",
+    "ContrlDataElementError",
     "ContrlMessageError",
     "ContrlMessageLine",
     "ContrlPayload",
+    "ContrlSegmentError",
     "EnvelopePayload",
     "OutboundRef",
     "UtilmdPayload",
@@ -556,25 +559,35 @@ class ContrlMessageLine(BaseModel):
     action: Literal["7", "4"]
     error_code: str | None = None
     error_segment: str | None = None
+    segment_errors: tuple[ContrlSegmentError, ...] | None = None  # None: stored without (none)
 
 
 class ContrlMessageError(BaseModel):
     """A message-level syntax error to report in a CONTRL ``UCM`` (AHB-FACTS §6).
 
     ``message_ref`` is the faulty message's UNH 0062, ``message_type`` its full S009 as received
-    (``UTILMD:D:11A:UN:S2.1``), ``code`` the 0085 (e.g. ``29`` for a wrong UNT count) and
-    ``segment`` the 0013 where the error sits (``UNH`` or ``UNT``).
+    (``UTILMD:D:11A:UN:S2.1``). An error in UNH or UNT is ``code`` (0085, e.g. ``29`` for a wrong
+    UNT count) and ``segment`` (0013); an error in another segment of the message is
+    ``segment_error`` (its UCS/UCD lines), and the UCM line then carries no 0085.
     """
 
     model_config = _FROZEN
 
     message_ref: str = Field(min_length=1)  # as received, even when over-long (it is the defect)
     message_type: str = Field(min_length=1)
-    code: str = Field(min_length=1)
-    segment: Literal["UNH", "UNT"]
+    code: str | None = Field(default=None, min_length=1)
+    segment: Literal["UNH", "UNT"] | None = None
+    segment_error: ContrlSegmentError | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ContrlMessageError:
+        if (self.code is None or self.segment is None) == (self.segment_error is None):
+            raise ValueError("a message error is either code + segment (UNH/UNT) or a segment_error (UCS)")
+        return self
 
     def line(self) -> ContrlMessageLine:
-        """The ``UCM+<0062>+<S009>+4+<0085>+<0013>`` line of this error (S009 copied as received)."""
+        """The ``UCM+<0062>+<S009>+4[+<0085>+<0013>]`` line of this error (S009 copied as
+        received), with its UCS/UCD lines."""
         parts = self.message_type.split(":")
         parts += [""] * (5 - len(parts))
         kind, version, release, agency, association = parts[:5]
@@ -588,6 +601,7 @@ class ContrlMessageError(BaseModel):
             action="4",
             error_code=self.code,
             error_segment=self.segment,
+            segment_errors=(self.segment_error,) if self.segment_error is not None else None,
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mako_actors import OutboxMessage, StreamId, TenantId
-from mako_actors.edifact import parse_interchange, render_outbound
+from mako_actors.edifact import check_structure, parse_interchange, render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.synthetic import abmeldung, anmeldung, lfa_answer
 from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
@@ -359,7 +359,12 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
 
 @pytest.mark.parametrize(
     ("defect", "uci"),
-    [("charset", b"+4+2+UNB'"), ("byte", b"+4+21"), ("no s009", b"+4+")],
+    [
+        ("charset", b"+4+2+UNB'"),
+        # An element error inside a message: on its UCM line's UCS/UCD (AHB-FACTS §6).
+        ("byte", b"+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'UCS+2'UCD+21+3'"),
+        ("no s009", b"+4+"),
+    ],
 )
 async def test_an_identifiable_sender_of_a_broken_interchange_gets_a_contrl(
     store: LmdbStore, defect: str, uci: bytes
@@ -486,3 +491,51 @@ async def test_garbage_never_raises_and_is_kept_as_receipt_or_dead_letter(
     result = await p.ingest(raw, THU_1430, source="garbage.edi")
     assert result.status == "rejected" and result.error
     assert await store.outbox_count() + len(await store.dead_letters()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "charset", "lines"),
+    [
+        # BGM 1004 an..35: element 3 (the tag is 1), component 1, segment 2 of the message.
+        ("BGM+E01+" + "D" * 36 + "'", "UNOC", "UCS+2'UCD+39+3:1'"),
+        # A byte outside UNOB in NAD C080 (element 5, component 1), segment 3; the released
+        # terminator in the FTX before it does not end a segment.
+        ("BGM+E01+D1'FTX+ACB+++a?'b'NAD+Z09+++M\u00fcller:Paula'", "UNOB", "UCS+4'UCD+21+5:1'"),
+        # A simple data element as written (no component separator): no 0104.
+        ("BGM+E01+D1'NAD+Z09+++M\u00fcller'", "UNOB", "UCS+3'UCD+21+5'"),
+    ],
+)
+async def test_an_error_inside_a_message_is_named_by_ucs_and_ucd(
+    store: LmdbStore, body: str, charset: str, lines: str
+) -> None:
+    """AHB-FACTS §6: an error outside UNH/UNT is UCM+<0062>+<S009>+4 with UCS+<position> and
+    UCD+<0085>+<0098>[:<0104>] (Muss [9]). Before, it sat on the UCI as an interchange error."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    count = body.count("'") - body.count("?'") + 2
+    text = (
+        f"UNA:+.? 'UNB+{charset}:3+{LFN}:500+{NB}:500+251113:1330+IC1'UNH+M1+UTILMD:D:11A:UN:S2.1'"
+        f"{body}UNT+{count}+M1'UNZ+1+IC1'"
+    )
+    result = await p.ingest(text.encode("latin-1"), THU_1430)
+    assert result.status == "rejected"
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert f"UCI+IC1+{LFN}:500+{NB}:500+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'{lines}UNT".encode() in rendered
+    assert check_structure(rendered) == []
+
+
+def test_a_partners_contrl_names_its_ucs_and_ucd_codes() -> None:
+    """An error inside our message is named only on the partner's UCS/UCD lines (AHB-FACTS §6);
+    the recorded acknowledgement keeps those codes. Before, it recorded none."""
+    from mako_actors.inbound import _ack_values
+
+    text = (
+        f"UNA:+.? 'UNB+UNOC:3+{LFA}:500+{NB}:500+251113:1330+C1'UNH+M1+CONTRL:D:3:UN:2.0b'"
+        f"UCI+NB1+{NB}:500+{LFA}:500+4'UCM+X1+UTILMD:D:11A:UN:S2.1+4'UCS+5+35'UCS+7'UCD+39+3:1'"
+        "UNT+7+M1'UNZ+1+C1'"
+    )
+    interchange = parse_interchange(text.encode())
+    values = _ack_values(interchange, interchange.messages[0], THU_1430)
+    assert values is not None
+    assert values["positive"] is False and values["codes"] == ("35", "39")
