@@ -181,17 +181,24 @@ class DirectorySender:
     redelivery after a crash rewrites the same file with the same bytes. A
     payload that cannot be rendered is a ``PermanentDeliveryError``. Messages hold personal
     data: a directory created here is 0700 and every file 0600.
+
+    ``test``: a test system's sender: every interchange carries the test indicator (UNB 0035 =
+    1), so nothing it sends can enter a partner's production processes (DOMAIN §4).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, test: bool = False) -> None:
         self.directory = directory
+        self.test = test
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def send(self, message: OutboxMessage) -> None:
         from mako_actors.edifact import render_outbound
 
         try:
-            raw = render_outbound(message.message_type, message.payload)
+            payload = message.payload
+            if self.test:
+                payload = {**payload, "envelope": {**payload.get("envelope", {}), "test": True}}
+            raw = render_outbound(message.message_type, payload)
         except InvalidArgument as exc:
             raise PermanentDeliveryError(f"cannot render {message.message_type}: {exc}") from None
         target = self.directory / f"{message.message_type}-{message.idempotency_key}.edi"

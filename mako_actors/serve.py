@@ -127,8 +127,8 @@ class _TimedHost:
 class _MeasuredSender:
     """``DirectorySender`` that counts deliveries and their latency since the message was created."""
 
-    def __init__(self, directory: Path, metrics: Metrics) -> None:
-        self._inner = DirectorySender(directory)
+    def __init__(self, directory: Path, metrics: Metrics, *, test: bool = False) -> None:
+        self._inner = DirectorySender(directory, test=test)
         self._metrics = metrics
 
     async def send(self, message: OutboxMessage) -> None:
@@ -288,7 +288,8 @@ class Node:
         try:
             system = await self._actor_system(store)
             pipeline = self._pipeline(store, system, master)
-            worker = OutboxWorker(store, _MeasuredSender(config.outbox, self.metrics), clock=system_clock)
+            sender = _MeasuredSender(config.outbox, self.metrics, test=config.accept_test)
+            worker = OutboxWorker(store, sender, clock=system_clock)
             scheduler = self._scheduler(store, system)
             self.metrics.watch(
                 {

@@ -68,6 +68,9 @@ class ServeConfig:
     #: the inbox holds back every Frist due at or after its receipt instant until it is ingested.
     deadline_grace: float = 5.0
     durability: str = "fsync"
+    #: A test system: takes test interchanges (UNB 0035 = 1), and marks every interchange it
+    #: sends a test one, answers to production traffic included (DOMAIN §4: test traffic never
+    #: enters production processes, neither ours nor a partner's).
     accept_test: bool = False
     ray: bool = False
     ray_address: str | None = None

@@ -820,3 +820,25 @@ async def test_processes_waiting_for_an_operator_are_on_metrics_also_after_a_res
         last = (await read_all(store, 0, 10_000))[-1].global_position
     [waiting] = state  # the GV3's stream, saved with the position it was read up to
     assert waiting.startswith("process/") and position == last
+
+
+@pytest.mark.parametrize("accept_test", [False, True])
+async def test_a_test_system_marks_every_interchange_it_sends_a_test_one(
+    tmp_path: Path, accept_test: bool
+) -> None:
+    """DOMAIN §4: a test interchange never enters production processes. A node that takes them
+    (``accept_test``) is a test system: its answers carry UNB 0035 = 1, the 55010 to a third
+    party too. Before, they went out as production traffic."""
+    from mako_actors.serve import Node
+
+    (tmp_path / "md.json").write_text(json.dumps({MALOS[0]: {"current": LFA}}))
+    node = Node(node_config(tmp_path, accept_test=accept_test, master_data=tmp_path / "md.json"))
+    for directory in ("in", "out"):
+        (tmp_path / directory).mkdir(exist_ok=True)
+    async with in_process(node):
+        drop(tmp_path / "in", "a.edi", interchange(0))  # a production interchange
+        await until("its CONTRL, APERAK, 55036 and 55010 written", lambda: len(files(tmp_path / "out")) == 4)
+    written = [(tmp_path / "out" / name).read_bytes() for name in files(tmp_path / "out")]
+    unbs = [raw.split(b"'")[1] for raw in written]
+    assert all(unb.startswith(b"UNB+") for unb in unbs)
+    assert [unb.endswith(b"++++++1") for unb in unbs] == [accept_test] * 4

@@ -57,14 +57,14 @@ __all__ = [
 MAX_INTERCHANGE_BYTES = 64 * 1024 * 1024
 
 #: UNB S001 syntax identifier -> Python codec. UNOA/UNOB are subsets of ASCII; we accept any
-#: ASCII there because public traffic uses lower case under UNOA.
+#: ASCII there because public traffic uses lower case under UNOA. Only the MaKo charsets
+#: (DOMAIN §4): a UNOD..UNOF interchange is refused with CONTRL 0085 2, since its names could
+#: not be echoed in our UNOC answers (a 55010 to the LFA would fail to render, and the process
+#: go on without it).
 CHARSETS: dict[str, str] = {
     "UNOA": "ascii",
     "UNOB": "ascii",
     "UNOC": "iso-8859-1",
-    "UNOD": "iso-8859-2",
-    "UNOE": "iso-8859-5",
-    "UNOF": "iso-8859-7",
 }
 
 

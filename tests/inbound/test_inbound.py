@@ -361,6 +361,9 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
     ("defect", "uci"),
     [
         ("charset", b"+4+2+UNB'"),
+        # Not a MaKo charset (DOMAIN §4): before, accepted, and a name in Latin-2 made the
+        # 55010 to the LFA unrenderable in UNOC, while the 55037 went out at nine.
+        ("latin-2", b"+4+2+UNB'"),
         # An element error inside a message: on its UCM line's UCS/UCD (AHB-FACTS §6).
         ("byte", b"+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'UCS+2'UCD+21+3'"),
         ("no s009", b"+4+"),
@@ -376,6 +379,9 @@ async def test_an_identifiable_sender_of_a_broken_interchange_gets_a_contrl(
     raw = anmeldung_55001()
     broken = {
         "charset": raw.replace(b"UNB+UNOC:3+", b"UNB+UNOY:3+", 1),
+        "latin-2": raw.replace(b"UNB+UNOC:3+", b"UNB+UNOD:3+", 1).replace(
+            b"Beispiel", "\u0141ukasz".encode("iso-8859-2"), 1
+        ),
         "byte": raw.replace(b"UNB+UNOC:3+", b"UNB+UNOB:3+", 1).replace(b"BGM+E01+", b"BGM+E01+\xfc", 1),
         "no s009": raw.replace(b"+UTILMD:D:11A:UN:S2.1'", b"'", 1),
     }[defect]
