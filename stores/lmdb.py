@@ -323,8 +323,9 @@ class LmdbStore(StoreBase):
     Use as ``async with LmdbStore(path) as store:`` or call ``aclose()``; closing drains queued
     writes, stops the writer thread and releases the environment. ``max_batch`` caps how many
     writes share one transaction. Opening the same path twice in one OS process is refused
-    (LMDB forbids it); share the store object instead. ``fenceable``: write transactions look
-    for a ``fence`` (a partition's stores: ``stores.partitioned.open_partition``).
+    (LMDB forbids it); share the store object instead. Every write transaction looks for a
+    ``fence`` (set on a partition being moved away): whoever opens a partition's directory, the
+    CLI or a node given it as ``--store`` too, is refused while the move runs.
     """
 
     _open_paths: set[str] = set()
@@ -349,7 +350,6 @@ class LmdbStore(StoreBase):
         map_size: int = 256 * 1024 * 1024,
         max_batch: int = 1024,
         max_readers: int = 256,
-        fenceable: bool = False,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -385,7 +385,6 @@ class LmdbStore(StoreBase):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         # Whether write transactions look for the fence (``fence``): a partition's stores only.
-        self._fenceable = fenceable
         self._writer = threading.Thread(
             target=self._write_loop, name=f"lmdb-writer:{real}", daemon=True
         )
@@ -568,7 +567,9 @@ class LmdbStore(StoreBase):
         results: list[list[Any]] = []
         index = 0
         with self._env.begin(write=True) as parent:
-            if self._fenceable and parent.get(_FENCE, db=self._dbs["meta"]) is not None:
+            # One lookup per batch, on every store: a store opened outside the partition layer
+            # (an operator's command on a partition directory) must not write past a fence either.
+            if parent.get(_FENCE, db=self._dbs["meta"]) is not None:
                 raise _Fenced(self._real)
             txn = _LmdbTxn(parent, self._dbs, write=True)
             for request in batch:
@@ -636,7 +637,7 @@ class LmdbStore(StoreBase):
         """Refuse (``on``) or allow again every later write transaction on this environment, in
         every process that has it open: ``PartitionNotOpen``, nothing written.
 
-        For a partition being moved away (its stores are opened with ``fenceable``): set under
+        For a partition being moved away: set under
         LMDB's write lock, so every write that began before it is in a copy taken after, and no
         write after it is lost with the old copy. The copy carries the fence: its new owner
         lifts it. Raises ``StoreError`` if the write fails.

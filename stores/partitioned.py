@@ -74,7 +74,7 @@ def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int,
             f"partition {partition}: no data at {directory} (never created here, or moved)"
         )
     _check_marker(marker, partition, count)
-    return LmdbStore(directory, fenceable=True, **options)  # a move fences the old copy
+    return LmdbStore(directory, **options)  # a move fences the old copy (every write looks)
 
 
 def export_partition(store: LmdbStore) -> bytes:

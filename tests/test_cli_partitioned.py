@@ -180,3 +180,25 @@ def test_a_replay_store_missing_a_part_says_so_on_every_view(tmp_path: Path, cap
     assert "lacks part-1-of-3" in err and "covers the other parts only" in err
     code, _, err = run(capsys, "stats", "--store", str(tmp_path))
     assert code == 0 and "lacks part-1-of-3" in err
+
+
+def test_an_operator_write_to_a_partition_being_moved_is_refused(tmp_path: Path, capsys: Capture) -> None:
+    """A move fences the old copy so that nothing written after it stays behind there. Before,
+    the CLI opened the partition's directory like any store and wrote past the fence: the
+    requeued letter (or an operator's decision) lived only in the copy about to be retired."""
+
+    async def build() -> None:
+        create_partition(tmp_path, 2, COUNT)
+        store = open_partition(tmp_path, 2, COUNT)
+        try:
+            await store.add_dead_letter(DeadLetter(kind="inbound", reason="r", recorded_at=T0))
+            store.fence(True)
+        finally:
+            await store.aclose()
+
+    asyncio.run(build())
+    partition = tmp_path / "p0002"
+    code, _, err = run(capsys, "dead-letters", "requeue", "1", "--store", str(partition))
+    assert code == 2 and "being moved" in err and "nothing written" in err
+    [row] = run_json(capsys, "dead-letters", "list", "--store", str(partition))
+    assert row["requeued_at"] is None
