@@ -543,11 +543,13 @@ class InboundPipeline:
                 try:
                     message_errors = _message_error(raw, parsed)
                     code = None if message_errors else parsed.syntax_error_code
+                    contrls = _contrl_only(raw)
                     await self._record_receipt(
                         result, digest, received_at, 0, code, message_errors=message_errors,
-                        error_segment=_uci_segment(parsed) if code else None,
-                        acknowledge=not _contrl_only(raw),
+                        error_segment=_uci_segment(parsed) if code else None, acknowledge=not contrls,
                     )  # fmt: skip
+                    if contrls:
+                        await self._refused_contrls(result, digest, received_at)
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
@@ -580,17 +582,23 @@ class InboundPipeline:
             result.status = "rejected"
             result.error = f"syntax version {parsed.syntax_version!r} (UNB S001 0002) not supported: 3 only"
             await self._receipt_only(result, digest, received_at, "2", "UNB", acknowledge=answer)
+            if not answer:
+                await self._refused_contrls(result, digest, received_at)
             return result
         if parsed.test and not self._accept_test:
             result.status, result.error = "rejected", "test interchange (UNB 0035 = 1) refused in production"
             # ISO 9735 0085 = 25 "test indicator not supported", about the UNB †
             await self._receipt_only(result, digest, received_at, "25", "UNB", acknowledge=answer)
+            if not answer:
+                await self._refused_contrls(result, digest, received_at)
             return result
         try:
             fv = self._format_version(uet(received_at))
         except InvalidArgument as exc:
             result.status, result.error = "rejected", f"no format version in force: {exc}"
             await self._receipt_only(result, digest, received_at, None, acknowledge=answer)
+            if not answer:
+                await self._refused_contrls(result, digest, received_at)
             return result
         wrong_versions = _version_errors(parsed, fv)
         if wrong_versions:
@@ -605,6 +613,8 @@ class InboundPipeline:
                 message_errors=[line for line, _ in wrong_versions],
                 acknowledge=answer,
             )
+            if not answer:
+                await self._refused_contrls(result, digest, received_at)
             return result
         # One handle on the receipt stream for every step of this interchange (its id is a uuid5).
         receipts = self._receipt_handle(result)
@@ -677,6 +687,19 @@ class InboundPipeline:
         audit = {**_audit(result), "sha256": digest}
         result.dead_lettered = True
         await self._dead_letter("inbound-misaddressed", result.error or "", audit, received_at)
+
+    async def _refused_contrls(self, result: IngestResult, digest: str, received_at: datetime) -> None:
+        """A refused interchange of CONTRLs: a dead letter, once per distinct content.
+
+        Its sender is told nothing (a CONTRL gets no CONTRL), and its acknowledgements are not
+        applied: a CONTRL 4 of our 55010 among them would be lost unseen, and the LFA deemed to
+        agree at nine (DOMAIN §5: nothing is dropped). The operator reads it and decides.
+        """
+        if result.status != "rejected":
+            return  # the same bytes again: dead-lettered the first time
+        result.dead_lettered = True
+        reason = f"CONTRL interchange refused, its acknowledgements not applied: {result.error}"
+        await self._dead_letter("inbound", reason, {**_audit(result), "sha256": digest}, received_at)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))

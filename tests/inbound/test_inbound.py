@@ -335,7 +335,11 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
 ) -> None:
     """ISO 9735: errors in a received CONTRL are not reported by a CONTRL. Before, a CONTRL
     whose UNT miscounted, whose version was not in force, whose UNB was a test or addressed to
-    someone else got a CONTRL 4 back (the partner's system answers that one again)."""
+    someone else got a CONTRL 4 back (the partner's system answers that one again).
+
+    Nobody tells its sender, so its acknowledgements (a CONTRL 4 of our 55010 that would stop
+    the LFA's deemed agreement) go to a dead letter, once per content. Before, only a log line
+    and the receipt event were left of them (DOMAIN §5: nothing is dropped)."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
     contrl = render_outbound(
@@ -353,8 +357,13 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
     }[defect]
     assert broken != contrl
     result = await p.ingest(broken, THU_1430)
-    assert result.status == "rejected"
+    assert result.status == "rejected" and result.dead_lettered
     assert await store.outbox_count() == 0
+    [letter] = await store.dead_letters()
+    assert letter.kind.startswith("inbound") and letter.payload["interchange_ref"] == "LFNCTRL1"
+    again = await p.ingest(broken, THU_1430)
+    assert again.status == "duplicate" and not again.dead_lettered
+    assert len(await store.dead_letters()) == 1
 
 
 @pytest.mark.parametrize(
