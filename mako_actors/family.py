@@ -104,7 +104,10 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """Nothing to do (e.g. a transaction already received); ``detail`` says why."""
+    """The transaction was received before (its reference is known); ``detail`` says so.
+
+    The pipeline skips it when it routes an interchange again after a crash, and dead-letters
+    it as a conflict otherwise (a reference reused in another interchange)."""
 
     detail: str
 

@@ -627,6 +627,11 @@ class InboundPipeline:
         )  # fmt: skip
         if not record_after and not await record():
             return result
+        # Received before and not fully processed (a crash in between): its transactions may
+        # have started processes already, which routing skips. With the receipt written after
+        # routing (replays), such a crash leaves no trace to tell it from a first routing: known
+        # transactions are skipped there as well (counted as duplicates in the report).
+        rerouting = record_after or result.status == "duplicate"
         result.status = "accepted"
         tenant = _tenant_of(parsed.recipient.id)
         refusals: list[dict[str, Any]] = []
@@ -637,7 +642,7 @@ class InboundPipeline:
                 result.messages.append(await self._unhandled(parsed, message, received_at, refusals))
             for transaction in message.transactions:
                 tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
-                result.messages.append(await self._route(tx, refusals))
+                result.messages.append(await self._route(tx, refusals, rerouting))
         # Counts and APERAK payloads built here: no validation of them.
         processed = trusted(
             RecordProcessed,
@@ -886,7 +891,17 @@ class InboundPipeline:
             self._by_pid[pid] = found
         return found
 
-    async def _route(self, tx: InboundTransaction, refusals: list[dict[str, Any]]) -> MessageOutcome:
+    async def _route(
+        self, tx: InboundTransaction, refusals: list[dict[str, Any]], rerouting: bool = False
+    ) -> MessageOutcome:
+        """Route one transaction: start or resume its process, or refuse it (APERAK).
+
+        ``rerouting``: its interchange was routed before, cut short; a transaction its family
+        knows (``Skip``) is then the one that interchange carried. Otherwise a known transaction
+        reference (IDE) came again in another interchange, or twice in this one: the same
+        sub-key with other content raises an alarm and is not processed (DOMAIN §5), so it is
+        a dead letter (``inbound-conflict``) where an operator looks, never dropped unseen.
+        """
         interchange, transaction = tx.interchange, tx.transaction
         pid = tx.pid
         family = self._family(pid)
@@ -902,7 +917,15 @@ class InboundPipeline:
             for _ in range(3):  # a concurrent trigger may take the same registry key
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
-                    return _outcome(tx, "duplicate", detail=decision.detail)
+                    if rerouting:
+                        return _outcome(tx, "duplicate", detail=decision.detail)
+                    reason = (
+                        f"transaction {transaction.ide_ref} (PID {pid}) from {interchange.sender.id} in "
+                        f"interchange {interchange.control_ref}: {decision.detail}, not processed"
+                    )
+                    audit = _audit_of(interchange, tx.message, transaction)
+                    await self._dead_letter("inbound-conflict", reason, audit, tx.received_at)
+                    return _outcome(tx, "dead_letter", detail=reason)
                 if isinstance(decision, Refuse):
                     return await self._refuse(
                         tx, refusals, decision.code, decision.text, InvalidArgument(decision.text)

@@ -554,3 +554,22 @@ def test_a_partners_contrl_names_its_ucs_and_ucd_codes() -> None:
     values = _ack_values(interchange, interchange.messages[0], THU_1430)
     assert values is not None
     assert values["positive"] is False and values["codes"] == ("35", "39")
+
+
+async def test_a_transaction_reference_reused_in_another_interchange_is_an_alarm(store: LmdbStore) -> None:
+    """DOMAIN §5: IDE is a sub-key of the inbox key; the same key with other content raises an
+    alarm and is not processed. Before, a second Anmeldung under a known IDE (another MaLo, a
+    new interchange) got CONTRL 7 and then nothing: no APERAK, no dead letter, no warning."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)
+    first = await p.ingest(anmeldung_55001(), THU_1430)
+    assert [m.outcome for m in first.messages] == ["started"]
+    sent = len(await outbox(store))
+    other = anmeldung_55001(ref="LFN0605143002", malo="51238696788")
+    result = await p.ingest(other, THU_1430 + timedelta(minutes=5))
+    assert result.status == "accepted"
+    [outcome] = result.messages
+    assert outcome.outcome == "dead_letter" and "LFNTX000001" in outcome.detail
+    [letter] = await store.dead_letters()
+    assert letter.kind == "inbound-conflict" and letter.payload["interchange_ref"] == "LFN0605143002"
+    assert kinds((await outbox(store))[sent:]) == ["CONTRL7"]
