@@ -637,9 +637,14 @@ class InboundPipeline:
         refusals: list[dict[str, Any]] = []
         for message in parsed.messages:
             if message.message_type in ("CONTRL", "APERAK"):
+                # An acknowledgement starts no process, whatever IDE/RFF+Z13 it may carry.
                 result.messages.append(await self._acknowledgement(tenant, parsed, message, received_at))
-            elif not message.transactions:
+                continue
+            if message.message_type != "UTILMD" or not message.transactions:
+                # Only UTILMD carries the process PIDs (DOMAIN §1: 55xxx), and only its version is
+                # checked: an ORDERS or a 'utilmd' with RFF+Z13:55001 is no Anmeldung.
                 result.messages.append(await self._unhandled(parsed, message, received_at, refusals))
+                continue
             for transaction in message.transactions:
                 tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
                 result.messages.append(await self._route(tx, refusals, rerouting))

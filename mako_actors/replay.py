@@ -1068,6 +1068,8 @@ class _Pipeline:
                     return
                 keys.append(key)
                 continue
+            if message.message_type != "UTILMD":
+                continue  # routes no transaction (the pipeline's rule): a dead letter with the receipt
             by = message.sender.id if message.sender else sender
             for tx in message.transactions:
                 pid = tx.pid or message.pid

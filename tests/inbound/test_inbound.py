@@ -11,7 +11,7 @@ import pytest
 
 from mako_actors import OutboxMessage, StreamId, TenantId
 from mako_actors.edifact import check_structure, parse_interchange, render_outbound
-from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke import GpkeNbWorkflow, malo_key
 from mako_actors.gpke.synthetic import abmeldung, anmeldung, lfa_answer
 from mako_actors.inbound import DirectHost, InboundPipeline, StaticMasterData, Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
@@ -573,3 +573,17 @@ async def test_a_transaction_reference_reused_in_another_interchange_is_an_alarm
     [letter] = await store.dead_letters()
     assert letter.kind == "inbound-conflict" and letter.payload["interchange_ref"] == "LFN0605143002"
     assert kinds((await outbox(store))[sent:]) == ["CONTRL7"]
+
+
+@pytest.mark.parametrize("s009", ["utilmd:D:11A:UN:S2.1", "ORDERS:D:09B:UN:1.4a", "APERAK:D:07B:UN:2.1i"])
+async def test_only_a_utilmd_starts_a_process(store: LmdbStore, s009: str) -> None:
+    """DOMAIN §1: the process PIDs are UTILMD's, and only its UNH version is checked. Before, any
+    message with IDE+24 and RFF+Z13:55001 was routed by its PID: an ORDERS, an APERAK or a
+    lower-case 'utilmd' of an old release each started a supplier change and sent the 55010."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    raw = anmeldung_55001().replace(b"UTILMD:D:11A:UN:S2.1", s009.encode())
+    result = await p.ingest(raw, THU_1430)
+    assert [m.outcome for m in result.messages] == ["dead_letter"]
+    assert await store.lookup(TENANT, malo_key(MALO)) is None
+    assert "55010" not in kinds(await outbox(store))
