@@ -1042,6 +1042,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if kundenanlage is not None and not is_valid_malo_id(kundenanlage):
             text = f"MaLo-ID {kundenanlage} of the Kundenanlage (LOC+Z16) fails its check digit or format"
             errors.append(self._error(fv, Reason.MALO_INVALID, text))
+        elif (
+            kundenanlage is None and cmd.pid == "55001" and fields.get("transaction_detail") == "ZAP"
+            and fields.get("kundenanlage_formed") is False
+        ):  # fmt: skip
+            # 55001 LOC+Z16 is Muss [2061] ∧ [67]: absent only with the product that forms the
+            # ruhende MaLo's Kundenanlage (AHB-FACTS §2); the 55002 must name it (Muss [2061]).
+            text = "LOC+Z16 (MaLo of the Kundenanlage) missing; required [67] unless a Kundenanlage is formed"
+            errors.append(self._error(fv, Reason.MISSING_DATA, text))
         return errors, warnings
 
     def _aperak(self, out: _Out, cmd: InboundUtilmd, errors: tuple[ErrorItem, ...]) -> OutboundRef:

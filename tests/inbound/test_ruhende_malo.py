@@ -99,6 +99,21 @@ async def test_a_kundenanlage_malo_id_failing_its_check_digit_is_refused(store: 
     ]
 
 
+async def test_a_ruhende_malo_outside_a_new_kundenanlage_needs_the_kundenanlages_malo(
+    store: LmdbStore,
+) -> None:
+    """55001 LOC+Z16 is Muss [2061] ∧ [67]: only an Anmeldung that forms the Kundenanlage may
+    leave it out (AHB-FACTS §2), and the 55002 must name it (Muss [2061]). Before, such an
+    Anmeldung was confirmed with a 55002 lacking LOC+Z16 (our own structure check flags it)."""
+    raw = anmeldung(detail="ZAP").replace(f"LOC+Z16+{KUNDENANLAGE}'".encode(), b"")
+    raw = raw.replace(b"UNT+19+", b"UNT+18+")
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    result = await p.ingest(raw, THU_1430)
+    assert result.status == "accepted"
+    [(code, text)] = await aperak_errors(store)
+    assert code == "Z29" and "LOC+Z16" in text and "[67]" in text
+
+
 def test_the_split_places_a_ruhende_malos_messages_together() -> None:
     """The Anmeldung names the Kundenanlage's LOC+Z16 too, the Abmeldung only the LOC+Z22: both
     are the ruhende MaLo's, and a split must not place them apart."""
