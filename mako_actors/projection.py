@@ -41,27 +41,33 @@ class ProjectionRunner:
         """Catch up to the end of the global order; returns how many events were handled.
 
         Events after the failing one are not handled and the checkpoint stays before it, so a
-        fixed projection resumes exactly there.
+        fixed projection resumes exactly there. Cancelled (``run_forever``'s way to stop), it
+        saves the checkpoint of the last event handled before it ends: none is handled twice.
         """
         if self.failed is not None:
             return 0
         name = self._projection.name
-        position = await self._store.load_checkpoint(name)
+        position = saved = await self._store.load_checkpoint(name)
         handled = 0
-        while events := await self._store.read_all(position, self._batch):
-            for event in events:
-                try:
-                    result = self._projection.handle(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:  # a read model's bug must not reach the write path
-                    self.failed = f"event {event.global_position} ({event.event_type}): {exc!r}"
-                    log.error("projection %s stopped at %s", name, self.failed)
-                    await self._store.save_checkpoint(name, position)
-                    return handled
-                position = event.global_position
-                handled += 1
-            await self._store.save_checkpoint(name, position)
+        try:
+            while events := await self._store.read_all(position, self._batch):
+                for event in events:
+                    try:
+                        result = self._projection.handle(event)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:  # a read model's bug must not reach the write path
+                        self.failed = f"event {event.global_position} ({event.event_type}): {exc!r}"
+                        log.error("projection %s stopped at %s", name, self.failed)
+                        return handled
+                    position = event.global_position
+                    handled += 1
+                await self._store.save_checkpoint(name, position)
+                saved = position
+        finally:
+            if position != saved:
+                # Shielded: a second cancellation must not lose what the first one left.
+                await asyncio.shield(self._store.save_checkpoint(name, position))
         return handled
 
     async def run_forever(self, interval: float = 0.5) -> None:

@@ -54,3 +54,39 @@ async def test_a_failing_projection_stops_alone_and_resumes_at_the_failed_event(
         fixed = Totals()
         assert await ProjectionRunner(store, fixed).run_once() == 3
         assert fixed.seen == [2, 3, 4]
+
+
+async def test_a_projection_cancelled_mid_batch_handles_no_event_twice(tmp_path: Path) -> None:
+    """Cancelling ``run_forever`` is its way to stop (a node's shutdown). Before, the checkpoint
+    of the events handled in the batch under way was not saved: after a restart they were
+    handled again (e.g. inserted twice into a read model)."""
+    import asyncio
+
+    class Slow:
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+            self.tenth = asyncio.Event()
+
+        async def handle(self, event: EventEnvelope) -> None:
+            await asyncio.sleep(0)
+            self.seen.append(event.global_position)  # done: the event counts as handled
+            if len(self.seen) == 10:
+                self.tenth.set()
+                await asyncio.sleep(3600)  # cancelled here, within the first batch
+
+    async with LmdbStore(tmp_path) as store:
+        process = Process(Ledger(), store, TENANT, WF)
+        for n in range(30):
+            await process.execute(Record(amount=n))
+        slow = Slow()
+        task = asyncio.create_task(ProjectionRunner(store, slow, batch=500).run_forever())
+        await slow.tenth.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await store.load_checkpoint("slow") == slow.seen[8]  # the 10th was cut short
+        again = Totals()
+        again.name = "slow"
+        assert await ProjectionRunner(store, again).run_once() == 21
+        assert again.seen == list(range(9, 30))  # from the one cut short on, each once
