@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
-from mako_actors.errors import EngineError, InvalidArgument, NotFound
+from mako_actors.errors import EngineError, InvalidArgument, NotFound, StoreError
 from mako_actors.outbox import OutboxMessage
 
 T = TypeVar("T")
@@ -252,7 +252,7 @@ def _run(
     args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
 ) -> int:
     from mako_actors._placement import missing_parts
-    from mako_actors._store_views import partition_dirs, partition_roots
+    from mako_actors._store_views import missing_partitions, partition_dirs, partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
 
@@ -274,9 +274,17 @@ def _run(
                         "what follows covers the other parts only",
                         file=sys.stderr,
                     )
+            absent = missing_partitions(args.store, roots)
+            if absent:  # a node's directory offline or unmounted: never a silent half
+                print(
+                    f"mako-actors: warning: partition(s) {', '.join(absent)} not found; "
+                    "what follows covers the other partitions only",
+                    file=sys.stderr,
+                )
             return await partitioned(roots, args)
         if write and not (args.store / "data.mdb").is_file():
-            raise NotFound(f"no LMDB store at {args.store} (data.mdb missing)")
+            # The read-only store's error (exit 2, usage/IO), never a fresh empty store.
+            raise StoreError(f"no LMDB store at {args.store} (data.mdb missing)")
         store: Any = LmdbStore(args.store) if write else ReadOnlyLmdbStore(args.store)
         try:
             return await run(store, args)

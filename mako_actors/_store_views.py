@@ -14,8 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgpack
-
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import EventEnvelope
 from mako_actors.errors import EngineError, InvalidArgument
@@ -240,7 +238,7 @@ def partition_roots(path: Path) -> list[Path] | None:
 
         try:
             partition_map = PartitionMap.load(path)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
             raise InvalidArgument(f"{path} is neither a store directory nor a partition map: {exc}") from None
         return [Path(d) for d in dict.fromkeys(partition_map.data_dirs.values())]
     if (path / "data.mdb").is_file():
@@ -248,6 +246,23 @@ def partition_roots(path: Path) -> list[Path] | None:
     if any((d / MARKER).is_file() for d in path.glob("p[0-9][0-9][0-9][0-9]")) or replay_parts(path):
         return [path]
     return None
+
+
+def missing_partitions(path: Path, roots: Sequence[Path]) -> list[str]:
+    """The partitions the map file ``path`` names that none of ``roots`` holds, e.g. a node's
+    directory offline or not mounted: ``p0003 (node b, /data/b)`` each; empty for a node's
+    directory (it shows that node's partitions only, by design)."""
+    if not path.is_file():
+        return []
+    from mako_actors.partitions import PartitionMap
+
+    partition_map = PartitionMap.load(path)
+    found = {p for p, _ in partition_dirs(roots)}
+    return [
+        f"p{p:04d} (node {node}, {partition_map.data_dirs.get(node, '?')})"
+        for p, node in enumerate(partition_map.assignment)
+        if p not in found
+    ]
 
 
 def replay_parts(path: Path) -> list[tuple[int, Path]]:
@@ -274,14 +289,14 @@ def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
     skipped, as ``stores.partitioned.merged_dead_letters`` does. A replay's ``part-<k>-of-<n>``
     stores count as partitions ``k``.
     """
-    from stores.partitioned import MARKER
+    from stores.partitioned import MARKER, read_marker
 
     found: list[tuple[int, Path]] = []
     for root in roots:
         for directory in sorted(root.glob("p[0-9][0-9][0-9][0-9]")):
             marker = directory / MARKER
             if directory.is_dir() and marker.is_file():
-                found.append((int(msgpack.unpackb(marker.read_bytes())["partition"]), directory))
+                found.append((int(read_marker(marker)["partition"]), directory))
         found.extend(replay_parts(root))
     found.sort()
     return found

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
+        type=_log_level,
         help="debug, info, warning or error (default: info for serve, error otherwise: reports say the rest)",
     )
     sub = parser.add_subparsers(
@@ -79,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(value: str) -> str:
+    """A ``--log-level`` value; argparse reports any other as a usage error (exit 2)."""
+    if value.lower() not in _LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(_LEVELS)}")
+    return value.lower()
+
+
 def _logging_options_everywhere(parser: argparse.ArgumentParser) -> None:
     """``--log-format``/``--log-level`` after any (sub)command too (``serve --log-format json``).
 
@@ -92,8 +103,9 @@ def _logging_options_everywhere(parser: argparse.ArgumentParser) -> None:
                     help="log lines as text (default) or JSON",
                 )  # fmt: skip
                 child.add_argument(
-                    "--log-level", default=argparse.SUPPRESS, help="debug, info, warning or error"
-                )
+                    "--log-level", default=argparse.SUPPRESS, type=_log_level,
+                    help="debug, info, warning or error",
+                )  # fmt: skip
                 _logging_options_everywhere(child)
 
 
@@ -102,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reader of stdout went away, e.g. ``| head``: quietly, as a command a closed pipe ended)."""
     from mako_actors.logs import configure_logging
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (2, said on stderr) or --help/--version (0)
+        return exc.code if isinstance(exc.code, int) else 2
     default_level = "info" if args.command == "serve" else "error"
     configure_logging(
         (args.log_level or default_level).upper(), json_lines=(args.log_format or "human") == "json"

@@ -208,4 +208,12 @@ class PartitionMap:
             raw = Path(path).read_bytes()
         except FileNotFoundError:
             raise InvalidArgument(f"no partition map at {path}") from None
-        return cls.from_plain(msgpack.unpackb(raw))
+        try:
+            plain = msgpack.unpackb(raw)
+            if not isinstance(plain, dict):
+                raise TypeError(f"a {type(plain).__name__}, not a map of fields")
+            return cls.from_plain(plain)
+        except InvalidArgument:
+            raise
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise InvalidArgument(f"{path} holds no partition map: {exc}") from None

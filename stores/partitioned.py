@@ -56,8 +56,20 @@ def create_partition(data_dir: str | os.PathLike[str], partition: int, count: in
     _write_marker(directory, partition, count)
 
 
+def read_marker(marker: Path) -> dict[str, Any]:
+    """A partition's ``PARTITION`` marker as plain data; ``InvalidArgument`` naming the file when
+    it is not one (garbage, another format)."""
+    try:
+        plain = msgpack.unpackb(marker.read_bytes())
+        if not isinstance(plain, dict) or not isinstance(plain.get("partition"), int):
+            raise TypeError("no partition number in it")
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise InvalidArgument(f"{marker} is no readable partition marker: {exc}") from None
+    return plain
+
+
 def _check_marker(marker: Path, partition: int, count: int) -> None:
-    plain = msgpack.unpackb(marker.read_bytes())
+    plain = read_marker(marker)
     if (plain.get("partition"), plain.get("count")) != (partition, count):
         raise InvalidArgument(
             f"{marker} is partition {plain.get('partition')} of {plain.get('count')}, "
@@ -150,7 +162,7 @@ async def merged_dead_letters(
         for directory in sorted(Path(data_dir).glob("p[0-9][0-9][0-9][0-9]")):
             marker = directory / MARKER
             if directory.is_dir() and marker.is_file():
-                found.append((int(msgpack.unpackb(marker.read_bytes())["partition"]), directory))
+                found.append((int(read_marker(marker)["partition"]), directory))
     return await dead_letters_of(found, limit)
 
 

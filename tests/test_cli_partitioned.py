@@ -202,3 +202,30 @@ def test_an_operator_write_to_a_partition_being_moved_is_refused(tmp_path: Path,
     assert code == 2 and "being moved" in err and "nothing written" in err
     [row] = run_json(capsys, "dead-letters", "list", "--store", str(partition))
     assert row["requeued_at"] is None
+
+
+def test_a_partition_the_map_names_but_no_node_holds_is_named_on_every_view(
+    layout: dict[str, Path], capsys: Capture
+) -> None:
+    """A node's directory offline or not mounted: the merged views warn which partitions they
+    lack. Before, they showed the other nodes' rows as if they were all."""
+    offline = layout["b"].with_name("b.offline")
+    layout["b"].rename(offline)
+    try:
+        code, out, err = run(capsys, "dead-letters", "list", "--store", str(layout["map"]), "--json")
+        assert code == 0 and len(json.loads(out)) == 3  # node a's letters
+        assert "p0001 (node b" in err and "p0003 (node b" in err and "other partitions only" in err
+        code, _, err = run(capsys, "stats", "--store", str(layout["map"]))
+        assert code == 0 and "p0001 (node b" in err
+    finally:
+        offline.rename(layout["b"])
+
+
+def test_a_garbled_partition_marker_or_map_is_a_clear_error(tmp_path: Path, capsys: Capture) -> None:
+    create_partition(tmp_path / "node", 0, COUNT)
+    (tmp_path / "node" / "p0000" / "PARTITION").write_bytes(b"garbage")
+    code, _, err = run(capsys, "dead-letters", "list", "--store", str(tmp_path / "node"))
+    assert code == 1 and "is no readable partition marker" in err
+    (tmp_path / "one.bin").write_bytes(b"\x01")
+    code, _, err = run(capsys, "stats", "--store", str(tmp_path / "one.bin"))
+    assert code == 1 and "neither a store directory nor a partition map" in err

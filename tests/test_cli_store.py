@@ -240,6 +240,9 @@ def test_stats_counts_tables_and_map_usage(capsys: Capture, demo_store: Path) ->
 def test_a_missing_store_is_a_clear_error(capsys: Capture, tmp_path: Path) -> None:
     code, _, err = run(capsys, "stats", "--store", str(tmp_path / "nothing"))
     assert code == 2 and "no LMDB store" in err
+    # A command that writes says the same, with the same exit code (2: usage/IO). Before: 1.
     code, _, err = run(capsys, "outbox", "retry", "abc", "--store", str(tmp_path / "nothing"))
-    assert code == 1 and "no LMDB store" in err
+    assert code == 2 and "no LMDB store" in err
     assert not (tmp_path / "nothing").exists()
+    code, _, err = run(capsys, "--log-level", "verbose", "stats", "--store", str(tmp_path / "nothing"))
+    assert code == 2 and "'verbose' is not one of debug" in err
