@@ -37,6 +37,10 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "largest_batch": ("gauge", "most writes that shared one transaction so far"),
     "events_read": ("counter", "events read from the store"),
     "map_resizes": ("counter", "times the LMDB map was grown"),
+    # StoreStats.extra: implementation counts, each its own counter
+    "nested_transactions": ("counter", "writes isolated in a nested transaction after a failure"),
+    "redone_batches": ("counter", "write batches run again to isolate a failed write"),
+    "snapshots_ignored": ("counter", "snapshots not used on activation (schema or state changed)"),
     # ActorStats
     "activations": ("counter", "process actors activated from the store"),
     "reloads": ("counter", "actor state reloads after a failed commit"),
@@ -68,6 +72,16 @@ def _families(group: str, stats: Any, labels: Mapping[str, str]) -> Iterator[Met
     else:
         raise TypeError(f"metrics group {group!r}: expected a stats dataclass or a number")
     names, values = list(labels), list(labels.values())
+    # ``extra`` holds counts of the implementation (StoreStats): each key is a counter of its
+    # own, never one gauge of unrelated quantities.
+    extra = fields.pop("extra", None)
+    if isinstance(extra, dict):
+        for key, count in sorted(extra.items()):
+            if isinstance(count, int | float) and not isinstance(count, bool):
+                text = _FIELDS.get(key, ("counter", f"{group} {key.replace('_', ' ')}"))[1]
+                counter = CounterMetricFamily(f"mako_{group}_{key}", text, labels=names)
+                counter.add_metric(values, count)
+                yield counter
     for field, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, int | float | dict):
             continue

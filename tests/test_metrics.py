@@ -85,3 +85,18 @@ async def test_node_metrics_record_ingest_commands_and_delivery(tmp_path: Path) 
     assert parsed["mako_actors_live"][0] == "gauge"
     assert parsed["mako_store_commits"][2][()] == 3.0
     assert all(help_text for _, help_text, _ in parsed.values())
+
+
+def test_the_stores_own_counts_are_counters_of_their_own() -> None:
+    """StoreStats.extra counts only grow: each is a counter (Prometheus reads a restart as a
+    reset, not a drop). Before, all three were one gauge, told apart by a label."""
+    from mako_actors.store import StoreStats
+
+    counts = {"nested_transactions": 2, "redone_batches": 1, "snapshots_ignored": 4}
+    stats = StoreStats(commits=3, extra=dict(counts))
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text({"store": stats}))}
+    assert "mako_store_extra" not in families
+    for name, value in counts.items():
+        family = families[f"mako_store_{name}"]
+        assert family.type == "counter"
+        assert [s.value for s in family.samples if s.name.endswith("_total")] == [value]
