@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -113,18 +114,23 @@ def _render_escaped(tag: str, elements: Sequence[Element], d: Delimiters) -> str
     return d.element.join(parts)
 
 
+_BERLIN = ZoneInfo("Europe/Berlin")
+
+
 def format_dtm(instant: datetime, fmt: str = "303") -> str:
-    """``instant`` as a DTM value in UTC: 102 date, 203, 303 (``...+00``) or 304 (seconds).
+    """``instant`` as a DTM value: 303 (``...+00``) or 304 (seconds) in UTC; 102 (date) and 203
+    carry no zone, so they are German wall time (Europe/Berlin), as ``parse_dtm`` reads them:
+    the 00:00 Berlin a MaKo day begins at is that day's 102 date.
 
     Raises ``InvalidArgument`` for a naive datetime (its instant is ambiguous) or another format.
     """
     if instant.tzinfo is None:
         raise InvalidArgument("DTM values need an aware datetime")
-    t = instant.astimezone(UTC)
     if fmt == "102":
-        return t.strftime("%Y%m%d")
+        return instant.astimezone(_BERLIN).strftime("%Y%m%d")
     if fmt == "203":
-        return t.strftime("%Y%m%d%H%M")
+        return instant.astimezone(_BERLIN).strftime("%Y%m%d%H%M")
+    t = instant.astimezone(UTC)
     if fmt == "303":
         return t.strftime("%Y%m%d%H%M") + "+00"
     if fmt == "304":

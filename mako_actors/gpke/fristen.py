@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -93,7 +93,8 @@ class FristRule(BaseModel):
         if self.kind == "end_of_werktag":
             return end_of_werktag(received_at, self.n)
         assert self.minutes is not None
-        return received_at + timedelta(minutes=self.minutes)
+        # Elapsed time: added in UTC, as a Berlin wall clock would gain or lose an hour at DST.
+        return received_at.astimezone(UTC) + timedelta(minutes=self.minutes)
 
 
 class FristenRecord(BaseModel):
@@ -236,7 +237,7 @@ class AckWindows(BaseModel):
 
     def contrl_due(self, received_at: datetime) -> datetime:
         """When the CONTRL for an interchange received at ``received_at`` is due."""
-        return received_at + timedelta(minutes=self.contrl_minutes)
+        return received_at.astimezone(UTC) + timedelta(minutes=self.contrl_minutes)  # elapsed
 
     def aperak_due(self, received_at: datetime, *, utilmd_or_orders: bool = True) -> datetime:
         """When the APERAK for a message received at ``received_at`` is due."""
@@ -245,7 +246,7 @@ class AckWindows(BaseModel):
         day = uet(received_at)
         if not is_werktag(day) and day.weekday() == 5:
             return datetime.combine(day + timedelta(days=1), self.saturday_until, tzinfo=BERLIN)
-        return received_at + timedelta(minutes=self.aperak_minutes)
+        return received_at.astimezone(UTC) + timedelta(minutes=self.aperak_minutes)  # elapsed
 
     def as_record(self) -> Mapping[str, str]:
         return {"version": self.version, "source": self.source}

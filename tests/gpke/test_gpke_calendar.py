@@ -196,6 +196,31 @@ def test_aperak_window_on_werktag_saturday_and_other_messages() -> None:
     assert custom.aperak_due(berlin(2025, 6, 5, 14, 30)) == berlin(2025, 6, 5, 15, 0)
 
 
+def test_ack_windows_are_elapsed_time_across_a_dst_change() -> None:
+    """DOMAIN §2: CONTRL within 6 h of receipt, APERAK 45 min after it: elapsed time. Before, a
+    receipt given in Berlin time had the minutes added to the wall clock, 1 h off across DST."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Europe/Berlin")
+    received = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST; at 01:00Z clocks go back
+    for given in (received, received.astimezone(zone)):
+        assert DEFAULT_ACK_WINDOWS.aperak_due(given) == datetime(2026, 10, 25, 1, 15, tzinfo=UTC)
+        assert DEFAULT_ACK_WINDOWS.contrl_due(given) == datetime(2026, 10, 25, 6, 30, tzinfo=UTC)
+    spring = datetime(2026, 3, 28, 22, 0, tzinfo=UTC).astimezone(zone)  # 23:00 CET, Saturday
+    assert DEFAULT_ACK_WINDOWS.contrl_due(spring) == datetime(2026, 3, 29, 4, 0, tzinfo=UTC)
+
+
+def test_dtm_102_and_203_are_german_wall_time_both_ways() -> None:
+    """parse_dtm reads the zone-less formats as Europe/Berlin; format_dtm wrote them in UTC, so
+    the 00:00 Berlin a day begins at came back as the day before."""
+    from mako_actors.edifact import format_dtm, parse_dtm
+
+    for value in ("20250701", "20260101"):
+        assert format_dtm(parse_dtm(value, "102"), "102") == value
+    assert format_dtm(parse_dtm("202510261230", "203"), "203") == "202510261230"
+    assert format_dtm(datetime(2025, 6, 30, 22, 0, tzinfo=UTC), "303") == "202506302200+00"
+
+
 class _RepeatedMidnight(tzinfo):
     """A zone whose 00:00–01:00 is repeated: +01:00 the first time (fold 0), +02:00 the second."""
 
