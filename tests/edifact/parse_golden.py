@@ -10,8 +10,9 @@ Regenerate (only when a behaviour change is intended) with the parser that defin
 
     PYTHONPATH=/path/to/that/checkout python tests/edifact/parse_golden.py tests/edifact/parse_golden.json
 
-One entry changed on purpose since: an invalid byte after a released terminator (``?'``) is
-now counted in the right segment (the reference counted the released terminator).
+Entries changed on purpose since: an invalid byte after a released terminator (``?'``) is
+now counted in the right segment (the reference counted the released terminator); and the
+UnsupportedCharset message lists UNOA/UNOB/UNOC only (UNOD..UNOF are refused since).
 
 Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
 say more about the same input, and their own tests check them.
