@@ -388,11 +388,16 @@ class SupplyView:
         """End the assignments (of ``supplier``, or all) at ``at``, by an Abmeldung of ``reason``
         if given. Those starting then or later are cancelled (kept, ended at their start); not so
         those of ``starting``, which its confirmed start replaces (dropped), nor those starting
-        at or after ``until``, the end of a befristete supply from ``at`` (they stay)."""
+        at or after ``until``, the end of a befristete supply from ``at`` (they stay).
+
+        An Abmeldung (``supplier`` given) ends one assignment of its sender: the one running at
+        ``at``, or one starting exactly then (an Aufhebung, E_0607 step 90). A later one of the
+        same supplier is its own Zuordnung and stays."""
         kept: list[Assignment] = []
         for a in self.assignments:
             later = until is not None and a.start is not None and a.start >= until
-            if (supplier is not None and a.supplier != supplier) or a.cancelled or later:
+            after = supplier is not None and a.start is not None and a.start > at
+            if (supplier is not None and a.supplier != supplier) or a.cancelled or later or after:
                 kept.append(a)
             elif a.start is not None and a.start >= at:
                 if a.supplier == starting:

@@ -58,6 +58,30 @@ def test_a_cancelled_future_assignment_supplies_nothing_but_counts_as_ended() ->
     assert [a.supplier for a in again.assignments] == [LFA, LFZ]
 
 
+@pytest.mark.parametrize("ended", ["abmeldung", "aufhebung"])
+def test_an_abmeldung_ends_one_assignment_not_its_senders_later_one(ended: str) -> None:
+    """An Abmeldung ends the Zuordnung running at its date, an Aufhebung (ZH2) the one starting
+    then (E_0607 step 90); a later, separately confirmed one of the same supplier stays. Before,
+    it was cancelled too: the next Anmeldung was confirmed without asking (no 55010, no 55037)."""
+    march = berlin(2026, 3, 1, 0, 0)
+    facts = [
+        SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
+        SupplyFact(kind="claimed", supplier=LFN, at=DEC_1, process="p1"),
+        SupplyFact(kind="started", supplier=LFN, at=DEC_1, process="p1", until=JAN_1),
+        SupplyFact(kind="claimed", supplier=LFN, at=FEB_1, process="p2"),
+        SupplyFact(kind="started", supplier=LFN, at=FEB_1, process="p2"),
+    ]
+    if ended == "abmeldung":
+        facts.append(SupplyFact(kind="ended", supplier=LFN, at=berlin(2025, 12, 15, 0, 0), reason="E01"))
+        assert fold(*facts).supplier_at(berlin(2025, 12, 20, 0, 0)) is None
+    else:
+        facts.append(SupplyFact(kind="ended", supplier=LFN, at=DEC_1, reason="ZH2"))
+        assert fold(*facts).supplier_at(DEC_1) is None
+    view = fold(*facts)
+    assert view.supplier_at(march) == LFN
+    assert view.suppliers(JAN_1).future == LFN
+
+
 def test_a_released_claim_changes_nothing_and_an_open_one_is_seen() -> None:
     view = fold(
         SupplyFact(kind="claimed", supplier=LFN, at=JAN_1, process="p1", due=DEC_1),
