@@ -474,9 +474,10 @@ class SupplyView:
         )
 
     def confirmed_start(self, at: datetime) -> Assignment | None:
-        """An assignment confirmed by an Anmeldung that starts exactly at ``at``, if any."""
+        """An assignment that starts exactly at ``at``, if any: confirmed by an Anmeldung, or
+        imported (a migrated future assignment was confirmed too, by the system before us)."""
         for a in self.assignments:
-            if a.confirmed_by is not None and a.start == at and not a.cancelled:
+            if a.start is not None and a.start == at and not a.cancelled:
                 return a
         return None
 

@@ -82,6 +82,19 @@ def test_an_abmeldung_ends_one_assignment_not_its_senders_later_one(ended: str) 
     assert view.suppliers(JAN_1).future == LFN
 
 
+def test_an_imported_future_assignment_blocks_its_start_like_a_confirmed_one() -> None:
+    """A migrated future assignment was confirmed by the system before us: a second Anmeldung
+    for its start date gets A06 as against a journal-confirmed one. Before, it was asked to
+    end at its own start by a 55010 (and told so by a 55037 after silence)."""
+    view = fold(
+        SupplyFact(kind="assigned", supplier=LFA, until=JAN_1),
+        SupplyFact(kind="assigned", supplier=LFZ, at=JAN_1),
+    )
+    confirmed = view.confirmed_start(JAN_1)
+    assert confirmed is not None and confirmed.supplier == LFZ
+    assert view.confirmed_start(DEC_1) is None  # the current one's (open) start blocks nothing
+
+
 def test_a_released_claim_changes_nothing_and_an_open_one_is_seen() -> None:
     view = fold(
         SupplyFact(kind="claimed", supplier=LFN, at=JAN_1, process="p1", due=DEC_1),
