@@ -511,6 +511,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             remark = unmet  # "die Abweichungen sind zu benennen": FTX+ACB, Muss with A05/A25
         elif cmd.competing_process:
             reason, z07, z08 = competing, cmd.competing_start, cmd.competing_next_date
+            if z08 is None or z08 < cmd.received_at:
+                # The competing claim's Frist has passed and it still waits (an operator's
+                # decision): "from when Anmeldungen are taken again" is no instant in the past.
+                z08 = cmd.received_at
         elif assigned is not None:
             # Confirmed for this very date already: that start is "in Bearbeitung" until it
             # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).

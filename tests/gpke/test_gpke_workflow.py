@@ -260,6 +260,18 @@ def test_competing_process_rejects_with_a06_and_retry_dates() -> None:
     assert not any(k.startswith("malo:") for k in out.register_keys)
 
 
+def test_a06_never_names_a_past_instant_to_try_again() -> None:
+    """E_0622 A06/A45: DTM+Z08 is when the NB takes Anmeldungen for the MaLo again. A competing
+    claim past its Frist (waiting for an operator) gave its Frist: days before the answer was
+    sent. It is the receipt then (Anmeldungen are taken from now on)."""
+    _, out = start(anmeldung(
+        competing_process=True, competing_start=START, competing_next_date="2025-06-01T00:00:00+02:00"
+    ))
+    tx = utilmd(out, "55003")
+    assert tx["answer_code"] == "A06"
+    assert datetime.fromisoformat(tx["next_processing_date"]) == datetime.fromisoformat(THU_1430)
+
+
 # -- 55077 ------------------------------------------------------------------------------------
 
 
