@@ -439,13 +439,14 @@ def check_transaction(
     return errors, warnings
 
 
-def lfa_objects(answer_code: str | None, *, generating: bool) -> bool:
+def lfa_objects(answer_code: str | None, *, generating: bool, new_tranche: bool = False) -> bool:
     """Whether an LFA's E_0624 ``Ablehnung`` code counts as an objection for E_0623 (§4).
 
     A43 (Fristüberschreitung) is looked at first and always stands. A30 (consuming) and A41
     (generating): the supply already ended by a confirmed Abmeldung, so E_0623 treats it as
-    no objection (steps 50 / 440). Every other Ablehnung code is an objection.
+    no objection (steps 50 / 440). Every other Ablehnung code is an objection, and every one
+    in a Geschäftsvorfall 3 (``new_tranche``: step 510 asks for an agreement, A41 is none).
     """
-    if answer_code == "A43":
+    if answer_code == "A43" or new_tranche:
         return True
     return answer_code != ("A41" if generating else "A30")

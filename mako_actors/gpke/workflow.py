@@ -771,7 +771,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
         # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
-        confirmed = cmd.pid == "55011" or not lfa_objects(cmd.answer_code, generating=state.generating)
+        # Not in a Geschäftsvorfall 3: step 510 asks whether a request was agreed to, and A41
+        # is an Ablehnung (the A41 exception is step 440's, of GV1/GV2).
+        confirmed = cmd.pid == "55011" or not lfa_objects(
+            cmd.answer_code, generating=state.generating, new_tranche=_is_gv3(state)
+        )
         out.emit(
             unvalidated(LfaAnswered)(
                 inbound=_info_of(cmd),
@@ -822,6 +826,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _operator_forms_tranche(self, state: GpkeState, cmd: FormTranche) -> WorkflowOutput:
         out = self._operator(state, cmd)
+        if cmd.shares_missing and state.lfa_request_ide is None:
+            # E_0623 step 500: no supplier was asked, so steps 520-540 (A55) are not reached.
+            raise WorkflowError.rejected(
+                f"{self.name}: no supplier of the MaLo was asked (E_0623 step 500): the Tranche is "
+                "formed without missing shares (A56), or the Anmeldung rejected (A99)"
+            )
         percent = cmd.percent or state.requested_share
         if percent is None:
             raise WorkflowError.rejected(
@@ -843,6 +853,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         self, state: GpkeState, cmd: RejectTrancheRequest
     ) -> WorkflowOutput:
         out = self._operator(state, cmd)
+        if state.lfa_request_ide is None:
+            # E_0623 step 500: no supplier was asked, so step 520's A54 is not reached.
+            raise WorkflowError.rejected(
+                f"{self.name}: no supplier of the MaLo was asked (E_0623 step 500), so no share can "
+                "have stayed taken (A54): form the Tranche (A56) or reject the Anmeldung (A99)"
+            )
         out.emit(TrancheRequestRejectedByOperator(decided_at=cmd.decided_at, reason=cmd.reason))
         out.cancel.append(DECISION_DEADLINE)
         self._decide_anmeldung(out, confirmed=False, share_not_free=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from gpke_support import LFA, LFN, anmeldung, berlin, run
+from gpke_support import LFA, LFN, anmeldung, berlin, lfa_answer, run
 from test_gpke_gv3 import form, gv3
 from test_gpke_lfa_not_reached import ELEVEN, NINE, ack, operator
 
@@ -56,7 +56,11 @@ def not_reached(*then: Any) -> list[Any]:
         not_reached(DecisionDeadlinePassed(due_at=ELEVEN), operator()),  # overdue: still waiting
         not_reached(RejectAnmeldung(decided_at=berlin(2025, 6, 10, 9, 30), text="Kunde unbekannt")),
         [gv3(), DecisionDeadlinePassed(due_at=ELEVEN), form()],
-        [gv3(), RejectTrancheRequest(decided_at=DECIDED, reason="share taken")],
+        [
+            gv3(current_supplier=LFA),
+            lambda s: lfa_answer(s.lfa_request_ide, received_at="2025-06-06T08:00:00+02:00"),
+            RejectTrancheRequest(decided_at=DECIDED, reason="share taken"),
+        ],
         [anmeldung(current_supplier=LFA)],  # never waits
     ],
 )

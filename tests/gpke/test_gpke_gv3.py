@@ -48,6 +48,16 @@ def awaiting(**overrides: Any) -> tuple[GpkeState, Any]:
     return state, out
 
 
+def asked_and_agreed() -> GpkeState:
+    """A GV3 whose supplier of the MaLo was asked (55010) and agreed: it waits for the Tranche,
+    past E_0623 step 510, so steps 520-540 (A54, A55) may follow."""
+    state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFA))
+    request = utilmd(out, "55010")["ide_ref"]
+    state, _ = run(WF, state, lfa_answer(request, received_at="2025-06-06T08:00:00+02:00"))
+    assert state.status is Status.AWAITING_OPERATOR
+    return state
+
+
 def form(**overrides: Any) -> FormTranche:
     values: dict[str, Any] = {"decided_at": DECIDED, "tranche": TRANCHE, "percent": "30", "reason": "PV"}
     return FormTranche(**(values | overrides))
@@ -66,7 +76,7 @@ def test_a_gv3_that_passes_e_0622_sends_nothing_but_awaits_its_tranche() -> None
 def test_forming_the_tranche_confirms_with_the_malo_the_tranche_and_its_share(
     shares_missing: bool, code: str
 ) -> None:
-    state, _ = awaiting()
+    state = asked_and_agreed() if shares_missing else awaiting()[0]
     state, out = run(WF, state, form(shares_missing=shares_missing))
     assert sent(out) == [("UTILMD", "55078", LFN)]
     tx = utilmd(out, "55078")
@@ -91,11 +101,14 @@ def test_with_an_lfa_that_agrees_the_tranche_is_awaited_and_no_55037_goes_out() 
     assert sent(out) == [("UTILMD", "55078", LFN)]  # the LFA keeps the rest of the MaLo
 
 
-def test_an_lfa_objecting_rejects_with_a53_without_its_code() -> None:
+@pytest.mark.parametrize("code", ["A39", "A41"])
+def test_an_lfa_objecting_rejects_with_a53_without_its_code(code: str) -> None:
+    """Step 510 asks whether a request was agreed to: every Ablehnung is none, A41 too (its
+    exception is step 440's, in GV1/GV2). Before, a GV3's A41 counted as agreement."""
     state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFA))
     request = utilmd(out, "55010")["ide_ref"]
     objection = lfa_answer(
-        request, pid="55012", answer_code="A39", received_at="2025-06-06T08:00:00+02:00"
+        request, pid="55012", answer_code=code, received_at="2025-06-06T08:00:00+02:00"
     )
     state, out = run(WF, state, objection)
     tx = utilmd(out, "55080")
@@ -105,10 +118,20 @@ def test_an_lfa_objecting_rejects_with_a53_without_its_code() -> None:
 
 
 def test_a_share_not_free_rejects_with_a54() -> None:
-    state, _ = awaiting()
+    state = asked_and_agreed()
     state, out = run(WF, state, RejectTrancheRequest(decided_at=DECIDED, reason="nur 20 % frei"))
     assert (utilmd(out, "55080")["answer_code"], state.status) == ("A54", Status.REJECTED)
     assert [entry["kind"] for _, entry in out.journal] == ["released"]
+
+
+def test_without_a_supplier_asked_only_a56_or_a99_can_follow() -> None:
+    """E_0623 step 500: no request sent goes to step 600 (A56 or A99); A54 (step 520) and A55
+    (steps 530/540) need a request agreed to. Before, the operator could send either."""
+    state, _ = awaiting()
+    with pytest.raises(WorkflowError, match="step 500"):
+        run(WF, state, RejectTrancheRequest(decided_at=DECIDED, reason="share taken"))
+    with pytest.raises(WorkflowError, match="step 500"):
+        run(WF, state, form(shares_missing=True))
 
 
 def test_the_operator_may_reject_a_gv3_with_a99_but_not_deem_it_agreed() -> None:
