@@ -180,6 +180,11 @@ class _ForwardingStore:
         return results
 
 
+def _served(spec: dict[str, Any]) -> str:
+    """What an actor of ``spec`` serves: the shared store's directory, or a node's data directory."""
+    return str(spec["path"] if spec["mode"] == "shared" else spec["data_dir"])
+
+
 class _Host:
     """The body of a host (or dedicated) Ray actor: ``LocalActorSystem``\\ s on local stores.
 
@@ -618,6 +623,10 @@ class _Host:
 
     # -- stats and lifecycle ---------------------------------------------------------------
 
+    async def serves(self) -> str:
+        """The store this actor serves (``_served`` of its spec)."""
+        return _served(self._spec)
+
     async def stats(self) -> ActorStats:
         total = ActorStats()
         for system in self._systems.values():
@@ -818,7 +827,8 @@ class RayActorSystem(HandleFactory):
             raise InvalidArgument(f"max_call_batch must be at least 1, got {max_call_batch}")
         if max_inflight_calls < 1:
             raise InvalidArgument(f"max_inflight_calls must be at least 1, got {max_inflight_calls}")
-        self.path = str(os.fspath(path))
+        # Absolute: hosts open it in their own OS processes, whose working directory may differ.
+        self.path = os.path.abspath(os.fspath(path))
         self.workflows = workflow_registry(workflows)
         if inbound is not None:
             inbound = _inbound_options(inbound, partitions, placement)
@@ -940,6 +950,31 @@ class RayActorSystem(HandleFactory):
     def _new_actor(self, name: str, spec: dict[str, Any], **extra: Any) -> Any:
         return _host_class().options(name=name, **self._actor_options, **extra).remote(spec)
 
+    def _serving_actor(self, name: str, spec: dict[str, Any], **extra: Any) -> Any:
+        """``_new_actor`` for a host, registry or node host: one that exists already under
+        ``name`` must serve the same store, else ``InvalidArgument`` names both.
+
+        Two systems with the same names share actors; on two stores, the second one's commands
+        would be written into the first one's (acknowledged, and lost from its own). One name
+        lookup per such actor (and one call when it exists), never per process.
+        """
+        try:
+            existing = ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            existing = None
+        if existing is not None:
+            try:
+                served: str | None = cast(str, ray.get(existing.serves.remote(), timeout=60))
+            except Exception:
+                served = None
+            ours = _served(spec)
+            if served is not None and served != ours:
+                raise InvalidArgument(
+                    f"the Ray actor {self.namespace}/{name} serves {served}, not {ours}: give one "
+                    "of the two systems another name_prefix (or namespace)"
+                )
+        return self._new_actor(name, spec, **extra)
+
     def _shared_spec(self) -> dict[str, Any]:
         return {**self._base_spec, "mode": "shared", "path": self.path}
 
@@ -958,7 +993,7 @@ class RayActorSystem(HandleFactory):
             return handles
         if not self._host_handles:
             self._host_handles = [
-                self._new_actor(f"{self.name_prefix}-host-{i}", self._shared_spec())
+                self._serving_actor(f"{self.name_prefix}-host-{i}", self._shared_spec())
                 for i in range(self.hosts)
             ]
         return self._host_handles
@@ -1014,7 +1049,9 @@ class RayActorSystem(HandleFactory):
             "assignment": list(self.partition_map.assignment),
         }
         strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        return self._new_actor(name, spec, scheduling_strategy=strategy)
+        if name.startswith(f"{self.name_prefix}-proc-"):
+            return self._new_actor(name, spec, scheduling_strategy=strategy)  # (one per process)
+        return self._serving_actor(name, spec, scheduling_strategy=strategy)
 
     async def start(self) -> None:
         """Start every host now (otherwise on first use); a new partition map creates its partitions.
@@ -1046,7 +1083,7 @@ class RayActorSystem(HandleFactory):
         if self.placement == "hosted":
             return self.host_handles()[0]
         if self._registry is None:
-            self._registry = self._new_actor(f"{self.name_prefix}-registry", self._shared_spec())
+            self._registry = self._serving_actor(f"{self.name_prefix}-registry", self._shared_spec())
         return self._registry
 
     async def _dedicated_actor(self, stream_id: StreamId) -> Any:

@@ -260,3 +260,30 @@ async def test_aclose_waits_for_every_operation_already_sent(tmp_path: Path) -> 
     assert all(task.done() and task.exception() is None for task in sent)
     totals = [(await replayed(path, r))[1].total for r in refs]
     assert totals == [7] + [6] * 39
+
+
+@pytest.mark.parametrize("placement", ["hosted", "dedicated"])
+async def test_two_stores_under_the_same_names_are_refused(tmp_path: Path, placement: str) -> None:
+    """Two systems with the same names share actors. Before, a second system on another store
+    got the first one's hosts: its commands were acknowledged and written into the first store."""
+    from mako_actors import InvalidArgument
+
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    first = RayActorSystem(tmp_path / "a", [Ledger], placement=placement, hosts=2, name_prefix=prefix)
+    second = RayActorSystem(tmp_path / "b", [Ledger], placement=placement, hosts=2, name_prefix=prefix)
+    try:
+        await first.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+        await first.lookup(TENANT, "nothing")  # (dedicated: its registry actor is up too)
+        ref = second.spawn("ledger", TENANT, LEDGER_ID)
+        if placement == "hosted":
+            with pytest.raises(InvalidArgument, match=r"serves .*/a, not .*/b"):
+                await ref.execute(Record(amount=42))
+        else:  # its own actor per process, on its own store; the registry actor is shared
+            await ref.execute(Record(amount=42))
+        with pytest.raises(InvalidArgument, match="another name_prefix"):
+            await second.lookup(TENANT, "nothing")
+    finally:
+        await second.aclose()
+        await first.aclose()
+    async with LmdbStore(tmp_path / "a") as store:
+        assert await store.stream_version(ref.stream_id) == 0
