@@ -46,6 +46,7 @@ from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.delivery import DirectorySender, OutboxWorker, PermanentDeliveryError, RetryPolicy, Sender
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import (
+    DeadlineGone,
     DeserializationError,
     EngineError,
     InboxConflict,
@@ -104,6 +105,7 @@ __all__ = [
     "CorrelationId",
     "DeadLetter",
     "Deadline",
+    "DeadlineGone",
     "DeadlineId",
     "DeadlineScheduler",
     "DeserializationError",

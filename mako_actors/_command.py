@@ -224,10 +224,11 @@ def prepare(
         outbox if enqueue else (),
         deadlines,
         out["cancel_deadlines"] if enqueue else (),
-        (discharged.deadline_id,) if discharged is not None else (),
+        (),
         snapshot,
         tuple((key, identity) for key in register_keys) if register_keys else (),
         tuple(JournalEntry(ident["tenant_id"], key, data) for key, data in journal) if journal else (),
+        discharged.deadline_id if discharged is not None else None,
     )
     return _prepared(commit, events, outbox, new_state, snapshot)
 

@@ -145,6 +145,11 @@ class InboxConflict(EngineError):
     """An inbound message key was accepted before with different content; raise an alarm."""
 
 
+class DeadlineGone(EngineError):
+    """The deadline a timeout's commit discharges is no longer stored: fired (by another
+    scheduler or actor) or cancelled meanwhile. Nothing was written; it fires once."""
+
+
 class StoreError(EngineError):
     """The store failed to read or write; ``transient`` is set where a retry may succeed."""
 
@@ -189,6 +194,7 @@ for _cls in (
     NotFound,
     RegistryConflict,
     InboxConflict,
+    DeadlineGone,
     StoreError,
     OutboxError,
     SerializationError,

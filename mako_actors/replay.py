@@ -867,6 +867,8 @@ class _RunView:
                     self._forget(number)
         for deadline_id in commit.cancel_deadline_ids:
             self._forget(deadline_id.int)
+        if commit.fired_deadline_id is not None:
+            self._forget(commit.fired_deadline_id.int)
         for deadline in commit.deadlines:
             self.remember(deadline)
             self._on_deadline(deadline)

@@ -22,7 +22,7 @@ from typing import Any
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.errors import DeadlineGone, EngineError, InvalidArgument
 from mako_actors.logs import log_context
 from mako_actors.process import Process, system_clock
 from mako_actors.store import Store
@@ -170,6 +170,10 @@ class DeadlineScheduler:
     async def _fire_logged(self, deadline: Deadline) -> bool:
         try:
             await self._fire(deadline)
+        except DeadlineGone:
+            # Fired meanwhile by another scheduler (or cancelled by its process): nothing written.
+            log.info("deadline %s of %s: fired or cancelled meanwhile", deadline.label, deadline.stream_id)
+            return False
         except EngineError as exc:
             if exc.transient:
                 self.stats.retried_later += 1

@@ -54,7 +54,9 @@ class Commit:
     ``events`` carry placeholder sequence numbers; the store assigns the real ones (version+1,
     ...) and the global positions. A ``snapshot`` must be at the stream's version after this
     commit. ``cancel_deadline_labels`` cancels this stream's deadlines with those labels before
-    ``deadlines`` are registered, so one command can re-arm a label.
+    ``deadlines`` are registered, so one command can re-arm a label. ``fired_deadline_id``: the
+    deadline a timeout's commit handles and removes; when it is no longer stored (fired or
+    cancelled meanwhile) the commit fails with ``DeadlineGone`` and writes nothing.
     """
 
     stream_id: StreamId
@@ -67,6 +69,7 @@ class Commit:
     snapshot: Snapshot | None = None
     registry: Sequence[tuple[str, ProcessIdentity]] = ()
     journal: Sequence[JournalEntry] = ()
+    fired_deadline_id: DeadlineId | None = None
 
 
 @dataclass(frozen=True, slots=True)

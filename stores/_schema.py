@@ -29,6 +29,7 @@ from mako_actors.envelope import (
     workflow_text,
 )
 from mako_actors.errors import (
+    DeadlineGone,
     DeserializationError,
     InboxConflict,
     InvalidArgument,
@@ -186,6 +187,11 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     # members, which costs a Python-level descriptor call each on 3.11.
     if not (expected.version == current if expected.kind is None else expected.matches(current)):
         raise VersionConflict(stream_id, expected, current)
+    fired = commit.fired_deadline_id
+    if fired is not None and txn.get("deadlines", fired.int.to_bytes(16, "big")) is None:
+        # Checked before anything is written: a deadline fires once, however many schedulers
+        # or live actors of the process raced for it.
+        raise DeadlineGone(f"deadline {fired} of {stream_id} is no longer stored (fired or cancelled)")
     events = commit.events
     version = current + len(events)
     if commit.snapshot is not None and commit.snapshot.sequence != version:
@@ -230,6 +236,8 @@ def apply_commit(txn: KvTxn, commit: Commit) -> CommitResult:
     if commit.cancel_deadline_ids:
         for deadline_id in commit.cancel_deadline_ids:
             cancel_deadline(txn, deadline_id, of_stream=stream_id)
+    if fired is not None:
+        cancel_deadline(txn, fired, of_stream=stream_id)
     if commit.deadlines:
         for deadline in commit.deadlines:
             register_deadline(txn, deadline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,53 @@ async def test_directory_sender_renders_edifact_and_dead_letters_unrenderable_pa
         assert parse_interchange(written.read_bytes()).messages[0].message_type == "CONTRL"
         [letter] = await store.dead_letters()
         assert "cannot render NOTICE" in letter.reason
+
+
+class Reminding(Ledger):
+    """A ledger whose every reminder records one unit, whatever the state: firing twice shows."""
+
+    name = "reminding"
+
+    def on_deadline(self, deadline: Deadline, state: Any) -> Any:
+        return Record(amount=1)
+
+
+@pytest.mark.parametrize("firer", ["processes", "actors"])
+async def test_two_schedulers_at_once_fire_each_deadline_once(tmp_path: Path, firer: str) -> None:
+    """Two schedulers of one store (two nodes' ticks overlapping, two drivers) race for the same
+    due deadlines. Before, the second one's retry decided the timeout again on the state the
+    first one left, and every reminder was recorded twice. A timeout's commit now needs its
+    deadline still stored (``DeadlineGone`` otherwise: nothing written, not counted)."""
+    import asyncio
+
+    from mako_actors import LocalActorSystem
+    from mako_actors.scheduler import identity_of
+
+    t0 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    clock = VirtualClock(t0)
+    workflow = Reminding()
+    wf_id = WorkflowId.new("reminding", "FV2025-10-01")
+    async with LmdbStore(tmp_path / "db") as store:
+        processes = [Process(workflow, store, TENANT, wf_id) for _ in range(10)]
+        for p in processes:
+            await p.execute_and_enqueue(Record(amount=10, remind_at=t0 + timedelta(hours=1)))
+        clock.set(t0 + timedelta(hours=2))
+        systems = [LocalActorSystem(store, [workflow], clock=clock) for _ in range(2)]
+
+        def fire_through(system: LocalActorSystem) -> Any:
+            async def fire(deadline: Deadline) -> object:
+                return await system.resume(identity_of(deadline)).execute_timeout_with_retry(deadline, 5)
+
+            return fire
+
+        fires = (
+            [process_firer(store, {"reminding": workflow}, clock) for _ in range(2)]
+            if firer == "processes"
+            else [fire_through(s) for s in systems]
+        )
+        fired = await asyncio.gather(*(DeadlineScheduler(store, f, clock).run_due() for f in fires))
+        for system in systems:
+            await system.aclose()
+        states = [await Process.from_identity(workflow, store, p.identity()).state() for p in processes]
+        assert [state.total for state in states] == [11] * 10
+        assert sum(fired) == 10 and await store.due_deadlines(clock(), 100) == []

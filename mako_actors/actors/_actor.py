@@ -880,7 +880,7 @@ def _discharge(identity: ProcessIdentity, state: Any, version: int, op: Op | _Sl
     commit = Commit(
         stream_id=identity.stream_id,
         expected=ExpectedVersion.exact(version),
-        cancel_deadline_ids=(op.deadline.deadline_id,),
+        fired_deadline_id=op.deadline.deadline_id,
     )
     return Prepared(commit, (), (), state, None)
 
