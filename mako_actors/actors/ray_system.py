@@ -855,6 +855,7 @@ class RayActorSystem(HandleFactory):
                 ) from None
         self.partition_map: PartitionMap | None = None
         self._new_map = False
+        self._started = partitions is None  # a partitioned system starts before its first operation
         if partitions is not None:
             self.partition_map, self._new_map = self._load_or_create_map(partitions)
         options: dict[str, Any] = {
@@ -1076,8 +1077,15 @@ class RayActorSystem(HandleFactory):
                 for n in self.partition_map.nodes
             ))  # fmt: skip
             self._new_map = False
+        elif self.partition_map is not None:
+            # Every live node's host exists before the first operation: hosts call each other
+            # by name (a registry key forwarded to its home partition, an ingested interchange
+            # handed on), and only a driver creates hosts. A node down now gets its host when
+            # it is first used; a host failing to answer is the business of that use.
+            await asyncio.gather(*(h.stats.remote() for h in handles), return_exceptions=True)
         else:
             await asyncio.gather(*(h.stats.remote() for h in handles))
+        self._started = True
 
     def _registry_actor(self) -> Any:
         if self.placement == "hosted":
@@ -1276,7 +1284,7 @@ class RayActorSystem(HandleFactory):
                 ProcessIdentity | None,
                 await self._reply(self._registry_actor().lookup.remote(0, tenant_id, key)),
             )
-        if self._new_map:
+        if not self._started:
             await self.start()
         home = key_home(tenant_id, key, self.partition_map.count)
         await self._await_resumed(home)
@@ -1310,7 +1318,7 @@ class RayActorSystem(HandleFactory):
                 if self.placement == "hosted":
                     return await self._submit(self._host_key(stream_id), 0, identity, op)
                 return await self._dedicated_dispatch(identity, op, write, 0)
-            if self._new_map:  # the partitions are created once, before the first operation
+            if not self._started:  # partitions created, hosts of every live node up: once
                 await self.start()
             partition = partition_of(stream_id, self.partition_map.count)
             await self._await_resumed(partition)
@@ -1607,7 +1615,7 @@ class RayActorSystem(HandleFactory):
             raise InvalidArgument("ingest needs RayActorSystem(partitions=..., inbound={...})")
         if self._closed:
             raise ActorSystemClosed("actor system is closed")
-        if self._new_map:
+        if not self._started:
             await self.start()
         partition = ingest_partition(raw, self.partition_map.count)
         await self._await_resumed(partition)
@@ -1735,7 +1743,7 @@ class RayActorSystem(HandleFactory):
         """
         if self.partition_map is None:
             raise InvalidArgument("repair_keys needs a partitioned system")
-        if self._new_map:
+        if not self._started:
             await self.start()
         counts = await asyncio.gather(
             *(self._reply(host.repair_keys.remote()) for host, _ in self._store_hosts())
@@ -1780,7 +1788,7 @@ class RayActorSystem(HandleFactory):
         """
         from mako_actors.delivery import DeliveryReport
 
-        if self._new_map:
+        if not self._started:
             await self.start()
         now = self._virtual() if self._virtual is not None else None
         reports = await asyncio.gather(
@@ -1793,7 +1801,7 @@ class RayActorSystem(HandleFactory):
 
         With a ``VirtualClock``, "due" is the driver's clock reading. Returns how many fired.
         """
-        if self._new_map:
+        if not self._started:
             await self.start()
         now = self._virtual() if self._virtual is not None else None
         counts = await asyncio.gather(
@@ -1813,7 +1821,7 @@ class RayActorSystem(HandleFactory):
         """
         import inspect
 
-        if self._new_map:
+        if not self._started:
             await self.start()
         handled = 0
         for host, partitions in self._store_hosts():

@@ -36,11 +36,12 @@ def ray_cluster() -> Iterator[None]:
     root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
-    # One logical node ("local") so partitioned systems can pin their host here too.
+    # Two logical nodes ("local", "other") on this one Ray node, so partitioned systems can pin
+    # their hosts here too, and hosts of two nodes call each other.
     # address="local": always a fresh instance of our own, never another cluster on this machine.
     ray.init(
-        address="local", num_cpus=2, resources={"mako-node:local": 1}, include_dashboard=False,
-        log_to_driver=False, namespace="mako-actors-tests",
+        address="local", num_cpus=2, resources={"mako-node:local": 1, "mako-node:other": 1},
+        include_dashboard=False, log_to_driver=False, namespace="mako-actors-tests",
     )  # fmt: skip
     try:
         yield

@@ -214,3 +214,26 @@ async def _end_named(name: str, namespace: str) -> None:
     ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
     while any(a["name"] == name for a in ray.util.list_named_actors(all_namespaces=True)):
         await asyncio.sleep(0.05)
+
+
+async def test_a_driver_on_an_existing_map_starts_every_nodes_host(tmp_path: Path) -> None:
+    """Hosts call each other by name (a registry key forwarded to its home partition), and only
+    a driver creates hosts. Before, a driver on an existing map created only the hosts of the
+    nodes it touched: a key homed on another node was never written there (a lookup missed it,
+    for GPKE an APERAK Z10 to a valid answer) until a manual repair."""
+    from mako_actors.partitions import key_home
+
+    layout = PartitionMap.spread(PARTITIONS, {"local": str(tmp_path / "a"), "other": str(tmp_path / "b")})
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RayActorSystem(tmp_path / "map", [Ledger], partitions=layout, name_prefix=prefix) as first:
+        await first.start()  # creates the partitions; its hosts end with it
+    async with RayActorSystem(tmp_path / "map", [Ledger], partitions=layout, name_prefix=prefix) as second:
+        ref = next(
+            r for r in (second.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"m{i}") for i in range(100))
+            if layout.node_of(partition_of(r.stream_id, PARTITIONS)) == "local"
+        )
+        keys = (f"tx:{j}" for j in range(1000))
+        key = next(k for k in keys if layout.node_of(key_home(TENANT, k, PARTITIONS)) == "other")
+        await ref.execute(Record(amount=1, register_key=key))
+        found = await second.lookup(TENANT, key)
+        assert found is not None and found.stream_id == ref.stream_id

@@ -80,6 +80,7 @@ class Nodes:
             self.root / "map", workflows=[Ledger], partitions=self.layout, name_prefix="t"
         )
         system._new_map = False
+        system._started = True  # its hosts are the in-process ones below
 
         async def nobody(partition: int, count: int) -> None:
             return None
