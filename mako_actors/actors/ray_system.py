@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import tempfile
 import time
 from collections import OrderedDict
@@ -2003,8 +2004,21 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _as_result(exc: BaseException) -> _Failure | _Raised:
-    """One operation's error as it travels back in a batch's results."""
-    return _Failure(exc.to_plain()) if isinstance(exc, EngineError) else _Raised(exc)
+    """One operation's error as it travels back in a batch's results.
+
+    Another exception travels as itself if it survives pickling both ways. One that does not
+    (a workflow's exception whose constructor takes other arguments than it stores, say) would
+    make the whole batch's results unreadable at the driver, the other operations' committed
+    commands included: it travels as an ``EngineError`` naming its class and message instead.
+    """
+    if isinstance(exc, EngineError):
+        return _Failure(exc.to_plain())
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception as unpicklable:
+        text = f"{type(exc).__qualname__}: {exc} (not sent back as itself: {unpicklable!r})"
+        return _Failure(EngineError(text).to_plain())
+    return _Raised(exc)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

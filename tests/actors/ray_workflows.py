@@ -13,7 +13,14 @@ from mako_actors import Event, VersionConflict, Workflow, WorkflowError, Workflo
 
 class Fail(BaseModel):
     model_config = ConfigDict(frozen=True)
-    kind: Literal["conflict", "workflow", "ok"]
+    kind: Literal["conflict", "workflow", "ok", "unpicklable"]
+
+
+class Unpicklable(Exception):
+    """Pickles, but does not unpickle: its constructor takes other arguments than it stores."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
 
 
 class Passed(Event, type="faulty.passed"):
@@ -37,6 +44,8 @@ class Faulty(Workflow[Fail, FaultyState]):
             raise VersionConflict("process/x/y", 3, 7)
         if command.kind == "workflow":
             raise WorkflowError.rejected("asked to fail")
+        if command.kind == "unpicklable":
+            raise Unpicklable(7, "bad input")
         return WorkflowOutput.of(Passed())
 
     def apply(self, state: FaultyState, event: Any) -> FaultyState:

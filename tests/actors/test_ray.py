@@ -85,6 +85,25 @@ async def test_engine_errors_arrive_as_their_class(tmp_path: Path, placement: st
         assert (await ref.state()).passed == 1
 
 
+async def test_an_error_that_cannot_travel_back_fails_its_command_only(tmp_path: Path) -> None:
+    """A workflow's exception that pickles but does not unpickle. Before, the whole batch's
+    results were unreadable at the driver: the other commands, committed, were reported failed
+    (a caller resending them would run them twice)."""
+    from mako_actors import EngineError
+
+    async with system(tmp_path / "db", "hosted") as actors:
+        await actors.spawn("faulty", TENANT, FAULTY_ID).execute(Fail(kind="ok"))  # the host is up
+        good = [actors.spawn("faulty", TENANT, FAULTY_ID) for _ in range(5)]
+        bad = actors.spawn("faulty", TENANT, FAULTY_ID)
+        results = await asyncio.gather(
+            *(r.execute(Fail(kind="ok")) for r in good), bad.execute(Fail(kind="unpicklable")),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert all(isinstance(r, list) for r in results[:5]), results
+        assert isinstance(results[5], EngineError) and "Unpicklable: 7: bad input" in str(results[5])
+        assert [(await r.state()).passed for r in good] == [1] * 5
+
+
 async def test_killed_host_loses_no_acknowledged_command(tmp_path: Path) -> None:
     path = tmp_path / "db"
     async with system(path, "hosted") as actors:
