@@ -37,8 +37,16 @@ class EngineError(Exception):
         self.message = message
 
     def to_plain(self) -> dict[str, Any]:
-        """The error as plain data (for Ray and logs); ``from_plain`` rebuilds the subclass."""
-        return {"error": type(self).__name__, "message": self.message, "args": self._plain_args()}
+        """The error as plain data (for Ray and logs); ``from_plain`` rebuilds the subclass.
+
+        ``bases`` and ``transient`` let a receiver that never imported the subclass (a driver
+        without ``stores.lmdb``, say) rebuild its nearest known base, still transient or not.
+        """
+        bases = [c.__name__ for c in type(self).__mro__[1:] if issubclass(c, EngineError)]
+        return {
+            "error": type(self).__name__, "message": self.message, "args": self._plain_args(),
+            "bases": bases, "transient": self.transient,
+        }  # fmt: skip
 
     def _plain_args(self) -> dict[str, Any]:
         return {}
@@ -51,9 +59,14 @@ class EngineError(Exception):
 
     @staticmethod
     def from_plain(data: dict[str, Any]) -> EngineError:
-        """Rebuild an error from ``to_plain`` output; unknown names become ``EngineError``."""
-        cls = _ERROR_CLASSES.get(str(data.get("error")), EngineError)
-        return cls._from_args(str(data.get("message", "")), dict(data.get("args") or {}))
+        """Rebuild an error from ``to_plain`` output: its class, else the nearest registered base
+        it names (``EngineError`` at last), with its ``transient`` flag."""
+        names = [str(data.get("error")), *(str(b) for b in data.get("bases") or ())]
+        cls = next((_ERROR_CLASSES[n] for n in names if n in _ERROR_CLASSES), EngineError)
+        err = cls._from_args(str(data.get("message", "")), dict(data.get("args") or {}))
+        if "transient" in data and bool(data["transient"]) != err.transient:
+            err.transient = bool(data["transient"])
+        return err
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exceptions with custom __init__ signatures do not pickle by default; Ray pickles them.

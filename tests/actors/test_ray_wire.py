@@ -115,3 +115,21 @@ def test_as_new_copies_every_field_of_an_op_and_sets_new() -> None:
     new = op.as_new()
     assert new == replace(op, new=True) and new is not op
     assert not op.new
+
+
+def test_an_error_class_the_receiver_does_not_know_arrives_as_its_nearest_known_base() -> None:
+    """A host raises an error class registered in a module the driver never imported (e.g.
+    ``stores.lmdb``'s). Before, it arrived as a bare EngineError that was never transient, so a
+    driver-side scheduler dead-lettered a deadline a retry would have fired."""
+    from mako_actors.errors import EngineError, StoreError
+
+    class DiskWasFull(StoreError):  # (not registered: unknown to the receiver)
+        def __init__(self, message: str) -> None:
+            super().__init__(message, transient=True)
+
+    plain = DiskWasFull("no space left").to_plain()
+    error = EngineError.from_plain(plain)
+    assert type(error) is StoreError and error.transient and "no space left" in str(error)
+    # What older senders wrote (no bases, no flag) still reads as before.
+    old = EngineError.from_plain({"error": "DiskWasFull", "message": "m", "args": {}})
+    assert type(old) is EngineError and not old.transient
