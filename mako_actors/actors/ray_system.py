@@ -1828,17 +1828,23 @@ class RayActorSystem(HandleFactory):
         for host, partitions in self._store_hosts():
             for p in partitions:
                 name = f"{projection.name}@p{p:04d}"
-                position = int(await self._reply(host.load_checkpoint.remote(p, name)))
-                while events := await self._reply(host.read_all.remote(p, position, batch)):
-                    try:
-                        for event in events:
-                            result = projection.handle(event)
-                            if inspect.isawaitable(result):
-                                await result
-                            position = event.global_position
-                            handled += 1
-                    finally:
-                        await self._reply(host.save_checkpoint.remote(p, name, position))
+                try:
+                    position = int(await self._reply(host.load_checkpoint.remote(p, name)))
+                    while events := await self._reply(host.read_all.remote(p, position, batch)):
+                        try:
+                            for event in events:
+                                result = projection.handle(event)
+                                if inspect.isawaitable(result):
+                                    await result
+                                position = event.global_position
+                                handled += 1
+                        finally:
+                            await self._reply(host.save_checkpoint.remote(p, name, position))
+                except PartitionUnavailable:
+                    # Its host could not open it, or it is being moved: it keeps its checkpoint
+                    # (saved up to its last handled event), and the next run goes on there.
+                    self.unavailable_errors += 1
+                    continue
         return handled
 
     # -- stats and lifecycle ---------------------------------------------------------------

@@ -237,3 +237,24 @@ async def test_a_driver_on_an_existing_map_starts_every_nodes_host(tmp_path: Pat
         await ref.execute(Record(amount=1, register_key=key))
         found = await second.lookup(TENANT, key)
         assert found is not None and found.stream_id == ref.stream_id
+
+
+async def test_a_projection_goes_on_past_a_partition_its_host_cannot_open(tmp_path: Path) -> None:
+    """run_projection skips unavailable partitions, as deliver_outbox and fire_due_deadlines
+    do. Before, a partition whose data its (live) host could not open stopped it with
+    PartitionNotOpen: the partitions after it were not fed."""
+    import os
+
+    clock = VirtualClock(START)
+    async with partitioned(tmp_path, clock) as actors:
+        refs = [actors.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(16)]
+        for r in refs:
+            await r.execute(Record(amount=1))
+        missing = sum(partition_of(r.stream_id, PARTITIONS) == 1 for r in refs)
+        assert 0 < missing < 16
+        name_prefix = actors.name_prefix
+    os.rename(tmp_path / "data" / "p0001", tmp_path / "data" / "p0001.offline")
+    layout = PartitionMap.spread(PARTITIONS, {"local": tmp_path / "data"})
+    again = RayActorSystem(tmp_path / "map", workflows=[Ledger], partitions=layout, name_prefix=name_prefix)
+    async with again:
+        assert await again.run_projection(Journal()) == 16 - missing
