@@ -36,17 +36,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pickle
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import ray
 from ray import cloudpickle
@@ -770,6 +771,32 @@ class _Batcher:
     inflight: int = 0
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _counted_op(
+    method: Callable[Concatenate[RayActorSystem, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[RayActorSystem, _P], Coroutine[Any, Any, _R]]:
+    """An operation that is not a process's: refused once the system is closed
+    (``ActorSystemClosed``), and waited for by ``aclose`` like every call in flight (a firing of
+    deadlines cut short by the close would dead-letter what it was firing)."""
+
+    @functools.wraps(method)
+    async def counted(system: RayActorSystem, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if system._closed:
+            raise ActorSystemClosed("actor system is closed")
+        system._calls += 1
+        try:
+            return await method(system, *args, **kwargs)
+        finally:
+            system._calls -= 1
+            if not system._calls and not system._open and system._idle_calls is not None:
+                system._idle_calls.set()
+
+    return counted
+
+
 class RayActorSystem(HandleFactory):
     """Process actors on Ray; same API as ``LocalActorSystem``.
 
@@ -966,7 +993,7 @@ class RayActorSystem(HandleFactory):
             existing = None
         if existing is not None:
             try:
-                served: str | None = cast(str, ray.get(existing.serves.remote(), timeout=60))
+                served: str | None = cast(str, ray.get(existing.serves.remote(), timeout=5))
             except Exception:
                 served = None
             ours = _served(spec)
@@ -1244,6 +1271,7 @@ class RayActorSystem(HandleFactory):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+    @_counted_op
     async def passivate_idle(self, older_than: float = 0.0) -> int:
         """Passivate idle actors unused for ``older_than`` seconds; returns how many (dedicated:
         Ray actors ended; hosted: process actors dropped inside the hosts)."""
@@ -1279,6 +1307,7 @@ class RayActorSystem(HandleFactory):
         process without a store read (``LocalActorSystem.dispatch_new``)."""
         return self.dispatch(identity, op.as_new())
 
+    @_counted_op
     async def _lookup_identity(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
         if self.partition_map is None:
             return cast(
@@ -1549,6 +1578,16 @@ class RayActorSystem(HandleFactory):
     def _host_died(self, key: Any) -> None:
         if key[0] == "node":  # re-created on its node (if the node is up) by the next call
             self._node_hosts.pop(key[1], None)
+        elif key[0] == "host":
+            self._forget_handles()
+
+    def _forget_handles(self) -> None:
+        """Drop the cached handles of hosts and the registry: the next call looks each up by
+        name again. A host restarted by Ray is the same actor; one ended for good (another
+        driver's ``aclose`` killed it) is made anew, instead of every call failing from now on."""
+        self._host_handles = []
+        self._node_hosts = {}
+        self._registry = None
 
     def _retry_or_fail(self, key: Any, item: _Queued, exc: RayActorError) -> bool:
         """Reads are resent while the host restarts; writes only with an ``idempotency_key``.
@@ -1583,8 +1622,11 @@ class RayActorSystem(HandleFactory):
     def _unavailable(self, partition: int) -> PartitionUnavailable:
         self.unavailable_errors += 1
         node = self.partition_map.node_of(partition) if self.partition_map is not None else "?"
+        gone = self.partition_map is not None and self._ray_node_id(node) is None
         return PartitionUnavailable(
             f"partition {partition}: its node {node!r} is gone; retry when it is back"
+            if gone
+            else f"partition {partition}: the host on node {node!r} died before replying; retry"
         )
 
     async def _reply(self, ref: Any) -> Any:
@@ -1592,6 +1634,8 @@ class RayActorSystem(HandleFactory):
         try:
             result = await ref
         except RayActorError as exc:
+            if not self._closed:
+                self._forget_handles()  # (which one died is not known here)
             raise CommandOutcomeUnknown(f"the actor died before replying ({type(exc).__name__})") from None
         except RayTaskError as exc:
             raise _unwrap(exc) from None
@@ -1733,6 +1777,7 @@ class RayActorSystem(HandleFactory):
                     "retries", partition, step, where, exc, partition, old,
                 )  # fmt: skip
 
+    @_counted_op
     async def repair_keys(self) -> RepairReport:
         """Complete registry keys missing at their home partition, on every reachable host.
 
@@ -1751,6 +1796,7 @@ class RayActorSystem(HandleFactory):
         )
         return RepairReport(*(sum(c[i] for c in counts) for i in range(3)))
 
+    @_counted_op
     async def partition_status(self) -> dict[int, str]:
         """Partition → ``"up"`` or ``"unavailable"`` (its node is not in the cluster or its host is down)."""
         if self.partition_map is None:
@@ -1780,6 +1826,7 @@ class RayActorSystem(HandleFactory):
                 continue  # counted; its outbox, deadlines and events wait for the node
         return found
 
+    @_counted_op
     async def deliver_outbox(self, sender: Any, policy: Any = None) -> Any:
         """Deliver due outbox messages where they are stored: one worker per partition, on its host.
 
@@ -1797,6 +1844,7 @@ class RayActorSystem(HandleFactory):
         )
         return DeliveryReport(*(sum(r[i] for r in reports) for i in range(3)))
 
+    @_counted_op
     async def fire_due_deadlines(self) -> int:
         """Fire every due deadline, one scheduler per partition on its host, through the actors.
 
@@ -1810,6 +1858,7 @@ class RayActorSystem(HandleFactory):
         )
         return int(sum(counts))
 
+    @_counted_op
     async def run_projection(self, projection: Any, batch: int = 500) -> int:
         """Feed ``projection`` every new event of every partition; one checkpoint per partition.
 
@@ -1849,6 +1898,7 @@ class RayActorSystem(HandleFactory):
 
     # -- stats and lifecycle ---------------------------------------------------------------
 
+    @_counted_op
     async def get_stats(self) -> ActorStats:
         """Counters summed over all hosts (dedicated: over the live Ray actors)."""
         handles = self.host_handles() if self.placement == "hosted" else list(self._dedicated.values())

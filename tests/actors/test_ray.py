@@ -306,3 +306,70 @@ async def test_two_stores_under_the_same_names_are_refused(tmp_path: Path, place
         await first.aclose()
     async with LmdbStore(tmp_path / "a") as store:
         assert await store.stream_version(ref.stream_id) == 0
+
+
+async def test_after_aclose_every_call_is_refused_and_no_actor_is_made_again(tmp_path: Path) -> None:
+    """Before, lookup, passivate_idle and get_stats went on after aclose and made the hosts
+    again, left running with the store open."""
+    from mako_actors.actors import ActorSystemClosed
+
+    actors = system(tmp_path / "db", "hosted")
+    await actors.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+    await actors.aclose()
+    calls = (
+        lambda: actors.lookup(TENANT, "k"), actors.passivate_idle, actors.get_stats, actors.fire_due_deadlines
+    )
+    for call in calls:
+        with pytest.raises(ActorSystemClosed):
+            await call()
+    named = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    assert not [n for n in named if n.startswith(actors.name_prefix)]
+
+
+async def test_a_driver_whose_shared_hosts_another_driver_ended_gets_new_ones(tmp_path: Path) -> None:
+    """Two drivers on one store share hosts by name; the first one's aclose ends them. Before,
+    every later call of the second driver failed (CommandOutcomeUnknown), for good: its handles
+    pointed at the ended actors. Now the call that meets the dead host is reported unknown, and
+    the next one looks the hosts up by name again (made anew)."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    first = RayActorSystem(tmp_path / "db", [Ledger], hosts=2, name_prefix=prefix)
+    second = RayActorSystem(tmp_path / "db", [Ledger], hosts=2, name_prefix=prefix)
+    try:
+        ref = second.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        await first.spawn("ledger", TENANT, LEDGER_ID).execute(Record(amount=1))
+        await first.aclose()  # ends the hosts both use
+        outcomes: list[str] = []
+        while outcomes[-2:] != ["ok", "ok"]:
+            # (Until Ray has processed the kill, the name may still hand out the dying actor.)
+            assert len(outcomes) < 50, outcomes
+            try:
+                await ref.execute(Record(amount=1))
+                outcomes.append("ok")
+            except CommandOutcomeUnknown:
+                outcomes.append("unknown")
+                await asyncio.sleep(0.05)
+        stored = (await ref.state()).total - 1
+        assert outcomes.count("ok") <= stored <= len(outcomes)
+    finally:
+        await second.aclose()
+
+
+async def test_aclose_waits_for_a_firing_of_deadlines_under_way(tmp_path: Path) -> None:
+    """Before, aclose closed the hosts under a running fire_due_deadlines: the firing failed
+    with 'store is closed', and a deadline it was firing was dead-lettered yet stayed due."""
+    start = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    clock = VirtualClock(start)
+    path = tmp_path / "db"
+    actors = system(path, "hosted", clock=clock)
+    refs = [actors.spawn("ledger", TENANT, LEDGER_ID) for _ in range(100)]
+    await asyncio.gather(
+        *(r.execute_and_enqueue(Record(amount=1, remind_at=start + timedelta(hours=1))) for r in refs)
+    )
+    clock.advance(timedelta(hours=2))
+    firing = asyncio.ensure_future(actors.fire_due_deadlines())
+    await asyncio.sleep(0.05)  # under way on the host
+    await actors.aclose()
+    assert firing.done() and await firing == 100
+    async with LmdbStore(path) as store:
+        assert await store.due_deadlines(clock(), 200) == [] and await store.dead_letters() == []
