@@ -18,12 +18,13 @@ from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 
 if TYPE_CHECKING:
-    from mako_actors.actors.ray_system import CommandOutcomeUnknown, RayActorSystem
+    from mako_actors.actors.ray_system import CommandOutcomeUnknown, HostStartFailed, RayActorSystem
 
 __all__ = [
     "ActorStats",
     "ActorSystemClosed",
     "CommandOutcomeUnknown",
+    "HostStartFailed",
     "LocalActorSystem",
     "ProcessRef",
     "RayActorSystem",
@@ -33,7 +34,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RayActorSystem", "CommandOutcomeUnknown"):
+    if name in ("RayActorSystem", "CommandOutcomeUnknown", "HostStartFailed"):
         from mako_actors.actors import ray_system
 
         return getattr(ray_system, name)

@@ -98,6 +98,20 @@ class CommandOutcomeUnknown(EngineError):
     transient = True
 
 
+@register_error
+class HostStartFailed(EngineError):
+    """A host (or dedicated) Ray actor failed in its constructor, e.g. a store path it cannot
+    open: nothing ran on it, so nothing was stored. The message is the constructor's error."""
+
+
+def _start_failure(exc: BaseException) -> HostStartFailed | None:
+    """``HostStartFailed`` with the constructor's error for a Ray actor that died starting."""
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    lines = [line.strip() for line in str(getattr(exc, "error_msg", exc)).splitlines() if line.strip()]
+    return HostStartFailed(f"the Ray actor could not start: {lines[-1] if lines else exc}")
+
+
 @dataclass(frozen=True, slots=True)
 class RepairReport:
     """What ``RayActorSystem.repair_keys`` did: keys written at their home partition, keys
@@ -1595,6 +1609,10 @@ class RayActorSystem(HandleFactory):
         True when ``item`` got its error, False when it was queued again.
         """
         partition, identity, op, future, attempt = item
+        failed_start = _start_failure(exc)
+        if failed_start is not None:  # it never ran: the cause, not "outcome unknown"
+            _fail(future, failed_start)
+            return True
         write = op.kind in _WRITES
         idempotent = write and getattr(op.command, "idempotency_key", None)
         limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
@@ -1636,6 +1654,9 @@ class RayActorSystem(HandleFactory):
         except RayActorError as exc:
             if not self._closed:
                 self._forget_handles()  # (which one died is not known here)
+            failed_start = _start_failure(exc)
+            if failed_start is not None:
+                raise failed_start from None
             raise CommandOutcomeUnknown(f"the actor died before replying ({type(exc).__name__})") from None
         except RayTaskError as exc:
             raise _unwrap(exc) from None

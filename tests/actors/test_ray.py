@@ -373,3 +373,18 @@ async def test_aclose_waits_for_a_firing_of_deadlines_under_way(tmp_path: Path) 
     assert firing.done() and await firing == 100
     async with LmdbStore(path) as store:
         assert await store.due_deadlines(clock(), 200) == [] and await store.dead_letters() == []
+
+
+async def test_a_store_the_hosts_cannot_open_is_named_not_an_unknown_outcome(tmp_path: Path) -> None:
+    """Before, a host that failed in its constructor (a store path below a regular file) gave
+    CommandOutcomeUnknown for a write ("may or may not have been stored", false: nothing ran)
+    and a read waited ~25 s for the same."""
+    from mako_actors.actors import HostStartFailed
+
+    (tmp_path / "afile").write_text("")
+    async with system(tmp_path / "afile" / "db", "hosted") as actors:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        with pytest.raises(HostStartFailed, match=r"cannot open LMDB store .*Not a directory"):
+            await ref.execute(Record(amount=1))
+        with pytest.raises(HostStartFailed, match="cannot open LMDB store"):
+            await ref.state()
