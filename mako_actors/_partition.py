@@ -246,9 +246,12 @@ class Scan:
 
     def __init__(self, raw: bytes) -> None:
         self.ok = self.escaped = False
-        if raw.startswith(b"UNA") and len(raw) >= 9:
-            self.comp, self.elem, self.rel, self.term = raw[3:4], raw[4:5], raw[6:7], raw[8:9]
-            pos = 9
+        at = len(raw) - len(raw.lstrip(b"\r\n")) if raw[:1] in (b"\r", b"\n") else 0  # (as the parser)
+        if raw.startswith(b"UNA", at) and len(raw) >= at + 9:
+            self.comp, self.elem, self.rel, self.term = (
+                raw[at + 3 : at + 4], raw[at + 4 : at + 5], raw[at + 6 : at + 7], raw[at + 8 : at + 9]
+            )
+            pos = at + 9
         else:
             self.comp, self.elem, self.rel, self.term = b":", b"+", b"?", b"'"
             pos = 0

@@ -253,18 +253,21 @@ def parse_interchange(
 
 
 def _prefix(raw: bytes) -> tuple[Delimiters, bool, int]:
-    if raw.startswith(b"UNA"):
+    # Line breaks before the first segment are tolerated, before a UNA as before a UNB (a
+    # gateway that writes a newline first would else have every interchange refused unanswered).
+    at = len(raw) - len(raw.lstrip(b"\r\n")) if raw[:1] in (b"\r", b"\n") else 0
+    if raw.startswith(b"UNA", at):
         try:
-            chars = raw[3:9].decode("ascii")
+            chars = raw[at + 3 : at + 9].decode("ascii")
         except UnicodeDecodeError:
             raise EdifactSyntaxError(
                 "UNA service characters must be ASCII",
                 segment_tag="UNA",
                 expected="6 ASCII characters",
-                found=repr(raw[3:9]),
+                found=repr(raw[at + 3 : at + 9]),
                 syntax_error_code="22",
             ) from None
-        return Delimiters.from_una(chars), True, 9
+        return Delimiters.from_una(chars), True, at + 9
     return DEFAULT_DELIMITERS, False, 0
 
 

@@ -587,3 +587,19 @@ async def test_only_a_utilmd_starts_a_process(store: LmdbStore, s009: str) -> No
     assert [m.outcome for m in result.messages] == ["dead_letter"]
     assert await store.lookup(TENANT, malo_key(MALO)) is None
     assert "55010" not in kinds(await outbox(store))
+
+
+@pytest.mark.parametrize("lead", [b"\n", b"\r\n\r\n"])
+async def test_line_breaks_before_the_una_are_tolerated_as_before_the_unb(
+    store: LmdbStore, lead: bytes
+) -> None:
+    """Before, a line break before UNB was read past, one before UNA made the interchange
+    unreadable: a dead letter and no CONTRL to an identifiable sender."""
+    from mako_actors._partition import Scan
+
+    raw = anmeldung_55001()
+    assert raw.startswith(b"UNA")
+    assert Scan(lead + raw).ok and Scan(lead + raw).sender == Scan(raw).sender
+    result = await pipeline(store, VirtualClock(THU_1430)).ingest(lead + raw, THU_1430)
+    assert result.status == "accepted" and [m.outcome for m in result.messages] == ["started"]
+    assert await store.dead_letters() == []
