@@ -631,6 +631,12 @@ class ContrlPayload(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def _as_received(qualifier: str | None, mp_id: str) -> str:
+    """UCI's S002/S003 qualifier "as received" (AHB-FACTS §6): empty when the UNB had none;
+    ``None`` (not known, e.g. a caller that passes only the ID): the usual one of the ID."""
+    return qualifier if qualifier is not None else mp_id_qualifiers(mp_id)[0]
+
+
 def build_contrl_payload(
     *,
     interchange_ref: str,
@@ -681,11 +687,9 @@ def build_contrl_payload(
         reference=derive_ref(seed, 0, "0062"),
         interchange_ref=interchange_ref,
         interchange_sender_id=interchange_sender,
-        interchange_sender_qualifier=interchange_sender_qualifier or mp_id_qualifiers(interchange_sender)[0],
+        interchange_sender_qualifier=_as_received(interchange_sender_qualifier, interchange_sender),
         interchange_recipient_id=interchange_recipient,
-        interchange_recipient_qualifier=(
-            interchange_recipient_qualifier or mp_id_qualifiers(interchange_recipient)[0]
-        ),
+        interchange_recipient_qualifier=_as_received(interchange_recipient_qualifier, interchange_recipient),
         action="4" if rejected else "7",
         error_code=error_code,
         error_segment=error_segment if error_code is not None else None,
@@ -737,12 +741,10 @@ def contrl_payload(
         "reference": "M" + message.hexdigest()[:13].upper(),
         "interchange_ref": interchange_ref,
         "interchange_sender_id": interchange_sender,
-        "interchange_sender_qualifier": (
-            interchange_sender_qualifier or mp_id_qualifiers(interchange_sender)[0]
-        ),
+        "interchange_sender_qualifier": _as_received(interchange_sender_qualifier, interchange_sender),
         "interchange_recipient_id": interchange_recipient,
         "interchange_recipient_qualifier": (
-            interchange_recipient_qualifier or mp_id_qualifiers(interchange_recipient)[0]
+            _as_received(interchange_recipient_qualifier, interchange_recipient)
         ),
         "action": "4" if not accepted or lines else "7",
     }

@@ -603,3 +603,12 @@ async def test_line_breaks_before_the_una_are_tolerated_as_before_the_unb(
     result = await pipeline(store, VirtualClock(THU_1430)).ingest(lead + raw, THU_1430)
     assert result.status == "accepted" and [m.outcome for m in result.messages] == ["started"]
     assert await store.dead_letters() == []
+
+
+async def test_the_contrl_copies_a_unb_without_qualifier_as_received(store: LmdbStore) -> None:
+    """AHB-FACTS §6: UCI S002/S003 "as received". Before, a UNB sender without its qualifier
+    got one made up from the MP-ID's prefix (':500')."""
+    raw = anmeldung_55001().replace(f"+{LFN}:500+".encode(), f"+{LFN}+".encode(), 1)
+    await pipeline(store, VirtualClock(THU_1430)).ingest(raw, THU_1430)
+    contrl = next(m for m in await outbox(store) if m.message_type == "CONTRL")
+    assert f"UCI+LFN0605143001+{LFN}+{NB}:500+7'".encode() in render_outbound("CONTRL", contrl.payload)
