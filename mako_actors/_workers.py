@@ -50,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
 from mako_actors._placement import PartSeed, earlier_receipts, existing_parts, read_seed
+from mako_actors.errors import EngineError
 
 if TYPE_CHECKING:
     from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
@@ -185,6 +187,13 @@ async def replay_partitions(
 
             try:
                 results = await _both_rounds(in_pool, sources, shares, store_path, options, n)
+            except BrokenProcessPool as exc:
+                # An operational failure (exit 2), never a traceback the CLI reports as 1, the
+                # exit code of a finished --strict run that rejected something.
+                raise EngineError(
+                    f"a replay worker process died ({exc}); each part store keeps what its worker "
+                    "committed: run the same replay again to complete it"
+                ) from None
             finally:
                 pool.shutdown()
                 stop_workers()

@@ -104,13 +104,16 @@ class ServeConfig:
             )
 
     def _check_folders(self) -> None:
-        """``InvalidArgument`` if two of inbox, outbox, done, rejected are one folder or nested.
+        """``InvalidArgument`` if two of store, inbox, outbox, done, rejected are one folder or
+        nested.
 
         The outbox or done/ as the inbox would feed the node its own files forever; one inside
-        another mixes what a gateway picks up. Paths are compared resolved (symlinks, ``..``).
+        another mixes what a gateway picks up; the store as (or inside) a folder the node moves
+        files out of would have its own database moved to rejected/. Paths are compared
+        resolved (symlinks, ``..``).
         """
         folders = [
-            ("inbox", self.inbox), ("outbox", self.outbox), ("done", self.done_dir),
+            ("store", self.store), ("inbox", self.inbox), ("outbox", self.outbox), ("done", self.done_dir),
             ("rejected", self.rejected_dir),
         ]  # fmt: skip
         resolved = [(name, path, path.resolve()) for name, path in folders]
@@ -126,7 +129,9 @@ class ServeConfig:
                     inside = f"{other} ({other_path}) lies inside {name} ({path})"
                 else:
                     continue
-                raise InvalidArgument(f"serve: {inside}; inbox, outbox, done and rejected must be apart")
+                raise InvalidArgument(
+                    f"serve: {inside}; store, inbox, outbox, done and rejected must be apart"
+                )
 
     @property
     def done_dir(self) -> Path:

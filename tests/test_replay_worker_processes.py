@@ -80,3 +80,36 @@ def test_a_single_threaded_process_forks_its_workers_and_one_with_threads_does_n
     alone, beside_a_thread, one, two, messages = json.loads(done.stdout.splitlines()[-1])
     assert (alone, beside_a_thread) == ("fork", "forkserver")
     assert two == one and messages > 40
+
+
+_DYING = """
+import multiprocessing, os, sys
+from mako_actors import _workers
+from mako_actors.cli import main
+
+def _die(*args):
+    os._exit(3)  # a worker killed mid-run (OOM killer, SIGKILL)
+
+_workers._worker = _die
+_workers._context = lambda: multiprocessing.get_context("fork")
+src, store, tenant = sys.argv[1:4]
+print("rc", main(["replay", src, "--store", store, "--tenant", tenant, "--workers", "2"]))
+"""
+
+
+def test_a_worker_that_dies_is_an_operational_failure_exit_2(tmp_path: Path) -> None:
+    """replay --help: '2 operational failure (a failed worker included)'. Before, a killed worker
+    ended the run in a BrokenProcessPool traceback, exit 1: the code of a finished --strict run
+    that rejected something."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=20, defects=0.0, seed=7))
+    script = tmp_path / "dying.py"
+    script.write_text(_DYING)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), str(src), str(tmp_path / "store"), NB],
+        capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+    )  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1:] == ["rc 2"], done.stdout[-2000:] + done.stderr[-2000:]
+    assert "a replay worker process died" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

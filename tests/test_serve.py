@@ -665,6 +665,11 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
     (tmp_path / "link").symlink_to(tmp_path / "in")
     with pytest.raises(InvalidArgument, match=r"inbox and rejected are the same directory"):
         config(rejected=tmp_path / "link")
+    # The store as the inbox: before, the node moved its own data.mdb and lock.mdb to rejected/.
+    with pytest.raises(InvalidArgument, match=r"store and inbox are the same directory"):
+        config(inbox=tmp_path / "store")
+    with pytest.raises(InvalidArgument, match=r"done \(.*store/done\) lies inside store"):
+        config(done=tmp_path / "store" / "done")
     assert config(done=tmp_path / "done2").done_dir == tmp_path / "done2"  # apart: fine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]  # nothing created
     # A share of a replay's MaLos, or a store beside the shares, would decide without their processes.
