@@ -24,13 +24,20 @@ cross a Ray boundary and arrive as the same subclass.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class EngineError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the engine raises on purpose.
+
+    ``transient``: a retry may succeed. ``operational``: the system failed (a store that cannot
+    write, an actor system closing), not the data it was given: never answered to a market
+    partner as a refusal, never dead-lettered as the data's fault; the work is left to be done
+    again (a file stays in the inbox, a replay ends with exit 2 and is run again).
+    """
 
     transient: bool = False
+    operational: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -165,6 +172,8 @@ class DeadlineGone(EngineError):
 
 class StoreError(EngineError):
     """The store failed to read or write; ``transient`` is set where a retry may succeed."""
+
+    operational = True
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)

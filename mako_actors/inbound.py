@@ -962,8 +962,8 @@ class InboundPipeline:
                     continue
             raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
-            if exc.transient:
-                raise
+            if exc.transient or exc.operational:
+                raise  # the system's failure, not the transaction's: processed again later
             return await self._refuse(tx, refusals, "Z35", f"not processable: {exc}", exc)
 
     async def _refuse(
@@ -1013,6 +1013,8 @@ class InboundPipeline:
             ref = values["referenced_interchange_ref"]
             raise InvalidArgument(f"{message.message_type} refers to unknown interchange {ref!r}")
         except (EngineError, ValidationError) as exc:
+            if isinstance(exc, EngineError) and (exc.transient or exc.operational):
+                raise  # the system's failure, not the acknowledgement's: processed again later
             reason = f"{type(exc).__name__}: {exc}"
             await self._dead_letter("inbound", reason, _audit_of(interchange, message), received_at)
             return MessageOutcome(message.reference, None, None, "dead_letter", None, reason)

@@ -1293,7 +1293,7 @@ class _Pipeline:
             await self.system.dispatch(identity, op)  # ``execute_timeout`` with a context
             self.report.deadlines_fired += 1
         except EngineError as exc:
-            if exc.transient:
+            if exc.transient or exc.operational:
                 raise
             self.report.errors.append(f"deadline {deadline.label} of {deadline.stream_id}: {exc}")
             await self.view.add_dead_letter(

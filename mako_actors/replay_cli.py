@@ -98,7 +98,10 @@ def add_replay_commands(sub: Any) -> None:
     generate.add_argument("--nb", default=None, help="the grid operator's MP-ID (recipient)")
     generate.add_argument(
         "--start", type=_day, default=None,
-        help="first day of the traffic, YYYY-MM-DD (default 2025-11-03): a later month continues a store",
+        help=(
+            "first day of the traffic, YYYY-MM-DD (default 2025-11-03): a later month, with another "
+            "--seed, continues a store"
+        ),
     )  # fmt: skip
     generate.set_defaults(handler=_generate)
 

@@ -175,7 +175,7 @@ class DeadlineScheduler:
             log.info("deadline %s of %s: fired or cancelled meanwhile", deadline.label, deadline.stream_id)
             return False
         except EngineError as exc:
-            if exc.transient:
+            if exc.transient or exc.operational:
                 self.stats.retried_later += 1
                 log.warning(
                     "deadline %s of %s: transient, left due: %s", deadline.label, deadline.stream_id, exc

@@ -56,7 +56,7 @@ from mako_actors._durable import fsync_directory
 from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument, StoreError
+from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.ids import TenantId
 from mako_actors.metrics import CONTENT_TYPE, Metrics
 from mako_actors.outbox import OutboxMessage
@@ -482,7 +482,7 @@ class Node:
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
         except Exception as exc:
-            if isinstance(exc, StoreError) or (isinstance(exc, EngineError) and exc.transient):
+            if isinstance(exc, EngineError) and (exc.transient or exc.operational):
                 # The store (or a Ray host) failed, not the file: the caller leaves it in the
                 # inbox for later. Ingesting it again is safe: an accepted receipt that was not
                 # processed to its end is processed again, transactions routed already are not.

@@ -50,6 +50,8 @@ from mako_actors.workflow import Workflow
 class ActorSystemClosed(EngineError):
     """The actor system was closed; no new operations are accepted."""
 
+    operational = True
+
 
 async def read_op(workflow: Workflow[Any, Any], store: Store, identity: ProcessIdentity, op: Op) -> Any:
     """Answer a read that needs no live actor (``event_count``, ``state_at``) from the store."""

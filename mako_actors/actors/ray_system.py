@@ -103,6 +103,8 @@ class HostStartFailed(EngineError):
     """A host (or dedicated) Ray actor failed in its constructor, e.g. a store path it cannot
     open: nothing ran on it, so nothing was stored. The message is the constructor's error."""
 
+    operational = True
+
 
 def _start_failure(exc: BaseException) -> HostStartFailed | None:
     """``HostStartFailed`` with the constructor's error for a Ray actor that died starting."""

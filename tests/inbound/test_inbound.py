@@ -612,3 +612,26 @@ async def test_the_contrl_copies_a_unb_without_qualifier_as_received(store: Lmdb
     await pipeline(store, VirtualClock(THU_1430)).ingest(raw, THU_1430)
     contrl = next(m for m in await outbox(store) if m.message_type == "CONTRL")
     assert f"UCI+LFN0605143001+{LFN}+{NB}:500+7'".encode() in render_outbound("CONTRL", contrl.payload)
+
+
+async def test_an_actor_system_closing_under_an_ingest_refuses_nothing_to_the_partner(
+    store: LmdbStore,
+) -> None:
+    """A replay stopped (Ctrl-C) or a node shutting down closes its actor system under ingests
+    in flight. Before, each of their transactions got APERAK Z35 'not processable' and a dead
+    letter, and the receipt said processed: a re-run skipped them for good. Now the ingest
+    fails (an operational error) and the same bytes are processed in full later."""
+    from mako_actors import LocalActorSystem
+    from mako_actors.actors import ActorSystemClosed
+
+    clock = VirtualClock(THU_1430)
+    closed = LocalActorSystem(store, [GpkeNbWorkflow()], clock=clock)
+    await closed.aclose()
+    p = InboundPipeline(store, closed, tenants=[NB], master_data=StaticMasterData({}), clock=clock)
+    with pytest.raises(ActorSystemClosed):
+        await p.ingest(anmeldung_55001(), THU_1430)
+    assert await store.dead_letters() == [] and "APERAK-" not in kinds(await outbox(store))
+    async with LocalActorSystem(store, [GpkeNbWorkflow()], clock=clock) as system:
+        again = InboundPipeline(store, system, tenants=[NB], master_data=StaticMasterData({}), clock=clock)
+        result = await again.ingest(anmeldung_55001(), THU_1430)
+        assert [m.outcome for m in result.messages] == ["started"]
