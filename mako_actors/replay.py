@@ -1615,6 +1615,9 @@ async def _sequential(
         if progress is not None:
             progress(done, len(items), item.path.name)
     # Deadlines due at the last instant (or by ``until``) fire after its traffic, as in the
-    # pipelined run. (``_replay_items`` calls this only with items.)
-    last = items[-1].received_at
-    report.deadlines_fired += await scheduler.advance_to(clock, last if until is None else max(last, until))
+    # pipelined run. (No item: an empty archive, every file skipped by type, a worker's share
+    # without a file; only ``until`` moves the clock then.)
+    last = items[-1].received_at if items else until
+    if last is not None:
+        end = last if until is None else max(last, until)
+        report.deadlines_fired += await scheduler.advance_to(clock, end)

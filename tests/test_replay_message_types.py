@@ -166,3 +166,20 @@ def test_a_bad_type_list_is_refused_before_anything_is_written(
     assert main(argv) == 2
     assert "six-letter EDIFACT types" in capsys.readouterr().err
     assert not store.exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sequential_run_with_nothing_to_replay_ends_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    """Every file skipped by type (or a worker's share without a file). Before, --sequential
+    ended in an IndexError traceback, exit 1 (the --strict code), another part written."""
+    only = tmp_path / "only-mscons"
+    only.mkdir()
+    (only / "manifest.csv").write_text("file,received_at\n")
+    at = datetime.fromisoformat("2025-11-03T12:00:00+00:00")
+    with_manifest(only, [("MS0.edi", mscons("MS0", at), at)])
+    argv = ["replay", str(only), "--store", str(tmp_path / "s"), "--tenant", NB, "--sequential", "--json"]
+    code = main([*argv, "--workers", workers, "--message-types", "UTILMD,CONTRL,APERAK"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["skipped_by_type"] == {"MSCONS": 1} and report["processes_created"] == 0
