@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import csv
-import difflib
 import hashlib
 import heapq
 import json
@@ -75,6 +74,7 @@ from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.awaiting import awaits_operator
 from mako_actors.gpke.family import trigger_object
+from mako_actors.gpke.masterdata import check_master_fields
 from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
@@ -235,7 +235,7 @@ def load_master_data(path: Path) -> StaticMasterData:
         by_malo: dict[str, Suppliers] = {}
         register = _register(raw.pop("bilanzkreise", None))
         for malo, entry in raw.items():
-            _check_fields(malo, entry)
+            check_master_fields(malo, entry)
             measurement = entry.get("measurement")
             if measurement is not None and measurement not in MEASUREMENTS:
                 raise ValueError(
@@ -279,30 +279,6 @@ def _suppliers(malo: str, **fields: Any) -> Suppliers:
         return Suppliers(**fields)
     except ValueError as exc:
         raise ValueError(f"MaLo {malo}: {exc}") from None
-
-
-#: Every field of a MaLo's (or Tranche's) master-data entry ``load_master_data`` reads.
-_ENTRY_FIELDS = frozenset({
-    "current", "future", "future_start", "measurement", "tranche_of", "tranche_basis", "tranche_percent",
-    "in_operation_from", "out_of_market_from", "esv_from", "quarter_hour_metering", "generating", "ims",
-    "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung", "netzlokationen", "msb",
-    "msb_role", "gmsb", "messlokationen",
-})  # fmt: skip
-
-
-def _check_fields(malo: str, entry: Any) -> None:
-    """``ValueError`` for an entry that is no object, or names a field nobody reads: a misspelt
-    flag would otherwise switch its check off without a word."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"MaLo {malo}: expected an object of fields, got {entry!r}")
-    unknown = sorted(set(entry) - _ENTRY_FIELDS)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], _ENTRY_FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"MaLo {malo}: unknown field(s) {', '.join(map(repr, unknown))}{hint}; known: "
-            f"{', '.join(sorted(_ENTRY_FIELDS))}"
-        )
 
 
 _FLAGS = ("generating", "ims", "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung")

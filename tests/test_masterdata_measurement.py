@@ -75,6 +75,9 @@ def test_the_cli_says_the_measurement_was_not_imported(
          "latin1.csv: not UTF-8 (byte 0xfc at offset"),
         ("ok.csv", f"malo,supplier\n{MALO},{LFA}\n".encode(), "123", "'123' is not a 13-digit"),
         ("bad.csv", f"malo,supplier\n{MALO},123\n".encode(), NB, "bad.csv: line 2: supplier '123'"),
+        # A misspelt field: before, a note said serve and replay take it; both refuse the file.
+        ("typo.json", json.dumps({MALO: {"current": LFA, "eeg_kwgk": True}}).encode(), NB,
+         "unknown field(s) 'eeg_kwgk' (did you mean 'eeg_kwkg'?)"),
     ],
 )  # fmt: skip
 def test_a_refused_import_says_why_and_leaves_no_store_behind(

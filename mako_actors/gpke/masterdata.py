@@ -25,6 +25,7 @@ is skipped).
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Mapping
@@ -131,6 +132,10 @@ def _rows_of_json(raw: Any, name: str) -> tuple[list[tuple[str, Mapping[str, Any
                 continue
             if not isinstance(entry, Mapping):
                 raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
+            try:  # a misspelt field: refused here as by serve and replay, never a note only
+                check_master_fields(str(malo), dict(entry))
+            except ValueError as exc:
+                raise InvalidArgument(f"{name}: {exc}") from None
             where = f"{name}: MaLo {malo}"
             extras.append((where, malo, {k: v for k, v in entry.items() if k not in _ENTRY_FIELDS}))
             future, future_start = entry.get("future"), entry.get("future_start")
@@ -201,6 +206,30 @@ def _not_imported(extras: _Extras) -> dict[str, int]:
                 continue
             by_field.setdefault(key, set()).add(malo)
     return {key: len(malos) for key, malos in sorted(by_field.items())}
+
+
+#: Every field of a MaLo's (or Tranche's) master-data entry ``replay.load_master_data`` reads.
+MASTER_FIELDS = frozenset({
+    "current", "future", "future_start", "measurement", "tranche_of", "tranche_basis", "tranche_percent",
+    "in_operation_from", "out_of_market_from", "esv_from", "quarter_hour_metering", "generating", "ims",
+    "kundenanlage", "virtual_summenzaehler", "eeg_kwkg", "ausfallverguetung", "netzlokationen", "msb",
+    "msb_role", "gmsb", "messlokationen",
+})  # fmt: skip
+
+
+def check_master_fields(malo: str, entry: Any) -> None:
+    """``ValueError`` for an entry that is no object, or names a field nobody reads: a misspelt
+    flag would otherwise switch its check off without a word."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"MaLo {malo}: expected an object of fields, got {entry!r}")
+    unknown = sorted(set(entry) - MASTER_FIELDS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], MASTER_FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"MaLo {malo}: unknown field(s) {', '.join(map(repr, unknown))}{hint}; known: "
+            f"{', '.join(sorted(MASTER_FIELDS))}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
