@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import contextlib
+import io
 import json
 import types
 from pathlib import Path
@@ -18,14 +20,17 @@ def test_notebook_cells_run_in_order() -> None:
     notebook = json.loads((EXAMPLES / "notebook.ipynb").read_text())
     namespace: dict[str, object] = {"__name__": "notebook", "__builtins__": builtins}  # as in Jupyter
     loop = asyncio.new_event_loop()
+    printed: dict[str, str] = {}  # what each cell printed, by cell id
     try:
         for cell in notebook["cells"]:
             if cell["cell_type"] != "code":
                 continue
             code = compile("".join(cell["source"]), "notebook", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            result = types.FunctionType(code, namespace)()
-            if asyncio.iscoroutine(result):
-                loop.run_until_complete(result)
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                result = types.FunctionType(code, namespace)()
+                if asyncio.iscoroutine(result):
+                    loop.run_until_complete(result)
+            printed[cell.get("id", "")] = out.getvalue()
     finally:
         loop.close()
     assert namespace["fired"] == 1
@@ -59,6 +64,8 @@ def test_notebook_cells_run_in_order() -> None:
     for row in sorted(set(outcomes["09:00"]) | set(outcomes["12:00"])):
         counts = f"{row:<40} {outcomes['09:00'][row]:>5} {outcomes['12:00'][row]:>5}"
         assert counts in shown, f"stale notebook output: {counts!r} not in the committed comparison"
+    # ... all of it (the decision codes' table too: a stale A34 where A21 is computed was missed)
+    assert shown == printed["compare"], "stale notebook output: re-execute the notebook"
 
 
 def test_quickstart_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
