@@ -162,6 +162,9 @@ async def replay_partitions(
         last = items[-1].received_at
         options = replace(options, until=max(options.until, last) if options.until else last)
     size = -(-len(sources) // n)
+    # The parts' directory holds personal data too: 0700 like each store (made here, not as a
+    # parent of the first part, which would take the umask's mode).
+    Path(store_path).mkdir(parents=True, exist_ok=True, mode=0o700)
     # Part stores an earlier run left: the walk goes on from what they hold (``_placement``).
     earlier = [(k, str(directory)) for k, _, directory in existing_parts(store_path)]
     own = {k: path for k, path in earlier}

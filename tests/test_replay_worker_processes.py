@@ -113,3 +113,22 @@ def test_a_worker_that_dies_is_an_operational_failure_exit_2(tmp_path: Path) -> 
     assert done.stdout.strip().splitlines()[-1:] == ["rc 2"], done.stdout[-2000:] + done.stderr[-2000:]
     assert "a replay worker process died" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_parts_directory_of_a_workers_replay_is_private(tmp_path: Path) -> None:
+    """README: store directories are 0700. Before, --store of a --workers replay took the
+    umask's mode (0755 here); only its part stores were 0700."""
+    import os
+    import stat
+
+    from mako_actors.cli import main
+
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=10, defects=0.0, seed=7))
+    old = os.umask(0o022)
+    try:
+        argv = ["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB, "--workers", "2"]
+        assert main([*argv, "--json"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
