@@ -675,23 +675,29 @@ class Partitioner:
         placed like new bytes under a rejected key."""
         earlier = facts.earlier
         accepted = [each for each in earlier if each[2]]
+        # Cut into pieces as before: each part that holds its piece gets it again (a duplicate),
+        # each that lacks it (a run that ended before that part's worker stored it) gets it as
+        # new. Sent whole to a part holding a piece only, it would be a conflict there, and
+        # the other messages' answers lost.
+        parts = self._parts(facts.routes, dry=True) if accepted and facts.routes else []
+        cut = bool(parts) and facts.cut
+        data = raw() if raw is not None and (cut or len(accepted) != 1) else None
+        if cut and data is not None:
+            placed = self._pieces(parts[0], parts)
+            stored = {each[0]: each[1] for each in accepted}
+            if stored.keys() <= placed.keys() and all(
+                hashlib.sha256(piece).hexdigest() == stored[part]
+                for part, piece in pieces_of(data, facts, placed).items()
+                if part in stored
+            ):
+                return placed
         if len(accepted) == 1:
             return {accepted[0][0]: None}  # received whole: a duplicate or a conflict there
-        data = raw() if raw is not None else None
         sha = hashlib.sha256(data).hexdigest() if data is not None else ""
         if accepted:
             # Final, as in one store: the same bytes are a duplicate of each piece where it was
             # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted:
             # where these bytes were answered so before, else with the first message's piece.
-            parts = self._parts(facts.routes, dry=True) if facts.routes else []
-            if data is not None and facts.cut and parts:
-                placed = self._pieces(parts[0], parts)
-                stored = {each[0]: each[1] for each in accepted}
-                if stored.keys() == placed.keys() and all(
-                    hashlib.sha256(piece).hexdigest() == stored[part]
-                    for part, piece in pieces_of(data, facts, placed).items()
-                ):
-                    return placed
             answered = [each[0] for each in accepted if sha in each[4]]
             homes = [each[0] for each in accepted if parts and each[0] == parts[0]]
             return {(answered or homes or [accepted[0][0]])[0]: None}

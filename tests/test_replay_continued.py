@@ -12,6 +12,7 @@ import shutil
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,32 @@ async def test_a_store_continued_with_an_overlapping_archive_decides_like_one_ru
 
     assert continued.decision_digest == one.decision_digest
     assert first.deadlines_fired + continued.deadlines_fired == one.deadlines_fired
+
+
+async def test_a_run_whose_worker_died_is_completed_by_running_it_again(tmp_path: Path) -> None:
+    """One worker finished its part, the other died before storing any: running the same
+    replay again must decide as an uninterrupted run. Before, a bundle cut between the parts was
+    sent whole to the part holding its one piece: a conflict there (CONTRL 4/26, a dead letter),
+    the other piece's answers never processed, and LFAs deemed to agree where they objected."""
+    from mako_actors import _workers
+
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=3, processes=300, defects=0.05, seed=5))
+    clean, _ = await replay(src, tmp_path / "clean", 2)
+
+    async def second_dies(worker: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+        out = []
+        for call in calls:
+            if worker is _workers._worker and call[4] == 1:
+                async with LmdbStore(Path(call[2])):
+                    pass  # its store made, then the worker is killed
+                raise RuntimeError("worker 1 killed")
+            out.append(await asyncio.to_thread(worker, *call))
+        return out
+
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
+    with pytest.raises(RuntimeError, match="worker 1 killed"):
+        await replay_partitions(archive(src), tmp_path / "again", options, 2, runner=second_dies)
+    report, stores = await replay(src, tmp_path / "again", 2)
+    assert report.statuses["conflict"] == clean.statuses["conflict"]
+    assert await union_digest(stores) == clean.decision_digest
