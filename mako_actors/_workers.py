@@ -195,7 +195,8 @@ async def replay_partitions(
                 # exit code of a finished --strict run that rejected something.
                 raise EngineError(
                     f"a replay worker process died ({exc}); each part store keeps what its worker "
-                    "committed: run the same replay again to complete it"
+                    "committed: run the same replay again to complete it (a part its worker left "
+                    "half-done is refused then: replay into a new store)"
                 ) from None
             finally:
                 pool.shutdown()

@@ -63,6 +63,7 @@ from typing import Any, cast
 
 from pydantic_core import to_jsonable_python
 
+from mako_actors._durable import fsync_directory
 from mako_actors._partition import Predictions, RefKind, Scan, trigger_seed
 from mako_actors.actors import LocalActorSystem
 from mako_actors.actors._actor import TIMEOUT, Op
@@ -1515,7 +1516,17 @@ async def _replay_items(
     started = time.perf_counter()
     add_deadline: list[Callable[[Deadline], None]] = []
     lmdb = LmdbStore(store_path, durability=options.durability)
+    running = Path(store_path) / RUNNING_MARKER
     async with lmdb:
+        if running.exists() and await lmdb.read_all(0, 1):
+            # Receipts follow routing here: what the run routed last may lack its receipt, and
+            # a run on it would decide that traffic again (an LFA's answer applied twice).
+            raise InvalidArgument(
+                f"{store_path} was left by a replay that did not end (it holds {RUNNING_MARKER}): "
+                "its last interchanges may be half-processed, and a run on it would decide some "
+                "of them again; replay into a new store"
+            )
+        _mark_running(running)
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
         dead_before = len(await lmdb.dead_letters(limit=10**9))
@@ -1554,7 +1565,19 @@ async def _replay_items(
         encoded = encoded_decisions(decisions)
         report.decision_digest = digest_of(encoded)
         report.awaiting_operator = awaiting_operator(decisions)
+    # Closed, so synced: the run's writes are durable before its mark goes.
+    running.unlink()
+    fsync_directory(running.parent)
     return report, encoded
+
+
+#: In a replay's store while a run writes to it (removed when the run has ended and is durable).
+RUNNING_MARKER = "replay-running"
+
+
+def _mark_running(marker: Path) -> None:
+    marker.write_text(f"replay started {datetime.now(UTC).isoformat()} by process {os.getpid()}\n")
+    fsync_directory(marker.parent)
 
 
 async def _queue_stored_deadlines(store: Store, run: _Pipeline) -> None:

@@ -298,3 +298,40 @@ async def test_a_run_whose_worker_died_is_completed_by_running_it_again(tmp_path
     report, stores = await replay(src, tmp_path / "again", 2)
     assert report.statuses["conflict"] == clean.statuses["conflict"]
     assert await union_digest(stores) == clean.decision_digest
+
+
+async def test_a_store_a_replay_left_half_done_is_refused_not_decided_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipelined replay writes receipts after routing: stopped mid-run (kill -9, Ctrl-C, a
+    store error), what it routed last lacks its receipt. Before, a run on that store decided it
+    again (LFA answers applied twice, a second APERAK, refusals of triggers that started before).
+    Now the store carries a mark while a run writes to it, and a store with the mark and data is
+    refused (exit 2) with nothing written; a run that ends removes it."""
+    from mako_actors.inbound import InboundPipeline
+    from mako_actors.replay import RUNNING_MARKER
+
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=1, processes=60, defects=0.0, seed=3))
+    report, _ = await replay(src, tmp_path / "done", 1)
+    assert report.files > 20 and not (tmp_path / "done" / RUNNING_MARKER).exists()
+
+    real = InboundPipeline.ingest
+    calls = 0
+
+    async def stops_midway(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 20:
+            raise RuntimeError("stopped midway")  # as a kill -9 or a store error would
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InboundPipeline, "ingest", stops_midway)
+    with pytest.raises(RuntimeError, match="stopped midway"):
+        await replay(src, tmp_path / "cut", 1)
+    monkeypatch.setattr(InboundPipeline, "ingest", real)
+    assert (tmp_path / "cut" / RUNNING_MARKER).exists()
+    before = (tmp_path / "cut" / "data.mdb").read_bytes()
+    with pytest.raises(InvalidArgument, match="left by a replay that did not end"):
+        await replay(src, tmp_path / "cut", 1)
+    assert (tmp_path / "cut" / "data.mdb").read_bytes() == before
