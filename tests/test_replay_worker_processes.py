@@ -64,18 +64,23 @@ if __name__ == "__main__":
 """
 
 
+def run_script(script: Path, text: str, src: Path, store: Path) -> subprocess.CompletedProcess[str]:
+    """``text`` as a script of its own OS process (no threads of pytest's), given the archive,
+    the store and our MP-ID; its output."""
+    script.write_text(text)
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, str(script), str(src), str(store), NB],
+        capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+    )  # fmt: skip
+
+
 def test_a_single_threaded_process_forks_its_workers_and_one_with_threads_does_not(tmp_path: Path) -> None:
     """Fork saves each worker the replay's imports, but a child forked beside another thread can
     inherit a lock nobody releases: with a second thread the fork server starts them."""
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=40, defects=0.0, seed=7))
-    script = tmp_path / "forked.py"
-    script.write_text(_FORKED)
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, str(script), str(src), str(tmp_path), NB],
-        capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
-    )  # fmt: skip
+    done = run_script(tmp_path / "forked.py", _FORKED, src, tmp_path)
     assert done.returncode == 0, done.stderr
     alone, beside_a_thread, one, two, messages = json.loads(done.stdout.splitlines()[-1])
     assert (alone, beside_a_thread) == ("fork", "forkserver")
@@ -103,13 +108,7 @@ def test_a_worker_that_dies_is_an_operational_failure_exit_2(tmp_path: Path) -> 
     that rejected something."""
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=20, defects=0.0, seed=7))
-    script = tmp_path / "dying.py"
-    script.write_text(_DYING)
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, str(script), str(src), str(tmp_path / "store"), NB],
-        capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
-    )  # fmt: skip
+    done = run_script(tmp_path / "dying.py", _DYING, src, tmp_path / "store")
     assert done.stdout.strip().splitlines()[-1:] == ["rc 2"], done.stdout[-2000:] + done.stderr[-2000:]
     assert "a replay worker process died" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
