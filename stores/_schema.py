@@ -441,7 +441,11 @@ def _due(
             break
         raw = txn.get(rows, key[-16:])  # the id ends every due key
         if raw is not None:
-            out.append(_decode(raw, build, what))
+            try:
+                out.append(_decode(raw, build, what))
+            except DeserializationError as exc:
+                # Name the row: every later one waits behind it, and the operator must find it.
+                raise DeserializationError(f"{exc} (its id: {uuid.UUID(bytes=key[-16:])})") from None
     return out
 
 

@@ -7,6 +7,7 @@ import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,22 @@ async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, stor
         assert renamed and all(src.startswith(".") and src.endswith(".tmp") for src, _ in renamed)
     finally:
         os.umask(old)
+
+
+async def test_an_outbox_row_that_does_not_decode_is_named(store: LmdbStore) -> None:
+    """A row a newer release wrote (one more field) stops delivery of every row behind it.
+    Before, the error named no row: nobody could find which one to deal with."""
+    import msgpack
+
+    from mako_actors.errors import DeserializationError
+
+    [first, *_] = await enqueue_many(store, 3)
+
+    def newer(txn: Any) -> None:
+        key = first.message_id.bytes
+        plain = msgpack.unpackb(txn.get("outbox", key), raw=False)
+        txn.put("outbox", key, msgpack.packb({**plain, "priority": 1}, use_bin_type=True))
+
+    await store._write(newer)
+    with pytest.raises(DeserializationError, match=str(first.message_id)):
+        await store.pending(10, T0 + timedelta(days=1))
