@@ -52,7 +52,7 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
-from mako_actors.edifact.interchange import delimiters_of
+from mako_actors.edifact.interchange import check_lengths, delimiters_of
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -1183,8 +1183,10 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
             break
         if in_body and tag in ("UNT", "UNB", "UNZ"):
             return ()  # the segment stands outside any message: the UCI carries the error
-    if unh is None or not unh.value(0) or not unh.value(1):
-        return ()  # no reference or no S009 to name it by: the UCI carries the error
+    if unh is None or not unh.value(0) or not unh.value(1) or not _fits_a_ucm(unh):
+        # No reference or S009 to name it by, or one our CONTRL could not carry (the defect is
+        # its length): the UCI carries the error.
+        return ()
     message_ref, message_type = unh.value(0), ":".join(unh.components(1))
     if in_body and error.element is not None:
         element, component = error.element
@@ -1206,6 +1208,15 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
             message_ref=message_ref, message_type=message_type, code=error.syntax_error_code, segment=where
         ),
     )
+
+
+def _fits_a_ucm(unh: Segment) -> bool:
+    """Whether a UNH's 0062 and S009 are within their lengths, so a UCM line can copy them."""
+    try:
+        check_lengths(unh, 0)
+    except EdifactError:
+        return False
+    return True
 
 
 #: Segments whose errors are the interchange's or a message envelope's, never a UCS line.

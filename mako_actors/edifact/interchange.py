@@ -43,6 +43,7 @@ __all__ = [
     "Message",
     "Party",
     "Transaction",
+    "check_lengths",
     "decode",
     "parse_dtm",
     "parse_file",
@@ -447,8 +448,9 @@ _BGM_1004 = _LIMITS["BGM"][1][0]
 _IDE_7402 = _LIMITS["IDE"][1][0]
 
 
-def _check_lengths(seg: Segment, number: int) -> None:
-    """Raise ``ElementTooLong`` (0085 39) for a value longer than its data element allows."""
+def check_lengths(seg: Segment, number: int) -> None:
+    """Raise ``ElementTooLong`` (0085 39) for a value of a service segment (UNB, UNH, UNT, UNZ,
+    and BGM 1004 / IDE 7402) longer than its data element allows; ``number``: for the error."""
     limits = _LIMITS.get(seg[0])
     if limits is None:
         return
@@ -525,7 +527,7 @@ def _build(
             found=segs[0].tag if segs else "nothing",
         )
     unb = segs[0]
-    _check_lengths(unb, 1)
+    check_lengths(unb, 1)
     syntax_version = _require(unb, 1, 0, "the syntax version (S001 0002)", 1)
     sender = _party(_require(unb, 1, 1, "the sender (S002)"), unb.value(1, 1))
     recipient = _party(_require(unb, 1, 2, "the recipient (S003)"), unb.value(2, 1))
@@ -582,7 +584,7 @@ def _build(
             "interchange contains no message", segment_number=n, segment_tag="UNZ",
             expected="at least one UNH..UNT", found="UNZ", syntax_error_code="32",
         )
-    _check_lengths(unz, n)
+    check_lengths(unz, n)
     declared = _count(unz, n)
     if declared != len(messages):
         raise ControlCountMismatch(

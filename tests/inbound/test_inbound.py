@@ -635,3 +635,17 @@ async def test_an_actor_system_closing_under_an_ingest_refuses_nothing_to_the_pa
         again = InboundPipeline(store, system, tenants=[NB], master_data=StaticMasterData({}), clock=clock)
         result = await again.ingest(anmeldung_55001(), THU_1430)
         assert [m.outcome for m in result.messages] == ["started"]
+
+
+async def test_an_over_long_message_reference_is_not_copied_into_our_contrl(store: LmdbStore) -> None:
+    """UCM copies 0062 and S009 as received; one too long for them (the defect itself) would
+    make our own CONTRL break the CONTRL's limits (0062 an..14). Before, it was copied: the
+    error now sits on the UCI."""
+    raw = anmeldung_55001()
+    reference = raw.split(b"UNH+", 1)[1].split(b"+", 1)[0]
+    broken = raw.replace(reference, b"ABCDEFGHIJKLMNO")
+    await pipeline(store, VirtualClock(THU_1430)).ingest(broken, THU_1430)
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert b"UCM" not in rendered and f"+{NB}:500+4+39'".encode() in rendered
+    assert check_structure(rendered) == []
