@@ -104,14 +104,24 @@ class DeadlineScheduler:
 
     A permanent error (a non-transient ``EngineError``, e.g. the workflow refused the
     compensation) dead-letters the deadline and removes it so it cannot block the queue; a
-    transient one leaves it due for the next run.
+    transient one leaves it due for the next run. ``select``: fire only the deadlines it
+    accepts (one host's share of a shared store: each fires through the actors it owns); the
+    others are left to their schedulers.
     """
 
-    def __init__(self, store: Store, fire: Fire, clock: Callable[[], datetime], batch: int = 100) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fire: Fire,
+        clock: Callable[[], datetime],
+        batch: int = 100,
+        select: Callable[[Deadline], bool] | None = None,
+    ) -> None:
         self._store = store
         self._fire = fire
         self._clock = clock
         self._batch = batch
+        self._select = select
         self.stats = SchedulerStats()
 
     async def run_due(self, before: datetime | None = None) -> int:
@@ -132,6 +142,9 @@ class DeadlineScheduler:
             if not due:
                 return fired
             for deadline in due:
+                if self._select is not None and not self._select(deadline):
+                    skipped.add(deadline.deadline_id)  # another scheduler's
+                    continue
                 if await self._fire_one(deadline):
                     fired += 1
                 else:

@@ -629,6 +629,10 @@ class _Host:
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
         fired = 0
+        slot, slots = self._spec.get("slot"), self._spec.get("slots")
+        # A host of a shared store fires the deadlines of the processes it owns (through their
+        # live actors: the state its next read answers from); the other hosts fire theirs.
+        mine = (lambda d: host_index(str(d.stream_id), slots) == slot) if slots else None
         for p in sorted(self._systems):
             system = self._systems[p]
 
@@ -636,7 +640,7 @@ class _Host:
                 ref = system.resume(identity_of(deadline))
                 return await ref.execute_timeout_with_retry(deadline, 5)
 
-            fired += await DeadlineScheduler(self._stores[p], fire, self._clock).run_due()
+            fired += await DeadlineScheduler(self._stores[p], fire, self._clock, select=mine).run_due()
         return fired
 
     # -- stats and lifecycle ---------------------------------------------------------------
@@ -1038,7 +1042,9 @@ class RayActorSystem(HandleFactory):
             return handles
         if not self._host_handles:
             self._host_handles = [
-                self._serving_actor(f"{self.name_prefix}-host-{i}", self._shared_spec())
+                self._serving_actor(
+                    f"{self.name_prefix}-host-{i}", {**self._shared_spec(), "slot": i, "slots": self.hosts}
+                )
                 for i in range(self.hosts)
             ]
         return self._host_handles
@@ -1876,8 +1882,13 @@ class RayActorSystem(HandleFactory):
         if not self._started:
             await self.start()
         now = self._virtual() if self._virtual is not None else None
+        # Hosted on a shared store: every host, each for the processes it owns (else one host
+        # would fire through a second live actor of another host's process: a stale state
+        # there until its next write).
+        shared_hosts = self.partition_map is None and self.placement == "hosted"
+        hosts = [(h, [0]) for h in self.host_handles()] if shared_hosts else self._store_hosts()
         counts = await asyncio.gather(
-            *(self._reply(host.fire_due_deadlines.remote(now)) for host, _ in self._store_hosts())
+            *(self._reply(host.fire_due_deadlines.remote(now)) for host, _ in hosts)
         )
         return int(sum(counts))
 

@@ -388,3 +388,20 @@ async def test_a_store_the_hosts_cannot_open_is_named_not_an_unknown_outcome(tmp
             await ref.execute(Record(amount=1))
         with pytest.raises(HostStartFailed, match="cannot open LMDB store"):
             await ref.state()
+
+
+async def test_deadlines_fire_through_the_actor_that_owns_the_process(tmp_path: Path) -> None:
+    """Hosted on a shared store, host 0 fired every deadline through an actor of its own: a
+    second live actor of another host's process, whose owner then answered reads from the
+    state before the timeout (closed=False) until its next write conflicted."""
+    start = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    clock = VirtualClock(start)
+    async with system(tmp_path / "db", "hosted", clock=clock) as actors:
+        refs = [actors.spawn("ledger", TENANT, LEDGER_ID) for _ in range(12)]
+        for r in refs:
+            await r.execute_and_enqueue(Record(amount=1, remind_at=start + timedelta(hours=1)))
+        assert len({host_index(str(r.stream_id), 2) for r in refs}) == 2  # both hosts own some
+        clock.advance(timedelta(hours=2))
+        assert await actors.fire_due_deadlines() == 12
+        assert [(await r.state()).closed for r in refs] == [True] * 12
+        assert (await actors.get_stats()).conflicts == 0
