@@ -144,6 +144,7 @@ def register(sub: Any) -> None:
         partitioned=_dead_letters_list_partitioned,
     )
     p.add_argument("--kind", help="only this kind: outbox, deadline, inbound, inbound-conflict, ...")
+    _limit(p)
     p = _leaf(
         xsub,
         "requeue",
@@ -689,10 +690,11 @@ async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
     letters = sorted(await _all_dead_letters(store), key=lambda d: (d.recorded_at, d.position))
     if args.kind:
         letters = [d for d in letters if d.kind == args.kind]
+    shown = letters[: _rows_wanted(args)]
     if args.json:
-        _json([d.to_plain() for d in letters])
+        _json([d.to_plain() for d in shown])
     else:
-        _dead_table(f"{len(letters)} dead letter(s)", letters)
+        _dead_table(_shown(len(shown), len(letters), "dead letter(s)"), shown)
     return 0
 
 
@@ -703,17 +705,18 @@ async def _dead_letters_list_partitioned(roots: list[Path], args: argparse.Names
     pairs = await dead_letters_of(partition_dirs(roots), limit=sys.maxsize)
     if args.kind:
         pairs = [(p, d) for p, d in pairs if d.kind == args.kind]
+    shown = pairs[: _rows_wanted(args)]
     if args.json:
-        _json([{"partition": p, **d.to_plain()} for p, d in pairs])
+        _json([{"partition": p, **d.to_plain()} for p, d in shown])
         return 0
     # '#' counts per partition: requeue with --store <node data dir>/p0007 (a replay's
     # STORE/part-<k>-of-<n>) and that number.
     _table(
-        f"{len(pairs)} dead letter(s), every partition, oldest first",
+        _shown(len(shown), len(pairs), "dead letter(s), every partition, oldest first"),
         ("partition", "#", "kind", "recorded", "reason", "requeued"),
         (
             (p, d.position, d.kind, _when(d.recorded_at), d.reason[:100], _when(d.requeued_at))
-            for p, d in pairs
+            for p, d in shown
         ),
     )
     return 0

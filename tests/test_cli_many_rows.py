@@ -153,3 +153,24 @@ def test_render_writes_every_message_across_pages(capsys: Capture, tmp_path: Pat
     assert len(files) == 1_050
     refs = {parse_interchange(f.read_bytes()).messages[0].segments[0].value(0) for f in files}
     assert refs == {f"M{n:013d}" for n in range(1_050)}
+
+
+def test_dead_letters_list_is_a_table_of_the_first_ones_like_the_others(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    """README: tables show the first 1,000 rows and say how many there are (--limit N, 0: all).
+    Before, dead-letters list had no --limit and printed every row."""
+    from mako_actors import DeadLetter
+
+    async def build() -> None:
+        async with LmdbStore(tmp_path / "s") as store:
+            for n in range(1_005):
+                await store.add_dead_letter(DeadLetter(kind="inbound", reason=f"r{n}", recorded_at=T0))
+
+    asyncio.run(build())
+    s = str(tmp_path / "s")
+    code, out, _ = run(capsys, "dead-letters", "list", "--store", s)
+    assert code == 0 and "1005 dead letter(s), the first 1000 shown" in out
+    assert len(run_json(capsys, "dead-letters", "list", "--store", s)) == 1_005
+    first = run_json(capsys, "dead-letters", "list", "--store", s, "--limit", "2")
+    assert [r["reason"] for r in first] == ["r0", "r1"]
