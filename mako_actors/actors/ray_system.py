@@ -936,6 +936,7 @@ class RayActorSystem(HandleFactory):
             "num_cpus": num_cpus,
         }
         self._host_handles: list[Any] = []
+        self._verified: set[str] = set()  # names of actors found serving this store (or made)
         self._node_hosts: dict[str, Any] = {}
         self._registry: Any = None
         self._batchers: dict[Any, _Batcher] = {}
@@ -1007,6 +1008,8 @@ class RayActorSystem(HandleFactory):
         would be written into the first one's (acknowledged, and lost from its own). One name
         lookup per such actor (and one call when it exists), never per process.
         """
+        if name in self._verified:  # looked up again after a death: checked the first time
+            return self._new_actor(name, spec, **extra)
         try:
             existing = ray.get_actor(name, namespace=self.namespace)
         except ValueError:
@@ -1022,6 +1025,7 @@ class RayActorSystem(HandleFactory):
                     f"the Ray actor {self.namespace}/{name} serves {served}, not {ours}: give one "
                     "of the two systems another name_prefix (or namespace)"
                 )
+        self._verified.add(name)
         return self._new_actor(name, spec, **extra)
 
     def _shared_spec(self) -> dict[str, Any]:
