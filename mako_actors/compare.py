@@ -110,7 +110,8 @@ def _contrl_code(action: str, error_code: str | None, lines: list[tuple[str, str
 
 def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) -> list[_Sent]:
     out: list[_Sent] = []
-    for path in sorted(sent_dir.iterdir()):
+    contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
+    for index, path in enumerate(sorted(sent_dir.iterdir())):
         if not path.is_file() or path.name.startswith("."):
             continue
         parsed = try_parse_interchange(path.read_bytes(), source=path.name)
@@ -131,7 +132,11 @@ def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) 
             elif message.message_type == "APERAK":
                 out.append(_sent_aperak(recipient, message, at))
             elif message.message_type == "CONTRL":
-                out.extend(_sent_contrl(recipient, message, parsed.prepared_at))
+                sent = _sent_contrl(recipient, message, index)
+                if sent is not None:
+                    contrls.setdefault((sent[0], parsed.prepared_at), []).append(sent[1])
+    for (key, at), entries in contrls.items():
+        out.extend(_Sent(key, "CONTRL", code, at) for code, _ in _contrl_codes(entries))
     return out
 
 
@@ -145,13 +150,13 @@ def _sent_aperak(recipient: str, message: Message, at: datetime) -> _Sent:
     return _Sent(key, "APERAK", _aperak_code(message.document_code == "312", codes), at)
 
 
-def _sent_contrl(recipient: str, message: Message, at: datetime) -> list[_Sent]:
+def _sent_contrl(recipient: str, message: Message, index: int) -> tuple[str, _Contrl] | None:
+    """The pair key and the CONTRL of a sent CONTRL message (``index``: its file's)."""
     uci = next((segment for segment in message.segments if segment.tag == "UCI"), None)
     if uci is None:
-        return []
+        return None
     lines = [(s.value(0), s.value(2), s.value(3) or None) for s in message.segments if s.tag == "UCM"]
-    code = _contrl_code(uci.value(3), uci.value(4) or None, lines)
-    return [_Sent(f"{recipient}:UCI:{uci.value(0)}", "CONTRL", code, at)]
+    return f"{recipient}:UCI:{uci.value(0)}", _Contrl(index, uci.value(3), uci.value(4) or None, lines, "")
 
 
 async def _from_outbox(stores: list[Path], types: frozenset[str]) -> list[_Sent]:
@@ -215,10 +220,12 @@ def _contrl_codes(entries: list[_Contrl]) -> list[tuple[str, str]]:
     """The codes (and processes) of the CONTRLs on one received interchange at one instant.
 
     With several partition stores, a bundle split over them was acknowledged once per piece:
-    those CONTRLs (one per store) are one CONTRL of the whole interchange, rejected if any
-    piece was, with every piece's codes and rejected lines.
+    those CONTRLs are one CONTRL of the whole interchange, rejected if any piece was, with every
+    piece's codes and rejected lines. Both sides are read so (the sent folder may be a split
+    store's outbox rendered): every CONTRL on one interchange at one instant is one entry, also
+    a conflict's beside the first one's, on either side alike.
     """
-    if len(entries) < 2 or len({entry.store for entry in entries}) < len(entries):
+    if len(entries) < 2:
         return [(_contrl_code(e.action, e.error_code, e.lines), e.process) for e in entries]
     action = "4" if any(entry.action == "4" for entry in entries) else "7"
     errors = " ".join(dict.fromkeys(entry.error_code for entry in entries if entry.error_code))

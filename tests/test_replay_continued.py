@@ -335,3 +335,22 @@ async def test_a_store_a_replay_left_half_done_is_refused_not_decided_again(
     with pytest.raises(InvalidArgument, match="left by a replay that did not end"):
         await replay(src, tmp_path / "cut", 1)
     assert (tmp_path / "cut" / "data.mdb").read_bytes() == before
+
+
+async def test_a_split_stores_outbox_as_what_was_sent_compares_equal_to_the_same_replay(
+    tmp_path: Path,
+) -> None:
+    """README: what was sent may be a store's answers written out (``outbox render``). From a
+    --workers store, a bundle split between the parts has one CONTRL per part there. Before,
+    only the replay side merged them: the same replay compared against itself reported
+    'missing CONTRL'."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=3, processes=300, defects=0.05, seed=5))
+    _, first = await replay(src, tmp_path / "first", 2)
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    for k, store in enumerate(first):
+        for path in (await outbox_as_sent(store, tmp_path / f"part{k}")).iterdir():
+            path.rename(sent / f"{k}-{path.name}")
+    _, second = await replay(src, tmp_path / "second", 2)
+    assert await compare_outbound(sent, second) == []
