@@ -41,6 +41,7 @@ from mako_actors._frozen import positional_maker
 from mako_actors._handle import _correlation
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
+    Delimiters,
     EdifactError,
     Interchange,
     InvalidCharacter,
@@ -1161,14 +1162,7 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
     if not (envelope_error or in_body) or error.segment_number is None:
         return ()
     try:
-        if isinstance(error, InvalidCharacter):
-            # The charset check failed, so read the bytes as Latin-1 (one character per byte)
-            # to find the message around the offending one.
-            d, start = delimiters_of(raw)
-            segments = tokenize(raw[start:].decode("latin-1"), d)
-        else:
-            decoded = decode(raw)
-            segments = tokenize(decoded.text, decoded.delimiters)
+        segments = tokenize(*_text_of(raw))
     except (EdifactError, ValueError, IndexError):
         return ()
     if in_body and segments[min(error.segment_number, len(segments)) - 1].tag in _ENVELOPE_TAGS:
@@ -1208,6 +1202,19 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
             message_ref=message_ref, message_type=message_type, code=error.syntax_error_code, segment=where
         ),
     )
+
+
+def _text_of(raw: bytes) -> tuple[str, Delimiters]:
+    r"""The interchange's text after the UNA and its service characters, decoded by its charset;
+    a charset we do not take, or a byte outside it, read as Latin-1 (one character per byte):
+    the UNB is ASCII, so its sender can still be told (CONTRL 4, 0085 2 or 21), and an error's
+    message found around the offending byte. Raises the other ``EdifactError``\ s of ``decode``."""
+    try:
+        decoded = decode(raw)
+        return decoded.text, decoded.delimiters
+    except (UnsupportedCharset, InvalidCharacter):
+        delimiters, start = delimiters_of(raw)
+        return raw[start:].decode("latin-1"), delimiters
 
 
 def _fits_a_ucm(unh: Segment) -> bool:
@@ -1344,14 +1351,7 @@ def _lenient_header(raw: bytes) -> _Header | None:
     identifiable (and answerable by CONTRL).
     """
     try:
-        try:
-            decoded = decode(raw)
-            text, delimiters = decoded.text, decoded.delimiters
-        except (UnsupportedCharset, InvalidCharacter):
-            # A charset we do not take, or a byte outside it, further on: the UNB itself is
-            # ASCII, so its sender can still be told (CONTRL 4, 0085 2 or 21).
-            delimiters, start = delimiters_of(raw)
-            text = raw[start:].decode("latin-1")
+        text, delimiters = _text_of(raw)
         text = text.lstrip("\r\n")
         end = _segment_end(text, delimiters.terminator, delimiters.release)
         if end < 0:

@@ -384,7 +384,6 @@ class LmdbStore(StoreBase):
         self._write_lock = threading.RLock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
-        # Whether write transactions look for the fence (``fence``): a partition's stores only.
         self._writer = threading.Thread(
             target=self._write_loop, name=f"lmdb-writer:{real}", daemon=True
         )

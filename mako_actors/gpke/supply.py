@@ -312,7 +312,6 @@ class Assignment:
     supplier: str
     start: datetime | None
     end: datetime | None
-    confirmed_by: str | None = None  # the process whose confirmed Anmeldung started it
     end_reason: str | None = None  # STS+7 #1 of the Abmeldung that ended it at ``end``
     # ``end`` is where a befristete Anmeldung asked its supply to end (its DTM+93): no end an
     # Abmeldung, an LFA's answer or another's start confirmed, which E_0607 step 100 asks for
@@ -371,7 +370,7 @@ class SupplyView:
             if fact.process:
                 self.claims.pop(fact.process, None)
             self._cut(None, fact.at, starting=fact.supplier, until=fact.until)
-            started = Assignment(fact.supplier, fact.at, fact.until, fact.process)
+            started = Assignment(fact.supplier, fact.at, fact.until)
             started.term_end, started.resting = fact.until is not None, fact.resting
             self.assignments.append(started)
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:

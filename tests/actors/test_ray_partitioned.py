@@ -41,6 +41,15 @@ def partitioned(tmp_path: Path, clock: VirtualClock) -> RayActorSystem:
     )  # fmt: skip
 
 
+def dedicated(tmp_path: Path, count: int) -> RayActorSystem:
+    """Dedicated placement on ``count`` partitions, all on this node."""
+    layout = PartitionMap.spread(count, {"local": tmp_path / "data"})
+    return RayActorSystem(
+        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
+        name_prefix=f"d-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+
+
 async def test_outbox_deadlines_and_projections_run_per_partition(tmp_path: Path) -> None:
     clock = VirtualClock(START)
     async with partitioned(tmp_path, clock) as actors:
@@ -90,11 +99,7 @@ async def test_the_map_file_is_the_truth(tmp_path: Path) -> None:
 
 
 async def test_dedicated_actors_run_on_their_partitions_node(tmp_path: Path) -> None:
-    layout = PartitionMap.spread(2, {"local": tmp_path / "data"})
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
-        name_prefix=f"d-{uuid.uuid4().hex[:8]}",
-    ) as actors:  # fmt: skip
+    async with dedicated(tmp_path, 2) as actors:
         refs = [actors.spawn("ledger", TENANT, LEDGER_ID, routing_key=f"malo-{i}") for i in range(4)]
         for r in refs:  # no start(): the first operation creates the partitions
             await r.execute(Record(amount=2, register_key=f"tx:{r.stream_id}"))
@@ -160,11 +165,7 @@ async def test_a_dedicated_write_queued_behind_a_fenced_one_is_refused_unrun_not
     from mako_actors.partitions import PartitionNotOpen
     from stores.partitioned import open_partition
 
-    layout = PartitionMap.spread(1, {"local": tmp_path / "data"})
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[Ledger], placement="dedicated", partitions=layout,
-        name_prefix=f"f-{uuid.uuid4().hex[:8]}",
-    ) as actors:  # fmt: skip
+    async with dedicated(tmp_path, 1) as actors:
         ref = actors.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
         await ref.execute(Record(amount=1))
         store = open_partition(tmp_path / "data", 0, 1)  # as another driver's move fences it
