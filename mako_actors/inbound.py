@@ -30,7 +30,7 @@ import hashlib
 import inspect
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -339,6 +339,31 @@ class DirectHost:
         return Process.from_identity(
             self._workflow(identity.workflow_id.name), self._store, identity, clock=self._clock
         )
+
+
+async def received_before(store: Store, raw: bytes, tenants: Collection[str]) -> bool | None:
+    """Whether ``store`` holds the receipt of these very bytes, or of an interchange accepted
+    under their UNB reference: whether ``InboundPipeline.ingest`` would decide nothing of them.
+
+    None when the UNB cannot be read or names no answerable receipt (such a file only ever
+    becomes a dead letter). A read: nothing is written. Cost: one stream read when the
+    reference is known.
+    """
+    header = _lenient_header(raw)
+    if header is None:
+        return None
+    sender, recipient, reference = header[:3]
+    if recipient not in tenants and len(tenants) == 1:
+        recipient = next(iter(tenants))  # recorded under our own MP-ID (``_misaddressed``)
+    try:
+        identity = receipt_identity(recipient, sender, reference)
+    except (InvalidArgument, ValidationError):
+        return None
+    if not await store.stream_version(identity.stream_id):
+        return False
+    receipts = DirectHost(store, [ReceiptWorkflow()])
+    state: ReceiptState = await receipts.resume(identity).state()
+    return state.received and (state.accepted or state.sha256 == hashlib.sha256(raw).hexdigest())
 
 
 # -- results ---------------------------------------------------------------------------------

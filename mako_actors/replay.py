@@ -88,6 +88,7 @@ from mako_actors.inbound import (
     Suppliers,
     _ack_values,
     _lenient_header,
+    received_before,
     storable_name,
 )
 from mako_actors.scheduler import _TICK, DeadlineScheduler, VirtualClock, identity_of
@@ -407,20 +408,26 @@ def archive(directory: Path, unlisted: list[str] | None = None) -> list[Archived
                         f"{manifest}: the header must name the columns file,received_at (comma-"
                         f"separated), got {','.join(reader.fieldnames or ()) or 'nothing'!r}"
                     )
+                lines: dict[Path, int] = {}  # each listed file -> its line
                 for line, row in enumerate(reader, start=2):
                     name = row.get("file") or ""
                     if name in plain:
-                        at = _instant(row.get("received_at"), manifest, line)
-                        items.append(ArchivedInterchange(root / name, at))
-                        listed.add(name)
-                        continue
-                    path = (directory / name).resolve()
-                    if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
-                        raise InvalidArgument(f"{manifest}:{line}: {name!r} lies outside the archive")
-                    if not path.is_file():
-                        raise InvalidArgument(f"{manifest}:{line}: no file {name!r}")
+                        path = root / name
+                    else:
+                        path = (directory / name).resolve()
+                        if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
+                            raise InvalidArgument(f"{manifest}:{line}: {name!r} lies outside the archive")
+                        if not path.is_file():
+                            raise InvalidArgument(f"{manifest}:{line}: no file {name!r}")
+                    if lines.setdefault(path, line) != line:
+                        # One file, two receipts: which instant is its? Replayed at the first, the
+                        # second would be a silent duplicate.
+                        raise InvalidArgument(
+                            f"{manifest}:{line}: {name!r} is listed again (line {lines[path]}); "
+                            "each file is received once"
+                        )
                     items.append(ArchivedInterchange(path, _instant(row.get("received_at"), manifest, line)))
-                    if path.parent == root:  # e.g. "./x.edi"
+                    if path.parent == root:  # also e.g. "./x.edi"
                         listed.add(path.name)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise InvalidArgument(f"{manifest}: cannot read: {exc}") from None
@@ -1526,6 +1533,9 @@ async def _replay_items(
                 "its last interchanges may be half-processed, and a run on it would decide some "
                 "of them again; replay into a new store"
             )
+        fired_until = await _fired_until(lmdb)
+        if fired_until is not None:
+            await _refuse_late_files(lmdb, items, options.tenants, fired_until, store_path)
         _mark_running(running)
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
@@ -1556,6 +1566,10 @@ async def _replay_items(
                 await _queue_stored_deadlines(lmdb, run)
                 await run.run()
             await system.drain()
+        # Every Frist due by the run's end has fired: what a later run may still add lies after it.
+        ends = [at for at in (items[-1].received_at if items else None, until) if at is not None]
+        if ends and (fired_until is None or max(ends) > fired_until):
+            await lmdb.save_checkpoint(FIRED_UNTIL, 0, {"at": max(ends).isoformat()})
         report.events_appended, report.outbox_enqueued = view.events, view.outbox
         report.processes_created = report.outcomes.get("started", 0)
         report.outbox = await lmdb.outbox_count()
@@ -1573,6 +1587,58 @@ async def _replay_items(
 
 #: In a replay's store while a run writes to it (removed when the run has ended and is durable).
 RUNNING_MARKER = "replay-running"
+
+#: The checkpoint holding the instant by which a replay into the store fired every Frist due.
+FIRED_UNTIL = "replay-fired-until"
+
+
+async def _fired_until(store: LmdbStore) -> datetime | None:
+    """The instant by which earlier runs into ``store`` fired every Frist due (None: no run yet,
+    or one from before this was recorded); ``InvalidArgument`` if its checkpoint is garbled."""
+    _, state = await store.load_checkpoint_state(FIRED_UNTIL)
+    if state is None:
+        return None
+    try:
+        at = datetime.fromisoformat(state["at"])
+        if at.tzinfo is None:
+            raise ValueError("no time zone")
+    except (TypeError, KeyError, ValueError) as exc:
+        raise InvalidArgument(
+            f"{store.path}: checkpoint {FIRED_UNTIL!r} is garbled ({state!r}: {exc})"
+        ) from None
+    return at
+
+
+async def _refuse_late_files(
+    store: LmdbStore,
+    items: list[ArchivedInterchange],
+    tenants: Collection[str],
+    fired_until: datetime,
+    store_path: Path,
+) -> None:
+    """``InvalidArgument`` naming the files received by ``fired_until`` that an earlier run did
+    not take: in one run they would have been decided before the Fristen that fired after
+    them (an LFA's answer in time would be late now). Files that run took are duplicates here.
+    Reads each such file once more; writes nothing.
+    """
+    late: list[str] = []
+    for item in items:
+        if item.received_at > fired_until:
+            break  # in receipt order
+        try:
+            raw = item.raw if item.raw is not None else item.path.read_bytes()
+        except OSError:
+            continue  # reported by the run as unreadable, decides nothing
+        if await received_before(store, raw, tenants) is False:
+            late.append(item.path.name)
+    if late:
+        shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        raise InvalidArgument(
+            f"{store_path}: {len(late)} file(s) of the archive were received by "
+            f"{fired_until.isoformat()}, when an earlier replay into this store had fired every "
+            f"Frist due, but are not in it ({shown}): decided now, they would come after Fristen "
+            "that one run fires after them; replay the whole archive into a new store"
+        )
 
 
 def _mark_running(marker: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -253,6 +254,26 @@ def test_a_manifest_naming_files_outside_the_archive_is_refused(tmp_path: Path, 
     with pytest.raises(InvalidArgument, match="outside the archive"):
         archive(src)
     assert replay_cli(src, tmp_path / "s") == 2
+
+
+@pytest.mark.parametrize("again", ["a.edi", "./a.edi"])
+def test_a_manifest_listing_one_file_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], again: str
+) -> None:
+    """Which of its two instants is the file's receipt? Before, it was replayed at the first and
+    was a silent duplicate at the second."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.edi").write_bytes(b"UNA:+.? '")
+    (src / "manifest.csv").write_text(
+        f"file,received_at\na.edi,2025-11-03T12:00:00+00:00\n{again},2025-11-04T12:00:00+00:00\n"
+    )
+    expected = rf"manifest.csv:3: '{re.escape(again)}' is listed again \(line 2\)"
+    with pytest.raises(InvalidArgument, match=expected):
+        archive(src)
+    assert replay_cli(src, tmp_path / "s") == 2
+    assert "listed again" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize(("pid", "detail"), [("55001", "ZW4"), ("55077", "ZW0"), ("55077", "ZW1")])

@@ -271,6 +271,43 @@ async def test_a_store_continued_with_an_overlapping_archive_decides_like_one_ru
     assert first.deadlines_fired + continued.deadlines_fired == one.deadlines_fired
 
 
+@pytest.mark.parametrize("n", [1, 2])
+async def test_a_file_received_before_the_stores_fired_fristen_but_not_replayed_is_refused(
+    tmp_path: Path, n: int
+) -> None:
+    """A continued archive may repeat what the store took (duplicates) but not add a file
+    received before the store's last run fired its Fristen: decided now, an LFA's answer that
+    was in time would come after the Frist that deemed it agreed (or refused). Before, such a
+    file was decided after them, silently unlike one run. Refused, nothing written; the same
+    archive without it continues the store."""
+    src = tmp_path / "all"
+    generate_archive(src, ArchiveSpec(days=1, processes=150, defects=0.0, seed=1))
+    items = archive(src)
+    missed = items[40]
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(src / "master.json", first / "master.json")
+    (first / "manifest.csv").write_text("file,received_at\n")
+    kept = [i for i in items[:100] if i != missed]
+    with_manifest(first, [(i.path.name, i.path.read_bytes(), i.received_at) for i in kept])
+    await replay(first, tmp_path / "store", n)
+    data = sorted((tmp_path / "store").rglob("data.mdb"))
+    before = [path.read_bytes() for path in data]
+
+    with pytest.raises(InvalidArgument, match=rf"1 file\(s\) .* are not in it \({missed.path.name}\)"):
+        await replay(src, tmp_path / "store", n)
+    assert [path.read_bytes() for path in data] == before
+    assert not list((tmp_path / "store").rglob("replay-running"))
+
+    later = tmp_path / "later"
+    first_files(src, later, len(items))
+    (later / missed.path.name).unlink()
+    rows = (later / "manifest.csv").read_text().splitlines(True)
+    (later / "manifest.csv").write_text("".join(row for row in rows if missed.path.name not in row))
+    report, _ = await replay(later, tmp_path / "store", n)
+    assert report.statuses["duplicate"] >= 99
+
+
 async def test_a_run_whose_worker_died_is_completed_by_running_it_again(tmp_path: Path) -> None:
     """One worker finished its part, the other died before storing any: running the same
     replay again must decide as an uninterrupted run. Before, a bundle cut between the parts was
