@@ -5,6 +5,10 @@ after the sender returned. A failed attempt is rescheduled with exponential back
 after ``max_attempts`` attempts, or when the message is older than ``max_age``, or at once for a
 ``PermanentDeliveryError``, the message becomes a dead letter. Receivers deduplicate on the
 message's stable ``idempotency_key``: a crash between sending and acknowledging sends it again.
+
+A process's messages leave in their enqueue order, also across failures: while one of them
+waits for a retry, the later ones of its process are held (left due, not attempted), so a 55037
+never overtakes the 55002 its command returned before it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import asyncio
 import logging
 import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from mako_actors._durable import fsync_directory
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.errors import EngineError, InvalidArgument, OutboxError
-from mako_actors.ids import OutboxMessageId
+from mako_actors.ids import OutboxMessageId, StreamId
 from mako_actors.logs import log_context
 from mako_actors.outbox import OutboxMessage
 from mako_actors.store import Store
@@ -55,8 +60,10 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: random.Random) -> timedelta:
         """The wait before the next attempt after ``attempts`` failed ones."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
-        return timedelta(seconds=rng.uniform(0.5, 1.0) * ceiling.total_seconds())
+        # In float seconds: a timedelta doubled 47 times overflows (attempts are not capped).
+        doubled = self.base_delay.total_seconds() * 2.0 ** min(max(0, attempts - 1), 512)
+        ceiling = min(self.max_delay.total_seconds(), doubled)
+        return timedelta(seconds=rng.uniform(0.5, 1.0) * ceiling)
 
 
 @dataclass
@@ -65,12 +72,15 @@ class DeliveryReport:
 
     ``failed``: messages whose attempt hit a store error (e.g. ``NotFound`` because another
     worker acknowledged it meanwhile); they stay in the outbox as the store has them.
+    ``held``: due messages not attempted because an earlier one of their process waits for a
+    retry (they stay due).
     """
 
     delivered: int = 0
     retried: int = 0
     dead_lettered: int = 0
     failed: int = 0
+    held: int = 0
 
 
 class OutboxWorker:
@@ -92,6 +102,9 @@ class OutboxWorker:
         self._policy = policy or RetryPolicy()
         self._batch = batch
         self._rng = rng or random.Random()
+        # Per stream, its messages waiting for a retry: id -> (position, next attempt). Read from
+        # the store at the first run (a restarted worker keeps the order too), then kept here.
+        self._waiting: dict[StreamId, dict[OutboxMessageId, tuple[int, datetime]]] | None = None
 
     async def run_once(self) -> DeliveryReport:
         """Attempt every message due at the clock's current time, once each, ``batch`` at a time.
@@ -103,6 +116,8 @@ class OutboxWorker:
         """
         now = self._clock()
         report = DeliveryReport()
+        if self._waiting is None:
+            self._waiting = await self._retried_messages()
         attempted: set[OutboxMessageId] = set()
         limit = self._batch
         while True:
@@ -110,14 +125,56 @@ class OutboxWorker:
             fresh = [message for message in due if message.message_id not in attempted]
             if not fresh:
                 if len(due) < limit:
+                    self._forget_gone(attempted, now)
                     return report
                 # Every slot is held by a message attempted already that is still due (its
-                # reschedule failed): look further instead of stopping short.
+                # reschedule failed, or it is held): look further instead of stopping short.
                 limit += self._batch
                 continue
             for message in fresh:
                 attempted.add(message.message_id)
+                if self._behind_a_retry(message):
+                    report.held += 1
+                    continue
                 await self._attempt(message, report)
+
+    async def _retried_messages(self) -> dict[StreamId, dict[OutboxMessageId, tuple[int, datetime]]]:
+        """The outbox's messages that failed before (``attempts`` > 0), by stream: one pass."""
+        waiting: dict[StreamId, dict[OutboxMessageId, tuple[int, datetime]]] = {}
+        for message in await self._store.pending(sys.maxsize, datetime.max.replace(tzinfo=UTC)):
+            if message.attempts:
+                waiting.setdefault(message.stream_id, {})[message.message_id] = (
+                    message.position, message.next_attempt_at
+                )
+        return waiting
+
+    def _behind_a_retry(self, message: OutboxMessage) -> bool:
+        """Whether an earlier message of ``message``'s stream waits for a retry."""
+        assert self._waiting is not None
+        waiting = self._waiting.get(message.stream_id)
+        if not waiting:
+            return False
+        return message.position > min(position for position, _ in waiting.values())
+
+    def _settled(self, message: OutboxMessage) -> None:
+        """``message`` left the outbox (delivered or dead-lettered): its stream's later ones may go."""
+        assert self._waiting is not None
+        waiting = self._waiting.get(message.stream_id)
+        if waiting is not None:
+            waiting.pop(message.message_id, None)
+            if not waiting:
+                del self._waiting[message.stream_id]
+
+    def _forget_gone(self, seen: set[OutboxMessageId], now: datetime) -> None:
+        """Drop waiting messages due by ``now`` that this run did not see: gone from the outbox
+        (an operator's requeue gave them a new place), so they hold nothing back any more."""
+        assert self._waiting is not None
+        for stream, waiting in list(self._waiting.items()):
+            for ident, (_, at) in list(waiting.items()):
+                if at <= now and ident not in seen:
+                    del waiting[ident]
+            if not waiting:
+                del self._waiting[stream]
 
     async def _attempt(self, message: OutboxMessage, report: DeliveryReport) -> None:
         with log_context(
@@ -147,12 +204,17 @@ class OutboxWorker:
                 why = "too old" if too_old else f"{attempts} attempts"
                 await self._dead_letter(message, f"{why}; last error: {exc!r}", report)
                 return
-            await self._store.reschedule(
+            updated = await self._store.reschedule(
                 message.message_id, now + self._policy.delay(attempts, self._rng), repr(exc)
+            )
+            assert self._waiting is not None
+            self._waiting.setdefault(message.stream_id, {})[message.message_id] = (
+                updated.position, updated.next_attempt_at
             )
             report.retried += 1
             return
         await self._store.acknowledge(message.message_id)
+        self._settled(message)
         report.delivered += 1
 
     async def _dead_letter(self, message: OutboxMessage, reason: str, report: DeliveryReport) -> None:
@@ -161,6 +223,7 @@ class OutboxWorker:
             DeadLetter(kind="outbox", reason=reason, payload=message.to_plain(), recorded_at=self._clock())
         )
         await self._store.acknowledge(message.message_id)
+        self._settled(message)
         report.dead_lettered += 1
 
     async def run_forever(self, interval: float = 1.0) -> None:

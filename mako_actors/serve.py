@@ -13,7 +13,9 @@ What it runs, on one asyncio loop:
   and answers ``202``: the same path as a file.
 - **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
 - **Outbox.** ``OutboxWorker`` with ``DirectorySender`` renders every due message into ``outbox``
-  (woken after each interchange, else every ``poll_interval``).
+  (woken after each interchange, else every ``poll_interval``). A message the folder does not
+  take (gone, full) is retried with backoff, at most ten minutes apart, for six hours
+  (``OUTBOX_RETRY``) before it becomes a dead letter: an outage is waited out, not counted.
 - **Fristen.** ``DeadlineScheduler`` on the real clock. What is received by a Frist's due
   instant is in time (an LFA's answer at 08:59 counts though the node takes it at 09:01), so a
   Frist fires only ``deadline_grace`` seconds after its due instant and only once every inbox
@@ -46,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from mako_actors._durable import fsync_directory
 from mako_actors.actors import ActorStats
-from mako_actors.delivery import DirectorySender, OutboxWorker
+from mako_actors.delivery import DirectorySender, OutboxWorker, RetryPolicy
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.ids import TenantId
@@ -278,6 +280,14 @@ class Node:
         master = self._master_data()  # a bad file is refused before any folder or store exists
         for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _held(config.store / SERVE_LOCK):
+            await self._run_locked(stop, on_ready, master)
+
+    async def _run_locked(
+        self, stop: asyncio.Event, on_ready: Callable[[Node], None] | None, master: Any
+    ) -> None:
+        config = self.config
         self._start_http()
         try:
             store = _measured_store(config.store, config.durability, self.metrics)
@@ -289,7 +299,7 @@ class Node:
             system = await self._actor_system(store)
             pipeline = self._pipeline(store, system, master)
             sender = _MeasuredSender(config.outbox, self.metrics, test=config.accept_test)
-            worker = OutboxWorker(store, sender, clock=system_clock)
+            worker = OutboxWorker(store, sender, clock=system_clock, policy=OUTBOX_RETRY)
             scheduler = self._scheduler(store, system)
             self.metrics.watch(
                 {
@@ -775,6 +785,40 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mako-actors serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+#: How the node retries a message its outbox folder did not take: by age alone (the default's
+#: eight attempts were spent within four minutes of an unmounted or full folder, every answer a
+#: dead letter to requeue by hand).
+OUTBOX_RETRY = RetryPolicy(max_attempts=1_000_000)
+
+#: In the store's directory while a node serves it (``flock``ed): a second node is refused.
+SERVE_LOCK = "serve.lock"
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` while the block runs; ``InvalidArgument`` naming the
+    process holding it. Two nodes on one store would deliver every outbox message twice (and,
+    on one inbox, ingest a file twice and race to move it)."""
+    import fcntl
+
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InvalidArgument(
+                f"the store {path.parent} is served already ({holder}); one node per store"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"mako-actors serve, process {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # (releases the lock)
 
 
 def _operator_queue(state: Any, position: int) -> tuple[OperatorQueue, int]:

@@ -47,10 +47,16 @@ class Recorder:
         self.sent.append(message)
 
 
-async def enqueue_many(store: LmdbStore, count: int, due: datetime = T0) -> list[OutboxMessage]:
+async def enqueue_many(
+    store: LmdbStore, count: int, due: datetime = T0, *, streams: bool = False
+) -> list[OutboxMessage]:
+    """``count`` messages due at ``due``: of one process, or (``streams``) each of its own."""
     ident = identity()
-    cause = envelope(ident).event_id
-    rows = [outbox_row(ident, cause, due, index) for index in range(count)]
+    rows = []
+    for index in range(count):
+        if streams:
+            ident = identity()
+        rows.append(outbox_row(ident, envelope(ident).event_id, due, index))
     await store.enqueue(rows)
     return rows
 
@@ -78,7 +84,7 @@ async def test_a_worker_survives_a_message_another_worker_acknowledged(store: Lm
 
 
 async def test_run_once_delivers_everything_due_beyond_one_batch(store: LmdbStore) -> None:
-    rows = await enqueue_many(store, 25)
+    rows = await enqueue_many(store, 25, streams=True)
     await enqueue_many(store, 3, due=T0 + timedelta(hours=1))  # not due yet
     sender = Recorder()
     sender.failing = {rows[0].message_id, rows[7].message_id}
@@ -90,7 +96,7 @@ async def test_run_once_delivers_everything_due_beyond_one_batch(store: LmdbStor
 
 
 async def test_run_once_stops_when_failed_messages_stay_due(store: LmdbStore) -> None:
-    rows = await enqueue_many(store, 6)
+    rows = await enqueue_many(store, 6, streams=True)
     sender = Recorder()
     sender.failing = {r.message_id for r in rows}
     policy = RetryPolicy(base_delay=timedelta(0), max_delay=timedelta(0))  # retried "now" again
@@ -116,6 +122,64 @@ async def test_one_commands_messages_are_delivered_in_the_order_handle_returned(
     sender = Recorder()
     await OutboxWorker(store, sender, clock).run_once()
     assert [m.payload["n"] for m in sender.sent] == list(range(16)) * 3
+
+
+class Outage:
+    """A sender whose target is gone (``down``): every send fails; records what it sent."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.sent: list[OutboxMessage] = []
+
+    async def send(self, message: OutboxMessage) -> None:
+        if self.down:
+            raise OSError(28, "No space left on device")
+        self.sent.append(message)
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+async def test_a_process_messages_keep_their_order_across_an_outage(
+    store: LmdbStore, restarted: bool
+) -> None:
+    """Each failed message is retried after its own jittered delay. Before, once the gateway
+    came back, the messages of one command (a 55002, then the 55037 DOMAIN §2 sends only after
+    it) left in the order their random delays fell: half of the processes' 55037 went first.
+    Now a message waits while an earlier one of its process waits for a retry, also for a
+    worker started after the failure (it reads the retried messages from the store)."""
+    rows = []
+    for _ in range(12):
+        rows += await enqueue_many(store, 3)  # one process each: messages 0, 1, 2 in this order
+    clock = VirtualClock(T0)
+    sender = Outage()
+    worker = OutboxWorker(store, sender, clock)
+    first = await worker.run_once()
+    assert (first.retried, first.held) == (12, 24)  # the first of each process failed, the rest wait
+    sender.down = False
+    if restarted:
+        worker = OutboxWorker(store, sender, clock)
+    for _ in range(4):
+        clock.advance(timedelta(seconds=5))
+        await worker.run_once()
+    assert await store.outbox_count() == 0
+    order: dict[object, list[int]] = {}
+    for message in sender.sent:
+        order.setdefault(message.stream_id, []).append(message.payload["i"])
+    assert list(order.values()) == [[0, 1, 2]] * 12
+
+
+async def test_a_dead_lettered_message_no_longer_holds_its_process_back(store: LmdbStore) -> None:
+    rows = await enqueue_many(store, 2)
+    sender = Recorder()
+    sender.failing = {rows[0].message_id}
+    clock = VirtualClock(T0)
+    worker = OutboxWorker(store, sender, clock, RetryPolicy(max_attempts=2))
+    assert (await worker.run_once()).held == 1
+    clock.advance(timedelta(minutes=1))
+    report = await worker.run_once()
+    assert (report.dead_lettered, report.delivered) == (1, 0)  # the second waited one more run
+    clock.advance(timedelta(seconds=1))
+    assert (await worker.run_once()).delivered == 1
+    assert [m.message_id for m in sender.sent] == [rows[1].message_id]
 
 
 async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, store: LmdbStore) -> None:
@@ -172,3 +236,24 @@ async def test_an_outbox_row_that_does_not_decode_is_named(store: LmdbStore) -> 
     await store._write(newer)
     with pytest.raises(DeserializationError, match=str(first.message_id)):
         await store.pending(10, T0 + timedelta(days=1))
+
+
+async def test_serve_waits_out_a_gateway_outage_of_hours(store: LmdbStore) -> None:
+    """With the default policy, eight attempts were spent within about four minutes of an
+    unmounted or full outbox folder, and every answer became a dead letter. The node retries by
+    age: at most ten minutes apart, for six hours."""
+    from mako_actors.serve import OUTBOX_RETRY
+
+    [row] = await enqueue_many(store, 1)
+    clock = VirtualClock(T0)
+    sender = Outage()
+    worker = OutboxWorker(store, sender, clock, OUTBOX_RETRY)
+    while clock() < T0 + timedelta(hours=5):
+        await worker.run_once()
+        [waiting] = await store.pending(1, datetime.max.replace(tzinfo=UTC))
+        assert waiting.next_attempt_at - clock() <= timedelta(minutes=10)
+        clock.set(waiting.next_attempt_at)
+    sender.down = False
+    assert (await worker.run_once()).delivered == 1
+    assert [m.message_id for m in sender.sent] == [row.message_id]
+    assert await store.dead_letters() == []

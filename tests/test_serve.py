@@ -9,6 +9,7 @@ recognises a retransmission and rejects a broken file: every file is handled exa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -847,3 +848,21 @@ async def test_a_test_system_marks_every_interchange_it_sends_a_test_one(
     unbs = [raw.split(b"'")[1] for raw in written]
     assert all(unb.startswith(b"UNB+") for unb in unbs)
     assert [unb.endswith(b"++++++1") for unb in unbs] == [accept_test] * 4
+
+
+async def test_a_second_node_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    """Two nodes on one store (a failover started while the old node runs) each delivered every
+    outbox message, which a gateway sends twice, and on one inbox both took the same file. The
+    second is refused, naming the first, and writes nothing; it runs once the first stopped."""
+    import asyncio
+
+    from mako_actors.serve import Node
+
+    first = node_config(tmp_path)
+    second = dataclasses.replace(node_config(tmp_path / "other"), store=first.store)
+    async with in_process(Node(first)):
+        served = r"the store .* is served already \(mako-actors serve, process"
+        with pytest.raises(InvalidArgument, match=served):
+            await Node(second).run(asyncio.Event())
+    async with in_process(Node(second)):
+        pass

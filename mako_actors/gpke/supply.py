@@ -313,9 +313,11 @@ class Assignment:
     start: datetime | None
     end: datetime | None
     end_reason: str | None = None  # STS+7 #1 of the Abmeldung that ended it at ``end``
-    # ``end`` is where a befristete Anmeldung asked its supply to end (its DTM+93): no end an
-    # Abmeldung, an LFA's answer or another's start confirmed, which E_0607 step 100 asks for
-    term_end: bool = False
+    # ``end`` is no end E_0607 step 100 counts (an Abmeldung's, an LFA's answer or silence,
+    # another's start running it out): where a befristete Anmeldung asked its supply to end
+    # (its DTM+93), or the start of a future assignment another's confirmed Anmeldung cancelled
+    # (a 55038, none of step 100's confirmations)
+    uncounted_end: bool = False
     resting: bool | None = None  # started by an Anmeldung for a ruhende MaLo (ZAP); None: not known
 
     def covers(self, at: datetime) -> bool:
@@ -371,7 +373,7 @@ class SupplyView:
                 self.claims.pop(fact.process, None)
             self._cut(None, fact.at, starting=fact.supplier, until=fact.until)
             started = Assignment(fact.supplier, fact.at, fact.until)
-            started.term_end, started.resting = fact.until is not None, fact.resting
+            started.uncounted_end, started.resting = fact.until is not None, fact.resting
             self.assignments.append(started)
         elif fact.kind == "ended" and fact.supplier and fact.at is not None:
             self._cut(fact.supplier, fact.at, fact.reason)
@@ -401,16 +403,17 @@ class SupplyView:
             elif a.start is not None and a.start >= at:
                 if a.supplier == starting:
                     continue  # replaced by the same supplier's confirmed start, not ended
-                # A future assignment that never starts (Aufhebung, 55038): empty, not gone, so
-                # an Abmeldung of its start later is "already ended", not "never assigned".
-                a.end, a.end_reason, a.term_end = a.start, reason, False
+                # A future assignment that never starts (Aufhebung, 55038): empty, not gone. Its
+                # own Aufhebung confirmed ends it for step 100 ("already ended"); another's
+                # start cancelling it does not (the next Anmeldung of its supplier may start).
+                a.end, a.end_reason, a.uncounted_end = a.start, reason, supplier is None
                 kept.append(a)
             else:
                 if a.end is None or a.end > at:
-                    a.end, a.end_reason, a.term_end = at, reason, False
+                    a.end, a.end_reason, a.uncounted_end = at, reason, False
                 elif a.end == at and reason is not None:
                     # confirmed (again) by an Abmeldung, maybe for another reason (E_0607 A11/A27)
-                    a.end_reason, a.term_end = reason, False
+                    a.end_reason, a.uncounted_end = reason, False
                 kept.append(a)
         self.assignments = kept
 
@@ -457,8 +460,8 @@ class SupplyView:
     def ended_at(self, supplier: str, end: datetime) -> bool:
         """Whether ``supplier``'s supply already ends exactly at ``end`` by a confirmation E_0607
         step 100 counts (an Abmeldung's, an LFA's answer or silence, another's start), not by the
-        term of a befristete Anmeldung."""
-        return any(a.supplier == supplier and a.end == end and not a.term_end for a in self.assignments)
+        term of a befristete Anmeldung nor by a 55038 cancelling it before it started."""
+        return any(a.supplier == supplier and a.end == end and not a.uncounted_end for a in self.assignments)
 
     def end_reason(self, supplier: str, end: datetime) -> str | None:
         """The STS+7 #1 of the Abmeldung that ended ``supplier``'s supply at ``end``; ``None``
@@ -467,7 +470,7 @@ class SupplyView:
             (
                 a.end_reason
                 for a in self.assignments
-                if a.supplier == supplier and a.end == end and not a.term_end
+                if a.supplier == supplier and a.end == end and not a.uncounted_end
             ),
             None,
         )

@@ -28,7 +28,7 @@ def test_a_confirmed_start_ends_the_current_supplier_and_cancels_a_later_one() -
     assert view.confirmed_start(JAN_1) is not None and view.confirmed_start(DEC_1) is None
 
 
-def test_a_cancelled_future_assignment_supplies_nothing_but_counts_as_ended() -> None:
+def test_a_cancelled_future_assignment_supplies_nothing_and_is_ended_only_by_its_aufhebung() -> None:
     view = fold(
         SupplyFact(kind="assigned", supplier=LFA, until=FEB_1),
         SupplyFact(kind="claimed", supplier=LFZ, at=FEB_1, process="p2"),
@@ -40,13 +40,15 @@ def test_a_cancelled_future_assignment_supplies_nothing_but_counts_as_ended() ->
     assert view.confirmed_start(FEB_1) is None  # blocks no Anmeldung for that date
     assert view.ended_at(LFZ, FEB_1) and view.end_reason(LFZ, FEB_1) == "ZH2"
     assert view.starts_at(LFZ, FEB_1)  # the start a repeated Aufhebung names
-    # A start cancelled by another supplier's earlier one (55038) is ended too, without reason.
+    # A start cancelled by another supplier's earlier one (a 55038) supplies nothing, but is not
+    # ended for E_0607 step 100: a 55038 is none of the confirmations it names.
     later = fold(
         SupplyFact(kind="assigned", supplier=LFA),
         SupplyFact(kind="assigned", supplier=LFZ, at=FEB_1),
         SupplyFact(kind="started", supplier=LFN, at=JAN_1, process="p1"),
     )
-    assert later.ended_at(LFZ, FEB_1) and later.end_reason(LFZ, FEB_1) is None
+    assert later.supplier_at(FEB_1) == LFN and not later.can_end(LFZ, FEB_1)
+    assert not later.ended_at(LFZ, FEB_1) and later.end_reason(LFZ, FEB_1) is None
     assert later.suppliers(DEC_1) == Suppliers(current=LFA, future=LFN, future_start=JAN_1)
     # A supplier's own confirmed start replaces its earlier-known one: nothing of it ended.
     again = fold(

@@ -14,7 +14,7 @@ import pytest
 
 from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.gpke.supply import SupplyView, supply_key
-from mako_actors.inbound import Suppliers
+from mako_actors.inbound import InboundPipeline, Suppliers
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
 from tests.conftest import outbound_problems
@@ -30,6 +30,7 @@ from tests.inbound.edi import (
     aperak_errors,
     berlin,
     kind,
+    lfa_answer,
     outbox,
     pipeline,
     store,
@@ -116,3 +117,64 @@ async def test_an_aufhebung_sent_again_is_answered_55006_a09(store: LmdbStore) -
         await p.ingest(raw, at)
     assert await answers(store) == [("55005", "A11"), ("55006", "A09")]
     assert [m for m in await outbox(store) if kind(m) == "APERAK-"] == []
+
+
+async def _cancelled_by_another_start(store: LmdbStore, pid: str) -> InboundPipeline:
+    """LFN's Anmeldung from START confirmed (the LFA agrees): LFN2's confirmed start on Jan 1
+    is cancelled by a 55038. The pipeline, for what follows."""
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: MASTER})
+    await p.ingest(anmeldung(LFN, pid=pid, gv="ZW0"), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    at = THU_1430 + timedelta(hours=1)
+    code = "A40" if pid == "55077" else "A36"
+    await p.ingest(lfa_answer(tx(request)["ide_ref"], code=code, sent_at=at), at)
+    assert [m.recipient for m in await outbox(store) if kind(m) == "55038"] == [LFN2]
+    return p
+
+
+@pytest.mark.parametrize(("reason", "qualifier"), [("ZG9", "92"), ("E01", "93")])
+async def test_a_start_a_55038_cancelled_is_not_ended_for_e_0607_step_100(
+    store: LmdbStore, reason: str, qualifier: str
+) -> None:
+    """E_0607 step 100 counts an end confirmed by an Abmeldung, an LFA's answer or its
+    silence; a 55038 is none of them. Before, LFN2's Abmeldung of the start another's
+    Anmeldung cancelled got 55006 A09/A10 ("already ended ... confirmed"): it holds nothing
+    there, which is APERAK Z17."""
+    p = await _cancelled_by_another_start(store, "55001")
+    at = THU_1430 + timedelta(days=1)
+    raw = abmeldung(LFN2, ref="AUF1", ide="AUFTX", end=JAN_1, sent_at=at, reason=reason, qualifier=qualifier)
+    await p.ingest(raw, at)
+    assert await answers(store) == []
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK" and m.recipient == LFN2]
+    assert [error["code"] for error in aperak.payload["errors"]] == ["Z17"]
+
+
+async def test_a_supplier_whose_start_a_55038_cancelled_can_start_again_and_end_it(store: LmdbStore) -> None:
+    """Generating MaLo: LFN2's start is cancelled by a 55038, LFN2 registers again for the same
+    start (confirmed, 55078 A58) and then cancels its contract (55004 ZH2 ZW3). Before, the empty
+    assignment the 55038 left counted as "already ended" (step 580): 55006 A25, and LFN2 kept
+    supplying from Jan 1 without a contract. E_0607 step 620: 55005 A27."""
+    p = await _cancelled_by_another_start(store, "55077")
+    again = THU_1430 + timedelta(days=1)
+    anmeldung_again = anmeldung(
+        LFN2, pid="55077", gv="ZW0", ref="LFZ0001", ide="LFZTX1", start=JAN_1, sent_at=again
+    )
+    await p.ingest(anmeldung_again, again)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010" and m.recipient == LFN]
+    at = again + timedelta(hours=1)
+    answer = lfa_answer(
+        tx(request)["ide_ref"], code="A40", lfa=LFN, ref="LFN0009", ide="LFNTX9", end=JAN_1, sent_at=at
+    )
+    await p.ingest(answer, at)
+    sent = await outbox(store)
+    decided = [tx(m)["answer_code"] for m in sent if kind(m) == "55078" and m.recipient == LFN2]
+    assert decided == ["A58"]
+    later = THU_1430 + timedelta(days=4)
+    raw = abmeldung(
+        LFN2, ref="LFZ0002", ide="LFZTX2", end=JAN_1, sent_at=later, reason="ZH2", qualifier="92",
+        detail="ZW3",
+    )  # fmt: skip
+    await p.ingest(raw, later)
+    assert await answers(store) == [("55005", "A27")]
+    journal = SupplyView.fold(await store.journal(TENANT, supply_key(MALO)), MASTER)
+    assert journal.supplier_at(berlin(2026, 1, 15)) is None
