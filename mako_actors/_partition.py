@@ -516,15 +516,13 @@ def rejected_as_a_whole(
 def _receipt_key(read: _Read, tenants: frozenset[str]) -> tuple[bytes, bytes, bytes]:
     """The key of the receipt stream the pipeline records ``read`` in.
 
-    An interchange for another party is recorded under our MP-ID when we have only one
-    (we answer it), so it shares the stream of our own interchanges under its 0020.
+    An interchange for another party, broken or not, is recorded under our MP-ID when we have
+    only one (we answer it), so it shares the stream of our own interchanges under its 0020.
     """
     assert read.key is not None
     sender, recipient, control = read.key
     if len(tenants) == 1 and recipient.decode("latin-1") not in tenants:
-        parsed = read.parse()
-        if isinstance(parsed, Interchange):
-            return (sender, next(iter(tenants)).encode("latin-1"), control)
+        return (sender, next(iter(tenants)).encode("latin-1"), control)
     return read.key
 
 

@@ -567,6 +567,10 @@ class InboundPipeline:
                 result.sender, result.recipient, result.interchange_ref = header[:3]
                 result.sender_qualifier, result.recipient_qualifier = header[3:]
                 try:
+                    if result.recipient not in self._tenants:
+                        # Never answered in another party's name, broken or not: as one that parses.
+                        await self._misaddressed(result, digest, received_at, not _contrl_only(raw))
+                        return result
                     message_errors = _message_error(raw, parsed)
                     code = None if message_errors else parsed.syntax_error_code
                     contrls = _contrl_only(raw)
@@ -715,7 +719,8 @@ class InboundPipeline:
         """
         assert result.recipient is not None
         result.status = "rejected"
-        result.error = f"recipient {result.recipient} is not one of our MP-IDs"
+        broken = f"; {result.error}" if result.error else ""  # what the parser found besides
+        result.error = f"recipient {result.recipient} is not one of our MP-IDs{broken}"
         if len(self._tenants) == 1:
             result.answered_by = next(iter(self._tenants))
             if await self._receipt_only(result, digest, received_at, "7", "UNB", acknowledge) != "rejected":
@@ -934,6 +939,9 @@ class InboundPipeline:
         a dead letter (``inbound-conflict``) where an operator looks, never dropped unseen.
         """
         interchange, transaction = tx.interchange, tx.transaction
+        if not transaction.ide_ref:  # its process is keyed, and its answers referenced, by it
+            text = "IDE+24 without its reference (7402)"
+            return await self._refuse(tx, refusals, "Z29", text, InvalidArgument(text))
         pid = tx.pid
         family = self._family(pid)
         if family is None:
@@ -956,7 +964,12 @@ class InboundPipeline:
                     )
                     audit = _audit_of(interchange, tx.message, transaction)
                     await self._dead_letter("inbound-conflict", reason, audit, tx.received_at)
-                    return _outcome(tx, "dead_letter", detail=reason)
+                    # Its sender is told (DOMAIN §2: every UTILMD is answered): a 312 for the
+                    # first use must not seem to cover this one. ERC Z15: "nicht eindeutig".
+                    text = f"transaction reference (IDE) {transaction.ide_ref} used before; not processed"
+                    at = tx.received_at
+                    refusals.append(_refusal(interchange, tx.message, transaction, at, "Z15", text))
+                    return replace(_outcome(tx, "dead_letter", detail=reason), refused="Z15")
                 if isinstance(decision, Refuse):
                     return await self._refuse(
                         tx, refusals, decision.code, decision.text, InvalidArgument(decision.text)
@@ -990,7 +1003,9 @@ class InboundPipeline:
         except EngineError as exc:
             if exc.transient or exc.operational:
                 raise  # the system's failure, not the transaction's: processed again later
-            return await self._refuse(tx, refusals, "Z35", f"not processable: {exc}", exc)
+            # The partner reads the FTX: the first line only (no validator dump, no links).
+            summary = next(iter(str(exc).splitlines()), type(exc).__name__)[:200]
+            return await self._refuse(tx, refusals, "Z35", f"not processable: {summary}", exc)
 
     async def _refuse(
         self, tx: InboundTransaction, refusals: list[dict[str, Any]], code: str, text: str, error: EngineError
@@ -1137,7 +1152,7 @@ def _refusal(
         errors=(AperakError(code=code, text=text[:500]),),
         message_ref=message.reference,
     )
-    if transaction is None:
+    if not ide:  # no IDE to name: no RFF+TN (an empty one would be a syntax error of ours)
         payload = payload.model_copy(update={"referenced_transaction_ref": None})
     return payload.to_payload()
 

@@ -1033,6 +1033,8 @@ class _Pipeline:
             if header is not None:
                 sender, us, control = header[:3]
                 item.keys = (("receipt", sender, us, control),)
+                if us not in self.tenants and len(self.tenants) == 1:  # answered as ours (one tenant)
+                    item.keys += tuple(("receipt", sender, t, control) for t in self.tenants)
             return
         item.messages = len(parsed.messages)
         us, sender, control = parsed.recipient.id, parsed.sender.id, parsed.control_ref

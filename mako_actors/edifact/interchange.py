@@ -90,7 +90,10 @@ class Transaction:
     does not fit its format (e.g. ``("92", "2025061:102")``, or a 303 whose zone is not ``+00``):
     such a date is ``None`` like an
     absent one, and this tells the two apart (APERAK Z35 "Format nicht eingehalten", not Z29
-    "fehlt").
+    "fehlt"). ``repeated`` names (``"LOC+Z16"``) each segment the transaction sends again that
+    it may send once (RFF+Z13/TN, LOC+Z16/Z21/Z22, DTM+92/93, STS+7/E01): which copy was
+    meant is unknown, so the transaction means nothing certain (APERAK Z40 "Wiederholbarkeit
+    überschritten"); its fields hold the first value sent.
     """
 
     ide_ref: str
@@ -106,6 +109,7 @@ class Transaction:
     segments: tuple[Segment, ...] = field(repr=False)
     transaction_reasons: tuple[str, ...] = ()
     malformed_dates: tuple[tuple[str, str], ...] = ()
+    repeated: tuple[str, ...] = ()
 
     def location(self, qualifier: str) -> str | None:
         """The ID of the first ``LOC+<qualifier>`` (``Z22``: a ruhende MaLo's; ``None``: none)."""
@@ -123,6 +127,8 @@ class Message:
     UTC datetime (``None`` if absent or malformed, then named in ``problems``). ``problems``
     lists application-level findings that do not reject the interchange (APERAK material):
     malformed DTM values, NAD+MS/MR differing from UNB or with the wrong code list.
+    ``repeated`` names each header segment sent again that a message holds once (BGM, DTM+137,
+    NAD+MS, NAD+MR, RFF+Z13; see ``Transaction.repeated``).
     """
 
     reference: str
@@ -142,6 +148,7 @@ class Message:
     first_segment_number: int
     problems: tuple[str, ...]
     segments: tuple[Segment, ...] = field(repr=False)
+    repeated: tuple[str, ...] = ()
 
     @property
     def mig_version(self) -> str:
@@ -696,6 +703,7 @@ def _message(
             expected=reference, found=unt_ref,
         )
     problems: list[str] = []
+    repeated: list[str] = []
     header_pid: str | None = None
     document_code = document_number = None
     document_date: datetime | None = None
@@ -707,6 +715,7 @@ def _message(
     own_tags = tags[start:last]  # UNH..UNT, never "IDE" themselves
     ides = own_tags.count("IDE")
     first_ide = own_tags.index("IDE") if ides else count - 1
+    seen: set[str] = set()
     for k in range(1, first_ide):
         seg = segs[k]
         tag = seg[0]
@@ -716,20 +725,34 @@ def _message(
         e = els[0] if els else ""
         q = e if e.__class__ is str else e[0]
         if tag == "RFF":
-            if header_pid is None and q == "Z13":
-                header_pid = seg.value(0, 1) or None
+            if q == "Z13":
+                if "RFF+Z13" in seen:
+                    repeated.append("RFF+Z13")
+                seen.add("RFF+Z13")
+                if header_pid is None:
+                    header_pid = seg.value(0, 1) or None
         elif tag == "BGM":
             e = els[1] if len(els) > 1 else ""
             number = e if e.__class__ is str else e[0]
             if len(number) > _BGM_1004:
                 _too_long(seg, first + k)
+            if "BGM" in seen:
+                repeated.append("BGM")
+            seen.add("BGM")
             if document_code is None:
                 document_code = q or None
                 document_number = number or None
         elif tag == "DTM":
-            if document_date is None and q == "137":
-                document_date = _dtm(seg, first + k, problems)
+            if q == "137":
+                if "DTM+137" in seen:
+                    repeated.append("DTM+137")
+                seen.add("DTM+137")
+                if document_date is None:
+                    document_date = _dtm(seg, first + k, problems)
         elif q == "MS" or q == "MR":  # NAD (no IDE stands in the header)
+            if "NAD+" + q in seen:
+                repeated.append("NAD+" + q)
+            seen.add("NAD+" + q)
             e = els[1] if len(els) > 1 else ""
             # NAD C082: 3039 the MP-ID, 3055 the code list (third component).
             key = (e, "") if e.__class__ is str else (e[0], e[2] if len(e) > 2 else "")
@@ -785,6 +808,7 @@ def _message(
         first,  # first_segment_number
         tuple(problems),  # problems
         segs,  # segments
+        tuple(repeated),  # repeated
     )
 
 
@@ -803,6 +827,14 @@ def _nad_party(key: tuple[str, str]) -> Party:
 
 
 _TX_TAGS = frozenset(("RFF", "LOC", "DTM", "STS"))
+#: The qualifiers of a transaction's segments the AHB allows once per SG4 IDE (AHB-FACTS §2:
+#: LOC+Z16 "[2061] exactly once"; one Beginn, one Ende, one Transaktionsgrund, one answer).
+_ONCE = {
+    "RFF": frozenset(("Z13", "TN")),
+    "LOC": frozenset(("Z16", "Z21", "Z22")),
+    "DTM": frozenset(("92", "93")),
+    "STS": frozenset(("7", "E01")),
+}
 _HEADER_TAGS = frozenset(("IDE", "RFF", "BGM", "DTM", "NAD"))
 
 
@@ -822,6 +854,8 @@ def _transaction(
     start = end = None
     reasons: tuple[str, ...] = ()
     malformed: tuple[tuple[str, str], ...] = ()
+    seen: set[str] = set()  # "TAG+qualifier" of each once-only segment read
+    repeated: list[str] = []
     number = first - 1
     for seg in segs:
         number += 1
@@ -832,11 +866,18 @@ def _transaction(
         els = seg[1]
         e = els[0] if els else ""
         q = e if e.__class__ is str else e[0]
+        if q not in _ONCE.get(tag, ()):
+            continue
+        name = tag + "+" + q
+        if name in seen:
+            repeated.append(name)  # refused for it; which copy is read below does not matter then
+        seen.add(name)
+        # Each value from the first copy that has one (what the reference parser read).
         if tag == "RFF":
             if q == "Z13":
                 if pid is None:
                     pid = (e[1] if e.__class__ is not str and len(e) > 1 else "") or None
-            elif q == "TN" and request_ref is None:
+            elif request_ref is None:
                 request_ref = (e[1] if e.__class__ is not str and len(e) > 1 else "") or None
         elif tag == "LOC":
             if q == "Z16" and malo is None:
@@ -864,7 +905,7 @@ def _transaction(
                 while codes and not codes[-1]:
                     codes.pop()
                 reasons = tuple(codes)
-        elif q == "E01" and code is None:
+        elif code is None:  # STS+E01
             code = seg.value(2, 0) or None
             ebd = seg.value(2, 1) or None
     ide = segs[0][1]
@@ -883,6 +924,7 @@ def _transaction(
         segs,  # segments
         reasons,  # transaction_reasons
         malformed,  # malformed_dates
+        tuple(repeated),  # repeated
     )
 
 

@@ -91,6 +91,7 @@ class Reason:
     FORMAT_NOT_KEPT = "format_not_kept"
     CODE_NOT_ALLOWED = "code_not_allowed"
     DATE_IMPLAUSIBLE = "date_implausible"
+    REPETITION_EXCEEDED = "repetition_exceeded"
 
 
 class CodeInfo(BaseModel):
@@ -362,6 +363,7 @@ _LFW24_CODES: dict[str, dict[str, CodeInfo]] = {
         "Z35": _c(Reason.FORMAT_NOT_KEPT, "Format nicht eingehalten †"),
         "Z39": _c(Reason.CODE_NOT_ALLOWED, "Code nicht zulässig †"),
         "Z41": _c(Reason.DATE_IMPLAUSIBLE, "Zeitangabe unplausibel"),
+        "Z40": _c(Reason.REPETITION_EXCEEDED, "Wiederholbarkeit überschritten"),
     },
 }
 

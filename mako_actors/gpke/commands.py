@@ -89,6 +89,8 @@ class InboundUtilmd(BaseModel):
     a party other than the one that sent the interchange. ``malformed_dates``: ``(qualifier,
     "value:format")`` of each DTM+92/93 sent in a shape its format does not allow (that date is
     then ``None``); the workflow answers APERAK Z35, where an absent date gets Z29.
+    ``repeated``: each once-only segment sent again (``"LOC+Z16"``; ``Message.repeated`` and
+    ``Transaction.repeated``): the workflow answers APERAK Z40 and decides nothing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -109,6 +111,7 @@ class InboundUtilmd(BaseModel):
     interchange_date: AwareDatetime | None = None  # UNB S004: our APERAK's DTM+171 (AHB-FACTS §5)
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
     malformed_dates: tuple[tuple[str, str], ...] = ()
+    repeated: tuple[str, ...] = ()
 
 
 class ReceiveAnmeldung(InboundUtilmd):

@@ -262,6 +262,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["transaction_reason"] = transaction.transaction_reason
     if transaction.malformed_dates:
         values["malformed_dates"] = transaction.malformed_dates
+    if message.repeated or transaction.repeated:
+        values["repeated"] = message.repeated + transaction.repeated
     return values
 
 

@@ -1002,6 +1002,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         """APERAK-level findings (errors reject the message) and warnings (recorded only)."""
         errors: list[ErrorItem] = []
         warnings: list[str] = []
+        if cmd.repeated:
+            # Which MaLo, date or answer was meant is unknown: nothing to decide on.
+            text = f"{', '.join(cmd.repeated)} sent more than once; the AHB allows each once"
+            errors.append(self._error(fv, Reason.REPETITION_EXCEEDED, text))
         for role, value in (("sender", cmd.sender), ("recipient", cmd.recipient)):
             ok, finding = check_mp_id(value, self.config.mp_id_check)
             if finding and ok:

@@ -505,7 +505,9 @@ async def test_garbage_never_raises_and_is_kept_as_receipt_or_dead_letter(
     p = pipeline(store, VirtualClock(THU_1430))
     result = await p.ingest(raw, THU_1430, source="garbage.edi")
     assert result.status == "rejected" and result.error
-    assert await store.outbox_count() + len(await store.dead_letters()) == 1
+    # Addressed to "y", not us: misaddressed, broken or not (our CONTRL 7 and a dead letter).
+    kept = 2 if b"+x+y+" in raw else 1
+    assert await store.outbox_count() + len(await store.dead_letters()) == kept
 
 
 @pytest.mark.parametrize(
@@ -559,7 +561,8 @@ def test_a_partners_contrl_names_its_ucs_and_ucd_codes() -> None:
 async def test_a_transaction_reference_reused_in_another_interchange_is_an_alarm(store: LmdbStore) -> None:
     """DOMAIN §5: IDE is a sub-key of the inbox key; the same key with other content raises an
     alarm and is not processed. Before, a second Anmeldung under a known IDE (another MaLo, a
-    new interchange) got CONTRL 7 and then nothing: no APERAK, no dead letter, no warning."""
+    new interchange) got CONTRL 7 and then nothing: no APERAK, no dead letter, no warning. Its
+    sender now gets APERAK Z15 ("nicht eindeutig"; DOMAIN §2: every UTILMD is answered)."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
     first = await p.ingest(anmeldung_55001(), THU_1430)
@@ -572,7 +575,11 @@ async def test_a_transaction_reference_reused_in_another_interchange_is_an_alarm
     assert outcome.outcome == "dead_letter" and "LFNTX000001" in outcome.detail
     [letter] = await store.dead_letters()
     assert letter.kind == "inbound-conflict" and letter.payload["interchange_ref"] == "LFN0605143002"
-    assert kinds((await outbox(store))[sent:]) == ["CONTRL7"]
+    assert kinds((await outbox(store))[sent:]) == ["CONTRL7", "APERAK-"]
+    [aperak] = (await outbox(store))[sent + 1 :]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z15" and "LFNTX000001" in error["text"]
+    assert aperak.payload["referenced_transaction_ref"] == "LFNTX000001"
 
 
 @pytest.mark.parametrize("s009", ["utilmd:D:11A:UN:S2.1", "ORDERS:D:09B:UN:1.4a", "APERAK:D:07B:UN:2.1i"])

@@ -110,3 +110,31 @@ async def test_with_several_tenants_a_misaddressed_interchange_gets_only_a_dead_
     assert result.status == "rejected" and result.answered_by is None
     assert await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC)) == []
     assert [d.kind for d in await store.dead_letters()] == ["inbound-misaddressed"]
+
+
+@pytest.mark.parametrize("defect", ["unt count", "lower-case tag", "no unz"])
+async def test_a_broken_misaddressed_interchange_is_answered_by_us_with_code_7(
+    store: LmdbStore, defect: str
+) -> None:
+    """A syntax error besides the foreign recipient: before, the CONTRL of the syntax error went
+    out from the foreign MP-ID (UNB sender = the other party), with no dead letter and no alarm.
+    Now it is misaddressed as one that parses: CONTRL 4 / 0085 = 7 from us, a dead letter
+    naming both findings, and a retransmission answered once."""
+    raw = interchange(nb=FOREIGN, control_ref="R1")
+    text = raw.decode("latin-1")
+    if defect == "unt count":
+        count = text.split("UNT+")[1].split("+")[0]
+        raw = text.replace(f"UNT+{count}+", f"UNT+{int(count) - 1}+").encode("latin-1")
+    elif defect == "lower-case tag":
+        raw = text.replace("'BGM+", "'bgm+", 1).encode("latin-1")
+    else:
+        raw = text[: text.index("UNZ")].encode("latin-1")
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(raw, THU_1430)
+    assert result.status == "rejected" and "not one of our MP-IDs; " in (result.error or "")
+    assert (await pipeline(store, clock).ingest(raw, THU_1430)).status == "duplicate"
+    [contrl] = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
+    assert contrl.payload["envelope"]["sender_id"] == NB
+    assert (contrl.payload["action"], contrl.payload["error_code"]) == ("4", "7")
+    [letter] = [d for d in await store.dead_letters() if d.kind == "inbound-misaddressed"]
+    assert "not one of our MP-IDs" in letter.reason

@@ -1,0 +1,166 @@
+"""A once-only segment sent twice in a transaction or a message header (a second LOC+Z16,
+DTM+92, STS+7, STS+E01, RFF+Z13, NAD+MR, ...): the parser reads only the first, so what was
+meant is unknown. AHB-FACTS §2: LOC+Z16 "[2061] exactly once per SG4 IDE"; §5: ERC Z40
+"Wiederholbarkeit überschritten". Before, the first copy was decided on (an LFA answer with
+two STS+E01 confirmed or refused by whichever came first) and the second dropped unseen;
+now the transaction gets APERAK Z40 and nothing is decided. The same for the transaction
+reference: an IDE used twice in one message (Z15), an IDE without its reference (Z29).
+
+Bytes in through ``InboundPipeline`` on LMDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from mako_actors.edifact import parse_interchange
+from mako_actors.inbound import Suppliers
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+from tests.inbound.edi import (
+    LFA,
+    LFN,
+    MALO,
+    START,
+    THU_1430,
+    abmeldung,
+    anmeldung,
+    kind,
+    lfa_answer,
+    outbox,
+    pipeline,
+    store,
+    tx,
+)
+
+__all__ = ["store"]
+OTHER_MALO = "51238696781"
+
+
+def twice(raw: bytes, prefix: str, again: str | None = None) -> bytes:
+    """``raw`` (one message, UNA with ``'`` and ``+``) with ``again`` (default: a copy of the
+    first segment starting with ``prefix``) right after that segment; the UNT count follows."""
+    text = raw.decode("latin-1")
+    una, segments = text[:9], [s for s in text[9:].split("'") if s]
+    at = next(i for i, s in enumerate(segments) if s.startswith(prefix))
+    segments.insert(at + 1, again if again is not None else segments[at])
+    unh = next(i for i, s in enumerate(segments) if s.startswith("UNH"))
+    unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
+    segments[unt] = f"UNT+{unt - unh + 1}+{segments[unt].split('+')[2]}"
+    return (una + "'".join(segments) + "'").encode("latin-1")
+
+
+async def refused_with_z40(store: LmdbStore, sender: str) -> str:
+    """The one APERAK to ``sender``: a 313 with Z40 only; its text."""
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK" and m.recipient == sender]
+    assert not aperak.payload["positive"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z40"
+    return str(error["text"])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "again", "named"),
+    [
+        ("LOC+Z16", f"LOC+Z16+{OTHER_MALO}", "LOC+Z16"),
+        ("DTM+92", "DTM+92:202512312300?+00:303", "DTM+92"),
+        ("STS+7", "STS+7++E03+ZW4", "STS+7"),
+        ("RFF+Z13", "RFF+Z13:55004", "RFF+Z13"),
+        ("NAD+MR", None, "NAD+MR"),
+        ("BGM", None, "BGM"),
+    ],
+)
+async def test_an_anmeldung_with_a_once_only_segment_twice_is_refused_z40(
+    store: LmdbStore, prefix: str, again: str | None, named: str
+) -> None:
+    raw = twice(anmeldung(), prefix, again)
+    [message] = parse_interchange(raw).messages
+    assert named in message.repeated + message.transactions[0].repeated
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA), OTHER_MALO: Suppliers()})
+    await p.ingest(raw, THU_1430)
+    assert named in await refused_with_z40(store, LFN)
+    assert [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"] == []  # no 55036/55010
+
+
+async def test_an_abmeldung_naming_two_malos_ends_neither(store: LmdbStore) -> None:
+    raw = abmeldung(LFN, ref="ABM1", ide="ABMTX1", end=START, sent_at=THU_1430)
+    raw = twice(raw, "LOC+Z16", f"LOC+Z16+{OTHER_MALO}")
+    both = {MALO: Suppliers(current=LFN), OTHER_MALO: Suppliers(current=LFN)}
+    p = pipeline(store, VirtualClock(THU_1430), **both)
+    await p.ingest(raw, THU_1430)
+    assert "LOC+Z16" in await refused_with_z40(store, LFN)
+    assert [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"] == []  # no 55005
+
+
+@pytest.mark.parametrize(("pid", "first", "second"), [("55011", "A36", "A35"), ("55012", "A35", "A36")])
+async def test_an_lfa_answer_with_two_answer_codes_decides_nothing(
+    store: LmdbStore, pid: str, first: str, second: str
+) -> None:
+    """A 55011 agreeing (A36) and objecting (A35) at once was confirmed by its first code: a
+    55002 to the LFN and a 55037 ending the LFA's supply; a 55012 the other way round refused."""
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    at = THU_1430 + timedelta(hours=2)
+    answer = lfa_answer(tx(request)["ide_ref"], pid=pid, code=first, sent_at=at)
+    await p.ingest(twice(answer, "STS+E01", f"STS+E01++{second}:E_0624"), at)
+    assert "STS+E01" in await refused_with_z40(store, LFA)
+    assert [kind(m) for m in await outbox(store) if kind(m) in ("55002", "55003", "55037")] == []
+
+
+async def test_a_single_copy_of_each_is_still_processed(store: LmdbStore) -> None:
+    """The other transactions of a bundle are not affected, nor are segments that may repeat."""
+    raw = anmeldung()
+    [message] = parse_interchange(raw).messages
+    assert message.repeated == () and message.transactions[0].repeated == ()
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(raw, THU_1430)
+    assert [kind(m) for m in await outbox(store)] == ["CONTRL7", "APERAK+", "55036", "55010"]
+
+
+def edited(raw: bytes, change: Callable[[list[str]], list[str]]) -> bytes:
+    """``raw`` (one message, UNA with ``'``) with its segments changed; the UNT count follows."""
+    text = raw.decode("latin-1")
+    segments = change([s for s in text[9:].split("'") if s])
+    unh = next(i for i, s in enumerate(segments) if s.startswith("UNH"))
+    unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
+    segments[unt] = f"UNT+{unt - unh + 1}+{segments[unt].split('+')[2]}"
+    return (text[:9] + "'".join(segments) + "'").encode("latin-1")
+
+
+async def test_an_ide_used_twice_in_one_message_refuses_the_second_z15(store: LmdbStore) -> None:
+    """Two transactions under one IDE (other MaLos): the first started its process and got its
+    312; the second was an inbound-conflict dead letter only, so the LFN read the 312 as covering
+    both. Now the second gets APERAK Z15 ("nicht eindeutig") naming the IDE as well."""
+
+    def second_transaction(segments: list[str]) -> list[str]:
+        ide = next(i for i, s in enumerate(segments) if s.startswith("IDE"))
+        unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
+        again = [s.replace(MALO, OTHER_MALO) for s in segments[ide:unt]]
+        return segments[:unt] + again + segments[unt:]
+
+    raw = edited(anmeldung(), second_transaction)
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA), OTHER_MALO: Suppliers()})
+    result = await p.ingest(raw, THU_1430)
+    assert [m.outcome for m in result.messages] == ["started", "dead_letter"]
+    [refused] = [m for m in await outbox(store) if m.message_type == "APERAK" and not m.payload["positive"]]
+    [error] = refused.payload["errors"]
+    assert error["code"] == "Z15" and "LFNTX1" in error["text"]
+
+
+async def test_an_ide_without_its_reference_gets_z29_and_no_empty_rff_tn(store: LmdbStore) -> None:
+    """``IDE+24`` alone: before, APERAK Z35 carrying the validator's dump (line breaks, a link)
+    in FTX, and an empty ``RFF+TN'``. Now Z29 (a Muss value missing), no RFF+TN."""
+    from mako_actors.edifact import render_outbound
+
+    raw = edited(anmeldung(), lambda segments: [("IDE+24" if s.startswith("IDE") else s) for s in segments])
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(raw, THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z29" and "7402" in error["text"]
+    rendered = render_outbound("APERAK", aperak.payload).decode("latin-1")
+    assert "RFF+TN" not in rendered and "pydantic" not in rendered
