@@ -48,6 +48,14 @@ _EXACT_MAX = len(_EXACT)
 # Read once: an attribute of a model class goes through its metaclass's ``__getattr__`` hook
 # (~1k instructions each); once per command.
 _coerce = WorkflowOutput.coerce
+# What an output may hold only with an event: its field, and its name in ``prepare``'s refusal.
+_CAUSED = (
+    ("outbox", "outbox messages"),
+    ("deadlines", "deadlines"),
+    ("cancel_deadlines", "deadline cancellations"),
+    ("register_keys", "registry keys"),
+    ("journal", "journal entries"),
+)
 _deadline_of = Deadline.of_pending
 
 
@@ -139,8 +147,9 @@ def prepare(
     so they are stable once the commit is written. ``ctx`` None: fresh correlation and
     conversation ids, no causation (what ``CommandContext.new`` would give, without the
     object). A ``ctx`` with ``recorded_at`` stamps everything at that instant, not at ``now``.
-    Raises ``WorkflowError`` when the output asks to send or schedule something without an
-    event to cause it.
+    Raises ``WorkflowError`` (invalid state) when the output holds outbox messages, deadlines,
+    deadline cancellations, registry keys or journal entries but no event to cause them:
+    without an event there is nothing to commit them with, and dropping them would lose them.
     """
     # Fields of the models read from their ``__dict__``: a model attribute goes through
     # pydantic's ``__getattr__`` lookup hook, which a dict item skips (once per command).
@@ -148,9 +157,10 @@ def prepare(
     ident = identity.__dict__
     pending_events = out["events"]
     if not pending_events:
-        if out["outbox"] or out["deadlines"]:
+        returned = [what for field, what in _CAUSED if out[field]]
+        if returned:
             raise WorkflowError.invalid_state(
-                f"{workflow.name}: handle returned outbox messages or deadlines but no event"
+                f"{workflow.name}: handle returned {', '.join(returned)} but no event to store them with"
             )
         return _prepared(None, (), (), state, None)
     # Every value below already has its field's type (identity and context are validated

@@ -110,6 +110,41 @@ async def test_rejected_command_raises_workflow_error_and_writes_nothing(store: 
     assert closed.value.kind is WorkflowErrorKind.INVALID_STATE
 
 
+class _EventlessLedger(Ledger):
+    """A ledger whose ``Close`` returns only ``output`` (no event), whatever it holds."""
+
+    output = WorkflowOutput()
+
+    def handle(self, state: LedgerState, command: Record | Close) -> WorkflowOutput:
+        return self.output if isinstance(command, Close) else super().handle(state, command)
+
+
+@pytest.mark.parametrize(
+    ("output", "named"),
+    [
+        (WorkflowOutput(cancel_deadlines=("reminder",)), "deadline cancellations"),
+        (WorkflowOutput(register_keys=("malo:51900000012",)), "registry keys"),
+        (WorkflowOutput(journal=(("supply:51900000012", {"kind": "claimed"}),)), "journal entries"),
+    ],
+)
+async def test_output_without_an_event_is_refused_not_lost(
+    store: LmdbStore, output: WorkflowOutput, named: str
+) -> None:
+    workflow = _EventlessLedger()
+    workflow.output = output
+    p = Process(workflow, store, TENANT, WF, clock=lambda: NOW)
+    await p.execute_and_enqueue(Record(amount=1, remind_at=NOW + timedelta(hours=1)))
+    for execute in (p.execute_and_enqueue, p.execute):
+        with pytest.raises(WorkflowError, match=rf"returned {named} but no event") as info:
+            await execute(Close())
+        assert info.value.kind is WorkflowErrorKind.INVALID_STATE
+    # Nothing was applied either: the reminder stands, the key and the journal are unwritten.
+    assert [d.label for d in await store.deadlines_for_stream(p.stream_id)] == ["reminder"]
+    assert await store.lookup(TENANT, "malo:51900000012") is None
+    assert await store.journal(TENANT, "supply:51900000012") == []
+    assert await p.event_count() == 1
+
+
 async def test_execute_drops_outbox_and_execute_and_enqueue_persists_it(store: LmdbStore) -> None:
     p = new(store)
     await p.execute(Record(amount=1, notify="9900000001001", remind_at=NOW))
