@@ -24,43 +24,57 @@ log = logging.getLogger("mako_actors.process")
 
 @dataclass(slots=True)
 class DroppedOutputStats:
-    """What ``execute`` (not ``execute_and_enqueue``) dropped, as the reference API says it does.
+    """What ``execute`` and ``execute_and_collect`` (not ``execute_and_enqueue``) dropped, as
+    the reference API says they do.
 
-    ``commands``: commands whose outbox messages or deadlines were dropped; ``messages`` and
-    ``deadlines``: how many; ``by_command``: commands per ``"<workflow>:<command type>"``.
-    Render it with ``prometheus_text({"dropped": DROPPED_OUTPUT})``. Deadlines dropped on
+    ``commands``: commands whose outbox messages, deadlines or deadline cancellations were
+    dropped; ``messages``, ``deadlines`` and ``cancellations`` (labels to cancel): how many;
+    ``by_command``: commands per ``"<workflow>:<command type>"``. Render it with
+    ``prometheus_text({"dropped": DROPPED_OUTPUT})``. Deadlines and cancellations dropped on
     actors are not seen by the caller and not counted.
     """
 
     commands: int = 0
     messages: int = 0
     deadlines: int = 0
+    cancellations: int = 0
     by_command: dict[str, int] = field(default_factory=dict)
 
 
 DROPPED_OUTPUT = DroppedOutputStats()
-"""Process-wide counts of outbox messages and deadlines dropped by ``execute``."""
+"""Process-wide counts of outbox messages, deadlines and cancellations dropped by ``execute``."""
 
 
-def note_dropped(workflow: str, command: object, messages: int, deadlines: int) -> None:
-    """Count a command whose outbox messages or deadlines ``execute`` dropped; warn once per kind.
+def note_dropped(
+    workflow: str,
+    command: object,
+    messages: int,
+    deadlines: int,
+    cancellations: int = 0,
+    *,
+    method: str = "execute",
+) -> None:
+    """Count a command whose outbox messages, deadlines or deadline cancellations ``method``
+    dropped; warn once per kind.
 
     One warning per workflow and command type for the life of the process: the drop is the
     documented behaviour of ``execute``, but nearly always a mistake for ``execute_and_enqueue``.
     """
-    if not messages and not deadlines:
+    if not messages and not deadlines and not cancellations:
         return
     kind = f"{workflow}:{type(command).__name__}"
     stats = DROPPED_OUTPUT
     stats.commands += 1
     stats.messages += messages
     stats.deadlines += deadlines
+    stats.cancellations += cancellations
     seen = stats.by_command.get(kind, 0)
     stats.by_command[kind] = seen + 1
     if not seen:
         text = (
-            f"execute dropped {messages} outbox message(s) and {deadlines} deadline(s) of {kind}; "
-            "use execute_and_enqueue to store them with the events (warned once per command type)"
+            f"{method} dropped {messages} outbox message(s), {deadlines} deadline(s) and "
+            f"{cancellations} deadline cancellation(s) of {kind}; use execute_and_enqueue to "
+            "store them with the events (warned once per command type)"
         )
         log.warning(text)
         # Also a Python warning: shown by default, where a library's log record (NullHandler)

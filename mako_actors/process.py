@@ -253,7 +253,8 @@ class Process(ProcessHandle[C, S]):
 
         Every attempt reloads state from the store. Returns ``None`` when ``command_for``
         yields no command (a deadline that needs no compensation). Without ``enqueue`` the
-        outbox and deadlines are dropped and counted (``note_dropped``) unless ``collect``.
+        outbox, deadlines and deadline cancellations are dropped and counted (``note_dropped``);
+        ``collect``: the outbox is returned to the caller, so only the deadline changes are.
         ``empty``: the caller read the stream's version as 0 just now, so the first attempt
         starts from the initial state without a read (its commit still expects version 0).
         """
@@ -293,8 +294,16 @@ class Process(ProcessHandle[C, S]):
             if separate_snapshots and prepared.snapshot is not None:
                 assert snap_store is not None
                 await snap_store.save_snapshot(prepared.snapshot)
-            if not options.enqueue and not collect:  # counted once, for the attempt that committed
-                note_dropped(self._workflow.name, command, len(output.outbox), len(output.deadlines))
+            if not options.enqueue:  # counted once, for the attempt that committed
+                # (``collect`` returns the messages to its caller: only the deadline changes go.)
+                note_dropped(
+                    self._workflow.name,
+                    command,
+                    0 if collect else len(output.outbox),
+                    len(output.deadlines),
+                    len(output.cancel_deadlines),
+                    method="execute_and_collect" if collect else "execute",
+                )
             if commit is prepared.commit and result.events is prepared.events:
                 return prepared  # the store stamped the events in place (the usual case): no copy
             return Prepared(commit, result.events, prepared.outbox, prepared.state, prepared.snapshot)
@@ -317,11 +326,11 @@ class Process(ProcessHandle[C, S]):
     async def execute(self, command: C) -> list[EventEnvelope]:
         """Handle ``command`` with a fresh context and append its events.
 
-        Persists events and registry keys only: outbox messages and deadlines the workflow
-        returns are dropped (use ``execute_and_enqueue``); each drop is counted in
-        ``DROPPED_OUTPUT`` and warned about once per workflow and command type. Raises
-        ``VersionConflict`` when a concurrent writer won, ``WorkflowError`` when the workflow
-        refuses; nothing is written.
+        Persists events, registry keys and journal entries only: outbox messages, deadlines and
+        deadline cancellations the workflow returns are dropped (use ``execute_and_enqueue``);
+        each drop is counted in ``DROPPED_OUTPUT`` and warned about once per workflow and
+        command type. Raises ``VersionConflict`` when a concurrent writer won, ``WorkflowError``
+        when the workflow refuses; nothing is written.
         """
         return await self._events(command)
 
@@ -333,6 +342,7 @@ class Process(ProcessHandle[C, S]):
         """``execute``, and also return the outbox messages, stamped as ``execute_and_enqueue`` would.
 
         The messages are not persisted; their ``causation_event_id`` is the first event's id.
+        Deadlines and deadline cancellations are dropped, counted and warned about as by ``execute``.
         """
         prepared = await self._run(lambda _: command, None, _PLAIN, collect=True)
         if prepared is None:

@@ -23,7 +23,7 @@ from mako_actors import (
 from mako_actors._handle import DROPPED_OUTPUT
 from mako_actors.metrics import prometheus_text
 from stores.lmdb import LmdbStore
-from tests.workflows import Ledger, LedgerState, Record
+from tests.workflows import Close, Ledger, LedgerState, Record
 
 TENANT = TenantId.from_party_id("9900000002009")
 WF = WorkflowId.new("ledger", "FV2510")
@@ -156,6 +156,31 @@ async def test_execute_warns_once_per_command_type_and_counts_the_drop(
     assert len(dropped) == len(logged)
     assert "mako_dropped_messages" in prometheus_text({"dropped": DROPPED_OUTPUT})
     assert await store.outbox_count() == 1
+
+
+class _DroppingLedger(Ledger):
+    """The ledger under a name of its own: its drops are warned about here, whatever ran before."""
+
+    name = "ledger_drops"
+
+
+async def test_dropped_deadline_changes_are_counted_and_warned_about(store: LmdbStore) -> None:
+    p = Process(_DroppingLedger(), store, TENANT, WorkflowId.new("ledger_drops", "FV2510"))
+    await p.execute_and_enqueue(Record(amount=1, remind_at=NOW))
+    before = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.deadlines, DROPPED_OUTPUT.cancellations)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        await p.execute_and_collect(Record(amount=1, remind_at=NOW))  # its deadline is not stored
+        await p.execute(Close())  # closed, but its "reminder" cancellation is not applied
+    after = (DROPPED_OUTPUT.commands, DROPPED_OUTPUT.deadlines, DROPPED_OUTPUT.cancellations)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
+    texts = [str(w.message) for w in shown if w.category is RuntimeWarning]
+    assert any(
+        "execute_and_collect dropped 0 outbox message(s), 1 deadline(s)" in t for t in texts
+    )
+    assert [t for t in texts if "ledger_drops:Close" in t and "1 deadline cancellation(s)" in t]
+    assert [d.label for d in await store.deadlines_for_stream(p.stream_id)] == ["reminder"]
+    assert "mako_dropped_cancellations" in prometheus_text({"dropped": DROPPED_OUTPUT})
 
 
 async def test_actor_execute_counts_the_dropped_outbox(store: LmdbStore) -> None:
