@@ -13,6 +13,11 @@ them against each backend):
 - Sequence numbers start at 1 and have no gaps; global positions increase in commit order.
 - ``stream_version`` is O(1); keys scan in stream-then-sequence and due-time order.
 - Registry keys are tenant-scoped; a key bound to another stream raises ``RegistryConflict``.
+- Keys named by callers are bounded by LMDB's 511-byte key (``stores._schema.MAX_KEY_BYTES``)
+  less the bytes the layout adds, in UTF-8: registry and dead-letter keys at most 495 bytes,
+  journal keys 486, inbox keys 511, checkpoint names 510. A longer one raises
+  ``InvalidArgument`` naming it and writes nothing (a commit holding it writes nothing at
+  all), on the memory store as on LMDB.
 - Journal entries of a ``Commit`` are appended with it or not at all, in commit order.
 """
 

@@ -83,8 +83,10 @@ class WorkflowOutput(BaseModel):
     process in the registry, in the same write; ``cancel_deadlines`` names labels of this
     process's deadlines that the command discharges; ``journal`` appends ``(key, plain data)``
     to the tenant's journal ``key`` (a read model, e.g. a MaLo's supply assignments) in the
-    same write. Everything but ``events`` is stored with the events: an output holding any of
-    it without an event is refused (``WorkflowError``, invalid state), nothing is written.
+    same write. Registry and journal keys are bounded in UTF-8 bytes (495 and 486: see
+    ``mako_actors.store``). Everything but ``events`` is stored with the events: an output
+    holding any of it without an event is refused (``WorkflowError``, invalid state), nothing
+    is written.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)

@@ -49,6 +49,21 @@ _GLOBAL = b"global_position"
 _DEAD = b"dead_letter_position"
 _OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
+_DEAD_KEY = b"dead_letter_key:"
+
+MAX_KEY_BYTES = 511
+"""LMDB's key size limit (``Environment.max_key_size()`` of its default build). Every key a
+caller names is checked against it, less the bytes the layout adds, on every store: a longer
+one raises ``InvalidArgument`` before anything is written, never LMDB's ``MDB_BAD_VALSIZE``
+(a ``StoreError``, which callers would retry)."""
+# The longest caller-named key of each kind (UTF-8 bytes): its row key adds the tenant (16
+# bytes) to registry and journal keys, a NUL and a u64 sequence to journal keys, a NUL (the
+# state row) to checkpoint names, and a prefix to dead-letter keys.
+MAX_REGISTRY_KEY = MAX_KEY_BYTES - 16
+MAX_JOURNAL_KEY = MAX_KEY_BYTES - 16 - 1 - 8
+MAX_INBOX_KEY = MAX_KEY_BYTES
+MAX_CHECKPOINT_NAME = MAX_KEY_BYTES - 1
+MAX_DEAD_LETTER_KEY = MAX_KEY_BYTES - len(_DEAD_KEY)
 
 T = TypeVar("T")
 
@@ -115,6 +130,22 @@ def _decode(raw: bytes, build: Callable[[dict[str, Any]], T], what: str) -> T:
         raise
     except Exception as exc:  # pydantic ValidationError and friends: stored data is bad
         raise DeserializationError(f"stored {what} does not decode: {exc}") from None
+
+
+def _sized(what: str, key: str, limit: int) -> bytes:
+    """``key`` in UTF-8; ``InvalidArgument`` naming it when it is longer than ``limit`` bytes."""
+    raw = key.encode()
+    if len(raw) > limit:
+        _too_long(what, key, len(raw), limit)
+    return raw
+
+
+def _too_long(what: str, key: str, size: int, limit: int) -> None:
+    shown = f"{key[:60]!r}..." if len(key) > 60 else repr(key)
+    raise InvalidArgument(
+        f"{what} {shown} is {size} bytes in UTF-8; at most {limit} fit in a store key "
+        f"(LMDB keys hold {MAX_KEY_BYTES} bytes)"
+    )
 
 
 def stream_key(stream_id: str) -> bytes:
@@ -661,7 +692,7 @@ def load_activation(
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:
     if not key:
         raise InvalidArgument("registry key must not be empty")
-    return tenant_id.int.to_bytes(16, "big") + key.encode()
+    return tenant_id.int.to_bytes(16, "big") + _sized("registry key", key, MAX_REGISTRY_KEY)
 
 
 def register(txn: KvTxn, tenant_id: TenantId, key: str, identity: ProcessIdentity) -> None:
@@ -691,6 +722,8 @@ def _register_commit(txn: KvTxn, registry: Sequence[tuple[str, ProcessIdentity]]
         if not key:
             raise InvalidArgument("registry key must not be empty")
         raw_key = tenant + key.encode()
+        if len(raw_key) > MAX_KEY_BYTES:
+            _too_long("registry key", key, len(raw_key) - 16, MAX_REGISTRY_KEY)
         if not insert("registry", raw_key, row):  # (``_bind`` inline: a call less per key)
             _check_bound(txn, raw_key, key, identity)
 
@@ -742,7 +775,7 @@ def lookup(txn: KvTxn, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
 def accept(txn: KvTxn, key: str, digest: str) -> bool:
     if not key:
         raise InvalidArgument("inbox key must not be empty")
-    raw_key = key.encode()
+    raw_key = _sized("inbox key", key, MAX_INBOX_KEY)
     existing = txn.get("inbox", raw_key)
     if existing is None:
         txn.put("inbox", raw_key, digest.encode())
@@ -757,7 +790,7 @@ def accept(txn: KvTxn, key: str, digest: str) -> bool:
 
 def add_dead_letter(txn: KvTxn, letter: DeadLetter) -> DeadLetter:
     if letter.key is not None:  # one dead letter per key: a repeat writes nothing
-        index = b"dead_letter_key:" + letter.key.encode()
+        index = _DEAD_KEY + _sized("dead letter key", letter.key, MAX_DEAD_LETTER_KEY)
         known = txn.get("meta", index)
         if known is not None:
             raw = txn.get("dead_letters", known)
@@ -785,7 +818,7 @@ def save_checkpoint(txn: KvTxn, name: str, position: int, state: Any = None) -> 
     so a position saved without a state never meets an older one."""
     if not name or "\x00" in name:
         raise InvalidArgument(f"checkpoint name must be non-empty and without NUL, got {name!r}")
-    key = name.encode()
+    key = _sized("checkpoint name", name, MAX_CHECKPOINT_NAME)
     if state is None:
         txn.delete("checkpoints", key + b"\x00")
     else:
@@ -798,20 +831,20 @@ def save_checkpoint(txn: KvTxn, name: str, position: int, state: Any = None) -> 
 
 
 def load_checkpoint(txn: KvTxn, name: str) -> int:
-    raw = txn.get("checkpoints", name.encode())
+    raw = txn.get("checkpoints", _sized("checkpoint name", name, MAX_CHECKPOINT_NAME))
     return 0 if raw is None else from_u64(raw)
 
 
 def load_checkpoint_state(txn: KvTxn, name: str) -> tuple[int, Any]:
     """``(position, state)`` as ``save_checkpoint`` left them: ``(0, None)`` when never saved."""
-    raw = txn.get("checkpoints", name.encode() + b"\x00")
+    raw = txn.get("checkpoints", _sized("checkpoint name", name, MAX_CHECKPOINT_NAME) + b"\x00")
     return load_checkpoint(txn, name), None if raw is None else unpack(raw)
 
 
 def _journal_prefix(tenant_id: TenantId, key: str) -> bytes:
     if not key or "\x00" in key:
         raise InvalidArgument(f"journal key must be non-empty and without NUL: {key!r}")
-    return tenant_id.int.to_bytes(16, "big") + key.encode() + b"\x00"
+    return tenant_id.int.to_bytes(16, "big") + _sized("journal key", key, MAX_JOURNAL_KEY) + b"\x00"
 
 
 def append_journal(txn: KvTxn, tenant_id: TenantId, key: str, data: Mapping[str, Any]) -> None:
