@@ -173,7 +173,7 @@ class StoreBase(abc.ABC):
         """One page: at most ``limit`` (default 1,000) events of all streams after ``after_position``.
 
         In global order. Not everything: read on from the last event's ``global_position``
-        until a page is empty.
+        until a page is empty. ``InvalidArgument`` for a negative ``after_position``.
         """
         return await self._read(lambda txn: schema.read_all(txn, after_position, limit))
 
@@ -295,7 +295,7 @@ class StoreBase(abc.ABC):
         return await self._write(lambda txn: schema.add_dead_letter(txn, letter))
 
     async def dead_letters(self, limit: int = 100, after_position: int = 0) -> list[DeadLetter]:
-        """Dead letters after ``after_position``, oldest first."""
+        """Dead letters after ``after_position``, oldest first; ``InvalidArgument`` if it is negative."""
         return await self._read(lambda txn: schema.dead_letters(txn, limit, after_position))
 
     async def save_checkpoint(self, name: str, position: int, state: Any = None) -> None:

@@ -187,10 +187,17 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+def _after(what: str, after_position: int) -> bytes:
+    """The key of the position after ``after_position``; ``InvalidArgument`` when it is negative."""
+    if after_position < 0:
+        raise InvalidArgument(f"{what}: after_position must be >= 0, got {after_position}")
+    return u64(after_position + 1)
+
+
 def read_all(txn: KvTxn, after_position: int, limit: int) -> list[EventEnvelope]:
     out: list[EventEnvelope] = []
     decode = PlainEnvelopeDecoder()
-    for _, ref in txn.scan("global", u64(after_position + 1)):
+    for _, ref in txn.scan("global", _after("read_all", after_position)):
         if len(out) >= limit:
             break
         raw = txn.get("events", ref)
@@ -806,7 +813,7 @@ def add_dead_letter(txn: KvTxn, letter: DeadLetter) -> DeadLetter:
 
 def dead_letters(txn: KvTxn, limit: int, after_position: int) -> list[DeadLetter]:
     out: list[DeadLetter] = []
-    for _, raw in txn.scan("dead_letters", u64(after_position + 1)):
+    for _, raw in txn.scan("dead_letters", _after("dead_letters", after_position)):
         if len(out) >= limit:
             break
         out.append(_decode(raw, DeadLetter.from_plain, "dead letter"))

@@ -1,7 +1,9 @@
-"""Both stores refuse the same keys: too long for LMDB's 511-byte keys, with ``InvalidArgument``.
+"""Both stores refuse the same arguments with ``InvalidArgument``: keys too long for LMDB's
+511-byte keys, negative positions.
 
-Without the check LMDB failed with ``MDB_BAD_VALSIZE`` (a ``StoreError``, retried by callers
-as if the disk were at fault) where the memory store accepted the key.
+Without the checks LMDB failed on a long key with ``MDB_BAD_VALSIZE`` (a ``StoreError``,
+retried by callers as if the disk were at fault) where the memory store accepted it, and a
+negative position raised a raw ``OverflowError`` on both.
 """
 
 from __future__ import annotations
@@ -101,3 +103,13 @@ async def test_a_commit_with_a_too_long_key_writes_nothing(store: StoreBase) -> 
     assert await store.table_counts() == before
     assert (await p.state()).total == 1
 
+
+
+@pytest.mark.parametrize("position", [-1, -2])
+async def test_a_negative_position_is_an_invalid_argument_as_for_load_from(
+    store: StoreBase, position: int
+) -> None:
+    with pytest.raises(InvalidArgument, match=rf"read_all: after_position must be >= 0, got {position}"):
+        await store.read_all(position, 10)
+    with pytest.raises(InvalidArgument, match=rf"dead_letters: after_position must be >= 0, got {position}"):
+        await store.dead_letters(10, position)
