@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,7 +16,8 @@ T = TypeVar("T")
 class InMemoryStore(StoreBase):
     """Every store protocol in process memory; for tests only (nothing survives the process).
 
-    Writes run synchronously on the calling thread; a batch counts as one transaction.
+    Writes run on the calling thread after yielding to the event loop once (so concurrent
+    commands on one stream conflict as on LMDB); a batch counts as one transaction.
     """
 
     def __init__(self) -> None:
@@ -28,6 +30,11 @@ class InMemoryStore(StoreBase):
         return fn(self._tables.txn())
 
     async def _write_batch(self, fns: Sequence[WriteFn]) -> list[Any]:
+        self._check_open()
+        # Let other tasks run first, as LMDB's writer thread does: two commands on one stream
+        # that loaded the same version then race, and the second commit is a VersionConflict
+        # here too (without the yield each command ran to its commit before the next loaded).
+        await asyncio.sleep(0)
         self._check_open()
         results: list[Any] = []
         failed: dict[str, int] = {}  # a failed commit's stream -> the version it would leave

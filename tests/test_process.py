@@ -27,6 +27,7 @@ from mako_actors import (
     WorkflowOutput,
 )
 from stores.lmdb import LmdbStore
+from stores.memory import InMemoryStore
 from tests.workflows import Close, Ledger, LedgerState, Record
 
 TENANT = TenantId.from_party_id("9900000002009")
@@ -397,6 +398,21 @@ async def test_register_keys_route_to_the_process(store: LmdbStore) -> None:
     with pytest.raises(RegistryConflict):
         await rival.execute(Record(amount=1, register_key="malo:51900000012"))
     assert await rival.event_count() == 0
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "memory"])
+async def test_two_concurrent_executes_on_one_stream_conflict_on_every_store(
+    tmp_path: Path, kind: str
+) -> None:
+    async with LmdbStore(tmp_path / "db") if kind == "lmdb" else InMemoryStore() as any_store:
+        p = Process(Ledger(), any_store, TENANT, WF, clock=lambda: NOW)
+        q = Process.from_identity(Ledger(), any_store, p.identity())
+        # Both load the empty stream before either commits: the second commit is stale.
+        results = await asyncio.gather(
+            p.execute(Record(amount=1)), q.execute(Record(amount=2)), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["VersionConflict", "list"]
+        assert await p.event_count() == 1
 
 
 async def test_concurrent_handles_with_retry_lose_nothing(store: LmdbStore) -> None:
