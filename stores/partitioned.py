@@ -34,10 +34,13 @@ def partition_dir(data_dir: str | os.PathLike[str], partition: int) -> Path:
     return Path(data_dir) / f"p{partition:04d}"
 
 
-def _write_marker(directory: Path, partition: int, count: int) -> None:
+def _write_marker(directory: Path, partition: int, count: int, move: str | None = None) -> None:
     tmp = directory / (MARKER + ".tmp")
+    plain: dict[str, Any] = {"partition": partition, "count": count}
+    if move is not None:
+        plain["move"] = move
     with open(tmp, "wb") as out:
-        out.write(msgpack.packb({"partition": partition, "count": count}))
+        out.write(msgpack.packb(plain))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, directory / MARKER)
@@ -100,8 +103,14 @@ def export_partition(store: LmdbStore) -> bytes:
         return (Path(tmp) / "data.mdb").read_bytes()
 
 
-def import_partition(data_dir: str | os.PathLike[str], partition: int, count: int, data: bytes) -> None:
-    """Install a copy made by ``export_partition`` as ``partition`` here; refuses to overwrite one."""
+def import_partition(
+    data_dir: str | os.PathLike[str], partition: int, count: int, data: bytes, move: str | None = None
+) -> None:
+    """Install a copy made by ``export_partition`` as ``partition`` here; refuses to overwrite one.
+
+    ``move`` (a token unique to one move) is recorded in the marker: undoing that move sets
+    aside only the copy it finds there (``installed_by``), never one that came another way.
+    """
     directory = partition_dir(data_dir, partition)
     if (directory / MARKER).exists():
         raise InvalidArgument(f"{directory} already holds partition {partition}; retire it first")
@@ -112,13 +121,23 @@ def import_partition(data_dir: str | os.PathLike[str], partition: int, count: in
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        _write_marker(staging, partition, count)
+        _write_marker(staging, partition, count, move)
         if directory.exists():
             shutil.rmtree(directory)  # no marker: leftovers of an interrupted copy
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def installed_by(data_dir: str | os.PathLike[str], partition: int, move: str) -> bool:
+    """Whether ``partition`` here is the copy ``import_partition`` installed for ``move``.
+
+    False when there is none, or it was created here, restored by an operator, or installed
+    by another move: a failed move must not set aside what it did not put there.
+    """
+    marker = partition_dir(data_dir, partition) / MARKER
+    return marker.is_file() and read_marker(marker).get("move") == move
 
 
 def retire_partition(data_dir: str | os.PathLike[str], partition: int, epoch: int) -> Path:

@@ -40,6 +40,7 @@ import functools
 import logging
 import os
 import pickle
+import secrets
 import tempfile
 import time
 from collections import OrderedDict
@@ -562,23 +563,31 @@ class _Host:
                 self._open(partition)
             self._stores[partition].fence(False)
 
-    async def adopt(self, partition: int, data: bytes) -> None:
-        """Install the copy ``hand_over`` made, unopened and fenced as it came: ``reopen`` opens it
-        once the map names this node, ``discard`` sets it aside if the move fails before."""
+    async def adopt(self, partition: int, data: bytes, move: str) -> None:
+        """Install the copy ``hand_over`` made, unopened and fenced as it came, marked with the
+        ``move`` token: ``reopen`` opens it once the map names this node, ``discard`` sets it
+        aside if the move fails before."""
         from stores.partitioned import import_partition
 
-        import_partition(self._spec["data_dir"], partition, self._count, data)
+        import_partition(self._spec["data_dir"], partition, self._count, data, move)
 
-    async def discard(self, partition: int, epoch: int) -> None:
-        """Set aside the copy ``adopt`` installed for a move (to ``epoch``) that failed: renamed
-        ``p0007.abandoned-<epoch>-<ns>``, never opened. Refused for a partition open here."""
-        from stores.partitioned import MARKER, partition_dir
+    async def discard(self, partition: int, epoch: int, move: str) -> None:
+        """Set aside the copy ``adopt`` installed for ``move`` (to ``epoch``), which failed: renamed
+        ``p0007.abandoned-<epoch>-<ns>``, never opened. Refused for a partition open here; a
+        partition directory ``move`` did not install (none installed yet, or a copy an operator
+        restored here) is left as it is: it may be the partition's only copy."""
+        from stores.partitioned import installed_by, partition_dir
 
         if partition in self._systems:
             raise InvalidArgument(f"partition {partition} is open on this host: not discarded")
         directory = partition_dir(self._spec["data_dir"], partition)
-        if (directory / MARKER).exists():
+        if installed_by(self._spec["data_dir"], partition, move):
             os.replace(directory, directory.with_name(f"{directory.name}.abandoned-{epoch}-{time.time_ns()}"))
+        elif directory.exists():
+            _log.warning(
+                "partition %d: %s was not installed by the failed move to epoch %d; left as it is",
+                partition, directory, epoch,
+            )  # fmt: skip
 
     async def retire(self, partition: int, epoch: int) -> None:
         from stores.partitioned import retire_partition
@@ -1765,14 +1774,17 @@ class RayActorSystem(HandleFactory):
             await self._end_dedicated_of_others(partition, current.count)
             source, target = self._node_host(old), self._node_host(node)
             moved = current.moved(partition, node)
+            # Marks the copy this move installs: undoing it sets aside that copy and nothing
+            # else (a partition directory restored on the target by an operator stays).
+            move = f"{moved.epoch}-{secrets.token_hex(8)}"
             try:
                 data = await self._reply(source.hand_over.remote(partition))
                 # Installed unopened and fenced: were this call given up (cancelled) while the
                 # host installs it, the copy still accepts no write.
-                await self._reply(target.adopt.remote(partition, data))
+                await self._reply(target.adopt.remote(partition, data, move))
                 moved.save(self.path)
             except BaseException:
-                await self._undo_move(partition, old, node, moved.epoch)
+                await self._undo_move(partition, old, node, moved.epoch, move)
                 raise
             self.partition_map = moved
             try:
@@ -1790,15 +1802,16 @@ class RayActorSystem(HandleFactory):
             del self._paused[partition]
             gate.set()
 
-    async def _undo_move(self, partition: int, old: str, node: str, epoch: int) -> None:
+    async def _undo_move(self, partition: int, old: str, node: str, epoch: int, move: str) -> None:
         """After a move that failed before the map named ``node``: set aside the copy ``node``
-        may have installed, and open the partition on ``old`` again with its fence lifted.
+        may have installed for ``move`` (only that one), and open the partition on ``old`` again
+        with its fence lifted.
 
         Each step is tried (a dead host is made anew); what fails is logged: the caller raises
         the move's own error. Until the old copy is open again it refuses writes (fenced).
         """
         steps: list[tuple[str, str, Callable[[Any], Any]]] = [
-            ("set aside the new copy on", node, lambda host: host.discard.remote(partition, epoch)),
+            ("set aside the new copy on", node, lambda host: host.discard.remote(partition, epoch, move)),
             ("open the partition again on", old, lambda host: host.reopen.remote(partition)),
         ]
         for step, where, call in steps:

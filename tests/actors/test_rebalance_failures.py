@@ -198,3 +198,20 @@ async def test_a_reopen_sent_while_the_copy_is_taken_waits_for_it(nodes: Nodes) 
     await copy
     assert await nodes.a.open_partitions() == [0]
     assert not refused(await nodes.write(nodes.a)) and await nodes.total(nodes.a) == 2
+
+
+async def test_a_failed_move_leaves_a_copy_it_did_not_install_on_the_target(nodes: Nodes) -> None:
+    """Node a lost partition 0; an operator restored a backup of it on b. A move of it to b fails
+    (a has nothing to hand over). Before, undoing the move set aside b's copy, the only one."""
+    import shutil
+
+    await nodes.write(nodes.a)
+    await nodes.a.aclose()
+    shutil.copytree(nodes.root / "a" / "p0000", nodes.root / "b" / "p0000")  # the backup
+    shutil.rmtree(nodes.root / "a" / "p0000")  # a's disk lost it
+    nodes.a = ray_system._Host(_spec(nodes.root / "a", "a", [0]))
+    with pytest.raises(ray_system.PartitionUnavailable):
+        await nodes.driver().rebalance(0, "b")
+    assert sorted(p.name for p in (nodes.root / "b").iterdir()) == ["p0000", "p0001"]
+    await nodes.b.reopen(0)  # the operator brings the backup up (e.g. the map edited to b)
+    assert await nodes.total(nodes.b) == 1
