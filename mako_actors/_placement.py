@@ -112,13 +112,19 @@ def part_of(store_path: Path) -> tuple[int, int] | None:
 def missing_parts(store_path: Path) -> list[str]:
     """Names of the ``part-<k>-of-<N>`` stores ``store_path`` lacks (none: no parts at all).
 
-    A part without its ``data.mdb`` counts as missing: a run makes every part, so only a lost
-    one is missing, and making it again empty would forget its MaLos' processes.
+    A part without its ``data.mdb``, or with an empty one (LMDB would start it over), counts as
+    missing: a run makes every part, so only a lost one is missing, and making it again empty
+    would forget its MaLos' processes.
     """
     parts = existing_parts(store_path)
-    held = {(k, n) for k, n, directory in parts if (directory / "data.mdb").is_file()}
+    held = {(k, n) for k, n, directory in parts if _holds_data(directory)}
     counts = sorted({n for _, n, _ in parts})
     return [f"part-{k}-of-{n}" for n in counts for k in range(n) if (k, n) not in held]
+
+
+def _holds_data(directory: Path) -> bool:
+    data = directory / "data.mdb"
+    return data.is_file() and data.stat().st_size > 0
 
 
 def check_layout(store_path: Path, n: int) -> None:
@@ -154,8 +160,8 @@ def check_layout(store_path: Path, n: int) -> None:
     missing = missing_parts(store_path)
     if missing:
         raise InvalidArgument(
-            f"replay: --store {store_path} lacks {', '.join(missing)} (no data.mdb) of its replay "
-            f"with --workers {n}; the processes of the MaLos it held would start again empty. "
+            f"replay: --store {store_path} lacks {', '.join(missing)} (no data.mdb, or an empty one) "
+            f"of its replay with --workers {n}; the processes of the MaLos it held would start again empty. "
             "Restore it from a copy; if an earlier run stopped before it made it, replay into a "
             "fresh --store"
         )

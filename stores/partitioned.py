@@ -1,10 +1,11 @@
 """Partition directories on one node: create once, open only what exists, copy consistently.
 
 Partition ``p`` of a node lives in ``<data_dir>/p0007`` as its own LMDB environment, with a
-``PARTITION`` marker (msgpack: partition number, count) written when the partition is created.
-``open_partition`` refuses a directory without the marker: a node that lost its disk, or a
-partition that was moved away, reports ``PartitionUnavailable`` instead of starting over on
-a fresh, empty environment (which would silently "lose" every process in it).
+``PARTITION`` marker (msgpack: partition number, count) written when the partition is created,
+together with its LMDB environment. ``open_partition`` refuses a directory without the marker,
+or with the marker but no data file: a node that lost its disk (or the file), or a partition
+that was moved away, reports ``PartitionUnavailable`` instead of starting over on a fresh,
+empty environment (which would silently "lose" every process in it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from mako_actors._durable import fsync_directory
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.envelope import ProcessIdentity
 from mako_actors.errors import InvalidArgument
@@ -47,7 +49,11 @@ def _write_marker(directory: Path, partition: int, count: int, move: str | None 
 
 
 def create_partition(data_dir: str | os.PathLike[str], partition: int, count: int) -> None:
-    """Make an empty partition (idempotent for an existing one of the same number and count)."""
+    """Make an empty partition (idempotent for an existing one of the same number and count).
+
+    The LMDB environment is made with the marker, in a staging directory renamed into place:
+    a marked partition always had its data file, so one without it (``open_partition``) lost it.
+    """
     directory = partition_dir(data_dir, partition)
     marker = directory / MARKER
     if marker.exists():
@@ -55,8 +61,16 @@ def create_partition(data_dir: str | os.PathLike[str], partition: int, count: in
         return
     if directory.exists() and any(directory.iterdir()):
         raise InvalidArgument(f"{directory} holds data but no {MARKER} marker; refusing to claim it")
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_marker(directory, partition, count)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".p{partition:04d}-", dir=Path(data_dir)))
+    try:
+        LmdbStore(staging).close()  # data.mdb with its tables, synced
+        _write_marker(staging, partition, count)
+        os.replace(staging, directory)  # over an empty directory, if one is there
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_directory(Path(data_dir))
 
 
 def read_marker(marker: Path) -> dict[str, Any]:
@@ -81,7 +95,11 @@ def _check_marker(marker: Path, partition: int, count: int) -> None:
 
 
 def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int, **options: Any) -> LmdbStore:
-    """The store of an existing partition; ``PartitionUnavailable`` if its data is not here."""
+    """The store of an existing partition; ``PartitionUnavailable`` if its data is not here.
+
+    Its marker without a non-empty ``data.mdb`` beside it is a partition whose data file was
+    lost (both are made at once): unavailable too, never opened as a fresh, empty store.
+    """
     directory = partition_dir(data_dir, partition)
     marker = directory / MARKER
     if not marker.exists():
@@ -89,6 +107,12 @@ def open_partition(data_dir: str | os.PathLike[str], partition: int, count: int,
             f"partition {partition}: no data at {directory} (never created here, or moved)"
         )
     _check_marker(marker, partition, count)
+    data = directory / "data.mdb"
+    if not data.is_file() or data.stat().st_size == 0:
+        raise PartitionUnavailable(
+            f"partition {partition}: its data file {data} is {'empty' if data.is_file() else 'missing'} "
+            "(lost, or a copy cut short); nothing written. Restore the directory from a copy"
+        )
     return LmdbStore(directory, **options)  # a move fences the old copy (every write looks)
 
 

@@ -173,7 +173,7 @@ def test_a_part_store_given_as_the_store_is_refused(
     assert _listing(store) == before  # nothing written
 
 
-@pytest.mark.parametrize("lost", ["directory", "data.mdb"])
+@pytest.mark.parametrize("lost", ["directory", "data.mdb", "empty data.mdb"])
 def test_a_store_missing_one_of_its_parts_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], lost: str
 ) -> None:
@@ -186,8 +186,10 @@ def test_a_store_missing_one_of_its_parts_is_refused(
     part = part_path(store, 1, 2)
     if lost == "directory":
         shutil.rmtree(part)
-    else:
+    elif lost == "data.mdb":
         (part / "data.mdb").unlink()
+    else:  # cut to nothing (a copy cut short): LMDB would start it over, empty
+        (part / "data.mdb").write_bytes(b"")
     before = _listing(store)
     capsys.readouterr()
     assert main(["replay", str(src), "--store", str(store), "--tenant", NB, "--workers", "2"]) == 2

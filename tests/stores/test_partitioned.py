@@ -159,3 +159,28 @@ async def test_a_fence_is_set_after_another_process_grew_the_map(tmp_path: Path)
     await store.save_checkpoint("after", 2)
     assert await store.load_checkpoint("big") == 1
     await store.aclose()
+
+
+@pytest.mark.parametrize("lost", ["deleted", "emptied"])
+async def test_a_partition_that_lost_its_data_file_is_unavailable_not_empty(
+    tmp_path: Path, lost: str
+) -> None:
+    """The marker is left, the LMDB data file is gone (or cut to nothing). Before, the partition
+    opened as a fresh, empty store: its processes unknown, new writes taken."""
+    from mako_actors import ProcessIdentity, WorkflowId
+
+    create_partition(tmp_path, 2, 4)
+    assert (partition_dir(tmp_path, 2) / "data.mdb").stat().st_size > 0  # made with the marker
+    identity = ProcessIdentity.of_process(TENANT, ProcessId.new(), WorkflowId.new("ledger", "FV2025-10-01"))
+    async with open_partition(tmp_path, 2, 4) as store:
+        await store.register(TENANT, "malo:1", identity)
+    data = partition_dir(tmp_path, 2) / "data.mdb"
+    if lost == "deleted":
+        data.unlink()
+        (partition_dir(tmp_path, 2) / "lock.mdb").unlink()
+    else:
+        data.write_bytes(b"")
+    before = sorted((p.name, p.stat().st_size) for p in partition_dir(tmp_path, 2).iterdir())
+    with pytest.raises(PartitionUnavailable, match=r"data file .*data\.mdb is (missing|empty)"):
+        open_partition(tmp_path, 2, 4)
+    assert sorted((p.name, p.stat().st_size) for p in partition_dir(tmp_path, 2).iterdir()) == before
