@@ -121,9 +121,12 @@ class PartitionMap:
     """Partition → node, with each node's data directory; ``epoch`` counts explicit changes.
 
     ``assignment[p]`` names the node that owns partition ``p``; ``data_dirs[node]`` is where
-    that node keeps its partitions (``<data_dir>/p0007``). Node names are logical (a Ray node
-    carries the custom resource ``mako-node:<name>``), so a node that restarts with a new Ray
-    node id still owns its partitions.
+    that node keeps its partitions (``<data_dir>/p0007``), made absolute against the working
+    directory of whoever makes the map: hosts, drivers and the CLI read it from others (a map
+    saved by an earlier version with relative directories is read against the reader's, as
+    then, and saved absolute by its next change). Node names are logical (a Ray node carries
+    the custom resource ``mako-node:<name>``), so a node that restarts with a new Ray node id
+    still owns its partitions.
     """
 
     assignment: tuple[str, ...]
@@ -132,6 +135,8 @@ class PartitionMap:
 
     def __post_init__(self) -> None:
         check_partition_count(len(self.assignment))
+        absolute = {node: os.path.abspath(os.fspath(d)) for node, d in self.data_dirs.items()}
+        object.__setattr__(self, "data_dirs", absolute)  # frozen: this is its construction
         missing = sorted(set(self.assignment) - set(self.data_dirs))
         if missing:
             raise InvalidArgument(f"PartitionMap: no data directory for node(s) {missing}")
@@ -145,7 +150,7 @@ class PartitionMap:
         nodes = list(data_dirs)
         return cls(
             tuple(nodes[p % len(nodes)] for p in range(partitions)),
-            {n: str(os.fspath(d)) for n, d in data_dirs.items()},
+            {n: os.fspath(d) for n, d in data_dirs.items()},
         )
 
     @property

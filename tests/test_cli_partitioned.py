@@ -229,3 +229,20 @@ def test_a_garbled_partition_marker_or_map_is_a_clear_error(tmp_path: Path, caps
     (tmp_path / "one.bin").write_bytes(b"\x01")
     code, _, err = run(capsys, "stats", "--store", str(tmp_path / "one.bin"))
     assert code == 1 and "neither a store directory nor a partition map" in err
+
+
+def test_a_map_made_with_relative_directories_is_read_from_any_working_directory(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the map kept ``data/a`` as given: a host or the CLI in another working directory
+    looked for the partitions there, found none (a host opened nothing, stats showed none)."""
+    monkeypatch.chdir(tmp_path)
+    made = PartitionMap.spread(2, {"a": "data/a"})
+    made.save(tmp_path / "map")
+    for p in range(2):
+        create_partition(made.data_dirs["a"], p, 2)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert PartitionMap.load(tmp_path / "map").data_dirs == {"a": str(tmp_path / "data" / "a")}
+    code, out, err = run(capsys, "stats", "--store", str(tmp_path / "map"), "--json")
+    assert code == 0 and "not found" not in err and sorted(json.loads(out)["partitions"]) == ["0", "1"]

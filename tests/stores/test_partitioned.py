@@ -184,3 +184,21 @@ async def test_a_partition_that_lost_its_data_file_is_unavailable_not_empty(
     with pytest.raises(PartitionUnavailable, match=r"data file .*data\.mdb is (missing|empty)"):
         open_partition(tmp_path, 2, 4)
     assert sorted((p.name, p.stat().st_size) for p in partition_dir(tmp_path, 2).iterdir()) == before
+
+
+def test_a_map_saved_with_relative_directories_reads_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A map an earlier version saved as given (``data/a``) stays readable: its directories mean
+    what they meant to the reader before, and are saved absolute by the next change."""
+    import msgpack
+
+    plain = {"format": 1, "epoch": 0, "assignment": ["a", "a"], "data_dirs": {"a": "data/a"}}
+    (tmp_path / "map").write_bytes(msgpack.packb(plain))
+    monkeypatch.chdir(tmp_path)
+    loaded = PartitionMap.load(tmp_path / "map")
+    assert loaded.data_dirs == {"a": str(tmp_path / "data" / "a")}
+    assert loaded == PartitionMap.spread(2, {"a": "data/a"})  # a driver given it finds it its own
+    loaded.moved(1, "a").save(tmp_path / "map")
+    monkeypatch.chdir("/")
+    assert PartitionMap.load(tmp_path / "map").data_dirs == {"a": str(tmp_path / "data" / "a")}
