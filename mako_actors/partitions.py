@@ -132,6 +132,10 @@ class PartitionMap:
     assignment: tuple[str, ...]
     data_dirs: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
+    #: Whether every node has made the partitions the map gives it. A driver saves a new map
+    #: with ``False`` and sets it once they are made; until then any driver starting on the map
+    #: makes them (after that, a partition missing on its node was lost, never made again).
+    created: bool = True
 
     def __post_init__(self) -> None:
         check_partition_count(len(self.assignment))
@@ -182,13 +186,16 @@ class PartitionMap:
             "epoch": self.epoch,
             "assignment": list(self.assignment),
             "data_dirs": self.data_dirs,
+            "created": self.created,
         }
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> PartitionMap:
         if plain.get("format") != _FORMAT:
             raise InvalidArgument(f"PartitionMap: unknown format {plain.get('format')!r}")
-        return cls(tuple(plain["assignment"]), dict(plain["data_dirs"]), int(plain["epoch"]))
+        # A map saved before ``created`` existed: its driver made the partitions when it started.
+        created = bool(plain.get("created", True))
+        return cls(tuple(plain["assignment"]), dict(plain["data_dirs"]), int(plain["epoch"]), created)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write durably: a temporary file in the same directory, fsync, rename, fsync the directory."""

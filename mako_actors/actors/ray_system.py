@@ -45,7 +45,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
@@ -527,7 +527,7 @@ class _Host:
     # -- partitions: creation and moves ----------------------------------------------------
 
     async def create_partitions(self, partitions: list[int]) -> None:
-        """Create (only when the map is first made) and open the given partitions."""
+        """Create (only while the map is not ``created``) and open the given partitions."""
         from stores.partitioned import create_partition
 
         for p in partitions:
@@ -911,10 +911,9 @@ class RayActorSystem(HandleFactory):
                     f"clock {host_clock!r} must pickle (it runs on the hosts): {exc}"
                 ) from None
         self.partition_map: PartitionMap | None = None
-        self._new_map = False
         self._started = partitions is None  # a partitioned system starts before its first operation
         if partitions is not None:
-            self.partition_map, self._new_map = self._load_or_create_map(partitions)
+            self.partition_map = self._load_or_create_map(partitions)
         options: dict[str, Any] = {
             "snapshot_interval": snapshot_interval,
             "max_attempts": max_attempts,
@@ -983,8 +982,9 @@ class RayActorSystem(HandleFactory):
 
     # -- the partition map -----------------------------------------------------------------
 
-    def _load_or_create_map(self, given: PartitionMap) -> tuple[PartitionMap, bool]:
-        """The saved map, or ``given`` saved as the map if there is none yet (then True).
+    def _load_or_create_map(self, given: PartitionMap) -> PartitionMap:
+        """The saved map, or ``given`` saved as the map if there is none yet (its partitions not
+        made yet: ``created`` False until ``start`` has made them on every node).
 
         Creating takes the map's lock and looks again: two drivers starting at once with
         different maps would otherwise both save theirs and run on their own, the later file
@@ -994,15 +994,32 @@ class RayActorSystem(HandleFactory):
         if not os.path.exists(self.path):
             with _map_locked(self.path):
                 if not os.path.exists(self.path):
-                    given.save(self.path)
-                    return given, True
+                    fresh = replace(given, created=False)
+                    fresh.save(self.path)
+                    return fresh
         stored = PartitionMap.load(self.path)
         if (stored.count, stored.data_dirs) != (given.count, given.data_dirs):
             raise InvalidArgument(
                 f"{self.path} records {stored.count} partitions on {sorted(stored.data_dirs)}; "
                 f"got {given.count} on {sorted(given.data_dirs)} (change it by rebalance only)"
             )
-        return stored, False
+        return stored
+
+    async def _create_partitions(self) -> None:
+        """Make the partitions of a map saved before they were made, on every node, then record
+        that in the map (``created``): whichever driver saved it (it may have stopped, or its
+        start failed, before it made them). Under the map's lock, from the map as saved (no move
+        runs meanwhile); a partition made already is kept (``create_partition`` is idempotent).
+        """
+        async with _map_lock(self.path):
+            stored = PartitionMap.load(self.path)
+            if not stored.created:
+                await asyncio.gather(*(
+                    self._node_host(n).create_partitions.remote(stored.partitions_of(n)) for n in stored.nodes
+                ))  # fmt: skip
+                stored = replace(stored, created=True)
+                stored.save(self.path)
+            self.partition_map = stored
 
     # -- actors ----------------------------------------------------------------------------
 
@@ -1134,12 +1151,8 @@ class RayActorSystem(HandleFactory):
 
     async def _start(self) -> None:
         handles = self.host_handles()
-        if self.partition_map is not None and self._new_map:
-            await asyncio.gather(*(
-                self._node_host(n).create_partitions.remote(self.partition_map.partitions_of(n))
-                for n in self.partition_map.nodes
-            ))  # fmt: skip
-            self._new_map = False
+        if self.partition_map is not None and not self.partition_map.created:
+            await self._create_partitions()
         elif self.partition_map is not None:
             # Every live node's host exists before the first operation: hosts call each other
             # by name (a registry key forwarded to its home partition, an ingested interchange

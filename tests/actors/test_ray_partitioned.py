@@ -240,6 +240,25 @@ async def test_a_driver_on_an_existing_map_starts_every_nodes_host(tmp_path: Pat
         assert found is not None and found.stream_id == ref.stream_id
 
 
+async def test_partitions_a_driver_saved_a_map_for_but_never_made_are_made_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A driver saves a new map at once, and makes its partitions only when it starts; one that
+    stops in between (it died, or its start failed: a node not up yet) left them unmade. Before,
+    no later driver made them: every partition unavailable for good."""
+    layout = PartitionMap.spread(PARTITIONS, {"local": tmp_path / "data"})
+    prefix = f"n-{uuid.uuid4().hex[:8]}"
+    first = RayActorSystem(tmp_path / "map", [Ledger], partitions=layout, name_prefix=prefix)
+    await first.aclose()  # before any start
+    assert not PartitionMap.load(tmp_path / "map").created and not (tmp_path / "data").exists()
+    async with RayActorSystem(tmp_path / "map", [Ledger], partitions=layout, name_prefix=prefix) as second:
+        ref = second.spawn("ledger", TENANT, LEDGER_ID, routing_key="malo-1")
+        await ref.execute(Record(amount=4))
+        assert (await ref.state()).total == 4
+    assert PartitionMap.load(tmp_path / "map").created  # from now on a missing partition was lost
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"p{p:04d}" for p in range(PARTITIONS)]
+
+
 async def test_a_projection_goes_on_past_a_partition_its_host_cannot_open(tmp_path: Path) -> None:
     """run_projection skips unavailable partitions, as deliver_outbox and fire_due_deadlines
     do. Before, a partition whose data its (live) host could not open stopped it with

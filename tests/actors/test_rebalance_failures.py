@@ -79,7 +79,6 @@ class Nodes:
         system = RayActorSystem(
             self.root / "map", workflows=[Ledger], partitions=self.layout, name_prefix="t"
         )
-        system._new_map = False
         system._started = True  # its hosts are the in-process ones below
 
         async def nobody(partition: int, count: int) -> None:

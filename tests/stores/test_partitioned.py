@@ -198,6 +198,7 @@ def test_a_map_saved_with_relative_directories_reads_against_the_working_directo
     monkeypatch.chdir(tmp_path)
     loaded = PartitionMap.load(tmp_path / "map")
     assert loaded.data_dirs == {"a": str(tmp_path / "data" / "a")}
+    assert loaded.created  # its driver made the partitions when it started
     assert loaded == PartitionMap.spread(2, {"a": "data/a"})  # a driver given it finds it its own
     loaded.moved(1, "a").save(tmp_path / "map")
     monkeypatch.chdir("/")
