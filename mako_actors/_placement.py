@@ -50,6 +50,7 @@ __all__ = [
     "Earlier",
     "PartSeed",
     "check_layout",
+    "check_not_partitioned",
     "check_not_replay_parts",
     "earlier_receipts",
     "existing_parts",
@@ -134,9 +135,11 @@ def check_layout(store_path: Path, n: int) -> None:
     stores of one N; continuing it with another worker count would put a MaLo's later messages
     into another store than its process. A part store itself (``part_of``) is refused with any
     count: it holds only its share of the MaLos. So is a store one of whose N parts is missing
-    (``missing_parts``). Checked before anything is written.
+    (``missing_parts``), and a partitioned store's partition or node directory
+    (``check_not_partitioned``). Checked before anything is written.
     """
     why = "a MaLo's process must stay in the store that holds it"
+    check_not_partitioned(store_path, "replay")
     # A run into a part would give the other parts' MaLos a second process.
     part = part_of(store_path)
     if part is not None:
@@ -167,10 +170,38 @@ def check_layout(store_path: Path, n: int) -> None:
         )
 
 
+def check_not_partitioned(store_path: Path, command: str) -> None:
+    """``InvalidArgument`` if ``store_path`` is one partition of a partitioned store (its
+    ``PARTITION`` marker), or a node's data directory holding partitions: ``command`` would write
+    into a share of the MaLos (a MaLo's journal outside the partition its processes read), or
+    into a new store beside the partitions that none of their hosts reads."""
+    from stores.partitioned import MARKER, read_marker
+
+    marker = store_path / MARKER
+    if marker.is_file():
+        plain = read_marker(marker)
+        raise InvalidArgument(
+            f"{command}: --store {store_path} is partition {plain['partition']} of "
+            f"{plain.get('count')} of a partitioned store (its {MARKER} marker): it holds only a "
+            f"share of the MaLos, so {command} would decide the others without their processes; "
+            "use a store of its own"
+        )
+    held = sorted(d.name for d in store_path.glob("p[0-9][0-9][0-9][0-9]") if (d / MARKER).is_file())
+    if held:
+        raise InvalidArgument(
+            f"{command}: --store {store_path} is a node's data directory of a partitioned store "
+            f"(it holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); a store beside "
+            "its partitions would know none of their processes, and none of their hosts would read "
+            "it; use a store of its own"
+        )
+
+
 def check_not_replay_parts(store_path: Path, command: str) -> None:
     """``InvalidArgument`` if ``store_path`` is one part of a ``replay --workers N`` store, or holds
     such parts: ``command`` (``serve``, ``masterdata import``) would write into a share of the
-    MaLos, or into a new store beside them, and decide without the processes the others hold."""
+    MaLos, or into a new store beside them, and decide without the processes the others hold.
+    Likewise for a partitioned store's partition or node directory (``check_not_partitioned``)."""
+    check_not_partitioned(store_path, command)
     part = part_of(store_path)
     if part is not None:
         raise InvalidArgument(

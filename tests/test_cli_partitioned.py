@@ -18,7 +18,7 @@ import pytest
 from mako_actors import DeadLetter, PartitionMap
 from stores.lmdb import LmdbStore
 from stores.partitioned import create_partition, open_partition
-from tests.test_cli_store import Capture, run, run_json
+from tests.test_cli_store import NB, Capture, run, run_json
 
 T0 = datetime(2025, 10, 1, 8, tzinfo=UTC)
 COUNT = 4
@@ -246,3 +246,41 @@ def test_a_map_made_with_relative_directories_is_read_from_any_working_directory
     assert PartitionMap.load(tmp_path / "map").data_dirs == {"a": str(tmp_path / "data" / "a")}
     code, out, err = run(capsys, "stats", "--store", str(tmp_path / "map"), "--json")
     assert code == 0 and "not found" not in err and sorted(json.loads(out)["partitions"]) == ["0", "1"]
+
+
+def _contents(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("command", ["masterdata", "replay"])
+@pytest.mark.parametrize(
+    "store, named",
+    [
+        ("node/p0002", "is partition 2 of 4 of a partitioned store"),
+        ("node", "is a node's data directory of a partitioned store (it holds p0000, p0001, p0002, ...)"),
+    ],
+)
+def test_a_partition_or_a_nodes_data_directory_is_no_store_to_write_into(
+    tmp_path: Path, capsys: Capture, command: str, store: str, named: str
+) -> None:
+    """Before, an import into one partition put every MaLo's supply journal there (most belong to
+    other partitions, where their processes never saw them), and an import or replay into a
+    node's directory made a store beside its partitions that no host reads."""
+    for p in range(COUNT):
+        create_partition(tmp_path / "node", p, COUNT)
+    (tmp_path / "archive").mkdir()
+    listed = tmp_path / "a.csv"
+    listed.write_text("malo,supplier\n51238696781,9900000010078\n")
+    before = _contents(tmp_path / "node")
+    if command == "masterdata":
+        argv = ["masterdata", "import", str(listed), "--store", str(tmp_path / store), "--tenant", NB]
+    else:
+        argv = ["replay", str(tmp_path / "archive"), "--store", str(tmp_path / store), "--tenant", NB]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"--store {tmp_path / store} {named}" in err, err
+    assert _contents(tmp_path / "node") == before  # nothing written

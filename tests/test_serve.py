@@ -679,6 +679,14 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
         config(store=tmp_path / "replay" / "part-0-of-2")
     with pytest.raises(InvalidArgument, match=r"serve: --store .*replay holds the part stores"):
         config(store=tmp_path / "replay")
+    # Likewise one partition of a partitioned store, or a node's directory beside its partitions.
+    from stores.partitioned import create_partition
+
+    create_partition(tmp_path / "node", 1, 2)
+    with pytest.raises(InvalidArgument, match=r"serve: --store .*p0001 is partition 1 of 2 of a partitioned"):
+        config(store=tmp_path / "node" / "p0001")
+    with pytest.raises(InvalidArgument, match=r"serve: --store .*node is a node's data directory"):
+        config(store=tmp_path / "node")
 
 
 @pytest.mark.parametrize(
