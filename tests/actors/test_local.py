@@ -251,6 +251,7 @@ async def test_a_spawned_handles_first_read_reads_the_store(store: LmdbStore) ->
         assert (await ref.state()).total == 7  # not the initial state: reads skip no read
 
 
+@pytest.mark.filterwarnings("ignore:execute dropped:RuntimeWarning")  # Close's cancellation, by design
 async def test_a_spawned_handles_refused_first_command_is_decided_on_the_stored_state(
     store: LmdbStore,
 ) -> None:
