@@ -91,6 +91,8 @@ class InboundUtilmd(BaseModel):
     then ``None``); the workflow answers APERAK Z35, where an absent date gets Z29.
     ``repeated``: each once-only segment sent again (``"LOC+Z16"``; ``Message.repeated`` and
     ``Transaction.repeated``): the workflow answers APERAK Z40 and decides nothing.
+    ``missing_header``: the Muss header segments the message lacks (BGM, DTM+137, NAD+MS,
+    NAD+MR): APERAK Z29, nothing decided.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -112,6 +114,7 @@ class InboundUtilmd(BaseModel):
     document_code: str | None = None  # BGM 1001 as sent (a mismatch with the PID is a warning)
     malformed_dates: tuple[tuple[str, str], ...] = ()
     repeated: tuple[str, ...] = ()
+    missing_header: tuple[str, ...] = ()
 
 
 class ReceiveAnmeldung(InboundUtilmd):

@@ -232,6 +232,7 @@ class LfaAnswered(GpkeEvent, type="gpke.lfa_answered"):
 
     ``confirmed``: the answer counts as agreement for E_0623: a 55011, or a 55012 with A30/A41
     (supply already ended; AHB-FACTS §4). ``warnings``: AHB findings that reject nothing.
+    ``end``: the answer's DTM+93, the end of supply the LFA names (``None``: none sent).
     """
 
     inbound: InboundInfo
@@ -239,6 +240,7 @@ class LfaAnswered(GpkeEvent, type="gpke.lfa_answered"):
     code: str | None
     aperak: OutboundRef
     warnings: tuple[str, ...] = ()
+    end: datetime | None = None
 
 
 class LfaDeemedToAgree(GpkeEvent, type="gpke.lfa_deemed_to_agree"):

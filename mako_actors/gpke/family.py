@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mako_actors.edifact import Transaction
+from mako_actors.edifact import Message, Transaction
 from mako_actors.edifact.outbound import BILANZKREIS_PRODUCT
 from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
@@ -264,7 +264,25 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["malformed_dates"] = transaction.malformed_dates
     if message.repeated or transaction.repeated:
         values["repeated"] = message.repeated + transaction.repeated
+    missing = _missing_header(message)
+    if missing:
+        values["missing_header"] = missing
     return values
+
+
+def _missing_header(message: Message) -> tuple[str, ...]:
+    """The Muss header segments ``message`` lacks: BGM (its 1001), DTM+137, NAD+MS, NAD+MR (a
+    DTM+137 sent but malformed is not missing: the parser names it in ``problems``)."""
+    missing = []
+    if message.document_code is None:
+        missing.append("BGM")
+    if message.document_date is None and not any("DTM+137" in p for p in message.problems):
+        missing.append("DTM+137")
+    if message.sender is None:
+        missing.append("NAD+MS")
+    if message.recipient is None:
+        missing.append("NAD+MR")
+    return tuple(missing)
 
 
 def trigger_object(pid: str, transaction: Transaction) -> str | None:

@@ -481,6 +481,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         reason = remark = None
         competing = Reason.COMPETING_PROCESS_GENERATING if cmd.pid == "55077" else Reason.COMPETING_PROCESS
         assigned = cmd.assigned_at_start if self.config.confirmed_assignment_blocks else None
+        if assigned == cmd.sender:
+            # Its own confirmed start is no other Anmeldung "in Arbeit" (E_0622 step 70): the
+            # sender supplies from then on, so it is confirmed again, with no LFA to ask.
+            assigned = None
         z07 = z08 = None
         if cmd.pid == "55077":  # erz.: the lead time of its Geschäftsvorfall, checked last
             lead_time = _generating_lead_time(cmd, cmd.zuordnungsbeginn)
@@ -776,6 +780,13 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         confirmed = cmd.pid == "55011" or not lfa_objects(
             cmd.answer_code, generating=state.generating, new_tranche=_is_gv3(state)
         )
+        end, asked = cmd.zuordnungsende, state.zuordnungsbeginn
+        if end is not None and asked is not None and end != asked:
+            # E_0624 lets the LFA end earlier (A34; A36/A40 "oder davor liegenden Termin"); E_0623
+            # decides on the code alone, and the journal keeps the end asked. A gap before the
+            # LFN's start needs an Ersatz-/Grundversorgung: recorded for the operator to see.
+            text = f"the LFA's DTM+93 {end.isoformat()} is not the end our 55010 asked ({asked.isoformat()})"
+            warnings.append(text)
         out.emit(
             unvalidated(LfaAnswered)(
                 inbound=_info_of(cmd),
@@ -783,6 +794,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 code=cmd.answer_code,
                 aperak=aperak,
                 warnings=tuple(warnings),
+                end=end,
             )
         )
         out.cancel.append(LFA_ANSWER_DEADLINE)
@@ -1006,6 +1018,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # Which MaLo, date or answer was meant is unknown: nothing to decide on.
             text = f"{', '.join(cmd.repeated)} sent more than once; the AHB allows each once"
             errors.append(self._error(fv, Reason.REPETITION_EXCEEDED, text))
+        if cmd.missing_header:
+            # Muss in every UTILMD (AHB-FACTS §1; DOMAIN §4: NAD+MS/MR name the parties the UNB
+            # names): without them no message says who sends what to whom, and when.
+            text = f"{', '.join(cmd.missing_header)} missing in the message header"
+            errors.append(self._error(fv, Reason.MISSING_DATA, text))
         for role, value in (("sender", cmd.sender), ("recipient", cmd.recipient)):
             ok, finding = check_mp_id(value, self.config.mp_id_check)
             if finding and ok:

@@ -164,3 +164,19 @@ async def test_an_ide_without_its_reference_gets_z29_and_no_empty_rff_tn(store: 
     assert error["code"] == "Z29" and "7402" in error["text"]
     rendered = render_outbound("APERAK", aperak.payload).decode("latin-1")
     assert "RFF+TN" not in rendered and "pydantic" not in rendered
+
+
+@pytest.mark.parametrize("segment", ["BGM", "DTM+137", "NAD+MS", "NAD+MR"])
+async def test_an_anmeldung_without_a_muss_header_segment_is_refused_z29(
+    store: LmdbStore, segment: str
+) -> None:
+    """BGM, DTM+137, NAD+MS and NAD+MR are Muss in every UTILMD. Before, a 55001 without one was
+    decided (55036 and a 55010 to the LFA): the parser noted the gap, nothing read the note."""
+    starts = (segment + "+", segment + ":")
+    raw = edited(anmeldung(), lambda segments: [s for s in segments if not s.startswith(starts)])
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(raw, THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z29" and segment in error["text"]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []

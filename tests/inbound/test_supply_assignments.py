@@ -77,6 +77,22 @@ async def test_a_confirmed_assignment_blocks_a_second_anmeldung_for_the_same_dat
     assert (await view(store)).supplier_at(START) == LFN  # one supplier at that date
 
 
+async def test_the_confirmed_supplier_asking_again_for_its_own_start_is_confirmed_again(
+    store: LmdbStore,
+) -> None:
+    """E_0622 step 70 asks for another Anmeldung "in Arbeit": its own confirmed one is none.
+    Before, the LFN got 55003 A06 naming its own start as the one in Bearbeitung."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock)  # nobody supplies the MaLo: the first Anmeldung is confirmed at once
+    await p.ingest(anmeldung(LFN), THU_1430)
+    later = THU_1430 + timedelta(hours=2)
+    await p.ingest(anmeldung(LFN, ref="LFN0002", ide="LFNTX2", sent_at=later), later)
+    answers = [m for m in await outbox(store) if m.recipient == LFN and m.message_type == "UTILMD"]
+    assert [(kind(m), tx(m)["answer_code"]) for m in answers] == [("55002", "A51"), ("55002", "A51")]
+    assert [m for m in await outbox(store) if kind(m) == "55010"] == []
+    assert (await view(store)).supplier_at(START) == LFN
+
+
 async def test_a_rejected_first_anmeldung_does_not_block(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
@@ -335,3 +351,25 @@ async def test_with_the_literal_ebd_reading_the_confirmed_supplier_is_asked_inst
     sent = await outbox(store)
     assert [m.recipient for m in sent if kind(m) == "55010"] == [LFN]  # the LFZ of that date
     assert not [m for m in sent if m.recipient == LFN2 and kind(m) == "55003"]
+
+
+@pytest.mark.parametrize(
+    ("code", "end", "warned"), [("A34", berlin(2025, 11, 20), True), ("A36", START, False)]
+)
+async def test_the_lfas_end_date_is_recorded_and_a_different_one_flagged(
+    store: LmdbStore, code: str, end: datetime, warned: bool
+) -> None:
+    """E_0624 A34: the LFA ends its supply and names the date in its 55011 (DTM+93); A36/A40
+    "zum angefragten oder davor liegenden Termin". The date was read and dropped: no event held
+    it, so a gap before the LFN's start was never seen. E_0623 decides on the code (55002 A51)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    at = THU_1430 + timedelta(hours=1)
+    await p.ingest(lfa_answer(tx(request)["ide_ref"], code=code, end=end, sent_at=at), at)
+    [answered] = [e for e in await store.read_all(0, 10_000) if e.event_type == "gpke.lfa_answered"]
+    assert datetime.fromisoformat(answered.payload["end"]) == end
+    flagged = [w for w in answered.payload["warnings"] if "DTM+93" in w]
+    assert bool(flagged) is warned
+    assert [tx(m)["answer_code"] for m in await outbox(store) if kind(m) == "55002"] == ["A51"]
