@@ -41,8 +41,10 @@ from mako_actors._frozen import positional_maker
 from mako_actors._handle import _correlation
 from mako_actors.dead_letters import DeadLetter
 from mako_actors.edifact import (
+    DanglingRelease,
     Delimiters,
     EdifactError,
+    EdifactSyntaxError,
     Interchange,
     InvalidCharacter,
     Message,
@@ -1192,8 +1194,11 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
 
     AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received; an
     error elsewhere in the message is ``UCM+<0062>+<S009>+4`` with ``UCS+<position>`` and
-    ``UCD+<0085>+<0098>[:<0104>]`` (Muss [9]).
+    ``UCD+<0085>+<0098>[:<0104>]`` (Muss [9]). A segment the tokenizer could not split inside
+    a message is ``UCS+<position>+<0085>`` (``_unsplit_segment_error``).
     """
+    if _unsplit(error):
+        return _unsplit_segment_error(raw, error)
     # A message without its UNT is reported where the parser met the UNH or UNZ that cut it
     # off: the line names the message before that segment, 0013 UNT.
     cut_off = error.expected == "UNT" and error.segment_tag in ("UNH", "UNZ", None)
@@ -1242,6 +1247,83 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
             message_ref=message_ref, message_type=message_type, code=error.syntax_error_code, segment=where
         ),
     )
+
+
+def _unsplit(error: EdifactError) -> bool:
+    """Whether the tokenizer refused a segment it could not split (an invalid tag, an empty
+    segment, a dangling release, an unterminated end): such an error names no tag or element."""
+    return isinstance(error, EdifactSyntaxError) and error.segment_tag is None and error.element is None
+
+
+def _unsplit_segment_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError, ...]:
+    """The UCM line of a segment the tokenizer refused inside a message (between its UNH and
+    UNT): ``UCS+<position>+<0085>``, or ``+22+UNT`` for a dangling release in the UNT.
+
+    None (the UCI carries the error) when the segment stands outside any message, when the
+    message's UNH cannot be copied, or for the unterminated end of a cut-off interchange: the
+    interchange's defect, not one message's. The parser's 0085 is ISO 9735's for the
+    interchange (18 "unspecified" for a bad tag); a UCS takes 13, 15, 16, 22, 35 or 36 only
+    (AHB-FACTS §6), so it is mapped here: a dangling release is 22 "invalid service character"
+    (the release character used with nothing to release); an invalid tag (``loc``, ``LOCX``)
+    and an empty segment (``''``) are 15 "not supported in this position", a segment the
+    message does not allow where it stands. Not 13 "missing": on a UCS it says a mandatory
+    segment is absent, which sends the sender looking for a segment it did not leave out.
+    """
+    number = error.segment_number
+    if number is None:
+        return ()
+    try:
+        text, delimiters = _text_of(raw)
+        cut = _cut_before(text, delimiters, number)
+        if cut is None:
+            return ()
+        before = tokenize(cut[0], delimiters)
+    except (EdifactError, ValueError, IndexError):
+        return ()
+    segment = cut[1].lstrip("\r\n")
+    if len(before) != number - 1 or _segment_end(segment, delimiters.terminator, delimiters.release) < 0:
+        return ()  # no terminator after it: a cut-off interchange, the UCI's
+    for k in range(len(before) - 1, -1, -1):
+        tag = before[k].tag
+        if tag in ("UNT", "UNB", "UNZ"):
+            return ()  # outside any message
+        if tag == "UNH":
+            unh, unh_number = before[k], k + 1
+            break
+    else:
+        return ()
+    if not unh.value(0) or not unh.value(1) or not _fits_a_ucm(unh):
+        return ()
+    ref, kind = unh.value(0), ":".join(unh.components(1))
+    dangling = isinstance(error, DanglingRelease)
+    if dangling and segment.startswith("UNT" + delimiters.element):
+        # In UNT itself: AHB-FACTS §6 names an error in UNH/UNT on the UCM line, not by a UCS.
+        return (ContrlMessageError(message_ref=ref, message_type=kind, code="22", segment="UNT"),)
+    failed = ContrlSegmentError(position=number - unh_number + 1, error_code="22" if dangling else "15")
+    return (ContrlMessageError(message_ref=ref, message_type=kind, segment_error=failed),)
+
+
+def _cut_before(text: str, delimiters: Delimiters, number: int) -> tuple[str, str] | None:
+    """``text`` cut before segment ``number`` (UNB = 1) as the tokenizer counts segments: the
+    segments before it (their terminators included) and the rest; None if there are fewer."""
+    terminator, release = delimiters.terminator, delimiters.release
+    end = -1
+    for _ in range(number - 1):
+        end = text.find(terminator, end + 1)
+        while end > 0 and _released(text, end, release):
+            end = text.find(terminator, end + 1)
+        if end < 0:
+            return None
+    return text[: end + 1], text[end + 1 :]
+
+
+def _released(text: str, at: int, release: str) -> bool:
+    """Whether the character at ``at`` is escaped: an odd run of release characters before it
+    (an even one is released release characters)."""
+    run = 0
+    while run < at and text[at - run - 1] == release:
+        run += 1
+    return run % 2 == 1
 
 
 def _text_of(raw: bytes) -> tuple[str, Delimiters]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -539,6 +539,83 @@ async def test_an_error_inside_a_message_is_named_by_ucs_and_ucd(
     [contrl] = await outbox(store)
     rendered = render_outbound("CONTRL", contrl.payload)
     assert f"UCI+IC1+{LFN}:500+{NB}:500+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'{lines}UNT".encode() in rendered
+    assert check_structure(rendered) == []
+
+
+def _one_message(body: str, unt: str = "") -> bytes:
+    """An interchange of one UTILMD M1 with ``body`` between UNH and UNT, UNT counting it."""
+    count = body.count("'") - body.count("?'") + 2
+    return (
+        f"UNA:+.? 'UNB+UNOC:3+{LFN}:500+{NB}:500+251113:1330+IC1'UNH+M1+UTILMD:D:11A:UN:S2.1'"
+        f"{body}UNT+{count}+M1{unt}'UNZ+1+IC1'"
+    ).encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("body", "lines"),
+    [
+        # An invalid tag (lower-case, 4 or 2 characters) and an empty segment: 15 "not supported in
+        # this position" at the position the tokenizer stopped (segment 3 of the message).
+        ("BGM+E01+D1'loc+Z16+1'", "UCS+3+15'"),
+        ("BGM+E01+D1'LOCX+Z16+1'", "UCS+3+15'"),
+        ("BGM+E01+D1'LO+Z16+1'", "UCS+3+15'"),
+        ("BGM+E01+D1''", "UCS+3+15'"),
+        # Released terminators and line breaks after terminators do not end or count a segment.
+        ("FTX+ACB+++a?'b'FTX+ACB+++a??'loc+Z16+1'", "UCS+4+15'"),
+        ("BGM+E01+D1'\r\nFTX+ACB+++a?'\r\nb'\nloc+Z16+1'", "UCS+4+15'"),
+        # A release character right before a line break: 22 "invalid service character".
+        ("BGM+E01+D1'LOC+Z16+1?\n'", "UCS+3+22'"),
+        ("BGM+E01+D1'LOC+Z16+1?\r\n'", "UCS+3+22'"),
+    ],
+)
+async def test_a_segment_the_tokenizer_refuses_inside_a_message_is_named_by_ucs(
+    store: LmdbStore, body: str, lines: str
+) -> None:
+    """AHB-FACTS §6: an error inside a message (not in UNH/UNT) is UCM+<0062>+<S009>+4 with
+    UCS+<position>[+<0085>], 0085 of 13, 15, 16, 22, 35, 36. Before, a segment the tokenizer
+    could not split sat on the UCI as an interchange error (UCI+…+4+18, or +22)."""
+    result = await pipeline(store, VirtualClock(THU_1430)).ingest(_one_message(body), THU_1430)
+    assert result.status == "rejected"
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert f"UCI+IC1+{LFN}:500+{NB}:500+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'{lines}UNT".encode() in rendered
+    assert check_structure(rendered) == []
+
+
+async def test_a_refused_segment_in_a_later_message_is_counted_from_its_unh(store: LmdbStore) -> None:
+    """The UCS position counts from the UNH of the message the segment is in (AHB-FACTS §6)."""
+    first = _one_message("BGM+E01+D1'")
+    second = first.replace(b"M1", b"M2").replace(b"BGM+E01+D1'", b"BGM+E01+D2'DTM+137'loc+Z16+1'")
+    raw = first[: first.index(b"UNZ")] + second[second.index(b"UNH") :]
+    await pipeline(store, VirtualClock(THU_1430)).ingest(raw.replace(b"UNZ+1", b"UNZ+2"), THU_1430)
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert b"+4'UCM+M2+UTILMD:D:11A:UN:S2.1+4'UCS+4+15'UNT" in rendered and b"UCM+M1" not in rendered
+
+
+@pytest.mark.parametrize(
+    ("mutate", "tail"),
+    [
+        # In the UNT: named on the UCM line with 0013 UNT, as other UNT errors.
+        (lambda raw: raw.replace(b"+M1'UNZ", b"+M1?\n'UNZ"), b"UCM+M1+UTILMD:D:11A:UN:S2.1+4+22+UNT'"),
+        # Outside any message (after its UNT; instead of its UNH): the interchange's, on the UCI.
+        (lambda raw: raw.replace(b"'UNZ", b"''UNZ"), f"+{NB}:500+4+18'".encode()),
+        (lambda raw: raw.replace(b"'UNZ", b"'XX+1'UNZ"), f"+{NB}:500+4+18'".encode()),
+        (lambda raw: raw.replace(b"UNH+M1", b"unh+M1"), f"+{NB}:500+4+18'".encode()),
+        # The unterminated end of a cut-off interchange: the interchange's too.
+        (lambda raw: raw[: raw.index(b"LOC+") + 5], f"+{NB}:500+4+18'".encode()),
+    ],
+)
+async def test_a_refused_segment_outside_a_message_body_is_not_named_by_ucs(
+    store: LmdbStore, mutate: Callable[[bytes], bytes], tail: bytes
+) -> None:
+    """A segment the tokenizer refuses in UNT is a UCM line's 0085/0013; one outside a message
+    stays an interchange-level error on the UCI (AHB-FACTS §6)."""
+    raw = mutate(_one_message("BGM+E01+D1'LOC+Z16+1'"))
+    await pipeline(store, VirtualClock(THU_1430)).ingest(raw, THU_1430)
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert tail + b"UNT" in rendered and rendered.count(b"UCS") == 0, rendered
     assert check_structure(rendered) == []
 
 
