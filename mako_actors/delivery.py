@@ -3,8 +3,9 @@
 The worker asks the store for due messages, hands each to a ``Sender`` and acknowledges it only
 after the sender returned. A failed attempt is rescheduled with exponential backoff and jitter;
 after ``max_attempts`` attempts, or when the message is older than ``max_age``, or at once for a
-``PermanentDeliveryError``, the message becomes a dead letter. Receivers deduplicate on the
-message's stable ``idempotency_key``: a crash between sending and acknowledging sends it again.
+``PermanentDeliveryError``, the message becomes a dead letter (the letter written and its row
+removed in one transaction). Receivers deduplicate on the message's stable
+``idempotency_key``: a crash between sending and acknowledging sends it again.
 
 A process's messages leave in their enqueue order, also across failures: while one of them
 waits for a retry, the later ones of its process are held (left due, not attempted), so a 55037
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Protocol
 
 from mako_actors._durable import fsync_directory
-from mako_actors.dead_letters import DeadLetter
 from mako_actors.errors import EngineError, InvalidArgument, OutboxError
 from mako_actors.ids import OutboxMessageId, StreamId
 from mako_actors.logs import log_context
@@ -218,11 +218,10 @@ class OutboxWorker:
         report.delivered += 1
 
     async def _dead_letter(self, message: OutboxMessage, reason: str, report: DeliveryReport) -> None:
+        # One transaction: a crash between adding the letter and removing the row left both,
+        # and the row was delivered later while the letter still offered it for a requeue.
+        await self._store.dead_letter_outbox(message.message_id, reason, self._clock())
         log.error("outbox message %s to %s dead-lettered: %s", message.message_id, message.recipient, reason)
-        await self._store.add_dead_letter(
-            DeadLetter(kind="outbox", reason=reason, payload=message.to_plain(), recorded_at=self._clock())
-        )
-        await self._store.acknowledge(message.message_id)
         self._settled(message)
         report.dead_lettered += 1
 

@@ -505,6 +505,20 @@ class StoreContract:
         assert [(d.position, d.reason) for d in letters] == [(1, "unknown PID 12345"), (2, "max attempts")]
         assert [d.reason for d in await store.dead_letters(after_position=1)] == ["max attempts"]
 
+    async def test_dead_lettering_an_outbox_message_moves_it_whole(self, store: Store) -> None:
+        ident = identity()
+        row, other = (outbox_row(ident, EventId.new(), T0, index) for index in range(2))
+        await store.enqueue([row, other])
+        moved = await store.reschedule(row.message_id, T0 + timedelta(minutes=1), "timeout")
+        letter = await store.dead_letter_outbox(row.message_id, "8 attempts", T0)
+        assert (letter.kind, letter.reason, letter.position) == ("outbox", "8 attempts", 1)
+        assert OutboxMessage.from_plain(letter.payload) == moved  # the row as stored
+        assert await store.dead_letters() == [letter]
+        assert [m.message_id for m in await store.pending(10, T0 + timedelta(days=1))] == [other.message_id]
+        with pytest.raises(NotFound):  # gone (another worker took it): nothing written
+            await store.dead_letter_outbox(row.message_id, "again", T0)
+        assert await store.dead_letters() == [letter] and await store.outbox_count() == 1
+
     async def test_checkpoints(self, store: Store) -> None:
         assert await store.load_checkpoint("malo-index") == 0
         await store.save_checkpoint("malo-index", 42)

@@ -195,6 +195,16 @@ class StoreBase(abc.ABC):
         """Remove a delivered message; false if it was not there."""
         return await self._write(lambda txn: schema.acknowledge(txn, message_id))
 
+    async def dead_letter_outbox(
+        self, message_id: OutboxMessageId, reason: str, recorded_at: datetime
+    ) -> DeadLetter:
+        """Give up on an outbox message: its dead letter (the row as stored, kind ``outbox``) and
+        the row's removal in one transaction, so a crash leaves either the row or the letter.
+
+        ``NotFound`` if the message is gone (another worker delivered it): nothing is written.
+        """
+        return await self._write(lambda txn: schema.dead_letter_outbox(txn, message_id, reason, recorded_at))
+
     async def reschedule(
         self, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None = None
     ) -> OutboxMessage:

@@ -502,6 +502,24 @@ def acknowledge(txn: KvTxn, message_id: OutboxMessageId) -> bool:
     return True
 
 
+def dead_letter_outbox(
+    txn: KvTxn, message_id: OutboxMessageId, reason: str, recorded_at: datetime
+) -> DeadLetter:
+    """Move an outbox message into the dead letters: the letter (carrying the row as stored)
+    and the row's removal in one transaction; ``NotFound`` if it is gone, nothing written."""
+    _aware(recorded_at, "dead letter")
+    raw = txn.get("outbox", message_id.bytes)
+    if raw is None:
+        raise NotFound(f"outbox message {message_id} does not exist (acknowledged already?)")
+    message = _decode(raw, OutboxMessage.from_plain, "outbox message")
+    letter = add_dead_letter(
+        txn, DeadLetter(kind="outbox", reason=reason, payload=message.to_plain(), recorded_at=recorded_at)
+    )
+    txn.delete("outbox_due", _outbox_due_key(message))
+    txn.delete("outbox", message_id.bytes)
+    return letter
+
+
 def reschedule(
     txn: KvTxn, message_id: OutboxMessageId, next_attempt_at: datetime, error: str | None
 ) -> OutboxMessage:

@@ -18,7 +18,8 @@ from mako_actors import (
     TenantId,
     WorkflowId,
 )
-from mako_actors.delivery import DirectorySender, OutboxWorker, RetryPolicy
+from mako_actors.delivery import DirectorySender, OutboxWorker, PermanentDeliveryError, RetryPolicy
+from mako_actors.errors import StoreError
 from mako_actors.scheduler import VirtualClock
 from mako_actors.testing import envelope, identity, outbox_row
 from stores.lmdb import LmdbStore
@@ -180,6 +181,58 @@ async def test_a_dead_lettered_message_no_longer_holds_its_process_back(store: L
     clock.advance(timedelta(seconds=1))
     assert (await worker.run_once()).delivered == 1
     assert [m.message_id for m in sender.sent] == [rows[1].message_id]
+
+
+class FailingAfter(LmdbStore):
+    """Every write after the first ``writes`` fails (None: none fails): the store gone, as in a crash."""
+
+    writes: int | None = None
+
+    async def _write(self, fn: Any) -> Any:
+        if self.writes is not None:
+            if self.writes == 0:
+                raise StoreError("store gone", transient=True)
+            self.writes -= 1
+        return await super()._write(fn)
+
+
+@pytest.mark.parametrize("writes", [0, 1])
+async def test_a_message_given_up_on_is_either_a_dead_letter_or_queued_never_both(
+    tmp_path: Path, writes: int
+) -> None:
+    """The letter and the row's removal were two writes: a failure between them left both, the
+    row was delivered on the next run, and a requeue of the open letter sent it once more."""
+    async with FailingAfter(tmp_path / "db") as store:
+        [row] = await enqueue_many(store, 1)
+        sender = Recorder()
+        sender.failing = {row.message_id}
+        clock = VirtualClock(T0)
+        worker = OutboxWorker(store, sender, clock, RetryPolicy(max_attempts=1))
+        store.writes = writes
+        await worker.run_once()
+        store.writes = None
+        letters = await store.dead_letters()
+        assert len(letters) + await store.outbox_count() == 1
+        sender.failing = set()
+        clock.advance(timedelta(minutes=1))
+        await worker.run_once()
+        for letter in letters:  # the operator puts every open letter back
+            await store.requeue_dead_letter(letter.position, clock())
+        await worker.run_once()
+        assert [m.message_id for m in sender.sent] == [row.message_id]
+
+
+async def test_a_message_delivered_by_another_worker_meanwhile_is_no_dead_letter(store: LmdbStore) -> None:
+    await enqueue_many(store, 1)
+
+    class Racing:
+        async def send(self, message: OutboxMessage) -> None:
+            await store.acknowledge(message.message_id)  # the other worker delivered it
+            raise PermanentDeliveryError("receiver refused")
+
+    report = await OutboxWorker(store, Racing(), lambda: T0).run_once()
+    assert (report.dead_lettered, report.failed) == (0, 1)
+    assert await store.dead_letters() == []
 
 
 async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, store: LmdbStore) -> None:
