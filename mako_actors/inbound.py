@@ -9,9 +9,10 @@
    code; a message-level defect (UNT count, UNH/UNT reference) is named in a UCM line.
 2. Record the receipt in the interchange's own receipt stream (``mako-inbox`` workflow, one
    stream per recipient + sender + 0020, so a retransmission is recognised: the same bytes
-   are a duplicate, other bytes under the same reference an ``InboxConflict`` alarm, a dead
-   letter and a CONTRL 4 with 0085 = 26) and enqueue the CONTRL (``7`` accepted / ``4``
-   rejected) in the same transaction.
+   are a duplicate (``rejected_before`` if their receipt rejected them, and then processed no
+   more), other bytes under the same reference an ``InboxConflict`` alarm, a dead letter and a
+   CONTRL 4 with 0085 = 26) and enqueue the CONTRL (``7`` accepted / ``4`` rejected) in the
+   same transaction.
 3. For every transaction of every message: the market process family that handles its PID
    (``family.ProcessFamily``; GPKE by default) decides to start a process, resume one, skip
    the transaction or refuse it. Commands run through ``execute_and_enqueue_with`` with the
@@ -413,6 +414,8 @@ class IngestResult:
     #: The interchange itself became a dead letter (unreadable, misaddressed, a conflicting
     #: retransmission), besides any dead letters of its transactions (their outcomes).
     dead_lettered: bool = False
+    #: A ``duplicate`` of an interchange its first receipt rejected (CONTRL 4): it stays rejected.
+    rejected_before: bool = False
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -880,8 +883,9 @@ class InboundPipeline:
             result.dead_lettered = True
             await self._dead_letter("inbound-conflict", str(alarm), _audit(result), received_at)
             return False
-        result.status = "duplicate"
-        return accepted and not state.processed
+        result.status, result.rejected_before = "duplicate", not state.accepted
+        # Refused once, refused for good: its sender was told it counts as not received.
+        return accepted and state.accepted and not state.processed
 
     async def _answer_conflict(self, result: IngestResult, digest: str, received_at: datetime) -> None:
         """CONTRL 4 with 0085 = 26 (duplicate detected) for other bytes under a known 0020.

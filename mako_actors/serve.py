@@ -5,10 +5,11 @@ What it runs, on one asyncio loop:
 - **Inbox.** A gateway (AS4) renames each finished interchange into ``inbox`` (names starting
   with ``.`` or ending in ``.tmp``/``.part`` are ignored as unfinished). Files are taken oldest
   first, one at a time, through ``InboundPipeline.ingest`` (received at: the file's mtime), then
-  moved to ``done/`` (accepted, duplicate) or ``rejected/`` (rejected, conflict), also to another
-  filesystem (copied, fsynced, then unlinked). A crash between ingest and move is harmless: the
-  file is ingested again on restart and recognised as a duplicate; a move that fails is retried
-  without ingesting the file again, and the file no longer holds the Fristen back.
+  moved to ``done/`` (accepted) or ``rejected/`` (rejected, conflict), a duplicate by the verdict
+  its receipt stored, also to another filesystem (copied, fsynced, then unlinked). A crash
+  between ingest and move is harmless: the file is ingested again on restart, recognised as a
+  duplicate and filed as it was decided; a move that fails is retried without ingesting the
+  file again, and the file no longer holds the Fristen back.
   With ``accept_post``, ``POST /interchanges`` writes the body into the inbox (atomically, fsynced)
   and answers ``202``: the same path as a file.
 - **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
@@ -507,15 +508,17 @@ class Node:
             result.status, result.counts(), dead_lettered=result.dead_lettered, acknowledgements=acks
         )
         self._wake_outbox.set()  # its answers are stored, whether or not the move below works
-        ok = result.status in ("accepted", "duplicate")
+        # A duplicate keeps its first verdict: a rejected file whose move failed before a
+        # restart, or before a crash, is ingested again and must not end in done/.
+        ok = result.status == "accepted" or (result.status == "duplicate" and not result.rejected_before)
         self._move_decided(path, stat.st_mtime_ns, self.config.done_dir if ok else self.config.rejected_dir)
 
     def _move_decided(self, path: Path, mtime_ns: int, directory: Path) -> None:
         """Move an ingested inbox file into ``directory``; ``OSError`` if that fails.
 
         A failed move is remembered (``_unmoved``), so the file holds no Frist back and the
-        next try only moves it: ingesting it again would count a duplicate and could send a
-        rejected file to ``done/``.
+        next try only moves it: ingesting it again would count a duplicate (after a restart it
+        does, and the receipt's verdict files it).
         """
         try:
             _move(path, directory)

@@ -643,6 +643,42 @@ async def test_a_file_ingested_whose_move_failed_holds_no_frist_and_is_not_inges
     assert ingested == ["a.edi"] and files(done) == ["a.edi"] and files(inbox) == ["b.edi"]
 
 
+async def test_a_rejected_file_whose_move_failed_is_rejected_again_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node forgets a failed move when it stops; the file is ingested again, a duplicate.
+    Before, every duplicate went to done/: a file answered with CONTRL 4 looked processed."""
+    from mako_actors.gpke import GpkeNbWorkflow
+    from mako_actors.inbound import DirectHost, InboundPipeline
+    from mako_actors.process import system_clock
+    from mako_actors.serve import Node
+    from stores.lmdb import LmdbStore
+
+    inbox, done, rejected = tmp_path / "in", tmp_path / "done", tmp_path / "rejected"
+    for directory in (inbox, done, rejected):
+        directory.mkdir()
+    drop(inbox, "broken.edi", interchange(0).replace(b"UNT+", b"UNT+9", 1))  # wrong UNT count
+    config = node_config(tmp_path)
+    real_replace = os.replace
+
+    def refused(src: Any, dst: Any) -> None:
+        if Path(dst).parent == rejected:
+            raise PermissionError(13, "Permission denied", str(dst))
+        real_replace(src, dst)
+
+    async with LmdbStore(config.store) as store:
+        host = DirectHost(store, [GpkeNbWorkflow()], system_clock)
+        pipeline = InboundPipeline(store, host, tenants=[NB], clock=system_clock)
+        monkeypatch.setattr(os, "replace", refused)
+        with pytest.raises(PermissionError):
+            await Node(config)._take(pipeline, inbox / "broken.edi")
+        monkeypatch.setattr(os, "replace", real_replace)
+        await Node(config)._take(pipeline, inbox / "broken.edi")  # restarted: the failed move forgotten
+        [contrl] = await store.outbox_messages()  # answered once
+    assert contrl.payload["action"] == "4"
+    assert (files(inbox), files(done), files(rejected)) == ([], [], ["broken.edi"])
+
+
 def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path: Path) -> None:
     def config(**overrides: Any) -> Any:
         values: dict[str, Any] = {

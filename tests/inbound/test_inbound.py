@@ -165,6 +165,30 @@ async def test_broken_interchange_is_rejected_with_contrl_and_starts_nothing(sto
     assert fixed.status == "accepted" and fixed.messages[0].outcome == "started"
 
 
+async def test_a_rejected_interchange_received_again_stays_rejected(store: LmdbStore) -> None:
+    """Its sender was told CONTRL 4 (not received): the same bytes again are a duplicate of a
+    rejection, filed as one, also when the node would accept them now (test flag allowed)."""
+    clock = VirtualClock(THU_1430)
+    broken = anmeldung_55001().replace(b"UNT+", b"UNT+9")
+    assert (await pipeline(store, clock).ingest(broken, THU_1430)).status == "rejected"
+    again = await pipeline(store, clock).ingest(broken, THU_1430)
+    assert (again.status, again.rejected_before) == ("duplicate", True)
+    test = anmeldung(
+        lfn=LFN, nb=NB, malo=MALO, zuordnungsbeginn=START, ide_ref="X2", control_ref="R2",
+        sent_at=THU_1430, test=True,
+    )  # fmt: skip
+    assert (await pipeline(store, clock).ingest(test, THU_1430)).status == "rejected"
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    allowing = InboundPipeline(store, host, tenants=[NB], accept_test=True, clock=clock)
+    later = await allowing.ingest(test, THU_1430)
+    assert (later.status, later.rejected_before, later.messages) == ("duplicate", True, [])
+    assert {e.workflow_id.name for e in await store.read_all(0, 100)} == {"mako-inbox"}  # nothing started
+    accepted = anmeldung_55001(ref="LFN0605143002")
+    assert (await pipeline(store, clock).ingest(accepted, THU_1430)).status == "accepted"
+    repeat = await pipeline(store, clock).ingest(accepted, THU_1430)
+    assert (repeat.status, repeat.rejected_before) == ("duplicate", False)
+
+
 async def test_foreign_recipient_and_test_interchanges_are_refused(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock)
