@@ -527,7 +527,7 @@ def generate_archive(directory: Path, spec: ArchiveSpec) -> ArchiveSummary:
     (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
     # the NB's register of Zuordnungsermächtigungen: each supplier's own Bilanzkreis
     register = {supplier: [bilanzkreis_of(supplier)] for supplier in gen.suppliers}
-    master = {**gen.master, "bilanzkreise": register}
+    master = {**gen.master, "bilanzkreise": register, "complete": True}  # every MaLo of its NB
     (directory / "master.json").write_text(json.dumps(master, sort_keys=True))
     summary.files = len(files)
     if files:

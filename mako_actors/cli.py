@@ -252,6 +252,8 @@ def _not_imported(fields: dict[str, int]) -> str:
     for name, malos in fields.items():
         if name == "bilanzkreise":
             parts.append("the register of Zuordnungsermächtigungen ('bilanzkreise')")
+        elif name == "complete":
+            parts.append("'complete' (the file lists every MaLo)")
         elif name == "measurement":
             parts.append(f"the measurement (ZW6/ZW7) of {malos} MaLo(s)")
         else:

@@ -221,6 +221,9 @@ def load_master_data(path: Path) -> StaticMasterData:
     is the NB's register of Zuordnungsermächtigungen, ``{"<LF MP-ID>": ["<Bilanzkreis EIC>",
     ...]}``: with it, an Anmeldung whose Produktpakete name no Bilanzkreis of its sender there is
     rejected by E_0622 (A05/A25; a supplier not listed holds none); without it, not checked.
+    The optional key ``"complete": true`` says the file lists every MaLo (and Tranche) of the NB:
+    an Anmeldung for one it does not list, and no process of the NB knows, gets APERAK Z14
+    ("Objekt im IT-System nicht gefunden"); without it, such a MaLo has no supplier.
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
@@ -236,6 +239,9 @@ def load_master_data(path: Path) -> StaticMasterData:
             raise InvalidArgument(_ASSIGNMENT_LIST.format(path=path))
         by_malo: dict[str, Suppliers] = {}
         register = _register(raw.pop("bilanzkreise", None))
+        complete = raw.pop("complete", False)
+        if not isinstance(complete, bool):
+            raise InvalidArgument(f"master data {path}: 'complete' is {complete!r}, expected true or false")
         for malo, entry in raw.items():
             check_master_fields(malo, entry)
             measurement = entry.get("measurement")
@@ -265,7 +271,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 **_netzlokationen(entry, malo),
                 **_metering(entry, malo),
             )
-        return StaticMasterData(by_malo, register)
+        return StaticMasterData(by_malo, register, complete=complete)
     except InvalidArgument:
         raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:

@@ -291,6 +291,8 @@ def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
         ide_ref="GV3TX1", control_ref="GV3IC1", sent_at=at, pid="55077", detail="ZW2",
     )  # fmt: skip
     (src / "gv3.edi").write_bytes(gv3)
+    master = json.loads((src / "master.json").read_text())
+    (src / "master.json").write_text(json.dumps({**master, "41234567896": {}}))  # the NB's MaLo
     with (src / "manifest.csv").open("a") as manifest:
         manifest.write(f"gv3.edi,{at.isoformat()}\n")
     then = str(tmp_path / "then")

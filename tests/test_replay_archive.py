@@ -343,6 +343,8 @@ def test_the_report_counts_processes_left_for_an_operator(
         sent_at=at, pid="55077", detail="ZW2",
     )  # fmt: skip
     (src / "gv3.edi").write_bytes(gv3)
+    master = json.loads((src / "master.json").read_text())
+    (src / "master.json").write_text(json.dumps({**master, "41234567896": {}}))  # the NB's MaLo
     with (src / "manifest.csv").open("a") as manifest:
         manifest.write(f"gv3.edi,{at.isoformat()}\n")
     for workers, store in (("1", "one"), ("2", "two")):

@@ -180,6 +180,7 @@ class ReceiveAnmeldung(InboundUtilmd):
     malo_key_generation: int = Field(default=0, ge=0)
     malo_measurement: Measurement | None = None
     tranche_malo: str | None = None
+    malo_unknown: bool = False  # the master data list the NB's MaLos, not this one (APERAK Z14)
     tranche_basis: TrancheBasis | None = None
     tranche_percent: str | None = None
     kundenanlage_malo: str | None = None

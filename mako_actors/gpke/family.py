@@ -115,8 +115,11 @@ class GpkeFamily:
             start = values.get("zuordnungsbeginn")
         if malo and isinstance(start, datetime):
             baseline = self._master.suppliers(str(values["recipient"]), malo, start) if self._master else None
-            view = SupplyView.fold(await reads.journal(tx.tenant, supply_key(malo)), baseline)
+            journal = await reads.journal(tx.tenant, supply_key(malo))
+            view = SupplyView.fold(journal, baseline)
             if values["pid"] in ("55001", "55077"):
+                if baseline is not None and not baseline.known and not journal:
+                    values["malo_unknown"] = True  # neither master data nor a process knows it
                 suppliers = view.suppliers(start)
                 values["current_supplier"] = suppliers.current
                 until = fixed_term_end(

@@ -130,6 +130,9 @@ def _rows_of_json(raw: Any, name: str) -> tuple[list[tuple[str, Mapping[str, Any
             if malo == "bilanzkreise":  # the register of Zuordnungsermächtigungen, no MaLo
                 extras.append((f"{name}: 'bilanzkreise'", "", {"bilanzkreise": entry}))
                 continue
+            if malo == "complete":  # "lists every MaLo": the file's, serve and replay read it
+                extras.append((f"{name}: 'complete'", "", {"complete": entry}))
+                continue
             if not isinstance(entry, Mapping):
                 raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
             try:  # a misspelt field: refused here as by serve and replay, never a note only

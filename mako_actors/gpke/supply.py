@@ -119,6 +119,7 @@ class Suppliers:
     MaLo (use case "Beginn der Ersatz-/Grundversorgung"); an Abmeldung "Ende der ESV ohne
     Folgelieferung" (STS+7 Z41) ending more than 3 months after it, or before it, gets 55006 A05
     (E_0607 step 80; ``None``: not known, not checked).
+    ``known``: ``False`` from master data that list every MaLo of the NB but not this one.
     """
 
     current: str | None = None
@@ -144,6 +145,9 @@ class Suppliers:
     eeg_kwkg: bool | None = None
     ausfallverguetung: bool | None = None
     esv_from: datetime | None = None
+    #: False: master data that list every MaLo of the NB (``StaticMasterData(complete=True)``)
+    #: do not list this one: an Anmeldung of it is for no MaLo of the NB (APERAK Z14).
+    known: bool = True
 
     def __post_init__(self) -> None:
         if self.ausfallverguetung and not self.eeg_kwkg:
@@ -199,6 +203,7 @@ def tranche_percent(value: object) -> str:
 
 
 _NO_SUPPLIERS = Suppliers()  # frozen: one shared instance
+_UNKNOWN = Suppliers(known=False)
 
 
 class MasterData(Protocol):
@@ -228,18 +233,26 @@ class BilanzkreisRegister(Protocol):
 class StaticMasterData:
     """Initial assignments (and measurements) from a mapping MaLo → ``Suppliers``, and optionally
     the register of Zuordnungsermächtigungen, supplier MP-ID → Bilanzkreise (tests, demos,
-    replays)."""
+    replays).
+
+    ``complete``: the mapping lists every MaLo of the NB, so one it does not name is not known
+    (``Suppliers.known``: an Anmeldung of it gets APERAK Z14); otherwise it holds only the MaLos
+    it says something about, and any other has no supplier.
+    """
 
     def __init__(
         self,
         by_malo: Mapping[str, Suppliers] | None = None,
         bilanzkreise: Mapping[str, frozenset[str]] | None = None,
+        *,
+        complete: bool = False,
     ) -> None:
         self.by_malo = dict(by_malo or {})
         self.authorizations = None if bilanzkreise is None else dict(bilanzkreise)
+        self.complete = complete
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
-        return self.by_malo.get(malo, _NO_SUPPLIERS)
+        return self.by_malo.get(malo, _UNKNOWN if self.complete else _NO_SUPPLIERS)
 
     def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
         if self.authorizations is None:

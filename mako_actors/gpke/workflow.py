@@ -1079,6 +1079,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # The NB forms Tranchen; one its master data does not know is "nicht gefunden".
             text = f"Tranche {cmd.malo} is not in the master data (no MaLo known for it)"
             errors.append(self._error(fv, Reason.MALO_INVALID, text))
+        elif cmd.malo and fields.get("malo_unknown"):
+            # "Objekt im IT-System nicht gefunden": another grid's MaLo, or a mistyped one with a
+            # valid check digit. Confirming it would make the sender supply what the NB lacks.
+            text = f"MaLo {cmd.malo} is not in the NB's master data"
+            errors.append(self._error(fv, Reason.MALO_INVALID, text))
         kundenanlage = fields.get("kundenanlage_malo")
         if kundenanlage is not None and not is_valid_malo_id(kundenanlage):
             text = f"MaLo-ID {kundenanlage} of the Kundenanlage (LOC+Z16) fails its check digit or format"

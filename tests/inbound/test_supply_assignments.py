@@ -17,7 +17,7 @@ from mako_actors.edifact import render_outbound
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.masterdata import import_assignments
-from mako_actors.gpke.supply import SupplyView, supply_key
+from mako_actors.gpke.supply import StaticMasterData, SupplyView, supply_key
 from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
@@ -373,3 +373,26 @@ async def test_the_lfas_end_date_is_recorded_and_a_different_one_flagged(
     flagged = [w for w in answered.payload["warnings"] if "DTM+93" in w]
     assert bool(flagged) is warned
     assert [tx(m)["answer_code"] for m in await outbox(store) if kind(m) == "55002"] == ["A51"]
+
+
+async def test_an_anmeldung_for_a_malo_complete_master_data_do_not_list_gets_z14(store: LmdbStore) -> None:
+    """APERAK Z14 "Objekt im IT-System nicht gefunden": master data that list every MaLo of the
+    NB ("complete") name no such MaLo (another grid's, or a mistyped ID with a valid check
+    digit). Before, it was confirmed at once (55002 A51): the LFN supplied a MaLo the NB lacks."""
+    other = "51238696781"  # a valid check digit
+    clock = VirtualClock(THU_1430)
+    master = StaticMasterData({MALO: Suppliers(current=LFA)}, complete=True)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    p = InboundPipeline(store, host, tenants=[NB], master_data=master, clock=clock)
+    await p.ingest(anmeldung(LFN, malo=other), THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z14" and other in error["text"]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
+    # A MaLo they list: its LFA is asked as ever.
+    await p.ingest(anmeldung(LFN, ref="LFN0002", ide="LFNTX2"), THU_1430)
+    assert "55010" in [kind(m) for m in await outbox(store)]
+    # Master data not said to be complete hold only what they know something about: taken.
+    partial = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await partial.ingest(anmeldung(LFN2, ref="LFN0003", ide="LFNTX3", malo="41234567896"), THU_1430)
+    assert [kind(m) for m in await outbox(store) if m.recipient == LFN2][-1] == "55002"
