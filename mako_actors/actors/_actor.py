@@ -290,11 +290,15 @@ class Runner:
         # What the turn decides stays alive until its commit is answered: collections during
         # the turn would only promote it (``_gc_pause``).
         _gc_pause.pause()
+        escaped: BaseException | None = None
         try:
             if self._load_many:
                 self._activate_all(ready)
             for actor in ready:
-                actor._step(commits, flights, slow)
+                try:
+                    actor._step(commits, flights, slow)
+                except BaseException as exc:  # (its own callers are failed): the others go on
+                    escaped = escaped or exc
         finally:
             _gc_pause.resume()
         loop = self.loop()
@@ -310,6 +314,10 @@ class Runner:
                 gc.freeze()
                 self._frozen_at = activations
                 self.freezes += 1
+        if escaped is not None:
+            # A BaseException (SystemExit, a test's failure) leaves the turn only once every
+            # other actor stepped and the turn's commits are on their way: none waits forever.
+            raise escaped
 
     def _activate_all(self, ready: list[ProcessActor]) -> None:
         """Activate every ready actor that is not live yet, in one read transaction.

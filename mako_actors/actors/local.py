@@ -122,6 +122,11 @@ class LocalActorSystem(HandleFactory):
         # Streams whose first op waits for room under ``max_live``: later ops of the stream
         # wait for that activation and queue behind the first (arrival order).
         self._activating: dict[StreamId, asyncio.Future[ProcessActor]] = {}
+        # Operations accepted while their process was not live (waiting for room under
+        # ``max_live``, or behind its activation): ``aclose`` lets them finish too.
+        self._waiting_ops = 0
+        self._no_waiting_ops = asyncio.Event()
+        self._shut = False  # ``aclose`` finished: nothing activates any more
         self._runner = Runner(store, self._stats, gc_freeze_every)
         self._tenants: dict[TenantId, TenantId] = {}
         self._workflow_ids: dict[WorkflowId, WorkflowId] = {}
@@ -218,6 +223,16 @@ class LocalActorSystem(HandleFactory):
         return actor.submit(op)
 
     async def _activate_and_submit(self, identity: ProcessIdentity, op: Op) -> Any:
+        self._waiting_ops += 1
+        self._no_waiting_ops.clear()
+        try:
+            return await self._activate_then_submit(identity, op)
+        finally:
+            self._waiting_ops -= 1
+            if not self._waiting_ops:
+                self._no_waiting_ops.set()
+
+    async def _activate_then_submit(self, identity: ProcessIdentity, op: Op) -> Any:
         # Looked up again when the coroutine runs, not when it was made: several ops for one
         # new process may each get a coroutine before the first runs (a Ray host's batch);
         # the first activates the actor, the others must find it, in their order.
@@ -237,6 +252,10 @@ class LocalActorSystem(HandleFactory):
                 if pending.cancelled() and not (task is not None and task.cancelling()):
                     continue  # that caller gave up waiting, not this one: activate it here
                 raise
+            if actor.closed:
+                # The activator's op finished within its turn and the idle actor made room
+                # under ``max_live`` for another stream before this caller woke: activate again.
+                continue
             return await actor.submit(op)
         activated: asyncio.Future[ProcessActor] = asyncio.get_running_loop().create_future()
         self._activating[stream_id] = activated
@@ -314,7 +333,7 @@ class LocalActorSystem(HandleFactory):
             if existing is not None:  # another caller activated it while we waited
                 self._live.move_to_end(identity.stream_id)
                 return existing
-        if self._closed:
+        if self._shut:
             raise ActorSystemClosed("actor system is closed")
         return self._new_actor(identity)
 
@@ -408,6 +427,12 @@ class LocalActorSystem(HandleFactory):
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.drain()
+        while self._waiting_ops:  # accepted, waiting for room under ``max_live``: they run too
+            if self._runner.slot_freed is not None:
+                self._runner.slot_freed.set()
+            await self._no_waiting_ops.wait()
+            await self.drain()
+        self._shut = True
         for actor in list(self._live.values()):
             self._passivate(actor)
         if self._runner.slot_freed is not None:

@@ -442,3 +442,70 @@ async def test_enqueuing_commands_to_a_live_actor_skip_the_op(store: LmdbStore) 
     assert await store.outbox_count() == 2
     with pytest.raises(ActorSystemClosed):
         system.submit_enqueue(identity, Record(amount=1), None)
+
+
+async def test_a_caller_behind_an_activation_survives_its_actor_making_room(store: LmdbStore) -> None:
+    """``max_live`` = 1: Q's ``state()`` activates Q and finishes within its turn, the idle
+    actor is passivated for R before Q's waiting command resumes. Before, that command failed
+    with "actor ... was passivated" (InvalidArgument: an inbound answer refused with APERAK
+    Z35). Passivation is transparent: it activates Q again."""
+    refs = []
+    for _ in range(3):
+        process = Process(Ledger(), store, TENANT, LEDGER_ID)
+        await process.execute(Record(amount=0))
+        refs.append(process.identity())
+    async with LocalActorSystem(store, workflows=[Ledger], idle_timeout=None, max_live=1) as system:
+        x, q, r = (system.resume(identity) for identity in refs)
+        await x.execute(Record(amount=0))  # X is the live actor
+        results = await asyncio.gather(
+            x.execute(Record(amount=1)), q.state(), q.execute(Record(amount=1)), r.execute(Record(amount=1)),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert [type(result).__name__ for result in results] == ["list", "LedgerState", "list", "list"]
+    assert (await Process.from_identity(Ledger(), store, refs[1]).state()).total == 1
+
+
+class _Escaped(BaseException):
+    """Neither an ``Exception`` nor a cancellation: e.g. a test framework's failure."""
+
+
+class Escaping(Ledger):
+    def handle(self, state: LedgerState, command: Any) -> Any:
+        if isinstance(command, Record) and command.amount == 13:
+            raise _Escaped("not an Exception")
+        return super().handle(state, command)
+
+
+async def test_a_base_exception_in_handle_fails_its_command_only(store: LmdbStore) -> None:
+    """Before, it left the runner's turn: the other processes' commands of that turn were never
+    answered, their actors stayed busy for good, and ``aclose`` never returned."""
+    async with LocalActorSystem(store, workflows=[Escaping], idle_timeout=None) as system:
+        refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(3)]
+        await asyncio.gather(*(ref.execute(Record(amount=0)) for ref in refs))
+        loop = asyncio.get_running_loop()
+        seen: list[BaseException] = []
+        loop.set_exception_handler(lambda _, context: seen.append(context["exception"]))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(ref.execute(Record(amount=a)) for ref, a in zip(refs, (1, 13, 1), strict=True)),
+                           return_exceptions=True),
+            timeout=10,
+        )  # fmt: skip
+        loop.set_exception_handler(None)
+        assert [type(result).__name__ for result in results] == ["list", "_Escaped", "list"]
+        assert [type(exc).__name__ for exc in seen] == ["_Escaped"]  # reported, not swallowed
+        assert len(await asyncio.wait_for(refs[2].execute(Record(amount=2)), timeout=10)) == 1
+    assert [(await replay(store, ref).state()).total for ref in refs] == [1, 0, 3]
+
+
+async def test_aclose_finishes_commands_waiting_for_room_under_max_live(store: LmdbStore) -> None:
+    """aclose completes every operation accepted before it. Before, commands waiting for room
+    under ``max_live`` got ActorSystemClosed and were not written."""
+    system = LocalActorSystem(store, workflows=[Ledger], idle_timeout=None, max_live=1)
+    refs = [system.spawn("ledger", TENANT, LEDGER_ID) for _ in range(4)]
+    pending = [asyncio.ensure_future(ref.execute(Record(amount=1))) for ref in refs for _ in range(5)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(system.aclose(), timeout=30)
+    assert all(len(done.result()) == 1 for done in pending)
+    assert [(await replay(store, ref).state()).total for ref in refs] == [5, 5, 5, 5]
+    with pytest.raises(ActorSystemClosed):
+        await refs[0].execute(Record(amount=1))
