@@ -261,7 +261,7 @@ def _run(
         roots = partition_roots(args.store)
         if roots is not None:
             if partitioned is None:
-                found = partition_dirs(roots)
+                found = partition_dirs(roots, args.store)
                 example = found[0][1] if found else roots[0] / "p0000"
                 raise InvalidArgument(
                     f"{args.store} is a partitioned store; {prog} works on one partition: "
@@ -702,7 +702,7 @@ async def _dead_letters_list_partitioned(roots: list[Path], args: argparse.Names
     from mako_actors._store_views import partition_dirs
     from stores.partitioned import dead_letters_of
 
-    pairs = await dead_letters_of(partition_dirs(roots), limit=sys.maxsize)
+    pairs = await dead_letters_of(partition_dirs(roots, args.store), limit=sys.maxsize)
     if args.kind:
         pairs = [(p, d) for p, d in pairs if d.kind == args.kind]
     shown = pairs[: _rows_wanted(args)]
@@ -767,7 +767,7 @@ async def _stats_partitioned(roots: list[Path], args: argparse.Namespace) -> int
 
     partitions: dict[int, dict[str, Any]] = {}
     totals: dict[str, int] = {}
-    for partition, directory in partition_dirs(roots):
+    for partition, directory in partition_dirs(roots, args.store):
         store = ReadOnlyLmdbStore(directory)
         try:
             counts: dict[str, int] = await store.table_counts()

@@ -8,6 +8,7 @@ operator's tool, not a hot path.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -257,7 +258,7 @@ def missing_partitions(path: Path, roots: Sequence[Path]) -> list[str]:
     from mako_actors.partitions import PartitionMap
 
     partition_map = PartitionMap.load(path)
-    found = {p for p, _ in partition_dirs(roots)}
+    found = {p for p, _ in partition_dirs(roots, path)}
     return [
         f"p{p:04d} (node {node}, {partition_map.data_dirs.get(node, '?')})"
         for p, node in enumerate(partition_map.assignment)
@@ -282,12 +283,14 @@ def replay_parts(path: Path) -> list[tuple[int, Path]]:
     return [(k, d) for k, _, d in found]
 
 
-def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
+def partition_dirs(roots: Sequence[Path], store: Path | None = None) -> list[tuple[int, Path]]:
     """``(partition, directory)`` of every partition under ``roots`` (marked ones only), by number.
 
     Moved-away copies (``p0007.moved-3``) and directories without the ``PARTITION`` marker are
     skipped, as ``stores.partitioned.merged_dead_letters`` does. A replay's ``part-<k>-of-<n>``
-    stores count as partitions ``k``.
+    stores count as partitions ``k``. When ``store`` is the partition map file, only the copy on
+    the node the map assigns each partition counts: a move cut short leaves a stale copy on the
+    other node. Without a map, a partition found twice raises ``InvalidArgument`` naming both.
     """
     from stores.partitioned import MARKER, read_marker
 
@@ -299,4 +302,19 @@ def partition_dirs(roots: Sequence[Path]) -> list[tuple[int, Path]]:
                 found.append((int(read_marker(marker)["partition"]), directory))
         found.extend(replay_parts(root))
     found.sort()
+    if store is not None and store.is_file():
+        from mako_actors.partitions import PartitionMap
+
+        partition_map = PartitionMap.load(store)
+        homes = {
+            p: (Path(partition_map.data_dirs[node]) / f"p{p:04d}").resolve()
+            for p, node in enumerate(partition_map.assignment)
+        }
+        return [(p, d) for p, d in found if homes.get(p) == d.resolve()]
+    for (p, first), (q, second) in itertools.pairwise(found):
+        if p == q:
+            raise InvalidArgument(
+                f"partition {p} is in {first} and in {second} (a move cut short?): give the "
+                "partition map as --store, which says whose copy counts"
+            )
     return found

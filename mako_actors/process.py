@@ -150,6 +150,20 @@ class Process(ProcessHandle[C, S]):
         self._clock = clock
 
     @classmethod
+    def new(
+        cls,
+        workflow: Workflow[C, S],
+        store: Store,
+        tenant_id: TenantId,
+        workflow_id: WorkflowId,
+        *,
+        process_id: ProcessId | None = None,
+        clock: Clock = system_clock,
+    ) -> Process[C, S]:
+        """A new process (the reference's ``Process::new``): the same as ``Process(...)``."""
+        return cls(workflow, store, tenant_id, workflow_id, process_id=process_id, clock=clock)
+
+    @classmethod
     def from_stream(
         cls,
         workflow: Workflow[C, S],

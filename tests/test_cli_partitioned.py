@@ -221,6 +221,31 @@ def test_a_partition_the_map_names_but_no_node_holds_is_named_on_every_view(
         offline.rename(layout["b"])
 
 
+def test_a_stale_copy_a_cut_short_move_left_is_not_read_through_the_map(
+    layout: dict[str, Path], capsys: Capture
+) -> None:
+    """A move of p0000 from a to b cut short after the copy: b holds a stale p0000 the map does
+    not assign. Before, the views read every marked copy: dead letters listed twice, stats of
+    the copy that sorted last, and no warning when the mapped node lacked it."""
+    stale = layout["b"] / "p0000"
+    shutil.copytree(layout["a"] / "p0000", stale)
+    try:
+        letters = run_json(capsys, "dead-letters", "list", "--store", str(layout["map"]))
+        assert len(letters) == 5 and sorted(d["partition"] for d in letters).count(0) == 2
+        plain = run_json(capsys, "stats", "--store", str(layout["map"]))
+        assert plain["partitions"]["0"]["directory"] == str(layout["a"] / "p0000")
+        # The mapped node lacks it: named missing, the stale copy not read in its place.
+        aside = layout["a"] / "p0000.aside"
+        (layout["a"] / "p0000").rename(aside)
+        try:
+            code, out, err = run(capsys, "dead-letters", "list", "--store", str(layout["map"]), "--json")
+            assert code == 0 and len(json.loads(out)) == 3 and "p0000 (node a" in err
+        finally:
+            aside.rename(layout["a"] / "p0000")
+    finally:
+        shutil.rmtree(stale)
+
+
 def test_a_garbled_partition_marker_or_map_is_a_clear_error(tmp_path: Path, capsys: Capture) -> None:
     create_partition(tmp_path / "node", 0, COUNT)
     (tmp_path / "node" / "p0000" / "PARTITION").write_bytes(b"garbage")

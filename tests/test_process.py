@@ -61,6 +61,17 @@ async def test_identity_round_trip_and_from_stream(store: LmdbStore) -> None:
         Process(Ledger(), store, TENANT, WorkflowId.new("other", "FV2510"))
 
 
+async def test_process_new_is_the_references_constructor(store: LmdbStore) -> None:
+    """Code ported from the reference calls ``Process::new(store, tenant_id, workflow_id)``."""
+    fixed = ProcessId.new()
+    p = Process.new(Ledger(), store, TENANT, WF, process_id=fixed, clock=lambda: NOW)
+    await p.execute(Record(amount=2))
+    assert (p.process_id, p.workflow_id) == (fixed, WF)
+    assert (await Process.from_identity(Ledger(), store, p.identity()).state()).total == 2
+    with pytest.raises(InvalidArgument, match="does not name workflow"):
+        Process.new(Ledger(), store, TENANT, WorkflowId.new("other", "FV2510"))
+
+
 async def test_context_for_inbound_is_deterministic(store: LmdbStore) -> None:
     p = new(store)
     a = p.context_for_inbound("9900000001001:LFN0605143001")
