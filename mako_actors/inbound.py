@@ -356,7 +356,9 @@ async def received_before(store: Store, raw: bytes, tenants: Collection[str]) ->
     if header is None:
         return None
     sender, recipient, reference = header[:3]
-    if recipient not in tenants and len(tenants) == 1:
+    if recipient not in tenants:
+        if len(tenants) != 1:
+            return None  # not ours and nobody's to answer: a dead letter only (``_misaddressed``)
         recipient = next(iter(tenants))  # recorded under our own MP-ID (``_misaddressed``)
     try:
         identity = receipt_identity(recipient, sender, reference)
@@ -469,9 +471,10 @@ class InboundPipeline:
     of two). Only for a caller that never ingests one interchange twice at once (a replay,
     whose schedule orders every interchange of a receipt stream): the receipt no longer
     guards the routing against a concurrent copy. A crash before that write leaves the
-    interchange unrecorded, so ingesting it again processes it again (known transactions
-    are skipped), as after a crash between the two writes of the default. The CONTRL then
-    follows the processes' answers in the outbox.
+    interchange unrecorded and its transactions known: ingesting it again takes them as
+    reused references (APERAK Z15, an ``inbound-conflict`` dead letter each), so such a caller
+    must not go on after a crash (the replay's running mark refuses its store). The CONTRL
+    then follows the processes' answers in the outbox.
 
     ``record_at_receipt``: every command and dead letter of an interchange is stamped with its
     ``received_at`` (``CommandContext.with_recorded_at``), not with ``clock``'s reading when
@@ -664,9 +667,9 @@ class InboundPipeline:
             return result
         # Received before and not fully processed (a crash in between): its transactions may
         # have started processes already, which routing skips. With the receipt written after
-        # routing (replays), such a crash leaves no trace to tell it from a first routing: known
-        # transactions are skipped there as well (counted as duplicates in the report).
-        rerouting = record_after or result.status == "duplicate"
+        # routing (replays) such a crash leaves no receipt, but the replay's running mark
+        # refuses that store: a known transaction there is a reused IDE (Z15), as in serve.
+        rerouting = result.status == "duplicate"
         result.status = "accepted"
         tenant = _tenant_of(parsed.recipient.id)
         refusals: list[dict[str, Any]] = []

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import csv
 import hashlib
 import heapq
@@ -1393,6 +1394,9 @@ async def replay_directory(
             last = max(item.received_at for item, _, _ in skipped)
             until = last if until is None else max(until, last)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
+    if workers > 1:
+        # Before any worker starts: a part refusing alone would leave the others run on.
+        await _refuse_late_files_in_parts(store_path, items, tenant_ids, workers)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
 
@@ -1543,7 +1547,7 @@ async def _replay_items(
             )
         fired_until = await _fired_until(lmdb)
         if fired_until is not None:
-            await _refuse_late_files(lmdb, items, options.tenants, fired_until, store_path)
+            await _refuse_late_files([lmdb], items, options.tenants, fired_until, store_path)
         _mark_running(running)
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)
         store = cast(Store, view)
@@ -1600,6 +1604,25 @@ RUNNING_MARKER = "replay-running"
 FIRED_UNTIL = "replay-fired-until"
 
 
+async def _refuse_late_files_in_parts(
+    store_path: Path, items: list[ArchivedInterchange], tenants: Collection[str], workers: int
+) -> None:
+    """``_refuse_late_files`` over the part stores a ``--workers`` run continues (a file taken by
+    any part is not late); nothing when there are none yet. Closes them before returning."""
+    from mako_actors._workers import part_path
+
+    parts = [part_path(store_path, k, workers) for k in range(workers)]
+    made = [part for part in parts if (part / "data.mdb").is_file()]
+    async with contextlib.AsyncExitStack() as stack:
+        stores: list[LmdbStore] = []
+        for part in made:
+            stores.append(LmdbStore(part))
+            stack.push_async_callback(stores[-1].aclose)
+        fired = [at for store in stores if (at := await _fired_until(store)) is not None]
+        if fired:
+            await _refuse_late_files(stores, items, tenants, max(fired), store_path)
+
+
 async def _fired_until(store: LmdbStore) -> datetime | None:
     """The instant by which earlier runs into ``store`` fired every Frist due (None: no run yet,
     or one from before this was recorded); ``InvalidArgument`` if its checkpoint is garbled."""
@@ -1618,16 +1641,17 @@ async def _fired_until(store: LmdbStore) -> datetime | None:
 
 
 async def _refuse_late_files(
-    store: LmdbStore,
+    stores: Sequence[LmdbStore],
     items: list[ArchivedInterchange],
     tenants: Collection[str],
     fired_until: datetime,
     store_path: Path,
 ) -> None:
-    """``InvalidArgument`` naming the files received by ``fired_until`` that an earlier run did
-    not take: in one run they would have been decided before the Fristen that fired after
-    them (an LFA's answer in time would be late now). Files that run took are duplicates here.
-    Reads each such file once more; writes nothing.
+    """``InvalidArgument`` naming the files received by ``fired_until`` that no earlier run into
+    ``stores`` (one, or every part of a ``--workers`` run) took: in one run they would have
+    been decided before the Fristen that fired after them (an LFA's answer in time would be
+    late now). Files a run took are duplicates here. Reads each such file once more; writes
+    nothing.
     """
     late: list[str] = []
     for item in items:
@@ -1637,7 +1661,10 @@ async def _refuse_late_files(
             raw = item.raw if item.raw is not None else item.path.read_bytes()
         except OSError:
             continue  # reported by the run as unreadable, decides nothing
-        if await received_before(store, raw, tenants) is False:
+        for store in stores:
+            if await received_before(store, raw, tenants) is not False:
+                break  # taken (or never more than a dead letter)
+        else:
             late.append(item.path.name)
     if late:
         shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")

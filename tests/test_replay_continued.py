@@ -296,8 +296,11 @@ async def test_a_file_received_before_the_stores_fired_fristen_but_not_replayed_
     data = sorted((tmp_path / "store").rglob("data.mdb"))
     before = [path.read_bytes() for path in data]
 
+    # Through replay_directory: with --workers, every part is checked before any starts (a part
+    # refusing alone left the others to run on, in their own OS processes).
+    master = load_master_data(src / "master.json")
     with pytest.raises(InvalidArgument, match=rf"1 file\(s\) .* are not in it \({missed.path.name}\)"):
-        await replay(src, tmp_path / "store", n)
+        await replay_directory(src, tmp_path / "store", tenants=[NB], master_data=master, workers=n)
     assert [path.read_bytes() for path in data] == before
     assert not list((tmp_path / "store").rglob("replay-running"))
 
@@ -308,6 +311,24 @@ async def test_a_file_received_before_the_stores_fired_fristen_but_not_replayed_
     (later / "manifest.csv").write_text("".join(row for row in rows if missed.path.name not in row))
     report, _ = await replay(later, tmp_path / "store", n)
     assert report.statuses["duplicate"] >= 99
+
+
+async def test_a_misaddressed_file_of_a_multi_tenant_store_does_not_block_its_continuation(
+    tmp_path: Path,
+) -> None:
+    """With several tenants a misaddressed interchange leaves only a dead letter, no receipt:
+    the continuation check took it for a file no run had taken and refused the same archive."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=1, processes=40, defects=0.0, seed=2))
+    last = archive(src)[-1].received_at
+    raw = (src / archive(src)[0].path.name).read_bytes().replace(NB.encode(), b"9900000099993", 1)
+    with_manifest(src, [("zz-misaddressed.edi", raw, last - timedelta(hours=1))])
+    master = load_master_data(src / "master.json")
+    options = _Options([NB, "9900000003007"], master, None, Durability.NO_SYNC, False, 512)
+    first, _ = await _replay_items(archive(src), tmp_path / "store", options, None)
+    assert first.statuses["rejected"] == 1
+    again, _ = await _replay_items(archive(src), tmp_path / "store", options, None)
+    assert again.statuses["rejected"] == 1 and again.decision_digest == first.decision_digest
 
 
 async def test_a_run_whose_worker_died_is_completed_by_running_it_again(tmp_path: Path) -> None:

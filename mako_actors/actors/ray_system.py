@@ -1208,6 +1208,7 @@ class RayActorSystem(HandleFactory):
 
     async def _passivate(self, stream_id: StreamId) -> None:
         handle = self._dedicated.pop(stream_id, None)
+        self._last_used.pop(stream_id, None)  # (else one entry per process ever used stays)
         if handle is None:
             return
 

@@ -145,6 +145,7 @@ async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
         assert (await first.get_stats()).conflicts == 0
         assert await first.passivate_idle() == 1
         assert (await first.get_stats()).live == 0
+        assert ref.stream_id not in first._last_used  # the driver keeps nothing per passivated process
         assert (await ref.state()).total == 41  # re-activated from the store
     finally:
         await first.aclose()

@@ -70,7 +70,10 @@ async def test_the_receipt_its_contrl_and_the_outcome_are_one_write_after_the_pr
     assert again.status == "duplicate" and again.messages == [] and store.stats.commits == 2
 
 
-async def test_a_crash_before_the_receipt_leaves_the_interchange_to_the_next_run(store: LmdbStore) -> None:
+async def test_after_a_crash_before_the_receipt_its_transactions_count_as_reused(store: LmdbStore) -> None:
+    """Nothing tells a crash before the receipt from an IDE reused in a new interchange: both
+    are a known transaction under an unrecorded interchange, answered Z15 as serve answers a
+    reused IDE. The replay, the only caller, refuses a store a run left half-done instead."""
     clock = VirtualClock(THU_1430)
     crashing = _Crashing(store, "mako-inbox")
     try:
@@ -80,7 +83,8 @@ async def test_a_crash_before_the_receipt_leaves_the_interchange_to_the_next_run
         pass
     assert await receipt_events(store) == [] and await store.outbox_count() > 0  # the process decided
     again = await pipeline(store, clock, after=True).ingest(raw(), THU_1430)
-    assert again.status == "accepted" and [m.outcome for m in again.messages] == ["duplicate"]
+    assert again.status == "accepted" and [m.outcome for m in again.messages] == ["dead_letter"]
+    assert [m.refused for m in again.messages] == ["Z15"]
     assert await receipt_events(store) == ["inbox.interchange_received", "inbox.interchange_processed"]
     assert kinds(await outbox(store)).count("CONTRL7") == 1
 

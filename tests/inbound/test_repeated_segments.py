@@ -17,13 +17,16 @@ from datetime import timedelta
 import pytest
 
 from mako_actors.edifact import parse_interchange
-from mako_actors.inbound import Suppliers
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.supply import StaticMasterData
+from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
 from tests.inbound.edi import (
     LFA,
     LFN,
     MALO,
+    NB,
     START,
     THU_1430,
     abmeldung,
@@ -131,10 +134,14 @@ def edited(raw: bytes, change: Callable[[list[str]], list[str]]) -> bytes:
     return (text[:9] + "'".join(segments) + "'").encode("latin-1")
 
 
-async def test_an_ide_used_twice_in_one_message_refuses_the_second_z15(store: LmdbStore) -> None:
+@pytest.mark.parametrize("after_routing", [False, True])
+async def test_an_ide_used_twice_in_one_message_refuses_the_second_z15(
+    store: LmdbStore, after_routing: bool
+) -> None:
     """Two transactions under one IDE (other MaLos): the first started its process and got its
     312; the second was an inbound-conflict dead letter only, so the LFN read the 312 as covering
-    both. Now the second gets APERAK Z15 ("nicht eindeutig") naming the IDE as well."""
+    both. Now the second gets APERAK Z15 ("nicht eindeutig") naming the IDE as well, also in a
+    replay (``receipt_after_routing``), which took every known IDE for a re-route."""
 
     def second_transaction(segments: list[str]) -> list[str]:
         ide = next(i for i, s in enumerate(segments) if s.startswith("IDE"))
@@ -143,7 +150,12 @@ async def test_an_ide_used_twice_in_one_message_refuses_the_second_z15(store: Lm
         return segments[:unt] + again + segments[unt:]
 
     raw = edited(anmeldung(), second_transaction)
-    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA), OTHER_MALO: Suppliers()})
+    clock = VirtualClock(THU_1430)
+    master = StaticMasterData({MALO: Suppliers(current=LFA), OTHER_MALO: Suppliers()})
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    p = InboundPipeline(
+        store, host, tenants=[NB], master_data=master, clock=clock, receipt_after_routing=after_routing
+    )
     result = await p.ingest(raw, THU_1430)
     assert [m.outcome for m in result.messages] == ["started", "dead_letter"]
     [refused] = [m for m in await outbox(store) if m.message_type == "APERAK" and not m.payload["positive"]]
