@@ -43,17 +43,25 @@ __all__ = ["store"]
 OTHER_MALO = "51238696781"
 
 
-def twice(raw: bytes, prefix: str, again: str | None = None) -> bytes:
-    """``raw`` (one message, UNA with ``'`` and ``+``) with ``again`` (default: a copy of the
-    first segment starting with ``prefix``) right after that segment; the UNT count follows."""
+def edited(raw: bytes, change: Callable[[list[str]], list[str]]) -> bytes:
+    """``raw`` (one message, UNA with ``'``) with its segments changed; the UNT count follows."""
     text = raw.decode("latin-1")
-    una, segments = text[:9], [s for s in text[9:].split("'") if s]
-    at = next(i for i, s in enumerate(segments) if s.startswith(prefix))
-    segments.insert(at + 1, again if again is not None else segments[at])
+    segments = change([s for s in text[9:].split("'") if s])
     unh = next(i for i, s in enumerate(segments) if s.startswith("UNH"))
     unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
     segments[unt] = f"UNT+{unt - unh + 1}+{segments[unt].split('+')[2]}"
-    return (una + "'".join(segments) + "'").encode("latin-1")
+    return (text[:9] + "'".join(segments) + "'").encode("latin-1")
+
+
+def twice(raw: bytes, prefix: str, again: str | None = None) -> bytes:
+    """``raw`` with ``again`` (default: a copy of the first segment starting with ``prefix``)
+    right after that segment."""
+
+    def insert(segments: list[str]) -> list[str]:
+        at = next(i for i, s in enumerate(segments) if s.startswith(prefix))
+        return [*segments[: at + 1], again if again is not None else segments[at], *segments[at + 1 :]]
+
+    return edited(raw, insert)
 
 
 async def refused_with_z40(store: LmdbStore, sender: str) -> str:
@@ -122,16 +130,6 @@ async def test_a_single_copy_of_each_is_still_processed(store: LmdbStore) -> Non
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
     await p.ingest(raw, THU_1430)
     assert [kind(m) for m in await outbox(store)] == ["CONTRL7", "APERAK+", "55036", "55010"]
-
-
-def edited(raw: bytes, change: Callable[[list[str]], list[str]]) -> bytes:
-    """``raw`` (one message, UNA with ``'``) with its segments changed; the UNT count follows."""
-    text = raw.decode("latin-1")
-    segments = change([s for s in text[9:].split("'") if s])
-    unh = next(i for i, s in enumerate(segments) if s.startswith("UNH"))
-    unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
-    segments[unt] = f"UNT+{unt - unh + 1}+{segments[unt].split('+')[2]}"
-    return (text[:9] + "'".join(segments) + "'").encode("latin-1")
 
 
 @pytest.mark.parametrize("after_routing", [False, True])
