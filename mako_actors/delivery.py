@@ -154,7 +154,9 @@ class OutboxWorker:
         waiting = self._waiting.get(message.stream_id)
         if not waiting:
             return False
-        return message.position > min(position for position, _ in waiting.values())
+        # (Not behind itself: a message requeued meanwhile comes back under a later position.)
+        ident = message.message_id
+        return any(message.position > position for other, (position, _) in waiting.items() if other != ident)
 
     def _settled(self, message: OutboxMessage) -> None:
         """``message`` left the outbox (delivered or dead-lettered): its stream's later ones may go."""

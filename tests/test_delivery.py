@@ -310,3 +310,25 @@ async def test_serve_waits_out_a_gateway_outage_of_hours(store: LmdbStore) -> No
     assert (await worker.run_once()).delivered == 1
     assert [m.message_id for m in sender.sent] == [row.message_id]
     assert await store.dead_letters() == []
+
+
+async def test_a_message_requeued_behind_a_workers_back_is_not_held_behind_itself(
+    store: LmdbStore,
+) -> None:
+    """Worker one saw the message fail (it waits for a retry there); another worker gave up on
+    it, and an operator requeued it under a later place. Worker one must send it, not hold it
+    behind its own earlier place for good."""
+    [row] = await enqueue_many(store, 1)
+    clock = VirtualClock(T0)
+    sender = Outage()
+    first = OutboxWorker(store, sender, clock)
+    await first.run_once()
+    clock.advance(timedelta(minutes=1))
+    second = OutboxWorker(store, sender, clock, RetryPolicy(max_attempts=1))
+    assert (await second.run_once()).dead_lettered == 1
+    [letter] = await store.dead_letters()
+    await store.requeue_dead_letter(letter.position, clock())
+    sender.down = False
+    report = await first.run_once()
+    assert (report.delivered, report.held) == (1, 0)
+    assert [m.message_id for m in sender.sent] == [row.message_id]
