@@ -311,6 +311,7 @@ _AWAITING_OPERATOR = Status.AWAITING_OPERATOR
 _CONFIRMED, _REJECTED = Status.CONFIRMED, Status.REJECTED
 _output = positional(WorkflowOutput)  # once per command
 _deadline = unvalidated(PendingDeadline)
+_NAME_PART = 70  # the length of a C080 3036 (party name), an..70 (UN D.11A)
 
 
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
@@ -1067,6 +1068,14 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         )
         for finding, text in findings:
             errors.append(self._error(fv, _FINDING_REASONS[finding], text))
+        name = fields.get("customer_name")
+        if name is not None and (
+            any(len(part) > _NAME_PART for part in name[:5]) or any(len(part) > 3 for part in name[5:6])
+        ):
+            # C080 (UN D.11A): five 3036 an..70 and a 3045 an..3. Our 55010 repeats the name
+            # (Muss [279]): taken, it would make the 55010 break the MIG at the LFA.
+            text = f"NAD+Z09 C080: a 3036 longer than {_NAME_PART} characters (or 3045 longer than 3)"
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
         warnings.extend(ahb_warnings)
         rule = AHB_RULES.get(cmd.pid)
         tranche = is_tranche(cmd.pid, fields.get("transaction_detail"))

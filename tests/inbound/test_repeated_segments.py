@@ -190,3 +190,21 @@ async def test_an_anmeldung_without_a_muss_header_segment_is_refused_z29(
     [error] = aperak.payload["errors"]
     assert error["code"] == "Z29" and segment in error["text"]
     assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
+
+
+async def test_a_customer_name_longer_than_its_format_gets_z35_not_a_55010_that_breaks_the_mig(
+    store: LmdbStore,
+) -> None:
+    """NAD+Z09 C080 3036 is an..70; the 55010 to the LFA repeats the name (Muss [279]). Before,
+    a 400-character name was taken and echoed into a 55010 the LFA's CONTRL would refuse."""
+    raw = anmeldung(customer="X" * 71 + ":Paula:::Frau:Z01")
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(raw, THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z35" and "NAD+Z09" in error["text"]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
+    # 70 characters fit: taken, and repeated as sent.
+    fits = anmeldung(ref="LFN0002", ide="LFNTX2", customer="Y" * 70 + ":Paula:::Frau:Z01")
+    await p.ingest(fits, THU_1430)
+    assert [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"] == ["55036", "55010"]
