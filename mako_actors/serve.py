@@ -20,7 +20,8 @@ What it runs, on one asyncio loop:
 - **Fristen.** ``DeadlineScheduler`` on the real clock. What is received by a Frist's due
   instant is in time (an LFA's answer at 08:59 counts though the node takes it at 09:01), so a
   Frist fires only ``deadline_grace`` seconds after its due instant and only once every inbox
-  file received (mtime) by then is ingested: a backlog holds the Fristen behind it.
+  file received (mtime) by then is ingested: a backlog holds the Fristen behind it. And a file
+  is taken only after the Fristen due before its receipt fired (as a replay orders them).
 - **HTTP** (one small port, stdlib): ``/healthz`` (the loop is alive), ``/readyz`` (started and not
   draining), ``/metrics`` (Prometheus text).
 
@@ -64,6 +65,7 @@ from mako_actors.ids import TenantId
 from mako_actors.metrics import CONTENT_TYPE, Metrics
 from mako_actors.outbox import OutboxMessage
 from mako_actors.process import system_clock
+from mako_actors.scheduler import _TICK
 from mako_actors.serve_config import MASTER_DATA_HELP, ServeConfig, load_config
 from mako_actors.store import Commit, CommitResult
 from mako_actors.version import WorkflowId
@@ -232,6 +234,8 @@ class Node:
         # Inbox files ingested whose move failed: name -> (mtime in ns, destination). They were
         # decided, so they hold no Frist back, and a retry moves them without ingesting again.
         self._unmoved: dict[str, tuple[int, Path]] = {}
+        # (scheduler, store) while serving: each file fires the Fristen due before it first
+        self._fristen: Any = None
         self._unreadable: set[str] = set()  # inbox files the last full pass could not read
 
     # -- called from HTTP threads ----------------------------------------------------------
@@ -302,6 +306,7 @@ class Node:
             sender = _MeasuredSender(config.outbox, self.metrics, test=config.accept_test)
             worker = OutboxWorker(store, sender, clock=system_clock, policy=OUTBOX_RETRY)
             scheduler = self._scheduler(store, system)
+            self._fristen = (scheduler, store)
             self.metrics.watch(
                 {
                     "store": lambda: store.stats,
@@ -443,6 +448,31 @@ class Node:
                     )  # fmt: skip
         return horizon
 
+    async def _fristen_before(self, received_at: datetime) -> bool:
+        """Fire the Fristen due before ``received_at`` that may fire (``_fristen_horizon``), as a
+        replay fires them before each file; False while one of them is still in its grace.
+
+        A backlog (a restart, a burst) was decided before the Fristen due among its files: an
+        LFA's silence at 09:00 was not yet deemed agreement when a later Anmeldung of the MaLo
+        came, which then met a competing process that a replay had confirmed already.
+        """
+        if self._fristen is None:
+            return True
+        scheduler, store = self._fristen
+        horizon = self._fristen_horizon()
+        if horizon is None:  # the inbox cannot be read: the inbox loop says so
+            return True
+        before = min(received_at, horizon)
+        if await scheduler.run_due(before=before):
+            self._wake_outbox.set()
+        if received_at <= before:
+            return True  # every Frist due before it could fire
+        # One due before it may not fire yet: held by the grace (a file received by then may
+        # still come), or by an older file still waiting (that one holds the Fristen, as ever).
+        pending = await store.due_deadlines(received_at - _TICK, 1)
+        grace = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
+        return not pending or pending[0].due_at < grace
+
     async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -490,6 +520,8 @@ class Node:
             received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         except FileNotFoundError:
             return  # taken away meanwhile
+        if not await self._fristen_before(received_at):
+            return  # a Frist due before its receipt is still in its grace: the next pass takes it
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
         except Exception as exc:

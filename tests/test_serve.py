@@ -910,3 +910,40 @@ async def test_a_second_node_on_the_same_store_is_refused(tmp_path: Path) -> Non
             await Node(second).run(asyncio.Event())
     async with in_process(Node(second)):
         pass
+
+
+async def test_a_backlog_is_decided_after_the_fristen_due_among_its_files(tmp_path: Path) -> None:
+    """A node starting with files waiting (a restart, a burst) ingested them all before the
+    Fristen due among them. The LFA stayed silent past 09:00 on the first Anmeldung; a second
+    Anmeldung of the MaLo, received at 10:00, met the first as a running process (55003 A06),
+    where a replay (and a node running at 09:00) had already deemed the LFA to agree and asked
+    the new supplier, now the MaLo's, about the second (55010)."""
+    from mako_actors.edifact import parse_interchange
+    from mako_actors.serve import Node
+    from tests.inbound.edi import LFA, LFN, LFN2, MALO, THU_1430, berlin
+    from tests.inbound.edi import anmeldung as anmeldung_from
+
+    (tmp_path / "master.json").write_text(json.dumps({MALO: {"current": LFA}}))
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    second_at = berlin(2025, 11, 14, 10)  # the LFA's Frist ended at 09:00
+    backlog = {
+        "a.edi": (anmeldung_from(LFN), THU_1430),
+        "b.edi": (
+            anmeldung_from(LFN2, ref="LFN2001", ide="LFN2TX1", start=berlin(2026, 1, 1), sent_at=second_at),
+            second_at,
+        ),
+    }  # fmt: skip
+    for name, (raw, at) in backlog.items():
+        drop(inbox, name, raw)
+        os.utime(inbox / name, (at.timestamp(), at.timestamp()))  # the receipt instant
+    async with in_process(Node(node_config(tmp_path, master_data=tmp_path / "master.json"))):
+        await until("both decided", lambda: len(files(tmp_path / "done")) == 2)
+        await until("the second's answers", lambda: len(files(tmp_path / "out", "UTILMD")) >= 5)
+
+    sent = []
+    for name in files(tmp_path / "out", "UTILMD"):
+        [message] = parse_interchange((tmp_path / "out" / name).read_bytes()).messages
+        sent.append((message.pid, message.recipient.id if message.recipient else None))
+    assert ("55003", LFN2) not in sent
+    assert ("55010", LFN) in sent and ("55002", LFN) in sent and ("55037", LFA) in sent

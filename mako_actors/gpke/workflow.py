@@ -757,23 +757,28 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             )
         if errors:
             return self._reject_inbound(out, cmd, errors)
-        aperak = self._aperak(out, cmd, ())
-        if state.status is not _AWAITING_LFA:
-            # After 09:00 (or a repeat): the process moved on; later answers are ignored.
-            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
-            return out.output()
         due = state.lfa_answer_due
-        if due is not None and cmd.received_at > due:
+        if state.status is _AWAITING_LFA and due is not None and cmd.received_at > due:
             # Received after 09:00 but handled before the timer fired: the receipt instant
-            # decides, so this is silence, not an answer.
-            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
+            # decides, so this is silence, not an answer. Decided as the Frist would have, at
+            # its instant and first (the same messages, stamps and references as a replay's,
+            # or a node's that ran at 09:00), then this answer is ignored as a late one.
+            out.at = due
             out.cancel.append(LFA_ANSWER_DEADLINE)
             rejected = _rejected_lfa_request(state)
             if rejected is not None:  # as ``_lfa_silent``: silence after a rejected 55010
                 _not_reached(out, due, rejected)
-                return out.output()
-            out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
-            self._decide_anmeldung(out, confirmed=True)
+            else:
+                out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
+                self._decide_anmeldung(out, confirmed=True)
+            out.at = cmd.received_at
+            aperak = self._aperak(out, cmd, ())
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
+            return out.output()
+        aperak = self._aperak(out, cmd, ())
+        if state.status is not _AWAITING_LFA:
+            # After 09:00 (or a repeat): the process moved on; later answers are ignored.
+            out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
             return out.output()
         # E_0623 (AHB-FACTS §4): a 55012 with A30/A41 counts as no objection; A43 always stands.
         # Not in a Geschäftsvorfall 3: step 510 asks whether a request was agreed to, and A41

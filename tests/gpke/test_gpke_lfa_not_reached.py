@@ -153,7 +153,7 @@ def test_an_answer_after_nine_handled_before_the_timer_is_silence_and_waits_too(
     state, _ = run(WF, state, ack(state, "55010"))
     late = lfa_answer(request_ide, pid="55011", received_at="2025-06-10T09:00:01+02:00")
     state, out = run(WF, state, late)
-    assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaNotReached]
+    assert [type(e) for e in out.events] == [ev.LfaNotReached, ev.LateLfaAnswerIgnored]  # the Frist first
     assert sent(out) == [("APERAK", "312", LFA)] and out.cancel_deadlines == ("lfa_answer",)
     assert state.status is Status.AWAITING_OPERATOR
     assert [(d.label, d.due_at) for d in out.deadlines] == [(DECISION_DEADLINE, ELEVEN)]

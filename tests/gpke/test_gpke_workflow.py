@@ -178,16 +178,23 @@ def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
 
 
 def test_answer_received_after_nine_counts_as_silence_even_before_the_timer_fired() -> None:
+    """Decided as the Frist would have, first and at 09:00, then ignored as a late answer: the
+    same messages, stamps and references as when the timer fired first (a replay, or a node
+    running at 09:00). Before, the 55002/55037 carried the answer's receipt instant and came
+    after its APERAK, so their DTM+137 and every reference differed."""
     state, out = with_lfa()
     request_ide = utilmd(out, "55010")["ide_ref"]
     late = lfa_answer(request_ide, pid="55012", answer_code="A35",
                       received_at="2025-06-10T09:00:01+02:00")
     after, out = run(WF, state, late)
-    assert [type(e) for e in out.events] == [ev.LateLfaAnswerIgnored, ev.LfaDeemedToAgree,
-                                             ev.AnmeldungDecided]
-    assert sent(out) == [("APERAK", "312", LFA), ("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA)]
+    assert [type(e) for e in out.events] == [ev.LfaDeemedToAgree, ev.AnmeldungDecided,
+                                             ev.LateLfaAnswerIgnored]
+    assert sent(out) == [("UTILMD", "55002", LFN), ("UTILMD", "55037", LFA), ("APERAK", "312", LFA)]
     assert out.cancel_deadlines == ("lfa_answer",)
     assert after.status is Status.CONFIRMED and after.lfa_deemed
+    fired, first = run(WF, state, LfaAnswerDeadlinePassed(due_at=berlin(2025, 6, 10, 9, 0)))
+    _, then = run(WF, fired, late)
+    assert [m.payload for m in out.outbox] == [m.payload for m in first.outbox + then.outbox]
 
 
 def test_answer_at_exactly_nine_is_in_time() -> None:
