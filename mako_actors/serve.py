@@ -236,6 +236,9 @@ class Node:
         self._unmoved: dict[str, tuple[int, Path]] = {}
         # (scheduler, store) while serving: each file fires the Fristen due before it first
         self._fristen: Any = None
+        # This pass's oldest inbox file left waiting (unreadable, or held for a Frist's grace):
+        # the files after it fire no Frist due after its receipt (``_fristen_before``).
+        self._older_waiting: datetime | None = None
         self._unreadable: set[str] = set()  # inbox files the last full pass could not read
 
     # -- called from HTTP threads ----------------------------------------------------------
@@ -449,19 +452,21 @@ class Node:
         return horizon
 
     async def _fristen_before(self, received_at: datetime) -> bool:
-        """Fire the Fristen due before ``received_at`` that may fire (``_fristen_horizon``), as a
-        replay fires them before each file; False while one of them is still in its grace.
+        """Fire the Fristen due before ``received_at`` that may fire, as a replay fires them
+        before each file; False (the file waits a pass) while one of them is in its grace.
 
         A backlog (a restart, a burst) was decided before the Fristen due among its files: an
         LFA's silence at 09:00 was not yet deemed agreement when a later Anmeldung of the MaLo
-        came, which then met a competing process that a replay had confirmed already.
+        came, which then met a competing process that a replay had confirmed already. The
+        bound is ``_fristen_horizon``'s, without its inbox scan (files come oldest first: only
+        one left waiting earlier in this pass is older).
         """
         if self._fristen is None:
             return True
         scheduler, store = self._fristen
-        horizon = self._fristen_horizon()
-        if horizon is None:  # the inbox cannot be read: the inbox loop says so
-            return True
+        horizon = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
+        if self._older_waiting is not None:
+            horizon = min(horizon, self._older_waiting)
         before = min(received_at, horizon)
         if await scheduler.run_due(before=before):
             self._wake_outbox.set()
@@ -471,7 +476,10 @@ class Node:
         # still come), or by an older file still waiting (that one holds the Fristen, as ever).
         pending = await store.due_deadlines(received_at - _TICK, 1)
         grace = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
-        return not pending or pending[0].due_at < grace
+        if pending and pending[0].due_at >= grace:
+            self._older_waiting = min(self._older_waiting or received_at, received_at)
+            return False
+        return True
 
     async def _inbox_loop(self, pipeline: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -485,6 +493,7 @@ class Node:
                 names = {path.name for path in files}
                 self._unmoved = {k: v for k, v in self._unmoved.items() if k in names}
             unreadable: set[str] = set()
+            self._older_waiting = None
             for path in files:
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
@@ -492,6 +501,9 @@ class Node:
                     await self._take(pipeline, path)
                 except _UnreadableFile as exc:  # this file only (its mode, say): the others go on
                     unreadable.add(path.name)
+                    with contextlib.suppress(OSError):
+                        at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                        self._older_waiting = min(self._older_waiting or at, at)
                     if path.name not in self._unreadable:  # said once, not every pass
                         why = exc.__cause__
                         log.error("inbox %s cannot be read, skipped until it can: %s", path.name, why)
