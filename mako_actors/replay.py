@@ -57,7 +57,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -1397,6 +1397,7 @@ async def replay_directory(
     if workers > 1:
         # Before any worker starts: a part refusing alone would leave the others run on.
         await _refuse_late_files_in_parts(store_path, items, tenant_ids, workers)
+        options = replace(options, late_checked=True)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
 
@@ -1520,6 +1521,9 @@ class _Options:
     sequential: bool
     window: int
     workflow: GpkeNbWorkflow | None = None
+    #: The archive's late files were checked across every part store (``replay_directory``
+    #: with ``--workers``): a part need not read them again.
+    late_checked: bool = False
 
 
 async def _replay_items(
@@ -1546,7 +1550,7 @@ async def _replay_items(
                 "of them again; replay into a new store"
             )
         fired_until = await _fired_until(lmdb)
-        if fired_until is not None:
+        if fired_until is not None and not options.late_checked:
             await _refuse_late_files([lmdb], items, options.tenants, fired_until, store_path)
         _mark_running(running)
         view = _RunView(lmdb, lambda d: add_deadline[0](d) if add_deadline else None)

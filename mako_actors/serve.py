@@ -464,9 +464,8 @@ class Node:
         if self._fristen is None:
             return True
         scheduler, store = self._fristen
-        horizon = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
-        if self._older_waiting is not None:
-            horizon = min(horizon, self._older_waiting)
+        grace = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
+        horizon = grace if self._older_waiting is None else min(grace, self._older_waiting)
         before = min(received_at, horizon)
         if await scheduler.run_due(before=before):
             self._wake_outbox.set()
@@ -475,7 +474,6 @@ class Node:
         # One due before it may not fire yet: held by the grace (a file received by then may
         # still come), or by an older file still waiting (that one holds the Fristen, as ever).
         pending = await store.due_deadlines(received_at - _TICK, 1)
-        grace = datetime.now(UTC) - timedelta(seconds=self.config.deadline_grace)
         if pending and pending[0].due_at >= grace:
             self._older_waiting = min(self._older_waiting or received_at, received_at)
             return False
