@@ -27,7 +27,8 @@ at the host, from any caller. Batches cross Ray as msgpack bytes (``_wire``; wha
 form is pickled: workflow and command classes must be importable on the workers). Errors come back as plain
 data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
 host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
-a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent.
+a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent, ahead of
+what was queued for the host meanwhile (a caller's order per process holds across a resend).
 
 ``ray`` is imported by this module only; ``ray.init`` must have run before a system is made.
 """
@@ -1547,7 +1548,11 @@ class RayActorSystem(HandleFactory):
             return
         except RayActorError as exc:
             self._host_died(key)
-            self._answered(sum(self._retry_or_fail(key, item, exc) for item in items))
+            again = [a for item in items if (a := self._retry_or_fail(key, item, exc)) is not None]
+            self._answered(len(items) - len(again))
+            if again:
+                delay = min(0.05 * 2 ** (max(a[4] for a in again) - 1), 1.0)
+                self._requeue_first(None if key[0] == "node" else key, again, delay)
             return
         except BaseException as exc:  # e.g. a command that does not pickle: every item fails alike
             for item in items:
@@ -1556,6 +1561,7 @@ class RayActorSystem(HandleFactory):
             return
         answered = len(items)
         map_read = False
+        refused: list[_Queued] = []
         for item, result in zip(items, results, strict=True):
             future = item[3]
             if future.done():  # the caller gave up (cancelled)
@@ -1568,7 +1574,7 @@ class RayActorSystem(HandleFactory):
                     if not map_read:  # (once per call)
                         map_read = True
                         self._follow_map()
-                    self._resend_refused(key[1], item)
+                    refused.append(item)
                     answered -= 1
                     continue
                 future.set_exception(EngineError.from_plain(result.plain))
@@ -1577,6 +1583,8 @@ class RayActorSystem(HandleFactory):
             else:
                 future.set_result(result)
         self._answered(answered)
+        if refused:
+            self._resend_refused(key[1], refused)
 
     async def _on_partition(self, partition: int, call: Callable[[Any], Any]) -> Any:
         """``call(host)`` on the host of ``partition``'s node, replied (``_reply``); where that host
@@ -1612,17 +1620,49 @@ class RayActorSystem(HandleFactory):
         self.partition_map = stored
         return True
 
-    def _resend_refused(self, node: str, item: _Queued) -> None:
-        """Queue ``item`` again, which the host of ``node`` refused unrun: at once when the map
-        now names another node, else after a pause (a rebalance elsewhere may be copying it; at
-        the last attempt the caller gets the refusal)."""
-        partition, identity, op, future, attempt = item
+    def _resend_refused(self, node: str, items: list[_Queued]) -> None:
+        """Queue ``items`` again, which the host of ``node`` refused unrun, before anything queued
+        since: at once where the map now names another node, else after a pause (a rebalance
+        elsewhere may be copying it; at the last attempt the caller gets the refusal)."""
         assert self.partition_map is not None
-        again: _Queued = (partition, identity, op, future, attempt + 1)
-        if self.partition_map.node_of(partition) != node:
-            self._enqueue(None, again)
-        else:
-            asyncio.get_running_loop().call_later(min(0.05 * 2**attempt, 1.0), self._enqueue, None, again)
+        moved: list[_Queued] = []
+        stay: list[_Queued] = []
+        for partition, identity, op, future, attempt in items:
+            again: _Queued = (partition, identity, op, future, attempt + 1)
+            (stay if self.partition_map.node_of(partition) == node else moved).append(again)
+        if moved:
+            self._requeue_first(None, moved, 0.0)
+        if stay:
+            self._requeue_first(None, stay, min(0.05 * 2 ** (max(a[4] for a in stay) - 1), 1.0))
+
+    def _requeue_first(self, key: Any, items: list[_Queued], delay: float) -> None:
+        """Put ``items`` (in their order) before every operation queued for their host since they
+        left, and send that host nothing for ``delay`` seconds (``key`` None: by partition).
+
+        Why before: a caller's later operations on the same process may be waiting there (or
+        arrive during the pause); resent behind them, an operation would be overtaken, and
+        each caller's order per process is kept across a resend.
+        """
+        groups: dict[Any, list[_Queued]] = {}
+        for item in items:
+            if key is None:
+                assert self.partition_map is not None
+                target = ("node", self.partition_map.node_of(item[0]))
+            else:
+                target = key
+            groups.setdefault(target, []).append(item)
+        loop = asyncio.get_running_loop()
+        for target, group in groups.items():
+            batcher = self._batchers.get(target)
+            if batcher is None:
+                batcher = self._batchers[target] = _Batcher()
+            batcher.items[:0] = group
+            if not batcher.scheduled:
+                batcher.scheduled = True
+                if delay > 0:
+                    loop.call_later(delay, self._flush, target, batcher)
+                else:
+                    loop.call_soon(self._flush, target, batcher)
 
     def _host_died(self, key: Any) -> None:
         if key[0] == "node":  # re-created on its node (if the node is up) by the next call
@@ -1638,16 +1678,16 @@ class RayActorSystem(HandleFactory):
         self._node_hosts = {}
         self._registry = None
 
-    def _retry_or_fail(self, key: Any, item: _Queued, exc: RayActorError) -> bool:
+    def _retry_or_fail(self, key: Any, item: _Queued, exc: RayActorError) -> _Queued | None:
         """Reads are resent while the host restarts; writes only with an ``idempotency_key``.
 
-        True when ``item`` got its error, False when it was queued again.
+        None when ``item`` got its error; else the item to send again (``_requeue_first``).
         """
         partition, identity, op, future, attempt = item
         failed_start = _start_failure(exc)
         if failed_start is not None:  # it never ran: the cause, not "outcome unknown"
             _fail(future, failed_start)
-            return True
+            return None
         write = op.kind in _WRITES
         idempotent = write and getattr(op.command, "idempotency_key", None)
         limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
@@ -1660,17 +1700,14 @@ class RayActorSystem(HandleFactory):
                     f"node {key[1]!r} died before replying; the command may or may not have been stored"
                 )
             _fail(future, exc_out)
-            return True
+            return None
         if attempt >= limit:
             _fail(future, CommandOutcomeUnknown(
                 f"the actor died before replying ({type(exc).__name__}); "
                 + ("the command may or may not have been stored" if write else "retry the read")
             ))  # fmt: skip
-            return True
-        delay = min(0.05 * 2**attempt, 1.0)
-        again: _Queued = (partition, identity, op, future, attempt + 1)
-        asyncio.get_running_loop().call_later(delay, self._enqueue, None if key[0] == "node" else key, again)
-        return False
+            return None
+        return (partition, identity, op, future, attempt + 1)
 
     def _unavailable(self, partition: int) -> PartitionUnavailable:
         self.unavailable_errors += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,12 @@ from mako_actors import Event, VersionConflict, Workflow, WorkflowError, Workflo
 
 class Fail(BaseModel):
     model_config = ConfigDict(frozen=True)
-    kind: Literal["conflict", "workflow", "ok", "unpicklable"]
+    kind: Literal["conflict", "workflow", "ok", "unpicklable", "crash_once"]
+    label: str = ""
+    # crash_once: the host process exits while deciding, the first time (no file at ``marker``),
+    # once a file ``<marker>.go`` exists (the test has queued what should wait behind it).
+    marker: str = ""
+    idempotency_key: str | None = None
 
 
 class Unpicklable(Exception):
@@ -24,12 +31,13 @@ class Unpicklable(Exception):
 
 
 class Passed(Event, type="faulty.passed"):
-    pass
+    label: str = ""
 
 
 class FaultyState(BaseModel):
     model_config = ConfigDict(frozen=True)
     passed: int = 0
+    labels: tuple[str, ...] = ()
 
 
 class Faulty(Workflow[Fail, FaultyState]):
@@ -46,10 +54,16 @@ class Faulty(Workflow[Fail, FaultyState]):
             raise WorkflowError.rejected("asked to fail")
         if command.kind == "unpicklable":
             raise Unpicklable(7, "bad input")
-        return WorkflowOutput.of(Passed())
+        if command.kind == "crash_once" and not Path(command.marker).exists():
+            Path(command.marker).write_text("deciding")
+            deadline = time.monotonic() + 60
+            while not Path(command.marker + ".go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(1)
+        return WorkflowOutput.of(Passed(label=command.label))
 
     def apply(self, state: FaultyState, event: Any) -> FaultyState:
-        return state.model_copy(update={"passed": state.passed + 1})
+        return state.model_copy(update={"passed": state.passed + 1, "labels": (*state.labels, event.label)})
 
 
 class FixedClock:

@@ -131,6 +131,27 @@ async def test_killed_host_loses_no_acknowledged_command(tmp_path: Path) -> None
     assert replay.total - sum(range(20)) == 100 * (count - 20)
 
 
+async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Path) -> None:
+    """The host dies while deciding an idempotent write; the caller's next write waits in the
+    driver meanwhile. The resend goes first: before, the next write left at once for the
+    restarted host and the resent one ran after it, so the process saw them out of order."""
+    marker = tmp_path / "crash"
+    async with system(tmp_path / "db", "hosted") as actors:
+        ref = actors.spawn("faulty", TENANT, FAULTY_ID)
+        await ref.execute(Fail(kind="ok", label="first"))
+        crashing = asyncio.create_task(ref.execute(
+            Fail(kind="crash_once", label="resent", marker=str(marker), idempotency_key="k1")
+        ))  # fmt: skip
+        while not marker.exists():
+            await asyncio.sleep(0.01)
+        following = asyncio.create_task(ref.execute(Fail(kind="ok", label="next", idempotency_key="k2")))
+        while not any(b.items for b in actors._batchers.values()):  # queued behind the call in flight
+            await asyncio.sleep(0.01)
+        Path(f"{marker}.go").write_text("")
+        await asyncio.gather(crashing, following)
+        assert (await ref.state()).labels == ("first", "resent", "next")
+
+
 async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
     path = tmp_path / "db"
     prefix = f"t-{uuid.uuid4().hex[:8]}"
