@@ -42,6 +42,7 @@ from mako_actors.gpke import (
 )
 from mako_actors.gpke import events as ev
 from mako_actors.gpke.calendar import month_vorlauffrist_met
+from mako_actors.gpke.commands import ReceiveAcknowledgement
 from mako_actors.ids import DeadlineId, ProcessId, StreamId, TenantId
 from mako_actors.version import WorkflowId
 
@@ -163,6 +164,32 @@ def test_lfa_silence_until_nine_counts_as_agreement() -> None:
     assert state.lfa_deemed and state.status is Status.CONFIRMED
     # The answer went out at the deadline instant, which is the decision's document date.
     assert datetime.fromisoformat(out.outbox[0].payload["document_date"]) == berlin(2025, 6, 10, 9, 0)
+
+
+def test_every_55038_of_a_decision_takes_its_own_references() -> None:
+    """A confirmation superseding two later suppliers sends a 55038 to each. Before, the fold
+    counted only the first: the next message (here the APERAK on a retransmitted answer) reused
+    the second 55038's 0020, and that LFZ's APERAK on its 55038 was refused as not ours."""
+    second_lfz = "9900000005003"
+    state, out = with_lfa(later_suppliers=(
+        (LFZ, "2025-08-01T00:00:00+02:00"), (second_lfz, "2025-09-01T00:00:00+02:00"),
+    ))  # fmt: skip
+    request_ide = utilmd(out, "55010")["ide_ref"]
+    refs = [m.payload["envelope"]["control_ref"] for m in out.outbox]
+    state, out = run(WF, state, lfa_answer(request_ide))
+    assert [r for _, pid, r in sent(out) if pid == "55038"] == [LFZ, second_lfz]
+    refs += [m.payload["envelope"]["control_ref"] for m in out.outbox]
+    assert state.sent == len(refs) == len(state.outbound)
+    again = lfa_answer(request_ide, interchange_ref="LFA0606080002", ide_ref="LFATX000002")
+    state, out = run(WF, state, again)
+    [aperak] = [m.payload["envelope"]["control_ref"] for m in out.outbox]
+    assert aperak not in refs
+    [to_second] = [r.interchange_ref for r in state.outbound if r.recipient == second_lfz]
+    rejected = ReceiveAcknowledgement(
+        message_type="APERAK", sender=second_lfz, referenced_interchange_ref=to_second, positive=False,
+        codes=("Z29",), interchange_ref="ACK0001", message_ref="1", received_at=berlin(2025, 6, 6, 8, 0),
+    )
+    run(WF, state, rejected)  # recorded, not refused as another party's interchange
 
 
 def test_late_lfa_answer_is_acknowledged_and_ignored() -> None:
