@@ -16,7 +16,7 @@ DATABASES = (
     "events",  # stream \0 seq(8)          -> envelope
     "streams",  # stream                    -> version(8)
     "global",  # position(8)               -> events key
-    "meta",  # name                       -> counter(8)
+    "meta",  # name                       -> counter(8); format_version -> msgpack int
     "outbox",  # message id(16)            -> message
     "outbox_due",  # due micros(8) position(8) id(16) -> b"" (24 bytes, no position: older rows)
     "deadlines",  # deadline id(16)        -> deadline

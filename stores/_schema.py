@@ -51,6 +51,17 @@ _OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
 _DEAD_KEY = b"dead_letter_key:"
 
+FORMAT_VERSION = 1
+"""The on-disk format of a durable store: its tables, key layout and value encoding. Bump it
+with any change older code would misread (a key or row laid out anew, a table repurposed);
+not for what older code reads correctly (a new optional field, a new table).
+
+A store records its format in ``meta`` under ``FORMAT_KEY`` (msgpack of the integer) when it
+is made. A store without the row is of format 1 (made before formats were recorded): a
+read-write open adds the row, a read-only one writes nothing. A store of a format above this
+one is refused on every open (``StoreOpenError``), before anything is written."""
+FORMAT_KEY = b"format_version"
+
 MAX_KEY_BYTES = 511
 """LMDB's key size limit (``Environment.max_key_size()`` of its default build). Every key a
 caller names is checked against it, less the bytes the layout adds, on every store: a longer

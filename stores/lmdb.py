@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import queue
 import threading
@@ -39,7 +40,7 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
-from mako_actors.errors import EngineError, StoreError, register_error
+from mako_actors.errors import DeserializationError, EngineError, StoreError, register_error
 from mako_actors.ids import StreamId
 from mako_actors.store import Activation, Commit, CommitResult
 from stores import _schema as schema
@@ -130,10 +131,72 @@ def _open_env(
     except lmdb.Error as exc:
         raise StoreOpenError(f"cannot open LMDB store at {real}: {_lmdb_cause(exc)}") from None
     try:
-        return env, {name: env.open_db(name.encode()) for name in DATABASES}
+        # Checked before any table is made: a store of a later format is left as it is.
+        record = meta_retrying(env, lambda: _format_to_record(env, real))
+        dbs = {name: env.open_db(name.encode()) for name in DATABASES}
+        if record is not None:
+            meta_retrying(env, functools.partial(_record_format, env, dbs["meta"], real, record))
+        return env, dbs
     except lmdb.Error as exc:
         env.close()
         raise StoreOpenError(f"cannot open LMDB store at {real}: {_lmdb_cause(exc)}") from None
+    except BaseException:
+        env.close()
+        raise
+
+
+def check_format(txn: lmdb.Transaction, meta: Any, real: str) -> int | None:
+    """The store format ``meta`` records (None: no row); ``StoreOpenError`` naming the path, the
+    store's format and the formats this code reads if it is none of them (a later version's)."""
+    raw = txn.get(schema.FORMAT_KEY, db=meta)
+    if raw is None:
+        return None
+    try:
+        version = schema.unpack(bytes(raw))
+    except DeserializationError:
+        version = raw
+    if type(version) is not int or not 1 <= version <= schema.FORMAT_VERSION:
+        reads = "format 1" if schema.FORMAT_VERSION == 1 else f"formats 1 to {schema.FORMAT_VERSION}"
+        raise StoreOpenError(
+            f"cannot open LMDB store at {real}: it is in store format {version!r}, and this version "
+            f"of mako_actors reads store {reads} (a later version wrote it? open it with that one); "
+            "nothing written"
+        )
+    return version
+
+
+def _format_to_record(env: Any, real: str) -> int | None:
+    """The format to record in the environment opened at ``real``: ``FORMAT_VERSION`` for a new
+    one, 1 for one made before formats were recorded, None when it records a readable one."""
+    with env.begin() as txn:
+        try:
+            meta = env.open_db(b"meta", txn=txn, create=False)
+        except lmdb.NotFoundError:
+            return schema.FORMAT_VERSION  # no tables yet: made by this open
+        return 1 if check_format(txn, meta, real) is None else None
+
+
+def _record_format(env: Any, meta: Any, real: str, version: int) -> None:
+    """Write ``version`` as the store's format unless another process recorded one meanwhile,
+    or the environment is fenced (a moving partition's old copy takes no write)."""
+    with env.begin(write=True) as txn:
+        if check_format(txn, meta, real) is None and txn.get(_FENCE, db=meta) is None:
+            txn.put(schema.FORMAT_KEY, schema.pack(version), db=meta)
+
+
+def meta_retrying(env: Any, fn: Callable[[], T]) -> T:
+    """``fn()``, again after adopting a map another process grew, or growing a full one.
+
+    For the checks at open, before the store's locks exist: nothing else uses ``env`` yet.
+    """
+    for _ in range(_RESIZE_RETRIES):
+        try:
+            return fn()
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+    raise StoreOpenError(f"cannot open LMDB store at {env.path()}: its map kept changing size")
 
 
 def _lmdb_cause(exc: lmdb.Error) -> str:
@@ -325,7 +388,9 @@ class LmdbStore(StoreBase):
     writes share one transaction. Opening the same path twice in one OS process is refused
     (LMDB forbids it); share the store object instead. Every write transaction looks for a
     ``fence`` (set on a partition being moved away): whoever opens a partition's directory, the
-    CLI or a node given it as ``--store`` too, is refused while the move runs.
+    CLI or a node given it as ``--store`` too, is refused while the move runs. A store of a later
+    on-disk format than this code reads (``_schema.FORMAT_VERSION``) is refused with
+    ``StoreOpenError``, nothing written; one made before formats were recorded gets the row.
     """
 
     _open_paths: set[str] = set()

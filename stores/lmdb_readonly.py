@@ -20,7 +20,7 @@ import lmdb
 from mako_actors.errors import StoreError
 from stores._base import StoreBase, WriteFn
 from stores._kv import DATABASES
-from stores.lmdb import LmdbStore, _LmdbTxn
+from stores.lmdb import LmdbStore, _LmdbTxn, check_format, meta_retrying
 
 T = TypeVar("T")
 
@@ -56,7 +56,8 @@ class _Handles(dict[str, Any]):
 
 
 class ReadOnlyLmdbStore(StoreBase):
-    """The store API over an existing LMDB directory, reads only; ``StoreError`` if it is missing."""
+    """The store API over an existing LMDB directory, reads only; ``StoreError`` if it is missing,
+    ``StoreOpenError`` if it is of a later on-disk format than this code reads."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
@@ -73,7 +74,31 @@ class ReadOnlyLmdbStore(StoreBase):
             with LmdbStore._open_lock:
                 LmdbStore._open_paths.discard(real)
             raise StoreError(f"cannot open LMDB store at {real} read-only: {exc}") from None
+        try:
+            self._check_format(real)
+        except BaseException:
+            self._env.close()
+            with LmdbStore._open_lock:
+                LmdbStore._open_paths.discard(real)
+            raise
         self._closed = False
+
+    def _check_format(self, real: str) -> None:
+        """``StoreOpenError`` if the store is of a format this code does not read; a store without
+        the row (made before formats were recorded) is read as it is, and nothing is written."""
+
+        def check() -> None:
+            with self._env.begin() as txn:
+                try:
+                    meta = self._env.open_db(b"meta", txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    return  # no tables at all: nothing to misread
+                check_format(txn, meta, real)
+
+        try:
+            meta_retrying(self._env, check)  # a writer may grow the map meanwhile
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open LMDB store at {real} read-only: {exc}") from None
 
     async def _read(self, fn: Callable[[Any], T]) -> T:
         return self.read_sync(fn)
