@@ -951,6 +951,11 @@ class InboundPipeline:
         if not transaction.ide_ref:  # its process is keyed, and its answers referenced, by it
             text = "IDE+24 without its reference (7402)"
             return await self._refuse(tx, refusals, "Z29", text, InvalidArgument(text))
+        if transaction.ide_qualifier != "24":
+            # The UTILMD MIG's only 7495 is 24 (Vorgang): anything else says it is no
+            # transaction, so none of it is read. ERC Z39 "Code nicht aus erlaubtem Wertebereich".
+            text = f"IDE+{transaction.ide_qualifier}: qualifier (7495) not allowed, only 24 (Vorgang)"
+            return await self._refuse(tx, refusals, "Z39", text, InvalidArgument(text))
         pid = tx.pid
         family = self._family(pid)
         if family is None:

@@ -79,7 +79,7 @@ class Party:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """One ``IDE+24`` group (SG4) of a message; fields are ``None`` when the segment is absent.
+    """One ``IDE`` group (SG4) of a message; fields are ``None`` when the segment is absent.
 
     ``pid`` is the transaction's own ``RFF+Z13``, else one standing before the first IDE.
     ``transaction_reason`` is STS+7 C556 #1; ``transaction_reasons`` holds the codes of all
@@ -93,7 +93,9 @@ class Transaction:
     "fehlt"). ``repeated`` names (``"LOC+Z16"``) each segment the transaction sends again that
     it may send once (RFF+Z13/TN, LOC+Z16/Z21/Z22, DTM+92/93, STS+7/E01): which copy was
     meant is unknown, so the transaction means nothing certain (APERAK Z40 "Wiederholbarkeit
-    überschritten"); its fields hold the first value sent.
+    überschritten"); its fields hold the first value sent. ``ide_qualifier`` is the IDE's 7495 as
+    sent: the MIG allows ``24`` (Vorgang) only, and another still opens a group here, so that the
+    transaction can be refused by its reference (APERAK Z39) instead of read as the one before.
     """
 
     ide_ref: str
@@ -110,6 +112,7 @@ class Transaction:
     transaction_reasons: tuple[str, ...] = ()
     malformed_dates: tuple[tuple[str, str], ...] = ()
     repeated: tuple[str, ...] = ()
+    ide_qualifier: str = "24"
 
     def location(self, qualifier: str) -> str | None:
         """The ID of the first ``LOC+<qualifier>`` (``Z22``: a ruhende MaLo's; ``None``: none)."""
@@ -910,6 +913,7 @@ def _transaction(
             ebd = seg.value(2, 1) or None
     ide = segs[0][1]
     e = ide[1] if len(ide) > 1 else ""
+    e7495 = ide[0] if ide else ""
     return _transaction_of(  # positional: the fields of Transaction in declaration order
         e if e.__class__ is str else e[0],  # ide_ref
         pid or header_pid,  # pid
@@ -925,6 +929,7 @@ def _transaction(
         reasons,  # transaction_reasons
         malformed,  # malformed_dates
         tuple(repeated),  # repeated
+        e7495 if e7495.__class__ is str else e7495[0],  # ide_qualifier (7495)
     )
 
 

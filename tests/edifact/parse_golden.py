@@ -39,7 +39,7 @@ _KEY = 12
 
 #: ``Transaction.malformed_dates`` (which DTM+92/93 was sent but malformed, for APERAK Z35):
 #: tested in ``test_edifact_equivalence`` against the messages' ``problems``.
-_LATER_FIELDS = frozenset({"malformed_dates", "repeated"})
+_LATER_FIELDS = frozenset({"malformed_dates", "repeated", "ide_qualifier"})
 
 
 def canonical(value: Any) -> Any:

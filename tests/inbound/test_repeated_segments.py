@@ -176,6 +176,35 @@ async def test_an_ide_without_its_reference_gets_z29_and_no_empty_rff_tn(store: 
     assert "RFF+TN" not in rendered and "pydantic" not in rendered
 
 
+async def test_an_ide_with_another_qualifier_than_24_is_refused_z39_and_decides_nothing(
+    store: LmdbStore,
+) -> None:
+    """The UTILMD MIG allows IDE 7495 = 24 (Vorgang) only. Before, ``IDE+99`` was taken as a
+    transaction: its 55001 was decided (55036, 55010 to the LFA). Now it gets APERAK Z39 ("Code
+    nicht aus erlaubtem Wertebereich") naming its reference, and a transaction beside it in the
+    same message is decided as before."""
+
+    def ide_99_beside(segments: list[str]) -> list[str]:
+        ide = next(i for i, s in enumerate(segments) if s.startswith("IDE"))
+        unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
+        other = [s.replace(MALO, OTHER_MALO) for s in segments[ide:unt]]
+        other[0] = "IDE+99+LFNTX2"
+        return segments[:unt] + other + segments[unt:]
+
+    raw = edited(anmeldung(), ide_99_beside)
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA), OTHER_MALO: Suppliers()})
+    result = await p.ingest(raw, THU_1430)
+    assert [(m.ide_ref, m.outcome, m.refused) for m in result.messages] == [
+        ("LFNTX1", "started", None), ("LFNTX2", "dead_letter", "Z39"),
+    ]  # fmt: skip
+    [refused] = [m for m in await outbox(store) if m.message_type == "APERAK" and not m.payload["positive"]]
+    [error] = refused.payload["errors"]
+    assert error["code"] == "Z39" and "IDE+99" in error["text"]
+    assert refused.payload["referenced_transaction_ref"] == "LFNTX2"
+    # Only the IDE+24 transaction was decided: its 55036 and 55010, nothing for OTHER_MALO.
+    assert [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"] == ["55036", "55010"]
+
+
 @pytest.mark.parametrize("segment", ["BGM", "DTM+137", "NAD+MS", "NAD+MR"])
 async def test_an_anmeldung_without_a_muss_header_segment_is_refused_z29(
     store: LmdbStore, segment: str
