@@ -1202,19 +1202,24 @@ _VERSIONED_TYPES = frozenset(t for table in UNH_VERSIONS.values() for t in table
 
 def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError, ...]:
     """The UCM line of a message-level defect, if any: in UNH or UNT (count, reference, a cut-off
-    message), or a located data element error in another segment of a message.
+    message), or a located segment or data element error in another segment of a message.
 
     AHB-FACTS §6: ``UCM+<0062>+<S009>+4+<0085>+UNH|UNT``, the S009 copied as received; an
     error elsewhere in the message is ``UCM+<0062>+<S009>+4`` with ``UCS+<position>`` and
     ``UCD+<0085>+<0098>[:<0104>]`` (Muss [9]). A segment the tokenizer could not split inside
-    a message is ``UCS+<position>+<0085>`` (``_unsplit_segment_error``).
+    a message is ``UCS+<position>+<0085>`` (``_unsplit_segment_error``), and so is an error of a
+    whole segment the parser names (a UTILMD BGM with too many data elements: 16).
     """
     if _unsplit(error):
         return _unsplit_segment_error(raw, error)
     # A message without its UNT is reported where the parser met the UNH or UNZ that cut it
     # off: the line names the message before that segment, 0013 UNT.
     cut_off = error.expected == "UNT" and error.segment_tag in ("UNH", "UNZ", None)
-    in_body = error.element is not None and error.segment_tag not in _ENVELOPE_TAGS
+    # An error the parser names a segment of, but no element in it, with a code a UCS may carry.
+    whole_segment = (
+        error.element is None and error.segment_tag is not None and error.syntax_error_code in _UCS_CODES
+    )
+    in_body = (error.element is not None or whole_segment) and error.segment_tag not in _ENVELOPE_TAGS
     envelope_error = error.segment_tag in ("UNT", "UNH") or cut_off
     if not (envelope_error or in_body) or error.segment_number is None:
         return ()
@@ -1239,18 +1244,21 @@ def _message_error(raw: bytes, error: EdifactError) -> tuple[ContrlMessageError,
         # its length): the UCI carries the error.
         return ()
     message_ref, message_type = unh.value(0), ":".join(unh.components(1))
-    if in_body and error.element is not None:
-        element, component = error.element
-        failed = ContrlDataElementError(
-            error_code=error.syntax_error_code, element=element, component=component
-        )
+    if in_body:
         position = error.segment_number - unh_number + 1
+        if error.element is None:
+            failed_segment = ContrlSegmentError(position=position, error_code=error.syntax_error_code)
+        else:
+            element, component = error.element
+            failed = ContrlDataElementError(
+                error_code=error.syntax_error_code, element=element, component=component
+            )
+            failed_segment = ContrlSegmentError(position=position, elements=(failed,))
         return (
             ContrlMessageError(
-                message_ref=message_ref, message_type=message_type,
-                segment_error=ContrlSegmentError(position=position, elements=(failed,)),
+                message_ref=message_ref, message_type=message_type, segment_error=failed_segment
             ),
-        )  # fmt: skip
+        )
     if not envelope_error:
         return ()
     where: Literal["UNH", "UNT"] = "UNT" if error.segment_tag == "UNT" or cut_off else "UNH"
@@ -1360,6 +1368,9 @@ def _fits_a_ucm(unh: Segment) -> bool:
     return True
 
 
+#: The 0085 codes a UCS line may carry (AHB-FACTS §6); a located error of a whole segment with
+#: one of them is named there.
+_UCS_CODES = frozenset({"13", "15", "16", "22", "35", "36"})
 #: Segments whose errors are the interchange's or a message envelope's, never a UCS line.
 _ENVELOPE_TAGS = frozenset({"UNA", "UNB", "UNZ", "UNH", "UNT"})
 

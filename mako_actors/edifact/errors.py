@@ -5,7 +5,8 @@ Every defect an inbound interchange can have surfaces as an :class:`EdifactError
 ISO 9735 data element 0085 value to put into the CONTRL answer (``UCI``/``UCM``/``UCS``)::
 
     EdifactError                 0085 18 unspecified (base; garbage that fits nothing better)
-    ├── EdifactSyntaxError       a tokenizer-level defect (unterminated segment, bad tag, ...)
+    ├── EdifactSyntaxError       a tokenizer-level defect (unterminated segment, bad tag, ...),
+    │                            or too many constituents for the MIG (16)
     │   └── DanglingRelease      release character at end of input or before a line break (22)
     ├── UnsupportedCharset       UNB S001 names a syntax identifier we cannot decode (2)
     ├── InvalidCharacter         bytes that are not valid in the declared charset (21)
@@ -130,7 +131,8 @@ class EdifactError(EngineError):
 
 
 class EdifactSyntaxError(EdifactError):
-    """The bytes cannot be split into segments (unterminated, empty or malformed segment)."""
+    """The bytes cannot be split into segments (unterminated, empty or malformed segment), or a
+    segment has more data elements or components than the MIG defines (0085 16)."""
 
 
 class DanglingRelease(EdifactSyntaxError):

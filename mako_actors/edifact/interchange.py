@@ -4,7 +4,8 @@ Entry points: :func:`parse_interchange` (strict: a complete :class:`Interchange`
 :class:`~mako_actors.edifact.errors.EdifactError`), :func:`try_parse_interchange` (returns the
 error instead of raising) and :func:`parse_file`. Checks: charset, UNA, release characters,
 UNB/UNZ/UNH/UNT present and well placed, UNT segment count and reference, UNZ message count and
-reference, unique 0062. Business content (AHB rules, check digits) is not checked here; values
+reference, unique 0062, the lengths of the values answers echo, a UTILMD BGM's constituents
+(0085 16). Business content (AHB rules, check digits) is not checked here; values
 that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Message.problems``.
 """
 
@@ -474,6 +475,34 @@ def check_lengths(seg: Segment, number: int) -> None:
             _too_long(seg, number)
 
 
+#: BGM as the UTILMD MIG has it (DOMAIN §4: ``BGM+<1001>+<1004>[+<1225>]``), by data element:
+#: how many components each may have (UN D.11A C002: 1001, 1131, 3055, 1000; C106: 1004,
+#: 1056, 1060; 1225 simple). 4343, the fourth element of UN's BGM, is not in the MIG.
+_BGM_SHAPE = (4, 3, 1)
+
+
+def _bgm_constituents(seg: Segment, number: int) -> None:
+    """Raise ``EdifactSyntaxError`` (0085 16, "too many constituents") for a UTILMD BGM with a
+    value beyond ``_BGM_SHAPE``: in a data element after 1225 (the segment's error, a UCS line),
+    or in a component its composite does not have (the composite's, a UCD line). An empty one
+    says nothing and passes, as a trailing separator does."""
+    els = seg[1]
+    n = len(_BGM_SHAPE)
+    if any(e if e.__class__ is str else any(e) for e in els[n:]):
+        raise EdifactSyntaxError(
+            "BGM has more data elements than the UTILMD MIG defines (C002, C106, 1225)",
+            segment_number=number, segment_tag="BGM", expected=f"at most {n} data elements",
+            found=str(len(els)), syntax_error_code="16",
+        )
+    for k, (e, allowed) in enumerate(zip(els, _BGM_SHAPE, strict=False)):
+        if e.__class__ is not str and any(e[allowed:]):
+            raise EdifactSyntaxError(
+                f"BGM data element {k + 2} has more components than the UTILMD MIG defines",
+                segment_number=number, segment_tag="BGM", expected=f"at most {allowed} components",
+                found=str(len(e)), syntax_error_code="16", element=(k + 2, None),
+            )
+
+
 #: Segments whose limited elements are all simple data elements (no 0104 in a UCD).
 _SIMPLE = frozenset({"UNT", "UNZ"})
 
@@ -651,7 +680,8 @@ def _message(
 ) -> Message:
     """The message ``segs`` (UNH..UNT), standing at index ``start`` of the interchange's
     ``tags``. Checks in the order the errors must win: lengths of UNH and UNT, 0062, 0065, the
-    UNT count and reference, then header BGM and each IDE's length."""
+    UNT count and reference, then header BGM (1004's length; in a UTILMD its constituents) and
+    each IDE's length."""
     # Element access is spelled out (no Segment.value): this runs for every message of a
     # replay. ``e if e.__class__ is str else e[0]`` is an element's first component.
     first = start + 1
@@ -716,6 +746,7 @@ def _message(
     # Count first: list.index raising ValueError (with its formatted message) for the search
     # after the last IDE cost more than the rest of a small message's transaction loop.
     own_tags = tags[start:last]  # UNH..UNT, never "IDE" themselves
+    utilmd = message_type == "UTILMD"  # whose BGM shape is checked (the MIG we answer by)
     ides = own_tags.count("IDE")
     first_ide = own_tags.index("IDE") if ides else count - 1
     seen: set[str] = set()
@@ -739,6 +770,8 @@ def _message(
             number = e if e.__class__ is str else e[0]
             if len(number) > _BGM_1004:
                 _too_long(seg, first + k)
+            if utilmd:
+                _bgm_constituents(seg, first + k)
             if "BGM" in seen:
                 repeated.append("BGM")
             seen.add("BGM")

@@ -606,6 +606,43 @@ async def test_a_segment_the_tokenizer_refuses_inside_a_message_is_named_by_ucs(
     assert check_structure(rendered) == []
 
 
+@pytest.mark.parametrize(
+    ("bgm", "lines"),
+    [
+        # A fourth data element (UN's 4343, not in the MIG) or more: the segment's, UCS 16.
+        ("BGM+E01+D1+9+AP", "UCS+2+16'"),
+        ("BGM+E01+D1+9+AP+X", "UCS+2+16'"),
+        # A component C106 (1004, 1056, 1060) does not have: the composite's, UCD 16 on element 3.
+        ("BGM+E01+D1:::X", "UCS+2'UCD+16+3'"),
+        ("BGM+E01:::::X+D1", "UCS+2'UCD+16+2'"),
+        ("BGM+E01+D1+9:X", "UCS+2'UCD+16+4'"),
+    ],
+)
+async def test_a_utilmd_bgm_with_more_constituents_than_the_mig_is_refused_by_contrl_16(
+    store: LmdbStore, bgm: str, lines: str
+) -> None:
+    """The UTILMD MIG's BGM is C002 (1001:1131:3055:1000), C106 (1004:1056:1060) and 1225
+    (DOMAIN §4). Before, more was taken silently (CONTRL 7, the message decided on what the
+    parser happened to read); now it is a syntax error inside the message: UCS 16 "too many
+    constituents" (AHB-FACTS §6), for the segment or the composite."""
+    result = await pipeline(store, VirtualClock(THU_1430)).ingest(_one_message(bgm + "'"), THU_1430)
+    assert result.status == "rejected" and "[0085=16]" in (result.error or "")
+    [contrl] = await outbox(store)
+    rendered = render_outbound("CONTRL", contrl.payload)
+    assert f"UCI+IC1+{LFN}:500+{NB}:500+4'UCM+M1+UTILMD:D:11A:UN:S2.1+4'{lines}UNT".encode() in rendered
+    assert check_structure(rendered) == []
+
+
+@pytest.mark.parametrize(
+    "bgm", ["BGM+E01+D1+9", "BGM+E01:::+00055001::+9", "BGM+E01+D1+9+", "BGM+E01+D1::+9"]
+)
+async def test_a_utilmd_bgm_in_the_mig_shape_is_still_taken(store: LmdbStore, bgm: str) -> None:
+    """The shapes real senders use (1225 given, every component written empty as in the public
+    samples) and an empty trailing element pass: nothing in them goes beyond the MIG."""
+    result = await pipeline(store, VirtualClock(THU_1430)).ingest(_one_message(bgm + "'"), THU_1430)
+    assert result.status == "accepted"
+
+
 async def test_a_refused_segment_in_a_later_message_is_counted_from_its_unh(store: LmdbStore) -> None:
     """The UCS position counts from the UNH of the message the segment is in (AHB-FACTS §6)."""
     first = _one_message("BGM+E01+D1'")
