@@ -323,6 +323,7 @@ _CONFIRMED, _REJECTED = Status.CONFIRMED, Status.REJECTED
 _output = positional(WorkflowOutput)  # once per command
 _deadline = unvalidated(PendingDeadline)
 _NAME_PART = 70  # the length of a C080 3036 (party name), an..70 (UN D.11A)
+_PACKAGE_ID = 10  # the length of a SEQ 1050 (a Produktpaket-ID in SEQ+Z79), an..10 (UN D.11A)
 
 
 class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
@@ -1089,10 +1090,22 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         name = fields.get("customer_name")
         if name is not None and (
             any(len(part) > _NAME_PART for part in name[:5]) or any(len(part) > 3 for part in name[5:6])
+            or any(name[6:])
         ):
-            # C080 (UN D.11A): five 3036 an..70 and a 3045 an..3. Our 55010 repeats the name
-            # (Muss [279]): taken, it would make the 55010 break the MIG at the LFA.
-            text = f"NAD+Z09 C080: a 3036 longer than {_NAME_PART} characters (or 3045 longer than 3)"
+            # C080 (UN D.11A): five 3036 an..70 and a 3045 an..3, nothing more. Our 55010 repeats
+            # the name as received (Muss [279]): taken, it would make the 55010 break the MIG at
+            # the LFA (an empty component more is left out when it is written).
+            text = (
+                f"NAD+Z09 C080: a 3036 longer than {_NAME_PART} characters, a 3045 longer than 3, "
+                "or a component after 3045"
+            )
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
+        long_ids = [p.id for p in fields.get("product_packages") or () if len(p.id) > _PACKAGE_ID]
+        if long_ids:
+            # SEQ 1050 is an..10 (UN D.11A); the 55002/55078 repeats the package the NB plans in
+            # RFF+Z60: taken, a longer one would make that answer break the MIG at the LFN.
+            first = long_ids[0][:40]
+            text = f"SG8 SEQ+Z79 Produktpaket-ID (1050) longer than {_PACKAGE_ID} characters: {first}"
             errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
         warnings.extend(ahb_warnings)
         rule = AHB_RULES.get(cmd.pid)

@@ -80,6 +80,23 @@ async def test_the_55002_names_the_package_of_first_priority_not_the_first_sent(
     assert z60 == "7"
 
 
+async def test_a_produktpaket_id_longer_than_its_format_gets_z35_not_a_55002_that_breaks_the_mig(
+    store: LmdbStore,
+) -> None:
+    """SEQ 1050 is an..10 and the 55002 repeats the planned package in RFF+Z60. Before, a
+    40-character ID was taken and echoed there, so the LFN's CONTRL would refuse our 55002; now
+    the Anmeldung gets APERAK Z35 and nothing is decided. Ten characters fit and are repeated."""
+    p = pipeline(store, None)
+    await p.ingest(anmeldung(packages=(("P" * 11, OWN),)), THU_1430)
+    [(code, text)] = await aperak_errors(store)
+    assert code == "Z35" and "P" * 11 in text
+    assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
+    await p.ingest(anmeldung(ref="LFN0002", ide="LFNTX2", packages=(("Q" * 10, OWN),)), THU_1430)
+    sent = utilmd_by_pid(await outbox(store))
+    [z60] = [s.value(0, 1) for s in sent["55002"].segments if s.tag == "RFF" and s.value(0) == "Z60"]
+    assert z60 == "Q" * 10
+
+
 async def test_an_anmeldung_without_a_produktpaket_gets_aperak_z29(store: LmdbStore) -> None:
     await pipeline(store, None).ingest(anmeldung(packages=()), THU_1430)
     assert await aperak_errors(store) == [

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from mako_actors.edifact import parse_interchange
+from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import StaticMasterData
 from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers
@@ -237,3 +237,21 @@ async def test_a_customer_name_longer_than_its_format_gets_z35_not_a_55010_that_
     fits = anmeldung(ref="LFN0002", ide="LFNTX2", customer="Y" * 70 + ":Paula:::Frau:Z01")
     await p.ingest(fits, THU_1430)
     assert [kind(m) for m in await outbox(store) if m.message_type == "UTILMD"] == ["55036", "55010"]
+
+
+async def test_a_customer_name_with_a_component_after_3045_gets_z35_not_a_55010_that_breaks_the_mig(
+    store: LmdbStore,
+) -> None:
+    """C080 is five 3036 and a 3045, nothing more; the 55010 repeats the components as received.
+    Before, ``…:Frau:Z01:X`` was taken and the 55010 to the LFA carried seven components (0085 16
+    at the LFA); now the Anmeldung gets APERAK Z35. An empty component more is left out when the
+    55010 is written, so it passes."""
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(customer="Beispiel:Paula:::Frau:Z01:X"), THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z35" and "after 3045" in error["text"]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
+    await p.ingest(anmeldung(ref="LFN0002", ide="LFNTX2", customer="Beispiel:Paula:::Frau:Z01:"), THU_1430)
+    [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+    assert b"NAD+Z09+++Beispiel:Paula:::Frau:Z01'" in render_outbound("UTILMD", request.payload)
