@@ -29,7 +29,7 @@ from mako_actors._workers import Runner, part_path, replay_partitions
 from mako_actors.errors import EngineError, InvalidArgument
 
 if TYPE_CHECKING:
-    from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
+    from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options, _Untaken
 
 __all__ = ["replay_on_ray"]
 
@@ -42,6 +42,7 @@ async def replay_on_ray(
     *,
     address: str | None = None,
     num_cpus: float = 1.0,
+    untaken: _Untaken | None = None,
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` Ray tasks into ``store_path`` (see the module doc); the merged report.
 
@@ -50,7 +51,8 @@ async def replay_on_ray(
     Ray client's driver has no node of its own to pin to) or a node without ``num_cpus``
     CPUs, ``EngineError`` when Ray cannot be reached, and, once every task has ended, the first
     failed task's error (its ``EngineError`` subclass when it had one) with a message naming
-    every failed worker and its store. Nothing is reported then.
+    every failed worker and its store. Nothing is reported then. ``untaken``: see
+    ``replay_partitions``.
     """
     if num_cpus <= 0:
         raise InvalidArgument(f"replay: num_cpus per Ray worker must be > 0, got {num_cpus}")
@@ -62,7 +64,7 @@ async def replay_on_ray(
     with _connected(address):
         strategy = _placement(num_cpus)
         runner = _runner(store_path, n, strategy, num_cpus)
-        report = await replay_partitions(items, store_path, options, n, runner=runner)
+        report = await replay_partitions(items, store_path, options, n, runner=runner, untaken=untaken)
     report.mode += " ray"
     return report
 

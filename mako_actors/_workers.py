@@ -19,7 +19,10 @@ archive for it takes two rounds of calls through the same ``Runner`` (local proc
    lack is judged by a parse then), starting from the part stores' seeds, reads again only
    the files it gets a piece of, and replays its pieces into ``store_path/part-<k>-of-<n>``.
    A store of another layout (a one-worker store, or part stores of another n) is refused by
-   ``replay_directory`` before round 1 (``_placement.check_layout``).
+   ``replay_directory`` before round 1 (``_placement.check_layout``). Files no part store took
+   though received before a part fired its Fristen are placed by the same walk in this process
+   between the rounds (``_takers``), and refused before any worker writes when the part taking
+   one fired past its receipt (``replay._Untaken``).
 
 Local workers are forked from this process when it has a single thread (Linux): they start with
 everything it imported (the replay, and the BDEW calendar if it computed a Werktag), ~0.5 s
@@ -48,7 +51,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -61,7 +64,7 @@ from mako_actors._placement import PartSeed, earlier_receipts, existing_parts, r
 from mako_actors.errors import EngineError
 
 if TYPE_CHECKING:
-    from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options
+    from mako_actors.replay import ArchivedInterchange, ReplayReport, _Options, _Untaken
 
 __all__ = ["replay_partitions", "start_workers"]
 
@@ -148,11 +151,14 @@ async def replay_partitions(
     options: _Options,
     n: int,
     runner: Runner | None = None,
+    untaken: _Untaken | None = None,
 ) -> ReplayReport:
     """Replay ``items`` on ``n`` worker processes (``runner``: elsewhere); the summed report (module doc).
 
     The store's layout is the caller's to check first (``replay_directory`` runs
-    ``_placement.check_layout``).
+    ``_placement.check_layout``). ``untaken``: the files no part store took although a part
+    fired Fristen past their receipt; ``InvalidArgument`` after round 1, before any worker
+    writes, if a part that fired them takes one (``_Untaken.refuse``).
     """
     from mako_actors.replay import ReplayReport, digest_of
 
@@ -173,7 +179,7 @@ async def replay_partitions(
         for k in range(n)
     ]
     if runner is not None:
-        results = await _both_rounds(runner, sources, shares, store_path, options, n)
+        results = await _both_rounds(runner, sources, shares, store_path, options, n, untaken)
     else:
         loop = asyncio.get_running_loop()
         context = _context()
@@ -189,7 +195,7 @@ async def replay_partitions(
                 return await asyncio.gather(*(loop.run_in_executor(pool, worker, *call) for call in calls))
 
             try:
-                results = await _both_rounds(in_pool, sources, shares, store_path, options, n)
+                results = await _both_rounds(in_pool, sources, shares, store_path, options, n, untaken)
             except BrokenProcessPool as exc:
                 # An operational failure (exit 2), never a traceback the CLI reports as 1, the
                 # exit code of a finished --strict run that rejected something.
@@ -266,8 +272,10 @@ async def _both_rounds(
     store_path: Path,
     options: _Options,
     n: int,
+    untaken: _Untaken | None = None,
 ) -> list[Any]:
-    """Round 1 (each worker's files' facts), then round 2 (each walks all facts, replays its pieces)."""
+    """Round 1 (each worker's files' facts), then round 2 (each walks all facts, replays its
+    pieces); ``untaken`` refused in between (``replay_partitions``)."""
     pickled: list[bytes] = []
     unreadable: list[str] = []
     seeds: list[PartSeed | None] = []
@@ -275,6 +283,10 @@ async def _both_rounds(
         pickled.append(facts)
         unreadable += failures
         seeds.append(seed)
+    if untaken is not None:
+        facts = [each for share in pickled for each in pickle.loads(share)]
+        untaken.refuse(store_path, _takers(sources, facts, options.tenants, n, seeds, untaken.received))
+        del facts
     threshold = gc.get_threshold()
     stores = [str(part_path(store_path, k, n)) for k in range(n)]
     lost = [unreadable] + [[]] * (n - 1)  # an unreadable file is reported once
@@ -389,6 +401,36 @@ def _pieces(
             piece = raw if indices is None else each.piece(raw, indices)
             mine.append(ArchivedInterchange(Path(name), at, raw=piece))
     return mine, failures
+
+
+def _takers(
+    sources: list[tuple[str, datetime]],
+    facts: list[FileFacts | None],
+    tenants: list[str],
+    n: int,
+    seeds: list[PartSeed | None],
+    wanted: Collection[str],
+) -> dict[str, set[int]]:
+    """The parts that get a piece of each file of ``wanted`` (paths as in ``sources``): the walk
+    every worker makes (``_pieces``), up to the last of them, cutting nothing."""
+    ours = frozenset(tenants)
+    partitioner = Partitioner(n, ours, None, seeds)
+    left = set(wanted)
+    found: dict[str, set[int]] = {}
+    for (name, at), each in zip(sources, facts, strict=True):
+        if not left:
+            break
+        if each is None:
+            continue
+
+        def judge(name: str = name, at: datetime = at) -> bool:
+            return rejected_as_a_whole(_read(name), at, ours)
+
+        placement = partitioner.place(each, judge, functools.partial(_read, name))
+        if name in left:
+            left.discard(name)
+            found[name] = set(placement)
+    return found
 
 
 def _read(name: str) -> bytes:

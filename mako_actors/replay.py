@@ -1394,20 +1394,24 @@ async def replay_directory(
             last = max(item.received_at for item, _, _ in skipped)
             until = last if until is None else max(until, last)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
+    untaken: _Untaken | None = None
     if workers > 1:
-        # Before any worker starts: a part refusing alone would leave the others run on.
-        await _refuse_late_files_in_parts(store_path, items, tenant_ids, workers)
+        # Checked before any worker writes: a part refusing alone would leave the others run on.
+        # Which part takes a file is known only once the workers read the archive (``_workers``).
+        untaken = await _untaken_in_parts(store_path, items, tenant_ids, workers)
         options = replace(options, late_checked=True)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
 
-        report = await replay_on_ray(items, store_path, options, workers, address=ray_address)
+        report = await replay_on_ray(
+            items, store_path, options, workers, address=ray_address, untaken=untaken
+        )
     elif workers == 1:
         report, _ = await _replay_items(items, store_path, options, progress)
     else:
         from mako_actors._workers import replay_partitions
 
-        report = await replay_partitions(items, store_path, options, workers)
+        report = await replay_partitions(items, store_path, options, workers, untaken=untaken)
     report.not_in_manifest = [storable_name(name) for name in unlisted]
     report.skipped_by_type = skipped_by_type
     report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
@@ -1521,8 +1525,8 @@ class _Options:
     sequential: bool
     window: int
     workflow: GpkeNbWorkflow | None = None
-    #: The archive's late files were checked across every part store (``replay_directory``
-    #: with ``--workers``): a part need not read them again.
+    #: The archive's late files were checked for every part store (``replay_directory`` with
+    #: ``--workers``, ``_Untaken``): a part need not read them again.
     late_checked: bool = False
 
 
@@ -1608,23 +1612,66 @@ RUNNING_MARKER = "replay-running"
 FIRED_UNTIL = "replay-fired-until"
 
 
-async def _refuse_late_files_in_parts(
+@dataclass(frozen=True)
+class _Untaken:
+    """Files of the archive no part store of a continued ``--workers`` run took, received by the
+    latest instant up to which a part fired its Fristen (``_untaken_in_parts``).
+
+    Each part fires its own Fristen, so such a file is late only where a part that takes a piece
+    of it fired them by its receipt: a part whose worker died before storing anything takes its
+    files as new. Which parts take a file is the walk's to say (``refuse``).
+    """
+
+    fired: tuple[datetime | None, ...]  # by part: ``_fired_until`` of its store
+    received: dict[str, datetime]  # each file's path (``str``) -> its receipt instant
+
+    def refuse(self, store_path: Path, takers: Mapping[str, Collection[int]]) -> None:
+        """``InvalidArgument`` naming the files a part of ``takers`` (the parts that get a piece
+        of each file, by path) takes after it fired the Fristen due by their receipt."""
+        from mako_actors._workers import part_path
+
+        late: list[str] = []
+        past: dict[int, datetime] = {}  # each part taking a late file -> the instant it fired by
+        for name, at in self.received.items():
+            # A part that fired nothing (None: its worker died before storing any) takes it as new.
+            fired = {k: by for k in takers.get(name, ()) if (by := self.fired[k]) is not None and at <= by}
+            if fired:
+                late.append(Path(name).name)
+                past |= fired
+        if late:
+            n = len(self.fired)
+            by_part = ", ".join(
+                f"{part_path(store_path, k, n).name} by {at.isoformat()}" for k, at in sorted(past.items())
+            )
+            raise _late_files(
+                store_path,
+                late,
+                "the instant up to which an earlier replay had fired every Frist due in the part "
+                f"store that takes them ({by_part})",
+            )
+
+
+async def _untaken_in_parts(
     store_path: Path, items: list[ArchivedInterchange], tenants: Collection[str], workers: int
-) -> None:
-    """``_refuse_late_files`` over the part stores a ``--workers`` run continues (a file taken by
-    any part is not late); nothing when there are none yet. Closes them before returning."""
+) -> _Untaken | None:
+    """The files of ``items`` that no part store a ``--workers`` run continues took (a file taken
+    by any part is a duplicate), received by the latest instant up to which one fired its
+    Fristen; None when there are none. Reads each such file once more; writes nothing."""
     from mako_actors._workers import part_path
 
-    parts = [part_path(store_path, k, workers) for k in range(workers)]
-    made = [part for part in parts if (part / "data.mdb").is_file()]
     async with contextlib.AsyncExitStack() as stack:
-        stores: list[LmdbStore] = []
-        for part in made:
-            stores.append(LmdbStore(part))
-            stack.push_async_callback(stores[-1].aclose)
-        fired = [at for store in stores if (at := await _fired_until(store)) is not None]
-        if fired:
-            await _refuse_late_files(stores, items, tenants, max(fired), store_path)
+        stores: dict[int, LmdbStore] = {}
+        for k in range(workers):
+            part = part_path(store_path, k, workers)
+            if (part / "data.mdb").is_file():
+                stores[k] = LmdbStore(part)
+                stack.push_async_callback(stores[k].aclose)
+        fired = tuple([await _fired_until(stores[k]) if k in stores else None for k in range(workers)])
+        known = [at for at in fired if at is not None]
+        if not known:
+            return None
+        files = await _untaken(list(stores.values()), items, tenants, max(known))
+    return _Untaken(fired, {str(item.path): item.received_at for item in files}) if files else None
 
 
 async def _fired_until(store: LmdbStore) -> datetime | None:
@@ -1652,12 +1699,26 @@ async def _refuse_late_files(
     store_path: Path,
 ) -> None:
     """``InvalidArgument`` naming the files received by ``fired_until`` that no earlier run into
-    ``stores`` (one, or every part of a ``--workers`` run) took: in one run they would have
-    been decided before the Fristen that fired after them (an LFA's answer in time would be
-    late now). Files a run took are duplicates here. Reads each such file once more; writes
-    nothing.
-    """
-    late: list[str] = []
+    ``stores`` took (``_untaken``): in one run they would have been decided before the Fristen
+    that fired after them (an LFA's answer in time would be late now). Writes nothing."""
+    late = await _untaken(stores, items, tenants, fired_until)
+    if late:
+        raise _late_files(
+            store_path,
+            [item.path.name for item in late],
+            f"{fired_until.isoformat()}, when an earlier replay into this store had fired every Frist due",
+        )
+
+
+async def _untaken(
+    stores: Sequence[LmdbStore],
+    items: list[ArchivedInterchange],
+    tenants: Collection[str],
+    fired_until: datetime,
+) -> list[ArchivedInterchange]:
+    """The ``items`` received by ``fired_until`` that no earlier run into ``stores`` took (files a
+    run took are duplicates). Reads each such file once more; writes nothing."""
+    untaken: list[ArchivedInterchange] = []
     for item in items:
         if item.received_at > fired_until:
             break  # in receipt order
@@ -1669,15 +1730,18 @@ async def _refuse_late_files(
             if await received_before(store, raw, tenants) is not False:
                 break  # taken (or never more than a dead letter)
         else:
-            late.append(item.path.name)
-    if late:
-        shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
-        raise InvalidArgument(
-            f"{store_path}: {len(late)} file(s) of the archive were received by "
-            f"{fired_until.isoformat()}, when an earlier replay into this store had fired every "
-            f"Frist due, but are not in it ({shown}): decided now, they would come after Fristen "
-            "that one run fires after them; replay the whole archive into a new store"
-        )
+            untaken.append(item)
+    return untaken
+
+
+def _late_files(store_path: Path, late: list[str], when: str) -> InvalidArgument:
+    """The refusal of the files ``late`` (names), received by ``when``."""
+    shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+    return InvalidArgument(
+        f"{store_path}: {len(late)} file(s) of the archive were received by {when}, but are not "
+        f"in it ({shown}): decided now, they would come after Fristen that one run fires after "
+        "them; replay the whole archive into a new store"
+    )
 
 
 def _mark_running(marker: Path) -> None:

@@ -360,6 +360,80 @@ async def test_a_run_whose_worker_died_is_completed_by_running_it_again(tmp_path
     assert await union_digest(stores) == clean.decision_digest
 
 
+def worker_1_dies(opened: bool) -> Any:
+    """A runner of the workers' calls one after the other whose worker 1 is killed (the OOM
+    killer) in round 2, having stored nothing: after opening its store, or before."""
+    from mako_actors import _workers
+
+    async def run(worker: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+        out = []
+        for call in calls:
+            if worker is _workers._worker and call[4] == 1:
+                if opened:
+                    async with LmdbStore(Path(call[2])):
+                        pass
+                raise RuntimeError("worker 1 killed")
+            out.append(await asyncio.to_thread(worker, *call))
+        return out
+
+    return run
+
+
+@pytest.mark.parametrize("opened", [True])
+async def test_running_the_same_replay_again_completes_a_store_whose_worker_died(
+    tmp_path: Path, opened: bool
+) -> None:
+    """The worker-died error says: run the same replay again to complete it. Before, that run
+    (``replay_directory``, as the CLI) was refused: the files of the part whose worker died
+    counted as late against the instant up to which the other part had fired its Fristen. Each
+    part's Fristen are its own: the run decides as an uninterrupted one."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(days=2, processes=200, seed=3))
+    master = load_master_data(src / "master.json")
+    clean = await replay_directory(src, tmp_path / "clean", tenants=[NB], master_data=master, workers=2)
+    options = _Options([NB], master, None, Durability.NO_SYNC, False, 512)
+    with pytest.raises(RuntimeError, match="worker 1 killed"):
+        await replay_partitions(archive(src), tmp_path / "again", options, 2, runner=worker_1_dies(opened))
+
+    report = await replay_directory(src, tmp_path / "again", tenants=[NB], master_data=master, workers=2)
+
+    assert report.decision_digest == clean.decision_digest
+    parts = [part_path(tmp_path / "again", k, 2) for k in range(2)]
+    assert await union_digest(parts) == clean.decision_digest
+
+
+async def test_a_late_file_of_the_part_that_finished_is_refused_when_the_other_part_died(
+    tmp_path: Path,
+) -> None:
+    """A file received before its own part fired its Fristen, and not in it, is still refused,
+    naming it alone (the files of the part whose worker died are not late), nothing written
+    in either part."""
+    src = tmp_path / "all"
+    generate_archive(src, ArchiveSpec(days=2, processes=200, defects=0.0, seed=3))
+    items = archive(src)
+    partitioner = Partitioner(2, [NB])
+    placed = [partitioner.split(i.path.name, i.path.read_bytes(), i.received_at) for i in items]
+    later = list(zip(items, placed, strict=True))[len(items) // 2 :]
+    # An LFA's answer, placed with its request (a new MaLo's trigger would go to the emptier part).
+    missed = next(item for item, parts in later if set(parts) == {0} and item.path.name.startswith("LA"))
+    first = tmp_path / "first"
+    first_files(src, first, 0)
+    with_manifest(first, [(i.path.name, i.path.read_bytes(), i.received_at) for i in items if i != missed])
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
+    store = tmp_path / "store"
+    with pytest.raises(RuntimeError, match="worker 1 killed"):
+        await replay_partitions(archive(first), store, options, 2, runner=worker_1_dies(True))
+    data = sorted(store.rglob("data.mdb"))
+    before = [path.read_bytes() for path in data]
+
+    master = load_master_data(src / "master.json")
+    refused = rf"1 file\(s\) .*\(part-0-of-2 by .*\), but are not in it \({missed.path.name}\)"
+    with pytest.raises(InvalidArgument, match=refused):
+        await replay_directory(src, store, tenants=[NB], master_data=master, workers=2)
+    assert [path.read_bytes() for path in data] == before
+    assert not list(store.rglob("replay-running"))
+
+
 async def test_a_store_a_replay_left_half_done_is_refused_not_decided_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
