@@ -59,6 +59,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mako_actors._durable import fsync_directory
 from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
 from mako_actors._placement import PartSeed, earlier_receipts, existing_parts, read_seed
 from mako_actors.errors import EngineError
@@ -173,6 +174,8 @@ async def replay_partitions(
     Path(store_path).mkdir(parents=True, exist_ok=True, mode=0o700)
     # Part stores an earlier run left: the walk goes on from what they hold (``_placement``).
     earlier = [(k, str(directory)) for k, _, directory in existing_parts(store_path)]
+    if not earlier:
+        _make_parts(store_path, n)
     own = {k: path for k, path in earlier}
     shares = [
         (sources[k * size : (k + 1) * size], options.tenants, gc.get_threshold(), own.get(k), earlier)
@@ -229,6 +232,22 @@ async def replay_partitions(
     total.duration_s = time.perf_counter() - started
     total.decision_digest = digest_of(decisions)
     return total
+
+
+def _make_parts(store_path: Path, n: int) -> None:
+    """Make the ``n`` part stores of a fresh ``store_path``, empty, before any worker starts.
+
+    A worker may die (the OOM killer) before it opens its store. Made here, that part is an
+    empty store a run of the same replay takes up; left unmade, it would be missing, and a part
+    missing from a store that has others is refused as lost (``_placement.check_layout``).
+    """
+    from stores.lmdb import LmdbStore
+
+    for k in range(n):
+        path = part_path(store_path, k, n)
+        if not path.exists():  # (something else there is its worker's to open, or refuse)
+            LmdbStore(path).close()
+    fsync_directory(store_path)
 
 
 def _shrink_heap() -> None:

@@ -379,14 +379,15 @@ def worker_1_dies(opened: bool) -> Any:
     return run
 
 
-@pytest.mark.parametrize("opened", [True])
+@pytest.mark.parametrize("opened", [True, False])
 async def test_running_the_same_replay_again_completes_a_store_whose_worker_died(
     tmp_path: Path, opened: bool
 ) -> None:
     """The worker-died error says: run the same replay again to complete it. Before, that run
     (``replay_directory``, as the CLI) was refused: the files of the part whose worker died
-    counted as late against the instant up to which the other part had fired its Fristen. Each
-    part's Fristen are its own: the run decides as an uninterrupted one."""
+    counted as late against the instant up to which the other part had fired its Fristen (or,
+    its store never made, the store lacked a part). Each part's Fristen are its own: the run
+    decides as an uninterrupted one."""
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(days=2, processes=200, seed=3))
     master = load_master_data(src / "master.json")
