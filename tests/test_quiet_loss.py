@@ -126,6 +126,18 @@ async def test_an_actor_activates_past_a_bogus_snapshot(store: LmdbStore) -> Non
         assert events[0].sequence == 2
 
 
+async def test_an_actors_take_snapshot_replaces_a_snapshot_past_the_end(store: LmdbStore) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    await p.execute(Record(amount=5))
+    await store.save_snapshot(Ledger().snapshot_of(p.stream_id, 50, LedgerState(total=-1), NOW))
+    async with LocalActorSystem(store, [Ledger], snapshot_interval=0) as system:
+        assert await system.resume(p.identity()).take_snapshot(interval=1)
+    snap = await store.load_snapshot(p.stream_id)
+    assert snap is not None and (snap.sequence, snap.state["total"]) == (1, 5)
+    assert (await p.state_with_snapshot()).total == 5
+    assert store.stats.extra["snapshots_ignored"] == 1  # by the actor's activation only
+
+
 # -- execute drops the outbox: warned once per command type, counted ---------------------------
 
 

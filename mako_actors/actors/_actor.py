@@ -686,6 +686,8 @@ class ProcessActor:
         last = await self._store.load_snapshot(self.identity.stream_id)
         # Same rule as Process.take_snapshot: a snapshot of another state schema version does not count.
         since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
+        if since > self._version:  # a snapshot past the stream's end is no snapshot: replace it
+            since = 0
         if self._version - since < interval:
             return False
         await self._store.save_snapshot(
