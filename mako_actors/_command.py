@@ -216,7 +216,9 @@ def prepare(
     new_version = version + len(events)
     snapshot = None
     if interval > 0 and version // interval != new_version // interval:
-        snapshot = workflow.snapshot_of(ident["stream_id"], new_version, new_state, now)
+        snapshot = workflow.snapshot_of(
+            ident["stream_id"], new_version, new_state, now, event_id=events[-1].__dict__["event_id"]
+        )
     enqueue = options.enqueue
     deadlines: tuple[Deadline, ...] = ()
     if enqueue and out["deadlines"]:

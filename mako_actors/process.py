@@ -56,13 +56,12 @@ async def load_state(
     """Rebuild a process's state: from ``snapshots`` plus the tail if given, else full replay.
 
     A snapshot of another workflow or state schema version, or past ``upto``, is ignored; so
-    is one whose sequence the stream does not hold (past its end: a snapshot restored from
-    elsewhere, a stream truncated by hand), which is logged and counted in
-    ``store.stats.extra["snapshots_ignored"]``. (Sequences have no gaps, so a non-empty tail
-    proves the snapshot's event exists; only an empty tail costs an O(1) version read.)
-    Returns the state and the sequence number of the last event applied. A store whose
-    class has ``load_activation`` (the embedded ones) reads snapshot and tail in one
-    transaction.
+    is one the stream does not hold (a snapshot restored from elsewhere, a stream truncated
+    by hand): past its end, or whose event at its sequence is not the one it was taken after
+    (``Snapshot.event_id``; one written before that was recorded is taken at its sequence),
+    which is logged and counted in ``store.stats.extra["snapshots_ignored"]``. Returns the
+    state and the sequence number of the last event applied. A store whose class has
+    ``load_activation`` (the embedded ones) reads snapshot and tail in one transaction.
     """
     # Asked of the class: a wrapper that forwards unknown attributes to a store (and answers
     # reads itself, from a cache) keeps answering them.
@@ -76,8 +75,15 @@ async def load_state(
         snap = await snapshots.load_snapshot(stream_id)
         if snap is not None and workflow.accepts_snapshot(snap) and (upto is None or snap.sequence <= upto):
             version = snap.sequence
-            tail = await store.load_from(stream_id, version, upto=upto)
-            if tail or await store.stream_version(stream_id) >= version:
+            if snap.event_id is None:
+                # Sequences have no gaps: a non-empty tail proves the snapshot's event exists.
+                tail = await store.load_from(stream_id, version, upto=upto)
+                held = bool(tail) or await store.stream_version(stream_id) >= version
+            else:  # read from the snapshot's own event, to compare its id
+                tail = await store.load_from(stream_id, max(version - 1, 0), upto=upto)
+                held = bool(tail) and tail[0].sequence == version and tail[0].event_id == snap.event_id
+                tail = tail[1:]
+            if held:
                 state = workflow.fold(workflow.decode_state(snap.state), tail)
                 return state, tail[-1].sequence if tail else version
             _snapshot_ignored(store, stream_id, version)
@@ -101,7 +107,8 @@ def state_from(
 
 def _snapshot_ignored(store: Store, stream_id: StreamId, sequence: int) -> None:
     log.warning(
-        "snapshot of %s at sequence %d lies past the stream's end; ignored (full replay)",
+        "snapshot of %s at sequence %d is not the stream's (past its end, or taken after "
+        "another event); ignored (full replay)",
         stream_id,
         sequence,
     )
@@ -245,9 +252,12 @@ class Process(ProcessHandle[C, S]):
             since = 0
         if count - since < interval:
             return False
-        state, version = await load_state(self._workflow, self._store, self.stream_id)
+        events = await self._store.load_from(self.stream_id, 0)
+        state = self._workflow.fold(self._workflow.initial_state(), events)
         await snapshots.save_snapshot(
-            self._workflow.snapshot_of(self.stream_id, version, state, self._clock())
+            self._workflow.snapshot_of(
+                self.stream_id, events[-1].sequence, state, self._clock(), event_id=events[-1].event_id
+            )
         )
         return True
 

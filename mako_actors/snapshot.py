@@ -2,7 +2,9 @@
 
 Snapshots are never the source of truth: the events are. A snapshot whose
 ``state_schema_version`` differs from the workflow's current one is ignored (full replay), so
-changing the state model only needs a version bump, never a migration of snapshots.
+changing the state model only needs a version bump, never a migration of snapshots. Nor
+does one the stream does not hold: past its end, or over other events than it was taken
+after (``event_id``), as when the snapshots were restored from another copy of the store.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from mako_actors.envelope import AwareUtc, PlainModel
-from mako_actors.ids import StreamId
+from mako_actors.ids import EventId, StreamId
 
 
 class Snapshot(PlainModel):
-    """The state of ``stream_id`` after event ``sequence``, as plain data."""
+    """The state of ``stream_id`` after event ``sequence``, as plain data.
+
+    ``event_id``: the id of that event; the snapshot counts only on a stream whose event at
+    ``sequence`` has it. None at sequence 0, and in snapshots written before it was recorded
+    (these count whenever the stream holds their sequence, as they always did).
+    """
 
     stream_id: StreamId
     sequence: int
@@ -22,6 +29,7 @@ class Snapshot(PlainModel):
     workflow_name: str
     state: dict[str, Any]
     taken_at: AwareUtc
+    event_id: EventId | None = None
 
     @staticmethod
     def due(before: int, after: int, interval: int) -> bool:

@@ -83,7 +83,8 @@ class Activation:
 
     ``snapshot``: the usable latest snapshot, or None (replay from the first event);
     ``events``: the events after it (all events without one); ``ignored_snapshot_at``: the
-    sequence of a matching snapshot that lies past the stream's end and was ignored.
+    sequence of a matching snapshot the stream does not hold (past its end, or over other
+    events than it was taken after), which was ignored.
     """
 
     snapshot: Snapshot | None

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mako_actors.deadlines import Deadline, PendingDeadline
 from mako_actors.envelope import EventEnvelope, trusted
 from mako_actors.errors import DeserializationError, InvalidArgument
-from mako_actors.ids import StreamId
+from mako_actors.ids import EventId, StreamId
 from mako_actors.outbox import PendingOutbox
 from mako_actors.snapshot import Snapshot
 
@@ -238,8 +238,20 @@ class Workflow(Generic[C, S]):
         except ValidationError as exc:
             raise DeserializationError(f"{self.name}: snapshot state does not fit: {exc}") from None
 
-    def snapshot_of(self, stream_id: StreamId, sequence: int, state: S, taken_at: datetime) -> Snapshot:
-        """A snapshot of ``state`` after event ``sequence``, stamped with this workflow's versions."""
+    def snapshot_of(
+        self,
+        stream_id: StreamId,
+        sequence: int,
+        state: S,
+        taken_at: datetime,
+        *,
+        event_id: EventId | None = None,
+    ) -> Snapshot:
+        """A snapshot of ``state`` after event ``sequence``, stamped with this workflow's versions.
+
+        Pass that event's ``event_id``: without it, the snapshot also counts on a stream that
+        reached ``sequence`` with other events (see ``Snapshot``).
+        """
         return Snapshot(
             stream_id=stream_id,
             sequence=sequence,
@@ -247,6 +259,7 @@ class Workflow(Generic[C, S]):
             workflow_name=self.name,
             state=state.model_dump(mode="json"),
             taken_at=taken_at,
+            event_id=event_id,
         )
 
     def accepts_snapshot(self, snapshot: Snapshot | None) -> bool:

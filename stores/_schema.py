@@ -703,8 +703,9 @@ def load_activation(
     """What rebuilding a process's state needs, read in one transaction (see ``Activation``).
 
     The latest snapshot counts if the workflow and state schema version match, it is not past
-    ``upto`` and the stream holds its sequence (a snapshot past the stream's end is reported
-    in ``ignored_snapshot_at``); then the tail after it, else every event up to ``upto``.
+    ``upto`` and the stream holds it (its sequence, and there the event it was taken after:
+    one it does not hold is reported in ``ignored_snapshot_at``); then the tail after it, else
+    every event up to ``upto``.
     """
     # The version first: a stream without events (every new process) or one that ends at
     # its snapshot needs no cursor scan at all.
@@ -718,11 +719,37 @@ def load_activation(
         and snapshot.state_schema_version == state_schema_version
         and (upto is None or snapshot.sequence <= upto)
     ):
-        if version >= snapshot.sequence:
+        if version >= snapshot.sequence and _holds(txn, stream_id, snapshot):
             tail = load_events(txn, stream_id, snapshot.sequence, upto) if last > snapshot.sequence else []
             return Activation(snapshot, tail, None)
-        ignored = snapshot.sequence  # past the stream's end (restored from elsewhere?)
+        # Past the stream's end, or over other events (restored from elsewhere?).
+        ignored = snapshot.sequence
     return Activation(None, load_events(txn, stream_id, 0, upto) if last > 0 else [], ignored)
+
+
+def _holds(txn: KvTxn, stream_id: str, snapshot: Snapshot) -> bool:
+    """Whether the stream's event at the snapshot's sequence is the one it was taken after.
+
+    True for a snapshot without an event id (at sequence 0, or written before ids were
+    recorded). The caller checked that the stream reaches the sequence.
+    """
+    event_id = snapshot.event_id
+    if event_id is None:
+        return True
+    raw = txn.get("events", event_key(stream_id, snapshot.sequence))
+    if raw is None:
+        return False
+    text = str(event_id)
+    # The engine writes an event row as a map whose first entry is its id: compared in place,
+    # the row needs no unpacking. Any other row (or another id) is unpacked to be sure.
+    if 0x80 <= raw[0] <= 0x8F and raw.startswith(_EVENT_ID_ENTRY + text.encode(), 1):
+        return True
+    data = unpack(raw)
+    return type(data) is dict and data.get("event_id") == text
+
+
+_EVENT_ID_ENTRY = b"\xa8event_id\xd9\x24"
+"""msgpack of the key ``"event_id"`` and the head of a 36-character string (a UUID's text)."""
 
 
 def _registry_key(tenant_id: TenantId, key: str) -> bytes:

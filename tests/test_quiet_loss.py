@@ -1,4 +1,5 @@
-"""Nothing lost or poisoned quietly: undeclared events, snapshots past the end, dropped outbox."""
+"""Nothing lost or poisoned quietly: undeclared events, snapshots the stream does not hold, dropped
+outbox."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from mako_actors import (
     InvalidArgument,
     LocalActorSystem,
     Process,
+    ProcessIdentity,
     TenantId,
     WorkflowId,
     WorkflowOutput,
 )
 from mako_actors._handle import DROPPED_OUTPUT
 from mako_actors.metrics import prometheus_text
+from mako_actors.snapshot import Snapshot
 from stores.lmdb import LmdbStore
 from tests.workflows import Close, Ledger, LedgerState, Record
 
@@ -133,9 +136,59 @@ async def test_an_actors_take_snapshot_replaces_a_snapshot_past_the_end(store: L
     async with LocalActorSystem(store, [Ledger], snapshot_interval=0) as system:
         assert await system.resume(p.identity()).take_snapshot(interval=1)
     snap = await store.load_snapshot(p.stream_id)
-    assert snap is not None and (snap.sequence, snap.state["total"]) == (1, 5)
+    [event] = await store.load_from(p.stream_id, 0)
+    assert snap is not None and (snap.sequence, snap.state["total"], snap.event_id) == (1, 5, event.event_id)
     assert (await p.state_with_snapshot()).total == 5
     assert store.stats.extra["snapshots_ignored"] == 1  # by the actor's activation only
+
+
+# -- a snapshot of another copy of the stream ------------------------------------------------------
+
+
+async def _other_copys_snapshot(tmp_path: Path, identity: ProcessIdentity, taken_by: str) -> Snapshot:
+    """The snapshot at 2 another copy of the store took of the process: Record(1), Record(100)."""
+    async with LmdbStore(tmp_path / "other") as other:
+        q = Process.from_identity(Ledger(), other, identity, clock=lambda: NOW)
+        await q.execute(Record(amount=1))
+        if taken_by == "commit":
+            await q.execute_and_enqueue_with_snapshot(Record(amount=100), snapshot_interval=2)
+        else:
+            await q.execute(Record(amount=100))
+        if taken_by == "process":
+            assert await q.take_snapshot(interval=1)
+        elif taken_by == "actor":
+            async with LocalActorSystem(other, [Ledger], snapshot_interval=0) as system:
+                assert await system.resume(identity).take_snapshot(interval=1)
+        snap = await other.load_snapshot(identity.stream_id)
+    assert snap is not None and (snap.sequence, snap.state["total"]) == (2, 101)
+    return snap
+
+
+@pytest.mark.parametrize("taken_by", ["commit", "process", "actor"])
+async def test_a_snapshot_of_another_copy_stays_ignored_once_the_stream_reaches_it(
+    store: LmdbStore, tmp_path: Path, taken_by: str
+) -> None:
+    """Restored from another copy, a snapshot at 2 is not used when this stream reaches 2 with
+    other events: every way of loading the state folds this stream's own events."""
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    await p.execute(Record(amount=1))
+    foreign = await _other_copys_snapshot(tmp_path, p.identity(), taken_by)
+    await store.save_snapshot(foreign)
+    await p.execute_snapshot(Record(amount=2))  # the stream reaches the snapshot's sequence
+    assert await p.event_count() == 2
+    assert (await p.state_with_snapshot()).total == 3
+    await p.execute_snapshot(Record(amount=4))
+    assert (await p.state_with_snapshot()).total == 7
+    async with LmdbStore(tmp_path / "snaps") as snaps:  # a separate snapshot store
+        await snaps.save_snapshot(foreign)
+        assert (await p.state_with_snapshot(snaps)).total == 7
+    async with LocalActorSystem(store, [Ledger], snapshot_interval=0) as system:
+        ref = system.resume(p.identity())
+        assert (await ref.state()).total == 7
+        await ref.execute(Record(amount=8))
+        assert (await ref.state()).total == 15
+    assert store.stats.extra["snapshots_ignored"] >= 4
+    assert (await p.state()).total == 15
 
 
 # -- execute drops the outbox: warned once per command type, counted ---------------------------

@@ -683,16 +683,21 @@ class ProcessActor:
     async def _take_snapshot(self, interval: int) -> bool:
         if interval <= 0:
             return False
-        last = await self._store.load_snapshot(self.identity.stream_id)
+        stream_id, version = self.identity.stream_id, self._version
+        last = await self._store.load_snapshot(stream_id)
         # Same rule as Process.take_snapshot: a snapshot of another state schema version does not count.
         since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
-        if since > self._version:  # a snapshot past the stream's end is no snapshot: replace it
+        if since > version:  # a snapshot past the stream's end is no snapshot: replace it
             since = 0
-        if self._version - since < interval:
+        if version - since < interval:
+            return False
+        # The id of the event the state ends with: read here, so commits need not keep it.
+        at = await self._store.load_from(stream_id, version - 1, upto=version)
+        if not at:  # the stream lost it (truncated by hand): the state is not the stream's
             return False
         await self._store.save_snapshot(
             self._workflow.snapshot_of(
-                self.identity.stream_id, self._version, self._state, self._config.clock()
+                stream_id, version, self._state, self._config.clock(), event_id=at[0].event_id
             )
         )
         return True
