@@ -28,6 +28,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
+from mako_actors.snapshot import Snapshot
 from mako_actors.store import Activation, SnapshotStore, Store
 from mako_actors.version import WorkflowId
 from mako_actors.workflow import Workflow
@@ -103,6 +104,32 @@ def state_from(
     else:
         state, version = workflow.decode_state(snapshot.state), snapshot.sequence
     return workflow.fold(state, tail), tail[-1].sequence if tail else version
+
+
+async def snapshot_due(
+    workflow: Workflow[Any, Any],
+    store: Store,
+    stream_id: StreamId,
+    last: Snapshot | None,
+    version: int,
+    interval: int,
+) -> bool:
+    """Whether ``take_snapshot`` at ``version`` writes one: ``interval`` events after ``last``.
+
+    ``last`` counts only if this workflow took it at its state schema version and the stream
+    holds it (see ``load_state``); one it does not hold is no snapshot, and is replaced. Its
+    event is read only when ``last`` would otherwise hold a new snapshot back.
+    """
+    if interval <= 0:
+        return False
+    if last is None or not workflow.accepts_snapshot(last) or last.sequence > version:
+        return version >= interval
+    if version - last.sequence >= interval:
+        return True
+    if last.event_id is None or version < interval:
+        return False
+    at = await store.load_from(stream_id, last.sequence - 1, upto=last.sequence)
+    return not at or at[0].event_id != last.event_id
 
 
 def _snapshot_ignored(store: Store, stream_id: StreamId, sequence: int) -> None:
@@ -240,17 +267,15 @@ class Process(ProcessHandle[C, S]):
     async def take_snapshot(self, snap_store: SnapshotStore | None = None, interval: int = 100) -> bool:
         """Save a snapshot if ``interval`` events accumulated since the last one.
 
-        Returns whether one was taken; ``interval == 0`` never takes one.
+        Returns whether one was taken; ``interval == 0`` never takes one. A snapshot the
+        stream does not hold (``load_state``) is no snapshot: it is replaced.
         """
         if interval <= 0:
             return False
         snapshots = snap_store or self._store
         last = await snapshots.load_snapshot(self.stream_id)
-        since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
         count = await self.event_count()
-        if since > count:  # a snapshot past the stream's end is no snapshot: replace it
-            since = 0
-        if count - since < interval:
+        if not await snapshot_due(self._workflow, self._store, self.stream_id, last, count, interval):
             return False
         events = await self._store.load_from(self.stream_id, 0)
         state = self._workflow.fold(self._workflow.initial_state(), events)

@@ -191,6 +191,30 @@ async def test_a_snapshot_of_another_copy_stays_ignored_once_the_stream_reaches_
     assert (await p.state()).total == 15
 
 
+@pytest.mark.parametrize("by", ["process", "process with a snapshot store", "actor"])
+async def test_take_snapshot_replaces_a_snapshot_of_another_copy(
+    store: LmdbStore, tmp_path: Path, by: str
+) -> None:
+    p = Process(Ledger(), store, TENANT, WF, clock=lambda: NOW)
+    await p.execute(Record(amount=1))
+    foreign = await _other_copys_snapshot(tmp_path, p.identity(), "commit")
+    await p.execute(Record(amount=2))
+    async with LmdbStore(tmp_path / "snaps") as snaps:
+        snap_store = snaps if by == "process with a snapshot store" else store
+        await snap_store.save_snapshot(foreign)
+        # Two events since none that counts: due at an interval of 2, though the foreign one
+        # sits at the stream's version.
+        if by == "actor":
+            async with LocalActorSystem(store, [Ledger], snapshot_interval=0) as system:
+                assert await system.resume(p.identity()).take_snapshot(interval=2)
+        else:
+            assert await p.take_snapshot(snap_store, interval=2)
+        snap = await snap_store.load_snapshot(p.stream_id)
+        assert snap is not None and (snap.sequence, snap.state["total"]) == (2, 3)
+        assert (await p.state_with_snapshot(snap_store)).total == 3
+        assert not await p.take_snapshot(snap_store, interval=2)  # its own counts again
+
+
 # -- execute drops the outbox: warned once per command type, counted ---------------------------
 
 

@@ -39,7 +39,7 @@ from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.outbox import OutboxMessage
-from mako_actors.process import load_state, state_from, system_clock
+from mako_actors.process import load_state, snapshot_due, state_from, system_clock
 from mako_actors.store import Commit, CommitResult, Store
 from mako_actors.version import ExpectedVersion
 from mako_actors.workflow import Workflow
@@ -685,11 +685,9 @@ class ProcessActor:
             return False
         stream_id, version = self.identity.stream_id, self._version
         last = await self._store.load_snapshot(stream_id)
-        # Same rule as Process.take_snapshot: a snapshot of another state schema version does not count.
-        since = last.sequence if last is not None and self._workflow.accepts_snapshot(last) else 0
-        if since > version:  # a snapshot past the stream's end is no snapshot: replace it
-            since = 0
-        if version - since < interval:
+        # Same rule as Process.take_snapshot: a snapshot of another state schema version, or
+        # one the stream does not hold, does not count.
+        if not await snapshot_due(self._workflow, self._store, stream_id, last, version, interval):
             return False
         # The id of the event the state ends with: read here, so commits need not keep it.
         at = await self._store.load_from(stream_id, version - 1, upto=version)
