@@ -277,12 +277,13 @@ class Process(ProcessHandle[C, S]):
         count = await self.event_count()
         if not await snapshot_due(self._workflow, self._store, self.stream_id, last, count, interval):
             return False
-        events = await self._store.load_from(self.stream_id, 0)
-        state = self._workflow.fold(self._workflow.initial_state(), events)
+        # From the store's own snapshot and tail (one it does not hold is skipped), not a full fold.
+        state, version = await load_state(self._workflow, self._store, self.stream_id)
+        at = await self._store.load_from(self.stream_id, version - 1, upto=version)
+        if not at:  # (the stream lost that event meanwhile: truncated by hand)
+            return False
         await snapshots.save_snapshot(
-            self._workflow.snapshot_of(
-                self.stream_id, events[-1].sequence, state, self._clock(), event_id=events[-1].event_id
-            )
+            self._workflow.snapshot_of(self.stream_id, version, state, self._clock(), event_id=at[0].event_id)
         )
         return True
 
