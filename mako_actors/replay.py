@@ -811,6 +811,12 @@ class _RunView:
         self.forget(deadline_id)
         return await self._store.cancel_deadline(deadline_id)
 
+    async def dead_letter_deadline(
+        self, deadline_id: DeadlineId, reason: str, recorded_at: datetime
+    ) -> DeadLetter:
+        self.forget(deadline_id)
+        return await self._store.dead_letter_deadline(deadline_id, reason, recorded_at, keyed=True)
+
     def _observe(self, commit: Commit, result: CommitResult) -> None:
         events = result.events
         self.events += len(commit.events)

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mako_actors.dead_letters import DeadLetter
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import ProcessIdentity
-from mako_actors.errors import DeadlineGone, EngineError, InvalidArgument
+from mako_actors.errors import DeadlineGone, EngineError, InvalidArgument, NotFound
 from mako_actors.logs import log_context
 from mako_actors.process import Process, system_clock
 from mako_actors.store import Store
@@ -170,11 +169,14 @@ class DeadlineScheduler:
 
     async def _give_up(self, deadline: Deadline, reason: str) -> None:
         """Dead-letter ``deadline`` (``dead-letters requeue`` puts it back) and cancel it."""
+        # One write: a crash between the letter and the cancel left both, the restart fired the
+        # deadline again and wrote a second letter, and requeueing both compensated twice.
+        try:
+            await self._store.dead_letter_deadline(deadline.deadline_id, reason, self._clock())
+        except NotFound:
+            log.info("deadline %s of %s: fired or cancelled meanwhile", deadline.label, deadline.stream_id)
+            return
         self.stats.failed += 1
-        await self._store.add_dead_letter(
-            DeadLetter(kind="deadline", reason=reason, payload=deadline.to_plain(), recorded_at=self._clock())
-        )
-        await self._store.cancel_deadline(deadline.deadline_id)
 
     async def _fire_one(self, deadline: Deadline) -> bool:
         with log_context(process_id=deadline.process_id, deadline=deadline.label):

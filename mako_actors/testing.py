@@ -440,6 +440,21 @@ class StoreContract:
             d3.deadline_id,
         ]
 
+    async def test_dead_lettering_a_deadline_moves_it_whole(self, store: Store) -> None:
+        ident = identity()
+        given_up, other = deadline(ident, "lfa-answer", T0), deadline(ident, "aperak", T0)
+        for d in (given_up, other):
+            await store.register_deadline(d)
+        letter = await store.dead_letter_deadline(given_up.deadline_id, "compensation refused", T0)
+        assert (letter.kind, letter.reason, letter.position) == ("deadline", "compensation refused", 1)
+        assert Deadline.from_plain(letter.payload) == given_up  # the row as stored
+        assert await store.dead_letters() == [letter]
+        assert await store.deadlines_for_stream(ident.stream_id) == [other]
+        assert [d.deadline_id for d in await store.due_deadlines(T0, 10)] == [other.deadline_id]
+        with pytest.raises(NotFound):  # gone (fired or cancelled meanwhile): nothing written
+            await store.dead_letter_deadline(given_up.deadline_id, "again", T0)
+        assert await store.dead_letters() == [letter]
+
     async def test_commit_cancels_deadlines_by_label_before_setting_new_ones(self, store: Store) -> None:
         ident = identity()
         await store.register_deadline(deadline(ident, "lfa-answer", T0))

@@ -260,6 +260,19 @@ class StoreBase(abc.ABC):
         """Remove a deadline; false if it was not there."""
         return await self._write(lambda txn: schema.cancel_deadline(txn, deadline_id))
 
+    async def dead_letter_deadline(
+        self, deadline_id: DeadlineId, reason: str, recorded_at: datetime, *, keyed: bool = False
+    ) -> DeadLetter:
+        """Give up on a deadline: its dead letter (the row as stored, kind ``deadline``) and its
+        removal in one transaction, so a crash leaves either the deadline or the letter.
+
+        ``NotFound`` if the deadline is gone (fired or cancelled meanwhile): nothing is written.
+        ``keyed``: the letter gets ``DeadLetter.keyed()``'s key, so an equal one is stored once.
+        """
+        return await self._write(
+            lambda txn: schema.dead_letter_deadline(txn, deadline_id, reason, recorded_at, keyed)
+        )
+
     async def due_deadlines(self, now: datetime, limit: int) -> list[Deadline]:
         """Deadlines due at ``now``, earliest first."""
         return await self._read(lambda txn: schema.due_deadlines(txn, now, limit))

@@ -607,6 +607,26 @@ def cancel_deadline(txn: KvTxn, deadline_id: DeadlineId, *, of_stream: str | Non
     return True
 
 
+def dead_letter_deadline(
+    txn: KvTxn, deadline_id: DeadlineId, reason: str, recorded_at: datetime, keyed: bool = False
+) -> DeadLetter:
+    """Move a deadline into the dead letters: the letter (carrying the row as stored) and the
+    deadline's removal in one transaction; ``NotFound`` if it is gone, nothing written.
+
+    ``keyed``: the letter gets ``DeadLetter.keyed()``'s key (a replay keys all of its letters).
+    """
+    _aware(recorded_at, "dead letter")
+    ident = deadline_id.int.to_bytes(16, "big")
+    raw = txn.get("deadlines", ident)
+    if raw is None:
+        raise NotFound(f"deadline {deadline_id} does not exist (fired or cancelled already?)")
+    deadline = _decode(raw, Deadline.from_plain, "deadline")
+    letter = DeadLetter(kind="deadline", reason=reason, payload=deadline.to_plain(), recorded_at=recorded_at)
+    stored = add_dead_letter(txn, letter.keyed() if keyed else letter)
+    _remove_deadline(txn, ident, *_due_and_stream(raw))
+    return stored
+
+
 def _remove_deadline(txn: KvTxn, ident: bytes, due: int, stream: str) -> None:
     txn.delete("deadlines_due", u64(due) + ident)
     txn.delete("deadlines_stream", stream_key(stream) + ident)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 
 from mako_actors import Deadline, OutboxMessage, OutboxMessageId, Process, TenantId, WorkflowError, WorkflowId
 from mako_actors.delivery import OutboxWorker, PermanentDeliveryError, RetryPolicy
+from mako_actors.errors import StoreError
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
+from tests.test_delivery import FailingAfter
 from tests.workflows import Ledger, Record
 
 T0 = datetime(2025, 6, 5, 12, 0, tzinfo=UTC)
@@ -86,6 +89,55 @@ async def test_a_bug_in_on_deadline_dead_letters_that_deadline_and_the_others_st
         assert letter.payload["stream_id"] == str(first.stream_id)
         assert (await Process.from_identity(Ledger(), store, second.identity()).state()).closed
         assert await store.due_deadlines(T0 + timedelta(hours=2), 10) == []
+
+
+@pytest.mark.parametrize("writes", [0, 1])
+async def test_a_deadline_given_up_on_is_either_a_dead_letter_or_pending_never_both(
+    tmp_path: Path, writes: int
+) -> None:
+    """The letter and the cancel were two writes: a crash between them left both, the restart
+    fired the deadline again and wrote a second letter, and requeueing both compensated twice."""
+    clock = VirtualClock(T0)
+    refused = True
+
+    class Compensating(Ledger):  # each firing books 10 more: a second one shows in the total
+        def on_deadline(self, deadline: Deadline, state: object) -> object:
+            if refused:
+                raise WorkflowError.rejected("cannot compensate")
+            return Record(amount=10)
+
+    async with FailingAfter(tmp_path / "db") as store:
+        p = Process(Ledger(), store, TENANT, WF, clock=clock)
+        await p.execute_and_enqueue(Record(amount=1, remind_at=T0))
+        scheduler = DeadlineScheduler(store, process_firer(store, {"ledger": Compensating()}, clock), clock)
+        store.writes = writes
+        with contextlib.suppress(StoreError):  # the store gone mid-way, as in a crash
+            await scheduler.run_due()
+        store.writes = None
+        await scheduler.run_due()  # the restart's run
+        letters = await store.dead_letters()
+        assert len(letters) == 1 and await store.due_deadlines(T0, 10) == []
+        refused = False  # the operator fixed the cause and puts every open letter back
+        for letter in letters:
+            await store.requeue_dead_letter(letter.position, clock())
+            await scheduler.run_due()
+        assert (await Process.from_identity(Ledger(), store, p.identity()).state()).total == 11
+
+
+async def test_a_deadline_cancelled_while_it_failed_is_no_dead_letter(tmp_path: Path) -> None:
+    """A letter of a Frist its process cancelled meanwhile (answered) would, requeued, fire it."""
+    clock = VirtualClock(T0)
+    async with LmdbStore(tmp_path) as store:
+        p = Process(Ledger(), store, TENANT, WF, clock=clock)
+        await p.execute_and_enqueue(Record(amount=1, remind_at=T0))
+
+        async def answered_meanwhile(deadline: Deadline) -> object:
+            await store.cancel_deadline(deadline.deadline_id)
+            raise WorkflowError.rejected("cannot compensate")
+
+        scheduler = DeadlineScheduler(store, answered_meanwhile, clock)
+        await scheduler.run_due()
+        assert await store.dead_letters() == [] and scheduler.stats.failed == 0
 
 
 def test_virtual_clock_refuses_to_go_back() -> None:
