@@ -21,6 +21,10 @@
    no request of ours, values that do not fit) gets a negative APERAK (313) from us, written
    with the receipt's ``InterchangeProcessed``, and a dead letter with its audit context;
    nothing is dropped and no exception escapes.
+
+Dead letters are keyed by their content: ingesting an interchange again after a crash adds
+none twice, and a duplicate of a rejected interchange writes its letter again (stored once),
+so a crash between a receipt and its letter loses nothing.
 """
 
 from __future__ import annotations
@@ -180,6 +184,9 @@ class ReceiptState(BaseModel):
     accepted: bool = False
     processed: bool = False
     conflicts: tuple[str, ...] = ()  # digests of other bytes seen under this reference
+    # The receipt's source and error: a rejected interchange's dead letter is made of them.
+    source: str | None = None
+    error: str | None = None
 
 
 ReceiptCommand = RecordReceipt | RecordProcessed | RecordConflict
@@ -223,11 +230,15 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
-            return _receipt_state(True, event.sha256, event.accepted, False, state.conflicts)
+            return _receipt_state(
+                True, event.sha256, event.accepted, False, state.conflicts, event.source, event.error
+            )
         if isinstance(event, InterchangeConflicted):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
         # InterchangeProcessed
-        return _receipt_state(state.received, state.sha256, state.accepted, True, state.conflicts)
+        return _receipt_state(
+            state.received, state.sha256, state.accepted, True, state.conflicts, state.source, state.error
+        )
 
 
 _NO_RECEIPT = ReceiptState()  # frozen: every new receipt stream starts from this one
@@ -240,7 +251,13 @@ _RECORD_SET = set(RecordReceipt.model_fields)
 
 
 def _receipt_state(
-    received: bool, sha256: str, accepted: bool, processed: bool, conflicts: tuple[str, ...]
+    received: bool,
+    sha256: str,
+    accepted: bool,
+    processed: bool,
+    conflicts: tuple[str, ...],
+    source: str | None,
+    error: str | None,
 ) -> ReceiptState:
     """A ``ReceiptState`` of typed values, without validation (every stream's every event)."""
     fields = {
@@ -249,6 +266,8 @@ def _receipt_state(
         "accepted": accepted,
         "processed": processed,
         "conflicts": conflicts,
+        "source": source,
+        "error": error,
     }
     return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
 
@@ -418,6 +437,9 @@ class IngestResult:
     dead_lettered: bool = False
     #: A ``duplicate`` of an interchange its first receipt rejected (CONTRL 4): it stays rejected.
     rejected_before: bool = False
+    #: A ``duplicate``'s receipt: the source (file name) and error it recorded, the first copy's.
+    first_source: str | None = None
+    first_error: str | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -731,11 +753,8 @@ class InboundPipeline:
         result.error = f"recipient {result.recipient} is not one of our MP-IDs{broken}"
         if len(self._tenants) == 1:
             result.answered_by = next(iter(self._tenants))
-            if await self._receipt_only(result, digest, received_at, "7", "UNB", acknowledge) != "rejected":
-                return  # the same bytes again (or a conflict, dead-lettered as such): answered before
-        audit = {**_audit(result), "sha256": digest}
-        result.dead_lettered = True
-        await self._dead_letter("inbound-misaddressed", result.error or "", audit, received_at)
+            await self._receipt_only(result, digest, received_at, "7", "UNB", acknowledge)
+        await self._rejection_letter(result, digest, received_at, "inbound-misaddressed", "")
 
     async def _refused_contrls(self, result: IngestResult, digest: str, received_at: datetime) -> None:
         """A refused interchange of CONTRLs: a dead letter, once per distinct content.
@@ -744,11 +763,27 @@ class InboundPipeline:
         applied: a CONTRL 4 of our 55010 among them would be lost unseen, and the LFA deemed to
         agree at nine (DOMAIN §5: nothing is dropped). The operator reads it and decides.
         """
-        if result.status != "rejected":
-            return  # the same bytes again: dead-lettered the first time
-        result.dead_lettered = True
-        reason = f"CONTRL interchange refused, its acknowledgements not applied: {result.error}"
-        await self._dead_letter("inbound", reason, {**_audit(result), "sha256": digest}, received_at)
+        prefix = "CONTRL interchange refused, its acknowledgements not applied: "
+        await self._rejection_letter(result, digest, received_at, "inbound", prefix)
+
+    async def _rejection_letter(
+        self, result: IngestResult, digest: str, received_at: datetime, kind: str, prefix: str
+    ) -> None:
+        """The dead letter of an interchange rejected whole: ``prefix`` and its error.
+
+        A duplicate of one its receipt rejected gets it again as its first copy got it (that
+        copy's source and error), which the store keeps once: written only if a crash between
+        that receipt and its letter lost it. A conflict was dead-lettered as such.
+        """
+        if result.status == "rejected":
+            result.dead_lettered = True
+            source, error = result.source, result.error
+        elif result.status == "duplicate" and result.rejected_before:
+            source, error = result.first_source, result.first_error
+        else:
+            return
+        audit = {**_audit(result), "source": source, "sha256": digest}
+        await self._dead_letter(kind, f"{prefix}{error or ''}", audit, received_at)
 
     def _receipt_handle(self, result: IngestResult) -> Handle:
         return self._receipts.resume(self._receipt_identity(result))
@@ -887,6 +922,7 @@ class InboundPipeline:
             await self._dead_letter("inbound-conflict", str(alarm), _audit(result), received_at)
             return False
         result.status, result.rejected_before = "duplicate", not state.accepted
+        result.first_source, result.first_error = state.source, state.error
         # Refused once, refused for good: its sender was told it counts as not received.
         return accepted and state.accepted and not state.processed
 
@@ -1100,9 +1136,14 @@ class InboundPipeline:
     async def _dead_letter(
         self, kind: str, reason: str, payload: dict[str, Any], received_at: datetime
     ) -> None:
+        """Store a dead letter keyed by its content: the same letter again writes nothing.
+
+        An interchange ingested again after a crash before it left the inbox (or before its
+        receipt's ``InterchangeProcessed``) makes its letters again; each is stored once.
+        """
         at = received_at if self._record_at_receipt else self._clock()
         await self._store.add_dead_letter(
-            DeadLetter(kind=kind, reason=reason, payload=payload, recorded_at=at)
+            DeadLetter(kind=kind, reason=reason, payload=payload, recorded_at=at).keyed()
         )
 
 

@@ -1,0 +1,139 @@
+"""Inbound dead letters across a crash: none lost between a receipt and its letter, none twice.
+
+``serve`` takes a file out of the inbox only after its ingest: a node killed before that ingests
+it again on restart, and a node killed between a rejected interchange's receipt and its dead
+letter finds a duplicate on restart. The crash is a store write that fails right before or
+right after the dead letter is written (a SIGKILL there leaves the same store behind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mako_actors.dead_letters import DeadLetter
+from mako_actors.edifact import render_outbound
+from mako_actors.errors import StoreError
+from mako_actors.gpke import GpkeNbWorkflow
+from mako_actors.gpke.synthetic import anmeldung
+from mako_actors.inbound import DirectHost, InboundPipeline
+from mako_actors.scheduler import VirtualClock
+from stores.lmdb import LmdbStore
+
+NB, LFN, FOREIGN = "9900000002009", "9900000001001", "9900000009999"
+THU_1430 = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+START = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+LATER = datetime(2025, 11, 13, 14, 30, tzinfo=UTC)  # the restart takes the file an hour later
+
+
+class Crashing(LmdbStore):
+    """The process dies right ``"before"`` or ``"after"`` the next dead letter is written."""
+
+    crash: str | None = None
+
+    async def add_dead_letter(self, letter: DeadLetter) -> DeadLetter:
+        crash, self.crash = self.crash, None
+        if crash == "before":
+            raise StoreError("killed before the dead letter", transient=True)
+        stored = await super().add_dead_letter(letter)
+        if crash == "after":
+            raise StoreError("killed after the dead letter", transient=True)
+        return stored
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Crashing]:
+    async with Crashing(tmp_path / "db") as s:
+        yield s
+
+
+def pipeline(store: LmdbStore, at: datetime, tenants: tuple[str, ...] = (NB,)) -> InboundPipeline:
+    clock = VirtualClock(at)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    return InboundPipeline(store, host, tenants=tenants, clock=clock)
+
+
+def utilmd(nb: str = NB, pid: str = "55001") -> bytes:
+    return anmeldung(
+        lfn=LFN, nb=nb, malo="51900000012", zuordnungsbeginn=START, ide_ref="LFNTX000001",
+        control_ref="LFN0605143001", sent_at=THU_1430, pid=pid,
+    )  # fmt: skip
+
+
+def flagged_contrl() -> bytes:
+    """A CONTRL interchange flagged as a test: refused in production, its letter is all that is left."""
+    contrl = render_outbound(
+        "CONTRL",
+        {"reference": "C1", "interchange_ref": "OURS0001", "interchange_sender_id": NB,
+         "interchange_recipient_id": LFN, "action": "7"},
+        envelope={"sender_id": LFN, "recipient_id": NB, "prepared_at": THU_1430, "control_ref": "LFNCTRL1"},
+    )  # fmt: skip
+    return contrl.replace(b"+LFNCTRL1'", b"+LFNCTRL1++++++1'", 1)
+
+REJECTED = {"misaddressed": lambda: utilmd(nb=FOREIGN), "test-flagged CONTRL": flagged_contrl}
+
+
+def content(letters: list[DeadLetter]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(d.kind, d.reason, d.payload) for d in letters]
+
+
+async def uninterrupted(tmp_path: Path, raw: bytes, tenants: tuple[str, ...] = (NB,)) -> list[DeadLetter]:
+    async with LmdbStore(tmp_path / "reference") as reference:
+        await pipeline(reference, THU_1430, tenants).ingest(raw, THU_1430, source="in.edi")
+        return await reference.dead_letters()
+
+
+@pytest.mark.parametrize("case", REJECTED)
+async def test_a_dead_letter_a_crash_lost_after_the_receipt_is_written_on_restart(
+    store: Crashing, tmp_path: Path, case: str
+) -> None:
+    """Before, the restart found a duplicate of a rejected interchange, filed it to rejected/
+    and wrote no letter: the misaddressed or refused interchange was in no dead letter at all."""
+    raw = REJECTED[case]()
+    store.crash = "before"
+    with pytest.raises(StoreError):
+        await pipeline(store, THU_1430).ingest(raw, THU_1430, source="in.edi")
+    assert await store.dead_letters() == []  # the receipt (and CONTRL) written, the letter not
+    again = await pipeline(store, LATER).ingest(raw, LATER, source="in.edi")
+    assert again.status == "duplicate" and again.rejected_before
+    assert content(await store.dead_letters()) == content(await uninterrupted(tmp_path, raw))
+
+
+@pytest.mark.parametrize("case", REJECTED)
+async def test_a_rejected_interchange_received_again_adds_no_dead_letter(
+    store: Crashing, tmp_path: Path, case: str
+) -> None:
+    """Once per distinct content, under whatever name the same bytes come again."""
+    raw = REJECTED[case]()
+    await pipeline(store, THU_1430).ingest(raw, THU_1430, source="in.edi")
+    for source in ("in.edi", "resent.edi"):
+        again = await pipeline(store, LATER).ingest(raw, LATER, source=source)
+        assert again.status == "duplicate" and again.first_source == "in.edi"
+    assert content(await store.dead_letters()) == content(await uninterrupted(tmp_path, raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "tenants"),
+    [
+        pytest.param(b"this is not EDIFACT at all", (NB,), id="unreadable"),
+        pytest.param(utilmd(nb=FOREIGN), (NB, "9900000002023"), id="misaddressed to one of several"),
+        pytest.param(utilmd(pid="55099"), (NB,), id="refused transaction"),  # APERAK Z31 and a letter
+        pytest.param(flagged_contrl(), (NB,), id="refused CONTRL interchange"),
+    ],
+)
+async def test_an_interchange_taken_again_after_a_crash_gets_its_dead_letters_once(
+    store: Crashing, tmp_path: Path, raw: bytes, tenants: tuple[str, ...]
+) -> None:
+    """Killed after the dead letter, before the file left the inbox (or before the receipt's
+    InterchangeProcessed): before, the restart wrote the same letter a second time, and the
+    dead-letter list and its metrics counted one rejection twice."""
+    store.crash = "after"
+    with pytest.raises(StoreError):
+        await pipeline(store, THU_1430, tenants).ingest(raw, THU_1430, source="in.edi")
+    await pipeline(store, LATER, tenants).ingest(raw, LATER, source="in.edi")
+    expected = await uninterrupted(tmp_path, raw, tenants)
+    assert len(expected) == 1 and content(await store.dead_letters()) == content(expected)
