@@ -814,6 +814,7 @@ class _RunView:
     async def dead_letter_deadline(
         self, deadline_id: DeadlineId, reason: str, recorded_at: datetime
     ) -> DeadLetter:
+        """``Store.dead_letter_deadline``, the letter keyed as every letter of a run is."""
         self.forget(deadline_id)
         return await self._store.dead_letter_deadline(deadline_id, reason, recorded_at, keyed=True)
 

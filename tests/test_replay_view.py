@@ -137,3 +137,32 @@ async def test_journals_from_the_view_equal_the_stores(tmp_path: Path) -> None:
         for bad in ("", "a\x00b"):  # the store's refusal stands
             with pytest.raises(InvalidArgument):
                 await view.journal(TENANT, bad)
+
+
+async def test_a_deadline_given_up_on_in_a_sequential_replay_leaves_a_keyed_letter(tmp_path: Path) -> None:
+    """As a pipelined run's (``_fire``): keyed, so a re-run over the store adds no second one."""
+    from datetime import UTC, datetime
+
+    from mako_actors import Deadline
+    from mako_actors.dead_letters import DeadLetter
+    from mako_actors.errors import WorkflowError
+    from mako_actors.scheduler import DeadlineScheduler, VirtualClock
+
+    due = datetime(2025, 11, 14, 8, 0, tzinfo=UTC)
+
+    async def refuse(deadline: Deadline) -> object:
+        raise WorkflowError.rejected("cannot compensate")
+
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None)
+        on_view = cast(Store, view)
+        ledger = Process(LEDGER, on_view, TENANT, WorkflowId.new("ledger", "FV2510"))
+        await ledger.execute_and_enqueue(Record(amount=1, remind_at=due))
+        [deadline] = await store.due_deadlines(due, 10)
+        await DeadlineScheduler(on_view, refuse, VirtualClock(due)).run_due()
+        [letter] = await store.dead_letters()
+        plain = DeadLetter(
+            kind="deadline", reason=letter.reason, payload=deadline.to_plain(), recorded_at=due
+        )
+        assert letter.key is not None and letter.key == plain.keyed().key
+        assert await store.due_deadlines(due, 10) == [] and not view.is_pending(deadline.deadline_id)
