@@ -196,6 +196,8 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
     """The receipt log of one interchange: received (with its CONTRL), then processed."""
 
     name = RECEIPT_WORKFLOW
+    # 2: the receipt's source and error in the state (a snapshot of 1 lacks them)
+    state_schema_version = 2
     events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted)
 
     def initial_state(self) -> ReceiptState:
