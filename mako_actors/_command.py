@@ -316,6 +316,7 @@ def _stamp_outbox(
             "recipient": message["recipient"],
             "payload": message["payload"],
             "created_at": now,
+            "not_before": message["not_before"],
             "next_attempt_at": message["not_before"] or now,
             "attempts": 0,
             "last_error": None,

@@ -2,10 +2,11 @@
 
 The worker asks the store for due messages, hands each to a ``Sender`` and acknowledges it only
 after the sender returned. A failed attempt is rescheduled with exponential backoff and jitter;
-after ``max_attempts`` attempts, or when the message is older than ``max_age``, or at once for a
-``PermanentDeliveryError``, the message becomes a dead letter (the letter written and its row
-removed in one transaction). Receivers deduplicate on the message's stable
-``idempotency_key``: a crash between sending and acknowledging sends it again.
+after ``max_attempts`` attempts, or when the message is older than ``max_age`` (counted from
+when it became due, ``OutboxMessage.due_since``), or at once for a ``PermanentDeliveryError``,
+the message becomes a dead letter (the letter written and its row removed in one transaction).
+Receivers deduplicate on the message's stable ``idempotency_key``: a crash between sending and
+acknowledging sends it again.
 
 A process's messages leave in their enqueue order, also across failures: while one of them
 waits for a retry, the later ones of its process are held (left due, not attempted), so a 55037
@@ -47,7 +48,10 @@ class Sender(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, capped, plus limits on attempts and age."""
+    """Exponential backoff with full jitter, capped, plus limits on attempts and age.
+
+    ``max_age`` counts from when the message became due (``OutboxMessage.due_since``).
+    """
 
     max_attempts: int = 8
     base_delay: timedelta = timedelta(seconds=2)
@@ -201,7 +205,9 @@ class OutboxWorker:
         except Exception as exc:  # any sender failure is retried; the sender is not ours
             now = self._clock()
             attempts = message.attempts + 1
-            too_old = now - message.created_at >= self._policy.max_age
+            # From when it became due: a message delayed past ``max_age`` by its ``not_before``
+            # was dead-lettered on its first failure, never retried.
+            too_old = now - message.due_since >= self._policy.max_age
             if attempts >= self._policy.max_attempts or too_old:
                 why = "too old" if too_old else f"{attempts} attempts"
                 await self._dead_letter(message, f"{why}; last error: {exc!r}", report)

@@ -166,7 +166,7 @@ class Metrics:
         )
         self.delivery_seconds = Histogram(
             "mako_outbox_delivery_latency_seconds",
-            "time from an outbox message's creation until its delivery succeeded",
+            "time from an outbox message's being due (created, or its not_before) until delivered",
             buckets=_DELIVERY_BUCKETS,
             registry=r,
         )
@@ -234,10 +234,11 @@ class Metrics:
             if outcome == "dead_letter":
                 self.dead_letters.labels(source="inbound").inc(count)
 
-    def observe_delivery(self, message_type: str, created_at: datetime, now: datetime) -> None:
-        """Count one delivered message and how long it waited since it was created."""
+    def observe_delivery(self, message_type: str, due_since: datetime, now: datetime) -> None:
+        """Count one delivered message and how long it waited since it became due
+        (``OutboxMessage.due_since``: a deliberately delayed message's delay is no latency)."""
         self.delivered.labels(message_type=message_type).inc()
-        self.delivery_seconds.observe(max(0.0, (now - created_at).total_seconds()))
+        self.delivery_seconds.observe(max(0.0, (now - due_since).total_seconds()))
 
     def time_command(self) -> _Timer:
         """``with metrics.time_command(): await handle.execute...``: observe the command's latency."""

@@ -9,6 +9,7 @@ later, at least once, with a stable ``idempotency_key`` the receiver can dedupli
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -74,7 +75,8 @@ class OutboxMessage(PlainModel):
     index in the command's output, so they never change across delivery retries.
     ``position`` is assigned by the store when the message is first enqueued (0 before): due
     messages come back by ``next_attempt_at``, then in enqueue order, so the messages of one
-    command leave in the order ``handle`` returned them.
+    command leave in the order ``handle`` returned them. ``not_before`` is the delay the
+    workflow asked for (``PendingOutbox.not_before``; None in rows stored before it was kept).
     """
 
     message_id: OutboxMessageId
@@ -89,6 +91,7 @@ class OutboxMessage(PlainModel):
     recipient: str
     payload: dict[str, Any]
     created_at: AwareUtc
+    not_before: AwareUtc | None = None
     next_attempt_at: AwareUtc
     attempts: int = 0
     last_error: str | None = None
@@ -103,6 +106,17 @@ class OutboxMessage(PlainModel):
         # Fields read from ``__dict__``: a model attribute goes through ``BaseModel``'s
         # ``__getattr__`` lookup hook, which a dict item skips.
         return outbox_plain(self.__dict__, self.__pydantic_fields_set__)
+
+    @property
+    def due_since(self) -> datetime:
+        """When the message first became due: created, or its ``not_before`` if that is later.
+
+        Its age counts from here (``RetryPolicy.max_age``, the delivery latency): a message the
+        workflow delayed by a day is no older for it.
+        """
+        if self.not_before is None or self.not_before < self.created_at:
+            return self.created_at
+        return self.not_before
 
 
 def outbox_plain(fields: dict[str, Any], fields_set: set[str]) -> dict[str, Any]:
@@ -127,6 +141,7 @@ def outbox_plain(fields: dict[str, Any], fields_set: set[str]) -> dict[str, Any]
             fields["payload"] if fields_set is PLAIN_ROW else plain_payload(fields["payload"])
         ),
         "created_at": iso_utc(fields["created_at"]),
+        "not_before": None if fields["not_before"] is None else iso_utc(fields["not_before"]),
         "next_attempt_at": iso_utc(fields["next_attempt_at"]),
         "attempts": fields["attempts"],
         "last_error": fields["last_error"],

@@ -130,7 +130,7 @@ class _TimedHost:
 
 
 class _MeasuredSender:
-    """``DirectorySender`` that counts deliveries and their latency since the message was created."""
+    """``DirectorySender`` that counts deliveries and their latency since the message became due."""
 
     def __init__(self, directory: Path, metrics: Metrics, *, test: bool = False) -> None:
         self._inner = DirectorySender(directory, test=test)
@@ -138,7 +138,7 @@ class _MeasuredSender:
 
     async def send(self, message: OutboxMessage) -> None:
         await self._inner.send(message)
-        self._metrics.observe_delivery(message.message_type, message.created_at, system_clock())
+        self._metrics.observe_delivery(message.message_type, message.due_since, system_clock())
 
 
 def _measured_store(path: Path, durability: str, metrics: Metrics) -> Any:

@@ -117,10 +117,11 @@ def requeue_dead_letter(txn: KvTxn, position: int, now: datetime) -> DeadLetter:
     """Put a dead outbox message or deadline back, and stamp the letter, in one transaction.
 
     The outbox message is due at ``now`` with its attempts reset (same id and idempotency key,
-    so a receiver still deduplicates; same ``created_at``, so a message older than the worker's
-    ``max_age`` gets one more attempt, not another series); the deadline keeps its due time and
-    so fires on the scheduler's next run. Raises ``InvalidArgument`` for a letter requeued before or of a kind
-    that carries nothing to replay (inbound letters hold the audit trail, not the bytes).
+    so a receiver still deduplicates; same ``created_at`` and ``not_before``, so a message older
+    than the worker's ``max_age`` gets one more attempt, not another series); the deadline keeps
+    its due time and so fires on the scheduler's next run. Raises ``InvalidArgument`` for a
+    letter requeued before or of a kind that carries nothing to replay (inbound letters hold the
+    audit trail, not the bytes).
     """
     letter = dead_letter(txn, position)
     if letter.requeued_at is not None:

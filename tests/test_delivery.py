@@ -332,3 +332,59 @@ async def test_a_message_requeued_behind_a_workers_back_is_not_held_behind_itsel
     report = await first.run_once()
     assert (report.delivered, report.held) == (1, 0)
     assert [m.message_id for m in sender.sent] == [row.message_id]
+
+
+class Delayed(BurstWorkflow):
+    """Sends one message a day after the command (``not_before``)."""
+
+    def handle(self, state, command):  # type: ignore[no-untyped-def]
+        out = super().handle(state, command)
+        later = PendingOutbox(
+            message_type="NOTICE", recipient="9900000001001", not_before=T0 + timedelta(days=1)
+        )
+        return out.model_copy(update={"outbox": (later,)})
+
+
+async def enqueue_delayed(store: LmdbStore, clock: VirtualClock) -> None:
+    p = Process(Delayed(), store, TENANT, WorkflowId.new("burst", "FV2510"), clock=clock)
+    await p.execute_and_enqueue(Burst())
+
+
+@pytest.mark.parametrize("serving", [False, True])
+async def test_a_message_delayed_by_a_day_is_retried_when_its_first_attempt_fails(
+    store: LmdbStore, serving: bool
+) -> None:
+    """A message's age counted from its creation: one sent a day later (``not_before``) was a
+    day old at its first attempt, and a single failure made it a dead letter ("too old"),
+    never retried, with the default policy and serve's alike. Its age counts from when it
+    became due."""
+    from mako_actors.serve import OUTBOX_RETRY
+
+    clock = VirtualClock(T0)
+    await enqueue_delayed(store, clock)
+    sender = Outage()
+    worker = OutboxWorker(store, sender, clock, OUTBOX_RETRY if serving else RetryPolicy())
+    clock.set(T0 + timedelta(days=1))
+    assert (await worker.run_once()).retried == 1
+    sender.down = False
+    [waiting] = await store.pending(1, datetime.max.replace(tzinfo=UTC))
+    clock.set(waiting.next_attempt_at)
+    assert (await worker.run_once()).delivered == 1
+    assert len(sender.sent) == 1 and await store.dead_letters() == []
+
+
+async def test_a_delayed_message_is_given_up_on_max_age_after_it_became_due(store: LmdbStore) -> None:
+    """The age limit still holds for a delayed message, counted from its ``not_before``."""
+    from mako_actors.serve import OUTBOX_RETRY
+
+    clock = VirtualClock(T0)
+    await enqueue_delayed(store, clock)
+    worker = OutboxWorker(store, Outage(), clock, OUTBOX_RETRY)
+    clock.set(T0 + timedelta(days=1))
+    while not (await worker.run_once()).dead_lettered:
+        [waiting] = await store.pending(1, datetime.max.replace(tzinfo=UTC))
+        clock.set(waiting.next_attempt_at)
+    waited = clock() - (T0 + timedelta(days=1))
+    assert OUTBOX_RETRY.max_age <= waited <= OUTBOX_RETRY.max_age + OUTBOX_RETRY.max_delay
+    [letter] = await store.dead_letters()
+    assert letter.reason.startswith("too old") and letter.recorded_at == clock()

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mako_actors import LocalActorSystem, Process, TenantId, WorkflowId
 from mako_actors.metrics import Metrics, prometheus_text
 from mako_actors.scheduler import SchedulerStats
+from mako_actors.testing import envelope, identity, outbox_row
 from stores.lmdb import LmdbStore
 from tests.workflows import Ledger, Record
 
@@ -85,6 +86,29 @@ async def test_node_metrics_record_ingest_commands_and_delivery(tmp_path: Path) 
     assert parsed["mako_actors_live"][0] == "gauge"
     assert parsed["mako_store_commits"][2][()] == 3.0
     assert all(help_text for _, help_text, _ in parsed.values())
+
+
+async def test_a_delayed_messages_delivery_latency_counts_from_when_it_became_due(tmp_path: Path) -> None:
+    """A message the workflow delayed by a day (``not_before``) was observed as a day of
+    latency, past every bucket: the node's latency histogram counts from when it became due."""
+    from mako_actors.serve import _MeasuredSender
+
+    metrics = Metrics()
+    now = datetime.now(UTC)
+    contrl = {
+        "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
+                     "prepared_at": now.isoformat(), "control_ref": "NB0001"},
+        "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
+        "interchange_recipient_id": "9900000002009", "action": "7",
+    }  # fmt: skip
+    ident = identity()
+    message = outbox_row(ident, envelope(ident).event_id, now).model_copy(
+        update={"message_type": "CONTRL", "payload": contrl, "created_at": now - timedelta(days=1),
+                "not_before": now}
+    )  # fmt: skip
+    await _MeasuredSender(tmp_path / "out", metrics).send(message)
+    text = metrics.render().decode()
+    assert 'mako_outbox_delivery_latency_seconds_bucket{le="5.0"} 1.0' in text
 
 
 def test_the_stores_own_counts_are_counters_of_their_own() -> None:

@@ -105,6 +105,9 @@ def test_stamped_outbox_rows_equal_validated_ones() -> None:
         assert row.model_fields_set == validated.model_fields_set
     assert rows[0].next_attempt_at == NOW
     assert rows[1].next_attempt_at == datetime(2025, 6, 6, 7, 0, tzinfo=UTC)
+    # Kept, so its age counts from then (a delayed message is not "too old" at its first try).
+    assert rows[1].not_before == rows[1].due_since == datetime(2025, 6, 6, 7, 0, tzinfo=UTC)
+    assert rows[0].not_before is None and rows[0].due_since == rows[0].created_at
 
 
 def test_outbox_to_plain_equals_model_dump() -> None:
@@ -116,6 +119,11 @@ def test_outbox_to_plain_equals_model_dump() -> None:
     whole_seconds = row.model_copy(update={"created_at": datetime(2025, 1, 1, tzinfo=UTC)})
     assert whole_seconds.to_plain() == whole_seconds.model_dump(mode="json")
     assert OutboxMessage.from_plain(row.to_plain()) == row
+    delayed = row.model_copy(update={"not_before": datetime(2025, 6, 6, 9, 0, 0, 250, tzinfo=UTC)})
+    assert list(delayed.to_plain().items()) == list(delayed.model_dump(mode="json").items())
+    assert OutboxMessage.from_plain(delayed.to_plain()) == delayed
+    old_row = {k: v for k, v in row.to_plain().items() if k != "not_before"}  # stored before it was kept
+    assert OutboxMessage.from_plain(old_row).due_since == row.created_at
 
 
 def test_command_context_new_equals_a_validated_context() -> None:
