@@ -63,8 +63,9 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 60.0) 
 
 
 def files(directory: Path, prefix: str = "") -> list[str]:
+    """The finished files in ``directory``: no ``.tmp`` one, no dot name (a node's inbox lock)."""
     names = (p.name for p in directory.iterdir())
-    return sorted(n for n in names if n.startswith(prefix) and not n.endswith(".tmp"))
+    return sorted(n for n in names if n.startswith(prefix) and not n.endswith(".tmp") and n[0] != ".")
 
 
 def outbox_empty(store: str) -> bool:
@@ -910,6 +911,33 @@ async def test_a_second_node_on_the_same_store_is_refused(tmp_path: Path) -> Non
             await Node(second).run(asyncio.Event())
     async with in_process(Node(second)):
         pass
+
+
+async def test_a_second_node_on_the_same_inbox_is_refused_though_its_store_is_another(
+    tmp_path: Path,
+) -> None:
+    """Only the store was locked: two nodes with two stores on one inbox each ingested and
+    answered every interchange (the sender got every CONTRL and APERAK twice) and raced to
+    move it to done/ or rejected/. The second is refused, naming the inbox and the first; it
+    runs once the first stopped, and the inbox's lock file is no interchange to it."""
+    import asyncio
+
+    from mako_actors.serve import Node
+
+    first = node_config(tmp_path)
+    second = dataclasses.replace(node_config(tmp_path / "other"), inbox=first.inbox)
+    async with in_process(Node(first)):
+        served = r"the inbox .*in is served already \(mako-actors serve, process \d+ on .+\); one node per"
+        with pytest.raises(InvalidArgument, match=served):
+            await asyncio.wait_for(Node(second).run(asyncio.Event()), 30)  # (not: it serves)
+        assert [p.name for p in first.inbox.iterdir()] == [".serve.lock"]
+    assert not list(first.inbox.iterdir())  # released and removed on exit
+    async with in_process(Node(second)):
+        drop(first.inbox, "a.edi", interchange(0))
+        await until("a.edi taken", lambda: files(tmp_path / "done") == ["a.edi"])
+        assert files(first.inbox) == [] and files(tmp_path / "rejected") == []
+    assert len(files(second.outbox, "CONTRL")) == 1 and files(first.outbox) == []
+    assert not list(first.inbox.iterdir())
 
 
 async def test_a_backlog_is_decided_after_the_fristen_due_among_its_files(tmp_path: Path) -> None:
