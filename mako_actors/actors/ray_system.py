@@ -86,6 +86,7 @@ _NODE_RESOURCE = "mako-node:"
 # rebalance to copy the partition) before its caller gets the refusal
 _NOT_OPEN = PartitionNotOpen.__name__
 _MOVED_RETRIES = 6
+_CLOSED = ActorSystemClosed.__name__
 _log = logging.getLogger(__name__)
 
 
@@ -1562,6 +1563,7 @@ class RayActorSystem(HandleFactory):
         answered = len(items)
         map_read = False
         refused: list[_Queued] = []
+        closed: list[_Queued] = []
         for item, result in zip(items, results, strict=True):
             future = item[3]
             if future.done():  # the caller gave up (cancelled)
@@ -1577,6 +1579,16 @@ class RayActorSystem(HandleFactory):
                     refused.append(item)
                     answered -= 1
                     continue
+                if (
+                    result.plain.get("error") == _CLOSED and key[0] != "proc"  # (``dispatch`` resends those)
+                    and not self._closed and item[4] < _MOVED_RETRIES
+                ):
+                    # Another driver sharing the hosts by name closed them (its ``aclose``) and
+                    # this ran nothing: resend it to the hosts looked up again (made anew once
+                    # that driver's kill has ended them), instead of failing a system not closed.
+                    closed.append((*item[:4], item[4] + 1))
+                    answered -= 1
+                    continue
                 future.set_exception(EngineError.from_plain(result.plain))
             elif kind is _Raised:
                 future.set_exception(result.exc)
@@ -1585,6 +1597,10 @@ class RayActorSystem(HandleFactory):
         self._answered(answered)
         if refused:
             self._resend_refused(key[1], refused)
+        if closed:
+            self._host_died(key)
+            delay = min(0.05 * 2 ** (max(a[4] for a in closed) - 1), 1.0)
+            self._requeue_first(None if key[0] == "node" else key, closed, delay)
 
     async def _on_partition(self, partition: int, call: Callable[[Any], Any]) -> Any:
         """``call(host)`` on the host of ``partition``'s node, replied (``_reply``); where that host

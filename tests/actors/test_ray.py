@@ -377,6 +377,32 @@ async def test_a_driver_whose_shared_hosts_another_driver_ended_gets_new_ones(tm
         await second.aclose()
 
 
+async def test_a_call_the_hosts_refused_as_closed_by_another_driver_is_resent(tmp_path: Path) -> None:
+    """Another driver's aclose closed the shared hosts (they refuse everything, unrun) and ends
+    them a moment later. Before, this driver's call failed with ActorSystemClosed, though its
+    system is open: now it is resent to the hosts looked up again, made anew once ended."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    first = RayActorSystem(tmp_path / "db", [Faulty], hosts=2, name_prefix=prefix, kill_on_close=False)
+    second = RayActorSystem(tmp_path / "db", [Faulty], hosts=2, name_prefix=prefix)
+    try:
+        ref = second.spawn("faulty", TENANT, FAULTY_ID)
+        await ref.execute(Fail(kind="ok", label="before"))
+        hosts = first.host_handles()
+        await first.aclose()  # closed, still alive: its kill comes later
+
+        async def end_them() -> None:
+            await asyncio.sleep(0.3)
+            for host in hosts:
+                ray.kill(host, no_restart=True)
+
+        ending = asyncio.create_task(end_them())
+        await ref.execute(Fail(kind="ok", label="after", idempotency_key="k-after"))
+        await ending
+        assert (await ref.state()).labels == ("before", "after")
+    finally:
+        await second.aclose()
+
+
 async def test_aclose_waits_for_a_firing_of_deadlines_under_way(tmp_path: Path) -> None:
     """Before, aclose closed the hosts under a running fire_due_deadlines: the firing failed
     with 'store is closed', and a deadline it was firing was dead-lettered yet stayed due."""
