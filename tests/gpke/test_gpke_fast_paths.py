@@ -5,6 +5,7 @@ they build must be what validation would accept and dump byte for byte the same.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
@@ -193,16 +194,18 @@ def test_predicted_request_references_are_those_of_our_references_and_the_workfl
 def test_derived_references_keep_their_formula() -> None:
     """Stored histories hold these references: they must never change."""
     for seed, index in (("9900000001001:LFN1:M1:TX1", 0), ("s", 17)):
-        shapes = (("0020", "N", 13), ("0062", "M", 13), ("1004", "D", 19), ("IDE", "T", 19))
-        for kind, letter, length in shapes:
+        for kind, letter in (("0020", "N"), ("0062", "M")):  # 13 base-32 characters: 65 bits
+            raw = hashlib.sha256(f"{seed}|{index}|{kind}".encode()).digest()
+            assert derive_ref(seed, index, kind) == letter + base64.b32encode(raw).decode()[:13]  # type: ignore[arg-type]
+        for kind, letter in (("1004", "D"), ("IDE", "T")):  # 19 hex digits: 76 bits
             digest = hashlib.sha256(f"{seed}|{index}|{kind}".encode()).hexdigest().upper()
-            assert derive_ref(seed, index, kind) == letter + digest[:length]  # type: ignore[arg-type]
+            assert derive_ref(seed, index, kind) == letter + digest[:19]  # type: ignore[arg-type]
         ref = OutboundRef.derive(seed, index, "UTILMD", LFN, "55002")
         assert (ref.interchange_ref, ref.message_ref, ref.document_number, ref.ide_ref) == tuple(
             derive_ref(seed, index, kind) for kind in ("0020", "0062", "1004", "IDE")
         )
-    # as computed by the code of a159abf
-    assert derive_ref("CONTRL:9900000001001:LFN1", 0, "0020") == "N9EE711A26FE86"
+    # as computed since the 0020 has 65 bits (before: 52, hex, "N9EE711A26FE86")
+    assert derive_ref("CONTRL:9900000001001:LFN1", 0, "0020") == "NT3TRDITP5BXEV"
 
 
 def test_derived_refs_are_valid_models() -> None:
