@@ -186,6 +186,12 @@ class Metrics:
         self.dead_letters = Counter(
             "mako_dead_letters", "messages given up on by this node, by source", ["source"], registry=r
         )
+        self.stale_readers = Counter(
+            "mako_store_stale_readers_cleared",
+            "LMDB reader slots of processes that died mid-read (a CLI or notebook beside the node), "
+            "cleared; each had stopped the store reusing freed pages, so it grew with every write",
+            registry=r,
+        )
         self.outbox_pending = Gauge("mako_outbox_pending", "messages waiting in the outbox", registry=r)
         self.deadlines_open = Gauge("mako_deadlines_open", "open deadlines (Fristen)", registry=r)
         self.inbox_waiting = Gauge("mako_inbox_waiting", "files waiting in the inbox directory", registry=r)

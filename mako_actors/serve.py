@@ -660,6 +660,9 @@ class Node:
             self._ray_stats = await system.get_stats()
 
     async def _store_levels(self, store: Any) -> None:
+        clear = getattr(store, "clear_stale_readers", None)
+        if clear is not None:  # a reader beside the node (CLI, notebook) killed mid-read
+            self.metrics.stale_readers.inc(clear())
         self.metrics.outbox_pending.set(await store.outbox_count())
         counts = await store.table_counts()
         self.metrics.deadlines_open.set(counts["deadlines"])

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import queue
 import threading
@@ -46,6 +47,8 @@ from mako_actors.store import Activation, Commit, CommitResult
 from stores import _schema as schema
 from stores._base import StoreBase, WriteFn, chained_conflict, failed_commit, run_write
 from stores._kv import DATABASES
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -125,6 +128,7 @@ def _open_env(
             # A process-wide reader table slot per thread would leak with thread pools.
             lock=True,
         )
+        clear_stale_readers(env, real)
     except OSError as exc:
         cause = errno.errorcode.get(exc.errno or 0, "OSError")
         raise StoreOpenError(f"cannot open LMDB store at {real}: {exc.strerror} ({cause})") from None
@@ -197,6 +201,20 @@ def meta_retrying(env: Any, fn: Callable[[], T]) -> T:
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
     raise StoreOpenError(f"cannot open LMDB store at {env.path()}: its map kept changing size")
+
+
+def clear_stale_readers(env: Any, real: str) -> int:
+    """Free the reader slots of processes that died inside a read transaction; how many.
+
+    Such a slot keeps its transaction's snapshot: LMDB reuses no page freed after it, so every
+    later write grows the file (a CLI read or a notebook beside ``serve`` killed mid-read grew
+    its store ~40-fold). LMDB clears it only when asked, or when every process closed the
+    store. Cheap (a scan of the reader table); called at every open and by ``serve``.
+    """
+    cleared = int(env.reader_check())
+    if cleared:
+        log.warning("LMDB store at %s: cleared %d reader slot(s) of processes dead mid-read", real, cleared)
+    return cleared
 
 
 def _lmdb_cause(exc: lmdb.Error) -> str:
@@ -735,6 +753,12 @@ class LmdbStore(StoreBase):
         """Take the map size another process set; waits for a write batch in progress here."""
         with self._write_lock, self._env_lock:
             self._env.set_mapsize(0)
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of processes that died mid-read (``clear_stale_readers``); how
+        many. A long-running node calls it now and then: a reader beside it may be killed."""
+        self._check_open()
+        return clear_stale_readers(self._env, self._real)
 
     # -- lifecycle -------------------------------------------------------------------------
 

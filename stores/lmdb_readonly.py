@@ -20,7 +20,7 @@ import lmdb
 from mako_actors.errors import StoreError
 from stores._base import StoreBase, WriteFn
 from stores._kv import DATABASES
-from stores.lmdb import LmdbStore, _LmdbTxn, check_format, meta_retrying
+from stores.lmdb import LmdbStore, _LmdbTxn, check_format, clear_stale_readers, meta_retrying
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ class ReadOnlyLmdbStore(StoreBase):
         try:
             # map_size 0: adopt the size the writer left in the meta page (for map usage).
             self._env = lmdb.open(real, readonly=True, max_dbs=len(DATABASES) + 1, lock=True, map_size=0)
+            clear_stale_readers(self._env, real)
         except lmdb.Error as exc:
             with LmdbStore._open_lock:
                 LmdbStore._open_paths.discard(real)
