@@ -1193,11 +1193,14 @@ def _refusal(
     """The APERAK 313 payload refusing one transaction (or message) we could not process.
 
     Its references derive from what it answers, so a re-run of the same interchange produces
-    the identical APERAK.
+    the identical APERAK: the message and the transaction's position in it, as an IDE may be
+    missing or repeated in one message (each refusal must have its own 0020, 0062 and 1004).
     """
     ide = transaction.ide_ref if transaction is not None else ""
     seed = f"APERAK:{interchange.sender.id}:{interchange.control_ref}:{message.reference}:{ide}"
-    ref = OutboundRef.derive(seed, 0, "APERAK", interchange.sender.id)
+    # The first transaction's (and a whole message's) index stays 0: references of before.
+    position = 0 if transaction is None else _position(message, transaction)
+    ref = OutboundRef.derive(seed, position, "APERAK", interchange.sender.id)
     payload = AperakPayload.build(
         ref,
         interchange.recipient.id,
@@ -1212,6 +1215,14 @@ def _refusal(
     if not ide:  # no IDE to name: no RFF+TN (an empty one would be a syntax error of ours)
         payload = payload.model_copy(update={"referenced_transaction_ref": None})
     return payload.to_payload()
+
+
+def _position(message: Message, transaction: Transaction) -> int:
+    """Where ``transaction`` (one of ``message.transactions``, by identity) stands in it.
+
+    By identity: two transactions with equal content (an IDE sent twice) are two positions.
+    """
+    return next(i for i, t in enumerate(message.transactions) if t is transaction)
 
 
 def _version_errors(
