@@ -12,7 +12,9 @@
    are a duplicate (``rejected_before`` if their receipt rejected them, and then processed no
    more), other bytes under the same reference an ``InboxConflict`` alarm, a dead letter and a
    CONTRL 4 with 0085 = 26) and enqueue the CONTRL (``7`` accepted / ``4`` rejected) in the
-   same transaction.
+   same transaction. Other bytes under a reference whose receipt rejected them are a new
+   receipt (a corrected resend): a rejection's CONTRL derives its 0020/0062 from the bytes
+   too, so the CONTRL of the resend never repeats them.
 3. For every transaction of every message: the market process family that handles its PID
    (``family.ProcessFamily``; GPKE by default) decides to start a process, resume one, skip
    the transaction or refuse it. Commands run through ``execute_and_enqueue_with`` with the
@@ -866,6 +868,12 @@ class InboundPipeline:
                 error_code=None if accepted else error_code,
                 error_segment=error_segment,
                 message_errors=message_errors,
+                # A rejected interchange counts as not received: other bytes under its 0020 (a
+                # corrected resend) are a new receipt, whose CONTRL must not repeat this one's
+                # 0020/0062. So a rejection's derive from its bytes too (the same bytes: the same
+                # CONTRL), apart from a conflict's CONTRL 26 (the bare digest); the one accepted
+                # receipt under a 0020 keeps the plain ones, in every piece of a split bundle.
+                variant=None if accepted else f"rejected:{digest}",
                 answered_by=result.answered_by,
                 interchange_sender_qualifier=result.sender_qualifier,
                 interchange_recipient_qualifier=result.recipient_qualifier,

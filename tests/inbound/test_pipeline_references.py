@@ -73,3 +73,46 @@ async def test_each_refused_transaction_of_one_message_gets_references_of_its_ow
         assert len({r[kind] for r in refs[False]}) == 3
     assert refs[True] == refs[False]
 
+
+
+async def _contrls(store: LmdbStore) -> list[tuple[str, str, str, str | None]]:
+    """(0020, 0062, UCI 0083, UCI 0085) of each CONTRL in the outbox, in the order enqueued."""
+    return [
+        (m.payload["envelope"]["control_ref"], m.payload["reference"], m.payload["action"],
+         m.payload.get("error_code"))
+        for m in await outbox(store) if m.message_type == "CONTRL"
+    ]  # fmt: skip
+
+
+async def test_a_corrected_resend_gets_a_contrl_of_its_own_and_a_retransmission_the_same(
+    tmp_path: Path,
+) -> None:
+    """A rejected interchange counts as not received, so other bytes under its sender and 0020
+    are a new receipt. Before, their CONTRL repeated the 0020 and 0062 of our CONTRL 4 for the
+    rejected bytes: a partner deduplicating by our 0020 dropped the CONTRL 7 of its corrected
+    resend. Now every CONTRL on other bytes has references of its own, also apart from the
+    CONTRL 26 that answers rejected bytes sent again once others were accepted; the same bytes
+    again are a duplicate (no CONTRL), or, received anew after other rejected bytes, answered
+    by the same CONTRL. Serve and replay give every CONTRL the same references."""
+    good = anmeldung()
+    truncated = good[: good.index(b"RFF+Z13")]  # cut mid-message: CONTRL 4, UCM 0085 = 13
+    wrong_version = anmeldung(version="UTILMD:D:11A:UN:S9.9")  # CONTRL 4, UCM 0085 = 12
+    files = [truncated, truncated, wrong_version, truncated, good, good, wrong_version]
+    contrls: dict[bool, list[tuple[str, str, str, str | None]]] = {}
+    for after_routing in (False, True):
+        async with LmdbStore(tmp_path / f"db-{after_routing}") as store:
+            p = _pipeline(store, after_routing)
+            statuses = [(await p.ingest(raw, THU_1430)).status for raw in files]
+            assert statuses == [
+                "rejected", "duplicate", "rejected", "rejected", "accepted", "duplicate", "conflict",
+            ]  # fmt: skip
+            contrls[after_routing] = await _contrls(store)
+    first, wrong, again, corrected, conflict = contrls[False]
+    # (the rejections name their message's error on a UCM line, not on UCI)
+    assert [(c[2], c[3]) for c in (first, wrong, corrected, conflict)] == [
+        ("4", None), ("4", None), ("7", None), ("4", "26"),
+    ]  # fmt: skip
+    assert again == first
+    assert len({c[0] for c in (first, wrong, corrected, conflict)}) == 4
+    assert len({c[1] for c in (first, wrong, corrected, conflict)}) == 4
+    assert contrls[True] == contrls[False]
