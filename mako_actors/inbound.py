@@ -21,8 +21,10 @@
    interchange's correlation id, so the answers leave through the outbox.
 4. A transaction that is readable but not processable (a PID no family handles, an answer to
    no request of ours, values that do not fit) gets a negative APERAK (313) from us, written
-   with the receipt's ``InterchangeProcessed``, and a dead letter with its audit context;
-   nothing is dropped and no exception escapes.
+   with the receipt's ``InterchangeProcessed`` (its 0020 bound there as ``ic:<0020>``, so the
+   partner's CONTRL on it is recorded on the receipt stream: ``RefusalAcknowledged``, a
+   negative one also a dead letter), and a dead letter with its audit context; nothing is
+   dropped and no exception escapes.
 
 Dead letters are keyed by their content: ingesting an interchange again after a crash adds
 none twice, and a duplicate of a rejected interchange writes its letter again (stored once),
@@ -78,6 +80,7 @@ from mako_actors.family import InboundTransaction, ProcessFamily, Refuse, Resume
 # Market-wide pieces (not GPKE routing): the ÜT, and the CONTRL/APERAK every EDI@Energy
 # message type is answered with.
 from mako_actors.gpke.calendar import uet
+from mako_actors.gpke.keys import interchange_key
 from mako_actors.gpke.payloads import (
     AperakError,
     AperakPayload,
@@ -145,9 +148,24 @@ class InterchangeConflicted(Event, type="inbox.interchange_conflicted"):
     source: str | None
 
 
+class RefusalAcknowledged(Event, type="inbox.refusal_acknowledged"):
+    """The partner's CONTRL on a negative APERAK the pipeline sent from this receipt stream
+    (``referenced_interchange_ref``: that APERAK's 0020). A negative one (0083 4): the partner
+    counts our refusal as not received."""
+
+    message_type: str
+    sender: str
+    referenced_interchange_ref: str
+    positive: bool
+    codes: tuple[str, ...] = ()
+    interchange_ref: str
+    received_at: datetime
+
+
 class RecordProcessed(BaseModel):
     """Record that every message of the interchange was routed (or dead-lettered), and send
-    the negative APERAKs of the transactions refused (``refusals``: APERAK payloads)."""
+    the negative APERAKs of the transactions refused (``refusals``: APERAK payloads), the 0020
+    of each bound to this receipt stream (``ic:<0020>``) for the partner's CONTRL on it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["processed"] = "processed"
@@ -179,6 +197,14 @@ class RecordConflict(BaseModel):
     contrl: dict[str, Any]
 
 
+class RecordAcknowledgement(BaseModel):
+    """Record the partner's CONTRL on one of the refusal APERAKs of this receipt stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["acknowledgement"] = "acknowledgement"
+    acknowledgement: RefusalAcknowledged
+
+
 class ReceiptState(BaseModel):
     model_config = ConfigDict(frozen=True)
     received: bool = False
@@ -189,18 +215,20 @@ class ReceiptState(BaseModel):
     # The receipt's source and error: a rejected interchange's dead letter is made of them.
     source: str | None = None
     error: str | None = None
+    sender: str = ""  # the interchange's, to whom the pipeline's APERAKs went
 
 
-ReceiptCommand = RecordReceipt | RecordProcessed | RecordConflict
+ReceiptCommand = RecordReceipt | RecordProcessed | RecordConflict | RecordAcknowledgement
 
 
 class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
-    """The receipt log of one interchange: received (with its CONTRL), then processed."""
+    """The receipt log of one interchange: received (with its CONTRL), then processed; the
+    partner's CONTRLs on the APERAKs the pipeline refused its transactions with."""
 
     name = RECEIPT_WORKFLOW
-    # 2: the receipt's source and error in the state (a snapshot of 1 lacks them)
-    state_schema_version = 2
-    events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted)
+    # 2: the receipt's source and error in the state (a snapshot of 1 lacks them); 3: its sender
+    state_schema_version = 3
+    events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted, RefusalAcknowledged)
 
     def initial_state(self) -> ReceiptState:
         return _NO_RECEIPT
@@ -210,6 +238,8 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
             if not state.received or state.processed:
                 raise WorkflowError.invalid_state("interchange not received, or processed already")
             return _processed((), (), command)
+        if isinstance(command, RecordAcknowledgement):
+            return _acknowledged(state, command.acknowledgement)
         if isinstance(command, RecordConflict):
             digest = command.conflict.sha256
             if digest == state.sha256 or digest in state.conflicts:
@@ -235,14 +265,18 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
             return _receipt_state(
-                True, event.sha256, event.accepted, False, state.conflicts, event.source, event.error
-            )
+                True, event.sha256, event.accepted, False, state.conflicts, event.source, event.error,
+                event.sender,
+            )  # fmt: skip
         if isinstance(event, InterchangeConflicted):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
+        if isinstance(event, RefusalAcknowledged):
+            return state  # a record for the operator: nothing is decided by it
         # InterchangeProcessed
         return _receipt_state(
-            state.received, state.sha256, state.accepted, True, state.conflicts, state.source, state.error
-        )
+            state.received, state.sha256, state.accepted, True, state.conflicts, state.source, state.error,
+            state.sender,
+        )  # fmt: skip
 
 
 _NO_RECEIPT = ReceiptState()  # frozen: every new receipt stream starts from this one
@@ -262,6 +296,7 @@ def _receipt_state(
     conflicts: tuple[str, ...],
     source: str | None,
     error: str | None,
+    sender: str,
 ) -> ReceiptState:
     """A ``ReceiptState`` of typed values, without validation (every stream's every event)."""
     fields = {
@@ -272,6 +307,7 @@ def _receipt_state(
         "conflicts": conflicts,
         "source": source,
         "error": error,
+        "sender": sender,
     }
     return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
 
@@ -292,20 +328,43 @@ def _processed(
     events: tuple[Event, ...], outbox: tuple[PendingOutbox, ...], command: RecordProcessed
 ) -> WorkflowOutput:
     """``events`` and ``outbox`` with the outcome: ``InterchangeProcessed`` and the refusals'
-    negative APERAKs (after ``outbox``)."""
+    negative APERAKs (after ``outbox``), the 0020 of each bound to this stream (``ic:``), as a
+    process binds its own: the partner's CONTRL on it finds it (DOMAIN §5)."""
     fields = command.__dict__
     payloads = fields["refusals"]
     processed = trusted(
         InterchangeProcessed, {"outcomes": fields["outcomes"], "refused": len(payloads)}, _OUTCOME_SET
     )
-    refusals = tuple([_pending("APERAK", p["envelope"]["recipient_id"], p) for p in payloads])
     # ``WorkflowOutput.of(...).with_outbox(...)`` in one model (typed values: no validation).
-    output = {**_NO_OUTPUT, "events": (*events, processed), "outbox": (*outbox, *refusals)}
-    return trusted(WorkflowOutput, output, _EVENTS_AND_OUTBOX)
+    output = {**_NO_OUTPUT, "events": (*events, processed), "outbox": outbox}
+    if not payloads:
+        return trusted(WorkflowOutput, output, _EVENTS_AND_OUTBOX)
+    output["outbox"] = (*outbox, *[_pending("APERAK", p["envelope"]["recipient_id"], p) for p in payloads])
+    output["register_keys"] = tuple([interchange_key(p["envelope"]["control_ref"]) for p in payloads])
+    return trusted(WorkflowOutput, output, _EVENTS_OUTBOX_AND_KEYS)
+
+
+def _acknowledged(state: ReceiptState, acknowledgement: RefusalAcknowledged) -> WorkflowOutput:
+    """The partner's CONTRL on a refusal APERAK of this stream (its ``ic:`` key led here)."""
+    ack = acknowledgement.__dict__
+    referenced = ack["referenced_interchange_ref"]
+    if ack["message_type"] != "CONTRL":  # an APERAK is answered by a CONTRL only, never an APERAK
+        raise WorkflowError.rejected(
+            f"{ack['message_type']} refers to our APERAK {referenced} (refusing a transaction): "
+            "only a CONTRL answers an APERAK"
+        )
+    if ack["sender"] != state.sender:
+        # Only its recipient acknowledges it: anyone else would make it count as not received.
+        raise WorkflowError.rejected(
+            f"CONTRL from {ack['sender']} refers to our APERAK {referenced}, which went to {state.sender}"
+        )
+    return WorkflowOutput.of(acknowledgement)
 
 
 _NO_OUTPUT = {name: info.default for name, info in WorkflowOutput.model_fields.items()}
-_EVENTS_AND_OUTBOX = {"events", "outbox"}  # shared: the model is frozen
+# Shared: the model is frozen.
+_EVENTS_AND_OUTBOX = {"events", "outbox"}
+_EVENTS_OUTBOX_AND_KEYS = {"events", "outbox", "register_keys"}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -1094,6 +1153,10 @@ class InboundPipeline:
                 identity = await self._store.lookup(tenant, key)
                 if identity is None:
                     continue
+                if identity.workflow_id.name == RECEIPT_WORKFLOW:  # an APERAK the pipeline sent
+                    return await self._refusal_acknowledged(
+                        identity, interchange, message, values, received_at
+                    )
                 handle = self._host.resume(identity)
                 await handle.execute_and_enqueue_with(
                     command, self._context(handle, interchange.correlation_ref, received_at)
@@ -1119,6 +1182,50 @@ class InboundPipeline:
             reason = f"{type(exc).__name__}: {exc}"
             await self._dead_letter("inbound", reason, _audit_of(interchange, message), received_at)
             return MessageOutcome(message.reference, None, None, "dead_letter", None, reason)
+
+    async def _refusal_acknowledged(
+        self,
+        identity: ProcessIdentity,
+        interchange: Interchange,
+        message: Message,
+        values: dict[str, Any],
+        received_at: datetime,
+    ) -> MessageOutcome:
+        """The partner's CONTRL on a refusal APERAK of ours: recorded on the receipt stream that
+        sent it (``RefusalAcknowledged``; refused, so a dead letter, when it is no CONTRL or not
+        from that APERAK's recipient).
+
+        A negative one is a dead letter as well: the partner counts our refusal as not received,
+        so it still waits for an answer to its transaction, and only an operator can see that.
+        """
+        acknowledgement = RefusalAcknowledged(
+            message_type=message.message_type,
+            sender=values["sender"],
+            referenced_interchange_ref=values["referenced_interchange_ref"],
+            positive=values["positive"],
+            codes=values["codes"],
+            interchange_ref=interchange.control_ref,
+            received_at=received_at,
+        )
+        handle = self._receipts.resume(identity)
+        await handle.execute_and_enqueue_with(
+            RecordAcknowledgement(acknowledgement=acknowledgement),
+            self._context(handle, interchange.correlation_ref, received_at),
+        )
+        positive = acknowledgement.positive
+        if not positive:
+            codes = " ".join(acknowledgement.codes) or "without code"
+            reason = (
+                f"{acknowledgement.sender} rejected our APERAK {acknowledgement.referenced_interchange_ref} "
+                f"(CONTRL 4, {codes}), which refused a transaction of theirs: they count the refusal as "
+                "not received and still await an answer; correct and resend it "
+                f"(mako-actors processes timeline {identity.process_id})"
+            )
+            await self._dead_letter("inbound", reason, _audit_of(interchange, message), received_at)
+        return MessageOutcome(
+            message.reference, None, None, "routed", identity.process_id, message.message_type,
+            ack="accepted" if positive else "rejected",
+        )  # fmt: skip
 
     async def _unhandled(
         self,

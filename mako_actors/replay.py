@@ -14,8 +14,9 @@ Two schedules give the same decisions (``ReplayReport.decision_digest`` proves i
   are in flight at once, so the actors' commits share LMDB write transactions. Each item waits
   only for the earlier items it depends on, by *routing key*: the receipt (sender, recipient,
   0020), the MaLo and the transaction (sender, IDE) of a trigger, and for an answer or an
-  acknowledgement the MaLo of the process it names, found in an in-memory view of the registry
-  that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
+  acknowledgement the MaLo of the process it names (for a CONTRL on a refusal APERAK of the
+  pipeline, the receipt key of the interchange it refused), found in an in-memory view of the
+  registry that every commit of the run updates (``_RunView``). A deadline a commit sets is queued under
   its process's key at its due instant and fires after every earlier item of that key and
   before every later one, once all items received before it are queued. A process an earlier
   run started has the key its trigger had (its MaLo, read from its first event in the store),
@@ -603,7 +604,9 @@ async def _all_events(store: Store) -> list[EventEnvelope]:
 # -- the run's view of the store -------------------------------------------------------------
 
 
-_PROCESSED = "inbox.interchange_processed"  # a receipt stream's last event
+# A receipt stream's last event, but for the partner's CONTRLs on the APERAKs it sent.
+_PROCESSED = "inbox.interchange_processed"
+_RECEIVED = "inbox.interchange_received"  # a receipt stream's first event
 
 
 class _RunView:
@@ -907,6 +910,17 @@ class _RunView:
         self.learn_stored_keys((stream_id,))
         return self.stream_keys[stream_id]
 
+    def receipt_key_of(self, stream_id: StreamId) -> tuple[str, ...]:
+        """The routing key of the receipt stream ``stream_id``: its interchange's receipt key
+        (``_Pipeline._keys``), read from its first event once (in the store: the binding that
+        led here was committed), so a CONTRL on a refusal APERAK sent from it waits for every
+        earlier copy of that interchange and never writes to the stream beside one."""
+        key = self.stream_keys.get(stream_id)
+        if key is None:
+            self.learn_stored_keys((stream_id,))
+            key = self.stream_keys[stream_id]
+        return key
+
     def learn_stored_keys(self, stream_ids: Iterable[StreamId]) -> None:
         """Read the keys of processes in the store (its first event's trigger), one transaction.
 
@@ -926,13 +940,17 @@ class _RunView:
 
 def _stored_key(txn: Any, stream_id: StreamId) -> tuple[str, ...]:
     """``_RunView.key_of`` of a process in the store: ``("malo", recipient, MaLo)`` of the trigger
-    its first event records (``str`` of the MaLo, as ``_Pipeline._keys`` takes it), else the
-    stream's key (no such event: not a trigger's process)."""
+    its first event records (``str`` of the MaLo, as ``_Pipeline._keys`` takes it); of a receipt
+    stream, ``("receipt", sender, recipient, 0020)`` of its interchange; else the stream's key
+    (no such event: not a trigger's process)."""
     raw = txn.get("events", event_key(str(stream_id), 1))
-    payload = unpack(raw).get("payload") if raw is not None else None
+    record = unpack(raw) if raw is not None else {}
+    payload = record.get("payload")
     inbound = payload.get("inbound") if isinstance(payload, dict) else None
     if isinstance(inbound, dict) and isinstance(inbound.get("recipient"), str):
         return ("malo", inbound["recipient"], str(inbound.get("malo")))
+    if record.get("event_type") == _RECEIVED and isinstance(payload, dict):
+        return ("receipt", str(payload["sender"]), str(payload["recipient"]), str(payload["interchange_ref"]))
     return ("stream", str(stream_id))
 
 
@@ -1106,6 +1124,8 @@ class _Pipeline:
         """
         target = self.view.registry.get((tenant.int, registry_key))
         if target is not None:
+            if target.workflow_id.name == RECEIPT_WORKFLOW:  # a refusal APERAK the pipeline sent
+                return self.view.receipt_key_of(target.stream_id)
             return self.view.key_of(target.stream_id)
         return self.predicted.get(kind, reference)
 

@@ -8,15 +8,19 @@ Bytes in through ``InboundPipeline`` on LMDB.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from mako_actors import OutboxMessage
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.supply import StaticMasterData
-from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers
+from mako_actors.inbound import DirectHost, InboundPipeline, Suppliers, receipt_identity
+from mako_actors.replay import _RunView, replay_directory
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
-from tests.inbound.edi import LFA, MALO, NB, THU_1430, anmeldung, outbox
+from tests.inbound.edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, outbox
 
 OTHER_MALO = "51238696781"
 
@@ -116,3 +120,98 @@ async def test_a_corrected_resend_gets_a_contrl_of_its_own_and_a_retransmission_
     assert len({c[0] for c in (first, wrong, corrected, conflict)}) == 4
     assert len({c[1] for c in (first, wrong, corrected, conflict)}) == 4
     assert contrls[True] == contrls[False]
+
+
+def _contrl(sender: str, control_ref: str, referenced: str, action: str) -> bytes:
+    """A partner's CONTRL (UCI 0083 ``action``) on our interchange ``referenced``."""
+    text = (
+        f"UNA:+.? 'UNB+UNOC:3+{sender}:500+{NB}:500+251113:1500+{control_ref}'UNH+1+CONTRL:D:3:UN:2.0b'"
+        f"UCI+{referenced}+{NB}:500+{sender}:500+{action}'UNT+3+1'UNZ+1+{control_ref}'"
+    )
+    return text.encode("latin-1")
+
+
+def _without_7402() -> bytes:
+    """An Anmeldung whose one transaction has no reference (``IDE+24``): refused, APERAK Z29."""
+    return _with_transactions(anmeldung(), ["IDE+24"])
+
+
+async def test_the_partners_contrl_on_our_refusal_is_recorded_where_it_was_sent(tmp_path: Path) -> None:
+    """Before, the 0020 of a refusal APERAK (the pipeline's, not a process's) was bound nowhere,
+    so the partner's CONTRL on it always became a dead letter "CONTRL refers to unknown
+    interchange". Now the receipt stream that sent it binds ``ic:<0020>`` in the same write:
+    a positive CONTRL is recorded there and nothing else; a negative one too, and a dead letter
+    says that the partner counts our refusal as not received; a CONTRL from anyone else is
+    refused (a dead letter), as a process refuses one."""
+    async with LmdbStore(tmp_path / "db") as store:
+        p = _pipeline(store)
+        refused = await p.ingest(_without_7402(), THU_1430)
+        assert [m.refused for m in refused.messages] == ["Z29"]
+        [aperak] = await _refusals(store)
+        ours = aperak.payload["envelope"]["control_ref"]
+        receipt = receipt_identity(NB, LFN, "LFN0001")
+        assert await store.lookup(receipt.tenant_id, f"ic:{ours}") == receipt
+        letters = len(await store.dead_letters(limit=100))  # the refusal's
+
+        later = THU_1430 + timedelta(minutes=20)
+        positive = await p.ingest(_contrl(LFN, "LFNC1", ours, "7"), later)
+        assert [(m.outcome, m.ack) for m in positive.messages] == [("routed", "accepted")]
+        assert len(await store.dead_letters(limit=100)) == letters
+
+        negative = await p.ingest(_contrl(LFN, "LFNC2", ours, "4"), later)
+        assert [(m.outcome, m.ack) for m in negative.messages] == [("routed", "rejected")]
+        [letter] = (await store.dead_letters(limit=100))[letters:]
+        assert f"{LFN} rejected our APERAK {ours}" in letter.reason
+
+        stranger = await p.ingest(_contrl(LFA, "LFAC1", ours, "7"), later)
+        assert [m.outcome for m in stranger.messages] == ["dead_letter"]
+        assert f"which went to {LFN}" in stranger.messages[0].detail
+
+        events = await store.load(receipt.stream_id)
+        recorded = [e.payload for e in events if e.event_type == "inbox.refusal_acknowledged"]
+        assert [(e["interchange_ref"], e["positive"]) for e in recorded] == [
+            ("LFNC1", True), ("LFNC2", False),
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize("window", [1, 512])
+async def test_a_replay_records_the_contrl_on_our_refusal_in_both_schedules(
+    tmp_path: Path, window: int
+) -> None:
+    """A replay keys the CONTRL by the receipt stream its ``ic:`` binding names (the refused
+    interchange's receipt key, so it never writes there beside a copy of that interchange), and
+    records it there as serve does, in either schedule and with the same decisions."""
+    async with LmdbStore(tmp_path / "scratch") as store:  # our refusal's 0020, as serve sends it
+        await _pipeline(store).ingest(_without_7402(), THU_1430)
+        [aperak] = await _refusals(store)
+    ours = aperak.payload["envelope"]["control_ref"]
+    files = {
+        "refused.edi": (_without_7402(), THU_1430),
+        "contrl.edi": (_contrl(LFN, "LFNC1", ours, "4"), THU_1430 + timedelta(minutes=20)),
+        "refused-again.edi": (_without_7402(), THU_1430 + timedelta(minutes=30)),
+    }
+    directory = tmp_path / "in"
+    directory.mkdir()
+    rows = ["file,received_at"]
+    for name, (raw, at) in files.items():
+        (directory / name).write_bytes(raw)
+        rows.append(f"{name},{at.isoformat()}")
+    (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+    digests = set()
+    for sequential in (False, True):
+        store_path = tmp_path / f"store-{sequential}"
+        report = await replay_directory(
+            directory, store_path, tenants=[NB], sequential=sequential, window=window
+        )
+        assert report.outcomes["routed"] == 1 and report.statuses["duplicate"] == 1
+        digests.add(report.decision_digest)
+        async with LmdbStore(store_path) as store:
+            reasons = [letter.reason for letter in await store.dead_letters(limit=100)]
+            assert not [r for r in reasons if "unknown interchange" in r]
+            assert [r for r in reasons if f"rejected our APERAK {ours}" in r]
+            receipt = receipt_identity(NB, LFN, "LFN0001").stream_id
+            events = await store.load(receipt)
+            assert [e.event_type for e in events][-1] == "inbox.refusal_acknowledged"
+            # The key a pipelined run gives the CONTRL: the one every copy of "refused" has.
+            assert _RunView(store, lambda _: None).receipt_key_of(receipt) == ("receipt", LFN, NB, "LFN0001")
+    assert len(digests) == 1
