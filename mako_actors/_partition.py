@@ -599,6 +599,9 @@ class Partitioner:
         self._groups: dict[int, int] = {}  # group -> its partition (module doc, "Groups")
         self._load = [0] * n  # messages placed in each partition so far
         self._receipts: dict[tuple[bytes, bytes, bytes], _Receipt] = {}
+        # Bytes rejected under a key before other bytes came -> the partition that received them:
+        # the same bytes again are a duplicate there (its receipt stream holds them).
+        self._rejected_at: dict[tuple[tuple[bytes, bytes, bytes], bytes], int] = {}
         # Each trigger's references -> its partition, derived when an answer asks (``Predictions``).
         self._predicted: Predictions[int] = Predictions()
         for part, seed in enumerate(seeds):
@@ -653,8 +656,12 @@ class Partitioner:
                 return self._pieces(last.home, last.parts)
             if facts.rejected if facts.rejected is not None else judge():
                 return {last.home: None}
+        elif last is not None and (seen := self._rejected_at.get((facts.key, facts.digest))) is not None:
+            return {seen: None}  # rejected before the last ones: a duplicate where received
         elif last is not None and self._accepted(last):
             return {last.home: None}  # other bytes under an accepted reference: a conflict there
+        if last is not None and facts.digest != last.digest:  # other bytes after rejected ones
+            self._rejected_at[(facts.key, last.digest)] = last.home
         parts = self._parts(facts.routes)
         home = parts[0] if parts else self._group_of(facts.default, 1)
         if len(set(parts)) < 2 or not facts.cut:
@@ -679,7 +686,9 @@ class Partitioner:
         # the other messages' answers lost.
         parts = self._parts(facts.routes, dry=True) if accepted and facts.routes else []
         cut = bool(parts) and facts.cut
-        data = raw() if raw is not None and (cut or len(accepted) != 1) else None
+        # Bytes rejected there before other ones came count as received where they were.
+        rejected_before = any(not each[2] or each[4] for each in earlier)
+        data = raw() if raw is not None and (cut or len(accepted) != 1 or rejected_before) else None
         if cut and data is not None:
             placed = self._pieces(parts[0], parts)
             stored = {each[0]: each[1] for each in accepted}
@@ -689,21 +698,20 @@ class Partitioner:
                 if part in stored
             ):
                 return placed
-        if len(accepted) == 1:
-            return {accepted[0][0]: None}  # received whole: a duplicate or a conflict there
         sha = hashlib.sha256(data).hexdigest() if data is not None else ""
+        seen = [each[0] for each in earlier if sha and (sha == each[1] or sha in each[4])]
+        if len(accepted) == 1 and not seen:
+            return {accepted[0][0]: None}  # received whole: a duplicate or a conflict there
         if accepted:
             # Final, as in one store: the same bytes are a duplicate of each piece where it was
             # received, other bytes a conflict (CONTRL 4/26, a dead letter) where one was accepted:
             # where these bytes were answered so before, else with the first message's piece.
-            answered = [each[0] for each in accepted if sha in each[4]]
             homes = [each[0] for each in accepted if parts and each[0] == parts[0]]
-            return {(answered or homes or [accepted[0][0]])[0]: None}
-        # Rejected bytes count as not received: the same bytes again are answered where the last
-        # ones were (a duplicate), other bytes are new.
-        last = max(earlier, key=lambda each: each[3])
-        if sha == last[1]:
-            return {last[0]: None}
+            return {(seen or homes or [accepted[0][0]])[0]: None}
+        # Rejected bytes count as not received: other bytes are new; the same bytes again are a
+        # duplicate where they were received (that receipt stream holds them).
+        if seen:
+            return {seen[0]: None}
         return None
 
     def _accepted(self, receipt: _Receipt) -> bool:

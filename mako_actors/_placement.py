@@ -81,7 +81,7 @@ class PartSeed(NamedTuple):
 
 # One earlier receipt under a file's key: (partition, SHA-256 hex of the last bytes received there,
 # whether they were accepted, when they were received (ISO 8601), the SHA-256 of other bytes
-# answered there as a conflict).
+# answered there: as a conflict, or rejected before the last ones came).
 Earlier = tuple[int, str, bool, str, tuple[str, ...]]
 
 
@@ -315,6 +315,9 @@ def _receipts(txn: Any, k: int, streams: list[bytes | None], found: list[list[Ea
             event = msgpack.unpackb(raw)
             kind, payload = event.get("event_type"), event.get("payload") or {}
             if kind == _RECEIVED:
+                if last is not None and not last[1]:
+                    # Rejected, then other bytes: these were answered here too (a duplicate now).
+                    conflicts.append(last[0])
                 last = (str(payload["sha256"]), bool(payload["accepted"]), str(payload["received_at"]))
             elif kind == _CONFLICTED:
                 conflicts.append(str(payload["sha256"]))

@@ -13,7 +13,8 @@
    more), other bytes under the same reference an ``InboxConflict`` alarm, a dead letter and a
    CONTRL 4 with 0085 = 26) and enqueue the CONTRL (``7`` accepted / ``4`` rejected) in the
    same transaction. Other bytes under a reference whose receipt rejected them are a new
-   receipt (a corrected resend): a rejection's CONTRL derives its 0020/0062 from the bytes
+   receipt (a corrected resend), the rejected ones still received (a duplicate if they come
+   again, also after the resend): a rejection's CONTRL derives its 0020/0062 from the bytes
    too, so the CONTRL of the resend never repeats them.
 3. For every transaction of every message: the market process family that handles its PID
    (``family.ProcessFamily``; GPKE by default) decides to start a process, resume one, skip
@@ -216,6 +217,17 @@ class ReceiptState(BaseModel):
     source: str | None = None
     error: str | None = None
     sender: str = ""  # the interchange's, to whom the pipeline's APERAKs went
+    # Digests of earlier receipts under this reference, rejected and followed by other bytes:
+    # received (answered, CONTRL 4) before, so the same bytes again are a duplicate, no conflict.
+    rejected: tuple[str, ...] = ()
+
+    def holds(self, digest: str) -> bool:
+        """Whether ``RecordReceipt`` of bytes with ``digest`` would be refused: something was
+        accepted under this reference, or these very bytes were received before."""
+        fields = self.__dict__
+        return fields["received"] and (
+            fields["accepted"] or fields["sha256"] == digest or digest in fields["rejected"]
+        )
 
 
 ReceiptCommand = RecordReceipt | RecordProcessed | RecordConflict | RecordAcknowledgement
@@ -226,8 +238,9 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
     partner's CONTRLs on the APERAKs the pipeline refused its transactions with."""
 
     name = RECEIPT_WORKFLOW
-    # 2: the receipt's source and error in the state (a snapshot of 1 lacks them); 3: its sender
-    state_schema_version = 3
+    # 2: the receipt's source and error in the state (a snapshot of 1 lacks them); 3: its sender;
+    # 4: the digests of earlier rejected receipts
+    state_schema_version = 4
     events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted, RefusalAcknowledged)
 
     def initial_state(self) -> ReceiptState:
@@ -248,13 +261,14 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
                 PendingOutbox(message_type="CONTRL", recipient=command.sender, payload=command.contrl)
             )
         # A rejected interchange counts as not received: its corrected resend (other bytes, same
-        # 0020) is a new receipt. An accepted one, or the same bytes again, is a retransmission.
+        # 0020) is a new receipt. An accepted one, or bytes received before (the last ones, or
+        # rejected ones before them), is a retransmission (``ReceiptState.holds``).
         # (Fields read from ``__dict__``: a model attribute goes through pydantic's
         # ``__getattr__`` hook; once per interchange.)
-        fields, current = command.__dict__, state.__dict__
+        fields = command.__dict__
         receipt = fields["receipt"]
         received = receipt.__dict__
-        if current["received"] and (current["accepted"] or current["sha256"] == received["sha256"]):
+        if state.holds(received["sha256"]):
             raise WorkflowError.invalid_state(f"interchange {receipt.interchange_ref} was received already")
         payload = fields["contrl"]
         contrl = () if payload is None else (_pending("CONTRL", received["sender"], payload),)
@@ -264,9 +278,12 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
 
     def apply(self, state: ReceiptState, event: Event) -> ReceiptState:
         if isinstance(event, InterchangeReceived):
+            rejected = state.rejected
+            if state.received and not state.accepted and state.sha256 not in rejected:
+                rejected = (*rejected, state.sha256)  # followed by other bytes: kept as received
             return _receipt_state(
                 True, event.sha256, event.accepted, False, state.conflicts, event.source, event.error,
-                event.sender,
+                event.sender, rejected,
             )  # fmt: skip
         if isinstance(event, InterchangeConflicted):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
@@ -275,7 +292,7 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
         # InterchangeProcessed
         return _receipt_state(
             state.received, state.sha256, state.accepted, True, state.conflicts, state.source, state.error,
-            state.sender,
+            state.sender, state.rejected,
         )  # fmt: skip
 
 
@@ -297,6 +314,7 @@ def _receipt_state(
     source: str | None,
     error: str | None,
     sender: str,
+    rejected: tuple[str, ...],
 ) -> ReceiptState:
     """A ``ReceiptState`` of typed values, without validation (every stream's every event)."""
     fields = {
@@ -308,6 +326,7 @@ def _receipt_state(
         "source": source,
         "error": error,
         "sender": sender,
+        "rejected": rejected,
     }
     return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
 
@@ -450,7 +469,7 @@ async def received_before(store: Store, raw: bytes, tenants: Collection[str]) ->
         return False
     receipts = DirectHost(store, [ReceiptWorkflow()])
     state: ReceiptState = await receipts.resume(identity).state()
-    return state.received and (state.accepted or state.sha256 == hashlib.sha256(raw).hexdigest())
+    return state.holds(hashlib.sha256(raw).hexdigest())
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -841,7 +860,7 @@ class InboundPipeline:
         if result.status == "rejected":
             result.dead_lettered = True
             source, error = result.source, result.error
-        elif result.status == "duplicate" and result.rejected_before:
+        elif result.status == "duplicate" and result.rejected_before and result.first_error is not None:
             source, error = result.first_source, result.first_error
         else:
             return
@@ -873,7 +892,7 @@ class InboundPipeline:
         if self._receipts_in_store and not await self._store.stream_version(handle.identity().stream_id):
             return "empty"  # nothing under this reference yet (the usual case): no state to rebuild
         state: ReceiptState = await handle.state()
-        return "" if state.received and (state.accepted or state.sha256 == digest) else "new"
+        return "" if state.holds(digest) else "new"
 
     async def _receipt_only(
         self,
@@ -979,7 +998,7 @@ class InboundPipeline:
             return accepted
         except (WorkflowError, VersionConflict):
             state: ReceiptState = await handle.state()
-        if state.sha256 != digest:
+        if state.sha256 != digest and digest not in state.rejected:
             alarm = InboxConflict(
                 f"interchange {result.interchange_ref} from {result.sender} was received before with "
                 f"other content (sha256 {state.sha256[:12]}…, now {digest[:12]}…); not processed"
@@ -989,6 +1008,11 @@ class InboundPipeline:
                 await self._answer_conflict(result, digest, received_at)
             result.dead_lettered = True
             await self._dead_letter("inbound-conflict", str(alarm), _audit(result), received_at)
+            return False
+        if state.sha256 != digest:
+            # Bytes rejected before a later receipt under this reference: refused then, a
+            # duplicate now (their letter was written before the later bytes came).
+            result.status, result.rejected_before = "duplicate", True
             return False
         result.status, result.rejected_before = "duplicate", not state.accepted
         result.first_source, result.first_error = state.source, state.error

@@ -242,6 +242,38 @@ async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_
     assert await compare_outbound(sent, stores) == []
 
 
+@pytest.mark.parametrize("n", [1, 2])
+async def test_a_rerun_over_broken_copies_sent_before_their_corrections_writes_nothing(
+    tmp_path: Path, n: int
+) -> None:
+    """A truncated copy of an interchange arrives first (rejected, CONTRL 4), its complete
+    resend under the same 0020 after it (accepted). Before, the receipt stream kept only the
+    last bytes, so running the same replay again took the truncated copy for other bytes under
+    an accepted reference: a new CONTRL 4/26 to the partner, a dead letter and events per
+    such file. Bytes received before are a duplicate now, wherever they came in the walk."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    items = archive(src)
+    partitioner = Partitioner(2, [NB])
+    split, whole = [], []
+    for item in items:
+        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+        (split if len(pieces) > 1 else whole).append(item)
+    broken = [
+        (f"{i.path.stem}-cut.edi", i.path.read_bytes()[: i.path.stat().st_size * 2 // 3],
+         i.received_at - timedelta(minutes=2))
+        for i in split[:3] + whole[:3]
+    ]  # fmt: skip
+    with_manifest(src, broken)
+
+    first, _ = await replay(src, tmp_path / "store", n)
+    assert first.statuses["rejected"] >= len(broken) and "conflict" not in first.statuses
+    again, _ = await replay(src, tmp_path / "store", n)
+    written = (again.events_appended, again.outbox_enqueued, again.dead_letters)
+    assert written == (0, 0, 0) and "conflict" not in again.statuses, again.statuses
+    assert again.decision_digest == first.decision_digest
+
+
 def first_files(src: Path, target: Path, count: int) -> None:
     """The first ``count`` files of ``src`` by receipt instant into ``target`` (an archive)."""
     target.mkdir()

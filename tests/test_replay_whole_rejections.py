@@ -155,8 +155,9 @@ def build_defect_archive(src: Path) -> dict[str, str]:
     """A generated archive whose split bundles carry the defects above; ``{defect: 0020}``.
 
     Besides, the ``unz-count`` bundle is received again (the same bytes: a duplicate), then
-    corrected (its original bytes: accepted, routed), then its broken bytes once more (other
-    bytes under an accepted reference: CONTRL 4/26 and a dead letter). The ``unh-version``
+    corrected (its original bytes: accepted, routed), then its broken bytes once more (received
+    and answered before: a duplicate too), then broken otherwise (other bytes under an accepted
+    reference: CONTRL 4/26 and a dead letter). The ``unh-version``
     bundle is corrected later. Another bundle is received first a year early, when no format
     version was in force (rejected), then at its time (other bytes: accepted).
     """
@@ -177,6 +178,7 @@ def build_defect_archive(src: Path) -> dict[str, str]:
                 (f"{path.stem}-again.edi", bad, base + timedelta(minutes=5)),
                 (f"{path.stem}-fixed.edi", original, base + timedelta(minutes=10)),
                 (f"{path.stem}-broken-again.edi", bad, base + timedelta(minutes=20)),
+                (f"{path.stem}-other.edi", DEFECTS["unh-version"](original), base + timedelta(minutes=30)),
             ]
         if defect == "unh-version":
             extra.append((f"{path.stem}-fixed.edi", original, at[path.name] + timedelta(minutes=10)))
@@ -248,7 +250,7 @@ async def test_whole_interchange_rejections_answer_alike_on_one_two_and_three_wo
     assert one.dead_letters["inbound-conflict"] == 1 and one.dead_letters["inbound-misaddressed"] == 1
     answers = await answers_on(one, set(refs.values()))
     contrls = Counter(json.loads(a)[2]["interchange_ref"] for a in answers if json.loads(a)[0] == "CONTRL")
-    assert contrls[refs["unz-count"]] == 3  # 4/29, 7 for the fix, 4/26 for the broken bytes again
+    assert contrls[refs["unz-count"]] == 3  # 4/29, 7 for the fix, 4/26 for the bytes broken otherwise
     assert contrls[refs["unh-version"]] == 2 and contrls[refs["test-flag"]] == 1
     assert any(json.loads(a)[0] == "APERAK" for a in answers)  # the unknown PID's Z31
     assert len(one.report.rejected) == len(whole) + 1  # + the conflict
@@ -286,7 +288,8 @@ def test_rejected_then_corrected_then_rejected_bytes_again_go_where_one_run_answ
 ) -> None:
     """The placement follows the receipt stream of one run: the same rejected bytes again go to
     their partition (a duplicate there); a corrected interchange is split by its messages; the
-    rejected bytes after it are a conflict, so they go to the corrected one's home."""
+    rejected bytes after it are still a duplicate where they were received, other broken bytes
+    a conflict, so they go to the corrected one's home."""
     src = tmp_path / "in"
     bundles_archive(src)
     (path,) = _split_bundles(src, 1)
@@ -299,7 +302,8 @@ def test_rejected_then_corrected_then_rejected_bytes_again_go_where_one_run_answ
         assert partitioner.split("again.edi", bad, at) == {first: bad}
         fixed = partitioner.split("fixed.edi", good, at)
         assert len(fixed) > 1
-        (home,) = partitioner.split("bad-again.edi", bad, at)
+        assert partitioner.split("bad-again.edi", bad, at) == {first: bad}
+        (home,) = partitioner.split("other.edi", DEFECTS["unh-version"](good), at)
         first_message = Scan(good).messages[0]
         assert fixed[home].find(good[first_message.start : first_message.end]) > 0
         assert partitioner.split("good-again.edi", good, at) == fixed  # a duplicate of each piece

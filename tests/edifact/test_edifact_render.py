@@ -240,7 +240,7 @@ def test_contrl_interchange_level_error_stays_on_uci() -> None:
     ).to_payload()
     raw = render_outbound("CONTRL", payload)
     assert b"UCI+LFN0605143001+9900000001001:500+9900000002009:500+4+29+UNZ'UNT+3+" in raw
-    assert b"UCM" not in raw
+    assert b"'UCM+" not in raw
     with pytest.raises(InvalidArgument, match="UCI action 4"):
         render_outbound("CONTRL", {
             **payload, "action": "7", "error_code": None, "error_segment": None, "messages": [{
