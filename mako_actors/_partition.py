@@ -656,7 +656,7 @@ class Partitioner:
                 return self._pieces(last.home, last.parts)
             if facts.rejected if facts.rejected is not None else judge():
                 return {last.home: None}
-        elif last is not None and (seen := self._rejected_at.get((facts.key, facts.digest))) is not None:
+        elif last is not None and (seen := self._received_before(facts, raw)) is not None:
             return {seen: None}  # rejected before the last ones: a duplicate where received
         elif last is not None and self._accepted(last):
             return {last.home: None}  # other bytes under an accepted reference: a conflict there
@@ -674,6 +674,19 @@ class Partitioner:
         if not self._accepted(receipt):
             return {home: None}  # rejected as a whole: never cut
         return self._pieces(home, parts)
+
+    def _received_before(self, facts: FileFacts, raw: Callable[[], bytes] | None) -> int | None:
+        """The partition whose receipt stream holds these bytes as received before the last ones
+        under their key (rejected, then other bytes came; in this walk or an earlier run's),
+        else None. Reads the file only when an earlier run's stores have such bytes there."""
+        assert facts.key is not None  # (a file without one is placed before)
+        seen = self._rejected_at.get((facts.key, facts.digest))
+        if seen is not None or raw is None or all(each[2] and not each[4] for each in facts.earlier):
+            return seen
+        sha = hashlib.sha256(raw()).hexdigest()
+        return next(
+            (each[0] for each in facts.earlier if sha in each[4] or (sha == each[1] and not each[2])), None
+        )
 
     def _continued(self, facts: FileFacts, raw: Callable[[], bytes] | None) -> Placement | None:
         """A file under a key an earlier run received (module doc, "Continued stores"); None:

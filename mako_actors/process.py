@@ -277,8 +277,8 @@ class Process(ProcessHandle[C, S]):
         count = await self.event_count()
         if not await snapshot_due(self._workflow, self._store, self.stream_id, last, count, interval):
             return False
-        # From the store's own snapshot and tail (one it does not hold is skipped), not a full fold.
-        state, version = await load_state(self._workflow, self._store, self.stream_id)
+        # From the last snapshot and its tail (one the stream does not hold is skipped), not a full fold.
+        state, version = await load_state(self._workflow, self._store, self.stream_id, snapshots=snapshots)
         at = await self._store.load_from(self.stream_id, version - 1, upto=version)
         if not at:  # (the stream lost that event meanwhile: truncated by hand)
             return False

@@ -323,6 +323,26 @@ async def test_snapshots_take_use_and_ignore_other_schema_versions(store: LmdbSt
     assert store.stats.events_read - read_before == 11
 
 
+async def test_take_snapshot_reads_from_the_last_snapshot_on(store: LmdbStore, tmp_path: Path) -> None:
+    """Taking one reads the last snapshot and its tail, not the whole stream: before, every
+    snapshot of a long stream folded it from its first event (quadratic over its life)."""
+    async with LmdbStore(tmp_path / "snaps") as snaps:
+        p = new(store)
+        for n in range(20):
+            await p.execute(Record(amount=n))
+        for where in (store, snaps):
+            assert await p.take_snapshot(where, 20)
+        for n in range(5):
+            await p.execute(Record(amount=n))
+        for where in (store, snaps):
+            read_before = store.stats.events_read
+            assert await p.take_snapshot(where, 5)
+            # the tail, the snapshot's own event (its id checked) and the last event (its id)
+            assert store.stats.events_read - read_before <= 5 + 2
+            snap = await where.load_snapshot(p.stream_id)
+            assert snap is not None and snap.sequence == 25 and snap.state["total"] == sum(range(20)) + 10
+
+
 async def test_execute_snapshot_variants(store: LmdbStore) -> None:
     p = new(store)
     for _ in range(3):

@@ -34,7 +34,10 @@ from mako_actors.replay import (
     replay_directory,
 )
 from stores.lmdb import Durability, LmdbStore
+from tests.inbound.edi import THU_1430, anmeldung
 from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest
+
+_OTHER = "51238696781"  # another MaLo
 
 
 def split_by_receipt(src: Path, first: Path, second: Path) -> None:
@@ -272,6 +275,60 @@ async def test_a_rerun_over_broken_copies_sent_before_their_corrections_writes_n
     written = (again.events_appended, again.outbox_enqueued, again.dead_letters)
     assert written == (0, 0, 0) and "conflict" not in again.statuses, again.statuses
     assert again.decision_digest == first.decision_digest
+
+
+def _files(target: Path, files: list[bytes], offset: int) -> None:
+    """An archive of ``files`` (one interchange each), received a minute apart from ``offset``."""
+    target.mkdir()
+    rows = ["file,received_at"]
+    for i, raw in enumerate(files):
+        name = f"f{offset + i:02d}.edi"
+        (target / name).write_bytes(raw)
+        rows.append(f"{name},{(THU_1430 + timedelta(minutes=offset + i)).isoformat()}")
+    (target / "manifest.csv").write_text("\n".join(rows) + "\n")
+
+
+async def _answers(stores: list[Path]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each CONTRL's (0083, 0085) and each dead letter's kind, over ``stores``, sorted."""
+    contrls: list[tuple[str, str]] = []
+    letters: list[str] = []
+    for path in stores:
+        async with LmdbStore(path) as store:
+            due = await store.pending(1000, THU_1430 + timedelta(days=999))
+            contrls += [(m.payload["action"], m.payload.get("error_code") or "") for m in due
+                        if m.message_type == "CONTRL"]  # fmt: skip
+            letters += [letter.kind for letter in await store.dead_letters(limit=100)]
+    return sorted(contrls), sorted(letters)
+
+
+@pytest.mark.parametrize(("first", "second"), [("tw", "gtw"), ("tw", "wgt"), ("ftw", "gwto")])
+async def test_bytes_an_earlier_run_rejected_are_a_duplicate_on_one_and_two_workers(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """A truncated (t) and a wrong-version (w) copy rejected by a first archive, its good bytes
+    (g) accepted in the second and the rejected ones sent again: a duplicate each, as in one
+    store; other bytes (o) a conflict. Before, with two workers each part store knew only the
+    bytes it received, and the walk placed rejected bytes by the accepted ones: a conflict,
+    CONTRL 4/26 and a dead letter that one worker does not send."""
+    good = anmeldung()
+    kinds = {
+        "t": good[: good.index(b"RFF+Z13")], "w": anmeldung(version="UTILMD:D:11A:UN:S9.9"), "g": good,
+        "o": anmeldung(version="UTILMD:D:11A:UN:S9.8"),
+        "f": anmeldung(ref="LFN100", ide="LFNTX10", malo=_OTHER),  # another interchange first
+    }  # fmt: skip
+    _files(tmp_path / "a", [kinds[k] for k in first], 0)
+    _files(tmp_path / "b", [kinds[k] for k in second], 100)
+    seen = []
+    for n in (1, 2):
+        store = tmp_path / f"store-{n}"
+        statuses = [
+            dict((await replay_directory(tmp_path / a, store, tenants=[NB], workers=n)).statuses)
+            for a in ("a", "b")
+        ]
+        stores = [store] if n == 1 else [part_path(store, k, n) for k in range(n)]
+        seen.append((statuses, await _answers(stores)))
+    assert seen[1] == seen[0]
+    assert seen[0][0][1].get("conflict", 0) == second.count("o")
 
 
 def first_files(src: Path, target: Path, count: int) -> None:
