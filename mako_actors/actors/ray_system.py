@@ -28,7 +28,8 @@ form is pickled: workflow and command classes must be importable on the workers)
 data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
 host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
 a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent, ahead of
-what was queued for the host meanwhile (a caller's order per process holds across a resend).
+what was queued for the host meanwhile (a caller's order per process holds across a resend;
+with dedicated placement, later operations of the process wait for its resends: ``_Resending``).
 
 ``ray`` is imported by this module only; ``ray.init`` must have run before a system is made.
 """
@@ -44,7 +45,7 @@ import pickle
 import secrets
 import tempfile
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -802,6 +803,21 @@ class _Batcher:
     inflight: int = 0
 
 
+@dataclass(slots=True)
+class _Resending:
+    """A stream's dedicated operations being resent after its actor died (or was ended unrun).
+
+    ``before`` counts the stream's operations that entered ``dispatch`` before the first
+    resend: until all of them are done, later ones wait (``done``). Resends go one at a time,
+    in the order they failed (``turns``, the head's done): each is sent ahead of what is
+    queued for the new actor, so none is overtaken by an operation sent after it.
+    """
+
+    before: int
+    turns: deque[asyncio.Future[None]] = field(default_factory=deque)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -963,6 +979,7 @@ class RayActorSystem(HandleFactory):
         self._inflight: dict[StreamId, int] = {}
         self._last_used: dict[StreamId, float] = {}
         self._passivating: dict[StreamId, asyncio.Task[None]] = {}
+        self._resending: dict[StreamId, _Resending] = {}
         self._slot_freed: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._calls = 0  # operations on their way to a batch (waiting for a start, a gate, an actor)
@@ -1424,21 +1441,32 @@ class RayActorSystem(HandleFactory):
         if self._reaper is None and self.idle_timeout is not None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
         self._inflight[stream_id] = self._inflight.get(stream_id, 0) + 1
+        waited: _Resending | None = None
+        turn: asyncio.Future[None] | None = None
         try:
+            if self._resending:  # (empty unless an actor died: no await on the normal path)
+                waited = self._resending.get(stream_id)
+                if waited is not None:  # sent after operations being resent: runs after them
+                    await waited.done.wait()
             attempt = 0
             while True:
                 handle = await self._dedicated_actor(stream_id)
                 try:
-                    return await self._submit(("proc", stream_id), partition, identity, op)
+                    if turn is None:
+                        return await self._submit(("proc", stream_id), partition, identity, op)
+                    return await self._submit_first(("proc", stream_id), partition, identity, op)
                 except PartitionNotOpen:
                     # Its copy is fenced (moved, or being moved, by another driver) and it ran
                     # nothing: end this actor and start one where the map says (later on).
                     if self.partition_map is None or attempt >= _MOVED_RETRIES:
                         raise
+                    if turn is None:
+                        turn = self._resend_turn(stream_id)
                     if self._dedicated.get(stream_id) is handle:  # not a successor another call made
                         await self._passivate(stream_id)
                     attempt += 1
                     await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    await turn
                     continue
                 except (ActorSystemClosed, CommandOutcomeUnknown) as exc:
                     # ActorSystemClosed: another system passivated this actor and nothing
@@ -1452,15 +1480,55 @@ class RayActorSystem(HandleFactory):
                         limit = _IDEMPOTENT_RETRIES if idempotent else 0 if write else _READ_RETRIES - 1
                         if attempt >= limit:
                             raise
+                        if turn is None:
+                            turn = self._resend_turn(stream_id)
                         attempt += 1
                         await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    elif turn is None:
+                        turn = self._resend_turn(stream_id)
+                    await turn
         finally:
+            if self._resending:
+                self._resent(stream_id, waited, turn)
             self._inflight[stream_id] -= 1
             self._last_used[stream_id] = time.monotonic()
             if not self._inflight[stream_id]:
                 del self._inflight[stream_id]
                 if self._slot_freed is not None:
                     self._slot_freed.set()
+
+    def _resend_turn(self, stream_id: StreamId) -> asyncio.Future[None]:
+        """A place in the line of ``stream_id``'s resends (done when it is this one's turn).
+
+        Taken when the operation fails, before any await: the line is in the order they failed,
+        which is the order they were sent (one batch, or batches one after another, per actor).
+        """
+        resending = self._resending.get(stream_id)
+        if resending is None:
+            resending = self._resending[stream_id] = _Resending(self._inflight[stream_id])
+        turn: asyncio.Future[None] = self._loop().create_future()
+        if not resending.turns:
+            turn.set_result(None)
+        resending.turns.append(turn)
+        return turn
+
+    def _resent(
+        self, stream_id: StreamId, waited: _Resending | None, turn: asyncio.Future[None] | None
+    ) -> None:
+        """An operation of ``stream_id`` is done: pass its turn on; the last one sent before the
+        resends began lets the operations waiting behind them go."""
+        resending = self._resending.get(stream_id)
+        if resending is None or resending is waited:  # (sent after they began: not counted)
+            return
+        if turn is not None:
+            head = resending.turns[0] is turn
+            resending.turns.remove(turn)
+            if head and resending.turns and not resending.turns[0].done():  # (done: cancelled)
+                resending.turns[0].set_result(None)
+        resending.before -= 1
+        if not resending.before:
+            del self._resending[stream_id]
+            resending.done.set()
 
     def _host_key(self, stream_id: StreamId) -> Any:
         # Cached: a stream's host is a blake2b of its id (~1 µs), asked once per command.
@@ -1492,6 +1560,15 @@ class RayActorSystem(HandleFactory):
         future: asyncio.Future[Any] = self._loop().create_future()
         self._open += 1
         self._enqueue(key, (partition, identity, op, future, 0))
+        return future
+
+    def _submit_first(
+        self, key: Any, partition: int, identity: ProcessIdentity, op: Op
+    ) -> asyncio.Future[Any]:
+        """``_submit`` ahead of what is queued for ``key``: a resend, sent before what came after it."""
+        future: asyncio.Future[Any] = self._loop().create_future()
+        self._open += 1
+        self._requeue_first(key, [(partition, identity, op, future, 0)], 0.0)
         return future
 
     def _answered(self, count: int) -> None:

@@ -152,6 +152,34 @@ async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Pat
         assert (await ref.state()).labels == ("first", "resent", "next")
 
 
+async def test_a_resent_write_of_a_dedicated_actor_is_not_overtaken_by_its_callers_next(
+    tmp_path: Path,
+) -> None:
+    """A dedicated actor dies while deciding an idempotent write: the caller's next write was
+    queued behind it, a later one is sent during the back-off. Both run after the resend:
+    before, the queued one went at once to the restarted actor and the later one did too, while
+    the resend waited out its back-off, so the process saw the caller's writes out of order."""
+    marker = tmp_path / "crash"
+    async with system(tmp_path / "db", "dedicated") as actors:
+        ref = actors.spawn("faulty", TENANT, FAULTY_ID)
+        await ref.execute(Fail(kind="ok", label="first"))
+        crashing = asyncio.create_task(ref.execute(
+            Fail(kind="crash_once", label="resent", marker=str(marker), idempotency_key="k1")
+        ))  # fmt: skip
+        while not marker.exists():
+            await asyncio.sleep(0.01)
+        following = asyncio.create_task(ref.execute(Fail(kind="ok", label="next", idempotency_key="k2")))
+        while not any(b.items for b in actors._batchers.values()):  # queued behind the call in flight
+            await asyncio.sleep(0.01)
+        Path(f"{marker}.go").write_text("")
+        while ref.stream_id in actors._dedicated:  # the dead actor is dropped: the resend backs off
+            await asyncio.sleep(0.01)
+        later = asyncio.create_task(ref.execute(Fail(kind="ok", label="later", idempotency_key="k3")))
+        await asyncio.gather(crashing, following, later)
+        assert (await ref.state()).labels == ("first", "resent", "next", "later")
+        assert not actors._resending
+
+
 async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
     path = tmp_path / "db"
     prefix = f"t-{uuid.uuid4().hex[:8]}"
