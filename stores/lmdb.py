@@ -209,7 +209,8 @@ def clear_stale_readers(env: Any, real: str) -> int:
     Such a slot keeps its transaction's snapshot: LMDB reuses no page freed after it, so every
     later write grows the file (a CLI read or a notebook beside ``serve`` killed mid-read grew
     its store ~40-fold). LMDB clears it only when asked, or when every process closed the
-    store. Cheap (a scan of the reader table); called at every open and by ``serve``.
+    store. Cheap (a scan of the reader table); called at every open, by ``serve`` and by the
+    Ray hosts (``_Host.clear_stale_readers``).
     """
     cleared = int(env.reader_check())
     if cleared:

@@ -88,6 +88,8 @@ _NODE_RESOURCE = "mako-node:"
 _NOT_OPEN = PartitionNotOpen.__name__
 _MOVED_RETRIES = 6
 _CLOSED = ActorSystemClosed.__name__
+# How often a host frees its stores' reader slots of processes that died mid-read (seconds)
+_STALE_READERS_EVERY = 30.0
 _log = logging.getLogger(__name__)
 
 
@@ -236,6 +238,8 @@ class _Host:
         self._decode = OpDecoder()
         self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
+        self._readers_every = float(spec.get("stale_readers_every", _STALE_READERS_EVERY))
+        self._readers_due = time.monotonic() + self._readers_every  # (opening cleared them)
         if spec["mode"] == "shared":
             from stores.lmdb import LmdbStore  # the worker opens its own environment
 
@@ -275,6 +279,8 @@ class _Host:
             self._pushed.push(now)
         if self._repairing is None:
             self._repair_once()
+        if time.monotonic() >= self._readers_due:
+            self.clear_stale_readers()
         items = self._decode(data)
         return encode_results([identity for _, identity, _ in items], await self.run_batch(items))
 
@@ -426,6 +432,24 @@ class _Host:
         totals[2] = self.forward_failures - failures
         return totals
 
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of processes that died mid-read in this host's stores; how many.
+
+        A host keeps its stores open for long, beside other readers (a CLI on the node): one
+        killed mid-read keeps its snapshot, and the store grows with every write until reopened
+        (``stores.lmdb.clear_stale_readers``). The host has no timer of its own: the first
+        ``call_batch`` or ``ingest`` after ``_STALE_READERS_EVERY`` seconds asks (a clock read
+        per batch, not per command); a failure is logged, never the batch's.
+        """
+        self._readers_due = time.monotonic() + self._readers_every
+        cleared = 0
+        for partition, store in list(self._stores.items()):
+            try:
+                cleared += int(store.clear_stale_readers())
+            except Exception:
+                _log.exception("partition %d: freeing stale LMDB reader slots failed", partition)
+        return cleared
+
     def _repair_once(self) -> None:
         """Start ``repair_keys`` in the background the first time this host serves."""
         if self._repairing is None and self._spec["mode"] == "partitioned":
@@ -449,6 +473,8 @@ class _Host:
             self._pushed.push(now)
         if self._repairing is None:
             self._repair_once()
+        if time.monotonic() >= self._readers_due:
+            self.clear_stale_readers()
         options = self._spec.get("inbound")
         if options is None:
             raise InvalidArgument("this host was started without inbound=...; it cannot ingest")

@@ -180,6 +180,27 @@ async def test_a_resent_write_of_a_dedicated_actor_is_not_overtaken_by_its_calle
         assert not actors._resending
 
 
+async def test_a_host_frees_the_slot_of_a_reader_killed_mid_read_beside_it(tmp_path: Path) -> None:
+    """A reader of the hosts' store (a CLI on the node) is killed mid-read while they run: a
+    host frees its slot while it serves. Before, only ``serve`` and an open did: a host running
+    for long kept the slot's snapshot, and its store grew with every write until reopened."""
+    from tests.stores.test_stale_readers import _killed_mid_read
+
+    path = tmp_path / "db"
+    actors = system(path, "hosted")
+    actors._base_spec["stale_readers_every"] = 0.2  # (30 s by default)
+    async with actors:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))  # the hosts are up, with the store open
+        async with LmdbStore(path) as beside:
+            pid = _killed_mid_read(path)
+            assert f"{pid} " in str(beside._env.readers())
+            await asyncio.sleep(0.3)
+            await ref.execute(Record(amount=2))
+            assert f"{pid} " not in str(beside._env.readers())
+        assert (await ref.state()).total == 3
+
+
 async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
     path = tmp_path / "db"
     prefix = f"t-{uuid.uuid4().hex[:8]}"
