@@ -51,15 +51,19 @@ _OUTBOX = b"outbox_position"
 _MAX_KEY = b"\xff" * 8
 _DEAD_KEY = b"dead_letter_key:"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The on-disk format of a durable store: its tables, key layout and value encoding. Bump it
-with any change older code would misread (a key or row laid out anew, a table repurposed);
-not for what older code reads correctly (a new optional field, a new table).
+with any change older code would misread or refuse: a key or row laid out anew, a table
+repurposed, and also a new field in a stored row (rows decode strictly: an older version
+refuses an unknown field, mid-operation). Not for what older code never reads (a new table).
 
-A store records its format in ``meta`` under ``FORMAT_KEY`` (msgpack of the integer) when it
-is made. A store without the row is of format 1 (made before formats were recorded): a
-read-write open adds the row, a read-only one writes nothing. A store of a format above this
-one is refused on every open (``StoreOpenError``), before anything is written."""
+1: rows as before formats were recorded; 2: outbox rows keep ``not_before``, snapshots their
+``event_id``. A store records its format in ``meta`` under ``FORMAT_KEY`` (msgpack of the
+integer). A store without the row is of format 1 (made before formats were recorded). A
+read-write open records this code's format (it writes rows of it from now on), a read-only one
+writes nothing. A store of a format above this one is refused on every open
+(``StoreOpenError``), before anything is written: a version rolled back after an upgrade
+refuses the store at open instead of failing on its rows."""
 FORMAT_KEY = b"format_version"
 
 MAX_KEY_BYTES = 511

@@ -170,21 +170,23 @@ def check_format(txn: lmdb.Transaction, meta: Any, real: str) -> int | None:
 
 
 def _format_to_record(env: Any, real: str) -> int | None:
-    """The format to record in the environment opened at ``real``: ``FORMAT_VERSION`` for a new
-    one, 1 for one made before formats were recorded, None when it records a readable one."""
+    """The format to record in the environment opened at ``real`` for writing: ``FORMAT_VERSION``
+    for a new one and for one of an earlier format (this code writes rows of its own from now
+    on), None when it records this one. ``StoreOpenError`` for a later format."""
     with env.begin() as txn:
         try:
             meta = env.open_db(b"meta", txn=txn, create=False)
         except lmdb.NotFoundError:
             return schema.FORMAT_VERSION  # no tables yet: made by this open
-        return 1 if check_format(txn, meta, real) is None else None
+        return None if check_format(txn, meta, real) == schema.FORMAT_VERSION else schema.FORMAT_VERSION
 
 
 def _record_format(env: Any, meta: Any, real: str, version: int) -> None:
-    """Write ``version`` as the store's format unless another process recorded one meanwhile,
-    or the environment is fenced (a moving partition's old copy takes no write)."""
+    """Write ``version`` as the store's format unless another process recorded it (or a later
+    one) meanwhile, or the environment is fenced (a moving partition's old copy takes no write)."""
     with env.begin(write=True) as txn:
-        if check_format(txn, meta, real) is None and txn.get(_FENCE, db=meta) is None:
+        recorded = check_format(txn, meta, real)
+        if (recorded is None or recorded < version) and txn.get(_FENCE, db=meta) is None:
             txn.put(schema.FORMAT_KEY, schema.pack(version), db=meta)
 
 
