@@ -5,15 +5,18 @@ Entry points: :func:`parse_interchange` (strict: a complete :class:`Interchange`
 error instead of raising) and :func:`parse_file`. Checks: charset, UNA, release characters,
 UNB/UNZ/UNH/UNT present and well placed, UNT segment count and reference, UNZ message count and
 reference, unique 0062, the lengths of the values answers echo, a UTILMD BGM's constituents
-(0085 16). Business content (AHB rules, check digits) is not checked here; values
-that do not fit their format (e.g. a DTM 303 with seconds) are listed in ``Message.problems``.
+(0085 16), no control character in data (0085 21; a line break after a terminator is none).
+Business content (AHB rules, check digits) is not checked here; values that do not fit their
+format (e.g. a DTM 303 with seconds) are listed in ``Message.problems``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import pairwise
 from operator import itemgetter, sub
 from pathlib import Path
@@ -354,6 +357,85 @@ def _decode_text(raw: bytes, start: int, d: Delimiters, syntax_id: str, codec: s
         ) from None
 
 
+def _refuse_controls(text: str, start: int, d: Delimiters, syntax_id: str) -> None:
+    """Raise ``InvalidCharacter`` (0085 21) for a control character in the data of ``text``
+    (decoded from offset ``start`` of the input); see ``_control_at``."""
+    at = _control_at(text, d)
+    if at < 0:
+        return
+    # UNOA..UNOC have graphic characters only for data. Our answers copy values as received
+    # (IDE 7402 into RFF+TN, UNB 0020 into UCI and RFF+ACE, a name into the 55010): one taken
+    # with a control character would make the answer fail the partner's syntax check.
+    number, element = _locate(text[:at], text[at:], d)
+    found = f"0x{ord(text[at]):02X}"
+    raise InvalidCharacter(
+        f"control character {found} at offset {start + at} is not allowed in {syntax_id} data",
+        segment_number=number,
+        expected=f"{syntax_id} characters",
+        found=found,
+        element=element,
+    )
+
+
+def _control_at(text: str, d: Delimiters) -> int:
+    """The index of the first C0 control character or DEL in the data of ``text``, -1 if none.
+
+    Line breaks before the first segment and after a segment terminator are not data (DOMAIN §4);
+    one after a live release character is left to the tokenizer (``DanglingRelease``, 0085 22).
+    Cost: a replace per kind of line break and one ``isprintable`` pass (a few per cent of a
+    parse); text that fails it (a control character, a blank line, an NBSP) takes the exact
+    search, several times slower.
+    """
+    term = d.terminator
+    lines = text
+    if "\r" in lines:
+        lines = lines.replace(term + "\r\n", term)
+    if "\n" in lines:
+        lines = lines.replace(term + "\n", term)
+    if lines.lstrip("\r\n").isprintable():
+        # Unless a terminator was released: a line break after it is data, and was taken out.
+        released = d.release + term
+        if released not in text or (released + "\n" not in text and released + "\r" not in text):
+            return -1
+    return _first_control(text, d)
+
+
+@lru_cache(maxsize=16)
+def _controls(d: Delimiters) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The patterns of ``_first_control``: a control character other than a line break; a line
+    break after neither a line break, a terminator nor a release character; one after either of
+    the last two (data again when that one is released)."""
+    t, r = re.escape(d.terminator), re.escape(d.release)
+    # Two searches, each opening with a character class, cost less than one with both branches.
+    return (
+        re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]"),
+        re.compile(rf"[\r\n](?<![\r\n{t}{r}][\r\n])"),
+        re.compile(rf"(?<=[{t}{r}])[\r\n]"),
+    )
+
+
+def _first_control(text: str, d: Delimiters) -> int:
+    """``_control_at`` without its shortcut: exact for every text, released characters included."""
+    other, lone, after = _controls(d)
+    skip = len(text) - len(text.lstrip("\r\n"))
+    end = len(text)
+    for pattern in (other, lone):
+        found = pattern.search(text, skip, end)
+        if found is not None:
+            end = found.start()
+    for match in after.finditer(text, skip, end):
+        i = match.start()
+        live = text[i - 1] == d.release  # a release character right before the line break
+        k = i - 1 if live else i - 2
+        run = 0  # the release characters that end at ``k``
+        while k - run >= 0 and text[k - run] == d.release:
+            run += 1
+        if live != (run % 2 == 1):
+            # A released release character or terminator: the line break after it is data.
+            return i
+    return -1 if end == len(text) else end
+
+
 def _locate(before: str, after: str, d: Delimiters) -> tuple[int, tuple[int, int | None]]:
     """The segment number (UNB = 1) and UCD position (0098, 0104) of the character that starts
     ``after``; released delimiters do not count. 0104 is named only when the element holds a
@@ -392,6 +474,7 @@ def _parse(raw: bytes, source: str | None) -> Interchange:
     d, una, start = _prefix(raw)
     syntax_id, codec = _charset(raw, start, d)
     text = _decode_text(raw, start, d, syntax_id, codec)
+    _refuse_controls(text, start, d, syntax_id)
     segments = tokenize(text, d, source=source)
     return _build(segments, d, una, syntax_id, codec, raw, source)
 

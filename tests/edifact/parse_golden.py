@@ -11,8 +11,11 @@ Regenerate (only when a behaviour change is intended) with the parser that defin
     PYTHONPATH=/path/to/that/checkout python tests/edifact/parse_golden.py tests/edifact/parse_golden.json
 
 Entries changed on purpose since: an invalid byte after a released terminator (``?'``) is
-now counted in the right segment (the reference counted the released terminator); and the
-UnsupportedCharset message lists UNOA/UNOB/UNOC only (UNOD..UNOF are refused since).
+now counted in the right segment (the reference counted the released terminator); the
+UnsupportedCharset message lists UNOA/UNOB/UNOC only (UNOD..UNOF are refused since); and an
+input with a control character in its data (a mutation's NUL, CR or LF; not a line break after
+a terminator) is refused with ``InvalidCharacter`` (0085 21) before it is split: only those
+entries changed, and each other one still has the reference's result.
 
 Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
 say more about the same input, and their own tests check them.

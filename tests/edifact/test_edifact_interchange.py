@@ -156,6 +156,45 @@ def test_every_defect_is_a_typed_error_naming_file_segment_and_expectation(
     assert err.syntax_error_code == code
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "number", "element", "found"),
+    [
+        ("IDE+24+VG-0001", "IDE+24+VG-\x000001", 7, (3, None), "0x00"),  # our RFF+TN copies 7402
+        ("NAD+Z09+++Grün", "NAD+Z09+++Gr\tün", 12, (5, 1), "0x09"),  # our 55010 copies the name
+        ("+LFW0704091501++", "+LFW07\x1b04091501++", 1, (6, None), "0x1B"),  # our CONTRL copies 0020
+        ("STS+7++E03'", "STS+7++E\n03'", 9, (4, None), "0x0A"),  # a line break inside a value
+        ("RFF+TN:ALT-9'", "RFF+TN:ALT-9?'\r\n", 17, (2, 2), "0x0D"),  # ... after a released "'"
+        ("IDE+24+VG-0002", "IDE+24+VG-\x7f0002", 13, (3, None), "0x7F"),  # DEL
+    ],
+    ids=["nul-in-7402", "tab-in-name", "escape-in-0020", "lf-in-value", "crlf-after-released", "del"],
+)
+def test_a_control_character_in_data_is_refused_where_it_stands(
+    old: str, new: str, number: int, element: tuple[int, int | None], found: str
+) -> None:
+    """Answers copy values as received (IDE 7402 into RFF+TN, a name into the 55010, UNB 0020
+    into the CONTRL): one with a control character would fail the partner's syntax check, as
+    UNOA..UNOC have none for data (0085 21). Before, each was accepted and copied."""
+    text = ANMELDUNG.replace(old, new, 1)
+    assert text != ANMELDUNG
+    with pytest.raises(InvalidCharacter, match=r"control character 0x") as info:
+        parse_interchange(text.encode("latin-1"), source="in.edi")
+    err = info.value
+    assert (err.segment_number, err.element, err.found) == (number, element, found)
+    assert err.syntax_error_code == "21"
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\r\n", "\r\n\r\n", "\r"])
+def test_line_breaks_between_segments_are_no_data(line_break: str) -> None:
+    """DOMAIN §4: CR/LF after the segment terminator is not data, before the first segment too;
+    a release character before a line break stays the tokenizer's (0085 22)."""
+    text = line_break + ANMELDUNG.replace("'\r\n", "'" + line_break)
+    assert parse_interchange(text.encode("latin-1")).messages[0].reference == "MSG7"
+    released = ANMELDUNG.replace("ALT-9'\r\n", "ALT-9??'\r\n", 1)  # a released "?", then "'"
+    assert parse_interchange(released.encode("latin-1")).messages[0].transactions[1].request_ref == "ALT-9?"
+    with pytest.raises(DanglingRelease):
+        parse_interchange(ANMELDUNG.replace("Jörg:", "Jörg?\r\n:").encode("latin-1"))
+
+
 def test_duplicate_message_reference_is_rejected() -> None:
     msg = ANMELDUNG[ANMELDUNG.index("UNH") : ANMELDUNG.index("UNZ")]
     raw = ANMELDUNG.replace(msg, msg + msg).replace("UNZ+1+", "UNZ+2+").encode("latin-1")

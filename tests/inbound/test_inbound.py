@@ -586,7 +586,7 @@ def _one_message(body: str, unt: str = "") -> bytes:
         ("BGM+E01+D1''", "UCS+3+15'"),
         # Released terminators and line breaks after terminators do not end or count a segment.
         ("FTX+ACB+++a?'b'FTX+ACB+++a??'loc+Z16+1'", "UCS+4+15'"),
-        ("BGM+E01+D1'\r\nFTX+ACB+++a?'\r\nb'\nloc+Z16+1'", "UCS+4+15'"),
+        ("BGM+E01+D1'\r\nFTX+ACB+++a?'b'\nloc+Z16+1'", "UCS+4+15'"),
         # A release character right before a line break: 22 "invalid service character".
         ("BGM+E01+D1'LOC+Z16+1?\n'", "UCS+3+22'"),
         ("BGM+E01+D1'LOC+Z16+1?\r\n'", "UCS+3+22'"),
