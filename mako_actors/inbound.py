@@ -65,7 +65,7 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
-from mako_actors.edifact.interchange import check_lengths, delimiters_of
+from mako_actors.edifact.interchange import check_lengths, delimiters_of, has_control
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -1553,12 +1553,13 @@ def _text_of(raw: bytes) -> tuple[str, Delimiters]:
 
 
 def _fits_a_ucm(unh: Segment) -> bool:
-    """Whether a UNH's 0062 and S009 are within their lengths, so a UCM line can copy them."""
+    """Whether a UNH's 0062 and S009 are within their lengths and hold no control character, so a
+    UCM line can copy them."""
     try:
         check_lengths(unh, 0)
     except EdifactError:
         return False
-    return True
+    return not has_control(unh.value(0), *unh.components(1))
 
 
 #: The 0085 codes a UCS line may carry (AHB-FACTS §6); a located error of a whole segment with
@@ -1697,10 +1698,13 @@ def _lenient_header(raw: bytes) -> _Header | None:
         for segment in tokenize(text[: end + 1], delimiters):
             if segment.tag == "UNB":
                 sender, recipient, ref = segment.value(1), segment.value(2), segment.value(4)
-                # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14) get none: a dead letter.
+                # Values a CONTRL cannot carry (0004/0010 an..35, 0020 an..14, a control character:
+                # the partner's syntax check would refuse our CONTRL) get none: a dead letter.
                 fits = 0 < len(sender) <= 35 and 0 < len(recipient) <= 35 and 0 < len(ref) <= 14
                 qualifiers = segment.value(1, 1), segment.value(2, 1)
-                return (sender, recipient, ref, *qualifiers) if fits else None
+                if fits and not has_control(sender, recipient, ref, *qualifiers):
+                    return (sender, recipient, ref, *qualifiers)
+                return None
             return None
     except (EdifactError, ValueError, IndexError):
         return None

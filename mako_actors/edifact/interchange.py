@@ -49,6 +49,7 @@ __all__ = [
     "Transaction",
     "check_lengths",
     "decode",
+    "has_control",
     "parse_dtm",
     "parse_file",
     "parse_interchange",
@@ -375,6 +376,15 @@ def _refuse_controls(text: str, start: int, d: Delimiters, syntax_id: str) -> No
         found=found,
         element=element,
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control(*values: str) -> bool:
+    """Whether a value holds a C0 control character or DEL (line breaks included): none may stand
+    in an answer's data, so a refused interchange's value that does cannot be copied into one."""
+    return any(_CONTROL.search(v) for v in values)
 
 
 def _control_at(text: str, d: Delimiters) -> int:

@@ -1,7 +1,9 @@
-"""Inbound edges: over-long elements get no unsendable answer; misaddressed interchanges."""
+"""Inbound edges: over-long elements or control characters get no unsendable answer; misaddressed
+interchanges."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 from mako_actors import TenantId
 from mako_actors.delivery import DirectorySender, OutboxWorker
+from mako_actors.edifact import render_outbound
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.synthetic import anmeldung
 from mako_actors.inbound import DirectHost, InboundPipeline
@@ -62,6 +65,52 @@ async def test_over_long_elements_are_refused_on_receipt_and_every_answer_is_sen
     report = await OutboxWorker(store, DirectorySender(tmp_path / "out"), clock).run_once()
     assert report.dead_lettered == 0  # nothing decided that cannot be sent
     assert await store.outbox_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("replacements", "contrl"),
+    [
+        # IDE 7402: before, copied into the RFF+TN of the APERAK and of the 55002.
+        (
+            [(b"IDE+24+LFNTX000001", b"IDE+24+LFNTX\x00000001")],
+            b"UCM+M1+UTILMD:D:11A:UN:S2.1+4'UCS+6'UCD+21+3'",
+        ),
+        # UNH 0062: the UCI carries the error; no UCM line copies the reference.
+        ([(b"UNH+M1+", b"UNH+M\x011+"), (b"UNT+18+M1'", b"UNT+18+M\x011'")], b"+4+21'UNT"),
+        # A byte outside UNOB in BGM is the error, but the UNH 0062 its UCM line would copy holds
+        # a control character: the UCI carries the error (before, the UCM copied it).
+        (
+            [(b"UNB+UNOC:3+", b"UNB+UNOB:3+"), (b"BGM+E01+", b"BGM+E01+\xfc"), (b"UNH+M1+", b"UNH+M\x011+"),
+             (b"UNT+18+M1'", b"UNT+18+M\x011'")],
+            b"+4+21'UNT",
+        ),
+        # UNB 0020 (also in UNZ): no CONTRL can name the interchange without copying it, a dead
+        # letter only (before, UCI copied it).
+        ([(b"LFN0605143001'", b"LFN06\x1b05143001'")], None),
+    ],
+    ids=["7402", "0062", "0062-other-error", "0020"],
+)
+async def test_a_control_character_in_data_is_refused_and_never_copied_into_an_answer(
+    store: LmdbStore, replacements: list[tuple[bytes, bytes]], contrl: bytes | None
+) -> None:
+    """UNOA..UNOC have no control characters for data, and our answers copy values as received:
+    one taken with a NUL in 7402 made our APERAK and 55002 fail the partner's syntax check."""
+    raw = interchange()
+    for old, new in replacements:
+        assert old in raw
+        raw = raw.replace(old, new)
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(raw, THU_1430, source="control.edi")
+    assert result.status == "rejected" and "0085=21" in (result.error or "")
+    answers = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
+    rendered = [render_outbound(m.message_type, m.payload) for m in answers]
+    assert all(re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", b) is None for b in rendered)
+    if contrl is None:
+        assert rendered == [] and await store.dead_letters()
+    else:
+        [only] = rendered
+        assert answers[0].message_type == "CONTRL"
+        assert contrl in only and (b"UCM" in contrl) == (b"UCM" in only)
 
 
 async def test_a_well_formed_interchange_is_still_answered(store: LmdbStore, tmp_path: Path) -> None:
