@@ -15,7 +15,6 @@ yields the identical interchange.
 
 from __future__ import annotations
 
-from base64 import b32encode
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -69,16 +68,26 @@ _REF_SHAPE = {"1004": ("D", 19), "IDE": ("T", 19)}
 _SHORT = {"0020": "N", "0062": "M"}
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base 32
+_B32_PAIRS = tuple(a + b for a in _B32 for b in _B32)  # ten bits each
+
+
 def _short(digest: Any) -> str:
     """13 base-32 characters (A-Z, 2-7) of a SHA-256: 65 bits in the 13 characters the 0020's
-    an..14 leaves after the letter.
+    an..14 leaves after the letter (``b32encode(digest[:9])[:13]``, at half its cost: two per
+    message we send).
 
     Hex gave 52 bits: every message a tenant sends shares the 0020 space, which must stay
     unique for years; at 10 million messages two of them collided with probability ~1 %
     (a collision is refused as a competing trigger, or reaches the partner as a duplicate
     0020), now ~1e-6 (1e-4 at 100 million).
     """
-    return b32encode(digest.digest()[:9])[:13].decode()
+    n = int.from_bytes(digest.digest()[:9], "big") >> 7
+    p = _B32_PAIRS
+    return (
+        p[n >> 55] + p[(n >> 45) & 1023] + p[(n >> 35) & 1023] + p[(n >> 25) & 1023]
+        + p[(n >> 15) & 1023] + p[(n >> 5) & 1023] + _B32[n & 31]
+    )
 
 
 def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE"]) -> str:
