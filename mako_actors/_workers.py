@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mako_actors._durable import fsync_directory
-from mako_actors._partition import FileFacts, Partitioner, read_facts, rejected_as_a_whole
+from mako_actors._partition import FileFacts, Partitioner, Placement, read_facts, rejected_as_a_whole
 from mako_actors._placement import PartSeed, earlier_receipts, existing_parts, read_seed
 from mako_actors.errors import EngineError
 
@@ -399,17 +399,9 @@ def _pieces(
     from mako_actors.replay import ArchivedInterchange
 
     ours = frozenset(tenants)
-    partitioner = Partitioner(n, ours, k, seeds)
     mine: list[ArchivedInterchange] = []
     failures: list[str] = []
-    for (name, at), each in zip(sources, facts, strict=True):
-        if each is None:
-            continue
-
-        def judge(name: str = name, at: datetime = at) -> bool:
-            return rejected_as_a_whole(_read(name), at, ours)
-
-        placement = partitioner.place(each, judge, functools.partial(_read, name))
+    for name, at, each, placement in _walk(sources, facts, ours, Partitioner(n, ours, k, seeds)):
         if k in placement:
             try:
                 raw = _read(name)
@@ -432,24 +424,34 @@ def _takers(
 ) -> dict[str, set[int]]:
     """The parts that get a piece of each file of ``wanted`` (paths as in ``sources``): the walk
     every worker makes (``_pieces``), up to the last of them, cutting nothing."""
-    ours = frozenset(tenants)
-    partitioner = Partitioner(n, ours, None, seeds)
     left = set(wanted)
     found: dict[str, set[int]] = {}
-    for (name, at), each in zip(sources, facts, strict=True):
+    ours = frozenset(tenants)
+    for name, _, _, placement in _walk(sources, facts, ours, Partitioner(n, ours, None, seeds)):
         if not left:
             break
+        if name in left:
+            left.discard(name)
+            found[name] = set(placement)
+    return found
+
+
+def _walk(
+    sources: list[tuple[str, datetime]],
+    facts: list[FileFacts | None],
+    ours: frozenset[str],
+    partitioner: Partitioner,
+) -> Iterator[tuple[str, datetime, FileFacts, Placement]]:
+    """Each readable file's placement by ``partitioner`` (for the tenants ``ours``), in receipt
+    order (the walk every worker makes, module doc); a file is judged (parsed) only if asked."""
+    for (name, at), each in zip(sources, facts, strict=True):
         if each is None:
             continue
 
         def judge(name: str = name, at: datetime = at) -> bool:
             return rejected_as_a_whole(_read(name), at, ours)
 
-        placement = partitioner.place(each, judge, functools.partial(_read, name))
-        if name in left:
-            left.discard(name)
-            found[name] = set(placement)
-    return found
+        yield name, at, each, partitioner.place(each, judge, functools.partial(_read, name))
 
 
 def _read(name: str) -> bytes:

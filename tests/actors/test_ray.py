@@ -131,12 +131,14 @@ async def test_killed_host_loses_no_acknowledged_command(tmp_path: Path) -> None
     assert replay.total - sum(range(20)) == 100 * (count - 20)
 
 
-async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Path) -> None:
-    """The host dies while deciding an idempotent write; the caller's next write waits in the
-    driver meanwhile. The resend goes first: before, the next write left at once for the
-    restarted host and the resent one ran after it, so the process saw them out of order."""
+@pytest.mark.parametrize("placement", ["hosted", "dedicated"])
+async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Path, placement: str) -> None:
+    """The actor dies while deciding an idempotent write; the caller's next write waits in the
+    driver meanwhile, and (dedicated) a later one is sent during the resend's back-off. The
+    resend goes first: before, the next writes left at once for the restarted actor and the
+    resent one ran after them, so the process saw the caller's writes out of order."""
     marker = tmp_path / "crash"
-    async with system(tmp_path / "db", "hosted") as actors:
+    async with system(tmp_path / "db", placement) as actors:
         ref = actors.spawn("faulty", TENANT, FAULTY_ID)
         await ref.execute(Fail(kind="ok", label="first"))
         crashing = asyncio.create_task(ref.execute(
@@ -148,35 +150,16 @@ async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Pat
         while not any(b.items for b in actors._batchers.values()):  # queued behind the call in flight
             await asyncio.sleep(0.01)
         Path(f"{marker}.go").write_text("")
-        await asyncio.gather(crashing, following)
-        assert (await ref.state()).labels == ("first", "resent", "next")
-
-
-async def test_a_resent_write_of_a_dedicated_actor_is_not_overtaken_by_its_callers_next(
-    tmp_path: Path,
-) -> None:
-    """A dedicated actor dies while deciding an idempotent write: the caller's next write was
-    queued behind it, a later one is sent during the back-off. Both run after the resend:
-    before, the queued one went at once to the restarted actor and the later one did too, while
-    the resend waited out its back-off, so the process saw the caller's writes out of order."""
-    marker = tmp_path / "crash"
-    async with system(tmp_path / "db", "dedicated") as actors:
-        ref = actors.spawn("faulty", TENANT, FAULTY_ID)
-        await ref.execute(Fail(kind="ok", label="first"))
-        crashing = asyncio.create_task(ref.execute(
-            Fail(kind="crash_once", label="resent", marker=str(marker), idempotency_key="k1")
-        ))  # fmt: skip
-        while not marker.exists():
-            await asyncio.sleep(0.01)
-        following = asyncio.create_task(ref.execute(Fail(kind="ok", label="next", idempotency_key="k2")))
-        while not any(b.items for b in actors._batchers.values()):  # queued behind the call in flight
-            await asyncio.sleep(0.01)
-        Path(f"{marker}.go").write_text("")
-        while ref.stream_id in actors._dedicated:  # the dead actor is dropped: the resend backs off
-            await asyncio.sleep(0.01)
-        later = asyncio.create_task(ref.execute(Fail(kind="ok", label="later", idempotency_key="k3")))
-        await asyncio.gather(crashing, following, later)
-        assert (await ref.state()).labels == ("first", "resent", "next", "later")
+        calls = [crashing, following]
+        expected: tuple[str, ...] = ("first", "resent", "next")
+        if placement == "dedicated":
+            while ref.stream_id in actors._dedicated:  # the dead actor is dropped: the resend backs off
+                await asyncio.sleep(0.01)
+            later = Fail(kind="ok", label="later", idempotency_key="k3")
+            calls.append(asyncio.create_task(ref.execute(later)))
+            expected += ("later",)
+        await asyncio.gather(*calls)
+        assert (await ref.state()).labels == expected
         assert not actors._resending
 
 
