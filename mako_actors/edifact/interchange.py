@@ -412,13 +412,16 @@ def _control_at(text: str, d: Delimiters) -> int:
 
 @lru_cache(maxsize=16)
 def _controls(d: Delimiters) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    """The patterns of ``_first_control``: a control character other than a line break; a line
+    """The patterns of ``_first_control``: a control character other than a line break and the
+    UNA's service characters (ISO 9735's level B layout declares IS1/IS3/IS4 there); a line
     break after neither a line break, a terminator nor a release character; one after either of
     the last two (data again when that one is released)."""
     t, r = re.escape(d.terminator), re.escape(d.release)
+    service = {d.component, d.element, d.release, d.reserved, d.terminator, "\r", "\n"}
+    others = "".join(re.escape(c) for c in map(chr, [*range(0x20), 0x7F]) if c not in service)
     # Two searches, each opening with a character class, cost less than one with both branches.
     return (
-        re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]"),
+        re.compile(f"[{others}]"),
         re.compile(rf"[\r\n](?<![\r\n{t}{r}][\r\n])"),
         re.compile(rf"(?<=[{t}{r}])[\r\n]"),
     )

@@ -195,6 +195,17 @@ def test_line_breaks_between_segments_are_no_data(line_break: str) -> None:
         parse_interchange(ANMELDUNG.replace("Jörg:", "Jörg?\r\n:").encode("latin-1"))
 
 
+def test_control_characters_the_una_declares_are_delimiters_not_data() -> None:
+    """ISO 9735's level B layout names IS1/IS3/IS4 as component and element separators and
+    segment terminator in its UNA: delimiters, not data. Before, the control-character check
+    refused the first one it met (0085 21)."""
+    una = "UNA\x1f\x1d.? \x1c"
+    body = ANMELDUNG[ANMELDUNG.index("UNB") :].replace("\r\n", "")
+    text = una + body.replace("'", "\x1c").replace("+", "\x1d").replace(":", "\x1f")
+    assert "UNOC" in text and "\x00" not in text
+    assert parse_interchange(text.encode("latin-1")).messages[0].reference == "MSG7"
+
+
 def test_duplicate_message_reference_is_rejected() -> None:
     msg = ANMELDUNG[ANMELDUNG.index("UNH") : ANMELDUNG.index("UNZ")]
     raw = ANMELDUNG.replace(msg, msg + msg).replace("UNZ+1+", "UNZ+2+").encode("latin-1")
