@@ -65,6 +65,7 @@ from mako_actors.edifact import (
     tokenize,
     try_parse_interchange,
 )
+from mako_actors.edifact._tokenizer import released
 from mako_actors.edifact.interchange import check_lengths, delimiters_of, has_control
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
@@ -1523,20 +1524,11 @@ def _cut_before(text: str, delimiters: Delimiters, number: int) -> tuple[str, st
     end = -1
     for _ in range(number - 1):
         end = text.find(terminator, end + 1)
-        while end > 0 and _released(text, end, release):
+        while end > 0 and released(text, end, release):
             end = text.find(terminator, end + 1)
         if end < 0:
             return None
     return text[: end + 1], text[end + 1 :]
-
-
-def _released(text: str, at: int, release: str) -> bool:
-    """Whether the character at ``at`` is escaped: an odd run of release characters before it
-    (an even one is released release characters)."""
-    run = 0
-    while run < at and text[at - run - 1] == release:
-        run += 1
-    return run % 2 == 1
 
 
 def _text_of(raw: bytes) -> tuple[str, Delimiters]:

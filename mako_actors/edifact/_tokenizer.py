@@ -309,6 +309,15 @@ def _unguard(value: str, present: list[tuple[str, str]]) -> str:
     return value
 
 
+def released(text: str, at: int, release: str) -> bool:
+    """Whether the character at ``at`` is escaped: an odd run of release characters before it
+    (an even one is released release characters). Counts back from ``at``; copies nothing."""
+    run = 0
+    while run < at and text[at - run - 1] == release:
+        run += 1
+    return run % 2 == 1
+
+
 def _odd_release_suffix(s: str, rel: str) -> bool:
     return (len(s) - len(s.rstrip(rel))) % 2 == 1
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from mako_actors._frozen import positional_maker
-from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Segment, tokenize
+from mako_actors.edifact._tokenizer import DEFAULT_DELIMITERS, Delimiters, Segment, released, tokenize
 from mako_actors.edifact.errors import (
     ControlCountMismatch,
     DuplicateReference,
@@ -438,13 +438,9 @@ def _first_control(text: str, d: Delimiters) -> int:
             end = found.start()
     for match in after.finditer(text, skip, end):
         i = match.start()
-        live = text[i - 1] == d.release  # a release character right before the line break
-        k = i - 1 if live else i - 2
-        run = 0  # the release characters that end at ``k``
-        while k - run >= 0 and text[k - run] == d.release:
-            run += 1
-        if live != (run % 2 == 1):
-            # A released release character or terminator: the line break after it is data.
+        # The terminator or release character before it released: the line break is data (an
+        # unreleased release character before it is the tokenizer's dangling release).
+        if released(text, i - 1, d.release):
             return i
     return -1 if end == len(text) else end
 
