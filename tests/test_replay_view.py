@@ -166,3 +166,34 @@ async def test_a_deadline_given_up_on_in_a_sequential_replay_leaves_a_keyed_lett
         )
         assert letter.key is not None and letter.key == plain.keyed().key
         assert await store.due_deadlines(due, 10) == [] and not view.is_pending(deadline.deadline_id)
+
+
+@pytest.mark.parametrize(("gather", "transactions"), [(0, 2), (6, 1)])
+async def test_commits_a_few_loop_turns_apart_share_one_write_transaction(
+    tmp_path: Path, gather: int, transactions: int
+) -> None:
+    """A pipelined run's commits asked for within ``gather`` loop turns of the first are written
+    in one LMDB transaction (fewer B-tree pages rewritten); each caller gets its own result."""
+    import asyncio
+
+    from mako_actors.store import Commit, JournalEntry
+    from mako_actors.version import ExpectedVersion
+
+    async with LmdbStore(tmp_path / "store") as store:
+        view = _RunView(store, lambda _: None, gather)
+        streams = [StreamId.for_process(TENANT, ProcessId.new()) for _ in range(2)]
+
+        async def commit(stream: StreamId, turns_later: int) -> int:
+            for _ in range(turns_later):
+                await asyncio.sleep(0)  # one loop turn each
+            entry = JournalEntry(TENANT, f"k:{stream}", {"n": turns_later})
+            first = ExpectedVersion.exact(0)
+            return (await view.commit(Commit(stream_id=stream, expected=first, journal=[entry]))).version
+
+        before = store.stats.transactions
+        assert await asyncio.gather(commit(streams[0], 0), commit(streams[1], 3)) == [0, 0]
+        assert store.stats.transactions - before == transactions
+        assert [await store.journal(TENANT, f"k:{s}") for s in streams] == [[{"n": 0}], [{"n": 3}]]
+        # A lone commit is written after at most ``gather`` turns, not left waiting for company.
+        lone = StreamId.for_process(TENANT, ProcessId.new())
+        assert await asyncio.wait_for(commit(lone, 0), 5.0) == 0
