@@ -8,6 +8,10 @@ which the workflow derives from the triggering message's references (``derive_re
 "IDE")`` with ``seed = sender:0020:0062:IDE``); the first ``CANDIDATES`` indices of every
 trigger map to its partition (``Predictions``: derived when an answer asks, one index at a
 time, so the walk hashes ~1 of 16 references per trigger), so an answer follows its request.
+A partner's CONTRL on a negative APERAK the pipeline itself sent (refusing a message or one of
+its transactions) names that APERAK's 0020, derived from the refused message and the
+transaction's position (``inbound.refusal_seed``): each message's possible refusal 0020s map to
+its partition the same way, derived only for a CONTRL whose 0020 nothing else names.
 
 Groups. A group gets its partition the first time the walk (receipt order) meets it: the
 partition of the first message of its file already placed (by its group or as an answer), else
@@ -119,6 +123,7 @@ from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
 from mako_actors.gpke.payloads import derive_ref, derive_request_refs
 from mako_actors.gpke.validation import OBJECT_LOCATIONS
+from mako_actors.inbound import refusal_seed
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -356,12 +361,14 @@ class _Route(NamedTuple):
     """How one message is placed: ``_STATIC`` in the partition of ``group`` (a trigger also maps
     the references its answers will carry, derived from ``seeds``, one per transaction, to it),
     ``_ACK`` / ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the
-    file's) when unknown."""
+    file's) when unknown. ``refusals``: the seeds of the APERAKs the pipeline may refuse the
+    message or one of its transactions with (``refusal_seed``; none for an acknowledgement)."""
 
     kind: int
     group: int
     ref: bytes = b""
     seeds: tuple[str, ...] = ()
+    refusals: tuple[str, ...] = ()
 
 
 _STATIC, _ACK, _ANSWER = 0, 1, 2
@@ -530,16 +537,20 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
     sender_id, recipient, control_ref = key
     if message.ack_ref:
         return _Route(_ACK, default, message.ack_ref)
+    sender = sender_id.decode("latin-1")  # the workflow and the pipeline seed with the UNB sender
+    control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
+    ides = [each[b"IDE"].decode("latin-1") for each in message.txs]
+    # A whole message, or a transaction whose IDE has no reference (the scan lists no such one),
+    # is refused under "": every message may be.
+    refusals = tuple(dict.fromkeys(refusal_seed(sender, control, ref, ide) for ide in ["", *ides]))
     if not message.txs:
-        return _Route(_STATIC, default)
+        return _Route(_STATIC, default, refusals=refusals)
     tx = message.txs[0]
     if tx.get(b"Z13") in _ANSWERS:
-        return _Route(_ANSWER, default, tx.get(b"TN", b""))
+        return _Route(_ANSWER, default, tx.get(b"TN", b""), refusals=refusals)
     group = _group(recipient, tx.get(b"LOC", b""))
-    sender = sender_id.decode("latin-1")  # the workflow seeds with the UNB sender
-    control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
-    seeds = tuple(trigger_seed(sender, control, ref, each[b"IDE"].decode("latin-1")) for each in message.txs)
-    return _Route(_STATIC, group, b"", seeds)
+    seeds = tuple(trigger_seed(sender, control, ref, ide) for ide in ides)
+    return _Route(_STATIC, group, b"", seeds, refusals)
 
 
 def _facts(name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
@@ -602,8 +613,11 @@ class Partitioner:
         # Bytes rejected under a key before other bytes came -> the partition that received them:
         # the same bytes again are a duplicate there (its receipt stream holds them).
         self._rejected_at: dict[tuple[tuple[bytes, bytes, bytes], bytes], int] = {}
-        # Each trigger's references -> its partition, derived when an answer asks (``Predictions``).
+        # Each trigger's references -> its partition, derived when an answer asks (``Predictions``);
+        # the same for the 0020s of the refusals the pipeline may send for each message, asked
+        # only by an acknowledgement of an interchange nothing else names.
         self._predicted: Predictions[int] = Predictions()
+        self._refusals: Predictions[int] = Predictions()
         for part, seed in enumerate(seeds):
             if seed is None:
                 continue
@@ -768,7 +782,11 @@ class Partitioner:
             known = interchanges.maps[0].get(ref) if isinstance(interchanges, ChainMap) else None
             if known is None:
                 known = self._predicted.get("0020", ("", ref.decode("latin-1")))
-            return known if known is not None else interchanges.get(ref)
+            if known is None:
+                known = interchanges.get(ref)
+            if known is None:  # a CONTRL on an APERAK our pipeline refused something with
+                known = self._refusals.get("0020", ("", ref.decode("latin-1")))
+            return known
         known = ides.maps[0].get(ref) if isinstance(ides, ChainMap) else None
         if known is None:
             known = self._predicted.get("IDE", ("", ref.decode("latin-1")))
@@ -809,6 +827,9 @@ class Partitioner:
                 else:
                     for seed in route.seeds:
                         self._predicted.add("", seed, part)
+            if not dry:  # (an answer may be refused too)
+                for seed in route.refusals:
+                    self._refusals.add("", seed, part)
             load[part] += 1
             parts.append(part)
         return parts

@@ -1322,6 +1322,14 @@ def _outcome(
     )
 
 
+def refusal_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
+    """The seed of the negative APERAK refusing transaction ``ide_ref`` ("": a whole message, or
+    a transaction without its reference) of a message: its 0020 is ``derive_ref(seed, position,
+    "0020")``, ``position`` the transaction's in its message (``_refusal``; a replay's
+    partitioner predicts them, ``mako_actors._partition``)."""
+    return f"APERAK:{sender}:{control_ref}:{message_ref}:{ide_ref}"
+
+
 def _refusal(
     interchange: Interchange,
     message: Message,
@@ -1337,7 +1345,7 @@ def _refusal(
     missing or repeated in one message (each refusal must have its own 0020, 0062 and 1004).
     """
     ide = transaction.ide_ref if transaction is not None else ""
-    seed = f"APERAK:{interchange.sender.id}:{interchange.control_ref}:{message.reference}:{ide}"
+    seed = refusal_seed(interchange.sender.id, interchange.control_ref, message.reference, ide)
     # The first transaction's (and a whole message's) index stays 0: references of before.
     position = 0 if transaction is None else _position(message, transaction)
     ref = OutboundRef.derive(seed, position, "APERAK", interchange.sender.id)
