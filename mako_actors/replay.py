@@ -31,9 +31,10 @@ Two schedules give the same decisions (``ReplayReport.decision_digest`` proves i
 Both schedules parse each file once (the keys come from the parsed values, which ``ingest``
 takes), write an accepted interchange's receipt, CONTRL and outcome in one command after its
 messages are routed (``InboundPipeline(receipt_after_routing=True)``; the CONTRL follows the
-processes' answers in the replay's outbox), and write every commit asked for in one loop turn
-in one LMDB transaction on the loop's own thread (``_RunView``: the replay is the store's only
-writer). Into a fresh store, the decision digest is gathered from the commits as they are made.
+processes' answers in the replay's outbox), and write the commits asked for in one loop turn
+(pipelined: within a few loop turns of the first) in one LMDB transaction on the loop's own
+thread (``_RunView``: the replay is the store's only writer). Into a fresh store, the decision
+digest is gathered from the commits as they are made.
 
 The receipt instant comes from the archive, never from the bytes (DOMAIN: UNB S004 is the
 sender's preparation time, not the ÜT): from ``manifest.csv`` in the directory (``file,
