@@ -279,8 +279,7 @@ class _Host:
             self._pushed.push(now)
         if self._repairing is None:
             self._repair_once()
-        if time.monotonic() >= self._readers_due:
-            self.clear_stale_readers()
+        self._readers_if_due()
         items = self._decode(data)
         return encode_results([identity for _, identity, _ in items], await self.run_batch(items))
 
@@ -438,8 +437,9 @@ class _Host:
         A host keeps its stores open for long, beside other readers (a CLI on the node): one
         killed mid-read keeps its snapshot, and the store grows with every write until reopened
         (``stores.lmdb.clear_stale_readers``). The host has no timer of its own: the first
-        ``call_batch`` or ``ingest`` after ``_STALE_READERS_EVERY`` seconds asks (a clock read
-        per batch, not per command); a failure is logged, never the batch's.
+        call that may write (``call_batch``, ``ingest``, an outbox delivery or deadline run:
+        a host may get only those for long) after ``_STALE_READERS_EVERY`` seconds asks (a
+        clock read per call, not per command); a failure is logged, never the call's.
         """
         self._readers_due = time.monotonic() + self._readers_every
         cleared = 0
@@ -449,6 +449,10 @@ class _Host:
             except Exception:
                 _log.exception("partition %d: freeing stale LMDB reader slots failed", partition)
         return cleared
+
+    def _readers_if_due(self) -> None:
+        if time.monotonic() >= self._readers_due:
+            self.clear_stale_readers()
 
     def _repair_once(self) -> None:
         """Start ``repair_keys`` in the background the first time this host serves."""
@@ -473,8 +477,7 @@ class _Host:
             self._pushed.push(now)
         if self._repairing is None:
             self._repair_once()
-        if time.monotonic() >= self._readers_due:
-            self.clear_stale_readers()
+        self._readers_if_due()
         options = self._spec.get("inbound")
         if options is None:
             raise InvalidArgument("this host was started without inbound=...; it cannot ingest")
@@ -653,6 +656,7 @@ class _Host:
 
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
+        self._readers_if_due()
         totals = [0, 0, 0]
         for p in sorted(self._stores):
             report = await OutboxWorker(self._stores[p], sender, self._clock, policy).run_once()
@@ -666,6 +670,7 @@ class _Host:
 
         if now is not None and self._pushed is not None:
             self._pushed.push(now)
+        self._readers_if_due()
         fired = 0
         slot, slots = self._spec.get("slot"), self._spec.get("slots")
         # A host of a shared store fires the deadlines of the processes it owns (through their

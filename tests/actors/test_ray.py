@@ -163,10 +163,16 @@ async def test_a_resent_write_is_not_overtaken_by_its_callers_next(tmp_path: Pat
         assert not actors._resending
 
 
-async def test_a_host_frees_the_slot_of_a_reader_killed_mid_read_beside_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("serving", ["commands", "deadlines", "outbox"])
+async def test_a_host_frees_the_slot_of_a_reader_killed_mid_read_beside_it(
+    tmp_path: Path, serving: str
+) -> None:
     """A reader of the hosts' store (a CLI on the node) is killed mid-read while they run: a
-    host frees its slot while it serves. Before, only ``serve`` and an open did: a host running
-    for long kept the slot's snapshot, and its store grew with every write until reopened."""
+    host frees its slot while it serves, also when it only fires deadlines or delivers the
+    outbox (it writes then too). Before, only ``serve`` and an open did: a host running for
+    long kept the slot's snapshot, and its store grew with every write until reopened; then
+    only a host's next batch of commands did."""
+    from tests.actors.ray_workflows import FileSender
     from tests.stores.test_stale_readers import _killed_mid_read
 
     path = tmp_path / "db"
@@ -179,9 +185,14 @@ async def test_a_host_frees_the_slot_of_a_reader_killed_mid_read_beside_it(tmp_p
             pid = _killed_mid_read(path)
             assert f"{pid} " in str(beside._env.readers())
             await asyncio.sleep(0.3)
-            await ref.execute(Record(amount=2))
+            if serving == "commands":
+                await ref.execute(Record(amount=2))
+            elif serving == "deadlines":
+                await actors.fire_due_deadlines()
+            else:
+                await actors.deliver_outbox(FileSender(str(tmp_path / "sent")))
             assert f"{pid} " not in str(beside._env.readers())
-        assert (await ref.state()).total == 3
+        assert (await ref.state()).total == (3 if serving == "commands" else 1)
 
 
 async def test_dedicated_passivation_and_get_if_exists(tmp_path: Path) -> None:
