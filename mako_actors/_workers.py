@@ -161,7 +161,7 @@ async def replay_partitions(
     fired Fristen past their receipt; ``InvalidArgument`` after round 1, before any worker
     writes, if a part that fired them takes one (``_Untaken.refuse``).
     """
-    from mako_actors.replay import ReplayReport, digest_of
+    from mako_actors.replay import ReplayReport, digest_of, in_receipt_order
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
@@ -229,6 +229,7 @@ async def replay_partitions(
         total.failures += report.failures
         decisions |= part
     total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
+    in_receipt_order(total, items)
     total.duration_s = time.perf_counter() - started
     total.decision_digest = digest_of(decisions)
     return total

@@ -1379,6 +1379,21 @@ def _read_file(path: Path) -> bytes:
         os.close(fd)
 
 
+def in_receipt_order(report: ReplayReport, items: Sequence[ArchivedInterchange]) -> None:
+    """Sort ``report``'s rejected files and errors as their files are in ``items`` (receipt order).
+
+    A pipelined run finishes files in the order their writes complete (a dead letter's on the
+    store's writer thread, a receipt's in the run's next transaction), and ``--workers N``
+    merges part by part: without this the report's lists would depend on the schedule.
+    """
+    index: dict[str, int] = {}
+    for position, item in enumerate(items):
+        index.setdefault(storable_name(item.path.name), position)
+    last = len(items)
+    report.rejected.sort(key=lambda name: index.get(name, last))
+    report.errors.sort(key=lambda line: index.get(line.partition(": ")[0], last))
+
+
 def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResult, messages: int) -> None:
     report.messages += messages
     report.statuses[result.status] += 1
@@ -1652,6 +1667,7 @@ async def _replay_items(
         encoded = encoded_decisions(decisions)
         report.decision_digest = digest_of(encoded)
         report.awaiting_operator = awaiting_operator(decisions)
+        in_receipt_order(report, items)
     # Closed, so synced: the run's writes are durable before its mark goes.
     running.unlink()
     fsync_directory(running.parent)

@@ -219,6 +219,32 @@ async def test_a_keyed_dead_letter_is_stored_once(tmp_path: Path, kind: str) -> 
         await store.aclose()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_report_lists_rejected_files_in_receipt_order(tmp_path: Path, workers: int) -> None:
+    """A file rejected with a CONTRL finishes when the run's next write transaction is written, an
+    unreadable one when its dead letter is (the store's writer thread): a pipelined run finished
+    them out of order, and ``--workers`` listed them part by part. The report lists them, and
+    their errors, as they were received."""
+    from mako_actors.replay import replay_directory
+
+    directory = tmp_path / "in"
+    directory.mkdir()
+    rows = ["file,received_at"]
+    for k in range(12):
+        name, at = f"{k:02d}.edi", THU + timedelta(minutes=k)
+        if k % 2:
+            raw = b"not EDIFACT"
+        else:
+            raw = f"UNB+UNOC:3+{LFN}:500+{NB}:500+251113:1500+X{k}'UNZ+1+X{k}'".encode()
+        (directory / name).write_bytes(raw)
+        rows.append(f"{name},{at.isoformat()}")
+    (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+    report = await replay_directory(directory, tmp_path / "s", tenants=[NB], workers=workers)
+    assert report.rejected == [f"{k:02d}.edi" for k in range(12)]
+    erred = [line.partition(": ")[0] for line in report.errors]
+    assert erred and erred == sorted(erred)  # (the names sort as they were received)
+
+
 def test_file_names_that_are_not_utf8_are_stored_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
