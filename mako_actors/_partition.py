@@ -10,8 +10,9 @@ trigger map to its partition (``Predictions``: derived when an answer asks, one 
 time, so the walk hashes ~1 of 16 references per trigger), so an answer follows its request.
 A partner's CONTRL on a negative APERAK the pipeline itself sent (refusing a message or one of
 its transactions) names that APERAK's 0020, derived from the refused message and the
-transaction's position (``inbound.refusal_seed``): each message's possible refusal 0020s map to
-its partition the same way, derived only for a CONTRL whose 0020 nothing else names.
+transaction's position in it (``inbound.refusal_seed``): each message's possible refusal 0020s
+(one per transaction, one for the whole message; ~1.5 SHA-256 per message, in the light scan)
+map to its partition, asked only for a CONTRL whose 0020 nothing else names.
 
 Groups. A group gets its partition the first time the walk (receipt order) meets it: the
 partition of the first message of its file already placed (by its group or as an answer), else
@@ -121,9 +122,8 @@ from mako_actors._placement import Earlier, PartSeed
 from mako_actors.edifact import EdifactError, Interchange, try_parse_interchange
 from mako_actors.errors import InvalidArgument
 from mako_actors.gpke.calendar import uet
-from mako_actors.gpke.payloads import derive_ref, derive_request_refs
+from mako_actors.gpke.payloads import derive_ref, derive_request_refs, refusal_interchange_ref
 from mako_actors.gpke.validation import OBJECT_LOCATIONS
-from mako_actors.inbound import refusal_seed
 from mako_actors.version import FormatVersion
 
 __all__ = [
@@ -176,6 +176,9 @@ class _Message:
     ref: bytes = b""
     txs: list[dict[bytes, bytes]] = field(default_factory=list)
     ack_ref: bytes = b""
+    # Every transaction's IDE 7402 in order, b"" where it has none (``txs`` lists only those
+    # with one): what the pipeline's refusal references derive from, by position.
+    ides: list[bytes] = field(default_factory=list)
 
 
 def our_references(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> list[tuple[str, str]]:
@@ -293,7 +296,10 @@ class Scan:
                 self.control = elements[5].split(self.comp)[0]
                 self.head_end = end + 1
             elif tag == b"UNH" and len(elements) > 2:
-                current = _Message(start, kind=elements[2].split(self.comp)[0], ref=elements[1])
+                # (The first component, as the parser reads the 0062.)
+                current = _Message(
+                    start, kind=elements[2].split(self.comp)[0], ref=elements[1].split(self.comp)[0]
+                )
                 self.messages.append(current)
             elif current is not None:
                 if tag in _VALUE_TAGS:
@@ -321,8 +327,11 @@ class Scan:
 
     def _value(self, message: _Message, tag: bytes, elements: list[bytes]) -> None:
         second = elements[1].split(self.comp) if len(elements) > 1 else [b""]
-        if tag == b"IDE" and len(elements) > 2:
-            message.txs.append({b"IDE": elements[2]})
+        if tag == b"IDE":
+            ide = elements[2].split(self.comp)[0] if len(elements) > 2 else b""
+            message.ides.append(ide)
+            if len(elements) > 2:
+                message.txs.append({b"IDE": ide})
         elif tag == b"LOC" and message.txs and len(elements) > 2:
             _located(message.txs[-1], second[0], elements[2].split(self.comp)[0])
         elif tag == b"STS" and second[0] == b"7" and message.txs and len(elements) > 4:
@@ -361,14 +370,14 @@ class _Route(NamedTuple):
     """How one message is placed: ``_STATIC`` in the partition of ``group`` (a trigger also maps
     the references its answers will carry, derived from ``seeds``, one per transaction, to it),
     ``_ACK`` / ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the
-    file's) when unknown. ``refusals``: the seeds of the APERAKs the pipeline may refuse the
-    message or one of its transactions with (``refusal_seed``; none for an acknowledgement)."""
+    file's) when unknown. ``refusals``: the 0020s of the APERAKs the pipeline may refuse the
+    message or one of its transactions with (none for an acknowledgement)."""
 
     kind: int
     group: int
     ref: bytes = b""
     seeds: tuple[str, ...] = ()
-    refusals: tuple[str, ...] = ()
+    refusals: tuple[bytes, ...] = ()
 
 
 _STATIC, _ACK, _ANSWER = 0, 1, 2
@@ -452,8 +461,10 @@ def _from_parsed(parsed: Interchange) -> list[_Message]:
         message = _Message(0, kind=_encoded(each.message_type), ref=_encoded(each.reference))
         for segment in each.segments:
             tag = segment.tag
-            if tag == "IDE" and len(segment.elements) > 1:
-                message.txs.append({b"IDE": _encoded(segment.value(1))})
+            if tag == "IDE":
+                message.ides.append(_encoded(segment.value(1)))
+                if len(segment.elements) > 1:
+                    message.txs.append({b"IDE": _encoded(segment.value(1))})
             elif tag == "LOC" and message.txs and len(segment.elements) > 1:
                 _located(message.txs[-1], segment.value(0), _encoded(segment.value(1)))
             elif tag == "STS" and segment.value(0) == "7" and message.txs:
@@ -540,9 +551,11 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
     sender = sender_id.decode("latin-1")  # the workflow and the pipeline seed with the UNB sender
     control, ref = control_ref.decode("latin-1"), message.ref.decode("latin-1")
     ides = [each[b"IDE"].decode("latin-1") for each in message.txs]
-    # A whole message, or a transaction whose IDE has no reference (the scan lists no such one),
-    # is refused under "": every message may be.
-    refusals = tuple(dict.fromkeys(refusal_seed(sender, control, ref, ide) for ide in ["", *ides]))
+    # The whole message (position 0, no IDE), and each transaction at its position.
+    refused = [("", 0), *((ide.decode("latin-1"), k) for k, ide in enumerate(message.ides))]
+    refusals = tuple(
+        dict.fromkeys(refusal_interchange_ref(sender, control, ref, ide, k).encode() for ide, k in refused)
+    )
     if not message.txs:
         return _Route(_STATIC, default, refusals=refusals)
     tx = message.txs[0]
@@ -614,10 +627,9 @@ class Partitioner:
         # the same bytes again are a duplicate there (its receipt stream holds them).
         self._rejected_at: dict[tuple[tuple[bytes, bytes, bytes], bytes], int] = {}
         # Each trigger's references -> its partition, derived when an answer asks (``Predictions``);
-        # the same for the 0020s of the refusals the pipeline may send for each message, asked
-        # only by an acknowledgement of an interchange nothing else names.
+        # the 0020 of each refusal the pipeline may send for a message -> that message's partition.
         self._predicted: Predictions[int] = Predictions()
-        self._refusals: Predictions[int] = Predictions()
+        self._refusals: dict[bytes, int] = {}
         for part, seed in enumerate(seeds):
             if seed is None:
                 continue
@@ -785,7 +797,7 @@ class Partitioner:
             if known is None:
                 known = interchanges.get(ref)
             if known is None:  # a CONTRL on an APERAK our pipeline refused something with
-                known = self._refusals.get("0020", ("", ref.decode("latin-1")))
+                known = self._refusals.get(ref)
             return known
         known = ides.maps[0].get(ref) if isinstance(ides, ChainMap) else None
         if known is None:
@@ -828,8 +840,8 @@ class Partitioner:
                     for seed in route.seeds:
                         self._predicted.add("", seed, part)
             if not dry:  # (an answer may be refused too)
-                for seed in route.refusals:
-                    self._refusals.add("", seed, part)
+                for refusal in route.refusals:
+                    self._refusals[refusal] = part
             load[part] += 1
             parts.append(part)
         return parts

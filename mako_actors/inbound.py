@@ -91,6 +91,7 @@ from mako_actors.gpke.payloads import (
     ContrlSegmentError,
     OutboundRef,
     contrl_payload,
+    refusal_seed,
 )
 
 # Re-exported for existing callers; they belong to the GPKE family (``gpke.supply``).
@@ -1320,14 +1321,6 @@ def _outcome(
         None,  # refused
         None,  # ack
     )
-
-
-def refusal_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
-    """The seed of the negative APERAK refusing transaction ``ide_ref`` ("": a whole message, or
-    a transaction without its reference) of a message: its 0020 is ``derive_ref(seed, position,
-    "0020")``, ``position`` the transaction's in its message (``_refusal``; a replay's
-    partitioner predicts them, ``mako_actors._partition``)."""
-    return f"APERAK:{sender}:{control_ref}:{message_ref}:{ide_ref}"
 
 
 def _refusal(

@@ -260,12 +260,19 @@ def test_the_same_bytes_again_are_placed_as_before_and_other_readable_bytes_go_h
     assert home in first and partitioner.split("other.edi", other, at) == {home: other}
 
 
-def _refused(control_ref: str) -> bytes:
-    """An Anmeldung whose transaction has no reference (``IDE+24``): the pipeline refuses it
-    with a negative APERAK (Z29) of its own, not a process's."""
+def _refused(control_ref: str, kind: int) -> bytes:
+    """An interchange the pipeline refuses (negative APERAKs of its own, not a process's):
+    ``kind`` 0, an Anmeldung whose transaction has no reference (``IDE+24``, Z29); 1, ten such
+    transactions in one message (refused at positions 0-9); 2, a transaction of a PID nobody
+    handles (Z31) whose 0062 and 7402 carry a stray second component (read as the first)."""
+    unh, body = "M1", ["IDE+24", "LOC+Z16+51238696788", "RFF+Z13:55001"]
+    if kind == 1:
+        body *= 10
+    elif kind == 2:
+        unh, body = "M1:X", [f"IDE+24+T{control_ref}:Z1", "LOC+Z16+51238696788", "RFF+Z13:55999"]
     lines = [
-        "UNH+M1+UTILMD:D:11A:UN:S2.1", f"BGM+E01+D{control_ref}", "NAD+MS+9900000010002::293",
-        "IDE+24", "LOC+Z16+51238696788", "RFF+Z13:55001", "UNT+7+M1",
+        f"UNH+{unh}+UTILMD:D:11A:UN:S2.1", f"BGM+E01+D{control_ref}", "NAD+MS+9900000010002::293",
+        *body, f"UNT+{len(body) + 4}+{unh}",
     ]  # fmt: skip
     unb = f"UNA:+.? 'UNB+UNOC:3+9900000010002:500+9900000002009:500+251103:0713+{control_ref}'"
     return (unb + "'".join(lines) + f"'UNZ+1+{control_ref}'").encode()
@@ -280,29 +287,34 @@ def _contrl_on(control_ref: str, ours: str) -> bytes:
 
 
 async def test_the_partners_contrl_on_our_refusal_reaches_the_part_that_refused(tmp_path: Path) -> None:
-    """Our refusal APERAK's 0020 derives from the refused message (not from a trigger the walk
-    maps), so the walk did not know it: the CONTRL on it went to the least loaded part and was a
-    dead letter "unknown interchange" there, where one worker records it on the receipt stream
-    that sent the refusal. The walk now maps each message's possible refusal references to its
-    part, so every worker count records it as one worker does."""
+    """Our refusal APERAK's 0020 derives from the refused message and the transaction's position
+    in it (not from a trigger the walk maps), so the walk did not know it: the CONTRL on it went
+    to the least loaded part and was a dead letter "unknown interchange" there, where one worker
+    records it on the receipt stream that sent the refusal. The walk now maps each message's
+    possible refusal references to its part (every position, values read as the parser reads
+    them), so every worker count records it as one worker does."""
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=5))
     times = sorted(received(src).values())
-    refused = [(f"refused-{k}.edi", _refused(f"RZ{k}"), times[10 * k + 5]) for k in range(6)]
+    refused = [(f"refused-{k}.edi", _refused(f"RZ{k}", k % 3), times[10 * k + 5]) for k in range(9)]
     with_manifest(src, refused)
     options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, False, 512)
     await _replay_items(archive(src), tmp_path / "scratch", options, None)
     async with LmdbStore(tmp_path / "scratch") as lmdb:
         pending = await lmdb.pending(10**6, datetime.max.replace(tzinfo=UTC))
-    ours = {  # our refusal's 0020 by the interchange it refuses, as the pipeline sent it
-        m.payload["referenced_interchange_ref"]: m.payload["envelope"]["control_ref"]
-        for m in pending
-        if m.message_type == "APERAK" and not m.payload["positive"]
-    }
-    assert {f"RZ{k}" for k in range(6)} <= set(ours)
-    with_manifest(src, [
-        (f"contrl-{k}.edi", _contrl_on(f"CZ{k}", ours[f"RZ{k}"]), at + timedelta(minutes=20))
+    ours: dict[str, list[str]] = {}  # our refusals' 0020s by the interchange they refuse, as sent
+    for m in pending:
+        if m.message_type == "APERAK" and not m.payload["positive"]:
+            refused_ref, ref = m.payload["referenced_interchange_ref"], m.payload["envelope"]["control_ref"]
+            ours.setdefault(refused_ref, []).append(ref)
+    assert [len(ours[f"RZ{k}"]) for k in range(9)] == [1, 10, 1] * 3
+    contrls = [
+        (f"contrl-{k}-{n}.edi", _contrl_on(f"CZ{k}{n}", ref), at + timedelta(minutes=20))
         for k, (_, _, at) in enumerate(refused)
-    ])  # fmt: skip
+        for n, ref in enumerate(ours[f"RZ{k}"])
+        if n in (0, 8, 9)  # (the first, and those past the eight a trigger's answers use)
+    ]
+    with_manifest(src, contrls)
     one = await assert_workers_answer_like_one(src, tmp_path)
-    assert one.dead_letters["inbound"] == len(refused)  # the refusals' own; each CONTRL recorded
+    refusals = sum(len(ours[f"RZ{k}"]) for k in range(9))
+    assert one.dead_letters["inbound"] == refusals  # the refusals' own; each CONTRL recorded

@@ -56,6 +56,8 @@ __all__ = [
     "contrl_payload",
     "derive_ref",
     "derive_request_refs",
+    "refusal_interchange_ref",
+    "refusal_seed",
     "transaktionsgrund",
     "utilmd_payload",
 ]
@@ -102,6 +104,21 @@ def derive_ref(seed: str, index: int, kind: Literal["0020", "0062", "1004", "IDE
         return _SHORT[kind] + _short(digest)
     prefix, length = _REF_SHAPE[kind]
     return prefix + digest.hexdigest()[:length].upper()
+
+
+def refusal_seed(sender: str, control_ref: str, message_ref: str, ide_ref: str) -> str:
+    """The seed of the negative APERAK the inbound pipeline refuses transaction ``ide_ref`` (""
+    for a whole message, or a transaction without its reference) of a message with: its
+    references are ``OutboundRef.derive(seed, position, "APERAK", sender)``, ``position`` the
+    transaction's in its message (0 for a whole message)."""
+    return f"APERAK:{sender}:{control_ref}:{message_ref}:{ide_ref}"
+
+
+def refusal_interchange_ref(
+    sender: str, control_ref: str, message_ref: str, ide_ref: str, position: int
+) -> str:
+    """The 0020 of that APERAK (``refusal_seed``): what the partner's CONTRL on it names."""
+    return derive_ref(refusal_seed(sender, control_ref, message_ref, ide_ref), position, "0020")
 
 
 def derive_request_refs(seed: str, count: int) -> list[tuple[str, str]]:
