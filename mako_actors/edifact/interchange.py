@@ -366,7 +366,9 @@ def _refuse_controls(text: str, start: int, d: Delimiters, syntax_id: str) -> No
         return
     # UNOA..UNOC have graphic characters only for data. Our answers copy values as received
     # (IDE 7402 into RFF+TN, UNB 0020 into UCI and RFF+ACE, a name into the 55010): one taken
-    # with a control character would make the answer fail the partner's syntax check.
+    # with a control character would make the answer fail the partner's syntax check. That
+    # holds for C1 too (0x80-0x9F: no character of ISO 8859-1, whatever a Windows-1252 export
+    # meant by them, e.g. an en dash 0x96 in a name).
     number, element = _locate(text[:at], text[at:], d)
     found = f"0x{ord(text[at]):02X}"
     raise InvalidCharacter(
@@ -378,17 +380,17 @@ def _refuse_controls(text: str, start: int, d: Delimiters, syntax_id: str) -> No
     )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def has_control(*values: str) -> bool:
-    """Whether a value holds a C0 control character or DEL (line breaks included): none may stand
-    in an answer's data, so a refused interchange's value that does cannot be copied into one."""
+    """Whether a value holds a C0 or C1 control character or DEL (line breaks included): none may
+    stand in an answer's data, so a refused interchange's value that does cannot be copied into one."""
     return any(_CONTROL.search(v) for v in values)
 
 
 def _control_at(text: str, d: Delimiters) -> int:
-    """The index of the first C0 control character or DEL in the data of ``text``, -1 if none.
+    """The index of the first C0 or C1 control character or DEL in the data of ``text``, -1 if none.
 
     Line breaks before the first segment and after a segment terminator are not data (DOMAIN §4);
     one after a live release character is left to the tokenizer (``DanglingRelease``, 0085 22).
@@ -418,7 +420,7 @@ def _controls(d: Delimiters) -> tuple[re.Pattern[str], re.Pattern[str], re.Patte
     the last two (data again when that one is released)."""
     t, r = re.escape(d.terminator), re.escape(d.release)
     service = {d.component, d.element, d.release, d.reserved, d.terminator, "\r", "\n"}
-    others = "".join(re.escape(c) for c in map(chr, [*range(0x20), 0x7F]) if c not in service)
+    others = "".join(re.escape(c) for c in map(chr, [*range(0x20), *range(0x7F, 0xA0)]) if c not in service)
     # Two searches, each opening with a character class, cost less than one with both branches.
     return (
         re.compile(f"[{others}]"),

@@ -14,8 +14,9 @@ Entries changed on purpose since: an invalid byte after a released terminator (`
 now counted in the right segment (the reference counted the released terminator); the
 UnsupportedCharset message lists UNOA/UNOB/UNOC only (UNOD..UNOF are refused since); and an
 input with a control character in its data (a mutation's NUL, CR or LF; not a line break after
-a terminator) is refused with ``InvalidCharacter`` (0085 21) before it is split: only those
-entries changed, and each other one still has the reference's result.
+a terminator) is refused with ``InvalidCharacter`` (0085 21) before it is split, since also one
+with a C1 control (0x80-0x9F): only those entries changed, and each other one still has the
+reference's result.
 
 Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
 say more about the same input, and their own tests check them.

@@ -165,8 +165,14 @@ def test_every_defect_is_a_typed_error_naming_file_segment_and_expectation(
         ("STS+7++E03'", "STS+7++E\n03'", 9, (4, None), "0x0A"),  # a line break inside a value
         ("RFF+TN:ALT-9'", "RFF+TN:ALT-9?'\r\n", 17, (2, 2), "0x0D"),  # ... after a released "'"
         ("IDE+24+VG-0002", "IDE+24+VG-\x7f0002", 13, (3, None), "0x7F"),  # DEL
+        # C1 (no ISO 8859-1 characters): a Windows-1252 en dash or ellipsis in a name.
+        ("NAD+Z09+++Grün", "NAD+Z09+++Gr\x96ün", 12, (5, 1), "0x96"),
+        ("IDE+24+VG-0001", "IDE+24+VG-\x850001", 7, (3, None), "0x85"),
     ],
-    ids=["nul-in-7402", "tab-in-name", "escape-in-0020", "lf-in-value", "crlf-after-released", "del"],
+    ids=[
+        "nul-in-7402", "tab-in-name", "escape-in-0020", "lf-in-value", "crlf-after-released", "del",
+        "c1-in-name", "c1-in-7402",
+    ],
 )
 def test_a_control_character_in_data_is_refused_where_it_stands(
     old: str, new: str, number: int, element: tuple[int, int | None], found: str

@@ -87,8 +87,11 @@ async def test_over_long_elements_are_refused_on_receipt_and_every_answer_is_sen
         # UNB 0020 (also in UNZ): no CONTRL can name the interchange without copying it, a dead
         # letter only (before, UCI copied it).
         ([(b"LFN0605143001'", b"LFN06\x1b05143001'")], None),
+        # A C1 byte (a Windows-1252 en dash) in the customer's name: before, accepted and copied
+        # into the 55010 to the LFA, whose syntax check could refuse it.
+        ([(b"NAD+Z09+++", b"NAD+Z09+++\x96")], b"UCM+M1+UTILMD:D:11A:UN:S2.1+4'UCS+"),
     ],
-    ids=["7402", "0062", "0062-other-error", "0020"],
+    ids=["7402", "0062", "0062-other-error", "0020", "c1-in-name"],
 )
 async def test_a_control_character_in_data_is_refused_and_never_copied_into_an_answer(
     store: LmdbStore, replacements: list[tuple[bytes, bytes]], contrl: bytes | None
@@ -104,7 +107,7 @@ async def test_a_control_character_in_data_is_refused_and_never_copied_into_an_a
     assert result.status == "rejected" and "0085=21" in (result.error or "")
     answers = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
     rendered = [render_outbound(m.message_type, m.payload) for m in answers]
-    assert all(re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", b) is None for b in rendered)
+    assert all(re.search(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]", b) is None for b in rendered)
     if contrl is None:
         assert rendered == [] and await store.dead_letters()
     else:
