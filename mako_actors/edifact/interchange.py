@@ -42,6 +42,7 @@ from mako_actors.edifact.errors import (
 __all__ = [
     "CHARSETS",
     "MAX_INTERCHANGE_BYTES",
+    "NAD_CODE_LISTS",
     "Decoded",
     "Interchange",
     "Message",
@@ -752,7 +753,7 @@ def _build(
 _tag_of = itemgetter(0)
 
 #: UNB S002/S003 qualifier -> the NAD 3055 code list that must go with it (DOMAIN §4).
-_NAD_CODE_LIST = {"500": "293", "502": "332", "14": "9"}
+NAD_CODE_LISTS = {"500": "293", "502": "332", "14": "9"}
 
 
 def _party_problems(
@@ -760,7 +761,7 @@ def _party_problems(
 ) -> None:
     if nad.id != unb.id:
         problems.append(f"segment {number} NAD+{role}: {nad.id!r} differs from UNB {unb.id!r}")
-    want = _NAD_CODE_LIST.get(unb.qualifier)
+    want = NAD_CODE_LISTS.get(unb.qualifier)
     if want is not None and nad.qualifier != want:
         problems.append(
             f"segment {number} NAD+{role}: code list {nad.qualifier!r} does not match UNB "
@@ -888,7 +889,7 @@ def _message(
             key = (e, "") if e.__class__ is str else (e[0], e[2] if len(e) > 2 else "")
             party = _PARTY_CACHE.get(key) or _nad_party(key)
             unb = unb_sender if q == "MS" else unb_recipient
-            want = _NAD_CODE_LIST.get(unb.qualifier)
+            want = NAD_CODE_LISTS.get(unb.qualifier)
             if party.id != unb.id or (want is not None and party.qualifier != want):
                 _party_problems(q, party, unb, first + k, problems)
             if q == "MS":

@@ -92,7 +92,8 @@ class InboundUtilmd(BaseModel):
     ``repeated``: each once-only segment sent again (``"LOC+Z16"``; ``Message.repeated`` and
     ``Transaction.repeated``): the workflow answers APERAK Z40 and decides nothing.
     ``missing_header``: the Muss header segments the message lacks (BGM, DTM+137, NAD+MS,
-    NAD+MR): APERAK Z29, nothing decided.
+    NAD+MR): APERAK Z29, nothing decided. ``code_lists``: a NAD+MS/MR code list (3055) that does
+    not go with its party's UNB qualifier, as text: APERAK Z39, nothing decided.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,6 +116,7 @@ class InboundUtilmd(BaseModel):
     malformed_dates: tuple[tuple[str, str], ...] = ()
     repeated: tuple[str, ...] = ()
     missing_header: tuple[str, ...] = ()
+    code_lists: tuple[str, ...] = ()
 
 
 class ReceiveAnmeldung(InboundUtilmd):

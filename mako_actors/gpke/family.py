@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mako_actors.edifact import Message, Transaction
+from mako_actors.edifact import Interchange, Message, Transaction
+from mako_actors.edifact.interchange import NAD_CODE_LISTS
 from mako_actors.edifact.outbound import BILANZKREIS_PRODUCT
 from mako_actors.errors import InvalidArgument
 from mako_actors.family import Decision, InboundTransaction, Reads, Refuse, Resume, Skip, Start
@@ -270,7 +271,25 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
     missing = _missing_header(message)
     if missing:
         values["missing_header"] = missing
+    code_lists = _code_list_mismatches(interchange, message)
+    if code_lists:
+        values["code_lists"] = code_lists
     return values
+
+
+def _code_list_mismatches(interchange: Interchange, message: Message) -> tuple[str, ...]:
+    """NAD+MS / NAD+MR whose code list (3055, the third component) is not the one the UNB
+    qualifier of that party goes with (DOMAIN §4: 500↔293, 502↔332, 14↔9)."""
+    found = []
+    parties = (("MS", message.sender, interchange.sender), ("MR", message.recipient, interchange.recipient))
+    for role, nad, unb in parties:
+        want = NAD_CODE_LISTS.get(unb.qualifier)
+        if nad is not None and want is not None and nad.qualifier != want:
+            found.append(
+                f"NAD+{role} code list (3055) {nad.qualifier!r} does not go with UNB qualifier "
+                f"{unb.qualifier!r} ({want!r} does)"
+            )
+    return tuple(found)
 
 
 def _missing_header(message: Message) -> tuple[str, ...]:

@@ -1043,6 +1043,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # names): without them no message says who sends what to whom, and when.
             text = f"{', '.join(cmd.missing_header)} missing in the message header"
             errors.append(self._error(fv, Reason.MISSING_DATA, text))
+        if cmd.code_lists:
+            # DOMAIN §4: the code list must match the UNB's qualifier; a message naming its
+            # parties under another one does not say who they are as the interchange does.
+            errors.append(self._error(fv, Reason.CODE_NOT_ALLOWED, "; ".join(cmd.code_lists)))
         for role, value in (("sender", cmd.sender), ("recipient", cmd.recipient)):
             ok, finding = check_mp_id(value, self.config.mp_id_check)
             if finding and ok:

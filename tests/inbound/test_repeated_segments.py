@@ -221,6 +221,32 @@ async def test_an_anmeldung_without_a_muss_header_segment_is_refused_z29(
     assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "role"),
+    [
+        (f"NAD+MS+{LFN}::293", f"NAD+MS+{LFN}:293:9", "MS"),  # 293 in the second component
+        (f"NAD+MR+{NB}::293", f"NAD+MR+{NB}::332", "MR"),  # a DVGW code list beside UNB 500
+        (f"NAD+MS+{LFN}::293", f"NAD+MS+{LFN}", "MS"),  # none at all
+    ],
+    ids=["ms-code-list-in-second-component", "mr-332-beside-500", "ms-without-code-list"],
+)
+async def test_a_nad_code_list_that_does_not_go_with_the_unb_qualifier_gets_z39(
+    store: LmdbStore, old: str, new: str, role: str
+) -> None:
+    """DOMAIN §4: NAD+MS/MR carry the code list (3055) in the third component, and it must match
+    the UNB's (500↔293, 502↔332, 14↔9). Before, the parser noted a mismatch and nothing read the
+    note: a 55001 with ``NAD+MS+<id>:293:9`` (the layout of a public sample set) was decided,
+    55036 and 55010 sent."""
+    raw = anmeldung()
+    assert old.encode() in raw
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    await p.ingest(raw.replace(old.encode(), new.encode(), 1), THU_1430)
+    [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    [error] = aperak.payload["errors"]
+    assert error["code"] == "Z39" and f"NAD+{role} code list" in error["text"]
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"] == []
+
+
 async def test_a_customer_name_longer_than_its_format_gets_z35_not_a_55010_that_breaks_the_mig(
     store: LmdbStore,
 ) -> None:
