@@ -694,6 +694,18 @@ class InboundPipeline:
                     )  # fmt: skip
                     if contrls:
                         await self._refused_contrls(result, digest, received_at)
+                    following = _following_interchange(raw)
+                    if following is not None:
+                        # Our CONTRL names the first interchange only: its sender would wait
+                        # for an answer to the next one forever, and we would not see it.
+                        reason = (
+                            f"interchange {following[2]!r} from {following[0]} follows interchange "
+                            f"{result.interchange_ref!r} in the same file: the file was rejected, "
+                            "only the first answered (CONTRL 4); the sender must send each "
+                            "interchange on its own"
+                        )
+                        audit = {"source": source, "sha256": digest, "interchange_ref": following[2]}
+                        await self._dead_letter("inbound", reason, audit, received_at)
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
@@ -1300,6 +1312,21 @@ def _contrl_only(raw: bytes) -> bool:
 
     kinds = {message.kind for message in Scan(raw).messages}
     return kinds == {b"CONTRL"}
+
+
+def _following_interchange(raw: bytes) -> _Header | None:
+    """The UNB values of a further interchange after the first one's UNZ in ``raw`` (a gateway's
+    batch in one file), read leniently; None when only blanks follow, or no UNZ was found."""
+    from mako_actors._partition import Scan
+
+    scan = Scan(raw)
+    if scan.unz_start < 0:
+        return None
+    end = raw.find(scan.term, scan.unz_start)
+    rest = raw[end + 1 :].lstrip(b" \t\r\n") if end >= 0 else b""
+    if not rest.startswith((b"UNA", b"UNB")):
+        return None
+    return _lenient_header(rest)
 
 
 # Positional constructors (every field, in declaration order) without the frozen dataclasses'

@@ -201,6 +201,21 @@ def test_line_breaks_between_segments_are_no_data(line_break: str) -> None:
         parse_interchange(ANMELDUNG.replace("Jörg:", "Jörg?\r\n:").encode("latin-1"))
 
 
+@pytest.mark.parametrize("tail", ["   ", "\t", "\r\n  \r\n", " \n\t \n"])
+def test_blanks_after_the_last_segment_are_no_data(tail: str) -> None:
+    """A gateway that pads the file or ends it with a blank line sent an intact interchange (the
+    reference, pydifact, reads it so). Before, trailing spaces were "last segment is not
+    terminated" (0085 18) and a tab a control character (21): CONTRL 4, not received. A DOS
+    end-of-file byte stays a control character, and blanks after a released terminator stay
+    data of an unterminated segment."""
+    assert parse_interchange((ANMELDUNG + tail).encode("latin-1")).messages[0].reference == "MSG7"
+    with pytest.raises(InvalidCharacter):
+        parse_interchange((ANMELDUNG + tail + "\x1a").encode("latin-1"))
+    unterminated = ANMELDUNG.rstrip("\r\n")[:-1] + "?'   "
+    with pytest.raises(EdifactSyntaxError, match="not terminated"):
+        parse_interchange(unterminated.encode("latin-1"))
+
+
 def test_control_characters_the_una_declares_are_delimiters_not_data() -> None:
     """ISO 9735's level B layout names IS1/IS3/IS4 as component and element separators and
     segment terminator in its UNA: delimiters, not data. Before, the control-character check

@@ -190,3 +190,33 @@ async def test_a_broken_misaddressed_interchange_is_answered_by_us_with_code_7(
     assert (contrl.payload["action"], contrl.payload["error_code"]) == ("4", "7")
     [letter] = [d for d in await store.dead_letters() if d.kind == "inbound-misaddressed"]
     assert "not one of our MP-IDs" in letter.reason
+
+
+@pytest.mark.parametrize("una", [True, False], ids=["with-una", "without-una"])
+async def test_a_second_interchange_in_the_same_file_is_a_dead_letter_not_lost(
+    store: LmdbStore, una: bool
+) -> None:
+    """A gateway batches two interchanges in one file. The file is rejected (our CONTRL 4 names
+    the first one only); before, the second got no answer and left no trace, so its sender
+    waited for a CONTRL and nobody here knew. Now a dead letter names it, once per file."""
+    second = interchange(control_ref="LFN0605143002")
+    if not una:
+        second = second[second.index(b"UNB") :]
+    clock = VirtualClock(THU_1430)
+    raw = interchange() + b"\r\n" + second
+    result = await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")
+    assert result.status == "rejected"
+    [contrl] = [m for m in await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))]
+    assert b"UCI+LFN0605143001+" in render_outbound("CONTRL", contrl.payload)
+    [letter] = [d for d in await store.dead_letters() if "follows interchange" in d.reason]
+    assert letter.payload["interchange_ref"] == "LFN0605143002" and "'LFN0605143002'" in letter.reason
+    await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")  # received again
+    assert len([d for d in await store.dead_letters() if "follows interchange" in d.reason]) == 1
+
+
+async def test_an_interchange_padded_with_blanks_is_accepted(store: LmdbStore) -> None:
+    """Spaces, tabs and blank lines after the last segment are no data: the interchange is
+    intact (before: CONTRL 4, not received)."""
+    clock = VirtualClock(THU_1430)
+    result = await pipeline(store, clock).ingest(interchange() + b"   \t\r\n\r\n", THU_1430)
+    assert result.status == "accepted"
