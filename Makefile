@@ -11,9 +11,10 @@ $(BIN)/python:
 
 # Editable in "compat" mode: a plain path entry (.pth) that type checkers follow, so a user's
 # `mypy --strict` on their own workflow finds mako_actors (the default mode's import hook hides it).
-$(STAMP): $(BIN)/python pyproject.toml Makefile
+# constraints.txt pins the Werktag calendar's data (pyproject keeps the library's ranges).
+$(STAMP): $(BIN)/python pyproject.toml Makefile constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -58,6 +58,25 @@ def test_runtime_pins_are_compatible_ranges_and_the_notebook_extra_exists() -> N
     assert all(name in extra for name in ("jupyter", "ipykernel", "nbclient"))
 
 
+def test_make_installs_the_calendar_pinned_within_the_librarys_range() -> None:
+    """DOMAIN §3.2: pin the calendar's packages (a ``holidays`` release can move a Werktag). The
+    library keeps ranges; ``make`` installs the exact versions of ``constraints.txt``, which
+    must lie in them, and is what this environment runs."""
+    from packaging.requirements import Requirement
+
+    pins = dict(
+        line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert set(pins) == {"bdew-datetimes", "holidays"}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        if requirement.name in pins:
+            assert requirement.specifier.contains(pins[requirement.name]), requirement
+            assert version(requirement.name) == pins[requirement.name]
+    assert "-c constraints.txt" in (REPO / "Makefile").read_text()
+
+
 def test_a_users_mypy_strict_follows_the_editable_install(tmp_path: Path) -> None:
     """Outside the repository, mypy must find mako_actors' types (the install is not an import hook)."""
     (tmp_path / "meter.py").write_text(
