@@ -229,6 +229,7 @@ async def replay_partitions(
         total.failures += report.failures
         decisions |= part
     total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
+    total.calendar_changed = next((r.calendar_changed for r, _ in results if r.calendar_changed), None)
     in_receipt_order(total, items)
     total.duration_s = time.perf_counter() - started
     total.decision_digest = digest_of(decisions)

@@ -53,6 +53,7 @@ import csv
 import hashlib
 import heapq
 import json
+import logging
 import operator
 import os
 import re
@@ -77,6 +78,7 @@ from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.awaiting import awaits_operator
+from mako_actors.gpke.calendar import calendar_version
 from mako_actors.gpke.family import trigger_object
 from mako_actors.gpke.masterdata import check_master_fields
 from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
@@ -111,6 +113,8 @@ __all__ = [
     "process_decisions",
     "replay_directory",
 ]
+
+log = logging.getLogger(__name__)
 
 EDIFACT_SUFFIXES = (".edi", ".edifact", ".txt")
 Progress = Callable[[int, int, str], None]
@@ -162,6 +166,10 @@ class ReplayReport:
     duration_s: float = 0.0
     decision_digest: str = ""
     mode: str = "pipelined"
+    #: ``"<before> -> <now>"`` when the store's earlier runs computed their Fristen on another
+    #: Werktag calendar (``gpke.calendar.calendar_version``) than this one: a Frist they left
+    #: pending fires at the instant they computed, the new ones follow this calendar.
+    calendar_changed: str | None = None
 
     @property
     def interchanges(self) -> int:
@@ -199,6 +207,8 @@ class ReplayReport:
             "first": self.first.isoformat() if self.first else None,
             "last": self.last.isoformat() if self.last else None,
             "mode": self.mode,
+            "calendar": calendar_version(),
+            "calendar_changed": self.calendar_changed,
         }
 
 
@@ -1619,6 +1629,7 @@ async def _replay_items(
                 "of them again; replay into a new store"
             )
         fired_until = await _fired_until(lmdb)
+        report.calendar_changed = await _calendar_changed(lmdb)
         if fired_until is not None and not options.late_checked:
             await _refuse_late_files([lmdb], items, options.tenants, fired_until, store_path)
         _mark_running(running)
@@ -1657,7 +1668,9 @@ async def _replay_items(
         # Every Frist due by the run's end has fired: what a later run may still add lies after it.
         ends = [at for at in (items[-1].received_at if items else None, until) if at is not None]
         if ends and (fired_until is None or max(ends) > fired_until):
-            await lmdb.save_checkpoint(FIRED_UNTIL, 0, {"at": max(ends).isoformat()})
+            await lmdb.save_checkpoint(
+                FIRED_UNTIL, 0, {"at": max(ends).isoformat(), "calendar": calendar_version()}
+            )
         report.events_appended, report.outbox_enqueued = view.events, view.outbox
         report.processes_created = report.outcomes.get("started", 0)
         report.outbox = await lmdb.outbox_count()
@@ -1741,6 +1754,22 @@ async def _untaken_in_parts(
             return None
         files = await _untaken(list(stores.values()), items, tenants, max(known))
     return _Untaken(fired, {str(item.path): item.received_at for item in files}) if files else None
+
+
+async def _calendar_changed(store: LmdbStore) -> str | None:
+    """``"<before> -> <now>"`` when the last run into ``store`` recorded another Werktag calendar
+    than this process has (logged as a warning), else None (the same, or none recorded)."""
+    _, state = await store.load_checkpoint_state(FIRED_UNTIL)
+    before = state.get("calendar") if isinstance(state, dict) else None
+    now = calendar_version()
+    if not isinstance(before, str) or before == now:
+        return None
+    log.warning(
+        "%s: its earlier runs computed Fristen on the Werktag calendar %s, this run on %s: "
+        "Fristen they left pending fire as they computed them, new ones follow %s",
+        store.path, before, now, now,
+    )
+    return f"{before} -> {now}"
 
 
 async def _fired_until(store: LmdbStore) -> datetime | None:

@@ -219,6 +219,12 @@ def _replay(args: argparse.Namespace) -> int:
             f"{args.directory} not in manifest.csv, not replayed: {names}",
             markup=False, soft_wrap=True, highlight=False,
         )  # fmt: skip
+    if report.calendar_changed:  # Fristen of the earlier runs and this one on different calendars
+        console.print(
+            f"mako-actors replay: warning: Werktag calendar changed since the store's earlier runs "
+            f"({report.calendar_changed}): Fristen they left pending fire as they computed them",
+            markup=False, soft_wrap=True, highlight=False,
+        )  # fmt: skip
     if report.awaiting_operator:  # their answers are not sent: say so, also with --json
         console.print(
             f"mako-actors replay: {report.awaiting_operator} process(es) await an operator's decision, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import shutil
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -578,3 +579,43 @@ async def test_a_split_stores_outbox_as_what_was_sent_compares_equal_to_the_same
             path.rename(sent / f"{k}-{path.name}")
     _, second = await replay(src, tmp_path / "second", 2)
     assert await compare_outbound(sent, second) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_store_continued_on_another_werktag_calendar_says_so(
+    tmp_path: Path, workers: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each run records the Werktag calendar it computed Fristen on; a run into a store whose
+    earlier runs used another one (a ``holidays`` release raised between January's archive and
+    February's) warns and reports both, since a Frist they left pending fires as they computed
+    it and the new ones follow this calendar. Before, nothing told them apart."""
+    from mako_actors.gpke.calendar import calendar_version
+    from mako_actors.replay import FIRED_UNTIL
+
+    src = tmp_path / "src"
+    generate_archive(src, ArchiveSpec(processes=30, defects=0.0, seed=11))
+    first, second = tmp_path / "first", tmp_path / "second"
+    split_by_receipt(src, first, second)
+    store = tmp_path / "store"
+    report, stores = await replay(first, store, workers)
+    assert report.calendar_changed is None and report.to_plain()["calendar"] == calendar_version()
+    older = "bdew-datetimes==0.11.0;holidays==0.100"
+    for path in stores:
+        async with LmdbStore(path) as lmdb:
+            _, state = await lmdb.load_checkpoint_state(FIRED_UNTIL)
+            assert state is not None and state["calendar"] == calendar_version()
+            await lmdb.save_checkpoint(FIRED_UNTIL, 0, {**state, "calendar": older})
+    report, _ = await replay(second, store, workers)
+    assert report.calendar_changed == f"{older} -> {calendar_version()}"
+    argv = ["replay", str(second), "--store", str(store), "--tenant", NB, "--json"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    for path in stores:  # (the run above recorded this calendar again)
+        async with LmdbStore(path) as lmdb:
+            _, state = await lmdb.load_checkpoint_state(FIRED_UNTIL)
+            assert state is not None and state["calendar"] == calendar_version()
+            await lmdb.save_checkpoint(FIRED_UNTIL, 0, {**state, "calendar": older})
+    assert await asyncio.to_thread(main, argv) == 0
+    captured = capsys.readouterr()  # the warning goes to stderr (stdout is the JSON report)
+    assert "warning: Werktag calendar changed" in captured.err and older in captured.err
+    assert json.loads(captured.out)["calendar_changed"] == f"{older} -> {calendar_version()}"
