@@ -21,7 +21,9 @@ partitions stay even; cutting by a hash of the group instead cut ~half of all bu
 piece costs a receipt, a CONTRL and an ingest of its own: ~11,100 pieces of 7,340 files on the
 benchmark archive, ~8,900 so; what is still cut is mostly answer bundles, whose requests' MaLos
 were placed apart before). A file without a group of its own (no trigger) has the group of its
-UNB key. An interchange whose messages fall into several partitions is split into one interchange
+UNB key. A trigger whose sender and IDE an earlier trigger had (its ``tx:`` key) goes to that
+trigger's partition, whatever its MaLo: the pipeline refuses it there as seen before (Z15), as
+one run does. An interchange whose messages fall into several partitions is split into one interchange
 per partition (same UNB and 0020, the partition's messages, UNZ count adjusted): its messages keep
 their references, so every decision is the same; only the receipt and its CONTRL exist once per
 piece.
@@ -82,9 +84,10 @@ across two workers' halves) is judged then, by a parse of that file. ``Partition
 Continued stores. A group's partition depends on the files before it, also those of earlier
 runs into the same part stores (January's archive, then February's). So a walk starts from what
 the part stores hold (``seeds``, read by ``_placement``): the group of each process a trigger
-started (its tenant and MaLo) in that process's partition, the IDE and 0020 of each request sent
-in its partition, the stores' sizes as their load. An earlier run's MaLo then stays with its
-process and an answer goes to its request, as in one run over both archives. A file whose
+started (its tenant and MaLo) and its ``tx:`` key in that process's partition, the IDE and
+0020 of each request sent in its partition, the stores' sizes as their load. An earlier run's
+MaLo then stays with its process and an answer goes to its request, as in one run over both
+archives. A file whose
 receipt key an earlier run received (``FileFacts.earlier``: the last bytes under it in each
 store and whether they were accepted) is placed as the pipeline of one run would answer it:
 
@@ -113,7 +116,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import ChainMap, Counter
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -143,6 +146,7 @@ CANDIDATES = 8
 V = TypeVar("V")
 RefKind = Literal["IDE", "0020"]
 _ANSWERS = (b"55011", b"55012")
+_TRIGGERS = (b"55001", b"55077", b"55004")  # the PIDs whose transactions start a process
 # The segments values are read from, and how many of their elements (tag included) are read.
 _USED = {b"IDE": 3, b"LOC": 3, b"RFF": 2, b"UCI": 2, b"UNH": 3, b"STS": 5}
 _VALUE_TAGS = frozenset((b"IDE", b"LOC", b"RFF", b"UCI", b"STS"))  # what ``Scan._value`` reads
@@ -371,13 +375,15 @@ class _Route(NamedTuple):
     the references its answers will carry, derived from ``seeds``, one per transaction, to it),
     ``_ACK`` / ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the
     file's) when unknown. ``refusals``: the 0020s of the APERAKs the pipeline may refuse the
-    message or one of its transactions with (none for an acknowledgement)."""
+    message or one of its transactions with (none for an acknowledgement). ``keys``: the
+    ``sender:IDE`` of each trigger transaction (what its process binds as ``tx:`` key)."""
 
     kind: int
     group: int
     ref: bytes = b""
     seeds: tuple[str, ...] = ()
     refusals: tuple[bytes, ...] = ()
+    keys: tuple[bytes, ...] = ()
 
 
 _STATIC, _ACK, _ANSWER = 0, 1, 2
@@ -563,7 +569,8 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
         return _Route(_ANSWER, default, tx.get(b"TN", b""), refusals=refusals)
     group = _group(recipient, tx.get(b"LOC", b""))
     seeds = tuple(trigger_seed(sender, control, ref, ide) for ide in ides)
-    return _Route(_STATIC, group, b"", seeds, refusals)
+    keys = tuple(sender_id + b":" + each[b"IDE"] for each in message.txs if each.get(b"Z13") in _TRIGGERS)
+    return _Route(_STATIC, group, b"", seeds, refusals, keys)
 
 
 def _facts(name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
@@ -630,6 +637,9 @@ class Partitioner:
         # the 0020 of each refusal the pipeline may send for a message -> that message's partition.
         self._predicted: Predictions[int] = Predictions()
         self._refusals: dict[bytes, int] = {}
+        # ``sender:IDE`` of each trigger placed -> its partition: a trigger reusing one is refused
+        # there as seen before (Z15), as one run refuses it, wherever its own MaLo lives.
+        self._transactions: dict[bytes, int] = {}
         for part, seed in enumerate(seeds):
             if seed is None:
                 continue
@@ -639,6 +649,8 @@ class Partitioner:
                 self._ide.setdefault(ide, part)
             for interchange in seed.interchanges:
                 self._interchange.setdefault(interchange, part)
+            for key in seed.transactions:
+                self._transactions.setdefault(key, part)
             self._load[part] += seed.load
 
     def split(self, name: str, raw: bytes, received_at: datetime) -> dict[int, bytes]:
@@ -812,13 +824,17 @@ class Partitioner:
         groups: MutableMapping[int, int] = self._groups
         ides: MutableMapping[bytes, int] = self._ide
         interchanges: MutableMapping[bytes, int] = self._interchange
+        transactions: MutableMapping[bytes, int] = self._transactions
         load = self._load
         if dry:
             groups, ides, interchanges = ChainMap({}, groups), ChainMap({}, ides), ChainMap({}, interchanges)
+            transactions = ChainMap({}, transactions)
             load = list(load)
         target: int | None = None
         for route in routes:
             target = self._answered(route, ides, interchanges)
+            if target is None:
+                target = _seen(route, transactions)
             if target is None:
                 target = groups.get(route.group)
             if target is not None:
@@ -829,7 +845,13 @@ class Partitioner:
         for route in routes:  # in order: an answer may follow its request in the same file
             part = self._answered(route, ides, interchanges)
             if part is None:
+                # A trigger reusing an earlier trigger's IDE is refused where that one started
+                # its process (Z15): its own MaLo gets no partition from it.
+                part = _seen(route, transactions)
+            if part is None:
                 part = groups.setdefault(route.group, target)
+            for key in route.keys:
+                transactions.setdefault(key, part)
             if route.kind == _STATIC:
                 if dry:  # nothing recorded: this file's own references in the overlay maps
                     for seed in route.seeds:
@@ -845,6 +867,15 @@ class Partitioner:
             load[part] += 1
             parts.append(part)
         return parts
+
+
+def _seen(route: _Route, transactions: Mapping[bytes, int]) -> int | None:
+    """The partition of the first earlier trigger with one of ``route``'s ``sender:IDE`` keys."""
+    for key in route.keys:
+        part = transactions.get(key)
+        if part is not None:
+            return part
+    return None
 
 
 def _least_loaded(load: list[int]) -> int:

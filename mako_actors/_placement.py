@@ -70,13 +70,15 @@ class PartSeed(NamedTuple):
 
     ``malos``: ``(recipient, MaLo)`` of each process a trigger started (as the walk reads them:
     UNB recipient, ``LOC+Z16``; an empty MaLo for a trigger without one); ``ides`` /
-    ``interchanges``: the references of the requests sent; ``load``: the store's streams.
+    ``interchanges``: the references of the requests sent; ``load``: the store's streams;
+    ``transactions``: ``sender:IDE`` of each trigger a process was started for (its ``tx:`` key).
     """
 
     malos: list[tuple[bytes, bytes]]
     ides: list[bytes]
     interchanges: list[bytes]
     load: int
+    transactions: tuple[bytes, ...] = ()
 
 
 # One earlier receipt under a file's key: (partition, SHA-256 hex of the last bytes received there,
@@ -239,6 +241,7 @@ def _seed(txn: Any) -> PartSeed:
     ides: list[bytes] = []
     interchanges: list[bytes] = []
     triggered: list[bytes] = []
+    transactions: list[bytes] = []
     for raw_key, raw in txn.scan("registry", b""):
         key = raw_key[16:]  # after the tenant
         if key.startswith(b"ide:"):
@@ -246,6 +249,7 @@ def _seed(txn: Any) -> PartSeed:
         elif key.startswith(b"ic:"):
             interchanges.append(key[3:])
         elif key.startswith(b"tx:"):
+            transactions.append(key[3:])
             triggered.append(msgpack.unpackb(raw)["stream_id"].encode())
     malos: list[tuple[bytes, bytes]] = []
     for stream in dict.fromkeys(triggered):
@@ -254,7 +258,7 @@ def _seed(txn: Any) -> PartSeed:
         if isinstance(inbound, dict):
             malos.append((_latin(inbound.get("recipient")), _latin(inbound.get("malo"))))
     load = sum(1 for _ in txn.scan("streams", b""))
-    return PartSeed(malos, ides, interchanges, load)
+    return PartSeed(malos, ides, interchanges, load, tuple(transactions))
 
 
 def _latin(value: object) -> bytes:

@@ -1140,7 +1140,12 @@ class _Pipeline:
                 # Kundenanlage's LOC+Z16 beside it) and as a process of an earlier run is keyed
                 malo_key = ("malo", us, str(trigger_object(pid, tx)))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
-                self.view.tx_keys[(tenant.int, f"tx:{by}:{tx.ide_ref}")] = malo_key
+                if tx.ide_ref and tx.ide_qualifier == "24":  # (else refused: it binds nothing)
+                    # The first trigger with this IDE binds its ``tx:`` key; a later one reusing
+                    # it (read ahead before that binding) is refused (Z15). Overwritten, the
+                    # first one's process was keyed by the later one's MaLo: its Fristen then
+                    # fired ahead of its answers.
+                    self.view.tx_keys.setdefault((tenant.int, f"tx:{by}:{tx.ide_ref}"), malo_key)
                 self.predicted.add(us, trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 

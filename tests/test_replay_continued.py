@@ -36,7 +36,7 @@ from mako_actors.replay import (
 )
 from stores.lmdb import Durability, LmdbStore
 from tests.inbound.edi import THU_1430, anmeldung
-from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest
+from tests.test_replay_partitions import NB, _in_threads, outbox_as_sent, with_manifest, with_reused_ides
 
 _OTHER = "51238696781"  # another MaLo
 
@@ -118,6 +118,23 @@ async def test_two_archives_replayed_one_after_the_other_into_part_stores_decide
     assert {malo: parts for malo, parts in malos.items() if len(parts) > 1} == {}
     assert await dead_letters(stores) == await dead_letters(whole)
     assert await compare_outbound(sent, stores) == []
+
+
+async def test_an_ide_an_earlier_run_took_is_refused_where_that_run_started_its_process(
+    tmp_path: Path,
+) -> None:
+    """January's archive started a process under a supplier's IDE; February's reuses it for
+    another MaLo. One run over both refuses it (Z15). Continued part stores place it where the
+    ``tx:`` key is (read from the stores, as the MaLos and references are), not by its MaLo."""
+    src = tmp_path / "all"
+    generate_archive(src, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=5))
+    with_reused_ides(src, 6)
+    split_by_receipt(src, tmp_path / "jan", tmp_path / "feb")
+    one, whole = await replay(src, tmp_path / "one", 1)
+    await replay(tmp_path / "jan", tmp_path / "parts", 2)
+    report, stores = await replay(tmp_path / "feb", tmp_path / "parts", 2)
+    assert report.decision_digest == one.decision_digest
+    assert await dead_letters(stores) == await dead_letters(whole)
 
 
 def _listing(path: Path) -> list[tuple[str, int, int]]:

@@ -318,3 +318,45 @@ async def test_the_partners_contrl_on_our_refusal_reaches_the_part_that_refused(
     one = await assert_workers_answer_like_one(src, tmp_path)
     refusals = sum(len(ours[f"RZ{k}"]) for k in range(9))
     assert one.dead_letters["inbound"] == refusals  # the refusals' own; each CONTRL recorded
+
+
+def with_reused_ides(src: Path, count: int) -> list[tuple[str, bytes, datetime]]:
+    """Add ``count`` Anmeldungen to the generated archive ``src``, each under the IDE (and sender)
+    of one of its Anmeldungen and for the MaLo of another, received 30 minutes after that
+    other one (some before the one whose IDE they take, some after)."""
+    import re
+
+    at = received(src)
+    triggers = sorted(name for name in at if name.startswith("AN"))
+    extra = []
+    for k in range(count):
+        raw, other = (src / triggers[k]).read_bytes(), (src / triggers[-1 - k]).read_bytes()
+        control = re.search(rb"UNB\+[^']*\+(AN\d+)'", raw)
+        malo = re.search(rb"LOC\+Z16\+(\d+)", other)
+        assert control is not None and malo is not None
+        reused = re.sub(rb"LOC\+Z16\+\d+", b"LOC+Z16+" + malo.group(1), raw, count=1)
+        reused = reused.replace(control.group(1), f"RU{k:011d}".encode())
+        extra.append((f"reused-{k}.edi", reused, at[triggers[-1 - k]] + timedelta(minutes=30)))
+    with_manifest(src, extra)
+    return extra
+
+
+async def test_an_ide_a_sender_used_before_for_another_malo_is_refused_on_any_worker_count(
+    tmp_path: Path,
+) -> None:
+    """A supplier sends a new Anmeldung under an IDE it used before, for another MaLo. One worker
+    finds the IDE's ``tx:`` key and refuses it (Z15, a dead letter). The walk placed it by its
+    MaLo, often in another part, which did not know the IDE and started a process for it: the
+    decisions differed with the worker count. The walk now places a trigger whose sender and
+    IDE an earlier trigger had with that trigger. And the pipelined schedule decided as the
+    sequential one does only once it kept the first trigger's dependency (below)."""
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=5))
+    extra = with_reused_ides(src, 6)
+    one = await assert_workers_answer_like_one(src, tmp_path)
+    assert one.dead_letters["inbound-conflict"] == len(extra)  # each refused Z15 ("seen before")
+    # The pipelined schedule reads the reusing file ahead: it keyed the first trigger's process
+    # by the reusing one's MaLo, and that process's Frist fired before its LFA's answer.
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, True, 512)
+    sequential, _ = await _replay_items(archive(src), tmp_path / "sequential", options, None)
+    assert sequential.decision_digest == one.digest
