@@ -1123,7 +1123,7 @@ class _Pipeline:
                 continue
             if message.message_type != "UTILMD":
                 continue  # routes no transaction (the pipeline's rule): a dead letter with the receipt
-            by = message.sender.id if message.sender else sender
+            by = sender  # the family keys (``tx:``) and the workflow seeds by the UNB sender, not NAD+MS
             for tx in message.transactions:
                 pid = tx.pid or message.pid
                 if not pid or not self.pipeline.handles(pid):

@@ -360,3 +360,40 @@ async def test_an_ide_a_sender_used_before_for_another_malo_is_refused_on_any_wo
     options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, True, 512)
     sequential, _ = await _replay_items(archive(src), tmp_path / "sequential", options, None)
     assert sequential.decision_digest == one.digest
+
+
+async def test_a_reused_ide_under_another_nad_ms_is_refused_by_every_schedule(tmp_path: Path) -> None:
+    """The pipelined schedule keyed a trigger's ``tx:`` dependency by its NAD+MS, while the
+    family binds and looks up ``tx:<UNB sender>:<IDE>``: a later trigger reusing the IDE under
+    another NAD+MS did not wait for the first one's binding and started a process, where the
+    sequential schedule refuses it (Z15). Every schedule and worker count now refuses it."""
+    import re
+
+    gen = tmp_path / "gen"
+    generate_archive(gen, ArchiveSpec(processes=20, defects=0.0, duplicates=0.0, seed=7))
+    at = received(gen)
+    first_name, second_name = sorted(name for name in at if name.startswith("AN"))[:2]
+    first, second = (gen / first_name).read_bytes(), (gen / second_name).read_bytes()
+    unb_sender = re.compile(rb"UNB\+UNOC:3\+(\d+):500")
+    sender = unb_sender.search(first).group(1)  # type: ignore[union-attr]
+    other = sender[:-1] + (b"8" if sender[-1:] != b"8" else b"7")  # another MP-ID, as NAD+MS only
+
+    def reused(raw: bytes, control: bytes) -> bytes:
+        old_control = re.search(rb"\+(AN\d+)'", raw).group(1)  # type: ignore[union-attr]
+        raw = re.sub(rb"IDE\+24\+\w+", b"IDE+24+REUSED1", raw).replace(old_control, control)
+        return unb_sender.sub(b"UNB+UNOC:3+" + sender + b":500", raw)
+
+    second = re.sub(rb"NAD\+MS\+\d+", b"NAD+MS+" + other, reused(second, b"F2CTRL"))
+    second = re.sub(rb"CAV\+ZV4:::\w+", b"CAV+ZV4:::" + bilanzkreis_of(sender.decode()).encode(), second)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "master.json").write_bytes((gen / "master.json").read_bytes())
+    (src / "manifest.csv").write_text("file,received_at\n")
+    t0 = at[first_name]
+    files = [("F1.edi", reused(first, b"F1CTRL"), t0), ("F2.edi", second, t0 + timedelta(hours=1))]
+    with_manifest(src, files)
+    one = await assert_workers_answer_like_one(src, tmp_path, (2,))
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, True, 512)
+    sequential, _ = await _replay_items(archive(src), tmp_path / "sequential", options, None)
+    assert sequential.decision_digest == one.digest
+    assert one.dead_letters["inbound-conflict"] == 1  # F2: "transaction REUSED1 ... seen before"
