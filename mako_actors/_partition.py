@@ -253,7 +253,9 @@ class Scan:
     """Segments of one interchange with the few values routing needs (no validation).
 
     ``ok``: a UNB, at least one complete UNH..UNT and a UNZ were found; ``escaped``: a value
-    read here holds the release character, so it may differ from the parser's.
+    read here holds the release character, so it may differ from the parser's; ``second``: the
+    offset of a further UNA/UNB before any UNZ (a cut-off interchange and another one in one
+    file: not ok, and its values are the first UNB's), else -1.
     """
 
     def __init__(self, raw: bytes) -> None:
@@ -269,6 +271,7 @@ class Scan:
             pos = 0
         self.head_end = 0
         self.unz_start = -1
+        self.second = -1
         self.messages: list[_Message] = []
         self.sender = self.recipient = self.control = b""
         current: _Message | None = None
@@ -294,6 +297,9 @@ class Scan:
             used = _USED.get(tag)
             if used is not None and self.rel in segment and self._escapes(segment, elements, used):
                 self.escaped = True
+            if self.head_end and (tag == b"UNB" or tag.startswith(b"UNA")):
+                self.second = start
+                return
             if tag == b"UNB" and len(elements) > 5:
                 self.sender = elements[2].split(self.comp)[0]
                 self.recipient = elements[3].split(self.comp)[0]

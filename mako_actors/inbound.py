@@ -66,7 +66,7 @@ from mako_actors.edifact import (
     try_parse_interchange,
 )
 from mako_actors.edifact._tokenizer import released
-from mako_actors.edifact.interchange import check_lengths, delimiters_of, has_control
+from mako_actors.edifact.interchange import check_lengths, delimiters_of, has_control, trim_trailing_blanks
 from mako_actors.edifact.versions import UNH_VERSIONS, unh_mismatch
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity, trusted
 from mako_actors.errors import (
@@ -1315,15 +1315,19 @@ def _contrl_only(raw: bytes) -> bool:
 
 
 def _following_interchange(raw: bytes) -> _Header | None:
-    """The UNB values of a further interchange after the first one's UNZ in ``raw`` (a gateway's
-    batch in one file), read leniently; None when only blanks follow, or no UNZ was found."""
+    """The UNB values of a further interchange after the first one in ``raw`` (a gateway's batch
+    in one file; the first one ended by its UNZ or cut off before it), read leniently; None when
+    only blanks follow the first one."""
     from mako_actors._partition import Scan
 
     scan = Scan(raw)
-    if scan.unz_start < 0:
+    if scan.second >= 0:
+        rest = raw[scan.second :]
+    elif scan.unz_start >= 0:
+        end = raw.find(scan.term, scan.unz_start)
+        rest = raw[end + 1 :].lstrip(b" \t\r\n") if end >= 0 else b""
+    else:
         return None
-    end = raw.find(scan.term, scan.unz_start)
-    rest = raw[end + 1 :].lstrip(b" \t\r\n") if end >= 0 else b""
     if not rest.startswith((b"UNA", b"UNB")):
         return None
     return _lenient_header(rest)
@@ -1569,7 +1573,7 @@ def _text_of(raw: bytes) -> tuple[str, Delimiters]:
         return decoded.text, decoded.delimiters
     except (UnsupportedCharset, InvalidCharacter):
         delimiters, start = delimiters_of(raw)
-        return raw[start:].decode("latin-1"), delimiters
+        return trim_trailing_blanks(raw[start:].decode("latin-1"), delimiters), delimiters
 
 
 def _fits_a_ucm(unh: Segment) -> bool:

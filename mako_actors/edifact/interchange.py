@@ -55,6 +55,7 @@ __all__ = [
     "parse_file",
     "parse_interchange",
     "read_interchange",
+    "trim_trailing_blanks",
     "try_parse_interchange",
 ]
 
@@ -345,8 +346,10 @@ def decode(raw: bytes, *, source: str | None = None) -> Decoded:
 
 
 def _decode_text(raw: bytes, start: int, d: Delimiters, syntax_id: str, codec: str) -> str:
+    """The text after the UNA, without the blanks after its last segment (``trim_trailing_blanks``:
+    every reader of the raw bytes, the parser and the pipeline's error locating, sees the same)."""
     try:
-        return raw[start:].decode(codec)
+        return trim_trailing_blanks(raw[start:].decode(codec), d)
     except UnicodeDecodeError as exc:
         pos = start + exc.start
         number, element = _locate(raw[start:pos].decode("latin-1"), raw[pos:].decode("latin-1"), d)
@@ -485,7 +488,7 @@ def _parse(raw: bytes, source: str | None) -> Interchange:
     raw = bytes(raw)
     d, una, start = _prefix(raw)
     syntax_id, codec = _charset(raw, start, d)
-    text = _without_trailing_blanks(_decode_text(raw, start, d, syntax_id, codec), d)
+    text = _decode_text(raw, start, d, syntax_id, codec)
     _refuse_controls(text, start, d, syntax_id)
     segments = tokenize(text, d, source=source)
     return _build(segments, d, una, syntax_id, codec, raw, source)
@@ -494,12 +497,13 @@ def _parse(raw: bytes, source: str | None) -> Interchange:
 _BLANKS = " \t\r\n"
 
 
-def _without_trailing_blanks(text: str, d: Delimiters) -> str:
+def trim_trailing_blanks(text: str, d: Delimiters) -> str:
     """``text`` without the spaces, tabs and line breaks after its last segment terminator: no
     data (DOMAIN §4 names line breaks; pydifact, the reference, reads the others so too). A
     gateway that pads a file or ends it with a blank line sent an intact interchange; before,
-    it was rejected (CONTRL 4, 0085 18 or 21) and counted as not received."""
-    trimmed = text.rstrip(_BLANKS)
+    it was rejected (CONTRL 4, 0085 18 or 21) and counted as not received. A UNA may declare a
+    blank as the terminator: that one is never trimmed (more of it are empty segments)."""
+    trimmed = text.rstrip(_BLANKS.replace(d.terminator, ""))
     if len(trimmed) == len(text) or not trimmed.endswith(d.terminator):
         return text
     if released(trimmed, len(trimmed) - 1, d.release):  # blanks after a released "'" are data

@@ -216,6 +216,18 @@ def test_blanks_after_the_last_segment_are_no_data(tail: str) -> None:
         parse_interchange(unterminated.encode("latin-1"))
 
 
+@pytest.mark.parametrize("terminator", ["\t", " "])
+def test_a_blank_the_una_declares_as_terminator_is_never_trimmed(terminator: str) -> None:
+    """With a blank as the segment terminator, the other blanks after the last segment are
+    trimmed as with ``'``; more of the terminator are empty segments (0085 18), as before."""
+    other = " " if terminator == "\t" else "\t"
+    body = ANMELDUNG.replace("'\r\n", "'").removeprefix("UNA:+.? '").replace("'", terminator)
+    text = f"UNA:+.? {terminator}" + body
+    assert parse_interchange((text + other * 3 + "\r\n").encode("latin-1")).messages[0].reference == "MSG7"
+    with pytest.raises(EdifactSyntaxError):
+        parse_interchange((text + terminator * 2).encode("latin-1"))
+
+
 def test_control_characters_the_una_declares_are_delimiters_not_data() -> None:
     """ISO 9735's level B layout names IS1/IS3/IS4 as component and element separators and
     segment terminator in its UNA: delimiters, not data. Before, the control-character check

@@ -192,18 +192,31 @@ async def test_a_broken_misaddressed_interchange_is_answered_by_us_with_code_7(
     assert "not one of our MP-IDs" in letter.reason
 
 
-@pytest.mark.parametrize("una", [True, False], ids=["with-una", "without-una"])
+@pytest.mark.parametrize(
+    ("una", "cut"),
+    [(True, False), (False, False), (True, True)],
+    ids=["with-una", "without-una", "first-cut-off"],
+)
 async def test_a_second_interchange_in_the_same_file_is_a_dead_letter_not_lost(
-    store: LmdbStore, una: bool
+    store: LmdbStore, una: bool, cut: bool
 ) -> None:
     """A gateway batches two interchanges in one file. The file is rejected (our CONTRL 4 names
     the first one only); before, the second got no answer and left no trace, so its sender
-    waited for a CONTRL and nobody here knew. Now a dead letter names it, once per file."""
+    waited for a CONTRL and nobody here knew. Now a dead letter names it, once per file, also
+    when the first one is cut off before its UNZ (the replay's scan then read the second one's
+    UNB as the file's: another receipt key than the pipeline's)."""
+    from mako_actors._partition import read_facts
+
     second = interchange(control_ref="LFN0605143002")
     if not una:
         second = second[second.index(b"UNB") :]
+    first = interchange()
+    if cut:
+        first = first[: first.index(b"UNZ")]
     clock = VirtualClock(THU_1430)
-    raw = interchange() + b"\r\n" + second
+    raw = first + b"\r\n" + second
+    [facts] = read_facts([("batch.edi", raw, THU_1430)], [NB])
+    assert facts.key == (LFN.encode(), NB.encode(), b"LFN0605143001")
     result = await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")
     assert result.status == "rejected"
     [contrl] = [m for m in await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))]
@@ -212,6 +225,23 @@ async def test_a_second_interchange_in_the_same_file_is_a_dead_letter_not_lost(
     assert letter.payload["interchange_ref"] == "LFN0605143002" and "'LFN0605143002'" in letter.reason
     await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")  # received again
     assert len([d for d in await store.dead_letters() if "follows interchange" in d.reason]) == 1
+
+
+async def test_a_padded_interchange_gets_the_contrl_an_unpadded_one_gets(tmp_path: Path) -> None:
+    """A wrong UNT count is a message's error: CONTRL 4 with its UCM line (AHB-FACTS §6). The
+    pipeline finds the message by tokenizing the bytes again: padded with blanks (which the
+    parser trims), that failed, and the error went on the UCI, without the UCM line."""
+    raw = interchange().replace(b"UNT+18+M1'", b"UNT+17+M1'")
+    contrls = []
+    for k, tail in enumerate((b"", b"  \t\r\n")):
+        async with LmdbStore(tmp_path / f"s{k}") as store:
+            result = await pipeline(store, VirtualClock(THU_1430)).ingest(raw + tail, THU_1430)
+            assert result.status == "rejected"
+            [contrl] = await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))
+            contrls.append(render_outbound("CONTRL", contrl.payload))
+    assert b"UCM+M1+UTILMD:D:11A:UN:S2.1+4+29+UNT'" in contrls[1]
+    ucis = [c.split(b"UCI", 1)[1].split(b"'UNT", 1)[0] for c in contrls]  # (our 0020s differ)
+    assert ucis[0] == ucis[1]
 
 
 async def test_an_interchange_padded_with_blanks_is_accepted(store: LmdbStore) -> None:
