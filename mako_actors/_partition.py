@@ -23,7 +23,12 @@ benchmark archive, ~8,900 so; what is still cut is mostly answer bundles, whose 
 were placed apart before). A file without a group of its own (no trigger) has the group of its
 UNB key. A trigger whose sender and IDE an earlier trigger had (its ``tx:`` key) goes to that
 trigger's partition, whatever its MaLo: the pipeline refuses it there as seen before (Z15), as
-one run does. An interchange whose messages fall into several partitions is split into one interchange
+one run does. A message is the smallest piece: one carrying several triggers goes where the
+first of its MaLos with a partition is, and takes all its new MaLos along; one carrying several
+answers goes where the first request it names that the walk knows is. Known limit: a message
+whose MaLos (or requests) were placed in different partitions before cannot follow them all;
+the transactions of the others are decided there without their MaLo's (or request's) history.
+An interchange whose messages fall into several partitions is split into one interchange
 per partition (same UNB and 0020, the partition's messages, UNZ count adjusted): its messages keep
 their references, so every decision is the same; only the receipt and its CONTRL exist once per
 piece.
@@ -382,7 +387,10 @@ class _Route(NamedTuple):
     ``_ACK`` / ``_ANSWER`` with the interchange / IDE ``ref`` it answers, or by ``group`` (the
     file's) when unknown. ``refusals``: the 0020s of the APERAKs the pipeline may refuse the
     message or one of its transactions with (none for an acknowledgement). ``keys``: the
-    ``sender:IDE`` of each trigger transaction (what its process binds as ``tx:`` key)."""
+    ``sender:IDE`` of each trigger transaction (what its process binds as ``tx:`` key).
+    ``more_groups``: a bundled message's further groups (its other triggers' MaLos), every one
+    going with the message; ``more_refs``: the further IDEs its other answers name (the
+    message goes where the first known one is)."""
 
     kind: int
     group: int
@@ -390,6 +398,8 @@ class _Route(NamedTuple):
     seeds: tuple[str, ...] = ()
     refusals: tuple[bytes, ...] = ()
     keys: tuple[bytes, ...] = ()
+    more_groups: tuple[int, ...] = ()
+    more_refs: tuple[bytes, ...] = ()
 
 
 _STATIC, _ACK, _ANSWER = 0, 1, 2
@@ -572,11 +582,16 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
         return _Route(_STATIC, default, refusals=refusals)
     tx = message.txs[0]
     if tx.get(b"Z13") in _ANSWERS:
-        return _Route(_ANSWER, default, tx.get(b"TN", b""), refusals=refusals)
+        first = tx.get(b"TN", b"")
+        answered = (t.get(b"TN", b"") for t in message.txs[1:] if t.get(b"Z13") in _ANSWERS)
+        more_refs = tuple(r for r in dict.fromkeys(answered) if r and r != first)
+        return _Route(_ANSWER, default, first, refusals=refusals, more_refs=more_refs)
     group = _group(recipient, tx.get(b"LOC", b""))
     seeds = tuple(trigger_seed(sender, control, ref, ide) for ide in ides)
     keys = tuple(sender_id + b":" + each[b"IDE"] for each in message.txs if each.get(b"Z13") in _TRIGGERS)
-    return _Route(_STATIC, group, b"", seeds, refusals, keys)
+    located = (t[b"LOC"] for t in message.txs[1:] if t.get(b"LOC") and t.get(b"Z13") not in _ANSWERS)
+    more_groups = tuple(g for g in dict.fromkeys(_group(recipient, loc) for loc in located) if g != group)
+    return _Route(_STATIC, group, b"", seeds, refusals, keys, more_groups)
 
 
 def _facts(name: str, raw: bytes, tenants: frozenset[str]) -> tuple[FileFacts, _Read]:
@@ -817,10 +832,15 @@ class Partitioner:
             if known is None:  # a CONTRL on an APERAK our pipeline refused something with
                 known = self._refusals.get(ref)
             return known
-        known = ides.maps[0].get(ref) if isinstance(ides, ChainMap) else None
-        if known is None:
-            known = self._predicted.get("IDE", ("", ref.decode("latin-1")))
-        return known if known is not None else ides.get(ref)
+        for each in (ref, *route.more_refs):
+            known = ides.maps[0].get(each) if isinstance(ides, ChainMap) else None
+            if known is None:
+                known = self._predicted.get("IDE", ("", each.decode("latin-1")))
+            if known is None:
+                known = ides.get(each)
+            if known is not None:
+                return known
+        return None
 
     def _parts(self, routes: tuple[_Route, ...], dry: bool = False) -> list[int]:
         """Each message's partition; a new group goes with its file (module doc, "Groups").
@@ -842,7 +862,7 @@ class Partitioner:
             if target is None:
                 target = _seen(route, transactions)
             if target is None:
-                target = groups.get(route.group)
+                target = _bound(route, groups)
             if target is not None:
                 break
         if target is None:
@@ -855,7 +875,14 @@ class Partitioner:
                 # its process (Z15): its own MaLo gets no partition from it.
                 part = _seen(route, transactions)
             if part is None:
-                part = groups.setdefault(route.group, target)
+                part = _bound(route, groups)
+                if part is None:
+                    part = target
+                # Every MaLo of the message goes with it (a bundled message is never cut), also
+                # its further ones: their next Anmeldung meets this one's claim.
+                groups.setdefault(route.group, part)
+                for group in route.more_groups:
+                    groups.setdefault(group, part)
             for key in route.keys:
                 transactions.setdefault(key, part)
             if route.kind == _STATIC:
@@ -882,6 +909,14 @@ def _seen(route: _Route, transactions: Mapping[bytes, int]) -> int | None:
         if part is not None:
             return part
     return None
+
+
+def _bound(route: _Route, groups: Mapping[int, int]) -> int | None:
+    """The partition of ``route``'s group, else of the first of its further groups that has one."""
+    part = groups.get(route.group)
+    if part is None:
+        part = next((groups[g] for g in route.more_groups if g in groups), None)
+    return part
 
 
 def _least_loaded(load: list[int]) -> int:

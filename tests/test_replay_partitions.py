@@ -28,7 +28,7 @@ from mako_actors.archive import ArchiveSpec, generate_archive
 from mako_actors.compare import compare_outbound
 from mako_actors.edifact import render_outbound
 from mako_actors.gpke.synthetic import bilanzkreis_of
-from mako_actors.replay import _Options, _replay_items, archive, load_master_data
+from mako_actors.replay import _Options, _replay_items, archive, decisions_in, load_master_data
 from stores.lmdb import Durability, LmdbStore
 from tests.inbound.edi import LFN, LFN2, dtm, interchange, package_segments
 
@@ -397,3 +397,103 @@ async def test_a_reused_ide_under_another_nad_ms_is_refused_by_every_schedule(tm
     sequential, _ = await _replay_items(archive(src), tmp_path / "sequential", options, None)
     assert sequential.decision_digest == one.digest
     assert one.dead_letters["inbound-conflict"] == 1  # F2: "transaction REUSED1 ... seen before"
+
+
+def _segments(raw: bytes) -> list[str]:
+    """The segments of a generated interchange (UNA stripped; ``'`` terminated, escaped as ``?'``)."""
+    import re
+
+    return [s for s in re.split(r"(?<!\?)'", raw.decode("latin-1").removeprefix("UNA:+.? '")) if s]
+
+
+def _interchange_of(sender: str, control: str, messages: list[list[str]]) -> bytes:
+    unb = f"UNB+UNOC:3+{sender}:500+{NB}:500+251103:0700+{control}"
+    body = [s for message in messages for s in message]
+    return ("UNA:+.? '" + "'".join([unb, *body, f"UNZ+{len(messages)}+{control}"]) + "'").encode("latin-1")
+
+
+def _as_sent_by(message: list[str], sender: str) -> list[str]:
+    """``message`` (UNH..UNT) with NAD+MS and the Bilanzkreis of ``sender``."""
+    eic = bilanzkreis_of(sender)
+    out = []
+    for s in message:
+        if s.startswith("NAD+MS+"):
+            s = f"NAD+MS+{sender}::293"
+        elif s.startswith("CAV+ZV4:::"):
+            s = f"CAV+ZV4:::{eic}"
+        out.append(s)
+    return out
+
+
+async def test_every_malo_of_a_bundled_message_is_placed_with_it(tmp_path: Path) -> None:
+    """One UTILMD message carrying two Anmeldungen (two IDEs, two MaLos), then a competing
+    Anmeldung from another supplier for the second MaLo. One run refuses it (A06: that MaLo's
+    Anmeldung is being worked on). The walk gave the message's partition to its first MaLo
+    only, so the second MaLo's next Anmeldung went wherever its own group fell: another part,
+    which knew no claim on it and consulted the LFA. Every MaLo of the message now goes with it."""
+    gen = tmp_path / "gen"
+    generate_archive(gen, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=1))
+    master = json.loads((gen / "master.json").read_text())
+    messages = []
+    for name in sorted(n for n in received(gen) if n.startswith("AN")):
+        segments = _segments((gen / name).read_bytes())
+        if "RFF+Z13:55001" in segments and not any(s.startswith("LOC+Z22") for s in segments):
+            unh = next(k for k, s in enumerate(segments) if s.startswith("UNH"))
+            messages.append((segments[0].split("+")[2].split(":")[0], segments[unh:-1]))
+    (sender, first), (_, second) = messages[:2]
+    other = next(s for s in master["bilanzkreise"] if s != sender)
+    tail = [s for s in _as_sent_by(second, sender) if not s.startswith(("UNH", "UNT"))]
+    tail = tail[next(k for k, s in enumerate(tail) if s.startswith("IDE+")) :]
+    bundled = [*_as_sent_by(first[:-1], sender), *tail]
+    bundled.append(f"UNT+{len(bundled) + 1}+{bundled[0].split('+')[1]}")
+    competing = [
+        "IDE+24+COMPETE1" if s.startswith("IDE+24+") else s for s in _as_sent_by(second, other)
+    ]
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "master.json").write_text(json.dumps(master))
+    (src / "manifest.csv").write_text("file,received_at\n")
+    t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
+    with_manifest(src, [
+        ("F1.edi", _interchange_of(sender, "F1CTRL", [bundled]), t0),
+        ("F2.edi", _interchange_of(other, "F2CTRL", [competing]), t0 + timedelta(minutes=5)),
+    ])  # fmt: skip
+    one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
+    decisions = await decisions_in(one.stores[0])
+    [refused] = [d for seed, d in decisions.items() if seed.endswith(":COMPETE1")]
+    assert (refused[1][0], refused[1][2]) == ("gpke.anmeldung_rejected_at_once", "A06")
+
+
+async def test_an_answer_message_goes_where_a_request_it_answers_is(tmp_path: Path) -> None:
+    """An LFA answers in one UTILMD message two transactions, the first naming no request of ours
+    (RFF+TN unknown: one run refuses it, Z10), the second one of our 55010s. The walk followed
+    the first RFF+TN only: unknown, the message went to the least loaded part, and the second
+    answer was a dead letter there. It now goes where the first request it knows is. (A
+    message is never cut: one answering requests of two parts still lacks one, a limit.)"""
+    import csv
+
+    src = tmp_path / "in"
+    generate_archive(src, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=1))
+    received_at = received(src)
+    answers = [
+        name for name in sorted(received_at)
+        if name.startswith("LA") and b"UNH" not in (src / name).read_bytes().split(b"UNH", 1)[1]
+    ]  # fmt: skip
+    merged = []
+    rows = [row for row in csv.reader((src / "manifest.csv").read_text().splitlines())]
+    for k, name in enumerate(answers[:6]):
+        segments = _segments((src / name).read_bytes())
+        ide = next(i for i, s in enumerate(segments) if s.startswith("IDE+"))
+        tx = segments[ide:-2]
+        unknown = [f"IDE+24+BOGUS{k}" if s.startswith("IDE+") else s for s in tx]
+        unknown = ["RFF+TN:T0000000000000000000" if s.startswith("RFF+TN:") else s for s in unknown]
+        body = [*segments[1:ide], *unknown, *tx]
+        body.append(f"UNT+{len(body) + 1}+{body[0].split('+')[1]}")
+        sender = segments[0].split("+")[2].split(":")[0]
+        merged.append((f"merged-{k}.edi", _interchange_of(sender, f"LAM{k}", [body]), received_at[name]))
+        (src / name).unlink()
+        rows = [row for row in rows if row[0] != name]
+    (src / "manifest.csv").write_text("\n".join(",".join(row) for row in rows) + "\n")
+    with_manifest(src, merged)
+    one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
+    assert one.report.outcomes["routed"] >= len(merged)
