@@ -21,11 +21,15 @@ partitions stay even; cutting by a hash of the group instead cut ~half of all bu
 piece costs a receipt, a CONTRL and an ingest of its own: ~11,100 pieces of 7,340 files on the
 benchmark archive, ~8,900 so; what is still cut is mostly answer bundles, whose requests' MaLos
 were placed apart before). A file without a group of its own (no trigger) has the group of its
-UNB key. A trigger whose sender and IDE an earlier trigger had (its ``tx:`` key) goes to that
-trigger's partition, whatever its MaLo: the pipeline refuses it there as seen before (Z15), as
-one run does. A message is the smallest piece: one carrying several triggers goes where the
-first of its MaLos with a partition is, and takes all its new MaLos along; one carrying several
-answers goes where the first request it names that the walk knows is. Known limit: a message
+UNB key. A trigger whose sender and IDE an earlier trigger had (its ``tx:`` key) and whose
+MaLo is not placed yet goes to that trigger's partition: the pipeline refuses it there as seen
+before (Z15) if that trigger bound the key, and decides it there as new if that one was refused
+(binding nothing). With its MaLo placed, it follows its MaLo: the walk cannot tell the two
+apart, and a refused earlier trigger is the likelier (a limit: after an accepted one, that
+partition starts a process where one run answers Z15). A message is the smallest piece: one
+carrying several triggers goes where the first of its MaLos with a partition is, and takes all
+its new MaLos along; one carrying several answers goes where the first request it names that
+the walk knows is. Known limit: a message
 whose MaLos (or requests) were placed in different partitions before cannot follow them all;
 the transactions of the others are decided there without their MaLo's (or request's) history.
 An interchange whose messages fall into several partitions is split into one interchange
@@ -346,7 +350,7 @@ class Scan:
             ide = elements[2].split(self.comp)[0] if len(elements) > 2 else b""
             message.ides.append(ide)
             if len(elements) > 2:
-                message.txs.append({b"IDE": ide})
+                message.txs.append({b"IDE": ide, b"7495": second[0]})
         elif tag == b"LOC" and message.txs and len(elements) > 2:
             _located(message.txs[-1], second[0], elements[2].split(self.comp)[0])
         elif tag == b"STS" and second[0] == b"7" and message.txs and len(elements) > 4:
@@ -486,7 +490,8 @@ def _from_parsed(parsed: Interchange) -> list[_Message]:
             if tag == "IDE":
                 message.ides.append(_encoded(segment.value(1)))
                 if len(segment.elements) > 1:
-                    message.txs.append({b"IDE": _encoded(segment.value(1))})
+                    ide_qualifier = _encoded(segment.value(0))
+                    message.txs.append({b"IDE": _encoded(segment.value(1)), b"7495": ide_qualifier})
             elif tag == "LOC" and message.txs and len(segment.elements) > 1:
                 _located(message.txs[-1], segment.value(0), _encoded(segment.value(1)))
             elif tag == "STS" and segment.value(0) == "7" and message.txs:
@@ -588,7 +593,12 @@ def _route(key: tuple[bytes, bytes, bytes], message: _Message, default: int) -> 
         return _Route(_ANSWER, default, first, refusals=refusals, more_refs=more_refs)
     group = _group(recipient, tx.get(b"LOC", b""))
     seeds = tuple(trigger_seed(sender, control, ref, ide) for ide in ides)
-    keys = tuple(sender_id + b":" + each[b"IDE"] for each in message.txs if each.get(b"Z13") in _TRIGGERS)
+    # (An IDE qualifier other than 24 is refused by the pipeline: it binds no ``tx:`` key.)
+    keys = tuple(
+        sender_id + b":" + each[b"IDE"]
+        for each in message.txs
+        if each.get(b"Z13") in _TRIGGERS and each.get(b"7495") == b"24"
+    )
     located = (t[b"LOC"] for t in message.txs[1:] if t.get(b"LOC") and t.get(b"Z13") not in _ANSWERS)
     more_groups = tuple(g for g in dict.fromkeys(_group(recipient, loc) for loc in located) if g != group)
     return _Route(_STATIC, group, b"", seeds, refusals, keys, more_groups)
@@ -860,9 +870,9 @@ class Partitioner:
         for route in routes:
             target = self._answered(route, ides, interchanges)
             if target is None:
-                target = _seen(route, transactions)
-            if target is None:
                 target = _bound(route, groups)
+            if target is None:
+                target = _seen(route, transactions)
             if target is not None:
                 break
         if target is None:
@@ -871,11 +881,13 @@ class Partitioner:
         for route in routes:  # in order: an answer may follow its request in the same file
             part = self._answered(route, ides, interchanges)
             if part is None:
-                # A trigger reusing an earlier trigger's IDE is refused where that one started
-                # its process (Z15): its own MaLo gets no partition from it.
-                part = _seen(route, transactions)
-            if part is None:
+                # A placed MaLo first: the walk cannot tell whether the earlier trigger with this
+                # IDE bound it (then this one is refused, Z15) or was refused itself and bound
+                # nothing (then this one is decided on its MaLo's history). A MaLo not placed
+                # yet goes with that trigger: right either way.
                 part = _bound(route, groups)
+                if part is None:
+                    part = _seen(route, transactions)
                 if part is None:
                     part = target
                 # Every MaLo of the message goes with it (a bundled message is never cut), also

@@ -656,7 +656,9 @@ class _RunView:
         # compares) in Python code, an int in C; these dicts are read and written per commit.
         self.registry: dict[tuple[int, str], ProcessIdentity] = {}
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
-        self.tx_keys: dict[tuple[int, str], tuple[str, ...]] = {}
+        # A ``tx:`` key not bound yet -> the MaLo key of each trigger read ahead that may bind it,
+        # by its seed (``trigger_seed``): the one whose process binds it tells which.
+        self.tx_keys: dict[tuple[int, str], dict[str, tuple[str, ...]]] = {}
         self.pending: dict[int, Deadline] = {}
         self._by_stream: dict[StreamId, set[int]] = {}
         # ``fresh_journals``: the store held no journal entry at the start (a fresh store may
@@ -891,8 +893,14 @@ class _RunView:
             # A transaction is bound once: its dependency is not needed again (only ``tx:``
             # keys have one).
             if key.startswith("tx:"):
-                dependency = self.tx_keys.pop(tenant_key, None)
-                if dependency is not None:
+                pending = self.tx_keys.pop(tenant_key, None)
+                if pending:
+                    # The trigger whose process binds it (an earlier one with its IDE may have
+                    # been refused and bound nothing: its MaLo is not this process's).
+                    seed = _seed_of(events[0]) if events else None
+                    dependency = pending.get(seed) if seed is not None else None
+                    if dependency is None:
+                        dependency = next(iter(pending.values()))
                     self.stream_keys.setdefault(identity.stream_id, dependency)
         if commit.cancel_deadline_labels:
             labels = set(commit.cancel_deadline_labels)
@@ -1140,13 +1148,14 @@ class _Pipeline:
                 # Kundenanlage's LOC+Z16 beside it) and as a process of an earlier run is keyed
                 malo_key = ("malo", us, str(trigger_object(pid, tx)))
                 keys += [malo_key, ("tx", by, tx.ide_ref)]
+                seed = trigger_seed(by, control, message.reference, tx.ide_ref)
                 if tx.ide_ref and tx.ide_qualifier == "24":  # (else refused: it binds nothing)
-                    # The first trigger with this IDE binds its ``tx:`` key; a later one reusing
-                    # it (read ahead before that binding) is refused (Z15). Overwritten, the
-                    # first one's process was keyed by the later one's MaLo: its Fristen then
-                    # fired ahead of its answers.
-                    self.view.tx_keys.setdefault((tenant.int, f"tx:{by}:{tx.ide_ref}"), malo_key)
-                self.predicted.add(us, trigger_seed(by, control, message.reference, tx.ide_ref), malo_key)
+                    # Several triggers read ahead may share an IDE; the process that binds its
+                    # ``tx:`` key takes its own trigger's MaLo key (``_observe``). One key for all
+                    # keyed a process by another trigger's MaLo: its Fristen then fired ahead of
+                    # its answers.
+                    self.view.tx_keys.setdefault((tenant.int, f"tx:{by}:{tx.ide_ref}"), {})[seed] = malo_key
+                self.predicted.add(us, seed, malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 
     def _target_key(

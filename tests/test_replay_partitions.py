@@ -30,7 +30,7 @@ from mako_actors.edifact import render_outbound
 from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.replay import _Options, _replay_items, archive, decisions_in, load_master_data
 from stores.lmdb import Durability, LmdbStore
-from tests.inbound.edi import LFN, LFN2, dtm, interchange, package_segments
+from tests.inbound.edi import LFN, LFN2, dtm, interchange, kind, package_segments
 
 NB = "9900000002009"
 
@@ -320,21 +320,29 @@ async def test_the_partners_contrl_on_our_refusal_reaches_the_part_that_refused(
     assert one.dead_letters["inbound"] == refusals  # the refusals' own; each CONTRL recorded
 
 
+def _original(reused: bytes, originals: dict[bytes, str]) -> str:
+    """The name of the file whose Anmeldung ``reused`` (``with_reused_ides``) copies (its IDE)."""
+    import re
+
+    ide = re.search(rb"IDE\+24\+(\w+)", reused)
+    assert ide is not None
+    return next(name for raw, name in originals.items() if b"IDE+24+" + ide.group(1) + b"'" in raw)
+
+
 def with_reused_ides(src: Path, count: int) -> list[tuple[str, bytes, datetime]]:
     """Add ``count`` Anmeldungen to the generated archive ``src``, each under the IDE (and sender)
-    of one of its Anmeldungen and for the MaLo of another, received 30 minutes after that
-    other one (some before the one whose IDE they take, some after)."""
+    of one of its Anmeldungen, for a MaLo no other file names, received 30 minutes after
+    another Anmeldung (some before the one whose IDE they take, some after)."""
     import re
 
     at = received(src)
     triggers = sorted(name for name in at if name.startswith("AN"))
     extra = []
     for k in range(count):
-        raw, other = (src / triggers[k]).read_bytes(), (src / triggers[-1 - k]).read_bytes()
+        raw = (src / triggers[k]).read_bytes()
         control = re.search(rb"UNB\+[^']*\+(AN\d+)'", raw)
-        malo = re.search(rb"LOC\+Z16\+(\d+)", other)
-        assert control is not None and malo is not None
-        reused = re.sub(rb"LOC\+Z16\+\d+", b"LOC+Z16+" + malo.group(1), raw, count=1)
+        assert control is not None
+        reused = re.sub(rb"LOC\+Z16\+\d+", f"LOC+Z16+5999999990{k}".encode(), raw, count=1)
         reused = reused.replace(control.group(1), f"RU{k:011d}".encode())
         extra.append((f"reused-{k}.edi", reused, at[triggers[-1 - k]] + timedelta(minutes=30)))
     with_manifest(src, extra)
@@ -348,13 +356,19 @@ async def test_an_ide_a_sender_used_before_for_another_malo_is_refused_on_any_wo
     finds the IDE's ``tx:`` key and refuses it (Z15, a dead letter). The walk placed it by its
     MaLo, often in another part, which did not know the IDE and started a process for it: the
     decisions differed with the worker count. The walk now places a trigger whose sender and
-    IDE an earlier trigger had with that trigger. And the pipelined schedule decided as the
-    sequential one does only once it kept the first trigger's dependency (below)."""
+    IDE an earlier trigger had with that trigger, unless its MaLo is placed already (then it
+    cannot tell whether that trigger bound the IDE: a limit). And the pipelined schedule
+    decided as the sequential one does only once it kept the first trigger's dependency."""
     src = tmp_path / "in"
     generate_archive(src, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=5))
     extra = with_reused_ides(src, 6)
     one = await assert_workers_answer_like_one(src, tmp_path)
-    assert one.dead_letters["inbound-conflict"] == len(extra)  # each refused Z15 ("seen before")
+    # Each one received after the Anmeldung whose IDE it takes is refused (Z15, "seen before");
+    # one received before is decided first (its unknown MaLo: refused, binding nothing).
+    at = received(src)
+    first = {raw: name for name in at if name.startswith("AN") for raw in [(src / name).read_bytes()]}
+    after = sum(1 for name, raw, when in extra if when > at[_original(raw, first)])
+    assert after and one.dead_letters["inbound-conflict"] == after
     # The pipelined schedule reads the reusing file ahead: it keyed the first trigger's process
     # by the reusing one's MaLo, and that process's Frist fired before its LFA's answer.
     options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, True, 512)
@@ -497,3 +511,109 @@ async def test_an_answer_message_goes_where_a_request_it_answers_is(tmp_path: Pa
     with_manifest(src, merged)
     one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
     assert one.report.outcomes["routed"] >= len(merged)
+
+
+def _utilmd(sender: str, control: str, at: str, transaction: list[str], bgm: str = "E01") -> bytes:
+    """One UTILMD of ``sender`` to us with one ``transaction`` (IDE onwards), prepared ``at``."""
+    body = [
+        "UNH+M1+UTILMD:D:11A:UN:S2.1", f"BGM+{bgm}+D{control}", f"DTM+137:{at}?+00:303",
+        f"NAD+MS+{sender}::293", f"NAD+MR+{NB}::293", *transaction,
+    ]  # fmt: skip
+    body.append(f"UNT+{len(body) + 1}+M1")
+    return _interchange_of(sender, control, [body])
+
+
+async def test_a_trigger_reusing_the_ide_of_a_refused_one_is_keyed_by_its_own_malo(tmp_path: Path) -> None:
+    """A supplier's Abmeldung is refused (not the MaLo's supplier: Z17) and binds nothing; its
+    Anmeldung for another MaLo reuses the IDE and starts a process. The pipelined schedule kept
+    the first trigger read ahead as the IDE's dependency, so that process was keyed by the
+    Abmeldung's MaLo, and its LFA Frist fired ahead of the LFA's answer received in time
+    (deemed agreement instead of A36, where the sequential schedule records the answer). And
+    ``--workers`` placed the Anmeldung with the refused Abmeldung instead of with its MaLo,
+    deciding it without that MaLo's claims."""
+    gen = tmp_path / "gen"
+    generate_archive(gen, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=1))
+    master = json.loads((gen / "master.json").read_text())
+    malos = [k for k, v in master.items() if isinstance(v, dict) and v.get("current")][:2]
+    lfa = master[malos[0]]["current"]
+    sender = next(s for s in master["bilanzkreise"] if s not in {master[m]["current"] for m in malos})
+    abmeldung = _utilmd(sender, "F2CTRL", "202511030700", [
+        "IDE+24+IDEX0001", "DTM+93:202512312300?+00:303", "STS+7++Z33+ZW4", f"LOC+Z16+{malos[1]}",
+        "RFF+Z13:55004",
+    ], bgm="E02")  # fmt: skip
+    anmeldung = _utilmd(sender, "F3CTRL", "202511030700", [
+        "IDE+24+IDEX0001", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malos[0]}",
+        "RFF+Z13:55001", "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66",
+        f"CAV+ZV4:::{bilanzkreis_of(sender)}", "SEQ+ZH0+1", "CCI+Z65+++Z01", "NAD+Z09+++Muster:Max::::Z01",
+    ])  # fmt: skip
+    t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "master.json").write_text(json.dumps(master))
+    (src / "manifest.csv").write_text("file,received_at\n")
+    with_manifest(src, [
+        ("F2.edi", abmeldung, t0 + timedelta(minutes=5)), ("F3.edi", anmeldung, t0 + timedelta(minutes=10)),
+    ])  # fmt: skip
+    options = _Options([NB], load_master_data(src / "master.json"), None, Durability.NO_SYNC, True, 512)
+    await _replay_items(archive(src), tmp_path / "scratch", options, None)
+    async with LmdbStore(tmp_path / "scratch") as lmdb:
+        pending = await lmdb.pending(10**6, datetime.max.replace(tzinfo=UTC))
+    [request] = [m for m in pending if m.message_type == "UTILMD" and kind(m) == "55010"]
+    ours = request.payload["transactions"][0]["ide_ref"]
+    answer = _utilmd(lfa, "F4CTRL", "202511040730", [
+        "IDE+24+LF4CTRL", "DTM+93:202512022300?+00:303", "STS+E01++A36:E_0624", "RFF+Z13:55011",
+        f"RFF+TN:{ours}",
+    ], bgm="E02")  # fmt: skip
+    later = _utilmd(sender, "F5CTRL", "202511050900", [
+        "IDE+24+IDEZ0001", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malos[1]}",
+        "RFF+Z13:55001",
+    ])  # fmt: skip
+    with_manifest(src, [
+        ("F4.edi", answer, datetime(2025, 11, 4, 7, 30, tzinfo=UTC)),
+        ("F5.edi", later, datetime(2025, 11, 5, 9, 0, tzinfo=UTC)),
+    ])  # fmt: skip
+    sequential, _ = await _replay_items(archive(src), tmp_path / "sequential", options, None)
+    one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
+    assert sequential.decision_digest == one.digest
+    decided = (await decisions_in(one.stores[0]))[f"{sender}:F3CTRL:M1:IDEX0001"]
+    assert [d[0] for d in decided][2:4] == ["gpke.lfa_answered", "gpke.anmeldung_decided"]
+
+
+async def test_a_trigger_reusing_a_refused_ones_ide_for_a_placed_malo_follows_its_malo(
+    tmp_path: Path,
+) -> None:
+    """Another supplier claims MaLo M; then a supplier's Abmeldung for M2 is refused (Z17, binds
+    nothing) and its Anmeldung for M reuses that IDE. One run refuses the Anmeldung as competing
+    (A06). The walk placed it with the refused Abmeldung (its IDE), away from M's claim: that
+    part consulted the LFA. A MaLo already placed now wins over the IDE's part."""
+    gen = tmp_path / "gen"
+    generate_archive(gen, ArchiveSpec(processes=60, defects=0.0, duplicates=0.0, seed=1))
+    master = json.loads((gen / "master.json").read_text())
+    malos = [k for k, v in master.items() if isinstance(v, dict) and v.get("current")][:2]
+    holders = {master[m]["current"] for m in malos}
+    claimant, sender = [s for s in master["bilanzkreise"] if s not in holders][:2]
+
+    def anmeldung(by: str, control: str, ide: str, malo: str) -> bytes:
+        return _utilmd(by, control, "202511030700", [
+            f"IDE+24+{ide}", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malo}",
+            "RFF+Z13:55001", "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66",
+            f"CAV+ZV4:::{bilanzkreis_of(by)}", "SEQ+ZH0+1", "CCI+Z65+++Z01", "NAD+Z09+++Muster:Max::::Z01",
+        ])  # fmt: skip
+
+    abmeldung = _utilmd(sender, "F2CTRL", "202511030700", [
+        "IDE+24+IDEX0001", "DTM+93:202512312300?+00:303", "STS+7++Z33+ZW4", f"LOC+Z16+{malos[1]}",
+        "RFF+Z13:55004",
+    ], bgm="E02")  # fmt: skip
+    t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "master.json").write_text(json.dumps(master))
+    (src / "manifest.csv").write_text("file,received_at\n")
+    with_manifest(src, [
+        ("F1.edi", anmeldung(claimant, "F1CTRL", "IDEC0001", malos[0]), t0),
+        ("F2.edi", abmeldung, t0 + timedelta(minutes=5)),
+        ("F3.edi", anmeldung(sender, "F3CTRL", "IDEX0001", malos[0]), t0 + timedelta(minutes=10)),
+    ])  # fmt: skip
+    one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
+    decided = (await decisions_in(one.stores[0]))[f"{sender}:F3CTRL:M1:IDEX0001"]
+    assert (decided[1][0], decided[1][2]) == ("gpke.anmeldung_rejected_at_once", "A06")

@@ -30,7 +30,7 @@ def test_release_characters_outside_the_values_read_leave_the_scan_sure() -> Non
     scan = Scan(raw)
     assert scan.ok and not scan.escaped
     (message,) = scan.messages
-    assert message.txs == [{b"IDE": b"T001", b"LOC": b"34719742207", b"Z13": b"55001"}]
+    assert message.txs == [{b"IDE": b"T001", b"7495": b"24", b"LOC": b"34719742207", b"Z13": b"55001"}]
     (parsed,) = parse_interchange(raw).messages[0].transactions
     assert (parsed.ide_ref, parsed.malo, parsed.pid) == ("T001", "34719742207", "55001")
 
