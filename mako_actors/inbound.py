@@ -39,6 +39,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import re
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -684,6 +685,7 @@ class InboundPipeline:
                     if result.recipient not in self._tenants:
                         # Never answered in another party's name, broken or not: as one that parses.
                         await self._misaddressed(result, digest, received_at, not _contrl_only(raw))
+                        await self._following_letter(result, raw, digest, received_at)
                         return result
                     message_errors = _message_error(raw, parsed)
                     code = None if message_errors else parsed.syntax_error_code
@@ -694,18 +696,7 @@ class InboundPipeline:
                     )  # fmt: skip
                     if contrls:
                         await self._refused_contrls(result, digest, received_at)
-                    following = _following_interchange(raw)
-                    if following is not None:
-                        # Our CONTRL names the first interchange only: its sender would wait
-                        # for an answer to the next one forever, and we would not see it.
-                        reason = (
-                            f"interchange {following[2]!r} from {following[0]} follows interchange "
-                            f"{result.interchange_ref!r} in the same file: the file was rejected, "
-                            "only the first answered (CONTRL 4); the sender must send each "
-                            "interchange on its own"
-                        )
-                        audit = {"source": source, "sha256": digest, "interchange_ref": following[2]}
-                        await self._dead_letter("inbound", reason, audit, received_at)
+                    await self._following_letter(result, raw, digest, received_at)
                     return result
                 except (InvalidArgument, ValidationError):
                     pass  # a UNB too broken to answer (e.g. an over-long 0020): keep it as a dead letter
@@ -861,6 +852,34 @@ class InboundPipeline:
         """
         prefix = "CONTRL interchange refused, its acknowledgements not applied: "
         await self._rejection_letter(result, digest, received_at, "inbound", prefix)
+
+    async def _following_letter(
+        self, result: IngestResult, raw: bytes, digest: str, received_at: datetime
+    ) -> None:
+        """A dead letter naming a further interchange after the first one in ``raw`` (a gateway's
+        batch in one file): our answer names the first only, so its sender would wait for one
+        to the next forever, and nobody here would see it. Once per content, as
+        ``_rejection_letter`` (a copy received again under another name writes nothing)."""
+        if result.status == "rejected":
+            source = result.source
+        elif result.status == "duplicate" and result.rejected_before:
+            source = result.first_source
+        else:
+            return
+        found = _following_interchange(raw)
+        if found is None:
+            return
+        offset, header = found
+        if header is None:
+            named, ref = f"an interchange whose UNB cannot be read (at byte {offset})", None
+        else:
+            named, ref = f"interchange {header[2]!r} from {header[0]}", header[2]
+        reason = (
+            f"{named} follows interchange {result.interchange_ref!r} in the same file: the file was "
+            "rejected, only the first answered; the sender must send each interchange on its own"
+        )
+        audit = {"source": source, "sha256": digest, "interchange_ref": ref, "offset": offset}
+        await self._dead_letter("inbound", reason, audit, received_at)
 
     async def _rejection_letter(
         self, result: IngestResult, digest: str, received_at: datetime, kind: str, prefix: str
@@ -1314,23 +1333,33 @@ def _contrl_only(raw: bytes) -> bool:
     return kinds == {b"CONTRL"}
 
 
-def _following_interchange(raw: bytes) -> _Header | None:
-    """The UNB values of a further interchange after the first one in ``raw`` (a gateway's batch
-    in one file; the first one ended by its UNZ or cut off before it), read leniently; None when
-    only blanks follow the first one."""
+def _following_interchange(raw: bytes) -> tuple[int, _Header | None] | None:
+    """Where a further interchange begins after the first one in ``raw`` (a gateway's batch in
+    one file; the first one ended by its UNZ or cut off before it) and its UNB values, read
+    leniently (None: unreadable); None when nothing but blanks follows the first one."""
     from mako_actors._partition import Scan
 
     scan = Scan(raw)
     if scan.second >= 0:
-        rest = raw[scan.second :]
+        at = scan.second
     elif scan.unz_start >= 0:
         end = raw.find(scan.term, scan.unz_start)
-        rest = raw[end + 1 :].lstrip(b" \t\r\n") if end >= 0 else b""
+        rest = raw[end + 1 :] if end >= 0 else b""
+        at = len(raw) - len(rest.lstrip(b" \t\r\n"))
     else:
+        # Cut off, and the next one has other service characters (its own UNA): the scan read
+        # it with the first one's and never met a segment starting with UNA or UNB.
+        found = _FOLLOWING.search(raw, scan.head_end) if scan.head_end else None
+        if found is None:
+            return None
+        at = found.start()
+    if not raw.startswith((b"UNA", b"UNB"), at):
         return None
-    if not rest.startswith((b"UNA", b"UNB")):
-        return None
-    return _lenient_header(rest)
+    return at, _lenient_header(raw[at:])
+
+
+# A UNA (its six service characters, then the UNB) or a UNB with the default separators.
+_FOLLOWING = re.compile(rb"UNA.{6}[ \t\r\n]*UNB|UNB\+UNO[A-Z]:", re.DOTALL)
 
 
 # Positional constructors (every field, in declaration order) without the frozen dataclasses'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -250,3 +250,32 @@ async def test_an_interchange_padded_with_blanks_is_accepted(store: LmdbStore) -
     clock = VirtualClock(THU_1430)
     result = await pipeline(store, clock).ingest(interchange() + b"   \t\r\n\r\n", THU_1430)
     assert result.status == "accepted"
+
+
+@pytest.mark.parametrize("case", ["renamed-copy", "first-misaddressed", "second-unreadable", "other-una"])
+async def test_a_further_interchange_is_named_once_whatever_the_first_one_is(
+    store: LmdbStore, case: str
+) -> None:
+    """Review of the letter naming a further interchange in one file: a copy of the file under
+    another name wrote it again (its payload named the source); a misaddressed first one, a
+    second whose UNB cannot be read, and a cut-off first one followed by one with its own UNA
+    (other service characters) got none."""
+    second = interchange(control_ref="LFN0605143002")
+    first = interchange()
+    if case == "first-misaddressed":
+        first = interchange(nb=FOREIGN)
+    elif case == "second-unreadable":
+        second = second.replace(b"LFN0605143002", b"LFN0605143002XYZ")  # (0020 is an..14)
+    elif case == "other-una":
+        first = first[: first.index(b"UNZ")]
+        second = b"UNA:+.? ~" + second[second.index(b"UNB") :].replace(b"'", b"~")
+    raw = first + b"\r\n" + second
+    clock = VirtualClock(THU_1430)
+    await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")
+    await pipeline(store, clock).ingest(raw, THU_1430 + timedelta(minutes=5), source="batch-again.edi")
+    letters = [d for d in await store.dead_letters() if "follows interchange" in d.reason]
+    assert len(letters) == 1
+    if case == "second-unreadable":
+        assert "cannot be read" in letters[0].reason and letters[0].payload["offset"] == len(first) + 2
+    else:
+        assert letters[0].payload["interchange_ref"] == "LFN0605143002"
