@@ -30,8 +30,9 @@ partition starts a process where one run answers Z15). A message is the smallest
 carrying several triggers goes where the first of its MaLos with a partition is, and takes all
 its new MaLos along; one carrying several answers goes where the first request it names that
 the walk knows is. Known limit: a message
-whose MaLos (or requests) were placed in different partitions before cannot follow them all;
-the transactions of the others are decided there without their MaLo's (or request's) history.
+whose MaLos (or requests, or reused IDEs) were placed in different partitions before cannot
+follow them all; the transactions of the others are decided there without their MaLo's (or
+request's, or IDE's) history.
 An interchange whose messages fall into several partitions is split into one interchange
 per partition (same UNB and 0020, the partition's messages, UNZ count adjusted): its messages keep
 their references, so every decision is the same; only the receipt and its CONTRL exist once per
@@ -884,7 +885,8 @@ class Partitioner:
                 # A placed MaLo first: the walk cannot tell whether the earlier trigger with this
                 # IDE bound it (then this one is refused, Z15) or was refused itself and bound
                 # nothing (then this one is decided on its MaLo's history). A MaLo not placed
-                # yet goes with that trigger: right either way.
+                # yet goes with that trigger: right either way for a message of it alone (in a
+                # bundle, a placed MaLo of another transaction wins: the limit in the doc).
                 part = _bound(route, groups)
                 if part is None:
                     part = _seen(route, transactions)

@@ -1348,14 +1348,30 @@ def _following_interchange(raw: bytes) -> tuple[int, _Header | None] | None:
         at = len(raw) - len(rest.lstrip(b" \t\r\n"))
     else:
         # Cut off, and the next one has other service characters (its own UNA): the scan read
-        # it with the first one's and never met a segment starting with UNA or UNB.
-        found = _FOLLOWING.search(raw, scan.head_end) if scan.head_end else None
+        # it with the first one's and never met a segment starting with UNA or UNB. Taken only
+        # at a segment start of the first one and with a UNB that reads: a name such as "TUNA
+        # GMBH UNBEKANNT" in a cut-off interchange is no further one.
+        found = _following_at(raw, scan.head_end, scan.term) if scan.head_end else None
         if found is None:
             return None
-        at = found.start()
+        return found
     if not raw.startswith((b"UNA", b"UNB"), at):
         return None
     return at, _lenient_header(raw[at:])
+
+
+def _following_at(raw: bytes, start: int, terminator: bytes) -> tuple[int, _Header] | None:
+    """A UNA + UNB (its own service characters) or a UNB with the default ones right after a
+    terminator (and blanks) of the text from ``start``, whose UNB reads; None if there is none."""
+    for found in _FOLLOWING.finditer(raw, start):
+        at = found.start()
+        before = raw[:at].rstrip(b" \t\r\n")
+        if not before.endswith(terminator):
+            continue
+        header = _lenient_header(raw[at:])
+        if header is not None:
+            return at, header
+    return None
 
 
 # A UNA (its six service characters, then the UNB) or a UNB with the default separators.

@@ -656,9 +656,10 @@ class _RunView:
         # compares) in Python code, an int in C; these dicts are read and written per commit.
         self.registry: dict[tuple[int, str], ProcessIdentity] = {}
         self.stream_keys: dict[StreamId, tuple[str, ...]] = {}
-        # A ``tx:`` key not bound yet -> the MaLo key of each trigger read ahead that may bind it,
-        # by its seed (``trigger_seed``): the one whose process binds it tells which.
-        self.tx_keys: dict[tuple[int, str], dict[str, tuple[str, ...]]] = {}
+        # A ``tx:`` key not bound yet -> the MaLo keys of the triggers read ahead that may bind it,
+        # by their seed (``trigger_seed``; two transactions of one message share one): the
+        # process that binds it tells which (its seed, then its MaLo).
+        self.tx_keys: dict[tuple[int, str], dict[str, list[tuple[str, ...]]]] = {}
         self.pending: dict[int, Deadline] = {}
         self._by_stream: dict[StreamId, set[int]] = {}
         # ``fresh_journals``: the store held no journal entry at the start (a fresh store may
@@ -897,11 +898,7 @@ class _RunView:
                 if pending:
                     # The trigger whose process binds it (an earlier one with its IDE may have
                     # been refused and bound nothing: its MaLo is not this process's).
-                    seed = _seed_of(events[0]) if events else None
-                    dependency = pending.get(seed) if seed is not None else None
-                    if dependency is None:
-                        dependency = next(iter(pending.values()))
-                    self.stream_keys.setdefault(identity.stream_id, dependency)
+                    self.stream_keys.setdefault(identity.stream_id, _binder(pending, commit, events))
         if commit.cancel_deadline_labels:
             labels = set(commit.cancel_deadline_labels)
             for number in list(self._by_stream.get(stream, ())):
@@ -977,6 +974,24 @@ class _RunView:
                     lambda txn: {stream_id: _stored_key(txn, stream_id) for stream_id in missing}
                 )
             )
+
+
+def _binder(
+    pending: dict[str, list[tuple[str, ...]]], commit: Commit, events: Sequence[EventEnvelope]
+) -> tuple[str, ...]:
+    """The MaLo key of the trigger whose process binds a ``tx:`` key in ``commit``, among the
+    ``pending`` ones read ahead: by its seed (its first event's), then by the ``malo:`` key the
+    commit binds (two transactions of one message share a seed)."""
+    seed = _seed_of(events[0]) if events else None
+    candidates = pending.get(seed) if seed is not None else None
+    if not candidates:
+        candidates = [key for keys in pending.values() for key in keys]
+    if len(candidates) > 1:
+        claimed = {key[5:].split("#", 1)[0] for key, _ in commit.registry if key.startswith("malo:")}
+        for key in candidates:
+            if key[2] in claimed:
+                return key
+    return candidates[0]
 
 
 def _stored_key(txn: Any, stream_id: StreamId) -> tuple[str, ...]:
@@ -1154,7 +1169,8 @@ class _Pipeline:
                     # ``tx:`` key takes its own trigger's MaLo key (``_observe``). One key for all
                     # keyed a process by another trigger's MaLo: its Fristen then fired ahead of
                     # its answers.
-                    self.view.tx_keys.setdefault((tenant.int, f"tx:{by}:{tx.ide_ref}"), {})[seed] = malo_key
+                    registrants = self.view.tx_keys.setdefault((tenant.int, f"tx:{by}:{tx.ide_ref}"), {})
+                    registrants.setdefault(seed, []).append(malo_key)
                 self.predicted.add(us, seed, malo_key)
         item.keys = tuple(dict.fromkeys(keys))
 

@@ -197,3 +197,27 @@ async def test_commits_a_few_loop_turns_apart_share_one_write_transaction(
         # A lone commit is written after at most ``gather`` turns, not left waiting for company.
         lone = StreamId.for_process(TENANT, ProcessId.new())
         assert await asyncio.wait_for(commit(lone, 0), 5.0) == 0
+
+
+def test_the_process_binding_a_shared_ide_is_keyed_by_its_own_malo() -> None:
+    """Two transactions of one message share an IDE (and so a trigger seed): the first binds the
+    ``tx:`` key, the second is refused (Z15). The pipelined schedule kept one MaLo key per seed,
+    the last one read: the first transaction's process was ordered in the other MaLo's queue.
+    The binding commit's ``malo:`` key now tells which trigger it was."""
+    from mako_actors.replay import _binder
+    from mako_actors.store import Commit
+    from mako_actors.testing import identity
+    from mako_actors.version import ExpectedVersion
+
+    ident = identity()
+    pending = {"S:C:M1:IDEX": [("malo", "NB", "51238696788"), ("malo", "NB", "51238696781")]}
+    for malo in ("51238696788", "51238696781"):
+        commit = Commit(
+            stream_id=ident.stream_id,
+            expected=ExpectedVersion.exact(0),
+            registry=[("tx:S:IDEX", ident), (f"malo:{malo}#0", ident)],
+        )
+        assert _binder(pending, commit, []) == ("malo", "NB", malo)
+    # One registrant: it, whatever the commit binds besides.
+    alone = Commit(stream_id=ident.stream_id, expected=ExpectedVersion.exact(0), registry=[("tx:S:X", ident)])
+    assert _binder({"S:C:M1:IDEX": [("malo", "NB", "X")]}, alone, []) == ("malo", "NB", "X")
