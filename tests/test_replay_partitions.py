@@ -399,10 +399,7 @@ async def test_a_reused_ide_under_another_nad_ms_is_refused_by_every_schedule(tm
 
     second = re.sub(rb"NAD\+MS\+\d+", b"NAD+MS+" + other, reused(second, b"F2CTRL"))
     second = re.sub(rb"CAV\+ZV4:::\w+", b"CAV+ZV4:::" + bilanzkreis_of(sender.decode()).encode(), second)
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "master.json").write_bytes((gen / "master.json").read_bytes())
-    (src / "manifest.csv").write_text("file,received_at\n")
+    src = _archive_dir(tmp_path, json.loads((gen / "master.json").read_text()))
     t0 = at[first_name]
     files = [("F1.edi", reused(first, b"F1CTRL"), t0), ("F2.edi", second, t0 + timedelta(hours=1))]
     with_manifest(src, files)
@@ -463,10 +460,7 @@ async def test_every_malo_of_a_bundled_message_is_placed_with_it(tmp_path: Path)
     competing = [
         "IDE+24+COMPETE1" if s.startswith("IDE+24+") else s for s in _as_sent_by(second, other)
     ]
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "master.json").write_text(json.dumps(master))
-    (src / "manifest.csv").write_text("file,received_at\n")
+    src = _archive_dir(tmp_path, master)
     t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
     with_manifest(src, [
         ("F1.edi", _interchange_of(sender, "F1CTRL", [bundled]), t0),
@@ -513,6 +507,31 @@ async def test_an_answer_message_goes_where_a_request_it_answers_is(tmp_path: Pa
     assert one.report.outcomes["routed"] >= len(merged)
 
 
+def _archive_dir(tmp_path: Path, master: dict[str, Any]) -> Path:
+    """An archive directory with ``master`` and an empty manifest (``with_manifest`` adds files)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "master.json").write_text(json.dumps(master))
+    (src / "manifest.csv").write_text("file,received_at\n")
+    return src
+
+
+def _anmeldung_of(by: str, control: str, ide: str, malo: str) -> bytes:
+    """A 55001 of ``by`` (its Bilanzkreis) for ``malo``, starting 2025-12-12."""
+    return _utilmd(by, control, "202511030700", [
+        f"IDE+24+{ide}", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malo}",
+        "RFF+Z13:55001", "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66",
+        f"CAV+ZV4:::{bilanzkreis_of(by)}", "SEQ+ZH0+1", "CCI+Z65+++Z01", "NAD+Z09+++Muster:Max::::Z01",
+    ])  # fmt: skip
+
+
+def _abmeldung_of(by: str, control: str, ide: str, malo: str) -> bytes:
+    """A 55004 of ``by`` for ``malo``, ending 2026-01-01."""
+    return _utilmd(by, control, "202511030700", [
+        f"IDE+24+{ide}", "DTM+93:202512312300?+00:303", "STS+7++Z33+ZW4", f"LOC+Z16+{malo}", "RFF+Z13:55004",
+    ], bgm="E02")  # fmt: skip
+
+
 def _utilmd(sender: str, control: str, at: str, transaction: list[str], bgm: str = "E01") -> bytes:
     """One UTILMD of ``sender`` to us with one ``transaction`` (IDE onwards), prepared ``at``."""
     body = [
@@ -537,20 +556,10 @@ async def test_a_trigger_reusing_the_ide_of_a_refused_one_is_keyed_by_its_own_ma
     malos = [k for k, v in master.items() if isinstance(v, dict) and v.get("current")][:2]
     lfa = master[malos[0]]["current"]
     sender = next(s for s in master["bilanzkreise"] if s not in {master[m]["current"] for m in malos})
-    abmeldung = _utilmd(sender, "F2CTRL", "202511030700", [
-        "IDE+24+IDEX0001", "DTM+93:202512312300?+00:303", "STS+7++Z33+ZW4", f"LOC+Z16+{malos[1]}",
-        "RFF+Z13:55004",
-    ], bgm="E02")  # fmt: skip
-    anmeldung = _utilmd(sender, "F3CTRL", "202511030700", [
-        "IDE+24+IDEX0001", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malos[0]}",
-        "RFF+Z13:55001", "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66",
-        f"CAV+ZV4:::{bilanzkreis_of(sender)}", "SEQ+ZH0+1", "CCI+Z65+++Z01", "NAD+Z09+++Muster:Max::::Z01",
-    ])  # fmt: skip
+    abmeldung = _abmeldung_of(sender, "F2CTRL", "IDEX0001", malos[1])
+    anmeldung = _anmeldung_of(sender, "F3CTRL", "IDEX0001", malos[0])
     t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "master.json").write_text(json.dumps(master))
-    (src / "manifest.csv").write_text("file,received_at\n")
+    src = _archive_dir(tmp_path, master)
     with_manifest(src, [
         ("F2.edi", abmeldung, t0 + timedelta(minutes=5)), ("F3.edi", anmeldung, t0 + timedelta(minutes=10)),
     ])  # fmt: skip
@@ -593,26 +602,13 @@ async def test_a_trigger_reusing_a_refused_ones_ide_for_a_placed_malo_follows_it
     holders = {master[m]["current"] for m in malos}
     claimant, sender = [s for s in master["bilanzkreise"] if s not in holders][:2]
 
-    def anmeldung(by: str, control: str, ide: str, malo: str) -> bytes:
-        return _utilmd(by, control, "202511030700", [
-            f"IDE+24+{ide}", "DTM+92:202512112300?+00:303", "STS+7++E03+ZW4", f"LOC+Z16+{malo}",
-            "RFF+Z13:55001", "SEQ+Z79+1", "PIA+5+9991000002082:Z11", "CCI+Z66",
-            f"CAV+ZV4:::{bilanzkreis_of(by)}", "SEQ+ZH0+1", "CCI+Z65+++Z01", "NAD+Z09+++Muster:Max::::Z01",
-        ])  # fmt: skip
-
-    abmeldung = _utilmd(sender, "F2CTRL", "202511030700", [
-        "IDE+24+IDEX0001", "DTM+93:202512312300?+00:303", "STS+7++Z33+ZW4", f"LOC+Z16+{malos[1]}",
-        "RFF+Z13:55004",
-    ], bgm="E02")  # fmt: skip
+    abmeldung = _abmeldung_of(sender, "F2CTRL", "IDEX0001", malos[1])
     t0 = datetime(2025, 11, 3, 7, 0, tzinfo=UTC)
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "master.json").write_text(json.dumps(master))
-    (src / "manifest.csv").write_text("file,received_at\n")
+    src = _archive_dir(tmp_path, master)
     with_manifest(src, [
-        ("F1.edi", anmeldung(claimant, "F1CTRL", "IDEC0001", malos[0]), t0),
+        ("F1.edi", _anmeldung_of(claimant, "F1CTRL", "IDEC0001", malos[0]), t0),
         ("F2.edi", abmeldung, t0 + timedelta(minutes=5)),
-        ("F3.edi", anmeldung(sender, "F3CTRL", "IDEX0001", malos[0]), t0 + timedelta(minutes=10)),
+        ("F3.edi", _anmeldung_of(sender, "F3CTRL", "IDEX0001", malos[0]), t0 + timedelta(minutes=10)),
     ])  # fmt: skip
     one = await assert_workers_answer_like_one(src, tmp_path, (2, 3))
     decided = (await decisions_in(one.stores[0]))[f"{sender}:F3CTRL:M1:IDEX0001"]
