@@ -616,7 +616,8 @@ async def _all_events(store: Store) -> list[EventEnvelope]:
 
 
 # Loop turns a pipelined run's first commit waits for others to join its write transaction
-# (``_RunView._flush``; more gained nothing measurable), and the commits that end the wait early.
+# (``_RunView._flush``; more gained nothing measurable), and the waiting calls (each one or more
+# commits) that end the wait early.
 _GATHER_TURNS = 6
 _GATHER_LIMIT = 4096
 
