@@ -29,10 +29,9 @@ apart, and a refused earlier trigger is the likelier (a limit: after an accepted
 partition starts a process where one run answers Z15). A message is the smallest piece: one
 carrying several triggers goes where the first of its MaLos with a partition is, and takes all
 its new MaLos along; one carrying several answers goes where the first request it names that
-the walk knows is. Known limit: a message
-whose MaLos (or requests, or reused IDEs) were placed in different partitions before cannot
-follow them all; the transactions of the others are decided there without their MaLo's (or
-request's, or IDE's) history.
+the walk knows is. Known limit: a message whose MaLos (or requests, or reused IDEs) were placed
+in different partitions before cannot follow them all; the transactions of the others are
+decided there without their MaLo's (or request's, or IDE's) history.
 An interchange whose messages fall into several partitions is split into one interchange
 per partition (same UNB and 0020, the partition's messages, UNZ count adjusted): its messages keep
 their references, so every decision is the same; only the receipt and its CONTRL exist once per
@@ -669,8 +668,8 @@ class Partitioner:
         # the 0020 of each refusal the pipeline may send for a message -> that message's partition.
         self._predicted: Predictions[int] = Predictions()
         self._refusals: dict[bytes, int] = {}
-        # ``sender:IDE`` of each trigger placed -> its partition: a trigger reusing one is refused
-        # there as seen before (Z15), as one run refuses it, wherever its own MaLo lives.
+        # ``sender:IDE`` of each trigger placed -> its partition: a trigger reusing one whose MaLo
+        # is not placed yet goes there (``_parts``; module doc, "Groups").
         self._transactions: dict[bytes, int] = {}
         for part, seed in enumerate(seeds):
             if seed is None:
