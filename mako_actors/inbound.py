@@ -1351,7 +1351,7 @@ def _following_interchange(raw: bytes) -> tuple[int, _Header | None] | None:
         # it with the first one's and never met a segment starting with UNA or UNB. Taken only
         # at a segment start of the first one and with a UNB that reads: a name such as "TUNA
         # GMBH UNBEKANNT" in a cut-off interchange is no further one.
-        found = _following_at(raw, scan.head_end, scan.term) if scan.head_end else None
+        found = _following_at(raw, scan.head_end, scan.term, scan.rel) if scan.head_end else None
         if found is None:
             return None
         return found
@@ -1360,13 +1360,19 @@ def _following_interchange(raw: bytes) -> tuple[int, _Header | None] | None:
     return at, _lenient_header(raw[at:])
 
 
-def _following_at(raw: bytes, start: int, terminator: bytes) -> tuple[int, _Header] | None:
+def _following_at(raw: bytes, start: int, terminator: bytes, release: bytes) -> tuple[int, _Header] | None:
     """A UNA + UNB (its own service characters) or a UNB with the default ones right after a
-    terminator (and blanks) of the text from ``start``, whose UNB reads; None if there is none."""
+    terminator (and blanks) of the text from ``start``, whose UNB reads; None if there is none.
+    A released terminator (``?'`` in a name) is data, no segment end."""
     for found in _FOLLOWING.finditer(raw, start):
         at = found.start()
         before = raw[:at].rstrip(b" \t\r\n")
         if not before.endswith(terminator):
+            continue
+        run, i = 0, len(before) - 2
+        while i >= 0 and before[i : i + 1] == release:
+            run, i = run + 1, i - 1
+        if run % 2:
             continue
         header = _lenient_header(raw[at:])
         if header is not None:

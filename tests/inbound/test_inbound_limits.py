@@ -281,12 +281,18 @@ async def test_a_further_interchange_is_named_once_whatever_the_first_one_is(
         assert letters[0].payload["interchange_ref"] == "LFN0605143002"
 
 
-async def test_a_cut_off_interchange_alone_names_no_further_one(store: LmdbStore) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [b"TUNA GMBH UNBEKANNT", b"Quote?'UNB+UNOC:3+9900000001001:500+9900000002009:500+251106:1430+QUOTED"],
+    ids=["una-unb-in-a-name", "released-terminator-then-a-unb"],
+)
+async def test_a_cut_off_interchange_alone_names_no_further_one(store: LmdbStore, name: bytes) -> None:
     """The look for a further interchange with its own service characters (after a cut-off first
     one) took "UNA" and "UNB" anywhere: a customer named "TUNA GMBH UNBEKANNT" in a cut-off
-    interchange got a dead letter naming an unreadable further interchange."""
+    interchange got a dead letter naming an unreadable further interchange; then a UNB after a
+    released terminator (``?'``, data) still counted as a segment start."""
     raw = interchange()
     assert b"NAD+Z09+++" in raw
-    raw = raw.replace(b"NAD+Z09+++", b"NAD+Z09+++TUNA GMBH UNBEKANNT:", 1)
+    raw = raw.replace(b"NAD+Z09+++", b"NAD+Z09+++" + name + b":", 1)
     await pipeline(store, VirtualClock(THU_1430)).ingest(raw[: raw.index(b"UNZ")], THU_1430)
     assert [d for d in await store.dead_letters() if "follows interchange" in d.reason] == []
