@@ -792,9 +792,12 @@ class InboundPipeline:
                 # checked: an ORDERS or a 'utilmd' with RFF+Z13:55001 is no Anmeldung.
                 result.messages.append(await self._unhandled(parsed, message, received_at, refusals))
                 continue
+            seen: set[str] = set()
             for transaction in message.transactions:
                 tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
-                result.messages.append(await self._route(tx, refusals, rerouting))
+                repeated = transaction.ide_ref in seen
+                seen.add(transaction.ide_ref)
+                result.messages.append(await self._route(tx, refusals, rerouting, repeated))
         # Counts and APERAK payloads built here: no validation of them.
         processed = trusted(
             RecordProcessed,
@@ -1099,7 +1102,11 @@ class InboundPipeline:
         return found
 
     async def _route(
-        self, tx: InboundTransaction, refusals: list[dict[str, Any]], rerouting: bool = False
+        self,
+        tx: InboundTransaction,
+        refusals: list[dict[str, Any]],
+        rerouting: bool = False,
+        repeated: bool = False,
     ) -> MessageOutcome:
         """Route one transaction: start or resume its process, or refuse it (APERAK).
 
@@ -1134,18 +1141,7 @@ class InboundPipeline:
                 if isinstance(decision, Skip):
                     if rerouting:
                         return _outcome(tx, "duplicate", detail=decision.detail)
-                    reason = (
-                        f"transaction {transaction.ide_ref} (PID {pid}) from {interchange.sender.id} in "
-                        f"interchange {interchange.control_ref}: {decision.detail}, not processed"
-                    )
-                    audit = _audit_of(interchange, tx.message, transaction)
-                    await self._dead_letter("inbound-conflict", reason, audit, tx.received_at)
-                    # Its sender is told (DOMAIN §2: every UTILMD is answered): a 312 for the
-                    # first use must not seem to cover this one. ERC Z15: "nicht eindeutig".
-                    text = f"transaction reference (IDE) {transaction.ide_ref} used before; not processed"
-                    at = tx.received_at
-                    refusals.append(_refusal(interchange, tx.message, transaction, at, "Z15", text))
-                    return replace(_outcome(tx, "dead_letter", detail=reason), refused="Z15")
+                    return await self._used_before(tx, refusals, decision.detail)
                 if isinstance(decision, Refuse):
                     return await self._refuse(
                         tx, refusals, decision.code, decision.text, InvalidArgument(decision.text)
@@ -1174,6 +1170,12 @@ class InboundPipeline:
                     )
                     return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
+                    if repeated:
+                        # An earlier transaction of this message under the same IDE was refused
+                        # (binding no ``tx:`` key) and holds the references this one would take:
+                        # the IDE is not unique, as when that one had started (Z15).
+                        detail = "used by an earlier transaction of its message"
+                        return await self._used_before(tx, refusals, detail)
                     continue
             raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
@@ -1182,6 +1184,24 @@ class InboundPipeline:
             # The partner reads the FTX: the first line only (no validator dump, no links).
             summary = next(iter(str(exc).splitlines()), type(exc).__name__)[:200]
             return await self._refuse(tx, refusals, "Z35", f"not processable: {summary}", exc)
+
+    async def _used_before(
+        self, tx: InboundTransaction, refusals: list[dict[str, Any]], detail: str
+    ) -> MessageOutcome:
+        """Refuse a transaction whose IDE was used before (DOMAIN §5): APERAK Z15, an
+        ``inbound-conflict`` dead letter where an operator looks."""
+        interchange, transaction, pid = tx.interchange, tx.transaction, tx.pid
+        reason = (
+            f"transaction {transaction.ide_ref} (PID {pid}) from {interchange.sender.id} in "
+            f"interchange {interchange.control_ref}: {detail}, not processed"
+        )
+        audit = _audit_of(interchange, tx.message, transaction)
+        await self._dead_letter("inbound-conflict", reason, audit, tx.received_at)
+        # Its sender is told (DOMAIN §2: every UTILMD is answered): a 312 for the first use must
+        # not seem to cover this one. ERC Z15: "nicht eindeutig".
+        text = f"transaction reference (IDE) {transaction.ide_ref} used before; not processed"
+        refusals.append(_refusal(interchange, tx.message, transaction, tx.received_at, "Z15", text))
+        return replace(_outcome(tx, "dead_letter", detail=reason), refused="Z15")
 
     async def _refuse(
         self, tx: InboundTransaction, refusals: list[dict[str, Any]], code: str, text: str, error: EngineError

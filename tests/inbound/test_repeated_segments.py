@@ -161,6 +161,28 @@ async def test_an_ide_used_twice_in_one_message_refuses_the_second_z15(
     assert error["code"] == "Z15" and "LFNTX1" in error["text"]
 
 
+async def test_an_ide_used_twice_in_one_message_the_first_refused_refuses_the_second_z15(
+    store: LmdbStore,
+) -> None:
+    """The first transaction under the IDE is refused by the workflow (a MaLo failing its check
+    digit: Z14) and binds no ``tx:`` key; the second, otherwise valid, took the references the
+    first one's refusal holds (same seed) and lost three times: APERAK Z35 "competing triggers
+    kept racing". The IDE is not unique either way: Z15, as when the first one had started."""
+
+    def second_transaction(segments: list[str]) -> list[str]:
+        ide = next(i for i, s in enumerate(segments) if s.startswith("IDE"))
+        unt = next(i for i, s in enumerate(segments) if s.startswith("UNT"))
+        again = [s.replace("12345678901", MALO) for s in segments[ide:unt]]
+        return segments[:unt] + again + segments[unt:]
+
+    raw = edited(anmeldung(malo="12345678901"), second_transaction)
+    p = pipeline(store, VirtualClock(THU_1430), **{MALO: Suppliers(current=LFA)})
+    result = await p.ingest(raw, THU_1430)
+    assert [(m.outcome, m.refused) for m in result.messages] == [("started", None), ("dead_letter", "Z15")]
+    refused = [m for m in await outbox(store) if m.message_type == "APERAK" and not m.payload["positive"]]
+    assert [m.payload["errors"][0]["code"] for m in refused] == ["Z14", "Z15"]
+
+
 async def test_an_ide_without_its_reference_gets_z29_and_no_empty_rff_tn(store: LmdbStore) -> None:
     """``IDE+24`` alone: before, APERAK Z35 carrying the validator's dump (line breaks, a link)
     in FTX, and an empty ``RFF+TN'``. Now Z29 (a Muss value missing), no RFF+TN."""
