@@ -24,6 +24,7 @@ from mako_actors.cli import main
 from mako_actors.compare import compare_outbound
 from mako_actors.errors import InvalidArgument
 from mako_actors.replay import (
+    ArchivedInterchange,
     ReplayReport,
     _all_events,
     _Options,
@@ -58,6 +59,22 @@ def split_by_receipt(src: Path, first: Path, second: Path) -> None:
             for item in share:
                 shutil.copy(item.path, target / item.path.name)
                 writer.writerow([item.path.name, item.received_at.isoformat()])
+
+
+def split_and_whole(
+    src: Path,
+) -> tuple[list[ArchivedInterchange], list[ArchivedInterchange], list[ArchivedInterchange]]:
+    """A generated archive in ``src`` (bundles of several MaLos), its files, and which of them two
+    partitions cut into pieces and which they keep whole."""
+    generate_archive(src, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
+    items = archive(src)
+    partitioner = Partitioner(2, [NB])
+    split: list[ArchivedInterchange] = []
+    whole: list[ArchivedInterchange] = []
+    for item in items:
+        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
+        (split if len(pieces) > 1 else whole).append(item)
+    return items, split, whole
 
 
 async def replay(src: Path, store: Path, n: int) -> tuple[ReplayReport, list[Path]]:
@@ -228,18 +245,13 @@ async def test_interchanges_of_an_earlier_run_received_again_are_answered_as_in_
     split over part stores, and whole ones): the same bytes are duplicates, truncated ones get
     CONTRL 4/26 and a dead letter, exactly as in one run over both archives."""
     jan = tmp_path / "jan"
-    generate_archive(jan, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
-    items = archive(jan)
-    partitioner = Partitioner(2, [NB])
-    split, whole = [], []
-    for item in items:
-        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
-        (split if len(pieces) > 1 else whole).append(item.path)
+    items, split, whole = split_and_whole(jan)
     assert len(split) >= 4 and len(whole) >= 2
     later = items[-1].received_at
-    again = [(f"{p.stem}-again.edi", p.read_bytes()) for p in split[:2] + whole[:2]]
+    again = [(f"{i.path.stem}-again.edi", i.path.read_bytes()) for i in split[:2] + whole[:2]]
     cut = [
-        (f"{p.stem}-cut.edi", p.read_bytes()[: p.stat().st_size * 2 // 3]) for p in split[2:4] + whole[2:3]
+        (f"{i.path.stem}-cut.edi", i.path.read_bytes()[: i.path.stat().st_size * 2 // 3])
+        for i in split[2:4] + whole[2:3]
     ]
     extra = [(name, raw, later + timedelta(minutes=k + 1)) for k, (name, raw) in enumerate(again + cut)]
     feb = tmp_path / "feb"
@@ -273,13 +285,7 @@ async def test_a_rerun_over_broken_copies_sent_before_their_corrections_writes_n
     an accepted reference: a new CONTRL 4/26 to the partner, a dead letter and events per
     such file. Bytes received before are a duplicate now, wherever they came in the walk."""
     src = tmp_path / "in"
-    generate_archive(src, ArchiveSpec(processes=150, defects=0.0, duplicates=0.0, seed=4, suppliers=4))
-    items = archive(src)
-    partitioner = Partitioner(2, [NB])
-    split, whole = [], []
-    for item in items:
-        pieces = partitioner.split(item.path.name, item.path.read_bytes(), item.received_at)
-        (split if len(pieces) > 1 else whole).append(item)
+    _, split, whole = split_and_whole(src)
     broken = [
         (f"{i.path.stem}-cut.edi", i.path.read_bytes()[: i.path.stat().st_size * 2 // 3],
          i.received_at - timedelta(minutes=2))
