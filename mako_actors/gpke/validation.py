@@ -184,7 +184,9 @@ class AhbRule:
     STS+7 #3 codes of a befristete Anmeldung, which makes DTM+93 Muss (55001 [10]; empty: a #3
     is not the PID's and is ignored with a warning). ``customer``: SG12 ``NAD+Z09`` (Kunde des
     Lieferanten) with a name is Muss (55001; the 55010 repeats it, S1 55010 [279]).
-    ``packages``: SG8 ``SEQ+Z79`` (Bestandteil eines Produktpakets) is Muss (55001, 55077).
+    ``packages``: SG8 ``SEQ+Z79`` (Bestandteil eines Produktpakets) is Muss (55001, 55077);
+    ``packages_for``: only with one of these C556#2 codes (55001: Muss [480], "Wenn SG4
+    STS+7++xxx+ZW4 vorhanden", S1 FV2504 55001.csv: not for a ruhende MaLo's ZAP); None: always.
     ``optional_reasons``/``optional_details``: the C556#1/#2 codes allowed where the AHB names a
     code set but the decision does not need the value: not Muss, a code outside them is Z39.
     """
@@ -204,6 +206,7 @@ class AhbRule:
     optional_details: frozenset[str] = frozenset()
     customer: bool = False
     packages: bool = False
+    packages_for: frozenset[str] | None = None
 
 
 #: E_0624 (LFA: Anfrage zur Beendigung der Zuordnung prüfen) codes by cluster, AHB-FACTS §4 (S3,
@@ -288,6 +291,7 @@ AHB_RULES: Mapping[str, AhbRule] = {
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
                 fixed_term_reasons=_ANMELDUNG_REASONS, customer=True, packages=True,
+                packages_for=frozenset({"ZW4"}),
                 optional_details=frozenset({"ZW4", "ZAP"})),  # AHB-FACTS §3: #2 ZW4|ZAP
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"}), packages=True),
@@ -366,7 +370,9 @@ def check_transaction(
         errors.append((AhbFinding.MISSING, f"PID {pid}: RFF+TN (reference of the request) missing"))
     if rule.customer and customer is False:
         errors.append((AhbFinding.MISSING, f"PID {pid}: NAD+Z09 (Kunde des Lieferanten) missing"))
-    if rule.packages and packages is False:
+    if rule.packages and packages is False and (
+        rule.packages_for is None or transaction_detail in rule.packages_for
+    ):
         text = f"PID {pid}: SG8 SEQ+Z79 (Bestandteil eines Produktpakets) missing"
         errors.append((AhbFinding.MISSING, text))
     required = rule.dates_by_reason.get(transaction_reason or "", rule.dates)

@@ -20,6 +20,7 @@ from mako_actors.replay import load_master_data
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
 from tests.inbound.edi import (
+    KUNDENANLAGE,
     LFA,
     LFN,
     LFN2,
@@ -103,6 +104,18 @@ async def test_an_anmeldung_without_a_produktpaket_gets_aperak_z29(store: LmdbSt
         ("Z29", "PID 55001: SG8 SEQ+Z79 (Bestandteil eines Produktpakets) missing")
     ]
     assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
+async def test_a_ruhende_malo_needs_no_produktpaket(store: LmdbStore) -> None:
+    """55001 SG8 SEQ+Z79 is "Muss [480]": only "Wenn SG4 STS+7++xxx+ZW4 vorhanden" (S1 FV2504
+    55001.csv). A ruhende MaLo's Anmeldung (ZAP) names none; it got APERAK Z29 and counted as not
+    received. Now it is decided (E_0622) like one that names a package."""
+    suppliers = {MALO: Suppliers(current=LFA), KUNDENANLAGE: Suppliers(kundenanlage=True)}
+    await pipeline(store, None, **suppliers).ingest(anmeldung(detail="ZAP", packages=()), THU_1430)
+    assert await aperak_errors(store) == []
+    assert sorted((kind(m), m.recipient) for m in await outbox(store) if m.message_type == "UTILMD") == [
+        ("55010", LFA), ("55036", LFN)
+    ]  # fmt: skip
 
 
 async def test_no_zuordnungsermaechtigung_for_the_bilanzkreis_is_rejected_with_a05(store: LmdbStore) -> None:
