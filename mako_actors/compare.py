@@ -1,22 +1,26 @@
 """What a replay would send differently from what the operator actually sent (UTILMD, APERAK, CONTRL).
 
 ``compare_outbound(sent_dir, stores)`` reads every interchange in ``sent_dir`` (the operator's
-outbound archive) and the messages waiting in the replay's outbox(es), and pairs them by what
-they answer:
+outbound archive; ``read_sent`` reads it ahead of a long replay) and the messages waiting in
+the replay's outbox(es), rendered to EDIFACT and parsed back, so both sides are read by the
+same code, and pairs them by what they answer:
 
 - UTILMD (per process): an answer to a supplier (55002/55003, 55078/55080, 55005/55006, 55036)
   by its recipient and ``RFF+TN`` (the request's IDE), a message to the old or a future supplier
   (55010, 55037, 55038) by its recipient and MaLo (a Tranche's ID for a Tranche); the code is
-  the answer code (STS+E01), the instant the document date (DTM+137).
+  the answer code (STS+E01), the instant the document date (DTM+137), the content its other
+  dates as instants, further STS codes (the LFA's answer a 55003 repeats) and NAD+VY.
 - APERAK (per received transaction): by its recipient, ``RFF+ACE`` (the answered interchange)
   and ``RFF+TN`` (the answered IDE; ``RFF+ACW``, the message, when there is none); the code is
-  ``312`` or ``313`` with its ERC codes (``313 Z17``), the instant DTM+137.
+  ``312`` or ``313`` with its ERC codes, sorted (``313 Z17``), the instant DTM+137.
 - CONTRL (per received interchange): by its recipient and ``UCI`` 0020; the code is the UCI
-  action with its 0085 and the rejected UCM lines (``4 26``, ``4 M3/29``), the instant UNB S004
-  (minutes, UTC), as a CONTRL has no DTM.
+  action with its 0085 and the rejected UCM lines, sorted (``4 26``, ``4 M3/29``), the instant
+  UNB S004 (minutes, UTC), as a CONTRL has no DTM.
 
-Several messages under one pair key (a CONTRL 7 and a CONTRL 4/26 for other content under the
-same 0020) pair in the order of their instants. Per pair and PID (``APERAK``/``CONTRL`` for those):
+Several messages under one pair key and PID (a CONTRL 7 and a CONTRL 4/26 for other content
+under the same 0020; two processes' 55010 about one MaLo) are matched best first: equal ones
+within ``tolerance``, then equal ones further apart, then equal codes, then the rest, nearest
+in time first. Per pair and PID (``APERAK``/``CONTRL`` for those):
 
 - ``missing``: sent back then, the replay would not send it;
 - ``awaiting operator``: sent back then; in the replay its process waits for an operator's
@@ -24,26 +28,36 @@ same 0020) pair in the order of their instants. Per pair and PID (``APERAK``/``C
   make that decision, so nothing is sent yet (``processes list --status awaiting_operator``);
 - ``extra``: the replay would send it, it was not sent;
 - ``other code``: the same PID with another code;
+- ``other content``: the same code, other dates, repeated codes or parties (``_detail``);
 - ``other Frist``: sent at a time more than ``tolerance`` away from the replay's decision.
 
+A decision that changes the PID (a 55003 instead of a 55002) is a ``missing`` and an ``extra``.
 ``types`` limits the comparison (e.g. to UTILMD when the archive holds no acknowledgements).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mako_actors.edifact import Interchange, Message, try_parse_interchange
-from mako_actors.errors import InvalidArgument
+from mako_actors.edifact import (
+    Interchange,
+    Message,
+    Transaction,
+    parse_dtm,
+    render_outbound,
+    try_parse_interchange,
+)
+from mako_actors.errors import EngineError, InvalidArgument
 from stores.lmdb import LmdbStore
 
-__all__ = ["COMPARED_TYPES", "Difference", "compare_outbound", "differences_csv"]
+__all__ = ["COMPARED_TYPES", "Difference", "SentArchive", "compare_outbound", "differences_csv", "read_sent"]
 
 COMPARED_TYPES = ("UTILMD", "APERAK", "CONTRL")
 _TO_SUPPLIER = ("55002", "55003", "55078", "55080", "55005", "55006", "55036")
@@ -57,13 +71,14 @@ class _Sent:
     code: str | None
     at: datetime
     process: str = ""
+    detail: str = ""  # a UTILMD transaction's other decided content (``_detail``)
 
 
 @dataclass(frozen=True)
 class Difference:
     """One way the replay's outbound differs: what, for which pair key and PID, both sides."""
 
-    kind: str  # missing | awaiting operator | extra | other code | other Frist
+    kind: str  # missing | awaiting operator | extra | other code | other content | other Frist
     key: str
     pid: str
     process: str
@@ -79,6 +94,20 @@ class Difference:
             "sent": self.sent,
             "replay": self.replay,
         }
+
+
+@dataclass
+class SentArchive:
+    """The compared messages of an operator's outbound folder, read once (``read_sent``).
+
+    ``unreadable`` names each file left out, with the reason: no interchange (the parser's
+    reason), a directory, the same interchange as an earlier file, not sent by one of
+    ``senders``.
+    """
+
+    directory: Path
+    items: list[_Sent]
+    unreadable: list[str]
 
 
 def _key(pid: str, recipient: str, malo: str | None, request_ref: str | None) -> str:
@@ -98,113 +127,40 @@ def _aperak_key(recipient: str, interchange_ref: str, ide_ref: str | None, messa
 
 
 def _aperak_code(positive: bool, codes: list[str]) -> str:
-    return "312" if positive else " ".join(["313", *codes])
+    # Sorted: the order of ERC groups says nothing about the decision.
+    return "312" if positive else " ".join(["313", *sorted(codes)])
 
 
-def _contrl_code(action: str, error_code: str | None, lines: list[tuple[str, str, str | None]]) -> str:
-    """``action`` [0085] and each rejected UCM line as ``<0062>/<0085>`` (lines: ref, action, code)."""
-    parts = [action, *([error_code] if error_code else [])]
-    parts += [f"{ref}/{code or '-'}" for ref, line_action, code in lines if line_action == "4"]
+def _contrl_code(action: str, error_codes: list[str], lines: list[tuple[str, str, str | None]]) -> str:
+    """``action`` [0085 …] and each rejected UCM line as ``<0062>/<0085>``, in a fixed order."""
+    parts = [action, *sorted(set(error_codes))]
+    rejected = sorted((ref, code or "") for ref, line_action, code in lines if line_action == "4")
+    parts += [f"{ref}/{code or '-'}" for ref, code in rejected]
     return " ".join(parts)
 
 
-def _from_archive(sent_dir: Path, types: frozenset[str], unreadable: list[str]) -> list[_Sent]:
-    out: list[_Sent] = []
-    contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
-    for index, path in enumerate(sorted(sent_dir.iterdir())):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        parsed = try_parse_interchange(path.read_bytes(), source=path.name)
-        if not isinstance(parsed, Interchange):
-            unreadable.append(str(parsed))  # names the file
-            continue
-        recipient = parsed.recipient.id
-        for message in parsed.messages:
-            if message.message_type not in types:
+def _detail(tx: Transaction) -> str:
+    """What a UTILMD transaction decides besides its answer code, as comparable text: its dates
+    (DTM except 137, as instants), further STS codes (the LFA's answer a 55003 repeats) and the
+    other parties it names (NAD+VY, e.g. the LFA in a 55036)."""
+    parts: list[str] = []
+    for segment in tx.segments:
+        tag = segment.tag
+        if tag == "DTM":
+            qualifier = segment.value(0, 0)
+            if qualifier == "137":
                 continue
-            at = message.document_date or parsed.prepared_at
-            if message.message_type == "UTILMD":
-                for tx in message.transactions:
-                    pid = tx.pid or message.pid or ""
-                    # a ruhende MaLo's ID (LOC+Z22) first: the process's object where present
-                    key = _key(pid, recipient, tx.location("Z22") or tx.malo, tx.request_ref)
-                    out.append(_Sent(key, pid, tx.answer_code, at))
-            elif message.message_type == "APERAK":
-                out.append(_sent_aperak(recipient, message, at))
-            elif message.message_type == "CONTRL":
-                sent = _sent_contrl(recipient, message, index)
-                if sent is not None:
-                    contrls.setdefault((sent[0], parsed.prepared_at), []).append(sent[1])
-    for (key, at), entries in contrls.items():
-        out.extend(_Sent(key, "CONTRL", code, at) for code, _ in _contrl_codes(entries))
-    return out
-
-
-def _sent_aperak(recipient: str, message: Message, at: datetime) -> _Sent:
-    refs: dict[str, str] = {}
-    for segment in message.segments:
-        if segment.tag == "RFF":
-            refs.setdefault(segment.value(0, 0), segment.value(0, 1))
-    codes = [segment.value(0) for segment in message.segments if segment.tag == "ERC"]
-    key = _aperak_key(recipient, refs.get("ACE", ""), refs.get("TN"), refs.get("ACW"))
-    return _Sent(key, "APERAK", _aperak_code(message.document_code == "312", codes), at)
-
-
-def _sent_contrl(recipient: str, message: Message, index: int) -> tuple[str, _Contrl] | None:
-    """The pair key and the CONTRL of a sent CONTRL message (``index``: its file's)."""
-    uci = next((segment for segment in message.segments if segment.tag == "UCI"), None)
-    if uci is None:
-        return None
-    lines = [(s.value(0), s.value(2), s.value(3) or None) for s in message.segments if s.tag == "UCM"]
-    return f"{recipient}:UCI:{uci.value(0)}", _Contrl(index, uci.value(3), uci.value(4) or None, lines, "")
-
-
-async def _from_outbox(stores: list[Path], types: frozenset[str]) -> list[_Sent]:
-    out: list[_Sent] = []
-    contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
-    for index, store_path in enumerate(stores):
-        async with LmdbStore(store_path) as store:
-            for message in await store.pending(10**9, _FAR):
-                if message.message_type not in types:
-                    continue
-                payload: dict[str, Any] = message.payload
-                process = str(message.process_id)
-                if message.message_type == "UTILMD":
-                    at = datetime.fromisoformat(payload["document_date"])
-                    for tx in payload.get("transactions", ()):
-                        pid = tx["pid"]
-                        # As the sent ones are read: a ruhende MaLo's ID (LOC+Z22, beside its
-                        # Kundenanlage's LOC+Z16 in a 55002), else the MaLo, else a Tranche's ID
-                        malo = tx.get("resting_malo") or tx.get("malo") or tx.get("tranche")
-                        key = _key(pid, message.recipient, malo, tx.get("request_ref"))
-                        out.append(_Sent(key, pid, tx.get("answer_code"), at, process))
-                elif message.message_type == "APERAK":
-                    positive = bool(payload.get("positive"))
-                    # A 312 names the transaction only (RFF+TN); RFF+ACW is rendered on a 313.
-                    key = _aperak_key(
-                        message.recipient,
-                        payload["referenced_interchange_ref"],
-                        payload.get("referenced_transaction_ref"),
-                        None if positive else payload.get("referenced_message_ref"),
-                    )
-                    codes = [str(error["code"]) for error in payload.get("errors", ())]
-                    at = datetime.fromisoformat(payload["document_date"])
-                    out.append(_Sent(key, "APERAK", _aperak_code(positive, codes), at, process))
-                elif message.message_type == "CONTRL":
-                    lines = [
-                        (str(m["reference"]), str(m["action"]), m.get("error_code"))
-                        for m in payload.get("messages", ())
-                    ]
-                    # UNB S004 holds minutes only: the sent side's instant is truncated too.
-                    at = datetime.fromisoformat(payload["envelope"]["prepared_at"]).replace(
-                        second=0, microsecond=0
-                    )
-                    key = f"{message.recipient}:UCI:{payload['interchange_ref']}"
-                    entry = _Contrl(index, str(payload["action"]), payload.get("error_code"), lines, process)
-                    contrls.setdefault((key, at), []).append(entry)
-    for (key, at), entries in contrls.items():
-        out.extend(_Sent(key, "CONTRL", code, at, process) for code, process in _contrl_codes(entries))
-    return out
+            value, fmt = segment.value(0, 1), segment.value(0, 2)
+            try:
+                shown = f"{parse_dtm(value, fmt).astimezone(UTC):%Y-%m-%d %H:%M}Z"
+            except EngineError:
+                shown = f"{value}:{fmt}"  # (102 dates and the like: as written)
+            parts.append(f"DTM+{qualifier} {shown}")
+        elif tag == "STS" and segment.value(0) not in ("7", "E01"):
+            parts.append(f"STS+{segment.value(0)} {segment.value(2, 0)}")
+        elif tag == "NAD" and segment.value(0) == "VY":
+            parts.append(f"NAD+VY {segment.value(1, 0)}")
+    return "; ".join(sorted(parts))
 
 
 @dataclass(frozen=True)
@@ -215,75 +171,248 @@ class _Contrl:
     lines: list[tuple[str, str, str | None]]
     process: str
 
+    @property
+    def conflict(self) -> bool:
+        """A CONTRL 4/26: other content under an 0020 already received (not a piece's answer)."""
+        return self.action == "4" and self.error_code == "26"
 
-def _contrl_codes(entries: list[_Contrl]) -> list[tuple[str, str]]:
-    """The codes (and processes) of the CONTRLs on one received interchange at one instant.
 
-    With several partition stores, a bundle split over them was acknowledged once per piece:
-    those CONTRLs are one CONTRL of the whole interchange, rejected if any piece was, with every
-    piece's codes and rejected lines. Both sides are read so (the sent folder may be a split
-    store's outbox rendered): every CONTRL on one interchange at one instant is one entry, also
-    a conflict's beside the first one's, on either side alike.
+def _entries(
+    parsed: Interchange, types: frozenset[str], process: str, store: int
+) -> tuple[list[_Sent], list[tuple[str, datetime, _Contrl]]]:
+    """The compared messages of one interchange (UTILMD per transaction); CONTRLs apart."""
+    out: list[_Sent] = []
+    contrls: list[tuple[str, datetime, _Contrl]] = []
+    recipient = parsed.recipient.id
+    for message in parsed.messages:
+        if message.message_type not in types:
+            continue
+        at = message.document_date or parsed.prepared_at
+        if message.message_type == "UTILMD":
+            for tx in message.transactions:
+                pid = tx.pid or message.pid or ""
+                # a ruhende MaLo's ID (LOC+Z22) first: the process's object where present
+                key = _key(pid, recipient, tx.location("Z22") or tx.malo, tx.request_ref)
+                out.append(_Sent(key, pid, tx.answer_code, at, process, _detail(tx)))
+        elif message.message_type == "APERAK":
+            out.append(_aperak(recipient, message, at, process))
+        elif message.message_type == "CONTRL":
+            uci = next((segment for segment in message.segments if segment.tag == "UCI"), None)
+            if uci is None:
+                continue
+            lines = [(s.value(0), s.value(2), s.value(3) or None) for s in message.segments if s.tag == "UCM"]
+            contrl = _Contrl(store, uci.value(3), uci.value(4) or None, lines, process)
+            # UNB S004: a CONTRL has no DTM; minutes on both sides (both are rendered bytes)
+            contrls.append((f"{recipient}:UCI:{uci.value(0)}", parsed.prepared_at, contrl))
+    return out, contrls
+
+
+def _aperak(recipient: str, message: Message, at: datetime, process: str) -> _Sent:
+    refs: dict[str, str] = {}
+    for segment in message.segments:
+        if segment.tag == "RFF":
+            refs.setdefault(segment.value(0, 0), segment.value(0, 1))
+    codes = [segment.value(0) for segment in message.segments if segment.tag == "ERC"]
+    positive = message.document_code == "312"
+    # A 312 names the transaction only (RFF+TN); RFF+ACW is rendered on a 313.
+    key = _aperak_key(recipient, refs.get("ACE", ""), refs.get("TN"), None if positive else refs.get("ACW"))
+    return _Sent(key, "APERAK", _aperak_code(positive, codes), at, process)
+
+
+def read_sent(
+    sent_dir: Path, types: Iterable[str] = COMPARED_TYPES, senders: Iterable[str] | None = None
+) -> SentArchive:
+    """The messages of ``sent_dir`` (the operator's outbound folder) to compare, read at once.
+
+    Call it before a replay that may take hours: a folder that cannot be read fails here.
+    A file holding the same bytes as an earlier one (a resend kept twice) counts once; with
+    ``senders`` (our MP-IDs), an interchange from another sender is left out. Raises
+    ``OSError`` naming the file that cannot be read, ``InvalidArgument`` for a type outside
+    ``COMPARED_TYPES``.
     """
-    if len(entries) < 2:
-        return [(_contrl_code(e.action, e.error_code, e.lines), e.process) for e in entries]
-    action = "4" if any(entry.action == "4" for entry in entries) else "7"
-    errors = " ".join(dict.fromkeys(entry.error_code for entry in entries if entry.error_code))
-    lines = sorted(
-        (line for entry in entries for line in entry.lines),
-        key=lambda line: (line[0], line[1], line[2] or ""),
-    )
-    return [(_contrl_code(action, errors or None, lines), entries[0].process)]
+    wanted = _types(types)
+    ours = frozenset(senders) if senders is not None else None
+    items: list[_Sent] = []
+    unreadable: list[str] = []
+    seen: dict[bytes, str] = {}
+    for path in sorted(sent_dir.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            unreadable.append(f"{path.name}: a directory (not read)")
+            continue
+        if not path.is_file():
+            unreadable.append(f"{path.name}: not a file")
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror or exc} reading the sent folder", str(path)) from None
+        digest = hashlib.sha256(raw).digest()
+        if digest in seen:
+            unreadable.append(f"{path.name}: the same bytes as {seen[digest]} (compared once)")
+            continue
+        seen[digest] = path.name
+        parsed = try_parse_interchange(raw, source=path.name)
+        if not isinstance(parsed, Interchange):
+            unreadable.append(str(parsed))  # names the file
+            continue
+        if ours is not None and parsed.sender.id not in ours:
+            unreadable.append(f"{path.name}: sent by {parsed.sender.id}, not by us")
+            continue
+        found, contrls = _entries(parsed, wanted, "", 0)
+        items.extend(found)
+        # Each CONTRL the operator sent is one (a conflict's 4/26 beside the first one's 7 too).
+        items.extend(_Sent(key, "CONTRL", _one_contrl_code(contrl), at) for key, at, contrl in contrls)
+    return SentArchive(sent_dir, items, unreadable)
 
 
-def _describe(sent: _Sent | None) -> str:
-    return (
-        "" if sent is None else f"{sent.pid} {sent.code or '-'} at {sent.at.astimezone(UTC):%Y-%m-%d %H:%M}Z"
-    )
-
-
-async def compare_outbound(
-    sent_dir: Path,
-    stores: list[Path],
-    tolerance: timedelta = timedelta(hours=1),
-    types: Iterable[str] = COMPARED_TYPES,
-    unreadable: list[str] | None = None,
-    skipped: Iterable[tuple[str, str]] = (),
-) -> list[Difference]:
-    """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
-
-    Sorted by pair key and PID. A file of ``sent_dir`` that is no interchange is left out and,
-    with ``unreadable`` given, named there with the parser's reason. ``skipped``: interchanges
-    (UNB sender, 0020) the replay left out (``replay_directory(message_types=...)``): the CONTRL
-    and APERAK sent about them are not compared. Raises ``InvalidArgument``
-    for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
-    ``StoreError`` for a bad store.
-    """
+def _types(types: Iterable[str]) -> frozenset[str]:
     wanted = frozenset(types)
     unknown = sorted(wanted - set(COMPARED_TYPES))
     if unknown or not wanted:
         raise InvalidArgument(
             f"compare: message types must be some of {', '.join(COMPARED_TYPES)}, got {unknown}"
         )
-    actual: dict[tuple[str, str], list[_Sent]] = {}
-    left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
-    for item in _from_archive(sent_dir, wanted, unreadable if unreadable is not None else []):
-        if left_out and _about(item.key) in left_out:
+    return wanted
+
+
+async def _from_outbox(stores: list[Path], types: frozenset[str], unreadable: list[str]) -> list[_Sent]:
+    """The replay's messages, read as the sent ones are: rendered to EDIFACT and parsed back."""
+    out: list[_Sent] = []
+    contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
+    for index, store_path in enumerate(stores):
+        async with LmdbStore(store_path) as store:
+            for message in await store.pending(10**9, _FAR):
+                if message.message_type not in types:
+                    continue
+                try:
+                    raw = render_outbound(message.message_type, message.payload)
+                except EngineError as exc:
+                    unreadable.append(f"replay outbox message {message.message_id}: {exc}")
+                    continue
+                parsed = try_parse_interchange(raw, source=str(message.message_id))
+                if not isinstance(parsed, Interchange):
+                    unreadable.append(f"replay outbox message {message.message_id}: {parsed}")
+                    continue
+                found, pieces = _entries(parsed, types, str(message.process_id), index)
+                out.extend(found)
+                for key, at, contrl in pieces:
+                    contrls.setdefault((key, at), []).append(contrl)
+    for (key, at), entries in contrls.items():
+        out.extend(_Sent(key, "CONTRL", code, at, process) for code, process in _contrl_codes(entries))
+    return out
+
+
+def _contrl_codes(entries: list[_Contrl]) -> list[tuple[str, str]]:
+    """The codes (and processes) of the replay's CONTRLs on one received interchange at one instant.
+
+    With several partition stores, a bundle split over them was acknowledged once per piece:
+    those CONTRLs (one per store) are one CONTRL of the whole interchange, rejected if any piece
+    was, with every piece's codes and rejected lines. A conflict's CONTRL 4/26 answers other
+    bytes: never merged with the first one's. CONTRLs of one store are never merged.
+    """
+    out: list[tuple[str, str]] = []
+    for group in ([e for e in entries if not e.conflict], [e for e in entries if e.conflict]):
+        if len(group) > 1 and len({entry.store for entry in group}) == len(group):
+            action = "4" if any(entry.action == "4" for entry in group) else "7"
+            errors = [entry.error_code for entry in group if entry.error_code]
+            lines = [line for entry in group for line in entry.lines]
+            out.append((_contrl_code(action, errors, lines), group[0].process))
             continue
-        actual.setdefault((item.key, item.pid), []).append(item)
-    replay: dict[tuple[str, str], list[_Sent]] = {}
-    for item in await _from_outbox(stores, wanted):
-        replay.setdefault((item.key, item.pid), []).append(item)
-    for groups in (actual, replay):
-        for group in groups.values():
-            group.sort(key=lambda sent: (sent.at, sent.code or ""))
+        out.extend((_one_contrl_code(entry), entry.process) for entry in group)
+    return out
+
+
+def _one_contrl_code(contrl: _Contrl) -> str:
+    return _contrl_code(contrl.action, [contrl.error_code] if contrl.error_code else [], contrl.lines)
+
+
+def _describe(sent: _Sent | None) -> str:
+    if sent is None:
+        return ""
+    text = f"{sent.pid} {sent.code or '-'} at {sent.at.astimezone(UTC):%Y-%m-%d %H:%M}Z"
+    return f"{text} [{sent.detail}]" if sent.detail else text
+
+
+#: How two messages under one pair key and PID are matched, in this order (each stage pairs what
+#: the earlier ones left, nearest in time first), and what a pair of that stage is.
+_STAGES: tuple[tuple[str | None, Callable[[_Sent, _Sent, timedelta], bool]], ...] = (
+    (None, lambda a, b, t: a.code == b.code and a.detail == b.detail and abs(a.at - b.at) <= t),
+    ("other Frist", lambda a, b, t: a.code == b.code and a.detail == b.detail),
+    ("other content", lambda a, b, t: a.code == b.code),
+    ("other code", lambda a, b, t: True),
+)
+
+
+def _pairs(
+    sent: list[_Sent], would: list[_Sent], tolerance: timedelta
+) -> list[tuple[str | None, _Sent | None, _Sent | None]]:
+    """Pairs of ``sent`` and ``would`` (one key and PID), best matches first, with their kind;
+    what is left unpaired on either side is paired with None."""
+    out: list[tuple[str | None, _Sent | None, _Sent | None]] = []
+    free_a, free_b = set(range(len(sent))), set(range(len(would)))
+    for kind, fits in _STAGES:
+        candidates = sorted(
+            (abs(sent[i].at - would[j].at), sent[i].at, i, j)
+            for i in free_a for j in free_b if fits(sent[i], would[j], tolerance)
+        )  # fmt: skip
+        for _, _, i, j in candidates:
+            if i in free_a and j in free_b:
+                free_a.discard(i)
+                free_b.discard(j)
+                out.append((kind, sent[i], would[j]))
+    out.extend((None, sent[i], None) for i in sorted(free_a))
+    out.extend((None, None, would[j]) for j in sorted(free_b))
+    return out
+
+
+async def compare_outbound(
+    sent_dir: Path | SentArchive,
+    stores: list[Path],
+    tolerance: timedelta = timedelta(hours=1),
+    types: Iterable[str] = COMPARED_TYPES,
+    unreadable: list[str] | None = None,
+    skipped: Iterable[tuple[str, str]] = (),
+    period: tuple[datetime, datetime] | None = None,
+    outside: dict[str, int] | None = None,
+) -> list[Difference]:
+    """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
+
+    Sorted by pair key, PID and instant. ``sent_dir``: the folder, or what ``read_sent`` read of
+    it (before the replay). A file left out is named in ``unreadable`` with its reason.
+    ``skipped``: interchanges (UNB sender, 0020) the replay left out
+    (``replay_directory(message_types=...)``): the CONTRL and APERAK sent about them are not
+    compared. ``period``: the replay's span (first receipt, last receipt or ``until``): messages
+    of either side more than ``tolerance`` outside it are not compared (a store continued over
+    several archives holds the earlier runs' messages; a sent folder may span more), counted in
+    ``outside`` (``{"sent": n, "replay": m}``). Raises ``InvalidArgument`` for a type outside
+    ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a bad
+    store.
+    """
+    wanted = _types(types)
+    archive = sent_dir if isinstance(sent_dir, SentArchive) else read_sent(sent_dir, wanted)
+    if unreadable is not None:
+        unreadable.extend(archive.unreadable)
+    replay_items = await _from_outbox(stores, wanted, unreadable if unreadable is not None else [])
+    counts = {"sent": 0, "replay": 0}
+    left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
+    sides: tuple[dict[tuple[str, str], list[_Sent]], ...] = ({}, {})
+    for side, name, items in ((sides[0], "sent", archive.items), (sides[1], "replay", replay_items)):
+        for item in items:
+            if left_out and _about(item.key) in left_out:
+                continue
+            if period is not None and not period[0] - tolerance <= item.at <= period[1] + tolerance:
+                counts[name] += 1
+                continue
+            side.setdefault((item.key, item.pid), []).append(item)
+    if outside is not None:
+        outside.update(counts)
+    actual, replay = sides
     waiting: dict[str, tuple[str, datetime | None]] | None = None  # read when a message is missing
-    out: list[Difference] = []
+    out: list[tuple[datetime, Difference]] = []
     for key, pid in sorted(set(actual) | set(replay)):
-        sent, would = actual.get((key, pid), []), replay.get((key, pid), [])
-        for index in range(max(len(sent), len(would))):
-            a = sent[index] if index < len(sent) else None
-            b = would[index] if index < len(would) else None
+        for kind, a, b in _pairs(actual.get((key, pid), []), replay.get((key, pid), []), tolerance):
             process = b.process if b is not None else ""
             if b is None:
                 if waiting is None:
@@ -294,14 +423,12 @@ async def compare_outbound(
                 kind = "awaiting operator" if process else "missing"
             elif a is None:
                 kind = "extra"
-            elif a.code != b.code:
-                kind = "other code"
-            elif abs(a.at - b.at) > tolerance:
-                kind = "other Frist"
-            else:
+            elif kind is None:
                 continue
-            out.append(Difference(kind, key, pid, process, _describe(a), _describe(b)))
-    return out
+            at = (a or b).at  # type: ignore[union-attr]  # (one of them is there)
+            out.append((at, Difference(kind, key, pid, process, _describe(a), _describe(b))))
+    out.sort(key=lambda row: (row[1].key, row[1].pid, row[0]))
+    return [difference for _, difference in out]
 
 
 async def _waiting(stores: list[Path]) -> dict[str, tuple[str, datetime | None]]:

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,6 @@ def _replay(args: argparse.Namespace) -> int:
         start_workers()  # the workers' imports run while this process sets up (_workers doc)
     import asyncio
     import gc
-    from datetime import datetime
 
     import lmdb
     from rich.console import Console
@@ -180,7 +179,9 @@ def _replay(args: argparse.Namespace) -> int:
             raise ValueError(f"--store {args.store} is not a directory")
         if args.ray_address is not None and not args.ray:
             raise ValueError("--ray-address needs --ray")
-        _check_compare(args)  # before the replay, which may take hours
+        # What was sent is read before the replay, which may take hours: a folder that cannot be
+        # read fails now, with nothing written.
+        sent = _read_sent(args)
         with Progress(console=console, disable=args.json) as bar:
             task = bar.add_task("replaying", total=None)
 
@@ -206,7 +207,10 @@ def _replay(args: argparse.Namespace) -> int:
             )
         plain = report.to_plain()
         # What earlier runs into this store skipped too: their messages are in its outbox.
-        differences = _compare(args, plain, skipped_interchanges(args.store))
+        period = None
+        if report.first is not None and report.last is not None:
+            period = (report.first, max(report.last, until) if until is not None else report.last)
+        differences = _compare(args, sent, plain, skipped_interchanges(args.store), period)
         if args.report is not None:
             args.report.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
@@ -244,13 +248,24 @@ def _replay(args: argparse.Namespace) -> int:
         for error in report.errors[:20]:
             print(f"  {error}")
         if differences is not None:
-            print(f"outbound differences: {plain['compare_outbound']['by_kind'] or 'none'}")
-            for name in plain["compare_outbound"]["unreadable"][:20]:
-                print(f"  not compared (no interchange): {name}")
+            compared = plain["compare_outbound"]
+            print(f"outbound differences: {compared['by_kind'] or 'none'}")
+            for name in compared["unreadable"][:20]:
+                print(f"  not compared: {name}")
+            if len(compared["unreadable"]) > 20:
+                print(f"  ... {len(compared['unreadable']) - 20} more not compared (--json)")
+            outside = compared["outside_period"]
+            if any(outside.values()):
+                print(
+                    f"  outside the replay's period, not compared: {outside['sent']} sent, "
+                    f"{outside['replay']} of the store's earlier runs"
+                )
             for d in differences[:50]:
                 print(
                     f"  {d.kind:<12} {d.pid} {d.key:<40} sent: {d.sent or '-':<30} replay: {d.replay or '-'}"
                 )
+            if len(differences) > 50:
+                print(f"  ... {len(differences) - 50} more (--json, --compare-csv)")
     if report.failures:
         return 2
     return 1 if args.strict and (report.rejected or report.outcomes.get("dead_letter", 0)) else 0
@@ -295,12 +310,27 @@ def _check_compare(args: argparse.Namespace) -> list[str]:
     return types
 
 
+def _read_sent(args: argparse.Namespace) -> Any:
+    """``--compare-outbound``'s folder as ``compare.read_sent`` reads it (None without it)."""
+    types = _check_compare(args)
+    if args.compare_outbound is None:
+        return None
+    from mako_actors.compare import read_sent
+
+    return read_sent(args.compare_outbound, types, senders=args.tenant)
+
+
 def _compare(
-    args: argparse.Namespace, plain: dict[str, Any], skipped: list[tuple[str, str]]
+    args: argparse.Namespace,
+    sent: Any,
+    plain: dict[str, Any],
+    skipped: list[tuple[str, str]],
+    period: tuple[datetime, datetime] | None,
 ) -> list[Any] | None:
     """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file; what
-    was sent about the ``skipped`` interchanges (``--message-types``) is not compared."""
-    if args.compare_outbound is None:
+    was sent about the ``skipped`` interchanges (``--message-types``) is not compared, nor what
+    lies outside the replay's ``period`` on either side (a continued store's earlier runs)."""
+    if sent is None:
         return None
     import asyncio
     from collections import Counter
@@ -311,15 +341,20 @@ def _compare(
     types = _check_compare(args)
     stores = [part_path(args.store, k, args.workers) for k in range(args.workers)]
     unreadable: list[str] = []
+    outside: dict[str, int] = {}
     differences = asyncio.run(
-        compare_outbound(args.compare_outbound, stores, types=types, unreadable=unreadable, skipped=skipped)
+        compare_outbound(
+            sent, stores, types=types, unreadable=unreadable, skipped=skipped, period=period, outside=outside
+        )
     )
     plain["compare_outbound"] = {
         "types": types,
         "unreadable": unreadable[:1000],
+        "outside_period": outside,
         "differences": len(differences),
         "by_kind": dict(sorted(Counter(d.kind for d in differences).items())),
         "rows": [d.to_plain() for d in differences[:10_000]],
+        "rows_truncated": len(differences) > 10_000,
     }
     if args.compare_csv is not None:
         args.compare_csv.write_text(differences_csv(differences))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +323,135 @@ def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
     now = ["processes", "list", "--store", str(tmp_path / "now"), "--status", "awaiting_operator", "--json"]
     assert main(now) == 0
     assert [row["process_id"] for row in json.loads(capsys.readouterr().out)] == [rows[0]["process"]]
+
+
+def contrls_of(messages: list[tuple[str, Payload]], ref: str) -> list[int]:
+    return [i for i, (kind, p) in enumerate(messages) if kind == "CONTRL" and p["interchange_ref"] == ref]
+
+
+def test_two_contrls_on_one_interchange_pair_with_their_own_counterparts(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A conflicting retransmission got CONTRL 4/26 beside the first one's CONTRL 7 (same 0020).
+    Paired by position in time, dropping the 7 read as "other code" 4/26 vs 7 plus an "extra"
+    4/26, and the 7 sent two hours late as two "other code" rows; within a minute both were
+    merged into one code on each side, hiding a missing 7. Now each pairs with its own."""
+    src, messages = archive_and_outbox
+    conflicted = sorted(
+        {p["interchange_ref"] for kind, p in messages if kind == "CONTRL" and p.get("error_code") == "26"}
+    )
+    ref = next(r for r in conflicted if len(contrls_of(messages, r)) == 2)
+    [first] = [i for i in contrls_of(messages, ref) if messages[i][1]["action"] == "7"]
+    store = tmp_path / "now"  # replayed once; the later runs are re-runs that change nothing
+    dropped = [m for i, m in enumerate(messages) if i != first]
+    rows = compare(capsys, src, store, write_sent(tmp_path / "dropped", dropped))["compare_outbound"]["rows"]
+    assert [(r["kind"], r["key"].split(":UCI:")[1], r["replay"].split(" at ")[0]) for r in rows] == [
+        ("extra", ref, "CONTRL 7")
+    ]
+    late = list(messages)
+    payload = late[first][1]
+    envelope = {**payload["envelope"], "prepared_at": later(payload["envelope"]["prepared_at"], 2)}
+    late[first] = ("CONTRL", {**payload, "envelope": envelope})
+    rows = compare(capsys, src, store, write_sent(tmp_path / "late", late))["compare_outbound"]["rows"]
+    assert [(r["kind"], r["sent"].split(" at ")[0], r["replay"].split(" at ")[0]) for r in rows] == [
+        ("other Frist", "CONTRL 7", "CONTRL 7")
+    ]
+
+
+def first_utilmd(messages: list[tuple[str, Payload]], pid: str) -> int:
+    kinds = [(k, p["transactions"][0]["pid"] if k == "UTILMD" else k) for k, p in messages]
+    return kinds.index(("UTILMD", pid))
+
+
+def test_dates_parties_twice_kept_files_and_foreign_interchanges(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only the answer code and the instant were compared: a confirmed Lieferbeginn (DTM+92)
+    moved or a 55036 naming another LFA (NAD+VY) showed no difference. A resend kept twice in
+    the folder read as a "missing" answer, an interchange we did not send as ours."""
+    src, messages = archive_and_outbox
+    sent_messages = list(messages)
+    i = first_utilmd(messages, "55002")
+    p = sent_messages[i][1]
+    moved = {**p["transactions"][0], "start": later(p["transactions"][0]["start"], 24)}
+    sent_messages[i] = ("UTILMD", {**p, "transactions": [moved]})
+    j = first_utilmd(messages, "55036")
+    p = sent_messages[j][1]
+    other_lfa = {**p["transactions"][0], "other_party_id": "9900000099993"}
+    sent_messages[j] = ("UTILMD", {**p, "transactions": [other_lfa]})
+    sent = write_sent(tmp_path / "sent", sent_messages)
+    first = sorted(sent.iterdir())[0]
+    (sent / f"copy-{first.name}").write_bytes(first.read_bytes())
+    kind, p = messages[i]
+    foreign = {**p, "envelope": {**p["envelope"], "sender_id": "9900000099993"}}
+    (sent / "foreign.edi").write_bytes(render_outbound(kind, foreign))
+    report = compare(capsys, src, tmp_path / "now", sent)["compare_outbound"]
+    rows = sorted(
+        (r["kind"], r["pid"], r["sent"].split("[")[-1], r["replay"].split("[")[-1]) for r in report["rows"]
+    )
+    start = datetime.fromisoformat(p["transactions"][0]["start"]).astimezone(UTC)
+    assert rows == [
+        ("other content", "55002", f"DTM+92 {start + timedelta(days=1):%Y-%m-%d %H:%M}Z]",
+         f"DTM+92 {start:%Y-%m-%d %H:%M}Z]"),
+        ("other content", "55036", "NAD+VY 9900000099993]",
+         f"NAD+VY {messages[j][1]['transactions'][0]['other_party_id']}]"),
+    ]  # fmt: skip
+    not_compared = sorted(name.split(":")[0] for name in report["unreadable"])
+    assert not_compared == [f"copy-{first.name}", "foreign.edi"]
+
+
+def test_a_store_continued_from_an_earlier_archive_compares_this_runs_period(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store continued month by month holds the earlier runs' messages: every one of them was
+    an "extra" of this run. Now both sides are compared over this replay's period."""
+    src, messages = archive_and_outbox
+    earlier = tmp_path / "october"
+    generate_archive(earlier, ArchiveSpec(days=2, processes=15, seed=3, start=date(2025, 10, 6)))
+    store = tmp_path / "now"
+    assert main(["replay", str(earlier), "--store", str(store), "--tenant", NB, "--json"]) == 0
+    report = compare(capsys, src, store, write_sent(tmp_path / "sent", messages))["compare_outbound"]
+    assert report["differences"] == 0, report["rows"][:5]
+    assert report["outside_period"]["replay"] > 0 and report["outside_period"]["sent"] == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_sent_folder_that_cannot_be_read_fails_before_the_replay(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Read after the replay, the error named no file, the store held the run and ``--report``
+    was not written (a re-run would then report only duplicates)."""
+    src, _ = archive_and_outbox
+    (tmp_path / "sent").mkdir()
+    (tmp_path / "sent" / "zz.edi").symlink_to("/proc/self/mem")  # reading it fails: EIO
+    argv = ["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB,
+            "--compare-outbound", str(tmp_path / "sent"), "--report", str(tmp_path / "r.json")]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "zz.edi" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "r.json").exists()
+
+
+async def test_codes_are_compared_whatever_order_their_segments_came_in(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]], tmp_path: Path
+) -> None:
+    """ERC groups were joined in segment order: the same codes in another order were "other
+    code" (an operator's system lists them as it likes)."""
+    _, messages = archive_and_outbox
+    aperak = next(p for kind, p in messages if kind == "APERAK")
+    errors = [{"code": "Z39", "text": "a"}, {"code": "Z14", "text": "b"}]
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    for name, listed in (("a.edi", errors), ("b.edi", errors[::-1])):
+        payload = {**aperak, "positive": False, "errors": listed, "document_number": name}
+        (sent / name).write_bytes(render_outbound("APERAK", payload))
+    differences = await compare_outbound(sent, [tmp_path / "empty-replay"])
+    assert [d.sent.split(" at ")[0] for d in differences] == ["APERAK 313 Z14 Z39"] * 2
