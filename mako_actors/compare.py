@@ -195,7 +195,7 @@ def _entries(
                 key = _key(pid, recipient, tx.location("Z22") or tx.malo, tx.request_ref)
                 out.append(_Sent(key, pid, tx.answer_code, at, process, _detail(tx)))
         elif message.message_type == "APERAK":
-            out.append(_aperak(recipient, message, at, process))
+            out.extend(_aperaks(recipient, message, at, process))
         elif message.message_type == "CONTRL":
             uci = next((segment for segment in message.segments if segment.tag == "UCI"), None)
             if uci is None:
@@ -207,16 +207,29 @@ def _entries(
     return out, contrls
 
 
-def _aperak(recipient: str, message: Message, at: datetime, process: str) -> _Sent:
-    refs: dict[str, str] = {}
+def _aperaks(recipient: str, message: Message, at: datetime, process: str) -> list[_Sent]:
+    """An APERAK's entries, one per answered transaction: each ERC group (SG4) with the RFF+TN /
+    RFF+ACW after it, the message's own RFFs (SG2: ACE, and TN in a 312) where it names none.
+    Several groups answering one transaction are one entry with all their codes."""
+    top: dict[str, str] = {}
+    groups: list[tuple[str, dict[str, str]]] = []
     for segment in message.segments:
-        if segment.tag == "RFF":
-            refs.setdefault(segment.value(0, 0), segment.value(0, 1))
-    codes = [segment.value(0) for segment in message.segments if segment.tag == "ERC"]
+        if segment.tag == "ERC":
+            groups.append((segment.value(0), {}))
+        elif segment.tag == "RFF":
+            (groups[-1][1] if groups else top).setdefault(segment.value(0, 0), segment.value(0, 1))
     positive = message.document_code == "312"
-    # A 312 names the transaction only (RFF+TN); RFF+ACW is rendered on a 313.
-    key = _aperak_key(recipient, refs.get("ACE", ""), refs.get("TN"), None if positive else refs.get("ACW"))
-    return _Sent(key, "APERAK", _aperak_code(positive, codes), at, process)
+    codes: dict[str, list[str]] = {}
+    for code, refs in groups or [("", {})]:
+        # A 312 names the transaction only (RFF+TN); RFF+ACW is rendered on a 313.
+        key = _aperak_key(
+            recipient,
+            top.get("ACE") or refs.get("ACE", ""),
+            refs.get("TN") or top.get("TN"),
+            None if positive else refs.get("ACW") or top.get("ACW"),
+        )
+        codes.setdefault(key, []).extend([code] if code else [])
+    return [_Sent(key, "APERAK", _aperak_code(positive, found), at, process) for key, found in codes.items()]
 
 
 def read_sent(

@@ -455,3 +455,29 @@ async def test_codes_are_compared_whatever_order_their_segments_came_in(
         (sent / name).write_bytes(render_outbound("APERAK", payload))
     differences = await compare_outbound(sent, [tmp_path / "empty-replay"])
     assert [d.sent.split(" at ")[0] for d in differences] == ["APERAK 313 Z14 Z39"] * 2
+
+
+async def test_an_aperak_answering_two_transactions_is_compared_per_transaction(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]], tmp_path: Path
+) -> None:
+    """An operator's APERAK may hold one ERC group per refused transaction, each with its own
+    RFF+TN: it was keyed by the first TN only, with all codes (the second never compared)."""
+    from mako_actors.edifact import try_parse_interchange
+
+    _, messages = archive_and_outbox
+    aperak = next(p for kind, p in messages if kind == "APERAK" and not p["positive"])
+    raw = render_outbound("APERAK", aperak).decode("latin-1")
+    parsed = try_parse_interchange(raw.encode("latin-1"))
+    tn = aperak["referenced_transaction_ref"]
+    group = raw[raw.index("ERC+") : raw.index(f"RFF+TN:{tn}'") + len(f"RFF+TN:{tn}'")]
+    second = group.replace("ERC+" + group[4:7], "ERC+Z18").replace(f"RFF+TN:{tn}'", "RFF+TN:OTHERTX'")
+    count = str(len(parsed.messages[0].segments) + len(second.split("'")) - 1)  # type: ignore[union-attr]
+    unt = raw.index("UNT+")
+    body = raw[:unt] + second + "UNT+" + count + raw[raw.index("+", unt + 4) :]
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    (sent / "two.edi").write_bytes(body.encode("latin-1"))
+    differences = await compare_outbound(sent, [tmp_path / "empty-replay"])
+    codes = sorted((d.key.rsplit(":TN:", 1)[1], d.sent.split(" at ")[0]) for d in differences)
+    first = " ".join(["313", *sorted(e["code"] for e in aperak["errors"])])
+    assert codes == [("OTHERTX", "APERAK 313 Z18"), (tn, f"APERAK {first}")]
