@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,13 @@ def add_replay_commands(sub: Any) -> None:
         default="UTILMD,APERAK,CONTRL",
         metavar="TYPES",
         help="message types to compare, comma-separated (default: UTILMD,APERAK,CONTRL)",
+    )
+    replay.add_argument(
+        "--compare-tolerance",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="a message sent further than this from the replay's is 'other Frist' (default: 60)",
     )
     replay.set_defaults(handler=_replay)
     generate = sub.add_parser(
@@ -305,6 +312,8 @@ def _check_compare(args: argparse.Namespace) -> list[str]:
     types = [t.strip().upper() for t in args.compare_types.split(",") if t.strip()]
     if not types or not set(types) <= set(COMPARED_TYPES):
         raise ValueError(f"--compare-types {args.compare_types!r}: some of {','.join(COMPARED_TYPES)}")
+    if not 0 <= args.compare_tolerance < 10**6:
+        raise ValueError(f"--compare-tolerance {args.compare_tolerance}: minutes, at least 0")
     if args.compare_outbound is not None and not args.compare_outbound.is_dir():
         raise ValueError(f"--compare-outbound {args.compare_outbound} is not a directory")
     return types
@@ -344,11 +353,19 @@ def _compare(
     outside: dict[str, int] = {}
     differences = asyncio.run(
         compare_outbound(
-            sent, stores, types=types, unreadable=unreadable, skipped=skipped, period=period, outside=outside
+            sent,
+            stores,
+            tolerance=timedelta(minutes=args.compare_tolerance),
+            types=types,
+            unreadable=unreadable,
+            skipped=skipped,
+            period=period,
+            outside=outside,
         )
     )
     plain["compare_outbound"] = {
         "types": types,
+        "tolerance_minutes": args.compare_tolerance,
         "unreadable": unreadable[:1000],
         "outside_period": outside,
         "differences": len(differences),

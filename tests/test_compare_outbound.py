@@ -213,6 +213,7 @@ def test_bad_compare_settings_exit_2_before_anything_is_replayed(
             "--compare-types",
         ),
         (["--compare-outbound", str(tmp_path / "nothing")], "is not a directory"),
+        (["--compare-outbound", str(tmp_path / "sent"), "--compare-tolerance", "-5"], "--compare-tolerance"),
     ):
         argv = ["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB, *extra]
         assert main(argv) == 2
@@ -358,6 +359,8 @@ def test_two_contrls_on_one_interchange_pair_with_their_own_counterparts(
     assert [(r["kind"], r["sent"].split(" at ")[0], r["replay"].split(" at ")[0]) for r in rows] == [
         ("other Frist", "CONTRL 7", "CONTRL 7")
     ]
+    wider = compare(capsys, src, store, tmp_path / "late", "--compare-tolerance", "180")["compare_outbound"]
+    assert wider["differences"] == 0 and wider["tolerance_minutes"] == 180
 
 
 def first_utilmd(messages: list[tuple[str, Payload]], pid: str) -> int:
