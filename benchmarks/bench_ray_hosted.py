@@ -6,7 +6,9 @@ round-robin over N processes from 500 concurrent callers, every commit fsynced. 
 reports the CPU time per command of the driver and of the two host actors (from ``/proc`` of
 their OS processes) and the part of it spent in the garbage collector (``gc.callbacks``), with
 ``--threads`` the CPU per command of each busy thread (event loop, LMDB writer, Ray's own), and
-with ``--profile`` the top functions of the driver and of one host (``cProfile``).
+with ``--profile`` the top functions of the driver and of one host (``cProfile``), with
+``--floor`` first the CPU a bare async Ray actor call costs on both ends (what every batched
+call costs before our code runs).
 ``--option max_inflight_calls=2`` passes a keyword to ``RayActorSystem``; commands per Ray call
 are reported when the system counts its calls (``calls_sent``). It uses only the
 public ``RayActorSystem`` API and Ray's ``__ray_call__``, so the same script measures an older
@@ -181,6 +183,33 @@ def _host_profile(_host: Any, start: bool) -> str:
     return out.getvalue()
 
 
+async def ray_floor(calls: int = 2000, size: int = 20_000) -> tuple[float, float]:
+    """CPU µs per call of a bare async Ray actor method (bytes in, the same bytes back), driver
+    and actor, ``calls`` calls one after the other: what any batched call costs before our code."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_concurrency=1000)
+    class Echo:
+        async def echo(self, data: bytes) -> bytes:
+            return data
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    echo = Echo.remote()  # type: ignore[attr-defined]
+    pid = await echo.pid.remote()
+    payload = b"x" * size
+    for _ in range(200):
+        await echo.echo.remote(payload)
+    actor_cpu, driver_cpu = _cpu_of(pid), time.process_time()
+    for _ in range(calls):
+        await echo.echo.remote(payload)
+    driver = (time.process_time() - driver_cpu) / calls * 1e6
+    actor = (_cpu_of(pid) - actor_cpu) / calls * 1e6
+    ray.kill(echo)
+    return driver, actor
+
+
 async def bench_ray(
     path: Path, n: int, total: int, outbox: bool, profile: bool, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -255,6 +284,8 @@ async def main() -> None:
                         help="a RayActorSystem keyword for (c), e.g. max_inflight_calls=2")
     parser.add_argument("--threads", action="store_true", help="CPU per command by thread name")
     parser.add_argument("--skip-local", action="store_true", help="(c) only")
+    parser.add_argument("--floor", action="store_true",
+                        help="also the CPU of a bare async Ray actor call (driver and actor), per call")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     options = {k: int(v) for k, v in (o.split("=", 1) for o in args.option)}
@@ -273,6 +304,10 @@ async def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  namespace="bench-ray-hosted")
         try:
+            if args.floor:
+                driver, actor = await ray_floor()
+                print(f"Ray floor: a bare async actor call (20 kB each way) costs {driver:.0f} µs CPU in "
+                      f"the driver and {actor:.0f} µs in the actor", flush=True)
             for n in sizes:
                 for k in range(args.repeat):
                     total = max(args.commands, n)
