@@ -30,7 +30,7 @@ from mako_actors.edifact import render_outbound
 from mako_actors.gpke.synthetic import bilanzkreis_of
 from mako_actors.replay import _Options, _replay_items, archive, decisions_in, load_master_data
 from stores.lmdb import Durability, LmdbStore
-from tests.inbound.edi import LFN, LFN2, dtm, interchange, kind, package_segments
+from tests.inbound.edi import LFA, LFN, LFN2, dtm, interchange, kind, package_segments
 
 NB = "9900000002009"
 
@@ -165,7 +165,8 @@ async def test_a_tranche_anmeldung_naming_its_malo_too_is_placed_with_its_tranch
     generate_archive(src, ArchiveSpec(processes=60, defects=0.0, seed=11, suppliers=4))
     tranche, malo = "51000000912", "51900000012"
     master = json.loads((src / "master.json").read_text())
-    master[tranche] = {"tranche_of": malo, "tranche_percent": "50", "current": "9900000001001"}
+    # supplied by another (LFA): the first Anmeldung waits for its answer, its claim open
+    master[tranche] = {"tranche_of": malo, "tranche_percent": "50", "current": LFA}
     for supplier in (LFN, LFN2):  # Zuordnungsermächtigungen for their own Bilanzkreise
         master["bilanzkreise"][supplier] = [bilanzkreis_of(supplier)]
     (src / "master.json").write_text(json.dumps(master))

@@ -130,7 +130,9 @@ class ReceiveAnmeldung(InboundUtilmd):
     known, as from a caller of before); ``competing_process`` says another
     Anmeldung of the MaLo is being worked on, and ``competing_start``/``competing_next_date``
     become DTM+Z07/Z08 of the 55003; ``assigned_at_start`` is the supplier whose confirmed
-    Anmeldung starts exactly at ``zuordnungsbeginn``. ``malo_key_generation`` is the number of
+    Anmeldung starts exactly at ``zuordnungsbeginn`` (a competitor only with
+    ``GpkeConfig.confirmed_assignment_blocks``; else it is the LFA, ``current_supplier``).
+    ``malo_key_generation`` is the number of
     claims in the journal, the generation of ``malo_key`` this Anmeldung binds (see ``keys``).
     From the NB's master data: ``malo_measurement``, ZW6 (pauschale) or ZW7 (gemessene MaLo),
     the STS+7 #2 of a 55002; ``None``: the workflow's default (``GpkeConfig.malo_measurement``).

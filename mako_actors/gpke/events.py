@@ -204,7 +204,8 @@ class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once")
     NB cannot meet): 55003/55080 sent.
 
     ``assigned_supplier``: the competitor is not a running Anmeldung but a confirmed
-    assignment of that supplier starting at the same date. ``remark``: the deviation named in
+    assignment of that supplier starting at the same date (only with
+    ``GpkeConfig.confirmed_assignment_blocks``). ``remark``: the deviation named in
     FTX+ACB (A05/A25: e.g. no Zuordnungsermächtigung for the Bilanzkreis).
     """
 

@@ -14,8 +14,10 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    A44; an EEG/KWKG MaLo: the 1st of a month and one month, A27/A28 and A31/A32, 5 WT out of
    the Ausfallvergütung, A29, GV3 one month, A44), the MaLo's master data (out of market
    communication A02, a Neuanlage A04/A21, a generating MaLo without ¼-h metering A24), the
-   LF's requirements (A05/A25) or a competing Anmeldung of the MaLo, running or confirmed for
-   the same date (A06; A45 generating), is answered at once with
+   LF's requirements (A05/A25) or a competing Anmeldung of the MaLo that is being worked on and
+   not yet answered (A06; A45 generating; E_0622 step 70: a supplier already confirmed for the
+   same date is the LFA asked in step 3, ``GpkeConfig.confirmed_assignment_blocks``), is
+   answered at once with
    55003/55080; the process ends. Otherwise the process claims the MaLo
    (``malo_key`` and a ``claimed`` fact in the MaLo's supply journal, ``gpke.supply``).
 3. With an LFA: 55036 to the LFN and 55010 to the LFA, and a Frist ``lfa_answer`` at 09:00 WT1.
@@ -169,11 +171,13 @@ class GpkeConfig:
     codes: CodeTable = DEFAULT_CODES
     ack_windows: AckWindows = DEFAULT_ACK_WINDOWS
     mp_id_check: MpIdCheck = MpIdCheck.WARN
-    #: An Anmeldung for a date at which another Anmeldung of the MaLo was already confirmed is
-    #: rejected by E_0622 with the competing code (A06/A45), so no MaLo gets two suppliers for
-    #: one start date. False: E_0622 step 70 read literally (only an *unanswered* Anmeldung
-    #: competes); the confirmed supplier is then the LFA at that date and is asked by 55010.
-    confirmed_assignment_blocks: bool = True
+    #: False (E_0622 step 70: only an Anmeldung "in Arbeit" and "noch nicht beantwortet"
+    #: competes, S3 FV2504-FV2610): an Anmeldung for a date at which another supplier's
+    #: Anmeldung was already confirmed asks that supplier as the LFA at that date (55036 to the
+    #: LFN, 55010 to it); on agreement or silence it gets 55037 ending its assignment at its own
+    #: start, on objection the LFN gets 55003 A50. True: rejected by E_0622 with A06/A45 (DTM+Z08
+    #: the receipt), at every retry, so that date stays the first supplier's whatever it says.
+    confirmed_assignment_blocks: bool = False
     #: STS+7 C556#2 of a 55002 (AHB-FACTS §3: ZW6 pauschale / ZW7 gemessene MaLo, or ZAP for a
     #: ruhende one) when the Anmeldung did not say ZAP, for a MaLo whose master data do not say
     #: it (``Suppliers.measurement``, the command's ``malo_measurement``): the NB's default †.
@@ -535,8 +539,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 # decision): "from when Anmeldungen are taken again" is no instant in the past.
                 z08 = cmd.received_at
         elif assigned is not None:
-            # Confirmed for this very date already: that start is "in Bearbeitung" until it
-            # happens; Anmeldungen for other dates are taken from now on (DTM+Z08).
+            # (``confirmed_assignment_blocks``) Confirmed for this very date already: that start
+            # counts as "in Bearbeitung" until it happens; other dates are taken now (DTM+Z08).
             reason, z07, z08 = competing, cmd.zuordnungsbeginn, cmd.received_at
         elif lead_time is not None:
             reason = lead_time  # erz.: A45 (step 270) first, then steps 400-440, 600-630, 800-810

@@ -85,9 +85,9 @@ def test_an_abmeldung_ends_one_assignment_not_its_senders_later_one(ended: str) 
 
 
 def test_an_imported_future_assignment_blocks_its_start_like_a_confirmed_one() -> None:
-    """A migrated future assignment was confirmed by the system before us: a second Anmeldung
-    for its start date gets A06 as against a journal-confirmed one. Before, it was asked to
-    end at its own start by a 55010 (and told so by a 55037 after silence)."""
+    """A migrated future assignment was confirmed by the system before us: its start is a
+    confirmed start as a journal-confirmed one's is (a second Anmeldung for that date asks its
+    supplier as the LFA at that date; with ``confirmed_assignment_blocks`` it gets A06)."""
     view = fold(
         SupplyFact(kind="assigned", supplier=LFA, until=JAN_1),
         SupplyFact(kind="assigned", supplier=LFZ, at=JAN_1),

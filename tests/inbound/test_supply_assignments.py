@@ -61,9 +61,18 @@ async def view(store: LmdbStore, baseline: Suppliers | None = None) -> SupplyVie
 # -- no MaLo gets two suppliers for one start date ----------------------------------------------
 
 
+def blocking(store: LmdbStore, clock: VirtualClock) -> InboundPipeline:
+    """A pipeline whose workflow rejects an Anmeldung for a date another supplier is confirmed
+    for (``confirmed_assignment_blocks``, not the EBD's reading: the default asks that supplier)."""
+    from mako_actors.gpke import GpkeConfig
+
+    host = DirectHost(store, [GpkeNbWorkflow(GpkeConfig(confirmed_assignment_blocks=True))], clock)
+    return InboundPipeline(store, host, tenants=[NB], master_data=StaticMasterData({}), clock=clock)
+
+
 async def test_a_confirmed_assignment_blocks_a_second_anmeldung_for_the_same_date(store: LmdbStore) -> None:
     clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock)  # nobody supplies the MaLo: the first Anmeldung is confirmed at once
+    p = blocking(store, clock)  # nobody supplies the MaLo: the first Anmeldung is confirmed at once
     await p.ingest(anmeldung(LFN), THU_1430)
     assert sorted(to(await outbox(store), LFN)) == ["55002", "APERAK+", "CONTRL7"]
     later = THU_1430 + timedelta(hours=3)
@@ -339,18 +348,41 @@ async def test_journal_entries_share_the_fate_of_their_commit(store: LmdbStore) 
     assert await store.journal(TenantId.from_party_id(LFA), supply_key(MALO)) == []  # tenant-scoped
 
 
-async def test_with_the_literal_ebd_reading_the_confirmed_supplier_is_asked_instead(store: LmdbStore) -> None:
-    from mako_actors.gpke import GpkeConfig
-
+@pytest.mark.parametrize(("answer", "lfn2", "lfn_told"), [
+    ("A36", "55002", ["55037"]),  # agrees: the LFN2 supplies from START, the LFN never starts
+    ("A35", "55003", []),  # Vertragsbindung: the LFN keeps its start
+    (None, "55002", ["55037"]),  # silent past the 09:00 Frist: deemed to agree
+])  # fmt: skip
+async def test_a_supplier_confirmed_for_the_same_date_is_asked_as_the_lfa(
+    store: LmdbStore, answer: str | None, lfn2: str, lfn_told: list[str]
+) -> None:
+    """E_0622 step 70 names only an Anmeldung "in Arbeit" and "noch nicht beantwortet": one for
+    a date another supplier is already confirmed for asks that supplier by 55010, as the LFA at
+    that date. Before (the default ``confirmed_assignment_blocks``), the second supplier got A06
+    with DTM+Z08 = the receipt, and A06 again at every retry: it could never supply that date,
+    whatever the first one's customer wanted."""
     clock = VirtualClock(THU_1430)
-    host = DirectHost(store, [GpkeNbWorkflow(GpkeConfig(confirmed_assignment_blocks=False))], clock)
-    p = InboundPipeline(store, host, tenants=[NB], clock=clock)
+    p = pipeline(store, clock)
     await p.ingest(anmeldung(LFN), THU_1430)  # nobody supplies: confirmed at once
     later = THU_1430 + timedelta(hours=3)
     await p.ingest(anmeldung(LFN2, ref="RIVAL1", ide="RIVALTX"), later)
     sent = await outbox(store)
-    assert [m.recipient for m in sent if kind(m) == "55010"] == [LFN]  # the LFZ of that date
-    assert not [m for m in sent if m.recipient == LFN2 and kind(m) == "55003"]
+    [request] = [m for m in sent if kind(m) == "55010"]
+    assert request.recipient == LFN  # the LFZ of that date
+    assert sorted(kind(m) for m in sent if m.recipient == LFN2) == ["55036", "APERAK+", "CONTRL7"]
+    if answer is not None:
+        at = later + timedelta(hours=1)
+        code, pid = answer, "55011" if answer == "A36" else "55012"
+        await p.ingest(lfa_answer(tx(request)["ide_ref"], pid=pid, code=code, sent_at=at, lfa=LFN), at)
+    else:
+        clock.set(FRI_1000)
+        await fire(store, clock, FRI_1000)
+    sent = await outbox(store)
+    assert [kind(m) for m in sent if m.recipient == LFN2 and m.message_type == "UTILMD"] == ["55036", lfn2]
+    told = [kind(m) for m in sent if m.recipient == LFN and kind(m) in ("55037", "55038")]
+    assert told == lfn_told
+    supplier = (await view(store)).supplier_at(START)
+    assert supplier == (LFN2 if lfn2 == "55002" else LFN)  # one supplier at that date, either way
 
 
 @pytest.mark.parametrize(
