@@ -28,10 +28,11 @@ in time first. Per pair and PID (``APERAK``/``CONTRL`` for those):
   make that decision, so nothing is sent yet (``processes list --status awaiting_operator``);
 - ``extra``: the replay would send it, it was not sent;
 - ``other code``: the same PID with another code;
+- ``other answer``: the request answered the other way (a 55003 for a 55002, 55080 for 55078,
+  55006 for 55005; the PID column names both, sent first);
 - ``other content``: the same code, other dates, repeated codes or parties (``_detail``);
 - ``other Frist``: sent at a time more than ``tolerance`` away from the replay's decision.
 
-A decision that changes the PID (a 55003 instead of a 55002) is a ``missing`` and an ``extra``.
 ``types`` limits the comparison (e.g. to UTILMD when the archive holds no acknowledgements).
 """
 
@@ -78,7 +79,7 @@ class _Sent:
 class Difference:
     """One way the replay's outbound differs: what, for which pair key and PID, both sides."""
 
-    kind: str  # missing | awaiting operator | extra | other code | other content | other Frist
+    kind: str  # missing | awaiting operator | extra | other code | other answer | other content | other Frist
     key: str
     pid: str
     process: str
@@ -350,12 +351,20 @@ def _describe(sent: _Sent | None) -> str:
 
 #: How two messages under one pair key and PID are matched, in this order (each stage pairs what
 #: the earlier ones left, nearest in time first), and what a pair of that stage is.
+def _alike(a: _Sent, b: _Sent) -> bool:
+    return a.pid == b.pid and a.code == b.code and a.detail == b.detail
+
+
 _STAGES: tuple[tuple[str | None, Callable[[_Sent, _Sent, timedelta], bool]], ...] = (
-    (None, lambda a, b, t: a.code == b.code and a.detail == b.detail and abs(a.at - b.at) <= t),
-    ("other Frist", lambda a, b, t: a.code == b.code and a.detail == b.detail),
-    ("other content", lambda a, b, t: a.code == b.code),
-    ("other code", lambda a, b, t: True),
+    (None, lambda a, b, t: _alike(a, b) and abs(a.at - b.at) <= t),
+    ("other Frist", lambda a, b, t: _alike(a, b)),
+    ("other content", lambda a, b, t: a.pid == b.pid and a.code == b.code),
+    ("other code", lambda a, b, t: a.pid == b.pid),
+    ("other answer", lambda a, b, t: True),  # (of one family: a confirmation for a rejection)
 )
+#: A confirmation and the rejection that answers the same request instead: paired as "other
+#: answer" (not a "missing" beside an "extra").
+_FAMILY = {"55003": "55002", "55080": "55078", "55006": "55005"}
 
 
 def _pairs(
@@ -410,7 +419,7 @@ async def compare_outbound(
     replay_items = await _from_outbox(stores, wanted, unreadable if unreadable is not None else [])
     counts = {"sent": 0, "replay": 0}
     left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
-    sides: tuple[dict[tuple[str, str], list[_Sent]], ...] = ({}, {})
+    sides: tuple[dict[tuple[str, str], list[_Sent]], ...] = ({}, {})  # by key and PID family
     for side, name, items in ((sides[0], "sent", archive.items), (sides[1], "replay", replay_items)):
         for item in items:
             if left_out and _about(item.key) in left_out:
@@ -418,14 +427,15 @@ async def compare_outbound(
             if period is not None and not period[0] - tolerance <= item.at <= period[1] + tolerance:
                 counts[name] += 1
                 continue
-            side.setdefault((item.key, item.pid), []).append(item)
+            side.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
     if outside is not None:
         outside.update(counts)
     actual, replay = sides
     waiting: dict[str, tuple[str, datetime | None]] | None = None  # read when a message is missing
     out: list[tuple[datetime, Difference]] = []
-    for key, pid in sorted(set(actual) | set(replay)):
-        for kind, a, b in _pairs(actual.get((key, pid), []), replay.get((key, pid), []), tolerance):
+    for key, family in sorted(set(actual) | set(replay)):
+        for kind, a, b in _pairs(actual.get((key, family), []), replay.get((key, family), []), tolerance):
+            pid = _pid_of(a, b)
             process = b.process if b is not None else ""
             if b is None:
                 if waiting is None:
@@ -442,6 +452,13 @@ async def compare_outbound(
             out.append((at, Difference(kind, key, pid, process, _describe(a), _describe(b))))
     out.sort(key=lambda row: (row[1].key, row[1].pid, row[0]))
     return [difference for _, difference in out]
+
+
+def _pid_of(a: _Sent | None, b: _Sent | None) -> str:
+    """The PID column of a pair: both where they differ (an "other answer"), sent first."""
+    if a is not None and b is not None and a.pid != b.pid:
+        return f"{a.pid}/{b.pid}"
+    return a.pid if a is not None else b.pid if b is not None else ""
 
 
 async def _waiting(stores: list[Path]) -> dict[str, tuple[str, datetime | None]]:

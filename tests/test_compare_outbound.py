@@ -387,6 +387,12 @@ def test_dates_parties_twice_kept_files_and_foreign_interchanges(
     other_lfa = {**p["transactions"][0], "other_party_id": "9900000099993"}
     sent_messages[j] = ("UTILMD", {**p, "transactions": [other_lfa]})
     sent = write_sent(tmp_path / "sent", sent_messages)
+    # A rejection sent where the replay confirms: one "other answer", not "missing" + "extra"
+    confirmed = [(n, p["transactions"][0]) for n, (kind, p) in enumerate(messages) if kind == "UTILMD"]
+    k = [n for n, t in confirmed if t["pid"] == "55002" and t["answer_code"] == "A51"][1]
+    flipped = sent / f"{k:05d}-UTILMD.edi"
+    text = flipped.read_text(encoding="latin-1").replace("RFF+Z13:55002", "RFF+Z13:55003")
+    flipped.write_text(text.replace("STS+E01++A51:E_0623", "STS+E01++A05:E_0622"), encoding="latin-1")
     first = sorted(sent.iterdir())[0]
     (sent / f"copy-{first.name}").write_bytes(first.read_bytes())
     kind, p = messages[i]
@@ -397,6 +403,9 @@ def test_dates_parties_twice_kept_files_and_foreign_interchanges(
         (r["kind"], r["pid"], r["sent"].split("[")[-1], r["replay"].split("[")[-1]) for r in report["rows"]
     )
     start = datetime.fromisoformat(p["transactions"][0]["start"]).astimezone(UTC)
+    [answer] = [r for r in report["rows"] if r["kind"] == "other answer"]
+    rows = [r for r in rows if r[0] != "other answer"]
+    assert answer["pid"] == "55003/55002" and " A05 at " in answer["sent"] and " A51 at " in answer["replay"]
     assert rows == [
         ("other content", "55002", f"DTM+92 {start + timedelta(days=1):%Y-%m-%d %H:%M}Z]",
          f"DTM+92 {start:%Y-%m-%d %H:%M}Z]"),
