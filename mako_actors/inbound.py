@@ -34,6 +34,7 @@ so a crash between a receipt and its letter loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -586,6 +587,13 @@ class InboundPipeline:
     ``record_at_receipt``: every command and dead letter of an interchange is stamped with its
     ``received_at`` (``CommandContext.with_recorded_at``), not with ``clock``'s reading when
     it runs: for historic input (a replay, which runs interchanges ahead of its clock).
+
+    Copies of one interchange (UNB sender, recipient, 0020) ingested at the same time take
+    turns: the later one waits for the first to finish and is then its duplicate. Otherwise it
+    would find the first one's receipt not yet processed, take it for a crash's leftover and
+    route the interchange a second time beside it. ``in_flight``: the table of interchanges
+    being ingested, shared by the pipelines that should take turns (a Ray host makes one
+    pipeline per call); by default this pipeline's own.
     """
 
     def __init__(
@@ -602,8 +610,10 @@ class InboundPipeline:
         receipts: ProcessHost | None = None,
         receipt_after_routing: bool = False,
         record_at_receipt: bool = False,
+        in_flight: dict[tuple[str, str, str], asyncio.Event] | None = None,
     ) -> None:
         self._store = store
+        self._in_flight = in_flight if in_flight is not None else {}
         self._host = host
         self._tenants = set(tenants)
         if not self._tenants:
@@ -662,9 +672,20 @@ class InboundPipeline:
             header = _lenient_header(raw)
         # The same (cached) uuid5 the commands' contexts take as their correlation id.
         correlation: CorrelationId | None = _correlation(f"{header[0]}:{header[2]}") if header else None
-        with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
-            result = await self._ingest(raw, parsed, header, digest, received_at, source)
-            _log_result(result)
+        key = header[:3] if header else None
+        turn: asyncio.Event | None = None
+        if key is not None:
+            while (running := self._in_flight.get(key)) is not None:
+                await running.wait()  # (an Event: a waiter cancelled cancels nothing shared)
+            turn = self._in_flight[key] = asyncio.Event()
+        try:
+            with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
+                result = await self._ingest(raw, parsed, header, digest, received_at, source)
+                _log_result(result)
+        finally:
+            if key is not None and turn is not None:
+                del self._in_flight[key]
+                turn.set()
         return result
 
     async def _ingest(

@@ -236,6 +236,9 @@ class _Host:
         self._peer_batches: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
         self._peer_sends: set[asyncio.Task[None]] = set()
         self._decode = OpDecoder()
+        # Interchanges being ingested here: copies of one (its bytes pick one partition, so one
+        # host) take turns across this host's per-call pipelines (``InboundPipeline``).
+        self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
         self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
         self._readers_every = float(spec.get("stale_readers_every", _STALE_READERS_EVERY))
@@ -485,8 +488,9 @@ class _Host:
             self._router = _HostRouter(self)
         reads = _IngestReads(self, partition)
         pipeline = InboundPipeline(
-            cast(Any, reads), self._router, receipts=self._router, clock=self._clock, **options
-        )
+            cast(Any, reads), self._router, receipts=self._router, clock=self._clock,
+            in_flight=self._ingesting, **options,
+        )  # fmt: skip
         return await pipeline.ingest(raw, received_at, source)
 
     async def dispatch_anywhere(self, identity: ProcessIdentity, op: Op) -> Any:
