@@ -87,6 +87,10 @@ _NODE_RESOURCE = "mako-node:"
 # rebalance to copy the partition) before its caller gets the refusal
 _NOT_OPEN = PartitionNotOpen.__name__
 _MOVED_RETRIES = 6
+# A registry key homed in a partition being moved (or on a host being re-made) is written there
+# after up to this many more tries (~5 s); then again every _FORWARD_AGAIN_S in the background.
+_FORWARD_RETRIES = 9
+_FORWARD_AGAIN_S = 2.0
 _CLOSED = ActorSystemClosed.__name__
 # How often a host frees its stores' reader slots of processes that died mid-read (seconds)
 _STALE_READERS_EVERY = 30.0
@@ -239,6 +243,10 @@ class _Host:
         # Interchanges being ingested here: copies of one (its bytes pick one partition, so one
         # host) take turns across this host's per-call pipelines (``InboundPipeline``).
         self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
+        # Registry keys committed here whose write at their home partition failed (moving, its
+        # host dead): written again by ``_forward_later`` until done.
+        self._unforwarded: list[tuple[int, list[tuple[str, ProcessIdentity]]]] = []
+        self._forwarding: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
         self._readers_every = float(spec.get("stale_readers_every", _STALE_READERS_EVERY))
@@ -364,9 +372,14 @@ class _Host:
         await self._complete_elsewhere(partition, entries)
 
     async def _complete_elsewhere(
-        self, partition: int, entries: Sequence[tuple[str, ProcessIdentity]]
+        self,
+        partition: int,
+        entries: Sequence[tuple[str, ProcessIdentity]],
+        tries: int = _FORWARD_RETRIES + 1,
     ) -> list[int]:
-        """Write ``entries`` of ``partition`` homed elsewhere at their homes; [written, conflicts]."""
+        """Write ``entries`` of ``partition`` homed elsewhere at their homes; [written, conflicts].
+
+        A home that cannot be written ``tries`` times over is left to ``_forward_later``."""
         by_home: dict[int, list[tuple[str, ProcessIdentity]]] = {}
         for key, identity in entries:
             home = key_home(identity.tenant_id, key, self._count)
@@ -374,24 +387,54 @@ class _Host:
                 by_home.setdefault(home, []).append((key, identity))
         totals = [0, 0]
         for home, batch in by_home.items():
-            try:
-                if home in self._stores:
-                    counts = await self.complete_keys(home, batch)
-                else:
-                    peer = self._peer(self._spec["assignment"][home])
-                    counts = await peer.complete_keys.remote(home, batch)
-                totals[0] += counts[0]
-                totals[1] += counts[1]
-            except Exception as exc:  # the commit is durable; repair_keys completes this later
-                self._peers.pop(self._spec["assignment"][home], None)
+            counts = await self._complete_at_home(home, batch, tries)
+            if counts is None:  # the commit is durable: retried in the background, and by repair_keys
                 self.forward_failures += 1
                 _log.error(
-                    "registry keys %s not written to their home partition %d (repair_keys will): %s",
-                    [k for k, _ in batch],
-                    home,
-                    exc,
-                )
+                    "registry keys %s not written to their home partition %d yet (retried later, "
+                    "and by repair_keys)", [k for k, _ in batch], home,
+                )  # fmt: skip
+                self._unforwarded.append((home, batch))
+                if self._forwarding is None or self._forwarding.done():
+                    self._forwarding = asyncio.get_running_loop().create_task(self._forward_later())
+                continue
+            totals[0] += counts[0]
+            totals[1] += counts[1]
         return totals
+
+    async def _complete_at_home(
+        self, home: int, batch: list[tuple[str, ProcessIdentity]], tries: int = _FORWARD_RETRIES + 1
+    ) -> list[int] | None:
+        """``complete_keys`` of ``batch`` in ``home``, here or on its node's host; None if it
+        failed ``tries`` times (by default ~5 s in all: a move of ``home`` takes it off its host
+        until the copy opens on the new node, which ``set_assignment`` then names)."""
+        for attempt in range(tries):
+            node = self._spec["assignment"][home]
+            try:
+                if home in self._stores:
+                    return await self.complete_keys(home, batch)
+                return cast(list[int], await self._peer(node).complete_keys.remote(home, batch))
+            except Exception as exc:
+                self._peers.pop(node, None)
+                if attempt == tries - 1:
+                    _log.info("registry keys homed in partition %d not written: %s", home, exc)
+                    return None
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        return None
+
+    async def _forward_later(self) -> None:
+        """Write the keys ``_complete_elsewhere`` could not at their homes, every few seconds
+        until all are (a home whose node is down waits for it); ends with the host."""
+        while self._unforwarded:
+            await asyncio.sleep(_FORWARD_AGAIN_S)
+            await self._flush_unforwarded()
+
+    async def _flush_unforwarded(self) -> None:
+        """One try for each batch of keys not written at its home yet; the failed ones wait on."""
+        pending, self._unforwarded = self._unforwarded, []
+        for home, batch in pending:
+            if await self._complete_at_home(home, batch, tries=1) is None:
+                self._unforwarded.append((home, batch))
 
     async def complete_keys(self, partition: int, entries: list[tuple[str, ProcessIdentity]]) -> list[int]:
         """Register ``entries`` in ``partition`` where missing; [written, conflicts].
@@ -428,7 +471,8 @@ class _Host:
         failures = self.forward_failures
         totals = [0, 0, 0]
         for p in sorted(self._stores):
-            counts = await self._complete_elsewhere(p, await registry_entries(self._stores[p]))
+            # (one try per home: a node that is down is not waited for here, for every batch)
+            counts = await self._complete_elsewhere(p, await registry_entries(self._stores[p]), tries=1)
             totals[0] += counts[0]
             totals[1] += counts[1]
         totals[2] = self.forward_failures - failures
@@ -631,8 +675,11 @@ class _Host:
         retire_partition(self._spec["data_dir"], partition, epoch)
 
     async def set_assignment(self, assignment: list[str]) -> None:
+        """Follow a move (the driver's ``rebalance``, once the partition is open where it went):
+        registry keys that could not be written at their homes meanwhile are written now."""
         self._spec["assignment"] = assignment
         self._peers.clear()
+        await self._flush_unforwarded()
 
     async def open_partitions(self) -> list[int]:
         return sorted(self._systems)
@@ -708,12 +755,13 @@ class _Host:
         return sum([await s.passivate_idle(older_than) for s in self._systems.values()])
 
     async def aclose(self) -> None:
-        # The start-up repair pass reads the stores closed below: stop it first. Whatever it
-        # has not completed, the next start's pass does.
-        if self._repairing is not None and not self._repairing.done():
-            self._repairing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._repairing
+        # The start-up repair pass and the keys' background writes read the stores closed
+        # below: stop them first. Whatever they have not completed, the next start's pass does.
+        for task in (self._repairing, self._forwarding):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for system in self._systems.values():
             await system.aclose()
 
@@ -1940,6 +1988,8 @@ class RayActorSystem(HandleFactory):
             # No move is under way (this holds the lock): a fence on the partition is one a move
             # left when it stopped midway (its driver died), and it refuses every write. Lifted.
             await self._reply(self._node_host(node).reopen.remote(partition))
+            for host in self.host_handles():  # (what could not reach it meanwhile goes now)
+                await self._reply(host.set_assignment.remote(list(self.partition_map.assignment)))
             return
         gate = asyncio.Event()
         self._paused[partition] = gate

@@ -112,3 +112,56 @@ async def test_ingest_needs_a_partitioned_hosted_system_with_inbound(tmp_path: P
     ) as actors:
         with pytest.raises(InvalidArgument, match="inbound"):
             await actors.ingest(b"UNA:+.? 'UNB+UNOC:3'", THU)
+
+
+async def test_a_key_whose_home_partition_is_being_moved_reaches_it_when_the_move_ends(
+    tmp_path: Path,
+) -> None:
+    """The ``ide:`` key of our 55010 is homed in a partition whose move is under way (fenced, as
+    ``hand_over`` leaves it) while the Anmeldung is ingested. The write at its home failed once,
+    was logged and dropped: the ingest was acknowledged, and the LFA's answer naming our 55010
+    was refused (APERAK Z10, "names no request of ours") until a host restarted. Now the key is
+    written again, at the latest when the move ends."""
+    from mako_actors import InboundPipeline
+    from mako_actors.actors import LocalActorSystem
+    from mako_actors.inbound import receipt_identity
+    from mako_actors.partitions import key_home
+    from stores.partitioned import partition_dir
+
+    count, clock = 8, VirtualClock(THU)
+    for i in range(50):  # a MaLo whose 55010's key is homed apart from its process and receipt
+        malo = f"5123869{i:03d}{malo_check_digit(f'5123869{i:03d}')}"
+        master = StaticMasterData({malo: Suppliers(current=LFA)})
+        raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref="TX1", control_ref="LFN1",
+                        sent_at=THU)  # fmt: skip
+        async with LmdbStore(tmp_path / f"scratch{i}") as scratch, LocalActorSystem(
+            scratch, [GpkeNbWorkflow()]
+        ) as local:
+            pipeline = InboundPipeline(scratch, local, tenants=[NB], master_data=master, clock=clock)
+            await pipeline.ingest(raw, THU)
+            [ide] = [
+                m.payload["transactions"][0]["ide_ref"] for m in await scratch.outbox_messages(100)
+                if m.message_type == "UTILMD" and m.payload["transactions"][0]["pid"] == "55010"
+            ]  # fmt: skip
+        home = key_home(TENANT, f"ide:{ide}", count)
+        receipt = partition_of(receipt_identity(NB, LFN, "LFN1").stream_id, count)
+        if home not in (routing_slot(TENANT, malo) % count, receipt):
+            break
+    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=clock,
+        inbound={"tenants": [NB], "master_data": master}, name_prefix=f"mv-{uuid.uuid4().hex[:8]}",
+    ) as system:  # fmt: skip
+        await system.start()
+        async with LmdbStore(partition_dir(layout.data_dirs[layout.node_of(home)], home)) as moving:
+            moving.fence(True)  # its move is under way
+        result = await system.ingest(raw, THU, source="anmeldung.edi")
+        assert [m.outcome for m in result.messages] == ["started"]
+        await system.rebalance(home, layout.node_of(home))  # the move ends: its fence is lifted
+        later = THU + timedelta(hours=1)
+        clock.set(later)
+        answer = lfa_answer(lfa=LFA, nb=NB, malo=malo, request_ref=ide, ide_ref="LFA1", control_ref="LFA1",
+                            sent_at=later)  # fmt: skip
+        result = await system.ingest(answer, later, source="answer.edi")
+        assert [(m.outcome, m.refused) for m in result.messages] == [("routed", None)]
+        assert (await system.repair_keys()).written == 0  # nothing was left to repair
