@@ -560,8 +560,14 @@ class _Host:
         self._peer_sends.add(task)
         task.add_done_callback(self._peer_sends.discard)
 
-    async def _send_peer(self, node: str, items: list[tuple[int, ProcessIdentity, Op, Any]]) -> None:
-        """One ``call_batch`` on ``node``'s host; a lost reply is never resent (no retry of a write)."""
+    async def _send_peer(
+        self, node: str, items: list[tuple[int, ProcessIdentity, Op, Any]], attempt: int = 0
+    ) -> None:
+        """One ``call_batch`` on ``node``'s host; a lost reply is never resent (no retry of a write).
+
+        An operation the host refused unrun (``PartitionNotOpen``: its partition is being moved)
+        is sent again a little later where the assignment then names (``_resend_peer``).
+        """
         now = self._clock() if self._pushed is not None else None
         try:
             data = encode_ops([(p, i, o) for p, i, o, _ in items])
@@ -581,16 +587,52 @@ class _Host:
             for *_, future in items:
                 _fail(future, _unwrap(exc))
             return
-        for (*_, future), result in zip(items, results, strict=True):
+        refused: list[tuple[int, ProcessIdentity, Op, Any]] = []
+        for item, result in zip(items, results, strict=True):
+            future = item[3]
             if isinstance(result, _Failure):
+                if result.plain.get("error") == _NOT_OPEN and attempt < _MOVED_RETRIES:
+                    refused.append(item)
+                    continue
                 _fail(future, EngineError.from_plain(result.plain))
             elif isinstance(result, _Raised):
                 _fail(future, result.exc)
             elif not future.done():
                 future.set_result(result)
+        if refused:
+            await self._resend_peer(refused, attempt + 1)
+
+    async def _resend_peer(self, items: list[tuple[int, ProcessIdentity, Op, Any]], attempt: int) -> None:
+        """Operations a host refused unrun during a move, after a pause: here where their
+        partition opened here, else to the node the assignment names now (~2.5 s in all)."""
+        await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+        by_node: dict[str, list[tuple[int, ProcessIdentity, Op, Any]]] = {}
+        for item in items:
+            partition, identity, op, future = item
+            system = self._systems.get(partition)
+            if system is None:
+                by_node.setdefault(self._spec["assignment"][partition], []).append(item)
+            elif not future.done():
+                try:
+                    future.set_result(await system.dispatch(identity, op))
+                except Exception as exc:
+                    _fail(future, exc)
+        for node, group in by_node.items():
+            await self._send_peer(node, group, attempt)
 
     async def read_anywhere(self, partition: int, method: str, *args: Any) -> Any:
-        """A store read (``lookup``, ``journal``) in ``partition``: here or on its node's host."""
+        """A store read (``lookup``, ``journal``) in ``partition``: here or on its node's host;
+        during a move of ``partition`` read again where it opens (~2.5 s in all)."""
+        for attempt in range(_MOVED_RETRIES + 1):
+            try:
+                return await self._read_once(partition, method, *args)
+            except PartitionNotOpen:
+                if attempt == _MOVED_RETRIES:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")  # (the loop returns or raises)
+
+    async def _read_once(self, partition: int, method: str, *args: Any) -> Any:
         if partition in self._stores:
             return await getattr(self, method)(partition, *args)
         node = self._spec["assignment"][partition]

@@ -165,3 +165,37 @@ async def test_a_key_whose_home_partition_is_being_moved_reaches_it_when_the_mov
         result = await system.ingest(answer, later, source="answer.edi")
         assert [(m.outcome, m.refused) for m in result.messages] == [("routed", None)]
         assert (await system.repair_keys()).written == 0  # nothing was left to repair
+
+
+async def test_ingests_running_while_a_partition_they_need_moves_wait_for_it(tmp_path: Path) -> None:
+    """``rebalance``: "operations for the partition wait meanwhile (nothing is refused)". An
+    ingest on one host needing the moving partition (its receipt stream's, its MaLo's) through
+    another host was refused there unrun (PartitionNotOpen) and failed: about one in four."""
+    import asyncio
+    import random
+
+    from mako_actors.inbound import receipt_identity
+
+    count, rounds, rng = 8, 16, random.Random(5)
+    malos = [f"5123869{i:03d}{malo_check_digit(f'5123869{i:03d}')}" for i in range(rounds)]
+    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    inbound = {"tenants": [NB], "master_data": StaticMasterData({m: Suppliers(current=LFA) for m in malos})}
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
+        inbound=inbound, name_prefix=f"rb-{uuid.uuid4().hex[:8]}",
+    ) as system:  # fmt: skip
+        await system.start()
+        for k, malo in enumerate(malos):
+            raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=f"TX{k}",
+                            control_ref=f"LFN{k}", sent_at=THU)  # fmt: skip
+            receipt = partition_of(receipt_identity(NB, LFN, f"LFN{k}").stream_id, count)
+            moving = rng.choice([routing_slot(TENANT, malo) % count, receipt])
+            assert system.partition_map is not None
+            target = next(n for n in ("local", "other") if n != system.partition_map.node_of(moving))
+
+            async def move(partition: int = moving, node: str = target) -> None:
+                await asyncio.sleep(rng.random() * 0.02)
+                await system.rebalance(partition, node)
+
+            result, _ = await asyncio.gather(system.ingest(raw, THU), move())
+            assert [m.outcome for m in result.messages] == ["started"], result
