@@ -85,6 +85,9 @@ class GpkeState(BaseModel):
     msb_role: str | None = None  # the grundzuständige MSB and the Messlokationen
     gmsb: str | None = None
     messlokationen: tuple[str, ...] | None = None
+    # The answers and acknowledgements this process handled (``workflow._handled_key``): the
+    # same one routed again (its interchange re-routed after a failed ingest) changes nothing.
+    handled: tuple[str, ...] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -94,7 +97,7 @@ class GpkeState(BaseModel):
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
         for name in (
             "product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis",
-            "kundenanlage_netzlokationen",
+            "kundenanlage_netzlokationen", "handled",
         ):  # fmt: skip
             data = without_none(data, name)
         return without_none(without_none(data, "tranche_percent"), "requested_share")

@@ -382,6 +382,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         is refused (it would otherwise make our 55010 count as not received in their name).
         """
         referenced = cmd.referenced_interchange_ref
+        if _seen(state, _ack_key(cmd.sender, cmd.interchange_ref, cmd.message_type, referenced)):
+            return WorkflowOutput()  # routed again (its interchange re-routed): recorded already
         recipients = {ref.recipient for ref in state.outbound if ref.interchange_ref == referenced}
         if not recipients:
             raise WorkflowError.rejected(
@@ -758,6 +760,10 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             raise WorkflowError.invalid_state(
                 f"{self.name}: LFA answer {cmd.ide_ref} reached a process that sent no 55010"
             )
+        if _seen(state, _answer_key(cmd.sender, cmd.interchange_ref, cmd.message_ref, cmd.ide_ref)):
+            # This very transaction again: its interchange was routed again after an ingest that
+            # failed midway (a store or a host down). It was decided and answered then.
+            return WorkflowOutput()
         fv = state.format_version or canonical_fv(cmd.format_version)
         out = _Out(self, state, state.seed, state.own_id, cmd.received_at)
         # Checked by the rules of its own PID (55011/55012: no SG5, RFF+TN and an E_0624 code),
@@ -1237,6 +1243,7 @@ def _rejected(state: GpkeState, event: InboundRejected, update: dict[str, Any]) 
         update["pid"] = event.inbound.pid
         update["format_version"] = event.inbound.format_version
     update["rejected_inbound"] = state.rejected_inbound + 1
+    _answer_handled(state, event, update)
 
 
 def _received(info: InboundInfo, update: dict[str, Any]) -> None:
@@ -1314,6 +1321,7 @@ def _lfa_answered(state: GpkeState, event: LfaAnswered, update: dict[str, Any]) 
     values = event.__dict__
     update["lfa_confirmed"] = values["confirmed"]
     update["lfa_code"] = values["code"]
+    _answer_handled(state, event, update)
 
 
 def _lfa_deemed(
@@ -1381,8 +1389,35 @@ def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, updat
 
 
 def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict[str, Any]) -> None:
-    if not event.positive:
-        update["negative_acks"] = (*state.negative_acks, event.referenced_interchange_ref)
+    values = event.__dict__
+    if not values["positive"]:
+        update["negative_acks"] = (*state.negative_acks, values["referenced_interchange_ref"])
+    referenced = values["referenced_interchange_ref"]
+    key = _ack_key(values["sender"], values["interchange_ref"], values["message_type"], referenced)
+    update["handled"] = (*(state.handled or ()), key)
+
+
+def _answer_handled(
+    state: GpkeState, event: LfaAnswered | LateLfaAnswerIgnored | InboundRejected, update: dict[str, Any]
+) -> None:
+    info = event.inbound.__dict__
+    key = _answer_key(info["sender"], info["interchange_ref"], info["message_ref"], info["ide_ref"])
+    update["handled"] = (*(state.handled or ()), key)
+
+
+def _answer_key(sender: str, interchange_ref: str, message_ref: str, ide_ref: str) -> str:
+    """An inbound UTILMD transaction: sender, 0020, 0062 and IDE (unique per sender, DOMAIN §5)."""
+    return f"{sender}:{interchange_ref}:{message_ref}:{ide_ref}"
+
+
+def _ack_key(sender: str, interchange_ref: str, message_type: str, referenced: str) -> str:
+    """A CONTRL/APERAK on one of our interchanges: its sender and 0020, its type, our 0020."""
+    return f"{sender}:{interchange_ref}:{message_type}:{referenced}"
+
+
+def _seen(state: GpkeState, key: str) -> bool:
+    handled = state.__dict__["handled"]
+    return handled is not None and key in handled
 
 
 # Built once: ``A | B`` in an ``isinstance`` builds a new union on every call.
@@ -1411,7 +1446,7 @@ _STEPS: dict[type[Any], Callable[[GpkeState, Any, dict[str, Any]], None]] = {
     AnmeldungDecided: _decided,
     AbmeldungDecided: _decided,
     AcknowledgementReceived: _acknowledged,
-    LateLfaAnswerIgnored: _no_step,
+    LateLfaAnswerIgnored: _answer_handled,
 }
 
 

@@ -6,13 +6,33 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import timedelta
+from typing import Any, cast
+
+import pytest
 
 from mako_actors.actors import LocalActorSystem
+from mako_actors.errors import StoreError
 from mako_actors.gpke import GpkeNbWorkflow
-from mako_actors.inbound import InboundPipeline, ReceiptWorkflow, StaticMasterData, Suppliers
+from mako_actors.inbound import DirectHost, InboundPipeline, ReceiptWorkflow, StaticMasterData, Suppliers
 from mako_actors.scheduler import VirtualClock
+from mako_actors.store import Commit
 from stores.lmdb import LmdbStore
-from tests.inbound.edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, kind, lfa_answer, outbox, store, tx
+from tests.inbound.edi import (
+    LFA,
+    LFN,
+    MALO,
+    NB,
+    START,
+    THU_1430,
+    anmeldung,
+    dtm,
+    interchange,
+    kind,
+    lfa_answer,
+    outbox,
+    store,
+    tx,
+)
 
 __all__ = ["store"]
 
@@ -41,3 +61,53 @@ async def test_copies_ingested_at_once_are_processed_once(store: LmdbStore) -> N
     events = Counter(e.event_type for e in await store.read_all(0, 10_000))
     assert events["gpke.lfa_answered"] == 1 and events["gpke.anmeldung_received"] == 1
     assert not await store.dead_letters()
+
+
+class _FailsOnce:
+    """A store whose commit of one stream's LFA answer fails once (a disk full, a partition
+    being moved): the ingest raises midway, after the other answer was applied."""
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+        self.stream: object = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def commit(self, commit: Commit) -> object:
+        answered = any(e.event_type == "gpke.lfa_answered" for e in commit.events)
+        if commit.stream_id == self.stream and answered:
+            self.stream = None
+            raise StoreError("disk full", transient=True)
+        return await self._store.commit(commit)
+
+
+async def test_ingesting_again_after_a_failure_midway_applies_each_answer_once(store: LmdbStore) -> None:
+    """One LFA interchange answers two of our 55010s; the second answer's commit fails, the ingest
+    raises, the caller ingests the same bytes again as told. The first answer was applied again:
+    an ``lfa_answer_ignored`` after its ``lfa_answered`` and a second APERAK to the LFA (the same
+    for an acknowledgement: recorded twice)."""
+    second_malo = "41234567896"
+    flaky = _FailsOnce(store)
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(cast(Any, flaky), [GpkeNbWorkflow()], clock)
+    master = StaticMasterData({MALO: Suppliers(current=LFA), second_malo: Suppliers(current=LFA)})
+    p = InboundPipeline(cast(Any, flaky), host, tenants=[NB], master_data=master, clock=clock)
+    await p.ingest(anmeldung(LFN), THU_1430)
+    await p.ingest(anmeldung(LFN, ref="LFN0002", ide="LFNTX2", malo=second_malo), THU_1430)
+    requests = {tx(m)["malo"]: m for m in await outbox(store) if kind(m) == "55010"}
+    at = THU_1430 + timedelta(hours=1)
+    answers: list[str] = []
+    for n, malo in enumerate((MALO, second_malo)):
+        answers += [f"IDE+24+LFATX{n}", dtm("93", START), "STS+7++E01", "STS+E01++A36:E_0624",
+                    "RFF+Z13:55011", f"RFF+TN:{tx(requests[malo])['ide_ref']}"]  # fmt: skip
+    raw = interchange(LFA, NB, "LFA0001", at, answers, bgm="E02")
+    flaky.stream = requests[second_malo].stream_id
+    with pytest.raises(StoreError):
+        await p.ingest(raw, at)
+    again = await p.ingest(raw, at)
+    assert [m.outcome for m in again.messages] == ["routed", "routed"]
+    events = Counter(e.event_type for e in await store.read_all(0, 10_000))
+    assert events["gpke.lfa_answered"] == 2 and events["gpke.lfa_answer_ignored"] == 0
+    to_lfa = [m for m in await outbox(store) if m.recipient == LFA and m.message_type == "APERAK"]
+    assert len(to_lfa) == 2  # one per answer
