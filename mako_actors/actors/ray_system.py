@@ -1818,7 +1818,32 @@ class RayActorSystem(HandleFactory):
             self._follow_map()
             if self.partition_map.node_of(partition) == node:
                 raise
+        except PartitionUnavailable:
+            # The host could not reach another node's host: one that died (killed, out of
+            # memory) on a node that is up is made again here (hosts only look each other up).
+            if not self._remake_dead_hosts():
+                raise
         return await self._reply(call(self._node_host(self.partition_map.node_of(partition))))
+
+    def _remake_dead_hosts(self) -> bool:
+        """Make the node hosts again whose actor is gone while their node is up; whether any was."""
+        assert self.partition_map is not None
+        remade = False
+        for node in self.partition_map.nodes:
+            name = f"{self.name_prefix}-node-{node}"
+            try:
+                ray.get_actor(name, namespace=self.namespace)
+                continue
+            except ValueError:  # no live actor of that name
+                pass
+            if self._ray_node_id(node) is None:
+                continue  # the node is down: its partitions stay unavailable
+            self._node_hosts.pop(node, None)
+            self._verified.discard(name)
+            with contextlib.suppress(PartitionUnavailable):
+                self._node_host(node)
+                remade = True
+        return remade
 
     def _follow_map(self) -> bool:
         """Load the map file again; True when it records a later epoch (another driver's rebalance).

@@ -199,3 +199,33 @@ async def test_ingests_running_while_a_partition_they_need_moves_wait_for_it(tmp
 
             result, _ = await asyncio.gather(system.ingest(raw, THU), move())
             assert [m.outcome for m in result.messages] == ["started"], result
+
+
+async def test_an_ingest_needing_a_killed_hosts_partition_makes_that_host_again(tmp_path: Path) -> None:
+    """The host of node "other" died (killed) while its node is up. An ingest running on node
+    "local" whose receipt stream lives on "other" failed with PartitionUnavailable ("no host on
+    node 'other'") at every retry: hosts only look each other up, and the driver made the host
+    again only when one of its own calls reached the dead one."""
+    import ray
+
+    from mako_actors.inbound import receipt_identity
+
+    count = 8
+    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    malo = next(m for m in MALOS if layout.node_of(routing_slot(TENANT, m) % count) == "local")
+    receipts = {f"LFN{k}": partition_of(receipt_identity(NB, LFN, f"LFN{k}").stream_id, count)
+                for k in range(99)}  # fmt: skip
+    ref = next(r for r, p in receipts.items() if layout.node_of(p) == "other")  # its receipt stream there
+    raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref="TX1", control_ref=ref,
+                    sent_at=THU)  # fmt: skip
+    inbound = {"tenants": [NB], "master_data": StaticMasterData({malo: Suppliers(current=LFA)})}
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
+        inbound=inbound, name_prefix=f"dp-{uuid.uuid4().hex[:8]}",
+    ) as system:  # fmt: skip
+        await system.start()
+        [other] = [h for h in system.host_handles() if await h.serves.remote() == str(tmp_path / "b")]
+        ray.kill(other, no_restart=True)
+        result = await system.ingest(raw, THU)
+        assert [m.outcome for m in result.messages] == ["started"]
+        assert (await system.ingest(raw, THU)).status == "duplicate"
