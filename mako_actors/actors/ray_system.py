@@ -868,7 +868,8 @@ class _HostRouter(HandleFactory):
 class _IngestReads:
     """What a host-side pipeline reads and writes besides commands: one hop per key, no scan.
 
-    A registry key is read in its ``key_home`` partition, a journal in its ``journal_home``
+    A registry key is read in its ``key_home`` partition (after a local read of the
+    interchange's own), a journal in its ``journal_home``
     partition; dead letters go to ``partition`` (the interchange's, on this node).
     """
 
@@ -877,6 +878,14 @@ class _IngestReads:
         self._partition = partition
 
     async def lookup(self, tenant_id: TenantId, key: str) -> ProcessIdentity | None:
+        """The key's binding: in the interchange's own partition first, where its trigger's
+        process binds it in its commit (its home has it a moment later, ``forward_keys``: a
+        concurrent copy of the trigger asking there first would not yet find it), then at home."""
+        store = self._host._stores.get(self._partition)
+        if store is not None:
+            found = await store.lookup(tenant_id, key)
+            if found is not None:
+                return cast(ProcessIdentity, found)
         home = key_home(tenant_id, key, self._host._count)
         return cast(ProcessIdentity | None, await self._host.read_anywhere(home, "lookup", tenant_id, key))
 

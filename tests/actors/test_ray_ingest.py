@@ -229,3 +229,32 @@ async def test_an_ingest_needing_a_killed_hosts_partition_makes_that_host_again(
         result = await system.ingest(raw, THU)
         assert [m.outcome for m in result.messages] == ["started"]
         assert (await system.ingest(raw, THU)).status == "duplicate"
+
+
+async def test_one_transaction_sent_twice_at_once_starts_one_process_and_refuses_the_other_z15(
+    tmp_path: Path,
+) -> None:
+    """One LFN sends the same transaction (IDE, MaLo) in two interchanges ingested at once. On the
+    hosts the loser's commit conflicted in the MaLo's partition, but its lookup asked the key's
+    home, which the winner's key reaches only after its commit: it raced three times and got
+    APERAK Z35 ("competing triggers kept racing") instead of Z15 in about every third round."""
+    import asyncio
+
+    layout = PartitionMap.spread(8, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    inbound = {"tenants": [NB], "master_data": StaticMasterData({m: Suppliers(current=LFA) for m in MALOS})}
+    async with RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
+        inbound=inbound, name_prefix=f"twice-{uuid.uuid4().hex[:8]}",
+    ) as system:  # fmt: skip
+        await system.start()
+        for k, malo in enumerate(MALOS):
+            pair = [
+                anmeldung(
+                    lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=f"B{k}",
+                    control_ref=f"B{k}{copy}", sent_at=THU,
+                )
+                for copy in "xy"
+            ]  # fmt: skip
+            results = await asyncio.gather(*(system.ingest(raw, THU) for raw in pair))
+            outcomes = sorted((m.outcome, m.refused) for r in results for m in r.messages)
+            assert outcomes == [("dead_letter", "Z15"), ("started", None)], (k, outcomes)
