@@ -418,8 +418,11 @@ class SupplyView:
                     continue  # replaced by the same supplier's confirmed start, not ended
                 # A future assignment that never starts (Aufhebung, 55038): empty, not gone. Its
                 # own Aufhebung confirmed ends it for step 100 ("already ended"); another's
-                # start cancelling it does not (the next Anmeldung of its supplier may start).
-                a.end, a.end_reason, a.uncounted_end = a.start, reason, supplier is None
+                # earlier start cancelling it does not (the next Anmeldung of its supplier may
+                # start). Another's start at the same instant does: its supplier was asked as the
+                # LFA (55010) and told by 55037, as any LFA whose supply ends.
+                a.end, a.end_reason = a.start, reason
+                a.uncounted_end = supplier is None and a.start != at
                 kept.append(a)
             else:
                 if a.end is None or a.end > at:

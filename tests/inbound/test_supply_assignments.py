@@ -383,6 +383,16 @@ async def test_a_supplier_confirmed_for_the_same_date_is_asked_as_the_lfa(
     assert told == lfn_told
     supplier = (await view(store)).supplier_at(START)
     assert supplier == (LFN2 if lfn2 == "55002" else LFN)  # one supplier at that date, either way
+    if lfn_told:
+        # Told by 55037 as any LFA: its Aufhebung of that start now finds it ended already
+        # (E_0607 step 100: 55006 A09), not "not assigned" (APERAK Z17, counted as not received).
+        at = FRI_1000 + timedelta(hours=1)
+        clock.set(at)
+        await p.ingest(abmeldung(LFN, ref="LFNABM", ide="LFNABMTX", end=START, sent_at=at,
+                                 reason="ZH1", qualifier="92"), at)  # fmt: skip
+        sent = await outbox(store)
+        assert [tx(m)["answer_code"] for m in sent if kind(m) == "55006"] == ["A09"]
+        assert not [m for m in sent if kind(m) == "APERAK-"]
 
 
 @pytest.mark.parametrize(
