@@ -291,14 +291,27 @@ def _types(types: Iterable[str]) -> frozenset[str]:
     return wanted
 
 
-async def _from_outbox(stores: list[Path], types: frozenset[str], unreadable: list[str]) -> list[_Sent]:
-    """The replay's messages, read as the sent ones are: rendered to EDIFACT and parsed back."""
+async def _from_outbox(
+    stores: list[Path],
+    types: frozenset[str],
+    unreadable: list[str],
+    made: tuple[datetime, datetime] | None = None,
+    counts: dict[str, int] | None = None,
+) -> list[_Sent]:
+    """The replay's messages, read as the sent ones are: rendered to EDIFACT and parsed back.
+
+    ``made``: only those whose decision (``created_at``, the instant stamped in the replay)
+    lies in it; the others are counted in ``counts["replay"]``."""
     out: list[_Sent] = []
     contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
     for index, store_path in enumerate(stores):
         async with LmdbStore(store_path) as store:
             for message in await store.pending(10**9, _FAR):
                 if message.message_type not in types:
+                    continue
+                if made is not None and not made[0] <= message.created_at <= made[1]:
+                    if counts is not None:
+                        counts["replay"] += 1
                     continue
                 try:
                     raw = render_outbound(message.message_type, message.payload)
@@ -365,6 +378,9 @@ _STAGES: tuple[tuple[str | None, Callable[[_Sent, _Sent, timedelta], bool]], ...
 #: A confirmation and the rejection that answers the same request instead: paired as "other
 #: answer" (not a "missing" beside an "extra").
 _FAMILY = {"55003": "55002", "55080": "55078", "55006": "55005"}
+#: How long after the replay's period a sent message is still paired with the replay's (a late
+#: answer to one of the last files); later ones are left out before pairing.
+_SENT_LAG = timedelta(days=7)
 
 
 def _pairs(
@@ -398,6 +414,7 @@ async def compare_outbound(
     skipped: Iterable[tuple[str, str]] = (),
     period: tuple[datetime, datetime] | None = None,
     outside: dict[str, int] | None = None,
+    since: datetime | None = None,
 ) -> list[Difference]:
     """The differences between ``sent_dir`` and the replay stores' outboxes (see the module doc).
 
@@ -405,10 +422,15 @@ async def compare_outbound(
     it (before the replay). A file left out is named in ``unreadable`` with its reason.
     ``skipped``: interchanges (UNB sender, 0020) the replay left out
     (``replay_directory(message_types=...)``): the CONTRL and APERAK sent about them are not
-    compared. ``period``: the replay's span (first receipt, last receipt or ``until``): messages
-    of either side more than ``tolerance`` outside it are not compared (a store continued over
-    several archives holds the earlier runs' messages; a sent folder may span more), counted in
-    ``outside`` (``{"sent": n, "replay": m}``). Raises ``InvalidArgument`` for a type outside
+    compared. ``period``: the replay's first receipt and its last receipt or ``until``;
+    ``since``: the instant a continued store's earlier runs had fired Fristen up to (this run's
+    clock began there, when before its first receipt). The replay's messages decided outside
+    (``since``, or the first receipt, .. the end) are the earlier runs' and not compared (a
+    re-run of the same files compares what the first run decided), nor sent ones before it (a sent folder
+    may span more); a sent one after its end is compared with the replay's it pairs with (an
+    answer to the last files sent late), else not (what the replay never reached), up to
+    ``_SENT_LAG`` after it. Those left out are counted in ``outside`` (``{"sent": n, "replay":
+    m}``). Raises ``InvalidArgument`` for a type outside
     ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a bad
     store.
     """
@@ -416,21 +438,34 @@ async def compare_outbound(
     archive = sent_dir if isinstance(sent_dir, SentArchive) else read_sent(sent_dir, wanted)
     if unreadable is not None:
         unreadable.extend(archive.unreadable)
-    replay_items = await _from_outbox(stores, wanted, unreadable if unreadable is not None else [])
     counts = {"sent": 0, "replay": 0}
+    made = begin = end = None
+    if period is not None:
+        end = period[1] + tolerance
+        # The replay's own stamps are exact: its messages are decided after ``since`` (a Frist
+        # due then fired in the run before) or from the first receipt on. A sent message's
+        # instant holds minutes only (UNB S004, DTM 303): one in ``since``'s minute is the
+        # earlier run's.
+        gap = since is not None and since < period[0]  # (not so in a re-run of the same files)
+        made = (since + timedelta(microseconds=1) if gap and since else period[0], end)
+        minute = (since if gap and since else period[0]).replace(second=0, microsecond=0)
+        begin = minute + timedelta(minutes=1) if gap else minute
+    notes = unreadable if unreadable is not None else []
+    replay_items = await _from_outbox(stores, wanted, notes, made, counts)
     left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
-    sides: tuple[dict[tuple[str, str], list[_Sent]], ...] = ({}, {})  # by key and PID family
-    for side, name, items in ((sides[0], "sent", archive.items), (sides[1], "replay", replay_items)):
-        for item in items:
-            if left_out and _about(item.key) in left_out:
-                continue
-            if period is not None and not period[0] - tolerance <= item.at <= period[1] + tolerance:
-                counts[name] += 1
-                continue
-            side.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
-    if outside is not None:
-        outside.update(counts)
-    actual, replay = sides
+    actual: dict[tuple[str, str], list[_Sent]] = {}  # by key and PID family
+    replay: dict[tuple[str, str], list[_Sent]] = {}
+    last = end + _SENT_LAG if end is not None else None  # a sent one may follow what it answers
+    for item in archive.items:
+        if left_out and _about(item.key) in left_out:
+            continue
+        if begin is not None and last is not None and not begin <= item.at <= last:
+            counts["sent"] += 1
+            continue
+        actual.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
+    for item in replay_items:
+        if not (left_out and _about(item.key) in left_out):
+            replay.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
     waiting: dict[str, tuple[str, datetime | None]] | None = None  # read when a message is missing
     out: list[tuple[datetime, Difference]] = []
     for key, family in sorted(set(actual) | set(replay)):
@@ -438,6 +473,9 @@ async def compare_outbound(
             pid = _pid_of(a, b)
             process = b.process if b is not None else ""
             if b is None:
+                if end is not None and a is not None and a.at > end:
+                    counts["sent"] += 1  # after the replay's end, and nothing of it to pair with
+                    continue
                 if waiting is None:
                     waiting = await _waiting(stores)
                 process, since = waiting.get(key, ("", None))
@@ -450,6 +488,8 @@ async def compare_outbound(
                 continue
             at = (a or b).at  # type: ignore[union-attr]  # (one of them is there)
             out.append((at, Difference(kind, key, pid, process, _describe(a), _describe(b))))
+    if outside is not None:
+        outside.update(counts)
     out.sort(key=lambda row: (row[1].key, row[1].pid, row[0]))
     return [difference for _, difference in out]
 

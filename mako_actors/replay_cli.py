@@ -189,6 +189,7 @@ def _replay(args: argparse.Namespace) -> int:
         # What was sent is read before the replay, which may take hours: a folder that cannot be
         # read fails now, with nothing written.
         sent = _read_sent(args)
+        earlier = _fired_before(args) if sent is not None else None
         with Progress(console=console, disable=args.json) as bar:
             task = bar.add_task("replaying", total=None)
 
@@ -217,7 +218,8 @@ def _replay(args: argparse.Namespace) -> int:
         period = None
         if report.first is not None and report.last is not None:
             period = (report.first, max(report.last, until) if until is not None else report.last)
-        differences = _compare(args, sent, plain, skipped_interchanges(args.store), period)
+        # (The run's clock began where the store's earlier runs had fired Fristen up to.)
+        differences = _compare(args, sent, plain, skipped_interchanges(args.store), period, earlier)
         if args.report is not None:
             args.report.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
     except (EngineError, ValueError, OSError, lmdb.Error) as exc:
@@ -329,12 +331,36 @@ def _read_sent(args: argparse.Namespace) -> Any:
     return read_sent(args.compare_outbound, types, senders=args.tenant)
 
 
+def _fired_before(args: argparse.Namespace) -> datetime | None:
+    """The instant up to which the store's earlier runs fired every Frist (the earliest of its
+    parts'); None for a new store. Read before the replay moves it on."""
+    import asyncio
+
+    from mako_actors._workers import part_path
+    from mako_actors.replay import _fired_until
+    from stores.lmdb import LmdbStore
+
+    async def read(path: Path) -> datetime | None:
+        store = LmdbStore(path)
+        async with store:
+            return await _fired_until(store)
+
+    found = [
+        at
+        for k in range(args.workers)
+        if (part_path(args.store, k, args.workers) / "data.mdb").is_file()
+        and (at := asyncio.run(read(part_path(args.store, k, args.workers)))) is not None
+    ]
+    return min(found) if found else None
+
+
 def _compare(
     args: argparse.Namespace,
     sent: Any,
     plain: dict[str, Any],
     skipped: list[tuple[str, str]],
     period: tuple[datetime, datetime] | None,
+    since: datetime | None,
 ) -> list[Any] | None:
     """``--compare-outbound``: the differences, also put into ``plain`` and the CSV file; what
     was sent about the ``skipped`` interchanges (``--message-types``) is not compared, nor what
@@ -361,6 +387,7 @@ def _compare(
             skipped=skipped,
             period=period,
             outside=outside,
+            since=since,
         )
     )
     plain["compare_outbound"] = {

@@ -427,7 +427,9 @@ def test_a_store_continued_from_an_earlier_archive_compares_this_runs_period(
     earlier = tmp_path / "october"
     generate_archive(earlier, ArchiveSpec(days=2, processes=15, seed=3, start=date(2025, 10, 6)))
     store = tmp_path / "now"
-    assert main(["replay", str(earlier), "--store", str(store), "--tenant", NB, "--json"]) == 0
+    # (Its Fristen fired by the end of October: none fires in this run; see the next test.)
+    until = ["--until", "2025-10-31T00:00:00+00:00"]
+    assert main(["replay", str(earlier), "--store", str(store), "--tenant", NB, "--json", *until]) == 0
     report = compare(capsys, src, store, write_sent(tmp_path / "sent", messages))["compare_outbound"]
     assert report["differences"] == 0, report["rows"][:5]
     assert report["outside_period"]["replay"] > 0 and report["outside_period"]["sent"] == 0
@@ -493,3 +495,35 @@ async def test_an_aperak_answering_two_transactions_is_compared_per_transaction(
     codes = sorted((d.key.rsplit(":TN:", 1)[1], d.sent.split(" at ")[0]) for d in differences)
     first = " ".join(["313", *sorted(e["code"] for e in aperak["errors"])])
     assert codes == [("OTHERTX", "APERAK 313 Z18"), (tn, f"APERAK {first}")]
+
+
+def test_late_answers_to_the_last_file_and_fristen_fired_before_the_first_are_compared(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The period cut both sides at the replay's first and last receipt: a CONTRL to the last
+    file sent two hours late was an "extra" (the replay's) beside a sent one left out, and the
+    Fristen a continued store's earlier run left pending, fired in this run before its first
+    receipt, were counted as the earlier runs' and never compared."""
+    src, messages = archive_and_outbox
+    earlier = tmp_path / "october"
+    generate_archive(earlier, ArchiveSpec(days=2, processes=15, seed=3, start=date(2025, 10, 27)))
+    store = tmp_path / "now"
+    assert main(["replay", str(earlier), "--store", str(store), "--tenant", NB, "--json"]) == 0
+    sent_messages = list(messages)
+    last = max(
+        (i for i, (kind, _) in enumerate(messages) if kind == "CONTRL"),
+        key=lambda i: messages[i][1]["envelope"]["prepared_at"],
+    )
+    payload = sent_messages[last][1]
+    envelope = {**payload["envelope"], "prepared_at": later(payload["envelope"]["prepared_at"], 2)}
+    sent_messages[last] = ("CONTRL", {**payload, "envelope": envelope})
+    report = compare(capsys, src, store, write_sent(tmp_path / "sent", sent_messages))["compare_outbound"]
+    rows = report["rows"]
+    assert [r["kind"] for r in rows if r["pid"] == "CONTRL"] == ["other Frist"]
+    # What October's processes decided at their Fristen between its last and November's first
+    # receipt happened in this run: not sent in the folder (a November-only replay), so "extra".
+    gap = [r for r in rows if r["pid"] != "CONTRL"]
+    assert gap and {r["kind"] for r in gap} == {"extra"} and all(r["process"] for r in gap)
+    assert min(r["replay"].split(" at ")[1] for r in gap) < "2025-11-03"
