@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from mako_actors.outbox import OutboxMessage
 from mako_actors.store import Store
 
 log = logging.getLogger(__name__)
+_WARN_EVERY_S = 60.0
 
 
 class PermanentDeliveryError(OutboxError):
@@ -106,6 +108,9 @@ class OutboxWorker:
         self._policy = policy or RetryPolicy()
         self._batch = batch
         self._rng = rng or random.Random()
+        # The last failure logged (its error, when): a sender that fails for every message (a
+        # gateway down, the outbox folder gone) is named once a minute, not once per message.
+        self._warned: tuple[str, float] | None = None
         # Per stream, its messages waiting for a retry: id -> (position, next attempt). Read from
         # the store at the first run (a restarted worker keeps the order too), then kept here.
         self._waiting: dict[StreamId, dict[OutboxMessageId, tuple[int, datetime]]] | None = None
@@ -215,6 +220,7 @@ class OutboxWorker:
             updated = await self._store.reschedule(
                 message.message_id, now + self._policy.delay(attempts, self._rng), repr(exc)
             )
+            self._warn(message, attempts, updated.next_attempt_at, exc)
             assert self._waiting is not None
             self._waiting.setdefault(message.stream_id, {})[message.message_id] = (
                 updated.position, updated.next_attempt_at
@@ -224,6 +230,18 @@ class OutboxWorker:
         await self._store.acknowledge(message.message_id)
         self._settled(message)
         report.delivered += 1
+
+    def _warn(self, message: OutboxMessage, attempts: int, again: datetime, exc: Exception) -> None:
+        """Log a failed delivery that will be retried: the first of its kind, then once a minute."""
+        text, at = repr(exc), time.monotonic()
+        if self._warned is not None and self._warned[0] == text and at - self._warned[1] < _WARN_EVERY_S:
+            return
+        self._warned = (text, at)
+        log.warning(
+            "outbox message %s to %s not delivered (attempt %d), retried from %s: %s "
+            "(the same failure is logged once a minute)",
+            message.message_id, message.recipient, attempts, again.isoformat(), text,
+        )  # fmt: skip
 
     async def _dead_letter(self, message: OutboxMessage, reason: str, report: DeliveryReport) -> None:
         # One transaction: a crash between adding the letter and removing the row left both,

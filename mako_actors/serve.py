@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 
 _UNFINISHED = (".tmp", ".part", ".partial")
 _SCRAPE_WAIT = 2.0  # seconds a /metrics scrape waits for the loop to read the store's levels
+_FUTURE_SKEW = 60.0  # seconds an inbox file's mtime may lie ahead of now without a warning
 _HOLD_WARNING = 60.0  # seconds an inbox file may hold the Fristen back before a warning names it
 _QUEUE_SAVE_EVERY = 30.0  # seconds between saves of the operator queue with its checkpoint
 
@@ -236,6 +237,8 @@ class Node:
         # Inbox files ingested whose move failed: name -> (mtime in ns, destination). They were
         # decided, so they hold no Frist back, and a retry moves them without ingesting again.
         self._unmoved: dict[str, tuple[int, Path]] = {}
+        # Inbox entries that are no regular file (a folder, a symlink), named once each.
+        self._not_files: set[str] = set()
         # (scheduler, store) while serving: each file fires the Fristen due before it first
         self._fristen: Any = None
         # This pass's oldest inbox file left waiting (unreadable, or held for a Frist's grace):
@@ -419,6 +422,13 @@ class Node:
                     continue
                 if entry.is_file(follow_symlinks=False):
                     files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+                elif entry.name not in self._not_files:
+                    self._not_files.add(entry.name)
+                    what = "a symlink" if entry.is_symlink() else "a folder" if entry.is_dir() else "no file"
+                    log.warning(
+                        "inbox %s is %s and is not read: only files placed in the inbox itself are "
+                        "ingested", entry.name, what,
+                    )  # fmt: skip
         files.sort()
         return files
 
@@ -530,6 +540,17 @@ class Node:
             except OSError as exc:
                 raise _UnreadableFile(path.name) from exc
             received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
+            now = datetime.now(UTC)
+            if received_at > now:
+                # A clock that is wrong (the gateway's, a copy keeping its source's time): the
+                # file is here now. Taken as its receipt, it would wait for Fristen not yet due
+                # and date its CONTRL in the future.
+                if received_at - now > timedelta(seconds=_FUTURE_SKEW):
+                    log.warning(
+                        "inbox %s: modified at %s, in the future: taken as received now (%s)",
+                        path.name, received_at.isoformat(), now.isoformat(),
+                    )  # fmt: skip
+                received_at = now
         except FileNotFoundError:
             return  # taken away meanwhile
         if not await self._fristen_before(received_at):

@@ -388,3 +388,18 @@ async def test_a_delayed_message_is_given_up_on_max_age_after_it_became_due(stor
     assert OUTBOX_RETRY.max_age <= waited <= OUTBOX_RETRY.max_age + OUTBOX_RETRY.max_delay
     [letter] = await store.dead_letters()
     assert letter.reason.startswith("too old") and letter.recorded_at == clock()
+
+
+async def test_failed_deliveries_are_logged_once_a_minute_naming_the_error(
+    store: LmdbStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway down (or the outbox folder gone) retried every message silently: nothing was
+    logged until the first became a dead letter hours later, only a counter moved."""
+    rows = await enqueue_many(store, 6, streams=True)
+    sender = Recorder()
+    sender.failing = {r.message_id for r in rows}
+    with caplog.at_level("WARNING", logger="mako_actors.delivery"):
+        report = await OutboxWorker(store, sender, lambda: T0).run_once()
+    assert report.retried == 6
+    warnings = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(warnings) == 1 and "gateway down" in warnings[0] and "attempt 1" in warnings[0]

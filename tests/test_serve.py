@@ -975,3 +975,31 @@ async def test_a_backlog_is_decided_after_the_fristen_due_among_its_files(tmp_pa
         sent.append((message.pid, message.recipient.id if message.recipient else None))
     assert ("55003", LFN2) not in sent
     assert ("55010", LFN) in sent and ("55002", LFN) in sent and ("55037", LFA) in sent
+
+
+async def test_a_file_dated_in_the_future_is_received_now_and_folders_in_the_inbox_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway's clock two days ahead: the file's mtime was taken as its receipt, so it waited
+    in the inbox for Fristen not yet due and its CONTRL was dated in the future. A folder or a
+    symlink in the inbox stayed there forever, never named in the log."""
+    from mako_actors.serve import Node
+    from stores.lmdb import LmdbStore
+
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    node = Node(node_config(tmp_path))
+    with caplog.at_level("WARNING", logger="mako_actors.serve"):
+        async with in_process(node):
+            (inbox / "sub").mkdir()
+            (inbox / "link.edi").symlink_to(tmp_path / "elsewhere.edi")
+            drop(inbox, "ahead.edi", interchange(0))
+            ahead = time.time() + 2 * 86_400
+            os.utime(inbox / "ahead.edi", (ahead, ahead))
+            before = datetime.now(UTC)
+            await until("the file dated ahead is taken", lambda: files(done) == ["ahead.edi"])
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("ahead.edi" in m and "in the future" in m for m in logged)
+    assert any("sub is a folder" in m for m in logged) and any("link.edi is a symlink" in m for m in logged)
+    async with LmdbStore(tmp_path / "store") as store:
+        [received] = [e for e in await store.read_all(0, 100) if e.event_type == "inbox.interchange_received"]
+    assert before <= datetime.fromisoformat(received.payload["received_at"]) <= datetime.now(UTC)
