@@ -19,7 +19,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -335,6 +335,9 @@ def _short(value: object) -> str:
     return str(value)[-8:]
 
 
+_AT_AHEAD = timedelta(minutes=5)  # an operator's --at may lie this far ahead (clocks differ)
+
+
 def _at(args: argparse.Namespace) -> datetime:
     if not getattr(args, "at", None):
         return datetime.now(UTC)
@@ -508,6 +511,16 @@ async def _operator_decides(store: Any, args: argparse.Namespace, command: Calla
         workflow_id=first.workflow_id,
     )  # fmt: skip
     decision = command()
+    at = getattr(decision, "decided_at", None)
+    if isinstance(at, datetime):
+        last = events[-1]
+        if at < last.recorded_at:
+            raise InvalidArgument(
+                f"--at {at.isoformat()} is before the process's last event ({last.event_type} at "
+                f"{last.recorded_at.isoformat()}): a decision cannot come before what it decides on"
+            )
+        if at > datetime.now(UTC) + _AT_AHEAD:
+            raise InvalidArgument(f"--at {at.isoformat()} lies in the future: the answers go out now")
     process = Process.from_identity(GpkeNbWorkflow(), store, identity)
     try:
         stored = await process.execute_and_enqueue(decision)
@@ -689,6 +702,7 @@ async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
     # Oldest first, as the partitioned list: a replay records historic instants out of position order.
     letters = sorted(await _all_dead_letters(store), key=lambda d: (d.recorded_at, d.position))
     if args.kind:
+        _check_kind(args.kind, {d.kind for d in letters})
         letters = [d for d in letters if d.kind == args.kind]
     shown = letters[: _rows_wanted(args)]
     if args.json:
@@ -698,12 +712,20 @@ async def _dead_letters_list(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_kind(kind: str, held: set[str]) -> None:
+    """``InvalidArgument`` for a ``--kind`` no dead letter of the store has while others are
+    there (a misspelt kind would list nothing, read as "none")."""
+    if held and kind not in held:
+        raise InvalidArgument(f"no dead letter of kind {kind!r}; the store holds: {', '.join(sorted(held))}")
+
+
 async def _dead_letters_list_partitioned(roots: list[Path], args: argparse.Namespace) -> int:
     from mako_actors._store_views import partition_dirs
     from stores.partitioned import dead_letters_of
 
     pairs = await dead_letters_of(partition_dirs(roots, args.store), limit=sys.maxsize)
     if args.kind:
+        _check_kind(args.kind, {d.kind for _, d in pairs})
         pairs = [(p, d) for p, d in pairs if d.kind == args.kind]
     shown = pairs[: _rows_wanted(args)]
     if args.json:

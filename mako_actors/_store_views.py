@@ -9,6 +9,7 @@ operator's tool, not a hot path.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -131,6 +132,30 @@ def tenant_matches(stream: StreamId, text: str) -> bool:
     return str(stream.tenant_id).startswith(text)
 
 
+def check_filters(
+    *, tenant: str | None, workflow: str | None, status: str | None, malo: str | None,
+    workflows: Mapping[str, Workflow[Any, Any]],
+) -> None:
+    """``InvalidArgument`` naming a filter no process can match (a misspelt status, a MaLo-ID
+    that is none): an empty list would read as "there is none"."""
+    from mako_actors.gpke.state import Status
+
+    statuses = sorted({*(s.value for s in Status), "received", "processed"})
+    if status is not None and status not in statuses:
+        raise InvalidArgument(f"--status {status!r} is no status; one of: {', '.join(statuses)}")
+    if workflow is not None and workflow not in workflows:
+        known = ", ".join(sorted(workflows))
+        raise InvalidArgument(f"--workflow {workflow!r} is no workflow; one of: {known}")
+    if malo is not None and not (malo.isascii() and malo.isdigit() and len(malo) == 11):
+        raise InvalidArgument(f"--malo {malo!r} is no MaLo-ID (11 digits)")
+    text = tenant.strip().lower() if tenant is not None else None
+    if text is not None and not (text.isdigit() and len(text) == 13) and not _TENANT_PREFIX.fullmatch(text):
+        raise InvalidArgument(f"--tenant {tenant!r} is neither an MP-ID (13 digits) nor a tenant id prefix")
+
+
+_TENANT_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
+
+
 async def list_processes(
     store: Store,
     *,
@@ -144,6 +169,7 @@ async def list_processes(
     """Every process matching the filters, oldest first (``rejected``: only those with a sent
     interchange its recipient rejected, see ``ProcessSummary.rejected``)."""
     workflows = workflows if workflows is not None else known_workflows()
+    check_filters(tenant=tenant, workflow=workflow, status=status, malo=malo, workflows=workflows)
     out: list[ProcessSummary] = []
     streams = await store.list_streams()
     if status == AWAITING_OPERATOR:  # the few waiting ones, not every process folded

@@ -113,6 +113,15 @@ def test_processes_list_filters_and_prints_a_table(capsys: Capture, demo_store: 
     code, out, _ = run(capsys, "processes", "list", "--store", s, "--limit", "2")
     assert code == 0 and f"20 process(es) in {s}, the first 2 shown (--limit 0 shows every one)" in out
     assert oldest[0]["process_id"][-8:] in out and oldest[1]["process_id"][-8:] in out
+    # A filter nothing can match is named (before: an empty list, exit 0, read as "none")
+    for flag, value, said in (
+        ("--status", "awaiting-operator", "is no status; one of: awaiting_lfa, awaiting_operator"),
+        ("--workflow", "gpke_nb", "is no workflow; one of: gpke-nb, mako-inbox"),
+        ("--malo", "abc", "is no MaLo-ID (11 digits)"),
+        ("--tenant", "xyz", "neither an MP-ID (13 digits) nor a tenant id prefix"),
+    ):
+        code, _, err = run(capsys, "processes", "list", "--store", s, flag, value)
+        assert code == 1 and said in err, (flag, err)
     assert digest(demo_store) == before  # read-only
 
 
@@ -231,6 +240,8 @@ def test_dead_letters_list_and_requeue(capsys: Capture, store: Path) -> None:
     assert code == 1 and "no dead letter at position 999" in err
     listed = run_json(capsys, "dead-letters", "list", "--kind", "outbox", "--store", s)
     assert [d["requeued_at"] is not None for d in listed].count(True) == 2
+    code, _, err = run(capsys, "dead-letters", "list", "--kind", "inbound_conflict", "--store", s)
+    assert code == 1 and "no dead letter of kind 'inbound_conflict'; the store holds: inbound" in err
 
 
 def test_stats_counts_tables_and_map_usage(capsys: Capture, demo_store: Path) -> None:

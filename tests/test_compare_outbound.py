@@ -302,7 +302,8 @@ def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
     assert main(["processes", "list", "--store", then, "--status", "awaiting_operator", "--json"]) == 0
     [process] = [row["process_id"] for row in json.loads(capsys.readouterr().out)]
     form = ["processes", "form-tranche", process[-8:], "--store", then, "--percent", "30", "--reason", "PV"]
-    assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T09:40:00+01:00"]) == 0
+    # (after 11:00, when its decision was overdue: a decision is dated after what it decides on)
+    assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T11:40:00+01:00"]) == 0
     messages = asyncio.run(outbox(Path(then)))
     # Also sent back then: a 55037 about the same MaLo to another supplier (an earlier process
     # of it), which the replay would not send: missing, whatever waits on the MaLo now.

@@ -164,6 +164,12 @@ def test_the_operator_decides_from_the_command_line(
     deem = ["processes", "deem-lfa-agreement", str(process_id)[:10], "--store", db]
     assert main([*deem, "--reason", " "]) == 1
     assert "--reason is empty" in capsys.readouterr().err
+    # Dated before what it decides on, or years ahead: refused, nothing written (answers went
+    # out dated 2020 or 2031 before).
+    for at, said in (("2020-01-01T00:00:00+00:00", "before the process's last event"),
+                     ("2031-06-01T00:00:00+00:00", "lies in the future")):  # fmt: skip
+        assert main([*deem, "--reason", "by phone", "--at", at]) == 1
+        assert said in capsys.readouterr().err
     code = main([*deem, "--reason", "LFA confirmed by phone", "--at", "2025-11-14T09:40:00+01:00"])
     assert code == 0, capsys.readouterr().err
     assert "gpke.lfa_agreement_deemed_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
