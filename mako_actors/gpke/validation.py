@@ -291,8 +291,8 @@ AHB_RULES: Mapping[str, AhbRule] = {
     for rule in (
         AhbRule("55001", "required", dates=("92",), reasons=_ANMELDUNG_REASONS,
                 fixed_term_reasons=_ANMELDUNG_REASONS, customer=True, packages=True,
-                packages_for=frozenset({"ZW4"}),
-                optional_details=frozenset({"ZW4", "ZAP"})),  # AHB-FACTS §3: #2 ZW4|ZAP
+                # AHB-FACTS §3: #2 ZW4|ZAP, one of them Muss (S1 FV2504 55001.csv rows 80/83 "X")
+                packages_for=frozenset({"ZW4"}), details=frozenset({"ZW4", "ZAP"})),
         AhbRule("55077", "required", dates=("92",), reasons=frozenset({"E03"}),
                 details=frozenset({"ZW0", "ZW1", "ZW2"}), packages=True),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,

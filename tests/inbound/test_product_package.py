@@ -118,6 +118,15 @@ async def test_a_ruhende_malo_needs_no_produktpaket(store: LmdbStore) -> None:
     ]  # fmt: skip
 
 
+async def test_an_anmeldung_without_its_kind_of_malo_gets_z29(store: LmdbStore) -> None:
+    """55001 STS+7 C556#2 is Muss: ZW4 (verbrauchend) or ZAP (ruhend), S1 FV2504 55001.csv
+    rows 80/83 "X". Without it the SG8 rule [480] could not be read, and it was confirmed."""
+    raw = anmeldung(detail="", packages=()).replace(b"STS+7++E01+'", b"STS+7++E01'")
+    await pipeline(store, None, **{MALO: Suppliers(current=LFA)}).ingest(raw, THU_1430)
+    assert await aperak_errors(store) == [("Z29", "PID 55001: STS+7 C556#2 (ZAP|ZW4) missing")]
+    assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
 async def test_no_zuordnungsermaechtigung_for_the_bilanzkreis_is_rejected_with_a05(store: LmdbStore) -> None:
     """The LFN names a Bilanzkreis it holds no Zuordnungsermächtigung for: 55003 A05 (E_0622 step
     60) naming it in FTX+ACB; the MaLo is not claimed, so another supplier's Anmeldung is decided
