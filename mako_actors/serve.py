@@ -3,7 +3,8 @@
 What it runs, on one asyncio loop:
 
 - **Inbox.** A gateway (AS4) renames each finished interchange into ``inbox`` (names starting
-  with ``.`` or ending in ``.tmp``/``.part`` are ignored as unfinished). Files are taken oldest
+  with ``.`` or ending in ``.tmp``/``.part``/``.partial``, in any case, are ignored as
+  unfinished; a folder or symlink is named in the log and not read). Files are taken oldest
   first, one at a time, through ``InboundPipeline.ingest`` (received at: the file's mtime), then
   moved to ``done/`` (accepted) or ``rejected/`` (rejected, conflict), a duplicate by the verdict
   its receipt stored, also to another filesystem (copied, fsynced, then unlinked). A crash
@@ -418,7 +419,7 @@ class Node:
         files: list[tuple[int, str, Path]] = []
         with os.scandir(self.config.inbox) as entries:
             for entry in entries:
-                if entry.name.startswith(".") or entry.name.endswith(_UNFINISHED):
+                if entry.name.startswith(".") or entry.name.lower().endswith(_UNFINISHED):
                     continue
                 if entry.is_file(follow_symlinks=False):
                     files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))

@@ -992,12 +992,14 @@ async def test_a_file_dated_in_the_future_is_received_now_and_folders_in_the_inb
         async with in_process(node):
             (inbox / "sub").mkdir()
             (inbox / "link.edi").symlink_to(tmp_path / "elsewhere.edi")
+            (inbox / "UPLOAD.EDI.TMP").write_bytes(interchange(1)[:40])  # a gateway still writing
             drop(inbox, "ahead.edi", interchange(0))
             ahead = time.time() + 2 * 86_400
             os.utime(inbox / "ahead.edi", (ahead, ahead))
             before = datetime.now(UTC)
             await until("the file dated ahead is taken", lambda: files(done) == ["ahead.edi"])
     logged = [r.getMessage() for r in caplog.records]
+    assert (inbox / "UPLOAD.EDI.TMP").exists()  # unfinished, whatever its case: not taken
     assert any("ahead.edi" in m and "in the future" in m for m in logged)
     assert any("sub is a folder" in m for m in logged) and any("link.edi is a symlink" in m for m in logged)
     async with LmdbStore(tmp_path / "store") as store:
