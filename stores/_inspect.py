@@ -105,12 +105,16 @@ def dead_letter(txn: KvTxn, position: int) -> DeadLetter:
 
 
 def retry_outbox(txn: KvTxn, message_id: OutboxMessageId, now: datetime) -> OutboxMessage:
-    """Make an outbox message due at ``now`` (attempts kept); ``NotFound`` if it is gone."""
+    """Make an outbox message due by ``now`` (attempts kept); ``NotFound`` if it is gone.
+
+    One due already keeps its due time: moved to ``now`` it would leave after its process's
+    later messages due before then."""
     raw = txn.get("outbox", message_id.bytes)
     if raw is None:
         raise NotFound(f"outbox message {message_id} does not exist (delivered already?)")
     message = _decode(raw, OutboxMessage.from_plain, "outbox message")
-    return _reschedule_now(txn, message, {"next_attempt_at": now.astimezone(UTC)})
+    due = min(message.next_attempt_at, now.astimezone(UTC))
+    return _reschedule_now(txn, message, {"next_attempt_at": due})
 
 
 def requeue_dead_letter(txn: KvTxn, position: int, now: datetime) -> DeadLetter:

@@ -403,3 +403,13 @@ async def test_failed_deliveries_are_logged_once_a_minute_naming_the_error(
     assert report.retried == 6
     warnings = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
     assert len(warnings) == 1 and "gateway down" in warnings[0] and "attempt 1" in warnings[0]
+
+
+async def test_retrying_a_message_due_already_keeps_its_process_order(store: LmdbStore) -> None:
+    """``outbox retry`` made a message due at the moment it ran: one due already moved behind
+    its process's later messages due before then, and left after them."""
+    rows = await enqueue_many(store, 3)  # one process, due at T0, in this order
+    await store.retry_outbox(rows[0].message_id, T0 + timedelta(hours=1))
+    sender = Recorder()
+    await OutboxWorker(store, sender, lambda: T0 + timedelta(hours=1)).run_once()
+    assert [m.message_id for m in sender.sent] == [r.message_id for r in rows]
