@@ -142,14 +142,16 @@ def _contrl_code(action: str, error_codes: list[str], lines: list[tuple[str, str
 
 def _detail(tx: Transaction) -> str:
     """What a UTILMD transaction decides besides its answer code, as comparable text: its dates
-    (DTM except 137, as instants), further STS codes (the LFA's answer a 55003 repeats) and the
-    other parties it names (NAD+VY, e.g. the LFA in a 55036)."""
+    (DTM except 137 and Z08, as instants), the STS+7 codes (a 55002's kind of MaLo, ZW6/ZW7),
+    further STS codes (the LFA's answer a 55003 repeats), the package planned (RFF+Z60) and the
+    other parties it names (NAD+VY, e.g. the LFA in a 55036). Not DTM+Z08 of an A06/A45: when
+    the NB takes Anmeldungen again, the time of its processing, not a decision."""
     parts: list[str] = []
     for segment in tx.segments:
         tag = segment.tag
         if tag == "DTM":
             qualifier = segment.value(0, 0)
-            if qualifier == "137":
+            if qualifier in ("137", "Z08"):
                 continue
             value, fmt = segment.value(0, 1), segment.value(0, 2)
             try:
@@ -157,8 +159,13 @@ def _detail(tx: Transaction) -> str:
             except EngineError:
                 shown = f"{value}:{fmt}"  # (102 dates and the like: as written)
             parts.append(f"DTM+{qualifier} {shown}")
-        elif tag == "STS" and segment.value(0) not in ("7", "E01"):
+        elif tag == "STS" and segment.value(0) == "7":
+            codes = (segment.value(2, 0), segment.value(3, 0), segment.value(4, 0))  # C556 #1 #2 #3
+            parts.append(f"STS+7 {' '.join(code for code in codes if code)}")
+        elif tag == "STS" and segment.value(0) != "E01":
             parts.append(f"STS+{segment.value(0)} {segment.value(2, 0)}")
+        elif tag == "RFF" and segment.value(0, 0) == "Z60":
+            parts.append(f"RFF+Z60 {segment.value(0, 1)}")
         elif tag == "NAD" and segment.value(0) == "VY":
             parts.append(f"NAD+VY {segment.value(1, 0)}")
     return "; ".join(sorted(parts))

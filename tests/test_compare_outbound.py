@@ -407,12 +407,12 @@ def test_dates_parties_twice_kept_files_and_foreign_interchanges(
     [answer] = [r for r in report["rows"] if r["kind"] == "other answer"]
     rows = [r for r in rows if r[0] != "other answer"]
     assert answer["pid"] == "55003/55002" and " A05 at " in answer["sent"] and " A51 at " in answer["replay"]
-    assert rows == [
-        ("other content", "55002", f"DTM+92 {start + timedelta(days=1):%Y-%m-%d %H:%M}Z]",
-         f"DTM+92 {start:%Y-%m-%d %H:%M}Z]"),
-        ("other content", "55036", "NAD+VY 9900000099993]",
-         f"NAD+VY {messages[j][1]['transactions'][0]['other_party_id']}]"),
-    ]  # fmt: skip
+    assert [(kind, pid) for kind, pid, _, _ in rows] == [("other content", p) for p in ("55002", "55036")]
+    (_, _, sent_55002, replay_55002), (_, _, sent_55036, replay_55036) = rows
+    assert f"DTM+92 {start + timedelta(days=1):%Y-%m-%d %H:%M}Z" in sent_55002
+    assert f"DTM+92 {start:%Y-%m-%d %H:%M}Z" in replay_55002
+    assert "NAD+VY 9900000099993" in sent_55036
+    assert f"NAD+VY {messages[j][1]['transactions'][0]['other_party_id']}" in replay_55036
     not_compared = sorted(name.split(":")[0] for name in report["unreadable"])
     assert not_compared == [f"copy-{first.name}", "foreign.edi"]
 
@@ -528,3 +528,25 @@ def test_late_answers_to_the_last_file_and_fristen_fired_before_the_first_are_co
     gap = [r for r in rows if r["pid"] != "CONTRL"]
     assert gap and {r["kind"] for r in gap} == {"extra"} and all(r["process"] for r in gap)
     assert min(r["replay"].split(" at ")[1] for r in gap) < "2025-11-03"
+
+
+def test_the_kind_of_malo_and_the_package_a_55002_names_are_compared(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The NB decides a 55002's STS+7 #2 (ZW6 pauschal / ZW7 gemessen, from its master data) and
+    the Produktpaket it plans (RFF+Z60): both were left out, a change showed no difference."""
+    src, messages = archive_and_outbox
+    i = first_utilmd(messages, "55002")
+    p = messages[i][1]
+    tx0 = p["transactions"][0]
+    other = "ZW6" if tx0["transaction_reason_detail"] == "ZW7" else "ZW7"
+    changed = {**tx0, "transaction_reason_detail": other, "product_package": "9"}
+    sent_messages = list(messages)
+    sent_messages[i] = ("UTILMD", {**p, "transactions": [changed]})
+    sent = write_sent(tmp_path / "sent", sent_messages)
+    [row] = compare(capsys, src, tmp_path / "now", sent)["compare_outbound"]["rows"]
+    assert row["kind"] == "other content" and row["pid"] == "55002"
+    assert f"STS+7 {tx0['transaction_reason']} {other}" in row["sent"] and "RFF+Z60 9" in row["sent"]
+    assert f"STS+7 {tx0['transaction_reason']} {tx0['transaction_reason_detail']}" in row["replay"]
