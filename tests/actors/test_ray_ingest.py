@@ -147,11 +147,8 @@ async def test_a_key_whose_home_partition_is_being_moved_reaches_it_when_the_mov
         receipt = partition_of(receipt_identity(NB, LFN, "LFN1").stream_id, count)
         if home not in (routing_slot(TENANT, malo) % count, receipt):
             break
-    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=clock,
-        inbound={"tenants": [NB], "master_data": master}, name_prefix=f"mv-{uuid.uuid4().hex[:8]}",
-    ) as system:  # fmt: skip
+    layout, system = two_nodes(tmp_path, [malo], "mv", clock, count)
+    async with system:
         await system.start()
         async with LmdbStore(partition_dir(layout.data_dirs[layout.node_of(home)], home)) as moving:
             moving.fence(True)  # its move is under way
@@ -167,6 +164,20 @@ async def test_a_key_whose_home_partition_is_being_moved_reaches_it_when_the_mov
         assert (await system.repair_keys()).written == 0  # nothing was left to repair
 
 
+def two_nodes(
+    tmp_path: Path, malos: list[str], prefix: str, clock: VirtualClock | None = None, count: int = 8
+) -> tuple[PartitionMap, RayActorSystem]:
+    """A system of ``count`` partitions spread over nodes "local" and "other", ingesting for NB
+    with the ``malos`` supplied by LFA."""
+    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    inbound = {"tenants": [NB], "master_data": StaticMasterData({m: Suppliers(current=LFA) for m in malos})}
+    system = RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=clock or VirtualClock(THU),
+        inbound=inbound, name_prefix=f"{prefix}-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    return layout, system
+
+
 async def test_ingests_running_while_a_partition_they_need_moves_wait_for_it(tmp_path: Path) -> None:
     """``rebalance``: "operations for the partition wait meanwhile (nothing is refused)". An
     ingest on one host needing the moving partition (its receipt stream's, its MaLo's) through
@@ -178,12 +189,8 @@ async def test_ingests_running_while_a_partition_they_need_moves_wait_for_it(tmp
 
     count, rounds, rng = 8, 16, random.Random(5)
     malos = [f"5123869{i:03d}{malo_check_digit(f'5123869{i:03d}')}" for i in range(rounds)]
-    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
-    inbound = {"tenants": [NB], "master_data": StaticMasterData({m: Suppliers(current=LFA) for m in malos})}
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
-        inbound=inbound, name_prefix=f"rb-{uuid.uuid4().hex[:8]}",
-    ) as system:  # fmt: skip
+    _, system = two_nodes(tmp_path, malos, "rb", count=count)
+    async with system:
         await system.start()
         for k, malo in enumerate(malos):
             raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=f"TX{k}",
@@ -211,18 +218,14 @@ async def test_an_ingest_needing_a_killed_hosts_partition_makes_that_host_again(
     from mako_actors.inbound import receipt_identity
 
     count = 8
-    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    layout, system = two_nodes(tmp_path, MALOS, "dp", count=count)
     malo = next(m for m in MALOS if layout.node_of(routing_slot(TENANT, m) % count) == "local")
     receipts = {f"LFN{k}": partition_of(receipt_identity(NB, LFN, f"LFN{k}").stream_id, count)
                 for k in range(99)}  # fmt: skip
     ref = next(r for r, p in receipts.items() if layout.node_of(p) == "other")  # its receipt stream there
     raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref="TX1", control_ref=ref,
                     sent_at=THU)  # fmt: skip
-    inbound = {"tenants": [NB], "master_data": StaticMasterData({malo: Suppliers(current=LFA)})}
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
-        inbound=inbound, name_prefix=f"dp-{uuid.uuid4().hex[:8]}",
-    ) as system:  # fmt: skip
+    async with system:
         await system.start()
         [other] = [h for h in system.host_handles() if await h.serves.remote() == str(tmp_path / "b")]
         ray.kill(other, no_restart=True)
@@ -240,12 +243,8 @@ async def test_one_transaction_sent_twice_at_once_starts_one_process_and_refuses
     APERAK Z35 ("competing triggers kept racing") instead of Z15 in about every third round."""
     import asyncio
 
-    layout = PartitionMap.spread(8, {"local": tmp_path / "a", "other": tmp_path / "b"})
-    inbound = {"tenants": [NB], "master_data": StaticMasterData({m: Suppliers(current=LFA) for m in MALOS})}
-    async with RayActorSystem(
-        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
-        inbound=inbound, name_prefix=f"twice-{uuid.uuid4().hex[:8]}",
-    ) as system:  # fmt: skip
+    _, system = two_nodes(tmp_path, MALOS, "twice")
+    async with system:
         await system.start()
         for k, malo in enumerate(MALOS):
             pair = [
