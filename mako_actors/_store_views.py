@@ -140,7 +140,8 @@ def check_filters(
     that is none): an empty list would read as "there is none"."""
     from mako_actors.gpke.state import Status
 
-    statuses = sorted({*(s.value for s in Status), "received", "processed"})
+    # ("?": a process whose events no longer fold)
+    statuses = sorted({*(s.value for s in Status), "received", "processed", "?"})
     if status is not None and status not in statuses:
         raise InvalidArgument(f"--status {status!r} is no status; one of: {', '.join(statuses)}")
     if workflow is not None and workflow not in workflows:

@@ -56,6 +56,7 @@ from mako_actors.edifact import (
     try_parse_interchange,
 )
 from mako_actors.errors import EngineError, InvalidArgument
+from mako_actors.outbox import OutboxMessage
 from stores.lmdb import LmdbStore
 
 __all__ = ["COMPARED_TYPES", "Difference", "SentArchive", "compare_outbound", "differences_csv", "read_sent"]
@@ -258,6 +259,7 @@ def read_sent(
     seen: dict[bytes, str] = {}
     for path in sorted(sent_dir.iterdir()):
         if path.name.startswith("."):
+            unreadable.append(f"{path.name}: a hidden name (not read)")
             continue
         if path.is_dir():
             unreadable.append(f"{path.name}: a directory (not read)")
@@ -316,7 +318,9 @@ async def _from_outbox(
             for message in await store.pending(10**9, _FAR):
                 if message.message_type not in types:
                     continue
-                if made is not None and not made[0] <= message.created_at <= made[1]:
+                if made is not None and not (
+                    made[0] <= message.created_at <= made[1] or made[0] <= _dated(message) <= made[1]
+                ):
                     if counts is not None:
                         counts["replay"] += 1
                     continue
@@ -336,6 +340,18 @@ async def _from_outbox(
     for (key, at), entries in contrls.items():
         out.extend(_Sent(key, "CONTRL", code, at, process) for code, process in _contrl_codes(entries))
     return out
+
+
+def _dated(message: OutboxMessage) -> datetime:
+    """The instant an outbox message is dated (DTM+137, a CONTRL's UNB S004): its decision's,
+    also where it was stored later (an operator's decision dated by ``--at``)."""
+    payload = message.payload
+    text = payload.get("document_date") or (payload.get("envelope") or {}).get("prepared_at")
+    try:
+        at = datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        at = None
+    return at if at is not None and at.tzinfo is not None else message.created_at
 
 
 def _contrl_codes(entries: list[_Contrl]) -> list[tuple[str, str]]:
@@ -375,12 +391,21 @@ def _alike(a: _Sent, b: _Sent) -> bool:
     return a.pid == b.pid and a.code == b.code and a.detail == b.detail
 
 
+def _near(a: _Sent, b: _Sent, tolerance: timedelta) -> bool:
+    return abs(a.at - b.at) <= tolerance
+
+
+# Within ``tolerance`` first, whatever differs, then further apart: a message sent days later
+# (a resend) must not take the pair of one sent in time with other content.
 _STAGES: tuple[tuple[str | None, Callable[[_Sent, _Sent, timedelta], bool]], ...] = (
-    (None, lambda a, b, t: _alike(a, b) and abs(a.at - b.at) <= t),
+    (None, lambda a, b, t: _alike(a, b) and _near(a, b, t)),
+    ("other content", lambda a, b, t: a.pid == b.pid and a.code == b.code and _near(a, b, t)),
+    ("other code", lambda a, b, t: a.pid == b.pid and _near(a, b, t)),
+    ("other answer", lambda a, b, t: _near(a, b, t)),  # (of one family: a rejection for a confirmation)
     ("other Frist", lambda a, b, t: _alike(a, b)),
     ("other content", lambda a, b, t: a.pid == b.pid and a.code == b.code),
     ("other code", lambda a, b, t: a.pid == b.pid),
-    ("other answer", lambda a, b, t: True),  # (of one family: a confirmation for a rejection)
+    ("other answer", lambda a, b, t: True),
 )
 #: A confirmation and the rejection that answers the same request instead: paired as "other
 #: answer" (not a "missing" beside an "extra").
@@ -432,31 +457,35 @@ async def compare_outbound(
     compared. ``period``: the replay's first receipt and its last receipt or ``until``;
     ``since``: the instant a continued store's earlier runs had fired Fristen up to (this run's
     clock began there, when before its first receipt). The replay's messages decided outside
-    (``since``, or the first receipt, .. the end) are the earlier runs' and not compared (a
-    re-run of the same files compares what the first run decided), nor sent ones before it (a sent folder
-    may span more); a sent one after its end is compared with the replay's it pairs with (an
-    answer to the last files sent late), else not (what the replay never reached), up to
-    ``_SENT_LAG`` after it. Those left out are counted in ``outside`` (``{"sent": n, "replay":
-    m}``). Raises ``InvalidArgument`` for a type outside
-    ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and ``StoreError`` for a bad
-    store.
+    (``since``, or the first receipt, .. the end; by the instant they were decided or are
+    dated) are the earlier runs' and not compared (a re-run of the same files compares from its
+    first receipt: what the first run fired before it is counted outside), nor sent ones before
+    it (a sent folder may span more); a sent one a little before its start or up to
+    ``_SENT_LAG`` after its end is compared with the replay's it pairs with (an answer to the
+    last files sent late, an operator's clock), else not. Those left out are counted in
+    ``outside`` (``{"sent": entries, "replay": outbox messages}``). Raises ``InvalidArgument``
+    for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
+    ``StoreError`` for a bad store.
     """
     wanted = _types(types)
     archive = sent_dir if isinstance(sent_dir, SentArchive) else read_sent(sent_dir, wanted)
     if unreadable is not None:
         unreadable.extend(archive.unreadable)
     counts = {"sent": 0, "replay": 0}
-    made = begin = end = None
+    made = begin = end = report_from = None
     if period is not None:
         end = period[1] + tolerance
         # The replay's own stamps are exact: its messages are decided after ``since`` (a Frist
         # due then fired in the run before) or from the first receipt on. A sent message's
-        # instant holds minutes only (UNB S004, DTM 303): one in ``since``'s minute is the
-        # earlier run's.
+        # instant holds minutes only (UNB S004, DTM 303): kept for pairing from a little before
+        # (an operator's clock), one left unpaired is reported only from the period's start on
+        # (from the minute after ``since``'s: that minute's may be the earlier run's).
         gap = since is not None and since < period[0]  # (not so in a re-run of the same files)
-        made = (since + timedelta(microseconds=1) if gap and since else period[0], end)
-        minute = (since if gap and since else period[0]).replace(second=0, microsecond=0)
-        begin = minute + timedelta(minutes=1) if gap else minute
+        start = since if gap and since is not None else period[0]
+        made = (start + timedelta(microseconds=1) if gap else start, end)
+        minute = start.replace(second=0, microsecond=0)
+        report_from = minute + timedelta(minutes=1) if gap else minute
+        begin = minute - tolerance - timedelta(minutes=1)
     notes = unreadable if unreadable is not None else []
     replay_items = await _from_outbox(stores, wanted, notes, made, counts)
     left_out = {f"{partner}:{qualifier}:{ref}" for partner, ref in skipped for qualifier in ("UCI", "ACE")}
@@ -480,13 +509,13 @@ async def compare_outbound(
             pid = _pid_of(a, b)
             process = b.process if b is not None else ""
             if b is None:
-                if end is not None and a is not None and a.at > end:
-                    counts["sent"] += 1  # after the replay's end, and nothing of it to pair with
+                if a is not None and not _reported(a.at, report_from, end):
+                    counts["sent"] += 1  # outside the replay's period, and nothing of it to pair with
                     continue
                 if waiting is None:
                     waiting = await _waiting(stores)
-                process, since = waiting.get(key, ("", None))
-                if since is not None and a is not None and a.at < since:
+                process, trigger_at = waiting.get(key, ("", None))
+                if trigger_at is not None and a is not None and a.at < trigger_at:
                     process = ""  # sent before the waiting process's trigger: not its answer
                 kind = "awaiting operator" if process else "missing"
             elif a is None:
@@ -499,6 +528,10 @@ async def compare_outbound(
         outside.update(counts)
     out.sort(key=lambda row: (row[1].key, row[1].pid, row[0]))
     return [difference for _, difference in out]
+
+
+def _reported(at: datetime, first: datetime | None, last: datetime | None) -> bool:
+    return first is None or last is None or first <= at <= last
 
 
 def _pid_of(a: _Sent | None, b: _Sent | None) -> str:

@@ -240,6 +240,7 @@ class Node:
         self._unmoved: dict[str, tuple[int, Path]] = {}
         # Inbox entries that are no regular file (a folder, a symlink), named once each.
         self._not_files: set[str] = set()
+        self._future: set[str] = set()  # inbox files dated ahead, named once each
         # (scheduler, store) while serving: each file fires the Fristen due before it first
         self._fristen: Any = None
         # This pass's oldest inbox file left waiting (unreadable, or held for a Frist's grace):
@@ -546,7 +547,8 @@ class Node:
                 # A clock that is wrong (the gateway's, a copy keeping its source's time): the
                 # file is here now. Taken as its receipt, it would wait for Fristen not yet due
                 # and date its CONTRL in the future.
-                if received_at - now > timedelta(seconds=_FUTURE_SKEW):
+                if received_at - now > timedelta(seconds=_FUTURE_SKEW) and path.name not in self._future:
+                    self._future.add(path.name)  # (once: a file held back is looked at every pass)
                     log.warning(
                         "inbox %s: modified at %s, in the future: taken as received now (%s)",
                         path.name, received_at.isoformat(), now.isoformat(),

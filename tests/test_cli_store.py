@@ -115,7 +115,7 @@ def test_processes_list_filters_and_prints_a_table(capsys: Capture, demo_store: 
     assert oldest[0]["process_id"][-8:] in out and oldest[1]["process_id"][-8:] in out
     # A filter nothing can match is named (before: an empty list, exit 0, read as "none")
     for flag, value, said in (
-        ("--status", "awaiting-operator", "is no status; one of: awaiting_lfa, awaiting_operator"),
+        ("--status", "awaiting-operator", "is no status; one of: ?, awaiting_lfa, awaiting_operator"),
         ("--workflow", "gpke_nb", "is no workflow; one of: gpke-nb, mako-inbox"),
         ("--malo", "abc", "is no MaLo-ID (11 digits)"),
         ("--tenant", "xyz", "neither an MP-ID (13 digits) nor a tenant id prefix"),
@@ -241,7 +241,10 @@ def test_dead_letters_list_and_requeue(capsys: Capture, store: Path) -> None:
     listed = run_json(capsys, "dead-letters", "list", "--kind", "outbox", "--store", s)
     assert [d["requeued_at"] is not None for d in listed].count(True) == 2
     code, _, err = run(capsys, "dead-letters", "list", "--kind", "inbound_conflict", "--store", s)
-    assert code == 1 and "no dead letter of kind 'inbound_conflict'; the store holds: inbound" in err
+    assert code == 1 and "--kind 'inbound_conflict' is no dead letter kind; one of: deadline, inbound" in err
+    # A kind this package writes that the store holds none of: an empty list ("any deadline
+    # letters?" asked by a monitoring check), not an error.
+    assert run_json(capsys, "dead-letters", "list", "--kind", "deadline", "--store", s) == []
 
 
 def test_stats_counts_tables_and_map_usage(capsys: Capture, demo_store: Path) -> None:

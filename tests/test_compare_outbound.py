@@ -302,8 +302,9 @@ def test_an_answer_the_replay_leaves_to_an_operator_is_named_so_not_missing(
     assert main(["processes", "list", "--store", then, "--status", "awaiting_operator", "--json"]) == 0
     [process] = [row["process_id"] for row in json.loads(capsys.readouterr().out)]
     form = ["processes", "form-tranche", process[-8:], "--store", then, "--percent", "30", "--reason", "PV"]
-    # (after 11:00, when its decision was overdue: a decision is dated after what it decides on)
-    assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T11:40:00+01:00"]) == 0
+    # (recorded after 11:00, when the store marked its decision overdue: a decision taken in
+    # time is dated in time; only what it decides on must come before it)
+    assert main([*form, "--tranche", tranche_id("41234567896"), "--at", "2025-11-04T09:40:00+01:00"]) == 0
     messages = asyncio.run(outbox(Path(then)))
     # Also sent back then: a 55037 about the same MaLo to another supplier (an earlier process
     # of it), which the replay would not send: missing, whatever waits on the MaLo now.
@@ -396,6 +397,7 @@ def test_dates_parties_twice_kept_files_and_foreign_interchanges(
     flipped.write_text(text.replace("STS+E01++A51:E_0623", "STS+E01++A05:E_0622"), encoding="latin-1")
     first = sorted(sent.iterdir())[0]
     (sent / f"copy-{first.name}").write_bytes(first.read_bytes())
+    (sent / ".DS_Store").write_bytes(b"\x00")
     kind, p = messages[i]
     foreign = {**p, "envelope": {**p["envelope"], "sender_id": "9900000099993"}}
     (sent / "foreign.edi").write_bytes(render_outbound(kind, foreign))
@@ -414,7 +416,7 @@ def test_dates_parties_twice_kept_files_and_foreign_interchanges(
     assert "NAD+VY 9900000099993" in sent_55036
     assert f"NAD+VY {messages[j][1]['transactions'][0]['other_party_id']}" in replay_55036
     not_compared = sorted(name.split(":")[0] for name in report["unreadable"])
-    assert not_compared == [f"copy-{first.name}", "foreign.edi"]
+    assert not_compared == [".DS_Store", f"copy-{first.name}", "foreign.edi"]
 
 
 def test_a_store_continued_from_an_earlier_archive_compares_this_runs_period(
@@ -550,3 +552,34 @@ def test_the_kind_of_malo_and_the_package_a_55002_names_are_compared(
     assert row["kind"] == "other content" and row["pid"] == "55002"
     assert f"STS+7 {tx0['transaction_reason']} {other}" in row["sent"] and "RFF+Z60 9" in row["sent"]
     assert f"STS+7 {tx0['transaction_reason']} {tx0['transaction_reason_detail']}" in row["replay"]
+
+
+def test_a_late_resend_does_not_take_the_pair_and_an_early_clock_is_no_difference(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 55010 sent with another DTM+93, and its unchanged bytes sent again 4 days later: the
+    late copy paired first (an "other Frist" 4 days apart) and the one sent in time was
+    "missing". The answers to the first file dated 5 minutes early (an operator's clock) fell
+    before the period's start: "extra"."""
+    src, messages = archive_and_outbox
+    sent_messages = list(messages)
+    i = first_utilmd(messages, "55010")
+    p = sent_messages[i][1]
+    moved = {**p["transactions"][0], "end": later(p["transactions"][0]["end"], 24)}
+    sent_messages[i] = ("UTILMD", {**p, "transactions": [moved]})
+    envelope = {**p["envelope"], "prepared_at": later(p["envelope"]["prepared_at"], 96)}
+    envelope["control_ref"] = "RESEND1"
+    resend = {**p, "envelope": envelope, "document_date": later(p["document_date"], 96)}
+    sent_messages.append(("UTILMD", resend))
+    first = min((n for n, (kind, _) in enumerate(messages) if kind == "CONTRL"),
+                key=lambda n: messages[n][1]["envelope"]["prepared_at"])  # fmt: skip
+    q = sent_messages[first][1]
+    early = {**q["envelope"], "prepared_at": (datetime.fromisoformat(q["envelope"]["prepared_at"])
+                                              - timedelta(minutes=5)).isoformat()}  # fmt: skip
+    sent_messages[first] = ("CONTRL", {**q, "envelope": early})
+    report = compare(capsys, src, tmp_path / "now", write_sent(tmp_path / "sent", sent_messages))
+    rows = report["compare_outbound"]["rows"]
+    assert [(r["kind"], r["pid"]) for r in rows] == [("other content", "55010")], rows
+    assert report["compare_outbound"]["outside_period"]["sent"] == 1  # the late copy, unpaired
