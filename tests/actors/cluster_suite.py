@@ -421,7 +421,8 @@ async def test_interchanges_ingested_on_the_hosts_of_their_malos(cluster: dict[s
         packages = (("1", bilanzkreis_of(lfn)),)
         transactions = tuple(
             UtilmdTransaction(ide_ref=f"B{k}", pid="55001", malo=m, start=start, transaction_reason="E03",
-                              customer_name=("Beispiel", "Paula"), product_packages=packages)
+                              transaction_reason_detail="ZW4", customer_name=("Beispiel", "Paula"),
+                              product_packages=packages)
             for k, m in enumerate(picked)
         )  # fmt: skip
         message = UtilmdMessage(reference="M1", document_number="DB1", document_date=clock(), sender_id=lfn,
