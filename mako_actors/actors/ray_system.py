@@ -245,7 +245,7 @@ class _Host:
         self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
         # Registry keys committed here whose write at their home partition failed (moving, its
         # host dead): written again by ``_forward_later`` until done.
-        self._unforwarded: list[tuple[int, list[tuple[str, ProcessIdentity]]]] = []
+        self._unforwarded: dict[int, dict[str, ProcessIdentity]] = {}  # home -> key -> identity
         self._forwarding: asyncio.Task[None] | None = None
         self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
@@ -394,20 +394,27 @@ class _Host:
                     "registry keys %s not written to their home partition %d yet (retried later, "
                     "and by repair_keys)", [k for k, _ in batch], home,
                 )  # fmt: skip
-                self._unforwarded.append((home, batch))
-                if self._forwarding is None or self._forwarding.done():
-                    self._forwarding = asyncio.get_running_loop().create_task(self._forward_later())
+                self._keep_unforwarded(home, batch)
                 continue
             totals[0] += counts[0]
             totals[1] += counts[1]
         return totals
 
+    def _keep_unforwarded(self, home: int, batch: Sequence[tuple[str, ProcessIdentity]]) -> None:
+        """Keep keys for ``_forward_later`` (once each: a repair pass during an outage offers the
+        same ones again) and make sure it runs."""
+        self._unforwarded.setdefault(home, {}).update(batch)
+        if self._forwarding is None or self._forwarding.done():
+            self._forwarding = asyncio.get_running_loop().create_task(self._forward_later())
+
     async def _complete_at_home(
         self, home: int, batch: list[tuple[str, ProcessIdentity]], tries: int = _FORWARD_RETRIES + 1
     ) -> list[int] | None:
         """``complete_keys`` of ``batch`` in ``home``, here or on its node's host; None if it
-        failed ``tries`` times (by default ~5 s in all: a move of ``home`` takes it off its host
-        until the copy opens on the new node, which ``set_assignment`` then names)."""
+        failed. Tried again (``tries`` in all, ~5 s by default) only while ``home`` is being
+        moved (``PartitionNotOpen``: off its host until the copy opens on the new node, which
+        ``set_assignment`` then names); a home whose host is gone is not waited for, the
+        commit's other commands would wait with it."""
         for attempt in range(tries):
             node = self._spec["assignment"][home]
             try:
@@ -416,7 +423,10 @@ class _Host:
                 return cast(list[int], await self._peer(node).complete_keys.remote(home, batch))
             except Exception as exc:
                 self._peers.pop(node, None)
-                if attempt == tries - 1:
+                moving = isinstance(exc, PartitionNotOpen) or (
+                    isinstance(exc, RayTaskError) and isinstance(_unwrap(exc), PartitionNotOpen)
+                )
+                if attempt == tries - 1 or not moving:
                     _log.info("registry keys homed in partition %d not written: %s", home, exc)
                     return None
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
@@ -430,11 +440,17 @@ class _Host:
             await self._flush_unforwarded()
 
     async def _flush_unforwarded(self) -> None:
-        """One try for each batch of keys not written at its home yet; the failed ones wait on."""
-        pending, self._unforwarded = self._unforwarded, []
-        for home, batch in pending:
-            if await self._complete_at_home(home, batch, tries=1) is None:
-                self._unforwarded.append((home, batch))
+        """One try for each home's keys not written there yet; the failed ones wait on."""
+        pending, self._unforwarded = self._unforwarded, {}
+        for home, keys in pending.items():
+            if await self._complete_at_home(home, list(keys.items()), tries=1) is None:
+                self._keep_unforwarded(home, list(keys.items()))
+
+    async def flush_keys(self) -> int:
+        """Write now the registry keys waiting for their homes (a host was made again); how many
+        still wait."""
+        await self._flush_unforwarded()
+        return sum(len(keys) for keys in self._unforwarded.values())
 
     async def complete_keys(self, partition: int, entries: list[tuple[str, ProcessIdentity]]) -> list[int]:
         """Register ``entries`` in ``partition`` where missing; [written, conflicts].
@@ -1832,6 +1848,11 @@ class RayActorSystem(HandleFactory):
             # memory) on a node that is up is made again here (hosts only look each other up).
             if not self._remake_dead_hosts():
                 raise
+            # The keys the live hosts could not write there meanwhile go first: an answer
+            # ingested next looks them up.
+            for host in self.host_handles():
+                with contextlib.suppress(Exception):
+                    await self._reply(host.flush_keys.remote())
         return await self._reply(call(self._node_host(self.partition_map.node_of(partition))))
 
     def _remake_dead_hosts(self) -> bool:
@@ -2065,7 +2086,10 @@ class RayActorSystem(HandleFactory):
             # left when it stopped midway (its driver died), and it refuses every write. Lifted.
             await self._reply(self._node_host(node).reopen.remote(partition))
             for host in self.host_handles():  # (what could not reach it meanwhile goes now)
-                await self._reply(host.set_assignment.remote(list(self.partition_map.assignment)))
+                try:
+                    await self._reply(host.set_assignment.remote(list(self.partition_map.assignment)))
+                except EngineError as exc:  # a host gone: made again with the map on its next use
+                    _log.warning("partition %d reopened; a host missed the assignment: %s", partition, exc)
             return
         gate = asyncio.Event()
         self._paused[partition] = gate

@@ -335,8 +335,9 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     name = WORKFLOW_NAME
     # 2: the trigger's STS+7 (transaction_reason/_detail) in the state; 3: every 55038 of a
-    # decision counted in ``sent``/``outbound`` (a snapshot of 2 missed all but the first)
-    state_schema_version = 3
+    # decision counted in ``sent``/``outbound`` (a snapshot of 2 missed all but the first); 4:
+    # ``handled`` (a snapshot of 3 lacks the answers it handled: one routed again was applied)
+    state_schema_version = 4
     events = ALL_EVENTS
 
     def __init__(self, config: GpkeConfig | None = None) -> None:

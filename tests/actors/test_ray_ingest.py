@@ -257,3 +257,65 @@ async def test_one_transaction_sent_twice_at_once_starts_one_process_and_refuses
             results = await asyncio.gather(*(system.ingest(raw, THU) for raw in pair))
             outcomes = sorted((m.outcome, m.refused) for r in results for m in r.messages)
             assert outcomes == [("dead_letter", "Z15"), ("started", None)], (k, outcomes)
+
+
+async def test_a_contrl_right_after_a_dead_host_was_made_again_finds_its_process(tmp_path: Path) -> None:
+    """The host of node "other" (home of our 55010's ``ic:`` key) died. The Anmeldung's commit
+    tried to write that key there for ~5 s before leaving it to the background retries (every
+    command of the commit waited as long); the LFA's CONTRL right after made the host again, but
+    the key was still waiting in node "local"'s host: "CONTRL refers to unknown interchange", a
+    dead letter. Now a dead home is not waited for, and the driver has the waiting keys written
+    before it runs the ingest again on the host it made."""
+    import ray
+
+    from mako_actors import InboundPipeline
+    from mako_actors.actors import LocalActorSystem
+    from mako_actors.edifact import render_outbound
+    from mako_actors.gpke.keys import interchange_key, transaction_key
+    from mako_actors.inbound import receipt_identity
+    from mako_actors.partitions import key_home
+
+    count, clock = 8, VirtualClock(THU)
+    layout = PartitionMap.spread(count, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    on = layout.node_of
+    homes = {f"TX{k}": key_home(TENANT, transaction_key(LFN, f"TX{k}"), count) for k in range(99)}
+    ide = next(t for t, p in homes.items() if on(p) == "local")
+    receipts = {f"LFN{k}": partition_of(receipt_identity(NB, LFN, f"LFN{k}").stream_id, count)
+                for k in range(99)}  # fmt: skip
+    ref = next(r for r, p in receipts.items() if on(p) == "local")
+
+    def contrl(control_ref: str, ours: str) -> bytes:
+        payload = {"reference": "C1", "interchange_ref": ours, "interchange_sender_id": NB,
+                   "interchange_recipient_id": LFA, "action": "7"}  # fmt: skip
+        envelope = {"sender_id": LFA, "recipient_id": NB, "prepared_at": THU, "control_ref": control_ref}
+        return render_outbound("CONTRL", payload, envelope=envelope)
+
+    for i in range(200):  # an Anmeldung all on "local" whose 55010's ic: key is homed on "other"
+        malo = f"5123869{i:03d}{malo_check_digit(f'5123869{i:03d}')}"
+        master = StaticMasterData({malo: Suppliers(current=LFA)})
+        raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=ide, control_ref=ref,
+                        sent_at=THU)  # fmt: skip
+        if on(ingest_partition(raw, count)) != "local":
+            continue
+        async with LmdbStore(tmp_path / f"scratch{i}") as scratch, LocalActorSystem(
+            scratch, [GpkeNbWorkflow()]
+        ) as local:
+            pipeline = InboundPipeline(scratch, local, tenants=[NB], master_data=master, clock=clock)
+            await pipeline.ingest(raw, THU)
+            sent = await scratch.outbox_messages(100)
+            [ours] = [m.payload["envelope"]["control_ref"] for m in sent if m.message_type == "UTILMD"
+                      and m.payload["transactions"][0]["pid"] == "55010"]  # fmt: skip
+        if on(key_home(TENANT, interchange_key(ours), count)) == "other":
+            break
+    ack = next(contrl(f"LFAC{k}", ours) for k in range(1000)
+               if ingest_partition(contrl(f"LFAC{k}", ours), count) not in (ingest_partition(raw, count),)
+               and on(ingest_partition(contrl(f"LFAC{k}", ours), count)) == "local")  # fmt: skip
+    _, system = two_nodes(tmp_path, [malo], "ack", clock, count)
+    async with system:
+        await system.start()
+        [other] = [h for h in system.host_handles() if await h.serves.remote() == str(tmp_path / "b")]
+        ray.kill(other, no_restart=True)
+        result = await system.ingest(raw, THU)
+        assert [m.outcome for m in result.messages] == ["started"]
+        result = await system.ingest(ack, THU)
+        assert [m.outcome for m in result.messages] == ["routed"], result
