@@ -1195,6 +1195,11 @@ class InboundPipeline:
                     )
                     return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
+                    if rerouting:
+                        # Its interchange is routed again after a failure: this very transaction
+                        # was decided then by a process that took no ``tx:`` key (it refused
+                        # it), whose references (derived from the transaction) this spawn met.
+                        return _outcome(tx, "duplicate", detail="decided before its re-routing")
                     if repeated:
                         # An earlier transaction of this message under the same IDE was refused
                         # (binding no ``tx:`` key) and holds the references this one would take:

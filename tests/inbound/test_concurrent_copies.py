@@ -64,20 +64,21 @@ async def test_copies_ingested_at_once_are_processed_once(store: LmdbStore) -> N
 
 
 class _FailsOnce:
-    """A store whose commit of one stream's LFA answer fails once (a disk full, a partition
-    being moved): the ingest raises midway, after the other answer was applied."""
+    """A store whose commit of one event type (of one stream, if given) fails once (a disk full,
+    a partition being moved, a host gone): the ingest raises midway."""
 
-    def __init__(self, store: LmdbStore) -> None:
+    def __init__(self, store: LmdbStore, event_type: str | None = None) -> None:
         self._store = store
+        self.event_type = event_type
         self.stream: object = None
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
     async def commit(self, commit: Commit) -> object:
-        answered = any(e.event_type == "gpke.lfa_answered" for e in commit.events)
-        if commit.stream_id == self.stream and answered:
-            self.stream = None
+        hit = any(e.event_type == self.event_type for e in commit.events)
+        if hit and (self.stream is None or commit.stream_id == self.stream):
+            self.event_type = None
             raise StoreError("disk full", transient=True)
         return await self._store.commit(commit)
 
@@ -102,7 +103,7 @@ async def test_ingesting_again_after_a_failure_midway_applies_each_answer_once(s
         answers += [f"IDE+24+LFATX{n}", dtm("93", START), "STS+7++E01", "STS+E01++A36:E_0624",
                     "RFF+Z13:55011", f"RFF+TN:{tx(requests[malo])['ide_ref']}"]  # fmt: skip
     raw = interchange(LFA, NB, "LFA0001", at, answers, bgm="E02")
-    flaky.stream = requests[second_malo].stream_id
+    flaky.stream, flaky.event_type = requests[second_malo].stream_id, "gpke.lfa_answered"
     with pytest.raises(StoreError):
         await p.ingest(raw, at)
     again = await p.ingest(raw, at)
@@ -111,3 +112,22 @@ async def test_ingesting_again_after_a_failure_midway_applies_each_answer_once(s
     assert events["gpke.lfa_answered"] == 2 and events["gpke.lfa_answer_ignored"] == 0
     to_lfa = [m for m in await outbox(store) if m.recipient == LFA and m.message_type == "APERAK"]
     assert len(to_lfa) == 2  # one per answer
+
+
+async def test_ingesting_again_an_anmeldung_its_process_refused_changes_nothing(store: LmdbStore) -> None:
+    """The Anmeldung was refused by its process (APERAK: a kind of MaLo not allowed), then the
+    receipt's last step failed. Ingested again, the new spawn met the references the refusing
+    process had taken (it took no ``tx:`` key, so routing did not skip it): "competing triggers
+    kept racing", a second APERAK (Z35) and a dead letter."""
+    flaky = _FailsOnce(store, "inbox.interchange_processed")
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(cast(Any, flaky), [GpkeNbWorkflow()], clock)
+    master = StaticMasterData({MALO: Suppliers(current=LFA)})
+    p = InboundPipeline(cast(Any, flaky), host, tenants=[NB], master_data=master, clock=clock)
+    raw = anmeldung(LFN, detail="ZW9")  # not ZW4|ZAP: refused by its process
+    with pytest.raises(StoreError):
+        await p.ingest(raw, THU_1430)
+    again = await p.ingest(raw, THU_1430)
+    assert [m.outcome for m in again.messages] == ["duplicate"]
+    assert [kind(m) for m in await outbox(store) if m.message_type == "APERAK"] == ["APERAK-"]
+    assert not await store.dead_letters()
