@@ -1195,11 +1195,6 @@ class InboundPipeline:
                     )
                     return _outcome(tx, "started", handle.identity().process_id)
                 except RegistryConflict:
-                    if rerouting:
-                        # Its interchange is routed again after a failure: this very transaction
-                        # was decided then by a process that took no ``tx:`` key (it refused
-                        # it), whose references (derived from the transaction) this spawn met.
-                        return _outcome(tx, "duplicate", detail="decided before its re-routing")
                     if repeated:
                         # An earlier transaction of this message under the same IDE was refused
                         # (binding no ``tx:`` key) and holds the references this one would take:
@@ -1207,6 +1202,12 @@ class InboundPipeline:
                         detail = "used by an earlier transaction of its message"
                         return await self._used_before(tx, refusals, detail)
                     continue
+            if rerouting:
+                # Its interchange is routed again after a failure, and every spawn met the
+                # references of this very transaction: decided then by a process that took no
+                # ``tx:`` key (it refused it). (A competing trigger's claim is met and decided
+                # on above, by routing again.)
+                return _outcome(tx, "duplicate", detail="decided before its re-routing")
             raise RegistryConflict(f"PID {pid} {transaction.ide_ref}: competing triggers kept racing")
         except EngineError as exc:
             if exc.transient or exc.operational:

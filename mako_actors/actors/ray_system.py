@@ -247,6 +247,7 @@ class _Host:
         # host dead): written again by ``_forward_later`` until done.
         self._unforwarded: dict[int, dict[str, ProcessIdentity]] = {}  # home -> key -> identity
         self._forwarding: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
         self._repairing: asyncio.Task[list[int]] | None = None
         self.forward_failures = 0
         self._readers_every = float(spec.get("stale_readers_every", _STALE_READERS_EVERY))
@@ -440,11 +441,13 @@ class _Host:
             await self._flush_unforwarded()
 
     async def _flush_unforwarded(self) -> None:
-        """One try for each home's keys not written there yet; the failed ones wait on."""
-        pending, self._unforwarded = self._unforwarded, {}
-        for home, keys in pending.items():
-            if await self._complete_at_home(home, list(keys.items()), tries=1) is None:
-                self._keep_unforwarded(home, list(keys.items()))
+        """One try for each home's keys not written there yet; the failed ones wait on. One
+        flush at a time: a caller waits for one under way (its keys are out of the table)."""
+        async with self._flushing:
+            pending, self._unforwarded = self._unforwarded, {}
+            for home, keys in pending.items():
+                if await self._complete_at_home(home, list(keys.items()), tries=1) is None:
+                    self._keep_unforwarded(home, list(keys.items()))
 
     async def flush_keys(self) -> int:
         """Write now the registry keys waiting for their homes (a host was made again); how many

@@ -131,3 +131,27 @@ async def test_ingesting_again_an_anmeldung_its_process_refused_changes_nothing(
     assert [m.outcome for m in again.messages] == ["duplicate"]
     assert [kind(m) for m in await outbox(store) if m.message_type == "APERAK"] == ["APERAK-"]
     assert not await store.dead_letters()
+
+
+async def test_ingesting_again_keeps_the_z15_of_an_ide_used_twice_in_one_message(store: LmdbStore) -> None:
+    """One message uses one IDE twice, the first transaction refused by its process: the second
+    is refused Z15. When the receipt's last step failed and the interchange was routed again,
+    the second was taken for "decided before" and its Z15 never sent."""
+    def transaction(raw: bytes) -> list[str]:
+        segments = raw.decode("latin-1").split("'")
+        first = next(k for k, s in enumerate(segments) if s.startswith("IDE+24"))
+        return segments[first : next(k for k, s in enumerate(segments) if s.startswith("UNT+"))]
+
+    flaky = _FailsOnce(store, "inbox.interchange_processed")
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(cast(Any, flaky), [GpkeNbWorkflow()], clock)
+    master = StaticMasterData({MALO: Suppliers(current=LFA)})
+    p = InboundPipeline(cast(Any, flaky), host, tenants=[NB], master_data=master, clock=clock)
+    refused = transaction(anmeldung(LFN, ide="SAMEIDE", detail="ZW9"))
+    both = refused + transaction(anmeldung(LFN, ide="SAMEIDE"))
+    raw = interchange(LFN, NB, "R0001", THU_1430, both)
+    with pytest.raises(StoreError):
+        await p.ingest(raw, THU_1430)
+    await p.ingest(raw, THU_1430)
+    aperaks = [m for m in await outbox(store) if m.message_type == "APERAK"]
+    assert sorted(e["code"] for m in aperaks for e in m.payload["errors"]) == ["Z15", "Z39"]
