@@ -178,6 +178,15 @@ def two_nodes(
     return layout, system
 
 
+async def kill_host_of(system: RayActorSystem, data_dir: Path) -> None:
+    """Start the hosts, then kill the one serving ``data_dir`` (its Ray node stays up)."""
+    import ray
+
+    await system.start()
+    [host] = [h for h in system.host_handles() if await h.serves.remote() == str(data_dir)]
+    ray.kill(host, no_restart=True)
+
+
 async def test_ingests_running_while_a_partition_they_need_moves_wait_for_it(tmp_path: Path) -> None:
     """``rebalance``: "operations for the partition wait meanwhile (nothing is refused)". An
     ingest on one host needing the moving partition (its receipt stream's, its MaLo's) through
@@ -213,7 +222,6 @@ async def test_an_ingest_needing_a_killed_hosts_partition_makes_that_host_again(
     "local" whose receipt stream lives on "other" failed with PartitionUnavailable ("no host on
     node 'other'") at every retry: hosts only look each other up, and the driver made the host
     again only when one of its own calls reached the dead one."""
-    import ray
 
     from mako_actors.inbound import receipt_identity
 
@@ -226,9 +234,7 @@ async def test_an_ingest_needing_a_killed_hosts_partition_makes_that_host_again(
     raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref="TX1", control_ref=ref,
                     sent_at=THU)  # fmt: skip
     async with system:
-        await system.start()
-        [other] = [h for h in system.host_handles() if await h.serves.remote() == str(tmp_path / "b")]
-        ray.kill(other, no_restart=True)
+        await kill_host_of(system, tmp_path / "b")
         result = await system.ingest(raw, THU)
         assert [m.outcome for m in result.messages] == ["started"]
         assert (await system.ingest(raw, THU)).status == "duplicate"
@@ -266,7 +272,6 @@ async def test_a_contrl_right_after_a_dead_host_was_made_again_finds_its_process
     the key was still waiting in node "local"'s host: "CONTRL refers to unknown interchange", a
     dead letter. Now a dead home is not waited for, and the driver has the waiting keys written
     before it runs the ingest again on the host it made."""
-    import ray
 
     from mako_actors import InboundPipeline
     from mako_actors.actors import LocalActorSystem
@@ -312,9 +317,7 @@ async def test_a_contrl_right_after_a_dead_host_was_made_again_finds_its_process
                and on(ingest_partition(contrl(f"LFAC{k}", ours), count)) == "local")  # fmt: skip
     _, system = two_nodes(tmp_path, [malo], "ack", clock, count)
     async with system:
-        await system.start()
-        [other] = [h for h in system.host_handles() if await h.serves.remote() == str(tmp_path / "b")]
-        ray.kill(other, no_restart=True)
+        await kill_host_of(system, tmp_path / "b")
         result = await system.ingest(raw, THU)
         assert [m.outcome for m in result.messages] == ["started"]
         result = await system.ingest(ack, THU)
