@@ -182,7 +182,10 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServeConfig:
         values["tenants"] = tuple(str(t) for t in values["tenants"])
         for key in ("http_port", "hosts", "max_post_bytes"):
             if values.get(key) is not None:
-                values[key] = int(values[key])
+                value = values[key]
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise InvalidArgument(f"serve: {key} must be a whole number, not {value!r}")
+                values[key] = int(value)
         for key in ("poll_interval", "deadline_grace"):
             if values.get(key) is not None:
                 values[key] = float(values[key])

@@ -708,6 +708,10 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
         config(inbox=tmp_path / "store")
     with pytest.raises(InvalidArgument, match=r"done \(.*store/done\) lies inside store"):
         config(done=tmp_path / "store" / "done")
+    # A port of 9464.9 was cut to 9464 without a word (TOML reads it as a float)
+    with pytest.raises(InvalidArgument, match=r"http_port must be a whole number, not 9464.9"):
+        config(http_port=9464.9)
+    assert config(http_port=9465.0).http_port == 9465
     assert config(done=tmp_path / "done2").done_dir == tmp_path / "done2"  # apart: fine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]  # nothing created
     # A share of a replay's MaLos, or a store beside the shares, would decide without their processes.
