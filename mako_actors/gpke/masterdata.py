@@ -252,6 +252,17 @@ def check_import(tenant: str, path: Path) -> CheckedImport:
     """
     tenant_id = TenantId.from_party_id(tenant)
     facts, not_imported = _load(path)
+    starts: dict[tuple[str, object], str | None] = {}
+    for malo, fact in facts:
+        if fact.kind != "assigned":
+            continue
+        other = starts.setdefault((malo, fact.at), fact.supplier)
+        if other != fact.supplier:
+            # Two suppliers from one instant: the later row would silently win the MaLo.
+            since = "the start" if fact.at is None else fact.at.isoformat()
+            raise InvalidArgument(
+                f"{path}: MaLo {malo} is assigned to {other} and to {fact.supplier} from {since}"
+            )
     return CheckedImport(tenant_id, facts, not_imported)
 
 

@@ -287,6 +287,15 @@ async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: 
         assert SupplyView.fold(await s.journal(TENANT, supply_key(MALO))).suppliers(START) == Suppliers(
             current=LFA, future=LFN2, future_start=JAN_1
         )
+        # Two suppliers from one instant: the later row silently won the MaLo.
+        twice = tmp_path / "twice.json"
+        other = "41234567896"
+        rows = [{"malo": other, "supplier": LFA, "start": "2026-01-01"},
+                {"malo": other, "supplier": LFN2, "start": "2026-01-01"}]  # fmt: skip
+        twice.write_text(json.dumps(rows))
+        with pytest.raises(InvalidArgument, match=f"MaLo {other} is assigned to {LFA} and to {LFN2} from"):
+            await import_assignments(s, NB, twice)
+        assert await s.journal(TENANT, supply_key(other)) == []
 
 
 @pytest.mark.parametrize(
