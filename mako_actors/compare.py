@@ -309,8 +309,9 @@ async def _from_outbox(
 ) -> list[_Sent]:
     """The replay's messages, read as the sent ones are: rendered to EDIFACT and parsed back.
 
-    ``made``: only those whose decision (``created_at``, the instant stamped in the replay)
-    lies in it; the others are counted in ``counts["replay"]``."""
+    ``made``: only those decided (``created_at``, the instant stamped in the replay) or dated
+    (``_dated``: an operator's decision stored later) in it; the others are counted in
+    ``counts["replay"]``."""
     out: list[_Sent] = []
     contrls: dict[tuple[str, datetime], list[_Contrl]] = {}
     for index, store_path in enumerate(stores):

@@ -87,8 +87,9 @@ _NODE_RESOURCE = "mako-node:"
 # rebalance to copy the partition) before its caller gets the refusal
 _NOT_OPEN = PartitionNotOpen.__name__
 _MOVED_RETRIES = 6
-# A registry key homed in a partition being moved (or on a host being re-made) is written there
-# after up to this many more tries (~5 s); then again every _FORWARD_AGAIN_S in the background.
+# A registry key homed in a partition being moved is written there after up to this many more
+# tries (~5 s); a home not reached (moving longer, its host gone) again every _FORWARD_AGAIN_S
+# in the background, at a move's end and when the driver made a host again.
 _FORWARD_RETRIES = 9
 _FORWARD_AGAIN_S = 2.0
 _CLOSED = ActorSystemClosed.__name__
