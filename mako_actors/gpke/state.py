@@ -85,8 +85,8 @@ class GpkeState(BaseModel):
     msb_role: str | None = None  # the grundzuständige MSB and the Messlokationen
     gmsb: str | None = None
     messlokationen: tuple[str, ...] | None = None
-    # The answers and acknowledgements this process handled (``workflow._handled_key``): the
-    # same one routed again (its interchange re-routed after a failed ingest) changes nothing.
+    # The answers and acknowledgements this process handled (``workflow._answer_key`` and
+    # ``_ack_key``): the same one routed again (after a failed ingest) changes nothing.
     handled: tuple[str, ...] | None = None
 
     @model_serializer(mode="wrap")
