@@ -697,7 +697,13 @@ class Node:
     def _start_http(self) -> None:
         if self.config.http_port is None:
             return
-        server = _Http((self.config.http_host, self.config.http_port), _Handler)
+        try:
+            server = _Http((self.config.http_host, self.config.http_port), _Handler)
+        except OSError as exc:  # (a port in use: the bare "[Errno 98]" named no setting)
+            raise OSError(
+                exc.errno, f"serve: http_host {self.config.http_host!r} / http_port "
+                f"{self.config.http_port}: {exc.strerror}"
+            ) from None
         server.node = self
         self._http = server
         host, port = server.server_address[:2]

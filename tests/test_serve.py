@@ -1009,3 +1009,20 @@ async def test_a_file_dated_in_the_future_is_received_now_and_folders_in_the_inb
     async with LmdbStore(tmp_path / "store") as store:
         [received] = [e for e in await store.read_all(0, 100) if e.event_type == "inbox.interchange_received"]
     assert before <= datetime.fromisoformat(received.payload["received_at"]) <= datetime.now(UTC)
+
+
+async def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    """Before: "[Errno 98] Address already in use", naming no setting."""
+    import asyncio
+    import dataclasses
+    import socket
+
+    from mako_actors.serve import Node
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = Node(dataclasses.replace(node_config(tmp_path), http_port=port))
+        with pytest.raises(OSError, match=rf"http_port {port}: Address already in use"):
+            await node.run(asyncio.Event())
