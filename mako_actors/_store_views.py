@@ -132,21 +132,10 @@ def tenant_matches(stream: StreamId, text: str) -> bool:
     return str(stream.tenant_id).startswith(text)
 
 
-def check_filters(
-    *, tenant: str | None, workflow: str | None, status: str | None, malo: str | None,
-    workflows: Mapping[str, Workflow[Any, Any]],
-) -> None:
-    """``InvalidArgument`` naming a filter no process can match (a misspelt status, a MaLo-ID
-    that is none): an empty list would read as "there is none"."""
-    from mako_actors.gpke.state import Status
-
-    # ("?": a process whose events no longer fold)
-    statuses = sorted({*(s.value for s in Status), "received", "processed", "?"})
-    if status is not None and status not in statuses:
-        raise InvalidArgument(f"--status {status!r} is no status; one of: {', '.join(statuses)}")
-    if workflow is not None and workflow not in workflows:
-        known = ", ".join(sorted(workflows))
-        raise InvalidArgument(f"--workflow {workflow!r} is no workflow; one of: {known}")
+def check_filters(*, tenant: str | None, malo: str | None) -> None:
+    """``InvalidArgument`` for a MaLo or tenant filter no process can match (an empty list would
+    read as "there is none"); statuses and workflows are checked against what the store holds
+    (``list_processes``)."""
     if malo is not None and not (malo.isascii() and malo.isdigit() and len(malo) == 11):
         raise InvalidArgument(f"--malo {malo!r} is no MaLo-ID (11 digits)")
     text = tenant.strip().lower() if tenant is not None else None
@@ -154,7 +143,21 @@ def check_filters(
         raise InvalidArgument(f"--tenant {tenant!r} is neither an MP-ID (13 digits) nor a tenant id prefix")
 
 
+def _known_values(what: str, value: str, known: set[str], seen: set[str]) -> None:
+    """``InvalidArgument`` for a ``--status``/``--workflow`` that is neither one this package
+    knows nor one the store holds (a misspelt one would list nothing)."""
+    if value not in known and value not in seen:
+        raise InvalidArgument(f"--{what} {value!r} is no {what}; one of: {', '.join(sorted(known | seen))}")
+
+
 _TENANT_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
+
+
+def _statuses() -> set[str]:
+    """The statuses of this package's workflows ("?": a process whose events no longer fold)."""
+    from mako_actors.gpke.state import Status
+
+    return {*(s.value for s in Status), "received", "processed", "?"}
 
 
 async def list_processes(
@@ -170,19 +173,25 @@ async def list_processes(
     """Every process matching the filters, oldest first (``rejected``: only those with a sent
     interchange its recipient rejected, see ``ProcessSummary.rejected``)."""
     workflows = workflows if workflows is not None else known_workflows()
-    check_filters(tenant=tenant, workflow=workflow, status=status, malo=malo, workflows=workflows)
+    check_filters(tenant=tenant, malo=malo)
     out: list[ProcessSummary] = []
     streams = await store.list_streams()
     if status == AWAITING_OPERATOR:  # the few waiting ones, not every process folded
         waiting = await _awaiting_operator(store)
         streams = [stream for stream in streams if stream in waiting]
+    seen_workflows: set[str] = set()
+    seen_statuses: set[str] = set()
     for stream in streams:
         if tenant is not None and not tenant_matches(stream, tenant):
             continue
         events = await store.load(stream)
-        if not events or (workflow is not None and events[0].workflow_id.name != workflow):
+        if not events:
+            continue
+        seen_workflows.add(events[0].workflow_id.name)
+        if workflow is not None and events[0].workflow_id.name != workflow:
             continue
         summary = summarize(events, workflows)
+        seen_statuses.add(summary.status)
         if status is not None and summary.status != status:
             continue
         if malo is not None and summary.malo != malo:
@@ -192,6 +201,11 @@ async def list_processes(
         # Without its folded state (only ``show`` prints it): a GPKE state is ~20 KiB of
         # objects, and a listing holds every row until it is sorted.
         out.append(replace(summary, state=None))
+    if not out:  # nothing matched: say so if a filter names what cannot exist
+        if workflow is not None:
+            _known_values("workflow", workflow, set(workflows), seen_workflows)
+        if status is not None and status != AWAITING_OPERATOR:
+            _known_values("status", status, _statuses(), seen_statuses)
     out.sort(key=lambda s: (s.started_at, s.stream_id))
     return out
 

@@ -266,3 +266,29 @@ def test_a_missing_store_is_a_clear_error(capsys: Capture, tmp_path: Path) -> No
     assert not (tmp_path / "nothing").exists()
     code, _, err = run(capsys, "--log-level", "verbose", "stats", "--store", str(tmp_path / "nothing"))
     assert code == 2 and "'verbose' is not one of debug" in err
+
+
+def test_processes_of_a_workflow_of_ones_own_are_listed_by_its_name(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    """A store of an application's own workflow: its name and statuses are not this package's,
+    and are no misspelling (the filters that name what cannot exist compare with the store)."""
+    import asyncio
+
+    from mako_actors import Process, TenantId, WorkflowId
+    from stores.lmdb import LmdbStore
+    from tests.workflows import Ledger, Record
+
+    async def write() -> None:
+        async with LmdbStore(tmp_path / "own") as s:
+            workflow_id = WorkflowId.new("ledger", "FV2025-10-01")
+            ledger = Process(Ledger(), s, TenantId.from_party_id(NB), workflow_id)
+            await ledger.execute(Record(amount=5))
+
+    asyncio.run(write())
+    s = str(tmp_path / "own")
+    [row] = run_json(capsys, "processes", "list", "--store", s, "--workflow", "ledger")
+    assert row["workflow"] == "ledger"
+    assert run_json(capsys, "processes", "list", "--store", s, "--status", row["status"]) == [row]
+    code, _, err = run(capsys, "processes", "list", "--store", s, "--workflow", "ledgr")
+    assert code == 1 and "--workflow 'ledgr' is no workflow; one of: gpke-nb, ledger, mako-inbox" in err
