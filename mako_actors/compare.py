@@ -103,7 +103,7 @@ class SentArchive:
     """The compared messages of an operator's outbound folder, read once (``read_sent``).
 
     ``unreadable`` names each file left out, with the reason: no interchange (the parser's
-    reason), a directory, the same interchange as an earlier file, not sent by one of
+    reason), a directory, a hidden name, the same bytes as an earlier file, not sent by one of
     ``senders``.
     """
 

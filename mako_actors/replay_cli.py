@@ -13,9 +13,12 @@ import os
 import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mako_actors.serve_config import MASTER_DATA_HELP
+
+if TYPE_CHECKING:
+    from mako_actors.compare import SentArchive
 
 __all__ = ["add_replay_commands"]
 
@@ -321,7 +324,7 @@ def _check_compare(args: argparse.Namespace) -> list[str]:
     return types
 
 
-def _read_sent(args: argparse.Namespace) -> Any:
+def _read_sent(args: argparse.Namespace) -> SentArchive | None:
     """``--compare-outbound``'s folder as ``compare.read_sent`` reads it (None without it)."""
     types = _check_compare(args)
     if args.compare_outbound is None:
@@ -345,18 +348,18 @@ def _fired_before(args: argparse.Namespace) -> datetime | None:
         async with store:
             return await _fired_until(store)
 
-    found = [
-        at
-        for k in range(args.workers)
-        if (part_path(args.store, k, args.workers) / "data.mdb").is_file()
-        and (at := asyncio.run(read(part_path(args.store, k, args.workers)))) is not None
-    ]
+    found: list[datetime] = []
+    for k in range(args.workers):
+        path = part_path(args.store, k, args.workers)
+        at = asyncio.run(read(path)) if (path / "data.mdb").is_file() else None
+        if at is not None:
+            found.append(at)
     return min(found) if found else None
 
 
 def _compare(
     args: argparse.Namespace,
-    sent: Any,
+    sent: SentArchive | None,
     plain: dict[str, Any],
     skipped: list[tuple[str, str]],
     period: tuple[datetime, datetime] | None,
