@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from mako_actors.envelope import AwareUtc, PlainModel
 
@@ -34,6 +34,14 @@ class DeadLetter(PlainModel):
     position: int = 0
     key: str | None = None
     requeued_at: AwareUtc | None = None
+    # Set by the store on what ``add_dead_letter`` returns; never stored.
+    _stored_before: bool = PrivateAttr(default=False)
+
+    @property
+    def stored_before(self) -> bool:
+        """True on what ``Store.add_dead_letter`` returned when the store held a letter with this
+        ``key`` already and wrote nothing (a file received again): count it as given up once."""
+        return self._stored_before
 
     def keyed(self) -> DeadLetter:
         """This letter with a key derived from its kind, reason and payload (not its time)."""

@@ -221,24 +221,23 @@ class Metrics:
         status: str,
         outcomes: Mapping[str, int],
         *,
-        dead_lettered: bool = False,
+        dead_letters: int = 0,
         acknowledgements: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Count one ingested interchange and its transactions' outcomes.
 
-        ``dead_lettered``: the interchange itself became a dead letter (unreadable, or a
-        conflicting retransmission), besides any of its transactions. ``acknowledgements``:
-        ``(message type, "accepted" | "rejected")`` of each CONTRL/APERAK in it on one of ours.
+        ``dead_letters``: the dead letters its ingest wrote (``IngestResult.dead_letters_stored``:
+        the interchange's and its transactions'; none for a file received again whose letters
+        the store holds). ``acknowledgements``: ``(message type, "accepted" | "rejected")`` of
+        each CONTRL/APERAK in it on one of ours.
         """
         self.interchanges.labels(status=status).inc()
         for message_type, result in acknowledgements:
             self.acknowledgements.labels(message_type=message_type, result=result).inc()
-        if dead_lettered:
-            self.dead_letters.labels(source="inbound").inc()
+        if dead_letters:
+            self.dead_letters.labels(source="inbound").inc(dead_letters)
         for outcome, count in outcomes.items():
             self.messages.labels(outcome=outcome).inc(count)
-            if outcome == "dead_letter":
-                self.dead_letters.labels(source="inbound").inc(count)
 
     def observe_delivery(self, message_type: str, due_since: datetime, now: datetime) -> None:
         """Count one delivered message and how long it waited since it became due

@@ -506,11 +506,15 @@ class Node:
                 self._unmoved = {k: v for k, v in self._unmoved.items() if k in names}
             unreadable: set[str] = set()
             self._older_waiting = None
-            for path in files:
+            waiting = len(files)
+            for index, path in enumerate(files):
                 if stop.is_set():  # draining: the rest waits in the inbox for the next start
                     return
                 try:
                     await self._take(pipeline, path)
+                    if not path.exists():  # taken (a file held back for a Frist stays waiting)
+                        waiting -= 1
+                        self.metrics.inbox_waiting.set(waiting)  # a backlog shows it shrink
                 except _UnreadableFile as exc:  # this file only (its mode, say): the others go on
                     unreadable.add(path.name)
                     with contextlib.suppress(OSError):
@@ -521,6 +525,9 @@ class Node:
                         log.error("inbox %s cannot be read, skipped until it can: %s", path.name, why)
                 except (EngineError, OSError) as exc:  # not the file's fault: leave it, retry later
                     log.error("inbox %s: left in the inbox, will retry: %s", path.name, exc)
+                    # The files not looked at in this pass keep what the last pass found.
+                    later = self._unreadable.intersection(p.name for p in files[index + 1 :])
+                    self.metrics.inbox_unreadable.set(len(unreadable | later))
                     await self._pause(stop, self.config.poll_interval * 4)
                     break
             else:
@@ -573,7 +580,7 @@ class Node:
             return
         acks = [(m.detail, m.ack) for m in result.messages if m.ack is not None]
         self.metrics.observe_ingest(
-            result.status, result.counts(), dead_lettered=result.dead_lettered, acknowledgements=acks
+            result.status, result.counts(), dead_letters=result.dead_letters_stored, acknowledgements=acks
         )
         self._wake_outbox.set()  # its answers are stored, whether or not the move below works
         # A duplicate keeps its first verdict: a rejected file whose move failed before a

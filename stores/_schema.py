@@ -881,7 +881,9 @@ def add_dead_letter(txn: KvTxn, letter: DeadLetter) -> DeadLetter:
         known = txn.get("meta", index)
         if known is not None:
             raw = txn.get("dead_letters", known)
-            return letter if raw is None else _decode(raw, DeadLetter.from_plain, "dead letter")
+            found = letter.model_copy() if raw is None else _decode(raw, DeadLetter.from_plain, "dead letter")
+            found._stored_before = True
+            return found
     position = from_u64(txn.get("meta", _DEAD) or u64(0)) + 1
     txn.put("meta", _DEAD, u64(position))
     if letter.key is not None:

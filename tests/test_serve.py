@@ -1026,3 +1026,31 @@ async def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         node = Node(dataclasses.replace(node_config(tmp_path), http_port=port))
         with pytest.raises(OSError, match=rf"http_port {port}: Address already in use"):
             await node.run(asyncio.Event())
+
+
+async def test_the_inbox_gauge_shrinks_as_a_backlog_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mako_inbox_waiting`` was set once per pass: through a backlog of thousands of files it
+    showed the pass's starting count until the pass ended. Now each file taken lowers it."""
+    from mako_actors.inbound import InboundPipeline
+    from mako_actors.serve import Node
+
+    node = Node(node_config(tmp_path))
+    seen: list[float] = []
+    ingest = InboundPipeline.ingest
+
+    async def counting(self: InboundPipeline, raw: bytes, *args: Any, **kwargs: Any) -> Any:
+        seen.append(metric(node.metrics.render().decode(), "mako_inbox_waiting"))
+        return await ingest(self, raw, *args, **kwargs)
+
+    monkeypatch.setattr(InboundPipeline, "ingest", counting)
+    (tmp_path / "in").mkdir(parents=True, exist_ok=True)
+    for index in range(3):
+        drop(tmp_path / "in", f"{index}.edi", interchange(index))
+        os.utime(tmp_path / "in" / f"{index}.edi", (time.time() - 60 + index, time.time() - 60 + index))
+    async with in_process(node):
+        await until("all three in done/", lambda: len(files(tmp_path / "done")) == 3)
+        gauge = "mako_inbox_waiting"
+        await until("the gauge at 0", lambda: metric(node.metrics.render().decode(), gauge) == 0)
+    assert seen == [3, 2, 1]
