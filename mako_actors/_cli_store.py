@@ -252,7 +252,7 @@ _PROCESS_ID = "process id as printed by 'processes list' (its unique end or begi
 def _run(
     args: argparse.Namespace, run: Run, write: bool, partitioned: PartitionedRun | None = None, prog: str = ""
 ) -> int:
-    from mako_actors._placement import missing_parts
+    from mako_actors._placement import missing_parts, unfinished_replay
     from mako_actors._store_views import missing_partitions, partition_dirs, partition_roots
     from stores.lmdb import LmdbStore
     from stores.lmdb_readonly import ReadOnlyLmdbStore
@@ -282,7 +282,9 @@ def _run(
                     "what follows covers the other partitions only",
                     file=sys.stderr,
                 )
+            _warn_unfinished([d for _, d in partition_dirs(roots, args.store) if unfinished_replay(d)])
             return await partitioned(roots, args)
+        _warn_unfinished([args.store] if unfinished_replay(args.store) else [])
         if write and not (args.store / "data.mdb").is_file():
             # The read-only store's error (exit 2, usage/IO), never a fresh empty store.
             raise StoreError(f"no LMDB store at {args.store} (data.mdb missing)")
@@ -300,6 +302,18 @@ def _run(
     except EngineError as exc:
         print(f"mako-actors: {exc}", file=sys.stderr)
         return 2
+
+
+def _warn_unfinished(stores: list[Path]) -> None:
+    """Say on stderr, every time, that what follows shows stores a replay left unfinished."""
+    from mako_actors._placement import RUNNING_MARKER
+
+    for store in stores:
+        print(
+            f"mako-actors: warning: {store} was left by a replay that did not end (it holds "
+            f"{RUNNING_MARKER}): its last interchanges may be half-processed; replay into a new store",
+            file=sys.stderr,
+        )
 
 
 # -- output ------------------------------------------------------------------------------------

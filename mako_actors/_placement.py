@@ -198,12 +198,31 @@ def check_not_partitioned(store_path: Path, command: str) -> None:
         )
 
 
+#: In a replay's store while a run writes to it (removed when the run has ended and is durable).
+RUNNING_MARKER = "replay-running"
+
+
+def unfinished_replay(store_path: Path) -> bool:
+    """Whether the store at ``store_path`` was left by a replay that did not end (killed, a store
+    error): it holds ``RUNNING_MARKER`` and data. Its last interchanges may be half-processed
+    (receipts follow routing in a replay), so a replay refuses it, and so do ``serve`` and
+    ``masterdata import``; the CLI's views warn."""
+    return (store_path / RUNNING_MARKER).is_file() and (store_path / "data.mdb").is_file()
+
+
 def check_not_replay_parts(store_path: Path, command: str) -> None:
     """``InvalidArgument`` if ``store_path`` is one part of a ``replay --workers N`` store, or holds
     such parts: ``command`` (``serve``, ``masterdata import``) would write into a share of the
     MaLos, or into a new store beside them, and decide without the processes the others hold.
-    Likewise for a partitioned store's partition or node directory (``check_not_partitioned``)."""
+    Likewise for a partitioned store's partition or node directory (``check_not_partitioned``),
+    and for a store a replay left unfinished (``unfinished_replay``)."""
     check_not_partitioned(store_path, command)
+    if unfinished_replay(store_path):
+        raise InvalidArgument(
+            f"{command}: --store {store_path} was left by a replay that did not end (it holds "
+            f"{RUNNING_MARKER}): its last interchanges may be half-processed (answers to them "
+            "never sent, or decided again by what comes next); replay the archive into a new store"
+        )
     part = part_of(store_path)
     if part is not None:
         raise InvalidArgument(

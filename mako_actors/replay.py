@@ -69,6 +69,7 @@ from pydantic_core import to_jsonable_python
 
 from mako_actors._durable import fsync_directory
 from mako_actors._partition import Predictions, RefKind, Scan, trigger_seed
+from mako_actors._placement import RUNNING_MARKER
 from mako_actors.actors import LocalActorSystem
 from mako_actors.actors._actor import TIMEOUT, Op
 from mako_actors.dead_letters import DeadLetter
@@ -1717,9 +1718,6 @@ async def _replay_items(
     fsync_directory(running.parent)
     return report, encoded
 
-
-#: In a replay's store while a run writes to it (removed when the run has ended and is durable).
-RUNNING_MARKER = "replay-running"
 
 #: The checkpoint holding the instant by which a replay into the store fired every Frist due.
 FIRED_UNTIL = "replay-fired-until"

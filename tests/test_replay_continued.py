@@ -585,6 +585,30 @@ async def test_a_store_a_replay_left_half_done_is_refused_not_decided_again(
     assert (tmp_path / "cut" / "data.mdb").read_bytes() == before
 
 
+def test_a_store_a_replay_left_half_done_is_neither_served_nor_shown_as_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only ``replay`` looked for the mark: ``serve`` started on such a store, fired its overdue
+    Fristen and delivered answers without a word, and ``stats`` or ``processes list`` showed
+    its counts as a store's. Now serve and ``masterdata import`` refuse it, the views warn."""
+    from mako_actors.replay import RUNNING_MARKER
+    from mako_actors.serve_config import ServeConfig
+
+    store = tmp_path / "cut"
+    asyncio.run(LmdbStore(store).aclose())  # data.mdb, as a killed replay leaves it
+    (store / RUNNING_MARKER).write_text("")
+    before = (store / "data.mdb").read_bytes()
+    with pytest.raises(InvalidArgument, match=r"serve: --store .* left by a replay that did not end"):
+        ServeConfig(store=store, tenants=(NB,), inbox=tmp_path / "in", outbox=tmp_path / "o", http_port=None)
+    master = tmp_path / "master.csv"
+    master.write_text("malo,supplier,from,until\n")
+    assert main(["masterdata", "import", str(master), "--store", str(store), "--tenant", NB]) == 2
+    assert "left by a replay that did not end" in capsys.readouterr().err
+    assert main(["stats", "--store", str(store)]) == 0
+    assert f"{store} was left by a replay that did not end" in capsys.readouterr().err.replace("\n", " ")
+    assert (store / "data.mdb").read_bytes() == before
+
+
 async def test_a_split_stores_outbox_as_what_was_sent_compares_equal_to_the_same_replay(
     tmp_path: Path,
 ) -> None:
