@@ -272,11 +272,19 @@ class DirectorySender:
 
     ``test``: a test system's sender: every interchange carries the test indicator (UNB 0035 =
     1), so nothing it sends can enter a partner's production processes (DOMAIN §4).
+    ``rewritten`` counts the files written over one of the same name still in the directory (a
+    crash between a delivery and its acknowledgement): each is logged as a warning and told to
+    ``on_rewritten`` (e.g. a metric). One the gateway took already cannot be seen here; its
+    pickup must take a name once.
     """
 
-    def __init__(self, directory: Path, *, test: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, test: bool = False, on_rewritten: Callable[[], None] | None = None
+    ) -> None:
         self.directory = directory
         self.test = test
+        self.rewritten = 0
+        self._on_rewritten = on_rewritten
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def send(self, message: OutboxMessage) -> None:
@@ -291,10 +299,20 @@ class DirectorySender:
             raise PermanentDeliveryError(f"cannot render {message.message_type}: {exc}") from None
         target = self.directory / f"{message.message_type}-{message.idempotency_key}.edi"
         temporary = self.directory / f".{target.name}.tmp"
-        await asyncio.to_thread(_write_atomically, temporary, target, raw)
+        if await asyncio.to_thread(_write_atomically, temporary, target, raw):
+            self.rewritten += 1
+            log.warning(
+                "outbox: %s was still in %s: delivered again (its acknowledgement was lost, e.g. "
+                "in a crash); written over with the same name",
+                target.name, self.directory,
+            )  # fmt: skip
+            if self._on_rewritten is not None:
+                self._on_rewritten()
 
 
-def _write_atomically(temporary: Path, target: Path, raw: bytes) -> None:
+def _write_atomically(temporary: Path, target: Path, raw: bytes) -> bool:
+    """Write ``raw`` to ``target`` by a rename; True if ``target`` existed before."""
+    existed = target.exists()
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(fd, 0o600)  # also when a stale temporary file of another mode was left
@@ -305,3 +323,4 @@ def _write_atomically(temporary: Path, target: Path, raw: bytes) -> None:
     # The message is acknowledged (deleted from the store) once this returns: its file's name
     # must be on disk by then.
     fsync_directory(target.parent)
+    return existed

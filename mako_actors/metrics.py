@@ -176,6 +176,12 @@ class Metrics:
         self.delivery_retries = Counter(
             "mako_outbox_retries", "failed delivery attempts rescheduled", registry=r
         )
+        self.redelivered = Counter(
+            "mako_outbox_redelivered",
+            "messages written over a file of the same name still in the outbox folder: delivered "
+            "again after their acknowledgement was lost (a crash); the gateway must take each name once",
+            registry=r,
+        )
         self.acknowledgements = Counter(
             "mako_acknowledgements",
             "CONTRL/APERAK received on our interchanges, by type and result (rejected: the partner "

@@ -137,7 +137,7 @@ class _MeasuredSender:
     """``DirectorySender`` that counts deliveries and their latency since the message became due."""
 
     def __init__(self, directory: Path, metrics: Metrics, *, test: bool = False) -> None:
-        self._inner = DirectorySender(directory, test=test)
+        self._inner = DirectorySender(directory, test=test, on_rewritten=metrics.redelivered.inc)
         self._metrics = metrics
 
     async def send(self, message: OutboxMessage) -> None:

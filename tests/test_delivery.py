@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -270,6 +271,35 @@ async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, stor
         assert renamed and all(src.startswith(".") and src.endswith(".tmp") for src, _ in renamed)
     finally:
         os.umask(old)
+
+
+async def test_a_message_delivered_again_over_its_own_file_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a SIGKILL between a delivery and its acknowledgement the message is sent again
+    (at least once, by design), and the file of its name was written over without a word: the
+    node's metrics and log said nothing of the repeat. Now it is logged and counted."""
+    contrl = {
+        "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
+                     "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
+        "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
+        "interchange_recipient_id": "9900000002009", "action": "7",
+    }  # fmt: skip
+    ident = identity()
+    row = outbox_row(ident, envelope(ident).event_id, T0)
+    message = row.model_copy(update={"message_type": "CONTRL", "payload": contrl, "idempotency_key": "k1"})
+    told: list[None] = []
+    sender = DirectorySender(tmp_path / "out", on_rewritten=lambda: told.append(None))
+    await sender.send(message)
+    first = (tmp_path / "out" / "CONTRL-k1.edi").read_bytes()
+    assert (sender.rewritten, told) == (0, [])
+    await sender.send(message.model_copy(update={"idempotency_key": "k2"}))  # another message
+    assert (sender.rewritten, told) == (0, [])
+    with caplog.at_level(logging.WARNING, logger="mako_actors.delivery"):
+        await sender.send(message)  # the same one again: its acknowledgement was lost
+    assert (sender.rewritten, len(told)) == (1, 1)
+    assert "CONTRL-k1.edi was still in" in caplog.text and "delivered again" in caplog.text
+    assert (tmp_path / "out" / "CONTRL-k1.edi").read_bytes() == first
 
 
 async def test_an_outbox_row_that_does_not_decode_is_named(store: LmdbStore) -> None:
