@@ -668,13 +668,25 @@ async def _outbox_render(store: Any, args: argparse.Namespace) -> int:
 
 async def _outbox_retry(store: Any, args: argparse.Namespace) -> int:
     text = args.id.strip().lower()
-    matches = [m async for m in _every_outbox_message(store) if _matches(str(m.message_id), text)]
+    every = [m async for m in _every_outbox_message(store)]
+    matches = [m for m in every if _matches(str(m.message_id), text)]
     message = _unique(matches, text, lambda m: str(m.message_id), "outbox message")
     updated: OutboxMessage = await store.retry_outbox(message.message_id, datetime.now(UTC))
+    # The delivery worker sends a process's messages in order: while an earlier one of its
+    # process waits for a retry, this one is held (due, never attempted). Say which.
+    mine = [m for m in every if m.stream_id == updated.stream_id]
+    before = [m for m in mine if m.attempts and m.position < updated.position]
+    behind = sorted(before, key=lambda m: m.position)
     if args.json:
-        _json(updated.to_plain())
-    else:
-        print(f"outbox message {updated.message_id} ({updated.message_type} to {updated.recipient}): due now")
+        _json({**updated.to_plain(), "held_behind": [str(m.message_id) for m in behind]})
+        return 0
+    print(f"outbox message {updated.message_id} ({updated.message_type} to {updated.recipient}): due now")
+    for m in behind:
+        print(
+            f"  held behind {m.message_id} ({m.message_type} to {m.recipient}, {m.attempts} failed "
+            f"attempt(s), next {_when(m.next_attempt_at)}) of the same process: its messages go out "
+            "in order; retry that one first"
+        )
     return 0
 
 

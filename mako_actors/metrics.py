@@ -176,6 +176,12 @@ class Metrics:
         self.delivery_retries = Counter(
             "mako_outbox_retries", "failed delivery attempts rescheduled", registry=r
         )
+        self.outbox_held = Gauge(
+            "mako_outbox_held",
+            "due outbox messages held back at the last delivery run: an earlier message of their "
+            "process waits for a retry (a process's messages go out in order)",
+            registry=r,
+        )
         self.redelivered = Counter(
             "mako_outbox_redelivered",
             "messages written over a file of the same name still in the outbox folder: delivered "

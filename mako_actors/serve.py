@@ -615,6 +615,7 @@ class Node:
                 await asyncio.sleep(self.config.poll_interval * 4)
                 continue
             self.metrics.delivery_retries.inc(report.retried)
+            self.metrics.outbox_held.set(report.held)
             if report.dead_lettered:
                 self.metrics.dead_letters.labels(source="outbox").inc(report.dead_lettered)
             if final and not report.delivered:

@@ -197,6 +197,15 @@ def test_outbox_list_due_dead_and_retry(capsys: Capture, store: Path) -> None:
     assert code == 0 and f"outbox message {rows[1]['message_id']} (APERAK to" in out and "due now" in out
     code, _, err = run(capsys, "outbox", "retry", "ffffffffffff", "--store", s)
     assert code == 1 and "no outbox message matches" in err
+    assert retried["held_behind"] == [] and all(m["stream_id"] != rows[0]["stream_id"] for m in rows[1:])
+    # One held behind its process's retrying APERAK: "due now" alone left the operator waiting
+    # for a delivery the node never attempts.
+    waiting = next(m for m in held if m["stream_id"] in {r["stream_id"] for r in rows[1:]})
+    blocker = next(r for r in rows[1:] if r["stream_id"] == waiting["stream_id"])
+    told = run_json(capsys, "outbox", "retry", waiting["message_id"], "--store", s)
+    assert told["held_behind"] == [blocker["message_id"]]
+    code, out, _ = run(capsys, "outbox", "retry", waiting["message_id"], "--store", s)
+    assert code == 0 and f"held behind {blocker['message_id']} (APERAK to" in out.replace("\n", " ")
 
 
 def test_deadlines_list_overdue(capsys: Capture, demo_store: Path) -> None:
