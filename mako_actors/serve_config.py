@@ -106,7 +106,7 @@ class ServeConfig:
 
     def _check_folders(self) -> None:
         """``InvalidArgument`` if two of store, inbox, outbox, done, rejected are one folder or
-        nested.
+        nested, or one of them is a file.
 
         The outbox or done/ as the inbox would feed the node its own files forever; one inside
         another mixes what a gateway picks up; the store as (or inside) a folder the node moves
@@ -117,6 +117,9 @@ class ServeConfig:
             ("store", self.store), ("inbox", self.inbox), ("outbox", self.outbox), ("done", self.done_dir),
             ("rejected", self.rejected_dir),
         ]  # fmt: skip
+        for name, path in folders:
+            if path.exists() and not path.is_dir():  # (else mkdir said only "File exists")
+                raise InvalidArgument(f"serve: {name} {path} is a file, not a directory")
         resolved = [(name, path, path.resolve()) for name, path in folders]
         for i, (name, path, real) in enumerate(resolved):
             for other, other_path, other_real in resolved[i + 1 :]:

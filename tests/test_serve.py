@@ -713,7 +713,13 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
         config(http_port=9464.9)
     assert config(http_port=9465.0).http_port == 9465
     assert config(done=tmp_path / "done2").done_dir == tmp_path / "done2"  # apart: fine
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]  # nothing created
+    # A store path that is a file: the node's start said only "[Errno 17] File exists".
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InvalidArgument, match=r"store .*afile is a file, not a directory"):
+        config(store=tmp_path / "afile")
+    with pytest.raises(InvalidArgument, match=r"outbox .*afile is a file, not a directory"):
+        config(outbox=tmp_path / "afile")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "link"]  # nothing created
     # A share of a replay's MaLos, or a store beside the shares, would decide without their processes.
     (tmp_path / "replay" / "part-0-of-2").mkdir(parents=True)
     with pytest.raises(InvalidArgument, match=r"serve: --store .*part-0-of-2 is part 0 of a replay"):
