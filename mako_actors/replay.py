@@ -1377,19 +1377,26 @@ class _Pipeline:
         try:
             await self.system.dispatch(identity, op)  # ``execute_timeout`` with a context
             self.report.deadlines_fired += 1
-        except EngineError as exc:
-            if exc.transient or exc.operational:
+        except Exception as exc:
+            if isinstance(exc, EngineError) and (exc.transient or exc.operational):
                 raise
-            self.report.errors.append(f"deadline {deadline.label} of {deadline.stream_id}: {exc}")
+            # As the sequential run's scheduler: refused, or a bug in the workflow's
+            # ``on_deadline`` (no retry fixes it): a dead letter, and the run goes on.
+            reason = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            self.report.errors.append(_frist_failed(deadline, reason))
+            payload = deadline.to_plain()
             await self.view.add_dead_letter(
-                DeadLetter(
-                    kind="deadline", reason=str(exc), payload=deadline.to_plain(), recorded_at=deadline.due_at
-                )
+                DeadLetter(kind="deadline", reason=reason, payload=payload, recorded_at=deadline.due_at)
             )
             await self.view.cancel_deadline(deadline.deadline_id)
 
 
 _order_of = operator.attrgetter("order")
+
+
+def _frist_failed(deadline: Deadline, reason: str) -> str:
+    """The report's error line for a Frist whose workflow failed (it was dead-lettered)."""
+    return f"deadline {deadline.label} of {deadline.stream_id}: {reason}"
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     """The file's bytes; None (and a failure in the report) when it cannot be read."""
     if item.raw is not None:
@@ -1896,7 +1903,12 @@ async def _sequential(
     until: datetime | None,
     progress: Progress | None,
 ) -> None:
-    scheduler = DeadlineScheduler(store, lambda d: system.resume(identity_of(d)).execute_timeout(d), clock)
+    scheduler = DeadlineScheduler(
+        store,
+        lambda d: system.resume(identity_of(d)).execute_timeout(d),
+        clock,
+        on_given_up=lambda d, reason: report.errors.append(_frist_failed(d, reason)),
+    )
     for done, item in enumerate(items, start=1):
         # What is received at a Frist's due instant is in time: it goes first.
         report.deadlines_fired += await scheduler.advance_to(clock, item.received_at, inclusive=False)

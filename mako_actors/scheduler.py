@@ -105,7 +105,8 @@ class DeadlineScheduler:
     compensation) dead-letters the deadline and removes it so it cannot block the queue; a
     transient one leaves it due for the next run. ``select``: fire only the deadlines it
     accepts (one host's share of a shared store: each fires through the actors it owns); the
-    others are left to their schedulers.
+    others are left to their schedulers. ``on_given_up``: told each deadline dead-lettered and
+    why (a replay lists them in its report).
     """
 
     def __init__(
@@ -115,22 +116,30 @@ class DeadlineScheduler:
         clock: Callable[[], datetime],
         batch: int = 100,
         select: Callable[[Deadline], bool] | None = None,
+        on_given_up: Callable[[Deadline, str], None] | None = None,
     ) -> None:
         self._store = store
         self._fire = fire
         self._clock = clock
         self._batch = batch
         self._select = select
+        self._on_given_up = on_given_up
         self.stats = SchedulerStats()
 
     async def run_due(self, before: datetime | None = None) -> int:
-        """Fire everything due at the clock's current time; returns how many fired.
+        """Fire everything due at the clock's current time; returns how many fired (one whose
+        workflow failed for good is dead-lettered, counted in ``stats.failed``, not here).
 
         With ``before``, only deadlines due strictly before it: a caller holding traffic
         received at ``before`` that is not ingested yet passes its instant, because what is
         received by a Frist's due instant is in time and must be decided before the Frist fires.
         """
-        fired = 0
+        fired, _ = await self._run_due(before)
+        return fired
+
+    async def _run_due(self, before: datetime | None) -> tuple[int, int]:
+        """``run_due``: how many fired, and how many were dead-lettered."""
+        fired = given_up = 0
         skipped: set[Any] = set()
         while True:
             limit = self._clock()
@@ -139,15 +148,18 @@ class DeadlineScheduler:
             due = await self._store.due_deadlines(limit, self._batch + len(skipped))
             due = [d for d in due if d.deadline_id not in skipped]
             if not due:
-                return fired
+                return fired, given_up
             for deadline in due:
                 if self._select is not None and not self._select(deadline):
                     skipped.add(deadline.deadline_id)  # another scheduler's
                     continue
-                if await self._fire_one(deadline):
+                outcome = await self._fire_one(deadline)
+                if outcome is True:
                     fired += 1
-                else:
+                elif outcome is False:
                     skipped.add(deadline.deadline_id)
+                else:  # its workflow failed for good: dead-lettered, no longer due
+                    given_up += 1
 
     async def advance_to(self, clock: VirtualClock, instant: datetime, inclusive: bool = True) -> int:
         """Move a virtual clock to ``instant``, firing each deadline at its own due time.
@@ -160,9 +172,9 @@ class DeadlineScheduler:
         last = instant if inclusive else instant - _TICK
         while upcoming := await self._store.due_deadlines(last, 1):
             clock.set(max(clock(), upcoming[0].due_at))
-            count = await self.run_due()
+            count, given_up = await self._run_due(None)
             fired += count
-            if count == 0:  # only transient failures left: try again on the next call
+            if count == 0 and given_up == 0:  # only transient failures left: try again on the next call
                 break
         clock.set(max(instant, clock()))
         return fired
@@ -177,12 +189,20 @@ class DeadlineScheduler:
             log.info("deadline %s of %s: fired or cancelled meanwhile", deadline.label, deadline.stream_id)
             return
         self.stats.failed += 1
+        if self._on_given_up is not None:
+            self._on_given_up(deadline, reason)
+        log.error(
+            "deadline %s of %s dead-lettered (dead-letters requeue puts it back)",
+            deadline.label, deadline.stream_id,
+        )  # fmt: skip
 
-    async def _fire_one(self, deadline: Deadline) -> bool:
+    async def _fire_one(self, deadline: Deadline) -> bool | None:
         with log_context(process_id=deadline.process_id, deadline=deadline.label):
             return await self._fire_logged(deadline)
 
-    async def _fire_logged(self, deadline: Deadline) -> bool:
+    async def _fire_logged(self, deadline: Deadline) -> bool | None:
+        """True: fired. False: left due (transient) or gone meanwhile. None: its workflow
+        failed for good and it was dead-lettered (not counted as fired, as ``stats.fired``)."""
         try:
             await self._fire(deadline)
         except DeadlineGone:
@@ -196,13 +216,13 @@ class DeadlineScheduler:
                     "deadline %s of %s: transient, left due: %s", deadline.label, deadline.stream_id, exc
                 )
                 return False
-            log.error("deadline %s of %s failed, dead-lettered: %s", deadline.label, deadline.stream_id, exc)
+            log.error("deadline %s of %s failed: %s", deadline.label, deadline.stream_id, exc)
             await self._give_up(deadline, str(exc))
-            return True
+            return None
         except Exception as exc:  # a bug in the workflow's on_deadline (KeyError, ...): no retry fixes it
-            log.exception("deadline %s of %s failed, dead-lettered", deadline.label, deadline.stream_id)
+            log.exception("deadline %s of %s failed", deadline.label, deadline.stream_id)
             await self._give_up(deadline, f"{type(exc).__name__}: {exc}")
-            return True
+            return None
         self.stats.fired += 1
         self.stats.labels[deadline.label] = self.stats.labels.get(deadline.label, 0) + 1
         return True

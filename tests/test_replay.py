@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -347,3 +349,37 @@ def test_master_data_that_is_an_assignment_list_points_to_the_import(tmp_path: P
     (tmp_path / "m.json").write_text("\ufeff" + by_malo, encoding="utf-8")
     master = load_master_data(tmp_path / "m.json")  # a byte order mark is no data
     assert master.suppliers(NB, "51900000012", THU).measurement == "ZW6"
+
+
+async def test_a_frist_whose_workflow_fails_is_reported_alike_in_both_modes(tmp_path: Path) -> None:
+    """A Frist whose workflow fails for good is dead-lettered. The pipelined run counted it as
+    a dead letter only, the sequential one also as fired (the scheduler counted every Frist it
+    took off the schedule): the two reports of one archive differed in ``deadlines_fired``."""
+    from mako_actors.deadlines import Deadline
+    from mako_actors.gpke import GpkeNbWorkflow
+    from mako_actors.replay import load_master_data
+
+    class FailsAtNine(GpkeNbWorkflow):
+        def on_deadline(self, deadline: Deadline, state: Any) -> Any:
+            if deadline.label == "lfa_answer":
+                raise KeyError("a bug")
+            return super().on_deadline(deadline, state)
+
+    write_archive(tmp_path / "in")
+    master = load_master_data(tmp_path / "in" / "master.json")
+    reports = []
+    for name, sequential in (("p", False), ("s", True)):
+        report = await replay_directory(
+            tmp_path / "in", tmp_path / name, tenants=[NB], master_data=master, sequential=sequential,
+            workflow=FailsAtNine(), until=THU + timedelta(days=5),
+        )  # fmt: skip
+        reports.append(report)
+    assert [(r.deadlines_fired, r.dead_letters) for r in reports] == [(reports[0].deadlines_fired, 1)] * 2
+    # (The process ids are each run's own.)
+    errors = [sorted(re.sub(r"process/[^:]+", "process", e) for e in r.errors) for r in reports]
+    assert errors[0] == errors[1] and "deadline lfa_answer of process: KeyError: 'a bug'" in errors[0]
+    assert reports[0].decision_digest == reports[1].decision_digest
+    for name in ("p", "s"):
+        async with LmdbStore(tmp_path / name) as store:
+            [letter] = [d for d in await store.dead_letters() if d.kind == "deadline"]
+            assert "a bug" in letter.reason
