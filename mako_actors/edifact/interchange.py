@@ -622,6 +622,24 @@ def _bgm_constituents(seg: Segment, number: int) -> None:
 _SIMPLE = frozenset({"UNT", "UNZ"})
 
 
+def _check_s010(s010: str | list[str], unh: Segment, number: int) -> None:
+    """UNH S010 (status of the transfer): 0070 n..2 and 0073 ``C`` or ``F`` when given; a
+    generator's placeholder (``+X+X:C``) is an invalid value (0085 = 12), as any other."""
+    parts = [s010] if s010.__class__ is str else s010
+    sequence = parts[0]
+    marker = parts[1] if len(parts) > 1 else ""
+    if sequence and not (len(sequence) <= 2 and sequence.isascii() and sequence.isdigit()):
+        component, want, found = 1, "a sequence number of at most 2 digits (S010 0070)", sequence
+    elif marker not in ("", "C", "F"):
+        component, want, found = 2, "C or F (S010 0073)", marker
+    else:
+        return
+    raise InvalidValue(
+        f"UNH status of the transfer (S010) is invalid: {found!r}", segment_number=number,
+        segment_tag="UNH", expected=want, found=found[:40], element=(5, component),
+    )  # fmt: skip
+
+
 def _too_long(seg: Segment, number: int) -> None:
     # The first offending value in table order names the error.
     for element, component, name, limit in _MAX_LENGTHS[seg.tag]:
@@ -795,7 +813,7 @@ def _message(
 ) -> Message:
     """The message ``segs`` (UNH..UNT), standing at index ``start`` of the interchange's
     ``tags``. Checks in the order the errors must win: lengths of UNH and UNT, 0062, 0065, the
-    UNT count and reference, then header BGM (1004's length; in a UTILMD its constituents) and
+    UNT count and reference, UNH S010, then header BGM (1004's length; in a UTILMD its constituents) and
     each IDE's length."""
     # Element access is spelled out (no Segment.value): this runs for every message of a
     # replay. ``e if e.__class__ is str else e[0]`` is an element's first component.
@@ -850,6 +868,8 @@ def _message(
             "UNT reference differs from UNH 0062", segment_number=last, segment_tag="UNT",
             expected=reference, found=unt_ref,
         )
+    if len(h) > 3:  # (after the count: a message's frame is checked before its values)
+        _check_s010(h[3], unh, first)
     problems: list[str] = []
     repeated: list[str] = []
     header_pid: str | None = None

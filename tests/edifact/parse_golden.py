@@ -15,8 +15,9 @@ now counted in the right segment (the reference counted the released terminator)
 UnsupportedCharset message lists UNOA/UNOB/UNOC only (UNOD..UNOF are refused since); and an
 input with a control character in its data (a mutation's NUL, CR or LF; not a line break after
 a terminator) is refused with ``InvalidCharacter`` (0085 21) before it is split, since also one
-with a C1 control (0x80-0x9F): only those entries changed, and each other one still has the
-reference's result.
+with a C1 control (0x80-0x9F); and a UNH S010 whose 0070 is no number of at most 2 digits (a
+generator's ``+X+X:C``) or whose 0073 is neither C nor F is refused with ``InvalidValue`` (0085
+12): only those entries changed, and each other one still has the reference's result.
 
 Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
 say more about the same input, and their own tests check them.

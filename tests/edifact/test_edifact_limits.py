@@ -46,6 +46,30 @@ def test_an_element_longer_than_its_syntax_allows_is_refused(old: bytes, new: by
     assert info.value.syntax_error_code == "39"
 
 
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        (b"+X+X:C", "'X'"),  # a generator's placeholders (edifact_mapper): was accepted, CONTRL 7
+        (b"++123:C", "'123'"),
+        (b"++1:L", "'L'"),
+        (b"++1:C", None),
+        (b"++01:F", None),
+        (b"+ACCESS+:C", None),
+    ],
+)
+def test_a_unh_status_of_the_transfer_that_is_no_sequence_number_is_refused(
+    status: bytes, refused: str | None
+) -> None:
+    """UNH S010: 0070 is n..2, 0073 C or F (ISO 9735 v3). An invalid value is 0085 = 12."""
+    raw = variant(b"UTILMD:D:11A:UN:S2.1'", b"UTILMD:D:11A:UN:S2.1" + status + b"'")
+    if refused is None:
+        assert parse_interchange(raw).messages[0].reference == "M1"
+        return
+    with pytest.raises(InvalidValue, match=f"S010.*{refused}") as info:
+        parse_interchange(raw)
+    assert (info.value.syntax_error_code, info.value.segment_tag) == ("12", "UNH")
+
+
 def test_elements_at_their_maximum_length_are_accepted() -> None:
     raw = variant(b"+LFN1'UNH", b"+LFN12345678901'UNH").replace(b"UNZ+1+LFN1'", b"UNZ+1+LFN12345678901'")
     raw = raw.replace(b"UNH+M1+", b"UNH+M1234567890123+").replace(b"UNT+12+M1'", b"UNT+12+M1234567890123'")

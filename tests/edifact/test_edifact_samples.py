@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from edifact_support import SAMPLES, sample_files
 
-from mako_actors.edifact import ControlCountMismatch, EdifactError, try_parse_interchange
+from mako_actors.edifact import ControlCountMismatch, EdifactError, InvalidValue, try_parse_interchange
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="external sample corpus absent")
 
@@ -26,15 +26,24 @@ def _expected_pid(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+# edifact_mapper's UNH placeholders: S010 0070 'X' is no sequence number (n..2), 0085 = 12.
+PLACEHOLDER = b"+X+X:C'"
+
+
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.parent.name + "/" + p.name)
 def test_sample_is_parsed_or_rejected_for_its_known_defect(path: Path) -> None:
-    result = try_parse_interchange(path.read_bytes(), source=path.name)
+    raw = path.read_bytes()
+    result = try_parse_interchange(raw, source=path.name)
     if UNT_WRONG.search(path.name):
         assert isinstance(result, ControlCountMismatch), result
         assert result.segment_tag == "UNT" and result.syntax_error_code == "29"
         assert path.name in str(result) and result.segment_number is not None
         assert result.expected != result.found
         return
+    if PLACEHOLDER in raw:
+        assert isinstance(result, InvalidValue) and "S010" in str(result), result
+        assert (result.segment_tag, result.syntax_error_code) == ("UNH", "12")
+        result = try_parse_interchange(raw.replace(PLACEHOLDER, b"'"), source=path.name)  # the rest
     assert not isinstance(result, EdifactError), str(result)
     (message,) = result.messages
     kind = re.search(r"(utilmd|aperak|contrl|mscons)", path.name, re.IGNORECASE)

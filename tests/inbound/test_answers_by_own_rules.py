@@ -184,10 +184,11 @@ def sample_answer(name: str, request_ide: str, code: str | None) -> bytes:
     """A sample 55011/55012 with its known defects repaired so that it reaches our process.
 
     Repaired: the parties (random GLNs, NAD code list in the wrong component), the 14-digit
-    DTM 303 values, and RFF+TN (random) set to our 55010's IDE. Left as it is: no SG5, BGM+E01,
-    the UNH placeholders, ``STS+7++E01+ZW0``; the random E_0624 code unless ``code`` is given.
+    DTM 303 values, the UNH placeholders (``+X+X:C``: CONTRL 4), and RFF+TN (random) set to our
+    55010's IDE. Left as it is: no SG5, BGM+E01, ``STS+7++E01+ZW0``; the random E_0624 code
+    unless ``code`` is given.
     """
-    text = (MAPPER / name).read_bytes().decode("latin-1")
+    text = (MAPPER / name).read_bytes().decode("latin-1").replace("+X+X:C'", "'")
     text = text.replace("1234567890128:500", f"{LFA}:500").replace("9876543210987:500", f"{NB}:500")
     text = text.replace("NAD+MS+1234567890128:293:9", f"NAD+MS+{LFA}::293")
     text = text.replace("NAD+MR+1234567890128:293:9", f"NAD+MR+{NB}::293")

@@ -810,3 +810,16 @@ async def test_an_unreadable_file_received_twice_counts_one_dead_letter_written(
     stored_again = await store.add_dead_letter(letter.model_copy(update={"position": 0}))
     assert stored_again.stored_before and stored_again.position == letter.position
     assert not letter.stored_before
+
+
+async def test_a_unh_with_a_generators_placeholders_is_refused_not_processed(store: LmdbStore) -> None:
+    """edifact_mapper's UNH ``+X+X:C`` (S010 0070 'X', no number): before, CONTRL 7 and the
+    Anmeldung ran to its 55002/55037. Now CONTRL 4 with UCM 12 on UNH, and no process."""
+    raw = anmeldung_55001().replace(b"UTILMD:D:11A:UN:S2.1'", b"UTILMD:D:11A:UN:S2.1+X+X:C'", 1)
+    result = await pipeline(store, VirtualClock(THU_1430)).ingest(raw, THU_1430)
+    assert result.status == "rejected" and "S010" in (result.error or "")
+    [contrl] = await outbox(store)
+    [ucm] = contrl.payload["messages"]
+    assert (contrl.payload["action"], ucm["action"], ucm["error_code"]) == ("4", "4", "12")
+    assert "+4+12+UNH'" in render_outbound("CONTRL", contrl.payload).decode()
+    assert {e.workflow_id.name for e in await store.read_all(0, 100)} == {"mako-inbox"}
