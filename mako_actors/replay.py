@@ -675,6 +675,13 @@ class _RunView:
         self.events = self.outbox = 0
         # A fresh store's decisions are exactly those this run commits: no read at the end.
         self.decisions = _Decisions()
+        # A bug in ``_observe`` (the view no longer matches the store): the run must end.
+        self.broken: BaseException | None = None
+
+    def raise_if_broken(self) -> None:
+        """Raise the bug that broke the run's view (``broken``), if one did: the run ends."""
+        if self.broken is not None:
+            raise self.broken
 
     async def commit(self, commit: Commit) -> CommitResult:
         (result,) = await self.commit_many((commit,))
@@ -729,6 +736,7 @@ class _RunView:
                     if not isinstance(result, EngineError):
                         self._observe(commit, result)
             except BaseException as exc:  # a bug here must end the run, never leave a caller waiting
+                self.broken = self.broken or exc
                 if not future.done():
                     future.set_exception(exc)
                 continue
@@ -1378,8 +1386,10 @@ class _Pipeline:
             await self.system.dispatch(identity, op)  # ``execute_timeout`` with a context
             self.report.deadlines_fired += 1
         except Exception as exc:
-            if isinstance(exc, EngineError) and (exc.transient or exc.operational):
-                raise
+            if self.view.broken is not None or (
+                isinstance(exc, EngineError) and (exc.transient or exc.operational)
+            ):
+                raise  # (the commit path failed, not the Frist's workflow: it may have fired)
             # As the sequential run's scheduler: refused, or a bug in the workflow's
             # ``on_deadline`` (no retry fixes it): a dead letter, and the run goes on.
             reason = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
@@ -1909,9 +1919,11 @@ async def _sequential(
         clock,
         on_given_up=lambda d, reason: report.errors.append(_frist_failed(d, reason)),
     )
+    view = cast(_RunView, store)
     for done, item in enumerate(items, start=1):
         # What is received at a Frist's due instant is in time: it goes first.
         report.deadlines_fired += await scheduler.advance_to(clock, item.received_at, inclusive=False)
+        view.raise_if_broken()  # (the scheduler takes a failed Frist for its workflow's)
         raw = _read(item, report)
         if raw is None:
             continue
@@ -1928,3 +1940,4 @@ async def _sequential(
     if last is not None:
         end = last if until is None else max(last, until)
         report.deadlines_fired += await scheduler.advance_to(clock, end)
+        view.raise_if_broken()

@@ -383,3 +383,31 @@ async def test_a_frist_whose_workflow_fails_is_reported_alike_in_both_modes(tmp_
         async with LmdbStore(tmp_path / name) as store:
             [letter] = [d for d in await store.dead_letters() if d.kind == "deadline"]
             assert "a bug" in letter.reason
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+async def test_a_bug_in_the_runs_bookkeeping_on_a_frists_commit_ends_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sequential: bool
+) -> None:
+    """The run's view failing on a Frist's commit (the Frist fired and is stored) must end the
+    run. Taken for a failure of the Frist's workflow, the run went on and dead-lettered a Frist
+    that had fired (``dead-letters requeue`` would fire it again); sequential, the scheduler
+    found it gone and the Frist vanished from the report."""
+    from mako_actors import replay as replay_module
+    from mako_actors.replay import load_master_data
+
+    observe = replay_module._RunView._observe
+
+    def buggy(self: Any, commit: Any, result: Any) -> None:
+        if commit.fired_deadline_id is not None:
+            raise RuntimeError("a bug in the view")
+        observe(self, commit, result)
+
+    monkeypatch.setattr(replay_module._RunView, "_observe", buggy)
+    write_archive(tmp_path / "in")
+    master = load_master_data(tmp_path / "in" / "master.json")
+    with pytest.raises(RuntimeError, match="a bug in the view"):
+        await replay_directory(
+            tmp_path / "in", tmp_path / "s", tenants=[NB], master_data=master, sequential=sequential,
+            until=THU + timedelta(days=5),
+        )  # fmt: skip
