@@ -598,6 +598,10 @@ class InboundPipeline:
     route the interchange a second time beside it. ``in_flight``: the table of interchanges
     being ingested, shared by the pipelines that should take turns (a Ray host makes one
     pipeline per call); by default this pipeline's own.
+
+    ``dead_letters_written``: the dead letters this pipeline wrote since it was made (a letter
+    the store held already is not counted), also by ingests that then failed: a monitor reads
+    it after every ingest, raised or not (``IngestResult.dead_letters_stored`` is one ingest's).
     """
 
     def __init__(
@@ -618,6 +622,7 @@ class InboundPipeline:
     ) -> None:
         self._store = store
         self._in_flight = in_flight if in_flight is not None else {}
+        self.dead_letters_written = 0
         self._host = host
         self._tenants = set(tenants)
         if not self._tenants:
@@ -1378,9 +1383,11 @@ class InboundPipeline:
         stored = await self._store.add_dead_letter(
             DeadLetter(kind=kind, reason=reason, payload=payload, recorded_at=at).keyed()
         )
-        box = _LETTERS_WRITTEN.get()
-        if box is not None and not stored.stored_before:
-            box[0] += 1
+        if not stored.stored_before:
+            self.dead_letters_written += 1
+            box = _LETTERS_WRITTEN.get()
+            if box is not None:
+                box[0] += 1
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -233,21 +233,16 @@ class Metrics:
         status: str,
         outcomes: Mapping[str, int],
         *,
-        dead_letters: int = 0,
         acknowledgements: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Count one ingested interchange and its transactions' outcomes.
 
-        ``dead_letters``: the dead letters its ingest wrote (``IngestResult.dead_letters_stored``:
-        the interchange's and its transactions'; none for a file received again whose letters
-        the store holds). ``acknowledgements``: ``(message type, "accepted" | "rejected")`` of
-        each CONTRL/APERAK in it on one of ours.
+        ``acknowledgements``: ``(message type, "accepted" | "rejected")`` of each CONTRL/APERAK
+        in it on one of ours. (Its dead letters are counted from ``InboundPipeline.dead_letters_written``.)
         """
         self.interchanges.labels(status=status).inc()
         for message_type, result in acknowledgements:
             self.acknowledgements.labels(message_type=message_type, result=result).inc()
-        if dead_letters:
-            self.dead_letters.labels(source="inbound").inc(dead_letters)
         for outcome, count in outcomes.items():
             self.messages.labels(outcome=outcome).inc(count)
 

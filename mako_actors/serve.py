@@ -241,6 +241,7 @@ class Node:
         # Inbox entries that are no regular file (a folder, a symlink), named once each.
         self._not_files: set[str] = set()
         self._future: set[str] = set()  # inbox files dated ahead, named once each
+        self._letters_counted = 0  # the pipeline's dead letters counted on /metrics so far
         # (scheduler, store) while serving: each file fires the Fristen due before it first
         self._fristen: Any = None
         # This pass's oldest inbox file left waiting (unreadable, or held for a Frist's grace):
@@ -313,6 +314,7 @@ class Node:
         try:
             system = await self._actor_system(store)
             pipeline = self._pipeline(store, system, master)
+            self._letters_counted = 0  # (its ``dead_letters_written`` starts at 0)
             sender = _MeasuredSender(config.outbox, self.metrics, test=config.accept_test)
             worker = OutboxWorker(store, sender, clock=system_clock, policy=OUTBOX_RETRY)
             scheduler = self._scheduler(store, system)
@@ -568,6 +570,7 @@ class Node:
         try:
             result = await pipeline.ingest(raw, received_at, source=path.name)
         except Exception as exc:
+            self._count_letters(pipeline)  # written before it raised: stored all the same
             if isinstance(exc, EngineError) and (exc.transient or exc.operational):
                 # The store (or a Ray host) failed, not the file: the caller leaves it in the
                 # inbox for later. Ingesting it again is safe: an accepted receipt that was not
@@ -579,14 +582,20 @@ class Node:
             self._move_decided(path, stat.st_mtime_ns, self.config.rejected_dir)
             return
         acks = [(m.detail, m.ack) for m in result.messages if m.ack is not None]
-        self.metrics.observe_ingest(
-            result.status, result.counts(), dead_letters=result.dead_letters_stored, acknowledgements=acks
-        )
+        self.metrics.observe_ingest(result.status, result.counts(), acknowledgements=acks)
+        self._count_letters(pipeline)
         self._wake_outbox.set()  # its answers are stored, whether or not the move below works
         # A duplicate keeps its first verdict: a rejected file whose move failed before a
         # restart, or before a crash, is ingested again and must not end in done/.
         ok = result.status == "accepted" or (result.status == "duplicate" and not result.rejected_before)
         self._move_decided(path, stat.st_mtime_ns, self.config.done_dir if ok else self.config.rejected_dir)
+
+    def _count_letters(self, pipeline: Any) -> None:
+        """Count the dead letters ``pipeline`` wrote since the last count (its running total)."""
+        written: int = getattr(pipeline, "dead_letters_written", 0)  # (a test's stand-in has none)
+        if written > self._letters_counted:
+            self.metrics.dead_letters.labels(source="inbound").inc(written - self._letters_counted)
+        self._letters_counted = written
 
     def _move_decided(self, path: Path, mtime_ns: int, directory: Path) -> None:
         """Move an ingested inbox file into ``directory``; ``OSError`` if that fails.

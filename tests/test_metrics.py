@@ -65,7 +65,7 @@ async def test_node_metrics_record_ingest_commands_and_delivery(tmp_path: Path) 
             with metrics.time_command():
                 await ref.execute(Record(amount=amount))
         metrics.outbox_pending.set(await store.outbox_count())
-    metrics.observe_ingest("accepted", {"started": 2, "dead_letter": 1}, dead_letters=1)
+    metrics.observe_ingest("accepted", {"started": 2, "dead_letter": 1})
     metrics.observe_ingest("duplicate", {"dead_letter": 1})  # its letter was stored before
     metrics.observe_ingest("rejected", {})
     created = datetime(2025, 11, 13, 8, tzinfo=UTC)
@@ -77,7 +77,6 @@ async def test_node_metrics_record_ingest_commands_and_delivery(tmp_path: Path) 
         (("status", "accepted"),): 1.0, (("status", "duplicate"),): 1.0, (("status", "rejected"),): 1.0
     }
     assert parsed["mako_messages"][2][(("outcome", "started"),)] == 2.0
-    assert parsed["mako_dead_letters"][2] == {(("source", "inbound"),): 1.0}
     assert parsed["mako_outbox_delivered"][2] == {(("message_type", "APERAK"),): 1.0}
     kind, _, samples = parsed["mako_command_duration_seconds"]
     assert kind == "histogram" and samples == {(): 3.0}

@@ -1060,3 +1060,39 @@ async def test_the_inbox_gauge_shrinks_as_a_backlog_is_taken(
         gauge = "mako_inbox_waiting"
         await until("the gauge at 0", lambda: metric(node.metrics.render().decode(), gauge) == 0)
     assert seen == [3, 2, 1]
+
+
+async def test_dead_letters_an_ingest_wrote_before_it_failed_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misaddressed file holding a second interchange makes two letters; the store failing
+    (transiently) on the second left the file in the inbox, and the next pass found the first
+    stored already: the node counted one of the two letters it wrote."""
+    from mako_actors.errors import StoreError
+    from mako_actors.serve import Node
+    from stores.lmdb import LmdbStore
+    from tests.inbound.test_inbound_limits import FOREIGN
+    from tests.inbound.test_inbound_limits import interchange as addressed
+
+    calls = 0
+    add = LmdbStore.add_dead_letter
+
+    async def flaky(self: LmdbStore, letter: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("a disk hiccup", transient=True)
+        return await add(self, letter)
+
+    monkeypatch.setattr(LmdbStore, "add_dead_letter", flaky)
+    node = Node(node_config(tmp_path))
+    (tmp_path / "in").mkdir(parents=True)
+    raw = addressed(nb=FOREIGN) + b"\r\n" + addressed(nb=FOREIGN, control_ref="X2")
+    drop(tmp_path / "in", "batch.edi", raw)
+    async with in_process(node):
+        await until("filed", lambda: files(tmp_path / "rejected") == ["batch.edi"])
+        text = node.metrics.render().decode()
+    assert calls == 4  # the first letter again (a repeat), then the second
+    assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 2
+    async with LmdbStore(tmp_path / "store") as store:
+        assert len(await store.dead_letters()) == 2
