@@ -29,6 +29,7 @@ it creates a folder or the store.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,7 @@ class ServeConfig:
 
     def _check_folders(self) -> None:
         """``InvalidArgument`` if two of store, inbox, outbox, done, rejected are one folder or
-        nested, or one of them is a file.
+        nested, or one of them cannot be a directory (``_check_directory_path``).
 
         The outbox or done/ as the inbox would feed the node its own files forever; one inside
         another mixes what a gateway picks up; the store as (or inside) a folder the node moves
@@ -117,9 +118,6 @@ class ServeConfig:
             ("store", self.store), ("inbox", self.inbox), ("outbox", self.outbox), ("done", self.done_dir),
             ("rejected", self.rejected_dir),
         ]  # fmt: skip
-        for name, path in folders:
-            if path.exists() and not path.is_dir():  # (else mkdir said only "File exists")
-                raise InvalidArgument(f"serve: {name} {path} is a file, not a directory")
         resolved = [(name, path, path.resolve()) for name, path in folders]
         for i, (name, path, real) in enumerate(resolved):
             for other, other_path, other_real in resolved[i + 1 :]:
@@ -136,6 +134,8 @@ class ServeConfig:
                 raise InvalidArgument(
                     f"serve: {inside}; store, inbox, outbox, done and rejected must be apart"
                 )
+        for name, path in folders:
+            _check_directory_path(name, path)
 
     @property
     def done_dir(self) -> Path:
@@ -202,3 +202,16 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServeConfig:
             raise
         raise InvalidArgument(f"serve: bad setting: {exc}") from None
     return ServeConfig(**values)
+
+
+def _check_directory_path(name: str, path: Path) -> None:
+    """``InvalidArgument`` if ``path`` cannot become a directory: it is a file, a symlink to
+    nowhere, or lies under a file (``mkdir`` said only "File exists" / "Not a directory")."""
+    if os.path.lexists(path) and not path.is_dir():
+        what = "a symlink to nothing" if path.is_symlink() and not path.exists() else "a file"
+        raise InvalidArgument(f"serve: {name} {path} is {what}, not a directory")
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise InvalidArgument(f"serve: {name} {path} lies under {parent}, which is not a directory")
+            return

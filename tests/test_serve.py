@@ -719,7 +719,12 @@ def test_a_config_with_a_bad_tenant_or_folders_that_overlap_is_refused(tmp_path:
         config(store=tmp_path / "afile")
     with pytest.raises(InvalidArgument, match=r"outbox .*afile is a file, not a directory"):
         config(outbox=tmp_path / "afile")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "link"]  # nothing created
+    with pytest.raises(InvalidArgument, match=r"store .*afile/store lies under .*afile, which is not a dir"):
+        config(store=tmp_path / "afile" / "store")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidArgument, match=r"inbox .*dangling is a symlink to nothing"):
+        config(inbox=tmp_path / "dangling")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dangling", "link"]  # nothing created
     # A share of a replay's MaLos, or a store beside the shares, would decide without their processes.
     (tmp_path / "replay" / "part-0-of-2").mkdir(parents=True)
     with pytest.raises(InvalidArgument, match=r"serve: --store .*part-0-of-2 is part 0 of a replay"):
