@@ -306,12 +306,12 @@ def _run(
 
 def _warn_unfinished(stores: list[Path]) -> None:
     """Say on stderr, every time, that what follows shows stores a replay left unfinished."""
-    from mako_actors._placement import RUNNING_MARKER
+    from mako_actors._placement import unfinished_note
 
     for store in stores:
         print(
-            f"mako-actors: warning: {store} was left by a replay that did not end (it holds "
-            f"{RUNNING_MARKER}): its last interchanges may be half-processed; replay into a new store",
+            f"mako-actors: warning: {store} was left by a replay that did not end, or one is still "
+            f"writing to it ({unfinished_note(store)}): its last interchanges may be half-processed",
             file=sys.stderr,
         )
 

@@ -210,6 +210,16 @@ def unfinished_replay(store_path: Path) -> bool:
     return (store_path / RUNNING_MARKER).is_file() and (store_path / "data.mdb").is_file()
 
 
+def unfinished_note(store_path: Path) -> str:
+    """What a store's ``RUNNING_MARKER`` says (when the replay started, its process id), for a
+    message: the replay may also still be running, which only the operator can tell."""
+    try:
+        said = (store_path / RUNNING_MARKER).read_text(errors="replace").strip()
+    except OSError:
+        said = ""
+    return f"{RUNNING_MARKER}: {said[:200]!r}" if said else RUNNING_MARKER
+
+
 def check_not_replay_parts(store_path: Path, command: str) -> None:
     """``InvalidArgument`` if ``store_path`` is one part of a ``replay --workers N`` store, or holds
     such parts: ``command`` (``serve``, ``masterdata import``) would write into a share of the
@@ -219,9 +229,10 @@ def check_not_replay_parts(store_path: Path, command: str) -> None:
     check_not_partitioned(store_path, command)
     if unfinished_replay(store_path):
         raise InvalidArgument(
-            f"{command}: --store {store_path} was left by a replay that did not end (it holds "
-            f"{RUNNING_MARKER}): its last interchanges may be half-processed (answers to them "
-            "never sent, or decided again by what comes next); replay the archive into a new store"
+            f"{command}: --store {store_path} was left by a replay that did not end, or one is still "
+            f"writing to it ({unfinished_note(store_path)}): its last interchanges may be half-processed "
+            "(answers to them never sent, or decided again by what comes next); replay the archive "
+            "into a new store"
         )
     part = part_of(store_path)
     if part is not None:
