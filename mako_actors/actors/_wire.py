@@ -61,9 +61,18 @@ _CACHE_LIMIT = 4096  # distinct tenants/workflows kept decoded per host; cleared
 
 def _pickle(objects: list[Any]) -> bytes:
     try:
-        return pickle.dumps(objects, protocol=5)
+        data = pickle.dumps(objects, protocol=5)
     except Exception:  # not importable by name (a local class, a lambda): Ray's own way
         return bytes(cloudpickle.dumps(objects, protocol=5))  # type: ignore[no-untyped-call]
+    if _MAIN in data:
+        # A class of a script or notebook (``__main__``) pickles by name, and a worker's own
+        # ``__main__`` has no such class: ``cloudpickle`` sends it by value, as Ray does.
+        # (A mere string "__main__" among the values takes this way too: slower, as valid.)
+        return bytes(cloudpickle.dumps(objects, protocol=5))  # type: ignore[no-untyped-call]
+    return data
+
+
+_MAIN = b"__main__"
 
 
 class _Objects:

@@ -24,10 +24,13 @@ flight travels in one Ray call (``call_batch``, one in flight per host by defaul
 back as one list of per-operation results; the host hands them to the actors' mailboxes in
 list order, and batches in arrival order, so calls to one process are ordered as they arrive
 at the host, from any caller. Batches cross Ray as msgpack bytes (``_wire``; what has no plain
-form is pickled: workflow and command classes must be importable on the workers). Errors come back as plain
+form is pickled: workflow and command classes must be importable on the workers, or be
+``__main__``'s, which travel by value). Errors come back as plain
 data and are re-raised as the same ``EngineError`` subclass. A write is never resent after a
 host died mid-call unless its command carries an ``idempotency_key``: a lost reply must not run
-a command twice, so the caller gets ``CommandOutcomeUnknown``. Reads are resent, ahead of
+a command twice, so the caller gets ``CommandOutcomeUnknown``. The key is the caller's promise
+that a second run is harmless (its workflow recognises a key it handled); nothing here stores
+or checks it. Reads are resent, ahead of
 what was queued for the host meanwhile (a caller's order per process holds across a resend;
 with dedicated placement, later operations of the process wait for its resends: ``_Resending``).
 
@@ -2436,11 +2439,17 @@ def _file_locked(path: str) -> Iterator[None]:
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The ``EngineError`` inside a ``RayTaskError``, else the exception itself."""
+    """The ``EngineError`` inside a ``RayTaskError``; another failure of a host's call (a batch
+    it could not read: a class not importable on its worker) as an ``EngineError`` naming it, so
+    no Ray type reaches a caller; any other exception as itself."""
+    if not isinstance(exc, RayTaskError):
+        return exc
     cause = getattr(exc, "cause", None)
-    if isinstance(exc, RayTaskError) and isinstance(cause, EngineError):
+    if isinstance(cause, EngineError):
         return cause
-    return exc
+    if cause is None:
+        return EngineError(f"a Ray worker failed: {str(exc).strip().splitlines()[-1][:500]}")
+    return EngineError(f"a Ray worker failed: {type(cause).__name__}: {cause}")
 
 
 def _as_result(exc: BaseException) -> _Failure | _Raised:

@@ -496,3 +496,32 @@ async def test_deadlines_fire_through_the_actor_that_owns_the_process(tmp_path: 
         assert await actors.fire_due_deadlines() == 12
         assert [(await r.state()).closed for r in refs] == [True] * 12
         assert (await actors.get_stats()).conflicts == 0
+
+
+async def test_a_command_class_the_workers_cannot_import_fails_as_an_engine_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command of a module only the driver has (an unsaved helper module beside a notebook):
+    the host cannot read the batch. Before, the callers got Ray's own ``RayTaskError``; no Ray
+    type may reach a caller. Nothing is written."""
+    import sys
+    import types
+
+    from pydantic import BaseModel
+
+    from mako_actors import EngineError
+
+    module = types.ModuleType("only_on_the_driver")
+
+    class Pay(BaseModel):
+        amount: int
+
+    Pay.__module__, Pay.__qualname__ = module.__name__, "Pay"
+    module.Pay = Pay  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    async with system(tmp_path / "db", "hosted") as actors:
+        ref = actors.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        with pytest.raises(EngineError, match="a Ray worker failed: ModuleNotFoundError"):
+            await ref.execute(Pay(amount=5))
+        assert (await ref.state()).total == 1

@@ -5,8 +5,10 @@ No Ray here: ``_wire`` turns batches into ``bytes`` and back; both ends run this
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -133,3 +135,21 @@ def test_an_error_class_the_receiver_does_not_know_arrives_as_its_nearest_known_
     # What older senders wrote (no bases, no flag) still reads as before.
     old = EngineError.from_plain({"error": "DiskWasFull", "message": "m", "args": {}})
     assert type(old) is EngineError and not old.transient
+
+
+def test_a_command_class_of_a_script_or_notebook_travels_by_value(monkeypatch: Any) -> None:
+    """A class defined in a notebook or script lives in ``__main__``: pickled by name, a Ray
+    worker (whose ``__main__`` is its own) could not read the batch, and every command in it
+    failed with a raw ``RayTaskError``. It travels by value (``cloudpickle``), as Ray sends it."""
+    main = sys.modules["__main__"]
+
+    class NotebookPay(BaseModel):
+        amount: int
+
+    NotebookPay.__module__, NotebookPay.__qualname__ = "__main__", "NotebookPay"
+    monkeypatch.setattr(main, "NotebookPay", NotebookPay, raising=False)
+    identity = ProcessIdentity.new(TENANT, LEDGER_ID)
+    data = encode_ops([(0, identity, Op(COMMAND, command=NotebookPay(amount=5)))])
+    monkeypatch.delattr(main, "NotebookPay")  # the worker's ``__main__`` has no such class
+    [(_, _, op)] = OpDecoder()(data)
+    assert type(op.command).__name__ == "NotebookPay" and op.command.amount == 5
