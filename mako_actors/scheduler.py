@@ -45,7 +45,9 @@ class VirtualClock:
         return self._now
 
     def set(self, instant: datetime) -> None:
-        """Move to ``instant``; moving backwards is refused (deadlines already fired)."""
+        """Move to ``instant`` (aware); moving backwards is refused (deadlines already fired)."""
+        if instant.tzinfo is None:  # (astimezone would read it as this machine's local time)
+            raise InvalidArgument(f"VirtualClock.set needs an aware instant, got {instant.isoformat()}")
         instant = instant.astimezone(UTC)
         if instant < self._now:
             raise InvalidArgument(f"VirtualClock cannot go back from {self._now} to {instant}")

@@ -120,6 +120,17 @@ class ActorConfig:
     clock: Callable[[], datetime] = system_clock
 
 
+def check_actor_settings(snapshot_interval: int, max_attempts: int, max_batch: int) -> None:
+    """``InvalidArgument`` for settings an actor system cannot run with (a ``max_batch`` of 0
+    took no command from a mailbox and spun the event loop forever)."""
+    if snapshot_interval < 0:
+        raise InvalidArgument(f"snapshot_interval must be 0 (never) or positive, got {snapshot_interval}")
+    if max_attempts < 1:
+        raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
+    if max_batch < 1:
+        raise InvalidArgument(f"max_batch must be at least 1, got {max_batch}")
+
+
 @dataclass(slots=True)
 class ActorStats:
     """Counters of one actor system (``live`` is filled in by the system when read)."""

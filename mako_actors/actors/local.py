@@ -33,6 +33,7 @@ from mako_actors.actors._actor import (
     Op,
     ProcessActor,
     Runner,
+    check_actor_settings,
     fast_clock,
 )
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
@@ -103,8 +104,7 @@ class LocalActorSystem(HandleFactory):
             raise InvalidArgument(f"max_live must be at least 1, got {max_live}")
         if idle_timeout is not None and idle_timeout <= 0:
             raise InvalidArgument(f"idle_timeout must be positive, got {idle_timeout}")
-        if max_attempts < 1:
-            raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
+        check_actor_settings(snapshot_interval, max_attempts, max_batch)
         if gc_freeze_every < 0:
             raise InvalidArgument(f"gc_freeze_every must be 0 (off) or positive, got {gc_freeze_every}")
         self.store = store

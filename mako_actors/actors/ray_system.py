@@ -60,7 +60,7 @@ from ray import cloudpickle
 from ray.exceptions import RayActorError, RayTaskError
 
 from mako_actors._durable import fsync_directory
-from mako_actors.actors._actor import _WRITES, ActorStats, Op, RunningLoop
+from mako_actors.actors._actor import _WRITES, ActorStats, Op, RunningLoop, check_actor_settings
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
 from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, encode_results
@@ -1055,6 +1055,7 @@ class RayActorSystem(HandleFactory):
             raise InvalidArgument("RayActorSystem needs ray.init() to have run in this process")
         if placement not in ("hosted", "dedicated"):
             raise InvalidArgument(f"placement must be 'hosted' or 'dedicated', got {placement!r}")
+        check_actor_settings(snapshot_interval, max_attempts, max_batch)
         if max_call_batch < 1:
             raise InvalidArgument(f"max_call_batch must be at least 1, got {max_call_batch}")
         if max_inflight_calls < 1:

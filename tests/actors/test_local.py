@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +510,33 @@ async def test_aclose_finishes_commands_waiting_for_room_under_max_live(store: L
     assert [(await replay(store, ref).state()).total for ref in refs] == [5, 5, 5, 5]
     with pytest.raises(ActorSystemClosed):
         await refs[0].execute(Record(amount=1))
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"max_batch": 0}, "max_batch must be at least 1"),
+        ({"snapshot_interval": -1}, "snapshot_interval must be 0 (never) or positive"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+    ],
+)
+def test_settings_an_actor_system_cannot_run_with_are_refused(
+    store: LmdbStore, setting: dict[str, int], said: str
+) -> None:
+    """``max_batch=0`` was accepted, and the first command spun the event loop forever (no
+    ``wait_for`` could end it); a negative snapshot interval was taken silently."""
+    with pytest.raises(InvalidArgument, match=re.escape(said)):
+        LocalActorSystem(store, [Ledger], **setting)  # type: ignore[arg-type]
+
+
+def test_a_virtual_clock_refuses_a_naive_instant() -> None:
+    """``set`` read a naive instant as this machine's local time (a 12:00 meant as UTC became
+    11:00 UTC in Berlin); the constructor refused it already."""
+    from datetime import datetime
+
+    from mako_actors import VirtualClock
+
+    clock = VirtualClock(datetime.fromisoformat("2025-11-13T12:00:00+00:00"))
+    with pytest.raises(InvalidArgument, match="aware instant"):
+        clock.set(datetime(2025, 11, 13, 12, 45))
+    assert clock().isoformat() == "2025-11-13T12:00:00+00:00"
