@@ -25,7 +25,7 @@ from mako_actors._command import CommandOptions, Prepared, decide, prepare
 from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import InvalidArgument, VersionConflict
+from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
@@ -341,9 +341,16 @@ class Process(ProcessHandle[C, S]):
                 if attempt == options.max_attempts:
                     raise
                 continue
-            if separate_snapshots and prepared.snapshot is not None:
+            snapshot = prepared.snapshot
+            if separate_snapshots and snapshot is not None:
                 assert snap_store is not None
-                await snap_store.save_snapshot(prepared.snapshot)
+                try:
+                    await snap_store.save_snapshot(snapshot)
+                except EngineError as exc:
+                    # The command is committed: raising now would invite a retry that applies it
+                    # twice. A snapshot is a cache; the next interval writes one again.
+                    log.warning("snapshot of %s at %d not saved: %s", self.stream_id, snapshot.sequence, exc)
+                    snapshot = None
             if not options.enqueue:  # counted once, for the attempt that committed
                 # (``collect`` returns the messages to its caller: only the deadline changes go.)
                 note_dropped(
@@ -354,9 +361,10 @@ class Process(ProcessHandle[C, S]):
                     len(output.cancel_deadlines),
                     method="execute_and_collect" if collect else "execute",
                 )
-            if commit is prepared.commit and result.events is prepared.events:
+            same = commit is prepared.commit and result.events is prepared.events
+            if same and snapshot is prepared.snapshot:
                 return prepared  # the store stamped the events in place (the usual case): no copy
-            return Prepared(commit, result.events, prepared.outbox, prepared.state, prepared.snapshot)
+            return Prepared(commit, result.events, prepared.outbox, prepared.state, snapshot)
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def _events(

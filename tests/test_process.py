@@ -373,6 +373,23 @@ async def test_snapshot_in_a_separate_store(store: LmdbStore, tmp_path: Path) ->
         assert (await p.state_with_snapshot(snaps)).total == 2
 
 
+async def test_a_snapshot_store_failing_after_the_commit_fails_no_command(store: LmdbStore) -> None:
+    """The snapshot is written after the command's commit when it lives in another store. Its
+    failure was raised (transient): the command was stored, and the retry the error invited
+    applied it twice. A snapshot is a cache: the command returns, reporting none taken."""
+    from mako_actors import StoreError
+
+    class Failing(InMemoryStore):
+        async def save_snapshot(self, snapshot: Snapshot) -> None:
+            raise StoreError("snapshot store: disk full", transient=True)
+
+    snaps = Failing()
+    p = new(store)
+    _, taken = await p.execute_and_enqueue_with_snapshot(Record(amount=2), snaps, 1)
+    assert not taken and await snaps.load_snapshot(p.stream_id) is None
+    assert (await p.event_count(), (await p.state()).total) == (1, 2)
+
+
 async def test_upcasting_an_old_event_version_on_load(store: LmdbStore) -> None:
     p = new(store)
     [event] = await p.execute(Record(amount=9))
