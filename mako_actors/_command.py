@@ -22,7 +22,7 @@ from mako_actors.envelope import (
     trusted,
     utc,
 )
-from mako_actors.errors import WorkflowError
+from mako_actors.errors import InvalidArgument, WorkflowError
 from mako_actors.ids import (
     CausationId,
     ConversationId,
@@ -324,3 +324,10 @@ def _stamp_outbox(
         },
         PLAIN_ROW if has_plain_payload(pending) else _OUTBOX_FIELDS,
     )
+
+
+def require_command(command: object) -> None:
+    """``InvalidArgument`` for a missing command (``None``): ``Process`` took it for a deadline's
+    "nothing to do" and wrote nothing, an actor failed on an ``AssertionError``."""
+    if command is None:
+        raise InvalidArgument("a command is needed, got None")

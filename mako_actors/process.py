@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from mako_actors._command import CommandOptions, Prepared, decide, prepare
+from mako_actors._command import CommandOptions, Prepared, decide, prepare, require_command
 from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
@@ -376,6 +376,7 @@ class Process(ProcessHandle[C, S]):
         *,
         empty: bool = False,
     ) -> list[EventEnvelope]:
+        require_command(command)
         prepared = await self._run(lambda _: command, ctx, options, snap_store, empty=empty)
         return list(prepared.events) if prepared else []
 
@@ -402,6 +403,7 @@ class Process(ProcessHandle[C, S]):
         The messages are not persisted; their ``causation_event_id`` is the first event's id.
         Deadlines and deadline cancellations are dropped, counted and warned about as by ``execute``.
         """
+        require_command(command)
         prepared = await self._run(lambda _: command, None, _PLAIN, collect=True)
         if prepared is None:
             return [], []
@@ -491,6 +493,7 @@ class Process(ProcessHandle[C, S]):
             snapshot_interval=snapshot_interval,
             max_attempts=max_attempts,
         )
+        require_command(command)
         prepared = await self._run(lambda _: command, None, options, snap_store)
         if prepared is None:
             return [], False

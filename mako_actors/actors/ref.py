@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
+from mako_actors._command import require_command
 from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.actors._actor import (
     COMMAND,
@@ -118,6 +119,7 @@ class ProcessRef(ProcessHandle[C, S]):
         max_attempts: int = 0,
         snapshot_interval: int | None = None,
     ) -> Outcome:
+        require_command(command)
         if ctx is not None:
             ctx.require_process(self._identity)
         # Without a caller's context the actor makes a fresh one when it decides the command
@@ -139,6 +141,7 @@ class ProcessRef(ProcessHandle[C, S]):
         self, command: C, ctx: CommandContext | None = None, enqueue: bool = False, max_attempts: int = 0
     ) -> list[EventEnvelope]:
         # ``_outcome`` inlined: the command path of every ``execute*`` is one coroutine here.
+        require_command(command)
         if ctx is not None:
             ctx.require_process(self._identity)
         if enqueue and not max_attempts and not self._new:
@@ -201,6 +204,7 @@ class ProcessRef(ProcessHandle[C, S]):
         # ``_events`` inlined (also in ``execute_and_enqueue``): one coroutine less per
         # command, which would stay alive (and be traversed by the garbage collector) until
         # the command's commit is durable.
+        require_command(command)
         op = Op(COMMAND, command)
         outcome: Outcome = await (
             self._first(op) if self._new else self._dispatcher.dispatch(self._identity, op)
@@ -244,6 +248,7 @@ class ProcessRef(ProcessHandle[C, S]):
     async def execute_and_enqueue(self, command: C) -> list[EventEnvelope]:
         """Handle ``command`` and persist events, outbox messages and deadlines in one transaction."""
         # (The first command of a handle ``spawn`` made is ``_first``'s; ``_events`` does the same.)
+        require_command(command)
         if not self._new:
             queued = self._dispatcher.submit_enqueue(self._identity, command, None)
             if queued is not None:

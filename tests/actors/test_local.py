@@ -540,3 +540,20 @@ def test_a_virtual_clock_refuses_a_naive_instant() -> None:
     with pytest.raises(InvalidArgument, match="aware instant"):
         clock.set(datetime(2025, 11, 13, 12, 45))
     assert clock().isoformat() == "2025-11-13T12:00:00+00:00"
+
+
+async def test_a_missing_command_is_refused_alike_by_process_and_actor(store: LmdbStore) -> None:
+    """``execute(None)``: ``Process`` returned ``[]`` (taken for a deadline's "nothing to do"),
+    an actor failed on a bare ``AssertionError``. Both refuse it now, writing nothing."""
+    process = Process(Ledger(), store, TENANT, LEDGER_ID)
+    for call in (process.execute, process.execute_and_enqueue, process.execute_and_collect):
+        with pytest.raises(InvalidArgument, match="a command is needed, got None"):
+            await call(None)  # type: ignore[arg-type]
+    async with LocalActorSystem(store, [Ledger]) as system:
+        ref = system.spawn("ledger", TENANT, LEDGER_ID)
+        await ref.execute(Record(amount=1))
+        for call in (ref.execute, ref.execute_and_enqueue, ref.execute_and_collect):
+            with pytest.raises(InvalidArgument, match="a command is needed, got None"):
+                await call(None)  # type: ignore[arg-type]
+        assert await ref.event_count() == 1
+    assert await process.event_count() == 0
