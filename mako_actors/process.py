@@ -174,7 +174,7 @@ class Process(ProcessHandle[C, S]):
         self._init(workflow, store, identity, clock)
 
     def _init(self, workflow: Workflow[C, S], store: Store, identity: ProcessIdentity, clock: Clock) -> None:
-        if identity.workflow_id.name != workflow.name:
+        if identity.workflow_id.name != workflow.check_name():
             raise InvalidArgument(
                 f"workflow id {identity.workflow_id} does not name workflow {workflow.name!r}"
             )

@@ -112,6 +112,12 @@ class FormatVersion:
         return _str_schema(cls)
 
 
+def check_workflow_name(name: object, what: str = "WorkflowId") -> None:
+    """``InvalidArgument`` unless ``name`` is a workflow name (lower-case letters, digits, '-', '_', '.')."""
+    if not isinstance(name, str) or not _WORKFLOW_NAME.match(name):
+        raise InvalidArgument(f"{what}: name {name!r} must be lower-case letters, digits, '-', '_', '.'")
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowId:
     """A workflow name plus the format version its process started under: ``name@FV2025-10-01``."""
@@ -120,10 +126,7 @@ class WorkflowId:
     format_version: FormatVersion
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _WORKFLOW_NAME.match(self.name):
-            raise InvalidArgument(
-                f"WorkflowId: name {self.name!r} must be lower-case letters, digits, '-', '_', '.'"
-            )
+        check_workflow_name(self.name)
         if not isinstance(self.format_version, FormatVersion):
             object.__setattr__(self, "format_version", FormatVersion.parse(self.format_version))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -35,6 +35,7 @@ from mako_actors.errors import DeserializationError, InvalidArgument
 from mako_actors.ids import EventId, StreamId
 from mako_actors.outbox import PendingOutbox
 from mako_actors.snapshot import Snapshot
+from mako_actors.version import check_workflow_name
 
 
 class Event(BaseModel):
@@ -163,11 +164,24 @@ class Workflow(Generic[C, S]):
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         types: dict[str, type[Event]] = {}
+        if not isinstance(cls.events, tuple | list):
+            raise InvalidArgument(f"{cls.__name__}: events must be a tuple of Event classes: {cls.events!r}")
         for model in cls.events:
+            if not (isinstance(model, type) and issubclass(model, Event)):
+                raise InvalidArgument(f"{cls.__name__}: events holds {model!r}, which is no Event class")
             if model.event_type in types and types[model.event_type] is not model:
                 raise InvalidArgument(f"{cls.__name__}: event type {model.event_type!r} is declared twice")
             types[model.event_type] = model
         cls._event_types = types
+
+    def check_name(self) -> str:
+        """The workflow's ``name``; ``InvalidArgument`` if it has none or not one a
+        ``WorkflowId`` takes (lower-case letters, digits, '-', '_', '.')."""
+        name = getattr(self, "name", None)
+        if name is None:
+            raise InvalidArgument(f"workflow {type(self).__name__} has no name (its class attribute 'name')")
+        check_workflow_name(name, f"workflow {type(self).__name__}")
+        return cast(str, name)
 
     def initial_state(self) -> S:
         """The state of a process with no events."""

@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
-from mako_actors.errors import DeserializationError, EngineError, StoreError, register_error
+from mako_actors.errors import DeserializationError, EngineError, InvalidArgument, StoreError, register_error
 from mako_actors.ids import StreamId
 from mako_actors.store import Activation, Commit, CommitResult
 from stores import _schema as schema
@@ -439,7 +439,14 @@ class LmdbStore(StoreBase):
     ) -> None:
         super().__init__()
         self.path = Path(path)
-        self.durability = Durability(durability)
+        try:
+            self.durability = Durability(durability)
+        except ValueError:
+            choices = ", ".join(repr(d.value) for d in Durability)
+            raise InvalidArgument(f"LmdbStore: durability {durability!r} is none of {choices}") from None
+        for name, value in (("map_size", map_size), ("max_batch", max_batch), ("max_readers", max_readers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgument(f"LmdbStore: {name} must be a positive whole number, got {value!r}")
         self.max_batch = max_batch
         real = str(self.path.resolve())
         LmdbStore._claim_path(real)

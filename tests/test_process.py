@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -471,3 +472,58 @@ async def test_concurrent_handles_with_retry_lose_nothing(store: LmdbStore) -> N
     events = await store.load(p.stream_id)
     assert [e.sequence for e in events] == list(range(1, 12))
     assert (await p.state()).total == 10
+
+
+def test_a_workflow_defined_wrongly_is_refused_by_name() -> None:
+    """A workflow without ``name``, with a name no ``WorkflowId`` takes, or with ``events`` that
+    are no Event classes raised bare ``AttributeError``/``TypeError`` (or was taken, to fail at
+    the first spawn)."""
+    from pydantic import BaseModel
+
+    from mako_actors import Event, LocalActorSystem, Workflow
+
+    class Done(Event, type="test.done"):
+        pass
+
+    class Nameless(Workflow[BaseModel, BaseModel]):
+        events = (Done,)
+
+    class Spaced(Workflow[BaseModel, BaseModel]):
+        name = "Bad Name"
+        events = (Done,)
+
+    store = InMemoryStore()
+    with pytest.raises(InvalidArgument, match="workflow Nameless has no name"):
+        Process(Nameless(), store, TenantId.from_party_id("9900000002009"), WorkflowId.new("x", "FV2510"))
+    with pytest.raises(InvalidArgument, match="workflow Nameless has no name"):
+        LocalActorSystem(store, [Nameless])
+    with pytest.raises(InvalidArgument, match="workflow Spaced: name 'Bad Name' must be lower-case"):
+        LocalActorSystem(store, [Spaced])
+    with pytest.raises(InvalidArgument, match=r"events holds .*BaseModel.*, which is no Event class"):
+
+        class NotEvents(Workflow[BaseModel, BaseModel]):
+            name = "w"
+            events = (BaseModel,)  # type: ignore[assignment]
+
+    with pytest.raises(InvalidArgument, match="events must be a tuple of Event classes"):
+
+        class OneEvent(Workflow[BaseModel, BaseModel]):
+            name = "w"
+            events = Done  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"map_size": -1}, "map_size must be a positive whole number"),
+        ({"durability": "fsync-always"}, "durability 'fsync-always' is none of"),
+    ],
+)
+def test_store_settings_it_cannot_open_with_are_refused(
+    tmp_path: Path, setting: dict[str, Any], said: str
+) -> None:
+    """``map_size=-1`` raised ``OverflowError`` and an unknown durability ``ValueError``, neither
+    one of the library's errors; nothing is created."""
+    with pytest.raises(InvalidArgument, match=said):
+        LmdbStore(tmp_path / "db", **setting)
+    assert not (tmp_path / "db").exists()

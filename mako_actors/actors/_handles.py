@@ -33,6 +33,7 @@ def workflow_registry(workflows: WorkflowsArg) -> dict[str, Workflow[Any, Any]]:
         workflow = value() if isinstance(value, type) else value
         if not isinstance(workflow, Workflow):
             raise InvalidArgument(f"{value!r} is not a Workflow")
+        workflow.check_name()
         if key is not None and key != workflow.name:
             raise InvalidArgument(f"workflow registered as {key!r} is named {workflow.name!r}")
         if workflow.name in registry and type(registry[workflow.name]) is not type(workflow):
