@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from mako_actors.envelope import AwareUtc, PlainModel, iso_utc, trusted
 from mako_actors.ids import (
@@ -31,9 +31,11 @@ class PendingOutbox(PlainModel):
     """A message the workflow wants sent, once the command's events are stored.
 
     ``payload`` is plain data (dicts, lists, str, int, float, bool, None) or a pydantic model,
-    which is dumped to plain data; a NaN or infinite float in it is a ``ValidationError`` that
-    names its path (a command deciding one fails with ``WorkflowError``, nothing written).
-    ``not_before`` delays the first delivery attempt.
+    which is dumped to plain data; other values are turned into their JSON form here (a tuple
+    into a list, a datetime into ISO text), as the store keeps them, so ``execute_and_collect``
+    returns what ``execute_and_enqueue`` stores. A value with no JSON form, or a NaN or infinite
+    float, is a ``ValidationError`` naming it (a command deciding one fails with
+    ``WorkflowError``, nothing written). ``not_before`` delays the first delivery attempt.
     """
 
     message_type: str
@@ -52,7 +54,12 @@ class PendingOutbox(PlainModel):
         # A NaN or infinity would be stored as such and leave as text no JSON or EDIFACT
         # reader takes: refused while the command is decided, so nothing is written.
         _check_finite(value, "payload")
-        return value
+        # A value with no JSON form failed only at the commit, as the store's own failure
+        # (operational: a Frist deciding it was retried forever, never dead-lettered).
+        try:
+            return plain_payload(value)
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise ValueError(f"payload has a value with no JSON form: {exc}") from None
 
     @classmethod
     def of_plain(cls, message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:

@@ -527,3 +527,51 @@ def test_store_settings_it_cannot_open_with_are_refused(
     with pytest.raises(InvalidArgument, match=said):
         LmdbStore(tmp_path / "db", **setting)
     assert not (tmp_path / "db").exists()
+
+
+async def test_collected_messages_are_what_enqueue_stores_and_unstorable_payloads_are_refused(
+    store: LmdbStore,
+) -> None:
+    """``execute_and_collect`` returned the payload as the workflow built it (a set, a tuple,
+    bytes, a datetime), the store keeps its JSON form; and a value with no JSON form was taken
+    while deciding and failed only at the commit, as the store's own (operational) error."""
+    from pydantic import BaseModel
+
+    from mako_actors import Event, PendingOutbox, Workflow, WorkflowOutput
+
+    class Sent(Event, type="test.sent"):
+        pass
+
+    class Send(BaseModel):
+        payload: dict[str, Any]
+
+    class Nothing(BaseModel):
+        pass
+
+    class Sender(Workflow[Send, Nothing]):
+        name = "sender"
+        events = (Sent,)
+
+        def initial_state(self) -> Nothing:
+            return Nothing()
+
+        def handle(self, state: Nothing, command: Send) -> WorkflowOutput:
+            message = PendingOutbox(message_type="NOTE", recipient="9900000001001", payload=command.payload)
+            return WorkflowOutput(events=(Sent(),), outbox=(message,))
+
+        def apply(self, state: Nothing, event: Event) -> Nothing:
+            return state
+
+    tenant = TenantId.from_party_id("9900000002009")
+    p = Process(Sender(), store, tenant, WorkflowId.new("sender", "FV2510"))
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    payload = {"codes": {"Z01"}, "pair": (1, 2), "raw": b"ab", "at": at}
+    _, [collected] = await p.execute_and_collect(Send(payload=payload))
+    await p.execute_and_enqueue(Send(payload=payload))
+    [stored] = await store.pending(10, datetime(2030, 1, 1, tzinfo=UTC))
+    assert collected.payload == stored.payload == {
+        "codes": ["Z01"], "pair": [1, 2], "raw": "ab", "at": "2025-01-01T00:00:00Z"
+    }
+    with pytest.raises(WorkflowError, match="no JSON form"):
+        await p.execute_and_enqueue(Send(payload={"x": object()}))
+    assert (await p.event_count(), await store.outbox_count()) == (2, 1)  # (collect stores its event)

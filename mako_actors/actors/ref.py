@@ -172,7 +172,11 @@ class ProcessRef(ProcessHandle[C, S]):
     async def state(self) -> S:
         """The current state, from the actor's memory (activating it if needed).
 
-        It equals a full replay of the stream and reflects every command sent before.
+        It equals a full replay of the stream and reflects every command sent before. The
+        actor is its stream's one writer: events another writer appends meanwhile (a
+        ``Process`` on the same stream, a CLI decision beside a running node) show from the
+        actor's next command on, which reloads it (``state_at`` and ``event_count`` read the
+        store).
         """
         state: S = await self._send(Op(STATE))
         return state
