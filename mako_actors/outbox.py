@@ -53,13 +53,14 @@ class PendingOutbox(PlainModel):
     def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
         # A NaN or infinity would be stored as such and leave as text no JSON or EDIFACT
         # reader takes: refused while the command is decided, so nothing is written.
-        _check_finite(value, "payload")
         # A value with no JSON form failed only at the commit, as the store's own failure
         # (operational: a Frist deciding it was retried forever, never dead-lettered).
         try:
-            return plain_payload(value)
+            plain = plain_payload(value)
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise ValueError(f"payload has a value with no JSON form: {exc}") from None
+        _check_finite(plain, "payload")  # (in its JSON form: also inside sets, models, dataclasses)
+        return plain
 
     @classmethod
     def of_plain(cls, message_type: str, recipient: str, payload: dict[str, Any]) -> PendingOutbox:

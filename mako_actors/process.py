@@ -25,7 +25,7 @@ from mako_actors._command import CommandOptions, Prepared, decide, prepare, requ
 from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import EngineError, InvalidArgument, VersionConflict
+from mako_actors.errors import InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
@@ -346,10 +346,10 @@ class Process(ProcessHandle[C, S]):
                 assert snap_store is not None
                 try:
                     await snap_store.save_snapshot(snapshot)
-                except EngineError as exc:
+                except Exception as exc:
                     # The command is committed: raising now would invite a retry that applies it
                     # twice. A snapshot is a cache; the next interval writes one again.
-                    log.warning("snapshot of %s at %d not saved: %s", self.stream_id, snapshot.sequence, exc)
+                    log.warning("snapshot of %s at %d not saved: %r", self.stream_id, snapshot.sequence, exc)
                     snapshot = None
             if not options.enqueue:  # counted once, for the attempt that committed
                 # (``collect`` returns the messages to its caller: only the deadline changes go.)

@@ -381,14 +381,19 @@ async def test_a_snapshot_store_failing_after_the_commit_fails_no_command(store:
     from mako_actors import StoreError
 
     class Failing(InMemoryStore):
-        async def save_snapshot(self, snapshot: Snapshot) -> None:
-            raise StoreError("snapshot store: disk full", transient=True)
+        def __init__(self, error: Exception) -> None:
+            super().__init__()
+            self.error = error
 
-    snaps = Failing()
+        async def save_snapshot(self, snapshot: Snapshot) -> None:
+            raise self.error
+
     p = new(store)
-    _, taken = await p.execute_and_enqueue_with_snapshot(Record(amount=2), snaps, 1)
-    assert not taken and await snaps.load_snapshot(p.stream_id) is None
-    assert (await p.event_count(), (await p.state()).total) == (1, 2)
+    for error in (StoreError("snapshot store: disk full", transient=True), OSError(28, "No space left")):
+        snaps = Failing(error)
+        _, taken = await p.execute_and_enqueue_with_snapshot(Record(amount=2), snaps, 1)
+        assert not taken and await snaps.load_snapshot(p.stream_id) is None
+    assert (await p.event_count(), (await p.state()).total) == (2, 4)
 
 
 async def test_upcasting_an_old_event_version_on_load(store: LmdbStore) -> None:

@@ -258,6 +258,19 @@ def test_an_outbox_payload_with_a_non_finite_number_is_refused_by_its_path(bad: 
         PendingOutbox(message_type="X", recipient="r", payload={"rows": [{"amount": 1.0}, {"amount": bad}]})
 
 
+def test_a_non_finite_number_inside_a_set_or_a_nested_model_is_refused_too() -> None:
+    """The check walked dicts, lists and tuples only: a NaN in a set or in a nested model was
+    stored. It now checks the payload's JSON form."""
+    from pydantic import BaseModel
+
+    class Reading(BaseModel):
+        value: float
+
+    for payload in ({"s": frozenset({math.inf})}, {"m": Reading(value=math.nan)}):
+        with pytest.raises(ValueError, match="finite numbers only"):
+            PendingOutbox(message_type="X", recipient="r", payload=payload)
+
+
 async def test_a_command_whose_outbox_payload_holds_nan_writes_nothing(tmp_path: Path) -> None:
     class NanLedger(Ledger):
         def handle(self, state: LedgerState, command: Any) -> WorkflowOutput:

@@ -63,7 +63,7 @@ from mako_actors._durable import fsync_directory
 from mako_actors.actors._actor import _WRITES, ActorStats, Op, RunningLoop, check_actor_settings
 from mako_actors.actors._handles import HandleFactory, WorkflowsArg, workflow_registry
 from mako_actors.actors._routing import host_index, stable_hash
-from mako_actors.actors._wire import OpDecoder, decode_results, encode_ops, encode_results
+from mako_actors.actors._wire import OpDecoder, _pickle, decode_results, encode_ops, encode_results
 from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
 from mako_actors.envelope import ProcessIdentity
@@ -2464,7 +2464,7 @@ def _as_result(exc: BaseException) -> _Failure | _Raised:
     if isinstance(exc, EngineError):
         return _Failure(exc.to_plain())
     try:
-        pickle.loads(pickle.dumps(exc))
+        pickle.loads(_pickle([exc]))  # as the results travel (a notebook's class by value)
     except Exception as unpicklable:
         text = f"{type(exc).__qualname__}: {exc} (not sent back as itself: {unpicklable!r})"
         return _Failure(EngineError(text).to_plain())

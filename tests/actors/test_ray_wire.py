@@ -153,3 +153,16 @@ def test_a_command_class_of_a_script_or_notebook_travels_by_value(monkeypatch: A
     monkeypatch.delattr(main, "NotebookPay")  # the worker's ``__main__`` has no such class
     [(_, _, op)] = OpDecoder()(data)
     assert type(op.command).__name__ == "NotebookPay" and op.command.amount == 5
+
+
+def test_a_notebooks_exception_class_travels_back_as_itself() -> None:
+    """A workflow's exception class of a notebook or script (``__main__``) cannot be pickled by
+    name on a worker: it came back as an ``EngineError`` naming it. It travels by value now."""
+    from mako_actors.actors.ray_system import _as_result, _Raised
+
+    class NotebookError(Exception):
+        pass
+
+    NotebookError.__module__, NotebookError.__qualname__ = "__main__", "NotebookError"
+    result = _as_result(NotebookError("mine"))
+    assert isinstance(result, _Raised) and str(result.exc) == "mine"
