@@ -25,7 +25,7 @@ from mako_actors._command import CommandOptions, Prepared, decide, prepare, requ
 from mako_actors._handle import ProcessHandle, note_dropped
 from mako_actors.deadlines import Deadline
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
-from mako_actors.errors import InvalidArgument, VersionConflict
+from mako_actors.errors import DeadlineGone, InvalidArgument, VersionConflict
 from mako_actors.ids import ProcessId, StreamId, TenantId
 from mako_actors.outbox import OutboxMessage
 from mako_actors.snapshot import Snapshot
@@ -504,7 +504,8 @@ class Process(ProcessHandle[C, S]):
 
         The compensation is executed like ``execute_and_enqueue`` and the deadline is removed
         in the same transaction. Returns its events, or ``None`` when ``on_deadline`` returned
-        ``None`` (the deadline is then removed on its own).
+        ``None`` (the deadline is then removed on its own). ``DeadlineGone`` (nothing written)
+        when the deadline was fired or cancelled meanwhile.
         """
         return await self.execute_timeout_with_retry(deadline, 1)
 
@@ -517,7 +518,10 @@ class Process(ProcessHandle[C, S]):
         options = CommandOptions(enqueue=True, max_attempts=max_attempts, deadline=deadline)
         prepared = await self._run(lambda state: self._workflow.on_deadline(deadline, state), None, options)
         if prepared is None or prepared.commit is None:
-            # No compensation, or one without events: nothing else removes the deadline.
-            await self._store.cancel_deadline(deadline.deadline_id)
+            # No compensation, or one without events: nothing else removes the deadline. One
+            # gone meanwhile (fired, cancelled) is ``DeadlineGone``, as a compensation's commit
+            # and an actor's ``execute_timeout`` say it.
+            if not await self._store.cancel_deadline(deadline.deadline_id):
+                raise DeadlineGone(f"deadline {deadline.deadline_id} of {self.stream_id}: fired or cancelled")
             return None if prepared is None else []
         return list(prepared.events)

@@ -557,3 +557,23 @@ async def test_a_missing_command_is_refused_alike_by_process_and_actor(store: Lm
                 await call(None)  # type: ignore[arg-type]
         assert await ref.event_count() == 1
     assert await process.event_count() == 0
+
+
+async def test_a_stale_deadline_is_gone_for_process_and_actor_alike(store: LmdbStore) -> None:
+    """``execute_timeout`` of a deadline its process cancelled meanwhile, whose compensation is
+    nothing now: ``Process`` returned ``None`` (a scheduler counted it fired), an actor raised
+    ``DeadlineGone``. Both say ``DeadlineGone`` now, writing nothing."""
+    from datetime import UTC, datetime
+
+    from mako_actors.errors import DeadlineGone
+
+    due = datetime(2025, 1, 1, tzinfo=UTC)
+    async with LocalActorSystem(store, [Ledger]) as system:
+        handles = (Process(Ledger(), store, TENANT, LEDGER_ID), system.spawn("ledger", TENANT, LEDGER_ID))
+        for handle in handles:
+            await handle.execute_and_enqueue(Record(amount=1, remind_at=due))
+            [deadline] = await store.deadlines_for_stream(handle.stream_id)
+            await handle.execute_and_enqueue(Close())  # cancels it
+            with pytest.raises(DeadlineGone):
+                await handle.execute_timeout(deadline)
+            assert await handle.event_count() == 2
