@@ -81,7 +81,7 @@ from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.awaiting import awaits_operator
 from mako_actors.gpke.calendar import calendar_version
 from mako_actors.gpke.family import trigger_object
-from mako_actors.gpke.masterdata import check_master_fields
+from mako_actors.gpke.masterdata import boundary, check_master_fields
 from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
@@ -272,7 +272,9 @@ def load_master_data(path: Path) -> StaticMasterData:
                 malo,
                 current=entry.get("current"),
                 future=entry.get("future"),
-                future_start=datetime.fromisoformat(start) if start else None,
+                # As ``masterdata import`` reads it: a date is 00:00 Berlin (a naive instant
+                # failed the first Anmeldung of that MaLo with a TypeError).
+                future_start=boundary(str(start), f"MaLo {malo}: field 'future_start'") if start else None,
                 measurement=measurement,
                 tranche_of=tranche_of,
                 tranche_basis=entry.get("tranche_basis"),

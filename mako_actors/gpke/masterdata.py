@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mako_actors.errors import InvalidArgument
-from mako_actors.gpke.calendar import BERLIN
+from mako_actors.gpke.calendar import BERLIN, is_midnight_berlin
 from mako_actors.gpke.supply import MEASUREMENTS, SupplyFact, supply_key
 from mako_actors.gpke.validation import is_valid_malo_id
 from mako_actors.ids import TenantId
@@ -76,9 +76,15 @@ _ENTRY_FIELDS = frozenset({"current", "future", "future_start"})
 
 
 def _instant(value: Any, where: str) -> datetime | None:
+    """A supply boundary: a date (00:00 Europe/Berlin) or an instant with its offset that is
+    00:00 Europe/Berlin (a Zuordnung begins and ends at midnight, DOMAIN.md Conventions)."""
     if value in (None, ""):
         return None
-    text = str(value).strip()
+    return boundary(str(value).strip(), where)
+
+
+def boundary(text: str, where: str) -> datetime:
+    """``text`` as a supply boundary (see ``_instant``); ``InvalidArgument`` naming ``where``."""
     try:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), time(0), BERLIN)
@@ -87,6 +93,10 @@ def _instant(value: Any, where: str) -> datetime | None:
         raise InvalidArgument(f"{where}: {text!r} is not an ISO 8601 date or instant") from None
     if parsed.tzinfo is None:
         raise InvalidArgument(f"{where}: {text!r} has no UTC offset")
+    if not is_midnight_berlin(parsed):
+        # (01:00 CET taken as the start asked the supplier of the day before, and dated a
+        # 55038 at that hour)
+        raise InvalidArgument(f"{where}: {text!r} is not 00:00 Europe/Berlin, when a Zuordnung begins")
     return parsed
 
 

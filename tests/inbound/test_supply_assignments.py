@@ -296,6 +296,27 @@ async def test_masterdata_import_refuses_a_bad_row_and_writes_nothing(tmp_path: 
         with pytest.raises(InvalidArgument, match=f"MaLo {other} is assigned to {LFA} and to {LFN2} from"):
             await import_assignments(s, NB, twice)
         assert await s.journal(TENANT, supply_key(other)) == []
+        # A boundary at 01:00 CET (midnight UTC) was taken: the Anmeldung from 2026-01-01
+        # asked the supplier of the day before and dated the other's 55038 at 01:00.
+        hour = tmp_path / "hour.csv"
+        hour.write_text(f"malo,supplier,from,until\n{other},{LFA},,2026-01-01T00:00:00Z\n")
+        with pytest.raises(InvalidArgument, match="is not 00:00 Europe/Berlin"):
+            await import_assignments(s, NB, hour)
+        assert await s.journal(TENANT, supply_key(other)) == []
+
+
+def test_master_data_read_a_future_start_as_masterdata_import_does(tmp_path: Path) -> None:
+    """``future_start`` of a master data file was read as given: a date became a naive
+    instant, and the first Anmeldung of that MaLo failed with a TypeError (the file went to
+    rejected/ with no answer). A date is 00:00 Berlin; an instant must be that."""
+    from mako_actors.replay import load_master_data
+
+    path = tmp_path / "master.json"
+    path.write_text(json.dumps({MALO: {"current": LFA, "future": LFN2, "future_start": "2026-01-01"}}))
+    assert load_master_data(path).suppliers(NB, MALO, START).future_start == JAN_1
+    path.write_text(json.dumps({MALO: {"current": LFA, "future": LFN2, "future_start": "2026-01-01T12:00"}}))
+    with pytest.raises(InvalidArgument, match=r"'future_start'.* has no UTC offset"):
+        load_master_data(path)
 
 
 @pytest.mark.parametrize(
