@@ -287,18 +287,33 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
 
 async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport:
     """``import_assignments`` of what ``check_import`` checked (so a caller can check before it
-    opens the store); entries already in a journal are skipped."""
+    opens the store); entries already in a journal are skipped. ``InvalidArgument`` (nothing
+    written) if a MaLo with new entries has facts its processes wrote (they decided already)."""
     tenant_id, facts = checked.tenant_id, checked.facts
     by_malo: dict[str, list[dict[str, Any]]] = {}
     for malo, fact in facts:
         by_malo.setdefault(malo, []).append(fact.to_entry())
     appended = skipped = 0
+    to_append: list[tuple[str, list[dict[str, Any]]]] = []
+    decided: list[str] = []
     for malo, entries in by_malo.items():
-        key = supply_key(malo)
-        present = await store.journal(tenant_id, key)
+        present = await store.journal(tenant_id, supply_key(malo))
         new = [e for e in entries if e not in present]
         skipped += len(entries) - len(new)
-        if new:
-            await store.append_journal(tenant_id, key, new)
-            appended += len(new)
+        if new and any(e.get("kind") != "assigned" for e in present):
+            # Processes decided on this MaLo already (an Anmeldung confirmed, an Abmeldung): an
+            # assignment appended after them would override them (the last one covering a
+            # date wins), and the next Anmeldung would ask a supplier told its supply ended.
+            decided.append(malo)
+        elif new:
+            to_append.append((malo, new))
+    if decided:
+        named = ", ".join(decided[:5]) + (f" and {len(decided) - 5} more" if len(decided) > 5 else "")
+        raise InvalidArgument(
+            f"masterdata import: MaLo {named}: processes in this store decided on its supply already; "
+            "an import is the starting point and would override their decisions (nothing imported)"
+        )
+    for malo, new in to_append:
+        await store.append_journal(tenant_id, supply_key(malo), new)
+        appended += len(new)
     return ImportReport(len(facts), appended, skipped, len(by_malo), dict(checked.not_imported))

@@ -173,6 +173,28 @@ async def test_the_next_process_asks_the_supplier_confirmed_before_not_the_one_t
     assert tx(info)["other_party_id"] == LFN
 
 
+async def test_an_import_after_processes_decided_on_a_malo_is_refused(
+    store: LmdbStore, tmp_path: Path
+) -> None:
+    """An import appends its assignments after the journal's decisions, and the last one
+    covering a date wins: re-importing the node's master data after LFN was confirmed made the
+    next Anmeldung ask LFA, who had been told by 55037 that its supply ended. Refused now,
+    nothing written, also for the file's other MaLos."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(LFN), THU_1430)
+    assert await fire(store, clock, FRI_1000) == 1  # LFN confirmed from 2025-12-01
+    before = await store.journal(TENANT, supply_key(MALO))
+    other = "41234567896"
+    master = tmp_path / "master.json"
+    master.write_text(json.dumps({other: {"current": LFN2}, MALO: {"current": LFA}}))
+    with pytest.raises(InvalidArgument, match=f"MaLo {MALO}: processes in this store decided"):
+        await import_assignments(store, NB, master)
+    assert await store.journal(TENANT, supply_key(MALO)) == before
+    assert await store.journal(TENANT, supply_key(other)) == []
+    assert (await view(store)).supplier_at(JAN_1) == LFN
+
+
 async def test_a_confirmed_abmeldung_ends_the_supply_and_the_next_anmeldung_asks_nobody(
     store: LmdbStore,
 ) -> None:
