@@ -629,7 +629,9 @@ class InboundPipeline:
             raise InvalidArgument("InboundPipeline needs at least one tenant MP-ID")
         if families is None:
             from mako_actors.gpke.family import GpkeFamily  # the default family, for convenience
+            from mako_actors.gpke.supply import check_master_tenants
 
+            check_master_tenants(master_data, self._tenants, "InboundPipeline")
             families = [GpkeFamily(router, master_data)]
         elif router is not None or master_data is not None:
             raise InvalidArgument("InboundPipeline: give router/master_data to the family, not beside it")

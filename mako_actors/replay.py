@@ -82,7 +82,7 @@ from mako_actors.gpke.awaiting import awaits_operator
 from mako_actors.gpke.calendar import calendar_version
 from mako_actors.gpke.family import trigger_object
 from mako_actors.gpke.masterdata import boundary, check_master_fields
-from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES
+from mako_actors.gpke.supply import MEASUREMENTS, MSB_ROLES, check_master_tenants
 from mako_actors.gpke.validation import MpIdIssue, is_valid_eic, is_valid_malo_id, mp_id_issue
 from mako_actors.ids import DeadlineId, StreamId, TenantId
 from mako_actors.inbound import (
@@ -237,7 +237,9 @@ def load_master_data(path: Path) -> StaticMasterData:
     rejected by E_0622 (A05/A25; a supplier not listed holds none); without it, not checked.
     The optional key ``"complete": true`` says the file lists every MaLo (and Tranche) of the NB:
     an Anmeldung for one it does not list, and no process of the NB knows, gets APERAK Z14
-    ("Objekt im IT-System nicht gefunden"); without it, such a MaLo has no supplier.
+    ("Objekt im IT-System nicht gefunden"); without it, such a MaLo has no supplier. The
+    optional key ``"tenant": "<MP-ID>"`` names the NB the file is of (for other tenants it says
+    nothing); without it a run with several tenants refuses the file (``check_master_tenants``).
 
     ``measurement`` is the MaLo's STS+7 #2 of a 55002 (ZW6 pauschale / ZW7 gemessene MaLo);
     without it the workflow's default decides. Raises ``InvalidArgument`` naming the file and
@@ -256,6 +258,9 @@ def load_master_data(path: Path) -> StaticMasterData:
         complete = raw.pop("complete", False)
         if not isinstance(complete, bool):
             raise InvalidArgument(f"master data {path}: 'complete' is {complete!r}, expected true or false")
+        tenant = raw.pop("tenant", None)
+        if tenant is not None and (not isinstance(tenant, str) or mp_id_issue(tenant) is MpIdIssue.MALFORMED):
+            raise InvalidArgument(f"master data {path}: 'tenant' is {tenant!r}, not an MP-ID (13 digits)")
         for malo, entry in raw.items():
             check_master_fields(malo, entry)
             measurement = entry.get("measurement")
@@ -287,7 +292,7 @@ def load_master_data(path: Path) -> StaticMasterData:
                 **_netzlokationen(entry, malo),
                 **_metering(entry, malo),
             )
-        return StaticMasterData(by_malo, register, complete=complete)
+        return StaticMasterData(by_malo, register, complete=complete, tenant=tenant)
     except InvalidArgument:
         raise
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
@@ -1508,6 +1513,7 @@ async def replay_directory(
     instead of each answered with a negative APERAK and kept as a dead letter.
     """
     tenant_ids = check_replay_arguments(directory, store_path, tenants, window, workers)
+    check_master_tenants(master_data, tenant_ids, "replay")
     unlisted: list[str] = []
     items = archive(directory, unlisted)
     skipped_by_type: Counter[str] = Counter()

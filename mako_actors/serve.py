@@ -386,9 +386,12 @@ class Node:
         """The ``master_data`` file read, or ``None``; ``InvalidArgument`` naming what is wrong with it."""
         if self.config.master_data is None:
             return None
+        from mako_actors.gpke.supply import check_master_tenants
         from mako_actors.replay import load_master_data
 
-        return load_master_data(self.config.master_data)
+        master = load_master_data(self.config.master_data)
+        check_master_tenants(master, self.config.tenants, "serve")
+        return master
 
     def _pipeline(self, store: Any, system: Any, master: Any) -> Any:
         from mako_actors.inbound import InboundPipeline

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from mako_actors.errors import InvalidArgument
 from mako_actors.gpke._models import built, json_value, unvalidated
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "SupplyFact",
     "SupplyView",
     "TrancheBasis",
+    "check_master_tenants",
     "fact_entry",
     "supply_key",
     "tranche_percent",
@@ -237,7 +239,9 @@ class StaticMasterData:
 
     ``complete``: the mapping lists every MaLo of the NB, so one it does not name is not known
     (``Suppliers.known``: an Anmeldung of it gets APERAK Z14); otherwise it holds only the MaLos
-    it says something about, and any other has no supplier.
+    it says something about, and any other has no supplier. ``tenant``: the NB (our MP-ID) the
+    data is of; for another tenant it says nothing (no supplier, no register). ``None``: of
+    every tenant, which only fits one (a MaLo belongs to one NB; ``check_master_tenants``).
     """
 
     def __init__(
@@ -246,18 +250,40 @@ class StaticMasterData:
         bilanzkreise: Mapping[str, frozenset[str]] | None = None,
         *,
         complete: bool = False,
+        tenant: str | None = None,
     ) -> None:
         self.by_malo = dict(by_malo or {})
         self.authorizations = None if bilanzkreise is None else dict(bilanzkreise)
         self.complete = complete
+        self.tenant = tenant
 
     def suppliers(self, tenant: str, malo: str, at: datetime) -> Suppliers:
+        if self.tenant is not None and tenant != self.tenant:
+            return _NO_SUPPLIERS
         return self.by_malo.get(malo, _UNKNOWN if self.complete else _NO_SUPPLIERS)
 
     def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
-        if self.authorizations is None:
+        if self.authorizations is None or (self.tenant is not None and tenant != self.tenant):
             return None
         return self.authorizations.get(supplier, frozenset())
+
+
+def check_master_tenants(master: MasterData | None, tenants: Iterable[str], where: str) -> None:
+    """``InvalidArgument`` when static master data would answer for tenants it is not of: one
+    without a ``tenant`` given several tenants (each NB's MaLos are its own: another tenant's
+    Anmeldung would ask this one's supplier), or one of a tenant not among ``tenants``."""
+    if not isinstance(master, StaticMasterData):
+        return
+    ours = sorted(set(tenants))
+    if master.tenant is None and len(ours) > 1:
+        raise InvalidArgument(
+            f"{where}: the master data name no tenant and {len(ours)} are given ({', '.join(ours)}): "
+            'they would apply to each; give the file "tenant": "<MP-ID>", or import each '
+            "tenant's assignments with 'masterdata import --tenant'"
+        )
+    if master.tenant is not None and master.tenant not in ours:
+        given = ", ".join(ours)
+        raise InvalidArgument(f"{where}: the master data are of tenant {master.tenant}, none of {given}")
 
 
 FactKind = Literal["assigned", "claimed", "started", "released", "ended"]

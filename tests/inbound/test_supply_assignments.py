@@ -490,3 +490,40 @@ async def test_an_anmeldung_for_a_malo_complete_master_data_do_not_list_gets_z14
     partial = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
     await partial.ingest(anmeldung(LFN2, ref="LFN0003", ide="LFNTX3", malo="41234567896"), THU_1430)
     assert [kind(m) for m in await outbox(store) if m.recipient == LFN2][-1] == "55002"
+
+
+async def test_master_data_are_one_tenants(store: LmdbStore, tmp_path: Path) -> None:
+    """Master data answered for every tenant: another NB's Anmeldung for this NB's MaLo asked
+    this NB's supplier by 55010 and named it to the LFN. A file names its tenant now, and one
+    without is refused where several tenants are served (a MaLo belongs to one NB)."""
+    from mako_actors.replay import load_master_data, replay_directory
+    from mako_actors.serve import Node
+    from mako_actors.serve_config import ServeConfig
+
+    other_nb = "9900000007009"
+    master = tmp_path / "master.json"
+    master.write_text(json.dumps({MALO: {"current": LFA}}))
+    unnamed = load_master_data(master)
+    clock = VirtualClock(THU_1430)
+    host = DirectHost(store, [GpkeNbWorkflow()], clock)
+    with pytest.raises(InvalidArgument, match="master data name no tenant and 2 are given"):
+        InboundPipeline(store, host, tenants=[NB, other_nb], master_data=unnamed, clock=clock)
+    with pytest.raises(InvalidArgument, match="replay: the master data name no tenant"):
+        await replay_directory(tmp_path, tmp_path / "r", tenants=[NB, other_nb], master_data=unnamed)
+    config = ServeConfig(
+        store=tmp_path / "s", tenants=(NB, other_nb), inbox=tmp_path / "in", outbox=tmp_path / "out",
+        master_data=master, http_port=None,
+    )  # fmt: skip
+    with pytest.raises(InvalidArgument, match="serve: the master data name no tenant"):
+        Node(config)._master_data()
+    master.write_text(json.dumps({"tenant": NB, MALO: {"current": LFA}}))
+    named = load_master_data(master)
+    assert named.tenant == NB and named.suppliers(NB, MALO, START).current == LFA
+    p = InboundPipeline(store, host, tenants=[NB, other_nb], master_data=named, clock=clock)
+    result = await p.ingest(anmeldung(LFN).replace(NB.encode(), other_nb.encode()), THU_1430)
+    assert [m.outcome for m in result.messages] == ["started"]
+    # No LFA known to this tenant: confirmed at once (55002), no 55010 to the other NB's supplier.
+    assert [kind(m) for m in await outbox(store) if kind(m).startswith("55")] == ["55002"]
+    master.write_text(json.dumps({"tenant": "12", MALO: {"current": LFA}}))
+    with pytest.raises(InvalidArgument, match="'tenant' is '12', not an MP-ID"):
+        load_master_data(master)
