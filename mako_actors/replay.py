@@ -279,7 +279,11 @@ def load_master_data(path: Path) -> StaticMasterData:
                 future=entry.get("future"),
                 # As ``masterdata import`` reads it: a date is 00:00 Berlin (a naive instant
                 # failed the first Anmeldung of that MaLo with a TypeError).
-                future_start=boundary(str(start), f"MaLo {malo}: field 'future_start'") if start else None,
+                future_start=(
+                    boundary(str(start).strip(), f"master data {path}: MaLo {malo}: field 'future_start'")
+                    if start
+                    else None
+                ),
                 measurement=measurement,
                 tranche_of=tranche_of,
                 tranche_basis=entry.get("tranche_basis"),

@@ -43,8 +43,9 @@ from mako_actors.ids import TenantId
 MASTER_DATA_HELP = (
     "JSON: MaLo -> {current, future, future_start, measurement, in_operation_from, "
     "out_of_market_from, esv_from, quarter_hour_metering, eeg_kwkg, ausfallverguetung, tranche_of, "
-    "tranche_percent, msb, ...}, \"bilanzkreise\": {LF: [EIC]} and \"complete\": true (it lists "
-    "every MaLo: others get APERAK Z14) (README, Batch re-processing)"
+    "tranche_percent, msb, ...}, \"bilanzkreise\": {LF: [EIC]}, \"complete\": true (it lists "
+    "every MaLo: others get APERAK Z14) and \"tenant\": MP-ID (the NB it is of; needed with several "
+    "tenants) (README, Batch re-processing)"
 )
 _PATHS = ("store", "inbox", "outbox", "done", "rejected", "master_data")
 

@@ -437,6 +437,7 @@ async def test_a_misaddressed_file_of_a_multi_tenant_store_does_not_block_its_co
     raw = (src / archive(src)[0].path.name).read_bytes().replace(NB.encode(), b"9900000099993", 1)
     with_manifest(src, [("zz-misaddressed.edi", raw, last - timedelta(hours=1))])
     master = load_master_data(src / "master.json")
+    master.tenant = NB  # (the file is NB's: with two tenants a file must say whose it is)
     options = _Options([NB, "9900000003007"], master, None, Durability.NO_SYNC, False, 512)
     first, _ = await _replay_items(archive(src), tmp_path / "store", options, None)
     assert first.statuses["rejected"] == 1

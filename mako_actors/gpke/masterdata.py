@@ -143,6 +143,8 @@ def _rows_of_json(raw: Any, name: str) -> tuple[list[tuple[str, Mapping[str, Any
             if malo == "complete":  # "lists every MaLo": the file's, serve and replay read it
                 extras.append((f"{name}: 'complete'", "", {"complete": entry}))
                 continue
+            if malo == "tenant":  # the NB the file is of: ``check_import`` compares it with --tenant
+                continue
             if not isinstance(entry, Mapping):
                 raise InvalidArgument(f"{name}: MaLo {malo}: expected an object")
             try:  # a misspelt field: refused here as by serve and replay, never a note only
@@ -262,6 +264,9 @@ def check_import(tenant: str, path: Path) -> CheckedImport:
     """
     tenant_id = TenantId.from_party_id(tenant)
     facts, not_imported = _load(path)
+    named = _file_tenant(path)
+    if named is not None and named != tenant:
+        raise InvalidArgument(f"{path}: the master data are of tenant {named!r}, not of --tenant {tenant}")
     starts: dict[tuple[str, object], str | None] = {}
     for malo, fact in facts:
         if fact.kind != "assigned":
@@ -274,6 +279,18 @@ def check_import(tenant: str, path: Path) -> CheckedImport:
                 f"{path}: MaLo {malo} is assigned to {other} and to {fact.supplier} from {since}"
             )
     return CheckedImport(tenant_id, facts, not_imported)
+
+
+#: The supply facts processes write when they decide a supply (see ``gpke.supply``).
+_DECIDED = frozenset({"started", "ended"})
+
+
+def _file_tenant(path: Path) -> Any:
+    """The ``"tenant"`` a master data JSON object names (``_load`` read the file already)."""
+    if path.suffix.lower() != ".json":
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    return raw.get("tenant") if isinstance(raw, Mapping) else None
 
 
 async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportReport:
@@ -300,10 +317,11 @@ async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport
         present = await store.journal(tenant_id, supply_key(malo))
         new = [e for e in entries if e not in present]
         skipped += len(entries) - len(new)
-        if new and any(e.get("kind") != "assigned" for e in present):
+        if new and any(e.get("kind") in _DECIDED for e in present):
             # Processes decided on this MaLo already (an Anmeldung confirmed, an Abmeldung): an
             # assignment appended after them would override them (the last one covering a
             # date wins), and the next Anmeldung would ask a supplier told its supply ended.
+            # (A claim, open or released, decided no supply.)
             decided.append(malo)
         elif new:
             to_append.append((malo, new))

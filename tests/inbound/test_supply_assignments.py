@@ -193,6 +193,16 @@ async def test_an_import_after_processes_decided_on_a_malo_is_refused(
     assert await store.journal(TENANT, supply_key(MALO)) == before
     assert await store.journal(TENANT, supply_key(other)) == []
     assert (await view(store)).supplier_at(JAN_1) == LFN
+    # A claim decided no supply (an Anmeldung rejected, or still open): imported as ever.
+    claimed = "51238696781"
+    await store.append_journal(TENANT, supply_key(claimed), [{"kind": "claimed", "process": "p1"}])
+    await store.append_journal(TENANT, supply_key(claimed), [{"kind": "released", "process": "p1"}])
+    master.write_text(json.dumps({"tenant": NB, claimed: {"current": LFA}}))
+    assert (await import_assignments(store, NB, master)).appended == 1
+    # The file's own tenant (serve and replay need it with several) must be --tenant's.
+    with pytest.raises(InvalidArgument, match="of tenant '9900000007009', not of --tenant"):
+        master.write_text(json.dumps({"tenant": "9900000007009", other: {"current": LFA}}))
+        await import_assignments(store, NB, master)
 
 
 async def test_a_confirmed_abmeldung_ends_the_supply_and_the_next_anmeldung_asks_nobody(
