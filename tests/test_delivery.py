@@ -236,15 +236,20 @@ async def test_a_message_delivered_by_another_worker_meanwhile_is_no_dead_letter
     assert await store.dead_letters() == []
 
 
+def contrl_payload() -> dict[str, Any]:
+    """A CONTRL 7 the NB sends the LFN (renderable: the directory sender renders it)."""
+    return {
+        "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
+                     "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
+        "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
+        "interchange_recipient_id": "9900000002009", "action": "7",
+    }  # fmt: skip
+
+
 async def test_directory_sender_keeps_personal_data_private(tmp_path: Path, store: LmdbStore) -> None:
     old = os.umask(0o022)
     try:
-        contrl = {
-            "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
-                         "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
-            "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
-            "interchange_recipient_id": "9900000002009", "action": "7",
-        }  # fmt: skip
+        contrl = contrl_payload()
         [row] = await enqueue_many(store, 1)
         await store.acknowledge(row.message_id)
         message = row.model_copy(update={"message_type": "CONTRL", "payload": contrl})
@@ -279,12 +284,7 @@ async def test_a_message_delivered_again_over_its_own_file_is_said(
     """After a SIGKILL between a delivery and its acknowledgement the message is sent again
     (at least once, by design), and the file of its name was written over without a word: the
     node's metrics and log said nothing of the repeat. Now it is logged and counted."""
-    contrl = {
-        "envelope": {"sender_id": "9900000002009", "recipient_id": "9900000001001",
-                     "prepared_at": T0.isoformat(), "control_ref": "NB0001"},
-        "reference": "C1", "interchange_ref": "LFN0001", "interchange_sender_id": "9900000001001",
-        "interchange_recipient_id": "9900000002009", "action": "7",
-    }  # fmt: skip
+    contrl = contrl_payload()
     ident = identity()
     row = outbox_row(ident, envelope(ident).event_id, T0)
     message = row.model_copy(update={"message_type": "CONTRL", "payload": contrl, "idempotency_key": "k1"})
