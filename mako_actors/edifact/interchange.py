@@ -138,7 +138,9 @@ class Message:
     lists application-level findings that do not reject the interchange (APERAK material):
     malformed DTM values, NAD+MS/MR differing from UNB or with the wrong code list.
     ``repeated`` names each header segment sent again that a message holds once (BGM, DTM+137,
-    NAD+MS, NAD+MR, RFF+Z13; see ``Transaction.repeated``).
+    NAD+MS, NAD+MR, RFF+Z13; see ``Transaction.repeated``). ``malformed_header_dates``:
+    ``("137", "value:format")`` when the DTM+137 sent does not parse or is not in format 303,
+    the only one the UTILMD MIG allows for it (APERAK Z35).
     """
 
     reference: str
@@ -159,6 +161,7 @@ class Message:
     problems: tuple[str, ...]
     segments: tuple[Segment, ...] = field(repr=False)
     repeated: tuple[str, ...] = ()
+    malformed_header_dates: tuple[tuple[str, str], ...] = ()
 
     @property
     def mig_version(self) -> str:
@@ -872,6 +875,7 @@ def _message(
         _check_s010(h[3], unh, first)
     problems: list[str] = []
     repeated: list[str] = []
+    header_dates: tuple[tuple[str, str], ...] = ()
     header_pid: str | None = None
     document_code = document_number = None
     document_date: datetime | None = None
@@ -918,8 +922,10 @@ def _message(
                 if "DTM+137" in seen:
                     repeated.append("DTM+137")
                 seen.add("DTM+137")
-                if document_date is None:
+                if document_date is None and not header_dates:
                     document_date = _dtm(seg, first + k, problems)
+                    if document_date is None or seg.value(0, 2) != "303":
+                        header_dates = (("137", _dtm_text(seg)),)
         elif q == "MS" or q == "MR":  # NAD (no IDE stands in the header)
             if "NAD+" + q in seen:
                 repeated.append("NAD+" + q)
@@ -980,6 +986,7 @@ def _message(
         tuple(problems),  # problems
         segs,  # segments
         tuple(repeated),  # repeated
+        header_dates,  # malformed_header_dates
     )
 
 

@@ -264,8 +264,8 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         values["answer_ebd"] = transaction.answer_ebd
         values["zuordnungsende"] = transaction.end
         values["transaction_reason"] = transaction.transaction_reason
-    if transaction.malformed_dates:
-        values["malformed_dates"] = transaction.malformed_dates
+    if transaction.malformed_dates or message.malformed_header_dates:
+        values["malformed_dates"] = transaction.malformed_dates + message.malformed_header_dates
     if message.repeated or transaction.repeated:
         values["repeated"] = message.repeated + transaction.repeated
     missing = _missing_header(message)

@@ -1054,6 +1054,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # names): without them no message says who sends what to whom, and when.
             text = f"{', '.join(cmd.missing_header)} missing in the message header"
             errors.append(self._error(fv, Reason.MISSING_DATA, text))
+        header_date = dict(cmd.malformed_dates).get("137") if cmd.malformed_dates else None
+        if header_date is not None:
+            # The message date: format 303 only (UTILMD MIG), a value that parses.
+            text = f"DTM+137:{header_date} is no instant in format 303 (CCYYMMDDHHMM?+ZZ)"
+            errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
         if cmd.code_lists:
             # DOMAIN §4: the code list must match the UNB's qualifier; a message naming its
             # parties under another one does not say who they are as the interchange does.

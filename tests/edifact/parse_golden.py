@@ -44,7 +44,7 @@ _KEY = 12
 
 #: ``Transaction.malformed_dates`` (which DTM+92/93 was sent but malformed, for APERAK Z35):
 #: tested in ``test_edifact_equivalence`` against the messages' ``problems``.
-_LATER_FIELDS = frozenset({"malformed_dates", "repeated", "ide_qualifier"})
+_LATER_FIELDS = frozenset({"malformed_dates", "repeated", "ide_qualifier", "malformed_header_dates"})
 
 
 def canonical(value: Any) -> Any:

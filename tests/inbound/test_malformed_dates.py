@@ -89,3 +89,20 @@ async def test_abmeldung_with_a_malformed_zuordnungsende_gets_z35(store: LmdbSto
     ercs, text = await _refusal(store, raw)
     assert ercs == ["Z35"]
     assert "DTM+93:202601010000+00:203" in text
+
+
+async def test_a_message_date_in_another_format_than_303_gets_z35(store: LmdbStore) -> None:
+    """DTM+137 is format 303 only (UTILMD MIG; DOMAIN §6 names a sample corpus sending 102).
+    Before, a 102 date was taken and the Anmeldung decided; one that did not parse was named
+    in the parser's findings and answered nothing about (neither missing nor malformed)."""
+    sent = dtm("137", THU_1430).encode()
+    raw = anmeldung()
+    assert sent in raw
+    ercs, text = await _refusal(store, raw.replace(sent, b"DTM+137:20251113:102"))
+    assert ercs == ["Z35"] and "DTM+137:20251113:102" in text
+
+
+async def test_a_message_date_that_does_not_parse_gets_z35(store: LmdbStore) -> None:
+    sent = dtm("137", THU_1430).encode()
+    ercs, text = await _refusal(store, anmeldung().replace(sent, b"DTM+137:202513451230?+00:303"))
+    assert ercs == ["Z35"] and "DTM+137:202513451230+00:303" in text
