@@ -139,8 +139,8 @@ class Message:
     malformed DTM values, NAD+MS/MR differing from UNB or with the wrong code list.
     ``repeated`` names each header segment sent again that a message holds once (BGM, DTM+137,
     NAD+MS, NAD+MR, RFF+Z13; see ``Transaction.repeated``). ``malformed_header_dates``:
-    ``("137", "value:format")`` when the DTM+137 sent does not parse or is not in format 303,
-    the only one the UTILMD MIG allows for it (APERAK Z35).
+    ``("137", "value:format")`` when the DTM+137 sent does not parse or is not in format 303
+    (the only one the UTILMD MIG allows for it) in UTC (``?+00``, DOMAIN §4): APERAK Z35.
     """
 
     reference: str
@@ -924,7 +924,7 @@ def _message(
                 seen.add("DTM+137")
                 if document_date is None and not header_dates:
                     document_date = _dtm(seg, first + k, problems)
-                    if document_date is None or seg.value(0, 2) != "303":
+                    if document_date is None or seg.value(0, 2) != "303" or _zone_not_utc(seg):
                         header_dates = (("137", _dtm_text(seg)),)
         elif q == "MS" or q == "MR":  # NAD (no IDE stands in the header)
             if "NAD+" + q in seen:

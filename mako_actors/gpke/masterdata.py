@@ -154,6 +154,8 @@ def _rows_of_json(raw: Any, name: str) -> tuple[list[tuple[str, Mapping[str, Any
             where = f"{name}: MaLo {malo}"
             extras.append((where, malo, {k: v for k, v in entry.items() if k not in _ENTRY_FIELDS}))
             future, future_start = entry.get("future"), entry.get("future_start")
+            if future_start not in (None, ""):
+                _instant(future_start, f"{where}: 'future_start'")  # as serve and replay read it
             if entry.get("current"):
                 until = future_start if future else None
                 rows.append((where, {"malo": malo, "supplier": entry["current"], "until": until}))
@@ -285,6 +287,20 @@ def check_import(tenant: str, path: Path) -> CheckedImport:
 _DECIDED = frozenset({"started", "ended"})
 
 
+def _decided_or_deciding(entries: list[dict[str, Any]]) -> bool:
+    """Whether a MaLo's journal holds a decided supply or a claim not yet released or started."""
+    open_claims: set[Any] = set()
+    for entry in entries:
+        kind = entry.get("kind")
+        if kind in _DECIDED:
+            return True
+        if kind == "claimed":
+            open_claims.add(entry.get("process"))
+        elif kind == "released":
+            open_claims.discard(entry.get("process"))
+    return bool(open_claims)
+
+
 def _file_tenant(path: Path) -> Any:
     """The ``"tenant"`` a master data JSON object names (``_load`` read the file already)."""
     if path.suffix.lower() != ".json":
@@ -317,19 +333,21 @@ async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport
         present = await store.journal(tenant_id, supply_key(malo))
         new = [e for e in entries if e not in present]
         skipped += len(entries) - len(new)
-        if new and any(e.get("kind") in _DECIDED for e in present):
+        if new and _decided_or_deciding(present):
             # Processes decided on this MaLo already (an Anmeldung confirmed, an Abmeldung): an
             # assignment appended after them would override them (the last one covering a
             # date wins), and the next Anmeldung would ask a supplier told its supply ended.
-            # (A claim, open or released, decided no supply.)
+            # An open Anmeldung took its LFA and future suppliers from the journal before: its
+            # answers would go by that. (A released claim decided nothing.)
             decided.append(malo)
         elif new:
             to_append.append((malo, new))
     if decided:
         named = ", ".join(decided[:5]) + (f" and {len(decided) - 5} more" if len(decided) > 5 else "")
         raise InvalidArgument(
-            f"masterdata import: MaLo {named}: processes in this store decided on its supply already; "
-            "an import is the starting point and would override their decisions (nothing imported)"
+            f"masterdata import: MaLo {named}: processes in this store decided on its supply already, "
+            "or an Anmeldung of it is open; an import is the starting point and would override "
+            "their decisions (nothing imported)"
         )
     for malo, new in to_append:
         await store.append_journal(tenant_id, supply_key(malo), new)

@@ -1057,7 +1057,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         header_date = dict(cmd.malformed_dates).get("137") if cmd.malformed_dates else None
         if header_date is not None:
             # The message date: format 303 only (UTILMD MIG), a value that parses.
-            text = f"DTM+137:{header_date} is no instant in format 303 (CCYYMMDDHHMM?+ZZ)"
+            text = f"DTM+137:{header_date} is no instant in format 303 in UTC (CCYYMMDDHHMM?+00)"
             errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
         if cmd.code_lists:
             # DOMAIN §4: the code list must match the UNB's qualifier; a message naming its

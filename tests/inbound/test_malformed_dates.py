@@ -106,3 +106,10 @@ async def test_a_message_date_that_does_not_parse_gets_z35(store: LmdbStore) -> 
     sent = dtm("137", THU_1430).encode()
     ercs, text = await _refusal(store, anmeldung().replace(sent, b"DTM+137:202513451230?+00:303"))
     assert ercs == ["Z35"] and "DTM+137:202513451230+00:303" in text
+
+
+async def test_a_message_date_in_another_zone_than_utc_gets_z35(store: LmdbStore) -> None:
+    """DOMAIN §4: a 303 in MaKo is UTC (``?+00``), as DTM+92/93 already were held to."""
+    sent = dtm("137", THU_1430).encode()
+    ercs, text = await _refusal(store, anmeldung().replace(sent, b"DTM+137:202511131430?+01:303"))
+    assert ercs == ["Z35"] and "DTM+137:202511131430+01:303" in text

@@ -199,6 +199,15 @@ async def test_an_import_after_processes_decided_on_a_malo_is_refused(
     await store.append_journal(TENANT, supply_key(claimed), [{"kind": "released", "process": "p1"}])
     master.write_text(json.dumps({"tenant": NB, claimed: {"current": LFA}}))
     assert (await import_assignments(store, NB, master)).appended == 1
+    # An open Anmeldung took its LFA and future suppliers from the journal: refused too.
+    await store.append_journal(TENANT, supply_key(claimed), [{"kind": "claimed", "process": "p2"}])
+    master.write_text(json.dumps({claimed: {"current": LFN2}}))
+    with pytest.raises(InvalidArgument, match=f"MaLo {claimed}: .*or an Anmeldung of it is open"):
+        await import_assignments(store, NB, master)
+    # A future_start is checked as serve and replay read it, with or without a future supplier.
+    master.write_text(json.dumps({other: {"current": LFA, "future_start": "2026-01-01T01:00:00+01:00"}}))
+    with pytest.raises(InvalidArgument, match=r"'future_start'.*is not 00:00 Europe/Berlin"):
+        await import_assignments(store, NB, master)
     # The file's own tenant (serve and replay need it with several) must be --tenant's.
     with pytest.raises(InvalidArgument, match="of tenant '9900000007009', not of --tenant"):
         master.write_text(json.dumps({"tenant": "9900000007009", other: {"current": LFA}}))
