@@ -869,6 +869,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
 
     def _operator_forms_tranche(self, state: GpkeState, cmd: FormTranche) -> WorkflowOutput:
         out = self._operator(state, cmd)
+        if cmd.tranche == state.malo:
+            # The 55078 names the MaLo by LOC+Z16 and the new Tranche by LOC+Z21 ([478]).
+            raise WorkflowError.rejected(
+                f"{self.name}: the new Tranche needs an ID of its own, not its MaLo's ({state.malo})"
+            )
         if cmd.shares_missing and state.lfa_request_ide is None:
             # E_0623 step 500: no supplier was asked, so steps 520-540 (A55) are not reached.
             raise WorkflowError.rejected(

@@ -100,6 +100,9 @@ def test_the_operator_forms_the_tranche_from_the_cli(
     assert "--tranche: " in capsys.readouterr().err
     assert main([*form, "--tranche", TRANCHE, "--percent", "100", "--reason", "PV"]) == 1
     assert "--percent: 'tranche_percent' is '100'" in capsys.readouterr().err
+    # The MaLo's own ID as the "new" Tranche: the 55078 named one ID in LOC+Z16 and LOC+Z21.
+    assert main([*form, "--tranche", MALO, "--percent", "30", "--reason", "PV"]) == 1
+    assert "needs an ID of its own, not its MaLo's" in capsys.readouterr().err
     code = main([*form, "--tranche", TRANCHE, "--percent", "37.5", "--reason", "PV, 37,5 % frei"])
     assert code == 0, capsys.readouterr().err
     assert "gpke.tranche_formed_by_operator, gpke.anmeldung_decided" in capsys.readouterr().out
