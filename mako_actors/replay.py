@@ -1418,6 +1418,8 @@ _order_of = operator.attrgetter("order")
 def _frist_failed(deadline: Deadline, reason: str) -> str:
     """The report's error line for a Frist whose workflow failed (it was dead-lettered)."""
     return f"deadline {deadline.label} of {deadline.stream_id}: {reason}"
+
+
 def _read(item: ArchivedInterchange, report: ReplayReport) -> bytes | None:
     """The file's bytes; None (and a failure in the report) when it cannot be read."""
     if item.raw is not None:

@@ -88,7 +88,7 @@ class InboundUtilmd(BaseModel):
     answers with a negative APERAK to the UNB sender too: a message never acts in the name of
     a party other than the one that sent the interchange. ``malformed_dates``: ``(qualifier,
     "value:format")`` of each DTM+92/93 sent in a shape its format does not allow (that date is
-    then ``None``), and of a header DTM+137 not in format 303; the workflow answers APERAK Z35,
+    then ``None``), and of a header DTM+137 not in format 303 in UTC; the workflow answers APERAK Z35,
     where an absent date gets Z29.
     ``repeated``: each once-only segment sent again (``"LOC+Z16"``; ``Message.repeated`` and
     ``Transaction.repeated``): the workflow answers APERAK Z40 and decides nothing.

@@ -321,7 +321,7 @@ async def import_assignments(store: Journal, tenant: str, path: Path) -> ImportR
 async def import_checked(store: Journal, checked: CheckedImport) -> ImportReport:
     """``import_assignments`` of what ``check_import`` checked (so a caller can check before it
     opens the store); entries already in a journal are skipped. ``InvalidArgument`` (nothing
-    written) if a MaLo with new entries has facts its processes wrote (they decided already)."""
+    written) if a MaLo with new entries has a supply its processes decided, or an open claim."""
     tenant_id, facts = checked.tenant_id, checked.facts
     by_malo: dict[str, list[dict[str, Any]]] = {}
     for malo, fact in facts:
