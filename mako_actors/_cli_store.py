@@ -543,11 +543,52 @@ async def _operator_decides(store: Any, args: argparse.Namespace, command: Calla
         stored = await process.execute_and_enqueue(decision)
     except WorkflowError as exc:
         raise InvalidArgument(str(exc)) from None
+    await _keys_to_their_homes(store, args.store, stream)
     if args.json:
         _json([e.to_plain() for e in stored])
     else:
         print(f"process {first.process_id}: {', '.join(e.event_type for e in stored)}")
     return 0
+
+
+async def _keys_to_their_homes(store: Any, directory: Path, stream: Any) -> None:
+    """In a partition of a partitioned store: write the process's registry keys homed in another
+    partition there too, as a node's commit does (a lookup of an ``ic:``/``ide:`` key asks its
+    home only: an APERAK or CONTRL on the decision's answers would not find the process). Homes
+    on this node are written here (idempotent; a key bound to another process there is named);
+    the others are named, for ``RayActorSystem.repair_keys`` (or the restart of their hosts)."""
+    from mako_actors.errors import RegistryConflict
+    from mako_actors.partitions import key_home
+    from stores.lmdb import LmdbStore
+    from stores.partitioned import MARKER, partition_dir, read_marker, registry_entries
+
+    if not (directory / MARKER).is_file():
+        return
+    marker = read_marker(directory / MARKER)
+    partition, count = int(marker["partition"]), int(marker["count"])
+    by_home: dict[int, list[tuple[str, Any]]] = {}
+    for key, identity in await registry_entries(store):
+        if identity.stream_id == stream and (home := key_home(identity.tenant_id, key, count)) != partition:
+            by_home.setdefault(home, []).append((key, identity))
+    elsewhere: list[str] = []
+    for home, entries in sorted(by_home.items()):
+        target = partition_dir(directory.parent, home)
+        if not (target / MARKER).is_file():  # on another node
+            elsewhere += [key for key, _ in entries]
+            continue
+        async with LmdbStore(target) as other:
+            for key, identity in entries:
+                try:
+                    await other.register(identity.tenant_id, key, identity)  # (a same binding: no-op)
+                except RegistryConflict as exc:
+                    print(f"mako-actors: warning: registry key {key!r} in {target}: {exc}", file=sys.stderr)
+    if elsewhere:
+        print(
+            f"mako-actors: warning: registry keys {', '.join(elsewhere)} belong in partitions on "
+            "other nodes: run RayActorSystem.repair_keys() (or restart those nodes' hosts) so that "
+            "answers to this decision find the process",
+            file=sys.stderr,
+        )
 
 
 async def _processes_timeline(store: Any, args: argparse.Namespace) -> int:

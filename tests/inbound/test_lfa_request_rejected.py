@@ -261,3 +261,42 @@ def test_the_operator_rejects_from_the_command_line(
 
     raw = asyncio.run(check())
     assert b"STS+E01++A99:E_0623'" in raw and f"FTX+ACB+++{text}'".encode("latin-1") in raw
+
+
+def test_an_operator_decision_in_a_partition_writes_its_keys_at_their_homes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A decision on one partition's directory wrote its answers' ``ic:``/``ide:`` keys in that
+    partition only; a lookup asks a key's home (``key_home``), so an APERAK or CONTRL on the
+    decision's 55002/55037 would not have found the process until a host repaired the keys."""
+    from mako_actors.partitions import key_home, routing_slot
+    from stores.partitioned import create_partition, open_partition, registry_entries
+
+    root, count = tmp_path / "node", 4
+    home = routing_slot(TENANT, MALO) & (count - 1)
+    for p in range(count):
+        create_partition(root, p, count)
+
+    async def stalled() -> str:  # the LFA refused our 55010, 09:00 passed: awaiting an operator
+        async with open_partition(root, home, count) as store:
+            clock = VirtualClock(THU_1430)
+            p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+            started = await p.ingest(anmeldung(), THU_1430)
+            [request] = [m for m in await outbox(store) if kind(m) == "55010"]
+            later = THU_1430 + timedelta(minutes=30)
+            await p.ingest(aperak_313(request.payload["envelope"]["control_ref"], later), later)
+            firer = process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock)
+            await DeadlineScheduler(store, firer, clock).advance_to(clock, NINE_CET)
+            return str(started.messages[0].process_id)
+
+    async def entries(p: int) -> list[tuple[str, object]]:
+        async with open_partition(root, p, count) as store:
+            return [(key, identity.stream_id) for key, identity in await registry_entries(store)]
+
+    process = asyncio.run(stalled())
+    deem = ["processes", "deem-lfa-agreement", process[-8:], "--store", str(root / f"p{home:04d}")]
+    assert main([*deem, "--reason", "LFA agreed by phone"]) == 0, capsys.readouterr().err
+    homed_elsewhere = [(k, s) for k, s in asyncio.run(entries(home)) if key_home(TENANT, k, count) != home]
+    assert any(k.startswith("ic:") for k, _ in homed_elsewhere)  # the answers' interchanges
+    for key, stream in homed_elsewhere:
+        assert (key, stream) in asyncio.run(entries(key_home(TENANT, key, count))), key
