@@ -576,12 +576,16 @@ async def _keys_to_their_homes(store: Any, directory: Path, stream: Any) -> None
         if not (target / MARKER).is_file():  # on another node
             elsewhere += [key for key, _ in entries]
             continue
-        async with LmdbStore(target) as other:
-            for key, identity in entries:
-                try:
-                    await other.register(identity.tenant_id, key, identity)  # (a same binding: no-op)
-                except RegistryConflict as exc:
-                    print(f"mako-actors: warning: registry key {key!r} in {target}: {exc}", file=sys.stderr)
+        try:  # (the decision is committed: a home that cannot be written is named, never fatal)
+            async with LmdbStore(target) as other:
+                for key, identity in entries:
+                    try:
+                        await other.register(identity.tenant_id, key, identity)  # (a same binding: no-op)
+                    except RegistryConflict as exc:
+                        print(f"mako-actors: warning: key {key!r} in {target}: {exc}", file=sys.stderr)
+        except EngineError as exc:  # e.g. the partition is being moved (fenced)
+            print(f"mako-actors: warning: {target}: {exc}", file=sys.stderr)
+            elsewhere += [key for key, _ in entries]
     if elsewhere:
         print(
             f"mako-actors: warning: registry keys {', '.join(elsewhere)} belong in partitions on "
