@@ -43,7 +43,6 @@ import logging
 import re
 import uuid
 from collections.abc import Collection, Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -522,9 +521,6 @@ class IngestResult:
     #: The interchange itself became a dead letter (unreadable, misaddressed, a conflicting
     #: retransmission), besides any dead letters of its transactions (their outcomes).
     dead_lettered: bool = False
-    #: Dead letters this ingest wrote, the interchange's and its transactions': a letter the
-    #: store held already (the same file received again, or after a crash) is not counted.
-    dead_letters_stored: int = 0
     #: A ``duplicate`` of an interchange its first receipt rejected (CONTRL 4): it stays rejected.
     rejected_before: bool = False
     #: A ``duplicate``'s receipt: the source (file name) and error it recorded, the first copy's.
@@ -600,8 +596,8 @@ class InboundPipeline:
     pipeline per call); by default this pipeline's own.
 
     ``dead_letters_written``: the dead letters this pipeline wrote since it was made (a letter
-    the store held already is not counted), also by ingests that then failed: a monitor reads
-    it after every ingest, raised or not (``IngestResult.dead_letters_stored`` is one ingest's).
+    the store held already, the same file received again, is not counted), also by ingests
+    that then failed: a monitor reads it after every ingest, raised or not.
     """
 
     def __init__(
@@ -689,15 +685,11 @@ class InboundPipeline:
             while (running := self._in_flight.get(key)) is not None:
                 await running.wait()  # (an Event: a waiter cancelled cancels nothing shared)
             turn = self._in_flight[key] = asyncio.Event()
-        box = [0]
-        written = _LETTERS_WRITTEN.set(box)
         try:
             with log_context(correlation_id=correlation, interchange_ref=header and header[2], source=source):
                 result = await self._ingest(raw, parsed, header, digest, received_at, source)
-                result.dead_letters_stored = box[0]
                 _log_result(result)
         finally:
-            _LETTERS_WRITTEN.reset(written)
             if key is not None and turn is not None:
                 del self._in_flight[key]
                 turn.set()
@@ -1387,15 +1379,9 @@ class InboundPipeline:
         )
         if not stored.stored_before:
             self.dead_letters_written += 1
-            box = _LETTERS_WRITTEN.get()
-            if box is not None:
-                box[0] += 1
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-#: The dead letters the running ``ingest`` wrote (one box per ingest; its own task's context).
-_LETTERS_WRITTEN: ContextVar[list[int] | None] = ContextVar("_LETTERS_WRITTEN", default=None)
 
 
 def _contrl_only(raw: bytes) -> bool:

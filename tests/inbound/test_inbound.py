@@ -381,12 +381,12 @@ async def test_a_contrl_refused_for_its_interchange_gets_no_contrl_back(
     }[defect]
     assert broken != contrl
     result = await p.ingest(broken, THU_1430)
-    assert result.status == "rejected" and result.dead_lettered and result.dead_letters_stored == 1
+    assert result.status == "rejected" and result.dead_lettered and p.dead_letters_written == 1
     assert await store.outbox_count() == 0
     [letter] = await store.dead_letters()
     assert letter.kind.startswith("inbound") and letter.payload["interchange_ref"] == "LFNCTRL1"
     again = await p.ingest(broken, THU_1430)
-    assert again.status == "duplicate" and not again.dead_lettered and again.dead_letters_stored == 0
+    assert again.status == "duplicate" and not again.dead_lettered and p.dead_letters_written == 1
     assert len(await store.dead_letters()) == 1
 
 
@@ -800,12 +800,13 @@ async def test_an_over_long_message_reference_is_not_copied_into_our_contrl(stor
 async def test_an_unreadable_file_received_twice_counts_one_dead_letter_written(store: LmdbStore) -> None:
     """The node's ``mako_dead_letters_total`` counted every ingest that dead-lettered: the same
     unreadable file delivered twice counted two, although the store (letters keyed by content)
-    holds one. Each ingest now says how many letters it wrote; the store marks a repeat."""
+    holds one. The pipeline counts the letters it wrote; the store marks a repeat."""
     p = pipeline(store, VirtualClock(THU_1430))
     first = await p.ingest(b"not an interchange at all", THU_1430, source="junk.edi")
+    after_first = p.dead_letters_written
     again = await p.ingest(b"not an interchange at all", THU_1430, source="junk.edi")
     assert first.dead_lettered and again.dead_lettered
-    assert (first.dead_letters_stored, again.dead_letters_stored) == (1, 0)
+    assert (after_first, p.dead_letters_written) == (1, 1)
     [letter] = await store.dead_letters()
     stored_again = await store.add_dead_letter(letter.model_copy(update={"position": 0}))
     assert stored_again.stored_before and stored_again.position == letter.position

@@ -217,15 +217,17 @@ async def test_a_second_interchange_in_the_same_file_is_a_dead_letter_not_lost(
     raw = first + b"\r\n" + second
     [facts] = read_facts([("batch.edi", raw, THU_1430)], [NB])
     assert facts.key == (LFN.encode(), NB.encode(), b"LFN0605143001")
-    result = await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")
+    p = pipeline(store, clock)
+    result = await p.ingest(raw, THU_1430, source="batch.edi")
     # Counted for the node's metrics (``mako_dead_letters_total``) as written: it was not.
-    assert result.status == "rejected" and result.dead_letters_stored == 1
+    assert result.status == "rejected" and p.dead_letters_written == 1
     [contrl] = [m for m in await store.pending(100, datetime(2030, 1, 1, tzinfo=UTC))]
     assert b"UCI+LFN0605143001+" in render_outbound("CONTRL", contrl.payload)
     [letter] = [d for d in await store.dead_letters() if "follows interchange" in d.reason]
     assert letter.payload["interchange_ref"] == "LFN0605143002" and "'LFN0605143002'" in letter.reason
-    again = await pipeline(store, clock).ingest(raw, THU_1430, source="batch.edi")  # received again
-    assert again.dead_letters_stored == 0
+    p = pipeline(store, clock)
+    await p.ingest(raw, THU_1430, source="batch.edi")  # received again
+    assert p.dead_letters_written == 0
     assert len([d for d in await store.dead_letters() if "follows interchange" in d.reason]) == 1
 
 
