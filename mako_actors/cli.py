@@ -219,6 +219,7 @@ def _masterdata_import(args: argparse.Namespace) -> int:
     import asyncio
 
     from mako_actors._placement import check_not_replay_parts
+    from mako_actors._store_lock import STORE_LOCK, check_directory_path, held
     from mako_actors.errors import EngineError
     from mako_actors.gpke.masterdata import ImportReport, check_import, import_checked
     from stores.lmdb import LmdbStore
@@ -230,7 +231,14 @@ def _masterdata_import(args: argparse.Namespace) -> int:
     try:
         check_not_replay_parts(args.store, "masterdata import")
         checked = check_import(args.tenant, args.file)  # before the store (and its directory) exists
-        report = asyncio.run(run())
+        store_dir = Path(args.store)
+        check_directory_path("masterdata import", "--store", store_dir)
+        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Its check (is the MaLo decided on?) and its append are separate transactions: a node
+        # serving the store could claim the MaLo in between, and the import would override it.
+        refusal = "masterdata import writes a store no node serves and nothing else writes"
+        with held(store_dir / STORE_LOCK, "store", "mako-actors masterdata import", refusal):
+            report = asyncio.run(run())
     except EngineError as exc:
         print(f"mako-actors masterdata import: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,7 @@ from pydantic_core import to_jsonable_python
 from mako_actors._durable import fsync_directory
 from mako_actors._partition import Predictions, RefKind, Scan, trigger_seed
 from mako_actors._placement import RUNNING_MARKER
+from mako_actors._store_lock import STORE_LOCK, held
 from mako_actors.actors import LocalActorSystem
 from mako_actors.actors._actor import TIMEOUT, Op
 from mako_actors.dead_letters import DeadLetter
@@ -1672,7 +1673,20 @@ async def _replay_items(
     items: list[ArchivedInterchange], store_path: Path, options: _Options, progress: Progress | None
 ) -> tuple[ReplayReport, dict[str, bytes]]:
     """One replay of ``items`` (in receipt order) into one store; the report and each process's
-    decisions as ``decision_digest`` encodes them (what ``--workers`` merges; encoded once)."""
+    decisions as ``decision_digest`` encodes them (what ``--workers`` merges; encoded once).
+    ``InvalidArgument`` if a node serves the store or another replay writes it (``_store_lock``)."""
+    Path(store_path).mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A node serving the store (or another replay) would decide beside this run: the Fristen
+    # fired and the receipts it reads once at the start would not stay the store's.
+    refusal = "replay writes a store no node serves and no other replay writes"
+    with held(Path(store_path) / STORE_LOCK, "store", "mako-actors replay", refusal):
+        return await _replay_locked(items, store_path, options, progress)
+
+
+async def _replay_locked(
+    items: list[ArchivedInterchange], store_path: Path, options: _Options, progress: Progress | None
+) -> tuple[ReplayReport, dict[str, bytes]]:
+    """``_replay_items`` with the store's lock held."""
     sequential, until = options.sequential, options.until
     report = ReplayReport(files=len(items), mode="sequential" if sequential else "pipelined")
     if items:

@@ -14,7 +14,8 @@ What it runs, on one asyncio loop:
   With ``accept_post``, ``POST /interchanges`` writes the body into the inbox (atomically, fsynced)
   and answers ``202``: the same path as a file. One node per inbox and per store: each holds a
   ``flock`` (``.serve.lock`` in the inbox, ``serve.lock`` in the store), and a second node on
-  either is refused, also one with a store of its own.
+  either is refused, also one with a store of its own; ``replay`` and ``masterdata import``
+  take the store's too (``_store_lock``), so neither writes a store a node serves.
 - **Processes** on a ``LocalActorSystem`` over the LMDB store, or on Ray host actors (``--ray``).
 - **Outbox.** ``OutboxWorker`` with ``DirectorySender`` renders every due message into ``outbox``
   (woken after each interchange, else every ``poll_interval``). A message the folder does not
@@ -53,13 +54,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mako_actors._durable import fsync_directory
+from mako_actors._store_lock import INBOX_LOCK, STORE_LOCK, held
 from mako_actors.actors import ActorStats
 from mako_actors.delivery import DirectorySender, OutboxWorker, RetryPolicy
 from mako_actors.envelope import CommandContext, EventEnvelope, ProcessIdentity
@@ -297,7 +299,13 @@ class Node:
         for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
             directory.mkdir(parents=True, exist_ok=True)
         config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _held(config.store / SERVE_LOCK, "store"), _held(config.inbox / INBOX_LOCK, "inbox"):
+        # Two nodes on one store would deliver every outbox message twice; two on one inbox (each
+        # with its own store) would each ingest and answer every file and race to move it.
+        by, alone = "mako-actors serve", "one node per store, and no import or replay while it serves"
+        with (
+            held(config.store / STORE_LOCK, "store", by, alone),
+            held(config.inbox / INBOX_LOCK, "inbox", by, "one node per inbox"),
+        ):
             await self._run_locked(stop, on_ready, master)
 
     async def _run_locked(
@@ -891,67 +899,6 @@ def _serve(args: argparse.Namespace) -> int:
 #: eight attempts were spent within four minutes of an unmounted or full folder, every answer a
 #: dead letter to requeue by hand).
 OUTBOX_RETRY = RetryPolicy(max_attempts=1_000_000)
-
-#: In the store's directory while a node serves it (``flock``ed): a second node is refused.
-SERVE_LOCK = "serve.lock"
-
-#: In the inbox while a node serves it (``flock``ed), so a second node is refused also when it
-#: has a store of its own. A dot name: the inbox scan takes it for no interchange.
-INBOX_LOCK = ".serve.lock"
-
-
-@contextlib.contextmanager
-def _held(path: Path, what: str) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` while the block runs; ``InvalidArgument`` naming the
-    ``what`` (``path``'s directory) and the process holding it.
-
-    Two nodes on one store would deliver every outbox message twice; two on one inbox (each
-    with its own store) would each ingest and answer every file and race to move it. The file
-    is removed when the block ends (a drained node leaves its inbox empty).
-    """
-    import fcntl
-    import socket
-
-    while True:
-        handle = path.open("a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise InvalidArgument(
-                f"the {what} {path.parent} is served already ({holder}); one node per {what}"
-            ) from None
-        except BaseException:
-            handle.close()
-            raise
-        # A node leaving removes the file before it unlocks it: the one locked here may be gone
-        # from ``path`` already, and a third node may hold a new one there. Lock what is there.
-        if _same_file(handle.fileno(), path):
-            break
-        handle.close()
-    try:
-        handle.truncate(0)
-        # The host too: an inbox may be a share that nodes on several machines see.
-        handle.write(f"mako-actors serve, process {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        handle.close()  # (releases the lock)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether ``path`` names the open file ``fd`` (False if there is none)."""
-    try:
-        there = path.stat()
-    except FileNotFoundError:
-        return False
-    here = os.fstat(fd)
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
 
 def _operator_queue(state: Any, position: int) -> tuple[OperatorQueue, int]:
     """The operator queue saved with checkpoint ``position``, or (logged) an empty one from the

@@ -29,13 +29,13 @@ it creates a folder or the store.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mako_actors._placement import check_not_replay_parts
+from mako_actors._store_lock import check_directory_path
 from mako_actors.errors import InvalidArgument
 from mako_actors.ids import TenantId
 
@@ -108,7 +108,7 @@ class ServeConfig:
 
     def _check_folders(self) -> None:
         """``InvalidArgument`` if two of store, inbox, outbox, done, rejected are one folder or
-        nested, or one of them cannot be a directory (``_check_directory_path``).
+        nested, or one of them cannot be a directory (``_store_lock.check_directory_path``).
 
         The outbox or done/ as the inbox would feed the node its own files forever; one inside
         another mixes what a gateway picks up; the store as (or inside) a folder the node moves
@@ -136,7 +136,7 @@ class ServeConfig:
                     f"serve: {inside}; store, inbox, outbox, done and rejected must be apart"
                 )
         for name, path in folders:
-            _check_directory_path(name, path)
+            check_directory_path("serve", name, path)
 
     @property
     def done_dir(self) -> Path:
@@ -203,16 +203,3 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServeConfig:
             raise
         raise InvalidArgument(f"serve: bad setting: {exc}") from None
     return ServeConfig(**values)
-
-
-def _check_directory_path(name: str, path: Path) -> None:
-    """``InvalidArgument`` if ``path`` cannot become a directory: it is a file, a symlink to
-    nowhere, or lies under a file (``mkdir`` said only "File exists" / "Not a directory")."""
-    if os.path.lexists(path) and not path.is_dir():
-        what = "a symlink to nothing" if path.is_symlink() and not path.exists() else "a file"
-        raise InvalidArgument(f"serve: {name} {path} is {what}, not a directory")
-    for parent in path.parents:
-        if os.path.lexists(parent):
-            if not parent.is_dir():
-                raise InvalidArgument(f"serve: {name} {path} lies under {parent}, which is not a directory")
-            return

@@ -921,7 +921,7 @@ async def test_a_second_node_on_the_same_store_is_refused(tmp_path: Path) -> Non
     first = node_config(tmp_path)
     second = dataclasses.replace(node_config(tmp_path / "other"), store=first.store)
     async with in_process(Node(first)):
-        served = r"the store .* is served already \(mako-actors serve, process"
+        served = r"the store .* is in use already \(mako-actors serve, process .*\); one node per store"
         with pytest.raises(InvalidArgument, match=served):
             await Node(second).run(asyncio.Event())
     async with in_process(Node(second)):
@@ -942,7 +942,7 @@ async def test_a_second_node_on_the_same_inbox_is_refused_though_its_store_is_an
     first = node_config(tmp_path)
     second = dataclasses.replace(node_config(tmp_path / "other"), inbox=first.inbox)
     async with in_process(Node(first)):
-        served = r"the inbox .*in is served already \(mako-actors serve, process \d+ on .+\); one node per"
+        served = r"the inbox .*in is in use already \(mako-actors serve, process \d+ on .+\); one node per"
         with pytest.raises(InvalidArgument, match=served):
             await asyncio.wait_for(Node(second).run(asyncio.Event()), 30)  # (not: it serves)
         assert [p.name for p in first.inbox.iterdir()] == [".serve.lock"]
@@ -953,6 +953,60 @@ async def test_a_second_node_on_the_same_inbox_is_refused_though_its_store_is_an
         assert files(first.inbox) == [] and files(tmp_path / "rejected") == []
     assert len(files(second.outbox, "CONTRL")) == 1 and files(first.outbox) == []
     assert not list(first.inbox.iterdir())
+
+
+async def test_an_import_or_a_replay_is_refused_on_a_store_a_node_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``masterdata import`` checked a MaLo's journal and appended to it in separate transactions
+    while a node could claim the MaLo in between (the import then overrode the Anmeldung's
+    decision), and a replay wrote beside the node. Both are refused while it serves, naming it,
+    and write nothing; the import runs once the node stopped."""
+    import asyncio
+
+    from mako_actors.gpke.supply import supply_key
+    from mako_actors.ids import TenantId
+    from mako_actors.serve import Node
+    from stores.lmdb import LmdbStore
+
+    config = node_config(tmp_path)
+    listed = tmp_path / "assignments.csv"
+    listed.write_text(f"malo,supplier,from,until\n{MALOS[1]},{LFA},,\n")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "a.edi").write_bytes(interchange(1))
+    importing = ["masterdata", "import", str(listed), "--store", str(config.store), "--tenant", NB]
+    replaying = ["replay", str(archive), "--store", str(config.store), "--tenant", NB]
+    async with in_process(Node(config)):
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, importing) == 2
+        err = capsys.readouterr().err
+        assert "is in use already (mako-actors serve, process" in err and "no node serves" in err
+        assert await asyncio.to_thread(main, replaying) == 2
+        assert "is in use already (mako-actors serve, process" in capsys.readouterr().err
+    async with LmdbStore(config.store) as store:
+        assert await store.journal(TenantId.from_party_id(NB), supply_key(MALOS[1])) == []
+        assert await store.read_all(0, 10) == []  # the replay decided nothing beside the node
+    assert await asyncio.to_thread(main, importing) == 0
+    assert not (config.store / "serve.lock").exists()  # released and removed
+
+
+async def test_a_node_is_refused_on_a_store_a_replay_or_an_import_writes(tmp_path: Path) -> None:
+    """A node started while a replay (or an import) writes its store is refused, naming it."""
+    import asyncio
+
+    from mako_actors._store_lock import STORE_LOCK, held
+    from mako_actors.serve import Node
+
+    config = node_config(tmp_path)
+    config.store.mkdir(parents=True)
+    refused = r"is in use already \(mako-actors replay, process \d+"
+    with (
+        held(config.store / STORE_LOCK, "store", "mako-actors replay", "one at a time"),
+        pytest.raises(InvalidArgument, match=refused),
+    ):
+        await asyncio.wait_for(Node(config).run(asyncio.Event()), 30)
+    assert not (tmp_path / "out").exists() or files(tmp_path / "out") == []
 
 
 async def test_a_backlog_is_decided_after_the_fristen_due_among_its_files(tmp_path: Path) -> None:
