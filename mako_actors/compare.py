@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from mako_actors.edifact import (
+    Delimiters,
     Interchange,
     Message,
     Transaction,
@@ -247,16 +248,20 @@ def read_sent(
     """The messages of ``sent_dir`` (the operator's outbound folder) to compare, read at once.
 
     Call it before a replay that may take hours: a folder that cannot be read fails here.
-    A file holding the same bytes as an earlier one (a resend kept twice) counts once; with
+    A file holding the same bytes as an earlier one (a resend kept twice) counts once, and so
+    does a resend of one interchange under a new UNB time (the same parties, 0020 and all after
+    its UNB), at its first sending; with
     ``senders`` (our MP-IDs), an interchange from another sender is left out. Raises
     ``OSError`` naming the file that cannot be read, ``InvalidArgument`` for a type outside
     ``COMPARED_TYPES``.
     """
     wanted = _types(types)
     ours = frozenset(senders) if senders is not None else None
-    items: list[_Sent] = []
     unreadable: list[str] = []
     seen: dict[bytes, str] = {}
+    # Per interchange (parties, 0020 and what follows its UNB): its file's name, its UNB time
+    # and its entries; a resend under a new UNB time counts once, at its first sending.
+    sendings: dict[tuple[str, str, str, bytes], tuple[datetime, str, list[_Sent]]] = {}
     for path in sorted(sent_dir.iterdir()):
         if path.name.startswith("."):
             unreadable.append(f"{path.name}: a hidden name (not read)")
@@ -284,10 +289,41 @@ def read_sent(
             unreadable.append(f"{path.name}: sent by {parsed.sender.id}, not by us")
             continue
         found, contrls = _entries(parsed, wanted, "", 0)
-        items.extend(found)
         # Each CONTRL the operator sent is one (a conflict's 4/26 beside the first one's 7 too).
-        items.extend(_Sent(key, "CONTRL", _one_contrl_code(contrl), at) for key, at, contrl in contrls)
+        found.extend(_Sent(key, "CONTRL", _one_contrl_code(contrl), at) for key, at, contrl in contrls)
+        body = hashlib.sha256(_after_unb(raw, parsed.delimiters)).digest()
+        sending = (parsed.sender.id, parsed.recipient.id, parsed.control_ref, body)
+        earlier = sendings.get(sending)
+        if earlier is not None:
+            first, again = (earlier[1], path.name)
+            if parsed.prepared_at < earlier[0]:
+                first, again = again, first
+            unreadable.append(
+                f"{again}: a resend of {first} (the same interchange, another UNB time; compared once)"
+            )
+            if first == earlier[1]:
+                continue
+        sendings[sending] = (parsed.prepared_at, path.name, found)
+    items = [entry for _, _, found in sendings.values() for entry in found]
     return SentArchive(sent_dir, items, unreadable)
+
+
+def _after_unb(raw: bytes, delimiters: Delimiters) -> bytes:
+    """``raw`` after its UNB segment: what a resend of the same interchange repeats (the UNB's
+    S004, when it was prepared, may be new); all of ``raw`` if it has no UNB."""
+    terminator = delimiters.terminator.encode("latin-1", "replace")
+    release = delimiters.release.encode("latin-1", "replace")
+    at = raw.find(b"UNB")
+    while at >= 0:
+        at = raw.find(terminator, at + 1)
+        if at < 0:
+            break
+        escapes = 0
+        while at - escapes > 0 and raw[at - escapes - 1 : at - escapes] == release:
+            escapes += 1
+        if escapes % 2 == 0:  # (an odd run of release characters escapes the terminator)
+            return raw[at + 1 :]
+    return raw
 
 
 def _types(types: Iterable[str]) -> frozenset[str]:
@@ -463,7 +499,8 @@ async def compare_outbound(
     first receipt: what the first run fired before it is counted outside), nor sent ones before
     it (a sent folder may span more); a sent one a little before its start or up to
     ``_SENT_LAG`` after its end is compared with the replay's it pairs with (an answer to the
-    last files sent late, an operator's clock), else not. Those left out are counted in
+    last files sent late, an operator's clock), else not; one left unpaired after the end is
+    not reported (it may answer what came after the archive). Those left out are counted in
     ``outside`` (``{"sent": entries, "replay": outbox messages}``). Raises ``InvalidArgument``
     for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
     ``StoreError`` for a bad store.
@@ -473,9 +510,13 @@ async def compare_outbound(
     if unreadable is not None:
         unreadable.extend(archive.unreadable)
     counts = {"sent": 0, "replay": 0}
-    made = begin = end = report_from = None
+    made = begin = end = report_from = report_until = None
     if period is not None:
-        end = period[1] + tolerance
+        end = period[1] + tolerance  # (a late answer to one of the last files)
+        # Left unpaired, a message sent after the last receipt may answer what came after the
+        # archive (a sent folder spans more: the next month's files, a retransmission's CONTRL,
+        # an LFA's answer, a Frist), however its key reads: not "missing".
+        report_until = period[1]
         # The replay's own stamps are exact: its messages are decided after ``since`` (a Frist
         # due then fired in the run before) or from the first receipt on. A sent message's
         # instant holds minutes only (UNB S004, DTM 303): kept for pairing from a little before
@@ -503,22 +544,21 @@ async def compare_outbound(
     for item in replay_items:
         if not (left_out and _about(item.key) in left_out):
             replay.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
-    waiting: dict[str, tuple[str, datetime | None]] | None = None  # read when a message is missing
+    owners: dict[str, list[_Owner]] | None = None  # read when a message is missing
     out: list[tuple[datetime, Difference]] = []
     for key, family in sorted(set(actual) | set(replay)):
         for kind, a, b in _pairs(actual.get((key, family), []), replay.get((key, family), []), tolerance):
             pid = _pid_of(a, b)
             process = b.process if b is not None else ""
             if b is None:
-                if a is not None and not _reported(a.at, report_from, end):
+                if a is not None and not _reported(a.at, report_from, report_until):
                     counts["sent"] += 1  # outside the replay's period, and nothing of it to pair with
                     continue
-                if waiting is None:
-                    waiting = await _waiting(stores)
-                process, trigger_at = waiting.get(key, ("", None))
-                if trigger_at is not None and a is not None and a.at < trigger_at:
-                    process = ""  # sent before the waiting process's trigger: not its answer
-                kind = "awaiting operator" if process else "missing"
+                if owners is None:
+                    owners = await _owners(stores)
+                owner = _owner(owners, key, a.at) if a is not None else None
+                process = owner.process if owner is not None else ""
+                kind = "awaiting operator" if owner is not None and owner.waiting else "missing"
             elif a is None:
                 kind = "extra"
             elif kind is None:
@@ -542,15 +582,23 @@ def _pid_of(a: _Sent | None, b: _Sent | None) -> str:
     return a.pid if a is not None else b.pid if b is not None else ""
 
 
-async def _waiting(stores: list[Path]) -> dict[str, tuple[str, datetime | None]]:
-    """The replay's processes that wait for an operator, by the pair keys their answers would
-    have: ``<LFN>:TN:<IDE>`` of their trigger, ``<LFA>:MaLo:<MaLo>`` and ``<LFZ>:MaLo:<MaLo>``
-    (the 55037 and 55038 an operator's decision sends); the value is the process id and the
-    instant its trigger was received (what was sent before it answers something else). Reads
-    every event of the stores (by type; the trigger's first event)."""
+@dataclass(frozen=True)
+class _Owner:
+    """A replayed process a pair key's messages may belong to (``_owners``)."""
+
+    since: datetime | None  # its trigger's receipt (what was sent before it answers something else)
+    process: str
+    waiting: bool  # it waits for an operator's decision
+
+
+async def _owners(stores: list[Path]) -> dict[str, list[_Owner]]:
+    """The replay's processes by the pair keys their answers have: ``<LFN>:TN:<IDE>`` of their
+    trigger, ``<LFA>:MaLo:<MaLo>`` and ``<LFZ>:MaLo:<MaLo>`` (the 55010, 55037 and 55038), each
+    list in the order of the triggers' receipt. Reads every event of the stores (by type; the
+    trigger's first event)."""
     from mako_actors.gpke.awaiting import OperatorQueue
 
-    out: dict[str, tuple[str, datetime | None]] = {}
+    out: dict[str, list[_Owner]] = {}
     for store_path in stores:
         queue = OperatorQueue()
         triggers: dict[str, dict[str, Any]] = {}
@@ -565,18 +613,38 @@ async def _waiting(stores: list[Path]) -> dict[str, tuple[str, datetime | None]]
                     if first and isinstance(payload.get("inbound"), dict):
                         triggers[fields["stream_id"]] = payload
                 position = events[-1].global_position
-        for stream in queue.waiting:
-            payload = triggers.get(stream)
-            if payload is None:
-                continue
+        for stream, payload in triggers.items():
             inbound = payload["inbound"]
-            process = stream.rsplit("/", 1)[1]
             since = _instant(inbound.get("received_at"))
-            out[f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"] = (process, None)
-            for party in (payload.get("lfa"), payload.get("lfz")):
-                if party:
-                    out[f"{party}:MaLo:{inbound.get('malo')}"] = (process, since)
+            owner = _Owner(since, stream.rsplit("/", 1)[1], stream in queue.waiting)
+            parties = [payload.get("lfa"), payload.get("lfz")]
+            later = payload.get("lfz_more") or ()
+            parties += [supply.get("supplier") for supply in later if isinstance(supply, dict)]
+            keys = {f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"}
+            keys.update(f"{party}:MaLo:{inbound.get('malo')}" for party in parties if party)
+            for key in keys:
+                out.setdefault(key, []).append(owner)
+    for owners in out.values():
+        owners.sort(key=lambda owner: owner.since or _FAR)
     return out
+
+
+def _owner(owners: dict[str, list[_Owner]], key: str, at: datetime) -> _Owner | None:
+    """The process a sent message under ``key`` belongs to: by the transaction it answers
+    (``TN``, also an APERAK's), else (a MaLo's) the last one whose trigger came by ``at`` (in
+    minutes, as a sent message's instant): a message sent before a trigger answers another."""
+    if ":ACE:" in key and ":TN:" in key:
+        partner, _, rest = key.partition(":ACE:")
+        key = f"{partner}:TN:{rest.split(':TN:', 1)[1]}"
+    candidates = owners.get(key, [])
+    if ":TN:" in key:
+        return candidates[-1] if candidates else None  # (an IDE names one trigger)
+    found = None
+    for owner in candidates:
+        if owner.since is not None and owner.since.replace(second=0, microsecond=0) > at:
+            break
+        found = owner
+    return found
 
 
 def _instant(value: object) -> datetime | None:

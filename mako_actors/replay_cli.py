@@ -273,8 +273,10 @@ def _replay(args: argparse.Namespace) -> int:
                     f"{outside['replay']} of the store's earlier runs"
                 )
             for d in differences[:50]:
+                # (a process by the last 8 characters of its id, as ``processes show`` takes it)
                 print(
-                    f"  {d.kind:<12} {d.pid} {d.key:<40} sent: {d.sent or '-':<30} replay: {d.replay or '-'}"
+                    f"  {d.kind:<17} {d.pid:<11} {d.process[-8:] or '-':<8} {d.key:<40} "
+                    f"sent: {d.sent or '-':<30} replay: {d.replay or '-'}"
                 )
             if len(differences) > 50:
                 print(f"  ... {len(differences) - 50} more (--json, --compare-csv)")

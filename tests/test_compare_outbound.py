@@ -583,3 +583,107 @@ def test_a_late_resend_does_not_take_the_pair_and_an_early_clock_is_no_differenc
     rows = report["compare_outbound"]["rows"]
     assert [(r["kind"], r["pid"]) for r in rows] == [("other content", "55010")], rows
     assert report["compare_outbound"]["outside_period"]["sent"] == 1  # the late copy, unpaired
+
+
+def test_answers_sent_after_the_archive_to_what_came_after_it_are_not_missing(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sent folder spans more than an archive (a month's files against the gateway's folder):
+    what was sent in the hour after the archive's last receipt, answering the files that came
+    after it (among them a retransmission's CONTRL 4/26), was reported "missing". Unpaired after
+    the period, it is counted outside; paired, a difference still shows."""
+    import csv
+
+    src, messages = archive_and_outbox
+    with (src / "manifest.csv").open(newline="") as handle:
+        manifest = sorted(csv.DictReader(handle), key=lambda row: row["received_at"])
+    instants = [datetime.fromisoformat(row["received_at"]) for row in manifest]
+    # Cut where the next file came within half an hour: its CONTRL and APERAK were sent then.
+    soon = timedelta(minutes=30)
+    middle = len(instants) // 2
+    cut = next(i for i in range(middle, len(instants) - 1) if instants[i + 1] - instants[i] < soon)
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "master.json").write_bytes((src / "master.json").read_bytes())
+    with (part / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(manifest[0]))
+        writer.writeheader()
+        for row in manifest[: cut + 1]:
+            writer.writerow(row)
+            (part / row["file"]).write_bytes((src / row["file"]).read_bytes())
+    sent = write_sent(tmp_path / "sent", messages)
+    report = compare(capsys, part, tmp_path / "now", sent)["compare_outbound"]
+    assert report["differences"] == 0, report["rows"][:5]
+    assert report["outside_period"]["sent"] > 0
+    # The CONTRL of the last file, sent late with another code: paired, so still compared.
+    last = instants[cut]
+    n, p = [
+        (n, p) for n, (kind, p) in enumerate(messages)
+        if kind == "CONTRL" and datetime.fromisoformat(p["envelope"]["prepared_at"]) <= last
+    ][-1]  # fmt: skip
+    recoded = {**p, "action": "4", "error_code": "18"}
+    recoded["envelope"] = {**p["envelope"], "prepared_at": later(last, 0), "control_ref": "LATE1"}
+    sent = write_sent(tmp_path / "sent2", [*messages[:n], ("CONTRL", recoded), *messages[n + 1 :]])
+    rows = compare(capsys, part, tmp_path / "now2", sent)["compare_outbound"]["rows"]
+    assert [(r["kind"], r["pid"], r["key"]) for r in rows] == [
+        ("other code", "CONTRL", f"{p['envelope']['recipient_id']}:UCI:{p['interchange_ref']}")
+    ]
+
+
+def test_a_resend_under_a_new_unb_time_is_compared_once(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gateway resending an interchange (the same 0020, a new UNB time) left two files: only
+    byte-equal copies were compared once, so the resend's answers were each "missing". Other
+    content under the same 0020 is no resend: still compared."""
+    src, messages = archive_and_outbox
+    sent = write_sent(tmp_path / "sent", messages)
+    for kind in ("CONTRL", "UTILMD", "APERAK"):
+        n = next(n for n, (k, _) in enumerate(messages) if k == kind)
+        p = messages[n][1]
+        envelope = {**p["envelope"], "prepared_at": later(p["envelope"]["prepared_at"], 30)}
+        resend = {**p, "envelope": envelope}
+        assert render_outbound(kind, resend) != render_outbound(kind, p)
+        # (sorted before the original: the first sending is kept whichever file comes first)
+        (sent / f"00000-resend-{kind}.edi").write_bytes(render_outbound(kind, resend))
+    report = compare(capsys, src, tmp_path / "now", sent)["compare_outbound"]
+    assert report["differences"] == 0, report["rows"][:5]
+    resends = sorted(name for name in report["unreadable"] if "a resend of" in name)
+    expected = [f"00000-resend-{kind}.edi" for kind in ("APERAK", "CONTRL", "UTILMD")]
+    assert [name.split(":")[0] for name in resends] == expected
+    p = next(p for kind, p in messages if kind == "CONTRL")
+    other = {**p, "action": "4", "error_code": "18"}
+    other["envelope"] = {**p["envelope"], "prepared_at": later(p["envelope"]["prepared_at"], 30)}
+    (sent / "00000-other.edi").write_bytes(render_outbound("CONTRL", other))
+    rows = compare(capsys, src, tmp_path / "now2", sent)["compare_outbound"]["rows"]
+    assert [(r["kind"], r["pid"]) for r in rows] == [("missing", "CONTRL")]
+
+
+def test_a_missing_answer_names_the_process_its_key_belongs_to(
+    archive_and_outbox: tuple[Path, list[tuple[str, Payload]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A "missing" row named a process only when it waited for an operator: one process's changed
+    decision showed as rows with a process and orphan rows beside them."""
+    src, messages = archive_and_outbox
+    sent_messages = list(messages)
+    for pid in ("55036", "55010"):
+        p = messages[first_utilmd(messages, pid)][1]
+        envelope = {**p["envelope"], "prepared_at": later(p["envelope"]["prepared_at"], 5)}
+        envelope["control_ref"] = f"X{pid}"
+        dated = later(p["document_date"], 5)
+        sent_messages.append(("UTILMD", {**p, "envelope": envelope, "document_date": dated}))
+    report = compare(capsys, src, tmp_path / "now", write_sent(tmp_path / "sent", sent_messages))
+    rows = report["compare_outbound"]["rows"]
+    assert sorted((r["kind"], r["pid"]) for r in rows) == [("missing", "55010"), ("missing", "55036")]
+    [process] = {r["process"] for r in rows}  # the 55036 and the 55010 of one Anmeldung
+    assert process
+    assert main(["processes", "show", process[-8:], "--store", str(tmp_path / "now"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    ide = messages[first_utilmd(messages, "55036")][1]["transactions"][0]["request_ref"]
+    assert ide in json.dumps(shown)
