@@ -106,10 +106,13 @@ class Resume:
 class Skip:
     """The transaction was received before (its reference is known); ``detail`` says so.
 
-    The pipeline skips it when it routes an interchange again after a crash, and dead-letters
-    it as a conflict otherwise (a reference reused in another interchange)."""
+    The pipeline skips it when it routes an interchange again after a crash and ``process``
+    (the process the reference is bound to; ``None``: not known) was started by that
+    interchange, and dead-letters it as a conflict otherwise (a reference reused in another
+    interchange)."""
 
     detail: str
+    process: ProcessIdentity | None = None
 
 
 @dataclass(frozen=True, slots=True)

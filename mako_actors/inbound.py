@@ -224,6 +224,9 @@ class ReceiptState(BaseModel):
     # Digests of earlier receipts under this reference, rejected and followed by other bytes:
     # received (answered, CONTRL 4) before, so the same bytes again are a duplicate, no conflict.
     rejected: tuple[str, ...] = ()
+    # ``<partner's 0020>:<our APERAK's 0020>`` of each CONTRL on a refusal recorded: the same one
+    # routed again (its interchange re-routed after a crash) is recorded once.
+    acknowledged: tuple[str, ...] = ()
 
     def holds(self, digest: str) -> bool:
         """Whether ``RecordReceipt`` of bytes with ``digest`` would be refused: something was
@@ -243,8 +246,8 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
 
     name = RECEIPT_WORKFLOW
     # 2: the receipt's source and error in the state (a snapshot of 1 lacks them); 3: its sender;
-    # 4: the digests of earlier rejected receipts
-    state_schema_version = 4
+    # 4: the digests of earlier rejected receipts; 5: the acknowledgements recorded
+    state_schema_version = 5
     events = (InterchangeReceived, InterchangeProcessed, InterchangeConflicted, RefusalAcknowledged)
 
     def initial_state(self) -> ReceiptState:
@@ -287,16 +290,17 @@ class ReceiptWorkflow(Workflow[ReceiptCommand, ReceiptState]):
                 rejected = (*rejected, state.sha256)  # followed by other bytes: kept as received
             return _receipt_state(
                 True, event.sha256, event.accepted, False, state.conflicts, event.source, event.error,
-                event.sender, rejected,
+                event.sender, rejected, state.acknowledged,
             )  # fmt: skip
         if isinstance(event, InterchangeConflicted):
             return state.model_copy(update={"conflicts": (*state.conflicts, event.sha256)})
         if isinstance(event, RefusalAcknowledged):
-            return state  # a record for the operator: nothing is decided by it
+            # A record for the operator: nothing is decided by it, but it is recorded once.
+            return state.model_copy(update={"acknowledged": (*state.acknowledged, _ack_key(event))})
         # InterchangeProcessed
         return _receipt_state(
             state.received, state.sha256, state.accepted, True, state.conflicts, state.source, state.error,
-            state.sender, state.rejected,
+            state.sender, state.rejected, state.acknowledged,
         )  # fmt: skip
 
 
@@ -319,6 +323,7 @@ def _receipt_state(
     error: str | None,
     sender: str,
     rejected: tuple[str, ...],
+    acknowledged: tuple[str, ...],
 ) -> ReceiptState:
     """A ``ReceiptState`` of typed values, without validation (every stream's every event)."""
     fields = {
@@ -331,6 +336,7 @@ def _receipt_state(
         "error": error,
         "sender": sender,
         "rejected": rejected,
+        "acknowledged": acknowledged,
     }
     return trusted(ReceiptState, fields, _RECEIPT_STATE_SET)
 
@@ -381,7 +387,14 @@ def _acknowledged(state: ReceiptState, acknowledgement: RefusalAcknowledged) -> 
         raise WorkflowError.rejected(
             f"CONTRL from {ack['sender']} refers to our APERAK {referenced}, which went to {state.sender}"
         )
+    if _ack_key(acknowledgement) in state.acknowledged:
+        return WorkflowOutput()  # recorded before: its interchange is routed again (after a crash)
     return WorkflowOutput.of(acknowledgement)
+
+
+def _ack_key(acknowledgement: RefusalAcknowledged) -> str:
+    ack = acknowledgement.__dict__
+    return f"{ack['interchange_ref']}:{ack['referenced_interchange_ref']}"
 
 
 _NO_OUTPUT = {name: info.default for name, info in WorkflowOutput.model_fields.items()}
@@ -810,6 +823,7 @@ class InboundPipeline:
         result.status = "accepted"
         tenant = _tenant_of(parsed.recipient.id)
         refusals: list[dict[str, Any]] = []
+        ides: set[str] = set()  # of this interchange's transactions routed so far
         for message in parsed.messages:
             if message.message_type in ("CONTRL", "APERAK"):
                 # An acknowledgement starts no process, whatever IDE/RFF+Z13 it may carry.
@@ -825,7 +839,11 @@ class InboundPipeline:
                 tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
                 repeated = transaction.ide_ref in seen
                 seen.add(transaction.ide_ref)
-                result.messages.append(await self._route(tx, refusals, rerouting, repeated))
+                # Re-routed, a transaction found known is this interchange's own only if it is the
+                # first of the interchange under its IDE (any later one was refused: Z15).
+                own = rerouting and transaction.ide_ref not in ides
+                ides.add(transaction.ide_ref)
+                result.messages.append(await self._route(tx, refusals, own, repeated))
         # Counts and APERAK payloads built here: no validation of them.
         processed = trusted(
             RecordProcessed,
@@ -1138,11 +1156,13 @@ class InboundPipeline:
     ) -> MessageOutcome:
         """Route one transaction: start or resume its process, or refuse it (APERAK).
 
-        ``rerouting``: its interchange was routed before, cut short; a transaction its family
-        knows (``Skip``) is then the one that interchange carried. Otherwise a known transaction
-        reference (IDE) came again in another interchange, or twice in this one: the same
-        sub-key with other content raises an alarm and is not processed (DOMAIN §5), so it is
-        a dead letter (``inbound-conflict``) where an operator looks, never dropped unseen.
+        ``rerouting``: its interchange was routed before, cut short, and no earlier transaction
+        of it has this one's IDE; a transaction its family knows (``Skip``) is then the one
+        that interchange carried if the process it is bound to was started by that interchange
+        (``_started_by``). Otherwise a known transaction reference (IDE) came again in another
+        interchange, or twice in this one: the same sub-key with other content raises an alarm
+        and is not processed (DOMAIN §5), so it is a dead letter (``inbound-conflict``) where an
+        operator looks, never dropped unseen.
         """
         interchange, transaction = tx.interchange, tx.transaction
         if not transaction.ide_ref:  # its process is keyed, and its answers referenced, by it
@@ -1171,7 +1191,7 @@ class InboundPipeline:
                     await asyncio.sleep(0.002 * 4 ** (attempt - 1))
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
-                    if rerouting:
+                    if rerouting and await self._started_by(decision.process, interchange):
                         return _outcome(tx, "duplicate", detail=decision.detail)
                     return await self._used_before(tx, refusals, decision.detail)
                 if isinstance(decision, Refuse):
@@ -1222,6 +1242,16 @@ class InboundPipeline:
             # The partner reads the FTX: the first line only (no validator dump, no links).
             summary = next(iter(str(exc).splitlines()), type(exc).__name__)[:200]
             return await self._refuse(tx, refusals, "Z35", f"not processable: {summary}", exc)
+
+    async def _started_by(self, process: ProcessIdentity | None, interchange: Interchange) -> bool:
+        """Whether ``process`` was started by ``interchange`` (its first event's correlation is
+        the interchange's, ``context_for_inbound``): a crash cut that interchange's routing
+        short after its transaction started it. ``None`` (the family did not say): assumed.
+        One stream read; only when an interchange is routed again."""
+        if process is None:
+            return True
+        first = await self._store.load_from(process.stream_id, 0, upto=1)
+        return not first or first[0].correlation_id == _correlation(interchange.correlation_ref)
 
     async def _used_before(
         self, tx: InboundTransaction, refusals: list[dict[str, Any]], detail: str

@@ -66,7 +66,7 @@ from mako_actors.actors._routing import host_index, stable_hash
 from mako_actors.actors._wire import OpDecoder, _pickle, decode_results, encode_ops, encode_results
 from mako_actors.actors.local import ActorSystemClosed, LocalActorSystem
 from mako_actors.actors.ref import ProcessRef
-from mako_actors.envelope import ProcessIdentity
+from mako_actors.envelope import EventEnvelope, ProcessIdentity
 from mako_actors.errors import EngineError, InvalidArgument, RegistryConflict, register_error
 from mako_actors.ids import StreamId, TenantId
 from mako_actors.partitions import (
@@ -365,6 +365,11 @@ class _Host:
 
     async def journal(self, partition: int, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
         return list(await self._store_of(partition).journal(tenant_id, key))
+
+    async def load_from(
+        self, partition: int, stream_id: StreamId, after_seq: int, upto: int | None
+    ) -> list[EventEnvelope]:
+        return list(await self._store_of(partition).load_from(stream_id, after_seq, upto=upto))
 
     async def forward_keys(self, partition: int, commits: Sequence[Commit]) -> None:
         """Write the commits' registry keys homed in other partitions there (after the commit).
@@ -915,6 +920,14 @@ class _IngestReads:
     async def journal(self, tenant_id: TenantId, key: str) -> list[dict[str, Any]]:
         home = journal_home(tenant_id, key, self._host._count)
         return cast(list[dict[str, Any]], await self._host.read_anywhere(home, "journal", tenant_id, key))
+
+    async def load_from(
+        self, stream_id: StreamId, after_seq: int, *, upto: int | None = None
+    ) -> list[EventEnvelope]:
+        """A stream's events in its partition (a re-routed interchange asks who started a process)."""
+        partition = partition_of(stream_id, self._host._count)
+        events = await self._host.read_anywhere(partition, "load_from", stream_id, after_seq, upto)
+        return cast(list[EventEnvelope], events)
 
     async def add_dead_letter(self, letter: Any) -> Any:
         stores = self._host._stores

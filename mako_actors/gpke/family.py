@@ -79,8 +79,9 @@ class GpkeFamily:
                 unknown=f"RFF+TN {tx.transaction.request_ref!r} names no request of ours",
             )
         sender = str(values["sender"])
-        if await reads.lookup(tx.tenant, transaction_key(sender, tx.transaction.ide_ref)) is not None:
-            return Skip(f"transaction {tx.transaction.ide_ref} seen before")
+        bound = await reads.lookup(tx.tenant, transaction_key(sender, tx.transaction.ide_ref))
+        if bound is not None:
+            return Skip(f"transaction {tx.transaction.ide_ref} seen before", bound)
         command = await self._trigger_command(tx, values, reads)
         workflow_id = self._workflow_ids.get((route.pid, tx.format_version))
         if workflow_id is None:

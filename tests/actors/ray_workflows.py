@@ -85,3 +85,25 @@ class FileSender:
     async def send(self, message: Any) -> None:
         Path(self.directory).mkdir(parents=True, exist_ok=True)
         Path(self.directory, f"{message.message_id}.txt").write_text(f"{message.recipient}\n")
+
+
+class MasterDataFailingOnce:
+    """Master data whose read of one MaLo fails once, transiently (a share gone for a moment):
+    an interchange's routing is cut short after its earlier transactions started their
+    processes, and its ingest raises; the next ingest of it routes it again. Each host holds
+    its own copy (and fails once)."""
+
+    def __init__(self, current: str, failing: str) -> None:
+        self.current = current
+        self.failing: str | None = failing
+
+    def suppliers(self, tenant: str, malo: str, at: datetime) -> Any:
+        from mako_actors import StoreError, Suppliers
+
+        if malo == self.failing:
+            self.failing = None
+            raise StoreError("master data unreadable for a moment", transient=True)
+        return Suppliers(current=self.current)
+
+    def bilanzkreise(self, tenant: str, supplier: str) -> frozenset[str] | None:
+        return None

@@ -322,3 +322,48 @@ async def test_a_contrl_right_after_a_dead_host_was_made_again_finds_its_process
         assert [m.outcome for m in result.messages] == ["started"]
         result = await system.ingest(ack, THU)
         assert [m.outcome for m in result.messages] == ["routed"], result
+
+
+def with_transaction_of(raw: bytes, other: bytes) -> bytes:
+    """``raw`` with ``other``'s transaction (IDE up to UNT) after its own, in its one message."""
+    segments, others = raw.split(b"'"), other.split(b"'")
+    ide = next(n for n, segment in enumerate(others) if segment.startswith(b"IDE+"))
+    block = others[ide : next(n for n, segment in enumerate(others) if segment.startswith(b"UNT+"))]
+    unt = next(n for n, segment in enumerate(segments) if segment.startswith(b"UNT+"))
+    tag, count, reference = segments[unt].split(b"+")
+    counted = b"+".join([tag, str(int(count) + len(block)).encode(), reference])
+    return b"'".join([*segments[:unt], *block, counted, *segments[unt + 1 :]])
+
+
+async def test_an_interchange_routed_again_on_a_host_skips_its_own_started_transactions(
+    tmp_path: Path,
+) -> None:
+    """An interchange whose ingest failed after its first transaction started a process is routed
+    again: who started that process is read from its first event in its partition (one of two
+    nodes). It was this interchange: skipped, not refused as a reused IDE (Z15)."""
+    from mako_actors import StoreError
+    from tests.actors.ray_workflows import MasterDataFailingOnce
+
+    first, second = MALOS[0], MALOS[1]
+    raws = [
+        anmeldung(
+            lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=f"R{k}", control_ref="R1", sent_at=THU
+        )
+        for k, malo in enumerate((first, second))
+    ]  # fmt: skip
+    raw = with_transaction_of(*raws)
+    layout = PartitionMap.spread(8, {"local": tmp_path / "a", "other": tmp_path / "b"})
+    system = RayActorSystem(
+        tmp_path / "map", workflows=[GpkeNbWorkflow], partitions=layout, clock=VirtualClock(THU),
+        inbound={"tenants": [NB], "master_data": MasterDataFailingOnce(LFA, second)},
+        name_prefix=f"again-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    async with system:
+        with pytest.raises(StoreError, match="unreadable for a moment"):
+            await system.ingest(raw, THU, source="r.edi")
+        again = await system.ingest(raw, THU, source="r.edi")
+        assert [(m.outcome, m.refused) for m in again.messages] == [("duplicate", None), ("started", None)]
+        assert again.status == "accepted"
+        for k, malo in enumerate((first, second)):
+            ref = await system.lookup(TENANT, f"tx:{LFN}:R{k}")
+            assert ref is not None and (await ref.state()).malo == malo

@@ -57,10 +57,10 @@ def pipeline(store: LmdbStore, at: datetime, tenants: tuple[str, ...] = (NB,)) -
     return InboundPipeline(store, host, tenants=tenants, clock=clock)
 
 
-def utilmd(nb: str = NB, pid: str = "55001") -> bytes:
+def utilmd(nb: str = NB, pid: str = "55001", control_ref: str = "LFN0605143001") -> bytes:
     return anmeldung(
         lfn=LFN, nb=nb, malo="51900000012", zuordnungsbeginn=START, ide_ref="LFNTX000001",
-        control_ref="LFN0605143001", sent_at=THU_1430, pid=pid,
+        control_ref=control_ref, sent_at=THU_1430, pid=pid,
     )  # fmt: skip
 
 
@@ -137,3 +137,80 @@ async def test_an_interchange_taken_again_after_a_crash_gets_its_dead_letters_on
     await pipeline(store, LATER, tenants).ingest(raw, LATER, source="in.edi")
     expected = await uninterrupted(tmp_path, raw, tenants)
     assert len(expected) == 1 and content(await store.dead_letters()) == content(expected)
+
+
+def transaction_twice(raw: bytes) -> bytes:
+    """``raw``'s one transaction (IDE up to UNT) sent twice in its message: one IDE, two uses."""
+    segments = raw.split(b"'")
+    ide = next(n for n, segment in enumerate(segments) if segment.startswith(b"IDE+"))
+    unt = next(n for n, segment in enumerate(segments) if segment.startswith(b"UNT+"))
+    block = segments[ide:unt]
+    tag, count, reference = segments[unt].split(b"+")
+    counted = b"+".join([tag, str(int(count) + len(block)).encode(), reference])
+    return b"'".join([*segments[:unt], *block, counted, *segments[unt + 1 :]])
+
+
+async def refusals(store: LmdbStore) -> list[tuple[str, tuple[str, ...]]]:
+    """The APERAKs waiting in ``store``'s outbox: positive or not, with their ERC codes."""
+    pending = await store.pending(1_000, datetime.max.replace(tzinfo=UTC))
+    return sorted(
+        ("312" if m.payload["positive"] else "313", tuple(e["code"] for e in m.payload.get("errors") or ()))
+        for m in pending
+        if m.message_type == "APERAK"
+    )
+
+
+@pytest.mark.parametrize("crash", ["before", "after"])
+@pytest.mark.parametrize("case", ["in another interchange", "twice in one message"])
+async def test_a_reused_transaction_reference_is_refused_also_after_a_crash_cut_its_routing_short(
+    store: Crashing, tmp_path: Path, crash: str, case: str
+) -> None:
+    """Killed between the Z15 refusal's dead letter and the receipt's InterchangeProcessed (which
+    carries the APERAKs), the restart routed the interchange again and took every transaction
+    it found known for one of its own: the reused IDE got no answer at all, and killed before
+    the letter, no dead letter either (found by a crash review)."""
+    if case == "in another interchange":
+        earlier, raw = utilmd(), utilmd(control_ref="LFN0605143002")
+    else:
+        earlier, raw = None, transaction_twice(utilmd())
+    async with LmdbStore(tmp_path / "reference") as reference:
+        for s, at in ((reference, THU_1430), (store, THU_1430)):
+            if earlier is not None:
+                await pipeline(s, at).ingest(earlier, at, source="first.edi")
+        await pipeline(reference, LATER).ingest(raw, LATER, source="in.edi")
+        expected_letters, expected_aperaks = await reference.dead_letters(), await refusals(reference)
+    assert [d.kind for d in expected_letters] == ["inbound-conflict"]
+    assert ("313", ("Z15",)) in expected_aperaks
+    store.crash = crash
+    with pytest.raises(StoreError):
+        await pipeline(store, LATER).ingest(raw, LATER, source="in.edi")
+    result = await pipeline(store, LATER).ingest(raw, LATER, source="in.edi")
+    assert [m.refused for m in result.messages][-1] == "Z15"
+    assert content(await store.dead_letters()) == content(expected_letters)
+    assert await refusals(store) == expected_aperaks
+
+
+async def test_a_contrl_on_our_refusal_routed_again_after_a_crash_is_recorded_once(store: Crashing) -> None:
+    """The partner's CONTRL 4 on our Z15 APERAK, killed before its dead letter: routed again, it
+    was recorded a second time on the refusing receipt stream (two acknowledgements in its
+    timeline for one CONTRL; found by a crash review)."""
+    from mako_actors.inbound import receipt_identity
+
+    await pipeline(store, THU_1430).ingest(utilmd(), THU_1430, source="first.edi")
+    await pipeline(store, THU_1430).ingest(utilmd(control_ref="LFN0605143002"), THU_1430, source="again.edi")
+    pending = await store.pending(1_000, datetime.max.replace(tzinfo=UTC))
+    [refusal] = [m for m in pending if m.message_type == "APERAK" and not m.payload["positive"]]
+    contrl = render_outbound(
+        "CONTRL",
+        {"reference": "C1", "interchange_ref": refusal.payload["envelope"]["control_ref"],
+         "interchange_sender_id": NB, "interchange_recipient_id": LFN, "action": "4"},
+        envelope={"sender_id": LFN, "recipient_id": NB, "prepared_at": LATER, "control_ref": "LFNCTRL2"},
+    )  # fmt: skip
+    store.crash = "before"
+    with pytest.raises(StoreError):
+        await pipeline(store, LATER).ingest(contrl, LATER, source="contrl.edi")
+    result = await pipeline(store, LATER).ingest(contrl, LATER, source="contrl.edi")
+    assert [m.outcome for m in result.messages] == ["routed"]
+    events = await store.load(receipt_identity(NB, LFN, "LFN0605143002").stream_id)
+    assert [e.event_type for e in events].count("inbox.refusal_acknowledged") == 1
+    assert [d.kind for d in await store.dead_letters()] == ["inbound-conflict", "inbound"]
