@@ -220,10 +220,14 @@ class AnmeldungRejectedAtOnce(GpkeEvent, type="gpke.anmeldung_rejected_at_once")
 
 
 class LfaConsulted(GpkeEvent, type="gpke.lfa_consulted"):
-    """55036 went to the LFN and 55010 to the LFA; the LFA's answer is due at ``answer_due``."""
+    """55036 went to the LFN and 55010 to the LFA; the LFA's answer is due at ``answer_due``.
+
+    ``info`` is ``None`` where the LFA is the LFN itself (a Geschäftsvorfall 3 of the supplier
+    of the whole MaLo: E_0622 step 830 asks it too; a 55036 informs of *another* supplier).
+    """
 
     lfa: str
-    info: OutboundRef
+    info: OutboundRef | None
     request: OutboundRef
     answer_due: datetime
 

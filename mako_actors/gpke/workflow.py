@@ -32,10 +32,12 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    the LFA agreed) or ``RejectAnmeldung`` (55003/55080 with A99 and the operator's text);
    meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
    records ``DecisionOverdue`` (the process still waits; a late decision still answers).
-   A Geschäftsvorfall 3 (55077 ZW2) takes E_0623 steps 500-600: the LFA objecting is 55080
-   A53; otherwise ``TrancheFormationAwaited``, status ``awaiting_operator``, nothing sent,
-   until an operator's ``FormTranche`` (55078 A56/A55 naming the new Tranche and its share)
-   or ``RejectTrancheRequest`` (55080 A54); no 55037, and the claim is released either way.
+   A Geschäftsvorfall 3 (55077 ZW2) asks the MaLo's supplier also when that is the sender
+   (E_0622 step 830: "an alle LFA und an den Anmeldenden"; no 55036 then) and takes E_0623
+   steps 500-600: the LFA objecting is 55080 A53; otherwise ``TrancheFormationAwaited``,
+   status ``awaiting_operator``, nothing sent, until an operator's ``FormTranche`` (55078
+   A56/A55 naming the new Tranche and its share) or ``RejectTrancheRequest`` (55080 A54); no
+   55037, and the claim is released either way.
    The decision is a ``started`` or ``released`` fact in the supply journal, in the
    same commit. A befristete Anmeldung (STS+7 #3, ``FixedTermRequested``) is confirmed for
    its term only: the fact ends at its DTM+93, which the 55002 repeats with #3.
@@ -447,7 +449,12 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if cmd.transaction_detail == "ZAP":
             warnings += _unnamed_netzlokationen(cmd)
         assert cmd.zuordnungsbeginn is not None and cmd.malo is not None  # AHB rule of 55001/55077
-        lfa = cmd.current_supplier if cmd.current_supplier not in (None, cmd.sender) else None
+        current = cmd.current_supplier
+        # E_0622 step 830: a Geschäftsvorfall 3's share is not free where a supplier holds the
+        # MaLo, and the Anfrage goes "an alle LFA und an den Anmeldenden": also to the sender
+        # when it holds the MaLo itself (else E_0623 steps 520-540, A54/A55, are not reached).
+        gv3 = cmd.pid == "55077" and cmd.transaction_detail == "ZW2"
+        lfa = current if current is not None and (current != cmd.sender or gv3) else None
         # Every LFZ whose assignment a confirmation cancels (the sender's own later one it
         # replaces: no 55038 to itself); a caller that names only ``future_supplier``: that one.
         lfz_more: tuple[tuple[str, datetime], ...] = ()
@@ -588,7 +595,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if lfa is None:
             self._decide_anmeldung(out, confirmed=True)
             return out.output()
-        info = out.utilmd(
+        # 55036 informs the LFN of another supplier holding the MaLo (DOMAIN §3 step 5).
+        info = None if lfa == cmd.sender else out.utilmd(
             cmd.sender,
             "55036",
             malo=cmd.malo,

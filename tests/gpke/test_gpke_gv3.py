@@ -124,6 +124,34 @@ def test_a_share_not_free_rejects_with_a54() -> None:
     assert [entry["kind"] for _, entry in out.journal] == ["released"]
 
 
+def test_a_gv3_of_the_supplier_holding_the_malo_asks_it_by_55010_and_may_then_reach_a54_or_a55() -> None:
+    """E_0622 step 830: the share is not free where a supplier holds the MaLo, and the Anfrage
+    goes "an alle LFA und an den Anmeldenden". The sender holding the whole MaLo was asked
+    nothing (the LFA was taken as another supplier only), so E_0623 step 500 said no and
+    neither A54 nor A55 could follow (found by an EBD oracle review). No 55036: it informs of
+    another supplier."""
+    state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFN))
+    assert sent(out) == [("APERAK", "312", LFN), ("UTILMD", "55010", LFN)]
+    request = utilmd(out, "55010")["ide_ref"]
+    answer = lfa_answer(request, sender=LFN, received_at="2025-06-06T08:00:00+02:00")
+    agreed, out = run(WF, state, answer)
+    assert sent(out) == [("APERAK", "312", LFN)] and agreed.status is Status.AWAITING_OPERATOR
+    rejected, out = run(WF, agreed, RejectTrancheRequest(decided_at=DECIDED, reason="nur 20 % frei"))
+    assert (utilmd(out, "55080")["answer_code"], rejected.status) == ("A54", Status.REJECTED)
+    _, out = run(WF, agreed, form(shares_missing=True))
+    assert sent(out) == [("UTILMD", "55078", LFN)] and utilmd(out, "55078")["answer_code"] == "A55"
+    at = answer.received_at
+    objection = lfa_answer(request, sender=LFN, pid="55012", answer_code="A39", received_at=at)
+    _, out = run(WF, state, objection)
+    assert utilmd(out, "55080")["answer_code"] == "A53"  # step 510: no request was agreed to
+
+
+def test_a_gv1_of_the_supplier_holding_the_malo_asks_nobody() -> None:
+    """Outside a Geschäftsvorfall 3 the sender's own supply needs no Anfrage (E_0621)."""
+    state, out = run(WF, WF.initial_state(), gv3(current_supplier=LFN, transaction_detail="ZW0"))
+    assert [pid for _, pid, _ in sent(out)] == ["312", "55078"] and state.status is Status.CONFIRMED
+
+
 def test_without_a_supplier_asked_only_a56_or_a99_can_follow() -> None:
     """E_0623 step 500: no request sent goes to step 600 (A56 or A99); A54 (step 520) and A55
     (steps 530/540) need a request agreed to. Before, the operator could send either."""
