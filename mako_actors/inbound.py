@@ -1192,6 +1192,8 @@ class InboundPipeline:
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
                     if rerouting and await self._started_by(decision.process, interchange):
+                        if decision.process is not None:  # recorded as a run without the crash would
+                            return _outcome(tx, "started", decision.process.process_id)
                         return _outcome(tx, "duplicate", detail=decision.detail)
                     return await self._used_before(tx, refusals, decision.detail)
                 if isinstance(decision, Refuse):
