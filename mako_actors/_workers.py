@@ -161,7 +161,7 @@ async def replay_partitions(
     fired Fristen past their receipt; ``InvalidArgument`` after round 1, before any worker
     writes, if a part that fired them takes one (``_Untaken.refuse``).
     """
-    from mako_actors.replay import ReplayReport, digest_of, in_receipt_order
+    from mako_actors.replay import ReplayReport, count_file, digest_of, in_receipt_order
 
     started = time.perf_counter()
     sources = [(str(item.path), item.received_at) for item in items]
@@ -222,13 +222,13 @@ async def replay_partitions(
             "dead_letters", "outbox", "awaiting_operator",
         ):  # fmt: skip
             setattr(total, name, getattr(total, name) + getattr(report, name))
-        total.statuses += report.statuses
+        for key, status in report.file_statuses.items():  # (a file's pieces: one file)
+            count_file(total, key, status)
         total.outcomes += report.outcomes
         total.errors += report.errors
-        total.rejected += report.rejected
         total.failures += report.failures
         decisions |= part
-    total.statuses, total.outcomes = Counter(total.statuses), Counter(total.outcomes)
+    total.outcomes = Counter(total.outcomes)
     total.calendar_changed = next((r.calendar_changed for r, _ in results if r.calendar_changed), None)
     in_receipt_order(total, items)
     total.duration_s = time.perf_counter() - started

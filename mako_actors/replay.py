@@ -172,6 +172,10 @@ class ReplayReport:
     #: Werktag calendar (``gpke.calendar.calendar_version``) than this one: a Frist they left
     #: pending fires at the instant they computed, the new ones follow this calendar.
     calendar_changed: str | None = None
+    #: Each file's status by its name and receipt instant, which ``statuses`` counts: under
+    #: ``--workers`` a file cut into pieces is one file of the archive, its pieces' statuses
+    #: merged (``merged_status``).
+    file_statuses: dict[tuple[str, datetime], str] = field(default_factory=dict, repr=False)
 
     @property
     def interchanges(self) -> int:
@@ -1469,14 +1473,41 @@ def in_receipt_order(report: ReplayReport, items: Sequence[ArchivedInterchange])
 
 def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResult, messages: int) -> None:
     report.messages += messages
-    report.statuses[result.status] += 1
     outcomes = report.outcomes
     for m in result.messages:
         outcomes[m.outcome] += 1
-    if result.error:  # (names as the report's JSON and a terminal can carry them)
-        report.errors.append(f"{storable_name(source.path.name)}: {result.error}")
-    if result.status in ("rejected", "conflict"):
-        report.rejected.append(storable_name(source.path.name))
+    name = storable_name(source.path.name)  # (as the report's JSON and a terminal can carry it)
+    if result.error:
+        report.errors.append(f"{name}: {result.error}")
+    count_file(report, (name, source.received_at), result.status)
+
+
+#: Of a file's pieces' statuses, the one that tells its file's: something refused (the other
+#: bytes under a reference, a rejection) before something decided before something received before.
+_STATUS_RANK = {"conflict": 3, "rejected": 2, "accepted": 1, "duplicate": 0}
+
+
+def merged_status(one: str, other: str) -> str:
+    """The status of a file two of whose pieces (``--workers``) had ``one`` and ``other``."""
+    return one if _STATUS_RANK.get(one, 4) >= _STATUS_RANK.get(other, 4) else other
+
+
+def count_file(report: ReplayReport, key: tuple[str, datetime], status: str) -> None:
+    """Count ``status`` for the file ``key`` (name, receipt instant) in ``report.statuses`` and
+    ``rejected``, merged with what its other pieces counted (``merged_status``)."""
+    before = report.file_statuses.get(key)
+    now = status if before is None else merged_status(before, status)
+    if now == before:
+        return
+    report.file_statuses[key] = now
+    if before is not None:
+        report.statuses[before] -= 1
+        if not report.statuses[before]:
+            del report.statuses[before]
+    report.statuses[now] += 1
+    refused = ("rejected", "conflict")
+    if now in refused and before not in refused:
+        report.rejected.append(key[0])
 
 
 # -- the entry point -------------------------------------------------------------------------
