@@ -414,8 +414,14 @@ def _malo_data(t: UtilmdTransaction) -> list[Segment]:
     out.append(seg("SEQ", "Z98"))
     msb = None
     if t.msb is not None:
-        msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39"])
-        out += [seg("CCI", "", "", "ZB3"), msb]
+        # The second DE7110, "Art der Leistungserbringung" (Muss): Z19, the MSB's service on its
+        # own contract, which a gMSB always and a wMSB normally renders; Z20 (a wMSB's
+        # Weiterverpflichtung towards the gMSB) no master data say.
+        msb = seg("CAV", ["Z91", t.msb, "", t.msb_role or "Z39", "Z19"])
+        if not (t.pid == "55002" and t.transaction_reason_detail == "ZAP"):
+            # (a 55002's SG10 of SEQ+Z98 is Muss [483], for ZW7 only: a ruhende MaLo's MSB is
+            # named with its Messlokationen, SEQ+ZF3, alone)
+            out += [seg("CCI", "", "", "ZB3"), msb]
     if t.tranche_basis is not None:
         out.append(seg("SEQ", "Z15"))
         if t.tranche_percent is not None:

@@ -58,7 +58,7 @@ async def confirmation(store: LmdbStore, master: Suppliers) -> Message:
 async def test_a_gemessene_malo_names_its_msb_and_messlokationen(store: LmdbStore) -> None:
     master = Suppliers(measurement="ZW7", msb=MSB, msb_role="Z40", gmsb=GMSB, messlokationen=MELOS)
     message = await confirmation(store, master)
-    msb = f"CAV+Z91:{MSB}::Z40|"
+    msb = f"CAV+Z91:{MSB}::Z40:Z19|"  # (the second DE7110, "Art der Leistungserbringung": Muss)
     assert shape(message) == [
         f"LOC+Z16+{MALO}", f"LOC+Z17+{MELOS[0]}", f"LOC+Z17+{MELOS[1]}", "RFF+Z13", "RFF+TN", "RFF+Z60",
         "SEQ+Z98", "CCI+|ZB3", msb,
@@ -128,7 +128,7 @@ async def test_the_55078_names_them_too_after_the_tranche(store: LmdbStore) -> N
     p = pipeline(store, VirtualClock(THU_1430), **{MALO: tranche})
     await p.ingest(anmeldung(pid="55077", gv="ZW1", customer=None), THU_1430)
     message = utilmd_by_pid(await outbox(store))["55078"]
-    msb = f"CAV+Z91:{MSB}::Z39|"
+    msb = f"CAV+Z91:{MSB}::Z39:Z19|"
     assert shape(message) == [
         f"LOC+Z16+{TRANCHE_OF}", f"LOC+Z21+{MALO}", f"LOC+Z17+{MELOS[0]}", "RFF+Z13", "RFF+TN", "RFF+Z60",
         "SEQ+Z98", "CCI+|ZB3", msb, "SEQ+Z15", "CCI+Z37|ZD2", "SEQ+ZF3", "RFF+Z19", "CCI+|ZB3", msb,
@@ -155,3 +155,24 @@ def test_suppliers_decide_the_msb_defaults_and_refuse_a_missing_gmsb() -> None:
     })  # fmt: skip
     assert b"CAV+ZF0" not in rendered and b"CAV+Z91:" + MSB.encode() + b"::Z40" in rendered
     assert any("CAV+ZF0 missing" in p for p in check_structure(rendered))
+
+
+def test_a_ruhende_malos_55002_names_its_msb_with_its_messlokationen_only() -> None:
+    """S2 55002 (FV2504, FV2510): SG10 of SEQ+Z98 (CCI+++ZB3, CAV+Z91) is Muss [483], with ZW7
+    only; a ruhende MaLo's (ZAP) names its MSB in SEQ+ZF3 per Messlokation ([96]). Before, the
+    MSB went into SEQ+Z98 too (found by a review against the machine-readable AHB)."""
+    tx = UtilmdTransaction(
+        ide_ref="NBTX1", pid="55002", malo=MALO, messlokationen=MELOS[:1], msb=MSB, msb_role="Z39",
+        transaction_reason="E03", transaction_reason_detail="ZAP",
+    )  # fmt: skip
+    rendered = render_outbound("UTILMD", {
+        "envelope": {"sender_id": NB, "recipient_id": LFN, "prepared_at": THU_1430.isoformat(),
+                     "control_ref": "NB1"},
+        "reference": "M1", "document_number": "D1", "document_date": THU_1430.isoformat(),
+        "sender_id": NB, "recipient_id": LFN, "transactions": [tx.model_dump(mode="json")],
+    })  # fmt: skip
+    text = rendered.decode("latin-1")
+    assert "SEQ+Z98'SEQ+ZF3'" in text.replace("\n", "")
+    assert f"SEQ+ZF3'RFF+Z19:{MELOS[0]}'CCI+++ZB3'CAV+Z91:{MSB}::Z39:Z19'CAV+ZF0:{MSB}'" in text
+    # (this transaction lacks the rest of a 55002: only its SG8 is looked at)
+    assert not [p for p in check_structure(rendered) if "SEQ" in p or "CCI" in p or "CAV" in p]
