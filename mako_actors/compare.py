@@ -500,7 +500,8 @@ async def compare_outbound(
     it (a sent folder may span more); a sent one a little before its start or up to
     ``_SENT_LAG`` after its end is compared with the replay's it pairs with (an answer to the
     last files sent late, an operator's clock), else not; one left unpaired after the end is
-    not reported (it may answer what came after the archive). Those left out are counted in
+    reported only as ``_answers_period`` says (it may answer what came after the archive).
+    Those left out are counted in
     ``outside`` (``{"sent": entries, "replay": outbox messages}``). Raises ``InvalidArgument``
     for a type outside ``COMPARED_TYPES``, ``OSError`` when ``sent_dir`` cannot be read and
     ``StoreError`` for a bad store.
@@ -515,7 +516,7 @@ async def compare_outbound(
         end = period[1] + tolerance  # (a late answer to one of the last files)
         # Left unpaired, a message sent after the last receipt may answer what came after the
         # archive (a sent folder spans more: the next month's files, a retransmission's CONTRL,
-        # an LFA's answer, a Frist), however its key reads: not "missing".
+        # an LFA's answer, a Frist): "missing" only as ``_answers_period`` says.
         report_until = period[1]
         # The replay's own stamps are exact: its messages are decided after ``since`` (a Frist
         # due then fired in the run before) or from the first receipt on. A sent message's
@@ -541,9 +542,12 @@ async def compare_outbound(
             counts["sent"] += 1
             continue
         actual.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
+    acknowledged: set[str] = set()  # the interchanges the replay sent a CONTRL on
     for item in replay_items:
         if not (left_out and _about(item.key) in left_out):
             replay.setdefault((item.key, _FAMILY.get(item.pid, item.pid)), []).append(item)
+            if item.pid == "CONTRL":
+                acknowledged.add(_about(item.key))
     owners: dict[str, list[_Owner]] | None = None  # read when a message is missing
     out: list[tuple[datetime, Difference]] = []
     for key, family in sorted(set(actual) | set(replay)):
@@ -551,7 +555,10 @@ async def compare_outbound(
             pid = _pid_of(a, b)
             process = b.process if b is not None else ""
             if b is None:
-                if a is not None and not _reported(a.at, report_from, report_until):
+                apart = a is not None and not _reported(a.at, report_from, end)
+                if a is not None and not apart and report_until is not None and a.at > report_until:
+                    apart = not _answers_period(a, acknowledged, (key, family) in replay)
+                if apart:
                     counts["sent"] += 1  # outside the replay's period, and nothing of it to pair with
                     continue
                 if owners is None:
@@ -571,6 +578,19 @@ async def compare_outbound(
     return [difference for _, difference in out]
 
 
+def _answers_period(sent: _Sent, acknowledged: set[str], replayed: bool) -> bool:
+    """Whether ``sent``, sent after the replay's period and paired with none of its messages,
+    answers something in the period: a CONTRL or APERAK names the interchange it answers, and
+    if the replay acknowledged that one (``acknowledged``: ``<partner>:UCI:<0020>``) and sent
+    nothing under ``sent``'s key (``replayed``: else this one answers a copy received after
+    the period, a retransmission's CONTRL 4/26), it is missing. A UTILMD's cause may lie after
+    the period (an LFA's answer received then, a Frist) whatever its key: not missing."""
+    if sent.pid not in ("CONTRL", "APERAK") or replayed:
+        return False
+    partner, _, reference = _about(sent.key).split(":")
+    return f"{partner}:UCI:{reference}" in acknowledged
+
+
 def _reported(at: datetime, first: datetime | None, last: datetime | None) -> bool:
     return first is None or last is None or first <= at <= last
 
@@ -580,6 +600,10 @@ def _pid_of(a: _Sent | None, b: _Sent | None) -> str:
     if a is not None and b is not None and a.pid != b.pid:
         return f"{a.pid}/{b.pid}"
     return a.pid if a is not None else b.pid if b is not None else ""
+
+
+#: Events of a process that refused its trigger at once: it sent its sender an answer only.
+_REFUSED_AT_ONCE = frozenset({"gpke.anmeldung_rejected_at_once", "gpke.inbound_rejected"})
 
 
 @dataclass(frozen=True)
@@ -602,6 +626,7 @@ async def _owners(stores: list[Path]) -> dict[str, list[_Owner]]:
     for store_path in stores:
         queue = OperatorQueue()
         triggers: dict[str, dict[str, Any]] = {}
+        refused: set[str] = set()  # processes that answered their trigger's sender only
         async with LmdbStore(store_path) as store:
             position = 0
             while events := await store.read_all(position, 5_000):
@@ -612,16 +637,19 @@ async def _owners(stores: list[Path]) -> dict[str, list[_Owner]]:
                     first = fields["sequence"] == 1 and isinstance(payload, dict)
                     if first and isinstance(payload.get("inbound"), dict):
                         triggers[fields["stream_id"]] = payload
+                    elif fields["event_type"] in _REFUSED_AT_ONCE:
+                        refused.add(fields["stream_id"])
                 position = events[-1].global_position
         for stream, payload in triggers.items():
             inbound = payload["inbound"]
             since = _instant(inbound.get("received_at"))
             owner = _Owner(since, stream.rsplit("/", 1)[1], stream in queue.waiting)
-            parties = [payload.get("lfa"), payload.get("lfz")]
-            later = payload.get("lfz_more") or ()
-            parties += [supply.get("supplier") for supply in later if isinstance(supply, dict)]
             keys = {f"{inbound.get('sender')}:TN:{inbound.get('ide_ref')}"}
-            keys.update(f"{party}:MaLo:{inbound.get('malo')}" for party in parties if party)
+            if stream not in refused:  # (one rejected at once sent nothing to the LFA or an LFZ)
+                parties = [payload.get("lfa"), payload.get("lfz")]
+                later = payload.get("lfz_more") or ()
+                parties += [supply.get("supplier") for supply in later if isinstance(supply, dict)]
+                keys.update(f"{party}:MaLo:{inbound.get('malo')}" for party in parties if party)
             for key in keys:
                 out.setdefault(key, []).append(owner)
     for owners in out.values():

@@ -628,10 +628,22 @@ def test_answers_sent_after_the_archive_to_what_came_after_it_are_not_missing(
     ][-1]  # fmt: skip
     recoded = {**p, "action": "4", "error_code": "18"}
     recoded["envelope"] = {**p["envelope"], "prepared_at": later(last, 0), "control_ref": "LATE1"}
-    sent = write_sent(tmp_path / "sent2", [*messages[:n], ("CONTRL", recoded), *messages[n + 1 :]])
+    # And an APERAK on a transaction of the last file, sent late, which the replay does not send
+    # (it acknowledged that interchange, and answered nothing under this key): missing.
+    aperak = next(
+        q for kind, q in messages
+        if kind == "APERAK" and q["referenced_interchange_ref"] == p["interchange_ref"]
+    )  # fmt: skip
+    late = {**aperak, "referenced_transaction_ref": "NOSUCHTX", "document_date": later(last, 1)}
+    late["envelope"] = {**aperak["envelope"], "prepared_at": later(last, 1), "control_ref": "LATE2"}
+    sent = write_sent(
+        tmp_path / "sent2", [*messages[:n], ("CONTRL", recoded), *messages[n + 1 :], ("APERAK", late)]
+    )
     rows = compare(capsys, part, tmp_path / "now2", sent)["compare_outbound"]["rows"]
-    assert [(r["kind"], r["pid"], r["key"]) for r in rows] == [
-        ("other code", "CONTRL", f"{p['envelope']['recipient_id']}:UCI:{p['interchange_ref']}")
+    partner = p["envelope"]["recipient_id"]
+    assert sorted((r["kind"], r["pid"], r["key"]) for r in rows) == [
+        ("missing", "APERAK", f"{partner}:ACE:{p['interchange_ref']}:TN:NOSUCHTX"),
+        ("other code", "CONTRL", f"{partner}:UCI:{p['interchange_ref']}"),
     ]
 
 
@@ -690,3 +702,57 @@ def test_a_missing_answer_names_the_process_its_key_belongs_to(
     shown = json.loads(capsys.readouterr().out)
     ide = messages[first_utilmd(messages, "55036")][1]["transactions"][0]["request_ref"]
     assert ide in json.dumps(shown)
+
+
+def test_a_missing_message_to_the_lfa_names_the_process_that_consulted_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 55037 of a confirmed process sent again was named with a later Anmeldung of the MaLo that
+    was rejected at once (A06: another Anmeldung in Arbeit) and sent the LFA nothing."""
+    from mako_actors.gpke.synthetic import anmeldung, lfa_answer
+
+    lfn, other, lfa, malo = "9900000001001", "9900000001002", "9900000003005", "51900000012"
+    thu = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+
+    def archive(directory: Path, files: list[tuple[str, bytes, datetime]]) -> Path:
+        directory.mkdir()
+        rows = ["file,received_at"]
+        for name, raw, at in files:
+            (directory / name).write_bytes(raw)
+            rows.append(f"{name},{at.isoformat()}")
+        (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+        (directory / "master.json").write_text(json.dumps({malo: {"current": lfa}}))
+        return directory
+
+    first = anmeldung(lfn=lfn, nb=NB, malo=malo, zuordnungsbeginn=start, ide_ref="P1", control_ref="LFN1",
+                      sent_at=thu)  # fmt: skip
+    competing = anmeldung(lfn=other, nb=NB, malo=malo, zuordnungsbeginn=start, ide_ref="P2",
+                          control_ref="OTH1", sent_at=thu)  # fmt: skip
+    # The 55010's reference is derived from its trigger: a replay of the Anmeldungen alone tells it.
+    anmeldungen = [("p1.edi", first, thu), ("p2.edi", competing, thu + timedelta(minutes=5))]
+    early = archive(tmp_path / "a", anmeldungen)
+    assert main(["replay", str(early), "--store", str(tmp_path / "early"), "--tenant", NB, "--json"]) == 0
+    [request] = [
+        q["transactions"][0]["ide_ref"] for kind, q in asyncio.run(outbox(tmp_path / "early"))
+        if kind == "UTILMD" and q["transactions"][0]["pid"] == "55010"
+    ]  # fmt: skip
+    answered = thu + timedelta(minutes=20)
+    answer = lfa_answer(lfa=lfa, nb=NB, malo=malo, request_ref=request, ide_ref="A1", control_ref="LFA1",
+                        sent_at=answered)  # fmt: skip
+    whole = archive(tmp_path / "b", [*anmeldungen, ("a1.edi", answer, answered)])
+    assert main(["replay", str(whole), "--store", str(tmp_path / "then"), "--tenant", NB, "--json"]) == 0
+    messages = asyncio.run(outbox(tmp_path / "then"))
+    [termination] = [q for kind, q in messages if kind == "UTILMD" and q["transactions"][0]["pid"] == "55037"]
+    # The 55037 sent a second time, three hours later: one of the two is missing in the replay.
+    again = {**termination, "document_date": later(termination["document_date"], 3)}
+    again["envelope"] = {**termination["envelope"], "prepared_at": later(answered, 3)}
+    again["envelope"]["control_ref"] = "AGAIN"
+    sent = write_sent(tmp_path / "sent", [*messages, ("UTILMD", again)])
+    report = compare(capsys, whole, tmp_path / "now", sent, "--until", later(answered, 4))
+    rows = report["compare_outbound"]["rows"]
+    [missing] = [r for r in rows if r["pid"] == "55037"]
+    assert missing["kind"] == "missing" and missing["key"] == f"{lfa}:MaLo:{malo}"
+    assert main(["processes", "list", "--store", str(tmp_path / "now"), "--json"]) == 0
+    processes = {row["process_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert processes[missing["process"]]["status"] == "confirmed"  # not the one rejected with A06
