@@ -823,7 +823,8 @@ class InboundPipeline:
         result.status = "accepted"
         tenant = _tenant_of(parsed.recipient.id)
         refusals: list[dict[str, Any]] = []
-        ides: set[str] = set()  # of this interchange's transactions routed so far
+        # IDEs whose process this interchange started, met again while it is routed again
+        claimed: set[str] | None = set() if rerouting else None
         for message in parsed.messages:
             if message.message_type in ("CONTRL", "APERAK"):
                 # An acknowledgement starts no process, whatever IDE/RFF+Z13 it may carry.
@@ -839,11 +840,7 @@ class InboundPipeline:
                 tx = _inbound_transaction(parsed, message, transaction, tenant, received_at, fv)
                 repeated = transaction.ide_ref in seen
                 seen.add(transaction.ide_ref)
-                # Re-routed, a transaction found known is this interchange's own only if it is the
-                # first of the interchange under its IDE (any later one was refused: Z15).
-                own = rerouting and transaction.ide_ref not in ides
-                ides.add(transaction.ide_ref)
-                result.messages.append(await self._route(tx, refusals, own, repeated))
+                result.messages.append(await self._route(tx, refusals, claimed, repeated))
         # Counts and APERAK payloads built here: no validation of them.
         processed = trusted(
             RecordProcessed,
@@ -1151,19 +1148,22 @@ class InboundPipeline:
         self,
         tx: InboundTransaction,
         refusals: list[dict[str, Any]],
-        rerouting: bool = False,
+        claimed: set[str] | None = None,
         repeated: bool = False,
     ) -> MessageOutcome:
         """Route one transaction: start or resume its process, or refuse it (APERAK).
 
-        ``rerouting``: its interchange was routed before, cut short, and no earlier transaction
-        of it has this one's IDE; a transaction its family knows (``Skip``) is then the one
-        that interchange carried if the process it is bound to was started by that interchange
-        (``_started_by``). Otherwise a known transaction reference (IDE) came again in another
-        interchange, or twice in this one: the same sub-key with other content raises an alarm
-        and is not processed (DOMAIN §5), so it is a dead letter (``inbound-conflict``) where an
-        operator looks, never dropped unseen.
+        ``claimed`` (not ``None``): its interchange was routed before, cut short; a transaction
+        its family knows (``Skip``) is then the one that interchange carried if the process it
+        is bound to was started by that interchange (``_started_by``) and no transaction of it
+        before this one claimed that process already (the IDEs in ``claimed``: the first one
+        under an IDE to reach the family started the process, any later one was refused).
+        Otherwise a known transaction reference (IDE) came again in another interchange, or
+        twice in this one: the same sub-key with other content raises an alarm and is not
+        processed (DOMAIN §5), so it is a dead letter (``inbound-conflict``) where an operator
+        looks, never dropped unseen.
         """
+        rerouting = claimed is not None
         interchange, transaction = tx.interchange, tx.transaction
         if not transaction.ide_ref:  # its process is keyed, and its answers referenced, by it
             text = "IDE+24 without its reference (7402)"
@@ -1191,7 +1191,10 @@ class InboundPipeline:
                     await asyncio.sleep(0.002 * 4 ** (attempt - 1))
                 decision = await family.route(tx, self._store)
                 if isinstance(decision, Skip):
-                    if rerouting and await self._started_by(decision.process, interchange):
+                    ide = transaction.ide_ref
+                    own = claimed is not None and ide not in claimed
+                    if own and claimed is not None and await self._started_by(decision.process, interchange):
+                        claimed.add(ide)
                         if decision.process is not None:  # recorded as a run without the crash would
                             return _outcome(tx, "started", decision.process.process_id)
                         return _outcome(tx, "duplicate", detail=decision.detail)

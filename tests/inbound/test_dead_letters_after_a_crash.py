@@ -20,6 +20,7 @@ from mako_actors.edifact import render_outbound
 from mako_actors.errors import StoreError
 from mako_actors.gpke import GpkeNbWorkflow
 from mako_actors.gpke.synthetic import anmeldung
+from mako_actors.ids import TenantId
 from mako_actors.inbound import DirectHost, InboundPipeline
 from mako_actors.scheduler import VirtualClock
 from stores.lmdb import LmdbStore
@@ -216,3 +217,40 @@ async def test_a_contrl_on_our_refusal_routed_again_after_a_crash_is_recorded_on
     events = await store.load(receipt_identity(NB, LFN, "LFN0605143002").stream_id)
     assert [e.event_type for e in events].count("inbox.refusal_acknowledged") == 1
     assert [d.kind for d in await store.dead_letters()] == ["inbound-conflict", "inbound"]
+
+
+class KilledBeforeProcessed(LmdbStore):
+    """The process dies right before the receipt's InterchangeProcessed is written, once."""
+
+    crash = False
+
+    async def commit_many(self, commits: Any) -> Any:
+        processed = any(e.event_type == "inbox.interchange_processed" for c in commits for e in c.events)
+        if self.crash and processed:
+            self.crash = False
+            raise StoreError("killed before InterchangeProcessed", transient=True)
+        return await super().commit_many(commits)
+
+
+async def test_an_ide_refused_first_and_started_second_stays_started_when_routed_again(
+    tmp_path: Path,
+) -> None:
+    """Its first use in the message refused before it bound the IDE (an unhandled PID, Z31), its
+    second started the process. Routed again after a crash, the second was taken for a reuse of
+    the IDE: refused Z15 and dead-lettered beside its process's own answers (found by
+    re-review). It is the interchange's own: recorded as started, as without the crash."""
+    raw = transaction_twice(utilmd()).replace(b"RFF+Z13:55001'", b"RFF+Z13:55999'", 1)
+    async with LmdbStore(tmp_path / "reference") as reference:
+        expected = await pipeline(reference, LATER).ingest(raw, LATER, source="in.edi")
+        letters, aperaks = await reference.dead_letters(), await refusals(reference)
+    assert [(m.outcome, m.refused) for m in expected.messages] == [("dead_letter", "Z31"), ("started", None)]
+    async with KilledBeforeProcessed(tmp_path / "db") as store:
+        store.crash = True
+        with pytest.raises(StoreError):
+            await pipeline(store, LATER).ingest(raw, LATER, source="in.edi")
+        again = await pipeline(store, LATER).ingest(raw, LATER, source="in.edi")
+        assert [(m.outcome, m.refused) for m in again.messages] == [("dead_letter", "Z31"), ("started", None)]
+        bound = await store.lookup(TenantId.from_party_id(NB), f"tx:{LFN}:LFNTX000001")
+        assert bound is not None and again.messages[1].process_id == bound.process_id
+        assert content(await store.dead_letters()) == content(letters)
+        assert await refusals(store) == aperaks
