@@ -54,6 +54,19 @@ async def replay_on_ray(
     every failed worker and its store. Nothing is reported then. ``untaken``: see
     ``replay_partitions``.
     """
+    check_ray_settings(address, num_cpus)
+    with _connected(address):
+        strategy = _placement(num_cpus)
+        runner = _runner(store_path, n, strategy, num_cpus)
+        report = await replay_partitions(items, store_path, options, n, runner=runner, untaken=untaken)
+    report.mode += " ray"
+    return report
+
+
+def check_ray_settings(address: str | None, num_cpus: float = 1.0) -> None:
+    """``InvalidArgument`` for settings ``replay_on_ray`` cannot run with (before anything is
+    made): ``num_cpus`` not > 0, a ``ray://`` address (a Ray client's driver has no node of its
+    own to pin to, and cannot reach the archive and stores on this machine)."""
     if num_cpus <= 0:
         raise InvalidArgument(f"replay: num_cpus per Ray worker must be > 0, got {num_cpus}")
     if address is not None and address.startswith("ray://"):
@@ -61,12 +74,6 @@ async def replay_on_ray(
             f"replay --ray-address {address}: a Ray client cannot reach the archive and stores on "
             "this machine; run the replay on a node of the cluster (address auto or HOST:PORT)"
         )
-    with _connected(address):
-        strategy = _placement(num_cpus)
-        runner = _runner(store_path, n, strategy, num_cpus)
-        report = await replay_partitions(items, store_path, options, n, runner=runner, untaken=untaken)
-    report.mode += " ray"
-    return report
 
 
 @contextlib.contextmanager

@@ -1564,11 +1564,41 @@ async def replay_directory(
             last = max(item.received_at for item, _, _ in skipped)
             until = last if until is None else max(until, last)
     options = _Options(tenant_ids, master_data, until, durability, sequential, window, workflow)
+    if ray:
+        from mako_actors._ray_replay import check_ray_settings
+
+        check_ray_settings(ray_address)  # (before the store's directory is made)
+    # The whole run holds the store's lock, its part stores' placement reads included (each
+    # worker locks its part besides).
+    store_path = Path(store_path)
+    store_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with held(store_path / STORE_LOCK, "store", "mako-actors replay", _ALONE):
+        options = replace(options, locked=store_path)
+        report = await _replay_run(items, store_path, options, workers, ray, ray_address, progress)
+    report.not_in_manifest = [storable_name(name) for name in unlisted]
+    report.skipped_by_type = skipped_by_type
+    report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
+    report.skipped_files = [storable_name(item.path.name) for item, _, _ in skipped]
+    _remember_skipped(store_path, report.skipped_interchanges)
+    return report
+
+
+async def _replay_run(
+    items: list[ArchivedInterchange],
+    store_path: Path,
+    options: _Options,
+    workers: int,
+    ray: bool,
+    ray_address: str | None,
+    progress: Progress | None,
+) -> ReplayReport:
+    """``replay_directory``'s run of ``items`` with the store's lock held: one worker, N OS
+    processes or Ray tasks."""
     untaken: _Untaken | None = None
     if workers > 1:
         # Checked before any worker writes: a part refusing alone would leave the others run on.
         # Which part takes a file is known only once the workers read the archive (``_workers``).
-        untaken = await _untaken_in_parts(store_path, items, tenant_ids, workers)
+        untaken = await _untaken_in_parts(store_path, items, options.tenants, workers)
         options = replace(options, late_checked=True)
     if ray:
         from mako_actors._ray_replay import replay_on_ray
@@ -1582,11 +1612,6 @@ async def replay_directory(
         from mako_actors._workers import replay_partitions
 
         report = await replay_partitions(items, store_path, options, workers, untaken=untaken)
-    report.not_in_manifest = [storable_name(name) for name in unlisted]
-    report.skipped_by_type = skipped_by_type
-    report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
-    report.skipped_files = [storable_name(item.path.name) for item, _, _ in skipped]
-    _remember_skipped(store_path, report.skipped_interchanges)
     return report
 
 
@@ -1698,6 +1723,13 @@ class _Options:
     #: The archive's late files were checked for every part store (``replay_directory`` with
     #: ``--workers``, ``_Untaken``): a part need not read them again.
     late_checked: bool = False
+    #: The store ``replay_directory`` holds the lock of for the whole run (``_store_lock``): a
+    #: worker replaying into it (one worker, in a Ray task too) takes no lock of its own.
+    locked: Path | None = None
+
+
+#: Why a replay is refused on a store another holds (``_store_lock.held``).
+_ALONE = "replay writes a store no node serves and no other replay writes"
 
 
 async def _replay_items(
@@ -1706,11 +1738,12 @@ async def _replay_items(
     """One replay of ``items`` (in receipt order) into one store; the report and each process's
     decisions as ``decision_digest`` encodes them (what ``--workers`` merges; encoded once).
     ``InvalidArgument`` if a node serves the store or another replay writes it (``_store_lock``)."""
+    if options.locked == Path(store_path):
+        return await _replay_locked(items, store_path, options, progress)
     Path(store_path).mkdir(parents=True, exist_ok=True, mode=0o700)
     # A node serving the store (or another replay) would decide beside this run: the Fristen
     # fired and the receipts it reads once at the start would not stay the store's.
-    refusal = "replay writes a store no node serves and no other replay writes"
-    with held(Path(store_path) / STORE_LOCK, "store", "mako-actors replay", refusal):
+    with held(Path(store_path) / STORE_LOCK, "store", "mako-actors replay", _ALONE):
         return await _replay_locked(items, store_path, options, progress)
 
 

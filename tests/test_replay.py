@@ -414,3 +414,23 @@ async def test_a_bug_in_the_runs_bookkeeping_on_a_frists_commit_ends_the_run(
             tmp_path / "in", tmp_path / "s", tenants=[NB], master_data=master, sequential=sequential,
             until=THU + timedelta(days=5),
         )  # fmt: skip
+
+
+def test_a_replay_with_workers_is_refused_whole_on_a_store_another_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only each part store was locked: a second run with --workers failed on the part another
+    run held, after its other part was written (and round 1 had read the parts unlocked). The
+    whole run holds the store's lock now: refused before anything is written (found by review)."""
+    from mako_actors._store_lock import STORE_LOCK, held
+
+    write_archive(tmp_path / "in")
+    store = tmp_path / "s"
+    store.mkdir()
+    argv = ["replay", str(tmp_path / "in"), "--store", str(store), "--tenant", NB, "--workers", "2"]
+    with held(store / STORE_LOCK, "store", "mako-actors replay", "one at a time"):
+        assert main(argv) == 2
+    assert "is in use already (mako-actors replay, process" in capsys.readouterr().err
+    assert [p.name for p in store.iterdir()] == []  # no part made, nothing written, lock removed
+    assert main(argv) == 0  # (once the other run ended)
+    assert sorted(p.name for p in store.iterdir()) == ["part-0-of-2", "part-1-of-2"]
