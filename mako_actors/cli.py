@@ -242,6 +242,9 @@ def _masterdata_import(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"mako-actors masterdata import: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the store's directory or its lock cannot be made (nothing imported)
+        print(f"mako-actors masterdata import: --store {args.store}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"{report.rows} assignment(s) for {report.malos} MaLo(s): {report.appended} imported, "
           f"{report.skipped} already present")
     if report.not_imported:

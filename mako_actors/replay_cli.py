@@ -241,13 +241,13 @@ def _replay(args: argparse.Namespace) -> int:
             f"({report.calendar_changed}): Fristen they left pending fire as they computed them",
             markup=False, soft_wrap=True, highlight=False,
         )  # fmt: skip
-    if report.statuses.get("duplicate") and not report.statuses.get("accepted"):
+    if report.statuses.get("duplicate") and not report.events_appended:
         # A re-run with other master data or settings decides nothing again: a "none" of the
         # comparison, an unchanged digest, would say the new settings change nothing.
         console.print(
-            f"mako-actors replay: note: {report.statuses['duplicate']} interchange(s) were received "
-            "before in this store and none anew: nothing was decided again (to decide the archive "
-            "under these settings, replay it into a new store)",
+            f"mako-actors replay: note: nothing was decided again: {report.statuses['duplicate']} "
+            "interchange(s) were received before in this store (to decide the archive under these "
+            "settings, replay it into a new store)",
             markup=False, soft_wrap=True, highlight=False,
         )  # fmt: skip
     if report.awaiting_operator:  # their answers are not sent: say so, also with --json

@@ -143,3 +143,15 @@ async def test_empty_values_past_the_header_are_no_data(tmp_path: Path) -> None:
     trailing.write_text(f"malo,supplier,from,until\n{MALO},{LFA},,,\n")
     async with LmdbStore(tmp_path / "db") as store:
         assert (await import_assignments(store, NB, trailing)).appended == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_store_directory_that_cannot_be_made_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store's directory (and its lock) are made before the store opens: an OS error there
+    was a traceback and exit 1 (found by re-review)."""
+    ok = tmp_path / "ok.csv"
+    ok.write_text(f"malo,supplier\n{MALO},{LFA}\n")
+    assert main(["masterdata", "import", str(ok), "--store", "/proc/mako-store", "--tenant", NB]) == 2
+    assert "--store /proc/mako-store: No such file or directory" in capsys.readouterr().err

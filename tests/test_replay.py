@@ -282,7 +282,7 @@ def test_file_names_that_are_not_utf8_are_stored_escaped(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["statuses"] == {"duplicate": 2, "rejected": 1}
     # Said, also with --json: a re-run under other settings decided nothing again.
-    assert "2 interchange(s) were received before in this store and none anew" in captured.err
+    assert "nothing was decided again: 2 interchange(s) were received before" in captured.err
 
     from mako_actors.inbound import storable_name
 
