@@ -259,9 +259,9 @@ def read_sent(
     ours = frozenset(senders) if senders is not None else None
     unreadable: list[str] = []
     seen: dict[bytes, str] = {}
-    # Per interchange (parties, 0020 and what follows its UNB): its file's name, its UNB time
-    # and its entries; a resend under a new UNB time counts once, at its first sending.
-    sendings: dict[tuple[str, str, str, bytes], tuple[datetime, str, list[_Sent]]] = {}
+    # Per interchange (parties, 0020, test flag and what follows its UNB): its file's name, its
+    # UNB time and its entries; a resend under a new UNB time counts once, at its first sending.
+    sendings: dict[tuple[str, str, str, bool, bytes], tuple[datetime, str, list[_Sent]]] = {}
     for path in sorted(sent_dir.iterdir()):
         if path.name.startswith("."):
             unreadable.append(f"{path.name}: a hidden name (not read)")
@@ -292,7 +292,7 @@ def read_sent(
         # Each CONTRL the operator sent is one (a conflict's 4/26 beside the first one's 7 too).
         found.extend(_Sent(key, "CONTRL", _one_contrl_code(contrl), at) for key, at, contrl in contrls)
         body = hashlib.sha256(_after_unb(raw, parsed.delimiters)).digest()
-        sending = (parsed.sender.id, parsed.recipient.id, parsed.control_ref, body)
+        sending = (parsed.sender.id, parsed.recipient.id, parsed.control_ref, parsed.test, body)
         earlier = sendings.get(sending)
         if earlier is not None:
             first, again = (earlier[1], path.name)
