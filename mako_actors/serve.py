@@ -232,6 +232,7 @@ class Node:
         self._beat = time.monotonic()
         self._wake_outbox = asyncio.Event()
         self._http: _Http | None = None
+        self._bound: _Http | None = None  # the HTTP port taken, not served yet
         self._ray_stats: Any = ActorStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._store: Any = None  # set while the store is open: /metrics reads its levels
@@ -296,17 +297,23 @@ class Node:
         """Serve until ``stop`` is set, then drain and close everything (see the module docs)."""
         config = self.config
         master = self._master_data()  # a bad file is refused before any folder or store exists
-        for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Two nodes on one store would deliver every outbox message twice; two on one inbox (each
-        # with its own store) would each ingest and answer every file and race to move it.
-        by, alone = "mako-actors serve", "one node per store, and no import or replay while it serves"
-        with (
-            held(config.store / STORE_LOCK, "store", by, alone),
-            held(config.inbox / INBOX_LOCK, "inbox", by, "one node per inbox"),
-        ):
-            await self._run_locked(stop, on_ready, master)
+        self._bind_http()  # and a port in use (``_start_http`` serves it)
+        try:
+            for directory in (config.inbox, config.outbox, config.done_dir, config.rejected_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+            config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Two nodes on one store would deliver every outbox message twice; two on one inbox
+            # (each with its own store) would each ingest and answer every file and race to move it.
+            by, alone = "mako-actors serve", "one node per store, and no import or replay while it serves"
+            with (
+                held(config.store / STORE_LOCK, "store", by, alone),
+                held(config.inbox / INBOX_LOCK, "inbox", by, "one node per inbox"),
+            ):
+                await self._run_locked(stop, on_ready, master)
+        finally:
+            bound, self._bound = self._bound, None
+            if bound is not None:  # (refused before it served)
+                bound.server_close()
 
     async def _run_locked(
         self, stop: asyncio.Event, on_ready: Callable[[Node], None] | None, master: Any
@@ -722,7 +729,8 @@ class Node:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _start_http(self) -> None:
+    def _bind_http(self) -> None:
+        """Take the HTTP port, not serving it yet; ``OSError`` naming the settings if it is in use."""
         if self.config.http_port is None:
             return
         try:
@@ -733,9 +741,15 @@ class Node:
                 f"{self.config.http_port}: {exc.strerror}"
             ) from None
         server.node = self
-        self._http = server
+        self._bound = server
         host, port = server.server_address[:2]
         self.http_address = (str(host), int(port))
+
+    def _start_http(self) -> None:
+        server, self._bound = self._bound, None
+        if server is None:
+            return
+        self._http = server
         threading.Thread(target=server.serve_forever, name="mako-http", daemon=True).start()
 
     def _stop_http(self) -> None:

@@ -1077,7 +1077,9 @@ async def test_a_file_dated_in_the_future_is_received_now_and_folders_in_the_inb
 
 
 async def test_a_port_in_use_is_named(tmp_path: Path) -> None:
-    """Before: "[Errno 98] Address already in use", naming no setting."""
+    """Before: "[Errno 98] Address already in use", naming no setting, and after the node had made
+    its folders and store directory. Now refused before anything is made; and a node refused on
+    a store another serves frees the port it took."""
     import asyncio
     import dataclasses
     import socket
@@ -1091,6 +1093,16 @@ async def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         node = Node(dataclasses.replace(node_config(tmp_path), http_port=port))
         with pytest.raises(OSError, match=rf"http_port {port}: Address already in use"):
             await node.run(asyncio.Event())
+    assert list(tmp_path.iterdir()) == []  # no inbox, outbox, done/rejected or store made
+    first = node_config(tmp_path / "first")
+    async with in_process(Node(first)):
+        second = dataclasses.replace(node_config(tmp_path / "second"), store=first.store, http_port=0)
+        refused = Node(second)
+        with pytest.raises(InvalidArgument, match="in use already"):
+            await refused.run(asyncio.Event())
+        assert refused.http_address is not None
+        with socket.socket() as again:
+            again.bind(refused.http_address)  # released
 
 
 async def test_the_inbox_gauge_shrinks_as_a_backlog_is_taken(
