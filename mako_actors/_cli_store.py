@@ -288,6 +288,8 @@ def _run(
         if write and not (args.store / "data.mdb").is_file():
             # The read-only store's error (exit 2, usage/IO), never a fresh empty store.
             raise StoreError(f"no LMDB store at {args.store} (data.mdb missing)")
+        if write:
+            _check_not_replaying(args.store, prog)
         store: Any = LmdbStore(args.store) if write else ReadOnlyLmdbStore(args.store)
         try:
             return await run(store, args)
@@ -302,6 +304,19 @@ def _run(
     except EngineError as exc:
         print(f"mako-actors: {exc}", file=sys.stderr)
         return 2
+
+
+def _check_not_replaying(store: Path, prog: str) -> None:
+    """``InvalidArgument`` if a replay or an import writes ``store`` now (``_store_lock``): a
+    replay reads its Fristen and receipts once when it starts, so what is written beside it
+    would be missed or decided twice. Beside a serving node a decision is what serve expects."""
+    from mako_actors._store_lock import STORE_LOCK, holder
+
+    by = holder(store / STORE_LOCK)
+    if by is not None and not by.startswith("mako-actors serve"):
+        raise InvalidArgument(
+            f"{prog}: the store {store} is in use ({by}); write to it once that has ended"
+        )
 
 
 def _warn_unfinished(stores: list[Path]) -> None:

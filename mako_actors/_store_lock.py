@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mako_actors.errors import InvalidArgument
 
-__all__ = ["INBOX_LOCK", "STORE_LOCK", "check_directory_path", "held"]
+__all__ = ["INBOX_LOCK", "STORE_LOCK", "check_directory_path", "held", "holder"]
 
 #: In the store's directory while a command writes it (``flock``ed).
 STORE_LOCK = "serve.lock"
@@ -67,6 +67,25 @@ def held(path: Path, what: str, by: str, refusal: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()
         handle.close()  # (releases the lock)
+
+
+def holder(path: Path) -> str | None:
+    """Who holds the lock ``path`` (the text ``held`` wrote there), or ``None`` when nobody does.
+
+    Takes no lock itself (a shared one for an instant, to ask): for commands that may write
+    beside one holder (an operator's decision beside a serving node) but not beside another.
+    """
+    try:
+        handle = path.open("r")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return None
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -301,3 +301,24 @@ def test_processes_of_a_workflow_of_ones_own_are_listed_by_its_name(
     assert run_json(capsys, "processes", "list", "--store", s, "--status", row["status"]) == [row]
     code, _, err = run(capsys, "processes", "list", "--store", s, "--workflow", "ledgr")
     assert code == 1 and "--workflow 'ledgr' is no workflow; one of: gpke-nb, ledger, mako-inbox" in err
+
+
+def test_a_write_is_refused_while_a_replay_writes_the_store_not_while_a_node_serves_it(
+    capsys: Capture, store: Path
+) -> None:
+    """An operator's decision or a requeue written while a replay runs on the store was missed by
+    it (it reads its Fristen and receipts once, when it starts). Beside a serving node it is the
+    normal case (found by review)."""
+    from mako_actors._store_lock import STORE_LOCK, held
+
+    s = str(store)
+    letters = run_json(capsys, "dead-letters", "list", "--store", s)
+    position = str(next(d["position"] for d in letters if d["kind"] == "outbox"))
+    before = digest(store)
+    with held(store / STORE_LOCK, "store", "mako-actors replay", "one at a time"):
+        code, _, err = run(capsys, "dead-letters", "requeue", position, "--store", s)
+    assert code == 1 and "is in use (mako-actors replay, process" in err
+    assert digest(store) == before
+    with held(store / STORE_LOCK, "store", "mako-actors serve", "one node per store"):
+        code, out, _ = run(capsys, "dead-letters", "requeue", position, "--store", s)
+    assert code == 0 and "is back in the outbox" in out
