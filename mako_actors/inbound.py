@@ -165,6 +165,7 @@ class RefusalAcknowledged(Event, type="inbox.refusal_acknowledged"):
     codes: tuple[str, ...] = ()
     interchange_ref: str
     received_at: datetime
+    message_ref: str | None = None  # the CONTRL's UNH 0062 (None: recorded before it was kept)
 
 
 class RecordProcessed(BaseModel):
@@ -224,8 +225,8 @@ class ReceiptState(BaseModel):
     # Digests of earlier receipts under this reference, rejected and followed by other bytes:
     # received (answered, CONTRL 4) before, so the same bytes again are a duplicate, no conflict.
     rejected: tuple[str, ...] = ()
-    # ``<partner's 0020>:<our APERAK's 0020>`` of each CONTRL on a refusal recorded: the same one
-    # routed again (its interchange re-routed after a crash) is recorded once.
+    # ``<partner's 0020>:<0062>:<our APERAK's 0020>`` of each CONTRL on a refusal recorded: the
+    # same one routed again (its interchange re-routed after a crash) is recorded once.
     acknowledged: tuple[str, ...] = ()
 
     def holds(self, digest: str) -> bool:
@@ -393,8 +394,11 @@ def _acknowledged(state: ReceiptState, acknowledgement: RefusalAcknowledged) -> 
 
 
 def _ack_key(acknowledgement: RefusalAcknowledged) -> str:
+    """The partner's 0020 (and 0062) and our APERAK's 0020: one CONTRL, however often routed."""
     ack = acknowledgement.__dict__
-    return f"{ack['interchange_ref']}:{ack['referenced_interchange_ref']}"
+    if ack["message_ref"] is None:
+        return f"{ack['interchange_ref']}:{ack['referenced_interchange_ref']}"
+    return f"{ack['interchange_ref']}:{ack['message_ref']}:{ack['referenced_interchange_ref']}"
 
 
 _NO_OUTPUT = {name: info.default for name, info in WorkflowOutput.model_fields.items()}
@@ -1356,6 +1360,7 @@ class InboundPipeline:
             codes=values["codes"],
             interchange_ref=interchange.control_ref,
             received_at=received_at,
+            message_ref=message.reference,
         )
         handle = self._receipts.resume(identity)
         await handle.execute_and_enqueue_with(

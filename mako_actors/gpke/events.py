@@ -386,6 +386,7 @@ class AcknowledgementReceived(GpkeEvent, type="gpke.acknowledgement_received"):
     codes: tuple[str, ...] = ()
     interchange_ref: str
     received_at: datetime
+    message_ref: str | None = None  # its UNH 0062 (None: recorded before it was kept)
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (

@@ -385,20 +385,29 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         is refused (it would otherwise make our 55010 count as not received in their name).
         """
         referenced = cmd.referenced_interchange_ref
-        if _seen(state, _ack_key(cmd.sender, cmd.interchange_ref, cmd.message_type, referenced)):
+        key = _ack_key(cmd.sender, cmd.interchange_ref, cmd.message_type, referenced, cmd.message_ref)
+        if _seen(state, key):
             return WorkflowOutput()  # routed again (its interchange re-routed): recorded already
-        recipients = {ref.recipient for ref in state.outbound if ref.interchange_ref == referenced}
-        if not recipients:
+        sent = [ref for ref in state.outbound if ref.interchange_ref == referenced]
+        if not sent:
             raise WorkflowError.rejected(
                 f"{self.name}: {cmd.message_type} refers to interchange {cmd.referenced_interchange_ref}, "
                 "which this process did not send"
             )
+        recipients = {ref.recipient for ref in sent}
         if cmd.sender not in recipients:
             raise WorkflowError.rejected(
                 f"{self.name}: {cmd.message_type} from {cmd.sender} refers to interchange "
                 f"{cmd.referenced_interchange_ref}, which went to {', '.join(sorted(recipients))}"
             )
-        return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind", "message_ref"})))
+        if cmd.message_type == "APERAK" and sent[0].message_type != "UTILMD":
+            # An APERAK answers a UTILMD only (AHB-FACTS §5; a CONTRL answers an APERAK): as a
+            # rejection it would make our APERAK count as not received.
+            raise WorkflowError.rejected(
+                f"{self.name}: APERAK from {cmd.sender} refers to our {sent[0].message_type} "
+                f"{referenced}: only a CONTRL answers an {sent[0].message_type}"
+            )
+        return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind"})))
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; 11:00 WT1 still
@@ -1409,10 +1418,11 @@ def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, updat
 
 def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict[str, Any]) -> None:
     values = event.__dict__
-    if not values["positive"]:
-        update["negative_acks"] = (*state.negative_acks, values["referenced_interchange_ref"])
     referenced = values["referenced_interchange_ref"]
-    key = _ack_key(values["sender"], values["interchange_ref"], values["message_type"], referenced)
+    if not values["positive"] and referenced not in state.negative_acks:
+        update["negative_acks"] = (*state.negative_acks, referenced)
+    sender, interchange_ref, message_ref = values["sender"], values["interchange_ref"], values["message_ref"]
+    key = _ack_key(sender, interchange_ref, values["message_type"], referenced, message_ref)
     update["handled"] = (*(state.handled or ()), key)
 
 
@@ -1429,9 +1439,14 @@ def _answer_key(sender: str, interchange_ref: str, message_ref: str, ide_ref: st
     return f"{sender}:{interchange_ref}:{message_ref}:{ide_ref}"
 
 
-def _ack_key(sender: str, interchange_ref: str, message_type: str, referenced: str) -> str:
-    """A CONTRL/APERAK on one of our interchanges: its sender and 0020, its type, our 0020."""
-    return f"{sender}:{interchange_ref}:{message_type}:{referenced}"
+def _ack_key(
+    sender: str, interchange_ref: str, message_type: str, referenced: str, message_ref: str | None
+) -> str:
+    """A CONTRL/APERAK on one of our interchanges: its sender, 0020 and 0062, its type, our 0020
+    (an event recorded before the 0062 was kept: without it)."""
+    if message_ref is None:
+        return f"{sender}:{interchange_ref}:{message_type}:{referenced}"
+    return f"{sender}:{interchange_ref}:{message_ref}:{message_type}:{referenced}"
 
 
 def _seen(state: GpkeState, key: str) -> bool:

@@ -254,3 +254,27 @@ async def test_an_ide_refused_first_and_started_second_stays_started_when_routed
         assert bound is not None and again.messages[1].process_id == bound.process_id
         assert content(await store.dead_letters()) == content(letters)
         assert await refusals(store) == aperaks
+
+
+async def test_two_contrls_on_our_refusal_in_one_interchange_are_both_recorded(store: Crashing) -> None:
+    """A CONTRL 7 and then a CONTRL 4 on our Z15 APERAK in one partner interchange: the receipt
+    stream's key of an acknowledgement lacked the message's 0062, so the 4 was left out of it."""
+    from mako_actors.inbound import receipt_identity
+
+    await pipeline(store, THU_1430).ingest(utilmd(), THU_1430, source="first.edi")
+    await pipeline(store, THU_1430).ingest(utilmd(control_ref="LFN0605143002"), THU_1430, source="again.edi")
+    pending = await store.pending(1_000, datetime.max.replace(tzinfo=UTC))
+    [refusal] = [m for m in pending if m.message_type == "APERAK" and not m.payload["positive"]]
+    ours = refusal.payload["envelope"]["control_ref"]
+    segments = [
+        f"UNB+UNOC:3+{LFN}:500+{NB}:500+{LATER:%y%m%d:%H%M}+LFNCTRL3",
+        "UNH+1+CONTRL:D:3:UN:2.0b", f"UCI+{ours}+{NB}:500+{LFN}:500+7", "UNT+3+1",
+        "UNH+2+CONTRL:D:3:UN:2.0b", f"UCI+{ours}+{NB}:500+{LFN}:500+4+18+UNB", "UNT+3+2",
+        "UNZ+2+LFNCTRL3",
+    ]  # fmt: skip
+    raw = ("UNA:+.? '" + "'".join(segments) + "'").encode("latin-1")
+    result = await pipeline(store, LATER).ingest(raw, LATER, source="contrls.edi")
+    assert [m.outcome for m in result.messages] == ["routed", "routed"]
+    events = await store.load(receipt_identity(NB, LFN, "LFN0605143002").stream_id)
+    recorded = [e.payload["positive"] for e in events if e.event_type == "inbox.refusal_acknowledged"]
+    assert recorded == [True, False]

@@ -75,8 +75,8 @@ async def consult_and_acknowledge(
     request = next(m for m in await outbox(store) if kind(m) == "55010")
     request_ref = request.payload["envelope"]["control_ref"]
     raw = acknowledgement(request_ref, THU_1430 + timedelta(minutes=30))
-    [acked] = (await p.ingest(raw, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages
-    assert (acked.outcome, acked.process_id) == ("routed", started.process_id)
+    for acked in (await p.ingest(raw, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages:
+        assert (acked.outcome, acked.process_id) == ("routed", started.process_id)
     before = {m.message_id for m in await outbox(store)}
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     assert await scheduler.advance_to(clock, NINE_CET) == 1
@@ -300,3 +300,40 @@ def test_an_operator_decision_in_a_partition_writes_its_keys_at_their_homes(
     assert any(k.startswith("ic:") for k, _ in homed_elsewhere)  # the answers' interchanges
     for key, stream in homed_elsewhere:
         assert (key, stream) in asyncio.run(entries(key_home(TENANT, key, count))), key
+
+
+def positive_then_negative(referenced_ref: str, at: datetime) -> bytes:
+    """The LFA's APERAK 312 and then APERAK 313 on interchange ``referenced_ref``, two messages of
+    one interchange."""
+    rejection = aperak_313(referenced_ref, at).decode("latin-1")
+    head, _, rest = rejection.partition("'UNH+1+")
+    negative = "UNH+2+" + rest.rsplit("'UNZ+", 1)[0].replace("UNT+10+1", "UNT+10+2")
+    positive = ("UNH+1+" + rest.rsplit("'UNZ+", 1)[0]).replace("BGM+313+", "BGM+312+")
+    positive = positive.replace("'ERC+Z14'FTX+Z02+++MaLo unbekannt", "").replace("UNT+10+1", "UNT+8+1")
+    return f"{head}'{positive}'{negative}'UNZ+2+LFAAPK0001'".encode("latin-1")
+
+
+async def test_a_rejection_after_an_acceptance_in_one_interchange_counts(store: LmdbStore) -> None:
+    """Two acknowledgements of one type on one of our interchanges in one partner interchange
+    were one to the process (its key lacked the message's 0062): the APERAK 313 after the 312 was
+    dropped unseen and 09:00 deemed the LFA agreed (found by review)."""
+    await stall(store, positive_then_negative)
+
+
+async def test_an_aperak_on_our_aperak_is_refused_not_counted_as_a_rejection(store: LmdbStore) -> None:
+    """Only a CONTRL answers an APERAK: an APERAK 313 on the process's APERAK 312 to the LFN
+    made our APERAK count as not received (listed by ``processes list --rejected``)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
+    ours = next(m for m in await outbox(store) if m.message_type == "APERAK")
+    raw = aperak_313(ours.payload["envelope"]["control_ref"], THU_1430 + timedelta(minutes=30))
+    raw = raw.replace(f"UNB+UNOC:3+{LFA}:500".encode(), f"UNB+UNOC:3+{LFN}:500".encode())
+    raw = raw.replace(f"NAD+MS+{LFA}".encode(), f"NAD+MS+{LFN}".encode())
+    [acked] = (await p.ingest(raw, THU_1430 + timedelta(minutes=30), source="lfn-aperak.edi")).messages
+    assert acked.outcome == "dead_letter"
+    [letter] = [d for d in await store.dead_letters() if "only a CONTRL answers" in d.reason]
+    assert letter.kind == "inbound"
+    assert started.process_id is not None
+    events = await store.load(StreamId.for_process(TENANT, started.process_id))
+    assert "gpke.acknowledgement_received" not in [e.event_type for e in events]
