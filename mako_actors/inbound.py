@@ -1785,14 +1785,24 @@ def _ack_values(interchange: Interchange, message: Message, received_at: datetim
             "referenced_interchange_ref": uci[0].value(0),
             "positive": uci[0].value(3) != "4" and not any(u.value(2) == "4" for u in ucms),
             "codes": codes,
+            "messages": tuple(u.value(0) for u in ucms if u.value(0)),  # our UNH 0062 each names
         }
-    ace = [s.value(0, 1) for s in by_tag.get("RFF", []) if s.value(0, 0) == "ACE"]
+    refs: dict[str, list[str]] = {}
+    for segment in by_tag.get("RFF", []):
+        if segment.value(0, 1):
+            refs.setdefault(segment.value(0, 0), []).append(segment.value(0, 1))
+    ace = refs.get("ACE")
     if not ace:
         return None
     return base | {
         "referenced_interchange_ref": ace[0],
         "positive": message.document_code == "312",
         "codes": tuple(s.value(0) for s in by_tag.get("ERC", [])),
+        # What in our interchange it names (AHB-FACTS §5): RFF+ACW our UNH 0062, RFF+AGO our BGM
+        # 1004, RFF+TN our IDE.
+        "messages": tuple(refs.get("ACW", ())),
+        "documents": tuple(refs.get("AGO", ())),
+        "transactions": tuple(refs.get("TN", ())),
     }
 
 

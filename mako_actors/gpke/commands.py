@@ -300,6 +300,11 @@ class ReceiveAcknowledgement(BaseModel):
     interchange_ref: str = Field(min_length=1, max_length=14)
     message_ref: str = Field(min_length=1, max_length=14)
     received_at: AwareDatetime
+    #: What in our interchange it names: UNH 0062s (CONTRL UCM, APERAK RFF+ACW), BGM 1004s
+    #: (APERAK RFF+AGO), IDEs (APERAK RFF+TN); each must be one of ours there.
+    messages: tuple[str, ...] = ()
+    documents: tuple[str, ...] = ()
+    transactions: tuple[str, ...] = ()
 
 
 class LfaAnswerDeadlinePassed(BaseModel):

@@ -407,7 +407,22 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 f"{self.name}: APERAK from {cmd.sender} refers to our {sent[0].message_type} "
                 f"{referenced}: only a CONTRL answers an {sent[0].message_type}"
             )
-        return WorkflowOutput.of(AcknowledgementReceived(**cmd.model_dump(exclude={"kind"})))
+        named = (
+            ("message", cmd.messages, {ref.message_ref for ref in sent}),
+            ("document", cmd.documents, {ref.document_number for ref in sent}),
+            ("transaction", cmd.transactions, {ref.ide_ref for ref in sent if ref.ide_ref}),
+        )
+        for what, given, ours in named:
+            foreign = [value for value in given if value not in ours]
+            if foreign:
+                # It acknowledges something we did not send in that interchange: applied, it
+                # would make our message count as not received (or received) in its name.
+                raise WorkflowError.rejected(
+                    f"{self.name}: {cmd.message_type} from {cmd.sender} on our interchange {referenced} "
+                    f"names {what} {', '.join(foreign)}, which that interchange does not hold"
+                )
+        ack = cmd.model_dump(exclude={"kind", "messages", "documents", "transactions"})
+        return WorkflowOutput.of(AcknowledgementReceived(**ack))
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; 11:00 WT1 still

@@ -337,3 +337,43 @@ async def test_an_aperak_on_our_aperak_is_refused_not_counted_as_a_rejection(sto
     assert started.process_id is not None
     events = await store.load(StreamId.for_process(TENANT, started.process_id))
     assert "gpke.acknowledgement_received" not in [e.event_type for e in events]
+
+
+def naming(what: str) -> Callable[[str, datetime], bytes]:
+    """An acknowledgement of our 55010's interchange naming something it does not hold: a
+    transaction (APERAK RFF+TN) or message (CONTRL UCM 0062) of ours sent elsewhere."""
+
+    def make(referenced_ref: str, at: datetime) -> bytes:
+        if what == "transaction":
+            raw = aperak_313(referenced_ref, at).decode("latin-1")
+            return raw.replace("FTX+Z02+++MaLo unbekannt", "RFF+TN:NBOTHERTX1'FTX+Z02+++1").replace(
+                "UNT+10+1", "UNT+11+1"
+            ).encode("latin-1")
+        raw = contrl(referenced_ref, at, "7").decode("latin-1")
+        return raw.replace("UNT+3+1", "UCM+NOTOURS+UTILMD:D:11A:UN:S2.1+4+29+UNT'UNT+4+1").encode("latin-1")
+
+    return make
+
+
+@pytest.mark.parametrize("what", ["transaction", "message"])
+async def test_an_acknowledgement_naming_what_our_interchange_does_not_hold_is_refused(
+    store: LmdbStore, what: str
+) -> None:
+    """Only RFF+ACE (APERAK) and UCI (CONTRL) were read: an APERAK 313 whose RFF+TN, or a CONTRL
+    whose UCM, named a transaction or message we never sent in that interchange made our 55010
+    count as not received, and 09:00 confirmed nothing. It is a dead letter now, and 09:00 deems
+    the LFA's silence agreement as without it (found by review)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    await p.ingest(anmeldung(), THU_1430, source="lfn.edi")
+    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    at = THU_1430 + timedelta(minutes=30)
+    raw = naming(what)(request.payload["envelope"]["control_ref"], at)
+    [acked] = (await p.ingest(raw, at, source="lfa.edi")).messages
+    assert acked.outcome == "dead_letter"
+    [letter] = [d for d in await store.dead_letters() if "does not hold" in d.reason]
+    assert ("NBOTHERTX1" if what == "transaction" else "NOTOURS") in letter.reason
+    before = {m.message_id for m in await outbox(store)}
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, NINE_CET) == 1
+    assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
