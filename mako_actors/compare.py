@@ -602,8 +602,9 @@ def _pid_of(a: _Sent | None, b: _Sent | None) -> str:
     return a.pid if a is not None else b.pid if b is not None else ""
 
 
-#: Events of a process that refused its trigger at once: it sent its sender an answer only.
-_REFUSED_AT_ONCE = frozenset({"gpke.anmeldung_rejected_at_once", "gpke.inbound_rejected"})
+#: Events of a process that refused its trigger at once: it sent its sender an answer only. (A
+#: trigger refused by APERAK names no LFA; a later ``gpke.inbound_rejected`` refused an answer.)
+_REFUSED_AT_ONCE = frozenset({"gpke.anmeldung_rejected_at_once"})
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ class ReplayReport:
     #: Werktag calendar (``gpke.calendar.calendar_version``) than this one: a Frist they left
     #: pending fires at the instant they computed, the new ones follow this calendar.
     calendar_changed: str | None = None
-    #: Each file's status by its name and receipt instant, which ``statuses`` counts: under
+    #: Each file's status by its path and receipt instant, which ``statuses`` counts: under
     #: ``--workers`` a file cut into pieces is one file of the archive, its pieces' statuses
     #: merged (``merged_status``).
     file_statuses: dict[tuple[str, datetime], str] = field(default_factory=dict, repr=False)
@@ -1479,7 +1479,8 @@ def _count(report: ReplayReport, source: ArchivedInterchange, result: IngestResu
     name = storable_name(source.path.name)  # (as the report's JSON and a terminal can carry it)
     if result.error:
         report.errors.append(f"{name}: {result.error}")
-    count_file(report, (name, source.received_at), result.status)
+    # (by its path: two files of one name in the archive's folders are two files)
+    count_file(report, (str(source.path), source.received_at), result.status)
 
 
 #: Of a file's pieces' statuses, the one that tells its file's: something refused (the other
@@ -1493,7 +1494,7 @@ def merged_status(one: str, other: str) -> str:
 
 
 def count_file(report: ReplayReport, key: tuple[str, datetime], status: str) -> None:
-    """Count ``status`` for the file ``key`` (name, receipt instant) in ``report.statuses`` and
+    """Count ``status`` for the file ``key`` (path, receipt instant) in ``report.statuses`` and
     ``rejected``, merged with what its other pieces counted (``merged_status``)."""
     before = report.file_statuses.get(key)
     now = status if before is None else merged_status(before, status)
@@ -1507,7 +1508,7 @@ def count_file(report: ReplayReport, key: tuple[str, datetime], status: str) -> 
     report.statuses[now] += 1
     refused = ("rejected", "conflict")
     if now in refused and before not in refused:
-        report.rejected.append(key[0])
+        report.rejected.append(storable_name(Path(key[0]).name))
 
 
 # -- the entry point -------------------------------------------------------------------------

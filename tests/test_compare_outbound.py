@@ -756,3 +756,43 @@ def test_a_missing_message_to_the_lfa_names_the_process_that_consulted_it(
     assert main(["processes", "list", "--store", str(tmp_path / "now"), "--json"]) == 0
     processes = {row["process_id"]: row for row in json.loads(capsys.readouterr().out)}
     assert processes[missing["process"]]["status"] == "confirmed"  # not the one rejected with A06
+
+
+def test_a_process_that_refused_a_later_answer_still_owns_its_messages_to_the_lfa(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process refusing a later message by APERAK (an answer from a supplier not asked) was
+    taken for one rejected at once: a missing message to its LFA named no process."""
+    from mako_actors.compare import _owners
+    from mako_actors.gpke.synthetic import anmeldung, lfa_answer
+
+    lfn, lfa, stranger, malo = "9900000001001", "9900000003005", "9900000004003", "51900000012"
+    thu = datetime(2025, 11, 13, 13, 30, tzinfo=UTC)
+    start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
+    first = anmeldung(lfn=lfn, nb=NB, malo=malo, zuordnungsbeginn=start, ide_ref="P1", control_ref="LFN1",
+                      sent_at=thu)  # fmt: skip
+
+    def archive(directory: Path, files: list[tuple[str, bytes, datetime]]) -> Path:
+        directory.mkdir()
+        rows = ["file,received_at", *(f"{name},{at.isoformat()}" for name, _, at in files)]
+        for name, raw, _ in files:
+            (directory / name).write_bytes(raw)
+        (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+        (directory / "master.json").write_text(json.dumps({malo: {"current": lfa}}))
+        return directory
+
+    early = archive(tmp_path / "a", [("p1.edi", first, thu)])
+    assert main(["replay", str(early), "--store", str(tmp_path / "early"), "--tenant", NB, "--json"]) == 0
+    [request] = [
+        q["transactions"][0]["ide_ref"] for kind, q in asyncio.run(outbox(tmp_path / "early"))
+        if kind == "UTILMD" and q["transactions"][0]["pid"] == "55010"
+    ]  # fmt: skip
+    at = thu + timedelta(minutes=20)
+    wrong = lfa_answer(lfa=stranger, nb=NB, malo=malo, request_ref=request, ide_ref="A1", control_ref="STR1",
+                       sent_at=at)  # fmt: skip
+    whole = archive(tmp_path / "b", [("p1.edi", first, thu), ("a1.edi", wrong, at)])
+    assert main(["replay", str(whole), "--store", str(tmp_path / "then"), "--tenant", NB, "--json"]) == 0
+    capsys.readouterr()
+    owners = asyncio.run(_owners([tmp_path / "then"]))
+    [owner] = owners[f"{lfa}:MaLo:{malo}"]  # the process sent the LFA its 55010
+    assert owners[f"{lfn}:TN:P1"] == [owner]

@@ -434,3 +434,21 @@ def test_a_replay_with_workers_is_refused_whole_on_a_store_another_writes(
     assert [p.name for p in store.iterdir()] == []  # no part made, nothing written, lock removed
     assert main(argv) == 0  # (once the other run ended)
     assert sorted(p.name for p in store.iterdir()) == ["part-0-of-2", "part-1-of-2"]
+
+
+def test_two_files_of_one_name_in_two_folders_are_two_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report counted files by name and receipt instant: two of one name in two folders of
+    the archive, received at once, were one file in its statuses."""
+    src = tmp_path / "in"
+    for folder, malo, ref in (("p1", "51900000012", "A"), ("p2", "41234567896", "B")):
+        (src / folder).mkdir(parents=True)
+        raw = anmeldung(lfn=LFN, nb=NB, malo=malo, zuordnungsbeginn=START, ide_ref=ref,
+                        control_ref=f"LFN{ref}", sent_at=THU)  # fmt: skip
+        (src / folder / "x.edi").write_bytes(raw)
+    at = THU.isoformat()
+    (src / "manifest.csv").write_text(f"file,received_at\np1/x.edi,{at}\np2/x.edi,{at}\n")
+    assert main(["replay", str(src), "--store", str(tmp_path / "s"), "--tenant", NB, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 2 and report["statuses"] == {"accepted": 2}
