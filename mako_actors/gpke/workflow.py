@@ -26,7 +26,9 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    ``GpkeConfig.malo_measurement``), 55037 to the LFA and a 55038 to each LFZ whose later
    assignment it cancels; or, on objection
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
-   at once. If the LFA rejected our 55010 (CONTRL 4 / APERAK 313 from the LFA on its
+   at once. An answer or acknowledgement received after 09:00 but handled before the timer
+   fired is decided in receipt order: the Frist first, at its instant. If the LFA rejected our
+   55010 by then (CONTRL 4 / APERAK 313 from the LFA on its
    interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
    status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement`` (as if
    the LFA agreed) or ``RejectAnmeldung`` (55003/55080 with A99 and the operator's text);
@@ -421,8 +423,19 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     f"{self.name}: {cmd.message_type} from {cmd.sender} on our interchange {referenced} "
                     f"names {what} {', '.join(foreign)}, which that interchange does not hold"
                 )
-        ack = cmd.model_dump(exclude={"kind", "messages", "documents", "transactions"})
-        return WorkflowOutput.of(AcknowledgementReceived(**ack))
+        ack = AcknowledgementReceived(**cmd.model_dump(exclude={"kind", *_NAMED_REFERENCES}))
+        due = state.lfa_answer_due
+        if state.status is _AWAITING_LFA and due is not None and cmd.received_at > due and state.own_id:
+            # Received after 09:00 but handled before the timer fired: the receipt instant
+            # decides (as for a late answer). 09:00 found the LFA silent with what it had
+            # received by then, so the Frist is decided first, at its instant; a rejection of
+            # our 55010 received after it comes too late to stop the deemed agreement.
+            out = _Out(self, state, state.seed, state.own_id, due)
+            self._silence(out, due, cancel=True)
+            out.at = cmd.received_at
+            out.emit(ack)
+            return out.output()
+        return WorkflowOutput.of(ack)
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; 11:00 WT1 still
@@ -820,14 +833,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
             # decides, so this is silence, not an answer. Decided as the Frist would have, at
             # its instant and first (the same messages, stamps and references as a replay's,
             # or a node's that ran at 09:00), then this answer is ignored as a late one.
-            out.at = due
-            out.cancel.append(LFA_ANSWER_DEADLINE)
-            rejected = _rejected_lfa_request(state)
-            if rejected is not None:  # as ``_lfa_silent``: silence after a rejected 55010
-                _not_reached(out, due, rejected)
-            else:
-                out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
-                self._decide_anmeldung(out, confirmed=True)
+            self._silence(out, due, cancel=True)
             out.at = cmd.received_at
             aperak = self._aperak(out, cmd, ())
             out.emit(unvalidated(LateLfaAnswerIgnored)(inbound=_info_of(cmd), aperak=aperak))
@@ -868,15 +874,24 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         if state.status is not _AWAITING_LFA or state.own_id is None:
             return WorkflowOutput()  # answered meanwhile: nothing to compensate
         out = _Out(self, state, state.seed, state.own_id, cmd.due_at)
-        rejected = _rejected_lfa_request(state)
+        self._silence(out, cmd.due_at, cancel=False)
+        return out.output()
+
+    def _silence(self, out: _Out, due: datetime, *, cancel: bool) -> None:
+        """The LFA's silence at 09:00 (``due``), decided at that instant: deemed agreement, or,
+        when the LFA rejected our 55010 by then (an acknowledgement received before it), nothing
+        but ``LfaNotReached``. ``cancel``: decided before the timer fired (its Frist goes)."""
+        out.at = due
+        if cancel:
+            out.cancel.append(LFA_ANSWER_DEADLINE)
+        rejected = _rejected_lfa_request(out.state)
         if rejected is not None:
             # The LFA counts our 55010 as not received (DOMAIN §2): its silence agrees to
             # nothing, and ending its supply on it would be a wrong decision. An operator decides.
-            _not_reached(out, cmd.due_at, rejected)
-            return out.output()
-        out.emit(unvalidated(LfaDeemedToAgree)(due_at=cmd.due_at))
+            _not_reached(out, due, rejected)
+            return
+        out.emit(unvalidated(LfaDeemedToAgree)(due_at=due))
         self._decide_anmeldung(out, confirmed=True)
-        return out.output()
 
     def _operator(self, state: GpkeState, cmd: _OperatorDecision) -> _Out:
         """The output of an operator's decision, stamped ``cmd.decided_at``; ``WorkflowError``
@@ -1452,6 +1467,10 @@ def _answer_handled(
 def _answer_key(sender: str, interchange_ref: str, message_ref: str, ide_ref: str) -> str:
     """An inbound UTILMD transaction: sender, 0020, 0062 and IDE (unique per sender, DOMAIN §5)."""
     return f"{sender}:{interchange_ref}:{message_ref}:{ide_ref}"
+
+
+#: What an acknowledgement names in our interchange, checked, not stored (``ReceiveAcknowledgement``).
+_NAMED_REFERENCES = ("messages", "documents", "transactions")
 
 
 def _ack_key(

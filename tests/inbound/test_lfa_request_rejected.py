@@ -377,3 +377,28 @@ async def test_an_acknowledgement_naming_what_our_interchange_does_not_hold_is_r
     scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
     assert await scheduler.advance_to(clock, NINE_CET) == 1
     assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
+
+
+async def test_a_rejection_received_after_nine_stops_nothing_whichever_is_handled_first(
+    store: LmdbStore,
+) -> None:
+    """The LFA's CONTRL 4 on our 55010 received at 09:30, after the LFA's silence was deemed
+    agreement at 09:00: handled before the timer fired (a library caller's order), it stopped
+    the agreement (LfaNotReached, nothing sent), while the timer first confirmed. The receipt
+    instant decides, as for a late answer: the Frist is decided first (found by review)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
+    assert started.process_id is not None
+    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    before = {m.message_id for m in await outbox(store)}
+    late = NINE_CET + timedelta(minutes=30)
+    raw = contrl(request.payload["envelope"]["control_ref"], late, "4")
+    [acked] = (await p.ingest(raw, late, source="lfa.edi")).messages
+    assert (acked.outcome, acked.ack) == ("routed", "rejected")
+    assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
+    types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, started.process_id))]
+    decided = ["gpke.lfa_deemed_to_agree", "gpke.anmeldung_decided", "gpke.acknowledgement_received"]
+    assert types[-3:] == decided
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, ELEVEN_CET) == 0  # its Frist went with the decision
