@@ -307,16 +307,14 @@ def _run(
 
 
 def _check_not_replaying(store: Path, prog: str) -> None:
-    """``InvalidArgument`` if a replay or an import writes ``store`` now (``_store_lock``): a
+    """``StoreError`` (exit 2) if a replay or an import writes ``store`` now (``_store_lock``): a
     replay reads its Fristen and receipts once when it starts, so what is written beside it
     would be missed or decided twice. Beside a serving node a decision is what serve expects."""
     from mako_actors._store_lock import STORE_LOCK, holder
 
     by = holder(store / STORE_LOCK)
     if by is not None and not by.startswith("mako-actors serve"):
-        raise InvalidArgument(
-            f"{prog}: the store {store} is in use ({by}); write to it once that has ended"
-        )
+        raise StoreError(f"{prog}: the store {store} is in use ({by}); write to it once that has ended")
 
 
 def _warn_unfinished(stores: list[Path]) -> None:

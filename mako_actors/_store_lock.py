@@ -15,8 +15,9 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from time import sleep
 
-from mako_actors.errors import InvalidArgument
+from mako_actors.errors import InvalidArgument, StoreError
 
 __all__ = ["INBOX_LOCK", "STORE_LOCK", "check_directory_path", "held", "holder"]
 
@@ -26,6 +27,8 @@ STORE_LOCK = "serve.lock"
 #: In the inbox while a node serves it (``flock``ed), so a second node is refused also when it
 #: has a store of its own. A dot name: the inbox scan takes it for no interchange.
 INBOX_LOCK = ".serve.lock"
+
+_TRIES, _PAUSE = 20, 0.005  # ~0.1 s: what a lock held for an instant (a probe, a start) takes
 
 
 @contextlib.contextmanager
@@ -37,16 +40,21 @@ def held(path: Path, what: str, by: str, refusal: str) -> Iterator[None]:
     The file is removed when the block ends (a drained node leaves its inbox empty). Not
     re-entrant: a second ``held`` of the same path in one process is refused too.
     """
+    tries = 0
     while True:
         handle = path.open("a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip()
             handle.close()
+            tries += 1
+            if tries < _TRIES:  # a ``holder`` probe holds it for an instant, a command for long
+                sleep(_PAUSE)
+                continue
             raise InvalidArgument(
-                f"the {what} {path.parent} is in use already ({holder}); {refusal}"
+                f"the {what} {path.parent} is in use already ({holder or 'another process'}); {refusal}"
             ) from None
         except BaseException:
             handle.close()
@@ -74,16 +82,25 @@ def holder(path: Path) -> str | None:
 
     Takes no lock itself (a shared one for an instant, to ask): for commands that may write
     beside one holder (an operator's decision beside a serving node) but not beside another.
+    ``StoreError`` when the file cannot be read.
     """
     try:
         handle = path.open("r")
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path} (who writes the store): {exc.strerror or exc}") from None
     with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return handle.read().strip() or "another process"
+            for _ in range(_TRIES):  # (a holder writes its name right after it locked)
+                text = handle.read().strip()
+                if text:
+                    return text
+                sleep(_PAUSE)
+                handle.seek(0)
+            return "another process"
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return None
 

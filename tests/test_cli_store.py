@@ -317,8 +317,28 @@ def test_a_write_is_refused_while_a_replay_writes_the_store_not_while_a_node_ser
     before = digest(store)
     with held(store / STORE_LOCK, "store", "mako-actors replay", "one at a time"):
         code, _, err = run(capsys, "dead-letters", "requeue", position, "--store", s)
-    assert code == 1 and "is in use (mako-actors replay, process" in err
+    assert code == 2 and "is in use (mako-actors replay, process" in err
     assert digest(store) == before
     with held(store / STORE_LOCK, "store", "mako-actors serve", "one node per store"):
         code, out, _ = run(capsys, "dead-letters", "requeue", position, "--store", s)
     assert code == 0 and "is back in the outbox" in out
+
+
+def test_a_lock_file_that_cannot_be_read_is_named_exit_2(
+    capsys: Capture, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking who holds the store's lock met a file it may not read: a traceback, exit 1."""
+    from mako_actors._store_lock import STORE_LOCK
+
+    lock = store / STORE_LOCK
+    lock.write_text("")
+    opened = Path.open
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == lock:
+            raise PermissionError(13, "Permission denied")
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    code, _, err = run(capsys, "outbox", "retry", "1", "--store", str(store))
+    assert code == 2 and f"cannot read {lock}" in err and "Permission denied" in err

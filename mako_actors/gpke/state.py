@@ -72,6 +72,7 @@ class GpkeState(BaseModel):
     rejected_inbound: int = 0
     answer_code: str | None = None
     negative_acks: tuple[str, ...] = ()  # our 0020s a partner rejected by CONTRL 4 / APERAK 313
+    lfa_rejected_at: datetime | None = None  # when the LFA's rejection of our 55010 was received
     malo_measurement: Measurement | None = None  # from master data; None: the config default
     fixed_term_reason: str | None = None  # STS+7 #3 of a befristete Anmeldung (ends ``zuordnungsende``)
     tranche_malo: str | None = None  # set: ``malo`` is a Tranche's ID, of this MaLo (GV2)
@@ -97,7 +98,7 @@ class GpkeState(BaseModel):
         data = without_none(without_none(data, "tranche_malo"), "kundenanlage_malo")
         for name in (
             "product_package", "msb", "msb_role", "gmsb", "messlokationen", "tranche_basis",
-            "kundenanlage_netzlokationen", "handled",
+            "kundenanlage_netzlokationen", "handled", "lfa_rejected_at",
         ):  # fmt: skip
             data = without_none(data, name)
         return without_none(without_none(data, "tranche_percent"), "requested_share")

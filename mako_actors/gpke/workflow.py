@@ -26,10 +26,10 @@ LFA's answer (``LfaAnswerDeadlinePassed``, from ``on_deadline``). Per command:
    ``GpkeConfig.malo_measurement``), 55037 to the LFA and a 55038 to each LFZ whose later
    assignment it cancels; or, on objection
    (E_0624 A30/A41 are none), 55003/55080 with STS+Z35. Without an LFA the decision follows
-   at once. An answer or acknowledgement received after 09:00 but handled before the timer
-   fired is decided in receipt order: the Frist first, at its instant. If the LFA rejected our
-   55010 by then (CONTRL 4 / APERAK 313 from the LFA on its
-   interchange), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
+   at once. An answer received after 09:00 but handled before the timer fired counts as
+   silence: the Frist is decided first, at its instant. If the LFA rejected our 55010 by then
+   (CONTRL 4 / APERAK 313 from the LFA on its interchange, received by 09:00 whenever it is
+   handled), the 55010 counts as not received, so 09:00 deems nothing: ``LfaNotReached``,
    status ``awaiting_operator``, nothing sent, until an operator's ``DeemLfaAgreement`` (as if
    the LFA agreed) or ``RejectAnmeldung`` (55003/55080 with A99 and the operator's text);
    meanwhile the NB's own answer Frist (11:00 WT1) is a timer ``decision``, whose expiry
@@ -423,19 +423,11 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                     f"{self.name}: {cmd.message_type} from {cmd.sender} on our interchange {referenced} "
                     f"names {what} {', '.join(foreign)}, which that interchange does not hold"
                 )
-        ack = AcknowledgementReceived(**cmd.model_dump(exclude={"kind", *_NAMED_REFERENCES}))
-        due = state.lfa_answer_due
-        if state.status is _AWAITING_LFA and due is not None and cmd.received_at > due and state.own_id:
-            # Received after 09:00 but handled before the timer fired: the receipt instant
-            # decides (as for a late answer). 09:00 found the LFA silent with what it had
-            # received by then, so the Frist is decided first, at its instant; a rejection of
-            # our 55010 received after it comes too late to stop the deemed agreement.
-            out = _Out(self, state, state.seed, state.own_id, due)
-            self._silence(out, due, cancel=True)
-            out.at = cmd.received_at
-            out.emit(ack)
-            return out.output()
-        return WorkflowOutput.of(ack)
+        # (Recorded whenever it comes: whether a rejection of our 55010 stops the deemed
+        # agreement at 09:00 goes by its receipt instant, ``_rejected_lfa_request``; deciding
+        # the Frist here would step over one a node holds back for an older file.)
+        ack = cmd.model_dump(exclude={"kind", *_NAMED_REFERENCES})
+        return WorkflowOutput.of(AcknowledgementReceived(**ack))
 
     def on_deadline(self, deadline: Deadline, state: GpkeState) -> BaseModel | None:
         """09:00 WT1 without an LFA answer → ``LfaAnswerDeadlinePassed``; 11:00 WT1 still
@@ -884,7 +876,7 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
         out.at = due
         if cancel:
             out.cancel.append(LFA_ANSWER_DEADLINE)
-        rejected = _rejected_lfa_request(out.state)
+        rejected = _rejected_lfa_request(out.state, due)
         if rejected is not None:
             # The LFA counts our 55010 as not received (DOMAIN §2): its silence agrees to
             # nothing, and ending its supply on it would be a wrong decision. An operator decides.
@@ -1432,10 +1424,21 @@ def _is_gv3(state: GpkeState) -> bool:
 _OperatorDecision = DeemLfaAgreement | RejectAnmeldung | FormTranche | RejectTrancheRequest
 
 
-def _rejected_lfa_request(state: GpkeState) -> str | None:
-    """The 0020 of our 55010 if the LFA rejected it (CONTRL 4 / APERAK 313), else ``None``."""
+def _rejected_lfa_request(state: GpkeState, by: datetime) -> str | None:
+    """The 0020 of our 55010 if the LFA rejected it (CONTRL 4 / APERAK 313) received by ``by``
+    (09:00: a rejection received later stops nothing, in whatever order it is handled), else
+    ``None``. (A rejection recorded before its instant was kept counts whenever it came.)"""
+    rejected_at = state.lfa_rejected_at
+    if rejected_at is not None and rejected_at > by:
+        return None
+    request = _lfa_request_interchange(state)
+    return request if request is not None and request in state.negative_acks else None
+
+
+def _lfa_request_interchange(state: GpkeState) -> str | None:
+    """The 0020 of our 55010 (``None`` before it was sent)."""
     for ref in state.outbound:
-        if ref.ide_ref == state.lfa_request_ide and ref.interchange_ref in state.negative_acks:
+        if ref.ide_ref == state.lfa_request_ide:
             return ref.interchange_ref
     return None
 
@@ -1451,6 +1454,8 @@ def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict
     referenced = values["referenced_interchange_ref"]
     if not values["positive"] and referenced not in state.negative_acks:
         update["negative_acks"] = (*state.negative_acks, referenced)
+        if state.lfa_request_ide is not None and referenced == _lfa_request_interchange(state):
+            update["lfa_rejected_at"] = values["received_at"]
     sender, interchange_ref, message_ref = values["sender"], values["interchange_ref"], values["message_ref"]
     key = _ack_key(sender, interchange_ref, values["message_type"], referenced, message_ref)
     update["handled"] = (*(state.handled or ()), key)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, kind, outbox, pipeline, store
+from edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, kind, lfa_answer, outbox, pipeline, store
 
 from mako_actors import OutboxMessageId, Process, ProcessId, StreamId, TenantId
 from mako_actors.cli import main
@@ -382,10 +382,10 @@ async def test_an_acknowledgement_naming_what_our_interchange_does_not_hold_is_r
 async def test_a_rejection_received_after_nine_stops_nothing_whichever_is_handled_first(
     store: LmdbStore,
 ) -> None:
-    """The LFA's CONTRL 4 on our 55010 received at 09:30, after the LFA's silence was deemed
-    agreement at 09:00: handled before the timer fired (a library caller's order), it stopped
-    the agreement (LfaNotReached, nothing sent), while the timer first confirmed. The receipt
-    instant decides, as for a late answer: the Frist is decided first (found by review)."""
+    """The LFA's CONTRL 4 on our 55010 received at 09:30, after its silence was deemed agreement at
+    09:00: handled before the timer fired (a library caller's order, or a node holding the
+    Fristen back for an older file), it stopped the agreement (LfaNotReached, nothing sent),
+    while the timer first confirmed. Its receipt instant decides (found by review)."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
     [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
@@ -396,9 +396,34 @@ async def test_a_rejection_received_after_nine_stops_nothing_whichever_is_handle
     raw = contrl(request.payload["envelope"]["control_ref"], late, "4")
     [acked] = (await p.ingest(raw, late, source="lfa.edi")).messages
     assert (acked.outcome, acked.ack) == ("routed", "rejected")
+    assert await answers_since(store, before) == []  # recorded; 09:00 is the timer's
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, NINE_CET) == 1
     assert await answers_since(store, before) == [("55002", LFN), ("55037", LFA)]
     types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, started.process_id))]
-    decided = ["gpke.lfa_deemed_to_agree", "gpke.anmeldung_decided", "gpke.acknowledgement_received"]
+    decided = ["gpke.acknowledgement_received", "gpke.lfa_deemed_to_agree", "gpke.anmeldung_decided"]
     assert types[-3:] == decided
-    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
-    assert await scheduler.advance_to(clock, ELEVEN_CET) == 0  # its Frist went with the decision
+
+
+async def test_an_answer_received_before_nine_decides_though_a_later_acknowledgement_came_first(
+    store: LmdbStore,
+) -> None:
+    """A node holds the 09:00 Frist back for an older file it cannot read yet (the LFA's 55012
+    received at 08:59) and takes newer files meanwhile: an acknowledgement received at 09:05
+    decided the Frist (a deemed agreement, 55002 and 55037) before the objection was read,
+    which then came "late" (found by re-review). It is only recorded: the objection decides."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
+    assert started.process_id is not None
+    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    ack_at, answer_at = NINE_CET + timedelta(minutes=5), NINE_CET - timedelta(minutes=1)
+    raw = contrl(request.payload["envelope"]["control_ref"], ack_at, "7")
+    assert [m.outcome for m in (await p.ingest(raw, ack_at, source="ack.edi")).messages] == ["routed"]
+    objection = lfa_answer(request.payload["transactions"][0]["ide_ref"], pid="55012", code="A35",
+                           sent_at=answer_at)  # fmt: skip
+    await p.ingest(objection, answer_at, source="answer.edi")
+    sent = sorted((kind(m), m.recipient) for m in await outbox(store) if m.message_type == "UTILMD")
+    assert ("55003", LFN) in sent and ("55002", LFN) not in sent and ("55037", LFA) not in sent
+    types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, started.process_id))]
+    assert "gpke.lfa_answered" in types and "gpke.lfa_answer_ignored" not in types
