@@ -43,6 +43,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import filecmp
 import hashlib
 import json
 import logging
@@ -309,6 +310,7 @@ class Node:
                 held(config.store / STORE_LOCK, "store", by, alone),
                 held(config.inbox / INBOX_LOCK, "inbox", by, "one node per inbox"),
             ):
+                _forget_unanswered_posts(config.inbox)
                 await self._run_locked(stop, on_ready, master)
         finally:
             bound, self._bound = self._bound, None
@@ -764,12 +766,18 @@ def _move(path: Path, directory: Path) -> Path:
 
     A rename, or across filesystems (``EXDEV``) a copy under a dot name in ``directory``,
     fsynced with the file's times and mode and renamed into place, then ``path`` unlinked: a
-    crash in between leaves the file in both places (ingested again: a duplicate), never in
-    neither. Raises ``OSError``; a failed copy leaves no temporary file behind.
+    crash in between leaves the file in both places (ingested again: a duplicate, whose move
+    then finds its copy there and only unlinks it), never in neither. Raises ``OSError``; a
+    failed copy leaves no temporary file behind.
     """
     target = directory / path.name
     counter = 1
     while target.exists():
+        if _copied_before(path, target):
+            # A copy across filesystems a crash cut short before the inbox lost the file: it
+            # is there already (same bytes, same receipt instant), not a second one to number.
+            path.unlink()
+            return target
         target = directory / f"{path.name}.{counter}"
         counter += 1
     try:
@@ -779,6 +787,26 @@ def _move(path: Path, directory: Path) -> Path:
             raise
         _copy_across(path, target)
     return target
+
+
+def _forget_unanswered_posts(inbox: Path) -> None:
+    """Remove what a node killed while it wrote a POSTed body left in ``inbox`` (``accept_bytes``'s
+    dot-named temporary files): never answered 202, so its sender sends it again."""
+    for leftover in inbox.glob(".http-*.edi.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def _copied_before(path: Path, target: Path) -> bool:
+    """Whether ``target`` is ``_copy_across``'s copy of ``path``: its mtime (the receipt instant,
+    kept by the copy) and its bytes. A file received again under that name has another mtime."""
+    try:
+        here, there = path.stat(), target.stat()
+        if (here.st_mtime_ns, here.st_size) != (there.st_mtime_ns, there.st_size):
+            return False
+        return filecmp.cmp(path, target, shallow=False)
+    except OSError:
+        return False
 
 
 def _copy_across(path: Path, target: Path) -> None:

@@ -1167,3 +1167,38 @@ async def test_dead_letters_an_ingest_wrote_before_it_failed_are_counted(
     assert metric(text, 'mako_dead_letters_total{source="inbound"}') == 2
     async with LmdbStore(tmp_path / "store") as store:
         assert len(await store.dead_letters()) == 2
+
+
+def test_a_copy_a_crash_cut_short_is_not_filed_twice(tmp_path: Path) -> None:
+    """Killed between a copy to done/ on another filesystem and the inbox's unlink, the restart
+    filed the file again as ``name.1`` beside its own copy. A copy with its bytes and receipt
+    instant is taken as done; a file received again under that name is still numbered."""
+    import shutil
+
+    from mako_actors.serve import _move
+
+    inbox, done = tmp_path / "in", tmp_path / "done"
+    inbox.mkdir()
+    done.mkdir()
+    (inbox / "a.edi").write_bytes(interchange(0))
+    shutil.copy2(inbox / "a.edi", done / "a.edi")  # the copy, fsynced and renamed; then killed
+    assert _move(inbox / "a.edi", done) == done / "a.edi"
+    assert files(inbox) == [] and files(done) == ["a.edi"]
+    (inbox / "a.edi").write_bytes(interchange(0))  # the same name and bytes, received again later
+    os.utime(inbox / "a.edi", (time.time() + 5, time.time() + 5))
+    assert _move(inbox / "a.edi", done) == done / "a.edi.1"
+
+
+async def test_a_posted_body_a_crash_left_unanswered_is_removed_at_start(tmp_path: Path) -> None:
+    """A node killed while it wrote a POSTed body left its temporary file in the inbox for good
+    (never answered 202: its sender sends it again); a gateway's own dot files are left alone."""
+    from mako_actors.serve import Node
+
+    config = node_config(tmp_path)
+    config.inbox.mkdir(parents=True)
+    leftover = config.inbox / ".http-20261205T100000000000-0123456789ab.edi.tmp"
+    leftover.write_bytes(b"UNA:+.? 'UNB+UN")
+    gateway = config.inbox / ".a.edi.part"
+    gateway.write_bytes(b"being written")
+    async with in_process(Node(config)):
+        assert not leftover.exists() and gateway.exists()
