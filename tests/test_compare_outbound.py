@@ -716,14 +716,7 @@ def test_a_missing_message_to_the_lfa_names_the_process_that_consulted_it(
     start = datetime(2025, 11, 30, 23, 0, tzinfo=UTC)
 
     def archive(directory: Path, files: list[tuple[str, bytes, datetime]]) -> Path:
-        directory.mkdir()
-        rows = ["file,received_at"]
-        for name, raw, at in files:
-            (directory / name).write_bytes(raw)
-            rows.append(f"{name},{at.isoformat()}")
-        (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
-        (directory / "master.json").write_text(json.dumps({malo: {"current": lfa}}))
-        return directory
+        return small_archive(directory, files, {malo: {"current": lfa}})
 
     first = anmeldung(lfn=lfn, nb=NB, malo=malo, zuordnungsbeginn=start, ide_ref="P1", control_ref="LFN1",
                       sent_at=thu)  # fmt: skip
@@ -731,12 +724,7 @@ def test_a_missing_message_to_the_lfa_names_the_process_that_consulted_it(
                           control_ref="OTH1", sent_at=thu)  # fmt: skip
     # The 55010's reference is derived from its trigger: a replay of the Anmeldungen alone tells it.
     anmeldungen = [("p1.edi", first, thu), ("p2.edi", competing, thu + timedelta(minutes=5))]
-    early = archive(tmp_path / "a", anmeldungen)
-    assert main(["replay", str(early), "--store", str(tmp_path / "early"), "--tenant", NB, "--json"]) == 0
-    [request] = [
-        q["transactions"][0]["ide_ref"] for kind, q in asyncio.run(outbox(tmp_path / "early"))
-        if kind == "UTILMD" and q["transactions"][0]["pid"] == "55010"
-    ]  # fmt: skip
+    request = request_of(archive(tmp_path / "a", anmeldungen), tmp_path / "early")
     answered = thu + timedelta(minutes=20)
     answer = lfa_answer(lfa=lfa, nb=NB, malo=malo, request_ref=request, ide_ref="A1", control_ref="LFA1",
                         sent_at=answered)  # fmt: skip
@@ -773,20 +761,9 @@ def test_a_process_that_refused_a_later_answer_still_owns_its_messages_to_the_lf
                       sent_at=thu)  # fmt: skip
 
     def archive(directory: Path, files: list[tuple[str, bytes, datetime]]) -> Path:
-        directory.mkdir()
-        rows = ["file,received_at", *(f"{name},{at.isoformat()}" for name, _, at in files)]
-        for name, raw, _ in files:
-            (directory / name).write_bytes(raw)
-        (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
-        (directory / "master.json").write_text(json.dumps({malo: {"current": lfa}}))
-        return directory
+        return small_archive(directory, files, {malo: {"current": lfa}})
 
-    early = archive(tmp_path / "a", [("p1.edi", first, thu)])
-    assert main(["replay", str(early), "--store", str(tmp_path / "early"), "--tenant", NB, "--json"]) == 0
-    [request] = [
-        q["transactions"][0]["ide_ref"] for kind, q in asyncio.run(outbox(tmp_path / "early"))
-        if kind == "UTILMD" and q["transactions"][0]["pid"] == "55010"
-    ]  # fmt: skip
+    request = request_of(archive(tmp_path / "a", [("p1.edi", first, thu)]), tmp_path / "early")
     at = thu + timedelta(minutes=20)
     wrong = lfa_answer(lfa=stranger, nb=NB, malo=malo, request_ref=request, ide_ref="A1", control_ref="STR1",
                        sent_at=at)  # fmt: skip
@@ -796,3 +773,25 @@ def test_a_process_that_refused_a_later_answer_still_owns_its_messages_to_the_lf
     owners = asyncio.run(_owners([tmp_path / "then"]))
     [owner] = owners[f"{lfa}:MaLo:{malo}"]  # the process sent the LFA its 55010
     assert owners[f"{lfn}:TN:P1"] == [owner]
+
+
+def small_archive(directory: Path, files: list[tuple[str, bytes, datetime]], master: dict[str, Any]) -> Path:
+    """An archive of ``files`` (name, bytes, receipt instant) with its manifest and master data."""
+    directory.mkdir()
+    rows = ["file,received_at", *(f"{name},{at.isoformat()}" for name, _, at in files)]
+    for name, raw, _ in files:
+        (directory / name).write_bytes(raw)
+    (directory / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (directory / "master.json").write_text(json.dumps(master))
+    return directory
+
+
+def request_of(archive: Path, store: Path) -> str:
+    """The IDE of the one 55010 a replay of ``archive`` into ``store`` sends (our references
+    derive from the trigger: the same in any replay of it)."""
+    assert main(["replay", str(archive), "--store", str(store), "--tenant", NB, "--json"]) == 0
+    [request] = [
+        q["transactions"][0]["ide_ref"] for kind, q in asyncio.run(outbox(store))
+        if kind == "UTILMD" and q["transactions"][0]["pid"] == "55010"
+    ]  # fmt: skip
+    return str(request)

@@ -147,12 +147,7 @@ def test_suppliers_decide_the_msb_defaults_and_refuse_a_missing_gmsb() -> None:
         Suppliers(messlokationen=MELOS)
     tx = UtilmdTransaction(ide_ref="NBTX1", pid="55002", malo=MALO, messlokationen=MELOS[:1], msb=MSB,
                            msb_role="Z40")  # fmt: skip
-    rendered = render_outbound("UTILMD", {
-        "envelope": {"sender_id": NB, "recipient_id": LFN, "prepared_at": THU_1430.isoformat(),
-                     "control_ref": "NB1"},
-        "reference": "M1", "document_number": "D1", "document_date": THU_1430.isoformat(),
-        "sender_id": NB, "recipient_id": LFN, "transactions": [tx.model_dump(mode="json")],
-    })  # fmt: skip
+    rendered = rendered_55002(tx)
     assert b"CAV+ZF0" not in rendered and b"CAV+Z91:" + MSB.encode() + b"::Z40" in rendered
     assert any("CAV+ZF0 missing" in p for p in check_structure(rendered))
 
@@ -165,14 +160,19 @@ def test_a_ruhende_malos_55002_names_its_msb_with_its_messlokationen_only() -> N
         ide_ref="NBTX1", pid="55002", malo=MALO, messlokationen=MELOS[:1], msb=MSB, msb_role="Z39",
         transaction_reason="E03", transaction_reason_detail="ZAP",
     )  # fmt: skip
-    rendered = render_outbound("UTILMD", {
-        "envelope": {"sender_id": NB, "recipient_id": LFN, "prepared_at": THU_1430.isoformat(),
-                     "control_ref": "NB1"},
-        "reference": "M1", "document_number": "D1", "document_date": THU_1430.isoformat(),
-        "sender_id": NB, "recipient_id": LFN, "transactions": [tx.model_dump(mode="json")],
-    })  # fmt: skip
+    rendered = rendered_55002(tx)
     text = rendered.decode("latin-1")
     assert "SEQ+Z98'SEQ+ZF3'" in text.replace("\n", "")
     assert f"SEQ+ZF3'RFF+Z19:{MELOS[0]}'CCI+++ZB3'CAV+Z91:{MSB}::Z39:Z19'CAV+ZF0:{MSB}'" in text
     # (this transaction lacks the rest of a 55002: only its SG8 is looked at)
     assert not [p for p in check_structure(rendered) if "SEQ" in p or "CCI" in p or "CAV" in p]
+
+
+def rendered_55002(tx: UtilmdTransaction) -> bytes:
+    """``tx`` in a UTILMD of its own, as the outbox renders it."""
+    return render_outbound("UTILMD", {
+        "envelope": {"sender_id": NB, "recipient_id": LFN, "prepared_at": THU_1430.isoformat(),
+                     "control_ref": "NB1"},
+        "reference": "M1", "document_number": "D1", "document_date": THU_1430.isoformat(),
+        "sender_id": NB, "recipient_id": LFN, "transactions": [tx.model_dump(mode="json")],
+    })  # fmt: skip
