@@ -798,15 +798,26 @@ def _forget_unanswered_posts(inbox: Path) -> None:
 
 
 def _copied_before(path: Path, target: Path) -> bool:
-    """Whether ``target`` is ``_copy_across``'s copy of ``path``: its mtime (the receipt instant,
-    kept by the copy) and its bytes. A file received again under that name has another mtime."""
+    """Whether ``target`` is ``_copy_across``'s copy of ``path``: on another filesystem (a rename
+    on one leaves no copy behind), its mtime (the receipt instant the copy keeps, to the
+    filesystem's precision: FAT's 2 s) and its bytes. A file received again under that name is
+    another receipt, kept beside it."""
     try:
         here, there = path.stat(), target.stat()
-        if (here.st_mtime_ns, here.st_size) != (there.st_mtime_ns, there.st_size):
+        if _one_filesystem(here, there) or here.st_size != there.st_size:
+            return False
+        if abs(here.st_mtime_ns - there.st_mtime_ns) > _COPIED_MTIME_NS:
             return False
         return filecmp.cmp(path, target, shallow=False)
     except OSError:
         return False
+
+
+_COPIED_MTIME_NS = 2_000_000_000
+
+
+def _one_filesystem(here: os.stat_result, there: os.stat_result) -> bool:
+    return here.st_dev == there.st_dev
 
 
 def _copy_across(path: Path, target: Path) -> None:

@@ -1169,24 +1169,32 @@ async def test_dead_letters_an_ingest_wrote_before_it_failed_are_counted(
         assert len(await store.dead_letters()) == 2
 
 
-def test_a_copy_a_crash_cut_short_is_not_filed_twice(tmp_path: Path) -> None:
+def test_a_copy_a_crash_cut_short_is_not_filed_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed between a copy to done/ on another filesystem and the inbox's unlink, the restart
     filed the file again as ``name.1`` beside its own copy. A copy with its bytes and receipt
-    instant is taken as done; a file received again under that name is still numbered."""
+    instant is taken as done; a file received again under that name is still numbered, and on
+    one filesystem (a rename leaves no copy) every receipt is kept."""
     import shutil
 
+    from mako_actors import serve
     from mako_actors.serve import _move
 
     inbox, done = tmp_path / "in", tmp_path / "done"
     inbox.mkdir()
     done.mkdir()
-    (inbox / "a.edi").write_bytes(interchange(0))
+    raw = interchange(0)
+    (inbox / "a.edi").write_bytes(raw)
     shutil.copy2(inbox / "a.edi", done / "a.edi")  # the copy, fsynced and renamed; then killed
-    assert _move(inbox / "a.edi", done) == done / "a.edi"
-    assert files(inbox) == [] and files(done) == ["a.edi"]
-    (inbox / "a.edi").write_bytes(interchange(0))  # the same name and bytes, received again later
-    os.utime(inbox / "a.edi", (time.time() + 5, time.time() + 5))
-    assert _move(inbox / "a.edi", done) == done / "a.edi.1"
+    with monkeypatch.context() as across:
+        across.setattr(serve, "_one_filesystem", lambda here, there: False)  # done/ elsewhere
+        assert _move(inbox / "a.edi", done) == done / "a.edi"
+        assert files(inbox) == [] and files(done) == ["a.edi"]
+        (inbox / "a.edi").write_bytes(raw)  # the same name and bytes, received again later
+        os.utime(inbox / "a.edi", (time.time() + 5, time.time() + 5))
+        assert _move(inbox / "a.edi", done) == done / "a.edi.1"
+    (inbox / "a.edi").write_bytes(raw)  # one filesystem: the same file received again, kept
+    shutil.copystat(done / "a.edi", inbox / "a.edi")
+    assert _move(inbox / "a.edi", done) == done / "a.edi.2"
 
 
 async def test_a_posted_body_a_crash_left_unanswered_is_removed_at_start(tmp_path: Path) -> None:

@@ -1452,10 +1452,13 @@ def _decided(state: GpkeState, event: AnmeldungDecided | AbmeldungDecided, updat
 def _acknowledged(state: GpkeState, event: AcknowledgementReceived, update: dict[str, Any]) -> None:
     values = event.__dict__
     referenced = values["referenced_interchange_ref"]
-    if not values["positive"] and referenced not in state.negative_acks:
-        update["negative_acks"] = (*state.negative_acks, referenced)
+    if not values["positive"]:
+        if referenced not in state.negative_acks:
+            update["negative_acks"] = (*state.negative_acks, referenced)
         if state.lfa_request_ide is not None and referenced == _lfa_request_interchange(state):
-            update["lfa_rejected_at"] = values["received_at"]
+            # The earliest received, in whatever order they are handled (``_rejected_lfa_request``).
+            at, before = values["received_at"], state.lfa_rejected_at
+            update["lfa_rejected_at"] = at if before is None else min(before, at)
     sender, interchange_ref, message_ref = values["sender"], values["interchange_ref"], values["message_ref"]
     key = _ack_key(sender, interchange_ref, values["message_type"], referenced, message_ref)
     update["handled"] = (*(state.handled or ()), key)

@@ -427,3 +427,23 @@ async def test_an_answer_received_before_nine_decides_though_a_later_acknowledge
     assert ("55003", LFN) in sent and ("55002", LFN) not in sent and ("55037", LFA) not in sent
     types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, started.process_id))]
     assert "gpke.lfa_answered" in types and "gpke.lfa_answer_ignored" not in types
+
+
+async def test_the_earliest_rejection_received_counts_whichever_is_handled_first(store: LmdbStore) -> None:
+    """The LFA's APERAK 313 on our 55010 received at 08:30 and its CONTRL 4 received at 09:30:
+    the 09:30 one handled first set the instant, and 09:00 deemed agreement (found by re-review)."""
+    clock = VirtualClock(THU_1430)
+    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
+    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
+    assert started.process_id is not None
+    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    request_ref = request.payload["envelope"]["control_ref"]
+    late, early = NINE_CET + timedelta(minutes=30), NINE_CET - timedelta(minutes=30)
+    await p.ingest(contrl(request_ref, late, "4"), late, source="late.edi")
+    await p.ingest(aperak_313(request_ref, early), early, source="early.edi")
+    before = {m.message_id for m in await outbox(store)}
+    scheduler = DeadlineScheduler(store, process_firer(store, {"gpke-nb": GpkeNbWorkflow()}, clock), clock)
+    assert await scheduler.advance_to(clock, NINE_CET) == 1
+    assert await answers_since(store, before) == []
+    types = [e.event_type for e in await store.load(StreamId.for_process(TENANT, started.process_id))]
+    assert types[-1] == "gpke.lfa_not_reached"
