@@ -94,7 +94,7 @@ class Transaction:
     dropped), e.g. ``("E01", "ZAP")`` for a ruhende MaLo (AHB-FACTS §3). ``malo`` is LOC+Z16,
     else a Tranche's ID (LOC+Z21) when the transaction names no MaLo (a 55004 of a Tranche, ZW5).
     ``malformed_dates`` holds ``(qualifier, "value:format")`` of each DTM+92/93 that was sent but
-    does not fit its format (e.g. ``("92", "2025061:102")``, or a 303 whose zone is not ``+00``):
+    is no 303 in UTC (e.g. ``("92", "20250601:102")``, or a 303 whose zone is not ``+00``):
     such a date is ``None`` like an
     absent one, and this tells the two apart (APERAK Z35 "Format nicht eingehalten", not Z29
     "fehlt"). ``repeated`` names (``"LOC+Z16"``) each segment the transaction sends again that
@@ -1067,12 +1067,12 @@ def _transaction(
         elif tag == "DTM":
             if q == "92" and start is None:
                 start = _dtm(seg, number, problems)
-                if start is None or _zone_not_utc(seg):
+                if start is None or _not_utc_303(seg):
                     start = None
                     malformed += (("92", _dtm_text(seg)),)
             elif q == "93" and end is None:
                 end = _dtm(seg, number, problems)
-                if end is None or _zone_not_utc(seg):
+                if end is None or _not_utc_303(seg):
                     end = None
                     malformed += (("93", _dtm_text(seg)),)
         elif q == "7":
@@ -1142,6 +1142,13 @@ def _zone_not_utc(seg: Segment) -> bool:
     "Format nicht eingehalten" (APERAK Z35), however well the instant itself parses."""
     value, fmt = seg.value(0, 1), seg.value(0, 2)
     return fmt in ("303", "304") and not value.endswith("+00")
+
+
+def _not_utc_303(seg: Segment) -> bool:
+    """Whether a transaction's DTM+92/93 is not what UTILMD S2.1 allows: format 303 in UTC (C507
+    2379 ``[303]``, [931] ``?+00``). A 102 date was read as 00:00 Berlin, a guess at an
+    instant the sender did not name: "Format nicht eingehalten" (APERAK Z35), as for DTM+137."""
+    return seg.value(0, 2) != "303" or _zone_not_utc(seg)
 
 
 def _dtm_text(seg: Segment) -> str:

@@ -396,7 +396,7 @@ def check_transaction(
         if dates.get(qualifier) is None:
             sent = malformed_dates.get(qualifier) if malformed_dates else None
             if sent is not None:
-                text = f"PID {pid}: DTM+{qualifier}:{sent} does not fit its format (102, 203, 303 or 304)"
+                text = f"PID {pid}: DTM+{qualifier}:{sent} is not format 303 in UTC (CCYYMMDDHHMM?+00:303)"
                 errors.append((AhbFinding.FORMAT, text))
             else:
                 errors.append((AhbFinding.MISSING, f"PID {pid}: DTM+{qualifier} missing"))

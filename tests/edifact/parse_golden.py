@@ -17,7 +17,9 @@ input with a control character in its data (a mutation's NUL, CR or LF; not a li
 a terminator) is refused with ``InvalidCharacter`` (0085 21) before it is split, since also one
 with a C1 control (0x80-0x9F); and a UNH S010 whose 0070 is no number of at most 2 digits (a
 generator's ``+X+X:C``) or whose 0073 is neither C nor F is refused with ``InvalidValue`` (0085
-12): only those entries changed, and each other one still has the reference's result.
+12); and a transaction's DTM+92/93 in another format than 303 in UTC (a 102 date) is no
+instant (``Transaction.start``/``end`` None, named in ``malformed_dates``): only those entries
+changed, and each other one still has the reference's result.
 
 Fields added after the reference (``_LATER_FIELDS``) are left out of the canonical form: they
 say more about the same input, and their own tests check them.

@@ -67,6 +67,17 @@ async def test_a_zuordnungsbeginn_with_a_zone_other_than_utc_gets_z35(store: Lmd
     assert "+01:303" in text  # names the value as sent
 
 
+async def test_a_valid_date_in_another_format_than_303_gets_z35(store: LmdbStore) -> None:
+    """UTILMD S2.1 takes DTM+92/93 in format 303 only (C507 2379 [303], machine-readable AHB of
+    FV2504/FV2510). Before, a 102 date was read as 00:00 Berlin and the Anmeldung started (55036,
+    55010) on a start the sender never named as an instant (found by an AHB review)."""
+    berlin_midnight = START + timedelta(hours=1)  # START is 00:00 Berlin, in UTC
+    raw = anmeldung().replace(dtm("92", START).encode(), f"DTM+92:{berlin_midnight:%Y%m%d}:102".encode())
+    ercs, text = await _refusal(store, raw)
+    assert ercs == ["Z35"]
+    assert f"{berlin_midnight:%Y%m%d}:102" in text and "303" in text
+
+
 async def test_anmeldung_with_an_impossible_date_gets_z35(store: LmdbStore) -> None:
     raw = anmeldung().replace(dtm("92", START).encode(), b"DTM+92:20251131:102")  # 31 November
     ercs, text = await _refusal(store, raw)
