@@ -571,7 +571,7 @@ async def test_a_trigger_reusing_the_ide_of_a_refused_one_is_keyed_by_its_own_ma
     [request] = [m for m in pending if m.message_type == "UTILMD" and kind(m) == "55010"]
     ours = request.payload["transactions"][0]["ide_ref"]
     answer = _utilmd(lfa, "F4CTRL", "202511040730", [
-        "IDE+24+LF4CTRL", "DTM+93:202512022300?+00:303", "STS+E01++A36:E_0624", "RFF+Z13:55011",
+        "IDE+24+LF4CTRL", "DTM+93:202512022300?+00:303", "STS+7++E01", "STS+E01++A36:E_0624", "RFF+Z13:55011",
         f"RFF+TN:{ours}",
     ], bgm="E02")  # fmt: skip
     later = _utilmd(sender, "F5CTRL", "202511050900", [

@@ -297,10 +297,12 @@ AHB_RULES: Mapping[str, AhbRule] = {
                 details=frozenset({"ZW0", "ZW1", "ZW2"}), packages=True),
         AhbRule("55004", "required", "E02", dates=("93",), reasons=_ABMELDUNG_REASONS,
                 details=frozenset({"ZW3", "ZW4", "ZW5", "ZAP"}), dates_by_reason=_AUFHEBUNG_DATES),
+        # STS+7 (#1 E01|E03) is Muss in 55011/55012 (S2 schema C601.9015=7 Muss; S1 FV2504
+        # 55011.csv rows 57-58)
         AhbRule("55011", "absent", "E02", request_ref=True, dates=("93",), answer_ebd="E_0624",
-                answer_cluster="Zustimmung", optional_reasons=frozenset({"E01", "E03"})),
+                answer_cluster="Zustimmung", reasons=frozenset({"E01", "E03"})),
         AhbRule("55012", "absent", "E02", request_ref=True, answer_ebd="E_0624", answer_cluster="Ablehnung",
-                optional_reasons=frozenset({"E01", "E03"})),
+                reasons=frozenset({"E01", "E03"})),
         AhbRule("55002", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55078", "required", request_ref=True, answer_ebd="E_0623", answer_cluster="Zustimmung"),
         AhbRule("55003", "absent", request_ref=True),
@@ -432,7 +434,10 @@ def check_transaction(
         if not answer_code:
             text = f"PID {pid}: STS+E01 answer code of {rule.answer_ebd} missing"
             errors.append((AhbFinding.MISSING, text))
-        elif answer_ebd and answer_ebd != rule.answer_ebd:
+        elif not answer_ebd:  # (C556 DE1131 'X' [E_0624]: a code means something only in its EBD)
+            text = f"PID {pid}: STS+E01 answer code {answer_code} without its EBD ({rule.answer_ebd})"
+            errors.append((AhbFinding.MISSING, text))
+        elif answer_ebd != rule.answer_ebd:
             errors.append((
                 AhbFinding.CODE_NOT_ALLOWED,
                 f"PID {pid}: answer code {answer_code} names EBD {answer_ebd}, expected {rule.answer_ebd}",

@@ -49,7 +49,7 @@ def lfa_answer(request_ref: str, **overrides: Any) -> Any:
         "document_number": "LFADOC000001", "interchange_ref": "LFA0606080001", "message_ref": "A1",
         "format_version": "FV2504", "received_at": "2025-06-10T08:00:00+02:00",
         "request_ref": request_ref, "answer_code": "A36", "answer_ebd": "E_0624",
-        "zuordnungsende": START,
+        "zuordnungsende": START, "transaction_reason": "E01",
     }
     if overrides.get("pid") == "55012":  # a 55012 has no DTM+93 (AHB-FACTS §3)
         values.pop("zuordnungsende")

@@ -6,6 +6,7 @@ Bytes in through ``InboundPipeline``; stored events and rendered outbox messages
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -101,6 +102,33 @@ async def test_answer_with_a_code_of_the_wrong_cluster_gets_aperak_z39(store: Lm
     assert [e["code"] for e in aperak.payload["errors"]] == ["Z39"]
     # Rejected by APERAK, it counts as not received: the LFA is silent, deemed to agree at 09:00.
     assert await fire_nine(store, clock) == 1
+
+
+@pytest.mark.parametrize(
+    ("cut", "named"),
+    [
+        (lambda raw: raw.replace(b":E_0624'", b"'"), "without its EBD (E_0624)"),  # C556 1131 'X' [E_0624]
+        (lambda raw: raw.replace(b"STS+7++E01'", b""), "STS+7 Transaktionsgrund missing"),  # STS+7 Muss
+    ],
+    ids=["no EBD", "no STS+7"],
+)
+async def test_an_objection_missing_what_the_ahb_requires_is_refused_and_counts_as_not_received(
+    store: LmdbStore, cut: Any, named: str
+) -> None:
+    """A 55012 without its answer code's EBD or without STS+7 (both Muss, machine-readable AHB and
+    S1 FV2504) was taken, and the objection rejected the change (55003). Refused by APERAK it counts
+    as not received: at 09:00 the LFA is deemed to agree (found by an AHB review)."""
+    p, request_ide, clock = await consulted(store)
+    raw = cut(lfa_answer(request_ide, pid="55012", code="A35", sent_at=ANSWER_AT))
+    if b"STS+7" not in raw:  # one segment less: UNT counts it
+        count = raw.split(b"UNT+", 1)[1].split(b"+", 1)[0]
+        raw = raw.replace(b"UNT+" + count, b"UNT+" + str(int(count) - 1).encode(), 1)
+    await p.ingest(raw, ANSWER_AT)
+    [aperak] = [m for m in await outbox(store) if kind(m) == "APERAK-"]
+    assert any(named in e["text"] for e in aperak.payload["errors"]), aperak.payload["errors"]
+    assert not [m for m in await outbox(store) if kind(m) == "55003"]
+    assert await fire_nine(store, clock) == 1
+    assert [kind(m) for m in await outbox(store) if kind(m) in ("55002", "55037")] == ["55002", "55037"]
 
 
 async def test_an_old_style_loc_z16_in_an_answer_is_ignored_with_a_warning(store: LmdbStore) -> None:
