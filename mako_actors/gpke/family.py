@@ -429,5 +429,6 @@ def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:
     for segment in transaction.segments:
         if segment.tag == "NAD" and segment.value(0) == "Z09":
             name = tuple(segment.components(3))
-            return name if any(name) else None
+            # 3036 Name 1-5 name the customer; 3045 (Z01/Z02, the sixth) only says how
+            return name if any(name[:5]) else None
     return None

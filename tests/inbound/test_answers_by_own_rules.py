@@ -189,12 +189,16 @@ async def test_an_lfa_answer_with_another_transaktionsgrund_than_e01_e03_gets_ap
     assert codes == [["Z39"]]
 
 
-async def test_anmeldung_without_the_customer_gets_aperak_z29_and_asks_nobody(store: LmdbStore) -> None:
+@pytest.mark.parametrize("customer", [None, ":::::Z01"], ids=["no NAD+Z09", "no name, Namensformat only"])
+async def test_anmeldung_without_the_customer_gets_aperak_z29_and_asks_nobody(
+    store: LmdbStore, customer: str | None
+) -> None:
     """SG12 NAD+Z09 (Kunde des Lieferanten) is Muss in a 55001 (AHB UTILMD 55001 FV2504), and
-    the 55010 must repeat it (S1 55010 [279]): without it the LFA would reject our 55010."""
+    the 55010 must repeat it (S1 55010 [279]): without it the LFA would reject our 55010. A
+    NAD+Z09 with its Namensformat (3045) but no name counted as one (found by an AHB review)."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
-    [outcome] = (await p.ingest(anmeldung(customer=None), THU_1430)).messages
+    [outcome] = (await p.ingest(anmeldung(customer=customer), THU_1430)).messages
     assert outcome.outcome == "started"
     [aperak] = [m for m in await outbox(store) if m.message_type == "APERAK"]
     assert [(e["code"], e["text"]) for e in aperak.payload["errors"]] == [
