@@ -450,14 +450,13 @@ class _Generator:
             # carries DTM+93 (the end of supply: the new supplier's start); Ablehnung in 55012,
             # A30 included (supply already ended: the NB treats it as no objection).
             # STS+7 is Muss in an answer (AHB-FACTS §3, the machine-readable AHB): #1 as our
-            # 55010 named it (E01 for a consuming or ruhende MaLo, [192], else E03).
-            consuming = tx.transaction.transaction_reason_detail in ("ZW4", "ZAP")
+            # 55010 named it, which repeats the Anmeldung's.
             answer = UtilmdTransaction(
                 ide_ref=self.next_ref("L"),
                 pid="55011" if confirm else "55012",
                 request_ref=request,
                 end=tx.transaction.start if confirm else None,
-                transaction_reason="E01" if consuming else "E03",
+                transaction_reason=tx.transaction.transaction_reason or "E03",
                 answer_code=self.rng.choice(_ZUSTIMMUNG if confirm else _ABLEHNUNG),
                 answer_ebd="E_0624",
             )

@@ -269,7 +269,8 @@ class ReceiveLfaAnswer(InboundUtilmd):
     ``request_ref`` is its RFF+TN (our 55010's IDE); ``answer_code``/``answer_ebd`` its STS+E01
     code of E_0624 (required; a 55012's is repeated as STS+Z35 in the 55003). Since FV2504 the
     answer has no SG5, so ``malo`` is normally ``None`` (AHB-FACTS §2). ``transaction_reason``:
-    its STS+7 #1 (E01/E03 when sent; another code is APERAK Z39), not needed to decide.
+    its STS+7 #1 (E01/E03, Muss: missing is APERAK Z29, another code Z39), not needed to decide;
+    its #2 is not read (the AHB gives the answer's C556#2 no status).
     """
 
     kind: Literal["lfa_answer"] = "lfa_answer"

@@ -429,6 +429,7 @@ def _customer_name(transaction: Transaction) -> tuple[str, ...] | None:
     for segment in transaction.segments:
         if segment.tag == "NAD" and segment.value(0) == "Z09":
             name = tuple(segment.components(3))
-            # 3036 Name 1-5 name the customer; 3045 (Z01/Z02, the sixth) only says how
-            return name if any(name[:5]) else None
+            # C080 3036 #1 is the Muss one (the 55010 repeats it, where it is Muss too); 3045
+            # (Z01/Z02, the sixth) only says how the name is formed
+            return name if name and name[0].strip() else None
     return None

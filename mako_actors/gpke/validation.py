@@ -187,8 +187,6 @@ class AhbRule:
     ``packages``: SG8 ``SEQ+Z79`` (Bestandteil eines Produktpakets) is Muss (55001, 55077);
     ``packages_for``: only with one of these C556#2 codes (55001: Muss [480], "Wenn SG4
     STS+7++xxx+ZW4 vorhanden", S1 FV2504 55001.csv: not for a ruhende MaLo's ZAP); None: always.
-    ``optional_reasons``/``optional_details``: the C556#1/#2 codes allowed where the AHB names a
-    code set but the decision does not need the value: not Muss, a code outside them is Z39.
     """
 
     pid: str
@@ -202,8 +200,6 @@ class AhbRule:
     answer_cluster: Cluster | None = None
     dates_by_reason: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fixed_term_reasons: frozenset[str] = frozenset()
-    optional_reasons: frozenset[str] = frozenset()
-    optional_details: frozenset[str] = frozenset()
     customer: bool = False
     packages: bool = False
     packages_for: frozenset[str] | None = None
@@ -415,12 +411,6 @@ def check_transaction(
                 AhbFinding.CODE_NOT_ALLOWED,
                 f"PID {pid}: Transaktionsgrund ZZD is valid from 2026-04-01 only (AHB-FACTS §3)",
             ))
-    for code, allowed, what in (
-        (transaction_reason, rule.optional_reasons, "Transaktionsgrund"),
-        (transaction_detail, rule.optional_details, "STS+7 C556#2"),
-    ):
-        if code and allowed and code not in allowed:
-            errors.append((AhbFinding.CODE_NOT_ALLOWED, f"PID {pid}: {what} {code} not in {sorted(allowed)}"))
     if rule.details:
         if not transaction_detail:
             codes = "|".join(sorted(rule.details))

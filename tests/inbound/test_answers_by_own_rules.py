@@ -189,7 +189,10 @@ async def test_an_lfa_answer_with_another_transaktionsgrund_than_e01_e03_gets_ap
     assert codes == [["Z39"]]
 
 
-@pytest.mark.parametrize("customer", [None, ":::::Z01"], ids=["no NAD+Z09", "no name, Namensformat only"])
+@pytest.mark.parametrize(
+    "customer", [None, ":::::Z01", ":Paula::::Z01", " ::::Z01"],
+    ids=["no NAD+Z09", "Namensformat only", "no first name part", "a blank name"],
+)  # fmt: skip
 async def test_anmeldung_without_the_customer_gets_aperak_z29_and_asks_nobody(
     store: LmdbStore, customer: str | None
 ) -> None:
