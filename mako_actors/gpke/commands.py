@@ -190,6 +190,8 @@ class ReceiveAnmeldung(InboundUtilmd):
     tranche_percent: str | None = None
     kundenanlage_malo: str | None = None
     product_packages: tuple[ProductPackage, ...] = ()
+    #: What the AHB forbids in its packages, ``(missing|format|code, text)`` (APERAK Z29/Z35/Z39).
+    package_problems: tuple[tuple[str, str], ...] = ()
     malo_in_operation_from: AwareDatetime | None = None
     malo_out_of_market_from: AwareDatetime | None = None
     malo_quarter_hour_metering: bool | None = None

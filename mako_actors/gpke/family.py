@@ -245,6 +245,9 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
         values["product_packages"] = _product_packages(transaction)
+        problems = _package_problems(transaction)
+        if problems:
+            values["package_problems"] = problems
         if values["pid"] == "55077" and values["transaction_detail"] == "ZW2":
             values["requested_share"] = _requested_share(transaction)
         _object(values, transaction)
@@ -360,6 +363,50 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
             ranks[package] = _PRIORITY_RANK[segment.value(0)]
     order = sorted(bilanzkreis, key=lambda p: ranks.get(p, 1000))  # stable: the order sent
     return tuple(_package(p, bilanzkreis[p], None) for p in order)
+
+
+def _package_problems(transaction: Transaction) -> tuple[tuple[str, str], ...]:
+    """What the AHB forbids in an Anmeldung's Produktpakete, as ``(kind, text)`` (kind
+    ``missing``, ``format`` or ``code``; UTILMD AHB 55001/55077, machine-readable FV2504/FV2510):
+    a SEQ+Z79 without its package number 1050, or one that is no whole number > 0 ([914] ∧
+    [937]); a package without its product (PIA+5, Muss) or with another code list than Z11; a
+    SEQ+ZH0 (priority) naming no package sent. Read leniently, such a package was dropped or
+    its priority taken from the order sent, unseen by E_0622 step 60/260."""
+    problems: list[tuple[str, str]] = []
+    packages: list[str] = []
+    priorities: list[str] = []
+    group = package = ""
+    product = True
+    for segment in transaction.segments:
+        tag = segment.tag
+        if tag == "NAD":  # SG12 follows the SG8 groups
+            break
+        if tag == "SEQ":
+            if group == "Z79" and not product:
+                problems.append(("missing", f"SG8 SEQ+Z79 {package}: its product (PIA+5) missing"))
+            group, package, product = segment.value(0), segment.value(1), True
+            if group == "Z79":
+                product = False
+                if not package:
+                    problems.append(("missing", "SG8 SEQ+Z79 without its package number (1050)"))
+                elif not package.isdigit() or int(package) == 0:
+                    text = f"SG8 SEQ+Z79 package number {package!r} is no whole number > 0"
+                    problems.append(("format", text))
+                else:
+                    packages.append(package)
+            elif group == "ZH0" and package:
+                priorities.append(package)
+        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
+            product = True
+            if segment.value(1, 1) != "Z11":
+                text = f"SG8 SEQ+Z79 {package}: PIA+5 code list {segment.value(1, 1)!r}, expected Z11"
+                problems.append(("code", text))
+    if group == "Z79" and not product:
+        problems.append(("missing", f"SG8 SEQ+Z79 {package}: its product (PIA+5) missing"))
+    for named in priorities:
+        if named not in packages:
+            problems.append(("code", f"SG8 SEQ+ZH0 {named} names no package (SEQ+Z79) sent"))
+    return tuple(problems)
 
 
 #: Codeliste der Konfigurationen: product "Ruhende Marktlokation" and its properties that form a

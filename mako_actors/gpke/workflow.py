@@ -1164,6 +1164,8 @@ class GpkeNbWorkflow(Workflow[BaseModel, GpkeState]):
                 "or a component after 3045"
             )
             errors.append(self._error(fv, Reason.FORMAT_NOT_KEPT, text))
+        for kind, text in fields.get("package_problems") or ():
+            errors.append(self._error(fv, _PACKAGE_PROBLEMS[kind], text))
         long_ids = [p.id for p in fields.get("product_packages") or () if len(p.id) > _PACKAGE_ID]
         if long_ids:
             # SEQ 1050 is an..10 (UN D.11A); the 55002/55078 repeats the package the NB plans in
@@ -1476,6 +1478,11 @@ def _answer_key(sender: str, interchange_ref: str, message_ref: str, ide_ref: st
     """An inbound UTILMD transaction: sender, 0020, 0062 and IDE (unique per sender, DOMAIN §5)."""
     return f"{sender}:{interchange_ref}:{message_ref}:{ide_ref}"
 
+
+#: The APERAK reason of each kind of ``ReceiveAnmeldung.package_problems``.
+_PACKAGE_PROBLEMS = {
+    "missing": Reason.MISSING_DATA, "format": Reason.FORMAT_NOT_KEPT, "code": Reason.CODE_NOT_ALLOWED,
+}  # fmt: skip
 
 #: What an acknowledgement names in our interchange, checked, not stored (``ReceiveAcknowledgement``).
 _NAMED_REFERENCES = ("messages", "documents", "transactions")

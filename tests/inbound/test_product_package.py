@@ -88,14 +88,14 @@ async def test_a_produktpaket_id_longer_than_its_format_gets_z35_not_a_55002_tha
     40-character ID was taken and echoed there, so the LFN's CONTRL would refuse our 55002; now
     the Anmeldung gets APERAK Z35 and nothing is decided. Ten characters fit and are repeated."""
     p = pipeline(store, None)
-    await p.ingest(anmeldung(packages=(("P" * 11, OWN),)), THU_1430)
+    await p.ingest(anmeldung(packages=(("1" * 11, OWN),)), THU_1430)
     [(code, text)] = await aperak_errors(store)
-    assert code == "Z35" and "P" * 11 in text
+    assert code == "Z35" and "1" * 11 in text
     assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
-    await p.ingest(anmeldung(ref="LFN0002", ide="LFNTX2", packages=(("Q" * 10, OWN),)), THU_1430)
+    await p.ingest(anmeldung(ref="LFN0002", ide="LFNTX2", packages=(("9" * 10, OWN),)), THU_1430)
     sent = utilmd_by_pid(await outbox(store))
     [z60] = [s.value(0, 1) for s in sent["55002"].segments if s.tag == "RFF" and s.value(0) == "Z60"]
-    assert z60 == "Q" * 10
+    assert z60 == "9" * 10
 
 
 async def test_an_anmeldung_without_a_produktpaket_gets_aperak_z29(store: LmdbStore) -> None:
@@ -226,3 +226,34 @@ async def test_many_unusable_packages_still_give_a_sendable_answer(store: LmdbSt
     messages = await outbox(store)
     text = ftx_acb(utilmd_by_pid(messages)["55003"])  # rendered and structure-checked
     assert len(text) == 2560 and text.endswith("...") and text.startswith("Produktpaket 1:")
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "named"),
+    [
+        (("SEQ+Z79+1'", "SEQ+Z79'"), "Z29", "without its package number"),
+        (("SEQ+Z79+1'", "SEQ+Z79+0'"), "Z35", "'0' is no whole number > 0"),
+        (("SEQ+Z79+1'", "SEQ+Z79+1.5'"), "Z35", "'1.5' is no whole number > 0"),
+        (("PIA+5+9991000002082:Z11'", ""), "Z29", "its product (PIA+5) missing"),
+        (("PIA+5+9991000002082:Z11'", "PIA+5+9991000002082:Z12'"), "Z39", "code list 'Z12'"),
+        (("SEQ+ZH0+1'", "SEQ+ZH0+2'"), "Z39", "SEQ+ZH0 2 names no package"),
+    ],
+    ids=["no 1050", "1050 zero", "1050 a decimal", "no PIA+5", "PIA code list", "ZH0 names none"],
+)
+async def test_a_package_the_ahb_forbids_gets_an_aperak_and_starts_nothing(
+    store: LmdbStore, change: tuple[str, str], code: str, named: str
+) -> None:
+    """The packages were read leniently: a SEQ+Z79 without (or with a zero or decimal) package
+    number, a package without its product or with another code list, a priority naming no
+    package: taken (APERAK 312, the process started), the package dropped or ranked by the order
+    sent, unseen by E_0622 step 60 (found by an AHB review: 1050 [914] ∧ [937], PIA Muss, Z11)."""
+    raw = anmeldung(packages=(("1", OWN),)).decode("latin-1")
+    old, new = change
+    assert old in raw
+    raw = raw.replace(old, new)
+    if not new:  # one segment less: UNT counts it
+        raw = raw.replace("UNT+18+", "UNT+17+")
+    await pipeline(store, None).ingest(raw.encode("latin-1"), THU_1430)
+    errors = await aperak_errors(store)
+    assert any(c == code and named in text for c, text in errors), errors
+    assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
