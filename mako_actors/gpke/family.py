@@ -389,24 +389,30 @@ def _package_problems(transaction: Transaction) -> tuple[tuple[str, str], ...]:
                 product = False
                 if not package:
                     problems.append(("missing", "SG8 SEQ+Z79 without its package number (1050)"))
-                elif not package.isdigit() or int(package) == 0:
-                    text = f"SG8 SEQ+Z79 package number {package!r} is no whole number > 0"
-                    problems.append(("format", text))
                 else:
-                    packages.append(package)
+                    packages.append(_package_number(package))
+                    if not (package.isascii() and package.isdigit()) or int(package) == 0:
+                        text = f"SG8 SEQ+Z79 package number {package!r} is no whole number > 0"
+                        problems.append(("format", text))
             elif group == "ZH0" and package:
                 priorities.append(package)
         elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
             product = True
-            if segment.value(1, 1) != "Z11":
-                text = f"SG8 SEQ+Z79 {package}: PIA+5 code list {segment.value(1, 1)!r}, expected Z11"
-                problems.append(("code", text))
+            code_list = segment.value(1, 1)
+            if code_list != "Z11":
+                text = f"SG8 SEQ+Z79 {package}: PIA+5 code list (7143) {code_list or 'missing'}, expected Z11"
+                problems.append(("code" if code_list else "missing", text))
     if group == "Z79" and not product:
         problems.append(("missing", f"SG8 SEQ+Z79 {package}: its product (PIA+5) missing"))
     for named in priorities:
-        if named not in packages:
+        if _package_number(named) not in packages:
             problems.append(("code", f"SG8 SEQ+ZH0 {named} names no package (SEQ+Z79) sent"))
     return tuple(problems)
+
+
+def _package_number(text: str) -> str:
+    """A package number as ZH0 and Z79 compare it: by value when it is one (``01`` is ``1``)."""
+    return str(int(text)) if text.isascii() and text.isdigit() else text
 
 
 #: Codeliste der Konfigurationen: product "Ruhende Marktlokation" and its properties that form a

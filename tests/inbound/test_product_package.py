@@ -235,11 +235,15 @@ async def test_many_unusable_packages_still_give_a_sendable_answer(store: LmdbSt
         (("SEQ+Z79+1'", "SEQ+Z79+0'"), "Z35", "'0' is no whole number > 0"),
         (("SEQ+Z79+1'", "SEQ+Z79+1.5'"), "Z35", "'1.5' is no whole number > 0"),
         (("PIA+5+9991000002082:Z11'", ""), "Z29", "its product (PIA+5) missing"),
-        (("PIA+5+9991000002082:Z11'", "PIA+5+9991000002082:Z12'"), "Z39", "code list 'Z12'"),
+        (("PIA+5+9991000002082:Z11'", "PIA+5+9991000002082:Z12'"), "Z39", "code list (7143) Z12"),
+        (("PIA+5+9991000002082:Z11'", "PIA+5+9991000002082'"), "Z29", "code list (7143) missing"),
         (("SEQ+ZH0+1'", "SEQ+ZH0+2'"), "Z39", "SEQ+ZH0 2 names no package"),
+        # (a superscript two is a digit to Python, no number to the AHB: it crashed the ingest)
+        (("SEQ+Z79+1'", "SEQ+Z79+\u00b2'"), "Z35", "is no whole number > 0"),
     ],
-    ids=["no 1050", "1050 zero", "1050 a decimal", "no PIA+5", "PIA code list", "ZH0 names none"],
-)
+    ids=["no 1050", "1050 zero", "1050 a decimal", "no PIA+5", "PIA code list", "PIA no code list",
+         "ZH0 names none", "1050 superscript"],
+)  # fmt: skip
 async def test_a_package_the_ahb_forbids_gets_an_aperak_and_starts_nothing(
     store: LmdbStore, change: tuple[str, str], code: str, named: str
 ) -> None:
@@ -257,3 +261,11 @@ async def test_a_package_the_ahb_forbids_gets_an_aperak_and_starts_nothing(
     errors = await aperak_errors(store)
     assert any(c == code and named in text for c, text in errors), errors
     assert not [m for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
+async def test_a_package_number_with_a_leading_zero_is_its_number(store: LmdbStore) -> None:
+    """SEQ+Z79+01 with its priority SEQ+ZH0+1 is one package (compared by value), taken."""
+    raw = anmeldung(packages=(("1", OWN),)).replace(b"SEQ+Z79+1'", b"SEQ+Z79+01'")
+    await pipeline(store, None).ingest(raw, THU_1430)
+    assert await aperak_errors(store) == []
+    assert [m for m in await outbox(store) if m.message_type == "UTILMD"]
