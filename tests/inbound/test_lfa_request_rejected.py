@@ -10,15 +10,16 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edi import LFA, LFN, MALO, NB, THU_1430, anmeldung, kind, lfa_answer, outbox, pipeline, store
 
-from mako_actors import OutboxMessageId, Process, ProcessId, StreamId, TenantId
+from mako_actors import OutboxMessage, OutboxMessageId, Process, ProcessId, StreamId, TenantId
 from mako_actors.cli import main
 from mako_actors.edifact import parse_interchange, render_outbound
 from mako_actors.gpke import DeemLfaAgreement, GpkeNbWorkflow, Status, interchange_key
-from mako_actors.inbound import Suppliers
+from mako_actors.inbound import MessageOutcome, Suppliers
 from mako_actors.scheduler import DeadlineScheduler, VirtualClock, process_firer
 from stores.lmdb import LmdbStore
 
@@ -63,16 +64,23 @@ def contrl(referenced_ref: str, at: datetime, action: str) -> bytes:
     return ("UNA:+.? '" + "'".join(segments) + "'").encode("latin-1")
 
 
-async def consult_and_acknowledge(
-    store: LmdbStore, acknowledgement: Callable[[str, datetime], bytes]
-) -> tuple[ProcessId, str, set[OutboxMessageId]]:
-    """An Anmeldung, the LFA's ``acknowledgement`` of our 55010, then 09:00 WT1: the process id,
-    the 55010's 0020 and the outbox ids before 09:00."""
+async def consulting(store: LmdbStore) -> tuple[Any, VirtualClock, MessageOutcome, OutboxMessage]:
+    """An Anmeldung for a MaLo the LFA supplies: the pipeline, its clock, the started outcome (a
+    process id) and our 55010 in the outbox."""
     clock = VirtualClock(THU_1430)
     p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
     [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
     assert started.process_id is not None
     request = next(m for m in await outbox(store) if kind(m) == "55010")
+    return p, clock, started, request
+
+
+async def consult_and_acknowledge(
+    store: LmdbStore, acknowledgement: Callable[[str, datetime], bytes]
+) -> tuple[ProcessId, str, set[OutboxMessageId]]:
+    """An Anmeldung, the LFA's ``acknowledgement`` of our 55010, then 09:00 WT1: the process id,
+    the 55010's 0020 and the outbox ids before 09:00."""
+    p, clock, started, request = await consulting(store)
     request_ref = request.payload["envelope"]["control_ref"]
     raw = acknowledgement(request_ref, THU_1430 + timedelta(minutes=30))
     for acked in (await p.ingest(raw, THU_1430 + timedelta(minutes=30), source="lfa.edi")).messages:
@@ -386,11 +394,7 @@ async def test_a_rejection_received_after_nine_stops_nothing_whichever_is_handle
     09:00: handled before the timer fired (a library caller's order, or a node holding the
     Fristen back for an older file), it stopped the agreement (LfaNotReached, nothing sent),
     while the timer first confirmed. Its receipt instant decides (found by review)."""
-    clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
-    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
-    assert started.process_id is not None
-    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    p, clock, started, request = await consulting(store)
     before = {m.message_id for m in await outbox(store)}
     late = NINE_CET + timedelta(minutes=30)
     raw = contrl(request.payload["envelope"]["control_ref"], late, "4")
@@ -412,11 +416,7 @@ async def test_an_answer_received_before_nine_decides_though_a_later_acknowledge
     received at 08:59) and takes newer files meanwhile: an acknowledgement received at 09:05
     decided the Frist (a deemed agreement, 55002 and 55037) before the objection was read,
     which then came "late" (found by re-review). It is only recorded: the objection decides."""
-    clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
-    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
-    assert started.process_id is not None
-    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    p, _, started, request = await consulting(store)
     ack_at, answer_at = NINE_CET + timedelta(minutes=5), NINE_CET - timedelta(minutes=1)
     raw = contrl(request.payload["envelope"]["control_ref"], ack_at, "7")
     assert [m.outcome for m in (await p.ingest(raw, ack_at, source="ack.edi")).messages] == ["routed"]
@@ -432,11 +432,7 @@ async def test_an_answer_received_before_nine_decides_though_a_later_acknowledge
 async def test_the_earliest_rejection_received_counts_whichever_is_handled_first(store: LmdbStore) -> None:
     """The LFA's APERAK 313 on our 55010 received at 08:30 and its CONTRL 4 received at 09:30:
     the 09:30 one handled first set the instant, and 09:00 deemed agreement (found by re-review)."""
-    clock = VirtualClock(THU_1430)
-    p = pipeline(store, clock, **{MALO: Suppliers(current=LFA)})
-    [started] = (await p.ingest(anmeldung(), THU_1430, source="lfn.edi")).messages
-    assert started.process_id is not None
-    request = next(m for m in await outbox(store) if kind(m) == "55010")
+    p, clock, started, request = await consulting(store)
     request_ref = request.payload["envelope"]["control_ref"]
     late, early = NINE_CET + timedelta(minutes=30), NINE_CET - timedelta(minutes=30)
     await p.ingest(contrl(request_ref, late, "4"), late, source="late.edi")
