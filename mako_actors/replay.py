@@ -1545,7 +1545,8 @@ async def replay_directory(
     decide with (e.g. another ``GpkeConfig``: changed Fristen or code tables). Raises
     ``InvalidArgument`` for a bad archive, tenant or setting and ``StoreError`` when a store
     cannot be opened or written; ``InvalidArgument`` also when ``store_path`` holds a store of
-    another worker count (``mako_actors._placement.check_layout``). ``message_types`` (e.g.
+    another worker count (``mako_actors._placement.check_layout``), or a node serves it or
+    another replay or import writes it (the run holds its lock, ``_store_lock``). ``message_types`` (e.g.
     ``{"UTILMD", "CONTRL", "APERAK"}``): replay only the files holding a message of one of them
     (and those with none readable: they are rejected as in any run); the others, an operator's
     MSCONS, INVOIC, ... in the same archive, are skipped and counted (``skipped_by_type``)
@@ -1576,11 +1577,11 @@ async def replay_directory(
     with held(store_path / STORE_LOCK, "store", "mako-actors replay", _ALONE):
         options = replace(options, locked=store_path)
         report = await _replay_run(items, store_path, options, workers, ray, ray_address, progress)
+        report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
+        _remember_skipped(store_path, report.skipped_interchanges)  # (the store's: written locked)
     report.not_in_manifest = [storable_name(name) for name in unlisted]
     report.skipped_by_type = skipped_by_type
-    report.skipped_interchanges = [(sender, control) for _, sender, control in skipped]
     report.skipped_files = [storable_name(item.path.name) for item, _, _ in skipped]
-    _remember_skipped(store_path, report.skipped_interchanges)
     return report
 
 
