@@ -244,8 +244,7 @@ def _values(tx: InboundTransaction) -> dict[str, Any]:
         if transaction.end is not None:
             values["zuordnungsende"] = transaction.end
         values["customer_name"] = _customer_name(transaction)
-        values["product_packages"] = _product_packages(transaction)
-        problems = _package_problems(transaction)
+        values["product_packages"], problems = _product_packages(transaction)
         if problems:
             values["package_problems"] = problems
         if values["pid"] == "55077" and values["transaction_detail"] == "ZW2":
@@ -334,15 +333,26 @@ _SG8_TAGS = frozenset({"SEQ", "PIA", "CAV", "NAD"})
 _PRIORITY_RANK = {"Z75": 1, "Z76": 2, "Z77": 3, "Z78": 4, "Z79": 5}
 
 
-def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
+def _product_packages(
+    transaction: Transaction,
+) -> tuple[tuple[ProductPackage, ...], tuple[tuple[str, str], ...]]:
     """The Produktpakete of an Anmeldung (SG8 ``SEQ+Z79`` DE1050), by the LFN's priority: the rank
-    of its ``SEQ+ZH0`` (``CAV+Z75``…``Z79``, else the ZH0s' order), then packages without one in
-    the order sent. A package's Bilanzkreis is the ``CAV+ZV4`` of its product ``PIA+5``
-    9991000002082 (Codeliste der Konfigurationen 6.1.1)."""
+    of its ``SEQ+ZH0`` (``CAV+Z75``…``Z79``, else the ZH0s' order; a number compared by value,
+    ``_package_number``), then packages without one in the order sent. A package's Bilanzkreis
+    is the ``CAV+ZV4`` of its product ``PIA+5`` 9991000002082 (Codeliste der Konfigurationen
+    6.1.1). And what the AHB forbids in them, as ``(kind, text)`` (kind ``missing``, ``format``
+    or ``code``; UTILMD AHB 55001/55077, machine-readable FV2504/FV2510): a SEQ+Z79 without its
+    package number 1050, or one that is no whole number > 0 ([914] ∧ [937]); a package without
+    its product (PIA+5, Muss) or with another code list than Z11; a SEQ+ZH0 naming no package
+    sent. Read leniently, such a package was dropped or ranked by the order sent, unseen by
+    E_0622 step 60/260."""
     bilanzkreis: dict[str, str | None] = {}
-    ranks: dict[str, int] = {}
+    ranks: dict[str, int] = {}  # by package number
+    priorities: list[str] = []  # the ZH0s' numbers as sent
+    problems: list[tuple[str, str]] = []
     group = ""  # the SEQ qualifier of the SG8 group being read
     package = product = ""
+    sold = True  # the current SEQ+Z79 group has its PIA+5
     for segment in transaction.segments:
         tag = segment.tag
         if tag not in _SG8_TAGS:
@@ -350,64 +360,43 @@ def _product_packages(transaction: Transaction) -> tuple[ProductPackage, ...]:
         if tag == "NAD":  # SG12 follows the SG8 groups
             break
         if tag == "SEQ":
-            group, package, product = segment.value(0), segment.value(1), ""
-            if group == "Z79" and package:
-                bilanzkreis.setdefault(package, None)
-            elif group == "ZH0" and package:
-                ranks.setdefault(package, 100 + len(ranks))
-        elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
-            product = segment.value(1)
-        elif group == "Z79" and tag == "CAV" and segment.value(0) == "ZV4" and product == BILANZKREIS_PRODUCT:
-            bilanzkreis[package] = segment.value(0, 3) or None
-        elif group == "ZH0" and tag == "CAV" and segment.value(0) in _PRIORITY_RANK and package in ranks:
-            ranks[package] = _PRIORITY_RANK[segment.value(0)]
-    order = sorted(bilanzkreis, key=lambda p: ranks.get(p, 1000))  # stable: the order sent
-    return tuple(_package(p, bilanzkreis[p], None) for p in order)
-
-
-def _package_problems(transaction: Transaction) -> tuple[tuple[str, str], ...]:
-    """What the AHB forbids in an Anmeldung's Produktpakete, as ``(kind, text)`` (kind
-    ``missing``, ``format`` or ``code``; UTILMD AHB 55001/55077, machine-readable FV2504/FV2510):
-    a SEQ+Z79 without its package number 1050, or one that is no whole number > 0 ([914] ∧
-    [937]); a package without its product (PIA+5, Muss) or with another code list than Z11; a
-    SEQ+ZH0 (priority) naming no package sent. Read leniently, such a package was dropped or
-    its priority taken from the order sent, unseen by E_0622 step 60/260."""
-    problems: list[tuple[str, str]] = []
-    packages: list[str] = []
-    priorities: list[str] = []
-    group = package = ""
-    product = True
-    for segment in transaction.segments:
-        tag = segment.tag
-        if tag == "NAD":  # SG12 follows the SG8 groups
-            break
-        if tag == "SEQ":
-            if group == "Z79" and not product:
+            if not sold:
                 problems.append(("missing", f"SG8 SEQ+Z79 {package}: its product (PIA+5) missing"))
-            group, package, product = segment.value(0), segment.value(1), True
+            group, package, product = segment.value(0), segment.value(1), ""
+            sold = group != "Z79"
             if group == "Z79":
-                product = False
                 if not package:
                     problems.append(("missing", "SG8 SEQ+Z79 without its package number (1050)"))
                 else:
-                    packages.append(_package_number(package))
+                    bilanzkreis.setdefault(package, None)
                     if not (package.isascii() and package.isdigit()) or int(package) == 0:
                         text = f"SG8 SEQ+Z79 package number {package!r} is no whole number > 0"
                         problems.append(("format", text))
             elif group == "ZH0" and package:
                 priorities.append(package)
+                ranks.setdefault(_package_number(package), 100 + len(ranks))
         elif group == "Z79" and tag == "PIA" and segment.value(0) == "5":
-            product = True
+            product, sold = segment.value(1), True
             code_list = segment.value(1, 1)
             if code_list != "Z11":
                 text = f"SG8 SEQ+Z79 {package}: PIA+5 code list (7143) {code_list or 'missing'}, expected Z11"
                 problems.append(("code" if code_list else "missing", text))
-    if group == "Z79" and not product:
+        elif group == "Z79" and tag == "CAV" and segment.value(0) == "ZV4" and product == BILANZKREIS_PRODUCT:
+            bilanzkreis[package] = segment.value(0, 3) or None
+        elif group == "ZH0" and tag == "CAV" and segment.value(0) in _PRIORITY_RANK:
+            number = _package_number(package)
+            if number in ranks:
+                ranks[number] = _PRIORITY_RANK[segment.value(0)]
+    if not sold:
         problems.append(("missing", f"SG8 SEQ+Z79 {package}: its product (PIA+5) missing"))
-    for named in priorities:
-        if _package_number(named) not in packages:
-            problems.append(("code", f"SG8 SEQ+ZH0 {named} names no package (SEQ+Z79) sent"))
-    return tuple(problems)
+    sent = {_package_number(p) for p in bilanzkreis}
+    problems += [
+        ("code", f"SG8 SEQ+ZH0 {named} names no package (SEQ+Z79) sent")
+        for named in priorities
+        if _package_number(named) not in sent
+    ]
+    order = sorted(bilanzkreis, key=lambda p: ranks.get(_package_number(p), 1000))  # stable: as sent
+    return tuple(_package(p, bilanzkreis[p], None) for p in order), tuple(problems)
 
 
 def _package_number(text: str) -> str:

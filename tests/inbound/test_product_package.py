@@ -269,3 +269,15 @@ async def test_a_package_number_with_a_leading_zero_is_its_number(store: LmdbSto
     await pipeline(store, None).ingest(raw, THU_1430)
     assert await aperak_errors(store) == []
     assert [m for m in await outbox(store) if m.message_type == "UTILMD"]
+
+
+async def test_a_priority_names_a_package_by_its_number_also_with_a_leading_zero(store: LmdbStore) -> None:
+    """SEQ+Z79+02 ranked first by SEQ+ZH0+2: the check compared the numbers by value, the ranking
+    by text, so the package's priority was lost (the order sent won) (found by the final read)."""
+    raw = anmeldung(packages=(("1", OWN), ("2", OWN)))
+    raw = raw.replace(b"SEQ+Z79+2'", b"SEQ+Z79+02'").replace(b"CAV+Z75'", b"CAV+Z7X'")
+    raw = raw.replace(b"CAV+Z76'", b"CAV+Z75'").replace(b"CAV+Z7X'", b"CAV+Z76'")
+    await pipeline(store, {LFN: frozenset({OWN})}).ingest(raw, THU_1430)
+    assert await aperak_errors(store) == []
+    confirmation = tx(next(m for m in await outbox(store) if kind(m) == "55002"))
+    assert confirmation["product_package"] == "02"
